@@ -1,0 +1,16 @@
+#!/usr/bin/env node
+// finllm command line: each verb lives in its own file under src/cli/ and exports
+// `register(program)`; this file only wires them together. Verbs parse arguments and call the
+// library modules; they hold no logic of their own.
+import { Command } from 'commander';
+import { runCli } from './common.js';
+
+const program = new Command();
+program
+  .name('finllm')
+  .description('Fine-tune Llama-family models on financial text with QLoRA on a WebGPU engine')
+  .version('0.1.0');
+
+// Verb registrations (one line each).
+
+await runCli(program, process.argv);
