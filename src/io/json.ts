@@ -1,0 +1,47 @@
+// Reading user-supplied JSON files and validating them with zod, turning every failure into an
+// InputError that names the file, the key and what was expected versus found.
+import { readFile } from 'node:fs/promises';
+import type { z } from 'zod';
+import { InputError } from '../errors.js';
+
+/** Reads and parses a JSON file; a missing file or bad JSON is an InputError naming the file. */
+export async function readJsonFile(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new InputError(code === 'ENOENT' ? 'file not found' : `cannot read file (${code ?? String(err)})`, { file: path });
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new InputError(`invalid JSON: ${(err as Error).message}`, { file: path });
+  }
+}
+
+/** Short human description of a JSON value, for "expected X, got Y" messages. */
+export function describeValue(value: unknown): string {
+  if (value === undefined) return 'nothing (missing)';
+  const json = JSON.stringify(value);
+  return json.length > 80 ? `${json.slice(0, 77)}...` : json;
+}
+
+function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
+  let node = root;
+  for (const key of path) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<PropertyKey, unknown>)[key];
+  }
+  return node;
+}
+
+/** Validates `value` against `schema`; the first issue becomes an InputError naming file and key. */
+export function parseWithSchema<S extends z.ZodType>(schema: S, value: unknown, file: string): z.output<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const key = issue.path.map(String).join('.');
+  const got = describeValue(valueAt(value, issue.path));
+  throw new InputError(`${issue.message} (got ${got})`, key ? { file, key } : { file });
+}
