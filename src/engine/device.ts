@@ -1,0 +1,385 @@
+// The GPU device: adapter selection, optional features, raised limits, pipeline cache, and the
+// command recorder that batches many dispatches into one encoder until something needs the CPU.
+//
+// Platform facts this file encodes (see shared/notes/platform.md):
+// - the object returned by webgpu's create() must stay referenced while the device lives, or the
+//   process later crashes in native code: it is a field of GpuDevice, never a temporary;
+// - no optional feature is required: subgroups, timestamp-query and subgroup-matrix are enabled
+//   when the adapter has them and kernels pick variants from `features`.
+import { create, globals } from 'webgpu';
+
+Object.assign(globalThis, globals);
+
+/** A WGSL compile or pipeline validation failure, with the kernel's name and the compiler's message. */
+export class KernelCompileError extends Error {
+  override name = 'KernelCompileError';
+}
+/** A GPU validation / out-of-memory / internal error raised by an error scope or the device. */
+export class GpuError extends Error {
+  override name = 'GpuError';
+}
+/** The device was lost (driver reset, out of memory at the driver level, process teardown). */
+export class DeviceLostError extends Error {
+  override name = 'DeviceLostError';
+}
+
+export type FeatureName = 'subgroups' | 'timestamp-query' | 'chromium-experimental-subgroup-matrix' | 'shader-f16';
+const OPTIONAL_FEATURES: FeatureName[] = ['subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix', 'shader-f16'];
+
+export interface DeviceOptions {
+  /** Dawn backend, e.g. 'vulkan'. Default: FINLLM_BACKEND or Dawn's choice. */
+  backend?: string;
+  /** Substring of the adapter name to pick, e.g. 'llvmpipe' or 'nvidia'. Default: FINLLM_ADAPTER. */
+  adapter?: string;
+  /** Features to leave off even when present (tests of the portable fallbacks). */
+  disableFeatures?: FeatureName[];
+}
+
+export interface AdapterDescription {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  isSoftware: boolean;
+}
+
+/** One storage or uniform binding of a dispatch. */
+export interface BufferBinding {
+  buffer: GPUBuffer;
+  offset?: number;
+  size?: number;
+}
+
+export interface DispatchSpec {
+  pipeline: GPUComputePipeline;
+  /** Storage buffers, bound at @binding(1..n) when `uniforms` is given, else @binding(0..n-1). */
+  buffers: BufferBinding[];
+  /** Packed uniform block, bound at @binding(0). Use `Uniforms` to build it. */
+  uniforms?: ArrayBuffer;
+  workgroups: [number, number?, number?];
+}
+
+const UNIFORM_ALIGN = 256;
+const UNIFORM_RING_BYTES = 1 << 20;
+
+export class GpuDevice {
+  /** Held for the device's lifetime: see the header comment. */
+  private readonly gpuInstance: GPU;
+  readonly adapter: GPUAdapter;
+  readonly device: GPUDevice;
+  readonly features: ReadonlySet<FeatureName>;
+  readonly limits: GPUSupportedLimits;
+  readonly info: AdapterDescription;
+  readonly subgroupSize: { min: number; max: number };
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private uniformRing: GPUBuffer;
+  private uniformStaging = new Uint8Array(UNIFORM_RING_BYTES);
+  private uniformUsed = 0;
+  private lostReason: string | null = null;
+  /** Dispatches recorded since the device was created (for tests and benchmarks). */
+  dispatchCount = 0;
+  submitCount = 0;
+
+  private constructor(gpu: GPU, adapter: GPUAdapter, device: GPUDevice, features: Set<FeatureName>) {
+    this.gpuInstance = gpu;
+    this.adapter = adapter;
+    this.device = device;
+    this.features = features;
+    this.limits = device.limits;
+    const ai = adapter.info;
+    const description = `${ai.vendor} ${ai.architecture} ${ai.device} ${ai.description}`.trim();
+    this.info = {
+      vendor: ai.vendor, architecture: ai.architecture, device: ai.device, description: ai.description,
+      isSoftware: /llvmpipe|lavapipe|swiftshader|software/i.test(description),
+    };
+    const anyInfo = ai as unknown as { subgroupMinSize?: number; subgroupMaxSize?: number };
+    this.subgroupSize = { min: anyInfo.subgroupMinSize ?? 0, max: anyInfo.subgroupMaxSize ?? 0 };
+    this.uniformRing = device.createBuffer({ size: UNIFORM_RING_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    device.lost.then((info) => {
+      this.lostReason = `${info.reason}: ${info.message}`;
+      if (info.reason !== 'destroyed') process.stderr.write(`finllm: GPU device lost (${this.lostReason})\n`);
+    });
+    device.addEventListener('uncapturederror', (ev) => {
+      const e = (ev as GPUUncapturedErrorEvent).error;
+      process.stderr.write(`finllm: uncaptured GPU error: ${e.message}\n`);
+    });
+  }
+
+  static async create(opts: DeviceOptions = {}): Promise<GpuDevice> {
+    const backend = opts.backend ?? process.env.FINLLM_BACKEND;
+    const wanted = opts.adapter ?? process.env.FINLLM_ADAPTER;
+    const flags = ['enable-dawn-features=allow_unsafe_apis'];
+    if (backend) flags.push(`backend=${backend}`);
+    if (wanted) flags.push(`adapter=${wanted}`);
+    const gpu = create(flags);
+    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) {
+      throw new GpuError(
+        'no WebGPU adapter found. finllm needs a Vulkan driver: a GPU driver, or on CPU-only machines Mesa 25 ' +
+          'lavapipe (Debian: apt-get install -t bookworm-backports mesa-vulkan-drivers). See README "Requirements".',
+      );
+    }
+    const disabled = new Set(opts.disableFeatures ?? (process.env.FINLLM_DISABLE_FEATURES?.split(',') as FeatureName[] | undefined) ?? []);
+    const features = new Set<FeatureName>(OPTIONAL_FEATURES.filter((f) => adapter.features.has(f) && !disabled.has(f)));
+    const L = adapter.limits;
+    const device = await adapter.requestDevice({
+      requiredFeatures: [...features] as GPUFeatureName[],
+      requiredLimits: {
+        maxBufferSize: L.maxBufferSize,
+        maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
+        maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
+        maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
+        maxComputeWorkgroupSizeX: L.maxComputeWorkgroupSizeX,
+        maxComputeWorkgroupSizeY: L.maxComputeWorkgroupSizeY,
+        maxComputeWorkgroupsPerDimension: L.maxComputeWorkgroupsPerDimension,
+        maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
+      },
+    });
+    return new GpuDevice(gpu, adapter, device, features);
+  }
+
+  get name(): string {
+    return [this.info.vendor, this.info.device || this.info.architecture, this.info.description].filter(Boolean).join(' ');
+  }
+
+  has(feature: FeatureName): boolean {
+    return this.features.has(feature);
+  }
+
+  private checkAlive(): void {
+    if (this.lostReason) throw new DeviceLostError(`GPU device was lost (${this.lostReason}); restart the process`);
+  }
+
+  /**
+   * A compute pipeline for `code`, compiled once and cached by `key` (kernel name plus every
+   * specialization baked into the source). Compile errors become KernelCompileError with the
+   * WGSL messages and line numbers.
+   */
+  pipeline(key: string, code: () => string, entryPoint = 'main'): GPUComputePipeline {
+    const cached = this.pipelines.get(key);
+    if (cached) return cached;
+    this.checkAlive();
+    const src = code();
+    this.device.pushErrorScope('validation');
+    const module = this.device.createShaderModule({ code: src, label: key });
+    const pipeline = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint }, label: key });
+    // Errors are reported asynchronously; a failing pipeline is caught by validatePipelines().
+    const scope = this.device.popErrorScope();
+    this.pendingValidation.push(
+      scope.then(async (err) => {
+        if (!err) return;
+        const info = await module.getCompilationInfo();
+        const lines = info.messages
+          .filter((m) => m.type === 'error')
+          .map((m) => `  line ${m.lineNum}:${m.linePos}: ${m.message}  | ${src.split('\n')[m.lineNum - 1]?.trim() ?? ''}`);
+        this.pipelines.delete(key);
+        throw new KernelCompileError(`kernel '${key}' failed to compile:\n${lines.join('\n') || err.message}`);
+      }),
+    );
+    this.pipelines.set(key, pipeline);
+    return pipeline;
+  }
+  private pendingValidation: Promise<void>[] = [];
+
+  /** Waits for pending pipeline compilations and throws the first compile error, if any. */
+  async validatePipelines(): Promise<void> {
+    const pending = this.pendingValidation;
+    this.pendingValidation = [];
+    await Promise.all(pending);
+  }
+
+  createBuffer(size: number, usage: number, label?: string): GPUBuffer {
+    this.checkAlive();
+    return this.device.createBuffer({ size, usage, label });
+  }
+
+  private ensurePass(): GPUComputePassEncoder {
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    if (!this.pass) this.pass = this.encoder.beginComputePass();
+    return this.pass;
+  }
+
+  /** The open command encoder with no compute pass open (for copies and timestamped passes). */
+  commandEncoder(): GPUCommandEncoder {
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    return this.encoder;
+  }
+
+  /** Records one dispatch into the current pass. Nothing reaches the GPU until flush(). */
+  dispatch(spec: DispatchSpec): void {
+    this.checkAlive();
+    const entries: GPUBindGroupEntry[] = [];
+    let binding = 0;
+    if (spec.uniforms) {
+      const bytes = spec.uniforms.byteLength;
+      if (this.uniformUsed + bytes > UNIFORM_RING_BYTES) this.flush();
+      const offset = this.uniformUsed;
+      this.uniformStaging.set(new Uint8Array(spec.uniforms), offset);
+      this.uniformUsed += Math.ceil(bytes / UNIFORM_ALIGN) * UNIFORM_ALIGN;
+      entries.push({ binding: binding++, resource: { buffer: this.uniformRing, offset, size: bytes } });
+    }
+    for (const b of spec.buffers) {
+      entries.push({ binding: binding++, resource: { buffer: b.buffer, offset: b.offset ?? 0, size: b.size } });
+    }
+    const bindGroup = this.device.createBindGroup({ layout: spec.pipeline.getBindGroupLayout(0), entries });
+    const [x, y = 1, z = 1] = spec.workgroups;
+    const max = this.limits.maxComputeWorkgroupsPerDimension;
+    if (x > max || y > max || z > max) throw new GpuError(`dispatch (${x}, ${y}, ${z}) exceeds ${max} workgroups per dimension (${spec.pipeline.label})`);
+    if (x === 0 || y === 0 || z === 0) return;
+    const pass = this.ensurePass();
+    pass.setPipeline(spec.pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(x, y, z);
+    this.dispatchCount++;
+  }
+
+  /** Submits everything recorded so far. The uniform ring is written just before the submit. */
+  flush(): void {
+    if (!this.encoder) return;
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+    if (this.uniformUsed > 0) {
+      // Queue order makes reuse of the ring safe: this write lands after every earlier submit ran.
+      this.device.queue.writeBuffer(this.uniformRing, 0, this.uniformStaging, 0, this.uniformUsed);
+      this.uniformUsed = 0;
+    }
+    this.device.queue.submit([this.encoder.finish()]);
+    this.encoder = null;
+    this.submitCount++;
+  }
+
+  /** Flushes and waits for the GPU to finish; surfaces device loss and GPU errors raised meanwhile. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    await this.validatePipelines();
+    this.checkAlive();
+  }
+
+  /** Runs `fn` inside validation + out-of-memory error scopes; a GPU error becomes a thrown GpuError. */
+  async checked<T>(what: string, fn: () => T): Promise<T> {
+    this.device.pushErrorScope('out-of-memory');
+    this.device.pushErrorScope('validation');
+    let result: T;
+    try {
+      result = fn();
+      this.flush();
+    } finally {
+      const validation = await this.device.popErrorScope();
+      const oom = await this.device.popErrorScope();
+      if (oom) throw new GpuError(`${what}: out of GPU memory: ${oom.message}`);
+      if (validation) throw new GpuError(`${what}: ${validation.message}`);
+    }
+    return result;
+  }
+
+  /** Copies `size` bytes from `buffer` at `offset` back to the CPU. Flushes pending work. */
+  async read(buffer: GPUBuffer, offset: number, size: number): Promise<ArrayBuffer> {
+    const padded = Math.ceil(size / 4) * 4;
+    const staging = this.device.createBuffer({ size: padded, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.commandEncoder().copyBufferToBuffer(buffer, offset, staging, 0, padded);
+    this.flush();
+    await staging.mapAsync(GPUMapMode.READ);
+    const out = staging.getMappedRange().slice(0, size);
+    staging.unmap();
+    staging.destroy();
+    await this.validatePipelines();
+    this.checkAlive();
+    return out;
+  }
+
+  /** Writes CPU data into a buffer, ordered with the recorded work (flushes what was recorded first). */
+  write(buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
+    // queue.writeBuffer is ordered against submits, so earlier recorded dispatches must be submitted first.
+    this.flush();
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength % 4 === 0) {
+      this.device.queue.writeBuffer(buffer, offset, bytes);
+    } else {
+      const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      padded.set(bytes);
+      this.device.queue.writeBuffer(buffer, offset, padded);
+    }
+  }
+
+  /**
+   * GPU time of the work `fn` records, from timestamp queries written at the start and end of one
+   * compute pass that holds all of it. Returns null when the adapter has no timestamp-query.
+   */
+  async timeGpu(fn: () => void): Promise<number | null> {
+    if (!this.has('timestamp-query')) {
+      fn();
+      await this.sync();
+      return null;
+    }
+    this.flush();
+    const querySet = this.device.createQuerySet({ type: 'timestamp', count: 2 });
+    const resolve = this.device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const staging = this.device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.encoder = this.device.createCommandEncoder();
+    this.pass = this.encoder.beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
+    fn();
+    const enc = this.commandEncoder();
+    enc.resolveQuerySet(querySet, 0, 2, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, staging, 0, 16);
+    this.flush();
+    await staging.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(staging.getMappedRange().slice(0));
+    staging.unmap();
+    staging.destroy();
+    resolve.destroy();
+    querySet.destroy();
+    return Number(t[1]! - t[0]!) / 1e9;
+  }
+
+  destroy(): void {
+    this.flush();
+    this.uniformRing.destroy();
+    this.device.destroy();
+    void this.gpuInstance;
+  }
+}
+
+/** Builds a uniform block laid out as consecutive 4-byte scalars (u32 / i32 / f32), padded to 16 bytes. */
+export class Uniforms {
+  private readonly view: DataView;
+  private readonly buf: ArrayBuffer;
+  private n = 0;
+  constructor(capacity = 64) {
+    this.buf = new ArrayBuffer(capacity * 4);
+    this.view = new DataView(this.buf);
+  }
+  u32(v: number): this {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new RangeError(`uniform u32 out of range: ${v}`);
+    this.view.setUint32(4 * this.n++, v, true);
+    return this;
+  }
+  i32(v: number): this {
+    this.view.setInt32(4 * this.n++, v, true);
+    return this;
+  }
+  f32(v: number): this {
+    this.view.setFloat32(4 * this.n++, v, true);
+    return this;
+  }
+  build(): ArrayBuffer {
+    const bytes = Math.max(16, Math.ceil((this.n * 4) / 16) * 16);
+    return this.buf.slice(0, bytes);
+  }
+}
+
+let defaultDevice: Promise<GpuDevice> | null = null;
+
+/** The process-wide device, created on first use. */
+export function getDevice(opts?: DeviceOptions): Promise<GpuDevice> {
+  if (!defaultDevice) defaultDevice = GpuDevice.create(opts);
+  return defaultDevice;
+}

@@ -1,0 +1,70 @@
+// Helpers shared by every kernel file: launch geometry, WGSL snippets for 16-bit unpacking, and the
+// standard dispatch call.
+import { Uniforms, type BufferBinding } from '../engine/device.js';
+import { engine, Tensor } from '../engine/tensor.js';
+
+export { Uniforms };
+
+/** Invocations per workgroup for 1-D elementwise kernels. */
+export const WG = 256;
+
+/**
+ * Workgroup grid for `n` threads of `wg` each. Grids wider than the per-dimension limit fold into
+ * y; kernels recover the flat index with `flatIndex` (WGSL below).
+ */
+export function grid1d(n: number, wg = WG): [number, number] {
+  const groups = Math.ceil(n / wg);
+  const max = engine().dev.limits.maxComputeWorkgroupsPerDimension;
+  if (groups <= max) return [Math.max(groups, 1), 1];
+  const y = Math.ceil(groups / max);
+  return [Math.ceil(groups / y), y];
+}
+
+/** WGSL: flat thread index for grids from grid1d (pass num_workgroups and global id). */
+export const WGSL_FLAT_INDEX = /* wgsl */ `
+fn flat_index(gid: vec3u, nwg: vec3u, wg: u32) -> u32 { return gid.x + gid.y * nwg.x * wg; }
+`;
+
+/**
+ * WGSL: load/store of 16-bit floats packed two per u32 word. bf16 is the top half of an f32
+ * (round-to-nearest-even on store); f16 uses the core pack/unpack builtins (no shader-f16 needed).
+ */
+export const WGSL_HALF = /* wgsl */ `
+fn bf16_to_f32(bits: u32) -> f32 { return bitcast<f32>(bits << 16u); }
+fn f32_to_bf16(x: f32) -> u32 {
+  let u = bitcast<u32>(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) { return (u >> 16u) | 0x40u; } // NaN stays NaN
+  return (u + 0x7fffu + ((u >> 16u) & 1u)) >> 16u;
+}
+fn half_word_get(word: u32, i: u32, is_bf16: bool) -> f32 {
+  let bits = (word >> (16u * (i & 1u))) & 0xffffu;
+  if (is_bf16) { return bf16_to_f32(bits); }
+  return unpack2x16float(bits).x;
+}
+`;
+
+export function dispatch(
+  key: string,
+  code: () => string,
+  tensors: (Tensor | BufferBinding)[],
+  workgroups: [number, number?, number?],
+  uniforms?: Uniforms,
+): void {
+  const dev = engine().dev;
+  dev.dispatch({
+    pipeline: dev.pipeline(key, code),
+    buffers: tensors.map((t) => (t instanceof Tensor ? t.binding : t)),
+    uniforms: uniforms?.build(),
+    workgroups,
+  });
+}
+
+export function assertShape(t: Tensor, shape: readonly number[], what: string): void {
+  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    throw new RangeError(`${what}: expected shape [${shape.join(', ')}], got [${t.shape.join(', ')}]`);
+  }
+}
+
+export function assertDtype(t: Tensor, dtype: string, what: string): void {
+  if (t.dtype !== dtype) throw new TypeError(`${what}: expected dtype ${dtype}, got ${t.dtype}`);
+}

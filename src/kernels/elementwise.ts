@@ -1,0 +1,283 @@
+// Elementwise kernels, generated from a table: each op is a WGSL expression for the forward and one
+// for the gradient (in terms of x, y = f(x) and the incoming gradient g), so forward and backward
+// sit side by side and one generator serves all. Binary ops broadcast their second operand when
+// its shape is a trailing suffix of the first's (bias over rows) or a single element.
+import { autogradKernels, recordOp } from '../engine/autograd.js';
+import { Tensor, numelOf, type DType } from '../engine/tensor.js';
+import { Uniforms, WGSL_FLAT_INDEX, WGSL_HALF, WG, assertDtype, dispatch, grid1d } from './common.js';
+
+export interface UnaryOpDef {
+  /** y as a function of x. */
+  forward: string;
+  /** dL/dx as a function of x, y and g = dL/dy. */
+  backward: string;
+}
+
+export const UNARY_OPS = {
+  neg: { forward: '-x', backward: '-g' },
+  exp: { forward: 'exp(x)', backward: 'g * y' },
+  log: { forward: 'log(x)', backward: 'g / x' },
+  sqrt: { forward: 'sqrt(x)', backward: 'g * 0.5 / y' },
+  square: { forward: 'x * x', backward: 'g * 2.0 * x' },
+  relu: { forward: 'max(x, 0.0)', backward: 'select(0.0, g, x > 0.0)' },
+  sigmoid: { forward: '1.0 / (1.0 + exp(-x))', backward: 'g * y * (1.0 - y)' },
+  silu: { forward: 'x / (1.0 + exp(-x))', backward: 'g * (1.0 / (1.0 + exp(-x))) * (1.0 + x * (1.0 - 1.0 / (1.0 + exp(-x))))' },
+  tanh: { forward: 'tanh(x)', backward: 'g * (1.0 - y * y)' },
+} as const satisfies Record<string, UnaryOpDef>;
+export type UnaryOp = keyof typeof UNARY_OPS;
+
+export const BINARY_OPS = {
+  add: { forward: 'a + b', gradA: 'g', gradB: 'g' },
+  sub: { forward: 'a - b', gradA: 'g', gradB: '-g' },
+  mul: { forward: 'a * b', gradA: 'g * b', gradB: 'g * a' },
+  div: { forward: 'a / b', gradA: 'g / b', gradB: '-g * a / (b * b)' },
+} as const;
+export type BinaryOp = keyof typeof BINARY_OPS;
+
+const HEADER = /* wgsl */ `
+struct P { n: u32, nb: u32, alpha: f32, _pad: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+${WGSL_FLAT_INDEX}`;
+
+function unaryKernel(expr: string): string {
+  return /* wgsl */ `${HEADER}
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_index(gid, nwg, ${WG}u);
+  if (i >= p.n) { return; }
+  let x = X[i];
+  Y[i] = ${expr};
+}`;
+}
+
+function unaryBackwardKernel(expr: string): string {
+  return /* wgsl */ `${HEADER}
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> Yv: array<f32>;
+@group(0) @binding(3) var<storage, read> G: array<f32>;
+@group(0) @binding(4) var<storage, read_write> DX: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_index(gid, nwg, ${WG}u);
+  if (i >= p.n) { return; }
+  let x = X[i]; let y = Yv[i]; let g = G[i];
+  DX[i] = ${expr};
+}`;
+}
+
+function params(n: number, nb = 0, alpha = 0): Uniforms {
+  return new Uniforms().u32(n).u32(nb).f32(alpha).u32(0);
+}
+
+/** y = op(x), f32, any shape. */
+export function unary(op: UnaryOp, x: Tensor): Tensor {
+  assertDtype(x, 'f32', `unary ${op}`);
+  const def = UNARY_OPS[op];
+  const y = Tensor.empty(x.shape);
+  dispatch(`unary.${op}`, () => unaryKernel(def.forward), [x, y], grid1d(x.numel), params(x.numel));
+  recordOp(`unary.${op}`, [x], y, (node) => {
+    const xs = node.save(x);
+    const ys = node.save(y);
+    return ([g]) => {
+      const dx = Tensor.empty(x.shape);
+      dispatch(`unary.${op}.backward`, () => unaryBackwardKernel(def.backward), [xs, ys, g!, dx], grid1d(x.numel), params(x.numel));
+      return [dx];
+    };
+  });
+  return y;
+}
+
+function binaryKernel(expr: string): string {
+  return /* wgsl */ `${HEADER}
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_index(gid, nwg, ${WG}u);
+  if (i >= p.n) { return; }
+  let a = A[i]; let b = B[i % p.nb];
+  C[i] = ${expr};
+}`;
+}
+
+/** Gradient of a binary op for one operand, in the full (un-broadcast) shape. */
+function binaryGradKernel(expr: string): string {
+  return /* wgsl */ `${HEADER}
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(3) var<storage, read> G: array<f32>;
+@group(0) @binding(4) var<storage, read_write> D: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_index(gid, nwg, ${WG}u);
+  if (i >= p.n) { return; }
+  let a = A[i]; let b = B[i % p.nb]; let g = G[i];
+  D[i] = ${expr};
+}`;
+}
+
+function broadcastable(a: Tensor, b: Tensor): boolean {
+  if (b.numel === 1) return true;
+  if (b.shape.length > a.shape.length) return false;
+  const off = a.shape.length - b.shape.length;
+  return b.shape.every((d, i) => d === a.shape[off + i]);
+}
+
+/** c = a op b, with b the same shape as a, a trailing suffix of it, or one element. */
+export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
+  assertDtype(a, 'f32', `binary ${op}`);
+  assertDtype(b, 'f32', `binary ${op}`);
+  if (!broadcastable(a, b)) throw new RangeError(`${op}: cannot broadcast [${b.shape}] onto [${a.shape}] (b must be a trailing suffix of a, or one element)`);
+  const def = BINARY_OPS[op];
+  const c = Tensor.empty(a.shape);
+  dispatch(`binary.${op}`, () => binaryKernel(def.forward), [a, b, c], grid1d(a.numel), params(a.numel, b.numel));
+  recordOp(`binary.${op}`, [a, b], c, (node) => {
+    const as = node.save(a);
+    const bs = node.save(b);
+    return ([g]) => {
+      const grads: (Tensor | null)[] = [null, null];
+      const want = [a.requiresGrad || a.gradFn !== null, b.requiresGrad || b.gradFn !== null];
+      [def.gradA, def.gradB].forEach((expr, k) => {
+        if (!want[k]) return;
+        const full = Tensor.empty(a.shape);
+        dispatch(`binary.${op}.grad${k}`, () => binaryGradKernel(expr), [as, bs, g!, full], grid1d(a.numel), params(a.numel, b.numel));
+        grads[k] = k === 1 && b.numel !== a.numel ? sumToSuffix(full, b.shape) : full;
+      });
+      return grads;
+    };
+  });
+  return c;
+}
+
+export const add = (a: Tensor, b: Tensor): Tensor => binary('add', a, b);
+export const sub = (a: Tensor, b: Tensor): Tensor => binary('sub', a, b);
+export const mul = (a: Tensor, b: Tensor): Tensor => binary('mul', a, b);
+export const div = (a: Tensor, b: Tensor): Tensor => binary('div', a, b);
+
+const SCALE_KERNEL = /* wgsl */ `${HEADER}
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_index(gid, nwg, ${WG}u);
+  if (i >= p.n) { return; }
+  Y[i] = p.alpha * X[i];
+}`;
+
+/** y = s·x for a constant s. */
+export function scale(x: Tensor, s: number): Tensor {
+  assertDtype(x, 'f32', 'scale');
+  const y = Tensor.empty(x.shape);
+  dispatch('scale', () => SCALE_KERNEL, [x, y], grid1d(x.numel), params(x.numel, 0, s));
+  recordOp('scale', [x], y, () => ([g]) => [scale(g!, s)]);
+  return y;
+}
+
+const ACCUMULATE_KERNEL = /* wgsl */ `${HEADER}
+@group(0) @binding(1) var<storage, read_write> D: array<f32>;
+@group(0) @binding(2) var<storage, read> S: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_index(gid, nwg, ${WG}u);
+  if (i >= p.n) { return; }
+  D[i] = D[i] + p.alpha * S[i];
+}`;
+
+/** dst += alpha·src, in place (not recorded by autograd). */
+export function accumulate(dst: Tensor, src: Tensor, alpha = 1): void {
+  if (dst.numel !== src.numel) throw new RangeError(`accumulate: ${src} into ${dst}`);
+  dispatch('accumulate', () => ACCUMULATE_KERNEL, [dst, src], grid1d(dst.numel), params(dst.numel, 0, alpha));
+}
+
+const FILL_KERNEL = /* wgsl */ `${HEADER}
+@group(0) @binding(1) var<storage, read_write> Y: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_index(gid, nwg, ${WG}u);
+  if (i >= p.n) { return; }
+  Y[i] = p.alpha;
+}`;
+
+/** A new f32 tensor filled with `value` on the GPU (no upload). */
+export function full(shape: readonly number[], value: number): Tensor {
+  const y = Tensor.empty(shape);
+  fillValue(y, value);
+  return y;
+}
+
+/** Sets every element of an f32 tensor to `value`, in place. */
+export function fillValue(y: Tensor, value: number): void {
+  assertDtype(y, 'f32', 'fill');
+  dispatch('fill', () => FILL_KERNEL, [y], grid1d(y.numel), params(y.numel, 0, value));
+}
+
+export const zeros = (shape: readonly number[]): Tensor => full(shape, 0);
+export const ones = (shape: readonly number[]): Tensor => full(shape, 1);
+
+const SUM_TO_SUFFIX_KERNEL = /* wgsl */ `${HEADER}
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let j = flat_index(gid, nwg, ${WG}u);
+  if (j >= p.nb) { return; }
+  var s = 0.0;
+  for (var i = j; i < p.n; i += p.nb) { s += X[i]; }
+  Y[j] = s;
+}`;
+
+/** Sums x over its leading dimensions down to `shape` (a trailing suffix of x's shape, or [1]). */
+export function sumToSuffix(x: Tensor, shape: readonly number[]): Tensor {
+  const nb = numelOf(shape);
+  if (x.numel % nb !== 0) throw new RangeError(`sumToSuffix: [${x.shape}] to [${shape}]`);
+  const y = Tensor.empty(shape);
+  dispatch('sum_to_suffix', () => SUM_TO_SUFFIX_KERNEL, [x, y], grid1d(nb), params(x.numel, nb));
+  // d/dx of a sum is the incoming gradient broadcast back over the summed dimensions.
+  recordOp('sum_to_suffix', [x], y, () => ([g]) => [binary('mul', ones(x.shape), g!)]);
+  return y;
+}
+
+function castKernel(from: DType, to: DType): string {
+  if (from === 'f32') {
+    // One thread packs two elements into one word.
+    const pack = to === 'bf16' ? 'f32_to_bf16(v0) | (f32_to_bf16(v1) << 16u)' : 'pack2x16float(vec2f(v0, v1))';
+    return /* wgsl */ `${HEADER}${WGSL_HALF}
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<u32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let w = flat_index(gid, nwg, ${WG}u);
+  if (2u * w >= p.n) { return; }
+  let v0 = X[2u * w];
+  var v1 = 0.0;
+  if (2u * w + 1u < p.n) { v1 = X[2u * w + 1u]; }
+  Y[w] = ${pack};
+}`;
+  }
+  return /* wgsl */ `${HEADER}${WGSL_HALF}
+@group(0) @binding(1) var<storage, read> X: array<u32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_index(gid, nwg, ${WG}u);
+  if (i >= p.n) { return; }
+  Y[i] = half_word_get(X[i / 2u], i, ${from === 'bf16'});
+}`;
+}
+
+/** Converts between f32 and packed 16-bit (bf16 round-to-nearest-even, f16 IEEE). */
+export function cast(x: Tensor, to: DType): Tensor {
+  if (x.dtype === to) return x.reshape(x.shape);
+  const ok = (x.dtype === 'f32' && (to === 'bf16' || to === 'f16')) || ((x.dtype === 'bf16' || x.dtype === 'f16') && to === 'f32');
+  if (!ok) throw new TypeError(`cast ${x.dtype} -> ${to} is not supported`);
+  const y = Tensor.empty(x.shape, to);
+  const threads = x.dtype === 'f32' ? Math.ceil(x.numel / 2) : x.numel;
+  dispatch(`cast.${x.dtype}.${to}`, () => castKernel(x.dtype, to), [x, y], grid1d(threads), params(x.numel));
+  return y;
+}
+
+autogradKernels.accumulate = (dst, src) => accumulate(dst, src);
+autogradKernels.ones = ones;

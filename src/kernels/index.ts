@@ -1,0 +1,2 @@
+// Importing this module registers every kernel family (and the autograd hooks they provide).
+export * from './elementwise.js';

@@ -1,0 +1,57 @@
+// Finite-difference gradient checks of the GPU autograd: the analytic gradient from backward()
+// against central differences of the same GPU forward, at sampled coordinates of every input.
+// f32 forward passes limit the accuracy of a difference quotient to about eps^2·|f'''| + 1e-7·|f|/eps,
+// hence eps = 1e-2 (relative to the value's scale) and a tolerance of a few 1e-3 relative.
+import { expect } from 'vitest';
+import { backward, noGrad } from '../../src/engine/autograd.js';
+import { Tensor, tidy } from '../../src/engine/tensor.js';
+import type { Rng } from '../../src/engine/random.js';
+
+export interface GradInput {
+  data: Float32Array;
+  shape: number[];
+}
+
+export interface GradCheckOptions {
+  samples?: number;
+  eps?: number;
+  rtol?: number;
+  atol?: number;
+}
+
+/** `f` maps leaf tensors to a scalar loss tensor. */
+export async function gradCheck(label: string, f: (xs: Tensor[]) => Tensor, inputs: GradInput[], rng: Rng, opts: GradCheckOptions = {}): Promise<void> {
+  const { samples = 6, eps = 1e-2, rtol = 5e-3, atol = 1e-4 } = opts;
+  const leaves = inputs.map((inp) => {
+    const t = Tensor.from(inp.data, inp.shape).keep();
+    t.requiresGrad = true;
+    return t;
+  });
+  tidy(() => backward(f(leaves)));
+  const analytic = await Promise.all(leaves.map((l) => l.grad!.toFloat32()));
+  const evalAt = async (k: number, idx: number, delta: number): Promise<number> => {
+    const data = Float32Array.from(inputs[k]!.data);
+    data[idx]! += delta;
+    return noGrad(() => {
+      const xs = inputs.map((inp, j) => Tensor.from(j === k ? data : inp.data, inp.shape));
+      const loss = f(xs);
+      return loss;
+    }).item();
+  };
+  for (let k = 0; k < inputs.length; k++) {
+    const n = inputs[k]!.data.length;
+    const picks = new Set<number>();
+    while (picks.size < Math.min(samples, n)) picks.add(rng.int(n));
+    for (const idx of picks) {
+      const h = eps * Math.max(1, Math.abs(inputs[k]!.data[idx]!));
+      const fd = ((await evalAt(k, idx, h)) - (await evalAt(k, idx, -h))) / (2 * h);
+      const an = analytic[k]![idx]!;
+      const err = Math.abs(an - fd);
+      expect(err, `${label}: input ${k} [${idx}] analytic ${an} vs finite difference ${fd}`).toBeLessThanOrEqual(atol + rtol * Math.max(Math.abs(fd), Math.abs(an)));
+    }
+  }
+  for (const l of leaves) {
+    l.grad?.dispose();
+    l.dispose();
+  }
+}
