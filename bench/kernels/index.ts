@@ -1,0 +1,2 @@
+// Each kernel family's benchmark cases (one import line per family).
+import './elementwise.js';
