@@ -1,0 +1,299 @@
+// Instruction templates: each turns a row into {prompt, response}. The model is trained on the
+// response (with response_only_loss) given the prompt.
+//
+// Instruction-style templates share one layout (Alpaca-like, readable by base models):
+//
+//   ### Instruction:
+//   <what to do>
+//
+//   ### Input:
+//   <passage>
+//
+//   ### Response:
+//   <response>                       ← the trained part, followed by EOS
+//
+// `chat` rows ({"messages":[{role, content}, ...]}, last message from the assistant) are rendered
+// with the tokenizer's chat template when it has one; the prompt is everything up to the final
+// assistant message (as rendered with add_generation_prompt), the response is the rest. Without a
+// chat template the documented fallback is
+//
+//   ### System:\n<content>\n\n### User:\n<content>\n\n### Assistant:\n<content>\n\n ... ### Assistant:\n
+//
+// with the last assistant message as the response. Only the last assistant turn is trained.
+import type { ColumnMapping, TemplateName } from '../config.js';
+import { preprocessText, type PreprocessOptions } from './preprocess.js';
+import type { ChatMessage, ProblemKind, TextExample, TextTokenizer } from './types.js';
+
+export type ConcreteTemplate = Exclude<TemplateName, 'auto'>;
+
+export const TEMPLATE_DESCRIPTIONS: Record<ConcreteTemplate, string> = {
+  financial_analysis: 'text (+ analysis or sentiment): analyse a passage; response = analysis, or "Sentiment: <label>."',
+  transcript_completion: 'text (+ continuation): continue a transcript; response = continuation, or the last speaker turn of text',
+  summarization: 'text + summary: summarize a passage; response = summary',
+  qa: 'text + question + answer: answer a question about a passage; response = answer',
+  completion: 'prompt + response, or text alone (plain language modelling on the whole text)',
+  chat: 'messages: [{role, content}, ...] ending with an assistant message',
+};
+
+const TASK_ALIASES: Record<string, ConcreteTemplate> = {
+  analysis: 'financial_analysis',
+  financial_analysis: 'financial_analysis',
+  sentiment: 'financial_analysis',
+  understanding: 'financial_analysis',
+  transcript: 'transcript_completion',
+  transcript_completion: 'transcript_completion',
+  continuation: 'transcript_completion',
+  summary: 'summarization',
+  summarization: 'summarization',
+  summarize: 'summarization',
+  qa: 'qa',
+  question_answering: 'qa',
+  qa_generation: 'qa',
+  completion: 'completion',
+  text: 'completion',
+  pretraining: 'completion',
+  chat: 'chat',
+  messages: 'chat',
+};
+
+export class TemplateProblem extends Error {
+  constructor(
+    readonly kind: ProblemKind,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/u;
+
+/** Reads canonical fields from a row through the column mapping, checking type and encoding. */
+export class RowFields {
+  constructor(
+    private readonly fields: Record<string, unknown>,
+    private readonly columns: ColumnMapping,
+    private readonly pre: PreprocessOptions,
+    private readonly isTranscript: () => boolean,
+  ) {}
+
+  col(name: keyof ColumnMapping): string {
+    return this.columns[name];
+  }
+
+  has(name: keyof ColumnMapping): boolean {
+    const v = this.fields[this.columns[name]];
+    return v !== undefined && v !== null && !(typeof v === 'string' && v.trim() === '');
+  }
+
+  raw(name: keyof ColumnMapping): unknown {
+    return this.fields[this.columns[name]];
+  }
+
+  /** A required text field, checked and preprocessed. */
+  text(name: keyof ColumnMapping, template: string, speakers = false): string {
+    const col = this.columns[name];
+    const v = this.fields[col];
+    if (v === undefined || v === null) {
+      throw new TemplateProblem('missing_field', `missing field '${col}'${col !== name ? ` (mapped from '${name}')` : ''} required by template ${template}`);
+    }
+    return checkText(v, `field '${col}'`, template, (s) => preprocessText(s, this.pre, speakers && this.isTranscript()));
+  }
+
+  optionalText(name: keyof ColumnMapping, template: string): string | null {
+    return this.has(name) ? this.text(name, template) : null;
+  }
+}
+
+export function checkText(v: unknown, what: string, template: string, pre: (s: string) => string): string {
+  if (typeof v !== 'string') {
+    const type = Array.isArray(v) ? 'array' : typeof v;
+    // Numbers and booleans are accepted as short labels (e.g. sentiment: 1), everything else is not.
+    if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+    throw new TemplateProblem('non_text', `${what} must be text for template ${template}, got ${type} ${JSON.stringify(v)?.slice(0, 60)}`);
+  }
+  if (v.includes('\uFFFD')) {
+    const at = v.indexOf('\uFFFD');
+    throw new TemplateProblem(
+      'replacement_char',
+      `${what} contains U+FFFD replacement characters (text was decoded with the wrong encoding?) near ${JSON.stringify(v.slice(Math.max(0, at - 20), at + 20))}`,
+    );
+  }
+  const ctl = CONTROL.exec(v);
+  if (ctl) {
+    throw new TemplateProblem(
+      'control_char',
+      `${what} contains control character U+${ctl[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')} at offset ${ctl.index}`,
+    );
+  }
+  const out = pre(v);
+  if (out.trim() === '') throw new TemplateProblem('empty_field', `${what} is empty (template ${template})`);
+  return out;
+}
+
+function instruction(instr: string, input: string | null): string {
+  return `### Instruction:\n${instr}\n\n${input !== null ? `### Input:\n${input}\n\n` : ''}### Response:\n`;
+}
+
+const SOURCE_NOUN: Record<string, string> = {
+  earnings_call: 'earnings call excerpt',
+  filing: 'filing excerpt',
+  news: 'news article',
+};
+
+/** Choose the template for a row under `auto`. */
+export function chooseTemplate(f: RowFields, configured: TemplateName): ConcreteTemplate {
+  if (configured !== 'auto') return configured;
+  const task = f.raw('task');
+  if (typeof task === 'string' && task.trim() !== '') {
+    const t = TASK_ALIASES[task.trim().toLowerCase()];
+    if (!t) {
+      throw new TemplateProblem(
+        'non_text',
+        `field '${f.col('task')}' has unknown task ${JSON.stringify(task)}; expected one of ${Object.keys(TASK_ALIASES).join(', ')}`,
+      );
+    }
+    return t;
+  }
+  if (f.has('messages')) return 'chat';
+  if (f.has('question') && f.has('answer')) return 'qa';
+  if (f.has('summary')) return 'summarization';
+  if (f.has('continuation')) return 'transcript_completion';
+  if (f.has('analysis') || f.has('sentiment')) return 'financial_analysis';
+  return 'completion';
+}
+
+function parseMessages(v: unknown, col: string): ChatMessage[] {
+  if (!Array.isArray(v)) {
+    // CSV cells may hold the JSON array as text.
+    if (typeof v === 'string') {
+      try {
+        return parseMessages(JSON.parse(v) as unknown, col);
+      } catch (e) {
+        if (e instanceof TemplateProblem) throw e;
+      }
+    }
+    throw new TemplateProblem('non_text', `field '${col}' must be a list of {role, content} messages, got ${JSON.stringify(v)?.slice(0, 60)}`);
+  }
+  return v.map((m, i) => {
+    if (typeof m !== 'object' || m === null || typeof (m as ChatMessage).role !== 'string') {
+      throw new TemplateProblem('non_text', `field '${col}[${i}]' must be {role, content} with a text role, got ${JSON.stringify(m)?.slice(0, 60)}`);
+    }
+    const msg = m as { role: string; content: unknown };
+    if (msg.content === undefined || msg.content === null) throw new TemplateProblem('missing_field', `field '${col}[${i}].content' is missing`);
+    return { role: msg.role, content: msg.content as string };
+  });
+}
+
+function capitalize(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+/** The fallback chat format (see the header comment). */
+export function renderChatFallback(messages: ChatMessage[], addGenerationPrompt: boolean): string {
+  const body = messages.map((m) => `### ${capitalize(m.role)}:\n${m.content}\n\n`).join('');
+  return body + (addGenerationPrompt ? '### Assistant:\n' : '');
+}
+
+export interface TemplateContext {
+  columns: ColumnMapping;
+  template: TemplateName;
+  preprocess: PreprocessOptions;
+  tokenizer: TextTokenizer | null;
+}
+
+/** Turn one row into a templated example. Throws TemplateProblem for unusable rows. */
+export function applyTemplate(fields: Record<string, unknown>, ctx: TemplateContext, file: string, row: number): TextExample {
+  let f!: RowFields;
+  const isTranscript = (): boolean => {
+    const src = f.raw('source');
+    return src === 'earnings_call' || src === 'transcript' || chosen === 'transcript_completion';
+  };
+  f = new RowFields(fields, ctx.columns, ctx.preprocess, isTranscript);
+  let chosen: ConcreteTemplate | undefined;
+  chosen = chooseTemplate(f, ctx.template);
+  const srcRaw = f.raw('source');
+  const source = typeof srcRaw === 'string' && srcRaw.trim() !== '' ? srcRaw.trim() : null;
+  const base = { file, row, task: chosen, source, rendered: false };
+  switch (chosen) {
+    case 'financial_analysis': {
+      const text = f.text('text', chosen, true);
+      const analysis = f.optionalText('analysis', chosen);
+      let response: string;
+      if (analysis !== null) response = analysis;
+      else if (f.has('sentiment')) response = `Sentiment: ${f.text('sentiment', chosen)}.`;
+      else throw new TemplateProblem('missing_field', `template financial_analysis needs field '${f.col('analysis')}' or '${f.col('sentiment')}'`);
+      return {
+        ...base,
+        prompt: instruction(
+          'Analyze the following financial passage. State the overall sentiment (positive, negative or neutral) and the key figures that support it.',
+          text,
+        ),
+        response,
+      };
+    }
+    case 'transcript_completion': {
+      const text = f.text('text', chosen, true);
+      let context = text;
+      let response = f.optionalText('continuation', chosen);
+      if (response === null) {
+        const lines = text.split('\n');
+        if (lines.length < 2) {
+          throw new TemplateProblem(
+            'missing_field',
+            `template transcript_completion needs field '${f.col('continuation')}' or a text with at least two speaker turns`,
+          );
+        }
+        response = lines.pop()!;
+        context = lines.join('\n');
+      } else {
+        response = preprocessText(response, ctx.preprocess, true);
+      }
+      return { ...base, prompt: instruction('Continue the earnings call transcript with the next speaker turn.', context), response };
+    }
+    case 'summarization': {
+      const text = f.text('text', chosen, true);
+      const noun = (source && SOURCE_NOUN[source]) ?? 'passage';
+      return { ...base, prompt: instruction(`Summarize the following ${noun} in one or two sentences, keeping every figure exact.`, text), response: f.text('summary', chosen) };
+    }
+    case 'qa': {
+      const text = f.text('text', chosen, true);
+      const question = f.text('question', chosen);
+      return {
+        ...base,
+        prompt: instruction('Answer the question using only the passage. Quote figures exactly.', `${text}\n\nQuestion: ${question}`),
+        response: f.text('answer', chosen),
+      };
+    }
+    case 'completion': {
+      if (f.has('prompt') || f.has('response')) {
+        return { ...base, prompt: f.text('prompt', chosen), response: f.text('response', chosen) };
+      }
+      return { ...base, prompt: '', response: f.text('text', chosen, true) };
+    }
+    case 'chat': {
+      const col = f.col('messages');
+      const raw = f.raw('messages');
+      if (raw === undefined || raw === null) throw new TemplateProblem('missing_field', `missing field '${col}' required by template chat`);
+      const messages = parseMessages(raw, col).map((m, i) => ({
+        role: m.role,
+        content: checkText(m.content, `field '${col}[${i}].content'`, 'chat', (s) => preprocessText(s, ctx.preprocess, false)),
+      }));
+      if (messages.length < 2 || messages[messages.length - 1]!.role !== 'assistant') {
+        throw new TemplateProblem(
+          'missing_field',
+          `field '${col}' must hold at least two messages and end with an assistant message (got roles: ${messages.map((m) => m.role).join(', ') || 'none'})`,
+        );
+      }
+      const head = messages.slice(0, -1);
+      const tok = ctx.tokenizer;
+      if (tok && tok.hasChatTemplate) {
+        const prompt = tok.applyChatTemplate(head, { addGenerationPrompt: true });
+        const full = tok.applyChatTemplate(messages, { addGenerationPrompt: false });
+        let cut = 0;
+        while (cut < prompt.length && cut < full.length && prompt[cut] === full[cut]) cut++;
+        return { ...base, prompt: full.slice(0, cut), response: full.slice(cut), rendered: true };
+      }
+      return { ...base, prompt: renderChatFallback(head, true), response: messages[messages.length - 1]!.content };
+    }
+  }
+}
