@@ -1,0 +1,202 @@
+// The model's tokenizer, loaded from a HF folder (`tokenizer.json` + `tokenizer_config.json`) via
+// @huggingface/tokenizers, so encoding matches HF's fast tokenizer, post-processor (BOS) included.
+// Chat templates are rendered with @huggingface/jinja.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Template } from '@huggingface/jinja';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { InputError } from '../errors.js';
+import { readJsonFile } from '../io/json.js';
+
+export interface ChatMessage {
+  role: string;
+  content: string;
+  [extra: string]: unknown;
+}
+
+export interface ChatTemplateOptions {
+  /** Append the header that makes the model answer as the assistant. */
+  addGenerationPrompt?: boolean;
+  /** Extra variables passed to the template (e.g. `tools`, `date_string`). */
+  variables?: Record<string, unknown>;
+}
+
+const SPECIAL_TOKEN_KEYS = ['bos_token', 'eos_token', 'pad_token', 'unk_token'] as const;
+type SpecialTokenKey = (typeof SPECIAL_TOKEN_KEYS)[number];
+
+/** A special token in tokenizer_config.json is either a string or a serialised AddedToken. */
+function specialTokenText(value: unknown): string | null {
+  if (typeof value === 'string') return value;
+  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') {
+    return (value as { content: string }).content;
+  }
+  return null;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+/** Picks the template HF would use: a plain string, or the one named "default" in a list/map. */
+function selectChatTemplate(value: unknown, file: string): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value === 'string') return value;
+  const named: [string, unknown][] = Array.isArray(value)
+    ? value.map((t) => [String((t as { name?: unknown }).name), (t as { template?: unknown }).template])
+    : isObject(value) ? Object.entries(value) : [];
+  const chosen = named.find(([name]) => name === 'default');
+  if (!chosen || typeof chosen[1] !== 'string') {
+    throw new InputError(
+      `chat_template has no string template named "default" (found: ${named.map(([n]) => n).join(', ') || 'none'})`,
+      { file, key: 'chat_template' },
+    );
+  }
+  return chosen[1];
+}
+
+export class LlamaTokenizer {
+  readonly bosId: number | null;
+  readonly eosId: number | null;
+  readonly padId: number | null;
+  readonly unkId: number | null;
+  /** One more than the largest token id, added tokens included (HF's `len(tokenizer)`). */
+  readonly vocabSize: number;
+  private readonly specialTokens: Record<SpecialTokenKey, string | null>;
+  private readonly chatTemplate: Template | null;
+
+  private constructor(
+    private readonly tokenizer: Tokenizer,
+    config: Record<string, unknown>,
+    chatTemplateSource: string | null,
+    /** Where the template came from, for error messages. */
+    private readonly chatTemplateFile: string,
+    configFile: string,
+  ) {
+    const vocab = tokenizer.get_vocab(true);
+    this.vocabSize = Math.max(-1, ...vocab.values()) + 1;
+    const specials = {} as Record<SpecialTokenKey, string | null>;
+    const ids = {} as Record<SpecialTokenKey, number | null>;
+    for (const key of SPECIAL_TOKEN_KEYS) {
+      const text = specialTokenText(config[key]);
+      specials[key] = text;
+      if (text === null) {
+        ids[key] = null;
+        continue;
+      }
+      const id = tokenizer.token_to_id(text);
+      if (id === undefined) {
+        throw new InputError(`special token ${JSON.stringify(text)} is not in the tokenizer's vocabulary`, { file: configFile, key });
+      }
+      ids[key] = id;
+    }
+    this.specialTokens = specials;
+    this.bosId = ids.bos_token;
+    this.eosId = ids.eos_token;
+    this.padId = ids.pad_token;
+    this.unkId = ids.unk_token;
+    let template: Template | null = null;
+    if (chatTemplateSource !== null) {
+      try {
+        template = new Template(chatTemplateSource);
+      } catch (err) {
+        throw new InputError(`chat template does not parse: ${(err as Error).message}`, { file: chatTemplateFile, key: 'chat_template' });
+      }
+    }
+    this.chatTemplate = template;
+  }
+
+  /**
+   * Loads a tokenizer folder. A `chat_template.jinja` file (where recent transformers save it)
+   * takes precedence over `chat_template` in tokenizer_config.json, as in HF.
+   */
+  static async load(dir: string): Promise<LlamaTokenizer> {
+    const tokenizerFile = join(dir, 'tokenizer.json');
+    const configFile = join(dir, 'tokenizer_config.json');
+    const tokenizerJson = await readJsonFile(tokenizerFile);
+    const config = await readJsonFile(configFile);
+    if (!isObject(config)) throw new InputError('expected a JSON object', { file: configFile });
+    const templateFile = join(dir, 'chat_template.jinja');
+    let templateSource: string | null = null;
+    let templateOrigin = configFile;
+    try {
+      templateSource = await readFile(templateFile, 'utf8');
+      templateOrigin = templateFile;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new InputError(`cannot read chat template (${(err as NodeJS.ErrnoException).code})`, { file: templateFile });
+      }
+      templateSource = selectChatTemplate(config['chat_template'], configFile);
+    }
+    return LlamaTokenizer.fromObjects(tokenizerJson, config, { tokenizerFile, configFile, chatTemplate: templateSource, chatTemplateFile: templateOrigin });
+  }
+
+  /** Builds a tokenizer from already-parsed JSON (file names are only used in error messages). */
+  static fromObjects(
+    tokenizerJson: unknown,
+    config: Record<string, unknown>,
+    origin: { tokenizerFile?: string; configFile?: string; chatTemplate?: string | null; chatTemplateFile?: string } = {},
+  ): LlamaTokenizer {
+    const tokenizerFile = origin.tokenizerFile ?? 'tokenizer.json';
+    const configFile = origin.configFile ?? 'tokenizer_config.json';
+    if (!isObject(tokenizerJson) || !isObject(tokenizerJson['model'])) {
+      throw new InputError('expected a tokenizer object with a "model" section', { file: tokenizerFile, key: 'model' });
+    }
+    let tokenizer: Tokenizer;
+    try {
+      tokenizer = new Tokenizer(tokenizerJson, config);
+    } catch (err) {
+      throw new InputError(`cannot build the tokenizer: ${(err as Error).message}`, { file: tokenizerFile });
+    }
+    const chatTemplate = origin.chatTemplate !== undefined ? origin.chatTemplate : selectChatTemplate(config['chat_template'], configFile);
+    return new LlamaTokenizer(tokenizer, config, chatTemplate, origin.chatTemplateFile ?? configFile, configFile);
+  }
+
+  /** Token ids as HF's `tokenizer(text).input_ids`: special tokens (BOS) added by the post-processor. */
+  encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
+    return this.tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+  }
+
+  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    return this.tokenizer.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+  }
+
+  idToToken(id: number): string | undefined {
+    return this.tokenizer.id_to_token(id);
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.tokenizer.token_to_id(token);
+  }
+
+  get hasChatTemplate(): boolean {
+    return this.chatTemplate !== null;
+  }
+
+  /** Renders messages with the model's chat template (as HF `apply_chat_template(tokenize=False)`). */
+  applyChatTemplate(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): string {
+    if (!this.chatTemplate) {
+      throw new InputError('this tokenizer has no chat template', { file: this.chatTemplateFile, key: 'chat_template' });
+    }
+    try {
+      return this.chatTemplate.render({
+        ...options.variables,
+        messages,
+        add_generation_prompt: options.addGenerationPrompt ?? false,
+        bos_token: this.specialTokens.bos_token ?? '',
+        eos_token: this.specialTokens.eos_token ?? '',
+        pad_token: this.specialTokens.pad_token ?? '',
+        unk_token: this.specialTokens.unk_token ?? '',
+      });
+    } catch (err) {
+      throw new InputError(`chat template failed to render: ${(err as Error).message}`, { file: this.chatTemplateFile, key: 'chat_template' });
+    }
+  }
+
+  /**
+   * Renders and tokenizes a conversation. Special tokens are not added again, because the template
+   * already writes BOS itself (what HF `apply_chat_template(tokenize=True)` does).
+   */
+  encodeChat(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): number[] {
+    return this.encode(this.applyChatTemplate(messages, options), { addSpecialTokens: false });
+  }
+}
