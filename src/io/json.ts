@@ -1,6 +1,6 @@
 // Reading user-supplied JSON files and validating them with zod, turning every failure into an
 // InputError that names the file, the key and what was expected versus found.
-import { readFile } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import type { z } from 'zod';
 import { InputError } from '../errors.js';
 
@@ -18,6 +18,16 @@ export async function readJsonFile(path: string): Promise<unknown> {
   } catch (err) {
     throw new InputError(`invalid JSON: ${(err as Error).message}`, { file: path });
   }
+}
+
+/** Like readJsonFile, but a file that does not exist gives `undefined` instead of an error. */
+export async function readJsonFileIfExists(path: string): Promise<unknown> {
+  try {
+    await access(path);
+  } catch {
+    return undefined;
+  }
+  return readJsonFile(path);
 }
 
 /** Short human description of a JSON value, for "expected X, got Y" messages. */

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { InputError } from '../errors.js';
-import { readJsonFile } from '../io/json.js';
+import { readJsonFile, readJsonFileIfExists } from '../io/json.js';
 
 export interface ChatMessage {
   role: string;
@@ -56,7 +56,8 @@ function selectChatTemplate(value: unknown, file: string): string | null {
 
 export class LlamaTokenizer {
   readonly bosId: number | null;
-  readonly eosId: number | null;
+  /** Required: fine-tuning ends every example with EOS. */
+  readonly eosId: number;
   readonly padId: number | null;
   readonly unkId: number | null;
   /** One more than the largest token id, added tokens included (HF's `len(tokenizer)`). */
@@ -90,6 +91,9 @@ export class LlamaTokenizer {
       ids[key] = id;
     }
     this.specialTokens = specials;
+    if (ids.eos_token === null) {
+      throw new InputError('no EOS token defined; fine-tuning needs one to end examples', { file: configFile, key: 'eos_token' });
+    }
     this.bosId = ids.bos_token;
     this.eosId = ids.eos_token;
     this.padId = ids.pad_token;
@@ -115,6 +119,14 @@ export class LlamaTokenizer {
     const tokenizerJson = await readJsonFile(tokenizerFile);
     const config = await readJsonFile(configFile);
     if (!isObject(config)) throw new InputError('expected a JSON object', { file: configFile });
+    // Older folders keep special tokens in special_tokens_map.json only; tokenizer_config wins.
+    const mapFile = join(dir, 'special_tokens_map.json');
+    const specialTokensMap = await readJsonFileIfExists(mapFile);
+    if (isObject(specialTokensMap)) {
+      for (const key of SPECIAL_TOKEN_KEYS) {
+        if (specialTokenText(config[key]) === null && specialTokenText(specialTokensMap[key]) !== null) config[key] = specialTokensMap[key];
+      }
+    }
     const templateFile = join(dir, 'chat_template.jinja');
     let templateSource: string | null = null;
     let templateOrigin = configFile;

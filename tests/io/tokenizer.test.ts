@@ -129,5 +129,21 @@ describe('bad tokenizer folders', () => {
     await writeFile(join(dir, 'tokenizer.json'), original);
     await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>', eos_token: '<|im_end|>' }));
     await expect(LlamaTokenizer.load(dir)).rejects.toThrow(/tokenizer_config\.json, key 'eos_token'.*"<\|im_end\|>" is not in the tokenizer's vocabulary/);
+    await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>' }));
+    await expect(LlamaTokenizer.load(dir)).rejects.toThrow(/key 'eos_token'.*no EOS token defined/);
+    await writeFile(join(dir, 'special_tokens_map.json'), '{"eos_token": ');
+    await expect(LlamaTokenizer.load(dir)).rejects.toThrow(/special_tokens_map\.json.*invalid JSON/);
+  });
+
+  it('takes special tokens missing from tokenizer_config.json from special_tokens_map.json', async () => {
+    const dir = await copyTokenizer(modelDir('gqa-f32'));
+    await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>' }));
+    await writeFile(join(dir, 'special_tokens_map.json'), JSON.stringify({
+      bos_token: '<unk>',
+      eos_token: { content: '</s>', lstrip: false, normalized: false, rstrip: false, single_word: false },
+      pad_token: '<unk>',
+    }));
+    const tokenizer = await LlamaTokenizer.load(dir);
+    expect([tokenizer.bosId, tokenizer.eosId, tokenizer.padId]).toEqual([1, 2, 0]);
   });
 });
