@@ -1,0 +1,79 @@
+// Numbers in financial text, normalized so that different spellings of the same amount compare
+// equal: "$1.2B" = "1,200 million" = "USD 1.2 billion" = 1.2e9, and "180 bps" = "1.8%" =
+// "1.8 percentage points" = 0.018.
+//
+// A mention is: optional currency ($, US$, €, £, ¥, USD/EUR/GBP/JPY), a number ("1,234.5", "12",
+// ".5"), then optionally a magnitude (thousand/million/billion/trillion and the abbreviations
+// k, m, mm, mn, b, bn, tn, attached or after one space; a lone one-letter abbreviation must be
+// attached: "$5m", not "5 m"), then optionally a unit (%, percent, per cent, percentage point(s),
+// pp, bps, bp, basis point(s)).
+// Kinds: 'ratio' for percentages and basis points (value = percent/100 or bps/10000), 'quantity'
+// for everything else (value = number * magnitude; a currency sign does not change the kind, so
+// "1,200 million" matches "$1.2B"). Signs are dropped: "down 3%" and "-3%" both carry 0.03.
+// A number glued to a letter or digit on either side (Q3, FY2024, 2Q23, 3rd, 10K-style tokens
+// that are not magnitudes) is not a mention. Number words ("twelve") are not recognized.
+
+export type NumberKind = 'quantity' | 'ratio';
+
+export interface NumberMention {
+  /** The text matched, e.g. "$1.2B". */
+  text: string;
+  /** Offset in the input. */
+  index: number;
+  kind: NumberKind;
+  /** Normalized absolute value. */
+  value: number;
+}
+
+const MAGNITUDES: Record<string, number> = {
+  thousand: 1e3, k: 1e3,
+  million: 1e6, mn: 1e6, mm: 1e6, m: 1e6,
+  billion: 1e9, bn: 1e9, b: 1e9,
+  trillion: 1e12, tn: 1e12,
+};
+
+const NUMBER_RE = new RegExp(
+  String.raw`(?<![\p{L}\p{N}_.,])` +
+  String.raw`(?<cur>(?:US\$|[$€£¥]|USD|EUR|GBP|JPY)\s?)?` +
+  String.raw`[-−–+]?` +
+  String.raw`(?<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)` +
+  String.raw`(?:(?<magw>\s?(?:thousand|million|billion|trillion|mn|mm|bn|tn)s?)|(?<maga>k|m|b)(?![\p{L}]))?` +
+  String.raw`(?<unit>\s?(?:%|percent\b|per\s?cent\b|percentage\s+points?\b|pp\b|bps\b|bp\b|basis\s+points?\b))?` +
+  String.raw`(?![\p{L}\p{N}]|[.,]\d)`,
+  'giu',
+);
+
+/** All number mentions in `text`, in order. */
+export function extractNumbers(text: string): NumberMention[] {
+  const out: NumberMention[] = [];
+  for (const m of text.matchAll(NUMBER_RE)) {
+    const g = m.groups ?? {};
+    const num = Number((g['num'] ?? '').replaceAll(',', ''));
+    if (!Number.isFinite(num)) continue;
+    const magKey = (g['magw'] ?? g['maga'] ?? '').trim().toLowerCase().replace(/s$/, '');
+    const mag = magKey ? MAGNITUDES[magKey] ?? 1 : 1;
+    const unit = (g['unit'] ?? '').trim().toLowerCase();
+    let kind: NumberKind = 'quantity';
+    let value = num * mag;
+    if (unit) {
+      kind = 'ratio';
+      value = unit.startsWith('b') ? value / 10000 : value / 100;
+    }
+    out.push({ text: m[0], index: m.index ?? 0, kind, value: Math.abs(value) });
+  }
+  return out;
+}
+
+/** Same kind and equal up to floating-point noise (relative 1e-9). */
+export function sameNumber(a: NumberMention, b: NumberMention): boolean {
+  if (a.kind !== b.kind) return false;
+  const scale = Math.max(Math.abs(a.value), Math.abs(b.value));
+  return Math.abs(a.value - b.value) <= 1e-9 * scale;
+}
+
+/** Mentions with equal (kind, value) collapsed to the first one. */
+export function distinctNumbers(mentions: NumberMention[]): NumberMention[] {
+  const out: NumberMention[] = [];
+  for (const m of mentions) if (!out.some((o) => sameNumber(o, m))) out.push(m);
+  return out;
+}

@@ -1,0 +1,265 @@
+// Paired statistics for comparing a candidate (fine-tuned) model with a base model on the same
+// examples. All take two equal-length arrays of per-example scores, base first; differences are
+// d = candidate - base. Reference behaviour is scipy's (tests/reference/eval/make_stats_reference.py).
+import { makeRng, normalSf, studentTSf } from './special.js';
+
+function checkPaired(base: readonly number[], cand: readonly number[], what: string): number[] {
+  if (base.length !== cand.length) throw new Error(`${what}: ${base.length} base scores but ${cand.length} candidate scores`);
+  const d = cand.map((c, i) => c - base[i]!);
+  if (d.some((x) => !Number.isFinite(x))) throw new Error(`${what}: scores must be finite numbers`);
+  return d;
+}
+
+export function mean(xs: readonly number[]): number {
+  let s = 0;
+  for (const x of xs) s += x;
+  return xs.length ? s / xs.length : NaN;
+}
+
+/** Sample standard deviation (ddof = 1). */
+export function sd(xs: readonly number[]): number {
+  if (xs.length < 2) return NaN;
+  const m = mean(xs);
+  let s = 0;
+  for (const x of xs) s += (x - m) * (x - m);
+  return Math.sqrt(s / (xs.length - 1));
+}
+
+/** numpy.percentile's default (linear interpolation, "type 7") on sorted data; q in [0, 1]. */
+export function quantileSorted(sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.min(lo + 1, sorted.length - 1);
+  return sorted[lo]! + (pos - lo) * (sorted[hi]! - sorted[lo]!);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wilcoxon signed-rank test, matching scipy.stats.wilcoxon(x=candidate, y=base) with its defaults
+// (zero_method='wilcox', correction=False, alternative='two-sided', method='auto'), scipy >= 1.15:
+//  zeros are dropped; |d| ranked with average ranks for ties; r+ = sum of ranks of positive d;
+//  statistic = min(r+, r-). With n (all pairs, zeros included) > 50 -> normal approximation.
+//  Otherwise no ties and no zeros -> exact null distribution of r+; ties or zeros and n <= 13 ->
+//  exact permutation test over all sign flips; else normal approximation with
+//  se = sqrt((m(m+1)(2m+1) - sum(t^3 - t)/2) / 24), m = nonzero count, z = (r+ - m(m+1)/4)/se,
+//  p = 2 * P(Z > |z|).
+
+export type WilcoxonMethod = 'exact' | 'permutation' | 'asymptotic';
+
+export interface WilcoxonResult {
+  statistic: number;
+  pValue: number;
+  method: WilcoxonMethod;
+  /** z of the normal approximation (NaN unless method is 'asymptotic'). */
+  z: number;
+  /** Pairs left after dropping zero differences. */
+  nNonZero: number;
+}
+
+/** Average ranks (1-based) of values; also the sizes of each tie group. */
+export function averageRanks(values: readonly number[]): { ranks: number[]; tieSizes: number[] } {
+  const idx = values.map((_, i) => i).sort((a, b) => values[a]! - values[b]!);
+  const ranks = new Array<number>(values.length);
+  const tieSizes: number[] = [];
+  let i = 0;
+  while (i < idx.length) {
+    let j = i;
+    while (j + 1 < idx.length && values[idx[j + 1]!] === values[idx[i]!]) j++;
+    const r = (i + j) / 2 + 1;
+    for (let k = i; k <= j; k++) ranks[idx[k]!] = r;
+    tieSizes.push(j - i + 1);
+    i = j + 1;
+  }
+  return { ranks, tieSizes };
+}
+
+/** Exact null distribution of r+ for n untied ranks: counts[k] = #subsets of {1..n} summing to k. */
+function signedRankCounts(n: number): number[] {
+  const max = (n * (n + 1)) / 2;
+  const counts = new Array<number>(max + 1).fill(0);
+  counts[0] = 1;
+  for (let r = 1; r <= n; r++) {
+    for (let k = max; k >= r; k--) counts[k]! += counts[k - r]!;
+  }
+  return counts;
+}
+
+export function wilcoxon(base: readonly number[], candidate: readonly number[]): WilcoxonResult {
+  const dAll = checkPaired(base, candidate, 'wilcoxon');
+  const nAll = dAll.length;
+  const d = dAll.filter((x) => x !== 0);
+  const m = d.length;
+  const { ranks, tieSizes } = averageRanks(d.map(Math.abs));
+  let rPlus = 0;
+  let rMinus = 0;
+  d.forEach((x, i) => { if (x > 0) rPlus += ranks[i]!; else rMinus += ranks[i]!; });
+  const statistic = Math.min(rPlus, rMinus);
+  const hasTies = tieSizes.some((t) => t > 1);
+  const hasZeros = m < nAll;
+  if (nAll === 0 || m === 0) return { statistic, pValue: NaN, method: 'asymptotic', z: NaN, nNonZero: m };
+
+  let method: WilcoxonMethod;
+  if (nAll > 50) method = 'asymptotic';
+  else if (!hasTies && !hasZeros) method = 'exact';
+  else if (nAll <= 13) method = 'permutation';
+  else method = 'asymptotic';
+
+  if (method === 'exact') {
+    const counts = signedRankCounts(m);
+    const total = 2 ** m;
+    const k = Math.round(rPlus);
+    let cdf = 0;
+    for (let i = 0; i <= k; i++) cdf += counts[i]!;
+    let sf = 0;
+    for (let i = k; i < counts.length; i++) sf += counts[i]!;
+    const p = Math.min(1, (2 * Math.min(cdf, sf)) / total);
+    return { statistic, pValue: p, method, z: NaN, nNonZero: m };
+  }
+  if (method === 'permutation') {
+    // Every assignment of signs to the nonzero |d| (flipping a zero changes nothing, so the
+    // proportions equal those over all 2^n flips scipy enumerates).
+    const total = 2 ** m;
+    const gamma = Math.abs(rPlus) * 2.220446049250313e-14;
+    let le = 0;
+    let ge = 0;
+    for (let mask = 0; mask < total; mask++) {
+      let s = 0;
+      for (let i = 0; i < m; i++) if (mask & (1 << i)) s += ranks[i]!;
+      if (s <= rPlus + gamma) le++;
+      if (s >= rPlus - gamma) ge++;
+    }
+    const p = Math.min(1, (2 * Math.min(le, ge)) / total);
+    return { statistic, pValue: p, method, z: NaN, nNonZero: m };
+  }
+  const mn = (m * (m + 1)) / 4;
+  const tieCorrection = tieSizes.reduce((a, t) => a + t * t * t - t, 0);
+  const se = Math.sqrt((m * (m + 1) * (2 * m + 1) - tieCorrection / 2) / 24);
+  const z = (rPlus - mn) / se;
+  const p = Math.min(1, 2 * normalSf(Math.abs(z)));
+  return { statistic, pValue: p, method, z: -Math.abs(z), nNonZero: m };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface TTestResult { t: number; df: number; pValue: number }
+
+/** Two-sided paired t-test, as scipy.stats.ttest_rel(candidate, base). */
+export function pairedTTest(base: readonly number[], candidate: readonly number[]): TTestResult {
+  const d = checkPaired(base, candidate, 'pairedTTest');
+  const n = d.length;
+  const df = n - 1;
+  if (n < 2) return { t: NaN, df, pValue: NaN };
+  const m = mean(d);
+  const s = sd(d);
+  const t = m / (s / Math.sqrt(n));
+  if (Number.isNaN(t)) return { t, df, pValue: NaN };
+  return { t, df, pValue: Math.min(1, 2 * studentTSf(Math.abs(t), df)) };
+}
+
+/** Cohen's d_z: mean of the paired differences over their sample standard deviation. */
+export function cohensDz(base: readonly number[], candidate: readonly number[]): number {
+  const d = checkPaired(base, candidate, 'cohensDz');
+  return mean(d) / sd(d);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface BootstrapOptions { resamples?: number; confidence?: number; seed?: number }
+export interface BootstrapCI { estimate: number; low: number; high: number; confidence: number; resamples: number; seed: number }
+
+/** Percentile bootstrap CI of mean(candidate - base), resampling pairs with replacement. */
+export function pairedBootstrapCI(base: readonly number[], candidate: readonly number[], opts: BootstrapOptions = {}): BootstrapCI {
+  const d = checkPaired(base, candidate, 'pairedBootstrapCI');
+  return bootstrapMeanCI(d, opts);
+}
+
+/** Percentile bootstrap CI of the mean of one sample. */
+export function bootstrapMeanCI(xs: readonly number[], opts: BootstrapOptions = {}): BootstrapCI {
+  const resamples = opts.resamples ?? 10000;
+  const confidence = opts.confidence ?? 0.95;
+  const seed = opts.seed ?? 12345;
+  const n = xs.length;
+  if (n === 0) return { estimate: NaN, low: NaN, high: NaN, confidence, resamples, seed };
+  const rng = makeRng(seed);
+  const means = new Float64Array(resamples);
+  for (let b = 0; b < resamples; b++) {
+    let s = 0;
+    for (let i = 0; i < n; i++) s += xs[Math.floor(rng() * n)]!;
+    means[b] = s / n;
+  }
+  means.sort();
+  const sorted = Array.from(means);
+  const alpha = 1 - confidence;
+  return {
+    estimate: mean(xs),
+    low: quantileSorted(sorted, alpha / 2),
+    high: quantileSorted(sorted, 1 - alpha / 2),
+    confidence, resamples, seed,
+  };
+}
+
+export interface BayesianBootstrapResult {
+  /** Posterior probability that the candidate is better (ties at 0 count one half). */
+  pBetter: number;
+  posteriorMean: number;
+  low: number;
+  high: number;
+  draws: number;
+  seed: number;
+}
+
+/**
+ * Bayesian bootstrap (Rubin 1981) of mean(candidate - base): each draw weights the pairs by
+ * Dirichlet(1, ..., 1) (normalized Exp(1) variables). `higherIsBetter` false flips what "better" is.
+ */
+export function bayesianBootstrap(
+  base: readonly number[], candidate: readonly number[],
+  opts: { draws?: number; seed?: number; confidence?: number; higherIsBetter?: boolean } = {},
+): BayesianBootstrapResult {
+  const d = checkPaired(base, candidate, 'bayesianBootstrap');
+  const draws = opts.draws ?? 10000;
+  const seed = opts.seed ?? 54321;
+  const confidence = opts.confidence ?? 0.95;
+  const sign = opts.higherIsBetter === false ? -1 : 1;
+  const n = d.length;
+  if (n === 0) return { pBetter: NaN, posteriorMean: NaN, low: NaN, high: NaN, draws, seed };
+  const rng = makeRng(seed);
+  const post = new Float64Array(draws);
+  let better = 0;
+  for (let b = 0; b < draws; b++) {
+    let wsum = 0;
+    let s = 0;
+    for (let i = 0; i < n; i++) {
+      const w = -Math.log(1 - rng());
+      wsum += w;
+      s += w * d[i]!;
+    }
+    const v = s / wsum;
+    post[b] = v;
+    const x = sign * v;
+    if (x > 1e-12) better += 1;
+    else if (x >= -1e-12) better += 0.5;
+  }
+  const posteriorMean = mean(Array.from(post));
+  post.sort();
+  const sorted = Array.from(post);
+  const alpha = 1 - confidence;
+  return {
+    pBetter: better / draws, posteriorMean,
+    low: quantileSorted(sorted, alpha / 2), high: quantileSorted(sorted, 1 - alpha / 2), draws, seed,
+  };
+}
+
+/** Holm-Bonferroni adjusted p-values (same order as the input; NaN is treated as 1). */
+export function holm(pValues: readonly number[]): number[] {
+  const m = pValues.length;
+  const p = pValues.map((x) => (Number.isNaN(x) ? 1 : x));
+  const order = p.map((_, i) => i).sort((a, b) => p[a]! - p[b]!);
+  const adjusted = new Array<number>(m);
+  let running = 0;
+  order.forEach((idx, rank) => {
+    running = Math.max(running, Math.min(1, (m - rank) * p[idx]!));
+    adjusted[idx] = running;
+  });
+  return adjusted;
+}
