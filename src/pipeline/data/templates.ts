@@ -90,13 +90,15 @@ export class RowFields {
   }
 
   /** A required text field, checked and preprocessed. */
-  text(name: keyof ColumnMapping, template: string, speakers = false): string {
+  text(name: keyof ColumnMapping, template: string, speakers = false, keepTrailingSpace = false): string {
     const col = this.columns[name];
     const v = this.fields[col];
     if (v === undefined || v === null) {
       throw new TemplateProblem('missing_field', `missing field '${col}'${col !== name ? ` (mapped from '${name}')` : ''} required by template ${template}`);
     }
-    return checkText(v, `field '${col}'`, template, (s) => preprocessText(s, this.pre, speakers && this.isTranscript()));
+    const out = checkText(v, `field '${col}'`, template, (s) => preprocessText(s, this.pre, speakers && this.isTranscript()));
+    // A raw prompt's trailing whitespace separates it from the response: keep it.
+    return keepTrailingSpace && typeof v === 'string' ? out + (/\s*$/.exec(v)?.[0] ?? '') : out;
   }
 
   optionalText(name: keyof ColumnMapping, template: string): string | null {
@@ -266,7 +268,7 @@ export function applyTemplate(fields: Record<string, unknown>, ctx: TemplateCont
     }
     case 'completion': {
       if (f.has('prompt') || f.has('response')) {
-        return { ...base, prompt: f.text('prompt', chosen), response: f.text('response', chosen) };
+        return { ...base, prompt: f.text('prompt', chosen, false, true), response: f.text('response', chosen) };
       }
       return { ...base, prompt: '', response: f.text('text', chosen, true) };
     }
