@@ -1,0 +1,52 @@
+// File helpers for the evaluation code: atomic writes and JSON / JSONL reading with errors that
+// name the file and line.
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { InputError } from '../../errors.js';
+
+/** Write `data` to `path` atomically: a temporary file in the same directory, then rename. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  try {
+    await writeFile(tmp, data);
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+export async function readTextInput(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new InputError(code === 'ENOENT' ? 'file not found' : `cannot read file (${code ?? String(err)})`, { file: path });
+  }
+}
+
+/** Parsed JSON objects of a JSONL file, with their 1-based line numbers; blank lines skipped. */
+export async function readJsonl(path: string): Promise<{ row: number; value: unknown }[]> {
+  const text = await readTextInput(path);
+  const out: { row: number; value: unknown }[] = [];
+  text.split(/\r?\n/).forEach((line, i) => {
+    if (line.trim() === '') return;
+    try {
+      out.push({ row: i + 1, value: JSON.parse(line) });
+    } catch (err) {
+      throw new InputError(`expected one JSON object per line, got invalid JSON (${(err as Error).message})`, { file: path, row: i + 1 });
+    }
+  });
+  return out;
+}
+
+export async function readJson(path: string): Promise<unknown> {
+  const text = await readTextInput(path);
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new InputError(`expected JSON, got invalid JSON (${(err as Error).message})`, { file: path });
+  }
+}

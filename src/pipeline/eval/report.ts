@@ -1,0 +1,272 @@
+// Comparison report: report.html (self-contained: inline CSS and SVG, no scripts, fonts or other
+// external resources), summary.md and report.json (every number), written atomically into an
+// output directory.
+import { join } from 'node:path';
+import type { Comparison, ExampleDelta, MetricComparison } from './compare.js';
+import { writeFileAtomic } from './fsutil.js';
+import type { TrainingLogPoint } from './results.js';
+
+export interface ReportPaths { html: string; markdown: string; json: string }
+
+const BASE_COLOR = '#8a8f98';
+const CAND_COLOR = '#1f6feb';
+
+export function esc(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+}
+
+/** A number for people: 4 significant digits, 'n/a' for NaN/null. */
+export function fmt(x: number | null | undefined, digits = 4): string {
+  if (x === null || x === undefined || !Number.isFinite(x)) return 'n/a';
+  if (x === 0) return '0';
+  const a = Math.abs(x);
+  if (a >= 1e-3 && a < 1e6) return Number(x.toPrecision(digits)).toString();
+  return x.toExponential(digits - 1);
+}
+
+function fmtP(p: number): string {
+  if (!Number.isFinite(p)) return 'n/a';
+  return p < 1e-4 ? p.toExponential(1) : p.toFixed(4);
+}
+
+function niceMax(x: number): number {
+  if (!(x > 0)) return 1;
+  const e = Math.pow(10, Math.floor(Math.log10(x)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * e >= x) return m * e;
+  return 10 * e;
+}
+
+function sideLabel(s: Comparison['base']): string {
+  return s.adapter ? `${s.model} + ${s.adapter}` : s.model;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SVG charts. Every chart is an <svg class="chart" data-chart="KIND"> with a <title>.
+
+function svgOpen(kind: string, w: number, h: number, title: string, extra = ''): string {
+  return `<svg class="chart" data-chart="${kind}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" ${extra}><title>${esc(title)}</title>`;
+}
+
+function metricBars(m: MetricComparison): string {
+  const w = 220, h = 200, left = 40, bottom = 30, top = 26, right = 10;
+  const vals = [m.baseCI.high, m.candidateCI.high, m.baseMean, m.candidateMean].filter(Number.isFinite);
+  const yMax = niceMax(Math.max(...vals, 0) * 1.05 || 1);
+  const y = (v: number) => top + (h - top - bottom) * (1 - Math.max(0, v) / yMax);
+  const plotW = w - left - right;
+  const bw = plotW / 4;
+  let s = svgOpen('metric-bars', w, h, `${m.metric}: base vs fine-tuned mean with 95% bootstrap CI`, `data-metric="${esc(m.metric)}"`);
+  s += `<text x="${w / 2}" y="14" text-anchor="middle" class="ct">${esc(m.metric)}</text>`;
+  s += `<line x1="${left}" y1="${y(0)}" x2="${w - right}" y2="${y(0)}" class="axis"/>`;
+  s += `<line x1="${left}" y1="${top}" x2="${left}" y2="${y(0)}" class="axis"/>`;
+  for (const t of [0, 0.5, 1]) {
+    s += `<text x="${left - 4}" y="${y(t * yMax) + 4}" text-anchor="end" class="tick">${fmt(t * yMax, 3)}</text>`;
+  }
+  const series: [string, number, MetricComparison['baseCI'], string][] = [
+    ['base', m.baseMean, m.baseCI, BASE_COLOR], ['fine-tuned', m.candidateMean, m.candidateCI, CAND_COLOR],
+  ];
+  series.forEach(([label, v, ci, color], i) => {
+    const x = left + bw * (0.5 + 2 * i);
+    const val = Number.isFinite(v) ? v : 0;
+    const yTop = y(val);
+    s += `<rect class="bar" x="${x}" y="${yTop}" width="${bw}" height="${Math.max(y(0) - yTop, 0.5)}" fill="${color}"><title>${label}: ${fmt(v)} (95% CI ${fmt(ci.low)} to ${fmt(ci.high)})</title></rect>`;
+    if (Number.isFinite(ci.low) && Number.isFinite(ci.high)) {
+      const cx = x + bw / 2;
+      s += `<path class="ci" d="M${cx} ${y(ci.low)}V${y(ci.high)}M${cx - 6} ${y(ci.low)}H${cx + 6}M${cx - 6} ${y(ci.high)}H${cx + 6}"/>`;
+    }
+    s += `<text x="${x + bw / 2}" y="${h - 10}" text-anchor="middle" class="tick">${label}</text>`;
+  });
+  return s + '</svg>';
+}
+
+function scatter(m: MetricComparison): string {
+  const w = 240, h = 240, pad = 36;
+  const all = [...m.base, ...m.candidate];
+  const lo = Math.min(0, ...all);
+  const hi = niceMax(Math.max(...all, 0) || 1);
+  const sx = (v: number) => pad + ((v - lo) / (hi - lo)) * (w - pad - 10);
+  const sy = (v: number) => h - pad - ((v - lo) / (hi - lo)) * (h - pad - 16);
+  let s = svgOpen('scatter', w, h, `${m.metric}: per-example base (x) vs fine-tuned (y)`, `data-metric="${esc(m.metric)}"`);
+  s += `<text x="${w / 2}" y="12" text-anchor="middle" class="ct">${esc(m.metric)} per example</text>`;
+  s += `<line x1="${sx(lo)}" y1="${sy(lo)}" x2="${sx(hi)}" y2="${sy(hi)}" class="diag"/>`;
+  s += `<line x1="${pad}" y1="${h - pad}" x2="${w - 10}" y2="${h - pad}" class="axis"/><line x1="${pad}" y1="16" x2="${pad}" y2="${h - pad}" class="axis"/>`;
+  s += `<text x="${w / 2}" y="${h - 8}" text-anchor="middle" class="tick">base</text>`;
+  s += `<text x="12" y="${h / 2}" text-anchor="middle" class="tick" transform="rotate(-90 12 ${h / 2})">fine-tuned</text>`;
+  s += `<text x="${pad}" y="${h - pad + 14}" text-anchor="middle" class="tick">${fmt(lo, 3)}</text><text x="${sx(hi)}" y="${h - pad + 14}" text-anchor="middle" class="tick">${fmt(hi, 3)}</text>`;
+  m.base.forEach((b, i) => {
+    const c = m.candidate[i]!;
+    const better = m.higherIsBetter ? c > b : c < b;
+    const worse = m.higherIsBetter ? c < b : c > b;
+    const cls = better ? 'pt up' : worse ? 'pt down' : 'pt same';
+    s += `<circle class="${cls}" cx="${sx(b).toFixed(2)}" cy="${sy(c).toFixed(2)}" r="3.5"><title>${esc(m.ids[i]!)}: base ${fmt(b)}, fine-tuned ${fmt(c)}</title></circle>`;
+  });
+  return s + '</svg>';
+}
+
+function histogram(m: MetricComparison): string {
+  const w = 260, h = 180, left = 30, bottom = 28, top = 20, right = 8, bins = 10;
+  const all = [...m.base, ...m.candidate];
+  const lo = Math.min(0, ...all);
+  const hi = niceMax(Math.max(...all, 0) || 1);
+  const count = (xs: number[]) => {
+    const c = new Array<number>(bins).fill(0);
+    for (const x of xs) c[Math.min(bins - 1, Math.max(0, Math.floor(((x - lo) / (hi - lo)) * bins)))]!++;
+    return c;
+  };
+  const cb = count(m.base);
+  const cc = count(m.candidate);
+  const maxC = Math.max(1, ...cb, ...cc);
+  const bw = (w - left - right) / bins;
+  const y = (c: number) => h - bottom - (c / maxC) * (h - top - bottom);
+  let s = svgOpen('distribution', w, h, `${m.metric}: distribution of per-example scores`, `data-metric="${esc(m.metric)}"`);
+  s += `<text x="${w / 2}" y="12" text-anchor="middle" class="ct">${esc(m.metric)} distribution</text>`;
+  s += `<line x1="${left}" y1="${h - bottom}" x2="${w - right}" y2="${h - bottom}" class="axis"/>`;
+  for (let i = 0; i < bins; i++) {
+    const x0 = left + i * bw;
+    const range = `${fmt(lo + ((hi - lo) * i) / bins, 3)}-${fmt(lo + ((hi - lo) * (i + 1)) / bins, 3)}`;
+    s += `<rect class="hbar" x="${x0 + 1}" y="${y(cb[i]!)}" width="${bw / 2 - 1}" height="${h - bottom - y(cb[i]!)}" fill="${BASE_COLOR}"><title>base ${range}: ${cb[i]}</title></rect>`;
+    s += `<rect class="hbar" x="${x0 + bw / 2}" y="${y(cc[i]!)}" width="${bw / 2 - 1}" height="${h - bottom - y(cc[i]!)}" fill="${CAND_COLOR}"><title>fine-tuned ${range}: ${cc[i]}</title></rect>`;
+  }
+  s += `<text x="${left}" y="${h - 10}" text-anchor="middle" class="tick">${fmt(lo, 3)}</text><text x="${w - right}" y="${h - 10}" text-anchor="end" class="tick">${fmt(hi, 3)}</text>`;
+  s += `<text x="${left - 4}" y="${top + 4}" text-anchor="end" class="tick">${maxC}</text>`;
+  return s + '</svg>';
+}
+
+function lossChart(log: TrainingLogPoint[]): string {
+  const w = 640, h = 260, left = 50, bottom = 36, top = 24, right = 110;
+  const pts = log.filter((p) => p.loss !== undefined || p.val_loss !== undefined);
+  const steps = pts.map((p) => p.step);
+  const losses = pts.flatMap((p) => [p.loss, p.val_loss]).filter((v): v is number => v !== undefined && Number.isFinite(v));
+  const s0 = Math.min(...steps);
+  const s1 = Math.max(...steps);
+  const l0 = Math.min(...losses);
+  const l1 = Math.max(...losses);
+  const sx = (v: number) => left + (s1 > s0 ? (v - s0) / (s1 - s0) : 0.5) * (w - left - right);
+  const sy = (v: number) => top + (l1 > l0 ? 1 - (v - l0) / (l1 - l0) : 0.5) * (h - top - bottom);
+  let s = svgOpen('loss', w, h, 'Training and validation loss by step');
+  s += `<text x="${(w - right + left) / 2}" y="14" text-anchor="middle" class="ct">loss by step</text>`;
+  s += `<line x1="${left}" y1="${h - bottom}" x2="${w - right}" y2="${h - bottom}" class="axis"/><line x1="${left}" y1="${top}" x2="${left}" y2="${h - bottom}" class="axis"/>`;
+  s += `<text x="${left}" y="${h - bottom + 16}" text-anchor="middle" class="tick">${s0}</text><text x="${w - right}" y="${h - bottom + 16}" text-anchor="middle" class="tick">${s1}</text>`;
+  s += `<text x="${(w - right + left) / 2}" y="${h - 6}" text-anchor="middle" class="tick">step</text>`;
+  s += `<text x="${left - 4}" y="${sy(l1) + 4}" text-anchor="end" class="tick">${fmt(l1, 3)}</text><text x="${left - 4}" y="${sy(l0) + 4}" text-anchor="end" class="tick">${fmt(l0, 3)}</text>`;
+  const series: [keyof TrainingLogPoint, string, string][] = [['loss', 'train loss', CAND_COLOR], ['val_loss', 'validation loss', '#d1242f']];
+  series.forEach(([key, label, color], k) => {
+    const p = pts.filter((q) => q[key] !== undefined);
+    if (!p.length) return;
+    const d = p.map((q, i) => `${i ? 'L' : 'M'}${sx(q.step).toFixed(2)} ${sy(q[key]!).toFixed(2)}`).join('');
+    s += `<path class="line" data-series="${key}" d="${d}" stroke="${color}" fill="none" stroke-width="2"/>`;
+    if (p.length === 1) s += `<circle cx="${sx(p[0]!.step)}" cy="${sy(p[0]![key]!)}" r="3" fill="${color}"/>`;
+    s += `<rect x="${w - right + 10}" y="${top + 18 * k}" width="12" height="3" fill="${color}"/><text x="${w - right + 26}" y="${top + 18 * k + 5}" class="tick">${label}</text>`;
+  });
+  return s + '</svg>';
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function metricsTable(c: Comparison): string {
+  const rows = c.metrics.map((m) => `<tr class="v-${m.verdict.replace(/ /g, '-')}"><td>${esc(m.metric)}${m.higherIsBetter ? '' : ' <small>(lower is better)</small>'}</td><td>${m.n}</td><td>${fmt(m.baseMean)}</td><td>${fmt(m.candidateMean)}</td><td>${fmt(m.meanDiff)} <small>[${fmt(m.diffCI.low)}, ${fmt(m.diffCI.high)}]</small></td><td>${fmtP(m.wilcoxon.pValue)} <small>${m.wilcoxon.method}</small></td><td>${fmtP(m.pHolm)}</td><td>${fmtP(m.tTest.pValue)}</td><td>${fmt(m.cohensDz, 3)}</td><td>${fmt(m.bayes.pBetter, 3)}</td><td>${m.verdict}</td></tr>`).join('\n');
+  return `<table class="metrics"><thead><tr><th>metric</th><th>n</th><th>base</th><th>fine-tuned</th><th>Δ [95% CI]</th><th>Wilcoxon p</th><th>Holm p</th><th>t-test p</th><th>d<sub>z</sub></th><th>P(better)</th><th>verdict</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+function corpusTable(c: Comparison): string {
+  const names = [...new Set([...Object.keys(c.base.metrics), ...Object.keys(c.candidate.metrics)])];
+  if (!names.length) return '<p>No corpus-level figures in the results files.</p>';
+  const rows = names.map((n) => `<tr><td>${esc(n)}</td><td>${fmt(c.base.metrics[n])}</td><td>${fmt(c.candidate.metrics[n])}</td></tr>`).join('');
+  return `<table class="corpus"><thead><tr><th>metric</th><th>base</th><th>fine-tuned</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+function examplesTable(kind: 'improved' | 'regressed', list: ExampleDelta[], metric: string): string {
+  if (!list.length) return `<p class="none">No ${kind} examples on ${esc(metric)}.</p>`;
+  const rows = list.map((e) => `<tr><td class="id">${esc(e.id)}<br><small>${esc(metric)}: ${fmt(e.base)} → ${fmt(e.candidate)}</small></td>${e.source !== undefined ? `<td class="txt">${esc(e.source)}</td>` : '<td class="txt"><em>(no source)</em></td>'}<td class="txt">${esc(e.reference)}</td><td class="txt">${esc(e.basePrediction)}</td><td class="txt">${esc(e.candidatePrediction)}</td></tr>`).join('\n');
+  return `<table class="examples" data-kind="${kind}"><thead><tr><th>id</th><th>source</th><th>reference</th><th>base</th><th>fine-tuned</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+const CSS = `body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#1f2328;padding:0 16px}
+h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+table{border-collapse:collapse;margin:8px 0;width:100%}th,td{border:1px solid #d0d7de;padding:4px 6px;text-align:left;vertical-align:top}
+th{background:#f6f8fa}td.txt{white-space:pre-wrap;font-size:12px;max-width:260px}small{color:#59636e}
+tr.v-improved td:last-child{color:#1a7f37;font-weight:600}tr.v-regressed td:last-child{color:#d1242f;font-weight:600}
+.charts{display:flex;flex-wrap:wrap;gap:12px}.chart{background:#fff;border:1px solid #eaeef2}
+.ct{font-size:12px;font-weight:600;fill:#1f2328}.tick{font-size:10px;fill:#59636e}.axis{stroke:#8c959f;stroke-width:1}
+.ci{stroke:#1f2328;stroke-width:1.5;fill:none}.diag{stroke:#8c959f;stroke-dasharray:4 3}
+.pt.up{fill:#1a7f37}.pt.down{fill:#d1242f}.pt.same{fill:#8c959f}.pt{fill-opacity:.75}
+.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}`;
+
+export function renderHtml(c: Comparison): string {
+  const tested = c.metrics.filter((m) => m.n > 0);
+  const primary = c.primaryMetric ?? '';
+  const log = c.trainingLog ?? [];
+  const hasLoss = log.some((p) => p.loss !== undefined || p.val_loss !== undefined);
+  return `<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>finllm comparison: ${esc(sideLabel(c.candidate))} vs ${esc(sideLabel(c.base))}</title>
+<style>${CSS}</style></head><body>
+<h1>Fine-tuned vs base</h1>
+<p><b>base:</b> ${esc(sideLabel(c.base))} &nbsp; <b>fine-tuned:</b> ${esc(sideLabel(c.candidate))} &nbsp; <b>task:</b> ${esc(c.candidate.task)} &nbsp; <b>examples:</b> ${c.nExamples}</p>
+<p class="legend"><span style="background:${BASE_COLOR}"></span>base<span style="background:${CAND_COLOR}"></span>fine-tuned</p>
+<h2>Metrics</h2>
+<p>Per-example scores, paired by example id. Δ = fine-tuned − base with a ${c.resamples}-resample paired percentile bootstrap CI; Wilcoxon signed-rank (scipy defaults) with Holm correction across metrics at α = ${c.alpha}; paired t-test; Cohen's d<sub>z</sub>; P(better) = Bayesian-bootstrap posterior probability that the fine-tuned model is better.</p>
+${metricsTable(c)}
+<h2>Corpus-level figures</h2>
+${corpusTable(c)}
+<h2>Means with 95% CI</h2>
+<div class="charts" id="metric-bars">${tested.map(metricBars).join('\n')}</div>
+<h2>Per-example scores</h2>
+<div class="charts" id="scatter">${tested.map(scatter).join('\n')}</div>
+<h2>Score distributions</h2>
+<div class="charts" id="distributions">${tested.map(histogram).join('\n')}</div>
+<h2>Training</h2>
+${hasLoss ? `<div class="charts" id="loss">${lossChart(log)}</div>` : '<p>No training log given.</p>'}
+<h2>Most improved examples (${esc(primary || 'n/a')})</h2>
+${examplesTable('improved', c.improved, primary)}
+<h2>Most regressed examples (${esc(primary || 'n/a')})</h2>
+${examplesTable('regressed', c.regressed, primary)}
+</body></html>
+`;
+}
+
+export function renderMarkdown(c: Comparison): string {
+  const lines: string[] = [];
+  lines.push('# Fine-tuned vs base', '');
+  lines.push(`- base: ${sideLabel(c.base)}`, `- fine-tuned: ${sideLabel(c.candidate)}`, `- task: ${c.candidate.task}`, `- examples: ${c.nExamples}`, '');
+  lines.push(`Paired by example id. Δ = fine-tuned − base, 95% paired bootstrap CI (${c.resamples} resamples, seed ${c.seed}); Wilcoxon signed-rank p (Holm-corrected across metrics, α = ${c.alpha}); paired t-test p; Cohen's d_z; P(better) from a Bayesian bootstrap.`, '');
+  lines.push('| metric | n | base | fine-tuned | Δ [95% CI] | Wilcoxon p | Holm p | t-test p | d_z | P(better) | verdict |');
+  lines.push('|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const m of c.metrics) {
+    lines.push(`| ${m.metric}${m.higherIsBetter ? '' : ' (lower is better)'} | ${m.n} | ${fmt(m.baseMean)} | ${fmt(m.candidateMean)} | ${fmt(m.meanDiff)} [${fmt(m.diffCI.low)}, ${fmt(m.diffCI.high)}] | ${fmtP(m.wilcoxon.pValue)} | ${fmtP(m.pHolm)} | ${fmtP(m.tTest.pValue)} | ${fmt(m.cohensDz, 3)} | ${fmt(m.bayes.pBetter, 3)} | ${m.verdict} |`);
+  }
+  const names = [...new Set([...Object.keys(c.base.metrics), ...Object.keys(c.candidate.metrics)])];
+  if (names.length) {
+    lines.push('', '## Corpus-level figures', '', '| metric | base | fine-tuned |', '|---|---|---|');
+    for (const n of names) lines.push(`| ${n} | ${fmt(c.base.metrics[n])} | ${fmt(c.candidate.metrics[n])} |`);
+  }
+  const ex = (title: string, list: ExampleDelta[]) => {
+    lines.push('', `## ${title} (${c.primaryMetric ?? 'n/a'})`, '');
+    if (!list.length) lines.push('None.');
+    for (const e of list) lines.push(`- ${e.id}: ${fmt(e.base)} → ${fmt(e.candidate)}`);
+  };
+  ex('Most improved examples', c.improved);
+  ex('Most regressed examples', c.regressed);
+  const log = c.trainingLog ?? [];
+  if (log.length) {
+    const train = log.filter((p) => p.loss !== undefined);
+    const val = log.filter((p) => p.val_loss !== undefined);
+    lines.push('', '## Training', '');
+    if (train.length) lines.push(`- train loss: ${fmt(train[0]!.loss)} at step ${train[0]!.step} → ${fmt(train[train.length - 1]!.loss)} at step ${train[train.length - 1]!.step}`);
+    if (val.length) {
+      const best = val.reduce((a, b) => (b.val_loss! < a.val_loss! ? b : a));
+      lines.push(`- best validation loss: ${fmt(best.val_loss)} at step ${best.step}`);
+    }
+  }
+  lines.push('', 'Charts and side-by-side examples: report.html. Every number: report.json.', '');
+  return lines.join('\n');
+}
+
+/** Write report.html, summary.md and report.json into `outDir` (created if needed). */
+export async function writeReport(outDir: string, c: Comparison): Promise<ReportPaths> {
+  const paths: ReportPaths = { html: join(outDir, 'report.html'), markdown: join(outDir, 'summary.md'), json: join(outDir, 'report.json') };
+  const json = { generated_by: 'finllm compare', format: 'finllm.report.v1', ...c };
+  await writeFileAtomic(paths.json, JSON.stringify(json, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+  await writeFileAtomic(paths.markdown, renderMarkdown(c));
+  await writeFileAtomic(paths.html, renderHtml(c));
+  return paths;
+}
