@@ -1,0 +1,211 @@
+// Autoregressive decoding with a KV cache: one prefill pass over the prompt, then one token at a
+// time. Logit processing follows transformers' `generate` order and semantics:
+//   repetition penalty (divide positive / multiply negative logits of tokens already in the
+//   sequence) → temperature → top-k → top-p → sample (or argmax when greedy).
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Rng } from '../engine/random.js';
+import { InputError } from '../errors.js';
+import { disposeKvCache, type LlamaModel } from './model.js';
+
+export interface SamplingOptions {
+  maxNewTokens: number;
+  /** Argmax decoding (HF do_sample=False). Default true. */
+  greedy?: boolean;
+  /** Default 1. */
+  temperature?: number;
+  /** Keep the k most likely tokens (0 = off). Default 0. */
+  topK?: number;
+  /** Nucleus sampling threshold (1 = off). Default 1. */
+  topP?: number;
+  /** HF repetition_penalty (1 = off). */
+  repetitionPenalty?: number;
+  seed?: number;
+  /** Stop when any of these is generated (it is included in the output). Default: the model's EOS ids. */
+  eosTokenIds?: number[];
+}
+
+export interface GenerateResult {
+  /** New tokens only (the EOS token included when it stopped generation). */
+  tokens: number[];
+  stopReason: 'eos' | 'max_new_tokens';
+}
+
+export function validateSampling(o: SamplingOptions): void {
+  const bad = (key: string, msg: string) => {
+    throw new InputError(msg, { key });
+  };
+  if (!(Number.isInteger(o.maxNewTokens) && o.maxNewTokens >= 0)) bad('max-new-tokens', `expected a non-negative integer, got ${o.maxNewTokens}`);
+  if (o.temperature !== undefined && !(o.temperature > 0 && Number.isFinite(o.temperature))) bad('temperature', `expected a positive number, got ${o.temperature}`);
+  if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('top-k', `expected a non-negative integer, got ${o.topK}`);
+  if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) bad('top-p', `expected a number in (0, 1], got ${o.topP}`);
+  if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty > 0 && Number.isFinite(o.repetitionPenalty))) bad('repetition-penalty', `expected a positive number, got ${o.repetitionPenalty}`);
+}
+
+/** HF RepetitionPenaltyLogitsProcessor, in place: every token id in `seen` once. */
+export function applyRepetitionPenalty(logits: Float32Array, seen: Iterable<number>, penalty: number): void {
+  if (penalty === 1) return;
+  for (const id of new Set(seen)) {
+    const v = logits[id]!;
+    logits[id] = v < 0 ? v * penalty : v / penalty;
+  }
+}
+
+/** Temperature, top-k, top-p as HF's warpers (filtered logits become -Infinity), in place. */
+export function applyWarpers(logits: Float32Array, o: { temperature?: number; topK?: number; topP?: number }): void {
+  const temperature = o.temperature ?? 1;
+  if (temperature !== 1) for (let i = 0; i < logits.length; i++) logits[i] = logits[i]! / temperature;
+  const k = Math.min(o.topK ?? 0, logits.length);
+  if (k > 0 && k < logits.length) {
+    // Remove every logit below the k-th largest (ties with it stay, as in HF).
+    const kth = Float32Array.from(logits).sort().reverse()[k - 1]!;
+    for (let i = 0; i < logits.length; i++) if (logits[i]! < kth) logits[i] = -Infinity;
+  }
+  const p = o.topP ?? 1;
+  if (p < 1) {
+    // HF: sort ascending, cumulative softmax, drop tokens whose cumulative probability is <= 1 - p,
+    // always keeping the most likely token.
+    const order = Array.from(logits.keys()).sort((a, b) => logits[a]! - logits[b]!);
+    const probs = softmax(logits);
+    let cum = 0;
+    for (let j = 0; j < order.length - 1; j++) {
+      cum += probs[order[j]!]!;
+      if (cum <= 1 - p) logits[order[j]!] = -Infinity;
+      else break;
+    }
+  }
+}
+
+export function softmax(logits: Float32Array): Float64Array {
+  let m = -Infinity;
+  for (const v of logits) if (v > m) m = v;
+  const out = new Float64Array(logits.length);
+  let z = 0;
+  for (let i = 0; i < logits.length; i++) z += out[i] = Math.exp(logits[i]! - m);
+  for (let i = 0; i < out.length; i++) out[i] = out[i]! / z;
+  return out;
+}
+
+/** First index of the largest value (torch.argmax picks the first maximum). */
+export function argmax(a: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i]! > a[best]!) best = i;
+  return best;
+}
+
+function sample(logits: Float32Array, rng: Rng): number {
+  const probs = softmax(logits);
+  const u = rng.uniform();
+  let cum = 0;
+  for (let i = 0; i < probs.length; i++) {
+    cum += probs[i]!;
+    if (u < cum) return i;
+  }
+  return argmax(probs);
+}
+
+/**
+ * Generates up to `maxNewTokens` tokens after `promptIds` (one sequence). `onToken` is called with
+ * each new token as soon as it is chosen (awaited, so a slow consumer applies back-pressure).
+ */
+export async function generate(
+  model: LlamaModel,
+  promptIds: readonly number[],
+  opts: SamplingOptions,
+  onToken?: (id: number) => void | Promise<void>,
+): Promise<GenerateResult> {
+  validateSampling(opts);
+  if (promptIds.length === 0) throw new InputError('the prompt is empty: nothing to condition on (no BOS either)');
+  const eos = new Set(opts.eosTokenIds ?? model.config.eosTokenIds);
+  const greedy = opts.greedy ?? true;
+  const rng = new Rng(opts.seed ?? 0);
+  const penalty = opts.repetitionPenalty ?? 1;
+  const tokens: number[] = [];
+  if (opts.maxNewTokens === 0) return { tokens, stopReason: 'max_new_tokens' };
+  const cache = model.newKvCache(1, promptIds.length + opts.maxNewTokens);
+  const seen = [...promptIds];
+  try {
+    let input = Int32Array.from(promptIds);
+    for (;;) {
+      const logitsT = model.step(input, cache);
+      const logits = await logitsT.toFloat32();
+      logitsT.dispose();
+      applyRepetitionPenalty(logits, seen, penalty);
+      let next: number;
+      if (greedy) next = argmax(logits);
+      else {
+        applyWarpers(logits, opts);
+        next = sample(logits, rng);
+      }
+      tokens.push(next);
+      seen.push(next);
+      await onToken?.(next);
+      if (eos.has(next)) return { tokens, stopReason: 'eos' };
+      if (tokens.length >= opts.maxNewTokens) return { tokens, stopReason: 'max_new_tokens' };
+      input = Int32Array.of(next);
+    }
+  } finally {
+    disposeKvCache(cache);
+  }
+}
+
+/**
+ * Turns a stream of token ids into text pieces: decodes everything so far and emits what is new,
+ * holding back while the text ends in an incomplete UTF-8 sequence (U+FFFD from byte fallback).
+ */
+export class TextStreamer {
+  private ids: number[] = [];
+  private emitted = 0;
+  constructor(private readonly decode: (ids: readonly number[]) => string) {}
+
+  push(id: number): string {
+    this.ids.push(id);
+    const text = this.decode(this.ids);
+    if (text.endsWith('\uFFFD')) return '';
+    const piece = text.slice(this.emitted);
+    this.emitted = text.length;
+    return piece;
+  }
+
+  /** Whatever is left (e.g. a trailing incomplete sequence) at the end. */
+  flush(): string {
+    const text = this.decode(this.ids);
+    const piece = text.slice(this.emitted);
+    this.emitted = text.length;
+    return piece;
+  }
+}
+
+/** The parts of a model's generation_config.json that decoding uses (absent file: {}). */
+export interface GenerationConfig {
+  doSample?: boolean;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  repetitionPenalty?: number;
+  eosTokenIds?: number[];
+  maxNewTokens?: number;
+}
+
+export async function readGenerationConfig(dir: string): Promise<GenerationConfig> {
+  const file = join(dir, 'generation_config.json');
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw new InputError(`cannot read generation config: ${(err as Error).message}`, { file });
+  }
+  const num = (k: string) => (typeof raw[k] === 'number' ? (raw[k] as number) : undefined);
+  const eos = raw['eos_token_id'];
+  const out: GenerationConfig = {};
+  if (typeof raw['do_sample'] === 'boolean') out.doSample = raw['do_sample'];
+  if (num('temperature') !== undefined) out.temperature = num('temperature');
+  if (num('top_k') !== undefined) out.topK = num('top_k');
+  if (num('top_p') !== undefined) out.topP = num('top_p');
+  if (num('repetition_penalty') !== undefined) out.repetitionPenalty = num('repetition_penalty');
+  if (num('max_new_tokens') !== undefined) out.maxNewTokens = num('max_new_tokens');
+  if (typeof eos === 'number') out.eosTokenIds = [eos];
+  else if (Array.isArray(eos) && eos.every((e) => typeof e === 'number')) out.eosTokenIds = eos as number[];
+  return out;
+}

@@ -1,0 +1,170 @@
+// Merging a LoRA adapter into its base model and exporting a plain HF checkpoint:
+// W' = W + scale · B·A for every adapted module (PEFT's merge_and_unload, in f32), every other
+// tensor copied. Streams one tensor at a time (read → merge → write), on the CPU, so no GPU is
+// needed and host memory stays near one tensor. The output folder appears atomically: everything is
+// written into a temp folder beside it, which is renamed into place at the end.
+import { copyFile, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join, resolve } from 'node:path';
+import { InputError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { readJsonFile } from '../io/json.js';
+import { Checkpoint, writeShardedSafetensors, type SafetensorsEntry, type WritableDtype } from '../io/safetensors.js';
+import { loadLlamaConfig } from './config.js';
+import { loraKey, readAdapter, scaling, validateAdapterAgainstModel, type LoraAdapter, type LoraPair } from './peft.js';
+import { LINEAR_MODULES, checkCheckpoint, linearWeightName } from './weights.js';
+
+export type ExportDtype = 'source' | 'f32' | 'bf16' | 'f16';
+
+/** Files copied verbatim from the base model folder when present. */
+export const COPIED_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'tokenizer.model',
+  'added_tokens.json',
+  'chat_template.jinja',
+  'generation_config.json',
+];
+
+const TORCH_DTYPE: Record<'F32' | 'BF16' | 'F16', string> = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' };
+
+/** W (f32, [out, in]) += scale · B [out, r] · A [r, in], accumulated in f64 per element. */
+export function mergeLoraInto(w: Float32Array, pair: LoraPair, scale: number): void {
+  const { r, inFeatures: n, outFeatures: m, A, B } = pair;
+  if (w.length !== m * n) throw new RangeError(`merge: weight has ${w.length} values, LoRA expects ${m}x${n}`);
+  const row = new Float64Array(n);
+  for (let o = 0; o < m; o++) {
+    row.fill(0);
+    for (let j = 0; j < r; j++) {
+      const b = B[o * r + j]!;
+      if (b === 0) continue;
+      const aOff = j * n;
+      for (let i = 0; i < n; i++) row[i] += b * A[aOff + i]!;
+    }
+    const off = o * n;
+    for (let i = 0; i < n; i++) w[off + i] = w[off + i]! + Math.fround(scale * row[i]!);
+  }
+}
+
+export interface ExportOptions {
+  dtype?: ExportDtype;
+  /** Largest shard (bytes); default 5 GB like HF. */
+  maxShardBytes?: number;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(() => true, () => false);
+}
+
+/** Refuses an output folder that exists and is not empty; returns whether an empty one exists. */
+async function checkOutputDir(out: string): Promise<boolean> {
+  if (!(await exists(out))) return false;
+  if (!(await stat(out)).isDirectory()) throw new InputError('output path exists and is not a folder', { file: out });
+  if ((await readdir(out)).length > 0) throw new InputError('output folder exists and is not empty; choose a new folder', { file: out });
+  return true;
+}
+
+/**
+ * Writes `out` as a complete model folder produced by `fill(tmpDir)`, atomically: `fill` writes
+ * into a hidden temp folder next to `out`, which is renamed to `out` only when it succeeded.
+ */
+export async function writeFolderAtomic(out: string, fill: (dir: string) => Promise<void>): Promise<void> {
+  const target = resolve(out);
+  const emptyExists = await checkOutputDir(target);
+  await mkdir(dirname(target), { recursive: true });
+  const tmp = join(dirname(target), `.${basename(target)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  await mkdir(tmp);
+  try {
+    await fill(tmp);
+    if (emptyExists) await rmdir(target);
+    await rename(tmp, target);
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Copies tokenizer and generation files present in `from` into `to`. */
+export async function copyModelSideFiles(from: string, to: string, files: readonly string[] = COPIED_FILES): Promise<string[]> {
+  const copied: string[] = [];
+  for (const f of files) {
+    if (await exists(join(from, f))) {
+      await copyFile(join(from, f), join(to, f));
+      copied.push(f);
+    }
+  }
+  return copied;
+}
+
+/**
+ * Merges an adapter into the base model in `modelDir` and writes the merged model to `outDir`
+ * (safetensors, config.json, tokenizer and generation files). The adapter is a PEFT adapter folder,
+ * an adapter in memory, or a model whose installed LoRA is used (the base weights are always read
+ * from `modelDir`, in full precision, even when the model runs NF4).
+ */
+export async function exportMerged(
+  adapterSource: string | LoraAdapter | { adapter(): Promise<LoraAdapter> },
+  modelDir: string,
+  outDir: string,
+  opts: ExportOptions = {},
+): Promise<{ files: string[] }> {
+  const config = await loadLlamaConfig(modelDir);
+  const adapter = typeof adapterSource === 'string'
+    ? await readAdapter(adapterSource)
+    : 'weights' in adapterSource ? adapterSource : await adapterSource.adapter();
+  validateAdapterAgainstModel(adapter.config, config, adapter.weights, typeof adapterSource === 'string' ? adapterSource : undefined);
+  const scale = scaling(adapter.config);
+  const dtypeOpt = opts.dtype ?? 'source';
+  const ckpt = await Checkpoint.open(modelDir);
+  const written: string[] = [];
+  try {
+    checkCheckpoint(ckpt, config);
+    const adapted = new Map<string, LoraPair>();
+    for (let l = 0; l < config.numHiddenLayers; l++) {
+      for (const mod of LINEAR_MODULES) {
+        const pair = adapter.weights.get(loraKey(l, mod));
+        if (pair) adapted.set(linearWeightName(l, mod), pair);
+      }
+    }
+    const outDtypes = new Set<string>();
+    const entries: SafetensorsEntry[] = [];
+    for (const name of ckpt.names()) {
+      if (config.tieWordEmbeddings && name === 'lm_head.weight') continue; // tied: HF does not save it
+      const src = ckpt.dtype(name);
+      if (src !== 'F32' && src !== 'BF16' && src !== 'F16') {
+        throw new InputError(`tensor '${name}' has dtype ${src}; only F32, BF16 and F16 checkpoints can be exported`, { file: ckpt.fileOf(name) });
+      }
+      const dtype: WritableDtype = dtypeOpt === 'source' ? src : dtypeOpt === 'f32' ? 'F32' : dtypeOpt === 'bf16' ? 'BF16' : 'F16';
+      outDtypes.add(dtype);
+      const pair = adapted.get(name);
+      entries.push({
+        name,
+        dtype,
+        shape: ckpt.shape(name),
+        data: async () => {
+          if (!pair && dtype === src && src !== 'F32') return ckpt.readU16(name); // untouched bits
+          const w = await ckpt.readF32(name);
+          if (pair) mergeLoraInto(w, pair, scale);
+          return w;
+        },
+      });
+    }
+    const rawConfig = (await readJsonFile(join(modelDir, 'config.json'))) as Record<string, unknown>;
+    await writeFolderAtomic(outDir, async (tmp) => {
+      const files = await writeShardedSafetensors(tmp, entries, { maxShardBytes: opts.maxShardBytes ?? 5e9, metadata: { format: 'pt' } });
+      written.push(...files.map((f) => basename(f)));
+      const outConfig = { ...rawConfig };
+      if (outDtypes.size === 1) {
+        const only = [...outDtypes][0] as 'F32' | 'BF16' | 'F16';
+        if ('dtype' in outConfig || !('torch_dtype' in outConfig)) outConfig['dtype'] = TORCH_DTYPE[only];
+        if ('torch_dtype' in outConfig) outConfig['torch_dtype'] = TORCH_DTYPE[only];
+      }
+      await writeFileAtomic(join(tmp, 'config.json'), `${JSON.stringify(outConfig, null, 2)}\n`);
+      written.push('config.json', ...(await copyModelSideFiles(modelDir, tmp)));
+    });
+  } finally {
+    await ckpt.close();
+  }
+  return { files: written };
+}

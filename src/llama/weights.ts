@@ -1,0 +1,185 @@
+// Loading a HF Llama checkpoint's weights onto the GPU, one tensor at a time (read → upload → drop),
+// so peak host memory stays near the largest single tensor whatever the model size.
+//
+// Storage choices: f32 (default), packed 16-bit (bf16/f16, two per u32 word; kernels compute in
+// f32), or NF4 quantized at load time for the decoder's linear layers (QLoRA: embeddings, norms and
+// lm_head stay unquantized). Norm weights are always f32 (tiny, and rmsnorm reads f32).
+import { Tensor } from '../engine/tensor.js';
+import { InputError } from '../errors.js';
+import { Checkpoint } from '../io/safetensors.js';
+import { f32ArrayToBf16, f32ArrayToF16 } from '../io/dtype.js';
+import { disposeNf4, keepNf4, quantizeNf4, type Nf4Weight } from '../kernels/index.js';
+import type { LlamaConfig } from './config.js';
+
+/** A decoder linear weight in HF layout [out, in]: a dense tensor (f32/bf16/f16) or NF4. */
+export type LinearWeight = Tensor | Nf4Weight;
+
+export const ATTENTION_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj'] as const;
+export const MLP_MODULES = ['gate_proj', 'up_proj', 'down_proj'] as const;
+/** Every decoder linear layer, in PEFT's module naming. */
+export const LINEAR_MODULES = [...ATTENTION_MODULES, ...MLP_MODULES] as const;
+export type LinearModule = (typeof LINEAR_MODULES)[number];
+
+export interface LayerWeights {
+  inputNorm: Tensor;
+  postAttentionNorm: Tensor;
+  linear: Record<LinearModule, LinearWeight>;
+}
+
+export interface LlamaWeights {
+  embedTokens: Tensor;
+  layers: LayerWeights[];
+  norm: Tensor;
+  /** The same tensor object as embedTokens when the embeddings are tied. */
+  lmHead: Tensor;
+}
+
+export type WeightStorage = 'f32' | 'bf16' | 'f16';
+
+export interface LoadWeightsOptions {
+  /** Dense weight storage on the GPU (default f32). */
+  storage?: WeightStorage;
+  /** Quantize every decoder linear layer to NF4 at load time (QLoRA). */
+  quantize?: 'nf4' | null;
+  /** NF4 double quantization of the block absmax values (bitsandbytes' QLoRA default is on). */
+  doubleQuant?: boolean;
+  /** Called after each tensor is on the GPU (progress reporting). */
+  onTensor?: (name: string, index: number, total: number) => void;
+}
+
+/** HF parameter name of a decoder linear layer. */
+export function linearWeightName(layer: number, module: LinearModule): string {
+  const block = (ATTENTION_MODULES as readonly string[]).includes(module) ? 'self_attn' : 'mlp';
+  return `model.layers.${layer}.${block}.${module}.weight`;
+}
+
+/** [out, in] of a decoder linear layer. */
+export function linearShape(config: LlamaConfig, module: LinearModule): [number, number] {
+  const { hiddenSize: d, intermediateSize: f, numAttentionHeads: hq, numKeyValueHeads: hkv, headDim: dh } = config;
+  switch (module) {
+    case 'q_proj': return [hq * dh, d];
+    case 'k_proj': case 'v_proj': return [hkv * dh, d];
+    case 'o_proj': return [d, hq * dh];
+    case 'gate_proj': case 'up_proj': return [f, d];
+    case 'down_proj': return [d, f];
+  }
+}
+
+/** Every tensor a checkpoint must hold for `config`, with its shape. */
+export function expectedTensors(config: LlamaConfig): Map<string, number[]> {
+  const m = new Map<string, number[]>();
+  m.set('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
+  for (let l = 0; l < config.numHiddenLayers; l++) {
+    m.set(`model.layers.${l}.input_layernorm.weight`, [config.hiddenSize]);
+    m.set(`model.layers.${l}.post_attention_layernorm.weight`, [config.hiddenSize]);
+    for (const mod of LINEAR_MODULES) m.set(linearWeightName(l, mod), linearShape(config, mod));
+  }
+  m.set('model.norm.weight', [config.hiddenSize]);
+  if (!config.tieWordEmbeddings) m.set('lm_head.weight', [config.vocabSize, config.hiddenSize]);
+  return m;
+}
+
+/** Checks presence and shape of every tensor before anything is uploaded (fail fast, with names). */
+export function checkCheckpoint(ckpt: Checkpoint, config: LlamaConfig): void {
+  for (const [name, shape] of expectedTensors(config)) {
+    if (!ckpt.has(name)) {
+      // Checkpoint.info throws an InputError naming the tensor, the folder and similar names.
+      ckpt.info(name);
+    }
+    ckpt.checkShape(name, shape);
+    const dtype = ckpt.dtype(name);
+    if (dtype !== 'F32' && dtype !== 'BF16' && dtype !== 'F16' && dtype !== 'F64') {
+      throw new InputError(`tensor '${name}' has dtype ${dtype}; expected F32, BF16, F16 or F64`, { file: ckpt.fileOf(name) });
+    }
+  }
+}
+
+async function uploadDense(ckpt: Checkpoint, name: string, shape: number[], storage: WeightStorage): Promise<Tensor> {
+  let t: Tensor;
+  const src = ckpt.dtype(name);
+  if (storage === 'f32') {
+    t = Tensor.from(await ckpt.readF32(name, shape), shape);
+  } else if ((storage === 'bf16' && src === 'BF16') || (storage === 'f16' && src === 'F16')) {
+    t = Tensor.from(await ckpt.readU16(name, shape), shape, storage); // bits as stored: no rounding
+  } else {
+    const f = await ckpt.readF32(name, shape);
+    t = Tensor.from(storage === 'bf16' ? f32ArrayToBf16(f) : f32ArrayToF16(f), shape, storage);
+  }
+  t.keep();
+  t.name = name;
+  return t;
+}
+
+/**
+ * Loads every weight of a Llama checkpoint folder onto the GPU. Missing tensors and shape mismatches
+ * are InputErrors naming the tensor and file; the check runs before any upload.
+ */
+export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: LoadWeightsOptions = {}): Promise<LlamaWeights> {
+  const storage = opts.storage ?? 'f32';
+  const ckpt = await Checkpoint.open(dir);
+  const loaded: (Tensor | Nf4Weight)[] = [];
+  try {
+    checkCheckpoint(ckpt, config);
+    const total = expectedTensors(config).size;
+    let index = 0;
+    const dense = async (name: string, shape: number[], st: WeightStorage): Promise<Tensor> => {
+      const t = await uploadDense(ckpt, name, shape, st);
+      loaded.push(t);
+      opts.onTensor?.(name, ++index, total);
+      return t;
+    };
+    const embedTokens = await dense('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize], storage);
+    const layers: LayerWeights[] = [];
+    for (let l = 0; l < config.numHiddenLayers; l++) {
+      const inputNorm = await dense(`model.layers.${l}.input_layernorm.weight`, [config.hiddenSize], 'f32');
+      const postAttentionNorm = await dense(`model.layers.${l}.post_attention_layernorm.weight`, [config.hiddenSize], 'f32');
+      const linear = {} as Record<LinearModule, LinearWeight>;
+      for (const mod of LINEAR_MODULES) {
+        const name = linearWeightName(l, mod);
+        const shape = linearShape(config, mod);
+        if (opts.quantize === 'nf4') {
+          const f = Tensor.from(await ckpt.readF32(name, shape), shape);
+          const q = quantizeNf4(f, { doubleQuant: opts.doubleQuant ?? false });
+          f.dispose();
+          keepNf4(q);
+          loaded.push(q);
+          linear[mod] = q;
+          opts.onTensor?.(name, ++index, total);
+        } else {
+          linear[mod] = await dense(name, shape, storage);
+        }
+      }
+      layers.push({ inputNorm, postAttentionNorm, linear });
+    }
+    const norm = await dense('model.norm.weight', [config.hiddenSize], 'f32');
+    const lmHead = config.tieWordEmbeddings
+      ? embedTokens
+      : await dense('lm_head.weight', [config.vocabSize, config.hiddenSize], storage);
+    return { embedTokens, layers, norm, lmHead };
+  } catch (err) {
+    for (const t of loaded) disposeLinear(t);
+    throw err;
+  } finally {
+    await ckpt.close();
+  }
+}
+
+export function isNf4(w: LinearWeight): w is Nf4Weight {
+  return !(w instanceof Tensor);
+}
+
+export function disposeLinear(w: LinearWeight): void {
+  if (w instanceof Tensor) w.dispose();
+  else disposeNf4(w);
+}
+
+export function disposeWeights(w: LlamaWeights): void {
+  w.embedTokens.dispose();
+  if (w.lmHead !== w.embedTokens) w.lmHead.dispose();
+  w.norm.dispose();
+  for (const l of w.layers) {
+    l.inputNorm.dispose();
+    l.postAttentionNorm.dispose();
+    for (const mod of LINEAR_MODULES) disposeLinear(l.linear[mod]);
+  }
+}
