@@ -1,0 +1,634 @@
+// NF4 4-bit weights (QLoRA): blockwise quantization, dequantization, and matmuls that dequantize on
+// the fly so the f32 weight never exists in memory.
+//
+// Format (Nf4Weight):
+// - blocks of 64 consecutive elements of the row-major flattened weight [out, in] (a block may span
+//   rows when in % 64 != 0; the last block may be partial), one f32 absmax per block;
+// - code = index into NF4_CODE (16 values in [-1, 1]) of the value nearest to x / absmax;
+// - codes packed 8 per u32 word, element 8w + j in bits 4j..4j+3 of word w (low nibble first, the
+//   same "lower element in the lower bits" order as packed 16-bit tensors; bitsandbytes packs two
+//   per byte with the FIRST element in the HIGH nibble, so its bytes need a nibble swap);
+// - optional double quantization of the absmax values (QLoRA): offset = mean(absmax), then per
+//   block of 256 absmax values a LINEAR symmetric int8 code q = round((absmax - offset) / s) with
+//   s = max|absmax - offset| / 127 (bitsandbytes uses its 8-bit dynamic-map code here instead; the
+//   linear code is simpler and bounds the absmax error by s / 2). q is stored as bytes, 4 per u32
+//   word (element 4w + j in byte j), s per 256-block in `absmaxScale`, the offset in `absmaxOffset`.
+//
+// Code choice matches the reference fixtures (PyTorch: argmin_k |fl(x / absmax) - code_k| in f32,
+// first index on ties) bit for bit. bitsandbytes instead multiplies by fl(1 / absmax) and walks a
+// decision tree of midpoint thresholds (`x > t` goes up); both agree except within about one ulp
+// of a midpoint. WGSL allows 2.5 ulp of error in f32 division, so the quotient is computed with
+// integer long division (correctly rounded) to make codes identical on every GPU.
+//
+// Kernels (versions side by side while tuning):
+// - quantize: one workgroup per 4 blocks (256 threads), segmented max reduction in workgroup memory.
+// - dequantize: one thread per code word (8 outputs).
+// - nf4MatmulV1: 64×64 output tile, K step 32, 256 threads × 4×4 outputs; the W tile is
+//   dequantized while it is staged into workgroup memory (one code word per thread when in % 8 == 0,
+//   else per element). Serves forward (C = X·Wᵀ) and the input gradient (dX = dY·W).
+// - nf4GemvV1 (decode, M ≤ 4): 8 weight rows per workgroup, 32 lanes per row each reading whole code
+//   words (8 weights, one absmax multiply), reduced in workgroup memory.
+import { recordOp } from '../engine/autograd.js';
+import { Tensor, type DType } from '../engine/tensor.js';
+import { Uniforms, WGSL_FLAT_INDEX, WGSL_HALF, assertDtype, dispatch, grid1d } from './common.js';
+
+/** The 16 NF4 values (QLoRA appendix; bitsandbytes' table), each exactly an f32. */
+export const NF4_CODE: readonly number[] = Object.freeze([
+  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
+  -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+  0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+]);
+export const NF4_BLOCK = 64;
+export const NF4_DQ_BLOCK = 256;
+
+/** Double-quantized absmax: absmax[b] ≈ int8(qabsmax[b]) · absmaxScale[b / 256] + absmaxOffset[0]. */
+export interface Nf4DoubleQuant {
+  /** u32 words, 4 signed bytes each (element 4w + j in byte j). */
+  qabsmax: Tensor;
+  /** f32 [ceil(blocks / 256)]. */
+  absmaxScale: Tensor;
+  /** f32 [1]. */
+  absmaxOffset: Tensor;
+}
+
+export interface Nf4Weight {
+  /** [out, in] of the original weight (HF layout). */
+  shape: readonly [number, number];
+  /** u32 [ceil(out·in / 8)], 8 codes per word, low nibble first. */
+  codes: Tensor;
+  /** f32 [blocks] absmax per block of 64, or its double-quantized form. */
+  absmax: Tensor | Nf4DoubleQuant;
+}
+
+export function nf4Blocks(numel: number): number {
+  return Math.ceil(numel / NF4_BLOCK);
+}
+
+export function isDoubleQuant(a: Tensor | Nf4DoubleQuant): a is Nf4DoubleQuant {
+  return !(a instanceof Tensor);
+}
+
+/** Frees the GPU buffers of an NF4 weight. */
+export function disposeNf4(w: Nf4Weight): void {
+  w.codes.dispose();
+  if (isDoubleQuant(w.absmax)) {
+    w.absmax.qabsmax.dispose();
+    w.absmax.absmaxScale.dispose();
+    w.absmax.absmaxOffset.dispose();
+  } else w.absmax.dispose();
+}
+
+/** Marks every tensor of the weight `keep()` (model weights outlive tidy scopes). */
+export function keepNf4(w: Nf4Weight): Nf4Weight {
+  w.codes.keep();
+  if (isDoubleQuant(w.absmax)) {
+    w.absmax.qabsmax.keep();
+    w.absmax.absmaxScale.keep();
+    w.absmax.absmaxOffset.keep();
+  } else w.absmax.keep();
+  return w;
+}
+
+/** Packs codes 0..15 (one per element) into u32 words, 8 per word, low nibble first. */
+export function packNf4Codes(codes: ArrayLike<number>): Uint32Array {
+  const out = new Uint32Array(Math.ceil(codes.length / 8));
+  for (let i = 0; i < codes.length; i++) out[i >>> 3]! |= (codes[i]! & 15) << (4 * (i & 7));
+  return out;
+}
+
+/** Unpacks `n` codes from words packed by packNf4Codes / the GPU quantizer. */
+export function unpackNf4Codes(words: Uint32Array, n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = (words[i >>> 3]! >>> (4 * (i & 7))) & 15;
+  return out;
+}
+
+/** An Nf4Weight from codes (one per element, 0..15) and f32 absmax per block, e.g. a saved quantization. */
+export function nf4FromHost(shape: readonly [number, number], codes: ArrayLike<number>, absmax: Float32Array): Nf4Weight {
+  const n = shape[0] * shape[1];
+  if (codes.length !== n) throw new RangeError(`nf4FromHost: ${codes.length} codes for shape [${shape.join(', ')}]`);
+  if (absmax.length !== nf4Blocks(n)) throw new RangeError(`nf4FromHost: ${absmax.length} absmax values, expected ${nf4Blocks(n)}`);
+  const words = packNf4Codes(codes);
+  return { shape: [shape[0], shape[1]], codes: Tensor.from(words, [words.length], 'u32'), absmax: Tensor.from(absmax, [absmax.length]) };
+}
+
+const f32Bits = (v: number): number => new Uint32Array(new Float32Array([v]).buffer)[0]!;
+
+/** WGSL: the NF4 table as exact f32 bit patterns. */
+const WGSL_NF4_TABLE = /* wgsl */ `
+const NF4_BITS = array<u32, 16>(${NF4_CODE.map((v) => `0x${f32Bits(v).toString(16)}u`).join(', ')});
+fn nf4_value(c: u32) -> f32 { return bitcast<f32>(NF4_BITS[c]); }
+`;
+
+/**
+ * WGSL: the absmax of block b, plain or double-quantized. Bindings ABS (plain) or QABS/DQS/DQO
+ * (double-quantized) are declared by absmaxBindings().
+ */
+function wgslAbsmax(dq: boolean): string {
+  if (!dq) return `fn absmax_of(b: u32) -> f32 { return ABS[b]; }`;
+  return /* wgsl */ `
+fn absmax_of(b: u32) -> f32 {
+  let q = i32(QABS[b >> 2u] << (24u - 8u * (b & 3u))) >> 24u;
+  return f32(q) * DQS[b / ${NF4_DQ_BLOCK}u] + DQO[0];
+}`;
+}
+
+function absmaxBindings(dq: boolean, first: number): string {
+  if (!dq) return `@group(0) @binding(${first}) var<storage, read> ABS: array<f32>;`;
+  return [
+    `@group(0) @binding(${first}) var<storage, read> QABS: array<u32>;`,
+    `@group(0) @binding(${first + 1}) var<storage, read> DQS: array<f32>;`,
+    `@group(0) @binding(${first + 2}) var<storage, read> DQO: array<f32>;`,
+  ].join('\n');
+}
+
+function absmaxTensors(a: Tensor | Nf4DoubleQuant): Tensor[] {
+  return isDoubleQuant(a) ? [a.qabsmax, a.absmaxScale, a.absmaxOffset] : [a];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantization
+
+const QUANT_WG = 256;
+
+/**
+ * WGSL: correctly rounded x / a for finite x and a > 0 (integer long division on the 24-bit
+ * significands; subnormals normalized first). Results below the normal range return ±0: such a
+ * quotient is far below the smallest NF4 midpoint, so the code is the same.
+ */
+const WGSL_DIV_RN = /* wgsl */ `
+fn significand(bits: u32, e: ptr<function, i32>) -> u32 {
+  let be = i32((bits >> 23u) & 0xffu);
+  var m = bits & 0x7fffffu;
+  if (be == 0) {
+    let shift = i32(countLeadingZeros(m)) - 8;
+    m = m << u32(shift);
+    *e = 1 - shift;
+    return m;
+  }
+  *e = be;
+  return m | 0x800000u;
+}
+fn div_rn(x: f32, a: f32) -> f32 {
+  let xb = bitcast<u32>(x);
+  let sign = xb & 0x80000000u;
+  if ((xb & 0x7fffffffu) == 0u) { return bitcast<f32>(sign); }
+  var xe: i32; var ae: i32;
+  var rem = significand(xb & 0x7fffffffu, &xe);
+  let am = significand(bitcast<u32>(a), &ae);
+  var e = xe - ae;
+  if (rem < am) { rem = rem << 1u; e = e - 1; }
+  var q = 0u;
+  for (var i = 0u; i < 24u; i++) {
+    q = q << 1u;
+    if (rem >= am) { rem = rem - am; q = q | 1u; }
+    rem = rem << 1u;
+  }
+  let guard = rem >= am;
+  if (guard) { rem = rem - am; }
+  if (guard && (rem != 0u || (q & 1u) == 1u)) {
+    q = q + 1u;
+    if (q == 0x1000000u) { q = 0x800000u; e = e + 1; }
+  }
+  let be = e + 127;
+  if (be <= 0) { return bitcast<f32>(sign); }
+  return bitcast<f32>(sign | (u32(be) << 23u) | (q & 0x7fffffu));
+}
+`;
+
+function quantizeKernel(dtype: DType): string {
+  const load =
+    dtype === 'f32'
+      ? 'W[e]'
+      : `half_word_get(W[e >> 1u], e, ${dtype === 'bf16'})`;
+  return /* wgsl */ `
+struct P { n: u32, nwords: u32, nblocks: u32, _pad: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> W: array<${dtype === 'f32' ? 'f32' : 'u32'}>;
+@group(0) @binding(2) var<storage, read_write> CODES: array<u32>;
+@group(0) @binding(3) var<storage, read_write> ABSMAX: array<f32>;
+${WGSL_HALF}${WGSL_NF4_TABLE}${WGSL_DIV_RN}
+var<workgroup> s_abs: array<f32, ${QUANT_WG}>;
+var<workgroup> s_code: array<u32, ${QUANT_WG}>;
+@compute @workgroup_size(${QUANT_WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {
+  let group = wid.x + wid.y * nwg.x;
+  let e = group * ${QUANT_WG}u + t;
+  var x = 0.0;
+  if (e < p.n) { x = ${load}; }
+  s_abs[t] = abs(x);
+  workgroupBarrier();
+  for (var s = 32u; s > 0u; s = s >> 1u) {
+    if ((t & 63u) < s) { s_abs[t] = max(s_abs[t], s_abs[t + s]); }
+    workgroupBarrier();
+  }
+  let am = s_abs[t & ~63u];
+  // argmin_k |x/am - code_k| with the first index winning ties (PyTorch argmin); am == 0 -> code of 0.0.
+  var best = 7u;
+  if (am > 0.0) {
+    let xn = div_rn(x, am);
+    var bestd = abs(xn - nf4_value(0u));
+    best = 0u;
+    for (var k = 1u; k < 16u; k++) {
+      let d = abs(xn - nf4_value(k));
+      if (d < bestd) { bestd = d; best = k; }
+    }
+  }
+  s_code[t] = select(0u, best, e < p.n);
+  workgroupBarrier();
+  let blk = e >> 6u;
+  if ((t & 63u) == 0u && blk < p.nblocks) { ABSMAX[blk] = am; }
+  if (t < ${QUANT_WG / 8}u) {
+    let w = group * ${QUANT_WG / 8}u + t;
+    if (w < p.nwords) {
+      var word = 0u;
+      for (var j = 0u; j < 8u; j++) { word = word | (s_code[8u * t + j] << (4u * j)); }
+      CODES[w] = word;
+    }
+  }
+}`;
+}
+
+const DQ_MEAN_KERNEL = /* wgsl */ `
+struct P { n: u32, nq: u32, ngroups: u32, _pad: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read_write> OFFSET: array<f32>;
+var<workgroup> s: array<f32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) t: u32) {
+  var acc = 0.0;
+  for (var i = t; i < p.n; i += 256u) { acc += A[i]; }
+  s[t] = acc;
+  workgroupBarrier();
+  for (var k = 128u; k > 0u; k = k >> 1u) {
+    if (t < k) { s[t] += s[t + k]; }
+    workgroupBarrier();
+  }
+  if (t == 0u) { OFFSET[0] = s[0] / f32(p.n); }
+}`;
+
+// One workgroup per block of 256 absmax values: s = max|a - offset| / 127, q = round((a - offset)·127 / max).
+const DQ_QUANT_KERNEL = /* wgsl */ `
+struct P { n: u32, nq: u32, ngroups: u32, _pad: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read> OFFSET: array<f32>;
+@group(0) @binding(3) var<storage, read_write> Q: array<u32>;
+@group(0) @binding(4) var<storage, read_write> SCALE: array<f32>;
+var<workgroup> s: array<f32, 256>;
+var<workgroup> sq: array<u32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) t: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  let i = g * 256u + t;
+  var d = 0.0;
+  if (i < p.n) { d = A[i] - OFFSET[0]; }
+  s[t] = abs(d);
+  workgroupBarrier();
+  for (var k = 128u; k > 0u; k = k >> 1u) {
+    if (t < k) { s[t] = max(s[t], s[t + k]); }
+    workgroupBarrier();
+  }
+  let m = s[0];
+  var q = 0i;
+  if (m > 0.0) { q = clamp(i32(round(d * (127.0 / m))), -127i, 127i); }
+  sq[t] = u32(q) & 0xffu;
+  if (t == 0u && g < p.ngroups) { SCALE[g] = m / 127.0; }
+  workgroupBarrier();
+  if (t < 64u) {
+    let w = g * 64u + t;
+    if (w < p.nq) { Q[w] = sq[4u * t] | (sq[4u * t + 1u] << 8u) | (sq[4u * t + 2u] << 16u) | (sq[4u * t + 3u] << 24u); }
+  }
+}`;
+
+/** Workgroup grid for `groups` workgroups, folded into y past the per-dimension limit. */
+function groupGrid(groups: number): [number, number] {
+  return grid1d(groups, 1);
+}
+
+/**
+ * Quantizes a weight [out, in] (f32, or packed bf16/f16) to NF4 on the GPU. With doubleQuant the
+ * absmax values are themselves quantized to int8 (see the header).
+ */
+export function quantizeNf4(w: Tensor, opts: { doubleQuant?: boolean } = {}): Nf4Weight {
+  if (w.shape.length !== 2) throw new RangeError(`quantizeNf4: expected a 2-D weight [out, in], got [${w.shape.join(', ')}]`);
+  if (w.dtype !== 'f32' && w.dtype !== 'bf16' && w.dtype !== 'f16') throw new TypeError(`quantizeNf4: unsupported dtype ${w.dtype}`);
+  const n = w.numel;
+  const nblocks = nf4Blocks(n);
+  const nwords = Math.ceil(n / 8);
+  const codes = Tensor.empty([nwords], 'u32');
+  const absmax = Tensor.empty([nblocks]);
+  dispatch(
+    `nf4.quantize.${w.dtype}`,
+    () => quantizeKernel(w.dtype),
+    [w, codes, absmax],
+    groupGrid(Math.ceil(n / QUANT_WG)),
+    new Uniforms().u32(n).u32(nwords).u32(nblocks).u32(0),
+  );
+  const shape: [number, number] = [w.shape[0]!, w.shape[1]!];
+  if (!opts.doubleQuant) return { shape, codes, absmax };
+  const dq = doubleQuantize(absmax);
+  absmax.dispose();
+  return { shape, codes, absmax: dq };
+}
+
+/** Double quantization of absmax values (f32 [blocks]) to int8 per 256-block around their mean. */
+export function doubleQuantize(absmax: Tensor): Nf4DoubleQuant {
+  assertDtype(absmax, 'f32', 'doubleQuantize');
+  const n = absmax.numel;
+  const ngroups = Math.ceil(n / NF4_DQ_BLOCK);
+  const nq = Math.ceil(n / 4);
+  const absmaxOffset = Tensor.empty([1]);
+  const qabsmax = Tensor.empty([nq], 'u32');
+  const absmaxScale = Tensor.empty([ngroups]);
+  const u = () => new Uniforms().u32(n).u32(nq).u32(ngroups).u32(0);
+  dispatch('nf4.dq.mean', () => DQ_MEAN_KERNEL, [absmax, absmaxOffset], [1], u());
+  dispatch('nf4.dq.quant', () => DQ_QUANT_KERNEL, [absmax, absmaxOffset, qabsmax, absmaxScale], groupGrid(ngroups), u());
+  return { qabsmax, absmaxScale, absmaxOffset };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dequantization
+
+function dequantKernel(dq: boolean): string {
+  return /* wgsl */ `
+struct P { n: u32, nwords: u32, _p0: u32, _p1: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> CODES: array<u32>;
+${absmaxBindings(dq, 2)}
+@group(0) @binding(${dq ? 5 : 3}) var<storage, read_write> Y: array<f32>;
+${WGSL_FLAT_INDEX}${WGSL_NF4_TABLE}${wgslAbsmax(dq)}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let w = flat_index(gid, nwg, 256u);
+  if (w >= p.nwords) { return; }
+  let word = CODES[w];
+  let am = absmax_of(w >> 3u);
+  for (var j = 0u; j < 8u; j++) {
+    let e = 8u * w + j;
+    if (e < p.n) { Y[e] = nf4_value((word >> (4u * j)) & 15u) * am; }
+  }
+}`;
+}
+
+/** The f32 weight [out, in] an NF4 weight stands for: code value × absmax (one f32 multiply). */
+export function dequantizeNf4(w: Nf4Weight): Tensor {
+  const n = w.shape[0] * w.shape[1];
+  const nwords = Math.ceil(n / 8);
+  const dq = isDoubleQuant(w.absmax);
+  const y = Tensor.empty(w.shape);
+  dispatch(`nf4.dequant.${dq ? 'dq' : 'f32'}`, () => dequantKernel(dq), [w.codes, ...absmaxTensors(w.absmax), y], grid1d(nwords), new Uniforms().u32(n).u32(nwords).u32(0).u32(0));
+  return y;
+}
+
+/** The f32 absmax values (decoding double quantization when present), for tests and export. */
+export function nf4Absmax(w: Nf4Weight): Tensor {
+  if (!isDoubleQuant(w.absmax)) return w.absmax.reshape(w.absmax.shape);
+  const n = nf4Blocks(w.shape[0] * w.shape[1]);
+  const y = Tensor.empty([n]);
+  dispatch('nf4.dq.decode', () => /* wgsl */ `
+struct P { n: u32, _p0: u32, _p1: u32, _p2: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+${absmaxBindings(true, 1)}
+@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+${WGSL_FLAT_INDEX}${wgslAbsmax(true)}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let b = flat_index(gid, nwg, 256u);
+  if (b < p.n) { Y[b] = absmax_of(b); }
+}`, [...absmaxTensors(w.absmax), y], grid1d(n), new Uniforms().u32(n).u32(0).u32(0).u32(0));
+  return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused dequant-matmul: C[M, Nc] = A[M, R] · B[R, Nc] with B = Wᵀ ('nt', forward: W is [Nc, R]) or
+// B = W ('nn', input gradient: W is [R, Nc]).
+
+const TM = 64;
+const TN = 64;
+const TK = 32;
+const TNP = TN + 1; // padded row of the staged W tile: the 'nt' word-per-thread stores hit distinct banks
+
+function nf4MatmulV1Kernel(mode: 'nt' | 'nn', aligned: boolean, dq: boolean): string {
+  // Stage B[r0 .. r0+TK, c0 .. c0+TN) into Bs[r][c], dequantizing.
+  let stageB: string;
+  if (aligned && mode === 'nt') {
+    // W [Nc, R], R % 8 == 0: thread t takes row c = t / 4 of W and 8 consecutive r.
+    stageB = `
+    {
+      let c = t >> 2u;
+      let rg = (t & 3u) * 8u;
+      let gc = c0 + c;
+      let gr = r0 + rg;
+      var word = 0u; var am = 0.0;
+      if (gc < p.N && gr < p.R) {
+        let wi = (gc * p.wcols + gr) >> 3u;
+        word = CODES[wi];
+        am = absmax_of(wi >> 3u);
+      }
+      for (var j = 0u; j < 8u; j++) { Bs[(rg + j) * ${TNP}u + c] = nf4_value((word >> (4u * j)) & 15u) * am; }
+    }`;
+  } else if (aligned) {
+    // W [R, Nc], Nc % 8 == 0: thread t takes row r = t / 8 of W and 8 consecutive c.
+    stageB = `
+    {
+      let r = t >> 3u;
+      let cg = (t & 7u) * 8u;
+      let gr = r0 + r;
+      let gc = c0 + cg;
+      var word = 0u; var am = 0.0;
+      if (gr < p.R && gc < p.N) {
+        let wi = (gr * p.wcols + gc) >> 3u;
+        word = CODES[wi];
+        am = absmax_of(wi >> 3u);
+      }
+      for (var j = 0u; j < 8u; j++) { Bs[r * ${TNP}u + cg + j] = nf4_value((word >> (4u * j)) & 15u) * am; }
+    }`;
+  } else {
+    const flat = mode === 'nt' ? 'gc * p.wcols + gr' : 'gr * p.wcols + gc';
+    stageB = `
+    for (var i = 0u; i < ${(TK * TN) / 256}u; i++) {
+      let idx = t + 256u * i;
+      let r = idx / ${TN}u;
+      let c = idx % ${TN}u;
+      let gr = r0 + r;
+      let gc = c0 + c;
+      var v = 0.0;
+      if (gr < p.R && gc < p.N) {
+        let f = ${flat};
+        v = nf4_value((CODES[f >> 3u] >> (4u * (f & 7u))) & 15u) * absmax_of(f >> 6u);
+      }
+      Bs[r * ${TNP}u + c] = v;
+    }`;
+  }
+  return /* wgsl */ `
+struct P { M: u32, N: u32, R: u32, wcols: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read> CODES: array<u32>;
+${absmaxBindings(dq, 3)}
+@group(0) @binding(${dq ? 6 : 4}) var<storage, read_write> C: array<f32>;
+${WGSL_NF4_TABLE}${wgslAbsmax(dq)}
+var<workgroup> As: array<f32, ${TM * TK}>;
+var<workgroup> Bs: array<f32, ${TK * TNP}>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
+  let c0 = wid.x * ${TN}u;
+  let m0 = wid.y * ${TM}u;
+  let tx = t & 15u;
+  let ty = t >> 4u;
+  var acc: array<array<f32, 4>, 4>;
+  for (var r0 = 0u; r0 < p.R; r0 += ${TK}u) {
+    for (var i = 0u; i < ${(TM * TK) / 256}u; i++) {
+      let idx = t + 256u * i;
+      let row = idx / ${TK}u;
+      let col = idx % ${TK}u;
+      let gm = m0 + row;
+      let gr = r0 + col;
+      var v = 0.0;
+      if (gm < p.M && gr < p.R) { v = A[gm * p.R + gr]; }
+      As[idx] = v;
+    }
+    ${stageB}
+    workgroupBarrier();
+    for (var k = 0u; k < ${TK}u; k++) {
+      var a: array<f32, 4>;
+      var b: array<f32, 4>;
+      for (var i = 0u; i < 4u; i++) { a[i] = As[(ty + 16u * i) * ${TK}u + k]; }
+      for (var j = 0u; j < 4u; j++) { b[j] = Bs[k * ${TNP}u + tx + 16u * j]; }
+      for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) { acc[i][j] += a[i] * b[j]; }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let gm = m0 + ty + 16u * i;
+    for (var j = 0u; j < 4u; j++) {
+      let gc = c0 + tx + 16u * j;
+      if (gm < p.M && gc < p.N) { C[gm * p.N + gc] = acc[i][j]; }
+    }
+  }
+}`;
+}
+
+/** C[M, Nc] = A[M, R] · (Wᵀ for 'nt' | W for 'nn'), W dequantized tile by tile. */
+export function nf4MatmulV1(a: Tensor, w: Nf4Weight, mode: 'nt' | 'nn'): Tensor {
+  assertDtype(a, 'f32', 'nf4 matmul input');
+  const [out, inn] = w.shape;
+  const R = mode === 'nt' ? inn : out;
+  const Nc = mode === 'nt' ? out : inn;
+  const M = a.numel / R;
+  if (!Number.isInteger(M) || a.shape[a.shape.length - 1] !== R) {
+    throw new RangeError(`nf4 matmul: input [${a.shape.join(', ')}] does not end in ${R} (weight [${w.shape.join(', ')}], ${mode})`);
+  }
+  const c = Tensor.empty([...a.shape.slice(0, -1), Nc]);
+  if (M === 0) return c;
+  const aligned = inn % 8 === 0;
+  const dq = isDoubleQuant(w.absmax);
+  const gy = Math.ceil(M / TM);
+  const max = 65535;
+  if (gy > max) throw new RangeError(`nf4 matmul: ${M} rows exceed one dispatch (${max * TM}); split the batch`);
+  dispatch(
+    `nf4.matmul.v1.${mode}.${aligned ? 'a' : 'u'}.${dq ? 'dq' : 'f32'}`,
+    () => nf4MatmulV1Kernel(mode, aligned, dq),
+    [a, w.codes, ...absmaxTensors(w.absmax), c],
+    [Math.ceil(Nc / TN), gy],
+    new Uniforms().u32(M).u32(Nc).u32(R).u32(inn),
+  );
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode GEMV: y[m, n] = Σ_k x[m, k]·W[n, k] for few rows m.
+
+const GEMV_ROWS = 8;
+
+function nf4GemvV1Kernel(aligned: boolean, dq: boolean): string {
+  const body = aligned
+    ? `
+  let wpr = p.K >> 3u;
+  for (var w = lane; w < wpr; w += 32u) {
+    let wi = n * wpr + w;
+    let word = CODES[wi];
+    let xb = m * p.K + 8u * w;
+    var s = 0.0;
+    for (var j = 0u; j < 8u; j++) { s += nf4_value((word >> (4u * j)) & 15u) * X[xb + j]; }
+    acc += s * absmax_of(wi >> 3u);
+  }`
+    : `
+  for (var k = lane; k < p.K; k += 32u) {
+    let f = n * p.K + k;
+    acc += nf4_value((CODES[f >> 3u] >> (4u * (f & 7u))) & 15u) * absmax_of(f >> 6u) * X[m * p.K + k];
+  }`;
+  return /* wgsl */ `
+struct P { M: u32, N: u32, K: u32, _pad: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> CODES: array<u32>;
+${absmaxBindings(dq, 3)}
+@group(0) @binding(${dq ? 6 : 4}) var<storage, read_write> Y: array<f32>;
+${WGSL_NF4_TABLE}${wgslAbsmax(dq)}
+var<workgroup> red: array<f32, ${GEMV_ROWS * 32}>;
+@compute @workgroup_size(${GEMV_ROWS * 32})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
+  let lane = t & 31u;
+  let n = wid.x * ${GEMV_ROWS}u + (t >> 5u);
+  let m = wid.y;
+  var acc = 0.0;
+  if (n < p.N) {${body}
+  }
+  red[t] = acc;
+  workgroupBarrier();
+  for (var s = 16u; s > 0u; s = s >> 1u) {
+    if (lane < s) { red[t] += red[t + s]; }
+    workgroupBarrier();
+  }
+  if (lane == 0u && n < p.N) { Y[m * p.N + n] = red[t]; }
+}`;
+}
+
+/** y = x·Wᵀ for inputs with few rows (decode), memory-bound on the codes. */
+export function nf4GemvV1(x: Tensor, w: Nf4Weight): Tensor {
+  assertDtype(x, 'f32', 'nf4 gemv input');
+  const [N, K] = w.shape;
+  const M = x.numel / K;
+  if (!Number.isInteger(M) || x.shape[x.shape.length - 1] !== K) throw new RangeError(`nf4 gemv: input [${x.shape.join(', ')}] does not end in ${K}`);
+  const y = Tensor.empty([...x.shape.slice(0, -1), N]);
+  if (M === 0) return y;
+  const aligned = K % 8 === 0;
+  const dq = isDoubleQuant(w.absmax);
+  dispatch(
+    `nf4.gemv.v1.${aligned ? 'a' : 'u'}.${dq ? 'dq' : 'f32'}`,
+    () => nf4GemvV1Kernel(aligned, dq),
+    [x, w.codes, ...absmaxTensors(w.absmax), y],
+    [Math.ceil(N / GEMV_ROWS), M],
+    new Uniforms().u32(M).u32(N).u32(K).u32(0),
+  );
+  return y;
+}
+
+/** Inputs with at most this many rows take the GEMV path. */
+export const NF4_GEMV_MAX_ROWS = 4;
+
+/** y = x·Wᵀ without materializing W (forward only, no autograd). */
+export function nf4LinearForward(x: Tensor, w: Nf4Weight): Tensor {
+  const rows = x.numel / w.shape[1];
+  return rows <= NF4_GEMV_MAX_ROWS ? nf4GemvV1(x, w) : nf4MatmulV1(x, w, 'nt');
+}
+
+/** dX = dY·W (the input gradient of nf4Linear), W dequantized on the fly. */
+export function nf4LinearBackward(dy: Tensor, w: Nf4Weight): Tensor {
+  return nf4MatmulV1(dy, w, 'nn');
+}
+
+/**
+ * y = x·Wᵀ for x [..., in] and an NF4 weight [out, in] → [..., out]. W is frozen: autograd gives
+ * only dX = dY·W (also dequantized on the fly).
+ */
+export function nf4Linear(x: Tensor, w: Nf4Weight): Tensor {
+  const y = nf4LinearForward(x, w);
+  recordOp('nf4Linear', [x], y, () => ([g]) => [nf4LinearBackward(g!, w).reshape(x.shape)]);
+  return y;
+}
