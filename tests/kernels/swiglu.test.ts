@@ -1,0 +1,80 @@
+import { describe, expect, it } from 'vitest';
+import { backward } from '../../src/engine/autograd.js';
+import { Tensor } from '../../src/engine/tensor.js';
+import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
+import { swiglu } from '../../src/kernels/swiglu.js';
+import { swigluBackwardRef, swigluRef } from '../reference/swiglu.js';
+import { expectClose, testRng, useEngine } from '../helpers/index.js';
+import { gradCheck } from '../helpers/gradcheck.js';
+
+useEngine();
+
+// σ(a) goes through WGSL exp, whose accuracy bound is 3 + 2|x| ulp: for |a| ≤ 30 that is ≤ 63 ulp
+// (4e-6) relative on e^(−a), which reaches σ and silu with a factor ≤ 1; then ≤ 4 more roundings.
+// Hence rtol 1e-5; atol 1e-6 covers outputs that underflow towards 0 (silu(−100) ≈ −4e-42).
+const TOL = { atol: 1e-6, rtol: 1e-5 };
+
+function inputs(n: number, rng: ReturnType<typeof testRng>): Float32Array {
+  const a = rng.normalArray(n, 0, 3);
+  const extremes = [-100, 100, 0, -20, 30, -30, 8.5, -0.0];
+  for (let i = 0; i < Math.min(extremes.length, n); i++) a[(i * 7) % n] = extremes[i]!;
+  return a;
+}
+
+describe('swiglu vs float64 reference', () => {
+  it('forward and fused backward (dGate, dUp) on odd shapes, incl. saturated gates', async () => {
+    const rng = testRng('swiglu');
+    for (const shape of [[1], [7, 13], [3, 130], [2, 5, 257]]) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const gData = inputs(n, rng);
+      const uData = rng.normalArray(n);
+      const dyData = rng.normalArray(n);
+      const gate = Tensor.from(gData, shape);
+      const up = Tensor.from(uData, shape);
+      gate.requiresGrad = true;
+      up.requiresGrad = true;
+      const y = swiglu(gate, up);
+      backward(y, Tensor.from(dyData, shape));
+      const ref = swigluBackwardRef(gData, uData, dyData);
+      expectClose(await y.toFloat32(), swigluRef(gData, uData), TOL, `[${shape}] y`);
+      expectClose(await gate.grad!.toFloat32(), ref.dGate, TOL, `[${shape}] dGate`);
+      expectClose(await up.grad!.toFloat32(), ref.dUp, TOL, `[${shape}] dUp`);
+    }
+  });
+
+  it('computes only the gradients that are needed (gate only, up only)', async () => {
+    const rng = testRng('swiglu-partial');
+    const shape = [5, 11];
+    const gData = inputs(55, rng);
+    const uData = rng.normalArray(55);
+    const dyData = rng.normalArray(55);
+    const ref = swigluBackwardRef(gData, uData, dyData);
+    for (const which of ['gate', 'up'] as const) {
+      const gate = Tensor.from(gData, shape);
+      const up = Tensor.from(uData, shape);
+      (which === 'gate' ? gate : up).requiresGrad = true;
+      backward(swiglu(gate, up), Tensor.from(dyData, shape));
+      expect((which === 'gate' ? up : gate).grad).toBeNull();
+      expectClose(await (which === 'gate' ? gate : up).grad!.toFloat32(), which === 'gate' ? ref.dGate : ref.dUp, TOL, `${which} only`);
+    }
+  });
+
+  it('rejects mismatched shapes', () => {
+    expect(() => swiglu(Tensor.from(new Float32Array(6), [2, 3]), Tensor.from(new Float32Array(6), [3, 2]))).toThrow(/same shape/);
+  });
+
+  it('finite differences agree with backward', async () => {
+    const rng = testRng('swiglu-fd');
+    const shape = [3, 7];
+    const probe = rng.normalArray(21);
+    await gradCheck(
+      'swiglu',
+      ([g, u]) => sumToSuffix(binary('mul', swiglu(g!, u!), Tensor.from(probe, shape)), [1]),
+      [
+        { data: rng.normalArray(21, 0, 2), shape },
+        { data: rng.normalArray(21), shape },
+      ],
+      rng,
+    );
+  });
+});
