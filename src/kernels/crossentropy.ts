@@ -1,0 +1,204 @@
+// Fused cross-entropy over the vocabulary, from logits [N, V] and i32 labels [N].
+//
+// Forward (one workgroup per row, threads striding over V): an online max / sum-exp in one pass over
+// the row (each thread keeps (m, s) and rescales s when m grows), then a tree reduction of the
+// (m, s) pairs; lse = m + log(s) and the row's loss = lse − logit[label]. Rows whose label is the
+// ignore index or negative get loss 0. A label ≥ V cannot be reported without a CPU sync, so the row
+// gets NaN (the loss turns NaN rather than silently wrong). The per-row lse [N] is saved for
+// backward; no softmax is materialized.
+//
+// Mean (crossEntropy): a single workgroup sums the per-row losses and counts the counted rows on the
+// GPU (no CPU sync), loss = Σ / count. With every label ignored the count is 0 and the loss is
+// defined as 0 (torch returns NaN there); its gradient is then 0 everywhere.
+//
+// Backward writes dlogits = (softmax − onehot(label)) · g / count directly from logits and lse (one
+// logits-sized output), g being the loss's incoming gradient (a GPU scalar). crossEntropyPerRow
+// returns the per-row losses [N] instead, and its backward scales row r by g[r].
+import { recordOp } from '../engine/autograd.js';
+import { Tensor } from '../engine/tensor.js';
+import { Uniforms, assertDtype, dispatch, grid1d } from './common.js';
+
+/** Threads per workgroup of the per-row kernels (a power of two for the tree reductions). */
+const ROW_WG = 256;
+
+const ROW_HEADER = /* wgsl */ `
+struct P { rows: u32, v: u32, ignore_index: i32, nan_bits: u32 } // NaN via a uniform: a constant NaN does not compile
+@group(0) @binding(0) var<uniform> p: P;
+fn counted(label: i32) -> bool { return label >= 0 && label != p.ignore_index; }`;
+
+const FORWARD_KERNEL = /* wgsl */ `${ROW_HEADER}
+@group(0) @binding(1) var<storage, read> LOGITS: array<f32>;
+@group(0) @binding(2) var<storage, read> LABELS: array<i32>;
+@group(0) @binding(3) var<storage, read_write> LOSS: array<f32>;
+@group(0) @binding(4) var<storage, read_write> LSE: array<f32>;
+const NEG_BIG: f32 = -3.4028234e38; // finite: exp(NEG_BIG − m) = 0 without inf − inf
+var<workgroup> red_m: array<f32, ${ROW_WG}>;
+var<workgroup> red_s: array<f32, ${ROW_WG}>;
+@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.v;
+  var m = NEG_BIG;
+  var s = 0.0;
+  for (var j = lid; j < p.v; j += ${ROW_WG}u) {
+    let x = LOGITS[base + j];
+    if (x > m) { s = s * exp(m - x) + 1.0; m = x; } else { s += exp(x - m); }
+  }
+  red_m[lid] = m;
+  red_s[lid] = s;
+  workgroupBarrier();
+  for (var k = ${ROW_WG / 2}u; k > 0u; k >>= 1u) {
+    if (lid < k) {
+      let m1 = red_m[lid];
+      let m2 = red_m[lid + k];
+      let mm = max(m1, m2);
+      red_s[lid] = red_s[lid] * exp(m1 - mm) + red_s[lid + k] * exp(m2 - mm);
+      red_m[lid] = mm;
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    let lse = red_m[0] + log(red_s[0]);
+    LSE[row] = lse;
+    let label = LABELS[row];
+    var loss = 0.0;
+    if (counted(label)) {
+      if (u32(label) < p.v) { loss = lse - LOGITS[base + u32(label)]; } else { loss = bitcast<f32>(p.nan_bits); }
+    }
+    LOSS[row] = loss;
+  }
+}`;
+
+const MEAN_KERNEL = /* wgsl */ `${ROW_HEADER}
+@group(0) @binding(1) var<storage, read> LOSS: array<f32>;
+@group(0) @binding(2) var<storage, read> LABELS: array<i32>;
+@group(0) @binding(3) var<storage, read_write> OUT: array<f32>;   // [1] mean loss
+@group(0) @binding(4) var<storage, read_write> COUNT: array<f32>; // [1] counted rows
+var<workgroup> red_l: array<f32, ${ROW_WG}>;
+var<workgroup> red_c: array<f32, ${ROW_WG}>;
+@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var l = 0.0;
+  var c = 0.0;
+  for (var r = lid; r < p.rows; r += ${ROW_WG}u) {
+    l += LOSS[r];
+    if (counted(LABELS[r])) { c += 1.0; }
+  }
+  red_l[lid] = l;
+  red_c[lid] = c;
+  workgroupBarrier();
+  for (var k = ${ROW_WG / 2}u; k > 0u; k >>= 1u) {
+    if (lid < k) { red_l[lid] += red_l[lid + k]; red_c[lid] += red_c[lid + k]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    let count = red_c[0];
+    COUNT[0] = count;
+    OUT[0] = select(0.0, red_l[0] / count, count > 0.0);
+  }
+}`;
+
+/**
+ * dlogits[r, j] = (exp(logit − lse_r) − [j == label_r]) · scale_r, 0 for rows not counted.
+ * mean: scale_r = g[0] / count; per-row: scale_r = g[r].
+ */
+function backwardKernel(mean: boolean): string {
+  return /* wgsl */ `${ROW_HEADER}
+@group(0) @binding(1) var<storage, read> LOGITS: array<f32>;
+@group(0) @binding(2) var<storage, read> LABELS: array<i32>;
+@group(0) @binding(3) var<storage, read> LSE: array<f32>;
+@group(0) @binding(4) var<storage, read> G: array<f32>;
+${mean ? '@group(0) @binding(5) var<storage, read> COUNT: array<f32>;\n@group(0) @binding(6)' : '@group(0) @binding(5)'} var<storage, read_write> DLOGITS: array<f32>;
+@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.v;
+  let label = LABELS[row];
+  ${mean ? 'let count = COUNT[0];\n  var scale = 0.0;\n  if (count > 0.0) { scale = G[0] / count; }' : 'let scale = G[row];'}
+  if (!counted(label)) {
+    for (var j = lid; j < p.v; j += ${ROW_WG}u) { DLOGITS[base + j] = 0.0; }
+    return;
+  }
+  let lse = LSE[row];
+  for (var j = lid; j < p.v; j += ${ROW_WG}u) {
+    let prob = exp(LOGITS[base + j] - lse);
+    DLOGITS[base + j] = select(prob, prob - 1.0, i32(j) == label) * scale;
+  }
+}`;
+}
+
+export interface CrossEntropyOptions {
+  /** Label value that contributes nothing (any negative label is ignored too). Default −100. */
+  ignoreIndex?: number;
+}
+
+function checkArgs(logits: Tensor, labels: Tensor): { rows: number; v: number } {
+  assertDtype(logits, 'f32', 'crossEntropy logits');
+  assertDtype(labels, 'i32', 'crossEntropy labels');
+  if (logits.shape.length !== 2) throw new RangeError(`crossEntropy: logits must be [N, V], got [${logits.shape.join(', ')}]`);
+  const [rows, v] = logits.shape as [number, number];
+  if (labels.numel !== rows) throw new RangeError(`crossEntropy: ${labels.numel} labels for ${rows} rows of logits`);
+  if (v === 0) throw new RangeError('crossEntropy: empty vocabulary dimension');
+  return { rows, v };
+}
+
+const params = (rows: number, v: number, ignoreIndex: number) => new Uniforms().u32(rows).u32(v).i32(ignoreIndex).u32(0x7fc00000);
+
+/** Per-row losses [N] (0 where ignored) and logsumexp [N]; not recorded. */
+export function crossEntropyRows(logits: Tensor, labels: Tensor, opts: CrossEntropyOptions = {}): { loss: Tensor; lse: Tensor } {
+  const { rows, v } = checkArgs(logits, labels);
+  const ignoreIndex = opts.ignoreIndex ?? -100;
+  const loss = Tensor.empty([rows]);
+  const lse = Tensor.empty([rows]);
+  dispatch('crossentropy.fwd', () => FORWARD_KERNEL, [logits, labels, loss, lse], grid1d(rows, 1), params(rows, v, ignoreIndex));
+  return { loss, lse };
+}
+
+function backwardLaunch(logits: Tensor, labels: Tensor, lse: Tensor, g: Tensor, count: Tensor | null, ignoreIndex: number): Tensor {
+  const [rows, v] = logits.shape as [number, number];
+  const d = Tensor.empty(logits.shape);
+  const mean = count !== null;
+  const buffers = mean ? [logits, labels, lse, g, count, d] : [logits, labels, lse, g, d];
+  dispatch(`crossentropy.bwd.${mean ? 'mean' : 'rows'}`, () => backwardKernel(mean), buffers, grid1d(rows, 1), params(rows, v, ignoreIndex));
+  return d;
+}
+
+/**
+ * Mean cross-entropy over the counted rows (label ≥ 0 and ≠ ignoreIndex): a [1] tensor. With no
+ * counted row the loss is 0 (not NaN) and so is its gradient.
+ */
+export function crossEntropy(logits: Tensor, labels: Tensor, opts: CrossEntropyOptions = {}): Tensor {
+  const ignoreIndex = opts.ignoreIndex ?? -100;
+  const { loss: rowLoss, lse } = crossEntropyRows(logits, labels, opts);
+  const [rows, v] = logits.shape as [number, number];
+  const out = Tensor.empty([1]);
+  const count = Tensor.empty([1]);
+  dispatch('crossentropy.mean', () => MEAN_KERNEL, [rowLoss, labels, out, count], [1], params(rows, v, ignoreIndex));
+  rowLoss.dispose();
+  recordOp('crossentropy', [logits], out, (node) => {
+    const ls = node.save(logits);
+    const lb = node.save(labels);
+    const lsv = node.save(lse);
+    const cs = node.save(count);
+    return ([g]) => [backwardLaunch(ls, lb, lsv, g!, cs, ignoreIndex)];
+  });
+  lse.dispose();
+  count.dispose();
+  return out;
+}
+
+/** Per-row cross-entropy [N] (0 where the label is ignored), for per-example losses. */
+export function crossEntropyPerRow(logits: Tensor, labels: Tensor, opts: CrossEntropyOptions = {}): Tensor {
+  const ignoreIndex = opts.ignoreIndex ?? -100;
+  const { loss, lse } = crossEntropyRows(logits, labels, opts);
+  recordOp('crossentropy.rows', [logits], loss, (node) => {
+    const ls = node.save(logits);
+    const lb = node.save(labels);
+    const lsv = node.save(lse);
+    return ([g]) => [backwardLaunch(ls, lb, lsv, g!, null, ignoreIndex)];
+  });
+  lse.dispose();
+  return loss;
+}
