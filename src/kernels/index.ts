@@ -1,3 +1,7 @@
 // Importing this module registers every kernel family (and the autograd hooks they provide).
 export * from './elementwise.js';
+export * from './rmsnorm.js';
+export * from './rope.js';
+export * from './swiglu.js';
+export * from './crossentropy.js';
 export * from './nf4.js';
