@@ -1,0 +1,91 @@
+// `finllm generate --model DIR [--adapter DIR] [--quantize nf4] --prompt TEXT [sampling flags]`:
+// continues a prompt with KV-cache decoding, printing text as it is generated.
+import type { Command } from 'commander';
+import { initEngine } from '../engine/tensor.js';
+import { InputError } from '../errors.js';
+import { TextStreamer, generate, readGenerationConfig, type SamplingOptions } from '../llama/generate.js';
+import { LlamaModel } from '../llama/model.js';
+import { LlamaTokenizer } from '../llama/tokenizer.js';
+import { addModelOptions, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
+
+export interface GenerateCliOptions extends ModelCliOptions {
+  prompt?: string;
+  maxNewTokens?: string;
+  temperature?: string;
+  topK?: string;
+  topP?: string;
+  repetitionPenalty?: string;
+  seed?: string;
+  greedy?: boolean;
+  sample?: boolean;
+  chat?: boolean;
+}
+
+/** Sampling settings: the model's generation_config.json, overridden by the flags. */
+export async function samplingFromFlags(dir: string, o: GenerateCliOptions): Promise<SamplingOptions> {
+  const gen = await readGenerationConfig(dir);
+  const temperature = numberOption(o.temperature, 'temperature');
+  const topK = numberOption(o.topK, 'top-k', true);
+  const topP = numberOption(o.topP, 'top-p');
+  if (o.greedy && (o.sample || temperature !== undefined || topK !== undefined || topP !== undefined)) {
+    throw new InputError('--greedy cannot be combined with --sample, --temperature, --top-k or --top-p');
+  }
+  const sampling = !o.greedy && (o.sample || temperature !== undefined || topK !== undefined || topP !== undefined || gen.doSample === true);
+  const opts: SamplingOptions = {
+    maxNewTokens: numberOption(o.maxNewTokens, 'max-new-tokens', true) ?? gen.maxNewTokens ?? 64,
+    greedy: !sampling,
+    // transformers' defaults when sampling: temperature 1, top_k 50, top_p 1.
+    temperature: temperature ?? gen.temperature ?? 1,
+    topK: topK ?? gen.topK ?? 50,
+    topP: topP ?? gen.topP ?? 1,
+    repetitionPenalty: numberOption(o.repetitionPenalty, 'repetition-penalty') ?? gen.repetitionPenalty ?? 1,
+    seed: numberOption(o.seed, 'seed', true) ?? 0,
+  };
+  if (gen.eosTokenIds) opts.eosTokenIds = gen.eosTokenIds;
+  return opts;
+}
+
+export async function generateAction(o: GenerateCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<number[]> {
+  if (o.prompt === undefined) throw new InputError('--prompt is required', { key: 'prompt' });
+  const { dir, load } = await modelLoadOptions(o);
+  const sampling = await samplingFromFlags(dir, o);
+  const tokenizer = await LlamaTokenizer.load(dir);
+  const promptIds = o.chat ? tokenizer.encodeChat([{ role: 'user', content: o.prompt }], { addGenerationPrompt: true }) : tokenizer.encode(o.prompt);
+  await initEngine();
+  const model = await LlamaModel.load(dir, load);
+  try {
+    if (!sampling.eosTokenIds) sampling.eosTokenIds = [...new Set([...model.config.eosTokenIds, tokenizer.eosId])];
+    const streamer = new TextStreamer((ids) => tokenizer.decode(ids, { skipSpecialTokens: true }));
+    const r = await generate(model, promptIds, sampling, (id) => {
+      const piece = streamer.push(id);
+      if (piece) out(piece);
+    });
+    out(`${streamer.flush()}\n`);
+    return r.tokens;
+  } finally {
+    model.dispose();
+  }
+}
+
+export function register(program: Command): void {
+  addModelOptions(program.command('generate'))
+    .description('continue a prompt (KV-cache decoding), printing tokens as they come')
+    .requiredOption('-p, --prompt <text>', 'the prompt (tokenized with BOS like the model tokenizer does)')
+    .option('--chat', "wrap the prompt as a user message with the tokenizer's chat template")
+    .option('-n, --max-new-tokens <n>', 'most tokens to generate (default: generation_config.json, else 64)')
+    .option('--greedy', 'always take the most likely token')
+    .option('--sample', 'sample (the default when generation_config.json says do_sample or a sampling flag is given)')
+    .option('--temperature <t>', 'sampling temperature (default 1)')
+    .option('--top-k <k>', 'sample among the k most likely tokens (default 50; 0 = all)')
+    .option('--top-p <p>', 'nucleus sampling threshold (default 1 = off)')
+    .option('--repetition-penalty <r>', 'penalise tokens already present, as transformers does (default 1 = off)')
+    .option('--seed <n>', 'sampling seed (default 0)')
+    .addHelpText('after', `
+Defaults follow the model's generation_config.json (greedy unless it sets do_sample), then
+transformers' defaults. Generation stops at an EOS token or after --max-new-tokens.
+
+Exit codes: 0 done, 1 bad input, 2 runtime failure.`)
+    .action(async (o: GenerateCliOptions) => {
+      await generateAction(o);
+    });
+}
