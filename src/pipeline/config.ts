@@ -319,7 +319,7 @@ function expectedFor(issue: z.core.$ZodIssue): string {
   }
 }
 
-function issuesToError(issues: z.core.$ZodIssue[], merged: Json, prov: Provenance, file: string | null): InputError {
+function issuesToError(issues: z.core.$ZodIssue[], merged: Json, prov: Provenance, file: string | null, noFileHint = false): InputError {
   const lines: string[] = [];
   for (const issue of issues) {
     const path = issue.path.map(String);
@@ -342,7 +342,8 @@ function issuesToError(issues: z.core.$ZodIssue[], merged: Json, prov: Provenanc
     const what = issue.code === 'custom' ? issue.message : `got ${describe(value)}, ${expectedFor(issue)}`;
     lines.push(`key '${key}'${from ? ` (from ${from})` : ''}: ${value === undefined && issue.code === 'invalid_type' ? `missing, ${expectedFor(issue)}` : what}`);
   }
-  const head = lines.length === 1 ? lines[0]! : `${lines.length} problems in the configuration:\n  ${lines.join('\n  ')}`;
+  let head = lines.length === 1 ? lines[0]! : `${lines.length} problems in the configuration:\n  ${lines.join('\n  ')}`;
+  if (noFileHint) head += `\n(no config file was given and ${DEFAULT_CONFIG_FILE} does not exist here: pass --config FILE)`;
   return new InputError(head, file ? { file } : {});
 }
 
@@ -441,7 +442,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): ResolvedConfig {
   }
 
   const parsed = configSchema.safeParse(merged);
-  if (!parsed.success) throw issuesToError(parsed.error.issues, merged, prov, file);
+  if (!parsed.success) throw issuesToError(parsed.error.issues, merged, prov, file, file === null);
   const cfg = parsed.data;
 
   // Resolve paths relative to the folder of whoever set them.

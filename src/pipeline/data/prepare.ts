@@ -1,6 +1,6 @@
 // The data stage: read → template (with preprocessing and field checks) → dedup → tokenize →
 // policy (fail / skip) → held-out validation split → report.
-import { basename } from 'node:path';
+import { isAbsolute, relative } from 'node:path';
 import { InputError } from '../../errors.js';
 import type { DataConfig, ResolvedConfig } from '../config.js';
 import { findDuplicates, normalizeForDedup } from './dedup.js';
@@ -36,8 +36,14 @@ interface SplitResult {
   dups: { exact: number; near: number };
 }
 
+/** The file as the user would type it: relative to the working directory when inside it. */
+function display(file: string): string {
+  const rel = relative(process.cwd(), file);
+  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel) ? rel : file;
+}
+
 function where(file: string, row: number, line?: number): string {
-  return `${basename(file)} row ${row}${line !== undefined && line !== row ? ` (line ${line})` : ''}`;
+  return `${display(file)} row ${row}${line !== undefined && line !== row ? ` (line ${line})` : ''}`;
 }
 
 async function loadSplit(file: string, data: DataConfig, tok: TextTokenizer): Promise<SplitResult> {

@@ -90,13 +90,13 @@ export class RowFields {
   }
 
   /** A required text field, checked and preprocessed. */
-  text(name: keyof ColumnMapping, template: string, speakers = false, keepTrailingSpace = false): string {
+  text(name: keyof ColumnMapping, template: string, speakers = false, keepTrailingSpace = false, allowScalar = false): string {
     const col = this.columns[name];
     const v = this.fields[col];
     if (v === undefined || v === null) {
       throw new TemplateProblem('missing_field', `missing field '${col}'${col !== name ? ` (mapped from '${name}')` : ''} required by template ${template}`);
     }
-    const out = checkText(v, `field '${col}'`, template, (s) => preprocessText(s, this.pre, speakers && this.isTranscript()));
+    const out = checkText(v, `field '${col}'`, template, (s) => preprocessText(s, this.pre, speakers && this.isTranscript()), allowScalar);
     // A raw prompt's trailing whitespace separates it from the response: keep it.
     return keepTrailingSpace && typeof v === 'string' ? out + (/\s*$/.exec(v)?.[0] ?? '') : out;
   }
@@ -106,11 +106,11 @@ export class RowFields {
   }
 }
 
-export function checkText(v: unknown, what: string, template: string, pre: (s: string) => string): string {
+export function checkText(v: unknown, what: string, template: string, pre: (s: string) => string, allowScalar = false): string {
   if (typeof v !== 'string') {
     const type = Array.isArray(v) ? 'array' : typeof v;
-    // Numbers and booleans are accepted as short labels (e.g. sentiment: 1), everything else is not.
-    if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+    // Numbers and booleans are accepted only as short labels (e.g. sentiment: 1).
+    if (allowScalar && (typeof v === 'number' || typeof v === 'boolean')) return String(v);
     throw new TemplateProblem('non_text', `${what} must be text for template ${template}, got ${type} ${JSON.stringify(v)?.slice(0, 60)}`);
   }
   if (v.includes('\uFFFD')) {
@@ -222,7 +222,7 @@ export function applyTemplate(fields: Record<string, unknown>, ctx: TemplateCont
       const analysis = f.optionalText('analysis', chosen);
       let response: string;
       if (analysis !== null) response = analysis;
-      else if (f.has('sentiment')) response = `Sentiment: ${f.text('sentiment', chosen)}.`;
+      else if (f.has('sentiment')) response = `Sentiment: ${f.text('sentiment', chosen, false, false, true)}.`;
       else throw new TemplateProblem('missing_field', `template financial_analysis needs field '${f.col('analysis')}' or '${f.col('sentiment')}'`);
       return {
         ...base,
