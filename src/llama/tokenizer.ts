@@ -8,10 +8,10 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { InputError } from '../errors.js';
 import { readJsonFile, readJsonFileIfExists } from '../io/json.js';
 
+/** No index signature on purpose: the data stage's own ChatMessage type must be assignable. */
 export interface ChatMessage {
   role: string;
   content: string;
-  [extra: string]: unknown;
 }
 
 export interface ChatTemplateOptions {

@@ -1,0 +1,50 @@
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { writeFileAtomic, writeFileAtomicStreaming } from '../../src/io/atomic.js';
+import { useTempDirs } from './helpers.js';
+
+const tempDir = useTempDirs();
+
+describe('atomic writes', () => {
+  it('creates and replaces files with exactly the given contents', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'a.json');
+    await writeFileAtomic(path, '{"v": 1}');
+    await writeFileAtomic(path, new Uint8Array([0xe2, 0x82, 0xac]));
+    expect(await readFile(path, 'utf8')).toBe('€');
+    expect(await readdir(dir)).toEqual(['a.json']);
+  });
+
+  it('streams chunks in order and reports the running size', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'stream.bin');
+    const sizes: number[] = [];
+    await writeFileAtomicStreaming(path, async (sink) => {
+      for (let i = 0; i < 4; i++) {
+        await sink.write(new Uint8Array(3).fill(i));
+        sizes.push(sink.bytesWritten);
+      }
+    });
+    expect(sizes).toEqual([3, 6, 9, 12]);
+    expect(Array.from(await readFile(path))).toEqual([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]);
+  });
+
+  it('on failure keeps the old file and removes the temp file', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'keep.txt');
+    await writeFile(path, 'old');
+    await expect(writeFileAtomicStreaming(path, async (sink) => {
+      await sink.write(new TextEncoder().encode('half of the new'));
+      throw new Error('producer failed');
+    })).rejects.toThrow('producer failed');
+    expect(await readFile(path, 'utf8')).toBe('old');
+    expect(await readdir(dir)).toEqual(['keep.txt']);
+  });
+
+  it('fails cleanly when the folder does not exist', async () => {
+    const dir = await tempDir();
+    await expect(writeFileAtomic(join(dir, 'missing', 'x.txt'), 'x')).rejects.toThrow(/ENOENT/);
+    expect(await readdir(dir)).toEqual([]);
+  });
+});
