@@ -12,6 +12,7 @@ program
   .version('0.1.0');
 
 // Verb registrations (one line each).
+import { register as registerData } from './data.js'; registerData(program);
 import { register as registerScore } from './score.js'; registerScore(program);
 import { register as registerCompare } from './compare.js'; registerCompare(program);
 
