@@ -1,15 +1,23 @@
 // Shared test helpers: engine set-up with output poisoning, seeded random inputs (seed printed so a
 // failure can be replayed with FINLLM_SEED=...), and expectClose with a readable failure report.
-import { beforeAll } from 'vitest';
+import { afterEach, beforeAll } from 'vitest';
 import { initEngine, engine, Tensor } from '../../src/engine/tensor.js';
 import { Rng } from '../../src/engine/random.js';
 import '../../src/kernels/index.js';
 
 /** Initializes the engine once per test file, with every pooled buffer poisoned (NaN) on hand-out. */
 export function useEngine(): void {
+  const gpuErrors: string[] = [];
   beforeAll(async () => {
     await initEngine();
     engine().pool.poisonOnAcquire = true;
+    // A GPU validation error drops the whole command buffer, including the copy a read() records, so
+    // the read returns zeros instead of the poisoned output: such a test could pass. Fail it instead.
+    engine().dev.device.addEventListener('uncapturederror', (ev) => gpuErrors.push((ev as GPUUncapturedErrorEvent).error.message));
+  });
+  afterEach(async () => {
+    await engine().dev.sync();
+    if (gpuErrors.length) throw new Error(`uncaptured GPU error(s) during the test:\n${gpuErrors.splice(0).join('\n')}`);
   });
 }
 
