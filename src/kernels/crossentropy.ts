@@ -156,7 +156,11 @@ export function crossEntropyRows(logits: Tensor, labels: Tensor, opts: CrossEntr
   return { loss, lse };
 }
 
-function backwardLaunch(logits: Tensor, labels: Tensor, lse: Tensor, g: Tensor, count: Tensor | null, ignoreIndex: number): Tensor {
+/**
+ * dlogits from the forward's saved lse: with `count` (the mean's [1] counted-row count) the scale is
+ * g[0]/count, without it row r is scaled by g[r]. Exported for benchmarks; autograd calls it.
+ */
+export function crossEntropyBackward(logits: Tensor, labels: Tensor, lse: Tensor, g: Tensor, count: Tensor | null, ignoreIndex = -100): Tensor {
   const [rows, v] = logits.shape as [number, number];
   const d = Tensor.empty(logits.shape);
   const mean = count !== null;
@@ -182,7 +186,7 @@ export function crossEntropy(logits: Tensor, labels: Tensor, opts: CrossEntropyO
     const lb = node.save(labels);
     const lsv = node.save(lse);
     const cs = node.save(count);
-    return ([g]) => [backwardLaunch(ls, lb, lsv, g!, cs, ignoreIndex)];
+    return ([g]) => [crossEntropyBackward(ls, lb, lsv, g!, cs, ignoreIndex)];
   });
   lse.dispose();
   count.dispose();
@@ -197,7 +201,7 @@ export function crossEntropyPerRow(logits: Tensor, labels: Tensor, opts: CrossEn
     const ls = node.save(logits);
     const lb = node.save(labels);
     const lsv = node.save(lse);
-    return ([g]) => [backwardLaunch(ls, lb, lsv, g!, null, ignoreIndex)];
+    return ([g]) => [crossEntropyBackward(ls, lb, lsv, g!, null, ignoreIndex)];
   });
   lse.dispose();
   return loss;
