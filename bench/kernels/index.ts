@@ -1,2 +1,6 @@
 // Each kernel family's benchmark cases (one import line per family).
 import './elementwise.js';
+import './norm.js';
+import './rope.js';
+import './swiglu.js';
+import './crossentropy.js';
