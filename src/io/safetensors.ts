@@ -277,6 +277,28 @@ export class SafetensorsReader {
   }
 }
 
+/** Every float tensor of a (small) file as f32, with the file's metadata and the tensor shapes. */
+export interface F32TensorFile extends Map<string, Float32Array> {
+  metadata: Record<string, string>;
+  shapes: Map<string, number[]>;
+}
+
+/** Reads a whole small file (optimizer state, adapters, fixtures) into memory as f32 tensors. */
+export async function readSafetensorsF32(path: string): Promise<F32TensorFile> {
+  const reader = await SafetensorsReader.open(path);
+  try {
+    const tensors = new Map<string, Float32Array>();
+    const shapes = new Map<string, number[]>();
+    for (const [name, info] of reader.tensors) {
+      tensors.set(name, await reader.readF32(name));
+      shapes.set(name, [...info.shape]);
+    }
+    return Object.assign(tensors, { metadata: { ...reader.metadata }, shapes });
+  } finally {
+    await reader.close();
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Checkpoint folders (single file or sharded with an index)
 

@@ -141,36 +141,36 @@ export interface TfEventsWriterOptions {
   now?: () => number;
 }
 
-/** Appends scalar summaries to `<logDir>/events.out.tfevents.<secs>.<host>`. */
-export class TfEventsWriter {
+/** Appends scalar summaries to `<logDir>/events.out.tfevents.<secs>.<host>` (created at construction). */
+export class TensorBoardWriter {
+  readonly path: string;
+  private readonly fd: number;
+  private readonly now: () => number;
   private closed = false;
 
-  private constructor(
-    readonly path: string,
-    private readonly fd: number,
-    private readonly now: () => number,
-  ) {}
-
-  static create(logDir: string, options: TfEventsWriterOptions = {}): TfEventsWriter {
-    const now = options.now ?? (() => Date.now() / 1000);
+  constructor(logDir: string, options: TfEventsWriterOptions = {}) {
+    this.now = options.now ?? (() => Date.now() / 1000);
     const host = (options.host ?? hostname()).replace(/[^A-Za-z0-9._-]/g, '_');
     mkdirSync(logDir, { recursive: true });
-    const base = `events.out.tfevents.${Math.floor(now())}.${host}`;
+    const base = `events.out.tfevents.${Math.floor(this.now())}.${host}`;
     // Two writers started in the same second would collide: later ones get a pid/counter suffix
     // (TensorBoard reads any file whose name contains "tfevents").
     for (let attempt = 0; ; attempt++) {
       const path = join(logDir, attempt === 0 ? base : `${base}.${process.pid}.${attempt}`);
-      let fd: number;
       try {
-        fd = openSync(path, 'wx');
+        this.fd = openSync(path, 'wx');
+        this.path = path;
+        break;
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST' && attempt < 100) continue;
-        throw err;
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 100) throw err;
       }
-      const writer = new TfEventsWriter(path, fd, now);
-      writer.writeEvent({ wallTime: now(), step: 0, fileVersion: 'brain.Event:2', scalars: [] });
-      return writer;
     }
+    this.writeEvent({ wallTime: this.now(), step: 0, fileVersion: 'brain.Event:2', scalars: [] });
+  }
+
+  /** Same as `new TensorBoardWriter(logDir, options)`. */
+  static create(logDir: string, options: TfEventsWriterOptions = {}): TensorBoardWriter {
+    return new TensorBoardWriter(logDir, options);
   }
 
   private writeEvent(event: TfEvent): void {
@@ -181,11 +181,18 @@ export class TfEventsWriter {
   }
 
   addScalar(tag: string, value: number, step: number, wallTime = this.now()): void {
+    if (!Number.isSafeInteger(step)) throw new RangeError(`step must be an integer, got ${step}`);
     this.writeEvent({ wallTime, step, scalars: [{ tag, value }] });
+  }
+
+  /** Alias of addScalar. */
+  scalar(tag: string, value: number, step: number, wallTime = this.now()): void {
+    this.addScalar(tag, value, step, wallTime);
   }
 
   /** Several scalars logged at the same step, in one event. */
   addScalars(values: Record<string, number>, step: number, wallTime = this.now()): void {
+    if (!Number.isSafeInteger(step)) throw new RangeError(`step must be an integer, got ${step}`);
     this.writeEvent({ wallTime, step, scalars: Object.entries(values).map(([tag, value]) => ({ tag, value })) });
   }
 

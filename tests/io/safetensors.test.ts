@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16 } from '../../src/io/dtype.js';
-import { Checkpoint, SafetensorsReader, writeSafetensors, writeShardedSafetensors } from '../../src/io/safetensors.js';
+import { Checkpoint, readSafetensorsF32, SafetensorsReader, writeSafetensors, writeShardedSafetensors } from '../../src/io/safetensors.js';
 import { FIXTURES, seededFloats, useTempDirs } from './helpers.js';
 
 const tempDir = useTempDirs();
@@ -118,6 +118,22 @@ describe('safetensors writer + reader', () => {
     } finally {
       await checkpoint.close();
     }
+  });
+
+  it('reads a whole small file as f32 with metadata and shapes', async () => {
+    const path = join(await tempDir(), 'optimizer.safetensors');
+    const m = seededFloats(6, 5);
+    const v = seededFloats(6, 6);
+    await writeSafetensors(path, [
+      { name: 'p.exp_avg', dtype: 'F32', shape: [2, 3], data: m },
+      { name: 'p.exp_avg_sq', dtype: 'BF16', shape: [6], data: v },
+    ], { step: '12' });
+    const file = await readSafetensorsF32(path);
+    expect(file.metadata).toEqual({ step: '12' });
+    expect(file.get('p.exp_avg')).toEqual(m);
+    expect(file.get('p.exp_avg_sq')).toEqual(bf16ArrayToF32(f32ArrayToBf16(v)));
+    expect(file.shapes.get('p.exp_avg')).toEqual([2, 3]);
+    expect([...file.keys()].sort()).toEqual(['p.exp_avg', 'p.exp_avg_sq']);
   });
 
   it('writes a single model.safetensors when everything fits one shard', async () => {

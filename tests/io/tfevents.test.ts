@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
-import { crc32c, encodeEvent, frameRecord, maskedCrc32c, readTfEvents, TfEventsWriter } from '../../src/io/tfevents.js';
+import { crc32c, encodeEvent, frameRecord, maskedCrc32c, readTfEvents, TensorBoardWriter } from '../../src/io/tfevents.js';
 import { useTempDirs } from './helpers.js';
 
 const tempDir = useTempDirs();
@@ -62,11 +62,11 @@ describe('Event encoding', () => {
   });
 });
 
-describe('TfEventsWriter', () => {
+describe('TensorBoardWriter', () => {
   it('writes a named event file that reads back scalar by scalar, flushed as it goes', async () => {
     const logDir = join(await tempDir(), 'runs', 'exp1');
     let clock = 1_764_000_000.25;
-    const writer = TfEventsWriter.create(logDir, { host: 'gpu box', now: () => clock });
+    const writer = TensorBoardWriter.create(logDir, { host: 'gpu box', now: () => clock });
     expect(readdirSync(logDir)).toEqual(['events.out.tfevents.1764000000.gpu_box']);
     writer.addScalar('train/loss', 2.5, 1);
     clock += 1;
@@ -74,7 +74,8 @@ describe('TfEventsWriter', () => {
     // Readable before close: every event is on disk as soon as it is logged.
     expect(readTfEvents(writer.path)).toHaveLength(3);
     writer.addScalar('eval/loss', 3.125, 2 ** 40, 42);
-    writer.addScalar('odd', -1, -5);
+    writer.scalar('odd', -1, -5);
+    expect(() => writer.addScalar('fractional', 1, 1.5)).toThrow(/step must be an integer/);
     writer.close();
     expect(() => writer.addScalar('late', 1, 1)).toThrow(/closed/);
 
@@ -90,8 +91,8 @@ describe('TfEventsWriter', () => {
 
   it('does not overwrite another writer\'s file from the same second', async () => {
     const logDir = await tempDir();
-    const first = TfEventsWriter.create(logDir, { host: 'h', now: () => 100 });
-    const second = TfEventsWriter.create(logDir, { host: 'h', now: () => 100 });
+    const first = TensorBoardWriter.create(logDir, { host: 'h', now: () => 100 });
+    const second = new TensorBoardWriter(logDir, { host: 'h', now: () => 100 });
     first.close();
     second.close();
     expect(second.path).not.toBe(first.path);
@@ -102,7 +103,7 @@ describe('TfEventsWriter', () => {
 
 describe('readTfEvents on damaged files', () => {
   async function writtenFile(): Promise<{ path: string; bytes: Buffer }> {
-    const writer = TfEventsWriter.create(await tempDir(), { host: 'h', now: () => 1 });
+    const writer = TensorBoardWriter.create(await tempDir(), { host: 'h', now: () => 1 });
     writer.addScalar('loss', 1, 1);
     writer.close();
     return { path: writer.path, bytes: readFileSync(writer.path) };
