@@ -1,0 +1,83 @@
+// Decoding: logit processors with transformers' semantics (checked on hand-made logits), the text
+// streamer, and generate()'s stopping and seeding on a fixture model.
+import { describe, expect, it } from 'vitest';
+import { InputError } from '../../src/errors.js';
+import { TextStreamer, applyRepetitionPenalty, applyWarpers, argmax, generate, softmax } from '../../src/llama/generate.js';
+import { LlamaModel } from '../../src/llama/model.js';
+import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
+import { useEngine } from '../helpers/index.js';
+import { golden, modelDir } from './helpers.js';
+
+useEngine();
+
+describe('logit processors (transformers semantics)', () => {
+  it('repetition penalty divides positive and multiplies negative logits, once per token', () => {
+    const l = Float32Array.from([2, -2, 1, 0.5]);
+    applyRepetitionPenalty(l, [0, 1, 1, 3], 2);
+    expect(Array.from(l)).toEqual([1, -4, 1, 0.25]);
+  });
+
+  it('temperature, then top-k (ties with the k-th kept), then top-p on the warped distribution', () => {
+    const l = Float32Array.from([4, 2, 2, 0, -1]);
+    applyWarpers(l, { temperature: 2, topK: 2 });
+    expect(Array.from(l)).toEqual([2, 1, 1, -Infinity, -Infinity]);
+    // top-p: probabilities of [3, 2, 1, 0] are .644, .237, .087, .032; p = 0.85 keeps the first two
+    // (cumulative mass from the bottom, .032 + .087 = .119 <= .15, is removed; .356 is not).
+    const m = Float32Array.from([3, 2, 1, 0]);
+    applyWarpers(m, { topP: 0.85 });
+    expect(Array.from(m)).toEqual([3, 2, -Infinity, -Infinity]);
+    const one = Float32Array.from([5, 0, 0]);
+    applyWarpers(one, { topP: 0.01 });
+    expect(Array.from(one)).toEqual([5, -Infinity, -Infinity]); // the best token always stays
+  });
+
+  it('softmax and argmax', () => {
+    const p = softmax(Float32Array.from([0, Math.log(3)]));
+    expect(p[0]).toBeCloseTo(0.25, 12);
+    expect(argmax([1, 3, 3, 2])).toBe(1); // first maximum, as torch.argmax
+  });
+
+  it('the streamer holds back incomplete UTF-8 and emits each character once', () => {
+    // A fake byte-fallback tokenizer: ids are bytes; decode replaces incomplete sequences by U+FFFD.
+    const decode = (ids: readonly number[]) => new TextDecoder().decode(Uint8Array.from(ids));
+    const s = new TextStreamer(decode);
+    const bytes = [...new TextEncoder().encode('€0.52 — ok')];
+    let out = '';
+    const pieces: string[] = [];
+    for (const b of bytes) {
+      const p = s.push(b);
+      pieces.push(p);
+      out += p;
+    }
+    out += s.flush();
+    expect(out).toBe('€0.52 — ok');
+    expect(pieces.slice(0, 3)).toEqual(['', '', '€']);
+  });
+});
+
+describe('generate()', () => {
+  it('stops at EOS, is reproducible by seed, and validates its options', async () => {
+    const name = 'gqa-f32';
+    const model = await LlamaModel.load(modelDir(name));
+    try {
+      const prompt = golden.models[name].greedy_prompt_ids;
+      const greedy = golden.models[name].greedy_base;
+      // Declare the 3rd greedy token an EOS id: generation stops right after emitting it.
+      const streamed: number[] = [];
+      const r = await generate(model, prompt, { maxNewTokens: 10, eosTokenIds: [greedy[2]!] }, (id) => void streamed.push(id));
+      expect(r).toEqual({ tokens: greedy.slice(0, 3), stopReason: 'eos' });
+      expect(streamed).toEqual(r.tokens);
+      const sample = (seed: number) => generate(model, prompt, { maxNewTokens: 6, greedy: false, temperature: 1.5, topK: 0, seed, eosTokenIds: [] });
+      const [a, b, c] = [await sample(1), await sample(1), await sample(2)];
+      expect(a.tokens).toEqual(b.tokens);
+      expect(a.stopReason).toBe('max_new_tokens');
+      expect(c.tokens).not.toEqual(a.tokens);
+      await expect(generate(model, prompt, { maxNewTokens: 3, temperature: -1 })).rejects.toBeInstanceOf(InputError);
+      await expect(generate(model, [], { maxNewTokens: 3 })).rejects.toBeInstanceOf(InputError);
+      const tok = await LlamaTokenizer.load(modelDir(name));
+      expect(tok.decode(prompt)).toContain('Thank you');
+    } finally {
+      model.dispose();
+    }
+  });
+});

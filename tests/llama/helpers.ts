@@ -1,0 +1,65 @@
+// Shared helpers for tests/llama: fixture paths, golden values, safetensors → f32 maps.
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll } from 'vitest';
+import { SafetensorsReader } from '../../src/io/safetensors.js';
+
+export const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'reference');
+export const MODEL_NAMES = ['gqa-f32', 'mqa-bf16-tied-llama3rope'] as const;
+export type FixtureName = (typeof MODEL_NAMES)[number];
+
+export interface GoldenModel {
+  config: Record<string, unknown>;
+  lora: { r: number; lora_alpha: number; use_rslora: boolean };
+  token_ids: number[][];
+  base_loss: number[];
+  adapter_loss: number[];
+  nf4_adapter_loss: number[];
+  merged_loss: number[];
+  grad_loss: number;
+  greedy_prompt_ids: number[];
+  greedy_base: number[];
+}
+
+export interface Golden {
+  texts: string[];
+  models: Record<FixtureName, GoldenModel>;
+}
+
+export const golden: Golden = JSON.parse(readFileSync(join(FIXTURES, 'golden.json'), 'utf8')) as Golden;
+
+export const modelDir = (name: FixtureName) => join(FIXTURES, name, 'model');
+export const adapterDir = (name: FixtureName) => join(FIXTURES, name, 'adapter');
+
+/** Every tensor of a safetensors file as f32 (I32 as numbers too). */
+export async function readAllF32(path: string): Promise<Map<string, { shape: number[]; data: Float32Array | Int32Array }>> {
+  const r = await SafetensorsReader.open(path);
+  const out = new Map<string, { shape: number[]; data: Float32Array | Int32Array }>();
+  for (const name of r.names()) {
+    const info = r.info(name);
+    out.set(name, { shape: info.shape, data: info.dtype === 'I32' ? ((await r.readTyped(name)) as Int32Array) : await r.readF32(name) });
+  }
+  await r.close();
+  return out;
+}
+
+/** A temp folder removed after the file's tests. */
+export function useTempDir(): () => Promise<string> {
+  const made: string[] = [];
+  afterAll(async () => {
+    await Promise.all(made.map((d) => rm(d, { recursive: true, force: true })));
+  });
+  return async () => {
+    const d = await mkdtemp(join(tmpdir(), 'finllm-llama-'));
+    made.push(d);
+    return d;
+  };
+}
+
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
+  return m;
+}
