@@ -5,3 +5,4 @@ export * from './rope.js';
 export * from './swiglu.js';
 export * from './crossentropy.js';
 export * from './nf4.js';
+export * from './lora.js';
