@@ -136,7 +136,7 @@ function transcript(c) {
     `We will stay disciplined. Capital return depends on free cash flow, which was ${money(m.sym, m.fcf)} this quarter.`,
   ];
   const turns = [];
-  const long = chance(0.4);
+  const long = chance(0.25);
   if (!long && chance(0.5)) turns.push(`Operator: Welcome to the ${c.name} ${m.q} quarter ${m.y} earnings call.`);
   turns.push(`${cfoLabel}: ${pick(openers)}${long ? ' ' + pick(details) : ''}`);
   const qi = int(0, questions.length - 1);
@@ -287,6 +287,21 @@ function news(c) {
 }
 
 // ---------- assemble ----------
+// Passages are kept short enough that prompt + response fit max_seq_len 512 with the bundled tiny
+// model's small-vocabulary tokenizer (~0.75 tokens per character) and 256 with Llama tokenizers.
+const MAX_TEXT_CHARS = 430;
+const MAX_RECORD_CHARS = 560;
+function recordChars(r) {
+  if (r.messages) return r.messages.reduce((a, m) => a + m.content.length, 0);
+  return (r.text ?? '').length + (r.question ?? '').length + (r.answer ?? '').length + (r.summary ?? '').length + (r.analysis ?? '').length + (r.continuation ?? '').length;
+}
+function bounded(gen, c) {
+  for (;;) {
+    const recs = gen(c);
+    if (recs.every((r) => (r.text ?? '').length <= MAX_TEXT_CHARS && recordChars(r) <= MAX_RECORD_CHARS)) return recs;
+  }
+}
+
 function build(companyIdx, perCompany) {
   const used = new Set();
   const records = [];
@@ -294,7 +309,7 @@ function build(companyIdx, perCompany) {
     const c = makeCompany(i, used);
     for (let k = 0; k < perCompany; k++) {
       const gen = pick([transcript, filing, news]);
-      records.push(...gen(c));
+      records.push(...bounded(gen, c));
     }
   }
   return shuffled(records);

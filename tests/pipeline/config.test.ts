@@ -173,7 +173,7 @@ describe('bundled configs', () => {
     expect(cfg.model.path).toBe(join(ROOT, 'models/tiny-fin'));
     expect(cfg.data.train).toBe(join(ROOT, 'data/sample/train.jsonl'));
     expect(cfg.data.val).toBe(join(ROOT, 'data/sample/val.jsonl'));
-    expect(cfg.data.max_seq_len).toBeLessThanOrEqual(256);
+    expect(cfg.data.max_seq_len).toBeLessThanOrEqual(512);
     expect(cfg.training.max_steps).not.toBeNull();
     expect(cfg.training.max_steps!).toBeLessThanOrEqual(200);
     const text = readFileSync(join(ROOT, 'configs/default.yaml'), 'utf8');

@@ -9,6 +9,7 @@ import { createDataLoader, prepareData } from '../../src/pipeline/data/prepare.j
 import { formatReport, saveReport } from '../../src/pipeline/data/stats.js';
 import { findDuplicates } from '../../src/pipeline/data/dedup.js';
 import { IGNORE_INDEX } from '../../src/pipeline/data/types.js';
+import { loadHfTokenizer as tinyTokenizerAt } from '../../src/pipeline/data/hf-tokenizer.js';
 import { jsonl, ROOT, tempDir, TINY_MODEL, tinyTokenizer } from './helpers.js';
 
 const tok = tinyTokenizer();
@@ -147,6 +148,14 @@ describe('prepareData', () => {
     }
   });
 
+  it('the default config runs its data stage with the bundled tiny model tokenizer, nothing truncated', async () => {
+    const cfg = loadConfig({ file: join(ROOT, 'configs/default.yaml') });
+    const out = await prepareData(cfg, tinyTokenizerAt(cfg.model.path));
+    expect(out.report.train.truncated).toBe(0);
+    expect(out.report.val.truncated).toBe(0);
+    expect(out.report.train.tokenLengths.max).toBeLessThanOrEqual(cfg.data.max_seq_len);
+  });
+
   it('sample data: figures survive preprocessing byte-for-byte', async () => {
     const cfg = loadConfig({ file: join(ROOT, 'configs/default.yaml'), sets: ['data.max_seq_len=1024'] });
     const out = await prepareData(cfg, tok);
@@ -200,9 +209,9 @@ describe('finllm data CLI', () => {
   it('stats prints the table and writes the JSON report', async () => {
     const report = join(t.dir, 'r.json');
     const out = await run(['data', 'stats', '--config', join(ROOT, 'configs/default.yaml'), '--tokenizer', TINY_MODEL, '--set', 'data.max_seq_len=1024', '-o', report]);
-    expect(out).toMatch(/rows read\s+343\s+44/);
+    expect(out).toMatch(/rows read\s+342\s+46/);
     expect(out).toMatch(/transcript_completion/);
-    expect(JSON.parse(readFileSync(report, 'utf8')).train.rowsRead).toBe(343);
+    expect(JSON.parse(readFileSync(report, 'utf8')).train.rowsRead).toBe(342);
   });
 
   it('validate throws an InputError naming the rows on bad input', async () => {

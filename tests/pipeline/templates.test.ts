@@ -27,16 +27,16 @@ describe('templates', () => {
     const qa = apply({ task: 'qa', text, question: 'What was revenue?', answer: '$2.31 billion.' });
     expect(qa.task).toBe('qa');
     expect(qa.prompt).toBe(
-      `### Instruction:\nAnswer the question using only the passage. Quote figures exactly.\n\n### Input:\n${text}\n\nQuestion: What was revenue?\n\n### Response:\n`,
+      `### Instruction:\nAnswer the question from the passage, quoting figures exactly.\n\n### Input:\n${text}\n\nQuestion: What was revenue?\n\n### Response:\n`,
     );
     expect(qa.response).toBe('$2.31 billion.');
 
     const sum = apply({ task: 'summarization', source: 'news', text, summary: 'Revenue up.' });
-    expect(sum.prompt).toContain('Summarize the following news article');
+    expect(sum.prompt).toContain('Summarize this news article');
     expect(sum.response).toBe('Revenue up.');
 
     const fa = apply({ task: 'financial_analysis', text, sentiment: 'positive' });
-    expect(fa.prompt).toContain('Analyze the following financial passage');
+    expect(fa.prompt).toContain('Analyze this financial passage');
     expect(fa.response).toBe('Sentiment: positive.');
     expect(apply({ task: 'analysis', text, sentiment: 'x', analysis: 'Detailed.' }).response).toBe('Detailed.');
 

@@ -227,7 +227,7 @@ export function applyTemplate(fields: Record<string, unknown>, ctx: TemplateCont
       return {
         ...base,
         prompt: instruction(
-          'Analyze the following financial passage. State the overall sentiment (positive, negative or neutral) and the key figures that support it.',
+          'Analyze this financial passage: give its sentiment (positive, negative or neutral) and the key figures.',
           text,
         ),
         response,
@@ -255,14 +255,14 @@ export function applyTemplate(fields: Record<string, unknown>, ctx: TemplateCont
     case 'summarization': {
       const text = f.text('text', chosen, true);
       const noun = (source && SOURCE_NOUN[source]) ?? 'passage';
-      return { ...base, prompt: instruction(`Summarize the following ${noun} in one or two sentences, keeping every figure exact.`, text), response: f.text('summary', chosen) };
+      return { ...base, prompt: instruction(`Summarize this ${noun} in one sentence, keeping figures exact.`, text), response: f.text('summary', chosen) };
     }
     case 'qa': {
       const text = f.text('text', chosen, true);
       const question = f.text('question', chosen);
       return {
         ...base,
-        prompt: instruction('Answer the question using only the passage. Quote figures exactly.', `${text}\n\nQuestion: ${question}`),
+        prompt: instruction('Answer the question from the passage, quoting figures exactly.', `${text}\n\nQuestion: ${question}`),
         response: f.text('answer', chosen),
       };
     }
