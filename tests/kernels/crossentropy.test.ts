@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { backward } from '../../src/engine/autograd.js';
-import { Tensor } from '../../src/engine/tensor.js';
+import { backward, zeroGrad } from '../../src/engine/autograd.js';
+import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { crossEntropy, crossEntropyPerRow, crossEntropyRows } from '../../src/kernels/crossentropy.js';
 import { crossEntropyBackwardRef, crossEntropyMeanRef, crossEntropyRowsRef } from '../reference/crossentropy.js';
@@ -117,4 +117,47 @@ describe('cross-entropy vs float64 reference', () => {
     );
     labels.dispose();
   });
+  it('frees every temporary (per-row losses, lse, count) under tidy: no pool growth', async () => {
+    const rng = testRng('crossentropy-leak');
+    const logits = Tensor.from(rng.normalArray(6 * 17), [6, 17]).keep();
+    const labels = Tensor.from(new Int32Array([1, -100, 16, 0, 3, 3]), [6]).keep();
+    logits.requiresGrad = true;
+    await expectNoGrowth(() => {
+      tidy(() => backward(crossEntropy(logits, labels)));
+      tidy(() => backward(sumToSuffix(crossEntropyPerRow(logits, labels), [1])));
+      zeroGrad([logits]);
+    });
+    // Without autograd nothing is saved either.
+    logits.requiresGrad = false;
+    await expectNoGrowth(() => tidy(() => { crossEntropy(logits, labels); }));
+    for (const t of [logits, labels]) t.dispose();
+  });
+
+  it('more rows than workgroups per grid dimension (folded grid)', async () => {
+    const rng = testRng('crossentropy-many-rows');
+    const n = 66_000; // > 65535
+    const v = 2;
+    const z = rng.normalArray(n * v);
+    const labels = Int32Array.from({ length: n }, (_, i) => (i % 5 === 0 ? -100 : rng.int(v)));
+    const logits = Tensor.from(z, [n, v]);
+    logits.requiresGrad = true;
+    const loss = crossEntropy(logits, Tensor.from(labels, [n]));
+    backward(loss);
+    const ref = crossEntropyMeanRef(z, labels, v);
+    // mean of 52,800 per-row losses summed in f32 (strided + tree): ~1e-6 relative.
+    expectClose([await loss.item()], [ref.loss], { atol: 1e-5, rtol: 1e-5 }, 'loss');
+    expectClose(await logits.grad!.toFloat32(), crossEntropyBackwardRef(z, labels, v, new Array(n).fill(1 / ref.count)), { atol: 1e-10, rtol: 1e-5 }, 'dlogits');
+  });
 });
+
+/** Runs `step` (which must free everything it makes) 30 times and checks the pool does not grow. */
+async function expectNoGrowth(step: () => void): Promise<void> {
+  step();
+  await engine().dev.sync();
+  const before = engine().pool.stats();
+  for (let i = 0; i < 30; i++) step();
+  await engine().dev.sync();
+  const after = engine().pool.stats();
+  expect(after.liveBuffers).toBe(before.liveBuffers);
+  expect(after.liveBytes).toBe(before.liveBytes);
+}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { backward } from '../../src/engine/autograd.js';
-import { Tensor } from '../../src/engine/tensor.js';
+import { backward, zeroGrad } from '../../src/engine/autograd.js';
+import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { rmsnorm, rmsnormWithStats } from '../../src/kernels/rmsnorm.js';
 import { rmsnormBackwardRef, rmsnormRef } from '../reference/rmsnorm.js';
@@ -115,6 +115,38 @@ describe('rmsnorm vs float64 reference', () => {
       rng,
     );
   });
+  it('frees every temporary (rstd, dW partials) under tidy: no pool growth', async () => {
+    const rng = testRng('rmsnorm-leak');
+    const x = Tensor.from(rng.normalArray(70 * 9), [70, 9]).keep();
+    const w = Tensor.from(rng.normalArray(9), [9]).keep();
+    x.requiresGrad = true;
+    w.requiresGrad = true;
+    await expectNoGrowth(() => {
+      tidy(() => backward(sumToSuffix(rmsnorm(x, w, 1e-5), [1])));
+      zeroGrad([x, w]);
+    });
+    for (const t of [x, w]) t.dispose();
+  });
+
+  it('more rows than workgroups per grid dimension (folded grid)', async () => {
+    const rng = testRng('rmsnorm-many-rows');
+    const rows = 66_000; // > 65535: the row grid folds into y
+    const d = 3;
+    const xData = rng.normalArray(rows * d);
+    const wData = rng.normalArray(d);
+    const gData = rng.normalArray(rows * d);
+    const x = Tensor.from(xData, [rows, d]);
+    const w = Tensor.from(wData, [d]);
+    x.requiresGrad = true;
+    w.requiresGrad = true;
+    const y = rmsnorm(x, w, 1e-5);
+    backward(y, Tensor.from(gData, [rows, d]));
+    const gref = rmsnormBackwardRef(xData, wData, gData, d, 1e-5);
+    expectClose(await y.toFloat32(), rmsnormRef(xData, wData, d, 1e-5).y, Y_TOL, 'y');
+    expectClose(await x.grad!.toFloat32(), gref.dx, DX_TOL, 'dx');
+    // dw sums 66,000 rows: f32 error ~ sqrt(rows)·u·Σ|terms| ≈ 1e-3 relative to the sum of |terms|.
+    expectClose(await w.grad!.toFloat32(), gref.dw, { atol: 2e-2, rtol: 1e-4 }, 'dw');
+  });
 });
 
 /** IEEE half bits of a normal value (test-side encoder, independent of the GPU's pack2x16float). */
@@ -124,4 +156,16 @@ function f16Encode(v: number): number {
   const e = Math.floor(Math.log2(a));
   const m = Math.round((a / 2 ** e - 1) * 1024);
   return sign | ((e + 15) << 10) | m;
+}
+
+/** Runs `step` (which must free everything it makes) 30 times and checks the pool does not grow. */
+async function expectNoGrowth(step: () => void): Promise<void> {
+  step();
+  await engine().dev.sync();
+  const before = engine().pool.stats();
+  for (let i = 0; i < 30; i++) step();
+  await engine().dev.sync();
+  const after = engine().pool.stats();
+  expect(after.liveBuffers).toBe(before.liveBuffers);
+  expect(after.liveBytes).toBe(before.liveBytes);
 }

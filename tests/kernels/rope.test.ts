@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { backward, noGrad } from '../../src/engine/autograd.js';
-import { Tensor } from '../../src/engine/tensor.js';
+import { backward, noGrad, zeroGrad } from '../../src/engine/autograd.js';
+import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { rope, ropeInvFreq, ropeTableData, ropeTables, type RopeScalingLlama3, type RopeTables } from '../../src/kernels/rope.js';
 import { llama3InvFreqRef, ropeRef } from '../reference/rope.js';
@@ -194,4 +194,28 @@ describe('rope kernel vs float64 reference', () => {
     tables.cos.dispose();
     tables.sin.dispose();
   });
+  it('frees every temporary under tidy: no pool growth', async () => {
+    const rng = testRng('rope-leak');
+    const tables = ropeTables({ headDim: 8, theta: 10000, scaling: null, maxPositions: 4 });
+    const x = Tensor.from(rng.normalArray(2 * 3 * 8), [1, 2, 3, 8]).keep();
+    const positions = Tensor.from(new Int32Array([0, 3]), [2]).keep();
+    x.requiresGrad = true;
+    await expectNoGrowth(() => {
+      tidy(() => backward(sumToSuffix(rope(x, positions, tables), [1])));
+      zeroGrad([x]);
+    });
+    for (const t of [x, positions, tables.cos, tables.sin]) t.dispose();
+  });
 });
+
+/** Runs `step` (which must free everything it makes) 30 times and checks the pool does not grow. */
+async function expectNoGrowth(step: () => void): Promise<void> {
+  step();
+  await engine().dev.sync();
+  const before = engine().pool.stats();
+  for (let i = 0; i < 30; i++) step();
+  await engine().dev.sync();
+  const after = engine().pool.stats();
+  expect(after.liveBuffers).toBe(before.liveBuffers);
+  expect(after.liveBytes).toBe(before.liveBytes);
+}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { backward } from '../../src/engine/autograd.js';
-import { Tensor } from '../../src/engine/tensor.js';
+import { backward, zeroGrad } from '../../src/engine/autograd.js';
+import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { swiglu } from '../../src/kernels/swiglu.js';
 import { swigluBackwardRef, swigluRef } from '../reference/swiglu.js';
@@ -77,4 +77,28 @@ describe('swiglu vs float64 reference', () => {
       rng,
     );
   });
+  it('frees every temporary under tidy: no pool growth', async () => {
+    const rng = testRng('swiglu-leak');
+    const gate = Tensor.from(rng.normalArray(40), [4, 10]).keep();
+    const up = Tensor.from(rng.normalArray(40), [4, 10]).keep();
+    gate.requiresGrad = true;
+    up.requiresGrad = true;
+    await expectNoGrowth(() => {
+      tidy(() => backward(sumToSuffix(swiglu(gate, up), [1])));
+      zeroGrad([gate, up]);
+    });
+    for (const t of [gate, up]) t.dispose();
+  });
 });
+
+/** Runs `step` (which must free everything it makes) 30 times and checks the pool does not grow. */
+async function expectNoGrowth(step: () => void): Promise<void> {
+  step();
+  await engine().dev.sync();
+  const before = engine().pool.stats();
+  for (let i = 0; i < 30; i++) step();
+  await engine().dev.sync();
+  const after = engine().pool.stats();
+  expect(after.liveBuffers).toBe(before.liveBuffers);
+  expect(after.liveBytes).toBe(before.liveBytes);
+}
