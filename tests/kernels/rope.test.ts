@@ -48,6 +48,9 @@ const NUMPY_F32_INV_FREQ_BITS: Record<string, number[]> = {
     1027481237, 1023510243, 1018199494, 1014004726, 1008981770, 1004486377, 999823482, 995049016,
     990720361, 985686830, 981668463, 976394426, 972249692, 967166816, 962717863, 957999346,
   ],
+  fixture_llama3rope: [
+    1065353216, 1019646896, 999950536, 980350799, 960060705, 940558584, 920588484, 900532135,
+  ],
 };
 
 const bitsToF32 = (bits: number[]) => new Float32Array(Uint32Array.from(bits).buffer);
@@ -59,6 +62,8 @@ const CONFIGS = [
   { name: 'llama31_8b', headDim: 128, theta: 500000, scaling: LLAMA31 },
   { name: 'tinyllama', headDim: 64, theta: 10000, scaling: null },
   { name: 'dim48', headDim: 48, theta: 10000, scaling: null },
+  // tests/fixtures/reference/mqa-bf16-tied-llama3rope (head_dim 16, original context 32)
+  { name: 'fixture_llama3rope', headDim: 16, theta: 500000, scaling: { ...LLAMA31, originalMaxPositionEmbeddings: 32 } },
 ];
 const refScaling = (s: RopeScalingLlama3 | null) => (s ? { factor: s.factor, low: s.lowFreqFactor, high: s.highFreqFactor, orig: s.originalMaxPositionEmbeddings } : null);
 
