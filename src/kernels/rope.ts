@@ -15,8 +15,8 @@
 //   cos/sin of that f32 angle are then taken in f64 and rounded once (torch's f32 cos is within an
 //   ulp or two of that). This is what matters for matching HF logits: at position p an inv_freq
 //   that differs by one f32 ulp moves the angle by ~p·6e-8·inv_freq (≈1e-4 rad at p = 2048), an
-//   error our tables avoid wherever torch's f32 pow rounds correctly (torch uses Sleef's ≤ 1-ulp
-//   powf, so a few entries may still differ by an ulp). The chain is tested bit-exact against a
+//   error our tables avoid wherever torch's f32 pow rounds correctly (its vectorized pow is only
+//   bounded to ~1 ulp, so a few entries may still differ by an ulp). The chain is tested bit-exact against a
 //   numpy float32 emulation for Llama 3.x and TinyLlama configs.
 // - 'float64': the exact math in f64 (inv_freq, scaling, angle, cos/sin), rounded once to f32:
 //   closest to the true rotation, but differs from HF by the f32 rounding of HF's angles.
