@@ -86,7 +86,7 @@ function scatter(m: MetricComparison): string {
   const sx = (v: number) => pad + ((v - lo) / (hi - lo)) * (w - pad - 10);
   const sy = (v: number) => h - pad - ((v - lo) / (hi - lo)) * (h - pad - 16);
   let s = svgOpen('scatter', w, h, `${m.metric}: per-example base (x) vs fine-tuned (y)`, `data-metric="${esc(m.metric)}"`);
-  s += `<text x="${w / 2}" y="12" text-anchor="middle" class="ct">${esc(m.metric)} per example</text>`;
+  s += `<text x="${w / 2}" y="12" text-anchor="middle" class="ct">${esc(m.metric)}</text>`;
   s += `<line x1="${sx(lo)}" y1="${sy(lo)}" x2="${sx(hi)}" y2="${sy(hi)}" class="diag"/>`;
   s += `<line x1="${pad}" y1="${h - pad}" x2="${w - 10}" y2="${h - pad}" class="axis"/><line x1="${pad}" y1="16" x2="${pad}" y2="${h - pad}" class="axis"/>`;
   s += `<text x="${w / 2}" y="${h - 8}" text-anchor="middle" class="tick">base</text>`;
@@ -118,7 +118,7 @@ function histogram(m: MetricComparison): string {
   const bw = (w - left - right) / bins;
   const y = (c: number) => h - bottom - (c / maxC) * (h - top - bottom);
   let s = svgOpen('distribution', w, h, `${m.metric}: distribution of per-example scores`, `data-metric="${esc(m.metric)}"`);
-  s += `<text x="${w / 2}" y="12" text-anchor="middle" class="ct">${esc(m.metric)} distribution</text>`;
+  s += `<text x="${w / 2}" y="12" text-anchor="middle" class="ct">${esc(m.metric)}</text>`;
   s += `<line x1="${left}" y1="${h - bottom}" x2="${w - right}" y2="${h - bottom}" class="axis"/>`;
   for (let i = 0; i < bins; i++) {
     const x0 = left + i * bw;
