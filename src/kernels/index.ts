@@ -4,5 +4,8 @@ export * from './rmsnorm.js';
 export * from './rope.js';
 export * from './swiglu.js';
 export * from './crossentropy.js';
+export * from './matmul.js';
+export * from './reduce.js';
+export * from './embedding.js';
 export * from './nf4.js';
 export * from './lora.js';
