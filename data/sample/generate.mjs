@@ -8,7 +8,8 @@ import { writeFileSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const OUT = dirname(fileURLToPath(import.meta.url));
+// Output folder: this file's folder, or the first argument (used by the reproducibility test).
+const OUT = process.argv[2] ?? dirname(fileURLToPath(import.meta.url));
 const SEED = 20240917;
 
 // ---------- seeded randomness ----------

@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { loadConfig, type ResolvedConfig } from '../pipeline/config.js';
-import { loadHfTokenizer } from '../pipeline/data/hf-tokenizer.js';
+import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { prepareData, type PreparedData } from '../pipeline/data/prepare.js';
 import { formatReport, saveReport } from '../pipeline/data/stats.js';
 
@@ -26,7 +26,8 @@ async function runStage(opts: DataOpts): Promise<{ cfg: ResolvedConfig; prepared
     ...(opts.env !== undefined ? { env: opts.env } : {}),
     sets: opts.set,
   });
-  const tokenizer = loadHfTokenizer(opts.tokenizer ?? cfg.model.path);
+  // The same tokenizer class training uses, so lengths and truncation match `finllm train`.
+  const tokenizer = await LlamaTokenizer.load(opts.tokenizer ?? cfg.model.path);
   const prepared = await prepareData(cfg, tokenizer);
   return { cfg, prepared };
 }

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
@@ -170,6 +171,20 @@ describe('prepareData', () => {
   });
 });
 
+describe('sample data generator', () => {
+  it('reproduces the committed files byte-for-byte', () => {
+    const t = tempDir();
+    try {
+      execFileSync(process.execPath, [join(ROOT, 'data/sample/generate.mjs'), t.dir], { stdio: 'pipe' });
+      for (const f of ['train.jsonl', 'val.jsonl']) {
+        expect(readFileSync(join(t.dir, f)).equals(readFileSync(join(ROOT, 'data/sample', f)))).toBe(true);
+      }
+    } finally {
+      t.cleanup();
+    }
+  });
+});
+
 describe('near-duplicate detection', () => {
   it('flags Jaccard >= threshold, keeps distinct texts', () => {
     const a = 'the company reported revenue of 2.31 billion up 12.8% year over year driven by strong demand in data center products and services';
@@ -221,7 +236,8 @@ describe('finllm data CLI', () => {
     ).rejects.toThrow(/bad\.jsonl row 1: missing field 'answer'/);
   });
 
-  it('a missing tokenizer is an InputError naming model.path', async () => {
-    await expect(run(['data', 'validate', '--config', join(ROOT, 'configs/default.yaml'), '--tokenizer', t.dir])).rejects.toThrow(/tokenizer\.json.*model\.path/);
+  it('a missing tokenizer is an InputError naming the file', async () => {
+    const e = await inputError(run(['data', 'validate', '--config', join(ROOT, 'configs/default.yaml'), '--tokenizer', t.dir]));
+    expect(e.message).toContain(join(t.dir, 'tokenizer.json'));
   });
 });
