@@ -9,3 +9,4 @@ export * from './reduce.js';
 export * from './embedding.js';
 export * from './nf4.js';
 export * from './lora.js';
+export * from './optim.js';
