@@ -4,3 +4,5 @@ import './norm.js';
 import './rope.js';
 import './swiglu.js';
 import './crossentropy.js';
+import './matmul.js';
+import './reduce.js';
