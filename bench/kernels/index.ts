@@ -6,3 +6,4 @@ import './swiglu.js';
 import './crossentropy.js';
 import './matmul.js';
 import './reduce.js';
+import './optim.js';
