@@ -7,3 +7,5 @@ import './crossentropy.js';
 import './matmul.js';
 import './reduce.js';
 import './optim.js';
+import './nf4.js';
+import './lora.js';
