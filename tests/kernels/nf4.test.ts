@@ -24,17 +24,25 @@ async function readCodes(w: Nf4Weight): Promise<Uint8Array> {
   return unpackNf4Codes((await w.codes.read()) as Uint32Array, w.shape[0] * w.shape[1]);
 }
 
-/** Weights with the cases that break careless quantizers: exact code values, midpoints, zeros, a zero block. */
+/**
+ * Weights with the cases that break careless quantizers: per block an exact ±absmax element, values
+ * at code·absmax and at midpoint·absmax (ties up to one ulp of x/absmax, where the rounding of the
+ * division decides the code), zeros, and an all-zero block.
+ */
 function nastyWeight(rng: Rng, n: number): Float32Array {
-  const w = rng.normalArray(n, 0, 0.05);
-  for (let i = 0; i < n; i++) {
-    const r = rng.uniform();
-    const am = 0.05;
-    if (r < 0.05) w[i] = NF4_TABLE[rng.int(16)]! * am;
-    else if (r < 0.1) {
-      const k = rng.int(15);
-      w[i] = ((NF4_TABLE[k]! + NF4_TABLE[k + 1]!) / 2) * am;
-    } else if (r < 0.12) w[i] = 0;
+  const w = new Float32Array(n);
+  for (let b = 0; b < n; b += 64) {
+    const am = Math.fround(0.05 + 0.1 * Math.abs(rng.normal()));
+    for (let i = b; i < Math.min(n, b + 64); i++) {
+      const r = rng.uniform();
+      if (i === b) w[i] = rng.uniform() < 0.5 ? am : -am;
+      else if (r < 0.2) w[i] = NF4_TABLE[rng.int(16)]! * am;
+      else if (r < 0.5) {
+        const k = rng.int(15);
+        w[i] = ((NF4_TABLE[k]! + NF4_TABLE[k + 1]!) / 2) * am;
+      } else if (r < 0.55) w[i] = 0;
+      else w[i] = am * (2 * rng.uniform() - 1);
+    }
   }
   if (n >= 128) w.fill(0, 64, 128); // an all-zero block
   return w;
