@@ -33,7 +33,7 @@ describe('logit processors (transformers semantics)', () => {
 
   it('softmax and argmax', () => {
     const p = softmax(Float32Array.from([0, Math.log(3)]));
-    expect(p[0]).toBeCloseTo(0.25, 12);
+    expect(p[0]).toBeCloseTo(0.25, 7); // ln 3 rounded to f32 moves p by ~4e-9
     expect(argmax([1, 3, 3, 2])).toBe(1); // first maximum, as torch.argmax
   });
 
