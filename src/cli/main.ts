@@ -15,6 +15,7 @@ program
 import { register as registerData } from './data.js'; registerData(program);
 import { register as registerScore } from './score.js'; registerScore(program);
 import { register as registerCompare } from './compare.js'; registerCompare(program);
+import { register as registerTrain } from './train.js'; registerTrain(program);
 import { register as registerEval } from './eval.js'; registerEval(program);
 import { register as registerGenerate } from './generate.js'; registerGenerate(program);
 import { register as registerExport } from './export.js'; registerExport(program);
