@@ -3,11 +3,17 @@
 // {"text": ...} rows and reports per-text losses exactly as transformers computes
 // `model(input_ids=ids, labels=ids).loss`, their token-weighted mean and its exp.
 // Tasks are looked up in EVAL_TASKS, so further tasks (generation, classification) plug in there.
+// The generation and classification tasks run src/pipeline/eval/generation.ts: prompts from the
+// records through the training templates, greedy decoding, scores, a finllm.results.v1 file (--out).
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { initEngine } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
 import { evaluatePerplexity, type PerplexityResult } from '../llama/evaluate.js';
+import { EvalProgress, evaluateFile, parseEvalMetrics, type GenerationEvalResult, type GenerationTask } from '../pipeline/eval/generation.js';
+import { fmt } from '../pipeline/eval/report.js';
+import { writeResults } from '../pipeline/eval/results.js';
+import { writeFileAtomic } from '../pipeline/eval/fsutil.js';
 import { LlamaModel } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { addModelOptions, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
@@ -18,6 +24,18 @@ export interface EvalCliOptions extends ModelCliOptions {
   metrics?: string;
   json?: boolean;
   tokensPerPass?: string;
+  /** Generation / classification (and a copy of the perplexity JSON): the output file. */
+  out?: string;
+  maxNewTokens?: string;
+  limit?: string;
+  sample?: boolean;
+  temperature?: string;
+  topK?: string;
+  topP?: string;
+  repetitionPenalty?: string;
+  seed?: string;
+  embeddingLayer?: string;
+  quiet?: boolean;
 }
 
 /** One JSONL row: its 1-based line number and parsed object. */
@@ -101,11 +119,76 @@ export async function runPerplexityEval(opts: EvalCliOptions): Promise<Perplexit
   }
 }
 
+/** Runs the generation or classification task; writes --out when given; returns the result. */
+export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptions): Promise<GenerationEvalResult> {
+  if (!opts.data) throw new InputError('--data is required', { key: 'data' });
+  const maxNewTokens = numberOption(opts.maxNewTokens, 'max-new-tokens', true) ?? 64;
+  if (maxNewTokens < 1) throw new InputError(`expected a positive integer, got ${maxNewTokens}`, { key: 'max-new-tokens' });
+  const limit = numberOption(opts.limit, 'limit', true);
+  if (limit !== undefined && limit < 1) throw new InputError(`expected a positive integer, got ${limit}`, { key: 'limit' });
+  const embeddingLayer = numberOption(opts.embeddingLayer, 'embedding-layer', true);
+  const sampled = opts.sample || [opts.temperature, opts.topK, opts.topP].some((v) => v !== undefined);
+  const sampling = {
+    greedy: !sampled,
+    ...(opts.temperature !== undefined ? { temperature: numberOption(opts.temperature, 'temperature')! } : {}),
+    ...(opts.topK !== undefined ? { topK: numberOption(opts.topK, 'top-k', true)! } : {}),
+    ...(opts.topP !== undefined ? { topP: numberOption(opts.topP, 'top-p')! } : {}),
+    ...(opts.repetitionPenalty !== undefined ? { repetitionPenalty: numberOption(opts.repetitionPenalty, 'repetition-penalty')! } : {}),
+    ...(opts.seed !== undefined ? { seed: numberOption(opts.seed, 'seed', true)! } : {}),
+  };
+  const metrics = opts.metrics !== undefined ? parseEvalMetrics(opts.metrics, 'metrics') : null;
+  const { dir, load } = await modelLoadOptions(opts);
+  const progress = new EvalProgress(task, !opts.quiet);
+  let tokens = 0;
+  const r = await evaluateFile({
+    modelDir: dir,
+    load,
+    file: opts.data,
+    task,
+    limit: limit ?? null,
+    metrics,
+    maxNewTokens,
+    sampling,
+    ...(embeddingLayer !== undefined ? { embeddingLayer } : {}),
+    onProgress: (done, total, _item, p) => {
+      tokens += p.tokens;
+      progress.update(done, total, tokens);
+    },
+  });
+  if (opts.out) await writeResults(opts.out, r.results);
+  return r;
+}
+
+/** Human-readable summary of a generation / classification run. */
+export function generationTable(r: GenerationEvalResult, out?: string): string {
+  const lines = [`task: ${r.results.task} (${r.results.per_example.length} examples, ${r.results.generation.greedy ? 'greedy' : 'sampled'}, max ${r.results.generation.max_new_tokens} new tokens)`];
+  const w = Math.max(6, ...Object.keys(r.results.metrics).map((k) => k.length));
+  for (const [k, v] of Object.entries(r.results.metrics)) lines.push(`  ${k.padEnd(w)}  ${fmt(v)}`);
+  const c = r.classification;
+  if (c) {
+    lines.push(`accuracy ${fmt(c.accuracy)}   macro F1 ${fmt(c.macroF1)}   weighted F1 ${fmt(c.weightedF1)}`);
+    lines.push('confusion (rows gold, columns predicted: negative neutral positive)');
+    for (const [i, label] of ['negative', 'neutral', 'positive'].entries()) lines.push(`  ${label.padEnd(8)} ${c.confusion[i]!.map((n) => String(n).padStart(5)).join('')}`);
+  }
+  if (out) lines.push(`results: ${out}`);
+  return lines.join('\n');
+}
+
 /** Eval tasks by name: each runs and prints its own output. */
 export const EVAL_TASKS: Record<string, (opts: EvalCliOptions, out: (s: string) => void) => Promise<void>> = {
   perplexity: async (opts, out) => {
+    if (opts.limit !== undefined) throw new InputError('--limit applies to the generation and classification tasks', { key: 'limit' });
     const r = await runPerplexityEval(opts);
+    if (opts.out) await writeFileAtomic(opts.out, `${JSON.stringify(perplexityJson(r), null, 2)}\n`);
     out(opts.json ? `${JSON.stringify(perplexityJson(r))}\n` : `${perplexityTable(r)}\n`);
+  },
+  generation: async (opts, out) => {
+    const r = await runGenerationTask('generation', opts);
+    out(opts.json ? `${JSON.stringify(r.results)}\n` : `${generationTable(r, opts.out)}\n`);
+  },
+  classification: async (opts, out) => {
+    const r = await runGenerationTask('classification', opts);
+    out(opts.json ? `${JSON.stringify(r.results)}\n` : `${generationTable(r, opts.out)}\n`);
   },
 };
 
@@ -119,11 +202,22 @@ export async function evalAction(opts: EvalCliOptions, out: (s: string) => void 
 export function register(program: Command): void {
   addModelOptions(program.command('eval'))
     .description('evaluate a model (+ adapter) on a JSONL file')
-    .requiredOption('-d, --data <file.jsonl>', 'one JSON object per line; for perplexity: {"text": "..."}')
-    .option('-t, --task <name>', 'evaluation task', 'perplexity')
-    .option('--metrics <list>', 'comma-separated metrics of the task (perplexity: perplexity)', 'perplexity')
+    .requiredOption('-d, --data <file.jsonl>', 'one JSON object per line; for perplexity: {"text": "..."}; generation/classification: see below')
+    .option('-t, --task <name>', 'evaluation task: perplexity, generation or classification', 'perplexity')
+    .option('--metrics <list>', 'comma-separated metrics of the task (perplexity: perplexity; generation: rouge, bleu, chrf, exact, numeric, sentiment, terms, embedding, bertscore; classification: label); default: the task\'s')
     .option('--json', 'print exactly one JSON object on stdout')
     .option('--tokens-per-pass <n>', 'texts are packed into forward passes of up to this many tokens', '2048')
+    .option('-o, --out <file>', 'write the results (generation/classification: finllm.results.v1 for `finllm compare`)')
+    .option('-n, --max-new-tokens <n>', 'most tokens generated per example (default 64)')
+    .option('--limit <n>', 'evaluate the first N records only')
+    .option('--sample', 'sample instead of greedy decoding (implied by --temperature, --top-k, --top-p)')
+    .option('--temperature <t>', 'sampling temperature')
+    .option('--top-k <k>', 'sample among the k most likely tokens (0 = all)')
+    .option('--top-p <p>', 'nucleus sampling threshold')
+    .option('--repetition-penalty <r>', 'penalise tokens already present (1 = off)')
+    .option('--seed <n>', 'sampling seed (default 0)')
+    .option('--embedding-layer <n>', 'hidden-state layer for the embedding/bertscore metrics (default: last, final norm)')
+    .option('-q, --quiet', 'no progress bar on stderr')
     .addHelpText(
       'after',
       `
@@ -132,6 +226,14 @@ post-processor); its loss is the mean negative log-likelihood of tokens 2..n giv
 before them, as transformers computes model(input_ids=ids, labels=ids).loss. "tokens" counts the
 predicted tokens, n - 1 per text. The corpus loss is the token-weighted mean; perplexity = exp(loss).
 --json prints {"examples", "tokens", "loss", "perplexity", "per_example": [{"loss", "tokens"}, ...]}.
+
+Generation / classification: each record becomes a prompt with the training templates (qa:
+{context, question, answer}; summarization: {source, summary}; sentiment: {text, label};
+or {prompt, reference}), the model continues it (greedy by default) and the text is scored with
+the eval library (classification: the label is read from the generated text as FinGPT does, then
+accuracy, F1 and the confusion matrix). --out writes a finllm.results.v1 file for
+\`finllm compare\`; --json prints that object. The embedding and bertscore metrics use the base
+model's hidden states (relative comparisons only, not a trained sentence encoder).
 
 Exit codes: 0 done, 1 bad input (model, adapter or data), 2 runtime failure.`,
     )

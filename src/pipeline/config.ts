@@ -158,6 +158,47 @@ const loggingSchema = z.strictObject({
   tensorboard: z.boolean().default(false),
 });
 
+/** Metric groups an eval suite may ask for (src/pipeline/eval/metrics.ts) plus the embedding ones. */
+export const EVAL_METRIC_NAMES = ['rouge', 'bleu', 'chrf', 'exact', 'numeric', 'sentiment', 'terms', 'label', 'embedding', 'bertscore', 'perplexity'] as const;
+export const EVAL_TASKS = ['generation', 'classification', 'perplexity'] as const;
+
+/** One evaluation file of `finllm pipeline` (see src/pipeline/eval/generation.ts for the record formats). */
+const evalSuiteSchema = z.strictObject({
+  /** Names the suite's results and report folder; default: the file name without extension. */
+  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only').nullable().default(null),
+  file: z.string().min(1),
+  task: z.enum(EVAL_TASKS).default('generation'),
+  /** Metric groups; null: the defaults of the record kind (qa, summarization, sentiment, ...). */
+  metrics: z.array(z.enum(EVAL_METRIC_NAMES)).min(1).nullable().default(null),
+  /** First N records of this file (overrides eval.limit). */
+  limit: positiveInt.nullable().default(null),
+});
+
+/** Evaluation settings of `finllm pipeline` (baseline and fine-tuned evals, comparison). */
+const evalSchema = z.strictObject({
+  suites: z.array(evalSuiteSchema).min(1),
+  /** First N records of every suite (null: all). */
+  limit: positiveInt.nullable().default(null),
+  max_new_tokens: positiveInt.default(64),
+  sampling: z
+    .strictObject({
+      /** Greedy decoding (reproducible); false samples with the settings below. */
+      greedy: z.boolean().default(true),
+      temperature: z.number().positive().default(1),
+      top_k: nonNegInt.default(0),
+      top_p: z.number().gt(0).max(1).default(1),
+      repetition_penalty: z.number().positive().default(1),
+      seed: nonNegInt.default(0),
+    })
+    .prefault({}),
+  /** Add embedding cosine and BERTScore (base model hidden states) to generation suites. */
+  embeddings: z.boolean().default(false),
+  /** Family-wise significance level of the comparison. */
+  alpha: z.number().gt(0).lt(1).default(0.05),
+  /** Bootstrap resamples of the comparison. */
+  resamples: z.number().int().min(100).default(10000),
+});
+
 /** Schema of the merged (base + environment + --set) config, without `environments`. */
 export const configSchema = z.strictObject({
   model: modelSchema,
@@ -166,6 +207,8 @@ export const configSchema = z.strictObject({
   training: trainingSchema.prefault({}),
   output: outputSchema.prefault({}),
   logging: loggingSchema.prefault({}),
+  /** Only `finllm pipeline` reads it; absent: the pipeline skips its evaluation stages. */
+  eval: evalSchema.nullable().default(null),
 });
 
 export type ModelConfig = z.infer<typeof modelSchema>;
@@ -175,6 +218,8 @@ export type ColumnMapping = DataConfig['columns'];
 export type TrainingConfig = z.infer<typeof trainingSchema>;
 export type OutputConfig = z.infer<typeof outputSchema>;
 export type LoggingConfig = z.infer<typeof loggingSchema>;
+export type EvalConfig = z.infer<typeof evalSchema>;
+export type EvalSuiteConfig = EvalConfig['suites'][number];
 
 export interface ConfigSource {
   /** Absolute path of the config file, or null when running on built-in defaults only. */
@@ -193,6 +238,8 @@ export interface ResolvedConfig {
   training: TrainingConfig;
   output: OutputConfig;
   logging: LoggingConfig;
+  /** Optional so configs built in code without it stay valid; loadConfig always sets it (null when absent). */
+  eval?: EvalConfig | null;
   source: ConfigSource;
 }
 
@@ -451,6 +498,8 @@ export function loadConfig(opts: LoadConfigOptions = {}): ResolvedConfig {
   cfg.data.train = resolvePath('data.train', cfg.data.train);
   if (cfg.data.val !== null) cfg.data.val = resolvePath('data.val', cfg.data.val);
   cfg.output.dir = resolvePath('output.dir', cfg.output.dir);
+  // A list is one provenance leaf: suite files resolve against whoever set eval.suites.
+  for (const suite of cfg.eval?.suites ?? []) suite.file = resolvePath('eval.suites', suite.file);
 
   return { ...cfg, source: { file, env: envName && envName !== '' ? envName : null, sets: [...(opts.sets ?? [])] } };
 }
@@ -469,6 +518,7 @@ export function parseConfigObject(obj: unknown, baseDir: string = process.cwd())
   cfg.data.train = r(cfg.data.train);
   if (cfg.data.val !== null) cfg.data.val = r(cfg.data.val);
   cfg.output.dir = r(cfg.output.dir);
+  for (const suite of cfg.eval?.suites ?? []) suite.file = r(suite.file);
   return { ...cfg, source: { file: null, env: null, sets: [] } };
 }
 

@@ -1,0 +1,473 @@
+// Generation and classification evaluation: eval records → prompts → the model's output → scores
+// (metrics.ts) → a finllm.results.v1 file that `finllm compare` reads.
+//
+// Prompts are built with the training data stage's templates (../data/templates.ts), so a
+// fine-tuned model sees exactly the layout it was trained on ("### Instruction: … ### Response:\n").
+// Records are recognised by their fields (the bundled set in data/eval/ uses the first three):
+//
+//   {id, context|text, question, answer}        qa             → template qa, reference = answer,
+//                                                                 source = the passage
+//   {id, source|text, summary, source_kind?}     summarization  → template summarization
+//   {id, text, label|sentiment}                  sentiment      → template financial_analysis,
+//                                                                 reference = the gold label
+//   {id, prompt, reference|response|answer|label} prompt        → the prompt as given
+//
+// In summarization records `source` is the passage (as in data/eval/); the template's noun
+// ("earnings call excerpt", "filing excerpt", "news article") comes from `source_kind`, else
+// "earnings call excerpt" when the passage mentions an earnings call, else "passage".
+//
+// The prediction is the decoded new tokens (special tokens dropped), cut at the first stop
+// sequence (default "\n###": the start of a next template section) and trimmed. Decoding is greedy
+// unless sampling is asked for, and one prompt at a time: the model's KV cache holds one length
+// for all its rows and attention has no padding mask, so prompts of different lengths cannot share
+// a batch.
+//
+// Classification reads the label from the generated text with FinGPT's rule ("positive" anywhere,
+// else "negative", else neutral) and reports accuracy (mean label_correct), macro/weighted F1 and
+// the confusion matrix.
+import { initEngine } from '../../engine/tensor.js';
+import { InputError } from '../../errors.js';
+import { generate, type SamplingOptions } from '../../llama/generate.js';
+import { LlamaModel, type LoadModelOptions } from '../../llama/model.js';
+import { LlamaTokenizer } from '../../llama/tokenizer.js';
+import type { ColumnMapping } from '../config.js';
+import { applyTemplate, TemplateProblem } from '../data/templates.js';
+import { DEFAULT_PREPROCESS, type PreprocessOptions } from '../data/preprocess.js';
+import type { ChatMessage } from '../data/types.js';
+import { parseGoldLabel, type ClassificationReport } from './classification.js';
+import { ModelEmbeddingProvider } from './embeddings.js';
+import { readJsonl } from './fsutil.js';
+import { METRIC_GROUPS, meanOfPresent, scoreExamples, type MetricGroup } from './metrics.js';
+import { RESULTS_FORMAT, type Results } from './results.js';
+import { bertScore, embeddingCosine, type EmbeddingProvider } from './semantic.js';
+
+export type GenerationTask = 'generation' | 'classification';
+export type RecordKind = 'qa' | 'summarization' | 'sentiment' | 'prompt';
+
+/** Metric names of the runner: the eval library's groups plus the embedding-based ones. */
+export const EMBEDDING_METRICS = ['embedding', 'bertscore'] as const;
+export type EvalMetric = MetricGroup | (typeof EMBEDDING_METRICS)[number];
+
+/** Default metric groups per record kind (data/eval/README.md's suggestions). */
+export const DEFAULT_METRICS: Record<RecordKind, readonly EvalMetric[]> = {
+  qa: ['exact', 'numeric', 'rouge'],
+  summarization: ['rouge', 'bleu', 'chrf', 'numeric', 'terms', 'sentiment'],
+  sentiment: ['label'],
+  prompt: ['rouge', 'bleu', 'chrf', 'numeric'],
+};
+
+/** One evaluation example, ready to generate from. */
+export interface EvalItem {
+  id: string;
+  /** 1-based line of the eval file. */
+  row: number;
+  kind: RecordKind;
+  prompt: string;
+  /** The gold answer, summary or label. */
+  reference: string;
+  /** The passage the prompt is about (numbers found there are not hallucinated). */
+  source?: string;
+}
+
+/** The minimal tokenizer surface of the runner (LlamaTokenizer satisfies it). */
+export interface GenerationTokenizer {
+  encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
+  decode(ids: readonly number[], opts?: { skipSpecialTokens?: boolean }): string;
+  readonly bosId: number | null;
+  readonly eosId: number;
+  readonly padId: number | null;
+  readonly hasChatTemplate: boolean;
+  applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean }): string;
+}
+
+export interface EvalRow {
+  row: number;
+  value: Record<string, unknown>;
+}
+
+const COLUMNS: ColumnMapping = {
+  text: 'text', task: 'task', source: 'source', question: 'question', answer: 'answer', summary: 'summary', sentiment: 'sentiment',
+  analysis: 'analysis', continuation: 'continuation', messages: 'messages', prompt: 'prompt', response: 'response',
+};
+
+const SOURCE_KINDS = ['earnings_call', 'filing', 'news'];
+
+function str(v: unknown): string | undefined {
+  return typeof v === 'string' && v.trim() !== '' ? v : undefined;
+}
+
+function kindOf(value: Record<string, unknown>): RecordKind | undefined {
+  if (str(value['prompt']) !== undefined) return 'prompt';
+  if (value['question'] !== undefined) return 'qa';
+  if (value['summary'] !== undefined) return 'summarization';
+  if (value['label'] !== undefined || value['sentiment'] !== undefined) return 'sentiment';
+  return undefined;
+}
+
+export interface BuildItemsOptions {
+  preprocess?: PreprocessOptions;
+  /** Only for chat-rendered prompts (not used by the record kinds above). */
+  tokenizer?: GenerationTokenizer | null;
+  /** First N usable records. */
+  limit?: number | null;
+}
+
+/**
+ * Turns eval file rows into prompts and references for `task`. Every problem is an InputError
+ * naming the file, row and field.
+ */
+export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, file: string, opts: BuildItemsOptions = {}): EvalItem[] {
+  const items: EvalItem[] = [];
+  const seen = new Map<string, number>();
+  const ctx = { columns: COLUMNS, template: 'auto' as const, preprocess: opts.preprocess ?? DEFAULT_PREPROCESS, tokenizer: opts.tokenizer ?? null };
+  for (const { row, value } of rows) {
+    if (opts.limit != null && items.length >= opts.limit) break;
+    const rawId = value['id'];
+    const id = typeof rawId === 'string' && rawId !== '' ? rawId : typeof rawId === 'number' ? String(rawId) : `row-${row}`;
+    const dup = seen.get(id);
+    if (dup !== undefined) throw new InputError(`duplicate id ${JSON.stringify(id)} (first on row ${dup}); ids must be unique`, { file, row, key: 'id' });
+    seen.set(id, row);
+    const kind = kindOf(value);
+    if (kind === undefined) {
+      throw new InputError(
+        `cannot tell what this record is: expected {question, answer, context|text} (qa), {summary, source|text} (summarization), {text, label} (sentiment) or {prompt, reference}; got fields ${Object.keys(value).join(', ') || 'none'}`,
+        { file, row },
+      );
+    }
+    const need = (key: string): string => {
+      const v = value[key];
+      if (typeof v !== 'string' || v.trim() === '') {
+        throw new InputError(`expected a non-empty string, got ${v === undefined ? 'nothing' : JSON.stringify(v)?.slice(0, 60)}`, { file, row, key });
+      }
+      return v;
+    };
+    const templated = (fields: Record<string, unknown>): string => {
+      try {
+        return applyTemplate(fields, ctx, file, row).prompt;
+      } catch (err) {
+        if (err instanceof TemplateProblem) throw new InputError(err.message, { file, row });
+        throw err;
+      }
+    };
+    let item: EvalItem;
+    switch (kind) {
+      case 'prompt': {
+        const refKey = ['reference', 'response', 'answer', 'label'].find((k) => typeof value[k] === 'string');
+        if (!refKey) throw new InputError('a {prompt} record needs a "reference" (or "response", "answer", "label") string', { file, row, key: 'reference' });
+        item = { id, row, kind, prompt: need('prompt'), reference: value[refKey] as string };
+        const src = str(value['source']);
+        if (src !== undefined) item.source = src;
+        break;
+      }
+      case 'qa': {
+        const passageKey = value['context'] !== undefined ? 'context' : 'text';
+        const passage = need(passageKey);
+        const answer = need('answer');
+        item = { id, row, kind, prompt: templated({ task: 'qa', text: passage, question: need('question'), answer }), reference: answer, source: passage };
+        break;
+      }
+      case 'summarization': {
+        // `source` is the passage in eval records unless a `text` field holds it (training layout).
+        const passageKey = value['text'] !== undefined ? 'text' : 'source';
+        const passage = need(passageKey);
+        const summary = need('summary');
+        const given = str(value['source_kind']) ?? (passageKey === 'text' ? str(value['source']) : undefined);
+        if (value['source_kind'] !== undefined && !SOURCE_KINDS.includes(String(value['source_kind']))) {
+          throw new InputError(`expected one of ${SOURCE_KINDS.join(', ')}, got ${JSON.stringify(value['source_kind'])}`, { file, row, key: 'source_kind' });
+        }
+        const sourceKind = given ?? (/earnings call/i.test(passage) ? 'earnings_call' : undefined);
+        item = {
+          id, row, kind,
+          prompt: templated({ task: 'summarization', text: passage, summary, ...(sourceKind ? { source: sourceKind } : {}) }),
+          reference: summary,
+          source: passage,
+        };
+        break;
+      }
+      case 'sentiment': {
+        const labelKey = value['label'] !== undefined ? 'label' : 'sentiment';
+        const label = value[labelKey];
+        if (typeof label !== 'string' || parseGoldLabel(label) === undefined) {
+          throw new InputError(`expected a label negative, neutral or positive, got ${JSON.stringify(label)?.slice(0, 60)}`, { file, row, key: labelKey });
+        }
+        const text = need('text');
+        item = { id, row, kind, prompt: templated({ task: 'sentiment', text, sentiment: label }), reference: label, source: text };
+        break;
+      }
+    }
+    if (task === 'classification' && parseGoldLabel(item.reference) === undefined) {
+      throw new InputError(`the classification task needs a gold label negative, neutral or positive, got ${JSON.stringify(item.reference).slice(0, 60)} (a ${kind} record)`, { file, row });
+    }
+    if (task === 'generation' && kind === 'sentiment') {
+      throw new InputError('a labelled sentiment record: evaluate it with --task classification', { file, row });
+    }
+    items.push(item);
+  }
+  if (items.length === 0) throw new InputError('no eval records', { file });
+  return items;
+}
+
+/** Parses metric names; InputError naming `key` for an unknown one. */
+export function parseEvalMetrics(spec: string | readonly string[], key = 'metrics'): EvalMetric[] {
+  const names = typeof spec === 'string' ? spec.split(',') : [...spec];
+  const known: readonly string[] = [...METRIC_GROUPS, ...EMBEDDING_METRICS];
+  const out: EvalMetric[] = [];
+  for (const raw of names.map((s) => s.trim()).filter(Boolean)) {
+    if (!known.includes(raw)) throw new InputError(`unknown metric ${JSON.stringify(raw)}; expected some of ${known.join(', ')}`, { key });
+    if (!out.includes(raw as EvalMetric)) out.push(raw as EvalMetric);
+  }
+  if (out.length === 0) throw new InputError('expected at least one metric', { key });
+  return out;
+}
+
+/** The metrics to use for `items`: the given ones, else the defaults of their kind(s). */
+export function metricsFor(items: readonly EvalItem[], task: GenerationTask, given?: readonly EvalMetric[] | null): EvalMetric[] {
+  if (given && given.length) return [...given];
+  if (task === 'classification') return ['label'];
+  const out: EvalMetric[] = [];
+  for (const kind of new Set(items.map((i) => i.kind))) for (const m of DEFAULT_METRICS[kind]) if (!out.includes(m)) out.push(m);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generation
+
+export interface GenerationSettings {
+  maxNewTokens: number;
+  /** Decoding options of src/llama/generate.ts (greedy by default). */
+  sampling?: Omit<SamplingOptions, 'maxNewTokens'>;
+  /** The prediction ends before the first of these. Default ["\n###"]. */
+  stopSequences?: readonly string[];
+}
+
+export interface Prediction {
+  text: string;
+  /** New tokens generated (stop sequence and EOS included). */
+  tokens: number;
+  stopReason: 'eos' | 'max_new_tokens' | 'stop_sequence';
+}
+
+export const DEFAULT_STOP_SEQUENCES: readonly string[] = ['\n###'];
+
+/** Thrown from the token callback to end decoding once a stop sequence appeared. */
+class StopSequenceReached extends Error {}
+
+/** Cuts `text` before the first stop sequence; returns whether one was found. */
+export function cutAtStop(text: string, stops: readonly string[]): { text: string; stopped: boolean } {
+  let at = -1;
+  for (const s of stops) {
+    const i = s === '' ? -1 : text.indexOf(s);
+    if (i >= 0 && (at < 0 || i < at)) at = i;
+  }
+  return at >= 0 ? { text: text.slice(0, at), stopped: true } : { text, stopped: false };
+}
+
+/** Generates the prediction for one prompt. */
+export async function predict(model: LlamaModel, tokenizer: GenerationTokenizer, prompt: string, settings: GenerationSettings): Promise<Prediction> {
+  const stops = settings.stopSequences ?? DEFAULT_STOP_SEQUENCES;
+  const ids = tokenizer.encode(prompt);
+  const out: number[] = [];
+  let stopReason: Prediction['stopReason'];
+  try {
+    const r = await generate(model, ids, { ...settings.sampling, maxNewTokens: settings.maxNewTokens }, (id) => {
+      out.push(id);
+      // Re-decoding everything each token is quadratic, but predictions are short (max_new_tokens).
+      if (stops.length && cutAtStop(tokenizer.decode(out, { skipSpecialTokens: true }), stops).stopped) throw new StopSequenceReached();
+    });
+    stopReason = r.stopReason;
+  } catch (err) {
+    if (!(err instanceof StopSequenceReached)) throw err;
+    stopReason = 'stop_sequence';
+  }
+  const text = cutAtStop(tokenizer.decode(out, { skipSpecialTokens: true }), stops).text.trim();
+  return { text, tokens: out.length, stopReason };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The runner
+
+export interface GenerationEvalOptions extends GenerationSettings {
+  task: GenerationTask;
+  /** Metric groups (default: metricsFor the items). */
+  metrics?: readonly EvalMetric[] | null;
+  /** Needed for the embedding and bertscore metrics: see embeddings.ts. */
+  embeddings?: EmbeddingProvider | null;
+  /** Called after each example. */
+  onProgress?: (done: number, total: number, item: EvalItem, p: Prediction) => void;
+  /** Recorded in the results file. */
+  model: string;
+  adapter?: string | null;
+  /** The results file's `task` (default: the records' kind, or the task when they are mixed). */
+  name?: string;
+}
+
+export interface GenerationEvalResult {
+  results: Results & {
+    classification?: ClassificationReport;
+    generation: { task: GenerationTask; max_new_tokens: number; greedy: boolean; metrics: EvalMetric[]; stop_reasons: Record<string, number> };
+  };
+  predictions: Prediction[];
+  classification?: ClassificationReport;
+}
+
+/** Scores predictions of `items` with `metrics` (embedding metrics need `embeddings`). */
+export async function scorePredictions(
+  items: readonly EvalItem[],
+  predictions: readonly string[],
+  metrics: readonly EvalMetric[],
+  embeddings?: EmbeddingProvider | null,
+): Promise<{ metrics: Record<string, number | null>; perExample: Record<string, number | null>[]; classification?: ClassificationReport }> {
+  const groups = metrics.filter((m): m is MetricGroup => (METRIC_GROUPS as readonly string[]).includes(m));
+  const inputs = items.map((it, i) => ({ id: it.id, prediction: predictions[i]!, reference: it.reference, ...(it.source !== undefined ? { source: it.source } : {}) }));
+  const scored = scoreExamples(inputs, { groups });
+  const perExample = scored.per_example.map((p) => ({ ...p.scores }));
+  const corpus: Record<string, number | null> = { ...scored.metrics };
+  const wantCos = metrics.includes('embedding');
+  const wantBert = metrics.includes('bertscore');
+  if (wantCos || wantBert) {
+    if (!embeddings) throw new InputError('the embedding and bertscore metrics need an embedding model (see src/pipeline/eval/embeddings.ts)', { key: 'metrics' });
+    for (let i = 0; i < items.length; i++) {
+      if (wantCos) perExample[i]!['embedding_cosine'] = await embeddingCosine(embeddings, predictions[i]!, items[i]!.reference);
+      if (wantBert) perExample[i]!['bertscore_f1'] = (await bertScore(embeddings, predictions[i]!, items[i]!.reference)).f1;
+    }
+    if (wantCos) corpus['embedding_cosine'] = meanOfPresent(perExample.map((s) => s['embedding_cosine']));
+    if (wantBert) corpus['bertscore_f1'] = meanOfPresent(perExample.map((s) => s['bertscore_f1']));
+  }
+  return { metrics: corpus, perExample, ...(scored.classification ? { classification: scored.classification } : {}) };
+}
+
+/** Generates for every item, scores, and builds the results object (not written: see writeResults). */
+export async function runGenerationEval(model: LlamaModel, tokenizer: GenerationTokenizer, items: readonly EvalItem[], opts: GenerationEvalOptions): Promise<GenerationEvalResult> {
+  const metrics = metricsFor(items, opts.task, opts.metrics);
+  if ((metrics.includes('embedding') || metrics.includes('bertscore')) && !opts.embeddings) {
+    throw new InputError('the embedding and bertscore metrics need an embedding model', { key: 'metrics' });
+  }
+  const predictions: Prediction[] = [];
+  for (const item of items) {
+    const p = await predict(model, tokenizer, item.prompt, opts);
+    predictions.push(p);
+    opts.onProgress?.(predictions.length, items.length, item, p);
+  }
+  const scored = await scorePredictions(items, predictions.map((p) => p.text), metrics, opts.embeddings);
+  const kinds = [...new Set(items.map((i) => i.kind))];
+  const stopReasons: Record<string, number> = {};
+  for (const p of predictions) stopReasons[p.stopReason] = (stopReasons[p.stopReason] ?? 0) + 1;
+  const results: GenerationEvalResult['results'] = {
+    format: RESULTS_FORMAT,
+    model: opts.model,
+    adapter: opts.adapter ?? null,
+    task: opts.name ?? (kinds.length === 1 && kinds[0] !== 'prompt' ? kinds[0]! : opts.task),
+    created_at: new Date().toISOString(),
+    metrics: scored.metrics,
+    per_example: items.map((it, i) => ({
+      id: it.id,
+      prediction: predictions[i]!.text,
+      reference: it.reference,
+      ...(it.source !== undefined ? { source: it.source } : {}),
+      scores: scored.perExample[i]!,
+    })),
+    generation: { task: opts.task, max_new_tokens: opts.maxNewTokens, greedy: opts.sampling?.greedy ?? true, metrics, stop_reasons: stopReasons },
+  };
+  if (scored.classification) results.classification = scored.classification;
+  return { results, predictions, ...(scored.classification ? { classification: scored.classification } : {}) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// One eval file end to end (what `finllm eval --task generation|classification` and the pipeline run)
+
+export interface EvalFileOptions {
+  /** Base model folder. */
+  modelDir: string;
+  /** Loader options (adapter, quantize, storage). */
+  load: LoadModelOptions;
+  file: string;
+  task: GenerationTask;
+  limit?: number | null;
+  metrics?: readonly EvalMetric[] | null;
+  maxNewTokens: number;
+  sampling?: Omit<SamplingOptions, 'maxNewTokens'>;
+  stopSequences?: readonly string[];
+  preprocess?: PreprocessOptions;
+  /** Hidden-state layer of the embedding provider (embedding / bertscore metrics). */
+  embeddingLayer?: number;
+  /** The results file's `task` name. */
+  name?: string;
+  onProgress?: GenerationEvalOptions['onProgress'];
+  /** Recorded as the results' `model` / `adapter` (default: the folders given). */
+  modelLabel?: string;
+  adapterLabel?: string | null;
+}
+
+/** Reads the eval file, loads the model (+ adapter), generates, scores. */
+export async function evaluateFile(o: EvalFileOptions): Promise<GenerationEvalResult> {
+  const rows = await readJsonl(o.file);
+  if (rows.length === 0) throw new InputError('no eval records: the file is empty', { file: o.file });
+  const evalRows = rows.map(({ row, value }) => {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new InputError('expected a JSON object per line', { file: o.file, row });
+    return { row, value: value as Record<string, unknown> };
+  });
+  const tokenizer = await LlamaTokenizer.load(o.modelDir);
+  const items = buildEvalItems(evalRows, o.task, o.file, { limit: o.limit ?? null, tokenizer, ...(o.preprocess ? { preprocess: o.preprocess } : {}) });
+  const metrics = metricsFor(items, o.task, o.metrics);
+  await initEngine();
+  const model = await LlamaModel.load(o.modelDir, o.load);
+  let embeddings: ModelEmbeddingProvider | null = null;
+  try {
+    if (metrics.includes('embedding') || metrics.includes('bertscore')) {
+      // Always the base model's hidden states, so base and fine-tuned outputs are embedded alike.
+      const { adapter: _adapter, ...baseLoad } = o.load;
+      const layer = o.embeddingLayer !== undefined ? { layer: o.embeddingLayer } : {};
+      embeddings = o.load.adapter ? await ModelEmbeddingProvider.load(o.modelDir, baseLoad, layer) : new ModelEmbeddingProvider(model, tokenizer, layer);
+    }
+    return await runGenerationEval(model, tokenizer, items, {
+      task: o.task,
+      metrics,
+      embeddings,
+      maxNewTokens: o.maxNewTokens,
+      ...(o.sampling ? { sampling: o.sampling } : {}),
+      ...(o.stopSequences ? { stopSequences: o.stopSequences } : {}),
+      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+      ...(o.name ? { name: o.name } : {}),
+      model: o.modelLabel ?? o.modelDir,
+      adapter: o.adapterLabel !== undefined ? o.adapterLabel : (o.load.adapter ?? null),
+    });
+  } finally {
+    embeddings?.dispose();
+    model.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress on stderr
+
+/** A progress bar on a TTY, a line per ~10% otherwise (CI logs). */
+export class EvalProgress {
+  private readonly tty: boolean;
+  private readonly start = Date.now();
+  private lastDecile = -1;
+  constructor(
+    private readonly label: string,
+    private readonly enabled = true,
+    private readonly stream: NodeJS.WriteStream = process.stderr,
+  ) {
+    this.tty = Boolean(stream.isTTY);
+  }
+
+  update(done: number, total: number, tokens: number): void {
+    if (!this.enabled) return;
+    const elapsed = (Date.now() - this.start) / 1000;
+    const width = 24;
+    const filled = Math.round((done / total) * width);
+    const eta = done > 0 ? (elapsed / done) * (total - done) : NaN;
+    const line = `${this.label} ${'█'.repeat(filled)}${'░'.repeat(width - filled)} ${done}/${total} ${(tokens / Math.max(elapsed, 1e-9)).toFixed(1)} tok/s ETA ${Number.isFinite(eta) ? `${eta.toFixed(0)}s` : '--'}`;
+    if (this.tty) {
+      this.stream.write(`\r${line}\x1b[K${done === total ? '\n' : ''}`);
+      return;
+    }
+    const decile = Math.floor((done / total) * 10);
+    if (decile !== this.lastDecile || done === total) {
+      this.lastDecile = decile;
+      this.stream.write(line + '\n');
+    }
+  }
+}
