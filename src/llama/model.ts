@@ -517,12 +517,29 @@ export class LlamaModel {
     return out;
   }
 
+  /**
+   * Logits only for the positions that have a label (labels != -100): the hidden rows are gathered
+   * first, so the [N, V] lm_head product and its gradient shrink to the counted rows (prompt tokens
+   * under response-only loss, the last token of each example, padding). `rows` is null when every
+   * position counts; an all-ignored batch keeps one row with label -100 (loss 0, no gradient).
+   */
+  private labelledLogits(batch: LossInput, opts: ForwardOptions): { logits: Tensor; labels: Int32Array; rows: number[] | null } {
+    const n = batch.batchSize * batch.seqLen;
+    if (batch.labels.length !== n) throw new RangeError(`labels has ${batch.labels.length} entries, batch is ${batch.batchSize}x${batch.seqLen}`);
+    const rows: number[] = [];
+    for (let i = 0; i < n; i++) if (batch.labels[i] !== IGNORE_INDEX) rows.push(i);
+    const h = this.hidden(batch, opts);
+    if (rows.length === n) return { logits: linear(h, this.weights.lmHead), labels: batch.labels, rows: null };
+    if (rows.length === 0) rows.push(0);
+    const picked = gatherRows(h, rows);
+    const labels = Int32Array.from(rows, (i) => batch.labels[i]!);
+    return { logits: linear(picked, this.weights.lmHead), labels, rows };
+  }
+
   /** Mean cross-entropy over labels != -100 (labels already shifted; see LossInput). Scalar [1]. */
   loss(batch: LossInput, opts: ForwardOptions = {}): Tensor {
-    if (batch.labels.length !== batch.batchSize * batch.seqLen) throw new RangeError(`labels has ${batch.labels.length} entries, batch is ${batch.batchSize}x${batch.seqLen}`);
-    const logits = this.logits(batch, opts);
-    const labels = Tensor.from(batch.labels, [batch.labels.length]);
-    return crossEntropy(logits, labels, { ignoreIndex: IGNORE_INDEX });
+    const { logits, labels } = this.labelledLogits(batch, opts);
+    return crossEntropy(logits, Tensor.from(labels, [labels.length]), { ignoreIndex: IGNORE_INDEX });
   }
 
   /**
@@ -530,15 +547,19 @@ export class LlamaModel {
    * per-example losses.
    */
   async tokenLosses(batch: LossInput): Promise<Float32Array> {
-    const t = noGrad(() =>
+    const { t, rows } = noGrad(() =>
       tidy(() => {
-        const logits = this.logits(batch);
-        const labels = Tensor.from(batch.labels, [batch.labels.length]);
-        return crossEntropyPerRow(logits, labels);
+        const { logits, labels, rows } = this.labelledLogits(batch, {});
+        return { t: crossEntropyPerRow(logits, Tensor.from(labels, [labels.length])), rows };
       }),
     );
-    const out = await t.toFloat32();
+    const values = await t.toFloat32();
     t.dispose();
+    if (!rows) return values;
+    const out = new Float32Array(batch.labels.length);
+    rows.forEach((r, j) => {
+      if (batch.labels[r] !== IGNORE_INDEX) out[r] = values[j]!;
+    });
     return out;
   }
 
