@@ -80,6 +80,61 @@ export function dropoutSeed(seed: number, step: number, micro: number): number {
   return h;
 }
 
+export interface StepOptions {
+  lr: number;
+  /** 0-based optimizer step (feeds the dropout seed). */
+  stepIndex: number;
+  seed: number;
+  /** Clip the global gradient norm to this (null: no clipping). */
+  maxGradNorm: number | null;
+  gradientCheckpointing?: boolean;
+}
+
+export interface StepResult {
+  /** Token-weighted mean loss over all micro-batches, before the update. */
+  loss: number;
+  /** Global gradient norm before clipping (null when clipping is off). */
+  gradNorm: number | null;
+  /** Tokens processed (batch × sequence, padding included). */
+  tokens: number;
+}
+
+/**
+ * One optimizer step over `batches` (the micro-batches of gradient accumulation): forward and
+ * backward of each micro-batch with its loss weighted by its share of the step's target tokens,
+ * then clipping, the AdamW update and zeroing of the gradients.
+ */
+export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Batch[], o: StepOptions): Promise<StepResult> {
+  const total = batches.reduce((s, b) => s + b.numTargetTokens, 0);
+  if (total === 0) throw new InputError(`step ${o.stepIndex + 1}: every label in the batch is masked (-100); check response_only_loss and max_seq_len`, { key: 'data' });
+  model.training = true;
+  const params = model.loraParameters();
+  const weighted: Tensor[] = [];
+  batches.forEach((b, micro) => {
+    model.setDropoutSeed(dropoutSeed(o.seed, o.stepIndex, micro));
+    const w = tidy(() => {
+      const loss = model.loss(b, { gradientCheckpointing: o.gradientCheckpointing ?? false });
+      backward(scale(loss, b.numTargetTokens / total));
+      return noGrad(() => scale(loss, b.numTargetTokens / total));
+    });
+    weighted.push(w);
+  });
+  const gradNormT = o.maxGradNorm !== null ? clipGradNorm(params, o.maxGradNorm) : null;
+  optimizer.step(o.lr);
+  zeroGrad(params);
+  let loss = 0;
+  for (const w of weighted) {
+    loss += await w.item();
+    w.dispose();
+  }
+  let gradNorm: number | null = null;
+  if (gradNormT) {
+    gradNorm = await gradNormT.item();
+    gradNormT.dispose();
+  }
+  return { loss, gradNorm, tokens: batches.reduce((s, b) => s + b.batchSize * b.seqLen, 0) };
+}
+
 export class LoraTrainer {
   private stopRequested = false;
   private metrics: JsonlMetrics | null = null;
@@ -195,41 +250,15 @@ export class LoraTrainer {
     return count > 0 ? sum / count : null;
   }
 
-  /**
-   * One optimizer step over `batches` (the micro-batches of gradient accumulation). Returns the
-   * token-weighted loss and the gradient norm before clipping (null when clipping is off).
-   */
-  async trainStep(batches: Batch[], lr: number, stepIndex: number): Promise<{ loss: number; gradNorm: number | null; tokens: number }> {
-    const total = batches.reduce((s, b) => s + b.numTargetTokens, 0);
-    if (total === 0) throw new InputError(`step ${stepIndex + 1}: every label in the batch is masked (-100); check response_only_loss and max_seq_len`, { key: 'data' });
-    this.model.training = true;
-    const params = this.model.loraParameters();
-    const weighted: Tensor[] = [];
-    batches.forEach((b, micro) => {
-      this.model.setDropoutSeed(dropoutSeed(this.cfg.training.seed, stepIndex, micro));
-      const w = tidy(() => {
-        const loss = this.model.loss(b, { gradientCheckpointing: this.cfg.training.grad_checkpointing });
-        const part = scale(loss, b.numTargetTokens / total);
-        backward(part);
-        return noGrad(() => scale(loss, b.numTargetTokens / total));
-      });
-      weighted.push(w);
+  /** One optimizer step (see the free function `trainStep`). */
+  async trainStep(batches: Batch[], lr: number, stepIndex: number): Promise<StepResult> {
+    return trainStep(this.model, this.optimizer, batches, {
+      lr,
+      stepIndex,
+      seed: this.cfg.training.seed,
+      maxGradNorm: this.cfg.training.max_grad_norm,
+      gradientCheckpointing: this.cfg.training.grad_checkpointing,
     });
-    let gradNormT: Tensor | null = null;
-    if (this.cfg.training.max_grad_norm !== null) gradNormT = clipGradNorm(params, this.cfg.training.max_grad_norm);
-    this.optimizer.step(lr);
-    zeroGrad(params);
-    let loss = 0;
-    for (const w of weighted) {
-      loss += await w.item();
-      w.dispose();
-    }
-    let gradNorm: number | null = null;
-    if (gradNormT) {
-      gradNorm = await gradNormT.item();
-      gradNormT.dispose();
-    }
-    return { loss, gradNorm, tokens: batches.reduce((s, b) => s + b.batchSize * b.seqLen, 0) };
   }
 
   async train(): Promise<TrainResult> {
