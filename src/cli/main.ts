@@ -20,5 +20,6 @@ import { register as registerEval } from './eval.js'; registerEval(program);
 import { register as registerGenerate } from './generate.js'; registerGenerate(program);
 import { register as registerExport } from './export.js'; registerExport(program);
 import { register as registerInitModel } from './init-model.js'; registerInitModel(program);
+import { register as registerPipeline } from './pipeline.js'; registerPipeline(program);
 
 await runCli(program, process.argv);

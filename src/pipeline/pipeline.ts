@@ -1,0 +1,504 @@
+// `finllm pipeline`: the whole recipe in one run folder, resumable stage by stage.
+//
+//   data → baseline_eval → train → finetuned_eval → compare → export
+//
+// Each stage writes into <output.dir>/stages/<stage>/ and is recorded in
+// <output.dir>/pipeline-state.json with a fingerprint of its inputs (config sections, input files,
+// the fingerprints of the stages it reads from). On a re-run a stage whose record says done, whose
+// fingerprint is unchanged and whose outputs still exist is skipped; a changed input re-runs that
+// stage and, through the fingerprints, everything downstream of it. A failed stage stops the run
+// with an error naming it; what the earlier stages wrote stays, so fixing the input and re-running
+// continues from there. An interrupted training stage resumes from its latest checkpoint.
+//
+// Stage outputs:
+//   data/            data-report.json, data-report.txt (the data stage's validation and statistics)
+//   baseline_eval/   <suite>.results.json (finllm.results.v1) or <suite>.perplexity.json, base model
+//   train/           the trainer's run folder: adapter/, checkpoints/, metrics.jsonl, ...
+//   finetuned_eval/  as baseline_eval, base model + the trained adapter
+//   compare/         <suite>/report.html, summary.md, report.json (finllm compare), summary.md/json
+//   export/          adapter/ (PEFT), merged/ when output.export_merged
+//
+// Both evaluations load the base model as the config says (model.quantize, model.storage), so the
+// comparison isolates the adapter. Without an `eval` section the evaluation and compare stages are
+// recorded as skipped.
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
+import { cp, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, extname, join, relative } from 'node:path';
+import { initEngine } from '../engine/tensor.js';
+import { InputError } from '../errors.js';
+import { evaluatePerplexity, type PerplexityResult } from '../llama/evaluate.js';
+import { exportMerged } from '../llama/merge.js';
+import { LlamaModel, type LoadModelOptions } from '../llama/model.js';
+import { LlamaTokenizer } from '../llama/tokenizer.js';
+import type { EvalConfig, EvalSuiteConfig, ResolvedConfig } from './config.js';
+import { formatReport, prepareData, saveReport } from './data/index.js';
+import { compareResults, type Comparison } from './eval/compare.js';
+import { ModelEmbeddingProvider } from './eval/embeddings.js';
+import { readJsonl, writeFileAtomic } from './eval/fsutil.js';
+import { buildEvalItems, EvalProgress, metricsFor, runGenerationEval, type EvalMetric } from './eval/generation.js';
+import { writeReport } from './eval/report.js';
+import { readResults, readTrainingLog, writeResults } from './eval/results.js';
+import { runTraining } from './train/trainer.js';
+
+export const STAGES = ['data', 'baseline_eval', 'train', 'finetuned_eval', 'compare', 'export'] as const;
+export type StageName = (typeof STAGES)[number];
+
+export const PIPELINE_STATE_FILE = 'pipeline-state.json';
+export const PIPELINE_STATE_FORMAT = 'finllm.pipeline-state.v1';
+
+export interface StageRecord {
+  status: 'running' | 'done' | 'failed' | 'skipped';
+  /** sha256 over `inputs`. */
+  fingerprint: string;
+  /** What the fingerprint covers: input name → its own sha256 (files: content, or size+mtime above 64 MiB). */
+  inputs: Record<string, string>;
+  /** Files and folders written, relative to the run folder. */
+  outputs: string[];
+  started_at: string;
+  finished_at?: string;
+  seconds?: number;
+  error?: string;
+  note?: string;
+}
+
+export interface PipelineState {
+  format: typeof PIPELINE_STATE_FORMAT;
+  stages: Partial<Record<StageName, StageRecord>>;
+}
+
+export interface PipelineOptions {
+  /** No progress output (stage lines, progress bars, the trainer's console). */
+  quiet?: boolean;
+  /** Stage lines (default: stderr unless quiet). */
+  log?: (line: string) => void;
+  /** Run this stage and everything after it even when recorded as done. */
+  rerunFrom?: StageName;
+}
+
+export interface SuiteReport {
+  suite: string;
+  dir: string;
+  html: string;
+  markdown: string;
+  json: string;
+}
+
+export interface PipelineResult {
+  runDir: string;
+  stateFile: string;
+  /** What happened to each stage in this run. */
+  stages: { name: StageName; outcome: 'ran' | 'skipped (done)' | 'skipped (no eval section)'; seconds: number }[];
+  reports: SuiteReport[];
+  adapterDir: string | null;
+  mergedDir: string | null;
+}
+
+/** A stage failed for a reason that is not bad input (bad input stays an InputError). */
+export class PipelineStageError extends Error {
+  override name = 'PipelineStageError';
+  constructor(
+    readonly stage: StageName,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fingerprints
+
+const sha256 = (s: string | Buffer) => createHash('sha256').update(s).digest('hex');
+
+/** Files up to this size are hashed by content; larger ones (model weights) by size and mtime. */
+const HASH_CONTENT_LIMIT = 64 << 20;
+
+export async function fileFingerprint(path: string): Promise<string> {
+  let s;
+  try {
+    s = await stat(path);
+  } catch {
+    return 'missing';
+  }
+  if (s.isDirectory()) {
+    // A model or adapter folder: its regular files, not recursing (HF folders are flat).
+    const names = (await readdir(path, { withFileTypes: true })).filter((d) => d.isFile()).map((d) => d.name).sort();
+    const parts: string[] = [];
+    for (const n of names) parts.push(`${n}:${await fileFingerprint(join(path, n))}`);
+    return sha256(parts.join('\n'));
+  }
+  if (s.size > HASH_CONTENT_LIMIT) return sha256(`size:${s.size};mtime:${s.mtimeMs}`);
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+const valueFingerprint = (v: unknown) => sha256(JSON.stringify(v ?? null));
+
+function combine(inputs: Record<string, string>): string {
+  return sha256(Object.keys(inputs).sort().map((k) => `${k}=${inputs[k]}`).join('\n'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+
+export async function readPipelineState(runDir: string): Promise<PipelineState> {
+  const file = join(runDir, PIPELINE_STATE_FILE);
+  if (!existsSync(file)) return { format: PIPELINE_STATE_FORMAT, stages: {} };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    throw new InputError(`pipeline state is not valid JSON (${(err as Error).message}); delete it to start over`, { file });
+  }
+  const st = parsed as Partial<PipelineState>;
+  if (st.format !== PIPELINE_STATE_FORMAT || typeof st.stages !== 'object' || st.stages === null) {
+    throw new InputError(`expected a ${PIPELINE_STATE_FORMAT} file, got ${JSON.stringify(st.format)}; delete it to start over`, { file });
+  }
+  return st as PipelineState;
+}
+
+async function saveState(runDir: string, state: PipelineState): Promise<void> {
+  await writeFileAtomic(join(runDir, PIPELINE_STATE_FILE), JSON.stringify(state, null, 2) + '\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stages
+
+interface Suite {
+  name: string;
+  cfg: EvalSuiteConfig;
+}
+
+/** Suite names (default: file name without extension), checked to be unique. */
+export function evalSuites(ev: EvalConfig): Suite[] {
+  const seen = new Set<string>();
+  return ev.suites.map((s, i) => {
+    const name = s.name ?? basename(s.file, extname(s.file));
+    if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new InputError(`suite name ${JSON.stringify(name)} (from its file name) may hold letters, digits, _ . - only; set eval.suites[${i}].name`, { key: `eval.suites.${i}.name` });
+    if (seen.has(name)) throw new InputError(`two eval suites are named ${JSON.stringify(name)}; set eval.suites[${i}].name`, { key: `eval.suites.${i}.name` });
+    seen.add(name);
+    return { name, cfg: s };
+  });
+}
+
+const resultsFile = (dir: string, suite: Suite) => join(dir, suite.cfg.task === 'perplexity' ? `${suite.name}.perplexity.json` : `${suite.name}.results.json`);
+
+function loadOptions(cfg: ResolvedConfig, adapter?: string): LoadModelOptions {
+  return { storage: cfg.model.storage, ...(cfg.model.quantize === 'nf4' ? { quantize: 'nf4' as const } : {}), ...(adapter ? { adapter } : {}) };
+}
+
+/** Perplexity of the {"text"} records of a suite file. */
+async function suitePerplexity(model: LlamaModel, tokenizer: LlamaTokenizer, suite: Suite, limit: number | null): Promise<PerplexityResult> {
+  const file = suite.cfg.file;
+  const rows = await readJsonl(file);
+  const texts: string[] = [];
+  for (const { row, value } of rows) {
+    if (limit !== null && texts.length >= limit) break;
+    const t = (value as Record<string, unknown> | null)?.['text'];
+    if (typeof t !== 'string' || t === '') throw new InputError(`expected a non-empty "text" string for the perplexity task, got ${JSON.stringify(t)?.slice(0, 60) ?? 'nothing'}`, { file, row, key: 'text' });
+    texts.push(t);
+  }
+  if (texts.length === 0) throw new InputError('no records', { file });
+  return evaluatePerplexity(model, tokenizer, texts);
+}
+
+/** One evaluation stage: every suite with the base model (+ adapter). Returns the written files. */
+async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string, label: string, adapter: string | undefined, quiet: boolean): Promise<string[]> {
+  const suites = evalSuites(ev);
+  const tokenizer = await LlamaTokenizer.load(cfg.model.path);
+  const preprocess = { unicode: cfg.data.preprocess.unicode, whitespace: cfg.data.preprocess.whitespace, speakerTurns: cfg.data.preprocess.speaker_turns };
+  // Read and check every suite before loading anything heavy.
+  const prepared = await Promise.all(
+    suites.map(async (suite) => {
+      if (suite.cfg.task === 'perplexity') return { suite, items: null };
+      const rows = await readJsonl(suite.cfg.file);
+      const evalRows = rows.map(({ row, value }) => {
+        if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new InputError('expected a JSON object per line', { file: suite.cfg.file, row });
+        return { row, value: value as Record<string, unknown> };
+      });
+      const items = buildEvalItems(evalRows, suite.cfg.task, suite.cfg.file, { limit: suite.cfg.limit ?? ev.limit, preprocess, tokenizer });
+      const metrics = metricsFor(items, suite.cfg.task, suite.cfg.metrics as EvalMetric[] | null);
+      return { suite, items, metrics };
+    }),
+  );
+  const wantsEmbeddings = (m: readonly EvalMetric[] | undefined) => !!m && (m.includes('embedding') || m.includes('bertscore'));
+  await initEngine();
+  const model = await LlamaModel.load(cfg.model.path, loadOptions(cfg, adapter));
+  let embeddings: ModelEmbeddingProvider | null = null;
+  const written: string[] = [];
+  try {
+    for (const p of prepared) {
+      const out = resultsFile(outDir, p.suite);
+      if (p.items === null) {
+        const r = await suitePerplexity(model, tokenizer, p.suite, p.suite.cfg.limit ?? ev.limit);
+        const json = { examples: r.examples, tokens: r.tokens, loss: r.loss, perplexity: r.perplexity, per_example: r.perExample.map((e) => ({ loss: e.loss, tokens: e.tokens })) };
+        await writeFileAtomic(out, JSON.stringify(json, null, 2) + '\n');
+        written.push(out);
+        continue;
+      }
+      let metrics = p.metrics!;
+      if (ev.embeddings && p.suite.cfg.task === 'generation' && !wantsEmbeddings(metrics)) metrics = [...metrics, 'embedding', 'bertscore'];
+      if (wantsEmbeddings(metrics) && !embeddings) {
+        // The base model's hidden states for both evaluations, so the scores are comparable.
+        embeddings = adapter ? await ModelEmbeddingProvider.load(cfg.model.path, loadOptions(cfg)) : new ModelEmbeddingProvider(model, tokenizer);
+      }
+      const progress = new EvalProgress(`${label} ${p.suite.name}`, !quiet);
+      let tokens = 0;
+      const r = await runGenerationEval(model, tokenizer, p.items, {
+        task: p.suite.cfg.task as 'generation' | 'classification',
+        metrics,
+        embeddings,
+        maxNewTokens: ev.max_new_tokens,
+        sampling: {
+          greedy: ev.sampling.greedy,
+          temperature: ev.sampling.temperature,
+          topK: ev.sampling.top_k,
+          topP: ev.sampling.top_p,
+          repetitionPenalty: ev.sampling.repetition_penalty,
+          seed: ev.sampling.seed,
+        },
+        name: p.suite.name,
+        model: cfg.model.path,
+        adapter: adapter ?? null,
+        onProgress: (done, total, _item, pred) => {
+          tokens += pred.tokens;
+          progress.update(done, total, tokens);
+        },
+      });
+      await writeResults(out, r.results);
+      written.push(out);
+    }
+  } finally {
+    embeddings?.dispose();
+    model.dispose();
+  }
+  return written;
+}
+
+function verdictLine(c: Comparison): string {
+  return c.metrics.map((m) => `${m.metric} ${m.baseMean.toFixed(4)} → ${m.candidateMean.toFixed(4)} (${m.verdict})`).join('; ');
+}
+
+async function runCompareStage(ev: EvalConfig, baseDir: string, candDir: string, trainDir: string, outDir: string): Promise<{ written: string[]; reports: SuiteReport[] }> {
+  const suites = evalSuites(ev);
+  const logFile = join(trainDir, 'metrics.jsonl');
+  const trainingLog = existsSync(logFile) ? await readTrainingLog(logFile) : undefined;
+  const reports: SuiteReport[] = [];
+  const summary: Record<string, unknown>[] = [];
+  const md: string[] = ['# Fine-tuned vs base', ''];
+  for (const suite of suites) {
+    const baseFile = resultsFile(baseDir, suite);
+    const candFile = resultsFile(candDir, suite);
+    if (suite.cfg.task === 'perplexity') {
+      const b = JSON.parse(await readFile(baseFile, 'utf8')) as { perplexity: number; loss: number };
+      const c = JSON.parse(await readFile(candFile, 'utf8')) as { perplexity: number; loss: number };
+      summary.push({ suite: suite.name, task: 'perplexity', base: { loss: b.loss, perplexity: b.perplexity }, candidate: { loss: c.loss, perplexity: c.perplexity } });
+      md.push(`- **${suite.name}** (perplexity, lower is better): base ${b.perplexity.toFixed(3)} → fine-tuned ${c.perplexity.toFixed(3)}`);
+      continue;
+    }
+    const cmp = compareResults(await readResults(baseFile), await readResults(candFile), { alpha: ev.alpha, resamples: ev.resamples, baseFile, candidateFile: candFile });
+    if (trainingLog) cmp.trainingLog = trainingLog;
+    const dir = join(outDir, suite.name);
+    const paths = await writeReport(dir, cmp);
+    reports.push({ suite: suite.name, dir, ...paths });
+    summary.push({
+      suite: suite.name,
+      task: suite.cfg.task,
+      examples: cmp.nExamples,
+      report: relative(outDir, paths.html),
+      metrics: cmp.metrics.map((m) => ({ metric: m.metric, base: m.baseMean, candidate: m.candidateMean, diff: m.meanDiff, p_holm: m.pHolm, verdict: m.verdict })),
+    });
+    md.push(`- **${suite.name}** (${suite.cfg.task}, ${cmp.nExamples} examples, [report](${relative(outDir, paths.html)})): ${verdictLine(cmp) || 'no metric to compare'}`);
+  }
+  const summaryJson = join(outDir, 'summary.json');
+  const summaryMd = join(outDir, 'summary.md');
+  await writeFileAtomic(summaryJson, JSON.stringify({ suites: summary }, null, 2) + '\n');
+  await writeFileAtomic(summaryMd, md.join('\n') + '\n');
+  return { written: [...reports.map((r) => r.dir), summaryJson, summaryMd], reports };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The runner
+
+interface StageSpec {
+  name: StageName;
+  /** Null: the stage does not apply (recorded as skipped). */
+  inputs: () => Promise<Record<string, string> | null>;
+  run: (dir: string) => Promise<string[]>;
+  /** Keep the stage folder when re-running the same fingerprint (training resumes from checkpoints). */
+  resumable?: boolean;
+}
+
+/** Runs (or resumes) the pipeline of `cfg` in cfg.output.dir. */
+export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {}): Promise<PipelineResult> {
+  const quiet = opts.quiet ?? false;
+  const log = opts.log ?? ((line: string) => (quiet ? undefined : void process.stderr.write(line + '\n')));
+  const runDir = cfg.output.dir;
+  const stagesDir = join(runDir, 'stages');
+  const dirOf = (s: StageName) => join(stagesDir, s);
+  await mkdir(stagesDir, { recursive: true });
+  const state = await readPipelineState(runDir);
+  const ev = cfg.eval ?? null;
+  if (ev) evalSuites(ev); // names checked before any work
+  const fp: Partial<Record<StageName, string>> = {};
+  const reports: SuiteReport[] = [];
+
+  // Shared input fingerprints.
+  const modelFp = await fileFingerprint(cfg.model.path);
+  const dataFiles = async () => ({ 'data.train': await fileFingerprint(cfg.data.train), ...(cfg.data.val ? { 'data.val': await fileFingerprint(cfg.data.val) } : {}) });
+  const evalInputs = async (): Promise<Record<string, string> | null> => {
+    if (!ev) return null;
+    const { alpha: _a, resamples: _r, ...generation } = ev;
+    const files: Record<string, string> = {};
+    for (const s of evalSuites(ev)) files[`eval.${s.name}`] = await fileFingerprint(s.cfg.file);
+    return { model: modelFp, 'config.model': valueFingerprint(cfg.model), 'config.eval': valueFingerprint(generation), 'config.data.preprocess': valueFingerprint(cfg.data.preprocess), ...files };
+  };
+  const trainDir = dirOf('train');
+  const adapterDir = join(trainDir, 'adapter');
+
+  const specs: StageSpec[] = [
+    {
+      name: 'data',
+      inputs: async () => ({ model: modelFp, 'config.data': valueFingerprint(cfg.data), 'config.training.seed': valueFingerprint(cfg.training.seed), ...(await dataFiles()) }),
+      run: async (dir) => {
+        const tokenizer = await LlamaTokenizer.load(cfg.model.path);
+        const prepared = await prepareData(cfg, tokenizer);
+        saveReport(prepared.report, join(dir, 'data-report.json'));
+        await writeFile(join(dir, 'data-report.txt'), formatReport(prepared.report) + '\n');
+        if (prepared.train.length === 0) throw new InputError('the data stage left no training examples', { file: cfg.data.train });
+        return [join(dir, 'data-report.json'), join(dir, 'data-report.txt')];
+      },
+    },
+    {
+      name: 'baseline_eval',
+      inputs: evalInputs,
+      run: (dir) => runEvalStage(cfg, ev!, dir, 'baseline', undefined, quiet),
+    },
+    {
+      name: 'train',
+      resumable: true,
+      inputs: async () => ({
+        data: fp.data!,
+        model: modelFp,
+        'config.model': valueFingerprint(cfg.model),
+        'config.lora': valueFingerprint(cfg.lora),
+        'config.training': valueFingerprint(cfg.training),
+      }),
+      run: async (dir) => {
+        // The merged export is the export stage's job; the trainer writes only the adapter.
+        const trainCfg: ResolvedConfig = { ...cfg, output: { ...cfg.output, dir, export_merged: false } };
+        const r = await runTraining(trainCfg, { resume: true, quiet });
+        if (r.interrupted) throw new PipelineStageError('train', 'training was interrupted (its checkpoint is kept): re-run the pipeline to resume');
+        return [r.adapterDir, join(dir, 'metrics.jsonl')].filter((p) => existsSync(p));
+      },
+    },
+    {
+      name: 'finetuned_eval',
+      inputs: async () => {
+        const base = await evalInputs();
+        return base ? { ...base, train: fp.train! } : null;
+      },
+      run: (dir) => runEvalStage(cfg, ev!, dir, 'fine-tuned', adapterDir, quiet),
+    },
+    {
+      name: 'compare',
+      inputs: async () =>
+        ev ? { baseline_eval: fp.baseline_eval!, finetuned_eval: fp.finetuned_eval!, train: fp.train!, 'config.eval.stats': valueFingerprint({ alpha: ev.alpha, resamples: ev.resamples }) } : null,
+      run: async (dir) => {
+        const r = await runCompareStage(ev!, dirOf('baseline_eval'), dirOf('finetuned_eval'), trainDir, dir);
+        reports.push(...r.reports);
+        return r.written;
+      },
+    },
+    {
+      name: 'export',
+      inputs: async () => ({ train: fp.train!, model: modelFp, 'config.output.export_merged': valueFingerprint(cfg.output.export_merged) }),
+      run: async (dir) => {
+        const out = [join(dir, 'adapter')];
+        await cp(adapterDir, join(dir, 'adapter'), { recursive: true });
+        if (cfg.output.export_merged) {
+          await exportMerged(adapterDir, cfg.model.path, join(dir, 'merged'), { dtype: 'source' });
+          out.push(join(dir, 'merged'));
+        }
+        return out;
+      },
+    },
+  ];
+
+  const outcomes: PipelineResult['stages'] = [];
+  let forced = false;
+  for (const spec of specs) {
+    const dir = dirOf(spec.name);
+    if (opts.rerunFrom === spec.name) forced = true;
+    const inputs = await spec.inputs();
+    const prev = state.stages[spec.name];
+    if (inputs === null) {
+      fp[spec.name] = 'skipped';
+      state.stages[spec.name] = { status: 'skipped', fingerprint: 'skipped', inputs: {}, outputs: [], started_at: new Date().toISOString(), note: 'no eval section in the config' };
+      await saveState(runDir, state);
+      outcomes.push({ name: spec.name, outcome: 'skipped (no eval section)', seconds: 0 });
+      log(`[pipeline] ${spec.name}: skipped (no eval section in the config)`);
+      continue;
+    }
+    const fingerprint = combine(inputs);
+    fp[spec.name] = fingerprint;
+    const outputsExist = prev?.outputs.every((p) => existsSync(join(runDir, p))) ?? false;
+    if (!forced && prev?.status === 'done' && prev.fingerprint === fingerprint && outputsExist) {
+      outcomes.push({ name: spec.name, outcome: 'skipped (done)', seconds: 0 });
+      log(`[pipeline] ${spec.name}: already done (inputs unchanged), skipped`);
+      if (spec.name === 'compare') reports.push(...(await existingReports(ev!, dir)));
+      continue;
+    }
+    // Start clean, except a resumable stage re-run on the same inputs (training picks up its checkpoints).
+    const keep = spec.resumable && !forced && prev !== undefined && prev.fingerprint === fingerprint && prev.status !== 'done';
+    if (!keep) await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    const started = Date.now();
+    const record: StageRecord = { status: 'running', fingerprint, inputs, outputs: [], started_at: new Date(started).toISOString() };
+    state.stages[spec.name] = record;
+    // Later stages' records describe outputs of the old inputs: they re-run through their fingerprints.
+    await saveState(runDir, state);
+    log(`[pipeline] ${spec.name}: running${keep ? ' (resuming)' : ''}`);
+    try {
+      const written = await spec.run(dir);
+      record.outputs = written.map((p) => relative(runDir, p));
+      record.status = 'done';
+    } catch (err) {
+      record.status = 'failed';
+      record.error = err instanceof Error ? err.message : String(err);
+      throw stageFailure(spec.name, err, runDir, outcomes);
+    } finally {
+      record.finished_at = new Date().toISOString();
+      record.seconds = (Date.now() - started) / 1000;
+      await saveState(runDir, state);
+    }
+    outcomes.push({ name: spec.name, outcome: 'ran', seconds: record.seconds });
+    log(`[pipeline] ${spec.name}: done in ${record.seconds.toFixed(1)}s`);
+  }
+  const exported = join(dirOf('export'), 'adapter');
+  const merged = join(dirOf('export'), 'merged');
+  return {
+    runDir,
+    stateFile: join(runDir, PIPELINE_STATE_FILE),
+    stages: outcomes,
+    reports,
+    adapterDir: existsSync(exported) ? exported : null,
+    mergedDir: existsSync(merged) ? merged : null,
+  };
+}
+
+async function existingReports(ev: EvalConfig, dir: string): Promise<SuiteReport[]> {
+  return evalSuites(ev)
+    .filter((s) => s.cfg.task !== 'perplexity')
+    .map((s) => ({ suite: s.name, dir: join(dir, s.name), html: join(dir, s.name, 'report.html'), markdown: join(dir, s.name, 'summary.md'), json: join(dir, s.name, 'report.json') }));
+}
+
+function stageFailure(stage: StageName, err: unknown, runDir: string, done: PipelineResult['stages']): Error {
+  const msg = err instanceof Error ? err.message : String(err);
+  const kept = done.length ? `the completed stages (${done.map((d) => d.name).join(', ')}) are kept in ${runDir}; ` : '';
+  const text = `pipeline stage '${stage}' failed: ${msg}\n  ${kept}fix the problem and re-run to continue from '${stage}'`;
+  // Bad input stays an InputError (exit code 1); anything else is a runtime failure of the stage.
+  return err instanceof InputError ? new InputError(text) : new PipelineStageError(stage, text, { cause: err });
+}
