@@ -27,7 +27,7 @@
 import { recordOp, type GradNode } from '../engine/autograd.js';
 import { engine, Tensor, numelOf } from '../engine/tensor.js';
 import { Uniforms, WGSL_HALF, dispatch } from './common.js';
-import { sumToSuffix } from './elementwise.js';
+import { cast, sumToSuffix } from './elementwise.js';
 
 export interface MatmulOptions {
   /** Use Aᵀ: a holds [..., K, M]. */
@@ -357,8 +357,17 @@ function wants(t: Tensor): boolean {
 
 /** dL/dA for C = op(A)·op(B) given G = dL/dC; a 2-D A broadcast over a batch gets the batch sum. */
 function gradA(A: Tensor, B: Tensor, G: Tensor, tA: boolean, tB: boolean): Tensor {
-  // op(A) grad is G·op(B)ᵀ; when A is stored transposed, its grad is the transpose: op(B)·Gᵀ.
-  const full = tA ? matmulForward(B, G, { transA: tB, transB: true }) : matmulForward(G, B, { transB: !tB });
+  // op(A) grad is G·op(B)ᵀ; when A is stored transposed, its grad is the transpose: op(B)·Gᵀ. There
+  // B is the left operand, which the kernels take in f32 only: a 16-bit B is widened first (rare:
+  // only a transposed A that needs a gradient against 16-bit B takes this path).
+  let full: Tensor;
+  if (tA) {
+    const Bf = B.dtype === 'f32' ? B : cast(B, 'f32');
+    full = matmulForward(Bf, G, { transA: tB, transB: true });
+    if (Bf !== B) Bf.dispose();
+  } else {
+    full = matmulForward(G, B, { transB: !tB });
+  }
   if (A.shape.length === 2 && full.shape.length > 2) {
     const g = sumToSuffix(full, A.shape);
     full.dispose();
