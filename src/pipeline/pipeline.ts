@@ -278,7 +278,9 @@ async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string,
 }
 
 function verdictLine(c: Comparison): string {
-  return c.metrics.map((m) => `${m.metric} ${m.baseMean.toFixed(4)} → ${m.candidateMean.toFixed(4)} (${m.verdict})`).join('; ');
+  return c.metrics
+    .map((m) => (m.n === 0 ? `${m.metric} n/a (no example has a value)` : `${m.metric} ${m.baseMean.toFixed(4)} → ${m.candidateMean.toFixed(4)} (${m.verdict})`))
+    .join('; ');
 }
 
 async function runCompareStage(ev: EvalConfig, baseDir: string, candDir: string, trainDir: string, outDir: string): Promise<{ written: string[]; reports: SuiteReport[] }> {
@@ -338,10 +340,15 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
   const runDir = cfg.output.dir;
   const stagesDir = join(runDir, 'stages');
   const dirOf = (s: StageName) => join(stagesDir, s);
+  const ev = cfg.eval ?? null;
+  if (ev) {
+    // Names and files checked before any work: a typo should not cost a data stage first.
+    for (const [i, s] of evalSuites(ev).entries()) {
+      if (!existsSync(s.cfg.file)) throw new InputError(`eval file not found: ${s.cfg.file}`, { key: `eval.suites.${i}.file` });
+    }
+  }
   await mkdir(stagesDir, { recursive: true });
   const state = await readPipelineState(runDir);
-  const ev = cfg.eval ?? null;
-  if (ev) evalSuites(ev); // names checked before any work
   const fp: Partial<Record<StageName, string>> = {};
   const reports: SuiteReport[] = [];
 

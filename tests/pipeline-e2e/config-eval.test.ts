@@ -86,3 +86,14 @@ describe('config eval section', () => {
     expect(again.eval).toEqual(cfg.eval);
   });
 });
+
+describe('pipeline pre-flight', () => {
+  it('a missing eval file is reported with its config key before any stage runs', async () => {
+    const { runPipeline } = await import('../../src/pipeline/pipeline.js');
+    const out = mkdtempSync(join(tmpdir(), 'finllm-preflight-'));
+    const cfg = loadConfig({ file: DEFAULT, sets: [`output.dir=${out}`, 'eval.suites=[{file: /nonexistent/qa.jsonl}]'] });
+    await expect(runPipeline(cfg, { quiet: true })).rejects.toThrow(/key 'eval.suites.0.file': eval file not found: \/nonexistent\/qa\.jsonl/);
+    const { existsSync } = await import('node:fs');
+    expect(existsSync(join(out, 'stages'))).toBe(false);
+  });
+});

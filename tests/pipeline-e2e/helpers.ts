@@ -38,6 +38,7 @@ eval:
     - {file: qa.jsonl, task: generation}
     - {file: sentiment.jsonl, task: classification}
   max_new_tokens: 4
+  embeddings: true
   resamples: 200
 ${opts.evalOverride ?? ''}`,
   );

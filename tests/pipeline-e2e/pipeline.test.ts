@@ -55,7 +55,15 @@ describe('finllm pipeline (tiny model, two training steps)', () => {
       expect(tuned.per_example.map((e) => e.id)).toEqual(base.per_example.map((e) => e.id));
       expect(base.per_example).toHaveLength(3);
     }
+    // eval.embeddings adds base-model embedding scores to generation suites (not to classification).
+    const qa = await readResults(join(s, 'finetuned_eval', 'qa.results.json'));
+    for (const e of qa.per_example) {
+      expect(e.scores['bertscore_f1']).toBeGreaterThanOrEqual(-1);
+      expect(e.scores['bertscore_f1']).toBeLessThanOrEqual(1);
+      expect(e.scores['embedding_cosine']).toBeGreaterThanOrEqual(-1);
+    }
     const sent = await readResults(join(s, 'finetuned_eval', 'sentiment.results.json'));
+    expect(sent.metrics).not.toHaveProperty('bertscore_f1');
     expect(sent.metrics).toHaveProperty('label_correct');
     expect(sent.metrics).toHaveProperty('label_macro_f1');
   });
@@ -70,6 +78,7 @@ describe('finllm pipeline (tiny model, two training steps)', () => {
     }
     const qaReport = readFileSync(join(c, 'qa', 'report.json'), 'utf8');
     expect(qaReport).toMatch(/"trainingLog":\s*\[/);
+    expect(JSON.stringify(JSON.parse(qaReport))).toContain('"metric":"bertscore_f1"');
     const summary = JSON.parse(readFileSync(join(c, 'summary.json'), 'utf8')) as { suites: { suite: string }[] };
     expect(summary.suites.map((x) => x.suite)).toEqual(['qa', 'sentiment']);
     expect(readFileSync(join(c, 'summary.md'), 'utf8')).toMatch(/\*\*sentiment\*\* \(classification, 3 examples/);
