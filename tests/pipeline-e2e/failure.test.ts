@@ -2,15 +2,16 @@
 // stages wrote, and a re-run after the fix continues from the failed stage.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { pipelineAction } from '../../src/cli/pipeline.js';
 import { InputError } from '../../src/errors.js';
 import { loadConfig } from '../../src/pipeline/config.js';
 import { runPipeline, type PipelineState } from '../../src/pipeline/pipeline.js';
 import { useEngine } from '../helpers/index.js';
-import { tinyPipeline } from './helpers.js';
+import { removeTinyPipelines, tinyPipeline } from './helpers.js';
 
 useEngine();
+afterAll(removeTinyPipelines);
 
 const readState = (runDir: string) => JSON.parse(readFileSync(join(runDir, 'pipeline-state.json'), 'utf8')) as PipelineState;
 

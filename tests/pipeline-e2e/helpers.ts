@@ -1,6 +1,6 @@
 // A tiny pipeline set-up in a temp folder: the bundled tiny model, a slice of the sample data, two
 // small eval suites, two training steps.
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -17,8 +17,16 @@ export interface TinySetup {
   qaFile: string;
 }
 
+const made: string[] = [];
+
+/** Removes the folders tinyPipeline made (call from afterAll). */
+export function removeTinyPipelines(): void {
+  for (const d of made.splice(0)) rmSync(d, { recursive: true, force: true });
+}
+
 export function tinyPipeline(opts: { evalOverride?: string } = {}): TinySetup {
   const dir = mkdtempSync(join(tmpdir(), 'finllm-pipeline-'));
+  made.push(dir);
   writeFileSync(join(dir, 'train.jsonl'), head(join(ROOT, 'data', 'sample', 'train.jsonl'), 16));
   writeFileSync(join(dir, 'val.jsonl'), head(join(ROOT, 'data', 'sample', 'val.jsonl'), 2));
   const qaFile = join(dir, 'qa.jsonl');

@@ -3,15 +3,16 @@
 // interrupted training stage resumes in its folder.
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pipelineAction } from '../../src/cli/pipeline.js';
 import { loadConfig } from '../../src/pipeline/config.js';
 import { readResults } from '../../src/pipeline/eval/results.js';
 import { PIPELINE_STATE_FORMAT, runPipeline, STAGES, type PipelineState } from '../../src/pipeline/pipeline.js';
 import { useEngine } from '../helpers/index.js';
-import { tinyPipeline, type TinySetup } from './helpers.js';
+import { removeTinyPipelines, tinyPipeline, type TinySetup } from './helpers.js';
 
 useEngine();
+afterAll(removeTinyPipelines);
 
 const readState = (runDir: string) => JSON.parse(readFileSync(join(runDir, 'pipeline-state.json'), 'utf8')) as PipelineState;
 
