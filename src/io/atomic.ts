@@ -1,6 +1,7 @@
 // Atomic file writes: everything goes to a temp file in the destination's folder (same filesystem,
 // so rename is atomic) and is renamed over the destination only once fully written and synced.
 // A failure at any point removes the temp file, so readers never see a half-written file.
+import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -69,4 +70,17 @@ export async function writeFileAtomicStreaming(
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
   const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
   await writeFileAtomicStreaming(path, (sink) => sink.write(bytes));
+}
+
+/** Synchronous twin of writeFileAtomic (creates the folder if needed), for small files written in sync code paths. */
+export function writeFileAtomicSync(path: string, data: string | Uint8Array): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tempPath = tempPathFor(path);
+  try {
+    writeFileSync(tempPath, data, { flag: 'wx' });
+    renameSync(tempPath, path);
+  } catch (err) {
+    rmSync(tempPath, { force: true });
+    throw err;
+  }
 }

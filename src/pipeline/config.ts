@@ -11,7 +11,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { InputError } from '../errors.js';
-import { writeFileAtomic } from './data/fsutil.js';
+import { writeFileAtomicSync as writeFileAtomic } from '../io/atomic.js';
 
 export const TEMPLATE_NAMES = [
   'auto',

@@ -8,5 +8,4 @@ export { preprocessText, normalizeUnicode, normalizeWhitespace, normalizeSpeaker
 export { applyTemplate, renderChatFallback, TEMPLATE_DESCRIPTIONS, TemplateProblem, type ConcreteTemplate } from './templates.js';
 export { tokenizeExample, type TokenizeOptions } from './tokenize.js';
 export { findDuplicates } from './dedup.js';
-export { writeFileAtomic } from './fsutil.js';
 export * from './types.js';

@@ -1,6 +1,6 @@
 // Dataset statistics: counts, token length distribution, truncation, duplicates, tasks. Printed as
 // a table and saved as JSON.
-import { writeFileAtomic } from './fsutil.js';
+import { writeFileAtomicSync as writeFileAtomic } from '../../io/atomic.js';
 import type { Problem, ProblemKind, TokenizedExample } from './types.js';
 
 export interface LengthStats {

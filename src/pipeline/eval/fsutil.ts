@@ -1,22 +1,9 @@
 // File helpers for the evaluation code: atomic writes and JSON / JSONL reading with errors that
 // name the file and line.
-import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { InputError } from '../../errors.js';
 
-/** Write `data` to `path` atomically: a temporary file in the same directory, then rename. */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  try {
-    await writeFile(tmp, data);
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-}
+export { writeFileAtomic } from '../../io/atomic.js';
 
 export async function readTextInput(path: string): Promise<string> {
   try {

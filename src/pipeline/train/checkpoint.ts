@@ -6,7 +6,8 @@
 //     adapter/                    PEFT adapter (adapter_config.json + adapter_model.safetensors)
 //     optimizer.safetensors       AdamW moments, f32, named <param>.exp_avg / .exp_avg_sq
 //     trainer_state.json          step, data-loader state, scheduler, early stopping, loss history
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, readFileSync } from 'node:fs';
+import { writeFileAtomicSync } from '../../io/atomic.js';
 import { join } from 'node:path';
 import { InputError } from '../../errors.js';
 
@@ -59,9 +60,7 @@ export async function saveCheckpoint(runDir: string, step: number, keepLast: num
 }
 
 export function writeJsonSync(path: string, value: unknown): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
-  renameSync(tmp, path);
+  writeFileAtomicSync(path, JSON.stringify(value, null, 2) + '\n');
 }
 
 export function readJsonSync<T>(path: string): T {
