@@ -2,7 +2,7 @@
 // so rename is atomic) and is renamed over the destination only once fully written and synced.
 // A failure at any point removes the temp file, so readers never see a half-written file.
 import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -33,13 +33,14 @@ async function writeFully(handle: FileHandle, chunk: Uint8Array, position: numbe
 }
 
 /**
- * Creates `path` by streaming bytes through `produce` into a temp file, then renames it into place.
+ * Creates `path` (and its folder) by streaming bytes through `produce` into a temp file, then renames it into place.
  * If `produce` throws, the temp file is removed and the destination is left untouched.
  */
 export async function writeFileAtomicStreaming(
   path: string,
   produce: (sink: ByteSink) => Promise<void>,
 ): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
   const tempPath = tempPathFor(path);
   const handle = await open(tempPath, 'wx');
   let closed = false;
