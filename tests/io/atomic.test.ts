@@ -42,9 +42,16 @@ describe('atomic writes', () => {
     expect(await readdir(dir)).toEqual(['keep.txt']);
   });
 
-  it('fails cleanly when the folder does not exist', async () => {
+  it('creates a missing destination folder', async () => {
     const dir = await tempDir();
-    await expect(writeFileAtomic(join(dir, 'missing', 'x.txt'), 'x')).rejects.toThrow(/ENOENT/);
-    expect(await readdir(dir)).toEqual([]);
+    await writeFileAtomic(join(dir, 'missing', 'deeper', 'x.txt'), 'x');
+    expect(await readdir(join(dir, 'missing', 'deeper'))).toEqual(['x.txt']);
+  });
+
+  it('fails cleanly when the destination folder cannot exist (a file is in the way)', async () => {
+    const dir = await tempDir();
+    await writeFileAtomic(join(dir, 'blocker'), 'a file, not a folder');
+    await expect(writeFileAtomic(join(dir, 'blocker', 'x.txt'), 'x')).rejects.toThrow(/EEXIST|ENOTDIR/);
+    expect(await readdir(dir)).toEqual(['blocker']);
   });
 });
