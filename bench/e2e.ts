@@ -1,0 +1,100 @@
+// End-to-end benchmark, shaped like ../shared/bench/peer_peft.py so the two can be compared as a
+// ratio on one card: a random-init Llama at a preset's shapes, LoRA r=16 on all linear layers,
+// AdamW, batch B × T random tokens; then greedy decoding (batch 1, 64-token prompt, 128 new tokens).
+//
+//   npm run bench:e2e -- --preset 1.1b [--quantize nf4] [--storage bf16] [--batch 8] [--seq 512]
+//
+// Throughput is wall-clock over steps that each end with a GPU sync (the same as the peer's
+// torch.cuda.synchronize around its loop); peak memory is the engine pool's peak live bytes.
+// Results: a table and bench/results/e2e-<preset>-<time>.json.
+import { mkdtempSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { engine, initEngine } from '../src/engine/tensor.js';
+import { Rng } from '../src/engine/random.js';
+import { AdamW } from '../src/kernels/optim.js';
+import { initModel } from '../src/llama/init.js';
+import { LlamaModel, shiftLabels } from '../src/llama/model.js';
+import { generate } from '../src/llama/generate.js';
+import { trainStep } from '../src/pipeline/train/trainer.js';
+import type { Batch } from '../src/pipeline/data/index.js';
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1]! : fallback;
+}
+
+const e = await initEngine();
+const software = e.dev.info.isSoftware;
+const preset = arg('preset', software ? 'tiny' : '1.1b');
+const B = Number(arg('batch', software ? '2' : '8'));
+const T = Number(arg('seq', software ? '64' : '512'));
+const steps = Number(arg('steps', software ? '3' : '10'));
+const quantize = arg('quantize', 'none');
+const storage = arg('storage', software ? 'f32' : 'bf16') as 'f32' | 'bf16' | 'f16';
+const newTokens = Number(arg('new-tokens', software ? '16' : '128'));
+
+const dir = mkdtempSync(join(tmpdir(), 'finllm-bench-'));
+console.log(`adapter: ${e.dev.name}`);
+console.log(`model: preset ${preset} (random init), storage ${storage}, quantize ${quantize}; LoRA r=16 all linear; batch ${B} x ${T}`);
+await initModel(dir, { preset, tokenizerDir: join(process.cwd(), 'models/tiny-fin'), seed: 0 });
+const model = await LlamaModel.load(dir, { storage, ...(quantize === 'nf4' ? { quantize: 'nf4' as const } : {}) });
+rmSync(dir, { recursive: true, force: true });
+model.initLora({ r: 16, loraAlpha: 32, loraDropout: 0 }, 0);
+const opt = new AdamW(model.loraParameters(), { lr: 2e-4 });
+const rng = new Rng(0);
+const V = model.config.vocabSize;
+const ids = Int32Array.from({ length: B * T }, () => rng.int(V));
+const batch: Batch = {
+  inputIds: ids,
+  labels: shiftLabels(ids, B, T),
+  positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T),
+  segmentIds: new Int32Array(B * T).fill(1),
+  attentionMask: new Uint8Array(B * T).fill(1),
+  batchSize: B,
+  seqLen: T,
+  numTargetTokens: B * (T - 1),
+  numExamples: B,
+};
+const step = (i: number) => trainStep(model, opt, [batch], { lr: 2e-4, stepIndex: i, seed: 0, maxGradNorm: 1.0 });
+for (let i = 0; i < 2; i++) await step(i); // warm-up: pipelines compile, pool fills
+e.pool.resetPeak();
+const t0 = performance.now();
+let loss = NaN;
+for (let i = 0; i < steps; i++) loss = (await step(i + 2)).loss;
+const stepMs = (performance.now() - t0) / steps;
+const peak = e.pool.stats().peakBytes;
+
+model.training = false;
+const prompt = Array.from({ length: 64 }, () => rng.int(V));
+await generate(model, prompt, { maxNewTokens: 4, eosTokenIds: [] });
+const g0 = performance.now();
+const out = await generate(model, prompt, { maxNewTokens: newTokens, eosTokenIds: [] });
+const genSec = (performance.now() - g0) / 1000;
+
+const result = {
+  adapter: e.dev.name,
+  preset,
+  storage,
+  quantize,
+  batch: B,
+  seq: T,
+  steps,
+  step_ms: stepMs,
+  train_tok_s: (B * T) / (stepMs / 1000),
+  peak_mem_gb: peak / 1e9,
+  decode_tok_s: out.tokens.length / genSec,
+  loss,
+  date: new Date().toISOString(),
+};
+console.log(`train: ${result.step_ms.toFixed(1)} ms/step, ${result.train_tok_s.toFixed(0)} tok/s, peak ${result.peak_mem_gb.toFixed(2)} GB (engine pool)`);
+console.log(`decode: ${result.decode_tok_s.toFixed(1)} tok/s (batch 1, ${out.tokens.length} new tokens after a 64-token prompt)`);
+const resDir = join(process.cwd(), 'bench', 'results');
+mkdirSync(resDir, { recursive: true });
+const file = join(resDir, `e2e-${preset}-${result.date.replace(/[:.]/g, '-')}.json`);
+writeFileSync(`${file}.tmp`, JSON.stringify(result, null, 2));
+renameSync(`${file}.tmp`, file);
+console.log(`wrote ${file}`);
+opt.dispose();
+model.dispose();
+engine().dev.destroy();
