@@ -1,6 +1,6 @@
 // Shared test helpers: engine set-up with output poisoning, seeded random inputs (seed printed so a
 // failure can be replayed with FINLLM_SEED=...), and expectClose with a readable failure report.
-import { afterEach, beforeAll } from 'vitest';
+import { afterEach, beforeAll, expect } from 'vitest';
 import { initEngine, engine, Tensor } from '../../src/engine/tensor.js';
 import { Rng } from '../../src/engine/random.js';
 import '../../src/kernels/index.js';
@@ -82,4 +82,16 @@ export function randomInput(rng: Rng, shape: number[], std = 1): { data: Float32
   const n = shape.reduce((a, b) => a * b, 1);
   const data = rng.normalArray(n, 0, std);
   return { data, ref: Float64Array.from(data), tensor: Tensor.from(data, shape) };
+}
+
+/** Runs `step` (which must free everything it makes) 30 times and checks the pool does not grow. */
+export async function expectNoGrowth(step: () => void): Promise<void> {
+  step();
+  await engine().dev.sync();
+  const before = engine().pool.stats();
+  for (let i = 0; i < 30; i++) step();
+  await engine().dev.sync();
+  const after = engine().pool.stats();
+  expect(after.liveBuffers).toBe(before.liveBuffers);
+  expect(after.liveBytes).toBe(before.liveBytes);
 }

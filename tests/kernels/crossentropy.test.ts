@@ -4,7 +4,7 @@ import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { crossEntropy, crossEntropyPerRow, crossEntropyRows } from '../../src/kernels/crossentropy.js';
 import { crossEntropyBackwardRef, crossEntropyMeanRef, crossEntropyRowsRef } from '../reference/crossentropy.js';
-import { expectClose, testRng, useEngine } from '../helpers/index.js';
+import { expectClose, testRng, useEngine, expectNoGrowth } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 
 useEngine();
@@ -150,14 +150,3 @@ describe('cross-entropy vs float64 reference', () => {
   });
 });
 
-/** Runs `step` (which must free everything it makes) 30 times and checks the pool does not grow. */
-async function expectNoGrowth(step: () => void): Promise<void> {
-  step();
-  await engine().dev.sync();
-  const before = engine().pool.stats();
-  for (let i = 0; i < 30; i++) step();
-  await engine().dev.sync();
-  const after = engine().pool.stats();
-  expect(after.liveBuffers).toBe(before.liveBuffers);
-  expect(after.liveBytes).toBe(before.liveBytes);
-}

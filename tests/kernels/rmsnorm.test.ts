@@ -5,7 +5,7 @@ import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { rmsnorm, rmsnormWithStats } from '../../src/kernels/rmsnorm.js';
 import { rmsnormBackwardRef, rmsnormRef } from '../reference/rmsnorm.js';
 import { bf16Bits, bf16ToNumber } from '../reference/elementwise.js';
-import { expectClose, testRng, useEngine } from '../helpers/index.js';
+import { expectClose, testRng, useEngine, expectNoGrowth } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 
 useEngine();
@@ -158,14 +158,3 @@ function f16Encode(v: number): number {
   return sign | ((e + 15) << 10) | m;
 }
 
-/** Runs `step` (which must free everything it makes) 30 times and checks the pool does not grow. */
-async function expectNoGrowth(step: () => void): Promise<void> {
-  step();
-  await engine().dev.sync();
-  const before = engine().pool.stats();
-  for (let i = 0; i < 30; i++) step();
-  await engine().dev.sync();
-  const after = engine().pool.stats();
-  expect(after.liveBuffers).toBe(before.liveBuffers);
-  expect(after.liveBytes).toBe(before.liveBytes);
-}

@@ -4,7 +4,7 @@ import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { rope, ropeInvFreq, ropeTableData, ropeTables, type RopeScalingLlama3, type RopeTables } from '../../src/kernels/rope.js';
 import { llama3InvFreqRef, ropeRef } from '../reference/rope.js';
-import { expectClose, testRng, useEngine } from '../helpers/index.js';
+import { expectClose, testRng, useEngine, expectNoGrowth } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 
 useEngine();
@@ -213,14 +213,3 @@ describe('rope kernel vs float64 reference', () => {
   });
 });
 
-/** Runs `step` (which must free everything it makes) 30 times and checks the pool does not grow. */
-async function expectNoGrowth(step: () => void): Promise<void> {
-  step();
-  await engine().dev.sync();
-  const before = engine().pool.stats();
-  for (let i = 0; i < 30; i++) step();
-  await engine().dev.sync();
-  const after = engine().pool.stats();
-  expect(after.liveBuffers).toBe(before.liveBuffers);
-  expect(after.liveBytes).toBe(before.liveBytes);
-}

@@ -4,7 +4,7 @@ import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { swiglu } from '../../src/kernels/swiglu.js';
 import { swigluBackwardRef, swigluRef } from '../reference/swiglu.js';
-import { expectClose, testRng, useEngine } from '../helpers/index.js';
+import { expectClose, testRng, useEngine, expectNoGrowth } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 
 useEngine();
@@ -91,14 +91,3 @@ describe('swiglu vs float64 reference', () => {
   });
 });
 
-/** Runs `step` (which must free everything it makes) 30 times and checks the pool does not grow. */
-async function expectNoGrowth(step: () => void): Promise<void> {
-  step();
-  await engine().dev.sync();
-  const before = engine().pool.stats();
-  for (let i = 0; i < 30; i++) step();
-  await engine().dev.sync();
-  const after = engine().pool.stats();
-  expect(after.liveBuffers).toBe(before.liveBuffers);
-  expect(after.liveBytes).toBe(before.liveBytes);
-}
