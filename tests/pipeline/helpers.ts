@@ -3,27 +3,31 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Template } from '@huggingface/jinja';
-import { loadHfTokenizer } from '../../src/pipeline/data/hf-tokenizer.js';
+import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import type { ChatMessage, TextTokenizer } from '../../src/pipeline/data/types.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const TINY_MODEL = join(ROOT, 'tests/fixtures/reference/gqa-f32/model');
 
 /** The tiny BPE tokenizer of the reference fixture (BOS 1 added by its post-processor, EOS 2). */
+export const tinyTokenizerInstance: LlamaTokenizer = await LlamaTokenizer.load(TINY_MODEL);
+
 export function tinyTokenizer(): TextTokenizer {
-  return loadHfTokenizer(TINY_MODEL);
+  return tinyTokenizerInstance;
 }
 
 /** The tiny tokenizer plus a small Llama-3-like chat template. */
 export function tinyChatTokenizer(): TextTokenizer {
-  const base = tinyTokenizer();
+  const base = tinyTokenizerInstance;
   const tpl = new Template(
     "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}</s>\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}",
   );
   return {
-    ...base,
-    encode: base.encode,
-    decode: base.decode,
+    bosId: base.bosId,
+    eosId: base.eosId,
+    padId: base.padId,
+    encode: (text, opts) => base.encode(text, opts),
+    decode: (ids) => base.decode(ids),
     hasChatTemplate: true,
     applyChatTemplate: (messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean }) =>
       tpl.render({ messages, add_generation_prompt: opts?.addGenerationPrompt ?? false, bos_token: '<s>' }),

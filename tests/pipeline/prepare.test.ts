@@ -10,7 +10,7 @@ import { createDataLoader, prepareData } from '../../src/pipeline/data/prepare.j
 import { formatReport, saveReport } from '../../src/pipeline/data/stats.js';
 import { findDuplicates } from '../../src/pipeline/data/dedup.js';
 import { IGNORE_INDEX } from '../../src/pipeline/data/types.js';
-import { loadHfTokenizer as tinyTokenizerAt } from '../../src/pipeline/data/hf-tokenizer.js';
+import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { jsonl, ROOT, tempDir, TINY_MODEL, tinyTokenizer } from './helpers.js';
 
 const tok = tinyTokenizer();
@@ -151,7 +151,7 @@ describe('prepareData', () => {
 
   it('the default config runs its data stage with the bundled tiny model tokenizer, nothing truncated', async () => {
     const cfg = loadConfig({ file: join(ROOT, 'configs/default.yaml') });
-    const out = await prepareData(cfg, tinyTokenizerAt(cfg.model.path));
+    const out = await prepareData(cfg, await LlamaTokenizer.load(cfg.model.path));
     expect(out.report.train.truncated).toBe(0);
     expect(out.report.val.truncated).toBe(0);
     expect(out.report.train.tokenLengths.max).toBeLessThanOrEqual(cfg.data.max_seq_len);

@@ -1,7 +1,6 @@
 // Public API of the data stage.
 export { prepareData, createDataLoader, loaderOptions, type PreparedData, type PrepareOptions, type DataStageConfig } from './prepare.js';
 export { DataLoader, makeRng, fingerprintExamples, type DataLoaderOptions, type DataLoaderState } from './loader.js';
-export { loadHfTokenizer } from './hf-tokenizer.js';
 export { formatReport, saveReport, lengthStats, type DataReport, type SplitStats, type LengthStats } from './stats.js';
 export { readRows, readJsonl, readCsv, inferFormat, type DataFormat } from './readers.js';
 export { preprocessText, normalizeUnicode, normalizeWhitespace, normalizeSpeakerTurns, type PreprocessOptions } from './preprocess.js';
