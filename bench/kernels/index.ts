@@ -9,3 +9,4 @@ import './reduce.js';
 import './optim.js';
 import './nf4.js';
 import './lora.js';
+import './attention.js';

@@ -10,3 +10,4 @@ export * from './embedding.js';
 export * from './nf4.js';
 export * from './lora.js';
 export * from './optim.js';
+export * from './attention.js';
