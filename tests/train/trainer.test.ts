@@ -165,4 +165,40 @@ describe('trainer', () => {
       trainer.dispose();
     }
   });
+
+  it('early stopping ends the run when validation loss stops improving', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'finllm-early-'));
+    // min_delta 10 nats cannot be met: the first evaluation sets the best, the second stops the run.
+    const r = await runTraining(config(dir, ['training.eval_every=1', 'training.early_stopping={patience: 1, min_delta: 10}']), { quiet: true });
+    expect(r.stoppedEarly).toBe(true);
+    expect(r.steps).toBe(2);
+    expect(r.valLosses.map((v) => v.step)).toEqual([1, 2]);
+    expect(existsSync(join(dir, 'checkpoints', 'step-00000002', 'trainer_state.json'))).toBe(true);
+    expect(existsSync(join(dir, 'adapter', 'adapter_model.safetensors'))).toBe(true);
+  });
+
+  it('Ctrl-C (SIGINT) finishes the step, saves a checkpoint, exits 0; --resume completes the run', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'finllm-sigint-'));
+    const args = [CLI, 'train', '--config', join(ROOT, 'configs/default.yaml'), ...settings(dir, ['training.save_every=0']).flatMap((s) => ['--set', s])];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += String(d)));
+    child.stderr.on('data', (d) => (stderr += String(d)));
+    const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+    const metrics = join(dir, 'metrics.jsonl');
+    const deadline = Date.now() + 240_000;
+    while (Date.now() < deadline && child.exitCode === null && !(existsSync(metrics) && losses(dir).length >= 1)) await new Promise((r) => setTimeout(r, 50));
+    child.kill('SIGINT');
+    const code = await exited;
+    expect(code, stderr).toBe(0);
+    expect(stdout).toMatch(/interrupted/);
+    const done = losses(dir).length;
+    expect(done).toBeGreaterThanOrEqual(1);
+    expect(done).toBeLessThan(6);
+    expect(existsSync(join(dir, 'checkpoints', `step-${String(done).padStart(8, '0')}`, 'trainer_state.json'))).toBe(true);
+    const resumed = spawnSync(process.execPath, [...args, '--resume'], { encoding: 'utf8', timeout: 240_000 });
+    expect(resumed.status, resumed.stderr).toBe(0);
+    expect(losses(dir)).toHaveLength(6);
+  });
 });
