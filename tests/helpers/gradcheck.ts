@@ -1,7 +1,8 @@
 // Finite-difference gradient checks of the GPU autograd: the analytic gradient from backward()
 // against central differences of the same GPU forward, at sampled coordinates of every input.
-// f32 forward passes limit the accuracy of a difference quotient to about eps^2·|f'''| + 1e-7·|f|/eps,
-// hence eps = 1e-2 (relative to the value's scale) and a tolerance of a few 1e-3 relative.
+// f32 forward passes limit the accuracy of a difference quotient to about 1e-7*|f|/eps from rounding;
+// Richardson extrapolation (h and h/2) cuts the truncation error from O(h^2) to O(h^4). Hence eps = 1e-2
+// (relative to the value's scale) and a tolerance of a few 1e-3 relative.
 import { expect } from 'vitest';
 import { backward, noGrad } from '../../src/engine/autograd.js';
 import { Tensor, tidy } from '../../src/engine/tensor.js';
@@ -44,10 +45,20 @@ export async function gradCheck(label: string, f: (xs: Tensor[]) => Tensor, inpu
     while (picks.size < Math.min(samples, n)) picks.add(rng.int(n));
     for (const idx of picks) {
       const h = eps * Math.max(1, Math.abs(inputs[k]!.data[idx]!));
-      const fd = ((await evalAt(k, idx, h)) - (await evalAt(k, idx, -h))) / (2 * h);
+      const central = async (step: number) => ((await evalAt(k, idx, step)) - (await evalAt(k, idx, -step))) / (2 * step);
+      // Richardson extrapolation of two central differences cancels their h^2 truncation term,
+      // which otherwise reaches ~1% on strongly curved functions (e.g. 1/b) at h = 1e-2.
+      const dh = await central(h);
+      const dh2 = await central(h / 2);
+      const fd = (4 * dh2 - dh) / 3;
+      // The two estimates disagree by about their own error (truncation, and f32 rounding of the
+      // forward divided by h): that disagreement is added to the tolerance as the estimate's error bar.
+      const fdError = Math.abs(dh - dh2);
       const an = analytic[k]![idx]!;
       const err = Math.abs(an - fd);
-      expect(err, `${label}: input ${k} [${idx}] analytic ${an} vs finite difference ${fd}`).toBeLessThanOrEqual(atol + rtol * Math.max(Math.abs(fd), Math.abs(an)));
+      expect(err, `${label}: input ${k} [${idx}] analytic ${an} vs finite difference ${fd} (±${fdError.toExponential(1)})`).toBeLessThanOrEqual(
+        atol + rtol * Math.max(Math.abs(fd), Math.abs(an)) + fdError,
+      );
     }
   }
   for (const l of leaves) {
