@@ -48,7 +48,7 @@ export function register(program: Command): void {
         r.initialValLoss !== null && r.finalValLoss !== null ? `validation loss: ${r.initialValLoss.toFixed(4)} -> ${r.finalValLoss.toFixed(4)}` : null,
         `adapter: ${r.adapterDir}`,
         r.mergedDir ? `merged model: ${r.mergedDir}` : null,
-        `throughput: ${r.tokensPerSecond.toFixed(0)} tokens/s`,
+        r.tokensPerSecond > 0 ? `throughput: ${r.tokensPerSecond.toFixed(0)} tokens/s` : null,
       ].filter(Boolean);
       process.stdout.write(lines.join('\n') + '\n');
     });

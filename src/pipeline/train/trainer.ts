@@ -282,6 +282,7 @@ export class LoraTrainer {
           this.progress.message(`step 0: validation loss ${st.initialValLoss.toFixed(4)}`);
         }
       }
+      if (st.step >= st.totalSteps) this.progress.message(`the run in ${this.runDir} is already complete (step ${st.step}/${st.totalSteps}); nothing to train`);
       while (st.step < st.totalSteps && !this.stopRequested) {
         const lr = lrAt(this.schedule, st.step);
         const batches = Array.from({ length: t.grad_accum }, () => this.loader.next());
