@@ -1,5 +1,7 @@
 // Optimizer kernels: AdamW exactly as torch.optim.AdamW, and global-norm gradient clipping as
-// torch.nn.utils.clip_grad_norm_, both without any CPU round trip.
+// torch.nn.utils.clip_grad_norm_, both without any CPU round trip and multi-tensor: one dispatch
+// handles up to K tensors (K set by the device's storage-buffer binding limit), so a step costs
+// ceil(T / K) dispatches for T tensors instead of T.
 //
 // AdamW, per element (torch's single-tensor path, same operation order):
 //   p ← p·(1 − lr·wd)                      decoupled weight decay
@@ -7,15 +9,25 @@
 //   v ← β2·v + (1 − β2)·g²                 exp_avg_sq.mul_(β2).addcmul_(g, g, 1 − β2)
 //   p ← p − (lr / (1 − β1^t))·m / (√v / √(1 − β2^t) + eps)
 // The scalars (1 − lr·wd, lr / bc1, √bc2) are computed in f64 on the CPU each step, like PyTorch's
-// Python floats, and passed as uniforms: one cached pipeline, one dispatch per parameter tensor, no
-// recompilation when lr or t change. Parameters without a gradient are skipped (their moments stay);
-// the step counter t is shared by all parameters (torch counts per parameter; the two agree as long
-// as every parameter gets a gradient every step, as LoRA parameters do).
+// Python floats, and passed as uniforms: no recompilation when lr or t change. Parameters without a
+// gradient are skipped (their moments stay); the step counter t is shared by all parameters (torch
+// counts per parameter; the two agree as long as every parameter gets a gradient every step, as LoRA
+// parameters do). With `step(lr, {gradScale})` the gradient is multiplied by gradScale[0] (e.g. the
+// clip coefficient from gradNormCoef) inside the update: the same f32 product clipGradNorm's in-place
+// scaling gives, without its extra pass and without modifying `.grad`.
+//
+// Multi-tensor layout: parameters and gradients are separate model tensors (they cannot move), so
+// each dispatch binds a group of up to K (param, grad) pairs and reads a small uniform table of
+// (state offset, length, first workgroup, workgroups) per tensor; a workgroup finds its tensor in the
+// table and grid-strides over it. The moments live in a few flat buffers owned by the optimizer
+// ([m of every tensor | v of every tensor], one binding), each within the storage binding size limit.
+// WGSL is generated per group size (and clip-scale variant) and cached by key.
 //
 // clipGradNorm: per tensor, partial sums of squares (up to 64 workgroups each) into one partials
-// buffer; one workgroup sums them in a fixed order and writes norm and coef = min(1, max/(norm+1e-6));
-// then every gradient is scaled by coef read from GPU memory. The norm comes back as a Tensor.
-import { Tensor } from '../engine/tensor.js';
+// buffer, several tensors per dispatch; one workgroup sums them in a fixed order and writes norm and
+// coef = min(1, max/(norm+1e-6)); then every gradient is scaled by coef read from GPU memory (again
+// several tensors per dispatch). The norm comes back as a Tensor.
+import { engine, Tensor } from '../engine/tensor.js';
 import { Uniforms, WGSL_FLAT_INDEX, assertDtype, dispatch, grid1d } from './common.js';
 
 export interface AdamWOptions {
@@ -23,6 +35,11 @@ export interface AdamWOptions {
   betas?: [number, number];
   eps?: number;
   weightDecay?: number;
+  /**
+   * Most moment elements per flat state buffer (each holds m and v of whole tensors). Default and
+   * upper bound: what one storage binding can hold; smaller values exist for tests.
+   */
+  stateChunkElements?: number;
 }
 
 /** Moments of one parameter, as saved in checkpoints (torch names: exp_avg, exp_avg_sq). */
@@ -38,28 +55,91 @@ export interface AdamWState {
   moments: AdamWMoments[];
 }
 
-const ADAMW_KERNEL = /* wgsl */ `
-struct P { n: u32, decay: f32, beta1: f32, beta2: f32, one_minus_beta1: f32, one_minus_beta2: f32, step_size: f32, bc2_sqrt: f32, eps: f32 }
+/** Most tensors one multi-tensor dispatch handles (bounds the uniform table and the WGSL variants). */
+const MAX_GROUP = 16;
+/** Most workgroups per tensor in a dispatch (grid-stride beyond): MAX_GROUP·this ≤ 65535. */
+const WG_CAP = 2048;
+const OPT_WG = 256;
+
+function storageBindings(): number {
+  return engine().dev.limits.maxStorageBuffersPerShaderStage;
+}
+
+/** Tensors per AdamW dispatch: state + optional scale + (param, grad) per tensor within the binding limit. */
+export function adamwTensorsPerDispatch(scaled = true): number {
+  return Math.max(1, Math.min(MAX_GROUP, Math.floor((storageBindings() - 1 - (scaled ? 1 : 0)) / 2)));
+}
+
+/** Tensors per clipping dispatch (sum-of-squares and scaling passes): one extra binding each. */
+export function clipTensorsPerDispatch(): number {
+  return Math.max(1, Math.min(MAX_GROUP, storageBindings() - 1));
+}
+
+/** Splits `n` tensors into consecutive runs of at most `k`. */
+function runs<T>(items: T[], k: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += k) out.push(items.slice(i, i + k));
+  return out;
+}
+
+/** WGSL `switch` over the group's tensors, `body(j)` for tensor j (bindings are not indexable). */
+function switchOver(k: number, body: (j: number) => string): string {
+  const cases = Array.from({ length: k }, (_, j) => `    case ${j}u: {\n${body(j)}\n    }`).join('\n');
+  return `  switch (k) {\n${cases}\n    default: {}\n  }`;
+}
+
+/** WGSL: the group entry owning workgroup w (entries sorted by first workgroup in .z). */
+function findEntry(k: number): string {
+  return `  var k = 0u;\n  for (var j = 1u; j < ${k}u; j++) { if (w >= p.t[j].z) { k = j; } }\n  let e = p.t[k];`;
+}
+
+function adamwKernel(k: number, scaled: boolean): string {
+  const bind = (j: number) =>
+    `@group(0) @binding(${2 + (scaled ? 1 : 0) + 2 * j}) var<storage, read_write> P${j}: array<f32>;\n` +
+    `@group(0) @binding(${3 + (scaled ? 1 : 0) + 2 * j}) var<storage, read> G${j}: array<f32>;`;
+  return /* wgsl */ `
+struct P { decay: f32, beta1: f32, beta2: f32, one_minus_beta1: f32, one_minus_beta2: f32, step_size: f32, bc2_sqrt: f32, eps: f32, v_base: u32, _a: u32, _b: u32, _c: u32, t: array<vec4u, ${k}> }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> PARAM: array<f32>;
-@group(0) @binding(2) var<storage, read> GRAD: array<f32>;
-@group(0) @binding(3) var<storage, read_write> EXP_AVG: array<f32>;
-@group(0) @binding(4) var<storage, read_write> EXP_AVG_SQ: array<f32>;
-${WGSL_FLAT_INDEX}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_index(gid, nwg, 256u);
-  if (i >= p.n) { return; }
-  let g = GRAD[i];
-  let x = PARAM[i] * p.decay;
-  let m0 = EXP_AVG[i];
-  let m = m0 + p.one_minus_beta1 * (g - m0);
-  let v = EXP_AVG_SQ[i] * p.beta2 + p.one_minus_beta2 * g * g;
-  EXP_AVG[i] = m;
-  EXP_AVG_SQ[i] = v;
-  let denom = sqrt(v) / p.bc2_sqrt + p.eps;
-  PARAM[i] = x - p.step_size * (m / denom);
+@group(0) @binding(1) var<storage, read_write> S: array<f32>;
+${scaled ? '@group(0) @binding(2) var<storage, read> SCALE: array<f32>;' : ''}
+${Array.from({ length: k }, (_, j) => bind(j)).join('\n')}
+@compute @workgroup_size(${OPT_WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lt: u32) {
+  let w = wid.x;
+${findEntry(k)}
+  let o = e.x;
+  let n = e.y;
+  let stride = e.w * ${OPT_WG}u;
+  let first = (w - e.z) * ${OPT_WG}u + lt;
+${switchOver(k, (j) => `      for (var i = first; i < n; i += stride) {
+        let g = G${j}[i]${scaled ? ' * SCALE[0]' : ''};
+        let x = P${j}[i] * p.decay;
+        let m0 = S[o + i];
+        let m = m0 + p.one_minus_beta1 * (g - m0);
+        let v = S[p.v_base + o + i] * p.beta2 + p.one_minus_beta2 * g * g;
+        S[o + i] = m;
+        S[p.v_base + o + i] = v;
+        let denom = sqrt(v) / p.bc2_sqrt + p.eps;
+        P${j}[i] = x - p.step_size * (m / denom);
+      }`)}
 }`;
+}
+
+/** One flat moment buffer: [m of its tensors | v of its tensors]. */
+interface StateChunk {
+  /** Parameter indices it holds, in constructor order. */
+  members: number[];
+  /** Offset of each member's moments inside the m half (and inside the v half). */
+  offsets: number[];
+  /** Elements in each half. */
+  n: number;
+  buf: Tensor;
+}
+
+export interface AdamWStepOptions {
+  /** Multiply every gradient by gradScale[0] inside the update (e.g. gradNormCoef's coef); `.grad` stays unchanged. */
+  gradScale?: Tensor;
+}
 
 /** torch.optim.AdamW on GPU tensors (f32 parameters with f32 gradients in `.grad`). */
 export class AdamW {
@@ -69,8 +149,7 @@ export class AdamW {
   readonly eps: number;
   readonly weightDecay: number;
   private stepCount = 0;
-  private expAvg: Tensor[];
-  private expAvgSq: Tensor[];
+  private chunks: StateChunk[] = [];
 
   constructor(params: readonly Tensor[], opts: AdamWOptions = {}) {
     this.params = [...params];
@@ -82,8 +161,22 @@ export class AdamW {
     if (!(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1)) throw new RangeError(`AdamW: betas (${b1}, ${b2}) must be in [0, 1)`);
     if (!(this.eps >= 0) || !(this.weightDecay >= 0)) throw new RangeError(`AdamW: eps ${this.eps} and weightDecay ${this.weightDecay} must be ≥ 0`);
     for (const p of this.params) assertDtype(p, 'f32', 'AdamW parameter');
-    this.expAvg = this.params.map((p) => zerosKept(p.numel));
-    this.expAvgSq = this.params.map((p) => zerosKept(p.numel));
+    // Pack the moments into chunks of at most maxStorageBufferBindingSize bytes (m and v halves).
+    const bindingHalf = Math.floor(engine().dev.limits.maxStorageBufferBindingSize / 8);
+    const maxHalf = Math.min(bindingHalf, opts.stateChunkElements ?? bindingHalf);
+    let cur: Omit<StateChunk, 'buf'> = { members: [], offsets: [], n: 0 };
+    const pending: Omit<StateChunk, 'buf'>[] = [];
+    this.params.forEach((p, i) => {
+      if (cur.members.length > 0 && cur.n + p.numel > maxHalf) {
+        pending.push(cur);
+        cur = { members: [], offsets: [], n: 0 };
+      }
+      cur.members.push(i);
+      cur.offsets.push(cur.n);
+      cur.n += p.numel;
+    });
+    if (cur.members.length > 0) pending.push(cur);
+    this.chunks = pending.map((c) => ({ ...c, buf: zerosKept(2 * Math.max(c.n, 1)) }));
   }
 
   /** Steps taken so far. */
@@ -91,39 +184,68 @@ export class AdamW {
     return this.stepCount;
   }
 
-  /** One AdamW step over every parameter that has a gradient; `lr` overrides (and updates) this.lr. */
-  step(lr?: number): void {
+  /**
+   * One AdamW step over every parameter that has a gradient; `lr` overrides (and updates) this.lr.
+   * Costs ceil(T / adamwTensorsPerDispatch()) dispatches per state chunk for T tensors with gradients.
+   */
+  step(lr?: number, opts: AdamWStepOptions = {}): void {
+    const scale = opts.gradScale;
+    if (scale) assertDtype(scale, 'f32', 'AdamW gradScale');
+    for (const p of this.params) {
+      const g = p.grad;
+      if (!g) continue;
+      if (g.numel !== p.numel) throw new RangeError(`AdamW: gradient [${g.shape}] does not match parameter [${p.shape}]`);
+      assertDtype(g, 'f32', 'AdamW gradient');
+    }
     if (lr !== undefined) this.lr = lr;
     this.stepCount++;
     const t = this.stepCount;
     const [b1, b2] = this.betas;
     const bc1 = 1 - b1 ** t;
     const bc2 = 1 - b2 ** t;
-    const uniforms = (n: number) =>
-      new Uniforms()
-        .u32(n)
-        .f32(1 - this.lr * this.weightDecay)
-        .f32(b1)
-        .f32(b2)
-        .f32(1 - b1)
-        .f32(1 - b2)
-        .f32(this.lr / bc1)
-        .f32(Math.sqrt(bc2))
-        .f32(this.eps);
-    this.params.forEach((p, i) => {
-      const g = p.grad;
-      if (!g) return;
-      if (g.numel !== p.numel) throw new RangeError(`AdamW: gradient [${g.shape}] does not match parameter [${p.shape}]`);
-      assertDtype(g, 'f32', 'AdamW gradient');
-      dispatch('adamw', () => ADAMW_KERNEL, [p, g, this.expAvg[i]!, this.expAvgSq[i]!], grid1d(p.numel), uniforms(p.numel));
-    });
+    const k = adamwTensorsPerDispatch(scale !== undefined);
+    for (const chunk of this.chunks) {
+      const live = chunk.members.map((pi, mi) => [pi, chunk.offsets[mi]!] as const).filter(([pi]) => this.params[pi]!.grad && this.params[pi]!.numel > 0);
+      for (const group of runs(live, k)) {
+        const u = new Uniforms(12 + 4 * group.length)
+          .f32(1 - this.lr * this.weightDecay)
+          .f32(b1)
+          .f32(b2)
+          .f32(1 - b1)
+          .f32(1 - b2)
+          .f32(this.lr / bc1)
+          .f32(Math.sqrt(bc2))
+          .f32(this.eps)
+          .u32(chunk.n)
+          .u32(0)
+          .u32(0)
+          .u32(0);
+        let wgs = 0;
+        const bufs: Tensor[] = [chunk.buf];
+        if (scale) bufs.push(scale);
+        for (const [pi, off] of group) {
+          const p = this.params[pi]!;
+          const count = Math.min(WG_CAP, Math.ceil(p.numel / OPT_WG));
+          u.u32(off).u32(p.numel).u32(wgs).u32(count);
+          wgs += count;
+          bufs.push(p, p.grad!);
+        }
+        const key = `adamw.multi${group.length}${scale ? '.scaled' : ''}`;
+        dispatch(key, () => adamwKernel(group.length, scale !== undefined), bufs, [wgs], u);
+      }
+    }
   }
 
-  /** Copies the state to the CPU (for checkpoints). */
+  /** Copies the state to the CPU (for checkpoints): one read per state chunk. */
   async exportState(): Promise<AdamWState> {
-    const moments: AdamWMoments[] = [];
-    for (let i = 0; i < this.params.length; i++) {
-      moments.push({ expAvg: await this.expAvg[i]!.toFloat32(), expAvgSq: await this.expAvgSq[i]!.toFloat32() });
+    const moments: AdamWMoments[] = new Array(this.params.length);
+    for (const chunk of this.chunks) {
+      const all = await chunk.buf.toFloat32();
+      chunk.members.forEach((pi, mi) => {
+        const off = chunk.offsets[mi]!;
+        const n = this.params[pi]!.numel;
+        moments[pi] = { expAvg: all.slice(off, off + n), expAvgSq: all.slice(chunk.n + off, chunk.n + off + n) };
+      });
     }
     return { step: this.stepCount, moments };
   }
@@ -138,17 +260,21 @@ export class AdamW {
         throw new RangeError(`AdamW.importState: parameter ${i} has ${n} elements, state has ${mo.expAvg.length} / ${mo.expAvgSq.length}`);
       }
     });
-    state.moments.forEach((mo, i) => {
-      this.expAvg[i]!.dispose();
-      this.expAvgSq[i]!.dispose();
-      this.expAvg[i] = Tensor.from(mo.expAvg, [mo.expAvg.length]).keep();
-      this.expAvgSq[i] = Tensor.from(mo.expAvgSq, [mo.expAvgSq.length]).keep();
-    });
+    for (const chunk of this.chunks) {
+      const all = new Float32Array(2 * Math.max(chunk.n, 1));
+      chunk.members.forEach((pi, mi) => {
+        const mo = state.moments[pi]!;
+        all.set(mo.expAvg, chunk.offsets[mi]!);
+        all.set(mo.expAvgSq, chunk.n + chunk.offsets[mi]!);
+      });
+      chunk.buf.dispose();
+      chunk.buf = Tensor.from(all, [all.length]).keep();
+    }
     this.stepCount = state.step;
   }
 
   dispose(): void {
-    for (const t of [...this.expAvg, ...this.expAvgSq]) t.dispose();
+    for (const c of this.chunks) c.buf.dispose();
   }
 }
 
@@ -176,24 +302,31 @@ const NORM_WG = 256;
 const NORM_MAX_GROUPS = 64;
 const NORM_PER_THREAD = 16;
 
-const SUMSQ_KERNEL = /* wgsl */ `
-struct P { n: u32, offset: u32, groups: u32, _pad: u32 }
+function sumsqKernel(k: number): string {
+  return /* wgsl */ `
+struct P { t: array<vec4u, ${k}> }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> G: array<f32>;
-@group(0) @binding(2) var<storage, read_write> PART: array<f32>;
+@group(0) @binding(1) var<storage, read_write> PART: array<f32>;
+${Array.from({ length: k }, (_, j) => `@group(0) @binding(${2 + j}) var<storage, read> G${j}: array<f32>;`).join('\n')}
 var<workgroup> s: array<f32, ${NORM_WG}>;
 @compute @workgroup_size(${NORM_WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
+  let w = wid.x;
+${findEntry(k)}
+  let n = e.x;
+  let local = w - e.z;
+  let stride = e.w * ${NORM_WG}u;
   var acc = 0.0;
-  for (var i = wid.x * ${NORM_WG}u + t; i < p.n; i += p.groups * ${NORM_WG}u) { let g = G[i]; acc += g * g; }
+${switchOver(k, (j) => `      for (var i = local * ${NORM_WG}u + t; i < n; i += stride) { let g = G${j}[i]; acc += g * g; }`)}
   s[t] = acc;
   workgroupBarrier();
-  for (var k = ${NORM_WG / 2}u; k > 0u; k = k >> 1u) {
-    if (t < k) { s[t] += s[t + k]; }
+  for (var r = ${NORM_WG / 2}u; r > 0u; r = r >> 1u) {
+    if (t < r) { s[t] += s[t + r]; }
     workgroupBarrier();
   }
-  if (t == 0u) { PART[p.offset + wid.x] = s[0]; }
+  if (t == 0u) { PART[e.y + local] = s[0]; }
 }`;
+}
 
 const NORM_FINAL_KERNEL = /* wgsl */ `
 struct P { n: u32, max_norm: f32, _a: u32, _b: u32 }
@@ -219,17 +352,65 @@ fn main(@builtin(local_invocation_index) t: u32) {
   }
 }`;
 
-const SCALE_BY_KERNEL = /* wgsl */ `
-struct P { n: u32, _a: u32, _b: u32, _c: u32 }
+function scaleKernel(k: number): string {
+  return /* wgsl */ `
+struct P { t: array<vec4u, ${k}> }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> G: array<f32>;
-@group(0) @binding(2) var<storage, read> COEF: array<f32>;
-${WGSL_FLAT_INDEX}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_index(gid, nwg, 256u);
-  if (i < p.n) { G[i] = G[i] * COEF[0]; }
+@group(0) @binding(1) var<storage, read> COEF: array<f32>;
+${Array.from({ length: k }, (_, j) => `@group(0) @binding(${2 + j}) var<storage, read_write> G${j}: array<f32>;`).join('\n')}
+@compute @workgroup_size(${OPT_WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lt: u32) {
+  let w = wid.x;
+${findEntry(k)}
+  let n = e.x;
+  let stride = e.w * ${OPT_WG}u;
+  let first = (w - e.z) * ${OPT_WG}u + lt;
+  let c = COEF[0];
+${switchOver(k, (j) => `      for (var i = first; i < n; i += stride) { G${j}[i] = G${j}[i] * c; }`)}
 }`;
+}
+
+/** Global gradient norm and torch's clip coefficient, both as one-element GPU tensors. */
+export interface GradNormCoef {
+  norm: Tensor;
+  /** min(1, maxNorm / (norm + 1e-6)): pass to AdamW.step(lr, {gradScale: coef}). */
+  coef: Tensor;
+}
+
+function gradsOf(params: readonly Tensor[], what: string): Tensor[] {
+  const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null && g !== undefined);
+  for (const g of grads) assertDtype(g, 'f32', what);
+  return grads.filter((g) => g.numel > 0);
+}
+
+/**
+ * The global L2 norm of every gradient of `params` (those with a `.grad`) and the clip coefficient
+ * min(1, maxNorm/(norm+1e-6)), without touching the gradients: ceil(T / clipTensorsPerDispatch()) + 1
+ * dispatches. Fuse the clipping into the update with `optimizer.step(lr, {gradScale: coef})`.
+ */
+export function gradNormCoef(params: readonly Tensor[], maxNorm: number): GradNormCoef {
+  const grads = gradsOf(params, 'clipGradNorm gradient');
+  const norm = Tensor.empty([1]);
+  const coef = Tensor.empty([1]);
+  const slots = grads.map((g) => Math.max(1, Math.min(NORM_MAX_GROUPS, Math.ceil(g.numel / (NORM_WG * NORM_PER_THREAD)))));
+  const total = slots.reduce((a, b) => a + b, 0);
+  const part = Tensor.empty([Math.max(total, 1)]);
+  const k = clipTensorsPerDispatch();
+  let offset = 0;
+  for (const group of runs(grads.map((g, i) => [g, slots[i]!] as const), k)) {
+    const u = new Uniforms(4 * group.length);
+    let wgs = 0;
+    for (const [g, n] of group) {
+      u.u32(g.numel).u32(offset).u32(wgs).u32(n);
+      wgs += n;
+      offset += n;
+    }
+    dispatch(`clip.sumsq${group.length}`, () => sumsqKernel(group.length), [part, ...group.map(([g]) => g)], [wgs], u);
+  }
+  dispatch('clip.final', () => NORM_FINAL_KERNEL, [part, norm, coef], [1], new Uniforms().u32(total).f32(maxNorm).u32(0).u32(0));
+  part.dispose();
+  return { norm, coef };
+}
 
 /**
  * The global L2 norm of every gradient of `params` (those with a `.grad`), and, like
@@ -237,21 +418,18 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
  * Nothing is read back: the norm is returned as a one-element tensor.
  */
 export function clipGradNorm(params: readonly Tensor[], maxNorm: number): Tensor {
-  const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
-  const norm = Tensor.empty([1]);
-  const slots = grads.map((g) => Math.max(1, Math.min(NORM_MAX_GROUPS, Math.ceil(g.numel / (NORM_WG * NORM_PER_THREAD)))));
-  const total = slots.reduce((a, b) => a + b, 0);
-  const part = Tensor.empty([Math.max(total, 1)]);
-  const coef = Tensor.empty([1]);
-  let offset = 0;
-  grads.forEach((g, i) => {
-    assertDtype(g, 'f32', 'clipGradNorm gradient');
-    dispatch('clip.sumsq', () => SUMSQ_KERNEL, [g, part], [slots[i]!], new Uniforms().u32(g.numel).u32(offset).u32(slots[i]!).u32(0));
-    offset += slots[i]!;
-  });
-  dispatch('clip.final', () => NORM_FINAL_KERNEL, [part, norm, coef], [1], new Uniforms().u32(total).f32(maxNorm).u32(0).u32(0));
-  for (const g of grads) dispatch('clip.scale', () => SCALE_BY_KERNEL, [g, coef], grid1d(g.numel), new Uniforms().u32(g.numel).u32(0).u32(0).u32(0));
-  part.dispose();
+  const { norm, coef } = gradNormCoef(params, maxNorm);
+  const grads = gradsOf(params, 'clipGradNorm gradient');
+  for (const group of runs(grads, clipTensorsPerDispatch())) {
+    const u = new Uniforms(4 * group.length);
+    let wgs = 0;
+    for (const g of group) {
+      const count = Math.min(WG_CAP, Math.ceil(g.numel / OPT_WG));
+      u.u32(g.numel).u32(0).u32(wgs).u32(count);
+      wgs += count;
+    }
+    dispatch(`clip.scale${group.length}`, () => scaleKernel(group.length), [coef, ...group], [wgs], u);
+  }
   coef.dispose();
   return norm;
 }
