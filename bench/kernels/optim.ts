@@ -1,6 +1,6 @@
 import { Rng } from '../../src/engine/random.js';
-import { Tensor } from '../../src/engine/tensor.js';
-import { AdamW, clipGradNorm } from '../../src/kernels/optim.js';
+import { engine, Tensor } from '../../src/engine/tensor.js';
+import { AdamW, clipGradNorm, gradNormCoef } from '../../src/kernels/optim.js';
 import { registerBench } from '../harness.js';
 
 /** LoRA parameter sizes (A then B) of a Llama model with LoRA r on all 7 linear layers. */
@@ -29,6 +29,12 @@ for (const [label, sizes, gpuOnly] of cases) {
     });
   };
   const free = (ps: Tensor[]) => { for (const p of ps) { p.grad?.dispose(); p.dispose(); } };
+  /** Records one run and prints its dispatch count (the multi-tensor kernels' figure of merit: ~6 µs each on an H100). */
+  const reportDispatches = (what: string, run: () => void) => {
+    const before = engine().dev.dispatchCount;
+    run();
+    console.log(`optim: ${what} ${label}: ${engine().dev.dispatchCount - before} dispatches per step for ${sizes.length} tensors`);
+  };
   registerBench({
     family: 'optim',
     name: `AdamW step ${label} (${sizes.length} tensors, ${(total / 1e6).toFixed(2)}M params)`,
@@ -37,6 +43,7 @@ for (const [label, sizes, gpuOnly] of cases) {
     async setup() {
       const ps = make();
       const opt = new AdamW(ps, { lr: 1e-4 });
+      reportDispatches('AdamW step', () => opt.step());
       return { run: () => opt.step(), cleanup: () => { opt.dispose(); free(ps); } };
     },
   });
@@ -47,7 +54,27 @@ for (const [label, sizes, gpuOnly] of cases) {
     gpuOnly,
     async setup() {
       const ps = make();
-      return { run: () => void clipGradNorm(ps, 1e9), cleanup: () => free(ps) };
+      const run = () => clipGradNorm(ps, 1e9).dispose();
+      reportDispatches('clipGradNorm', run);
+      return { run, cleanup: () => free(ps) };
+    },
+  });
+  registerBench({
+    family: 'optim',
+    name: `clip fused into AdamW step ${label} (gradNormCoef + step({gradScale}), ${sizes.length} tensors)`,
+    bytes: 32 * total, // read g (norm); read p, g, m, v; write p, m, v
+    gpuOnly,
+    async setup() {
+      const ps = make();
+      const opt = new AdamW(ps, { lr: 1e-4 });
+      const run = () => {
+        const { norm, coef } = gradNormCoef(ps, 1e9);
+        opt.step(undefined, { gradScale: coef });
+        norm.dispose();
+        coef.dispose();
+      };
+      reportDispatches('clip + AdamW step (fused)', run);
+      return { run, cleanup: () => { opt.dispose(); free(ps); } };
     },
   });
 }
