@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { backward, noGrad, zeroGrad } from '../../engine/autograd.js';
 import { engine, initEngine, Tensor, tidy } from '../../engine/tensor.js';
 import { scale } from '../../kernels/elementwise.js';
-import { AdamW, clipGradNorm } from '../../kernels/optim.js';
+import { AdamW, gradNormCoef } from '../../kernels/optim.js';
 import { InputError } from '../../errors.js';
 import { LlamaModel } from '../../llama/model.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
@@ -119,8 +119,10 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Ba
     });
     weighted.push(w);
   });
-  const gradNormT = o.maxGradNorm !== null ? clipGradNorm(params, o.maxGradNorm) : null;
-  optimizer.step(o.lr);
+  // Clipping folded into the update: the step scales each gradient by min(1, max/‖g‖) on the GPU.
+  const clip = o.maxGradNorm !== null ? gradNormCoef(params, o.maxGradNorm) : null;
+  optimizer.step(o.lr, clip ? { gradScale: clip.coef } : {});
+  clip?.coef.dispose();
   zeroGrad(params);
   let loss = 0;
   for (const w of weighted) {
@@ -128,9 +130,9 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Ba
     w.dispose();
   }
   let gradNorm: number | null = null;
-  if (gradNormT) {
-    gradNorm = await gradNormT.item();
-    gradNormT.dispose();
+  if (clip) {
+    gradNorm = await clip.norm.item();
+    clip.norm.dispose();
   }
   return { loss, gradNorm, tokens: batches.reduce((s, b) => s + b.batchSize * b.seqLen, 0) };
 }
