@@ -4,7 +4,8 @@
 //   q, out [B, T, Hq, Dh];  k, v [B, Sk, Hkv, Dh] of which the first S = kvLength rows are used (a KV
 //   cache may be larger);  lse [B, Hq, T] (natural log, −∞ for a row that sees no key);
 //   segmentIds i32 [B·T] (sequence packing, needs T == S).
-// Query row i (of T) sees key j (of S) iff  (¬causal ∨ j ≤ i + qOffset) ∧ (¬segments ∨ seg_i = seg_j).
+// Query row i (of T) sees key j (of S) iff  (¬causal ∨ j ≤ i + qOffset) ∧ (¬segments ∨ seg_i = seg_j)
+//   ∧ j ≥ kvStart[b] (optional i32 [B], left-padded batched decoding; forward only).
 // GQA/MQA: query head h reads kv head h / (Hq/Hkv).
 //
 // Kernels (one pipeline per head dim and tile shape; causal and segment masking are uniform flags,
@@ -28,7 +29,7 @@
 // When TPR > 1 the slices' partial dot products are summed through workgroup memory (no subgroup
 // feature needed). Fully masked rows produce 0 output, lse = −∞ and zero gradients, never NaN:
 // invisible keys are excluded by explicit flags, never by −∞ arithmetic.
-import { recordOp } from '../engine/autograd.js';
+import { isGradEnabled, recordOp } from '../engine/autograd.js';
 import { engine, Tensor } from '../engine/tensor.js';
 import { Uniforms, assertDtype, dispatch, grid1d } from './common.js';
 
@@ -42,6 +43,11 @@ export interface FlashAttentionOptions {
   qOffset?: number;
   /** Number of valid k/v rows (default: k.shape[1]); rows past it are never read for scores. */
   kvLength?: number;
+  /**
+   * i32 [B]: first valid key of each batch row (left-padded batched decoding): keys j < kvStart[b]
+   * are invisible to every query of row b. Forward only: using it with autograd throws.
+   */
+  kvStart?: Tensor;
 }
 
 /** Tile overrides, for tests (small tiles make small shapes span many blocks) and tuning. */
@@ -73,6 +79,7 @@ interface Dims {
   qOffset: number;
   causal: boolean;
   seg: Tensor | null;
+  kvStart: Tensor | null;
 }
 
 function checkInputs(q: Tensor, k: Tensor, v: Tensor, o: FlashAttentionOptions): Dims {
@@ -97,22 +104,28 @@ function checkInputs(q: Tensor, k: Tensor, v: Tensor, o: FlashAttentionOptions):
     if (T !== S) throw new RangeError(`flashAttention: segmentIds need T == S (packed self-attention), got T=${T}, S=${S}`);
     if (seg.numel !== B * T) throw new RangeError(`flashAttention: segmentIds has ${seg.numel} elements, expected B·T = ${B * T}`);
   }
+  let kvStart: Tensor | null = null;
+  if (o.kvStart) {
+    kvStart = o.kvStart;
+    assertDtype(kvStart, 'i32', 'flashAttention kvStart');
+    if (kvStart.numel !== B) throw new RangeError(`flashAttention: kvStart has ${kvStart.numel} elements, expected B = ${B}`);
+  }
   const scale = o.scale ?? 1 / Math.sqrt(Dh);
-  return { B, T, S, Sk, Hq, Hkv, Dh, group: Hq / Hkv, scale, qOffset, causal: o.causal, seg };
+  return { B, T, S, Sk, Hq, Hkv, Dh, group: Hq / Hkv, scale, qOffset, causal: o.causal, seg, kvStart };
 }
 
 function uniforms(d: Dims, n = 0): Uniforms {
   return new Uniforms()
     .u32(d.T).u32(d.S).u32(d.Sk).u32(d.Hq)
     .u32(d.Hkv).u32(d.group).i32(d.qOffset).f32(d.scale * LOG2E)
-    .f32(d.scale).f32(-Infinity).u32(n).u32((d.causal ? 1 : 0) | (d.seg ? 2 : 0));
+    .f32(d.scale).f32(-Infinity).u32(n).u32((d.causal ? 1 : 0) | (d.seg ? 2 : 0) | (d.kvStart ? 4 : 0));
 }
 
 const HEADER = /* wgsl */ `
 struct P {
   T: u32, S: u32, Sk: u32, Hq: u32,
   Hkv: u32, group: u32, qOffset: i32, scale2: f32,
-  scale: f32, negInf: f32, n: u32, flags: u32, // flags: 1 causal, 2 segments
+  scale: f32, negInf: f32, n: u32, flags: u32, // flags: 1 causal, 2 segments, 4 kvStart
 }
 @group(0) @binding(0) var<uniform> p: P;
 const NEG = -3.0e38; // below any finite score: marks "no key seen yet"
@@ -243,6 +256,7 @@ ${geoConsts(g)}
 @group(0) @binding(4) var<storage, read_write> O: array<f32>;
 @group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
 @group(0) @binding(6) var<storage, read> SEG: array<i32>;
+@group(0) @binding(7) var<storage, read> KVS: array<i32>;
 var<workgroup> shK: array<vec4f, ${g.BLOCK * g.DV}>;
 var<workgroup> shV: array<vec4f, ${g.BLOCK * g.DV}>;
 ${partDecl(g, 1)}
@@ -276,8 +290,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     mySeg = SEG[b * p.T + min(i, p.T - 1u)];
     if (lid == 0u) { qRange = segRange(b, i0, rowsHere); }
   }
+  // Left padding: keys before this batch row's first valid key are invisible (and their blocks skipped).
+  var kStart = 0u;
+  if ((p.flags & 4u) != 0u) { kStart = u32(max(KVS[b], 0)); }
   let nkb = (kEnd + BLOCK - 1u) / BLOCK;
-  for (var kb0 = 0u; kb0 < nkb; kb0++) {
+  for (var kb0 = kStart / BLOCK; kb0 < nkb; kb0++) {
     let j0 = kb0 * BLOCK;
     if (SEGON) {
       if (lid == 0u) {
@@ -295,7 +312,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       ${lines(CH, (r) => `var s${r} = ${dotRow(g, 'q', 'shK', r)};`)}
       ${exchange(g, ['s'])}
       var cmax = NEG;
-      ${lines(CH, (r) => `let ok${r} = ${visible(r, 'rowValid', 'j0 + c0', 'qlim', 'shKSeg[c0 + ' + r + 'u]')};
+      ${lines(CH, (r) => `let ok${r} = ${visible(r, 'rowValid', 'j0 + c0', 'qlim', 'shKSeg[c0 + ' + r + 'u]')} && j0 + c0 + ${r}u >= kStart;
       if (ok${r}) { cmax = max(cmax, s${r}); }`)}
       if (cmax > NEG) {
         let mn = max(m, cmax);
@@ -347,6 +364,7 @@ const DH = ${Dh}u; const NT = ${DECODE_THREADS}u; const G = ${G}u;
 @group(0) @binding(4) var<storage, read_write> O: array<f32>;
 @group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
 @group(0) @binding(6) var<storage, read> SEG: array<i32>;
+@group(0) @binding(7) var<storage, read> KVS: array<i32>;
 var<workgroup> shQ: array<f32, DH>;
 var<workgroup> shS: array<f32, NT>;
 var<workgroup> shO: array<f32, NT>;
@@ -368,11 +386,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   var m = NEG;
   var l = 0.0;
   var acc = 0.0;
+  var kStart = 0u; // left padding: keys before the row's first valid key are invisible
+  if ((p.flags & 4u) != 0u) { kStart = u32(max(KVS[b], 0)); }
   let nch = (kEnd + NT - 1u) / NT;
-  for (var c = 0u; c < nch; c++) {
+  for (var c = kStart / NT; c < nch; c++) {
     let j = c * NT + lid;
     var s = NEG;
-    var ok = j < kEnd;
+    var ok = j < kEnd && j >= kStart;
     if (ok && SEGON) { ok = SEG[b * p.T + j] == mySeg; }
     if (ok) {
       let kb = ((b * p.Sk + j) * p.Hkv + hk) * DH;
@@ -652,6 +672,14 @@ function segBinding(d: Dims): Tensor {
   return dummySegment;
 }
 
+let dummyKvStart: Tensor | null = null;
+/** The kvStart binding: the real starts, or a one-element stand-in the kernel never reads (flag off). */
+function kvStartBinding(d: Dims): Tensor {
+  if (d.kvStart) return d.kvStart;
+  if (!dummyKvStart || dummyKvStart.disposed) dummyKvStart = Tensor.from(new Int32Array([0]), [1]).keep();
+  return dummyKvStart;
+}
+
 function geoKey(g: Geo): string {
   return `dh${g.DH}.tpr${g.TPR}.r${g.ROWS}.b${g.BLOCK}`;
 }
@@ -681,7 +709,7 @@ function forwardWithDims(d: Dims, q: Tensor, k: Tensor, v: Tensor, variant: Forw
   const out = Tensor.empty(q.shape);
   const lse = Tensor.empty([d.B, d.Hq, d.T]);
   if (q.numel === 0) return { out, lse };
-  const bufs = [q, k, v, out, lse, segBinding(d)];
+  const bufs = [q, k, v, out, lse, segBinding(d), kvStartBinding(d)];
   if (pickVariant(d, variant) === 'decode') {
     dispatch(`attn.fwd.decode.dh${d.Dh}`, () => forwardDecodeKernel(d.Dh), bufs, [d.T, d.Hq, d.B], uniforms(d));
   } else {
@@ -713,6 +741,7 @@ export function flashAttentionBackward(
 function backwardWithDims(
   d: Dims, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dOut: Tensor, wantDq: boolean, wantDkv: boolean, tiles?: AttentionTiles,
 ): { dq: Tensor | null; dk: Tensor | null; dv: Tensor | null } {
+  if (d.kvStart) throw new RangeError('flashAttention: kvStart (left-padded decoding) has no backward');
   assertDtype(dOut, 'f32', 'flashAttention dOut');
   if (dOut.numel !== q.numel) throw new RangeError(`flashAttention backward: dOut [${dOut.shape.join(', ')}] must match q [${q.shape.join(', ')}]`);
   const rows = d.B * d.T * d.Hq;
@@ -747,6 +776,9 @@ function backwardWithDims(
  */
 export function flashAttention(q: Tensor, k: Tensor, v: Tensor, opts: FlashAttentionOptions): Tensor {
   const d = checkInputs(q, k, v, opts);
+  if (d.kvStart && isGradEnabled() && [q, k, v].some((t) => t.requiresGrad || t.gradFn !== null)) {
+    throw new RangeError('flashAttention: kvStart (left-padded decoding) is forward-only; run it under noGrad');
+  }
   const { out, lse } = forwardWithDims(d, q, k, v, 'auto');
   recordOp('flashAttention', [q, k, v], out, (n) => {
     const qs = n.save(q);

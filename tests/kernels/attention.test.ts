@@ -37,6 +37,8 @@ interface Case {
   scale?: number;
   tiles?: AttentionTiles;
   variants: ForwardVariant[];
+  /** First valid key per batch row (left padding); forward only. */
+  kvStart?: number[];
 }
 
 function segmentIds(c: Case): Int32Array | undefined {
@@ -71,16 +73,17 @@ function inputs(rng: Rng, c: Case) {
 async function checkCase(rng: Rng, c: Case): Promise<void> {
   const { B, T, Sk, Hq, Hkv, Dh } = c.sh;
   const seg = segmentIds(c);
-  const refOpts: AttnRefOptions = { causal: c.causal, scale: c.scale ?? 1 / Math.sqrt(Dh), qOffset: c.qOffset ?? 0, segmentIds: seg };
+  const refOpts: AttnRefOptions = { causal: c.causal, scale: c.scale ?? 1 / Math.sqrt(Dh), qOffset: c.qOffset ?? 0, segmentIds: seg, kvStart: c.kvStart };
   const x = inputs(rng, c);
   const fwd = attentionForwardRef(c.sh, refOpts, x.q, x.k, x.v);
-  const grads = attentionBackwardRef(c.sh, refOpts, x.q, x.k, x.v, x.dOut);
+  const grads = c.kvStart ? null : attentionBackwardRef(c.sh, refOpts, x.q, x.k, x.v, x.dOut);
   const opts = {
     causal: c.causal,
     scale: c.scale,
     qOffset: c.qOffset,
     kvLength: c.sh.S,
     segmentIds: seg ? Tensor.from(seg, [B * T]) : undefined,
+    kvStart: c.kvStart ? Tensor.from(Int32Array.from(c.kvStart), [B]) : undefined,
   };
   const q = Tensor.from(x.q, [B, T, Hq, Dh]);
   const k = Tensor.from(x.k, [B, Sk, Hkv, Dh]);
@@ -91,7 +94,7 @@ async function checkCase(rng: Rng, c: Case): Promise<void> {
     const { out, lse } = flashAttentionForward(q, k, v, opts, variant, c.tiles);
     expectClose(await out.toFloat32(), fwd.out, FWD_TOL, `${label} out`);
     expectClose(await lse.toFloat32(), fwd.lse, FWD_TOL, `${label} lse`);
-    if (variant === c.variants[0]) {
+    if (grads && variant === c.variants[0]) {
       const g = flashAttentionBackward(q, k, v, out, lse, dOut, opts, {}, c.tiles);
       expectClose(await g.dq!.toFloat32(), grads.dq, BWD_TOL, `${label} dQ`);
       expectClose(await g.dk!.toFloat32(), grads.dk, BWD_TOL, `${label} dK`);
@@ -152,6 +155,47 @@ describe('flash attention: decode with a KV cache (qOffset, kvLength < cache row
       await checkCase(testRng(`attention ${c.label}`), c);
     }, COMPILE_TIMEOUT);
   }
+});
+
+describe('flash attention: per-row kvStart (left-padded batches, forward only)', () => {
+  // Row b's keys j < kvStart[b] are padding. The padded keys hold finite random values (real pad
+  // tokens' K/V), so a kernel that ignored kvStart would give a different softmax; kvStart ≥ the
+  // causal limit makes early query rows fully masked (0 output, lse −∞). Starts past a tile block
+  // (small tiles, block 8) exercise the block skip, and kvStart 0 the unpadded row.
+  const cases: Case[] = [
+    { label: 'prefill T=13 causal GQA kvStart [0, 5, 12]', sh: shape(3, 13, 13, 4, 2, 16), causal: true, kvStart: [0, 5, 12], variants: BOTH },
+    { label: 'prefill T=37 causal MQA Dh=12 small tiles kvStart [17, 0]', sh: shape(2, 37, 37, 4, 1, 12), causal: true, kvStart: [17, 0], tiles: SMALL, variants: ['tiled'] },
+    { label: 'decode T=1 qOffset=20 S=21 of 32 kvStart [3, 0, 20]', sh: shape(3, 1, 21, 4, 2, 16, 32), causal: true, qOffset: 20, kvStart: [3, 0, 20], variants: ['decode', 'tiled'] },
+    { label: 'decode T=1 qOffset=150 S=151 of 160 Dh=64 kvStart [131, 7]', sh: shape(2, 1, 151, 4, 1, 64, 160), causal: true, qOffset: 150, kvStart: [131, 7], variants: ['decode', 'tiled'] },
+    { label: 'T=3 qOffset=10 S=13 non-causal small tiles kvStart [9, 2]', sh: shape(2, 3, 13, 2, 2, 12, 16), causal: false, qOffset: 10, kvStart: [9, 2], tiles: SMALL, variants: BOTH },
+  ];
+  for (const c of cases) {
+    it(c.label, async () => {
+      await checkCase(testRng(`attention ${c.label}`), c);
+    }, COMPILE_TIMEOUT);
+  }
+
+  it('fully padded query rows give exactly 0 and lse -inf; kvStart with autograd throws', async () => {
+    const c: Case = { label: 'kvStart explicit', sh: shape(2, 6, 6, 2, 1, 16), causal: true, kvStart: [4, 0], variants: BOTH };
+    const x = inputs(testRng('attention kvStart explicit'), c);
+    const q = Tensor.from(x.q, [2, 6, 2, 16]);
+    const k = Tensor.from(x.k, [2, 6, 1, 16]);
+    const v = Tensor.from(x.v, [2, 6, 1, 16]);
+    const kvStart = Tensor.from(new Int32Array([4, 0]), [2]);
+    for (const variant of BOTH) {
+      const { out, lse } = flashAttentionForward(q, k, v, { causal: true, kvStart }, variant);
+      const o = await out.toFloat32();
+      const l = await lse.toFloat32();
+      for (let i = 0; i < 4; i++) {
+        for (let e = 0; e < 2 * 16; e++) expect(o[i * 32 + e]).toBe(0);
+        for (let h = 0; h < 2; h++) expect(l[h * 6 + i]).toBe(-Infinity);
+      }
+      expect(o.every(Number.isFinite)).toBe(true);
+    }
+    q.requiresGrad = true;
+    expect(() => flashAttention(q, k, v, { causal: true, kvStart })).toThrow(/kvStart/);
+    expect(() => flashAttention(q, k, v, { causal: true, kvStart: Tensor.from(new Int32Array(3), [3]) })).toThrow(/kvStart has 3/);
+  }, COMPILE_TIMEOUT);
 });
 
 describe('flash attention: fully masked rows', () => {

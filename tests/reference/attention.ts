@@ -1,6 +1,7 @@
 // Float64 reference for attention, written from the math (naive softmax attention with the full
 // T×S score matrix), independent of the WGSL kernels:
 //   s_ij = scale · q_i·k_j,  visible(i, j) = j < S ∧ (¬causal ∨ j ≤ i + qOffset) ∧ (¬seg ∨ seg_i = seg_j)
+//     ∧ j ≥ kvStart[b] (optional, left-padded batches)
 //   P_ij = exp(s_ij − lse_i) over visible j,  lse_i = log Σ_visible exp(s_ij)  (−∞ for a row that sees nothing)
 //   O_i = Σ_j P_ij v_j                        (0 for a row that sees nothing)
 // Backward: dV_j = Σ_i P_ij dO_i;  dP_ij = dO_i·v_j;  dS_ij = P_ij (dP_ij − Σ_k P_ik dP_ik);
@@ -25,10 +26,13 @@ export interface AttnRefOptions {
   scale: number;
   qOffset: number;
   segmentIds?: ArrayLike<number>;
+  /** First valid key per batch row (left padding): keys j < kvStart[b] are invisible. */
+  kvStart?: ArrayLike<number>;
 }
 
 function visible(sh: AttnRefShape, o: AttnRefOptions, b: number, i: number, j: number): boolean {
   if (j >= sh.S) return false;
+  if (o.kvStart && j < o.kvStart[b]!) return false;
   if (o.causal && j > i + o.qOffset) return false;
   if (o.segmentIds && o.segmentIds[b * sh.T + i] !== o.segmentIds[b * sh.T + j]) return false;
   return true;
