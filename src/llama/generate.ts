@@ -31,6 +31,12 @@ export interface GenerateResult {
   stopReason: 'eos' | 'max_new_tokens';
 }
 
+/** A row of generateBatch: 'stopped' when its onToken callback asked it to stop. */
+export interface BatchGenerateResult {
+  tokens: number[];
+  stopReason: GenerateResult['stopReason'] | 'stopped';
+}
+
 export function validateSampling(o: SamplingOptions): void {
   const bad = (key: string, msg: string) => {
     throw new InputError(msg, { key });
@@ -144,6 +150,86 @@ export async function generate(
       if (tokens.length >= opts.maxNewTokens) return { tokens, stopReason: 'max_new_tokens' };
       input = Int32Array.of(next);
     }
+  } finally {
+    disposeKvCache(cache);
+  }
+}
+
+/**
+ * Generates for several prompts of different lengths in one batch. The prompts are left-padded to
+ * the longest one; the KV cache masks each row's padding (attention kvStart) and each row's RoPE
+ * positions start at 0 at its first real token, so every row computes what `generate` computes for
+ * it alone (up to f32 summation order: greedy outputs match token for token on the fixtures).
+ * Rows stop independently: after its EOS (or maxNewTokens) a row keeps being fed a pad token so the
+ * batch stays rectangular, but its output stops; generation ends when every row has stopped.
+ * Sampling (greedy: false): row b draws from its own Rng seeded with `seed + b`, i.e. the stream
+ * `generate(model, prompts[b], { ...opts, seed: seed + b })` would use. `onToken(row, id)` is
+ * called for each new token of a row still running (awaited); returning 'stop' ends that row there
+ * (stopReason 'stopped', e.g. a stop sequence), the others go on.
+ */
+export async function generateBatch(
+  model: LlamaModel,
+  prompts: readonly (readonly number[])[],
+  opts: SamplingOptions,
+  onToken?: (row: number, id: number) => void | 'stop' | Promise<void | 'stop'>,
+): Promise<BatchGenerateResult[]> {
+  validateSampling(opts);
+  prompts.forEach((p, b) => {
+    if (p.length === 0) throw new InputError(`prompt ${b} is empty: nothing to condition on (no BOS either)`);
+  });
+  const B = prompts.length;
+  const results: BatchGenerateResult[] = prompts.map(() => ({ tokens: [], stopReason: 'max_new_tokens' }));
+  if (B === 0 || opts.maxNewTokens === 0) return results;
+  const eosIds = opts.eosTokenIds ?? model.config.eosTokenIds;
+  const eos = new Set(eosIds);
+  const greedy = opts.greedy ?? true;
+  const seed = opts.seed ?? 0;
+  const rngs = prompts.map((_, b) => new Rng(seed + b));
+  const penalty = opts.repetitionPenalty ?? 1;
+  const V = model.config.vocabSize;
+  // Any in-vocabulary id works as padding: padded positions are masked out of attention, and a
+  // finished row's outputs are discarded.
+  const padCandidate = model.config.padTokenId ?? eosIds[0] ?? 0;
+  const pad = padCandidate >= 0 && padCandidate < V ? padCandidate : 0;
+  const maxLen = Math.max(...prompts.map((p) => p.length));
+  const starts = prompts.map((p) => maxLen - p.length);
+  const cache = model.newKvCache(B, maxLen + opts.maxNewTokens, starts);
+  const seen = prompts.map((p) => [...p]);
+  const done = prompts.map(() => false);
+  let running = B;
+  try {
+    let input = new Int32Array(B * maxLen).fill(pad);
+    prompts.forEach((p, b) => input.set(p, b * maxLen + starts[b]!));
+    while (running > 0) {
+      const logitsT = model.step(input, cache);
+      const all = await logitsT.toFloat32();
+      logitsT.dispose();
+      input = new Int32Array(B).fill(pad);
+      for (let b = 0; b < B; b++) {
+        if (done[b]) continue;
+        const logits = all.subarray(b * V, (b + 1) * V);
+        applyRepetitionPenalty(logits, seen[b]!, penalty);
+        let next: number;
+        if (greedy) next = argmax(logits);
+        else {
+          applyWarpers(logits, opts);
+          next = sample(logits, rngs[b]!);
+        }
+        const r = results[b]!;
+        r.tokens.push(next);
+        seen[b]!.push(next);
+        input[b] = next;
+        const asked = await onToken?.(b, next);
+        if (asked === 'stop') r.stopReason = 'stopped';
+        else if (eos.has(next)) r.stopReason = 'eos';
+        if (asked === 'stop' || eos.has(next) || r.tokens.length >= opts.maxNewTokens) {
+          done[b] = true;
+          input[b] = pad;
+          running--;
+        }
+      }
+    }
+    return results;
   } finally {
     disposeKvCache(cache);
   }

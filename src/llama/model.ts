@@ -177,22 +177,33 @@ function checkInput(inp: ForwardInput, vocabSize: number): void {
   }
 }
 
-function defaultPositions(batchSize: number, seqLen: number, offset = 0): Int32Array {
+/** Positions offset..offset+T-1 per row; with left-padding `starts`, row b counts from starts[b] (pads get 0). */
+function defaultPositions(batchSize: number, seqLen: number, offset = 0, starts?: Int32Array): Int32Array {
   const p = new Int32Array(batchSize * seqLen);
-  for (let b = 0; b < batchSize; b++) for (let t = 0; t < seqLen; t++) p[b * seqLen + t] = offset + t;
+  for (let b = 0; b < batchSize; b++) {
+    const s = starts?.[b] ?? 0;
+    for (let t = 0; t < seqLen; t++) p[b * seqLen + t] = Math.max(0, offset + t - s);
+  }
   return p;
 }
 
 // ---------------------------------------------------------------------------------------------
 // KV cache
 
-/** Per layer K and V, [B, maxSeqLen, Hkv, Dh] f32; `length` positions are filled. */
+/**
+ * Per layer K and V, [B, maxSeqLen, Hkv, Dh] f32; `length` positions are filled. With `starts`
+ * (left-padded batch), row b's real tokens begin at cache position starts[b]: attention never sees
+ * the keys before it, and that row's RoPE positions count from 0 at starts[b].
+ */
 export interface KvCache {
   batchSize: number;
   maxSeqLen: number;
   length: number;
   k: Tensor[];
   v: Tensor[];
+  starts?: Int32Array;
+  /** starts on the GPU (i32 [B]), the attention kernels' kvStart. */
+  startsTensor?: Tensor;
 }
 
 export interface LoadModelOptions extends LoadWeightsOptions {
@@ -442,7 +453,13 @@ export class LlamaModel {
     if (cache) {
       writeCache(cache.k[l]!, k, cache);
       writeCache(cache.v[l]!, v, cache);
-      attn = flashAttention(q, cache.k[l]!, cache.v[l]!, { causal: true, scale: 1 / Math.sqrt(dh), qOffset: cache.length, kvLength: cache.length + T });
+      attn = flashAttention(q, cache.k[l]!, cache.v[l]!, {
+        causal: true,
+        scale: 1 / Math.sqrt(dh),
+        qOffset: cache.length,
+        kvLength: cache.length + T,
+        ...(cache.startsTensor ? { kvStart: cache.startsTensor } : {}),
+      });
     } else {
       attn = flashAttention(q, k, v, { causal: true, scale: 1 / Math.sqrt(dh), ...(seg ? { segmentIds: seg } : {}) });
     }
@@ -462,7 +479,7 @@ export class LlamaModel {
   hidden(inp: ForwardInput, opts: ForwardOptions = {}, cache?: KvCache): Tensor {
     checkInput(inp, this.config.vocabSize);
     const { batchSize: B, seqLen: T } = inp;
-    const positions = inp.positionIds ?? defaultPositions(B, T, cache?.length ?? 0);
+    const positions = inp.positionIds ?? defaultPositions(B, T, cache?.length ?? 0, cache?.starts);
     let maxPos = 0;
     for (const p of positions) {
       if (p < 0) throw new RangeError(`negative position id ${p}`);
@@ -565,7 +582,15 @@ export class LlamaModel {
 
   // ---- KV cache -----------------------------------------------------------------------------
 
-  newKvCache(batchSize: number, maxSeqLen: number): KvCache {
+  /**
+   * An empty cache for `batchSize` rows of up to `maxSeqLen` positions. `starts` (left-padded
+   * batches): the position of each row's first real token; earlier positions hold pad tokens that
+   * attention masks out, and RoPE positions of row b start at 0 at starts[b].
+   */
+  newKvCache(batchSize: number, maxSeqLen: number, starts?: readonly number[]): KvCache {
+    if (starts && (starts.length !== batchSize || starts.some((s) => !Number.isInteger(s) || s < 0 || s >= maxSeqLen))) {
+      throw new RangeError(`newKvCache: starts [${starts.join(', ')}] must be ${batchSize} integers in [0, ${maxSeqLen})`);
+    }
     const { numKeyValueHeads: hkv, headDim: dh } = this.config;
     const make = () => {
       // Left unwritten: attention reads only the first kvLength rows (tests poison pooled buffers
@@ -578,7 +603,9 @@ export class LlamaModel {
       k.push(make());
       v.push(make());
     }
-    return { batchSize, maxSeqLen, length: 0, k, v };
+    if (!starts || starts.every((s) => s === 0)) return { batchSize, maxSeqLen, length: 0, k, v };
+    const st = Int32Array.from(starts);
+    return { batchSize, maxSeqLen, length: 0, k, v, starts: st, startsTensor: Tensor.from(st, [batchSize]).keep() };
   }
 
   /**
@@ -607,6 +634,7 @@ export class LlamaModel {
 
 export function disposeKvCache(cache: KvCache): void {
   for (const t of [...cache.k, ...cache.v]) t.dispose();
+  cache.startsTensor?.dispose();
 }
 
 /** Copies rows [B, T, Hkv, Dh] into the cache [B, Smax, Hkv, Dh] at position cache.length. */

@@ -2,11 +2,11 @@
 // streamer, and generate()'s stopping and seeding on a fixture model.
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
-import { TextStreamer, applyRepetitionPenalty, applyWarpers, argmax, generate, softmax } from '../../src/llama/generate.js';
+import { TextStreamer, applyRepetitionPenalty, applyWarpers, argmax, generate, generateBatch, softmax } from '../../src/llama/generate.js';
 import { LlamaModel } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { useEngine } from '../helpers/index.js';
-import { golden, modelDir } from './helpers.js';
+import { MODEL_NAMES, golden, modelDir } from './helpers.js';
 
 useEngine();
 
@@ -80,4 +80,57 @@ describe('generate()', () => {
       model.dispose();
     }
   });
+});
+
+describe('generateBatch() (left-padded prompts of different lengths)', () => {
+  for (const name of MODEL_NAMES) {
+    it(`${name}: greedy batched output equals single-prompt greedy output for every prompt, with per-row EOS`, async () => {
+      const model = await LlamaModel.load(modelDir(name));
+      try {
+        const g = golden.models[name];
+        // Lengths 8, 1, 13, 4 (the longest pads the others by 5, 12, 9 positions).
+        const prompts = [g.greedy_prompt_ids, g.token_ids[0]!.slice(0, 1), g.token_ids[1]!.slice(0, 13), g.token_ids[2 % g.token_ids.length]!.slice(1, 5)];
+        expect(prompts.map((p) => p.length)).toEqual([8, 1, 13, 4]);
+        const opts = { maxNewTokens: 7, eosTokenIds: [] as number[] };
+        const single = [];
+        for (const p of prompts) single.push(await generate(model, p, opts));
+        expect(single[0]!.tokens).toEqual(g.greedy_base.slice(0, 7)); // anchors the single path to HF
+        const streamed: [number, number][] = [];
+        const batched = await generateBatch(model, prompts, opts, (row, id) => void streamed.push([row, id]));
+        expect(batched).toEqual(single);
+        for (let b = 0; b < prompts.length; b++) expect(streamed.filter(([r]) => r === b).map(([, id]) => id)).toEqual(batched[b]!.tokens);
+        // Per-row stopping: declare the 2nd greedy token of prompt 1 an EOS id. Rows stop at their own
+        // first occurrence of it (or run to maxNewTokens); the others keep going.
+        const eosOpts = { maxNewTokens: 7, eosTokenIds: [single[1]!.tokens[1]!] };
+        const singleEos = [];
+        for (const p of prompts) singleEos.push(await generate(model, p, eosOpts));
+        expect(singleEos[1]!.stopReason).toBe('eos');
+        const batchedEos = await generateBatch(model, prompts, eosOpts);
+        expect(batchedEos).toEqual(singleEos);
+        expect(new Set(batchedEos.map((r) => r.tokens.length)).size).toBeGreaterThan(1);
+      } finally {
+        model.dispose();
+      }
+    }, 900_000);
+  }
+
+  it('sampling: row b uses seed + b (same stream as generate with that seed); edge cases', async () => {
+    const name = 'gqa-f32';
+    const model = await LlamaModel.load(modelDir(name));
+    try {
+      const g = golden.models[name];
+      const prompts = [g.greedy_prompt_ids, g.token_ids[0]!.slice(0, 3)];
+      const opts = { maxNewTokens: 5, greedy: false, temperature: 1.5, seed: 11, eosTokenIds: [] as number[] };
+      const batched = await generateBatch(model, prompts, opts);
+      for (let b = 0; b < prompts.length; b++) expect(batched[b]).toEqual(await generate(model, prompts[b]!, { ...opts, seed: 11 + b }));
+      expect(await generateBatch(model, [], opts)).toEqual([]);
+      expect(await generateBatch(model, prompts, { ...opts, maxNewTokens: 0 })).toEqual([
+        { tokens: [], stopReason: 'max_new_tokens' },
+        { tokens: [], stopReason: 'max_new_tokens' },
+      ]);
+      await expect(generateBatch(model, [[1], []], { maxNewTokens: 3 })).rejects.toBeInstanceOf(InputError);
+    } finally {
+      model.dispose();
+    }
+  }, 900_000);
 });
