@@ -27,6 +27,7 @@ export interface EvalCliOptions extends ModelCliOptions {
   /** Generation / classification (and a copy of the perplexity JSON): the output file. */
   out?: string;
   maxNewTokens?: string;
+  batchSize?: string;
   limit?: string;
   sample?: boolean;
   temperature?: string;
@@ -124,6 +125,8 @@ export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptio
   if (!opts.data) throw new InputError('--data is required', { key: 'data' });
   const maxNewTokens = numberOption(opts.maxNewTokens, 'max-new-tokens', true) ?? 64;
   if (maxNewTokens < 1) throw new InputError(`expected a positive integer, got ${maxNewTokens}`, { key: 'max-new-tokens' });
+  const batchSize = numberOption(opts.batchSize, 'batch-size', true);
+  if (batchSize !== undefined && batchSize < 1) throw new InputError(`expected a positive integer, got ${batchSize}`, { key: 'batch-size' });
   const limit = numberOption(opts.limit, 'limit', true);
   if (limit !== undefined && limit < 1) throw new InputError(`expected a positive integer, got ${limit}`, { key: 'limit' });
   const embeddingLayer = numberOption(opts.embeddingLayer, 'embedding-layer', true);
@@ -149,6 +152,7 @@ export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptio
     metrics,
     maxNewTokens,
     sampling,
+    ...(batchSize !== undefined ? { batchSize } : {}),
     ...(embeddingLayer !== undefined ? { embeddingLayer } : {}),
     onProgress: (done, total, _item, p) => {
       tokens += p.tokens;
@@ -209,6 +213,7 @@ export function register(program: Command): void {
     .option('--tokens-per-pass <n>', 'texts are packed into forward passes of up to this many tokens', '2048')
     .option('-o, --out <file>', 'write the results (generation/classification: finllm.results.v1 for `finllm compare`)')
     .option('-n, --max-new-tokens <n>', 'most tokens generated per example (default 64)')
+    .option('--batch-size <n>', 'generation/classification: prompts decoded together, left-padded (default 8; 1 = one at a time)')
     .option('--limit <n>', 'evaluate the first N records only')
     .option('--sample', 'sample instead of greedy decoding (implied by --temperature, --top-k, --top-p)')
     .option('--temperature <t>', 'sampling temperature')

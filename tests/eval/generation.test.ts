@@ -131,6 +131,33 @@ describe('runner on the gqa-f32 fixture model', () => {
     expect(again.predictions).toEqual(r.predictions);
   });
 
+  it('batched decoding (left-padded, per-row EOS / stop sequence) gives exactly the one-at-a-time results under greedy', async () => {
+    // 5 qa prompts of different lengths in batches of 3 (a full batch and a remainder of 2), and the
+    // default batch size (one batch of 5). A stop sequence taken from item 1's free output ends that
+    // row early while the others continue.
+    const items = buildEvalItems(rowsOf(join(EVAL, 'qa.jsonl'), 5), 'generation', 'qa.jsonl');
+    const lengths = items.map((it) => tokenizer.encode(it.prompt).length);
+    expect(new Set(lengths).size).toBeGreaterThan(1);
+    const raw = tokenizer.decode((await generate(model, tokenizer.encode(items[1]!.prompt), { maxNewTokens: 6 })).tokens, { skipSpecialTokens: true });
+    const opts = { task: 'generation' as const, maxNewTokens: 6, model: MODEL, stopSequences: [raw.slice(2, 4), '\n###'] };
+    const one = await runGenerationEval(model, tokenizer, items, { ...opts, batchSize: 1 });
+    expect(one.predictions[1]!.stopReason).toBe('stop_sequence');
+    for (const batchSize of [3, undefined]) {
+      const seen: string[] = [];
+      const r = await runGenerationEval(model, tokenizer, items, { ...opts, ...(batchSize ? { batchSize } : {}), onProgress: (done, _t, item) => void seen.push(`${done}:${item.id}`) });
+      expect(r.predictions).toEqual(one.predictions);
+      expect(r.results.per_example).toEqual(one.results.per_example);
+      expect(r.results.metrics).toEqual(one.results.metrics);
+      expect(seen).toEqual(items.map((it, i) => `${i + 1}:${it.id}`));
+    }
+    const cls = buildEvalItems(rowsOf(join(EVAL, 'sentiment.jsonl'), 5), 'classification', 'sentiment.jsonl');
+    const c1 = await runGenerationEval(model, tokenizer, cls, { task: 'classification', maxNewTokens: 3, model: MODEL, batchSize: 1 });
+    const c4 = await runGenerationEval(model, tokenizer, cls, { task: 'classification', maxNewTokens: 3, model: MODEL, batchSize: 4 });
+    expect(c4.predictions).toEqual(c1.predictions);
+    expect(c4.classification).toEqual(c1.classification);
+    await expect(runGenerationEval(model, tokenizer, cls, { task: 'classification', maxNewTokens: 3, model: MODEL, batchSize: 0 })).rejects.toThrow(/batch-size/);
+  });
+
   it('a stop sequence ends decoding and is cut from the prediction', async () => {
     const [item] = buildEvalItems(rowsOf(join(EVAL, 'qa.jsonl'), 1), 'generation', 'qa.jsonl');
     const free = await predict(model, tokenizer, item!.prompt, { maxNewTokens: 8, stopSequences: [] });
@@ -192,6 +219,9 @@ describe('finllm eval --task generation|classification', () => {
     const out = join(dir, 'qa.results.json');
     let printed = '';
     await evalAction({ model: MODEL, data: join(EVAL, 'qa.jsonl'), task: 'generation', limit: '2', maxNewTokens: '3', out, json: true, quiet: true }, (s) => (printed += s));
+    let batched = '';
+    await evalAction({ model: MODEL, data: join(EVAL, 'qa.jsonl'), task: 'generation', limit: '2', maxNewTokens: '3', batchSize: '1', json: true, quiet: true }, (s) => (batched += s));
+    expect((JSON.parse(batched) as Record<string, unknown>)['per_example']).toEqual((JSON.parse(printed) as Record<string, unknown>)['per_example']);
     const fromStdout = JSON.parse(printed) as Record<string, unknown>;
     const fromFile = await readResults(out);
     expect(fromFile.per_example).toHaveLength(2);
@@ -217,6 +247,7 @@ describe('finllm eval --task generation|classification', () => {
     const qa = join(EVAL, 'qa.jsonl');
     await expect(evalAction({ model: MODEL, data: qa, task: 'generation', metrics: 'rouge,meteor' })).rejects.toThrow(/unknown metric "meteor"/);
     await expect(evalAction({ model: MODEL, data: qa, task: 'generation', maxNewTokens: 'lots' })).rejects.toThrow(/key 'max-new-tokens'/);
+    await expect(evalAction({ model: MODEL, data: qa, task: 'generation', batchSize: '0' })).rejects.toThrow(/key 'batch-size'/);
     await expect(evalAction({ model: MODEL, data: qa, task: 'classification' })).rejects.toThrow(/qa\.jsonl, row 1.*gold label/);
     await expect(evalAction({ model: MODEL, data: qa, task: 'summarize' })).rejects.toThrow(/unknown task.*perplexity, generation, classification/);
   });

@@ -18,16 +18,19 @@
 //
 // The prediction is the decoded new tokens (special tokens dropped), cut at the first stop
 // sequence (default "\n###": the start of a next template section) and trimmed. Decoding is greedy
-// unless sampling is asked for, and one prompt at a time: the model's KV cache holds one length
-// for all its rows and attention has no padding mask, so prompts of different lengths cannot share
-// a batch.
+// unless sampling is asked for. Prompts are decoded `batchSize` at a time (default 8), left-padded
+// (generateBatch: attention masks each row's padding, positions start at its first real token),
+// each row stopping on its own at EOS or a stop sequence; under greedy decoding the predictions are
+// those of one-at-a-time decoding (batchSize 1). Sampling: one-at-a-time decoding seeds every
+// prompt with `seed`; batched decoding seeds item i (0-based, in file order) with seed + i, so its
+// draws do not depend on the batch size.
 //
 // Classification reads the label from the generated text with FinGPT's rule ("positive" anywhere,
 // else "negative", else neutral) and reports accuracy (mean label_correct), macro/weighted F1 and
 // the confusion matrix.
 import { initEngine } from '../../engine/tensor.js';
 import { InputError } from '../../errors.js';
-import { generate, type SamplingOptions } from '../../llama/generate.js';
+import { generate, generateBatch, type SamplingOptions } from '../../llama/generate.js';
 import { LlamaModel, type LoadModelOptions } from '../../llama/model.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import type { ColumnMapping } from '../config.js';
@@ -238,7 +241,11 @@ export interface GenerationSettings {
   sampling?: Omit<SamplingOptions, 'maxNewTokens'>;
   /** The prediction ends before the first of these. Default ["\n###"]. */
   stopSequences?: readonly string[];
+  /** Prompts decoded together (left-padded batch). Default 8; 1 = one at a time. */
+  batchSize?: number;
 }
+
+export const DEFAULT_EVAL_BATCH_SIZE = 8;
 
 export interface Prediction {
   text: string;
@@ -281,6 +288,27 @@ export async function predict(model: LlamaModel, tokenizer: GenerationTokenizer,
   }
   const text = cutAtStop(tokenizer.decode(out, { skipSpecialTokens: true }), stops).text.trim();
   return { text, tokens: out.length, stopReason };
+}
+
+/**
+ * Generates the predictions for several prompts in one left-padded batch (generateBatch). Under
+ * sampling, prompt b is seeded with `sampling.seed + b`.
+ */
+export async function predictBatch(model: LlamaModel, tokenizer: GenerationTokenizer, prompts: readonly string[], settings: GenerationSettings): Promise<Prediction[]> {
+  const stops = settings.stopSequences ?? DEFAULT_STOP_SEQUENCES;
+  const ids = prompts.map((p) => tokenizer.encode(p));
+  const outs: number[][] = prompts.map(() => []);
+  const rs = await generateBatch(model, ids, { ...settings.sampling, maxNewTokens: settings.maxNewTokens }, (row, id) => {
+    const out = outs[row]!;
+    out.push(id);
+    if (stops.length && cutAtStop(tokenizer.decode(out, { skipSpecialTokens: true }), stops).stopped) return 'stop';
+    return undefined;
+  });
+  return rs.map((r, b) => ({
+    text: cutAtStop(tokenizer.decode(outs[b]!, { skipSpecialTokens: true }), stops).text.trim(),
+    tokens: outs[b]!.length,
+    stopReason: r.stopReason === 'stopped' ? 'stop_sequence' : r.stopReason,
+  }));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -342,11 +370,25 @@ export async function runGenerationEval(model: LlamaModel, tokenizer: Generation
   if ((metrics.includes('embedding') || metrics.includes('bertscore')) && !opts.embeddings) {
     throw new InputError('the embedding and bertscore metrics need an embedding model', { key: 'metrics' });
   }
+  const batchSize = opts.batchSize ?? DEFAULT_EVAL_BATCH_SIZE;
+  if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new InputError(`expected a positive integer, got ${batchSize}`, { key: 'batch-size' });
   const predictions: Prediction[] = [];
-  for (const item of items) {
-    const p = await predict(model, tokenizer, item.prompt, opts);
-    predictions.push(p);
-    opts.onProgress?.(predictions.length, items.length, item, p);
+  if (batchSize === 1) {
+    for (const item of items) {
+      const p = await predict(model, tokenizer, item.prompt, opts);
+      predictions.push(p);
+      opts.onProgress?.(predictions.length, items.length, item, p);
+    }
+  } else {
+    for (let i0 = 0; i0 < items.length; i0 += batchSize) {
+      const chunk = items.slice(i0, i0 + batchSize);
+      const sampling = { ...opts.sampling, seed: (opts.sampling?.seed ?? 0) + i0 }; // item i gets seed + i
+      const ps = await predictBatch(model, tokenizer, chunk.map((it) => it.prompt), { ...opts, sampling });
+      ps.forEach((p, j) => {
+        predictions.push(p);
+        opts.onProgress?.(predictions.length, items.length, chunk[j]!, p);
+      });
+    }
   }
   const scored = await scorePredictions(items, predictions.map((p) => p.text), metrics, opts.embeddings);
   const kinds = [...new Set(items.map((i) => i.kind))];
@@ -387,6 +429,8 @@ export interface EvalFileOptions {
   maxNewTokens: number;
   sampling?: Omit<SamplingOptions, 'maxNewTokens'>;
   stopSequences?: readonly string[];
+  /** Prompts decoded together (default 8; 1 = one at a time). */
+  batchSize?: number;
   preprocess?: PreprocessOptions;
   /** Hidden-state layer of the embedding provider (embedding / bertscore metrics). */
   embeddingLayer?: number;
@@ -426,6 +470,7 @@ export async function evaluateFile(o: EvalFileOptions): Promise<GenerationEvalRe
       maxNewTokens: o.maxNewTokens,
       ...(o.sampling ? { sampling: o.sampling } : {}),
       ...(o.stopSequences ? { stopSequences: o.stopSequences } : {}),
+      ...(o.batchSize !== undefined ? { batchSize: o.batchSize } : {}),
       ...(o.onProgress ? { onProgress: o.onProgress } : {}),
       ...(o.name ? { name: o.name } : {}),
       model: o.modelLabel ?? o.modelDir,
