@@ -39,33 +39,31 @@ struct P { n: u32, nb: u32, alpha: f32, _pad: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${WGSL_FLAT_INDEX}`;
 
-function unaryKernel(expr: string): string {
-  return /* wgsl */ `${HEADER}
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+/** Storage buffers of a 1-D kernel, bound at @binding(1..) in order: [name, element type, writable]. */
+type Binding = [name: string, type: 'f32' | 'u32', writable?: boolean];
+
+/**
+ * A 1-D kernel with one thread per index `i` of the flat grid: the uniform block P, the listed
+ * storage buffers, and `body`, which runs only where `guard` (in terms of i) is false.
+ */
+function kernel1d(bindings: Binding[], body: string, guard = 'i >= p.n', extra = ''): string {
+  const decls = bindings
+    .map(([name, type, writable], k) => `@group(0) @binding(${k + 1}) var<storage, ${writable ? 'read_write' : 'read'}> ${name}: array<${type}>;`)
+    .join('\n');
+  return /* wgsl */ `${HEADER}${extra}
+${decls}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat_index(gid, nwg, ${WG}u);
-  if (i >= p.n) { return; }
-  let x = X[i];
-  Y[i] = ${expr};
+  if (${guard}) { return; }
+  ${body}
 }`;
 }
 
-function unaryBackwardKernel(expr: string): string {
-  return /* wgsl */ `${HEADER}
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read> Yv: array<f32>;
-@group(0) @binding(3) var<storage, read> G: array<f32>;
-@group(0) @binding(4) var<storage, read_write> DX: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_index(gid, nwg, ${WG}u);
-  if (i >= p.n) { return; }
-  let x = X[i]; let y = Yv[i]; let g = G[i];
-  DX[i] = ${expr};
-}`;
-}
+const unaryKernel = (expr: string): string => kernel1d([['X', 'f32'], ['Y', 'f32', true]], `let x = X[i];\n  Y[i] = ${expr};`);
+
+const unaryBackwardKernel = (expr: string): string =>
+  kernel1d([['X', 'f32'], ['Yv', 'f32'], ['G', 'f32'], ['DX', 'f32', true]], `let x = X[i]; let y = Yv[i]; let g = G[i];\n  DX[i] = ${expr};`);
 
 function params(n: number, nb = 0, alpha = 0): Uniforms {
   return new Uniforms().u32(n).u32(nb).f32(alpha).u32(0);
@@ -89,35 +87,12 @@ export function unary(op: UnaryOp, x: Tensor): Tensor {
   return y;
 }
 
-function binaryKernel(expr: string): string {
-  return /* wgsl */ `${HEADER}
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_index(gid, nwg, ${WG}u);
-  if (i >= p.n) { return; }
-  let a = A[i]; let b = B[i % p.nb];
-  C[i] = ${expr};
-}`;
-}
+const binaryKernel = (expr: string): string =>
+  kernel1d([['A', 'f32'], ['B', 'f32'], ['C', 'f32', true]], `let a = A[i]; let b = B[i % p.nb];\n  C[i] = ${expr};`);
 
 /** Gradient of a binary op for one operand, in the full (un-broadcast) shape. */
-function binaryGradKernel(expr: string): string {
-  return /* wgsl */ `${HEADER}
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
-@group(0) @binding(3) var<storage, read> G: array<f32>;
-@group(0) @binding(4) var<storage, read_write> D: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_index(gid, nwg, ${WG}u);
-  if (i >= p.n) { return; }
-  let a = A[i]; let b = B[i % p.nb]; let g = G[i];
-  D[i] = ${expr};
-}`;
-}
+const binaryGradKernel = (expr: string): string =>
+  kernel1d([['A', 'f32'], ['B', 'f32'], ['G', 'f32'], ['D', 'f32', true]], `let a = A[i]; let b = B[i % p.nb]; let g = G[i];\n  D[i] = ${expr};`);
 
 function broadcastable(a: Tensor, b: Tensor): boolean {
   if (b.numel === 1) return true;
@@ -157,15 +132,7 @@ export const sub = (a: Tensor, b: Tensor): Tensor => binary('sub', a, b);
 export const mul = (a: Tensor, b: Tensor): Tensor => binary('mul', a, b);
 export const div = (a: Tensor, b: Tensor): Tensor => binary('div', a, b);
 
-const SCALE_KERNEL = /* wgsl */ `${HEADER}
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_index(gid, nwg, ${WG}u);
-  if (i >= p.n) { return; }
-  Y[i] = p.alpha * X[i];
-}`;
+const SCALE_KERNEL = kernel1d([['X', 'f32'], ['Y', 'f32', true]], 'Y[i] = p.alpha * X[i];');
 
 /** y = s·x for a constant s. */
 export function scale(x: Tensor, s: number): Tensor {
@@ -176,15 +143,7 @@ export function scale(x: Tensor, s: number): Tensor {
   return y;
 }
 
-const ACCUMULATE_KERNEL = /* wgsl */ `${HEADER}
-@group(0) @binding(1) var<storage, read_write> D: array<f32>;
-@group(0) @binding(2) var<storage, read> S: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_index(gid, nwg, ${WG}u);
-  if (i >= p.n) { return; }
-  D[i] = D[i] + p.alpha * S[i];
-}`;
+const ACCUMULATE_KERNEL = kernel1d([['D', 'f32', true], ['S', 'f32']], 'D[i] = D[i] + p.alpha * S[i];');
 
 /** dst += alpha·src, in place (not recorded by autograd). */
 export function accumulate(dst: Tensor, src: Tensor, alpha = 1): void {
@@ -192,14 +151,7 @@ export function accumulate(dst: Tensor, src: Tensor, alpha = 1): void {
   dispatch('accumulate', () => ACCUMULATE_KERNEL, [dst, src], grid1d(dst.numel), params(dst.numel, 0, alpha));
 }
 
-const FILL_KERNEL = /* wgsl */ `${HEADER}
-@group(0) @binding(1) var<storage, read_write> Y: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_index(gid, nwg, ${WG}u);
-  if (i >= p.n) { return; }
-  Y[i] = p.alpha;
-}`;
+const FILL_KERNEL = kernel1d([['Y', 'f32', true]], 'Y[i] = p.alpha;');
 
 /** A new f32 tensor filled with `value` on the GPU (no upload). */
 export function full(shape: readonly number[], value: number): Tensor {
@@ -217,17 +169,12 @@ export function fillValue(y: Tensor, value: number): void {
 export const zeros = (shape: readonly number[]): Tensor => full(shape, 0);
 export const ones = (shape: readonly number[]): Tensor => full(shape, 1);
 
-const SUM_TO_SUFFIX_KERNEL = /* wgsl */ `${HEADER}
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let j = flat_index(gid, nwg, ${WG}u);
-  if (j >= p.nb) { return; }
-  var s = 0.0;
-  for (var i = j; i < p.n; i += p.nb) { s += X[i]; }
-  Y[j] = s;
-}`;
+// Thread i sums column i of x viewed as [n / nb, nb].
+const SUM_TO_SUFFIX_KERNEL = kernel1d(
+  [['X', 'f32'], ['Y', 'f32', true]],
+  'var s = 0.0;\n  for (var r = i; r < p.n; r += p.nb) { s += X[r]; }\n  Y[i] = s;',
+  'i >= p.nb',
+);
 
 /** Sums x over its leading dimensions down to `shape` (a trailing suffix of x's shape, or [1]). */
 export function sumToSuffix(x: Tensor, shape: readonly number[]): Tensor {
@@ -242,30 +189,16 @@ export function sumToSuffix(x: Tensor, shape: readonly number[]): Tensor {
 
 function castKernel(from: DType, to: DType): string {
   if (from === 'f32') {
-    // One thread packs two elements into one word.
+    // One thread packs elements 2i and 2i+1 into word i.
     const pack = to === 'bf16' ? 'f32_to_bf16(v0) | (f32_to_bf16(v1) << 16u)' : 'pack2x16float(vec2f(v0, v1))';
-    return /* wgsl */ `${HEADER}${WGSL_HALF}
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<u32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let w = flat_index(gid, nwg, ${WG}u);
-  if (2u * w >= p.n) { return; }
-  let v0 = X[2u * w];
-  var v1 = 0.0;
-  if (2u * w + 1u < p.n) { v1 = X[2u * w + 1u]; }
-  Y[w] = ${pack};
-}`;
+    return kernel1d(
+      [['X', 'f32'], ['Y', 'u32', true]],
+      `let v0 = X[2u * i];\n  var v1 = 0.0;\n  if (2u * i + 1u < p.n) { v1 = X[2u * i + 1u]; }\n  Y[i] = ${pack};`,
+      '2u * i >= p.n',
+      WGSL_HALF,
+    );
   }
-  return /* wgsl */ `${HEADER}${WGSL_HALF}
-@group(0) @binding(1) var<storage, read> X: array<u32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_index(gid, nwg, ${WG}u);
-  if (i >= p.n) { return; }
-  Y[i] = half_word_get(X[i / 2u], i, ${from === 'bf16'});
-}`;
+  return kernel1d([['X', 'u32'], ['Y', 'f32', true]], `Y[i] = half_word_get(X[i / 2u], i, ${from === 'bf16'});`, 'i >= p.n', WGSL_HALF);
 }
 
 /** Converts between f32 and packed 16-bit (bf16 round-to-nearest-even, f16 IEEE). */
