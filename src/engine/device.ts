@@ -264,23 +264,6 @@ export class GpuDevice {
     this.checkAlive();
   }
 
-  /** Runs `fn` inside validation + out-of-memory error scopes; a GPU error becomes a thrown GpuError. */
-  async checked<T>(what: string, fn: () => T): Promise<T> {
-    this.device.pushErrorScope('out-of-memory');
-    this.device.pushErrorScope('validation');
-    let result: T;
-    try {
-      result = fn();
-      this.flush();
-    } finally {
-      const validation = await this.device.popErrorScope();
-      const oom = await this.device.popErrorScope();
-      if (oom) throw new GpuError(`${what}: out of GPU memory: ${oom.message}`);
-      if (validation) throw new GpuError(`${what}: ${validation.message}`);
-    }
-    return result;
-  }
-
   /** Copies `size` bytes from `buffer` at `offset` back to the CPU. Flushes pending work. */
   async read(buffer: GPUBuffer, offset: number, size: number): Promise<ArrayBuffer> {
     const padded = Math.ceil(size / 4) * 4;

@@ -1,7 +1,6 @@
 // Seeded random numbers. CPU side: xoshiro128** (small state, saveable for exact resume).
 // GPU side: a counter-based hash (PCG-style) so a kernel can draw the i-th number of a stream
 // without state, e.g. for LoRA dropout masks that backward must regenerate identically.
-import { Tensor, type DType } from './tensor.js';
 
 function splitmix32(seed: number): () => number {
   let s = seed >>> 0;
@@ -99,16 +98,6 @@ export class Rng {
 
 function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
-}
-
-export function randn(shape: readonly number[], rng: Rng, std = 1, dtype: DType = 'f32'): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  return Tensor.from(rng.normalArray(n, 0, std), shape, dtype === 'f32' ? 'f32' : undefined);
-}
-
-export function randu(shape: readonly number[], rng: Rng, lo = 0, hi = 1): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  return Tensor.from(rng.uniformArray(n, lo, hi), shape);
 }
 
 /**

@@ -242,10 +242,6 @@ export class Tensor {
     return t;
   }
 
-  static scalar(v: number): Tensor {
-    return Tensor.from(new Float32Array([v]), [1]);
-  }
-
   /** A view with another shape over the same storage (no copy). */
   reshape(shape: readonly number[]): Tensor {
     const resolved = [...shape];
@@ -297,12 +293,6 @@ export class Tensor {
   toString(): string {
     return `Tensor(${this.name ? this.name + ', ' : ''}[${this.shape.join(', ')}], ${this.dtype})`;
   }
-}
-
-/** Fills a tensor's bytes with a 32-bit pattern (e.g. NaN bits to poison outputs in tests). */
-export function fillBits(t: Tensor, pattern: number): void {
-  const words = new Uint32Array(t.byteSize / 4).fill(pattern >>> 0);
-  engine().dev.write(t.buffer, 0, words);
 }
 
 /** dst ← src (same byte size), recorded in order with the dispatches around it. */
