@@ -15,8 +15,8 @@ export interface Operand {
   shape: readonly number[];
 }
 
-/** op(A)·op(B) with numpy-style broadcasting limited to: equal batch dims, or one operand 2-D. */
-export function matmulRef(a: Operand, b: Operand, transA = false, transB = false): MatRef {
+/** Shapes of op(A)·op(B): M, K, N, the batch, and each operand's batch stride (0 when broadcast). */
+function geometry(a: Operand, b: Operand, transA: boolean, transB: boolean) {
   const aB = a.shape.slice(0, -2);
   const bB = b.shape.slice(0, -2);
   const [ar, ac] = a.shape.slice(-2) as [number, number];
@@ -26,9 +26,12 @@ export function matmulRef(a: Operand, b: Operand, transA = false, transB = false
   const N = transB ? br : bc;
   if ((transB ? bc : br) !== K) throw new Error('matmulRef: inner dims differ');
   const batchShape = aB.length ? aB : bB;
-  const batch = batchShape.reduce((x, y) => x * y, 1);
-  const aStride = aB.length ? M * K : 0;
-  const bStride = bB.length ? K * N : 0;
+  return { M, K, N, batchShape, batch: batchShape.reduce((x, y) => x * y, 1), aStride: aB.length ? M * K : 0, bStride: bB.length ? K * N : 0 };
+}
+
+/** op(A)·op(B) with numpy-style broadcasting limited to: equal batch dims, or one operand 2-D. */
+export function matmulRef(a: Operand, b: Operand, transA = false, transB = false): MatRef {
+  const { M, K, N, batchShape, batch, aStride, bStride } = geometry(a, b, transA, transB);
   const data = new Float64Array(batch * M * N);
   const absDot = new Float64Array(batch * M * N);
   for (let t = 0; t < batch; t++) {
@@ -56,18 +59,9 @@ export function matmulRef(a: Operand, b: Operand, transA = false, transB = false
  * Computed element by element here (independently of the kernel's transposed-GEMM formulation).
  */
 export function matmulGradRef(a: Operand, b: Operand, g: ArrayLike<number>, transA = false, transB = false): { dA: MatRef; dB: MatRef } {
-  const aB = a.shape.slice(0, -2);
-  const bB = b.shape.slice(0, -2);
-  const [ar, ac] = a.shape.slice(-2) as [number, number];
-  const [br, bc] = b.shape.slice(-2) as [number, number];
-  const M = transA ? ac : ar;
-  const K = transA ? ar : ac;
-  const N = transB ? br : bc;
-  const batch = (aB.length ? aB : bB).reduce((x, y) => x * y, 1);
-  const aStride = aB.length ? M * K : 0;
-  const bStride = bB.length ? K * N : 0;
-  const nA = aB.reduce((x, y) => x * y, 1) * M * K;
-  const nB = bB.reduce((x, y) => x * y, 1) * K * N;
+  const { M, K, N, batch, aStride, bStride } = geometry(a, b, transA, transB);
+  const nA = a.shape.reduce((x, y) => x * y, 1);
+  const nB = b.shape.reduce((x, y) => x * y, 1);
   const dA = { shape: [...a.shape], data: new Float64Array(nA), absDot: new Float64Array(nA) };
   const dB = { shape: [...b.shape], data: new Float64Array(nB), absDot: new Float64Array(nB) };
   for (let t = 0; t < batch; t++) {
