@@ -6,7 +6,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Rng } from '../engine/random.js';
 import { InputError } from '../errors.js';
-import { disposeKvCache, type LlamaModel } from './model.js';
+import { disposeKvCache } from './kv-cache.js';
+import type { LlamaModel } from './model.js';
 
 export interface SamplingOptions {
   maxNewTokens: number;

@@ -1,0 +1,82 @@
+// One Llama decoder layer, as transformers' LlamaDecoderLayer computes it (+ PEFT LoRA):
+//
+//   h = rmsnorm(x) ; q,k,v = h·Wqᵀ, h·Wkᵀ, h·Wvᵀ (+ LoRA) ; q,k = rope(q,k)
+//   x = x + o_proj(flashAttention(q, k, v, causal, GQA))
+//   x = x + down_proj(silu(gate_proj(rmsnorm(x))) * up_proj(rmsnorm(x)))
+//
+// Shapes: B batch rows, T tokens per row, N = B·T, D hidden, Hq/Hkv heads, Dh head dim.
+// Activations are [N, D]; q/k/v are views [B, T, H, Dh] of the projections.
+import type { Tensor } from '../engine/tensor.js';
+import { add, flashAttention, rmsnorm, rope, swiglu, type RopeTables } from '../kernels/index.js';
+import type { LlamaConfig } from './config.js';
+import { writeKvCache, type KvCache } from './kv-cache.js';
+import { project, type LoraLayers } from './lora-layers.js';
+import { view } from './ops.js';
+import { LINEAR_MODULES, type LayerWeights, type LinearModule } from './weights.js';
+
+/** What one layer's forward needs besides its input. */
+export interface LayerContext {
+  config: LlamaConfig;
+  weights: LayerWeights;
+  /** Layer index (selects the LoRA pairs and the KV cache entries). */
+  index: number;
+  lora: LoraLayers | null;
+  /** LoRA dropout probability in effect (0 outside training). */
+  loraDropout: number;
+  /** One dropout seed per module in LINEAR_MODULES order. */
+  dropoutSeeds: readonly number[];
+  B: number;
+  T: number;
+  /** RoPE positions [N] (i32) and the tables covering them. */
+  positions: Tensor;
+  rope: RopeTables;
+  /** Packing segment ids [N] (i32): tokens attend only within their segment. */
+  segments?: Tensor;
+  /** Decoding: K/V are appended at cache.length and attention runs over the cache. */
+  cache?: KvCache;
+}
+
+function projection(x: Tensor, ctx: LayerContext, mod: LinearModule): Tensor {
+  const pair = ctx.lora?.pair(ctx.index, mod);
+  const seed = ctx.dropoutSeeds[LINEAR_MODULES.indexOf(mod)]!;
+  return project(x, ctx.weights.linear[mod], pair ? { pair, scale: ctx.lora!.scale, dropout: ctx.loraDropout, seed } : undefined);
+}
+
+/** Self-attention block: x + o_proj(attention(rmsnorm(x))). */
+function attentionBlock(x: Tensor, ctx: LayerContext): Tensor {
+  const { numAttentionHeads: hq, numKeyValueHeads: hkv, headDim: dh, rmsNormEps: eps } = ctx.config;
+  const { B, T, positions, rope: rt, cache } = ctx;
+  const h = rmsnorm(x, ctx.weights.inputNorm, eps);
+  const q = rope(view(projection(h, ctx, 'q_proj'), [B, T, hq, dh]), positions, rt);
+  const k = rope(view(projection(h, ctx, 'k_proj'), [B, T, hkv, dh]), positions, rt);
+  const v = view(projection(h, ctx, 'v_proj'), [B, T, hkv, dh]);
+  let attn: Tensor;
+  if (cache) {
+    const l = ctx.index;
+    writeKvCache(cache.k[l]!, k, cache);
+    writeKvCache(cache.v[l]!, v, cache);
+    attn = flashAttention(q, cache.k[l]!, cache.v[l]!, {
+      causal: true,
+      scale: 1 / Math.sqrt(dh),
+      qOffset: cache.length,
+      kvLength: cache.length + T,
+      ...(cache.startsTensor ? { kvStart: cache.startsTensor } : {}),
+    });
+  } else {
+    attn = flashAttention(q, k, v, { causal: true, scale: 1 / Math.sqrt(dh), ...(ctx.segments ? { segmentIds: ctx.segments } : {}) });
+  }
+  return add(x, projection(view(attn, [B * T, hq * dh]), ctx, 'o_proj'));
+}
+
+/** MLP block: x + down_proj(silu(gate_proj(h)) * up_proj(h)), h = rmsnorm(x). */
+function mlpBlock(x: Tensor, ctx: LayerContext): Tensor {
+  const h = rmsnorm(x, ctx.weights.postAttentionNorm, ctx.config.rmsNormEps);
+  const gate = projection(h, ctx, 'gate_proj');
+  const up = projection(h, ctx, 'up_proj');
+  return add(x, projection(swiglu(gate, up), ctx, 'down_proj'));
+}
+
+/** The decoder layer on x [N, D] → [N, D]. */
+export function decoderLayer(x: Tensor, ctx: LayerContext): Tensor {
+  return mlpBlock(attentionBlock(x, ctx), ctx);
+}

@@ -1,0 +1,69 @@
+// The KV cache of autoregressive decoding: per decoder layer, the keys and values of every position
+// seen so far, written by the attention block and read by the decode attention kernel.
+import { Tensor, engine } from '../engine/tensor.js';
+import type { LlamaConfig } from './config.js';
+
+/**
+ * Per layer K and V, [B, maxSeqLen, Hkv, Dh] f32; `length` positions are filled. With `starts`
+ * (left-padded batch), row b's real tokens begin at cache position starts[b]: attention never sees
+ * the keys before it, and that row's RoPE positions count from 0 at starts[b].
+ */
+export interface KvCache {
+  batchSize: number;
+  maxSeqLen: number;
+  length: number;
+  k: Tensor[];
+  v: Tensor[];
+  starts?: Int32Array;
+  /** starts on the GPU (i32 [B]), the attention kernels' kvStart. */
+  startsTensor?: Tensor;
+}
+
+/**
+ * An empty cache for `batchSize` rows of up to `maxSeqLen` positions. `starts` (left-padded
+ * batches): the position of each row's first real token; earlier positions hold pad tokens that
+ * attention masks out, and RoPE positions of row b start at 0 at starts[b].
+ */
+export function newKvCache(config: LlamaConfig, batchSize: number, maxSeqLen: number, starts?: readonly number[]): KvCache {
+  if (starts && (starts.length !== batchSize || starts.some((s) => !Number.isInteger(s) || s < 0 || s >= maxSeqLen))) {
+    throw new RangeError(`newKvCache: starts [${starts.join(', ')}] must be ${batchSize} integers in [0, ${maxSeqLen})`);
+  }
+  const { numKeyValueHeads: hkv, headDim: dh } = config;
+  // Left unwritten: attention reads only the first kvLength rows (tests poison pooled buffers with
+  // NaN, so a read past the filled part would show).
+  const make = () => Tensor.empty([batchSize, maxSeqLen, hkv, dh]).keep();
+  const k: Tensor[] = [];
+  const v: Tensor[] = [];
+  for (let l = 0; l < config.numHiddenLayers; l++) {
+    k.push(make());
+    v.push(make());
+  }
+  if (!starts || starts.every((s) => s === 0)) return { batchSize, maxSeqLen, length: 0, k, v };
+  const st = Int32Array.from(starts);
+  return { batchSize, maxSeqLen, length: 0, k, v, starts: st, startsTensor: Tensor.from(st, [batchSize]).keep() };
+}
+
+export function disposeKvCache(cache: KvCache): void {
+  for (const t of [...cache.k, ...cache.v]) t.dispose();
+  cache.startsTensor?.dispose();
+}
+
+/** Copies rows [B, T, Hkv, Dh] into the cache tensor [B, Smax, Hkv, Dh] at position cache.length. */
+export function writeKvCache(dst: Tensor, src: Tensor, cache: KvCache): void {
+  const [B, T, H, Dh] = src.shape as [number, number, number, number];
+  const rowBytes = H * Dh * 4;
+  const enc = engine().dev.commandEncoder();
+  for (let b = 0; b < B; b++) {
+    enc.copyBufferToBuffer(src.buffer, b * T * rowBytes, dst.buffer, (b * cache.maxSeqLen + cache.length) * rowBytes, T * rowBytes);
+  }
+}
+
+/** RoPE positions offset..offset+T-1 per row; with left-padding `starts`, row b counts from starts[b] (pads get 0). */
+export function cachePositions(batchSize: number, seqLen: number, offset = 0, starts?: Int32Array): Int32Array {
+  const p = new Int32Array(batchSize * seqLen);
+  for (let b = 0; b < batchSize; b++) {
+    const s = starts?.[b] ?? 0;
+    for (let t = 0; t < seqLen; t++) p[b * seqLen + t] = Math.max(0, offset + t - s);
+  }
+  return p;
+}
