@@ -61,6 +61,31 @@ export interface DispatchSpec {
 
 const UNIFORM_ALIGN = 256;
 const UNIFORM_RING_BYTES = 1 << 20;
+/** Timestamp queries per query set when timing passes (WebGPU caps a query set at 4096). */
+const PASS_QUERIES = 4096;
+
+/**
+ * What the device did since it was created (monotonic counters; take differences around the work
+ * of interest). Benchmarks report them per token or per step to show the CPU-side overhead.
+ */
+export interface DeviceStats {
+  /** Dispatches recorded. */
+  dispatches: number;
+  /** Compute passes begun (a copy between dispatches ends the pass). */
+  passes: number;
+  /** queue.submit calls. */
+  submits: number;
+  /** Bind groups created (one per dispatch unless reused). */
+  bindGroups: number;
+  /** GPU buffers created (pool growth, staging buffers, uniforms). */
+  buffersCreated: number;
+  /** queue.writeBuffer calls and bytes (uploads, uniform blocks). */
+  writes: number;
+  writeBytes: number;
+  /** Reads back to the CPU (buffer maps) and bytes read. */
+  readbacks: number;
+  readBytes: number;
+}
 
 export class GpuDevice {
   /** Held for the device's lifetime: see the header comment. */
@@ -78,9 +103,9 @@ export class GpuDevice {
   private uniformStaging = new Uint8Array(UNIFORM_RING_BYTES);
   private uniformUsed = 0;
   private lostReason: string | null = null;
-  /** Dispatches recorded since the device was created (for tests and benchmarks). */
-  dispatchCount = 0;
-  submitCount = 0;
+  /** Counters since the device was created (see DeviceStats). */
+  readonly stats: DeviceStats = { dispatches: 0, passes: 0, submits: 0, bindGroups: 0, buffersCreated: 0, writes: 0, writeBytes: 0, readbacks: 0, readBytes: 0 };
+  private passTiming: PassTiming | null = null;
 
   private constructor(gpu: GPU, adapter: GPUAdapter, device: GPUDevice, features: Set<FeatureName>) {
     this.gpuInstance = gpu;
@@ -140,6 +165,14 @@ export class GpuDevice {
     return new GpuDevice(gpu, adapter, device, features);
   }
 
+  /** Dispatches recorded since the device was created (for tests and benchmarks). */
+  get dispatchCount(): number {
+    return this.stats.dispatches;
+  }
+  get submitCount(): number {
+    return this.stats.submits;
+  }
+
   get name(): string {
     return [this.info.vendor, this.info.device || this.info.architecture, this.info.description].filter(Boolean).join(' ');
   }
@@ -192,12 +225,17 @@ export class GpuDevice {
 
   createBuffer(size: number, usage: number, label?: string): GPUBuffer {
     this.checkAlive();
+    this.stats.buffersCreated++;
     return this.device.createBuffer({ size, usage, label });
   }
 
   private ensurePass(): GPUComputePassEncoder {
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
-    if (!this.pass) this.pass = this.encoder.beginComputePass();
+    if (!this.pass) {
+      this.stats.passes++;
+      const timestampWrites = this.passTiming?.next();
+      this.pass = this.encoder.beginComputePass(timestampWrites ? { timestampWrites } : undefined);
+    }
     return this.pass;
   }
 
@@ -228,6 +266,7 @@ export class GpuDevice {
       entries.push({ binding: binding++, resource: { buffer: b.buffer, offset: b.offset ?? 0, size: b.size } });
     }
     const bindGroup = this.device.createBindGroup({ layout: spec.pipeline.getBindGroupLayout(0), entries });
+    this.stats.bindGroups++;
     const [x, y = 1, z = 1] = spec.workgroups;
     const max = this.limits.maxComputeWorkgroupsPerDimension;
     if (x > max || y > max || z > max) throw new GpuError(`dispatch (${x}, ${y}, ${z}) exceeds ${max} workgroups per dimension (${spec.pipeline.label})`);
@@ -236,7 +275,7 @@ export class GpuDevice {
     pass.setPipeline(spec.pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(x, y, z);
-    this.dispatchCount++;
+    this.stats.dispatches++;
   }
 
   /** Submits everything recorded so far. The uniform ring is written just before the submit. */
@@ -248,12 +287,19 @@ export class GpuDevice {
     }
     if (this.uniformUsed > 0) {
       // Queue order makes reuse of the ring safe: this write lands after every earlier submit ran.
-      this.device.queue.writeBuffer(this.uniformRing, 0, this.uniformStaging, 0, this.uniformUsed);
+      this.queueWrite(this.uniformRing, 0, this.uniformStaging, 0, this.uniformUsed);
       this.uniformUsed = 0;
     }
     this.device.queue.submit([this.encoder.finish()]);
     this.encoder = null;
-    this.submitCount++;
+    this.stats.submits++;
+  }
+
+  /** queue.writeBuffer, counted. */
+  private queueWrite(buffer: GPUBuffer, offset: number, data: Uint8Array, dataOffset = 0, size = data.byteLength - dataOffset): void {
+    this.stats.writes++;
+    this.stats.writeBytes += size;
+    this.device.queue.writeBuffer(buffer, offset, data, dataOffset, size);
   }
 
   /** Flushes and waits for the GPU to finish; surfaces device loss and GPU errors raised meanwhile. */
@@ -267,9 +313,11 @@ export class GpuDevice {
   /** Copies `size` bytes from `buffer` at `offset` back to the CPU. Flushes pending work. */
   async read(buffer: GPUBuffer, offset: number, size: number): Promise<ArrayBuffer> {
     const padded = Math.ceil(size / 4) * 4;
-    const staging = this.device.createBuffer({ size: padded, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const staging = this.createBuffer(padded, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
     this.commandEncoder().copyBufferToBuffer(buffer, offset, staging, 0, padded);
     this.flush();
+    this.stats.readbacks++;
+    this.stats.readBytes += padded;
     await staging.mapAsync(GPUMapMode.READ);
     const out = staging.getMappedRange().slice(0, size);
     staging.unmap();
@@ -285,11 +333,11 @@ export class GpuDevice {
     this.flush();
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     if (bytes.byteLength % 4 === 0) {
-      this.device.queue.writeBuffer(buffer, offset, bytes);
+      this.queueWrite(buffer, offset, bytes);
     } else {
       const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
       padded.set(bytes);
-      this.device.queue.writeBuffer(buffer, offset, padded);
+      this.queueWrite(buffer, offset, padded);
     }
   }
 
@@ -323,11 +371,80 @@ export class GpuDevice {
     return Number(t[1]! - t[0]!) / 1e9;
   }
 
+  /**
+   * Starts timing every compute pass with timestamp queries (benchmarks: GPU busy time of a stretch
+   * of work that spans many passes and submits, e.g. decoding, where wall time minus GPU time is the
+   * CPU-side overhead). Returns false when the adapter has no timestamp-query.
+   */
+  startPassTiming(): boolean {
+    if (!this.has('timestamp-query')) return false;
+    this.flush();
+    this.passTiming?.destroy();
+    this.passTiming = new PassTiming(this.device);
+    return true;
+  }
+
+  /** Stops pass timing: the summed GPU time of the passes since startPassTiming, in seconds. */
+  async stopPassTiming(): Promise<{ seconds: number; passes: number } | null> {
+    const timing = this.passTiming;
+    if (!timing) return null;
+    this.flush();
+    this.passTiming = null;
+    const r = await timing.total(this);
+    timing.destroy();
+    return r;
+  }
+
   destroy(): void {
     this.flush();
     this.uniformRing.destroy();
     this.device.destroy();
     void this.gpuInstance;
+  }
+}
+
+/**
+ * Timestamp pairs around compute passes: query sets of PASS_QUERIES, resolved and summed at the end
+ * (end − begin of each pass; passes of one queue do not overlap).
+ */
+class PassTiming {
+  private sets: { querySet: GPUQuerySet; resolve: GPUBuffer }[] = [];
+  private used = 0;
+  constructor(private readonly device: GPUDevice) {}
+
+  next(): GPUComputePassTimestampWrites {
+    if (this.used % PASS_QUERIES === 0) {
+      this.sets.push({
+        querySet: this.device.createQuerySet({ type: 'timestamp', count: PASS_QUERIES }),
+        resolve: this.device.createBuffer({ size: PASS_QUERIES * 8, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC }),
+      });
+    }
+    const set = this.sets[this.sets.length - 1]!;
+    const i = this.used % PASS_QUERIES;
+    this.used += 2;
+    return { querySet: set.querySet, beginningOfPassWriteIndex: i, endOfPassWriteIndex: i + 1 };
+  }
+
+  /** Resolves every query written (the values stay in the query sets until then) and sums. */
+  async total(dev: GpuDevice): Promise<{ seconds: number; passes: number }> {
+    let ns = 0n;
+    for (let s = 0; s < this.sets.length; s++) {
+      const set = this.sets[s]!;
+      const written = Math.min(PASS_QUERIES, this.used - s * PASS_QUERIES);
+      if (written <= 0) continue;
+      dev.commandEncoder().resolveQuerySet(set.querySet, 0, written, set.resolve, 0);
+      const raw = new BigUint64Array(await dev.read(set.resolve, 0, written * 8));
+      for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i + 1]! > raw[i]!) ns += raw[i + 1]! - raw[i]!;
+    }
+    return { seconds: Number(ns) / 1e9, passes: this.used / 2 };
+  }
+
+  destroy(): void {
+    for (const s of this.sets) {
+      s.querySet.destroy();
+      s.resolve.destroy();
+    }
+    this.sets = [];
   }
 }
 
