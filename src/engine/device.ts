@@ -60,7 +60,10 @@ export interface DispatchSpec {
 }
 
 const UNIFORM_ALIGN = 256;
-const UNIFORM_RING_BYTES = 1 << 20;
+/** Uniform slots: 4096 blocks of up to 256 bytes, content-addressed (see `uniformSlot`). */
+const UNIFORM_BYTES = 1 << 20;
+/** Cached bind groups before the cache is emptied (a bound on memory; decode needs a few hundred). */
+const BIND_GROUP_CACHE = 16384;
 /** Timestamp queries per query set when timing passes (WebGPU caps a query set at 4096). */
 const PASS_QUERIES = 4096;
 
@@ -99,9 +102,18 @@ export class GpuDevice {
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
-  private uniformRing: GPUBuffer;
-  private uniformStaging = new Uint8Array(UNIFORM_RING_BYTES);
+  private uniformBuffer: GPUBuffer;
+  private uniformStaging = new Uint8Array(UNIFORM_BYTES);
   private uniformUsed = 0;
+  /** Uniform block contents → their slot offset in uniformBuffer. */
+  private uniformSlots = new Map<string, number>();
+  /** Slots [uniformDirty, uniformUsed) are staged but not yet written to the GPU. */
+  private uniformDirty = 0;
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly objectIds = new WeakMap<object, number>();
+  private nextObjectId = 1;
+  /** Free MAP_READ staging buffers by size (read() reuses them). */
+  private readonly stagingFree = new Map<number, GPUBuffer[]>();
   private lostReason: string | null = null;
   /** Counters since the device was created (see DeviceStats). */
   readonly stats: DeviceStats = { dispatches: 0, passes: 0, submits: 0, bindGroups: 0, buffersCreated: 0, writes: 0, writeBytes: 0, readbacks: 0, readBytes: 0 };
@@ -121,7 +133,7 @@ export class GpuDevice {
     };
     const anyInfo = ai as unknown as { subgroupMinSize?: number; subgroupMaxSize?: number };
     this.subgroupSize = { min: anyInfo.subgroupMinSize ?? 0, max: anyInfo.subgroupMaxSize ?? 0 };
-    this.uniformRing = device.createBuffer({ size: UNIFORM_RING_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    this.uniformBuffer = device.createBuffer({ size: UNIFORM_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     device.lost.then((info) => {
       this.lostReason = `${info.reason}: ${info.message}`;
       if (info.reason !== 'destroyed') process.stderr.write(`finllm: GPU device lost (${this.lostReason})\n`);
@@ -249,28 +261,70 @@ export class GpuDevice {
     return this.encoder;
   }
 
-  /** Records one dispatch into the current pass. Nothing reaches the GPU until flush(). */
+  private idOf(o: object): number {
+    let id = this.objectIds.get(o);
+    if (id === undefined) this.objectIds.set(o, (id = this.nextObjectId++));
+    return id;
+  }
+
+  /**
+   * The offset of a uniform block with these contents in the uniform buffer. Blocks are
+   * content-addressed and immutable once staged, so a dispatch that repeats (the same kernel on the
+   * same shapes, e.g. every decode step) finds its block and, through it, its bind group again.
+   * New blocks are written to the GPU in one write just before the next submit. When the buffer is
+   * full, the recorded work is submitted and the slots (and the bind groups that point at them)
+   * start over: queue order makes overwriting them safe.
+   */
+  private uniformSlot(data: ArrayBuffer): number {
+    const words = new Uint32Array(data);
+    let key = '';
+    for (let i = 0; i < words.length; i++) key += String.fromCharCode(words[i]! & 0xffff, words[i]! >>> 16);
+    let offset = this.uniformSlots.get(key);
+    if (offset !== undefined) return offset;
+    const bytes = Math.ceil(data.byteLength / UNIFORM_ALIGN) * UNIFORM_ALIGN;
+    if (this.uniformUsed + bytes > UNIFORM_BYTES) {
+      this.flush();
+      this.uniformSlots.clear();
+      this.bindGroups.clear();
+      this.uniformUsed = 0;
+      this.uniformDirty = 0;
+    }
+    offset = this.uniformUsed;
+    this.uniformStaging.set(new Uint8Array(data), offset);
+    this.uniformUsed += bytes;
+    this.uniformSlots.set(key, offset);
+    return offset;
+  }
+
+  /** Forgets cached bind groups (after buffers they may reference were destroyed). */
+  clearBindGroupCache(): void {
+    this.bindGroups.clear();
+  }
+
+  /**
+   * Records one dispatch into the current pass. Nothing reaches the GPU until flush(). Bind groups
+   * are cached by (pipeline, uniform slot, buffer ranges): a repeated dispatch creates none.
+   */
   dispatch(spec: DispatchSpec): void {
     this.checkAlive();
-    const entries: GPUBindGroupEntry[] = [];
-    let binding = 0;
-    if (spec.uniforms) {
-      const bytes = spec.uniforms.byteLength;
-      if (this.uniformUsed + bytes > UNIFORM_RING_BYTES) this.flush();
-      const offset = this.uniformUsed;
-      this.uniformStaging.set(new Uint8Array(spec.uniforms), offset);
-      this.uniformUsed += Math.ceil(bytes / UNIFORM_ALIGN) * UNIFORM_ALIGN;
-      entries.push({ binding: binding++, resource: { buffer: this.uniformRing, offset, size: bytes } });
-    }
-    for (const b of spec.buffers) {
-      entries.push({ binding: binding++, resource: { buffer: b.buffer, offset: b.offset ?? 0, size: b.size } });
-    }
-    const bindGroup = this.device.createBindGroup({ layout: spec.pipeline.getBindGroupLayout(0), entries });
-    this.stats.bindGroups++;
     const [x, y = 1, z = 1] = spec.workgroups;
     const max = this.limits.maxComputeWorkgroupsPerDimension;
     if (x > max || y > max || z > max) throw new GpuError(`dispatch (${x}, ${y}, ${z}) exceeds ${max} workgroups per dimension (${spec.pipeline.label})`);
     if (x === 0 || y === 0 || z === 0) return;
+    const uniformOffset = spec.uniforms ? this.uniformSlot(spec.uniforms) : -1;
+    let key = `${this.idOf(spec.pipeline)}|${uniformOffset}`;
+    for (const b of spec.buffers) key += `|${this.idOf(b.buffer)}:${b.offset ?? 0}:${b.size ?? -1}`;
+    let bindGroup = this.bindGroups.get(key);
+    if (!bindGroup) {
+      const entries: GPUBindGroupEntry[] = [];
+      let binding = 0;
+      if (spec.uniforms) entries.push({ binding: binding++, resource: { buffer: this.uniformBuffer, offset: uniformOffset, size: spec.uniforms.byteLength } });
+      for (const b of spec.buffers) entries.push({ binding: binding++, resource: { buffer: b.buffer, offset: b.offset ?? 0, size: b.size } });
+      bindGroup = this.device.createBindGroup({ layout: spec.pipeline.getBindGroupLayout(0), entries });
+      this.stats.bindGroups++;
+      if (this.bindGroups.size >= BIND_GROUP_CACHE) this.bindGroups.clear();
+      this.bindGroups.set(key, bindGroup);
+    }
     const pass = this.ensurePass();
     pass.setPipeline(spec.pipeline);
     pass.setBindGroup(0, bindGroup);
@@ -278,17 +332,17 @@ export class GpuDevice {
     this.stats.dispatches++;
   }
 
-  /** Submits everything recorded so far. The uniform ring is written just before the submit. */
+  /** Submits everything recorded so far. New uniform blocks are written just before the submit. */
   flush(): void {
     if (!this.encoder) return;
     if (this.pass) {
       this.pass.end();
       this.pass = null;
     }
-    if (this.uniformUsed > 0) {
-      // Queue order makes reuse of the ring safe: this write lands after every earlier submit ran.
-      this.queueWrite(this.uniformRing, 0, this.uniformStaging, 0, this.uniformUsed);
-      this.uniformUsed = 0;
+    if (this.uniformUsed > this.uniformDirty) {
+      // Queue order: this write lands after every earlier submit ran and before this one.
+      this.queueWrite(this.uniformBuffer, this.uniformDirty, this.uniformStaging, this.uniformDirty, this.uniformUsed - this.uniformDirty);
+      this.uniformDirty = this.uniformUsed;
     }
     this.device.queue.submit([this.encoder.finish()]);
     this.encoder = null;
@@ -313,15 +367,43 @@ export class GpuDevice {
   /** Copies `size` bytes from `buffer` at `offset` back to the CPU. Flushes pending work. */
   async read(buffer: GPUBuffer, offset: number, size: number): Promise<ArrayBuffer> {
     const padded = Math.ceil(size / 4) * 4;
-    const staging = this.createBuffer(padded, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+    const staging = this.stagingBuffer(padded);
     this.commandEncoder().copyBufferToBuffer(buffer, offset, staging, 0, padded);
     this.flush();
+    try {
+      return await this.mapRead(staging, size);
+    } finally {
+      this.releaseStaging(staging);
+    }
+  }
+
+  /**
+   * A MAP_READ | COPY_DST buffer of at least `bytes` (power-of-two size classes, reused: readbacks
+   * create no buffers once warm). Return it with releaseStaging after its map resolved.
+   */
+  stagingBuffer(bytes: number): GPUBuffer {
+    const size = Math.max(256, 2 ** Math.ceil(Math.log2(bytes)));
+    return this.stagingFree.get(size)?.pop() ?? this.createBuffer(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+  }
+
+  releaseStaging(buf: GPUBuffer): void {
+    if (buf.mapState !== 'unmapped') buf.unmap();
+    let list = this.stagingFree.get(buf.size);
+    if (!list) this.stagingFree.set(buf.size, (list = []));
+    if (list.length < 8) list.push(buf);
+    else buf.destroy();
+  }
+
+  /**
+   * Maps a staging buffer whose copy was already submitted and returns its first `size` bytes
+   * (counted as one readback); surfaces GPU errors and device loss.
+   */
+  async mapRead(staging: GPUBuffer, size: number): Promise<ArrayBuffer> {
     this.stats.readbacks++;
-    this.stats.readBytes += padded;
-    await staging.mapAsync(GPUMapMode.READ);
-    const out = staging.getMappedRange().slice(0, size);
+    this.stats.readBytes += size;
+    await staging.mapAsync(GPUMapMode.READ, 0, Math.ceil(size / 4) * 4);
+    const out = staging.getMappedRange(0, Math.ceil(size / 4) * 4).slice(0, size);
     staging.unmap();
-    staging.destroy();
     await this.validatePipelines();
     this.checkAlive();
     return out;
@@ -397,7 +479,10 @@ export class GpuDevice {
 
   destroy(): void {
     this.flush();
-    this.uniformRing.destroy();
+    this.uniformBuffer.destroy();
+    for (const list of this.stagingFree.values()) for (const b of list) b.destroy();
+    this.stagingFree.clear();
+    this.bindGroups.clear();
     this.device.destroy();
     void this.gpuInstance;
   }
