@@ -12,3 +12,4 @@ export * from './lora.js';
 export * from './optim.js';
 export * from './attention.js';
 export * from './sampling.js';
+export * from './decode.js';
