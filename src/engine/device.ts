@@ -124,7 +124,13 @@ export class GpuDevice {
     this.adapter = adapter;
     this.device = device;
     this.features = features;
-    this.limits = device.limits;
+    // A plain copy: every property read on the native GPUSupportedLimits is a call into Dawn, and
+    // dispatch() reads a limit per dispatch.
+    const native = device.limits as unknown as Record<string, number>;
+    const names = new Set([...Object.keys(native), ...Object.getOwnPropertyNames(Object.getPrototypeOf(native))]);
+    const copy: Record<string, number> = {};
+    for (const k of names) if (typeof native[k] === 'number') copy[k] = native[k];
+    this.limits = Object.freeze(copy) as unknown as GPUSupportedLimits;
     const ai = adapter.info;
     const description = `${ai.vendor} ${ai.architecture} ${ai.device} ${ai.description}`.trim();
     this.info = {
@@ -209,7 +215,9 @@ export class GpuDevice {
     const src = code();
     this.device.pushErrorScope('validation');
     const module = this.device.createShaderModule({ code: src, label: key });
-    const pipeline = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint }, label: key });
+    const layout = this.explicitLayout(src, key);
+    const pipeline = this.device.createComputePipeline({ layout: layout ?? 'auto', compute: { module, entryPoint }, label: key });
+    if (layout) this.dynamicUniform.add(pipeline);
     // Errors are reported asynchronously; a failing pipeline is caught by validatePipelines().
     const scope = this.device.popErrorScope();
     this.pendingValidation.push(
@@ -227,6 +235,32 @@ export class GpuDevice {
     return pipeline;
   }
   private pendingValidation: Promise<void>[] = [];
+  /** Pipelines whose uniform block (binding 0) takes a dynamic offset. */
+  private readonly dynamicUniform = new WeakSet<GPUComputePipeline>();
+
+  /**
+   * The pipeline layout of a kernel whose bindings are all `@group(0) @binding(n) var<uniform|storage…>`
+   * (every kernel here), with the uniform block at binding 0 taking a dynamic offset: a bind group
+   * then does not depend on where the dispatch's uniform values sit, so a kernel whose uniforms
+   * change every call (attention's key count while decoding, the learning rate) reuses its bind
+   * group. Null (layout 'auto') for any other shape of bindings.
+   */
+  private explicitLayout(src: string, key: string): GPUPipelineLayout | null {
+    const decl = [...src.matchAll(/@group\((\d+)\)\s*@binding\((\d+)\)\s*var<\s*(uniform|storage)\s*(?:,\s*(read_write|read)\s*)?>/g)];
+    if (decl.length === 0 || decl.some((d) => d[1] !== '0')) return null;
+    const bindingCount = (src.match(/@binding\(/g) ?? []).length;
+    if (bindingCount !== decl.length) return null;
+    const uniform = decl.filter((d) => d[3] === 'uniform');
+    if (uniform.length > 1 || (uniform.length === 1 && uniform[0]![2] !== '0')) return null;
+    const entries: GPUBindGroupLayoutEntry[] = decl.map((d) => ({
+      binding: Number(d[2]),
+      visibility: GPUShaderStage.COMPUTE,
+      buffer: d[3] === 'uniform' ? { type: 'uniform', hasDynamicOffset: true } : { type: d[4] === 'read_write' ? 'storage' : 'read-only-storage' },
+    }));
+    if (uniform.length === 0) return null;
+    const bindGroupLayout = this.device.createBindGroupLayout({ entries, label: key });
+    return this.device.createPipelineLayout({ bindGroupLayouts: [bindGroupLayout], label: key });
+  }
 
   /** Waits for pending pipeline compilations and throws the first compile error, if any. */
   async validatePipelines(): Promise<void> {
@@ -303,7 +337,8 @@ export class GpuDevice {
 
   /**
    * Records one dispatch into the current pass. Nothing reaches the GPU until flush(). Bind groups
-   * are cached by (pipeline, uniform slot, buffer ranges): a repeated dispatch creates none.
+   * are cached by (pipeline, buffer ranges) (and the uniform slot for 'auto'-layout pipelines): a
+   * repeated dispatch creates none, whatever its uniform values.
    */
   dispatch(spec: DispatchSpec): void {
     this.checkAlive();
@@ -312,13 +347,15 @@ export class GpuDevice {
     if (x > max || y > max || z > max) throw new GpuError(`dispatch (${x}, ${y}, ${z}) exceeds ${max} workgroups per dimension (${spec.pipeline.label})`);
     if (x === 0 || y === 0 || z === 0) return;
     const uniformOffset = spec.uniforms ? this.uniformSlot(spec.uniforms) : -1;
-    let key = `${this.idOf(spec.pipeline)}|${uniformOffset}`;
+    // With a dynamic uniform offset the bind group covers [0, size) and the offset comes with setBindGroup.
+    const dynamic = spec.uniforms !== undefined && this.dynamicUniform.has(spec.pipeline);
+    let key = `${this.idOf(spec.pipeline)}|${dynamic ? `d${spec.uniforms!.byteLength}` : uniformOffset}`;
     for (const b of spec.buffers) key += `|${this.idOf(b.buffer)}:${b.offset ?? 0}:${b.size ?? -1}`;
     let bindGroup = this.bindGroups.get(key);
     if (!bindGroup) {
       const entries: GPUBindGroupEntry[] = [];
       let binding = 0;
-      if (spec.uniforms) entries.push({ binding: binding++, resource: { buffer: this.uniformBuffer, offset: uniformOffset, size: spec.uniforms.byteLength } });
+      if (spec.uniforms) entries.push({ binding: binding++, resource: { buffer: this.uniformBuffer, offset: dynamic ? 0 : uniformOffset, size: spec.uniforms.byteLength } });
       for (const b of spec.buffers) entries.push({ binding: binding++, resource: { buffer: b.buffer, offset: b.offset ?? 0, size: b.size } });
       bindGroup = this.device.createBindGroup({ layout: spec.pipeline.getBindGroupLayout(0), entries });
       this.stats.bindGroups++;
@@ -327,7 +364,8 @@ export class GpuDevice {
     }
     const pass = this.ensurePass();
     pass.setPipeline(spec.pipeline);
-    pass.setBindGroup(0, bindGroup);
+    if (dynamic) pass.setBindGroup(0, bindGroup, [uniformOffset]);
+    else pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(x, y, z);
     this.stats.dispatches++;
   }

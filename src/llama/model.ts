@@ -19,7 +19,8 @@ import { LoraLayers, type NewLoraOptions } from './lora-layers.js';
 import { labelledTokenLosses, lastPositionLogits, lmLoss, spreadTokenLosses } from './loss-head.js';
 import { checkpoint } from './ops.js';
 import { decodeStepLogits, fusedDecodeApplies } from './decode.js';
-import { readAdapter, writeAdapter, type LoraAdapter } from './peft.js';
+import { readAdapter, validateAdapterAgainstModel, writeAdapter, type LoraAdapter } from './peft.js';
+import { InputError } from '../errors.js';
 import { LINEAR_MODULES, disposeWeights, loadLlamaWeights, type LlamaWeights, type LoadWeightsOptions } from './weights.js';
 
 export { IGNORE_INDEX, shiftLabels, type ForwardInput, type LossInput } from './inputs.js';
@@ -27,9 +28,16 @@ export { disposeKvCache, type KvCache } from './kv-cache.js';
 export { checkpoint, gatherRows, view } from './ops.js';
 export { LoraLayers, type LoraPair, type NewLoraOptions } from './lora-layers.js';
 
-export interface LoadModelOptions extends LoadWeightsOptions {
+export interface LoadModelOptions extends Omit<LoadWeightsOptions, 'merge'> {
   /** A PEFT adapter folder to load (LoRA on top of the frozen base). */
   adapter?: string;
+  /**
+   * Merge the adapter into the base weights while loading (W + s·B·A in f32, then the chosen
+   * storage or NF4 quantization) instead of installing LoRA leaves: inference only, no LoRA
+   * dispatches at all. With NF4 the merged weight is quantized (the update too), as PEFT's merge
+   * into a 4-bit base is; bf16/f16 round the merged weight once.
+   */
+  mergeAdapter?: boolean;
 }
 
 export interface ForwardOptions {
@@ -53,9 +61,15 @@ export class LlamaModel {
   /** Loads config.json + weights from a HF folder, and optionally a PEFT adapter. */
   static async load(dir: string, opts: LoadModelOptions = {}): Promise<LlamaModel> {
     const config = await loadLlamaConfig(dir);
-    const weights = await loadLlamaWeights(dir, config, opts);
+    let merge: LoraAdapter | undefined;
+    if (opts.mergeAdapter) {
+      if (!opts.adapter) throw new InputError('mergeAdapter needs an adapter folder to merge', { key: 'merge-adapter' });
+      merge = await readAdapter(opts.adapter);
+      validateAdapterAgainstModel(merge.config, config, merge.weights, opts.adapter);
+    }
+    const weights = await loadLlamaWeights(dir, config, { ...opts, ...(merge ? { merge } : {}) });
     const model = new LlamaModel(config, weights);
-    if (opts.adapter) {
+    if (opts.adapter && !merge) {
       try {
         await model.loadAdapter(opts.adapter);
       } catch (err) {

@@ -10,6 +10,8 @@ import { Checkpoint } from '../io/safetensors.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../io/dtype.js';
 import { disposeNf4, keepNf4, quantizeNf4, type Nf4Weight } from '../kernels/index.js';
 import type { LlamaConfig } from './config.js';
+import { mergeLoraInto } from './merge.js';
+import { loraKey, scaling, type LoraAdapter } from './peft.js';
 
 /** A decoder linear weight in HF layout [out, in]: a dense tensor (f32/bf16/f16) or NF4. */
 export type LinearWeight = Tensor | Nf4Weight;
@@ -45,6 +47,11 @@ export interface LoadWeightsOptions {
   doubleQuant?: boolean;
   /** Called after each tensor is on the GPU (progress reporting). */
   onTensor?: (name: string, index: number, total: number) => void;
+  /**
+   * A LoRA adapter (already validated against the model) merged into the decoder linear weights
+   * while they load: W' = W + s·B·A in f32 (merge.ts), then stored or quantized like any weight.
+   */
+  merge?: LoraAdapter;
 }
 
 /** HF parameter name of a decoder linear layer. */
@@ -94,15 +101,18 @@ export function checkCheckpoint(ckpt: Checkpoint, config: LlamaConfig): void {
   }
 }
 
-async function uploadDense(ckpt: Checkpoint, name: string, shape: number[], storage: WeightStorage): Promise<Tensor> {
+async function uploadDense(ckpt: Checkpoint, name: string, shape: number[], storage: WeightStorage, edit?: (w: Float32Array) => void): Promise<Tensor> {
   let t: Tensor;
   const src = ckpt.dtype(name);
   if (storage === 'f32') {
-    t = Tensor.from(await ckpt.readF32(name, shape), shape);
-  } else if ((storage === 'bf16' && src === 'BF16') || (storage === 'f16' && src === 'F16')) {
+    const f = await ckpt.readF32(name, shape);
+    edit?.(f);
+    t = Tensor.from(f, shape);
+  } else if (!edit && ((storage === 'bf16' && src === 'BF16') || (storage === 'f16' && src === 'F16'))) {
     t = Tensor.from(await ckpt.readU16(name, shape), shape, storage); // bits as stored: no rounding
   } else {
     const f = await ckpt.readF32(name, shape);
+    edit?.(f);
     t = Tensor.from(storage === 'bf16' ? f32ArrayToBf16(f) : f32ArrayToF16(f), shape, storage);
   }
   t.keep();
@@ -122,8 +132,8 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
     checkCheckpoint(ckpt, config);
     const total = expectedTensors(config).size;
     let index = 0;
-    const dense = async (name: string, shape: number[], st: WeightStorage): Promise<Tensor> => {
-      const t = await uploadDense(ckpt, name, shape, st);
+    const dense = async (name: string, shape: number[], st: WeightStorage, edit?: (w: Float32Array) => void): Promise<Tensor> => {
+      const t = await uploadDense(ckpt, name, shape, st, edit);
       loaded.push(t);
       opts.onTensor?.(name, ++index, total);
       return t;
@@ -137,8 +147,12 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
       for (const mod of LINEAR_MODULES) {
         const name = linearWeightName(l, mod);
         const shape = linearShape(config, mod);
+        const pair = opts.merge?.weights.get(loraKey(l, mod));
+        const edit = pair ? (w: Float32Array) => mergeLoraInto(w, pair, scaling(opts.merge!.config)) : undefined;
         if (opts.quantize === 'nf4') {
-          const f = Tensor.from(await ckpt.readF32(name, shape), shape);
+          const host = await ckpt.readF32(name, shape);
+          edit?.(host);
+          const f = Tensor.from(host, shape);
           const q = quantizeNf4(f, { doubleQuant: opts.doubleQuant ?? false });
           f.dispose();
           keepNf4(q);
@@ -146,7 +160,7 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
           linear[mod] = q;
           opts.onTensor?.(name, ++index, total);
         } else {
-          linear[mod] = await dense(name, shape, storage);
+          linear[mod] = await dense(name, shape, storage, edit);
         }
       }
       layers.push({ inputNorm, postAttentionNorm, linear });
