@@ -1,6 +1,6 @@
 // Decode benchmark: where each generated token's time goes. Greedy decoding of random prompts
-// (no EOS), batch 1 (`generate`) and batch B (`generateBatch`); the counters start at the first
-// token (after the prefill) and stop after the last, so the figures are per decode step:
+// (no EOS), batch 1 (`generate`) and batch B (`generateBatch`); the counters run from the 2nd to
+// the (n−1)th token of row 0 (after the prefill, before the end), so the figures are per decode step:
 //
 //   tok/s            generated tokens (all rows) per wall-clock second
 //   ms/step          wall time per decode step (one token for every row)
@@ -60,39 +60,52 @@ export async function measureDecode(
   const V = model.config.vocabSize;
   const prompts = Array.from({ length: opts.batch }, () => Array.from({ length: opts.promptTokens }, () => rng.int(V)));
   const sampling = { maxNewTokens: opts.newTokens, eosTokenIds: [] as number[] };
+  if (opts.newTokens < 5) throw new RangeError('measureDecode: at least 5 new tokens (the window is tokens 1 .. n−2)');
+  // The window: from row 0's 2nd token to its (n−1)th, n − 3 steps. Between two token callbacks the
+  // decoder records exactly as many steps as tokens pass, whether it runs a step ahead or not.
+  const first = 1;
+  const last = opts.newTokens - 2;
+  const steps = last - first;
   let t0 = 0;
+  let t1 = 0;
   let s0: DeviceStats | null = null;
+  let s1: DeviceStats | null = null;
+  let gpu = null as { seconds: number } | null;
   let timing = false;
+  let profile: CpuProfile | null = null;
   const session = opts.cpuProfile ? new Session() : null;
   if (session) {
     session.connect();
     await session.post('Profiler.enable');
   }
-  const onFirst = async () => {
-    if (s0) return;
-    if (session) await session.post('Profiler.start');
-    timing = dev.startPassTiming();
-    s0 = { ...dev.stats };
-    t0 = performance.now();
+  let seen = 0;
+  const onRow0 = async () => {
+    const t = seen++;
+    if (t === first) {
+      if (session) await session.post('Profiler.start');
+      timing = dev.startPassTiming();
+      s0 = { ...dev.stats };
+      t0 = performance.now();
+    } else if (t === last) {
+      t1 = performance.now();
+      s1 = { ...dev.stats };
+      if (session) profile = (await session.post('Profiler.stop')).profile as CpuProfile;
+      if (timing) gpu = await dev.stopPassTiming();
+    }
   };
   if (opts.batch === 1) {
-    await generate(model, prompts[0]!, sampling, () => onFirst());
+    await generate(model, prompts[0]!, sampling, onRow0);
   } else {
     await generateBatch(model, prompts, sampling, async (row) => {
-      if (row === 0) await onFirst();
+      if (row === 0) await onRow0();
     });
   }
-  const t1 = performance.now();
   let mainThread: MainThreadTime | null = null;
   if (session) {
-    const { profile } = await session.post('Profiler.stop');
     writeFileSync(opts.cpuProfile!, JSON.stringify(profile));
     session.disconnect();
-    mainThread = mainThreadTime(profile as CpuProfile, opts.newTokens - 1);
+    mainThread = mainThreadTime(profile!, steps);
   }
-  const s1 = { ...dev.stats };
-  const gpu = timing ? await dev.stopPassTiming() : null;
-  const steps = opts.newTokens - 1;
   const wallMs = t1 - t0;
   return {
     batch: opts.batch,
@@ -102,7 +115,7 @@ export async function measureDecode(
     msPerStep: wallMs / steps,
     gpuMsPerStep: gpu ? (gpu.seconds * 1000) / steps : null,
     cpuMsPerStep: gpu ? (wallMs - gpu.seconds * 1000) / steps : null,
-    perStep: statsDiff(s0!, s1, steps),
+    perStep: statsDiff(s0!, s1!, steps),
     mainThread,
   };
 }
@@ -200,7 +213,7 @@ async function main(): Promise<void> {
       `storage ${storage}, quantize ${quantize}${model.lora ? ', LoRA r16 all linear' : ''}; prompt ${promptTokens}, ${newTokens} new tokens`,
   );
   for (const b of batches) {
-    await measureDecode(model, { batch: b, promptTokens: 8, newTokens: 3 }); // warm-up: pipelines compile
+    await measureDecode(model, { batch: b, promptTokens: 8, newTokens: 5 }); // warm-up: pipelines compile
     const prof = cpuProfile ? cpuProfile.replace(/(\.cpuprofile)?$/, `-b${b}.cpuprofile`) : undefined;
     console.log(formatDecode(await measureDecode(model, { batch: b, promptTokens, newTokens, ...(prof ? { cpuProfile: prof } : {}) })));
   }

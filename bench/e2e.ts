@@ -81,7 +81,7 @@ if (!skipTrain) {
 model.training = false;
 const decodeRuns = [];
 for (const b of [1, 8]) {
-  await measureDecode(model, { batch: b, promptTokens: 64, newTokens: 4 }); // warm-up: pipelines compile
+  await measureDecode(model, { batch: b, promptTokens: 64, newTokens: 5 }); // warm-up: pipelines compile
   decodeRuns.push(await measureDecode(model, { batch: b, promptTokens: 64, newTokens }));
 }
 const [b1, b8] = decodeRuns as [Awaited<ReturnType<typeof measureDecode>>, Awaited<ReturnType<typeof measureDecode>>];

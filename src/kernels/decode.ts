@@ -24,7 +24,7 @@
 //   left padding), L read from a GPU buffer (the cache length), so the step's uniforms and bind
 //   groups do not change from token to token. The rotation is the rope kernel's arithmetic.
 import { Tensor, engine } from '../engine/tensor.js';
-import { Uniforms, WGSL_HALF, assertDtype, dispatch } from './common.js';
+import { Uniforms, WGSL_HALF, assertDtype, dispatch, grid1d } from './common.js';
 import { NF4_CODE, isDoubleQuant, type Nf4Weight } from './nf4.js';
 import type { RopeTables } from './rope.js';
 
@@ -347,9 +347,7 @@ export function decodeGemv(o: DecodeGemvOptions): void {
   const norm = o.norm ? (o.norm.rstd ? 'given' : 'compute') : 'none';
   const ncols = epilogue === 'swiglu' ? width : Ns.reduce((a, b) => a + b, 0);
   if (M === 0 || ncols === 0) return;
-  const groups = Math.ceil(ncols / GROUPS);
-  const max = engine().dev.limits.maxComputeWorkgroupsPerDimension;
-  const gy = Math.ceil(groups / max);
+  const grid = grid1d(ncols, GROUPS); // one workgroup per GROUPS columns, folded into y past the limit
   const buffers: Tensor[] = [x];
   if (o.norm) buffers.push(o.norm.weight);
   if (o.norm?.rstd) buffers.push(o.norm.rstd);
@@ -373,7 +371,7 @@ export function decodeGemv(o: DecodeGemvOptions): void {
       .u32(offsets[0] ?? 0).u32(offsets[1] ?? 0).u32(offsets[2] ?? 0).u32(m0)
       .u32(lora?.r ?? 0).f32(lora?.scale ?? 0).u32(lora ? lora.u.shape[lora.u.shape.length - 1]! : 0).u32(lora?.uOffsets[0] ?? 0)
       .u32(lora?.uOffsets[1] ?? 0).u32(lora?.uOffsets[2] ?? 0).u32(MC).u32(chunks);
-    dispatch(specKey(spec), () => gemvKernel(spec), buffers, [Math.ceil(groups / gy), gy], u);
+    dispatch(specKey(spec), () => gemvKernel(spec), buffers, grid, u);
   }
 }
 
@@ -497,14 +495,11 @@ export function ropeAppend(o: RopeAppendOptions): Tensor {
   const n = B * T * (heads + 2 * kvHeads) * half;
   if (n === 0) return qOut;
   if (!o.starts && (!noStarts || noStarts.disposed)) noStarts = Tensor.from(new Int32Array(1), [1]).keep();
-  const groups = Math.ceil(n / 256);
-  const max = engine().dev.limits.maxComputeWorkgroupsPerDimension;
-  const gy = Math.ceil(groups / max);
   dispatch(
     'decode.rope_append',
     () => ROPE_APPEND_KERNEL,
     [o.q.t, o.k.t, o.v.t, rope.cos, rope.sin, o.length, o.starts ?? noStarts!, qOut, o.kCache, o.vCache],
-    [Math.ceil(groups / gy), gy],
+    grid1d(n),
     new Uniforms(16)
       .u32(B * T).u32(T).u32(heads).u32(kvHeads)
       .u32(half).u32(smax).u32(rope.maxPositions).u32(0x7fc00000)

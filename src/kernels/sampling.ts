@@ -39,6 +39,21 @@ import { WGSL_DIV_RN } from './nf4.js';
 
 const WG = 256;
 
+/** WGSL: `name(lid, v)`, the tree reduction of v over the workgroup, returned uniform to every thread. */
+function reduction(name: string, type: 'f32' | 'u32', red: string, bc: string, combine: (a: string, b: string) => string): string {
+  return /* wgsl */ `
+fn ${name}(lid: u32, v: ${type}) -> ${type} {
+  ${red}[lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) { ${red}[lid] = ${combine(`${red}[lid]`, `${red}[lid + s]`)}; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { ${bc} = ${red}[0]; }
+  return workgroupUniformLoad(&${bc});
+}`;
+}
+
 /** Row flags of the kernel's parameter table. */
 const FLAG_SAMPLE = 1;
 const FLAG_REPETITION = 2;
@@ -178,27 +193,10 @@ fn key_of(v: f32) -> u32 {
   return select(b ^ 0x80000000u, ~b, (b >> 31u) == 1u);
 }
 
-fn sum_f(lid: u32, v: f32) -> f32 {
-  red_f[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) { red_f[lid] += red_f[lid + s]; }
-    workgroupBarrier();
-  }
-  if (lid == 0u) { bc_f = red_f[0]; }
-  return workgroupUniformLoad(&bc_f);
-}
-
-fn sum_u(lid: u32, v: u32) -> u32 {
-  red_u[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) { red_u[lid] += red_u[lid + s]; }
-    workgroupBarrier();
-  }
-  if (lid == 0u) { bc_u = red_u[0]; }
-  return workgroupUniformLoad(&bc_u);
-}
+${reduction('sum_f', 'f32', 'red_f', 'bc_f', (a, b) => `${a} + ${b}`)}
+${reduction('sum_u', 'u32', 'red_u', 'bc_u', (a, b) => `${a} + ${b}`)}
+${reduction('min_u', 'u32', 'red_u', 'bc_u', (a, b) => `min(${a}, ${b})`)}
+${reduction('max_u', 'u32', 'red_u', 'bc_u', (a, b) => `max(${a}, ${b})`)}
 
 /** Inclusive prefix sum over the threads (Hillis–Steele in workgroup memory, fixed order). */
 fn scan_f(lid: u32, v: f32) -> f32 {
@@ -214,29 +212,6 @@ fn scan_f(lid: u32, v: f32) -> f32 {
   let r = red_f[lid];
   workgroupBarrier();
   return r;
-}
-
-/** The smallest value over the threads (u32), uniform. */
-fn min_u(lid: u32, v: u32) -> u32 {
-  red_u[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) { red_u[lid] = min(red_u[lid], red_u[lid + s]); }
-    workgroupBarrier();
-  }
-  if (lid == 0u) { bc_u = red_u[0]; }
-  return workgroupUniformLoad(&bc_u);
-}
-
-fn max_u(lid: u32, v: u32) -> u32 {
-  red_u[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) { red_u[lid] = max(red_u[lid], red_u[lid + s]); }
-    workgroupBarrier();
-  }
-  if (lid == 0u) { bc_u = red_u[0]; }
-  return workgroupUniformLoad(&bc_u);
 }
 
 /** Repetition penalty: v·r for v < 0, else v / r correctly rounded (as the f64 reference rounds). */

@@ -3,6 +3,7 @@
 //   logit bias → repetition penalty (divide positive / multiply negative logits of tokens already in
 //   the sequence) → presence/frequency penalties (generated tokens only) → argmax when greedy, else
 //   temperature → top-k → top-p → a draw u: the first token whose cumulative probability exceeds u.
+import type { RowSampling } from '../../src/kernels/sampling.js';
 
 /** HF RepetitionPenaltyLogitsProcessor, in place: every token id in `seen` once. */
 export function applyRepetitionPenalty(logits: Float32Array, seen: Iterable<number>, penalty: number): void {
@@ -66,16 +67,8 @@ export function sampleWithDraw(logits: Float32Array, u: number): number {
   return argmax(probs);
 }
 
-export interface ReferenceSampling {
-  greedy?: boolean;
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  repetitionPenalty?: number;
-  presencePenalty?: number;
-  frequencyPenalty?: number;
-  logitBias?: ReadonlyMap<number, number>;
-}
+/** One row's parameters (the sampler's; the draw u comes separately). */
+export type ReferenceSampling = Omit<RowSampling, 'seed'>;
 
 /**
  * The processed logits before the argmax / warpers: bias, repetition penalty over `seen` (prompt +
