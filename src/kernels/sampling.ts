@@ -31,7 +31,8 @@
 //   3 top-p: 32 rounds of bisection on the key finding the largest K with mass(key < K) ≤ (1 − p)·Z,
 //     then a prefix scan in index order over the values equal to that key (the tie order);
 //   4 the draw: chunked prefix sums in index order over the kept tokens, goal u·Z.
-// Greedy rows stop after pass 1.
+// Greedy rows stop after pass 1. A row whose logits hold a NaN or +inf (the forward overflowed)
+// gets the id −1 and keeps its state: sampling from such logits would emit garbage silently.
 import { Tensor, engine } from '../engine/tensor.js';
 import { WGSL_RANDOM } from '../engine/random.js';
 import { Uniforms, assertDtype, dispatch } from './common.js';
@@ -234,7 +235,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let seen_base = b * p.words;
 
   // Pass 1: processed logits → SCRATCH.
-  for (var i = lid; i < V; i += WG) { SCRATCH[base + i] = LOGITS[base + i]; }
+  var bad = 0u; // a NaN or +inf logit: the forward overflowed
+  for (var i = lid; i < V; i += WG) {
+    let raw = LOGITS[base + i];
+    let bits = bitcast<u32>(raw);
+    if ((bits & 0x7fffffffu) > 0x7f800000u || bits == 0x7f800000u) { bad = 1u; }
+    SCRATCH[base + i] = raw;
+  }
   storageBarrier();
   for (var j = lid; j < r.bias_count; j += WG) {
     let e = BIAS[r.bias_start + j];
@@ -266,6 +273,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   // Last maximum (the last token in ascending (value, index) order: top-p always keeps it).
   let lastMax = max_u(lid, select(0u, last, lastKey == maxKey));
   var token = firstMax;
+  if (max_u(lid, bad) != 0u) {
+    if (lid == 0u) { OUT[b] = -1; } // reported by the caller; the row's state is left as it was
+    return;
+  }
 
 ${sampling ? SAMPLING_BLOCK : ''}  storageBarrier(); // every thread has read STEP, SEEN and COUNTS before thread 0 updates them
   if (lid == 0u) {
@@ -398,7 +409,7 @@ export class TokenSampler {
   /**
    * Records the selection of each row's next token from `logits` [rows, V] (f32) into `out`
    * (i32 [rows]): the decoder's next input ids. Updates the rows' state (draw counter, seen set,
-   * counts). One dispatch; nothing is read back.
+   * counts). One dispatch; nothing is read back. A row with a NaN or +inf logit gets −1.
    */
   sample(logits: Tensor, out: Tensor): void {
     if (this.disposed) throw new Error('TokenSampler used after dispose()');

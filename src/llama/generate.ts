@@ -101,6 +101,11 @@ export async function generateBatch(
   return decodeRows(model, prompts, opts, onToken);
 }
 
+/** The forward pass overflowed: the sampler found NaN or +inf logits (it returns the id −1 then). */
+export class NonFiniteLogitsError extends Error {
+  override name = 'NonFiniteLogitsError';
+}
+
 /** Steps recorded ahead of the one whose tokens the CPU is waiting for, when tokens are checked per step. */
 const LOOKAHEAD = 1;
 
@@ -173,6 +178,7 @@ async function decodeRows(
           if (done[b]) continue;
           const next = tokens[(t - chunk.from) * B + b]!;
           const r = results[b]!;
+          if (next < 0) throw new NonFiniteLogitsError(`new token ${r.tokens.length + 1}: the model produced non-finite logits (NaN or +inf); with 16-bit storage try --storage f32`);
           r.tokens.push(next);
           const asked = await onToken?.(b, next);
           if (asked === 'stop') r.stopReason = 'stopped';

@@ -128,7 +128,7 @@ describe('TokenSampler vs the f64 reference with the same draws', () => {
     expect(r.nearTies).toBe(0);
   }, 300_000);
 
-  it('rows: cleared rows write the pad id; rows restart with setRow; bad ids are refused', async () => {
+  it('rows: cleared rows write the pad id; rows restart with setRow; non-finite logits give −1; bad ids are refused', async () => {
     const V = 11;
     const sampler = new TokenSampler(3, V);
     const logits = Tensor.from(Float32Array.from({ length: 3 * V }, (_, i) => (i % V === 4 ? 1 : 0)), [3, V]);
@@ -143,6 +143,13 @@ describe('TokenSampler vs the f64 reference with the same draws', () => {
     sampler.setRow(0, { greedy: true, logitBias: new Map([[7, 5]]) }, [1]);
     sampler.sample(logits, out);
     expect(Array.from((await out.read()) as Int32Array)).toEqual([7, 9, 4]);
+    // NaN or +inf logits (an overflowed forward): id −1, and the row's state stays as it was.
+    const bad = Tensor.from(Float32Array.from({ length: 3 * V }, (_, i) => (i === 3 ? NaN : i === V + 2 ? Infinity : i === 2 * V + 1 ? -Infinity : i % V === 4 ? 1 : 0)), [3, V]);
+    sampler.setRow(1, { greedy: false, seed: 5 }, [1]);
+    sampler.sample(bad, out);
+    expect(Array.from((await out.read()) as Int32Array)).toEqual([-1, -1, 4]);
+    sampler.setRow(1, { greedy: true }, [1]);
+    bad.dispose();
     expect(() => sampler.setRow(0, {}, [V])).toThrow(/outside the vocabulary/);
     expect(() => sampler.setRow(3, {}, [1])).toThrow(/row 3/);
     sampler.dispose();

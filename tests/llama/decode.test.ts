@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { noGrad } from '../../src/engine/autograd.js';
 import { hashUniform } from '../../src/engine/random.js';
 import { engine } from '../../src/engine/tensor.js';
-import { generate, generateBatch } from '../../src/llama/generate.js';
+import { NonFiniteLogitsError, generate, generateBatch } from '../../src/llama/generate.js';
 import { disposeKvCache, LlamaModel } from '../../src/llama/model.js';
 import { exportMerged } from '../../src/llama/merge.js';
 import { referenceNextToken } from '../reference/sampling.js';
@@ -123,6 +123,21 @@ describe('GPU sampling in generate', () => {
       }
       expect(nearTies).toBe(0);
       disposeKvCache(cache);
+    } finally {
+      model.dispose();
+    }
+  }, 600_000);
+});
+
+describe('non-finite logits', () => {
+  it('generate stops with NonFiniteLogitsError when the forward overflows', async () => {
+    const model = await LlamaModel.load(modelDir(NAME));
+    try {
+      // NaN in the lm_head row of token 7: every step's logits hold a NaN.
+      const D = model.config.hiddenSize;
+      engine().dev.write(model.weights.lmHead.buffer, 7 * D * 4, new Float32Array(D).fill(NaN));
+      await expect(generate(model, [1, 2, 3], { maxNewTokens: 4 })).rejects.toThrow(NonFiniteLogitsError);
+      await expect(generateBatch(model, [[1, 2], [3]], { maxNewTokens: 4, eosTokenIds: [] })).rejects.toThrow(/new token 1: the model produced non-finite logits/);
     } finally {
       model.dispose();
     }
