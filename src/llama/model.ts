@@ -281,6 +281,18 @@ export class LlamaModel {
 
   /** Installs an adapter (validated against the model) as trainable f32 leaves. Replaces any adapter. */
   setAdapter(adapter: LoraAdapter, file?: string): LoraState {
+    const state = this.createLoraState(adapter, file);
+    this.disposeLora();
+    this.lora = state;
+    return state;
+  }
+
+  /**
+   * An adapter's LoRA state on the GPU (validated against the model) without installing it. Several
+   * states over one base are swapped in by assigning `model.lora` (the server keeps one per adapter);
+   * free one that is not installed with disposeLoraState.
+   */
+  createLoraState(adapter: LoraAdapter, file?: string): LoraState {
     validateAdapterAgainstModel(adapter.config, this.config, adapter.weights, file);
     const layers: Partial<Record<LinearModule, LoraPair>>[] = [];
     const created: Tensor[] = [];
@@ -306,9 +318,7 @@ export class LlamaModel {
       for (const t of created) t.dispose();
       throw err;
     }
-    this.disposeLora();
-    this.lora = { config: { ...adapter.config, targetModules: [...adapter.config.targetModules] }, scale: scaling(adapter.config), layers };
-    return this.lora;
+    return { config: { ...adapter.config, targetModules: [...adapter.config.targetModules] }, scale: scaling(adapter.config), layers };
   }
 
   /**
@@ -397,11 +407,7 @@ export class LlamaModel {
 
   disposeLora(): void {
     if (!this.lora) return;
-    for (const t of this.loraParameters()) {
-      t.grad?.dispose();
-      t.grad = null;
-      t.dispose();
-    }
+    disposeLoraState(this.lora);
     this.lora = null;
   }
 
@@ -629,6 +635,54 @@ export class LlamaModel {
     this.ropeCache?.cos.dispose();
     this.ropeCache?.sin.dispose();
     this.ropeCache = null;
+  }
+}
+
+/** Frees a LoRA state's tensors (and their gradients). */
+export function disposeLoraState(state: LoraState): void {
+  for (const entry of state.layers) {
+    for (const pair of Object.values(entry)) {
+      for (const t of [pair.A, pair.B]) {
+        t.grad?.dispose();
+        t.grad = null;
+        t.dispose();
+      }
+    }
+  }
+}
+
+/**
+ * Sets a cache's per-row start positions (see KvCache.starts) and their GPU copy; continuous
+ * batching moves them as sequences join, leave and get compacted.
+ */
+export function setKvStarts(cache: KvCache, starts: Int32Array): void {
+  if (starts.length !== cache.batchSize || starts.some((s) => s < 0 || s >= cache.maxSeqLen)) {
+    throw new RangeError(`setKvStarts: starts [${starts.join(', ')}] must be ${cache.batchSize} integers in [0, ${cache.maxSeqLen})`);
+  }
+  cache.starts = Int32Array.from(starts);
+  if (!cache.startsTensor) cache.startsTensor = Tensor.from(cache.starts, [cache.batchSize]).keep();
+  else engine().dev.write(cache.startsTensor.buffer, 0, cache.starts);
+}
+
+/**
+ * Copies the K/V of `length` positions of row `srcRow` from position `srcPos` of `src` to row
+ * `dstRow` at `dstPos` of `dst`, in every layer (recorded in order with the surrounding work).
+ * WebGPU cannot copy within one buffer, so `src` and `dst` are different caches.
+ */
+export function copyKvRows(src: KvCache, srcRow: number, srcPos: number, dst: KvCache, dstRow: number, dstPos: number, length: number): void {
+  if (src === dst) throw new RangeError('copyKvRows: source and destination must be different caches');
+  const inRange = (c: KvCache, row: number, pos: number) => row >= 0 && row < c.batchSize && pos >= 0 && pos + length <= c.maxSeqLen;
+  if (!(length >= 0 && inRange(src, srcRow, srcPos) && inRange(dst, dstRow, dstPos)) || src.k.length !== dst.k.length) {
+    throw new RangeError(`copyKvRows: row ${srcRow} [${srcPos}, +${length}) of a ${src.batchSize}x${src.maxSeqLen} cache into row ${dstRow} at ${dstPos} of a ${dst.batchSize}x${dst.maxSeqLen} cache`);
+  }
+  if (length === 0) return;
+  const [, , hkv, dh] = src.k[0]!.shape as [number, number, number, number];
+  const posBytes = hkv * dh * 4;
+  const enc = engine().dev.commandEncoder();
+  for (let l = 0; l < src.k.length; l++) {
+    for (const [s, d] of [[src.k[l]!, dst.k[l]!], [src.v[l]!, dst.v[l]!]] as const) {
+      enc.copyBufferToBuffer(s.buffer, (srcRow * src.maxSeqLen + srcPos) * posBytes, d.buffer, (dstRow * dst.maxSeqLen + dstPos) * posBytes, length * posBytes);
+    }
   }
 }
 
