@@ -261,30 +261,52 @@ export async function generateBatch(
 }
 
 /**
- * Turns a stream of token ids into text pieces: decodes everything so far and emits what is new,
- * holding back while the text ends in an incomplete UTF-8 sequence (U+FFFD from byte fallback).
+ * Turns a stream of token ids into text pieces. Each push decodes only a short window: the ids from
+ * the start of the previous piece on, minus the text of that previous piece (decoding a suffix of
+ * the ids alone can differ from the tail of the whole text, e.g. SentencePiece drops a leading
+ * space, so the window keeps one piece of context). It holds back while the text ends in an
+ * incomplete UTF-8 sequence (U+FFFD from byte fallback). Cost per token is constant, not linear in
+ * the length so far.
  */
 export class TextStreamer {
   private ids: number[] = [];
-  private emitted = 0;
-  constructor(private readonly decode: (ids: readonly number[]) => string) {}
+  /** Window start: the first id of the last emitted piece. */
+  private prefixOffset = 0;
+  /** The ids before this have been emitted. */
+  private readOffset = 0;
+  private readonly decode: (ids: readonly number[]) => string;
+  constructor(decode: (ids: readonly number[]) => string) {
+    this.decode = (ids) => (ids.length ? decode(ids) : ''); // HF tokenizers refuse to decode []
+  }
 
   push(id: number): string {
     this.ids.push(id);
-    const text = this.decode(this.ids);
-    if (text.endsWith('\uFFFD')) return '';
-    const piece = text.slice(this.emitted);
-    this.emitted = text.length;
-    return piece;
+    const prefix = this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const text = this.decode(this.ids.slice(this.prefixOffset));
+    if (text.length <= prefix.length || text.endsWith('\uFFFD')) return '';
+    this.prefixOffset = this.readOffset;
+    this.readOffset = this.ids.length;
+    return text.slice(prefix.length);
   }
 
   /** Whatever is left (e.g. a trailing incomplete sequence) at the end. */
   flush(): string {
-    const text = this.decode(this.ids);
-    const piece = text.slice(this.emitted);
-    this.emitted = text.length;
-    return piece;
+    const prefix = this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const text = this.decode(this.ids.slice(this.prefixOffset));
+    this.prefixOffset = this.readOffset;
+    this.readOffset = this.ids.length;
+    return text.slice(prefix.length);
   }
+}
+
+/** Cuts `text` before the first occurrence of any stop sequence; says whether one was found. */
+export function cutAtStop(text: string, stops: readonly string[]): { text: string; stopped: boolean } {
+  let at = -1;
+  for (const s of stops) {
+    const i = s === '' ? -1 : text.indexOf(s);
+    if (i >= 0 && (at < 0 || i < at)) at = i;
+  }
+  return at >= 0 ? { text: text.slice(0, at), stopped: true } : { text, stopped: false };
 }
 
 /** The parts of a model's generation_config.json that decoding uses (absent file: {}). */
