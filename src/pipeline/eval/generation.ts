@@ -256,6 +256,8 @@ export interface Prediction {
 
 export const DEFAULT_STOP_SEQUENCES: readonly string[] = ['\n###'];
 
+export { cutAtStop };
+
 /** Thrown from the token callback to end decoding once a stop sequence appeared. */
 class StopSequenceReached extends Error {}
 
