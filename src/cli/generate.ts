@@ -55,7 +55,7 @@ export async function generateAction(o: GenerateCliOptions, out: (s: string) => 
   const model = await LlamaModel.load(dir, load);
   try {
     sampling.eosTokenIds ??= generationEosIds({}, model.config.eosTokenIds, tokenizer.eosId);
-    const streamer = new TextStreamer((ids) => tokenizer.decode(ids, { skipSpecialTokens: true }));
+    const streamer = new TextStreamer(tokenizer.streamDecoder());
     const r = await generate(model, promptIds, sampling, (id) => {
       const piece = streamer.push(id);
       if (piece) out(piece);

@@ -169,8 +169,21 @@ export class LlamaTokenizer {
     return this.tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
   }
 
-  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
-    return this.tokenizer.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+  /**
+   * Text of `ids`. `cleanUpSpaces: false` turns off the clean-up of spaces before punctuation
+   * (" ," → ","), which rewrites text already decoded when a later token arrives: streaming
+   * decoders (TextStreamer) need it off so every piece they emit stays a prefix of the whole.
+   */
+  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean; cleanUpSpaces?: boolean } = {}): string {
+    return this.tokenizer.decode([...ids], {
+      skip_special_tokens: options.skipSpecialTokens ?? false,
+      ...(options.cleanUpSpaces !== undefined ? { clean_up_tokenization_spaces: options.cleanUpSpaces } : {}),
+    });
+  }
+
+  /** The decoder a TextStreamer needs: special tokens dropped, no space clean-up (see decode). */
+  streamDecoder(): (ids: readonly number[]) => string {
+    return (ids) => this.decode(ids, { skipSpecialTokens: true, cleanUpSpaces: false });
   }
 
   idToToken(id: number): string | undefined {

@@ -258,7 +258,7 @@ export class FinllmServer {
     }
     const sampling = this.sampling(body);
     const stops = body.stop === undefined || body.stop === null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
-    const text = new StopTextStream((ids) => models.tokenizer.decode(ids, { skipSpecialTokens: true }), stops);
+    const text = new StopTextStream(models.tokenizer.streamDecoder(), stops);
 
     const created = Math.floor(Date.now() / 1000);
     const stream = body.stream === true;
