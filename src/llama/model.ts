@@ -686,6 +686,19 @@ export function copyKvRows(src: KvCache, srcRow: number, srcPos: number, dst: Kv
   }
 }
 
+/**
+ * A cache over the first `rows` rows of `cache` (same buffers, no copy), with those rows' starts:
+ * a batch whose upper slots are free decodes only the rows in use. Free it with disposeKvCache
+ * (the views only); its `length` is independent of the original's.
+ */
+export function frontKvRows(cache: KvCache, rows: number): KvCache {
+  if (!(Number.isInteger(rows) && rows >= 1 && rows <= cache.batchSize)) throw new RangeError(`frontKvRows: ${rows} rows of a ${cache.batchSize}-row cache`);
+  const view = (t: Tensor) => t.front([rows, ...t.shape.slice(1)]).keep();
+  const out: KvCache = { batchSize: rows, maxSeqLen: cache.maxSeqLen, length: cache.length, k: cache.k.map(view), v: cache.v.map(view) };
+  if (cache.starts) setKvStarts(out, cache.starts.subarray(0, rows));
+  return out;
+}
+
 export function disposeKvCache(cache: KvCache): void {
   for (const t of [...cache.k, ...cache.v]) t.dispose();
   cache.startsTensor?.dispose();

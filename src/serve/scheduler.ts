@@ -22,7 +22,7 @@
 // only submit, and read tokens through callbacks.
 import { Rng } from '../engine/random.js';
 import { nextToken, type TokenSampling } from '../llama/generate.js';
-import { copyKvRows, disposeKvCache, setKvStarts, type KvCache, type LlamaModel, type LoraState } from '../llama/model.js';
+import { copyKvRows, disposeKvCache, frontKvRows, setKvStarts, type KvCache, type LlamaModel, type LoraState } from '../llama/model.js';
 
 export interface SchedulerOptions {
   /** Decode slots per model variant. */
@@ -321,10 +321,13 @@ export class BatchScheduler {
 
   private async decodeStep(b: Batch): Promise<void> {
     if (b.L >= this.S) this.compact(b);
-    const cache = b.cache!;
-    const B = this.opts.maxBatchSize;
+    // Only the rows up to the last occupied slot are computed (slots fill from the lowest free one).
+    let B = 0;
+    b.slots.forEach((s, i) => {
+      if (s) B = i + 1;
+    });
     const ids = new Int32Array(B).fill(this.opts.padToken);
-    const starts = Int32Array.from(b.starts);
+    const starts = b.starts.slice(0, B);
     const rows: Sequence[] = [];
     for (let s = 0; s < B; s++) {
       const seq = b.slots[s];
@@ -335,11 +338,17 @@ export class BatchScheduler {
         starts[s] = b.L; // a free slot attends only to its own (pad) key
       }
     }
-    setKvStarts(cache, starts);
-    cache.length = b.L;
-    this.model.lora = b.lora;
-    const logitsT = this.model.step(ids, cache);
-    b.L = cache.length;
+    const cache = frontKvRows(b.cache!, B);
+    let logitsT;
+    try {
+      setKvStarts(cache, starts);
+      cache.length = b.L;
+      this.model.lora = b.lora;
+      logitsT = this.model.step(ids, cache);
+      b.L = cache.length;
+    } finally {
+      disposeKvCache(cache);
+    }
     const all = await logitsT.toFloat32();
     logitsT.dispose();
     this.stats.decodeSteps++;
