@@ -12,7 +12,8 @@ import { loadServingModels, disposeServingModels, type ServingModels } from '../
 import { parseRouteSpec } from '../../src/serve/routing.js';
 import { FinllmServer, type ServerOptions } from '../../src/serve/server.js';
 import { useEngine } from '../helpers/index.js';
-import { metric, randomAdapter, tinyModelWithChatTemplate, waitFor } from './helpers.js';
+import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
+import { TINY, metric, randomAdapter, tinyModelWithChatTemplate, waitFor } from './helpers.js';
 
 useEngine();
 
@@ -243,7 +244,12 @@ describe('finllm serve (OpenAI API through the openai client)', () => {
     expect(e).toBeInstanceOf(OpenAI.AuthenticationError);
     expect([e.status, e.code]).toEqual([401, 'invalid_api_key']);
     expect((await fetch(`${url}/v1/models`)).status).toBe(401); // no key at all
-    expect((await client.completions.create(base)).choices).toHaveLength(1); // the right key works
+    // The right key works; a prompt may be token ids (ids outside the vocabulary are refused).
+    const byText = await client.completions.create({ ...base, temperature: 0 });
+    const byIds = await client.completions.create({ ...base, prompt: models.tokenizer.encode(base.prompt), temperature: 0 });
+    expect([byIds.choices[0]!.text, byIds.usage]).toEqual([byText.choices[0]!.text, byText.usage]);
+    e = await fail(client.completions.create({ ...base, prompt: [1, 100_000] }));
+    expect([e.status, e.param]).toEqual([400, 'prompt']);
 
     const raw = async (path: string, body: string) => {
       const r = await fetch(`${url}${path}`, { method: 'POST', headers: { authorization: 'Bearer sk-right', 'content-type': 'application/json' }, body });
@@ -260,6 +266,13 @@ describe('finllm serve (OpenAI API through the openai client)', () => {
     const m = await (await fetch(`${url}/metrics`)).text();
     expect(metric(m, 'finllm_requests_total', { status: '401' })).toBe(2);
     expect(metric(m, 'finllm_requests_total', { status: '413' })).toBe(3);
+
+    // A tokenizer without a chat template: chat is refused with the fix named, completions work.
+    const plain = await start({ port: 0 }, false);
+    plain.server.setReady({ ...models, tokenizer: await LlamaTokenizer.load(TINY) });
+    e = await fail(plain.client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 1 }));
+    expect([e.status, e.code]).toEqual([400, 'no_chat_template']);
+    expect(e.message).toContain('--chat-template');
   });
 
   it('429 when the queue is full; a client that disconnects mid-stream frees its slot at once', async () => {
