@@ -153,7 +153,9 @@ export class FinllmServer {
       this.info.set(request, info);
       reply.raw.once('close', () => {
         if (request.url === '/metrics' || request.url === '/health') return;
-        this.metrics.requests.inc({ endpoint: request.routeOptions.url ?? 'unmatched', model: info.model, status: String(reply.raw.statusCode) });
+        // A client gone before any response was sent counts as 499 (nginx's "client closed request").
+        const status = reply.raw.headersSent ? String(reply.raw.statusCode) : '499';
+        this.metrics.requests.inc({ endpoint: request.routeOptions.url ?? 'unmatched', model: info.model, status });
       });
       if (!request.url.startsWith('/v1/')) return;
       this.authorize(request);
@@ -321,7 +323,7 @@ export class FinllmServer {
       } catch (err) {
         if (err instanceof RequestCancelledError && abort.signal.aborted) {
           this.metrics.cancelled.inc({ model: resolved.model });
-          return reply.hijack(); // the client is gone: nothing to send
+          return reply.hijack();
         }
         if (err instanceof RequestCancelledError) throw new ApiError(503, err.message, 'service_unavailable', 'unavailable');
         throw err;
