@@ -161,7 +161,19 @@ export class BatchScheduler {
       }
       req.signal?.addEventListener('abort', () => this.cancel(seq), { once: true });
       this.waiting.push(seq);
-      this.loop ??= this.run();
+      this.loop ??= this.run().catch((err: unknown) => {
+        // A bug outside a step: fail what is queued or running rather than hang; the next submit
+        // starts a fresh loop.
+        this.opts.onError?.(err);
+        const e = err instanceof Error ? err : new Error(String(err));
+        for (const s of [...this.waiting, ...[...this.batches.values()].flatMap((b) => b.slots)]) if (s) this.finish(s, e);
+        for (const b of this.batches.values()) {
+          b.slots.fill(null);
+          this.releaseCache(b);
+        }
+        this.loop = null;
+        for (const w of this.idleWaiters.splice(0)) w();
+      });
       this.poke();
     });
   }

@@ -183,9 +183,11 @@ export class FinllmServer {
     });
 
     app.get('/v1/models', async () => ({ object: 'list', data: this.router.ids().map((m) => this.modelCard(m)) }));
-    app.get<{ Params: { id: string } }>('/v1/models/:id', async (request) => {
-      const m = this.router.ids().find((x) => x.id === request.params.id);
-      if (!m) throw modelNotFound(request.params.id);
+    // A wildcard: model ids may contain '/' (org/name).
+    app.get<{ Params: { '*': string } }>('/v1/models/*', async (request) => {
+      const id = request.params['*'];
+      const m = this.router.ids().find((x) => x.id === id);
+      if (!m) throw modelNotFound(id);
       return this.modelCard(m);
     });
 
@@ -308,6 +310,7 @@ export class FinllmServer {
       if (err instanceof SchedulerClosedError) throw this.unavailable();
       throw err;
     }
+    done.catch(() => undefined); // handled where it is awaited; never an unhandled rejection
     this.metrics.promptTokens.inc({ model: resolved.model }, P);
 
     const finished = (r: GenerationResult) => {
