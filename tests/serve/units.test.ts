@@ -2,6 +2,7 @@
 // routes, request validation.
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { serveAction, type ServeCliOptions } from '../../src/cli/serve.js';
 import { InputError } from '../../src/errors.js';
 import { Rng } from '../../src/engine/random.js';
 import { TextStreamer, nextToken } from '../../src/llama/generate.js';
@@ -178,6 +179,25 @@ describe('request validation', () => {
       expect(e.status, JSON.stringify(body)).toBe(400);
       expect(e.body().error).toMatchObject({ type: 'invalid_request_error', param });
       expect(e.message.startsWith(`${param}: `)).toBe(true);
+    }
+  });
+});
+
+describe('finllm serve flags', () => {
+  it('bad flags are InputErrors (exit 1) naming the flag, raised before anything listens or loads', async () => {
+    const flags = (o: Partial<ServeCliOptions>): ServeCliOptions => ({ model: TINY, adapter: [], route: [], host: '127.0.0.1', port: '0', maxBatchSize: '8', maxQueue: '64', maxBodyBytes: '1000', drainTimeout: '1', ...o });
+    const cases: [Partial<ServeCliOptions>, RegExp][] = [
+      [{ route: ['ab=base:1,nope:1'] }, /key 'route'.*unknown model "nope"/],
+      [{ adapter: ['ft=/nonexistent/adapter'] }, /adapter ft folder not found/],
+      [{ maxBatchSize: '0' }, /key 'max-batch-size'/],
+      [{ port: '70000' }, /key 'port'/],
+      [{ model: '/nonexistent/model' }, /model folder not found/],
+      [{ chatTemplate: '/nonexistent/template.jinja' }, /chat template file not found/],
+    ];
+    for (const [o, message] of cases) {
+      const err = await serveAction(flags(o), () => undefined).catch((e: unknown) => e);
+      expect(err, JSON.stringify(o)).toBeInstanceOf(InputError);
+      expect((err as Error).message).toMatch(message);
     }
   });
 });
