@@ -7,6 +7,9 @@ export const EXIT_OK = 0;
 export const EXIT_BAD_INPUT = 1;
 export const EXIT_RUNTIME = 2;
 
+/** Commander accumulator for a repeatable option. */
+export const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
 
 export async function runCli(program: Command, argv: string[]): Promise<void> {
   program.exitOverride();

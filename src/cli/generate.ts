@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { initEngine } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
-import { TextStreamer, generate, readGenerationConfig, type SamplingOptions } from '../llama/generate.js';
+import { TextStreamer, generate, generationEosIds, readGenerationConfig, type SamplingOptions } from '../llama/generate.js';
 import { LlamaModel } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { addModelOptions, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
@@ -54,8 +54,8 @@ export async function generateAction(o: GenerateCliOptions, out: (s: string) => 
   await initEngine();
   const model = await LlamaModel.load(dir, load);
   try {
-    if (!sampling.eosTokenIds) sampling.eosTokenIds = [...new Set([...model.config.eosTokenIds, tokenizer.eosId])];
-    const streamer = new TextStreamer((ids) => tokenizer.decode(ids, { skipSpecialTokens: true }));
+    sampling.eosTokenIds ??= generationEosIds({}, model.config.eosTokenIds, tokenizer.eosId);
+    const streamer = new TextStreamer(tokenizer.streamDecoder());
     const r = await generate(model, promptIds, sampling, (id) => {
       const piece = streamer.push(id);
       if (piece) out(piece);

@@ -20,7 +20,8 @@ export function addModelOptions(cmd: Command): Command {
     .option('--storage <dtype>', 'GPU storage of the other weights: f32, bf16 or f16', 'f32');
 }
 
-async function checkDir(dir: string, what: string): Promise<void> {
+/** InputError unless `dir` is an existing folder (`what` names it in the message). */
+export async function checkDir(dir: string, what: string): Promise<void> {
   let isDir = false;
   try {
     isDir = (await stat(dir)).isDirectory();

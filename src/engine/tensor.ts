@@ -255,6 +255,16 @@ export class Tensor {
     return new Tensor(resolved, this.dtype, this.storage);
   }
 
+  /**
+   * A view of this tensor's first numel(shape) elements (no copy), e.g. the leading rows of a
+   * batch: kernels bind exactly those bytes.
+   */
+  front(shape: readonly number[]): Tensor {
+    if (numelOf(shape) > this.numel) throw new RangeError(`front [${shape.join(', ')}] of a [${this.shape.join(', ')}] tensor: too many elements`);
+    this.storage.retain();
+    return new Tensor(shape, this.dtype, this.storage);
+  }
+
   keep(): this {
     this.isKept = true;
     engine().untrack(this);

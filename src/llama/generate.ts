@@ -100,6 +100,41 @@ export function argmax(a: ArrayLike<number>): number {
   return best;
 }
 
+/**
+ * What one sampling step reads besides the logits: the SamplingOptions processors plus OpenAI's
+ * penalties (applied to generated tokens only, as OpenAI and vLLM do) and logit bias.
+ */
+export interface TokenSampling extends Pick<SamplingOptions, 'greedy' | 'temperature' | 'topK' | 'topP' | 'repetitionPenalty'> {
+  /** OpenAI presence_penalty: subtracted once from every token generated so far. */
+  presencePenalty?: number;
+  /** OpenAI frequency_penalty: subtracted per occurrence of a token generated so far. */
+  frequencyPenalty?: number;
+  /** OpenAI logit_bias: added to the logit of these token ids (first, before any penalty). */
+  logitBias?: ReadonlyMap<number, number>;
+}
+
+/**
+ * Chooses a sequence's next token from its logits (modified in place): logit bias → repetition
+ * penalty over `seen` (prompt + generated) → presence/frequency penalties over the generated part
+ * `seen.slice(promptLength)` → argmax when greedy, else temperature → top-k → top-p → a draw from
+ * `rng`. Every decoder (generate, generateBatch, the server's batch scheduler) calls this once per
+ * sequence and step, so the choice can later move to the GPU in one place.
+ */
+export function nextToken(logits: Float32Array, o: TokenSampling, seen: readonly number[], promptLength: number, rng: Rng): number {
+  if (o.logitBias) for (const [id, bias] of o.logitBias) if (id >= 0 && id < logits.length) logits[id] = logits[id]! + bias;
+  applyRepetitionPenalty(logits, seen, o.repetitionPenalty ?? 1);
+  const presence = o.presencePenalty ?? 0;
+  const frequency = o.frequencyPenalty ?? 0;
+  if ((presence !== 0 || frequency !== 0) && seen.length > promptLength) {
+    const counts = new Map<number, number>();
+    for (let i = promptLength; i < seen.length; i++) counts.set(seen[i]!, (counts.get(seen[i]!) ?? 0) + 1);
+    for (const [id, n] of counts) logits[id] = logits[id]! - presence - frequency * n;
+  }
+  if (o.greedy ?? true) return argmax(logits);
+  applyWarpers(logits, o);
+  return sample(logits, rng);
+}
+
 function sample(logits: Float32Array, rng: Rng): number {
   const probs = softmax(logits);
   const u = rng.uniform();
@@ -124,9 +159,7 @@ export async function generate(
   validateSampling(opts);
   if (promptIds.length === 0) throw new InputError('the prompt is empty: nothing to condition on (no BOS either)');
   const eos = new Set(opts.eosTokenIds ?? model.config.eosTokenIds);
-  const greedy = opts.greedy ?? true;
   const rng = new Rng(opts.seed ?? 0);
-  const penalty = opts.repetitionPenalty ?? 1;
   const tokens: number[] = [];
   if (opts.maxNewTokens === 0) return { tokens, stopReason: 'max_new_tokens' };
   const cache = model.newKvCache(1, promptIds.length + opts.maxNewTokens);
@@ -137,13 +170,7 @@ export async function generate(
       const logitsT = model.step(input, cache);
       const logits = await logitsT.toFloat32();
       logitsT.dispose();
-      applyRepetitionPenalty(logits, seen, penalty);
-      let next: number;
-      if (greedy) next = argmax(logits);
-      else {
-        applyWarpers(logits, opts);
-        next = sample(logits, rng);
-      }
+      const next = nextToken(logits, opts, seen, promptIds.length, rng);
       tokens.push(next);
       seen.push(next);
       await onToken?.(next);
@@ -154,6 +181,16 @@ export async function generate(
   } finally {
     disposeKvCache(cache);
   }
+}
+
+/**
+ * The token fed to batch rows that hold no sequence (left padding, finished or free rows). Any
+ * in-vocabulary id works: padded positions are masked out of attention and such rows' outputs are
+ * discarded.
+ */
+export function batchPadToken(model: LlamaModel, eosIds: readonly number[]): number {
+  const candidate = model.config.padTokenId ?? eosIds[0] ?? 0;
+  return candidate >= 0 && candidate < model.config.vocabSize ? candidate : 0;
 }
 
 /**
@@ -183,15 +220,10 @@ export async function generateBatch(
   if (B === 0 || opts.maxNewTokens === 0) return results;
   const eosIds = opts.eosTokenIds ?? model.config.eosTokenIds;
   const eos = new Set(eosIds);
-  const greedy = opts.greedy ?? true;
   const seed = opts.seed ?? 0;
   const rngs = prompts.map((_, b) => new Rng(seed + b));
-  const penalty = opts.repetitionPenalty ?? 1;
   const V = model.config.vocabSize;
-  // Any in-vocabulary id works as padding: padded positions are masked out of attention, and a
-  // finished row's outputs are discarded.
-  const padCandidate = model.config.padTokenId ?? eosIds[0] ?? 0;
-  const pad = padCandidate >= 0 && padCandidate < V ? padCandidate : 0;
+  const pad = batchPadToken(model, eosIds);
   const maxLen = Math.max(...prompts.map((p) => p.length));
   const starts = prompts.map((p) => maxLen - p.length);
   const cache = model.newKvCache(B, maxLen + opts.maxNewTokens, starts);
@@ -208,14 +240,7 @@ export async function generateBatch(
       input = new Int32Array(B).fill(pad);
       for (let b = 0; b < B; b++) {
         if (done[b]) continue;
-        const logits = all.subarray(b * V, (b + 1) * V);
-        applyRepetitionPenalty(logits, seen[b]!, penalty);
-        let next: number;
-        if (greedy) next = argmax(logits);
-        else {
-          applyWarpers(logits, opts);
-          next = sample(logits, rngs[b]!);
-        }
+        const next = nextToken(all.subarray(b * V, (b + 1) * V), opts, seen[b]!, prompts[b]!.length, rngs[b]!);
         const r = results[b]!;
         r.tokens.push(next);
         seen[b]!.push(next);
@@ -237,30 +262,52 @@ export async function generateBatch(
 }
 
 /**
- * Turns a stream of token ids into text pieces: decodes everything so far and emits what is new,
- * holding back while the text ends in an incomplete UTF-8 sequence (U+FFFD from byte fallback).
+ * Turns a stream of token ids into text pieces. Each push decodes only a short window: the ids from
+ * the start of the previous piece on, minus the text of that previous piece (decoding a suffix of
+ * the ids alone can differ from the tail of the whole text, e.g. SentencePiece drops a leading
+ * space, so the window keeps one piece of context). It holds back while the text ends in an
+ * incomplete UTF-8 sequence (U+FFFD from byte fallback). Cost per token is constant, not linear in
+ * the length so far.
  */
 export class TextStreamer {
   private ids: number[] = [];
-  private emitted = 0;
-  constructor(private readonly decode: (ids: readonly number[]) => string) {}
+  /** Window start: the first id of the last emitted piece. */
+  private prefixOffset = 0;
+  /** The ids before this have been emitted. */
+  private readOffset = 0;
+  private readonly decode: (ids: readonly number[]) => string;
+  constructor(decode: (ids: readonly number[]) => string) {
+    this.decode = (ids) => (ids.length ? decode(ids) : ''); // HF tokenizers refuse to decode []
+  }
 
   push(id: number): string {
     this.ids.push(id);
-    const text = this.decode(this.ids);
-    if (text.endsWith('\uFFFD')) return '';
-    const piece = text.slice(this.emitted);
-    this.emitted = text.length;
-    return piece;
+    const prefix = this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const text = this.decode(this.ids.slice(this.prefixOffset));
+    if (text.length <= prefix.length || text.endsWith('\uFFFD')) return '';
+    this.prefixOffset = this.readOffset;
+    this.readOffset = this.ids.length;
+    return text.slice(prefix.length);
   }
 
   /** Whatever is left (e.g. a trailing incomplete sequence) at the end. */
   flush(): string {
-    const text = this.decode(this.ids);
-    const piece = text.slice(this.emitted);
-    this.emitted = text.length;
-    return piece;
+    const prefix = this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const text = this.decode(this.ids.slice(this.prefixOffset));
+    this.prefixOffset = this.readOffset;
+    this.readOffset = this.ids.length;
+    return text.slice(prefix.length);
   }
+}
+
+/** Cuts `text` before the first occurrence of any stop sequence; says whether one was found. */
+export function cutAtStop(text: string, stops: readonly string[]): { text: string; stopped: boolean } {
+  let at = -1;
+  for (const s of stops) {
+    const i = s === '' ? -1 : text.indexOf(s);
+    if (i >= 0 && (at < 0 || i < at)) at = i;
+  }
+  return at >= 0 ? { text: text.slice(0, at), stopped: true } : { text, stopped: false };
 }
 
 /** The parts of a model's generation_config.json that decoding uses (absent file: {}). */
@@ -272,6 +319,14 @@ export interface GenerationConfig {
   repetitionPenalty?: number;
   eosTokenIds?: number[];
   maxNewTokens?: number;
+}
+
+/**
+ * The token ids that end generation: generation_config.json's eos_token_id when it has one, else
+ * the model config's EOS ids and the tokenizer's EOS token.
+ */
+export function generationEosIds(gen: GenerationConfig, modelEosIds: readonly number[], tokenizerEosId: number): number[] {
+  return gen.eosTokenIds ? [...gen.eosTokenIds] : [...new Set([...modelEosIds, tokenizerEosId])];
 }
 
 export async function readGenerationConfig(dir: string): Promise<GenerationConfig> {

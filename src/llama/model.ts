@@ -22,7 +22,7 @@ import { readAdapter, writeAdapter, type LoraAdapter } from './peft.js';
 import { LINEAR_MODULES, disposeWeights, loadLlamaWeights, type LlamaWeights, type LoadWeightsOptions } from './weights.js';
 
 export { IGNORE_INDEX, shiftLabels, type ForwardInput, type LossInput } from './inputs.js';
-export { disposeKvCache, type KvCache } from './kv-cache.js';
+export { copyKvRows, disposeKvCache, frontKvRows, setKvStarts, type KvCache } from './kv-cache.js';
 export { checkpoint, gatherRows, view } from './ops.js';
 export { LoraLayers, type LoraPair, type NewLoraOptions } from './lora-layers.js';
 
@@ -74,7 +74,16 @@ export class LlamaModel {
 
   /** Installs an adapter (validated against the model) as trainable f32 leaves. Replaces any adapter. */
   setAdapter(adapter: LoraAdapter, file?: string): LoraLayers {
-    return this.installLora(LoraLayers.fromAdapter(this.config, adapter, file));
+    return this.installLora(this.createLoraState(adapter, file));
+  }
+
+  /**
+   * An adapter's LoRA leaves on the GPU (validated against the model) without installing them.
+   * Several over one base are swapped in by assigning `model.lora` (the server keeps one per
+   * adapter); free one that is not installed with its dispose().
+   */
+  createLoraState(adapter: LoraAdapter, file?: string): LoraLayers {
+    return LoraLayers.fromAdapter(this.config, adapter, file);
   }
 
   private installLora(lora: LoraLayers): LoraLayers {

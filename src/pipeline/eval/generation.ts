@@ -30,7 +30,7 @@
 // the confusion matrix.
 import { initEngine } from '../../engine/tensor.js';
 import { InputError } from '../../errors.js';
-import { generate, generateBatch, type SamplingOptions } from '../../llama/generate.js';
+import { cutAtStop, generate, generateBatch, type SamplingOptions } from '../../llama/generate.js';
 import { LlamaModel, type LoadModelOptions } from '../../llama/model.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import type { ColumnMapping } from '../config.js';
@@ -256,18 +256,11 @@ export interface Prediction {
 
 export const DEFAULT_STOP_SEQUENCES: readonly string[] = ['\n###'];
 
+export { cutAtStop };
+
 /** Thrown from the token callback to end decoding once a stop sequence appeared. */
 class StopSequenceReached extends Error {}
 
-/** Cuts `text` before the first stop sequence; returns whether one was found. */
-export function cutAtStop(text: string, stops: readonly string[]): { text: string; stopped: boolean } {
-  let at = -1;
-  for (const s of stops) {
-    const i = s === '' ? -1 : text.indexOf(s);
-    if (i >= 0 && (at < 0 || i < at)) at = i;
-  }
-  return at >= 0 ? { text: text.slice(0, at), stopped: true } : { text, stopped: false };
-}
 
 /** Generates the prediction for one prompt. */
 export async function predict(model: LlamaModel, tokenizer: GenerationTokenizer, prompt: string, settings: GenerationSettings): Promise<Prediction> {
