@@ -156,7 +156,7 @@ describe('trainer', () => {
       const inMemory = await evaluatePerplexity(trainer.model, trainer.tokenizer, texts);
       const file = join(dir, 'texts.jsonl');
       writeFileSync(file, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
-      const out = spawnSync(process.execPath, [CLI, 'eval', '--model', MODEL, '--adapter', r.adapterDir, '--quantize', 'nf4', '--data', file, '--json'], { encoding: 'utf8', timeout: 240_000 });
+      const out = spawnSync(process.execPath, [CLI, 'eval', '--model', MODEL, '--adapter', r.adapterDir!, '--quantize', 'nf4', '--data', file, '--json'], { encoding: 'utf8', timeout: 240_000 });
       expect(out.status, out.stderr).toBe(0);
       const cli = JSON.parse(out.stdout) as { loss: number; per_example: { loss: number }[] };
       expect(Math.abs(cli.loss - inMemory.loss)).toBeLessThan(1e-5);
