@@ -4,6 +4,7 @@
 // PreTrainedTokenizerFast and our LlamaTokenizer load:
 //
 //   normalizer   prepend "▁", replace " " by "▁"             (as Llama's SentencePiece tokenizers)
+//   pre-token.   split into the training units (below): same pieces, faster encoding
 //   model        BPE, byte_fallback (characters outside the vocabulary become <0xNN> byte tokens)
 //   post         <s> before every sequence; decoder undoes the normalizer
 //
@@ -134,7 +135,9 @@ export function tokenizerJson(bpe: TrainedBpe): Record<string, unknown> {
     padding: null,
     added_tokens: special,
     normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
-    pre_tokenizer: null,
+    // The units merges were learned in: the same pieces as BPE over the whole text (no learned pair
+    // spans two units), but short words instead of one long one, which BPE encodes much faster.
+    pre_tokenizer: { type: 'Split', pattern: { Regex: UNIT.source }, behavior: 'Isolated', invert: false },
     post_processor: {
       type: 'TemplateProcessing',
       single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],

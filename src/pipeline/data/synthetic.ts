@@ -239,12 +239,11 @@ function marginSentence(d: Draw, f: FactSheet): string {
   ]);
 }
 
-function epsSentence(d: Draw, f: FactSheet): string {
+/** `worded`: always say how EPS compares (beat / miss), not only the two numbers. */
+function epsSentence(d: Draw, f: FactSheet, worded = false): string {
   const rel = f.eps > f.consensus ? d.pick(['ahead of', 'above', 'beating']) : f.eps < f.consensus ? d.pick(['below', 'short of', 'missing']) : 'in line with';
-  return d.pick([
-    `Diluted earnings per share were ${usd(f.eps)}, ${rel} the ${usd(f.consensus)} consensus estimate.`,
-    `Diluted EPS came in at ${usd(f.eps)} against a consensus of ${usd(f.consensus)}.`,
-  ]);
+  const said = `Diluted earnings per share were ${usd(f.eps)}, ${rel} the ${usd(f.consensus)} consensus estimate.`;
+  return worded ? said : d.pick([said, `Diluted EPS came in at ${usd(f.eps)} against a consensus of ${usd(f.consensus)}.`]);
 }
 
 function cashSentence(d: Draw, f: FactSheet): string {
@@ -408,7 +407,8 @@ function sentimentTask(d: Draw, f: FactSheet): SentimentRecord {
       `${c.name} said ${c.cfo} will present at an industry conference on ${f.reportDay}.`,
     ]);
   } else {
-    const parts = d.shuffle([revenueSentence(d, f, named(c)), d.chance(0.5) ? guidanceSentence(d, f, 'company') : epsSentence(d, f)]);
+    // The wording carries the tone (a reader should not have to compare EPS with consensus).
+    const parts = d.shuffle([revenueSentence(d, f, named(c)), d.chance(0.5) ? guidanceSentence(d, f, 'company') : epsSentence(d, f, true)]);
     text = parts.slice(0, d.int(1, 2)).join(' ');
   }
   return { task: 'financial_analysis', kind: 'sentiment', text, sentiment: f.tone };
