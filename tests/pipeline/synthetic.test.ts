@@ -73,6 +73,7 @@ describe('synthetic financial corpus', () => {
     for (const r of by('summary')) {
       if (r.kind !== 'summary') continue;
       for (const num of r.summary.match(/\$?\d+(\.\d+)?%?/g) ?? []) expect(r.text, `${num} of "${r.summary}"`).toContain(num);
+      expect(r.text, 'the company the summary names').toContain(/^(.*?)'s? /.exec(r.summary)![1]!);
     }
     // Positive and negative passages say which way revenue or guidance went.
     for (const r of by('sentiment')) {
@@ -115,5 +116,24 @@ describe('synthetic financial corpus', () => {
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/key 'tasks'.*unknown task "poems"/);
     expect(existsSync(join(dir, 'x.jsonl'))).toBe(false);
+  });
+});
+
+describe('committed generated data', () => {
+  it('data/finetune and the data/eval/fin-* suites are what `finllm data generate` writes (commands in configs/default.yaml)', async () => {
+    const root = process.cwd();
+    const files: [string, Parameters<typeof writeSyntheticJsonl>[1]][] = [
+      ['data/finetune/train.jsonl', { kind: 'tasks', count: 300, seed: 101, split: 'train' }],
+      ['data/finetune/val.jsonl', { kind: 'tasks', count: 15, seed: 102, split: 'val' }],
+      ['data/eval/fin-sentiment.jsonl', { kind: 'tasks', count: 60, seed: 103, split: 'eval', evalLayout: true, tasks: ['sentiment'] }],
+      ['data/eval/fin-figures.jsonl', { kind: 'tasks', count: 60, seed: 104, split: 'eval', evalLayout: true, tasks: ['figures'] }],
+      ['data/eval/fin-summary.jsonl', { kind: 'tasks', count: 60, seed: 105, split: 'eval', evalLayout: true, tasks: ['summary'] }],
+    ];
+    const dir = mkdtempSync(join(tmpdir(), 'finllm-regen-'));
+    for (const [file, opts] of files) {
+      const out = join(dir, file.replaceAll('/', '_'));
+      await writeSyntheticJsonl(out, opts);
+      expect(readFileSync(out, 'utf8') === readFileSync(join(root, file), 'utf8'), `${file} regenerates byte for byte`).toBe(true);
+    }
   });
 });

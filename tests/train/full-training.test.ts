@@ -50,7 +50,7 @@ function settings(outDir: string, extra: string[] = []): string[] {
   ];
 }
 
-const config = (outDir: string, extra: string[] = []): ResolvedConfig => loadConfig({ file: join(ROOT, 'configs/default.yaml'), sets: settings(outDir, extra) });
+const config = (outDir: string, extra: string[] = []): ResolvedConfig => loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml'), sets: settings(outDir, extra) });
 
 function losses(runDir: string): number[] {
   return readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
@@ -64,7 +64,7 @@ function losses(runDir: string): number[] {
 describe('full training (training.method full)', () => {
   it('a run killed with SIGKILL and resumed logs the same losses and ends with the same weights as an uninterrupted run', async () => {
     const straight = mkdtempSync(join(tmpdir(), 'finllm-full-straight-'));
-    const args = (dir: string) => [CLI, 'train', '--config', join(ROOT, 'configs/default.yaml'), ...settings(dir).flatMap((s) => ['--set', s])];
+    const args = (dir: string) => [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...settings(dir).flatMap((s) => ['--set', s])];
     await runTraining(config(straight), { quiet: true });
     const reference = losses(straight);
     expect(reference).toHaveLength(4);
@@ -141,7 +141,7 @@ describe('output.export_merged through `finllm train` (LoRA)', () => {
   it('writes merged/, which evaluates like the base model + the adapter', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-merged-'));
     const sets = settings(dir, ['training.method=lora', 'training.max_steps=2', 'output.export_merged=true']).flatMap((s) => ['--set', s]);
-    const run = spawnSync(process.execPath, [CLI, 'train', '--config', join(ROOT, 'configs/default.yaml'), ...sets], { encoding: 'utf8', timeout: 240_000 });
+    const run = spawnSync(process.execPath, [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...sets], { encoding: 'utf8', timeout: 240_000 });
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/merged model: .*merged/);
     for (const f of ['model.safetensors', 'config.json', 'tokenizer.json']) expect(existsSync(join(dir, 'merged', f)), f).toBe(true);

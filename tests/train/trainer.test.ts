@@ -51,7 +51,7 @@ function settings(outDir: string, extra: string[] = []): string[] {
 }
 
 function config(outDir: string, extra: string[] = []): ResolvedConfig {
-  return loadConfig({ file: join(ROOT, 'configs/default.yaml'), sets: settings(outDir, extra) });
+  return loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml'), sets: settings(outDir, extra) });
 }
 
 function losses(runDir: string): number[] {
@@ -126,7 +126,7 @@ describe('trainer', () => {
 
     // The same run in a child process, killed right after its first checkpoint, then resumed.
     const killed = mkdtempSync(join(tmpdir(), 'finllm-killed-'));
-    const args = [CLI, 'train', '--config', join(ROOT, 'configs/default.yaml'), ...settings(killed).flatMap((s) => ['--set', s])];
+    const args = [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...settings(killed).flatMap((s) => ['--set', s])];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += String(d)));
@@ -179,7 +179,7 @@ describe('trainer', () => {
 
   it('Ctrl-C (SIGINT) finishes the step, saves a checkpoint, exits 0; --resume completes the run', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-sigint-'));
-    const args = [CLI, 'train', '--config', join(ROOT, 'configs/default.yaml'), ...settings(dir, ['training.save_every=0']).flatMap((s) => ['--set', s])];
+    const args = [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...settings(dir, ['training.save_every=0']).flatMap((s) => ['--set', s])];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
