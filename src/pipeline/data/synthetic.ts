@@ -444,6 +444,7 @@ function summaryTask(d: Draw, f: FactSheet): SummaryRecord {
   } else {
     const c = f.company;
     text = [
+      `Operator: Welcome to the ${c.name} ${quarterName(f)} ${f.year} earnings call.`,
       `${c.ceo}, Chief Executive Officer: ${revenueSentence(d, f, WE)} ${driverSentence(d, f)}`,
       `${c.cfo}, Chief Financial Officer: ${epsSentence(d, f)} ${guidanceSentence(d, f, 'we')}`,
     ].join('\n');
