@@ -7,6 +7,8 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/pipeline/config.js';
+import { LLAMA_PRESETS, loadLlamaConfig } from '../../src/llama/config.js';
+import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 
 const ROOT = process.cwd();
 
@@ -16,6 +18,20 @@ describe('pretraining recipe', () => {
     expect(cfg.training.method).toBe('full');
     expect(cfg.model.quantize).toBe('none');
     expect(cfg.data).toMatchObject({ template: 'completion', packing: true, response_only_loss: false });
+  });
+
+  it('the bundled models/fin-base is the recipe model (preset fin-s) with its own 2k tokenizer and a model card', async () => {
+    const dir = join(ROOT, 'models/fin-base');
+    const cfg = await loadLlamaConfig(dir);
+    const preset = LLAMA_PRESETS['fin-s'];
+    expect([cfg.numHiddenLayers, cfg.hiddenSize, cfg.numAttentionHeads, cfg.numKeyValueHeads, cfg.intermediateSize, cfg.tieWordEmbeddings]).toEqual([
+      preset.numHiddenLayers, preset.hiddenSize, preset.numAttentionHeads, preset.numKeyValueHeads, preset.intermediateSize, true,
+    ]);
+    const tok = await LlamaTokenizer.load(dir);
+    expect(tok.vocabSize).toBe(cfg.vocabSize);
+    const card = readFileSync(join(dir, 'README.md'), 'utf8');
+    expect(card).toMatch(/scripts\/pretrain-fin\.sh/);
+    expect(card).toMatch(/machine/);
   });
 
   it('scripts/pretrain-fin.sh runs a few steps at a tiny size and leaves a model finllm loads and decodes with', () => {
