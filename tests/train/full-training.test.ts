@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { loadConfig, type ResolvedConfig } from '../../src/pipeline/config.js';
 import { LoraTrainer, runTraining } from '../../src/pipeline/train/trainer.js';
 import { evaluatePerplexity } from '../../src/llama/evaluate.js';
+import { LlamaModel } from '../../src/llama/model.js';
+import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { InputError } from '../../src/errors.js';
 import { useEngine } from '../helpers/index.js';
 
@@ -112,7 +114,6 @@ describe('full training (training.method full)', () => {
       const inMemory = await evaluatePerplexity(trainer.model, trainer.tokenizer, texts);
       const file = join(dir, 'texts.jsonl');
       writeFileSync(file, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
-      const base = spawnSync(process.execPath, [CLI, 'eval', '--model', MODEL, '--data', file, '--json'], { encoding: 'utf8', timeout: 240_000 });
       const out = spawnSync(process.execPath, [CLI, 'eval', '--model', r.modelDir!, '--data', file, '--json'], { encoding: 'utf8', timeout: 240_000 });
       expect(out.status, out.stderr).toBe(0);
       const cli = JSON.parse(out.stdout) as { loss: number; per_example: { loss: number }[] };
@@ -120,7 +121,9 @@ describe('full training (training.method full)', () => {
       expect(Math.abs(cli.loss - inMemory.loss)).toBeLessThan(1e-5);
       cli.per_example.forEach((e, i) => expect(Math.abs(e.loss - inMemory.perExample[i]!.loss)).toBeLessThan(1e-5));
       // ... and training changed the model (the base evaluates differently).
-      const baseLoss = (JSON.parse(base.stdout) as { loss: number }).loss;
+      const base = await LlamaModel.load(MODEL);
+      const baseLoss = (await evaluatePerplexity(base, trainer.tokenizer, texts)).loss;
+      base.dispose();
       expect(Math.abs(baseLoss - cli.loss)).toBeGreaterThan(1e-3);
     } finally {
       trainer.dispose();
@@ -154,7 +157,9 @@ describe('output.export_merged through `finllm train` (LoRA)', () => {
       return JSON.parse(r.stdout) as { loss: number };
     };
     const merged = evalJson(['--model', join(dir, 'merged')]);
-    const adapter = evalJson(['--model', MODEL, '--adapter', join(dir, 'adapter')]);
+    const withAdapter = await LlamaModel.load(MODEL, { adapter: join(dir, 'adapter') });
+    const adapter = await evaluatePerplexity(withAdapter, await LlamaTokenizer.load(MODEL), texts);
+    withAdapter.dispose();
     // W + s·B·A folded in f32 vs applied as a separate path: rounding only.
     expect(Math.abs(merged.loss - adapter.loss)).toBeLessThan(1e-4);
   });
