@@ -279,6 +279,16 @@ export const LLAMA_PRESETS = {
     ...presetBase, hiddenSize: 64, intermediateSize: 160, numHiddenLayers: 2,
     numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, torchDtype: 'float32',
   },
+  /** ~160M parameters (GPT-2-small shape with a Llama block). */
+  '160m': {
+    ...presetBase, hiddenSize: 768, intermediateSize: 3072, numHiddenLayers: 12,
+    numAttentionHeads: 12, numKeyValueHeads: 12, headDim: 64, torchDtype: 'float32',
+  },
+  /** TinyLlama 1.1B. */
+  '1.1b': {
+    ...presetBase, hiddenSize: 2048, intermediateSize: 5632, numHiddenLayers: 22,
+    numAttentionHeads: 32, numKeyValueHeads: 4, headDim: 64, torchDtype: 'bfloat16',
+  },
   /**
    * Small models for pretraining from scratch on a CPU or one GPU (configs/pretrain-fin.yaml): 4
    * layers, grouped-query attention, tied embeddings; the vocabulary comes from the tokenizer
@@ -295,16 +305,6 @@ export const LLAMA_PRESETS = {
   'fin-l': {
     ...presetBase, vocabSize: 4096, maxPositionEmbeddings: 1024, tieWordEmbeddings: true, hiddenSize: 256, intermediateSize: 688,
     numHiddenLayers: 6, numAttentionHeads: 8, numKeyValueHeads: 4, headDim: 32, torchDtype: 'float32',
-  },
-  /** ~160M parameters (GPT-2-small shape with a Llama block). */
-  '160m': {
-    ...presetBase, hiddenSize: 768, intermediateSize: 3072, numHiddenLayers: 12,
-    numAttentionHeads: 12, numKeyValueHeads: 12, headDim: 64, torchDtype: 'float32',
-  },
-  /** TinyLlama 1.1B. */
-  '1.1b': {
-    ...presetBase, hiddenSize: 2048, intermediateSize: 5632, numHiddenLayers: 22,
-    numAttentionHeads: 32, numKeyValueHeads: 4, headDim: 64, torchDtype: 'bfloat16',
   },
 } as const satisfies Record<string, LlamaConfig>;
 
