@@ -3,6 +3,10 @@
 // AdamW, batch B × T random tokens; then greedy decoding (batch 1, 64-token prompt, 128 new tokens).
 //
 //   npm run bench:e2e -- --preset 1.1b [--quantize nf4] [--storage bf16] [--batch 8] [--seq 512]
+//   npm run bench:e2e -- --preset fin-s --method full --vocab 2048 --batch 16 --seq 256   # pretraining shapes
+//
+// --method full trains every weight instead of LoRA (f32 storage). The process CPU time per step is
+// reported too: on a shared CPU (lavapipe) wall time depends on the other load, CPU time much less.
 //
 // Throughput is wall-clock over steps that each end with a GPU sync (the same as the peer's
 // torch.cuda.synchronize around its loop); peak memory is the engine pool's peak live bytes.
@@ -33,15 +37,18 @@ const steps = Number(arg('steps', software ? '3' : '10'));
 const quantize = arg('quantize', 'none');
 const storage = arg('storage', software ? 'f32' : 'bf16') as 'f32' | 'bf16' | 'f16';
 const newTokens = Number(arg('new-tokens', software ? '16' : '128'));
+const method = arg('method', 'lora');
+const vocab = arg('vocab', '');
 
 const dir = mkdtempSync(join(tmpdir(), 'finllm-bench-'));
 console.log(`adapter: ${e.dev.name}`);
-console.log(`model: preset ${preset} (random init), storage ${storage}, quantize ${quantize}; LoRA r=16 all linear; batch ${B} x ${T}`);
-await initModel(dir, { preset, tokenizerDir: join(process.cwd(), 'models/tiny-fin'), seed: 0 });
+console.log(`model: preset ${preset} (random init), storage ${storage}, quantize ${quantize}; ${method === 'full' ? 'full training' : 'LoRA r=16 all linear'}; batch ${B} x ${T}`);
+await initModel(dir, { preset, tokenizerDir: join(process.cwd(), 'models/tiny-fin'), seed: 0, ...(vocab ? { overrides: { vocabSize: Number(vocab) } } : {}) });
 const model = await LlamaModel.load(dir, { storage, ...(quantize === 'nf4' ? { quantize: 'nf4' as const } : {}) });
 rmSync(dir, { recursive: true, force: true });
-model.initLora({ r: 16, loraAlpha: 32, loraDropout: 0 }, 0);
-const opt = new AdamW(model.loraParameters(), { lr: 2e-4 });
+if (method === 'full') model.enableFullTraining();
+else model.initLora({ r: 16, loraAlpha: 32, loraDropout: 0 }, 0);
+const opt = new AdamW(model.trainableParameters(), { lr: 2e-4 });
 const rng = new Rng(0);
 const V = model.config.vocabSize;
 const ids = Int32Array.from({ length: B * T }, () => rng.int(V));
@@ -60,9 +67,12 @@ const step = (i: number) => trainStep(model, opt, [batch], { lr: 2e-4, stepIndex
 for (let i = 0; i < 2; i++) await step(i); // warm-up: pipelines compile, pool fills
 e.pool.resetPeak();
 const t0 = performance.now();
+const cpu0 = process.cpuUsage();
 let loss = NaN;
 for (let i = 0; i < steps; i++) loss = (await step(i + 2)).loss;
 const stepMs = (performance.now() - t0) / steps;
+const cpu = process.cpuUsage(cpu0);
+const cpuStepMs = (cpu.user + cpu.system) / 1000 / steps;
 const peak = e.pool.stats().peakBytes;
 
 model.training = false;
@@ -75,6 +85,9 @@ const genSec = (performance.now() - g0) / 1000;
 const result = {
   adapter: e.dev.name,
   preset,
+  method,
+  vocab: model.config.vocabSize,
+  params: [...(method === 'full' ? model.namedWeights().values() : [])].reduce((n, t) => n + t.numel, 0) || null,
   storage,
   quantize,
   batch: B,
@@ -82,12 +95,14 @@ const result = {
   steps,
   step_ms: stepMs,
   train_tok_s: (B * T) / (stepMs / 1000),
+  cpu_ms_per_step: cpuStepMs,
+  train_tok_per_cpu_s: (B * T) / (cpuStepMs / 1000),
   peak_mem_gb: peak / 1e9,
   decode_tok_s: out.tokens.length / genSec,
   loss,
   date: new Date().toISOString(),
 };
-console.log(`train: ${result.step_ms.toFixed(1)} ms/step, ${result.train_tok_s.toFixed(0)} tok/s, peak ${result.peak_mem_gb.toFixed(2)} GB (engine pool)`);
+console.log(`train: ${result.step_ms.toFixed(1)} ms/step, ${result.train_tok_s.toFixed(0)} tok/s, peak ${result.peak_mem_gb.toFixed(2)} GB (engine pool); CPU ${cpuStepMs.toFixed(0)} ms/step = ${result.train_tok_per_cpu_s.toFixed(0)} tok per CPU-second`);
 console.log(`decode: ${result.decode_tok_s.toFixed(1)} tok/s (batch 1, ${out.tokens.length} new tokens after a 64-token prompt)`);
 const resDir = join(process.cwd(), 'bench', 'results');
 mkdirSync(resDir, { recursive: true });

@@ -22,5 +22,6 @@ import { register as registerExport } from './export.js'; registerExport(program
 import { register as registerInitModel } from './init-model.js'; registerInitModel(program);
 import { register as registerPipeline } from './pipeline.js'; registerPipeline(program);
 import { register as registerServe } from './serve.js'; registerServe(program);
+import { register as registerTokenizer } from './tokenizer.js'; registerTokenizer(program);
 
 await runCli(program, process.argv);

@@ -28,6 +28,7 @@ export async function pipelineAction(opts: PipelineCliOptions, out: (s: string) 
   for (const s of r.stages) lines.push(`  ${s.name.padEnd(15)} ${s.outcome}${s.outcome === 'ran' ? ` (${s.seconds.toFixed(1)}s)` : ''}`);
   for (const rep of r.reports) lines.push(`report ${rep.suite}: ${rep.html}`);
   if (r.adapterDir) lines.push(`adapter: ${r.adapterDir}`);
+  if (r.modelDir) lines.push(`model: ${r.modelDir}`);
   if (r.mergedDir) lines.push(`merged model: ${r.mergedDir}`);
   lines.push(`state: ${r.stateFile}`);
   out(lines.join('\n') + '\n');

@@ -1,4 +1,5 @@
-// `finllm train [--config FILE] [--env NAME] [--set k=v ...] [--resume]`: fine-tune with LoRA/QLoRA.
+// `finllm train [--config FILE] [--env NAME] [--set k=v ...] [--resume]`: fine-tune with LoRA/QLoRA,
+// or train every weight (training.method: full; pretraining from scratch is that on raw text).
 // With no config it runs the bundled default (configs/default.yaml: tiny model + sample data).
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -28,7 +29,7 @@ interface TrainOpts {
 export function register(program: Command): void {
   program
     .command('train')
-    .description('fine-tune a model with LoRA/QLoRA as the config says; writes the adapter, checkpoints and logs to output.dir')
+    .description('fine-tune (LoRA/QLoRA, or full training of every weight) as the config says; writes the adapter or model, checkpoints and logs to output.dir')
     .option('-c, --config <file>', 'YAML config (default: configs/default.yaml, the bundled tiny model + sample data)')
     .option('-e, --env <name>', 'environment profile from the config, e.g. cpu or gpu (default: $FINLLM_ENV)')
     .option('-s, --set <key=value>', 'override a config key (repeatable), e.g. training.max_steps=10', collect, [])
@@ -46,7 +47,8 @@ export function register(program: Command): void {
         `run folder: ${r.runDir}`,
         `steps: ${r.steps}${r.interrupted ? ' (interrupted; resume with --resume)' : ''}${r.stoppedEarly ? ' (early stopping)' : ''}`,
         r.initialValLoss !== null && r.finalValLoss !== null ? `validation loss: ${r.initialValLoss.toFixed(4)} -> ${r.finalValLoss.toFixed(4)}` : null,
-        `adapter: ${r.adapterDir}`,
+        r.adapterDir ? `adapter: ${r.adapterDir}` : null,
+        r.modelDir ? `model: ${r.modelDir}` : null,
         r.mergedDir ? `merged model: ${r.mergedDir}` : null,
         r.tokensPerSecond > 0 ? `throughput: ${r.tokensPerSecond.toFixed(0)} tokens/s` : null,
       ].filter(Boolean);

@@ -51,6 +51,8 @@ export interface ExportOptions {
   dtype?: ExportDtype;
   /** Largest shard (bytes); default 5 GB like HF. */
   maxShardBytes?: number;
+  /** Replace an existing output folder (the new one is complete before the old one is removed). */
+  replace?: boolean;
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -69,16 +71,27 @@ async function checkOutputDir(out: string): Promise<boolean> {
  * Writes `out` as a complete model folder produced by `fill(tmpDir)`, atomically: `fill` writes
  * into a hidden temp folder next to `out`, which is renamed to `out` only when it succeeded.
  */
-export async function writeFolderAtomic(out: string, fill: (dir: string) => Promise<void>): Promise<void> {
+export async function writeFolderAtomic(out: string, fill: (dir: string) => Promise<void>, opts: { replace?: boolean } = {}): Promise<void> {
   const target = resolve(out);
-  const emptyExists = await checkOutputDir(target);
+  const replacing = opts.replace === true && (await exists(target));
+  const emptyExists = replacing ? false : await checkOutputDir(target);
   await mkdir(dirname(target), { recursive: true });
-  const tmp = join(dirname(target), `.${basename(target)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const stamp = `${process.pid}-${randomBytes(4).toString('hex')}`;
+  const tmp = join(dirname(target), `.${basename(target)}.tmp-${stamp}`);
   await mkdir(tmp);
   try {
     await fill(tmp);
     if (emptyExists) await rmdir(target);
-    await rename(tmp, target);
+    if (replacing) {
+      // The old folder steps aside only once the new one is complete; a crash in between leaves
+      // both on disk, never a half-written folder under the final name.
+      const old = join(dirname(target), `.${basename(target)}.old-${stamp}`);
+      await rename(target, old);
+      await rename(tmp, target);
+      await rm(old, { recursive: true, force: true });
+    } else {
+      await rename(tmp, target);
+    }
   } catch (err) {
     await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
     throw err;
@@ -98,6 +111,37 @@ export async function copyModelSideFiles(from: string, to: string, files: readon
 }
 
 /**
+ * Writes a complete HF model folder at `outDir`, atomically: the tensors `entries` as (sharded)
+ * safetensors, config.json from `sourceDir` with its dtype set to the tensors' dtype, and the
+ * tokenizer and generation files of `sourceDir`. With `replace`, an existing folder is replaced
+ * (the new one is complete before the old one goes); otherwise it must not exist or be empty.
+ * Returns the file names written.
+ */
+export async function writeModelFolder(
+  outDir: string,
+  entries: SafetensorsEntry[],
+  sourceDir: string,
+  opts: { maxShardBytes?: number; replace?: boolean } = {},
+): Promise<string[]> {
+  const rawConfig = (await readJsonFile(join(sourceDir, 'config.json'))) as Record<string, unknown>;
+  const outDtypes = new Set(entries.map((e) => e.dtype));
+  const written: string[] = [];
+  await writeFolderAtomic(outDir, async (tmp) => {
+    const files = await writeShardedSafetensors(tmp, entries, { maxShardBytes: opts.maxShardBytes ?? 5e9, metadata: { format: 'pt' } });
+    written.push(...files.map((f) => basename(f)));
+    const outConfig = { ...rawConfig };
+    if (outDtypes.size === 1) {
+      const only = [...outDtypes][0] as 'F32' | 'BF16' | 'F16';
+      if ('dtype' in outConfig || !('torch_dtype' in outConfig)) outConfig['dtype'] = TORCH_DTYPE[only];
+      if ('torch_dtype' in outConfig) outConfig['torch_dtype'] = TORCH_DTYPE[only];
+    }
+    await writeFileAtomic(join(tmp, 'config.json'), `${JSON.stringify(outConfig, null, 2)}\n`);
+    written.push('config.json', ...(await copyModelSideFiles(sourceDir, tmp)));
+  }, { replace: opts.replace ?? false });
+  return written;
+}
+
+/**
  * Merges an adapter into the base model in `modelDir` and writes the merged model to `outDir`
  * (safetensors, config.json, tokenizer and generation files). The adapter is a PEFT adapter folder,
  * an adapter in memory, or a model whose installed LoRA is used (the base weights are always read
@@ -110,9 +154,12 @@ export async function exportMerged(
   opts: ExportOptions = {},
 ): Promise<{ files: string[] }> {
   const config = await loadLlamaConfig(modelDir);
+  // A model (it has an adapter() method) is told apart from an adapter by that method: LlamaModel
+  // also has a `weights` field (its base weights), so testing for `weights` took the model for an
+  // adapter.
   const adapter = typeof adapterSource === 'string'
     ? await readAdapter(adapterSource)
-    : 'weights' in adapterSource ? adapterSource : await adapterSource.adapter();
+    : 'adapter' in adapterSource && typeof adapterSource.adapter === 'function' ? await adapterSource.adapter() : (adapterSource as LoraAdapter);
   validateAdapterAgainstModel(adapter.config, config, adapter.weights, typeof adapterSource === 'string' ? adapterSource : undefined);
   const scale = scaling(adapter.config);
   const dtypeOpt = opts.dtype ?? 'source';
@@ -127,7 +174,6 @@ export async function exportMerged(
         if (pair) adapted.set(linearWeightName(l, mod), pair);
       }
     }
-    const outDtypes = new Set<string>();
     const entries: SafetensorsEntry[] = [];
     for (const name of ckpt.names()) {
       if (config.tieWordEmbeddings && name === 'lm_head.weight') continue; // tied: HF does not save it
@@ -136,7 +182,6 @@ export async function exportMerged(
         throw new InputError(`tensor '${name}' has dtype ${src}; only F32, BF16 and F16 checkpoints can be exported`, { file: ckpt.fileOf(name) });
       }
       const dtype: WritableDtype = dtypeOpt === 'source' ? src : dtypeOpt === 'f32' ? 'F32' : dtypeOpt === 'bf16' ? 'BF16' : 'F16';
-      outDtypes.add(dtype);
       const pair = adapted.get(name);
       entries.push({
         name,
@@ -150,19 +195,7 @@ export async function exportMerged(
         },
       });
     }
-    const rawConfig = (await readJsonFile(join(modelDir, 'config.json'))) as Record<string, unknown>;
-    await writeFolderAtomic(outDir, async (tmp) => {
-      const files = await writeShardedSafetensors(tmp, entries, { maxShardBytes: opts.maxShardBytes ?? 5e9, metadata: { format: 'pt' } });
-      written.push(...files.map((f) => basename(f)));
-      const outConfig = { ...rawConfig };
-      if (outDtypes.size === 1) {
-        const only = [...outDtypes][0] as 'F32' | 'BF16' | 'F16';
-        if ('dtype' in outConfig || !('torch_dtype' in outConfig)) outConfig['dtype'] = TORCH_DTYPE[only];
-        if ('torch_dtype' in outConfig) outConfig['torch_dtype'] = TORCH_DTYPE[only];
-      }
-      await writeFileAtomic(join(tmp, 'config.json'), `${JSON.stringify(outConfig, null, 2)}\n`);
-      written.push('config.json', ...(await copyModelSideFiles(modelDir, tmp)));
-    });
+    written.push(...(await writeModelFolder(outDir, entries, modelDir, { ...(opts.maxShardBytes !== undefined ? { maxShardBytes: opts.maxShardBytes } : {}), replace: opts.replace ?? false })));
   } finally {
     await ckpt.close();
   }

@@ -5,8 +5,11 @@
 // The parts live in files named for them: decoder-layer.ts (attention and MLP blocks),
 // lora-layers.ts (the LoRA wrapper: init, load, save, the projection), kv-cache.ts, loss-head.ts
 // (logits and cross-entropy), inputs.ts (batches, label shift), ops.ts (view, gather, checkpointing).
-// This class owns the config, the frozen base weights, the LoRA leaves and the RoPE tables, and
-// runs the stack. The base weights are frozen; LoRA A/B are the only leaves with requiresGrad.
+// This class owns the config, the base weights, the LoRA leaves and the RoPE tables, and runs the
+// stack. Two ways to train: LoRA (the base weights are frozen; LoRA A/B are the only leaves with
+// requiresGrad) or full training (enableFullTraining: every weight is an f32 leaf with requiresGrad;
+// tied embeddings are one leaf used by the embedding gather and the LM head, so the gradients of
+// both uses sum into its .grad).
 import { isGradEnabled, noGrad } from '../engine/autograd.js';
 import { Rng } from '../engine/random.js';
 import { Tensor, tidy } from '../engine/tensor.js';
@@ -19,7 +22,16 @@ import { LoraLayers, type NewLoraOptions } from './lora-layers.js';
 import { labelledTokenLosses, lastPositionLogits, lmLoss, spreadTokenLosses } from './loss-head.js';
 import { checkpoint } from './ops.js';
 import { readAdapter, writeAdapter, type LoraAdapter } from './peft.js';
-import { LINEAR_MODULES, disposeWeights, loadLlamaWeights, type LlamaWeights, type LoadWeightsOptions } from './weights.js';
+import { InputError } from '../errors.js';
+import {
+  LINEAR_MODULES,
+  disposeWeights,
+  layerDenseWeights,
+  loadLlamaWeights,
+  namedWeights,
+  type LlamaWeights,
+  type LoadWeightsOptions,
+} from './weights.js';
 
 export { IGNORE_INDEX, shiftLabels, type ForwardInput, type LossInput } from './inputs.js';
 export { copyKvRows, disposeKvCache, frontKvRows, setKvStarts, type KvCache } from './kv-cache.js';
@@ -41,6 +53,8 @@ export class LlamaModel {
   /** Training mode enables LoRA dropout (with a fresh seed per forward). */
   training = false;
   gradientCheckpointing = false;
+  /** Every weight is trainable (enableFullTraining). */
+  fullTraining = false;
   private dropoutRng = new Rng(0x5eed);
   private ropeCache: RopeTables | null = null;
 
@@ -87,6 +101,7 @@ export class LlamaModel {
   }
 
   private installLora(lora: LoraLayers): LoraLayers {
+    if (this.fullTraining) throw new Error('the model is set up for full training: LoRA adapters cannot be installed as well');
     this.disposeLora();
     this.lora = lora;
     return lora;
@@ -137,6 +152,44 @@ export class LlamaModel {
     this.lora = null;
   }
 
+  // ---- full training ------------------------------------------------------------------------
+
+  /**
+   * Makes every weight a trainable leaf (requiresGrad) and returns them by HF name. The weights must
+   * be dense f32 (they are the master weights AdamW updates): NF4 or 16-bit storage is an
+   * InputError. Exclusive with LoRA.
+   */
+  enableFullTraining(): Map<string, Tensor> {
+    if (this.lora) throw new Error('the model has a LoRA adapter installed: full training trains the base weights instead');
+    const named = namedWeights(this.config, this.weights);
+    for (const [name, t] of named) {
+      if (t.dtype !== 'f32') throw new InputError(`weight '${name}' is stored as ${t.dtype}; full training keeps f32 master weights (load the model with storage f32)`, { key: 'model.storage' });
+    }
+    for (const t of named.values()) t.requiresGrad = true;
+    this.fullTraining = true;
+    return named;
+  }
+
+  /** Every weight by HF name (tied embeddings once, as model.embed_tokens.weight); dense models only. */
+  namedWeights(): Map<string, Tensor> {
+    return namedWeights(this.config, this.weights);
+  }
+
+  /** What training updates: every weight under full training (HF names), else the LoRA leaves (PEFT names). */
+  namedTrainableParameters(): Map<string, Tensor> {
+    return this.fullTraining ? this.namedWeights() : this.namedLoraParameters();
+  }
+
+  trainableParameters(): Tensor[] {
+    return [...this.namedTrainableParameters().values()];
+  }
+
+  /** The trainable leaves used inside decoder layer `l` (gradient checkpointing re-runs it). */
+  private layerTrainables(l: number): Tensor[] {
+    const lora = this.lora?.layerParameters(l) ?? [];
+    return this.fullTraining ? [...layerDenseWeights(this.weights.layers[l]!), ...lora] : lora;
+  }
+
   // ---- forward ------------------------------------------------------------------------------
 
   /** RoPE tables covering positions 0..maxPosition (at least max_position_embeddings; grown on demand). */
@@ -185,7 +238,7 @@ export class LlamaModel {
         x = tidy(() => run(xin));
         xin.dispose();
       } else if (ckpt) {
-        x = checkpoint(x, this.lora?.layerParameters(l) ?? [], run);
+        x = checkpoint(x, this.layerTrainables(l), run);
       } else {
         x = run(x);
       }
@@ -255,6 +308,12 @@ export class LlamaModel {
 
   dispose(): void {
     this.disposeLora();
+    if (this.fullTraining) {
+      for (const t of this.namedWeights().values()) {
+        t.grad?.dispose();
+        t.grad = null;
+      }
+    }
     disposeWeights(this.weights);
     this.ropeCache?.cos.dispose();
     this.ropeCache?.sin.dispose();

@@ -164,6 +164,34 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
   }
 }
 
+/**
+ * Every weight tensor by its HF name, in checkpoint order (embed_tokens, per layer the norms and
+ * linear layers, norm, lm_head). Tied embeddings appear once, as model.embed_tokens.weight (HF does
+ * not save lm_head.weight for them). NF4 weights are not dense tensors: they are an error here.
+ */
+export function namedWeights(config: LlamaConfig, w: LlamaWeights): Map<string, Tensor> {
+  const out = new Map<string, Tensor>();
+  out.set('model.embed_tokens.weight', w.embedTokens);
+  w.layers.forEach((l, i) => {
+    out.set(`model.layers.${i}.input_layernorm.weight`, l.inputNorm);
+    out.set(`model.layers.${i}.post_attention_layernorm.weight`, l.postAttentionNorm);
+    for (const mod of LINEAR_MODULES) {
+      const lin = l.linear[mod];
+      if (isNf4(lin)) throw new InputError(`${linearWeightName(i, mod)} is NF4-quantized: it has no dense tensor (load the model with quantize none)`);
+      out.set(linearWeightName(i, mod), lin);
+    }
+  });
+  out.set('model.norm.weight', w.norm);
+  if (!config.tieWordEmbeddings) out.set('lm_head.weight', w.lmHead);
+  return out;
+}
+
+/** The dense weights of decoder layer `l` (norms and linear layers; none when NF4). */
+export function layerDenseWeights(w: LayerWeights): Tensor[] {
+  const lin = LINEAR_MODULES.map((m) => w.linear[m]).filter((t): t is Tensor => !isNf4(t));
+  return [w.inputNorm, w.postAttentionNorm, ...lin];
+}
+
 export function isNf4(w: LinearWeight): w is Nf4Weight {
   return !(w instanceof Tensor);
 }

@@ -108,6 +108,11 @@ const dataSchema = z.strictObject({
 
 const trainingSchema = z
   .strictObject({
+    /**
+     * lora: train LoRA adapters on the frozen (optionally NF4) base; full: train every weight
+     * (embeddings, norms, LM head) in f32, as pretraining from scratch does.
+     */
+    method: z.enum(['lora', 'full']).default('lora'),
     epochs: positiveInt.default(1),
     /** When set, training stops after this many optimizer steps (overrides epochs). */
     max_steps: positiveInt.nullable().default(null),
@@ -200,16 +205,35 @@ const evalSchema = z.strictObject({
 });
 
 /** Schema of the merged (base + environment + --set) config, without `environments`. */
-export const configSchema = z.strictObject({
-  model: modelSchema,
-  lora: loraSchema.prefault({}),
-  data: dataSchema,
-  training: trainingSchema.prefault({}),
-  output: outputSchema.prefault({}),
-  logging: loggingSchema.prefault({}),
-  /** Only `finllm pipeline` reads it; absent: the pipeline skips its evaluation stages. */
-  eval: evalSchema.nullable().default(null),
-});
+export const configSchema = z
+  .strictObject({
+    model: modelSchema,
+    lora: loraSchema.prefault({}),
+    data: dataSchema,
+    training: trainingSchema.prefault({}),
+    output: outputSchema.prefault({}),
+    logging: loggingSchema.prefault({}),
+    /** Only `finllm pipeline` reads it; absent: the pipeline skips its evaluation stages. */
+    eval: evalSchema.nullable().default(null),
+  })
+  .superRefine((c, ctx) => {
+    if (c.training.method !== 'full') return;
+    // Full training updates every weight in place with f32 master weights and AdamW moments.
+    if (c.model.quantize === 'nf4') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['model', 'quantize'],
+        message: 'training.method full trains every weight, and NF4-quantized weights cannot be trained: set model.quantize: none (or use training.method: lora for QLoRA)',
+      });
+    }
+    if (c.model.storage !== 'f32') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['model', 'storage'],
+        message: `training.method full keeps f32 master weights, got model.storage ${c.model.storage}: set model.storage: f32`,
+      });
+    }
+  });
 
 export type ModelConfig = z.infer<typeof modelSchema>;
 export type LoraConfig = z.infer<typeof loraSchema>;

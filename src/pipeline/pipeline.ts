@@ -13,14 +13,14 @@
 // Stage outputs:
 //   data/            data-report.json, data-report.txt (the data stage's validation and statistics)
 //   baseline_eval/   <suite>.results.json (finllm.results.v1) or <suite>.perplexity.json, base model
-//   train/           the trainer's run folder: adapter/, checkpoints/, metrics.jsonl, ...
-//   finetuned_eval/  as baseline_eval, base model + the trained adapter
+//   train/           the trainer's run folder: adapter/ (LoRA) or model/ (full), checkpoints/, metrics.jsonl, ...
+//   finetuned_eval/  as baseline_eval, base model + the trained adapter, or the fully trained model
 //   compare/         <suite>/report.html, summary.md, report.json (finllm compare), summary.md/json
-//   export/          adapter/ (PEFT), merged/ when output.export_merged
+//   export/          adapter/ (PEFT) and merged/ when output.export_merged; model/ under full training
 //
 // Both evaluations load the base model as the config says (model.quantize, model.storage), so the
-// comparison isolates the adapter. Without an `eval` section the evaluation and compare stages are
-// recorded as skipped.
+// comparison isolates the adapter (or, under full training, the trained weights). Without an `eval`
+// section the evaluation and compare stages are recorded as skipped.
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { cp, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -91,6 +91,8 @@ export interface PipelineResult {
   stages: { name: StageName; outcome: 'ran' | 'skipped (done)' | 'skipped (no eval section)'; seconds: number }[];
   reports: SuiteReport[];
   adapterDir: string | null;
+  /** The fully trained model (training.method full). */
+  modelDir: string | null;
   mergedDir: string | null;
 }
 
@@ -204,8 +206,16 @@ async function suitePerplexity(model: LlamaModel, tokenizer: LlamaTokenizer, sui
   return evaluatePerplexity(model, tokenizer, texts);
 }
 
-/** One evaluation stage: every suite with the base model (+ adapter). Returns the written files. */
-async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string, label: string, adapter: string | undefined, quiet: boolean): Promise<string[]> {
+/** What an evaluation stage evaluates: the base model, base + adapter, or a fully trained model folder. */
+interface EvaluatedModel {
+  adapter?: string;
+  model?: string;
+}
+
+/** One evaluation stage: every suite with the base model (+ adapter) or the trained model. Returns the written files. */
+async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string, label: string, evaluated: EvaluatedModel, quiet: boolean): Promise<string[]> {
+  const { adapter } = evaluated;
+  const modelDir = evaluated.model ?? cfg.model.path;
   const suites = evalSuites(ev);
   const tokenizer = await LlamaTokenizer.load(cfg.model.path);
   const preprocess = { unicode: cfg.data.preprocess.unicode, whitespace: cfg.data.preprocess.whitespace, speakerTurns: cfg.data.preprocess.speaker_turns };
@@ -225,7 +235,7 @@ async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string,
   );
   const wantsEmbeddings = (m: readonly EvalMetric[] | undefined) => !!m && (m.includes('embedding') || m.includes('bertscore'));
   await initEngine();
-  const model = await LlamaModel.load(cfg.model.path, loadOptions(cfg, adapter));
+  const model = await LlamaModel.load(modelDir, loadOptions(cfg, adapter));
   let embeddings: ModelEmbeddingProvider | null = null;
   const written: string[] = [];
   try {
@@ -242,7 +252,7 @@ async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string,
       if (ev.embeddings && p.suite.cfg.task === 'generation' && !wantsEmbeddings(metrics)) metrics = [...metrics, 'embedding', 'bertscore'];
       if (wantsEmbeddings(metrics) && !embeddings) {
         // The base model's hidden states for both evaluations, so the scores are comparable.
-        embeddings = adapter ? await ModelEmbeddingProvider.load(cfg.model.path, loadOptions(cfg)) : new ModelEmbeddingProvider(model, tokenizer);
+        embeddings = modelDir !== cfg.model.path || adapter ? await ModelEmbeddingProvider.load(cfg.model.path, loadOptions(cfg)) : new ModelEmbeddingProvider(model, tokenizer);
       }
       const progress = new EvalProgress(`${label} ${p.suite.name}`, !quiet);
       let tokens = 0;
@@ -260,7 +270,7 @@ async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string,
           seed: ev.sampling.seed,
         },
         name: p.suite.name,
-        model: cfg.model.path,
+        model: modelDir,
         adapter: adapter ?? null,
         onProgress: (done, total, _item, pred) => {
           tokens += pred.tokens;
@@ -363,7 +373,9 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
     return { model: modelFp, 'config.model': valueFingerprint(cfg.model), 'config.eval': valueFingerprint(generation), 'config.data.preprocess': valueFingerprint(cfg.data.preprocess), ...files };
   };
   const trainDir = dirOf('train');
+  const full = cfg.training.method === 'full';
   const adapterDir = join(trainDir, 'adapter');
+  const trainedModelDir = join(trainDir, 'model');
 
   const specs: StageSpec[] = [
     {
@@ -381,7 +393,7 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
     {
       name: 'baseline_eval',
       inputs: evalInputs,
-      run: (dir) => runEvalStage(cfg, ev!, dir, 'baseline', undefined, quiet),
+      run: (dir) => runEvalStage(cfg, ev!, dir, 'baseline', {}, quiet),
     },
     {
       name: 'train',
@@ -398,7 +410,7 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
         const trainCfg: ResolvedConfig = { ...cfg, output: { ...cfg.output, dir, export_merged: false } };
         const r = await runTraining(trainCfg, { resume: true, quiet });
         if (r.interrupted) throw new PipelineStageError('train', 'training was interrupted (its checkpoint is kept): re-run the pipeline to resume');
-        return [r.adapterDir, join(dir, 'metrics.jsonl')].filter((p) => existsSync(p));
+        return [r.adapterDir ?? r.modelDir!, join(dir, 'metrics.jsonl')].filter((p) => existsSync(p));
       },
     },
     {
@@ -407,7 +419,7 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
         const base = await evalInputs();
         return base ? { ...base, train: fp.train! } : null;
       },
-      run: (dir) => runEvalStage(cfg, ev!, dir, 'fine-tuned', adapterDir, quiet),
+      run: (dir) => runEvalStage(cfg, ev!, dir, 'fine-tuned', full ? { model: trainedModelDir } : { adapter: adapterDir }, quiet),
     },
     {
       name: 'compare',
@@ -423,6 +435,11 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
       name: 'export',
       inputs: async () => ({ train: fp.train!, model: modelFp, 'config.output.export_merged': valueFingerprint(cfg.output.export_merged) }),
       run: async (dir) => {
+        if (full) {
+          // The fully trained model is already a complete HF checkpoint: nothing to merge.
+          await cp(trainedModelDir, join(dir, 'model'), { recursive: true });
+          return [join(dir, 'model')];
+        }
         const out = [join(dir, 'adapter')];
         await cp(adapterDir, join(dir, 'adapter'), { recursive: true });
         if (cfg.output.export_merged) {
@@ -486,12 +503,14 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
   }
   const exported = join(dirOf('export'), 'adapter');
   const merged = join(dirOf('export'), 'merged');
+  const exportedModel = join(dirOf('export'), 'model');
   return {
     runDir,
     stateFile: join(runDir, PIPELINE_STATE_FILE),
     stages: outcomes,
     reports,
     adapterDir: existsSync(exported) ? exported : null,
+    modelDir: existsSync(exportedModel) ? exportedModel : null,
     mergedDir: existsSync(merged) ? merged : null,
   };
 }

@@ -168,20 +168,31 @@ describe('loadConfig', () => {
 });
 
 describe('bundled configs', () => {
-  it('configs/default.yaml validates, is CPU-sized and points at the bundled sample data', () => {
-    const cfg = loadConfig({ file: join(ROOT, 'configs/default.yaml') });
+  it('configs/tiny-sample.yaml validates, is CPU-sized and points at the tiny model and the sample data', () => {
+    const cfg = loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml') });
     expect(cfg.model.path).toBe(join(ROOT, 'models/tiny-fin'));
     expect(cfg.data.train).toBe(join(ROOT, 'data/sample/train.jsonl'));
     expect(cfg.data.val).toBe(join(ROOT, 'data/sample/val.jsonl'));
     expect(cfg.data.max_seq_len).toBeLessThanOrEqual(512);
     expect(cfg.training.max_steps).not.toBeNull();
     expect(cfg.training.max_steps!).toBeLessThanOrEqual(200);
-    const text = readFileSync(join(ROOT, 'configs/default.yaml'), 'utf8');
-    expect(text).toContain('finllm train --config configs/default.yaml --set training.max_steps=10');
+    const text = readFileSync(join(ROOT, 'configs/tiny-sample.yaml'), 'utf8');
+    expect(text).toContain('finllm train --config configs/tiny-sample.yaml --set training.max_steps=10');
   });
 
-  it('configs/default.yaml environments validate', () => {
-    for (const env of ['cpu', 'gpu']) expect(() => loadConfig({ file: join(ROOT, 'configs/default.yaml'), env })).not.toThrow();
+  it('configs/default.yaml fine-tunes the bundled base model on the generated task set, evaluated on the held-out suites', () => {
+    const cfg = loadConfig({ file: join(ROOT, 'configs/default.yaml') });
+    expect(cfg.model.path).toBe(join(ROOT, 'models/fin-base'));
+    expect(cfg.data.train).toBe(join(ROOT, 'data/finetune/train.jsonl'));
+    expect(cfg.data.val).toBe(join(ROOT, 'data/finetune/val.jsonl'));
+    expect(cfg.training.max_steps!).toBeLessThanOrEqual(200);
+    expect(cfg.eval!.suites.map((s) => s.file)).toEqual(['fin-sentiment', 'fin-figures', 'fin-summary'].map((n) => join(ROOT, 'data/eval', `${n}.jsonl`)));
+  });
+
+  it('bundled config environments validate', () => {
+    for (const file of ['configs/default.yaml', 'configs/tiny-sample.yaml']) {
+      for (const env of ['cpu', 'gpu']) expect(() => loadConfig({ file: join(ROOT, file), env })).not.toThrow();
+    }
   });
 
   it('is the default file when none is given', () => {

@@ -51,7 +51,7 @@ function settings(outDir: string, extra: string[] = []): string[] {
 }
 
 function config(outDir: string, extra: string[] = []): ResolvedConfig {
-  return loadConfig({ file: join(ROOT, 'configs/default.yaml'), sets: settings(outDir, extra) });
+  return loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml'), sets: settings(outDir, extra) });
 }
 
 function losses(runDir: string): number[] {
@@ -126,7 +126,7 @@ describe('trainer', () => {
 
     // The same run in a child process, killed right after its first checkpoint, then resumed.
     const killed = mkdtempSync(join(tmpdir(), 'finllm-killed-'));
-    const args = [CLI, 'train', '--config', join(ROOT, 'configs/default.yaml'), ...settings(killed).flatMap((s) => ['--set', s])];
+    const args = [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...settings(killed).flatMap((s) => ['--set', s])];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += String(d)));
@@ -156,7 +156,7 @@ describe('trainer', () => {
       const inMemory = await evaluatePerplexity(trainer.model, trainer.tokenizer, texts);
       const file = join(dir, 'texts.jsonl');
       writeFileSync(file, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
-      const out = spawnSync(process.execPath, [CLI, 'eval', '--model', MODEL, '--adapter', r.adapterDir, '--quantize', 'nf4', '--data', file, '--json'], { encoding: 'utf8', timeout: 240_000 });
+      const out = spawnSync(process.execPath, [CLI, 'eval', '--model', MODEL, '--adapter', r.adapterDir!, '--quantize', 'nf4', '--data', file, '--json'], { encoding: 'utf8', timeout: 240_000 });
       expect(out.status, out.stderr).toBe(0);
       const cli = JSON.parse(out.stdout) as { loss: number; per_example: { loss: number }[] };
       expect(Math.abs(cli.loss - inMemory.loss)).toBeLessThan(1e-5);
@@ -179,7 +179,7 @@ describe('trainer', () => {
 
   it('Ctrl-C (SIGINT) finishes the step, saves a checkpoint, exits 0; --resume completes the run', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-sigint-'));
-    const args = [CLI, 'train', '--config', join(ROOT, 'configs/default.yaml'), ...settings(dir, ['training.save_every=0']).flatMap((s) => ['--set', s])];
+    const args = [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...settings(dir, ['training.save_every=0']).flatMap((s) => ['--set', s])];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';

@@ -1,4 +1,8 @@
-// The LoRA / QLoRA training recipe: setup → train → save → cleanup.
+// The training recipe: setup → train → save → cleanup, for both methods (training.method):
+//   lora  LoRA / QLoRA adapters on a frozen base; the run writes a PEFT adapter (adapter/).
+//   full  every weight trained in f32 (embeddings, norms, LM head; tied embeddings are one
+//         parameter); the run writes a complete HF checkpoint (model/). Pretraining from scratch is
+//         full training of a random-init model on raw text.
 //
 // Loss accounting: the loss of one optimizer step is the mean token NLL over every counted target
 // token of its micro-batches (Σ_i n_i·loss_i / Σ_i n_i). Each micro-batch's mean loss is scaled by
@@ -8,6 +12,9 @@
 // Determinism: the data order is a function of (seed, epoch); LoRA dropout masks are a function of
 // (seed, step, micro-batch); kernels are deterministic (no float atomics). A run resumed from a
 // checkpoint therefore reproduces the loss sequence of an uninterrupted run exactly.
+//
+// Weight decay under full training follows the HF Trainer: matrices (embeddings, linear layers, LM
+// head) are decayed, RMSNorm weights are not.
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { backward, noGrad, zeroGrad } from '../../engine/autograd.js';
@@ -17,7 +24,8 @@ import { AdamW, gradNormCoef } from '../../kernels/optim.js';
 import { InputError } from '../../errors.js';
 import { LlamaModel } from '../../llama/model.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
-import { readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
+import { Checkpoint, readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
+import { saveModel } from '../../llama/save.js';
 import { saveResolvedConfig, type ResolvedConfig } from '../config.js';
 import { createDataLoader, prepareData, saveReport, formatReport, type Batch, type DataLoader, type DataLoaderState, type PreparedData, type TokenizedExample } from '../data/index.js';
 import { latestCheckpoint, readJsonSync, saveCheckpoint, writeJsonSync } from './checkpoint.js';
@@ -51,7 +59,10 @@ export interface TrainResult {
   initialValLoss: number | null;
   stoppedEarly: boolean;
   interrupted: boolean;
-  adapterDir: string;
+  /** The PEFT adapter (training.method lora), else null. */
+  adapterDir: string | null;
+  /** The complete trained model, an HF folder (training.method full), else null. */
+  modelDir: string | null;
   mergedDir: string | null;
   tokensPerSecond: number;
   peakGpuBytes: number;
@@ -108,7 +119,7 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Ba
   const total = batches.reduce((s, b) => s + b.numTargetTokens, 0);
   if (total === 0) throw new InputError(`step ${o.stepIndex + 1}: every label in the batch is masked (-100); check response_only_loss and max_seq_len`, { key: 'data' });
   model.training = true;
-  const params = model.loraParameters();
+  const params = model.trainableParameters();
   const weighted: Tensor[] = [];
   batches.forEach((b, micro) => {
     model.setDropoutSeed(dropoutSeed(o.seed, o.stepIndex, micro));
@@ -188,13 +199,24 @@ export class LoraTrainer {
     if (data.train.some((e) => e.inputIds.some((id) => id >= model.config.vocabSize))) {
       throw new InputError(`the tokenizer produces ids outside the model's vocabulary (${model.config.vocabSize})`, { file: join(cfg.model.path, 'tokenizer.json') });
     }
-    model.initLora(
-      { r: cfg.lora.r, loraAlpha: cfg.lora.alpha, useRslora: cfg.lora.rslora, targetModules: cfg.lora.target_modules, loraDropout: cfg.lora.dropout, baseModelNameOrPath: cfg.model.path },
-      cfg.training.seed,
-    );
+    let optimizer: AdamW;
+    try {
+      if (cfg.training.method === 'full') {
+        const named = model.enableFullTraining();
+        const params = [...named.values()];
+        optimizer = new AdamW(params, { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay, noWeightDecay: params.filter((p) => p.shape.length === 1) });
+      } else {
+        model.initLora(
+          { r: cfg.lora.r, loraAlpha: cfg.lora.alpha, useRslora: cfg.lora.rslora, targetModules: cfg.lora.target_modules, loraDropout: cfg.lora.dropout, baseModelNameOrPath: cfg.model.path },
+          cfg.training.seed,
+        );
+        optimizer = new AdamW(model.loraParameters(), { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay });
+      }
+    } catch (err) {
+      model.dispose();
+      throw err;
+    }
     model.gradientCheckpointing = cfg.training.grad_checkpointing;
-    const params = model.loraParameters();
-    const optimizer = new AdamW(params, { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay });
     const loader = createDataLoader(data.train, cfg, tokenizer, 'train');
     const t = cfg.training;
     const batchesPerEpoch = loader.batchesInEpoch(0);
@@ -330,13 +352,25 @@ export class LoraTrainer {
       this.progress.done();
       this.tb?.close();
     }
-    const adapterDir = join(this.runDir, 'adapter');
-    await this.model.saveAdapter(adapterDir);
+    const full = this.cfg.training.method === 'full';
+    let adapterDir: string | null = null;
+    let modelDir: string | null = null;
+    if (full) {
+      modelDir = join(this.runDir, 'model');
+      await saveModel(this.model, this.cfg.model.path, modelDir, { replace: true });
+    } else {
+      adapterDir = join(this.runDir, 'adapter');
+      await this.model.saveAdapter(adapterDir);
+    }
     let mergedDir: string | null = null;
     if (this.cfg.output.export_merged && !this.stopRequested) {
-      mergedDir = join(this.runDir, 'merged');
-      const { exportMerged } = await import('../../llama/merge.js');
-      await exportMerged(this.model, this.cfg.model.path, mergedDir);
+      if (full) {
+        this.progress.message(`output.export_merged: nothing to merge under full training; the complete model is ${modelDir}`);
+      } else {
+        mergedDir = join(this.runDir, 'merged');
+        const { exportMerged } = await import('../../llama/merge.js');
+        await exportMerged(this.model, this.cfg.model.path, mergedDir, { replace: true });
+      }
     }
     const elapsed = (Date.now() - runStart) / 1000;
     const result: TrainResult = {
@@ -349,6 +383,7 @@ export class LoraTrainer {
       stoppedEarly,
       interrupted: this.stopRequested,
       adapterDir,
+      modelDir,
       mergedDir,
       tokensPerSecond: (st.tokensSeen - tokensAtStart) / Math.max(elapsed, 1e-9),
       peakGpuBytes: engine().pool.stats().peakBytes,
@@ -371,10 +406,11 @@ export class LoraTrainer {
   async checkpoint(): Promise<string> {
     const st = this.state;
     st.loader = this.loader.state();
-    const named = this.model.namedLoraParameters();
+    const named = this.model.namedTrainableParameters();
     const opt = await this.optimizer.exportState();
     const dir = await saveCheckpoint(this.runDir, st.step, this.cfg.training.keep_last_checkpoints, async (tmp) => {
-      await this.model.saveAdapter(join(tmp, 'adapter'));
+      if (this.model.fullTraining) await saveModel(this.model, this.cfg.model.path, join(tmp, 'model'));
+      else await this.model.saveAdapter(join(tmp, 'adapter'));
       const entries: { name: string; dtype: 'F32'; shape: number[]; data: Float32Array }[] = [];
       const names = [...named.keys()];
       opt.moments.forEach((m, i) => {
@@ -395,14 +431,29 @@ export class LoraTrainer {
     if (st.totalSteps !== this.schedule.totalSteps) {
       throw new InputError(`checkpoint was made for ${st.totalSteps} total steps but the config now gives ${this.schedule.totalSteps}; resume with the same training settings`, { file: join(dir, 'trainer_state.json') });
     }
-    // Weights go into the existing LoRA tensors: the optimizer holds references to them.
-    const named = this.model.namedLoraParameters();
-    const adapterFile = join(dir, 'adapter', 'adapter_model.safetensors');
-    const saved = await readSafetensorsF32(adapterFile);
-    for (const [name, t] of named) {
-      const data = saved.get(name);
-      if (!data || data.length !== t.numel) throw new InputError(`checkpoint adapter lacks '${name}' with ${t.numel} values (LoRA settings changed?)`, { file: adapterFile });
-      engine().dev.write(t.buffer, 0, data);
+    // Weights go into the existing parameter tensors: the optimizer holds references to them.
+    const named = this.model.namedTrainableParameters();
+    if (this.model.fullTraining) {
+      const modelDir = join(dir, 'model');
+      const ckpt = await Checkpoint.open(modelDir);
+      try {
+        for (const [name, t] of named) {
+          if (!ckpt.has(name)) throw new InputError(`checkpoint model lacks '${name}' (was the run made with training.method lora?)`, { file: modelDir });
+          const data = await ckpt.readF32(name, t.shape);
+          engine().dev.write(t.buffer, 0, data);
+        }
+      } finally {
+        await ckpt.close();
+      }
+    } else {
+      const adapterFile = join(dir, 'adapter', 'adapter_model.safetensors');
+      if (!existsSync(adapterFile)) throw new InputError('checkpoint has no LoRA adapter (was the run made with training.method full?)', { file: adapterFile });
+      const saved = await readSafetensorsF32(adapterFile);
+      for (const [name, t] of named) {
+        const data = saved.get(name);
+        if (!data || data.length !== t.numel) throw new InputError(`checkpoint adapter lacks '${name}' with ${t.numel} values (LoRA settings changed?)`, { file: adapterFile });
+        engine().dev.write(t.buffer, 0, data);
+      }
     }
     const names = [...named.keys()];
     const tensors = await readSafetensorsF32(join(dir, 'optimizer.safetensors'));
