@@ -188,7 +188,8 @@ export class Tensor {
   readonly shape: readonly number[];
   readonly dtype: DType;
   readonly numel: number;
-  private storage: Storage;
+  /** Null only for an unbound tensor (see `Tensor.unbound`) until it is bound. */
+  private storage: Storage | null;
   disposed = false;
   /** Exempt from tidy scopes (parameters, optimizer state, caches). */
   isKept = false;
@@ -199,18 +200,41 @@ export class Tensor {
   gradFn: import('./autograd.js').GradNode | null = null;
   name?: string;
 
-  constructor(shape: readonly number[], dtype: DType, storage?: Storage) {
+  constructor(shape: readonly number[], dtype: DType, storage?: Storage | null) {
     const e = engine();
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
     this.numel = numelOf(shape);
-    this.storage = storage ?? new Storage(e.pool.acquire(storageBytes(dtype, this.numel)), e.pool);
+    this.storage = storage === undefined ? new Storage(e.pool.acquire(storageBytes(dtype, this.numel)), e.pool) : storage;
     e.track(this);
   }
 
   get buffer(): GPUBuffer {
     if (this.disposed) throw new Error(`use of a disposed tensor${this.name ? ` '${this.name}'` : ''} [${this.shape.join(', ')}]`);
+    if (!this.storage) throw new Error(`use of an unbound tensor [${this.shape.join(', ')}] (a recomputed saved tensor read outside its backward rule)`);
     return this.storage.buffer;
+  }
+
+  /**
+   * A tensor with a shape but no storage yet: autograd hands these to backward rules in place of
+   * saved tensors it recomputes instead of keeping, and binds them just before the rule runs.
+   */
+  static unbound(shape: readonly number[], dtype: DType): Tensor {
+    return new Tensor(shape, dtype, null);
+  }
+
+  /** Makes this (unbound) tensor share `src`'s storage; `src` must have the same byte size. */
+  bindStorage(src: Tensor): void {
+    if (this.storage) throw new Error('bindStorage on a tensor that already has storage');
+    if (src.byteSize !== this.byteSize) throw new RangeError(`bindStorage: ${src} into ${this}`);
+    const storage = src.storage!;
+    storage.retain();
+    this.storage = storage;
+  }
+
+  /** Identity of the storage this tensor shares with its views (null while unbound). */
+  get storageKey(): object | null {
+    return this.storage;
   }
 
   /** The binding covering exactly this tensor's bytes (pool buffers may be larger). */
@@ -251,8 +275,10 @@ export class Tensor {
       resolved[infer] = rest === 0 ? 0 : this.numel / rest;
     }
     if (numelOf(resolved) !== this.numel) throw new RangeError(`reshape [${this.shape.join(', ')}] -> [${shape.join(', ')}]: element counts differ`);
-    this.storage.retain();
-    return new Tensor(resolved, this.dtype, this.storage);
+    const storage = this.storage;
+    if (!storage) throw new Error(`reshape of an unbound tensor [${this.shape.join(', ')}]`);
+    storage.retain();
+    return new Tensor(resolved, this.dtype, storage);
   }
 
   keep(): this {
@@ -261,11 +287,14 @@ export class Tensor {
     return this;
   }
 
+  /**
+   * Returns the storage to the pool once no view holds it. `gradFn` stays: a disposed intermediate
+   * is still an edge of the autograd graph (the nodes that need its values saved their own views).
+   */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.storage.release();
-    this.gradFn = null;
+    this.storage?.release();
   }
 
   /** Reads the tensor back (flushes recorded work). f32 → Float32Array; i32/u32 as such; 16-bit → Uint16Array bits. */
