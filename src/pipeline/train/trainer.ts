@@ -15,7 +15,7 @@ import { engine, initEngine, Tensor, tidy } from '../../engine/tensor.js';
 import { scale } from '../../kernels/elementwise.js';
 import { AdamW, gradNormCoef } from '../../kernels/optim.js';
 import { InputError } from '../../errors.js';
-import { LlamaModel } from '../../llama/model.js';
+import { LlamaModel, type CheckpointMode } from '../../llama/model.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import { readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
 import { saveResolvedConfig, type ResolvedConfig } from '../config.js';
@@ -87,7 +87,7 @@ export interface StepOptions {
   seed: number;
   /** Clip the global gradient norm to this (null: no clipping). */
   maxGradNorm: number | null;
-  gradientCheckpointing?: boolean;
+  gradientCheckpointing?: CheckpointMode;
 }
 
 export interface StepResult {
@@ -113,7 +113,7 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Ba
   batches.forEach((b, micro) => {
     model.setDropoutSeed(dropoutSeed(o.seed, o.stepIndex, micro));
     const w = tidy(() => {
-      const loss = model.loss(b, { gradientCheckpointing: o.gradientCheckpointing ?? false });
+      const loss = model.loss(b, { gradientCheckpointing: o.gradientCheckpointing ?? 'none' });
       backward(scale(loss, b.numTargetTokens / total));
       return noGrad(() => scale(loss, b.numTargetTokens / total));
     });
