@@ -202,7 +202,10 @@ export class LlamaModel {
   /** Mean cross-entropy over labels != -100 (labels already shifted; see LossInput). Scalar [1]. */
   loss(batch: LossInput, opts: ForwardOptions = {}): Tensor {
     checkLabels(batch);
-    return lmLoss(this.hidden(batch, opts), this.weights.lmHead, batch.labels);
+    const h = this.hidden(batch, opts);
+    const loss = lmLoss(h, this.weights.lmHead, batch.labels);
+    h.dispose(); // the head's backward keeps its own view; nothing else needs h during backward
+    return loss;
   }
 
   /**

@@ -49,7 +49,7 @@ export function checkpoint(x: Tensor, params: readonly Tensor[], run: (x: Tensor
       const dx = tidy(() => {
         const leaf = xs.reshape(xs.shape);
         leaf.requiresGrad = xNeedsGrad;
-        const y2 = run(leaf);
+        const y2 = tidy(() => run(leaf)); // what no rule saved is freed before the backward runs
         backward(y2, g!);
         if (!xNeedsGrad) return null;
         const grad = leaf.grad!; // a kept tensor, handed to the outer backward (which frees it)
