@@ -1,6 +1,7 @@
 // Tensors: a shape, a dtype and a pooled GPU buffer, reference counted so views (reshape) share
 // storage, and freed deterministically by `tidy` scopes. Reading back to the CPU is explicit.
-import { GpuDevice, getDevice } from './device.js';
+import { GpuDevice, OutOfMemoryError, getDevice, type MemoryContext } from './device.js';
+import { deviceMemory, type DeviceMemory } from './device-memory.js';
 
 /**
  * Element types.
@@ -35,6 +36,11 @@ const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBuff
  * freed buffer serves any later request of the same class. Buffers are reused in queue order: a
  * buffer released while earlier recorded work still reads it is safe to hand out again, because
  * every later use is recorded (and so executed) after that work.
+ *
+ * Capacity: with `capacityBytes` set (the device's memory, see device-memory.ts), a new buffer that
+ * would take live + cached bytes past it first returns the cached buffers to the driver, and one
+ * that would take the live bytes past it throws OutOfMemoryError instead of asking the driver. A
+ * refusal by the driver itself surfaces as OutOfMemoryError at the next sync.
  */
 export class BufferPool {
   private readonly free = new Map<number, GPUBuffer[]>();
@@ -44,7 +50,16 @@ export class BufferPool {
   liveBuffers = 0;
   /** Tests set this: every buffer handed out is first filled with NaN, so unwritten outputs show. */
   poisonOnAcquire = false;
+  /** Most bytes of live + cached buffers (null: no limit but the driver's). */
+  capacityBytes: number | null = null;
+  /** Where capacityBytes comes from, for messages. */
+  capacitySource: string | null = null;
   constructor(private readonly dev: GpuDevice) {}
+
+  /** The numbers an out-of-memory message reports. */
+  memoryContext(): MemoryContext {
+    return { liveBytes: this.liveBytes, capacityBytes: this.capacityBytes, capacitySource: this.capacitySource };
+  }
 
   static sizeClass(bytes: number): number {
     if (bytes <= 256) return 256;
@@ -58,7 +73,12 @@ export class BufferPool {
     const list = this.free.get(size);
     let buf = list?.pop();
     if (buf) this.cachedBytes -= size;
-    else buf = this.dev.createBuffer(size, STORAGE_USAGE);
+    else {
+      const cap = this.capacityBytes;
+      if (cap !== null && this.liveBytes + this.cachedBytes + size > cap) this.trim();
+      if (cap !== null && this.liveBytes + size > cap) throw new OutOfMemoryError(size, this.memoryContext());
+      buf = this.dev.createBuffer(size, STORAGE_USAGE, undefined, this.memoryContext());
+    }
     if (this.poisonOnAcquire) this.dev.write(buf, 0, new Uint32Array(size / 4).fill(0x7fc00000));
     this.liveBytes += size;
     this.liveBuffers++;
@@ -110,9 +130,16 @@ class Storage {
 /** The engine: one device, its pool, and the tidy-scope stack. */
 export class Engine {
   readonly pool: BufferPool;
+  /** The device's memory as the platform tells it (null: unknown); the pool's capacity. */
+  readonly memory: DeviceMemory | null;
   private scopes: Set<Tensor>[] = [];
   constructor(readonly dev: GpuDevice) {
     this.pool = new BufferPool(dev);
+    this.memory = deviceMemory(dev.info);
+    if (this.memory) {
+      this.pool.capacityBytes = this.memory.availableBytes ?? this.memory.totalBytes;
+      this.pool.capacitySource = this.memory.source;
+    }
   }
   track(t: Tensor): void {
     this.scopes[this.scopes.length - 1]?.add(t);
