@@ -547,13 +547,14 @@ export const RESOLVED_CONFIG_NAME = 'resolved-config.yaml';
  * The file is itself a valid config (absolute paths, no environments), so
  * `loadConfig({file})` on it reproduces the same run. Returns the written path.
  */
-export function saveResolvedConfig(cfg: ResolvedConfig, dir: string): string {
+export function saveResolvedConfig(cfg: ResolvedConfig, dir: string, notes: readonly string[] = []): string {
   const { source, ...sections } = cfg;
   const header =
     `# Resolved finllm configuration (every default filled in, paths absolute).\n` +
     `# source file: ${source.file ?? '(built-in defaults)'}\n` +
     `# environment: ${source.env ?? '(none)'}\n` +
-    (source.sets.length ? `# --set: ${source.sets.join(' ')}\n` : '');
+    (source.sets.length ? `# --set: ${source.sets.join(' ')}\n` : '') +
+    notes.map((n) => `# ${n}\n`).join('');
   const path = join(dir, RESOLVED_CONFIG_NAME);
   writeFileAtomic(path, header + YAML.stringify(sections, { lineWidth: 0 }));
   return path;
