@@ -94,6 +94,13 @@ describe('batch_size: auto', () => {
     expect(resolved).toMatch(/\n {2}grad_accum: 2\n/);
     // The saved file is itself a valid config that reproduces the choice.
     expect(loadConfig({ file: join(dir, 'resolved-config.yaml') }).training.batch_size).toBe(4);
+    // Resuming keeps the run's choice even on a device where 8 would fit (same data order, same steps).
+    const resumed = await withCapacity(4 * capacity, () => LoraTrainer.setup(cfg, { quiet: true, resume: true }));
+    try {
+      expect([resumed.cfg.training.batch_size, resumed.cfg.training.grad_accum]).toEqual([4, 2]);
+    } finally {
+      resumed.dispose();
+    }
   });
 
   it('the trial step that confirms a choice: null when it runs out of memory, else its pool peak', async () => {
