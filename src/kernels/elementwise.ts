@@ -67,14 +67,18 @@ function reads(expr: string, name: string): boolean {
   return new RegExp(`\\b${name}\\b`).test(expr);
 }
 
-// Binds only what the expression reads: backward keeps x, y, both or neither (neg keeps nothing).
-function unaryBackwardKernel(expr: string): string {
-  const bindings: Binding[] = [];
-  const loads: string[] = [];
-  if (reads(expr, 'x')) (bindings.push(['X', 'f32']), loads.push('let x = X[i];'));
-  if (reads(expr, 'y')) (bindings.push(['Yv', 'f32']), loads.push('let y = Yv[i];'));
-  return kernel1d([...bindings, ['G', 'f32'], ['DX', 'f32', true]], `${loads.join(' ')} let g = G[i];\n  DX[i] = ${expr};`);
+/**
+ * A gradient kernel D[i] = expr(g, saved operands) that binds only the operands `expr` reads (each
+ * [variable, buffer name, WGSL load]), then G and the output D: backward keeps no more than that.
+ */
+function gradKernel(expr: string, operands: [variable: string, buffer: string, load: string][]): string {
+  const used = operands.filter(([v]) => reads(expr, v));
+  const bindings: Binding[] = [...used.map(([, b]): Binding => [b, 'f32']), ['G', 'f32'], ['D', 'f32', true]];
+  return kernel1d(bindings, `${used.map(([v, , load]) => `let ${v} = ${load};`).join(' ')} let g = G[i];\n  D[i] = ${expr};`);
 }
+
+// Backward of a unary op keeps x, y, both or neither (neg keeps nothing).
+const unaryBackwardKernel = (expr: string): string => gradKernel(expr, [['x', 'X', 'X[i]'], ['y', 'Yv', 'Yv[i]']]);
 
 function params(n: number, nb = 0, alpha = 0): Uniforms {
   return new Uniforms().u32(n).u32(nb).f32(alpha).u32(0);
@@ -100,14 +104,8 @@ export function unary(op: UnaryOp, x: Tensor): Tensor {
 const binaryKernel = (expr: string): string =>
   kernel1d([['A', 'f32'], ['B', 'f32'], ['C', 'f32', true]], `let a = A[i]; let b = B[i % p.nb];\n  C[i] = ${expr};`);
 
-/** Gradient of a binary op for one operand, in the full (un-broadcast) shape; binds only what `expr` reads. */
-function binaryGradKernel(expr: string): string {
-  const bindings: Binding[] = [];
-  const loads: string[] = [];
-  if (reads(expr, 'a')) (bindings.push(['A', 'f32']), loads.push('let a = A[i];'));
-  if (reads(expr, 'b')) (bindings.push(['B', 'f32']), loads.push('let b = B[i % p.nb];'));
-  return kernel1d([...bindings, ['G', 'f32'], ['D', 'f32', true]], `${loads.join(' ')} let g = G[i];\n  D[i] = ${expr};`);
-}
+/** Gradient of a binary op for one operand, in the full (un-broadcast) shape. */
+const binaryGradKernel = (expr: string): string => gradKernel(expr, [['a', 'A', 'A[i]'], ['b', 'B', 'B[i % p.nb]']]);
 
 function broadcastable(a: Tensor, b: Tensor): boolean {
   if (b.numel === 1) return true;

@@ -2,7 +2,7 @@
 // capacity, and running out of memory mid-run (a clear message, exit code 2 from the CLI, the last
 // checkpoint intact and the run folder resumable).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -15,19 +15,14 @@ import { AUTO_BATCH_HEADROOM, estimateStep, trialStep } from '../../src/pipeline
 import { LlamaModel } from '../../src/llama/model.js';
 import { LoraTrainer, runTraining } from '../../src/pipeline/train/trainer.js';
 import { useEngine } from '../helpers/index.js';
+import { CLI, ROOT, sampleSlice } from './helpers.js';
 
 useEngine();
 
-const ROOT = process.cwd();
-const CLI = join(ROOT, 'dist/src/cli/main.js');
 let dataDir = '';
 
 beforeAll(() => {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` (npm test does it first)`);
-  dataDir = mkdtempSync(join(tmpdir(), 'finllm-mem-data-'));
-  const take = (file: string, n: number) => readFileSync(join(ROOT, 'data/sample', file), 'utf8').split('\n').filter(Boolean).slice(0, n).join('\n') + '\n';
-  writeFileSync(join(dataDir, 'train.jsonl'), take('train.jsonl', 16));
-  writeFileSync(join(dataDir, 'val.jsonl'), take('val.jsonl', 4));
+  dataDir = sampleSlice(16, 4);
 });
 
 function settings(outDir: string, extra: string[] = []): string[] {
