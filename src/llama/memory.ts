@@ -31,6 +31,8 @@ export interface TrainingMemoryShape {
   checkpointing: CheckpointMode;
   /** The device's largest storage binding (optimizer state chunks, loss chunk); default 128 MiB. */
   maxBindingBytes?: number;
+  /** Gradient accumulation (more than one micro-batch per step): every LoRA gradient exists throughout. */
+  accumulating?: boolean;
 }
 
 export interface TrainingMemoryEstimate {
@@ -201,8 +203,10 @@ export function estimateTrainingMemory(s: TrainingMemoryShape): TrainingMemoryEs
   // MLP backward: incoming residual gradient, dAct, then dGate and dUp while dAct is alive.
   const mlpWork = nd + 3 * buf(n * f);
   const loraGradsPerLayer = p.adapters / Math.max(layers, 1);
-  // By a layer's swiglu backward only the down projection's LoRA gradients of that layer exist.
+  // By a layer's swiglu backward only the down projection's LoRA gradients of that layer exist
+  // (all of them from the second micro-batch of an accumulated step on).
   const downGrads = s.lora?.targetModules.includes('down_proj') ? buf(s.lora.r * f) + buf(d * s.lora.r) : 0;
+  const heldGrads = s.accumulating ? p.adapters : 0;
 
   let activations: number;
   let workspace: number;
@@ -211,8 +215,8 @@ export function estimateTrainingMemory(s: TrainingMemoryShape): TrainingMemoryEs
     const last = keeps[layers - 1]!;
     // In the last layer's MLP backward its act (kept or rebuilt) is gone and the head is done.
     const lastAct = last.act ? buf(n * f) : 0;
-    const atHead = all + headSaved + headWork;
-    const atMlp = all - (recompute ? 0 : lastAct) + mlpWork + downGrads;
+    const atHead = all + headSaved + headWork + heldGrads;
+    const atMlp = all - (recompute ? 0 : lastAct) + mlpWork + Math.max(downGrads, heldGrads);
     activations = all + headSaved;
     workspace = Math.max(atHead, atMlp) - activations;
   } else {
@@ -220,14 +224,14 @@ export function estimateTrainingMemory(s: TrainingMemoryShape): TrainingMemoryEs
     // layer would keep without checkpointing, while the LoRA gradients of the later layers exist.
     const inputs = keeps.map((k) => (k.input || (s.lora?.targetModules.length ?? 0) > 0 ? nd : 0));
     const allInputs = inputs.reduce((a, b) => a + b, 0);
-    const atHead = allInputs + headSaved + headWork;
+    const atHead = allInputs + headSaved + headWork + heldGrads;
     let atLayer = 0;
     for (let l = 0; l < layers; l++) {
       const before = inputs.slice(0, l + 1).reduce((a, b) => a + b, 0);
       // The re-run keeps what the layer keeps without checkpointing, and its output; its act is
       // gone by the MLP backward.
       const rerun = layerBytes(s, keeps[l]!, false) - (keeps[l]!.act ? buf(n * f) : 0) + nd;
-      const laterGrads = (layers - l - 1) * loraGradsPerLayer + downGrads;
+      const laterGrads = Math.max((layers - l - 1) * loraGradsPerLayer + downGrads, heldGrads);
       atLayer = Math.max(atLayer, before + rerun + mlpWork + laterGrads);
     }
     activations = allInputs + headSaved;

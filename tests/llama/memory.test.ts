@@ -19,6 +19,8 @@ import { useEngine } from '../helpers/index.js';
 useEngine();
 
 const TOKENIZER = join(process.cwd(), 'models/tiny-fin');
+// Every configuration keeps the bundled model's head dim 16: one set of attention pipelines to
+// compile (lavapipe compiles each head dim's kernels anew, slowly, on a cold cache).
 
 interface Setup {
   overrides: Partial<LlamaConfig>;
@@ -27,6 +29,8 @@ interface Setup {
   targets: readonly LinearModule[];
   B: number;
   T: number;
+  /** Micro-batches per step (gradient accumulation); default 1. */
+  micro?: number;
 }
 
 /** Measured pool peak of one training step per mode (after a warm-up step), and the estimates. */
@@ -43,15 +47,18 @@ async function measure(setup: Setup, modes: readonly CheckpointMode[]): Promise<
   const opt = new AdamW(model.loraParameters(), { lr: 1e-3 });
   const { B, T } = setup;
   const rng = new Rng(5);
-  const ids = Int32Array.from({ length: B * T }, () => rng.int(model.config.vocabSize));
-  const batch: Batch = {
-    inputIds: ids, labels: shiftLabels(ids, B, T), positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T),
-    segmentIds: new Int32Array(B * T).fill(1), attentionMask: new Uint8Array(B * T).fill(1), batchSize: B, seqLen: T, numTargetTokens: B * (T - 1), numExamples: B,
+  const makeBatch = (): Batch => {
+    const ids = Int32Array.from({ length: B * T }, () => rng.int(model.config.vocabSize));
+    return {
+      inputIds: ids, labels: shiftLabels(ids, B, T), positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T),
+      segmentIds: new Int32Array(B * T).fill(1), attentionMask: new Uint8Array(B * T).fill(1), batchSize: B, seqLen: T, numTargetTokens: B * (T - 1), numExamples: B,
+    };
   };
+  const batches = Array.from({ length: setup.micro ?? 1 }, makeBatch);
   const out = new Map<CheckpointMode, { measured: number; estimate: number }>();
   try {
     for (const mode of modes) {
-      const step = (i: number) => trainStep(model, opt, [batch], { lr: 1e-3, stepIndex: i, seed: 0, maxGradNorm: 1, gradientCheckpointing: mode });
+      const step = (i: number) => trainStep(model, opt, batches, { lr: 1e-3, stepIndex: i, seed: 0, maxGradNorm: 1, gradientCheckpointing: mode });
       await step(0);
       await dev.sync();
       pool.resetPeak();
@@ -60,6 +67,7 @@ async function measure(setup: Setup, modes: readonly CheckpointMode[]): Promise<
       const estimate = estimateTrainingMemory({
         config: model.config, batchSize: B, seqLen: T, quantize: setup.quantize, storage: 'f32',
         lora: { r: setup.r, targetModules: setup.targets }, checkpointing: mode, maxBindingBytes: dev.limits.maxStorageBufferBindingSize,
+        accumulating: (setup.micro ?? 1) > 1,
       });
       out.set(mode, { measured: pool.peakBytes - before, estimate: estimate.total });
     }
@@ -90,15 +98,23 @@ describe('memory model vs the measured pool peak', () => {
 
   it('dense f32 weights, LoRA on o_proj and down_proj only, MLP-heavy (backward peak)', async () => {
     const setup: Setup = {
-      overrides: { hiddenSize: 96, intermediateSize: 352, numHiddenLayers: 3, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 24 },
+      overrides: { hiddenSize: 96, intermediateSize: 352, numHiddenLayers: 3, numAttentionHeads: 6, numKeyValueHeads: 2, headDim: 16 },
       quantize: 'none', r: 4, targets: ['o_proj', 'down_proj'], B: 3, T: 40,
     };
     expectWithin10('dense o/down selective', (await measure(setup, ['selective'])).get('selective')!);
   });
 
+  it('gradient accumulation (two micro-batches): the LoRA gradients of the first stay through the second', async () => {
+    const setup: Setup = {
+      overrides: { hiddenSize: 128, intermediateSize: 352, numHiddenLayers: 3, numAttentionHeads: 8, numKeyValueHeads: 2, headDim: 16, vocabSize: 300 },
+      quantize: 'nf4', r: 32, targets: LINEAR_MODULES, B: 2, T: 32, micro: 2,
+    };
+    expectWithin10('nf4 r32 grad_accum 2 none', (await measure(setup, ['none'])).get('none')!);
+  });
+
   it('QLoRA rank 16 on q_proj and v_proj, full checkpointing (re-run peak)', async () => {
     const setup: Setup = {
-      overrides: { hiddenSize: 128, intermediateSize: 704, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 32 },
+      overrides: { hiddenSize: 128, intermediateSize: 704, numHiddenLayers: 2, numAttentionHeads: 8, numKeyValueHeads: 2, headDim: 16 },
       quantize: 'nf4', r: 16, targets: ['q_proj', 'v_proj'], B: 2, T: 48,
     };
     expectWithin10('nf4 q/v full', (await measure(setup, ['full'])).get('full')!);
