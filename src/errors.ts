@@ -25,3 +25,11 @@ export class InputError extends Error {
     this.location = location;
   }
 }
+
+/**
+ * A runtime failure the user can act on (out of memory, ...): its message says what happened and
+ * what to change. The CLI prints the message alone (no stack trace) and exits with code 2.
+ */
+export class RuntimeFailure extends Error {
+  override name = 'RuntimeFailure';
+}

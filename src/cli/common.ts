@@ -1,6 +1,6 @@
 // Shared CLI plumbing: exit codes and turning typed errors into one clear line on stderr.
 import type { Command } from 'commander';
-import { InputError } from '../errors.js';
+import { InputError, RuntimeFailure } from '../errors.js';
 
 /** Exit codes: 0 done, 1 bad input (the message says what and where), 2 runtime failure. */
 export const EXIT_OK = 0;
@@ -24,6 +24,10 @@ export async function runCli(program: Command, argv: string[]): Promise<void> {
     if (err instanceof InputError) {
       process.stderr.write(`finllm: ${err.message}\n`);
       process.exit(EXIT_BAD_INPUT);
+    }
+    if (err instanceof RuntimeFailure) {
+      process.stderr.write(`finllm: ${err.message}\n`);
+      process.exit(EXIT_RUNTIME);
     }
     process.stderr.write(`finllm: runtime failure: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(EXIT_RUNTIME);

@@ -7,6 +7,8 @@
 // - no optional feature is required: subgroups, timestamp-query and subgroup-matrix are enabled
 //   when the adapter has them and kernels pick variants from `features`.
 import { create, globals } from 'webgpu';
+import { RuntimeFailure } from '../errors.js';
+import { formatBytes } from './device-memory.js';
 
 Object.assign(globalThis, globals);
 
@@ -21,6 +23,33 @@ export class GpuError extends Error {
 /** The device was lost (driver reset, out of memory at the driver level, process teardown). */
 export class DeviceLostError extends Error {
   override name = 'DeviceLostError';
+}
+
+/** Pool bytes when an allocation failed, and the capacity it was measured against. */
+export interface MemoryContext {
+  liveBytes: number;
+  capacityBytes: number | null;
+  /** Where the capacity comes from (FINLLM_GPU_MEMORY, nvidia-smi, ...). */
+  capacitySource: string | null;
+}
+
+/**
+ * A buffer did not fit: the pool's capacity (the device's memory) would be exceeded, or the driver
+ * refused the allocation. Carries the numbers; the trainer adds what to change.
+ */
+export class OutOfMemoryError extends RuntimeFailure {
+  override name = 'OutOfMemoryError';
+  constructor(
+    readonly requestedBytes: number,
+    readonly context: MemoryContext,
+  ) {
+    const { liveBytes, capacityBytes, capacitySource } = context;
+    super(
+      `GPU out of memory: a ${formatBytes(requestedBytes)} buffer did not fit (${formatBytes(liveBytes)} already in use by finllm's buffers` +
+        (capacityBytes !== null ? ` of ${formatBytes(capacityBytes)} device memory, from ${capacitySource}` : '') +
+        ')',
+    );
+  }
 }
 
 export type FeatureName = 'subgroups' | 'timestamp-query' | 'chromium-experimental-subgroup-matrix' | 'shader-f16';
@@ -190,9 +219,23 @@ export class GpuDevice {
     await Promise.all(pending);
   }
 
-  createBuffer(size: number, usage: number, label?: string): GPUBuffer {
+  /**
+   * A new buffer. With `memory` (the pool's numbers at this moment), a driver out-of-memory error is
+   * caught by an error scope and thrown as OutOfMemoryError at the next sync or read (WebGPU
+   * reports it asynchronously).
+   */
+  createBuffer(size: number, usage: number, label?: string, memory?: MemoryContext): GPUBuffer {
     this.checkAlive();
-    return this.device.createBuffer({ size, usage, label });
+    if (!memory) return this.device.createBuffer({ size, usage, label });
+    this.device.pushErrorScope('out-of-memory');
+    const buf = this.device.createBuffer({ size, usage, label });
+    const scope = this.device.popErrorScope();
+    this.pendingValidation.push(
+      scope.then((err) => {
+        if (err) throw new OutOfMemoryError(size, memory);
+      }),
+    );
+    return buf;
   }
 
   private ensurePass(): GPUComputePassEncoder {

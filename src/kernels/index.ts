@@ -4,6 +4,7 @@ export * from './rmsnorm.js';
 export * from './rope.js';
 export * from './swiglu.js';
 export * from './crossentropy.js';
+export * from './linear-crossentropy.js';
 export * from './matmul.js';
 export * from './reduce.js';
 export * from './embedding.js';

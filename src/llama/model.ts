@@ -20,7 +20,7 @@ import { checkForwardInput, type ForwardInput, type LossInput } from './inputs.j
 import { cachePositions, newKvCache, type KvCache } from './kv-cache.js';
 import { LoraLayers, type NewLoraOptions } from './lora-layers.js';
 import { labelledTokenLosses, lastPositionLogits, lmLoss, spreadTokenLosses } from './loss-head.js';
-import { checkpoint } from './ops.js';
+import { checkpoint, type CheckpointMode } from './ops.js';
 import { readAdapter, writeAdapter, type LoraAdapter } from './peft.js';
 import { InputError } from '../errors.js';
 import {
@@ -35,7 +35,7 @@ import {
 
 export { IGNORE_INDEX, shiftLabels, type ForwardInput, type LossInput } from './inputs.js';
 export { copyKvRows, disposeKvCache, frontKvRows, setKvStarts, type KvCache } from './kv-cache.js';
-export { checkpoint, gatherRows, view } from './ops.js';
+export { CHECKPOINT_MODES, checkpoint, gatherRows, view, type CheckpointMode } from './ops.js';
 export { LoraLayers, type LoraPair, type NewLoraOptions } from './lora-layers.js';
 
 export interface LoadModelOptions extends LoadWeightsOptions {
@@ -44,15 +44,15 @@ export interface LoadModelOptions extends LoadWeightsOptions {
 }
 
 export interface ForwardOptions {
-  /** Recompute each decoder layer in backward instead of keeping its activations. */
-  gradientCheckpointing?: boolean;
+  /** What a recorded forward keeps for backward (see CheckpointMode); default the model's setting. */
+  gradientCheckpointing?: CheckpointMode;
 }
 
 export class LlamaModel {
   lora: LoraLayers | null = null;
   /** Training mode enables LoRA dropout (with a fresh seed per forward). */
   training = false;
-  gradientCheckpointing = false;
+  gradientCheckpointing: CheckpointMode = 'none';
   /** Every weight is trainable (enableFullTraining). */
   fullTraining = false;
   private dropoutRng = new Rng(0x5eed);
@@ -206,8 +206,9 @@ export class LlamaModel {
 
   /**
    * The decoder stack: final-normed hidden states [N, D] for a batch. With `cache`, the batch's K/V
-   * are written into the cache at `cache.length` and attention runs over the cache (decode). Under
-   * noGrad each layer's intermediates are freed as soon as the layer is done.
+   * are written into the cache at `cache.length` and attention runs over the cache (decode). Each
+   * layer runs in its own scope: what no backward rule saved is freed when the layer is done, and
+   * each layer's input once the next layer has used it (under noGrad nothing outlives its layer).
    */
   hidden(inp: ForwardInput, opts: ForwardOptions = {}, cache?: KvCache): Tensor {
     checkForwardInput(inp, this.config.vocabSize);
@@ -219,7 +220,7 @@ export class LlamaModel {
       if (p > maxPos) maxPos = p;
     }
     const rope = this.ropeFor(maxPos);
-    const ckpt = (opts.gradientCheckpointing ?? this.gradientCheckpointing) && !cache;
+    const mode = cache ? 'none' : (opts.gradientCheckpointing ?? this.gradientCheckpointing);
     const ids = Tensor.from(inp.inputIds, [B * T]);
     const pos = Tensor.from(positions, [B * T]);
     const seg = inp.segmentIds ? Tensor.from(inp.segmentIds, [B * T]) : undefined;
@@ -230,22 +231,16 @@ export class LlamaModel {
       const dropoutSeeds = LINEAR_MODULES.map(() => this.dropoutRng.nextU32());
       const ctx = {
         config: this.config, weights: this.weights.layers[l]!, index: l, lora: this.lora, loraDropout, dropoutSeeds,
-        B, T, positions: pos, rope, segments: seg, cache,
+        B, T, positions: pos, rope, segments: seg, cache, recompute: recording && mode === 'selective',
       };
       const run = (xin: Tensor) => decoderLayer(xin, ctx);
-      if (!recording) {
-        const xin = x;
-        x = tidy(() => run(xin));
-        xin.dispose();
-      } else if (ckpt) {
-        x = checkpoint(x, this.layerTrainables(l), run);
-      } else {
-        x = run(x);
-      }
+      const xin = x;
+      x = recording && mode === 'full' ? checkpoint(xin, this.layerTrainables(l), run) : tidy(() => run(xin));
+      xin.dispose(); // the layer's backward rules hold their own views of it
     }
     const out = rmsnorm(x, this.weights.norm, this.config.rmsNormEps);
+    x.dispose();
     if (!recording) {
-      x.dispose();
       ids.dispose();
       pos.dispose();
       seg?.dispose();
@@ -269,7 +264,10 @@ export class LlamaModel {
   /** Mean cross-entropy over labels != -100 (labels already shifted; see LossInput). Scalar [1]. */
   loss(batch: LossInput, opts: ForwardOptions = {}): Tensor {
     checkLabels(batch);
-    return lmLoss(this.hidden(batch, opts), this.weights.lmHead, batch.labels);
+    const h = this.hidden(batch, opts);
+    const loss = lmLoss(h, this.weights.lmHead, batch.labels);
+    h.dispose(); // the head's backward keeps its own view; nothing else needs h during backward
+    return loss;
   }
 
   /**

@@ -29,6 +29,8 @@ export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj'
 export type LoraTarget = (typeof LORA_TARGETS)[number];
 
 const positiveInt = z.number().int().positive();
+/** training.grad_checkpointing values (src/llama/ops.ts CheckpointMode). */
+const CHECKPOINTING = ['none', 'selective', 'full'] as const;
 const nonNegInt = z.number().int().nonnegative();
 
 const modelSchema = z.strictObject({
@@ -116,15 +118,22 @@ const trainingSchema = z
     epochs: positiveInt.default(1),
     /** When set, training stops after this many optimizer steps (overrides epochs). */
     max_steps: positiveInt.nullable().default(null),
-    batch_size: positiveInt.default(4),
+    /** Sequences per micro-batch, or `auto`: the largest that fits the device's memory (see effective_batch_size). */
+    batch_size: z.union([positiveInt, z.literal('auto')]).default(4),
     grad_accum: positiveInt.default(1),
+    /**
+     * With batch_size: auto, sequences per optimizer step (micro-batch × grad_accum, grad_accum
+     * re-derived); null: 4 × grad_accum.
+     */
+    effective_batch_size: positiveInt.nullable().default(null),
     lr: z.number().positive().max(1).default(2e-4),
     schedule: z.enum(['linear', 'cosine', 'constant']).default('cosine'),
     warmup_steps: nonNegInt.nullable().default(null),
     warmup_ratio: z.number().min(0).max(1).nullable().default(null),
     weight_decay: z.number().min(0).default(0),
     max_grad_norm: z.number().positive().nullable().default(1.0),
-    grad_checkpointing: z.boolean().default(false),
+    /** none | selective | full (what backward keeps vs recomputes; true/false of older configs mean full/none). */
+    grad_checkpointing: z.preprocess((v) => (v === true ? 'full' : v === false ? 'none' : v), z.enum(CHECKPOINTING).default('none')),
     seed: z.number().int().nonnegative().default(42),
     /** Steps between validation passes (0: only at the end). */
     eval_every: nonNegInt.default(100),
@@ -142,6 +151,13 @@ const trainingSchema = z
     resume: z.enum(['auto', 'never']).default('auto'),
   })
   .superRefine((t, ctx) => {
+    if (t.effective_batch_size !== null && t.batch_size !== 'auto') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['effective_batch_size'],
+        message: `effective_batch_size (${t.effective_batch_size}) only applies with batch_size: auto; with batch_size ${t.batch_size} the effective batch is batch_size × grad_accum`,
+      });
+    }
     if (t.warmup_steps !== null && t.warmup_ratio !== null) {
       ctx.addIssue({
         code: 'custom',
@@ -384,7 +400,9 @@ function expectedFor(issue: z.core.$ZodIssue): string {
     case 'invalid_format':
       return `expected ${issue.format}`;
     case 'invalid_union':
-      return 'expected "all-linear" or a list of projection names (' + LORA_TARGETS.join(', ') + ')';
+      return issue.path.join('.') === 'training.batch_size'
+        ? 'expected a positive integer or "auto"'
+        : 'expected "all-linear" or a list of projection names (' + LORA_TARGETS.join(', ') + ')';
     default:
       return issue.message;
   }
@@ -553,13 +571,14 @@ export const RESOLVED_CONFIG_NAME = 'resolved-config.yaml';
  * The file is itself a valid config (absolute paths, no environments), so
  * `loadConfig({file})` on it reproduces the same run. Returns the written path.
  */
-export function saveResolvedConfig(cfg: ResolvedConfig, dir: string): string {
+export function saveResolvedConfig(cfg: ResolvedConfig, dir: string, notes: readonly string[] = []): string {
   const { source, ...sections } = cfg;
   const header =
     `# Resolved finllm configuration (every default filled in, paths absolute).\n` +
     `# source file: ${source.file ?? '(built-in defaults)'}\n` +
     `# environment: ${source.env ?? '(none)'}\n` +
-    (source.sets.length ? `# --set: ${source.sets.join(' ')}\n` : '');
+    (source.sets.length ? `# --set: ${source.sets.join(' ')}\n` : '') +
+    notes.map((n) => `# ${n}\n`).join('');
   const path = join(dir, RESOLVED_CONFIG_NAME);
   writeFileAtomic(path, header + YAML.stringify(sections, { lineWidth: 0 }));
   return path;

@@ -54,6 +54,22 @@ describe('loadConfig', () => {
     expect(cfg.source).toEqual({ file, env: null, sets: [] });
   });
 
+  it('grad_checkpointing: none | selective | full, with true/false of older configs read as full/none', () => {
+    const mode = (v: string) => loadConfig({ file: t.write('g.yaml', MINIMAL), sets: [`training.grad_checkpointing=${v}`] }).training.grad_checkpointing;
+    expect(loadConfig({ file: t.write('d.yaml', MINIMAL) }).training.grad_checkpointing).toBe('none');
+    expect([mode('none'), mode('selective'), mode('full'), mode('true'), mode('false')]).toEqual(['none', 'selective', 'full', 'full', 'none']);
+    const e = errorOf(() => mode('partial'));
+    expect(e.message).toMatch(/key 'training\.grad_checkpointing'.*got "partial", expected one of "none", "selective", "full"/);
+  });
+
+  it('batch_size: a positive integer or auto; effective_batch_size only with auto', () => {
+    const load = (...sets: string[]) => loadConfig({ file: t.write('b.yaml', MINIMAL), sets });
+    expect(load('training.batch_size=auto', 'training.effective_batch_size=16').training).toMatchObject({ batch_size: 'auto', effective_batch_size: 16 });
+    expect(load().training.effective_batch_size).toBeNull();
+    expect(errorOf(() => load('training.batch_size=big')).message).toMatch(/key 'training\.batch_size'.*got "big", expected a positive integer or "auto"/);
+    expect(errorOf(() => load('training.effective_batch_size=16')).message).toMatch(/effective_batch_size \(16\) only applies with batch_size: auto/);
+  });
+
   it('expands all-linear target modules', () => {
     const file = t.write('c.yaml', MINIMAL + 'lora:\n  target_modules: all-linear\n');
     expect(loadConfig({ file }).lora.target_modules).toEqual(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);

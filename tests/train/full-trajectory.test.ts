@@ -15,7 +15,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LlamaModel, shiftLabels } from '../../src/llama/model.js';
+import { LlamaModel, shiftLabels, type CheckpointMode } from '../../src/llama/model.js';
 import { AdamW } from '../../src/kernels/optim.js';
 import { Checkpoint } from '../../src/io/safetensors.js';
 import { trainStep } from '../../src/pipeline/train/trainer.js';
@@ -133,8 +133,8 @@ describe.each(['gqa-f32', 'mqa-bf16-tied-llama3rope'])('full training vs float64
     model.dispose();
   });
 
-  it('gradient checkpointing gives the same step as keeping activations', async () => {
-    const run = async (ckpt: boolean) => {
+  it('gradient checkpointing (selective, full) gives the same step as keeping activations', async () => {
+    const run = async (ckpt: CheckpointMode) => {
       const model = await LlamaModel.load(dir);
       const named = model.enableFullTraining();
       const opt = new AdamW([...named.values()], { lr: HYPER.lr, weightDecay: 0 });
@@ -144,11 +144,13 @@ describe.each(['gqa-f32', 'mqa-bf16-tied-llama3rope'])('full training vs float64
       model.dispose();
       return { r, w };
     };
-    const plain = await run(false);
-    const recomputed = await run(true);
-    // The same kernels on the same inputs in the same order: identical bits.
-    expect(recomputed.r.loss).toBe(plain.r.loss);
-    expect(recomputed.r.gradNorm).toBe(plain.r.gradNorm);
-    plain.w.forEach((w, i) => expect(Buffer.from(recomputed.w[i]!.buffer).equals(Buffer.from(w.buffer)), `weight ${i}`).toBe(true));
+    const plain = await run('none');
+    for (const mode of ['selective', 'full'] as const) {
+      const recomputed = await run(mode);
+      // The same kernels on the same inputs in the same order: identical bits.
+      expect(recomputed.r.loss, mode).toBe(plain.r.loss);
+      expect(recomputed.r.gradNorm, mode).toBe(plain.r.gradNorm);
+      plain.w.forEach((w, i) => expect(Buffer.from(recomputed.w[i]!.buffer).equals(Buffer.from(w.buffer)), `${mode}: weight ${i}`).toBe(true));
+    }
   });
 });

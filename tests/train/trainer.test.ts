@@ -15,21 +15,16 @@ import { AdamW } from '../../src/kernels/optim.js';
 import { DataLoader, prepareData } from '../../src/pipeline/data/index.js';
 import { readTfEvents } from '../../src/io/tfevents.js';
 import { expectClose, useEngine } from '../helpers/index.js';
+import { CLI, ROOT, sampleSlice } from './helpers.js';
 
 useEngine();
 
-const ROOT = process.cwd();
-const CLI = join(ROOT, 'dist/src/cli/main.js');
 const MODEL = join(ROOT, 'models/tiny-fin');
 let dataDir = '';
 
 beforeAll(() => {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` (npm test does it first)`);
   // A slice of the bundled sample: 24 training and 8 validation records keep each run short on lavapipe.
-  dataDir = mkdtempSync(join(tmpdir(), 'finllm-train-data-'));
-  const take = (file: string, n: number) => readFileSync(join(ROOT, 'data/sample', file), 'utf8').split('\n').filter(Boolean).slice(0, n).join('\n') + '\n';
-  writeFileSync(join(dataDir, 'train.jsonl'), take('train.jsonl', 24));
-  writeFileSync(join(dataDir, 'val.jsonl'), take('val.jsonl', 8));
+  dataDir = sampleSlice(24, 8);
 });
 
 function settings(outDir: string, extra: string[] = []): string[] {

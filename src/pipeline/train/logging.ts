@@ -2,6 +2,9 @@
 // of every logged metric, and TensorBoard event files (written natively, see src/io/tfevents.ts).
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { formatBytes } from '../../engine/device-memory.js';
+
+export { formatBytes };
 
 export interface MetricRecord {
   step: number;
@@ -34,12 +37,6 @@ export function formatDuration(seconds: number): string {
   const m = Math.floor((s % 3600) / 60);
   const sec = s % 60;
   return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${String(sec).padStart(2, '0')}` : `${m}:${String(sec).padStart(2, '0')}`;
-}
-
-export function formatBytes(bytes: number): string {
-  if (bytes >= 1 << 30) return `${(bytes / (1 << 30)).toFixed(2)} GiB`;
-  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
-  return `${(bytes / 1024).toFixed(0)} KiB`;
 }
 
 /** A one-line progress bar on a TTY; plain lines otherwise (CI logs). */

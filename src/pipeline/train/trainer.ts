@@ -22,11 +22,15 @@ import { engine, initEngine, Tensor, tidy } from '../../engine/tensor.js';
 import { scale } from '../../kernels/elementwise.js';
 import { AdamW, gradNormCoef } from '../../kernels/optim.js';
 import { InputError } from '../../errors.js';
-import { LlamaModel } from '../../llama/model.js';
+import { loadLlamaConfig } from '../../llama/config.js';
+import { LlamaModel, type CheckpointMode } from '../../llama/model.js';
+import { OutOfMemoryError } from '../../engine/device.js';
+import YAML from 'yaml';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import { Checkpoint, readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
 import { saveModel } from '../../llama/save.js';
-import { saveResolvedConfig, type ResolvedConfig } from '../config.js';
+import { RESOLVED_CONFIG_NAME, saveResolvedConfig, type ResolvedConfig } from '../config.js';
+import { chooseAutoBatch, describeMemory, estimateStep, memoryAdvice, outOfMemoryFailure } from './memory.js';
 import { createDataLoader, prepareData, saveReport, formatReport, type Batch, type DataLoader, type DataLoaderState, type PreparedData, type TokenizedExample } from '../data/index.js';
 import { latestCheckpoint, readJsonSync, saveCheckpoint, writeJsonSync } from './checkpoint.js';
 import { ConsoleProgress, JsonlMetrics, formatBytes, type MetricRecord, type ScalarSink } from './logging.js';
@@ -98,7 +102,7 @@ export interface StepOptions {
   seed: number;
   /** Clip the global gradient norm to this (null: no clipping). */
   maxGradNorm: number | null;
-  gradientCheckpointing?: boolean;
+  gradientCheckpointing?: CheckpointMode;
 }
 
 export interface StepResult {
@@ -124,7 +128,7 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Ba
   batches.forEach((b, micro) => {
     model.setDropoutSeed(dropoutSeed(o.seed, o.stepIndex, micro));
     const w = tidy(() => {
-      const loss = model.loss(b, { gradientCheckpointing: o.gradientCheckpointing ?? false });
+      const loss = model.loss(b, { gradientCheckpointing: o.gradientCheckpointing ?? 'none' });
       backward(scale(loss, b.numTargetTokens / total));
       return noGrad(() => scale(loss, b.numTargetTokens / total));
     });
@@ -181,11 +185,19 @@ export class LoraTrainer {
     };
   }
 
-  /** Loads tokenizer, data, model (+ fresh LoRA), optimizer; restores the latest checkpoint when resuming. */
-  static async setup(cfg: ResolvedConfig, opts: TrainOptions = {}): Promise<LoraTrainer> {
+  /**
+   * Loads tokenizer, data, model (+ fresh LoRA), optimizer; resolves batch_size: auto; prints the
+   * memory estimate; restores the latest checkpoint when resuming.
+   */
+  static async setup(configured: ResolvedConfig, opts: TrainOptions = {}): Promise<LoraTrainer> {
     await initEngine();
+    let cfg = configured;
     const runDir = cfg.output.dir;
     mkdirSync(runDir, { recursive: true });
+    const latest = latestCheckpoint(runDir);
+    const resuming = latest !== null && (opts.resume === true || cfg.training.resume === 'auto');
+    // A resumed auto run keeps the batch it chose (read before the file is rewritten below).
+    const chosenBefore = resuming && cfg.training.batch_size === 'auto' ? resolvedBatch(runDir) : null;
     saveResolvedConfig(cfg, runDir);
     const log = (m: string) => (!opts.quiet && cfg.logging.console ? process.stderr.write(m + '\n') : undefined);
 
@@ -195,7 +207,7 @@ export class LoraTrainer {
     log(formatReport(data.report));
     if (data.val.length === 0) log('warning: no validation examples (set data.val or data.val_split); validation is skipped');
 
-    const model = await LlamaModel.load(cfg.model.path, { quantize: cfg.model.quantize === 'nf4' ? 'nf4' : undefined, storage: cfg.model.storage });
+    const model = await loadForTraining(cfg);
     if (data.train.some((e) => e.inputIds.some((id) => id >= model.config.vocabSize))) {
       throw new InputError(`the tokenizer produces ids outside the model's vocabulary (${model.config.vocabSize})`, { file: join(cfg.model.path, 'tokenizer.json') });
     }
@@ -217,6 +229,19 @@ export class LoraTrainer {
       throw err;
     }
     model.gradientCheckpointing = cfg.training.grad_checkpointing;
+    if (cfg.training.batch_size === 'auto') {
+      const picked = chosenBefore ? null : await chooseAutoBatch(cfg, model);
+      const chosen = chosenBefore ?? picked!;
+      cfg = { ...cfg, training: { ...cfg.training, batch_size: chosen.batchSize, grad_accum: chosen.gradAccum, effective_batch_size: null } };
+      const how = picked ? `estimate ${formatBytes(picked.estimate)}, trial step ${formatBytes(picked.measured)}` : `as chosen when ${runDir} started`;
+      const note = `batch_size: auto -> ${chosen.batchSize} x grad_accum ${chosen.gradAccum} = ${chosen.batchSize * chosen.gradAccum} sequences per step (${how})`;
+      log(note);
+      saveResolvedConfig(cfg, runDir, [note]);
+    }
+    for (const line of describeMemory(cfg, model.config, microBatch(cfg), engine().memory)) log(line);
+    const estimate = estimateStep(cfg, model.config, microBatch(cfg)).total;
+    const capacity = engine().pool.capacityBytes;
+    if (capacity !== null && estimate > capacity) log(`warning: the estimate exceeds the device memory; the run will likely stop out of memory. ${memoryAdvice(cfg, model.config, microBatch(cfg))}`);
     const loader = createDataLoader(data.train, cfg, tokenizer, 'train');
     const t = cfg.training;
     const batchesPerEpoch = loader.batchesInEpoch(0);
@@ -224,8 +249,7 @@ export class LoraTrainer {
     const schedule: ScheduleSpec = { kind: t.schedule, baseLr: t.lr, warmupSteps: resolveWarmup(totalSteps, t.warmup_steps, t.warmup_ratio), totalSteps };
     const trainer = new LoraTrainer(cfg, runDir, tokenizer, data, model, optimizer, loader, schedule, opts);
 
-    const latest = latestCheckpoint(runDir);
-    if (latest && (opts.resume || t.resume === 'auto')) await trainer.restore(latest.dir);
+    if (latest && resuming) await trainer.restore(latest.dir);
     else if (latest) {
       throw new InputError(`${runDir} already holds checkpoints (latest step ${latest.step}); pass --resume, set training.resume: auto, or choose another output.dir`, { key: 'output.dir' });
     } else {
@@ -346,6 +370,10 @@ export class LoraTrainer {
         if (stoppedEarly) break;
       }
       if (!this.stopRequested && !stoppedEarly && latestCheckpoint(this.runDir)?.step !== st.step) await this.checkpoint();
+    } catch (err) {
+      if (!(err instanceof OutOfMemoryError)) throw err;
+      const last = latestCheckpoint(this.runDir);
+      throw outOfMemoryFailure(err, this.cfg, this.model.config, microBatch(this.cfg), `at step ${st.step + 1}`, last ? last.dir : null);
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
@@ -393,12 +421,15 @@ export class LoraTrainer {
   }
 
   private warnedMemory = false;
+  /** Warns once when the pool's peak comes within 10% of the device's memory (a longer batch may not fit). */
   private warnMemory(peak: number): void {
-    const limit = engine().dev.limits.maxBufferSize;
-    // Dawn exposes no total-memory query; warn when the pool's peak nears the largest allocation the adapter allows.
-    if (!this.warnedMemory && peak > 0.9 * limit) {
+    const { capacityBytes: capacity, capacitySource: source } = engine().pool;
+    if (!this.warnedMemory && capacity !== null && peak > 0.9 * capacity) {
       this.warnedMemory = true;
-      this.progress.message(`warning: GPU memory in use (${formatBytes(peak)}) is near the adapter's limit; consider quantize: nf4, a smaller batch or grad_checkpointing`);
+      this.progress.message(
+        `warning: GPU memory in use peaked at ${formatBytes(peak)}, ${((100 * peak) / capacity).toFixed(0)}% of the device's ${formatBytes(capacity)} (${source}). ` +
+          memoryAdvice(this.cfg, this.model.config, microBatch(this.cfg)),
+      );
     }
   }
 
@@ -491,6 +522,35 @@ export class LoraTrainer {
   dispose(): void {
     this.model.dispose();
     this.optimizer.dispose?.();
+  }
+}
+
+/** The micro-batch size of a config whose batch_size is resolved (not auto). */
+function microBatch(cfg: ResolvedConfig): number {
+  const b = cfg.training.batch_size;
+  if (b === 'auto') throw new Error('training.batch_size: auto is resolved in LoraTrainer.setup');
+  return b;
+}
+
+/** The batch a run started with batch_size: auto chose (from its resolved-config.yaml), or null. */
+function resolvedBatch(runDir: string): { batchSize: number; gradAccum: number } | null {
+  const file = join(runDir, RESOLVED_CONFIG_NAME);
+  if (!existsSync(file)) return null;
+  const saved = YAML.parse(readFileSync(file, 'utf8')) as { training?: { batch_size?: unknown; grad_accum?: unknown } } | null;
+  const b = saved?.training?.batch_size;
+  const a = saved?.training?.grad_accum;
+  return typeof b === 'number' && typeof a === 'number' ? { batchSize: b, gradAccum: a } : null;
+}
+
+/** The model for training; running out of memory while loading says what to change. */
+async function loadForTraining(cfg: ResolvedConfig): Promise<LlamaModel> {
+  try {
+    return await LlamaModel.load(cfg.model.path, { quantize: cfg.model.quantize === 'nf4' ? 'nf4' : undefined, storage: cfg.model.storage });
+  } catch (err) {
+    if (!(err instanceof OutOfMemoryError)) throw err;
+    const config = await loadLlamaConfig(cfg.model.path);
+    const b = cfg.training.batch_size === 'auto' ? 1 : cfg.training.batch_size;
+    throw outOfMemoryFailure(err, cfg, config, b, 'while loading the model', null);
   }
 }
 
