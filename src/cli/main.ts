@@ -4,6 +4,9 @@
 // library modules; they hold no logic of their own.
 import { Command } from 'commander';
 import { runCli } from './common.js';
+import { filterDawnNotices } from '../engine/device.js';
+
+filterDawnNotices(true);
 
 const program = new Command();
 program

@@ -7,6 +7,8 @@
 // - no optional feature is required: subgroups, timestamp-query and subgroup-matrix are enabled
 //   when the adapter has them and kernels pick variants from `features`.
 import { create, globals } from 'webgpu';
+import { RuntimeFailure } from '../errors.js';
+import { withNativeStderrFiltered } from './native-stderr.js';
 
 Object.assign(globalThis, globals);
 
@@ -15,11 +17,11 @@ export class KernelCompileError extends Error {
   override name = 'KernelCompileError';
 }
 /** A GPU validation / out-of-memory / internal error raised by an error scope or the device. */
-export class GpuError extends Error {
+export class GpuError extends RuntimeFailure {
   override name = 'GpuError';
 }
 /** The device was lost (driver reset, out of memory at the driver level, process teardown). */
-export class DeviceLostError extends Error {
+export class DeviceLostError extends RuntimeFailure {
   override name = 'DeviceLostError';
 }
 
@@ -57,6 +59,16 @@ export interface DispatchSpec {
   /** Packed uniform block, bound at @binding(0). Use `Uniforms` to build it. */
   uniforms?: ArrayBuffer;
   workgroups: [number, number?, number?];
+}
+
+let dropNativeNotices = false;
+
+/**
+ * Drop Dawn's two known-harmless "maxDynamic*BuffersPerPipelineLayout artificially reduced" lines
+ * from stderr when the adapter is requested (the CLI turns this on; see native-stderr.ts).
+ */
+export function filterDawnNotices(on: boolean): void {
+  dropNativeNotices = on;
 }
 
 const UNIFORM_ALIGN = 256;
@@ -114,7 +126,9 @@ export class GpuDevice {
     if (backend) flags.push(`backend=${backend}`);
     if (wanted) flags.push(`adapter=${wanted}`);
     const gpu = create(flags);
-    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    const request = () => gpu.requestAdapter({ powerPreference: 'high-performance' });
+    // Dawn prints its notices synchronously inside this call.
+    const adapter = await (dropNativeNotices ? withNativeStderrFiltered(request) : request());
     if (!adapter) {
       throw new GpuError(
         'no WebGPU adapter found. finllm needs a Vulkan driver: a GPU driver, or on CPU-only machines Mesa 25 ' +
