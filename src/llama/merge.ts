@@ -3,11 +3,10 @@
 // tensor copied. Streams one tensor at a time (read → merge → write), on the CPU, so no GPU is
 // needed and host memory stays near one tensor. The output folder appears atomically: everything is
 // written into a temp folder beside it, which is renamed into place at the end.
-import { copyFile, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
-import { basename, dirname, join, resolve } from 'node:path';
+import { copyFile, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { InputError } from '../errors.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { writeFileAtomic, writeFolderAtomic } from '../io/atomic.js';
 import { readJsonFile } from '../io/json.js';
 import { Checkpoint, writeShardedSafetensors, type SafetensorsEntry, type WritableDtype } from '../io/safetensors.js';
 import { loadLlamaConfig } from './config.js';
@@ -55,34 +54,6 @@ export interface ExportOptions {
 
 async function exists(p: string): Promise<boolean> {
   return stat(p).then(() => true, () => false);
-}
-
-/** Refuses an output folder that exists and is not empty; returns whether an empty one exists. */
-async function checkOutputDir(out: string): Promise<boolean> {
-  if (!(await exists(out))) return false;
-  if (!(await stat(out)).isDirectory()) throw new InputError('output path exists and is not a folder', { file: out });
-  if ((await readdir(out)).length > 0) throw new InputError('output folder exists and is not empty; choose a new folder', { file: out });
-  return true;
-}
-
-/**
- * Writes `out` as a complete model folder produced by `fill(tmpDir)`, atomically: `fill` writes
- * into a hidden temp folder next to `out`, which is renamed to `out` only when it succeeded.
- */
-export async function writeFolderAtomic(out: string, fill: (dir: string) => Promise<void>): Promise<void> {
-  const target = resolve(out);
-  const emptyExists = await checkOutputDir(target);
-  await mkdir(dirname(target), { recursive: true });
-  const tmp = join(dirname(target), `.${basename(target)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  await mkdir(tmp);
-  try {
-    await fill(tmp);
-    if (emptyExists) await rmdir(target);
-    await rename(tmp, target);
-  } catch (err) {
-    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    throw err;
-  }
 }
 
 /** Copies tokenizer and generation files present in `from` into `to`. */

@@ -23,7 +23,7 @@
 // recorded as skipped.
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { cp, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, extname, join, relative } from 'node:path';
 import { initEngine } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
@@ -373,7 +373,7 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
         const tokenizer = await LlamaTokenizer.load(cfg.model.path);
         const prepared = await prepareData(cfg, tokenizer);
         saveReport(prepared.report, join(dir, 'data-report.json'));
-        await writeFile(join(dir, 'data-report.txt'), formatReport(prepared.report) + '\n');
+        await writeFileAtomic(join(dir, 'data-report.txt'), formatReport(prepared.report) + '\n');
         if (prepared.train.length === 0) throw new InputError('the data stage left no training examples', { file: cfg.data.train });
         return [join(dir, 'data-report.json'), join(dir, 'data-report.txt')];
       },
