@@ -128,6 +128,6 @@ export function readFailure(err: unknown, file: string, what = 'file'): Error {
   if (!info) return err instanceof Error ? err : new Error(String(err));
   const code = (err as NodeJS.ErrnoException).code!;
   const reason = PATH_PROBLEMS[code] ?? MACHINE_PROBLEMS[code]!;
-  const message = `cannot read ${what}: ${reason}`;
+  const message = code === 'ENOENT' ? `${what} not found` : `cannot read ${what}: ${reason}`;
   return info.inputProblem ? new InputError(message, { file }) : new RuntimeFailure(`${file}: ${message}`);
 }

@@ -3,6 +3,7 @@
 // and report.json in DIR.
 import type { Command } from 'commander';
 import { InputError } from '../errors.js';
+import { checkFolderDestination } from '../io/atomic.js';
 import { compareResults } from '../pipeline/eval/compare.js';
 import { writeReport } from '../pipeline/eval/report.js';
 import { readResults, readTrainingLog } from '../pipeline/eval/results.js';
@@ -36,6 +37,7 @@ export function register(program: Command): void {
       const resamples = num(opts.resamples, '--resamples', (x) => Number.isInteger(x) && x >= 100, 'an integer >= 100');
       const seed = num(opts.seed, '--seed', (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
       const topK = num(opts.top, '--top', (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
+      checkFolderDestination(opts.out);
       const base = await readResults(opts.base);
       const cand = await readResults(opts.candidate);
       const cmp = compareResults(base, cand, {

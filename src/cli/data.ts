@@ -6,6 +6,8 @@ import { loadConfig, type ResolvedConfig } from '../pipeline/config.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { prepareData, type PreparedData } from '../pipeline/data/prepare.js';
 import { formatReport, saveReport } from '../pipeline/data/stats.js';
+import { intOption } from './model-options.js';
+import { checkFileDestination } from '../io/atomic.js';
 
 interface DataOpts {
   config?: string;
@@ -47,9 +49,9 @@ export function register(program: Command): void {
   addCommon(data.command('validate'))
     .description('check every row (fields, encoding, length, duplicates); exit 1 listing the problems under on_invalid=fail')
     .action(async (opts: DataOpts) => {
+      const max = intOption(opts.problems, 'problems', 0)!;
       const { prepared } = await runStage(opts);
       const r = prepared.report;
-      const max = Number.parseInt(opts.problems, 10) || 20;
       const shown = r.problems.slice(0, max);
       for (const p of shown) process.stdout.write(`${p.kind}: ${p.message}\n`);
       if (r.problems.length > shown.length) process.stdout.write(`... ${r.problems.length - shown.length} more (see finllm data stats)\n`);
@@ -63,6 +65,7 @@ export function register(program: Command): void {
     .description('print the dataset statistics table and save it as JSON')
     .option('-o, --report <file>', `where to save the JSON report (default: <output.dir>/${DATA_REPORT_NAME})`)
     .action(async (opts: DataOpts) => {
+      if (opts.report !== undefined) checkFileDestination(opts.report);
       const { cfg, prepared } = await runStage(opts);
       process.stdout.write(formatReport(prepared.report) + '\n');
       const path = opts.report ?? join(cfg.output.dir, DATA_REPORT_NAME);

@@ -98,28 +98,83 @@ export function removeStaleTemps(path: string): string[] {
 function cannotCreate(folder: string, err: unknown): Error {
   const code = (err as NodeJS.ErrnoException).code;
   if (code === 'EEXIST' || code === 'ENOTDIR') return new InputError('cannot create this folder: a file is in the way (it or a parent exists and is not a folder)', { file: folder });
+  if (code === 'ENOENT') return new InputError('cannot create this folder: the file system refused (no such file or directory)', { file: folder });
   const info = describeSystemError(err);
   if (info?.inputProblem) return new InputError(`cannot create this folder: ${info.message.replace(/^.*?: /, '')}`, { file: folder });
   return err instanceof Error ? err : new Error(String(err));
 }
 
-/** Creates `folder` and its parents; a path that cannot be a folder is an InputError naming it. */
-export async function ensureFolder(folder: string): Promise<void> {
-  try {
-    await mkdir(folder, { recursive: true });
-  } catch (err) {
-    throw cannotCreate(folder, err);
+/** The folders to create for `folder` to exist, outermost first (Node's recursive mkdir loops forever on e.g. /proc/x/y). */
+function missingFolders(folder: string, exists: (p: string) => boolean): string[] {
+  const chain: string[] = [];
+  for (let p = resolve(folder); !exists(p); p = dirname(p)) {
+    chain.push(p);
+    if (dirname(p) === p) break;
   }
-  const s = await stat(folder);
-  if (!s.isDirectory()) throw new InputError('cannot create this folder: a file is in the way', { file: folder });
+  return chain.reverse();
 }
 
-function ensureFolderSync(folder: string): void {
+function existsSyncStrict(p: string): boolean {
   try {
-    mkdirSync(folder, { recursive: true });
+    statSync(p);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/** Creates `folder` and its parents; a path that cannot be a folder is an InputError naming it. */
+export function ensureFolderSync(folder: string): void {
+  try {
+    for (const p of missingFolders(folder, existsSyncStrict)) {
+      try {
+        mkdirSync(p);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+    }
+    if (!statSync(folder).isDirectory()) throw Object.assign(new Error('not a folder'), { code: 'ENOTDIR' });
   } catch (err) {
     throw cannotCreate(folder, err);
   }
+}
+
+/** Async twin of ensureFolderSync (the checks are the same few stat calls). */
+export async function ensureFolder(folder: string): Promise<void> {
+  ensureFolderSync(folder);
+}
+
+/**
+ * Fails early, before any work, when `folder` cannot be created or used: its nearest existing
+ * ancestor (or itself) is not a folder.
+ */
+export function checkFolderDestination(folder: string): void {
+  for (let p = resolve(folder); ; p = dirname(p)) {
+    let isDirectory: boolean | null;
+    try {
+      isDirectory = statSync(p).isDirectory();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOTDIR') throw cannotCreate(folder, err);
+      if (code !== 'ENOENT') throw cannotCreate(folder, err);
+      isDirectory = null;
+    }
+    if (isDirectory === false) throw new InputError('cannot create this folder: a file is in the way (it or a parent exists and is not a folder)', { file: folder });
+    if (isDirectory === true || dirname(p) === p) return;
+  }
+}
+
+/** Fails early, before any work, when `path` cannot be written as a file (a folder is there, or a file blocks its folder). */
+export function checkFileDestination(path: string): void {
+  let isDirectory = false;
+  try {
+    isDirectory = statSync(path).isDirectory();
+  } catch {
+    // absent (or unreachable: the folder check says why)
+  }
+  refuseFolderAt(path, isDirectory);
+  checkFolderDestination(dirname(path));
 }
 
 function refuseFolderAt(path: string, isDirectory: boolean): void {

@@ -2,7 +2,7 @@
 // InputError that names the file, the key and what was expected versus found.
 import { access, readFile } from 'node:fs/promises';
 import type { z } from 'zod';
-import { InputError } from '../errors.js';
+import { InputError, readFailure } from '../errors.js';
 
 /** Reads and parses a JSON file; a missing file or bad JSON is an InputError naming the file. */
 export async function readJsonFile(path: string): Promise<unknown> {
@@ -10,8 +10,7 @@ export async function readJsonFile(path: string): Promise<unknown> {
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new InputError(code === 'ENOENT' ? 'file not found' : `cannot read file (${code ?? String(err)})`, { file: path });
+    throw readFailure(err, path);
   }
   try {
     return JSON.parse(text) as unknown;

@@ -6,7 +6,7 @@ import { open, stat, type FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { basename, join } from 'node:path';
 import { z } from 'zod';
-import { InputError } from '../errors.js';
+import { InputError, readFailure } from '../errors.js';
 import { writeFileAtomic, writeFileAtomicStreaming, type ByteSink } from './atomic.js';
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from './dtype.js';
 import { parseWithSchema, readJsonFile } from './json.js';
@@ -151,11 +151,12 @@ export class SafetensorsReader {
     try {
       handle = await open(path, 'r');
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new InputError(code === 'ENOENT' ? 'file not found' : `cannot open (${code ?? String(err)})`, { file: path });
+      throw readFailure(err, path, 'safetensors file');
     }
     try {
-      const fileSize = (await handle.stat()).size;
+      const st = await handle.stat();
+      if (!st.isFile()) throw new InputError(`cannot read safetensors file: ${st.isDirectory() ? 'is a folder' : 'not a regular file'}, expected a file`, { file: path });
+      const fileSize = st.size;
       if (fileSize < 8) throw new InputError(`file is ${fileSize} bytes, too short for a safetensors header`, { file: path });
       const lengthBytes = new Uint8Array(8);
       await readExactly(handle, path, 0, lengthBytes);

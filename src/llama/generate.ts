@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Rng } from '../engine/random.js';
-import { InputError } from '../errors.js';
+import { InputError, readFailure } from '../errors.js';
 import { disposeKvCache, type LlamaModel } from './model.js';
 
 export interface SamplingOptions {
@@ -46,6 +46,7 @@ export function validateSampling(o: SamplingOptions): void {
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('top-k', `expected a non-negative integer, got ${o.topK}`);
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) bad('top-p', `expected a number in (0, 1], got ${o.topP}`);
   if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty > 0 && Number.isFinite(o.repetitionPenalty))) bad('repetition-penalty', `expected a positive number, got ${o.repetitionPenalty}`);
+  if (o.seed !== undefined && !(Number.isSafeInteger(o.seed) && o.seed >= 0)) bad('seed', `expected a non-negative integer, got ${o.seed}`);
 }
 
 /** HF RepetitionPenaltyLogitsProcessor, in place: every token id in `seen` once. */
@@ -275,13 +276,20 @@ export interface GenerationConfig {
 
 export async function readGenerationConfig(dir: string): Promise<GenerationConfig> {
   const file = join(dir, 'generation_config.json');
-  let raw: Record<string, unknown>;
+  let text: string;
   try {
-    raw = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    text = await readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
-    throw new InputError(`cannot read generation config: ${(err as Error).message}`, { file });
+    throw readFailure(err, file, 'generation config');
   }
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(text) as Record<string, unknown>;
+  } catch (err) {
+    throw new InputError(`invalid JSON: ${(err as Error).message}`, { file });
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError('expected a JSON object', { file });
   const num = (k: string) => (typeof raw[k] === 'number' ? (raw[k] as number) : undefined);
   const eos = raw['eos_token_id'];
   const out: GenerationConfig = {};

@@ -2,11 +2,11 @@
 // saves them for a LlamaForCausalLM, so adapters move both ways between finllm and HF PEFT.
 // Tensor names: base_model.model.model.layers.{i}.{self_attn|mlp}.{module}.lora_{A|B}.weight,
 // with A: [r, in] and B: [out, r]; the update is W + scaling * B @ A.
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { InputError } from '../errors.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { ensureFolder, writeFileAtomic } from '../io/atomic.js';
 import { describeValue, parseWithSchema, readJsonFile } from '../io/json.js';
 import { SafetensorsReader, writeSafetensors, type SafetensorsEntry } from '../io/safetensors.js';
 import type { LlamaConfig } from './config.js';
@@ -372,7 +372,7 @@ export function validateAdapterAgainstModel(
  */
 export async function writeAdapter(dir: string, adapter: LoraAdapter): Promise<void> {
   const { config, weights } = adapter;
-  await mkdir(dir, { recursive: true });
+  await ensureFolder(dir);
   const entries: SafetensorsEntry[] = [];
   for (const key of [...weights.keys()].sort()) {
     if (!parseLoraKey(key)) throw new Error(`not a LoRA module key: '${key}'`);

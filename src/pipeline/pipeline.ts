@@ -36,6 +36,7 @@ import { formatReport, prepareData, saveReport } from './data/index.js';
 import { compareResults, type Comparison } from './eval/compare.js';
 import { ModelEmbeddingProvider } from './eval/embeddings.js';
 import { readJsonl, writeFileAtomic } from './eval/fsutil.js';
+import { ensureFolder } from '../io/atomic.js';
 import { buildEvalItems, EvalProgress, metricsFor, runGenerationEval, type EvalMetric } from './eval/generation.js';
 import { writeReport } from './eval/report.js';
 import { readResults, readTrainingLog, writeResults } from './eval/results.js';
@@ -347,7 +348,7 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
       if (!existsSync(s.cfg.file)) throw new InputError(`eval file not found: ${s.cfg.file}`, { key: `eval.suites.${i}.file` });
     }
   }
-  await mkdir(stagesDir, { recursive: true });
+  await ensureFolder(stagesDir);
   const state = await readPipelineState(runDir);
   const fp: Partial<Record<StageName, string>> = {};
   const reports: SuiteReport[] = [];

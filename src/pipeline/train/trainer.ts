@@ -8,7 +8,8 @@
 // Determinism: the data order is a function of (seed, epoch); LoRA dropout masks are a function of
 // (seed, step, micro-batch); kernels are deterministic (no float atomics). A run resumed from a
 // checkpoint therefore reproduces the loss sequence of an uninterrupted run exactly.
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { ensureFolderSync } from '../../io/atomic.js';
 import { join } from 'node:path';
 import { backward, noGrad, zeroGrad } from '../../engine/autograd.js';
 import { engine, initEngine, Tensor, tidy } from '../../engine/tensor.js';
@@ -174,7 +175,7 @@ export class LoraTrainer {
   static async setup(cfg: ResolvedConfig, opts: TrainOptions = {}): Promise<LoraTrainer> {
     await initEngine();
     const runDir = cfg.output.dir;
-    mkdirSync(runDir, { recursive: true });
+    ensureFolderSync(runDir);
     saveResolvedConfig(cfg, runDir);
     const log = (m: string) => (!opts.quiet && cfg.logging.console ? process.stderr.write(m + '\n') : undefined);
 
