@@ -5,8 +5,9 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Rng } from '../engine/random.js';
-import { InputError, readFailure } from '../errors.js';
+import { InputError, NonFiniteError, readFailure } from '../errors.js';
 import { disposeKvCache, type LlamaModel } from './model.js';
+import { warnPastPositions } from './evaluate.js';
 
 export interface SamplingOptions {
   maxNewTokens: number;
@@ -47,6 +48,15 @@ export function validateSampling(o: SamplingOptions): void {
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) bad('top-p', `expected a number in (0, 1], got ${o.topP}`);
   if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty > 0 && Number.isFinite(o.repetitionPenalty))) bad('repetition-penalty', `expected a positive number, got ${o.repetitionPenalty}`);
   if (o.seed !== undefined && !(Number.isSafeInteger(o.seed) && o.seed >= 0)) bad('seed', `expected a non-negative integer, got ${o.seed}`);
+}
+
+/** Stops generation when the forward pass overflowed: sampling from NaN logits would emit garbage silently. */
+function checkLogits(logits: Float32Array, step: number): void {
+  for (let i = 0; i < logits.length; i++) {
+    if (Number.isNaN(logits[i]!) || logits[i] === Infinity) {
+      throw new NonFiniteError(`new token ${step + 1}: the model produced non-finite logits (${logits[i]}); with 16-bit storage try --storage f32`);
+    }
+  }
 }
 
 /** HF RepetitionPenaltyLogitsProcessor, in place: every token id in `seen` once. */
@@ -129,6 +139,7 @@ export async function generate(
   const penalty = opts.repetitionPenalty ?? 1;
   const tokens: number[] = [];
   if (opts.maxNewTokens === 0) return { tokens, stopReason: 'max_new_tokens' };
+  warnPastPositions(model, [promptIds.length + opts.maxNewTokens], 'prompt');
   const cache = model.newKvCache(1, promptIds.length + opts.maxNewTokens);
   const seen = [...promptIds];
   try {
@@ -137,6 +148,7 @@ export async function generate(
       const logitsT = model.step(input, cache);
       const logits = await logitsT.toFloat32();
       logitsT.dispose();
+      checkLogits(logits, tokens.length);
       applyRepetitionPenalty(logits, seen, penalty);
       let next: number;
       if (greedy) next = argmax(logits);
@@ -181,6 +193,7 @@ export async function generateBatch(
   const B = prompts.length;
   const results: BatchGenerateResult[] = prompts.map(() => ({ tokens: [], stopReason: 'max_new_tokens' }));
   if (B === 0 || opts.maxNewTokens === 0) return results;
+  warnPastPositions(model, prompts.map((p) => p.length + opts.maxNewTokens), 'prompt');
   const eosIds = opts.eosTokenIds ?? model.config.eosTokenIds;
   const eos = new Set(eosIds);
   const greedy = opts.greedy ?? true;
@@ -205,6 +218,7 @@ export async function generateBatch(
       const logitsT = model.step(input, cache);
       const all = await logitsT.toFloat32();
       logitsT.dispose();
+      checkLogits(all, Math.max(...results.map((r) => r.tokens.length)));
       input = new Int32Array(B).fill(pad);
       for (let b = 0; b < B; b++) {
         if (done[b]) continue;

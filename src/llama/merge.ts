@@ -9,6 +9,7 @@ import { InputError } from '../errors.js';
 import { writeFileAtomic, writeFolderAtomic } from '../io/atomic.js';
 import { readJsonFile } from '../io/json.js';
 import { Checkpoint, writeShardedSafetensors, type SafetensorsEntry, type WritableDtype } from '../io/safetensors.js';
+import { describeNonFinite, nonFiniteCount, nonFiniteCountBits16, overflowCount } from '../io/finite.js';
 import { loadLlamaConfig } from './config.js';
 import { loraKey, readAdapter, scaling, validateAdapterAgainstModel, type LoraAdapter, type LoraPair } from './peft.js';
 import { LINEAR_MODULES, checkCheckpoint, linearWeightName } from './weights.js';
@@ -86,6 +87,7 @@ export async function exportMerged(
     : 'weights' in adapterSource ? adapterSource : await adapterSource.adapter();
   validateAdapterAgainstModel(adapter.config, config, adapter.weights, typeof adapterSource === 'string' ? adapterSource : undefined);
   const scale = scaling(adapter.config);
+  const adapterFile = typeof adapterSource === 'string' ? adapterSource : 'the adapter';
   const dtypeOpt = opts.dtype ?? 'source';
   const ckpt = await Checkpoint.open(modelDir);
   const written: string[] = [];
@@ -114,9 +116,27 @@ export async function exportMerged(
         dtype,
         shape: ckpt.shape(name),
         data: async () => {
-          if (!pair && dtype === src && src !== 'F32') return ckpt.readU16(name); // untouched bits
+          // Every tensor passes through the CPU here, so it is checked here: a NaN or an overflow
+          // aborts the export (the temp folder is removed) instead of landing in the merged model.
+          const file = ckpt.fileOf(name);
+          if (!pair && dtype === src && src !== 'F32') {
+            const bits = await ckpt.readU16(name); // untouched bits
+            const bad = nonFiniteCountBits16(bits, src);
+            if (bad > 0) throw new InputError(`${describeNonFinite([{ name, count: bad }])}; the base checkpoint is damaged`, { file });
+            return bits;
+          }
           const w = await ckpt.readF32(name);
-          if (pair) mergeLoraInto(w, pair, scale);
+          const bad = nonFiniteCount(w);
+          if (bad > 0) throw new InputError(`${describeNonFinite([{ name, count: bad }])}; the base checkpoint is damaged`, { file });
+          if (pair) {
+            mergeLoraInto(w, pair, scale);
+            const merged = nonFiniteCount(w);
+            if (merged > 0) throw new InputError(`merging the adapter overflows: ${describeNonFinite([{ name, count: merged }])} after W + scale·B·A; the adapter's values are too large`, { file: adapterFile });
+          }
+          if (dtype === 'F16' || dtype === 'BF16') {
+            const over = overflowCount(w, dtype);
+            if (over > 0) throw new InputError(`tensor '${name}' has ${over} value(s) beyond the ${dtype} range (they would be written as ±Inf); export with --dtype f32${dtype === 'F16' ? ' or bf16' : ''}`, { key: 'dtype' });
+          }
           return w;
         },
       });
