@@ -14,11 +14,19 @@ export interface ErrorReport {
   message: string;
 }
 
+/** An error finllm raised on purpose (its message is complete), as opposed to a bug. */
+function isKnown(err: unknown): boolean {
+  return err instanceof InputError || err instanceof Interrupted || err instanceof RuntimeFailure || describeSystemError(err) !== null;
+}
+
 export function reportError(err: unknown): ErrorReport {
   if (err instanceof InputError) return { exitCode: EXIT_BAD_INPUT, message: err.message };
   if (err instanceof Interrupted) return { exitCode: err.exitCode, message: escapeControl(err.message) };
   if (err instanceof RuntimeFailure) {
-    return { exitCode: EXIT_RUNTIME, message: escapeControl(err.message) };
+    // A wrapper (a pipeline stage) around a bug keeps the bug's trace.
+    const cause = err.cause;
+    const trace = cause !== undefined && !isKnown(cause) && cause instanceof Error && cause.stack ? `\n${escapeControl(cause.stack)}` : '';
+    return { exitCode: EXIT_RUNTIME, message: escapeControl(err.message) + trace };
   }
   const sys = describeSystemError(err);
   if (sys) return { exitCode: sys.inputProblem ? EXIT_BAD_INPUT : EXIT_RUNTIME, message: sys.message };

@@ -2,7 +2,7 @@
 // paired statistics of a fine-tuned model against its base, written as report.html, summary.md
 // and report.json in DIR.
 import type { Command } from 'commander';
-import { InputError } from '../errors.js';
+import { InputError, escapeControl } from '../errors.js';
 import { checkFolderDestination } from '../io/atomic.js';
 import { compareResults } from '../pipeline/eval/compare.js';
 import { writeReport } from '../pipeline/eval/report.js';
@@ -47,7 +47,7 @@ export function register(program: Command): void {
       if (opts.trainingLog !== undefined) cmp.trainingLog = await readTrainingLog(opts.trainingLog);
       const paths = await writeReport(opts.out, cmp);
       for (const m of cmp.metrics) {
-        process.stdout.write(`${m.metric}: base ${m.baseMean.toFixed(4)} -> fine-tuned ${m.candidateMean.toFixed(4)} (Δ ${m.meanDiff >= 0 ? '+' : ''}${m.meanDiff.toFixed(4)}, Holm p ${Number.isFinite(m.pHolm) ? m.pHolm.toPrecision(3) : 'n/a'}): ${m.verdict}\n`);
+        process.stdout.write(`${escapeControl(m.metric)}: base ${m.baseMean.toFixed(4)} -> fine-tuned ${m.candidateMean.toFixed(4)} (Δ ${m.meanDiff >= 0 ? '+' : ''}${m.meanDiff.toFixed(4)}, Holm p ${Number.isFinite(m.pHolm) ? m.pHolm.toPrecision(3) : 'n/a'}): ${m.verdict}\n`);
       }
       process.stdout.write(`wrote ${paths.html}, ${paths.markdown}, ${paths.json}\n`);
     });

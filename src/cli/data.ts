@@ -2,7 +2,9 @@
 // dedup, tokenize) and print what was found. Bad input exits 1 with the message (see common.ts).
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { loadConfig, type ResolvedConfig } from '../pipeline/config.js';
+import type { ResolvedConfig } from '../pipeline/config.js';
+import { escapeControl } from '../errors.js';
+import { loadRunConfig } from './train.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { prepareData, type PreparedData } from '../pipeline/data/prepare.js';
 import { formatReport, saveReport } from '../pipeline/data/stats.js';
@@ -23,11 +25,7 @@ const collect = (v: string, prev: string[]) => [...prev, v];
 export const DATA_REPORT_NAME = 'data-report.json';
 
 async function runStage(opts: DataOpts): Promise<{ cfg: ResolvedConfig; prepared: PreparedData }> {
-  const cfg = loadConfig({
-    ...(opts.config !== undefined ? { file: opts.config } : {}),
-    ...(opts.env !== undefined ? { env: opts.env } : {}),
-    sets: opts.set,
-  });
+  const cfg = loadRunConfig(opts);
   // The same tokenizer class training uses, so lengths and truncation match `finllm train`.
   const tokenizer = await LlamaTokenizer.load(opts.tokenizer ?? cfg.model.path);
   const prepared = await prepareData(cfg, tokenizer);
@@ -53,7 +51,7 @@ export function register(program: Command): void {
       const { prepared } = await runStage(opts);
       const r = prepared.report;
       const shown = r.problems.slice(0, max);
-      for (const p of shown) process.stdout.write(`${p.kind}: ${p.message}\n`);
+      for (const p of shown) process.stdout.write(`${p.kind}: ${escapeControl(p.message)}\n`);
       if (r.problems.length > shown.length) process.stdout.write(`... ${r.problems.length - shown.length} more (see finllm data stats)\n`);
       const counts = Object.entries(r.problemCounts).map(([k, n]) => `${n} ${k}`).join(', ');
       process.stdout.write(

@@ -4,9 +4,8 @@
 // model, the sample data and a small slice of the bundled eval set, on whatever adapter Dawn finds.
 import type { Command } from 'commander';
 import { InputError } from '../errors.js';
-import { loadConfig } from '../pipeline/config.js';
 import { runPipeline, STAGES, type StageName } from '../pipeline/pipeline.js';
-import { defaultConfigFile } from './train.js';
+import { loadRunConfig } from './train.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
@@ -22,7 +21,7 @@ export async function pipelineAction(opts: PipelineCliOptions, out: (s: string) 
   if (opts.rerunFrom !== undefined && !(STAGES as readonly string[]).includes(opts.rerunFrom)) {
     throw new InputError(`expected one of ${STAGES.join(', ')}, got ${JSON.stringify(opts.rerunFrom)}`, { key: 'rerun-from' });
   }
-  const cfg = loadConfig({ file: opts.config ?? defaultConfigFile(), ...(opts.env !== undefined ? { env: opts.env } : {}), sets: opts.set });
+  const cfg = loadRunConfig(opts);
   const r = await runPipeline(cfg, { quiet: opts.quiet ?? false, ...(opts.rerunFrom ? { rerunFrom: opts.rerunFrom as StageName } : {}) });
   const lines = [`run folder: ${r.runDir}`];
   for (const s of r.stages) lines.push(`  ${s.name.padEnd(15)} ${s.outcome}${s.outcome === 'ran' ? ` (${s.seconds.toFixed(1)}s)` : ''}`);

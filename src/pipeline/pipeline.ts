@@ -26,7 +26,7 @@ import { createReadStream, existsSync } from 'node:fs';
 import { cp, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, extname, join, relative } from 'node:path';
 import { initEngine } from '../engine/tensor.js';
-import { InputError } from '../errors.js';
+import { InputError, Interrupted, RuntimeFailure } from '../errors.js';
 import { evaluatePerplexity, type PerplexityResult } from '../llama/evaluate.js';
 import { exportMerged } from '../llama/merge.js';
 import { LlamaModel, type LoadModelOptions } from '../llama/model.js';
@@ -40,7 +40,8 @@ import { ensureFolder } from '../io/atomic.js';
 import { buildEvalItems, EvalProgress, metricsFor, runGenerationEval, type EvalMetric } from './eval/generation.js';
 import { writeReport } from './eval/report.js';
 import { readResults, readTrainingLog, writeResults } from './eval/results.js';
-import { runTraining } from './train/trainer.js';
+import { checkSeqLenFitsModel, runTraining } from './train/trainer.js';
+import { loadLlamaConfig } from '../llama/config.js';
 
 export const STAGES = ['data', 'baseline_eval', 'train', 'finetuned_eval', 'compare', 'export'] as const;
 export type StageName = (typeof STAGES)[number];
@@ -96,7 +97,7 @@ export interface PipelineResult {
 }
 
 /** A stage failed for a reason that is not bad input (bad input stays an InputError). */
-export class PipelineStageError extends Error {
+export class PipelineStageError extends RuntimeFailure {
   override name = 'PipelineStageError';
   constructor(
     readonly stage: StageName,
@@ -371,6 +372,7 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
       name: 'data',
       inputs: async () => ({ model: modelFp, 'config.data': valueFingerprint(cfg.data), 'config.training.seed': valueFingerprint(cfg.training.seed), ...(await dataFiles()) }),
       run: async (dir) => {
+        checkSeqLenFitsModel(cfg, await loadLlamaConfig(cfg.model.path));
         const tokenizer = await LlamaTokenizer.load(cfg.model.path);
         const prepared = await prepareData(cfg, tokenizer);
         saveReport(prepared.report, join(dir, 'data-report.json'));
@@ -398,7 +400,7 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
         // The merged export is the export stage's job; the trainer writes only the adapter.
         const trainCfg: ResolvedConfig = { ...cfg, output: { ...cfg.output, dir, export_merged: false } };
         const r = await runTraining(trainCfg, { resume: true, quiet });
-        if (r.interrupted) throw new PipelineStageError('train', 'training was interrupted (its checkpoint is kept): re-run the pipeline to resume');
+        if (r.interrupted) throw new Interrupted(r.signal ?? 'SIGINT', 'training was interrupted (its checkpoint is kept): re-run the pipeline to resume');
         return [r.adapterDir, join(dir, 'metrics.jsonl')].filter((p) => existsSync(p));
       },
     },
@@ -507,6 +509,7 @@ function stageFailure(stage: StageName, err: unknown, runDir: string, done: Pipe
   const msg = err instanceof Error ? err.message : String(err);
   const kept = done.length ? `the completed stages (${done.map((d) => d.name).join(', ')}) are kept in ${runDir}; ` : '';
   const text = `pipeline stage '${stage}' failed: ${msg}\n  ${kept}fix the problem and re-run to continue from '${stage}'`;
-  // Bad input stays an InputError (exit code 1); anything else is a runtime failure of the stage.
+  // Bad input stays an InputError (exit code 1), an interruption an Interrupted (130); anything else is a runtime failure of the stage.
+  if (err instanceof Interrupted) return new Interrupted(err.signal, text);
   return err instanceof InputError ? new InputError(text) : new PipelineStageError(stage, text, { cause: err });
 }

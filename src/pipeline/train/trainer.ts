@@ -9,14 +9,16 @@
 // (seed, step, micro-batch); kernels are deterministic (no float atomics). A run resumed from a
 // checkpoint therefore reproduces the loss sequence of an uninterrupted run exactly.
 import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { ensureFolderSync } from '../../io/atomic.js';
+import { ensureFolderSync, writeFileAtomic } from '../../io/atomic.js';
+import { describeNonFinite, nonFiniteCount } from '../../io/finite.js';
 import { join } from 'node:path';
 import { backward, noGrad, zeroGrad } from '../../engine/autograd.js';
 import { engine, initEngine, Tensor, tidy } from '../../engine/tensor.js';
 import { scale } from '../../kernels/elementwise.js';
 import { AdamW, gradNormCoef } from '../../kernels/optim.js';
-import { InputError } from '../../errors.js';
+import { InputError, NonFiniteError } from '../../errors.js';
 import { LlamaModel } from '../../llama/model.js';
+import { loadLlamaConfig, type LlamaConfig } from '../../llama/config.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import { readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
 import { saveResolvedConfig, type ResolvedConfig } from '../config.js';
@@ -24,11 +26,29 @@ import { createDataLoader, prepareData, saveReport, formatReport, type Batch, ty
 import { latestCheckpoint, readJsonSync, saveCheckpoint, writeJsonSync } from './checkpoint.js';
 import { ConsoleProgress, JsonlMetrics, formatBytes, type MetricRecord, type ScalarSink } from './logging.js';
 import { lrAt, resolveWarmup, type ScheduleSpec } from './schedule.js';
+import { checkResumeConfig, formatDifferences, readTrainerState, type TrainerState } from './resume.js';
 import { TensorBoardWriter } from '../../io/tfevents.js';
+
+const SUMMARY_FILE = 'train-summary.json';
+
+/**
+ * data.max_seq_len must fit the model's positions: transformers computes nothing meaningful past
+ * max_position_embeddings (RoPE was never trained there), so a longer setting is refused up front.
+ */
+export function checkSeqLenFitsModel(cfg: ResolvedConfig, model: LlamaConfig): void {
+  if (cfg.data.max_seq_len > model.maxPositionEmbeddings) {
+    throw new InputError(
+      `${cfg.data.max_seq_len} is more than the model's max_position_embeddings (${model.maxPositionEmbeddings}, ${join(cfg.model.path, 'config.json')}); lower data.max_seq_len`,
+      { key: 'data.max_seq_len' },
+    );
+  }
+}
 
 export interface TrainOptions {
   /** Continue from the latest checkpoint in the run folder (also when config says resume: never). */
   resume?: boolean;
+  /** Resume even when settings that affect the result differ from the checkpoint's (they are listed). */
+  allowConfigChange?: boolean;
   /** Print progress to stderr (default: config.logging.console). */
   quiet?: boolean;
   /** Called after each optimizer step (tests, the pipeline). */
@@ -52,24 +72,16 @@ export interface TrainResult {
   initialValLoss: number | null;
   stoppedEarly: boolean;
   interrupted: boolean;
+  /** The signal that interrupted the run (SIGINT: Ctrl-C). */
+  signal?: 'SIGINT' | 'SIGTERM';
+  /** The run folder held a finished run: nothing was trained or written. */
+  alreadyComplete?: boolean;
   adapterDir: string;
   mergedDir: string | null;
   tokensPerSecond: number;
   peakGpuBytes: number;
 }
 
-interface TrainerState {
-  version: 1;
-  step: number;
-  totalSteps: number;
-  loader: DataLoaderState;
-  bestValLoss: number | null;
-  badEvals: number;
-  losses: StepRecord[];
-  valLosses: { step: number; loss: number }[];
-  initialValLoss: number | null;
-  tokensSeen: number;
-}
 
 /** Mixes (seed, step, micro-batch) into the LoRA dropout seed of that forward pass. */
 export function dropoutSeed(seed: number, step: number, micro: number): number {
@@ -94,16 +106,35 @@ export interface StepOptions {
 export interface StepResult {
   /** Token-weighted mean loss over all micro-batches, before the update. */
   loss: number;
-  /** Global gradient norm before clipping (null when clipping is off). */
+  /** Global gradient norm before clipping. */
   gradNorm: number | null;
   /** Tokens processed (batch × sequence, padding included). */
   tokens: number;
 }
 
 /**
+ * Why a step must not be applied, or null: its loss or global gradient norm is NaN or ±Inf (a NaN
+ * or Inf anywhere in the gradients makes the norm non-finite). The trainer stops on it; dynamic
+ * loss scaling would instead skip the step and lower the scale.
+ */
+export function nonFiniteStep(loss: number, gradNorm: number): string | null {
+  if (!Number.isFinite(loss)) return `the loss is ${loss}`;
+  if (!Number.isFinite(gradNorm)) return `the loss is ${loss.toFixed(4)} but the gradient norm is ${gradNorm}`;
+  return null;
+}
+
+/** Where the examples of a step came from, for error messages: "train.jsonl rows 3, 17". */
+function describeSources(batches: Batch[]): string {
+  const byFile = new Map<string, number[]>();
+  for (const b of batches) for (const s of b.sources ?? []) byFile.set(s.file, [...(byFile.get(s.file) ?? []), s.row]);
+  return [...byFile].map(([file, rows]) => `${file} row${rows.length === 1 ? '' : 's'} ${[...new Set(rows)].sort((a, b) => a - b).join(', ')}`).join('; ');
+}
+
+/**
  * One optimizer step over `batches` (the micro-batches of gradient accumulation): forward and
  * backward of each micro-batch with its loss weighted by its share of the step's target tokens,
- * then clipping, the AdamW update and zeroing of the gradients.
+ * then the loss and the global gradient norm are read back and checked (nonFiniteStep: a
+ * NonFiniteError, nothing applied), then clipping, the AdamW update and zeroing of the gradients.
  */
 export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Batch[], o: StepOptions): Promise<StepResult> {
   const total = batches.reduce((s, b) => s + b.numTargetTokens, 0);
@@ -120,26 +151,34 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Ba
     });
     weighted.push(w);
   });
-  // Clipping folded into the update: the step scales each gradient by min(1, max/‖g‖) on the GPU.
-  const clip = o.maxGradNorm !== null ? gradNormCoef(params, o.maxGradNorm) : null;
-  optimizer.step(o.lr, clip ? { gradScale: clip.coef } : {});
-  clip?.coef.dispose();
-  zeroGrad(params);
+  // The norm is computed with clipping off too: with the loss it shows whether the step is finite.
+  // Clipping is folded into the update: the step scales each gradient by min(1, max/‖g‖) on the GPU.
+  const clip = gradNormCoef(params, o.maxGradNorm ?? Infinity);
   let loss = 0;
   for (const w of weighted) {
     loss += await w.item();
     w.dispose();
   }
-  let gradNorm: number | null = null;
-  if (clip) {
-    gradNorm = await clip.norm.item();
-    clip.norm.dispose();
+  const gradNorm = await clip.norm.item();
+  clip.norm.dispose();
+  const problem = nonFiniteStep(loss, gradNorm);
+  if (problem) {
+    clip.coef.dispose();
+    zeroGrad(params);
+    const sources = describeSources(batches);
+    throw new NonFiniteError(`step ${o.stepIndex + 1}: ${problem}${sources ? ` (examples: ${sources})` : ''}`);
   }
+  optimizer.step(o.lr, o.maxGradNorm !== null ? { gradScale: clip.coef } : {});
+  clip.coef.dispose();
+  zeroGrad(params);
   return { loss, gradNorm, tokens: batches.reduce((s, b) => s + b.batchSize * b.seqLen, 0) };
 }
 
 export class LoraTrainer {
   private stopRequested = false;
+  /** Set by setup: the run folder holds a finished run (see isComplete). */
+  complete = false;
+  private stopSignal: 'SIGINT' | 'SIGTERM' | null = null;
   private metrics: JsonlMetrics | null = null;
   private tb: ScalarSink | null = null;
   private progress: ConsoleProgress;
@@ -171,17 +210,35 @@ export class LoraTrainer {
     };
   }
 
+  /**
+   * The run ended (all steps, or early stopping) and wrote its summary and its adapter, which is the
+   * final checkpoint's: a re-run leaves it as it is. (Killed before that, a re-run writes them.)
+   */
+  private isComplete(): boolean {
+    const st = this.state;
+    if (!(st.step >= st.totalSteps || st.stoppedEarly === true) || !existsSync(join(this.runDir, SUMMARY_FILE))) return false;
+    const last = latestCheckpoint(this.runDir);
+    if (last?.step !== st.step) return false;
+    const same = (f: string) => {
+      try {
+        return readFileSync(join(this.runDir, 'adapter', f)).equals(readFileSync(join(last.dir, 'adapter', f)));
+      } catch {
+        return false;
+      }
+    };
+    return same('adapter_model.safetensors') && same('adapter_config.json');
+  }
+
   /** Loads tokenizer, data, model (+ fresh LoRA), optimizer; restores the latest checkpoint when resuming. */
   static async setup(cfg: ResolvedConfig, opts: TrainOptions = {}): Promise<LoraTrainer> {
     await initEngine();
     const runDir = cfg.output.dir;
     ensureFolderSync(runDir);
-    saveResolvedConfig(cfg, runDir);
     const log = (m: string) => (!opts.quiet && cfg.logging.console ? process.stderr.write(m + '\n') : undefined);
+    checkSeqLenFitsModel(cfg, await loadLlamaConfig(cfg.model.path));
 
     const tokenizer = await LlamaTokenizer.load(cfg.model.path);
     const data = await prepareData(cfg, tokenizer);
-    saveReport(data.report, join(runDir, 'data-report.json'));
     log(formatReport(data.report));
     if (data.val.length === 0) log('warning: no validation examples (set data.val or data.val_split); validation is skipped');
 
@@ -204,7 +261,7 @@ export class LoraTrainer {
     const trainer = new LoraTrainer(cfg, runDir, tokenizer, data, model, optimizer, loader, schedule, opts);
 
     const latest = latestCheckpoint(runDir);
-    if (latest && (opts.resume || t.resume === 'auto')) await trainer.restore(latest.dir);
+    if (latest && (opts.resume || t.resume === 'auto')) await trainer.restore(latest);
     else if (latest) {
       throw new InputError(`${runDir} already holds checkpoints (latest step ${latest.step}); pass --resume, set training.resume: auto, or choose another output.dir`, { key: 'output.dir' });
     } else {
@@ -212,7 +269,14 @@ export class LoraTrainer {
       rmSync(join(runDir, 'metrics.jsonl'), { force: true });
       rmSync(join(runDir, 'tensorboard'), { recursive: true, force: true });
     }
-    trainer.openLogs();
+    trainer.complete = latest !== null && trainer.isComplete();
+    if (!trainer.complete) {
+      if (latest) trainer.progress.message(`resumed from ${latest.dir} (step ${trainer.state.step}/${trainer.state.totalSteps})`);
+      // Written once the run is known to go on: a finished run folder is left as it is.
+      saveResolvedConfig(cfg, runDir);
+      saveReport(data.report, join(runDir, 'data-report.json'));
+      trainer.openLogs();
+    }
     return trainer;
   }
 
@@ -250,7 +314,9 @@ export class LoraTrainer {
     } finally {
       this.model.training = wasTraining;
     }
-    return count > 0 ? sum / count : null;
+    if (count === 0) return null;
+    if (!Number.isFinite(sum)) throw new NonFiniteError(`the validation loss is ${sum}: the model's forward pass overflows on the validation data`);
+    return sum / count;
   }
 
   /** One optimizer step (see the free function `trainStep`). */
@@ -267,9 +333,11 @@ export class LoraTrainer {
   async train(): Promise<TrainResult> {
     const t = this.cfg.training;
     const st = this.state;
-    const onSignal = () => {
-      if (this.stopRequested) process.exit(130);
+    if (this.complete) return this.completedResult();
+    const onSignal = (signal: 'SIGINT' | 'SIGTERM') => {
+      if (this.stopRequested) process.exit(signal === 'SIGINT' ? 130 : 143);
       this.progress.message('interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)');
+      this.stopSignal = signal;
       this.requestStop();
     };
     process.on('SIGINT', onSignal);
@@ -285,12 +353,12 @@ export class LoraTrainer {
           this.progress.message(`step 0: validation loss ${st.initialValLoss.toFixed(4)}`);
         }
       }
-      if (st.step >= st.totalSteps) this.progress.message(`the run in ${this.runDir} is already complete (step ${st.step}/${st.totalSteps}); nothing to train`);
-      while (st.step < st.totalSteps && !this.stopRequested) {
+      while (st.step < st.totalSteps && !st.stoppedEarly && !this.stopRequested) {
         const lr = lrAt(this.schedule, st.step);
         const batches = Array.from({ length: t.grad_accum }, () => this.loader.next());
-        const r = await this.trainStep(batches, lr, st.step);
-        if (!Number.isFinite(r.loss)) throw new Error(`training diverged: loss is ${r.loss} at step ${st.step + 1} (try a lower training.lr)`);
+        const r = await this.trainStep(batches, lr, st.step).catch((err: unknown) => {
+          throw err instanceof NonFiniteError ? this.stopped(err) : err;
+        });
         st.step++;
         st.tokensSeen += r.tokens;
         const rec: StepRecord = { step: st.step, loss: r.loss, lr, gradNorm: r.gradNorm, tokens: r.tokens };
@@ -318,6 +386,7 @@ export class LoraTrainer {
             } else if (++st.badEvals >= t.early_stopping.patience) {
               this.progress.message(`early stopping: no improvement of validation loss for ${st.badEvals} evaluations`);
               stoppedEarly = true;
+              st.stoppedEarly = true;
             }
           }
         }
@@ -349,13 +418,46 @@ export class LoraTrainer {
       initialValLoss: st.initialValLoss,
       stoppedEarly,
       interrupted: this.stopRequested,
+      ...(this.stopSignal ? { signal: this.stopSignal } : {}),
       adapterDir,
       mergedDir,
       tokensPerSecond: (st.tokensSeen - tokensAtStart) / Math.max(elapsed, 1e-9),
       peakGpuBytes: engine().pool.stats().peakBytes,
     };
-    writeJsonSync(join(this.runDir, 'train-summary.json'), { ...result, losses: undefined });
+    writeJsonSync(join(this.runDir, SUMMARY_FILE), { ...result, losses: undefined });
     return result;
+  }
+
+  /** The result of a finished run, from its summary; nothing is written. */
+  private completedResult(): TrainResult {
+    const st = this.state;
+    this.progress.message(`the run in ${this.runDir} is already complete (step ${st.step}/${st.totalSteps}${st.stoppedEarly ? ', early stopping' : ''}); nothing to do`);
+    const summary = readJsonSync<Partial<TrainResult>>(join(this.runDir, SUMMARY_FILE));
+    return {
+      runDir: this.runDir,
+      steps: st.step,
+      losses: st.losses,
+      valLosses: st.valLosses,
+      finalValLoss: st.valLosses.length ? st.valLosses[st.valLosses.length - 1]!.loss : null,
+      initialValLoss: st.initialValLoss,
+      stoppedEarly: st.stoppedEarly === true,
+      interrupted: false,
+      alreadyComplete: true,
+      adapterDir: join(this.runDir, 'adapter'),
+      mergedDir: typeof summary.mergedDir === 'string' ? summary.mergedDir : null,
+      tokensPerSecond: typeof summary.tokensPerSecond === 'number' ? summary.tokensPerSecond : 0,
+      peakGpuBytes: typeof summary.peakGpuBytes === 'number' ? summary.peakGpuBytes : 0,
+    };
+  }
+
+  /** The message a non-finite step ends the run with: what happened, what was kept, what to try. */
+  private stopped(err: NonFiniteError): NonFiniteError {
+    const last = latestCheckpoint(this.runDir);
+    const kept = last ? `the last checkpoint (step ${last.step}, ${last.dir}) is kept` : 'no checkpoint was written';
+    return new NonFiniteError(
+      `training stopped at ${err.message}. Nothing of this step was applied or saved; ${kept}. ` +
+        `Check those examples, or lower training.lr (now ${this.cfg.training.lr})${this.cfg.training.max_grad_norm === null ? ' or set training.max_grad_norm' : ''}.`,
+    );
   }
 
   private warnedMemory = false;
@@ -383,37 +485,54 @@ export class LoraTrainer {
         entries.push({ name: `${name}.exp_avg`, dtype: 'F32', shape: [m.expAvg.length], data: m.expAvg });
         entries.push({ name: `${name}.exp_avg_sq`, dtype: 'F32', shape: [m.expAvgSq.length], data: m.expAvgSq });
       });
+      const bad = entries.map((e) => ({ name: e.name, count: nonFiniteCount(e.data) })).filter((f) => f.count > 0);
+      if (bad.length > 0) throw new NonFiniteError(`refusing to write checkpoint ${st.step}: ${describeNonFinite(bad)}`);
       await writeSafetensors(join(tmp, 'optimizer.safetensors'), entries, { step: String(opt.step) });
+      saveResolvedConfig(this.cfg, tmp); // what resume compares its config with
       writeJsonSync(join(tmp, 'trainer_state.json'), st);
     });
     this.progress.message(`checkpoint: ${dir}`);
     return dir;
   }
 
-  private async restore(dir: string): Promise<void> {
-    const st = readJsonSync<TrainerState>(join(dir, 'trainer_state.json'));
-    if (st.version !== 1) throw new InputError(`unsupported trainer_state version ${st.version}`, { file: join(dir, 'trainer_state.json') });
+  private async restore(latest: { step: number; dir: string }): Promise<void> {
+    const dir = latest.dir;
+    const st = readTrainerState(join(dir, 'trainer_state.json'), latest.step);
+    const diffs = checkResumeConfig(this.cfg, dir, this.runDir, this.opts.allowConfigChange ?? false);
+    if (diffs.length > 0) this.progress.message(`warning: resuming with settings that differ from the checkpoint's: ${formatDifferences(diffs)}`);
     if (st.totalSteps !== this.schedule.totalSteps) {
-      throw new InputError(`checkpoint was made for ${st.totalSteps} total steps but the config now gives ${this.schedule.totalSteps}; resume with the same training settings`, { file: join(dir, 'trainer_state.json') });
+      if (!this.opts.allowConfigChange) {
+        throw new InputError(`checkpoint was made for ${st.totalSteps} total steps but the config now gives ${this.schedule.totalSteps}; resume with the same training settings or pass --allow-config-change`, { file: join(dir, 'trainer_state.json') });
+      }
+      st.totalSteps = this.schedule.totalSteps;
     }
     // Weights go into the existing LoRA tensors: the optimizer holds references to them.
     const named = this.model.namedLoraParameters();
     const adapterFile = join(dir, 'adapter', 'adapter_model.safetensors');
     const saved = await readSafetensorsF32(adapterFile);
+    const damaged = (tensors: Map<string, Float32Array>, file: string) => {
+      const found = [...tensors].map(([name, data]) => ({ name, count: nonFiniteCount(data) })).filter((f) => f.count > 0);
+      if (found.length > 0) throw new InputError(`${describeNonFinite(found)}; the checkpoint is damaged: resume from an earlier one (delete this folder)`, { file });
+    };
+    damaged(saved, adapterFile);
     for (const [name, t] of named) {
       const data = saved.get(name);
       if (!data || data.length !== t.numel) throw new InputError(`checkpoint adapter lacks '${name}' with ${t.numel} values (LoRA settings changed?)`, { file: adapterFile });
       engine().dev.write(t.buffer, 0, data);
     }
     const names = [...named.keys()];
-    const tensors = await readSafetensorsF32(join(dir, 'optimizer.safetensors'));
-    const meta = tensors.metadata;
+    const optimizerFile = join(dir, 'optimizer.safetensors');
+    const tensors = await readSafetensorsF32(optimizerFile);
+    damaged(tensors, optimizerFile);
+    const optStep = Number(tensors.metadata.step);
+    if (optStep !== st.step) throw new InputError(`optimizer state is for step ${tensors.metadata.step ?? '(none)'}, trainer_state.json for step ${st.step}`, { file: optimizerFile, key: '__metadata__.step' });
     this.optimizer.importState({
-      step: Number(meta.step),
+      step: optStep,
       moments: names.map((n) => {
         const m = tensors.get(`${n}.exp_avg`);
         const v = tensors.get(`${n}.exp_avg_sq`);
-        if (!m || !v) throw new InputError(`optimizer state for '${n}' is missing`, { file: join(dir, 'optimizer.safetensors') });
+        if (!m || !v) throw new InputError(`optimizer state for '${n}' is missing`, { file: optimizerFile });
+        if (m.length !== named.get(n)!.numel || v.length !== m.length) throw new InputError(`optimizer state for '${n}' has ${m.length} values, expected ${named.get(n)!.numel}`, { file: optimizerFile });
         return { expAvg: m, expAvgSq: v };
       }),
     });
@@ -422,20 +541,16 @@ export class LoraTrainer {
     // Metrics logged after this checkpoint by the interrupted run are dropped, so the log reads as one run.
     const metricsPath = join(this.runDir, 'metrics.jsonl');
     if (existsSync(metricsPath)) {
-      const kept = readFileSync(metricsPath, 'utf8')
-        .split('\n')
-        .filter((l) => l.trim() !== '')
-        .filter((l) => {
-          try {
-            return (JSON.parse(l) as MetricRecord).step <= st.step;
-          } catch {
-            return false;
-          }
-        });
-      const { writeFileAtomic } = await import('../../io/atomic.js');
-      await writeFileAtomic(metricsPath, kept.map((l) => l + '\n').join(''));
+      const lines = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l.trim() !== '');
+      const kept = lines.filter((l) => {
+        try {
+          return (JSON.parse(l) as MetricRecord).step <= st.step;
+        } catch {
+          return false;
+        }
+      });
+      if (kept.length !== lines.length) await writeFileAtomic(metricsPath, kept.map((l) => l + '\n').join(''));
     }
-    this.progress.message(`resumed from ${dir} (step ${st.step}/${st.totalSteps})`);
   }
 
   dispose(): void {
