@@ -9,9 +9,10 @@
 // an unlinked temp file for the duration of one synchronous call (close(2) then open() takes the
 // lowest free descriptor), then reopens the original stderr through /proc/self/fd and replays what
 // was captured minus those two lines. Only stderr kinds where reopening is exact are handled: a
-// terminal, a pipe, or a file opened for appending. For anything else (a socket, a file opened
-// without O_APPEND whose offset other processes share, a non-Linux system) the call runs unchanged
-// and the notices stay.
+// terminal, a pipe, or a file opened for appending. For anything else (a socket, as Node's
+// child_process gives a child; a file opened without O_APPEND, whose offset other processes may
+// share; a non-Linux system) the call runs unchanged: the CLI then relays its stderr through a
+// parent process instead (src/cli/stderr-relay.ts).
 import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,6 +51,11 @@ function reopenFlags(): number | null {
     }
   }
   return null;
+}
+
+/** Whether withNativeStderrFiltered can filter in this process (see the header). */
+export function canFilterNativeStderr(): boolean {
+  return reopenFlags() !== null;
 }
 
 /**

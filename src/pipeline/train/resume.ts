@@ -73,8 +73,15 @@ export function readTrainerState(file: string, step: number): TrainerState {
   return st;
 }
 
-/** Keys whose change cannot alter the trained weights (prefix match on the dotted path). */
-const HARMLESS_KEYS = ['logging', 'eval', 'output.dir', 'output.export_merged', 'training.resume', 'training.save_every', 'training.keep_last_checkpoints', 'training.log_every'];
+/**
+ * Keys whose change cannot alter the trained weights (prefix match on the dotted path). The data
+ * files' paths are here because the data themselves are checked: the data loader refuses a
+ * checkpoint made from other examples (a fingerprint of their token ids), so a moved file is fine.
+ */
+const HARMLESS_KEYS = [
+  'logging', 'eval', 'output.dir', 'output.export_merged', 'data.train', 'data.val',
+  'training.resume', 'training.save_every', 'training.keep_last_checkpoints', 'training.log_every',
+];
 
 export interface ConfigDifference {
   key: string;

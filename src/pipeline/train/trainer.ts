@@ -9,7 +9,7 @@
 // (seed, step, micro-batch); kernels are deterministic (no float atomics). A run resumed from a
 // checkpoint therefore reproduces the loss sequence of an uninterrupted run exactly.
 import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { ensureFolderSync, writeFileAtomic } from '../../io/atomic.js';
+import { ensureFolderSync, removeStaleTemps, writeFileAtomic } from '../../io/atomic.js';
 import { describeNonFinite, nonFiniteCount } from '../../io/finite.js';
 import { join } from 'node:path';
 import { backward, noGrad, zeroGrad } from '../../engine/autograd.js';
@@ -21,7 +21,7 @@ import { LlamaModel } from '../../llama/model.js';
 import { loadLlamaConfig, type LlamaConfig } from '../../llama/config.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import { readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
-import { saveResolvedConfig, type ResolvedConfig } from '../config.js';
+import { RESOLVED_CONFIG_NAME, saveResolvedConfig, type ResolvedConfig } from '../config.js';
 import { createDataLoader, prepareData, saveReport, formatReport, type Batch, type DataLoader, type DataLoaderState, type PreparedData, type TokenizedExample } from '../data/index.js';
 import { latestCheckpoint, readJsonSync, saveCheckpoint, writeJsonSync } from './checkpoint.js';
 import { ConsoleProgress, JsonlMetrics, formatBytes, type MetricRecord, type ScalarSink } from './logging.js';
@@ -233,9 +233,11 @@ export class LoraTrainer {
   static async setup(cfg: ResolvedConfig, opts: TrainOptions = {}): Promise<LoraTrainer> {
     await initEngine();
     const runDir = cfg.output.dir;
-    ensureFolderSync(runDir);
-    const log = (m: string) => (!opts.quiet && cfg.logging.console ? process.stderr.write(m + '\n') : undefined);
     checkSeqLenFitsModel(cfg, await loadLlamaConfig(cfg.model.path));
+    ensureFolderSync(runDir);
+    // Temps of a run killed while writing these (the writers clean their own too; a finished run writes none).
+    for (const f of ['data-report.json', RESOLVED_CONFIG_NAME, SUMMARY_FILE, 'metrics.jsonl', 'adapter/adapter_model.safetensors', 'adapter/adapter_config.json']) removeStaleTemps(join(runDir, f));
+    const log = (m: string) => (!opts.quiet && cfg.logging.console ? process.stderr.write(m + '\n') : undefined);
 
     const tokenizer = await LlamaTokenizer.load(cfg.model.path);
     const data = await prepareData(cfg, tokenizer);
