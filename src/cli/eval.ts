@@ -9,6 +9,7 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { initEngine } from '../engine/tensor.js';
 import { InputError, readFailure } from '../errors.js';
+import { describeValue } from '../io/json.js';
 import { evaluatePerplexity, type PerplexityResult } from '../llama/evaluate.js';
 import { EvalProgress, evaluateFile, parseEvalMetrics, type GenerationEvalResult, type GenerationTask } from '../pipeline/eval/generation.js';
 import { fmt } from '../pipeline/eval/report.js';
@@ -75,7 +76,7 @@ export async function readJsonlRows(file: string): Promise<JsonlRow[]> {
 export function textsOf(rows: JsonlRow[], file: string): string[] {
   return rows.map(({ row, value }) => {
     const t = value['text'];
-    if (typeof t !== 'string') throw new InputError(`expected a "text" string, got ${t === undefined ? 'no "text" field' : JSON.stringify(t).slice(0, 60)}`, { file, row, key: 'text' });
+    if (typeof t !== 'string') throw new InputError(`expected a "text" string, got ${t === undefined ? 'no "text" field' : describeValue(t, 60)}`, { file, row, key: 'text' });
     if (t === '') throw new InputError('"text" is empty', { file, row, key: 'text' });
     return t;
   });

@@ -29,11 +29,20 @@ export async function readJsonFileIfExists(path: string): Promise<unknown> {
   return readJsonFile(path);
 }
 
-/** Short human description of a JSON value, for "expected X, got Y" messages. */
-export function describeValue(value: unknown): string {
+/** JSON text of `value`; a placeholder when it has none or cannot be shown (nested too deeply for the stack, a cycle). */
+export function safeJson(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return Array.isArray(value) ? '[...] (nested too deeply to show)' : '{...} (nested too deeply to show)';
+  }
+}
+
+/** Short human description of a JSON value, for "expected X, got Y" messages (input data may be huge or deeply nested). */
+export function describeValue(value: unknown, max = 80): string {
   if (value === undefined) return 'nothing (missing)';
-  const json = JSON.stringify(value);
-  return json.length > 80 ? `${json.slice(0, 77)}...` : json;
+  const json = safeJson(value);
+  return json.length > max ? `${json.slice(0, max - 3)}...` : json;
 }
 
 function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {

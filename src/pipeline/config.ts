@@ -11,6 +11,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { InputError, readFailure } from '../errors.js';
+import { describeValue } from '../io/json.js';
 import { writeFileAtomicSync as writeFileAtomic } from '../io/atomic.js';
 
 export const TEMPLATE_NAMES = [
@@ -284,10 +285,7 @@ function deepMerge(base: Json, over: Json): Json {
 }
 
 function describe(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  if (typeof v === 'string') return JSON.stringify(v);
-  const s = JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 80 ? s.slice(0, 77) + '...' : s;
+  return v === undefined ? 'nothing' : typeof v === 'string' ? JSON.stringify(v) : describeValue(v);
 }
 
 function getAt(obj: unknown, path: (string | number)[]): unknown {

@@ -36,6 +36,7 @@ import { formatReport, prepareData, saveReport } from './data/index.js';
 import { compareResults, type Comparison } from './eval/compare.js';
 import { ModelEmbeddingProvider } from './eval/embeddings.js';
 import { readJsonl, writeFileAtomic } from './eval/fsutil.js';
+import { describeValue } from '../io/json.js';
 import { ensureFolder } from '../io/atomic.js';
 import { buildEvalItems, EvalProgress, metricsFor, runGenerationEval, type EvalMetric } from './eval/generation.js';
 import { writeReport } from './eval/report.js';
@@ -199,7 +200,7 @@ async function suitePerplexity(model: LlamaModel, tokenizer: LlamaTokenizer, sui
   for (const { row, value } of rows) {
     if (limit !== null && texts.length >= limit) break;
     const t = (value as Record<string, unknown> | null)?.['text'];
-    if (typeof t !== 'string' || t === '') throw new InputError(`expected a non-empty "text" string for the perplexity task, got ${JSON.stringify(t)?.slice(0, 60) ?? 'nothing'}`, { file, row, key: 'text' });
+    if (typeof t !== 'string' || t === '') throw new InputError(`expected a non-empty "text" string for the perplexity task, got ${t === undefined ? 'nothing' : describeValue(t, 60)}`, { file, row, key: 'text' });
     texts.push(t);
   }
   if (texts.length === 0) throw new InputError('no records', { file });
