@@ -1,7 +1,7 @@
 // The GPU device: adapter selection, optional features, raised limits, pipeline cache, and the
 // command recorder that batches many dispatches into one encoder until something needs the CPU.
 //
-// Platform facts this file encodes (see shared/notes/platform.md):
+// Platform facts this file encodes (docs/platform.md):
 // - the object returned by webgpu's create() must stay referenced while the device lives, or the
 //   process later crashes in native code: it is a field of GpuDevice, never a temporary;
 // - no optional feature is required: subgroups, timestamp-query and subgroup-matrix are enabled

@@ -5,7 +5,7 @@
 //   Warning: maxDynamicStorageBuffersPerPipelineLayout artificially reduced from 1000000 to 16 to fit dynamic offset allocation limit.
 //
 // They describe a limit finllm never uses (dynamic buffer offsets) and there is no switch to turn
-// them off (docs/platform.md). Node cannot dup2(), so `captureNativeStderr` points descriptor 2 at
+// them off (docs/platform.md). Node cannot dup2(), so `withNativeStderrFiltered` points descriptor 2 at
 // an unlinked temp file for the duration of one synchronous call (close(2) then open() takes the
 // lowest free descriptor), then reopens the original stderr through /proc/self/fd and replays what
 // was captured minus those two lines. Only stderr kinds where reopening is exact are handled: a
