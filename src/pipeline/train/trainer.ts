@@ -412,12 +412,7 @@ export class LoraTrainer {
     }
     const elapsed = (Date.now() - runStart) / 1000;
     const result: TrainResult = {
-      runDir: this.runDir,
-      steps: st.step,
-      losses: st.losses,
-      valLosses: st.valLosses,
-      finalValLoss: st.valLosses.length ? st.valLosses[st.valLosses.length - 1]!.loss : null,
-      initialValLoss: st.initialValLoss,
+      ...this.progressFields(),
       stoppedEarly,
       interrupted: this.stopRequested,
       ...(this.stopSignal ? { signal: this.stopSignal } : {}),
@@ -430,11 +425,9 @@ export class LoraTrainer {
     return result;
   }
 
-  /** The result of a finished run, from its summary; nothing is written. */
-  private completedResult(): TrainResult {
+  /** The parts of a TrainResult that come from the trainer state. */
+  private progressFields(): Pick<TrainResult, 'runDir' | 'steps' | 'losses' | 'valLosses' | 'finalValLoss' | 'initialValLoss'> {
     const st = this.state;
-    this.progress.message(`the run in ${this.runDir} is already complete (step ${st.step}/${st.totalSteps}${st.stoppedEarly ? ', early stopping' : ''}); nothing to do`);
-    const summary = readJsonSync<Partial<TrainResult>>(join(this.runDir, SUMMARY_FILE));
     return {
       runDir: this.runDir,
       steps: st.step,
@@ -442,6 +435,16 @@ export class LoraTrainer {
       valLosses: st.valLosses,
       finalValLoss: st.valLosses.length ? st.valLosses[st.valLosses.length - 1]!.loss : null,
       initialValLoss: st.initialValLoss,
+    };
+  }
+
+  /** The result of a finished run, from its summary; nothing is written. */
+  private completedResult(): TrainResult {
+    const st = this.state;
+    this.progress.message(`the run in ${this.runDir} is already complete (step ${st.step}/${st.totalSteps}${st.stoppedEarly ? ', early stopping' : ''}); nothing to do`);
+    const summary = readJsonSync<Partial<TrainResult>>(join(this.runDir, SUMMARY_FILE));
+    return {
+      ...this.progressFields(),
       stoppedEarly: st.stoppedEarly === true,
       interrupted: false,
       alreadyComplete: true,
