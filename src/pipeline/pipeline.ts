@@ -41,7 +41,8 @@ import { ensureFolder } from '../io/atomic.js';
 import { buildEvalItems, EvalProgress, metricsFor, runGenerationEval, type EvalMetric } from './eval/generation.js';
 import { writeReport } from './eval/report.js';
 import { readResults, readTrainingLog, writeResults } from './eval/results.js';
-import { checkSeqLenFitsModel, runTraining } from './train/trainer.js';
+import { runTraining } from './train/trainer.js';
+import { checkSeqLenFitsModel } from './train/checks.js';
 import { loadLlamaConfig } from '../llama/config.js';
 
 export const STAGES = ['data', 'baseline_eval', 'train', 'finetuned_eval', 'compare', 'export'] as const;

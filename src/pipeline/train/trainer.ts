@@ -18,7 +18,7 @@ import { scale } from '../../kernels/elementwise.js';
 import { AdamW, gradNormCoef } from '../../kernels/optim.js';
 import { InputError, NonFiniteError } from '../../errors.js';
 import { LlamaModel } from '../../llama/model.js';
-import { loadLlamaConfig, type LlamaConfig } from '../../llama/config.js';
+import { loadLlamaConfig } from '../../llama/config.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import { readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
 import { RESOLVED_CONFIG_NAME, saveResolvedConfig, type ResolvedConfig } from '../config.js';
@@ -27,22 +27,10 @@ import { latestCheckpoint, readJsonSync, saveCheckpoint, writeJsonSync } from '.
 import { ConsoleProgress, JsonlMetrics, formatBytes, type MetricRecord, type ScalarSink } from './logging.js';
 import { lrAt, resolveWarmup, type ScheduleSpec } from './schedule.js';
 import { checkResumeConfig, formatDifferences, readTrainerState, type TrainerState } from './resume.js';
+import { checkSeqLenFitsModel, describeSources, nonFiniteStep } from './checks.js';
 import { TensorBoardWriter } from '../../io/tfevents.js';
 
 const SUMMARY_FILE = 'train-summary.json';
-
-/**
- * data.max_seq_len must fit the model's positions: transformers computes nothing meaningful past
- * max_position_embeddings (RoPE was never trained there), so a longer setting is refused up front.
- */
-export function checkSeqLenFitsModel(cfg: ResolvedConfig, model: LlamaConfig): void {
-  if (cfg.data.max_seq_len > model.maxPositionEmbeddings) {
-    throw new InputError(
-      `${cfg.data.max_seq_len} is more than the model's max_position_embeddings (${model.maxPositionEmbeddings}, ${join(cfg.model.path, 'config.json')}); lower data.max_seq_len`,
-      { key: 'data.max_seq_len' },
-    );
-  }
-}
 
 export interface TrainOptions {
   /** Continue from the latest checkpoint in the run folder (also when config says resume: never). */
@@ -110,24 +98,6 @@ export interface StepResult {
   gradNorm: number | null;
   /** Tokens processed (batch × sequence, padding included). */
   tokens: number;
-}
-
-/**
- * Why a step must not be applied, or null: its loss or global gradient norm is NaN or ±Inf (a NaN
- * or Inf anywhere in the gradients makes the norm non-finite). The trainer stops on it; dynamic
- * loss scaling would instead skip the step and lower the scale.
- */
-export function nonFiniteStep(loss: number, gradNorm: number): string | null {
-  if (!Number.isFinite(loss)) return `the loss is ${loss}`;
-  if (!Number.isFinite(gradNorm)) return `the loss is ${loss.toFixed(4)} but the gradient norm is ${gradNorm}`;
-  return null;
-}
-
-/** Where the examples of a step came from, for error messages: "train.jsonl rows 3, 17". */
-function describeSources(batches: Batch[]): string {
-  const byFile = new Map<string, number[]>();
-  for (const b of batches) for (const s of b.sources ?? []) byFile.set(s.file, [...(byFile.get(s.file) ?? []), s.row]);
-  return [...byFile].map(([file, rows]) => `${file} row${rows.length === 1 ? '' : 's'} ${[...new Set(rows)].sort((a, b) => a - b).join(', ')}`).join('; ');
 }
 
 /**
