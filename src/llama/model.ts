@@ -592,6 +592,12 @@ export class LlamaModel {
       throw new RangeError(`newKvCache: starts [${starts.join(', ')}] must be ${batchSize} integers in [0, ${maxSeqLen})`);
     }
     const { numKeyValueHeads: hkv, headDim: dh } = this.config;
+    const bytes = batchSize * maxSeqLen * hkv * dh * 4;
+    const limits = engine().dev.limits;
+    const limit = Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
+    if (bytes > limit) {
+      throw new InputError(`${batchSize} sequence(s) of ${maxSeqLen} positions (prompt + new tokens) need a KV cache of ${bytes} bytes per layer, more than this GPU can bind (${limit}); generate fewer tokens, shorten the prompt or use a smaller batch`);
+    }
     const make = () => {
       // Left unwritten: attention reads only the first kvLength rows (tests poison pooled buffers
       // with NaN, so a read past the filled part would show).
