@@ -3,7 +3,7 @@
 // (src/pipeline/pipeline.ts). With no arguments it runs configs/default.yaml: the bundled tiny
 // model, the sample data and a small slice of the bundled eval set, on whatever adapter Dawn finds.
 import type { Command } from 'commander';
-import { InputError } from '../errors.js';
+import { InputError, escapeControl } from '../errors.js';
 import { runPipeline, STAGES, type StageName } from '../pipeline/pipeline.js';
 import { loadRunConfig } from './train.js';
 
@@ -29,7 +29,7 @@ export async function pipelineAction(opts: PipelineCliOptions, out: (s: string) 
   if (r.adapterDir) lines.push(`adapter: ${r.adapterDir}`);
   if (r.mergedDir) lines.push(`merged model: ${r.mergedDir}`);
   lines.push(`state: ${r.stateFile}`);
-  out(lines.join('\n') + '\n');
+  out(escapeControl(lines.join('\n')) + '\n');
 }
 
 export function register(program: Command): void {

@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { Interrupted } from '../errors.js';
+import { Interrupted, escapeControl } from '../errors.js';
 import { loadConfig, DEFAULT_CONFIG_FILE, type ResolvedConfig } from '../pipeline/config.js';
 import { runTraining } from '../pipeline/train/trainer.js';
 
@@ -77,7 +77,7 @@ Re-running a finished run changes nothing.`)
         r.mergedDir ? `merged model: ${r.mergedDir}` : null,
         r.tokensPerSecond > 0 && !r.alreadyComplete ? `throughput: ${r.tokensPerSecond.toFixed(0)} tokens/s` : null,
       ].filter(Boolean);
-      process.stdout.write(lines.join('\n') + '\n');
+      process.stdout.write(escapeControl(lines.join('\n')) + '\n');
       if (r.interrupted) {
         throw new Interrupted(r.signal ?? 'SIGINT', `interrupted: checkpoint saved at step ${r.steps}; the adapter in ${r.adapterDir} is partial. Continue with --resume`);
       }

@@ -512,6 +512,6 @@ function stageFailure(stage: StageName, err: unknown, runDir: string, done: Pipe
   const kept = done.length ? `the completed stages (${done.map((d) => d.name).join(', ')}) are kept in ${runDir}; ` : '';
   const text = `pipeline stage '${stage}' failed: ${msg}\n  ${kept}fix the problem and re-run to continue from '${stage}'`;
   // Bad input stays an InputError (exit code 1), an interruption an Interrupted (130); anything else is a runtime failure of the stage.
-  if (err instanceof Interrupted) return new Interrupted(err.signal, text);
+  if (err instanceof Interrupted) return new Interrupted(err.signal, `pipeline stage '${stage}' interrupted: ${msg}\n  ${kept}re-run to continue from '${stage}'`);
   return err instanceof InputError ? new InputError(text) : new PipelineStageError(stage, text, { cause: err });
 }

@@ -2,6 +2,7 @@
 // of every logged metric, and TensorBoard event files (written natively, see src/io/tfevents.ts).
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { escapeControl } from '../../errors.js';
 
 export interface MetricRecord {
   step: number;
@@ -64,7 +65,8 @@ export class ConsoleProgress {
 
   message(text: string): void {
     if (!this.enabled) return;
-    process.stderr.write((this.tty ? '\r\x1b[K' : '') + text + '\n');
+    // Messages quote paths and config values: their control characters are shown, not obeyed.
+    process.stderr.write((this.tty ? '\r\x1b[K' : '') + escapeControl(text) + '\n');
   }
 
   done(): void {
