@@ -152,3 +152,28 @@ export function writeJsonl(file: string, rows: unknown[]): string {
   writeFileSync(file, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
   return file;
 }
+
+/** Hidden size of the tiny model and the byte-fallback token of '#'. */
+const TINY_D = 64;
+export const HASH_TOKEN = 3 + 0x23;
+
+/**
+ * A copy of the tiny model whose hidden dimension 0 is silent for every token but '#', and whose
+ * lm_head reads that dimension with weight 1e38: the logits overflow to Inf exactly at positions
+ * holding '#'. Every weight is finite, so the model loads; only data with '#' break it.
+ */
+export function poisonedModel(dir: string): Promise<string> {
+  const D = TINY_D;
+  return copyModel(dir, (t) => {
+    const emb = t.get('model.embed_tokens.weight')!;
+    for (let r = 0; r < 600; r++) emb[r * D] = 0;
+    emb.fill(0, HASH_TOKEN * D, HASH_TOKEN * D + D);
+    emb[HASH_TOKEN * D] = 1;
+    for (let l = 0; l < 2; l++) {
+      t.get(`model.layers.${l}.self_attn.o_proj.weight`)!.fill(0, 0, D);
+      t.get(`model.layers.${l}.mlp.down_proj.weight`)!.fill(0, 0, 160);
+    }
+    const lm = t.get('lm_head.weight')!;
+    for (let r = 0; r < 600; r++) lm[r * D] = 1e38;
+  });
+}

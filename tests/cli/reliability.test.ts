@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readSafetensorsF32 } from '../../src/io/safetensors.js';
 import { peftTensorName, loraKey } from '../../src/llama/peft.js';
 import {
-  checkBuilt, copyModel, deadPid, expectCleanStderr, expectFailure, expectSuccess, finllm, makeAdapter, MODEL, poke,
+  checkBuilt, copyModel, deadPid, poisonedModel, expectCleanStderr, expectFailure, expectSuccess, finllm, makeAdapter, MODEL, poke,
   removeTempDirs, ROOT, sampleTexts, tempDir, tempsUnder, writeJsonl,
 } from './helpers.js';
 
@@ -102,24 +102,9 @@ describe('1. non-finite values are refused, never computed with or written', () 
   });
 
   it('a training run whose data produce a non-finite loss stops with exit 2 naming the step and the data row; nothing of that step is saved', async () => {
-    // A model whose hidden dimension 0 is silent for every token but '#' (byte token <0x23>), and
-    // whose lm_head reads that dimension with weight 1e38: the logits overflow to Inf exactly at
-    // positions holding '#'. Every weight is finite, so the model loads; only data with '#' break it.
+    // Finite weights that overflow to Inf logits only at '#' (see poisonedModel): only data with '#' break it.
     const dir = tempDir();
-    const D = 64;
-    const X = 3 + 0x23;
-    const model = await copyModel(join(dir, 'model'), (t) => {
-      const emb = t.get('model.embed_tokens.weight')!;
-      for (let r = 0; r < 600; r++) emb[r * D] = 0;
-      emb.fill(0, X * D, X * D + D);
-      emb[X * D] = 1;
-      for (let l = 0; l < 2; l++) {
-        t.get(`model.layers.${l}.self_attn.o_proj.weight`)!.fill(0, 0, D);
-        t.get(`model.layers.${l}.mlp.down_proj.weight`)!.fill(0, 0, 160);
-      }
-      const lm = t.get('lm_head.weight')!;
-      for (let r = 0; r < 600; r++) lm[r * D] = 1e38;
-    });
+    const model = await poisonedModel(join(dir, 'model'));
     // With seed 3 and batch size 1 the data order puts row 3 at step 3: two good steps come first.
     writeJsonl(join(dir, 'train.jsonl'), [
       { text: 'Revenue rose nine percent to two billion dollars in the quarter.' },

@@ -2,7 +2,7 @@
 // optimizer's moments and step count stay as they were, and the error names the step and the data
 // rows (the trainer stops on it; dynamic loss scaling would skip it). The model is the tiny one with
 // a '#'-triggered overflow (see tests/cli/reliability.test.ts): every weight finite, only batches
-// holding '#' produce Inf logits.
+// holding '#' produce Inf logits (poisonedModel).
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { NonFiniteError } from '../../src/errors.js';
@@ -12,14 +12,11 @@ import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { nonFiniteStep } from '../../src/pipeline/train/checks.js';
 import { trainStep } from '../../src/pipeline/train/trainer.js';
 import type { Batch } from '../../src/pipeline/data/index.js';
-import { copyModel, removeTempDirs, tempDir } from '../cli/helpers.js';
+import { poisonedModel, removeTempDirs, tempDir } from '../cli/helpers.js';
 import { useEngine } from '../helpers/index.js';
 
 useEngine();
 afterAll(removeTempDirs);
-
-const D = 64;
-const HASH = 3 + 0x23; // the byte-fallback token of '#'
 
 function batchOf(tokenizer: LlamaTokenizer, text: string, row: number): Batch {
   const ids = Int32Array.from(tokenizer.encode(text));
@@ -39,18 +36,7 @@ describe('a non-finite step is never applied', () => {
   });
 
   it('trainStep throws NonFiniteError naming step and rows; parameters and optimizer state are unchanged', async () => {
-    const dir = await copyModel(join(tempDir(), 'model'), (t) => {
-      const emb = t.get('model.embed_tokens.weight')!;
-      for (let r = 0; r < 600; r++) emb[r * D] = 0;
-      emb.fill(0, HASH * D, HASH * D + D);
-      emb[HASH * D] = 1;
-      for (let l = 0; l < 2; l++) {
-        t.get(`model.layers.${l}.self_attn.o_proj.weight`)!.fill(0, 0, D);
-        t.get(`model.layers.${l}.mlp.down_proj.weight`)!.fill(0, 0, 160);
-      }
-      const lm = t.get('lm_head.weight')!;
-      for (let r = 0; r < 600; r++) lm[r * D] = 1e38;
-    });
+    const dir = await poisonedModel(join(tempDir(), 'model'));
     const tokenizer = await LlamaTokenizer.load(dir);
     const model = await LlamaModel.load(dir);
     model.initLora({ r: 2, loraAlpha: 4, targetModules: ['q_proj', 'v_proj'], loraDropout: 0 }, 1);
