@@ -1,4 +1,5 @@
-// End-to-end benchmark, shaped like ../shared/bench/peer_peft.py so the two can be compared as a
+// End-to-end benchmark, shaped like the HF + PEFT peer benchmark the GPU sessions run beside it (a
+// transformers + PEFT script, not part of this repository) so the two can be compared as a
 // ratio on one card: a random-init Llama at a preset's shapes, LoRA r=16 on all linear layers,
 // AdamW, batch B × T random tokens, once per checkpointing mode; then greedy decoding (batch 1,
 // 64-token prompt, 128 new tokens).

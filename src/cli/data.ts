@@ -3,13 +3,14 @@
 // `finllm data generate`: write a synthetic financial corpus or task set (src/pipeline/data/synthetic.ts).
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { loadConfig, type ResolvedConfig } from '../pipeline/config.js';
+import type { ResolvedConfig } from '../pipeline/config.js';
+import { escapeControl } from '../errors.js';
+import { loadRunConfig } from './train.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { prepareData, type PreparedData } from '../pipeline/data/prepare.js';
 import { formatReport, saveReport } from '../pipeline/data/stats.js';
 import { TASK_KINDS, writeSyntheticJsonl, type Split, type TaskKind } from '../pipeline/data/synthetic.js';
 import { InputError } from '../errors.js';
-import { numberOption } from './model-options.js';
 
 interface GenerateOpts {
   kind: string;
@@ -22,6 +23,8 @@ interface GenerateOpts {
 }
 
 const SPLITS: readonly Split[] = ['train', 'val', 'eval'];
+import { intOption, numberOption } from './model-options.js';
+import { checkFileDestination } from '../io/atomic.js';
 
 interface DataOpts {
   config?: string;
@@ -37,11 +40,7 @@ const collect = (v: string, prev: string[]) => [...prev, v];
 export const DATA_REPORT_NAME = 'data-report.json';
 
 async function runStage(opts: DataOpts): Promise<{ cfg: ResolvedConfig; prepared: PreparedData }> {
-  const cfg = loadConfig({
-    ...(opts.config !== undefined ? { file: opts.config } : {}),
-    ...(opts.env !== undefined ? { env: opts.env } : {}),
-    sets: opts.set,
-  });
+  const cfg = loadRunConfig(opts);
   // The same tokenizer class training uses, so lengths and truncation match `finllm train`.
   const tokenizer = await LlamaTokenizer.load(opts.tokenizer ?? cfg.model.path);
   const prepared = await prepareData(cfg, tokenizer);
@@ -63,11 +62,11 @@ export function register(program: Command): void {
   addCommon(data.command('validate'))
     .description('check every row (fields, encoding, length, duplicates); exit 1 listing the problems under on_invalid=fail')
     .action(async (opts: DataOpts) => {
+      const max = intOption(opts.problems, 'problems', 0)!;
       const { prepared } = await runStage(opts);
       const r = prepared.report;
-      const max = Number.parseInt(opts.problems, 10) || 20;
       const shown = r.problems.slice(0, max);
-      for (const p of shown) process.stdout.write(`${p.kind}: ${p.message}\n`);
+      for (const p of shown) process.stdout.write(`${p.kind}: ${escapeControl(p.message)}\n`);
       if (r.problems.length > shown.length) process.stdout.write(`... ${r.problems.length - shown.length} more (see finllm data stats)\n`);
       const counts = Object.entries(r.problemCounts).map(([k, n]) => `${n} ${k}`).join(', ');
       process.stdout.write(
@@ -79,6 +78,7 @@ export function register(program: Command): void {
     .description('print the dataset statistics table and save it as JSON')
     .option('-o, --report <file>', `where to save the JSON report (default: <output.dir>/${DATA_REPORT_NAME})`)
     .action(async (opts: DataOpts) => {
+      if (opts.report !== undefined) checkFileDestination(opts.report);
       const { cfg, prepared } = await runStage(opts);
       process.stdout.write(formatReport(prepared.report) + '\n');
       const path = opts.report ?? join(cfg.output.dir, DATA_REPORT_NAME);

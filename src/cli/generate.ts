@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { initEngine } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
-import { TextStreamer, generate, generationEosIds, readGenerationConfig, type SamplingOptions } from '../llama/generate.js';
+import { TextStreamer, generate, generationEosIds, readGenerationConfig, validateSampling, type SamplingOptions } from '../llama/generate.js';
 import { LlamaModel } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { addModelOptions, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
@@ -42,6 +42,7 @@ export async function samplingFromFlags(dir: string, o: GenerateCliOptions): Pro
     seed: numberOption(o.seed, 'seed', true) ?? 0,
   };
   if (gen.eosTokenIds) opts.eosTokenIds = gen.eosTokenIds;
+  validateSampling(opts); // before anything heavy is loaded
   return opts;
 }
 

@@ -49,6 +49,13 @@ export async function modelLoadOptions(o: ModelCliOptions): Promise<{ dir: strin
   };
 }
 
+/** Parses an integer flag that must be at least `min`; InputError naming the flag otherwise. */
+export function intOption(value: string | undefined, flag: string, min: number): number | undefined {
+  const n = numberOption(value, flag, true);
+  if (n !== undefined && n < min) throw new InputError(`expected an integer >= ${min}, got ${JSON.stringify(value)}`, { key: flag });
+  return n;
+}
+
 /** Parses a numeric flag; InputError naming the flag when it is not a number. */
 export function numberOption(value: string | undefined, flag: string, integer = false): number | undefined {
   if (value === undefined) return undefined;

@@ -1,7 +1,7 @@
 // The GPU device: adapter selection, optional features, raised limits, pipeline cache, and the
 // command recorder that batches many dispatches into one encoder until something needs the CPU.
 //
-// Platform facts this file encodes (see shared/notes/platform.md):
+// Platform facts this file encodes (docs/platform.md):
 // - the object returned by webgpu's create() must stay referenced while the device lives, or the
 //   process later crashes in native code: it is a field of GpuDevice, never a temporary;
 // - no optional feature is required: subgroups, timestamp-query and subgroup-matrix are enabled
@@ -9,6 +9,7 @@
 import { create, globals } from 'webgpu';
 import { RuntimeFailure } from '../errors.js';
 import { formatBytes } from './device-memory.js';
+import { withNativeStderrFiltered } from './native-stderr.js';
 
 Object.assign(globalThis, globals);
 
@@ -17,11 +18,11 @@ export class KernelCompileError extends Error {
   override name = 'KernelCompileError';
 }
 /** A GPU validation / out-of-memory / internal error raised by an error scope or the device. */
-export class GpuError extends Error {
+export class GpuError extends RuntimeFailure {
   override name = 'GpuError';
 }
 /** The device was lost (driver reset, out of memory at the driver level, process teardown). */
-export class DeviceLostError extends Error {
+export class DeviceLostError extends RuntimeFailure {
   override name = 'DeviceLostError';
 }
 
@@ -88,6 +89,16 @@ export interface DispatchSpec {
   workgroups: [number, number?, number?];
 }
 
+let dropNativeNotices = false;
+
+/**
+ * Drop Dawn's two known-harmless "maxDynamic*BuffersPerPipelineLayout artificially reduced" lines
+ * from stderr when the adapter is requested (the CLI turns this on; see native-stderr.ts).
+ */
+export function filterDawnNotices(on: boolean): void {
+  dropNativeNotices = on;
+}
+
 const UNIFORM_ALIGN = 256;
 const UNIFORM_RING_BYTES = 1 << 20;
 
@@ -143,7 +154,9 @@ export class GpuDevice {
     if (backend) flags.push(`backend=${backend}`);
     if (wanted) flags.push(`adapter=${wanted}`);
     const gpu = create(flags);
-    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    const request = () => gpu.requestAdapter({ powerPreference: 'high-performance' });
+    // Dawn prints its notices synchronously inside this call.
+    const adapter = await (dropNativeNotices ? withNativeStderrFiltered(request) : request());
     if (!adapter) {
       throw new GpuError(
         'no WebGPU adapter found. finllm needs a Vulkan driver: a GPU driver, or on CPU-only machines Mesa 25 ' +

@@ -7,7 +7,9 @@ import { deviceMemory, type DeviceMemory } from './device-memory.js';
  * Element types.
  * - f32, i32, u32: 4 bytes per element.
  * - bf16, f16: 16-bit values packed two per u32 word (element 2k in the low half); kernels unpack
- *   with bit shifts (bf16) or unpack2x16float (f16), since Dawn offers no shader-f16 on NVIDIA.
+ *   with bit shifts (bf16) or unpack2x16float (f16), core WGSL: the device enables shader-f16 where
+ *   the adapter has it, but NVIDIA offers it only behind a Dawn toggle that is off by default
+ *   (docs/platform.md), so no kernel requires it.
  */
 export type DType = 'f32' | 'i32' | 'u32' | 'bf16' | 'f16';
 

@@ -12,8 +12,8 @@
 //              padded by 4 floats against bank conflicts on the k-fast stores, vec4 reads).
 //   matmulV3   as V2 with a 128×128 tile and 8×8 outputs per thread (two 4-wide row groups and two
 //              4-wide column groups 64 apart, so a warp's vec4 workgroup reads stay contiguous):
-//              twice the arithmetic per workgroup-memory read. The platform probe measured 28 vs 21
-//              TFLOP/s for this tile shape vs 64² on the H100. Needs enough tiles to fill the GPU.
+//              twice the arithmetic per workgroup-memory read (on an H100 a probe of this tile
+//              shape beat the 64² one: docs/platform.md). Needs enough tiles to fill the GPU.
 //   matmulGemv for M ≤ 4 rows with B transposed (linear at decode: x [1, in] · Wᵀ): one 32-lane
 //              group per output column reads the weight row once, contiguously (vec4 of f32 or 8
 //              packed halves per load), and the group reduces through workgroup memory. At decode

@@ -3,7 +3,7 @@
 // HF's LlamaRMSNorm computes the variance in f32, multiplies x by rsqrt, casts back to the input
 // dtype and then multiplies the weight; we stay in f32 throughout, in the same order ((x·r)·w).
 //
-// Kernels (one version each so far; H100 numbers from bench/kernels/norm.ts):
+// Kernels (one version each so far; bench/kernels/norm.ts times them):
 // - forward: one workgroup per row, threads stride over D (coalesced), tree reduction of Σx² in
 //   workgroup memory; writes y and rstd [rows] (saved for backward).
 // - backward dX: one workgroup per row: dot = Σ g·w·x (tree reduction), then

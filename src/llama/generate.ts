@@ -5,7 +5,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Rng } from '../engine/random.js';
-import { InputError } from '../errors.js';
+import { InputError, NonFiniteError, readFailure } from '../errors.js';
+import { warnPastPositions } from './evaluate.js';
 import { disposeKvCache } from './kv-cache.js';
 import type { LlamaModel } from './model.js';
 
@@ -47,6 +48,16 @@ export function validateSampling(o: SamplingOptions): void {
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('top-k', `expected a non-negative integer, got ${o.topK}`);
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) bad('top-p', `expected a number in (0, 1], got ${o.topP}`);
   if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty > 0 && Number.isFinite(o.repetitionPenalty))) bad('repetition-penalty', `expected a positive number, got ${o.repetitionPenalty}`);
+  if (o.seed !== undefined && !(Number.isSafeInteger(o.seed) && o.seed >= 0)) bad('seed', `expected a non-negative integer, got ${o.seed}`);
+}
+
+/** Stops generation when the forward pass overflowed: sampling from NaN logits would emit garbage silently. */
+function checkLogits(logits: Float32Array, step: number): void {
+  for (let i = 0; i < logits.length; i++) {
+    if (Number.isNaN(logits[i]!) || logits[i] === Infinity) {
+      throw new NonFiniteError(`new token ${step + 1}: the model produced non-finite logits (${logits[i]}); with 16-bit storage try --storage f32`);
+    }
+  }
 }
 
 /** HF RepetitionPenaltyLogitsProcessor, in place: every token id in `seen` once. */
@@ -162,6 +173,7 @@ export async function generate(
   const rng = new Rng(opts.seed ?? 0);
   const tokens: number[] = [];
   if (opts.maxNewTokens === 0) return { tokens, stopReason: 'max_new_tokens' };
+  warnPastPositions(model, [promptIds.length + opts.maxNewTokens], 'prompt');
   const cache = model.newKvCache(1, promptIds.length + opts.maxNewTokens);
   const seen = [...promptIds];
   try {
@@ -170,6 +182,7 @@ export async function generate(
       const logitsT = model.step(input, cache);
       const logits = await logitsT.toFloat32();
       logitsT.dispose();
+      checkLogits(logits, tokens.length);
       const next = nextToken(logits, opts, seen, promptIds.length, rng);
       tokens.push(next);
       seen.push(next);
@@ -218,6 +231,7 @@ export async function generateBatch(
   const B = prompts.length;
   const results: BatchGenerateResult[] = prompts.map(() => ({ tokens: [], stopReason: 'max_new_tokens' }));
   if (B === 0 || opts.maxNewTokens === 0) return results;
+  warnPastPositions(model, prompts.map((p) => p.length + opts.maxNewTokens), 'prompt');
   const eosIds = opts.eosTokenIds ?? model.config.eosTokenIds;
   const eos = new Set(eosIds);
   const seed = opts.seed ?? 0;
@@ -237,6 +251,7 @@ export async function generateBatch(
       const logitsT = model.step(input, cache);
       const all = await logitsT.toFloat32();
       logitsT.dispose();
+      checkLogits(all, Math.max(...results.map((r) => r.tokens.length)));
       input = new Int32Array(B).fill(pad);
       for (let b = 0; b < B; b++) {
         if (done[b]) continue;
@@ -331,13 +346,20 @@ export function generationEosIds(gen: GenerationConfig, modelEosIds: readonly nu
 
 export async function readGenerationConfig(dir: string): Promise<GenerationConfig> {
   const file = join(dir, 'generation_config.json');
-  let raw: Record<string, unknown>;
+  let text: string;
   try {
-    raw = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    text = await readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
-    throw new InputError(`cannot read generation config: ${(err as Error).message}`, { file });
+    throw readFailure(err, file, 'generation config');
   }
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(text) as Record<string, unknown>;
+  } catch (err) {
+    throw new InputError(`invalid JSON: ${(err as Error).message}`, { file });
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError('expected a JSON object', { file });
   const num = (k: string) => (typeof raw[k] === 'number' ? (raw[k] as number) : undefined);
   const eos = raw['eos_token_id'];
   const out: GenerationConfig = {};

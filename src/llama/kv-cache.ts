@@ -1,6 +1,7 @@
 // The KV cache of autoregressive decoding: per decoder layer, the keys and values of every position
 // seen so far, written by the attention block and read by the decode attention kernel.
 import { Tensor, engine } from '../engine/tensor.js';
+import { InputError } from '../errors.js';
 import type { LlamaConfig } from './config.js';
 
 /**
@@ -29,6 +30,14 @@ export function newKvCache(config: LlamaConfig, batchSize: number, maxSeqLen: nu
     throw new RangeError(`newKvCache: starts [${starts.join(', ')}] must be ${batchSize} integers in [0, ${maxSeqLen})`);
   }
   const { numKeyValueHeads: hkv, headDim: dh } = config;
+  const bytes = batchSize * maxSeqLen * hkv * dh * 4;
+  const limits = engine().dev.limits;
+  const limit = Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
+  if (bytes > limit) {
+    throw new InputError(
+      `${batchSize} sequence(s) of ${maxSeqLen} positions (prompt + new tokens) need a KV cache of ${bytes} bytes per layer, more than this GPU can bind (${limit}); generate fewer tokens, shorten the prompt or use a smaller batch`,
+    );
+  }
   // Left unwritten: attention reads only the first kvLength rows (tests poison pooled buffers with
   // NaN, so a read past the filled part would show).
   const make = () => Tensor.empty([batchSize, maxSeqLen, hkv, dh]).keep();

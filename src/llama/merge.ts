@@ -3,13 +3,13 @@
 // tensor copied. Streams one tensor at a time (read → merge → write), on the CPU, so no GPU is
 // needed and host memory stays near one tensor. The output folder appears atomically: everything is
 // written into a temp folder beside it, which is renamed into place at the end.
-import { copyFile, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
-import { basename, dirname, join, resolve } from 'node:path';
+import { copyFile, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { InputError } from '../errors.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { writeFileAtomic, writeFolderAtomic } from '../io/atomic.js';
 import { readJsonFile } from '../io/json.js';
 import { Checkpoint, writeShardedSafetensors, type SafetensorsEntry, type WritableDtype } from '../io/safetensors.js';
+import { describeNonFinite, nonFiniteCount, nonFiniteCountBits16, overflowCount } from '../io/finite.js';
 import { loadLlamaConfig } from './config.js';
 import { loraKey, readAdapter, scaling, validateAdapterAgainstModel, type LoraAdapter, type LoraPair } from './peft.js';
 import { LINEAR_MODULES, checkCheckpoint, linearWeightName } from './weights.js';
@@ -57,45 +57,6 @@ export interface ExportOptions {
 
 async function exists(p: string): Promise<boolean> {
   return stat(p).then(() => true, () => false);
-}
-
-/** Refuses an output folder that exists and is not empty; returns whether an empty one exists. */
-async function checkOutputDir(out: string): Promise<boolean> {
-  if (!(await exists(out))) return false;
-  if (!(await stat(out)).isDirectory()) throw new InputError('output path exists and is not a folder', { file: out });
-  if ((await readdir(out)).length > 0) throw new InputError('output folder exists and is not empty; choose a new folder', { file: out });
-  return true;
-}
-
-/**
- * Writes `out` as a complete model folder produced by `fill(tmpDir)`, atomically: `fill` writes
- * into a hidden temp folder next to `out`, which is renamed to `out` only when it succeeded.
- */
-export async function writeFolderAtomic(out: string, fill: (dir: string) => Promise<void>, opts: { replace?: boolean } = {}): Promise<void> {
-  const target = resolve(out);
-  const replacing = opts.replace === true && (await exists(target));
-  const emptyExists = replacing ? false : await checkOutputDir(target);
-  await mkdir(dirname(target), { recursive: true });
-  const stamp = `${process.pid}-${randomBytes(4).toString('hex')}`;
-  const tmp = join(dirname(target), `.${basename(target)}.tmp-${stamp}`);
-  await mkdir(tmp);
-  try {
-    await fill(tmp);
-    if (emptyExists) await rmdir(target);
-    if (replacing) {
-      // The old folder steps aside only once the new one is complete; a crash in between leaves
-      // both on disk, never a half-written folder under the final name.
-      const old = join(dirname(target), `.${basename(target)}.old-${stamp}`);
-      await rename(target, old);
-      await rename(tmp, target);
-      await rm(old, { recursive: true, force: true });
-    } else {
-      await rename(tmp, target);
-    }
-  } catch (err) {
-    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    throw err;
-  }
 }
 
 /** Copies tokenizer and generation files present in `from` into `to`. */
@@ -162,6 +123,7 @@ export async function exportMerged(
     : 'adapter' in adapterSource && typeof adapterSource.adapter === 'function' ? await adapterSource.adapter() : (adapterSource as LoraAdapter);
   validateAdapterAgainstModel(adapter.config, config, adapter.weights, typeof adapterSource === 'string' ? adapterSource : undefined);
   const scale = scaling(adapter.config);
+  const adapterFile = typeof adapterSource === 'string' ? adapterSource : 'the adapter';
   const dtypeOpt = opts.dtype ?? 'source';
   const ckpt = await Checkpoint.open(modelDir);
   const written: string[] = [];
@@ -188,9 +150,27 @@ export async function exportMerged(
         dtype,
         shape: ckpt.shape(name),
         data: async () => {
-          if (!pair && dtype === src && src !== 'F32') return ckpt.readU16(name); // untouched bits
+          // Every tensor passes through the CPU here, so it is checked here: a NaN or an overflow
+          // aborts the export (the temp folder is removed) instead of landing in the merged model.
+          const file = ckpt.fileOf(name);
+          if (!pair && dtype === src && src !== 'F32') {
+            const bits = await ckpt.readU16(name); // untouched bits
+            const bad = nonFiniteCountBits16(bits, src);
+            if (bad > 0) throw new InputError(`${describeNonFinite([{ name, count: bad }])}; the base checkpoint is damaged`, { file });
+            return bits;
+          }
           const w = await ckpt.readF32(name);
-          if (pair) mergeLoraInto(w, pair, scale);
+          const bad = nonFiniteCount(w);
+          if (bad > 0) throw new InputError(`${describeNonFinite([{ name, count: bad }])}; the base checkpoint is damaged`, { file });
+          if (pair) {
+            mergeLoraInto(w, pair, scale);
+            const merged = nonFiniteCount(w);
+            if (merged > 0) throw new InputError(`merging the adapter overflows: ${describeNonFinite([{ name, count: merged }])} after W + scale·B·A; the adapter's values are too large`, { file: adapterFile });
+          }
+          if (dtype === 'F16' || dtype === 'BF16') {
+            const over = overflowCount(w, dtype);
+            if (over > 0) throw new InputError(`tensor '${name}' has ${over} value(s) beyond the ${dtype} range (they would be written as ±Inf); export with --dtype f32${dtype === 'F16' ? ' or bf16' : ''}`, { key: 'dtype' });
+          }
           return w;
         },
       });

@@ -167,7 +167,7 @@ export function tokenizerJson(bpe: TrainedBpe): Record<string, unknown> {
 export async function writeTokenizerFolder(dir: string, bpe: TrainedBpe, opts: { replace?: boolean } = {}): Promise<void> {
   const { join } = await import('node:path');
   const { writeFileAtomic } = await import('../io/atomic.js');
-  const { writeFolderAtomic } = await import('./merge.js');
+  const { writeFolderAtomic } = await import('../io/atomic.js');
   await writeFolderAtomic(dir, async (tmp) => {
     await writeFileAtomic(join(tmp, 'tokenizer.json'), JSON.stringify(tokenizerJson(bpe), null, 1) + '\n');
     const config = { bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', model_max_length: 1_000_000, tokenizer_class: 'PreTrainedTokenizerFast', clean_up_tokenization_spaces: false };

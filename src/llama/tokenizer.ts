@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { InputError } from '../errors.js';
+import { InputError, readFailure } from '../errors.js';
 import { readJsonFile, readJsonFileIfExists } from '../io/json.js';
 
 /** No index signature on purpose: the data stage's own ChatMessage type must be assignable. */
@@ -135,9 +135,7 @@ export class LlamaTokenizer {
       templateSource = await readFile(templateFile, 'utf8');
       templateOrigin = templateFile;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || opts.chatTemplateFile !== undefined) {
-        throw new InputError(`cannot read chat template (${(err as NodeJS.ErrnoException).code})`, { file: templateFile });
-      }
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || opts.chatTemplateFile !== undefined) throw readFailure(err, templateFile, 'chat template');
       templateSource = selectChatTemplate(config['chat_template'], configFile);
     }
     return LlamaTokenizer.fromObjects(tokenizerJson, config, { tokenizerFile, configFile, chatTemplate: templateSource, chatTemplateFile: templateOrigin });
@@ -175,6 +173,8 @@ export class LlamaTokenizer {
    * decoders (TextStreamer) need it off so every piece they emit stays a prefix of the whole.
    */
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean; cleanUpSpaces?: boolean } = {}): string {
+    // The tokenizers library throws on an empty list; nothing decodes to nothing.
+    if (ids.length === 0) return '';
     return this.tokenizer.decode([...ids], {
       skip_special_tokens: options.skipSpecialTokens ?? false,
       ...(options.cleanUpSpaces !== undefined ? { clean_up_tokenization_spaces: options.cleanUpSpaces } : {}),

@@ -9,7 +9,10 @@ import { InputError } from '../errors.js';
 import { Checkpoint } from '../io/safetensors.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../io/dtype.js';
 import { disposeNf4, keepNf4, quantizeNf4, type Nf4Weight } from '../kernels/index.js';
+import { NonFiniteCounter } from '../kernels/finite.js';
+import { describeNonFinite } from '../io/finite.js';
 import type { LlamaConfig } from './config.js';
+import { warn } from '../warnings.js';
 
 /** A decoder linear weight in HF layout [out, in]: a dense tensor (f32/bf16/f16) or NF4. */
 export type LinearWeight = Tensor | Nf4Weight;
@@ -79,9 +82,24 @@ export function expectedTensors(config: LlamaConfig): Map<string, number[]> {
   return m;
 }
 
-/** Checks presence and shape of every tensor before anything is uploaded (fail fast, with names). */
+/** Tensors transformers ignores without a word: RoPE buffers of older checkpoints, a tied lm_head. */
+function silentlyIgnored(name: string, config: LlamaConfig): boolean {
+  return /\.rotary_emb\.inv_freq$/.test(name) || (config.tieWordEmbeddings && name === 'lm_head.weight');
+}
+
+/**
+ * Checks presence and shape of every tensor before anything is uploaded (fail fast, with names),
+ * and warns, as transformers does, about tensors the model does not use (an extra layer, a stray
+ * name): they usually mean config.json does not describe these weights.
+ */
 export function checkCheckpoint(ckpt: Checkpoint, config: LlamaConfig): void {
-  for (const [name, shape] of expectedTensors(config)) {
+  const expected = expectedTensors(config);
+  const unused = ckpt.names().filter((n) => !expected.has(n) && !silentlyIgnored(n, config));
+  if (unused.length > 0) {
+    const shown = unused.slice(0, 5).join(', ') + (unused.length > 5 ? `, ... (${unused.length - 5} more)` : '');
+    warn(`${ckpt.dir}: ${unused.length} tensor${unused.length === 1 ? ' is' : 's are'} in the checkpoint but not used by a ${config.numHiddenLayers}-layer Llama as config.json describes it: ${shown}; check that config.json matches the weights`);
+  }
+  for (const [name, shape] of expected) {
     if (!ckpt.has(name)) {
       // Checkpoint.info throws an InputError naming the tensor, the folder and similar names.
       ckpt.info(name);
@@ -112,18 +130,22 @@ async function uploadDense(ckpt: Checkpoint, name: string, shape: number[], stor
 
 /**
  * Loads every weight of a Llama checkpoint folder onto the GPU. Missing tensors and shape mismatches
- * are InputErrors naming the tensor and file; the check runs before any upload.
+ * are InputErrors naming the tensor and file; the check runs before any upload. Every tensor is
+ * also counted for NaN / ±Inf on the GPU as it arrives (one readback at the end): a damaged
+ * checkpoint is refused with the names of the tensors, not discovered as a NaN loss later.
  */
 export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: LoadWeightsOptions = {}): Promise<LlamaWeights> {
   const storage = opts.storage ?? 'f32';
   const ckpt = await Checkpoint.open(dir);
   const loaded: (Tensor | Nf4Weight)[] = [];
+  const nonFinite = new NonFiniteCounter();
   try {
     checkCheckpoint(ckpt, config);
     const total = expectedTensors(config).size;
     let index = 0;
     const dense = async (name: string, shape: number[], st: WeightStorage): Promise<Tensor> => {
       const t = await uploadDense(ckpt, name, shape, st);
+      nonFinite.add(t, name);
       loaded.push(t);
       opts.onTensor?.(name, ++index, total);
       return t;
@@ -139,6 +161,7 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
         const shape = linearShape(config, mod);
         if (opts.quantize === 'nf4') {
           const f = Tensor.from(await ckpt.readF32(name, shape), shape);
+          nonFinite.add(f, name);
           const q = quantizeNf4(f, { doubleQuant: opts.doubleQuant ?? false });
           f.dispose();
           keepNf4(q);
@@ -155,11 +178,17 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
     const lmHead = config.tieWordEmbeddings
       ? embedTokens
       : await dense('lm_head.weight', [config.vocabSize, config.hiddenSize], storage);
+    const found = await nonFinite.read();
+    if (found.length > 0) {
+      const converted = storage !== 'f32' ? ` (as stored, or after rounding to model storage ${storage})` : '';
+      throw new InputError(`${describeNonFinite(found.map((f) => ({ name: f.label, count: f.count })))}${converted}; the checkpoint is damaged`, { file: ckpt.fileOf(found[0]!.label) });
+    }
     return { embedTokens, layers, norm, lmHead };
   } catch (err) {
     for (const t of loaded) disposeLinear(t);
     throw err;
   } finally {
+    nonFinite.dispose();
     await ckpt.close();
   }
 }

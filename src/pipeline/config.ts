@@ -10,7 +10,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
-import { InputError } from '../errors.js';
+import { InputError, readFailure } from '../errors.js';
+import { describeValue } from '../io/json.js';
 import { writeFileAtomicSync as writeFileAtomic } from '../io/atomic.js';
 
 export const TEMPLATE_NAMES = [
@@ -324,10 +325,7 @@ function deepMerge(base: Json, over: Json): Json {
 }
 
 function describe(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  if (typeof v === 'string') return JSON.stringify(v);
-  const s = JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 80 ? s.slice(0, 77) + '...' : s;
+  return v === undefined ? 'nothing' : typeof v === 'string' ? JSON.stringify(v) : describeValue(v);
 }
 
 function getAt(obj: unknown, path: (string | number)[]): unknown {
@@ -465,7 +463,7 @@ function readYaml(file: string): Obj {
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new InputError(`cannot read config file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file });
+    throw readFailure(e, file, 'config file');
   }
   const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -473,7 +471,13 @@ function readYaml(file: string): Obj {
     const line = err.linePos?.[0]?.line;
     throw new InputError(`invalid YAML${line ? ` at line ${line}` : ''}: ${err.message.split('\n')[0]}`, { file });
   }
-  const value = doc.toJS() as unknown;
+  let value: unknown;
+  try {
+    // The yaml library refuses documents whose aliases expand too much (an alias "bomb").
+    value = doc.toJS({ maxAliasCount: 100 }) as unknown;
+  } catch (e) {
+    throw new InputError(`invalid YAML: ${(e as Error).message}`, { file });
+  }
   if (value === null || value === undefined) return {};
   if (!isObj(value)) throw new InputError(`expected a mapping of sections (model, lora, data, ...) at the top level, got ${describe(value)}`, { file });
   return value;

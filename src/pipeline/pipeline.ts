@@ -23,10 +23,10 @@
 // section the evaluation and compare stages are recorded as skipped.
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { cp, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, extname, join, relative } from 'node:path';
 import { initEngine } from '../engine/tensor.js';
-import { InputError } from '../errors.js';
+import { InputError, Interrupted, RuntimeFailure } from '../errors.js';
 import { evaluatePerplexity, type PerplexityResult } from '../llama/evaluate.js';
 import { exportMerged } from '../llama/merge.js';
 import { LlamaModel, type LoadModelOptions } from '../llama/model.js';
@@ -36,10 +36,14 @@ import { formatReport, prepareData, saveReport } from './data/index.js';
 import { compareResults, type Comparison } from './eval/compare.js';
 import { ModelEmbeddingProvider } from './eval/embeddings.js';
 import { readJsonl, writeFileAtomic } from './eval/fsutil.js';
+import { describeValue } from '../io/json.js';
+import { ensureFolder } from '../io/atomic.js';
 import { buildEvalItems, EvalProgress, metricsFor, runGenerationEval, type EvalMetric } from './eval/generation.js';
 import { writeReport } from './eval/report.js';
 import { readResults, readTrainingLog, writeResults } from './eval/results.js';
 import { runTraining } from './train/trainer.js';
+import { checkSeqLenFitsModel } from './train/checks.js';
+import { loadLlamaConfig } from '../llama/config.js';
 
 export const STAGES = ['data', 'baseline_eval', 'train', 'finetuned_eval', 'compare', 'export'] as const;
 export type StageName = (typeof STAGES)[number];
@@ -97,7 +101,7 @@ export interface PipelineResult {
 }
 
 /** A stage failed for a reason that is not bad input (bad input stays an InputError). */
-export class PipelineStageError extends Error {
+export class PipelineStageError extends RuntimeFailure {
   override name = 'PipelineStageError';
   constructor(
     readonly stage: StageName,
@@ -199,7 +203,7 @@ async function suitePerplexity(model: LlamaModel, tokenizer: LlamaTokenizer, sui
   for (const { row, value } of rows) {
     if (limit !== null && texts.length >= limit) break;
     const t = (value as Record<string, unknown> | null)?.['text'];
-    if (typeof t !== 'string' || t === '') throw new InputError(`expected a non-empty "text" string for the perplexity task, got ${JSON.stringify(t)?.slice(0, 60) ?? 'nothing'}`, { file, row, key: 'text' });
+    if (typeof t !== 'string' || t === '') throw new InputError(`expected a non-empty "text" string for the perplexity task, got ${t === undefined ? 'nothing' : describeValue(t, 60)}`, { file, row, key: 'text' });
     texts.push(t);
   }
   if (texts.length === 0) throw new InputError('no records', { file });
@@ -357,7 +361,7 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
       if (!existsSync(s.cfg.file)) throw new InputError(`eval file not found: ${s.cfg.file}`, { key: `eval.suites.${i}.file` });
     }
   }
-  await mkdir(stagesDir, { recursive: true });
+  await ensureFolder(stagesDir);
   const state = await readPipelineState(runDir);
   const fp: Partial<Record<StageName, string>> = {};
   const reports: SuiteReport[] = [];
@@ -382,10 +386,11 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
       name: 'data',
       inputs: async () => ({ model: modelFp, 'config.data': valueFingerprint(cfg.data), 'config.training.seed': valueFingerprint(cfg.training.seed), ...(await dataFiles()) }),
       run: async (dir) => {
+        checkSeqLenFitsModel(cfg, await loadLlamaConfig(cfg.model.path));
         const tokenizer = await LlamaTokenizer.load(cfg.model.path);
         const prepared = await prepareData(cfg, tokenizer);
         saveReport(prepared.report, join(dir, 'data-report.json'));
-        await writeFile(join(dir, 'data-report.txt'), formatReport(prepared.report) + '\n');
+        await writeFileAtomic(join(dir, 'data-report.txt'), formatReport(prepared.report) + '\n');
         if (prepared.train.length === 0) throw new InputError('the data stage left no training examples', { file: cfg.data.train });
         return [join(dir, 'data-report.json'), join(dir, 'data-report.txt')];
       },
@@ -409,7 +414,7 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
         // The merged export is the export stage's job; the trainer writes only the adapter.
         const trainCfg: ResolvedConfig = { ...cfg, output: { ...cfg.output, dir, export_merged: false } };
         const r = await runTraining(trainCfg, { resume: true, quiet });
-        if (r.interrupted) throw new PipelineStageError('train', 'training was interrupted (its checkpoint is kept): re-run the pipeline to resume');
+        if (r.interrupted) throw new Interrupted(r.signal ?? 'SIGINT', 'training was interrupted (its checkpoint is kept): re-run the pipeline to resume');
         return [r.adapterDir ?? r.modelDir!, join(dir, 'metrics.jsonl')].filter((p) => existsSync(p));
       },
     },
@@ -525,6 +530,7 @@ function stageFailure(stage: StageName, err: unknown, runDir: string, done: Pipe
   const msg = err instanceof Error ? err.message : String(err);
   const kept = done.length ? `the completed stages (${done.map((d) => d.name).join(', ')}) are kept in ${runDir}; ` : '';
   const text = `pipeline stage '${stage}' failed: ${msg}\n  ${kept}fix the problem and re-run to continue from '${stage}'`;
-  // Bad input stays an InputError (exit code 1); anything else is a runtime failure of the stage.
+  // Bad input stays an InputError (exit code 1), an interruption an Interrupted (130); anything else is a runtime failure of the stage.
+  if (err instanceof Interrupted) return new Interrupted(err.signal, `pipeline stage '${stage}' interrupted: ${msg}\n  ${kept}re-run to continue from '${stage}'`);
   return err instanceof InputError ? new InputError(text) : new PipelineStageError(stage, text, { cause: err });
 }

@@ -159,7 +159,7 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ file, sets: ['training.lr'] })).toThrow(/expected key\.path=value/);
     const bad = t.write('bad.yaml', 'model:\n  path: [unclosed\n');
     expect(() => loadConfig({ file: bad })).toThrow(/invalid YAML/);
-    expect(() => loadConfig({ file: join(t.dir, 'missing.yaml') })).toThrow(/cannot read config file: ENOENT/);
+    expect(() => loadConfig({ file: join(t.dir, 'missing.yaml') })).toThrow(/missing\.yaml: config file not found/);
   });
 
   it('saves the resolved config atomically; reloading it gives the same config', () => {

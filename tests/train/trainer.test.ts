@@ -172,7 +172,7 @@ describe('trainer', () => {
     expect(existsSync(join(dir, 'adapter', 'adapter_model.safetensors'))).toBe(true);
   });
 
-  it('Ctrl-C (SIGINT) finishes the step, saves a checkpoint, exits 0; --resume completes the run', async () => {
+  it('Ctrl-C (SIGINT) finishes the step, saves a checkpoint, exits 130; --resume completes the run', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-sigint-'));
     const args = [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...settings(dir, ['training.save_every=0']).flatMap((s) => ['--set', s])];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -186,8 +186,10 @@ describe('trainer', () => {
     while (Date.now() < deadline && child.exitCode === null && !(existsSync(metrics) && losses(dir).length >= 1)) await new Promise((r) => setTimeout(r, 50));
     child.kill('SIGINT');
     const code = await exited;
-    expect(code, stderr).toBe(0);
+    // 130 = 128 + SIGINT, the shell convention: `finllm train && finllm export` stops here.
+    expect(code, stderr).toBe(130);
     expect(stdout).toMatch(/interrupted/);
+    expect(stderr).toMatch(/^finllm: interrupted: checkpoint saved at step \d+; .*--resume$/m);
     const done = losses(dir).length;
     expect(done).toBeGreaterThanOrEqual(1);
     expect(done).toBeLessThan(6);

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { formatBytes } from '../../engine/device-memory.js';
 
 export { formatBytes };
+import { escapeControl } from '../../errors.js';
 
 export interface MetricRecord {
   step: number;
@@ -61,7 +62,8 @@ export class ConsoleProgress {
 
   message(text: string): void {
     if (!this.enabled) return;
-    process.stderr.write((this.tty ? '\r\x1b[K' : '') + text + '\n');
+    // Messages quote paths and config values: their control characters are shown, not obeyed.
+    process.stderr.write((this.tty ? '\r\x1b[K' : '') + escapeControl(text) + '\n');
   }
 
   done(): void {

@@ -15,13 +15,15 @@
 //
 // Weight decay under full training follows the HF Trainer: matrices (embeddings, linear layers, LM
 // head) are decayed, RMSNorm weights are not.
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { ensureFolderSync, removeStaleTemps, writeFileAtomic } from '../../io/atomic.js';
+import { describeNonFinite, nonFiniteCount } from '../../io/finite.js';
 import { join } from 'node:path';
 import { backward, noGrad, zeroGrad } from '../../engine/autograd.js';
 import { engine, initEngine, Tensor, tidy } from '../../engine/tensor.js';
 import { scale } from '../../kernels/elementwise.js';
 import { AdamW, gradNormCoef } from '../../kernels/optim.js';
-import { InputError } from '../../errors.js';
+import { InputError, NonFiniteError } from '../../errors.js';
 import { loadLlamaConfig } from '../../llama/config.js';
 import { LlamaModel, type CheckpointMode } from '../../llama/model.js';
 import { OutOfMemoryError } from '../../engine/device.js';
@@ -35,11 +37,17 @@ import { createDataLoader, prepareData, saveReport, formatReport, type Batch, ty
 import { latestCheckpoint, readJsonSync, saveCheckpoint, writeJsonSync } from './checkpoint.js';
 import { ConsoleProgress, JsonlMetrics, formatBytes, type MetricRecord, type ScalarSink } from './logging.js';
 import { lrAt, resolveWarmup, type ScheduleSpec } from './schedule.js';
+import { checkResumeConfig, formatDifferences, readTrainerState, type TrainerState } from './resume.js';
+import { checkSeqLenFitsModel, describeSources, nonFiniteStep } from './checks.js';
 import { TensorBoardWriter } from '../../io/tfevents.js';
+
+const SUMMARY_FILE = 'train-summary.json';
 
 export interface TrainOptions {
   /** Continue from the latest checkpoint in the run folder (also when config says resume: never). */
   resume?: boolean;
+  /** Resume even when settings that affect the result differ from the checkpoint's (they are listed). */
+  allowConfigChange?: boolean;
   /** Print progress to stderr (default: config.logging.console). */
   quiet?: boolean;
   /** Called after each optimizer step (tests, the pipeline). */
@@ -63,6 +71,10 @@ export interface TrainResult {
   initialValLoss: number | null;
   stoppedEarly: boolean;
   interrupted: boolean;
+  /** The signal that interrupted the run (SIGINT: Ctrl-C). */
+  signal?: 'SIGINT' | 'SIGTERM';
+  /** The run folder held a finished run: nothing was trained or written. */
+  alreadyComplete?: boolean;
   /** The PEFT adapter (training.method lora), else null. */
   adapterDir: string | null;
   /** The complete trained model, an HF folder (training.method full), else null. */
@@ -72,18 +84,6 @@ export interface TrainResult {
   peakGpuBytes: number;
 }
 
-interface TrainerState {
-  version: 1;
-  step: number;
-  totalSteps: number;
-  loader: DataLoaderState;
-  bestValLoss: number | null;
-  badEvals: number;
-  losses: StepRecord[];
-  valLosses: { step: number; loss: number }[];
-  initialValLoss: number | null;
-  tokensSeen: number;
-}
 
 /** Mixes (seed, step, micro-batch) into the LoRA dropout seed of that forward pass. */
 export function dropoutSeed(seed: number, step: number, micro: number): number {
@@ -108,7 +108,7 @@ export interface StepOptions {
 export interface StepResult {
   /** Token-weighted mean loss over all micro-batches, before the update. */
   loss: number;
-  /** Global gradient norm before clipping (null when clipping is off). */
+  /** Global gradient norm before clipping. */
   gradNorm: number | null;
   /** Tokens processed (batch × sequence, padding included). */
   tokens: number;
@@ -117,7 +117,8 @@ export interface StepResult {
 /**
  * One optimizer step over `batches` (the micro-batches of gradient accumulation): forward and
  * backward of each micro-batch with its loss weighted by its share of the step's target tokens,
- * then clipping, the AdamW update and zeroing of the gradients.
+ * then the loss and the global gradient norm are read back and checked (nonFiniteStep: a
+ * NonFiniteError, nothing applied), then clipping, the AdamW update and zeroing of the gradients.
  */
 export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Batch[], o: StepOptions): Promise<StepResult> {
   const total = batches.reduce((s, b) => s + b.numTargetTokens, 0);
@@ -134,26 +135,34 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Ba
     });
     weighted.push(w);
   });
-  // Clipping folded into the update: the step scales each gradient by min(1, max/‖g‖) on the GPU.
-  const clip = o.maxGradNorm !== null ? gradNormCoef(params, o.maxGradNorm) : null;
-  optimizer.step(o.lr, clip ? { gradScale: clip.coef } : {});
-  clip?.coef.dispose();
-  zeroGrad(params);
+  // The norm is computed with clipping off too: with the loss it shows whether the step is finite.
+  // Clipping is folded into the update: the step scales each gradient by min(1, max/‖g‖) on the GPU.
+  const clip = gradNormCoef(params, o.maxGradNorm ?? Infinity);
   let loss = 0;
   for (const w of weighted) {
     loss += await w.item();
     w.dispose();
   }
-  let gradNorm: number | null = null;
-  if (clip) {
-    gradNorm = await clip.norm.item();
-    clip.norm.dispose();
+  const gradNorm = await clip.norm.item();
+  clip.norm.dispose();
+  const problem = nonFiniteStep(loss, gradNorm);
+  if (problem) {
+    clip.coef.dispose();
+    zeroGrad(params);
+    const sources = describeSources(batches);
+    throw new NonFiniteError(`step ${o.stepIndex + 1}: ${problem}${sources ? ` (examples: ${sources})` : ''}`);
   }
+  optimizer.step(o.lr, o.maxGradNorm !== null ? { gradScale: clip.coef } : {});
+  clip.coef.dispose();
+  zeroGrad(params);
   return { loss, gradNorm, tokens: batches.reduce((s, b) => s + b.batchSize * b.seqLen, 0) };
 }
 
 export class LoraTrainer {
   private stopRequested = false;
+  /** Set by setup: the run folder holds a finished run (see isComplete). */
+  complete = false;
+  private stopSignal: 'SIGINT' | 'SIGTERM' | null = null;
   private metrics: JsonlMetrics | null = null;
   private tb: ScalarSink | null = null;
   private progress: ConsoleProgress;
@@ -186,6 +195,27 @@ export class LoraTrainer {
   }
 
   /**
+   * The run ended (all steps, or early stopping) and wrote its summary and its adapter (or model),
+   * which is the final checkpoint's: a re-run leaves it as it is. (Killed before that, a re-run
+   * writes them.)
+   */
+  private isComplete(): boolean {
+    const st = this.state;
+    if (!(st.step >= st.totalSteps || st.stoppedEarly === true) || !existsSync(join(this.runDir, SUMMARY_FILE))) return false;
+    const last = latestCheckpoint(this.runDir);
+    if (last?.step !== st.step) return false;
+    const same = (f: string) => {
+      try {
+        return readFileSync(join(this.runDir, f)).equals(readFileSync(join(last.dir, f)));
+      } catch {
+        return false;
+      }
+    };
+    if (this.model.fullTraining) return same('model/model.safetensors') && same('model/config.json');
+    return same('adapter/adapter_model.safetensors') && same('adapter/adapter_config.json');
+  }
+
+  /**
    * Loads tokenizer, data, model (+ fresh LoRA), optimizer; resolves batch_size: auto; prints the
    * memory estimate; restores the latest checkpoint when resuming.
    */
@@ -193,17 +223,19 @@ export class LoraTrainer {
     await initEngine();
     let cfg = configured;
     const runDir = cfg.output.dir;
-    mkdirSync(runDir, { recursive: true });
+    checkSeqLenFitsModel(cfg, await loadLlamaConfig(cfg.model.path));
+    ensureFolderSync(runDir);
+    // Temps of a run killed while writing these (the writers clean their own too; a finished run writes none).
+    for (const f of ['data-report.json', RESOLVED_CONFIG_NAME, SUMMARY_FILE, 'metrics.jsonl', 'adapter/adapter_model.safetensors', 'adapter/adapter_config.json']) removeStaleTemps(join(runDir, f));
     const latest = latestCheckpoint(runDir);
     const resuming = latest !== null && (opts.resume === true || cfg.training.resume === 'auto');
-    // A resumed auto run keeps the batch it chose (read before the file is rewritten below).
+    // A resumed auto run keeps the batch it chose.
     const chosenBefore = resuming && cfg.training.batch_size === 'auto' ? resolvedBatch(runDir) : null;
-    saveResolvedConfig(cfg, runDir);
+    const configNotes: string[] = [];
     const log = (m: string) => (!opts.quiet && cfg.logging.console ? process.stderr.write(m + '\n') : undefined);
 
     const tokenizer = await LlamaTokenizer.load(cfg.model.path);
     const data = await prepareData(cfg, tokenizer);
-    saveReport(data.report, join(runDir, 'data-report.json'));
     log(formatReport(data.report));
     if (data.val.length === 0) log('warning: no validation examples (set data.val or data.val_split); validation is skipped');
 
@@ -236,7 +268,7 @@ export class LoraTrainer {
       const how = picked ? `estimate ${formatBytes(picked.estimate)}, trial step ${formatBytes(picked.measured)}` : `as chosen when ${runDir} started`;
       const note = `batch_size: auto -> ${chosen.batchSize} x grad_accum ${chosen.gradAccum} = ${chosen.batchSize * chosen.gradAccum} sequences per step (${how})`;
       log(note);
-      saveResolvedConfig(cfg, runDir, [note]);
+      configNotes.push(note);
     }
     for (const line of describeMemory(cfg, model.config, microBatch(cfg), engine().memory)) log(line);
     const estimate = estimateStep(cfg, model.config, microBatch(cfg)).total;
@@ -249,7 +281,7 @@ export class LoraTrainer {
     const schedule: ScheduleSpec = { kind: t.schedule, baseLr: t.lr, warmupSteps: resolveWarmup(totalSteps, t.warmup_steps, t.warmup_ratio), totalSteps };
     const trainer = new LoraTrainer(cfg, runDir, tokenizer, data, model, optimizer, loader, schedule, opts);
 
-    if (latest && resuming) await trainer.restore(latest.dir);
+    if (latest && resuming) await trainer.restore(latest);
     else if (latest) {
       throw new InputError(`${runDir} already holds checkpoints (latest step ${latest.step}); pass --resume, set training.resume: auto, or choose another output.dir`, { key: 'output.dir' });
     } else {
@@ -257,7 +289,14 @@ export class LoraTrainer {
       rmSync(join(runDir, 'metrics.jsonl'), { force: true });
       rmSync(join(runDir, 'tensorboard'), { recursive: true, force: true });
     }
-    trainer.openLogs();
+    trainer.complete = latest !== null && trainer.isComplete();
+    if (!trainer.complete) {
+      if (latest) trainer.progress.message(`resumed from ${latest.dir} (step ${trainer.state.step}/${trainer.state.totalSteps})`);
+      // Written once the run is known to go on: a finished run folder is left as it is.
+      saveResolvedConfig(cfg, runDir, configNotes);
+      saveReport(data.report, join(runDir, 'data-report.json'));
+      trainer.openLogs();
+    }
     return trainer;
   }
 
@@ -295,7 +334,9 @@ export class LoraTrainer {
     } finally {
       this.model.training = wasTraining;
     }
-    return count > 0 ? sum / count : null;
+    if (count === 0) return null;
+    if (!Number.isFinite(sum)) throw new NonFiniteError(`the validation loss is ${sum}: the model's forward pass overflows on the validation data`);
+    return sum / count;
   }
 
   /** One optimizer step (see the free function `trainStep`). */
@@ -312,9 +353,11 @@ export class LoraTrainer {
   async train(): Promise<TrainResult> {
     const t = this.cfg.training;
     const st = this.state;
-    const onSignal = () => {
-      if (this.stopRequested) process.exit(130);
+    if (this.complete) return this.completedResult();
+    const onSignal = (signal: 'SIGINT' | 'SIGTERM') => {
+      if (this.stopRequested) process.exit(signal === 'SIGINT' ? 130 : 143);
       this.progress.message('interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)');
+      this.stopSignal = signal;
       this.requestStop();
     };
     process.on('SIGINT', onSignal);
@@ -330,12 +373,12 @@ export class LoraTrainer {
           this.progress.message(`step 0: validation loss ${st.initialValLoss.toFixed(4)}`);
         }
       }
-      if (st.step >= st.totalSteps) this.progress.message(`the run in ${this.runDir} is already complete (step ${st.step}/${st.totalSteps}); nothing to train`);
-      while (st.step < st.totalSteps && !this.stopRequested) {
+      while (st.step < st.totalSteps && !st.stoppedEarly && !this.stopRequested) {
         const lr = lrAt(this.schedule, st.step);
         const batches = Array.from({ length: t.grad_accum }, () => this.loader.next());
-        const r = await this.trainStep(batches, lr, st.step);
-        if (!Number.isFinite(r.loss)) throw new Error(`training diverged: loss is ${r.loss} at step ${st.step + 1} (try a lower training.lr)`);
+        const r = await this.trainStep(batches, lr, st.step).catch((err: unknown) => {
+          throw err instanceof NonFiniteError ? this.stopped(err) : err;
+        });
         st.step++;
         st.tokensSeen += r.tokens;
         const rec: StepRecord = { step: st.step, loss: r.loss, lr, gradNorm: r.gradNorm, tokens: r.tokens };
@@ -363,6 +406,7 @@ export class LoraTrainer {
             } else if (++st.badEvals >= t.early_stopping.patience) {
               this.progress.message(`early stopping: no improvement of validation loss for ${st.badEvals} evaluations`);
               stoppedEarly = true;
+              st.stoppedEarly = true;
             }
           }
         }
@@ -402,22 +446,59 @@ export class LoraTrainer {
     }
     const elapsed = (Date.now() - runStart) / 1000;
     const result: TrainResult = {
-      runDir: this.runDir,
-      steps: st.step,
-      losses: st.losses,
-      valLosses: st.valLosses,
-      finalValLoss: st.valLosses.length ? st.valLosses[st.valLosses.length - 1]!.loss : null,
-      initialValLoss: st.initialValLoss,
+      ...this.progressFields(),
       stoppedEarly,
       interrupted: this.stopRequested,
+      ...(this.stopSignal ? { signal: this.stopSignal } : {}),
       adapterDir,
       modelDir,
       mergedDir,
       tokensPerSecond: (st.tokensSeen - tokensAtStart) / Math.max(elapsed, 1e-9),
       peakGpuBytes: engine().pool.stats().peakBytes,
     };
-    writeJsonSync(join(this.runDir, 'train-summary.json'), { ...result, losses: undefined });
+    writeJsonSync(join(this.runDir, SUMMARY_FILE), { ...result, losses: undefined });
     return result;
+  }
+
+  /** The parts of a TrainResult that come from the trainer state. */
+  private progressFields(): Pick<TrainResult, 'runDir' | 'steps' | 'losses' | 'valLosses' | 'finalValLoss' | 'initialValLoss'> {
+    const st = this.state;
+    return {
+      runDir: this.runDir,
+      steps: st.step,
+      losses: st.losses,
+      valLosses: st.valLosses,
+      finalValLoss: st.valLosses.length ? st.valLosses[st.valLosses.length - 1]!.loss : null,
+      initialValLoss: st.initialValLoss,
+    };
+  }
+
+  /** The result of a finished run, from its summary; nothing is written. */
+  private completedResult(): TrainResult {
+    const st = this.state;
+    this.progress.message(`the run in ${this.runDir} is already complete (step ${st.step}/${st.totalSteps}${st.stoppedEarly ? ', early stopping' : ''}); nothing to do`);
+    const summary = readJsonSync<Partial<TrainResult>>(join(this.runDir, SUMMARY_FILE));
+    return {
+      ...this.progressFields(),
+      stoppedEarly: st.stoppedEarly === true,
+      interrupted: false,
+      alreadyComplete: true,
+      adapterDir: this.model.fullTraining ? null : join(this.runDir, 'adapter'),
+      modelDir: this.model.fullTraining ? join(this.runDir, 'model') : null,
+      mergedDir: typeof summary.mergedDir === 'string' ? summary.mergedDir : null,
+      tokensPerSecond: typeof summary.tokensPerSecond === 'number' ? summary.tokensPerSecond : 0,
+      peakGpuBytes: typeof summary.peakGpuBytes === 'number' ? summary.peakGpuBytes : 0,
+    };
+  }
+
+  /** The message a non-finite step ends the run with: what happened, what was kept, what to try. */
+  private stopped(err: NonFiniteError): NonFiniteError {
+    const last = latestCheckpoint(this.runDir);
+    const kept = last ? `the last checkpoint (step ${last.step}, ${last.dir}) is kept` : 'no checkpoint was written';
+    return new NonFiniteError(
+      `training stopped at ${err.message}. Nothing of this step was applied or saved; ${kept}. ` +
+        `Check those examples, or lower training.lr (now ${this.cfg.training.lr})${this.cfg.training.max_grad_norm === null ? ' or set training.max_grad_norm' : ''}.`,
+    );
   }
 
   private warnedMemory = false;
@@ -449,30 +530,44 @@ export class LoraTrainer {
         entries.push({ name: `${name}.exp_avg`, dtype: 'F32', shape: [m.expAvg.length], data: m.expAvg });
         entries.push({ name: `${name}.exp_avg_sq`, dtype: 'F32', shape: [m.expAvgSq.length], data: m.expAvgSq });
       });
+      const bad = entries.map((e) => ({ name: e.name, count: nonFiniteCount(e.data) })).filter((f) => f.count > 0);
+      if (bad.length > 0) throw new NonFiniteError(`refusing to write checkpoint ${st.step}: ${describeNonFinite(bad)}`);
       await writeSafetensors(join(tmp, 'optimizer.safetensors'), entries, { step: String(opt.step) });
+      saveResolvedConfig(this.cfg, tmp); // what resume compares its config with
       writeJsonSync(join(tmp, 'trainer_state.json'), st);
     });
     this.progress.message(`checkpoint: ${dir}`);
     return dir;
   }
 
-  private async restore(dir: string): Promise<void> {
-    const st = readJsonSync<TrainerState>(join(dir, 'trainer_state.json'));
-    if (st.version !== 1) throw new InputError(`unsupported trainer_state version ${st.version}`, { file: join(dir, 'trainer_state.json') });
+  private async restore(latest: { step: number; dir: string }): Promise<void> {
+    const dir = latest.dir;
+    const st = readTrainerState(join(dir, 'trainer_state.json'), latest.step);
+    const diffs = checkResumeConfig(this.cfg, dir, this.runDir, this.opts.allowConfigChange ?? false);
+    if (diffs.length > 0) this.progress.message(`warning: resuming with settings that differ from the checkpoint's: ${formatDifferences(diffs)}`);
     if (st.totalSteps !== this.schedule.totalSteps) {
-      throw new InputError(`checkpoint was made for ${st.totalSteps} total steps but the config now gives ${this.schedule.totalSteps}; resume with the same training settings`, { file: join(dir, 'trainer_state.json') });
+      if (!this.opts.allowConfigChange) {
+        throw new InputError(`checkpoint was made for ${st.totalSteps} total steps but the config now gives ${this.schedule.totalSteps}; resume with the same training settings or pass --allow-config-change`, { file: join(dir, 'trainer_state.json') });
+      }
+      st.totalSteps = this.schedule.totalSteps;
     }
     // Weights go into the existing parameter tensors: the optimizer holds references to them.
     const named = this.model.namedTrainableParameters();
+    const damaged = (tensors: Map<string, Float32Array>, file: string) => {
+      const found = [...tensors].map(([name, data]) => ({ name, count: nonFiniteCount(data) })).filter((f) => f.count > 0);
+      if (found.length > 0) throw new InputError(`${describeNonFinite(found)}; the checkpoint is damaged: resume from an earlier one (delete this folder)`, { file });
+    };
     if (this.model.fullTraining) {
       const modelDir = join(dir, 'model');
       const ckpt = await Checkpoint.open(modelDir);
       try {
+        const loaded = new Map<string, Float32Array>();
         for (const [name, t] of named) {
           if (!ckpt.has(name)) throw new InputError(`checkpoint model lacks '${name}' (was the run made with training.method lora?)`, { file: modelDir });
-          const data = await ckpt.readF32(name, t.shape);
-          engine().dev.write(t.buffer, 0, data);
+          loaded.set(name, await ckpt.readF32(name, t.shape));
         }
+        damaged(loaded, modelDir);
+        for (const [name, t] of named) engine().dev.write(t.buffer, 0, loaded.get(name)!);
       } finally {
         await ckpt.close();
       }
@@ -480,6 +575,7 @@ export class LoraTrainer {
       const adapterFile = join(dir, 'adapter', 'adapter_model.safetensors');
       if (!existsSync(adapterFile)) throw new InputError('checkpoint has no LoRA adapter (was the run made with training.method full?)', { file: adapterFile });
       const saved = await readSafetensorsF32(adapterFile);
+      damaged(saved, adapterFile);
       for (const [name, t] of named) {
         const data = saved.get(name);
         if (!data || data.length !== t.numel) throw new InputError(`checkpoint adapter lacks '${name}' with ${t.numel} values (LoRA settings changed?)`, { file: adapterFile });
@@ -487,14 +583,18 @@ export class LoraTrainer {
       }
     }
     const names = [...named.keys()];
-    const tensors = await readSafetensorsF32(join(dir, 'optimizer.safetensors'));
-    const meta = tensors.metadata;
+    const optimizerFile = join(dir, 'optimizer.safetensors');
+    const tensors = await readSafetensorsF32(optimizerFile);
+    damaged(tensors, optimizerFile);
+    const optStep = Number(tensors.metadata.step);
+    if (optStep !== st.step) throw new InputError(`optimizer state is for step ${tensors.metadata.step ?? '(none)'}, trainer_state.json for step ${st.step}`, { file: optimizerFile, key: '__metadata__.step' });
     this.optimizer.importState({
-      step: Number(meta.step),
+      step: optStep,
       moments: names.map((n) => {
         const m = tensors.get(`${n}.exp_avg`);
         const v = tensors.get(`${n}.exp_avg_sq`);
-        if (!m || !v) throw new InputError(`optimizer state for '${n}' is missing`, { file: join(dir, 'optimizer.safetensors') });
+        if (!m || !v) throw new InputError(`optimizer state for '${n}' is missing`, { file: optimizerFile });
+        if (m.length !== named.get(n)!.numel || v.length !== m.length) throw new InputError(`optimizer state for '${n}' has ${m.length} values, expected ${named.get(n)!.numel}`, { file: optimizerFile });
         return { expAvg: m, expAvgSq: v };
       }),
     });
@@ -503,20 +603,16 @@ export class LoraTrainer {
     // Metrics logged after this checkpoint by the interrupted run are dropped, so the log reads as one run.
     const metricsPath = join(this.runDir, 'metrics.jsonl');
     if (existsSync(metricsPath)) {
-      const kept = readFileSync(metricsPath, 'utf8')
-        .split('\n')
-        .filter((l) => l.trim() !== '')
-        .filter((l) => {
-          try {
-            return (JSON.parse(l) as MetricRecord).step <= st.step;
-          } catch {
-            return false;
-          }
-        });
-      const { writeFileAtomic } = await import('../../io/atomic.js');
-      await writeFileAtomic(metricsPath, kept.map((l) => l + '\n').join(''));
+      const lines = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l.trim() !== '');
+      const kept = lines.filter((l) => {
+        try {
+          return (JSON.parse(l) as MetricRecord).step <= st.step;
+        } catch {
+          return false;
+        }
+      });
+      if (kept.length !== lines.length) await writeFileAtomic(metricsPath, kept.map((l) => l + '\n').join(''));
     }
-    this.progress.message(`resumed from ${dir} (step ${st.step}/${st.totalSteps})`);
   }
 
   dispose(): void {
