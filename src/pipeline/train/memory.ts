@@ -57,9 +57,11 @@ export function describeMemory(cfg: ResolvedConfig, config: LlamaConfig, batchSi
   const e = estimateStep(cfg, config, batchSize, mode);
   const others = CHECKPOINT_MODES.filter((m) => m !== mode).map((m) => `${m} ${formatBytes(estimateStep(cfg, config, batchSize, m).total)}`);
   const full = cfg.training.method === 'full';
+  // Full training: the gradients at the peak are a main part, or (peak in the loss head) none yet.
+  const gradients = e.gradients > 0 ? `, gradients ${formatBytes(e.gradients)}` : full ? ', no gradient yet' : '';
   const trained = full
-    ? `weights ${formatBytes(e.weights)} (f32, all trained), AdamW ${formatBytes(e.optimizer)}, gradients ${formatBytes(e.gradients)}`
-    : `weights ${formatBytes(e.weights)}, LoRA + AdamW ${formatBytes(e.adapters + e.optimizer)}${e.gradients > 0 ? `, gradients ${formatBytes(e.gradients)}` : ''}`;
+    ? `trained f32 weights ${formatBytes(e.weights)}, AdamW ${formatBytes(e.optimizer)}${gradients}`
+    : `weights ${formatBytes(e.weights)}, LoRA + AdamW ${formatBytes(e.adapters + e.optimizer)}${gradients}`;
   return [
     `memory: estimated peak ${formatBytes(e.total)} for micro-batch ${batchSize} × ${cfg.data.max_seq_len} tokens, ${full ? 'full training' : 'LoRA'}, grad_checkpointing ${mode} ` +
       `(${trained}, activations ${formatBytes(e.activations)} [${formatBytes(e.activationsPerTokenPerLayer)} per token per layer], ` +
