@@ -101,8 +101,8 @@ interface ModeResult {
   cpu_ms_per_step: number;
   train_tok_per_cpu_s: number;
   peak_mem_gb: number;
-  /** The memory model's estimate (LoRA runs; it does not model full training yet). */
-  estimate_gb: number | null;
+  /** The memory model's estimate. */
+  estimate_gb: number;
   device_used_gb: number | null;
   loss: number;
 }
@@ -121,8 +121,8 @@ for (const mode of modes) {
   const cpu = process.cpuUsage(cpu0);
   const cpuStepMs = (cpu.user + cpu.system) / 1000 / steps;
   const used = nvidiaUsedBytes();
-  const estimate = method === 'full' ? null : estimateTrainingMemory({
-    config: c, batchSize: B, seqLen: T, quantize: quantize === 'nf4' ? 'nf4' : 'none', storage,
+  const estimate = estimateTrainingMemory({
+    config: c, batchSize: B, seqLen: T, method: method === 'full' ? 'full' : 'lora', quantize: quantize === 'nf4' ? 'nf4' : 'none', storage,
     lora: { r: 16, targetModules: LINEAR_MODULES }, checkpointing: mode, maxBindingBytes: e.dev.limits.maxStorageBufferBindingSize,
   });
   const r: ModeResult = {
@@ -132,13 +132,13 @@ for (const mode of modes) {
     cpu_ms_per_step: cpuStepMs,
     train_tok_per_cpu_s: (B * T) / (cpuStepMs / 1000),
     peak_mem_gb: e.pool.stats().peakBytes / 1e9,
-    estimate_gb: estimate ? estimate.total / 1e9 : null,
+    estimate_gb: estimate.total / 1e9,
     device_used_gb: used !== null && usedAtStart !== null ? (used - usedAtStart) / 1e9 : null,
     loss,
   };
   results.push(r);
   const device = r.device_used_gb !== null ? `, nvidia-smi +${r.device_used_gb.toFixed(2)} GB` : '';
-  console.log(`train ${mode.padEnd(9)}: ${r.step_ms.toFixed(1)} ms/step, ${r.train_tok_s.toFixed(0)} tok/s (CPU ${r.cpu_ms_per_step.toFixed(0)} ms/step), pool peak ${r.peak_mem_gb.toFixed(4)} GB (estimate ${r.estimate_gb?.toFixed(4) ?? 'n/a'} GB${device}), loss ${loss.toFixed(5)}`);
+  console.log(`train ${mode.padEnd(9)}: ${r.step_ms.toFixed(1)} ms/step, ${r.train_tok_s.toFixed(0)} tok/s (CPU ${r.cpu_ms_per_step.toFixed(0)} ms/step), pool peak ${r.peak_mem_gb.toFixed(4)} GB (estimate ${r.estimate_gb.toFixed(4)} GB${device}), loss ${loss.toFixed(5)}`);
 }
 
 model.training = false;

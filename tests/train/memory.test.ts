@@ -1,6 +1,7 @@
 // The trainer's memory handling on the bundled tiny model: batch_size: auto against a small device
-// capacity, and running out of memory mid-run (a clear message, exit code 2 from the CLI, the last
-// checkpoint intact and the run folder resumable).
+// capacity (LoRA and full training), the out-of-memory advice under full training, and running
+// out of memory mid-run (a clear message, exit code 2 from the CLI, the last checkpoint intact and
+// the run folder resumable).
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,7 +12,8 @@ import { RuntimeFailure } from '../../src/errors.js';
 import { loadLlamaConfig } from '../../src/llama/config.js';
 import { loadConfig, type ResolvedConfig } from '../../src/pipeline/config.js';
 import { createDataLoader } from '../../src/pipeline/data/index.js';
-import { AUTO_BATCH_HEADROOM, estimateStep, trialStep } from '../../src/pipeline/train/memory.js';
+import { AUTO_BATCH_HEADROOM, describeMemory, estimateStep, memoryAdvice, trialStep } from '../../src/pipeline/train/memory.js';
+import { formatBytes } from '../../src/pipeline/train/logging.js';
 import { LlamaModel } from '../../src/llama/model.js';
 import { LoraTrainer, runTraining } from '../../src/pipeline/train/trainer.js';
 import { useEngine } from '../helpers/index.js';
@@ -125,6 +127,69 @@ describe('batch_size: auto', () => {
     } finally {
       pool.capacityBytes = cap;
     }
+  });
+});
+
+describe('full training (training.method full)', () => {
+  const FULL = ['model.quantize=none', 'training.method=full'];
+
+  it('batch_size: auto picks by the full-training estimate, and its trial step leaves no gradient behind: the steps match an explicit run', async () => {
+    const cfg = config(mkdtempSync(join(tmpdir(), 'finllm-auto-full-')), [...FULL, 'training.batch_size=auto', 'training.effective_batch_size=8', 'training.max_steps=2']);
+    const llama = await loadLlamaConfig(cfg.model.path);
+    const est = (b: number) => estimateStep(cfg, llama, b, 'none', 8 / b).total;
+    // Full training needs more than LoRA on the same model: the capacity must come from this estimate.
+    const lora = loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml'), sets: settings(cfg.output.dir, ['model.quantize=none']) });
+    expect(est(4)).toBeGreaterThan(estimateStep(lora, llama, 4, 'none', 2).total);
+    const capacity = Math.floor((est(4) + est(8)) / 2 / AUTO_BATCH_HEADROOM);
+    expect(est(4)).toBeLessThanOrEqual(AUTO_BATCH_HEADROOM * capacity);
+    expect(est(8)).toBeGreaterThan(AUTO_BATCH_HEADROOM * capacity);
+    const auto = await withCapacity(capacity, async () => {
+      const trainer = await LoraTrainer.setup(cfg, { quiet: true });
+      try {
+        expect([trainer.cfg.training.batch_size, trainer.cfg.training.grad_accum]).toEqual([4, 2]);
+        for (const [name, t] of trainer.model.namedTrainableParameters()) expect(t.grad, name).toBeNull();
+        return await trainer.train();
+      } finally {
+        trainer.dispose();
+      }
+    });
+    const explicit = await runTraining(config(mkdtempSync(join(tmpdir(), 'finllm-auto-full-')), [...FULL, 'training.batch_size=4', 'training.grad_accum=2', 'training.max_steps=2']), { quiet: true });
+    // Step 2's loss follows step 1's update: a gradient left by the trial step would change it.
+    expect(auto.losses).toEqual(explicit.losses);
+  });
+
+  it('the estimate printed and the out-of-memory advice: full training parts, only changes full training accepts, each with its estimate', async () => {
+    const cfg = config(mkdtempSync(join(tmpdir(), 'finllm-advice-full-')), FULL);
+    const llama = await loadLlamaConfig(cfg.model.path);
+    const needs = (c: ResolvedConfig, b: number, mode = c.training.grad_checkpointing, accum = 1) => `needs ~${formatBytes(estimateStep(c, llama, b, mode, accum).total)}`;
+    const [line] = describeMemory(cfg, llama, 2, null);
+    const e = estimateStep(cfg, llama, 2);
+    expect(line).toContain(`memory: estimated peak ${formatBytes(e.total)} for micro-batch 2 × 64 tokens, full training, grad_checkpointing none (trained f32 weights ${formatBytes(e.weights)}, AdamW ${formatBytes(e.optimizer)}, `);
+    expect(line).toContain(e.gradients > 0 ? `, gradients ${formatBytes(e.gradients)}, ` : ', no gradient yet, ');
+    expect(line).toContain(`peak during ${e.peakAt}`);
+
+    const advice = memoryAdvice(cfg, llama, 2);
+    const lora: ResolvedConfig = { ...cfg, training: { ...cfg.training, method: 'lora' } };
+    for (const tip of [
+      `training.batch_size (now 2): 1 ${needs(cfg, 1, 'none', 2)}`, // with grad_accum 2, as the tip says
+      `data.max_seq_len (now 64): 32 ${needs({ ...cfg, data: { ...cfg.data, max_seq_len: 32 } }, 2)}`,
+      `training.grad_checkpointing: selective (now none) ${needs(cfg, 2, 'selective')}`,
+      `training.grad_checkpointing: full (now none) ${needs(cfg, 2, 'full')}`,
+      `training.method: lora (now full: adapters on the frozen model instead of training every weight) ${needs(lora, 2)}`,
+    ]) {
+      expect(advice).toContain(tip);
+    }
+    expect(advice).not.toMatch(/model\.quantize: nf4 \(now/); // full training refuses NF4
+
+    // One short row: the weights and their gradients set the peak, so checkpointing (and a smaller
+    // batch) cannot help and is not offered; a shorter max_seq_len or LoRA still can.
+    const small: ResolvedConfig = { ...cfg, data: { ...cfg.data, max_seq_len: 16 } };
+    for (const mode of ['selective', 'full'] as const) expect(estimateStep(small, llama, 1, mode).total).toBeGreaterThanOrEqual(estimateStep(small, llama, 1).total);
+    const tight = memoryAdvice(small, llama, 1);
+    expect(tight).not.toContain('grad_checkpointing');
+    expect(tight).not.toContain('batch_size');
+    expect(tight).toContain('data.max_seq_len (now 16): 8 needs ~');
+    expect(tight).toContain('training.method: lora (now full');
   });
 });
 

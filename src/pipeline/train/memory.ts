@@ -21,7 +21,7 @@ export const AUTO_DEFAULT_BATCH = 4;
 
 /**
  * The estimated pool peak of one step of micro-batch `batchSize` at max_seq_len under `mode`, with
- * `gradAccum` micro-batches per step.
+ * `gradAccum` micro-batches per step, for the configured training.method.
  */
 export function estimateStep(
   cfg: ResolvedConfig,
@@ -30,14 +30,16 @@ export function estimateStep(
   mode: CheckpointMode = cfg.training.grad_checkpointing,
   gradAccum = cfg.training.grad_accum,
 ): TrainingMemoryEstimate {
+  const method = cfg.training.method;
   return estimateTrainingMemory({
     accumulating: gradAccum > 1,
     config,
     batchSize,
     seqLen: cfg.data.max_seq_len,
+    method,
     quantize: cfg.model.quantize,
     storage: cfg.model.storage,
-    lora: { r: cfg.lora.r, targetModules: cfg.lora.target_modules },
+    lora: method === 'full' ? null : { r: cfg.lora.r, targetModules: cfg.lora.target_modules },
     checkpointing: mode,
     maxBindingBytes: engine().dev.limits.maxStorageBufferBindingSize,
   });
@@ -54,38 +56,57 @@ export function describeMemory(cfg: ResolvedConfig, config: LlamaConfig, batchSi
   const mode = cfg.training.grad_checkpointing;
   const e = estimateStep(cfg, config, batchSize, mode);
   const others = CHECKPOINT_MODES.filter((m) => m !== mode).map((m) => `${m} ${formatBytes(estimateStep(cfg, config, batchSize, m).total)}`);
+  const full = cfg.training.method === 'full';
+  // Full training: the gradients at the peak are a main part, or (peak in the loss head) none yet.
+  const gradients = e.gradients > 0 ? `, gradients ${formatBytes(e.gradients)}` : full ? ', no gradient yet' : '';
+  const trained = full
+    ? `trained f32 weights ${formatBytes(e.weights)}, AdamW ${formatBytes(e.optimizer)}${gradients}`
+    : `weights ${formatBytes(e.weights)}, LoRA + AdamW ${formatBytes(e.adapters + e.optimizer)}${gradients}`;
   return [
-    `memory: estimated peak ${formatBytes(e.total)} for micro-batch ${batchSize} × ${cfg.data.max_seq_len} tokens, grad_checkpointing ${mode} ` +
-      `(weights ${formatBytes(e.weights)}, LoRA + AdamW ${formatBytes(e.adapters + e.optimizer)}, activations ${formatBytes(e.activations)} ` +
-      `[${formatBytes(e.activationsPerTokenPerLayer)} per token per layer], workspace ${formatBytes(e.workspace)}); other modes: ${others.join(', ')}`,
+    `memory: estimated peak ${formatBytes(e.total)} for micro-batch ${batchSize} × ${cfg.data.max_seq_len} tokens, ${full ? 'full training' : 'LoRA'}, grad_checkpointing ${mode} ` +
+      `(${trained}, activations ${formatBytes(e.activations)} [${formatBytes(e.activationsPerTokenPerLayer)} per token per layer], ` +
+      `workspace ${formatBytes(e.workspace)}; peak during ${e.peakAt}); other modes: ${others.join(', ')}`,
     deviceLine(memory),
   ];
 }
 
-/** What to change to need less memory, each with its estimate; only the changes that apply. */
+/**
+ * What to change to need less memory, each with its estimate: only changes the configured method
+ * accepts (full training cannot use NF4 or 16-bit weights, but LoRA on the same model is a way
+ * out), and only those that lower the estimate (e.g. full checkpointing can need more than none
+ * when the weights and their gradients dominate).
+ */
 export function memoryAdvice(cfg: ResolvedConfig, config: LlamaConfig, batchSize: number): string {
   const t = cfg.training;
-  const est = (over: { b?: number; mode?: CheckpointMode; seq?: number; nf4?: boolean }) => {
+  const estimate = (over: { b?: number; accum?: number; mode?: CheckpointMode; seq?: number; nf4?: boolean; lora?: boolean }) => {
     const c: ResolvedConfig = {
       ...cfg,
       data: { ...cfg.data, max_seq_len: over.seq ?? cfg.data.max_seq_len },
       model: { ...cfg.model, quantize: over.nf4 ? 'nf4' : cfg.model.quantize },
+      training: { ...t, method: over.lora ? 'lora' : t.method },
     };
-    return formatBytes(estimateStep(c, config, over.b ?? batchSize, over.mode ?? t.grad_checkpointing).total);
+    return estimateStep(c, config, over.b ?? batchSize, over.mode ?? t.grad_checkpointing, over.accum ?? t.grad_accum).total;
   };
+  const now = estimate({});
   const tips: string[] = [];
+  const tip = (what: string, over: Parameters<typeof estimate>[0], after = '') => {
+    const bytes = estimate(over);
+    if (bytes < now) tips.push(`${what} needs ~${formatBytes(bytes)}${after}`);
+  };
   if (batchSize > 1) {
     const half = Math.max(1, Math.floor(batchSize / 2));
-    tips.push(`training.batch_size (now ${batchSize}): ${half} needs ~${est({ b: half })}; raise training.grad_accum to keep the effective batch, or set batch_size: auto`);
+    // With grad_accum raised to keep the effective batch: every gradient then stays through the later micro-batches.
+    tip(`training.batch_size (now ${batchSize}): ${half}`, { b: half, accum: 2 * t.grad_accum }, '; raise training.grad_accum to keep the effective batch, or set batch_size: auto');
   }
   const seq = Math.max(8, Math.floor(cfg.data.max_seq_len / 2));
-  if (seq < cfg.data.max_seq_len) tips.push(`data.max_seq_len (now ${cfg.data.max_seq_len}): ${seq} needs ~${est({ seq })}`);
+  if (seq < cfg.data.max_seq_len) tip(`data.max_seq_len (now ${cfg.data.max_seq_len}): ${seq}`, { seq });
   for (const mode of ['selective', 'full'] as const) {
-    if (CHECKPOINT_MODES.indexOf(mode) > CHECKPOINT_MODES.indexOf(t.grad_checkpointing)) {
-      tips.push(`training.grad_checkpointing: ${mode} (now ${t.grad_checkpointing}) needs ~${est({ mode })}`);
-    }
+    if (CHECKPOINT_MODES.indexOf(mode) > CHECKPOINT_MODES.indexOf(t.grad_checkpointing)) tip(`training.grad_checkpointing: ${mode} (now ${t.grad_checkpointing})`, { mode });
   }
-  if (cfg.model.quantize !== 'nf4') tips.push(`model.quantize: nf4 (now none) needs ~${est({ nf4: true })}`);
+  if (t.method === 'full') {
+    const qlora = estimate({ lora: true, nf4: true });
+    tip('training.method: lora (now full: adapters on the frozen model instead of training every weight)', { lora: true }, `, ~${formatBytes(qlora)} with model.quantize: nf4 as well`);
+  } else if (cfg.model.quantize !== 'nf4') tip('model.quantize: nf4 (now none)', { nf4: true });
   return tips.length ? `To fit, change one of: ${tips.join('; ')}.` : 'This is already the smallest configuration finllm can run; a device with more memory is needed.';
 }
 
@@ -168,7 +189,7 @@ export async function trialStep(model: LlamaModel, batchSize: number, seqLen: nu
     throw err;
   } finally {
     model.training = wasTraining;
-    zeroGrad(model.loraParameters());
+    zeroGrad(model.trainableParameters()); // LoRA leaves, or every weight under full training
     pool.trim(); // what the failed or finished trial cached goes back to the driver
   }
 }
