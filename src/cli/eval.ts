@@ -7,7 +7,6 @@
 // records through the training templates, greedy decoding, scores, a finllm.results.v1 file (--out).
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { initEngine } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
 import { evaluatePerplexity, type PerplexityResult } from '../llama/evaluate.js';
 import { EvalProgress, evaluateFile, parseEvalMetrics, type GenerationEvalResult, type GenerationTask } from '../pipeline/eval/generation.js';
@@ -16,7 +15,7 @@ import { writeResults } from '../pipeline/eval/results.js';
 import { writeFileAtomic } from '../pipeline/eval/fsutil.js';
 import { LlamaModel } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
-import { addModelOptions, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
+import { addModelOptions, applyPrecision, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
 
 export interface EvalCliOptions extends ModelCliOptions {
   data?: string;
@@ -108,10 +107,10 @@ export async function runPerplexityEval(opts: EvalCliOptions): Promise<Perplexit
   for (const m of metrics) if (m !== 'perplexity') throw new InputError(`unknown metric ${JSON.stringify(m)} for the perplexity task; expected perplexity`, { key: 'metrics' });
   if (!opts.data) throw new InputError('--data is required', { key: 'data' });
   const tokensPerPass = numberOption(opts.tokensPerPass, 'tokens-per-pass', true);
-  const { dir, load } = await modelLoadOptions(opts);
+  const { dir, load, precision } = await modelLoadOptions(opts);
   const texts = textsOf(await readJsonlRows(opts.data), opts.data);
   const tokenizer = await LlamaTokenizer.load(dir);
-  await initEngine();
+  await applyPrecision(precision);
   const model = await LlamaModel.load(dir, load);
   try {
     return await evaluatePerplexity(model, tokenizer, texts, tokensPerPass ? { maxTokensPerPass: tokensPerPass } : {});
@@ -140,7 +139,8 @@ export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptio
     ...(opts.seed !== undefined ? { seed: numberOption(opts.seed, 'seed', true)! } : {}),
   };
   const metrics = opts.metrics !== undefined ? parseEvalMetrics(opts.metrics, 'metrics') : null;
-  const { dir, load } = await modelLoadOptions(opts);
+  const { dir, load, precision } = await modelLoadOptions(opts);
+  await applyPrecision(precision);
   const progress = new EvalProgress(task, !opts.quiet);
   let tokens = 0;
   const r = await evaluateFile({

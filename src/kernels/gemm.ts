@@ -31,6 +31,9 @@
 // The dispatcher (chooseGemm) picks compute from the engine precision and the features (never the
 // vendor), and tile / split-K from the tuned table of this adapter (gemm-tuning.ts, written by
 // `npm run tune`), else from heuristics. FINLLM_DISABLE_FEATURES=shader-f16 removes the f16 variant.
+// Not written yet: the f16 subgroup-matrix (tensor-core) compute core, which would replace the SIMT
+// inner product of the f16 variant for adapters whose subgroupMatrixConfigs list f16 → f32 (the
+// loaders, staging and epilogues stay); it needs a GPU that has them to be written and tested.
 // Every kernel bounds-checks its loads (zero fill) and stores: any M, N, K ≥ 0.
 import { engine, Tensor, numelOf } from '../engine/tensor.js';
 import { computePrecision, type Precision } from '../engine/precision.js';

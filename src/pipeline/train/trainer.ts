@@ -8,10 +8,18 @@
 // Determinism: the data order is a function of (seed, epoch); LoRA dropout masks are a function of
 // (seed, step, micro-batch); kernels are deterministic (no float atomics). A run resumed from a
 // checkpoint therefore reproduces the loss sequence of an uninterrupted run exactly.
+//
+// Precision (training.precision, src/engine/precision.ts): fp32, or fp16-mixed with dynamic loss
+// scaling (loss-scale.ts): the loss is multiplied by the scale before backward, the step reads the
+// gradient norm back first, skips the update when it is inf/NaN and otherwise unscales inside the
+// AdamW update (grad · clip / scale). Non-finite steps go through one check (stepHealth): skipped
+// under loss scaling, a stop with a message in fp32.
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { backward, noGrad, zeroGrad } from '../../engine/autograd.js';
 import { engine, initEngine, Tensor, tidy } from '../../engine/tensor.js';
+import { computePrecision, precisionUnsupported, resolvePrecision, setComputePrecision, type Precision } from '../../engine/precision.js';
+import { DynamicLossScaler, stepHealth, type LossScalerState } from './loss-scale.js';
 import { scale } from '../../kernels/elementwise.js';
 import { AdamW, gradNormCoef } from '../../kernels/optim.js';
 import { InputError } from '../../errors.js';
@@ -40,6 +48,9 @@ export interface StepRecord {
   lr: number;
   gradNorm: number | null;
   tokens: number;
+  /** fp16-mixed: the loss scale this step ran with, and whether its update was skipped (inf/NaN gradients). */
+  lossScale?: number;
+  skipped?: boolean;
 }
 
 export interface TrainResult {
@@ -55,6 +66,9 @@ export interface TrainResult {
   mergedDir: string | null;
   tokensPerSecond: number;
   peakGpuBytes: number;
+  precision: Precision;
+  /** fp16-mixed: the final loss scale and the steps skipped for inf/NaN gradients. */
+  lossScaling: { scale: number; skippedSteps: number } | null;
 }
 
 interface TrainerState {
@@ -68,6 +82,10 @@ interface TrainerState {
   valLosses: { step: number; loss: number }[];
   initialValLoss: number | null;
   tokensSeen: number;
+  /** The precision the run trains in (absent in checkpoints written before it existed: fp32). */
+  precision?: Precision;
+  /** fp16-mixed: the dynamic loss scaler's state. */
+  lossScaler?: LossScalerState | null;
 }
 
 /** Mixes (seed, step, micro-batch) into the LoRA dropout seed of that forward pass. */
@@ -88,15 +106,22 @@ export interface StepOptions {
   /** Clip the global gradient norm to this (null: no clipping). */
   maxGradNorm: number | null;
   gradientCheckpointing?: boolean;
+  /**
+   * Dynamic loss scaling (fp16-mixed): the loss is multiplied by this before backward; the update
+   * is skipped when the gradients are inf/NaN and otherwise applied to grad / lossScale.
+   */
+  lossScale?: number;
 }
 
 export interface StepResult {
   /** Token-weighted mean loss over all micro-batches, before the update. */
   loss: number;
-  /** Global gradient norm before clipping (null when clipping is off). */
+  /** Global gradient norm before clipping, unscaled (null when clipping is off without loss scaling). */
   gradNorm: number | null;
   /** Tokens processed (batch × sequence, padding included). */
   tokens: number;
+  /** With loss scaling: the gradients were inf/NaN and the update was skipped. */
+  skipped: boolean;
 }
 
 /**
@@ -110,31 +135,57 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Ba
   model.training = true;
   const params = model.loraParameters();
   const weighted: Tensor[] = [];
+  const lossScale = o.lossScale ?? 1;
   batches.forEach((b, micro) => {
     model.setDropoutSeed(dropoutSeed(o.seed, o.stepIndex, micro));
     const w = tidy(() => {
       const loss = model.loss(b, { gradientCheckpointing: o.gradientCheckpointing ?? false });
-      backward(scale(loss, b.numTargetTokens / total));
+      backward(scale(loss, (lossScale * b.numTargetTokens) / total));
       return noGrad(() => scale(loss, b.numTargetTokens / total));
     });
     weighted.push(w);
   });
+  const readLoss = async () => {
+    let loss = 0;
+    for (const w of weighted) {
+      loss += await w.item();
+      w.dispose();
+    }
+    return loss;
+  };
+  const tokens = batches.reduce((s, b) => s + b.batchSize * b.seqLen, 0);
+  if (o.lossScale !== undefined) {
+    // Loss scaling: the (scaled) gradient norm decides on the CPU whether the step happens at all.
+    const { norm, coef } = gradNormCoef(params, o.maxGradNorm ?? 3.4e38);
+    coef.dispose();
+    const scaledNorm = await norm.item();
+    norm.dispose();
+    const loss = await readLoss();
+    const gradNorm = scaledNorm / lossScale;
+    if (!Number.isFinite(scaledNorm) || !Number.isFinite(loss)) {
+      zeroGrad(params);
+      return { loss, gradNorm, tokens, skipped: true };
+    }
+    // torch: unscale_ (× 1/scale, exact for a power of two) then clip; here both in one factor.
+    const clipCoef = o.maxGradNorm !== null ? Math.min(1, o.maxGradNorm / (gradNorm + 1e-6)) : 1;
+    const gradScale = Tensor.from(new Float32Array([clipCoef / lossScale]), [1]);
+    optimizer.step(o.lr, { gradScale });
+    gradScale.dispose();
+    zeroGrad(params);
+    return { loss, gradNorm, tokens, skipped: false };
+  }
   // Clipping folded into the update: the step scales each gradient by min(1, max/‖g‖) on the GPU.
   const clip = o.maxGradNorm !== null ? gradNormCoef(params, o.maxGradNorm) : null;
   optimizer.step(o.lr, clip ? { gradScale: clip.coef } : {});
   clip?.coef.dispose();
   zeroGrad(params);
-  let loss = 0;
-  for (const w of weighted) {
-    loss += await w.item();
-    w.dispose();
-  }
+  const loss = await readLoss();
   let gradNorm: number | null = null;
   if (clip) {
     gradNorm = await clip.norm.item();
     clip.norm.dispose();
   }
-  return { loss, gradNorm, tokens: batches.reduce((s, b) => s + b.batchSize * b.seqLen, 0) };
+  return { loss, gradNorm, tokens, skipped: false };
 }
 
 export class LoraTrainer {
@@ -144,6 +195,9 @@ export class LoraTrainer {
   private progress: ConsoleProgress;
   private state: TrainerState;
   private startTime = Date.now();
+  /** fp16-mixed: the dynamic loss scaler (null in fp32). */
+  private scaler: DynamicLossScaler | null;
+  private readonly previousPrecision: Precision;
   private constructor(
     readonly cfg: ResolvedConfig,
     readonly runDir: string,
@@ -154,8 +208,17 @@ export class LoraTrainer {
     readonly loader: DataLoader,
     readonly schedule: ScheduleSpec,
     private readonly opts: TrainOptions,
+    readonly precision: Precision,
   ) {
     this.progress = new ConsoleProgress(schedule.totalSteps, !opts.quiet && cfg.logging.console);
+    const ls = cfg.training.loss_scaling;
+    this.scaler =
+      precision === 'fp16-mixed'
+        ? new DynamicLossScaler({ initScale: ls.init_scale, growthFactor: ls.growth_factor, backoffFactor: ls.backoff_factor, growthInterval: ls.growth_interval })
+        : null;
+    // The precision is process-wide (the engine's GEMMs read it); dispose() puts the previous one back.
+    this.previousPrecision = computePrecision();
+    setComputePrecision(precision);
     this.state = {
       version: 1,
       step: 0,
@@ -167,12 +230,17 @@ export class LoraTrainer {
       valLosses: [],
       initialValLoss: null,
       tokensSeen: 0,
+      precision,
+      lossScaler: this.scaler?.state() ?? null,
     };
   }
 
   /** Loads tokenizer, data, model (+ fresh LoRA), optimizer; restores the latest checkpoint when resuming. */
   static async setup(cfg: ResolvedConfig, opts: TrainOptions = {}): Promise<LoraTrainer> {
-    await initEngine();
+    const { dev } = await initEngine();
+    const precision = resolvePrecision(cfg.training.precision, dev);
+    const unsupported = precisionUnsupported(precision, dev);
+    if (unsupported) throw new InputError(`${unsupported}; set training.precision: fp32 (or auto)`, { key: 'training.precision' });
     const runDir = cfg.output.dir;
     mkdirSync(runDir, { recursive: true });
     saveResolvedConfig(cfg, runDir);
@@ -193,6 +261,10 @@ export class LoraTrainer {
       cfg.training.seed,
     );
     model.gradientCheckpointing = cfg.training.grad_checkpointing;
+    log(`precision: ${precision}${cfg.training.precision === 'auto' ? ` (auto: ${dev.hasF16SubgroupMatrix() ? 'the adapter has f16 subgroup matrices' : 'no f16 subgroup matrices on this adapter'})` : ''}`);
+    if (precision === 'fp16-mixed' && model.weights.outOfF16Range.length) {
+      log(`fp16-mixed: ${model.weights.outOfF16Range.length} weight(s) exceed the f16 range (|w| > 65504) and stay on the f32 GEMM path: ${model.weights.outOfF16Range.join(', ')}`);
+    }
     const params = model.loraParameters();
     const optimizer = new AdamW(params, { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay });
     const loader = createDataLoader(data.train, cfg, tokenizer, 'train');
@@ -200,7 +272,7 @@ export class LoraTrainer {
     const batchesPerEpoch = loader.batchesInEpoch(0);
     const totalSteps = t.max_steps ?? Math.max(1, Math.ceil((batchesPerEpoch * t.epochs) / t.grad_accum));
     const schedule: ScheduleSpec = { kind: t.schedule, baseLr: t.lr, warmupSteps: resolveWarmup(totalSteps, t.warmup_steps, t.warmup_ratio), totalSteps };
-    const trainer = new LoraTrainer(cfg, runDir, tokenizer, data, model, optimizer, loader, schedule, opts);
+    const trainer = new LoraTrainer(cfg, runDir, tokenizer, data, model, optimizer, loader, schedule, opts, precision);
 
     const latest = latestCheckpoint(runDir);
     if (latest && (opts.resume || t.resume === 'auto')) await trainer.restore(latest.dir);
@@ -252,7 +324,7 @@ export class LoraTrainer {
     return count > 0 ? sum / count : null;
   }
 
-  /** One optimizer step (see the free function `trainStep`). */
+  /** One optimizer step (see the free function `trainStep`), at the loss scaler's scale in fp16-mixed. */
   async trainStep(batches: Batch[], lr: number, stepIndex: number): Promise<StepResult> {
     return trainStep(this.model, this.optimizer, batches, {
       lr,
@@ -260,7 +332,13 @@ export class LoraTrainer {
       seed: this.cfg.training.seed,
       maxGradNorm: this.cfg.training.max_grad_norm,
       gradientCheckpointing: this.cfg.training.grad_checkpointing,
+      ...(this.scaler ? { lossScale: this.scaler.scale } : {}),
     });
+  }
+
+  /** fp16-mixed: the loss scale now and the steps skipped so far (null in fp32). */
+  lossScaling(): { scale: number; skippedSteps: number } | null {
+    return this.scaler ? { scale: this.scaler.scale, skippedSteps: this.scaler.skippedSteps } : null;
   }
 
   async train(): Promise<TrainResult> {
@@ -288,20 +366,26 @@ export class LoraTrainer {
       while (st.step < st.totalSteps && !this.stopRequested) {
         const lr = lrAt(this.schedule, st.step);
         const batches = Array.from({ length: t.grad_accum }, () => this.loader.next());
+        const lossScale = this.scaler?.scale;
         const r = await this.trainStep(batches, lr, st.step);
-        if (!Number.isFinite(r.loss)) throw new Error(`training diverged: loss is ${r.loss} at step ${st.step + 1} (try a lower training.lr)`);
+        const health = stepHealth(st.step + 1, r.loss, r.gradNorm, this.scaler);
+        if (health.action === 'stop') throw new Error(health.message);
+        if (health.action === 'skip') this.progress.message(health.message!);
+        this.scaler?.update(r.skipped || health.action === 'skip');
+        st.lossScaler = this.scaler?.state() ?? null;
         st.step++;
         st.tokensSeen += r.tokens;
-        const rec: StepRecord = { step: st.step, loss: r.loss, lr, gradNorm: r.gradNorm, tokens: r.tokens };
+        const rec: StepRecord = { step: st.step, loss: r.loss, lr, gradNorm: r.gradNorm, tokens: r.tokens, ...(this.scaler ? { lossScale, skipped: r.skipped } : {}) };
         st.losses.push(rec);
         this.opts.onStep?.(rec);
         const elapsed = (Date.now() - runStart) / 1000;
         const tokPerSec = (st.tokensSeen - tokensAtStart) / Math.max(elapsed, 1e-9);
         const mem = engine().pool.stats();
-        if (st.step % t.log_every === 0 || st.step === st.totalSteps) {
-          this.log({ step: st.step, loss: r.loss, lr, grad_norm: r.gradNorm, tokens_per_sec: tokPerSec, gpu_live_bytes: mem.liveBytes, gpu_peak_bytes: mem.peakBytes });
+        if (st.step % t.log_every === 0 || st.step === st.totalSteps || r.skipped) {
+          const scaling: Record<string, number> = this.scaler ? { loss_scale: lossScale!, skipped_steps: this.scaler.skippedSteps } : {};
+          this.log({ step: st.step, loss: r.loss, lr, grad_norm: r.gradNorm, tokens_per_sec: tokPerSec, gpu_live_bytes: mem.liveBytes, gpu_peak_bytes: mem.peakBytes, ...scaling });
         }
-        this.progress.update({ step: st.step, loss: r.loss, lr, tokensPerSec: tokPerSec, elapsed, memBytes: mem.liveBytes, gradNorm: r.gradNorm });
+        this.progress.update({ step: st.step, loss: r.loss, lr, tokensPerSec: tokPerSec, elapsed, memBytes: mem.liveBytes, gradNorm: r.gradNorm, ...(this.scaler ? { lossScale: this.scaler.scale } : {}) });
         this.warnMemory(mem.peakBytes);
 
         const evalNow = this.data.val.length > 0 && ((t.eval_every > 0 && st.step % t.eval_every === 0) || st.step === st.totalSteps);
@@ -352,6 +436,8 @@ export class LoraTrainer {
       mergedDir,
       tokensPerSecond: (st.tokensSeen - tokensAtStart) / Math.max(elapsed, 1e-9),
       peakGpuBytes: engine().pool.stats().peakBytes,
+      precision: this.precision,
+      lossScaling: this.lossScaling(),
     };
     writeJsonSync(join(this.runDir, 'train-summary.json'), { ...result, losses: undefined });
     return result;
@@ -392,6 +478,13 @@ export class LoraTrainer {
   private async restore(dir: string): Promise<void> {
     const st = readJsonSync<TrainerState>(join(dir, 'trainer_state.json'));
     if (st.version !== 1) throw new InputError(`unsupported trainer_state version ${st.version}`, { file: join(dir, 'trainer_state.json') });
+    const savedPrecision = st.precision ?? 'fp32';
+    if (savedPrecision !== this.precision) {
+      throw new InputError(
+        `checkpoint was trained in precision ${savedPrecision}, the config now gives ${this.precision}${this.cfg.training.precision === 'auto' ? ' (auto on this adapter)' : ''}; resume with training.precision: ${savedPrecision}`,
+        { file: join(dir, 'trainer_state.json') },
+      );
+    }
     if (st.totalSteps !== this.schedule.totalSteps) {
       throw new InputError(`checkpoint was made for ${st.totalSteps} total steps but the config now gives ${this.schedule.totalSteps}; resume with the same training settings`, { file: join(dir, 'trainer_state.json') });
     }
@@ -417,6 +510,7 @@ export class LoraTrainer {
       }),
     });
     this.loader.restore(st.loader);
+    if (this.scaler && st.lossScaler) this.scaler = new DynamicLossScaler(this.scaler.opts, st.lossScaler);
     this.state = st;
     // Metrics logged after this checkpoint by the interrupted run are dropped, so the log reads as one run.
     const metricsPath = join(this.runDir, 'metrics.jsonl');
@@ -440,6 +534,7 @@ export class LoraTrainer {
   dispose(): void {
     this.model.dispose();
     this.optimizer.dispose?.();
+    setComputePrecision(this.previousPrecision);
   }
 }
 
