@@ -19,6 +19,7 @@ import { DataLoader, prepareData } from '../../src/pipeline/data/index.js';
 import { DynamicLossScaler, GRAD_SCALER_DEFAULTS, stepHealth } from '../../src/pipeline/train/loss-scale.js';
 import { LoraTrainer, runTraining, trainStep } from '../../src/pipeline/train/trainer.js';
 import { useEngine } from '../helpers/index.js';
+import { sampleDataSlice } from './helpers.js';
 
 useEngine();
 
@@ -28,10 +29,7 @@ const MODEL = join(ROOT, 'models/tiny-fin');
 let dataDir = '';
 
 beforeAll(() => {
-  dataDir = mkdtempSync(join(tmpdir(), 'finllm-precision-data-'));
-  const take = (file: string, n: number) => readFileSync(join(ROOT, 'data/sample', file), 'utf8').split('\n').filter(Boolean).slice(0, n).join('\n') + '\n';
-  writeFileSync(join(dataDir, 'train.jsonl'), take('train.jsonl', 24));
-  writeFileSync(join(dataDir, 'val.jsonl'), take('val.jsonl', 8));
+  dataDir = sampleDataSlice(ROOT, 'precision');
 });
 
 function config(outDir: string, extra: string[] = []): ResolvedConfig {

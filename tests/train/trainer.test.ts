@@ -15,6 +15,7 @@ import { AdamW } from '../../src/kernels/optim.js';
 import { DataLoader, prepareData } from '../../src/pipeline/data/index.js';
 import { readTfEvents } from '../../src/io/tfevents.js';
 import { expectClose, useEngine } from '../helpers/index.js';
+import { sampleDataSlice } from './helpers.js';
 
 useEngine();
 
@@ -25,11 +26,7 @@ let dataDir = '';
 
 beforeAll(() => {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` (npm test does it first)`);
-  // A slice of the bundled sample: 24 training and 8 validation records keep each run short on lavapipe.
-  dataDir = mkdtempSync(join(tmpdir(), 'finllm-train-data-'));
-  const take = (file: string, n: number) => readFileSync(join(ROOT, 'data/sample', file), 'utf8').split('\n').filter(Boolean).slice(0, n).join('\n') + '\n';
-  writeFileSync(join(dataDir, 'train.jsonl'), take('train.jsonl', 24));
-  writeFileSync(join(dataDir, 'val.jsonl'), take('val.jsonl', 8));
+  dataDir = sampleDataSlice(ROOT, 'train');
 });
 
 function settings(outDir: string, extra: string[] = []): string[] {
