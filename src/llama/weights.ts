@@ -43,7 +43,7 @@ export interface LlamaWeights {
 const F16_MAX = 65504;
 
 /** max |x| of f32 values (NaN if any is NaN). */
-function maxAbsF32(x: Float32Array): number {
+export function maxAbsF32(x: Float32Array): number {
   let m = 0;
   for (let i = 0; i < x.length; i++) {
     const a = Math.abs(x[i]!);
@@ -56,7 +56,7 @@ function maxAbsF32(x: Float32Array): number {
  * max |x| of 16-bit float bits: for bf16 and f16 alike, magnitudes order as the unsigned bits
  * without the sign (NaN patterns sort above inf), so one integer max and one decode suffice.
  */
-function maxAbs16(bits: Uint16Array, dtype: 'BF16' | 'F16'): number {
+export function maxAbs16(bits: Uint16Array, dtype: 'BF16' | 'F16'): number {
   let m = 0;
   for (let i = 0; i < bits.length; i++) {
     const b = bits[i]! & 0x7fff;

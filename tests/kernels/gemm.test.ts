@@ -11,8 +11,10 @@
 import { describe, expect, it } from 'vitest';
 import type { Rng } from '../../src/engine/random.js';
 import { engine, Tensor } from '../../src/engine/tensor.js';
-import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
-import { TILE_NAMES, chooseGemm, gemm, gemmPlan, shapeClass, type Compute, type GemmChoice, type GemmOperand, type OperandKind, type TileName, type ChoiceContext } from '../../src/kernels/gemm.js';
+import { bf16ToF32, f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
+import { withPrecision } from '../../src/engine/precision.js';
+import { maxAbs16, maxAbsF32 } from '../../src/llama/weights.js';
+import { TILE_NAMES, chooseGemm, gemm, gemmPlan, noteWeightRange, shapeClass, type Compute, type GemmChoice, type GemmOperand, type OperandKind, type TileName, type ChoiceContext } from '../../src/kernels/gemm.js';
 import { disposeNf4, nf4Absmax, quantizeNf4, unpackNf4Codes, type Nf4Weight } from '../../src/kernels/nf4.js';
 import { expectWithinGemmBound, gemmReference, type RefOperand } from '../reference/gemm.js';
 import { halfBitsToNumber } from '../reference/matmul.js';
@@ -259,9 +261,32 @@ describe('gemm: the variant choice', () => {
     expect(chooseGemm(big, tooBig).tile).toBe('t64');
   });
 
+  it('in fp16-mixed a weight beyond the f16 range keeps the f32 variant (dense and NF4); the load measures max |w|', () => {
+    if (!engine().dev.has('shader-f16')) return;
+    const x = Tensor.empty([70, 64]);
+    const w = Tensor.empty([96, 64], 'bf16');
+    const q = quantizeNf4(Tensor.empty([96, 64]));
+    const compute = (b: Tensor | Nf4Weight) => withPrecision('fp16-mixed', () => gemmPlan({ a: { t: x }, b: { t: b, trans: true } }).choice.compute);
+    expect(compute(w)).toBe('f16');
+    noteWeightRange(w, 1e5);
+    noteWeightRange(q, 7e4);
+    expect(compute(w)).toBe('f32');
+    expect(compute(q)).toBe('f32');
+    noteWeightRange(w, 65504);
+    expect(compute(w)).toBe('f16');
+    // max |w| as the loader computes it: f32 values, and 16-bit bit patterns (sign ignored, NaN sorts highest)
+    expect(maxAbsF32(Float32Array.of(1, -70000, 3))).toBe(70000);
+    expect(maxAbsF32(Float32Array.of(1, NaN))).toBeNaN();
+    expect(maxAbs16(Uint16Array.from([1, -2, 0.5], (v) => f32ToBf16(v)), 'BF16')).toBe(2);
+    expect(maxAbs16(Uint16Array.of(f32ToBf16(-1e6), f32ToBf16(3)), 'BF16')).toBe(bf16ToF32(f32ToBf16(1e6)));
+    expect(maxAbs16(Uint16Array.of(f32ToF16(-65504), f32ToF16(2)), 'F16')).toBe(65504);
+    expect(maxAbs16(Uint16Array.of(f32ToF16(2 ** -20)), 'F16')).toBe(2 ** -20);
+    expect(maxAbs16(Uint16Array.of(0x7e00), 'F16')).toBeNaN();
+    disposeNf4(q);
+  });
+
   it('the tiles exercised here are all the tiles there are', () => {
     expect([...TILE_NAMES].sort()).toEqual((['t128', 't128d', 't64', 't64d', 't64x32', 't32x64'] as TileName[]).sort());
   });
 });
 
-export type { Nf4Weight };
