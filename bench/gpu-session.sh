@@ -49,10 +49,10 @@ with_device_peak() {
 
 # 2. end to end
 e2e() { local tag=$1; shift; with_device_peak "$tag" node dist/bench/e2e.js --preset 1.1b --vocab 32000 --tag "$tag" --out "$OUT" "$@" 2>&1 | tee -a "$OUT/e2e.txt"; }
-e2e bf16 --storage bf16 --precision fp16-mixed
-e2e nf4 --quantize nf4 --precision fp16-mixed
-e2e nf4_gc --quantize nf4 --grad-checkpointing --precision fp16-mixed
-e2e bf16_fp32 --storage bf16 --precision fp32
+e2e bf16 --storage bf16 --precision fp16-mixed --checkpointing none
+e2e nf4 --quantize nf4 --precision fp16-mixed --checkpointing none
+e2e nf4_gc --quantize nf4 --precision fp16-mixed --checkpointing full
+e2e bf16_fp32 --storage bf16 --precision fp32 --checkpointing none
 
 # 3. peers, same card, same call
 PYTHONUNBUFFERED=1 python3 bench/peer/peer_peft.py tinyllama-1.1b "$OUT" 0,1 2>&1 | tee "$OUT/peer.txt"

@@ -44,14 +44,21 @@ export interface KernelResult {
   gbps?: number | null;
 }
 
+/** One checkpointing mode's training figures of an e2e run. */
+export interface E2eMode {
+  checkpointing?: string;
+  train_tok_s: number;
+  peak_mem_gb: number;
+  skipped_steps?: number;
+}
+
+/** bench/e2e.ts output; the GPU session runs one checkpointing mode per tag (the first is used). */
 export interface E2eResult {
   tag?: string | null;
   preset?: string;
   precision?: string;
-  train_tok_s: number;
-  peak_mem_gb: number;
+  modes: E2eMode[];
   decode_tok_s?: number;
-  skipped_steps?: number;
 }
 
 export interface SessionInputs {
@@ -155,13 +162,14 @@ export function buildSummary(inp: SessionInputs): GpuSummary {
   const train = {} as GpuSummary['finllm']['train'];
   for (const tag of TRAIN_TAGS) {
     const r = byTag(tag);
+    const m = r?.modes?.[0];
     const smi = inp.smiPeakMiB[tag];
     train[tag] = {
       precision: r?.precision ?? null,
-      tok_s: num(r?.train_tok_s),
-      pool_peak_gb: num(r?.peak_mem_gb),
+      tok_s: num(m?.train_tok_s),
+      pool_peak_gb: num(m?.peak_mem_gb),
       device_peak_gb: typeof smi === 'number' && smi > 0 ? (smi * 2 ** 20) / 1e9 : null,
-      skipped_steps: num(r?.skipped_steps),
+      skipped_steps: num(m?.skipped_steps),
     };
   }
   const decode = {} as GpuSummary['finllm']['decode'];

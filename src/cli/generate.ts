@@ -2,7 +2,7 @@
 // continues a prompt with KV-cache decoding, printing text as it is generated.
 import type { Command } from 'commander';
 import { InputError } from '../errors.js';
-import { TextStreamer, generate, readGenerationConfig, type SamplingOptions } from '../llama/generate.js';
+import { TextStreamer, generate, generationEosIds, readGenerationConfig, validateSampling, type SamplingOptions } from '../llama/generate.js';
 import { LlamaModel } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { addModelOptions, applyPrecision, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
@@ -41,6 +41,7 @@ export async function samplingFromFlags(dir: string, o: GenerateCliOptions): Pro
     seed: numberOption(o.seed, 'seed', true) ?? 0,
   };
   if (gen.eosTokenIds) opts.eosTokenIds = gen.eosTokenIds;
+  validateSampling(opts); // before anything heavy is loaded
   return opts;
 }
 
@@ -53,8 +54,8 @@ export async function generateAction(o: GenerateCliOptions, out: (s: string) => 
   await applyPrecision(precision);
   const model = await LlamaModel.load(dir, load);
   try {
-    if (!sampling.eosTokenIds) sampling.eosTokenIds = [...new Set([...model.config.eosTokenIds, tokenizer.eosId])];
-    const streamer = new TextStreamer((ids) => tokenizer.decode(ids, { skipSpecialTokens: true }));
+    sampling.eosTokenIds ??= generationEosIds({}, model.config.eosTokenIds, tokenizer.eosId);
+    const streamer = new TextStreamer(tokenizer.streamDecoder());
     const r = await generate(model, promptIds, sampling, (id) => {
       const piece = streamer.push(id);
       if (piece) out(piece);

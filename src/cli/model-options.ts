@@ -24,7 +24,8 @@ export function addModelOptions(cmd: Command): Command {
     .option('--precision <mode>', 'GEMM precision: fp32, fp16-mixed (f16 operands, f32 accumulation) or auto (fp16-mixed where the GPU has f16 tensor cores)', 'fp32');
 }
 
-async function checkDir(dir: string, what: string): Promise<void> {
+/** InputError unless `dir` is an existing folder (`what` names it in the message). */
+export async function checkDir(dir: string, what: string): Promise<void> {
   let isDir = false;
   try {
     isDir = (await stat(dir)).isDirectory();
@@ -66,6 +67,13 @@ export async function applyPrecision(setting: PrecisionSetting): Promise<Precisi
   if (why) throw new InputError(`${why}; use --precision fp32`, { key: 'precision' });
   setComputePrecision(p);
   return p;
+}
+
+/** Parses an integer flag that must be at least `min`; InputError naming the flag otherwise. */
+export function intOption(value: string | undefined, flag: string, min: number): number | undefined {
+  const n = numberOption(value, flag, true);
+  if (n !== undefined && n < min) throw new InputError(`expected an integer >= ${min}, got ${JSON.stringify(value)}`, { key: flag });
+  return n;
 }
 
 /** Parses a numeric flag; InputError naming the flag when it is not a number. */

@@ -16,6 +16,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { create, globals } from 'webgpu';
+import { InputError, RuntimeFailure } from '../errors.js';
+import { formatBytes } from './device-memory.js';
+import { withNativeStderrFiltered } from './native-stderr.js';
 
 Object.assign(globalThis, globals);
 
@@ -24,12 +27,39 @@ export class KernelCompileError extends Error {
   override name = 'KernelCompileError';
 }
 /** A GPU validation / out-of-memory / internal error raised by an error scope or the device. */
-export class GpuError extends Error {
+export class GpuError extends RuntimeFailure {
   override name = 'GpuError';
 }
 /** The device was lost (driver reset, out of memory at the driver level, process teardown). */
-export class DeviceLostError extends Error {
+export class DeviceLostError extends RuntimeFailure {
   override name = 'DeviceLostError';
+}
+
+/** Pool bytes when an allocation failed, and the capacity it was measured against. */
+export interface MemoryContext {
+  liveBytes: number;
+  capacityBytes: number | null;
+  /** Where the capacity comes from (FINLLM_GPU_MEMORY, nvidia-smi, ...). */
+  capacitySource: string | null;
+}
+
+/**
+ * A buffer did not fit: the pool's capacity (the device's memory) would be exceeded, or the driver
+ * refused the allocation. Carries the numbers; the trainer adds what to change.
+ */
+export class OutOfMemoryError extends RuntimeFailure {
+  override name = 'OutOfMemoryError';
+  constructor(
+    readonly requestedBytes: number,
+    readonly context: MemoryContext,
+  ) {
+    const { liveBytes, capacityBytes, capacitySource } = context;
+    super(
+      `GPU out of memory: a ${formatBytes(requestedBytes)} buffer did not fit (${formatBytes(liveBytes)} already in use by finllm's buffers` +
+        (capacityBytes !== null ? ` of ${formatBytes(capacityBytes)} device memory, from ${capacitySource}` : '') +
+        ')',
+    );
+  }
 }
 
 export type FeatureName = 'subgroups' | 'timestamp-query' | 'chromium-experimental-subgroup-matrix' | 'shader-f16';
@@ -62,7 +92,7 @@ export function instanceFlags(env: NodeJS.ProcessEnv = process.env, opts: { back
   if (env.FINLLM_F16_ON_NVIDIA !== '0') enable.push('vulkan_enable_f16_on_nvidia');
   for (const t of (env.FINLLM_DAWN_TOGGLES ?? '').split(',').map((x) => x.trim()).filter(Boolean)) {
     if (!(OPT_IN_TOGGLES as readonly string[]).includes(t)) {
-      throw new GpuError(`FINLLM_DAWN_TOGGLES: unknown toggle '${t}'; expected a comma-separated list of ${OPT_IN_TOGGLES.join(', ')}`);
+      throw new InputError(`unknown toggle '${t}'; expected a comma-separated list of ${OPT_IN_TOGGLES.join(', ')}`, { key: 'FINLLM_DAWN_TOGGLES' });
     }
     if (!enable.includes(t)) enable.push(t);
   }
@@ -79,7 +109,7 @@ export function disabledFeatures(value: string | undefined): FeatureName[] {
   const names = (value ?? '').split(',').map((x) => x.trim()).filter(Boolean);
   for (const n of names) {
     if (!(OPTIONAL_FEATURES as readonly string[]).includes(n)) {
-      throw new GpuError(`FINLLM_DISABLE_FEATURES: unknown feature '${n}'; expected a comma-separated list of ${OPTIONAL_FEATURES.join(', ')}`);
+      throw new InputError(`unknown feature '${n}'; expected a comma-separated list of ${OPTIONAL_FEATURES.join(', ')}`, { key: 'FINLLM_DISABLE_FEATURES' });
     }
   }
   return names as FeatureName[];
@@ -133,6 +163,16 @@ export interface DispatchSpec {
   /** Packed uniform block, bound at @binding(0). Use `Uniforms` to build it. */
   uniforms?: ArrayBuffer;
   workgroups: [number, number?, number?];
+}
+
+let dropNativeNotices = false;
+
+/**
+ * Drop Dawn's two known-harmless "maxDynamic*BuffersPerPipelineLayout artificially reduced" lines
+ * from stderr when the adapter is requested (the CLI turns this on; see native-stderr.ts).
+ */
+export function filterDawnNotices(on: boolean): void {
+  dropNativeNotices = on;
 }
 
 const UNIFORM_ALIGN = 256;
@@ -199,7 +239,9 @@ export class GpuDevice {
   static async create(opts: DeviceOptions = {}): Promise<GpuDevice> {
     const { flags, toggles } = instanceFlags(process.env, opts);
     const gpu = create(flags);
-    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    const request = () => gpu.requestAdapter({ powerPreference: 'high-performance' });
+    // Dawn prints its notices synchronously inside this call.
+    const adapter = await (dropNativeNotices ? withNativeStderrFiltered(request) : request());
     if (!adapter) {
       throw new GpuError(
         'no WebGPU adapter found. finllm needs a Vulkan driver: a GPU driver, or on CPU-only machines Mesa 25 ' +
@@ -281,9 +323,23 @@ export class GpuDevice {
     await Promise.all(pending);
   }
 
-  createBuffer(size: number, usage: number, label?: string): GPUBuffer {
+  /**
+   * A new buffer. With `memory` (the pool's numbers at this moment), a driver out-of-memory error is
+   * caught by an error scope and thrown as OutOfMemoryError at the next sync or read (WebGPU
+   * reports it asynchronously).
+   */
+  createBuffer(size: number, usage: number, label?: string, memory?: MemoryContext): GPUBuffer {
     this.checkAlive();
-    return this.device.createBuffer({ size, usage, label });
+    if (!memory) return this.device.createBuffer({ size, usage, label });
+    this.device.pushErrorScope('out-of-memory');
+    const buf = this.device.createBuffer({ size, usage, label });
+    const scope = this.device.popErrorScope();
+    this.pendingValidation.push(
+      scope.then((err) => {
+        if (err) throw new OutOfMemoryError(size, memory);
+      }),
+    );
+    return buf;
   }
 
   private ensurePass(): GPUComputePassEncoder {

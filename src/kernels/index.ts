@@ -4,6 +4,7 @@ export * from './rmsnorm.js';
 export * from './rope.js';
 export * from './swiglu.js';
 export * from './crossentropy.js';
+export * from './linear-crossentropy.js';
 export * from './matmul.js';
 export { gemm, noteWeightRange, fitsF16, type GemmArgs, type GemmOperand } from './gemm.js';
 export { saveActivation } from './activations.js';

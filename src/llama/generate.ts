@@ -5,7 +5,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Rng } from '../engine/random.js';
-import { InputError } from '../errors.js';
+import { InputError, NonFiniteError, readFailure } from '../errors.js';
+import { warnPastPositions } from './evaluate.js';
 import { disposeKvCache } from './kv-cache.js';
 import type { LlamaModel } from './model.js';
 
@@ -47,6 +48,16 @@ export function validateSampling(o: SamplingOptions): void {
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('top-k', `expected a non-negative integer, got ${o.topK}`);
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) bad('top-p', `expected a number in (0, 1], got ${o.topP}`);
   if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty > 0 && Number.isFinite(o.repetitionPenalty))) bad('repetition-penalty', `expected a positive number, got ${o.repetitionPenalty}`);
+  if (o.seed !== undefined && !(Number.isSafeInteger(o.seed) && o.seed >= 0)) bad('seed', `expected a non-negative integer, got ${o.seed}`);
+}
+
+/** Stops generation when the forward pass overflowed: sampling from NaN logits would emit garbage silently. */
+function checkLogits(logits: Float32Array, step: number): void {
+  for (let i = 0; i < logits.length; i++) {
+    if (Number.isNaN(logits[i]!) || logits[i] === Infinity) {
+      throw new NonFiniteError(`new token ${step + 1}: the model produced non-finite logits (${logits[i]}); with 16-bit storage try --storage f32`);
+    }
+  }
 }
 
 /** HF RepetitionPenaltyLogitsProcessor, in place: every token id in `seen` once. */
@@ -100,6 +111,41 @@ export function argmax(a: ArrayLike<number>): number {
   return best;
 }
 
+/**
+ * What one sampling step reads besides the logits: the SamplingOptions processors plus OpenAI's
+ * penalties (applied to generated tokens only, as OpenAI and vLLM do) and logit bias.
+ */
+export interface TokenSampling extends Pick<SamplingOptions, 'greedy' | 'temperature' | 'topK' | 'topP' | 'repetitionPenalty'> {
+  /** OpenAI presence_penalty: subtracted once from every token generated so far. */
+  presencePenalty?: number;
+  /** OpenAI frequency_penalty: subtracted per occurrence of a token generated so far. */
+  frequencyPenalty?: number;
+  /** OpenAI logit_bias: added to the logit of these token ids (first, before any penalty). */
+  logitBias?: ReadonlyMap<number, number>;
+}
+
+/**
+ * Chooses a sequence's next token from its logits (modified in place): logit bias → repetition
+ * penalty over `seen` (prompt + generated) → presence/frequency penalties over the generated part
+ * `seen.slice(promptLength)` → argmax when greedy, else temperature → top-k → top-p → a draw from
+ * `rng`. Every decoder (generate, generateBatch, the server's batch scheduler) calls this once per
+ * sequence and step, so the choice can later move to the GPU in one place.
+ */
+export function nextToken(logits: Float32Array, o: TokenSampling, seen: readonly number[], promptLength: number, rng: Rng): number {
+  if (o.logitBias) for (const [id, bias] of o.logitBias) if (id >= 0 && id < logits.length) logits[id] = logits[id]! + bias;
+  applyRepetitionPenalty(logits, seen, o.repetitionPenalty ?? 1);
+  const presence = o.presencePenalty ?? 0;
+  const frequency = o.frequencyPenalty ?? 0;
+  if ((presence !== 0 || frequency !== 0) && seen.length > promptLength) {
+    const counts = new Map<number, number>();
+    for (let i = promptLength; i < seen.length; i++) counts.set(seen[i]!, (counts.get(seen[i]!) ?? 0) + 1);
+    for (const [id, n] of counts) logits[id] = logits[id]! - presence - frequency * n;
+  }
+  if (o.greedy ?? true) return argmax(logits);
+  applyWarpers(logits, o);
+  return sample(logits, rng);
+}
+
 function sample(logits: Float32Array, rng: Rng): number {
   const probs = softmax(logits);
   const u = rng.uniform();
@@ -124,11 +170,10 @@ export async function generate(
   validateSampling(opts);
   if (promptIds.length === 0) throw new InputError('the prompt is empty: nothing to condition on (no BOS either)');
   const eos = new Set(opts.eosTokenIds ?? model.config.eosTokenIds);
-  const greedy = opts.greedy ?? true;
   const rng = new Rng(opts.seed ?? 0);
-  const penalty = opts.repetitionPenalty ?? 1;
   const tokens: number[] = [];
   if (opts.maxNewTokens === 0) return { tokens, stopReason: 'max_new_tokens' };
+  warnPastPositions(model, [promptIds.length + opts.maxNewTokens], 'prompt');
   const cache = model.newKvCache(1, promptIds.length + opts.maxNewTokens);
   const seen = [...promptIds];
   try {
@@ -137,13 +182,8 @@ export async function generate(
       const logitsT = model.step(input, cache);
       const logits = await logitsT.toFloat32();
       logitsT.dispose();
-      applyRepetitionPenalty(logits, seen, penalty);
-      let next: number;
-      if (greedy) next = argmax(logits);
-      else {
-        applyWarpers(logits, opts);
-        next = sample(logits, rng);
-      }
+      checkLogits(logits, tokens.length);
+      const next = nextToken(logits, opts, seen, promptIds.length, rng);
       tokens.push(next);
       seen.push(next);
       await onToken?.(next);
@@ -154,6 +194,16 @@ export async function generate(
   } finally {
     disposeKvCache(cache);
   }
+}
+
+/**
+ * The token fed to batch rows that hold no sequence (left padding, finished or free rows). Any
+ * in-vocabulary id works: padded positions are masked out of attention and such rows' outputs are
+ * discarded.
+ */
+export function batchPadToken(model: LlamaModel, eosIds: readonly number[]): number {
+  const candidate = model.config.padTokenId ?? eosIds[0] ?? 0;
+  return candidate >= 0 && candidate < model.config.vocabSize ? candidate : 0;
 }
 
 /**
@@ -181,17 +231,13 @@ export async function generateBatch(
   const B = prompts.length;
   const results: BatchGenerateResult[] = prompts.map(() => ({ tokens: [], stopReason: 'max_new_tokens' }));
   if (B === 0 || opts.maxNewTokens === 0) return results;
+  warnPastPositions(model, prompts.map((p) => p.length + opts.maxNewTokens), 'prompt');
   const eosIds = opts.eosTokenIds ?? model.config.eosTokenIds;
   const eos = new Set(eosIds);
-  const greedy = opts.greedy ?? true;
   const seed = opts.seed ?? 0;
   const rngs = prompts.map((_, b) => new Rng(seed + b));
-  const penalty = opts.repetitionPenalty ?? 1;
   const V = model.config.vocabSize;
-  // Any in-vocabulary id works as padding: padded positions are masked out of attention, and a
-  // finished row's outputs are discarded.
-  const padCandidate = model.config.padTokenId ?? eosIds[0] ?? 0;
-  const pad = padCandidate >= 0 && padCandidate < V ? padCandidate : 0;
+  const pad = batchPadToken(model, eosIds);
   const maxLen = Math.max(...prompts.map((p) => p.length));
   const starts = prompts.map((p) => maxLen - p.length);
   const cache = model.newKvCache(B, maxLen + opts.maxNewTokens, starts);
@@ -205,17 +251,11 @@ export async function generateBatch(
       const logitsT = model.step(input, cache);
       const all = await logitsT.toFloat32();
       logitsT.dispose();
+      checkLogits(all, Math.max(...results.map((r) => r.tokens.length)));
       input = new Int32Array(B).fill(pad);
       for (let b = 0; b < B; b++) {
         if (done[b]) continue;
-        const logits = all.subarray(b * V, (b + 1) * V);
-        applyRepetitionPenalty(logits, seen[b]!, penalty);
-        let next: number;
-        if (greedy) next = argmax(logits);
-        else {
-          applyWarpers(logits, opts);
-          next = sample(logits, rngs[b]!);
-        }
+        const next = nextToken(all.subarray(b * V, (b + 1) * V), opts, seen[b]!, prompts[b]!.length, rngs[b]!);
         const r = results[b]!;
         r.tokens.push(next);
         seen[b]!.push(next);
@@ -237,30 +277,52 @@ export async function generateBatch(
 }
 
 /**
- * Turns a stream of token ids into text pieces: decodes everything so far and emits what is new,
- * holding back while the text ends in an incomplete UTF-8 sequence (U+FFFD from byte fallback).
+ * Turns a stream of token ids into text pieces. Each push decodes only a short window: the ids from
+ * the start of the previous piece on, minus the text of that previous piece (decoding a suffix of
+ * the ids alone can differ from the tail of the whole text, e.g. SentencePiece drops a leading
+ * space, so the window keeps one piece of context). It holds back while the text ends in an
+ * incomplete UTF-8 sequence (U+FFFD from byte fallback). Cost per token is constant, not linear in
+ * the length so far.
  */
 export class TextStreamer {
   private ids: number[] = [];
-  private emitted = 0;
-  constructor(private readonly decode: (ids: readonly number[]) => string) {}
+  /** Window start: the first id of the last emitted piece. */
+  private prefixOffset = 0;
+  /** The ids before this have been emitted. */
+  private readOffset = 0;
+  private readonly decode: (ids: readonly number[]) => string;
+  constructor(decode: (ids: readonly number[]) => string) {
+    this.decode = (ids) => (ids.length ? decode(ids) : ''); // HF tokenizers refuse to decode []
+  }
 
   push(id: number): string {
     this.ids.push(id);
-    const text = this.decode(this.ids);
-    if (text.endsWith('\uFFFD')) return '';
-    const piece = text.slice(this.emitted);
-    this.emitted = text.length;
-    return piece;
+    const prefix = this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const text = this.decode(this.ids.slice(this.prefixOffset));
+    if (text.length <= prefix.length || text.endsWith('\uFFFD')) return '';
+    this.prefixOffset = this.readOffset;
+    this.readOffset = this.ids.length;
+    return text.slice(prefix.length);
   }
 
   /** Whatever is left (e.g. a trailing incomplete sequence) at the end. */
   flush(): string {
-    const text = this.decode(this.ids);
-    const piece = text.slice(this.emitted);
-    this.emitted = text.length;
-    return piece;
+    const prefix = this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const text = this.decode(this.ids.slice(this.prefixOffset));
+    this.prefixOffset = this.readOffset;
+    this.readOffset = this.ids.length;
+    return text.slice(prefix.length);
   }
+}
+
+/** Cuts `text` before the first occurrence of any stop sequence; says whether one was found. */
+export function cutAtStop(text: string, stops: readonly string[]): { text: string; stopped: boolean } {
+  let at = -1;
+  for (const s of stops) {
+    const i = s === '' ? -1 : text.indexOf(s);
+    if (i >= 0 && (at < 0 || i < at)) at = i;
+  }
+  return at >= 0 ? { text: text.slice(0, at), stopped: true } : { text, stopped: false };
 }
 
 /** The parts of a model's generation_config.json that decoding uses (absent file: {}). */
@@ -274,15 +336,30 @@ export interface GenerationConfig {
   maxNewTokens?: number;
 }
 
+/**
+ * The token ids that end generation: generation_config.json's eos_token_id when it has one, else
+ * the model config's EOS ids and the tokenizer's EOS token.
+ */
+export function generationEosIds(gen: GenerationConfig, modelEosIds: readonly number[], tokenizerEosId: number): number[] {
+  return gen.eosTokenIds ? [...gen.eosTokenIds] : [...new Set([...modelEosIds, tokenizerEosId])];
+}
+
 export async function readGenerationConfig(dir: string): Promise<GenerationConfig> {
   const file = join(dir, 'generation_config.json');
-  let raw: Record<string, unknown>;
+  let text: string;
   try {
-    raw = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    text = await readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
-    throw new InputError(`cannot read generation config: ${(err as Error).message}`, { file });
+    throw readFailure(err, file, 'generation config');
   }
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(text) as Record<string, unknown>;
+  } catch (err) {
+    throw new InputError(`invalid JSON: ${(err as Error).message}`, { file });
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError('expected a JSON object', { file });
   const num = (k: string) => (typeof raw[k] === 'number' ? (raw[k] as number) : undefined);
   const eos = raw['eos_token_id'];
   const out: GenerationConfig = {};

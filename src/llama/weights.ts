@@ -13,7 +13,10 @@ import { InputError } from '../errors.js';
 import { Checkpoint } from '../io/safetensors.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../io/dtype.js';
 import { disposeNf4, keepNf4, noteWeightRange, quantizeNf4, type Nf4Weight } from '../kernels/index.js';
+import { NonFiniteCounter } from '../kernels/finite.js';
+import { describeNonFinite } from '../io/finite.js';
 import type { LlamaConfig } from './config.js';
+import { warn } from '../warnings.js';
 
 /** A decoder linear weight in HF layout [out, in]: a dense tensor (f32/bf16/f16) or NF4. */
 export type LinearWeight = Tensor | Nf4Weight;
@@ -114,9 +117,24 @@ export function expectedTensors(config: LlamaConfig): Map<string, number[]> {
   return m;
 }
 
-/** Checks presence and shape of every tensor before anything is uploaded (fail fast, with names). */
+/** Tensors transformers ignores without a word: RoPE buffers of older checkpoints, a tied lm_head. */
+function silentlyIgnored(name: string, config: LlamaConfig): boolean {
+  return /\.rotary_emb\.inv_freq$/.test(name) || (config.tieWordEmbeddings && name === 'lm_head.weight');
+}
+
+/**
+ * Checks presence and shape of every tensor before anything is uploaded (fail fast, with names),
+ * and warns, as transformers does, about tensors the model does not use (an extra layer, a stray
+ * name): they usually mean config.json does not describe these weights.
+ */
 export function checkCheckpoint(ckpt: Checkpoint, config: LlamaConfig): void {
-  for (const [name, shape] of expectedTensors(config)) {
+  const expected = expectedTensors(config);
+  const unused = ckpt.names().filter((n) => !expected.has(n) && !silentlyIgnored(n, config));
+  if (unused.length > 0) {
+    const shown = unused.slice(0, 5).join(', ') + (unused.length > 5 ? `, ... (${unused.length - 5} more)` : '');
+    warn(`${ckpt.dir}: ${unused.length} tensor${unused.length === 1 ? ' is' : 's are'} in the checkpoint but not used by a ${config.numHiddenLayers}-layer Llama as config.json describes it: ${shown}; check that config.json matches the weights`);
+  }
+  for (const [name, shape] of expected) {
     if (!ckpt.has(name)) {
       // Checkpoint.info throws an InputError naming the tensor, the folder and similar names.
       ckpt.info(name);
@@ -153,12 +171,15 @@ async function uploadDense(ckpt: Checkpoint, name: string, shape: number[], stor
 
 /**
  * Loads every weight of a Llama checkpoint folder onto the GPU. Missing tensors and shape mismatches
- * are InputErrors naming the tensor and file; the check runs before any upload.
+ * are InputErrors naming the tensor and file; the check runs before any upload. Every tensor is
+ * also counted for NaN / ±Inf on the GPU as it arrives (one readback at the end): a damaged
+ * checkpoint is refused with the names of the tensors, not discovered as a NaN loss later.
  */
 export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: LoadWeightsOptions = {}): Promise<LlamaWeights> {
   const storage = opts.storage ?? 'f32';
   const ckpt = await Checkpoint.open(dir);
   const loaded: (Tensor | Nf4Weight)[] = [];
+  const nonFinite = new NonFiniteCounter();
   try {
     checkCheckpoint(ckpt, config);
     const total = expectedTensors(config).size;
@@ -170,6 +191,7 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
     };
     const dense = async (name: string, shape: number[], st: WeightStorage, gemmWeight = false): Promise<Tensor> => {
       const { t, maxAbs } = await uploadDense(ckpt, name, shape, st);
+      nonFinite.add(t, name);
       loaded.push(t);
       if (gemmWeight) noteRange(t, name, maxAbs);
       opts.onTensor?.(name, ++index, total);
@@ -188,6 +210,7 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
         if (opts.quantize === 'nf4') {
           const data = await ckpt.readF32(name, shape);
           const f = Tensor.from(data, shape);
+          nonFinite.add(f, name);
           const q = quantizeNf4(f, { doubleQuant: opts.doubleQuant ?? false });
           f.dispose();
           keepNf4(q);
@@ -205,13 +228,47 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
     const lmHead = config.tieWordEmbeddings
       ? embedTokens
       : await dense('lm_head.weight', [config.vocabSize, config.hiddenSize], storage, true);
+    const found = await nonFinite.read();
+    if (found.length > 0) {
+      const converted = storage !== 'f32' ? ` (as stored, or after rounding to model storage ${storage})` : '';
+      throw new InputError(`${describeNonFinite(found.map((f) => ({ name: f.label, count: f.count })))}${converted}; the checkpoint is damaged`, { file: ckpt.fileOf(found[0]!.label) });
+    }
     return { embedTokens, layers, norm, lmHead, outOfF16Range };
   } catch (err) {
     for (const t of loaded) disposeLinear(t);
     throw err;
   } finally {
+    nonFinite.dispose();
     await ckpt.close();
   }
+}
+
+/**
+ * Every weight tensor by its HF name, in checkpoint order (embed_tokens, per layer the norms and
+ * linear layers, norm, lm_head). Tied embeddings appear once, as model.embed_tokens.weight (HF does
+ * not save lm_head.weight for them). NF4 weights are not dense tensors: they are an error here.
+ */
+export function namedWeights(config: LlamaConfig, w: LlamaWeights): Map<string, Tensor> {
+  const out = new Map<string, Tensor>();
+  out.set('model.embed_tokens.weight', w.embedTokens);
+  w.layers.forEach((l, i) => {
+    out.set(`model.layers.${i}.input_layernorm.weight`, l.inputNorm);
+    out.set(`model.layers.${i}.post_attention_layernorm.weight`, l.postAttentionNorm);
+    for (const mod of LINEAR_MODULES) {
+      const lin = l.linear[mod];
+      if (isNf4(lin)) throw new InputError(`${linearWeightName(i, mod)} is NF4-quantized: it has no dense tensor (load the model with quantize none)`);
+      out.set(linearWeightName(i, mod), lin);
+    }
+  });
+  out.set('model.norm.weight', w.norm);
+  if (!config.tieWordEmbeddings) out.set('lm_head.weight', w.lmHead);
+  return out;
+}
+
+/** The dense weights of decoder layer `l` (norms and linear layers; none when NF4). */
+export function layerDenseWeights(w: LayerWeights): Tensor[] {
+  const lin = LINEAR_MODULES.map((m) => w.linear[m]).filter((t): t is Tensor => !isNf4(t));
+  return [w.inputNorm, w.postAttentionNorm, ...lin];
 }
 
 export function isNf4(w: LinearWeight): w is Nf4Weight {

@@ -28,8 +28,8 @@ function fakeSession(opts: { peer: boolean; decode: boolean }): string {
       { name: 'no id', medianMs: 3, gflops: 1 },
     ],
   });
-  w('e2e-bf16-2026.json', { tag: 'bf16', precision: 'fp16-mixed', train_tok_s: 9000, peak_mem_gb: 20, decode_tok_s: 30, skipped_steps: 0 });
-  w('e2e-nf4-2026.json', { tag: 'nf4', precision: 'fp16-mixed', train_tok_s: 7000, peak_mem_gb: 18, decode_tok_s: 25, skipped_steps: 1 });
+  w('e2e-bf16-2026.json', { tag: 'bf16', precision: 'fp16-mixed', modes: [{ checkpointing: 'none', train_tok_s: 9000, peak_mem_gb: 20, skipped_steps: 0 }], decode_tok_s: 30 });
+  w('e2e-nf4-2026.json', { tag: 'nf4', precision: 'fp16-mixed', modes: [{ checkpointing: 'none', train_tok_s: 7000, peak_mem_gb: 18, skipped_steps: 1 }], decode_tok_s: 25 });
   w('smi-bf16.txt', '24576\n');
   w('smi-nf4.txt', 'not a number');
   if (opts.peer) {

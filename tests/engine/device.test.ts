@@ -6,7 +6,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GpuError, disabledFeatures, instanceFlags } from '../../src/engine/device.js';
+import { disabledFeatures, instanceFlags } from '../../src/engine/device.js';
+import { InputError } from '../../src/errors.js';
 import { resolvePrecision } from '../../src/engine/precision.js';
 import { engine } from '../../src/engine/tensor.js';
 import { useEngine } from '../helpers/index.js';
@@ -43,7 +44,7 @@ describe('device', () => {
     const opt = instanceFlags({ FINLLM_DAWN_TOGGLES: 'disable_robustness, disable_workgroup_init', FINLLM_BACKEND: 'vulkan' });
     expect(opt.flags[0]).toBe('enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,disable_robustness,disable_workgroup_init');
     expect(opt.flags).toContain('backend=vulkan');
-    expect(() => instanceFlags({ FINLLM_DAWN_TOGGLES: 'skip_everything' })).toThrow(GpuError);
+    expect(() => instanceFlags({ FINLLM_DAWN_TOGGLES: 'skip_everything' })).toThrow(InputError);
     expect(() => instanceFlags({ FINLLM_DAWN_TOGGLES: 'skip_everything' })).toThrow(/unknown toggle 'skip_everything'.*disable_robustness/);
     expect(disabledFeatures('shader-f16, subgroups')).toEqual(['shader-f16', 'subgroups']);
     expect(() => disabledFeatures('shader-f32')).toThrow(/unknown feature 'shader-f32'/);

@@ -14,7 +14,7 @@ import { computePrecision, setComputePrecision } from '../../src/engine/precisio
 import { engine, tidy } from '../../src/engine/tensor.js';
 import { sequenceLosses } from '../../src/llama/evaluate.js';
 import { generate } from '../../src/llama/generate.js';
-import { LlamaModel, disposeKvCache, shiftLabels } from '../../src/llama/model.js';
+import { CHECKPOINT_MODES, LlamaModel, disposeKvCache, shiftLabels } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { expectClose, useEngine } from '../helpers/index.js';
 import { adapterDir, golden, maxAbs, modelDir, readAllF32, FIXTURES, type FixtureName } from './helpers.js';
@@ -106,8 +106,8 @@ export function parityTests(name: FixtureName): void {
       logits.dispose();
     });
 
-    for (const checkpointing of [false, true]) {
-      it(`LoRA gradients within 1e-4 (relative to each tensor's largest), gradient checkpointing ${checkpointing ? 'on' : 'off'}`, async () => {
+    for (const checkpointing of CHECKPOINT_MODES) {
+      it(`LoRA gradients within 1e-4 (relative to each tensor's largest), gradient checkpointing ${checkpointing}`, async () => {
         const ref = await readAllF32(join(FIXTURES, name, 'lora_grads_text0.safetensors'));
         const params = model.namedLoraParameters();
         expect([...params.keys()].sort()).toEqual([...ref.keys()].sort());

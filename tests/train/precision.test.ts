@@ -1,7 +1,8 @@
 // Mixed precision: torch GradScaler semantics of the dynamic loss scaler, the one non-finite-step
 // check (skip under loss scaling, stop in fp32), the skipped update leaving weights, moments and
 // the AdamW step untouched, the scale and skipped steps in metrics.jsonl / TensorBoard / the
-// summary and checkpoints (resume bit-exact), fp16-mixed following the fp32 loss curve, and
+// summary and checkpoints (resume bit-exact), fp16-mixed following the fp32 loss curve (the QLoRA
+// tiny-sample config; bench/precision-curve.ts runs 200 steps of the default config), and
 // `--precision` on the eval verb.
 import { describe, expect, it, beforeAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
@@ -16,25 +17,23 @@ import { LlamaModel } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { loadConfig, type ResolvedConfig } from '../../src/pipeline/config.js';
 import { DataLoader, prepareData } from '../../src/pipeline/data/index.js';
-import { DynamicLossScaler, GRAD_SCALER_DEFAULTS, stepHealth } from '../../src/pipeline/train/loss-scale.js';
+import { DynamicLossScaler, GRAD_SCALER_DEFAULTS, skippedStep } from '../../src/pipeline/train/loss-scale.js';
 import { LoraTrainer, runTraining, trainStep } from '../../src/pipeline/train/trainer.js';
 import { useEngine } from '../helpers/index.js';
-import { sampleDataSlice } from './helpers.js';
+import { CLI, ROOT, sampleSlice } from './helpers.js';
 
 useEngine();
 
-const ROOT = process.cwd();
-const CLI = join(ROOT, 'dist/src/cli/main.js');
 const MODEL = join(ROOT, 'models/tiny-fin');
 let dataDir = '';
 
 beforeAll(() => {
-  dataDir = sampleDataSlice(ROOT, 'precision');
+  dataDir = sampleSlice(24, 8);
 });
 
 function config(outDir: string, extra: string[] = []): ResolvedConfig {
   return loadConfig({
-    file: join(ROOT, 'configs/default.yaml'),
+    file: join(ROOT, 'configs/tiny-sample.yaml'),
     sets: [
       `output.dir=${outDir}`,
       `data.train=${join(dataDir, 'train.jsonl')}`,
@@ -86,19 +85,13 @@ describe('dynamic loss scaling (torch GradScaler semantics)', () => {
     expect(copy.state()).toEqual(s.state());
   });
 
-  it('one check for non-finite steps: skip under loss scaling, stop in fp32, stop when the scale is exhausted', () => {
-    const scaler = new DynamicLossScaler();
-    expect(stepHealth(3, 1.5, 0.2, null).action).toBe('ok');
-    expect(stepHealth(3, 1.5, null, null).action).toBe('ok');
-    const fp32 = stepHealth(3, NaN, null, null);
-    expect(fp32.action).toBe('stop');
-    expect(fp32.message).toMatch(/diverged: loss is NaN at step 3/);
-    expect(stepHealth(3, 1.5, Infinity, null).action).toBe('stop');
-    const skip = stepHealth(3, 1.5, Infinity, scaler);
-    expect(skip.action).toBe('skip');
-    expect(skip.message).toMatch(/loss scale 65536: step skipped, loss scale → 32768/);
-    const tiny = new DynamicLossScaler({ ...GRAD_SCALER_DEFAULTS, initScale: 2 ** -16 });
-    expect(stepHealth(9, Infinity, null, tiny).message).toMatch(/forward pass overflows f16.*precision: fp32/);
+  it('a skipped step backs the scale off with a message; a stop once the scale is exhausted (the forward overflows)', () => {
+    const skip = skippedStep('step 3: the loss is 1.5000 but the gradient norm is Infinity', new DynamicLossScaler());
+    expect(skip.stop).toBe(false);
+    expect(skip.message).toBe('step 3: the loss is 1.5000 but the gradient norm is Infinity at loss scale 65536: step skipped, loss scale → 32768');
+    const tiny = skippedStep('step 9: the loss is Infinity', new DynamicLossScaler({ ...GRAD_SCALER_DEFAULTS, initScale: 2 ** -16 }));
+    expect(tiny.stop).toBe(true);
+    expect(tiny.message).toMatch(/forward pass overflows f16.*precision: fp32/);
   });
 });
 
@@ -206,7 +199,7 @@ describe('fp16-mixed training', () => {
     expect(records(resumedDir).map(key)).toEqual(recs.map(key));
   });
 
-  it('fp16-mixed follows the fp32 loss curve of the default config (10 steps)', async () => {
+  it('fp16-mixed follows the fp32 loss curve (QLoRA on the bundled tiny model, 10 steps)', async () => {
     if (!f16()) return;
     const run = async (precision: Precision) => {
       const dir = mkdtempSync(join(tmpdir(), `finllm-curve-${precision}-`));

@@ -2,6 +2,10 @@
 // of every logged metric, and TensorBoard event files (written natively, see src/io/tfevents.ts).
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { formatBytes } from '../../engine/device-memory.js';
+
+export { formatBytes };
+import { escapeControl } from '../../errors.js';
 
 export interface MetricRecord {
   step: number;
@@ -36,12 +40,6 @@ export function formatDuration(seconds: number): string {
   return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${String(sec).padStart(2, '0')}` : `${m}:${String(sec).padStart(2, '0')}`;
 }
 
-export function formatBytes(bytes: number): string {
-  if (bytes >= 1 << 30) return `${(bytes / (1 << 30)).toFixed(2)} GiB`;
-  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
-  return `${(bytes / 1024).toFixed(0)} KiB`;
-}
-
 /** A one-line progress bar on a TTY; plain lines otherwise (CI logs). */
 export class ConsoleProgress {
   private readonly tty = Boolean(process.stderr.isTTY);
@@ -65,7 +63,8 @@ export class ConsoleProgress {
 
   message(text: string): void {
     if (!this.enabled) return;
-    process.stderr.write((this.tty ? '\r\x1b[K' : '') + text + '\n');
+    // Messages quote paths and config values: their control characters are shown, not obeyed.
+    process.stderr.write((this.tty ? '\r\x1b[K' : '') + escapeControl(text) + '\n');
   }
 
   done(): void {

@@ -7,8 +7,9 @@
 // The state (scale, clean-step counter, skipped steps) is saved in checkpoints so a resumed run
 // continues bit-exactly.
 //
-// stepHealth is the one place that decides what a non-finite step means: with loss scaling it is
-// an overflow to skip; without (fp32) it is divergence, and training stops with a message.
+// Whether a step is non-finite is decided in one place, nonFiniteStep (checks.ts): without loss
+// scaling (fp32) the trainer stops on it; with loss scaling trainStep skips the update and the
+// trainer backs the scale off (skippedStep says what to print, or to stop).
 
 export interface LossScalingOptions {
   initScale: number;
@@ -67,27 +68,18 @@ export class DynamicLossScaler {
   }
 }
 
-export type StepAction = 'ok' | 'skip' | 'stop';
-
 /**
- * What to do with a step whose loss and (unscaled or scaled) gradient norm are known: 'ok' when
- * both are finite (a null norm, clipping off and no scaler, counts as finite); 'skip' when not and
- * a loss scaler is active (an f16 overflow: GradScaler skips the step); 'stop' when not and there
- * is no scaler (fp32: the run diverged), or when the scale has fallen so low that the overflow
- * cannot be a gradient-range problem. `message` says why for 'skip' and 'stop'.
+ * What a skipped step means (nonFiniteStep found it non-finite under loss scaling): the message to
+ * print with GradScaler's backoff, or `stop` once the scale would fall below MIN_LOSS_SCALE, where
+ * the overflow cannot be the gradients' range: the forward pass itself overflows f16.
  */
-export function stepHealth(step: number, loss: number, gradNorm: number | null, scaler: DynamicLossScaler | null): { action: StepAction; message?: string } {
-  const finite = Number.isFinite(loss) && (gradNorm === null || Number.isFinite(gradNorm));
-  if (finite) return { action: 'ok' };
-  const what = !Number.isFinite(loss) ? `loss is ${loss}` : `gradient norm is ${gradNorm}`;
-  if (!scaler) return { action: 'stop', message: `training diverged: ${what} at step ${step} (try a lower training.lr)` };
-  if (scaler.scale * scaler.opts.backoffFactor < MIN_LOSS_SCALE) {
+export function skippedStep(problem: string, scaler: DynamicLossScaler): { stop: boolean; message: string } {
+  const next = scaler.scale * scaler.opts.backoffFactor;
+  if (next < MIN_LOSS_SCALE) {
     return {
-      action: 'stop',
-      message:
-        `fp16-mixed: ${what} at step ${step} even at loss scale ${scaler.scale}; the forward pass overflows f16 ` +
-        '(activations beyond ±65504): train with training.precision: fp32',
+      stop: true,
+      message: `fp16-mixed: ${problem} even at loss scale ${scaler.scale}; the forward pass overflows f16 (activations beyond ±65504): train with training.precision: fp32`,
     };
   }
-  return { action: 'skip', message: `step ${step}: ${what} at loss scale ${scaler.scale}: step skipped, loss scale → ${scaler.scale * scaler.opts.backoffFactor}` };
+  return { stop: false, message: `${problem} at loss scale ${scaler.scale}: step skipped, loss scale → ${next}` };
 }
