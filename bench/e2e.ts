@@ -1,11 +1,14 @@
-// End-to-end benchmark, shaped like the HF + PEFT peer benchmark the GPU sessions run beside it (a
-// transformers + PEFT script, not part of this repository) so the two can be compared as a
-// ratio on one card: a random-init Llama at a preset's shapes, LoRA r=16 on all linear layers,
-// AdamW, batch B × T random tokens, once per checkpointing mode; then greedy decoding (batch 1,
-// 64-token prompt, 128 new tokens).
+// End-to-end benchmark with the exact shapes of the HF + PEFT peer the GPU sessions run beside it
+// (bench/peer/peer_peft.py) so the two can be compared as a ratio on one card: a random-init Llama
+// at a preset's shapes with the peer's vocabulary of 32000 (not the bundled tokenizer's 600: the LM
+// head would be 50x cheaper), LoRA r=16 alpha 32 on all linear layers, AdamW, batch B × T random
+// tokens, once per checkpointing mode; then greedy decoding (batch 1, 64-token prompt, 128 new
+// tokens). --precision fp16-mixed trains with f16 GEMM operands at a loss scale of 2^16
+// (GradScaler's initial scale); steps skipped for inf/NaN gradients are counted.
 //
 //   npm run bench:e2e -- --preset 1.1b [--quantize nf4] [--storage bf16] [--batch 8] [--seq 512]
-//                        [--checkpointing none,selective,full] [--hidden 256 --layers 4 --vocab 8000 ...]
+//                        [--precision fp32|fp16-mixed|auto] [--checkpointing none,selective,full]
+//                        [--hidden 256 --layers 4 --vocab 8000 ...] [--tag name] [--out dir]
 //   npm run bench:e2e -- --preset fin-s --method full --vocab 2048 --batch 16 --seq 256   # pretraining shapes
 //
 // --method full trains every weight instead of LoRA (f32 storage). The process CPU time per step is
@@ -15,12 +18,14 @@
 // peer's torch.cuda.synchronize around its loop); memory is the engine pool's peak live bytes
 // during the timed steps, next to the memory model's estimate and, on NVIDIA, what nvidia-smi
 // reports in use on the card after the steps (the pool's cached buffers included; the pool is
-// emptied between modes). Results: a table and bench/results/e2e-<preset>-<time>.json.
+// emptied between modes). Results: a table and <out>/e2e-<tag or preset>-<time>.json (default out:
+// bench/results; bench/gpu-session.sh passes --tag and reads them into the GPU summary).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { engine, initEngine } from '../src/engine/tensor.js';
+import { PRECISION_SETTINGS, precisionUnsupported, resolvePrecision, setComputePrecision, type PrecisionSetting } from '../src/engine/precision.js';
 import { Rng } from '../src/engine/random.js';
 import { AdamW } from '../src/kernels/optim.js';
 import type { LlamaConfig } from '../src/llama/config.js';
@@ -65,6 +70,16 @@ for (const [flag, key] of [['hidden', 'hiddenSize'], ['layers', 'numHiddenLayers
   const v = arg(flag, '');
   if (v) overrides[key] = Number(v);
 }
+overrides.vocabSize ??= 32000; // the peer's vocabulary
+const tag = arg('tag', '');
+const outDir = arg('out', join(process.cwd(), 'bench', 'results'));
+const precisionSetting = arg('precision', 'auto') as PrecisionSetting;
+if (!PRECISION_SETTINGS.includes(precisionSetting)) throw new Error(`--precision: expected ${PRECISION_SETTINGS.join(', ')}, got ${precisionSetting}`);
+const precision = resolvePrecision(precisionSetting, e.dev);
+const unsupported = precisionUnsupported(precision, e.dev);
+if (unsupported) throw new Error(unsupported);
+setComputePrecision(precision);
+const lossScale = precision === 'fp16-mixed' ? 2 ** 16 : undefined;
 
 const dir = mkdtempSync(join(tmpdir(), 'finllm-bench-'));
 const usedAtStart = nvidiaUsedBytes();
@@ -74,7 +89,7 @@ const model = await LlamaModel.load(dir, { storage, ...(quantize === 'nf4' ? { q
 rmSync(dir, { recursive: true, force: true });
 const c = model.config;
 console.log(
-  `model: preset ${preset} (random init; D ${c.hiddenSize}, L ${c.numHiddenLayers}, F ${c.intermediateSize}, V ${c.vocabSize}), storage ${storage}, quantize ${quantize}; ${method === 'full' ? 'full training' : 'LoRA r=16 all linear'}; batch ${B} x ${T}`,
+  `model: preset ${preset} (random init; D ${c.hiddenSize}, L ${c.numHiddenLayers}, F ${c.intermediateSize}, V ${c.vocabSize}), storage ${storage}, quantize ${quantize}, precision ${precision}; ${method === 'full' ? 'full training' : 'LoRA r=16 all linear'}; batch ${B} x ${T}`,
 );
 if (method === 'full') model.enableFullTraining();
 else model.initLora({ r: 16, loraAlpha: 32, loraDropout: 0 }, 0);
@@ -105,14 +120,22 @@ interface ModeResult {
   estimate_gb: number;
   device_used_gb: number | null;
   loss: number;
+  /** fp16-mixed: timed steps skipped for inf/NaN gradients. */
+  skipped_steps: number;
 }
 const results: ModeResult[] = [];
 let stepIndex = 0;
 for (const mode of modes) {
-  const step = () => trainStep(model, opt, [batch], { lr: 2e-4, stepIndex: stepIndex++, seed: 0, maxGradNorm: 1.0, gradientCheckpointing: mode });
+  let skipped = 0;
+  const step = async () => {
+    const r = await trainStep(model, opt, [batch], { lr: 2e-4, stepIndex: stepIndex++, seed: 0, maxGradNorm: 1.0, gradientCheckpointing: mode, ...(lossScale ? { lossScale } : {}) });
+    if (r.skipped) skipped++;
+    return r;
+  };
   e.pool.trim(); // each mode starts from an empty cache, so the device's number is this mode's
   for (let i = 0; i < 2; i++) await step(); // warm-up: pipelines compile, pool fills
   e.pool.resetPeak();
+  skipped = 0;
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
   let loss = NaN;
@@ -135,6 +158,7 @@ for (const mode of modes) {
     estimate_gb: estimate.total / 1e9,
     device_used_gb: used !== null && usedAtStart !== null ? (used - usedAtStart) / 1e9 : null,
     loss,
+    skipped_steps: skipped,
   };
   results.push(r);
   const device = r.device_used_gb !== null ? `, nvidia-smi +${r.device_used_gb.toFixed(2)} GB` : '';
@@ -150,7 +174,9 @@ const genSec = (performance.now() - g0) / 1000;
 
 const result = {
   adapter: e.dev.name,
+  tag: tag || null,
   preset,
+  precision,
   method,
   overrides,
   params: [...(method === 'full' ? model.namedWeights().values() : [])].reduce((n, t) => n + t.numel, 0) || null,
@@ -164,9 +190,8 @@ const result = {
   date: new Date().toISOString(),
 };
 console.log(`decode: ${result.decode_tok_s.toFixed(1)} tok/s (batch 1, ${out.tokens.length} new tokens after a 64-token prompt)`);
-const resDir = join(process.cwd(), 'bench', 'results');
-mkdirSync(resDir, { recursive: true });
-const file = join(resDir, `e2e-${preset}-${result.date.replace(/[:.]/g, '-')}.json`);
+mkdirSync(outDir, { recursive: true });
+const file = join(outDir, `e2e-${tag || preset}-${result.date.replace(/[:.]/g, '-')}.json`);
 writeFileSync(`${file}.tmp`, JSON.stringify(result, null, 2));
 renameSync(`${file}.tmp`, file);
 console.log(`wrote ${file}`);

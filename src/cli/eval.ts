@@ -7,7 +7,6 @@
 // records through the training templates, greedy decoding, scores, a finllm.results.v1 file (--out).
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { initEngine } from '../engine/tensor.js';
 import { InputError, readFailure } from '../errors.js';
 import { describeValue } from '../io/json.js';
 import { evaluatePerplexity, type PerplexityResult } from '../llama/evaluate.js';
@@ -19,7 +18,7 @@ import { checkFileDestination } from '../io/atomic.js';
 import { validateSampling } from '../llama/generate.js';
 import { LlamaModel } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
-import { addModelOptions, intOption, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
+import { addModelOptions, applyPrecision, intOption, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
 
 export interface EvalCliOptions extends ModelCliOptions {
   data?: string;
@@ -110,10 +109,10 @@ export async function runPerplexityEval(opts: EvalCliOptions): Promise<Perplexit
   for (const m of metrics) if (m !== 'perplexity') throw new InputError(`unknown metric ${JSON.stringify(m)} for the perplexity task; expected perplexity`, { key: 'metrics' });
   if (!opts.data) throw new InputError('--data is required', { key: 'data' });
   const tokensPerPass = intOption(opts.tokensPerPass, 'tokens-per-pass', 1);
-  const { dir, load } = await modelLoadOptions(opts);
+  const { dir, load, precision } = await modelLoadOptions(opts);
   const texts = textsOf(await readJsonlRows(opts.data), opts.data);
   const tokenizer = await LlamaTokenizer.load(dir);
-  await initEngine();
+  await applyPrecision(precision);
   const model = await LlamaModel.load(dir, load);
   try {
     return await evaluatePerplexity(model, tokenizer, texts, tokensPerPass !== undefined ? { maxTokensPerPass: tokensPerPass } : {});
@@ -140,7 +139,8 @@ export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptio
   };
   validateSampling({ maxNewTokens, ...sampling }); // before the model is loaded
   const metrics = opts.metrics !== undefined ? parseEvalMetrics(opts.metrics, 'metrics') : null;
-  const { dir, load } = await modelLoadOptions(opts);
+  const { dir, load, precision } = await modelLoadOptions(opts);
+  await applyPrecision(precision);
   const progress = new EvalProgress(task, !opts.quiet);
   let tokens = 0;
   const r = await evaluateFile({

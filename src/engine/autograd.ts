@@ -89,6 +89,12 @@ export function withRecompute<T>(t: Tensor, inputs: readonly Tensor[], fn: (inpu
   }
 }
 
+/** Whether `t` is marked recomputable (inside `withRecompute` for it): saving it keeps no memory. */
+export function isRecomputable(t: Tensor): boolean {
+  const key = t.storageKey;
+  return key !== null && recipes.has(key);
+}
+
 export class GradNode {
   /** Views that keep saved tensors alive until backward has used them. */
   private saved: Tensor[] = [];

@@ -6,6 +6,8 @@ export * from './swiglu.js';
 export * from './crossentropy.js';
 export * from './linear-crossentropy.js';
 export * from './matmul.js';
+export { gemm, noteWeightRange, fitsF16, type GemmArgs, type GemmOperand } from './gemm.js';
+export { saveActivation } from './activations.js';
 export * from './reduce.js';
 export * from './embedding.js';
 export * from './nf4.js';

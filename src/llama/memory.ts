@@ -152,9 +152,10 @@ interface LayerKeep {
 
 function layerKeeps(s: TrainingMemoryShape, inGrad: boolean): LayerKeep {
   const lora = (m: LinearModule) => s.lora?.targetModules.includes(m) ?? false;
-  const dense = s.quantize !== 'nf4';
-  // A projection keeps its input when it has LoRA (for dA) or is a dense linear that is recorded.
-  const keepsInput = (m: LinearModule, inputGrad: boolean) => lora(m) || (dense && inputGrad);
+  // A projection keeps its input when it has LoRA (for dA); a frozen base (dense or NF4) needs only
+  // its weight for dX, so linear() and nf4Linear() keep no input. (fp32 sizes: in fp16-mixed the
+  // kept GEMM inputs are f16, kernels/activations.ts, which this model does not count yet.)
+  const keepsInput = (m: LinearModule) => lora(m);
   const projGrad = (m: LinearModule, inputGrad: boolean) => inputGrad || lora(m);
   const h1Grad = inGrad;
   const qkvGrad = (['q_proj', 'k_proj', 'v_proj'] as const).some((m) => projGrad(m, h1Grad));
@@ -166,14 +167,14 @@ function layerKeeps(s: TrainingMemoryShape, inGrad: boolean): LayerKeep {
   const downGrad = projGrad('down_proj', swigluRec);
   return {
     input: inGrad,
-    norm1: (['q_proj', 'k_proj', 'v_proj'] as const).some((m) => keepsInput(m, h1Grad)),
+    norm1: (['q_proj', 'k_proj', 'v_proj'] as const).some((m) => keepsInput(m)),
     attention: qkvGrad,
-    attnOut: qkvGrad || keepsInput('o_proj', qkvGrad),
+    attnOut: qkvGrad || keepsInput('o_proj'),
     mid: midGrad,
-    norm2: (['gate_proj', 'up_proj'] as const).some((m) => keepsInput(m, midGrad)),
+    norm2: (['gate_proj', 'up_proj'] as const).some((m) => keepsInput(m)),
     swiglu: swigluRec,
     up: swigluRec && gateGrad,
-    act: keepsInput('down_proj', swigluRec),
+    act: keepsInput('down_proj'),
     loraProducts: LINEAR_MODULES.filter(lora).length,
     outGrad: midGrad || downGrad,
   };

@@ -4,11 +4,15 @@
 // Storage choices: f32 (default), packed 16-bit (bf16/f16, two per u32 word; kernels compute in
 // f32), or NF4 quantized at load time for the decoder's linear layers (QLoRA: embeddings, norms and
 // lm_head stay unquantized). Norm weights are always f32 (tiny, and rmsnorm reads f32).
+//
+// The largest magnitude of every GEMM weight is measured while it passes through the CPU: weights
+// beyond the f16 range (|w| > 65504) keep the f32 GEMM path in fp16-mixed (noteWeightRange), and
+// their names are listed in `outOfF16Range` so the trainer can say so.
 import { Tensor } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
 import { Checkpoint } from '../io/safetensors.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../io/dtype.js';
-import { disposeNf4, keepNf4, quantizeNf4, type Nf4Weight } from '../kernels/index.js';
+import { disposeNf4, keepNf4, noteWeightRange, quantizeNf4, type Nf4Weight } from '../kernels/index.js';
 import { NonFiniteCounter } from '../kernels/finite.js';
 import { describeNonFinite } from '../io/finite.js';
 import type { LlamaConfig } from './config.js';
@@ -35,6 +39,37 @@ export interface LlamaWeights {
   norm: Tensor;
   /** The same tensor object as embedTokens when the embeddings are tied. */
   lmHead: Tensor;
+  /** Names of GEMM weights with |w| > 65504 (they stay on the f32 GEMM path in fp16-mixed). */
+  outOfF16Range: string[];
+}
+
+const F16_MAX = 65504;
+
+/** max |x| of f32 values (NaN if any is NaN). */
+export function maxAbsF32(x: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < x.length; i++) {
+    const a = Math.abs(x[i]!);
+    if (!(a <= m)) m = a; // NaN sticks
+  }
+  return m;
+}
+
+/**
+ * max |x| of 16-bit float bits: for bf16 and f16 alike, magnitudes order as the unsigned bits
+ * without the sign (NaN patterns sort above inf), so one integer max and one decode suffice.
+ */
+export function maxAbs16(bits: Uint16Array, dtype: 'BF16' | 'F16'): number {
+  let m = 0;
+  for (let i = 0; i < bits.length; i++) {
+    const b = bits[i]! & 0x7fff;
+    if (b > m) m = b;
+  }
+  if (dtype === 'BF16') return new Float32Array(new Uint32Array([m << 16]).buffer)[0]!;
+  const e = m >> 10;
+  const f = m & 0x3ff;
+  if (e === 31) return f ? NaN : Infinity;
+  return e === 0 ? f * 2 ** -24 : (1 + f / 1024) * 2 ** (e - 15);
 }
 
 export type WeightStorage = 'f32' | 'bf16' | 'f16';
@@ -112,20 +147,26 @@ export function checkCheckpoint(ckpt: Checkpoint, config: LlamaConfig): void {
   }
 }
 
-async function uploadDense(ckpt: Checkpoint, name: string, shape: number[], storage: WeightStorage): Promise<Tensor> {
+async function uploadDense(ckpt: Checkpoint, name: string, shape: number[], storage: WeightStorage): Promise<{ t: Tensor; maxAbs: number }> {
   let t: Tensor;
+  let maxAbs: number;
   const src = ckpt.dtype(name);
   if (storage === 'f32') {
-    t = Tensor.from(await ckpt.readF32(name, shape), shape);
+    const f = await ckpt.readF32(name, shape);
+    maxAbs = maxAbsF32(f);
+    t = Tensor.from(f, shape);
   } else if ((storage === 'bf16' && src === 'BF16') || (storage === 'f16' && src === 'F16')) {
-    t = Tensor.from(await ckpt.readU16(name, shape), shape, storage); // bits as stored: no rounding
+    const bits = await ckpt.readU16(name, shape);
+    maxAbs = maxAbs16(bits, src);
+    t = Tensor.from(bits, shape, storage); // bits as stored: no rounding
   } else {
     const f = await ckpt.readF32(name, shape);
+    maxAbs = maxAbsF32(f);
     t = Tensor.from(storage === 'bf16' ? f32ArrayToBf16(f) : f32ArrayToF16(f), shape, storage);
   }
   t.keep();
   t.name = name;
-  return t;
+  return { t, maxAbs };
 }
 
 /**
@@ -143,14 +184,21 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
     checkCheckpoint(ckpt, config);
     const total = expectedTensors(config).size;
     let index = 0;
-    const dense = async (name: string, shape: number[], st: WeightStorage): Promise<Tensor> => {
-      const t = await uploadDense(ckpt, name, shape, st);
+    const outOfF16Range: string[] = [];
+    const noteRange = (w: LinearWeight, name: string, maxAbs: number) => {
+      noteWeightRange(w, maxAbs);
+      if (!(maxAbs <= F16_MAX)) outOfF16Range.push(name);
+    };
+    const dense = async (name: string, shape: number[], st: WeightStorage, gemmWeight = false): Promise<Tensor> => {
+      const { t, maxAbs } = await uploadDense(ckpt, name, shape, st);
       nonFinite.add(t, name);
       loaded.push(t);
+      if (gemmWeight) noteRange(t, name, maxAbs);
       opts.onTensor?.(name, ++index, total);
       return t;
     };
-    const embedTokens = await dense('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize], storage);
+    // The embeddings are a GEMM weight when tied to the lm_head.
+    const embedTokens = await dense('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize], storage, config.tieWordEmbeddings);
     const layers: LayerWeights[] = [];
     for (let l = 0; l < config.numHiddenLayers; l++) {
       const inputNorm = await dense(`model.layers.${l}.input_layernorm.weight`, [config.hiddenSize], 'f32');
@@ -160,16 +208,18 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
         const name = linearWeightName(l, mod);
         const shape = linearShape(config, mod);
         if (opts.quantize === 'nf4') {
-          const f = Tensor.from(await ckpt.readF32(name, shape), shape);
+          const data = await ckpt.readF32(name, shape);
+          const f = Tensor.from(data, shape);
           nonFinite.add(f, name);
           const q = quantizeNf4(f, { doubleQuant: opts.doubleQuant ?? false });
           f.dispose();
           keepNf4(q);
           loaded.push(q);
+          noteRange(q, name, maxAbsF32(data)); // dequantized |w| ≤ absmax = max |w| of its block
           linear[mod] = q;
           opts.onTensor?.(name, ++index, total);
         } else {
-          linear[mod] = await dense(name, shape, storage);
+          linear[mod] = await dense(name, shape, storage, true);
         }
       }
       layers.push({ inputNorm, postAttentionNorm, linear });
@@ -177,13 +227,13 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
     const norm = await dense('model.norm.weight', [config.hiddenSize], 'f32');
     const lmHead = config.tieWordEmbeddings
       ? embedTokens
-      : await dense('lm_head.weight', [config.vocabSize, config.hiddenSize], storage);
+      : await dense('lm_head.weight', [config.vocabSize, config.hiddenSize], storage, true);
     const found = await nonFinite.read();
     if (found.length > 0) {
       const converted = storage !== 'f32' ? ` (as stored, or after rounding to model storage ${storage})` : '';
       throw new InputError(`${describeNonFinite(found.map((f) => ({ name: f.label, count: f.count })))}${converted}; the checkpoint is damaged`, { file: ckpt.fileOf(found[0]!.label) });
     }
-    return { embedTokens, layers, norm, lmHead };
+    return { embedTokens, layers, norm, lmHead, outOfF16Range };
   } catch (err) {
     for (const t of loaded) disposeLinear(t);
     throw err;

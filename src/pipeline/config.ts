@@ -135,6 +135,21 @@ const trainingSchema = z
     max_grad_norm: z.number().positive().nullable().default(1.0),
     /** none | selective | full (what backward keeps vs recomputes; true/false of older configs mean full/none). */
     grad_checkpointing: z.preprocess((v) => (v === true ? 'full' : v === false ? 'none' : v), z.enum(CHECKPOINTING).default('none')),
+    /**
+     * fp32 | fp16-mixed (GEMM operands f16 with f32 accumulation, activations saved in f16, LoRA
+     * weights/grads/AdamW state f32, dynamic loss scaling) | auto (fp16-mixed where the adapter has
+     * f16 subgroup matrices, i.e. tensor cores; fp32 elsewhere).
+     */
+    precision: z.enum(['fp32', 'fp16-mixed', 'auto']).default('auto'),
+    /** Dynamic loss scaling in fp16-mixed (torch GradScaler's defaults and semantics). */
+    loss_scaling: z
+      .strictObject({
+        init_scale: z.number().positive().default(65536),
+        growth_factor: z.number().gt(1).default(2),
+        backoff_factor: z.number().gt(0).lt(1).default(0.5),
+        growth_interval: positiveInt.default(2000),
+      })
+      .prefault({}),
     seed: z.number().int().nonnegative().default(42),
     /** Steps between validation passes (0: only at the end). */
     eval_every: nonNegInt.default(100),

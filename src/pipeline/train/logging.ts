@@ -45,7 +45,7 @@ export class ConsoleProgress {
   private readonly tty = Boolean(process.stderr.isTTY);
   constructor(private readonly total: number, private readonly enabled: boolean) {}
 
-  update(p: { step: number; loss: number; lr: number; tokensPerSec: number; elapsed: number; memBytes: number; gradNorm?: number | null }): void {
+  update(p: { step: number; loss: number; lr: number; tokensPerSec: number; elapsed: number; memBytes: number; gradNorm?: number | null; lossScale?: number }): void {
     if (!this.enabled) return;
     const frac = Math.min(1, p.step / this.total);
     const width = 24;
@@ -55,6 +55,7 @@ export class ConsoleProgress {
     const line =
       `${bar} step ${p.step}/${this.total} loss ${p.loss.toFixed(4)} lr ${p.lr.toExponential(2)}` +
       (p.gradNorm != null ? ` |g| ${p.gradNorm.toFixed(3)}` : '') +
+      (p.lossScale !== undefined ? ` scale ${p.lossScale}` : '') +
       ` ${p.tokensPerSec.toFixed(0)} tok/s ETA ${formatDuration(eta)} mem ${formatBytes(p.memBytes)}`;
     if (this.tty) process.stderr.write(`\r${line}\x1b[K`);
     else process.stderr.write(line + '\n');

@@ -33,6 +33,8 @@ const stepRecordSchema = z.object({
   lr: finite,
   gradNorm: finite.nullable(),
   tokens: nonNegInt,
+  lossScale: finite.optional(),
+  skipped: z.boolean().optional(),
 });
 
 export const trainerStateSchema = z
@@ -49,6 +51,13 @@ export const trainerStateSchema = z
     tokensSeen: nonNegInt,
     /** The run ended by early stopping at `step` (a finished run, though step < totalSteps). */
     stoppedEarly: z.boolean().optional(),
+    /** The precision the run trains in (absent in checkpoints written before it existed: fp32). */
+    precision: z.enum(['fp32', 'fp16-mixed']).optional(),
+    /** fp16-mixed: the dynamic loss scaler's state (loss-scale.ts). */
+    lossScaler: z
+      .object({ scale: finite.refine((v) => v > 0, 'expected a positive scale'), growthTracker: nonNegInt, skippedSteps: nonNegInt })
+      .nullable()
+      .optional(),
   })
   .superRefine((s, ctx) => {
     if (s.step > s.totalSteps) ctx.addIssue({ code: 'custom', path: ['step'], message: `step ${s.step} is past totalSteps ${s.totalSteps}` });

@@ -15,12 +15,20 @@
 //
 // Weight decay under full training follows the HF Trainer: matrices (embeddings, linear layers, LM
 // head) are decayed, RMSNorm weights are not.
+//
+// Precision (training.precision, src/engine/precision.ts): fp32, or fp16-mixed with dynamic loss
+// scaling (loss-scale.ts): the loss is multiplied by the scale before backward; the step reads the
+// gradient norm back first and, when nonFiniteStep finds the step non-finite, skips the update
+// (where fp32 stops the run) and halves the scale; otherwise it unscales inside the AdamW update
+// (grad · clip / scale). Trained weights, gradients and AdamW moments stay f32 (master weights).
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { ensureFolderSync, removeStaleTemps, writeFileAtomic } from '../../io/atomic.js';
 import { describeNonFinite, nonFiniteCount } from '../../io/finite.js';
 import { join } from 'node:path';
 import { backward, noGrad, zeroGrad } from '../../engine/autograd.js';
 import { engine, initEngine, Tensor, tidy } from '../../engine/tensor.js';
+import { computePrecision, precisionUnsupported, resolvePrecision, setComputePrecision, type Precision } from '../../engine/precision.js';
+import { DynamicLossScaler, skippedStep } from './loss-scale.js';
 import { scale } from '../../kernels/elementwise.js';
 import { AdamW, gradNormCoef } from '../../kernels/optim.js';
 import { InputError, NonFiniteError } from '../../errors.js';
@@ -60,6 +68,9 @@ export interface StepRecord {
   lr: number;
   gradNorm: number | null;
   tokens: number;
+  /** fp16-mixed: the loss scale this step ran with, and whether its update was skipped (inf/NaN gradients). */
+  lossScale?: number;
+  skipped?: boolean;
 }
 
 export interface TrainResult {
@@ -82,6 +93,9 @@ export interface TrainResult {
   mergedDir: string | null;
   tokensPerSecond: number;
   peakGpuBytes: number;
+  precision: Precision;
+  /** fp16-mixed: the final loss scale and the steps skipped for inf/NaN gradients. */
+  lossScaling: { scale: number; skippedSteps: number } | null;
 }
 
 
@@ -103,6 +117,12 @@ export interface StepOptions {
   /** Clip the global gradient norm to this (null: no clipping). */
   maxGradNorm: number | null;
   gradientCheckpointing?: CheckpointMode;
+  /**
+   * Dynamic loss scaling (fp16-mixed): the loss is multiplied by this before backward; a
+   * non-finite step is skipped (returned with `skipped`) instead of stopping, and otherwise the
+   * update uses grad / lossScale.
+   */
+  lossScale?: number;
 }
 
 export interface StepResult {
@@ -112,6 +132,9 @@ export interface StepResult {
   gradNorm: number | null;
   /** Tokens processed (batch × sequence, padding included). */
   tokens: number;
+  /** With loss scaling: the step was non-finite (`problem` says how) and its update was skipped. */
+  skipped: boolean;
+  problem?: string;
 }
 
 /**
@@ -126,11 +149,12 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Ba
   model.training = true;
   const params = model.trainableParameters();
   const weighted: Tensor[] = [];
+  const lossScale = o.lossScale ?? 1;
   batches.forEach((b, micro) => {
     model.setDropoutSeed(dropoutSeed(o.seed, o.stepIndex, micro));
     const w = tidy(() => {
       const loss = model.loss(b, { gradientCheckpointing: o.gradientCheckpointing ?? 'none' });
-      backward(scale(loss, b.numTargetTokens / total));
+      backward(scale(loss, (lossScale * b.numTargetTokens) / total));
       return noGrad(() => scale(loss, b.numTargetTokens / total));
     });
     weighted.push(w);
@@ -143,19 +167,33 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Ba
     loss += await w.item();
     w.dispose();
   }
-  const gradNorm = await clip.norm.item();
+  // Under loss scaling the norm is the scaled gradients' (its clip coefficient is not used).
+  const gradNorm = (await clip.norm.item()) / lossScale;
   clip.norm.dispose();
+  const tokens = batches.reduce((s, b) => s + b.batchSize * b.seqLen, 0);
   const problem = nonFiniteStep(loss, gradNorm);
   if (problem) {
     clip.coef.dispose();
     zeroGrad(params);
     const sources = describeSources(batches);
-    throw new NonFiniteError(`step ${o.stepIndex + 1}: ${problem}${sources ? ` (examples: ${sources})` : ''}`);
+    const where = `step ${o.stepIndex + 1}: ${problem}${sources ? ` (examples: ${sources})` : ''}`;
+    // fp16-mixed: an overflow of the scaled gradients; GradScaler skips the step (the caller lowers the scale).
+    if (o.lossScale !== undefined) return { loss, gradNorm, tokens, skipped: true, problem: where };
+    throw new NonFiniteError(where);
   }
-  optimizer.step(o.lr, o.maxGradNorm !== null ? { gradScale: clip.coef } : {});
-  clip.coef.dispose();
+  if (o.lossScale !== undefined) {
+    // torch: unscale_ (× 1/scale, exact for a power of two) then clip; here both in one factor.
+    clip.coef.dispose();
+    const clipCoef = o.maxGradNorm !== null ? Math.min(1, o.maxGradNorm / (gradNorm + 1e-6)) : 1;
+    const gradScale = Tensor.from(new Float32Array([clipCoef / lossScale]), [1]);
+    optimizer.step(o.lr, { gradScale });
+    gradScale.dispose();
+  } else {
+    optimizer.step(o.lr, o.maxGradNorm !== null ? { gradScale: clip.coef } : {});
+    clip.coef.dispose();
+  }
   zeroGrad(params);
-  return { loss, gradNorm, tokens: batches.reduce((s, b) => s + b.batchSize * b.seqLen, 0) };
+  return { loss, gradNorm, tokens, skipped: false };
 }
 
 export class LoraTrainer {
@@ -168,6 +206,9 @@ export class LoraTrainer {
   private progress: ConsoleProgress;
   private state: TrainerState;
   private startTime = Date.now();
+  /** fp16-mixed: the dynamic loss scaler (null in fp32). */
+  private scaler: DynamicLossScaler | null;
+  private readonly previousPrecision: Precision;
   private constructor(
     readonly cfg: ResolvedConfig,
     readonly runDir: string,
@@ -178,8 +219,17 @@ export class LoraTrainer {
     readonly loader: DataLoader,
     readonly schedule: ScheduleSpec,
     private readonly opts: TrainOptions,
+    readonly precision: Precision,
   ) {
     this.progress = new ConsoleProgress(schedule.totalSteps, !opts.quiet && cfg.logging.console);
+    const ls = cfg.training.loss_scaling;
+    this.scaler =
+      precision === 'fp16-mixed'
+        ? new DynamicLossScaler({ initScale: ls.init_scale, growthFactor: ls.growth_factor, backoffFactor: ls.backoff_factor, growthInterval: ls.growth_interval })
+        : null;
+    // The precision is process-wide (the engine's GEMMs read it); dispose() puts the previous one back.
+    this.previousPrecision = computePrecision();
+    setComputePrecision(precision);
     this.state = {
       version: 1,
       step: 0,
@@ -191,6 +241,8 @@ export class LoraTrainer {
       valLosses: [],
       initialValLoss: null,
       tokensSeen: 0,
+      precision,
+      lossScaler: this.scaler?.state() ?? null,
     };
   }
 
@@ -220,8 +272,11 @@ export class LoraTrainer {
    * memory estimate; restores the latest checkpoint when resuming.
    */
   static async setup(configured: ResolvedConfig, opts: TrainOptions = {}): Promise<LoraTrainer> {
-    await initEngine();
+    const { dev } = await initEngine();
     let cfg = configured;
+    const precision = resolvePrecision(cfg.training.precision, dev);
+    const unsupported = precisionUnsupported(precision, dev);
+    if (unsupported) throw new InputError(`${unsupported}; set training.precision: fp32 (or auto)`, { key: 'training.precision' });
     const runDir = cfg.output.dir;
     checkSeqLenFitsModel(cfg, await loadLlamaConfig(cfg.model.path));
     ensureFolderSync(runDir);
@@ -261,6 +316,10 @@ export class LoraTrainer {
       throw err;
     }
     model.gradientCheckpointing = cfg.training.grad_checkpointing;
+    log(`precision: ${precision}${cfg.training.precision === 'auto' ? ` (auto: ${dev.hasF16SubgroupMatrix() ? 'the adapter has f16 subgroup matrices' : 'no f16 subgroup matrices on this adapter'})` : ''}`);
+    if (precision === 'fp16-mixed' && model.weights.outOfF16Range.length) {
+      log(`fp16-mixed: ${model.weights.outOfF16Range.length} weight(s) exceed the f16 range (|w| > 65504) and stay on the f32 GEMM path: ${model.weights.outOfF16Range.join(', ')}`);
+    }
     if (cfg.training.batch_size === 'auto') {
       const picked = chosenBefore ? null : await chooseAutoBatch(cfg, model);
       const chosen = chosenBefore ?? picked!;
@@ -279,7 +338,7 @@ export class LoraTrainer {
     const batchesPerEpoch = loader.batchesInEpoch(0);
     const totalSteps = t.max_steps ?? Math.max(1, Math.ceil((batchesPerEpoch * t.epochs) / t.grad_accum));
     const schedule: ScheduleSpec = { kind: t.schedule, baseLr: t.lr, warmupSteps: resolveWarmup(totalSteps, t.warmup_steps, t.warmup_ratio), totalSteps };
-    const trainer = new LoraTrainer(cfg, runDir, tokenizer, data, model, optimizer, loader, schedule, opts);
+    const trainer = new LoraTrainer(cfg, runDir, tokenizer, data, model, optimizer, loader, schedule, opts, precision);
 
     if (latest && resuming) await trainer.restore(latest);
     else if (latest) {
@@ -339,7 +398,7 @@ export class LoraTrainer {
     return sum / count;
   }
 
-  /** One optimizer step (see the free function `trainStep`). */
+  /** One optimizer step (see the free function `trainStep`), at the loss scaler's scale in fp16-mixed. */
   async trainStep(batches: Batch[], lr: number, stepIndex: number): Promise<StepResult> {
     return trainStep(this.model, this.optimizer, batches, {
       lr,
@@ -347,7 +406,13 @@ export class LoraTrainer {
       seed: this.cfg.training.seed,
       maxGradNorm: this.cfg.training.max_grad_norm,
       gradientCheckpointing: this.cfg.training.grad_checkpointing,
+      ...(this.scaler ? { lossScale: this.scaler.scale } : {}),
     });
+  }
+
+  /** fp16-mixed: the loss scale now and the steps skipped so far (null in fp32). */
+  lossScaling(): { scale: number; skippedSteps: number } | null {
+    return this.scaler ? { scale: this.scaler.scale, skippedSteps: this.scaler.skippedSteps } : null;
   }
 
   async train(): Promise<TrainResult> {
@@ -376,21 +441,38 @@ export class LoraTrainer {
       while (st.step < st.totalSteps && !st.stoppedEarly && !this.stopRequested) {
         const lr = lrAt(this.schedule, st.step);
         const batches = Array.from({ length: t.grad_accum }, () => this.loader.next());
+        const lossScale = this.scaler?.scale;
         const r = await this.trainStep(batches, lr, st.step).catch((err: unknown) => {
           throw err instanceof NonFiniteError ? this.stopped(err) : err;
         });
+        if (r.skipped) {
+          const what = skippedStep(r.problem!, this.scaler!);
+          if (what.stop) throw new NonFiniteError(what.message);
+          this.progress.message(what.message);
+        }
+        this.scaler?.update(r.skipped);
+        st.lossScaler = this.scaler?.state() ?? null;
         st.step++;
         st.tokensSeen += r.tokens;
-        const rec: StepRecord = { step: st.step, loss: r.loss, lr, gradNorm: r.gradNorm, tokens: r.tokens };
-        st.losses.push(rec);
+        // A skipped step's loss or norm may be inf/NaN: the record keeps finite values only (null norm).
+        const rec: StepRecord = {
+          step: st.step,
+          loss: Number.isFinite(r.loss) ? r.loss : NaN,
+          lr,
+          gradNorm: r.gradNorm !== null && Number.isFinite(r.gradNorm) ? r.gradNorm : null,
+          tokens: r.tokens,
+          ...(this.scaler ? { lossScale, skipped: r.skipped } : {}),
+        };
+        if (Number.isFinite(rec.loss)) st.losses.push(rec); // a skipped step whose forward overflowed has no loss to keep
         this.opts.onStep?.(rec);
         const elapsed = (Date.now() - runStart) / 1000;
         const tokPerSec = (st.tokensSeen - tokensAtStart) / Math.max(elapsed, 1e-9);
         const mem = engine().pool.stats();
-        if (st.step % t.log_every === 0 || st.step === st.totalSteps) {
-          this.log({ step: st.step, loss: r.loss, lr, grad_norm: r.gradNorm, tokens_per_sec: tokPerSec, gpu_live_bytes: mem.liveBytes, gpu_peak_bytes: mem.peakBytes });
+        if (st.step % t.log_every === 0 || st.step === st.totalSteps || r.skipped) {
+          const scaling: Record<string, number> = this.scaler ? { loss_scale: lossScale!, skipped_steps: this.scaler.skippedSteps } : {};
+          this.log({ step: st.step, loss: r.loss, lr, grad_norm: r.gradNorm, tokens_per_sec: tokPerSec, gpu_live_bytes: mem.liveBytes, gpu_peak_bytes: mem.peakBytes, ...scaling });
         }
-        this.progress.update({ step: st.step, loss: r.loss, lr, tokensPerSec: tokPerSec, elapsed, memBytes: mem.liveBytes, gradNorm: r.gradNorm });
+        this.progress.update({ step: st.step, loss: r.loss, lr, tokensPerSec: tokPerSec, elapsed, memBytes: mem.liveBytes, gradNorm: r.gradNorm, ...(this.scaler ? { lossScale: this.scaler.scale } : {}) });
         this.warnMemory(mem.peakBytes);
 
         const evalNow = this.data.val.length > 0 && ((t.eval_every > 0 && st.step % t.eval_every === 0) || st.step === st.totalSteps);
@@ -455,6 +537,8 @@ export class LoraTrainer {
       mergedDir,
       tokensPerSecond: (st.tokensSeen - tokensAtStart) / Math.max(elapsed, 1e-9),
       peakGpuBytes: engine().pool.stats().peakBytes,
+      precision: this.precision,
+      lossScaling: this.lossScaling(),
     };
     writeJsonSync(join(this.runDir, SUMMARY_FILE), { ...result, losses: undefined });
     return result;
@@ -488,6 +572,8 @@ export class LoraTrainer {
       mergedDir: typeof summary.mergedDir === 'string' ? summary.mergedDir : null,
       tokensPerSecond: typeof summary.tokensPerSecond === 'number' ? summary.tokensPerSecond : 0,
       peakGpuBytes: typeof summary.peakGpuBytes === 'number' ? summary.peakGpuBytes : 0,
+      precision: this.precision,
+      lossScaling: this.lossScaling(),
     };
   }
 
@@ -544,6 +630,14 @@ export class LoraTrainer {
     const dir = latest.dir;
     const st = readTrainerState(join(dir, 'trainer_state.json'), latest.step);
     const diffs = checkResumeConfig(this.cfg, dir, this.runDir, this.opts.allowConfigChange ?? false);
+    // `auto` resolves per adapter: the same config can mean another precision on another machine.
+    const savedPrecision = st.precision ?? 'fp32';
+    if (savedPrecision !== this.precision && !this.opts.allowConfigChange) {
+      throw new InputError(
+        `checkpoint was trained in precision ${savedPrecision}, the config now gives ${this.precision}${this.cfg.training.precision === 'auto' ? ' (auto on this adapter)' : ''}; resume with training.precision: ${savedPrecision} or pass --allow-config-change`,
+        { file: join(dir, 'trainer_state.json') },
+      );
+    }
     if (diffs.length > 0) this.progress.message(`warning: resuming with settings that differ from the checkpoint's: ${formatDifferences(diffs)}`);
     if (st.totalSteps !== this.schedule.totalSteps) {
       if (!this.opts.allowConfigChange) {
@@ -587,7 +681,14 @@ export class LoraTrainer {
     const tensors = await readSafetensorsF32(optimizerFile);
     damaged(tensors, optimizerFile);
     const optStep = Number(tensors.metadata.step);
-    if (optStep !== st.step) throw new InputError(`optimizer state is for step ${tensors.metadata.step ?? '(none)'}, trainer_state.json for step ${st.step}`, { file: optimizerFile, key: '__metadata__.step' });
+    // Steps skipped under loss scaling did not advance the optimizer (GradScaler semantics).
+    const skippedSteps = st.lossScaler?.skippedSteps ?? 0;
+    if (optStep !== st.step - skippedSteps) {
+      throw new InputError(
+        `optimizer state is for step ${tensors.metadata.step ?? '(none)'}, trainer_state.json for step ${st.step}${skippedSteps ? ` with ${skippedSteps} skipped` : ''}`,
+        { file: optimizerFile, key: '__metadata__.step' },
+      );
+    }
     this.optimizer.importState({
       step: optStep,
       moments: names.map((n) => {
@@ -599,6 +700,8 @@ export class LoraTrainer {
       }),
     });
     this.loader.restore(st.loader);
+    if (this.scaler && st.lossScaler) this.scaler = new DynamicLossScaler(this.scaler.opts, st.lossScaler);
+    st.precision = this.precision;
     this.state = st;
     // Metrics logged after this checkpoint by the interrupted run are dropped, so the log reads as one run.
     const metricsPath = join(this.runDir, 'metrics.jsonl');
@@ -618,6 +721,7 @@ export class LoraTrainer {
   dispose(): void {
     this.model.dispose();
     this.optimizer.dispose?.();
+    setComputePrecision(this.previousPrecision);
   }
 }
 
