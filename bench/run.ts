@@ -3,12 +3,14 @@
 import { mkdirSync, writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { initEngine, tidy } from '../src/engine/tensor.js';
-import { registeredBenches } from './harness.js';
+import { VALIDATED_FAMILIES, registeredBenches } from './harness.js';
 import './kernels/index.js';
 
 interface Result {
   family: string;
   name: string;
+  id?: string;
+  validated?: boolean;
   medianMs: number | null;
   minMs: number | null;
   gflops: number | null;
@@ -28,15 +30,30 @@ const filter = arg('filter');
 const software = dev.info.isSoftware;
 const reps = Number(arg('reps') ?? (software ? 3 : 25));
 const results: Result[] = [];
+const failures: string[] = [];
 console.log(`adapter: ${dev.name}${software ? ' (software renderer: small shapes only)' : ''}`);
 console.log(`features: ${[...dev.features].join(', ') || 'none'}`);
 for (const c of registeredBenches()) {
   if (filter && !`${c.family} ${c.name}`.includes(filter)) continue;
   if (c.gpuOnly && software) {
-    results.push({ family: c.family, name: c.name, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'software adapter' });
+    results.push({ family: c.family, name: c.name, id: c.id, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'software adapter' });
     continue;
   }
-  const { run, cleanup } = await c.setup();
+  const missing = (c.needs ?? []).filter((f) => !dev.has(f));
+  if (missing.length) {
+    results.push({ family: c.family, name: c.name, id: c.id, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: `needs ${missing.join(', ')}` });
+    continue;
+  }
+  const { run, cleanup, validate } = await c.setup();
+  if (!validate && VALIDATED_FAMILIES.has(c.family)) throw new Error(`bench case '${c.family} ${c.name}' has no validate(): every ${c.family} case must be checked before it is timed`);
+  const problem = validate ? await validate() : null;
+  if (problem) {
+    cleanup?.();
+    failures.push(problem);
+    results.push({ family: c.family, name: c.name, id: c.id, validated: false, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'INVALID' });
+    console.error(`INVALID ${c.family} ${c.name}: ${problem}`);
+    continue;
+  }
   const times: number[] = [];
   for (let i = 0; i < 2; i++) await dev.timeGpu(() => tidy(run)); // warm-up: compile, caches
   for (let i = 0; i < reps; i++) {
@@ -50,6 +67,8 @@ for (const c of registeredBenches()) {
   results.push({
     family: c.family,
     name: c.name,
+    id: c.id,
+    validated: validate ? true : undefined,
     medianMs: med === null ? null : med * 1e3,
     minMs: times.length ? times[0]! * 1e3 : null,
     gflops: med && c.flops ? c.flops / med / 1e9 : null,
@@ -71,7 +90,14 @@ const dir = join(process.cwd(), 'bench', 'results');
 mkdirSync(dir, { recursive: true });
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const file = join(dir, `kernels-${stamp}.json`);
-writeFileSync(`${file}.tmp`, JSON.stringify({ adapter: dev.name, features: [...dev.features], software, reps, date: new Date().toISOString(), results }, null, 2));
+writeFileSync(
+  `${file}.tmp`,
+  JSON.stringify({ adapter: dev.name, vendor: dev.info.vendor, device: dev.info.device, features: [...dev.features], toggles: dev.toggles, software, reps, date: new Date().toISOString(), results }, null, 2),
+);
 renameSync(`${file}.tmp`, file);
 console.log(`\nwrote ${file}`);
 dev.destroy();
+if (failures.length) {
+  console.error(`${failures.length} case(s) failed validation against the float64 reference:\n${failures.join('\n')}`);
+  process.exitCode = 1;
+}

@@ -1,12 +1,24 @@
 // The GPU device: adapter selection, optional features, raised limits, pipeline cache, and the
 // command recorder that batches many dispatches into one encoder until something needs the CPU.
 //
-// Platform facts this file encodes (see shared/notes/platform.md):
+// Platform facts this file encodes (docs/platform.md has the measurements):
 // - the object returned by webgpu's create() must stay referenced while the device lives, or the
 //   process later crashes in native code: it is a field of GpuDevice, never a temporary;
-// - no optional feature is required: subgroups, timestamp-query and subgroup-matrix are enabled
-//   when the adapter has them and kernels pick variants from `features`.
+// - no optional feature is required: subgroups, timestamp-query, shader-f16 and subgroup matrices
+//   are enabled when the adapter has them and kernels pick variants from `features` and
+//   `subgroupMatrixConfigs`, never from the vendor name;
+// - Dawn exposes shader-f16 on NVIDIA (and with it the f16 subgroup-matrix configurations: tensor
+//   cores) only with the instance toggle `vulkan_enable_f16_on_nvidia`, which Dawn keeps off by
+//   default because some drivers crashed in its f16 conformance tests: we turn it on (it does
+//   nothing on other adapters) and FINLLM_F16_ON_NVIDIA=0 turns it off again;
+// - Dawn quantizes timestamp queries (65.5 µs steps on an H100) unless `timestamp_quantization` is
+//   disabled: it is, so kernel timings are real.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { create, globals } from 'webgpu';
+import { InputError, RuntimeFailure } from '../errors.js';
+import { formatBytes } from './device-memory.js';
+import { withNativeStderrFiltered } from './native-stderr.js';
 
 Object.assign(globalThis, globals);
 
@@ -15,23 +27,117 @@ export class KernelCompileError extends Error {
   override name = 'KernelCompileError';
 }
 /** A GPU validation / out-of-memory / internal error raised by an error scope or the device. */
-export class GpuError extends Error {
+export class GpuError extends RuntimeFailure {
   override name = 'GpuError';
 }
 /** The device was lost (driver reset, out of memory at the driver level, process teardown). */
-export class DeviceLostError extends Error {
+export class DeviceLostError extends RuntimeFailure {
   override name = 'DeviceLostError';
 }
 
+/** Pool bytes when an allocation failed, and the capacity it was measured against. */
+export interface MemoryContext {
+  liveBytes: number;
+  capacityBytes: number | null;
+  /** Where the capacity comes from (FINLLM_GPU_MEMORY, nvidia-smi, ...). */
+  capacitySource: string | null;
+}
+
+/**
+ * A buffer did not fit: the pool's capacity (the device's memory) would be exceeded, or the driver
+ * refused the allocation. Carries the numbers; the trainer adds what to change.
+ */
+export class OutOfMemoryError extends RuntimeFailure {
+  override name = 'OutOfMemoryError';
+  constructor(
+    readonly requestedBytes: number,
+    readonly context: MemoryContext,
+  ) {
+    const { liveBytes, capacityBytes, capacitySource } = context;
+    super(
+      `GPU out of memory: a ${formatBytes(requestedBytes)} buffer did not fit (${formatBytes(liveBytes)} already in use by finllm's buffers` +
+        (capacityBytes !== null ? ` of ${formatBytes(capacityBytes)} device memory, from ${capacitySource}` : '') +
+        ')',
+    );
+  }
+}
+
 export type FeatureName = 'subgroups' | 'timestamp-query' | 'chromium-experimental-subgroup-matrix' | 'shader-f16';
-const OPTIONAL_FEATURES: FeatureName[] = ['subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix', 'shader-f16'];
+export const OPTIONAL_FEATURES: readonly FeatureName[] = ['subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix', 'shader-f16'];
+
+/**
+ * Dawn toggles a user may switch on with FINLLM_DAWN_TOGGLES (comma-separated), for measurement:
+ * disable_robustness (Tint stops clamping storage-buffer indices; our kernels bounds-check every
+ * access themselves), disable_workgroup_init (workgroup memory is not zeroed at each dispatch; our
+ * kernels write every workgroup element they read), dump_shaders (Dawn prints the translated shader
+ * code). None is on by default: they are on only where a GPU run has shown that they pay and the
+ * test suite passes with them.
+ */
+export const OPT_IN_TOGGLES = ['disable_robustness', 'disable_workgroup_init', 'dump_shaders'] as const;
+
+/** One subgroup-matrix shape the adapter supports (Dawn's GPUSubgroupMatrixConfig). */
+export interface SubgroupMatrixConfig {
+  /** Operand element type, e.g. 'f16', 'i8', 'u8'. */
+  componentType: string;
+  /** Accumulator element type, e.g. 'f32', 'i32'. */
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
+}
+
+/** The Dawn instance flags: toggles on and off, plus backend / adapter choice. */
+export function instanceFlags(env: NodeJS.ProcessEnv = process.env, opts: { backend?: string; adapter?: string } = {}): { flags: string[]; toggles: string[] } {
+  const enable = ['allow_unsafe_apis'];
+  if (env.FINLLM_F16_ON_NVIDIA !== '0') enable.push('vulkan_enable_f16_on_nvidia');
+  for (const t of (env.FINLLM_DAWN_TOGGLES ?? '').split(',').map((x) => x.trim()).filter(Boolean)) {
+    if (!(OPT_IN_TOGGLES as readonly string[]).includes(t)) {
+      throw new InputError(`unknown toggle '${t}'; expected a comma-separated list of ${OPT_IN_TOGGLES.join(', ')}`, { key: 'FINLLM_DAWN_TOGGLES' });
+    }
+    if (!enable.includes(t)) enable.push(t);
+  }
+  const flags = [`enable-dawn-features=${enable.join(',')}`, 'disable-dawn-features=timestamp_quantization'];
+  const backend = opts.backend ?? env.FINLLM_BACKEND;
+  const adapter = opts.adapter ?? env.FINLLM_ADAPTER;
+  if (backend) flags.push(`backend=${backend}`);
+  if (adapter) flags.push(`adapter=${adapter}`);
+  return { flags, toggles: [...enable, '-timestamp_quantization'] };
+}
+
+/** FINLLM_DISABLE_FEATURES parsed and checked against the optional feature names. */
+export function disabledFeatures(value: string | undefined): FeatureName[] {
+  const names = (value ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  for (const n of names) {
+    if (!(OPTIONAL_FEATURES as readonly string[]).includes(n)) {
+      throw new InputError(`unknown feature '${n}'; expected a comma-separated list of ${OPTIONAL_FEATURES.join(', ')}`, { key: 'FINLLM_DISABLE_FEATURES' });
+    }
+  }
+  return names as FeatureName[];
+}
+
+/** The adapter's subgroup-matrix configurations, or [] where Dawn or the adapter offers none. */
+function readSubgroupMatrixConfigs(info: GPUAdapterInfo): SubgroupMatrixConfig[] {
+  const raw = (info as unknown as { subgroupMatrixConfigs?: Iterable<Record<string, unknown>> }).subgroupMatrixConfigs;
+  if (!raw || typeof (raw as { [Symbol.iterator]?: unknown })[Symbol.iterator] !== 'function') return [];
+  const out: SubgroupMatrixConfig[] = [];
+  for (const c of raw) {
+    out.push({
+      componentType: String(c.componentType),
+      resultComponentType: String(c.resultComponentType),
+      M: Number(c.M),
+      N: Number(c.N),
+      K: Number(c.K),
+    });
+  }
+  return out;
+}
 
 export interface DeviceOptions {
   /** Dawn backend, e.g. 'vulkan'. Default: FINLLM_BACKEND or Dawn's choice. */
   backend?: string;
   /** Substring of the adapter name to pick, e.g. 'llvmpipe' or 'nvidia'. Default: FINLLM_ADAPTER. */
   adapter?: string;
-  /** Features to leave off even when present (tests of the portable fallbacks). */
+  /** Features to leave off even when present (tests of the portable fallbacks). Default: FINLLM_DISABLE_FEATURES. */
   disableFeatures?: FeatureName[];
 }
 
@@ -57,6 +163,16 @@ export interface DispatchSpec {
   /** Packed uniform block, bound at @binding(0). Use `Uniforms` to build it. */
   uniforms?: ArrayBuffer;
   workgroups: [number, number?, number?];
+}
+
+let dropNativeNotices = false;
+
+/**
+ * Drop Dawn's two known-harmless "maxDynamic*BuffersPerPipelineLayout artificially reduced" lines
+ * from stderr when the adapter is requested (the CLI turns this on; see native-stderr.ts).
+ */
+export function filterDawnNotices(on: boolean): void {
+  dropNativeNotices = on;
 }
 
 const UNIFORM_ALIGN = 256;
@@ -99,6 +215,15 @@ export class GpuDevice {
   readonly limits: GPUSupportedLimits;
   readonly info: AdapterDescription;
   readonly subgroupSize: { min: number; max: number };
+  /**
+   * Subgroup-matrix shapes the adapter supports ([] without chromium-experimental-subgroup-matrix,
+   * or when FINLLM_DISABLE_FEATURES turns it off). f16 ones mean tensor cores in f16.
+   */
+  readonly subgroupMatrixConfigs: readonly SubgroupMatrixConfig[];
+  /** Dawn toggles this instance was created with (a leading '-' marks one turned off). */
+  readonly toggles: readonly string[];
+  /** FINLLM_DUMP_WGSL: every pipeline's WGSL is written there, named by its pipeline key. */
+  private readonly dumpDir: string | null;
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -119,8 +244,11 @@ export class GpuDevice {
   readonly stats: DeviceStats = { dispatches: 0, passes: 0, submits: 0, bindGroups: 0, buffersCreated: 0, writes: 0, writeBytes: 0, readbacks: 0, readBytes: 0 };
   private passTiming: PassTiming | null = null;
 
-  private constructor(gpu: GPU, adapter: GPUAdapter, device: GPUDevice, features: Set<FeatureName>) {
+  private constructor(gpu: GPU, adapter: GPUAdapter, device: GPUDevice, features: Set<FeatureName>, toggles: string[]) {
     this.gpuInstance = gpu;
+    this.toggles = toggles;
+    this.dumpDir = process.env.FINLLM_DUMP_WGSL || null;
+    if (this.dumpDir) mkdirSync(this.dumpDir, { recursive: true });
     this.adapter = adapter;
     this.device = device;
     this.features = features;
@@ -139,6 +267,7 @@ export class GpuDevice {
     };
     const anyInfo = ai as unknown as { subgroupMinSize?: number; subgroupMaxSize?: number };
     this.subgroupSize = { min: anyInfo.subgroupMinSize ?? 0, max: anyInfo.subgroupMaxSize ?? 0 };
+    this.subgroupMatrixConfigs = features.has('chromium-experimental-subgroup-matrix') ? Object.freeze(readSubgroupMatrixConfigs(ai)) : [];
     this.uniformBuffer = device.createBuffer({ size: UNIFORM_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     device.lost.then((info) => {
       this.lostReason = `${info.reason}: ${info.message}`;
@@ -151,20 +280,18 @@ export class GpuDevice {
   }
 
   static async create(opts: DeviceOptions = {}): Promise<GpuDevice> {
-    const backend = opts.backend ?? process.env.FINLLM_BACKEND;
-    const wanted = opts.adapter ?? process.env.FINLLM_ADAPTER;
-    const flags = ['enable-dawn-features=allow_unsafe_apis'];
-    if (backend) flags.push(`backend=${backend}`);
-    if (wanted) flags.push(`adapter=${wanted}`);
+    const { flags, toggles } = instanceFlags(process.env, opts);
     const gpu = create(flags);
-    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    const request = () => gpu.requestAdapter({ powerPreference: 'high-performance' });
+    // Dawn prints its notices synchronously inside this call.
+    const adapter = await (dropNativeNotices ? withNativeStderrFiltered(request) : request());
     if (!adapter) {
       throw new GpuError(
         'no WebGPU adapter found. finllm needs a Vulkan driver: a GPU driver, or on CPU-only machines Mesa 25 ' +
           'lavapipe (Debian: apt-get install -t bookworm-backports mesa-vulkan-drivers). See README "Requirements".',
       );
     }
-    const disabled = new Set(opts.disableFeatures ?? (process.env.FINLLM_DISABLE_FEATURES?.split(',') as FeatureName[] | undefined) ?? []);
+    const disabled = new Set(opts.disableFeatures ?? disabledFeatures(process.env.FINLLM_DISABLE_FEATURES));
     const features = new Set<FeatureName>(OPTIONAL_FEATURES.filter((f) => adapter.features.has(f) && !disabled.has(f)));
     const L = adapter.limits;
     const device = await adapter.requestDevice({
@@ -180,7 +307,7 @@ export class GpuDevice {
         maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
       },
     });
-    return new GpuDevice(gpu, adapter, device, features);
+    return new GpuDevice(gpu, adapter, device, features, toggles);
   }
 
   /** Dispatches recorded since the device was created (for tests and benchmarks). */
@@ -199,6 +326,11 @@ export class GpuDevice {
     return this.features.has(feature);
   }
 
+  /** Whether the adapter multiplies f16 subgroup matrices into f32 accumulators (tensor cores in f16). */
+  hasF16SubgroupMatrix(): boolean {
+    return this.has('shader-f16') && this.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32');
+  }
+
   private checkAlive(): void {
     if (this.lostReason) throw new DeviceLostError(`GPU device was lost (${this.lostReason}); restart the process`);
   }
@@ -213,6 +345,7 @@ export class GpuDevice {
     if (cached) return cached;
     this.checkAlive();
     const src = code();
+    if (this.dumpDir) writeFileSync(join(this.dumpDir, `${key.replace(/[^A-Za-z0-9_.-]/g, '_')}.wgsl`), `// pipeline key: ${key}\n${src}`);
     this.device.pushErrorScope('validation');
     const module = this.device.createShaderModule({ code: src, label: key });
     const layout = this.explicitLayout(src, key);
@@ -269,10 +402,24 @@ export class GpuDevice {
     await Promise.all(pending);
   }
 
-  createBuffer(size: number, usage: number, label?: string): GPUBuffer {
+  /**
+   * A new buffer. With `memory` (the pool's numbers at this moment), a driver out-of-memory error is
+   * caught by an error scope and thrown as OutOfMemoryError at the next sync or read (WebGPU
+   * reports it asynchronously).
+   */
+  createBuffer(size: number, usage: number, label?: string, memory?: MemoryContext): GPUBuffer {
     this.checkAlive();
     this.stats.buffersCreated++;
-    return this.device.createBuffer({ size, usage, label });
+    if (!memory) return this.device.createBuffer({ size, usage, label });
+    this.device.pushErrorScope('out-of-memory');
+    const buf = this.device.createBuffer({ size, usage, label });
+    const scope = this.device.popErrorScope();
+    this.pendingValidation.push(
+      scope.then((err) => {
+        if (err) throw new OutOfMemoryError(size, memory);
+      }),
+    );
+    return buf;
   }
 
   private ensurePass(): GPUComputePassEncoder {

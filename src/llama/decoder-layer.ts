@@ -6,6 +6,13 @@
 //
 // Shapes: B batch rows, T tokens per row, N = B·T, D hidden, Hq/Hkv heads, Dh head dim.
 // Activations are [N, D]; q/k/v are views [B, T, H, Dh] of the projections.
+//
+// Kept for backward (none): x, rmsnorm(x), q, k, v (rotated), attention output + lse, x', rmsnorm(x'),
+// gate, up, swiglu(gate, up), LoRA's rank-r products and the norms' rstd. Under selective
+// checkpointing (`recompute`) the two norm outputs and the SwiGLU output are not kept but rebuilt
+// in backward from x, x' and gate/up, which are kept anyway: every GEMM output and the attention
+// output stay, the cheap elementwise work is done twice.
+import { withRecompute } from '../engine/autograd.js';
 import type { Tensor } from '../engine/tensor.js';
 import { add, flashAttention, rmsnorm, rope, ropeAppend, swiglu, type RopeTables } from '../kernels/index.js';
 import type { LlamaConfig } from './config.js';
@@ -36,6 +43,8 @@ export interface LayerContext {
   cache?: KvCache;
   /** The cache length on the GPU (syncCacheLength), with `cache`. */
   cacheLength?: Tensor;
+  /** Selective checkpointing: rebuild the norm and SwiGLU outputs in backward instead of keeping them. */
+  recompute?: boolean;
 }
 
 function projection(x: Tensor, ctx: LayerContext, mod: LinearModule): Tensor {
@@ -44,11 +53,21 @@ function projection(x: Tensor, ctx: LayerContext, mod: LinearModule): Tensor {
   return project(x, ctx.weights.linear[mod], pair ? { pair, scale: ctx.lora!.scale, dropout: ctx.loraDropout, seed } : undefined);
 }
 
+/** Runs `body(h)` on h = rmsnorm(x, w); with ctx.recompute, backward rebuilds h from x instead of keeping it. */
+function normed<T>(x: Tensor, w: Tensor, ctx: LayerContext, body: (h: Tensor) => T): T {
+  const eps = ctx.config.rmsNormEps;
+  const h = rmsnorm(x, w, eps);
+  return ctx.recompute ? withRecompute(h, [x], ([xs]) => rmsnorm(xs!, w, eps), () => body(h)) : body(h);
+}
+
 /** Self-attention block: x + o_proj(attention(rmsnorm(x))). */
 function attentionBlock(x: Tensor, ctx: LayerContext): Tensor {
-  const { numAttentionHeads: hq, numKeyValueHeads: hkv, headDim: dh, rmsNormEps: eps } = ctx.config;
+  return normed(x, ctx.weights.inputNorm, ctx, (h) => attention(x, h, ctx));
+}
+
+function attention(x: Tensor, h: Tensor, ctx: LayerContext): Tensor {
+  const { numAttentionHeads: hq, numKeyValueHeads: hkv, headDim: dh } = ctx.config;
   const { B, T, positions, rope: rt, cache } = ctx;
-  const h = rmsnorm(x, ctx.weights.inputNorm, eps);
   let attn: Tensor;
   if (cache) {
     // RoPE and the K/V append in one kernel (positions from the cache length and starts on the GPU).
@@ -77,10 +96,13 @@ function attentionBlock(x: Tensor, ctx: LayerContext): Tensor {
 
 /** MLP block: x + down_proj(silu(gate_proj(h)) * up_proj(h)), h = rmsnorm(x). */
 function mlpBlock(x: Tensor, ctx: LayerContext): Tensor {
-  const h = rmsnorm(x, ctx.weights.postAttentionNorm, ctx.config.rmsNormEps);
-  const gate = projection(h, ctx, 'gate_proj');
-  const up = projection(h, ctx, 'up_proj');
-  return add(x, projection(swiglu(gate, up), ctx, 'down_proj'));
+  return normed(x, ctx.weights.postAttentionNorm, ctx, (h) => {
+    const gate = projection(h, ctx, 'gate_proj');
+    const up = projection(h, ctx, 'up_proj');
+    const act = swiglu(gate, up);
+    const down = () => projection(act, ctx, 'down_proj');
+    return add(x, ctx.recompute ? withRecompute(act, [gate, up], ([g, u]) => swiglu(g!, u!), down) : down());
+  });
 }
 
 /** The decoder layer on x [N, D] → [N, D]. */

@@ -12,8 +12,9 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tensor, engine } from '../engine/tensor.js';
-import { InputError } from '../errors.js';
+import { InputError, NonFiniteError, readFailure } from '../errors.js';
 import { TokenSampler } from '../kernels/sampling.js';
+import { warnPastPositions } from './evaluate.js';
 import { disposeKvCache } from './kv-cache.js';
 import type { LlamaModel } from './model.js';
 
@@ -62,7 +63,7 @@ export function validateSampling(o: SamplingOptions): void {
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('top-k', `expected a non-negative integer, got ${o.topK}`);
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) bad('top-p', `expected a number in (0, 1], got ${o.topP}`);
   if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty > 0 && Number.isFinite(o.repetitionPenalty))) bad('repetition-penalty', `expected a positive number, got ${o.repetitionPenalty}`);
-  if (o.seed !== undefined && !Number.isInteger(o.seed)) bad('seed', `expected an integer, got ${o.seed}`);
+  if (o.seed !== undefined && !(Number.isSafeInteger(o.seed) && o.seed >= 0)) bad('seed', `expected a non-negative integer, got ${o.seed}`);
 }
 
 /**
@@ -78,6 +79,16 @@ export async function generate(
   if (promptIds.length === 0) throw new InputError('the prompt is empty: nothing to condition on (no BOS either)');
   const [r] = await decodeRows(model, [promptIds], { ...opts, seeds: [opts.seed ?? 0] }, onToken ? async (_, id) => void (await onToken(id)) : undefined);
   return { tokens: r!.tokens, stopReason: r!.stopReason === 'eos' ? 'eos' : 'max_new_tokens' };
+}
+
+/**
+ * The token fed to batch rows that hold no sequence (left padding, finished or free rows). Any
+ * in-vocabulary id works: padded positions are masked out of attention and such rows' outputs are
+ * discarded.
+ */
+export function batchPadToken(model: LlamaModel, eosIds: readonly number[]): number {
+  const candidate = model.config.padTokenId ?? eosIds[0] ?? 0;
+  return candidate >= 0 && candidate < model.config.vocabSize ? candidate : 0;
 }
 
 /**
@@ -102,7 +113,7 @@ export async function generateBatch(
 }
 
 /** The forward pass overflowed: the sampler found NaN or +inf logits (it returns the id −1 then). */
-export class NonFiniteLogitsError extends Error {
+export class NonFiniteLogitsError extends NonFiniteError {
   override name = 'NonFiniteLogitsError';
 }
 
@@ -124,12 +135,11 @@ async function decodeRows(
   const results: BatchGenerateResult[] = prompts.map(() => ({ tokens: [], stopReason: 'max_new_tokens' }));
   const steps = opts.maxNewTokens;
   if (B === 0 || steps === 0) return results;
+  warnPastPositions(model, prompts.map((p) => p.length + steps), 'prompt');
   const eosIds = opts.eosTokenIds ?? model.config.eosTokenIds;
   const eos = new Set(eosIds);
   const V = model.config.vocabSize;
-  // Any in-vocabulary id works as padding: padded positions are masked out of attention.
-  const padCandidate = model.config.padTokenId ?? eosIds[0] ?? 0;
-  const pad = padCandidate >= 0 && padCandidate < V ? padCandidate : 0;
+  const pad = batchPadToken(model, eosIds);
   const maxLen = Math.max(...prompts.map((p) => p.length));
   const starts = prompts.map((p) => maxLen - p.length);
   const dev = engine().dev;
@@ -206,30 +216,52 @@ async function decodeRows(
 }
 
 /**
- * Turns a stream of token ids into text pieces: decodes everything so far and emits what is new,
- * holding back while the text ends in an incomplete UTF-8 sequence (U+FFFD from byte fallback).
+ * Turns a stream of token ids into text pieces. Each push decodes only a short window: the ids from
+ * the start of the previous piece on, minus the text of that previous piece (decoding a suffix of
+ * the ids alone can differ from the tail of the whole text, e.g. SentencePiece drops a leading
+ * space, so the window keeps one piece of context). It holds back while the text ends in an
+ * incomplete UTF-8 sequence (U+FFFD from byte fallback). Cost per token is constant, not linear in
+ * the length so far.
  */
 export class TextStreamer {
   private ids: number[] = [];
-  private emitted = 0;
-  constructor(private readonly decode: (ids: readonly number[]) => string) {}
+  /** Window start: the first id of the last emitted piece. */
+  private prefixOffset = 0;
+  /** The ids before this have been emitted. */
+  private readOffset = 0;
+  private readonly decode: (ids: readonly number[]) => string;
+  constructor(decode: (ids: readonly number[]) => string) {
+    this.decode = (ids) => (ids.length ? decode(ids) : ''); // HF tokenizers refuse to decode []
+  }
 
   push(id: number): string {
     this.ids.push(id);
-    const text = this.decode(this.ids);
-    if (text.endsWith('\uFFFD')) return '';
-    const piece = text.slice(this.emitted);
-    this.emitted = text.length;
-    return piece;
+    const prefix = this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const text = this.decode(this.ids.slice(this.prefixOffset));
+    if (text.length <= prefix.length || text.endsWith('\uFFFD')) return '';
+    this.prefixOffset = this.readOffset;
+    this.readOffset = this.ids.length;
+    return text.slice(prefix.length);
   }
 
   /** Whatever is left (e.g. a trailing incomplete sequence) at the end. */
   flush(): string {
-    const text = this.decode(this.ids);
-    const piece = text.slice(this.emitted);
-    this.emitted = text.length;
-    return piece;
+    const prefix = this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const text = this.decode(this.ids.slice(this.prefixOffset));
+    this.prefixOffset = this.readOffset;
+    this.readOffset = this.ids.length;
+    return text.slice(prefix.length);
   }
+}
+
+/** Cuts `text` before the first occurrence of any stop sequence; says whether one was found. */
+export function cutAtStop(text: string, stops: readonly string[]): { text: string; stopped: boolean } {
+  let at = -1;
+  for (const s of stops) {
+    const i = s === '' ? -1 : text.indexOf(s);
+    if (i >= 0 && (at < 0 || i < at)) at = i;
+  }
+  return at >= 0 ? { text: text.slice(0, at), stopped: true } : { text, stopped: false };
 }
 
 /** The parts of a model's generation_config.json that decoding uses (absent file: {}). */
@@ -243,15 +275,30 @@ export interface GenerationConfig {
   maxNewTokens?: number;
 }
 
+/**
+ * The token ids that end generation: generation_config.json's eos_token_id when it has one, else
+ * the model config's EOS ids and the tokenizer's EOS token.
+ */
+export function generationEosIds(gen: GenerationConfig, modelEosIds: readonly number[], tokenizerEosId: number): number[] {
+  return gen.eosTokenIds ? [...gen.eosTokenIds] : [...new Set([...modelEosIds, tokenizerEosId])];
+}
+
 export async function readGenerationConfig(dir: string): Promise<GenerationConfig> {
   const file = join(dir, 'generation_config.json');
-  let raw: Record<string, unknown>;
+  let text: string;
   try {
-    raw = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    text = await readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
-    throw new InputError(`cannot read generation config: ${(err as Error).message}`, { file });
+    throw readFailure(err, file, 'generation config');
   }
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(text) as Record<string, unknown>;
+  } catch (err) {
+    throw new InputError(`invalid JSON: ${(err as Error).message}`, { file });
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError('expected a JSON object', { file });
   const num = (k: string) => (typeof raw[k] === 'number' ? (raw[k] as number) : undefined);
   const eos = raw['eos_token_id'];
   const out: GenerationConfig = {};

@@ -1,6 +1,7 @@
 // The KV cache of autoregressive decoding: per decoder layer, the keys and values of every position
 // seen so far, written by the attention block and read by the decode attention kernel.
 import { Tensor, engine } from '../engine/tensor.js';
+import { InputError } from '../errors.js';
 import type { LlamaConfig } from './config.js';
 
 /**
@@ -37,6 +38,14 @@ export function newKvCache(config: LlamaConfig, batchSize: number, maxSeqLen: nu
     throw new RangeError(`newKvCache: starts [${starts.join(', ')}] must be ${batchSize} integers in [0, ${maxSeqLen})`);
   }
   const { numKeyValueHeads: hkv, headDim: dh } = config;
+  const bytes = batchSize * maxSeqLen * hkv * dh * 4;
+  const limits = engine().dev.limits;
+  const limit = Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
+  if (bytes > limit) {
+    throw new InputError(
+      `${batchSize} sequence(s) of ${maxSeqLen} positions (prompt + new tokens) need a KV cache of ${bytes} bytes per layer, more than this GPU can bind (${limit}); generate fewer tokens, shorten the prompt or use a smaller batch`,
+    );
+  }
   // Left unwritten: attention reads only the first kvLength rows (tests poison pooled buffers with
   // NaN, so a read past the filled part would show).
   const make = () => Tensor.empty([batchSize, maxSeqLen, hkv, dh]).keep();
@@ -49,6 +58,54 @@ export function newKvCache(config: LlamaConfig, batchSize: number, maxSeqLen: nu
   if (!starts || starts.every((s) => s === 0)) return { batchSize, maxSeqLen, length: 0, k, v };
   const st = Int32Array.from(starts);
   return { batchSize, maxSeqLen, length: 0, k, v, starts: st, startsTensor: Tensor.from(st, [batchSize]).keep() };
+}
+
+/**
+ * Sets a cache's per-row start positions (see KvCache.starts) and their GPU copy; continuous
+ * batching moves them as sequences join, leave and get compacted.
+ */
+export function setKvStarts(cache: KvCache, starts: Int32Array): void {
+  if (starts.length !== cache.batchSize || starts.some((s) => s < 0 || s >= cache.maxSeqLen)) {
+    throw new RangeError(`setKvStarts: starts [${starts.join(', ')}] must be ${cache.batchSize} integers in [0, ${cache.maxSeqLen})`);
+  }
+  cache.starts = Int32Array.from(starts);
+  if (!cache.startsTensor) cache.startsTensor = Tensor.from(cache.starts, [cache.batchSize]).keep();
+  else engine().dev.write(cache.startsTensor.buffer, 0, cache.starts);
+}
+
+/**
+ * Copies the K/V of `length` positions of row `srcRow` from position `srcPos` of `src` to row
+ * `dstRow` at `dstPos` of `dst`, in every layer (recorded in order with the surrounding work).
+ * WebGPU cannot copy within one buffer, so `src` and `dst` are different caches.
+ */
+export function copyKvRows(src: KvCache, srcRow: number, srcPos: number, dst: KvCache, dstRow: number, dstPos: number, length: number): void {
+  if (src === dst) throw new RangeError('copyKvRows: source and destination must be different caches');
+  const inRange = (c: KvCache, row: number, pos: number) => row >= 0 && row < c.batchSize && pos >= 0 && pos + length <= c.maxSeqLen;
+  if (!(length >= 0 && inRange(src, srcRow, srcPos) && inRange(dst, dstRow, dstPos)) || src.k.length !== dst.k.length) {
+    throw new RangeError(`copyKvRows: row ${srcRow} [${srcPos}, +${length}) of a ${src.batchSize}x${src.maxSeqLen} cache into row ${dstRow} at ${dstPos} of a ${dst.batchSize}x${dst.maxSeqLen} cache`);
+  }
+  if (length === 0) return;
+  const [, , hkv, dh] = src.k[0]!.shape as [number, number, number, number];
+  const posBytes = hkv * dh * 4;
+  const enc = engine().dev.commandEncoder();
+  for (let l = 0; l < src.k.length; l++) {
+    for (const [s, d] of [[src.k[l]!, dst.k[l]!], [src.v[l]!, dst.v[l]!]] as const) {
+      enc.copyBufferToBuffer(s.buffer, (srcRow * src.maxSeqLen + srcPos) * posBytes, d.buffer, (dstRow * dst.maxSeqLen + dstPos) * posBytes, length * posBytes);
+    }
+  }
+}
+
+/**
+ * A cache over the first `rows` rows of `cache` (same buffers, no copy), with those rows' starts:
+ * a batch whose upper slots are free decodes only the rows in use. Free it with disposeKvCache
+ * (the views only); its `length` is independent of the original's.
+ */
+export function frontKvRows(cache: KvCache, rows: number): KvCache {
+  if (!(Number.isInteger(rows) && rows >= 1 && rows <= cache.batchSize)) throw new RangeError(`frontKvRows: ${rows} rows of a ${cache.batchSize}-row cache`);
+  const view = (t: Tensor) => t.front([rows, ...t.shape.slice(1)]).keep();
+  const out: KvCache = { batchSize: rows, maxSeqLen: cache.maxSeqLen, length: cache.length, k: cache.k.map(view), v: cache.v.map(view) };
+  if (cache.starts) setKvStarts(out, cache.starts.subarray(0, rows));
+  return out;
 }
 
 export function disposeKvCache(cache: KvCache): void {

@@ -5,8 +5,11 @@
 // The parts live in files named for them: decoder-layer.ts (attention and MLP blocks),
 // lora-layers.ts (the LoRA wrapper: init, load, save, the projection), kv-cache.ts, loss-head.ts
 // (logits and cross-entropy), inputs.ts (batches, label shift), ops.ts (view, gather, checkpointing).
-// This class owns the config, the frozen base weights, the LoRA leaves and the RoPE tables, and
-// runs the stack. The base weights are frozen; LoRA A/B are the only leaves with requiresGrad.
+// This class owns the config, the base weights, the LoRA leaves and the RoPE tables, and runs the
+// stack. Two ways to train: LoRA (the base weights are frozen; LoRA A/B are the only leaves with
+// requiresGrad) or full training (enableFullTraining: every weight is an f32 leaf with requiresGrad;
+// tied embeddings are one leaf used by the embedding gather and the LM head, so the gradients of
+// both uses sum into its .grad).
 import { isGradEnabled, noGrad } from '../engine/autograd.js';
 import { Rng } from '../engine/random.js';
 import { Tensor, tidy } from '../engine/tensor.js';
@@ -17,15 +20,23 @@ import { checkForwardInput, type ForwardInput, type LossInput } from './inputs.j
 import { cachePositions, newKvCache, syncCacheLength, type KvCache } from './kv-cache.js';
 import { LoraLayers, type NewLoraOptions } from './lora-layers.js';
 import { labelledTokenLosses, lastPositionLogits, lmLoss, spreadTokenLosses } from './loss-head.js';
-import { checkpoint } from './ops.js';
+import { checkpoint, type CheckpointMode } from './ops.js';
 import { decodeStepLogits, fusedDecodeApplies } from './decode.js';
 import { readAdapter, validateAdapterAgainstModel, writeAdapter, type LoraAdapter } from './peft.js';
 import { InputError } from '../errors.js';
-import { LINEAR_MODULES, disposeWeights, loadLlamaWeights, type LlamaWeights, type LoadWeightsOptions } from './weights.js';
+import {
+  LINEAR_MODULES,
+  disposeWeights,
+  layerDenseWeights,
+  loadLlamaWeights,
+  namedWeights,
+  type LlamaWeights,
+  type LoadWeightsOptions,
+} from './weights.js';
 
 export { IGNORE_INDEX, shiftLabels, type ForwardInput, type LossInput } from './inputs.js';
-export { disposeKvCache, type KvCache } from './kv-cache.js';
-export { checkpoint, gatherRows, view } from './ops.js';
+export { copyKvRows, disposeKvCache, frontKvRows, setKvStarts, type KvCache } from './kv-cache.js';
+export { CHECKPOINT_MODES, checkpoint, gatherRows, view, type CheckpointMode } from './ops.js';
 export { LoraLayers, type LoraPair, type NewLoraOptions } from './lora-layers.js';
 
 export interface LoadModelOptions extends Omit<LoadWeightsOptions, 'merge'> {
@@ -41,15 +52,17 @@ export interface LoadModelOptions extends Omit<LoadWeightsOptions, 'merge'> {
 }
 
 export interface ForwardOptions {
-  /** Recompute each decoder layer in backward instead of keeping its activations. */
-  gradientCheckpointing?: boolean;
+  /** What a recorded forward keeps for backward (see CheckpointMode); default the model's setting. */
+  gradientCheckpointing?: CheckpointMode;
 }
 
 export class LlamaModel {
   lora: LoraLayers | null = null;
   /** Training mode enables LoRA dropout (with a fresh seed per forward). */
   training = false;
-  gradientCheckpointing = false;
+  gradientCheckpointing: CheckpointMode = 'none';
+  /** Every weight is trainable (enableFullTraining). */
+  fullTraining = false;
   private dropoutRng = new Rng(0x5eed);
   private ropeCache: RopeTables | null = null;
 
@@ -89,10 +102,20 @@ export class LlamaModel {
 
   /** Installs an adapter (validated against the model) as trainable f32 leaves. Replaces any adapter. */
   setAdapter(adapter: LoraAdapter, file?: string): LoraLayers {
-    return this.installLora(LoraLayers.fromAdapter(this.config, adapter, file));
+    return this.installLora(this.createLoraState(adapter, file));
+  }
+
+  /**
+   * An adapter's LoRA leaves on the GPU (validated against the model) without installing them.
+   * Several over one base are swapped in by assigning `model.lora` (the server keeps one per
+   * adapter); free one that is not installed with its dispose().
+   */
+  createLoraState(adapter: LoraAdapter, file?: string): LoraLayers {
+    return LoraLayers.fromAdapter(this.config, adapter, file);
   }
 
   private installLora(lora: LoraLayers): LoraLayers {
+    if (this.fullTraining) throw new Error('the model is set up for full training: LoRA adapters cannot be installed as well');
     this.disposeLora();
     this.lora = lora;
     return lora;
@@ -143,6 +166,44 @@ export class LlamaModel {
     this.lora = null;
   }
 
+  // ---- full training ------------------------------------------------------------------------
+
+  /**
+   * Makes every weight a trainable leaf (requiresGrad) and returns them by HF name. The weights must
+   * be dense f32 (they are the master weights AdamW updates): NF4 or 16-bit storage is an
+   * InputError. Exclusive with LoRA.
+   */
+  enableFullTraining(): Map<string, Tensor> {
+    if (this.lora) throw new Error('the model has a LoRA adapter installed: full training trains the base weights instead');
+    const named = namedWeights(this.config, this.weights);
+    for (const [name, t] of named) {
+      if (t.dtype !== 'f32') throw new InputError(`weight '${name}' is stored as ${t.dtype}; full training keeps f32 master weights (load the model with storage f32)`, { key: 'model.storage' });
+    }
+    for (const t of named.values()) t.requiresGrad = true;
+    this.fullTraining = true;
+    return named;
+  }
+
+  /** Every weight by HF name (tied embeddings once, as model.embed_tokens.weight); dense models only. */
+  namedWeights(): Map<string, Tensor> {
+    return namedWeights(this.config, this.weights);
+  }
+
+  /** What training updates: every weight under full training (HF names), else the LoRA leaves (PEFT names). */
+  namedTrainableParameters(): Map<string, Tensor> {
+    return this.fullTraining ? this.namedWeights() : this.namedLoraParameters();
+  }
+
+  trainableParameters(): Tensor[] {
+    return [...this.namedTrainableParameters().values()];
+  }
+
+  /** The trainable leaves used inside decoder layer `l` (gradient checkpointing re-runs it). */
+  private layerTrainables(l: number): Tensor[] {
+    const lora = this.lora?.layerParameters(l) ?? [];
+    return this.fullTraining ? [...layerDenseWeights(this.weights.layers[l]!), ...lora] : lora;
+  }
+
   // ---- forward ------------------------------------------------------------------------------
 
   /** RoPE tables covering positions 0..maxPosition (at least max_position_embeddings; grown on demand). */
@@ -159,8 +220,9 @@ export class LlamaModel {
 
   /**
    * The decoder stack: final-normed hidden states [N, D] for a batch. With `cache`, the batch's K/V
-   * are written into the cache at `cache.length` and attention runs over the cache (decode). Under
-   * noGrad each layer's intermediates are freed as soon as the layer is done.
+   * are written into the cache at `cache.length` and attention runs over the cache (decode). Each
+   * layer runs in its own scope: what no backward rule saved is freed when the layer is done, and
+   * each layer's input once the next layer has used it (under noGrad nothing outlives its layer).
    */
   hidden(inp: ForwardInput, opts: ForwardOptions = {}, cache?: KvCache): Tensor {
     checkForwardInput(inp, this.config.vocabSize);
@@ -173,7 +235,7 @@ export class LlamaModel {
     }
     const rope = this.ropeFor(maxPos);
     if (cache && isGradEnabled()) throw new Error('a forward over a KV cache is inference-only: run it under noGrad (model.step does)');
-    const ckpt = (opts.gradientCheckpointing ?? this.gradientCheckpointing) && !cache;
+    const mode = cache ? 'none' : (opts.gradientCheckpointing ?? this.gradientCheckpointing);
     const ids = Tensor.from(inp.inputIds, [B * T]);
     // With a cache the append kernel derives positions from the cache length (no upload).
     const pos = cache ? null : Tensor.from(positions, [B * T]);
@@ -186,22 +248,16 @@ export class LlamaModel {
       const dropoutSeeds = LINEAR_MODULES.map(() => this.dropoutRng.nextU32());
       const ctx = {
         config: this.config, weights: this.weights.layers[l]!, index: l, lora: this.lora, loraDropout, dropoutSeeds,
-        B, T, positions: pos, rope, segments: seg, cache, cacheLength,
+        B, T, positions: pos, rope, segments: seg, cache, cacheLength, recompute: recording && mode === 'selective',
       };
       const run = (xin: Tensor) => decoderLayer(xin, ctx);
-      if (!recording) {
-        const xin = x;
-        x = tidy(() => run(xin));
-        xin.dispose();
-      } else if (ckpt) {
-        x = checkpoint(x, this.lora?.layerParameters(l) ?? [], run);
-      } else {
-        x = run(x);
-      }
+      const xin = x;
+      x = recording && mode === 'full' ? checkpoint(xin, this.layerTrainables(l), run) : tidy(() => run(xin));
+      xin.dispose(); // the layer's backward rules hold their own views of it
     }
     const out = rmsnorm(x, this.weights.norm, this.config.rmsNormEps);
+    x.dispose();
     if (!recording) {
-      x.dispose();
       ids.dispose();
       pos?.dispose();
       seg?.dispose();
@@ -225,7 +281,10 @@ export class LlamaModel {
   /** Mean cross-entropy over labels != -100 (labels already shifted; see LossInput). Scalar [1]. */
   loss(batch: LossInput, opts: ForwardOptions = {}): Tensor {
     checkLabels(batch);
-    return lmLoss(this.hidden(batch, opts), this.weights.lmHead, batch.labels);
+    const h = this.hidden(batch, opts);
+    const loss = lmLoss(h, this.weights.lmHead, batch.labels);
+    h.dispose(); // the head's backward keeps its own view; nothing else needs h during backward
+    return loss;
   }
 
   /**
@@ -280,6 +339,12 @@ export class LlamaModel {
 
   dispose(): void {
     this.disposeLora();
+    if (this.fullTraining) {
+      for (const t of this.namedWeights().values()) {
+        t.grad?.dispose();
+        t.grad = null;
+      }
+    }
     disposeWeights(this.weights);
     this.ropeCache?.cos.dispose();
     this.ropeCache?.sin.dispose();

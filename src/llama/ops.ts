@@ -1,7 +1,7 @@
 // Differentiable glue the model needs beyond the kernels: a view autograd sees, a row gather, and
 // gradient checkpointing.
 import { backward, isGradEnabled, needsGrad, noGrad, recordOp } from '../engine/autograd.js';
-import { Tensor, copyInto, tidy } from '../engine/tensor.js';
+import { Tensor, tidy } from '../engine/tensor.js';
 import { embedding } from '../kernels/index.js';
 
 /** A reshape that autograd sees (Tensor.reshape itself is an unrecorded view). */
@@ -23,6 +23,16 @@ export function gatherRows(x: Tensor, rows: readonly number[]): Tensor {
 }
 
 /**
+ * What a training forward keeps for backward:
+ * - none: every activation backward reads (fastest);
+ * - selective: the same minus the outputs that are cheap to rebuild (RMSNorm and SwiGLU outputs),
+ *   recomputed in backward; GEMM and attention outputs are kept;
+ * - full: only each decoder layer's input; backward re-runs the layer (one extra forward).
+ */
+export type CheckpointMode = 'none' | 'selective' | 'full';
+export const CHECKPOINT_MODES: readonly CheckpointMode[] = ['none', 'selective', 'full'];
+
+/**
  * Gradient checkpointing: runs `run(x)` without recording, keeping only its input; backward
  * re-runs it under a fresh tape and backpropagates through that. Gradients of the parameters used
  * inside (`params`, LoRA leaves) accumulate directly into their `.grad` during the re-run; the
@@ -39,15 +49,12 @@ export function checkpoint(x: Tensor, params: readonly Tensor[], run: (x: Tensor
       const dx = tidy(() => {
         const leaf = xs.reshape(xs.shape);
         leaf.requiresGrad = xNeedsGrad;
-        const y2 = run(leaf);
+        const y2 = tidy(() => run(leaf)); // what no rule saved is freed before the backward runs
         backward(y2, g!);
         if (!xNeedsGrad) return null;
-        const kept = leaf.grad!;
+        const grad = leaf.grad!; // a kept tensor, handed to the outer backward (which frees it)
         leaf.grad = null;
-        const out = Tensor.empty(kept.shape);
-        copyInto(out, kept);
-        kept.dispose();
-        return out;
+        return grad;
       });
       return [dx, ...params.map(() => null)];
     };

@@ -31,7 +31,7 @@
 // the confusion matrix.
 import { initEngine } from '../../engine/tensor.js';
 import { InputError } from '../../errors.js';
-import { generate, generateBatch, type BatchSamplingOptions, type SamplingOptions } from '../../llama/generate.js';
+import { cutAtStop, generate, generateBatch, type BatchSamplingOptions, type SamplingOptions } from '../../llama/generate.js';
 import { LlamaModel, type LoadModelOptions } from '../../llama/model.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import type { ColumnMapping } from '../config.js';
@@ -44,6 +44,7 @@ import { readJsonl } from './fsutil.js';
 import { METRIC_GROUPS, meanOfPresent, scoreExamples, type MetricGroup } from './metrics.js';
 import { RESULTS_FORMAT, type Results } from './results.js';
 import { bertScore, embeddingCosine, type EmbeddingProvider } from './semantic.js';
+import { describeValue } from '../../io/json.js';
 
 export type GenerationTask = 'generation' | 'classification';
 export type RecordKind = 'qa' | 'summarization' | 'sentiment' | 'prompt';
@@ -141,7 +142,7 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
     const need = (key: string): string => {
       const v = value[key];
       if (typeof v !== 'string' || v.trim() === '') {
-        throw new InputError(`expected a non-empty string, got ${v === undefined ? 'nothing' : JSON.stringify(v)?.slice(0, 60)}`, { file, row, key });
+        throw new InputError(`expected a non-empty string, got ${v === undefined ? 'nothing' : describeValue(v, 60)}`, { file, row, key });
       }
       return v;
     };
@@ -177,7 +178,7 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
         const summary = need('summary');
         const given = str(value['source_kind']) ?? (passageKey === 'text' ? str(value['source']) : undefined);
         if (value['source_kind'] !== undefined && !SOURCE_KINDS.includes(String(value['source_kind']))) {
-          throw new InputError(`expected one of ${SOURCE_KINDS.join(', ')}, got ${JSON.stringify(value['source_kind'])}`, { file, row, key: 'source_kind' });
+          throw new InputError(`expected one of ${SOURCE_KINDS.join(', ')}, got ${describeValue(value['source_kind'])}`, { file, row, key: 'source_kind' });
         }
         const sourceKind = given ?? (/earnings call/i.test(passage) ? 'earnings_call' : undefined);
         item = {
@@ -192,7 +193,7 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
         const labelKey = value['label'] !== undefined ? 'label' : 'sentiment';
         const label = value[labelKey];
         if (typeof label !== 'string' || parseGoldLabel(label) === undefined) {
-          throw new InputError(`expected a label negative, neutral or positive, got ${JSON.stringify(label)?.slice(0, 60)}`, { file, row, key: labelKey });
+          throw new InputError(`expected a label negative, neutral or positive, got ${describeValue(label, 60)}`, { file, row, key: labelKey });
         }
         const text = need('text');
         item = { id, row, kind, prompt: templated({ task: 'sentiment', text, sentiment: label }), reference: label, source: text };
@@ -257,18 +258,11 @@ export interface Prediction {
 
 export const DEFAULT_STOP_SEQUENCES: readonly string[] = ['\n###'];
 
+export { cutAtStop };
+
 /** Thrown from the token callback to end decoding once a stop sequence appeared. */
 class StopSequenceReached extends Error {}
 
-/** Cuts `text` before the first stop sequence; returns whether one was found. */
-export function cutAtStop(text: string, stops: readonly string[]): { text: string; stopped: boolean } {
-  let at = -1;
-  for (const s of stops) {
-    const i = s === '' ? -1 : text.indexOf(s);
-    if (i >= 0 && (at < 0 || i < at)) at = i;
-  }
-  return at >= 0 ? { text: text.slice(0, at), stopped: true } : { text, stopped: false };
-}
 
 /** Generates the prediction for one prompt. */
 export async function predict(model: LlamaModel, tokenizer: GenerationTokenizer, prompt: string, settings: GenerationSettings): Promise<Prediction> {
