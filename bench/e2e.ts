@@ -2,13 +2,14 @@
 // (bench/peer/peer_peft.py) so the two can be compared as a ratio on one card: a random-init Llama
 // at a preset's shapes with the peer's vocabulary of 32000 (not the bundled tokenizer's 600: the LM
 // head would be 50x cheaper), LoRA r=16 alpha 32 on all linear layers, AdamW, batch B × T random
-// tokens, once per checkpointing mode; then greedy decoding (batch 1, 64-token prompt, 128 new
-// tokens). --precision fp16-mixed trains with f16 GEMM operands at a loss scale of 2^16
+// tokens, once per checkpointing mode; then greedy decoding with the LoRA installed (64-token
+// prompts, 128 new tokens) at batch 1 and batch 8, and the time to first token of a 512-token prompt. --precision fp16-mixed trains with f16 GEMM operands at a loss scale of 2^16
 // (GradScaler's initial scale); steps skipped for inf/NaN gradients are counted.
 //
 //   npm run bench:e2e -- --preset 1.1b [--quantize nf4] [--storage bf16] [--batch 8] [--seq 512]
 //                        [--precision fp32|fp16-mixed|auto] [--checkpointing none,selective,full]
 //                        [--hidden 256 --layers 4 --vocab 8000 ...] [--tag name] [--out dir]
+//                        [--skip-train] [--new-tokens 128] [--ttft-prompt 512]
 //   npm run bench:e2e -- --preset fin-s --method full --vocab 2048 --batch 16 --seq 256   # pretraining shapes
 //
 // --method full trains every weight instead of LoRA (f32 storage). The process CPU time per step is
@@ -20,6 +21,13 @@
 // reports in use on the card after the steps (the pool's cached buffers included; the pool is
 // emptied between modes). Results: a table and <out>/e2e-<tag or preset>-<time>.json (default out:
 // bench/results; bench/gpu-session.sh passes --tag and reads them into the GPU summary).
+//
+// Decode figures come from bench/decode.ts (per step after the first token): tokens/s, and the
+// per-step CPU time (wall − GPU time of the step's passes, from timestamp queries) with dispatches,
+// submits and readbacks per step, so a CPU-only machine shows the overhead even though its "GPU"
+// times mean nothing. The JSON's `decode` block carries the GPU summary's keys for the run's weights
+// (b1_nf4_tok_s / b8_nf4_tok_s with --quantize nf4, b1_bf16_tok_s / b8_bf16_tok_s with --storage
+// bf16, ttft_512_ms).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -33,9 +41,9 @@ import { initModel } from '../src/llama/init.js';
 import { estimateTrainingMemory } from '../src/llama/memory.js';
 import { CHECKPOINT_MODES, LlamaModel, shiftLabels, type CheckpointMode } from '../src/llama/model.js';
 import { LINEAR_MODULES } from '../src/llama/weights.js';
-import { generate } from '../src/llama/generate.js';
 import { trainStep } from '../src/pipeline/train/trainer.js';
 import type { Batch } from '../src/pipeline/data/index.js';
+import { formatDecode, measureDecode, measureTtft } from './decode.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -61,6 +69,8 @@ const steps = Number(arg('steps', software ? '3' : '10'));
 const quantize = arg('quantize', 'none');
 const storage = arg('storage', software ? 'f32' : 'bf16') as 'f32' | 'bf16' | 'f16';
 const newTokens = Number(arg('new-tokens', software ? '16' : '128'));
+const ttftPrompt = Number(arg('ttft-prompt', '512'));
+const skipTrain = process.argv.includes('--skip-train');
 const method = arg('method', 'lora');
 const modes = arg('checkpointing', CHECKPOINT_MODES.join(',')).split(',') as CheckpointMode[];
 for (const m of modes) if (!CHECKPOINT_MODES.includes(m)) throw new Error(`--checkpointing: '${m}' is not one of ${CHECKPOINT_MODES.join(', ')}`);
@@ -125,7 +135,7 @@ interface ModeResult {
 }
 const results: ModeResult[] = [];
 let stepIndex = 0;
-for (const mode of modes) {
+for (const mode of skipTrain ? [] : modes) {
   let skipped = 0;
   const step = async () => {
     const r = await trainStep(model, opt, [batch], { lr: 2e-4, stepIndex: stepIndex++, seed: 0, maxGradNorm: 1.0, gradientCheckpointing: mode, ...(lossScale ? { lossScale } : {}) });
@@ -166,11 +176,30 @@ for (const mode of modes) {
 }
 
 model.training = false;
-const prompt = Array.from({ length: 64 }, () => rng.int(V));
-await generate(model, prompt, { maxNewTokens: 4, eosTokenIds: [] });
-const g0 = performance.now();
-const out = await generate(model, prompt, { maxNewTokens: newTokens, eosTokenIds: [] });
-const genSec = (performance.now() - g0) / 1000;
+const decodeRuns = [];
+for (const b of [1, 8]) {
+  await measureDecode(model, { batch: b, promptTokens: 64, newTokens: 5 }); // warm-up: pipelines compile
+  decodeRuns.push(await measureDecode(model, { batch: b, promptTokens: 64, newTokens }));
+}
+const [b1, b8] = decodeRuns as [Awaited<ReturnType<typeof measureDecode>>, Awaited<ReturnType<typeof measureDecode>>];
+let ttft: number | null = null;
+if (ttftPrompt > 0) {
+  await measureTtft(model, ttftPrompt);
+  ttft = await measureTtft(model, ttftPrompt);
+}
+const weights = quantize === 'nf4' ? 'nf4' : storage;
+const perStep = (m: typeof b1) => ({
+  tok_s: m.tokS,
+  ms_per_step: m.msPerStep,
+  gpu_ms_per_step: m.gpuMsPerStep,
+  cpu_ms_per_step: m.cpuMsPerStep,
+  dispatches_per_step: m.perStep.dispatches,
+  submits_per_step: m.perStep.submits,
+  readbacks_per_step: m.perStep.readbacks,
+  readback_bytes_per_step: m.perStep.readBytes,
+  bind_groups_per_step: m.perStep.bindGroups,
+  buffers_created_per_step: m.perStep.buffersCreated,
+});
 
 const result = {
   adapter: e.dev.name,
@@ -186,10 +215,24 @@ const result = {
   seq: T,
   steps,
   modes: results,
-  decode_tok_s: out.tokens.length / genSec,
+  decode_tok_s: b1.tokS,
+  decode: {
+    [`b1_${weights}_tok_s`]: b1.tokS,
+    [`b8_${weights}_tok_s`]: b8.tokS,
+    ttft_512_ms: ttftPrompt === 512 ? ttft : null,
+    ttft_ms: ttft,
+    ttft_prompt_tokens: ttftPrompt,
+    prompt_tokens: 64,
+    new_tokens: newTokens,
+    b1: perStep(b1),
+    b8: perStep(b8),
+  },
   date: new Date().toISOString(),
 };
-console.log(`decode: ${result.decode_tok_s.toFixed(1)} tok/s (batch 1, ${out.tokens.length} new tokens after a 64-token prompt)`);
+console.log(`decode (LoRA r16, 64-token prompts, ${newTokens} new tokens):`);
+console.log(`  ${formatDecode(b1)}`);
+console.log(`  ${formatDecode(b8)}`);
+if (ttft !== null) console.log(`time to first token, ${ttftPrompt}-token prompt: ${ttft.toFixed(1)} ms`);
 mkdirSync(outDir, { recursive: true });
 const file = join(outDir, `e2e-${tag || preset}-${result.date.replace(/[:.]/g, '-')}.json`);
 writeFileSync(`${file}.tmp`, JSON.stringify(result, null, 2));

@@ -59,6 +59,8 @@ export interface E2eResult {
   precision?: string;
   modes: E2eMode[];
   decode_tok_s?: number;
+  /** The e2e run's decode block: the summary's decode keys for its weights (bench/e2e.ts). */
+  decode?: Record<string, number | null>;
 }
 
 export interface SessionInputs {
@@ -174,7 +176,9 @@ export function buildSummary(inp: SessionInputs): GpuSummary {
   }
   const decode = {} as GpuSummary['finllm']['decode'];
   for (const key of DECODE_KEYS) decode[key] = num(inp.decode?.[key]);
-  // Batch-1 decode is also measured by the e2e runs: used when the decode benchmark did not run.
+  // The e2e runs measure decode too (batch 1 and 8, time to first token): used where the decode
+  // benchmark did not run.
+  for (const key of DECODE_KEYS) for (const r of inp.e2e) decode[key] ??= num(r.decode?.[key]);
   decode.b1_nf4_tok_s ??= num(byTag('nf4')?.decode_tok_s);
   decode.b1_bf16_tok_s ??= num(byTag('bf16')?.decode_tok_s);
 

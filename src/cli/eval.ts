@@ -214,7 +214,7 @@ export function register(program: Command): void {
     .option('--tokens-per-pass <n>', 'texts are packed into forward passes of up to this many tokens', '2048')
     .option('-o, --out <file>', 'write the results (generation/classification: finllm.results.v1 for `finllm compare`)')
     .option('-n, --max-new-tokens <n>', 'most tokens generated per example (default 64)')
-    .option('--batch-size <n>', 'generation/classification: prompts decoded together, left-padded (default 8; 1 = one at a time)')
+    .option('--batch-size <n>', 'generation/classification: prompts decoded together, left-padded, shortest first (default 8; 1 = one at a time)')
     .option('--limit <n>', 'evaluate the first N records only')
     .option('--sample', 'sample instead of greedy decoding (implied by --temperature, --top-k, --top-p)')
     .option('--temperature <t>', 'sampling temperature')

@@ -12,6 +12,7 @@ export interface ModelCliOptions {
   adapter?: string;
   quantize?: string;
   storage?: string;
+  mergeAdapter?: boolean;
   precision?: string;
 }
 
@@ -21,6 +22,7 @@ export function addModelOptions(cmd: Command): Command {
     .option('-a, --adapter <dir>', 'PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors)')
     .option('--quantize <kind>', 'quantize the decoder linear layers at load time: nf4')
     .option('--storage <dtype>', 'GPU storage of the other weights: f32, bf16 or f16', 'f32')
+    .option('--merge-adapter', 'merge the adapter into the base weights at load (W + s·B·A, then --storage / --quantize): faster decoding, no LoRA kernels; with nf4 the merged weight is quantized')
     .option('--precision <mode>', 'GEMM precision: fp32, fp16-mixed (f16 operands, f32 accumulation) or auto (fp16-mixed where the GPU has f16 tensor cores)', 'fp32');
 }
 
@@ -40,6 +42,7 @@ export async function modelLoadOptions(o: ModelCliOptions): Promise<{ dir: strin
   if (!o.model) throw new InputError('--model is required', { key: 'model' });
   await checkDir(o.model, 'model');
   if (o.adapter) await checkDir(o.adapter, 'adapter');
+  if (o.mergeAdapter && !o.adapter) throw new InputError('--merge-adapter needs --adapter', { key: 'merge-adapter' });
   if (o.quantize !== undefined && o.quantize !== 'nf4') throw new InputError(`expected nf4, got ${JSON.stringify(o.quantize)}`, { key: 'quantize' });
   const storage = o.storage ?? 'f32';
   if (storage !== 'f32' && storage !== 'bf16' && storage !== 'f16') throw new InputError(`expected f32, bf16 or f16, got ${JSON.stringify(storage)}`, { key: 'storage' });
@@ -52,6 +55,7 @@ export async function modelLoadOptions(o: ModelCliOptions): Promise<{ dir: strin
       storage,
       ...(o.quantize === 'nf4' ? { quantize: 'nf4' as const } : {}),
       ...(o.adapter ? { adapter: o.adapter } : {}),
+      ...(o.mergeAdapter ? { mergeAdapter: true } : {}),
     },
   };
 }

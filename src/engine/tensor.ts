@@ -103,6 +103,7 @@ export class BufferPool {
     this.dev.flush();
     for (const list of this.free.values()) for (const b of list) b.destroy();
     this.free.clear();
+    this.dev.clearBindGroupCache();
     this.cachedBytes = 0;
   }
 

@@ -14,3 +14,5 @@ export * from './nf4.js';
 export * from './lora.js';
 export * from './optim.js';
 export * from './attention.js';
+export * from './sampling.js';
+export * from './decode.js';

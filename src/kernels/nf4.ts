@@ -155,7 +155,7 @@ const QUANT_WG = 256;
  * significands; subnormals normalized first). Results below the normal range return ±0: such a
  * quotient is far below the smallest NF4 midpoint, so the code is the same.
  */
-const WGSL_DIV_RN = /* wgsl */ `
+export const WGSL_DIV_RN = /* wgsl */ `
 fn significand(bits: u32, e: ptr<function, i32>) -> u32 {
   let be = i32((bits >> 23u) & 0xffu);
   var m = bits & 0x7fffffu;

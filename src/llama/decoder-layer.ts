@@ -14,9 +14,9 @@
 // output stay, the cheap elementwise work is done twice.
 import { withRecompute } from '../engine/autograd.js';
 import type { Tensor } from '../engine/tensor.js';
-import { add, flashAttention, rmsnorm, rope, swiglu, type RopeTables } from '../kernels/index.js';
+import { add, flashAttention, rmsnorm, rope, ropeAppend, swiglu, type RopeTables } from '../kernels/index.js';
 import type { LlamaConfig } from './config.js';
-import { writeKvCache, type KvCache } from './kv-cache.js';
+import type { KvCache } from './kv-cache.js';
 import { project, type LoraLayers } from './lora-layers.js';
 import { view } from './ops.js';
 import { LINEAR_MODULES, type LayerWeights, type LinearModule } from './weights.js';
@@ -34,13 +34,15 @@ export interface LayerContext {
   dropoutSeeds: readonly number[];
   B: number;
   T: number;
-  /** RoPE positions [N] (i32) and the tables covering them. */
-  positions: Tensor;
+  /** RoPE positions [N] (i32; unused with a cache, whose kernel derives them) and the tables covering them. */
+  positions: Tensor | null;
   rope: RopeTables;
   /** Packing segment ids [N] (i32): tokens attend only within their segment. */
   segments?: Tensor;
   /** Decoding: K/V are appended at cache.length and attention runs over the cache. */
   cache?: KvCache;
+  /** The cache length on the GPU (syncCacheLength), with `cache`. */
+  cacheLength?: Tensor;
   /** Selective checkpointing: rebuild the norm and SwiGLU outputs in backward instead of keeping them. */
   recompute?: boolean;
 }
@@ -66,14 +68,16 @@ function attentionBlock(x: Tensor, ctx: LayerContext): Tensor {
 function attention(x: Tensor, h: Tensor, ctx: LayerContext): Tensor {
   const { numAttentionHeads: hq, numKeyValueHeads: hkv, headDim: dh } = ctx.config;
   const { B, T, positions, rope: rt, cache } = ctx;
-  const q = rope(view(projection(h, ctx, 'q_proj'), [B, T, hq, dh]), positions, rt);
-  const k = rope(view(projection(h, ctx, 'k_proj'), [B, T, hkv, dh]), positions, rt);
-  const v = view(projection(h, ctx, 'v_proj'), [B, T, hkv, dh]);
   let attn: Tensor;
   if (cache) {
+    // RoPE and the K/V append in one kernel (positions from the cache length and starts on the GPU).
     const l = ctx.index;
-    writeKvCache(cache.k[l]!, k, cache);
-    writeKvCache(cache.v[l]!, v, cache);
+    const row = (t: Tensor, heads: number) => ({ t, ld: heads * dh, offset: 0 });
+    const q = ropeAppend({
+      B, T, heads: hq, kvHeads: hkv, rope: rt, length: ctx.cacheLength!, kCache: cache.k[l]!, vCache: cache.v[l]!,
+      q: row(projection(h, ctx, 'q_proj'), hq), k: row(projection(h, ctx, 'k_proj'), hkv), v: row(projection(h, ctx, 'v_proj'), hkv),
+      ...(cache.startsTensor ? { starts: cache.startsTensor } : {}),
+    });
     attn = flashAttention(q, cache.k[l]!, cache.v[l]!, {
       causal: true,
       scale: 1 / Math.sqrt(dh),
@@ -82,6 +86,9 @@ function attention(x: Tensor, h: Tensor, ctx: LayerContext): Tensor {
       ...(cache.startsTensor ? { kvStart: cache.startsTensor } : {}),
     });
   } else {
+    const q = rope(view(projection(h, ctx, 'q_proj'), [B, T, hq, dh]), positions!, rt);
+    const k = rope(view(projection(h, ctx, 'k_proj'), [B, T, hkv, dh]), positions!, rt);
+    const v = view(projection(h, ctx, 'v_proj'), [B, T, hkv, dh]);
     attn = flashAttention(q, k, v, { causal: true, scale: 1 / Math.sqrt(dh), ...(ctx.segments ? { segmentIds: ctx.segments } : {}) });
   }
   return add(x, projection(view(attn, [B * T, hq * dh]), ctx, 'o_proj'));

@@ -18,6 +18,14 @@ export interface KvCache {
   starts?: Int32Array;
   /** starts on the GPU (i32 [B]), the attention kernels' kvStart. */
   startsTensor?: Tensor;
+  /**
+   * `length` on the GPU (u32 [1]), read by the kernel that appends K/V (ropeAppend), so a decode
+   * step's uniforms and bind groups stay the same from token to token. Kept in step by
+   * syncCacheLength before each forward; created on first use.
+   */
+  lengthTensor?: Tensor;
+  /** The value lengthTensor holds (after the recorded work), to skip redundant writes. */
+  lengthOnGpu?: number;
 }
 
 /**
@@ -103,16 +111,23 @@ export function frontKvRows(cache: KvCache, rows: number): KvCache {
 export function disposeKvCache(cache: KvCache): void {
   for (const t of [...cache.k, ...cache.v]) t.dispose();
   cache.startsTensor?.dispose();
+  cache.lengthTensor?.dispose();
 }
 
-/** Copies rows [B, T, Hkv, Dh] into the cache tensor [B, Smax, Hkv, Dh] at position cache.length. */
-export function writeKvCache(dst: Tensor, src: Tensor, cache: KvCache): void {
-  const [B, T, H, Dh] = src.shape as [number, number, number, number];
-  const rowBytes = H * Dh * 4;
-  const enc = engine().dev.commandEncoder();
-  for (let b = 0; b < B; b++) {
-    enc.copyBufferToBuffer(src.buffer, b * T * rowBytes, dst.buffer, (b * cache.maxSeqLen + cache.length) * rowBytes, T * rowBytes);
+/**
+ * The cache length on the GPU, written (a 4-byte queue write, ordered with the recorded work) when
+ * cache.length changed since the last write. Call before recording a forward over the cache.
+ */
+export function syncCacheLength(cache: KvCache): Tensor {
+  if (!cache.lengthTensor || cache.lengthTensor.disposed) {
+    cache.lengthTensor = Tensor.empty([1], 'u32').keep();
+    cache.lengthOnGpu = undefined;
   }
+  if (cache.lengthOnGpu !== cache.length) {
+    engine().dev.write(cache.lengthTensor.buffer, 0, Uint32Array.of(cache.length));
+    cache.lengthOnGpu = cache.length;
+  }
+  return cache.lengthTensor;
 }
 
 /** RoPE positions offset..offset+T-1 per row; with left-padding `starts`, row b counts from starts[b] (pads get 0). */

@@ -17,11 +17,12 @@ import { embedding, linear, rmsnorm, ropeTables, type RopeTables } from '../kern
 import { loadLlamaConfig, type LlamaConfig } from './config.js';
 import { decoderLayer } from './decoder-layer.js';
 import { checkForwardInput, type ForwardInput, type LossInput } from './inputs.js';
-import { cachePositions, newKvCache, type KvCache } from './kv-cache.js';
+import { cachePositions, newKvCache, syncCacheLength, type KvCache } from './kv-cache.js';
 import { LoraLayers, type NewLoraOptions } from './lora-layers.js';
 import { labelledTokenLosses, lastPositionLogits, lmLoss, spreadTokenLosses } from './loss-head.js';
 import { checkpoint, type CheckpointMode } from './ops.js';
-import { readAdapter, writeAdapter, type LoraAdapter } from './peft.js';
+import { decodeStepLogits, fusedDecodeApplies } from './decode.js';
+import { readAdapter, validateAdapterAgainstModel, writeAdapter, type LoraAdapter } from './peft.js';
 import { InputError } from '../errors.js';
 import {
   LINEAR_MODULES,
@@ -38,9 +39,16 @@ export { copyKvRows, disposeKvCache, frontKvRows, setKvStarts, type KvCache } fr
 export { CHECKPOINT_MODES, checkpoint, gatherRows, view, type CheckpointMode } from './ops.js';
 export { LoraLayers, type LoraPair, type NewLoraOptions } from './lora-layers.js';
 
-export interface LoadModelOptions extends LoadWeightsOptions {
+export interface LoadModelOptions extends Omit<LoadWeightsOptions, 'merge'> {
   /** A PEFT adapter folder to load (LoRA on top of the frozen base). */
   adapter?: string;
+  /**
+   * Merge the adapter into the base weights while loading (W + s·B·A in f32, then the chosen
+   * storage or NF4 quantization) instead of installing LoRA leaves: inference only, no LoRA
+   * dispatches at all. With NF4 the merged weight is quantized (the update too), as PEFT's merge
+   * into a 4-bit base is; bf16/f16 round the merged weight once.
+   */
+  mergeAdapter?: boolean;
 }
 
 export interface ForwardOptions {
@@ -66,9 +74,15 @@ export class LlamaModel {
   /** Loads config.json + weights from a HF folder, and optionally a PEFT adapter. */
   static async load(dir: string, opts: LoadModelOptions = {}): Promise<LlamaModel> {
     const config = await loadLlamaConfig(dir);
-    const weights = await loadLlamaWeights(dir, config, opts);
+    let merge: LoraAdapter | undefined;
+    if (opts.mergeAdapter) {
+      if (!opts.adapter) throw new InputError('mergeAdapter needs an adapter folder to merge', { key: 'merge-adapter' });
+      merge = await readAdapter(opts.adapter);
+      validateAdapterAgainstModel(merge.config, config, merge.weights, opts.adapter);
+    }
+    const weights = await loadLlamaWeights(dir, config, { ...opts, ...(merge ? { merge } : {}) });
     const model = new LlamaModel(config, weights);
-    if (opts.adapter) {
+    if (opts.adapter && !merge) {
       try {
         await model.loadAdapter(opts.adapter);
       } catch (err) {
@@ -193,7 +207,7 @@ export class LlamaModel {
   // ---- forward ------------------------------------------------------------------------------
 
   /** RoPE tables covering positions 0..maxPosition (at least max_position_embeddings; grown on demand). */
-  private ropeFor(maxPosition: number): RopeTables {
+  ropeFor(maxPosition: number): RopeTables {
     if (!this.ropeCache || this.ropeCache.maxPositions <= maxPosition) {
       const maxPositions = Math.max(this.config.maxPositionEmbeddings, this.ropeCache ? 2 * this.ropeCache.maxPositions : 0, maxPosition + 1);
       const t = ropeTables({ headDim: this.config.headDim, theta: this.config.rope.theta, scaling: this.config.rope.scaling, maxPositions });
@@ -220,9 +234,12 @@ export class LlamaModel {
       if (p > maxPos) maxPos = p;
     }
     const rope = this.ropeFor(maxPos);
+    if (cache && isGradEnabled()) throw new Error('a forward over a KV cache is inference-only: run it under noGrad (model.step does)');
     const mode = cache ? 'none' : (opts.gradientCheckpointing ?? this.gradientCheckpointing);
     const ids = Tensor.from(inp.inputIds, [B * T]);
-    const pos = Tensor.from(positions, [B * T]);
+    // With a cache the append kernel derives positions from the cache length (no upload).
+    const pos = cache ? null : Tensor.from(positions, [B * T]);
+    const cacheLength = cache ? syncCacheLength(cache) : undefined;
     const seg = inp.segmentIds ? Tensor.from(inp.segmentIds, [B * T]) : undefined;
     let x = embedding(ids, this.weights.embedTokens);
     const recording = isGradEnabled();
@@ -231,7 +248,7 @@ export class LlamaModel {
       const dropoutSeeds = LINEAR_MODULES.map(() => this.dropoutRng.nextU32());
       const ctx = {
         config: this.config, weights: this.weights.layers[l]!, index: l, lora: this.lora, loraDropout, dropoutSeeds,
-        B, T, positions: pos, rope, segments: seg, cache, recompute: recording && mode === 'selective',
+        B, T, positions: pos, rope, segments: seg, cache, cacheLength, recompute: recording && mode === 'selective',
       };
       const run = (xin: Tensor) => decoderLayer(xin, ctx);
       const xin = x;
@@ -242,7 +259,7 @@ export class LlamaModel {
     x.dispose();
     if (!recording) {
       ids.dispose();
-      pos.dispose();
+      pos?.dispose();
       seg?.dispose();
     }
     return out;
@@ -292,14 +309,30 @@ export class LlamaModel {
   /**
    * Runs `ids` [B, T] through the model at cache positions [length, length+T), appends their K/V to
    * the cache, and returns the last position's logits [B, V]. Prefill is T = prompt length; decode
-   * is T = 1.
+   * is T = 1, which runs the fused decode kernels (decode.ts). `ids` may be a GPU tensor (i32
+   * [B·T], e.g. the sampler's output, T = 1): then nothing is uploaded. Ids outside the vocabulary
+   * give NaN logits for that row when they come from a tensor (they are checked when from the CPU).
    */
-  step(ids: Int32Array, cache: KvCache): Tensor {
+  step(ids: Int32Array | Tensor, cache: KvCache): Tensor {
     const B = cache.batchSize;
-    const T = ids.length / B;
-    if (!Number.isInteger(T) || T < 1) throw new RangeError(`step: ${ids.length} ids for batch ${B}`);
+    const n = ids instanceof Tensor ? ids.numel : ids.length;
+    const T = n / B;
+    if (!Number.isInteger(T) || T < 1) throw new RangeError(`step: ${n} ids for batch ${B}`);
     if (cache.length + T > cache.maxSeqLen) throw new RangeError(`KV cache full: ${cache.length} + ${T} > ${cache.maxSeqLen}`);
-    const out = noGrad(() => tidy(() => this.lastLogits({ inputIds: ids, batchSize: B, seqLen: T }, cache)));
+    let out: Tensor;
+    if (T === 1 && fusedDecodeApplies(this)) {
+      if (!(ids instanceof Tensor)) checkForwardInput({ inputIds: ids, batchSize: B, seqLen: 1 }, this.config.vocabSize);
+      out = noGrad(() =>
+        tidy(() => {
+          const idsT = ids instanceof Tensor ? ids : Tensor.from(ids, [B]);
+          if (idsT.dtype !== 'i32') throw new TypeError(`step: ids must be i32, got ${idsT.dtype}`);
+          return decodeStepLogits(this, idsT, cache);
+        }),
+      );
+    } else {
+      if (ids instanceof Tensor) throw new RangeError('step: ids on the GPU are taken for one token per row (T = 1); pass a prefill as an Int32Array');
+      out = noGrad(() => tidy(() => this.lastLogits({ inputIds: ids, batchSize: B, seqLen: T }, cache)));
+    }
     cache.length += T;
     return out;
   }

@@ -16,6 +16,8 @@ import { disposeNf4, keepNf4, noteWeightRange, quantizeNf4, type Nf4Weight } fro
 import { NonFiniteCounter } from '../kernels/finite.js';
 import { describeNonFinite } from '../io/finite.js';
 import type { LlamaConfig } from './config.js';
+import { mergeLoraInto } from './merge.js';
+import { loraKey, scaling, type LoraAdapter } from './peft.js';
 import { warn } from '../warnings.js';
 
 /** A decoder linear weight in HF layout [out, in]: a dense tensor (f32/bf16/f16) or NF4. */
@@ -83,6 +85,11 @@ export interface LoadWeightsOptions {
   doubleQuant?: boolean;
   /** Called after each tensor is on the GPU (progress reporting). */
   onTensor?: (name: string, index: number, total: number) => void;
+  /**
+   * A LoRA adapter (already validated against the model) merged into the decoder linear weights
+   * while they load: W' = W + s·B·A in f32 (merge.ts), then stored or quantized like any weight.
+   */
+  merge?: LoraAdapter;
 }
 
 /** HF parameter name of a decoder linear layer. */
@@ -147,20 +154,22 @@ export function checkCheckpoint(ckpt: Checkpoint, config: LlamaConfig): void {
   }
 }
 
-async function uploadDense(ckpt: Checkpoint, name: string, shape: number[], storage: WeightStorage): Promise<{ t: Tensor; maxAbs: number }> {
+async function uploadDense(ckpt: Checkpoint, name: string, shape: number[], storage: WeightStorage, edit?: (w: Float32Array) => void): Promise<{ t: Tensor; maxAbs: number }> {
   let t: Tensor;
   let maxAbs: number;
   const src = ckpt.dtype(name);
   if (storage === 'f32') {
     const f = await ckpt.readF32(name, shape);
+    edit?.(f);
     maxAbs = maxAbsF32(f);
     t = Tensor.from(f, shape);
-  } else if ((storage === 'bf16' && src === 'BF16') || (storage === 'f16' && src === 'F16')) {
+  } else if (!edit && ((storage === 'bf16' && src === 'BF16') || (storage === 'f16' && src === 'F16'))) {
     const bits = await ckpt.readU16(name, shape);
     maxAbs = maxAbs16(bits, src);
     t = Tensor.from(bits, shape, storage); // bits as stored: no rounding
   } else {
     const f = await ckpt.readF32(name, shape);
+    edit?.(f);
     maxAbs = maxAbsF32(f);
     t = Tensor.from(storage === 'bf16' ? f32ArrayToBf16(f) : f32ArrayToF16(f), shape, storage);
   }
@@ -189,8 +198,8 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
       noteWeightRange(w, maxAbs);
       if (!(maxAbs <= F16_MAX)) outOfF16Range.push(name);
     };
-    const dense = async (name: string, shape: number[], st: WeightStorage, gemmWeight = false): Promise<Tensor> => {
-      const { t, maxAbs } = await uploadDense(ckpt, name, shape, st);
+    const dense = async (name: string, shape: number[], st: WeightStorage, gemmWeight = false, edit?: (w: Float32Array) => void): Promise<Tensor> => {
+      const { t, maxAbs } = await uploadDense(ckpt, name, shape, st, edit);
       nonFinite.add(t, name);
       loaded.push(t);
       if (gemmWeight) noteRange(t, name, maxAbs);
@@ -207,8 +216,11 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
       for (const mod of LINEAR_MODULES) {
         const name = linearWeightName(l, mod);
         const shape = linearShape(config, mod);
+        const pair = opts.merge?.weights.get(loraKey(l, mod));
+        const edit = pair ? (w: Float32Array) => mergeLoraInto(w, pair, scaling(opts.merge!.config)) : undefined;
         if (opts.quantize === 'nf4') {
           const data = await ckpt.readF32(name, shape);
+          edit?.(data);
           const f = Tensor.from(data, shape);
           nonFinite.add(f, name);
           const q = quantizeNf4(f, { doubleQuant: opts.doubleQuant ?? false });
@@ -219,7 +231,7 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
           linear[mod] = q;
           opts.onTensor?.(name, ++index, total);
         } else {
-          linear[mod] = await dense(name, shape, storage, true);
+          linear[mod] = await dense(name, shape, storage, true, edit);
         }
       }
       layers.push({ inputNorm, postAttentionNorm, linear });

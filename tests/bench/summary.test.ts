@@ -93,6 +93,16 @@ describe('gpu-session summary', () => {
     expect(s.finllm.decode).toEqual({ b1_nf4_tok_s: 25, b1_bf16_tok_s: 30, b8_nf4_tok_s: null, ttft_512_ms: null });
   });
 
+  it("the e2e runs' decode blocks (batch 1 and 8, time to first token) fill what the decode benchmark did not measure", () => {
+    const dir = fakeSession({ peer: false, decode: false });
+    writeFileSync(
+      join(dir, 'e2e-nf4-2026.json'),
+      JSON.stringify({ tag: 'nf4', precision: 'fp16-mixed', modes: [{ checkpointing: 'none', train_tok_s: 7000, peak_mem_gb: 18, skipped_steps: 1 }], decode_tok_s: 25, decode: { b1_nf4_tok_s: 26, b8_nf4_tok_s: 150, ttft_512_ms: 41, ttft_ms: 41 } }),
+    );
+    const s = buildSummary(readSessionDir(dir));
+    expect(s.finllm.decode).toEqual({ b1_nf4_tok_s: 26, b1_bf16_tok_s: 30, b8_nf4_tok_s: 150, ttft_512_ms: 41 });
+  });
+
   it('card slugs', () => {
     expect(cardSlug('NVIDIA H100 80GB HBM3')).toBe('h100');
     expect(cardSlug('NVIDIA H200')).toBe('h200');

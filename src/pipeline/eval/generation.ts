@@ -18,19 +18,20 @@
 //
 // The prediction is the decoded new tokens (special tokens dropped), cut at the first stop
 // sequence (default "\n###": the start of a next template section) and trimmed. Decoding is greedy
-// unless sampling is asked for. Prompts are decoded `batchSize` at a time (default 8), left-padded
-// (generateBatch: attention masks each row's padding, positions start at its first real token),
-// each row stopping on its own at EOS or a stop sequence; under greedy decoding the predictions are
-// those of one-at-a-time decoding (batchSize 1). Sampling: one-at-a-time decoding seeds every
-// prompt with `seed`; batched decoding seeds item i (0-based, in file order) with seed + i, so its
-// draws do not depend on the batch size.
+// unless sampling is asked for. Prompts are decoded `batchSize` at a time (default 8), shortest
+// first (sorted by token count, so a batch pads little; results and the results file stay in input
+// order), left-padded (generateBatch: attention masks each row's padding, positions start at its
+// first real token), each row stopping on its own at EOS or a stop sequence; under greedy decoding
+// the predictions are those of one-at-a-time decoding (batchSize 1). Sampling: one-at-a-time
+// decoding seeds every prompt with `seed`; batched decoding seeds item i (0-based, in file order)
+// with seed + i, so its draws depend neither on the batch size nor on the length order.
 //
 // Classification reads the label from the generated text with FinGPT's rule ("positive" anywhere,
 // else "negative", else neutral) and reports accuracy (mean label_correct), macro/weighted F1 and
 // the confusion matrix.
 import { initEngine } from '../../engine/tensor.js';
 import { InputError } from '../../errors.js';
-import { cutAtStop, generate, generateBatch, type SamplingOptions } from '../../llama/generate.js';
+import { cutAtStop, generate, generateBatch, type BatchSamplingOptions, type SamplingOptions } from '../../llama/generate.js';
 import { LlamaModel, type LoadModelOptions } from '../../llama/model.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import type { ColumnMapping } from '../config.js';
@@ -238,8 +239,8 @@ export function metricsFor(items: readonly EvalItem[], task: GenerationTask, giv
 
 export interface GenerationSettings {
   maxNewTokens: number;
-  /** Decoding options of src/llama/generate.ts (greedy by default). */
-  sampling?: Omit<SamplingOptions, 'maxNewTokens'>;
+  /** Decoding options of src/llama/generate.ts (greedy by default; `seeds` for batches only). */
+  sampling?: Omit<BatchSamplingOptions, 'maxNewTokens'>;
   /** The prediction ends before the first of these. Default ["\n###"]. */
   stopSequences?: readonly string[];
   /** Prompts decoded together (left-padded batch). Default 8; 1 = one at a time. */
@@ -314,7 +315,7 @@ export interface GenerationEvalOptions extends GenerationSettings {
   metrics?: readonly EvalMetric[] | null;
   /** Needed for the embedding and bertscore metrics: see embeddings.ts. */
   embeddings?: EmbeddingProvider | null;
-  /** Called after each example. */
+  /** Called after each example (batched: in the order batches finish, shortest prompts first). */
   onProgress?: (done: number, total: number, item: EvalItem, p: Prediction) => void;
   /** Recorded in the results file. */
   model: string;
@@ -366,21 +367,26 @@ export async function runGenerationEval(model: LlamaModel, tokenizer: Generation
   }
   const batchSize = opts.batchSize ?? DEFAULT_EVAL_BATCH_SIZE;
   if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new InputError(`expected a positive integer, got ${batchSize}`, { key: 'batch-size' });
-  const predictions: Prediction[] = [];
+  const predictions: Prediction[] = new Array<Prediction>(items.length);
+  let done = 0;
   if (batchSize === 1) {
-    for (const item of items) {
-      const p = await predict(model, tokenizer, item.prompt, opts);
-      predictions.push(p);
-      opts.onProgress?.(predictions.length, items.length, item, p);
+    for (let i = 0; i < items.length; i++) {
+      const p = await predict(model, tokenizer, items[i]!.prompt, opts);
+      predictions[i] = p;
+      opts.onProgress?.(++done, items.length, items[i]!, p);
     }
   } else {
-    for (let i0 = 0; i0 < items.length; i0 += batchSize) {
-      const chunk = items.slice(i0, i0 + batchSize);
-      const sampling = { ...opts.sampling, seed: (opts.sampling?.seed ?? 0) + i0 }; // item i gets seed + i
-      const ps = await predictBatch(model, tokenizer, chunk.map((it) => it.prompt), { ...opts, sampling });
+    // Shortest prompts first, so each batch pads little; predictions go back to input order.
+    const lengths = items.map((it) => tokenizer.encode(it.prompt).length);
+    const order = items.map((_, i) => i).sort((a, b) => lengths[a]! - lengths[b]! || a - b);
+    const seed = opts.sampling?.seed ?? 0;
+    for (let i0 = 0; i0 < order.length; i0 += batchSize) {
+      const idx = order.slice(i0, i0 + batchSize);
+      const sampling = { ...opts.sampling, seeds: idx.map((i) => seed + i) }; // item i gets seed + i
+      const ps = await predictBatch(model, tokenizer, idx.map((i) => items[i]!.prompt), { ...opts, sampling });
       ps.forEach((p, j) => {
-        predictions.push(p);
-        opts.onProgress?.(predictions.length, items.length, chunk[j]!, p);
+        predictions[idx[j]!] = p;
+        opts.onProgress?.(++done, items.length, items[idx[j]!]!, p);
       });
     }
   }
