@@ -1,7 +1,8 @@
 // `finllm pipeline [--config FILE] [--env NAME] [--set k=v ...] [--rerun-from STAGE] [--quiet]`:
 // data → baseline eval → train → fine-tuned eval → compare → export in one run folder
-// (src/pipeline/pipeline.ts). With no arguments it runs configs/default.yaml: the bundled tiny
-// model, the sample data and a small slice of the bundled eval set, on whatever adapter Dawn finds.
+// (src/pipeline/pipeline.ts). With no arguments it runs configs/default.yaml: full fine-tuning of the
+// bundled base model (models/fin-base) on the bundled tasks (data/finetune), evaluated on held-out
+// items of the bundled suites (data/eval), on whatever adapter Dawn finds.
 import type { Command } from 'commander';
 import { InputError, escapeControl } from '../errors.js';
 import { runPipeline, STAGES, type StageName } from '../pipeline/pipeline.js';
@@ -37,7 +38,7 @@ export function register(program: Command): void {
   program
     .command('pipeline')
     .description('data → baseline eval → train → fine-tuned eval → compare → export, resumable stage by stage')
-    .option('-c, --config <file>', 'YAML config (default: configs/default.yaml, the bundled tiny model + sample data + eval set)')
+    .option('-c, --config <file>', 'YAML config (default: configs/default.yaml: the bundled base model, fine-tuning tasks and eval suites)')
     .option('-e, --env <name>', 'environment profile from the config, e.g. cpu or gpu (default: $FINLLM_ENV)')
     .option('-s, --set <key=value>', 'override a config key (repeatable), e.g. training.max_steps=10 or eval.limit=5', collect, [])
     .option('--rerun-from <stage>', `run this stage and all later ones even if done (${STAGES.join(', ')})`)

@@ -54,7 +54,7 @@ export function register(program: Command): void {
   program
     .command('train')
     .description('fine-tune (LoRA/QLoRA, or full training of every weight) as the config says; writes the adapter or model, checkpoints and logs to output.dir')
-    .option('-c, --config <file>', 'YAML config (default: configs/default.yaml, the bundled tiny model + sample data)')
+    .option('-c, --config <file>', 'YAML config (default: configs/default.yaml: the bundled base model and fine-tuning tasks)')
     .option('-e, --env <name>', 'environment profile from the config, e.g. cpu or gpu (default: $FINLLM_ENV)')
     .option('-s, --set <key=value>', 'override a config key (repeatable), e.g. training.max_steps=10', collect, [])
     .option('--resume', 'continue from the latest checkpoint in output.dir')
