@@ -12,9 +12,10 @@
 // The base weights are frozen; LoRA A/B are the only leaves with requiresGrad.
 import { backward, isGradEnabled, needsGrad, noGrad, recordOp } from '../engine/autograd.js';
 import { Rng } from '../engine/random.js';
-import { Tensor, copyInto, engine, tidy } from '../engine/tensor.js';
+import { Tensor, bytesPerElement, copyInto, engine, tidy } from '../engine/tensor.js';
 import {
   add,
+  cast,
   crossEntropy,
   crossEntropyPerRow,
   embedding,
@@ -191,7 +192,8 @@ function defaultPositions(batchSize: number, seqLen: number, offset = 0, starts?
 // KV cache
 
 /**
- * Per layer K and V, [B, maxSeqLen, Hkv, Dh] f32; `length` positions are filled. With `starts`
+ * Per layer K and V, [B, maxSeqLen, Hkv, Dh] in `dtype` (f32, or f16: half the memory, unpacked by the
+ * attention kernels); `length` positions are filled. With `starts`
  * (left-padded batch), row b's real tokens begin at cache position starts[b]: attention never sees
  * the keys before it, and that row's RoPE positions count from 0 at starts[b].
  */
@@ -201,6 +203,7 @@ export interface KvCache {
   length: number;
   k: Tensor[];
   v: Tensor[];
+  dtype: 'f32' | 'f16';
   starts?: Int32Array;
   /** starts on the GPU (i32 [B]), the attention kernels' kvStart. */
   startsTensor?: Tensor;
@@ -587,7 +590,7 @@ export class LlamaModel {
    * batches): the position of each row's first real token; earlier positions hold pad tokens that
    * attention masks out, and RoPE positions of row b start at 0 at starts[b].
    */
-  newKvCache(batchSize: number, maxSeqLen: number, starts?: readonly number[]): KvCache {
+  newKvCache(batchSize: number, maxSeqLen: number, starts?: readonly number[], dtype: 'f32' | 'f16' = 'f32'): KvCache {
     if (starts && (starts.length !== batchSize || starts.some((s) => !Number.isInteger(s) || s < 0 || s >= maxSeqLen))) {
       throw new RangeError(`newKvCache: starts [${starts.join(', ')}] must be ${batchSize} integers in [0, ${maxSeqLen})`);
     }
@@ -595,7 +598,7 @@ export class LlamaModel {
     const make = () => {
       // Left unwritten: attention reads only the first kvLength rows (tests poison pooled buffers
       // with NaN, so a read past the filled part would show).
-      return Tensor.empty([batchSize, maxSeqLen, hkv, dh]).keep();
+      return Tensor.empty([batchSize, maxSeqLen, hkv, dh], dtype).keep();
     };
     const k: Tensor[] = [];
     const v: Tensor[] = [];
@@ -603,9 +606,9 @@ export class LlamaModel {
       k.push(make());
       v.push(make());
     }
-    if (!starts || starts.every((s) => s === 0)) return { batchSize, maxSeqLen, length: 0, k, v };
+    if (!starts || starts.every((s) => s === 0)) return { batchSize, maxSeqLen, length: 0, k, v, dtype };
     const st = Int32Array.from(starts);
-    return { batchSize, maxSeqLen, length: 0, k, v, starts: st, startsTensor: Tensor.from(st, [batchSize]).keep() };
+    return { batchSize, maxSeqLen, length: 0, k, v, dtype, starts: st, startsTensor: Tensor.from(st, [batchSize]).keep() };
   }
 
   /**
@@ -637,10 +640,11 @@ export function disposeKvCache(cache: KvCache): void {
   cache.startsTensor?.dispose();
 }
 
-/** Copies rows [B, T, Hkv, Dh] into the cache [B, Smax, Hkv, Dh] at position cache.length. */
-function writeCache(dst: Tensor, src: Tensor, cache: KvCache): void {
+/** Copies rows [B, T, Hkv, Dh] (f32) into the cache [B, Smax, Hkv, Dh] at position cache.length, in the cache's dtype. */
+function writeCache(dst: Tensor, rows: Tensor, cache: KvCache): void {
+  const src = cache.dtype === 'f32' ? rows : cast(rows, cache.dtype);
   const [B, T, H, Dh] = src.shape as [number, number, number, number];
-  const rowBytes = H * Dh * 4;
+  const rowBytes = H * Dh * bytesPerElement(cache.dtype);
   const enc = engine().dev.commandEncoder();
   for (let b = 0; b < B; b++) {
     enc.copyBufferToBuffer(src.buffer, b * T * rowBytes, dst.buffer, (b * cache.maxSeqLen + cache.length) * rowBytes, T * rowBytes);
