@@ -14,9 +14,12 @@ export interface BenchCase {
   gpuOnly?: boolean;
   /**
    * Allocates inputs and returns the function that records one run (no sync inside), plus a
-   * cleanup. Called once per case.
+   * cleanup; or `skip` with the reason the case cannot run on this device. `summary`: where the
+   * median time (ms) goes in the GPU summary's `finllm` object (e.g. ['attention', 'B8_T512_Hq32_Hkv4_D64',
+   * 'fwd_ms']). A setup that throws (e.g. a failed validation against a reference) fails the case.
+   * Called once per case.
    */
-  setup(): Promise<{ run: () => void; cleanup?: () => void }>;
+  setup(): Promise<{ run: () => void; cleanup?: () => void; summary?: string[] } | { skip: string }>;
 }
 
 const cases: BenchCase[] = [];

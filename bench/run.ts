@@ -15,6 +15,8 @@ interface Result {
   gbps: number | null;
   runs: number;
   skipped?: string;
+  /** Path of the median ms in the GPU summary's `finllm` object. */
+  summary?: string[];
 }
 
 function arg(name: string): string | undefined {
@@ -28,6 +30,7 @@ const filter = arg('filter');
 const software = dev.info.isSoftware;
 const reps = Number(arg('reps') ?? (software ? 3 : 25));
 const results: Result[] = [];
+let failed = 0;
 console.log(`adapter: ${dev.name}${software ? ' (software renderer: small shapes only)' : ''}`);
 console.log(`features: ${[...dev.features].join(', ') || 'none'}`);
 for (const c of registeredBenches()) {
@@ -36,7 +39,20 @@ for (const c of registeredBenches()) {
     results.push({ family: c.family, name: c.name, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'software adapter' });
     continue;
   }
-  const { run, cleanup } = await c.setup();
+  let ready: Awaited<ReturnType<typeof c.setup>>;
+  try {
+    ready = await c.setup();
+  } catch (err) {
+    failed++;
+    console.error(`${c.family} ${c.name}: ${(err as Error).message}`);
+    results.push({ family: c.family, name: c.name, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'FAILED (see log)' });
+    continue;
+  }
+  if ('skip' in ready) {
+    results.push({ family: c.family, name: c.name, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: ready.skip });
+    continue;
+  }
+  const { run, cleanup } = ready;
   const times: number[] = [];
   for (let i = 0; i < 2; i++) await dev.timeGpu(() => tidy(run)); // warm-up: compile, caches
   for (let i = 0; i < reps; i++) {
@@ -55,6 +71,7 @@ for (const c of registeredBenches()) {
     gflops: med && c.flops ? c.flops / med / 1e9 : null,
     gbps: med && c.bytes ? c.bytes / med / 1e9 : null,
     runs: times.length,
+    summary: ready.summary,
   });
 }
 
@@ -71,7 +88,19 @@ const dir = join(process.cwd(), 'bench', 'results');
 mkdirSync(dir, { recursive: true });
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const file = join(dir, `kernels-${stamp}.json`);
-writeFileSync(`${file}.tmp`, JSON.stringify({ adapter: dev.name, features: [...dev.features], software, reps, date: new Date().toISOString(), results }, null, 2));
+// The GPU summary's finllm entries these cases feed (bench/gpu-session.sh merges them).
+const summary: Record<string, unknown> = {};
+for (const r of results) {
+  if (!r.summary || r.medianMs === null) continue;
+  let node = summary;
+  for (const k of r.summary.slice(0, -1)) node = (node[k] ??= {}) as Record<string, unknown>;
+  node[r.summary.at(-1)!] = Number(r.medianMs.toPrecision(4));
+}
+writeFileSync(`${file}.tmp`, JSON.stringify({ adapter: dev.name, features: [...dev.features], software, reps, date: new Date().toISOString(), results, summary }, null, 2));
 renameSync(`${file}.tmp`, file);
 console.log(`\nwrote ${file}`);
 dev.destroy();
+if (failed > 0) {
+  console.error(`${failed} case(s) failed`);
+  process.exitCode = 1;
+}

@@ -356,12 +356,12 @@ function pickExchange(pass: 'forward' | 'backward', layout: ForwardLayout, d: Di
   return v?.exchange === 'subgroup' && fits ? 'subgroup' : 'workgroup';
 }
 
-/** Split layout: rows per workgroup from the group·T query rows of a kv head (few sizes, few pipelines). */
-function splitTiles(d: Dims, caps: AttentionCaps, tiles?: AttentionTiles): AttentionTiles {
-  if (tiles?.rows !== undefined) return tiles;
-  const F = d.group * d.T;
-  const maxRows = Math.min(64, Math.floor(Math.min(256, caps.maxInvocations) / sliceGeometry(d.Dh).TPR));
-  return { ...tiles, rows: Math.max(1, Math.min(maxRows, F <= 8 ? 8 : F <= 32 ? 32 : 64)) };
+/**
+ * Split layout: 8 rows per workgroup when a kv head has at most 8 query rows (decoding with GQA ≤ 8),
+ * else the tiled layout's rows (and its pipeline).
+ */
+function splitTiles(d: Dims, tiles?: AttentionTiles): AttentionTiles | undefined {
+  return tiles?.rows === undefined && d.group * d.T <= 8 ? { ...tiles, rows: 8 } : tiles;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -374,7 +374,7 @@ function uniforms(d: Dims, extra: { n?: number; splitMode?: boolean; chunk?: num
     .f32(d.scale).f32(-Infinity).u32(extra.n ?? 0)
     .u32((d.causal ? 1 : 0) | (d.seg ? 2 : 0) | (d.kvStart ? 4 : 0) | (extra.splitMode ? 8 : 0))
     .u32(d.Dh / 4).u32(extra.splits ?? 1).u32(extra.chunk ?? 0).u32(extra.rowBlocks ?? 1)
-    .u32(sliceGeometry(d.Dh).WV);
+    .u32(sliceGeometry(d.Dh).WV).u32(sliceGeometry(d.Dh).TPR);
 }
 
 const HEADER = /* wgsl */ `
@@ -383,7 +383,7 @@ struct P {
   Hkv: u32, group: u32, qOffset: i32, scale2: f32,
   scale: f32, negInf: f32, n: u32, flags: u32, // flags: 1 causal, 2 segments, 4 kvStart, 8 split layout
   dh4: u32, splits: u32, chunk: u32, rowBlocks: u32,
-  wv: u32, // WV, for slice loops with a runtime trip count
+  wv: u32, tpr: u32, // WV and TPR, for loops with a runtime trip count (software adapters)
 }
 @group(0) @binding(0) var<uniform> p: P;
 const NEG = -3.0e38; // below any finite score: marks "no key seen yet"
@@ -445,7 +445,7 @@ function exchange(g: Geo, names: string[]): string {
   return `${regs.map((r, k) => `shPart[lid * ${n}u + ${k}u] = ${r};`).join(' ')}
       workgroupBarrier();
       ${regs.map((r) => `${r} = vec4f(0.0);`).join(' ')}
-      for (var t = 0u; t < TPR; t++) {
+      for (var t = 0u; t < ${g.unroll ? 'TPR' : 'p.tpr'}; t++) {
         let pb = (t * ROWS + row) * ${n}u;
         ${regs.map((r, k) => `${r} += shPart[pb + ${k}u];`).join(' ')}
       }
@@ -529,6 +529,22 @@ function stageRows(a: [string, string], bsh: [string, string], rowsTotal: string
     }`;
 }
 
+/**
+ * WGSL, forward and dQ: at key block j0, skip it (whole workgroup) when its segment ids cannot meet the
+ * query rows', else stage its segment ids, K and V; `cEnd` = keys of the block below kHi.
+ */
+const KEY_BLOCK_PROLOGUE = `if (SEGON) {
+      if (lid == 0u) {
+        let kr = segRange(b, j0, min(BLOCK, kHi - j0));
+        shSkip = select(0u, 1u, kr.y < qRange.x || kr.x > qRange.y);
+      }
+      if (workgroupUniformLoad(&shSkip) != 0u) { continue; }
+      for (var t = lid; t < BLOCK; t += NT) { shSeg[t] = SEG[b * p.T + min(j0 + t, p.S - 1u)]; }
+    }
+    ${stageRows(['K', 'V'], ['shK', 'shV'], 'p.Sk', 'p.Hkv', 'hk', 'p.S')}
+    workgroupBarrier();
+    let cEnd = min(BLOCK, kHi - j0);`;
+
 // ---------------------------------------------------------------------------------------------
 // Forward (tiled and split layouts in one pipeline).
 
@@ -589,17 +605,7 @@ ${entry(g)} {
     if (lid == 0u) { qRange = segRange(b, qFirst, qCount); }
   }
   for (var j0 = (kLo / BLOCK) * BLOCK; j0 < kHi; j0 += BLOCK) {
-    if (SEGON) {
-      if (lid == 0u) {
-        let kr = segRange(b, j0, min(BLOCK, kHi - j0));
-        shSkip = select(0u, 1u, kr.y < qRange.x || kr.x > qRange.y);
-      }
-      if (workgroupUniformLoad(&shSkip) != 0u) { continue; }
-      for (var t = lid; t < BLOCK; t += NT) { shSeg[t] = SEG[b * p.T + min(j0 + t, p.S - 1u)]; }
-    }
-    ${stageRows(['K', 'V'], ['shK', 'shV'], 'p.Sk', 'p.Hkv', 'hk', 'p.S')}
-    workgroupBarrier();
-    let cEnd = min(BLOCK, kHi - j0);
+    ${KEY_BLOCK_PROLOGUE}
     for (var c0 = 0u; c0 < cEnd; c0 += CH) {
       let kb = c0 * DV + sl * WV;
       ${dotRows(g, [['s', 'q', 'shK']])}
@@ -720,17 +726,7 @@ ${entry(g)} {
     if (lid == 0u) { qRange = segRange(b, i0, qCount); }
   }
   for (var j0 = 0u; j0 < kHi; j0 += BLOCK) {
-    if (SEGON) {
-      if (lid == 0u) {
-        let kr = segRange(b, j0, min(BLOCK, kHi - j0));
-        shSkip = select(0u, 1u, kr.y < qRange.x || kr.x > qRange.y);
-      }
-      if (workgroupUniformLoad(&shSkip) != 0u) { continue; }
-      for (var t = lid; t < BLOCK; t += NT) { shSeg[t] = SEG[b * p.T + min(j0 + t, p.S - 1u)]; }
-    }
-    ${stageRows(['K', 'V'], ['shK', 'shV'], 'p.Sk', 'p.Hkv', 'hk', 'p.S')}
-    workgroupBarrier();
-    let cEnd = min(BLOCK, kHi - j0);
+    ${KEY_BLOCK_PROLOGUE}
     for (var c0 = 0u; c0 < cEnd; c0 += CH) {
       let kb = c0 * DV + sl * WV;
       ${dotRows(g, [['s', 'q', 'shK'], ['dp', 'gr', 'shV']])}
@@ -889,7 +885,7 @@ function forwardWithDims(d: Dims, q: Tensor, k: Tensor, v: Tensor, variant: Forw
   if (q.numel === 0) return { out, lse };
   const caps = deviceAttentionCaps();
   const layout = pickLayout(d, variant);
-  if (layout === 'split') tiles = splitTiles(d, caps, tiles);
+  if (layout === 'split') tiles = splitTiles(d, tiles);
   const g = makeGeo('fwd', d, pickExchange('forward', layout, d, caps, tiles), caps, tiles);
   const key = `attn.fwd.${geoKey(g)}`;
   const rows = d.B * d.Hq * d.T;

@@ -51,8 +51,8 @@ interface Case {
   scale?: number;
   tiles?: AttentionTiles;
   layouts: ForwardLayout[];
-  /** Exchanges to run (default: every one the device can run at this head dim). */
-  exchanges?: Exchange[];
+  /** Exchanges to run: every one the device can run at this head dim (default), or the one flashAttention picks. */
+  exchanges?: Exchange[] | 'default';
   /** Split layout: chunk counts to run (default: the launcher's choice only). */
   splits?: (number | undefined)[];
   /** First valid key per batch row (left padding); forward only. */
@@ -97,6 +97,12 @@ function upload(x: Float32Array, shape: number[], dtype: 'f32' | 'f16'): Tensor 
   return dtype === 'f32' ? Tensor.from(x, shape) : Tensor.from(f32ArrayToF16(x), shape, 'f16');
 }
 
+/** The exchange flashAttention picks on this device for head dim Dh (the chooser's). */
+function deviceDefaultExchange(Dh: number): Exchange {
+  const s: AttentionShape = { B: 1, T: 512, S: 512, Hq: 8, Hkv: 8, Dh, qType: 'f32', kvType: 'f32' };
+  return chooseAttentionVariant('forward', s, deviceAttentionCaps()).exchange;
+}
+
 /** The exchanges this device can run for head dim Dh (subgroup needs 2 ≤ TPR ≤ the subgroup size). */
 function deviceExchanges(Dh: number): Exchange[] {
   const caps = deviceAttentionCaps();
@@ -130,7 +136,7 @@ async function checkCase(rng: Rng, c: Case): Promise<void> {
   const k = upload(x.k, [B, Sk, Hkv, Dh], kvType);
   const v = upload(x.v, [B, Sk, Hkv, Dh], kvType);
   const dOut = Tensor.from(x.dOut, [B, T, Hq, Dh]);
-  const exchanges = c.exchanges ?? deviceExchanges(Dh);
+  const exchanges = c.exchanges === 'default' ? [deviceDefaultExchange(Dh)] : (c.exchanges ?? deviceExchanges(Dh));
   let saved: { out: Tensor; lse: Tensor } | null = null;
   for (const exchange of exchanges)
     for (const layout of c.layouts)
@@ -161,11 +167,12 @@ const SMALL: AttentionTiles = { rows: 16, block: 8 };
 
 describe('flash attention at every Llama head size (Dh 64, 80, 96, 128), both exchanges, vs float64', () => {
   // T = 67 (prime) spans several query row blocks and key blocks of every tile; GQA ratios 1, 4 and 8;
-  // the split layout with 1 and 3 KV chunks; T = 1 (a single query row per head).
+  // the split layout with 1 and 3 KV chunks; T = 1 (a single query row per head; the split layout's
+  // 8-row workgroups, with the default exchange only to save compiles).
   for (const Dh of [64, 80, 96, 128]) {
     const cases: Case[] = [
       { label: `Dh=${Dh} T=67 causal GQA 4`, sh: shape(2, 67, 67, 8, 2, Dh), causal: true, layouts: BOTH, splits: [1, 3] },
-      { label: `Dh=${Dh} T=1 non-causal GQA 8`, sh: shape(2, 1, 1, 8, 1, Dh), causal: false, layouts: BOTH },
+      { label: `Dh=${Dh} T=1 non-causal GQA 8`, sh: shape(2, 1, 1, 8, 1, Dh), causal: false, layouts: BOTH, exchanges: 'default' },
       { label: `Dh=${Dh} T=67 causal MHA 3 segments`, sh: shape(2, 67, 67, 2, 2, Dh), causal: true, segments: [[23, 40, 4], [5, 30, 32]], layouts: ['tiled'] },
     ];
     for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
@@ -174,12 +181,8 @@ describe('flash attention at every Llama head size (Dh 64, 80, 96, 128), both ex
 
 describe('flash attention: every multiple of 16 up to 256 (default exchange)', () => {
   for (const Dh of [16, 32, 48, 112, 144, 160, 176, 192, 208, 224, 240, 256]) {
-    const c: Case = { label: `Dh=${Dh} T=19 causal GQA 2`, sh: shape(1, 19, 19, 4, 2, Dh), causal: true, layouts: BOTH, splits: [2], exchanges: [] };
-    it(c.label, async () => {
-      // The default exchange: what flashAttention runs on this device for this head dim.
-      c.exchanges = [deviceExchanges(Dh).at(-1)!];
-      await checkCase(testRng(`attention ${c.label}`), c);
-    }, COMPILE_TIMEOUT);
+    const c: Case = { label: `Dh=${Dh} T=19 causal GQA 2`, sh: shape(1, 19, 19, 4, 2, Dh), causal: true, layouts: BOTH, splits: [2], exchanges: 'default' };
+    it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
   }
 });
 
@@ -266,16 +269,11 @@ describe('flash attention: f16 storage of q, k, v (packed two per u32)', () => {
   // With the f16-rounded values as the reference's inputs the kernels' only error is f32 arithmetic,
   // so the f32 tolerances apply: this checks the in-kernel unpacking exactly.
   const cases: Case[] = [
-    { label: 'Dh=64 T=29 causal GQA 4 k/v f16', sh: shape(2, 29, 29, 8, 2, 64), causal: true, kvType: 'f16', layouts: BOTH, splits: [2], exchanges: [] },
-    { label: 'Dh=128 T=29 causal GQA 4 q/k/v f16', sh: shape(2, 29, 29, 8, 2, 128), causal: true, qType: 'f16', kvType: 'f16', layouts: BOTH, splits: [2], exchanges: [] },
-    { label: 'Dh=128 decode S=301 of 320 k/v f16 kvStart', sh: shape(3, 1, 301, 8, 2, 128, 320), causal: true, qOffset: 300, kvStart: [131, 0, 300], kvType: 'f16', layouts: ['split'], splits: [undefined, 1], exchanges: [] },
+    { label: 'Dh=64 T=29 causal GQA 4 k/v f16', sh: shape(2, 29, 29, 8, 2, 64), causal: true, kvType: 'f16', layouts: BOTH, splits: [2], exchanges: 'default' },
+    { label: 'Dh=128 T=29 causal GQA 4 q/k/v f16', sh: shape(2, 29, 29, 8, 2, 128), causal: true, qType: 'f16', kvType: 'f16', layouts: BOTH, splits: [2], exchanges: 'default' },
+    { label: 'Dh=128 decode S=301 of 320 k/v f16 kvStart', sh: shape(3, 1, 301, 8, 2, 128, 320), causal: true, qOffset: 300, kvStart: [131, 0, 300], kvType: 'f16', layouts: ['split'], splits: [undefined, 1], exchanges: 'default' },
   ];
-  for (const c of cases) {
-    it(c.label, async () => {
-      c.exchanges = [deviceExchanges(c.sh.Dh).at(-1)!];
-      await checkCase(testRng(`attention ${c.label}`), c);
-    }, COMPILE_TIMEOUT);
-  }
+  for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 
   it('f16 k/v vs the unrounded float64 attention: within the bound that f16 rounding implies', async () => {
     // Storing k and v in f16 moves each element by at most u·|x| (u = 2⁻¹¹). A score s_j = scale·q·k_j
@@ -326,7 +324,7 @@ describe('flash attention: slice loops unrolled (the GPU code path) on this devi
   // a uniform trip count (compile time). Same arithmetic: checked here on small head dims.
   const cases: Case[] = [
     { label: 'unrolled Dh=8 T=21 causal GQA 2', sh: shape(1, 21, 21, 4, 2, 8), causal: true, tiles: { unroll: true }, layouts: BOTH, splits: [2] },
-    { label: 'unrolled Dh=24 T=21 causal GQA 2', sh: shape(1, 21, 21, 4, 2, 24), causal: true, tiles: { unroll: true }, layouts: ['tiled'] },
+    { label: 'unrolled Dh=24 T=21 causal GQA 2', sh: shape(1, 21, 21, 4, 2, 24), causal: true, tiles: { unroll: true }, layouts: ['tiled'], exchanges: 'default' },
   ];
   for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 });
@@ -453,9 +451,11 @@ describe('flash attention autograd', () => {
     seg.dispose();
   });
 
-  it('finite-difference check at Dh=64 (lanes per row exchange partial sums), causal GQA 4', async () => {
+  it('finite-difference check at Dh=64 (lanes per row exchange partial sums), causal GQA 2', async () => {
+    // A step of 1e-1 (relative): with Dh = 64 terms per score, f32 rounding of the loss limits the
+    // difference quotient more than its truncation error does (Richardson-extrapolated, O(h⁴)).
     const rng = testRng('attention fd dh64');
-    const [B, T, Hq, Hkv, Dh] = [1, 7, 4, 1, 64];
+    const [B, T, Hq, Hkv, Dh] = [1, 5, 2, 1, 64];
     const w = rng.normalArray(B * T * Hq * Dh);
     await gradCheck(
       'flashAttention Dh=64',
@@ -466,6 +466,7 @@ describe('flash attention autograd', () => {
         { data: rng.normalArray(B * T * Hkv * Dh), shape: [B, T, Hkv, Dh] },
       ],
       rng,
+      { eps: 1e-1 },
     );
   }, COMPILE_TIMEOUT);
 
