@@ -3,20 +3,20 @@
 import { mkdirSync, writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { initEngine, tidy } from '../src/engine/tensor.js';
-import { registeredBenches } from './harness.js';
+import { VALIDATED_FAMILIES, registeredBenches } from './harness.js';
 import './kernels/index.js';
 
 interface Result {
   family: string;
   name: string;
+  id?: string;
+  validated?: boolean;
   medianMs: number | null;
   minMs: number | null;
   gflops: number | null;
   gbps: number | null;
   runs: number;
   skipped?: string;
-  /** Path of the median ms in the GPU summary's `finllm` object. */
-  summary?: string[];
 }
 
 function arg(name: string): string | undefined {
@@ -30,29 +30,45 @@ const filter = arg('filter');
 const software = dev.info.isSoftware;
 const reps = Number(arg('reps') ?? (software ? 3 : 25));
 const results: Result[] = [];
-let failed = 0;
+const failures: string[] = [];
 console.log(`adapter: ${dev.name}${software ? ' (software renderer: small shapes only)' : ''}`);
 console.log(`features: ${[...dev.features].join(', ') || 'none'}`);
 for (const c of registeredBenches()) {
   if (filter && !`${c.family} ${c.name}`.includes(filter)) continue;
   if (c.gpuOnly && software) {
-    results.push({ family: c.family, name: c.name, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'software adapter' });
+    results.push({ family: c.family, name: c.name, id: c.id, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'software adapter' });
+    continue;
+  }
+  const missing = (c.needs ?? []).filter((f) => !dev.has(f));
+  if (missing.length) {
+    results.push({ family: c.family, name: c.name, id: c.id, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: `needs ${missing.join(', ')}` });
     continue;
   }
   let ready: Awaited<ReturnType<typeof c.setup>>;
   try {
     ready = await c.setup();
   } catch (err) {
-    failed++;
-    console.error(`${c.family} ${c.name}: ${(err as Error).message}`);
-    results.push({ family: c.family, name: c.name, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'FAILED (see log)' });
+    // A setup that checks its own results (attention) throws on a mismatch.
+    failures.push(`${c.family} ${c.name}: ${(err as Error).message}`);
+    results.push({ family: c.family, name: c.name, id: c.id, validated: false, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'INVALID' });
+    console.error(`INVALID ${c.family} ${c.name}: ${(err as Error).message}`);
     continue;
   }
   if ('skip' in ready) {
-    results.push({ family: c.family, name: c.name, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: ready.skip });
+    results.push({ family: c.family, name: c.name, id: c.id, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: ready.skip });
     continue;
   }
-  const { run, cleanup } = ready;
+  const { run, cleanup, validate } = ready;
+  const id = ready.id ?? c.id;
+  if (!validate && VALIDATED_FAMILIES.has(c.family)) throw new Error(`bench case '${c.family} ${c.name}' has no validate(): every ${c.family} case must be checked before it is timed`);
+  const problem = validate ? await validate() : null;
+  if (problem) {
+    cleanup?.();
+    failures.push(problem);
+    results.push({ family: c.family, name: c.name, id, validated: false, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'INVALID' });
+    console.error(`INVALID ${c.family} ${c.name}: ${problem}`);
+    continue;
+  }
   const times: number[] = [];
   for (let i = 0; i < 2; i++) await dev.timeGpu(() => tidy(run)); // warm-up: compile, caches
   for (let i = 0; i < reps; i++) {
@@ -66,12 +82,13 @@ for (const c of registeredBenches()) {
   results.push({
     family: c.family,
     name: c.name,
+    id,
+    validated: validate ? true : undefined,
     medianMs: med === null ? null : med * 1e3,
     minMs: times.length ? times[0]! * 1e3 : null,
     gflops: med && c.flops ? c.flops / med / 1e9 : null,
     gbps: med && c.bytes ? c.bytes / med / 1e9 : null,
     runs: times.length,
-    summary: ready.summary,
   });
 }
 
@@ -88,19 +105,14 @@ const dir = join(process.cwd(), 'bench', 'results');
 mkdirSync(dir, { recursive: true });
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const file = join(dir, `kernels-${stamp}.json`);
-// The GPU summary's finllm entries these cases feed (bench/gpu-session.sh merges them).
-const summary: Record<string, unknown> = {};
-for (const r of results) {
-  if (!r.summary || r.medianMs === null) continue;
-  let node = summary;
-  for (const k of r.summary.slice(0, -1)) node = (node[k] ??= {}) as Record<string, unknown>;
-  node[r.summary.at(-1)!] = Number(r.medianMs.toPrecision(4));
-}
-writeFileSync(`${file}.tmp`, JSON.stringify({ adapter: dev.name, features: [...dev.features], software, reps, date: new Date().toISOString(), results, summary }, null, 2));
+writeFileSync(
+  `${file}.tmp`,
+  JSON.stringify({ adapter: dev.name, vendor: dev.info.vendor, device: dev.info.device, features: [...dev.features], toggles: dev.toggles, software, reps, date: new Date().toISOString(), results }, null, 2),
+);
 renameSync(`${file}.tmp`, file);
 console.log(`\nwrote ${file}`);
 dev.destroy();
-if (failed > 0) {
-  console.error(`${failed} case(s) failed`);
+if (failures.length) {
+  console.error(`${failures.length} case(s) failed validation against the float64 reference:\n${failures.join('\n')}`);
   process.exitCode = 1;
 }

@@ -4,8 +4,8 @@
 // B1 T4096 Hq32 Hkv8 Dh128; B8 T512 Hq32 Hkv8 Dh128), all causal, and decoding against a long KV cache
 // (flash-decoding split layout vs tiled), f32 and f16 K/V. Before timing, each variant's output is
 // validated against a float64 reference on sampled rows (cheap enough for the largest shapes); a
-// mismatch fails the case. The variant the model would pick is reported in the summary
-// (finllm.attention.<shape>.fwd_ms / fwd_bwd_ms).
+// mismatch fails the case. The variant the model would pick gets the case id
+// attention.<shape>.fwd / .fwd_bwd, which the GPU summary reads (finllm.attention.<shape>).
 // FLOPs count the two T×S×Dh matmuls of the forward (4·B·Hq·T·S·Dh) and the five of the backward
 // (recomputed QKᵀ, dO·Vᵀ, dV, dQ, dK: 10·B·Hq·T·S·Dh) over the causally visible pairs (masked key
 // blocks are skipped). Decode bytes: the K/V cache read once per kv head, plus q and out.
@@ -236,10 +236,10 @@ for (const s of TRAIN_SHAPES) {
           const g = role === 'fwd+bwd' ? runBwd(out, lse) : null;
           await validate(s, d, out, lse, g ? { dq: g.dq!, dk: g.dk!, dv: g.dv! } : undefined);
           [out, lse, g?.dq, g?.dk, g?.dv].forEach((t) => t?.dispose());
-          // The model's choice goes into the GPU summary (finllm.attention.<shape>).
+          // The model's choice goes into the GPU summary (finllm.attention.<shape>, bench/summary.ts).
           const picked = fv.name === fwd.pick.name && (role === 'forward' || bv?.name === bwd.pick.name);
           return {
-            summary: picked ? ['attention', s.key, role === 'forward' ? 'fwd_ms' : 'fwd_bwd_ms'] : undefined,
+            ...(picked ? { id: `attention.${s.key}.${role === 'forward' ? 'fwd' : 'fwd_bwd'}` } : {}),
             run: () => {
               const r = runFwd();
               if (role === 'fwd+bwd') runBwd(r.out, r.lse);

@@ -10,3 +10,4 @@ import './optim.js';
 import './nf4.js';
 import './lora.js';
 import './attention.js';
+import './decode.js';

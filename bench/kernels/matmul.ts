@@ -1,58 +1,142 @@
-// matmul benchmark cases: each kernel version on a square GEMM, the 1.1B model's MLP linear
-// (forward and both backward GEMMs), and the decode GEMV, in f32 and packed bf16 weights. The big
-// shapes run only on GPUs; the small ones also on lavapipe.
+// GEMM-family benchmark cases (family 'matmul'), each validated against the float64 reference
+// before it is timed: every tile × compute variant of the generator on a square product, the
+// promoted choice (what the model runs) in fp32 and fp16-mixed, the 1.1B model's MLP linear
+// (forward and both backward GEMMs), and the decode GEMV. The big shapes run only on GPUs; the
+// small ones also on lavapipe. Stable ids (bench/summary.ts reads them): gemm_f32_4096,
+// gemm_f16_4096 (f16 operands, f32 accumulation).
+import { withPrecision, type Precision } from '../../src/engine/precision.js';
 import { Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
-import { f32ToBf16 } from '../../src/io/dtype.js';
-import { linear, matmulForward, matmulGemv, matmulV1, matmulV2, matmulV3, type MatmulOptions } from '../../src/kernels/matmul.js';
+import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
+import { TILE_NAMES, gemm, gemmPlan, type Compute, type GemmArgs, type GemmChoice, type TileName } from '../../src/kernels/gemm.js';
+import { linear, matmulGemv } from '../../src/kernels/matmul.js';
+import { halfBitsToNumber } from '../../tests/reference/matmul.js';
 import { registerBench } from '../harness.js';
+import { validateGemm } from '../validate.js';
 
-function tensor(rng: Rng, shape: number[], dtype: 'f32' | 'bf16' = 'f32'): Tensor {
+export type HostKind = 'f32' | 'bf16' | 'f16';
+
+/** A tensor with N(0, std) values and the exact values the GPU holds (16-bit decoded), for validation. */
+export function hostTensor(rng: Rng, shape: number[], kind: HostKind = 'f32', std = 1): { t: Tensor; values: Float32Array } {
   const n = shape.reduce((a, b) => a * b, 1);
-  const data = rng.normalArray(n, 0, 0.02);
-  return (dtype === 'f32' ? Tensor.from(data, shape) : Tensor.from(Uint16Array.from(data, f32ToBf16), shape, 'bf16')).keep();
+  const data = rng.normalArray(n, 0, std);
+  if (kind === 'f32') return { t: Tensor.from(data, shape).keep(), values: data };
+  const bits = Uint16Array.from(data, (v) => (kind === 'bf16' ? f32ToBf16(v) : f32ToF16(v)));
+  return { t: Tensor.from(bits, shape, kind).keep(), values: Float32Array.from(bits, (b) => halfBitsToNumber(b, kind)) };
 }
 
-type Fn = (a: Tensor, b: Tensor, o?: MatmulOptions) => Tensor;
+export interface GemmCaseSpec {
+  name: string;
+  id?: string;
+  M: number;
+  N: number;
+  K: number;
+  transA?: boolean;
+  transB?: boolean;
+  aKind?: HostKind;
+  bKind?: HostKind;
+  choice?: Partial<GemmChoice>;
+  precision?: Precision;
+  gpuOnly: boolean;
+  family?: string;
+}
 
-function gemmCase(name: string, fn: Fn, M: number, N: number, K: number, opts: MatmulOptions, gpuOnly: boolean, bType: 'f32' | 'bf16' = 'f32'): void {
-  const bBytes = bType === 'f32' ? 4 : 2;
+/** Registers a validated GEMM case; the label carries the variant the dispatcher picked. */
+export function gemmCase(s: GemmCaseSpec): void {
+  const aKind = s.aKind ?? 'f32';
+  const bKind = s.bKind ?? 'f32';
+  const precision = s.precision ?? 'fp32';
   registerBench({
-    family: 'matmul',
-    name: `${name} ${M}x${N}x${K}${opts.transA ? ' Aᵀ' : ''}${opts.transB ? ' Bᵀ' : ''}${bType === 'bf16' ? ' B bf16' : ''}`,
-    flops: 2 * M * N * K,
-    bytes: 4 * M * K + bBytes * K * N + 4 * M * N,
-    gpuOnly,
+    family: s.family ?? 'matmul',
+    name: `${s.name} ${s.M}x${s.N}x${s.K}${s.transA ? ' Aᵀ' : ''}${s.transB ? ' Bᵀ' : ''}${aKind !== 'f32' ? ` A ${aKind}` : ''}${bKind !== 'f32' ? ` B ${bKind}` : ''}${precision !== 'fp32' ? ` ${precision}` : ''}`,
+    id: s.id,
+    flops: 2 * s.M * s.N * s.K,
+    bytes: (aKind === 'f32' ? 4 : 2) * s.M * s.K + (bKind === 'f32' ? 4 : 2) * s.K * s.N + 4 * s.M * s.N,
+    gpuOnly: s.gpuOnly,
+    ...(s.choice?.compute === 'f16' || precision === 'fp16-mixed' ? { needs: ['shader-f16' as const] } : {}),
     async setup() {
       const rng = new Rng(7);
-      const a = tensor(rng, opts.transA ? [K, M] : [M, K]);
-      const b = tensor(rng, opts.transB ? [N, K] : [K, N], bType);
-      return { run: () => void fn(a, b, opts), cleanup: () => { a.dispose(); b.dispose(); } };
+      const aShape = s.transA ? [s.K, s.M] : [s.M, s.K];
+      const bShape = s.transB ? [s.N, s.K] : [s.K, s.N];
+      const a = hostTensor(rng, aShape, aKind);
+      const b = hostTensor(rng, bShape, bKind);
+      const args: GemmArgs = { a: { t: a.t, trans: s.transA }, b: { t: b.t, trans: s.transB }, ...(s.choice ? { choice: s.choice } : {}) };
+      const run = () => void withPrecision(precision, () => gemm(args));
+      return {
+        run,
+        cleanup: () => { a.t.dispose(); b.t.dispose(); },
+        validate: async () => {
+          const { choice, key } = withPrecision(precision, () => gemmPlan(args));
+          const out = withPrecision(precision, () => gemm(args));
+          const problem = await validateGemm(out, {
+            a: { data: a.values, shape: aShape as [number, number], trans: s.transA },
+            b: { data: b.values, shape: bShape as [number, number], trans: s.transB },
+            f16: choice.compute === 'f16',
+          }, key);
+          out.dispose();
+          return problem;
+        },
+      };
     },
   });
 }
 
-// Square GEMM: every version (V1 only small: it is the naive cross-check).
-gemmCase('v1', matmulV1, 256, 256, 256, {}, false);
-for (const [name, fn] of [['v2', matmulV2], ['v3', matmulV3], ['promoted', matmulForward]] as [string, Fn][]) {
-  gemmCase(name, fn, 256, 256, 256, {}, false);
-  gemmCase(name, fn, 4096, 4096, 4096, {}, true);
+// Every tile × compute variant on a square product (the tuner times them per shape class).
+for (const compute of ['f32', 'f16'] as Compute[]) {
+  for (const tile of TILE_NAMES as TileName[]) {
+    gemmCase({ name: `gemm ${compute} ${tile}`, M: 256, N: 256, K: 256, choice: { compute, tile, splitK: 1 }, gpuOnly: false });
+    gemmCase({ name: `gemm ${compute} ${tile}`, M: 4096, N: 4096, K: 4096, choice: { compute, tile, splitK: 1 }, gpuOnly: true });
+  }
 }
+// The promoted choice: f32 operands in fp32; f16 operands in fp16-mixed (the tensor-core comparison).
+gemmCase({ name: 'gemm promoted', id: 'gemm_f32_4096', M: 4096, N: 4096, K: 4096, gpuOnly: true });
+gemmCase({ name: 'gemm promoted', id: 'gemm_f16_4096', M: 4096, N: 4096, K: 4096, aKind: 'f16', bKind: 'f16', precision: 'fp16-mixed', gpuOnly: true });
+gemmCase({ name: 'gemm promoted', M: 256, N: 256, K: 256, gpuOnly: false });
+gemmCase({ name: 'gemm promoted', M: 256, N: 256, K: 256, aKind: 'f16', bKind: 'f16', precision: 'fp16-mixed', gpuOnly: false });
 
 // TinyLlama-1.1B MLP up/gate projection at batch 8 × 512 tokens: x [4096, 2048] · W[5632, 2048]ᵀ,
 // then the two backward GEMMs (dX = dY·W, dW = dYᵀ·X) with the same kernels and transposes.
 const [T, H, F] = [8 * 512, 2048, 5632];
-for (const bType of ['f32', 'bf16'] as const) gemmCase('linear fwd', matmulForward, T, F, H, { transB: true }, true, bType);
-gemmCase('linear dX', matmulForward, T, H, F, {}, true);
-gemmCase('linear dW', matmulForward, F, H, T, { transA: true }, true);
-gemmCase('linear fwd', matmulForward, 64, 512, 256, { transB: true }, false, 'bf16');
+for (const precision of ['fp32', 'fp16-mixed'] as Precision[]) {
+  gemmCase({ name: 'linear fwd', id: `linear_fwd_bf16.${precision}`, M: T, N: F, K: H, transB: true, bKind: 'bf16', precision, gpuOnly: true });
+  gemmCase({ name: 'linear dX', id: `linear_dx_bf16.${precision}`, M: T, N: H, K: F, bKind: 'bf16', precision, gpuOnly: true });
+  gemmCase({ name: 'linear dW', M: F, N: H, K: T, transA: true, precision, gpuOnly: true });
+  gemmCase({ name: 'linear fwd', M: 64, N: 512, K: 256, transB: true, bKind: 'bf16', precision, gpuOnly: false });
+}
+// LoRA shapes at the same batch: the down-projection (N = r) and the A gradient (M = r, K = tokens: split-K).
+gemmCase({ name: 'lora down x·Aᵀ', M: T, N: 16, K: H, transB: true, gpuOnly: true });
+gemmCase({ name: 'lora dA guᵀ·x', M: 16, N: H, K: T, transA: true, gpuOnly: true });
+gemmCase({ name: 'lora down x·Aᵀ', M: 256, N: 16, K: 256, transB: true, gpuOnly: false });
+gemmCase({ name: 'lora dA guᵀ·x', M: 16, N: 256, K: 256, transA: true, gpuOnly: false });
 
 // Decode: one token through the same projection, x [1, 2048] · W[5632, 2048]ᵀ. Memory-bound: the
 // weight read is the cost (GB/s is the figure of merit).
-for (const bType of ['f32', 'bf16'] as const) {
-  gemmCase('decode gemv', matmulGemv, 1, F, H, { transB: true }, true, bType);
-  gemmCase('decode v2 (no gemv)', matmulV2, 1, F, H, { transB: true }, true, bType);
-  gemmCase('decode gemv', matmulGemv, 1, 1024, 512, { transB: true }, false, bType);
+function gemvCase(M: number, N: number, K: number, bKind: HostKind, gpuOnly: boolean): void {
+  registerBench({
+    family: 'matmul',
+    name: `decode gemv ${M}x${N}x${K} Bᵀ${bKind !== 'f32' ? ` B ${bKind}` : ''}`,
+    flops: 2 * M * N * K,
+    bytes: 4 * M * K + (bKind === 'f32' ? 4 : 2) * K * N + 4 * M * N,
+    gpuOnly,
+    async setup() {
+      const rng = new Rng(9);
+      const x = hostTensor(rng, [M, K]);
+      const w = hostTensor(rng, [N, K], bKind, 0.02);
+      return {
+        run: () => void matmulGemv(x.t, w.t, { transB: true }),
+        cleanup: () => { x.t.dispose(); w.t.dispose(); },
+        validate: () => validateGemm(matmulGemv(x.t, w.t, { transB: true }), {
+          a: { data: x.values, shape: [M, K] },
+          b: { data: w.values, shape: [N, K], trans: true },
+          f16: false,
+        }, 'gemv'),
+      };
+    },
+  });
+}
+for (const bKind of ['f32', 'bf16'] as HostKind[]) {
+  gemvCase(1, F, H, bKind, true);
+  gemvCase(1, 1024, 512, bKind, false);
 }
 
 registerBench({
@@ -61,8 +145,12 @@ registerBench({
   flops: 2 * 4 * 512 * 1024,
   async setup() {
     const rng = new Rng(8);
-    const x = tensor(rng, [4, 512]);
-    const w = tensor(rng, [1024, 512], 'bf16');
-    return { run: () => void linear(x, w), cleanup: () => { x.dispose(); w.dispose(); } };
+    const x = hostTensor(rng, [4, 512]);
+    const w = hostTensor(rng, [1024, 512], 'bf16');
+    return {
+      run: () => void linear(x.t, w.t),
+      cleanup: () => { x.t.dispose(); w.t.dispose(); },
+      validate: () => validateGemm(linear(x.t, w.t), { a: { data: x.values, shape: [4, 512] }, b: { data: w.values, shape: [1024, 512], trans: true }, f16: false }, 'linear'),
+    };
   },
 });

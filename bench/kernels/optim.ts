@@ -29,7 +29,7 @@ for (const [label, sizes, gpuOnly] of cases) {
     });
   };
   const free = (ps: Tensor[]) => { for (const p of ps) { p.grad?.dispose(); p.dispose(); } };
-  /** Records one run and prints its dispatch count (the multi-tensor kernels' figure of merit: ~6 µs each on an H100). */
+  /** Records one run and prints its dispatch count (the multi-tensor kernels' figure of merit: each costs 5.5-7.5 µs on an H100, docs/platform.md). */
   const reportDispatches = (what: string, run: () => void) => {
     const before = engine().dev.dispatchCount;
     run();

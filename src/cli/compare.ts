@@ -2,7 +2,8 @@
 // paired statistics of a fine-tuned model against its base, written as report.html, summary.md
 // and report.json in DIR.
 import type { Command } from 'commander';
-import { InputError } from '../errors.js';
+import { InputError, escapeControl } from '../errors.js';
+import { checkFolderDestination } from '../io/atomic.js';
 import { compareResults } from '../pipeline/eval/compare.js';
 import { writeReport } from '../pipeline/eval/report.js';
 import { readResults, readTrainingLog } from '../pipeline/eval/results.js';
@@ -36,6 +37,7 @@ export function register(program: Command): void {
       const resamples = num(opts.resamples, '--resamples', (x) => Number.isInteger(x) && x >= 100, 'an integer >= 100');
       const seed = num(opts.seed, '--seed', (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
       const topK = num(opts.top, '--top', (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
+      checkFolderDestination(opts.out);
       const base = await readResults(opts.base);
       const cand = await readResults(opts.candidate);
       const cmp = compareResults(base, cand, {
@@ -45,7 +47,7 @@ export function register(program: Command): void {
       if (opts.trainingLog !== undefined) cmp.trainingLog = await readTrainingLog(opts.trainingLog);
       const paths = await writeReport(opts.out, cmp);
       for (const m of cmp.metrics) {
-        process.stdout.write(`${m.metric}: base ${m.baseMean.toFixed(4)} -> fine-tuned ${m.candidateMean.toFixed(4)} (Δ ${m.meanDiff >= 0 ? '+' : ''}${m.meanDiff.toFixed(4)}, Holm p ${Number.isFinite(m.pHolm) ? m.pHolm.toPrecision(3) : 'n/a'}): ${m.verdict}\n`);
+        process.stdout.write(`${escapeControl(m.metric)}: base ${m.baseMean.toFixed(4)} -> fine-tuned ${m.candidateMean.toFixed(4)} (Δ ${m.meanDiff >= 0 ? '+' : ''}${m.meanDiff.toFixed(4)}, Holm p ${Number.isFinite(m.pHolm) ? m.pHolm.toPrecision(3) : 'n/a'}): ${m.verdict}\n`);
       }
       process.stdout.write(`wrote ${paths.html}, ${paths.markdown}, ${paths.json}\n`);
     });

@@ -1,11 +1,30 @@
 // `finllm data validate|stats --config FILE`: run only the data stage (read, validate, template,
 // dedup, tokenize) and print what was found. Bad input exits 1 with the message (see common.ts).
+// `finllm data generate`: write a synthetic financial corpus or task set (src/pipeline/data/synthetic.ts).
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { loadConfig, type ResolvedConfig } from '../pipeline/config.js';
+import type { ResolvedConfig } from '../pipeline/config.js';
+import { escapeControl } from '../errors.js';
+import { loadRunConfig } from './train.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { prepareData, type PreparedData } from '../pipeline/data/prepare.js';
 import { formatReport, saveReport } from '../pipeline/data/stats.js';
+import { TASK_KINDS, writeSyntheticJsonl, type Split, type TaskKind } from '../pipeline/data/synthetic.js';
+import { InputError } from '../errors.js';
+
+interface GenerateOpts {
+  kind: string;
+  count: string;
+  seed: string;
+  split: string;
+  tasks?: string;
+  eval?: boolean;
+  out: string;
+}
+
+const SPLITS: readonly Split[] = ['train', 'val', 'eval'];
+import { intOption, numberOption } from './model-options.js';
+import { checkFileDestination } from '../io/atomic.js';
 
 interface DataOpts {
   config?: string;
@@ -21,11 +40,7 @@ const collect = (v: string, prev: string[]) => [...prev, v];
 export const DATA_REPORT_NAME = 'data-report.json';
 
 async function runStage(opts: DataOpts): Promise<{ cfg: ResolvedConfig; prepared: PreparedData }> {
-  const cfg = loadConfig({
-    ...(opts.config !== undefined ? { file: opts.config } : {}),
-    ...(opts.env !== undefined ? { env: opts.env } : {}),
-    sets: opts.set,
-  });
+  const cfg = loadRunConfig(opts);
   // The same tokenizer class training uses, so lengths and truncation match `finllm train`.
   const tokenizer = await LlamaTokenizer.load(opts.tokenizer ?? cfg.model.path);
   const prepared = await prepareData(cfg, tokenizer);
@@ -47,11 +62,11 @@ export function register(program: Command): void {
   addCommon(data.command('validate'))
     .description('check every row (fields, encoding, length, duplicates); exit 1 listing the problems under on_invalid=fail')
     .action(async (opts: DataOpts) => {
+      const max = intOption(opts.problems, 'problems', 0)!;
       const { prepared } = await runStage(opts);
       const r = prepared.report;
-      const max = Number.parseInt(opts.problems, 10) || 20;
       const shown = r.problems.slice(0, max);
-      for (const p of shown) process.stdout.write(`${p.kind}: ${p.message}\n`);
+      for (const p of shown) process.stdout.write(`${p.kind}: ${escapeControl(p.message)}\n`);
       if (r.problems.length > shown.length) process.stdout.write(`... ${r.problems.length - shown.length} more (see finllm data stats)\n`);
       const counts = Object.entries(r.problemCounts).map(([k, n]) => `${n} ${k}`).join(', ');
       process.stdout.write(
@@ -63,10 +78,49 @@ export function register(program: Command): void {
     .description('print the dataset statistics table and save it as JSON')
     .option('-o, --report <file>', `where to save the JSON report (default: <output.dir>/${DATA_REPORT_NAME})`)
     .action(async (opts: DataOpts) => {
+      if (opts.report !== undefined) checkFileDestination(opts.report);
       const { cfg, prepared } = await runStage(opts);
       process.stdout.write(formatReport(prepared.report) + '\n');
       const path = opts.report ?? join(cfg.output.dir, DATA_REPORT_NAME);
       saveReport(prepared.report, path);
       process.stdout.write(`\nreport saved to ${path}\n`);
+    });
+
+  data
+    .command('generate')
+    .description('write a synthetic financial dataset (JSONL): a pretraining corpus or instruction tasks, from a seed')
+    .requiredOption('--kind <kind>', 'corpus (raw documents for pretraining) or tasks (sentiment, figure extraction, one-line summary)')
+    .requiredOption('-o, --out <file>', 'output .jsonl file (written atomically)')
+    .option('-n, --count <n>', 'documents (corpus) or records per task (tasks)', '1000')
+    .option('--seed <n>', 'random seed: the same seed writes the same file', '0')
+    .option('--split <name>', `company name space: ${SPLITS.join(', ')} (disjoint: evaluation companies never appear in training)`, 'train')
+    .option('--tasks <list>', `tasks only: comma-separated subset of ${TASK_KINDS.join(', ')}`)
+    .option('--eval', 'tasks only: evaluation layout ({id, text, label}, {id, context, question, answer}, {id, source, summary}) for eval suites')
+    .addHelpText('after', `
+Every company, person and figure is invented. Each document is rendered from one company-quarter
+fact sheet, so the figures inside a document agree (growth, prior and current revenue, EPS against
+consensus, guidance). Documents: earnings-call turns, analyst questions, filing (MD&A) passages,
+news articles, guidance statements. Records use the data stage's field names (template auto picks
+the template per record); corpus records are {"task": "completion", "source": <kind>, "text"}.
+
+Examples:
+  finllm data generate --kind corpus -n 20000 --seed 1 -o runs/corpus/train.jsonl
+  finllm data generate --kind tasks -n 200 --seed 2 -o data/train.jsonl
+  finllm data generate --kind tasks -n 40 --seed 3 --split eval --eval --tasks sentiment -o data/eval/sentiment.jsonl`)
+    .action(async (o: GenerateOpts) => {
+      if (o.kind !== 'corpus' && o.kind !== 'tasks') throw new InputError(`expected corpus or tasks, got ${JSON.stringify(o.kind)}`, { key: 'kind' });
+      const count = numberOption(o.count, 'count', true)!;
+      if (count < 1) throw new InputError(`expected a positive count, got ${count}`, { key: 'count' });
+      const seed = numberOption(o.seed, 'seed', true)!;
+      if (!SPLITS.includes(o.split as Split)) throw new InputError(`expected one of ${SPLITS.join(', ')}, got ${JSON.stringify(o.split)}`, { key: 'split' });
+      let tasks: TaskKind[] | undefined;
+      if (o.tasks !== undefined) {
+        tasks = o.tasks.split(',').map((t) => t.trim()) as TaskKind[];
+        const bad = tasks.filter((t) => !TASK_KINDS.includes(t));
+        if (bad.length || tasks.length === 0) throw new InputError(`unknown task ${bad.map((b) => JSON.stringify(b)).join(', ') || '(none)'}; expected ${TASK_KINDS.join(', ')}`, { key: 'tasks' });
+      }
+      if (o.kind === 'corpus' && (tasks || o.eval)) throw new InputError('--tasks and --eval apply to --kind tasks only', { key: 'kind' });
+      const n = await writeSyntheticJsonl(o.out, { kind: o.kind, seed, count, split: o.split as Split, ...(tasks ? { tasks } : {}), ...(o.eval ? { evalLayout: true } : {}) });
+      process.stdout.write(`wrote ${n} records to ${o.out}\n`);
     });
 }

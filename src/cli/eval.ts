@@ -7,16 +7,18 @@
 // records through the training templates, greedy decoding, scores, a finllm.results.v1 file (--out).
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { initEngine } from '../engine/tensor.js';
-import { InputError } from '../errors.js';
+import { InputError, readFailure } from '../errors.js';
+import { describeValue } from '../io/json.js';
 import { evaluatePerplexity, type PerplexityResult } from '../llama/evaluate.js';
 import { EvalProgress, evaluateFile, parseEvalMetrics, type GenerationEvalResult, type GenerationTask } from '../pipeline/eval/generation.js';
 import { fmt } from '../pipeline/eval/report.js';
 import { writeResults } from '../pipeline/eval/results.js';
 import { writeFileAtomic } from '../pipeline/eval/fsutil.js';
+import { checkFileDestination } from '../io/atomic.js';
+import { validateSampling } from '../llama/generate.js';
 import { LlamaModel } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
-import { addModelOptions, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
+import { addModelOptions, applyPrecision, intOption, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
 
 export interface EvalCliOptions extends ModelCliOptions {
   data?: string;
@@ -51,8 +53,7 @@ export async function readJsonlRows(file: string): Promise<JsonlRow[]> {
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new InputError(code === 'ENOENT' ? 'data file not found' : `cannot read data file (${code})`, { file });
+    throw readFailure(err, file, 'data file');
   }
   const rows: JsonlRow[] = [];
   text.split('\n').forEach((line, i) => {
@@ -74,7 +75,7 @@ export async function readJsonlRows(file: string): Promise<JsonlRow[]> {
 export function textsOf(rows: JsonlRow[], file: string): string[] {
   return rows.map(({ row, value }) => {
     const t = value['text'];
-    if (typeof t !== 'string') throw new InputError(`expected a "text" string, got ${t === undefined ? 'no "text" field' : JSON.stringify(t).slice(0, 60)}`, { file, row, key: 'text' });
+    if (typeof t !== 'string') throw new InputError(`expected a "text" string, got ${t === undefined ? 'no "text" field' : describeValue(t, 60)}`, { file, row, key: 'text' });
     if (t === '') throw new InputError('"text" is empty', { file, row, key: 'text' });
     return t;
   });
@@ -107,14 +108,14 @@ export async function runPerplexityEval(opts: EvalCliOptions): Promise<Perplexit
   const metrics = (opts.metrics ?? 'perplexity').split(',').map((m) => m.trim()).filter(Boolean);
   for (const m of metrics) if (m !== 'perplexity') throw new InputError(`unknown metric ${JSON.stringify(m)} for the perplexity task; expected perplexity`, { key: 'metrics' });
   if (!opts.data) throw new InputError('--data is required', { key: 'data' });
-  const tokensPerPass = numberOption(opts.tokensPerPass, 'tokens-per-pass', true);
-  const { dir, load } = await modelLoadOptions(opts);
+  const tokensPerPass = intOption(opts.tokensPerPass, 'tokens-per-pass', 1);
+  const { dir, load, precision } = await modelLoadOptions(opts);
   const texts = textsOf(await readJsonlRows(opts.data), opts.data);
   const tokenizer = await LlamaTokenizer.load(dir);
-  await initEngine();
+  await applyPrecision(precision);
   const model = await LlamaModel.load(dir, load);
   try {
-    return await evaluatePerplexity(model, tokenizer, texts, tokensPerPass ? { maxTokensPerPass: tokensPerPass } : {});
+    return await evaluatePerplexity(model, tokenizer, texts, tokensPerPass !== undefined ? { maxTokensPerPass: tokensPerPass } : {});
   } finally {
     model.dispose();
   }
@@ -123,12 +124,9 @@ export async function runPerplexityEval(opts: EvalCliOptions): Promise<Perplexit
 /** Runs the generation or classification task; writes --out when given; returns the result. */
 export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptions): Promise<GenerationEvalResult> {
   if (!opts.data) throw new InputError('--data is required', { key: 'data' });
-  const maxNewTokens = numberOption(opts.maxNewTokens, 'max-new-tokens', true) ?? 64;
-  if (maxNewTokens < 1) throw new InputError(`expected a positive integer, got ${maxNewTokens}`, { key: 'max-new-tokens' });
-  const batchSize = numberOption(opts.batchSize, 'batch-size', true);
-  if (batchSize !== undefined && batchSize < 1) throw new InputError(`expected a positive integer, got ${batchSize}`, { key: 'batch-size' });
-  const limit = numberOption(opts.limit, 'limit', true);
-  if (limit !== undefined && limit < 1) throw new InputError(`expected a positive integer, got ${limit}`, { key: 'limit' });
+  const maxNewTokens = intOption(opts.maxNewTokens, 'max-new-tokens', 1) ?? 64;
+  const batchSize = intOption(opts.batchSize, 'batch-size', 1);
+  const limit = intOption(opts.limit, 'limit', 1);
   const embeddingLayer = numberOption(opts.embeddingLayer, 'embedding-layer', true);
   const sampled = opts.sample || [opts.temperature, opts.topK, opts.topP].some((v) => v !== undefined);
   const sampling = {
@@ -139,8 +137,10 @@ export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptio
     ...(opts.repetitionPenalty !== undefined ? { repetitionPenalty: numberOption(opts.repetitionPenalty, 'repetition-penalty')! } : {}),
     ...(opts.seed !== undefined ? { seed: numberOption(opts.seed, 'seed', true)! } : {}),
   };
+  validateSampling({ maxNewTokens, ...sampling }); // before the model is loaded
   const metrics = opts.metrics !== undefined ? parseEvalMetrics(opts.metrics, 'metrics') : null;
-  const { dir, load } = await modelLoadOptions(opts);
+  const { dir, load, precision } = await modelLoadOptions(opts);
+  await applyPrecision(precision);
   const progress = new EvalProgress(task, !opts.quiet);
   let tokens = 0;
   const r = await evaluateFile({
@@ -200,6 +200,7 @@ export async function evalAction(opts: EvalCliOptions, out: (s: string) => void 
   const task = opts.task ?? 'perplexity';
   const run = EVAL_TASKS[task];
   if (!run) throw new InputError(`unknown task ${JSON.stringify(task)}; expected one of ${Object.keys(EVAL_TASKS).join(', ')}`, { key: 'task' });
+  if (opts.out !== undefined) checkFileDestination(opts.out);
   await run(opts, out);
 }
 
@@ -213,7 +214,7 @@ export function register(program: Command): void {
     .option('--tokens-per-pass <n>', 'texts are packed into forward passes of up to this many tokens', '2048')
     .option('-o, --out <file>', 'write the results (generation/classification: finllm.results.v1 for `finllm compare`)')
     .option('-n, --max-new-tokens <n>', 'most tokens generated per example (default 64)')
-    .option('--batch-size <n>', 'generation/classification: prompts decoded together, left-padded (default 8; 1 = one at a time)')
+    .option('--batch-size <n>', 'generation/classification: prompts decoded together, left-padded, shortest first (default 8; 1 = one at a time)')
     .option('--limit <n>', 'evaluate the first N records only')
     .option('--sample', 'sample instead of greedy decoding (implied by --temperature, --top-k, --top-p)')
     .option('--temperature <t>', 'sampling temperature')

@@ -1,12 +1,11 @@
 // `finllm generate --model DIR [--adapter DIR] [--quantize nf4] --prompt TEXT [sampling flags]`:
 // continues a prompt with KV-cache decoding, printing text as it is generated.
 import type { Command } from 'commander';
-import { initEngine } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
-import { TextStreamer, generate, readGenerationConfig, type SamplingOptions } from '../llama/generate.js';
+import { TextStreamer, generate, generationEosIds, readGenerationConfig, validateSampling, type SamplingOptions } from '../llama/generate.js';
 import { LlamaModel } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
-import { addModelOptions, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
+import { addModelOptions, applyPrecision, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
 
 export interface GenerateCliOptions extends ModelCliOptions {
   prompt?: string;
@@ -42,20 +41,21 @@ export async function samplingFromFlags(dir: string, o: GenerateCliOptions): Pro
     seed: numberOption(o.seed, 'seed', true) ?? 0,
   };
   if (gen.eosTokenIds) opts.eosTokenIds = gen.eosTokenIds;
+  validateSampling(opts); // before anything heavy is loaded
   return opts;
 }
 
 export async function generateAction(o: GenerateCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<number[]> {
   if (o.prompt === undefined) throw new InputError('--prompt is required', { key: 'prompt' });
-  const { dir, load } = await modelLoadOptions(o);
+  const { dir, load, precision } = await modelLoadOptions(o);
   const sampling = await samplingFromFlags(dir, o);
   const tokenizer = await LlamaTokenizer.load(dir);
   const promptIds = o.chat ? tokenizer.encodeChat([{ role: 'user', content: o.prompt }], { addGenerationPrompt: true }) : tokenizer.encode(o.prompt);
-  await initEngine();
+  await applyPrecision(precision);
   const model = await LlamaModel.load(dir, load);
   try {
-    if (!sampling.eosTokenIds) sampling.eosTokenIds = [...new Set([...model.config.eosTokenIds, tokenizer.eosId])];
-    const streamer = new TextStreamer((ids) => tokenizer.decode(ids, { skipSpecialTokens: true }));
+    sampling.eosTokenIds ??= generationEosIds({}, model.config.eosTokenIds, tokenizer.eosId);
+    const streamer = new TextStreamer(tokenizer.streamDecoder());
     const r = await generate(model, promptIds, sampling, (id) => {
       const piece = streamer.push(id);
       if (piece) out(piece);

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { InputError } from '../errors.js';
 import { LLAMA_PRESETS } from '../llama/config.js';
 import { initModel } from '../llama/init.js';
-import { numberOption } from './model-options.js';
+import { intOption } from './model-options.js';
 
 export interface InitModelCliOptions {
   preset?: string;
@@ -15,7 +15,7 @@ export interface InitModelCliOptions {
 export async function initModelAction(outDir: string, o: InitModelCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<void> {
   if (!o.preset) throw new InputError('--preset is required', { key: 'preset' });
   if (!o.tokenizer) throw new InputError('--tokenizer is required', { key: 'tokenizer' });
-  const seed = numberOption(o.seed, 'seed', true) ?? 0;
+  const seed = intOption(o.seed, 'seed', 0) ?? 0;
   const cfg = await initModel(outDir, { preset: o.preset, tokenizerDir: o.tokenizer, seed });
   const params = cfg.vocabSize * cfg.hiddenSize * (cfg.tieWordEmbeddings ? 1 : 2)
     + cfg.numHiddenLayers * (2 * cfg.hiddenSize + cfg.hiddenSize * cfg.headDim * (2 * cfg.numAttentionHeads + 2 * cfg.numKeyValueHeads) + 3 * cfg.hiddenSize * cfg.intermediateSize)

@@ -2,8 +2,16 @@
 // finllm command line: each verb lives in its own file under src/cli/ and exports
 // `register(program)`; this file only wires them together. Verbs parse arguments and call the
 // library modules; they hold no logic of their own.
-import { Command } from 'commander';
-import { runCli } from './common.js';
+import { followRelayParent, relayStderr, stderrNeedsRelay } from './stderr-relay.js';
+
+// Dawn's two harmless limit notices are dropped from stderr: in this process where stderr can be
+// reopened, else by relaying stderr through a parent process (src/cli/stderr-relay.ts). Decided
+// first, so a relaying parent loads nothing else; the verbs are imported below.
+if (stderrNeedsRelay()) await relayStderr();
+followRelayParent();
+const { Command } = await import('commander');
+const { runCli } = await import('./common.js');
+(await import('../engine/device.js')).filterDawnNotices(true);
 
 const program = new Command();
 program
@@ -12,14 +20,16 @@ program
   .version('0.1.0');
 
 // Verb registrations (one line each).
-import { register as registerData } from './data.js'; registerData(program);
-import { register as registerScore } from './score.js'; registerScore(program);
-import { register as registerCompare } from './compare.js'; registerCompare(program);
-import { register as registerTrain } from './train.js'; registerTrain(program);
-import { register as registerEval } from './eval.js'; registerEval(program);
-import { register as registerGenerate } from './generate.js'; registerGenerate(program);
-import { register as registerExport } from './export.js'; registerExport(program);
-import { register as registerInitModel } from './init-model.js'; registerInitModel(program);
-import { register as registerPipeline } from './pipeline.js'; registerPipeline(program);
+(await import('./data.js')).register(program);
+(await import('./score.js')).register(program);
+(await import('./compare.js')).register(program);
+(await import('./train.js')).register(program);
+(await import('./eval.js')).register(program);
+(await import('./generate.js')).register(program);
+(await import('./export.js')).register(program);
+(await import('./init-model.js')).register(program);
+(await import('./pipeline.js')).register(program);
+(await import('./serve.js')).register(program);
+(await import('./tokenizer.js')).register(program);
 
 await runCli(program, process.argv);

@@ -1,7 +1,9 @@
 // Options shared by the verbs that load a model (eval, generate): --model, --adapter, --quantize,
-// --storage, and their validation into LoadModelOptions.
+// --storage, --precision, and their validation into LoadModelOptions and the engine precision.
 import { stat } from 'node:fs/promises';
 import type { Command } from 'commander';
+import { PRECISION_SETTINGS, precisionUnsupported, resolvePrecision, setComputePrecision, type Precision, type PrecisionSetting } from '../engine/precision.js';
+import { initEngine } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
 import type { LoadModelOptions } from '../llama/model.js';
 
@@ -10,6 +12,8 @@ export interface ModelCliOptions {
   adapter?: string;
   quantize?: string;
   storage?: string;
+  mergeAdapter?: boolean;
+  precision?: string;
 }
 
 export function addModelOptions(cmd: Command): Command {
@@ -17,10 +21,13 @@ export function addModelOptions(cmd: Command): Command {
     .requiredOption('-m, --model <dir>', 'HF model folder (config.json, model.safetensors, tokenizer.json)')
     .option('-a, --adapter <dir>', 'PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors)')
     .option('--quantize <kind>', 'quantize the decoder linear layers at load time: nf4')
-    .option('--storage <dtype>', 'GPU storage of the other weights: f32, bf16 or f16', 'f32');
+    .option('--storage <dtype>', 'GPU storage of the other weights: f32, bf16 or f16', 'f32')
+    .option('--merge-adapter', 'merge the adapter into the base weights at load (W + s·B·A, then --storage / --quantize): faster decoding, no LoRA kernels; with nf4 the merged weight is quantized')
+    .option('--precision <mode>', 'GEMM precision: fp32, fp16-mixed (f16 operands, f32 accumulation) or auto (fp16-mixed where the GPU has f16 tensor cores)', 'fp32');
 }
 
-async function checkDir(dir: string, what: string): Promise<void> {
+/** InputError unless `dir` is an existing folder (`what` names it in the message). */
+export async function checkDir(dir: string, what: string): Promise<void> {
   let isDir = false;
   try {
     isDir = (await stat(dir)).isDirectory();
@@ -30,22 +37,47 @@ async function checkDir(dir: string, what: string): Promise<void> {
   if (!isDir) throw new InputError(`${what} must be a folder`, { file: dir });
 }
 
-/** Validates the shared options; returns the model folder and the loader options. */
-export async function modelLoadOptions(o: ModelCliOptions): Promise<{ dir: string; load: LoadModelOptions }> {
+/** Validates the shared options; returns the model folder, the loader options and the precision setting. */
+export async function modelLoadOptions(o: ModelCliOptions): Promise<{ dir: string; load: LoadModelOptions; precision: PrecisionSetting }> {
   if (!o.model) throw new InputError('--model is required', { key: 'model' });
   await checkDir(o.model, 'model');
   if (o.adapter) await checkDir(o.adapter, 'adapter');
+  if (o.mergeAdapter && !o.adapter) throw new InputError('--merge-adapter needs --adapter', { key: 'merge-adapter' });
   if (o.quantize !== undefined && o.quantize !== 'nf4') throw new InputError(`expected nf4, got ${JSON.stringify(o.quantize)}`, { key: 'quantize' });
   const storage = o.storage ?? 'f32';
   if (storage !== 'f32' && storage !== 'bf16' && storage !== 'f16') throw new InputError(`expected f32, bf16 or f16, got ${JSON.stringify(storage)}`, { key: 'storage' });
+  const precision = (o.precision ?? 'fp32') as PrecisionSetting;
+  if (!PRECISION_SETTINGS.includes(precision)) throw new InputError(`expected ${PRECISION_SETTINGS.join(', ')}, got ${JSON.stringify(o.precision)}`, { key: 'precision' });
   return {
     dir: o.model,
+    precision,
     load: {
       storage,
       ...(o.quantize === 'nf4' ? { quantize: 'nf4' as const } : {}),
       ...(o.adapter ? { adapter: o.adapter } : {}),
+      ...(o.mergeAdapter ? { mergeAdapter: true } : {}),
     },
   };
+}
+
+/**
+ * Starts the engine and sets its precision (`auto` resolved on this adapter); an unsupported choice
+ * (fp16-mixed without shader-f16) is an InputError naming --precision.
+ */
+export async function applyPrecision(setting: PrecisionSetting): Promise<Precision> {
+  const { dev } = await initEngine();
+  const p = resolvePrecision(setting, dev);
+  const why = precisionUnsupported(p, dev);
+  if (why) throw new InputError(`${why}; use --precision fp32`, { key: 'precision' });
+  setComputePrecision(p);
+  return p;
+}
+
+/** Parses an integer flag that must be at least `min`; InputError naming the flag otherwise. */
+export function intOption(value: string | undefined, flag: string, min: number): number | undefined {
+  const n = numberOption(value, flag, true);
+  if (n !== undefined && n < min) throw new InputError(`expected an integer >= ${min}, got ${JSON.stringify(value)}`, { key: flag });
+  return n;
 }
 
 /** Parses a numeric flag; InputError naming the flag when it is not a number. */

@@ -3,10 +3,9 @@
 // (src/pipeline/pipeline.ts). With no arguments it runs configs/default.yaml: the bundled tiny
 // model, the sample data and a small slice of the bundled eval set, on whatever adapter Dawn finds.
 import type { Command } from 'commander';
-import { InputError } from '../errors.js';
-import { loadConfig } from '../pipeline/config.js';
+import { InputError, escapeControl } from '../errors.js';
 import { runPipeline, STAGES, type StageName } from '../pipeline/pipeline.js';
-import { defaultConfigFile } from './train.js';
+import { loadRunConfig } from './train.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
@@ -22,15 +21,16 @@ export async function pipelineAction(opts: PipelineCliOptions, out: (s: string) 
   if (opts.rerunFrom !== undefined && !(STAGES as readonly string[]).includes(opts.rerunFrom)) {
     throw new InputError(`expected one of ${STAGES.join(', ')}, got ${JSON.stringify(opts.rerunFrom)}`, { key: 'rerun-from' });
   }
-  const cfg = loadConfig({ file: opts.config ?? defaultConfigFile(), ...(opts.env !== undefined ? { env: opts.env } : {}), sets: opts.set });
+  const cfg = loadRunConfig(opts);
   const r = await runPipeline(cfg, { quiet: opts.quiet ?? false, ...(opts.rerunFrom ? { rerunFrom: opts.rerunFrom as StageName } : {}) });
   const lines = [`run folder: ${r.runDir}`];
   for (const s of r.stages) lines.push(`  ${s.name.padEnd(15)} ${s.outcome}${s.outcome === 'ran' ? ` (${s.seconds.toFixed(1)}s)` : ''}`);
   for (const rep of r.reports) lines.push(`report ${rep.suite}: ${rep.html}`);
   if (r.adapterDir) lines.push(`adapter: ${r.adapterDir}`);
+  if (r.modelDir) lines.push(`model: ${r.modelDir}`);
   if (r.mergedDir) lines.push(`merged model: ${r.mergedDir}`);
   lines.push(`state: ${r.stateFile}`);
-  out(lines.join('\n') + '\n');
+  out(escapeControl(lines.join('\n')) + '\n');
 }
 
 export function register(program: Command): void {

@@ -5,8 +5,10 @@ import { InputError } from '../errors.js';
 import { DEFAULT_GROUPS, METRIC_GROUPS, METRICS, parseGroups, scoreExamples } from '../pipeline/eval/metrics.js';
 import { readScoreInput } from '../pipeline/eval/results.js';
 import { fmt } from '../pipeline/eval/report.js';
+import { DEFAULT_LCS_MAX_TOKENS } from '../pipeline/eval/rouge.js';
+import { intOption } from './model-options.js';
 
-interface ScoreOpts { input: string; metrics?: string; stem?: boolean; json?: boolean }
+interface ScoreOpts { input: string; metrics?: string; stem?: boolean; json?: boolean; rougeMaxTokens?: string }
 
 export function register(program: Command): void {
   program
@@ -16,6 +18,7 @@ export function register(program: Command): void {
     .option('-m, --metrics <list>', `comma-separated metric groups: ${METRIC_GROUPS.join(', ')} (default: ${DEFAULT_GROUPS.join(',')})`)
     .option('--stem', 'Porter-stem tokens for ROUGE (rouge-score use_stemmer=True)')
     .option('--json', 'print one JSON object (corpus figures at the top level plus per_example)')
+    .option('--rouge-max-tokens <n>', `ROUGE-L uses at most this many tokens of each side, with a warning when it cuts (default ${DEFAULT_LCS_MAX_TOKENS}; its time grows with the product of the lengths)`)
     .action(async (opts: ScoreOpts) => {
       let groups = DEFAULT_GROUPS.slice();
       if (opts.metrics !== undefined) {
@@ -26,8 +29,9 @@ export function register(program: Command): void {
         }
         if (!groups.length) throw new InputError(`expected at least one metric group, got '${opts.metrics}'`, { key: '--metrics' });
       }
+      const rougeMax = intOption(opts.rougeMaxTokens, 'rouge-max-tokens', 1);
       const inputs = await readScoreInput(opts.input);
-      const r = scoreExamples(inputs, { groups, rougeStemmer: opts.stem ?? false });
+      const r = scoreExamples(inputs, { groups, rougeStemmer: opts.stem ?? false, ...(rougeMax !== undefined ? { rougeLcsMaxTokens: rougeMax } : {}) });
       if (opts.json) {
         const out: Record<string, unknown> = { n: r.n, ...r.metrics };
         if (r.classification) out['classification'] = r.classification;

@@ -1,55 +1,87 @@
-// `finllm train [--config FILE] [--env NAME] [--set k=v ...] [--resume]`: fine-tune with LoRA/QLoRA.
-// With no config it runs the bundled default (configs/default.yaml: tiny model + sample data).
+// `finllm train [--config FILE] [--env NAME] [--set k=v ...] [--resume] [--allow-config-change]`:
+// fine-tune with LoRA/QLoRA, or train every weight (training.method: full; pretraining from scratch
+// is that on raw text). With no config it runs the bundled default (configs/default.yaml), writing
+// under the current directory.
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { loadConfig, DEFAULT_CONFIG_FILE } from '../pipeline/config.js';
+import { Interrupted, escapeControl } from '../errors.js';
+import { loadConfig, DEFAULT_CONFIG_FILE, type ResolvedConfig } from '../pipeline/config.js';
 import { runTraining } from '../pipeline/train/trainer.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
-/** configs/default.yaml in the working directory, else the one shipped with finllm. */
-export function defaultConfigFile(): string {
+/** The folder finllm is installed in (dist/src/cli/train.js → package root). */
+const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+/** configs/default.yaml in the working directory, else the one shipped with finllm (`bundled`). */
+export function defaultConfigFile(): { file: string; bundled: boolean } {
   const local = resolve(DEFAULT_CONFIG_FILE);
-  if (existsSync(local)) return local;
-  // dist/src/cli/train.js → package root
-  return join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', DEFAULT_CONFIG_FILE);
+  if (existsSync(local)) return { file: local, bundled: false };
+  return { file: join(PACKAGE_ROOT, DEFAULT_CONFIG_FILE), bundled: true };
 }
 
-interface TrainOpts {
+export interface RunConfigOptions {
   config?: string;
   env?: string;
   set: string[];
+}
+
+/**
+ * The config of a verb that writes a run folder: --config, else configs/default.yaml here, else
+ * the bundled default. The bundled default's output folder lies inside the installation; it is
+ * moved to the same relative place under the current directory (runs/default), so finllm never
+ * writes into its own package.
+ */
+export function loadRunConfig(opts: RunConfigOptions): ResolvedConfig {
+  const { file, bundled } = opts.config !== undefined ? { file: opts.config, bundled: false } : defaultConfigFile();
+  const cfg = loadConfig({ file, ...(opts.env !== undefined ? { env: opts.env } : {}), sets: opts.set });
+  if (bundled) {
+    const inPackage = relative(resolve(PACKAGE_ROOT), cfg.output.dir);
+    if (!inPackage.startsWith('..') && !isAbsolute(inPackage)) cfg.output.dir = resolve(inPackage);
+  }
+  return cfg;
+}
+
+interface TrainOpts extends RunConfigOptions {
   resume?: boolean;
+  allowConfigChange?: boolean;
   quiet?: boolean;
 }
 
 export function register(program: Command): void {
   program
     .command('train')
-    .description('fine-tune a model with LoRA/QLoRA as the config says; writes the adapter, checkpoints and logs to output.dir')
+    .description('fine-tune (LoRA/QLoRA, or full training of every weight) as the config says; writes the adapter or model, checkpoints and logs to output.dir')
     .option('-c, --config <file>', 'YAML config (default: configs/default.yaml, the bundled tiny model + sample data)')
     .option('-e, --env <name>', 'environment profile from the config, e.g. cpu or gpu (default: $FINLLM_ENV)')
     .option('-s, --set <key=value>', 'override a config key (repeatable), e.g. training.max_steps=10', collect, [])
     .option('--resume', 'continue from the latest checkpoint in output.dir')
+    .option('--allow-config-change', "resume although settings differ from the checkpoint's (they are listed)")
     .option('-q, --quiet', 'no progress output')
-    .addHelpText('after', '\nExit codes: 0 done, 1 bad input (config, data, model folder), 2 runtime failure.\nCtrl-C finishes the current step, saves a checkpoint and exits; --resume continues from it.')
+    .addHelpText('after', `
+Exit codes: 0 done, 1 bad input (config, data, model folder), 2 runtime failure (e.g. a step with a
+non-finite loss: nothing of it is saved), 130 interrupted by Ctrl-C (143 by SIGTERM).
+Ctrl-C finishes the current step, saves a checkpoint and exits 130; --resume continues from it.
+A resume refuses settings that differ from the checkpoint's unless --allow-config-change.
+Re-running a finished run changes nothing.`)
     .action(async (opts: TrainOpts) => {
-      const cfg = loadConfig({
-        file: opts.config ?? defaultConfigFile(),
-        ...(opts.env !== undefined ? { env: opts.env } : {}),
-        sets: opts.set,
-      });
-      const r = await runTraining(cfg, { resume: opts.resume, quiet: opts.quiet });
+      const cfg = loadRunConfig(opts);
+      const r = await runTraining(cfg, { resume: opts.resume, quiet: opts.quiet, allowConfigChange: opts.allowConfigChange });
       const lines = [
         `run folder: ${r.runDir}`,
-        `steps: ${r.steps}${r.interrupted ? ' (interrupted; resume with --resume)' : ''}${r.stoppedEarly ? ' (early stopping)' : ''}`,
+        r.alreadyComplete ? `already complete at step ${r.steps}${r.stoppedEarly ? ' (early stopping)' : ''}: nothing to do` : null,
+        r.alreadyComplete ? null : `steps: ${r.steps}${r.interrupted ? ' (interrupted; resume with --resume)' : ''}${r.stoppedEarly ? ' (early stopping)' : ''}`,
         r.initialValLoss !== null && r.finalValLoss !== null ? `validation loss: ${r.initialValLoss.toFixed(4)} -> ${r.finalValLoss.toFixed(4)}` : null,
-        `adapter: ${r.adapterDir}`,
+        r.adapterDir ? `adapter: ${r.adapterDir}` : null,
+        r.modelDir ? `model: ${r.modelDir}` : null,
         r.mergedDir ? `merged model: ${r.mergedDir}` : null,
-        r.tokensPerSecond > 0 ? `throughput: ${r.tokensPerSecond.toFixed(0)} tokens/s` : null,
+        r.tokensPerSecond > 0 && !r.alreadyComplete ? `throughput: ${r.tokensPerSecond.toFixed(0)} tokens/s` : null,
       ].filter(Boolean);
-      process.stdout.write(lines.join('\n') + '\n');
+      process.stdout.write(escapeControl(lines.join('\n')) + '\n');
+      if (r.interrupted) {
+        throw new Interrupted(r.signal ?? 'SIGINT', `interrupted: checkpoint saved at step ${r.steps}; the adapter in ${r.adapterDir} is partial. Continue with --resume`);
+      }
     });
 }

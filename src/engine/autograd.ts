@@ -3,13 +3,103 @@
 // summing gradients where a tensor feeds several ops, and accumulates (+=) into leaves that have
 // requiresGrad. Frozen weights (requiresGrad false) never receive gradients and nothing is
 // computed for them.
-import { Tensor, copyInto } from './tensor.js';
+//
+// Memory: a node keeps alive only the tensors its rule saved (`node.save`), and releases them as
+// soon as its rule has run; each gradient is freed as soon as the node that reads it is done. A
+// tensor marked `recomputable` is not kept at all: nodes that save it get an unbound stand-in, and
+// backward rebuilds the value (once, shared by every node that saved it) just before the first of
+// those rules runs, freeing it after the last.
+import { Tensor, copyInto, tidy } from './tensor.js';
 
 export type BackwardFn = (gradOutputs: (Tensor | null)[]) => (Tensor | null)[];
+
+/** How to rebuild a tensor in backward from inputs it keeps instead (see `withRecompute`). */
+class Recipe {
+  /** Saved stand-ins not yet released. */
+  private users = 0;
+  /** Set when the marking scope has ended: no new stand-ins, free everything with the last user. */
+  private sealed = false;
+  private inputViews: Tensor[];
+  private value: Tensor | null = null;
+  constructor(
+    private readonly source: Tensor,
+    inputs: readonly Tensor[],
+    private readonly fn: (inputs: Tensor[]) => Tensor,
+  ) {
+    this.inputViews = inputs.map((t) => t.reshape(t.shape).keep());
+  }
+
+  /** A stand-in for `saved` (a view of the source's storage) that `bind` fills later. */
+  standIn(saved: Tensor): Tensor {
+    this.users++;
+    return Tensor.unbound(saved.shape, saved.dtype).keep();
+  }
+
+  bind(standIn: Tensor): void {
+    if (!this.value) {
+      // The original may still be alive (e.g. inside a checkpointed re-run): then nothing is recomputed.
+      this.value = !this.source.disposed
+        ? this.source.reshape(this.source.shape).keep()
+        : tidy(() => noGrad(() => this.fn(this.inputViews))).keep();
+    }
+    standIn.bindStorage(this.value);
+  }
+
+  release(standIn: Tensor): void {
+    standIn.dispose();
+    this.users--;
+    this.freeIfDone();
+  }
+
+  seal(): void {
+    this.sealed = true;
+    this.freeIfDone();
+  }
+
+  private freeIfDone(): void {
+    if (!this.sealed || this.users > 0) return;
+    this.value?.dispose();
+    this.value = null;
+    for (const t of this.inputViews) t.dispose();
+    this.inputViews = [];
+  }
+}
+
+/** Recipes by the storage of the tensor they rebuild (so views of it find the recipe too). */
+const recipes = new WeakMap<object, Recipe>();
+
+/**
+ * Runs `body()` with `t` marked as cheap to rebuild as `fn(inputs)`: ops inside `body` that save
+ * `t` (or a view of it) for backward keep `inputs` instead (views of them, so they should be tensors
+ * kept for backward anyway, e.g. a norm's input), and `t`'s own storage is freed with its scope.
+ * Backward rebuilds `t` once, just before the first rule that reads it, and frees it after the
+ * last. `fn` must reproduce `t` exactly (deterministic kernels); it runs under noGrad. When autograd
+ * is not recording, just runs `body()`.
+ */
+export function withRecompute<T>(t: Tensor, inputs: readonly Tensor[], fn: (inputs: Tensor[]) => Tensor, body: () => T): T {
+  const key = t.storageKey;
+  if (!gradEnabled || !key) return body();
+  const recipe = new Recipe(t, inputs, fn);
+  recipes.set(key, recipe);
+  try {
+    return body();
+  } finally {
+    recipes.delete(key);
+    recipe.seal();
+  }
+}
+
+/** Whether `t` is marked recomputable (inside `withRecompute` for it): saving it keeps no memory. */
+export function isRecomputable(t: Tensor): boolean {
+  const key = t.storageKey;
+  return key !== null && recipes.has(key);
+}
 
 export class GradNode {
   /** Views that keep saved tensors alive until backward has used them. */
   private saved: Tensor[] = [];
+  /** Stand-ins for recomputed saved tensors, with the recipe that fills each. */
+  private deferred: [Tensor, Recipe][] = [];
   constructor(
     readonly name: string,
     readonly inputs: Tensor[],
@@ -17,16 +107,33 @@ export class GradNode {
     readonly backwardFn: BackwardFn,
   ) {}
 
-  /** Keeps `t` alive for backward even if its tidy scope ends first; returns the tensor to use in backward. */
+  /**
+   * Keeps `t` for backward even if its tidy scope ends first; returns the tensor to use in backward
+   * (only there: a recomputed one is bound just before the rule runs).
+   */
   save(t: Tensor): Tensor {
+    const key = t.storageKey;
+    const recipe = key ? recipes.get(key) : undefined;
+    if (recipe) {
+      const standIn = recipe.standIn(t);
+      this.deferred.push([standIn, recipe]);
+      return standIn;
+    }
     const v = t.reshape(t.shape).keep();
     this.saved.push(v);
     return v;
   }
 
+  /** Rebuilds the recomputed saved tensors (backward calls it just before the rule). */
+  materialize(): void {
+    for (const [standIn, recipe] of this.deferred) recipe.bind(standIn);
+  }
+
   release(): void {
     for (const t of this.saved) t.dispose();
     this.saved = [];
+    for (const [standIn, recipe] of this.deferred) recipe.release(standIn);
+    this.deferred = [];
   }
 }
 
@@ -112,7 +219,9 @@ function topoOrder(root: GradNode): GradNode[] {
 
 /**
  * Backpropagates from `root` (a scalar loss unless `gradRoot` is given). Leaf gradients accumulate
- * into `.grad` (kept tensors, summed across calls until zeroGrad). The graph is freed afterwards.
+ * into `.grad` (kept tensors, summed across calls until zeroGrad). The graph is freed afterwards;
+ * so is every intermediate gradient, as soon as the node reading it is done (the caller keeps
+ * `gradRoot`).
  */
 export function backward(root: Tensor, gradRoot?: Tensor): void {
   const { accumulate, ones } = kernels();
@@ -124,8 +233,9 @@ export function backward(root: Tensor, gradRoot?: Tensor): void {
     throw new Error('backward() on a tensor that does not depend on any parameter with requiresGrad');
   }
   if (!gradRoot && root.numel !== 1) throw new Error(`backward() without a gradient needs a scalar, got [${root.shape.join(', ')}]`);
+  // Every tensor in `grads` is owned here (the caller's gradRoot enters as a view of it).
   const grads = new Map<Tensor, Tensor>();
-  grads.set(root, gradRoot ?? ones(root.shape));
+  grads.set(root, gradRoot ? gradRoot.reshape(gradRoot.shape) : ones(root.shape));
   const order = topoOrder(root.gradFn);
   for (const node of order) {
     const gOut = node.outputs.map((o) => grads.get(o) ?? null);
@@ -134,8 +244,11 @@ export function backward(root: Tensor, gradRoot?: Tensor): void {
       node.release();
       continue;
     }
+    node.materialize();
     const gIn = node.backwardFn(gOut);
     if (gIn.length !== node.inputs.length) throw new Error(`backward of '${node.name}' returned ${gIn.length} grads for ${node.inputs.length} inputs`);
+    const stored = new Set<Tensor>();
+    const storedStorage = new Set<object | null>();
     node.inputs.forEach((input, i) => {
       const g = gIn[i];
       if (!g) return;
@@ -143,12 +256,24 @@ export function backward(root: Tensor, gradRoot?: Tensor): void {
       if (input.gradFn) {
         const prev = grads.get(input);
         if (prev) accumulate(prev, g);
-        else grads.set(input, g.shape.length === input.shape.length ? g : g.reshape(input.shape));
+        else {
+          // Gradients are accumulated in place, so two inputs must never share one buffer.
+          let own: Tensor;
+          if (storedStorage.has(g.storageKey)) {
+            own = Tensor.empty(input.shape);
+            copyInto(own, g);
+          } else own = g.shape.length === input.shape.length ? g : g.reshape(input.shape);
+          grads.set(input, own);
+          stored.add(own);
+          storedStorage.add(own.storageKey);
+        }
       } else if (input.requiresGrad) {
         accumulateLeaf(input, g, accumulate);
       }
     });
     node.release();
+    // Freed in queue order: work recorded later may reuse the buffers, work recorded earlier has read them.
+    for (const g of new Set([...gOut, ...gIn])) if (g && !stored.has(g)) g.dispose();
   }
   for (const node of order) for (const o of node.outputs) o.gradFn = null;
 }

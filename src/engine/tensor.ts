@@ -1,12 +1,15 @@
 // Tensors: a shape, a dtype and a pooled GPU buffer, reference counted so views (reshape) share
 // storage, and freed deterministically by `tidy` scopes. Reading back to the CPU is explicit.
-import { GpuDevice, getDevice } from './device.js';
+import { GpuDevice, OutOfMemoryError, getDevice, type MemoryContext } from './device.js';
+import { deviceMemory, type DeviceMemory } from './device-memory.js';
 
 /**
  * Element types.
  * - f32, i32, u32: 4 bytes per element.
  * - bf16, f16: 16-bit values packed two per u32 word (element 2k in the low half); kernels unpack
- *   with bit shifts (bf16) or unpack2x16float (f16), since Dawn offers no shader-f16 on NVIDIA.
+ *   with bit shifts (bf16) or unpack2x16float (f16), core WGSL: the device enables shader-f16 where
+ *   the adapter has it, but NVIDIA offers it only behind a Dawn toggle that is off by default
+ *   (docs/platform.md), so no kernel requires it.
  */
 export type DType = 'f32' | 'i32' | 'u32' | 'bf16' | 'f16';
 
@@ -35,6 +38,11 @@ const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBuff
  * freed buffer serves any later request of the same class. Buffers are reused in queue order: a
  * buffer released while earlier recorded work still reads it is safe to hand out again, because
  * every later use is recorded (and so executed) after that work.
+ *
+ * Capacity: with `capacityBytes` set (the device's memory, see device-memory.ts), a new buffer that
+ * would take live + cached bytes past it first returns the cached buffers to the driver, and one
+ * that would take the live bytes past it throws OutOfMemoryError instead of asking the driver. A
+ * refusal by the driver itself surfaces as OutOfMemoryError at the next sync.
  */
 export class BufferPool {
   private readonly free = new Map<number, GPUBuffer[]>();
@@ -44,7 +52,16 @@ export class BufferPool {
   liveBuffers = 0;
   /** Tests set this: every buffer handed out is first filled with NaN, so unwritten outputs show. */
   poisonOnAcquire = false;
+  /** Most bytes of live + cached buffers (null: no limit but the driver's). */
+  capacityBytes: number | null = null;
+  /** Where capacityBytes comes from, for messages. */
+  capacitySource: string | null = null;
   constructor(private readonly dev: GpuDevice) {}
+
+  /** The numbers an out-of-memory message reports. */
+  memoryContext(): MemoryContext {
+    return { liveBytes: this.liveBytes, capacityBytes: this.capacityBytes, capacitySource: this.capacitySource };
+  }
 
   static sizeClass(bytes: number): number {
     if (bytes <= 256) return 256;
@@ -58,7 +75,12 @@ export class BufferPool {
     const list = this.free.get(size);
     let buf = list?.pop();
     if (buf) this.cachedBytes -= size;
-    else buf = this.dev.createBuffer(size, STORAGE_USAGE);
+    else {
+      const cap = this.capacityBytes;
+      if (cap !== null && this.liveBytes + this.cachedBytes + size > cap) this.trim();
+      if (cap !== null && this.liveBytes + size > cap) throw new OutOfMemoryError(size, this.memoryContext());
+      buf = this.dev.createBuffer(size, STORAGE_USAGE, undefined, this.memoryContext());
+    }
     if (this.poisonOnAcquire) this.dev.write(buf, 0, new Uint32Array(size / 4).fill(0x7fc00000));
     this.liveBytes += size;
     this.liveBuffers++;
@@ -81,6 +103,7 @@ export class BufferPool {
     this.dev.flush();
     for (const list of this.free.values()) for (const b of list) b.destroy();
     this.free.clear();
+    this.dev.clearBindGroupCache();
     this.cachedBytes = 0;
   }
 
@@ -110,9 +133,16 @@ class Storage {
 /** The engine: one device, its pool, and the tidy-scope stack. */
 export class Engine {
   readonly pool: BufferPool;
+  /** The device's memory as the platform tells it (null: unknown); the pool's capacity. */
+  readonly memory: DeviceMemory | null;
   private scopes: Set<Tensor>[] = [];
   constructor(readonly dev: GpuDevice) {
     this.pool = new BufferPool(dev);
+    this.memory = deviceMemory(dev.info);
+    if (this.memory) {
+      this.pool.capacityBytes = this.memory.availableBytes ?? this.memory.totalBytes;
+      this.pool.capacitySource = this.memory.source;
+    }
   }
   track(t: Tensor): void {
     this.scopes[this.scopes.length - 1]?.add(t);
@@ -188,7 +218,8 @@ export class Tensor {
   readonly shape: readonly number[];
   readonly dtype: DType;
   readonly numel: number;
-  private storage: Storage;
+  /** Null only for an unbound tensor (see `Tensor.unbound`) until it is bound. */
+  private storage: Storage | null;
   disposed = false;
   /** Exempt from tidy scopes (parameters, optimizer state, caches). */
   isKept = false;
@@ -199,18 +230,41 @@ export class Tensor {
   gradFn: import('./autograd.js').GradNode | null = null;
   name?: string;
 
-  constructor(shape: readonly number[], dtype: DType, storage?: Storage) {
+  constructor(shape: readonly number[], dtype: DType, storage?: Storage | null) {
     const e = engine();
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
     this.numel = numelOf(shape);
-    this.storage = storage ?? new Storage(e.pool.acquire(storageBytes(dtype, this.numel)), e.pool);
+    this.storage = storage === undefined ? new Storage(e.pool.acquire(storageBytes(dtype, this.numel)), e.pool) : storage;
     e.track(this);
   }
 
   get buffer(): GPUBuffer {
     if (this.disposed) throw new Error(`use of a disposed tensor${this.name ? ` '${this.name}'` : ''} [${this.shape.join(', ')}]`);
+    if (!this.storage) throw new Error(`use of an unbound tensor [${this.shape.join(', ')}] (a recomputed saved tensor read outside its backward rule)`);
     return this.storage.buffer;
+  }
+
+  /**
+   * A tensor with a shape but no storage yet: autograd hands these to backward rules in place of
+   * saved tensors it recomputes instead of keeping, and binds them just before the rule runs.
+   */
+  static unbound(shape: readonly number[], dtype: DType): Tensor {
+    return new Tensor(shape, dtype, null);
+  }
+
+  /** Makes this (unbound) tensor share `src`'s storage; `src` must have the same byte size. */
+  bindStorage(src: Tensor): void {
+    if (this.storage) throw new Error('bindStorage on a tensor that already has storage');
+    if (src.byteSize !== this.byteSize) throw new RangeError(`bindStorage: ${src} into ${this}`);
+    const storage = src.storage!;
+    storage.retain();
+    this.storage = storage;
+  }
+
+  /** Identity of the storage this tensor shares with its views (null while unbound). */
+  get storageKey(): object | null {
+    return this.storage;
   }
 
   /** The binding covering exactly this tensor's bytes (pool buffers may be larger). */
@@ -251,8 +305,22 @@ export class Tensor {
       resolved[infer] = rest === 0 ? 0 : this.numel / rest;
     }
     if (numelOf(resolved) !== this.numel) throw new RangeError(`reshape [${this.shape.join(', ')}] -> [${shape.join(', ')}]: element counts differ`);
-    this.storage.retain();
-    return new Tensor(resolved, this.dtype, this.storage);
+    const storage = this.storage;
+    if (!storage) throw new Error(`reshape of an unbound tensor [${this.shape.join(', ')}]`);
+    storage.retain();
+    return new Tensor(resolved, this.dtype, storage);
+  }
+
+  /**
+   * A view of this tensor's first numel(shape) elements (no copy), e.g. the leading rows of a
+   * batch: kernels bind exactly those bytes.
+   */
+  front(shape: readonly number[]): Tensor {
+    if (numelOf(shape) > this.numel) throw new RangeError(`front [${shape.join(', ')}] of a [${this.shape.join(', ')}] tensor: too many elements`);
+    const storage = this.storage;
+    if (!storage) throw new Error(`front of an unbound tensor [${this.shape.join(', ')}]`);
+    storage.retain();
+    return new Tensor(shape, this.dtype, storage);
   }
 
   keep(): this {
@@ -261,11 +329,14 @@ export class Tensor {
     return this;
   }
 
+  /**
+   * Returns the storage to the pool once no view holds it. `gradFn` stays: a disposed intermediate
+   * is still an edge of the autograd graph (the nodes that need its values saved their own views).
+   */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.storage.release();
-    this.gradFn = null;
+    this.storage?.release();
   }
 
   /** Reads the tensor back (flushes recorded work). f32 → Float32Array; i32/u32 as such; 16-bit → Uint16Array bits. */

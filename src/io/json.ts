@@ -2,7 +2,7 @@
 // InputError that names the file, the key and what was expected versus found.
 import { access, readFile } from 'node:fs/promises';
 import type { z } from 'zod';
-import { InputError } from '../errors.js';
+import { InputError, readFailure } from '../errors.js';
 
 /** Reads and parses a JSON file; a missing file or bad JSON is an InputError naming the file. */
 export async function readJsonFile(path: string): Promise<unknown> {
@@ -10,8 +10,7 @@ export async function readJsonFile(path: string): Promise<unknown> {
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new InputError(code === 'ENOENT' ? 'file not found' : `cannot read file (${code ?? String(err)})`, { file: path });
+    throw readFailure(err, path);
   }
   try {
     return JSON.parse(text) as unknown;
@@ -30,11 +29,20 @@ export async function readJsonFileIfExists(path: string): Promise<unknown> {
   return readJsonFile(path);
 }
 
-/** Short human description of a JSON value, for "expected X, got Y" messages. */
-export function describeValue(value: unknown): string {
+/** JSON text of `value`; a placeholder when it has none or cannot be shown (nested too deeply for the stack, a cycle). */
+export function safeJson(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return Array.isArray(value) ? '[...] (nested too deeply to show)' : '{...} (nested too deeply to show)';
+  }
+}
+
+/** Short human description of a JSON value, for "expected X, got Y" messages (input data may be huge or deeply nested). */
+export function describeValue(value: unknown, max = 80): string {
   if (value === undefined) return 'nothing (missing)';
-  const json = JSON.stringify(value);
-  return json.length > 80 ? `${json.slice(0, 77)}...` : json;
+  const json = safeJson(value);
+  return json.length > max ? `${json.slice(0, max - 3)}...` : json;
 }
 
 function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {

@@ -6,10 +6,10 @@ import { open, stat, type FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { basename, join } from 'node:path';
 import { z } from 'zod';
-import { InputError } from '../errors.js';
+import { InputError, readFailure } from '../errors.js';
 import { writeFileAtomic, writeFileAtomicStreaming, type ByteSink } from './atomic.js';
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from './dtype.js';
-import { parseWithSchema, readJsonFile } from './json.js';
+import { describeValue, parseWithSchema, readJsonFile } from './json.js';
 import { similarNames } from './names.js';
 
 if (endianness() !== 'LE') {
@@ -92,15 +92,15 @@ function parseHeader(
     const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
     if (typeof dtype !== 'string' || !isKnownDtype(dtype)) {
       throw new InputError(
-        `unknown dtype ${JSON.stringify(dtype)}; expected one of ${Object.keys(DTYPE_BYTES).join(', ')}`,
+        `unknown dtype ${describeValue(dtype)}; expected one of ${Object.keys(DTYPE_BYTES).join(', ')}`,
         where,
       );
     }
     if (!Array.isArray(shape) || !shape.every(isNonNegativeInteger)) {
-      throw new InputError(`shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`, where);
+      throw new InputError(`shape must be a list of non-negative integers, got ${describeValue(shape)}`, where);
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegativeInteger)) {
-      throw new InputError(`data_offsets must be [begin, end] integers, got ${JSON.stringify(offsets)}`, where);
+      throw new InputError(`data_offsets must be [begin, end] integers, got ${describeValue(offsets)}`, where);
     }
     const [begin, end] = offsets as [number, number];
     if (begin > end) throw new InputError(`data_offsets begin ${begin} is after end ${end}`, where);
@@ -151,11 +151,12 @@ export class SafetensorsReader {
     try {
       handle = await open(path, 'r');
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new InputError(code === 'ENOENT' ? 'file not found' : `cannot open (${code ?? String(err)})`, { file: path });
+      throw readFailure(err, path, 'safetensors file');
     }
     try {
-      const fileSize = (await handle.stat()).size;
+      const st = await handle.stat();
+      if (!st.isFile()) throw new InputError(`cannot read safetensors file: ${st.isDirectory() ? 'is a folder' : 'not a regular file'}, expected a file`, { file: path });
+      const fileSize = st.size;
       if (fileSize < 8) throw new InputError(`file is ${fileSize} bytes, too short for a safetensors header`, { file: path });
       const lengthBytes = new Uint8Array(8);
       await readExactly(handle, path, 0, lengthBytes);

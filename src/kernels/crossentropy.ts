@@ -14,6 +14,11 @@
 // Backward writes dlogits = (softmax − onehot(label)) · g / count directly from logits and lse (one
 // logits-sized output), g being the loss's incoming gradient (a GPU scalar). crossEntropyPerRow
 // returns the per-row losses [N] instead, and its backward scales row r by g[r].
+//
+// Row offset: the per-row kernels can process a chunk of rows (logits [R, V]) whose labels, losses
+// and lse live at rows row0.. of [N]-sized arrays, and backward can overwrite the logits with
+// their gradient in place: linear-crossentropy.ts computes the loss chunk by chunk from the hidden
+// states and never holds more than one [R, V] block.
 import { recordOp } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
 import { Uniforms, assertDtype, dispatch, grid1d } from './common.js';
@@ -22,7 +27,7 @@ import { Uniforms, assertDtype, dispatch, grid1d } from './common.js';
 const ROW_WG = 256;
 
 const ROW_HEADER = /* wgsl */ `
-struct P { rows: u32, v: u32, ignore_index: i32, nan_bits: u32 } // NaN via a uniform: a constant NaN does not compile
+struct P { rows: u32, v: u32, ignore_index: i32, nan_bits: u32, row0: u32, _a: u32, _b: u32, _c: u32 } // NaN via a uniform: a constant NaN does not compile
 @group(0) @binding(0) var<uniform> p: P;
 fn counted(label: i32) -> bool { return label >= 0 && label != p.ignore_index; }`;
 
@@ -60,13 +65,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   }
   if (lid == 0u) {
     let lse = red_m[0] + log(red_s[0]);
-    LSE[row] = lse;
-    let label = LABELS[row];
+    LSE[p.row0 + row] = lse;
+    let label = LABELS[p.row0 + row];
     var loss = 0.0;
     if (counted(label)) {
       if (u32(label) < p.v) { loss = lse - LOGITS[base + u32(label)]; } else { loss = bitcast<f32>(p.nan_bits); }
     }
-    LOSS[row] = loss;
+    LOSS[p.row0 + row] = loss;
   }
 }`;
 
@@ -101,30 +106,36 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 
 /**
  * dlogits[r, j] = (exp(logit − lse_r) − [j == label_r]) · scale_r, 0 for rows not counted.
- * mean: scale_r = g[0] / count; per-row: scale_r = g[r].
+ * mean: scale_r = g[0] / count; per-row: scale_r = g[row0 + r]. In place: written over LOGITS.
  */
-function backwardKernel(mean: boolean): string {
+function backwardKernel(mean: boolean, inPlace: boolean): string {
+  let binding = 1;
+  const decl = [
+    `@group(0) @binding(${binding++}) var<storage, ${inPlace ? 'read_write' : 'read'}> LOGITS: array<f32>;`,
+    `@group(0) @binding(${binding++}) var<storage, read> LABELS: array<i32>;`,
+    `@group(0) @binding(${binding++}) var<storage, read> LSE: array<f32>;`,
+    `@group(0) @binding(${binding++}) var<storage, read> G: array<f32>;`,
+  ];
+  if (mean) decl.push(`@group(0) @binding(${binding++}) var<storage, read> COUNT: array<f32>;`);
+  if (!inPlace) decl.push(`@group(0) @binding(${binding++}) var<storage, read_write> DLOGITS: array<f32>;`);
+  const out = inPlace ? 'LOGITS' : 'DLOGITS';
   return /* wgsl */ `${ROW_HEADER}
-@group(0) @binding(1) var<storage, read> LOGITS: array<f32>;
-@group(0) @binding(2) var<storage, read> LABELS: array<i32>;
-@group(0) @binding(3) var<storage, read> LSE: array<f32>;
-@group(0) @binding(4) var<storage, read> G: array<f32>;
-${mean ? '@group(0) @binding(5) var<storage, read> COUNT: array<f32>;\n@group(0) @binding(6)' : '@group(0) @binding(5)'} var<storage, read_write> DLOGITS: array<f32>;
+${decl.join('\n')}
 @compute @workgroup_size(${ROW_WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let row = wid.x + wid.y * nwg.x;
   if (row >= p.rows) { return; }
   let base = row * p.v;
-  let label = LABELS[row];
-  ${mean ? 'let count = COUNT[0];\n  var scale = 0.0;\n  if (count > 0.0) { scale = G[0] / count; }' : 'let scale = G[row];'}
+  let label = LABELS[p.row0 + row];
+  ${mean ? 'let count = COUNT[0];\n  var scale = 0.0;\n  if (count > 0.0) { scale = G[0] / count; }' : 'let scale = G[p.row0 + row];'}
   if (!counted(label)) {
-    for (var j = lid; j < p.v; j += ${ROW_WG}u) { DLOGITS[base + j] = 0.0; }
+    for (var j = lid; j < p.v; j += ${ROW_WG}u) { ${out}[base + j] = 0.0; }
     return;
   }
-  let lse = LSE[row];
+  let lse = LSE[p.row0 + row];
   for (var j = lid; j < p.v; j += ${ROW_WG}u) {
     let prob = exp(LOGITS[base + j] - lse);
-    DLOGITS[base + j] = select(prob, prob - 1.0, i32(j) == label) * scale;
+    ${out}[base + j] = select(prob, prob - 1.0, i32(j) == label) * scale;
   }
 }`;
 }
@@ -144,16 +155,33 @@ function checkArgs(logits: Tensor, labels: Tensor): { rows: number; v: number } 
   return { rows, v };
 }
 
-const params = (rows: number, v: number, ignoreIndex: number) => new Uniforms().u32(rows).u32(v).i32(ignoreIndex).u32(0x7fc00000);
+const params = (rows: number, v: number, ignoreIndex: number, row0 = 0) =>
+  new Uniforms().u32(rows).u32(v).i32(ignoreIndex).u32(0x7fc00000).u32(row0).u32(0).u32(0).u32(0);
+
+/**
+ * Losses and lse of the rows of `logits` [R, V] into rows row0..row0+R of `loss` and `lse`, with
+ * labels read from the same rows of `labels`; not recorded.
+ */
+export function crossEntropyRowsInto(logits: Tensor, labels: Tensor, loss: Tensor, lse: Tensor, row0: number, ignoreIndex: number): void {
+  const [rows, v] = logits.shape as [number, number];
+  dispatch('crossentropy.fwd', () => FORWARD_KERNEL, [logits, labels, loss, lse], grid1d(rows, 1), params(rows, v, ignoreIndex, row0));
+}
 
 /** Per-row losses [N] (0 where ignored) and logsumexp [N]; not recorded. */
 export function crossEntropyRows(logits: Tensor, labels: Tensor, opts: CrossEntropyOptions = {}): { loss: Tensor; lse: Tensor } {
-  const { rows, v } = checkArgs(logits, labels);
-  const ignoreIndex = opts.ignoreIndex ?? -100;
+  const { rows } = checkArgs(logits, labels);
   const loss = Tensor.empty([rows]);
   const lse = Tensor.empty([rows]);
-  dispatch('crossentropy.fwd', () => FORWARD_KERNEL, [logits, labels, loss, lse], grid1d(rows, 1), params(rows, v, ignoreIndex));
+  crossEntropyRowsInto(logits, labels, loss, lse, 0, opts.ignoreIndex ?? -100);
   return { loss, lse };
+}
+
+/** The mean over counted rows of per-row losses [N] ([1]) and the count of counted rows ([1]); not recorded. */
+export function crossEntropyMean(rowLoss: Tensor, labels: Tensor, ignoreIndex: number): { loss: Tensor; count: Tensor } {
+  const loss = Tensor.empty([1]);
+  const count = Tensor.empty([1]);
+  dispatch('crossentropy.mean', () => MEAN_KERNEL, [rowLoss, labels, loss, count], [1], params(rowLoss.numel, 0, ignoreIndex));
+  return { loss, count };
 }
 
 /**
@@ -165,8 +193,19 @@ export function crossEntropyBackward(logits: Tensor, labels: Tensor, lse: Tensor
   const d = Tensor.empty(logits.shape);
   const mean = count !== null;
   const buffers = mean ? [logits, labels, lse, g, count, d] : [logits, labels, lse, g, d];
-  dispatch(`crossentropy.bwd.${mean ? 'mean' : 'rows'}`, () => backwardKernel(mean), buffers, grid1d(rows, 1), params(rows, v, ignoreIndex));
+  dispatch(`crossentropy.bwd.${mean ? 'mean' : 'rows'}`, () => backwardKernel(mean, false), buffers, grid1d(rows, 1), params(rows, v, ignoreIndex));
   return d;
+}
+
+/**
+ * Overwrites the chunk `logits` [R, V] with its gradient; labels, lse and (per-row) g are read at
+ * rows row0.. (see crossEntropyBackward for the scale).
+ */
+export function crossEntropyBackwardInPlace(logits: Tensor, labels: Tensor, lse: Tensor, g: Tensor, count: Tensor | null, row0: number, ignoreIndex: number): void {
+  const [rows, v] = logits.shape as [number, number];
+  const mean = count !== null;
+  const buffers = mean ? [logits, labels, lse, g, count] : [logits, labels, lse, g];
+  dispatch(`crossentropy.bwd.${mean ? 'mean' : 'rows'}.inplace`, () => backwardKernel(mean, true), buffers, grid1d(rows, 1), params(rows, v, ignoreIndex, row0));
 }
 
 /**
@@ -176,10 +215,7 @@ export function crossEntropyBackward(logits: Tensor, labels: Tensor, lse: Tensor
 export function crossEntropy(logits: Tensor, labels: Tensor, opts: CrossEntropyOptions = {}): Tensor {
   const ignoreIndex = opts.ignoreIndex ?? -100;
   const { loss: rowLoss, lse } = crossEntropyRows(logits, labels, opts);
-  const [rows, v] = logits.shape as [number, number];
-  const out = Tensor.empty([1]);
-  const count = Tensor.empty([1]);
-  dispatch('crossentropy.mean', () => MEAN_KERNEL, [rowLoss, labels, out, count], [1], params(rows, v, ignoreIndex));
+  const { loss: out, count } = crossEntropyMean(rowLoss, labels, ignoreIndex);
   rowLoss.dispose();
   recordOp('crossentropy', [logits], out, (node) => {
     const ls = node.save(logits);

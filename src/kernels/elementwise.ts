@@ -62,8 +62,23 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 
 const unaryKernel = (expr: string): string => kernel1d([['X', 'f32'], ['Y', 'f32', true]], `let x = X[i];\n  Y[i] = ${expr};`);
 
-const unaryBackwardKernel = (expr: string): string =>
-  kernel1d([['X', 'f32'], ['Yv', 'f32'], ['G', 'f32'], ['DX', 'f32', true]], `let x = X[i]; let y = Yv[i]; let g = G[i];\n  DX[i] = ${expr};`);
+/** Whether a gradient expression reads the variable `name` (so backward must keep that tensor). */
+function reads(expr: string, name: string): boolean {
+  return new RegExp(`\\b${name}\\b`).test(expr);
+}
+
+/**
+ * A gradient kernel D[i] = expr(g, saved operands) that binds only the operands `expr` reads (each
+ * [variable, buffer name, WGSL load]), then G and the output D: backward keeps no more than that.
+ */
+function gradKernel(expr: string, operands: [variable: string, buffer: string, load: string][]): string {
+  const used = operands.filter(([v]) => reads(expr, v));
+  const bindings: Binding[] = [...used.map(([, b]): Binding => [b, 'f32']), ['G', 'f32'], ['D', 'f32', true]];
+  return kernel1d(bindings, `${used.map(([v, , load]) => `let ${v} = ${load};`).join(' ')} let g = G[i];\n  D[i] = ${expr};`);
+}
+
+// Backward of a unary op keeps x, y, both or neither (neg keeps nothing).
+const unaryBackwardKernel = (expr: string): string => gradKernel(expr, [['x', 'X', 'X[i]'], ['y', 'Yv', 'Yv[i]']]);
 
 function params(n: number, nb = 0, alpha = 0): Uniforms {
   return new Uniforms().u32(n).u32(nb).f32(alpha).u32(0);
@@ -76,11 +91,10 @@ export function unary(op: UnaryOp, x: Tensor): Tensor {
   const y = Tensor.empty(x.shape);
   dispatch(`unary.${op}`, () => unaryKernel(def.forward), [x, y], grid1d(x.numel), params(x.numel));
   recordOp(`unary.${op}`, [x], y, (node) => {
-    const xs = node.save(x);
-    const ys = node.save(y);
+    const saved = [...(reads(def.backward, 'x') ? [node.save(x)] : []), ...(reads(def.backward, 'y') ? [node.save(y)] : [])];
     return ([g]) => {
       const dx = Tensor.empty(x.shape);
-      dispatch(`unary.${op}.backward`, () => unaryBackwardKernel(def.backward), [xs, ys, g!, dx], grid1d(x.numel), params(x.numel));
+      dispatch(`unary.${op}.backward`, () => unaryBackwardKernel(def.backward), [...saved, g!, dx], grid1d(x.numel), params(x.numel));
       return [dx];
     };
   });
@@ -91,8 +105,7 @@ const binaryKernel = (expr: string): string =>
   kernel1d([['A', 'f32'], ['B', 'f32'], ['C', 'f32', true]], `let a = A[i]; let b = B[i % p.nb];\n  C[i] = ${expr};`);
 
 /** Gradient of a binary op for one operand, in the full (un-broadcast) shape. */
-const binaryGradKernel = (expr: string): string =>
-  kernel1d([['A', 'f32'], ['B', 'f32'], ['G', 'f32'], ['D', 'f32', true]], `let a = A[i]; let b = B[i % p.nb]; let g = G[i];\n  D[i] = ${expr};`);
+const binaryGradKernel = (expr: string): string => gradKernel(expr, [['a', 'A', 'A[i]'], ['b', 'B', 'B[i % p.nb]']]);
 
 function broadcastable(a: Tensor, b: Tensor): boolean {
   if (b.numel === 1) return true;
@@ -109,20 +122,27 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   const def = BINARY_OPS[op];
   const c = Tensor.empty(a.shape);
   dispatch(`binary.${op}`, () => binaryKernel(def.forward), [a, b, c], grid1d(a.numel), params(a.numel, b.numel));
+  // Only the operands that some wanted gradient reads are kept: add and sub keep nothing, mul keeps
+  // the other operand of each one that needs a gradient.
+  const want = [a.requiresGrad || a.gradFn !== null, b.requiresGrad || b.gradFn !== null];
+  const exprs = [def.gradA, def.gradB];
+  const needs = (v: string) => exprs.some((e, k) => want[k] && reads(e, v));
   recordOp(`binary.${op}`, [a, b], c, (node) => {
-    const as = node.save(a);
-    const bs = node.save(b);
-    return ([g]) => {
-      const grads: (Tensor | null)[] = [null, null];
-      const want = [a.requiresGrad || a.gradFn !== null, b.requiresGrad || b.gradFn !== null];
-      [def.gradA, def.gradB].forEach((expr, k) => {
-        if (!want[k]) return;
+    const saved: Record<string, Tensor | null> = { a: needs('a') ? node.save(a) : null, b: needs('b') ? node.save(b) : null };
+    return ([g]) =>
+      exprs.map((expr, k) => {
+        if (!want[k]) return null;
+        const broadcast = k === 1 && b.numel !== a.numel;
+        // d(a ± b)/da = g: the incoming gradient itself (autograd copies it if both operands take it).
+        if (expr === 'g') return broadcast ? sumToSuffix(g!, b.shape) : g!.reshape(k === 0 ? a.shape : b.shape);
         const full = Tensor.empty(a.shape);
-        dispatch(`binary.${op}.grad${k}`, () => binaryGradKernel(expr), [as, bs, g!, full], grid1d(a.numel), params(a.numel, b.numel));
-        grads[k] = k === 1 && b.numel !== a.numel ? sumToSuffix(full, b.shape) : full;
+        const operands = ['a', 'b'].filter((v) => reads(expr, v)).map((v) => saved[v]!);
+        dispatch(`binary.${op}.grad${k}`, () => binaryGradKernel(expr), [...operands, g!, full], grid1d(a.numel), params(a.numel, b.numel));
+        if (!broadcast) return full;
+        const reduced = sumToSuffix(full, b.shape);
+        full.dispose();
+        return reduced;
       });
-      return grads;
-    };
   });
   return c;
 }

@@ -20,15 +20,14 @@
 // of a midpoint. WGSL allows 2.5 ulp of error in f32 division, so the quotient is computed with
 // integer long division (correctly rounded) to make codes identical on every GPU.
 //
-// Kernels (versions side by side while tuning):
+// Kernels:
 // - quantize: one workgroup per 4 blocks (256 threads), segmented max reduction in workgroup memory.
 // - dequantize: one thread per code word (8 outputs).
-// - nf4MatmulV1: 64×64 output tile, K step 32, 256 threads × 4×4 outputs; the W tile is
-//   dequantized while it is staged into workgroup memory (one code word per thread when in % 8 == 0,
-//   else per element). Serves forward (C = X·Wᵀ) and the input gradient (dX = dY·W).
+// - the dequant-matmul is not here: NF4 is an operand loader of the one GEMM generator (gemm.ts),
+//   which dequantizes each staged tile into workgroup memory (whole code words when in % 8 == 0)
+//   for every tile shape and compute variant; nf4Linear (matmul.ts) uses it for forward and dX.
 // - nf4GemvV1 (decode, M ≤ 4): 8 weight rows per workgroup, 32 lanes per row each reading whole code
 //   words (8 weights, one absmax multiply), reduced in workgroup memory.
-import { recordOp } from '../engine/autograd.js';
 import { Tensor, type DType } from '../engine/tensor.js';
 import { Uniforms, WGSL_FLAT_INDEX, WGSL_HALF, assertDtype, dispatch, grid1d } from './common.js';
 
@@ -115,7 +114,7 @@ export function nf4FromHost(shape: readonly [number, number], codes: ArrayLike<n
 const f32Bits = (v: number): number => new Uint32Array(new Float32Array([v]).buffer)[0]!;
 
 /** WGSL: the NF4 table as exact f32 bit patterns. */
-const WGSL_NF4_TABLE = /* wgsl */ `
+export const WGSL_NF4_TABLE = /* wgsl */ `
 const NF4_BITS = array<u32, 16>(${NF4_CODE.map((v) => `0x${f32Bits(v).toString(16)}u`).join(', ')});
 fn nf4_value(c: u32) -> f32 { return bitcast<f32>(NF4_BITS[c]); }
 `;
@@ -124,7 +123,7 @@ fn nf4_value(c: u32) -> f32 { return bitcast<f32>(NF4_BITS[c]); }
  * WGSL: the absmax of block b, plain or double-quantized. Bindings ABS (plain) or QABS/DQS/DQO
  * (double-quantized) are declared by absmaxBindings().
  */
-function wgslAbsmax(dq: boolean): string {
+export function wgslAbsmax(dq: boolean): string {
   if (!dq) return `fn absmax_of(b: u32) -> f32 { return ABS[b]; }`;
   return /* wgsl */ `
 fn absmax_of(b: u32) -> f32 {
@@ -133,7 +132,7 @@ fn absmax_of(b: u32) -> f32 {
 }`;
 }
 
-function absmaxBindings(dq: boolean, first: number): string {
+export function absmaxBindings(dq: boolean, first: number): string {
   if (!dq) return `@group(0) @binding(${first}) var<storage, read> ABS: array<f32>;`;
   return [
     `@group(0) @binding(${first}) var<storage, read> QABS: array<u32>;`,
@@ -142,7 +141,7 @@ function absmaxBindings(dq: boolean, first: number): string {
   ].join('\n');
 }
 
-function absmaxTensors(a: Tensor | Nf4DoubleQuant): Tensor[] {
+export function absmaxTensors(a: Tensor | Nf4DoubleQuant): Tensor[] {
   return isDoubleQuant(a) ? [a.qabsmax, a.absmaxScale, a.absmaxOffset] : [a];
 }
 
@@ -156,7 +155,7 @@ const QUANT_WG = 256;
  * significands; subnormals normalized first). Results below the normal range return ±0: such a
  * quotient is far below the smallest NF4 midpoint, so the code is the same.
  */
-const WGSL_DIV_RN = /* wgsl */ `
+export const WGSL_DIV_RN = /* wgsl */ `
 fn significand(bits: u32, e: ptr<function, i32>) -> u32 {
   let be = i32((bits >> 23u) & 0xffu);
   var m = bits & 0x7fffffu;
@@ -402,145 +401,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fused dequant-matmul: C[M, Nc] = A[M, R] · B[R, Nc] with B = Wᵀ ('nt', forward: W is [Nc, R]) or
-// B = W ('nn', input gradient: W is [R, Nc]).
-
-const TM = 64;
-const TN = 64;
-const TK = 32;
-const TNP = TN + 1; // padded row of the staged W tile: the 'nt' word-per-thread stores hit distinct banks
-
-function nf4MatmulV1Kernel(mode: 'nt' | 'nn', aligned: boolean, dq: boolean): string {
-  // Stage B[r0 .. r0+TK, c0 .. c0+TN) into Bs[r][c], dequantizing.
-  let stageB: string;
-  if (aligned && mode === 'nt') {
-    // W [Nc, R], R % 8 == 0: thread t takes row c = t / 4 of W and 8 consecutive r.
-    stageB = `
-    {
-      let c = t >> 2u;
-      let rg = (t & 3u) * 8u;
-      let gc = c0 + c;
-      let gr = r0 + rg;
-      var word = 0u; var am = 0.0;
-      if (gc < p.N && gr < p.R) {
-        let wi = (gc * p.wcols + gr) >> 3u;
-        word = CODES[wi];
-        am = absmax_of(wi >> 3u);
-      }
-      for (var j = 0u; j < 8u; j++) { Bs[(rg + j) * ${TNP}u + c] = nf4_value((word >> (4u * j)) & 15u) * am; }
-    }`;
-  } else if (aligned) {
-    // W [R, Nc], Nc % 8 == 0: thread t takes row r = t / 8 of W and 8 consecutive c.
-    stageB = `
-    {
-      let r = t >> 3u;
-      let cg = (t & 7u) * 8u;
-      let gr = r0 + r;
-      let gc = c0 + cg;
-      var word = 0u; var am = 0.0;
-      if (gr < p.R && gc < p.N) {
-        let wi = (gr * p.wcols + gc) >> 3u;
-        word = CODES[wi];
-        am = absmax_of(wi >> 3u);
-      }
-      for (var j = 0u; j < 8u; j++) { Bs[r * ${TNP}u + cg + j] = nf4_value((word >> (4u * j)) & 15u) * am; }
-    }`;
-  } else {
-    const flat = mode === 'nt' ? 'gc * p.wcols + gr' : 'gr * p.wcols + gc';
-    stageB = `
-    for (var i = 0u; i < ${(TK * TN) / 256}u; i++) {
-      let idx = t + 256u * i;
-      let r = idx / ${TN}u;
-      let c = idx % ${TN}u;
-      let gr = r0 + r;
-      let gc = c0 + c;
-      var v = 0.0;
-      if (gr < p.R && gc < p.N) {
-        let f = ${flat};
-        v = nf4_value((CODES[f >> 3u] >> (4u * (f & 7u))) & 15u) * absmax_of(f >> 6u);
-      }
-      Bs[r * ${TNP}u + c] = v;
-    }`;
-  }
-  return /* wgsl */ `
-struct P { M: u32, N: u32, R: u32, wcols: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> CODES: array<u32>;
-${absmaxBindings(dq, 3)}
-@group(0) @binding(${dq ? 6 : 4}) var<storage, read_write> C: array<f32>;
-${WGSL_NF4_TABLE}${wgslAbsmax(dq)}
-var<workgroup> As: array<f32, ${TM * TK}>;
-var<workgroup> Bs: array<f32, ${TK * TNP}>;
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
-  let c0 = wid.x * ${TN}u;
-  let m0 = wid.y * ${TM}u;
-  let tx = t & 15u;
-  let ty = t >> 4u;
-  var acc: array<array<f32, 4>, 4>;
-  for (var r0 = 0u; r0 < p.R; r0 += ${TK}u) {
-    for (var i = 0u; i < ${(TM * TK) / 256}u; i++) {
-      let idx = t + 256u * i;
-      let row = idx / ${TK}u;
-      let col = idx % ${TK}u;
-      let gm = m0 + row;
-      let gr = r0 + col;
-      var v = 0.0;
-      if (gm < p.M && gr < p.R) { v = A[gm * p.R + gr]; }
-      As[idx] = v;
-    }
-    ${stageB}
-    workgroupBarrier();
-    for (var k = 0u; k < ${TK}u; k++) {
-      var a: array<f32, 4>;
-      var b: array<f32, 4>;
-      for (var i = 0u; i < 4u; i++) { a[i] = As[(ty + 16u * i) * ${TK}u + k]; }
-      for (var j = 0u; j < 4u; j++) { b[j] = Bs[k * ${TNP}u + tx + 16u * j]; }
-      for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) { acc[i][j] += a[i] * b[j]; }
-      }
-    }
-    workgroupBarrier();
-  }
-  for (var i = 0u; i < 4u; i++) {
-    let gm = m0 + ty + 16u * i;
-    for (var j = 0u; j < 4u; j++) {
-      let gc = c0 + tx + 16u * j;
-      if (gm < p.M && gc < p.N) { C[gm * p.N + gc] = acc[i][j]; }
-    }
-  }
-}`;
-}
-
-/** C[M, Nc] = A[M, R] · (Wᵀ for 'nt' | W for 'nn'), W dequantized tile by tile. */
-export function nf4MatmulV1(a: Tensor, w: Nf4Weight, mode: 'nt' | 'nn'): Tensor {
-  assertDtype(a, 'f32', 'nf4 matmul input');
-  const [out, inn] = w.shape;
-  const R = mode === 'nt' ? inn : out;
-  const Nc = mode === 'nt' ? out : inn;
-  const M = a.numel / R;
-  if (!Number.isInteger(M) || a.shape[a.shape.length - 1] !== R) {
-    throw new RangeError(`nf4 matmul: input [${a.shape.join(', ')}] does not end in ${R} (weight [${w.shape.join(', ')}], ${mode})`);
-  }
-  const c = Tensor.empty([...a.shape.slice(0, -1), Nc]);
-  if (M === 0) return c;
-  const aligned = inn % 8 === 0;
-  const dq = isDoubleQuant(w.absmax);
-  const gy = Math.ceil(M / TM);
-  const max = 65535;
-  if (gy > max) throw new RangeError(`nf4 matmul: ${M} rows exceed one dispatch (${max * TM}); split the batch`);
-  dispatch(
-    `nf4.matmul.v1.${mode}.${aligned ? 'a' : 'u'}.${dq ? 'dq' : 'f32'}`,
-    () => nf4MatmulV1Kernel(mode, aligned, dq),
-    [a, w.codes, ...absmaxTensors(w.absmax), c],
-    [Math.ceil(Nc / TN), gy],
-    new Uniforms().u32(M).u32(Nc).u32(R).u32(inn),
-  );
-  return c;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Decode GEMV: y[m, n] = Σ_k x[m, k]·W[n, k] for few rows m.
 
 const GEMV_ROWS = 8;
@@ -611,24 +471,3 @@ export function nf4GemvV1(x: Tensor, w: Nf4Weight): Tensor {
 
 /** Inputs with at most this many rows take the GEMV path. */
 export const NF4_GEMV_MAX_ROWS = 4;
-
-/** y = x·Wᵀ without materializing W (forward only, no autograd). */
-export function nf4LinearForward(x: Tensor, w: Nf4Weight): Tensor {
-  const rows = x.numel / w.shape[1];
-  return rows <= NF4_GEMV_MAX_ROWS ? nf4GemvV1(x, w) : nf4MatmulV1(x, w, 'nt');
-}
-
-/** dX = dY·W (the input gradient of nf4Linear), W dequantized on the fly. */
-export function nf4LinearBackward(dy: Tensor, w: Nf4Weight): Tensor {
-  return nf4MatmulV1(dy, w, 'nn');
-}
-
-/**
- * y = x·Wᵀ for x [..., in] and an NF4 weight [out, in] → [..., out]. W is frozen: autograd gives
- * only dX = dY·W (also dequantized on the fly).
- */
-export function nf4Linear(x: Tensor, w: Nf4Weight): Tensor {
-  const y = nf4LinearForward(x, w);
-  recordOp('nf4Linear', [x], y, () => ([g]) => [nf4LinearBackward(g!, w).reshape(x.shape)]);
-  return y;
-}

@@ -35,6 +35,8 @@ export interface AdamWOptions {
   betas?: [number, number];
   eps?: number;
   weightDecay?: number;
+  /** Parameters that get no weight decay (e.g. norm weights under full training, as the HF Trainer does). */
+  noWeightDecay?: readonly Tensor[];
   /**
    * Most moment elements per flat state buffer (each holds m and v of whole tensors). Default and
    * upper bound: what one storage binding can hold; smaller values exist for tests.
@@ -148,6 +150,8 @@ export class AdamW {
   readonly betas: [number, number];
   readonly eps: number;
   readonly weightDecay: number;
+  /** Per parameter (constructor order): whether weight decay applies. */
+  private readonly decays: boolean[];
   private stepCount = 0;
   private chunks: StateChunk[] = [];
 
@@ -161,6 +165,9 @@ export class AdamW {
     if (!(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1)) throw new RangeError(`AdamW: betas (${b1}, ${b2}) must be in [0, 1)`);
     if (!(this.eps >= 0) || !(this.weightDecay >= 0)) throw new RangeError(`AdamW: eps ${this.eps} and weightDecay ${this.weightDecay} must be ≥ 0`);
     for (const p of this.params) assertDtype(p, 'f32', 'AdamW parameter');
+    const exempt = new Set(opts.noWeightDecay ?? []);
+    for (const t of exempt) if (!this.params.includes(t)) throw new RangeError(`AdamW: a noWeightDecay tensor [${t.shape}] is not among the parameters`);
+    this.decays = this.params.map((p) => !exempt.has(p));
     // Pack the moments into chunks of at most maxStorageBufferBindingSize bytes (m and v halves).
     const bindingHalf = Math.floor(engine().dev.limits.maxStorageBufferBindingSize / 8);
     const maxHalf = Math.min(bindingHalf, opts.stateChunkElements ?? bindingHalf);
@@ -206,9 +213,12 @@ export class AdamW {
     const k = adamwTensorsPerDispatch(scale !== undefined);
     for (const chunk of this.chunks) {
       const live = chunk.members.map((pi, mi) => [pi, chunk.offsets[mi]!] as const).filter(([pi]) => this.params[pi]!.grad && this.params[pi]!.numel > 0);
-      for (const group of runs(live, k)) {
+      // One dispatch applies one decay factor: decayed and exempt parameters go in separate groups.
+      const groups = [...runs(live.filter(([pi]) => this.decays[pi]), k), ...runs(live.filter(([pi]) => !this.decays[pi]), k)];
+      for (const group of groups) {
+        const decay = this.decays[group[0]![0]] ? this.weightDecay : 0;
         const u = new Uniforms(12 + 4 * group.length)
-          .f32(1 - this.lr * this.weightDecay)
+          .f32(1 - this.lr * decay)
           .f32(b1)
           .f32(b2)
           .f32(1 - b1)

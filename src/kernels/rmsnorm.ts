@@ -3,7 +3,7 @@
 // HF's LlamaRMSNorm computes the variance in f32, multiplies x by rsqrt, casts back to the input
 // dtype and then multiplies the weight; we stay in f32 throughout, in the same order ((x·r)·w).
 //
-// Kernels (one version each so far; H100 numbers from bench/kernels/norm.ts):
+// Kernels (one version each so far; bench/kernels/norm.ts times them):
 // - forward: one workgroup per row, threads stride over D (coalesced), tree reduction of Σx² in
 //   workgroup memory; writes y and rstd [rows] (saved for backward).
 // - backward dX: one workgroup per row: dot = Σ g·w·x (tree reduction), then
@@ -143,15 +143,14 @@ export function rmsnormWithStats(x: Tensor, weight: Tensor, eps: number): { y: T
   const y = Tensor.empty(x.shape);
   const rstd = Tensor.empty(x.shape.slice(0, -1).length ? x.shape.slice(0, -1) : [1]);
   dispatch(`rmsnorm.fwd.${weight.dtype}`, () => forwardKernel(weight.dtype), [x, weight, y, rstd], grid1d(rows, 1), rowParams(rows, d, eps));
+  const wantX = x.requiresGrad || x.gradFn !== null;
+  const wantW = weight.requiresGrad || weight.gradFn !== null;
   recordOp('rmsnorm', [x, weight], y, (node) => {
+    // x and rstd are read by both gradients; the weight only by dX. y is never kept.
     const xs = node.save(x);
-    const ws = node.save(weight);
+    const ws = wantX ? node.save(weight) : null;
     const rs = node.save(rstd);
-    return ([g]) => {
-      const wantX = x.requiresGrad || x.gradFn !== null;
-      const wantW = weight.requiresGrad || weight.gradFn !== null;
-      return [wantX ? rmsnormBackwardDx(xs, ws, rs, g!) : null, wantW ? rmsnormBackwardDw(xs, rs, g!) : null];
-    };
+    return ([g]) => [wantX ? rmsnormBackwardDx(xs, ws!, rs, g!) : null, wantW ? rmsnormBackwardDw(xs, rs, g!) : null];
   });
   return { y, rstd };
 }

@@ -74,14 +74,13 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   }
   const y = Tensor.empty(gate.shape);
   dispatch('swiglu.fwd', () => FORWARD_KERNEL, [gate, up, y], grid1d(gate.numel), new Uniforms().u32(gate.numel).u32(0).u32(0).u32(0));
+  const want = { gate: gate.requiresGrad || gate.gradFn !== null, up: up.requiresGrad || up.gradFn !== null };
   recordOp('swiglu', [gate, up], y, (node) => {
+    // Both gradients read gate; only dGate reads up. y is never kept.
     const gs = node.save(gate);
-    const us = node.save(up);
+    const us = want.gate ? node.save(up) : gs;
     return ([dy]) => {
-      const { dGate, dUp } = swigluBackward(gs, us, dy!, {
-        gate: gate.requiresGrad || gate.gradFn !== null,
-        up: up.requiresGrad || up.gradFn !== null,
-      });
+      const { dGate, dUp } = swigluBackward(gs, us, dy!, want);
       return [dGate, dUp];
     };
   });

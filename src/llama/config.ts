@@ -292,6 +292,23 @@ export const LLAMA_PRESETS = {
     ...presetBase, hiddenSize: 2048, intermediateSize: 5632, numHiddenLayers: 22,
     numAttentionHeads: 32, numKeyValueHeads: 4, headDim: 64, torchDtype: 'bfloat16',
   },
+  /**
+   * Small models for pretraining from scratch on a CPU or one GPU (configs/pretrain-fin.yaml): 4
+   * layers, grouped-query attention, tied embeddings; the vocabulary comes from the tokenizer
+   * (`finllm tokenizer train`, ~2k entries).
+   */
+  'fin-s': {
+    ...presetBase, vocabSize: 2048, maxPositionEmbeddings: 1024, tieWordEmbeddings: true, hiddenSize: 128, intermediateSize: 352,
+    numHiddenLayers: 4, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 32, torchDtype: 'float32',
+  },
+  'fin-m': {
+    ...presetBase, vocabSize: 2048, maxPositionEmbeddings: 1024, tieWordEmbeddings: true, hiddenSize: 192, intermediateSize: 512,
+    numHiddenLayers: 4, numAttentionHeads: 6, numKeyValueHeads: 2, headDim: 32, torchDtype: 'float32',
+  },
+  'fin-l': {
+    ...presetBase, vocabSize: 4096, maxPositionEmbeddings: 1024, tieWordEmbeddings: true, hiddenSize: 256, intermediateSize: 688,
+    numHiddenLayers: 6, numAttentionHeads: 8, numKeyValueHeads: 4, headDim: 32, torchDtype: 'float32',
+  },
 } as const satisfies Record<string, LlamaConfig>;
 
 export type LlamaPresetName = keyof typeof LLAMA_PRESETS;

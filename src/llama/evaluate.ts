@@ -5,8 +5,9 @@
 //
 // Several texts share one forward pass by packing: each text is its own segment (attention stays
 // inside it) with positions restarting at 0, which computes exactly the per-text forward.
-import { InputError } from '../errors.js';
+import { InputError, NonFiniteError } from '../errors.js';
 import { IGNORE_INDEX, type LlamaModel } from './model.js';
+import { warn } from '../warnings.js';
 
 export interface TextLoss {
   loss: number;
@@ -35,6 +36,7 @@ export async function sequenceLosses(model: LlamaModel, sequences: readonly (rea
   sequences.forEach((ids, i) => {
     if (ids.length < 2) throw new InputError(`text ${i + 1} has ${ids.length} token(s): at least 2 are needed to predict anything`, { row: i + 1 });
   });
+  warnPastPositions(model, sequences.map((s) => s.length), 'text');
   const out: TextLoss[] = new Array(sequences.length);
   let i = 0;
   while (i < sequences.length) {
@@ -73,6 +75,10 @@ export async function sequenceLosses(model: LlamaModel, sequences: readonly (rea
       const n = sequences[idx]!.length;
       let s = 0;
       for (let t = 0; t + 1 < n; t++) s += nll[off + t]!;
+      if (!Number.isFinite(s)) {
+        // The weights were checked when loaded: this is an overflow in the forward pass.
+        throw new NonFiniteError(`text ${idx + 1}: the loss is ${s} (the forward pass produced non-finite logits; with 16-bit storage try --storage f32)`);
+      }
       out[idx] = { loss: s / (n - 1), tokens: n - 1 };
       off += n;
     }
@@ -80,6 +86,19 @@ export async function sequenceLosses(model: LlamaModel, sequences: readonly (rea
     opts.onProgress?.(i, sequences.length);
   }
   return out;
+}
+
+/**
+ * Warns (once per process) when sequences run past the model's max_position_embeddings: positions
+ * there were never trained, so their numbers are extrapolation (transformers warns likewise).
+ */
+export function warnPastPositions(model: LlamaModel, lengths: readonly number[], what: 'text' | 'prompt'): void {
+  const max = model.config.maxPositionEmbeddings;
+  const long = lengths.map((n, i) => ({ n, i })).filter((x) => x.n > max);
+  if (long.length === 0) return;
+  const shown = long.slice(0, 3).map((x) => `${what} ${x.i + 1}: ${x.n}`).join(', ') + (long.length > 3 ? ', ...' : '');
+  const runs = what === 'text' ? `${long.length === 1 ? 'is' : 'are'} longer than` : 'with the new tokens would run past';
+  warn(`${long.length} ${what}${long.length === 1 ? '' : 's'} ${runs} the model's max_position_embeddings (${max} tokens) (${shown}); positions past it were never trained, so those results are extrapolation`, `past-positions:${what}`);
 }
 
 export function aggregate(perExample: TextLoss[]): PerplexityResult {

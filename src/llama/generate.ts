@@ -1,12 +1,22 @@
 // Autoregressive decoding with a KV cache: one prefill pass over the prompt, then one token at a
-// time. Logit processing follows transformers' `generate` order and semantics:
-//   repetition penalty (divide positive / multiply negative logits of tokens already in the
-//   sequence) → temperature → top-k → top-p → sample (or argmax when greedy).
+// time, each step recorded and submitted without waiting for the previous token on the CPU.
+//
+// Token choice runs on the GPU (kernels/sampling.ts), with transformers' logit processing order and
+// semantics: repetition penalty (divide positive / multiply negative logits of tokens already in the
+// sequence) → temperature → top-k → top-p → sample (or argmax when greedy). The sampler writes each
+// row's token straight into the next step's input ids, so a step needs nothing from the CPU; the CPU
+// reads back B token ids per step, one step behind the GPU (step t+1 is already queued while step t's
+// ids are read, checked for EOS / stop requests and handed to `onToken`), or all of them at the end
+// when nothing needs to see them early (no EOS ids and no callback). The draw of a row's t-th token
+// is u = rand_uniform(seed, t) (engine/random.ts), so samples are reproducible from the seed alone.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Rng } from '../engine/random.js';
-import { InputError } from '../errors.js';
-import { disposeKvCache, type LlamaModel } from './model.js';
+import { Tensor, engine } from '../engine/tensor.js';
+import { InputError, NonFiniteError, readFailure } from '../errors.js';
+import { TokenSampler } from '../kernels/sampling.js';
+import { warnPastPositions } from './evaluate.js';
+import { disposeKvCache } from './kv-cache.js';
+import type { LlamaModel } from './model.js';
 
 export interface SamplingOptions {
   maxNewTokens: number;
@@ -20,9 +30,16 @@ export interface SamplingOptions {
   topP?: number;
   /** HF repetition_penalty (1 = off). */
   repetitionPenalty?: number;
+  /** A row's draws are rand_uniform(seed, t) for its t-th new token. Default 0. */
   seed?: number;
   /** Stop when any of these is generated (it is included in the output). Default: the model's EOS ids. */
   eosTokenIds?: number[];
+}
+
+/** generateBatch's options: SamplingOptions plus per-row seeds. */
+export interface BatchSamplingOptions extends SamplingOptions {
+  /** Row b's seed (default seed + b), e.g. to keep an item's draws when batches are reordered. */
+  seeds?: readonly number[];
 }
 
 export interface GenerateResult {
@@ -46,73 +63,12 @@ export function validateSampling(o: SamplingOptions): void {
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('top-k', `expected a non-negative integer, got ${o.topK}`);
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) bad('top-p', `expected a number in (0, 1], got ${o.topP}`);
   if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty > 0 && Number.isFinite(o.repetitionPenalty))) bad('repetition-penalty', `expected a positive number, got ${o.repetitionPenalty}`);
-}
-
-/** HF RepetitionPenaltyLogitsProcessor, in place: every token id in `seen` once. */
-export function applyRepetitionPenalty(logits: Float32Array, seen: Iterable<number>, penalty: number): void {
-  if (penalty === 1) return;
-  for (const id of new Set(seen)) {
-    const v = logits[id]!;
-    logits[id] = v < 0 ? v * penalty : v / penalty;
-  }
-}
-
-/** Temperature, top-k, top-p as HF's warpers (filtered logits become -Infinity), in place. */
-export function applyWarpers(logits: Float32Array, o: { temperature?: number; topK?: number; topP?: number }): void {
-  const temperature = o.temperature ?? 1;
-  if (temperature !== 1) for (let i = 0; i < logits.length; i++) logits[i] = logits[i]! / temperature;
-  const k = Math.min(o.topK ?? 0, logits.length);
-  if (k > 0 && k < logits.length) {
-    // Remove every logit below the k-th largest (ties with it stay, as in HF).
-    const kth = Float32Array.from(logits).sort().reverse()[k - 1]!;
-    for (let i = 0; i < logits.length; i++) if (logits[i]! < kth) logits[i] = -Infinity;
-  }
-  const p = o.topP ?? 1;
-  if (p < 1) {
-    // HF: sort ascending, cumulative softmax, drop tokens whose cumulative probability is <= 1 - p,
-    // always keeping the most likely token.
-    const order = Array.from(logits.keys()).sort((a, b) => logits[a]! - logits[b]!);
-    const probs = softmax(logits);
-    let cum = 0;
-    for (let j = 0; j < order.length - 1; j++) {
-      cum += probs[order[j]!]!;
-      if (cum <= 1 - p) logits[order[j]!] = -Infinity;
-      else break;
-    }
-  }
-}
-
-export function softmax(logits: Float32Array): Float64Array {
-  let m = -Infinity;
-  for (const v of logits) if (v > m) m = v;
-  const out = new Float64Array(logits.length);
-  let z = 0;
-  for (let i = 0; i < logits.length; i++) z += out[i] = Math.exp(logits[i]! - m);
-  for (let i = 0; i < out.length; i++) out[i] = out[i]! / z;
-  return out;
-}
-
-/** First index of the largest value (torch.argmax picks the first maximum). */
-export function argmax(a: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < a.length; i++) if (a[i]! > a[best]!) best = i;
-  return best;
-}
-
-function sample(logits: Float32Array, rng: Rng): number {
-  const probs = softmax(logits);
-  const u = rng.uniform();
-  let cum = 0;
-  for (let i = 0; i < probs.length; i++) {
-    cum += probs[i]!;
-    if (u < cum) return i;
-  }
-  return argmax(probs);
+  if (o.seed !== undefined && !(Number.isSafeInteger(o.seed) && o.seed >= 0)) bad('seed', `expected a non-negative integer, got ${o.seed}`);
 }
 
 /**
  * Generates up to `maxNewTokens` tokens after `promptIds` (one sequence). `onToken` is called with
- * each new token as soon as it is chosen (awaited, so a slow consumer applies back-pressure).
+ * each new token (awaited, so a slow consumer applies back-pressure; the GPU works one step ahead).
  */
 export async function generate(
   model: LlamaModel,
@@ -120,39 +76,19 @@ export async function generate(
   opts: SamplingOptions,
   onToken?: (id: number) => void | Promise<void>,
 ): Promise<GenerateResult> {
-  validateSampling(opts);
   if (promptIds.length === 0) throw new InputError('the prompt is empty: nothing to condition on (no BOS either)');
-  const eos = new Set(opts.eosTokenIds ?? model.config.eosTokenIds);
-  const greedy = opts.greedy ?? true;
-  const rng = new Rng(opts.seed ?? 0);
-  const penalty = opts.repetitionPenalty ?? 1;
-  const tokens: number[] = [];
-  if (opts.maxNewTokens === 0) return { tokens, stopReason: 'max_new_tokens' };
-  const cache = model.newKvCache(1, promptIds.length + opts.maxNewTokens);
-  const seen = [...promptIds];
-  try {
-    let input = Int32Array.from(promptIds);
-    for (;;) {
-      const logitsT = model.step(input, cache);
-      const logits = await logitsT.toFloat32();
-      logitsT.dispose();
-      applyRepetitionPenalty(logits, seen, penalty);
-      let next: number;
-      if (greedy) next = argmax(logits);
-      else {
-        applyWarpers(logits, opts);
-        next = sample(logits, rng);
-      }
-      tokens.push(next);
-      seen.push(next);
-      await onToken?.(next);
-      if (eos.has(next)) return { tokens, stopReason: 'eos' };
-      if (tokens.length >= opts.maxNewTokens) return { tokens, stopReason: 'max_new_tokens' };
-      input = Int32Array.of(next);
-    }
-  } finally {
-    disposeKvCache(cache);
-  }
+  const [r] = await decodeRows(model, [promptIds], { ...opts, seeds: [opts.seed ?? 0] }, onToken ? async (_, id) => void (await onToken(id)) : undefined);
+  return { tokens: r!.tokens, stopReason: r!.stopReason === 'eos' ? 'eos' : 'max_new_tokens' };
+}
+
+/**
+ * The token fed to batch rows that hold no sequence (left padding, finished or free rows). Any
+ * in-vocabulary id works: padded positions are masked out of attention and such rows' outputs are
+ * discarded.
+ */
+export function batchPadToken(model: LlamaModel, eosIds: readonly number[]): number {
+  const candidate = model.config.padTokenId ?? eosIds[0] ?? 0;
+  return candidate >= 0 && candidate < model.config.vocabSize ? candidate : 0;
 }
 
 /**
@@ -160,17 +96,34 @@ export async function generate(
  * the longest one; the KV cache masks each row's padding (attention kvStart) and each row's RoPE
  * positions start at 0 at its first real token, so every row computes what `generate` computes for
  * it alone (up to f32 summation order: greedy outputs match token for token on the fixtures).
- * Rows stop independently: after its EOS (or maxNewTokens) a row keeps being fed a pad token so the
- * batch stays rectangular, but its output stops; generation ends when every row has stopped.
- * Sampling (greedy: false): row b draws from its own Rng seeded with `seed + b`, i.e. the stream
- * `generate(model, prompts[b], { ...opts, seed: seed + b })` would use. `onToken(row, id)` is
- * called for each new token of a row still running (awaited); returning 'stop' ends that row there
- * (stopReason 'stopped', e.g. a stop sequence), the others go on.
+ * Rows stop independently: after its EOS (or maxNewTokens) a row's output ends (the batch stays
+ * rectangular; what the stopped row computes is discarded); generation ends when every row has
+ * stopped. Sampling (greedy: false): row b draws with seed `seeds[b]` (default seed + b), the draws
+ * `generate(model, prompts[b], { ...opts, seed: seed + b })` makes. `onToken(row, id)` is called
+ * for each new token of a row still running, in step order (awaited); returning 'stop' ends that
+ * row there (stopReason 'stopped', e.g. a stop sequence), the others go on.
  */
 export async function generateBatch(
   model: LlamaModel,
   prompts: readonly (readonly number[])[],
-  opts: SamplingOptions,
+  opts: BatchSamplingOptions,
+  onToken?: (row: number, id: number) => void | 'stop' | Promise<void | 'stop'>,
+): Promise<BatchGenerateResult[]> {
+  return decodeRows(model, prompts, opts, onToken);
+}
+
+/** The forward pass overflowed: the sampler found NaN or +inf logits (it returns the id −1 then). */
+export class NonFiniteLogitsError extends NonFiniteError {
+  override name = 'NonFiniteLogitsError';
+}
+
+/** Steps recorded ahead of the one whose tokens the CPU is waiting for, when tokens are checked per step. */
+const LOOKAHEAD = 1;
+
+async function decodeRows(
+  model: LlamaModel,
+  prompts: readonly (readonly number[])[],
+  opts: BatchSamplingOptions,
   onToken?: (row: number, id: number) => void | 'stop' | Promise<void | 'stop'>,
 ): Promise<BatchGenerateResult[]> {
   validateSampling(opts);
@@ -178,88 +131,137 @@ export async function generateBatch(
     if (p.length === 0) throw new InputError(`prompt ${b} is empty: nothing to condition on (no BOS either)`);
   });
   const B = prompts.length;
+  if (opts.seeds && opts.seeds.length !== B) throw new RangeError(`generateBatch: ${opts.seeds.length} seeds for ${B} prompts`);
   const results: BatchGenerateResult[] = prompts.map(() => ({ tokens: [], stopReason: 'max_new_tokens' }));
-  if (B === 0 || opts.maxNewTokens === 0) return results;
+  const steps = opts.maxNewTokens;
+  if (B === 0 || steps === 0) return results;
+  warnPastPositions(model, prompts.map((p) => p.length + steps), 'prompt');
   const eosIds = opts.eosTokenIds ?? model.config.eosTokenIds;
   const eos = new Set(eosIds);
-  const greedy = opts.greedy ?? true;
-  const seed = opts.seed ?? 0;
-  const rngs = prompts.map((_, b) => new Rng(seed + b));
-  const penalty = opts.repetitionPenalty ?? 1;
   const V = model.config.vocabSize;
-  // Any in-vocabulary id works as padding: padded positions are masked out of attention, and a
-  // finished row's outputs are discarded.
-  const padCandidate = model.config.padTokenId ?? eosIds[0] ?? 0;
-  const pad = padCandidate >= 0 && padCandidate < V ? padCandidate : 0;
+  const pad = batchPadToken(model, eosIds);
   const maxLen = Math.max(...prompts.map((p) => p.length));
   const starts = prompts.map((p) => maxLen - p.length);
-  const cache = model.newKvCache(B, maxLen + opts.maxNewTokens, starts);
-  const seen = prompts.map((p) => [...p]);
-  const done = prompts.map(() => false);
-  let running = B;
+  const dev = engine().dev;
+  const cache = model.newKvCache(B, maxLen + steps, starts);
+  const sampler = new TokenSampler(B, V);
+  const ids = Tensor.empty([B], 'i32').keep();
+  const history = Tensor.empty([steps * B], 'i32').keep();
+  const pending: { from: number; to: number; staging: GPUBuffer; data: Promise<ArrayBuffer> }[] = [];
   try {
-    let input = new Int32Array(B * maxLen).fill(pad);
-    prompts.forEach((p, b) => input.set(p, b * maxLen + starts[b]!));
+    prompts.forEach((p, b) => sampler.setRow(b, { ...opts, seed: opts.seeds?.[b] ?? (opts.seed ?? 0) + b }, p));
+    const prefill = new Int32Array(B * maxLen).fill(pad);
+    prompts.forEach((p, b) => prefill.set(p, b * maxLen + starts[b]!));
+    // Tokens are looked at per step only when something must react to them.
+    const perStep = eos.size > 0 || onToken !== undefined;
+    let recorded = 0;
+    let readFrom = 0;
+    const record = () => {
+      const logits = model.step(recorded === 0 ? prefill : ids, cache);
+      sampler.sample(logits, ids);
+      logits.dispose();
+      const enc = dev.commandEncoder();
+      enc.copyBufferToBuffer(ids.buffer, 0, history.buffer, recorded * B * 4, B * 4);
+      recorded++;
+      if (recorded === steps || (perStep && recorded - readFrom >= 1)) {
+        const bytes = (recorded - readFrom) * B * 4;
+        const staging = dev.stagingBuffer(bytes);
+        enc.copyBufferToBuffer(history.buffer, readFrom * B * 4, staging, 0, bytes);
+        dev.flush();
+        pending.push({ from: readFrom, to: recorded, staging, data: dev.mapRead(staging, bytes) });
+        readFrom = recorded;
+      } else {
+        dev.flush();
+      }
+    };
+    const done = prompts.map(() => false);
+    let running = B;
+    let consumed = 0;
     while (running > 0) {
-      const logitsT = model.step(input, cache);
-      const all = await logitsT.toFloat32();
-      logitsT.dispose();
-      input = new Int32Array(B).fill(pad);
-      for (let b = 0; b < B; b++) {
-        if (done[b]) continue;
-        const logits = all.subarray(b * V, (b + 1) * V);
-        applyRepetitionPenalty(logits, seen[b]!, penalty);
-        let next: number;
-        if (greedy) next = argmax(logits);
-        else {
-          applyWarpers(logits, opts);
-          next = sample(logits, rngs[b]!);
-        }
-        const r = results[b]!;
-        r.tokens.push(next);
-        seen[b]!.push(next);
-        input[b] = next;
-        const asked = await onToken?.(b, next);
-        if (asked === 'stop') r.stopReason = 'stopped';
-        else if (eos.has(next)) r.stopReason = 'eos';
-        if (asked === 'stop' || eos.has(next) || r.tokens.length >= opts.maxNewTokens) {
-          done[b] = true;
-          input[b] = pad;
-          running--;
+      while (recorded < steps && (!perStep || recorded - consumed <= LOOKAHEAD)) record();
+      const chunk = pending.shift();
+      if (!chunk) break;
+      const tokens = new Int32Array(await chunk.data);
+      dev.releaseStaging(chunk.staging);
+      for (let t = chunk.from; t < chunk.to && running > 0; t++) {
+        for (let b = 0; b < B; b++) {
+          if (done[b]) continue;
+          const next = tokens[(t - chunk.from) * B + b]!;
+          const r = results[b]!;
+          if (next < 0) throw new NonFiniteLogitsError(`new token ${r.tokens.length + 1}: the model produced non-finite logits (NaN or +inf); with 16-bit storage try --storage f32`);
+          r.tokens.push(next);
+          const asked = await onToken?.(b, next);
+          if (asked === 'stop') r.stopReason = 'stopped';
+          else if (eos.has(next)) r.stopReason = 'eos';
+          if (asked === 'stop' || eos.has(next) || r.tokens.length >= steps) {
+            done[b] = true;
+            running--;
+          }
         }
       }
+      consumed = chunk.to;
     }
     return results;
   } finally {
+    // Reads still in flight (rows stopped early, or an exception from onToken): let them land.
+    for (const p of pending) {
+      await p.data.catch(() => undefined);
+      dev.releaseStaging(p.staging);
+    }
+    sampler.dispose();
+    ids.dispose();
+    history.dispose();
     disposeKvCache(cache);
   }
 }
 
 /**
- * Turns a stream of token ids into text pieces: decodes everything so far and emits what is new,
- * holding back while the text ends in an incomplete UTF-8 sequence (U+FFFD from byte fallback).
+ * Turns a stream of token ids into text pieces. Each push decodes only a short window: the ids from
+ * the start of the previous piece on, minus the text of that previous piece (decoding a suffix of
+ * the ids alone can differ from the tail of the whole text, e.g. SentencePiece drops a leading
+ * space, so the window keeps one piece of context). It holds back while the text ends in an
+ * incomplete UTF-8 sequence (U+FFFD from byte fallback). Cost per token is constant, not linear in
+ * the length so far.
  */
 export class TextStreamer {
   private ids: number[] = [];
-  private emitted = 0;
-  constructor(private readonly decode: (ids: readonly number[]) => string) {}
+  /** Window start: the first id of the last emitted piece. */
+  private prefixOffset = 0;
+  /** The ids before this have been emitted. */
+  private readOffset = 0;
+  private readonly decode: (ids: readonly number[]) => string;
+  constructor(decode: (ids: readonly number[]) => string) {
+    this.decode = (ids) => (ids.length ? decode(ids) : ''); // HF tokenizers refuse to decode []
+  }
 
   push(id: number): string {
     this.ids.push(id);
-    const text = this.decode(this.ids);
-    if (text.endsWith('\uFFFD')) return '';
-    const piece = text.slice(this.emitted);
-    this.emitted = text.length;
-    return piece;
+    const prefix = this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const text = this.decode(this.ids.slice(this.prefixOffset));
+    if (text.length <= prefix.length || text.endsWith('\uFFFD')) return '';
+    this.prefixOffset = this.readOffset;
+    this.readOffset = this.ids.length;
+    return text.slice(prefix.length);
   }
 
   /** Whatever is left (e.g. a trailing incomplete sequence) at the end. */
   flush(): string {
-    const text = this.decode(this.ids);
-    const piece = text.slice(this.emitted);
-    this.emitted = text.length;
-    return piece;
+    const prefix = this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const text = this.decode(this.ids.slice(this.prefixOffset));
+    this.prefixOffset = this.readOffset;
+    this.readOffset = this.ids.length;
+    return text.slice(prefix.length);
   }
+}
+
+/** Cuts `text` before the first occurrence of any stop sequence; says whether one was found. */
+export function cutAtStop(text: string, stops: readonly string[]): { text: string; stopped: boolean } {
+  let at = -1;
+  for (const s of stops) {
+    const i = s === '' ? -1 : text.indexOf(s);
+    if (i >= 0 && (at < 0 || i < at)) at = i;
+  }
+  return at >= 0 ? { text: text.slice(0, at), stopped: true } : { text, stopped: false };
 }
 
 /** The parts of a model's generation_config.json that decoding uses (absent file: {}). */
@@ -273,15 +275,30 @@ export interface GenerationConfig {
   maxNewTokens?: number;
 }
 
+/**
+ * The token ids that end generation: generation_config.json's eos_token_id when it has one, else
+ * the model config's EOS ids and the tokenizer's EOS token.
+ */
+export function generationEosIds(gen: GenerationConfig, modelEosIds: readonly number[], tokenizerEosId: number): number[] {
+  return gen.eosTokenIds ? [...gen.eosTokenIds] : [...new Set([...modelEosIds, tokenizerEosId])];
+}
+
 export async function readGenerationConfig(dir: string): Promise<GenerationConfig> {
   const file = join(dir, 'generation_config.json');
-  let raw: Record<string, unknown>;
+  let text: string;
   try {
-    raw = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    text = await readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
-    throw new InputError(`cannot read generation config: ${(err as Error).message}`, { file });
+    throw readFailure(err, file, 'generation config');
   }
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(text) as Record<string, unknown>;
+  } catch (err) {
+    throw new InputError(`invalid JSON: ${(err as Error).message}`, { file });
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError('expected a JSON object', { file });
   const num = (k: string) => (typeof raw[k] === 'number' ? (raw[k] as number) : undefined);
   const eos = raw['eos_token_id'];
   const out: GenerationConfig = {};

@@ -4,10 +4,10 @@
 // The vocabulary (size, BOS, EOS, PAD) comes from the tokenizer folder, whose files are copied.
 import { join } from 'node:path';
 import { Rng } from '../engine/random.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { writeFileAtomic, writeFolderAtomic } from '../io/atomic.js';
 import { writeShardedSafetensors, type SafetensorsEntry, type WritableDtype } from '../io/safetensors.js';
 import { llamaConfigToHf, llamaPreset, type LlamaConfig } from './config.js';
-import { copyModelSideFiles, writeFolderAtomic } from './merge.js';
+import { copyModelSideFiles } from './merge.js';
 import { LlamaTokenizer } from './tokenizer.js';
 import { expectedTensors } from './weights.js';
 

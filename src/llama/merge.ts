@@ -3,13 +3,13 @@
 // tensor copied. Streams one tensor at a time (read → merge → write), on the CPU, so no GPU is
 // needed and host memory stays near one tensor. The output folder appears atomically: everything is
 // written into a temp folder beside it, which is renamed into place at the end.
-import { copyFile, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
-import { basename, dirname, join, resolve } from 'node:path';
+import { copyFile, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { InputError } from '../errors.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { writeFileAtomic, writeFolderAtomic } from '../io/atomic.js';
 import { readJsonFile } from '../io/json.js';
 import { Checkpoint, writeShardedSafetensors, type SafetensorsEntry, type WritableDtype } from '../io/safetensors.js';
+import { describeNonFinite, nonFiniteCount, nonFiniteCountBits16, overflowCount } from '../io/finite.js';
 import { loadLlamaConfig } from './config.js';
 import { loraKey, readAdapter, scaling, validateAdapterAgainstModel, type LoraAdapter, type LoraPair } from './peft.js';
 import { LINEAR_MODULES, checkCheckpoint, linearWeightName } from './weights.js';
@@ -51,38 +51,12 @@ export interface ExportOptions {
   dtype?: ExportDtype;
   /** Largest shard (bytes); default 5 GB like HF. */
   maxShardBytes?: number;
+  /** Replace an existing output folder (the new one is complete before the old one is removed). */
+  replace?: boolean;
 }
 
 async function exists(p: string): Promise<boolean> {
   return stat(p).then(() => true, () => false);
-}
-
-/** Refuses an output folder that exists and is not empty; returns whether an empty one exists. */
-async function checkOutputDir(out: string): Promise<boolean> {
-  if (!(await exists(out))) return false;
-  if (!(await stat(out)).isDirectory()) throw new InputError('output path exists and is not a folder', { file: out });
-  if ((await readdir(out)).length > 0) throw new InputError('output folder exists and is not empty; choose a new folder', { file: out });
-  return true;
-}
-
-/**
- * Writes `out` as a complete model folder produced by `fill(tmpDir)`, atomically: `fill` writes
- * into a hidden temp folder next to `out`, which is renamed to `out` only when it succeeded.
- */
-export async function writeFolderAtomic(out: string, fill: (dir: string) => Promise<void>): Promise<void> {
-  const target = resolve(out);
-  const emptyExists = await checkOutputDir(target);
-  await mkdir(dirname(target), { recursive: true });
-  const tmp = join(dirname(target), `.${basename(target)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  await mkdir(tmp);
-  try {
-    await fill(tmp);
-    if (emptyExists) await rmdir(target);
-    await rename(tmp, target);
-  } catch (err) {
-    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    throw err;
-  }
 }
 
 /** Copies tokenizer and generation files present in `from` into `to`. */
@@ -98,6 +72,37 @@ export async function copyModelSideFiles(from: string, to: string, files: readon
 }
 
 /**
+ * Writes a complete HF model folder at `outDir`, atomically: the tensors `entries` as (sharded)
+ * safetensors, config.json from `sourceDir` with its dtype set to the tensors' dtype, and the
+ * tokenizer and generation files of `sourceDir`. With `replace`, an existing folder is replaced
+ * (the new one is complete before the old one goes); otherwise it must not exist or be empty.
+ * Returns the file names written.
+ */
+export async function writeModelFolder(
+  outDir: string,
+  entries: SafetensorsEntry[],
+  sourceDir: string,
+  opts: { maxShardBytes?: number; replace?: boolean } = {},
+): Promise<string[]> {
+  const rawConfig = (await readJsonFile(join(sourceDir, 'config.json'))) as Record<string, unknown>;
+  const outDtypes = new Set(entries.map((e) => e.dtype));
+  const written: string[] = [];
+  await writeFolderAtomic(outDir, async (tmp) => {
+    const files = await writeShardedSafetensors(tmp, entries, { maxShardBytes: opts.maxShardBytes ?? 5e9, metadata: { format: 'pt' } });
+    written.push(...files.map((f) => basename(f)));
+    const outConfig = { ...rawConfig };
+    if (outDtypes.size === 1) {
+      const only = [...outDtypes][0] as 'F32' | 'BF16' | 'F16';
+      if ('dtype' in outConfig || !('torch_dtype' in outConfig)) outConfig['dtype'] = TORCH_DTYPE[only];
+      if ('torch_dtype' in outConfig) outConfig['torch_dtype'] = TORCH_DTYPE[only];
+    }
+    await writeFileAtomic(join(tmp, 'config.json'), `${JSON.stringify(outConfig, null, 2)}\n`);
+    written.push('config.json', ...(await copyModelSideFiles(sourceDir, tmp)));
+  }, { replace: opts.replace ?? false });
+  return written;
+}
+
+/**
  * Merges an adapter into the base model in `modelDir` and writes the merged model to `outDir`
  * (safetensors, config.json, tokenizer and generation files). The adapter is a PEFT adapter folder,
  * an adapter in memory, or a model whose installed LoRA is used (the base weights are always read
@@ -110,11 +115,15 @@ export async function exportMerged(
   opts: ExportOptions = {},
 ): Promise<{ files: string[] }> {
   const config = await loadLlamaConfig(modelDir);
+  // A model (it has an adapter() method) is told apart from an adapter by that method: LlamaModel
+  // also has a `weights` field (its base weights), so testing for `weights` took the model for an
+  // adapter.
   const adapter = typeof adapterSource === 'string'
     ? await readAdapter(adapterSource)
-    : 'weights' in adapterSource ? adapterSource : await adapterSource.adapter();
+    : 'adapter' in adapterSource && typeof adapterSource.adapter === 'function' ? await adapterSource.adapter() : (adapterSource as LoraAdapter);
   validateAdapterAgainstModel(adapter.config, config, adapter.weights, typeof adapterSource === 'string' ? adapterSource : undefined);
   const scale = scaling(adapter.config);
+  const adapterFile = typeof adapterSource === 'string' ? adapterSource : 'the adapter';
   const dtypeOpt = opts.dtype ?? 'source';
   const ckpt = await Checkpoint.open(modelDir);
   const written: string[] = [];
@@ -127,7 +136,6 @@ export async function exportMerged(
         if (pair) adapted.set(linearWeightName(l, mod), pair);
       }
     }
-    const outDtypes = new Set<string>();
     const entries: SafetensorsEntry[] = [];
     for (const name of ckpt.names()) {
       if (config.tieWordEmbeddings && name === 'lm_head.weight') continue; // tied: HF does not save it
@@ -136,33 +144,38 @@ export async function exportMerged(
         throw new InputError(`tensor '${name}' has dtype ${src}; only F32, BF16 and F16 checkpoints can be exported`, { file: ckpt.fileOf(name) });
       }
       const dtype: WritableDtype = dtypeOpt === 'source' ? src : dtypeOpt === 'f32' ? 'F32' : dtypeOpt === 'bf16' ? 'BF16' : 'F16';
-      outDtypes.add(dtype);
       const pair = adapted.get(name);
       entries.push({
         name,
         dtype,
         shape: ckpt.shape(name),
         data: async () => {
-          if (!pair && dtype === src && src !== 'F32') return ckpt.readU16(name); // untouched bits
+          // Every tensor passes through the CPU here, so it is checked here: a NaN or an overflow
+          // aborts the export (the temp folder is removed) instead of landing in the merged model.
+          const file = ckpt.fileOf(name);
+          if (!pair && dtype === src && src !== 'F32') {
+            const bits = await ckpt.readU16(name); // untouched bits
+            const bad = nonFiniteCountBits16(bits, src);
+            if (bad > 0) throw new InputError(`${describeNonFinite([{ name, count: bad }])}; the base checkpoint is damaged`, { file });
+            return bits;
+          }
           const w = await ckpt.readF32(name);
-          if (pair) mergeLoraInto(w, pair, scale);
+          const bad = nonFiniteCount(w);
+          if (bad > 0) throw new InputError(`${describeNonFinite([{ name, count: bad }])}; the base checkpoint is damaged`, { file });
+          if (pair) {
+            mergeLoraInto(w, pair, scale);
+            const merged = nonFiniteCount(w);
+            if (merged > 0) throw new InputError(`merging the adapter overflows: ${describeNonFinite([{ name, count: merged }])} after W + scale·B·A; the adapter's values are too large`, { file: adapterFile });
+          }
+          if (dtype === 'F16' || dtype === 'BF16') {
+            const over = overflowCount(w, dtype);
+            if (over > 0) throw new InputError(`tensor '${name}' has ${over} value(s) beyond the ${dtype} range (they would be written as ±Inf); export with --dtype f32${dtype === 'F16' ? ' or bf16' : ''}`, { key: 'dtype' });
+          }
           return w;
         },
       });
     }
-    const rawConfig = (await readJsonFile(join(modelDir, 'config.json'))) as Record<string, unknown>;
-    await writeFolderAtomic(outDir, async (tmp) => {
-      const files = await writeShardedSafetensors(tmp, entries, { maxShardBytes: opts.maxShardBytes ?? 5e9, metadata: { format: 'pt' } });
-      written.push(...files.map((f) => basename(f)));
-      const outConfig = { ...rawConfig };
-      if (outDtypes.size === 1) {
-        const only = [...outDtypes][0] as 'F32' | 'BF16' | 'F16';
-        if ('dtype' in outConfig || !('torch_dtype' in outConfig)) outConfig['dtype'] = TORCH_DTYPE[only];
-        if ('torch_dtype' in outConfig) outConfig['torch_dtype'] = TORCH_DTYPE[only];
-      }
-      await writeFileAtomic(join(tmp, 'config.json'), `${JSON.stringify(outConfig, null, 2)}\n`);
-      written.push('config.json', ...(await copyModelSideFiles(modelDir, tmp)));
-    });
+    written.push(...(await writeModelFolder(outDir, entries, modelDir, { ...(opts.maxShardBytes !== undefined ? { maxShardBytes: opts.maxShardBytes } : {}), replace: opts.replace ?? false })));
   } finally {
     await ckpt.close();
   }

@@ -2,13 +2,14 @@
 // saves them for a LlamaForCausalLM, so adapters move both ways between finllm and HF PEFT.
 // Tensor names: base_model.model.model.layers.{i}.{self_attn|mlp}.{module}.lora_{A|B}.weight,
 // with A: [r, in] and B: [out, r]; the update is W + scaling * B @ A.
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { InputError } from '../errors.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { InputError, NonFiniteError } from '../errors.js';
+import { ensureFolder, writeFileAtomic } from '../io/atomic.js';
 import { describeValue, parseWithSchema, readJsonFile } from '../io/json.js';
 import { SafetensorsReader, writeSafetensors, type SafetensorsEntry } from '../io/safetensors.js';
+import { describeNonFinite, nonFiniteCount, type NonFiniteTensor } from '../io/finite.js';
 import type { LlamaConfig } from './config.js';
 
 export const LORA_ATTENTION_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj'] as const;
@@ -271,6 +272,7 @@ export async function readLoraWeights(path: string): Promise<LoraWeights> {
       factors.set(match[1]!, entry);
     }
     const weights: LoraWeights = new Map();
+    const nonFinite: NonFiniteTensor[] = [];
     for (const key of [...factors.keys()].sort(compareLoraKeys)) {
       const { A, B } = factors.get(key)!;
       if (!A || !B) {
@@ -284,14 +286,15 @@ export async function readLoraWeights(path: string): Promise<LoraWeights> {
           { file: path },
         );
       }
-      weights.set(key, {
-        A: await reader.readF32(A),
-        B: await reader.readF32(B),
-        r: shapeA[0]!,
-        inFeatures: shapeA[1]!,
-        outFeatures: shapeB[0]!,
-      });
+      const pair = { A: await reader.readF32(A), B: await reader.readF32(B), r: shapeA[0]!, inFeatures: shapeA[1]!, outFeatures: shapeB[0]! };
+      // Read to the CPU anyway: counted here, so eval, generate and export all refuse a damaged adapter.
+      for (const [name, data] of [[A, pair.A], [B, pair.B]] as const) {
+        const count = nonFiniteCount(data);
+        if (count > 0) nonFinite.push({ name, count });
+      }
+      weights.set(key, pair);
     }
+    if (nonFinite.length > 0) throw new InputError(`${describeNonFinite(nonFinite)}; the adapter is damaged or its training diverged`, { file: path });
     return weights;
   } finally {
     await reader.close();
@@ -372,11 +375,15 @@ export function validateAdapterAgainstModel(
  */
 export async function writeAdapter(dir: string, adapter: LoraAdapter): Promise<void> {
   const { config, weights } = adapter;
-  await mkdir(dir, { recursive: true });
+  await ensureFolder(dir);
   const entries: SafetensorsEntry[] = [];
   for (const key of [...weights.keys()].sort()) {
     if (!parseLoraKey(key)) throw new Error(`not a LoRA module key: '${key}'`);
     const pair = weights.get(key)!;
+    for (const [factor, data] of [['A', pair.A], ['B', pair.B]] as const) {
+      const count = nonFiniteCount(data);
+      if (count > 0) throw new NonFiniteError(`refusing to write ${dir}: ${describeNonFinite([{ name: peftTensorName(key, factor), count }])}`);
+    }
     entries.push(
       { name: peftTensorName(key, 'A'), dtype: 'F32', shape: [pair.r, pair.inFeatures], data: pair.A },
       { name: peftTensorName(key, 'B'), dtype: 'F32', shape: [pair.outFeatures, pair.r], data: pair.B },

@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { InputError } from '../errors.js';
+import { InputError, readFailure } from '../errors.js';
 import { readJsonFile, readJsonFileIfExists } from '../io/json.js';
 
 /** No index signature on purpose: the data stage's own ChatMessage type must be assignable. */
@@ -111,9 +111,10 @@ export class LlamaTokenizer {
 
   /**
    * Loads a tokenizer folder. A `chat_template.jinja` file (where recent transformers save it)
-   * takes precedence over `chat_template` in tokenizer_config.json, as in HF.
+   * takes precedence over `chat_template` in tokenizer_config.json, as in HF; `chatTemplateFile`
+   * (a Jinja file) overrides both.
    */
-  static async load(dir: string): Promise<LlamaTokenizer> {
+  static async load(dir: string, opts: { chatTemplateFile?: string } = {}): Promise<LlamaTokenizer> {
     const tokenizerFile = join(dir, 'tokenizer.json');
     const configFile = join(dir, 'tokenizer_config.json');
     const tokenizerJson = await readJsonFile(tokenizerFile);
@@ -127,16 +128,14 @@ export class LlamaTokenizer {
         if (specialTokenText(config[key]) === null && specialTokenText(specialTokensMap[key]) !== null) config[key] = specialTokensMap[key];
       }
     }
-    const templateFile = join(dir, 'chat_template.jinja');
+    const templateFile = opts.chatTemplateFile ?? join(dir, 'chat_template.jinja');
     let templateSource: string | null = null;
     let templateOrigin = configFile;
     try {
       templateSource = await readFile(templateFile, 'utf8');
       templateOrigin = templateFile;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        throw new InputError(`cannot read chat template (${(err as NodeJS.ErrnoException).code})`, { file: templateFile });
-      }
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || opts.chatTemplateFile !== undefined) throw readFailure(err, templateFile, 'chat template');
       templateSource = selectChatTemplate(config['chat_template'], configFile);
     }
     return LlamaTokenizer.fromObjects(tokenizerJson, config, { tokenizerFile, configFile, chatTemplate: templateSource, chatTemplateFile: templateOrigin });
@@ -168,8 +167,23 @@ export class LlamaTokenizer {
     return this.tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
   }
 
-  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
-    return this.tokenizer.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+  /**
+   * Text of `ids`. `cleanUpSpaces: false` turns off the clean-up of spaces before punctuation
+   * (" ," → ","), which rewrites text already decoded when a later token arrives: streaming
+   * decoders (TextStreamer) need it off so every piece they emit stays a prefix of the whole.
+   */
+  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean; cleanUpSpaces?: boolean } = {}): string {
+    // The tokenizers library throws on an empty list; nothing decodes to nothing.
+    if (ids.length === 0) return '';
+    return this.tokenizer.decode([...ids], {
+      skip_special_tokens: options.skipSpecialTokens ?? false,
+      ...(options.cleanUpSpaces !== undefined ? { clean_up_tokenization_spaces: options.cleanUpSpaces } : {}),
+    });
+  }
+
+  /** The decoder a TextStreamer needs: special tokens dropped, no space clean-up (see decode). */
+  streamDecoder(): (ids: readonly number[]) => string {
+    return (ids) => this.decode(ids, { skipSpecialTokens: true, cleanUpSpaces: false });
   }
 
   idToToken(id: number): string | undefined {

@@ -10,7 +10,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
-import { InputError } from '../errors.js';
+import { InputError, readFailure } from '../errors.js';
+import { describeValue } from '../io/json.js';
 import { writeFileAtomicSync as writeFileAtomic } from '../io/atomic.js';
 
 export const TEMPLATE_NAMES = [
@@ -29,6 +30,8 @@ export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj'
 export type LoraTarget = (typeof LORA_TARGETS)[number];
 
 const positiveInt = z.number().int().positive();
+/** training.grad_checkpointing values (src/llama/ops.ts CheckpointMode). */
+const CHECKPOINTING = ['none', 'selective', 'full'] as const;
 const nonNegInt = z.number().int().nonnegative();
 
 const modelSchema = z.strictObject({
@@ -108,18 +111,45 @@ const dataSchema = z.strictObject({
 
 const trainingSchema = z
   .strictObject({
+    /**
+     * lora: train LoRA adapters on the frozen (optionally NF4) base; full: train every weight
+     * (embeddings, norms, LM head) in f32, as pretraining from scratch does.
+     */
+    method: z.enum(['lora', 'full']).default('lora'),
     epochs: positiveInt.default(1),
     /** When set, training stops after this many optimizer steps (overrides epochs). */
     max_steps: positiveInt.nullable().default(null),
-    batch_size: positiveInt.default(4),
+    /** Sequences per micro-batch, or `auto`: the largest that fits the device's memory (see effective_batch_size). */
+    batch_size: z.union([positiveInt, z.literal('auto')]).default(4),
     grad_accum: positiveInt.default(1),
+    /**
+     * With batch_size: auto, sequences per optimizer step (micro-batch × grad_accum, grad_accum
+     * re-derived); null: 4 × grad_accum.
+     */
+    effective_batch_size: positiveInt.nullable().default(null),
     lr: z.number().positive().max(1).default(2e-4),
     schedule: z.enum(['linear', 'cosine', 'constant']).default('cosine'),
     warmup_steps: nonNegInt.nullable().default(null),
     warmup_ratio: z.number().min(0).max(1).nullable().default(null),
     weight_decay: z.number().min(0).default(0),
     max_grad_norm: z.number().positive().nullable().default(1.0),
-    grad_checkpointing: z.boolean().default(false),
+    /** none | selective | full (what backward keeps vs recomputes; true/false of older configs mean full/none). */
+    grad_checkpointing: z.preprocess((v) => (v === true ? 'full' : v === false ? 'none' : v), z.enum(CHECKPOINTING).default('none')),
+    /**
+     * fp32 | fp16-mixed (GEMM operands f16 with f32 accumulation, activations saved in f16, LoRA
+     * weights/grads/AdamW state f32, dynamic loss scaling) | auto (fp16-mixed where the adapter has
+     * f16 subgroup matrices, i.e. tensor cores; fp32 elsewhere).
+     */
+    precision: z.enum(['fp32', 'fp16-mixed', 'auto']).default('auto'),
+    /** Dynamic loss scaling in fp16-mixed (torch GradScaler's defaults and semantics). */
+    loss_scaling: z
+      .strictObject({
+        init_scale: z.number().positive().default(65536),
+        growth_factor: z.number().gt(1).default(2),
+        backoff_factor: z.number().gt(0).lt(1).default(0.5),
+        growth_interval: positiveInt.default(2000),
+      })
+      .prefault({}),
     seed: z.number().int().nonnegative().default(42),
     /** Steps between validation passes (0: only at the end). */
     eval_every: nonNegInt.default(100),
@@ -137,6 +167,13 @@ const trainingSchema = z
     resume: z.enum(['auto', 'never']).default('auto'),
   })
   .superRefine((t, ctx) => {
+    if (t.effective_batch_size !== null && t.batch_size !== 'auto') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['effective_batch_size'],
+        message: `effective_batch_size (${t.effective_batch_size}) only applies with batch_size: auto; with batch_size ${t.batch_size} the effective batch is batch_size × grad_accum`,
+      });
+    }
     if (t.warmup_steps !== null && t.warmup_ratio !== null) {
       ctx.addIssue({
         code: 'custom',
@@ -200,16 +237,35 @@ const evalSchema = z.strictObject({
 });
 
 /** Schema of the merged (base + environment + --set) config, without `environments`. */
-export const configSchema = z.strictObject({
-  model: modelSchema,
-  lora: loraSchema.prefault({}),
-  data: dataSchema,
-  training: trainingSchema.prefault({}),
-  output: outputSchema.prefault({}),
-  logging: loggingSchema.prefault({}),
-  /** Only `finllm pipeline` reads it; absent: the pipeline skips its evaluation stages. */
-  eval: evalSchema.nullable().default(null),
-});
+export const configSchema = z
+  .strictObject({
+    model: modelSchema,
+    lora: loraSchema.prefault({}),
+    data: dataSchema,
+    training: trainingSchema.prefault({}),
+    output: outputSchema.prefault({}),
+    logging: loggingSchema.prefault({}),
+    /** Only `finllm pipeline` reads it; absent: the pipeline skips its evaluation stages. */
+    eval: evalSchema.nullable().default(null),
+  })
+  .superRefine((c, ctx) => {
+    if (c.training.method !== 'full') return;
+    // Full training updates every weight in place with f32 master weights and AdamW moments.
+    if (c.model.quantize === 'nf4') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['model', 'quantize'],
+        message: 'training.method full trains every weight, and NF4-quantized weights cannot be trained: set model.quantize: none (or use training.method: lora for QLoRA)',
+      });
+    }
+    if (c.model.storage !== 'f32') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['model', 'storage'],
+        message: `training.method full keeps f32 master weights, got model.storage ${c.model.storage}: set model.storage: f32`,
+      });
+    }
+  });
 
 export type ModelConfig = z.infer<typeof modelSchema>;
 export type LoraConfig = z.infer<typeof loraSchema>;
@@ -284,10 +340,7 @@ function deepMerge(base: Json, over: Json): Json {
 }
 
 function describe(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  if (typeof v === 'string') return JSON.stringify(v);
-  const s = JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 80 ? s.slice(0, 77) + '...' : s;
+  return v === undefined ? 'nothing' : typeof v === 'string' ? JSON.stringify(v) : describeValue(v);
 }
 
 function getAt(obj: unknown, path: (string | number)[]): unknown {
@@ -360,7 +413,9 @@ function expectedFor(issue: z.core.$ZodIssue): string {
     case 'invalid_format':
       return `expected ${issue.format}`;
     case 'invalid_union':
-      return 'expected "all-linear" or a list of projection names (' + LORA_TARGETS.join(', ') + ')';
+      return issue.path.join('.') === 'training.batch_size'
+        ? 'expected a positive integer or "auto"'
+        : 'expected "all-linear" or a list of projection names (' + LORA_TARGETS.join(', ') + ')';
     default:
       return issue.message;
   }
@@ -423,7 +478,7 @@ function readYaml(file: string): Obj {
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new InputError(`cannot read config file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file });
+    throw readFailure(e, file, 'config file');
   }
   const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -431,7 +486,13 @@ function readYaml(file: string): Obj {
     const line = err.linePos?.[0]?.line;
     throw new InputError(`invalid YAML${line ? ` at line ${line}` : ''}: ${err.message.split('\n')[0]}`, { file });
   }
-  const value = doc.toJS() as unknown;
+  let value: unknown;
+  try {
+    // The yaml library refuses documents whose aliases expand too much (an alias "bomb").
+    value = doc.toJS({ maxAliasCount: 100 }) as unknown;
+  } catch (e) {
+    throw new InputError(`invalid YAML: ${(e as Error).message}`, { file });
+  }
   if (value === null || value === undefined) return {};
   if (!isObj(value)) throw new InputError(`expected a mapping of sections (model, lora, data, ...) at the top level, got ${describe(value)}`, { file });
   return value;
@@ -529,13 +590,14 @@ export const RESOLVED_CONFIG_NAME = 'resolved-config.yaml';
  * The file is itself a valid config (absolute paths, no environments), so
  * `loadConfig({file})` on it reproduces the same run. Returns the written path.
  */
-export function saveResolvedConfig(cfg: ResolvedConfig, dir: string): string {
+export function saveResolvedConfig(cfg: ResolvedConfig, dir: string, notes: readonly string[] = []): string {
   const { source, ...sections } = cfg;
   const header =
     `# Resolved finllm configuration (every default filled in, paths absolute).\n` +
     `# source file: ${source.file ?? '(built-in defaults)'}\n` +
     `# environment: ${source.env ?? '(none)'}\n` +
-    (source.sets.length ? `# --set: ${source.sets.join(' ')}\n` : '');
+    (source.sets.length ? `# --set: ${source.sets.join(' ')}\n` : '') +
+    notes.map((n) => `# ${n}\n`).join('');
   const path = join(dir, RESOLVED_CONFIG_NAME);
   writeFileAtomic(path, header + YAML.stringify(sections, { lineWidth: 0 }));
   return path;

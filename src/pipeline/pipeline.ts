@@ -13,20 +13,20 @@
 // Stage outputs:
 //   data/            data-report.json, data-report.txt (the data stage's validation and statistics)
 //   baseline_eval/   <suite>.results.json (finllm.results.v1) or <suite>.perplexity.json, base model
-//   train/           the trainer's run folder: adapter/, checkpoints/, metrics.jsonl, ...
-//   finetuned_eval/  as baseline_eval, base model + the trained adapter
+//   train/           the trainer's run folder: adapter/ (LoRA) or model/ (full), checkpoints/, metrics.jsonl, ...
+//   finetuned_eval/  as baseline_eval, base model + the trained adapter, or the fully trained model
 //   compare/         <suite>/report.html, summary.md, report.json (finllm compare), summary.md/json
-//   export/          adapter/ (PEFT), merged/ when output.export_merged
+//   export/          adapter/ (PEFT) and merged/ when output.export_merged; model/ under full training
 //
 // Both evaluations load the base model as the config says (model.quantize, model.storage), so the
-// comparison isolates the adapter. Without an `eval` section the evaluation and compare stages are
-// recorded as skipped.
+// comparison isolates the adapter (or, under full training, the trained weights). Without an `eval`
+// section the evaluation and compare stages are recorded as skipped.
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { cp, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, extname, join, relative } from 'node:path';
 import { initEngine } from '../engine/tensor.js';
-import { InputError } from '../errors.js';
+import { InputError, Interrupted, RuntimeFailure } from '../errors.js';
 import { evaluatePerplexity, type PerplexityResult } from '../llama/evaluate.js';
 import { exportMerged } from '../llama/merge.js';
 import { LlamaModel, type LoadModelOptions } from '../llama/model.js';
@@ -36,10 +36,14 @@ import { formatReport, prepareData, saveReport } from './data/index.js';
 import { compareResults, type Comparison } from './eval/compare.js';
 import { ModelEmbeddingProvider } from './eval/embeddings.js';
 import { readJsonl, writeFileAtomic } from './eval/fsutil.js';
+import { describeValue } from '../io/json.js';
+import { ensureFolder } from '../io/atomic.js';
 import { buildEvalItems, EvalProgress, metricsFor, runGenerationEval, type EvalMetric } from './eval/generation.js';
 import { writeReport } from './eval/report.js';
 import { readResults, readTrainingLog, writeResults } from './eval/results.js';
 import { runTraining } from './train/trainer.js';
+import { checkSeqLenFitsModel } from './train/checks.js';
+import { loadLlamaConfig } from '../llama/config.js';
 
 export const STAGES = ['data', 'baseline_eval', 'train', 'finetuned_eval', 'compare', 'export'] as const;
 export type StageName = (typeof STAGES)[number];
@@ -91,11 +95,13 @@ export interface PipelineResult {
   stages: { name: StageName; outcome: 'ran' | 'skipped (done)' | 'skipped (no eval section)'; seconds: number }[];
   reports: SuiteReport[];
   adapterDir: string | null;
+  /** The fully trained model (training.method full). */
+  modelDir: string | null;
   mergedDir: string | null;
 }
 
 /** A stage failed for a reason that is not bad input (bad input stays an InputError). */
-export class PipelineStageError extends Error {
+export class PipelineStageError extends RuntimeFailure {
   override name = 'PipelineStageError';
   constructor(
     readonly stage: StageName,
@@ -197,15 +203,23 @@ async function suitePerplexity(model: LlamaModel, tokenizer: LlamaTokenizer, sui
   for (const { row, value } of rows) {
     if (limit !== null && texts.length >= limit) break;
     const t = (value as Record<string, unknown> | null)?.['text'];
-    if (typeof t !== 'string' || t === '') throw new InputError(`expected a non-empty "text" string for the perplexity task, got ${JSON.stringify(t)?.slice(0, 60) ?? 'nothing'}`, { file, row, key: 'text' });
+    if (typeof t !== 'string' || t === '') throw new InputError(`expected a non-empty "text" string for the perplexity task, got ${t === undefined ? 'nothing' : describeValue(t, 60)}`, { file, row, key: 'text' });
     texts.push(t);
   }
   if (texts.length === 0) throw new InputError('no records', { file });
   return evaluatePerplexity(model, tokenizer, texts);
 }
 
-/** One evaluation stage: every suite with the base model (+ adapter). Returns the written files. */
-async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string, label: string, adapter: string | undefined, quiet: boolean): Promise<string[]> {
+/** What an evaluation stage evaluates: the base model, base + adapter, or a fully trained model folder. */
+interface EvaluatedModel {
+  adapter?: string;
+  model?: string;
+}
+
+/** One evaluation stage: every suite with the base model (+ adapter) or the trained model. Returns the written files. */
+async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string, label: string, evaluated: EvaluatedModel, quiet: boolean): Promise<string[]> {
+  const { adapter } = evaluated;
+  const modelDir = evaluated.model ?? cfg.model.path;
   const suites = evalSuites(ev);
   const tokenizer = await LlamaTokenizer.load(cfg.model.path);
   const preprocess = { unicode: cfg.data.preprocess.unicode, whitespace: cfg.data.preprocess.whitespace, speakerTurns: cfg.data.preprocess.speaker_turns };
@@ -225,7 +239,7 @@ async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string,
   );
   const wantsEmbeddings = (m: readonly EvalMetric[] | undefined) => !!m && (m.includes('embedding') || m.includes('bertscore'));
   await initEngine();
-  const model = await LlamaModel.load(cfg.model.path, loadOptions(cfg, adapter));
+  const model = await LlamaModel.load(modelDir, loadOptions(cfg, adapter));
   let embeddings: ModelEmbeddingProvider | null = null;
   const written: string[] = [];
   try {
@@ -242,7 +256,7 @@ async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string,
       if (ev.embeddings && p.suite.cfg.task === 'generation' && !wantsEmbeddings(metrics)) metrics = [...metrics, 'embedding', 'bertscore'];
       if (wantsEmbeddings(metrics) && !embeddings) {
         // The base model's hidden states for both evaluations, so the scores are comparable.
-        embeddings = adapter ? await ModelEmbeddingProvider.load(cfg.model.path, loadOptions(cfg)) : new ModelEmbeddingProvider(model, tokenizer);
+        embeddings = modelDir !== cfg.model.path || adapter ? await ModelEmbeddingProvider.load(cfg.model.path, loadOptions(cfg)) : new ModelEmbeddingProvider(model, tokenizer);
       }
       const progress = new EvalProgress(`${label} ${p.suite.name}`, !quiet);
       let tokens = 0;
@@ -260,7 +274,7 @@ async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string,
           seed: ev.sampling.seed,
         },
         name: p.suite.name,
-        model: cfg.model.path,
+        model: modelDir,
         adapter: adapter ?? null,
         onProgress: (done, total, _item, pred) => {
           tokens += pred.tokens;
@@ -347,7 +361,7 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
       if (!existsSync(s.cfg.file)) throw new InputError(`eval file not found: ${s.cfg.file}`, { key: `eval.suites.${i}.file` });
     }
   }
-  await mkdir(stagesDir, { recursive: true });
+  await ensureFolder(stagesDir);
   const state = await readPipelineState(runDir);
   const fp: Partial<Record<StageName, string>> = {};
   const reports: SuiteReport[] = [];
@@ -363,17 +377,20 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
     return { model: modelFp, 'config.model': valueFingerprint(cfg.model), 'config.eval': valueFingerprint(generation), 'config.data.preprocess': valueFingerprint(cfg.data.preprocess), ...files };
   };
   const trainDir = dirOf('train');
+  const full = cfg.training.method === 'full';
   const adapterDir = join(trainDir, 'adapter');
+  const trainedModelDir = join(trainDir, 'model');
 
   const specs: StageSpec[] = [
     {
       name: 'data',
       inputs: async () => ({ model: modelFp, 'config.data': valueFingerprint(cfg.data), 'config.training.seed': valueFingerprint(cfg.training.seed), ...(await dataFiles()) }),
       run: async (dir) => {
+        checkSeqLenFitsModel(cfg, await loadLlamaConfig(cfg.model.path));
         const tokenizer = await LlamaTokenizer.load(cfg.model.path);
         const prepared = await prepareData(cfg, tokenizer);
         saveReport(prepared.report, join(dir, 'data-report.json'));
-        await writeFile(join(dir, 'data-report.txt'), formatReport(prepared.report) + '\n');
+        await writeFileAtomic(join(dir, 'data-report.txt'), formatReport(prepared.report) + '\n');
         if (prepared.train.length === 0) throw new InputError('the data stage left no training examples', { file: cfg.data.train });
         return [join(dir, 'data-report.json'), join(dir, 'data-report.txt')];
       },
@@ -381,7 +398,7 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
     {
       name: 'baseline_eval',
       inputs: evalInputs,
-      run: (dir) => runEvalStage(cfg, ev!, dir, 'baseline', undefined, quiet),
+      run: (dir) => runEvalStage(cfg, ev!, dir, 'baseline', {}, quiet),
     },
     {
       name: 'train',
@@ -397,8 +414,8 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
         // The merged export is the export stage's job; the trainer writes only the adapter.
         const trainCfg: ResolvedConfig = { ...cfg, output: { ...cfg.output, dir, export_merged: false } };
         const r = await runTraining(trainCfg, { resume: true, quiet });
-        if (r.interrupted) throw new PipelineStageError('train', 'training was interrupted (its checkpoint is kept): re-run the pipeline to resume');
-        return [r.adapterDir, join(dir, 'metrics.jsonl')].filter((p) => existsSync(p));
+        if (r.interrupted) throw new Interrupted(r.signal ?? 'SIGINT', 'training was interrupted (its checkpoint is kept): re-run the pipeline to resume');
+        return [r.adapterDir ?? r.modelDir!, join(dir, 'metrics.jsonl')].filter((p) => existsSync(p));
       },
     },
     {
@@ -407,7 +424,7 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
         const base = await evalInputs();
         return base ? { ...base, train: fp.train! } : null;
       },
-      run: (dir) => runEvalStage(cfg, ev!, dir, 'fine-tuned', adapterDir, quiet),
+      run: (dir) => runEvalStage(cfg, ev!, dir, 'fine-tuned', full ? { model: trainedModelDir } : { adapter: adapterDir }, quiet),
     },
     {
       name: 'compare',
@@ -423,6 +440,11 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
       name: 'export',
       inputs: async () => ({ train: fp.train!, model: modelFp, 'config.output.export_merged': valueFingerprint(cfg.output.export_merged) }),
       run: async (dir) => {
+        if (full) {
+          // The fully trained model is already a complete HF checkpoint: nothing to merge.
+          await cp(trainedModelDir, join(dir, 'model'), { recursive: true });
+          return [join(dir, 'model')];
+        }
         const out = [join(dir, 'adapter')];
         await cp(adapterDir, join(dir, 'adapter'), { recursive: true });
         if (cfg.output.export_merged) {
@@ -486,12 +508,14 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
   }
   const exported = join(dirOf('export'), 'adapter');
   const merged = join(dirOf('export'), 'merged');
+  const exportedModel = join(dirOf('export'), 'model');
   return {
     runDir,
     stateFile: join(runDir, PIPELINE_STATE_FILE),
     stages: outcomes,
     reports,
     adapterDir: existsSync(exported) ? exported : null,
+    modelDir: existsSync(exportedModel) ? exportedModel : null,
     mergedDir: existsSync(merged) ? merged : null,
   };
 }
@@ -506,6 +530,7 @@ function stageFailure(stage: StageName, err: unknown, runDir: string, done: Pipe
   const msg = err instanceof Error ? err.message : String(err);
   const kept = done.length ? `the completed stages (${done.map((d) => d.name).join(', ')}) are kept in ${runDir}; ` : '';
   const text = `pipeline stage '${stage}' failed: ${msg}\n  ${kept}fix the problem and re-run to continue from '${stage}'`;
-  // Bad input stays an InputError (exit code 1); anything else is a runtime failure of the stage.
+  // Bad input stays an InputError (exit code 1), an interruption an Interrupted (130); anything else is a runtime failure of the stage.
+  if (err instanceof Interrupted) return new Interrupted(err.signal, `pipeline stage '${stage}' interrupted: ${msg}\n  ${kept}re-run to continue from '${stage}'`);
   return err instanceof InputError ? new InputError(text) : new PipelineStageError(stage, text, { cause: err });
 }

@@ -132,9 +132,9 @@ describe('runner on the gqa-f32 fixture model', () => {
   });
 
   it('batched decoding (left-padded, per-row EOS / stop sequence) gives exactly the one-at-a-time results under greedy', async () => {
-    // 5 qa prompts of different lengths in batches of 3 (a full batch and a remainder of 2), and the
-    // default batch size (one batch of 5). A stop sequence taken from item 1's free output ends that
-    // row early while the others continue.
+    // 5 qa prompts of different lengths in batches of 3 (a full batch and a remainder of 2, sorted
+    // by length), and the default batch size (one batch of 5). A stop sequence taken from item 1's
+    // free output ends that row early while the others continue.
     const items = buildEvalItems(rowsOf(join(EVAL, 'qa.jsonl'), 5), 'generation', 'qa.jsonl');
     const lengths = items.map((it) => tokenizer.encode(it.prompt).length);
     expect(new Set(lengths).size).toBeGreaterThan(1);
@@ -148,8 +148,15 @@ describe('runner on the gqa-f32 fixture model', () => {
       expect(r.predictions).toEqual(one.predictions);
       expect(r.results.per_example).toEqual(one.results.per_example);
       expect(r.results.metrics).toEqual(one.results.metrics);
-      expect(seen).toEqual(items.map((it, i) => `${i + 1}:${it.id}`));
+      // Batches run shortest prompts first: progress comes in that order, each item once.
+      const byLength = items.map((it, i) => ({ it, i })).sort((a, b) => lengths[a.i]! - lengths[b.i]! || a.i - b.i);
+      expect(seen).toEqual(byLength.map(({ it }, k) => `${k + 1}:${it.id}`));
     }
+    // Sampling: item i draws with seed + i whatever the batch size and order.
+    const sampled = { ...opts, sampling: { greedy: false, temperature: 1.2, seed: 9 } };
+    const s3 = await runGenerationEval(model, tokenizer, items, { ...sampled, batchSize: 3 });
+    const s8 = await runGenerationEval(model, tokenizer, items, { ...sampled, batchSize: 8 });
+    expect(s3.predictions).toEqual(s8.predictions);
     const cls = buildEvalItems(rowsOf(join(EVAL, 'sentiment.jsonl'), 5), 'classification', 'sentiment.jsonl');
     const c1 = await runGenerationEval(model, tokenizer, cls, { task: 'classification', maxNewTokens: 3, model: MODEL, batchSize: 1 });
     const c4 = await runGenerationEval(model, tokenizer, cls, { task: 'classification', maxNewTokens: 3, model: MODEL, batchSize: 4 });

@@ -7,7 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { bleuStats, corpusBleu, sentenceBleu, tokenize13a } from '../../src/pipeline/eval/bleu.js';
 import { corpusChrf, sentenceChrf, chrfStats } from '../../src/pipeline/eval/chrf.js';
 import { exactMatch, normalizeAnswer } from '../../src/pipeline/eval/exact.js';
-import { lcsLength, rouge, rougeTokenize } from '../../src/pipeline/eval/rouge.js';
+import { lcsLength, rouge, rougeL, rougeTokenize } from '../../src/pipeline/eval/rouge.js';
+import { testRng } from '../helpers/index.js';
+import { bleuCountsRef, chrfStatsRef, lcsDp } from '../reference/eval/text.js';
 
 describe('rouge-score tokenizer', () => {
   it('lowercases, splits on non-alphanumerics and drops empties', () => {
@@ -147,5 +149,57 @@ describe('exact match', () => {
     expect(exactMatch('  the answer is 12%', 'Answer is 12 %')).toBe(1);
     expect(exactMatch('1.2', '12')).toBe(0);
     expect(exactMatch('positive', 'negative')).toBe(0);
+  });
+});
+
+describe('long texts: the fast paths compute exactly what the definitions do', () => {
+  it('bit-parallel LCS = the DP table: random lengths across 32-bit words and mask blocks, small alphabets', () => {
+    const rng = testRng('lcs');
+    for (let t = 0; t < 400; t++) {
+      const k = 1 + rng.int(8);
+      const a = Array.from({ length: rng.int(200) }, () => String(rng.int(k)));
+      const b = Array.from({ length: rng.int(200) }, () => String(rng.int(k)));
+      const want = lcsDp(a, b);
+      // Block sizes of 1-3 words exercise the carries kept between blocks.
+      for (const block of [1, 2, 3, 2048]) expect(lcsLength(a, b, block), `|a|=${a.length} |b|=${b.length} k=${k} block=${block}`).toBe(want);
+    }
+  });
+
+  it('ROUGE-L past the cap uses the first maxTokens tokens of each side', () => {
+    const a = ['a', 'b', 'c', 'd', 'x', 'y'];
+    const b = ['a', 'c', 'b', 'd', 'y', 'x'];
+    const capped = rougeL(a, b, 4);
+    // First four of each: [a b c d] vs [a c b d], LCS 3: P = R = 3/4.
+    expect(capped.precision).toBe(0.75);
+    expect(capped.recall).toBe(0.75);
+    expect(rouge('a b c d x y', 'a c b d y x', { lcsMaxTokens: 4 }).lcsTruncated).toBe(true);
+    expect(rouge('a b c d x y', 'a c b d y x').lcsTruncated).toBe(false);
+  });
+
+  it('chrF statistics = string-keyed n-gram counts: small alphabets, astral code points, alphabets too large for numeric keys', () => {
+    const rng = testRng('chrf-long');
+    const alphabets = ['ab', 'abc d', 'ab\u{1F4B0}\u{1D11E}c', Array.from({ length: 600 }, (_, i) => String.fromCodePoint(0x4e00 + i)).join('')];
+    for (const alphabet of alphabets) {
+      const chars = Array.from(alphabet);
+      for (let t = 0; t < 40; t++) {
+        const text = () => Array.from({ length: rng.int(300) }, () => chars[rng.int(chars.length)]).join('');
+        const h = text();
+        const r = text();
+        expect(chrfStats(h, r), `alphabet of ${chars.length}`).toEqual(chrfStatsRef(h, r));
+      }
+    }
+  });
+
+  it('BLEU n-gram statistics = plain n-gram counts on the 13a tokens', () => {
+    const rng = testRng('bleu-long');
+    const words = ['revenue', 'rose', '9%', 'to', '$2.31', 'billion', ',', 'the', 'the quarter', 'Q3'];
+    for (let t = 0; t < 60; t++) {
+      const text = () => Array.from({ length: rng.int(120) }, () => words[rng.int(words.length)]).join(' ');
+      const h = text();
+      const r = text();
+      const tok = (s: string) => (tokenize13a(s.trimEnd()) === '' ? [] : tokenize13a(s.trimEnd()).split(' '));
+      const { correct, total } = bleuStats(h, [r]);
+      expect({ correct, total }).toEqual(bleuCountsRef(tok(h), tok(r)));
+    }
   });
 });

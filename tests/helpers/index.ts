@@ -68,6 +68,25 @@ export function expectClose(actual: ArrayLike<number>, ref: ArrayLike<number>, t
   }
 }
 
+/**
+ * Checks |actual[i] − ref[i]| ≤ bound(i) for every element, with bounds derived per element (e.g.
+ * from the rounding-error scale of a dot product). NaN fails. Lists the first offenders.
+ */
+export function expectWithin(actual: ArrayLike<number>, ref: ArrayLike<number>, bound: (i: number) => number, label = ''): void {
+  if (actual.length !== ref.length) throw new Error(`${label}: length ${actual.length} vs reference ${ref.length}`);
+  const bad: string[] = [];
+  let nBad = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const err = Math.abs(actual[i]! - ref[i]!);
+    const b = bound(i);
+    if (!(err <= b)) {
+      nBad++;
+      if (bad.length < 8) bad.push(`  [${i}] got ${actual[i]} want ${ref[i]} (err ${err.toExponential(2)}, bound ${b.toExponential(2)})`);
+    }
+  }
+  if (nBad > 0) throw new Error(`${label}: ${nBad}/${ref.length} elements outside their bounds\n${bad.join('\n')}`);
+}
+
 /** Reads an f32 tensor back. */
 export async function read(t: Tensor): Promise<Float32Array> {
   return t.toFloat32();

@@ -1,7 +1,9 @@
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { writeFileAtomic, writeFileAtomicStreaming } from '../../src/io/atomic.js';
+import { InputError } from '../../src/errors.js';
+import { removeStaleTemps, writeFileAtomic, writeFileAtomicStreaming, writeFileAtomicSync, writeFolderAtomic } from '../../src/io/atomic.js';
 import { useTempDirs } from './helpers.js';
 
 const tempDir = useTempDirs();
@@ -51,7 +53,32 @@ describe('atomic writes', () => {
   it('fails cleanly when the destination folder cannot exist (a file is in the way)', async () => {
     const dir = await tempDir();
     await writeFileAtomic(join(dir, 'blocker'), 'a file, not a folder');
-    await expect(writeFileAtomic(join(dir, 'blocker', 'x.txt'), 'x')).rejects.toThrow(/EEXIST|ENOTDIR/);
+    await expect(writeFileAtomic(join(dir, 'blocker', 'x.txt'), 'x')).rejects.toThrow(InputError);
+    await expect(writeFileAtomic(join(dir, 'blocker', 'x.txt'), 'x')).rejects.toThrow(/blocker: cannot create this folder: a file is in the way/);
     expect(await readdir(dir)).toEqual(['blocker']);
+  });
+
+  it('refuses to write a file over a folder, naming the path', async () => {
+    const dir = await tempDir();
+    await mkdir(join(dir, 'out.json'));
+    await expect(writeFileAtomic(join(dir, 'out.json'), '{}')).rejects.toThrow(/out\.json: is a folder; expected the path of a file to write/);
+    expect(() => writeFileAtomicSync(join(dir, 'out.json'), '{}')).toThrow(InputError);
+    expect(await readdir(dir)).toEqual(['out.json']);
+  });
+
+  it('removes temps of the same destination left by a killed process, keeps other files and live writers\' temps', async () => {
+    const dir = await tempDir();
+    // A process id that no longer runs: a child that has exited.
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+    await writeFile(join(dir, `.report.json.tmp-${dead}-0badc0de`), 'half');
+    await mkdir(join(dir, `.merged.tmp-${dead}-01234567`));
+    await writeFile(join(dir, `.merged.tmp-${dead}-01234567`, 'model.safetensors'), 'half');
+    await writeFile(join(dir, `.report.json.tmp-${process.ppid}-00000000`), 'a live process');
+    await writeFile(join(dir, `.other.json.tmp-${dead}-11111111`), 'another destination');
+    await writeFileAtomic(join(dir, 'report.json'), '{}');
+    writeFileAtomicSync(join(dir, 'report.json'), '{}');
+    await writeFolderAtomic(join(dir, 'merged'), async (tmp) => writeFile(join(tmp, 'a'), 'a'));
+    expect((await readdir(dir)).sort()).toEqual([`.other.json.tmp-${dead}-11111111`, `.report.json.tmp-${process.ppid}-00000000`, 'merged', 'report.json']);
+    expect(removeStaleTemps(join(dir, 'other.json'))).toEqual([join(dir, `.other.json.tmp-${dead}-11111111`)]);
   });
 });

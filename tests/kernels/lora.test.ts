@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { backward } from '../../src/engine/autograd.js';
-import { Tensor } from '../../src/engine/tensor.js';
+import { withPrecision, type Precision } from '../../src/engine/precision.js';
+import { Tensor, engine } from '../../src/engine/tensor.js';
 import { f32ArrayToBf16, bf16ArrayToF32 } from '../../src/io/dtype.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { loraLinear } from '../../src/kernels/lora.js';
@@ -14,7 +15,7 @@ useEngine();
 
 type Base = 'f32' | 'bf16' | 'nf4';
 
-async function checkCase(label: string, M: number, K: number, N: number, r: number, dropout: number, base: Base, lead?: number[]): Promise<void> {
+async function checkCase(label: string, M: number, K: number, N: number, r: number, dropout: number, base: Base, lead?: number[], precision: Precision = 'fp32'): Promise<void> {
   const rng = testRng(label);
   const seed = rng.nextU32();
   const x = rng.normalArray(M * K);
@@ -38,30 +39,40 @@ async function checkCase(label: string, M: number, K: number, N: number, r: numb
   const at = Tensor.from(a, [r, K]);
   const bt = Tensor.from(b, [N, r]);
   for (const t of [xt, at, bt]) t.requiresGrad = true;
-  const y = loraLinear(xt, baseArg, at, bt, scale, { dropout, seed });
+  const y = withPrecision(precision, () => {
+    const out = loraLinear(xt, baseArg, at, bt, scale, { dropout, seed });
+    backward(out, Tensor.from(g, out.shape));
+    return out;
+  });
   expect(y.shape).toEqual(lead ? [...lead, N] : [M, N]);
-  backward(y, Tensor.from(g, y.shape));
   const inp = { M, K, N, r, x, w, a, b, g, scale, dropout, seed };
   const ref = loraRef(inp);
   const mag = loraRef(inp, true); // the same sums over |terms|: the scale of f32 rounding error
-  // f32 error ≤ (sequential additions + roundings of products/scales)·2^-24·Σ|terms| along each chain
+  // f32 error ≤ (sequential additions + roundings of products/scales)·2^-24·Σ|terms| along each chain.
+  // fp16-mixed: every GEMM operand is rounded to f16 (≤ 2^-10 relative each, WGSL may pick either
+  // neighbour) and a LoRA term passes through at most two GEMMs with its intermediate (u or gu)
+  // rounded again: ≤ (1 + 2^-10)^5 − 1 < 6·2^-10 relative per term; 8·2^-10 = 2^17·2^-24 is the
+  // extra allowance (f16 subnormals add at most 2^-24·|other operand| per term, far below it).
+  const extra = precision === 'fp16-mixed' ? 8 + 2 ** 17 : 8;
   const sb = (v: Float64Array, m: Float64Array) => ({ y: v, absSum: m });
-  expectWithinSumBound(await y.toFloat32(), sb(ref.y, mag.y), 2 * K + r, `${label} y`, 8);
-  expectWithinSumBound(await xt.grad!.toFloat32(), sb(ref.dx, mag.dx), 2 * N + r, `${label} dX`, 8);
-  expectWithinSumBound(await at.grad!.toFloat32(), sb(ref.dA, mag.dA), M + N, `${label} dA`, 8);
-  expectWithinSumBound(await bt.grad!.toFloat32(), sb(ref.dB, mag.dB), M + K, `${label} dB`, 8);
+  expectWithinSumBound(await y.toFloat32(), sb(ref.y, mag.y), 2 * K + r, `${label} y`, extra);
+  expectWithinSumBound(await xt.grad!.toFloat32(), sb(ref.dx, mag.dx), 2 * N + r, `${label} dX`, extra);
+  expectWithinSumBound(await at.grad!.toFloat32(), sb(ref.dA, mag.dA), M + N, `${label} dA`, extra);
+  expectWithinSumBound(await bt.grad!.toFloat32(), sb(ref.dB, mag.dB), M + K, `${label} dB`, extra);
   if (!(baseArg instanceof Tensor)) disposeNf4(baseArg);
   for (const t of [xt, at, bt]) t.grad!.dispose();
 }
 
 describe('loraLinear vs float64 reference (forward, dX, dA, dB)', () => {
-  // [M, K, N, r]: size 1, primes, non-multiples of the 32/64 tiles, M ≥ 512 for the split reduction
+  // [M, K, N, r]: size 1 (decode: GEMV + update), primes, non-multiples of the tiles, M ≥ 256 for the
+  // skinny down-projection tile. Odd sizes: every operand takes the scalar loads, so the cases share
+  // pipelines (lavapipe compiles each in seconds); vector loads and split-K are gemm.test.ts's.
   const shapes: [number, number, number, number][] = [
-    [1, 8, 5, 1],
-    [7, 37, 29, 4],
-    [67, 64, 70, 16],
-    [600, 24, 10, 4],
-    [97, 33, 130, 12],
+    [1, 7, 5, 1],
+    [7, 37, 29, 3],
+    [67, 65, 71, 15],
+    [601, 23, 11, 3],
+    [97, 33, 131, 13],
   ];
   for (const dropout of [0, 0.3]) {
     it(`f32 base, dropout ${dropout}`, async () => {
@@ -75,6 +86,15 @@ describe('loraLinear vs float64 reference (forward, dX, dA, dB)', () => {
     await checkCase('lora nf4 aligned', 70, 64, 33, 8, 0.2, 'nf4');
     await checkCase('lora nf4 gemv', 2, 72, 20, 4, 0, 'nf4');
     await checkCase('lora nf4 unaligned', 9, 21, 11, 2, 0.5, 'nf4');
+  });
+
+  it('fp16-mixed: f16 GEMM operands, x and u saved in f16, within the f16 allowance (f32 and NF4 bases)', async () => {
+    if (!engine().dev.has('shader-f16')) {
+      console.log('[lora] shader-f16 absent: the fp16-mixed case is skipped');
+      return;
+    }
+    await checkCase('lora fp16-mixed f32', 67, 65, 71, 15, 0.3, 'f32', undefined, 'fp16-mixed');
+    await checkCase('lora fp16-mixed nf4', 70, 64, 33, 8, 0.2, 'nf4', undefined, 'fp16-mixed');
   });
 
   it('dropout mask: same seed same mask, keep rate ≈ 1 − p, and the GPU hash matches the CPU twin', async () => {

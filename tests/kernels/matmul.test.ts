@@ -1,32 +1,21 @@
 import { describe, expect, it } from 'vitest';
-import { backward } from '../../src/engine/autograd.js';
+import { GradNode, backward } from '../../src/engine/autograd.js';
+import { saveActivation } from '../../src/kernels/activations.js';
+import { expectWithinGemmBound, gemmReference } from '../reference/gemm.js';
 import type { Rng } from '../../src/engine/random.js';
 import { Tensor, tidy } from '../../src/engine/tensor.js';
 import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
 import { sumToSuffix, mul } from '../../src/kernels/elementwise.js';
-import {
-  chooseMatmulKernel,
-  linear,
-  matmul,
-  matmulGemv,
-  matmulV1,
-  matmulV2,
-  matmulV3,
-  type MatmulKernel,
-  type MatmulOptions,
-} from '../../src/kernels/matmul.js';
+import { withPrecision } from '../../src/engine/precision.js';
+import { engine } from '../../src/engine/tensor.js';
+import { gemmPlan } from '../../src/kernels/gemm.js';
+import { chooseMatmulKernel, linear, matmul, matmulForward, matmulGemv } from '../../src/kernels/matmul.js';
 import { dotErrorBound, halfBitsToNumber, matmulGradRef, matmulRef, type MatRef } from '../reference/matmul.js';
 import { testRng, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 
 useEngine();
 
-const KERNELS: Record<MatmulKernel, (a: Tensor, b: Tensor, o?: MatmulOptions) => Tensor> = {
-  v1: matmulV1,
-  v2: matmulV2,
-  v3: matmulV3,
-  gemv: matmulGemv,
-};
 const TRANSPOSES: [boolean, boolean][] = [
   [false, false],
   [true, false],
@@ -78,18 +67,23 @@ function randomHalf(rng: Rng, shape: number[], dtype: 'bf16' | 'f16'): { bits: U
   return { bits, values, t: Tensor.from(bits, shape, dtype) };
 }
 
-describe('matmul kernels vs float64 reference', () => {
-  it('every kernel version and transpose on odd shapes (1×1×1, primes, non-multiples of the tiles)', async () => {
+describe('matmul (the GEMM family and the decode GEMV) vs float64 reference', () => {
+  // Every tile, loader and epilogue of the GEMM generator is tested in gemm.test.ts; here the
+  // promoted entry points: the GEMV for decode shapes, the tuned GEMM otherwise.
+  it('promoted matmul and the GEMV on odd shapes (1×1×1, primes, empty K), every transpose', async () => {
     const rng = testRng('matmul-shapes');
     // [M, N, K]
-    const shapes: [number, number, number][] = [[1, 1, 1], [7, 13, 5], [65, 67, 129], [130, 131, 17], [3, 17, 12], [4, 9, 40], [2, 5, 0]];
+    // Odd sizes throughout: every operand takes the scalar loads, so the API tests of this file share
+    // a handful of pipelines (lavapipe compiles each in seconds); the vector loads are gemm.test.ts's.
+    const shapes: [number, number, number][] = [[1, 1, 1], [7, 13, 5], [3, 17, 11], [2, 5, 0], [65, 67, 129]];
     for (const [M, N, K] of shapes) {
       for (const [tA, tB] of TRANSPOSES) {
         const a = randomOperand(rng, stored([M, K], tA));
         const b = randomOperand(rng, stored([K, N], tB));
         const ref = matmulRef(a, b, tA, tB);
-        for (const [name, fn] of Object.entries(KERNELS) as [MatmulKernel, typeof matmulV1][]) {
-          if (name === 'gemv' && (!tB || M > 4)) continue;
+        const fns: [string, typeof matmulForward][] = [['promoted', matmulForward]];
+        if (tB && M <= 4) fns.push(['gemv', matmulGemv]);
+        for (const [name, fn] of fns) {
           const c = fn(a.t, b.t, { transA: tA, transB: tB });
           expect(c.shape).toEqual([M, N]);
           expectWithinDotBound(await c.toFloat32(), ref, Math.max(K, 1), `${name} ${M}×${N}×${K} transA=${tA} transB=${tB}`);
@@ -101,30 +95,19 @@ describe('matmul kernels vs float64 reference', () => {
     }
   });
 
-  it('packed bf16 / f16 B (unpacked in-kernel) against the reference on the rounded weights', async () => {
+  it('GEMV with packed bf16 / f16 weights (8 halves per load, and per element) against the rounded weights', async () => {
     const rng = testRng('matmul-half');
-    const shapes: [number, number, number][] = [[1, 1, 1], [7, 13, 5], [3, 37, 40], [1, 11, 16], [66, 70, 33]];
+    const shapes: [number, number, number][] = [[1, 1, 1], [1, 11, 16], [3, 37, 40], [4, 13, 5]]; // K % 8 == 0: 8 halves per load
     for (const dtype of ['bf16', 'f16'] as const) {
       for (const [M, N, K] of shapes) {
-        // transA does not touch the 16-bit loads (the f32 test covers it): two layouts of B here, which
-        // halves the pipelines lavapipe must compile.
-        for (const [tA, tB] of [[false, false], [false, true], [true, true]] as [boolean, boolean][]) {
-          const a = randomOperand(rng, stored([M, K], tA));
-          const bShape = stored([K, N], tB);
-          const b = randomHalf(rng, bShape, dtype);
-          const ref = matmulRef(a, { data: b.values, shape: bShape }, tA, tB);
-          for (const [name, fn] of Object.entries(KERNELS) as [MatmulKernel, typeof matmulV1][]) {
-            if (name === 'gemv' && (!tB || M > 4)) continue;
-            // V3 shares V2's 16-bit loader; compiling it per layout costs lavapipe minutes, so V3 is
-            // checked on the layout linear uses (B = W[out, in], transposed).
-            if (name === 'v3' && (tA || !tB)) continue;
-            const c = fn(a.t, b.t, { transA: tA, transB: tB });
-            expectWithinDotBound(await c.toFloat32(), ref, K, `${name} ${dtype} ${M}×${N}×${K} transA=${tA} transB=${tB}`);
-            c.dispose();
-          }
-          a.t.dispose();
-          b.t.dispose();
-        }
+        const a = randomOperand(rng, [M, K]);
+        const b = randomHalf(rng, [N, K], dtype);
+        const ref = matmulRef(a, { data: b.values, shape: [N, K] }, false, true);
+        const c = matmulGemv(a.t, b.t, { transB: true });
+        expectWithinDotBound(await c.toFloat32(), ref, K, `gemv ${dtype} ${M}×${N}×${K}`);
+        c.dispose();
+        a.t.dispose();
+        b.t.dispose();
       }
     }
   });
@@ -143,8 +126,7 @@ describe('matmul kernels vs float64 reference', () => {
         const a = randomOperand(rng, [...aB, ...stored([M, K], tA)]);
         const b = randomOperand(rng, [...bB, ...stored([K, N], tB)]);
         const ref = matmulRef(a, b, tA, tB);
-        for (const [name, fn] of Object.entries({ ...KERNELS, promoted: matmul })) {
-          if (name === 'gemv') continue;
+        for (const [name, fn] of Object.entries({ promoted: matmul })) {
           const c = fn(a.t, b.t, { transA: tA, transB: tB });
           expect(c.shape, name).toEqual(ref.shape);
           expectWithinDotBound(await c.toFloat32(), ref, K, `${name} a[${a.shape}] b[${b.shape}] transA=${tA} transB=${tB}`);
@@ -159,13 +141,14 @@ describe('matmul kernels vs float64 reference', () => {
     expectWithinDotBound(await c.toFloat32(), matmulRef(a, b, false, true), 24, 'batched gemv');
   });
 
-  it('the promoted matmul picks GEMV for decode and tiles otherwise', () => {
+  it('the promoted matmul picks GEMV for decode and the GEMM otherwise', () => {
     const x = Tensor.empty([1, 64]);
     const w = Tensor.empty([96, 64], 'bf16');
     expect(chooseMatmulKernel(x, w, { transB: true })).toBe('gemv');
     expect(chooseMatmulKernel(Tensor.empty([2, 2, 64]), w, { transB: true })).toBe('gemv');
-    expect(chooseMatmulKernel(Tensor.empty([64, 64]), w, { transB: true })).toBe('v2');
-    expect(chooseMatmulKernel(Tensor.empty([4096, 64]), Tensor.empty([64, 2048]))).toBe('v3');
+    expect(chooseMatmulKernel(Tensor.empty([1, 64], 'f16'), w, { transB: true }), 'the GEMV reads f32 activations only').toBe('gemm');
+    expect(chooseMatmulKernel(Tensor.empty([64, 64]), w, { transB: true })).toBe('gemm');
+    expect(chooseMatmulKernel(Tensor.empty([4096, 64]), Tensor.empty([64, 2048]))).toBe('gemm');
     expect(() => matmul(Tensor.empty([3, 4]), Tensor.empty([5, 6]))).toThrow(/inner dims/);
     expect(() => matmul(Tensor.empty([2, 3, 4]), Tensor.empty([3, 4, 6]))).toThrow(/batch dims/);
   });
@@ -207,9 +190,10 @@ describe('matmul kernels vs float64 reference', () => {
 
   it('backward with packed 16-bit B: dA for every transpose (B itself frozen)', async () => {
     const rng = testRng('matmul-backward-half');
-    const [M, N, K] = [5, 9, 8];
+    const [M, N, K] = [5, 9, 7];
+    // bf16 in every layout; f16 shares the 16-bit loader (gemm.test.ts covers both kinds): two layouts.
     for (const dtype of ['bf16', 'f16'] as const) {
-      for (const [tA, tB] of TRANSPOSES) {
+      for (const [tA, tB] of dtype === 'bf16' ? TRANSPOSES : TRANSPOSES.filter(([x, y]) => x !== y)) {
         const a = randomOperand(rng, [2, ...stored([M, K], tA)]);
         const bShape = stored([K, N], tB);
         const b = randomHalf(rng, bShape, dtype);
@@ -264,6 +248,41 @@ describe('matmul kernels vs float64 reference', () => {
         }
       }
     }
+  });
+
+  it('fp16-mixed: linear runs the f16 GEMM variant, saves x in f16; y, dX and dW within the f16 bound', async () => {
+    if (!engine().dev.has('shader-f16')) {
+      console.log('[matmul] shader-f16 absent: the fp16-mixed linear test is skipped');
+      return;
+    }
+    const rng = testRng('linear-fp16');
+    const [rows, inF, outF] = [37, 24, 19];
+    const x = randomOperand(rng, [rows, inF]);
+    const w = randomOperand(rng, [outF, inF]);
+    x.t.requiresGrad = true;
+    w.t.requiresGrad = true;
+    const g = rng.normalArray(rows * outF);
+    const y = withPrecision('fp16-mixed', () => {
+      expect(gemmPlan({ a: { t: x.t }, b: { t: w.t, trans: true } }).choice.compute).toBe('f16');
+      const node = new GradNode('probe', [], [], () => []);
+      const saved = saveActivation(node, x.t);
+      expect(saved.dtype, 'activations are saved in f16').toBe('f16');
+      node.release();
+      const out = linear(x.t, w.t);
+      backward(out, Tensor.from(g, [rows, outF]));
+      return out;
+    });
+    expect(gemmPlan({ a: { t: x.t }, b: { t: w.t, trans: true } }).choice.compute, 'fp32 again outside withPrecision').toBe('f32');
+    const X = { data: x.data, shape: [rows, inF] as [number, number] };
+    const W = { data: w.data, shape: [outF, inF] as [number, number] };
+    const G = { data: g, shape: [rows, outF] as [number, number] };
+    expectWithinGemmBound(await y.toFloat32(), gemmReference({ a: X, b: { ...W, trans: true }, f16: true }), 'fp16-mixed y');
+    expectWithinGemmBound(await x.t.grad!.toFloat32(), gemmReference({ a: G, b: W, f16: true }), 'fp16-mixed dX');
+    expectWithinGemmBound(await w.t.grad!.toFloat32(), gemmReference({ a: { ...G, trans: true }, b: X, f16: true }), 'fp16-mixed dW');
+    // the f16 result really differs from the f32 one (the variant is not the f32 kernel in disguise)
+    const y32 = await linear(x.t, w.t).toFloat32();
+    const y16 = await y.toFloat32();
+    expect(y16.some((v, i) => v !== y32[i])).toBe(true);
   });
 
   it('finite differences: matmul (transposes, broadcast) and linear', async () => {

@@ -6,9 +6,11 @@ import type { Rng } from '../../src/engine/random.js';
 import { SafetensorsReader } from '../../src/io/safetensors.js';
 import { f32ArrayToBf16, bf16ArrayToF32 } from '../../src/io/dtype.js';
 import {
-  dequantizeNf4, disposeNf4, nf4Absmax, nf4FromHost, nf4GemvV1, nf4Linear, nf4MatmulV1, packNf4Codes, quantizeNf4, unpackNf4Codes,
+  dequantizeNf4, disposeNf4, nf4Absmax, nf4FromHost, nf4GemvV1, packNf4Codes, quantizeNf4, unpackNf4Codes,
   type Nf4DoubleQuant, type Nf4Weight,
 } from '../../src/kernels/nf4.js';
+import { nf4Linear } from '../../src/kernels/matmul.js';
+import { gemm } from '../../src/kernels/gemm.js';
 import { sumToSuffix, binary } from '../../src/kernels/elementwise.js';
 import {
   NF4_TABLE, dequantizeNf4Ref, expectWithinSumBound, matmulNNRef, matmulNTRef, nf4CodeBnb, nf4HalfSpacing, quantizeNf4Ref,
@@ -170,7 +172,7 @@ describe('NF4 quantization', () => {
   });
 });
 
-describe('nf4Linear (fused dequant matmul)', () => {
+describe('nf4Linear (the GEMM with the NF4 loader; GEMV at decode)', () => {
   const cases: [number, number, number][] = [
     // [M, in, out]: GEMV rows (1, 3), tiled rows with partial tiles, aligned (in % 8 == 0) and not
     [1, 64, 70],
@@ -199,8 +201,8 @@ describe('nf4Linear (fused dequant matmul)', () => {
         // f32 sums of K products (absmax folded in per word on the GEMV path, dq decode: +2 roundings)
         expectWithinSumBound(await y.toFloat32(), matmulNTRef(xData, wDeq, M, K, N), K, `y [${M}x${K}]·[${N}x${K}]ᵀ`, 6);
         expectWithinSumBound(await x.grad!.toFloat32(), matmulNNRef(gData, wDeq, M, N, K), N, `dX [${M}x${N}]·[${N}x${K}]`, 6);
-        // both kernels agree on the same problem (forces the other path)
-        const other = M <= 4 ? nf4MatmulV1(Tensor.from(xData, [M, K]), q, 'nt') : nf4GemvV1(Tensor.from(xData, [M, K]), q);
+        // both kernels agree on the same problem (forces the other path: GEMM at decode rows, GEMV otherwise)
+        const other = M <= 4 ? gemm({ a: { t: Tensor.from(xData, [M, K]) }, b: { t: q, trans: true } }) : nf4GemvV1(Tensor.from(xData, [M, K]), q);
         expectWithinSumBound(await other.toFloat32(), matmulNTRef(xData, wDeq, M, K, N), K, `other path [${M}x${K}]·[${N}x${K}]ᵀ`, 6);
         x.grad!.dispose();
         disposeNf4(q);

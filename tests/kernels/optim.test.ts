@@ -113,6 +113,35 @@ describe('AdamW vs float64 reference', () => {
     optA.dispose();
     optB.dispose();
   });
+
+  it('noWeightDecay: the listed parameters take the step without decay, the others with it', async () => {
+    const rng = testRng('adamw-nodecay');
+    // More tensors than one dispatch holds, alternating decayed / exempt, so both kinds span groups.
+    const sizes = Array.from({ length: 2 * adamwTensorsPerDispatch() + 3 }, (_, i) => 1 + 37 * i);
+    const init = sizes.map((n) => rng.normalArray(n));
+    const params = init.map(param);
+    const exempt = params.filter((_, i) => i % 2 === 1);
+    const h: AdamWHyper = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 };
+    const opt = new AdamW(params, { lr: h.lr, weightDecay: h.weightDecay, noWeightDecay: exempt });
+    const refs = init.map(adamwRefInit);
+    for (let step = 0; step < 3; step++) {
+      params.forEach((p, i) => {
+        const g = rng.normalArray(sizes[i]!);
+        setGrad(p, g);
+        adamwRefStep(refs[i]!, g, { ...h, weightDecay: i % 2 === 1 ? 0 : h.weightDecay });
+      });
+      opt.step();
+    }
+    // Three steps of ≤ lr each; f32 rounding ≪ 1e-3·lr (see the six-step test). Decay alone moves
+    // |p| ≈ 1 by lr·wd = 1e-3 per step, so mixing the two kinds up fails by far.
+    for (let i = 0; i < params.length; i++) expectClose(await params[i]!.toFloat32(), refs[i]!.p, { atol: 1e-5 + 2e-6, rtol: 0 }, `tensor ${i} (${i % 2 ? 'exempt' : 'decayed'})`);
+    expect(() => new AdamW(params.slice(0, 2), { noWeightDecay: [params[5]!] })).toThrow(/not among the parameters/);
+    opt.dispose();
+    for (const p of params) {
+      p.grad?.dispose();
+      p.dispose();
+    }
+  });
 });
 
 describe('clipGradNorm', () => {

@@ -2,7 +2,8 @@
 // streamer, and generate()'s stopping and seeding on a fixture model.
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
-import { TextStreamer, applyRepetitionPenalty, applyWarpers, argmax, generate, generateBatch, softmax } from '../../src/llama/generate.js';
+import { TextStreamer, generate, generateBatch } from '../../src/llama/generate.js';
+import { applyRepetitionPenalty, applyWarpers, argmax, softmax } from '../reference/sampling.js';
 import { LlamaModel } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { useEngine } from '../helpers/index.js';
@@ -10,7 +11,7 @@ import { MODEL_NAMES, golden, modelDir } from './helpers.js';
 
 useEngine();
 
-describe('logit processors (transformers semantics)', () => {
+describe('logit processors of the CPU reference sampler (transformers semantics)', () => {
   it('repetition penalty divides positive and multiplies negative logits, once per token', () => {
     const l = Float32Array.from([2, -2, 1, 0.5]);
     applyRepetitionPenalty(l, [0, 1, 1, 3], 2);

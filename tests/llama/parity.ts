@@ -10,10 +10,11 @@
 // so the only difference is again rounding; 1e-3 is the brief's contract).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backward, noGrad, zeroGrad } from '../../src/engine/autograd.js';
-import { tidy } from '../../src/engine/tensor.js';
+import { computePrecision, setComputePrecision } from '../../src/engine/precision.js';
+import { engine, tidy } from '../../src/engine/tensor.js';
 import { sequenceLosses } from '../../src/llama/evaluate.js';
 import { generate } from '../../src/llama/generate.js';
-import { LlamaModel, disposeKvCache, shiftLabels } from '../../src/llama/model.js';
+import { CHECKPOINT_MODES, LlamaModel, disposeKvCache, shiftLabels } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { expectClose, useEngine } from '../helpers/index.js';
 import { adapterDir, golden, maxAbs, modelDir, readAllF32, FIXTURES, type FixtureName } from './helpers.js';
@@ -105,8 +106,8 @@ export function parityTests(name: FixtureName): void {
       logits.dispose();
     });
 
-    for (const checkpointing of [false, true]) {
-      it(`LoRA gradients within 1e-4 (relative to each tensor's largest), gradient checkpointing ${checkpointing ? 'on' : 'off'}`, async () => {
+    for (const checkpointing of CHECKPOINT_MODES) {
+      it(`LoRA gradients within 1e-4 (relative to each tensor's largest), gradient checkpointing ${checkpointing}`, async () => {
         const ref = await readAllF32(join(FIXTURES, name, 'lora_grads_text0.safetensors'));
         const params = model.namedLoraParameters();
         expect([...params.keys()].sort()).toEqual([...ref.keys()].sort());
@@ -136,6 +137,37 @@ export function parityTests(name: FixtureName): void {
         expectLosses(per.map((e) => e.loss), g.nf4_adapter_loss, 1e-3, 'NF4 + adapter loss');
       } finally {
         model.dispose();
+      }
+    });
+  });
+
+  describe(`${name}: fp16-mixed (f16 GEMM operands, f32 accumulation) vs transformers' f32`, () => {
+    // The contract (issue 8): per-text losses within 5e-3 of HF's f32 golden losses. Only the GEMMs
+    // change (operands rounded to f16: ~5e-4 relative per product, mostly averaging out).
+    it('per-text losses within 5e-3: base, base + adapter, NF4 base + adapter', async () => {
+      if (!engine().dev.has('shader-f16')) {
+        console.log(`[parity] ${name}: shader-f16 absent, fp16-mixed parity skipped`);
+        return;
+      }
+      const prev = computePrecision();
+      setComputePrecision('fp16-mixed');
+      try {
+        const cases: [string, Parameters<typeof LlamaModel.load>[1], number[]][] = [
+          ['fp16-mixed base loss', {}, g.base_loss],
+          ['fp16-mixed adapter loss', { adapter: adapterDir(name) }, g.adapter_loss],
+          ['fp16-mixed NF4 + adapter loss', { quantize: 'nf4', adapter: adapterDir(name) }, g.nf4_adapter_loss],
+        ];
+        for (const [label, load, want] of cases) {
+          const model = await LlamaModel.load(modelDir(name), load);
+          try {
+            const per = await sequenceLosses(model, g.token_ids);
+            expectLosses(per.map((e) => e.loss), want, 5e-3, label);
+          } finally {
+            model.dispose();
+          }
+        }
+      } finally {
+        setComputePrecision(prev);
       }
     });
   });

@@ -9,7 +9,7 @@ import { loadConfig, saveResolvedConfig } from '../../src/pipeline/config.js';
 import { evalSuites } from '../../src/pipeline/pipeline.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const DEFAULT = join(ROOT, 'configs', 'default.yaml');
+const DEFAULT = join(ROOT, 'configs', 'tiny-sample.yaml');
 
 function tmpConfig(yaml: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'finllm-cfg-eval-'));
@@ -21,7 +21,7 @@ function tmpConfig(yaml: string): string {
 const BASE = 'model: {path: m}\ndata: {train: t.jsonl}\n';
 
 describe('config eval section', () => {
-  it('configs/default.yaml: three bundled suites with absolute paths, small limits', () => {
+  it('configs/tiny-sample.yaml: three bundled suites with absolute paths, small limits', () => {
     const cfg = loadConfig({ file: DEFAULT });
     const ev = cfg.eval!;
     expect(ev.suites.map((s) => [s.file, s.task])).toEqual([

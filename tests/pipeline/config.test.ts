@@ -54,6 +54,22 @@ describe('loadConfig', () => {
     expect(cfg.source).toEqual({ file, env: null, sets: [] });
   });
 
+  it('grad_checkpointing: none | selective | full, with true/false of older configs read as full/none', () => {
+    const mode = (v: string) => loadConfig({ file: t.write('g.yaml', MINIMAL), sets: [`training.grad_checkpointing=${v}`] }).training.grad_checkpointing;
+    expect(loadConfig({ file: t.write('d.yaml', MINIMAL) }).training.grad_checkpointing).toBe('none');
+    expect([mode('none'), mode('selective'), mode('full'), mode('true'), mode('false')]).toEqual(['none', 'selective', 'full', 'full', 'none']);
+    const e = errorOf(() => mode('partial'));
+    expect(e.message).toMatch(/key 'training\.grad_checkpointing'.*got "partial", expected one of "none", "selective", "full"/);
+  });
+
+  it('batch_size: a positive integer or auto; effective_batch_size only with auto', () => {
+    const load = (...sets: string[]) => loadConfig({ file: t.write('b.yaml', MINIMAL), sets });
+    expect(load('training.batch_size=auto', 'training.effective_batch_size=16').training).toMatchObject({ batch_size: 'auto', effective_batch_size: 16 });
+    expect(load().training.effective_batch_size).toBeNull();
+    expect(errorOf(() => load('training.batch_size=big')).message).toMatch(/key 'training\.batch_size'.*got "big", expected a positive integer or "auto"/);
+    expect(errorOf(() => load('training.effective_batch_size=16')).message).toMatch(/effective_batch_size \(16\) only applies with batch_size: auto/);
+  });
+
   it('expands all-linear target modules', () => {
     const file = t.write('c.yaml', MINIMAL + 'lora:\n  target_modules: all-linear\n');
     expect(loadConfig({ file }).lora.target_modules).toEqual(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
@@ -143,7 +159,7 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ file, sets: ['training.lr'] })).toThrow(/expected key\.path=value/);
     const bad = t.write('bad.yaml', 'model:\n  path: [unclosed\n');
     expect(() => loadConfig({ file: bad })).toThrow(/invalid YAML/);
-    expect(() => loadConfig({ file: join(t.dir, 'missing.yaml') })).toThrow(/cannot read config file: ENOENT/);
+    expect(() => loadConfig({ file: join(t.dir, 'missing.yaml') })).toThrow(/missing\.yaml: config file not found/);
   });
 
   it('saves the resolved config atomically; reloading it gives the same config', () => {
@@ -168,20 +184,31 @@ describe('loadConfig', () => {
 });
 
 describe('bundled configs', () => {
-  it('configs/default.yaml validates, is CPU-sized and points at the bundled sample data', () => {
-    const cfg = loadConfig({ file: join(ROOT, 'configs/default.yaml') });
+  it('configs/tiny-sample.yaml validates, is CPU-sized and points at the tiny model and the sample data', () => {
+    const cfg = loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml') });
     expect(cfg.model.path).toBe(join(ROOT, 'models/tiny-fin'));
     expect(cfg.data.train).toBe(join(ROOT, 'data/sample/train.jsonl'));
     expect(cfg.data.val).toBe(join(ROOT, 'data/sample/val.jsonl'));
     expect(cfg.data.max_seq_len).toBeLessThanOrEqual(512);
     expect(cfg.training.max_steps).not.toBeNull();
     expect(cfg.training.max_steps!).toBeLessThanOrEqual(200);
-    const text = readFileSync(join(ROOT, 'configs/default.yaml'), 'utf8');
-    expect(text).toContain('finllm train --config configs/default.yaml --set training.max_steps=10');
+    const text = readFileSync(join(ROOT, 'configs/tiny-sample.yaml'), 'utf8');
+    expect(text).toContain('finllm train --config configs/tiny-sample.yaml --set training.max_steps=10');
   });
 
-  it('configs/default.yaml environments validate', () => {
-    for (const env of ['cpu', 'gpu']) expect(() => loadConfig({ file: join(ROOT, 'configs/default.yaml'), env })).not.toThrow();
+  it('configs/default.yaml fine-tunes the bundled base model on the generated task set, evaluated on the held-out suites', () => {
+    const cfg = loadConfig({ file: join(ROOT, 'configs/default.yaml') });
+    expect(cfg.model.path).toBe(join(ROOT, 'models/fin-base'));
+    expect(cfg.data.train).toBe(join(ROOT, 'data/finetune/train.jsonl'));
+    expect(cfg.data.val).toBe(join(ROOT, 'data/finetune/val.jsonl'));
+    expect(cfg.training.max_steps!).toBeLessThanOrEqual(200);
+    expect(cfg.eval!.suites.map((s) => s.file)).toEqual(['fin-sentiment', 'fin-figures', 'fin-summary'].map((n) => join(ROOT, 'data/eval', `${n}.jsonl`)));
+  });
+
+  it('bundled config environments validate', () => {
+    for (const file of ['configs/default.yaml', 'configs/tiny-sample.yaml']) {
+      for (const env of ['cpu', 'gpu']) expect(() => loadConfig({ file: join(ROOT, file), env })).not.toThrow();
+    }
   });
 
   it('is the default file when none is given', () => {

@@ -17,7 +17,7 @@ const tok = tinyTokenizer();
 
 function cfgFor(dir: string, train: string, extra: string[] = []): ResolvedConfig {
   return loadConfig({
-    file: join(ROOT, 'configs/default.yaml'),
+    file: join(ROOT, 'configs/tiny-sample.yaml'),
     sets: [`data.train=${train}`, 'data.val=null', 'data.max_seq_len=1024', ...extra],
     cwd: dir,
   });
@@ -133,7 +133,7 @@ describe('prepareData', () => {
   });
 
   it('the bundled sample dataset validates cleanly and batches (padded and packed)', async () => {
-    const cfg = loadConfig({ file: join(ROOT, 'configs/default.yaml'), sets: ['data.max_seq_len=1024'] });
+    const cfg = loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml'), sets: ['data.max_seq_len=1024'] });
     const out = await prepareData(cfg, tok);
     expect(out.report.train.examples).toBeGreaterThanOrEqual(300);
     expect(out.report.val.examples).toBeGreaterThanOrEqual(40);
@@ -150,7 +150,7 @@ describe('prepareData', () => {
   });
 
   it('the default config runs its data stage with the bundled tiny model tokenizer, nothing truncated', async () => {
-    const cfg = loadConfig({ file: join(ROOT, 'configs/default.yaml') });
+    const cfg = loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml') });
     const out = await prepareData(cfg, await LlamaTokenizer.load(cfg.model.path));
     expect(out.report.train.truncated).toBe(0);
     expect(out.report.val.truncated).toBe(0);
@@ -158,7 +158,7 @@ describe('prepareData', () => {
   });
 
   it('sample data: figures survive preprocessing byte-for-byte', async () => {
-    const cfg = loadConfig({ file: join(ROOT, 'configs/default.yaml'), sets: ['data.max_seq_len=1024'] });
+    const cfg = loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml'), sets: ['data.max_seq_len=1024'] });
     const out = await prepareData(cfg, tok);
     // decode the (BOS-less) training text of an example and find its figures in the source row
     const rows = readFileSync(cfg.data.train, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { text?: string });
@@ -223,7 +223,7 @@ describe('finllm data CLI', () => {
 
   it('stats prints the table and writes the JSON report', async () => {
     const report = join(t.dir, 'r.json');
-    const out = await run(['data', 'stats', '--config', join(ROOT, 'configs/default.yaml'), '--tokenizer', TINY_MODEL, '--set', 'data.max_seq_len=1024', '-o', report]);
+    const out = await run(['data', 'stats', '--config', join(ROOT, 'configs/tiny-sample.yaml'), '--tokenizer', TINY_MODEL, '--set', 'data.max_seq_len=1024', '-o', report]);
     expect(out).toMatch(/rows read\s+342\s+46/);
     expect(out).toMatch(/transcript_completion/);
     expect(JSON.parse(readFileSync(report, 'utf8')).train.rowsRead).toBe(342);
@@ -232,12 +232,12 @@ describe('finllm data CLI', () => {
   it('validate throws an InputError naming the rows on bad input', async () => {
     const train = t.write('bad.jsonl', jsonl([{ task: 'qa', text: 'x', question: 'q' }]));
     await expect(
-      run(['data', 'validate', '--config', join(ROOT, 'configs/default.yaml'), '--tokenizer', TINY_MODEL, '--set', `data.train=${train}`, '--set', 'data.val=null']),
+      run(['data', 'validate', '--config', join(ROOT, 'configs/tiny-sample.yaml'), '--tokenizer', TINY_MODEL, '--set', `data.train=${train}`, '--set', 'data.val=null']),
     ).rejects.toThrow(/bad\.jsonl row 1: missing field 'answer'/);
   });
 
   it('a missing tokenizer is an InputError naming the file', async () => {
-    const e = await inputError(run(['data', 'validate', '--config', join(ROOT, 'configs/default.yaml'), '--tokenizer', t.dir]));
+    const e = await inputError(run(['data', 'validate', '--config', join(ROOT, 'configs/tiny-sample.yaml'), '--tokenizer', t.dir]));
     expect(e.message).toContain(join(t.dir, 'tokenizer.json'));
   });
 });

@@ -15,21 +15,16 @@ import { AdamW } from '../../src/kernels/optim.js';
 import { DataLoader, prepareData } from '../../src/pipeline/data/index.js';
 import { readTfEvents } from '../../src/io/tfevents.js';
 import { expectClose, useEngine } from '../helpers/index.js';
+import { CLI, ROOT, sampleSlice } from './helpers.js';
 
 useEngine();
 
-const ROOT = process.cwd();
-const CLI = join(ROOT, 'dist/src/cli/main.js');
 const MODEL = join(ROOT, 'models/tiny-fin');
 let dataDir = '';
 
 beforeAll(() => {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` (npm test does it first)`);
   // A slice of the bundled sample: 24 training and 8 validation records keep each run short on lavapipe.
-  dataDir = mkdtempSync(join(tmpdir(), 'finllm-train-data-'));
-  const take = (file: string, n: number) => readFileSync(join(ROOT, 'data/sample', file), 'utf8').split('\n').filter(Boolean).slice(0, n).join('\n') + '\n';
-  writeFileSync(join(dataDir, 'train.jsonl'), take('train.jsonl', 24));
-  writeFileSync(join(dataDir, 'val.jsonl'), take('val.jsonl', 8));
+  dataDir = sampleSlice(24, 8);
 });
 
 function settings(outDir: string, extra: string[] = []): string[] {
@@ -51,7 +46,7 @@ function settings(outDir: string, extra: string[] = []): string[] {
 }
 
 function config(outDir: string, extra: string[] = []): ResolvedConfig {
-  return loadConfig({ file: join(ROOT, 'configs/default.yaml'), sets: settings(outDir, extra) });
+  return loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml'), sets: settings(outDir, extra) });
 }
 
 function losses(runDir: string): number[] {
@@ -126,7 +121,7 @@ describe('trainer', () => {
 
     // The same run in a child process, killed right after its first checkpoint, then resumed.
     const killed = mkdtempSync(join(tmpdir(), 'finllm-killed-'));
-    const args = [CLI, 'train', '--config', join(ROOT, 'configs/default.yaml'), ...settings(killed).flatMap((s) => ['--set', s])];
+    const args = [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...settings(killed).flatMap((s) => ['--set', s])];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += String(d)));
@@ -156,7 +151,7 @@ describe('trainer', () => {
       const inMemory = await evaluatePerplexity(trainer.model, trainer.tokenizer, texts);
       const file = join(dir, 'texts.jsonl');
       writeFileSync(file, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
-      const out = spawnSync(process.execPath, [CLI, 'eval', '--model', MODEL, '--adapter', r.adapterDir, '--quantize', 'nf4', '--data', file, '--json'], { encoding: 'utf8', timeout: 240_000 });
+      const out = spawnSync(process.execPath, [CLI, 'eval', '--model', MODEL, '--adapter', r.adapterDir!, '--quantize', 'nf4', '--data', file, '--json'], { encoding: 'utf8', timeout: 240_000 });
       expect(out.status, out.stderr).toBe(0);
       const cli = JSON.parse(out.stdout) as { loss: number; per_example: { loss: number }[] };
       expect(Math.abs(cli.loss - inMemory.loss)).toBeLessThan(1e-5);
@@ -177,9 +172,9 @@ describe('trainer', () => {
     expect(existsSync(join(dir, 'adapter', 'adapter_model.safetensors'))).toBe(true);
   });
 
-  it('Ctrl-C (SIGINT) finishes the step, saves a checkpoint, exits 0; --resume completes the run', async () => {
+  it('Ctrl-C (SIGINT) finishes the step, saves a checkpoint, exits 130; --resume completes the run', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-sigint-'));
-    const args = [CLI, 'train', '--config', join(ROOT, 'configs/default.yaml'), ...settings(dir, ['training.save_every=0']).flatMap((s) => ['--set', s])];
+    const args = [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...settings(dir, ['training.save_every=0']).flatMap((s) => ['--set', s])];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
@@ -191,8 +186,10 @@ describe('trainer', () => {
     while (Date.now() < deadline && child.exitCode === null && !(existsSync(metrics) && losses(dir).length >= 1)) await new Promise((r) => setTimeout(r, 50));
     child.kill('SIGINT');
     const code = await exited;
-    expect(code, stderr).toBe(0);
+    // 130 = 128 + SIGINT, the shell convention: `finllm train && finllm export` stops here.
+    expect(code, stderr).toBe(130);
     expect(stdout).toMatch(/interrupted/);
+    expect(stderr).toMatch(/^finllm: interrupted: checkpoint saved at step \d+; .*--resume$/m);
     const done = losses(dir).length;
     expect(done).toBeGreaterThanOrEqual(1);
     expect(done).toBeLessThan(6);

@@ -245,10 +245,12 @@ export class DataLoader {
     const attentionMask = new Uint8Array(B * T);
     let numTargetTokens = 0;
     let numExamples = 0;
+    const sources: { file: string; row: number }[] = [];
     rows.forEach((row, b) => {
       let off = b * T;
       row.forEach((idx, seg) => {
         const ex = this.examples[idx]!;
+        sources.push({ file: ex.file, row: ex.row });
         const l = this.len(idx);
         inputIds.set(ex.inputIds.subarray(0, l), off);
         labels.set(ex.labels.subarray(0, l), off);
@@ -264,6 +266,6 @@ export class DataLoader {
         numExamples++;
       });
     });
-    return { inputIds, labels, positionIds, segmentIds, attentionMask, batchSize: B, seqLen: T, numTargetTokens, numExamples };
+    return { inputIds, labels, positionIds, segmentIds, attentionMask, batchSize: B, seqLen: T, numTargetTokens, numExamples, sources };
   }
 }

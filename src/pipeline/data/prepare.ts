@@ -227,8 +227,10 @@ export async function prepareData(cfg: DataStageConfig, tokenizer: TextTokenizer
 
 /** Loader options from the config (training order: shuffled; evaluation: fixed order). */
 export function loaderOptions(cfg: Pick<ResolvedConfig, 'data' | 'training'>, tokenizer: Pick<TextTokenizer, 'padId' | 'eosId'>, split: 'train' | 'val'): DataLoaderOptions {
+  const batchSize = cfg.training.batch_size;
+  if (batchSize === 'auto') throw new Error('training.batch_size: auto must be resolved to a number (the trainer does) before batches are made');
   return {
-    batchSize: cfg.training.batch_size,
+    batchSize,
     maxSeqLen: cfg.data.max_seq_len,
     packing: cfg.data.packing,
     seed: cfg.training.seed,

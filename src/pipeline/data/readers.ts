@@ -5,6 +5,7 @@ import { createReadStream, statSync } from 'node:fs';
 import { extname } from 'node:path';
 import { InputError } from '../../errors.js';
 import type { RawRow } from './types.js';
+import { describeValue } from '../../io/json.js';
 
 export type DataFormat = 'jsonl' | 'csv';
 
@@ -94,7 +95,7 @@ export async function* readJsonl(file: string): AsyncGenerator<RawRow> {
     if (typeof value !== 'object' || value === null || Array.isArray(value)) {
       row.readProblems.push({
         kind: 'parse_error',
-        message: `expected a JSON object per line, got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)?.slice(0, 40)}`,
+        message: `expected a JSON object per line, got ${Array.isArray(value) ? 'an array' : describeValue(value, 40)}`,
       });
     } else {
       row.fields = value as Record<string, unknown>;

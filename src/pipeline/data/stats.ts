@@ -1,6 +1,7 @@
 // Dataset statistics: counts, token length distribution, truncation, duplicates, tasks. Printed as
 // a table and saved as JSON.
 import { writeFileAtomicSync as writeFileAtomic } from '../../io/atomic.js';
+import { escapeControl } from '../../errors.js';
 import type { Problem, ProblemKind, TokenizedExample } from './types.js';
 
 export interface LengthStats {
@@ -163,7 +164,8 @@ export function formatReport(r: DataReport): string {
     out.push('');
     out.push(table([['problem', 'rows'], ...kinds.map(([k, n]) => [k, String(n)])]));
   }
-  return out.join('\n');
+  // Task names come from the data: a control character in one must not reach the terminal raw.
+  return escapeControl(out.join('\n'));
 }
 
 /** Save the report as JSON (atomic). */

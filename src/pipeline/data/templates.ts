@@ -23,6 +23,7 @@
 import type { ColumnMapping, TemplateName } from '../config.js';
 import { preprocessText, type PreprocessOptions } from './preprocess.js';
 import type { ChatMessage, ProblemKind, TextExample, TextTokenizer } from './types.js';
+import { describeValue } from '../../io/json.js';
 
 export type ConcreteTemplate = Exclude<TemplateName, 'auto'>;
 
@@ -111,7 +112,7 @@ export function checkText(v: unknown, what: string, template: string, pre: (s: s
     const type = Array.isArray(v) ? 'array' : typeof v;
     // Numbers and booleans are accepted only as short labels (e.g. sentiment: 1).
     if (allowScalar && (typeof v === 'number' || typeof v === 'boolean')) return String(v);
-    throw new TemplateProblem('non_text', `${what} must be text for template ${template}, got ${type} ${JSON.stringify(v)?.slice(0, 60)}`);
+    throw new TemplateProblem('non_text', `${what} must be text for template ${template}, got ${type} ${describeValue(v, 60)}`);
   }
   if (v.includes('\uFFFD')) {
     const at = v.indexOf('\uFFFD');
@@ -174,11 +175,11 @@ function parseMessages(v: unknown, col: string): ChatMessage[] {
         if (e instanceof TemplateProblem) throw e;
       }
     }
-    throw new TemplateProblem('non_text', `field '${col}' must be a list of {role, content} messages, got ${JSON.stringify(v)?.slice(0, 60)}`);
+    throw new TemplateProblem('non_text', `field '${col}' must be a list of {role, content} messages, got ${describeValue(v, 60)}`);
   }
   return v.map((m, i) => {
     if (typeof m !== 'object' || m === null || typeof (m as ChatMessage).role !== 'string') {
-      throw new TemplateProblem('non_text', `field '${col}[${i}]' must be {role, content} with a text role, got ${JSON.stringify(m)?.slice(0, 60)}`);
+      throw new TemplateProblem('non_text', `field '${col}[${i}]' must be {role, content} with a text role, got ${describeValue(m, 60)}`);
     }
     const msg = m as { role: string; content: unknown };
     if (msg.content === undefined || msg.content === null) throw new TemplateProblem('missing_field', `field '${col}[${i}].content' is missing`);

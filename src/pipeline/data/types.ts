@@ -87,6 +87,8 @@ export interface Batch {
   numTargetTokens: number;
   /** Number of examples in the batch (> batchSize when packed). */
   numExamples: number;
+  /** Where each example came from (file, 1-based row), in batch order: named when a step fails. */
+  sources?: { file: string; row: number }[];
 }
 
 export const IGNORE_INDEX = -100;

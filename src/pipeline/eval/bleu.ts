@@ -43,15 +43,21 @@ export interface BleuResult extends BleuStats {
   bp: number;
 }
 
-function ngrams(tokens: string[]): Map<string, number> {
-  const counts = new Map<string, number>();
+/** Counts of the n-grams of each order 1..4 (index n-1); keys are the space-joined tokens, cut from one joined string. */
+function ngrams(tokens: string[]): Map<string, number>[] {
+  const joined = tokens.join(' ');
+  const start = new Uint32Array(tokens.length + 1);
+  for (let i = 0; i < tokens.length; i++) start[i + 1] = start[i]! + tokens[i]!.length + 1;
+  const out: Map<string, number>[] = [];
   for (let n = 1; n <= MAX_ORDER; n++) {
+    const counts = new Map<string, number>();
     for (let i = 0; i + n <= tokens.length; i++) {
-      const key = tokens.slice(i, i + n).join(' ');
+      const key = joined.slice(start[i], start[i + n]! - 1);
       counts.set(key, (counts.get(key) ?? 0) + 1);
     }
+    out.push(counts);
   }
-  return counts;
+  return out;
 }
 
 function prep(s: string): string[] {
@@ -66,19 +72,22 @@ export function bleuStats(hypothesis: string, references: string[]): BleuStats {
   // Closest reference length; ties go to the shorter reference.
   let refLen = -1;
   let bestDiff = Infinity;
-  const maxRef = new Map<string, number>();
+  const maxRef = Array.from({ length: MAX_ORDER }, () => new Map<string, number>());
   for (const r of refs) {
     const diff = Math.abs(r.length - hyp.length);
     if (diff < bestDiff || (diff === bestDiff && r.length < refLen)) { bestDiff = diff; refLen = r.length; }
-    for (const [k, c] of ngrams(r)) maxRef.set(k, Math.max(maxRef.get(k) ?? 0, c));
+    ngrams(r).forEach((counts, n) => {
+      for (const [k, c] of counts) maxRef[n]!.set(k, Math.max(maxRef[n]!.get(k) ?? 0, c));
+    });
   }
   const correct = new Array<number>(MAX_ORDER).fill(0);
   const total = new Array<number>(MAX_ORDER).fill(0);
-  for (const [k, c] of ngrams(hyp)) {
-    const n = k.split(' ').length;
-    correct[n - 1]! += Math.min(c, maxRef.get(k) ?? 0);
-    total[n - 1]! += c;
-  }
+  ngrams(hyp).forEach((counts, n) => {
+    for (const [k, c] of counts) {
+      correct[n]! += Math.min(c, maxRef[n]!.get(k) ?? 0);
+      total[n]! += c;
+    }
+  });
   return { correct, total, sysLen: hyp.length, refLen: Math.max(refLen, 0) };
 }
 
@@ -120,14 +129,18 @@ export function corpusBleu(hypotheses: string[], references: string[][]): BleuRe
       throw new Error(`corpusBleu: ${hypotheses.length} hypotheses but a reference stream of ${stream.length}`);
     }
   }
+  return bleuFromStats(sumBleuStats(hypotheses.map((h, i) => bleuStats(h, references.map((r) => r[i]!)))), false);
+}
+
+/** Corpus statistics: the per-example statistics summed (so sentence and corpus BLEU share one pass). */
+export function sumBleuStats(all: readonly BleuStats[]): BleuStats {
   const sum: BleuStats = { correct: [0, 0, 0, 0], total: [0, 0, 0, 0], sysLen: 0, refLen: 0 };
-  hypotheses.forEach((h, i) => {
-    const s = bleuStats(h, references.map((r) => r[i]!));
+  for (const s of all) {
     for (let n = 0; n < MAX_ORDER; n++) { sum.correct[n]! += s.correct[n]!; sum.total[n]! += s.total[n]!; }
     sum.sysLen += s.sysLen;
     sum.refLen += s.refLen;
-  });
-  return bleuFromStats(sum, false);
+  }
+  return sum;
 }
 
 /** Sentence BLEU (sacrebleu.sentence_bleu defaults: exp smoothing, effective order). */

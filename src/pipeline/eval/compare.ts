@@ -104,6 +104,12 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
       if (!seen.has(k) && Object.hasOwn(c.scores, k)) { seen.add(k); names.push(k); }
     }
   }
+  if (names.length === 0) {
+    const list = (r: Results) => [...new Set(r.per_example.flatMap((e) => Object.keys(e.scores)))].join(', ') || 'none';
+    throw new InputError(
+      `the two files have no metric in common: ${baseFile} scores ${list(base)}; ${candFile} scores ${list(cand)} (evaluate both with the same --metrics)`,
+    );
+  }
   const known = Object.keys(metricOrder());
   names.sort((x, y) => rank(x, known) - rank(y, known));
 
@@ -138,6 +144,9 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
       ids, base: bv, candidate: cv,
     };
   });
+  if (partial.every((m) => m.n === 0)) {
+    throw new InputError(`no example has a finite value in both files for any of the common metrics (${names.join(', ')}): nothing to compare`, { file: candFile });
+  }
   const adjusted = holm(partial.map((m) => m.wilcoxon.pValue));
   const metrics: MetricComparison[] = partial.map((m, i) => {
     const pHolm = adjusted[i]!;

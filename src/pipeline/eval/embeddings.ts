@@ -85,7 +85,7 @@ export class ModelEmbeddingProvider implements EmbeddingProvider {
       // A model over the first `layer` layers (same final norm), sharing the weights' storage.
       const weights: LlamaWeights = retainViews({ ...model.weights, layers: model.weights.layers.slice(0, layer) });
       this.runner = new LlamaModel({ ...model.config, numHiddenLayers: layer }, weights);
-      if (model.lora) this.runner.lora = { ...model.lora, layers: model.lora.layers.slice(0, layer) };
+      if (model.lora) this.runner.lora = model.lora.firstLayers(layer);
     }
   }
 

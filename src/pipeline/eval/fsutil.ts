@@ -1,7 +1,7 @@
 // File helpers for the evaluation code: atomic writes and JSON / JSONL reading with errors that
 // name the file and line.
 import { readFile } from 'node:fs/promises';
-import { InputError } from '../../errors.js';
+import { InputError, readFailure } from '../../errors.js';
 
 export { writeFileAtomic } from '../../io/atomic.js';
 
@@ -9,8 +9,7 @@ export async function readTextInput(path: string): Promise<string> {
   try {
     return await readFile(path, 'utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new InputError(code === 'ENOENT' ? 'file not found' : `cannot read file (${code ?? String(err)})`, { file: path });
+    throw readFailure(err, path);
   }
 }
 

@@ -18,19 +18,20 @@
 //
 // The prediction is the decoded new tokens (special tokens dropped), cut at the first stop
 // sequence (default "\n###": the start of a next template section) and trimmed. Decoding is greedy
-// unless sampling is asked for. Prompts are decoded `batchSize` at a time (default 8), left-padded
-// (generateBatch: attention masks each row's padding, positions start at its first real token),
-// each row stopping on its own at EOS or a stop sequence; under greedy decoding the predictions are
-// those of one-at-a-time decoding (batchSize 1). Sampling: one-at-a-time decoding seeds every
-// prompt with `seed`; batched decoding seeds item i (0-based, in file order) with seed + i, so its
-// draws do not depend on the batch size.
+// unless sampling is asked for. Prompts are decoded `batchSize` at a time (default 8), shortest
+// first (sorted by token count, so a batch pads little; results and the results file stay in input
+// order), left-padded (generateBatch: attention masks each row's padding, positions start at its
+// first real token), each row stopping on its own at EOS or a stop sequence; under greedy decoding
+// the predictions are those of one-at-a-time decoding (batchSize 1). Sampling: one-at-a-time
+// decoding seeds every prompt with `seed`; batched decoding seeds item i (0-based, in file order)
+// with seed + i, so its draws depend neither on the batch size nor on the length order.
 //
 // Classification reads the label from the generated text with FinGPT's rule ("positive" anywhere,
 // else "negative", else neutral) and reports accuracy (mean label_correct), macro/weighted F1 and
 // the confusion matrix.
 import { initEngine } from '../../engine/tensor.js';
 import { InputError } from '../../errors.js';
-import { generate, generateBatch, type SamplingOptions } from '../../llama/generate.js';
+import { cutAtStop, generate, generateBatch, type BatchSamplingOptions, type SamplingOptions } from '../../llama/generate.js';
 import { LlamaModel, type LoadModelOptions } from '../../llama/model.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import type { ColumnMapping } from '../config.js';
@@ -43,6 +44,7 @@ import { readJsonl } from './fsutil.js';
 import { METRIC_GROUPS, meanOfPresent, scoreExamples, type MetricGroup } from './metrics.js';
 import { RESULTS_FORMAT, type Results } from './results.js';
 import { bertScore, embeddingCosine, type EmbeddingProvider } from './semantic.js';
+import { describeValue } from '../../io/json.js';
 
 export type GenerationTask = 'generation' | 'classification';
 export type RecordKind = 'qa' | 'summarization' | 'sentiment' | 'prompt';
@@ -140,7 +142,7 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
     const need = (key: string): string => {
       const v = value[key];
       if (typeof v !== 'string' || v.trim() === '') {
-        throw new InputError(`expected a non-empty string, got ${v === undefined ? 'nothing' : JSON.stringify(v)?.slice(0, 60)}`, { file, row, key });
+        throw new InputError(`expected a non-empty string, got ${v === undefined ? 'nothing' : describeValue(v, 60)}`, { file, row, key });
       }
       return v;
     };
@@ -176,7 +178,7 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
         const summary = need('summary');
         const given = str(value['source_kind']) ?? (passageKey === 'text' ? str(value['source']) : undefined);
         if (value['source_kind'] !== undefined && !SOURCE_KINDS.includes(String(value['source_kind']))) {
-          throw new InputError(`expected one of ${SOURCE_KINDS.join(', ')}, got ${JSON.stringify(value['source_kind'])}`, { file, row, key: 'source_kind' });
+          throw new InputError(`expected one of ${SOURCE_KINDS.join(', ')}, got ${describeValue(value['source_kind'])}`, { file, row, key: 'source_kind' });
         }
         const sourceKind = given ?? (/earnings call/i.test(passage) ? 'earnings_call' : undefined);
         item = {
@@ -191,7 +193,7 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
         const labelKey = value['label'] !== undefined ? 'label' : 'sentiment';
         const label = value[labelKey];
         if (typeof label !== 'string' || parseGoldLabel(label) === undefined) {
-          throw new InputError(`expected a label negative, neutral or positive, got ${JSON.stringify(label)?.slice(0, 60)}`, { file, row, key: labelKey });
+          throw new InputError(`expected a label negative, neutral or positive, got ${describeValue(label, 60)}`, { file, row, key: labelKey });
         }
         const text = need('text');
         item = { id, row, kind, prompt: templated({ task: 'sentiment', text, sentiment: label }), reference: label, source: text };
@@ -237,8 +239,8 @@ export function metricsFor(items: readonly EvalItem[], task: GenerationTask, giv
 
 export interface GenerationSettings {
   maxNewTokens: number;
-  /** Decoding options of src/llama/generate.ts (greedy by default). */
-  sampling?: Omit<SamplingOptions, 'maxNewTokens'>;
+  /** Decoding options of src/llama/generate.ts (greedy by default; `seeds` for batches only). */
+  sampling?: Omit<BatchSamplingOptions, 'maxNewTokens'>;
   /** The prediction ends before the first of these. Default ["\n###"]. */
   stopSequences?: readonly string[];
   /** Prompts decoded together (left-padded batch). Default 8; 1 = one at a time. */
@@ -256,18 +258,11 @@ export interface Prediction {
 
 export const DEFAULT_STOP_SEQUENCES: readonly string[] = ['\n###'];
 
+export { cutAtStop };
+
 /** Thrown from the token callback to end decoding once a stop sequence appeared. */
 class StopSequenceReached extends Error {}
 
-/** Cuts `text` before the first stop sequence; returns whether one was found. */
-export function cutAtStop(text: string, stops: readonly string[]): { text: string; stopped: boolean } {
-  let at = -1;
-  for (const s of stops) {
-    const i = s === '' ? -1 : text.indexOf(s);
-    if (i >= 0 && (at < 0 || i < at)) at = i;
-  }
-  return at >= 0 ? { text: text.slice(0, at), stopped: true } : { text, stopped: false };
-}
 
 /** Generates the prediction for one prompt. */
 export async function predict(model: LlamaModel, tokenizer: GenerationTokenizer, prompt: string, settings: GenerationSettings): Promise<Prediction> {
@@ -320,7 +315,7 @@ export interface GenerationEvalOptions extends GenerationSettings {
   metrics?: readonly EvalMetric[] | null;
   /** Needed for the embedding and bertscore metrics: see embeddings.ts. */
   embeddings?: EmbeddingProvider | null;
-  /** Called after each example. */
+  /** Called after each example (batched: in the order batches finish, shortest prompts first). */
   onProgress?: (done: number, total: number, item: EvalItem, p: Prediction) => void;
   /** Recorded in the results file. */
   model: string;
@@ -372,21 +367,26 @@ export async function runGenerationEval(model: LlamaModel, tokenizer: Generation
   }
   const batchSize = opts.batchSize ?? DEFAULT_EVAL_BATCH_SIZE;
   if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new InputError(`expected a positive integer, got ${batchSize}`, { key: 'batch-size' });
-  const predictions: Prediction[] = [];
+  const predictions: Prediction[] = new Array<Prediction>(items.length);
+  let done = 0;
   if (batchSize === 1) {
-    for (const item of items) {
-      const p = await predict(model, tokenizer, item.prompt, opts);
-      predictions.push(p);
-      opts.onProgress?.(predictions.length, items.length, item, p);
+    for (let i = 0; i < items.length; i++) {
+      const p = await predict(model, tokenizer, items[i]!.prompt, opts);
+      predictions[i] = p;
+      opts.onProgress?.(++done, items.length, items[i]!, p);
     }
   } else {
-    for (let i0 = 0; i0 < items.length; i0 += batchSize) {
-      const chunk = items.slice(i0, i0 + batchSize);
-      const sampling = { ...opts.sampling, seed: (opts.sampling?.seed ?? 0) + i0 }; // item i gets seed + i
-      const ps = await predictBatch(model, tokenizer, chunk.map((it) => it.prompt), { ...opts, sampling });
+    // Shortest prompts first, so each batch pads little; predictions go back to input order.
+    const lengths = items.map((it) => tokenizer.encode(it.prompt).length);
+    const order = items.map((_, i) => i).sort((a, b) => lengths[a]! - lengths[b]! || a - b);
+    const seed = opts.sampling?.seed ?? 0;
+    for (let i0 = 0; i0 < order.length; i0 += batchSize) {
+      const idx = order.slice(i0, i0 + batchSize);
+      const sampling = { ...opts.sampling, seeds: idx.map((i) => seed + i) }; // item i gets seed + i
+      const ps = await predictBatch(model, tokenizer, idx.map((i) => items[i]!.prompt), { ...opts, sampling });
       ps.forEach((p, j) => {
-        predictions.push(p);
-        opts.onProgress?.(predictions.length, items.length, chunk[j]!, p);
+        predictions[idx[j]!] = p;
+        opts.onProgress?.(++done, items.length, items[idx[j]!]!, p);
       });
     }
   }

@@ -1,13 +1,14 @@
 // The metric registry: which per-example scores each metric group produces, which direction is
 // better, and how corpus-level figures are aggregated. Used by `finllm score`, by `finllm eval`
 // (to fill results files) and by `finllm compare`.
-import { corpusBleu, sentenceBleu } from './bleu.js';
-import { corpusChrf, sentenceChrf } from './chrf.js';
+import { bleuFromStats, bleuStats, sumBleuStats, type BleuStats } from './bleu.js';
+import { chrfFromStats, chrfStats, sumChrfStats, type ChrfStats } from './chrf.js';
 import { classificationReport, normalizeGeneratedLabel, parseGoldLabel, type ClassificationReport } from './classification.js';
 import { exactMatch } from './exact.js';
 import type { SentimentLabel } from './lexicon.js';
 import { hallucinatedNumberRate, numericFidelity } from './numeric.js';
-import { rouge } from './rouge.js';
+import { DEFAULT_LCS_MAX_TOKENS, rouge } from './rouge.js';
+import { warn } from '../../warnings.js';
 import { sentimentAgreement } from './sentiment.js';
 import { termCoverage } from './terms.js';
 
@@ -60,6 +61,8 @@ export interface ScoreOptions {
   groups?: readonly MetricGroup[];
   /** Porter-stem tokens for ROUGE (rouge-score's use_stemmer). Default false, as rouge-score. */
   rougeStemmer?: boolean;
+  /** ROUGE-L uses at most this many tokens per side (default DEFAULT_LCS_MAX_TOKENS), with a warning when it cuts. */
+  rougeLcsMaxTokens?: number;
 }
 
 export interface ScoredExample { scores: Record<string, number | null> }
@@ -98,16 +101,27 @@ export function scoreExamples(inputs: readonly ScoreInput[], opts: ScoreOptions 
   const metrics: Record<string, number | null> = {};
   let classification: ClassificationReport | undefined;
 
+  const bleu: BleuStats[] = [];
+  const chrf: ChrfStats[] = [];
+  const lcsMax = opts.rougeLcsMaxTokens ?? DEFAULT_LCS_MAX_TOKENS;
+  const cut: string[] = [];
   inputs.forEach((ex, i) => {
     const s = per[i]!.scores;
     if (groups.has('rouge')) {
-      const r = rouge(ex.prediction, ex.reference, { useStemmer: opts.rougeStemmer ?? false });
+      const r = rouge(ex.prediction, ex.reference, { useStemmer: opts.rougeStemmer ?? false, lcsMaxTokens: lcsMax });
       s['rouge1'] = r.rouge1.f1;
       s['rouge2'] = r.rouge2.f1;
       s['rougeL'] = r.rougeL.f1;
+      if (r.lcsTruncated) cut.push(ex.id ?? `example ${i + 1}`);
     }
-    if (groups.has('bleu')) s['bleu'] = sentenceBleu(ex.prediction, [ex.reference]).score;
-    if (groups.has('chrf')) s['chrf'] = sentenceChrf(ex.prediction, ex.reference);
+    if (groups.has('bleu')) {
+      bleu.push(bleuStats(ex.prediction, [ex.reference]));
+      s['bleu'] = bleuFromStats(bleu[bleu.length - 1]!, true).score;
+    }
+    if (groups.has('chrf')) {
+      chrf.push(chrfStats(ex.prediction, ex.reference));
+      s['chrf'] = chrfFromStats(chrf[chrf.length - 1]!);
+    }
     if (groups.has('exact')) s['exact_match'] = exactMatch(ex.prediction, ex.reference);
     if (groups.has('numeric')) {
       s['numeric_fidelity'] = numericFidelity(ex.prediction, ex.reference);
@@ -141,12 +155,13 @@ export function scoreExamples(inputs: readonly ScoreInput[], opts: ScoreOptions 
   for (const [name, info] of Object.entries(METRICS)) {
     if (!groups.has(info.group)) continue;
     if (info.aggregate === 'corpus' && inputs.length > 0) {
-      const hyps = inputs.map((e) => e.prediction);
-      const refs = inputs.map((e) => e.reference);
-      metrics[name] = name === 'bleu' ? corpusBleu(hyps, [refs]).score : corpusChrf(hyps, refs);
+      metrics[name] = name === 'bleu' ? bleuFromStats(sumBleuStats(bleu), false).score : chrfFromStats(sumChrfStats(chrf));
     } else {
       metrics[name] = meanOfPresent(per.map((p) => p.scores[name]));
     }
+  }
+  if (cut.length > 0) {
+    warn(`ROUGE-L of ${cut.length} example${cut.length === 1 ? '' : 's'} (${cut.slice(0, 3).join(', ')}${cut.length > 3 ? ', ...' : ''}) used only the first ${lcsMax} tokens of each side (its time grows with the product of the lengths; raise the limit with --rouge-max-tokens)`, 'rouge-lcs-cap');
   }
   const result: ScoreResult = { n: inputs.length, metrics, per_example: per };
   if (classification) result.classification = classification;

@@ -3,9 +3,11 @@
 // one, never a half-written checkpoint. The last K are kept.
 //
 //   checkpoints/step-00000050/
-//     adapter/                    PEFT adapter (adapter_config.json + adapter_model.safetensors)
+//     adapter/                    PEFT adapter (adapter_config.json + adapter_model.safetensors), LoRA
+//     model/                      the whole model as an HF checkpoint (f32), full training
 //     optimizer.safetensors       AdamW moments, f32, named <param>.exp_avg / .exp_avg_sq
-//     trainer_state.json          step, data-loader state, scheduler, early stopping, loss history
+//     trainer_state.json          step, data-loader state, scheduler, early stopping, loss history,
+//                                 precision and (fp16-mixed) the loss scaler's state
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, readFileSync } from 'node:fs';
 import { writeFileAtomicSync } from '../../io/atomic.js';
 import { join } from 'node:path';

@@ -2,6 +2,10 @@
 // of every logged metric, and TensorBoard event files (written natively, see src/io/tfevents.ts).
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { formatBytes } from '../../engine/device-memory.js';
+
+export { formatBytes };
+import { escapeControl } from '../../errors.js';
 
 export interface MetricRecord {
   step: number;
@@ -36,18 +40,12 @@ export function formatDuration(seconds: number): string {
   return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${String(sec).padStart(2, '0')}` : `${m}:${String(sec).padStart(2, '0')}`;
 }
 
-export function formatBytes(bytes: number): string {
-  if (bytes >= 1 << 30) return `${(bytes / (1 << 30)).toFixed(2)} GiB`;
-  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
-  return `${(bytes / 1024).toFixed(0)} KiB`;
-}
-
 /** A one-line progress bar on a TTY; plain lines otherwise (CI logs). */
 export class ConsoleProgress {
   private readonly tty = Boolean(process.stderr.isTTY);
   constructor(private readonly total: number, private readonly enabled: boolean) {}
 
-  update(p: { step: number; loss: number; lr: number; tokensPerSec: number; elapsed: number; memBytes: number; gradNorm?: number | null }): void {
+  update(p: { step: number; loss: number; lr: number; tokensPerSec: number; elapsed: number; memBytes: number; gradNorm?: number | null; lossScale?: number }): void {
     if (!this.enabled) return;
     const frac = Math.min(1, p.step / this.total);
     const width = 24;
@@ -57,6 +55,7 @@ export class ConsoleProgress {
     const line =
       `${bar} step ${p.step}/${this.total} loss ${p.loss.toFixed(4)} lr ${p.lr.toExponential(2)}` +
       (p.gradNorm != null ? ` |g| ${p.gradNorm.toFixed(3)}` : '') +
+      (p.lossScale !== undefined ? ` scale ${p.lossScale}` : '') +
       ` ${p.tokensPerSec.toFixed(0)} tok/s ETA ${formatDuration(eta)} mem ${formatBytes(p.memBytes)}`;
     if (this.tty) process.stderr.write(`\r${line}\x1b[K`);
     else process.stderr.write(line + '\n');
@@ -64,7 +63,8 @@ export class ConsoleProgress {
 
   message(text: string): void {
     if (!this.enabled) return;
-    process.stderr.write((this.tty ? '\r\x1b[K' : '') + text + '\n');
+    // Messages quote paths and config values: their control characters are shown, not obeyed.
+    process.stderr.write((this.tty ? '\r\x1b[K' : '') + escapeControl(text) + '\n');
   }
 
   done(): void {

@@ -1,4 +1,8 @@
-// The LoRA / QLoRA training recipe: setup → train → save → cleanup.
+// The training recipe: setup → train → save → cleanup, for both methods (training.method):
+//   lora  LoRA / QLoRA adapters on a frozen base; the run writes a PEFT adapter (adapter/).
+//   full  every weight trained in f32 (embeddings, norms, LM head; tied embeddings are one
+//         parameter); the run writes a complete HF checkpoint (model/). Pretraining from scratch is
+//         full training of a random-init model on raw text.
 //
 // Loss accounting: the loss of one optimizer step is the mean token NLL over every counted target
 // token of its micro-batches (Σ_i n_i·loss_i / Σ_i n_i). Each micro-batch's mean loss is scaled by
@@ -8,26 +12,50 @@
 // Determinism: the data order is a function of (seed, epoch); LoRA dropout masks are a function of
 // (seed, step, micro-batch); kernels are deterministic (no float atomics). A run resumed from a
 // checkpoint therefore reproduces the loss sequence of an uninterrupted run exactly.
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+//
+// Weight decay under full training follows the HF Trainer: matrices (embeddings, linear layers, LM
+// head) are decayed, RMSNorm weights are not.
+//
+// Precision (training.precision, src/engine/precision.ts): fp32, or fp16-mixed with dynamic loss
+// scaling (loss-scale.ts): the loss is multiplied by the scale before backward; the step reads the
+// gradient norm back first and, when nonFiniteStep finds the step non-finite, skips the update
+// (where fp32 stops the run) and halves the scale; otherwise it unscales inside the AdamW update
+// (grad · clip / scale). Trained weights, gradients and AdamW moments stay f32 (master weights).
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { ensureFolderSync, removeStaleTemps, writeFileAtomic } from '../../io/atomic.js';
+import { describeNonFinite, nonFiniteCount } from '../../io/finite.js';
 import { join } from 'node:path';
 import { backward, noGrad, zeroGrad } from '../../engine/autograd.js';
 import { engine, initEngine, Tensor, tidy } from '../../engine/tensor.js';
+import { computePrecision, precisionUnsupported, resolvePrecision, setComputePrecision, type Precision } from '../../engine/precision.js';
+import { DynamicLossScaler, skippedStep } from './loss-scale.js';
 import { scale } from '../../kernels/elementwise.js';
 import { AdamW, gradNormCoef } from '../../kernels/optim.js';
-import { InputError } from '../../errors.js';
-import { LlamaModel } from '../../llama/model.js';
+import { InputError, NonFiniteError } from '../../errors.js';
+import { loadLlamaConfig } from '../../llama/config.js';
+import { LlamaModel, type CheckpointMode } from '../../llama/model.js';
+import { OutOfMemoryError } from '../../engine/device.js';
+import YAML from 'yaml';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
-import { readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
-import { saveResolvedConfig, type ResolvedConfig } from '../config.js';
+import { Checkpoint, readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
+import { saveModel } from '../../llama/save.js';
+import { RESOLVED_CONFIG_NAME, saveResolvedConfig, type ResolvedConfig } from '../config.js';
+import { chooseAutoBatch, describeMemory, estimateStep, memoryAdvice, outOfMemoryFailure } from './memory.js';
 import { createDataLoader, prepareData, saveReport, formatReport, type Batch, type DataLoader, type DataLoaderState, type PreparedData, type TokenizedExample } from '../data/index.js';
 import { latestCheckpoint, readJsonSync, saveCheckpoint, writeJsonSync } from './checkpoint.js';
 import { ConsoleProgress, JsonlMetrics, formatBytes, type MetricRecord, type ScalarSink } from './logging.js';
 import { lrAt, resolveWarmup, type ScheduleSpec } from './schedule.js';
+import { checkResumeConfig, formatDifferences, readTrainerState, type TrainerState } from './resume.js';
+import { checkSeqLenFitsModel, describeSources, nonFiniteStep } from './checks.js';
 import { TensorBoardWriter } from '../../io/tfevents.js';
+
+const SUMMARY_FILE = 'train-summary.json';
 
 export interface TrainOptions {
   /** Continue from the latest checkpoint in the run folder (also when config says resume: never). */
   resume?: boolean;
+  /** Resume even when settings that affect the result differ from the checkpoint's (they are listed). */
+  allowConfigChange?: boolean;
   /** Print progress to stderr (default: config.logging.console). */
   quiet?: boolean;
   /** Called after each optimizer step (tests, the pipeline). */
@@ -40,6 +68,9 @@ export interface StepRecord {
   lr: number;
   gradNorm: number | null;
   tokens: number;
+  /** fp16-mixed: the loss scale this step ran with, and whether its update was skipped (inf/NaN gradients). */
+  lossScale?: number;
+  skipped?: boolean;
 }
 
 export interface TrainResult {
@@ -51,24 +82,22 @@ export interface TrainResult {
   initialValLoss: number | null;
   stoppedEarly: boolean;
   interrupted: boolean;
-  adapterDir: string;
+  /** The signal that interrupted the run (SIGINT: Ctrl-C). */
+  signal?: 'SIGINT' | 'SIGTERM';
+  /** The run folder held a finished run: nothing was trained or written. */
+  alreadyComplete?: boolean;
+  /** The PEFT adapter (training.method lora), else null. */
+  adapterDir: string | null;
+  /** The complete trained model, an HF folder (training.method full), else null. */
+  modelDir: string | null;
   mergedDir: string | null;
   tokensPerSecond: number;
   peakGpuBytes: number;
+  precision: Precision;
+  /** fp16-mixed: the final loss scale and the steps skipped for inf/NaN gradients. */
+  lossScaling: { scale: number; skippedSteps: number } | null;
 }
 
-interface TrainerState {
-  version: 1;
-  step: number;
-  totalSteps: number;
-  loader: DataLoaderState;
-  bestValLoss: number | null;
-  badEvals: number;
-  losses: StepRecord[];
-  valLosses: { step: number; loss: number }[];
-  initialValLoss: number | null;
-  tokensSeen: number;
-}
 
 /** Mixes (seed, step, micro-batch) into the LoRA dropout seed of that forward pass. */
 export function dropoutSeed(seed: number, step: number, micro: number): number {
@@ -87,63 +116,99 @@ export interface StepOptions {
   seed: number;
   /** Clip the global gradient norm to this (null: no clipping). */
   maxGradNorm: number | null;
-  gradientCheckpointing?: boolean;
+  gradientCheckpointing?: CheckpointMode;
+  /**
+   * Dynamic loss scaling (fp16-mixed): the loss is multiplied by this before backward; a
+   * non-finite step is skipped (returned with `skipped`) instead of stopping, and otherwise the
+   * update uses grad / lossScale.
+   */
+  lossScale?: number;
 }
 
 export interface StepResult {
   /** Token-weighted mean loss over all micro-batches, before the update. */
   loss: number;
-  /** Global gradient norm before clipping (null when clipping is off). */
+  /** Global gradient norm before clipping. */
   gradNorm: number | null;
   /** Tokens processed (batch × sequence, padding included). */
   tokens: number;
+  /** With loss scaling: the step was non-finite (`problem` says how) and its update was skipped. */
+  skipped: boolean;
+  problem?: string;
 }
 
 /**
  * One optimizer step over `batches` (the micro-batches of gradient accumulation): forward and
  * backward of each micro-batch with its loss weighted by its share of the step's target tokens,
- * then clipping, the AdamW update and zeroing of the gradients.
+ * then the loss and the global gradient norm are read back and checked (nonFiniteStep: a
+ * NonFiniteError, nothing applied), then clipping, the AdamW update and zeroing of the gradients.
  */
 export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Batch[], o: StepOptions): Promise<StepResult> {
   const total = batches.reduce((s, b) => s + b.numTargetTokens, 0);
   if (total === 0) throw new InputError(`step ${o.stepIndex + 1}: every label in the batch is masked (-100); check response_only_loss and max_seq_len`, { key: 'data' });
   model.training = true;
-  const params = model.loraParameters();
+  const params = model.trainableParameters();
   const weighted: Tensor[] = [];
+  const lossScale = o.lossScale ?? 1;
   batches.forEach((b, micro) => {
     model.setDropoutSeed(dropoutSeed(o.seed, o.stepIndex, micro));
     const w = tidy(() => {
-      const loss = model.loss(b, { gradientCheckpointing: o.gradientCheckpointing ?? false });
-      backward(scale(loss, b.numTargetTokens / total));
+      const loss = model.loss(b, { gradientCheckpointing: o.gradientCheckpointing ?? 'none' });
+      backward(scale(loss, (lossScale * b.numTargetTokens) / total));
       return noGrad(() => scale(loss, b.numTargetTokens / total));
     });
     weighted.push(w);
   });
-  // Clipping folded into the update: the step scales each gradient by min(1, max/‖g‖) on the GPU.
-  const clip = o.maxGradNorm !== null ? gradNormCoef(params, o.maxGradNorm) : null;
-  optimizer.step(o.lr, clip ? { gradScale: clip.coef } : {});
-  clip?.coef.dispose();
-  zeroGrad(params);
+  // The norm is computed with clipping off too: with the loss it shows whether the step is finite.
+  // Clipping is folded into the update: the step scales each gradient by min(1, max/‖g‖) on the GPU.
+  const clip = gradNormCoef(params, o.maxGradNorm ?? Infinity);
   let loss = 0;
   for (const w of weighted) {
     loss += await w.item();
     w.dispose();
   }
-  let gradNorm: number | null = null;
-  if (clip) {
-    gradNorm = await clip.norm.item();
-    clip.norm.dispose();
+  // Under loss scaling the norm is the scaled gradients' (its clip coefficient is not used).
+  const gradNorm = (await clip.norm.item()) / lossScale;
+  clip.norm.dispose();
+  const tokens = batches.reduce((s, b) => s + b.batchSize * b.seqLen, 0);
+  const problem = nonFiniteStep(loss, gradNorm);
+  if (problem) {
+    clip.coef.dispose();
+    zeroGrad(params);
+    const sources = describeSources(batches);
+    const where = `step ${o.stepIndex + 1}: ${problem}${sources ? ` (examples: ${sources})` : ''}`;
+    // fp16-mixed: an overflow of the scaled gradients; GradScaler skips the step (the caller lowers the scale).
+    if (o.lossScale !== undefined) return { loss, gradNorm, tokens, skipped: true, problem: where };
+    throw new NonFiniteError(where);
   }
-  return { loss, gradNorm, tokens: batches.reduce((s, b) => s + b.batchSize * b.seqLen, 0) };
+  if (o.lossScale !== undefined) {
+    // torch: unscale_ (× 1/scale, exact for a power of two) then clip; here both in one factor.
+    clip.coef.dispose();
+    const clipCoef = o.maxGradNorm !== null ? Math.min(1, o.maxGradNorm / (gradNorm + 1e-6)) : 1;
+    const gradScale = Tensor.from(new Float32Array([clipCoef / lossScale]), [1]);
+    optimizer.step(o.lr, { gradScale });
+    gradScale.dispose();
+  } else {
+    optimizer.step(o.lr, o.maxGradNorm !== null ? { gradScale: clip.coef } : {});
+    clip.coef.dispose();
+  }
+  zeroGrad(params);
+  return { loss, gradNorm, tokens, skipped: false };
 }
 
 export class LoraTrainer {
   private stopRequested = false;
+  /** Set by setup: the run folder holds a finished run (see isComplete). */
+  complete = false;
+  private stopSignal: 'SIGINT' | 'SIGTERM' | null = null;
   private metrics: JsonlMetrics | null = null;
   private tb: ScalarSink | null = null;
   private progress: ConsoleProgress;
   private state: TrainerState;
   private startTime = Date.now();
+  /** fp16-mixed: the dynamic loss scaler (null in fp32). */
+  private scaler: DynamicLossScaler | null;
+  private readonly previousPrecision: Precision;
   private constructor(
     readonly cfg: ResolvedConfig,
     readonly runDir: string,
@@ -154,8 +219,17 @@ export class LoraTrainer {
     readonly loader: DataLoader,
     readonly schedule: ScheduleSpec,
     private readonly opts: TrainOptions,
+    readonly precision: Precision,
   ) {
     this.progress = new ConsoleProgress(schedule.totalSteps, !opts.quiet && cfg.logging.console);
+    const ls = cfg.training.loss_scaling;
+    this.scaler =
+      precision === 'fp16-mixed'
+        ? new DynamicLossScaler({ initScale: ls.init_scale, growthFactor: ls.growth_factor, backoffFactor: ls.backoff_factor, growthInterval: ls.growth_interval })
+        : null;
+    // The precision is process-wide (the engine's GEMMs read it); dispose() puts the previous one back.
+    this.previousPrecision = computePrecision();
+    setComputePrecision(precision);
     this.state = {
       version: 1,
       step: 0,
@@ -167,43 +241,106 @@ export class LoraTrainer {
       valLosses: [],
       initialValLoss: null,
       tokensSeen: 0,
+      precision,
+      lossScaler: this.scaler?.state() ?? null,
     };
   }
 
-  /** Loads tokenizer, data, model (+ fresh LoRA), optimizer; restores the latest checkpoint when resuming. */
-  static async setup(cfg: ResolvedConfig, opts: TrainOptions = {}): Promise<LoraTrainer> {
-    await initEngine();
+  /**
+   * The run ended (all steps, or early stopping) and wrote its summary and its adapter (or model),
+   * which is the final checkpoint's: a re-run leaves it as it is. (Killed before that, a re-run
+   * writes them.)
+   */
+  private isComplete(): boolean {
+    const st = this.state;
+    if (!(st.step >= st.totalSteps || st.stoppedEarly === true) || !existsSync(join(this.runDir, SUMMARY_FILE))) return false;
+    const last = latestCheckpoint(this.runDir);
+    if (last?.step !== st.step) return false;
+    const same = (f: string) => {
+      try {
+        return readFileSync(join(this.runDir, f)).equals(readFileSync(join(last.dir, f)));
+      } catch {
+        return false;
+      }
+    };
+    if (this.model.fullTraining) return same('model/model.safetensors') && same('model/config.json');
+    return same('adapter/adapter_model.safetensors') && same('adapter/adapter_config.json');
+  }
+
+  /**
+   * Loads tokenizer, data, model (+ fresh LoRA), optimizer; resolves batch_size: auto; prints the
+   * memory estimate; restores the latest checkpoint when resuming.
+   */
+  static async setup(configured: ResolvedConfig, opts: TrainOptions = {}): Promise<LoraTrainer> {
+    const { dev } = await initEngine();
+    let cfg = configured;
+    const precision = resolvePrecision(cfg.training.precision, dev);
+    const unsupported = precisionUnsupported(precision, dev);
+    if (unsupported) throw new InputError(`${unsupported}; set training.precision: fp32 (or auto)`, { key: 'training.precision' });
     const runDir = cfg.output.dir;
-    mkdirSync(runDir, { recursive: true });
-    saveResolvedConfig(cfg, runDir);
+    checkSeqLenFitsModel(cfg, await loadLlamaConfig(cfg.model.path));
+    ensureFolderSync(runDir);
+    // Temps of a run killed while writing these (the writers clean their own too; a finished run writes none).
+    for (const f of ['data-report.json', RESOLVED_CONFIG_NAME, SUMMARY_FILE, 'metrics.jsonl', 'adapter/adapter_model.safetensors', 'adapter/adapter_config.json']) removeStaleTemps(join(runDir, f));
+    const latest = latestCheckpoint(runDir);
+    const resuming = latest !== null && (opts.resume === true || cfg.training.resume === 'auto');
+    // A resumed auto run keeps the batch it chose.
+    const chosenBefore = resuming && cfg.training.batch_size === 'auto' ? resolvedBatch(runDir) : null;
+    const configNotes: string[] = [];
     const log = (m: string) => (!opts.quiet && cfg.logging.console ? process.stderr.write(m + '\n') : undefined);
 
     const tokenizer = await LlamaTokenizer.load(cfg.model.path);
     const data = await prepareData(cfg, tokenizer);
-    saveReport(data.report, join(runDir, 'data-report.json'));
     log(formatReport(data.report));
     if (data.val.length === 0) log('warning: no validation examples (set data.val or data.val_split); validation is skipped');
 
-    const model = await LlamaModel.load(cfg.model.path, { quantize: cfg.model.quantize === 'nf4' ? 'nf4' : undefined, storage: cfg.model.storage });
+    const model = await loadForTraining(cfg);
     if (data.train.some((e) => e.inputIds.some((id) => id >= model.config.vocabSize))) {
       throw new InputError(`the tokenizer produces ids outside the model's vocabulary (${model.config.vocabSize})`, { file: join(cfg.model.path, 'tokenizer.json') });
     }
-    model.initLora(
-      { r: cfg.lora.r, loraAlpha: cfg.lora.alpha, useRslora: cfg.lora.rslora, targetModules: cfg.lora.target_modules, loraDropout: cfg.lora.dropout, baseModelNameOrPath: cfg.model.path },
-      cfg.training.seed,
-    );
+    let optimizer: AdamW;
+    try {
+      if (cfg.training.method === 'full') {
+        const named = model.enableFullTraining();
+        const params = [...named.values()];
+        optimizer = new AdamW(params, { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay, noWeightDecay: params.filter((p) => p.shape.length === 1) });
+      } else {
+        model.initLora(
+          { r: cfg.lora.r, loraAlpha: cfg.lora.alpha, useRslora: cfg.lora.rslora, targetModules: cfg.lora.target_modules, loraDropout: cfg.lora.dropout, baseModelNameOrPath: cfg.model.path },
+          cfg.training.seed,
+        );
+        optimizer = new AdamW(model.loraParameters(), { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay });
+      }
+    } catch (err) {
+      model.dispose();
+      throw err;
+    }
     model.gradientCheckpointing = cfg.training.grad_checkpointing;
-    const params = model.loraParameters();
-    const optimizer = new AdamW(params, { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay });
+    log(`precision: ${precision}${cfg.training.precision === 'auto' ? ` (auto: ${dev.hasF16SubgroupMatrix() ? 'the adapter has f16 subgroup matrices' : 'no f16 subgroup matrices on this adapter'})` : ''}`);
+    if (precision === 'fp16-mixed' && model.weights.outOfF16Range.length) {
+      log(`fp16-mixed: ${model.weights.outOfF16Range.length} weight(s) exceed the f16 range (|w| > 65504) and stay on the f32 GEMM path: ${model.weights.outOfF16Range.join(', ')}`);
+    }
+    if (cfg.training.batch_size === 'auto') {
+      const picked = chosenBefore ? null : await chooseAutoBatch(cfg, model);
+      const chosen = chosenBefore ?? picked!;
+      cfg = { ...cfg, training: { ...cfg.training, batch_size: chosen.batchSize, grad_accum: chosen.gradAccum, effective_batch_size: null } };
+      const how = picked ? `estimate ${formatBytes(picked.estimate)}, trial step ${formatBytes(picked.measured)}` : `as chosen when ${runDir} started`;
+      const note = `batch_size: auto -> ${chosen.batchSize} x grad_accum ${chosen.gradAccum} = ${chosen.batchSize * chosen.gradAccum} sequences per step (${how})`;
+      log(note);
+      configNotes.push(note);
+    }
+    for (const line of describeMemory(cfg, model.config, microBatch(cfg), engine().memory)) log(line);
+    const estimate = estimateStep(cfg, model.config, microBatch(cfg)).total;
+    const capacity = engine().pool.capacityBytes;
+    if (capacity !== null && estimate > capacity) log(`warning: the estimate exceeds the device memory; the run will likely stop out of memory. ${memoryAdvice(cfg, model.config, microBatch(cfg))}`);
     const loader = createDataLoader(data.train, cfg, tokenizer, 'train');
     const t = cfg.training;
     const batchesPerEpoch = loader.batchesInEpoch(0);
     const totalSteps = t.max_steps ?? Math.max(1, Math.ceil((batchesPerEpoch * t.epochs) / t.grad_accum));
     const schedule: ScheduleSpec = { kind: t.schedule, baseLr: t.lr, warmupSteps: resolveWarmup(totalSteps, t.warmup_steps, t.warmup_ratio), totalSteps };
-    const trainer = new LoraTrainer(cfg, runDir, tokenizer, data, model, optimizer, loader, schedule, opts);
+    const trainer = new LoraTrainer(cfg, runDir, tokenizer, data, model, optimizer, loader, schedule, opts, precision);
 
-    const latest = latestCheckpoint(runDir);
-    if (latest && (opts.resume || t.resume === 'auto')) await trainer.restore(latest.dir);
+    if (latest && resuming) await trainer.restore(latest);
     else if (latest) {
       throw new InputError(`${runDir} already holds checkpoints (latest step ${latest.step}); pass --resume, set training.resume: auto, or choose another output.dir`, { key: 'output.dir' });
     } else {
@@ -211,7 +348,14 @@ export class LoraTrainer {
       rmSync(join(runDir, 'metrics.jsonl'), { force: true });
       rmSync(join(runDir, 'tensorboard'), { recursive: true, force: true });
     }
-    trainer.openLogs();
+    trainer.complete = latest !== null && trainer.isComplete();
+    if (!trainer.complete) {
+      if (latest) trainer.progress.message(`resumed from ${latest.dir} (step ${trainer.state.step}/${trainer.state.totalSteps})`);
+      // Written once the run is known to go on: a finished run folder is left as it is.
+      saveResolvedConfig(cfg, runDir, configNotes);
+      saveReport(data.report, join(runDir, 'data-report.json'));
+      trainer.openLogs();
+    }
     return trainer;
   }
 
@@ -249,10 +393,12 @@ export class LoraTrainer {
     } finally {
       this.model.training = wasTraining;
     }
-    return count > 0 ? sum / count : null;
+    if (count === 0) return null;
+    if (!Number.isFinite(sum)) throw new NonFiniteError(`the validation loss is ${sum}: the model's forward pass overflows on the validation data`);
+    return sum / count;
   }
 
-  /** One optimizer step (see the free function `trainStep`). */
+  /** One optimizer step (see the free function `trainStep`), at the loss scaler's scale in fp16-mixed. */
   async trainStep(batches: Batch[], lr: number, stepIndex: number): Promise<StepResult> {
     return trainStep(this.model, this.optimizer, batches, {
       lr,
@@ -260,15 +406,23 @@ export class LoraTrainer {
       seed: this.cfg.training.seed,
       maxGradNorm: this.cfg.training.max_grad_norm,
       gradientCheckpointing: this.cfg.training.grad_checkpointing,
+      ...(this.scaler ? { lossScale: this.scaler.scale } : {}),
     });
+  }
+
+  /** fp16-mixed: the loss scale now and the steps skipped so far (null in fp32). */
+  lossScaling(): { scale: number; skippedSteps: number } | null {
+    return this.scaler ? { scale: this.scaler.scale, skippedSteps: this.scaler.skippedSteps } : null;
   }
 
   async train(): Promise<TrainResult> {
     const t = this.cfg.training;
     const st = this.state;
-    const onSignal = () => {
-      if (this.stopRequested) process.exit(130);
+    if (this.complete) return this.completedResult();
+    const onSignal = (signal: 'SIGINT' | 'SIGTERM') => {
+      if (this.stopRequested) process.exit(signal === 'SIGINT' ? 130 : 143);
       this.progress.message('interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)');
+      this.stopSignal = signal;
       this.requestStop();
     };
     process.on('SIGINT', onSignal);
@@ -284,24 +438,41 @@ export class LoraTrainer {
           this.progress.message(`step 0: validation loss ${st.initialValLoss.toFixed(4)}`);
         }
       }
-      if (st.step >= st.totalSteps) this.progress.message(`the run in ${this.runDir} is already complete (step ${st.step}/${st.totalSteps}); nothing to train`);
-      while (st.step < st.totalSteps && !this.stopRequested) {
+      while (st.step < st.totalSteps && !st.stoppedEarly && !this.stopRequested) {
         const lr = lrAt(this.schedule, st.step);
         const batches = Array.from({ length: t.grad_accum }, () => this.loader.next());
-        const r = await this.trainStep(batches, lr, st.step);
-        if (!Number.isFinite(r.loss)) throw new Error(`training diverged: loss is ${r.loss} at step ${st.step + 1} (try a lower training.lr)`);
+        const lossScale = this.scaler?.scale;
+        const r = await this.trainStep(batches, lr, st.step).catch((err: unknown) => {
+          throw err instanceof NonFiniteError ? this.stopped(err) : err;
+        });
+        if (r.skipped) {
+          const what = skippedStep(r.problem!, this.scaler!);
+          if (what.stop) throw new NonFiniteError(what.message);
+          this.progress.message(what.message);
+        }
+        this.scaler?.update(r.skipped);
+        st.lossScaler = this.scaler?.state() ?? null;
         st.step++;
         st.tokensSeen += r.tokens;
-        const rec: StepRecord = { step: st.step, loss: r.loss, lr, gradNorm: r.gradNorm, tokens: r.tokens };
-        st.losses.push(rec);
+        // A skipped step's loss or norm may be inf/NaN: the record keeps finite values only (null norm).
+        const rec: StepRecord = {
+          step: st.step,
+          loss: Number.isFinite(r.loss) ? r.loss : NaN,
+          lr,
+          gradNorm: r.gradNorm !== null && Number.isFinite(r.gradNorm) ? r.gradNorm : null,
+          tokens: r.tokens,
+          ...(this.scaler ? { lossScale, skipped: r.skipped } : {}),
+        };
+        if (Number.isFinite(rec.loss)) st.losses.push(rec); // a skipped step whose forward overflowed has no loss to keep
         this.opts.onStep?.(rec);
         const elapsed = (Date.now() - runStart) / 1000;
         const tokPerSec = (st.tokensSeen - tokensAtStart) / Math.max(elapsed, 1e-9);
         const mem = engine().pool.stats();
-        if (st.step % t.log_every === 0 || st.step === st.totalSteps) {
-          this.log({ step: st.step, loss: r.loss, lr, grad_norm: r.gradNorm, tokens_per_sec: tokPerSec, gpu_live_bytes: mem.liveBytes, gpu_peak_bytes: mem.peakBytes });
+        if (st.step % t.log_every === 0 || st.step === st.totalSteps || r.skipped) {
+          const scaling: Record<string, number> = this.scaler ? { loss_scale: lossScale!, skipped_steps: this.scaler.skippedSteps } : {};
+          this.log({ step: st.step, loss: r.loss, lr, grad_norm: r.gradNorm, tokens_per_sec: tokPerSec, gpu_live_bytes: mem.liveBytes, gpu_peak_bytes: mem.peakBytes, ...scaling });
         }
-        this.progress.update({ step: st.step, loss: r.loss, lr, tokensPerSec: tokPerSec, elapsed, memBytes: mem.liveBytes, gradNorm: r.gradNorm });
+        this.progress.update({ step: st.step, loss: r.loss, lr, tokensPerSec: tokPerSec, elapsed, memBytes: mem.liveBytes, gradNorm: r.gradNorm, ...(this.scaler ? { lossScale: this.scaler.scale } : {}) });
         this.warnMemory(mem.peakBytes);
 
         const evalNow = this.data.val.length > 0 && ((t.eval_every > 0 && st.step % t.eval_every === 0) || st.step === st.totalSteps);
@@ -317,6 +488,7 @@ export class LoraTrainer {
             } else if (++st.badEvals >= t.early_stopping.patience) {
               this.progress.message(`early stopping: no improvement of validation loss for ${st.badEvals} evaluations`);
               stoppedEarly = true;
+              st.stoppedEarly = true;
             }
           }
         }
@@ -324,46 +496,107 @@ export class LoraTrainer {
         if (stoppedEarly) break;
       }
       if (!this.stopRequested && !stoppedEarly && latestCheckpoint(this.runDir)?.step !== st.step) await this.checkpoint();
+    } catch (err) {
+      if (!(err instanceof OutOfMemoryError)) throw err;
+      const last = latestCheckpoint(this.runDir);
+      throw outOfMemoryFailure(err, this.cfg, this.model.config, microBatch(this.cfg), `at step ${st.step + 1}`, last ? last.dir : null);
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       this.progress.done();
       this.tb?.close();
     }
-    const adapterDir = join(this.runDir, 'adapter');
-    await this.model.saveAdapter(adapterDir);
+    const full = this.cfg.training.method === 'full';
+    let adapterDir: string | null = null;
+    let modelDir: string | null = null;
+    if (full) {
+      modelDir = join(this.runDir, 'model');
+      await saveModel(this.model, this.cfg.model.path, modelDir, { replace: true });
+    } else {
+      adapterDir = join(this.runDir, 'adapter');
+      await this.model.saveAdapter(adapterDir);
+    }
     let mergedDir: string | null = null;
     if (this.cfg.output.export_merged && !this.stopRequested) {
-      mergedDir = join(this.runDir, 'merged');
-      const { exportMerged } = await import('../../llama/merge.js');
-      await exportMerged(this.model, this.cfg.model.path, mergedDir);
+      if (full) {
+        this.progress.message(`output.export_merged: nothing to merge under full training; the complete model is ${modelDir}`);
+      } else {
+        mergedDir = join(this.runDir, 'merged');
+        const { exportMerged } = await import('../../llama/merge.js');
+        await exportMerged(this.model, this.cfg.model.path, mergedDir, { replace: true });
+      }
     }
     const elapsed = (Date.now() - runStart) / 1000;
     const result: TrainResult = {
+      ...this.progressFields(),
+      stoppedEarly,
+      interrupted: this.stopRequested,
+      ...(this.stopSignal ? { signal: this.stopSignal } : {}),
+      adapterDir,
+      modelDir,
+      mergedDir,
+      tokensPerSecond: (st.tokensSeen - tokensAtStart) / Math.max(elapsed, 1e-9),
+      peakGpuBytes: engine().pool.stats().peakBytes,
+      precision: this.precision,
+      lossScaling: this.lossScaling(),
+    };
+    writeJsonSync(join(this.runDir, SUMMARY_FILE), { ...result, losses: undefined });
+    return result;
+  }
+
+  /** The parts of a TrainResult that come from the trainer state. */
+  private progressFields(): Pick<TrainResult, 'runDir' | 'steps' | 'losses' | 'valLosses' | 'finalValLoss' | 'initialValLoss'> {
+    const st = this.state;
+    return {
       runDir: this.runDir,
       steps: st.step,
       losses: st.losses,
       valLosses: st.valLosses,
       finalValLoss: st.valLosses.length ? st.valLosses[st.valLosses.length - 1]!.loss : null,
       initialValLoss: st.initialValLoss,
-      stoppedEarly,
-      interrupted: this.stopRequested,
-      adapterDir,
-      mergedDir,
-      tokensPerSecond: (st.tokensSeen - tokensAtStart) / Math.max(elapsed, 1e-9),
-      peakGpuBytes: engine().pool.stats().peakBytes,
     };
-    writeJsonSync(join(this.runDir, 'train-summary.json'), { ...result, losses: undefined });
-    return result;
+  }
+
+  /** The result of a finished run, from its summary; nothing is written. */
+  private completedResult(): TrainResult {
+    const st = this.state;
+    this.progress.message(`the run in ${this.runDir} is already complete (step ${st.step}/${st.totalSteps}${st.stoppedEarly ? ', early stopping' : ''}); nothing to do`);
+    const summary = readJsonSync<Partial<TrainResult>>(join(this.runDir, SUMMARY_FILE));
+    return {
+      ...this.progressFields(),
+      stoppedEarly: st.stoppedEarly === true,
+      interrupted: false,
+      alreadyComplete: true,
+      adapterDir: this.model.fullTraining ? null : join(this.runDir, 'adapter'),
+      modelDir: this.model.fullTraining ? join(this.runDir, 'model') : null,
+      mergedDir: typeof summary.mergedDir === 'string' ? summary.mergedDir : null,
+      tokensPerSecond: typeof summary.tokensPerSecond === 'number' ? summary.tokensPerSecond : 0,
+      peakGpuBytes: typeof summary.peakGpuBytes === 'number' ? summary.peakGpuBytes : 0,
+      precision: this.precision,
+      lossScaling: this.lossScaling(),
+    };
+  }
+
+  /** The message a non-finite step ends the run with: what happened, what was kept, what to try. */
+  private stopped(err: NonFiniteError): NonFiniteError {
+    const last = latestCheckpoint(this.runDir);
+    const kept = last ? `the last checkpoint (step ${last.step}, ${last.dir}) is kept` : 'no checkpoint was written';
+    return new NonFiniteError(
+      `training stopped at ${err.message}. Nothing of this step was applied or saved; ${kept}. ` +
+        `Check those examples, or lower training.lr (now ${this.cfg.training.lr})${this.cfg.training.max_grad_norm === null ? ' or set training.max_grad_norm' : ''}.`,
+    );
   }
 
   private warnedMemory = false;
+  /** Warns once when the pool's peak comes within 10% of the device's memory (a longer batch may not fit). */
   private warnMemory(peak: number): void {
-    const limit = engine().dev.limits.maxBufferSize;
-    // Dawn exposes no total-memory query; warn when the pool's peak nears the largest allocation the adapter allows.
-    if (!this.warnedMemory && peak > 0.9 * limit) {
+    const { capacityBytes: capacity, capacitySource: source } = engine().pool;
+    if (!this.warnedMemory && capacity !== null && peak > 0.9 * capacity) {
       this.warnedMemory = true;
-      this.progress.message(`warning: GPU memory in use (${formatBytes(peak)}) is near the adapter's limit; consider quantize: nf4, a smaller batch or grad_checkpointing`);
+      this.progress.message(
+        `warning: GPU memory in use peaked at ${formatBytes(peak)}, ${((100 * peak) / capacity).toFixed(0)}% of the device's ${formatBytes(capacity)} (${source}). ` +
+          memoryAdvice(this.cfg, this.model.config, microBatch(this.cfg)),
+      );
     }
   }
 
@@ -371,10 +604,11 @@ export class LoraTrainer {
   async checkpoint(): Promise<string> {
     const st = this.state;
     st.loader = this.loader.state();
-    const named = this.model.namedLoraParameters();
+    const named = this.model.namedTrainableParameters();
     const opt = await this.optimizer.exportState();
     const dir = await saveCheckpoint(this.runDir, st.step, this.cfg.training.keep_last_checkpoints, async (tmp) => {
-      await this.model.saveAdapter(join(tmp, 'adapter'));
+      if (this.model.fullTraining) await saveModel(this.model, this.cfg.model.path, join(tmp, 'model'));
+      else await this.model.saveAdapter(join(tmp, 'adapter'));
       const entries: { name: string; dtype: 'F32'; shape: number[]; data: Float32Array }[] = [];
       const names = [...named.keys()];
       opt.moments.forEach((m, i) => {
@@ -382,64 +616,141 @@ export class LoraTrainer {
         entries.push({ name: `${name}.exp_avg`, dtype: 'F32', shape: [m.expAvg.length], data: m.expAvg });
         entries.push({ name: `${name}.exp_avg_sq`, dtype: 'F32', shape: [m.expAvgSq.length], data: m.expAvgSq });
       });
+      const bad = entries.map((e) => ({ name: e.name, count: nonFiniteCount(e.data) })).filter((f) => f.count > 0);
+      if (bad.length > 0) throw new NonFiniteError(`refusing to write checkpoint ${st.step}: ${describeNonFinite(bad)}`);
       await writeSafetensors(join(tmp, 'optimizer.safetensors'), entries, { step: String(opt.step) });
+      saveResolvedConfig(this.cfg, tmp); // what resume compares its config with
       writeJsonSync(join(tmp, 'trainer_state.json'), st);
     });
     this.progress.message(`checkpoint: ${dir}`);
     return dir;
   }
 
-  private async restore(dir: string): Promise<void> {
-    const st = readJsonSync<TrainerState>(join(dir, 'trainer_state.json'));
-    if (st.version !== 1) throw new InputError(`unsupported trainer_state version ${st.version}`, { file: join(dir, 'trainer_state.json') });
-    if (st.totalSteps !== this.schedule.totalSteps) {
-      throw new InputError(`checkpoint was made for ${st.totalSteps} total steps but the config now gives ${this.schedule.totalSteps}; resume with the same training settings`, { file: join(dir, 'trainer_state.json') });
+  private async restore(latest: { step: number; dir: string }): Promise<void> {
+    const dir = latest.dir;
+    const st = readTrainerState(join(dir, 'trainer_state.json'), latest.step);
+    const diffs = checkResumeConfig(this.cfg, dir, this.runDir, this.opts.allowConfigChange ?? false);
+    // `auto` resolves per adapter: the same config can mean another precision on another machine.
+    const savedPrecision = st.precision ?? 'fp32';
+    if (savedPrecision !== this.precision && !this.opts.allowConfigChange) {
+      throw new InputError(
+        `checkpoint was trained in precision ${savedPrecision}, the config now gives ${this.precision}${this.cfg.training.precision === 'auto' ? ' (auto on this adapter)' : ''}; resume with training.precision: ${savedPrecision} or pass --allow-config-change`,
+        { file: join(dir, 'trainer_state.json') },
+      );
     }
-    // Weights go into the existing LoRA tensors: the optimizer holds references to them.
-    const named = this.model.namedLoraParameters();
-    const adapterFile = join(dir, 'adapter', 'adapter_model.safetensors');
-    const saved = await readSafetensorsF32(adapterFile);
-    for (const [name, t] of named) {
-      const data = saved.get(name);
-      if (!data || data.length !== t.numel) throw new InputError(`checkpoint adapter lacks '${name}' with ${t.numel} values (LoRA settings changed?)`, { file: adapterFile });
-      engine().dev.write(t.buffer, 0, data);
+    if (diffs.length > 0) this.progress.message(`warning: resuming with settings that differ from the checkpoint's: ${formatDifferences(diffs)}`);
+    if (st.totalSteps !== this.schedule.totalSteps) {
+      if (!this.opts.allowConfigChange) {
+        throw new InputError(`checkpoint was made for ${st.totalSteps} total steps but the config now gives ${this.schedule.totalSteps}; resume with the same training settings or pass --allow-config-change`, { file: join(dir, 'trainer_state.json') });
+      }
+      st.totalSteps = this.schedule.totalSteps;
+    }
+    // Weights go into the existing parameter tensors: the optimizer holds references to them.
+    const named = this.model.namedTrainableParameters();
+    const damaged = (tensors: Map<string, Float32Array>, file: string) => {
+      const found = [...tensors].map(([name, data]) => ({ name, count: nonFiniteCount(data) })).filter((f) => f.count > 0);
+      if (found.length > 0) throw new InputError(`${describeNonFinite(found)}; the checkpoint is damaged: resume from an earlier one (delete this folder)`, { file });
+    };
+    if (this.model.fullTraining) {
+      const modelDir = join(dir, 'model');
+      const ckpt = await Checkpoint.open(modelDir);
+      try {
+        const loaded = new Map<string, Float32Array>();
+        for (const [name, t] of named) {
+          if (!ckpt.has(name)) throw new InputError(`checkpoint model lacks '${name}' (was the run made with training.method lora?)`, { file: modelDir });
+          loaded.set(name, await ckpt.readF32(name, t.shape));
+        }
+        damaged(loaded, modelDir);
+        for (const [name, t] of named) engine().dev.write(t.buffer, 0, loaded.get(name)!);
+      } finally {
+        await ckpt.close();
+      }
+    } else {
+      const adapterFile = join(dir, 'adapter', 'adapter_model.safetensors');
+      if (!existsSync(adapterFile)) throw new InputError('checkpoint has no LoRA adapter (was the run made with training.method full?)', { file: adapterFile });
+      const saved = await readSafetensorsF32(adapterFile);
+      damaged(saved, adapterFile);
+      for (const [name, t] of named) {
+        const data = saved.get(name);
+        if (!data || data.length !== t.numel) throw new InputError(`checkpoint adapter lacks '${name}' with ${t.numel} values (LoRA settings changed?)`, { file: adapterFile });
+        engine().dev.write(t.buffer, 0, data);
+      }
     }
     const names = [...named.keys()];
-    const tensors = await readSafetensorsF32(join(dir, 'optimizer.safetensors'));
-    const meta = tensors.metadata;
+    const optimizerFile = join(dir, 'optimizer.safetensors');
+    const tensors = await readSafetensorsF32(optimizerFile);
+    damaged(tensors, optimizerFile);
+    const optStep = Number(tensors.metadata.step);
+    // Steps skipped under loss scaling did not advance the optimizer (GradScaler semantics).
+    const skippedSteps = st.lossScaler?.skippedSteps ?? 0;
+    if (optStep !== st.step - skippedSteps) {
+      throw new InputError(
+        `optimizer state is for step ${tensors.metadata.step ?? '(none)'}, trainer_state.json for step ${st.step}${skippedSteps ? ` with ${skippedSteps} skipped` : ''}`,
+        { file: optimizerFile, key: '__metadata__.step' },
+      );
+    }
     this.optimizer.importState({
-      step: Number(meta.step),
+      step: optStep,
       moments: names.map((n) => {
         const m = tensors.get(`${n}.exp_avg`);
         const v = tensors.get(`${n}.exp_avg_sq`);
-        if (!m || !v) throw new InputError(`optimizer state for '${n}' is missing`, { file: join(dir, 'optimizer.safetensors') });
+        if (!m || !v) throw new InputError(`optimizer state for '${n}' is missing`, { file: optimizerFile });
+        if (m.length !== named.get(n)!.numel || v.length !== m.length) throw new InputError(`optimizer state for '${n}' has ${m.length} values, expected ${named.get(n)!.numel}`, { file: optimizerFile });
         return { expAvg: m, expAvgSq: v };
       }),
     });
     this.loader.restore(st.loader);
+    if (this.scaler && st.lossScaler) this.scaler = new DynamicLossScaler(this.scaler.opts, st.lossScaler);
+    st.precision = this.precision;
     this.state = st;
     // Metrics logged after this checkpoint by the interrupted run are dropped, so the log reads as one run.
     const metricsPath = join(this.runDir, 'metrics.jsonl');
     if (existsSync(metricsPath)) {
-      const kept = readFileSync(metricsPath, 'utf8')
-        .split('\n')
-        .filter((l) => l.trim() !== '')
-        .filter((l) => {
-          try {
-            return (JSON.parse(l) as MetricRecord).step <= st.step;
-          } catch {
-            return false;
-          }
-        });
-      const { writeFileAtomic } = await import('../../io/atomic.js');
-      await writeFileAtomic(metricsPath, kept.map((l) => l + '\n').join(''));
+      const lines = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l.trim() !== '');
+      const kept = lines.filter((l) => {
+        try {
+          return (JSON.parse(l) as MetricRecord).step <= st.step;
+        } catch {
+          return false;
+        }
+      });
+      if (kept.length !== lines.length) await writeFileAtomic(metricsPath, kept.map((l) => l + '\n').join(''));
     }
-    this.progress.message(`resumed from ${dir} (step ${st.step}/${st.totalSteps})`);
   }
 
   dispose(): void {
     this.model.dispose();
     this.optimizer.dispose?.();
+    setComputePrecision(this.previousPrecision);
+  }
+}
+
+/** The micro-batch size of a config whose batch_size is resolved (not auto). */
+function microBatch(cfg: ResolvedConfig): number {
+  const b = cfg.training.batch_size;
+  if (b === 'auto') throw new Error('training.batch_size: auto is resolved in LoraTrainer.setup');
+  return b;
+}
+
+/** The batch a run started with batch_size: auto chose (from its resolved-config.yaml), or null. */
+function resolvedBatch(runDir: string): { batchSize: number; gradAccum: number } | null {
+  const file = join(runDir, RESOLVED_CONFIG_NAME);
+  if (!existsSync(file)) return null;
+  const saved = YAML.parse(readFileSync(file, 'utf8')) as { training?: { batch_size?: unknown; grad_accum?: unknown } } | null;
+  const b = saved?.training?.batch_size;
+  const a = saved?.training?.grad_accum;
+  return typeof b === 'number' && typeof a === 'number' ? { batchSize: b, gradAccum: a } : null;
+}
+
+/** The model for training; running out of memory while loading says what to change. */
+async function loadForTraining(cfg: ResolvedConfig): Promise<LlamaModel> {
+  try {
+    return await LlamaModel.load(cfg.model.path, { quantize: cfg.model.quantize === 'nf4' ? 'nf4' : undefined, storage: cfg.model.storage });
+  } catch (err) {
+    if (!(err instanceof OutOfMemoryError)) throw err;
+    const config = await loadLlamaConfig(cfg.model.path);
+    const b = cfg.training.batch_size === 'auto' ? 1 : cfg.training.batch_size;
+    throw outOfMemoryFailure(err, cfg, config, b, 'while loading the model', null);
   }
 }
 

@@ -1,0 +1,292 @@
+// The GPU session summary: one JSON per measured card (format in docs/gpu-summary.md),
+// assembled from what bench/gpu-session.sh leaves in its output folder:
+//
+//   gpu.csv            nvidia-smi: name, driver_version, memory.total (one line, no header)
+//   commit.txt         the git commit measured
+//   kernels-*.json     bench/run.ts results; figures are found by case id (harness `id`)
+//   e2e-*.json         bench/e2e.ts results, one per `--tag` (bf16, nf4, nf4_gc, ...)
+//   smi-<tag>.txt      the most GPU memory (MiB) nvidia-smi showed for that e2e process
+//   peer.json          bench/peer/peer_peft.py
+//   peer_kernels.json  bench/peer/peer_kernels.py
+//   decode*.json       decode figures (b1/b8 tokens/s, time to first token) from the decode benchmark
+//
+// Every key of the format is present; a figure that was not measured is null. Where the figures of
+// other benchmarks come from is the table SOURCES below: attention (kernel ids
+// `attention.<shape>.fwd` / `.fwd_bwd`, median ms) and decode (decode*.json keys) are filled in as
+// soon as those benchmarks write them.
+//
+//   node dist/bench/summary.js --dir <session output> [--results bench/results/gpu]
+// writes <dir>/summary.json and <results>/<card-slug>-<YYYYMMDD>.json.
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+
+export const ATTENTION_SHAPES = ['B8_T512_Hq32_Hkv4_D64', 'B1_T4096_Hq32_Hkv8_D128', 'B8_T512_Hq32_Hkv8_D128'] as const;
+export const TRAIN_TAGS = ['bf16', 'nf4', 'nf4_gc'] as const;
+export const DECODE_KEYS = ['b1_nf4_tok_s', 'b1_bf16_tok_s', 'b8_nf4_tok_s', 'ttft_512_ms'] as const;
+
+/** Where each finllm kernel figure comes from: kernel-bench case ids (first present wins). */
+export const SOURCES = {
+  gemm_f16_tflops: ['gemm_f16_4096'],
+  gemm_f32_tflops: ['gemm_f32_4096'],
+  nf4_gemm_fwd_tflops: ['nf4_gemm_fwd.fp16-mixed', 'nf4_gemm_fwd.fp32'],
+  nf4_gemm_dx_tflops: ['nf4_gemm_dx.fp16-mixed', 'nf4_gemm_dx.fp32'],
+  f16_gemm_same_shape_tflops: ['f16_gemm_same_shape'],
+  /** Attention: `${id}.${shape}.fwd` and `.fwd_bwd` (median ms), registered by the attention bench. */
+  attention: 'attention',
+} as const;
+
+export interface KernelResult {
+  id?: string;
+  family?: string;
+  name?: string;
+  medianMs: number | null;
+  gflops: number | null;
+  gbps?: number | null;
+}
+
+/** One checkpointing mode's training figures of an e2e run. */
+export interface E2eMode {
+  checkpointing?: string;
+  train_tok_s: number;
+  peak_mem_gb: number;
+  skipped_steps?: number;
+}
+
+/** bench/e2e.ts output; the GPU session runs one checkpointing mode per tag (the first is used). */
+export interface E2eResult {
+  tag?: string | null;
+  preset?: string;
+  precision?: string;
+  modes: E2eMode[];
+  decode_tok_s?: number;
+  /** The e2e run's decode block: the summary's decode keys for its weights (bench/e2e.ts). */
+  decode?: Record<string, number | null>;
+}
+
+export interface SessionInputs {
+  /** The nvidia-smi line: "name, driver, memory". */
+  gpuCsv?: string;
+  commit?: string;
+  date?: string;
+  kernels: KernelResult[];
+  e2e: E2eResult[];
+  /** Device peak per e2e tag, MiB. */
+  smiPeakMiB: Record<string, number>;
+  peer?: Record<string, { train_tok_s?: number; peak_mem_gb?: number; decode_tok_s?: number }>;
+  peerKernels?: Record<string, unknown>;
+  decode?: Record<string, number | null>;
+}
+
+type Num = number | null;
+type AttentionFigures = Record<(typeof ATTENTION_SHAPES)[number], { fwd_ms: Num; fwd_bwd_ms: Num }>;
+
+export interface GpuSummary {
+  card: string | null;
+  driver: string | null;
+  date: string;
+  commit: string | null;
+  peer: {
+    train_tok_s: Num;
+    peak_gb: Num;
+    train_tok_s_gc: Num;
+    peak_gb_gc: Num;
+    decode_tok_s: Num;
+    gemm_f16_tflops: Num;
+    gemm_f32_tflops: Num;
+    sdpa: AttentionFigures;
+  };
+  finllm: {
+    gemm_f16_tflops: Num;
+    gemm_f32_tflops: Num;
+    nf4_gemm_fwd_tflops: Num;
+    nf4_gemm_dx_tflops: Num;
+    f16_gemm_same_shape_tflops: Num;
+    attention: AttentionFigures;
+    train: Record<(typeof TRAIN_TAGS)[number], { precision: string | null; tok_s: Num; pool_peak_gb: Num; device_peak_gb: Num; skipped_steps: Num }>;
+    decode: Record<(typeof DECODE_KEYS)[number], Num>;
+  };
+  /** finllm / peer in the same call (null where either side is missing). */
+  ratios: { train_bf16: Num; train_nf4: Num; gemm_f16: Num; gemm_f32: Num; nf4_fwd_vs_f16: Num; nf4_dx_vs_f16: Num };
+}
+
+const num = (v: unknown): Num => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+const ratio = (a: Num, b: Num): Num => (a !== null && b !== null && b > 0 ? a / b : null);
+
+function kernelById(kernels: KernelResult[], id: string): KernelResult | undefined {
+  // The newest results come last: later files override earlier ones.
+  for (let i = kernels.length - 1; i >= 0; i--) if (kernels[i]!.id === id) return kernels[i];
+  return undefined;
+}
+
+function tflops(kernels: KernelResult[], ids: readonly string[]): Num {
+  for (const id of ids) {
+    const g = num(kernelById(kernels, id)?.gflops);
+    if (g !== null) return g / 1000;
+  }
+  return null;
+}
+
+function attention(kernels: KernelResult[]): AttentionFigures {
+  const out = {} as AttentionFigures;
+  for (const s of ATTENTION_SHAPES) {
+    out[s] = {
+      fwd_ms: num(kernelById(kernels, `${SOURCES.attention}.${s}.fwd`)?.medianMs),
+      fwd_bwd_ms: num(kernelById(kernels, `${SOURCES.attention}.${s}.fwd_bwd`)?.medianMs),
+    };
+  }
+  return out;
+}
+
+function peerSdpa(pk: Record<string, unknown> | undefined): AttentionFigures {
+  const out = {} as AttentionFigures;
+  for (const s of ATTENTION_SHAPES) {
+    const v = pk?.[`sdpa_${s}`] as { fwd_ms?: number; fwd_bwd_ms?: number } | undefined;
+    out[s] = { fwd_ms: num(v?.fwd_ms), fwd_bwd_ms: num(v?.fwd_bwd_ms) };
+  }
+  return out;
+}
+
+/** Short name of a card for file names: "NVIDIA H100 80GB HBM3" → "h100". */
+export function cardSlug(card: string | null): string {
+  if (!card) return 'unknown-gpu';
+  const lower = card.toLowerCase();
+  const model = /\b([a-z]{1,2}\d{2,4}[a-z]?)\b/.exec(lower.replace(/nvidia|geforce|rtx|tesla/g, ' '));
+  return model ? model[1]! : lower.replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'unknown-gpu';
+}
+
+export function buildSummary(inp: SessionInputs): GpuSummary {
+  const [card, driver] = (inp.gpuCsv ?? '').split(',').map((s) => s.trim());
+  const k = inp.kernels;
+  const byTag = (tag: string) => {
+    for (let i = inp.e2e.length - 1; i >= 0; i--) if (inp.e2e[i]!.tag === tag) return inp.e2e[i];
+    return undefined;
+  };
+  const train = {} as GpuSummary['finllm']['train'];
+  for (const tag of TRAIN_TAGS) {
+    const r = byTag(tag);
+    const m = r?.modes?.[0];
+    const smi = inp.smiPeakMiB[tag];
+    train[tag] = {
+      precision: r?.precision ?? null,
+      tok_s: num(m?.train_tok_s),
+      pool_peak_gb: num(m?.peak_mem_gb),
+      device_peak_gb: typeof smi === 'number' && smi > 0 ? (smi * 2 ** 20) / 1e9 : null,
+      skipped_steps: num(m?.skipped_steps),
+    };
+  }
+  const decode = {} as GpuSummary['finllm']['decode'];
+  for (const key of DECODE_KEYS) decode[key] = num(inp.decode?.[key]);
+  // The e2e runs measure decode too (batch 1 and 8, time to first token): used where the decode
+  // benchmark did not run.
+  for (const key of DECODE_KEYS) for (const r of inp.e2e) decode[key] ??= num(r.decode?.[key]);
+  decode.b1_nf4_tok_s ??= num(byTag('nf4')?.decode_tok_s);
+  decode.b1_bf16_tok_s ??= num(byTag('bf16')?.decode_tok_s);
+
+  const peerMain = inp.peer?.['tinyllama-1.1b'];
+  const peerGc = inp.peer?.['tinyllama-1.1b-gc'];
+  const finllm: GpuSummary['finllm'] = {
+    gemm_f16_tflops: tflops(k, SOURCES.gemm_f16_tflops),
+    gemm_f32_tflops: tflops(k, SOURCES.gemm_f32_tflops),
+    nf4_gemm_fwd_tflops: tflops(k, SOURCES.nf4_gemm_fwd_tflops),
+    nf4_gemm_dx_tflops: tflops(k, SOURCES.nf4_gemm_dx_tflops),
+    f16_gemm_same_shape_tflops: tflops(k, SOURCES.f16_gemm_same_shape_tflops),
+    attention: attention(k),
+    train,
+    decode,
+  };
+  const peer: GpuSummary['peer'] = {
+    train_tok_s: num(peerMain?.train_tok_s),
+    peak_gb: num(peerMain?.peak_mem_gb),
+    train_tok_s_gc: num(peerGc?.train_tok_s),
+    peak_gb_gc: num(peerGc?.peak_mem_gb),
+    decode_tok_s: num(peerMain?.decode_tok_s),
+    gemm_f16_tflops: num(inp.peerKernels?.['gemm4096_torch.float16']),
+    gemm_f32_tflops: num(inp.peerKernels?.['gemm4096_torch.float32']),
+    sdpa: peerSdpa(inp.peerKernels),
+  };
+  return {
+    card: card || null,
+    driver: driver || null,
+    date: inp.date ?? new Date().toISOString(),
+    commit: inp.commit || null,
+    peer,
+    finllm,
+    ratios: {
+      train_bf16: ratio(train.bf16.tok_s, peer.train_tok_s),
+      train_nf4: ratio(train.nf4.tok_s, peer.train_tok_s),
+      gemm_f16: ratio(finllm.gemm_f16_tflops, peer.gemm_f16_tflops),
+      gemm_f32: ratio(finllm.gemm_f32_tflops, peer.gemm_f32_tflops),
+      nf4_fwd_vs_f16: ratio(finllm.nf4_gemm_fwd_tflops, finllm.f16_gemm_same_shape_tflops),
+      nf4_dx_vs_f16: ratio(finllm.nf4_gemm_dx_tflops, finllm.f16_gemm_same_shape_tflops),
+    },
+  };
+}
+
+function readJson<T>(file: string): T | undefined {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as T;
+  } catch (err) {
+    if (existsSync(file)) process.stderr.write(`summary: ignoring unreadable ${file}: ${(err as Error).message}\n`);
+    return undefined;
+  }
+}
+
+/** Reads a gpu-session output folder (file names in the header). */
+export function readSessionDir(dir: string): SessionInputs {
+  const files = readdirSync(dir).sort();
+  const text = (name: string) => (existsSync(join(dir, name)) ? readFileSync(join(dir, name), 'utf8').trim() : undefined);
+  const kernels: KernelResult[] = [];
+  for (const f of files.filter((f) => /^kernels.*\.json$/.test(f))) kernels.push(...(readJson<{ results?: KernelResult[] }>(join(dir, f))?.results ?? []));
+  const e2e = files.filter((f) => /^e2e.*\.json$/.test(f)).map((f) => readJson<E2eResult>(join(dir, f))).filter((r): r is E2eResult => !!r);
+  const smiPeakMiB: Record<string, number> = {};
+  for (const f of files.filter((f) => /^smi-.+\.txt$/.test(f))) {
+    const v = Number(readFileSync(join(dir, f), 'utf8').trim());
+    if (Number.isFinite(v)) smiPeakMiB[basename(f, '.txt').slice(4)] = v;
+  }
+  let decode: Record<string, number | null> | undefined;
+  for (const f of files.filter((f) => /^decode.*\.json$/.test(f))) decode = { ...decode, ...readJson<Record<string, number | null>>(join(dir, f)) };
+  return {
+    gpuCsv: text('gpu.csv')?.split('\n')[0],
+    commit: text('commit.txt'),
+    kernels,
+    e2e,
+    smiPeakMiB,
+    peer: readJson(join(dir, 'peer.json')),
+    peerKernels: readJson(join(dir, 'peer_kernels.json')),
+    ...(decode ? { decode } : {}),
+  };
+}
+
+function writeJsonAtomic(file: string, value: unknown): void {
+  writeFileSync(`${file}.tmp`, `${JSON.stringify(value, null, 2)}\n`);
+  renameSync(`${file}.tmp`, file);
+}
+
+/** CLI: reads --dir, writes <dir>/summary.json and <results>/<slug>-<YYYYMMDD>.json; returns the summary path. */
+export function main(argv: string[]): string {
+  const arg = (name: string) => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const dir = arg('dir');
+  if (!dir || !existsSync(dir)) throw new Error('usage: summary --dir <gpu-session output folder> [--results bench/results/gpu] [--date ISO]');
+  const inputs = readSessionDir(dir);
+  const date = arg('date');
+  if (date) inputs.date = date;
+  const summary = buildSummary(inputs);
+  writeJsonAtomic(join(dir, 'summary.json'), summary);
+  const results = arg('results') ?? join('bench', 'results', 'gpu');
+  mkdirSync(results, { recursive: true });
+  const file = join(results, `${cardSlug(summary.card)}-${summary.date.slice(0, 10).replace(/-/g, '')}.json`);
+  writeJsonAtomic(file, summary);
+  return file;
+}
+
+if (process.argv[1] && basename(process.argv[1]) === 'summary.js') {
+  try {
+    console.log(`wrote ${main(process.argv.slice(2))}`);
+  } catch (err) {
+    process.stderr.write(`summary: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+}

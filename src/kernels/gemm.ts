@@ -1,0 +1,763 @@
+// The GEMM family: one WGSL generator for every matrix product of the engine (matmul, linear, the
+// NF4 dequant-matmul, the LoRA projections and their gradients). Decode GEMVs live elsewhere
+// (matmul.ts, nf4.ts): at one row, reading the weight once is the whole cost.
+//
+//   C[b] (=|+=) alpha · ( [prologue] + op(A[b])·op(B[b]) )      op = identity or transpose
+//
+// A generated kernel is the product of four independent choices:
+// - Operand loaders, per operand: element kind f32 | bf16 | f16 (16-bit packed two per u32 word) |
+//   nf4 | nf4dq (NF4 codes + absmax, plain or double-quantized; B only), stored transposed or not,
+//   read `vec` elements per global load along the stored matrix's contiguous dimension (vec4 of
+//   f32, vec4<u32> = 8 halves, one NF4 code word = 8 codes) when that dimension is a multiple of
+//   `vec`, else one element per load. NF4 is dequantized (code · absmax in f32) while the tile is
+//   staged into workgroup memory. An f32/16-bit operand may carry LoRA dropout: element i of the
+//   stored matrix is kept when rand_uniform(seed, i) ≥ p and scaled by 1/(1 − p).
+// - Compute: 'f32' (portable SIMT: tiles and products in f32) or 'f16' (shader-f16: operands
+//   rounded to f16 when staged, workgroup tiles in f16, products exact in f32, accumulation in f32 —
+//   the arithmetic of f16 tensor cores, so this variant is the numerical twin of the subgroup-matrix
+//   one that a GPU would run). Rounding an f32 above the f16 range gives ±inf, as torch's f16 casts
+//   do, so loss scaling sees the overflow.
+// - Tile: BM × BN outputs per workgroup, BK deep slices staged k-major in workgroup memory (rows
+//   padded by 4 against bank conflicts, vec4 reads), TM × TN outputs per thread in two groups of
+//   vec4 rows/columns strided across the tile (a warp's vec4 reads stay contiguous); optionally
+//   double-buffered: the next slice is staged into the second buffer while the current one is
+//   multiplied, one barrier per slice instead of two.
+// - Epilogue: store, accumulate into C, scale by alpha, or write split-K partial sums (reduced in a
+//   fixed order by a second kernel: deterministic); plus an optional prologue GEMM into the same
+//   accumulators before the main loop, scaled and optionally dropout-masked per output element:
+//   the fused LoRA up-projection y = x·Wᵀ + s·(u·Bᵀ) and its input gradient
+//   dX = g·W + mask ⊙ (gu·A)/(1 − p) are one kernel each.
+//
+// The dispatcher (chooseGemm) picks compute from the engine precision and the features (never the
+// vendor), and tile / split-K from the tuned table of this adapter (gemm-tuning.ts, written by
+// `npm run tune`), else from heuristics. FINLLM_DISABLE_FEATURES=shader-f16 removes the f16 variant.
+// Not written yet: the f16 subgroup-matrix (tensor-core) compute core, which would replace the SIMT
+// inner product of the f16 variant for adapters whose subgroupMatrixConfigs list f16 → f32 (the
+// loaders, staging and epilogues stay); it needs a GPU that has them to be written and tested.
+// Every kernel bounds-checks its loads (zero fill) and stores: any M, N, K ≥ 0.
+import { engine, Tensor, numelOf } from '../engine/tensor.js';
+import { computePrecision, type Precision } from '../engine/precision.js';
+import type { FeatureName } from '../engine/device.js';
+import { WGSL_RANDOM } from '../engine/random.js';
+import { Uniforms, WGSL_HALF, dispatch, grid1d } from './common.js';
+import { WGSL_NF4_TABLE, absmaxBindings, absmaxTensors, isDoubleQuant, wgslAbsmax, type Nf4Weight } from './nf4.js';
+import { GEMM_TUNING } from './gemm-tuning.js';
+
+export type OperandKind = 'f32' | 'bf16' | 'f16' | 'nf4' | 'nf4dq';
+export type Compute = 'f32' | 'f16';
+
+export interface TileConfig {
+  BM: number;
+  BN: number;
+  BK: number;
+  /** Outputs per thread along M and N (multiples of 4). */
+  TM: number;
+  TN: number;
+  /** Two workgroup buffers: stage slice t+1 while multiplying slice t. */
+  double: boolean;
+}
+
+/** The tile shapes the dispatcher and the tuner choose from. */
+export const TILES = {
+  /** 128² outputs, 8×8 per thread, 256 threads: twice the arithmetic per workgroup read of t64. */
+  t128: { BM: 128, BN: 128, BK: 16, TM: 8, TN: 8, double: false },
+  /** t128 double-buffered with BK 8 (f32 fits 32 KiB of workgroup memory). */
+  t128d: { BM: 128, BN: 128, BK: 8, TM: 8, TN: 8, double: true },
+  /** 64² outputs, 4×4 per thread, 256 threads: enough workgroups for mid-sized products. */
+  t64: { BM: 64, BN: 64, BK: 16, TM: 4, TN: 4, double: false },
+  t64d: { BM: 64, BN: 64, BK: 16, TM: 4, TN: 4, double: true },
+  /** Skinny N (LoRA down-projections, N = rank): 64 × 32, 128 threads. */
+  t64x32: { BM: 64, BN: 32, BK: 16, TM: 4, TN: 4, double: false },
+  /** Skinny M (LoRA A gradient, M = rank): 32 × 64, 128 threads. */
+  t32x64: { BM: 32, BN: 64, BK: 16, TM: 4, TN: 4, double: false },
+} as const satisfies Record<string, TileConfig>;
+export type TileName = keyof typeof TILES;
+export const TILE_NAMES = Object.keys(TILES) as TileName[];
+
+export interface GemmChoice {
+  compute: Compute;
+  tile: TileName;
+  /** Slices of K computed by separate workgroups and summed by a second kernel (1: none). */
+  splitK: number;
+}
+
+/** LoRA dropout of one operand or of the prologue's output. */
+export interface Dropout {
+  p: number;
+  seed: number;
+}
+
+/** A GEMM operand: a dense tensor (f32 / bf16 / f16) or an NF4 weight (B only), transposed or not. */
+export interface GemmOperand {
+  t: Tensor | Nf4Weight;
+  /** Read op(X) = Xᵀ: the tensor holds the transpose of the logical operand. */
+  trans?: boolean;
+  /** Dropout applied to this operand's elements (dense operands only). */
+  dropout?: Dropout;
+}
+
+export interface GemmArgs {
+  a: GemmOperand;
+  b: GemmOperand;
+  /** Scale of the result (default 1). */
+  alpha?: number;
+  /** Add into this tensor (shaped like the result) instead of returning a new one. */
+  accumulate?: Tensor;
+  /**
+   * A second product added first: acc = scale · [mask ⊙] (op(u)·op(w)), with u [M, R] and w giving
+   * [R, N]; the main product then accumulates on top. 2-D problems only.
+   */
+  prologue?: { u: GemmOperand; w: GemmOperand; scale: number; dropout?: Dropout };
+  /** Force parts of the choice (tests, tuner); the rest comes from chooseGemm. */
+  choice?: Partial<GemmChoice>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// WGSL generation
+
+interface OperandSpec {
+  kind: OperandKind;
+  trans: boolean;
+  /** Elements per global load: 1, 4 (f32) or 8 (16-bit, nf4). */
+  vec: number;
+  drop: boolean;
+}
+
+type OutMode = 'store' | 'accumulate' | 'partial';
+
+interface KernelSpec {
+  compute: Compute;
+  tile: TileConfig;
+  tileName: string;
+  a: OperandSpec;
+  b: OperandSpec;
+  pro: { u: OperandSpec; w: OperandSpec; mask: boolean } | null;
+  out: OutMode;
+}
+
+const opKey = (o: OperandSpec) => `${o.kind}${o.trans ? 'T' : 'N'}${o.vec}${o.drop ? 'd' : ''}`;
+
+function kernelKey(s: KernelSpec): string {
+  const pro = s.pro ? `.P${opKey(s.pro.u)}.${opKey(s.pro.w)}${s.pro.mask ? 'm' : ''}` : '';
+  return `gemm.${s.compute}.${s.tileName}.A${opKey(s.a)}.B${opKey(s.b)}${pro}.${s.out}`;
+}
+
+const PARAMS = /* wgsl */ `
+struct P {
+  M: u32, N: u32, K: u32, batch_off: u32,
+  sA: u32, sB: u32, sC: u32, k_split: u32,
+  alpha: f32, R: u32, pro_scale: f32, seed: u32,
+  drop_p: f32, inv_keep: f32, _p0: u32, _p1: u32,
+}
+@group(0) @binding(0) var<uniform> p: P;
+`;
+
+/** WGSL element type of a dense binding. */
+function bindingType(o: OperandSpec): string {
+  if (o.kind === 'f32') return o.vec === 4 ? 'vec4f' : 'f32';
+  return o.vec === 8 ? 'vec4u' : 'u32';
+}
+
+/** Storage declarations of one operand starting at `first`; returns the code and the next free binding. */
+function operandBindings(name: string, o: OperandSpec, first: number): [string, number] {
+  if (o.kind === 'nf4' || o.kind === 'nf4dq') {
+    const dq = o.kind === 'nf4dq';
+    return [`@group(0) @binding(${first}) var<storage, read> CODES: array<u32>;\n${absmaxBindings(dq, first + 1)}`, first + (dq ? 4 : 2)];
+  }
+  return [`@group(0) @binding(${first}) var<storage, read> ${name}: array<${bindingType(o)}>;`, first + 1];
+}
+
+/**
+ * WGSL expressions of the `vec` values of one chunk at element index `idx` (batch base included),
+ * as f32, or as f16 when `asF16` (f16 storage read into the f16 compute variant: no conversion).
+ */
+function loadValues(name: string, o: OperandSpec, asF16: boolean): { pre: string; vals: string[] } {
+  const V = o.vec;
+  const range = (n: number) => Array.from({ length: n }, (_, j) => j);
+  switch (o.kind) {
+    case 'f32':
+      if (V === 4) return { pre: `let q = ${name}[idx >> 2u];`, vals: ['q.x', 'q.y', 'q.z', 'q.w'] };
+      return { pre: '', vals: [`${name}[idx]`] };
+    case 'f16':
+      if (V === 8) {
+        const cv = asF16 ? 'bitcast<vec2<f16>>' : 'unpack2x16float';
+        return {
+          pre: `let q = ${name}[idx >> 3u]; let h0 = ${cv}(q.x); let h1 = ${cv}(q.y); let h2 = ${cv}(q.z); let h3 = ${cv}(q.w);`,
+          vals: range(8).map((j) => `h${j >> 1}.${j & 1 ? 'y' : 'x'}`),
+        };
+      }
+      return asF16 ? { pre: '', vals: [`bitcast<vec2<f16>>(${name}[idx >> 1u])[idx & 1u]`] } : { pre: '', vals: [`half_word_get(${name}[idx >> 1u], idx, false)`] };
+    case 'bf16':
+      if (V === 8) {
+        return {
+          pre: `let q = ${name}[idx >> 3u];`,
+          vals: range(8).map((j) => `bitcast<f32>(q[${j >> 1}] ${j & 1 ? '& 0xffff0000u' : '<< 16u'})`),
+        };
+      }
+      return { pre: '', vals: [`half_word_get(${name}[idx >> 1u], idx, true)`] };
+    case 'nf4':
+    case 'nf4dq':
+      if (V === 8) {
+        return {
+          pre: 'let word = CODES[idx >> 3u]; let am = absmax_of(idx >> 6u);',
+          vals: range(8).map((j) => `nf4_value((word >> ${4 * j}u) & 15u) * am`),
+        };
+      }
+      return { pre: '', vals: ['nf4_value((CODES[idx >> 3u] >> (4u * (idx & 7u))) & 15u) * absmax_of(idx >> 6u)'] };
+  }
+}
+
+interface StageArgs {
+  name: string;
+  side: 'a' | 'b';
+  spec: OperandSpec;
+  compute: Compute;
+  /** Tile extent along this operand's outer dimension (BM for A, BN for B) and along k. */
+  R: number;
+  BK: number;
+  NT: number;
+  /** Workgroup array and its padded row stride (elements). */
+  smem: string;
+  stride: number;
+  bufOff: string;
+  /** WGSL: outer extent, k bound, leading dimension, batch base, tile origin (outer), slice origin (k). */
+  outer: string;
+  kEnd: string;
+  ld: string;
+  base: string;
+  o0: string;
+  k0: string;
+}
+
+/** Stages the R × BK slice of one operand into workgroup memory (k-major), converting and zero-filling. */
+function stageCode(s: StageArgs): string {
+  const o = s.spec;
+  const V = o.vec;
+  const contK = s.side === 'a' ? !o.trans : o.trans; // stored contiguous along k
+  const cont = contK ? s.BK : s.R;
+  const cpr = cont / V;
+  const total = (s.R * s.BK) / V;
+  const per = Math.ceil(total / s.NT);
+  const guard = total % s.NT !== 0;
+  const f16 = s.compute === 'f16';
+  const T = f16 ? 'f16' : 'f32';
+  const direct = f16 && o.kind === 'f16' && !o.drop;
+  const { pre, vals } = loadValues(s.name, o, direct);
+  const cvt = (x: string) => (f16 && !direct ? `to_f16(${x})` : x);
+  const assign = vals
+    .map((v, j) => {
+      let x = v;
+      if (o.drop) x = `select(0.0, ${v} * p.inv_keep, rand_uniform(p.seed, idx - ${s.base} + ${j}u) >= p.drop_p)`;
+      return `v[${j}] = ${cvt(x)};`;
+    })
+    .join(' ');
+  // Where the chunk's elements land: consecutive k rows (contiguous along k) or consecutive outer
+  // positions of one k row (contiguous along the outer dim: whole vec4 stores).
+  let store: string;
+  if (!contK && V >= 4) {
+    store = Array.from({ length: V / 4 }, (_, g) => `${s.smem}[${s.bufOff} + ((kk * ${s.stride}u + oo + ${4 * g}u) >> 2u)] = vec4<${T}>(v[${4 * g}], v[${4 * g + 1}], v[${4 * g + 2}], v[${4 * g + 3}]);`).join('\n        ');
+  } else {
+    store = `for (var j = 0u; j < ${V}u; j++) {
+          let s = ${contK ? `(kk + j) * ${s.stride}u + oo` : `kk * ${s.stride}u + oo + j`};
+          ${s.smem}[${s.bufOff} + (s >> 2u)][s & 3u] = v[j];
+        }`;
+  }
+  return `
+    for (var r = 0u; r < ${per}u; r++) {
+      let e = lid + r * ${s.NT}u;${guard ? `\n      if (e >= ${total}u) { break; }` : ''}
+      let cc = (e % ${cpr}u) * ${V}u;
+      let oc = e / ${cpr}u;
+      let oo = ${contK ? 'oc' : 'cc'};
+      let kk = ${contK ? 'cc' : 'oc'};
+      let go = ${s.o0} + oo;
+      let gk = ${s.k0} + kk;
+      var v = array<${T}, ${V}>(); // explicit zero fill: a bare declaration kept stale values across loop iterations on lavapipe
+      if (go < ${s.outer} && gk < ${s.kEnd}) {
+        let idx = ${s.base} + ${contK ? `go * ${s.ld} + gk` : `gk * ${s.ld} + go`};
+        ${pre}
+        ${assign}
+      }
+      ${store}
+    }`;
+}
+
+function gemmKernel(spec: KernelSpec): string {
+  const { BM, BN, BK, TM, TN, double } = spec.tile;
+  const f16 = spec.compute === 'f16';
+  const T = f16 ? 'f16' : 'f32';
+  const WGX = BN / TN;
+  const WGY = BM / TM;
+  const NT = WGX * WGY;
+  const RM = TM / 4;
+  const RN = TN / 4;
+  const SA = BM + 4;
+  const SB = BN + 4;
+  const bufA = (BK * SA) / 4;
+  const bufB = (BK * SB) / 4;
+  const nbuf = double ? 2 : 1;
+  const partial = spec.out === 'partial';
+
+  let binding = 1;
+  const decls: string[] = [];
+  const bind = (name: string, o: OperandSpec) => {
+    const [d, next] = operandBindings(name, o, binding);
+    decls.push(d);
+    binding = next;
+  };
+  bind('A', spec.a);
+  bind('B', spec.b);
+  if (spec.pro) {
+    bind('U', spec.pro.u);
+    bind('W', spec.pro.w);
+  }
+  decls.push(`@group(0) @binding(${binding}) var<storage, read_write> C: array<f32>;`);
+  const nf4 = [spec.a, spec.b].find((o) => o.kind === 'nf4' || o.kind === 'nf4dq');
+  const anyDrop = spec.a.drop || spec.b.drop || !!spec.pro?.mask;
+
+  const stage = (which: 'main' | 'pro', buf: string, k0: string, kEnd: string) => {
+    const [oa, ob, na, nb] = which === 'main' ? [spec.a, spec.b, 'A', 'B'] : [spec.pro!.u, spec.pro!.w, 'U', 'W'];
+    const K = which === 'main' ? 'p.K' : 'p.R';
+    const common = { compute: spec.compute, BK, NT, k0, kEnd };
+    const a = stageCode({
+      ...common, name: na, side: 'a', spec: oa, R: BM, smem: 'As', stride: SA, bufOff: `${buf} * ${bufA}u`,
+      outer: 'p.M', ld: oa.trans ? 'p.M' : K, base: which === 'main' ? 'baseA' : '0u', o0: 'm0',
+    });
+    const b = stageCode({
+      ...common, name: nb, side: 'b', spec: ob, R: BN, smem: 'Bs', stride: SB, bufOff: `${buf} * ${bufB}u`,
+      outer: 'p.N', ld: ob.trans ? K : 'p.N', base: which === 'main' ? 'baseB' : '0u', o0: 'n0',
+    });
+    return a + b;
+  };
+
+  const compute = (buf: string) => `
+    for (var kk = 0u; kk < ${BK}u; kk++) {
+      var av: array<vec4f, ${RM}>;
+      var bv: array<vec4f, ${RN}>;
+      for (var g = 0u; g < ${RM}u; g++) { av[g] = vec4f(As[${buf} * ${bufA}u + kk * ${SA / 4}u + g * ${WGY}u + ty]); }
+      for (var q = 0u; q < ${RN}u; q++) { bv[q] = vec4f(Bs[${buf} * ${bufB}u + kk * ${SB / 4}u + q * ${WGX}u + tx]); }
+      for (var i = 0u; i < ${TM}u; i++) {
+        let a = av[i >> 2u][i & 3u];
+        for (var q = 0u; q < ${RN}u; q++) { acc[i * ${RN}u + q] = fma(vec4f(a), bv[q], acc[i * ${RN}u + q]); }
+      }
+    }`;
+
+  const loop = (which: 'main' | 'pro', kBegin: string, kEnd: string) =>
+    double
+      ? `
+  if (${kBegin} < ${kEnd}) {
+    {
+      let kt = ${kBegin};${stage(which, '0u', 'kt', kEnd)}
+    }
+    workgroupBarrier();
+    var buf = 0u;
+    for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += ${BK}u) {
+      let kt = k0 + ${BK}u;
+      if (kt < ${kEnd}) {${stage(which, '(buf ^ 1u)', 'kt', kEnd)}
+      }${compute('buf')}
+      workgroupBarrier();
+      buf = buf ^ 1u;
+    }
+  }`
+      : `
+  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += ${BK}u) {${stage(which, '0u', 'k0', kEnd)}
+    workgroupBarrier();${compute('0u')}
+    workgroupBarrier();
+  }`;
+
+  // Output coordinates of acc[i * RN + q][c]: row m0 + (i/4)·4·WGY + 4·ty + i%4, column n0 + q·4·WGX + 4·tx + c.
+  const rowOf = (i: string) => `m0 + (${i} >> 2u) * ${WGY * 4}u + ty * 4u + (${i} & 3u)`;
+  const colOf = (q: string) => `n0 + ${q} * ${WGX * 4}u + tx * 4u`;
+
+  const prologue = spec.pro
+    ? `${loop('pro', '0u', 'p.R')}
+  for (var i = 0u; i < ${TM}u; i++) {
+    let m = ${rowOf('i')};
+    for (var q = 0u; q < ${RN}u; q++) {
+      var f = vec4f(p.pro_scale);${spec.pro.mask ? `
+      let n = ${colOf('q')};
+      for (var c = 0u; c < 4u; c++) { f[c] = select(0.0, p.pro_scale * p.inv_keep, rand_uniform(p.seed, m * p.N + n + c) >= p.drop_p); }` : ''}
+      acc[i * ${RN}u + q] = acc[i * ${RN}u + q] * f;
+    }
+  }`
+    : '';
+
+  const kRange = partial
+    ? `let kBegin = wid.z * p.k_split;
+  let kEnd = min(p.K, kBegin + p.k_split);
+  let b = 0u;`
+    : `let kBegin = 0u;
+  let kEnd = p.K;
+  let b = wid.z + p.batch_off;`;
+
+  const write = partial
+    ? `C[wid.z * p.M * p.N + m * p.N + n + c] = v[c];`
+    : spec.out === 'accumulate'
+      ? `let o = baseC + m * p.N + n + c; C[o] = C[o] + p.alpha * v[c];`
+      : `C[baseC + m * p.N + n + c] = p.alpha * v[c];`;
+
+  return /* wgsl */ `${f16 ? 'enable f16;\n' : ''}${PARAMS}${WGSL_HALF}${nf4 ? WGSL_NF4_TABLE + wgslAbsmax(nf4.kind === 'nf4dq') : ''}${anyDrop ? WGSL_RANDOM : ''}
+${decls.join('\n')}
+${f16 ? `
+// f32 -> f16, overflowing to ±inf above the f16 range (65504 rounds up to inf from 65520 on). The
+// inf comes from a private variable: a constant expression may not evaluate to inf in WGSL.
+var<private> F16_INF_BITS: u32 = 0x7c007c00u;
+fn to_f16(x: f32) -> f16 {
+  if (abs(x) >= 65520.0) { return select(f16(-1.0), f16(1.0), x > 0.0) * bitcast<vec2<f16>>(F16_INF_BITS).x; }
+  return f16(x);
+}` : ''}
+var<workgroup> As: array<vec4<${T}>, ${nbuf * bufA}>;
+var<workgroup> Bs: array<vec4<${T}>, ${nbuf * bufB}>;
+@compute @workgroup_size(${NT})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let tx = lid % ${WGX}u;
+  let ty = lid / ${WGX}u;
+  let m0 = wid.y * ${BM}u;
+  let n0 = wid.x * ${BN}u;
+  ${kRange}
+  let baseA = b * p.sA;
+  let baseB = b * p.sB;
+  var acc: array<vec4f, ${TM * RN}>;${prologue}${loop('main', 'kBegin', 'kEnd')}
+  let baseC = b * p.sC;
+  for (var i = 0u; i < ${TM}u; i++) {
+    let m = ${rowOf('i')};
+    if (m >= p.M) { continue; }
+    for (var q = 0u; q < ${RN}u; q++) {
+      let n = ${colOf('q')};
+      let v = acc[i * ${RN}u + q];
+      for (var c = 0u; c < 4u; c++) {
+        if (n + c < p.N) { ${write} }
+      }
+    }
+  }
+}`;
+}
+
+const SPLIT_REDUCE_KERNEL = (accumulate: boolean) => /* wgsl */ `
+struct P { n: u32, splits: u32, alpha: f32, _pad: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> PART: array<f32>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= p.n) { return; }
+  var s = 0.0;
+  for (var k = 0u; k < p.splits; k++) { s += PART[k * p.n + i]; }
+  C[i] = ${accumulate ? 'C[i] + ' : ''}p.alpha * s;
+}`;
+
+// ---------------------------------------------------------------------------------------------
+// Shapes, operands and the choice of variant
+
+interface Geometry {
+  batchShape: number[];
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  /** Batch strides (elements); 0 for an operand broadcast over the batch. */
+  sA: number;
+  sB: number;
+}
+
+function shapeOf(t: Tensor | Nf4Weight): readonly number[] {
+  return t instanceof Tensor ? t.shape : t.shape;
+}
+
+export function operandKind(t: Tensor | Nf4Weight): OperandKind {
+  if (!(t instanceof Tensor)) return isDoubleQuant(t.absmax) ? 'nf4dq' : 'nf4';
+  if (t.dtype === 'f32' || t.dtype === 'bf16' || t.dtype === 'f16') return t.dtype;
+  throw new TypeError(`gemm: operands must be f32, bf16, f16 or NF4, got ${t.dtype}`);
+}
+
+/** M, N, K and batching of op(A)·op(B); RangeError naming both shapes when they do not fit. */
+export function gemmGeometry(a: GemmOperand, b: GemmOperand, what = 'matmul'): Geometry {
+  const as = shapeOf(a.t);
+  const bs = shapeOf(b.t);
+  if (as.length < 2 || bs.length < 2) throw new RangeError(`${what}: operands need ≥ 2 dims, got [${as}] and [${bs}]`);
+  if (!(a.t instanceof Tensor)) throw new TypeError(`${what}: an NF4 weight can only be the right operand`);
+  const aB = as.slice(0, -2);
+  const bB = bs.slice(0, -2);
+  const [ar, ac] = as.slice(-2) as [number, number];
+  const [br, bc] = bs.slice(-2) as [number, number];
+  const [M, K] = a.trans ? [ac, ar] : [ar, ac];
+  const [Kb, N] = b.trans ? [bc, br] : [br, bc];
+  if (K !== Kb) {
+    throw new RangeError(`${what}: inner dims differ: a [${as}]${a.trans ? 'ᵀ' : ''} · b [${bs}]${b.trans ? 'ᵀ' : ''} (${K} vs ${Kb})`);
+  }
+  const sameBatch = aB.length === bB.length && aB.every((d, i) => d === bB[i]);
+  if (!sameBatch && aB.length > 0 && bB.length > 0) {
+    throw new RangeError(`${what}: batch dims [${aB}] and [${bB}] differ (they must match, or one operand must be 2-D)`);
+  }
+  const batchShape = aB.length > 0 ? aB : bB;
+  return { batchShape, batch: numelOf(batchShape), M, N, K, sA: aB.length > 0 ? M * K : 0, sB: bB.length > 0 ? K * N : 0 };
+}
+
+/** Elements per global load for an operand whose stored rows have `ld` elements. */
+function vecWidth(kind: OperandKind, ld: number, numel: number): number {
+  if (numel === 0) return 1;
+  if (kind === 'f32') return ld % 4 === 0 ? 4 : 1;
+  return ld % 8 === 0 ? 8 : 1;
+}
+
+function operandSpec(o: GemmOperand, side: 'a' | 'b', M: number, N: number, K: number): OperandSpec {
+  const kind = operandKind(o.t);
+  const trans = !!o.trans;
+  const contK = side === 'a' ? !trans : trans;
+  const ld = contK ? K : side === 'a' ? M : N;
+  const numel = o.t instanceof Tensor ? o.t.numel : o.t.shape[0] * o.t.shape[1];
+  if (o.dropout && (kind === 'nf4' || kind === 'nf4dq')) throw new TypeError('gemm: dropout on an NF4 operand');
+  return { kind, trans, vec: vecWidth(kind, ld, numel), drop: !!o.dropout };
+}
+
+function operandTensors(t: Tensor | Nf4Weight): Tensor[] {
+  return t instanceof Tensor ? [t] : [t.codes, ...absmaxTensors(t.absmax)];
+}
+
+/** Workgroup memory of a tile in bytes (both operands, both buffers when double-buffered). */
+export function tileBytes(tile: TileConfig, compute: Compute): number {
+  return (tile.double ? 2 : 1) * tile.BK * (tile.BM + tile.BN + 8) * (compute === 'f16' ? 2 : 4);
+}
+
+export type ShapeClass = 'small' | 'medium' | 'large' | 'skinny-n' | 'skinny-m';
+export const SHAPE_CLASSES: readonly ShapeClass[] = ['small', 'medium', 'large', 'skinny-n', 'skinny-m'];
+
+/**
+ * The tuning class of a problem: skinny (a LoRA rank dimension against at least 256 rows or
+ * columns), else by output size and work.
+ */
+export function shapeClass(M: number, N: number, K: number): ShapeClass {
+  if (N <= 32 && M >= 256) return 'skinny-n';
+  if (M <= 32 && N >= 256) return 'skinny-m';
+  if (M * N >= 1 << 22) return 'large';
+  if (M * N * K < 1 << 24) return 'small';
+  return 'medium';
+}
+
+/** One tuned entry: the tile and split-K target for a (compute, shape class). */
+export interface TunedEntry {
+  tile: TileName;
+  /** Workgroups to aim for by splitting K (0 or 1: never split). */
+  splitTarget: number;
+  /** What the tuner measured for the winner (informational). */
+  gflops?: number;
+}
+
+export interface AdapterTuning {
+  description: string;
+  date: string;
+  commit?: string;
+  f32?: Partial<Record<ShapeClass, TunedEntry>>;
+  f16?: Partial<Record<ShapeClass, TunedEntry>>;
+}
+
+export interface TuningTable {
+  version: 1;
+  /** Keyed by adapterKey(vendor, device). */
+  adapters: Record<string, AdapterTuning>;
+}
+
+export function adapterKey(info: { vendor: string; device: string; architecture?: string }): string {
+  return `${info.vendor || 'unknown'}/${info.device || info.architecture || 'unknown'}`;
+}
+
+export interface ChoiceContext {
+  features: ReadonlySet<FeatureName>;
+  precision: Precision;
+  /** Workgroup memory and invocation limits. */
+  maxWorkgroupBytes: number;
+  maxInvocations: number;
+  isSoftware: boolean;
+  /** This adapter's tuned entries, if `npm run tune` has run on it. */
+  tuning?: AdapterTuning;
+}
+
+export function tileFits(tile: TileConfig, compute: Compute, ctx: Pick<ChoiceContext, 'maxWorkgroupBytes' | 'maxInvocations'>): boolean {
+  return tileBytes(tile, compute) <= ctx.maxWorkgroupBytes && (tile.BM / tile.TM) * (tile.BN / tile.TN) <= ctx.maxInvocations;
+}
+
+/** Split count so that about `target` workgroups run, each slice at least 8 BK-slices deep. */
+export function splitsFor(target: number, tiles: number, K: number, BK: number): number {
+  if (target <= 1 || tiles >= target) return 1;
+  return Math.max(1, Math.min(Math.ceil(target / tiles), Math.floor(K / (8 * BK)), 64));
+}
+
+/**
+ * The variant for one problem: compute from the precision and the features (f16 needs
+ * shader-f16; `f16Ok` false keeps an operand that does not fit f16 on f32), the tile and split-K
+ * from this adapter's tuned table, else from heuristics.
+ */
+export function chooseGemm(g: { M: number; N: number; K: number; batch: number }, ctx: ChoiceContext, f16Ok = true): GemmChoice {
+  const compute: Compute = ctx.precision === 'fp16-mixed' && ctx.features.has('shader-f16') && f16Ok ? 'f16' : 'f32';
+  const cls = shapeClass(g.M, g.N, g.K);
+  const tuned = ctx.tuning?.[compute]?.[cls];
+  if (tuned && TILES[tuned.tile] && tileFits(TILES[tuned.tile], compute, ctx)) {
+    const t = TILES[tuned.tile];
+    const tiles = Math.ceil(g.M / t.BM) * Math.ceil(g.N / t.BN) * g.batch;
+    return { compute, tile: tuned.tile, splitK: g.batch === 1 ? splitsFor(tuned.splitTarget, tiles, g.K, t.BK) : 1 };
+  }
+  let tile: TileName;
+  if (cls === 'skinny-n') tile = 't64x32';
+  else if (cls === 'skinny-m') tile = 't32x64';
+  else {
+    const tiles128 = Math.ceil(g.M / 128) * Math.ceil(g.N / 128) * g.batch;
+    tile = tiles128 >= 256 ? (tileFits(TILES.t128d, compute, ctx) ? 't128d' : 't128') : 't64';
+  }
+  if (!tileFits(TILES[tile], compute, ctx)) tile = 't64';
+  const t = TILES[tile];
+  const tiles = Math.ceil(g.M / t.BM) * Math.ceil(g.N / t.BN) * g.batch;
+  // A GPU wants a few hundred workgroups in flight; a CPU adapter has a few cores and gains nothing.
+  const target = ctx.isSoftware ? 1 : 256;
+  return { compute, tile, splitK: g.batch === 1 ? splitsFor(target, tiles, g.K, t.BK) : 1 };
+}
+
+let contextCache: { dev: unknown; ctx: Omit<ChoiceContext, 'precision'> } | null = null;
+
+/** The choice context of the engine's device (tuned table entry looked up once). */
+export function deviceContext(): ChoiceContext {
+  const dev = engine().dev;
+  if (contextCache?.dev !== dev) {
+    contextCache = {
+      dev,
+      ctx: {
+        features: dev.features,
+        maxWorkgroupBytes: dev.limits.maxComputeWorkgroupStorageSize,
+        maxInvocations: dev.limits.maxComputeInvocationsPerWorkgroup,
+        isSoftware: dev.info.isSoftware,
+        tuning: GEMM_TUNING.adapters[adapterKey(dev.info)],
+      },
+    };
+  }
+  return { ...contextCache.ctx, precision: computePrecision() };
+}
+
+// Weights whose magnitude exceeds the f16 range stay on the f32 variant in fp16-mixed (their
+// products would otherwise be inf). The loader records max|w| of every weight it uploads.
+const F16_MAX = 65504;
+const outOfF16 = new WeakSet<object>();
+
+/** Records the largest magnitude of a weight (called at load); above 65504 it keeps the f32 path. */
+export function noteWeightRange(w: Tensor | Nf4Weight, maxAbs: number): void {
+  if (!(maxAbs <= F16_MAX)) outOfF16.add(w instanceof Tensor ? w : w.codes);
+  else outOfF16.delete(w instanceof Tensor ? w : w.codes);
+}
+
+/** Whether a weight fits f16 (unknown tensors, e.g. activations, are assumed to). */
+export function fitsF16(w: Tensor | Nf4Weight): boolean {
+  return !outOfF16.has(w instanceof Tensor ? w : w.codes);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch
+
+function dropoutUniforms(u: Uniforms, d: Dropout | undefined): Uniforms {
+  return u.u32(d ? d.seed >>> 0 : 0).f32(d ? d.p : 0).f32(d ? 1 / (1 - d.p) : 1).u32(0).u32(0);
+}
+
+function checkDropout(d: Dropout | undefined): void {
+  if (d && !(d.p >= 0 && d.p < 1)) throw new RangeError(`gemm: dropout ${d.p} outside [0, 1)`);
+}
+
+interface Plan {
+  g: Geometry;
+  outShape: number[];
+  R: number;
+  choice: GemmChoice;
+  spec: KernelSpec;
+  key: string;
+  kSplit: number;
+  nSplits: number;
+}
+
+function plan(args: GemmArgs): Plan {
+  const { a, b } = args;
+  let g = gemmGeometry(a, b, 'gemm');
+  const outShape = [...g.batchShape, g.M, g.N];
+  // A batched, B 2-D, A not transposed: the batch folds into M (one big GEMM, better tiles).
+  if (g.sB === 0 && g.sA !== 0 && !a.trans) g = { ...g, batchShape: [], batch: 1, M: g.batch * g.M, sA: 0 };
+  const drops = [a.dropout, b.dropout, args.prologue?.dropout].filter((d) => d !== undefined);
+  if (drops.length > 1) throw new Error('gemm: at most one dropout (A, B or the prologue) per product');
+  for (const d of drops) checkDropout(d);
+  const { M, N, K, batch } = g;
+  const pro = args.prologue;
+  let R = 0;
+  if (pro) {
+    if (batch !== 1 || outShape.length !== 2) throw new RangeError('gemm: a prologue needs 2-D operands');
+    const pg = gemmGeometry(pro.u, pro.w, 'gemm prologue');
+    if (pg.M !== M || pg.N !== N || pg.batch !== 1) throw new RangeError(`gemm prologue: op(u)·op(w) is [${pg.M}, ${pg.N}], the product is [${M}, ${N}]`);
+    R = pg.K;
+  }
+  const ctx = deviceContext();
+  const f16Ok = fitsF16(b.t) && fitsF16(a.t) && (!pro || (fitsF16(pro.u.t) && fitsF16(pro.w.t)));
+  const choice: GemmChoice = { ...chooseGemm(g, ctx, f16Ok), ...args.choice };
+  if (choice.compute === 'f16' && !ctx.features.has('shader-f16')) throw new Error('gemm: the f16 variant needs shader-f16');
+  const tile = TILES[choice.tile];
+  if (!tile) throw new RangeError(`gemm: unknown tile '${choice.tile}'`);
+  const splits = pro || batch !== 1 ? 1 : Math.max(1, Math.min(choice.splitK, Math.ceil(K / tile.BK)));
+  const kSplit = Math.max(tile.BK, Math.ceil(K / splits / tile.BK) * tile.BK);
+  const nSplits = splits > 1 ? Math.ceil(K / kSplit) : 1;
+  const out: OutMode = nSplits > 1 ? 'partial' : args.accumulate ? 'accumulate' : 'store';
+  const spec: KernelSpec = {
+    compute: choice.compute,
+    tile,
+    tileName: choice.tile,
+    a: operandSpec(a, 'a', M, N, K),
+    b: operandSpec(b, 'b', M, N, K),
+    pro: pro ? { u: operandSpec(pro.u, 'a', M, N, R), w: operandSpec(pro.w, 'b', M, N, R), mask: !!pro.dropout } : null,
+    out,
+  };
+  return { g, outShape, R, choice: { ...choice, splitK: nSplits }, spec, key: kernelKey(spec), kSplit, nSplits };
+}
+
+/** The variant gemm() would run for these arguments, and its pipeline key (tests, the tuner). */
+export function gemmPlan(args: GemmArgs): { choice: GemmChoice; key: string } {
+  const pl = plan(args);
+  return { choice: pl.choice, key: pl.key };
+}
+
+/**
+ * C = alpha · ([prologue] + op(A)·op(B)), batched like matmul (equal batch dims, or one operand
+ * 2-D and broadcast). Forward only (no autograd). Returns C (f32), or `accumulate` after adding
+ * into it.
+ */
+export function gemm(args: GemmArgs): Tensor {
+  const { a, b } = args;
+  const pro = args.prologue;
+  const { g, outShape, R, spec, key, kSplit, nSplits } = plan(args);
+  const { M, N, K, batch } = g;
+  const c = args.accumulate ?? Tensor.empty(outShape);
+  if (args.accumulate && (c.numel !== numelOf(outShape) || c.dtype !== 'f32')) {
+    throw new RangeError(`gemm: accumulate target [${c.shape}] ${c.dtype} does not hold the f32 result [${outShape}]`);
+  }
+  if (batch === 0 || M === 0 || N === 0) return c;
+  const out = spec.out;
+  const tile = spec.tile;
+  const drop = a.dropout ?? b.dropout ?? pro?.dropout;
+  const alpha = args.alpha ?? 1;
+  const target = out === 'partial' ? Tensor.empty([nSplits, M, N]) : c;
+  const tensors = [...operandTensors(a.t), ...operandTensors(b.t), ...(pro ? [...operandTensors(pro.u.t), ...operandTensors(pro.w.t)] : []), target];
+  const gx = Math.ceil(N / tile.BN);
+  const gy = Math.ceil(M / tile.BM);
+  const max = engine().dev.limits.maxComputeWorkgroupsPerDimension;
+  if (gx > max || gy > max) throw new RangeError(`gemm: [${M}, ${N}] needs ${gx} × ${gy} workgroups, more than ${max} per dimension`);
+  const zTotal = out === 'partial' ? nSplits : batch;
+  for (let off = 0; off < zTotal; off += max) {
+    const u = new Uniforms()
+      .u32(M).u32(N).u32(K).u32(out === 'partial' ? 0 : off)
+      .u32(g.sA).u32(g.sB).u32(M * N).u32(kSplit)
+      .f32(alpha).u32(R).f32(pro?.scale ?? 1);
+    dispatch(key, () => gemmKernel(spec), tensors, [gx, gy, Math.min(max, zTotal - off)], dropoutUniforms(u, drop));
+  }
+  if (out === 'partial') {
+    const n = M * N;
+    dispatch(
+      `gemm.splitk.reduce.${args.accumulate ? 'acc' : 'store'}`,
+      () => SPLIT_REDUCE_KERNEL(!!args.accumulate),
+      [target, c],
+      grid1d(n),
+      new Uniforms().u32(n).u32(nSplits).f32(alpha).u32(0),
+    );
+    target.dispose();
+  }
+  return c;
+}

@@ -1,0 +1,111 @@
+// One Llama decoder layer, as transformers' LlamaDecoderLayer computes it (+ PEFT LoRA):
+//
+//   h = rmsnorm(x) ; q,k,v = h·Wqᵀ, h·Wkᵀ, h·Wvᵀ (+ LoRA) ; q,k = rope(q,k)
+//   x = x + o_proj(flashAttention(q, k, v, causal, GQA))
+//   x = x + down_proj(silu(gate_proj(rmsnorm(x))) * up_proj(rmsnorm(x)))
+//
+// Shapes: B batch rows, T tokens per row, N = B·T, D hidden, Hq/Hkv heads, Dh head dim.
+// Activations are [N, D]; q/k/v are views [B, T, H, Dh] of the projections.
+//
+// Kept for backward (none): x, rmsnorm(x), q, k, v (rotated), attention output + lse, x', rmsnorm(x'),
+// gate, up, swiglu(gate, up), LoRA's rank-r products and the norms' rstd. Under selective
+// checkpointing (`recompute`) the two norm outputs and the SwiGLU output are not kept but rebuilt
+// in backward from x, x' and gate/up, which are kept anyway: every GEMM output and the attention
+// output stay, the cheap elementwise work is done twice.
+import { withRecompute } from '../engine/autograd.js';
+import type { Tensor } from '../engine/tensor.js';
+import { add, flashAttention, rmsnorm, rope, ropeAppend, swiglu, type RopeTables } from '../kernels/index.js';
+import type { LlamaConfig } from './config.js';
+import type { KvCache } from './kv-cache.js';
+import { project, type LoraLayers } from './lora-layers.js';
+import { view } from './ops.js';
+import { LINEAR_MODULES, type LayerWeights, type LinearModule } from './weights.js';
+
+/** What one layer's forward needs besides its input. */
+export interface LayerContext {
+  config: LlamaConfig;
+  weights: LayerWeights;
+  /** Layer index (selects the LoRA pairs and the KV cache entries). */
+  index: number;
+  lora: LoraLayers | null;
+  /** LoRA dropout probability in effect (0 outside training). */
+  loraDropout: number;
+  /** One dropout seed per module in LINEAR_MODULES order. */
+  dropoutSeeds: readonly number[];
+  B: number;
+  T: number;
+  /** RoPE positions [N] (i32; unused with a cache, whose kernel derives them) and the tables covering them. */
+  positions: Tensor | null;
+  rope: RopeTables;
+  /** Packing segment ids [N] (i32): tokens attend only within their segment. */
+  segments?: Tensor;
+  /** Decoding: K/V are appended at cache.length and attention runs over the cache. */
+  cache?: KvCache;
+  /** The cache length on the GPU (syncCacheLength), with `cache`. */
+  cacheLength?: Tensor;
+  /** Selective checkpointing: rebuild the norm and SwiGLU outputs in backward instead of keeping them. */
+  recompute?: boolean;
+}
+
+function projection(x: Tensor, ctx: LayerContext, mod: LinearModule): Tensor {
+  const pair = ctx.lora?.pair(ctx.index, mod);
+  const seed = ctx.dropoutSeeds[LINEAR_MODULES.indexOf(mod)]!;
+  return project(x, ctx.weights.linear[mod], pair ? { pair, scale: ctx.lora!.scale, dropout: ctx.loraDropout, seed } : undefined);
+}
+
+/** Runs `body(h)` on h = rmsnorm(x, w); with ctx.recompute, backward rebuilds h from x instead of keeping it. */
+function normed<T>(x: Tensor, w: Tensor, ctx: LayerContext, body: (h: Tensor) => T): T {
+  const eps = ctx.config.rmsNormEps;
+  const h = rmsnorm(x, w, eps);
+  return ctx.recompute ? withRecompute(h, [x], ([xs]) => rmsnorm(xs!, w, eps), () => body(h)) : body(h);
+}
+
+/** Self-attention block: x + o_proj(attention(rmsnorm(x))). */
+function attentionBlock(x: Tensor, ctx: LayerContext): Tensor {
+  return normed(x, ctx.weights.inputNorm, ctx, (h) => attention(x, h, ctx));
+}
+
+function attention(x: Tensor, h: Tensor, ctx: LayerContext): Tensor {
+  const { numAttentionHeads: hq, numKeyValueHeads: hkv, headDim: dh } = ctx.config;
+  const { B, T, positions, rope: rt, cache } = ctx;
+  let attn: Tensor;
+  if (cache) {
+    // RoPE and the K/V append in one kernel (positions from the cache length and starts on the GPU).
+    const l = ctx.index;
+    const row = (t: Tensor, heads: number) => ({ t, ld: heads * dh, offset: 0 });
+    const q = ropeAppend({
+      B, T, heads: hq, kvHeads: hkv, rope: rt, length: ctx.cacheLength!, kCache: cache.k[l]!, vCache: cache.v[l]!,
+      q: row(projection(h, ctx, 'q_proj'), hq), k: row(projection(h, ctx, 'k_proj'), hkv), v: row(projection(h, ctx, 'v_proj'), hkv),
+      ...(cache.startsTensor ? { starts: cache.startsTensor } : {}),
+    });
+    attn = flashAttention(q, cache.k[l]!, cache.v[l]!, {
+      causal: true,
+      scale: 1 / Math.sqrt(dh),
+      qOffset: cache.length,
+      kvLength: cache.length + T,
+      ...(cache.startsTensor ? { kvStart: cache.startsTensor } : {}),
+    });
+  } else {
+    const q = rope(view(projection(h, ctx, 'q_proj'), [B, T, hq, dh]), positions!, rt);
+    const k = rope(view(projection(h, ctx, 'k_proj'), [B, T, hkv, dh]), positions!, rt);
+    const v = view(projection(h, ctx, 'v_proj'), [B, T, hkv, dh]);
+    attn = flashAttention(q, k, v, { causal: true, scale: 1 / Math.sqrt(dh), ...(ctx.segments ? { segmentIds: ctx.segments } : {}) });
+  }
+  return add(x, projection(view(attn, [B * T, hq * dh]), ctx, 'o_proj'));
+}
+
+/** MLP block: x + down_proj(silu(gate_proj(h)) * up_proj(h)), h = rmsnorm(x). */
+function mlpBlock(x: Tensor, ctx: LayerContext): Tensor {
+  return normed(x, ctx.weights.postAttentionNorm, ctx, (h) => {
+    const gate = projection(h, ctx, 'gate_proj');
+    const up = projection(h, ctx, 'up_proj');
+    const act = swiglu(gate, up);
+    const down = () => projection(act, ctx, 'down_proj');
+    return add(x, ctx.recompute ? withRecompute(act, [gate, up], ([g, u]) => swiglu(g!, u!), down) : down());
+  });
+}
+
+/** The decoder layer on x [N, D] → [N, D]. */
+export function decoderLayer(x: Tensor, ctx: LayerContext): Tensor {
+  return mlpBlock(attentionBlock(x, ctx), ctx);
+}

@@ -1,0 +1,195 @@
+// Memory planning of a training run: the estimate printed before the first step next to the
+// device's memory, `training.batch_size: auto`, and the out-of-memory message that says what to
+// change. The numbers come from the memory model (src/llama/memory.ts) and the device's memory
+// (src/engine/device-memory.ts), which is also the engine pool's capacity.
+import { backward, zeroGrad } from '../../engine/autograd.js';
+import type { DeviceMemory } from '../../engine/device-memory.js';
+import { OutOfMemoryError } from '../../engine/device.js';
+import { Rng } from '../../engine/random.js';
+import { engine, tidy } from '../../engine/tensor.js';
+import { InputError, RuntimeFailure } from '../../errors.js';
+import type { LlamaConfig } from '../../llama/config.js';
+import { estimateTrainingMemory, type TrainingMemoryEstimate } from '../../llama/memory.js';
+import { CHECKPOINT_MODES, shiftLabels, type CheckpointMode, type LlamaModel } from '../../llama/model.js';
+import type { ResolvedConfig } from '../config.js';
+import { formatBytes } from './logging.js';
+
+/** batch_size: auto picks the largest micro-batch whose estimate is within this share of the device's memory. */
+export const AUTO_BATCH_HEADROOM = 0.9;
+/** The effective batch of batch_size: auto without effective_batch_size: this × grad_accum. */
+export const AUTO_DEFAULT_BATCH = 4;
+
+/**
+ * The estimated pool peak of one step of micro-batch `batchSize` at max_seq_len under `mode`, with
+ * `gradAccum` micro-batches per step, for the configured training.method.
+ */
+export function estimateStep(
+  cfg: ResolvedConfig,
+  config: LlamaConfig,
+  batchSize: number,
+  mode: CheckpointMode = cfg.training.grad_checkpointing,
+  gradAccum = cfg.training.grad_accum,
+): TrainingMemoryEstimate {
+  const method = cfg.training.method;
+  return estimateTrainingMemory({
+    accumulating: gradAccum > 1,
+    config,
+    batchSize,
+    seqLen: cfg.data.max_seq_len,
+    method,
+    quantize: cfg.model.quantize,
+    storage: cfg.model.storage,
+    lora: method === 'full' ? null : { r: cfg.lora.r, targetModules: cfg.lora.target_modules },
+    checkpointing: mode,
+    maxBindingBytes: engine().dev.limits.maxStorageBufferBindingSize,
+  });
+}
+
+function deviceLine(memory: DeviceMemory | null): string {
+  if (!memory) return 'device memory: unknown (set FINLLM_GPU_MEMORY, e.g. 24GB, to have it checked)';
+  const avail = memory.availableBytes !== null && memory.availableBytes !== memory.totalBytes ? `${formatBytes(memory.availableBytes)} available of ` : '';
+  return `device memory: ${avail}${formatBytes(memory.totalBytes)}, from ${memory.source}`;
+}
+
+/** Lines printed before the first step: the estimate, its parts, the other modes, the device. */
+export function describeMemory(cfg: ResolvedConfig, config: LlamaConfig, batchSize: number, memory: DeviceMemory | null): string[] {
+  const mode = cfg.training.grad_checkpointing;
+  const e = estimateStep(cfg, config, batchSize, mode);
+  const others = CHECKPOINT_MODES.filter((m) => m !== mode).map((m) => `${m} ${formatBytes(estimateStep(cfg, config, batchSize, m).total)}`);
+  const full = cfg.training.method === 'full';
+  // Full training: the gradients at the peak are a main part, or (peak in the loss head) none yet.
+  const gradients = e.gradients > 0 ? `, gradients ${formatBytes(e.gradients)}` : full ? ', no gradient yet' : '';
+  const trained = full
+    ? `trained f32 weights ${formatBytes(e.weights)}, AdamW ${formatBytes(e.optimizer)}${gradients}`
+    : `weights ${formatBytes(e.weights)}, LoRA + AdamW ${formatBytes(e.adapters + e.optimizer)}${gradients}`;
+  return [
+    `memory: estimated peak ${formatBytes(e.total)} for micro-batch ${batchSize} × ${cfg.data.max_seq_len} tokens, ${full ? 'full training' : 'LoRA'}, grad_checkpointing ${mode} ` +
+      `(${trained}, activations ${formatBytes(e.activations)} [${formatBytes(e.activationsPerTokenPerLayer)} per token per layer], ` +
+      `workspace ${formatBytes(e.workspace)}; peak during ${e.peakAt}); other modes: ${others.join(', ')}`,
+    deviceLine(memory),
+  ];
+}
+
+/**
+ * What to change to need less memory, each with its estimate: only changes the configured method
+ * accepts (full training cannot use NF4 or 16-bit weights, but LoRA on the same model is a way
+ * out), and only those that lower the estimate (e.g. full checkpointing can need more than none
+ * when the weights and their gradients dominate).
+ */
+export function memoryAdvice(cfg: ResolvedConfig, config: LlamaConfig, batchSize: number): string {
+  const t = cfg.training;
+  const estimate = (over: { b?: number; accum?: number; mode?: CheckpointMode; seq?: number; nf4?: boolean; lora?: boolean }) => {
+    const c: ResolvedConfig = {
+      ...cfg,
+      data: { ...cfg.data, max_seq_len: over.seq ?? cfg.data.max_seq_len },
+      model: { ...cfg.model, quantize: over.nf4 ? 'nf4' : cfg.model.quantize },
+      training: { ...t, method: over.lora ? 'lora' : t.method },
+    };
+    return estimateStep(c, config, over.b ?? batchSize, over.mode ?? t.grad_checkpointing, over.accum ?? t.grad_accum).total;
+  };
+  const now = estimate({});
+  const tips: string[] = [];
+  const tip = (what: string, over: Parameters<typeof estimate>[0], after = '') => {
+    const bytes = estimate(over);
+    if (bytes < now) tips.push(`${what} needs ~${formatBytes(bytes)}${after}`);
+  };
+  if (batchSize > 1) {
+    const half = Math.max(1, Math.floor(batchSize / 2));
+    // With grad_accum raised to keep the effective batch: every gradient then stays through the later micro-batches.
+    tip(`training.batch_size (now ${batchSize}): ${half}`, { b: half, accum: 2 * t.grad_accum }, '; raise training.grad_accum to keep the effective batch, or set batch_size: auto');
+  }
+  const seq = Math.max(8, Math.floor(cfg.data.max_seq_len / 2));
+  if (seq < cfg.data.max_seq_len) tip(`data.max_seq_len (now ${cfg.data.max_seq_len}): ${seq}`, { seq });
+  for (const mode of ['selective', 'full'] as const) {
+    if (CHECKPOINT_MODES.indexOf(mode) > CHECKPOINT_MODES.indexOf(t.grad_checkpointing)) tip(`training.grad_checkpointing: ${mode} (now ${t.grad_checkpointing})`, { mode });
+  }
+  if (t.method === 'full') {
+    const qlora = estimate({ lora: true, nf4: true });
+    tip('training.method: lora (now full: adapters on the frozen model instead of training every weight)', { lora: true }, `, ~${formatBytes(qlora)} with model.quantize: nf4 as well`);
+  } else if (cfg.model.quantize !== 'nf4') tip('model.quantize: nf4 (now none)', { nf4: true });
+  return tips.length ? `To fit, change one of: ${tips.join('; ')}.` : 'This is already the smallest configuration finllm can run; a device with more memory is needed.';
+}
+
+/**
+ * The out-of-memory message of a run: what did not fit (buffer, pool, device), the estimate for
+ * this configuration, what to change, and where the last checkpoint is.
+ */
+export function outOfMemoryFailure(err: OutOfMemoryError, cfg: ResolvedConfig, config: LlamaConfig, batchSize: number, where: string, lastCheckpoint: string | null): RuntimeFailure {
+  const est = estimateStep(cfg, config, batchSize);
+  const resume = lastCheckpoint
+    ? `The last checkpoint (${lastCheckpoint}) is intact: change the config and run again with --resume.`
+    : 'No checkpoint was written yet; nothing in the run folder needs cleaning up.';
+  return new RuntimeFailure(
+    `${err.message} ${where}. The estimated peak of this configuration is ${formatBytes(est.total)} ` +
+      `(micro-batch ${batchSize} × ${cfg.data.max_seq_len} tokens, grad_checkpointing ${cfg.training.grad_checkpointing}). ${memoryAdvice(cfg, config, batchSize)} ${resume}`,
+  );
+}
+
+/** Divisors of n, largest first. */
+function divisorsDescending(n: number): number[] {
+  const out: number[] = [];
+  for (let d = n; d >= 1; d--) if (n % d === 0) out.push(d);
+  return out;
+}
+
+export interface AutoBatch {
+  batchSize: number;
+  gradAccum: number;
+  /** The estimate for the chosen micro-batch. */
+  estimate: number;
+  /** The pool peak of the trial step. */
+  measured: number;
+}
+
+/**
+ * batch_size: auto: the largest micro-batch that divides the effective batch, whose estimate fits
+ * AUTO_BATCH_HEADROOM of the device's memory, and whose trial step (forward + backward on a
+ * max_seq_len batch of random tokens, no update) runs within the pool's capacity.
+ */
+export async function chooseAutoBatch(cfg: ResolvedConfig, model: LlamaModel): Promise<AutoBatch> {
+  const t = cfg.training;
+  const capacity = engine().pool.capacityBytes;
+  if (capacity === null) {
+    throw new InputError('batch_size: auto needs the device memory, which this platform does not report: set FINLLM_GPU_MEMORY (e.g. 24GB) or give a number', { key: 'training.batch_size' });
+  }
+  const effective = t.effective_batch_size ?? AUTO_DEFAULT_BATCH * t.grad_accum;
+  const estimate = (b: number) => estimateStep(cfg, model.config, b, t.grad_checkpointing, effective / b).total;
+  const fitting = divisorsDescending(effective).filter((b) => estimate(b) <= AUTO_BATCH_HEADROOM * capacity);
+  for (const b of fitting) {
+    const measured = await trialStep(model, b, cfg.data.max_seq_len, t.grad_checkpointing);
+    if (measured !== null) return { batchSize: b, gradAccum: effective / b, estimate: estimate(b), measured };
+  }
+  const smallest = estimate(1);
+  throw new RuntimeFailure(
+    `batch_size: auto: not even a micro-batch of 1 × ${cfg.data.max_seq_len} tokens fits (estimated ${formatBytes(smallest)}, ` +
+      `device memory ${formatBytes(capacity)} from ${engine().pool.capacitySource}). ${memoryAdvice(cfg, model.config, 1)}`,
+  );
+}
+
+/**
+ * Forward + backward of one random [batchSize, seqLen] batch, gradients dropped afterwards: the pool
+ * peak it reached (everything live included, as the estimate counts it), or null when it ran out
+ * of memory.
+ */
+export async function trialStep(model: LlamaModel, batchSize: number, seqLen: number, mode: CheckpointMode): Promise<number | null> {
+  const { dev, pool } = engine();
+  const rng = new Rng(batchSize);
+  const ids = Int32Array.from({ length: batchSize * seqLen }, () => rng.int(model.config.vocabSize));
+  const batch = { inputIds: ids, labels: shiftLabels(ids, batchSize, seqLen), batchSize, seqLen };
+  await dev.sync();
+  pool.resetPeak();
+  const wasTraining = model.training;
+  model.training = true;
+  try {
+    tidy(() => backward(model.loss(batch, { gradientCheckpointing: mode })));
+    await dev.sync();
+    return pool.peakBytes;
+  } catch (err) {
+    if (err instanceof OutOfMemoryError) return null;
+    throw err;
+  } finally {
+    model.training = wasTraining;
+    zeroGrad(model.trainableParameters()); // LoRA leaves, or every weight under full training
+    pool.trim(); // what the failed or finished trial cached goes back to the driver
+  }
+}

@@ -1,0 +1,109 @@
+// The OpenAI HTTP API as finllm serves it: request bodies (validated with zod), error bodies, and
+// the response and stream-chunk shapes of /v1/completions and /v1/chat/completions.
+//
+// Unknown request fields are ignored (clients and SDKs send extras); known fields for features
+// finllm does not have (n > 1, logprobs, echo, suffix, best_of > 1, tools, JSON response formats)
+// are refused with a 400 that names the field, rather than silently ignored.
+import { z } from 'zod';
+
+/** An error answered as OpenAI does: `{ error: { message, type, param, code } }` with its status. */
+export class ApiError extends Error {
+  override name = 'ApiError';
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly type: string = 'invalid_request_error',
+    readonly code: string | null = null,
+    readonly param: string | null = null,
+    /** Extra response headers (retry-after, www-authenticate). */
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+
+  body(): { error: { message: string; type: string; param: string | null; code: string | null } } {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+}
+
+const nonNegInt = z.number().int().nonnegative();
+
+/** Fields shared by both endpoints. */
+const common = {
+  model: z.string().min(1),
+  max_tokens: z.number().int().positive().nullish(),
+  temperature: z.number().min(0).max(2).nullish(),
+  top_p: z.number().gt(0).max(1).nullish(),
+  /** Not OpenAI's (vLLM's extension): keep the k most likely tokens; 0 or -1 = off. */
+  top_k: z.number().int().min(-1).nullish(),
+  /** Not OpenAI's (vLLM's extension): transformers' repetition penalty over prompt + output. */
+  repetition_penalty: z.number().positive().max(10).nullish(),
+  presence_penalty: z.number().min(-2).max(2).nullish(),
+  frequency_penalty: z.number().min(-2).max(2).nullish(),
+  logit_bias: z.record(z.string().regex(/^\d+$/, 'keys must be token ids'), z.number().min(-100).max(100)).nullish(),
+  stop: z.union([z.string(), z.array(z.string()).max(4)]).nullish(),
+  seed: z.number().int().nullish(),
+  n: z.literal(1, { error: 'only n = 1 is supported' }).nullish(),
+  stream: z.boolean().nullish(),
+  stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
+  user: z.string().nullish(),
+};
+
+export const completionRequest = z.object({
+  ...common,
+  prompt: z.union([z.string(), z.array(z.string()).length(1, 'one prompt per request (batch prompts are not supported)'), z.array(nonNegInt).min(1), z.array(z.array(nonNegInt).min(1)).length(1, 'one prompt per request')]),
+  echo: z.literal(false, { error: 'echo is not supported' }).nullish(),
+  logprobs: z.null({ error: 'logprobs are not supported' }).optional(),
+  best_of: z.literal(1, { error: 'best_of > 1 is not supported' }).nullish(),
+  suffix: z.null({ error: 'suffix is not supported' }).optional(),
+});
+export type CompletionRequest = z.infer<typeof completionRequest>;
+
+const textPart = z.object({ type: z.literal('text', { error: 'only text content parts are supported' }), text: z.string() });
+
+export const chatRequest = z.object({
+  ...common,
+  messages: z
+    .array(
+      z.object({
+        role: z.enum(['system', 'developer', 'user', 'assistant'], { error: 'role must be system, developer, user or assistant (tools are not supported)' }),
+        content: z.union([z.string(), z.array(textPart), z.null()]),
+        name: z.string().nullish(),
+      }),
+    )
+    .min(1),
+  max_completion_tokens: z.number().int().positive().nullish(),
+  logprobs: z.literal(false, { error: 'logprobs are not supported' }).nullish(),
+  top_logprobs: z.null({ error: 'logprobs are not supported' }).optional(),
+  tools: z.array(z.unknown()).max(0, 'tools are not supported').nullish(),
+  tool_choice: z.literal('none', { error: 'tools are not supported' }).nullish(),
+  functions: z.array(z.unknown()).max(0, 'functions are not supported').nullish(),
+  response_format: z.object({ type: z.literal('text', { error: 'only response_format type "text" is supported' }) }).nullish(),
+});
+export type ChatRequest = z.infer<typeof chatRequest>;
+
+/** Parses a body; a failure becomes a 400 naming the first offending field. */
+export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const param = issue.path.map(String).join('.') || null;
+  throw new ApiError(400, param ? `${param}: ${issue.message}` : issue.message, 'invalid_request_error', 'invalid_value', param);
+}
+
+/** Chat message content as plain text (text parts joined by newlines). */
+export function messageText(content: ChatRequest['messages'][number]['content']): string {
+  if (content === null) return '';
+  if (typeof content === 'string') return content;
+  return content.map((p) => p.text).join('\n');
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export function usage(prompt: number, completion: number): Usage {
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}

@@ -1,0 +1,437 @@
+// The HTTP side of `finllm serve`: an OpenAI-compatible API on fastify over the batch scheduler.
+//
+//   POST /v1/completions, POST /v1/chat/completions   (stream: server-sent events, then [DONE])
+//   GET  /v1/models, /v1/models/:id                    (base, adapters, A/B routes)
+//   GET  /health                                       (200 ready; 503 loading / draining / failed)
+//   GET  /metrics                                      (Prometheus text format)
+//
+// The server listens before the model is loaded and answers 503 until setReady(). /v1/* needs the
+// API key when one is set (Bearer; compared in constant time through SHA-256 digests); /health and
+// /metrics do not. shutdown() stops accepting (new requests get 503), lets queued and running
+// generations finish, and cancels what is left after the drain timeout.
+import { createHash, randomInt, randomUUID, timingSafeEqual } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { InputError } from '../errors.js';
+import { batchPadToken } from '../llama/generate.js';
+import type { TokenSampling } from './sampling.js';
+import type { ServingModels } from './load.js';
+import { ServeMetrics } from './metrics.js';
+import { ApiError, chatRequest, completionRequest, messageText, parseBody, usage, type ChatRequest, type CompletionRequest } from './protocol.js';
+import { ModelRouter, type Resolved, type RouteSpec } from './routing.js';
+import { BatchScheduler, QueueFullError, RequestCancelledError, SchedulerClosedError, type GenerationResult } from './scheduler.js';
+import { StopTextStream } from './text.js';
+
+export interface ServerOptions {
+  host?: string;
+  port?: number;
+  /** Bearer key required on /v1/* (none: open). */
+  apiKey?: string | null;
+  /** Largest request body in bytes (default 1 MiB). */
+  bodyLimit?: number;
+  /** Decode slots per model variant (default 8). */
+  maxBatchSize?: number;
+  /** Requests waiting for a slot before 429 (default 64). */
+  maxQueue?: number;
+  /** Model ids: the base, the adapters (served once loaded), the A/B routes. */
+  baseId: string;
+  adapterNames?: readonly string[];
+  routes?: readonly RouteSpec[];
+  routeSeed?: number;
+  /** fastify's request log (pino JSON lines on stdout). */
+  logRequests?: boolean;
+  /** Scheduler KV-cache slack (tests shrink it to exercise compaction). */
+  kvSlack?: number;
+  /** Where warnings and runtime errors go (default stderr). */
+  log?: (line: string) => void;
+}
+
+type State = 'loading' | 'ready' | 'draining' | 'failed';
+
+/** Per-request bookkeeping for metrics. */
+interface RequestInfo {
+  start: number;
+  model: string;
+}
+
+const DEFAULT_COMPLETION_MAX_TOKENS = 16; // OpenAI's default for /v1/completions
+
+export class FinllmServer {
+  readonly app: FastifyInstance;
+  readonly metrics = new ServeMetrics();
+  readonly router: ModelRouter;
+  private state: State = 'loading';
+  private failure = '';
+  private models: ServingModels | null = null;
+  private scheduler: BatchScheduler | null = null;
+  private readonly keyDigest: Buffer | null;
+  private readonly info = new WeakMap<FastifyRequest, RequestInfo>();
+  private readonly created = Math.floor(Date.now() / 1000);
+  private readonly log: (line: string) => void;
+
+  constructor(private readonly opts: ServerOptions) {
+    this.router = new ModelRouter(opts.baseId, opts.adapterNames ?? [], opts.routes ?? [], opts.routeSeed ?? 0);
+    this.keyDigest = opts.apiKey ? digest(opts.apiKey) : null;
+    this.log = opts.log ?? ((line) => void process.stderr.write(`${line}\n`));
+    this.app = Fastify({
+      logger: opts.logRequests ?? false,
+      bodyLimit: opts.bodyLimit ?? 1 << 20,
+      return503OnClosing: false,
+      forceCloseConnections: 'idle',
+    });
+    this.routes();
+  }
+
+  /** Starts listening; returns the base URL. */
+  async listen(): Promise<string> {
+    const url = await this.app.listen({ host: this.opts.host ?? '127.0.0.1', port: this.opts.port ?? 8000 });
+    return url.replace('[::1]', 'localhost');
+  }
+
+  /** The port actually bound (port 0 picks a free one). */
+  get port(): number {
+    const a = this.app.server.address();
+    return typeof a === 'object' && a ? a.port : 0;
+  }
+
+  /** Serves `models` from now on. */
+  setReady(models: ServingModels): void {
+    const missing = (this.opts.adapterNames ?? []).filter((n) => !models.adapters.has(n));
+    if (missing.length) throw new Error(`setReady: adapters ${missing.join(', ')} were not loaded`);
+    this.models = models;
+    this.scheduler = new BatchScheduler(models.model, {
+      maxBatchSize: this.opts.maxBatchSize ?? 8,
+      maxQueue: this.opts.maxQueue ?? 64,
+      contextLength: models.contextLength,
+      padToken: batchPadToken(models.model, models.eosIds),
+      ...(this.opts.kvSlack !== undefined ? { slack: this.opts.kvSlack } : {}),
+      onError: (err) => this.log(`finllm serve: runtime failure in a decode step: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`),
+    });
+    this.metrics.attach(this.scheduler);
+    this.state = 'ready';
+  }
+
+  /** Loading failed: /health and /v1/* answer 503 with the reason until the process exits. */
+  setFailed(reason: string): void {
+    this.failure = reason;
+    this.state = 'failed';
+  }
+
+  get kvCache(): { positions: number; bytesPerVariant: number } | null {
+    return this.scheduler?.cacheGeometry() ?? null;
+  }
+
+  /**
+   * Graceful stop: refuse new work (503), let queued and running generations finish (up to
+   * `drainTimeoutMs`, then cancel them), close the listener and connections, free the KV caches.
+   * The models stay loaded (the caller owns them). Resolves whether everything finished in time.
+   */
+  async shutdown(drainTimeoutMs = 30_000): Promise<{ drained: boolean }> {
+    if (this.state === 'ready' || this.state === 'loading') this.state = 'draining';
+    this.scheduler?.stopAccepting();
+    const closing = this.app.close();
+    let drained = true;
+    if (this.scheduler) {
+      let timer: NodeJS.Timeout | undefined;
+      drained = await Promise.race([
+        this.scheduler.whenIdle().then(() => true),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), drainTimeoutMs))),
+      ]);
+      clearTimeout(timer);
+      if (!drained) this.scheduler.cancelAll('the server shut down before this request finished');
+    }
+    await closing;
+    await this.scheduler?.close();
+    return { drained };
+  }
+
+  // ---- routes -------------------------------------------------------------------------------
+
+  private routes(): void {
+    const app = this.app;
+    app.addHook('onRequest', async (request, reply) => {
+      const info: RequestInfo = { start: performance.now(), model: '' };
+      this.info.set(request, info);
+      reply.raw.once('close', () => {
+        if (request.url === '/metrics' || request.url === '/health') return;
+        // A client gone before any response was sent counts as 499 (nginx's "client closed request").
+        const status = reply.raw.headersSent ? String(reply.raw.statusCode) : '499';
+        this.metrics.requests.inc({ endpoint: request.routeOptions.url ?? 'unmatched', model: info.model, status });
+      });
+      if (!request.url.startsWith('/v1/')) return;
+      this.authorize(request);
+      if (this.state !== 'ready') throw this.unavailable();
+    });
+
+    app.setErrorHandler((err, request, reply) => {
+      const e = this.toApiError(err);
+      if (e.status >= 500 && e.code === 'internal_error') this.log(`finllm serve: ${request.method} ${request.url}: ${(err as Error).stack ?? String(err)}`);
+      void reply.code(e.status).headers(e.headers).send(e.body());
+    });
+    app.setNotFoundHandler((request, reply) => {
+      const e = new ApiError(404, `no route ${request.method} ${request.url.split('?')[0]}`, 'invalid_request_error', 'not_found');
+      void reply.code(404).send(e.body());
+    });
+
+    app.get('/health', async (_request, reply) => {
+      if (this.state === 'ready') return { status: 'ok' };
+      return reply.code(503).header('retry-after', '5').send({ status: this.state, ...(this.failure ? { error: this.failure } : {}) });
+    });
+
+    app.get('/metrics', async (_request, reply) => {
+      const text = await this.metrics.text();
+      return reply.header('content-type', this.metrics.contentType).send(text);
+    });
+
+    app.get('/v1/models', async () => ({ object: 'list', data: this.router.ids().map((m) => this.modelCard(m)) }));
+    // A wildcard: model ids may contain '/' (org/name).
+    app.get<{ Params: { '*': string } }>('/v1/models/*', async (request) => {
+      const id = request.params['*'];
+      const m = this.router.ids().find((x) => x.id === id);
+      if (!m) throw modelNotFound(id);
+      return this.modelCard(m);
+    });
+
+    app.post('/v1/completions', async (request, reply) => this.generate('completion', request, reply));
+    app.post('/v1/chat/completions', async (request, reply) => this.generate('chat', request, reply));
+  }
+
+  private modelCard(m: ReturnType<ModelRouter['ids']>[number]): Record<string, unknown> {
+    return {
+      id: m.id,
+      object: 'model',
+      created: this.created,
+      owned_by: 'finllm',
+      root: m.kind === 'base' ? m.id : null,
+      parent: m.kind === 'adapter' ? this.router.baseId : null,
+      max_model_len: this.models?.contextLength ?? null,
+      ...(m.route ? { route: { arms: m.route.arms } } : {}),
+    };
+  }
+
+  private authorize(request: FastifyRequest): void {
+    if (!this.keyDigest) return;
+    const header = request.headers.authorization;
+    const challenge = { 'www-authenticate': 'Bearer' };
+    const m = typeof header === 'string' ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null;
+    if (!m) throw new ApiError(401, 'missing API key: send it as "Authorization: Bearer KEY"', 'invalid_request_error', 'invalid_api_key', null, challenge);
+    // Equal-length digests, so timingSafeEqual's time does not depend on where the keys differ.
+    if (!timingSafeEqual(digest(m[1]!), this.keyDigest)) throw new ApiError(401, 'incorrect API key', 'invalid_request_error', 'invalid_api_key', null, challenge);
+  }
+
+  private unavailable(): ApiError {
+    const why = this.state === 'loading' ? 'the model is still loading' : this.state === 'draining' ? 'the server is shutting down' : `the model failed to load: ${this.failure}`;
+    return new ApiError(503, why, 'service_unavailable', this.state === 'loading' ? 'model_loading' : 'unavailable', null, this.state === 'loading' ? { 'retry-after': '5' } : {});
+  }
+
+  private toApiError(err: unknown): ApiError {
+    if (err instanceof ApiError) return err;
+    if (err instanceof InputError) return new ApiError(400, err.message);
+    const e = err as { statusCode?: number; code?: string; message?: string };
+    if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+      // fastify's own: malformed JSON (400), body over the limit (413), unsupported media type (415)…
+      const code = e.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? 'request_too_large' : e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'unsupported_media_type' : 'invalid_request';
+      return new ApiError(e.statusCode, e.message ?? 'bad request', 'invalid_request_error', code);
+    }
+    return new ApiError(500, 'internal server error', 'server_error', 'internal_error');
+  }
+
+  // ---- generation ---------------------------------------------------------------------------
+
+  private async generate(kind: 'completion' | 'chat', request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    const models = this.models!;
+    const scheduler = this.scheduler!;
+    const info = this.info.get(request)!;
+    const body = kind === 'chat' ? parseBody(chatRequest, request.body) : parseBody(completionRequest, request.body);
+    const resolved = this.router.resolve(body.model, body.user);
+    if (!resolved) throw modelNotFound(body.model);
+    info.model = resolved.model;
+    const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replaceAll('-', '')}`;
+    const headers = { 'x-request-id': id, ...routeHeaders(resolved) };
+    if (resolved.route) this.metrics.routed.inc({ route: resolved.route.name, arm: resolved.route.arm });
+
+    const promptIds = kind === 'chat' ? this.chatPrompt(body as ChatRequest) : this.completionPrompt(body as CompletionRequest);
+    const C = models.contextLength;
+    const P = promptIds.length;
+    if (P >= C) {
+      throw new ApiError(413, `the prompt is ${P} tokens; this server's context is ${C} tokens (--max-model-len), leaving no room to generate`, 'invalid_request_error', 'context_length_exceeded', kind === 'chat' ? 'messages' : 'prompt');
+    }
+    const asked = kind === 'chat' ? ((body as ChatRequest).max_completion_tokens ?? body.max_tokens) : body.max_tokens;
+    const maxTokens = asked ?? (kind === 'chat' ? C - P : Math.min(DEFAULT_COMPLETION_MAX_TOKENS, C - P));
+    if (P + maxTokens > C) {
+      throw new ApiError(400, `the context is ${C} tokens; the request asks for ${P + maxTokens} (${P} in the prompt, ${maxTokens} to generate)`, 'invalid_request_error', 'context_length_exceeded', 'max_tokens');
+    }
+    const sampling = this.sampling(body);
+    const stops = body.stop === undefined || body.stop === null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
+    const text = new StopTextStream(models.tokenizer.streamDecoder(), stops);
+
+    const created = Math.floor(Date.now() / 1000);
+    const stream = body.stream === true;
+    const includeUsage = stream && body.stream_options?.include_usage === true;
+    const abort = new AbortController();
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) abort.abort();
+    });
+
+    const chunk = (choice: Record<string, unknown>) => {
+      const base = { id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model: resolved.model };
+      const c = { index: 0, ...choice, logprobs: null };
+      reply.raw.write(`data: ${JSON.stringify({ ...base, choices: [c], ...(includeUsage ? { usage: null } : {}) })}\n\n`);
+    };
+    const piece = (t: string, finish: string | null) => chunk(kind === 'chat' ? { delta: finish === null ? { content: t } : {}, finish_reason: finish } : { text: t, finish_reason: finish });
+
+    let last = 0;
+    let generated = 0;
+    const onToken = (tokenId: number): void | 'stop' => {
+      const now = performance.now();
+      if (generated === 0) this.metrics.timeToFirstToken.observe({ model: resolved.model }, (now - info.start) / 1000);
+      else this.metrics.timePerOutputToken.observe({ model: resolved.model }, (now - last) / 1000);
+      last = now;
+      generated++;
+      this.metrics.generationTokens.inc({ model: resolved.model });
+      const t = text.push(tokenId);
+      if (stream && t) piece(t, null);
+      return text.stopped ? 'stop' : undefined;
+    };
+
+    let done: Promise<GenerationResult>;
+    try {
+      done = scheduler.submit({
+        variant: { name: resolved.model, lora: resolved.adapter ? models.adapters.get(resolved.adapter)! : null },
+        promptIds,
+        maxTokens,
+        sampling,
+        seed: body.seed ?? randomInt(2 ** 31),
+        eosIds: new Set(models.eosIds),
+        signal: abort.signal,
+        onToken,
+      });
+    } catch (err) {
+      if (err instanceof QueueFullError) throw new ApiError(429, `${err.message}; retry later`, 'rate_limit_error', 'queue_full', null, { 'retry-after': '1' });
+      if (err instanceof SchedulerClosedError) throw this.unavailable();
+      throw err;
+    }
+    done.catch(() => undefined); // handled where it is awaited; never an unhandled rejection
+    this.metrics.promptTokens.inc({ model: resolved.model }, P);
+
+    const finished = (r: GenerationResult) => {
+      this.metrics.requestDuration.observe({ model: resolved.model }, (performance.now() - info.start) / 1000);
+      // A stop sequence ends generation as EOS does.
+      return { finish: text.stopped ? 'stop' : r.finishReason, rest: text.finish(), usage: usage(P, r.tokens.length) };
+    };
+
+    if (!stream) {
+      let r: GenerationResult;
+      try {
+        r = await done;
+      } catch (err) {
+        if (err instanceof RequestCancelledError && abort.signal.aborted) {
+          this.metrics.cancelled.inc({ model: resolved.model });
+          return reply.hijack();
+        }
+        if (err instanceof RequestCancelledError) throw new ApiError(503, err.message, 'service_unavailable', 'unavailable');
+        throw err;
+      }
+      const f = finished(r);
+      const content = text.fullText;
+      void reply.headers(headers);
+      return kind === 'chat'
+        ? { id, object: 'chat.completion', created, model: resolved.model, choices: [{ index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: f.finish }], usage: f.usage }
+        : { id, object: 'text_completion', created, model: resolved.model, choices: [{ index: 0, text: content, logprobs: null, finish_reason: f.finish }], usage: f.usage };
+    }
+
+    reply.hijack();
+    reply.raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+      ...headers,
+    });
+    if (kind === 'chat') chunk({ delta: { role: 'assistant', content: '' }, finish_reason: null });
+    try {
+      const r = await done;
+      const f = finished(r);
+      if (f.rest) piece(f.rest, null);
+      piece('', f.finish);
+      if (includeUsage) reply.raw.write(`data: ${JSON.stringify({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model: resolved.model, choices: [], usage: f.usage })}\n\n`);
+      reply.raw.write('data: [DONE]\n\n');
+    } catch (err) {
+      if (err instanceof RequestCancelledError && abort.signal.aborted) {
+        this.metrics.cancelled.inc({ model: resolved.model });
+      } else {
+        const e = err instanceof RequestCancelledError ? new ApiError(503, err.message, 'service_unavailable', 'unavailable') : this.toApiError(err);
+        if (e.code === 'internal_error') this.log(`finllm serve: ${request.method} ${request.url}: ${(err as Error).stack ?? String(err)}`);
+        reply.raw.write(`data: ${JSON.stringify(e.body())}\n\n`);
+        reply.raw.write('data: [DONE]\n\n');
+      }
+    }
+    reply.raw.end();
+    return undefined;
+  }
+
+  private completionPrompt(body: CompletionRequest): number[] {
+    const p = body.prompt;
+    const tok = this.models!.tokenizer;
+    if (typeof p === 'string') return tok.encode(p);
+    const first = p[0]!;
+    if (typeof first === 'string') return tok.encode(first);
+    const ids = typeof first === 'number' ? (p as number[]) : (first as number[]);
+    const V = this.models!.model.config.vocabSize;
+    const bad = ids.findIndex((t) => t >= V);
+    if (bad >= 0) throw new ApiError(400, `prompt token ${ids[bad]} at position ${bad} is outside the vocabulary (size ${V})`, 'invalid_request_error', 'invalid_value', 'prompt');
+    return [...ids];
+  }
+
+  private chatPrompt(body: ChatRequest): number[] {
+    const tok = this.models!.tokenizer;
+    if (!tok.hasChatTemplate) {
+      throw new ApiError(400, `model ${body.model} has no chat template: start the server with --chat-template FILE, or use /v1/completions`, 'invalid_request_error', 'no_chat_template', 'messages');
+    }
+    // OpenAI's "developer" role is the newer name of "system"; chat templates know only the latter.
+    const messages = body.messages.map((m) => ({ role: m.role === 'developer' ? 'system' : m.role, content: messageText(m.content) }));
+    return tok.encodeChat(messages, { addGenerationPrompt: true });
+  }
+
+  /**
+   * Sampling settings: the request's, else generation_config.json's values, else OpenAI's defaults
+   * (temperature 1, top_p 1; no top-k, no penalties). temperature 0 is greedy decoding.
+   */
+  private sampling(body: CompletionRequest | ChatRequest): TokenSampling {
+    const gen = this.models!.generation;
+    const V = this.models!.model.config.vocabSize;
+    const temperature = body.temperature ?? gen.temperature ?? 1;
+    const topK = body.top_k === undefined || body.top_k === null ? (gen.topK ?? 0) : Math.max(0, body.top_k);
+    const s: TokenSampling = {
+      greedy: temperature === 0,
+      temperature: temperature === 0 ? 1 : temperature,
+      topK,
+      topP: body.top_p ?? gen.topP ?? 1,
+      repetitionPenalty: body.repetition_penalty ?? gen.repetitionPenalty ?? 1,
+      presencePenalty: body.presence_penalty ?? 0,
+      frequencyPenalty: body.frequency_penalty ?? 0,
+    };
+    if (body.logit_bias) {
+      const bias = new Map<number, number>();
+      for (const [k, v] of Object.entries(body.logit_bias)) {
+        const tokenId = Number(k);
+        if (tokenId >= V) throw new ApiError(400, `logit_bias: token ${tokenId} is outside the vocabulary (size ${V})`, 'invalid_request_error', 'invalid_value', 'logit_bias');
+        bias.set(tokenId, v);
+      }
+      s.logitBias = bias;
+    }
+    return s;
+  }
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest();
+}
+
+function modelNotFound(id: string): ApiError {
+  return new ApiError(404, `the model ${JSON.stringify(id)} does not exist (GET /v1/models lists them)`, 'invalid_request_error', 'model_not_found', 'model');
+}
+
+function routeHeaders(r: Resolved): Record<string, string> {
+  return { 'x-finllm-model': r.model, ...(r.route ? { 'x-finllm-route': r.route.name, 'x-finllm-route-arm': r.route.arm } : {}) };
+}

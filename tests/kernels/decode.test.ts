@@ -1,0 +1,238 @@
+// Fused decode kernels (src/kernels/decode.ts) against float64 references (tests/reference/decode.ts)
+// on odd shapes: K not a multiple of the vector width (scalar path) and multiples (vector path, with
+// several iterations of the 32-lane stride: K = 260, 520, 2080; NF4 blocks spanning rows), N per
+// segment 1 and primes, M = 1, 3, 5, 8 and 11 (two dispatches of ≤ 8 rows).
+//
+// Tolerance: the f32 summation bound γ·Σ|terms|, γ = (terms + extra)·2⁻²⁴ with terms = K products
+// (+ r LoRA products), plus K/2 + 6 for the folded RMSNorm (Σx² over K terms: relative error ≤ K·u
+// in the mean, halved by the inverse square root, 2 ulp for inverseSqrt, 2 roundings of x·r·g),
+// plus 4 for scale products (NF4 absmax, LoRA scale); swiglu adds 8 for exp and the division.
+import { describe, expect, it } from 'vitest';
+import { Tensor } from '../../src/engine/tensor.js';
+import type { Rng } from '../../src/engine/random.js';
+import { f32ArrayToBf16, f32ArrayToF16 } from '../../src/io/dtype.js';
+import { decodeGemv, ropeAppend, type GemvWeight } from '../../src/kernels/decode.js';
+import { disposeNf4, nf4FromHost, quantizeNf4, unpackNf4Codes, type Nf4DoubleQuant } from '../../src/kernels/nf4.js';
+import { ropeTables } from '../../src/kernels/rope.js';
+import { decodeGemvRef, ropeAppendRef } from '../reference/decode.js';
+import { halfBitsToNumber } from '../reference/matmul.js';
+import { dequantizeNf4Ref, expectWithinSumBound } from '../reference/nf4.js';
+import { expectClose, testRng, useEngine } from '../helpers/index.js';
+
+useEngine();
+
+type Kind = 'f32' | 'bf16' | 'f16' | 'nf4' | 'nf4dq';
+
+/** A random weight [N, K] of `kind` on the GPU and the values it stands for. */
+async function makeWeight(rng: Rng, kind: Kind, N: number, K: number): Promise<{ w: GemvWeight; values: Float64Array; dispose: () => void }> {
+  const data = rng.normalArray(N * K, 0, 0.5);
+  if (kind === 'f32') {
+    const t = Tensor.from(data, [N, K]);
+    return { w: t, values: Float64Array.from(data), dispose: () => t.dispose() };
+  }
+  if (kind === 'bf16' || kind === 'f16') {
+    const bits = kind === 'bf16' ? f32ArrayToBf16(data) : f32ArrayToF16(data);
+    const t = Tensor.from(bits, [N, K], kind);
+    return { w: t, values: Float64Array.from(bits, (b) => halfBitsToNumber(b, kind)), dispose: () => t.dispose() };
+  }
+  if (kind === 'nf4') {
+    const codes = Array.from({ length: N * K }, () => rng.int(16));
+    const absmax = Float32Array.from({ length: Math.ceil((N * K) / 64) }, () => 0.05 + rng.uniform());
+    const w = nf4FromHost([N, K], codes, absmax);
+    return { w, values: dequantizeNf4Ref(codes, absmax), dispose: () => disposeNf4(w) };
+  }
+  const src = Tensor.from(data, [N, K]);
+  const w = quantizeNf4(src, { doubleQuant: true });
+  src.dispose();
+  const codes = unpackNf4Codes((await w.codes.read()) as Uint32Array, N * K);
+  const dq = w.absmax as Nf4DoubleQuant;
+  const q = new Int8Array(((await dq.qabsmax.read()) as Uint32Array).buffer);
+  const scale = await dq.absmaxScale.toFloat32();
+  const offset = (await dq.absmaxOffset.toFloat32())[0]!;
+  const absmax = Float64Array.from({ length: Math.ceil((N * K) / 64) }, (_, b) => q[b]! * scale[Math.floor(b / 256)]! + offset);
+  return { w, values: dequantizeNf4Ref(codes, absmax), dispose: () => disposeNf4(w) };
+}
+
+interface GemvCase {
+  kind: Kind;
+  M: number;
+  K: number;
+  Ns: number[];
+  norm: 'none' | 'compute' | 'given';
+  rstdOut?: boolean;
+  lora?: boolean[];
+  epilogue: 'store' | 'accumulate' | 'swiglu';
+  /** Extra output columns on the left (custom offsets into a wider output). */
+  pad?: number;
+}
+
+async function runGemv(rng: Rng, c: GemvCase): Promise<void> {
+  const { M, K, Ns } = c;
+  const label = `${c.kind} M${M} K${K} N[${Ns}] ${c.norm}${c.rstdOut ? '+rstd' : ''} ${c.epilogue}${c.lora ? ` lora[${c.lora.map(Number)}]` : ''}`;
+  const made = await Promise.all(Ns.map((N) => makeWeight(rng, c.kind, N, K)));
+  const xData = rng.normalArray(M * K);
+  const x = Tensor.from(xData, [M, K]);
+  const g = rng.normalArray(K, 1, 0.2);
+  const gT = Tensor.from(g, [K]);
+  const r = 5;
+  const pad = c.pad ?? 0;
+  const swiglu = c.epilogue === 'swiglu';
+  const ld = pad + (swiglu ? Ns[0]! : Ns.reduce((a, b) => a + b, 0)) + (pad ? 3 : 0);
+  const offsets = swiglu ? [pad, pad] : Ns.map((_, s) => pad + Ns.slice(0, s).reduce((a, b) => a + b, 0));
+  const out0 = rng.normalArray(M * ld);
+  const out = Tensor.from(out0, [M, ld]);
+  const ldu = 3 * r + 2;
+  const uData = rng.normalArray(M * ldu);
+  const u = Tensor.from(uData, [M, ldu]);
+  const uOffsets = [2, 2 + r, 2 + 2 * r];
+  const Bdata = Ns.map((N, s) => (c.lora?.[s] ? rng.normalArray(N * r, 0, 0.3) : null));
+  const Bt = Bdata.map((d, s) => (d ? Tensor.from(d, [Ns[s]!, r]) : null));
+  const ref = decodeGemvRef({
+    M, K, x: xData, weights: made.map((m) => m.values), Ns,
+    ...(c.norm !== 'none' ? { norm: { g, eps: 1e-5 } } : {}),
+    ...(c.lora ? { lora: { u: uData, ldu, B: Bdata, r, scale: 1.75, uOffsets } } : {}),
+    epilogue: c.epilogue, out0, ld, outOffsets: offsets,
+  });
+  const rstdIn = c.norm === 'given' ? Tensor.from(Float32Array.from(ref.rstd), [M]) : undefined;
+  const rstdOut = c.rstdOut ? Tensor.empty([M]) : undefined;
+  decodeGemv({
+    x, segments: made.map((m) => m.w), out, epilogue: c.epilogue, outOffsets: offsets,
+    ...(c.norm !== 'none' ? { norm: { weight: gT, eps: 1e-5, ...(rstdIn ? { rstd: rstdIn } : {}) } } : {}),
+    ...(rstdOut ? { rstdOut } : {}),
+    ...(c.lora ? { lora: { u, B: Bt, r, scale: 1.75, uOffsets } } : {}),
+  });
+  const terms = K + (c.lora ? r + 2 : 0) + (c.norm !== 'none' ? K / 2 + 6 : 0);
+  expectWithinSumBound(await out.toFloat32(), ref, terms, label, 4 + (swiglu ? 8 : 0));
+  if (rstdOut) expectClose(await rstdOut.toFloat32(), ref.rstd, { rtol: (K / 2 + 4) * 2 ** -24 }, `${label} rstd`);
+  for (const t of [x, gT, out, u, rstdIn, rstdOut, ...Bt]) t?.dispose();
+  for (const m of made) m.dispose();
+}
+
+describe('decodeGemv vs float64', () => {
+  const cases: GemvCase[] = [
+    { kind: 'f32', M: 3, K: 37, Ns: [13, 1, 29], norm: 'compute', epilogue: 'store' },
+    { kind: 'f32', M: 1, K: 260, Ns: [5, 5, 5], norm: 'compute', rstdOut: true, epilogue: 'store' },
+    { kind: 'bf16', M: 8, K: 520, Ns: [13, 7, 11], norm: 'given', lora: [true, false, true], epilogue: 'store', pad: 4 },
+    { kind: 'f16', M: 11, K: 40, Ns: [17], norm: 'none', lora: [true], epilogue: 'accumulate' },
+    { kind: 'f16', M: 2, K: 37, Ns: [3, 19], norm: 'compute', epilogue: 'store' },
+    { kind: 'bf16', M: 1, K: 37, Ns: [7, 7], norm: 'none', epilogue: 'swiglu' },
+    { kind: 'nf4', M: 2, K: 64, Ns: [23, 23], norm: 'compute', epilogue: 'swiglu' },
+    { kind: 'nf4dq', M: 5, K: 2080, Ns: [19, 19], norm: 'given', lora: [true, true], epilogue: 'swiglu' },
+    { kind: 'nf4', M: 1, K: 37, Ns: [13], norm: 'none', epilogue: 'accumulate' },
+    { kind: 'nf4dq', M: 1, K: 64, Ns: [31, 3, 3], norm: 'compute', epilogue: 'store' },
+    { kind: 'f32', M: 4, K: 1, Ns: [2], norm: 'none', epilogue: 'store' },
+  ];
+  for (const c of cases) {
+    it(`${c.kind}, ${c.Ns.length} segment(s) [${c.Ns}], M ${c.M}, K ${c.K}, norm ${c.norm}${c.rstdOut ? ' (rstd out)' : ''}, ${c.epilogue}${c.lora ? ', LoRA' : ''}`, async () => {
+      await runGemv(testRng(`decode-gemv-${c.kind}-${c.K}`), c);
+    });
+  }
+
+  it('refuses mismatched segments and outputs', () => {
+    const a = Tensor.empty([3, 8]);
+    const b = Tensor.empty([3, 9]);
+    const x = Tensor.empty([1, 8]);
+    const out = Tensor.empty([1, 6]);
+    expect(() => decodeGemv({ x, segments: [a, b], out })).toThrow(/K = 9/);
+    expect(() => decodeGemv({ x, segments: [a, a, a], out })).toThrow(/overflows/);
+    expect(() => decodeGemv({ x, segments: [a, a], out, epilogue: 'swiglu', rstdOut: out })).toThrow(/rstdOut/);
+    for (const t of [a, b, x, out]) t.dispose();
+  });
+});
+
+describe('ropeAppend vs float64', () => {
+  it('rotates q and k at max(0, L + t − start), appends k and v at L + t, leaves other cache rows alone', async () => {
+    const rng = testRng('rope-append');
+    const [B, T, H, Hkv, dh, smax, L] = [3, 2, 4, 2, 6, 9, 4];
+    const starts = Int32Array.from([0, 3, 5]);
+    const tab = ropeTables({ headDim: dh, theta: 10000, scaling: null, maxPositions: 16 });
+    const cos = await tab.cos.toFloat32();
+    const sin = await tab.sin.toFloat32();
+    // q, k, v as column ranges of one [B·T, ld] buffer (the fused QKV output), with a left margin.
+    const ld = 1 + (H + 2 * Hkv) * dh;
+    const qkv = rng.normalArray(B * T * ld);
+    const pick = (off: number, w: number) => Float64Array.from({ length: B * T * w }, (_, i) => qkv[Math.floor(i / w) * ld + off + (i % w)]!);
+    const kc0 = rng.normalArray(B * smax * Hkv * dh);
+    const vc0 = rng.normalArray(B * smax * Hkv * dh);
+    const t = Tensor.from(qkv, [B * T, ld]);
+    const kc = Tensor.from(kc0, [B, smax, Hkv, dh]);
+    const vc = Tensor.from(vc0, [B, smax, Hkv, dh]);
+    const len = Tensor.from(Uint32Array.of(L), [1]);
+    const st = Tensor.from(starts, [B]);
+    const q = ropeAppend({
+      B, T, heads: H, kvHeads: Hkv, rope: tab, length: len, starts: st, kCache: kc, vCache: vc,
+      q: { t, ld, offset: 1 }, k: { t, ld, offset: 1 + H * dh }, v: { t, ld, offset: 1 + (H + Hkv) * dh },
+    });
+    const ref = ropeAppendRef(B, T, H, Hkv, dh, L, starts, pick(1, H * dh), pick(1 + H * dh, Hkv * dh), pick(1 + (H + Hkv) * dh, Hkv * dh), cos, sin, kc0, vc0, smax);
+    // The rope kernel's arithmetic: two products and a sum, rounded in f32 (unit-normal inputs).
+    const tol = { atol: 2e-6, rtol: 1e-6 };
+    expectClose(await q.toFloat32(), ref.q, tol, 'q');
+    expectClose(await kc.toFloat32(), ref.kCache, tol, 'k cache');
+    expectClose(await vc.toFloat32(), ref.vCache, { atol: 0 }, 'v cache');
+    for (const x of [t, kc, vc, len, st, q, tab.cos, tab.sin]) x.dispose();
+  });
+
+  it('into an f16 cache: the appended k and v are the f32 results rounded to f16, other rows keep their bits', async () => {
+    const rng = testRng('rope-append-f16');
+    // Dh 12: three words of packed pairs per half, so the two-pairs-per-thread indexing is exercised
+    // past the first word; B, T, heads and positions not powers of two.
+    const [B, T, H, Hkv, dh, smax, L] = [3, 3, 6, 3, 12, 11, 5];
+    const starts = Int32Array.from([0, 4, 7]);
+    const tab = ropeTables({ headDim: dh, theta: 10000, scaling: null, maxPositions: 16 });
+    const cos = await tab.cos.toFloat32();
+    const sin = await tab.sin.toFloat32();
+    const ld = 3 + (H + 2 * Hkv) * dh;
+    const qkv = rng.normalArray(B * T * ld);
+    const pick = (off: number, w: number) => Float64Array.from({ length: B * T * w }, (_, i) => qkv[Math.floor(i / w) * ld + off + (i % w)]!);
+    const kBits = f32ArrayToF16(rng.normalArray(B * smax * Hkv * dh));
+    const vBits = f32ArrayToF16(rng.normalArray(B * smax * Hkv * dh));
+    const kc0 = Float64Array.from(kBits, (b) => halfBitsToNumber(b, 'f16'));
+    const vc0 = Float64Array.from(vBits, (b) => halfBitsToNumber(b, 'f16'));
+    const t = Tensor.from(qkv, [B * T, ld]);
+    const kc = Tensor.from(kBits, [B, smax, Hkv, dh], 'f16');
+    const vc = Tensor.from(vBits, [B, smax, Hkv, dh], 'f16');
+    const len = Tensor.from(Uint32Array.of(L), [1]);
+    const st = Tensor.from(starts, [B]);
+    const q = ropeAppend({
+      B, T, heads: H, kvHeads: Hkv, rope: tab, length: len, starts: st, kCache: kc, vCache: vc,
+      q: { t, ld, offset: 3 }, k: { t, ld, offset: 3 + H * dh }, v: { t, ld, offset: 3 + (H + Hkv) * dh },
+    });
+    const ref = ropeAppendRef(B, T, H, Hkv, dh, L, starts, pick(3, H * dh), pick(3 + H * dh, Hkv * dh), pick(3 + (H + Hkv) * dh, Hkv * dh), cos, sin, kc0, vc0, smax);
+    // q stays f32 (the rope kernel's arithmetic). The cache entries are the f32 results rounded to
+    // f16: relative error ≤ 2⁻¹¹ (round to nearest; WGSL lets pack2x16float round either way, ≤ 2⁻¹⁰),
+    // plus the f32 rotation's 2e-6; rows not appended keep their exact f16 values.
+    expectClose(await q.toFloat32(), ref.q, { atol: 2e-6, rtol: 1e-6 }, 'q');
+    const unpack = async (x: Tensor) => Float64Array.from((await x.read()) as Uint16Array, (b) => halfBitsToNumber(b, 'f16'));
+    const kGot = await unpack(kc);
+    const vGot = await unpack(vc);
+    expectClose(kGot, ref.kCache, { atol: 2e-6, rtol: 2 ** -10 }, 'k cache');
+    expectClose(vGot, ref.vCache, { atol: 0, rtol: 2 ** -10 }, 'v cache');
+    // The appended positions changed, every other position is bit-identical.
+    const posWidth = Hkv * dh;
+    for (let b = 0; b < B; b++) {
+      for (let s = 0; s < smax; s++) {
+        const appended = s >= L && s < L + T;
+        for (let j = 0; j < posWidth; j++) {
+          const i = (b * smax + s) * posWidth + j;
+          if (!appended) {
+            expect(kGot[i], `k[${b},${s},${j}]`).toBe(kc0[i]);
+            expect(vGot[i], `v[${b},${s},${j}]`).toBe(vc0[i]);
+          }
+        }
+      }
+    }
+    for (const x of [t, kc, vc, len, st, q, tab.cos, tab.sin]) x.dispose();
+  });
+
+  it('refuses a cache whose K and V dtypes differ', () => {
+    const tab = ropeTables({ headDim: 8, theta: 10000, scaling: null, maxPositions: 4 });
+    const t = Tensor.empty([1, 3 * 8]);
+    const kc = Tensor.empty([1, 2, 1, 8], 'f16');
+    const vc = Tensor.empty([1, 2, 1, 8]);
+    const len = Tensor.from(Uint32Array.of(0), [1]);
+    expect(() =>
+      ropeAppend({ B: 1, T: 1, heads: 1, kvHeads: 1, rope: tab, length: len, kCache: kc, vCache: vc, q: { t, ld: 24, offset: 0 }, k: { t, ld: 24, offset: 8 }, v: { t, ld: 24, offset: 16 } }),
+    ).toThrow(/vCache: expected dtype f16, got f32/);
+    for (const x of [t, kc, vc, len, tab.cos, tab.sin]) x.dispose();
+  });
+});

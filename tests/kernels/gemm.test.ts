@@ -1,0 +1,292 @@
+// The GEMM generator against the float64 reference (tests/reference/gemm.ts, whose header derives the
+// error bound for f32 and f16 compute): every tile shape, both compute variants, every operand loader
+// (f32 / bf16 / f16 / NF4 / NF4 double-quant; vec and scalar global loads; both storage layouts),
+// every epilogue (store, alpha, accumulate, split-K), the fused prologue (LoRA up-projection, with
+// and without the dropout mask) and operand dropout, on shapes that are not tile multiples.
+//
+// CI runs a covering set: each stage-loader path (contiguity × vector width) on each side for the
+// 64² tile, the forward and transposed layouts for the other tiles, each loader and epilogue once
+// per compute variant. FINLLM_TEST_TIER=gpu (npm run test:gpu) runs the full cross product, where
+// compiling hundreds of pipelines costs seconds instead of lavapipe's minutes.
+import { describe, expect, it } from 'vitest';
+import type { Rng } from '../../src/engine/random.js';
+import { engine, Tensor } from '../../src/engine/tensor.js';
+import { bf16ToF32, f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
+import { withPrecision } from '../../src/engine/precision.js';
+import { maxAbs16, maxAbsF32 } from '../../src/llama/weights.js';
+import { TILE_NAMES, chooseGemm, gemm, gemmPlan, noteWeightRange, shapeClass, type Compute, type GemmChoice, type GemmOperand, type OperandKind, type TileName, type ChoiceContext } from '../../src/kernels/gemm.js';
+import { disposeNf4, nf4Absmax, quantizeNf4, unpackNf4Codes, type Nf4Weight } from '../../src/kernels/nf4.js';
+import { expectWithinGemmBound, gemmReference, type RefOperand } from '../reference/gemm.js';
+import { halfBitsToNumber } from '../reference/matmul.js';
+import { dequantizeNf4Ref } from '../reference/nf4.js';
+import { testRng, useEngine } from '../helpers/index.js';
+
+useEngine();
+
+const FULL = process.env.FINLLM_TEST_TIER === 'gpu';
+
+interface OpCase {
+  kind: OperandKind;
+  trans?: boolean;
+  drop?: boolean;
+}
+
+interface Case {
+  M: number;
+  N: number;
+  K: number;
+  a: OpCase;
+  b: OpCase;
+  alpha?: number;
+  accumulate?: boolean;
+  /** Fused prologue: rank R, u/w kinds and layout, dropout mask on its output. */
+  pro?: { R: number; u: OpCase; w: OpCase; mask?: boolean };
+  choice: Partial<GemmChoice>;
+  /** Expected vector widths of the main loads (checked in the pipeline key). */
+  vec?: [number, number];
+}
+
+interface Made {
+  op: GemmOperand;
+  ref: RefOperand;
+  dispose: () => void;
+}
+
+async function makeOperand(rng: Rng, c: OpCase, stored: [number, number], seed: number): Promise<Made> {
+  const n = stored[0] * stored[1];
+  const data = rng.normalArray(n);
+  const dropout = c.drop ? { p: 0.3, seed } : undefined;
+  if (c.kind === 'nf4' || c.kind === 'nf4dq') {
+    const q = quantizeNf4(Tensor.from(data, stored), { doubleQuant: c.kind === 'nf4dq' });
+    const codes = unpackNf4Codes((await q.codes.read()) as Uint32Array, n);
+    const values = dequantizeNf4Ref(codes, await nf4Absmax(q).toFloat32());
+    return { op: { t: q, trans: c.trans }, ref: { data: values, shape: stored, trans: c.trans }, dispose: () => disposeNf4(q) };
+  }
+  let t: Tensor;
+  let values: ArrayLike<number> = data;
+  if (c.kind === 'f32') t = Tensor.from(data, stored);
+  else {
+    const bits = Uint16Array.from(data, (v) => (c.kind === 'bf16' ? f32ToBf16(v) : f32ToF16(v)));
+    values = Float64Array.from(bits, (b) => halfBitsToNumber(b, c.kind as 'bf16' | 'f16'));
+    t = Tensor.from(bits, stored, c.kind);
+  }
+  return {
+    op: { t, trans: c.trans, ...(dropout ? { dropout } : {}) },
+    ref: { data: values, shape: stored, trans: c.trans, ...(dropout ? { dropout } : {}) },
+    dispose: () => t.dispose(),
+  };
+}
+
+const storedShape = (rows: number, cols: number, trans?: boolean): [number, number] => (trans ? [cols, rows] : [rows, cols]);
+
+async function runCase(rng: Rng, c: Case): Promise<void> {
+  const { M, N, K } = c;
+  const a = await makeOperand(rng, c.a, storedShape(M, K, c.a.trans), rng.nextU32());
+  const b = await makeOperand(rng, c.b, storedShape(K, N, c.b.trans), rng.nextU32());
+  const u = c.pro ? await makeOperand(rng, c.pro.u, storedShape(M, c.pro.R, c.pro.u.trans), 0) : null;
+  const w = c.pro ? await makeOperand(rng, c.pro.w, storedShape(c.pro.R, N, c.pro.w.trans), 0) : null;
+  const proDrop = c.pro?.mask ? { p: 0.25, seed: rng.nextU32() } : undefined;
+  const acc0 = c.accumulate ? rng.normalArray(M * N) : null;
+  const accT = acc0 ? Tensor.from(acc0, [M, N]) : undefined;
+  const args = {
+    a: a.op,
+    b: b.op,
+    alpha: c.alpha,
+    ...(accT ? { accumulate: accT } : {}),
+    ...(c.pro ? { prologue: { u: u!.op, w: w!.op, scale: 1.7, ...(proDrop ? { dropout: proDrop } : {}) } } : {}),
+    choice: c.choice,
+  };
+  const { key, choice } = gemmPlan(args);
+  const label = `${key} [${M}×${N}×${K}]${c.alpha ? ` α=${c.alpha}` : ''} split ${choice.splitK}`;
+  if (c.vec) expect(key, label).toContain(`.A${c.a.kind}${c.a.trans ? 'T' : 'N'}${c.vec[0]}`);
+  if (c.vec) expect(key, label).toContain(`.B${c.b.kind}${c.b.trans ? 'T' : 'N'}${c.vec[1]}`);
+  if (c.choice.splitK && c.choice.splitK > 1) expect(choice.splitK, `${label}: split-K must really split`).toBeGreaterThan(1);
+  const out = gemm(args);
+  expect(out.shape).toEqual([M, N]);
+  const got = await out.toFloat32();
+  const ref = gemmReference({
+    a: a.ref,
+    b: b.ref,
+    alpha: c.alpha,
+    ...(acc0 ? { accumulate: acc0 } : {}),
+    ...(c.pro ? { prologue: { u: u!.ref, w: w!.ref, scale: 1.7, ...(proDrop ? { dropout: proDrop } : {}) } } : {}),
+    f16: choice.compute === 'f16',
+  });
+  expectWithinGemmBound(got, ref, label);
+  out.dispose();
+  for (const m of [a, b, u, w]) m?.dispose();
+}
+
+function computes(): Compute[] {
+  const has = engine().dev.has('shader-f16');
+  if (!has) console.log('[gemm] shader-f16 absent on this adapter: the f16 compute variant is skipped');
+  return has ? ['f32', 'f16'] : ['f32'];
+}
+
+const f32 = (trans?: boolean): OpCase => ({ kind: 'f32', trans });
+
+/**
+ * The four stage-loader paths of each side for f32 operands: (contiguous along k | along the outer
+ * dimension) × (vec4 | scalar). [transA, transB, M, N, K, vecA, vecB].
+ */
+const LAYOUTS: [boolean, boolean, number, number, number, number, number][] = [
+  [false, true, 72, 80, 40, 4, 4], // forward layout (x · Wᵀ): both contiguous along k, vec4
+  [true, true, 68, 70, 37, 4, 1], // A contiguous along M (vec4), B along k (scalar)
+  [false, false, 67, 76, 37, 1, 4], // A along k (scalar), B along N (vec4)
+  [true, false, 67, 70, 33, 1, 1], // both along the outer dimension, scalar
+];
+
+describe('gemm: tiles × compute variants (f32 operands, every layout)', () => {
+  it('each tile and compute variant on odd shapes, vec4 and scalar loads, both storage layouts', async () => {
+    const rng = testRng('gemm-tiles');
+    // CI: t64 (the tile of small problems) runs every layout in f32, the others the forward layout
+    // (or, for t64d, the transposed scalar one); f16 compute runs t64 and the double-buffered t128d.
+    // Both compute variants share the stage and epilogue code, which the loader tests below cover
+    // in f16 too. FULL: every tile × layout × compute.
+    const plan: [Compute, TileName, number[]][] = FULL
+      ? computes().flatMap((c) => TILE_NAMES.map((t) => [c, t, [0, 1, 2, 3]] as [Compute, TileName, number[]]))
+      : [
+          ['f32', 't64', [0, 1, 2, 3]],
+          ['f32', 't128', [0]],
+          ['f32', 't128d', [0]],
+          ['f32', 't64d', [3]],
+          ['f32', 't64x32', [0]],
+          ['f32', 't32x64', [0]],
+          ...(computes().includes('f16')
+            ? ([
+                ['f16', 't64', [0, 3]],
+                ['f16', 't128d', [0]],
+              ] as [Compute, TileName, number[]][])
+            : []),
+        ];
+    for (const [compute, tile, layouts] of plan) {
+      for (const l of layouts) {
+        const [tA, tB, M, N, K, vA, vB] = LAYOUTS[l]!;
+        await runCase(rng, { M, N, K, a: f32(tA), b: f32(tB), choice: { compute, tile, splitK: 1 }, vec: [vA, vB], alpha: l === 1 ? 0.75 : undefined });
+      }
+      // a shape past one tile in both dimensions, and size 1 (scalar loads: K = 1)
+      const [tA, tB] = LAYOUTS[layouts[0]!]!;
+      await runCase(rng, { M: 131, N: 133, K: 40, a: f32(tA), b: f32(tB), choice: { compute, tile, splitK: 1 } });
+      if (layouts.includes(3)) await runCase(rng, { M: 1, N: 1, K: 1, a: f32(true), b: f32(false), choice: { compute, tile, splitK: 1 } });
+    }
+  });
+});
+
+describe('gemm: operand loaders', () => {
+  it('bf16 / f16 / NF4 / NF4 double-quant operands, vector and scalar loads, both layouts', async () => {
+    const rng = testRng('gemm-loaders');
+    // [a, b, M, N, K, vecA, vecB, compute variants (CI)]; 16-bit operands on both sides at once.
+    const cases: [OpCase, OpCase, number, number, number, number, number, Compute[]][] = [
+      [{ kind: 'f16' }, { kind: 'bf16', trans: true }, 65, 70, 40, 8, 8, ['f32', 'f16']], // f16 activation · bf16 weightᵀ, 8 halves per load
+      [{ kind: 'bf16', trans: true }, { kind: 'f16' }, 67, 70, 37, 1, 1, ['f32']], // both 16-bit, scalar, outer-contiguous
+      [f32(), { kind: 'f16' }, 66, 72, 36, 4, 8, ['f16']], // f16 weight along N: no conversion in the f16 variant
+      [f32(true), { kind: 'nf4', trans: true }, 68, 70, 64, 4, 8, ['f32', 'f16']], // NF4 forward x·Wᵀ, whole code words
+      [{ kind: 'f16', trans: true }, { kind: 'nf4' }, 72, 72, 37, 8, 8, ['f32']], // NF4 input gradient g·W, words along N
+      [f32(), { kind: 'nf4', trans: true }, 9, 70, 37, 1, 1, ['f32']], // NF4 forward, in % 8 != 0: per element
+      [f32(), { kind: 'nf4dq' }, 66, 69, 40, 4, 1, ['f32', 'f16']], // double-quantized absmax, per element
+      [f32(true), { kind: 'nf4dq', trans: true }, 67, 70, 72, 1, 8, ['f32']],
+    ];
+    const have = computes();
+    for (const [a, b, M, N, K, vA, vB, variants] of cases) {
+      for (const compute of FULL ? have : variants.filter((v) => have.includes(v))) {
+        await runCase(rng, { M, N, K, a, b, choice: { compute, tile: 't64', splitK: 1 }, vec: [vA, vB] });
+      }
+    }
+  });
+
+  it('operand dropout (LoRA input): on A, and on an f16-saved B with split-K', async () => {
+    const rng = testRng('gemm-dropout');
+    await runCase(rng, { M: 67, N: 16, K: 40, a: { kind: 'f32', drop: true }, b: f32(true), choice: { compute: 'f32', tile: 't64x32', splitK: 1 } });
+    for (const compute of computes()) {
+      await runCase(rng, { M: 16, N: 70, K: 301, a: f32(true), b: { kind: 'f16', drop: true }, choice: { compute, tile: 't32x64', splitK: 4 } });
+    }
+  });
+});
+
+describe('gemm: epilogues and the fused prologue', () => {
+  it('alpha, accumulate into C, split-K (store and accumulate)', async () => {
+    const rng = testRng('gemm-epilogue');
+    await runCase(rng, { M: 67, N: 70, K: 37, a: f32(), b: f32(true), alpha: -1.5, accumulate: true, choice: { compute: 'f32', tile: 't64', splitK: 1 } });
+    // split-K: K = 301 in 5 slices (the last partial), a skinny output like dB = s·gᵀ·u
+    await runCase(rng, { M: 70, N: 13, K: 301, a: f32(true), b: f32(), alpha: 2, choice: { compute: 'f32', tile: 't64x32', splitK: 5 } });
+    const c = computes().includes('f16') ? 'f16' : 'f32';
+    await runCase(rng, { M: 13, N: 70, K: 301, a: f32(true), b: f32(), accumulate: true, choice: { compute: c, tile: 't32x64', splitK: 3 } });
+  });
+
+  it('prologue: LoRA up-projection fused into the base product (forward), masked LoRA term (dX)', async () => {
+    const rng = testRng('gemm-prologue');
+    // y = x·Wᵀ + s·(u·Bᵀ): W NF4 [N, K], B [N, R]
+    await runCase(rng, { M: 67, N: 70, K: 64, a: f32(), b: { kind: 'nf4', trans: true }, pro: { R: 12, u: f32(), w: f32(true) }, choice: { compute: 'f32', tile: 't64', splitK: 1 } });
+    // dX = g·W + mask ⊙ (gu·A)/(1−p): W bf16 [K, N] read untransposed, A [R, N]
+    for (const compute of computes()) {
+      await runCase(rng, { M: 67, N: 70, K: 37, a: f32(), b: { kind: 'bf16' }, pro: { R: 5, u: f32(), w: f32(), mask: true }, choice: { compute, tile: compute === 'f32' ? 't128d' : 't64', splitK: 1 } });
+    }
+  });
+});
+
+describe('gemm: the variant choice', () => {
+  const ctx = (over: Partial<ChoiceContext> = {}): ChoiceContext => ({
+    features: new Set(['shader-f16']),
+    precision: 'fp32',
+    maxWorkgroupBytes: 32768,
+    maxInvocations: 256,
+    isSoftware: false,
+    ...over,
+  });
+
+  it('compute follows the precision and the shader-f16 feature, never the vendor', () => {
+    const g = { M: 512, N: 512, K: 512, batch: 1 };
+    expect(chooseGemm(g, ctx()).compute).toBe('f32');
+    expect(chooseGemm(g, ctx({ precision: 'fp16-mixed' })).compute).toBe('f16');
+    expect(chooseGemm(g, ctx({ precision: 'fp16-mixed', features: new Set() })).compute).toBe('f32');
+    expect(chooseGemm(g, ctx({ precision: 'fp16-mixed' }), false).compute, 'a weight beyond the f16 range stays f32').toBe('f32');
+  });
+
+  it('tiles and split-K by heuristics, a tuned entry overrides them, tiles that do not fit are never chosen', () => {
+    expect(shapeClass(4096, 16, 2048)).toBe('skinny-n');
+    expect(shapeClass(16, 2048, 4096)).toBe('skinny-m');
+    expect(shapeClass(4096, 5632, 2048)).toBe('large');
+    expect(shapeClass(64, 64, 64)).toBe('small');
+    const big = { M: 4096, N: 4096, K: 4096, batch: 1 };
+    expect(chooseGemm(big, ctx()).tile).toBe('t128d');
+    expect(chooseGemm(big, ctx({ maxWorkgroupBytes: 16384 })).tile, "t128d needs 16.5 KiB, t128 too: 16 KiB leaves t64").toBe("t64");
+    expect(chooseGemm({ M: 4096, N: 16, K: 2048, batch: 1 }, ctx()).tile).toBe('t64x32');
+    const dA = chooseGemm({ M: 16, N: 2048, K: 4096, batch: 1 }, ctx());
+    expect(dA.tile).toBe('t32x64');
+    expect(dA.splitK, 'a skinny product with a long K is split on a GPU').toBeGreaterThan(1);
+    expect(chooseGemm({ M: 16, N: 2048, K: 4096, batch: 1 }, ctx({ isSoftware: true })).splitK).toBe(1);
+    const tuned = ctx({ tuning: { description: 'test', date: '', f32: { large: { tile: 't64d', splitTarget: 0 } } } });
+    expect(chooseGemm(big, tuned)).toEqual({ compute: 'f32', tile: 't64d', splitK: 1 });
+    const tooBig = ctx({ maxWorkgroupBytes: 8192, tuning: { description: 'test', date: '', f32: { large: { tile: 't128d', splitTarget: 0 } } } });
+    expect(chooseGemm(big, tooBig).tile).toBe('t64');
+  });
+
+  it('in fp16-mixed a weight beyond the f16 range keeps the f32 variant (dense and NF4); the load measures max |w|', () => {
+    if (!engine().dev.has('shader-f16')) return;
+    const x = Tensor.empty([70, 64]);
+    const w = Tensor.empty([96, 64], 'bf16');
+    const q = quantizeNf4(Tensor.empty([96, 64]));
+    const compute = (b: Tensor | Nf4Weight) => withPrecision('fp16-mixed', () => gemmPlan({ a: { t: x }, b: { t: b, trans: true } }).choice.compute);
+    expect(compute(w)).toBe('f16');
+    noteWeightRange(w, 1e5);
+    noteWeightRange(q, 7e4);
+    expect(compute(w)).toBe('f32');
+    expect(compute(q)).toBe('f32');
+    noteWeightRange(w, 65504);
+    expect(compute(w)).toBe('f16');
+    // max |w| as the loader computes it: f32 values, and 16-bit bit patterns (sign ignored, NaN sorts highest)
+    expect(maxAbsF32(Float32Array.of(1, -70000, 3))).toBe(70000);
+    expect(maxAbsF32(Float32Array.of(1, NaN))).toBeNaN();
+    expect(maxAbs16(Uint16Array.from([1, -2, 0.5], (v) => f32ToBf16(v)), 'BF16')).toBe(2);
+    expect(maxAbs16(Uint16Array.of(f32ToBf16(-1e6), f32ToBf16(3)), 'BF16')).toBe(bf16ToF32(f32ToBf16(1e6)));
+    expect(maxAbs16(Uint16Array.of(f32ToF16(-65504), f32ToF16(2)), 'F16')).toBe(65504);
+    expect(maxAbs16(Uint16Array.of(f32ToF16(2 ** -20)), 'F16')).toBe(2 ** -20);
+    expect(maxAbs16(Uint16Array.of(0x7e00), 'F16')).toBeNaN();
+    disposeNf4(q);
+  });
+
+  it('the tiles exercised here are all the tiles there are', () => {
+    expect([...TILE_NAMES].sort()).toEqual((['t128', 't128d', 't64', 't64d', 't64x32', 't32x64'] as TileName[]).sort());
+  });
+});
+

@@ -1,0 +1,86 @@
+// `finllm serve` as a process (dist/, built by `npm test`'s pretest): same greedy text as the
+// `finllm generate` process, SIGTERM drains the request in flight and exits 0, and a taken port
+// exits 1 with a clear message (bad flags are checked in-process in units.test.ts).
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import OpenAI, { APIError } from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, tinyModelWithChatTemplate } from './helpers.js';
+
+let modelDir = '';
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  modelDir = await tinyModelWithChatTemplate();
+});
+
+afterAll(() => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+});
+
+interface Served {
+  child: ChildProcess;
+  url: string;
+  stderr: () => string;
+  exited: Promise<number | null>;
+}
+
+/** Starts `finllm serve` and waits until it says it is ready. */
+async function serve(args: string[]): Promise<Served> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--model', modelDir, '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.push(child);
+  let err = '';
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      const m = /listening on (\S+)/.exec(err);
+      if (m && err.includes('ready:')) resolve(m[1]!);
+    });
+    void exited.then((code) => reject(new Error(`finllm serve exited (${code}) before it was ready:\n${err}`)));
+  });
+  return { child, url, stderr: () => err, exited };
+}
+
+describe('finllm serve (the process)', () => {
+  it('answers what `finllm generate` prints; a second server on its port exits 1; SIGTERM lets the stream in flight finish, refuses new work, exits 0', async () => {
+    const prompt = 'Quarterly revenue grew';
+    const gen = spawnSync(process.execPath, [CLI, 'generate', '--model', modelDir, '--prompt', prompt, '-n', '10', '--greedy'], { encoding: 'utf8', timeout: 120_000 });
+    expect(gen.status, gen.stderr).toBe(0);
+
+    const s = await serve(['--max-model-len', '64', '--api-key', 'sk-cli']);
+    const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'sk-cli', maxRetries: 0 });
+    const done = await client.completions.create({ model: 'base', prompt, max_tokens: 10, temperature: 0 });
+    expect(`${done.choices[0]!.text}\n`).toBe(gen.stdout);
+    // A second server on the same port exits 1 before loading anything.
+    const taken = spawnSync(process.execPath, [CLI, 'serve', '--model', modelDir, '--port', new URL(s.url).port], { encoding: 'utf8', timeout: 60_000 });
+    expect(taken.status).toBe(1);
+    expect(taken.stderr).toMatch(/cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\)/);
+
+    const stream = await client.completions.create({ model: 'base', prompt, max_tokens: 40, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    let chunks = 0;
+    let afterSignal = 0;
+    let signalled = false;
+    let usage: OpenAI.CompletionUsage | undefined;
+    let finish: string | null = null;
+    for await (const c of stream) {
+      chunks++;
+      if (c.usage) usage = c.usage;
+      finish = c.choices[0]?.finish_reason ?? finish;
+      if (signalled) afterSignal++;
+      if (chunks === 1) {
+        s.child.kill('SIGTERM');
+        await expect.poll(() => s.stderr().includes('SIGTERM: finishing'), { timeout: 30_000 }).toBe(true);
+        signalled = true;
+        // Draining: a new request is refused (the listener is closed: connection refused).
+        const refused = await client.completions.create({ model: 'base', prompt, max_tokens: 1 }).catch((e: unknown) => e);
+        expect(refused).toBeInstanceOf(APIError);
+        expect((refused as APIError).status ?? 503).toBe(503);
+      }
+    }
+    expect(afterSignal).toBeGreaterThan(0); // the stream was still running when the signal landed
+    // It ran to its end: 40 tokens, or fewer only if it stopped at EOS.
+    expect(finish === 'length' ? usage?.completion_tokens === 40 : finish === 'stop' && usage!.completion_tokens <= 40).toBe(true);
+    expect(await s.exited).toBe(0);
+    expect(s.stderr()).toContain('drained; stopped');
+  });
+});
