@@ -407,21 +407,23 @@ export class TokenSampler {
   }
 
   /**
-   * Records the selection of each row's next token from `logits` [rows, V] (f32) into `out`
-   * (i32 [rows]): the decoder's next input ids. Updates the rows' state (draw counter, seen set,
-   * counts). One dispatch; nothing is read back. A row with a NaN or +inf logit gets −1.
+   * Records the selection of the next token of rows 0..n−1 from `logits` [n, V] (f32) into `out`
+   * (i32 [n]): the decoder's next input ids; n = out's length, 1 ≤ n ≤ rows (a batch whose upper
+   * slots are free decodes only its leading rows). Updates those rows' state (draw counter, seen
+   * set, counts). One dispatch; nothing is read back. A row with a NaN or +inf logit gets −1.
    */
   sample(logits: Tensor, out: Tensor): void {
     if (this.disposed) throw new Error('TokenSampler used after dispose()');
     assertDtype(logits, 'f32', 'TokenSampler logits');
     assertDtype(out, 'i32', 'TokenSampler output');
-    if (logits.numel !== this.rows * this.vocabSize) throw new RangeError(`TokenSampler: logits [${logits.shape.join(', ')}] for ${this.rows} rows of ${this.vocabSize}`);
-    if (out.numel !== this.rows) throw new RangeError(`TokenSampler: output [${out.shape.join(', ')}] for ${this.rows} rows`);
+    const n = out.numel;
+    if (!(n >= 1 && n <= this.rows)) throw new RangeError(`TokenSampler: output [${out.shape.join(', ')}] for ${this.rows} rows`);
+    if (logits.numel !== n * this.vocabSize) throw new RangeError(`TokenSampler: logits [${logits.shape.join(', ')}] for ${n} rows of ${this.vocabSize}`);
     dispatch(
       `sampling.next_token.${this.anySampling() ? 'sample' : 'greedy'}`,
       () => kernel(this.anySampling()),
       [logits, this.rowTable, this.bias, this.step, this.seen, this.counts, this.scratch, out],
-      [this.rows],
+      [n],
       new Uniforms().u32(this.vocabSize).u32(this.words).u32(this.countsOn ? 1 : 0).u32(0),
     );
   }

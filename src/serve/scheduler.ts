@@ -16,13 +16,23 @@
 //   compact  when L reaches S, every live row is copied into a fresh cache right-aligned at C
 //            (WebGPU cannot copy within a buffer); this happens at most every `slack` steps.
 //
+// Token choice runs on the GPU (kernels/sampling.ts): each variant's batch has a TokenSampler with a
+// row per slot, set when a sequence joins (its parameters, seed, prompt and first token), so a decode
+// step reads back one token id per row, not the logits. A prefill chooses the first token with a
+// one-row sampler. Row b's t-th draw is rand_uniform(seed, t), the draw `finllm generate` makes, so
+// seeded sampling gives the same tokens however requests are batched.
+//
 // Variants take turns: one decode step per variant with live rows per round, so an adapter with a
 // long queue cannot starve the base. The bounded queue holds requests waiting for a slot; a full
 // queue is refused (QueueFullError → 429). All GPU work happens on this one loop; HTTP handlers
 // only submit, and read tokens through callbacks.
-import { Rng } from '../engine/random.js';
-import { nextToken, type TokenSampling } from './sampling.js';
+import { Tensor } from '../engine/tensor.js';
+import { TokenSampler, type RowSampling } from '../kernels/sampling.js';
+import { NonFiniteLogitsError } from '../llama/generate.js';
 import { copyKvRows, disposeKvCache, frontKvRows, setKvStarts, type KvCache, type LlamaModel, type LoraLayers } from '../llama/model.js';
+
+/** A request's token choice: the sampler's per-row parameters (the seed is the request's). */
+export type TokenSampling = Omit<RowSampling, 'seed'>;
 
 export interface SchedulerOptions {
   /** Decode slots per model variant. */
@@ -73,9 +83,6 @@ export class RequestCancelledError extends Error {
 interface Sequence {
   req: GenerationRequest;
   tokens: number[];
-  /** Prompt + generated ids (penalties). */
-  seen: number[];
-  rng: Rng;
   state: 'waiting' | 'running' | 'done';
   resolve: (r: GenerationResult) => void;
   reject: (e: unknown) => void;
@@ -85,6 +92,8 @@ interface Batch {
   name: string;
   lora: LoraLayers | null;
   cache: KvCache | null;
+  /** One row per slot; a row is (re)set when a sequence joins its slot. Freed with the cache. */
+  sampler: TokenSampler | null;
   slots: (Sequence | null)[];
   starts: Int32Array;
   /** The next write position. */
@@ -112,6 +121,7 @@ export class BatchScheduler {
   private idleWaiters: (() => void)[] = [];
   private loop: Promise<void> | null = null;
   private nextBatch = 0;
+  private prefillSampler: TokenSampler | null = null;
 
   constructor(
     private readonly model: LlamaModel,
@@ -154,7 +164,7 @@ export class BatchScheduler {
       throw new RangeError(`maxTokens ${req.maxTokens} with a ${req.promptIds.length}-token prompt exceeds the context of ${this.C}`);
     }
     return new Promise<GenerationResult>((resolve, reject) => {
-      const seq: Sequence = { req, tokens: [], seen: [...req.promptIds], rng: new Rng(req.seed), state: 'waiting', resolve, reject };
+      const seq: Sequence = { req, tokens: [], state: 'waiting', resolve, reject };
       if (req.signal?.aborted) {
         reject(new RequestCancelledError('cancelled'));
         return;
@@ -206,6 +216,8 @@ export class BatchScheduler {
     await this.loop;
     for (const b of this.batches.values()) this.releaseCache(b);
     this.batches.clear();
+    this.prefillSampler?.dispose();
+    this.prefillSampler = null;
   }
 
   // ---- the loop ---------------------------------------------------------------------------
@@ -253,7 +265,7 @@ export class BatchScheduler {
     let b = this.batches.get(variant.name);
     if (!b) {
       const B = this.opts.maxBatchSize;
-      b = { name: variant.name, lora: variant.lora, cache: null, slots: new Array<Sequence | null>(B).fill(null), starts: new Int32Array(B), L: this.C };
+      b = { name: variant.name, lora: variant.lora, cache: null, sampler: null, slots: new Array<Sequence | null>(B).fill(null), starts: new Int32Array(B), L: this.C };
       this.batches.set(variant.name, b);
     }
     return b;
@@ -268,6 +280,8 @@ export class BatchScheduler {
   private releaseCache(b: Batch): void {
     if (b.cache) disposeKvCache(b.cache);
     b.cache = null;
+    b.sampler?.dispose();
+    b.sampler = null;
     b.L = this.C;
   }
 
@@ -292,15 +306,20 @@ export class BatchScheduler {
   private async prefill(b: Batch, slot: number, seq: Sequence): Promise<void> {
     const P = seq.req.promptIds.length;
     const own = this.model.newKvCache(1, P);
+    const row = { ...seq.req.sampling, seed: seq.req.seed };
     try {
       this.model.lora = b.lora;
-      const logitsT = this.model.step(Int32Array.from(seq.req.promptIds), own);
-      const logits = await logitsT.toFloat32();
-      logitsT.dispose();
+      const logits = this.model.step(Int32Array.from(seq.req.promptIds), own);
+      this.prefillSampler ??= new TokenSampler(1, this.model.config.vocabSize);
+      this.prefillSampler.setRow(0, row, seq.req.promptIds, [], this.opts.padToken);
+      const first = await this.choose(this.prefillSampler, logits, 1);
       this.stats.prefills++;
       if (seq.state === 'done') return; // cancelled meanwhile
-      if (!this.emit(seq, nextToken(logits, seq.req.sampling, seq.seen, P, seq.rng))) return;
+      if (!this.emit(seq, first[0]!)) return;
       b.cache ??= this.model.newKvCache(this.opts.maxBatchSize, this.S);
+      b.sampler ??= new TokenSampler(this.opts.maxBatchSize, this.model.config.vocabSize);
+      // The row continues where the prefill's left off: seen = prompt + first token, draw 1 next.
+      b.sampler.setRow(slot, row, seq.req.promptIds, [first[0]!], this.opts.padToken);
       copyKvRows(own, 0, 0, b.cache, slot, b.L - P, P);
       b.starts[slot] = b.L - P;
       b.slots[slot] = seq;
@@ -351,20 +370,19 @@ export class BatchScheduler {
       }
     }
     const cache = frontKvRows(b.cache!, B);
-    let logitsT;
+    let logits;
     try {
       setKvStarts(cache, starts);
       cache.length = b.L;
       this.model.lora = b.lora;
-      logitsT = this.model.step(ids, cache);
+      logits = this.model.step(ids, cache);
       b.L = cache.length;
     } finally {
       disposeKvCache(cache);
     }
-    const all = await logitsT.toFloat32();
-    logitsT.dispose();
+    // Rows of free slots choose too (their sampler rows may be stale); their ids are ignored.
+    const next = await this.choose(b.sampler!, logits, B);
     this.stats.decodeSteps++;
-    const V = this.model.config.vocabSize;
     for (let s = 0; s < B; s++) {
       const seq = rows[s];
       if (!seq) continue;
@@ -373,8 +391,22 @@ export class BatchScheduler {
         b.slots[s] = null; // cancelled while the step ran
         continue;
       }
-      const P = seq.req.promptIds.length;
-      if (!this.emit(seq, nextToken(all.subarray(s * V, (s + 1) * V), seq.req.sampling, seq.seen, P, seq.rng))) b.slots[s] = null;
+      if (!this.emit(seq, next[s]!)) b.slots[s] = null;
+    }
+  }
+
+  /** The next token of the first `rows` rows of `sampler` from `logits` [rows, V] (disposed), read back. */
+  private async choose(sampler: TokenSampler, logits: Tensor, rows: number): Promise<Int32Array> {
+    const out = Tensor.empty([rows], 'i32');
+    try {
+      sampler.sample(logits, out);
+    } finally {
+      logits.dispose();
+    }
+    try {
+      return (await out.read()) as Int32Array;
+    } finally {
+      out.dispose();
     }
   }
 
@@ -395,8 +427,12 @@ export class BatchScheduler {
 
   /** Records a new token; false when the sequence is finished (its slot is to be freed). */
   private emit(seq: Sequence, id: number): boolean {
+    if (id < 0) {
+      // The sampler's mark for NaN / +inf logits: the forward overflowed for this row.
+      this.finish(seq, new NonFiniteLogitsError(`new token ${seq.tokens.length + 1}: the model produced non-finite logits (NaN or +inf); with 16-bit storage try --storage f32`));
+      return false;
+    }
     seq.tokens.push(id);
-    seq.seen.push(id);
     let asked: void | 'stop';
     try {
       asked = seq.req.onToken(id);

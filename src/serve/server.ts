@@ -14,12 +14,11 @@ import { performance } from 'node:perf_hooks';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { InputError } from '../errors.js';
 import { batchPadToken } from '../llama/generate.js';
-import type { TokenSampling } from './sampling.js';
 import type { ServingModels } from './load.js';
 import { ServeMetrics } from './metrics.js';
 import { ApiError, chatRequest, completionRequest, messageText, parseBody, usage, type ChatRequest, type CompletionRequest } from './protocol.js';
 import { ModelRouter, type Resolved, type RouteSpec } from './routing.js';
-import { BatchScheduler, QueueFullError, RequestCancelledError, SchedulerClosedError, type GenerationResult } from './scheduler.js';
+import { BatchScheduler, QueueFullError, RequestCancelledError, SchedulerClosedError, type GenerationResult, type TokenSampling } from './scheduler.js';
 import { StopTextStream } from './text.js';
 
 export interface ServerOptions {

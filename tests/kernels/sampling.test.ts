@@ -156,4 +156,33 @@ describe('TokenSampler vs the f64 reference with the same draws', () => {
     logits.dispose();
     out.dispose();
   });
+
+  it('leading rows only (a batch with free upper slots): rows past n keep their state; bad sizes are refused', async () => {
+    const rng = testRng('sampler leading rows');
+    const V = 37;
+    const data = rng.normalArray(3 * V, 0, 2);
+    const logits = Tensor.from(data, [3, V]);
+    const lead = Tensor.from(data.subarray(0, V), [1, V]);
+    const [a, b] = [new TokenSampler(3, V), new TokenSampler(3, V)];
+    for (const s of [a, b]) for (let r = 0; r < 3; r++) s.setRow(r, { greedy: false, seed: 10 + r }, [1]);
+    const one = Tensor.empty([1], 'i32');
+    const outA = Tensor.empty([3], 'i32');
+    const outB = Tensor.empty([3], 'i32');
+    a.sample(lead, one); // row 0's draw 0; rows 1 and 2 untouched
+    a.sample(logits, outA); // row 0's draw 1, rows 1 and 2 their draw 0
+    b.sample(logits, outB); // every row's draw 0
+    const [first] = (await one.read()) as Int32Array;
+    const gotA = Array.from((await outA.read()) as Int32Array);
+    const gotB = Array.from((await outB.read()) as Int32Array);
+    expect(first).toBe(gotB[0]);
+    expect(gotA.slice(1)).toEqual(gotB.slice(1));
+    // Row 0's second token is its draw 1 of the same distribution: the reference decides it.
+    const ref = referenceNextToken(Float32Array.from(data.subarray(0, V)), { greedy: false }, [1, first!], 1, hashUniform(10, 1));
+    if (ref.margin > 1e-5) expect(gotA[0]).toBe(ref.token);
+    expect(() => a.sample(logits, Tensor.empty([4], 'i32'))).toThrow(/output \[4\] for 3 rows/);
+    expect(() => a.sample(lead, outA)).toThrow(/logits \[1, 37\] for 3 rows/);
+    for (const t of [logits, lead, one, outA, outB]) t.dispose();
+    a.dispose();
+    b.dispose();
+  });
 });

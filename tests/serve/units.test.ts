@@ -6,7 +6,6 @@ import { serveAction, type ServeCliOptions } from '../../src/cli/serve.js';
 import { InputError } from '../../src/errors.js';
 import { Rng } from '../../src/engine/random.js';
 import { TextStreamer } from '../../src/llama/generate.js';
-import { nextToken } from '../../src/serve/sampling.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { ApiError, chatRequest, completionRequest, parseBody } from '../../src/serve/protocol.js';
 import { ModelRouter, parseAdapterSpec, parseRouteSpec } from '../../src/serve/routing.js';
@@ -57,35 +56,6 @@ describe('StopTextStream (OpenAI stop semantics while streaming)', () => {
     expect(tail.text).toBe('abc\n#');
     expect(run('abc', []).pieces).toEqual(['a', 'b', 'c', '']);
     expect(run('abc', ['']).text).toBe('abc'); // an empty stop string never matches
-  });
-});
-
-describe('nextToken (one sampling step)', () => {
-  it('applies logit bias, then the repetition penalty, then OpenAI presence/frequency penalties on generated tokens only', () => {
-    const rng = new Rng(1);
-    // Token 0 wins unbiased; a bias of -3 hands it to token 1.
-    expect(nextToken(Float32Array.from([2, 1, 0]), { greedy: true }, [], 0, rng)).toBe(0);
-    expect(nextToken(Float32Array.from([2, 1, 0]), { greedy: true, logitBias: new Map([[0, -3]]) }, [], 0, rng)).toBe(1);
-    // Generated so far (after a 1-token prompt [1]): token 0 twice, token 2 once.
-    // presence 0.5, frequency 0.25: logit0 = 2 - 0.5 - 2*0.25 = 1, logit2 = 1.6 - 0.5 - 0.25 = 0.85,
-    // token 1 (only in the prompt) keeps 1.2 and wins.
-    const logits = Float32Array.from([2, 1.2, 1.6]);
-    expect(nextToken(logits, { greedy: true, presencePenalty: 0.5, frequencyPenalty: 0.25 }, [1, 0, 2, 0], 1, rng)).toBe(1);
-    expect(Array.from(logits)).toEqual([1, 1.2, Math.fround(1.6) - 0.75].map(Math.fround));
-    // The repetition penalty counts the prompt too: 1.2 / 2 = 0.6 drops token 1 below token 2.
-    const rep = Float32Array.from([0, 1.2, 1]);
-    expect(nextToken(rep, { greedy: true, repetitionPenalty: 2 }, [1], 1, rng)).toBe(2);
-  });
-
-  it('samples from the warped distribution with the given Rng (reproducible by seed)', () => {
-    const logits = () => Float32Array.from([0, 0.5, 1, 1.5]);
-    const draw = (seed: number) => {
-      const rng = new Rng(seed);
-      return Array.from({ length: 200 }, () => nextToken(logits(), { greedy: false, temperature: 1, topK: 2 }, [], 0, rng));
-    };
-    const a = draw(3);
-    expect(draw(3)).toEqual(a);
-    expect(new Set(a)).toEqual(new Set([2, 3])); // top-k 2 keeps tokens 2 and 3 only
   });
 });
 
