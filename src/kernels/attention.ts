@@ -516,12 +516,16 @@ fn segRange(b: u32, first: u32, count: u32) -> vec2i {
   return r;
 }`;
 
-/** WGSL: stages BLOCK rows (from j0, < limit) of two inputs of head `hh` into workgroup memory, zero elsewhere. */
-function stageRows(a: [string, string], bsh: [string, string], rowsTotal: string, heads: string, hh: string, limit: string): string {
+/**
+ * WGSL: stages BLOCK rows (from j0, in [lo, limit)) of two inputs of head `hh` into workgroup memory,
+ * zero elsewhere. Rows below `lo` are never read: a KV cache's positions before a row's kvStart may
+ * never have been written (a masked key's zero weight times a NaN value would still be NaN).
+ */
+function stageRows(a: [string, string], bsh: [string, string], rowsTotal: string, heads: string, hh: string, limit: string, lo = '0u'): string {
   return `for (var e = lid; e < BLOCK * DV; e += NT) {
       let jj = e / DV; let w = e % DV; let j = j0 + jj;
       var x0 = vec4f(0.0); var x1 = vec4f(0.0);
-      if (j < ${limit} && w < p.dh4) {
+      if (j >= ${lo} && j < ${limit} && w < p.dh4) {
         let gi = ((b * ${rowsTotal} + j) * ${heads} + ${hh}) * p.dh4 + w;
         x0 = ld${a[0]}(gi); x1 = ld${a[1]}(gi);
       }
@@ -531,9 +535,9 @@ function stageRows(a: [string, string], bsh: [string, string], rowsTotal: string
 
 /**
  * WGSL, forward and dQ: at key block j0, skip it (whole workgroup) when its segment ids cannot meet the
- * query rows', else stage its segment ids, K and V; `cEnd` = keys of the block below kHi.
+ * query rows', else stage its segment ids, K and V (keys from `lo` on); `cEnd` = keys of the block below kHi.
  */
-const KEY_BLOCK_PROLOGUE = `if (SEGON) {
+const keyBlockPrologue = (lo: string) => `if (SEGON) {
       if (lid == 0u) {
         let kr = segRange(b, j0, min(BLOCK, kHi - j0));
         shSkip = select(0u, 1u, kr.y < qRange.x || kr.x > qRange.y);
@@ -541,7 +545,7 @@ const KEY_BLOCK_PROLOGUE = `if (SEGON) {
       if (workgroupUniformLoad(&shSkip) != 0u) { continue; }
       for (var t = lid; t < BLOCK; t += NT) { shSeg[t] = SEG[b * p.T + min(j0 + t, p.S - 1u)]; }
     }
-    ${stageRows(['K', 'V'], ['shK', 'shV'], 'p.Sk', 'p.Hkv', 'hk', 'p.S')}
+    ${stageRows(['K', 'V'], ['shK', 'shV'], 'p.Sk', 'p.Hkv', 'hk', 'p.S', lo)}
     workgroupBarrier();
     let cEnd = min(BLOCK, kHi - j0);`;
 
@@ -605,7 +609,7 @@ ${entry(g)} {
     if (lid == 0u) { qRange = segRange(b, qFirst, qCount); }
   }
   for (var j0 = (kLo / BLOCK) * BLOCK; j0 < kHi; j0 += BLOCK) {
-    ${KEY_BLOCK_PROLOGUE}
+    ${keyBlockPrologue('kLo')}
     for (var c0 = 0u; c0 < cEnd; c0 += CH) {
       let kb = c0 * DV + sl * WV;
       ${dotRows(g, [['s', 'q', 'shK']])}
@@ -726,7 +730,7 @@ ${entry(g)} {
     if (lid == 0u) { qRange = segRange(b, i0, qCount); }
   }
   for (var j0 = 0u; j0 < kHi; j0 += BLOCK) {
-    ${KEY_BLOCK_PROLOGUE}
+    ${keyBlockPrologue('0u')}
     for (var c0 = 0u; c0 < cEnd; c0 += CH) {
       let kb = c0 * DV + sl * WV;
       ${dotRows(g, [['s', 'q', 'shK'], ['dp', 'gr', 'shV']])}

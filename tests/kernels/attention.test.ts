@@ -57,6 +57,8 @@ interface Case {
   splits?: (number | undefined)[];
   /** First valid key per batch row (left padding); forward only. */
   kvStart?: number[];
+  /** The keys before kvStart were never written (NaN), as in a continuous-batching server's cache. */
+  unwrittenPadding?: boolean;
   /** Skip the backward (compile time: the case is about the forward). */
   forwardOnly?: boolean;
   /** Storage dtypes (f16: packed, values rounded to f16 first so the f64 reference sees the same inputs). */
@@ -91,6 +93,14 @@ function inputs(rng: Rng, c: Case) {
         k[(b * Sk + j) * Hkv * Dh + e] = NaN;
         v[(b * Sk + j) * Hkv * Dh + e] = NaN;
       }
+  if (c.unwrittenPadding)
+    c.kvStart?.forEach((start, b) => {
+      for (let j = 0; j < start; j++)
+        for (let e = 0; e < Hkv * Dh; e++) {
+          k[(b * Sk + j) * Hkv * Dh + e] = NaN;
+          v[(b * Sk + j) * Hkv * Dh + e] = NaN;
+        }
+    });
   const dOut = rng.normalArray(B * T * Hq * Dh);
   return { q, k, v, dOut };
 }
@@ -241,6 +251,10 @@ describe('flash attention: per-row kvStart (left-padded batches, forward only)',
     { label: 'decode T=1 qOffset=20 S=21 of 32 kvStart [3, 0, 20]', sh: shape(3, 1, 21, 4, 2, 16, 32), causal: true, qOffset: 20, kvStart: [3, 0, 20], layouts: ['split', 'tiled'], splits: [undefined, 3] },
     { label: 'decode T=1 Dh=128 S=301 of 320 GQA 4 kvStart [131, 0, 300]', sh: shape(3, 1, 301, 8, 2, 128, 320), causal: true, qOffset: 300, kvStart: [131, 0, 300], layouts: ['split', 'tiled'], splits: [undefined, 5] },
     { label: 'T=3 qOffset=10 S=13 non-causal small tiles kvStart [9, 2]', sh: shape(2, 3, 13, 2, 2, 16, 16), causal: false, qOffset: 10, kvStart: [9, 2], tiles: SMALL, layouts: BOTH },
+    // The server's cache: a row's keys start mid-cache and the positions before them were never
+    // written (NaN here): they must not be read at all (0 · NaN is NaN), in any block or chunk.
+    { label: 'decode T=1 qOffset=68 S=69 of 80 kvStart [63, 68, 0], unwritten padding', sh: shape(3, 1, 69, 4, 2, 16, 80), causal: true, qOffset: 68, kvStart: [63, 68, 0], unwrittenPadding: true, layouts: ['split', 'tiled'], splits: [undefined, 3] },
+    { label: 'prefill T=13 causal small tiles kvStart [5, 0], unwritten padding', sh: shape(2, 13, 13, 4, 2, 16), causal: true, kvStart: [5, 0], unwrittenPadding: true, tiles: SMALL, layouts: ['tiled'] },
   ];
   for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 
