@@ -22,9 +22,12 @@ export interface BenchCase {
   /**
    * Allocates inputs and returns the function that records one run (no sync inside), a cleanup,
    * and `validate`: runs once and checks the result against the float64 reference, returning null
-   * or what is wrong. Called once per case.
+   * or what is wrong; or `skip` with the reason the case cannot run on this device. `id`: the
+   * case's stable id when it is only known on the device (e.g. the attention variant the model
+   * picks there gets `attention.<shape>.fwd`, which the GPU summary reads). A setup that throws
+   * (e.g. a failed validation against a reference) fails the case. Called once per case.
    */
-  setup(): Promise<{ run: () => void; cleanup?: () => void; validate?: () => Promise<string | null> }>;
+  setup(): Promise<{ run: () => void; cleanup?: () => void; validate?: () => Promise<string | null>; id?: string } | { skip: string }>;
 }
 
 /** Families whose every case must validate before it is timed. */

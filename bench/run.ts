@@ -44,13 +44,28 @@ for (const c of registeredBenches()) {
     results.push({ family: c.family, name: c.name, id: c.id, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: `needs ${missing.join(', ')}` });
     continue;
   }
-  const { run, cleanup, validate } = await c.setup();
+  let ready: Awaited<ReturnType<typeof c.setup>>;
+  try {
+    ready = await c.setup();
+  } catch (err) {
+    // A setup that checks its own results (attention) throws on a mismatch.
+    failures.push(`${c.family} ${c.name}: ${(err as Error).message}`);
+    results.push({ family: c.family, name: c.name, id: c.id, validated: false, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'INVALID' });
+    console.error(`INVALID ${c.family} ${c.name}: ${(err as Error).message}`);
+    continue;
+  }
+  if ('skip' in ready) {
+    results.push({ family: c.family, name: c.name, id: c.id, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: ready.skip });
+    continue;
+  }
+  const { run, cleanup, validate } = ready;
+  const id = ready.id ?? c.id;
   if (!validate && VALIDATED_FAMILIES.has(c.family)) throw new Error(`bench case '${c.family} ${c.name}' has no validate(): every ${c.family} case must be checked before it is timed`);
   const problem = validate ? await validate() : null;
   if (problem) {
     cleanup?.();
     failures.push(problem);
-    results.push({ family: c.family, name: c.name, id: c.id, validated: false, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'INVALID' });
+    results.push({ family: c.family, name: c.name, id, validated: false, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'INVALID' });
     console.error(`INVALID ${c.family} ${c.name}: ${problem}`);
     continue;
   }
@@ -67,7 +82,7 @@ for (const c of registeredBenches()) {
   results.push({
     family: c.family,
     name: c.name,
-    id: c.id,
+    id,
     validated: validate ? true : undefined,
     medianMs: med === null ? null : med * 1e3,
     minMs: times.length ? times[0]! * 1e3 : null,

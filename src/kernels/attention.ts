@@ -1,4 +1,6 @@
-// Flash attention (forward and FlashAttention-2 style backward), f32, no T×S matrix in memory.
+// Flash attention on the portable f32 SIMT path: forward (tiled for prefill/training, split along the
+// KV length for decoding, "flash-decoding"), FlashAttention-2 backward, head dims 4..256 (multiples
+// of 4), q/k/v in f32 or packed f16 (unpacked in-kernel; outputs, softmax state and gradients f32).
 //
 // Layouts (the natural ones after the q/k/v projections, no transposes):
 //   q, out [B, T, Hq, Dh];  k, v [B, Sk, Hkv, Dh] of which the first S = kvLength rows are used (a KV
@@ -6,31 +8,69 @@
 //   segmentIds i32 [B·T] (sequence packing, needs T == S).
 // Query row i (of T) sees key j (of S) iff  (¬causal ∨ j ≤ i + qOffset) ∧ (¬segments ∨ seg_i = seg_j)
 //   ∧ j ≥ kvStart[b] (optional i32 [B], left-padded batched decoding; forward only).
-// GQA/MQA: query head h reads kv head h / (Hq/Hkv).
+// GQA/MQA: query head h reads kv head h / (Hq/Hkv); K/V are never repeated in memory.
 //
-// Kernels (one pipeline per head dim and tile shape; causal and segment masking are uniform flags,
-// which keeps the number of pipelines — and lavapipe's slow shader compiles — down):
-//  - attnForwardTiled: a workgroup owns ROWS query rows of one (b, h); TPR threads per row each hold a
-//    slice of q and of the output accumulator in registers. K/V blocks of BK rows are staged in
-//    workgroup memory; scores are computed CH keys at a time with an online softmax (running max and
-//    sum, log2 domain: q is pre-scaled by scale·log2 e). Key blocks past the causal limit, and blocks
-//    whose segment-id range cannot meet the query block's, are skipped (uniformly, whole block).
-//  - attnForwardDecode: one workgroup of 128 threads per query row, for small T (generation with a
-//    KV cache): each thread scores one key of a 128-key chunk, then groups of Dh threads accumulate
-//    P·V over interleaved subsets of the chunk with their own running max/sum; the groups are merged
-//    at the end. Reads K rows and V columns straight from global memory (the cache is read once).
+// Work decomposition (all kernels). A row (a query row in the forward and dQ, a key row in dK/dV) is
+// owned by TPR threads; each holds a slice of WV vec4 of the row's operands and accumulators in
+// registers (sliceGeometry: the power of two TPR that pads the head dim least with WV ≤ 5, e.g. Dh 64:
+// 4 × 4 vec4, Dh 80: 4 × 5, Dh 96: 8 × 3, Dh 128: 8 × 4, Dh 256: 16 × 4). K/V (or Q/dO) blocks of BLOCK
+// rows are staged in workgroup memory as f32; scores are computed CH keys at a time (8 in the forward,
+// 4 in the backward), each lane summing its slice's partial dot products, then the TPR partials are
+// summed ("exchange"):
+//   - workgroup: through workgroup memory, two barriers per step (portable);
+//   - subgroup: an xor butterfly of subgroup shuffles, no barrier (needs `subgroups`, TPR ≤ the
+//     subgroup size). Rows are then mapped to lanes through a per-subgroup index taken from a
+//     workgroup atomic, so a row's lanes are adjacent in one subgroup whatever the driver's layout.
+// Both give every lane of a row bitwise the same sums (commutative pairwise adds, same order), so the
+// online softmax state (running max m and sum l, log2 domain: q is pre-scaled by scale·log2 e) is
+// identical across the row's lanes without further communication.
+//
+// Kernels:
+//  - attnForward, tiled: a workgroup owns ROWS query rows of one (b, h); key blocks past the causal
+//    limit or before kvStart, and blocks whose segment-id range cannot meet the query block's, are
+//    skipped whole.
+//  - attnForward, split (the same pipeline, a uniform flag): a workgroup owns ROWS of the group·T
+//    (query head, position) pairs that share one kv head — K/V are read once for the whole GQA group —
+//    and one chunk of the KV length; grid = row blocks × chunks × Hkv × B, so a single decoding
+//    sequence still fills the GPU. With one chunk it writes the output directly; otherwise it writes
+//    unnormalized partials (o, m, l) and attnCombine merges them by logsumexp.
 //  - attnBackwardDot: D_i = rowsum(dO_i ∘ O_i), the FlashAttention-2 pre-pass.
-//  - attnBackwardDq: like the forward, per query block, recomputes P = exp(s − lse) from q, k and lse;
-//    dS = P ∘ (dO·vᵀ − D); dQ = scale · dS·K.
-//  - attnBackwardDkv: per block of ROWS keys of one (b, kv head), loops over the query heads sharing
-//    that kv head and over query blocks staged in workgroup memory (Q, dO, lse, D): dV = Pᵀ·dO,
-//    dK = scale · dSᵀ·Q. The GQA sum happens inside one thread's registers: deterministic, no atomics.
+//  - attnBackwardDq: per query block, recomputes P = exp(s − lse); dS = P ∘ (dO·vᵀ − D); dQ = scale·dS·K.
+//  - attnBackwardDkv: per block of ROWS keys of one (b, kv head), loops over the query heads sharing it
+//    and over query blocks staged in workgroup memory: dV = Pᵀ·dO, dK = scale·dSᵀ·Q. The GQA sum
+//    happens in one thread's registers: deterministic, no atomics.
+// Fully masked rows produce 0 output, lse = −∞ and zero gradients, never NaN: invisible keys are
+// excluded by explicit flags, never by −∞ arithmetic.
 //
-// When TPR > 1 the slices' partial dot products are summed through workgroup memory (no subgroup
-// feature needed). Fully masked rows produce 0 output, lse = −∞ and zero gradients, never NaN:
-// invisible keys are excluded by explicit flags, never by −∞ arithmetic.
+// Compile time vs speed. Lavapipe (Mesa's Vulkan on the CPU) compiles WGSL through NIR into LLVM; every
+// load or store of workgroup or storage memory becomes, per SIMD lane and per vector component, its
+// own if/else blocks (about a hundred basic blocks per vec4 load), and barriers become coroutine
+// suspend points. LLVM's coroutine splitting (buildCoroutineFrame: ~70% of compile time under perf)
+// and CFG passes then grow faster than linearly with the number of blocks: 16 / 32 / 64 / 128 vec4
+// loads in one small test shader took 0.3 / 0.8 / 3.0 / 10.9 s of CPU (Mesa 25.0.7, LLVM 15). The previous kernels gave a thread a whole row (Dh ≤ 64) or half of one and
+// unrolled every 8-key step over it (8 × 16 vec4 dot products plus 8 × 16 vec4 updates): cold
+// compiles at Dh 64 took 168 s (forward), 114 s (dQ) and 398 s (dK/dV) of wall time on a loaded 2-core
+// machine. Now:
+//   - a row's slice is ≤ 5 vec4 and the per-step code loops over it ("slice loop"). On GPUs the loop
+//     has the constant trip count WV, so the driver unrolls it and the slice arrays live in registers:
+//     the same code as a hand-unrolled kernel. On software adapters the trip count is a uniform, so
+//     the body (one vec4 load per key) is compiled once; the slice arrays then live in memory, which
+//     costs lavapipe some speed but no blocks (private arrays are gathered without branches);
+//   - the step loop has a runtime trip count (never unrolled), the head dim is a uniform (one pipeline
+//     serves every Dh of a slice geometry), and the backward takes 4 keys per step.
+// A cold compile is then ~1 s (forward) to ~3–5 s (dK/dV) of CPU at Dh 64 on the same machine
+// (bench/attention-compile.ts measures each kernel).
+// GPU trade-off: a row is spread over 4–8× more threads than before, each holding 32–40 (forward) or
+// 80 (dK/dV) f32 of row state instead of 128+, i.e. more warps in flight to hide workgroup-memory
+// latency, bought with the exchange: per step one xor butterfly of log2(TPR) shuffles per score vec4
+// (subgroup), or one store, TPR loads and two barriers (workgroup). Each lane still reads only its
+// slice of each staged row, so workgroup-memory traffic per key and row is unchanged. Rows per
+// workgroup stay 64 up to TPR = 4 and drop to 256/TPR above (32 at Dh 128), so K/V staging is shared
+// by fewer rows at Dh > 64. The backward's 4-key steps cost the subgroup exchange nothing (the
+// shuffles per key are the same) and the workgroup exchange twice the barriers per key.
 import { isGradEnabled, recordOp } from '../engine/autograd.js';
-import { engine, Tensor } from '../engine/tensor.js';
+import type { FeatureName } from '../engine/device.js';
+import { engine, Tensor, type DType } from '../engine/tensor.js';
 import { Uniforms, assertDtype, dispatch, grid1d } from './common.js';
 
 export interface FlashAttentionOptions {
@@ -50,21 +90,42 @@ export interface FlashAttentionOptions {
   kvStart?: Tensor;
 }
 
-/** Tile overrides, for tests (small tiles make small shapes span many blocks) and tuning. */
+/** How the TPR lanes of a row sum their partial dot products. */
+export type Exchange = 'workgroup' | 'subgroup';
+/** Forward work layout: query blocks of one head (prefill, training) or GQA rows × KV chunks (decoding). */
+export type ForwardLayout = 'tiled' | 'split';
+export type ForwardVariant = 'auto' | ForwardLayout;
+
+/** Tile and variant overrides, for tests (small tiles make small shapes span many blocks) and tuning. */
 export interface AttentionTiles {
-  /** Query rows per workgroup (forward, dQ) / key rows per workgroup (dK/dV). */
+  /** Rows per workgroup: query rows (forward, dQ) / key rows (dK/dV). */
   rows?: number;
-  /** Key rows staged per block (forward, dQ) / query rows staged per block (dK/dV); multiple of 8. */
+  /** Rows staged per block: key rows (forward, dQ) / query rows (dK/dV); a multiple of 8. */
   block?: number;
+  /** Exchange of partial dot products (default: the chooser's, by features and shape). */
+  exchange?: Exchange;
+  /** Split layout: number of KV chunks (default from the shape; 1 writes the output directly). */
+  splits?: number;
+  /** Slice loops with a constant trip count (default: on GPUs) or a uniform one (default: on software adapters). */
+  unroll?: boolean;
 }
 
-export type ForwardVariant = 'auto' | 'tiled' | 'decode';
-
-const CH = 8; // keys (or queries) scored per exchange step
-const DECODE_THREADS = 128;
-/** At or below this many query rows per (b, h), the forward uses the decode kernel. */
-const DECODE_MAX_T = 8;
+/**
+ * Keys (or queries) scored per step: 8 in the forward (amortizes the online-softmax rescale), 4 in the
+ * backward (halves its unrolled code, the largest; with the subgroup exchange the shuffles per key
+ * are the same either way).
+ */
+const STEP: Record<KernelKind, number> = { fwd: 8, dq: 4, dkv: 4 };
+const BLOCK_MULTIPLE = 8;
+const MAX_DH = 256;
+/** The split layout is the default when a kv head's query rows (group · T) are this few. */
+const SPLIT_MAX_ROWS = 64;
+/** Workgroups the split layout aims for (a large GPU has ~100–150 compute units). */
+const SPLIT_TARGET_WORKGROUPS = 256;
 const LOG2E = Math.LOG2E;
+
+// ---------------------------------------------------------------------------------------------
+// Shapes, geometry, variants.
 
 interface Dims {
   B: number;
@@ -80,19 +141,24 @@ interface Dims {
   causal: boolean;
   seg: Tensor | null;
   kvStart: Tensor | null;
+  qType: 'f32' | 'f16';
+  kvType: 'f32' | 'f16';
 }
+
+const ATTN_DTYPES: readonly DType[] = ['f32', 'f16'];
 
 function checkInputs(q: Tensor, k: Tensor, v: Tensor, o: FlashAttentionOptions): Dims {
   for (const [t, n] of [[q, 'q'], [k, 'k'], [v, 'v']] as const) {
-    assertDtype(t, 'f32', `flashAttention ${n}`);
+    if (!ATTN_DTYPES.includes(t.dtype)) throw new TypeError(`flashAttention ${n}: expected dtype f32 or f16, got ${t.dtype}`);
     if (t.shape.length !== 4) throw new RangeError(`flashAttention: ${n} must be 4-D, got [${t.shape.join(', ')}]`);
   }
+  if (k.dtype !== v.dtype) throw new TypeError(`flashAttention: k (${k.dtype}) and v (${v.dtype}) must have the same dtype`);
   const [B, T, Hq, Dh] = q.shape as [number, number, number, number];
   const [Bk, Sk, Hkv, Dhk] = k.shape as [number, number, number, number];
   if (Bk !== B || Dhk !== Dh) throw new RangeError(`flashAttention: k [${k.shape.join(', ')}] does not match q [${q.shape.join(', ')}] (batch and head dim must agree)`);
   if (v.shape.some((d, i) => d !== k.shape[i])) throw new RangeError(`flashAttention: v [${v.shape.join(', ')}] must have k's shape [${k.shape.join(', ')}]`);
   if (Hkv < 1 || Hq % Hkv !== 0) throw new RangeError(`flashAttention: Hq=${Hq} must be a multiple of Hkv=${Hkv}`);
-  if (Dh < 1 || Dh > 128) throw new RangeError(`flashAttention: head dim ${Dh} not supported (1..128)`);
+  if (Dh < 4 || Dh > MAX_DH || Dh % 4 !== 0) throw new RangeError(`flashAttention: head dim ${Dh} not supported (a multiple of 4 in 4..${MAX_DH})`);
   const S = o.kvLength ?? Sk;
   if (!Number.isInteger(S) || S < 0 || S > Sk) throw new RangeError(`flashAttention: kvLength ${S} outside [0, ${Sk}]`);
   const qOffset = o.qOffset ?? 0;
@@ -111,21 +177,213 @@ function checkInputs(q: Tensor, k: Tensor, v: Tensor, o: FlashAttentionOptions):
     if (kvStart.numel !== B) throw new RangeError(`flashAttention: kvStart has ${kvStart.numel} elements, expected B = ${B}`);
   }
   const scale = o.scale ?? 1 / Math.sqrt(Dh);
-  return { B, T, S, Sk, Hq, Hkv, Dh, group: Hq / Hkv, scale, qOffset, causal: o.causal, seg, kvStart };
+  return {
+    B, T, S, Sk, Hq, Hkv, Dh, group: Hq / Hkv, scale, qOffset, causal: o.causal, seg, kvStart,
+    qType: q.dtype as 'f32' | 'f16', kvType: k.dtype as 'f32' | 'f16',
+  };
 }
 
-function uniforms(d: Dims, n = 0): Uniforms {
+/** TPR lanes per row, WV vec4 each: the power of two TPR that pads Dh/4 least with WV ≤ 5 (ties: fewer lanes). */
+export function sliceGeometry(Dh: number): { TPR: number; WV: number } {
+  const d4 = Math.ceil(Dh / 4);
+  let best = { TPR: 0, WV: 0 };
+  for (let tpr = 1; tpr <= 64; tpr *= 2) {
+    const wv = Math.ceil(d4 / tpr);
+    if (wv > 5) continue;
+    if (!best.TPR || tpr * wv < best.TPR * best.WV) best = { TPR: tpr, WV: wv };
+  }
+  return best;
+}
+
+type KernelKind = 'fwd' | 'dq' | 'dkv';
+
+/** One compiled kernel's constants. */
+interface Geo {
+  kind: KernelKind;
+  TPR: number;
+  WV: number;
+  DV: number; // vec4 per staged (padded) row
+  CH: number; // keys (queries) per step
+  ROWS: number;
+  BLOCK: number;
+  NT: number;
+  exchange: Exchange;
+  qType: 'f32' | 'f16';
+  kvType: 'f32' | 'f16';
+  /** Slice loops with the constant trip count WV (unrolled into registers) rather than a uniform one. */
+  unroll: boolean;
+}
+
+/** What the device offers that the choice depends on (a plain object, so tests can pose as other devices). */
+export interface AttentionCaps {
+  features: ReadonlySet<FeatureName>;
+  subgroupMinSize: number;
+  subgroupMaxSize: number;
+  maxWorkgroupStorage: number;
+  maxInvocations: number;
+  /** A software renderer (lavapipe): slice loops keep a runtime trip count there (compile time). */
+  software: boolean;
+}
+
+export function deviceAttentionCaps(): AttentionCaps {
+  const dev = engine().dev;
+  return {
+    features: dev.features,
+    subgroupMinSize: dev.subgroupSize.min,
+    subgroupMaxSize: dev.subgroupSize.max,
+    maxWorkgroupStorage: dev.limits.maxComputeWorkgroupStorageSize,
+    maxInvocations: dev.limits.maxComputeInvocationsPerWorkgroup,
+    software: dev.info.isSoftware,
+  };
+}
+
+/** Workgroup-memory bytes of a kernel with these constants. */
+function sharedBytes(kind: KernelKind, DV: number, BLOCK: number, NT: number, exchange: Exchange): number {
+  const names = kind === 'fwd' ? 1 : 2; // score vectors exchanged per step: s, or s and dp
+  const part = exchange === 'workgroup' ? NT * names * (STEP[kind] / 4) * 16 : 4;
+  const extra = kind === 'dkv' ? 3 * BLOCK * 4 : BLOCK * 4;
+  return 2 * BLOCK * DV * 16 + extra + part + 16;
+}
+
+function makeGeo(kind: KernelKind, d: Pick<Dims, 'Dh' | 'qType' | 'kvType'>, exchange: Exchange, caps: AttentionCaps, tiles?: AttentionTiles): Geo {
+  const { TPR, WV } = sliceGeometry(d.Dh);
+  const DV = TPR * WV;
+  const maxThreads = Math.min(256, caps.maxInvocations);
+  let rows = tiles?.rows ?? Math.min(64, Math.max(1, Math.floor(maxThreads / TPR)));
+  if (!Number.isInteger(rows) || rows < 1 || rows * TPR > caps.maxInvocations) {
+    throw new RangeError(`attention tile rows ${rows} must be a positive integer with rows·${TPR} lanes ≤ ${caps.maxInvocations}`);
+  }
+  if (exchange === 'subgroup') rows = Math.max(rows, Math.ceil(caps.subgroupMaxSize / TPR)); // whole subgroups
+  const override = tiles?.block;
+  if (override !== undefined && (override % BLOCK_MULTIPLE !== 0 || override < BLOCK_MULTIPLE)) throw new RangeError(`attention tile block ${override} must be a positive multiple of ${BLOCK_MULTIPLE}`);
+  for (;;) {
+    const NT = rows * TPR;
+    for (const BLOCK of override !== undefined ? [override] : [64, 32, 16, 8]) {
+      if (sharedBytes(kind, DV, BLOCK, NT, exchange) <= caps.maxWorkgroupStorage) {
+        return { kind, TPR, WV, DV, CH: STEP[kind], ROWS: rows, BLOCK, NT, exchange, qType: d.qType, kvType: d.kvType, unroll: tiles?.unroll ?? !caps.software };
+      }
+    }
+    if (tiles?.rows !== undefined || rows === 1) break;
+    rows = Math.ceil(rows / 2);
+  }
+  throw new RangeError(`attention: no ${kind} tile of head dim ${d.Dh} fits ${caps.maxWorkgroupStorage} bytes of workgroup memory`);
+}
+
+/** Whether the subgroup exchange can run this geometry: a row's lanes within one subgroup, whole subgroups. */
+function subgroupFits(kind: KernelKind, d: Pick<Dims, 'Dh' | 'qType' | 'kvType'>, caps: AttentionCaps, tiles?: AttentionTiles): boolean {
+  const { TPR } = sliceGeometry(d.Dh);
+  if (!caps.features.has('subgroups') || TPR < 2 || caps.subgroupMinSize < TPR || caps.subgroupMaxSize < 1) return false;
+  try {
+    const g = makeGeo(kind, d, 'subgroup', caps, tiles);
+    return g.NT % caps.subgroupMaxSize === 0;
+  } catch {
+    return false;
+  }
+}
+
+/** The shape facts the variant table looks at. */
+export interface AttentionShape {
+  B: number;
+  T: number;
+  S: number;
+  Hq: number;
+  Hkv: number;
+  Dh: number;
+  qType: 'f32' | 'f16';
+  kvType: 'f32' | 'f16';
+}
+
+/**
+ * One registered attention kernel variant. `requires`: optional device features it needs;
+ * `supports`: whether it can run a shape on a device at all (what a tuner may time); `preferred`:
+ * whether the default chooser takes it for the shape (the table is in order of preference).
+ */
+export interface AttentionVariant {
+  name: string;
+  pass: 'forward' | 'backward';
+  layout: ForwardLayout;
+  exchange: Exchange;
+  requires: readonly FeatureName[];
+  supports(s: AttentionShape, caps: AttentionCaps): boolean;
+  preferred(s: AttentionShape): boolean;
+}
+
+const fewRows = (s: AttentionShape): boolean => (s.Hq / s.Hkv) * s.T <= SPLIT_MAX_ROWS;
+
+export const ATTENTION_VARIANTS: readonly AttentionVariant[] = [
+  { name: 'forward.split.subgroup', pass: 'forward', layout: 'split', exchange: 'subgroup', requires: ['subgroups'], supports: (s, c) => subgroupFits('fwd', s, c), preferred: fewRows },
+  { name: 'forward.split.workgroup', pass: 'forward', layout: 'split', exchange: 'workgroup', requires: [], supports: () => true, preferred: fewRows },
+  { name: 'forward.tiled.subgroup', pass: 'forward', layout: 'tiled', exchange: 'subgroup', requires: ['subgroups'], supports: (s, c) => subgroupFits('fwd', s, c), preferred: () => true },
+  { name: 'forward.tiled.workgroup', pass: 'forward', layout: 'tiled', exchange: 'workgroup', requires: [], supports: () => true, preferred: () => true },
+  { name: 'backward.subgroup', pass: 'backward', layout: 'tiled', exchange: 'subgroup', requires: ['subgroups'], supports: (s, c) => subgroupFits('dq', s, c) && subgroupFits('dkv', s, c), preferred: () => true },
+  { name: 'backward.workgroup', pass: 'backward', layout: 'tiled', exchange: 'workgroup', requires: [], supports: () => true, preferred: () => true },
+];
+
+const hasAll = (v: AttentionVariant, caps: AttentionCaps): boolean => v.requires.every((f) => caps.features.has(f));
+
+/** Every variant that can run this shape on this device (what a tuner would time). */
+export function attentionVariantsFor(pass: 'forward' | 'backward', s: AttentionShape, caps: AttentionCaps): AttentionVariant[] {
+  return ATTENTION_VARIANTS.filter((v) => v.pass === pass && hasAll(v, caps) && v.supports(s, caps));
+}
+
+/** The default variant for a shape: the first in table order that the device and shape allow and prefer. */
+export function chooseAttentionVariant(pass: 'forward' | 'backward', s: AttentionShape, caps: AttentionCaps): AttentionVariant {
+  const v = attentionVariantsFor(pass, s, caps).find((x) => x.preferred(s));
+  if (!v) throw new Error(`attention: no ${pass} variant for [B${s.B} T${s.T} S${s.S} Hq${s.Hq} Hkv${s.Hkv} Dh${s.Dh}]`); // the workgroup variants take every shape
+  return v;
+}
+
+function shapeOf(d: Dims): AttentionShape {
+  return { B: d.B, T: d.T, S: d.S, Hq: d.Hq, Hkv: d.Hkv, Dh: d.Dh, qType: d.qType, kvType: d.kvType };
+}
+
+/** The exchange to compile: the override (checked against the device) or the chosen variant's for the layout. */
+function pickExchange(pass: 'forward' | 'backward', layout: ForwardLayout, d: Dims, caps: AttentionCaps, tiles?: AttentionTiles): Exchange {
+  if (tiles?.exchange === 'workgroup') return 'workgroup';
+  const kinds: KernelKind[] = pass === 'forward' ? ['fwd'] : ['dq', 'dkv'];
+  const fits = kinds.every((k) => subgroupFits(k, d, caps, tiles));
+  if (tiles?.exchange === 'subgroup') {
+    if (!fits) {
+      const { TPR } = sliceGeometry(d.Dh);
+      throw new RangeError(
+        `attention: the subgroup exchange cannot run head dim ${d.Dh} here (needs the subgroups feature` +
+          ` [${caps.features.has('subgroups') ? 'present' : 'absent'}] and 2 ≤ ${TPR} lanes per row ≤ subgroup size ${caps.subgroupMinSize})`,
+      );
+    }
+    return 'subgroup';
+  }
+  const v = attentionVariantsFor(pass, shapeOf(d), caps).find((x) => x.layout === layout);
+  return v?.exchange === 'subgroup' && fits ? 'subgroup' : 'workgroup';
+}
+
+/**
+ * Split layout: 8 rows per workgroup when a kv head has at most 8 query rows (decoding with GQA ≤ 8),
+ * else the tiled layout's rows (and its pipeline).
+ */
+function splitTiles(d: Dims, tiles?: AttentionTiles): AttentionTiles | undefined {
+  return tiles?.rows === undefined && d.group * d.T <= 8 ? { ...tiles, rows: 8 } : tiles;
+}
+
+// ---------------------------------------------------------------------------------------------
+// WGSL building blocks.
+
+function uniforms(d: Dims, extra: { n?: number; splitMode?: boolean; chunk?: number; splits?: number; rowBlocks?: number } = {}): Uniforms {
   return new Uniforms()
     .u32(d.T).u32(d.S).u32(d.Sk).u32(d.Hq)
     .u32(d.Hkv).u32(d.group).i32(d.qOffset).f32(d.scale * LOG2E)
-    .f32(d.scale).f32(-Infinity).u32(n).u32((d.causal ? 1 : 0) | (d.seg ? 2 : 0) | (d.kvStart ? 4 : 0));
+    .f32(d.scale).f32(-Infinity).u32(extra.n ?? 0)
+    .u32((d.causal ? 1 : 0) | (d.seg ? 2 : 0) | (d.kvStart ? 4 : 0) | (extra.splitMode ? 8 : 0))
+    .u32(d.Dh / 4).u32(extra.splits ?? 1).u32(extra.chunk ?? 0).u32(extra.rowBlocks ?? 1)
+    .u32(sliceGeometry(d.Dh).WV).u32(sliceGeometry(d.Dh).TPR);
 }
 
 const HEADER = /* wgsl */ `
 struct P {
   T: u32, S: u32, Sk: u32, Hq: u32,
   Hkv: u32, group: u32, qOffset: i32, scale2: f32,
-  scale: f32, negInf: f32, n: u32, flags: u32, // flags: 1 causal, 2 segments, 4 kvStart
+  scale: f32, negInf: f32, n: u32, flags: u32, // flags: 1 causal, 2 segments, 4 kvStart, 8 split layout
+  dh4: u32, splits: u32, chunk: u32, rowBlocks: u32,
+  wv: u32, tpr: u32, // WV and TPR, for loops with a runtime trip count (software adapters)
 }
 @group(0) @binding(0) var<uniform> p: P;
 const NEG = -3.0e38; // below any finite score: marks "no key seen yet"
@@ -133,103 +391,122 @@ const LN2 = 0.6931471805599453;
 const LOG2E = 1.4426950408889634;
 `;
 
-/** Geometry of one tiled kernel: TPR threads per row, each owning WV vec4 of the (padded) head dim. */
-interface Geo {
-  DH: number;
-  TPR: number;
-  WV: number;
-  DV: number; // vec4 per padded row
-  ROWS: number;
-  BLOCK: number;
-  NT: number;
-}
-
-function geometry(Dh: number, sliceMax: number, rows: number, block: (g: Omit<Geo, 'BLOCK'>) => number): Geo {
-  const TPR = Math.ceil(Dh / sliceMax);
-  const WV = Math.ceil(Math.ceil(Dh / TPR) / 4);
-  const g = { DH: Dh, TPR, WV, DV: TPR * WV, ROWS: rows, NT: rows * TPR };
-  return { ...g, BLOCK: block(g) };
-}
-
-/** The largest block of rows (multiple of CH, ≤ 64) whose workgroup memory fits the device. */
-function pickBlock(bytes: (block: number) => number, override?: number): number {
-  if (override !== undefined) {
-    if (override % CH !== 0 || override < CH) throw new RangeError(`attention tile block ${override} must be a positive multiple of ${CH}`);
-    return override;
-  }
-  const limit = engine().dev.limits.maxComputeWorkgroupStorageSize;
-  for (const b of [64, 32, 16, 8]) if (bytes(b) <= limit) return b;
-  throw new RangeError('attention: workgroup memory too small for the smallest tile');
-}
-
-function geoConsts(g: Geo): string {
-  return `const DH = ${g.DH}u; const TPR = ${g.TPR}u; const WV = ${g.WV}u; const DV = ${g.DV}u;
-const ROWS = ${g.ROWS}u; const BLOCK = ${g.BLOCK}u; const NT = ${g.NT}u; const CH = ${CH}u;`;
-}
-
 const range = (n: number): number[] => [...Array(n).keys()];
 const lines = (n: number, f: (i: number) => string, sep = '\n  '): string => range(n).map(f).join(sep);
 
-// Register arrays are generated as separate scalars/vec4s with every index a constant (q0, q1, …):
-// dynamically indexed private arrays become if-ladders in some compilers (lavapipe took minutes to
-// compile the loop form), and constant indices let every compiler keep them in registers.
+function preamble(g: Geo): string {
+  return `${g.exchange === 'subgroup' ? 'enable subgroups;\n' : ''}${HEADER}
+const TPR = ${g.TPR}u; const WV = ${g.WV}u; const DV = ${g.DV}u; const ROWS = ${g.ROWS}u; const BLOCK = ${g.BLOCK}u; const NT = ${g.NT}u; const CH = ${g.CH}u;`;
+}
 
-/** WGSL: vec4 load / store of dims d0..d0+3 of a row (zero-padded past DH) for a flat f32 array. */
-function rowIo(buf: string, write: boolean): string {
-  const ld = `fn ld_${buf}(base: u32, d0: u32) -> vec4f {
-  var x = vec4f(0.0);
-  ${lines(4, (c) => `if (d0 + ${c}u < DH) { x[${c}] = ${buf}[base + d0 + ${c}u]; }`)}
-  return x;
+/** WGSL: a storage binding of q/k/v-like data read as vec4f rows (f32, or f16 packed two per u32). */
+function inputBinding(binding: number, name: string, type: 'f32' | 'f16'): string {
+  const elem = type === 'f32' ? 'vec4f' : 'vec2u';
+  const load = type === 'f32' ? `return ${name}[i];` : `let w = ${name}[i];\n  return vec4f(unpack2x16float(w.x), unpack2x16float(w.y));`;
+  return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<${elem}>;
+fn ld${name}(i: u32) -> vec4f {
+  ${load}
 }`;
-  const st = `fn st_${buf}(base: u32, d0: u32, x: vec4f) {
-  ${lines(4, (c) => `if (d0 + ${c}u < DH) { ${buf}[base + d0 + ${c}u] = x[${c}]; }`)}
-}`;
-  return write ? st : ld;
 }
 
-/** WGSL: declares vec4 registers name0..name{WV-1}. */
-function regs(g: Geo, name: string): string {
-  return lines(g.WV, (w) => `var ${name}${w} = vec4f(0.0);`);
+function entry(g: Geo): string {
+  const sg = g.exchange === 'subgroup' ? ', @builtin(subgroup_invocation_id) sgl: u32, @builtin(subgroup_size) sgn: u32' : '';
+  return `@compute @workgroup_size(${g.NT})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sg})`;
 }
 
-/** WGSL: this thread's slice of a row into registers. */
-function loadSlice(g: Geo, dst: string, buf: string, base: string, mul = ''): string {
-  return lines(g.WV, (w) => `${dst}${w} = ld_${buf}(${base}, (sl * WV + ${w}u) * 4u)${mul};`);
+/** WGSL: `row` and `sl` (slice) of this lane. */
+function rowMap(g: Geo): string {
+  // Slice-major: consecutive lanes hold the same slice of consecutive rows, so their workgroup-memory
+  // reads of a staged row hit one address (a broadcast on GPUs; one scalar load for lavapipe's SIMD lanes).
+  if (g.exchange === 'workgroup') return 'let row = lid % ROWS; let sl = lid / ROWS;';
+  // A subgroup's index from an atomic, so lanes sgi·sgn + [0, sgn) are exactly this subgroup's.
+  return `var sgi = 0u;
+  if (sgl == 0u) { sgi = atomicAdd(&sgCount, 1u); }
+  sgi = subgroupBroadcast(sgi, 0u);
+  let vl = sgi * sgn + sgl;
+  let row = vl / TPR; let sl = vl % TPR;`;
 }
 
-function storeSlice(g: Geo, src: string, buf: string, base: string, mul = ''): string {
-  return lines(g.WV, (w) => `st_${buf}(${base}, (sl * WV + ${w}u) * 4u, ${src}${w}${mul});`);
+function exchangeDecl(g: Geo, names: number): string {
+  return g.exchange === 'workgroup' ? `var<workgroup> shPart: array<vec4f, ${g.NT * names * (g.CH / 4)}>;` : 'var<workgroup> sgCount: atomic<u32>;';
 }
 
-/** WGSL expression: partial dot product of registers a* with row `r` of a staged block (base index `kb`). */
-function dotRow(g: Geo, a: string, sh: string, r: number): string {
-  return range(g.WV).map((w) => `dot(${a}${w}, ${sh}[kb + ${r * g.DV + w}u])`).join(' + ');
-}
-
-/** WGSL: acc_w += Σ_r coef_r · sh[row r] for every register of the slice. */
-function axpyRows(g: Geo, acc: string, coef: string, sh: string): string {
-  return lines(g.WV, (w) => `${acc}${w} += ${range(CH).map((r) => `${coef}${r} * ${sh}[kb + ${r * g.DV + w}u]`).join(' + ')};`);
-}
-
-/** WGSL: sums the TPR slices' partial dot products (scalars a0..a{CH-1} per name) through workgroup memory. */
+/** WGSL: sums vec4 registers `${name}${v}` over the TPR lanes of each row. */
 function exchange(g: Geo, names: string[]): string {
   if (g.TPR === 1) return '';
-  const n = names.length;
-  const put = range(CH).flatMap((r) => names.map((a, k) => `shPart[lid * ${CH * n}u + ${r * n + k}u] = ${a}${r};`));
-  const get = range(CH).flatMap((r) =>
-    names.map((a, k) => `${a}${r} = ${range(g.TPR).map((t) => `shPart[row * ${g.TPR * CH * n}u + ${t * CH * n + r * n + k}u]`).join(' + ')};`));
-  return `${put.join('\n      ')}
+  const regs = names.flatMap((n) => range(g.CH / 4).map((v) => `${n}${v}`));
+  if (g.exchange === 'subgroup') {
+    const steps: string[] = [];
+    for (let m = 1; m < g.TPR; m *= 2) for (const r of regs) steps.push(`${r} += subgroupShuffleXor(${r}, ${m}u);`);
+    return steps.join('\n      ');
+  }
+  const n = regs.length;
+  return `${regs.map((r, k) => `shPart[lid * ${n}u + ${k}u] = ${r};`).join(' ')}
       workgroupBarrier();
-      ${get.join('\n      ')}
+      ${regs.map((r) => `${r} = vec4f(0.0);`).join(' ')}
+      for (var t = 0u; t < ${g.unroll ? 'TPR' : 'p.tpr'}; t++) {
+        let pb = (t * ROWS + row) * ${n}u;
+        ${regs.map((r, k) => `${r} += shPart[pb + ${k}u];`).join(' ')}
+      }
       workgroupBarrier();`;
 }
 
-function partDecl(g: Geo, n: number): string {
-  return g.TPR > 1 ? `var<workgroup> shPart: array<f32, ${g.NT * CH * n}>;` : '';
+/** WGSL: declares a slice array (registers once the slice loop is unrolled). */
+function regs(name: string): string {
+  return `var ${name}: array<vec4f, WV>;`;
 }
 
-/** WGSL: lid 0 decides whether a block of `count` rows from `first` shares a segment id with [lo, hi]. */
-const SEG_SKIP = /* wgsl */ `
+/**
+ * WGSL: a loop over the slice's vec4 (index w). On GPUs its trip count is the constant WV, so the
+ * compiler unrolls it and the slice arrays live in registers; on software adapters it is a uniform,
+ * so the body is compiled once (see the header: compile time grows faster than linearly with code).
+ */
+function sliceLoop(g: Geo, body: string): string {
+  return `for (var w = 0u; w < ${g.unroll ? 'WV' : 'p.wv'}; w++) {
+        ${body}
+      }`;
+}
+
+/** WGSL: this lane's slice of the row at vec4 index `base` (zero past Dh). */
+function loadSlice(g: Geo, dst: string, ld: string, base: string, mul = ''): string {
+  return sliceLoop(g, `if (sl * WV + w < p.dh4) { ${dst}[w] = ${ld}(${base} + sl * WV + w)${mul}; }`);
+}
+
+function storeSlice(g: Geo, src: string, buf: string, base: string, mul = ''): string {
+  return sliceLoop(g, `if (sl * WV + w < p.dh4) { ${buf}[${base} + sl * WV + w] = ${src}[w]${mul}; }`);
+}
+
+/**
+ * WGSL: score vectors `${out}0..` (CH/4 vec4 each) = partial dot products of slice arrays with CH staged
+ * rows from `kb`, for each [out, slice array, staged block] triple, in one slice loop.
+ */
+function dotRows(g: Geo, terms: [string, string, string][]): string {
+  const decl = terms.flatMap(([out]) => range(g.CH / 4).map((v) => `var ${out}${v} = vec4f(0.0);`)).join(' ');
+  const body = terms
+    .map(([out, a, sh]) => {
+      const dot = (r: number) => `dot(${a}w, ${sh}[ix${r ? ` + ${r * g.DV}u` : ''}])`;
+      return `let ${a}w = ${a}[w];
+        ${range(g.CH / 4).map((v) => `${out}${v} += vec4f(${range(4).map((c) => dot(4 * v + c)).join(', ')});`).join('\n        ')}`;
+    })
+    .join('\n        ');
+  return `${decl}
+      ${sliceLoop(g, `let ix = kb + w;\n        ${body}`)}`;
+}
+
+/** WGSL: r-th scalar of score vectors `${name}0..`. */
+const comp = (name: string, r: number): string => `${name}${r >> 2}.${'xyzw'[r & 3]}`;
+
+/** WGSL: acc[w] = acc[w]·decay + Σ_r coef_r · sh[row r][w] for each [acc, coef, staged block], in one slice loop. */
+function axpyRows(g: Geo, terms: [string, (r: number) => string, string][], decay = ''): string {
+  const body = terms
+    .map(([acc, coef, sh]) => `${acc}[w] = ${acc}[w]${decay} + ${range(g.CH).map((r) => `${coef(r)} * ${sh}[ix${r ? ` + ${r * g.DV}u` : ''}]`).join(' + ')};`)
+    .join('\n        ');
+  return sliceLoop(g, `let ix = kb + w;\n        ${body}`);
+}
+
+/** WGSL: lid 0's helper, the segment-id range of `count` rows from `first` of batch row b. */
+const SEG_RANGE = /* wgsl */ `
 fn segRange(b: u32, first: u32, count: u32) -> vec2i {
   var r = vec2i(2147483647, -2147483647);
   for (var t = first; t < first + count; t++) {
@@ -239,307 +516,227 @@ fn segRange(b: u32, first: u32, count: u32) -> vec2i {
   return r;
 }`;
 
-// ---------------------------------------------------------------------------------------------
-// Forward, tiled (prefill / training).
-
-function forwardTiledGeo(Dh: number, tiles?: AttentionTiles): Geo {
-  return geometry(Dh, 64, tiles?.rows ?? 64, (g) =>
-    pickBlock((bk) => 2 * bk * g.DV * 16 + (g.TPR > 1 ? g.NT * CH * 4 : 0) + bk * 4 + 16 + 256, tiles?.block));
+/**
+ * WGSL: stages BLOCK rows (from j0, in [lo, limit)) of two inputs of head `hh` into workgroup memory,
+ * zero elsewhere. Rows below `lo` are never read: a KV cache's positions before a row's kvStart may
+ * never have been written (a masked key's zero weight times a NaN value would still be NaN).
+ */
+function stageRows(a: [string, string], bsh: [string, string], rowsTotal: string, heads: string, hh: string, limit: string, lo = '0u'): string {
+  return `for (var e = lid; e < BLOCK * DV; e += NT) {
+      let jj = e / DV; let w = e % DV; let j = j0 + jj;
+      var x0 = vec4f(0.0); var x1 = vec4f(0.0);
+      if (j >= ${lo} && j < ${limit} && w < p.dh4) {
+        let gi = ((b * ${rowsTotal} + j) * ${heads} + ${hh}) * p.dh4 + w;
+        x0 = ld${a[0]}(gi); x1 = ld${a[1]}(gi);
+      }
+      ${bsh[0]}[e] = x0; ${bsh[1]}[e] = x1;
+    }`;
 }
 
-function forwardTiledKernel(g: Geo): string {
-  return /* wgsl */ `${HEADER}
-${geoConsts(g)}
-@group(0) @binding(1) var<storage, read> Q: array<f32>;
-@group(0) @binding(2) var<storage, read> K: array<f32>;
-@group(0) @binding(3) var<storage, read> V: array<f32>;
-@group(0) @binding(4) var<storage, read_write> O: array<f32>;
-@group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
+/**
+ * WGSL, forward and dQ: at key block j0, skip it (whole workgroup) when its segment ids cannot meet the
+ * query rows', else stage its segment ids, K and V (keys from `lo` on); `cEnd` = keys of the block below kHi.
+ */
+const keyBlockPrologue = (lo: string) => `if (SEGON) {
+      if (lid == 0u) {
+        let kr = segRange(b, j0, min(BLOCK, kHi - j0));
+        shSkip = select(0u, 1u, kr.y < qRange.x || kr.x > qRange.y);
+      }
+      if (workgroupUniformLoad(&shSkip) != 0u) { continue; }
+      for (var t = lid; t < BLOCK; t += NT) { shSeg[t] = SEG[b * p.T + min(j0 + t, p.S - 1u)]; }
+    }
+    ${stageRows(['K', 'V'], ['shK', 'shV'], 'p.Sk', 'p.Hkv', 'hk', 'p.S', lo)}
+    workgroupBarrier();
+    let cEnd = min(BLOCK, kHi - j0);`;
+
+// ---------------------------------------------------------------------------------------------
+// Forward (tiled and split layouts in one pipeline).
+
+function forwardKernel(g: Geo): string {
+  return /* wgsl */ `${preamble(g)}
+${inputBinding(1, 'Q', g.qType)}
+${inputBinding(2, 'K', g.kvType)}
+${inputBinding(3, 'V', g.kvType)}
+@group(0) @binding(4) var<storage, read_write> O: array<vec4f>;   // out, or split partials (o unnormalized)
+@group(0) @binding(5) var<storage, read_write> LSE: array<f32>;   // lse, or split partials (m, l)
 @group(0) @binding(6) var<storage, read> SEG: array<i32>;
 @group(0) @binding(7) var<storage, read> KVS: array<i32>;
 var<workgroup> shK: array<vec4f, ${g.BLOCK * g.DV}>;
 var<workgroup> shV: array<vec4f, ${g.BLOCK * g.DV}>;
-${partDecl(g, 1)}
-var<workgroup> shKSeg: array<i32, ${g.BLOCK}>;
+var<workgroup> shSeg: array<i32, ${g.BLOCK}>;
 var<workgroup> shSkip: u32;
-${SEG_SKIP}
-${rowIo('Q', false)}
-${rowIo('O', true)}
+${exchangeDecl(g, 1)}
+${SEG_RANGE}
 
-@compute @workgroup_size(${g.NT})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u;
-  let b = wid.z; let h = wid.y; let hk = h / p.group;
-  let i0 = wid.x * ROWS;
-  let row = lid / TPR; let sl = lid % TPR;
-  let i = i0 + row;
-  let rowValid = i < p.T;
+${entry(g)} {
+  let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u; let SPLIT = (p.flags & 8u) != 0u;
+  ${rowMap(g)}
+  let b = wid.z;
+  var h = wid.y; var hk = h / p.group; var i = 0u; var rowValid = false;
+  var kLo = 0u; var kHi = p.S; // keys this workgroup visits (uniform)
+  var qFirst = 0u; var qCount = p.T; // query positions of this workgroup (uniform, for segment skips)
+  var chunkIx = 0u;
+  if (SPLIT) {
+    // Rows are the group·T (query head, position) pairs of kv head wid.y; wid.x = chunk · rowBlocks + row block.
+    hk = wid.y;
+    let rb = wid.x % p.rowBlocks; chunkIx = wid.x / p.rowBlocks;
+    let f = rb * ROWS + row; let F = p.group * p.T;
+    rowValid = f < F;
+    let fc = min(f, F - 1u);
+    h = hk * p.group + fc / p.T; i = fc % p.T;
+    if (CAUSAL) { kHi = u32(clamp(i32(p.T) + p.qOffset, 0, i32(p.S))); }
+    kLo = chunkIx * p.chunk; kHi = min(kHi, kLo + p.chunk);
+  } else {
+    let i0 = wid.x * ROWS;
+    rowValid = i0 + row < p.T;
+    i = min(i0 + row, p.T - 1u);
+    qFirst = i0; qCount = min(ROWS, p.T - i0);
+    if (CAUSAL) { kHi = u32(clamp(i32(i0 + qCount) + p.qOffset, 0, i32(p.S))); }
+  }
+  // Left padding: keys before this batch row's first valid key are invisible (and their blocks skipped).
+  if ((p.flags & 4u) != 0u) { kLo = max(kLo, u32(max(KVS[b], 0))); }
   let qlim = i32(i) + p.qOffset; // last key this row sees (causal)
-  let qbase = ((b * p.T + min(i, p.T - 1u)) * p.Hq + h) * DH;
-  ${regs(g, 'q')}
-  ${regs(g, 'o')}
-  ${loadSlice(g, 'q', 'Q', 'qbase', ' * p.scale2')}
+  let qbase = ((b * p.T + i) * p.Hq + h) * p.dh4;
+  ${regs('q')}
+  ${regs('o')}
+  ${loadSlice(g, 'q', 'ldQ', 'qbase', ' * p.scale2')}
   var m = NEG;
   var l = 0.0;
-  let rowsHere = min(ROWS, p.T - i0);
-  var kEnd = p.S;
-  if (CAUSAL) { kEnd = u32(clamp(i32(i0 + rowsHere) + p.qOffset, 0, i32(p.S))); }
   var mySeg = 0;
   var qRange = vec2i(0, 0);
   if (SEGON) {
-    mySeg = SEG[b * p.T + min(i, p.T - 1u)];
-    if (lid == 0u) { qRange = segRange(b, i0, rowsHere); }
+    mySeg = SEG[b * p.T + i];
+    if (lid == 0u) { qRange = segRange(b, qFirst, qCount); }
   }
-  // Left padding: keys before this batch row's first valid key are invisible (and their blocks skipped).
-  var kStart = 0u;
-  if ((p.flags & 4u) != 0u) { kStart = u32(max(KVS[b], 0)); }
-  let nkb = (kEnd + BLOCK - 1u) / BLOCK;
-  for (var kb0 = kStart / BLOCK; kb0 < nkb; kb0++) {
-    let j0 = kb0 * BLOCK;
-    if (SEGON) {
-      if (lid == 0u) {
-        let kr = segRange(b, j0, min(BLOCK, kEnd - j0));
-        shSkip = select(0u, 1u, kr.y < qRange.x || kr.x > qRange.y);
-      }
-      if (workgroupUniformLoad(&shSkip) != 0u) { continue; }
-      for (var t = lid; t < BLOCK; t += NT) { shKSeg[t] = SEG[b * p.T + min(j0 + t, p.S - 1u)]; }
-    }
-    ${STAGE_KV}
-    workgroupBarrier();
-    for (var c0 = 0u; c0 < BLOCK; c0 += CH) {
-      if (j0 + c0 >= kEnd) { break; }
+  for (var j0 = (kLo / BLOCK) * BLOCK; j0 < kHi; j0 += BLOCK) {
+    ${keyBlockPrologue('kLo')}
+    for (var c0 = 0u; c0 < cEnd; c0 += CH) {
       let kb = c0 * DV + sl * WV;
-      ${lines(CH, (r) => `var s${r} = ${dotRow(g, 'q', 'shK', r)};`)}
+      ${dotRows(g, [['s', 'q', 'shK']])}
       ${exchange(g, ['s'])}
       var cmax = NEG;
-      ${lines(CH, (r) => `let ok${r} = ${visible(r, 'rowValid', 'j0 + c0', 'qlim', 'shKSeg[c0 + ' + r + 'u]')} && j0 + c0 + ${r}u >= kStart;
-      if (ok${r}) { cmax = max(cmax, s${r}); }`)}
+      ${lines(g.CH, (r) => `let ok${r} = rowValid && c0 + ${r}u < cEnd && j0 + c0 + ${r}u >= kLo && (!CAUSAL || i32(j0 + c0 + ${r}u) <= qlim) && (!SEGON || shSeg[c0 + ${r}u] == mySeg);
+      if (ok${r}) { cmax = max(cmax, ${comp('s', r)}); }`, '\n      ')}
       if (cmax > NEG) {
         let mn = max(m, cmax);
         let alpha = exp2(m - mn);
-        ${lines(CH, (r) => `let p${r} = select(0.0, exp2(s${r} - mn), ok${r});`)}
-        l = l * alpha + ${range(CH).map((r) => `p${r}`).join(' + ')};
-        ${lines(g.WV, (w) => `o${w} *= alpha;`)}
-        ${axpyRows(g, 'o', 'p', 'shV')}
+        ${lines(g.CH, (r) => `let p${r} = select(0.0, exp2(${comp('s', r)} - mn), ok${r});`, '\n        ')}
+        l = l * alpha + ${range(g.CH).map((r) => `p${r}`).join(' + ')};
+        ${axpyRows(g, [['o', (r) => `p${r}`, 'shV']], ' * alpha')}
         m = mn;
       }
     }
     workgroupBarrier();
   }
+  let lrow = (b * p.Hq + h) * p.T + i;
   if (rowValid) {
-    let inv = select(0.0, 1.0 / l, l > 0.0);
-    ${storeSlice(g, 'o', 'O', 'qbase', ' * inv')}
-    if (sl == 0u) { LSE[(b * p.Hq + h) * p.T + i] = select(p.negInf, (m + log2(l)) * LN2, l > 0.0); }
+    if (p.splits > 1u) {
+      let prow = chunkIx * p.n + lrow; // p.n = B·Hq·T rows
+      ${storeSlice(g, 'o', 'O', 'prow * p.dh4')}
+      if (sl == 0u) { LSE[2u * prow] = m; LSE[2u * prow + 1u] = l; }
+    } else {
+      let inv = select(0.0, 1.0 / l, l > 0.0);
+      ${storeSlice(g, 'o', 'O', 'qbase', ' * inv')}
+      if (sl == 0u) { LSE[lrow] = select(p.negInf, (m + log2(l)) * LN2, l > 0.0); }
+    }
   }
 }`;
 }
 
-/** WGSL expression: whether key (first + r) is visible to this thread's query row. */
-function visible(r: number, valid: string, first: string, qlim: string, segExpr: string): string {
-  return `${valid} && ${first} + ${r}u < kEnd && (!CAUSAL || i32(${first} + ${r}u) <= ${qlim}) && (!SEGON || ${segExpr} == mySeg)`;
-}
-
-/** WGSL: stages BLOCK rows of K and V (kv head hk, from key j0) into workgroup memory, zero past S and DH. */
-const STAGE_KV = /* wgsl */ `for (var e = lid; e < BLOCK * DV * 4u; e += NT) {
-      let jj = e / (DV * 4u); let d = e % (DV * 4u); let j = j0 + jj;
-      var kx = 0.0; var vx = 0.0;
-      if (j < p.S && d < DH) {
-        let gi = ((b * p.Sk + j) * p.Hkv + hk) * DH + d;
-        kx = K[gi]; vx = V[gi];
-      }
-      shK[jj * DV + d / 4u][d % 4u] = kx;
-      shV[jj * DV + d / 4u][d % 4u] = vx;
-    }`;
-
-// ---------------------------------------------------------------------------------------------
-// Forward, decode (few query rows, long KV cache).
-
-function forwardDecodeKernel(Dh: number): string {
-  const G = Math.floor(DECODE_THREADS / Dh);
-  return /* wgsl */ `${HEADER}
-const DH = ${Dh}u; const NT = ${DECODE_THREADS}u; const G = ${G}u;
-@group(0) @binding(1) var<storage, read> Q: array<f32>;
-@group(0) @binding(2) var<storage, read> K: array<f32>;
-@group(0) @binding(3) var<storage, read> V: array<f32>;
-@group(0) @binding(4) var<storage, read_write> O: array<f32>;
-@group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
-@group(0) @binding(6) var<storage, read> SEG: array<i32>;
-@group(0) @binding(7) var<storage, read> KVS: array<i32>;
-var<workgroup> shQ: array<f32, DH>;
-var<workgroup> shS: array<f32, NT>;
-var<workgroup> shO: array<f32, NT>;
-var<workgroup> shM: array<f32, G>;
-var<workgroup> shL: array<f32, G>;
-
-@compute @workgroup_size(NT)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u;
-  let i = wid.x; let h = wid.y; let b = wid.z; let hk = h / p.group;
-  let qbase = ((b * p.T + i) * p.Hq + h) * DH;
-  for (var d = lid; d < DH; d += NT) { shQ[d] = Q[qbase + d] * p.scale2; }
-  var kEnd = p.S;
-  if (CAUSAL) { kEnd = u32(clamp(i32(i) + p.qOffset + 1, 0, i32(p.S))); }
-  var mySeg = 0;
-  if (SEGON) { mySeg = SEG[b * p.T + i]; }
-  workgroupBarrier();
-  let g = lid / DH; let d = lid % DH; let inGroup = g < G;
-  var m = NEG;
-  var l = 0.0;
-  var acc = 0.0;
-  var kStart = 0u; // left padding: keys before the row's first valid key are invisible
-  if ((p.flags & 4u) != 0u) { kStart = u32(max(KVS[b], 0)); }
-  let nch = (kEnd + NT - 1u) / NT;
-  for (var c = kStart / NT; c < nch; c++) {
-    let j = c * NT + lid;
-    var s = NEG;
-    var ok = j < kEnd && j >= kStart;
-    if (ok && SEGON) { ok = SEG[b * p.T + j] == mySeg; }
-    if (ok) {
-      let kb = ((b * p.Sk + j) * p.Hkv + hk) * DH;
-      var a = 0.0;
-      for (var e = 0u; e < DH; e++) { a += shQ[e] * K[kb + e]; }
-      s = a;
-    }
-    shS[lid] = s;
-    workgroupBarrier();
-    if (inGroup) {
-      var cmax = NEG;
-      for (var jj = g; jj < NT; jj += G) { cmax = max(cmax, shS[jj]); }
-      if (cmax > NEG) {
-        let mn = max(m, cmax);
-        let alpha = exp2(m - mn);
-        l *= alpha;
-        acc *= alpha;
-        for (var jj = g; jj < NT; jj += G) {
-          let sj = shS[jj];
-          if (sj > NEG) {
-            let pj = exp2(sj - mn);
-            l += pj;
-            acc += pj * V[((b * p.Sk + c * NT + jj) * p.Hkv + hk) * DH + d];
-          }
-        }
-        m = mn;
-      }
-    }
-    workgroupBarrier();
+/** Merges split partials (o, m, l) into out and lse: one thread per (row, vec4 of the head dim). */
+const COMBINE_KERNEL = /* wgsl */ `${HEADER}
+@group(0) @binding(1) var<storage, read> OP: array<vec4f>;
+@group(0) @binding(2) var<storage, read> ML: array<f32>;
+@group(0) @binding(3) var<storage, read_write> O: array<vec4f>;
+@group(0) @binding(4) var<storage, read_write> LSE: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let x = gid.x + gid.y * nwg.x * 64u;
+  if (x >= p.n * p.dh4) { return; }
+  let lrow = x / p.dh4; let w = x % p.dh4; // lrow = (b·Hq + h)·T + i
+  var mm = NEG;
+  for (var c = 0u; c < p.splits; c++) { mm = max(mm, ML[2u * (c * p.n + lrow)]); }
+  var ll = 0.0;
+  var acc = vec4f(0.0);
+  for (var c = 0u; c < p.splits; c++) {
+    let pr = c * p.n + lrow;
+    let f = exp2(ML[2u * pr] - mm);
+    ll += ML[2u * pr + 1u] * f;
+    acc += OP[pr * p.dh4 + w] * f;
   }
-  if (inGroup) {
-    shO[lid] = acc;
-    if (d == 0u) { shM[g] = m; shL[g] = l; }
-  }
-  workgroupBarrier();
-  if (lid < DH) {
-    var mm = NEG;
-    for (var k = 0u; k < G; k++) { mm = max(mm, shM[k]); }
-    var ll = 0.0;
-    var oo = 0.0;
-    for (var k = 0u; k < G; k++) {
-      let f = exp2(shM[k] - mm);
-      ll += shL[k] * f;
-      oo += shO[k * DH + lid] * f;
-    }
-    O[qbase + lid] = select(0.0, oo / ll, ll > 0.0);
-    if (lid == 0u) { LSE[(b * p.Hq + h) * p.T + i] = select(p.negInf, (mm + log2(ll)) * LN2, ll > 0.0); }
-  }
+  let i = lrow % p.T; let bh = lrow / p.T; let h = bh % p.Hq; let b = bh / p.Hq;
+  O[((b * p.T + i) * p.Hq + h) * p.dh4 + w] = select(vec4f(0.0), acc / ll, ll > 0.0);
+  if (w == 0u) { LSE[lrow] = select(p.negInf, (mm + log2(ll)) * LN2, ll > 0.0); }
 }`;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Backward.
 
 const DOT_KERNEL = /* wgsl */ `${HEADER}
-@group(0) @binding(1) var<storage, read> DO: array<f32>;
-@group(0) @binding(2) var<storage, read> O: array<f32>;
+@group(0) @binding(1) var<storage, read> DO: array<vec4f>;
+@group(0) @binding(2) var<storage, read> O: array<vec4f>;
 @group(0) @binding(3) var<storage, read_write> D: array<f32>;
-override DH: u32;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let r = gid.x + gid.y * nwg.x * 64u; // row (b, t, h) of [B, T, Hq]
   if (r >= p.n) { return; }
   let h = r % p.Hq; let bt = r / p.Hq; let t = bt % p.T; let b = bt / p.T;
   var s = 0.0;
-  for (var d = 0u; d < DH; d++) { s += DO[r * DH + d] * O[r * DH + d]; }
+  for (var w = 0u; w < p.dh4; w++) { s += dot(DO[r * p.dh4 + w], O[r * p.dh4 + w]); }
   D[(b * p.Hq + h) * p.T + t] = s;
 }`;
 
-function dotKernel(Dh: number): string {
-  return DOT_KERNEL.replace('override DH: u32;', `const DH = ${Dh}u;`);
-}
-
-function dqGeo(Dh: number, tiles?: AttentionTiles): Geo {
-  return geometry(Dh, 32, tiles?.rows ?? 64, (g) =>
-    pickBlock((bk) => 2 * bk * g.DV * 16 + (g.TPR > 1 ? g.NT * CH * 8 : 0) + bk * 4 + 16 + 256, tiles?.block));
-}
-
 function dqKernel(g: Geo): string {
-  return /* wgsl */ `${HEADER}
-${geoConsts(g)}
-@group(0) @binding(1) var<storage, read> Q: array<f32>;
-@group(0) @binding(2) var<storage, read> K: array<f32>;
-@group(0) @binding(3) var<storage, read> V: array<f32>;
-@group(0) @binding(4) var<storage, read> DO: array<f32>;
+  return /* wgsl */ `${preamble(g)}
+${inputBinding(1, 'Q', g.qType)}
+${inputBinding(2, 'K', g.kvType)}
+${inputBinding(3, 'V', g.kvType)}
+${inputBinding(4, 'DO', 'f32')}
 @group(0) @binding(5) var<storage, read> LSE: array<f32>;
 @group(0) @binding(6) var<storage, read> DD: array<f32>;
-@group(0) @binding(7) var<storage, read_write> DQ: array<f32>;
+@group(0) @binding(7) var<storage, read_write> DQ: array<vec4f>;
 @group(0) @binding(8) var<storage, read> SEG: array<i32>;
 var<workgroup> shK: array<vec4f, ${g.BLOCK * g.DV}>;
 var<workgroup> shV: array<vec4f, ${g.BLOCK * g.DV}>;
-${partDecl(g, 2)}
-var<workgroup> shKSeg: array<i32, ${g.BLOCK}>;
+var<workgroup> shSeg: array<i32, ${g.BLOCK}>;
 var<workgroup> shSkip: u32;
-${SEG_SKIP}
-${rowIo('Q', false)}
-${rowIo('DO', false)}
-${rowIo('DQ', true)}
+${exchangeDecl(g, 2)}
+${SEG_RANGE}
 
-@compute @workgroup_size(${g.NT})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entry(g)} {
   let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u;
+  ${rowMap(g)}
   let b = wid.z; let h = wid.y; let hk = h / p.group;
   let i0 = wid.x * ROWS;
-  let row = lid / TPR; let sl = lid % TPR;
-  let i = i0 + row;
-  let rowValid = i < p.T;
+  let rowValid = i0 + row < p.T;
+  let i = min(i0 + row, p.T - 1u);
   let qlim = i32(i) + p.qOffset;
-  let ic = min(i, p.T - 1u);
-  let qbase = ((b * p.T + ic) * p.Hq + h) * DH;
-  ${regs(g, 'q')}
-  ${regs(g, 'gr')}
-  ${regs(g, 'dq')}
-  ${loadSlice(g, 'q', 'Q', 'qbase', ' * p.scale2')}
-  ${loadSlice(g, 'gr', 'DO', 'qbase')}
-  let lrow = (b * p.Hq + h) * p.T + ic;
+  let qbase = ((b * p.T + i) * p.Hq + h) * p.dh4;
+  ${regs('q')}
+  ${regs('gr')}
+  ${regs('dq')}
+  ${loadSlice(g, 'q', 'ldQ', 'qbase', ' * p.scale2')}
+  ${loadSlice(g, 'gr', 'ldDO', 'qbase')}
+  let lrow = (b * p.Hq + h) * p.T + i;
   let L2 = LSE[lrow] * LOG2E;
   let Di = DD[lrow];
-  let rowsHere = min(ROWS, p.T - i0);
-  var kEnd = p.S;
-  if (CAUSAL) { kEnd = u32(clamp(i32(i0 + rowsHere) + p.qOffset, 0, i32(p.S))); }
+  let qCount = min(ROWS, p.T - i0);
+  var kHi = p.S;
+  if (CAUSAL) { kHi = u32(clamp(i32(i0 + qCount) + p.qOffset, 0, i32(p.S))); }
   var mySeg = 0;
   var qRange = vec2i(0, 0);
   if (SEGON) {
-    mySeg = SEG[b * p.T + ic];
-    if (lid == 0u) { qRange = segRange(b, i0, rowsHere); }
+    mySeg = SEG[b * p.T + i];
+    if (lid == 0u) { qRange = segRange(b, i0, qCount); }
   }
-  let nkb = (kEnd + BLOCK - 1u) / BLOCK;
-  for (var kb0 = 0u; kb0 < nkb; kb0++) {
-    let j0 = kb0 * BLOCK;
-    if (SEGON) {
-      if (lid == 0u) {
-        let kr = segRange(b, j0, min(BLOCK, kEnd - j0));
-        shSkip = select(0u, 1u, kr.y < qRange.x || kr.x > qRange.y);
-      }
-      if (workgroupUniformLoad(&shSkip) != 0u) { continue; }
-      for (var t = lid; t < BLOCK; t += NT) { shKSeg[t] = SEG[b * p.T + min(j0 + t, p.S - 1u)]; }
-    }
-    ${STAGE_KV}
-    workgroupBarrier();
-    for (var c0 = 0u; c0 < BLOCK; c0 += CH) {
-      if (j0 + c0 >= kEnd) { break; }
+  for (var j0 = 0u; j0 < kHi; j0 += BLOCK) {
+    ${keyBlockPrologue('0u')}
+    for (var c0 = 0u; c0 < cEnd; c0 += CH) {
       let kb = c0 * DV + sl * WV;
-      ${lines(CH, (r) => `var s${r} = ${dotRow(g, 'q', 'shK', r)};\n      var dp${r} = ${dotRow(g, 'gr', 'shV', r)};`)}
+      ${dotRows(g, [['s', 'q', 'shK'], ['dp', 'gr', 'shV']])}
       ${exchange(g, ['s', 'dp'])}
-      ${lines(CH, (r) => `let ds${r} = select(0.0, exp2(s${r} - L2) * (dp${r} - Di), ${visible(r, 'rowValid', 'j0 + c0', 'qlim', 'shKSeg[c0 + ' + r + 'u]')});`)}
-      ${axpyRows(g, 'dq', 'ds', 'shK')}
+      ${lines(g.CH, (r) => `let ds${r} = select(0.0, exp2(${comp('s', r)} - L2) * (${comp('dp', r)} - Di), rowValid && c0 + ${r}u < cEnd && (!CAUSAL || i32(j0 + c0 + ${r}u) <= qlim) && (!SEGON || shSeg[c0 + ${r}u] == mySeg));`, '\n      ')}
+      ${axpyRows(g, [['dq', (r) => `ds${r}`, 'shK']])}
     }
     workgroupBarrier();
   }
@@ -549,107 +746,82 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 }`;
 }
 
-function dkvGeo(Dh: number, tiles?: AttentionTiles): Geo {
-  return geometry(Dh, 32, tiles?.rows ?? 64, (g) =>
-    pickBlock((bq) => 2 * bq * g.DV * 16 + 3 * bq * 4 + (g.TPR > 1 ? g.NT * CH * 8 : 0) + 256, tiles?.block));
-}
-
 function dkvKernel(g: Geo): string {
-  return /* wgsl */ `${HEADER}
-${geoConsts(g)}
-@group(0) @binding(1) var<storage, read> Q: array<f32>;
-@group(0) @binding(2) var<storage, read> K: array<f32>;
-@group(0) @binding(3) var<storage, read> V: array<f32>;
-@group(0) @binding(4) var<storage, read> DO: array<f32>;
+  return /* wgsl */ `${preamble(g)}
+${inputBinding(1, 'Q', g.qType)}
+${inputBinding(2, 'K', g.kvType)}
+${inputBinding(3, 'V', g.kvType)}
+${inputBinding(4, 'DO', 'f32')}
 @group(0) @binding(5) var<storage, read> LSE: array<f32>;
 @group(0) @binding(6) var<storage, read> DD: array<f32>;
-@group(0) @binding(7) var<storage, read_write> DK: array<f32>;
-@group(0) @binding(8) var<storage, read_write> DVo: array<f32>;
+@group(0) @binding(7) var<storage, read_write> DK: array<vec4f>;
+@group(0) @binding(8) var<storage, read_write> DVo: array<vec4f>;
 @group(0) @binding(9) var<storage, read> SEG: array<i32>;
 var<workgroup> shQ: array<vec4f, ${g.BLOCK * g.DV}>;
 var<workgroup> shG: array<vec4f, ${g.BLOCK * g.DV}>;
 var<workgroup> shL2: array<f32, ${g.BLOCK}>;
 var<workgroup> shD: array<f32, ${g.BLOCK}>;
-${partDecl(g, 2)}
-var<workgroup> shQSeg: array<i32, ${g.BLOCK}>;
+var<workgroup> shSeg: array<i32, ${g.BLOCK}>;
 var<workgroup> shSkip: u32;
-${SEG_SKIP}
-${rowIo('K', false)}
-${rowIo('V', false)}
-${rowIo('DK', true)}
-${rowIo('DVo', true)}
+${exchangeDecl(g, 2)}
+${SEG_RANGE}
 
-@compute @workgroup_size(${g.NT})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+${entry(g)} {
   let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u;
+  ${rowMap(g)}
   let b = wid.z; let hk = wid.y;
-  let j0 = wid.x * ROWS;
-  let row = lid / TPR; let sl = lid % TPR;
-  let j = j0 + row;
+  let key0 = wid.x * ROWS;
+  let j = key0 + row;
   let keyValid = j < p.S;
-  let kbase = ((b * p.Sk + min(j, p.Sk - 1u)) * p.Hkv + hk) * DH;
-  ${regs(g, 'k')}
-  ${regs(g, 'v')}
-  ${regs(g, 'dk')}
-  ${regs(g, 'dv')}
+  let kbase = ((b * p.Sk + min(j, p.Sk - 1u)) * p.Hkv + hk) * p.dh4;
+  ${regs('k')}
+  ${regs('v')}
+  ${regs('dk')}
+  ${regs('dv')}
   if (keyValid) {
-    ${loadSlice(g, 'k', 'K', 'kbase')}
-    ${loadSlice(g, 'v', 'V', 'kbase')}
+    ${loadSlice(g, 'k', 'ldK', 'kbase')}
+    ${loadSlice(g, 'v', 'ldV', 'kbase')}
   }
   // Query blocks that can see some key of this block (uniform over the workgroup).
-  let keysHere = select(0u, min(ROWS, p.S - j0), j0 < p.S);
+  let keysHere = select(0u, min(ROWS, p.S - key0), key0 < p.S);
   var qStart = 0u;
-  if (CAUSAL) { qStart = u32(max(i32(j0) - p.qOffset, 0)); }
-  var nqb = (p.T + BLOCK - 1u) / BLOCK;
-  if (keysHere == 0u) { nqb = 0u; }
+  if (CAUSAL) { qStart = u32(max(i32(key0) - p.qOffset, 0)); }
+  var qEnd = p.T;
+  if (keysHere == 0u) { qEnd = 0u; }
   var mySeg = 0;
   var kRange = vec2i(0, 0);
   if (SEGON && keysHere > 0u) {
     mySeg = SEG[b * p.T + min(j, p.S - 1u)];
-    if (lid == 0u) { kRange = segRange(b, j0, keysHere); }
+    if (lid == 0u) { kRange = segRange(b, key0, keysHere); }
   }
   for (var hh = 0u; hh < p.group; hh++) {
     let h = hk * p.group + hh;
-    for (var qb = qStart / BLOCK; qb < nqb; qb++) {
-      let i0 = qb * BLOCK;
+    for (var j0 = (qStart / BLOCK) * BLOCK; j0 < qEnd; j0 += BLOCK) { // j0: first query row of the block
       if (SEGON) {
         if (lid == 0u) {
-          let qr = segRange(b, i0, min(BLOCK, p.T - i0));
+          let qr = segRange(b, j0, min(BLOCK, p.T - j0));
           shSkip = select(0u, 1u, qr.y < kRange.x || qr.x > kRange.y);
         }
         if (workgroupUniformLoad(&shSkip) != 0u) { continue; }
       }
-      for (var e = lid; e < BLOCK * DV * 4u; e += NT) {
-        let ii = e / (DV * 4u); let d = e % (DV * 4u); let i = i0 + ii;
-        var qx = 0.0; var gx = 0.0;
-        if (i < p.T && d < DH) {
-          let gi = ((b * p.T + i) * p.Hq + h) * DH + d;
-          qx = Q[gi]; gx = DO[gi];
-        }
-        shQ[ii * DV + d / 4u][d % 4u] = qx;
-        shG[ii * DV + d / 4u][d % 4u] = gx;
-      }
+      ${stageRows(['Q', 'DO'], ['shQ', 'shG'], 'p.T', 'p.Hq', 'h', 'p.T')}
       for (var t = lid; t < BLOCK; t += NT) {
-        let i = i0 + t;
+        let qi = j0 + t;
         var l2 = 0.0; var dd = 0.0;
-        if (i < p.T) { let r = (b * p.Hq + h) * p.T + i; l2 = LSE[r] * LOG2E; dd = DD[r]; }
+        if (qi < p.T) { let r = (b * p.Hq + h) * p.T + qi; l2 = LSE[r] * LOG2E; dd = DD[r]; }
         shL2[t] = l2; shD[t] = dd;
-        if (SEGON) { shQSeg[t] = SEG[b * p.T + min(i, p.T - 1u)]; }
+        if (SEGON) { shSeg[t] = SEG[b * p.T + min(qi, p.T - 1u)]; }
       }
       workgroupBarrier();
-      for (var c0 = 0u; c0 < BLOCK; c0 += CH) {
-        if (i0 + c0 >= p.T) { break; }
+      let cEnd = min(BLOCK, p.T - j0);
+      for (var c0 = 0u; c0 < cEnd; c0 += CH) {
         let kb = c0 * DV + sl * WV;
-        ${lines(CH, (r) => `var s${r} = ${dotRow(g, 'k', 'shQ', r)};\n        var dp${r} = ${dotRow(g, 'v', 'shG', r)};`)}
+        ${dotRows(g, [['s', 'k', 'shQ'], ['dp', 'v', 'shG']])}
         ${exchange(g, ['s', 'dp'])}
-        ${lines(CH, (r) => {
-          const vis = `keyValid && i0 + c0 + ${r}u < p.T && (!CAUSAL || i32(j) <= i32(i0 + c0 + ${r}u) + p.qOffset) && (!SEGON || shQSeg[c0 + ${r}u] == mySeg)`;
-          return `let ok${r} = ${vis};
-        let p${r} = select(0.0, exp2(s${r} * p.scale2 - shL2[c0 + ${r}u]), ok${r});
-        let ds${r} = select(0.0, p${r} * (dp${r} - shD[c0 + ${r}u]), ok${r});`;
-        }, '\n        ')}
-        ${axpyRows(g, 'dv', 'p', 'shG')}
-        ${axpyRows(g, 'dk', 'ds', 'shQ')}
+        ${lines(g.CH, (r) => `let ok${r} = keyValid && c0 + ${r}u < cEnd && (!CAUSAL || i32(j) <= i32(j0 + c0 + ${r}u) + p.qOffset) && (!SEGON || shSeg[c0 + ${r}u] == mySeg);
+        let p${r} = select(0.0, exp2(${comp('s', r)} * p.scale2 - shL2[c0 + ${r}u]), ok${r});
+        let ds${r} = select(0.0, p${r} * (${comp('dp', r)} - shD[c0 + ${r}u]), ok${r});`, '\n        ')}
+        ${axpyRows(g, [['dv', (r) => `p${r}`, 'shG'], ['dk', (r) => `ds${r}`, 'shQ']])}
       }
       workgroupBarrier();
     }
@@ -664,34 +836,40 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 // ---------------------------------------------------------------------------------------------
 // Launchers.
 
-let dummySegment: Tensor | null = null;
-/** The segment-id binding: the real ids, or a one-element stand-in the kernel never reads (flag off). */
-function segBinding(d: Dims): Tensor {
-  if (d.seg) return d.seg;
-  if (!dummySegment || dummySegment.disposed) dummySegment = Tensor.from(new Int32Array([0]), [1]).keep();
-  return dummySegment;
+const dummies = new Map<string, Tensor>();
+/** A one-element i32 stand-in for an optional binding the kernel never reads (its flag is off). */
+function dummyI32(name: string): Tensor {
+  let t = dummies.get(name);
+  if (!t || t.disposed) dummies.set(name, (t = Tensor.from(new Int32Array([0]), [1]).keep()));
+  return t;
 }
-
-let dummyKvStart: Tensor | null = null;
-/** The kvStart binding: the real starts, or a one-element stand-in the kernel never reads (flag off). */
-function kvStartBinding(d: Dims): Tensor {
-  if (d.kvStart) return d.kvStart;
-  if (!dummyKvStart || dummyKvStart.disposed) dummyKvStart = Tensor.from(new Int32Array([0]), [1]).keep();
-  return dummyKvStart;
-}
+const segBinding = (d: Dims): Tensor => d.seg ?? dummyI32('seg');
+const kvStartBinding = (d: Dims): Tensor => d.kvStart ?? dummyI32('kvStart');
 
 function geoKey(g: Geo): string {
-  return `dh${g.DH}.tpr${g.TPR}.r${g.ROWS}.b${g.BLOCK}`;
+  return `t${g.TPR}w${g.WV}.r${g.ROWS}.b${g.BLOCK}.${g.exchange === 'subgroup' ? 'sg' : 'wg'}.q${g.qType}.kv${g.kvType}${g.unroll ? '.u' : ''}`;
 }
 
-function pickVariant(d: Dims, variant: ForwardVariant): 'tiled' | 'decode' {
+/** Split-layout plan: rows per workgroup, row blocks per kv head, KV chunk length and count. */
+function splitPlan(d: Dims, g: Geo, splits?: number): { rowBlocks: number; chunk: number; splits: number } {
+  const rowBlocks = Math.ceil((d.group * d.T) / g.ROWS);
+  const span = Math.max(d.S, 1);
+  let n = splits ?? Math.min(Math.ceil(SPLIT_TARGET_WORKGROUPS / (d.B * d.Hkv * rowBlocks)), Math.ceil(span / (4 * g.BLOCK)));
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`attention: splits must be a positive integer, got ${splits}`);
+  n = Math.min(n, Math.ceil(span / g.BLOCK));
+  const chunk = Math.ceil(span / n / g.BLOCK) * g.BLOCK;
+  return { rowBlocks, chunk, splits: Math.ceil(span / chunk) };
+}
+
+function pickLayout(d: Dims, variant: ForwardVariant): ForwardLayout {
   if (variant !== 'auto') return variant;
-  return d.T <= DECODE_MAX_T ? 'decode' : 'tiled';
+  return chooseAttentionVariant('forward', shapeOf(d), deviceAttentionCaps()).layout;
 }
 
 /**
- * Forward attention without autograd: the output [B, T, Hq, Dh] and the logsumexp [B, Hq, T] that
- * backward needs. `variant` picks the kernel (default: decode kernel for T ≤ 8, tiled otherwise).
+ * Forward attention without autograd: the output [B, T, Hq, Dh] (f32) and the logsumexp [B, Hq, T]
+ * that backward needs. `variant` picks the layout (default: split for few query rows per kv head,
+ * tiled otherwise); `tiles` overrides tile sizes, the exchange and the number of KV chunks.
  */
 export function flashAttentionForward(
   q: Tensor,
@@ -709,19 +887,38 @@ function forwardWithDims(d: Dims, q: Tensor, k: Tensor, v: Tensor, variant: Forw
   const out = Tensor.empty(q.shape);
   const lse = Tensor.empty([d.B, d.Hq, d.T]);
   if (q.numel === 0) return { out, lse };
-  const bufs = [q, k, v, out, lse, segBinding(d), kvStartBinding(d)];
-  if (pickVariant(d, variant) === 'decode') {
-    dispatch(`attn.fwd.decode.dh${d.Dh}`, () => forwardDecodeKernel(d.Dh), bufs, [d.T, d.Hq, d.B], uniforms(d));
-  } else {
-    const g = forwardTiledGeo(d.Dh, tiles);
-    dispatch(`attn.fwd.tiled.${geoKey(g)}`, () => forwardTiledKernel(g), bufs, [Math.ceil(d.T / g.ROWS), d.Hq, d.B], uniforms(d));
+  const caps = deviceAttentionCaps();
+  const layout = pickLayout(d, variant);
+  if (layout === 'split') tiles = splitTiles(d, tiles);
+  const g = makeGeo('fwd', d, pickExchange('forward', layout, d, caps, tiles), caps, tiles);
+  const key = `attn.fwd.${geoKey(g)}`;
+  const rows = d.B * d.Hq * d.T;
+  const run = (o: Tensor, l: Tensor, grid: [number, number, number], u: Uniforms) =>
+    dispatch(key, () => forwardKernel(g), [q, k, v, o, l, segBinding(d), kvStartBinding(d)], grid, u);
+  if (layout === 'tiled') {
+    if (tiles?.splits !== undefined) throw new RangeError('attention: splits applies to the split layout only');
+    run(out, lse, [Math.ceil(d.T / g.ROWS), d.Hq, d.B], uniforms(d, { n: rows }));
+    return { out, lse };
   }
+  const plan = splitPlan(d, g, tiles?.splits);
+  const grid: [number, number, number] = [plan.rowBlocks * plan.splits, d.Hkv, d.B];
+  const u = uniforms(d, { n: rows, splitMode: true, ...plan });
+  if (plan.splits === 1) {
+    run(out, lse, grid, u);
+    return { out, lse };
+  }
+  const partO = Tensor.empty([plan.splits, rows, d.Dh]);
+  const partML = Tensor.empty([plan.splits, rows, 2]);
+  run(partO, partML, grid, u);
+  dispatch('attn.fwd.combine', () => COMBINE_KERNEL, [partO, partML, out, lse], grid1d(rows * (d.Dh / 4), 64), u);
+  partO.dispose();
+  partML.dispose();
   return { out, lse };
 }
 
 /**
  * Gradients of attention from the saved forward (out, lse) and dOut. Returns dq [B, T, Hq, Dh], and
- * dk, dv [B, Sk, Hkv, Dh] (zero in rows ≥ kvLength); pass `want` to skip the ones not needed.
+ * dk, dv [B, Sk, Hkv, Dh] (zero in rows ≥ kvLength), all f32; pass `want` to skip the ones not needed.
  */
 export function flashAttentionBackward(
   q: Tensor,
@@ -743,27 +940,30 @@ function backwardWithDims(
 ): { dq: Tensor | null; dk: Tensor | null; dv: Tensor | null } {
   if (d.kvStart) throw new RangeError('flashAttention: kvStart (left-padded decoding) has no backward');
   assertDtype(dOut, 'f32', 'flashAttention dOut');
+  assertDtype(out, 'f32', 'flashAttention out');
   if (dOut.numel !== q.numel) throw new RangeError(`flashAttention backward: dOut [${dOut.shape.join(', ')}] must match q [${q.shape.join(', ')}]`);
   const rows = d.B * d.T * d.Hq;
+  const caps = deviceAttentionCaps();
+  const exchange = pickExchange('backward', 'tiled', d, caps, tiles);
   const D = Tensor.empty([d.B, d.Hq, d.T]);
-  if (rows > 0) dispatch(`attn.bwd.dot.dh${d.Dh}`, () => dotKernel(d.Dh), [dOut, out, D], grid1d(rows, 64), uniforms(d, rows));
-  const segBuf = [segBinding(d)];
+  if (rows > 0) dispatch('attn.bwd.dot', () => DOT_KERNEL, [dOut, out, D], grid1d(rows, 64), uniforms(d, { n: rows }));
+  const seg = segBinding(d);
   let dq: Tensor | null = null;
   let dk: Tensor | null = null;
   let dv: Tensor | null = null;
   if (wantDq) {
     dq = Tensor.empty(q.shape);
     if (rows > 0) {
-      const g = dqGeo(d.Dh, tiles);
-      dispatch(`attn.bwd.dq.${geoKey(g)}`, () => dqKernel(g), [q, k, v, dOut, lse, D, dq, ...segBuf], [Math.ceil(d.T / g.ROWS), d.Hq, d.B], uniforms(d));
+      const g = makeGeo('dq', d, exchange, caps, tiles);
+      dispatch(`attn.bwd.dq.${geoKey(g)}`, () => dqKernel(g), [q, k, v, dOut, lse, D, dq, seg], [Math.ceil(d.T / g.ROWS), d.Hq, d.B], uniforms(d));
     }
   }
   if (wantDkv) {
     dk = Tensor.empty(k.shape);
     dv = Tensor.empty(v.shape);
     if (k.numel > 0) {
-      const g = dkvGeo(d.Dh, tiles);
-      dispatch(`attn.bwd.dkv.${geoKey(g)}`, () => dkvKernel(g), [q, k, v, dOut, lse, D, dk, dv, ...segBuf], [Math.ceil(d.Sk / g.ROWS), d.Hkv, d.B], uniforms(d));
+      const g = makeGeo('dkv', d, exchange, caps, tiles);
+      dispatch(`attn.bwd.dkv.${geoKey(g)}`, () => dkvKernel(g), [q, k, v, dOut, lse, D, dk, dv, seg], [Math.ceil(d.Sk / g.ROWS), d.Hkv, d.B], uniforms(d));
     }
   }
   D.dispose();
@@ -772,7 +972,8 @@ function backwardWithDims(
 
 /**
  * Scaled dot-product attention softmax(scale·q·kᵀ + mask)·v with causal / segment masking and GQA,
- * differentiable in q, k and v. q [B, T, Hq, Dh]; k, v [B, Sk, Hkv, Dh]; returns [B, T, Hq, Dh].
+ * differentiable in q, k and v. q [B, T, Hq, Dh]; k, v [B, Sk, Hkv, Dh] (f32 or f16); returns
+ * [B, T, Hq, Dh] f32.
  */
 export function flashAttention(q: Tensor, k: Tensor, v: Tensor, opts: FlashAttentionOptions): Tensor {
   const d = checkInputs(q, k, v, opts);

@@ -378,7 +378,20 @@ export function decodeGemv(o: DecodeGemvOptions): void {
 // ---------------------------------------------------------------------------------------------
 // RoPE + KV-cache append
 
-const ROPE_APPEND_KERNEL = /* wgsl */ `
+/**
+ * The rope-append kernel; with `kvF16` the cache holds f16 packed two per u32 (the layout the
+ * attention kernels unpack), so each thread handles two adjacent pairs (i, i + 1 with i even; Dh/2
+ * is even since Dh is a multiple of 4) and writes whole words.
+ */
+function ropeAppendKernel(kvF16: boolean): string {
+  const per = kvF16 ? 2 : 1;
+  const cacheType = kvF16 ? 'u32' : 'f32';
+  // Stores x1' (at dst) and x2' (at dst + half) for the `per` adjacent pairs starting at dst.
+  const store = (buf: string, a: string, b: string) =>
+    kvF16
+      ? `${buf}[dst / 2u] = pack2x16float(vec2f(${a}[0], ${a}[1]));\n    ${buf}[(dst + p.half) / 2u] = pack2x16float(vec2f(${b}[0], ${b}[1]));`
+      : `${buf}[dst] = ${a}[0];\n    ${buf}[dst + p.half] = ${b}[0];`;
+  return /* wgsl */ `
 struct P {
   rows: u32, T: u32, hq: u32, hkv: u32,
   half: u32, smax: u32, max_pos: u32, nan_bits: u32,
@@ -394,18 +407,20 @@ struct P {
 @group(0) @binding(6) var<storage, read> LEN: array<u32>;
 @group(0) @binding(7) var<storage, read> STARTS: array<i32>;
 @group(0) @binding(8) var<storage, read_write> QOUT: array<f32>;
-@group(0) @binding(9) var<storage, read_write> KC: array<f32>;
-@group(0) @binding(10) var<storage, read_write> VC: array<f32>;
-// One thread per (token row, head slot, pair i < Dh/2); head slots: Hq query heads, Hkv key heads,
-// Hkv value heads (copied, not rotated).
+@group(0) @binding(9) var<storage, read_write> KC: array<${cacheType}>;
+@group(0) @binding(10) var<storage, read_write> VC: array<${cacheType}>;
+const PER: u32 = ${per}u;
+// One thread per (token row, head slot, ${per} pair${per > 1 ? 's' : ''} i < Dh/2); head slots: Hq query heads,
+// Hkv key heads, Hkv value heads (copied, not rotated).
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let t = gid.x + gid.y * nwg.x * 256u;
   let slots = p.hq + 2u * p.hkv;
-  if (t >= p.rows * slots * p.half) { return; }
-  let i = t % p.half;
-  let slot = (t / p.half) % slots;
-  let row = t / (p.half * slots);           // b · T + tt
+  let groups = p.half / PER;
+  if (t >= p.rows * slots * groups) { return; }
+  let i0 = (t % groups) * PER;
+  let slot = (t / groups) % slots;
+  let row = t / (groups * slots);           // b · T + tt
   let b = row / p.T;
   let tt = row % p.T;
   let dh = 2u * p.half;
@@ -413,39 +428,58 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   var start = 0;
   if (p.has_starts != 0u) { start = STARTS[b]; }
   let pos = max(0, i32(cachePos) - start);
+  var r1: array<f32, ${per}>;
+  var r2: array<f32, ${per}>;
   if (slot >= p.hq + p.hkv) {
     let h = slot - p.hq - p.hkv;
-    let src = row * p.ldv + p.offv + h * dh + i;
-    let dst = ((b * p.smax + cachePos) * p.hkv + h) * dh + i;
-    VC[dst] = V[src];
-    VC[dst + p.half] = V[src + p.half];
+    let src = row * p.ldv + p.offv + h * dh + i0;
+    let dst = ((b * p.smax + cachePos) * p.hkv + h) * dh + i0;
+    for (var e = 0u; e < PER; e++) {
+      r1[e] = V[src + e];
+      r2[e] = V[src + e + p.half];
+    }
+    ${store('VC', 'r1', 'r2')}
     return;
   }
-  var c = 0.0;
-  var s = 0.0;
   let ok = u32(pos) < p.max_pos;
-  if (ok) {
-    c = COS[u32(pos) * p.half + i];
-    s = SIN[u32(pos) * p.half + i];
-  }
   let nan = bitcast<f32>(p.nan_bits);
+  var base: u32;
   if (slot < p.hq) {
-    let a = row * p.ldq + p.offq + slot * dh + i;
-    let x1 = Q[a];
-    let x2 = Q[a + p.half];
-    let o = (row * p.hq + slot) * dh + i;
-    QOUT[o] = select(nan, x1 * c - x2 * s, ok);
-    QOUT[o + p.half] = select(nan, x2 * c + x1 * s, ok);
+    base = row * p.ldq + p.offq + slot * dh + i0;
   } else {
-    let h = slot - p.hq;
-    let a = row * p.ldk + p.offk + h * dh + i;
-    let x1 = K[a];
-    let x2 = K[a + p.half];
-    let dst = ((b * p.smax + cachePos) * p.hkv + h) * dh + i;
-    KC[dst] = select(nan, x1 * c - x2 * s, ok);
-    KC[dst + p.half] = select(nan, x2 * c + x1 * s, ok);
+    base = row * p.ldk + p.offk + (slot - p.hq) * dh + i0;
+  }
+  for (var e = 0u; e < PER; e++) {
+    var c = 0.0;
+    var s = 0.0;
+    if (ok) {
+      c = COS[u32(pos) * p.half + i0 + e];
+      s = SIN[u32(pos) * p.half + i0 + e];
+    }
+    var x1: f32;
+    var x2: f32;
+    if (slot < p.hq) {
+      x1 = Q[base + e];
+      x2 = Q[base + e + p.half];
+    } else {
+      x1 = K[base + e];
+      x2 = K[base + e + p.half];
+    }
+    r1[e] = select(nan, x1 * c - x2 * s, ok);
+    r2[e] = select(nan, x2 * c + x1 * s, ok);
+  }
+  if (slot < p.hq) {
+    let o = (row * p.hq + slot) * dh + i0;
+    for (var e = 0u; e < PER; e++) {
+      QOUT[o + e] = r1[e];
+      QOUT[o + e + p.half] = r2[e];
+    }
+  } else {
+    let dst = ((b * p.smax + cachePos) * p.hkv + (slot - p.hq)) * dh + i0;
+    ${store('KC', 'r1', 'r2')}
   }
 }`;
+}
 
 /** One of q/k/v as the rows of a (possibly wider) buffer: element (row, j) at row·ld + offset + j. */
 export interface RowView {
@@ -468,7 +502,7 @@ export interface RopeAppendOptions {
   length: Tensor;
   /** i32 [B]: each row's first real position (left padding); absent = all 0. */
   starts?: Tensor;
-  /** Cache tensors [B, Smax, Hkv, Dh] f32. */
+  /** Cache tensors [B, Smax, Hkv, Dh], f32 or f16 (both the same dtype). */
   kCache: Tensor;
   vCache: Tensor;
 }
@@ -488,16 +522,20 @@ export function ropeAppend(o: RopeAppendOptions): Tensor {
     assertDtype(v.t, 'f32', `ropeAppend ${name}`);
     if (v.offset + width > v.ld || (B * T - 1) * v.ld + v.offset + width > v.t.numel) throw new RangeError(`ropeAppend: ${name} view (ld ${v.ld}, offset ${v.offset}) does not hold ${B * T} rows of ${width}`);
   }
+  const kvF16 = o.kCache.dtype === 'f16';
+  if (!kvF16) assertDtype(o.kCache, 'f32', 'ropeAppend kCache');
+  assertDtype(o.vCache, o.kCache.dtype, 'ropeAppend vCache');
+  if (kvF16 && dh % 4 !== 0) throw new RangeError(`ropeAppend: an f16 cache needs a head dim that is a multiple of 4, got ${dh}`);
   assertDtype(o.length, 'u32', 'ropeAppend length');
   if (o.starts) assertDtype(o.starts, 'i32', 'ropeAppend starts');
   const qOut = Tensor.empty([B, T, heads, dh]);
   const half = dh / 2;
-  const n = B * T * (heads + 2 * kvHeads) * half;
+  const n = B * T * (heads + 2 * kvHeads) * (kvF16 ? half / 2 : half);
   if (n === 0) return qOut;
   if (!o.starts && (!noStarts || noStarts.disposed)) noStarts = Tensor.from(new Int32Array(1), [1]).keep();
   dispatch(
-    'decode.rope_append',
-    () => ROPE_APPEND_KERNEL,
+    kvF16 ? 'decode.rope_append.kv_f16' : 'decode.rope_append',
+    () => ropeAppendKernel(kvF16),
     [o.q.t, o.k.t, o.v.t, rope.cos, rope.sin, o.length, o.starts ?? noStarts!, qOut, o.kCache, o.vCache],
     grid1d(n),
     new Uniforms(16)

@@ -144,6 +144,9 @@ export function checkLlamaConfig(config: LlamaConfig, file: string): void {
   if (config.headDim % 2 !== 0) {
     throw new InputError(`head_dim must be even for rotary embeddings, got ${config.headDim}`, { file, key: 'head_dim' });
   }
+  if (config.headDim % 4 !== 0 || config.headDim > 256) {
+    throw new InputError(`head_dim must be a multiple of 4 and at most 256 (the attention kernels' range), got ${config.headDim}`, { file, key: 'head_dim' });
+  }
   if (!(config.rmsNormEps > 0)) throw new InputError(`expected a positive number, got ${config.rmsNormEps}`, { file, key: 'rms_norm_eps' });
   if (!(config.rope.theta > 0)) throw new InputError(`expected a positive number, got ${config.rope.theta}`, { file, key: 'rope_theta' });
   for (const [id, key] of [[config.bosTokenId, 'bos_token_id'], [config.padTokenId, 'pad_token_id'], ...config.eosTokenIds.map((e) => [e, 'eos_token_id'] as const)] as const) {

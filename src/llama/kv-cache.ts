@@ -1,11 +1,14 @@
 // The KV cache of autoregressive decoding: per decoder layer, the keys and values of every position
 // seen so far, written by the attention block and read by the decode attention kernel.
-import { Tensor, engine } from '../engine/tensor.js';
+import { Tensor, bytesPerElement, engine } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
 import type { LlamaConfig } from './config.js';
 
+/** Storage of the cached keys and values: f32, or f16 (half the memory; the attention kernels unpack it). */
+export type KvCacheDtype = 'f32' | 'f16';
+
 /**
- * Per layer K and V, [B, maxSeqLen, Hkv, Dh] f32; `length` positions are filled. With `starts`
+ * Per layer K and V, [B, maxSeqLen, Hkv, Dh] in `dtype`; `length` positions are filled. With `starts`
  * (left-padded batch), row b's real tokens begin at cache position starts[b]: attention never sees
  * the keys before it, and that row's RoPE positions count from 0 at starts[b].
  */
@@ -15,6 +18,7 @@ export interface KvCache {
   length: number;
   k: Tensor[];
   v: Tensor[];
+  dtype: KvCacheDtype;
   starts?: Int32Array;
   /** starts on the GPU (i32 [B]), the attention kernels' kvStart. */
   startsTensor?: Tensor;
@@ -33,12 +37,12 @@ export interface KvCache {
  * batches): the position of each row's first real token; earlier positions hold pad tokens that
  * attention masks out, and RoPE positions of row b start at 0 at starts[b].
  */
-export function newKvCache(config: LlamaConfig, batchSize: number, maxSeqLen: number, starts?: readonly number[]): KvCache {
+export function newKvCache(config: LlamaConfig, batchSize: number, maxSeqLen: number, starts?: readonly number[], dtype: KvCacheDtype = 'f32'): KvCache {
   if (starts && (starts.length !== batchSize || starts.some((s) => !Number.isInteger(s) || s < 0 || s >= maxSeqLen))) {
     throw new RangeError(`newKvCache: starts [${starts.join(', ')}] must be ${batchSize} integers in [0, ${maxSeqLen})`);
   }
   const { numKeyValueHeads: hkv, headDim: dh } = config;
-  const bytes = batchSize * maxSeqLen * hkv * dh * 4;
+  const bytes = batchSize * maxSeqLen * hkv * dh * bytesPerElement(dtype);
   const limits = engine().dev.limits;
   const limit = Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
   if (bytes > limit) {
@@ -48,16 +52,16 @@ export function newKvCache(config: LlamaConfig, batchSize: number, maxSeqLen: nu
   }
   // Left unwritten: attention reads only the first kvLength rows (tests poison pooled buffers with
   // NaN, so a read past the filled part would show).
-  const make = () => Tensor.empty([batchSize, maxSeqLen, hkv, dh]).keep();
+  const make = () => Tensor.empty([batchSize, maxSeqLen, hkv, dh], dtype).keep();
   const k: Tensor[] = [];
   const v: Tensor[] = [];
   for (let l = 0; l < config.numHiddenLayers; l++) {
     k.push(make());
     v.push(make());
   }
-  if (!starts || starts.every((s) => s === 0)) return { batchSize, maxSeqLen, length: 0, k, v };
+  if (!starts || starts.every((s) => s === 0)) return { batchSize, maxSeqLen, length: 0, k, v, dtype };
   const st = Int32Array.from(starts);
-  return { batchSize, maxSeqLen, length: 0, k, v, starts: st, startsTensor: Tensor.from(st, [batchSize]).keep() };
+  return { batchSize, maxSeqLen, length: 0, k, v, dtype, starts: st, startsTensor: Tensor.from(st, [batchSize]).keep() };
 }
 
 /**
@@ -80,13 +84,14 @@ export function setKvStarts(cache: KvCache, starts: Int32Array): void {
  */
 export function copyKvRows(src: KvCache, srcRow: number, srcPos: number, dst: KvCache, dstRow: number, dstPos: number, length: number): void {
   if (src === dst) throw new RangeError('copyKvRows: source and destination must be different caches');
+  if (src.dtype !== dst.dtype) throw new RangeError(`copyKvRows: a ${src.dtype} cache into a ${dst.dtype} cache`);
   const inRange = (c: KvCache, row: number, pos: number) => row >= 0 && row < c.batchSize && pos >= 0 && pos + length <= c.maxSeqLen;
   if (!(length >= 0 && inRange(src, srcRow, srcPos) && inRange(dst, dstRow, dstPos)) || src.k.length !== dst.k.length) {
     throw new RangeError(`copyKvRows: row ${srcRow} [${srcPos}, +${length}) of a ${src.batchSize}x${src.maxSeqLen} cache into row ${dstRow} at ${dstPos} of a ${dst.batchSize}x${dst.maxSeqLen} cache`);
   }
   if (length === 0) return;
   const [, , hkv, dh] = src.k[0]!.shape as [number, number, number, number];
-  const posBytes = hkv * dh * 4;
+  const posBytes = hkv * dh * bytesPerElement(src.dtype);
   const enc = engine().dev.commandEncoder();
   for (let l = 0; l < src.k.length; l++) {
     for (const [s, d] of [[src.k[l]!, dst.k[l]!], [src.v[l]!, dst.v[l]!]] as const) {
@@ -103,7 +108,7 @@ export function copyKvRows(src: KvCache, srcRow: number, srcPos: number, dst: Kv
 export function frontKvRows(cache: KvCache, rows: number): KvCache {
   if (!(Number.isInteger(rows) && rows >= 1 && rows <= cache.batchSize)) throw new RangeError(`frontKvRows: ${rows} rows of a ${cache.batchSize}-row cache`);
   const view = (t: Tensor) => t.front([rows, ...t.shape.slice(1)]).keep();
-  const out: KvCache = { batchSize: rows, maxSeqLen: cache.maxSeqLen, length: cache.length, k: cache.k.map(view), v: cache.v.map(view) };
+  const out: KvCache = { batchSize: rows, maxSeqLen: cache.maxSeqLen, length: cache.length, k: cache.k.map(view), v: cache.v.map(view), dtype: cache.dtype };
   if (cache.starts) setKvStarts(out, cache.starts.subarray(0, rows));
   return out;
 }

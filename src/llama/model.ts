@@ -17,7 +17,7 @@ import { embedding, linear, rmsnorm, ropeTables, type RopeTables } from '../kern
 import { loadLlamaConfig, type LlamaConfig } from './config.js';
 import { decoderLayer } from './decoder-layer.js';
 import { checkForwardInput, type ForwardInput, type LossInput } from './inputs.js';
-import { cachePositions, newKvCache, syncCacheLength, type KvCache } from './kv-cache.js';
+import { cachePositions, newKvCache, syncCacheLength, type KvCache, type KvCacheDtype } from './kv-cache.js';
 import { LoraLayers, type NewLoraOptions } from './lora-layers.js';
 import { labelledTokenLosses, lastPositionLogits, lmLoss, spreadTokenLosses } from './loss-head.js';
 import { checkpoint, type CheckpointMode } from './ops.js';
@@ -302,8 +302,8 @@ export class LlamaModel {
   // ---- KV cache -----------------------------------------------------------------------------
 
   /** An empty KV cache for this model (see kv-cache.ts newKvCache). */
-  newKvCache(batchSize: number, maxSeqLen: number, starts?: readonly number[]): KvCache {
-    return newKvCache(this.config, batchSize, maxSeqLen, starts);
+  newKvCache(batchSize: number, maxSeqLen: number, starts?: readonly number[], dtype: KvCacheDtype = 'f32'): KvCache {
+    return newKvCache(this.config, batchSize, maxSeqLen, starts, dtype);
   }
 
   /**

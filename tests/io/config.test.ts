@@ -107,6 +107,8 @@ describe('Llama config.json', () => {
     ['llama3 RoPE without a factor', { ...base(), rope_scaling: { rope_type: 'llama3', low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } }, [/key 'rope_scaling\.factor'/, /positive number/]],
     ['an eos id outside the vocabulary', { ...base(), eos_token_id: 100 }, [/key 'eos_token_id'/, /outside the vocabulary/]],
     ['an unknown dtype', { ...base(), dtype: 'int4' }, [/key 'dtype'/]],
+    ['a head dim the attention kernels do not run', { ...base(), head_dim: 6 }, [/key 'head_dim'/, /multiple of 4 and at most 256/, /got 6/]],
+    ['a head dim over 256', { ...base(), head_dim: 288 }, [/key 'head_dim'/, /got 288/]],
   ];
   for (const [what, raw, fragments] of refused) {
     it(`refuses ${what}, naming the file and key`, () => {

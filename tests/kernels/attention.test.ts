@@ -1,13 +1,23 @@
 import { describe, expect, it } from 'vitest';
 import { backward } from '../../src/engine/autograd.js';
+import { GpuDevice } from '../../src/engine/device.js';
 import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
 import type { Rng } from '../../src/engine/random.js';
+import { f16ArrayToF32, f32ArrayToF16 } from '../../src/io/dtype.js';
 import {
+  ATTENTION_VARIANTS,
+  attentionVariantsFor,
+  chooseAttentionVariant,
+  deviceAttentionCaps,
   flashAttention,
   flashAttentionBackward,
   flashAttentionForward,
+  sliceGeometry,
+  type AttentionCaps,
+  type AttentionShape,
   type AttentionTiles,
-  type ForwardVariant,
+  type Exchange,
+  type ForwardLayout,
 } from '../../src/kernels/attention.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { attentionBackwardRef, attentionForwardRef, type AttnRefOptions, type AttnRefShape } from '../reference/attention.js';
@@ -16,16 +26,20 @@ import { gradCheck } from '../helpers/gradcheck.js';
 
 useEngine();
 
-// Tolerances. Inputs are N(0, 1) and scale = 1/sqrt(Dh), so scores are O(1) and softmax weights ≤ 1.
-// A score is a Dh-term f32 dot product (error ≲ sqrt(Dh)·2⁻²⁴·|q||k|·scale ≈ 1e-6 for Dh ≤ 128); the
-// online softmax multiplies rescale factors exp2(m_old − m_new) once per 8-key chunk and exp2 itself is
-// an approximation of a few ulp on GPUs, so each weight carries ~1e-6 relative error, and the output,
-// a convex combination of O(1) values, ~1e-6 absolute: 1e-5 absolute + 1e-5 relative leaves 10× margin.
-// lse is O(log S + |s|) and gets the same bounds. Gradients sum up to S (dK, dV: up to T·Hq/Hkv)
-// products whose magnitudes reach |dO|·|v| ~ Dh·scale, and dS = P·(dP − D) cancels two O(1) terms,
-// so their absolute error is a few 1e-6 (measured max ≈ 2e-6): 3e-5 absolute + 1e-4 relative.
+// Tolerances (f32 arithmetic). Inputs are N(0, 1) and scale = 1/sqrt(Dh), so scores are O(1) and
+// softmax weights ≤ 1. A score is a Dh-term f32 dot product summed in slices (error ≲
+// sqrt(Dh)·2⁻²⁴·|q||k|·scale ≈ 1e-6 for Dh ≤ 256); the online softmax multiplies rescale factors
+// exp2(m_old − m_new) once per 8-key step and exp2 itself is an approximation of a few ulp on GPUs, so
+// each weight carries ~1e-6 relative error, and the output, a convex combination of O(1) values,
+// ~1e-6 absolute: 1e-5 absolute + 1e-5 relative leaves 10× margin; split partials merged by
+// logsumexp add one more rescale. lse is O(log S + |s|) and gets the same bounds. Gradients sum up to
+// S (dK, dV: up to T·Hq/Hkv) products whose magnitudes reach |dO|·|v| ~ Dh·scale, and dS = P·(dP − D)
+// cancels two O(1) terms, so their absolute error is a few 1e-6 (measured max ≈ 2e-6 at Dh 64):
+// 3e-5 absolute + 1e-4 relative.
 const FWD_TOL = { atol: 1e-5, rtol: 1e-5 };
 const BWD_TOL = { atol: 3e-5, rtol: 1e-4 };
+/** Unit roundoff of f16 (11-bit significand): every f16-stored value is within u·|x| of the f32 it came from. */
+const F16_U = 2 ** -11;
 
 interface Case {
   label: string;
@@ -36,9 +50,20 @@ interface Case {
   segments?: number[][];
   scale?: number;
   tiles?: AttentionTiles;
-  variants: ForwardVariant[];
+  layouts: ForwardLayout[];
+  /** Exchanges to run: every one the device can run at this head dim (default), or the one flashAttention picks. */
+  exchanges?: Exchange[] | 'default';
+  /** Split layout: chunk counts to run (default: the launcher's choice only). */
+  splits?: (number | undefined)[];
   /** First valid key per batch row (left padding); forward only. */
   kvStart?: number[];
+  /** The keys before kvStart were never written (NaN), as in a continuous-batching server's cache. */
+  unwrittenPadding?: boolean;
+  /** Skip the backward (compile time: the case is about the forward). */
+  forwardOnly?: boolean;
+  /** Storage dtypes (f16: packed, values rounded to f16 first so the f64 reference sees the same inputs). */
+  qType?: 'f32' | 'f16';
+  kvType?: 'f32' | 'f16';
 }
 
 function segmentIds(c: Case): Int32Array | undefined {
@@ -54,6 +79,8 @@ function segmentIds(c: Case): Int32Array | undefined {
   return ids;
 }
 
+const roundF16 = (x: Float32Array): Float32Array => f16ArrayToF32(f32ArrayToF16(x));
+
 function inputs(rng: Rng, c: Case) {
   const { B, T, S, Sk, Hq, Hkv, Dh } = c.sh;
   const q = rng.normalArray(B * T * Hq * Dh);
@@ -66,17 +93,49 @@ function inputs(rng: Rng, c: Case) {
         k[(b * Sk + j) * Hkv * Dh + e] = NaN;
         v[(b * Sk + j) * Hkv * Dh + e] = NaN;
       }
+  if (c.unwrittenPadding)
+    c.kvStart?.forEach((start, b) => {
+      for (let j = 0; j < start; j++)
+        for (let e = 0; e < Hkv * Dh; e++) {
+          k[(b * Sk + j) * Hkv * Dh + e] = NaN;
+          v[(b * Sk + j) * Hkv * Dh + e] = NaN;
+        }
+    });
   const dOut = rng.normalArray(B * T * Hq * Dh);
   return { q, k, v, dOut };
 }
 
+function upload(x: Float32Array, shape: number[], dtype: 'f32' | 'f16'): Tensor {
+  return dtype === 'f32' ? Tensor.from(x, shape) : Tensor.from(f32ArrayToF16(x), shape, 'f16');
+}
+
+/** The exchange flashAttention picks on this device for head dim Dh (the chooser's). */
+function deviceDefaultExchange(Dh: number): Exchange {
+  const s: AttentionShape = { B: 1, T: 512, S: 512, Hq: 8, Hkv: 8, Dh, qType: 'f32', kvType: 'f32' };
+  return chooseAttentionVariant('forward', s, deviceAttentionCaps()).exchange;
+}
+
+/** The exchanges this device can run for head dim Dh (subgroup needs 2 ≤ TPR ≤ the subgroup size). */
+function deviceExchanges(Dh: number): Exchange[] {
+  const caps = deviceAttentionCaps();
+  const { TPR } = sliceGeometry(Dh);
+  const sg = caps.features.has('subgroups') && TPR >= 2 && TPR <= caps.subgroupMinSize;
+  return sg ? ['workgroup', 'subgroup'] : ['workgroup'];
+}
+
 async function checkCase(rng: Rng, c: Case): Promise<void> {
   const { B, T, Sk, Hq, Hkv, Dh } = c.sh;
+  const qType = c.qType ?? 'f32';
+  const kvType = c.kvType ?? 'f32';
   const seg = segmentIds(c);
   const refOpts: AttnRefOptions = { causal: c.causal, scale: c.scale ?? 1 / Math.sqrt(Dh), qOffset: c.qOffset ?? 0, segmentIds: seg, kvStart: c.kvStart };
   const x = inputs(rng, c);
-  const fwd = attentionForwardRef(c.sh, refOpts, x.q, x.k, x.v);
-  const grads = c.kvStart ? null : attentionBackwardRef(c.sh, refOpts, x.q, x.k, x.v, x.dOut);
+  // The reference sees exactly the values the kernel reads: f16-stored inputs are rounded first.
+  const xq = qType === 'f16' ? roundF16(x.q) : x.q;
+  const xk = kvType === 'f16' ? roundF16(x.k) : x.k;
+  const xv = kvType === 'f16' ? roundF16(x.v) : x.v;
+  const fwd = attentionForwardRef(c.sh, refOpts, xq, xk, xv);
+  const grads = c.kvStart || c.forwardOnly ? null : attentionBackwardRef(c.sh, refOpts, xq, xk, xv, x.dOut);
   const opts = {
     causal: c.causal,
     scale: c.scale,
@@ -85,105 +144,129 @@ async function checkCase(rng: Rng, c: Case): Promise<void> {
     segmentIds: seg ? Tensor.from(seg, [B * T]) : undefined,
     kvStart: c.kvStart ? Tensor.from(Int32Array.from(c.kvStart), [B]) : undefined,
   };
-  const q = Tensor.from(x.q, [B, T, Hq, Dh]);
-  const k = Tensor.from(x.k, [B, Sk, Hkv, Dh]);
-  const v = Tensor.from(x.v, [B, Sk, Hkv, Dh]);
+  const q = upload(x.q, [B, T, Hq, Dh], qType);
+  const k = upload(x.k, [B, Sk, Hkv, Dh], kvType);
+  const v = upload(x.v, [B, Sk, Hkv, Dh], kvType);
   const dOut = Tensor.from(x.dOut, [B, T, Hq, Dh]);
-  for (const variant of c.variants) {
-    const label = `${c.label} [${variant}]`;
-    const { out, lse } = flashAttentionForward(q, k, v, opts, variant, c.tiles);
-    expectClose(await out.toFloat32(), fwd.out, FWD_TOL, `${label} out`);
-    expectClose(await lse.toFloat32(), fwd.lse, FWD_TOL, `${label} lse`);
-    if (grads && variant === c.variants[0]) {
-      const g = flashAttentionBackward(q, k, v, out, lse, dOut, opts, {}, c.tiles);
-      expectClose(await g.dq!.toFloat32(), grads.dq, BWD_TOL, `${label} dQ`);
-      expectClose(await g.dk!.toFloat32(), grads.dk, BWD_TOL, `${label} dK`);
-      expectClose(await g.dv!.toFloat32(), grads.dv, BWD_TOL, `${label} dV`);
-    }
+  const exchanges = c.exchanges === 'default' ? [deviceDefaultExchange(Dh)] : (c.exchanges ?? deviceExchanges(Dh));
+  let saved: { out: Tensor; lse: Tensor } | null = null;
+  for (const exchange of exchanges)
+    for (const layout of c.layouts)
+      for (const splits of layout === 'split' ? (c.splits ?? [undefined]) : [undefined]) {
+        const label = `${c.label} [${layout}${splits !== undefined ? ` splits ${splits}` : ''}, ${exchange}]`;
+        const tiles = { ...c.tiles, exchange, splits };
+        const r = flashAttentionForward(q, k, v, opts, layout, tiles);
+        expectClose(await r.out.toFloat32(), fwd.out, FWD_TOL, `${label} out`);
+        expectClose(await r.lse.toFloat32(), fwd.lse, FWD_TOL, `${label} lse`);
+        saved ??= r;
+      }
+  if (!grads || !saved) return;
+  for (const exchange of exchanges) {
+    const label = `${c.label} [backward, ${exchange}]`;
+    const g = flashAttentionBackward(q, k, v, saved.out, saved.lse, dOut, opts, {}, { ...c.tiles, exchange });
+    expectClose(await g.dq!.toFloat32(), grads.dq, BWD_TOL, `${label} dQ`);
+    expectClose(await g.dk!.toFloat32(), grads.dk, BWD_TOL, `${label} dK`);
+    expectClose(await g.dv!.toFloat32(), grads.dv, BWD_TOL, `${label} dV`);
   }
 }
 
 const shape = (B: number, T: number, S: number, Hq: number, Hkv: number, Dh: number, Sk = S): AttnRefShape => ({ B, T, S, Sk, Hq, Hkv, Dh });
-const BOTH: ForwardVariant[] = ['tiled', 'decode'];
-// lavapipe compiles each new pipeline slowly (Dh = 64 backward: ~1-2 minutes on a loaded 2-core machine);
-// Mesa's shader cache makes later runs fast.
-const COMPILE_TIMEOUT = 900_000;
+const BOTH: ForwardLayout[] = ['tiled', 'split'];
+// A cold lavapipe compile of one attention pipeline takes 1-5 s (bench/attention-compile.ts); a
+// case compiles up to eight. The timeout only guards against a hang on a heavily loaded machine.
+const COMPILE_TIMEOUT = 300_000;
 const SMALL: AttentionTiles = { rows: 16, block: 8 };
 
-describe('flash attention vs float64 reference (forward: out, lse; backward: dQ, dK, dV)', () => {
-  const cases: Case[] = [
-    { label: 'T=1 non-causal GQA Dh=16', sh: shape(2, 1, 1, 4, 2, 16), causal: false, variants: BOTH },
-    { label: 'T=5 causal GQA Dh=16', sh: shape(2, 5, 5, 4, 2, 16), causal: true, variants: BOTH },
-    { label: 'T=33 non-causal MQA Dh=12', sh: shape(1, 33, 33, 4, 1, 12), causal: false, variants: BOTH },
-    { label: 'T=33 causal MQA Dh=12 small tiles', sh: shape(1, 33, 33, 4, 1, 12), causal: true, tiles: SMALL, variants: ['tiled'] },
-    { label: 'T=70 causal Dh=64', sh: shape(1, 70, 70, 2, 2, 64), causal: true, variants: BOTH },
-    { label: 'T=70 non-causal GQA Dh=64', sh: shape(1, 70, 70, 4, 2, 64), causal: false, variants: ['tiled'] },
-    { label: 'T=20, S=37 cross non-causal Dh=12 scale 0.3', sh: shape(2, 20, 37, 2, 1, 12), causal: false, scale: 0.3, variants: BOTH },
-  ];
-  for (const c of cases) {
-    it(c.label, async () => {
-      await checkCase(testRng(`attention ${c.label}`), c);
-    }, COMPILE_TIMEOUT);
+describe('flash attention at every Llama head size (Dh 64, 80, 96, 128), both exchanges, vs float64', () => {
+  // T = 67 (prime) spans several query row blocks and key blocks of every tile; GQA ratios 1, 4 and 8;
+  // the split layout with 1 and 3 KV chunks; T = 1 (a single query row per head; the split layout's
+  // 8-row workgroups, with the default exchange only to save compiles).
+  for (const Dh of [64, 80, 96, 128]) {
+    const cases: Case[] = [
+      { label: `Dh=${Dh} T=67 causal GQA 4`, sh: shape(2, 67, 67, 8, 2, Dh), causal: true, layouts: BOTH, splits: [1, 3] },
+      { label: `Dh=${Dh} T=1 non-causal GQA 8`, sh: shape(2, 1, 1, 8, 1, Dh), causal: false, layouts: BOTH, exchanges: 'default' },
+      { label: `Dh=${Dh} T=67 causal MHA 3 segments`, sh: shape(2, 67, 67, 2, 2, Dh), causal: true, segments: [[23, 40, 4], [5, 30, 32]], layouts: ['tiled'] },
+    ];
+    for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
   }
+});
+
+describe('flash attention: every multiple of 16 up to 256 (default exchange)', () => {
+  for (const Dh of [16, 32, 48, 112, 144, 160, 176, 192, 208, 224, 240, 256]) {
+    const c: Case = { label: `Dh=${Dh} T=19 causal GQA 2`, sh: shape(1, 19, 19, 4, 2, Dh), causal: true, layouts: BOTH, splits: [2], exchanges: 'default' };
+    it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
+  }
+});
+
+describe('flash attention vs float64 reference: small head dims and tiles', () => {
+  const cases: Case[] = [
+    { label: 'T=1 non-causal GQA Dh=16', sh: shape(2, 1, 1, 4, 2, 16), causal: false, layouts: BOTH },
+    { label: 'T=5 causal GQA Dh=16', sh: shape(2, 5, 5, 4, 2, 16), causal: true, layouts: BOTH },
+    { label: 'T=33 non-causal MQA Dh=12', sh: shape(1, 33, 33, 4, 1, 12), causal: false, layouts: BOTH },
+    { label: 'T=33 causal MQA Dh=16 small tiles', sh: shape(1, 33, 33, 4, 1, 16), causal: true, tiles: SMALL, layouts: ['tiled'] },
+    { label: 'T=20, S=37 cross non-causal Dh=12 scale 0.3', sh: shape(2, 20, 37, 2, 1, 12), causal: false, scale: 0.3, layouts: BOTH },
+  ];
+  for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 });
 
 describe('flash attention: sequence packing with segment ids', () => {
   // Three segments per row, different layouts per batch row; small tiles so blocks are skipped.
   const segments = [[23, 40, 7], [5, 30, 35]];
   const cases: Case[] = [
-    { label: 'T=70 causal 3 segments GQA Dh=16', sh: shape(2, 70, 70, 4, 2, 16), causal: true, segments, variants: BOTH },
-    { label: 'T=70 causal 3 segments small tiles', sh: shape(2, 70, 70, 4, 2, 16), causal: true, segments, tiles: SMALL, variants: ['tiled'] },
-    { label: 'T=70 non-causal 3 segments MQA small tiles', sh: shape(2, 70, 70, 2, 1, 12), causal: false, segments, tiles: SMALL, variants: BOTH },
+    { label: 'T=70 causal 3 segments GQA Dh=16', sh: shape(2, 70, 70, 4, 2, 16), causal: true, segments, layouts: BOTH },
+    { label: 'T=70 causal 3 segments small tiles', sh: shape(2, 70, 70, 4, 2, 16), causal: true, segments, tiles: SMALL, layouts: ['tiled'] },
+    { label: 'T=70 non-causal 3 segments MQA small tiles', sh: shape(2, 70, 70, 2, 1, 16), causal: false, segments, tiles: SMALL, layouts: BOTH },
   ];
-  for (const c of cases) {
-    it(c.label, async () => {
-      await checkCase(testRng(`attention ${c.label}`), c);
-    }, COMPILE_TIMEOUT);
-  }
+  for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 });
 
-describe('flash attention: decode with a KV cache (qOffset, kvLength < cache rows)', () => {
+describe('flash attention: decode with a KV cache (qOffset, kvLength < cache rows), flash-decoding splits', () => {
   const cases: Case[] = [
-    { label: 'T=1 qOffset=20 S=21 of 32 cached GQA', sh: shape(2, 1, 21, 4, 2, 16, 32), causal: true, qOffset: 20, variants: ['decode', 'tiled'] },
-    { label: 'T=1 qOffset=150 S=151 of 160 MQA Dh=64', sh: shape(1, 1, 151, 4, 1, 64, 160), causal: true, qOffset: 150, variants: ['decode', 'tiled'] },
-    { label: 'T=5 qOffset=40 S=45 of 48 non-causal Dh=16 small tiles', sh: shape(1, 5, 45, 4, 2, 16, 48), causal: false, qOffset: 40, tiles: SMALL, variants: ['tiled', 'decode'] },
-    { label: 'T=3 qOffset=10 S=13 of 16', sh: shape(1, 3, 13, 2, 2, 12, 16), causal: true, qOffset: 10, variants: ['decode', 'tiled'] },
-    { label: 'T=17 qOffset=5 S=22 of 30 small tiles', sh: shape(1, 17, 22, 2, 1, 16, 30), causal: true, qOffset: 5, tiles: SMALL, variants: BOTH },
+    { label: 'T=1 qOffset=20 S=21 of 32 cached GQA', sh: shape(2, 1, 21, 4, 2, 16, 32), causal: true, qOffset: 20, layouts: ['split', 'tiled'], splits: [undefined, 2] },
+    { label: 'T=5 qOffset=40 S=45 of 48 non-causal Dh=16 small tiles', sh: shape(1, 5, 45, 4, 2, 16, 48), causal: false, qOffset: 40, tiles: SMALL, layouts: ['tiled', 'split'], splits: [1, 3] },
+    { label: 'T=3 qOffset=10 S=13 of 16', sh: shape(1, 3, 13, 2, 2, 12, 16), causal: true, qOffset: 10, layouts: ['split', 'tiled'] },
+    { label: 'T=17 qOffset=5 S=22 of 30 small tiles', sh: shape(1, 17, 22, 2, 1, 16, 30), causal: true, qOffset: 5, tiles: SMALL, layouts: BOTH, splits: [2] },
+    // Long caches at real head sizes: a prime valid length, chunk counts that do not divide it.
+    { label: 'Dh=128 T=1 S=301 of 320 GQA 4', sh: shape(2, 1, 301, 8, 2, 128, 320), causal: true, qOffset: 300, layouts: ['split', 'tiled'], splits: [undefined, 1, 7] },
+    { label: 'Dh=64 T=3 S=131 of 140 GQA 8', sh: shape(1, 3, 131, 8, 1, 64, 140), causal: true, qOffset: 128, layouts: ['split'], splits: [undefined, 4] },
   ];
-  for (const c of cases) {
-    it(c.label, async () => {
-      await checkCase(testRng(`attention ${c.label}`), c);
-    }, COMPILE_TIMEOUT);
-  }
+  for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
+
+  it('the default decode layout is split, with enough KV chunks to fill a GPU', async () => {
+    const s: AttentionShape = { B: 1, T: 1, S: 4096, Hq: 32, Hkv: 8, Dh: 128, qType: 'f32', kvType: 'f32' };
+    expect(chooseAttentionVariant('forward', s, deviceAttentionCaps()).layout).toBe('split');
+    expect(chooseAttentionVariant('forward', { ...s, T: 512, S: 512 }, deviceAttentionCaps()).layout).toBe('tiled');
+  });
 });
 
 describe('flash attention: per-row kvStart (left-padded batches, forward only)', () => {
   // Row b's keys j < kvStart[b] are padding. The padded keys hold finite random values (real pad
   // tokens' K/V), so a kernel that ignored kvStart would give a different softmax; kvStart ≥ the
   // causal limit makes early query rows fully masked (0 output, lse −∞). Starts past a tile block
-  // (small tiles, block 8) exercise the block skip, and kvStart 0 the unpadded row.
+  // (small tiles, block 8) exercise the block skip, kvStart 0 the unpadded row, and starts inside later
+  // KV chunks the split layout's empty chunks.
   const cases: Case[] = [
-    { label: 'prefill T=13 causal GQA kvStart [0, 5, 12]', sh: shape(3, 13, 13, 4, 2, 16), causal: true, kvStart: [0, 5, 12], variants: BOTH },
-    { label: 'prefill T=37 causal MQA Dh=12 small tiles kvStart [17, 0]', sh: shape(2, 37, 37, 4, 1, 12), causal: true, kvStart: [17, 0], tiles: SMALL, variants: ['tiled'] },
-    { label: 'decode T=1 qOffset=20 S=21 of 32 kvStart [3, 0, 20]', sh: shape(3, 1, 21, 4, 2, 16, 32), causal: true, qOffset: 20, kvStart: [3, 0, 20], variants: ['decode', 'tiled'] },
-    { label: 'decode T=1 qOffset=150 S=151 of 160 Dh=64 kvStart [131, 7]', sh: shape(2, 1, 151, 4, 1, 64, 160), causal: true, qOffset: 150, kvStart: [131, 7], variants: ['decode', 'tiled'] },
-    { label: 'T=3 qOffset=10 S=13 non-causal small tiles kvStart [9, 2]', sh: shape(2, 3, 13, 2, 2, 12, 16), causal: false, qOffset: 10, kvStart: [9, 2], tiles: SMALL, variants: BOTH },
+    { label: 'prefill T=13 causal GQA kvStart [0, 5, 12]', sh: shape(3, 13, 13, 4, 2, 16), causal: true, kvStart: [0, 5, 12], layouts: BOTH },
+    { label: 'prefill T=37 causal MQA Dh=16 small tiles kvStart [17, 0]', sh: shape(2, 37, 37, 4, 1, 16), causal: true, kvStart: [17, 0], tiles: SMALL, layouts: ['tiled'] },
+    { label: 'decode T=1 qOffset=20 S=21 of 32 kvStart [3, 0, 20]', sh: shape(3, 1, 21, 4, 2, 16, 32), causal: true, qOffset: 20, kvStart: [3, 0, 20], layouts: ['split', 'tiled'], splits: [undefined, 3] },
+    { label: 'decode T=1 Dh=128 S=301 of 320 GQA 4 kvStart [131, 0, 300]', sh: shape(3, 1, 301, 8, 2, 128, 320), causal: true, qOffset: 300, kvStart: [131, 0, 300], layouts: ['split', 'tiled'], splits: [undefined, 5] },
+    { label: 'T=3 qOffset=10 S=13 non-causal small tiles kvStart [9, 2]', sh: shape(2, 3, 13, 2, 2, 16, 16), causal: false, qOffset: 10, kvStart: [9, 2], tiles: SMALL, layouts: BOTH },
+    // The server's cache: a row's keys start mid-cache and the positions before them were never
+    // written (NaN here): they must not be read at all (0 · NaN is NaN), in any block or chunk.
+    { label: 'decode T=1 qOffset=68 S=69 of 80 kvStart [63, 68, 0], unwritten padding', sh: shape(3, 1, 69, 4, 2, 16, 80), causal: true, qOffset: 68, kvStart: [63, 68, 0], unwrittenPadding: true, layouts: ['split', 'tiled'], splits: [undefined, 3] },
+    { label: 'prefill T=13 causal small tiles kvStart [5, 0], unwritten padding', sh: shape(2, 13, 13, 4, 2, 16), causal: true, kvStart: [5, 0], unwrittenPadding: true, tiles: SMALL, layouts: ['tiled'] },
   ];
-  for (const c of cases) {
-    it(c.label, async () => {
-      await checkCase(testRng(`attention ${c.label}`), c);
-    }, COMPILE_TIMEOUT);
-  }
+  for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 
   it('fully padded query rows give exactly 0 and lse -inf; kvStart with autograd throws', async () => {
-    const c: Case = { label: 'kvStart explicit', sh: shape(2, 6, 6, 2, 1, 16), causal: true, kvStart: [4, 0], variants: BOTH };
+    const c: Case = { label: 'kvStart explicit', sh: shape(2, 6, 6, 2, 1, 16), causal: true, kvStart: [4, 0], layouts: BOTH };
     const x = inputs(testRng('attention kvStart explicit'), c);
     const q = Tensor.from(x.q, [2, 6, 2, 16]);
     const k = Tensor.from(x.k, [2, 6, 1, 16]);
     const v = Tensor.from(x.v, [2, 6, 1, 16]);
     const kvStart = Tensor.from(new Int32Array([4, 0]), [2]);
-    for (const variant of BOTH) {
-      const { out, lse } = flashAttentionForward(q, k, v, { causal: true, kvStart }, variant);
+    for (const layout of BOTH) {
+      const { out, lse } = flashAttentionForward(q, k, v, { causal: true, kvStart }, layout);
       const o = await out.toFloat32();
       const l = await lse.toFloat32();
       for (let i = 0; i < 4; i++) {
@@ -198,18 +281,84 @@ describe('flash attention: per-row kvStart (left-padded batches, forward only)',
   }, COMPILE_TIMEOUT);
 });
 
+describe('flash attention: f16 storage of q, k, v (packed two per u32)', () => {
+  // With the f16-rounded values as the reference's inputs the kernels' only error is f32 arithmetic,
+  // so the f32 tolerances apply: this checks the in-kernel unpacking exactly.
+  const cases: Case[] = [
+    { label: 'Dh=64 T=29 causal GQA 4 k/v f16', sh: shape(2, 29, 29, 8, 2, 64), causal: true, kvType: 'f16', layouts: BOTH, splits: [2], exchanges: 'default' },
+    { label: 'Dh=128 T=29 causal GQA 4 q/k/v f16', sh: shape(2, 29, 29, 8, 2, 128), causal: true, qType: 'f16', kvType: 'f16', layouts: BOTH, splits: [2], exchanges: 'default' },
+    { label: 'Dh=128 decode S=301 of 320 k/v f16 kvStart', sh: shape(3, 1, 301, 8, 2, 128, 320), causal: true, qOffset: 300, kvStart: [131, 0, 300], kvType: 'f16', layouts: ['split'], splits: [undefined, 1], exchanges: 'default' },
+  ];
+  for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
+
+  it('f16 k/v vs the unrounded float64 attention: within the bound that f16 rounding implies', async () => {
+    // Storing k and v in f16 moves each element by at most u·|x| (u = 2⁻¹¹). A score s_j = scale·q·k_j
+    // then moves by δ_j ≤ scale·Σ_d |q_d|·|k_jd|·u, so every softmax weight P_j = e^{s_j}/Σ e^{s} changes
+    // by a factor within e^{±2δ} (δ = max_j δ_j), and |δO| ≤ Σ_j |δP_j|·|v_j| + Σ_j P_j·|δv_j|
+    // ≤ (e^{2δ} − 1 + u)·max|v|; |δlse| ≤ δ. The bound is computed per query row from the data, plus the
+    // f32 tolerance.
+    const sh = shape(1, 23, 23, 4, 2, 128);
+    const rng = testRng('attention f16 bound');
+    const c: Case = { label: 'f16 bound', sh, causal: true, layouts: ['tiled'] };
+    const x = inputs(rng, c);
+    const scale = 1 / Math.sqrt(sh.Dh);
+    const ref = attentionForwardRef(sh, { causal: true, scale, qOffset: 0 }, x.q, x.k, x.v);
+    const { out, lse } = flashAttentionForward(upload(x.q, [1, 23, 4, 128], 'f32'), upload(x.k, [1, 23, 2, 128], 'f16'), upload(x.v, [1, 23, 2, 128], 'f16'), { causal: true });
+    const o = await out.toFloat32();
+    const l = await lse.toFloat32();
+    let worst = 0;
+    for (let i = 0; i < sh.T; i++)
+      for (let h = 0; h < sh.Hq; h++) {
+        const hk = Math.floor(h / 2);
+        let delta = 0;
+        let vmax = 0;
+        for (let j = 0; j <= i; j++) {
+          let sum = 0;
+          for (let d = 0; d < sh.Dh; d++) {
+            sum += Math.abs(x.q[(i * sh.Hq + h) * sh.Dh + d]! * x.k[(j * sh.Hkv + hk) * sh.Dh + d]!);
+            vmax = Math.max(vmax, Math.abs(x.v[(j * sh.Hkv + hk) * sh.Dh + d]!));
+          }
+          delta = Math.max(delta, scale * sum * F16_U);
+        }
+        const oTol = (Math.expm1(2 * delta) + F16_U) * vmax + FWD_TOL.atol;
+        for (let d = 0; d < sh.Dh; d++) {
+          const e = (i * sh.Hq + h) * sh.Dh + d;
+          const err = Math.abs(o[e]! - ref.out[e]!);
+          expect(err, `out[${e}] (row ${i}, head ${h}): |err| ${err} > bound ${oTol}`).toBeLessThanOrEqual(oTol);
+          worst = Math.max(worst, err / oTol);
+        }
+        const le = h * sh.T + i;
+        expect(Math.abs(l[le]! - ref.lse[le]!)).toBeLessThanOrEqual(delta + FWD_TOL.atol);
+      }
+    // The bound is not vacuous: f16 rounding does move the result by a visible fraction of it.
+    expect(worst).toBeGreaterThan(1e-3);
+  }, COMPILE_TIMEOUT);
+});
+
+describe('flash attention: slice loops unrolled (the GPU code path) on this device', () => {
+  // GPUs compile the slice and exchange loops with constant trip counts (unrolled into registers);
+  // lavapipe keeps uniform trip counts (compile time). Same arithmetic: checked here on small head
+  // dims, one lane per row (Dh 8) and two lanes exchanging partial sums (Dh 24), whose unrolled
+  // compiles are the cheapest.
+  const cases: Case[] = [
+    { label: 'unrolled Dh=8 T=21 causal GQA 2', sh: shape(1, 21, 21, 4, 2, 8), causal: true, tiles: { unroll: true }, layouts: BOTH, splits: [2] },
+    { label: 'unrolled Dh=24 T=21 causal GQA 2 (forward)', sh: shape(1, 21, 21, 4, 2, 24), causal: true, tiles: { unroll: true }, layouts: ['tiled'], exchanges: 'default', forwardOnly: true },
+  ];
+  for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
+});
+
 describe('flash attention: fully masked rows', () => {
   it('rows that see no key give 0 output, lse -inf and zero gradients, never NaN', async () => {
     // Causal with qOffset = -3: query rows 0..2 precede every key.
-    const c: Case = { label: 'qOffset=-3', sh: shape(1, 12, 12, 2, 1, 16), causal: true, qOffset: -3, variants: BOTH };
+    const c: Case = { label: 'qOffset=-3', sh: shape(1, 12, 12, 2, 1, 16), causal: true, qOffset: -3, layouts: BOTH };
     await checkCase(testRng('attention fully masked'), c);
     // And explicitly: the reference has exact zeros and -inf there; expectClose would accept NaN for neither.
     const x = inputs(testRng('attention fully masked explicit'), c);
     const q = Tensor.from(x.q, [1, 12, 2, 16]);
     const k = Tensor.from(x.k, [1, 12, 1, 16]);
     const v = Tensor.from(x.v, [1, 12, 1, 16]);
-    for (const variant of BOTH) {
-      const { out, lse } = flashAttentionForward(q, k, v, { causal: true, qOffset: -3 }, variant);
+    for (const layout of BOTH) {
+      const { out, lse } = flashAttentionForward(q, k, v, { causal: true, qOffset: -3 }, layout);
       const o = await out.toFloat32();
       const l = await lse.toFloat32();
       for (let i = 0; i < 3; i++) {
@@ -218,6 +367,86 @@ describe('flash attention: fully masked rows', () => {
       }
       expect(o.every(Number.isFinite)).toBe(true);
     }
+  });
+});
+
+describe('flash attention variants: table and chooser', () => {
+  const shapeOf = (T: number, Hq: number, Hkv: number, Dh: number): AttentionShape => ({ B: 2, T, S: T, Hq, Hkv, Dh, qType: 'f32', kvType: 'f32' });
+  const gpu: AttentionCaps = {
+    features: new Set(['subgroups', 'shader-f16', 'timestamp-query']),
+    subgroupMinSize: 32, subgroupMaxSize: 32, maxWorkgroupStorage: 48 * 1024, maxInvocations: 1024, software: false,
+  };
+  const noSubgroups: AttentionCaps = { ...gpu, features: new Set(['shader-f16', 'timestamp-query']) };
+
+  it('picks by features and shape: subgroup exchange where the device has subgroups, split layout for decoding', () => {
+    expect(chooseAttentionVariant('forward', shapeOf(512, 32, 4, 64), gpu).name).toBe('forward.tiled.subgroup');
+    expect(chooseAttentionVariant('forward', shapeOf(1, 32, 8, 128), gpu).name).toBe('forward.split.subgroup');
+    expect(chooseAttentionVariant('backward', shapeOf(512, 32, 8, 128), gpu).name).toBe('backward.subgroup');
+    expect(chooseAttentionVariant('forward', shapeOf(512, 32, 4, 64), noSubgroups).name).toBe('forward.tiled.workgroup');
+    expect(chooseAttentionVariant('forward', shapeOf(1, 32, 8, 128), noSubgroups).name).toBe('forward.split.workgroup');
+    expect(chooseAttentionVariant('backward', shapeOf(512, 32, 8, 128), noSubgroups).name).toBe('backward.workgroup');
+    // One lane per row (Dh ≤ 16) has nothing to exchange; lanes per row above the subgroup size cannot shuffle.
+    expect(chooseAttentionVariant('forward', shapeOf(512, 8, 8, 16), gpu).exchange).toBe('workgroup');
+    expect(chooseAttentionVariant('forward', shapeOf(512, 8, 8, 256), { ...gpu, subgroupMinSize: 8, subgroupMaxSize: 8 }).exchange).toBe('workgroup');
+    expect(chooseAttentionVariant('forward', shapeOf(512, 8, 8, 256), gpu).exchange).toBe('subgroup');
+  });
+
+  it('lists every variant a tuner may time, each named once', () => {
+    const names = ATTENTION_VARIANTS.map((v) => v.name);
+    expect(new Set(names).size).toBe(names.length);
+    expect(attentionVariantsFor('forward', shapeOf(512, 32, 4, 64), gpu).map((v) => v.name)).toEqual([
+      'forward.split.subgroup', 'forward.split.workgroup', 'forward.tiled.subgroup', 'forward.tiled.workgroup',
+    ]);
+    expect(attentionVariantsFor('forward', shapeOf(512, 32, 4, 64), noSubgroups).map((v) => v.name)).toEqual(['forward.split.workgroup', 'forward.tiled.workgroup']);
+  });
+
+  it('slice geometry: ≤ 5 vec4 per lane, power-of-two lanes, least padding', () => {
+    const geo = (Dh: number) => sliceGeometry(Dh);
+    expect(geo(64)).toEqual({ TPR: 4, WV: 4 });
+    expect(geo(80)).toEqual({ TPR: 4, WV: 5 });
+    expect(geo(96)).toEqual({ TPR: 8, WV: 3 });
+    expect(geo(128)).toEqual({ TPR: 8, WV: 4 });
+    expect(geo(256)).toEqual({ TPR: 16, WV: 4 });
+    for (let Dh = 4; Dh <= 256; Dh += 4) {
+      const { TPR, WV } = geo(Dh);
+      expect(WV).toBeLessThanOrEqual(5);
+      expect(TPR * WV * 4).toBeGreaterThanOrEqual(Dh);
+      expect(Number.isInteger(Math.log2(TPR))).toBe(true);
+    }
+  });
+
+  it('FINLLM_DISABLE_FEATURES=subgroups changes the kernel the chooser picks', async () => {
+    const s = shapeOf(64, 8, 2, 64);
+    const here = deviceAttentionCaps();
+    if (!here.features.has('subgroups')) return expect(chooseAttentionVariant('forward', s, here).exchange).toBe('workgroup');
+    expect(chooseAttentionVariant('forward', s, here).exchange).toBe('subgroup');
+    const prev = process.env.FINLLM_DISABLE_FEATURES;
+    process.env.FINLLM_DISABLE_FEATURES = 'subgroups';
+    let other: GpuDevice | null = null;
+    try {
+      other = await GpuDevice.create();
+    } finally {
+      if (prev === undefined) delete process.env.FINLLM_DISABLE_FEATURES;
+      else process.env.FINLLM_DISABLE_FEATURES = prev;
+    }
+    const caps: AttentionCaps = {
+      features: other.features, subgroupMinSize: other.subgroupSize.min, subgroupMaxSize: other.subgroupSize.max,
+      maxWorkgroupStorage: other.limits.maxComputeWorkgroupStorageSize, maxInvocations: other.limits.maxComputeInvocationsPerWorkgroup, software: other.info.isSoftware,
+    };
+    other.destroy();
+    expect(caps.features.has('subgroups')).toBe(false);
+    expect(chooseAttentionVariant('forward', s, caps).name).toBe('forward.tiled.workgroup');
+    expect(chooseAttentionVariant('backward', s, caps).name).toBe('backward.workgroup');
+  });
+
+  it('an exchange the device cannot run is refused with the reason', () => {
+    const q = Tensor.empty([1, 4, 2, 256]);
+    const k = Tensor.empty([1, 4, 1, 256]);
+    const sub = deviceAttentionCaps().subgroupMinSize;
+    if (sub < 16) expect(() => flashAttentionForward(q, k, k, { causal: true }, 'tiled', { exchange: 'subgroup' })).toThrow(/subgroup exchange cannot run head dim 256/);
+    const q16 = Tensor.empty([1, 4, 2, 16]);
+    const k16 = Tensor.empty([1, 4, 1, 16]);
+    expect(() => flashAttentionForward(q16, k16, k16, { causal: true }, 'tiled', { exchange: 'subgroup' })).toThrow(/2 ≤ 1 lanes/);
   });
 });
 
@@ -240,10 +469,29 @@ describe('flash attention autograd', () => {
     seg.dispose();
   });
 
+  it('finite-difference check at Dh=64 (lanes per row exchange partial sums), causal GQA 2', async () => {
+    // A step of 1e-1 (relative): with Dh = 64 terms per score, f32 rounding of the loss limits the
+    // difference quotient more than its truncation error does (Richardson-extrapolated, O(h⁴)).
+    const rng = testRng('attention fd dh64');
+    const [B, T, Hq, Hkv, Dh] = [1, 5, 2, 1, 64];
+    const w = rng.normalArray(B * T * Hq * Dh);
+    await gradCheck(
+      'flashAttention Dh=64',
+      ([q, k, v]) => sumToSuffix(binary('mul', flashAttention(q!, k!, v!, { causal: true }), Tensor.from(w, [B, T, Hq, Dh])), [1]),
+      [
+        { data: rng.normalArray(B * T * Hq * Dh), shape: [B, T, Hq, Dh] },
+        { data: rng.normalArray(B * T * Hkv * Dh), shape: [B, T, Hkv, Dh] },
+        { data: rng.normalArray(B * T * Hkv * Dh), shape: [B, T, Hkv, Dh] },
+      ],
+      rng,
+      { eps: 1e-1 },
+    );
+  }, COMPILE_TIMEOUT);
+
   it('autograd gradients match the reference and tidy frees everything', async () => {
     const rng = testRng('attention autograd');
     const sh = shape(1, 11, 11, 4, 2, 16);
-    const c: Case = { label: 'autograd', sh, causal: true, variants: ['tiled'] };
+    const c: Case = { label: 'autograd', sh, causal: true, layouts: ['tiled'] };
     const x = inputs(rng, c);
     const ref = attentionBackwardRef(sh, { causal: true, scale: 1 / Math.sqrt(16), qOffset: 0 }, x.q, x.k, x.v, x.dOut);
     const q = Tensor.from(x.q, [1, 11, 4, 16]).keep();
@@ -267,12 +515,16 @@ describe('flash attention autograd', () => {
     for (const t of [q, k, v]) t.dispose();
   });
 
-  it('rejects bad shapes with a clear message', () => {
+  it('rejects bad shapes and dtypes with a clear message', () => {
     const q = Tensor.empty([1, 4, 3, 16]);
     const k = Tensor.empty([1, 4, 2, 16]);
     expect(() => flashAttention(q, k, k, { causal: true })).toThrow(/multiple of Hkv/);
     const k2 = Tensor.empty([1, 4, 1, 16]);
     expect(() => flashAttention(q, k2, k2, { causal: true, kvLength: 5 })).toThrow(/kvLength/);
     expect(() => flashAttention(q, k2, k2, { causal: true, kvLength: 3, segmentIds: Tensor.from(new Int32Array(4), [4]) })).toThrow(/T == S/);
+    expect(() => flashAttention(Tensor.empty([1, 4, 1, 18]), Tensor.empty([1, 4, 1, 18]), Tensor.empty([1, 4, 1, 18]), { causal: true })).toThrow(/head dim 18 not supported/);
+    expect(() => flashAttention(Tensor.empty([1, 4, 1, 260]), Tensor.empty([1, 4, 1, 260]), Tensor.empty([1, 4, 1, 260]), { causal: true })).toThrow(/head dim 260/);
+    expect(() => flashAttention(q, k2, Tensor.empty([1, 4, 1, 16], 'f16'), { causal: true })).toThrow(/same dtype/);
+    expect(() => flashAttention(q, Tensor.empty([1, 4, 1, 16], 'bf16'), Tensor.empty([1, 4, 1, 16], 'bf16'), { causal: true })).toThrow(/f32 or f16, got bf16/);
   });
 });

@@ -171,4 +171,68 @@ describe('ropeAppend vs float64', () => {
     expectClose(await vc.toFloat32(), ref.vCache, { atol: 0 }, 'v cache');
     for (const x of [t, kc, vc, len, st, q, tab.cos, tab.sin]) x.dispose();
   });
+
+  it('into an f16 cache: the appended k and v are the f32 results rounded to f16, other rows keep their bits', async () => {
+    const rng = testRng('rope-append-f16');
+    // Dh 12: three words of packed pairs per half, so the two-pairs-per-thread indexing is exercised
+    // past the first word; B, T, heads and positions not powers of two.
+    const [B, T, H, Hkv, dh, smax, L] = [3, 3, 6, 3, 12, 11, 5];
+    const starts = Int32Array.from([0, 4, 7]);
+    const tab = ropeTables({ headDim: dh, theta: 10000, scaling: null, maxPositions: 16 });
+    const cos = await tab.cos.toFloat32();
+    const sin = await tab.sin.toFloat32();
+    const ld = 3 + (H + 2 * Hkv) * dh;
+    const qkv = rng.normalArray(B * T * ld);
+    const pick = (off: number, w: number) => Float64Array.from({ length: B * T * w }, (_, i) => qkv[Math.floor(i / w) * ld + off + (i % w)]!);
+    const kBits = f32ArrayToF16(rng.normalArray(B * smax * Hkv * dh));
+    const vBits = f32ArrayToF16(rng.normalArray(B * smax * Hkv * dh));
+    const kc0 = Float64Array.from(kBits, (b) => halfBitsToNumber(b, 'f16'));
+    const vc0 = Float64Array.from(vBits, (b) => halfBitsToNumber(b, 'f16'));
+    const t = Tensor.from(qkv, [B * T, ld]);
+    const kc = Tensor.from(kBits, [B, smax, Hkv, dh], 'f16');
+    const vc = Tensor.from(vBits, [B, smax, Hkv, dh], 'f16');
+    const len = Tensor.from(Uint32Array.of(L), [1]);
+    const st = Tensor.from(starts, [B]);
+    const q = ropeAppend({
+      B, T, heads: H, kvHeads: Hkv, rope: tab, length: len, starts: st, kCache: kc, vCache: vc,
+      q: { t, ld, offset: 3 }, k: { t, ld, offset: 3 + H * dh }, v: { t, ld, offset: 3 + (H + Hkv) * dh },
+    });
+    const ref = ropeAppendRef(B, T, H, Hkv, dh, L, starts, pick(3, H * dh), pick(3 + H * dh, Hkv * dh), pick(3 + (H + Hkv) * dh, Hkv * dh), cos, sin, kc0, vc0, smax);
+    // q stays f32 (the rope kernel's arithmetic). The cache entries are the f32 results rounded to
+    // f16: relative error ≤ 2⁻¹¹ (round to nearest; WGSL lets pack2x16float round either way, ≤ 2⁻¹⁰),
+    // plus the f32 rotation's 2e-6; rows not appended keep their exact f16 values.
+    expectClose(await q.toFloat32(), ref.q, { atol: 2e-6, rtol: 1e-6 }, 'q');
+    const unpack = async (x: Tensor) => Float64Array.from((await x.read()) as Uint16Array, (b) => halfBitsToNumber(b, 'f16'));
+    const kGot = await unpack(kc);
+    const vGot = await unpack(vc);
+    expectClose(kGot, ref.kCache, { atol: 2e-6, rtol: 2 ** -10 }, 'k cache');
+    expectClose(vGot, ref.vCache, { atol: 0, rtol: 2 ** -10 }, 'v cache');
+    // The appended positions changed, every other position is bit-identical.
+    const posWidth = Hkv * dh;
+    for (let b = 0; b < B; b++) {
+      for (let s = 0; s < smax; s++) {
+        const appended = s >= L && s < L + T;
+        for (let j = 0; j < posWidth; j++) {
+          const i = (b * smax + s) * posWidth + j;
+          if (!appended) {
+            expect(kGot[i], `k[${b},${s},${j}]`).toBe(kc0[i]);
+            expect(vGot[i], `v[${b},${s},${j}]`).toBe(vc0[i]);
+          }
+        }
+      }
+    }
+    for (const x of [t, kc, vc, len, st, q, tab.cos, tab.sin]) x.dispose();
+  });
+
+  it('refuses a cache whose K and V dtypes differ', () => {
+    const tab = ropeTables({ headDim: 8, theta: 10000, scaling: null, maxPositions: 4 });
+    const t = Tensor.empty([1, 3 * 8]);
+    const kc = Tensor.empty([1, 2, 1, 8], 'f16');
+    const vc = Tensor.empty([1, 2, 1, 8]);
+    const len = Tensor.from(Uint32Array.of(0), [1]);
+    expect(() =>
+      ropeAppend({ B: 1, T: 1, heads: 1, kvHeads: 1, rope: tab, length: len, kCache: kc, vCache: vc, q: { t, ld: 24, offset: 0 }, k: { t, ld: 24, offset: 8 }, v: { t, ld: 24, offset: 16 } }),
+    ).toThrow(/vCache: expected dtype f16, got f32/);
+    for (const x of [t, kc, vc, len, tab.cos, tab.sin]) x.dispose();
+  });
 });

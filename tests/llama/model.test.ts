@@ -197,6 +197,41 @@ describe('KV cache, batched', () => {
       model.dispose();
     }
   });
+
+  it('an f16 cache takes half the memory and decodes within f16 rounding of the f32 cache', async () => {
+    const model = await LlamaModel.load(modelDir(GQA), { adapter: adapterDir(GQA) });
+    try {
+      const ids = (golden.models[GQA].token_ids as number[][])[0]!;
+      const n = 12;
+      const caches = [model.newKvCache(1, n), model.newKvCache(1, n, undefined, 'f16')];
+      expect(caches[1]!.k[0]!.byteSize * 2).toBe(caches[0]!.k[0]!.byteSize);
+      const logits: Float32Array[][] = [[], []];
+      for (const [c, cache] of caches.entries()) {
+        const pre = model.step(Int32Array.from(ids.slice(0, 8)), cache);
+        logits[c]!.push(await pre.toFloat32());
+        pre.dispose();
+        for (let t = 8; t < n; t++) {
+          const s = model.step(Int32Array.of(ids[t]!), cache);
+          logits[c]!.push(await s.toFloat32());
+          s.dispose();
+        }
+        disposeKvCache(cache);
+      }
+      // Storing K and V in f16 moves each by ≤ u = 2⁻¹¹ relative, so each attention output moves by
+      // ≲ 2u of its scale (the flash attention tests derive the bound); to first order the two layers
+      // add their shifts and the head carries them to the logits: 4u of the logits' scale (measured:
+      // 0.4u). It is not zero: the f16 path really ran.
+      let diff = 0;
+      for (const [i, ref] of logits[0]!.entries()) {
+        const scale = maxAbs(ref);
+        expectClose(logits[1]![i]!, ref, { atol: 4 * 2 ** -11 * scale }, `step ${i}`);
+        diff = Math.max(diff, ...ref.map((x, j) => Math.abs(x - logits[1]![i]![j]!)));
+      }
+      expect(diff).toBeGreaterThan(0);
+    } finally {
+      model.dispose();
+    }
+  });
 });
 
 describe('weight storage', () => {
