@@ -1,13 +1,12 @@
-// Does fp16-mixed training follow the fp32 loss curve? Trains the default config (configs/default.yaml:
-// the bundled tiny model, QLoRA on the sample data) for N steps in fp32 and in fp16-mixed with the
-// same seed, data order and dropout masks, and compares the per-step training losses.
+// Does fp16-mixed training follow the fp32 loss curve? Trains a config (default: configs/default.yaml,
+// full fine-tuning of the bundled base model on the bundled tasks) for N steps in fp32 and in
+// fp16-mixed with the same seed, data order and dropout masks, and compares the per-step losses.
 //
-//   npm run build && node dist/bench/precision-curve.js [--steps 200] [--set key=value ...]
+//   npm run build && node dist/bench/precision-curve.js [--steps 200] [--config FILE] [--set key=value ...]
 //
 // Prints the largest and mean per-step |loss gap|, the gap of the last 10 steps' mean, the loss
 // scale history and skipped steps; writes bench/results/precision-curve-<time>.json. (CI runs a
-// 10-step version of this comparison in tests/train/precision.test.ts; 200 steps take ~20 minutes
-// on lavapipe.)
+// 10-step version of this comparison in tests/train/precision.test.ts.)
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +24,7 @@ function args(name: string): string[] {
 
 const steps = Number(args('steps')[0] ?? 200);
 const extra = args('set');
+const configFile = args('config')[0] ?? join(process.cwd(), 'configs/default.yaml');
 const e = await initEngine();
 if (!e.dev.has('shader-f16')) {
   console.error(`this adapter (${e.dev.name}) has no shader-f16: fp16-mixed cannot run here`);
@@ -41,7 +41,7 @@ interface Rec {
 async function run(precision: 'fp32' | 'fp16-mixed'): Promise<{ losses: number[]; scales: number[]; skipped: number; seconds: number; finalVal: number | null }> {
   const dir = mkdtempSync(join(tmpdir(), `finllm-curve-${precision}-`));
   const cfg = loadConfig({
-    file: join(process.cwd(), 'configs/default.yaml'),
+    file: configFile,
     sets: [`output.dir=${dir}`, `training.max_steps=${steps}`, `training.precision=${precision}`, 'training.log_every=1', 'training.eval_every=0', 'training.save_every=0', 'logging.console=false', ...extra],
   });
   const t0 = performance.now();
@@ -56,7 +56,7 @@ async function run(precision: 'fp32' | 'fp16-mixed'): Promise<{ losses: number[]
   };
 }
 
-console.log(`adapter: ${e.dev.name}; ${steps} steps of configs/default.yaml in fp32 and fp16-mixed`);
+console.log(`adapter: ${e.dev.name}; ${steps} steps of ${configFile} in fp32 and fp16-mixed`);
 const a = await run('fp32');
 console.log(`fp32: ${a.seconds.toFixed(0)} s, loss ${a.losses[0]!.toFixed(4)} -> ${a.losses[a.losses.length - 1]!.toFixed(4)}, final val ${a.finalVal?.toFixed(4)}`);
 const b = await run('fp16-mixed');
@@ -76,7 +76,7 @@ mkdirSync(dir, { recursive: true });
 const file = join(dir, `precision-curve-${date.replace(/[:.]/g, '-')}.json`);
 writeFileSync(
   `${file}.tmp`,
-  JSON.stringify({ adapter: e.dev.name, date, steps, extra, largest_gap: worst, largest_gap_step: worstStep, mean_gap: mean, tail_gap: tailGap, fp32: a, fp16_mixed: b }, null, 2),
+  JSON.stringify({ adapter: e.dev.name, date, config: configFile, steps, extra, largest_gap: worst, largest_gap_step: worstStep, mean_gap: mean, tail_gap: tailGap, fp32: a, fp16_mixed: b }, null, 2),
 );
 renameSync(`${file}.tmp`, file);
 console.log(`wrote ${file}`);
