@@ -35,6 +35,14 @@ export const SOURCES = {
   attention: 'attention',
 } as const;
 
+/** Every kernel-bench case id the summary reads (bench/run.ts --summary-only times just these). */
+export function summaryKernelIds(): string[] {
+  const ids: string[] = [];
+  for (const v of Object.values(SOURCES)) if (typeof v !== 'string') ids.push(...v);
+  for (const s of ATTENTION_SHAPES) ids.push(`${SOURCES.attention}.${s}.fwd`, `${SOURCES.attention}.${s}.fwd_bwd`);
+  return ids;
+}
+
 export interface KernelResult {
   id?: string;
   family?: string;
