@@ -1,14 +1,18 @@
 // The GPU session summary: one JSON per measured card (format in docs/gpu-summary.md),
 // assembled from what bench/gpu-session.sh leaves in its output folder:
 //
-//   gpu.csv            nvidia-smi: name, driver_version, memory.total (one line, no header)
+//   gpu.csv            nvidia-smi: name, driver_version, memory.total (one line, no header); without
+//                      it the card is the adapter name the kernel or e2e benchmark reported
 //   commit.txt         the git commit measured
-//   kernels-*.json     bench/run.ts results; figures are found by case id (harness `id`)
+//   kernels*.json      bench/run.ts results; figures are found by case id (harness `id`); files are
+//                      read in name order and a later file's figure wins
 //   e2e-*.json         bench/e2e.ts results, one per `--tag` (bf16, nf4, nf4_gc, ...)
 //   smi-<tag>.txt      the most GPU memory (MiB) nvidia-smi showed for that e2e process
-//   peer.json          bench/peer/peer_peft.py
+//   peer.json, peer-*.json  bench/peer/peer_peft.py (one file per run; their keys are merged)
 //   peer_kernels.json  bench/peer/peer_kernels.py
 //   decode*.json       decode figures (b1/b8 tokens/s, time to first token) from the decode benchmark
+//   steps*.json        bench/gpu-session.sh: each step's status, exit code and seconds (`session`)
+//   tests-report.json  the GPU test tier's vitest JSON report (`session.tests`: passed, failed, skipped)
 //
 // Every key of the format is present; a figure that was not measured is null. Where the figures of
 // other benchmarks come from is the table SOURCES below: attention (kernel ids
@@ -71,9 +75,34 @@ export interface E2eResult {
   decode?: Record<string, number | null>;
 }
 
+/** One step of a bench/gpu-session.sh call, as its steps-<mode>.json records it. */
+export interface SessionStep {
+  name: string;
+  /** ok, failed (exit code ≠ 0), timeout (stopped at its time cap), skipped (`reason`), or running (the call was stopped during it). */
+  status: string;
+  rc: number | null;
+  seconds: number | null;
+  cap_s?: number | null;
+  reason?: string;
+}
+
+export interface SessionRecord {
+  mode?: string;
+  dry?: boolean;
+  budget_s?: number;
+  started?: string;
+  steps: SessionStep[];
+}
+
 export interface SessionInputs {
   /** The nvidia-smi line: "name, driver, memory". */
   gpuCsv?: string;
+  /** The WebGPU adapter's name from the benchmarks' results (the card where nvidia-smi is absent). */
+  adapter?: string;
+  /** bench/gpu-session.sh's step records, one per call (mode). */
+  sessions?: SessionRecord[];
+  /** The GPU test tier's counts. */
+  tests?: { passed: number; failed: number; skipped: number };
   commit?: string;
   date?: string;
   kernels: KernelResult[];
@@ -115,6 +144,12 @@ export interface GpuSummary {
   };
   /** finllm / peer in the same call (null where either side is missing). */
   ratios: { train_bf16: Num; train_nf4: Num; gemm_f16: Num; gemm_f32: Num; nf4_fwd_vs_f16: Num; nf4_dx_vs_f16: Num };
+  /**
+   * How the figures were obtained: each gpu-session call's steps (status, exit code, seconds), so a
+   * null figure reads as "timed out" or "failed" rather than "not measured", and the GPU test tier's
+   * counts (null where it did not run).
+   */
+  session: { dry: boolean; steps: (SessionStep & { mode: string | null })[]; tests: { passed: number; failed: number; skipped: number } | null };
 }
 
 const num = (v: unknown): Num => (typeof v === 'number' && Number.isFinite(v) ? v : null);
@@ -163,7 +198,8 @@ export function cardSlug(card: string | null): string {
 }
 
 export function buildSummary(inp: SessionInputs): GpuSummary {
-  const [card, driver] = (inp.gpuCsv ?? '').split(',').map((s) => s.trim());
+  const [smiCard, driver] = (inp.gpuCsv ?? '').split(',').map((s) => s.trim());
+  const card = smiCard || inp.adapter;
   const k = inp.kernels;
   const byTag = (tag: string) => {
     for (let i = inp.e2e.length - 1; i >= 0; i--) if (inp.e2e[i]!.tag === tag) return inp.e2e[i];
@@ -227,6 +263,11 @@ export function buildSummary(inp: SessionInputs): GpuSummary {
       nf4_fwd_vs_f16: ratio(finllm.nf4_gemm_fwd_tflops, finllm.f16_gemm_same_shape_tflops),
       nf4_dx_vs_f16: ratio(finllm.nf4_gemm_dx_tflops, finllm.f16_gemm_same_shape_tflops),
     },
+    session: {
+      dry: (inp.sessions ?? []).some((r) => r.dry === true),
+      steps: (inp.sessions ?? []).flatMap((r) => (r.steps ?? []).map((st) => ({ mode: r.mode ?? null, ...st }))),
+      tests: inp.tests ?? null,
+    },
   };
 }
 
@@ -244,8 +285,14 @@ export function readSessionDir(dir: string): SessionInputs {
   const files = readdirSync(dir).sort();
   const text = (name: string) => (existsSync(join(dir, name)) ? readFileSync(join(dir, name), 'utf8').trim() : undefined);
   const kernels: KernelResult[] = [];
-  for (const f of files.filter((f) => /^kernels.*\.json$/.test(f))) kernels.push(...(readJson<{ results?: KernelResult[] }>(join(dir, f))?.results ?? []));
-  const e2e = files.filter((f) => /^e2e.*\.json$/.test(f)).map((f) => readJson<E2eResult>(join(dir, f))).filter((r): r is E2eResult => !!r);
+  let adapter: string | undefined;
+  for (const f of files.filter((f) => /^kernels.*\.json$/.test(f))) {
+    const k = readJson<{ adapter?: string; results?: KernelResult[] }>(join(dir, f));
+    kernels.push(...(k?.results ?? []));
+    adapter ??= k?.adapter;
+  }
+  const e2e = files.filter((f) => /^e2e.*\.json$/.test(f)).map((f) => readJson<E2eResult & { adapter?: string }>(join(dir, f))).filter((r): r is E2eResult & { adapter?: string } => !!r);
+  adapter ??= e2e.find((r) => r.adapter)?.adapter;
   const smiPeakMiB: Record<string, number> = {};
   for (const f of files.filter((f) => /^smi-.+\.txt$/.test(f))) {
     const v = Number(readFileSync(join(dir, f), 'utf8').trim());
@@ -253,15 +300,28 @@ export function readSessionDir(dir: string): SessionInputs {
   }
   let decode: Record<string, number | null> | undefined;
   for (const f of files.filter((f) => /^decode.*\.json$/.test(f))) decode = { ...decode, ...readJson<Record<string, number | null>>(join(dir, f)) };
+  let peer: SessionInputs['peer'];
+  for (const f of files.filter((f) => /^peer(-[\w.-]+)?\.json$/.test(f))) {
+    const p = readJson<NonNullable<SessionInputs['peer']>>(join(dir, f));
+    if (p) peer = { ...peer, ...p };
+  }
+  const sessions = files.filter((f) => /^steps.*\.json$/.test(f)).map((f) => readJson<SessionRecord>(join(dir, f))).filter((r): r is SessionRecord => !!r && Array.isArray(r.steps));
+  const report = readJson<{ numPassedTests?: number; numFailedTests?: number; numPendingTests?: number; numTodoTests?: number }>(join(dir, 'tests-report.json'));
+  const tests = report && typeof report.numPassedTests === 'number'
+    ? { passed: report.numPassedTests, failed: report.numFailedTests ?? 0, skipped: (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0) }
+    : undefined;
   return {
     gpuCsv: text('gpu.csv')?.split('\n')[0],
+    ...(adapter ? { adapter } : {}),
     commit: text('commit.txt'),
     kernels,
     e2e,
     smiPeakMiB,
-    peer: readJson(join(dir, 'peer.json')),
+    ...(peer ? { peer } : {}),
     peerKernels: readJson(join(dir, 'peer_kernels.json')),
     ...(decode ? { decode } : {}),
+    ...(sessions.length ? { sessions } : {}),
+    ...(tests ? { tests } : {}),
   };
 }
 
