@@ -78,7 +78,11 @@ export interface E2eResult {
 /** One step of a bench/gpu-session.sh call, as its steps-<mode>.json records it. */
 export interface SessionStep {
   name: string;
-  /** ok, failed (exit code ≠ 0), timeout (stopped at its time cap), skipped (`reason`), or running (the call was stopped during it). */
+  /**
+   * ok, failed (exit code ≠ 0), timeout (stopped at its time cap), skipped (`reason`: a dry run's
+   * peers, or out of time), stopped (the call ended during it: a TERM), or running (the call was
+   * killed during it).
+   */
   status: string;
   rc: number | null;
   seconds: number | null;
@@ -251,7 +255,8 @@ export function buildSummary(inp: SessionInputs): GpuSummary {
   return {
     card: card || null,
     driver: driver || null,
-    date: inp.date ?? new Date().toISOString(),
+    // The session's start where the steps record it (a merge of several calls: the first).
+    date: inp.date ?? (inp.sessions ?? []).map((r) => r.started).filter((d): d is string => !!d).sort()[0] ?? new Date().toISOString(),
     commit: inp.commit || null,
     peer,
     finllm,
@@ -330,29 +335,56 @@ function writeJsonAtomic(file: string, value: unknown): void {
   renameSync(`${file}.tmp`, file);
 }
 
-/** CLI: reads --dir, writes <dir>/summary.json and <results>/<slug>-<YYYYMMDD>.json; returns the summary path. */
-export function main(argv: string[]): string {
+const fmt = (v: Num, digits = 3): string => (v === null ? '-' : Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(digits));
+
+/** A short human-readable digest: the steps, then the figures the issues track, finllm beside the peer. */
+export function formatSummary(s: GpuSummary): string {
+  const lines: string[] = [];
+  const steps = s.session.steps.map((st) => `${st.name} ${st.status}${st.seconds !== null ? ` ${st.seconds}s` : ''}${st.status === 'skipped' && st.reason ? ` (${st.reason})` : ''}`);
+  if (steps.length) lines.push(`steps: ${steps.join(' | ')}`);
+  lines.push(`card: ${s.card ?? '-'}, driver ${s.driver ?? '-'}, commit ${s.commit ?? '-'}, ${s.date}${s.session.dry ? ' (DRY RUN: nothing here is a GPU figure)' : ''}`);
+  const t = s.finllm.train;
+  lines.push(`train tok/s: bf16 ${fmt(t.bf16.tok_s)} (x${fmt(s.ratios.train_bf16)} peer), nf4 ${fmt(t.nf4.tok_s)} (x${fmt(s.ratios.train_nf4)}), nf4_gc ${fmt(t.nf4_gc.tok_s)}; peer ${fmt(s.peer.train_tok_s)}, gc ${fmt(s.peer.train_tok_s_gc)}`);
+  lines.push(`peak GB: pool bf16 ${fmt(t.bf16.pool_peak_gb)} nf4 ${fmt(t.nf4.pool_peak_gb)} nf4_gc ${fmt(t.nf4_gc.pool_peak_gb)}; device bf16 ${fmt(t.bf16.device_peak_gb)} nf4 ${fmt(t.nf4.device_peak_gb)} nf4_gc ${fmt(t.nf4_gc.device_peak_gb)}; peer ${fmt(s.peer.peak_gb)}, gc ${fmt(s.peer.peak_gb_gc)}`);
+  const f = s.finllm;
+  lines.push(`GEMM TFLOP/s: f16 ${fmt(f.gemm_f16_tflops)} (peer ${fmt(s.peer.gemm_f16_tflops)}), f32 ${fmt(f.gemm_f32_tflops)} (peer ${fmt(s.peer.gemm_f32_tflops)}, x${fmt(s.ratios.gemm_f32)}); nf4 fwd ${fmt(f.nf4_gemm_fwd_tflops)} dx ${fmt(f.nf4_gemm_dx_tflops)} vs f16 ${fmt(f.f16_gemm_same_shape_tflops)} (x${fmt(s.ratios.nf4_fwd_vs_f16)}, x${fmt(s.ratios.nf4_dx_vs_f16)})`);
+  for (const shape of ATTENTION_SHAPES) {
+    const a = f.attention[shape];
+    const p = s.peer.sdpa[shape];
+    lines.push(`attention ${shape} ms: fwd ${fmt(a.fwd_ms)} (sdpa ${fmt(p.fwd_ms)}), fwd+bwd ${fmt(a.fwd_bwd_ms)} (sdpa ${fmt(p.fwd_bwd_ms)})`);
+  }
+  const d = f.decode;
+  lines.push(`decode: b1 nf4 ${fmt(d.b1_nf4_tok_s)} tok/s, b1 bf16 ${fmt(d.b1_bf16_tok_s)}, b8 nf4 ${fmt(d.b8_nf4_tok_s)}, ttft 512 ${fmt(d.ttft_512_ms)} ms; peer b1 ${fmt(s.peer.decode_tok_s)}`);
+  if (s.session.tests) lines.push(`GPU test tier: ${s.session.tests.passed} passed, ${s.session.tests.failed} failed, ${s.session.tests.skipped} skipped`);
+  return lines.join('\n');
+}
+
+/** CLI: reads --dir, writes <dir>/summary.json and <results>/<slug>-<YYYYMMDD>.json; --print also prints the digest. */
+export function main(argv: string[]): { file: string; summary: GpuSummary } {
   const arg = (name: string) => {
     const i = argv.indexOf(`--${name}`);
     return i >= 0 ? argv[i + 1] : undefined;
   };
   const dir = arg('dir');
-  if (!dir || !existsSync(dir)) throw new Error('usage: summary --dir <gpu-session output folder> [--results bench/results/gpu] [--date ISO]');
+  if (!dir || !existsSync(dir)) throw new Error('usage: summary --dir <gpu-session output folder> [--results bench/results/gpu] [--date ISO] [--print]');
   const inputs = readSessionDir(dir);
   const date = arg('date');
   if (date) inputs.date = date;
   const summary = buildSummary(inputs);
   writeJsonAtomic(join(dir, 'summary.json'), summary);
-  const results = arg('results') ?? join('bench', 'results', 'gpu');
+  // A dry run's summary (lavapipe, tiny shapes) never goes beside the committed GPU results by default.
+  const results = arg('results') ?? (summary.session.dry ? join(dir, 'results') : join('bench', 'results', 'gpu'));
   mkdirSync(results, { recursive: true });
   const file = join(results, `${cardSlug(summary.card)}-${summary.date.slice(0, 10).replace(/-/g, '')}.json`);
   writeJsonAtomic(file, summary);
-  return file;
+  return { file, summary };
 }
 
 if (process.argv[1] && basename(process.argv[1]) === 'summary.js') {
   try {
-    console.log(`wrote ${main(process.argv.slice(2))}`);
+    const { file, summary } = main(process.argv.slice(2));
+    console.log(`wrote ${file}`);
+    if (process.argv.includes('--print')) console.log(formatSummary(summary));
   } catch (err) {
     process.stderr.write(`summary: ${(err as Error).message}\n`);
     process.exit(1);
