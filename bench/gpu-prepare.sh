@@ -3,8 +3,9 @@
 # tree they send, and prints the calls.
 #   1. builds dist/ (tsc) and writes dist/COMMIT (the commit built, -dirty with uncommitted changes:
 #      the device's copy of the tree has no git history, so the summary's `commit` comes from here)
-#   2. packs .gpu-host/ (Node.js, node_modules, Dawn, the Vulkan loader .debs; bench/gpu-host/pack.sh)
-#      when it is missing or older than package-lock.json or the packing scripts
+#   2. packs .gpu-host/ (Node.js, node_modules, Dawn, the Vulkan loader .debs; bench/gpu-host/pack.sh
+#      --slim: what the session needs, ~44 MiB) when it is missing, not slim, or older than
+#      package-lock.json or the packing scripts (~2.5 min on 2 cores)
 #   3. checks that what travels (tracked and untracked-not-ignored files, plus the carried .gpu-host
 #      and dist) fits the device tool's 64 MiB, and that no link (a worktree's node_modules) would
 #      travel dangling
@@ -19,8 +20,8 @@ echo "$(git rev-parse HEAD)$(git diff --quiet HEAD -- || echo -dirty)" > dist/CO
 echo "built dist/ at $(cat dist/COMMIT)"
 
 kit=.gpu-host/node_modules.tar.xz
-if [ ! -f "$kit" ] || [ package-lock.json -nt "$kit" ] || [ bench/gpu-host/pack.sh -nt "$kit" ] || [ bench/gpu-host/enter.sh -nt "$kit" ]; then
-  bash bench/gpu-host/pack.sh
+if [ ! -f "$kit" ] || [ "$(cat .gpu-host/variant 2> /dev/null)" != slim ] || [ package-lock.json -nt "$kit" ] || [ bench/gpu-host/pack.sh -nt "$kit" ] || [ bench/gpu-host/enter.sh -nt "$kit" ]; then
+  bash bench/gpu-host/pack.sh --slim
 else
   echo ".gpu-host is up to date ($(du -sh .gpu-host | cut -f1))"
 fi

@@ -6,7 +6,14 @@
 # project root: `source .gpu-host/enter.sh` (bench/gpu-session.sh does it). Needs apt-get (here, not
 # there) for the loader packages. bench/gpu-prepare.sh runs this when .gpu-host is missing or older
 # than package-lock.json.
+#
+# --slim: only what bench/gpu-session.sh needs (~9 MB less, so the tree plus the kit stay well inside
+# the device tool's 64 MiB): no npm, and node_modules without the dev dependencies that only the type
+# checker (typescript), the serve tests (openai) and the report screenshot (playwright-core) use;
+# `npm test` does not work there then, `node node_modules/vitest/vitest.mjs run tests/kernels` does.
 set -euo pipefail
+slim=0
+[ "${1:-}" = --slim ] && slim=1
 root=$(pwd)
 [ -f package.json ] || { echo "pack.sh: run me from the project root" >&2; exit 2; }
 [ -d node_modules ] || { echo "pack.sh: run npm ci first" >&2; exit 2; }
@@ -20,15 +27,23 @@ node_bin=$(command -v node)
 if [ ! -f "$kit/node.xz" ] || [ "$node_bin" -nt "$kit/node.xz" ]; then
   xz -T0 -6 -c "$node_bin" > "$kit/node.xz"
 fi
-npm_dir=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")
-[ -f "$kit/npm.tar.xz" ] || tar -C "$(dirname "$npm_dir")" -cf - "$(basename "$npm_dir")" | xz -T0 -3 > "$kit/npm.tar.xz"
+if ((slim)); then
+  rm -f "$kit/npm.tar.xz"
+else
+  npm_dir=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")
+  [ -f "$kit/npm.tar.xz" ] || tar -C "$(dirname "$npm_dir")" -cf - "$(basename "$npm_dir")" | xz -T0 -3 > "$kit/npm.tar.xz"
+fi
 if ! ls "$kit"/deb/libvulkan1_*.deb >/dev/null 2>&1; then
   (cd "$kit/deb" && apt-get download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 2>&1 | grep -v unsandboxed || true)
 fi
 # node_modules without the prebuilt Dawn binaries for other platforms; Dawn for linux-x64 compressed on its own
 # (node_modules may be a link to another checkout's: its target is packed under the name node_modules)
 nm=$(readlink -f node_modules)
-tar -C "$(dirname "$nm")" --transform "s,^$(basename "$nm"),node_modules," --exclude="$(basename "$nm")/webgpu/dist" --exclude="$(basename "$nm")/.cache" -cf - "$(basename "$nm")" | xz -T0 -3 > "$kit/node_modules.tar.xz"
+b=$(basename "$nm")
+excludes=(--exclude="$b/webgpu/dist" --exclude="$b/.cache")
+((slim)) && excludes+=(--exclude="$b/typescript" --exclude="$b/openai" --exclude="$b/playwright-core")
+tar -C "$(dirname "$nm")" --transform "s,^$b,node_modules," "${excludes[@]}" -cf - "$b" | xz -T0 -3 > "$kit/node_modules.tar.xz"
 xz -T0 -6 -c node_modules/webgpu/dist/linux-x64/dawn.node > "$kit/dawn.node.xz"
 git rev-parse HEAD > "$kit/packed-at" 2>/dev/null || true
+echo "$( ((slim)) && echo slim || echo full)" > "$kit/variant"
 du -sh "$kit"; ls -la "$kit"
