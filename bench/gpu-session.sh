@@ -165,7 +165,9 @@ measure_steps() {
 tests_steps() {
   # shellcheck disable=SC2086 # TESTS is a list of paths
   step tests 170 env FINLLM_TEST_TIER=gpu node node_modules/vitest/vitest.mjs run $TESTS --reporter=default --reporter=json --outputFile.json="$WORK/tests-report.json"
-  step kernels_all 600 node dist/bench/run.js "${KERNELS_ALL[@]}" --json "$WORK/kernels-all.json"
+  # Best effort: it takes what time is left, and a timeout there fails nothing (its JSON keeps every
+  # case finished; `complete: false`).
+  BEST_EFFORT=kernels_all step kernels_all 600 node dist/bench/run.js "${KERNELS_ALL[@]}" --json "$WORK/kernels-all.json"
 }
 # e2e TAG CAP FLAGS...: one training run at the model's shapes, nvidia-smi polled for the device peak.
 e2e() {
@@ -289,8 +291,8 @@ step() {
   local t
   t=$(allowance "$cap")
   if ((t == 0)); then
-    FAILED=1
-    skip "$name" "$cap" "out of time: $((DEADLINE - SECONDS)) s of the call's ${BUDGET} s left"
+    [ "${BEST_EFFORT:-}" = "$name" ] || FAILED=1
+    skip "$name" "$cap" "out of time: $((DEADLINE - SECONDS - RESERVE_S - GRACE_S)) s left for steps of the call's ${BUDGET} s, under ${MIN_STEP_S}"
     return 0
   fi
   echo "=== $name: cap ${t}s, at ${SECONDS}s of ${BUDGET}s: $*"
@@ -315,7 +317,7 @@ step() {
   fi
   local st
   st=$(status_of "$rc" $((SECONDS - s0)) "$t")
-  [ "$st" = ok ] || FAILED=1
+  [ "$st" = ok ] || [ "$st/${BEST_EFFORT:-}" = "timeout/$name" ] || FAILED=1
   echo "=== $name: $st (exit $rc) in $((SECONDS - s0))s"
   record "$name" "$st" "$rc" $((SECONDS - s0)) "$t" ""
   refresh
@@ -330,7 +332,7 @@ step_bg() {
   t=$(allowance "$cap")
   if ((t == 0)); then
     FAILED=1
-    skip "$name" "$cap" "out of time"
+    skip "$name" "$cap" "out of time: under ${MIN_STEP_S} s left for steps"
     return 0
   fi
   echo "=== $name: cap ${t}s, in the background: $*"
