@@ -7,9 +7,11 @@
 #   bash bench/gpu-session.sh merge DIR...  (here: one summary from the raw-*.tgz files under DIR...)
 #
 # measure (default; ~330 s expected, stops itself at 480 s): the figures the issues need, most
-#   needed first: the kernel cases the summary reads (bench/run.ts --summary-only), the e2e training
-#   runs at TinyLlama-1.1B shapes (each also measures batch-1/8 decode and time to first token) with
-#   the HF + PEFT peer right after, the torch kernel peer, then the checkpointed runs.
+#   needed first: the e2e training runs at TinyLlama-1.1B shapes (each also measures batch-1/8
+#   decode and time to first token) with the HF + PEFT peer right after the bf16 one, the torch
+#   kernel peer, then the checkpointed runs. The kernel cases the summary reads (bench/run.ts
+#   --summary-only) come before them all, at no cost: they run while the random 1.1B checkpoint the
+#   e2e runs need is drawn on the CPU.
 # tests (~100 s expected, stops itself at 180 s): the GPU test tier, then every kernel-bench variant
 #   with the time left.
 # all: both, one after the other (480 + 180 s), for a host without a per-command limit.
