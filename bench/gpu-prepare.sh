@@ -46,7 +46,7 @@ cat << 'EOF'
 Device calls (tool `run`; each call: the command, timeout_s, carry):
   1. bash bench/gpu-session.sh measure     timeout_s 540   carry [".gpu-host", "dist"]
   2. at once after 1 (the machine stays warm ~30 s):
-     bash bench/gpu-session.sh tests       timeout_s 240   carry [".gpu-host", "dist"]
+     bash bench/gpu-session.sh tests       timeout_s 260   carry [".gpu-host", "dist"]
      or, if 1 reports failed / timeout steps and the time left allows, rerun those first:
      bash bench/gpu-session.sh measure --only STEP,STEP --budget S    timeout_s S+60
   then give_back. Each call returns (under its files_at) steps-<mode>.json, summary.json,

@@ -12,9 +12,9 @@
 #   kernel peer, then the checkpointed runs. The kernel cases the summary reads (bench/run.ts
 #   --summary-only) come before them all, at no cost: they run while the random 1.1B checkpoint the
 #   e2e runs need is drawn on the CPU.
-# tests (~100 s expected, stops itself at 180 s): the GPU test tier, then every kernel-bench variant
-#   with the time left.
-# all: both, one after the other (480 + 180 s), for a host without a per-command limit.
+# tests (~100 s expected, stops itself at 200 s): the GPU test tier (the GEMM variant matrix in a
+#   step of its own), then every kernel-bench variant with the time left.
+# all: both, one after the other (480 + 200 s), for a host without a per-command limit.
 # --only a,b   just these steps (a rerun of what failed or timed out; names from --list)
 # --budget S   the call's time budget in seconds (default per mode; env GPU_SESSION_BUDGET_S)
 # --dry        the same steps with tiny shapes on this machine's adapter (lavapipe), a stand-in
@@ -43,9 +43,9 @@
 # ---- The device calls (device tool `run`; both carry .gpu-host and dist) ----------------------------
 #   1. command: bash bench/gpu-session.sh measure    timeout_s: 540   carry: [".gpu-host", "dist"]
 #   2. at once (the machine stays warm only ~30 s after a call), if 1 left no step failed or timed out:
-#      command: bash bench/gpu-session.sh tests      timeout_s: 240   carry: [".gpu-host", "dist"]
+#      command: bash bench/gpu-session.sh tests      timeout_s: 260   carry: [".gpu-host", "dist"]
 #      else, instead, a rerun of those steps: bash bench/gpu-session.sh measure --only e2e_nf4,peer_gc
-#   Device time: start ~60-120 s + 1 (≤ 480 s) + 2 (≤ 180 s) + transfers ≈ 13-14 min of the 15.
+#   Device time: start ~60-120 s + 1 (≤ 480 s) + 2 (≤ 200 s) + transfers ≈ 12-14 min of the 15.
 #   Then give the machine back. Copy each call's files (its files_at folder) into a folder of its own
 #   before the next call (gpu-results/1, gpu-results/2); here: bash bench/gpu-session.sh merge
 #   gpu-results  writes bench/results/gpu/<card>-<YYYYMMDD>.json from every call's raw results:
@@ -67,8 +67,9 @@
 #   peer, peer_gc transformers + PEFT import (~10 s), a 1.1B model built on the CPU (~10 s), 13 steps of
 #                 137-300 ms, HF generate 136 tokens at ~14 tok/s (~10 s): ~40-60 s. Cap 150 s each
 #   peer_kernels  torch import and a few hundred small timed calls: ~15 s. Cap 90 s
-#   tests         the whole suite took 13.7 s on the H100 (474 tests); the GPU tier adds the GEMM cross
-#                 product: ~30-90 s expected. Cap 170 s
+#   tests         the whole suite took 13.7 s on the H100 (474 tests): ~20-60 s expected. Cap 120 s
+#   tests_gemm    the GEMM variant matrix (hundreds of kernels, compiled in seconds on a GPU; > 5 min on
+#                 lavapipe): ~20-60 s expected. Cap 120 s
 #   kernels_all   every variant (the tuner's view), with whatever time is left
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
@@ -129,7 +130,7 @@ if [ "$MODE" = merge ]; then
   exit 0
 fi
 
-case $BUDGET in '') case $MODE in measure) BUDGET=480 ;; tests) BUDGET=180 ;; all) BUDGET=660 ;; esac ;; esac
+case $BUDGET in '') case $MODE in measure) BUDGET=480 ;; tests) BUDGET=200 ;; all) BUDGET=680 ;; esac ;; esac
 [[ $BUDGET =~ ^[0-9]+$ ]] || { echo "gpu-session: --budget: expected whole seconds, got '$BUDGET'" >&2; exit 1; }
 RESERVE_S=15   # the final summary and archive
 GRACE_S=10     # timeout's --kill-after
@@ -142,12 +143,14 @@ if ((DRY)); then
   KERNEL_IDS=(--summary-only --ids gemm_f32_256,gemm_f16_256,attention.B1_T64_Hq4_Hkv2_D16.fwd,attention.B1_T64_Hq4_Hkv2_D16.fwd_bwd --reps 2)
   KERNELS_ALL=(--filter elementwise --reps 2)
   TESTS=${GPU_SESSION_TESTS:-tests/kernels/swiglu.test.ts}
+  GEMM_TESTS=(-t 'the variant choice') # the full variant matrix takes > 5 min on lavapipe
 else
   MODEL_SHAPE=(--preset 1.1b --vocab 32000)
   E2E_RUN=(--batch 8 --seq 512 --steps 10 --new-tokens 128 --ttft-prompt 512)
   KERNEL_IDS=(--summary-only)
   KERNELS_ALL=()
   TESTS=${GPU_SESSION_TESTS:-tests/kernels tests/llama tests/train/precision.test.ts}
+  GEMM_TESTS=()
 fi
 
 # ---- the steps --------------------------------------------------------------------------------------
@@ -165,8 +168,12 @@ measure_steps() {
   e2e bf16_fp32 150 --storage bf16 --precision fp32 --checkpointing none --skip-decode
 }
 tests_steps() {
+  # The GPU tier (npm run test:gpu) in two steps, so the GEMM variant matrix (its largest file) cannot
+  # take the other suites' results down with it.
+  local vitest=(env FINLLM_TEST_TIER=gpu node node_modules/vitest/vitest.mjs run --reporter=default --reporter=json)
   # shellcheck disable=SC2086 # TESTS is a list of paths
-  step tests 170 env FINLLM_TEST_TIER=gpu node node_modules/vitest/vitest.mjs run $TESTS --reporter=default --reporter=json --outputFile.json="$WORK/tests-report.json"
+  step tests 120 "${vitest[@]}" --outputFile.json="$WORK/tests-report.json" $TESTS --exclude tests/kernels/gemm.test.ts
+  step tests_gemm 120 "${vitest[@]}" --outputFile.json="$WORK/tests-report-gemm.json" tests/kernels/gemm.test.ts "${GEMM_TESTS[@]}"
   # Best effort: it takes what time is left, and a timeout there fails nothing (its JSON keeps every
   # case finished; `complete: false`).
   BEST_EFFORT=kernels_all step kernels_all 600 node dist/bench/run.js "${KERNELS_ALL[@]}" --json "$WORK/kernels-all.json"

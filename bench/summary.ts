@@ -12,7 +12,7 @@
 //   peer_kernels.json  bench/peer/peer_kernels.py
 //   decode*.json       decode figures (b1/b8 tokens/s, time to first token) from the decode benchmark
 //   steps*.json        bench/gpu-session.sh: each step's status, exit code and seconds (`session`)
-//   tests-report.json  the GPU test tier's vitest JSON report (`session.tests`: passed, failed, skipped)
+//   tests-report*.json the GPU test tier's vitest JSON reports (`session.tests`: passed, failed, skipped, summed)
 //
 // Every key of the format is present; a figure that was not measured is null. Where the figures of
 // other benchmarks come from is the table SOURCES below: attention (kernel ids
@@ -311,10 +311,15 @@ export function readSessionDir(dir: string): SessionInputs {
     if (p) peer = { ...peer, ...p };
   }
   const sessions = files.filter((f) => /^steps.*\.json$/.test(f)).map((f) => readJson<SessionRecord>(join(dir, f))).filter((r): r is SessionRecord => !!r && Array.isArray(r.steps));
-  const report = readJson<{ numPassedTests?: number; numFailedTests?: number; numPendingTests?: number; numTodoTests?: number }>(join(dir, 'tests-report.json'));
-  const tests = report && typeof report.numPassedTests === 'number'
-    ? { passed: report.numPassedTests, failed: report.numFailedTests ?? 0, skipped: (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0) }
-    : undefined;
+  let tests: SessionInputs['tests'];
+  for (const f of files.filter((f) => /^tests-report.*\.json$/.test(f))) {
+    const r = readJson<{ numPassedTests?: number; numFailedTests?: number; numPendingTests?: number; numTodoTests?: number }>(join(dir, f));
+    if (typeof r?.numPassedTests !== 'number') continue;
+    tests ??= { passed: 0, failed: 0, skipped: 0 };
+    tests.passed += r.numPassedTests;
+    tests.failed += r.numFailedTests ?? 0;
+    tests.skipped += (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0);
+  }
   return {
     gpuCsv: text('gpu.csv')?.split('\n')[0],
     ...(adapter ? { adapter } : {}),

@@ -51,7 +51,7 @@ describe('bench/gpu-session.sh', () => {
     expect(budget + 60).toBeLessThanOrEqual(600);
     expect(tests.budget + 60).toBeLessThanOrEqual(600);
     expect(120 + budget + tests.budget).toBeLessThanOrEqual(900 - 60);
-    expect(tests.steps.map((s) => s.name)).toEqual(['tests', 'kernels_all']);
+    expect(tests.steps.map((s) => s.name)).toEqual(['tests', 'tests_gemm', 'kernels_all']);
     expect(tests.steps[0]!.command).toContain('FINLLM_TEST_TIER=gpu');
   });
 

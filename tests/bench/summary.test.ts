@@ -122,6 +122,7 @@ describe('gpu-session summary', () => {
     });
     w('steps-tests.json', { mode: 'tests', steps: [{ name: 'tests', status: 'failed', rc: 1, seconds: 88 }] });
     w('tests-report.json', { numPassedTests: 500, numFailedTests: 2, numPendingTests: 3, numTodoTests: 0 });
+    w('tests-report-gemm.json', { numPassedTests: 20, numFailedTests: 1, numPendingTests: 0, numTodoTests: 1 });
     const s = buildSummary(readSessionDir(dir));
     expectAllKeys(s);
     expect(s.card).toBe('NVIDIA H200');
@@ -134,7 +135,7 @@ describe('gpu-session summary', () => {
     expect(s.session.dry).toBe(false);
     expect(s.session.steps.map((st) => `${st.mode}:${st.name}:${st.status}`)).toEqual(['measure:kernels:ok', 'measure:e2e_bf16:timeout', 'measure:e2e_bf16_fp32:skipped', 'tests:tests:failed']);
     expect(s.session.steps[1]).toMatchObject({ rc: 124, seconds: 120, cap_s: 120 });
-    expect(s.session.tests).toEqual({ passed: 500, failed: 2, skipped: 3 });
+    expect(s.session.tests, 'the reports are summed').toEqual({ passed: 520, failed: 3, skipped: 4 });
     // Without any step record (a summary of hand-made outputs): no steps, no test counts.
     const plain = buildSummary(readSessionDir(fakeSession({ peer: false, decode: false })));
     expect(plain.session).toEqual({ dry: false, steps: [], tests: null });
