@@ -5,7 +5,7 @@
 // bench/gpu-session.sh --dry all`, ~35 s warm, ~2 min with a cold shader cache: not part of CI.)
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TRAIN_TAGS, type GpuSummary } from '../../bench/summary.js';
@@ -97,6 +97,8 @@ describe('bench/gpu-session.sh', () => {
     expect(s.date, 'the first call\'s start').toBe('2026-11-28T10:00:00Z');
     expect(readdirSync(join(merged!, 'results'))).toEqual(['unknown-gpu-20261128.json']);
     expect(session('merge', join(root, 'nothing-here')).status).toBe(1);
+    rmSync(merged!, { recursive: true, force: true });
+    rmSync(root, { recursive: true, force: true });
   });
 
   it('the kernel bench refuses an id no case has, before it opens the GPU', () => {
