@@ -9,7 +9,8 @@
 //   npm run bench:e2e -- --preset 1.1b [--quantize nf4] [--storage bf16] [--batch 8] [--seq 512]
 //                        [--precision fp32|fp16-mixed|auto] [--checkpointing none,selective,full]
 //                        [--hidden 256 --layers 4 --vocab 8000 ...] [--tag name] [--out dir]
-//                        [--skip-train] [--new-tokens 128] [--ttft-prompt 512]
+//                        [--skip-train] [--skip-decode] [--new-tokens 128] [--ttft-prompt 512]
+//                        [--steps 10] [--model-cache DIR]
 //   npm run bench:e2e -- --preset fin-s --method full --vocab 2048 --batch 16 --seq 256   # pretraining shapes
 //
 // --method full trains every weight instead of LoRA (f32 storage). The process CPU time per step is
@@ -20,7 +21,12 @@
 // during the timed steps, next to the memory model's estimate and, on NVIDIA, what nvidia-smi
 // reports in use on the card after the steps (the pool's cached buffers included; the pool is
 // emptied between modes). Results: a table and <out>/e2e-<tag or preset>-<time>.json (default out:
-// bench/results; bench/gpu-session.sh passes --tag and reads them into the GPU summary).
+// bench/results; bench/gpu-session.sh passes --tag and reads them into the GPU summary), written when
+// training is done (decode figures null) and again at the end, so a run stopped during decoding keeps
+// its training figures (`complete: false` until the end).
+//
+// --model-cache DIR keeps the random checkpoint in DIR (bench/random-model.ts) and reuses it in later
+// runs at the same shapes: drawing the 1.1B one costs minutes of CPU time, loading it seconds.
 //
 // Decode figures come from bench/decode.ts (per step after the first token): tokens/s, and the
 // per-step CPU time (wall − GPU time of the step's passes, from timestamp queries) with dispatches,
@@ -36,14 +42,14 @@ import { engine, initEngine } from '../src/engine/tensor.js';
 import { PRECISION_SETTINGS, precisionUnsupported, resolvePrecision, setComputePrecision, type PrecisionSetting } from '../src/engine/precision.js';
 import { Rng } from '../src/engine/random.js';
 import { AdamW } from '../src/kernels/optim.js';
-import type { LlamaConfig } from '../src/llama/config.js';
 import { initModel } from '../src/llama/init.js';
 import { estimateTrainingMemory } from '../src/llama/memory.js';
 import { CHECKPOINT_MODES, LlamaModel, shiftLabels, type CheckpointMode } from '../src/llama/model.js';
 import { LINEAR_MODULES } from '../src/llama/weights.js';
 import { trainStep } from '../src/pipeline/train/trainer.js';
 import type { Batch } from '../src/pipeline/data/index.js';
-import { formatDecode, measureDecode, measureTtft } from './decode.js';
+import { formatDecode, measureDecode, measureTtft, type DecodeMeasurement } from './decode.js';
+import { TOKENIZER_DIR, randomModel, shapeOverrides } from './random-model.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -71,16 +77,15 @@ const storage = arg('storage', software ? 'f32' : 'bf16') as 'f32' | 'bf16' | 'f
 const newTokens = Number(arg('new-tokens', software ? '16' : '128'));
 const ttftPrompt = Number(arg('ttft-prompt', '512'));
 const skipTrain = process.argv.includes('--skip-train');
+const skipDecode = process.argv.includes('--skip-decode');
+const modelCache = arg('model-cache', '');
 const method = arg('method', 'lora');
+// Checked before anything is measured: decoding measures tokens 1 .. n−2 (bench/decode.ts).
+if (!skipDecode && !(newTokens >= 5)) throw new Error(`--new-tokens: at least 5 (or --skip-decode), got ${arg('new-tokens', '')}`);
 const modes = arg('checkpointing', CHECKPOINT_MODES.join(',')).split(',') as CheckpointMode[];
 for (const m of modes) if (!CHECKPOINT_MODES.includes(m)) throw new Error(`--checkpointing: '${m}' is not one of ${CHECKPOINT_MODES.join(', ')}`);
-// Shape overrides (a "bigger small" model on a software adapter, say).
-const overrides: Partial<LlamaConfig> = {};
-for (const [flag, key] of [['hidden', 'hiddenSize'], ['layers', 'numHiddenLayers'], ['intermediate', 'intermediateSize'], ['heads', 'numAttentionHeads'], ['kv-heads', 'numKeyValueHeads'], ['vocab', 'vocabSize']] as const) {
-  const v = arg(flag, '');
-  if (v) overrides[key] = Number(v);
-}
-overrides.vocabSize ??= 32000; // the peer's vocabulary
+// Shape overrides (a "bigger small" model on a software adapter, say); vocabulary 32000, the peer's.
+const overrides = shapeOverrides((flag) => arg(flag, ''));
 const tag = arg('tag', '');
 const outDir = arg('out', join(process.cwd(), 'bench', 'results'));
 const precisionSetting = arg('precision', 'auto') as PrecisionSetting;
@@ -91,12 +96,21 @@ if (unsupported) throw new Error(unsupported);
 setComputePrecision(precision);
 const lossScale = precision === 'fp16-mixed' ? 2 ** 16 : undefined;
 
-const dir = mkdtempSync(join(tmpdir(), 'finllm-bench-'));
 const usedAtStart = nvidiaUsedBytes();
 console.log(`adapter: ${e.dev.name}`);
-await initModel(dir, { preset, tokenizerDir: join(process.cwd(), 'models/tiny-fin'), seed: 0, overrides });
+const tModel = performance.now();
+let dir: string;
+if (modelCache) {
+  const cached = await randomModel(modelCache, preset, overrides);
+  dir = cached.dir;
+  console.log(`random checkpoint: ${cached.made ? 'drawn into' : 'reused from'} ${dir}`);
+} else {
+  dir = mkdtempSync(join(tmpdir(), 'finllm-bench-'));
+  await initModel(dir, { preset, tokenizerDir: TOKENIZER_DIR, seed: 0, overrides });
+}
 const model = await LlamaModel.load(dir, { storage, ...(quantize === 'nf4' ? { quantize: 'nf4' as const } : {}) });
-rmSync(dir, { recursive: true, force: true });
+if (!modelCache) rmSync(dir, { recursive: true, force: true });
+console.log(`model ready in ${((performance.now() - tModel) / 1000).toFixed(1)} s`);
 const c = model.config;
 console.log(
   `model: preset ${preset} (random init; D ${c.hiddenSize}, L ${c.numHiddenLayers}, F ${c.intermediateSize}, V ${c.vocabSize}), storage ${storage}, quantize ${quantize}, precision ${precision}; ${method === 'full' ? 'full training' : 'LoRA r=16 all linear'}; batch ${B} x ${T}`,
@@ -134,6 +148,33 @@ interface ModeResult {
   skipped_steps: number;
 }
 const results: ModeResult[] = [];
+const weights = quantize === 'nf4' ? 'nf4' : storage;
+const result = {
+  adapter: e.dev.name,
+  tag: tag || null,
+  preset,
+  precision,
+  method,
+  overrides,
+  params: [...(method === 'full' ? model.namedWeights().values() : [])].reduce((n, t) => n + t.numel, 0) || null,
+  storage,
+  quantize,
+  batch: B,
+  seq: T,
+  steps,
+  modes: results,
+  decode_tok_s: null as number | null,
+  decode: null as Record<string, unknown> | null,
+  date: new Date().toISOString(),
+  complete: false,
+};
+mkdirSync(outDir, { recursive: true });
+const file = join(outDir, `e2e-${tag || preset}-${result.date.replace(/[:.]/g, '-')}.json`);
+/** Writes the results so far (temp file, then rename). */
+function save(): void {
+  writeFileSync(`${file}.tmp`, JSON.stringify(result, null, 2));
+  renameSync(`${file}.tmp`, file);
+}
 let stepIndex = 0;
 for (const mode of skipTrain ? [] : modes) {
   let skipped = 0;
@@ -171,24 +212,13 @@ for (const mode of skipTrain ? [] : modes) {
     skipped_steps: skipped,
   };
   results.push(r);
+  save();
   const device = r.device_used_gb !== null ? `, nvidia-smi +${r.device_used_gb.toFixed(2)} GB` : '';
   console.log(`train ${mode.padEnd(9)}: ${r.step_ms.toFixed(1)} ms/step, ${r.train_tok_s.toFixed(0)} tok/s (CPU ${r.cpu_ms_per_step.toFixed(0)} ms/step), pool peak ${r.peak_mem_gb.toFixed(4)} GB (estimate ${r.estimate_gb.toFixed(4)} GB${device}), loss ${loss.toFixed(5)}`);
 }
 
 model.training = false;
-const decodeRuns = [];
-for (const b of [1, 8]) {
-  await measureDecode(model, { batch: b, promptTokens: 64, newTokens: 5 }); // warm-up: pipelines compile
-  decodeRuns.push(await measureDecode(model, { batch: b, promptTokens: 64, newTokens }));
-}
-const [b1, b8] = decodeRuns as [Awaited<ReturnType<typeof measureDecode>>, Awaited<ReturnType<typeof measureDecode>>];
-let ttft: number | null = null;
-if (ttftPrompt > 0) {
-  await measureTtft(model, ttftPrompt);
-  ttft = await measureTtft(model, ttftPrompt);
-}
-const weights = quantize === 'nf4' ? 'nf4' : storage;
-const perStep = (m: typeof b1) => ({
+const perStep = (m: DecodeMeasurement) => ({
   tok_s: m.tokS,
   ms_per_step: m.msPerStep,
   gpu_ms_per_step: m.gpuMsPerStep,
@@ -200,23 +230,20 @@ const perStep = (m: typeof b1) => ({
   bind_groups_per_step: m.perStep.bindGroups,
   buffers_created_per_step: m.perStep.buffersCreated,
 });
-
-const result = {
-  adapter: e.dev.name,
-  tag: tag || null,
-  preset,
-  precision,
-  method,
-  overrides,
-  params: [...(method === 'full' ? model.namedWeights().values() : [])].reduce((n, t) => n + t.numel, 0) || null,
-  storage,
-  quantize,
-  batch: B,
-  seq: T,
-  steps,
-  modes: results,
-  decode_tok_s: b1.tokS,
-  decode: {
+if (!skipDecode) {
+  const decodeRuns: DecodeMeasurement[] = [];
+  for (const b of [1, 8]) {
+    await measureDecode(model, { batch: b, promptTokens: 64, newTokens: 5 }); // warm-up: pipelines compile
+    decodeRuns.push(await measureDecode(model, { batch: b, promptTokens: 64, newTokens }));
+  }
+  const [b1, b8] = decodeRuns as [DecodeMeasurement, DecodeMeasurement];
+  let ttft: number | null = null;
+  if (ttftPrompt > 0) {
+    await measureTtft(model, ttftPrompt);
+    ttft = await measureTtft(model, ttftPrompt);
+  }
+  result.decode_tok_s = b1.tokS;
+  result.decode = {
     [`b1_${weights}_tok_s`]: b1.tokS,
     [`b8_${weights}_tok_s`]: b8.tokS,
     ttft_512_ms: ttftPrompt === 512 ? ttft : null,
@@ -226,17 +253,14 @@ const result = {
     new_tokens: newTokens,
     b1: perStep(b1),
     b8: perStep(b8),
-  },
-  date: new Date().toISOString(),
-};
-console.log(`decode (LoRA r16, 64-token prompts, ${newTokens} new tokens):`);
-console.log(`  ${formatDecode(b1)}`);
-console.log(`  ${formatDecode(b8)}`);
-if (ttft !== null) console.log(`time to first token, ${ttftPrompt}-token prompt: ${ttft.toFixed(1)} ms`);
-mkdirSync(outDir, { recursive: true });
-const file = join(outDir, `e2e-${tag || preset}-${result.date.replace(/[:.]/g, '-')}.json`);
-writeFileSync(`${file}.tmp`, JSON.stringify(result, null, 2));
-renameSync(`${file}.tmp`, file);
+  };
+  console.log(`decode (LoRA r16, 64-token prompts, ${newTokens} new tokens):`);
+  console.log(`  ${formatDecode(b1)}`);
+  console.log(`  ${formatDecode(b8)}`);
+  if (ttft !== null) console.log(`time to first token, ${ttftPrompt}-token prompt: ${ttft.toFixed(1)} ms`);
+}
+result.complete = true;
+save();
 console.log(`wrote ${file}`);
 opt.dispose();
 model.dispose();

@@ -11,6 +11,11 @@ export interface BenchCase {
   name: string;
   /** Stable key for tools that read the results (bench/summary.ts), e.g. 'gemm_f16_4096'. */
   id?: string;
+  /**
+   * The ids `setup` may give the case when its id is only known on the device (the attention
+   * variant the model picks there): `--ids` / `--summary-only` select the case by these too.
+   */
+  ids?: string[];
   /** Floating-point operations per run (for GFLOP/s), if meaningful. */
   flops?: number;
   /** Bytes moved per run (for GB/s), if meaningful. */
@@ -25,9 +30,16 @@ export interface BenchCase {
    * or what is wrong; or `skip` with the reason the case cannot run on this device. `id`: the
    * case's stable id when it is only known on the device (e.g. the attention variant the model
    * picks there gets `attention.<shape>.fwd`, which the GPU summary reads). A setup that throws
-   * (e.g. a failed validation against a reference) fails the case. Called once per case.
+   * (e.g. a failed validation against a reference) fails the case. Called once per case. With
+   * `ctx.wanted` (the runner's `--ids`), a case whose id turns out not to be wanted may return
+   * `skip` before its costly preparation (data, compiles, validation).
    */
-  setup(): Promise<{ run: () => void; cleanup?: () => void; validate?: () => Promise<string | null>; id?: string } | { skip: string }>;
+  setup(ctx?: BenchContext): Promise<{ run: () => void; cleanup?: () => void; validate?: () => Promise<string | null>; id?: string } | { skip: string }>;
+}
+
+export interface BenchContext {
+  /** Only these ids are wanted (bench/run.ts `--ids`, `--summary-only`); absent: every case. */
+  wanted?: ReadonlySet<string>;
 }
 
 /** Families whose every case must validate before it is timed. */

@@ -1,9 +1,22 @@
 // `npm run bench [-- --filter matmul] [--reps 20]`: times every registered kernel case on this
-// machine's adapter, prints a table and writes bench/results/<timestamp>.json.
+// machine's adapter, prints a table and writes bench/results/kernels-<timestamp>.json.
+//
+//   --filter TEXT      only cases whose "family name" contains TEXT
+//   --ids a,b,...      only the cases with these ids (bench/harness.ts `id`, or one of `ids` for a
+//                      case whose id is known only on the device, e.g. the attention variant the
+//                      model picks: the other variants skip before they prepare anything)
+//   --summary-only     only the ids the GPU summary reads (bench/summary.ts summaryKernelIds), so a
+//                      GPU session need not time every variant; combines with --ids
+//   --json FILE        write the results to FILE instead of bench/results/kernels-<timestamp>.json
+//   --reps N           timed runs per case (default 25 on a GPU, 3 on a software adapter)
+//
+// The JSON is rewritten after every case, so a run stopped part-way (a timeout) keeps what it
+// measured; `complete: false` until the last case is done.
 import { mkdirSync, writeFileSync, renameSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { initEngine, tidy } from '../src/engine/tensor.js';
-import { VALIDATED_FAMILIES, registeredBenches } from './harness.js';
+import { VALIDATED_FAMILIES, registeredBenches, type BenchCase } from './harness.js';
+import { summaryKernelIds } from './summary.js';
 import './kernels/index.js';
 
 interface Result {
@@ -24,17 +37,40 @@ function arg(name: string): string | undefined {
   return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
+const filter = arg('filter');
+const idList = [...(arg('ids')?.split(',').filter(Boolean) ?? []), ...(process.argv.includes('--summary-only') ? summaryKernelIds() : [])];
+const wanted: ReadonlySet<string> | undefined = idList.length ? new Set(idList) : undefined;
+if (wanted) {
+  const known = new Set(registeredBenches().flatMap((c) => [c.id, ...(c.ids ?? [])]));
+  const unknown = [...wanted].filter((id) => !known.has(id));
+  if (unknown.length) {
+    console.error(`bench: --ids: no bench case has the id(s) ${unknown.join(', ')}`);
+    process.exit(1);
+  }
+}
 const e = await initEngine();
 const dev = e.dev;
-const filter = arg('filter');
 const software = dev.info.isSoftware;
 const reps = Number(arg('reps') ?? (software ? 3 : 25));
 const results: Result[] = [];
 const failures: string[] = [];
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+const file = arg('json') ?? join(process.cwd(), 'bench', 'results', `kernels-${stamp}.json`);
+mkdirSync(dirname(file), { recursive: true });
+const startedAt = new Date().toISOString();
+/** Rewrites the results file (temp file, then rename): after every case, so a stopped run keeps its figures. */
+function save(complete: boolean): void {
+  const body = { adapter: dev.name, vendor: dev.info.vendor, device: dev.info.device, features: [...dev.features], toggles: dev.toggles, software, reps, date: startedAt, complete, ...(wanted ? { ids: [...wanted] } : {}), results };
+  writeFileSync(`${file}.tmp`, JSON.stringify(body, null, 2));
+  renameSync(`${file}.tmp`, file);
+}
+const selected = (c: BenchCase) => (!filter || `${c.family} ${c.name}`.includes(filter)) && (!wanted || [c.id, ...(c.ids ?? [])].some((id) => id !== undefined && wanted.has(id)));
 console.log(`adapter: ${dev.name}${software ? ' (software renderer: small shapes only)' : ''}`);
 console.log(`features: ${[...dev.features].join(', ') || 'none'}`);
-for (const c of registeredBenches()) {
-  if (filter && !`${c.family} ${c.name}`.includes(filter)) continue;
+const cases = registeredBenches().filter(selected);
+console.log(`${cases.length} case(s)${wanted ? ` for ${wanted.size} id(s)` : ''}${filter ? ` matching '${filter}'` : ''}`);
+for (const c of cases) {
+  save(false);
   if (c.gpuOnly && software) {
     results.push({ family: c.family, name: c.name, id: c.id, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'software adapter' });
     continue;
@@ -44,9 +80,10 @@ for (const c of registeredBenches()) {
     results.push({ family: c.family, name: c.name, id: c.id, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: `needs ${missing.join(', ')}` });
     continue;
   }
+  console.log(`- ${c.family} ${c.name}`); // progress: the log shows which case a stopped run was in
   let ready: Awaited<ReturnType<typeof c.setup>>;
   try {
-    ready = await c.setup();
+    ready = await c.setup(wanted ? { wanted } : {});
   } catch (err) {
     // A setup that checks its own results (attention) throws on a mismatch.
     failures.push(`${c.family} ${c.name}: ${(err as Error).message}`);
@@ -60,6 +97,11 @@ for (const c of registeredBenches()) {
   }
   const { run, cleanup, validate } = ready;
   const id = ready.id ?? c.id;
+  if (wanted && !(id !== undefined && wanted.has(id))) {
+    cleanup?.();
+    results.push({ family: c.family, name: c.name, id, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'id not asked for' });
+    continue;
+  }
   if (!validate && VALIDATED_FAMILIES.has(c.family)) throw new Error(`bench case '${c.family} ${c.name}' has no validate(): every ${c.family} case must be checked before it is timed`);
   const problem = validate ? await validate() : null;
   if (problem) {
@@ -101,15 +143,7 @@ console.log(line(header));
 console.log(widths.map((w) => '-'.repeat(w)).join('  '));
 for (const r of rows) console.log(line(r));
 
-const dir = join(process.cwd(), 'bench', 'results');
-mkdirSync(dir, { recursive: true });
-const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-const file = join(dir, `kernels-${stamp}.json`);
-writeFileSync(
-  `${file}.tmp`,
-  JSON.stringify({ adapter: dev.name, vendor: dev.info.vendor, device: dev.info.device, features: [...dev.features], toggles: dev.toggles, software, reps, date: new Date().toISOString(), results }, null, 2),
-);
-renameSync(`${file}.tmp`, file);
+save(true);
 console.log(`\nwrote ${file}`);
 dev.destroy();
 if (failures.length) {

@@ -1,14 +1,18 @@
 // The GPU session summary: one JSON per measured card (format in docs/gpu-summary.md),
 // assembled from what bench/gpu-session.sh leaves in its output folder:
 //
-//   gpu.csv            nvidia-smi: name, driver_version, memory.total (one line, no header)
+//   gpu.csv            nvidia-smi: name, driver_version, memory.total (one line, no header); without
+//                      it the card is the adapter name the kernel or e2e benchmark reported
 //   commit.txt         the git commit measured
-//   kernels-*.json     bench/run.ts results; figures are found by case id (harness `id`)
+//   kernels*.json      bench/run.ts results; figures are found by case id (harness `id`); files are
+//                      read in name order and a later file's figure wins
 //   e2e-*.json         bench/e2e.ts results, one per `--tag` (bf16, nf4, nf4_gc, ...)
 //   smi-<tag>.txt      the most GPU memory (MiB) nvidia-smi showed for that e2e process
-//   peer.json          bench/peer/peer_peft.py
+//   peer.json, peer-*.json  bench/peer/peer_peft.py (one file per run; their keys are merged)
 //   peer_kernels.json  bench/peer/peer_kernels.py
 //   decode*.json       decode figures (b1/b8 tokens/s, time to first token) from the decode benchmark
+//   steps*.json        bench/gpu-session.sh: each step's status, exit code and seconds (`session`)
+//   tests-report*.json the GPU test tier's vitest JSON reports (`session.tests`: passed, failed, skipped, summed)
 //
 // Every key of the format is present; a figure that was not measured is null. Where the figures of
 // other benchmarks come from is the table SOURCES below: attention (kernel ids
@@ -34,6 +38,14 @@ export const SOURCES = {
   /** Attention: `${id}.${shape}.fwd` and `.fwd_bwd` (median ms), registered by the attention bench. */
   attention: 'attention',
 } as const;
+
+/** Every kernel-bench case id the summary reads (bench/run.ts --summary-only times just these). */
+export function summaryKernelIds(): string[] {
+  const ids: string[] = [];
+  for (const v of Object.values(SOURCES)) if (typeof v !== 'string') ids.push(...v);
+  for (const s of ATTENTION_SHAPES) ids.push(`${SOURCES.attention}.${s}.fwd`, `${SOURCES.attention}.${s}.fwd_bwd`);
+  return ids;
+}
 
 export interface KernelResult {
   id?: string;
@@ -63,9 +75,38 @@ export interface E2eResult {
   decode?: Record<string, number | null>;
 }
 
+/** One step of a bench/gpu-session.sh call, as its steps-<mode>.json records it. */
+export interface SessionStep {
+  name: string;
+  /**
+   * ok, failed (exit code ≠ 0), timeout (stopped at its time cap), skipped (`reason`: a dry run's
+   * peers, or out of time), stopped (the call ended during it: a TERM), or running (the call was
+   * killed during it).
+   */
+  status: string;
+  rc: number | null;
+  seconds: number | null;
+  cap_s?: number | null;
+  reason?: string;
+}
+
+export interface SessionRecord {
+  mode?: string;
+  dry?: boolean;
+  budget_s?: number;
+  started?: string;
+  steps: SessionStep[];
+}
+
 export interface SessionInputs {
   /** The nvidia-smi line: "name, driver, memory". */
   gpuCsv?: string;
+  /** The WebGPU adapter's name from the benchmarks' results (the card where nvidia-smi is absent). */
+  adapter?: string;
+  /** bench/gpu-session.sh's step records, one per call (mode). */
+  sessions?: SessionRecord[];
+  /** The GPU test tier's counts. */
+  tests?: { passed: number; failed: number; skipped: number };
   commit?: string;
   date?: string;
   kernels: KernelResult[];
@@ -107,6 +148,12 @@ export interface GpuSummary {
   };
   /** finllm / peer in the same call (null where either side is missing). */
   ratios: { train_bf16: Num; train_nf4: Num; gemm_f16: Num; gemm_f32: Num; nf4_fwd_vs_f16: Num; nf4_dx_vs_f16: Num };
+  /**
+   * How the figures were obtained: each gpu-session call's steps (status, exit code, seconds), so a
+   * null figure reads as "timed out" or "failed" rather than "not measured", and the GPU test tier's
+   * counts (null where it did not run).
+   */
+  session: { dry: boolean; steps: (SessionStep & { mode: string | null })[]; tests: { passed: number; failed: number; skipped: number } | null };
 }
 
 const num = (v: unknown): Num => (typeof v === 'number' && Number.isFinite(v) ? v : null);
@@ -155,7 +202,8 @@ export function cardSlug(card: string | null): string {
 }
 
 export function buildSummary(inp: SessionInputs): GpuSummary {
-  const [card, driver] = (inp.gpuCsv ?? '').split(',').map((s) => s.trim());
+  const [smiCard, driver] = (inp.gpuCsv ?? '').split(',').map((s) => s.trim());
+  const card = smiCard || inp.adapter;
   const k = inp.kernels;
   const byTag = (tag: string) => {
     for (let i = inp.e2e.length - 1; i >= 0; i--) if (inp.e2e[i]!.tag === tag) return inp.e2e[i];
@@ -207,7 +255,8 @@ export function buildSummary(inp: SessionInputs): GpuSummary {
   return {
     card: card || null,
     driver: driver || null,
-    date: inp.date ?? new Date().toISOString(),
+    // The session's start where the steps record it (a merge of several calls: the first).
+    date: inp.date ?? (inp.sessions ?? []).map((r) => r.started).filter((d): d is string => !!d).sort()[0] ?? new Date().toISOString(),
     commit: inp.commit || null,
     peer,
     finllm,
@@ -218,6 +267,11 @@ export function buildSummary(inp: SessionInputs): GpuSummary {
       gemm_f32: ratio(finllm.gemm_f32_tflops, peer.gemm_f32_tflops),
       nf4_fwd_vs_f16: ratio(finllm.nf4_gemm_fwd_tflops, finllm.f16_gemm_same_shape_tflops),
       nf4_dx_vs_f16: ratio(finllm.nf4_gemm_dx_tflops, finllm.f16_gemm_same_shape_tflops),
+    },
+    session: {
+      dry: (inp.sessions ?? []).some((r) => r.dry === true),
+      steps: (inp.sessions ?? []).flatMap((r) => (r.steps ?? []).map((st) => ({ mode: r.mode ?? null, ...st }))),
+      tests: inp.tests ?? null,
     },
   };
 }
@@ -236,8 +290,14 @@ export function readSessionDir(dir: string): SessionInputs {
   const files = readdirSync(dir).sort();
   const text = (name: string) => (existsSync(join(dir, name)) ? readFileSync(join(dir, name), 'utf8').trim() : undefined);
   const kernels: KernelResult[] = [];
-  for (const f of files.filter((f) => /^kernels.*\.json$/.test(f))) kernels.push(...(readJson<{ results?: KernelResult[] }>(join(dir, f))?.results ?? []));
-  const e2e = files.filter((f) => /^e2e.*\.json$/.test(f)).map((f) => readJson<E2eResult>(join(dir, f))).filter((r): r is E2eResult => !!r);
+  let adapter: string | undefined;
+  for (const f of files.filter((f) => /^kernels.*\.json$/.test(f))) {
+    const k = readJson<{ adapter?: string; results?: KernelResult[] }>(join(dir, f));
+    kernels.push(...(k?.results ?? []));
+    adapter ??= k?.adapter;
+  }
+  const e2e = files.filter((f) => /^e2e.*\.json$/.test(f)).map((f) => readJson<E2eResult & { adapter?: string }>(join(dir, f))).filter((r): r is E2eResult & { adapter?: string } => !!r);
+  adapter ??= e2e.find((r) => r.adapter)?.adapter;
   const smiPeakMiB: Record<string, number> = {};
   for (const f of files.filter((f) => /^smi-.+\.txt$/.test(f))) {
     const v = Number(readFileSync(join(dir, f), 'utf8').trim());
@@ -245,15 +305,33 @@ export function readSessionDir(dir: string): SessionInputs {
   }
   let decode: Record<string, number | null> | undefined;
   for (const f of files.filter((f) => /^decode.*\.json$/.test(f))) decode = { ...decode, ...readJson<Record<string, number | null>>(join(dir, f)) };
+  let peer: SessionInputs['peer'];
+  for (const f of files.filter((f) => /^peer(-[\w.-]+)?\.json$/.test(f))) {
+    const p = readJson<NonNullable<SessionInputs['peer']>>(join(dir, f));
+    if (p) peer = { ...peer, ...p };
+  }
+  const sessions = files.filter((f) => /^steps.*\.json$/.test(f)).map((f) => readJson<SessionRecord>(join(dir, f))).filter((r): r is SessionRecord => !!r && Array.isArray(r.steps));
+  let tests: SessionInputs['tests'];
+  for (const f of files.filter((f) => /^tests-report.*\.json$/.test(f))) {
+    const r = readJson<{ numPassedTests?: number; numFailedTests?: number; numPendingTests?: number; numTodoTests?: number }>(join(dir, f));
+    if (typeof r?.numPassedTests !== 'number') continue;
+    tests ??= { passed: 0, failed: 0, skipped: 0 };
+    tests.passed += r.numPassedTests;
+    tests.failed += r.numFailedTests ?? 0;
+    tests.skipped += (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0);
+  }
   return {
     gpuCsv: text('gpu.csv')?.split('\n')[0],
+    ...(adapter ? { adapter } : {}),
     commit: text('commit.txt'),
     kernels,
     e2e,
     smiPeakMiB,
-    peer: readJson(join(dir, 'peer.json')),
+    ...(peer ? { peer } : {}),
     peerKernels: readJson(join(dir, 'peer_kernels.json')),
     ...(decode ? { decode } : {}),
+    ...(sessions.length ? { sessions } : {}),
+    ...(tests ? { tests } : {}),
   };
 }
 
@@ -262,29 +340,56 @@ function writeJsonAtomic(file: string, value: unknown): void {
   renameSync(`${file}.tmp`, file);
 }
 
-/** CLI: reads --dir, writes <dir>/summary.json and <results>/<slug>-<YYYYMMDD>.json; returns the summary path. */
-export function main(argv: string[]): string {
+const fmt = (v: Num, digits = 3): string => (v === null ? '-' : Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(digits));
+
+/** A short human-readable digest: the steps, then the figures the issues track, finllm beside the peer. */
+export function formatSummary(s: GpuSummary): string {
+  const lines: string[] = [];
+  const steps = s.session.steps.map((st) => `${st.name} ${st.status}${st.seconds !== null ? ` ${st.seconds}s` : ''}${st.status === 'skipped' && st.reason ? ` (${st.reason})` : ''}`);
+  if (steps.length) lines.push(`steps: ${steps.join(' | ')}`);
+  lines.push(`card: ${s.card ?? '-'}, driver ${s.driver ?? '-'}, commit ${s.commit ?? '-'}, ${s.date}${s.session.dry ? ' (DRY RUN: nothing here is a GPU figure)' : ''}`);
+  const t = s.finllm.train;
+  lines.push(`train tok/s: bf16 ${fmt(t.bf16.tok_s)} (x${fmt(s.ratios.train_bf16)} peer), nf4 ${fmt(t.nf4.tok_s)} (x${fmt(s.ratios.train_nf4)}), nf4_gc ${fmt(t.nf4_gc.tok_s)}; peer ${fmt(s.peer.train_tok_s)}, gc ${fmt(s.peer.train_tok_s_gc)}`);
+  lines.push(`peak GB: pool bf16 ${fmt(t.bf16.pool_peak_gb)} nf4 ${fmt(t.nf4.pool_peak_gb)} nf4_gc ${fmt(t.nf4_gc.pool_peak_gb)}; device bf16 ${fmt(t.bf16.device_peak_gb)} nf4 ${fmt(t.nf4.device_peak_gb)} nf4_gc ${fmt(t.nf4_gc.device_peak_gb)}; peer ${fmt(s.peer.peak_gb)}, gc ${fmt(s.peer.peak_gb_gc)}`);
+  const f = s.finllm;
+  lines.push(`GEMM TFLOP/s: f16 ${fmt(f.gemm_f16_tflops)} (peer ${fmt(s.peer.gemm_f16_tflops)}), f32 ${fmt(f.gemm_f32_tflops)} (peer ${fmt(s.peer.gemm_f32_tflops)}, x${fmt(s.ratios.gemm_f32)}); nf4 fwd ${fmt(f.nf4_gemm_fwd_tflops)} dx ${fmt(f.nf4_gemm_dx_tflops)} vs f16 ${fmt(f.f16_gemm_same_shape_tflops)} (x${fmt(s.ratios.nf4_fwd_vs_f16)}, x${fmt(s.ratios.nf4_dx_vs_f16)})`);
+  for (const shape of ATTENTION_SHAPES) {
+    const a = f.attention[shape];
+    const p = s.peer.sdpa[shape];
+    lines.push(`attention ${shape} ms: fwd ${fmt(a.fwd_ms)} (sdpa ${fmt(p.fwd_ms)}), fwd+bwd ${fmt(a.fwd_bwd_ms)} (sdpa ${fmt(p.fwd_bwd_ms)})`);
+  }
+  const d = f.decode;
+  lines.push(`decode: b1 nf4 ${fmt(d.b1_nf4_tok_s)} tok/s, b1 bf16 ${fmt(d.b1_bf16_tok_s)}, b8 nf4 ${fmt(d.b8_nf4_tok_s)}, ttft 512 ${fmt(d.ttft_512_ms)} ms; peer b1 ${fmt(s.peer.decode_tok_s)}`);
+  if (s.session.tests) lines.push(`GPU test tier: ${s.session.tests.passed} passed, ${s.session.tests.failed} failed, ${s.session.tests.skipped} skipped`);
+  return lines.join('\n');
+}
+
+/** CLI: reads --dir, writes <dir>/summary.json and <results>/<slug>-<YYYYMMDD>.json; --print also prints the digest. */
+export function main(argv: string[]): { file: string; summary: GpuSummary } {
   const arg = (name: string) => {
     const i = argv.indexOf(`--${name}`);
     return i >= 0 ? argv[i + 1] : undefined;
   };
   const dir = arg('dir');
-  if (!dir || !existsSync(dir)) throw new Error('usage: summary --dir <gpu-session output folder> [--results bench/results/gpu] [--date ISO]');
+  if (!dir || !existsSync(dir)) throw new Error('usage: summary --dir <gpu-session output folder> [--results bench/results/gpu] [--date ISO] [--print]');
   const inputs = readSessionDir(dir);
   const date = arg('date');
   if (date) inputs.date = date;
   const summary = buildSummary(inputs);
   writeJsonAtomic(join(dir, 'summary.json'), summary);
-  const results = arg('results') ?? join('bench', 'results', 'gpu');
+  // A dry run's summary (lavapipe, tiny shapes) never goes beside the committed GPU results by default.
+  const results = arg('results') ?? (summary.session.dry ? join(dir, 'results') : join('bench', 'results', 'gpu'));
   mkdirSync(results, { recursive: true });
   const file = join(results, `${cardSlug(summary.card)}-${summary.date.slice(0, 10).replace(/-/g, '')}.json`);
   writeJsonAtomic(file, summary);
-  return file;
+  return { file, summary };
 }
 
 if (process.argv[1] && basename(process.argv[1]) === 'summary.js') {
   try {
-    console.log(`wrote ${main(process.argv.slice(2))}`);
+    const { file, summary } = main(process.argv.slice(2));
+    console.log(`wrote ${file}`);
+    if (process.argv.includes('--print')) console.log(formatSummary(summary));
   } catch (err) {
     process.stderr.write(`summary: ${(err as Error).message}\n`);
     process.exit(1);

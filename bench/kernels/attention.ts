@@ -216,19 +216,24 @@ for (const s of TRAIN_SHAPES) {
   const work = s.B * s.Hq * s.T * s.S * s.Dh * causalFraction(s);
   // The variant lists depend on the device: each case resolves its variant in setup (or skips).
   for (const role of ['forward', 'fwd+bwd'] as const) {
+    // The model's choice goes into the GPU summary (finllm.attention.<shape>, bench/summary.ts).
+    const pickId = `attention.${s.key}.${role === 'forward' ? 'fwd' : 'fwd_bwd'}`;
     for (const which of ['sg', 'wg'] as const) {
       registerBench({
         family: 'attention',
         name: `${role} ${which === 'sg' ? 'subgroup' : 'workgroup'} exchange ${shapeLabel(s)}`,
+        ids: [pickId],
         flops: (role === 'forward' ? 4 : 14) * work,
         gpuOnly: s.gpuOnly,
-        async setup() {
+        async setup(ctx) {
           const exchange = which === 'sg' ? 'subgroup' : 'workgroup';
           const fwd = variants('forward', s);
           const bwd = variants('backward', s);
           const fv = fwd.list.find((v) => v.layout === 'tiled' && v.exchange === exchange);
           const bv = bwd.list.find((v) => v.exchange === exchange);
           if (!fv || (role === 'fwd+bwd' && !bv)) return { skip: `no ${exchange} variant on this device` };
+          const picked = fv.name === fwd.pick.name && (role === 'forward' || bv?.name === bwd.pick.name);
+          if (ctx?.wanted && !(picked && ctx.wanted.has(pickId))) return { skip: 'not the variant the model picks' };
           const d = makeData(s, 1);
           const runFwd = () => flashAttentionForward(d.tq, d.tk, d.tv, d.opts, 'tiled', { exchange });
           const runBwd = (out: Tensor, lse: Tensor) => flashAttentionBackward(d.tq, d.tk, d.tv, out, lse, d.tdOut, d.opts, {}, { exchange });
@@ -236,10 +241,8 @@ for (const s of TRAIN_SHAPES) {
           const g = role === 'fwd+bwd' ? runBwd(out, lse) : null;
           await validate(s, d, out, lse, g ? { dq: g.dq!, dk: g.dk!, dv: g.dv! } : undefined);
           [out, lse, g?.dq, g?.dk, g?.dv].forEach((t) => t?.dispose());
-          // The model's choice goes into the GPU summary (finllm.attention.<shape>, bench/summary.ts).
-          const picked = fv.name === fwd.pick.name && (role === 'forward' || bv?.name === bwd.pick.name);
           return {
-            ...(picked ? { id: `attention.${s.key}.${role === 'forward' ? 'fwd' : 'fwd_bwd'}` } : {}),
+            ...(picked ? { id: pickId } : {}),
             run: () => {
               const r = runFwd();
               if (role === 'fwd+bwd') runBwd(r.out, r.lse);

@@ -3,7 +3,7 @@
 // promoted choice (what the model runs) in fp32 and fp16-mixed, the 1.1B model's MLP linear
 // (forward and both backward GEMMs), and the decode GEMV. The big shapes run only on GPUs; the
 // small ones also on lavapipe. Stable ids (bench/summary.ts reads them): gemm_f32_4096,
-// gemm_f16_4096 (f16 operands, f32 accumulation).
+// gemm_f16_4096 (f16 operands, f32 accumulation); gemm_f32_256 and gemm_f16_256 at a small shape.
 import { withPrecision, type Precision } from '../../src/engine/precision.js';
 import { Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
@@ -91,8 +91,9 @@ for (const compute of ['f32', 'f16'] as Compute[]) {
 // The promoted choice: f32 operands in fp32; f16 operands in fp16-mixed (the tensor-core comparison).
 gemmCase({ name: 'gemm promoted', id: 'gemm_f32_4096', M: 4096, N: 4096, K: 4096, gpuOnly: true });
 gemmCase({ name: 'gemm promoted', id: 'gemm_f16_4096', M: 4096, N: 4096, K: 4096, aKind: 'f16', bKind: 'f16', precision: 'fp16-mixed', gpuOnly: true });
-gemmCase({ name: 'gemm promoted', M: 256, N: 256, K: 256, gpuOnly: false });
-gemmCase({ name: 'gemm promoted', M: 256, N: 256, K: 256, aKind: 'f16', bKind: 'f16', precision: 'fp16-mixed', gpuOnly: false });
+// Their small counterparts (ids for a run on a software adapter: bench/gpu-session.sh --dry).
+gemmCase({ name: 'gemm promoted', id: 'gemm_f32_256', M: 256, N: 256, K: 256, gpuOnly: false });
+gemmCase({ name: 'gemm promoted', id: 'gemm_f16_256', M: 256, N: 256, K: 256, aKind: 'f16', bKind: 'f16', precision: 'fp16-mixed', gpuOnly: false });
 
 // TinyLlama-1.1B MLP up/gate projection at batch 8 × 512 tokens: x [4096, 2048] · W[5632, 2048]ᵀ,
 // then the two backward GEMMs (dX = dY·W, dW = dYᵀ·X) with the same kernels and transposes.

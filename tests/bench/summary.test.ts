@@ -6,7 +6,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ATTENTION_SHAPES, DECODE_KEYS, TRAIN_TAGS, buildSummary, cardSlug, readSessionDir, type GpuSummary } from '../../bench/summary.js';
+import { ATTENTION_SHAPES, DECODE_KEYS, TRAIN_TAGS, buildSummary, cardSlug, readSessionDir, summaryKernelIds, type GpuSummary } from '../../bench/summary.js';
+import { registeredBenches } from '../../bench/harness.js';
+import '../../bench/kernels/index.js';
 
 const CLI = join(process.cwd(), 'dist/bench/summary.js');
 
@@ -101,6 +103,50 @@ describe('gpu-session summary', () => {
     );
     const s = buildSummary(readSessionDir(dir));
     expect(s.finllm.decode).toEqual({ b1_nf4_tok_s: 26, b1_bf16_tok_s: 30, b8_nf4_tok_s: 150, ttft_512_ms: 41 });
+  });
+
+  it('a partial session: the card from the adapter without nvidia-smi, peer runs merged from their files, each step recorded', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'finllm-gpu-session-'));
+    const w = (name: string, v: unknown) => writeFileSync(join(dir, name), JSON.stringify(v));
+    w('kernels-summary.json', { adapter: 'NVIDIA H200', complete: false, results: [{ id: 'gemm_f16_4096', medianMs: 1, gflops: 300000 }] });
+    w('kernels-all.json', { adapter: 'NVIDIA H200', results: [{ id: 'gemm_f16_4096', medianMs: 2, gflops: 150000 }] });
+    w('peer.json', { 'tinyllama-1.1b': { train_tok_s: 30000, peak_mem_gb: 16 } });
+    w('peer-gc.json', { 'tinyllama-1.1b-gc': { train_tok_s: 14000, peak_mem_gb: 4.7 } });
+    w('steps-measure.json', {
+      mode: 'measure', dry: false, budget_s: 480,
+      steps: [
+        { name: 'kernels', status: 'ok', rc: 0, seconds: 41 },
+        { name: 'e2e_bf16', status: 'timeout', rc: 124, seconds: 120, cap_s: 120 },
+        { name: 'e2e_bf16_fp32', status: 'skipped', rc: null, seconds: 0, reason: 'out of time' },
+      ],
+    });
+    w('steps-tests.json', { mode: 'tests', steps: [{ name: 'tests', status: 'failed', rc: 1, seconds: 88 }] });
+    w('tests-report.json', { numPassedTests: 500, numFailedTests: 2, numPendingTests: 3, numTodoTests: 0 });
+    w('tests-report-gemm.json', { numPassedTests: 20, numFailedTests: 1, numPendingTests: 0, numTodoTests: 1 });
+    const s = buildSummary(readSessionDir(dir));
+    expectAllKeys(s);
+    expect(s.card).toBe('NVIDIA H200');
+    expect(s.driver).toBeNull();
+    expect(s.finllm.gemm_f16_tflops, 'kernels-summary.json sorts after kernels-all.json: its figure wins').toBe(300);
+    expect(s.peer.train_tok_s).toBe(30000);
+    expect(s.peer.train_tok_s_gc).toBe(14000);
+    expect(s.peer.peak_gb_gc).toBe(4.7);
+    expect(s.finllm.train.bf16.tok_s).toBeNull();
+    expect(s.session.dry).toBe(false);
+    expect(s.session.steps.map((st) => `${st.mode}:${st.name}:${st.status}`)).toEqual(['measure:kernels:ok', 'measure:e2e_bf16:timeout', 'measure:e2e_bf16_fp32:skipped', 'tests:tests:failed']);
+    expect(s.session.steps[1]).toMatchObject({ rc: 124, seconds: 120, cap_s: 120 });
+    expect(s.session.tests, 'the reports are summed').toEqual({ passed: 520, failed: 3, skipped: 4 });
+    // Without any step record (a summary of hand-made outputs): no steps, no test counts.
+    const plain = buildSummary(readSessionDir(fakeSession({ peer: false, decode: false })));
+    expect(plain.session).toEqual({ dry: false, steps: [], tests: null });
+  });
+
+  it('every kernel id the summary reads is registered by a bench case (bench/run.ts --summary-only selects by them)', () => {
+    const known = new Set(registeredBenches().flatMap((c) => [c.id, ...(c.ids ?? [])]));
+    const ids = summaryKernelIds();
+    expect(ids).toContain('gemm_f16_4096');
+    expect(ids).toContain('attention.B1_T4096_Hq32_Hkv8_D128.fwd_bwd');
+    expect(ids.filter((id) => !known.has(id))).toEqual([]);
   });
 
   it('card slugs', () => {
