@@ -171,6 +171,11 @@ tests_steps() {
   # The GPU tier (npm run test:gpu) in two steps, so the GEMM variant matrix (its largest file) cannot
   # take the other suites' results down with it.
   local vitest=(env FINLLM_TEST_TIER=gpu node node_modules/vitest/vitest.mjs run --reporter=default --reporter=json)
+  # PyTorch's full fine-tuning trajectory on the reference fixtures (torch on the host's CPU, ~10 s; first, so the test steps'
+  # caps cannot squeeze it out):
+  # the golden file tests/train/full-trajectory.test.ts would compare with (it uses a float64
+  # reference until then; no torch here). Copy $WORK/full-ft into tests/fixtures/reference.
+  peer_step full_ft_golden 60 tests/fixtures/reference/make_full_ft_reference.py tests/fixtures/reference "$WORK/full-ft" || true
   # shellcheck disable=SC2086 # TESTS is a list of paths
   step tests 120 "${vitest[@]}" --outputFile.json="$WORK/tests-report.json" $TESTS --exclude tests/kernels/gemm.test.ts
   step tests_gemm 120 "${vitest[@]}" --outputFile.json="$WORK/tests-report-gemm.json" tests/kernels/gemm.test.ts "${GEMM_TESTS[@]}"

@@ -51,8 +51,9 @@ describe('bench/gpu-session.sh', () => {
     expect(budget + 60).toBeLessThanOrEqual(600);
     expect(tests.budget + 60).toBeLessThanOrEqual(600);
     expect(120 + budget + tests.budget).toBeLessThanOrEqual(900 - 60);
-    expect(tests.steps.map((s) => s.name)).toEqual(['tests', 'tests_gemm', 'kernels_all']);
-    expect(tests.steps[0]!.command).toContain('FINLLM_TEST_TIER=gpu');
+    expect(tests.steps.map((s) => s.name)).toEqual(['full_ft_golden', 'tests', 'tests_gemm', 'kernels_all']);
+    expect(tests.steps[0]!.command).toContain('make_full_ft_reference.py');
+    expect(tests.steps[1]!.command).toContain('FINLLM_TEST_TIER=gpu');
   });
 
   it('--only keeps the named steps; --dry uses tiny shapes; bad arguments are refused', () => {
