@@ -8,13 +8,16 @@
 // Activations are [N, D]; q/k/v are views [B, T, H, Dh] of the projections.
 //
 // Kept for backward (none): x, rmsnorm(x), q, k, v (rotated), attention output + lse, x', rmsnorm(x'),
-// gate, up, swiglu(gate, up), LoRA's rank-r products and the norms' rstd. Under selective
+// gate, up, swiglu(gate, up), LoRA's rank-r products and the norms' rstd. Under fp16-mixed the GEMM
+// inputs kept (the norm outputs, the attention output, the SwiGLU output, LoRA's u) are f16 copies
+// (kernels/activations.ts) and q, k, v are f16 themselves. Under selective
 // checkpointing (`recompute`) the two norm outputs and the SwiGLU output are not kept but rebuilt
 // in backward from x, x' and gate/up, which are kept anyway: every GEMM output and the attention
 // output stay, the cheap elementwise work is done twice.
 import { withRecompute } from '../engine/autograd.js';
 import type { Tensor } from '../engine/tensor.js';
-import { add, flashAttention, rmsnorm, rope, ropeAppend, swiglu, type RopeTables } from '../kernels/index.js';
+import { saveActivationsIn16Bit } from '../engine/precision.js';
+import { add, cast, flashAttention, rmsnorm, rope, ropeAppend, swiglu, type RopeTables } from '../kernels/index.js';
 import type { LlamaConfig } from './config.js';
 import type { KvCache } from './kv-cache.js';
 import { project, type LoraLayers } from './lora-layers.js';
@@ -60,6 +63,14 @@ function normed<T>(x: Tensor, w: Tensor, ctx: LayerContext, body: (h: Tensor) =>
   return ctx.recompute ? withRecompute(h, [x], ([xs]) => rmsnorm(xs!, w, eps), () => body(h)) : body(h);
 }
 
+/**
+ * The dtype of attention's q, k and v in a forward without a cache: f16 under fp16-mixed (the GEMMs
+ * round their operands to f16 there anyway), f32 otherwise (fp32 stays the reference path).
+ */
+export function attentionInputDtype(): 'f32' | 'f16' {
+  return saveActivationsIn16Bit() ? 'f16' : 'f32';
+}
+
 /** Self-attention block: x + o_proj(attention(rmsnorm(x))). */
 function attentionBlock(x: Tensor, ctx: LayerContext): Tensor {
   return normed(x, ctx.weights.inputNorm, ctx, (h) => attention(x, h, ctx));
@@ -86,9 +97,13 @@ function attention(x: Tensor, h: Tensor, ctx: LayerContext): Tensor {
       ...(cache.startsTensor ? { kvStart: cache.startsTensor } : {}),
     });
   } else {
-    const q = rope(view(projection(h, ctx, 'q_proj'), [B, T, hq, dh]), positions!, rt);
-    const k = rope(view(projection(h, ctx, 'k_proj'), [B, T, hkv, dh]), positions!, rt);
-    const v = view(projection(h, ctx, 'v_proj'), [B, T, hkv, dh]);
+    // fp16-mixed: attention reads (and keeps for backward) q, k, v in f16, half the bytes; RoPE
+    // writes q and k in f16 directly, v is cast. The forward and backward see the same values.
+    const dtype = attentionInputDtype();
+    const q = rope(view(projection(h, ctx, 'q_proj'), [B, T, hq, dh]), positions!, rt, { dtype });
+    const k = rope(view(projection(h, ctx, 'k_proj'), [B, T, hkv, dh]), positions!, rt, { dtype });
+    const vProj = view(projection(h, ctx, 'v_proj'), [B, T, hkv, dh]);
+    const v = dtype === 'f16' ? cast(vProj, 'f16') : vProj;
     attn = flashAttention(q, k, v, { causal: true, scale: 1 / Math.sqrt(dh), ...(ctx.segments ? { segmentIds: ctx.segments } : {}) });
   }
   return add(x, projection(view(attn, [B * T, hq * dh]), ctx, 'o_proj'));

@@ -287,6 +287,8 @@ describe('flash attention: f16 storage of q, k, v (packed two per u32)', () => {
   const cases: Case[] = [
     { label: 'Dh=64 T=29 causal GQA 4 k/v f16', sh: shape(2, 29, 29, 8, 2, 64), causal: true, kvType: 'f16', layouts: BOTH, splits: [2], exchanges: 'default' },
     { label: 'Dh=128 T=29 causal GQA 4 q/k/v f16', sh: shape(2, 29, 29, 8, 2, 128), causal: true, qType: 'f16', kvType: 'f16', layouts: BOTH, splits: [2], exchanges: 'default' },
+    // fp16-mixed training's inputs at the bundled model's head dim: packed rows (segments), GQA 2.
+    { label: 'Dh=16 T=37 causal GQA 2 q/k/v f16 3 segments', sh: shape(2, 37, 37, 4, 2, 16), causal: true, qType: 'f16', kvType: 'f16', segments: [[10, 20, 7], [3, 30, 4]], layouts: ['tiled'], exchanges: 'default' },
     { label: 'Dh=128 decode S=301 of 320 k/v f16 kvStart', sh: shape(3, 1, 301, 8, 2, 128, 320), causal: true, qOffset: 300, kvStart: [131, 0, 300], kvType: 'f16', layouts: ['split'], splits: [undefined, 1], exchanges: 'default' },
   ];
   for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
