@@ -10,7 +10,7 @@
 // Kept for backward (none): x, rmsnorm(x), q, k, v (rotated), attention output + lse, x', rmsnorm(x'),
 // gate, up, swiglu(gate, up), LoRA's rank-r products and the norms' rstd. Under fp16-mixed the GEMM
 // inputs kept (the norm outputs, the attention output, the SwiGLU output, LoRA's u) are f16 copies
-// (kernels/activations.ts) and q, k, v are f16 themselves. Under selective
+// (kernels/activations.ts), and attention's q, k, v and SwiGLU's gate, up are f16 themselves. Under selective
 // checkpointing (`recompute`) the two norm outputs and the SwiGLU output are not kept but rebuilt
 // in backward from x, x' and gate/up, which are kept anyway: every GEMM output and the attention
 // output stay, the cheap elementwise work is done twice.
@@ -64,10 +64,11 @@ function normed<T>(x: Tensor, w: Tensor, ctx: LayerContext, body: (h: Tensor) =>
 }
 
 /**
- * The dtype of attention's q, k and v in a forward without a cache: f16 under fp16-mixed (the GEMMs
- * round their operands to f16 there anyway), f32 otherwise (fp32 stays the reference path).
+ * The dtype of attention's q, k, v and SwiGLU's gate, up (what those keep for backward): f16 under
+ * fp16-mixed (the GEMMs round their operands to f16 there anyway), f32 otherwise (fp32 stays the
+ * reference path).
  */
-export function attentionInputDtype(): 'f32' | 'f16' {
+export function savedInputDtype(): 'f32' | 'f16' {
   return saveActivationsIn16Bit() ? 'f16' : 'f32';
 }
 
@@ -106,7 +107,7 @@ function selfAttention(qProj: Tensor, kProj: Tensor, vProj: Tensor, ctx: LayerCo
   const { B, T, positions, rope: rt } = ctx;
   // fp16-mixed: attention reads (and keeps for backward) q, k, v in f16, half the bytes; RoPE
   // writes q and k in f16 directly, v is cast. The forward and backward see the same values.
-  const dtype = attentionInputDtype();
+  const dtype = savedInputDtype();
   const q = rope(view(qProj, [B, T, hq, dh]), positions!, rt, { dtype });
   const k = rope(view(kProj, [B, T, hkv, dh]), positions!, rt, { dtype });
   const vf = view(vProj, [B, T, hkv, dh]);
@@ -138,11 +139,21 @@ function cachedAttention(x: Tensor, ctx: LayerContext): Tensor {
   });
 }
 
-/** MLP block: x + down_proj(silu(gate_proj(h)) * up_proj(h)), h = rmsnorm(x); scoped like the attention block. */
+/**
+ * MLP block: x + down_proj(silu(gate_proj(h)) * up_proj(h)), h = rmsnorm(x); scoped like the
+ * attention block. Under fp16-mixed SwiGLU reads (and keeps for backward) gate and up in f16, as
+ * attention does q, k, v.
+ */
 function mlpBlock(x: Tensor, ctx: LayerContext): Tensor {
+  const half = savedInputDtype() === 'f16';
   return tidy(() => {
     const down = tidy(() => {
-      const [gate, up] = tidy(() => normed(x, ctx.weights.postAttentionNorm, ctx, (h) => [projection(h, ctx, 'gate_proj'), projection(h, ctx, 'up_proj')]));
+      const [gate, up] = tidy(() =>
+        normed(x, ctx.weights.postAttentionNorm, ctx, (h) => {
+          const [g, u] = [projection(h, ctx, 'gate_proj'), projection(h, ctx, 'up_proj')];
+          return half ? [cast(g, 'f16'), cast(u, 'f16')] : [g, u];
+        }),
+      );
       const act = swiglu(gate, up);
       const run = () => projection(act, ctx, 'down_proj');
       return ctx.recompute ? withRecompute(act, [gate, up], ([g, u]) => swiglu(g!, u!), run) : run();

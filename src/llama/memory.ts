@@ -12,10 +12,10 @@
 // L layers, r LoRA rank.
 //
 // Precision: under fp16-mixed the GEMM inputs kept for backward (the norm outputs, the attention
-// output, the SwiGLU output, LoRA's u; kernels/activations.ts) and attention's q, k, v are 2 bytes
-// per element; the residual stream, the norms' inputs, gate/up, every gradient and the weights'
-// f32 parts are 4 as in fp32. The f32 originals of the f16 copies live only until their layer's
-// forward scope ends.
+// output, the SwiGLU output, LoRA's u; kernels/activations.ts), attention's q, k, v and SwiGLU's
+// gate, up are 2 bytes per element; the residual stream (the norms' inputs), the norms' rstd,
+// attention's lse, every gradient and the weights' f32 parts are 4 as in fp32. The f32 originals
+// of the f16 tensors live only through their stage of the layer's forward.
 //
 // LoRA (method 'lora'): the gradients are small, so the peak is where the most activations meet
 // the largest backward temporaries: the loss head's backward, the last layer's MLP backward, or
@@ -208,7 +208,7 @@ function layerBytes(s: TrainingMemoryShape, k: LayerKeep, recompute: boolean): n
   if (k.attnOut) bytes += kept(s, n * dq);
   if (k.mid) bytes += nd + buf(n); // x' and its norm's rstd
   if (k.norm2 && !recompute) bytes += kept(s, n * d);
-  if (k.swiglu) bytes += buf(n * f) * (k.up ? 2 : 1);
+  if (k.swiglu) bytes += kept(s, n * f) * (k.up ? 2 : 1);
   if (k.act && !recompute) bytes += kept(s, n * f);
   bytes += k.loraProducts * kept(s, n * (s.lora?.r ?? 0));
   return bytes;
@@ -319,8 +319,8 @@ function fullTrainingPeak(s: TrainingMemoryShape, headSaved: number, chunk: numb
   // first norm's rstd, q and k (rotated), v, the attention output and its lse, x' and its rstd,
   // gate and up; the norm outputs h1, h2 and the SwiGLU output only without checkpointing (under
   // selective they are rebuilt in backward). Full checkpointing keeps x alone and re-runs the rest.
-  // Under fp16-mixed q, k, v, the attention output and the kept h1, h2, SwiGLU output are f16
-  // copies (hq, hkv, hd, hf) of f32 originals that live only through their stage of the layer.
+  // Under fp16-mixed q, k, v, the attention output, gate, up and the kept h1, h2, SwiGLU output
+  // are f16 (hq, hkv, hf, hd) made from f32 originals that live only through their stage of the layer.
   const half = s.precision === 'fp16-mixed';
   const selective = mode === 'selective';
   const [hd, hq, hkv, hf] = [kept(s, n * d), kept(s, n * dq), kept(s, n * dkv), kept(s, n * f)];
@@ -328,9 +328,9 @@ function fullTrainingPeak(s: TrainingMemoryShape, headSaved: number, chunk: numb
   // their f32 originals are stage temporaries under fp16-mixed or selective checkpointing.
   const [normKept, actKept] = selective ? [0, 0] : [hd, hf];
   const [normScoped, actScoped] = half || selective ? [nd, nf] : [0, 0];
-  // Under fp16-mixed v and the attention output are f16 copies too: their f32 originals are temporaries.
-  const [vScoped, outScoped] = half ? [nkv, nq] : [0, 0];
-  const keptByLayer = rstd + normKept + hq + 2 * hkv + hq + lse + nd + rstd + normKept + 2 * nf + actKept;
+  // Under fp16-mixed v, the attention output, gate and up are f16 too: their f32 originals are temporaries.
+  const [vScoped, outScoped, gateUpScoped] = half ? [nkv, nq, 2 * nf] : [0, 0, 0];
+  const keptByLayer = rstd + normKept + hq + 2 * hkv + hq + lse + nd + rstd + normKept + 2 * hf + actKept;
   // h1, h2 and the SwiGLU output as backward reads them: rebuilt in f32 (selective) or kept.
   const [h1, act] = selective ? [nd, nf] : [hd, hf];
   /**
@@ -349,9 +349,9 @@ function fullTrainingPeak(s: TrainingMemoryShape, headSaved: number, chunk: numb
     led.alloc('activations', nd + rstd);
     led.free('workspace', nd);
     // rmsnorm, gate/up (h2 freed after them); SwiGLU, down_proj (its input freed after it); the add.
-    led.alloc('activations', normKept + 2 * nf);
-    led.alloc('workspace', normScoped);
-    led.free('workspace', normScoped);
+    led.alloc('activations', normKept + 2 * hf);
+    led.alloc('workspace', normScoped + gateUpScoped);
+    led.free('workspace', normScoped + gateUpScoped);
     led.alloc('activations', actKept);
     led.alloc('workspace', actScoped + nd);
     led.free('workspace', actScoped);
@@ -407,7 +407,7 @@ function fullTrainingPeak(s: TrainingMemoryShape, headSaved: number, chunk: numb
     led.free('activations', act);
     led.free('workspace', nd);
     led.alloc('workspace', 2 * nf); // dGate, dUp
-    led.free('activations', 2 * nf); // gate, up
+    led.free('activations', 2 * hf); // gate, up
     led.free('workspace', nf); // dAct
     rebuilt(nd); // h2
     led.alloc('workspace', nd); // dh2 (from up_proj)

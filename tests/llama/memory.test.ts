@@ -11,7 +11,7 @@ import { BufferPool, Tensor, engine, tidy } from '../../src/engine/tensor.js';
 import { cast, flashAttention, rope, ropeTables, scale, sumToSuffix } from '../../src/kernels/index.js';
 import { AdamW } from '../../src/kernels/optim.js';
 import type { LlamaConfig } from '../../src/llama/config.js';
-import { attentionInputDtype } from '../../src/llama/decoder-layer.js';
+import { savedInputDtype } from '../../src/llama/decoder-layer.js';
 import { initModel } from '../../src/llama/init.js';
 import { estimateTrainingMemory } from '../../src/llama/memory.js';
 import { LlamaModel, shiftLabels, type CheckpointMode } from '../../src/llama/model.js';
@@ -276,7 +276,7 @@ describe('fp16-mixed savings in pool bytes', () => {
         const r = await withPrecisionAsync(precision, () =>
           heldAfter(() => {
             // As the decoder layer feeds it (v scaled so that, as a projection output, it is not a leaf).
-            const dtype = attentionInputDtype();
+            const dtype = savedInputDtype();
             const q = rope(xq, positions, tables, { dtype });
             const k = rope(xk, positions, tables, { dtype });
             const v = scale(xv, 1);
@@ -297,7 +297,7 @@ describe('fp16-mixed savings in pool bytes', () => {
     expect(qkvo(2) * 2).toBe(qkvo(4));
   });
 
-  it('a QLoRA forward keeps, per layer, exactly the f32 − f16 bytes the memory model counts (GEMM inputs, LoRA u, q/k/v, attention output)', async () => {
+  it('a QLoRA forward keeps, per layer, exactly the f32 − f16 bytes the memory model counts (GEMM inputs, LoRA u, attention q/k/v and output, SwiGLU gate/up)', async () => {
     if (!hasF16('the per-layer saving')) return;
     const dir = mkdtempSync(join(tmpdir(), 'finllm-mem16-'));
     const overrides: Partial<LlamaConfig> = { hiddenSize: 64, intermediateSize: 160, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16 };
