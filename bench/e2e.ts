@@ -197,7 +197,7 @@ for (const mode of skipTrain ? [] : modes) {
   const used = nvidiaUsedBytes();
   const estimate = estimateTrainingMemory({
     config: c, batchSize: B, seqLen: T, method: method === 'full' ? 'full' : 'lora', quantize: quantize === 'nf4' ? 'nf4' : 'none', storage,
-    lora: { r: 16, targetModules: LINEAR_MODULES }, checkpointing: mode, maxBindingBytes: e.dev.limits.maxStorageBufferBindingSize,
+    lora: { r: 16, targetModules: LINEAR_MODULES }, checkpointing: mode, maxBindingBytes: e.dev.limits.maxStorageBufferBindingSize, precision,
   });
   const r: ModeResult = {
     checkpointing: mode,

@@ -139,7 +139,7 @@ export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptio
   };
   validateSampling({ maxNewTokens, ...sampling }); // before the model is loaded
   const metrics = opts.metrics !== undefined ? parseEvalMetrics(opts.metrics, 'metrics') : null;
-  const { dir, load, precision } = await modelLoadOptions(opts);
+  const { dir, load, precision, kvCache } = await modelLoadOptions(opts);
   await applyPrecision(precision);
   const progress = new EvalProgress(task, !opts.quiet);
   let tokens = 0;
@@ -151,7 +151,7 @@ export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptio
     limit: limit ?? null,
     metrics,
     maxNewTokens,
-    sampling,
+    sampling: { ...sampling, kvCache },
     ...(batchSize !== undefined ? { batchSize } : {}),
     ...(embeddingLayer !== undefined ? { embeddingLayer } : {}),
     onProgress: (done, total, _item, p) => {
@@ -182,6 +182,7 @@ export function generationTable(r: GenerationEvalResult, out?: string): string {
 export const EVAL_TASKS: Record<string, (opts: EvalCliOptions, out: (s: string) => void) => Promise<void>> = {
   perplexity: async (opts, out) => {
     if (opts.limit !== undefined) throw new InputError('--limit applies to the generation and classification tasks', { key: 'limit' });
+    if (opts.kvCache !== undefined) throw new InputError('--kv-cache applies to the generation and classification tasks (perplexity keeps no KV cache)', { key: 'kv-cache' });
     const r = await runPerplexityEval(opts);
     if (opts.out) await writeFileAtomic(opts.out, `${JSON.stringify(perplexityJson(r), null, 2)}\n`);
     out(opts.json ? `${JSON.stringify(perplexityJson(r))}\n` : `${perplexityTable(r)}\n`);

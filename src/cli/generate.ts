@@ -47,8 +47,8 @@ export async function samplingFromFlags(dir: string, o: GenerateCliOptions): Pro
 
 export async function generateAction(o: GenerateCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<number[]> {
   if (o.prompt === undefined) throw new InputError('--prompt is required', { key: 'prompt' });
-  const { dir, load, precision } = await modelLoadOptions(o);
-  const sampling = await samplingFromFlags(dir, o);
+  const { dir, load, precision, kvCache } = await modelLoadOptions(o);
+  const sampling = { ...(await samplingFromFlags(dir, o)), kvCache };
   const tokenizer = await LlamaTokenizer.load(dir);
   const promptIds = o.chat ? tokenizer.encodeChat([{ role: 'user', content: o.prompt }], { addGenerationPrompt: true }) : tokenizer.encode(o.prompt);
   await applyPrecision(precision);
@@ -83,6 +83,8 @@ export function register(program: Command): void {
     .addHelpText('after', `
 Defaults follow the model's generation_config.json (greedy unless it sets do_sample), then
 transformers' defaults. Generation stops at an EOS token or after --max-new-tokens.
+--kv-cache f16 stores the cached keys and values in f16: half the memory, logits within f16
+rounding of the f32 cache's (auto, the default, picks it under --precision fp16-mixed).
 
 Exit codes: 0 done, 1 bad input, 2 runtime failure.`)
     .action(async (o: GenerateCliOptions) => {

@@ -1,11 +1,12 @@
 // Options shared by the verbs that load a model (eval, generate): --model, --adapter, --quantize,
-// --storage, --precision, and their validation into LoadModelOptions and the engine precision.
+// --storage, --precision, --kv-cache, and their validation into LoadModelOptions, the engine
+// precision and the KV cache setting (serve validates its own through modelLoadOptions too).
 import { stat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { PRECISION_SETTINGS, precisionUnsupported, resolvePrecision, setComputePrecision, type Precision, type PrecisionSetting } from '../engine/precision.js';
 import { initEngine } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
-import type { LoadModelOptions } from '../llama/model.js';
+import { KV_CACHE_SETTINGS, type KvCacheSetting, type LoadModelOptions } from '../llama/model.js';
 
 export interface ModelCliOptions {
   model?: string;
@@ -14,7 +15,13 @@ export interface ModelCliOptions {
   storage?: string;
   mergeAdapter?: boolean;
   precision?: string;
+  kvCache?: string;
 }
+
+/** The --precision flag (eval, generate, serve). */
+export const PRECISION_HELP = 'GEMM precision: fp32, fp16-mixed (f16 operands, f32 accumulation) or auto (fp16-mixed where the GPU has f16 tensor cores)';
+/** The --kv-cache flag (generate, eval, serve). */
+export const KV_CACHE_HELP = 'KV cache storage for decoding: f32, f16 (half the memory) or auto (f16 under fp16-mixed, else f32; the default)';
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
@@ -23,7 +30,8 @@ export function addModelOptions(cmd: Command): Command {
     .option('--quantize <kind>', 'quantize the decoder linear layers at load time: nf4')
     .option('--storage <dtype>', 'GPU storage of the other weights: f32, bf16 or f16', 'f32')
     .option('--merge-adapter', 'merge the adapter into the base weights at load (W + s·B·A, then --storage / --quantize): faster decoding, no LoRA kernels; with nf4 the merged weight is quantized')
-    .option('--precision <mode>', 'GEMM precision: fp32, fp16-mixed (f16 operands, f32 accumulation) or auto (fp16-mixed where the GPU has f16 tensor cores)', 'fp32');
+    .option('--precision <mode>', PRECISION_HELP, 'fp32')
+    .option('--kv-cache <dtype>', KV_CACHE_HELP);
 }
 
 /** InputError unless `dir` is an existing folder (`what` names it in the message). */
@@ -37,8 +45,8 @@ export async function checkDir(dir: string, what: string): Promise<void> {
   if (!isDir) throw new InputError(`${what} must be a folder`, { file: dir });
 }
 
-/** Validates the shared options; returns the model folder, the loader options and the precision setting. */
-export async function modelLoadOptions(o: ModelCliOptions): Promise<{ dir: string; load: LoadModelOptions; precision: PrecisionSetting }> {
+/** Validates the shared options; returns the model folder, the loader options, the precision and KV cache settings. */
+export async function modelLoadOptions(o: ModelCliOptions): Promise<{ dir: string; load: LoadModelOptions; precision: PrecisionSetting; kvCache: KvCacheSetting }> {
   if (!o.model) throw new InputError('--model is required', { key: 'model' });
   await checkDir(o.model, 'model');
   if (o.adapter) await checkDir(o.adapter, 'adapter');
@@ -48,9 +56,11 @@ export async function modelLoadOptions(o: ModelCliOptions): Promise<{ dir: strin
   if (storage !== 'f32' && storage !== 'bf16' && storage !== 'f16') throw new InputError(`expected f32, bf16 or f16, got ${JSON.stringify(storage)}`, { key: 'storage' });
   const precision = (o.precision ?? 'fp32') as PrecisionSetting;
   if (!PRECISION_SETTINGS.includes(precision)) throw new InputError(`expected ${PRECISION_SETTINGS.join(', ')}, got ${JSON.stringify(o.precision)}`, { key: 'precision' });
+  const kvCache = kvCacheOption(o.kvCache);
   return {
     dir: o.model,
     precision,
+    kvCache,
     load: {
       storage,
       ...(o.quantize === 'nf4' ? { quantize: 'nf4' as const } : {}),
@@ -58,6 +68,13 @@ export async function modelLoadOptions(o: ModelCliOptions): Promise<{ dir: strin
       ...(o.mergeAdapter ? { mergeAdapter: true } : {}),
     },
   };
+}
+
+/** The --kv-cache value (default auto); InputError naming --kv-cache otherwise. */
+export function kvCacheOption(value: string | undefined): KvCacheSetting {
+  const v = (value ?? 'auto') as KvCacheSetting;
+  if (!KV_CACHE_SETTINGS.includes(v)) throw new InputError(`expected ${KV_CACHE_SETTINGS.join(', ')}, got ${JSON.stringify(value)}`, { key: 'kv-cache' });
+  return v;
 }
 
 /**

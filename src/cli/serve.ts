@@ -3,13 +3,12 @@
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type { Command } from 'commander';
-import { initEngine } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
 import { defaultModelId, disposeServingModels, loadServingModels, type ServingModels } from '../serve/load.js';
 import { parseAdapterSpec, parseRouteSpec } from '../serve/routing.js';
 import { FinllmServer } from '../serve/server.js';
 import { collect } from './common.js';
-import { checkDir, modelLoadOptions, numberOption } from './model-options.js';
+import { KV_CACHE_HELP, PRECISION_HELP, applyPrecision, checkDir, modelLoadOptions, numberOption } from './model-options.js';
 
 export interface ServeCliOptions {
   model?: string;
@@ -22,6 +21,8 @@ export interface ServeCliOptions {
   apiKey?: string;
   quantize?: string;
   storage?: string;
+  precision?: string;
+  kvCache?: string;
   maxModelLen?: string;
   maxBatchSize: string;
   maxQueue: string;
@@ -40,7 +41,7 @@ function positiveInt(value: string | undefined, flag: string): number | undefine
 const MiB = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
 export async function serveAction(o: ServeCliOptions, say: (line: string) => void = (l) => void process.stderr.write(`${l}\n`)): Promise<void> {
-  const { dir, load } = await modelLoadOptions({ model: o.model, quantize: o.quantize, storage: o.storage });
+  const { dir, load, precision, kvCache } = await modelLoadOptions({ model: o.model, quantize: o.quantize, storage: o.storage, precision: o.precision, kvCache: o.kvCache });
   const adapters = o.adapter.map((spec) => (spec.includes('=') ? parseAdapterSpec(spec) : parseAdapterSpec(`${basename(spec)}=${spec}`)));
   for (const a of adapters) await checkDir(a.dir, `adapter ${a.name}`);
   if (o.chatTemplate !== undefined) {
@@ -64,6 +65,7 @@ export async function serveAction(o: ServeCliOptions, say: (line: string) => voi
     maxQueue: positiveInt(o.maxQueue, 'max-queue')!,
     bodyLimit: positiveInt(o.maxBodyBytes, 'max-body-bytes')!,
     logRequests: o.logRequests ?? false,
+    kvCache,
   });
 
   let url: string;
@@ -94,7 +96,7 @@ export async function serveAction(o: ServeCliOptions, say: (line: string) => voi
 
   let models: ServingModels | null = null;
   try {
-    await initEngine();
+    await applyPrecision(precision);
     const loading = loadServingModels({
       modelDir: dir,
       load,
@@ -114,7 +116,7 @@ export async function serveAction(o: ServeCliOptions, say: (line: string) => voi
     server.setReady(models);
     const kv = server.kvCache!;
     const ids = server.router.ids().map((m) => (m.kind === 'route' ? `${m.id} (route: ${m.route!.arms.map((a) => `${a.model} ${a.weight}`).join(' / ')})` : m.id));
-    say(`finllm serve: ready: ${ids.join(', ')}; context ${models.contextLength} tokens, ${o.maxBatchSize} decode slots per model, KV cache ${MiB(kv.bytesPerVariant)} per model in use`);
+    say(`finllm serve: ready: ${ids.join(', ')}; context ${models.contextLength} tokens, ${o.maxBatchSize} decode slots per model, KV cache (${kv.dtype}) ${MiB(kv.bytesPerVariant)} per model in use`);
   } catch (err) {
     server.setFailed(err instanceof Error ? err.message : String(err));
     await server.shutdown(0);
@@ -145,6 +147,8 @@ export function register(program: Command): void {
     .option('--api-key <key>', 'require "Authorization: Bearer KEY" on /v1/* (or set FINLLM_API_KEY, which keeps it out of the process list)')
     .option('--quantize <kind>', 'quantize the base decoder linear layers at load time: nf4')
     .option('--storage <dtype>', 'GPU storage of the other base weights: f32, bf16 or f16', 'f32')
+    .option('--precision <mode>', PRECISION_HELP, 'fp32')
+    .option('--kv-cache <dtype>', KV_CACHE_HELP)
     .option('--max-model-len <n>', 'context length: prompt + generated tokens per request (default: min(max_position_embeddings, 4096))')
     .option('--max-batch-size <n>', 'decode slots per model: requests decoded together', '8')
     .option('--max-queue <n>', 'requests waiting for a slot before new ones get 429', '64')

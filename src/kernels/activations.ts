@@ -7,7 +7,7 @@
 // and share one copy (found by the storage it was made from) instead of keeping three. A tensor
 // backward will rebuild (autograd `withRecompute`, selective checkpointing) keeps no memory when
 // saved, so it is saved as it is.
-import { isRecomputable, type GradNode } from '../engine/autograd.js';
+import { isRecomputable, noGrad, type GradNode } from '../engine/autograd.js';
 import { saveActivationsIn16Bit } from '../engine/precision.js';
 import type { Tensor } from '../engine/tensor.js';
 import { cast } from './elementwise.js';
@@ -27,7 +27,7 @@ export function saveActivation(node: GradNode, t: Tensor): Tensor {
     view.dispose();
     return saved;
   }
-  const h = cast(t, 'f16');
+  const h = noGrad(() => cast(t, 'f16')); // a saved copy: no gradient flows through it
   const saved = node.save(h);
   h.dispose();
   halfCopies.set(key, saved);

@@ -1,6 +1,7 @@
 // Flash attention on the portable f32 SIMT path: forward (tiled for prefill/training, split along the
 // KV length for decoding, "flash-decoding"), FlashAttention-2 backward, head dims 4..256 (multiples
-// of 4), q/k/v in f32 or packed f16 (unpacked in-kernel; outputs, softmax state and gradients f32).
+// of 4), q/k/v in f32 or packed f16 (unpacked in-kernel; outputs, softmax state and gradients f32;
+// backward also reads the saved output in f16, as fp16-mixed training keeps it).
 //
 // Layouts (the natural ones after the q/k/v projections, no transposes):
 //   q, out [B, T, Hq, Dh];  k, v [B, Sk, Hkv, Dh] of which the first S = kvLength rows are used (a KV
@@ -71,6 +72,7 @@
 import { isGradEnabled, recordOp } from '../engine/autograd.js';
 import type { FeatureName } from '../engine/device.js';
 import { engine, Tensor, type DType } from '../engine/tensor.js';
+import { saveActivation } from './activations.js';
 import { Uniforms, assertDtype, dispatch, grid1d } from './common.js';
 
 export interface FlashAttentionOptions {
@@ -672,9 +674,11 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 // ---------------------------------------------------------------------------------------------
 // Backward.
 
-const DOT_KERNEL = /* wgsl */ `${HEADER}
-@group(0) @binding(1) var<storage, read> DO: array<vec4f>;
-@group(0) @binding(2) var<storage, read> O: array<vec4f>;
+/** D_i = rowsum(dO_i ∘ O_i); O in f32, or f16 (the output as fp16-mixed training keeps it). */
+function dotKernel(oType: 'f32' | 'f16'): string {
+  return /* wgsl */ `${HEADER}
+${inputBinding(1, 'DO', 'f32')}
+${inputBinding(2, 'O', oType)}
 @group(0) @binding(3) var<storage, read_write> D: array<f32>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -682,9 +686,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   if (r >= p.n) { return; }
   let h = r % p.Hq; let bt = r / p.Hq; let t = bt % p.T; let b = bt / p.T;
   var s = 0.0;
-  for (var w = 0u; w < p.dh4; w++) { s += dot(DO[r * p.dh4 + w], O[r * p.dh4 + w]); }
+  for (var w = 0u; w < p.dh4; w++) { s += dot(ldDO(r * p.dh4 + w), ldO(r * p.dh4 + w)); }
   D[(b * p.Hq + h) * p.T + t] = s;
 }`;
+}
 
 function dqKernel(g: Geo): string {
   return /* wgsl */ `${preamble(g)}
@@ -917,7 +922,8 @@ function forwardWithDims(d: Dims, q: Tensor, k: Tensor, v: Tensor, variant: Forw
 }
 
 /**
- * Gradients of attention from the saved forward (out, lse) and dOut. Returns dq [B, T, Hq, Dh], and
+ * Gradients of attention from the saved forward (out, lse) and dOut; `out` may be f32 or f16 (it is
+ * read only for D = rowsum(dO ∘ out)). Returns dq [B, T, Hq, Dh], and
  * dk, dv [B, Sk, Hkv, Dh] (zero in rows ≥ kvLength), all f32; pass `want` to skip the ones not needed.
  */
 export function flashAttentionBackward(
@@ -940,13 +946,14 @@ function backwardWithDims(
 ): { dq: Tensor | null; dk: Tensor | null; dv: Tensor | null } {
   if (d.kvStart) throw new RangeError('flashAttention: kvStart (left-padded decoding) has no backward');
   assertDtype(dOut, 'f32', 'flashAttention dOut');
-  assertDtype(out, 'f32', 'flashAttention out');
+  if (out.dtype !== 'f32' && out.dtype !== 'f16') throw new TypeError(`flashAttention backward: out must be f32 or f16, got ${out.dtype}`);
   if (dOut.numel !== q.numel) throw new RangeError(`flashAttention backward: dOut [${dOut.shape.join(', ')}] must match q [${q.shape.join(', ')}]`);
   const rows = d.B * d.T * d.Hq;
   const caps = deviceAttentionCaps();
   const exchange = pickExchange('backward', 'tiled', d, caps, tiles);
   const D = Tensor.empty([d.B, d.Hq, d.T]);
-  if (rows > 0) dispatch('attn.bwd.dot', () => DOT_KERNEL, [dOut, out, D], grid1d(rows, 64), uniforms(d, { n: rows }));
+  const oType = out.dtype as 'f32' | 'f16';
+  if (rows > 0) dispatch(`attn.bwd.dot${oType === 'f16' ? '.f16' : ''}`, () => dotKernel(oType), [dOut, out, D], grid1d(rows, 64), uniforms(d, { n: rows }));
   const seg = segBinding(d);
   let dq: Tensor | null = null;
   let dk: Tensor | null = null;
@@ -985,7 +992,9 @@ export function flashAttention(q: Tensor, k: Tensor, v: Tensor, opts: FlashAtten
     const qs = n.save(q);
     const ks = n.save(k);
     const vs = n.save(v);
-    const os = n.save(out);
+    // Backward reads the output only for D = rowsum(dO ∘ O): in fp16-mixed an f16 copy, shared with
+    // o_proj, which keeps the same tensor as its GEMM input (activations.ts).
+    const os = saveActivation(n, out);
     const ls = n.save(lse);
     const seg = d.seg ? n.save(d.seg) : null;
     const wantDq = q.requiresGrad || q.gradFn !== null;

@@ -221,7 +221,11 @@ function castKernel(from: DType, to: DType): string {
   return kernel1d([['X', 'u32'], ['Y', 'f32', true]], `Y[i] = half_word_get(X[i / 2u], i, ${from === 'bf16'});`, 'i >= p.n', WGSL_HALF);
 }
 
-/** Converts between f32 and packed 16-bit (bf16 round-to-nearest-even, f16 IEEE). */
+/**
+ * Converts between f32 and packed 16-bit (bf16 round-to-nearest-even, f16 IEEE). Differentiable:
+ * gradients are f32 whatever the dtype of the tensor they belong to, so backward passes the incoming
+ * gradient through unchanged (the straight-through gradient of rounding, as torch's .to() has).
+ */
 export function cast(x: Tensor, to: DType): Tensor {
   if (x.dtype === to) return x.reshape(x.shape);
   const ok = (x.dtype === 'f32' && (to === 'bf16' || to === 'f16')) || ((x.dtype === 'bf16' || x.dtype === 'f16') && to === 'f32');
@@ -229,6 +233,7 @@ export function cast(x: Tensor, to: DType): Tensor {
   const y = Tensor.empty(x.shape, to);
   const threads = x.dtype === 'f32' ? Math.ceil(x.numel / 2) : x.numel;
   dispatch(`cast.${x.dtype}.${to}`, () => castKernel(x.dtype, to), [x, y], grid1d(threads), params(x.numel));
+  recordOp('cast', [x], y, () => ([g]) => [g!.reshape(x.shape)]);
   return y;
 }
 

@@ -122,50 +122,77 @@ export function ropeTables(opts: RopeTableOptions): RopeTables {
   };
 }
 
-const ROPE_KERNEL = /* wgsl */ `
+/**
+ * The rotation kernel. f32 output: one thread per rotated pair. f16 output (packed two per u32, the
+ * layout the attention kernels unpack): one thread per two adjacent pairs (i, i + 1 with i even; Dh/2
+ * is even since Dh is a multiple of 4), so it writes whole words; the arithmetic is the same, each
+ * result rounded to f16 once.
+ */
+function ropeKernel(f16Out: boolean): string {
+  const per = f16Out ? 2 : 1;
+  const store = f16Out
+    ? `Y[a / 2u] = pack2x16float(vec2f(y1[0], y1[1]));\n  Y[b / 2u] = pack2x16float(vec2f(y2[0], y2[1]));`
+    : 'Y[a] = y1[0];\n  Y[b] = y2[0];';
+  return /* wgsl */ `
 struct P { n: u32, half: u32, heads: u32, max_pos: u32, sign: f32, nan_bits: u32, _b: u32, _c: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> POS: array<i32>;
 @group(0) @binding(3) var<storage, read> COS: array<f32>;
 @group(0) @binding(4) var<storage, read> SIN: array<f32>;
-@group(0) @binding(5) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(5) var<storage, read_write> Y: array<${f16Out ? 'u32' : 'f32'}>;
 ${WGSL_FLAT_INDEX}
-// One thread per rotated pair; n = tokens · heads · half. sign = −1 applies the inverse rotation.
+const PER: u32 = ${per}u;
+// One thread per PER adjacent rotated pairs; n = tokens · heads · half / PER. sign = −1 applies the
+// inverse rotation. A position outside the table writes NaN (from a uniform: a constant NaN is a
+// WGSL compile error).
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let t = flat_index(gid, nwg, ${WG}u);
   if (t >= p.n) { return; }
-  let i = t % p.half;
-  let head_row = t / p.half;          // token · heads + head
+  let groups = p.half / PER;
+  let i = (t % groups) * PER;
+  let head_row = t / groups;          // token · heads + head
   let token = head_row / p.heads;
   let a = head_row * 2u * p.half + i;  // element i of this head
   let b = a + p.half;                  // its partner i + Dh/2
   let pos = POS[token];
-  let x1 = X[a];
-  let x2 = X[b];
-  if (pos < 0 || u32(pos) >= p.max_pos) {
-    let nan = bitcast<f32>(p.nan_bits); // NaN from a uniform: a constant NaN is a WGSL compile error
-    Y[a] = nan;
-    Y[b] = nan;
-    return;
+  let ok = pos >= 0 && u32(pos) < p.max_pos;
+  let nan = bitcast<f32>(p.nan_bits);
+  var y1: array<f32, ${per}>;
+  var y2: array<f32, ${per}>;
+  for (var e = 0u; e < PER; e++) {
+    var c = 0.0;
+    var s = 0.0;
+    if (ok) {
+      c = COS[u32(pos) * p.half + i + e];
+      s = p.sign * SIN[u32(pos) * p.half + i + e];
+    }
+    let x1 = X[a + e];
+    let x2 = X[b + e];
+    y1[e] = select(nan, x1 * c - x2 * s, ok);
+    y2[e] = select(nan, x2 * c + x1 * s, ok);
   }
-  let c = COS[u32(pos) * p.half + i];
-  let s = p.sign * SIN[u32(pos) * p.half + i];
-  Y[a] = x1 * c - x2 * s;
-  Y[b] = x2 * c + x1 * s;
+  ${store}
 }`;
+}
+
+const ROPE_KERNEL = ropeKernel(false);
 
 const ROPE_INPLACE_KERNEL = ROPE_KERNEL.replace('@group(0) @binding(1) var<storage, read> X: array<f32>;', '@group(0) @binding(1) var<storage, read_write> X: array<f32>;')
   .replace('@group(0) @binding(5) var<storage, read_write> Y: array<f32>;\n', '')
   .replaceAll('Y[', 'X[');
 
+const ROPE_F16_KERNEL = ropeKernel(true);
+
 function launch(x: Tensor, heads: number, positions: Tensor, tables: RopeTables, out: Tensor | null, sign: 1 | -1): void {
   const half = tables.headDim / 2;
-  const n = x.numel / 2;
+  const f16Out = out?.dtype === 'f16';
+  const n = x.numel / (f16Out ? 4 : 2);
   const params = new Uniforms().u32(n).u32(half).u32(heads).u32(tables.maxPositions).f32(sign).u32(0x7fc00000).u32(0).u32(0);
-  if (out) dispatch('rope', () => ROPE_KERNEL, [x, positions, tables.cos, tables.sin, out], grid1d(n), params);
-  else dispatch('rope.inplace', () => ROPE_INPLACE_KERNEL, [x, positions, tables.cos, tables.sin], grid1d(n), params);
+  if (!out) dispatch('rope.inplace', () => ROPE_INPLACE_KERNEL, [x, positions, tables.cos, tables.sin], grid1d(n), params);
+  else if (f16Out) dispatch('rope.f16', () => ROPE_F16_KERNEL, [x, positions, tables.cos, tables.sin, out], grid1d(n), params);
+  else dispatch('rope', () => ROPE_KERNEL, [x, positions, tables.cos, tables.sin, out], grid1d(n), params);
 }
 
 export interface RopeOptions {
@@ -174,6 +201,12 @@ export interface RopeOptions {
    * recording for x: an op that saved x for its backward would see the rotated values.
    */
   inPlace?: boolean;
+  /**
+   * Storage of the result: f32 (default) or f16 packed two per u32 (fp16-mixed: attention's q and k,
+   * which attention keeps for backward, at half the bytes; needs a head dim that is a multiple of 4).
+   * The gradient is f32 either way (the inverse rotation of the incoming f32 gradient).
+   */
+  dtype?: 'f32' | 'f16';
 }
 
 /** Rotates x [B, T, H, Dh] by the positions (i32 [B·T]) with tables from `ropeTables`. */
@@ -184,12 +217,16 @@ export function rope(x: Tensor, positions: Tensor, tables: RopeTables, opts: Rop
   const [b, t, heads, dh] = x.shape as [number, number, number, number];
   if (dh !== tables.headDim) throw new RangeError(`rope: head dim ${dh} of x does not match the tables' ${tables.headDim}`);
   if (positions.numel !== b * t) throw new RangeError(`rope: positions has ${positions.numel} entries for B·T = ${b * t} tokens`);
+  const dtype = opts.dtype ?? 'f32';
+  if (dtype !== 'f32' && dtype !== 'f16') throw new TypeError(`rope: dtype must be f32 or f16, got ${String(dtype)}`);
+  if (dtype === 'f16' && dh % 4 !== 0) throw new RangeError(`rope: an f16 result needs a head dim that is a multiple of 4, got ${dh}`);
   if (opts.inPlace) {
+    if (dtype !== 'f32') throw new RangeError('rope: inPlace rotates an f32 tensor; it cannot change its dtype');
     if (isGradEnabled() && (x.requiresGrad || x.gradFn !== null)) throw new Error('rope: inPlace is only for tensors outside autograd (use noGrad or inPlace: false)');
     launch(x, heads, positions, tables, null, 1);
     return x;
   }
-  const y = Tensor.empty(x.shape);
+  const y = Tensor.empty(x.shape, dtype);
   launch(x, heads, positions, tables, y, 1);
   recordOp('rope', [x], y, (node) => {
     const pos = node.save(positions);

@@ -4,9 +4,14 @@
 // memory traffic.
 //
 // σ(g) = 1/(1 + exp(−g)): for g → −∞ exp overflows to +inf and σ → 0 (no NaN); for g → +∞, σ → 1.
+//
+// gate and up are f32, or f16 packed two per u32 (fp16-mixed: the MLP keeps them for backward in
+// half the bytes); they are read as f32, and the output and gradients are f32 either way.
 import { recordOp } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
-import { Uniforms, WGSL_FLAT_INDEX, WG, assertDtype, dispatch, grid1d } from './common.js';
+import { Uniforms, WGSL_FLAT_INDEX, WGSL_HALF, WG, dispatch, grid1d } from './common.js';
+
+type InputType = 'f32' | 'f16';
 
 const HEADER = /* wgsl */ `
 struct P { n: u32, _a: u32, _b: u32, _c: u32 }
@@ -14,41 +19,49 @@ struct P { n: u32, _a: u32, _b: u32, _c: u32 }
 ${WGSL_FLAT_INDEX}
 fn sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }`;
 
-const FORWARD_KERNEL = /* wgsl */ `${HEADER}
-@group(0) @binding(1) var<storage, read> GATE: array<f32>;
-@group(0) @binding(2) var<storage, read> UP: array<f32>;
+/** WGSL: an input binding read as f32 at element i through ld<NAME>(i). */
+function input(binding: number, name: string, type: InputType): string {
+  if (type === 'f32') return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<f32>;\nfn ld${name}(i: u32) -> f32 { return ${name}[i]; }`;
+  return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<u32>;\nfn ld${name}(i: u32) -> f32 { return half_word_get(${name}[i >> 1u], i, false); }`;
+}
+
+function forwardKernel(type: InputType): string {
+  return /* wgsl */ `${HEADER}${type === 'f16' ? WGSL_HALF : ''}
+${input(1, 'GATE', type)}
+${input(2, 'UP', type)}
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat_index(gid, nwg, ${WG}u);
   if (i >= p.n) { return; }
-  let g = GATE[i];
-  Y[i] = g * sigmoid(g) * UP[i];
+  let g = ldGATE(i);
+  Y[i] = g * sigmoid(g) * ldUP(i);
 }`;
+}
 
 // Bindings: GATE, [UP when dGate is wanted], DY, then the outputs. (A binding the code does not read
 // is dropped from the 'auto' layout, even with a phony `_ = UP[i]`, so the up-only variant omits UP.)
-function backwardKernel(wantGate: boolean, wantUp: boolean): string {
+function backwardKernel(wantGate: boolean, wantUp: boolean, type: InputType): string {
   let binding = 1;
-  const decl = [`@group(0) @binding(${binding++}) var<storage, read> GATE: array<f32>;`];
-  if (wantGate) decl.push(`@group(0) @binding(${binding++}) var<storage, read> UP: array<f32>;`);
+  const decl = [input(binding++, 'GATE', type)];
+  if (wantGate) decl.push(input(binding++, 'UP', type));
   decl.push(`@group(0) @binding(${binding++}) var<storage, read> DY: array<f32>;`);
   const body: string[] = [];
   if (wantGate) {
     decl.push(`@group(0) @binding(${binding++}) var<storage, read_write> DGATE: array<f32>;`);
-    body.push('DGATE[i] = dy * UP[i] * s * (1.0 + g * (1.0 - s));');
+    body.push('DGATE[i] = dy * ldUP(i) * s * (1.0 + g * (1.0 - s));');
   }
   if (wantUp) {
     decl.push(`@group(0) @binding(${binding++}) var<storage, read_write> DUP: array<f32>;`);
     body.push('DUP[i] = dy * g * s;');
   }
-  return /* wgsl */ `${HEADER}
+  return /* wgsl */ `${HEADER}${type === 'f16' ? WGSL_HALF : ''}
 ${decl.join('\n')}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat_index(gid, nwg, ${WG}u);
   if (i >= p.n) { return; }
-  let g = GATE[i];
+  let g = ldGATE(i);
   let s = sigmoid(g);
   let dy = DY[i];
   ${body.join('\n  ')}
@@ -61,19 +74,28 @@ export function swigluBackward(gate: Tensor, up: Tensor, dy: Tensor, want: { gat
   const dGate = want.gate ? Tensor.empty(gate.shape) : null;
   const dUp = want.up ? Tensor.empty(gate.shape) : null;
   const outs = [dGate, dUp].filter((t): t is Tensor => t !== null);
-  dispatch(`swiglu.bwd.${want.gate ? 'g' : ''}${want.up ? 'u' : ''}`, () => backwardKernel(want.gate, want.up), [gate, ...(want.gate ? [up] : []), dy, ...outs], grid1d(gate.numel), new Uniforms().u32(gate.numel).u32(0).u32(0).u32(0));
+  const type = inputType(gate, up);
+  const key = `swiglu.bwd.${want.gate ? 'g' : ''}${want.up ? 'u' : ''}${type === 'f16' ? '.f16' : ''}`;
+  dispatch(key, () => backwardKernel(want.gate, want.up, type), [gate, ...(want.gate ? [up] : []), dy, ...outs], grid1d(gate.numel), new Uniforms().u32(gate.numel).u32(0).u32(0).u32(0));
   return { dGate, dUp };
 }
 
-/** y = silu(gate) · up, elementwise; gate and up are f32 of the same shape. */
+/** The dtype gate and up share (f32 or f16); anything else is refused. */
+function inputType(gate: Tensor, up: Tensor): InputType {
+  if ((gate.dtype !== 'f32' && gate.dtype !== 'f16') || gate.dtype !== up.dtype) {
+    throw new TypeError(`swiglu: gate (${gate.dtype}) and up (${up.dtype}) must both be f32 or both f16`);
+  }
+  return gate.dtype;
+}
+
+/** y = silu(gate) · up, elementwise → f32; gate and up are f32 (or both f16) of the same shape. */
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
-  assertDtype(gate, 'f32', 'swiglu gate');
-  assertDtype(up, 'f32', 'swiglu up');
+  const type = inputType(gate, up);
   if (gate.numel !== up.numel || gate.shape.length !== up.shape.length || gate.shape.some((d, i) => d !== up.shape[i])) {
     throw new RangeError(`swiglu: gate [${gate.shape.join(', ')}] and up [${up.shape.join(', ')}] must have the same shape`);
   }
   const y = Tensor.empty(gate.shape);
-  dispatch('swiglu.fwd', () => FORWARD_KERNEL, [gate, up, y], grid1d(gate.numel), new Uniforms().u32(gate.numel).u32(0).u32(0).u32(0));
+  dispatch(type === 'f16' ? 'swiglu.fwd.f16' : 'swiglu.fwd', () => forwardKernel(type), [gate, up, y], grid1d(gate.numel), new Uniforms().u32(gate.numel).u32(0).u32(0).u32(0));
   const want = { gate: gate.requiresGrad || gate.gradFn !== null, up: up.requiresGrad || up.gradFn !== null };
   recordOp('swiglu', [gate, up], y, (node) => {
     // Both gradients read gate; only dGate reads up. y is never kept.

@@ -8,13 +8,16 @@
 // Activations are [N, D]; q/k/v are views [B, T, H, Dh] of the projections.
 //
 // Kept for backward (none): x, rmsnorm(x), q, k, v (rotated), attention output + lse, x', rmsnorm(x'),
-// gate, up, swiglu(gate, up), LoRA's rank-r products and the norms' rstd. Under selective
+// gate, up, swiglu(gate, up), LoRA's rank-r products and the norms' rstd. Under fp16-mixed the GEMM
+// inputs kept (the norm outputs, the attention output, the SwiGLU output, LoRA's u) are f16 copies
+// (kernels/activations.ts), and attention's q, k, v and SwiGLU's gate, up are f16 themselves. Under selective
 // checkpointing (`recompute`) the two norm outputs and the SwiGLU output are not kept but rebuilt
 // in backward from x, x' and gate/up, which are kept anyway: every GEMM output and the attention
 // output stay, the cheap elementwise work is done twice.
 import { withRecompute } from '../engine/autograd.js';
-import type { Tensor } from '../engine/tensor.js';
-import { add, flashAttention, rmsnorm, rope, ropeAppend, swiglu, type RopeTables } from '../kernels/index.js';
+import { tidy, type Tensor } from '../engine/tensor.js';
+import { saveActivationsIn16Bit } from '../engine/precision.js';
+import { add, cast, flashAttention, rmsnorm, rope, ropeAppend, swiglu, type RopeTables } from '../kernels/index.js';
 import type { LlamaConfig } from './config.js';
 import type { KvCache } from './kv-cache.js';
 import { project, type LoraLayers } from './lora-layers.js';
@@ -60,48 +63,102 @@ function normed<T>(x: Tensor, w: Tensor, ctx: LayerContext, body: (h: Tensor) =>
   return ctx.recompute ? withRecompute(h, [x], ([xs]) => rmsnorm(xs!, w, eps), () => body(h)) : body(h);
 }
 
-/** Self-attention block: x + o_proj(attention(rmsnorm(x))). */
-function attentionBlock(x: Tensor, ctx: LayerContext): Tensor {
-  return normed(x, ctx.weights.inputNorm, ctx, (h) => attention(x, h, ctx));
+/**
+ * The dtype of attention's q, k, v and SwiGLU's gate, up (what those keep for backward): f16 under
+ * fp16-mixed (the GEMMs round their operands to f16 there anyway), f32 otherwise (fp32 stays the
+ * reference path).
+ */
+export function savedInputDtype(): 'f32' | 'f16' {
+  return saveActivationsIn16Bit() ? 'f16' : 'f32';
 }
 
-function attention(x: Tensor, h: Tensor, ctx: LayerContext): Tensor {
+/**
+ * Self-attention block: x + o_proj(attention(rmsnorm(x))). Each stage runs in its own tidy scope, so
+ * an intermediate is freed as soon as its readers have run rather than at the end of the layer:
+ * the norm output after the q/k/v projections, the projections after RoPE, the attention output
+ * after o_proj. What backward reads survives as the rules' saved views (f32) or f16 copies
+ * (fp16-mixed, whose f32 originals are then freed at once: a full-checkpointing re-run peaks there).
+ */
+function attentionBlock(x: Tensor, ctx: LayerContext): Tensor {
+  const { numAttentionHeads: hq, headDim: dh } = ctx.config;
+  const { B, T } = ctx;
+  return tidy(() => {
+    const o = tidy(() => {
+      const attn = ctx.cache
+        ? cachedAttention(x, ctx)
+        : tidy(() => {
+            const [q, k, v] = projectQkv(x, ctx);
+            return selfAttention(q, k, v, ctx);
+          });
+      return projection(view(attn, [B * T, hq * dh]), ctx, 'o_proj');
+    });
+    return add(x, o);
+  });
+}
+
+/** The q, k, v projections of rmsnorm(x) (the norm output freed with this scope). */
+function projectQkv(x: Tensor, ctx: LayerContext): [Tensor, Tensor, Tensor] {
+  return tidy(() => normed(x, ctx.weights.inputNorm, ctx, (h) => [projection(h, ctx, 'q_proj'), projection(h, ctx, 'k_proj'), projection(h, ctx, 'v_proj')]));
+}
+
+/** Attention without a cache (prefill of training and evaluation), from the q, k, v projections. */
+function selfAttention(qProj: Tensor, kProj: Tensor, vProj: Tensor, ctx: LayerContext): Tensor {
   const { numAttentionHeads: hq, numKeyValueHeads: hkv, headDim: dh } = ctx.config;
-  const { B, T, positions, rope: rt, cache } = ctx;
-  let attn: Tensor;
-  if (cache) {
-    // RoPE and the K/V append in one kernel (positions from the cache length and starts on the GPU).
-    const l = ctx.index;
+  const { B, T, positions, rope: rt } = ctx;
+  // fp16-mixed: attention reads (and keeps for backward) q, k, v in f16, half the bytes; RoPE
+  // writes q and k in f16 directly, v is cast. The forward and backward see the same values.
+  const dtype = savedInputDtype();
+  const q = rope(view(qProj, [B, T, hq, dh]), positions!, rt, { dtype });
+  const k = rope(view(kProj, [B, T, hkv, dh]), positions!, rt, { dtype });
+  const vf = view(vProj, [B, T, hkv, dh]);
+  const v = dtype === 'f16' ? cast(vf, 'f16') : vf;
+  return flashAttention(q, k, v, { causal: true, scale: 1 / Math.sqrt(dh), ...(ctx.segments ? { segmentIds: ctx.segments } : {}) });
+}
+
+/** Decoding: RoPE and the K/V append in one kernel (positions from the cache length and starts on the GPU), then attention over the cache. */
+function cachedAttention(x: Tensor, ctx: LayerContext): Tensor {
+  const { numAttentionHeads: hq, numKeyValueHeads: hkv, headDim: dh } = ctx.config;
+  const { B, T, rope: rt } = ctx;
+  const cache = ctx.cache!;
+  const l = ctx.index;
+  const q = tidy(() => {
+    const [qp, kp, vp] = projectQkv(x, ctx);
     const row = (t: Tensor, heads: number) => ({ t, ld: heads * dh, offset: 0 });
-    const q = ropeAppend({
+    return ropeAppend({
       B, T, heads: hq, kvHeads: hkv, rope: rt, length: ctx.cacheLength!, kCache: cache.k[l]!, vCache: cache.v[l]!,
-      q: row(projection(h, ctx, 'q_proj'), hq), k: row(projection(h, ctx, 'k_proj'), hkv), v: row(projection(h, ctx, 'v_proj'), hkv),
+      q: row(qp, hq), k: row(kp, hkv), v: row(vp, hkv),
       ...(cache.startsTensor ? { starts: cache.startsTensor } : {}),
     });
-    attn = flashAttention(q, cache.k[l]!, cache.v[l]!, {
-      causal: true,
-      scale: 1 / Math.sqrt(dh),
-      qOffset: cache.length,
-      kvLength: cache.length + T,
-      ...(cache.startsTensor ? { kvStart: cache.startsTensor } : {}),
-    });
-  } else {
-    const q = rope(view(projection(h, ctx, 'q_proj'), [B, T, hq, dh]), positions!, rt);
-    const k = rope(view(projection(h, ctx, 'k_proj'), [B, T, hkv, dh]), positions!, rt);
-    const v = view(projection(h, ctx, 'v_proj'), [B, T, hkv, dh]);
-    attn = flashAttention(q, k, v, { causal: true, scale: 1 / Math.sqrt(dh), ...(ctx.segments ? { segmentIds: ctx.segments } : {}) });
-  }
-  return add(x, projection(view(attn, [B * T, hq * dh]), ctx, 'o_proj'));
+  });
+  return flashAttention(q, cache.k[l]!, cache.v[l]!, {
+    causal: true,
+    scale: 1 / Math.sqrt(dh),
+    qOffset: cache.length,
+    kvLength: cache.length + T,
+    ...(cache.startsTensor ? { kvStart: cache.startsTensor } : {}),
+  });
 }
 
-/** MLP block: x + down_proj(silu(gate_proj(h)) * up_proj(h)), h = rmsnorm(x). */
+/**
+ * MLP block: x + down_proj(silu(gate_proj(h)) * up_proj(h)), h = rmsnorm(x); scoped like the
+ * attention block. Under fp16-mixed SwiGLU reads (and keeps for backward) gate and up in f16, as
+ * attention does q, k, v.
+ */
 function mlpBlock(x: Tensor, ctx: LayerContext): Tensor {
-  return normed(x, ctx.weights.postAttentionNorm, ctx, (h) => {
-    const gate = projection(h, ctx, 'gate_proj');
-    const up = projection(h, ctx, 'up_proj');
-    const act = swiglu(gate, up);
-    const down = () => projection(act, ctx, 'down_proj');
-    return add(x, ctx.recompute ? withRecompute(act, [gate, up], ([g, u]) => swiglu(g!, u!), down) : down());
+  const half = savedInputDtype() === 'f16';
+  return tidy(() => {
+    const down = tidy(() => {
+      const [gate, up] = tidy(() =>
+        normed(x, ctx.weights.postAttentionNorm, ctx, (h) => {
+          const [g, u] = [projection(h, ctx, 'gate_proj'), projection(h, ctx, 'up_proj')];
+          return half ? [cast(g, 'f16'), cast(u, 'f16')] : [g, u];
+        }),
+      );
+      const act = swiglu(gate, up);
+      const run = () => projection(act, ctx, 'down_proj');
+      return ctx.recompute ? withRecompute(act, [gate, up], ([g, u]) => swiglu(g!, u!), run) : run();
+    });
+    return add(x, down);
   });
 }
 

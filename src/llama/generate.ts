@@ -15,7 +15,7 @@ import { Tensor, engine } from '../engine/tensor.js';
 import { InputError, NonFiniteError, readFailure } from '../errors.js';
 import { TokenSampler } from '../kernels/sampling.js';
 import { warnPastPositions } from './evaluate.js';
-import { disposeKvCache } from './kv-cache.js';
+import { KV_CACHE_SETTINGS, disposeKvCache, resolveKvCacheDtype, type KvCacheSetting } from './kv-cache.js';
 import type { LlamaModel } from './model.js';
 
 export interface SamplingOptions {
@@ -34,6 +34,8 @@ export interface SamplingOptions {
   seed?: number;
   /** Stop when any of these is generated (it is included in the output). Default: the model's EOS ids. */
   eosTokenIds?: number[];
+  /** KV cache storage: f32, f16 (half the memory) or auto (the default: f16 under fp16-mixed, else f32). */
+  kvCache?: KvCacheSetting;
 }
 
 /** generateBatch's options: SamplingOptions plus per-row seeds. */
@@ -64,6 +66,7 @@ export function validateSampling(o: SamplingOptions): void {
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) bad('top-p', `expected a number in (0, 1], got ${o.topP}`);
   if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty > 0 && Number.isFinite(o.repetitionPenalty))) bad('repetition-penalty', `expected a positive number, got ${o.repetitionPenalty}`);
   if (o.seed !== undefined && !(Number.isSafeInteger(o.seed) && o.seed >= 0)) bad('seed', `expected a non-negative integer, got ${o.seed}`);
+  if (o.kvCache !== undefined && !KV_CACHE_SETTINGS.includes(o.kvCache)) bad('kv-cache', `expected ${KV_CACHE_SETTINGS.join(', ')}, got ${JSON.stringify(o.kvCache)}`);
 }
 
 /**
@@ -143,7 +146,7 @@ async function decodeRows(
   const maxLen = Math.max(...prompts.map((p) => p.length));
   const starts = prompts.map((p) => maxLen - p.length);
   const dev = engine().dev;
-  const cache = model.newKvCache(B, maxLen + steps, starts);
+  const cache = model.newKvCache(B, maxLen + steps, starts, resolveKvCacheDtype(opts.kvCache));
   const sampler = new TokenSampler(B, V);
   const ids = Tensor.empty([B], 'i32').keep();
   const history = Tensor.empty([steps * B], 'i32').keep();

@@ -1,11 +1,25 @@
 // The KV cache of autoregressive decoding: per decoder layer, the keys and values of every position
 // seen so far, written by the attention block and read by the decode attention kernel.
+import { computePrecision } from '../engine/precision.js';
 import { Tensor, bytesPerElement, engine } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
 import type { LlamaConfig } from './config.js';
 
 /** Storage of the cached keys and values: f32, or f16 (half the memory; the attention kernels unpack it). */
 export type KvCacheDtype = 'f32' | 'f16';
+/** What users choose (`--kv-cache`): a dtype, or auto (f16 under fp16-mixed, f32 otherwise). */
+export type KvCacheSetting = KvCacheDtype | 'auto';
+export const KV_CACHE_SETTINGS: readonly KvCacheSetting[] = ['f32', 'f16', 'auto'];
+
+/**
+ * The cache dtype of a setting: auto follows the engine's precision now, f16 under fp16-mixed (its
+ * GEMMs round K and V to f16 anyway), f32 under fp32, where decoding then matches transformers.
+ */
+export function resolveKvCacheDtype(setting: KvCacheSetting = 'auto'): KvCacheDtype {
+  if (setting === 'auto') return computePrecision() === 'fp16-mixed' ? 'f16' : 'f32';
+  if (setting !== 'f32' && setting !== 'f16') throw new RangeError(`unknown KV cache setting '${String(setting)}' (expected ${KV_CACHE_SETTINGS.join(', ')})`);
+  return setting;
+}
 
 /**
  * Per layer K and V, [B, maxSeqLen, Hkv, Dh] in `dtype`; `length` positions are filled. With `starts`

@@ -11,6 +11,12 @@
 // Shapes: B rows of T tokens (N = B·T), D hidden, Dq = Hq·Dh, Dkv = Hkv·Dh, F MLP, V vocabulary,
 // L layers, r LoRA rank.
 //
+// Precision: under fp16-mixed the GEMM inputs kept for backward (the norm outputs, the attention
+// output, the SwiGLU output, LoRA's u; kernels/activations.ts), attention's q, k, v and SwiGLU's
+// gate, up are 2 bytes per element; the residual stream (the norms' inputs), the norms' rstd,
+// attention's lse, every gradient and the weights' f32 parts are 4 as in fp32. The f32 originals
+// of the f16 tensors live only through their stage of the layer's forward.
+//
 // LoRA (method 'lora'): the gradients are small, so the peak is where the most activations meet
 // the largest backward temporaries: the loss head's backward, the last layer's MLP backward, or
 // under full checkpointing a layer's re-run; closed forms for each, the largest wins.
@@ -20,6 +26,7 @@
 // the loss head (large vocabulary) to the embedding's backward (large weights, small batch). The
 // step is replayed buffer by buffer in the order the autograd engine runs it (fullTrainingPeak),
 // and the largest live set is the estimate. Tests check both against the measured pool peak.
+import type { Precision } from '../engine/precision.js';
 import { BufferPool, storageBytes, type DType } from '../engine/tensor.js';
 import { NF4_BLOCK, NF4_DQ_BLOCK, lossChunkRows } from '../kernels/index.js';
 import type { LlamaConfig } from './config.js';
@@ -49,6 +56,8 @@ export interface TrainingMemoryShape {
    * every trainable gradient exists throughout, and new ones are added to them in place.
    */
   accumulating?: boolean;
+  /** The compute precision (default fp32): fp16-mixed keeps GEMM inputs and attention's q/k/v in f16. */
+  precision?: Precision;
 }
 
 export interface TrainingMemoryEstimate {
@@ -78,6 +87,8 @@ export interface TrainingMemoryEstimate {
 const cls = (bytes: number): number => BufferPool.sizeClass(Math.max(4, bytes));
 /** Pool bytes of one tensor of `numel` elements of `dtype`. */
 const buf = (numel: number, dtype: DType = 'f32'): number => cls(storageBytes(dtype, numel));
+/** Pool bytes of a GEMM input or attention input kept for backward: f16 under fp16-mixed, else f32. */
+const kept = (s: TrainingMemoryShape, numel: number): number => buf(numel, s.precision === 'fp16-mixed' ? 'f16' : 'f32');
 
 /** Pool bytes of a decoder linear weight as loaded (weights.ts, kernels/nf4.ts). */
 function linearWeightBytes(numel: number, s: TrainingMemoryShape): number {
@@ -153,8 +164,7 @@ interface LayerKeep {
 function layerKeeps(s: TrainingMemoryShape, inGrad: boolean): LayerKeep {
   const lora = (m: LinearModule) => s.lora?.targetModules.includes(m) ?? false;
   // A projection keeps its input when it has LoRA (for dA); a frozen base (dense or NF4) needs only
-  // its weight for dX, so linear() and nf4Linear() keep no input. (fp32 sizes: in fp16-mixed the
-  // kept GEMM inputs are f16, kernels/activations.ts, which this model does not count yet.)
+  // its weight for dX, so linear() and nf4Linear() keep no input.
   const keepsInput = (m: LinearModule) => lora(m);
   const projGrad = (m: LinearModule, inputGrad: boolean) => inputGrad || lora(m);
   const h1Grad = inGrad;
@@ -192,14 +202,15 @@ function layerBytes(s: TrainingMemoryShape, k: LayerKeep, recompute: boolean): n
   // The input (the previous layer's output) is kept by the first norm's backward; under selective
   // checkpointing also by the rebuild of the norm output, so even when the norm is not recorded.
   if (k.input || (recompute && k.norm1)) bytes += nd + (k.input ? buf(n) : 0);
-  if (k.norm1 && !recompute) bytes += nd;
-  if (k.attention) bytes += buf(n * dq) + 2 * buf(n * dkv) + buf(n * c.numAttentionHeads);
-  if (k.attnOut) bytes += buf(n * dq);
+  if (k.norm1 && !recompute) bytes += kept(s, n * d);
+  if (k.attention) bytes += kept(s, n * dq) + 2 * kept(s, n * dkv) + buf(n * c.numAttentionHeads);
+  // The attention output: kept by attention's backward (for D) and o_proj's (as its input), one copy.
+  if (k.attnOut) bytes += kept(s, n * dq);
   if (k.mid) bytes += nd + buf(n); // x' and its norm's rstd
-  if (k.norm2 && !recompute) bytes += nd;
-  if (k.swiglu) bytes += buf(n * f) * (k.up ? 2 : 1);
-  if (k.act && !recompute) bytes += buf(n * f);
-  bytes += k.loraProducts * buf(n * (s.lora?.r ?? 0));
+  if (k.norm2 && !recompute) bytes += kept(s, n * d);
+  if (k.swiglu) bytes += kept(s, n * f) * (k.up ? 2 : 1);
+  if (k.act && !recompute) bytes += kept(s, n * f);
+  bytes += k.loraProducts * kept(s, n * (s.lora?.r ?? 0));
   return bytes;
 }
 
@@ -237,7 +248,7 @@ function loraPeak(s: TrainingMemoryShape, p: ReturnType<typeof persistent>, keep
     const all = layerSaved.reduce((a, b) => a + b, 0);
     const last = keeps[layers - 1]!;
     // In the last layer's MLP backward its act (kept or rebuilt) is gone and the head is done.
-    const lastAct = last.act && !recompute ? buf(n * f) : 0;
+    const lastAct = last.act && !recompute ? kept(s, n * f) : 0;
     sets.push({ activations: all + headSaved, gradients: heldGrads, workspace: headWork, at: "the loss head's backward" });
     sets.push({ activations: all - lastAct, gradients: Math.max(downGrads, heldGrads), workspace: mlpWork, at: `layer ${layers - 1}'s backward` });
   } else {
@@ -250,7 +261,7 @@ function loraPeak(s: TrainingMemoryShape, p: ReturnType<typeof persistent>, keep
       const before = inputs.slice(0, l + 1).reduce((a, b) => a + b, 0);
       // The re-run keeps what the layer keeps without checkpointing, and its output; its act is
       // gone by the MLP backward.
-      const rerun = layerBytes(s, keeps[l]!, false) - (keeps[l]!.act ? buf(n * f) : 0) + nd;
+      const rerun = layerBytes(s, keeps[l]!, false) - (keeps[l]!.act ? kept(s, n * f) : 0) + nd;
       const laterGrads = Math.max((layers - l - 1) * loraGradsPerLayer + downGrads, heldGrads);
       sets.push({ activations: before + rerun, gradients: laterGrads, workspace: mlpWork, at: `layer ${l}'s backward (re-run)` });
     }
@@ -308,22 +319,52 @@ function fullTrainingPeak(s: TrainingMemoryShape, headSaved: number, chunk: numb
   // first norm's rstd, q and k (rotated), v, the attention output and its lse, x' and its rstd,
   // gate and up; the norm outputs h1, h2 and the SwiGLU output only without checkpointing (under
   // selective they are rebuilt in backward). Full checkpointing keeps x alone and re-runs the rest.
-  const always = rstd + nq + 2 * nkv + nq + lse + nd + rstd + 2 * nf;
-  const cheap = 2 * nd + nf;
-  // Forward temporaries freed with the layer's scope: the q and k projections before RoPE, the
-  // o and down projections before the residual adds.
-  const temporaries = nq + nkv + 2 * nd;
+  // Under fp16-mixed q, k, v, the attention output, gate, up and the kept h1, h2, SwiGLU output
+  // are f16 (hq, hkv, hf, hd) made from f32 originals that live only through their stage of the layer.
+  const half = s.precision === 'fp16-mixed';
+  const selective = mode === 'selective';
+  const [hd, hq, hkv, hf] = [kept(s, n * d), kept(s, n * dq), kept(s, n * dkv), kept(s, n * f)];
+  // h1, h2 and the SwiGLU output: kept (f16 copies or the f32 tensors themselves) unless selective;
+  // their f32 originals are stage temporaries under fp16-mixed or selective checkpointing.
+  const [normKept, actKept] = selective ? [0, 0] : [hd, hf];
+  const [normScoped, actScoped] = half || selective ? [nd, nf] : [0, 0];
+  // Under fp16-mixed v, the attention output, gate and up are f16 too: their f32 originals are temporaries.
+  const [vScoped, outScoped, gateUpScoped] = half ? [nkv, nq, 2 * nf] : [0, 0, 0];
+  const keptByLayer = rstd + normKept + hq + 2 * hkv + hq + lse + nd + rstd + normKept + 2 * hf + actKept;
+  // h1, h2 and the SwiGLU output as backward reads them: rebuilt in f32 (selective) or kept.
+  const [h1, act] = selective ? [nd, nf] : [hd, hf];
+  /**
+   * A layer's forward, stage by stage as decoder-layer.ts scopes it: each stage's temporaries are
+   * freed when it ends; the layer's output (the next layer's input, or x_L) stays.
+   */
+  const layerForward = () => {
+    // rmsnorm, the q/k/v projections, RoPE (q, k) and v's cast: q and k before RoPE are temporaries.
+    led.alloc('activations', rstd + normKept + hq + 2 * hkv);
+    led.alloc('workspace', normScoped + nq + nkv + vScoped);
+    led.free('workspace', normScoped + nq + nkv + vScoped);
+    // Attention, o_proj (its input freed after it), the residual add: x' and its norm's rstd.
+    led.alloc('activations', hq + lse);
+    led.alloc('workspace', outScoped + nd);
+    led.free('workspace', outScoped);
+    led.alloc('activations', nd + rstd);
+    led.free('workspace', nd);
+    // rmsnorm, gate/up (h2 freed after them); SwiGLU, down_proj (its input freed after it); the add.
+    led.alloc('activations', normKept + 2 * hf);
+    led.alloc('workspace', normScoped + gateUpScoped);
+    led.free('workspace', normScoped + gateUpScoped);
+    led.alloc('activations', actKept);
+    led.alloc('workspace', actScoped + nd);
+    led.free('workspace', actScoped);
+    led.alloc('activations', nd);
+    led.free('workspace', nd);
+  };
 
   led.at = 'the forward';
   led.alloc('activations', 3 * buf(n, 'i32') + nd); // ids, positions, segments; the embedding output
   for (let l = 0; l < L; l++) {
     // The layer, then its output (the next layer's input, or x_L kept by the final norm).
-    led.alloc('activations', always + cheap);
-    led.alloc('workspace', temporaries);
-    led.alloc('activations', nd);
-    led.free('workspace', temporaries);
-    if (mode === 'selective') led.free('activations', cheap);
-    if (mode === 'full') led.free('activations', always + cheap);
+    layerForward();
+    if (mode === 'full') led.free('activations', keptByLayer);
   }
   // The head keeps h, the final norm's rstd, the labelled rows' indices, labels, lse and count
   // (headSaved counts x_L too, allocated above); the loss chunk is recomputed in backward.
@@ -355,10 +396,7 @@ function fullTrainingPeak(s: TrainingMemoryShape, headSaved: number, chunk: numb
     led.at = `layer ${l}'s backward`;
     if (mode === 'full') {
       // The re-run: the layer's kept tensors, its temporaries until its scope ends, and its output.
-      led.alloc('activations', always + cheap);
-      led.alloc('workspace', temporaries);
-      led.alloc('activations', nd);
-      led.free('workspace', temporaries);
+      layerForward();
     }
     const rebuilt = (bytes: number) => (mode === 'selective' ? led.alloc('activations', bytes) : undefined);
     // MLP block. The residual add hands its gradient to x' and a copy to the down projection.
@@ -366,10 +404,10 @@ function fullTrainingPeak(s: TrainingMemoryShape, headSaved: number, chunk: numb
     rebuilt(nf); // SwiGLU output
     led.alloc('workspace', nf); // dAct
     linearGrad('down_proj');
-    led.free('activations', nf);
+    led.free('activations', act);
     led.free('workspace', nd);
     led.alloc('workspace', 2 * nf); // dGate, dUp
-    led.free('activations', 2 * nf); // gate, up
+    led.free('activations', 2 * hf); // gate, up
     led.free('workspace', nf); // dAct
     rebuilt(nd); // h2
     led.alloc('workspace', nd); // dh2 (from up_proj)
@@ -377,7 +415,7 @@ function fullTrainingPeak(s: TrainingMemoryShape, headSaved: number, chunk: numb
     led.free('workspace', nf); // dUp
     led.alloc('workspace', nd); // gate_proj's dx, added to dh2
     linearGrad('gate_proj');
-    led.free('activations', nd); // h2
+    led.free('activations', h1); // h2 (its size)
     led.free('workspace', nf + nd); // dGate, gate_proj's dx
     led.alloc('workspace', nd); // dx'
     weightGrad(d);
@@ -392,7 +430,7 @@ function fullTrainingPeak(s: TrainingMemoryShape, headSaved: number, chunk: numb
     led.alloc('workspace', lse); // rowsum(dO·O), shaped like lse
     led.alloc('workspace', nq + 2 * nkv); // dq, dk, dv
     led.free('workspace', lse);
-    led.free('activations', nq + 2 * nkv + nq + lse); // q, k, v, attention output and lse
+    led.free('activations', hq + 2 * hkv + hq + lse); // q, k, v, attention output and lse
     led.free('workspace', nq);
     rebuilt(nd); // h1
     led.alloc('workspace', nd); // dh1 (from v_proj)
@@ -407,7 +445,7 @@ function fullTrainingPeak(s: TrainingMemoryShape, headSaved: number, chunk: numb
     led.free('workspace', nq);
     led.alloc('workspace', nd);
     linearGrad('q_proj');
-    led.free('activations', nd); // h1
+    led.free('activations', h1); // h1
     led.free('workspace', nq + nd);
     led.alloc('workspace', nd); // dx
     weightGrad(d);

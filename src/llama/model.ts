@@ -35,7 +35,7 @@ import {
 } from './weights.js';
 
 export { IGNORE_INDEX, shiftLabels, type ForwardInput, type LossInput } from './inputs.js';
-export { copyKvRows, disposeKvCache, frontKvRows, setKvStarts, type KvCache } from './kv-cache.js';
+export { KV_CACHE_SETTINGS, copyKvRows, disposeKvCache, frontKvRows, resolveKvCacheDtype, setKvStarts, type KvCache, type KvCacheDtype, type KvCacheSetting } from './kv-cache.js';
 export { CHECKPOINT_MODES, checkpoint, gatherRows, view, type CheckpointMode } from './ops.js';
 export { LoraLayers, type LoraPair, type NewLoraOptions } from './lora-layers.js';
 

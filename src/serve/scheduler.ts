@@ -26,10 +26,10 @@
 // long queue cannot starve the base. The bounded queue holds requests waiting for a slot; a full
 // queue is refused (QueueFullError → 429). All GPU work happens on this one loop; HTTP handlers
 // only submit, and read tokens through callbacks.
-import { Tensor } from '../engine/tensor.js';
+import { Tensor, bytesPerElement } from '../engine/tensor.js';
 import { TokenSampler, type RowSampling } from '../kernels/sampling.js';
 import { NonFiniteLogitsError } from '../llama/generate.js';
-import { copyKvRows, disposeKvCache, frontKvRows, setKvStarts, type KvCache, type LlamaModel, type LoraLayers } from '../llama/model.js';
+import { copyKvRows, disposeKvCache, frontKvRows, setKvStarts, type KvCache, type KvCacheDtype, type LlamaModel, type LoraLayers } from '../llama/model.js';
 
 /** A request's token choice: the sampler's per-row parameters (the seed is the request's). */
 export type TokenSampling = Omit<RowSampling, 'seed'>;
@@ -47,6 +47,8 @@ export interface SchedulerOptions {
   slack?: number;
   /** Runtime failures of a step (logged; the requests involved fail). */
   onError?: (err: unknown) => void;
+  /** Storage of the KV caches (default f32; f16 takes half the memory). */
+  kvCacheDtype?: KvCacheDtype;
 }
 
 export interface GenerationRequest {
@@ -145,10 +147,15 @@ export class BatchScheduler {
     return n;
   }
 
-  /** Cache positions per row (S) and the bytes one variant's KV cache takes. */
-  cacheGeometry(): { positions: number; bytesPerVariant: number } {
+  /** Cache positions per row (S), the cache's dtype and the bytes one variant's KV cache takes. */
+  cacheGeometry(): { positions: number; dtype: KvCacheDtype; bytesPerVariant: number } {
     const c = this.model.config;
-    return { positions: this.S, bytesPerVariant: 2 * c.numHiddenLayers * this.opts.maxBatchSize * this.S * c.numKeyValueHeads * c.headDim * 4 };
+    const elements = 2 * c.numHiddenLayers * this.opts.maxBatchSize * this.S * c.numKeyValueHeads * c.headDim;
+    return { positions: this.S, dtype: this.kvDtype, bytesPerVariant: elements * bytesPerElement(this.kvDtype) };
+  }
+
+  private get kvDtype(): KvCacheDtype {
+    return this.opts.kvCacheDtype ?? 'f32';
   }
 
   /**
@@ -305,7 +312,7 @@ export class BatchScheduler {
 
   private async prefill(b: Batch, slot: number, seq: Sequence): Promise<void> {
     const P = seq.req.promptIds.length;
-    const own = this.model.newKvCache(1, P);
+    const own = this.model.newKvCache(1, P, undefined, this.kvDtype);
     const row = { ...seq.req.sampling, seed: seq.req.seed };
     try {
       this.model.lora = b.lora;
@@ -316,7 +323,7 @@ export class BatchScheduler {
       this.stats.prefills++;
       if (seq.state === 'done') return; // cancelled meanwhile
       if (!this.emit(seq, first[0]!)) return;
-      b.cache ??= this.model.newKvCache(this.opts.maxBatchSize, this.S);
+      b.cache ??= this.model.newKvCache(this.opts.maxBatchSize, this.S, undefined, this.kvDtype);
       b.sampler ??= new TokenSampler(this.opts.maxBatchSize, this.model.config.vocabSize);
       // The row continues where the prefill's left off: seen = prompt + first token, draw 1 next.
       b.sampler.setRow(slot, row, seq.req.promptIds, [first[0]!], this.opts.padToken);
@@ -412,7 +419,7 @@ export class BatchScheduler {
 
   /** Moves every live row into a fresh cache, right-aligned at C. */
   private compact(b: Batch): void {
-    const fresh = this.model.newKvCache(this.opts.maxBatchSize, this.S);
+    const fresh = this.model.newKvCache(this.opts.maxBatchSize, this.S, undefined, this.kvDtype);
     b.slots.forEach((seq, s) => {
       if (!seq) return;
       const live = b.L - b.starts[s]!;

@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { InputError } from '../errors.js';
 import { batchPadToken } from '../llama/generate.js';
+import { resolveKvCacheDtype, type KvCacheDtype, type KvCacheSetting } from '../llama/model.js';
 import type { ServingModels } from './load.js';
 import { ServeMetrics } from './metrics.js';
 import { ApiError, chatRequest, completionRequest, messageText, parseBody, usage, type ChatRequest, type CompletionRequest } from './protocol.js';
@@ -41,6 +42,8 @@ export interface ServerOptions {
   logRequests?: boolean;
   /** Scheduler KV-cache slack (tests shrink it to exercise compaction). */
   kvSlack?: number;
+  /** Storage of the KV caches: f32, f16, or auto (the default: f16 when the engine runs fp16-mixed at setReady). */
+  kvCache?: KvCacheSetting;
   /** Where warnings and runtime errors go (default stderr). */
   log?: (line: string) => void;
 }
@@ -104,6 +107,7 @@ export class FinllmServer {
       contextLength: models.contextLength,
       padToken: batchPadToken(models.model, models.eosIds),
       ...(this.opts.kvSlack !== undefined ? { slack: this.opts.kvSlack } : {}),
+      kvCacheDtype: resolveKvCacheDtype(this.opts.kvCache),
       onError: (err) => this.log(`finllm serve: runtime failure in a decode step: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`),
     });
     this.metrics.attach(this.scheduler);
@@ -116,7 +120,7 @@ export class FinllmServer {
     this.state = 'failed';
   }
 
-  get kvCache(): { positions: number; bytesPerVariant: number } | null {
+  get kvCache(): { positions: number; dtype: KvCacheDtype; bytesPerVariant: number } | null {
     return this.scheduler?.cacheGeometry() ?? null;
   }
 

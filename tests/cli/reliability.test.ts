@@ -239,6 +239,16 @@ describe('6. user errors exit 1 with one line, never a stack trace', () => {
     expectFailure(finllm(['eval', '--model', MODEL, '--data', data, '--out', join(dir, 'out')]), 1, /out: is a folder; expected the path of a file to write$/m);
   });
 
+  it('--kv-cache other than f32, f16 or auto: generate, eval and serve exit 1 naming it, before a model loads', () => {
+    const dir = tempDir();
+    const data = writeJsonl(join(dir, 't.jsonl'), [{ text: 'Revenue rose.' }]);
+    const bad = /key 'kv-cache': expected f32, f16, auto, got "fp8"$/m;
+    expectFailure(finllm(['generate', '--model', MODEL, '--prompt', 'x', '--kv-cache', 'fp8']), 1, bad);
+    expectFailure(finllm(['eval', '--model', MODEL, '--data', data, '--task', 'generation', '--kv-cache', 'fp8']), 1, bad);
+    expectFailure(finllm(['serve', '--model', MODEL, '--port', '0', '--kv-cache', 'fp8']), 1, bad);
+    expectFailure(finllm(['eval', '--model', MODEL, '--data', data, '--kv-cache', 'f16']), 1, /key 'kv-cache': --kv-cache applies to the generation and classification tasks/);
+  });
+
   it('a YAML alias bomb in a config', () => {
     const dir = tempDir();
     const levels = ['a: &a ["x","x","x","x","x","x","x","x","x"]'];

@@ -5,8 +5,11 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { evalAction } from '../../src/cli/eval.js';
+import { generateAction } from '../../src/cli/generate.js';
+import { setComputePrecision } from '../../src/engine/precision.js';
+import { engine } from '../../src/engine/tensor.js';
 import { InputError } from '../../src/errors.js';
 import { generate } from '../../src/llama/generate.js';
 import { LlamaModel } from '../../src/llama/model.js';
@@ -241,6 +244,32 @@ describe('finllm eval --task generation|classification', () => {
     expect(table).toMatch(/confusion/);
   });
 
+  it('--kv-cache reaches the decoder: eval and generate decode over the cache it names (auto: f16 under --precision fp16-mixed)', async () => {
+    const spy = vi.spyOn(LlamaModel.prototype, 'newKvCache');
+    const dtypes = () => [...new Set(spy.mock.calls.map((c) => c[3]))];
+    const qa = { model: MODEL, data: join(EVAL, 'qa.jsonl'), task: 'generation', limit: '2', maxNewTokens: '2', quiet: true };
+    try {
+      await evalAction({ ...qa, kvCache: 'f16' }, () => undefined);
+      expect(dtypes()).toEqual(['f16']);
+      spy.mockClear();
+      await evalAction(qa, () => undefined); // auto under fp32
+      expect(dtypes()).toEqual(['f32']);
+      if (engine().dev.has('shader-f16')) {
+        for (const [kvCache, want] of [[undefined, 'f16'], ['f32', 'f32']] as const) {
+          spy.mockClear();
+          try {
+            await generateAction({ model: MODEL, prompt: 'Revenue rose', maxNewTokens: '2', greedy: true, precision: 'fp16-mixed', ...(kvCache ? { kvCache } : {}) }, () => undefined);
+          } finally {
+            setComputePrecision('fp32'); // the verb sets the process-wide precision
+          }
+          expect(dtypes(), `generate --precision fp16-mixed --kv-cache ${kvCache ?? '(auto)'}`).toEqual([want]);
+        }
+      } else console.log('[eval] shader-f16 absent: generate --precision fp16-mixed skipped');
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
   it('perplexity keeps its JSON; --out writes it; flag errors name the flag', async () => {
     const data = join(dir, 'texts.jsonl');
     writeFileSync(data, '{"text": "Revenue rose 12% to $1.2 billion."}\n{"text": "Margins fell."}\n');
@@ -251,10 +280,12 @@ describe('finllm eval --task generation|classification', () => {
     expect(Object.keys(j)).toEqual(['examples', 'tokens', 'loss', 'perplexity', 'per_example']);
     expect(JSON.parse(readFileSync(out, 'utf8'))).toEqual(j);
     await expect(evalAction({ model: MODEL, data, limit: '1' })).rejects.toThrow(/key 'limit'/);
+    await expect(evalAction({ model: MODEL, data, kvCache: 'f16' })).rejects.toThrow(/key 'kv-cache': --kv-cache applies to the generation and classification tasks/);
     const qa = join(EVAL, 'qa.jsonl');
     await expect(evalAction({ model: MODEL, data: qa, task: 'generation', metrics: 'rouge,meteor' })).rejects.toThrow(/unknown metric "meteor"/);
     await expect(evalAction({ model: MODEL, data: qa, task: 'generation', maxNewTokens: 'lots' })).rejects.toThrow(/key 'max-new-tokens'/);
     await expect(evalAction({ model: MODEL, data: qa, task: 'generation', batchSize: '0' })).rejects.toThrow(/key 'batch-size'/);
+    await expect(evalAction({ model: MODEL, data: qa, task: 'generation', kvCache: 'fp8' })).rejects.toThrow(/key 'kv-cache': expected f32, f16, auto, got "fp8"/);
     await expect(evalAction({ model: MODEL, data: qa, task: 'classification' })).rejects.toThrow(/qa\.jsonl, row 1.*gold label/);
     await expect(evalAction({ model: MODEL, data: qa, task: 'summarize' })).rejects.toThrow(/unknown task.*perplexity, generation, classification/);
   });

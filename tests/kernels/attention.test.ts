@@ -19,7 +19,7 @@ import {
   type Exchange,
   type ForwardLayout,
 } from '../../src/kernels/attention.js';
-import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
+import { binary, cast, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { attentionBackwardRef, attentionForwardRef, type AttnRefOptions, type AttnRefShape } from '../reference/attention.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
@@ -64,6 +64,12 @@ interface Case {
   /** Storage dtypes (f16: packed, values rounded to f16 first so the f64 reference sees the same inputs). */
   qType?: 'f32' | 'f16';
   kvType?: 'f32' | 'f16';
+  /**
+   * Also run the backward from the output stored in f16 (as fp16-mixed training keeps it), against
+   * the reference with D = dO·O taken from those f16 values: the kernel reads exactly them, so the
+   * f32 tolerance applies.
+   */
+  f16Out?: boolean;
 }
 
 function segmentIds(c: Case): Int32Array | undefined {
@@ -167,6 +173,17 @@ async function checkCase(rng: Rng, c: Case): Promise<void> {
     expectClose(await g.dq!.toFloat32(), grads.dq, BWD_TOL, `${label} dQ`);
     expectClose(await g.dk!.toFloat32(), grads.dk, BWD_TOL, `${label} dK`);
     expectClose(await g.dv!.toFloat32(), grads.dv, BWD_TOL, `${label} dV`);
+  }
+  if (!c.f16Out) return;
+  const out16 = cast(saved.out, 'f16');
+  const outRead = await cast(out16, 'f32').toFloat32();
+  const grads16 = attentionBackwardRef(c.sh, refOpts, xq, xk, xv, x.dOut, outRead);
+  for (const exchange of exchanges) {
+    const label = `${c.label} [backward, f16 out, ${exchange}]`;
+    const g = flashAttentionBackward(q, k, v, out16, saved.lse, dOut, opts, {}, { ...c.tiles, exchange });
+    expectClose(await g.dq!.toFloat32(), grads16.dq, BWD_TOL, `${label} dQ`);
+    expectClose(await g.dk!.toFloat32(), grads16.dk, BWD_TOL, `${label} dK`);
+    expectClose(await g.dv!.toFloat32(), grads16.dv, BWD_TOL, `${label} dV`);
   }
 }
 
@@ -287,6 +304,8 @@ describe('flash attention: f16 storage of q, k, v (packed two per u32)', () => {
   const cases: Case[] = [
     { label: 'Dh=64 T=29 causal GQA 4 k/v f16', sh: shape(2, 29, 29, 8, 2, 64), causal: true, kvType: 'f16', layouts: BOTH, splits: [2], exchanges: 'default' },
     { label: 'Dh=128 T=29 causal GQA 4 q/k/v f16', sh: shape(2, 29, 29, 8, 2, 128), causal: true, qType: 'f16', kvType: 'f16', layouts: BOTH, splits: [2], exchanges: 'default' },
+    // fp16-mixed training's inputs at the bundled model's head dim: packed rows (segments), GQA 2.
+    { label: 'Dh=16 T=37 causal GQA 2 q/k/v f16 3 segments', sh: shape(2, 37, 37, 4, 2, 16), causal: true, qType: 'f16', kvType: 'f16', segments: [[10, 20, 7], [3, 30, 4]], layouts: ['tiled'], exchanges: 'default', f16Out: true },
     { label: 'Dh=128 decode S=301 of 320 k/v f16 kvStart', sh: shape(3, 1, 301, 8, 2, 128, 320), causal: true, qOffset: 300, kvStart: [131, 0, 300], kvType: 'f16', layouts: ['split'], splits: [undefined, 1], exchanges: 'default' },
   ];
   for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);

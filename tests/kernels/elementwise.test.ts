@@ -79,6 +79,21 @@ describe('elementwise kernels vs float64 reference', () => {
     expectClose(h, data, { atol: 0, rtol: 2 ** -11 }, 'f16 round trip');
   });
 
+  it('cast passes the gradient straight through (gradients are f32 whatever the dtype): through f16 and bf16 and back', async () => {
+    const rng = testRng('cast grad');
+    const data = rng.normalArray(37);
+    const g = rng.normalArray(37);
+    for (const half of ['f16', 'bf16'] as const) {
+      const x = Tensor.from(data, [37]);
+      x.requiresGrad = true;
+      const h = cast(x, half);
+      expect(h.gradFn).not.toBeNull();
+      tidy(() => backward(cast(h, 'f32'), Tensor.from(g, [37])));
+      expect(Array.from(await x.grad!.toFloat32()), half).toEqual(Array.from(g));
+      x.grad!.dispose();
+    }
+  });
+
   it('finite-difference check of a composed expression', async () => {
     const rng = testRng('fd-elementwise');
     const shape = [4, 9];

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { backward, noGrad, zeroGrad } from '../../src/engine/autograd.js';
 import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
-import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
+import { binary, cast, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { rope, ropeInvFreq, ropeTableData, ropeTables, type RopeScalingLlama3, type RopeTables } from '../../src/kernels/rope.js';
 import { llama3InvFreqRef, ropeRef } from '../reference/rope.js';
 import { expectClose, testRng, useEngine, expectNoGrowth } from '../helpers/index.js';
@@ -159,6 +159,51 @@ describe('rope kernel vs float64 reference', () => {
       tables.cos.dispose();
       tables.sin.dispose();
     }
+  });
+
+  it('f16 result (fp16-mixed attention inputs): forward within f16 rounding of the reference, backward the f32 inverse rotation', async () => {
+    // The kernel computes each value in f32 (ROT_TOL) and rounds it to f16 once: an extra error of at
+    // most u·|y| with u = 2⁻¹¹ (round to nearest, 11-bit significand), stated as rtol.
+    const rng = testRng('rope f16');
+    const maxPositions = 64;
+    for (const shape of [[2, 5, 3, 16], [1, 7, 5, 4], [3, 13, 2, 132]] as [number, number, number, number][]) {
+      const [b, t, h, dh] = shape;
+      const tables = ropeTables({ headDim: dh, theta: 10000, scaling: null, maxPositions });
+      const tab = { cos: await tables.cos.toFloat32(), sin: await tables.sin.toFloat32() };
+      const n = b * t * h * dh;
+      const pos = Int32Array.from({ length: b * t }, () => rng.int(maxPositions));
+      const xData = rng.normalArray(n);
+      const gData = rng.normalArray(n);
+      const x = Tensor.from(xData, shape);
+      x.requiresGrad = true;
+      const positions = Tensor.from(pos, [b * t]);
+      const y = rope(x, positions, tables, { dtype: 'f16' });
+      expect(y.dtype).toBe('f16');
+      expect(y.byteSize).toBe(n * 2);
+      backward(y, Tensor.from(gData, shape));
+      const label = `[${shape}] f16`;
+      expectClose(await noGrad(() => cast(y, 'f32')).toFloat32(), ropeRef(xData, pos, h, dh, tab.cos, tab.sin), { atol: ROT_TOL.atol, rtol: ROT_TOL.rtol + 2 ** -11 }, `${label} forward`);
+      expectClose(await x.grad!.toFloat32(), ropeRef(gData, pos, h, dh, tab.cos, tab.sin, true), ROT_TOL, `${label} backward`);
+      tables.cos.dispose();
+      tables.sin.dispose();
+    }
+    const tables = ropeTables({ headDim: 6, theta: 10000, scaling: null, maxPositions: 4 });
+    expect(() => rope(Tensor.from(new Float32Array(12), [1, 2, 1, 6]), Tensor.from(new Int32Array([0, 1]), [2]), tables, { dtype: 'f16' })).toThrow(/multiple of 4/);
+    tables.cos.dispose();
+    tables.sin.dispose();
+  });
+
+  it('f16 result: a position outside the table poisons only its token with NaN', async () => {
+    const rng = testRng('rope-oob f16');
+    const tables = ropeTables({ headDim: 8, theta: 10000, scaling: null, maxPositions: 10 });
+    const y16 = rope(Tensor.from(rng.normalArray(4 * 2 * 8), [1, 4, 2, 8]), Tensor.from(new Int32Array([0, 10, 9, -1]), [4]), tables, { dtype: 'f16' });
+    const y = await cast(y16, 'f32').toFloat32();
+    const tok = (k: number) => Array.from(y.slice(k * 16, (k + 1) * 16));
+    expect(tok(1).every(Number.isNaN)).toBe(true);
+    expect(tok(3).every(Number.isNaN)).toBe(true);
+    expect(tok(0).some(Number.isNaN) || tok(2).some(Number.isNaN)).toBe(false);
+    tables.cos.dispose();
+    tables.sin.dispose();
   });
 
   it('a position outside the table poisons only its token with NaN', async () => {

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { backward, zeroGrad } from '../../src/engine/autograd.js';
 import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
-import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
+import { f16ArrayToF32, f32ArrayToF16 } from '../../src/io/dtype.js';
+import { binary, cast, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { swiglu } from '../../src/kernels/swiglu.js';
 import { swigluBackwardRef, swigluRef } from '../reference/swiglu.js';
 import { expectClose, testRng, useEngine, expectNoGrowth } from '../helpers/index.js';
@@ -57,6 +58,32 @@ describe('swiglu vs float64 reference', () => {
       expect((which === 'gate' ? up : gate).grad).toBeNull();
       expectClose(await (which === 'gate' ? gate : up).grad!.toFloat32(), which === 'gate' ? ref.dGate : ref.dUp, TOL, `${which} only`);
     }
+  });
+
+  it('f16 gate and up (fp16-mixed): forward and backward read exactly the f16 values, so the f32 tolerance applies', async () => {
+    // The reference gets the inputs rounded to f16, the values the kernel reads: what is left is the
+    // f32 arithmetic of the f32 case. Gradients come back f32 for the f16 tensors.
+    const rng = testRng('swiglu f16');
+    const round = (x: Float32Array) => f16ArrayToF32(f32ArrayToF16(x));
+    for (const shape of [[1], [7, 13], [2, 5, 257]]) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const gData = round(inputs(n, rng));
+      const uData = round(rng.normalArray(n));
+      const dyData = rng.normalArray(n);
+      const g32 = Tensor.from(gData, shape);
+      const u32 = Tensor.from(uData, shape);
+      g32.requiresGrad = true;
+      u32.requiresGrad = true;
+      const gate = cast(g32, 'f16');
+      const up = cast(u32, 'f16');
+      const y = swiglu(gate, up);
+      backward(y, Tensor.from(dyData, shape));
+      const ref = swigluBackwardRef(gData, uData, dyData);
+      expectClose(await y.toFloat32(), swigluRef(gData, uData), TOL, `[${shape}] f16 y`);
+      expectClose(await g32.grad!.toFloat32(), ref.dGate, TOL, `[${shape}] f16 dGate`);
+      expectClose(await u32.grad!.toFloat32(), ref.dUp, TOL, `[${shape}] f16 dUp`);
+    }
+    expect(() => swiglu(Tensor.empty([4], 'f16'), Tensor.empty([4]))).toThrow(/both be f32 or both f16/);
   });
 
   it('rejects mismatched shapes', () => {

@@ -3,16 +3,19 @@
 // decoding, 16-bit weight storage, LoRA init, and the loader's errors.
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { backward, noGrad, zeroGrad } from '../../src/engine/autograd.js';
-import { tidy } from '../../src/engine/tensor.js';
+import { computePrecision, setComputePrecision, type Precision } from '../../src/engine/precision.js';
+import { engine, tidy } from '../../src/engine/tensor.js';
 import { InputError } from '../../src/errors.js';
 import { Checkpoint, writeSafetensors, type SafetensorsEntry } from '../../src/io/safetensors.js';
 import { sequenceLosses } from '../../src/llama/evaluate.js';
-import { IGNORE_INDEX, LlamaModel, disposeKvCache, shiftLabels, type CheckpointMode } from '../../src/llama/model.js';
+import { generate, generateBatch } from '../../src/llama/generate.js';
+import { IGNORE_INDEX, LlamaModel, disposeKvCache, shiftLabels, type CheckpointMode, type KvCacheSetting } from '../../src/llama/model.js';
 import { loraKey } from '../../src/llama/peft.js';
 import { LINEAR_MODULES } from '../../src/llama/weights.js';
 import { readRefWeights, refLogits, refLoss } from '../reference/llama.js';
+import { argmax } from '../reference/sampling.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
 import { adapterDir, golden, maxAbs, modelDir, useTempDir } from './helpers.js';
 
@@ -198,37 +201,115 @@ describe('KV cache, batched', () => {
     }
   });
 
-  it('an f16 cache takes half the memory and decodes within f16 rounding of the f32 cache', async () => {
-    const model = await LlamaModel.load(modelDir(GQA), { adapter: adapterDir(GQA) });
-    try {
-      const ids = (golden.models[GQA].token_ids as number[][])[0]!;
-      const n = 12;
-      const caches = [model.newKvCache(1, n), model.newKvCache(1, n, undefined, 'f16')];
-      expect(caches[1]!.k[0]!.byteSize * 2).toBe(caches[0]!.k[0]!.byteSize);
-      const logits: Float32Array[][] = [[], []];
-      for (const [c, cache] of caches.entries()) {
-        const pre = model.step(Int32Array.from(ids.slice(0, 8)), cache);
-        logits[c]!.push(await pre.toFloat32());
-        pre.dispose();
-        for (let t = 8; t < n; t++) {
-          const s = model.step(Int32Array.of(ids[t]!), cache);
-          logits[c]!.push(await s.toFloat32());
-          s.dispose();
+  // Storing K and V in f16 moves each by ≤ u = 2⁻¹¹ relative, so each attention output moves by
+  // ≲ 2u of its scale (the flash attention tests derive the bound); to first order the two layers
+  // add their shifts and the head carries them to the logits: 4u of the logits' scale (measured:
+  // ~0.4u). A greedy choice can then differ only where the f32 top two logits are within 2·that.
+  const F16_CACHE_ATOL = (logits: Float32Array) => 4 * 2 ** -11 * maxAbs(logits);
+
+  for (const name of [GQA, MQA]) {
+    it(`${name}: an f16 cache takes half the memory and decodes within f16 rounding of the f32 cache`, async () => {
+      const model = await LlamaModel.load(modelDir(name), { adapter: adapterDir(name) });
+      try {
+        const ids = (golden.models[name].token_ids as number[][])[0]!;
+        const n = 12;
+        const caches = [model.newKvCache(1, n), model.newKvCache(1, n, undefined, 'f16')];
+        expect(caches[1]!.k[0]!.byteSize * 2).toBe(caches[0]!.k[0]!.byteSize);
+        const logits: Float32Array[][] = [[], []];
+        for (const [c, cache] of caches.entries()) {
+          const pre = model.step(Int32Array.from(ids.slice(0, 8)), cache);
+          logits[c]!.push(await pre.toFloat32());
+          pre.dispose();
+          for (let t = 8; t < n; t++) {
+            const s = model.step(Int32Array.of(ids[t]!), cache);
+            logits[c]!.push(await s.toFloat32());
+            s.dispose();
+          }
+          disposeKvCache(cache);
         }
-        disposeKvCache(cache);
+        let diff = 0;
+        for (const [i, ref] of logits[0]!.entries()) {
+          expectClose(logits[1]![i]!, ref, { atol: F16_CACHE_ATOL(ref) }, `step ${i}`);
+          diff = Math.max(diff, ...ref.map((x, j) => Math.abs(x - logits[1]![i]![j]!)));
+        }
+        expect(diff).toBeGreaterThan(0); // the f16 path really ran
+      } finally {
+        model.dispose();
       }
-      // Storing K and V in f16 moves each by ≤ u = 2⁻¹¹ relative, so each attention output moves by
-      // ≲ 2u of its scale (the flash attention tests derive the bound); to first order the two layers
-      // add their shifts and the head carries them to the logits: 4u of the logits' scale (measured:
-      // 0.4u). It is not zero: the f16 path really ran.
-      let diff = 0;
-      for (const [i, ref] of logits[0]!.entries()) {
-        const scale = maxAbs(ref);
-        expectClose(logits[1]![i]!, ref, { atol: 4 * 2 ** -11 * scale }, `step ${i}`);
-        diff = Math.max(diff, ...ref.map((x, j) => Math.abs(x - logits[1]![i]![j]!)));
+    });
+
+    it(`${name}: greedy decoding with an f16 cache makes the f32 cache's choices, except at near-ties within the bound`, async () => {
+      const model = await LlamaModel.load(modelDir(name), { adapter: adapterDir(name) });
+      try {
+        const prompts = (golden.models[name].token_ids as number[][]).slice(0, 3).map((t) => t.slice(0, 6));
+        const n = 10;
+        const opts = { maxNewTokens: n, greedy: true, eosTokenIds: [] };
+        const out32 = await generateBatch(model, prompts, { ...opts, kvCache: 'f32' });
+        const out16 = await generateBatch(model, prompts, { ...opts, kvCache: 'f16' });
+        for (const [b, prompt] of prompts.entries()) {
+          const want = out32[b]!.tokens;
+          const got = out16[b]!.tokens;
+          // Replay the f32 choices through an f32 and an f16 cache: at each step the f16 logits are
+          // within the bound, and the two greedy choices agree unless the f32 logits' top two are
+          // within twice the bound of each other; from the first such step on the outputs may part.
+          const caches = [model.newKvCache(1, prompt.length + n), model.newKvCache(1, prompt.length + n, undefined, 'f16')];
+          let feed: number[] = prompt;
+          let parted = false;
+          for (let t = 0; t < n && !parted; t++) {
+            const [l32, l16] = await Promise.all(caches.map(async (c) => {
+              const s = model.step(Int32Array.from(feed), c);
+              const d = await s.toFloat32();
+              s.dispose();
+              return d;
+            }));
+            const atol = F16_CACHE_ATOL(l32!);
+            expectClose(l16!, l32!, { atol }, `row ${b} step ${t}`);
+            const top = argmax(l32!);
+            expect(top, `row ${b} step ${t}`).toBe(want[t]);
+            const second = Math.max(...l32!.filter((_, j) => j !== top));
+            if (l32![top]! - second <= 2 * atol) parted = got[t] !== want[t]; // a near-tie: either choice is within f16 rounding
+            else {
+              expect(argmax(l16!), `row ${b} step ${t}`).toBe(top);
+              expect(got[t], `row ${b} step ${t}`).toBe(want[t]);
+            }
+            feed = [want[t]!];
+          }
+          caches.forEach(disposeKvCache);
+          if (!parted) expect(got).toEqual(want);
+        }
+      } finally {
+        model.dispose();
       }
-      expect(diff).toBeGreaterThan(0);
+    });
+  }
+
+  it('generate picks the cache storage: kvCache f32 / f16, or auto (the default) by the engine precision', async () => {
+    const model = await LlamaModel.load(modelDir(GQA));
+    const spy = vi.spyOn(model, 'newKvCache');
+    const prompt = (golden.models[GQA].token_ids as number[][])[0]!.slice(0, 4);
+    const dtypeUsed = async (kvCache: KvCacheSetting | undefined, precision: Precision) => {
+      spy.mockClear();
+      const prev = computePrecision();
+      setComputePrecision(precision);
+      try {
+        await generate(model, prompt, { maxNewTokens: 2, eosTokenIds: [], ...(kvCache ? { kvCache } : {}) });
+      } finally {
+        setComputePrecision(prev);
+      }
+      expect(spy).toHaveBeenCalledTimes(1);
+      return spy.mock.calls[0]![3];
+    };
+    try {
+      expect(await dtypeUsed(undefined, 'fp32')).toBe('f32');
+      expect(await dtypeUsed('auto', 'fp32')).toBe('f32');
+      expect(await dtypeUsed('f16', 'fp32')).toBe('f16');
+      if (engine().dev.has('shader-f16')) {
+        expect(await dtypeUsed(undefined, 'fp16-mixed')).toBe('f16');
+        expect(await dtypeUsed('f32', 'fp16-mixed')).toBe('f32');
+      } else console.log('[model] shader-f16 absent: the fp16-mixed cases of kvCache auto are skipped');
+      await expect(generate(model, prompt, { maxNewTokens: 1, kvCache: 'fp8' as KvCacheSetting })).rejects.toThrow(/key 'kv-cache': expected f32, f16, auto/);
     } finally {
+      spy.mockRestore();
       model.dispose();
     }
   });

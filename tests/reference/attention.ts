@@ -110,6 +110,11 @@ export function attentionBackwardRef(
   k: ArrayLike<number>,
   v: ArrayLike<number>,
   dOut: ArrayLike<number>,
+  /**
+   * The output [B, T, Hq, Dh] as a kernel reads it back (e.g. stored in f16): D_i = dO_i·O_i is then
+   * taken from it instead of from the exact Σ_j P_ij dP_ij.
+   */
+  out?: ArrayLike<number>,
 ): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
   const { B, T, S, Sk, Hq, Hkv, Dh } = sh;
   const G = Hq / Hkv;
@@ -131,6 +136,10 @@ export function attentionBackwardRef(
           for (let d = 0; d < Dh; d++) dot += dOut[qb + d]! * v[vb + d]!;
           dP[j] = dot;
           rowDot += P[row + j]! * dot;
+        }
+        if (out) {
+          rowDot = 0;
+          for (let d = 0; d < Dh; d++) rowDot += dOut[qb + d]! * out[qb + d]!;
         }
         for (let j = 0; j < S; j++) {
           const p = P[row + j]!;

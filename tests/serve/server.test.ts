@@ -5,7 +5,7 @@
 // afresh) or from generate() running one request alone; the server must reproduce them token for
 // token while batching, with requests joining and leaving the batch and the KV cache compacting.
 import OpenAI, { APIError } from 'openai';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { generateAction } from '../../src/cli/generate.js';
 import { generate } from '../../src/llama/generate.js';
 import { loadServingModels, disposeServingModels, type ServingModels } from '../../src/serve/load.js';
@@ -213,6 +213,35 @@ describe('finllm serve (OpenAI API through the openai client)', () => {
     expect(metric(m, 'finllm_running_requests')).toBe(0);
     expect(metric(m, 'finllm_generation_tokens_total')).toBe(alone.reduce((a, r) => a + r.tokens, 0));
     expect(metric(m, 'finllm_time_to_first_token_seconds_count')).toBe(8);
+  });
+
+  it('an f16 KV cache: half the bytes, every cache the scheduler makes is f16, greedy output identical to generate() with an f16 cache, through joins and compaction', async () => {
+    const prompts = ['Revenue rose 9% to $2.31 billion', 'Net interest margin', 'The board approved a dividend of', 'Guidance'];
+    const alone: string[] = [];
+    models.model.lora = null; // the base, whichever variant an earlier server ran last
+    for (const p of prompts) {
+      const g = await generate(models.model, models.tokenizer.encode(p), { maxNewTokens: 8, greedy: true, eosTokenIds: models.eosIds, kvCache: 'f16' });
+      alone.push(models.tokenizer.streamDecoder()(g.tokens));
+    }
+    const spy = vi.spyOn(models.model, 'newKvCache');
+    try {
+      const f32 = await start({ maxBatchSize: 2, kvSlack: 3 });
+      const { server, client } = await start({ maxBatchSize: 2, kvSlack: 3, kvCache: 'f16' });
+      expect(server.kvCache!.dtype).toBe('f16');
+      expect(f32.server.kvCache!.dtype).toBe('f32');
+      expect(2 * server.kvCache!.bytesPerVariant).toBe(f32.server.kvCache!.bytesPerVariant);
+      const outs = await Promise.all(
+        prompts.map(async (prompt, i) => {
+          await new Promise((res) => setTimeout(res, 30 * i));
+          return (await client.completions.create({ model: 'tiny', prompt, max_tokens: 8, temperature: 0 })).choices[0]!.text;
+        }),
+      );
+      expect(outs).toEqual(alone);
+      expect(spy.mock.calls.length).toBeGreaterThan(prompts.length); // prefills, the batch cache, compactions
+      expect(spy.mock.calls.every((c) => c[3] === 'f16')).toBe(true);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('bad parameters, unknown model, oversize prompt, wrong API key, oversize body: right status and OpenAI-shaped errors', async () => {

@@ -164,6 +164,8 @@ describe('finllm serve flags', () => {
       [{ port: '70000' }, /key 'port'/],
       [{ model: '/nonexistent/model' }, /model folder not found/],
       [{ chatTemplate: '/nonexistent/template.jinja' }, /chat template file not found/],
+      [{ kvCache: 'fp8' }, /key 'kv-cache': expected f32, f16, auto, got "fp8"/],
+      [{ precision: 'fp8' }, /key 'precision'/],
     ];
     for (const [o, message] of cases) {
       const err = await serveAction(flags(o), () => undefined).catch((e: unknown) => e);

@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { computePrecision } from '../../src/engine/precision.js';
 import { engine } from '../../src/engine/tensor.js';
 import { RuntimeFailure } from '../../src/errors.js';
 import { loadLlamaConfig } from '../../src/llama/config.js';
@@ -112,6 +113,27 @@ describe('batch_size: auto', () => {
       expect(fits).toBe(peak);
       expect(await withCapacity(pool.liveBytes + 1024, () => trialStep(model, 2, 32, 'none'))).toBeNull();
       for (const p of model.loraParameters()) expect(p.grad).toBeNull();
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('under training.precision fp16-mixed the estimate and the trial step are fp16-mixed ones (both below fp32)', async () => {
+    if (!engine().dev.has('shader-f16')) {
+      console.log('[memory] shader-f16 absent: the fp16-mixed auto batch case is skipped');
+      return;
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'finllm-auto16-'));
+    const [c32, c16] = ['fp32', 'fp16-mixed'].map((p) => config(dir, [`training.precision=${p}`]));
+    const llama = await loadLlamaConfig(c32!.model.path);
+    expect(estimateStep(c16!, llama, 2).total).toBeLessThan(estimateStep(c32!, llama, 2).total);
+    const model = await LlamaModel.load(join(ROOT, 'models/tiny-fin'));
+    try {
+      model.initLora({ r: 8, loraAlpha: 16, targetModules: ['q_proj', 'v_proj', 'gate_proj', 'up_proj', 'down_proj'] }, 1);
+      const p32 = await trialStep(model, 2, 64, 'none', 'fp32');
+      const p16 = await trialStep(model, 2, 64, 'none', 'fp16-mixed');
+      expect(p16!).toBeLessThan(p32!);
+      expect(computePrecision()).toBe('fp32'); // the trial's precision does not leak
     } finally {
       model.dispose();
     }

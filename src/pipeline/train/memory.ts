@@ -4,6 +4,7 @@
 // (src/engine/device-memory.ts), which is also the engine pool's capacity.
 import { backward, zeroGrad } from '../../engine/autograd.js';
 import type { DeviceMemory } from '../../engine/device-memory.js';
+import { resolvePrecision, withPrecision, type Precision } from '../../engine/precision.js';
 import { OutOfMemoryError } from '../../engine/device.js';
 import { Rng } from '../../engine/random.js';
 import { engine, tidy } from '../../engine/tensor.js';
@@ -42,6 +43,7 @@ export function estimateStep(
     lora: method === 'full' ? null : { r: cfg.lora.r, targetModules: cfg.lora.target_modules },
     checkpointing: mode,
     maxBindingBytes: engine().dev.limits.maxStorageBufferBindingSize,
+    precision: resolvePrecision(cfg.training.precision, engine().dev),
   });
 }
 
@@ -156,7 +158,7 @@ export async function chooseAutoBatch(cfg: ResolvedConfig, model: LlamaModel): P
   const estimate = (b: number) => estimateStep(cfg, model.config, b, t.grad_checkpointing, effective / b).total;
   const fitting = divisorsDescending(effective).filter((b) => estimate(b) <= AUTO_BATCH_HEADROOM * capacity);
   for (const b of fitting) {
-    const measured = await trialStep(model, b, cfg.data.max_seq_len, t.grad_checkpointing);
+    const measured = await trialStep(model, b, cfg.data.max_seq_len, t.grad_checkpointing, resolvePrecision(t.precision, engine().dev));
     if (measured !== null) return { batchSize: b, gradAccum: effective / b, estimate: estimate(b), measured };
   }
   const smallest = estimate(1);
@@ -167,11 +169,11 @@ export async function chooseAutoBatch(cfg: ResolvedConfig, model: LlamaModel): P
 }
 
 /**
- * Forward + backward of one random [batchSize, seqLen] batch, gradients dropped afterwards: the pool
- * peak it reached (everything live included, as the estimate counts it), or null when it ran out
- * of memory.
+ * Forward + backward of one random [batchSize, seqLen] batch in `precision` (default: the engine's
+ * now), gradients dropped afterwards: the pool peak it reached (everything live included, as the
+ * estimate counts it), or null when it ran out of memory.
  */
-export async function trialStep(model: LlamaModel, batchSize: number, seqLen: number, mode: CheckpointMode): Promise<number | null> {
+export async function trialStep(model: LlamaModel, batchSize: number, seqLen: number, mode: CheckpointMode, precision?: Precision): Promise<number | null> {
   const { dev, pool } = engine();
   const rng = new Rng(batchSize);
   const ids = Int32Array.from({ length: batchSize * seqLen }, () => rng.int(model.config.vocabSize));
@@ -181,7 +183,9 @@ export async function trialStep(model: LlamaModel, batchSize: number, seqLen: nu
   const wasTraining = model.training;
   model.training = true;
   try {
-    tidy(() => backward(model.loss(batch, { gradientCheckpointing: mode })));
+    const step = () => tidy(() => backward(model.loss(batch, { gradientCheckpointing: mode })));
+    if (precision) withPrecision(precision, step);
+    else step();
     await dev.sync();
     return pool.peakBytes;
   } catch (err) {
