@@ -39,6 +39,17 @@ export function withPrecision<T>(p: Precision, fn: () => T): T {
   }
 }
 
+/** withPrecision for an async `fn` (its GPU work is recorded across awaits, all in precision `p`). */
+export async function withPrecisionAsync<T>(p: Precision, fn: () => Promise<T>): Promise<T> {
+  const prev = current;
+  setComputePrecision(p);
+  try {
+    return await fn();
+  } finally {
+    current = prev;
+  }
+}
+
 /** Whether activations saved for backward are stored as f16 (fp16-mixed) instead of f32. */
 export function saveActivationsIn16Bit(): boolean {
   return current === 'fp16-mixed';

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { backward, zeroGrad } from '../../src/engine/autograd.js';
-import { computePrecision, setComputePrecision, withPrecision, type Precision } from '../../src/engine/precision.js';
+import { computePrecision, setComputePrecision, withPrecision, withPrecisionAsync, type Precision } from '../../src/engine/precision.js';
 import { Rng } from '../../src/engine/random.js';
 import { BufferPool, Tensor, engine, tidy } from '../../src/engine/tensor.js';
 import { cast, flashAttention, rope, ropeTables, scale, sumToSuffix } from '../../src/kernels/index.js';
@@ -187,16 +187,6 @@ describe('memory model vs the measured pool peak, full training', () => {
 // attention's q, k, v in f16: the same configurations' estimates against measured peaks, and the
 // savings pinned in exact pool bytes. lavapipe has shader-f16; an adapter without it skips these
 // (printed), as the fp16-mixed kernel tests do.
-/** Runs `fn` (async: its GPU work is recorded across awaits) in precision `p`, restoring the previous one. */
-async function withPrecisionAsync<T>(p: Precision, fn: () => Promise<T>): Promise<T> {
-  const prev = computePrecision();
-  setComputePrecision(p);
-  try {
-    return await fn();
-  } finally {
-    setComputePrecision(prev);
-  }
-}
 
 function hasF16(what: string): boolean {
   if (engine().dev.has('shader-f16')) return true;

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { computePrecision, setComputePrecision, type Precision } from '../../src/engine/precision.js';
+import { computePrecision, withPrecisionAsync, type Precision } from '../../src/engine/precision.js';
 import { engine } from '../../src/engine/tensor.js';
 import { readTfEvents } from '../../src/io/tfevents.js';
 import { AdamW } from '../../src/kernels/optim.js';
@@ -102,15 +102,6 @@ describe('fp16-mixed training', () => {
     return has;
   };
 
-  async function withPrecision<T>(p: Precision, fn: () => Promise<T>): Promise<T> {
-    const prev = computePrecision();
-    setComputePrecision(p);
-    try {
-      return await fn();
-    } finally {
-      setComputePrecision(prev);
-    }
-  }
 
   it('an inf gradient (f16 overflow at a huge loss scale) skips the update: weights, moments, AdamW step unchanged', async () => {
     if (!f16()) return;
@@ -125,11 +116,11 @@ describe('fp16-mixed training', () => {
     const batch = loader.next();
     try {
       // Step 0 with a sane scale so that A and B (B starts at 0) are both non-trivial.
-      await withPrecision('fp16-mixed', () => trainStep(model, opt, [batch], { lr: 1e-2, stepIndex: 0, seed: 1, maxGradNorm: 1, lossScale: 1024 }));
+      await withPrecisionAsync('fp16-mixed', () => trainStep(model, opt, [batch], { lr: 1e-2, stepIndex: 0, seed: 1, maxGradNorm: 1, lossScale: 1024 }));
       const before = await Promise.all(named.map((t) => t.toFloat32()));
       const stateBefore = await opt.exportState();
       // 2^40 · dL/dlogits (~1/tokens) is far beyond 65504: the f16 GEMM operands of backward overflow to inf.
-      const r = await withPrecision('fp16-mixed', () => trainStep(model, opt, [batch], { lr: 1e-2, stepIndex: 1, seed: 1, maxGradNorm: 1, lossScale: 2 ** 40 }));
+      const r = await withPrecisionAsync('fp16-mixed', () => trainStep(model, opt, [batch], { lr: 1e-2, stepIndex: 1, seed: 1, maxGradNorm: 1, lossScale: 2 ** 40 }));
       expect(r.skipped).toBe(true);
       expect(Number.isFinite(r.gradNorm!)).toBe(false);
       expect(Number.isFinite(r.loss), 'the loss itself is computed unscaled').toBe(true);
@@ -140,7 +131,7 @@ describe('fp16-mixed training', () => {
       expect(stateAfter.step).toBe(stateBefore.step);
       stateAfter.moments.forEach((m, i) => expect(Array.from(m.expAvgSq)).toEqual(Array.from(stateBefore.moments[i]!.expAvgSq)));
       // A clean step right after updates again.
-      const ok = await withPrecision('fp16-mixed', () => trainStep(model, opt, [batch], { lr: 1e-2, stepIndex: 2, seed: 1, maxGradNorm: 1, lossScale: 1024 }));
+      const ok = await withPrecisionAsync('fp16-mixed', () => trainStep(model, opt, [batch], { lr: 1e-2, stepIndex: 2, seed: 1, maxGradNorm: 1, lossScale: 1024 }));
       expect(ok.skipped).toBe(false);
       expect((await opt.exportState()).step).toBe(stateBefore.step + 1);
       const moved = await named[0]!.toFloat32();
