@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { computePrecision } from '../../src/engine/precision.js';
+import { computePrecision, resolvePrecision } from '../../src/engine/precision.js';
 import { engine } from '../../src/engine/tensor.js';
 import { RuntimeFailure } from '../../src/errors.js';
 import { loadLlamaConfig } from '../../src/llama/config.js';
@@ -186,7 +186,7 @@ describe('full training (training.method full)', () => {
     const needs = (c: ResolvedConfig, b: number, mode = c.training.grad_checkpointing, accum = 1) => `needs ~${formatBytes(estimateStep(c, llama, b, mode, accum).total)}`;
     const [line] = describeMemory(cfg, llama, 2, null);
     const e = estimateStep(cfg, llama, 2);
-    expect(line).toContain(`memory: estimated peak ${formatBytes(e.total)} for micro-batch 2 × 64 tokens, full training, grad_checkpointing none (trained f32 weights ${formatBytes(e.weights)}, AdamW ${formatBytes(e.optimizer)}, `);
+    expect(line).toContain(`memory: estimated peak ${formatBytes(e.total)} for micro-batch 2 × 64 tokens, full training, ${resolvePrecision(cfg.training.precision, engine().dev)}, grad_checkpointing none (trained f32 weights ${formatBytes(e.weights)}, AdamW ${formatBytes(e.optimizer)}, `);
     expect(line).toContain(e.gradients > 0 ? `, gradients ${formatBytes(e.gradients)}, ` : ', no gradient yet, ');
     expect(line).toContain(`peak during ${e.peakAt}`);
 

@@ -65,7 +65,7 @@ export function describeMemory(cfg: ResolvedConfig, config: LlamaConfig, batchSi
     ? `trained f32 weights ${formatBytes(e.weights)}, AdamW ${formatBytes(e.optimizer)}${gradients}`
     : `weights ${formatBytes(e.weights)}, LoRA + AdamW ${formatBytes(e.adapters + e.optimizer)}${gradients}`;
   return [
-    `memory: estimated peak ${formatBytes(e.total)} for micro-batch ${batchSize} × ${cfg.data.max_seq_len} tokens, ${full ? 'full training' : 'LoRA'}, grad_checkpointing ${mode} ` +
+    `memory: estimated peak ${formatBytes(e.total)} for micro-batch ${batchSize} × ${cfg.data.max_seq_len} tokens, ${full ? 'full training' : 'LoRA'}, ${resolvePrecision(cfg.training.precision, engine().dev)}, grad_checkpointing ${mode} ` +
       `(${trained}, activations ${formatBytes(e.activations)} [${formatBytes(e.activationsPerTokenPerLayer)} per token per layer], ` +
       `workspace ${formatBytes(e.workspace)}; peak during ${e.peakAt}); other modes: ${others.join(', ')}`,
     deviceLine(memory),
