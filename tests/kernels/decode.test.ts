@@ -140,88 +140,76 @@ describe('decodeGemv vs float64', () => {
   });
 });
 
+/**
+ * Runs ropeAppend on random q/k/v (column ranges of one [B·T, ld] buffer, the fused QKV output, after
+ * a left margin) into a random cache of `kvType`, and its float64 reference on the values the kernel
+ * reads. Returns q, the caches after the call (as numbers), the reference and the caches before.
+ */
+async function ropeAppendCase(label: string, dims: { B: number; T: number; H: number; Hkv: number; dh: number; smax: number; L: number; starts: number[]; margin: number }, kvType: 'f32' | 'f16') {
+  const rng = testRng(label);
+  const { B, T, H, Hkv, dh, smax, L, margin } = dims;
+  const starts = Int32Array.from(dims.starts);
+  const tab = ropeTables({ headDim: dh, theta: 10000, scaling: null, maxPositions: 16 });
+  const cos = await tab.cos.toFloat32();
+  const sin = await tab.sin.toFloat32();
+  const ld = margin + (H + 2 * Hkv) * dh;
+  const qkv = rng.normalArray(B * T * ld);
+  const pick = (off: number, w: number) => Float64Array.from({ length: B * T * w }, (_, i) => qkv[Math.floor(i / w) * ld + off + (i % w)]!);
+  const cache = (data: Float32Array) => {
+    if (kvType === 'f32') return { t: Tensor.from(data, [B, smax, Hkv, dh]), values: Float64Array.from(data) };
+    const bits = f32ArrayToF16(data);
+    return { t: Tensor.from(bits, [B, smax, Hkv, dh], 'f16'), values: Float64Array.from(bits, (b) => halfBitsToNumber(b, 'f16')) };
+  };
+  const kc = cache(rng.normalArray(B * smax * Hkv * dh));
+  const vc = cache(rng.normalArray(B * smax * Hkv * dh));
+  const t = Tensor.from(qkv, [B * T, ld]);
+  const len = Tensor.from(Uint32Array.of(L), [1]);
+  const st = Tensor.from(starts, [B]);
+  const qT = ropeAppend({
+    B, T, heads: H, kvHeads: Hkv, rope: tab, length: len, starts: st, kCache: kc.t, vCache: vc.t,
+    q: { t, ld, offset: margin }, k: { t, ld, offset: margin + H * dh }, v: { t, ld, offset: margin + (H + Hkv) * dh },
+  });
+  const ref = ropeAppendRef(B, T, H, Hkv, dh, L, starts, pick(margin, H * dh), pick(margin + H * dh, Hkv * dh), pick(margin + (H + Hkv) * dh, Hkv * dh), cos, sin, kc.values, vc.values, smax);
+  const readCache = async (x: Tensor) => (kvType === 'f32' ? Float64Array.from(await x.toFloat32()) : Float64Array.from((await x.read()) as Uint16Array, (b) => halfBitsToNumber(b, 'f16')));
+  const out = { q: await qT.toFloat32(), k: await readCache(kc.t), v: await readCache(vc.t), ref, k0: kc.values, v0: vc.values };
+  for (const x of [t, kc.t, vc.t, len, st, qT, tab.cos, tab.sin]) x.dispose();
+  return out;
+}
+
 describe('ropeAppend vs float64', () => {
   it('rotates q and k at max(0, L + t − start), appends k and v at L + t, leaves other cache rows alone', async () => {
-    const rng = testRng('rope-append');
-    const [B, T, H, Hkv, dh, smax, L] = [3, 2, 4, 2, 6, 9, 4];
-    const starts = Int32Array.from([0, 3, 5]);
-    const tab = ropeTables({ headDim: dh, theta: 10000, scaling: null, maxPositions: 16 });
-    const cos = await tab.cos.toFloat32();
-    const sin = await tab.sin.toFloat32();
-    // q, k, v as column ranges of one [B·T, ld] buffer (the fused QKV output), with a left margin.
-    const ld = 1 + (H + 2 * Hkv) * dh;
-    const qkv = rng.normalArray(B * T * ld);
-    const pick = (off: number, w: number) => Float64Array.from({ length: B * T * w }, (_, i) => qkv[Math.floor(i / w) * ld + off + (i % w)]!);
-    const kc0 = rng.normalArray(B * smax * Hkv * dh);
-    const vc0 = rng.normalArray(B * smax * Hkv * dh);
-    const t = Tensor.from(qkv, [B * T, ld]);
-    const kc = Tensor.from(kc0, [B, smax, Hkv, dh]);
-    const vc = Tensor.from(vc0, [B, smax, Hkv, dh]);
-    const len = Tensor.from(Uint32Array.of(L), [1]);
-    const st = Tensor.from(starts, [B]);
-    const q = ropeAppend({
-      B, T, heads: H, kvHeads: Hkv, rope: tab, length: len, starts: st, kCache: kc, vCache: vc,
-      q: { t, ld, offset: 1 }, k: { t, ld, offset: 1 + H * dh }, v: { t, ld, offset: 1 + (H + Hkv) * dh },
-    });
-    const ref = ropeAppendRef(B, T, H, Hkv, dh, L, starts, pick(1, H * dh), pick(1 + H * dh, Hkv * dh), pick(1 + (H + Hkv) * dh, Hkv * dh), cos, sin, kc0, vc0, smax);
+    const r = await ropeAppendCase('rope-append', { B: 3, T: 2, H: 4, Hkv: 2, dh: 6, smax: 9, L: 4, starts: [0, 3, 5], margin: 1 }, 'f32');
     // The rope kernel's arithmetic: two products and a sum, rounded in f32 (unit-normal inputs).
     const tol = { atol: 2e-6, rtol: 1e-6 };
-    expectClose(await q.toFloat32(), ref.q, tol, 'q');
-    expectClose(await kc.toFloat32(), ref.kCache, tol, 'k cache');
-    expectClose(await vc.toFloat32(), ref.vCache, { atol: 0 }, 'v cache');
-    for (const x of [t, kc, vc, len, st, q, tab.cos, tab.sin]) x.dispose();
+    expectClose(r.q, r.ref.q, tol, 'q');
+    expectClose(r.k, r.ref.kCache, tol, 'k cache');
+    expectClose(r.v, r.ref.vCache, { atol: 0 }, 'v cache');
   });
 
   it('into an f16 cache: the appended k and v are the f32 results rounded to f16, other rows keep their bits', async () => {
-    const rng = testRng('rope-append-f16');
     // Dh 12: three words of packed pairs per half, so the two-pairs-per-thread indexing is exercised
     // past the first word; B, T, heads and positions not powers of two.
-    const [B, T, H, Hkv, dh, smax, L] = [3, 3, 6, 3, 12, 11, 5];
-    const starts = Int32Array.from([0, 4, 7]);
-    const tab = ropeTables({ headDim: dh, theta: 10000, scaling: null, maxPositions: 16 });
-    const cos = await tab.cos.toFloat32();
-    const sin = await tab.sin.toFloat32();
-    const ld = 3 + (H + 2 * Hkv) * dh;
-    const qkv = rng.normalArray(B * T * ld);
-    const pick = (off: number, w: number) => Float64Array.from({ length: B * T * w }, (_, i) => qkv[Math.floor(i / w) * ld + off + (i % w)]!);
-    const kBits = f32ArrayToF16(rng.normalArray(B * smax * Hkv * dh));
-    const vBits = f32ArrayToF16(rng.normalArray(B * smax * Hkv * dh));
-    const kc0 = Float64Array.from(kBits, (b) => halfBitsToNumber(b, 'f16'));
-    const vc0 = Float64Array.from(vBits, (b) => halfBitsToNumber(b, 'f16'));
-    const t = Tensor.from(qkv, [B * T, ld]);
-    const kc = Tensor.from(kBits, [B, smax, Hkv, dh], 'f16');
-    const vc = Tensor.from(vBits, [B, smax, Hkv, dh], 'f16');
-    const len = Tensor.from(Uint32Array.of(L), [1]);
-    const st = Tensor.from(starts, [B]);
-    const q = ropeAppend({
-      B, T, heads: H, kvHeads: Hkv, rope: tab, length: len, starts: st, kCache: kc, vCache: vc,
-      q: { t, ld, offset: 3 }, k: { t, ld, offset: 3 + H * dh }, v: { t, ld, offset: 3 + (H + Hkv) * dh },
-    });
-    const ref = ropeAppendRef(B, T, H, Hkv, dh, L, starts, pick(3, H * dh), pick(3 + H * dh, Hkv * dh), pick(3 + (H + Hkv) * dh, Hkv * dh), cos, sin, kc0, vc0, smax);
+    const dims = { B: 3, T: 3, H: 6, Hkv: 3, dh: 12, smax: 11, L: 5, starts: [0, 4, 7], margin: 3 };
+    const r = await ropeAppendCase('rope-append-f16', dims, 'f16');
     // q stays f32 (the rope kernel's arithmetic). The cache entries are the f32 results rounded to
     // f16: relative error ≤ 2⁻¹¹ (round to nearest; WGSL lets pack2x16float round either way, ≤ 2⁻¹⁰),
     // plus the f32 rotation's 2e-6; rows not appended keep their exact f16 values.
-    expectClose(await q.toFloat32(), ref.q, { atol: 2e-6, rtol: 1e-6 }, 'q');
-    const unpack = async (x: Tensor) => Float64Array.from((await x.read()) as Uint16Array, (b) => halfBitsToNumber(b, 'f16'));
-    const kGot = await unpack(kc);
-    const vGot = await unpack(vc);
-    expectClose(kGot, ref.kCache, { atol: 2e-6, rtol: 2 ** -10 }, 'k cache');
-    expectClose(vGot, ref.vCache, { atol: 0, rtol: 2 ** -10 }, 'v cache');
+    expectClose(r.q, r.ref.q, { atol: 2e-6, rtol: 1e-6 }, 'q');
+    expectClose(r.k, r.ref.kCache, { atol: 2e-6, rtol: 2 ** -10 }, 'k cache');
+    expectClose(r.v, r.ref.vCache, { atol: 0, rtol: 2 ** -10 }, 'v cache');
     // The appended positions changed, every other position is bit-identical.
+    const { B, T, Hkv, dh, smax, L } = dims;
     const posWidth = Hkv * dh;
     for (let b = 0; b < B; b++) {
       for (let s = 0; s < smax; s++) {
-        const appended = s >= L && s < L + T;
+        if (s >= L && s < L + T) continue;
         for (let j = 0; j < posWidth; j++) {
           const i = (b * smax + s) * posWidth + j;
-          if (!appended) {
-            expect(kGot[i], `k[${b},${s},${j}]`).toBe(kc0[i]);
-            expect(vGot[i], `v[${b},${s},${j}]`).toBe(vc0[i]);
-          }
+          expect(r.k[i], `k[${b},${s},${j}]`).toBe(r.k0[i]);
+          expect(r.v[i], `v[${b},${s},${j}]`).toBe(r.v0[i]);
         }
       }
     }
-    for (const x of [t, kc, vc, len, st, q, tab.cos, tab.sin]) x.dispose();
   });
 
   it('refuses a cache whose K and V dtypes differ', () => {

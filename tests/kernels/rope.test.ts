@@ -193,31 +193,20 @@ describe('rope kernel vs float64 reference', () => {
     tables.sin.dispose();
   });
 
-  it('f16 result: a position outside the table poisons only its token with NaN', async () => {
-    const rng = testRng('rope-oob f16');
-    const tables = ropeTables({ headDim: 8, theta: 10000, scaling: null, maxPositions: 10 });
-    const y16 = rope(Tensor.from(rng.normalArray(4 * 2 * 8), [1, 4, 2, 8]), Tensor.from(new Int32Array([0, 10, 9, -1]), [4]), tables, { dtype: 'f16' });
-    const y = await cast(y16, 'f32').toFloat32();
-    const tok = (k: number) => Array.from(y.slice(k * 16, (k + 1) * 16));
-    expect(tok(1).every(Number.isNaN)).toBe(true);
-    expect(tok(3).every(Number.isNaN)).toBe(true);
-    expect(tok(0).some(Number.isNaN) || tok(2).some(Number.isNaN)).toBe(false);
-    tables.cos.dispose();
-    tables.sin.dispose();
-  });
-
-  it('a position outside the table poisons only its token with NaN', async () => {
-    const rng = testRng('rope-oob');
-    const tables = ropeTables({ headDim: 8, theta: 10000, scaling: null, maxPositions: 10 });
-    const xData = rng.normalArray(4 * 2 * 8);
-    const y = await rope(Tensor.from(xData, [1, 4, 2, 8]), Tensor.from(new Int32Array([0, 10, 9, -1]), [4]), tables).toFloat32();
-    const tok = (k: number) => Array.from(y.slice(k * 16, (k + 1) * 16));
-    expect(tok(1).every(Number.isNaN)).toBe(true);
-    expect(tok(3).every(Number.isNaN)).toBe(true);
-    expect(tok(0).some(Number.isNaN) || tok(2).some(Number.isNaN)).toBe(false);
-    tables.cos.dispose();
-    tables.sin.dispose();
-  });
+  for (const dtype of ['f32', 'f16'] as const) {
+    it(`a position outside the table poisons only its token with NaN (${dtype} result)`, async () => {
+      const rng = testRng(`rope-oob${dtype === 'f16' ? ' f16' : ''}`);
+      const tables = ropeTables({ headDim: 8, theta: 10000, scaling: null, maxPositions: 10 });
+      const out = rope(Tensor.from(rng.normalArray(4 * 2 * 8), [1, 4, 2, 8]), Tensor.from(new Int32Array([0, 10, 9, -1]), [4]), tables, dtype === 'f16' ? { dtype } : {});
+      const y = await (dtype === 'f16' ? cast(out, 'f32') : out).toFloat32();
+      const tok = (k: number) => Array.from(y.slice(k * 16, (k + 1) * 16));
+      expect(tok(1).every(Number.isNaN)).toBe(true);
+      expect(tok(3).every(Number.isNaN)).toBe(true);
+      expect(tok(0).some(Number.isNaN) || tok(2).some(Number.isNaN)).toBe(false);
+      tables.cos.dispose();
+      tables.sin.dispose();
+    });
+  }
 
   it('inPlace is refused while autograd records for x', () => {
     const tables: RopeTables = ropeTables({ headDim: 4, theta: 10000, scaling: null, maxPositions: 4 });
