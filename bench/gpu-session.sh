@@ -298,17 +298,33 @@ skip() { # NAME CAP REASON
 }
 FAILED=0
 CURRENT_PID="" CURRENT_T0=0 POLL_PID=""
+# step_start NAME CAP: sets STEP_T to the seconds the step may run, or skips it (out of time) and
+# returns 1; a skipped step fails the call unless it is the BEST_EFFORT one.
+step_start() {
+  local name=$1 cap=$2
+  STEP_T=$(allowance "$cap")
+  if ((STEP_T == 0)); then
+    [ "${BEST_EFFORT:-}" = "$name" ] || FAILED=1
+    skip "$name" "$cap" "out of time: $((DEADLINE - SECONDS - RESERVE_S - GRACE_S)) s left for steps of the call's ${BUDGET} s, under ${MIN_STEP_S}"
+    return 1
+  fi
+}
+# step_end NAME RC SECONDS ALLOWED: records how the step ended; anything but ok fails the call, but a
+# timeout of the BEST_EFFORT step.
+step_end() {
+  local name=$1 rc=$2 s=$3 t=$4 st
+  st=$(status_of "$rc" "$s" "$t")
+  [ "$st" = ok ] || [ "$st/${BEST_EFFORT:-}" = "timeout/$name" ] || FAILED=1
+  echo "=== $name: $st (exit $rc) in ${s}s"
+  record "$name" "$st" "$rc" "$s" "$t" ""
+  refresh
+}
 step() {
   local name=$1 cap=$2
   shift 2
   selected "$name" || return 0
-  local t
-  t=$(allowance "$cap")
-  if ((t == 0)); then
-    [ "${BEST_EFFORT:-}" = "$name" ] || FAILED=1
-    skip "$name" "$cap" "out of time: $((DEADLINE - SECONDS - RESERVE_S - GRACE_S)) s left for steps of the call's ${BUDGET} s, under ${MIN_STEP_S}"
-    return 0
-  fi
+  step_start "$name" "$cap" || return 0
+  local t=$STEP_T
   echo "=== $name: cap ${t}s, at ${SECONDS}s of ${BUDGET}s: $*"
   record "$name" running null null "$t" ""
   write_steps
@@ -329,12 +345,7 @@ step() {
     wait "$POLL_PID" 2> /dev/null
     POLL_PID=""
   fi
-  local st
-  st=$(status_of "$rc" $((SECONDS - s0)) "$t")
-  [ "$st" = ok ] || [ "$st/${BEST_EFFORT:-}" = "timeout/$name" ] || FAILED=1
-  echo "=== $name: $st (exit $rc) in $((SECONDS - s0))s"
-  record "$name" "$st" "$rc" $((SECONDS - s0)) "$t" ""
-  refresh
+  step_end "$name" "$rc" $((SECONDS - s0)) "$t"
 }
 # A step in the background (CPU work beside a GPU step); step_wait NAME collects it.
 declare -A BG_PID=() BG_T0=() BG_CAP=()
@@ -342,13 +353,8 @@ step_bg() {
   local name=$1 cap=$2
   shift 2
   selected "$name" || return 0
-  local t
-  t=$(allowance "$cap")
-  if ((t == 0)); then
-    FAILED=1
-    skip "$name" "$cap" "out of time: under ${MIN_STEP_S} s left for steps"
-    return 0
-  fi
+  step_start "$name" "$cap" || return 0
+  local t=$STEP_T
   echo "=== $name: cap ${t}s, in the background: $*"
   record "$name" running null null "$t" ""
   write_steps
@@ -361,12 +367,7 @@ step_wait() {
   wait "$pid"
   local rc=$? s=$((SECONDS - ${BG_T0[$name]}))
   unset "BG_PID[$name]"
-  local st
-  st=$(status_of "$rc" "$s" "${BG_CAP[$name]}")
-  [ "$st" = ok ] || FAILED=1
-  echo "=== $name: $st (exit $rc) in ${s}s"
-  record "$name" "$st" "$rc" "$s" "${BG_CAP[$name]}" ""
-  refresh
+  step_end "$name" "$rc" "$s" "${BG_CAP[$name]}"
 }
 
 # ---- nvidia-smi: the card, and the device peak of an e2e run -----------------------------------------
