@@ -226,7 +226,8 @@ function gemvKernel(s: GemvSpec): string {
     let rb = n * p.K;${loop([{ k: 0, q: 0 }, { k: 1, q: 1 }])}${loraLoop(0, 0)}${loraLoop(1, 1)}`;
   } else {
     const branches = Array.from({ length: S }, (_, k) => {
-      const cond = k === 0 ? `if (col < p.n0)` : k === S - 1 ? `else` : `else if (col < p.n0 + p.n1)`;
+      // One segment: its block alone, no condition.
+      const cond = S === 1 ? '' : k === 0 ? `if (col < p.n0)` : k === S - 1 ? `else` : `else if (col < p.n0 + p.n1)`;
       const nExpr = k === 0 ? 'col' : k === 1 ? 'col - p.n0' : 'col - p.n0 - p.n1';
       return `${cond} {
       let n = ${nExpr};
@@ -235,7 +236,7 @@ function gemvKernel(s: GemvSpec): string {
     }`;
     }).join(' ');
     body = `
-    ${S === 1 ? branches.replace(/^if \(col < p\.n0\) /, '') : branches}`;
+    ${branches}`;
   }
 
   const yOf = (q: number) => `red[(${q * MC}u + m) * ${WG}u + lid]${norm === 'compute' ? ' * rsm' : ''}`;

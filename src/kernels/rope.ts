@@ -128,19 +128,23 @@ export function ropeTables(opts: RopeTableOptions): RopeTables {
  * is even since Dh is a multiple of 4), so it writes whole words; the arithmetic is the same, each
  * result rounded to f16 once.
  */
-function ropeKernel(f16Out: boolean): string {
+function ropeKernel(out: 'f32' | 'f16' | 'in-place'): string {
+  const f16Out = out === 'f16';
   const per = f16Out ? 2 : 1;
+  // In place: X is read and written, there is no Y binding.
+  const Y = out === 'in-place' ? 'X' : 'Y';
   const store = f16Out
     ? `Y[a / 2u] = pack2x16float(vec2f(y1[0], y1[1]));\n  Y[b / 2u] = pack2x16float(vec2f(y2[0], y2[1]));`
-    : 'Y[a] = y1[0];\n  Y[b] = y2[0];';
+    : `${Y}[a] = y1[0];\n  ${Y}[b] = y2[0];`;
+  const yBinding = out === 'in-place' ? '' : `@group(0) @binding(5) var<storage, read_write> Y: array<${f16Out ? 'u32' : 'f32'}>;`;
   return /* wgsl */ `
 struct P { n: u32, half: u32, heads: u32, max_pos: u32, sign: f32, nan_bits: u32, _b: u32, _c: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, ${out === 'in-place' ? 'read_write' : 'read'}> X: array<f32>;
 @group(0) @binding(2) var<storage, read> POS: array<i32>;
 @group(0) @binding(3) var<storage, read> COS: array<f32>;
 @group(0) @binding(4) var<storage, read> SIN: array<f32>;
-@group(0) @binding(5) var<storage, read_write> Y: array<${f16Out ? 'u32' : 'f32'}>;
+${yBinding}
 ${WGSL_FLAT_INDEX}
 const PER: u32 = ${per}u;
 // One thread per PER adjacent rotated pairs; n = tokens · heads · half / PER. sign = −1 applies the
@@ -177,13 +181,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
 }
 
-const ROPE_KERNEL = ropeKernel(false);
-
-const ROPE_INPLACE_KERNEL = ROPE_KERNEL.replace('@group(0) @binding(1) var<storage, read> X: array<f32>;', '@group(0) @binding(1) var<storage, read_write> X: array<f32>;')
-  .replace('@group(0) @binding(5) var<storage, read_write> Y: array<f32>;\n', '')
-  .replaceAll('Y[', 'X[');
-
-const ROPE_F16_KERNEL = ropeKernel(true);
+const ROPE_KERNEL = ropeKernel('f32');
+const ROPE_INPLACE_KERNEL = ropeKernel('in-place');
+const ROPE_F16_KERNEL = ropeKernel('f16');
 
 function launch(x: Tensor, heads: number, positions: Tensor, tables: RopeTables, out: Tensor | null, sign: 1 | -1): void {
   const half = tables.headDim / 2;
