@@ -5,6 +5,25 @@ import { engine, Tensor } from '../engine/tensor.js';
 
 export { Uniforms };
 
+/**
+ * The pipeline-cache key of a generated kernel: its family name and every field of the spec its
+ * generator reads, in a canonical order. Derived, never hand-written, so two specs that generate
+ * different WGSL can never share a pipeline.
+ */
+export function specKey(family: string, spec: object): string {
+  return `${family}:${canonicalJson(spec)}`;
+}
+
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const entries = Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined);
+    return `{${entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, x]) => `${JSON.stringify(k)}:${canonicalJson(x)}`).join(',')}}`;
+  }
+  if (typeof v === 'function' || typeof v === 'symbol' || typeof v === 'bigint') throw new TypeError(`specKey: a spec holds only plain data, got a ${typeof v}`);
+  return JSON.stringify(v);
+}
+
 /** Invocations per workgroup for 1-D elementwise kernels. */
 export const WG = 256;
 

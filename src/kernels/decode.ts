@@ -24,7 +24,7 @@
 //   left padding), L read from a GPU buffer (the cache length), so the step's uniforms and bind
 //   groups do not change from token to token. The rotation is the rope kernel's arithmetic.
 import { Tensor, engine } from '../engine/tensor.js';
-import { Uniforms, WGSL_HALF, assertDtype, dispatch, grid1d } from './common.js';
+import { Uniforms, WGSL_HALF, assertDtype, dispatch, grid1d, specKey } from './common.js';
 import { NF4_CODE, isDoubleQuant, type Nf4Weight } from './nf4.js';
 import type { RopeTables } from './rope.js';
 
@@ -101,10 +101,6 @@ interface GemvSpec {
    * per test file), the loops in ~2 s; unrolled small bodies run ~4× faster there. Same results.
    */
   unroll: boolean;
-}
-
-function specKey(s: GemvSpec): string {
-  return `decode.gemv${s.unroll ? '' : '.loops'}.${s.kind}.s${s.S}.m${s.MC}.${s.aligned ? 'v' : 'u'}.${s.norm}${s.rstdOut ? '.rstd' : ''}.l${s.lora.map(Number).join('')}.${s.epilogue}`;
 }
 
 const NF4_BITS = NF4_CODE.map((v) => new Uint32Array(new Float32Array([v]).buffer)[0]!);
@@ -372,7 +368,7 @@ export function decodeGemv(o: DecodeGemvOptions): void {
       .u32(offsets[0] ?? 0).u32(offsets[1] ?? 0).u32(offsets[2] ?? 0).u32(m0)
       .u32(lora?.r ?? 0).f32(lora?.scale ?? 0).u32(lora ? lora.u.shape[lora.u.shape.length - 1]! : 0).u32(lora?.uOffsets[0] ?? 0)
       .u32(lora?.uOffsets[1] ?? 0).u32(lora?.uOffsets[2] ?? 0).u32(MC).u32(chunks);
-    dispatch(specKey(spec), () => gemvKernel(spec), buffers, grid, u);
+    dispatch(specKey('decode.gemv', spec), () => gemvKernel(spec), buffers, grid, u);
   }
 }
 
