@@ -1,4 +1,4 @@
-// End-to-end benchmark with the exact shapes of the HF + PEFT peer the GPU sessions run beside it
+// End-to-end benchmark with the exact shapes of the HF + PEFT peer the GPU benchmark runs beside it
 // (bench/peer/peer_peft.py) so the two can be compared as a ratio on one card: a random-init Llama
 // at a preset's shapes with the peer's vocabulary of 32000 (not the bundled tokenizer's 600: the LM
 // head would be 50x cheaper), LoRA r=16 alpha 32 on all linear layers, AdamW, batch B × T random
@@ -21,7 +21,7 @@
 // during the timed steps, next to the memory model's estimate and, on NVIDIA, what nvidia-smi
 // reports in use on the card after the steps (the pool's cached buffers included; the pool is
 // emptied between modes). Results: a table and <out>/e2e-<tag or preset>-<time>.json (default out:
-// bench/results; bench/gpu-session.sh passes --tag and reads them into the GPU summary), written when
+// bench/results; bench/gpu.ts passes --tag and reads them into the GPU summary), written when
 // training is done (decode figures null) and again at the end, so a run stopped during decoding keeps
 // its training figures (`complete: false` until the end).
 //

@@ -1,5 +1,5 @@
 // The random-init checkpoint the end-to-end benchmark trains, made once and kept in a cache folder
-// so several runs at the same shapes (bench/gpu-session.sh runs four) load it instead of drawing it
+// so several runs at the same shapes (bench/gpu.ts runs four) load it instead of drawing it
 // again: drawing the 1.1B preset's 1.1 G normal values and writing them takes ~130 s of one CPU core
 // on a 2-core VM, far longer than loading them.
 //

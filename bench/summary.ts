@@ -1,5 +1,5 @@
-// The GPU session summary: one JSON per measured card (format in docs/gpu-summary.md),
-// assembled from what bench/gpu-session.sh leaves in its output folder:
+// The GPU benchmark summary: one JSON per measured card (format in docs/gpu-summary.md),
+// assembled from what bench/gpu.ts leaves in its work folder:
 //
 //   gpu.csv            nvidia-smi: name, driver_version, memory.total (one line, no header); without
 //                      it the card is the adapter name the kernel or e2e benchmark reported
@@ -11,7 +11,7 @@
 //   peer.json, peer-*.json  bench/peer/peer_peft.py (one file per run; their keys are merged)
 //   peer_kernels.json  bench/peer/peer_kernels.py
 //   decode*.json       decode figures (b1/b8 tokens/s, time to first token) from the decode benchmark
-//   steps*.json        bench/gpu-session.sh: each step's status, exit code and seconds (`session`)
+//   steps*.json        bench/gpu.ts: each step's status, exit code and seconds (`session`)
 //   tests-report*.json the GPU test tier's vitest JSON reports (`session.tests`: passed, failed, skipped, summed)
 //
 // Every key of the format is present; a figure that was not measured is null. Where the figures of
@@ -19,7 +19,7 @@
 // `attention.<shape>.fwd` / `.fwd_bwd`, median ms) and decode (decode*.json keys) are filled in as
 // soon as those benchmarks write them.
 //
-//   node dist/bench/summary.js --dir <session output> [--results bench/results/gpu]
+//   node dist/bench/summary.js --dir <work folder> [--results bench/results/gpu]
 // writes <dir>/summary.json and <results>/<card-slug>-<YYYYMMDD>.json.
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -64,7 +64,7 @@ export interface E2eMode {
   skipped_steps?: number;
 }
 
-/** bench/e2e.ts output; the GPU session runs one checkpointing mode per tag (the first is used). */
+/** bench/e2e.ts output; the GPU benchmark runs one checkpointing mode per tag (the first is used). */
 export interface E2eResult {
   tag?: string | null;
   preset?: string;
@@ -75,7 +75,7 @@ export interface E2eResult {
   decode?: Record<string, number | null>;
 }
 
-/** One step of a bench/gpu-session.sh call, as its steps-<mode>.json records it. */
+/** One step of a bench/gpu.ts run, as its steps-*.json records it. */
 export interface SessionStep {
   name: string;
   /**
@@ -103,7 +103,7 @@ export interface SessionInputs {
   gpuCsv?: string;
   /** The WebGPU adapter's name from the benchmarks' results (the card where nvidia-smi is absent). */
   adapter?: string;
-  /** bench/gpu-session.sh's step records, one per call (mode). */
+  /** bench/gpu.ts's step records, one per run. */
   sessions?: SessionRecord[];
   /** The GPU test tier's counts. */
   tests?: { passed: number; failed: number; skipped: number };
@@ -149,7 +149,7 @@ export interface GpuSummary {
   /** finllm / peer in the same call (null where either side is missing). */
   ratios: { train_bf16: Num; train_nf4: Num; gemm_f16: Num; gemm_f32: Num; nf4_fwd_vs_f16: Num; nf4_dx_vs_f16: Num };
   /**
-   * How the figures were obtained: each gpu-session call's steps (status, exit code, seconds), so a
+   * How the figures were obtained: each run's steps (status, exit code, seconds), so a
    * null figure reads as "timed out" or "failed" rather than "not measured", and the GPU test tier's
    * counts (null where it did not run).
    */
@@ -285,7 +285,7 @@ function readJson<T>(file: string): T | undefined {
   }
 }
 
-/** Reads a gpu-session output folder (file names in the header). */
+/** Reads a bench/gpu.ts work folder (file names in the header). */
 export function readSessionDir(dir: string): SessionInputs {
   const files = readdirSync(dir).sort();
   const text = (name: string) => (existsSync(join(dir, name)) ? readFileSync(join(dir, name), 'utf8').trim() : undefined);
@@ -371,7 +371,7 @@ export function main(argv: string[]): { file: string; summary: GpuSummary } {
     return i >= 0 ? argv[i + 1] : undefined;
   };
   const dir = arg('dir');
-  if (!dir || !existsSync(dir)) throw new Error('usage: summary --dir <gpu-session output folder> [--results bench/results/gpu] [--date ISO] [--print]');
+  if (!dir || !existsSync(dir)) throw new Error('usage: summary --dir <bench/gpu.ts work folder> [--results bench/results/gpu] [--date ISO] [--print]');
   const inputs = readSessionDir(dir);
   const date = arg('date');
   if (date) inputs.date = date;

@@ -91,7 +91,7 @@ for (const compute of ['f32', 'f16'] as Compute[]) {
 // The promoted choice: f32 operands in fp32; f16 operands in fp16-mixed (the tensor-core comparison).
 gemmCase({ name: 'gemm promoted', id: 'gemm_f32_4096', M: 4096, N: 4096, K: 4096, gpuOnly: true });
 gemmCase({ name: 'gemm promoted', id: 'gemm_f16_4096', M: 4096, N: 4096, K: 4096, aKind: 'f16', bKind: 'f16', precision: 'fp16-mixed', gpuOnly: true });
-// Their small counterparts (ids for a run on a software adapter: bench/gpu-session.sh --dry).
+// Their small counterparts (ids for a run on a software adapter: bench/gpu.ts --dry).
 gemmCase({ name: 'gemm promoted', id: 'gemm_f32_256', M: 256, N: 256, K: 256, gpuOnly: false });
 gemmCase({ name: 'gemm promoted', id: 'gemm_f16_256', M: 256, N: 256, K: 256, aKind: 'f16', bKind: 'f16', precision: 'fp16-mixed', gpuOnly: false });
 

@@ -1,4 +1,4 @@
-// bench/summary.ts on fake gpu-session outputs (no GPU, no engine): every key of the summary format
+// bench/summary.ts on fake GPU benchmark outputs (no GPU, no engine): every key of the summary format
 // is present, figures come from the right files and case ids, unmeasured ones are null, and the
 // CLI writes <dir>/summary.json plus bench/results/gpu/<card>-<date>.json.
 import { describe, expect, it } from 'vitest';
@@ -13,7 +13,7 @@ import '../../bench/kernels/index.js';
 const CLI = join(process.cwd(), 'dist/bench/summary.js');
 
 function fakeSession(opts: { peer: boolean; decode: boolean }): string {
-  const dir = mkdtempSync(join(tmpdir(), 'finllm-gpu-session-'));
+  const dir = mkdtempSync(join(tmpdir(), 'finllm-gpu-run-'));
   const w = (name: string, v: unknown) => writeFileSync(join(dir, name), typeof v === 'string' ? v : JSON.stringify(v));
   w('gpu.csv', 'NVIDIA H100 80GB HBM3, 580.159.04, 81559 MiB\n');
   w('commit.txt', 'abc1234\n');
@@ -60,7 +60,7 @@ function expectAllKeys(s: GpuSummary): void {
   for (const k of DECODE_KEYS) expect(s.finllm.decode, `decode.${k}`).toHaveProperty(k);
 }
 
-describe('gpu-session summary', () => {
+describe('GPU benchmark summary', () => {
   it('maps every figure from its file and case id; unmeasured figures are null', () => {
     const s = buildSummary(readSessionDir(fakeSession({ peer: true, decode: true })));
     expectAllKeys(s);
@@ -106,7 +106,7 @@ describe('gpu-session summary', () => {
   });
 
   it('a partial session: the card from the adapter without nvidia-smi, peer runs merged from their files, each step recorded', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'finllm-gpu-session-'));
+    const dir = mkdtempSync(join(tmpdir(), 'finllm-gpu-run-'));
     const w = (name: string, v: unknown) => writeFileSync(join(dir, name), JSON.stringify(v));
     w('kernels-summary.json', { adapter: 'NVIDIA H200', complete: false, results: [{ id: 'gemm_f16_4096', medianMs: 1, gflops: 300000 }] });
     w('kernels-all.json', { adapter: 'NVIDIA H200', results: [{ id: 'gemm_f16_4096', medianMs: 2, gflops: 150000 }] });

@@ -5,9 +5,9 @@
 // Tolerances: the fixtures are f32 HF results; our kernels compute the same f32 math in another
 // summation order (tiled matmul, online softmax), so each dot product differs by a few ulp
 // (~1e-7 relative); over two layers and a 600-800 way log-softmax that stays far below 1e-5 in the
-// loss and logits (measured ~1e-6). The brief's bounds are 1e-4 (loss, logits, gradients relative
-// to the largest gradient of the tensor) and 1e-3 for NF4 (our codes equal the fixture's codes,
-// so the only difference is again rounding; 1e-3 is the brief's contract).
+// loss and logits (measured ~1e-6). The bounds are 1e-4 (loss, logits, gradients relative to the largest
+// gradient of the tensor) and 1e-3 for NF4 (our codes equal the fixture's codes, so the only
+// difference is again rounding; 1e-3 is the project's contract with its users).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backward, noGrad, zeroGrad } from '../../src/engine/autograd.js';
 import { computePrecision, setComputePrecision } from '../../src/engine/precision.js';
