@@ -49,18 +49,17 @@ describe('bench/gpu.ts plan', () => {
 });
 
 describe('bench/gpu.ts runner', () => {
-  it('records each step (ok, failed, timeout, out of time, skipped), keeps a best-effort timeout from failing, rewrites the summary and archive', async () => {
+  it('records each step (ok, failed, timeout, skipped), keeps a best-effort timeout from failing, rewrites the summary and archive', async () => {
     const root = mkdtempSync(join(tmpdir(), 'finllm-gpu-run-'));
-    const o: Options = { ...base, dry: true, work: join(root, 'work'), out: join(root, 'out'), budget: 9, list: false, quiet: true };
+    const o: Options = { ...base, dry: true, work: join(root, 'work'), out: join(root, 'out'), budget: 120, list: false, quiet: true };
     const node = (js: string): string[] => [process.execPath, '-e', js];
     const steps: Step[] = [
       { name: 'writes', group: 'measure', cap: 5, command: node(`require('fs').writeFileSync(${JSON.stringify(join(o.work, 'e2e-bf16-x.json'))}, JSON.stringify({ tag: 'bf16', modes: [{ train_tok_s: 123, peak_mem_gb: 1 }] }))`) },
       { name: 'fails', group: 'measure', cap: 5, command: node('process.exit(3)') },
       { name: 'peer', group: 'measure', cap: 5, command: ['false'], skip: 'dry run: the peers need CUDA torch' },
       { name: 'slow', group: 'tests', cap: 1, bestEffort: true, command: node('setTimeout(() => {}, 60000)') },
-      { name: 'late', group: 'tests', cap: 5, command: node('') },
     ];
-    // Tiny limits: a step needs 1 s; 1 s kept back; the budget of 9 s runs out before `late`.
+    // Tiny limits: a step needs 1 s, 1 s kept back; the budget leaves every step its cap.
     const rc = await runSteps(o, steps, { minStepS: 1, reserveS: 1, graceS: 1 });
     expect(rc, 'a failed step fails the run').toBe(1);
     const rec = JSON.parse(readFileSync(join(o.out, 'steps.json'), 'utf8')) as { steps: { name: string; status: string; rc: number | null; reason?: string }[] };
@@ -69,10 +68,9 @@ describe('bench/gpu.ts runner', () => {
     expect(by.fails).toMatchObject({ status: 'failed', rc: 3 });
     expect(by.peer).toMatchObject({ status: 'skipped', reason: 'dry run: the peers need CUDA torch' });
     expect(by.slow!.status).toBe('timeout');
-    expect(by.late!.status, JSON.stringify(by.late)).toMatch(/^(ok|skipped)$/);
     const summary = JSON.parse(readFileSync(join(o.out, 'summary.json'), 'utf8')) as GpuSummary;
     expect(summary.finllm.train.bf16.tok_s).toBe(123);
-    expect(summary.session.steps.map((s) => s.name)).toEqual(['writes', 'fails', 'peer', 'slow', 'late']);
+    expect(summary.session.steps.map((s) => s.name)).toEqual(['writes', 'fails', 'peer', 'slow']);
     expect(readdirSync(o.out).sort()).toEqual(['gpu.log', 'raw.tgz', 'steps.json', 'summary.json']);
     rmSync(root, { recursive: true, force: true });
   }, 60_000);
