@@ -151,7 +151,7 @@ export interface GgufTokenizer {
  * reproduce are accepted: SentencePiece-style with byte fallback, or byte-level with a split
  * pattern it knows; anything else is an InputError saying so.
  */
-export async function ggufTokenizerMetadata(dir: string, vocabSize: number): Promise<GgufTokenizer> {
+export async function ggufTokenizerMetadata(dir: string, vocabSize: number, opts: { chatTemplateFile?: string } = {}): Promise<GgufTokenizer> {
   const file = join(dir, 'tokenizer.json');
   const tokRaw = await readJsonFile(file);
   if (!isObj(tokRaw) || !isObj(tokRaw['model'])) throw new InputError('expected a tokenizer object with a "model" section', { file, key: 'model' });
@@ -160,7 +160,7 @@ export async function ggufTokenizerMetadata(dir: string, vocabSize: number): Pro
   if (model['type'] !== 'BPE') throw new InputError(`only BPE tokenizers can be exported to GGUF, got ${JSON.stringify(model['type'])}`, { file, key: 'model.type' });
   const vocab = model['vocab'];
   if (!isObj(vocab)) throw new InputError('expected the BPE vocabulary as an object', { file, key: 'model.vocab' });
-  const hf = await LlamaTokenizer.load(dir);
+  const hf = await LlamaTokenizer.load(dir, opts);
   const config = ((await readJsonFile(join(dir, 'tokenizer_config.json'))) ?? {}) as Json;
 
   const tokens: string[] = new Array<string>(vocabSize);
@@ -254,6 +254,8 @@ export interface GgufExportOptions {
   /** PEFT adapter folder merged into the base weights on the way. */
   adapter?: string;
   type?: GgufExportType;
+  /** A Jinja chat template file embedded instead of the model folder's. */
+  chatTemplateFile?: string;
   /** general.name (default: the model folder's name). */
   name?: string;
 }
@@ -269,7 +271,7 @@ function tensorType(type: GgufExportType, shape: readonly number[]): GgmlTypeNam
 export async function exportGguf(modelDir: string, outFile: string, opts: GgufExportOptions = {}): Promise<{ tensors: number; fallbackF16: string[] }> {
   const type = opts.type ?? 'f16';
   const config = await loadLlamaConfig(modelDir);
-  const tokenizer = await ggufTokenizerMetadata(modelDir, config.vocabSize);
+  const tokenizer = await ggufTokenizerMetadata(modelDir, config.vocabSize, opts.chatTemplateFile ? { chatTemplateFile: opts.chatTemplateFile } : {});
   const adapter = opts.adapter ? await readAdapter(opts.adapter) : null;
   if (adapter) validateAdapterAgainstModel(adapter.config, config, adapter.weights, opts.adapter);
   const ckpt = await Checkpoint.open(modelDir);
