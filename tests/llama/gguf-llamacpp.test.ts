@@ -55,9 +55,23 @@ const HELD_OUT = [
 ];
 const PROMPTS = ['Shares of the company', 'The central bank said', 'Quarterly revenue was'];
 
-type NodeLlamaCpp = typeof import('node-llama-cpp');
-type Llama = Awaited<ReturnType<NodeLlamaCpp['getLlama']>>;
-type LlamaCppModel = Awaited<ReturnType<Llama['loadModel']>>;
+// The part of node-llama-cpp's API used here (it is not a dependency of the main package).
+interface EvalOutput { next: { probabilities?: Map<number, number> } }
+type EvalItem = number | [number, { generateNext: { probabilities: boolean; options: Record<string, number> } }];
+interface LlamaCppSequence {
+  controlledEvaluate(items: EvalItem[]): Promise<(EvalOutput | undefined)[]>;
+  evaluate(tokens: number[], o: { temperature: number }): AsyncIterable<number>;
+}
+interface LlamaCppContext { getSequence(): LlamaCppSequence; dispose(): Promise<void> }
+interface LlamaCppModel {
+  tokenize(text: string): readonly number[];
+  tokens: { bos: number | null; eos: number | null };
+  shouldPrependBosToken: boolean;
+  createContext(o: Record<string, number>): Promise<LlamaCppContext>;
+  dispose(): Promise<void>;
+}
+interface Llama { loadModel(o: { modelPath: string }): Promise<LlamaCppModel>; dispose(): Promise<void> }
+interface NodeLlamaCpp { getLlama(o: Record<string, unknown>): Promise<Llama> }
 
 function logSoftmaxAt(logits: Float32Array, row: number, V: number, id: number): number {
   let mx = -Infinity;
@@ -108,7 +122,7 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
   let llama: Llama;
   beforeAll(async () => {
     const { getLlama } = (await import(NODE_LLAMA_CPP)) as NodeLlamaCpp;
-    llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' as never });
+    llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' });
   });
   afterAll(async () => {
     await llama?.dispose();
