@@ -65,8 +65,7 @@ interface LlamaCppSequence {
 interface LlamaCppContext { getSequence(): LlamaCppSequence; dispose(): Promise<void> }
 interface LlamaCppModel {
   tokenize(text: string): readonly number[];
-  tokens: { bos: number | null; eos: number | null };
-  shouldPrependBosToken: boolean;
+  tokens: { bos: number | null; eos: number | null; shouldPrependBosToken: boolean };
   createContext(o: Record<string, number>): Promise<LlamaCppContext>;
   dispose(): Promise<void>;
 }
@@ -157,7 +156,7 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
           expect(model.tokens.bos).toBe(tok.bosId);
           expect(model.tokens.eos).toBe(tok.eosId);
           const withSpecials = tok.encode('x');
-          expect(model.shouldPrependBosToken).toBe(withSpecials[0] === tok.bosId);
+          expect(model.tokens.shouldPrependBosToken).toBe(withSpecials[0] === tok.bosId);
         } finally {
           await model.dispose();
         }
