@@ -13,7 +13,9 @@
 //                           [--quantize nf4] [--lora] [--batch 1,8] [--prompt 64] [--new-tokens 32]
 //   --peer llama.cpp     also decodes the same model (exported to GGUF f32), prompt and token count
 //                        in llama.cpp (node-llama-cpp: CPU build, and Vulkan when it finds a device),
-//                        prints its tok/s and the ratio finllm / llama.cpp at batch 1
+//                        prints its tok/s and the ratio finllm / llama.cpp at batch 1;
+//                        --peer-threads N: llama.cpp's CPU threads (default 1, like LP_NUM_THREADS=1
+//                        for lavapipe; use the core count on an idle machine)
 //   --json FILE          results as JSON (default bench/results/decode-<time>.json)
 //   --cpu-profile FILE   writes a V8 CPU profile of the measured steps only (the main thread:
 //                        recording, submits, Dawn's polling while it waits, sampling on the CPU)
@@ -250,10 +252,10 @@ async function main(): Promise<void> {
     // Batch 1, the same prompt ids measureDecode used for row 0, the same number of new tokens.
     const prompt = decodePrompts(new Rng(1), c.vocabSize, 1, promptTokens)[0]!;
     const ours = measured.find((m) => m.batch === 1)?.tokS ?? null;
-    peers = (await llamaCppDecode(gguf, prompt, newTokens)).map((p) => ({ ...p, ratio: ours === null ? null : ours / p.tokS }));
+    peers = (await llamaCppDecode(gguf, prompt, newTokens, Number(arg('peer-threads', '1')))).map((p) => ({ ...p, ratio: ours === null ? null : ours / p.tokS }));
     rmSync(join(gguf, '..'), { recursive: true, force: true });
     for (const p of peers) {
-      console.log(`llama.cpp ${p.build} (${p.device}), GGUF f32, batch 1: ${p.tokS.toFixed(1)} tok/s, ${p.msPerStep.toFixed(2)} ms/step` +
+      console.log(`llama.cpp ${p.build} (${p.device}, ${p.threads} thread${p.threads === 1 ? '' : 's'}), GGUF f32, batch 1: ${p.tokS.toFixed(1)} tok/s, ${p.msPerStep.toFixed(2)} ms/step` +
         (p.ratio === null ? '' : `; finllm / llama.cpp = ${p.ratio.toFixed(3)} (finllm ${ours!.toFixed(1)} tok/s)`));
     }
   }

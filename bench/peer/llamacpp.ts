@@ -21,12 +21,13 @@ export interface PeerDecode {
   tokS: number;
   msPerStep: number;
   steps: number;
+  threads: number;
 }
 
-async function decodeOnce(llama: Llama, gguf: string, prompt: number[], newTokens: number, gpu: boolean): Promise<{ tokS: number; msPerStep: number; steps: number }> {
+async function decodeOnce(llama: Llama, gguf: string, prompt: number[], newTokens: number, gpu: boolean, threads: number): Promise<{ tokS: number; msPerStep: number; steps: number }> {
   const model = await llama.loadModel({ modelPath: gguf, ...(gpu ? { gpuLayers: 'max' as const } : {}) });
   try {
-    const ctx = await model.createContext({ contextSize: prompt.length + newTokens + 8, batchSize: Math.max(prompt.length, 8), sequences: 1 });
+    const ctx = await model.createContext({ contextSize: prompt.length + newTokens + 8, batchSize: Math.max(prompt.length, 8), sequences: 1, threads });
     try {
       const times: number[] = [];
       let n = 0;
@@ -46,8 +47,12 @@ async function decodeOnce(llama: Llama, gguf: string, prompt: number[], newToken
   }
 }
 
-/** Decodes in llama.cpp's CPU build and, when it finds a Vulkan device, its Vulkan build. */
-export async function llamaCppDecode(gguf: string, prompt: number[], newTokens: number): Promise<PeerDecode[]> {
+/**
+ * Decodes in llama.cpp's CPU build and, when it finds a Vulkan device, its Vulkan build. `threads`:
+ * llama.cpp's CPU threads (its workers spin at barriers, so on a machine busy with other work more
+ * threads than free cores make every step wait for descheduled spinners).
+ */
+export async function llamaCppDecode(gguf: string, prompt: number[], newTokens: number, threads: number): Promise<PeerDecode[]> {
   if (!existsSync(NODE_LLAMA_CPP)) throw new Error(`node-llama-cpp is not installed (${NODE_LLAMA_CPP}); run: npm ci --omit=optional --prefix tests/llamacpp`);
   const { getLlama } = (await import(NODE_LLAMA_CPP)) as NodeLlamaCpp;
   const out: PeerDecode[] = [];
@@ -66,9 +71,9 @@ export async function llamaCppDecode(gguf: string, prompt: number[], newTokens: 
         console.log('llama.cpp vulkan: no Vulkan device found');
         continue;
       }
-      await decodeOnce(llama, gguf, prompt.slice(0, 8), 5, build === 'vulkan'); // warm-up
-      const r = await decodeOnce(llama, gguf, prompt, newTokens, build === 'vulkan');
-      out.push({ build, device: build === 'cpu' ? 'CPU' : names.join(', '), ...r });
+      await decodeOnce(llama, gguf, prompt.slice(0, 8), 5, build === 'vulkan', threads); // warm-up
+      const r = await decodeOnce(llama, gguf, prompt, newTokens, build === 'vulkan', threads);
+      out.push({ build, device: build === 'cpu' ? 'CPU' : names.join(', '), threads, ...r });
     } finally {
       await llama.dispose();
     }
