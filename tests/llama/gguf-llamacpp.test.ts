@@ -4,11 +4,16 @@
 // files against the f16 file. llama.cpp is installed by .ci/setup into tests/llamacpp (its own
 // lockfile, outside the main dependencies); without it these tests are skipped.
 //
-// Tolerances, measured on a 2-core x86 VM (numbers printed by the tests):
+// Tolerances, measured on a 2-core x86 VM, llama.cpp CPU build, 1 thread (the tests print them):
 // - log-probabilities, f32 and f16 files: |Δ log p| ≤ 3e-3 per token. llama.cpp keeps the KV cache
 //   in f16 by default (K and V rounded to 2^-11 relative) and sums in another order; measured max
-//   8.5e-4 on the f32 files.
-// - perplexity vs the f16 file in llama.cpp: q8_0 within 1%, q4_0 within 10% (see QUANT_MARGIN).
+//   2.0e-4 / 2.8e-4 (fin-base f32 / f16), 7.8e-4 / 7.3e-4 (gqa-f32), 1.2e-3 / 1.6e-3 (mqa).
+// - perplexity vs the f16 file in llama.cpp, relative: q8_0 measured +0.048% (fin-base), +0.017%
+//   (gqa-f32, most of whose rows of 48 stay f16), -0.106% (mqa); q4_0 +0.145%, -0.137%, +2.089%.
+//   The margins are about twice the largest: q8_0 0.25%, q4_0 4%. Quantization and llama.cpp's CPU
+//   path are deterministic, so these move only when the export or the models change.
+// llama.cpp runs with 1 thread: its CPU workers spin at barriers, and on a machine busy with other
+// work more threads than free cores make each step wait for descheduled spinners (minutes per test).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -31,7 +36,7 @@ const MODELS = {
 } as const;
 
 /** Relative perplexity margin of each quantization against the f16 file (measured; see header). */
-const QUANT_MARGIN: Partial<Record<GgufExportType, number>> = { q8_0: 0.01, q4_0: 0.1 };
+const QUANT_MARGIN: Partial<Record<GgufExportType, number>> = { q8_0: 0.0025, q4_0: 0.04 };
 const LOGP_TOL = 3e-3;
 
 /** ≥ 200 texts: financial phrases with digits, currency signs, unicode, and leading/trailing spaces. */
