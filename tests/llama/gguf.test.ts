@@ -5,6 +5,7 @@
 import { cp, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { evalAction } from '../../src/cli/eval.js';
 import { exportAction } from '../../src/cli/export.js';
 import { InputError } from '../../src/errors.js';
 import { GgufFile } from '../../src/io/gguf.js';
@@ -14,8 +15,10 @@ import { exportGguf, ggufToHfFolder, llama3RopeFactors, permuteRopeRows } from '
 import { exportMerged } from '../../src/llama/merge.js';
 import { buildModelfile, PROBE_CHAT } from '../../src/llama/ollama.js';
 import { LlamaTokenizer, type ChatMessage } from '../../src/llama/tokenizer.js';
-import { adapterDir, modelDir, MODEL_NAMES, useTempDir } from './helpers.js';
+import { useEngine } from '../helpers/index.js';
+import { adapterDir, golden, modelDir, MODEL_NAMES, useTempDir } from './helpers.js';
 
+useEngine();
 const tempDir = useTempDir();
 const FIN_BASE = join(import.meta.dirname, '..', '..', 'models', 'fin-base');
 
@@ -122,6 +125,28 @@ describe('GGUF export → import', () => {
     await expect(exportAction({ model: modelDir('gqa-f32'), gguf: out, ggufType: 'q3_k' })).rejects.toThrow(/gguf-type.*expected f32, f16, bf16, q8_0, q4_0/);
     await expect(exportAction({ model: modelDir('gqa-f32'), gguf: join(dir, 'x.bin') })).rejects.toThrow(/ending in \.gguf/);
     await expect(readFile(out)).rejects.toThrow(/ENOENT/);
+  });
+});
+
+describe('finllm eval --model FILE.gguf', () => {
+  it('an f32 GGUF of base + adapter gives the golden merged losses of transformers (gqa-f32, within 1e-4); a q4_0 one a measurably different loss', async () => {
+    const dir = await tempDir();
+    const g = golden.models['gqa-f32'];
+    const data = join(dir, 'd.jsonl');
+    await writeFile(data, golden.texts.slice(0, 5).map((text) => JSON.stringify({ text })).join('\n') + '\n');
+    const run = async (type: 'f32' | 'q4_0') => {
+      const file = join(dir, `m-${type}.gguf`);
+      await exportAction({ model: modelDir('gqa-f32'), adapter: adapterDir('gqa-f32'), gguf: file, ggufType: type }, () => undefined);
+      let printed = '';
+      await evalAction({ model: file, data, json: true, metrics: 'perplexity' }, (s) => (printed += s));
+      return JSON.parse(printed) as { loss: number; per_example: { loss: number }[] };
+    };
+    const f32 = await run('f32');
+    f32.per_example.forEach((e, i) => expect(Math.abs(e.loss - g.merged_loss[i]!), `text ${i}`).toBeLessThan(1e-4));
+    const q4 = await run('q4_0');
+    expect(Math.abs(q4.loss - f32.loss)).toBeGreaterThan(1e-6); // quantized ffn_down is really read back
+    expect(Math.abs(q4.loss - f32.loss) / f32.loss).toBeLessThan(0.05);
+    await expect(evalAction({ model: join(dir, 'missing.gguf'), data })).rejects.toThrow(/missing\.gguf.*GGUF file not found/);
   });
 });
 
