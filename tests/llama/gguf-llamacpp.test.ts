@@ -1,7 +1,7 @@
 // Our GGUF files in real llama.cpp (node-llama-cpp 3.21.1, its prebuilt CPU build), for the bundled
 // model and both reference fixtures: tokenization, per-token log-probabilities and greedy decoding
-// of f32 and f16 files against finllm reading the same file, and the perplexity of q8_0 / q4_0
-// files against the f16 file. llama.cpp is installed by .ci/setup into tests/llamacpp (its own
+// of f32 and f16 files against finllm reading the same file, and the perplexity of bf16, q8_0 and
+// q4_0 files against the f16 file. llama.cpp is installed by .ci/setup into tests/llamacpp (its own
 // lockfile, outside the main dependencies); without it these tests are skipped.
 //
 // Tolerances, measured on a 2-core x86 VM, llama.cpp CPU build, 1 thread (the tests print them):
@@ -10,7 +10,8 @@
 //   2.0e-4 / 2.8e-4 (fin-base f32 / f16), 7.8e-4 / 7.3e-4 (gqa-f32), 1.2e-3 / 1.6e-3 (mqa).
 // - perplexity vs the f16 file in llama.cpp, relative: q8_0 measured +0.048% (fin-base), +0.017%
 //   (gqa-f32, most of whose rows of 48 stay f16), -0.106% (mqa); q4_0 +0.145%, -0.137%, +2.089%.
-//   The margins are about twice the largest: q8_0 0.25%, q4_0 4%. Quantization and llama.cpp's CPU
+//   bf16 +0.005%, -0.010%, -0.037%. The margins are about twice the largest: bf16 0.1%, q8_0 0.25%,
+//   q4_0 4%. Quantization and llama.cpp's CPU
 //   path are deterministic, so these move only when the export or the models change.
 // llama.cpp runs with 1 thread: its CPU workers spin at barriers, and on a machine busy with other
 // work more threads than free cores make each step wait for descheduled spinners (minutes per test).
@@ -36,7 +37,7 @@ const MODELS = {
 } as const;
 
 /** Relative perplexity margin of each quantization against the f16 file (measured; see header). */
-const QUANT_MARGIN: Partial<Record<GgufExportType, number>> = { q8_0: 0.0025, q4_0: 0.04 };
+const QUANT_MARGIN: Partial<Record<GgufExportType, number>> = { bf16: 0.001, q8_0: 0.0025, q4_0: 0.04 };
 const LOGP_TOL = 3e-3;
 
 /** ≥ 200 texts: financial phrases with digits, currency signs, unicode, and leading/trailing spaces. */
@@ -138,7 +139,7 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
       let tok: LlamaTokenizer;
       beforeAll(async () => {
         const out = await tempDir();
-        for (const type of ['f32', 'f16', 'q8_0', 'q4_0'] as const) {
+        for (const type of ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const) {
           files[type] = join(out, `${name}-${type}.gguf`);
           await exportGguf(dir, files[type], { type });
         }
@@ -193,9 +194,9 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
         });
       }
 
-      it('q8_0 / q4_0: llama.cpp perplexity on held-out text within the measured margin of the f16 file', async () => {
+      it('bf16 / q8_0 / q4_0: llama.cpp perplexity on held-out text within the measured margin of the f16 file', async () => {
         const ppl: Partial<Record<GgufExportType, number>> = {};
-        for (const type of ['f16', 'q8_0', 'q4_0'] as const) {
+        for (const type of ['f16', 'bf16', 'q8_0', 'q4_0'] as const) {
           const model = await llama.loadModel({ modelPath: files[type] });
           try {
             let nll = 0;
@@ -211,8 +212,8 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
           }
         }
         const rel = (t: GgufExportType) => ppl[t]! / ppl.f16! - 1;
-        console.log(`${name}: perplexity f16 ${ppl.f16!.toFixed(3)}, q8_0 ${ppl.q8_0!.toFixed(3)} (${(100 * rel('q8_0')).toFixed(3)}%), q4_0 ${ppl.q4_0!.toFixed(3)} (${(100 * rel('q4_0')).toFixed(3)}%)`);
-        for (const t of ['q8_0', 'q4_0'] as const) expect(Math.abs(rel(t))).toBeLessThanOrEqual(QUANT_MARGIN[t]!);
+        console.log(`${name}: perplexity f16 ${ppl.f16!.toFixed(3)}, q8_0 ${ppl.q8_0!.toFixed(3)} (${(100 * rel('q8_0')).toFixed(3)}%), q4_0 ${ppl.q4_0!.toFixed(3)} (${(100 * rel('q4_0')).toFixed(3)}%), bf16 ${ppl.bf16!.toFixed(3)} (${(100 * rel('bf16')).toFixed(3)}%)`);
+        for (const t of ['bf16', 'q8_0', 'q4_0'] as const) expect(Math.abs(rel(t))).toBeLessThanOrEqual(QUANT_MARGIN[t]!);
       });
     });
   }
