@@ -11,8 +11,8 @@
 // - perplexity vs the f16 file in llama.cpp, relative: q8_0 measured +0.048% (fin-base), +0.017%
 //   (gqa-f32, most of whose rows of 48 stay f16), -0.106% (mqa); q4_0 +0.145%, -0.137%, +2.089%.
 //   bf16 +0.005%, -0.010%, -0.037%. The margins are about twice the largest: bf16 0.1%, q8_0 0.25%,
-//   q4_0 4%. Quantization and llama.cpp's CPU
-//   path are deterministic, so these move only when the export or the models change.
+//   q4_0 4%. Quantization and llama.cpp's CPU path are deterministic, so these move only when the
+//   export or the models change.
 // llama.cpp runs with 1 thread: its CPU workers spin at barriers, and on a machine busy with other
 // work more threads than free cores make each step wait for descheduled spinners (minutes per test).
 import { existsSync } from 'node:fs';
