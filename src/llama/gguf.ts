@@ -172,7 +172,8 @@ export async function ggufTokenizerMetadata(dir: string, vocabSize: number, opts
     tokens[id] = a['content'] as string;
     added.set(id, { content: a['content'] as string, special: a['special'] === true });
   }
-  const highest = Math.max(...Object.values(vocab).filter((v): v is number => typeof v === 'number'));
+  let highest = -1; // a loop, not Math.max(...): vocabularies of 128k entries overflow the argument list
+  for (const v of Object.values(vocab)) if (typeof v === 'number' && v > highest) highest = v;
   if (highest >= vocabSize) throw new InputError(`the tokenizer has token id ${highest}, beyond the model's vocab_size ${vocabSize}`, { file, key: 'model.vocab' });
 
   const merges = (Array.isArray(model['merges']) ? model['merges'] : []).map((m) => (Array.isArray(m) ? m.join(' ') : String(m)));
