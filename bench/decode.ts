@@ -11,12 +11,18 @@
 //
 //   npm run bench:decode -- [--model DIR | --preset tiny|160m|1.1b] [--storage f32|bf16|f16]
 //                           [--quantize nf4] [--lora] [--batch 1,8] [--prompt 64] [--new-tokens 32]
+//   --peer llama.cpp     also decodes the same model (exported to GGUF f32), prompt and token count
+//                        in llama.cpp (node-llama-cpp: CPU build, and Vulkan when it finds a device),
+//                        prints its tok/s and the ratio finllm / llama.cpp at batch 1;
+//                        --peer-threads N: llama.cpp's CPU threads (default 1, like LP_NUM_THREADS=1
+//                        for lavapipe; use the core count on an idle machine)
+//   --json FILE          results as JSON (default bench/results/decode-<time>.json)
 //   --cpu-profile FILE   writes a V8 CPU profile of the measured steps only (the main thread:
 //                        recording, submits, Dawn's polling while it waits, sampling on the CPU)
 //
 // Time to first token (`ttft`) is the wall time of the prefill plus the first sampled token for
 // one prompt of --ttft-prompt tokens (default 512; 0 skips it).
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +32,8 @@ import type { DeviceStats } from '../src/engine/device.js';
 import { initModel } from '../src/llama/init.js';
 import { LlamaModel } from '../src/llama/model.js';
 import { generate, generateBatch } from '../src/llama/generate.js';
+import { exportGguf } from '../src/llama/gguf.js';
+import { llamaCppDecode, type PeerDecode } from './peer/llamacpp.js';
 
 export interface DecodeMeasurement {
   batch: number;
@@ -39,6 +47,11 @@ export interface DecodeMeasurement {
   perStep: Record<keyof DeviceStats, number>;
   /** With cpuProfile: the main thread's time per step. */
   mainThread: MainThreadTime | null;
+}
+
+/** The random prompts the benchmark decodes (the peer gets the same ids). */
+export function decodePrompts(rng: Rng, vocabSize: number, batch: number, promptTokens: number): number[][] {
+  return Array.from({ length: batch }, () => Array.from({ length: promptTokens }, () => rng.int(vocabSize)));
 }
 
 function statsDiff(a: DeviceStats, b: DeviceStats, steps: number): Record<keyof DeviceStats, number> {
@@ -58,7 +71,7 @@ export async function measureDecode(
   const dev = engine().dev;
   const rng = new Rng(opts.seed ?? 1);
   const V = model.config.vocabSize;
-  const prompts = Array.from({ length: opts.batch }, () => Array.from({ length: opts.promptTokens }, () => rng.int(V)));
+  const prompts = decodePrompts(rng, V, opts.batch, opts.promptTokens);
   const sampling = { maxNewTokens: opts.newTokens, eosTokenIds: [] as number[] };
   if (opts.newTokens < 5) throw new RangeError('measureDecode: at least 5 new tokens (the window is tokens 1 .. n−2)');
   // The window: from row 0's 2nd token to its (n−1)th, n − 3 steps. Between two token callbacks the
@@ -203,6 +216,13 @@ async function main(): Promise<void> {
     dir = join(tmp, 'model');
     await initModel(dir, { preset, tokenizerDir: join(process.cwd(), 'models/tiny-fin'), seed: 0 });
   }
+  const peer = arg('peer', '');
+  if (peer && peer !== 'llama.cpp') throw new Error(`--peer: expected llama.cpp, got ${JSON.stringify(peer)}`);
+  let gguf: string | null = null;
+  if (peer) {
+    gguf = join(mkdtempSync(join(tmpdir(), 'finllm-decode-gguf-')), 'model.gguf');
+    await exportGguf(dir, gguf, { type: 'f32' });
+  }
   const model = await LlamaModel.load(dir, { storage, ...(quantize === 'nf4' ? { quantize: 'nf4' as const } : {}) });
   if (tmp) rmSync(tmp, { recursive: true, force: true });
   if (process.argv.includes('--lora')) model.initLora({ r: 16, loraAlpha: 32, loraDropout: 0 }, 0);
@@ -212,16 +232,41 @@ async function main(): Promise<void> {
     `model: ${modelArg || `preset ${preset} (random init)`}: D ${c.hiddenSize}, ${c.numHiddenLayers} layers, vocab ${c.vocabSize}; ` +
       `storage ${storage}, quantize ${quantize}${model.lora ? ', LoRA r16 all linear' : ''}; prompt ${promptTokens}, ${newTokens} new tokens`,
   );
+  const measured: DecodeMeasurement[] = [];
   for (const b of batches) {
     await measureDecode(model, { batch: b, promptTokens: 8, newTokens: 5 }); // warm-up: pipelines compile
     const prof = cpuProfile ? cpuProfile.replace(/(\.cpuprofile)?$/, `-b${b}.cpuprofile`) : undefined;
-    console.log(formatDecode(await measureDecode(model, { batch: b, promptTokens, newTokens, ...(prof ? { cpuProfile: prof } : {}) })));
+    const m = await measureDecode(model, { batch: b, promptTokens, newTokens, ...(prof ? { cpuProfile: prof } : {}) });
+    measured.push(m);
+    console.log(formatDecode(m));
   }
+  let ttftMs: number | null = null;
   if (ttftPrompt > 0) {
     await measureTtft(model, ttftPrompt);
-    console.log(`time to first token, ${ttftPrompt}-token prompt: ${(await measureTtft(model, ttftPrompt)).toFixed(1)} ms`);
+    ttftMs = await measureTtft(model, ttftPrompt);
+    console.log(`time to first token, ${ttftPrompt}-token prompt: ${ttftMs.toFixed(1)} ms`);
   }
   model.dispose();
+  let peers: (PeerDecode & { ratio: number | null })[] = [];
+  if (gguf) {
+    // Batch 1, the same prompt ids measureDecode used for row 0, the same number of new tokens.
+    const prompt = decodePrompts(new Rng(1), c.vocabSize, 1, promptTokens)[0]!;
+    const ours = measured.find((m) => m.batch === 1)?.tokS ?? null;
+    peers = (await llamaCppDecode(gguf, prompt, newTokens, Number(arg('peer-threads', '1')))).map((p) => ({ ...p, ratio: ours === null ? null : ours / p.tokS }));
+    rmSync(join(gguf, '..'), { recursive: true, force: true });
+    for (const p of peers) {
+      console.log(`llama.cpp ${p.build} (${p.device}, ${p.threads} thread${p.threads === 1 ? '' : 's'}), GGUF f32, batch 1: ${p.tokS.toFixed(1)} tok/s, ${p.msPerStep.toFixed(2)} ms/step` +
+        (p.ratio === null ? '' : `; finllm / llama.cpp = ${p.ratio.toFixed(3)} (finllm ${ours!.toFixed(1)} tok/s)`));
+    }
+  }
+  const file = arg('json', join(process.cwd(), 'bench', 'results', `decode-${new Date().toISOString().replace(/[:.]/g, '-')}.json`));
+  mkdirSync(join(file, '..'), { recursive: true });
+  writeFileSync(`${file}.tmp`, JSON.stringify({
+    adapter: e.dev.name, model: modelArg || `preset ${preset} (random init)`, storage, quantize, promptTokens, newTokens,
+    finllm: measured, ttftMs, peers,
+  }, null, 2));
+  renameSync(`${file}.tmp`, file);
+  console.log(`results written to ${file}`);
   e.dev.destroy();
 }
 

@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { PRECISION_SETTINGS, precisionUnsupported, resolvePrecision, setComputePrecision, type Precision, type PrecisionSetting } from '../engine/precision.js';
 import { initEngine } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
+import { modelFolderFor } from '../llama/gguf.js';
 import { KV_CACHE_SETTINGS, type KvCacheSetting, type LoadModelOptions } from '../llama/model.js';
 
 export interface ModelCliOptions {
@@ -25,7 +26,7 @@ export const KV_CACHE_HELP = 'KV cache storage for decoding: f32, f16 (half the 
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .requiredOption('-m, --model <dir>', 'HF model folder (config.json, model.safetensors, tokenizer.json)')
+    .requiredOption('-m, --model <dir>', 'HF model folder (config.json, model.safetensors, tokenizer.json), or a GGUF file finllm exported')
     .option('-a, --adapter <dir>', 'PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors)')
     .option('--quantize <kind>', 'quantize the decoder linear layers at load time: nf4')
     .option('--storage <dtype>', 'GPU storage of the other weights: f32, bf16 or f16', 'f32')
@@ -48,7 +49,10 @@ export async function checkDir(dir: string, what: string): Promise<void> {
 /** Validates the shared options; returns the model folder, the loader options, the precision and KV cache settings. */
 export async function modelLoadOptions(o: ModelCliOptions): Promise<{ dir: string; load: LoadModelOptions; precision: PrecisionSetting; kvCache: KvCacheSetting }> {
   if (!o.model) throw new InputError('--model is required', { key: 'model' });
-  await checkDir(o.model, 'model');
+  // A GGUF file is read into a temp HF folder (weights dequantized to f32), then loads as any folder.
+  const isGguf = o.model.toLowerCase().endsWith('.gguf');
+  if (!isGguf) await checkDir(o.model, 'model');
+  const dir = isGguf ? await modelFolderFor(o.model) : o.model;
   if (o.adapter) await checkDir(o.adapter, 'adapter');
   if (o.mergeAdapter && !o.adapter) throw new InputError('--merge-adapter needs --adapter', { key: 'merge-adapter' });
   if (o.quantize !== undefined && o.quantize !== 'nf4') throw new InputError(`expected nf4, got ${JSON.stringify(o.quantize)}`, { key: 'quantize' });
@@ -58,7 +62,7 @@ export async function modelLoadOptions(o: ModelCliOptions): Promise<{ dir: strin
   if (!PRECISION_SETTINGS.includes(precision)) throw new InputError(`expected ${PRECISION_SETTINGS.join(', ')}, got ${JSON.stringify(o.precision)}`, { key: 'precision' });
   const kvCache = kvCacheOption(o.kvCache);
   return {
-    dir: o.model,
+    dir,
     precision,
     kvCache,
     load: {

@@ -64,6 +64,8 @@ export class LlamaTokenizer {
   readonly vocabSize: number;
   private readonly specialTokens: Record<SpecialTokenKey, string | null>;
   private readonly chatTemplate: Template | null;
+  /** The chat template's Jinja source (null when the tokenizer has none); GGUF export writes it. */
+  readonly chatTemplateSource: string | null;
 
   private constructor(
     private readonly tokenizer: Tokenizer,
@@ -107,6 +109,7 @@ export class LlamaTokenizer {
       }
     }
     this.chatTemplate = template;
+    this.chatTemplateSource = chatTemplateSource;
   }
 
   /**

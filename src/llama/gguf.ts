@@ -1,0 +1,497 @@
+// A Llama checkpoint as a GGUF file for llama.cpp (and Ollama / LM Studio, built on it), and back.
+//
+// Export: the HF weights (a LoRA adapter merged on the way, W + s·B·A in f32 as merge.ts does)
+// renamed to llama.cpp's tensor names, q_proj/k_proj rows permuted from HF's rotate-half layout to
+// the interleaved pairs llama.cpp's RoPE rotates (what its HF converter does), llama3 RoPE scaling
+// as the `rope_freqs` tensor of per-frequency divisors, the architecture as `llama.*` metadata and
+// the tokenizer as `tokenizer.ggml.*` metadata:
+//   - SentencePiece-style BPE (▁ for spaces, <0xXX> byte fallback) → model "llama"; llama.cpp
+//     merges the highest-scoring pair first, so a merged token's score is minus its merge rank;
+//   - byte-level BPE (GPT-2 / Llama 3) → model "gpt2" with the merges and the pre-tokenizer named
+//     by its split pattern (llama.cpp knows pre-tokenizers by name, not by pattern).
+// The file also carries the HF tokenizer.json (`tokenizer.huggingface.json`, a GGUF standard key)
+// and the llama3 RoPE parameters (`finllm.rope.llama3.*`), so finllm reads it back exactly.
+//
+// Import: a GGUF file finllm wrote (or any llama GGUF with tokenizer.huggingface.json) becomes an HF
+// model folder in a temp directory (f32 weights, dequantized), which every verb loads as usual.
+import { rmSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { InputError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { GgufFile, writeGguf, type GgufMetadata, type GgufTensorSpec, type GgufValue } from '../io/gguf.js';
+import { GGML_LAYOUT, type GgmlTypeName } from '../io/ggml-quants.js';
+import { readJsonFile } from '../io/json.js';
+import { Checkpoint, writeSafetensors, type SafetensorsEntry } from '../io/safetensors.js';
+import { llamaConfigToHf, loadLlamaConfig, type LlamaConfig } from './config.js';
+import { mergeLoraInto } from './merge.js';
+import { loraKey, readAdapter, scaling, validateAdapterAgainstModel, type LoraPair } from './peft.js';
+import { LlamaTokenizer } from './tokenizer.js';
+import { LINEAR_MODULES, checkCheckpoint, linearWeightName, type LinearModule } from './weights.js';
+
+export const GGUF_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const;
+export type GgufExportType = (typeof GGUF_TYPES)[number];
+
+const WEIGHT_TYPE: Record<GgufExportType, GgmlTypeName> = { f32: 'F32', f16: 'F16', bf16: 'BF16', q8_0: 'Q8_0', q4_0: 'Q4_0' };
+/** llama_ftype of the file as a whole (general.file_type). */
+const FILE_TYPE: Record<GgufExportType, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7, bf16: 32 };
+
+/** llama.cpp's tensor name for each decoder linear layer. */
+const GGUF_LINEAR: Record<LinearModule, string> = {
+  q_proj: 'attn_q', k_proj: 'attn_k', v_proj: 'attn_v', o_proj: 'attn_output',
+  gate_proj: 'ffn_gate', up_proj: 'ffn_up', down_proj: 'ffn_down',
+};
+
+/** Token types of tokenizer.ggml.token_type (llama.cpp's llama_token_type). */
+const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
+
+// ---------------------------------------------------------------------------------------------
+// RoPE layout
+
+/**
+ * Rows of a q_proj/k_proj weight [heads·headDim, in] from HF's layout (each head's first half are
+ * the real parts, second half the imaginary parts) to interleaved pairs (re, im, re, im ...):
+ * row h·d + 2i + j ← row h·d + j·d/2 + i. `inverse` undoes it.
+ */
+export function permuteRopeRows(w: Float32Array, heads: number, headDim: number, inverse = false): Float32Array {
+  const cols = w.length / (heads * headDim);
+  const out = new Float32Array(w.length);
+  const half = headDim / 2;
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const hf = h * headDim + j * half + i;
+        const gg = h * headDim + 2 * i + j;
+        const [from, to] = inverse ? [gg, hf] : [hf, gg];
+        out.set(w.subarray(from * cols, (from + 1) * cols), to * cols);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * llama3 RoPE scaling as llama.cpp takes it: one divisor per rotary frequency (theta_i / f_i),
+ * 1 for short wavelengths, `factor` for long ones, a smooth blend between (HF's
+ * _compute_llama3_parameters, written as divisors).
+ */
+export function llama3RopeFactors(config: LlamaConfig): Float32Array {
+  const s = config.rope.scaling;
+  if (!s) throw new RangeError('llama3RopeFactors: the model has no llama3 RoPE scaling');
+  const half = config.headDim / 2;
+  const out = new Float32Array(half);
+  const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+  const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+  for (let i = 0; i < half; i++) {
+    const freq = 1 / config.rope.theta ** ((2 * i) / config.headDim);
+    const wavelen = (2 * Math.PI) / freq;
+    if (wavelen < highWavelen) out[i] = 1;
+    else if (wavelen > lowWavelen) out[i] = s.factor;
+    else {
+      const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+      out[i] = 1 / ((1 - smooth) / s.factor + smooth);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizer
+
+const LLAMA3_PATTERN = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+/** Byte-level split patterns llama.cpp implements, by its pre-tokenizer name. */
+const KNOWN_PRE_TOKENIZERS: { pattern: string; name: string }[] = [{ pattern: LLAMA3_PATTERN, name: 'llama-bpe' }];
+
+type Json = Record<string, unknown>;
+const isObj = (v: unknown): v is Json => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+function listOf(node: unknown, key: string): Json[] {
+  if (!isObj(node)) return [];
+  const inner = node[key];
+  return Array.isArray(inner) ? inner.filter(isObj) : [node];
+}
+
+function splitPatterns(tok: Json): string[] {
+  return listOf(tok['pre_tokenizer'], 'pretokenizers')
+    .filter((p) => p['type'] === 'Split' && isObj(p['pattern']) && typeof (p['pattern'] as Json)['Regex'] === 'string')
+    .map((p) => (p['pattern'] as Json)['Regex'] as string);
+}
+
+function isByteLevel(tok: Json): boolean {
+  return listOf(tok['pre_tokenizer'], 'pretokenizers').some((p) => p['type'] === 'ByteLevel') || listOf(tok['decoder'], 'decoders').some((p) => p['type'] === 'ByteLevel');
+}
+
+function prependsSpace(tok: Json): boolean {
+  return listOf(tok['normalizer'], 'normalizers').some((n) => n['type'] === 'Prepend' && n['prepend'] === '▁');
+}
+
+/** Special tokens the post-processor puts around a single text: [before, after]. */
+function templateSpecials(tok: Json): [string[], string[]] {
+  const tp = listOf(tok['post_processor'], 'processors').find((p) => p['type'] === 'TemplateProcessing');
+  const single = tp && Array.isArray(tp['single']) ? (tp['single'] as Json[]) : [];
+  const before: string[] = [];
+  const after: string[] = [];
+  let seenSeq = false;
+  for (const piece of single) {
+    if (isObj(piece['Sequence'])) seenSeq = true;
+    else if (isObj(piece['SpecialToken'])) (seenSeq ? after : before).push(String((piece['SpecialToken'] as Json)['id']));
+  }
+  return [before, after];
+}
+
+export interface GgufTokenizer {
+  metadata: [string, GgufValue][];
+  /** Token count written (the model's vocab size; missing ids are padded as unused tokens). */
+  count: number;
+}
+
+/**
+ * tokenizer.ggml.* metadata for the HF tokenizer of `dir`. Only BPE tokenizers llama.cpp can
+ * reproduce are accepted: SentencePiece-style with byte fallback, or byte-level with a split
+ * pattern it knows; anything else is an InputError saying so.
+ */
+export async function ggufTokenizerMetadata(dir: string, vocabSize: number, opts: { chatTemplateFile?: string } = {}): Promise<GgufTokenizer> {
+  const file = join(dir, 'tokenizer.json');
+  const tokRaw = await readJsonFile(file);
+  if (!isObj(tokRaw) || !isObj(tokRaw['model'])) throw new InputError('expected a tokenizer object with a "model" section', { file, key: 'model' });
+  const tok = tokRaw;
+  const model = tok['model'] as Json;
+  if (model['type'] !== 'BPE') throw new InputError(`only BPE tokenizers can be exported to GGUF, got ${JSON.stringify(model['type'])}`, { file, key: 'model.type' });
+  const vocab = model['vocab'];
+  if (!isObj(vocab)) throw new InputError('expected the BPE vocabulary as an object', { file, key: 'model.vocab' });
+  const hf = await LlamaTokenizer.load(dir, opts);
+  const config = ((await readJsonFile(join(dir, 'tokenizer_config.json'))) ?? {}) as Json;
+
+  const tokens: string[] = new Array<string>(vocabSize);
+  for (const [text, id] of Object.entries(vocab)) if (typeof id === 'number' && id < vocabSize) tokens[id] = text;
+  const added = new Map<number, { content: string; special: boolean }>();
+  for (const a of Array.isArray(tok['added_tokens']) ? (tok['added_tokens'] as Json[]) : []) {
+    const id = a['id'] as number;
+    if (id >= vocabSize) throw new InputError(`added token ${JSON.stringify(a['content'])} has id ${id}, beyond the model's vocab_size ${vocabSize}`, { file, key: 'added_tokens' });
+    tokens[id] = a['content'] as string;
+    added.set(id, { content: a['content'] as string, special: a['special'] === true });
+  }
+  let highest = -1; // a loop, not Math.max(...): vocabularies of 128k entries overflow the argument list
+  for (const v of Object.values(vocab)) if (typeof v === 'number' && v > highest) highest = v;
+  if (highest >= vocabSize) throw new InputError(`the tokenizer has token id ${highest}, beyond the model's vocab_size ${vocabSize}`, { file, key: 'model.vocab' });
+
+  const merges = (Array.isArray(model['merges']) ? model['merges'] : []).map((m) => (Array.isArray(m) ? m.join(' ') : String(m)));
+  const byteLevel = isByteLevel(tok);
+  const types: number[] = [];
+  const scores: number[] = [];
+  let ggmlModel: string;
+  let pre: string | null = null;
+  if (byteLevel) {
+    ggmlModel = 'gpt2';
+    const patterns = splitPatterns(tok);
+    const known = KNOWN_PRE_TOKENIZERS.find((k) => patterns.length === 1 && patterns[0] === k.pattern);
+    if (!known) {
+      throw new InputError(`byte-level BPE with split pattern ${JSON.stringify(patterns)} has no llama.cpp pre-tokenizer; supported: the Llama 3 pattern`, { file, key: 'pre_tokenizer' });
+    }
+    pre = known.name;
+  } else {
+    if (model['byte_fallback'] !== true || !prependsSpace(tok)) {
+      throw new InputError('only byte-level BPE (GPT-2 / Llama 3 style) or SentencePiece-style BPE (▁ spaces, byte_fallback) tokenizers can be exported to GGUF', { file, key: 'model' });
+    }
+    ggmlModel = 'llama';
+  }
+  // SentencePiece-style: llama.cpp merges the adjacent pair whose result scores highest, so a merged
+  // token scores minus the rank of the (first) merge that produces it; other tokens score 0.
+  const rankOf = new Map<string, number>();
+  if (!byteLevel) {
+    merges.forEach((m, rank) => {
+      const merged = m.replace(' ', '');
+      if (!rankOf.has(merged)) rankOf.set(merged, rank);
+    });
+  }
+  for (let id = 0; id < vocabSize; id++) {
+    const text = tokens[id];
+    if (text === undefined) {
+      tokens[id] = `[PAD${id}]`;
+      types.push(TOKEN_TYPE.unused);
+      scores.push(0);
+      continue;
+    }
+    const a = added.get(id);
+    if (!byteLevel && /^<0x[0-9A-F]{2}>$/.test(text)) types.push(TOKEN_TYPE.byte);
+    else if (id === hf.unkId) types.push(TOKEN_TYPE.unknown);
+    else if (a) types.push(a.special ? TOKEN_TYPE.control : TOKEN_TYPE.userDefined);
+    else types.push(TOKEN_TYPE.normal);
+    const rank = rankOf.get(text);
+    scores.push(rank === undefined ? 0 : -(rank + 1));
+  }
+
+  const [before, after] = templateSpecials(tok);
+  const eosText = tokens[hf.eosId];
+  const addBos = typeof config['add_bos_token'] === 'boolean' ? config['add_bos_token'] : hf.bosId !== null && before.includes(tokens[hf.bosId]!);
+  const addEos = typeof config['add_eos_token'] === 'boolean' ? config['add_eos_token'] : eosText !== undefined && after.includes(eosText);
+
+  const md: [string, GgufValue][] = [
+    ['tokenizer.ggml.model', { type: 'string', value: ggmlModel }],
+    ...(pre ? [['tokenizer.ggml.pre', { type: 'string', value: pre }] as [string, GgufValue]] : []),
+    ['tokenizer.ggml.tokens', { type: 'array', itemType: 'string', value: tokens }],
+    ['tokenizer.ggml.scores', { type: 'array', itemType: 'f32', value: scores }],
+    ['tokenizer.ggml.token_type', { type: 'array', itemType: 'i32', value: types }],
+  ];
+  if (byteLevel) md.push(['tokenizer.ggml.merges', { type: 'array', itemType: 'string', value: merges }]);
+  const id = (key: string, v: number | null) => { if (v !== null) md.push([key, { type: 'u32', value: v }]); };
+  id('tokenizer.ggml.bos_token_id', hf.bosId);
+  id('tokenizer.ggml.eos_token_id', hf.eosId);
+  id('tokenizer.ggml.unknown_token_id', hf.unkId);
+  id('tokenizer.ggml.padding_token_id', hf.padId);
+  md.push(['tokenizer.ggml.add_bos_token', { type: 'bool', value: addBos }]);
+  md.push(['tokenizer.ggml.add_eos_token', { type: 'bool', value: addEos }]);
+  if (!byteLevel) md.push(['tokenizer.ggml.add_space_prefix', { type: 'bool', value: true }]);
+  if (hf.chatTemplateSource !== null) md.push(['tokenizer.chat_template', { type: 'string', value: hf.chatTemplateSource }]);
+  md.push(['tokenizer.huggingface.json', { type: 'string', value: JSON.stringify(tok) }]);
+  return { metadata: md, count: vocabSize };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export
+
+export interface GgufExportOptions {
+  /** PEFT adapter folder merged into the base weights on the way. */
+  adapter?: string;
+  type?: GgufExportType;
+  /** A Jinja chat template file embedded instead of the model folder's. */
+  chatTemplateFile?: string;
+  /** general.name (default: the model folder's name). */
+  name?: string;
+}
+
+/** The tensor type of one weight: norms and RoPE factors f32; 2-D weights `type`, or f16 when their rows do not fill whole quantization blocks (as llama.cpp falls back). */
+function tensorType(type: GgufExportType, shape: readonly number[]): GgmlTypeName {
+  if (shape.length < 2) return 'F32';
+  const want = WEIGHT_TYPE[type];
+  return shape[shape.length - 1]! % GGML_LAYOUT[want].block === 0 ? want : 'F16';
+}
+
+/** The Modelfile-free part: builds the metadata and tensors and writes `outFile` atomically. */
+export async function exportGguf(modelDir: string, outFile: string, opts: GgufExportOptions = {}): Promise<{ tensors: number; fallbackF16: string[] }> {
+  const type = opts.type ?? 'f16';
+  const config = await loadLlamaConfig(modelDir);
+  const tokenizer = await ggufTokenizerMetadata(modelDir, config.vocabSize, opts.chatTemplateFile ? { chatTemplateFile: opts.chatTemplateFile } : {});
+  const adapter = opts.adapter ? await readAdapter(opts.adapter) : null;
+  if (adapter) validateAdapterAgainstModel(adapter.config, config, adapter.weights, opts.adapter);
+  const ckpt = await Checkpoint.open(modelDir);
+  try {
+    checkCheckpoint(ckpt, config);
+    const md: GgufMetadata = new Map<string, GgufValue>();
+    const u32 = (v: number): GgufValue => ({ type: 'u32', value: v });
+    const f32 = (v: number): GgufValue => ({ type: 'f32', value: v });
+    md.set('general.architecture', { type: 'string', value: 'llama' });
+    md.set('general.name', { type: 'string', value: opts.name ?? basename(modelDir.replace(/\/+$/, '')) });
+    md.set('general.file_type', u32(FILE_TYPE[type]));
+    if (type === 'q8_0' || type === 'q4_0') md.set('general.quantization_version', u32(2));
+    md.set('llama.vocab_size', u32(config.vocabSize));
+    md.set('llama.context_length', u32(config.maxPositionEmbeddings));
+    md.set('llama.embedding_length', u32(config.hiddenSize));
+    md.set('llama.block_count', u32(config.numHiddenLayers));
+    md.set('llama.feed_forward_length', u32(config.intermediateSize));
+    md.set('llama.attention.head_count', u32(config.numAttentionHeads));
+    md.set('llama.attention.head_count_kv', u32(config.numKeyValueHeads));
+    md.set('llama.attention.key_length', u32(config.headDim));
+    md.set('llama.attention.value_length', u32(config.headDim));
+    md.set('llama.rope.dimension_count', u32(config.headDim));
+    md.set('llama.rope.freq_base', f32(config.rope.theta));
+    md.set('llama.attention.layer_norm_rms_epsilon', f32(config.rmsNormEps));
+    const s = config.rope.scaling;
+    if (s) {
+      md.set('finllm.rope.llama3.factor', f32(s.factor));
+      md.set('finllm.rope.llama3.low_freq_factor', f32(s.lowFreqFactor));
+      md.set('finllm.rope.llama3.high_freq_factor', f32(s.highFreqFactor));
+      md.set('finllm.rope.llama3.original_context_length', u32(s.originalMaxPositionEmbeddings));
+    }
+    for (const [k, v] of tokenizer.metadata) md.set(k, v);
+
+    const merges = new Map<string, LoraPair>();
+    if (adapter) {
+      for (let l = 0; l < config.numHiddenLayers; l++) {
+        for (const mod of LINEAR_MODULES) {
+          const pair = adapter.weights.get(loraKey(l, mod));
+          if (pair) merges.set(linearWeightName(l, mod), pair);
+        }
+      }
+    }
+    const scale = adapter ? scaling(adapter.config) : 0;
+    const read = async (hfName: string, shape: number[]): Promise<Float32Array> => {
+      const w = await ckpt.readF32(hfName, shape);
+      const pair = merges.get(hfName);
+      if (pair) mergeLoraInto(w, pair, scale);
+      for (let i = 0; i < w.length; i++) {
+        if (!Number.isFinite(w[i]!)) throw new InputError(`tensor '${hfName}' has a non-finite value at index ${i}${pair ? ' after merging the adapter' : ''}`, { file: ckpt.fileOf(hfName) });
+      }
+      return w;
+    };
+    const fallbackF16: string[] = [];
+    const tensors: GgufTensorSpec[] = [];
+    const add = (name: string, shape: number[], data: () => Promise<Float32Array> | Float32Array) => {
+      const t = tensorType(type, shape);
+      if (shape.length >= 2 && t !== WEIGHT_TYPE[type]) fallbackF16.push(name);
+      tensors.push({ name, shape, type: t, data });
+    };
+    const d = config.hiddenSize;
+    add('token_embd.weight', [config.vocabSize, d], () => read('model.embed_tokens.weight', [config.vocabSize, d]));
+    if (s) add('rope_freqs.weight', [config.headDim / 2], () => llama3RopeFactors(config));
+    for (let l = 0; l < config.numHiddenLayers; l++) {
+      add(`blk.${l}.attn_norm.weight`, [d], () => read(`model.layers.${l}.input_layernorm.weight`, [d]));
+      for (const mod of LINEAR_MODULES) {
+        const hfName = linearWeightName(l, mod);
+        const shape = ckpt.shape(hfName);
+        const heads = mod === 'q_proj' ? config.numAttentionHeads : mod === 'k_proj' ? config.numKeyValueHeads : 0;
+        add(`blk.${l}.${GGUF_LINEAR[mod]}.weight`, shape, async () => {
+          const w = await read(hfName, shape);
+          return heads > 0 ? permuteRopeRows(w, heads, config.headDim) : w;
+        });
+        if (mod === 'o_proj') add(`blk.${l}.ffn_norm.weight`, [d], () => read(`model.layers.${l}.post_attention_layernorm.weight`, [d]));
+      }
+    }
+    add('output_norm.weight', [d], () => read('model.norm.weight', [d]));
+    if (!config.tieWordEmbeddings) add('output.weight', [config.vocabSize, d], () => read('lm_head.weight', [config.vocabSize, d]));
+    await writeGguf(outFile, md, tensors);
+    return { tensors: tensors.length, fallbackF16 };
+  } finally {
+    await ckpt.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Import
+
+function num(g: GgufFile, key: string, fallback?: number): number {
+  const v = g.get(key);
+  if (typeof v === 'number') return v;
+  if (typeof v === 'bigint') return Number(v);
+  if (fallback !== undefined) return fallback;
+  throw new InputError(`GGUF metadata '${key}' is missing or not a number`, { file: g.path });
+}
+
+/** LlamaConfig from a GGUF file's llama.* metadata. */
+export function llamaConfigFromGguf(g: GgufFile): LlamaConfig {
+  const arch = g.get('general.architecture');
+  if (arch !== 'llama') throw new InputError(`only llama GGUF files are supported, got general.architecture ${JSON.stringify(arch)}`, { file: g.path, key: 'general.architecture' });
+  const heads = num(g, 'llama.attention.head_count');
+  const d = num(g, 'llama.embedding_length');
+  const headDim = num(g, 'llama.attention.key_length', d / heads);
+  let scaling: LlamaConfig['rope']['scaling'] = null;
+  if (g.tensors.has('rope_freqs.weight')) {
+    if (g.get('finllm.rope.llama3.factor') === undefined) {
+      throw new InputError('this GGUF has rope_freqs but not the llama3 RoPE parameters finllm writes (finllm.rope.llama3.*); re-export it with finllm', { file: g.path, key: 'rope_freqs' });
+    }
+    scaling = {
+      type: 'llama3',
+      factor: num(g, 'finllm.rope.llama3.factor'),
+      lowFreqFactor: num(g, 'finllm.rope.llama3.low_freq_factor'),
+      highFreqFactor: num(g, 'finllm.rope.llama3.high_freq_factor'),
+      originalMaxPositionEmbeddings: num(g, 'finllm.rope.llama3.original_context_length'),
+    };
+  }
+  const tokens = g.get('tokenizer.ggml.tokens');
+  const vocabSize = num(g, 'llama.vocab_size', Array.isArray(tokens) ? tokens.length : undefined);
+  const eos = g.get('tokenizer.ggml.eos_token_id');
+  const bos = g.get('tokenizer.ggml.bos_token_id');
+  const pad = g.get('tokenizer.ggml.padding_token_id');
+  return {
+    vocabSize,
+    hiddenSize: d,
+    intermediateSize: num(g, 'llama.feed_forward_length'),
+    numHiddenLayers: num(g, 'llama.block_count'),
+    numAttentionHeads: heads,
+    numKeyValueHeads: num(g, 'llama.attention.head_count_kv', heads),
+    headDim,
+    // The file holds eps as f32: read back the decimal it was written from, not its f32 neighbour.
+    rmsNormEps: Number(Math.fround(num(g, 'llama.attention.layer_norm_rms_epsilon')).toPrecision(7)),
+    rope: { theta: Number(Math.fround(num(g, 'llama.rope.freq_base', 10000)).toPrecision(7)), scaling },
+    maxPositionEmbeddings: num(g, 'llama.context_length'),
+    tieWordEmbeddings: !g.tensors.has('output.weight'),
+    bosTokenId: typeof bos === 'number' ? bos : null,
+    eosTokenIds: typeof eos === 'number' ? [eos] : [],
+    padTokenId: typeof pad === 'number' ? pad : null,
+    torchDtype: 'float32',
+    initializerRange: 0.02,
+  };
+}
+
+/**
+ * Writes the GGUF model `file` as an HF model folder `outDir` (f32 safetensors, config.json,
+ * tokenizer.json, tokenizer_config.json with the special tokens and chat template).
+ */
+export async function ggufToHfFolder(file: string, outDir: string): Promise<void> {
+  const g = await GgufFile.open(file);
+  try {
+    const config = llamaConfigFromGguf(g);
+    const tokJson = g.get('tokenizer.huggingface.json');
+    if (typeof tokJson !== 'string') {
+      throw new InputError('this GGUF has no tokenizer.huggingface.json; finllm reads GGUF files that carry the HF tokenizer (as finllm export --gguf writes them)', { file, key: 'tokenizer.huggingface.json' });
+    }
+    const tokens = g.get('tokenizer.ggml.tokens') as string[];
+    const tokenText = (key: string): string | undefined => {
+      const v = g.get(key);
+      return typeof v === 'number' ? tokens[v] : undefined;
+    };
+    const tokConfig: Json = {
+      tokenizer_class: 'PreTrainedTokenizerFast',
+      clean_up_tokenization_spaces: false,
+    };
+    for (const [hfKey, key] of [['bos_token', 'bos'], ['eos_token', 'eos'], ['unk_token', 'unknown'], ['pad_token', 'padding']] as const) {
+      const t = tokenText(`tokenizer.ggml.${key}_token_id`);
+      if (t !== undefined) tokConfig[hfKey] = t;
+    }
+    const template = g.get('tokenizer.chat_template');
+    if (typeof template === 'string') tokConfig['chat_template'] = template;
+    const entries: SafetensorsEntry[] = [];
+    const hfLinear = Object.fromEntries(Object.entries(GGUF_LINEAR).map(([k, v]) => [v, k])) as Record<string, LinearModule>;
+    const need = (name: string) => {
+      if (!g.tensors.has(name)) throw new InputError(`tensor '${name}' is not in the GGUF file`, { file });
+      return g.tensors.get(name)!.shape;
+    };
+    const dense = (hfName: string, ggName: string, transform?: (w: Float32Array) => Float32Array) => {
+      entries.push({ name: hfName, dtype: 'F32', shape: need(ggName), data: async () => (transform ? transform(await g.readF32(ggName)) : g.readF32(ggName)) });
+    };
+    dense('model.embed_tokens.weight', 'token_embd.weight');
+    for (let l = 0; l < config.numHiddenLayers; l++) {
+      dense(`model.layers.${l}.input_layernorm.weight`, `blk.${l}.attn_norm.weight`);
+      dense(`model.layers.${l}.post_attention_layernorm.weight`, `blk.${l}.ffn_norm.weight`);
+      for (const [gg, mod] of Object.entries(hfLinear)) {
+        const heads = mod === 'q_proj' ? config.numAttentionHeads : mod === 'k_proj' ? config.numKeyValueHeads : 0;
+        dense(linearWeightName(l, mod), `blk.${l}.${gg}.weight`, heads > 0 ? (w) => permuteRopeRows(w, heads, config.headDim, true) : undefined);
+      }
+    }
+    dense('model.norm.weight', 'output_norm.weight');
+    if (!config.tieWordEmbeddings) dense('lm_head.weight', 'output.weight');
+    await writeSafetensors(join(outDir, 'model.safetensors'), entries, { format: 'pt' });
+    await writeFileAtomic(join(outDir, 'config.json'), `${JSON.stringify(llamaConfigToHf(config), null, 2)}\n`);
+    await writeFileAtomic(join(outDir, 'tokenizer.json'), tokJson);
+    await writeFileAtomic(join(outDir, 'tokenizer_config.json'), `${JSON.stringify(tokConfig, null, 2)}\n`);
+  } finally {
+    await g.close();
+  }
+}
+
+const opened: string[] = [];
+let cleanupHooked = false;
+
+/**
+ * An HF model folder for `modelPath`: the path itself when it is a folder; for a `.gguf` file, a
+ * temp folder holding its dequantized weights and tokenizer (removed when the process exits).
+ */
+export async function modelFolderFor(modelPath: string): Promise<string> {
+  if (!modelPath.toLowerCase().endsWith('.gguf')) return modelPath;
+  const dir = await mkdtemp(join(tmpdir(), 'finllm-gguf-'));
+  opened.push(dir);
+  if (!cleanupHooked) {
+    cleanupHooked = true;
+    process.once('exit', () => {
+      for (const d of opened) rmSync(d, { recursive: true, force: true });
+    });
+  }
+  try {
+    await ggufToHfFolder(modelPath, dir);
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return dir;
+}

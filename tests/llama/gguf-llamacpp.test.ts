@@ -1,0 +1,220 @@
+// Our GGUF files in real llama.cpp (node-llama-cpp 3.21.1, its prebuilt CPU build), for the bundled
+// model and both reference fixtures: tokenization, per-token log-probabilities and greedy decoding
+// of f32 and f16 files against finllm reading the same file, and the perplexity of bf16, q8_0 and
+// q4_0 files against the f16 file. llama.cpp is installed by .ci/setup into tests/llamacpp (its own
+// lockfile, outside the main dependencies); without it these tests are skipped.
+//
+// Tolerances, measured on a 2-core x86 VM, llama.cpp CPU build, 1 thread (the tests print them):
+// - log-probabilities, f32 and f16 files: |Δ log p| ≤ 3e-3 per token. llama.cpp keeps the KV cache
+//   in f16 by default (K and V rounded to 2^-11 relative) and sums in another order; measured max
+//   2.0e-4 / 2.8e-4 (fin-base f32 / f16), 7.8e-4 / 7.3e-4 (gqa-f32), 1.2e-3 / 1.6e-3 (mqa).
+// - perplexity vs the f16 file in llama.cpp, relative: q8_0 measured +0.048% (fin-base), +0.017%
+//   (gqa-f32, most of whose rows of 48 stay f16), -0.106% (mqa); q4_0 +0.145%, -0.137%, +2.089%.
+//   bf16 +0.005%, -0.010%, -0.037%. The margins are about twice the largest: bf16 0.1%, q8_0 0.25%,
+//   q4_0 4%. Quantization and llama.cpp's CPU path are deterministic, so these move only when the
+//   export or the models change.
+// llama.cpp runs with 1 thread: its CPU workers spin at barriers, and on a machine busy with other
+// work more threads than free cores make each step wait for descheduled spinners (minutes per test).
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { noGrad } from '../../src/engine/autograd.js';
+import { generate } from '../../src/llama/generate.js';
+import { exportGguf, modelFolderFor, type GgufExportType } from '../../src/llama/gguf.js';
+import { LlamaModel } from '../../src/llama/model.js';
+import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
+import { useEngine } from '../helpers/index.js';
+import { modelDir, useTempDir } from './helpers.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const NODE_LLAMA_CPP = join(ROOT, 'tests', 'llamacpp', 'node_modules', 'node-llama-cpp', 'dist', 'index.js');
+const haveLlamaCpp = existsSync(NODE_LLAMA_CPP);
+
+const MODELS = {
+  'fin-base': join(ROOT, 'models', 'fin-base'),
+  'gqa-f32': modelDir('gqa-f32'),
+  'mqa-bf16-tied-llama3rope': modelDir('mqa-bf16-tied-llama3rope'),
+} as const;
+
+/** Relative perplexity margin of each quantization against the f16 file (measured; see header). */
+const QUANT_MARGIN: Partial<Record<GgufExportType, number>> = { bf16: 0.001, q8_0: 0.0025, q4_0: 0.04 };
+const LOGP_TOL = 3e-3;
+
+/** ≥ 200 texts: financial phrases with digits, currency signs, unicode, and leading/trailing spaces. */
+export function tokenizationCorpus(): string[] {
+  const base = [
+    'Revenue rose 12% to $4.5bn in Q3 2024.', 'EBITDA margin: 23.4% (vs. 21.9%)', 'The bank set aside €1,250m for credit losses.',
+    'Shares fell 3.2% to ¥2,480 in Tokyo.', 'Guidance: FY25 EPS of $5.10–$5.30', 'Net debt/EBITDA 2.1x; capex £340m',
+    'naïve café résumé', 'Zürich-based UBS AG', '日本銀行は金利を据え置いた。', 'Привет, рынок!', '₹83.2 per US$', '₿ fell 5% overnight',
+    'CEO said: "We\'re confident."', 'Q4\tguidance\traised', 'line one\nline two\n', '1234567890', '0.000123', '3,141,592.65',
+    'yield 4.25%/yr', 'S&P 500 +1.1%', 'AT&T, P&G and J&J', 'émoji 📈📉 today', '—dash– and “quotes”', 'a', '.', '$', '  ',
+  ];
+  const out: string[] = [];
+  for (const t of base) out.push(t, ` ${t}`, `${t} `, `  ${t}  `, `${t}\n`, t.toUpperCase(), t.replace(/\d/g, (d) => String((Number(d) + 7) % 10)), `${t} ${t}`);
+  return out.filter((t) => t.length > 0);
+}
+
+const HELD_OUT = [
+  'Net interest income rose 4% to $12.3 billion, while the bank set aside more for credit losses.',
+  'The board approved a dividend of 0.45 per share, payable on 15 March to holders of record.',
+  'Operating cash flow was negative in the quarter as inventories built ahead of the holiday season.',
+];
+const PROMPTS = ['Shares of the company', 'The central bank said', 'Quarterly revenue was'];
+
+// The part of node-llama-cpp's API used here (it is not a dependency of the main package).
+interface EvalOutput { next: { probabilities?: Map<number, number> } }
+type EvalItem = number | [number, { generateNext: { probabilities: boolean; options: Record<string, number> } }];
+interface LlamaCppSequence {
+  controlledEvaluate(items: EvalItem[]): Promise<(EvalOutput | undefined)[]>;
+  evaluate(tokens: number[], o: { temperature: number }): AsyncIterable<number>;
+}
+interface LlamaCppContext { getSequence(): LlamaCppSequence; dispose(): Promise<void> }
+interface LlamaCppModel {
+  tokenize(text: string): readonly number[];
+  tokens: { bos: number | null; eos: number | null; shouldPrependBosToken: boolean };
+  createContext(o: Record<string, number>): Promise<LlamaCppContext>;
+  dispose(): Promise<void>;
+}
+interface Llama { loadModel(o: { modelPath: string }): Promise<LlamaCppModel>; dispose(): Promise<void> }
+interface NodeLlamaCpp { getLlama(o: Record<string, unknown>): Promise<Llama> }
+
+function logSoftmaxAt(logits: Float32Array, row: number, V: number, id: number): number {
+  let mx = -Infinity;
+  for (let v = 0; v < V; v++) mx = Math.max(mx, logits[row * V + v]!);
+  let s = 0;
+  for (let v = 0; v < V; v++) s += Math.exp(logits[row * V + v]! - mx);
+  return logits[row * V + id]! - mx - Math.log(s);
+}
+
+/** log p(ids[t+1] | ids[..t]) from finllm. */
+async function finllmLogProbs(model: LlamaModel, ids: number[]): Promise<number[]> {
+  const lg = noGrad(() => model.logits({ inputIds: Int32Array.from(ids), batchSize: 1, seqLen: ids.length }));
+  const L = await lg.toFloat32();
+  lg.dispose();
+  const V = L.length / ids.length;
+  return ids.slice(1).map((id, t) => logSoftmaxAt(L, t, V, id));
+}
+
+/** log p(ids[t+1] | ids[..t]) from llama.cpp (the full softmax at temperature 1, no truncation). */
+async function llamaCppLogProbs(model: LlamaCppModel, ids: number[]): Promise<number[]> {
+  const ctx = await model.createContext({ contextSize: 128, batchSize: 128, sequences: 1, threads: 1 });
+  try {
+    const seq = ctx.getSequence();
+    const res = await seq.controlledEvaluate(ids.map((id, i) => (i + 1 < ids.length ? [id, { generateNext: { probabilities: true, options: { temperature: 1, topK: 0, topP: 1, minP: 0 } } }] : id)));
+    return ids.slice(1).map((id, t) => Math.log(res[t]!.next.probabilities!.get(id) ?? 0));
+  } finally {
+    await ctx.dispose();
+  }
+}
+
+async function llamaCppGreedy(model: LlamaCppModel, prompt: number[], n: number): Promise<number[]> {
+  const ctx = await model.createContext({ contextSize: 128, batchSize: 128, sequences: 1, threads: 1 });
+  try {
+    const out: number[] = [];
+    for await (const t of ctx.getSequence().evaluate(prompt, { temperature: 0 })) {
+      out.push(t);
+      if (out.length >= n) break;
+    }
+    return out;
+  } finally {
+    await ctx.dispose();
+  }
+}
+
+describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU build)', () => {
+  useEngine();
+  const tempDir = useTempDir();
+  let llama: Llama;
+  beforeAll(async () => {
+    const { getLlama } = (await import(NODE_LLAMA_CPP)) as NodeLlamaCpp;
+    llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' });
+  });
+  afterAll(async () => {
+    await llama?.dispose();
+  });
+
+  for (const [name, dir] of Object.entries(MODELS)) {
+    describe(name, () => {
+      const files = {} as Record<GgufExportType, string>;
+      let tok: LlamaTokenizer;
+      beforeAll(async () => {
+        const out = await tempDir();
+        for (const type of ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const) {
+          files[type] = join(out, `${name}-${type}.gguf`);
+          await exportGguf(dir, files[type], { type });
+        }
+        tok = await LlamaTokenizer.load(dir);
+      });
+
+      it('tokenizes ≥ 200 texts to the same ids (BOS handling included)', async () => {
+        const model = await llama.loadModel({ modelPath: files.f32 });
+        try {
+          const corpus = tokenizationCorpus();
+          expect(corpus.length).toBeGreaterThanOrEqual(200);
+          const bad: string[] = [];
+          for (const text of corpus) {
+            const ours = tok.encode(text, { addSpecialTokens: false });
+            const theirs = Array.from(model.tokenize(text)) as number[];
+            if (JSON.stringify(ours) !== JSON.stringify(theirs)) bad.push(`${JSON.stringify(text)}: finllm ${ours.join(',')} llama.cpp ${theirs.join(',')}`);
+          }
+          console.log(`${name}: ${corpus.length - bad.length}/${corpus.length} texts tokenize identically`);
+          expect(bad).toEqual([]);
+          expect(model.tokens.bos).toBe(tok.bosId);
+          expect(model.tokens.eos).toBe(tok.eosId);
+          const withSpecials = tok.encode('x');
+          expect(model.tokens.shouldPrependBosToken).toBe(withSpecials[0] === tok.bosId);
+        } finally {
+          await model.dispose();
+        }
+      });
+
+      for (const type of ['f32', 'f16'] as const) {
+        it(`${type}: per-token log-probs within ${LOGP_TOL} of finllm reading the same file; greedy continuations of 3 prompts identical`, async () => {
+          const ours = await LlamaModel.load(await modelFolderFor(files[type]));
+          const theirs = await llama.loadModel({ modelPath: files[type] });
+          try {
+            let worst = 0;
+            for (const text of HELD_OUT) {
+              const ids = tok.encode(text);
+              const a = await finllmLogProbs(ours, ids);
+              const b = await llamaCppLogProbs(theirs, ids);
+              for (let t = 0; t < a.length; t++) worst = Math.max(worst, Math.abs(a[t]! - b[t]!));
+            }
+            console.log(`${name} ${type}: max |log p(finllm) - log p(llama.cpp)| = ${worst.toExponential(2)} over ${HELD_OUT.length} texts`);
+            expect(worst).toBeLessThanOrEqual(LOGP_TOL);
+            for (const p of PROMPTS) {
+              const ids = tok.encode(p);
+              const g = await generate(ours, ids, { maxNewTokens: 12, eosTokenIds: [] });
+              expect(await llamaCppGreedy(theirs, ids, 12)).toEqual(g.tokens);
+            }
+          } finally {
+            ours.dispose();
+            await theirs.dispose();
+          }
+        });
+      }
+
+      it('bf16 / q8_0 / q4_0: llama.cpp perplexity on held-out text within the measured margin of the f16 file', async () => {
+        const ppl: Partial<Record<GgufExportType, number>> = {};
+        for (const type of ['f16', 'bf16', 'q8_0', 'q4_0'] as const) {
+          const model = await llama.loadModel({ modelPath: files[type] });
+          try {
+            let nll = 0;
+            let n = 0;
+            for (const text of HELD_OUT) {
+              const lp = await llamaCppLogProbs(model, tok.encode(text));
+              nll -= lp.reduce((a, b) => a + b, 0);
+              n += lp.length;
+            }
+            ppl[type] = Math.exp(nll / n);
+          } finally {
+            await model.dispose();
+          }
+        }
+        const rel = (t: GgufExportType) => ppl[t]! / ppl.f16! - 1;
+        console.log(`${name}: perplexity f16 ${ppl.f16!.toFixed(3)}, q8_0 ${ppl.q8_0!.toFixed(3)} (${(100 * rel('q8_0')).toFixed(3)}%), q4_0 ${ppl.q4_0!.toFixed(3)} (${(100 * rel('q4_0')).toFixed(3)}%), bf16 ${ppl.bf16!.toFixed(3)} (${(100 * rel('bf16')).toFixed(3)}%)`);
+        for (const t of ['bf16', 'q8_0', 'q4_0'] as const) expect(Math.abs(rel(t))).toBeLessThanOrEqual(QUANT_MARGIN[t]!);
+      });
+    });
+  }
+});
