@@ -20,7 +20,7 @@ import {
   buildEvalItems, cutAtStop, metricsFor, parseEvalMetrics, predict, runGenerationEval, type EvalRow,
 } from '../../src/pipeline/eval/generation.js';
 import { parseResults, readResults } from '../../src/pipeline/eval/results.js';
-import { useEngine } from '../helpers/index.js';
+import { requireFeature, useEngine } from '../helpers/index.js';
 
 useEngine();
 
@@ -244,7 +244,7 @@ describe('finllm eval --task generation|classification', () => {
     expect(table).toMatch(/confusion/);
   });
 
-  it('--kv-cache reaches the decoder: eval and generate decode over the cache it names (auto: f16 under --precision fp16-mixed)', async () => {
+  it('--kv-cache reaches the decoder: eval decodes over the cache it names (auto: f32 under fp32)', async () => {
     const spy = vi.spyOn(LlamaModel.prototype, 'newKvCache');
     const dtypes = () => [...new Set(spy.mock.calls.map((c) => c[3]))];
     const qa = { model: MODEL, data: join(EVAL, 'qa.jsonl'), task: 'generation', limit: '2', maxNewTokens: '2', quiet: true };
@@ -254,17 +254,25 @@ describe('finllm eval --task generation|classification', () => {
       spy.mockClear();
       await evalAction(qa, () => undefined); // auto under fp32
       expect(dtypes()).toEqual(['f32']);
-      if (engine().dev.has('shader-f16')) {
-        for (const [kvCache, want] of [[undefined, 'f16'], ['f32', 'f32']] as const) {
-          spy.mockClear();
-          try {
-            await generateAction({ model: MODEL, prompt: 'Revenue rose', maxNewTokens: '2', greedy: true, precision: 'fp16-mixed', ...(kvCache ? { kvCache } : {}) }, () => undefined);
-          } finally {
-            setComputePrecision('fp32'); // the verb sets the process-wide precision
-          }
-          expect(dtypes(), `generate --precision fp16-mixed --kv-cache ${kvCache ?? '(auto)'}`).toEqual([want]);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it('--kv-cache reaches the decoder: generate --precision fp16-mixed decodes over an f16 cache by default, f32 when named', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
+    const spy = vi.spyOn(LlamaModel.prototype, 'newKvCache');
+    const dtypes = () => [...new Set(spy.mock.calls.map((c) => c[3]))];
+    try {
+      for (const [kvCache, want] of [[undefined, 'f16'], ['f32', 'f32']] as const) {
+        spy.mockClear();
+        try {
+          await generateAction({ model: MODEL, prompt: 'Revenue rose', maxNewTokens: '2', greedy: true, precision: 'fp16-mixed', ...(kvCache ? { kvCache } : {}) }, () => undefined);
+        } finally {
+          setComputePrecision('fp32'); // the verb sets the process-wide precision
         }
-      } else console.log('[eval] shader-f16 absent: generate --precision fp16-mixed skipped');
+        expect(dtypes(), `generate --precision fp16-mixed --kv-cache ${kvCache ?? '(auto)'}`).toEqual([want]);
+      }
     } finally {
       spy.mockRestore();
     }

@@ -1,6 +1,7 @@
 // Shared test helpers: engine set-up with output poisoning, seeded random inputs (seed printed so a
 // failure can be replayed with FINLLM_SEED=...), and expectClose with a readable failure report.
-import { afterEach, beforeAll, expect } from 'vitest';
+import { afterEach, beforeAll, expect, type TestContext } from 'vitest';
+import type { FeatureName } from '../../src/engine/device.js';
 import { initEngine, engine, Tensor } from '../../src/engine/tensor.js';
 import { Rng } from '../../src/engine/random.js';
 import '../../src/kernels/index.js';
@@ -19,6 +20,14 @@ export function useEngine(): void {
     await engine().dev.sync();
     if (gpuErrors.length) throw new Error(`uncaptured GPU error(s) during the test:\n${gpuErrors.splice(0).join('\n')}`);
   });
+}
+
+/**
+ * Skips the running test, counted as skipped with the reason, where the adapter lacks `feature`
+ * (e.g. shader-f16 for the fp16-mixed cases). Call it first in the test body.
+ */
+export function requireFeature(ctx: TestContext, feature: FeatureName): void {
+  if (!engine().dev.has(feature)) ctx.skip(`${feature} absent on this adapter`);
 }
 
 /** A fresh seeded RNG; the seed is printed so the run can be replayed with FINLLM_SEED. */

@@ -8,7 +8,7 @@ import { loraLinear } from '../../src/kernels/lora.js';
 import { dequantizeNf4, disposeNf4, quantizeNf4 } from '../../src/kernels/nf4.js';
 import { loraRef, dropoutKeepRef } from '../reference/lora.js';
 import { expectWithinSumBound } from '../reference/nf4.js';
-import { testRng, useEngine } from '../helpers/index.js';
+import { testRng, requireFeature, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 
 useEngine();
@@ -88,11 +88,8 @@ describe('loraLinear vs float64 reference (forward, dX, dA, dB)', () => {
     await checkCase('lora nf4 unaligned', 9, 21, 11, 2, 0.5, 'nf4');
   });
 
-  it('fp16-mixed: f16 GEMM operands, x and u saved in f16, within the f16 allowance (f32 and NF4 bases)', async () => {
-    if (!engine().dev.has('shader-f16')) {
-      console.log('[lora] shader-f16 absent: the fp16-mixed case is skipped');
-      return;
-    }
+  it('fp16-mixed: f16 GEMM operands, x and u saved in f16, within the f16 allowance (f32 and NF4 bases)', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     await checkCase('lora fp16-mixed f32', 67, 65, 71, 15, 0.3, 'f32', undefined, 'fp16-mixed');
     await checkCase('lora fp16-mixed nf4', 70, 64, 33, 8, 0.2, 'nf4', undefined, 'fp16-mixed');
   });

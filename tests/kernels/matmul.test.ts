@@ -11,7 +11,7 @@ import { engine } from '../../src/engine/tensor.js';
 import { gemmPlan } from '../../src/kernels/gemm.js';
 import { chooseMatmulKernel, linear, matmul, matmulForward, matmulGemv } from '../../src/kernels/matmul.js';
 import { dotErrorBound, halfBitsToNumber, matmulGradRef, matmulRef, type MatRef } from '../reference/matmul.js';
-import { testRng, useEngine } from '../helpers/index.js';
+import { testRng, requireFeature, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 
 useEngine();
@@ -250,11 +250,8 @@ describe('matmul (the GEMM family and the decode GEMV) vs float64 reference', ()
     }
   });
 
-  it('fp16-mixed: linear runs the f16 GEMM variant, saves x in f16; y, dX and dW within the f16 bound', async () => {
-    if (!engine().dev.has('shader-f16')) {
-      console.log('[matmul] shader-f16 absent: the fp16-mixed linear test is skipped');
-      return;
-    }
+  it('fp16-mixed: linear runs the f16 GEMM variant, saves x in f16; y, dX and dW within the f16 bound', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     const rng = testRng('linear-fp16');
     const [rows, inF, outF] = [37, 24, 19];
     const x = randomOperand(rng, [rows, inF]);

@@ -18,7 +18,7 @@ import { LlamaModel, shiftLabels, type CheckpointMode } from '../../src/llama/mo
 import { LINEAR_MODULES, type LinearModule } from '../../src/llama/weights.js';
 import { trainStep } from '../../src/pipeline/train/trainer.js';
 import type { Batch } from '../../src/pipeline/data/index.js';
-import { testRng, useEngine } from '../helpers/index.js';
+import { testRng, requireFeature, useEngine } from '../helpers/index.js';
 
 useEngine();
 
@@ -185,18 +185,12 @@ describe('memory model vs the measured pool peak, full training', () => {
 
 // fp16-mixed keeps the GEMM inputs (norm outputs, attention output, SwiGLU output), LoRA's u and
 // attention's q, k, v in f16: the same configurations' estimates against measured peaks, and the
-// savings pinned in exact pool bytes. lavapipe has shader-f16; an adapter without it skips these
-// (printed), as the fp16-mixed kernel tests do.
-
-function hasF16(what: string): boolean {
-  if (engine().dev.has('shader-f16')) return true;
-  console.log(`[memory] shader-f16 absent: ${what} skipped`);
-  return false;
-}
+// savings pinned in exact pool bytes. lavapipe has shader-f16; an adapter without it skips these,
+// as the fp16-mixed kernel tests do.
 
 describe('memory model vs the measured pool peak, fp16-mixed', () => {
-  it('QLoRA on every linear layer, vocabulary-heavy: each mode within 10%, none > selective > full, each below fp32', async () => {
-    if (!hasF16('fp16-mixed QLoRA')) return;
+  it('QLoRA on every linear layer, vocabulary-heavy: each mode within 10%, none > selective > full, each below fp32', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     const setup: Setup = {
       overrides: { hiddenSize: 64, intermediateSize: 160, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16 },
       quantize: 'nf4', r: 8, targets: LINEAR_MODULES, B: 2, T: 64,
@@ -213,8 +207,8 @@ describe('memory model vs the measured pool peak, fp16-mixed', () => {
     expect(peak('selective')).toBeGreaterThan(peak('full'));
   });
 
-  it('dense f32 weights, LoRA on o_proj and down_proj only, MLP-heavy (backward peak), selective', async () => {
-    if (!hasF16('fp16-mixed dense o/down')) return;
+  it('dense f32 weights, LoRA on o_proj and down_proj only, MLP-heavy (backward peak), selective', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     const setup: Setup = {
       overrides: { hiddenSize: 96, intermediateSize: 352, numHiddenLayers: 3, numAttentionHeads: 6, numKeyValueHeads: 2, headDim: 16 },
       quantize: 'none', r: 4, targets: ['o_proj', 'down_proj'], B: 3, T: 40, precision: 'fp16-mixed',
@@ -222,8 +216,8 @@ describe('memory model vs the measured pool peak, fp16-mixed', () => {
     expectWithin10('fp16-mixed dense o/down selective', (await measure(setup, ['selective'])).get('selective')!);
   });
 
-  it('full training, untied embeddings, no and full checkpointing', async () => {
-    if (!hasF16('fp16-mixed full training')) return;
+  it('full training, untied embeddings, no and full checkpointing', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     const setup: Setup = {
       overrides: { hiddenSize: 64, intermediateSize: 160, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16 },
       method: 'full', quantize: 'none', r: 0, targets: [], B: 2, T: 64, precision: 'fp16-mixed',
@@ -246,8 +240,8 @@ describe('fp16-mixed savings in pool bytes', () => {
     return { held: pool.liveBytes - base - BufferPool.sizeClass(root.byteSize), finish: () => tidy(() => backward(root)) };
   }
 
-  it('attention keeps q, k, v and its output in f16: half of what it keeps in fp32 (lse stays f32)', async () => {
-    if (!hasF16('the attention saving')) return;
+  it('attention keeps q, k, v and its output in f16: half of what it keeps in fp32 (lse stays f32)', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     const rng = testRng('fp16 attention saving');
     // Power-of-two byte sizes: exact pool size classes.
     const [B, T, Hq, Hkv, Dh] = [2, 32, 4, 2, 16];
@@ -287,8 +281,8 @@ describe('fp16-mixed savings in pool bytes', () => {
     expect(qkvo(2) * 2).toBe(qkvo(4));
   });
 
-  it('a QLoRA forward keeps, per layer, exactly the f32 − f16 bytes the memory model counts (GEMM inputs, LoRA u, attention q/k/v and output, SwiGLU gate/up)', async () => {
-    if (!hasF16('the per-layer saving')) return;
+  it('a QLoRA forward keeps, per layer, exactly the f32 − f16 bytes the memory model counts (GEMM inputs, LoRA u, attention q/k/v and output, SwiGLU gate/up)', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     const dir = mkdtempSync(join(tmpdir(), 'finllm-mem16-'));
     const overrides: Partial<LlamaConfig> = { hiddenSize: 64, intermediateSize: 160, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16 };
     await initModel(dir, { preset: 'tiny', tokenizerDir: TOKENIZER, seed: 1, overrides });

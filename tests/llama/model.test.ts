@@ -16,7 +16,7 @@ import { loraKey } from '../../src/llama/peft.js';
 import { LINEAR_MODULES } from '../../src/llama/weights.js';
 import { readRefWeights, refLogits, refLoss } from '../reference/llama.js';
 import { argmax } from '../reference/sampling.js';
-import { expectClose, testRng, useEngine } from '../helpers/index.js';
+import { expectClose, requireFeature, testRng, useEngine } from '../helpers/index.js';
 import { adapterDir, golden, maxAbs, modelDir, useTempDir } from './helpers.js';
 
 useEngine();
@@ -283,7 +283,8 @@ describe('KV cache, batched', () => {
     });
   }
 
-  it('generate picks the cache storage: kvCache f32 / f16, or auto (the default) by the engine precision', async () => {
+  /** Runs `body` with a probe that says which cache dtype `generate` allocates for a setting and precision. */
+  async function withCacheProbe(body: (dtypeUsed: (kvCache: KvCacheSetting | undefined, precision: Precision) => Promise<unknown>, model: LlamaModel, prompt: number[]) => Promise<void>): Promise<void> {
     const model = await LlamaModel.load(modelDir(GQA));
     const spy = vi.spyOn(model, 'newKvCache');
     const prompt = (golden.models[GQA].token_ids as number[][])[0]!.slice(0, 4);
@@ -300,18 +301,28 @@ describe('KV cache, batched', () => {
       return spy.mock.calls[0]![3];
     };
     try {
-      expect(await dtypeUsed(undefined, 'fp32')).toBe('f32');
-      expect(await dtypeUsed('auto', 'fp32')).toBe('f32');
-      expect(await dtypeUsed('f16', 'fp32')).toBe('f16');
-      if (engine().dev.has('shader-f16')) {
-        expect(await dtypeUsed(undefined, 'fp16-mixed')).toBe('f16');
-        expect(await dtypeUsed('f32', 'fp16-mixed')).toBe('f32');
-      } else console.log('[model] shader-f16 absent: the fp16-mixed cases of kvCache auto are skipped');
-      await expect(generate(model, prompt, { maxNewTokens: 1, kvCache: 'fp8' as KvCacheSetting })).rejects.toThrow(/key 'kv-cache': expected f32, f16, auto/);
+      await body(dtypeUsed, model, prompt);
     } finally {
       spy.mockRestore();
       model.dispose();
     }
+  }
+
+  it('generate picks the cache storage: kvCache f32 / f16, or auto (the default) by the engine precision', async () => {
+    await withCacheProbe(async (dtypeUsed, model, prompt) => {
+      expect(await dtypeUsed(undefined, 'fp32')).toBe('f32');
+      expect(await dtypeUsed('auto', 'fp32')).toBe('f32');
+      expect(await dtypeUsed('f16', 'fp32')).toBe('f16');
+      await expect(generate(model, prompt, { maxNewTokens: 1, kvCache: 'fp8' as KvCacheSetting })).rejects.toThrow(/key 'kv-cache': expected f32, f16, auto/);
+    });
+  });
+
+  it('under fp16-mixed, auto picks an f16 cache and an explicit f32 stays f32', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
+    await withCacheProbe(async (dtypeUsed) => {
+      expect(await dtypeUsed(undefined, 'fp16-mixed')).toBe('f16');
+      expect(await dtypeUsed('f32', 'fp16-mixed')).toBe('f32');
+    });
   });
 });
 

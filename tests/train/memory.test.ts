@@ -17,7 +17,7 @@ import { AUTO_BATCH_HEADROOM, describeMemory, estimateStep, memoryAdvice, trialS
 import { formatBytes } from '../../src/pipeline/train/logging.js';
 import { LlamaModel } from '../../src/llama/model.js';
 import { LoraTrainer, runTraining } from '../../src/pipeline/train/trainer.js';
-import { useEngine } from '../helpers/index.js';
+import { requireFeature, useEngine } from '../helpers/index.js';
 import { CLI, ROOT, sampleSlice } from './helpers.js';
 
 useEngine();
@@ -118,11 +118,8 @@ describe('batch_size: auto', () => {
     }
   });
 
-  it('under training.precision fp16-mixed the estimate and the trial step are fp16-mixed ones (both below fp32)', async () => {
-    if (!engine().dev.has('shader-f16')) {
-      console.log('[memory] shader-f16 absent: the fp16-mixed auto batch case is skipped');
-      return;
-    }
+  it('under training.precision fp16-mixed the estimate and the trial step are fp16-mixed ones (both below fp32)', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     const dir = mkdtempSync(join(tmpdir(), 'finllm-auto16-'));
     const [c32, c16] = ['fp32', 'fp16-mixed'].map((p) => config(dir, [`training.precision=${p}`]));
     const llama = await loadLlamaConfig(c32!.model.path);

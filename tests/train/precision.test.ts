@@ -19,7 +19,7 @@ import { loadConfig, type ResolvedConfig } from '../../src/pipeline/config.js';
 import { DataLoader, prepareData } from '../../src/pipeline/data/index.js';
 import { DynamicLossScaler, GRAD_SCALER_DEFAULTS, skippedStep } from '../../src/pipeline/train/loss-scale.js';
 import { LoraTrainer, runTraining, trainStep } from '../../src/pipeline/train/trainer.js';
-import { useEngine } from '../helpers/index.js';
+import { requireFeature, useEngine } from '../helpers/index.js';
 import { CLI, ROOT, sampleSlice } from './helpers.js';
 
 useEngine();
@@ -96,15 +96,10 @@ describe('dynamic loss scaling (torch GradScaler semantics)', () => {
 });
 
 describe('fp16-mixed training', () => {
-  const f16 = () => {
-    const has = engine().dev.has('shader-f16');
-    if (!has) console.log('[precision] shader-f16 absent: fp16-mixed training tests skipped');
-    return has;
-  };
 
 
-  it('an inf gradient (f16 overflow at a huge loss scale) skips the update: weights, moments, AdamW step unchanged', async () => {
-    if (!f16()) return;
+  it('an inf gradient (f16 overflow at a huge loss scale) skips the update: weights, moments, AdamW step unchanged', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     const cfg = config(mkdtempSync(join(tmpdir(), 'finllm-skip-')));
     const tok = await LlamaTokenizer.load(MODEL);
     const data = await prepareData(cfg, tok);
@@ -142,8 +137,8 @@ describe('fp16-mixed training', () => {
     }
   });
 
-  it('the trainer halves the scale on each skipped step, grows it after a clean streak, logs both, and resumes bit-exactly', async () => {
-    if (!f16()) return;
+  it('the trainer halves the scale on each skipped step, grows it after a clean streak, logs both, and resumes bit-exactly', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     // 2^26 overflows f16 at first on this model; growth_interval 2 makes growth happen within the run.
     const extra = ['training.precision=fp16-mixed', 'training.max_steps=8', 'training.loss_scaling={init_scale: 67108864, growth_interval: 2}', 'logging.tensorboard=true'];
     const straight = mkdtempSync(join(tmpdir(), 'finllm-scale-'));
@@ -190,8 +185,8 @@ describe('fp16-mixed training', () => {
     expect(records(resumedDir).map(key)).toEqual(recs.map(key));
   });
 
-  it('fp16-mixed follows the fp32 loss curve (QLoRA on the bundled tiny model, 10 steps)', async () => {
-    if (!f16()) return;
+  it('fp16-mixed follows the fp32 loss curve (QLoRA on the bundled tiny model, 10 steps)', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     const run = async (precision: Precision) => {
       const dir = mkdtempSync(join(tmpdir(), `finllm-curve-${precision}-`));
       await runTraining(config(dir, [`training.precision=${precision}`, 'training.max_steps=10', 'training.batch_size=4']), { quiet: true });
@@ -210,8 +205,8 @@ describe('fp16-mixed training', () => {
     expect(b[9]!).toBeLessThan(b[0]!);
   });
 
-  it('finllm eval --precision fp16-mixed agrees with fp32 within 5e-3; a bad --precision is an input error', () => {
-    if (!f16()) return;
+  it('finllm eval --precision fp16-mixed agrees with fp32 within 5e-3; a bad --precision is an input error', (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     const file = join(dataDir, 'eval4.jsonl');
     writeFileSync(file, readFileSync(join(dataDir, 'val.jsonl'), 'utf8').split('\n').filter(Boolean).slice(0, 4).join('\n') + '\n');
     const evalLoss = (precision: string) => {
