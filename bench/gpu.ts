@@ -24,6 +24,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
+import { randomModelDir } from './random-model.js';
 import { buildSummary, formatSummary, main as summaryMain, readSessionDir, type SessionStep } from './summary.js';
 
 export interface Limits {
@@ -50,6 +51,8 @@ export interface Step {
   bestEffort?: boolean;
   /** Skipped with this reason instead of run. */
   skip?: string;
+  /** Loads the random checkpoint the background `model` step draws: waits for it. */
+  needsModel?: boolean;
   /** e2e runs: the tag whose device peak nvidia-smi is polled for. */
   e2eTag?: string;
   /** The file the step leaves in its own folder, moved into the work folder afterwards. */
@@ -75,6 +78,7 @@ export function plan(o: PlanOptions): Step[] {
     group: 'measure',
     cap,
     e2eTag: tag,
+    needsModel: true,
     command: [node, 'dist/bench/e2e.js', ...model, ...run, '--model-cache', cache, '--tag', tag, '--out', o.work, ...flags],
   });
   const python = (name: string, group: Group, cap: number, ...args: string[]): Step => ({
@@ -88,6 +92,8 @@ export function plan(o: PlanOptions): Step[] {
     ...python(name, 'measure', 150, 'bench/peer/peer_peft.py', 'tinyllama-1.1b', join(o.work, `peer-run-${name}`), String(gc)),
     moveOut: { from: join(o.work, `peer-run-${name}`, 'peer.json'), to: join(o.work, gc ? 'peer-gc.json' : 'peer.json') },
   });
+  const preset = o.dry ? 'tiny' : '1.1b';
+  const llamacpp = existsSync('tests/llamacpp/node_modules/node-llama-cpp/package.json');
   const vitest = [node, 'node_modules/vitest/vitest.mjs', 'run', '--reporter=default', '--reporter=json'];
   const tier = o.dry ? ['tests/kernels/swiglu.test.ts'] : ['tests/kernels', 'tests/llama', 'tests/train/precision.test.ts'];
   return [
@@ -105,6 +111,15 @@ export function plan(o: PlanOptions): Step[] {
     e2e('nf4_gc', 150, '--quantize', 'nf4', '--precision', 'fp16-mixed', '--checkpointing', 'full', '--skip-decode'),
     peer('peer_gc', 1),
     e2e('bf16_fp32', 150, '--storage', 'bf16', '--precision', 'fp32', '--checkpointing', 'none', '--skip-decode'),
+    // llama.cpp decoding the same (GGUF-exported) checkpoint beside finllm: a same-card decode peer.
+    {
+      name: 'decode_llamacpp',
+      group: 'measure',
+      cap: 150,
+      needsModel: true,
+      command: [node, 'dist/bench/decode.js', '--model', randomModelDir(cache, preset, { vocabSize: o.dry ? 600 : 32000 }), '--storage', 'bf16', '--batch', '1', '--prompt', '64', '--new-tokens', o.dry ? '8' : '128', '--ttft-prompt', '0', '--peer', 'llama.cpp', '--peer-threads', '4', '--json', join(o.work, 'llamacpp-decode.json')],
+      ...(llamacpp ? {} : { skip: 'llama.cpp is not installed (tests/llamacpp: npm ci --omit=optional there)' }),
+    },
     // PyTorch's full fine-tuning trajectory on the reference fixtures, for tests/train/full-trajectory.test.ts.
     python('full_ft_golden', 'tests', 60, 'tests/fixtures/reference/make_full_ft_reference.py', 'tests/fixtures/reference', join(o.work, 'full-ft')),
     // The GPU test tier, with the GEMM variant matrix (its largest file) in a step of its own.
@@ -123,7 +138,7 @@ export function select(steps: Step[], only: string | undefined): Step[] {
   if (unknown.length) throw new UsageError(`--only: no step or group named ${unknown.join(', ')} (steps: ${steps.map((s) => s.name).join(', ')}; groups: measure, tests)`);
   const picked = steps.filter((s) => names.includes(s.name) || names.includes(s.group));
   // An e2e run needs the model step's checkpoint: keep it (it is a no-op when the cache holds it).
-  if (picked.some((s) => s.e2eTag) && !picked.some((s) => s.name === 'model')) picked.unshift(steps.find((s) => s.name === 'model')!);
+  if (picked.some((s) => s.needsModel) && !picked.some((s) => s.name === 'model')) picked.unshift(steps.find((s) => s.name === 'model')!);
   return picked;
 }
 
@@ -285,8 +300,7 @@ export async function runSteps(o: Options, steps: Step[] = select(plan(o), o.onl
       refresh();
       continue;
     }
-    // e2e runs need the background model.
-    if (s.e2eTag) await running.get('model')?.done;
+    if (s.needsModel) await running.get('model')?.done;
     const t = allowance(s.cap);
     if (t === 0) {
       if (!s.bestEffort) failed = true;

@@ -10,6 +10,7 @@
 //   smi-<tag>.txt      the most GPU memory (MiB) nvidia-smi showed for that e2e process
 //   peer.json, peer-*.json  bench/peer/peer_peft.py (one file per run; their keys are merged)
 //   peer_kernels.json  bench/peer/peer_kernels.py
+//   llamacpp-decode.json  bench/decode.ts --peer llama.cpp: llama.cpp's batch-1 tok/s beside finllm's
 //   decode*.json       decode figures (b1/b8 tokens/s, time to first token) from the decode benchmark
 //   steps*.json        bench/gpu.ts: each step's status, exit code and seconds (`session`)
 //   tests-report*.json the GPU test tier's vitest JSON reports (`session.tests`: passed, failed, skipped, summed)
@@ -116,6 +117,8 @@ export interface SessionInputs {
   peer?: Record<string, { train_tok_s?: number; peak_mem_gb?: number; decode_tok_s?: number }>;
   peerKernels?: Record<string, unknown>;
   decode?: Record<string, number | null>;
+  /** bench/decode.ts --peer llama.cpp: finllm and llama.cpp decoding the same model in one run. */
+  llamacpp?: { finllm?: { batch: number; tokS: number }[]; peers?: { build: string; tokS: number }[] };
 }
 
 type Num = number | null;
@@ -135,6 +138,9 @@ export interface GpuSummary {
     gemm_f16_tflops: Num;
     gemm_f32_tflops: Num;
     sdpa: AttentionFigures;
+    /** llama.cpp (node-llama-cpp) decoding the same GGUF-exported model, batch 1, in the same run. */
+    llamacpp_cpu_decode_tok_s: Num;
+    llamacpp_vulkan_decode_tok_s: Num;
   };
   finllm: {
     gemm_f16_tflops: Num;
@@ -147,7 +153,7 @@ export interface GpuSummary {
     decode: Record<(typeof DECODE_KEYS)[number], Num>;
   };
   /** finllm / peer in the same call (null where either side is missing). */
-  ratios: { train_bf16: Num; train_nf4: Num; gemm_f16: Num; gemm_f32: Num; nf4_fwd_vs_f16: Num; nf4_dx_vs_f16: Num };
+  ratios: { train_bf16: Num; train_nf4: Num; gemm_f16: Num; gemm_f32: Num; nf4_fwd_vs_f16: Num; nf4_dx_vs_f16: Num; decode_vs_llamacpp_vulkan: Num };
   /**
    * How the figures were obtained: each run's steps (status, exit code, seconds), so a
    * null figure reads as "timed out" or "failed" rather than "not measured", and the GPU test tier's
@@ -251,7 +257,10 @@ export function buildSummary(inp: SessionInputs): GpuSummary {
     gemm_f16_tflops: num(inp.peerKernels?.['gemm4096_torch.float16']),
     gemm_f32_tflops: num(inp.peerKernels?.['gemm4096_torch.float32']),
     sdpa: peerSdpa(inp.peerKernels),
+    llamacpp_cpu_decode_tok_s: num(inp.llamacpp?.peers?.find((p) => p.build === 'cpu')?.tokS),
+    llamacpp_vulkan_decode_tok_s: num(inp.llamacpp?.peers?.find((p) => p.build === 'vulkan')?.tokS),
   };
+  const oursBeside = num(inp.llamacpp?.finllm?.find((m) => m.batch === 1)?.tokS);
   return {
     card: card || null,
     driver: driver || null,
@@ -267,6 +276,7 @@ export function buildSummary(inp: SessionInputs): GpuSummary {
       gemm_f32: ratio(finllm.gemm_f32_tflops, peer.gemm_f32_tflops),
       nf4_fwd_vs_f16: ratio(finllm.nf4_gemm_fwd_tflops, finllm.f16_gemm_same_shape_tflops),
       nf4_dx_vs_f16: ratio(finllm.nf4_gemm_dx_tflops, finllm.f16_gemm_same_shape_tflops),
+      decode_vs_llamacpp_vulkan: ratio(oursBeside, peer.llamacpp_vulkan_decode_tok_s),
     },
     session: {
       dry: (inp.sessions ?? []).some((r) => r.dry === true),
@@ -329,6 +339,7 @@ export function readSessionDir(dir: string): SessionInputs {
     smiPeakMiB,
     ...(peer ? { peer } : {}),
     peerKernels: readJson(join(dir, 'peer_kernels.json')),
+    llamacpp: readJson(join(dir, 'llamacpp-decode.json')),
     ...(decode ? { decode } : {}),
     ...(sessions.length ? { sessions } : {}),
     ...(tests ? { tests } : {}),
@@ -359,7 +370,7 @@ export function formatSummary(s: GpuSummary): string {
     lines.push(`attention ${shape} ms: fwd ${fmt(a.fwd_ms)} (sdpa ${fmt(p.fwd_ms)}), fwd+bwd ${fmt(a.fwd_bwd_ms)} (sdpa ${fmt(p.fwd_bwd_ms)})`);
   }
   const d = f.decode;
-  lines.push(`decode: b1 nf4 ${fmt(d.b1_nf4_tok_s)} tok/s, b1 bf16 ${fmt(d.b1_bf16_tok_s)}, b8 nf4 ${fmt(d.b8_nf4_tok_s)}, ttft 512 ${fmt(d.ttft_512_ms)} ms; peer b1 ${fmt(s.peer.decode_tok_s)}`);
+  lines.push(`decode: b1 nf4 ${fmt(d.b1_nf4_tok_s)} tok/s, b1 bf16 ${fmt(d.b1_bf16_tok_s)}, b8 nf4 ${fmt(d.b8_nf4_tok_s)}, ttft 512 ${fmt(d.ttft_512_ms)} ms; peer b1 ${fmt(s.peer.decode_tok_s)}; llama.cpp vulkan ${fmt(s.peer.llamacpp_vulkan_decode_tok_s)} (x${fmt(s.ratios.decode_vs_llamacpp_vulkan)}), cpu ${fmt(s.peer.llamacpp_cpu_decode_tok_s)}`);
   if (s.session.tests) lines.push(`GPU test tier: ${s.session.tests.passed} passed, ${s.session.tests.failed} failed, ${s.session.tests.skipped} skipped`);
   return lines.join('\n');
 }

@@ -18,7 +18,7 @@ describe('bench/gpu.ts plan', () => {
   it('the kernel ids and the e2e runs beside the peer first, every e2e tag the summary reads, the test tier after', () => {
     const steps = plan(base);
     const names = steps.map((s) => s.name);
-    expect(names).toEqual(['model', 'kernels', 'e2e_bf16', 'peer', 'e2e_nf4', 'peer_kernels', 'e2e_nf4_gc', 'peer_gc', 'e2e_bf16_fp32', 'full_ft_golden', 'tests', 'tests_gemm', 'kernels_all']);
+    expect(names).toEqual(['model', 'kernels', 'e2e_bf16', 'peer', 'e2e_nf4', 'peer_kernels', 'e2e_nf4_gc', 'peer_gc', 'e2e_bf16_fp32', 'decode_llamacpp', 'full_ft_golden', 'tests', 'tests_gemm', 'kernels_all']);
     expect(names.indexOf('peer')).toBe(names.indexOf('e2e_bf16') + 1); // the train_bf16 ratio needs both
     const cmd = (n: string) => steps.find((s) => s.name === n)!.command.join(' ');
     expect(cmd('kernels')).toContain('--summary-only');
@@ -31,6 +31,11 @@ describe('bench/gpu.ts plan', () => {
     expect(cmd('tests')).toContain('FINLLM_TEST_TIER=gpu');
     expect(steps.find((s) => s.name === 'model')!.background).toBe(true);
     expect(steps.filter((s) => s.bestEffort).map((s) => s.name)).toEqual(['kernels_all']);
+    // llama.cpp decodes the very checkpoint the model step draws, beside finllm.
+    const decode = steps.find((s) => s.name === 'decode_llamacpp')!;
+    expect(decode.command.join(' ')).toContain('--peer llama.cpp');
+    expect(decode.command[decode.command.indexOf('--model') + 1]).toMatch(/^\/tmp\/w-model-cache\/1\.1b-[0-9a-f]{12}$/);
+    expect(decode.needsModel).toBe(true);
   });
 
   it('--only keeps steps or groups (and the model an e2e run needs); --dry uses tiny shapes and skips the peers; bad arguments are refused', () => {
