@@ -6,8 +6,9 @@
 // try/catch and no worker thread contains. So rendering here runs the library's interpreter with:
 //   - a size limit on every string and list a template expression makes (its output included);
 //   - `range()` refusing more than that many items before it builds them;
-//   - a time limit, checked every few hundred evaluation steps (a for loop prepares all its items
-//     before its first step, so a render may overrun by the time that takes for maxItems items).
+//   - a time limit, checked every few evaluation steps (an expression, or a loop body's run; a for
+//     loop prepares all its items before its first body runs, so a render may overrun by the time
+//     that takes for maxItems items).
 // The one render fails with ChatTemplateLimitError; nothing else is affected. Globals are the ones
 // @huggingface/jinja's Template.render provides (its setupGlobals is not exported), range bounded.
 import * as jinja from '@huggingface/jinja';
@@ -24,6 +25,8 @@ interface JinjaEnvironment {
 interface JinjaInterpreter {
   run(program: unknown): RuntimeValue;
   evaluate(node: unknown, environment: JinjaEnvironment): RuntimeValue;
+  /** Runs a list of statements (a loop's body, once per iteration; a macro's; the program's). */
+  evaluateBlock(statements: unknown[], environment: JinjaEnvironment): RuntimeValue;
 }
 const { Environment, Interpreter, Template } = jinja as unknown as {
   Environment: new (parent?: JinjaEnvironment) => JinjaEnvironment;
@@ -58,7 +61,7 @@ export class ChatTemplateLimitError extends Error {
 }
 
 /** Evaluation steps between two looks at the clock. */
-const CLOCK_EVERY = 256;
+const CLOCK_EVERY = 32;
 
 class BoundedInterpreter extends Interpreter {
   private steps = 0;
@@ -73,12 +76,24 @@ class BoundedInterpreter extends Interpreter {
   }
 
   override evaluate(statement: unknown, environment: JinjaEnvironment): RuntimeValue {
-    if (++this.steps % CLOCK_EVERY === 0 && performance.now() > this.deadline) {
-      throw new ChatTemplateLimitError('time', `rendering took longer than ${this.limits.timeoutMs} ms`);
-    }
+    this.tick();
     const v = super.evaluate(statement, environment);
     this.check(v);
     return v;
+  }
+
+  // A loop whose body is empty evaluates no expression per iteration, but runs its body block.
+  override evaluateBlock(statements: unknown[], environment: JinjaEnvironment): RuntimeValue {
+    this.tick();
+    const v = super.evaluateBlock(statements, environment);
+    this.check(v);
+    return v;
+  }
+
+  private tick(): void {
+    if (++this.steps % CLOCK_EVERY === 0 && performance.now() > this.deadline) {
+      throw new ChatTemplateLimitError('time', `rendering took longer than ${this.limits.timeoutMs} ms`);
+    }
   }
 
   check(v: RuntimeValue): void {
