@@ -30,7 +30,7 @@ import { StopTextStream } from './text.js';
 export interface ServerOptions {
   host?: string;
   port?: number;
-  /** Bearer key required on /v1/* (none: open). */
+  /** Bearer key required on every path but /health and /metrics (none: open; empty or blank: refused). */
   apiKey?: string | null;
   /** Largest request body in bytes (default 1 MiB). */
   bodyLimit?: number;
