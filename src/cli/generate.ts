@@ -75,11 +75,11 @@ export function register(program: Command): void {
     .option('-n, --max-new-tokens <n>', 'most tokens to generate (default: generation_config.json, else 64)')
     .option('--greedy', 'always take the most likely token')
     .option('--sample', 'sample (the default when generation_config.json says do_sample or a sampling flag is given)')
-    .option('--temperature <t>', 'sampling temperature (default 1)')
+    .option('--temperature <t>', 'sampling temperature (default 1; at least 1e-5: use --greedy for greedy decoding)')
     .option('--top-k <k>', 'sample among the k most likely tokens (default 50; 0 = all)')
     .option('--top-p <p>', 'nucleus sampling threshold (default 1 = off)')
-    .option('--repetition-penalty <r>', 'penalise tokens already present, as transformers does (default 1 = off)')
-    .option('--seed <n>', 'sampling seed (default 0)')
+    .option('--repetition-penalty <r>', 'penalise tokens already present, as transformers does (default 1 = off; at least 1e-5)')
+    .option('--seed <n>', 'sampling seed, 0 to 4294967295 (default 0)')
     .addHelpText('after', `
 Defaults follow the model's generation_config.json (greedy unless it sets do_sample), then
 transformers' defaults. Generation stops at an EOS token or after --max-new-tokens.

@@ -1,12 +1,13 @@
 // `finllm serve --model DIR [--adapter NAME=DIR ...] [--route NAME=A:W,B:W] [--host] [--port]`:
 // an OpenAI-compatible HTTP server (src/serve/) over the base model and its LoRA adapters.
 import { stat } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { InputError } from '../errors.js';
 import { defaultModelId, disposeServingModels, loadServingModels, type ServingModels } from '../serve/load.js';
 import { parseAdapterSpec, parseRouteSpec } from '../serve/routing.js';
-import { FinllmServer } from '../serve/server.js';
+import { FinllmServer, checkApiKey } from '../serve/server.js';
 import { collect } from './common.js';
 import { KV_CACHE_HELP, PRECISION_HELP, applyPrecision, checkDir, modelLoadOptions, numberOption } from './model-options.js';
 
@@ -51,7 +52,12 @@ export async function serveAction(o: ServeCliOptions, say: (line: string) => voi
   if (port < 0 || port > 65535) throw new InputError(`expected a port number in [0, 65535], got ${port}`, { key: 'port' });
   const drainTimeout = numberOption(o.drainTimeout, 'drain-timeout')!;
   if (!(drainTimeout >= 0)) throw new InputError(`expected seconds >= 0, got ${drainTimeout}`, { key: 'drain-timeout' });
+  // An empty or blank key is refused, never read as "no key" (checkApiKey).
   const apiKey = o.apiKey ?? process.env.FINLLM_API_KEY ?? null;
+  if (apiKey !== null) checkApiKey(apiKey, o.apiKey !== undefined ? 'api-key' : 'FINLLM_API_KEY');
+  // Four dot-separated numbers are meant as an IPv4 address: one that is not (999.1.1.1) would
+  // otherwise go to the resolver as a host name.
+  if (/^\d+(\.\d+){3}$/.test(o.host) && isIP(o.host) !== 4) throw new InputError(`expected an IP address or a host name, got ${JSON.stringify(o.host)}, which is not a valid IPv4 address`, { key: 'host' });
   const maxModelLen = positiveInt(o.maxModelLen, 'max-model-len');
   const server = new FinllmServer({
     host: o.host,
@@ -73,13 +79,18 @@ export async function serveAction(o: ServeCliOptions, say: (line: string) => voi
     url = await server.listen();
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') throw new InputError(`cannot listen on ${o.host}:${port} (${code})`, { key: 'port' });
+    if (code === 'EADDRINUSE' || code === 'EACCES') throw new InputError(`cannot listen on ${o.host}:${port} (${code})`, { key: 'port' });
+    // Not an address of this machine, or a name that does not resolve.
+    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME' || code === 'EAI_FAIL') {
+      throw new InputError(`cannot listen on ${o.host}:${port} (${code}): not an address of this machine`, { key: 'host' });
+    }
     throw err;
   }
   say(`finllm serve: listening on ${url} (loading ${dir}; requests get 503 until it is ready)`);
   if (!apiKey && !['127.0.0.1', 'localhost', '::1'].includes(o.host)) say(`finllm serve: warning: listening on ${o.host} without --api-key: anyone who can reach it can use it`);
 
-  // Signals: the first drains (in-flight requests finish), a second one stops at once.
+  // Signals: the first drains (in-flight requests finish), a second one stops at once. SIGHUP (the
+  // terminal closed, or a supervisor's reload) drains too: a server has nothing to reload.
   let stopping: Promise<void> | null = null;
   let stopRequested: (() => void) | null = null;
   const stopSignal = new Promise<void>((resolve) => (stopRequested = resolve));
@@ -91,8 +102,8 @@ export async function serveAction(o: ServeCliOptions, say: (line: string) => voi
     say(`finllm serve: ${sig}: finishing the requests in flight (up to ${drainTimeout} s), refusing new ones`);
     stopRequested!();
   };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+  const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP'];
+  for (const sig of signals) process.on(sig, onSignal);
 
   let models: ServingModels | null = null;
   try {
@@ -129,8 +140,7 @@ export async function serveAction(o: ServeCliOptions, say: (line: string) => voi
   });
   await stopping;
   disposeServingModels(models);
-  process.off('SIGTERM', onSignal);
-  process.off('SIGINT', onSignal);
+  for (const sig of signals) process.off(sig, onSignal);
 }
 
 export function register(program: Command): void {
@@ -144,16 +154,16 @@ export function register(program: Command): void {
     .option('--route-seed <n>', 'seed of the A/B choice (default 0); a request with a `user` always gets the same arm')
     .option('--host <addr>', 'address to bind', '127.0.0.1')
     .option('-p, --port <n>', 'TCP port (0 = any free port)', '8000')
-    .option('--api-key <key>', 'require "Authorization: Bearer KEY" on /v1/* (or set FINLLM_API_KEY, which keeps it out of the process list)')
+    .option('--api-key <key>', 'require "Authorization: Bearer KEY" on every path but /health and /metrics (or set FINLLM_API_KEY, which keeps it out of the process list); printable ASCII, not empty')
     .option('--quantize <kind>', 'quantize the base decoder linear layers at load time: nf4')
     .option('--storage <dtype>', 'GPU storage of the other base weights: f32, bf16 or f16', 'f32')
     .option('--precision <mode>', PRECISION_HELP, 'fp32')
     .option('--kv-cache <dtype>', KV_CACHE_HELP)
     .option('--max-model-len <n>', 'context length: prompt + generated tokens per request (default: min(max_position_embeddings, 4096))')
-    .option('--max-batch-size <n>', 'decode slots per model: requests decoded together', '8')
+    .option('--max-batch-size <n>', 'decode slots per model: requests decoded together (refused at startup beyond what the GPU memory holds)', '8')
     .option('--max-queue <n>', 'requests waiting for a slot before new ones get 429', '64')
     .option('--max-body-bytes <n>', 'largest request body (413 beyond)', String(1 << 20))
-    .option('--drain-timeout <s>', 'on SIGTERM/SIGINT, how long in-flight requests may take to finish', '30')
+    .option('--drain-timeout <s>', 'on SIGTERM, SIGINT or SIGHUP, how long in-flight requests may take to finish (/health answers 503 meanwhile)', '30')
     .option('--chat-template <file>', 'Jinja chat template replacing the tokenizer\'s (for /v1/chat/completions)')
     .option('--log-requests', 'log every request (JSON lines on stdout)')
     .addHelpText('after', `
@@ -164,7 +174,11 @@ GET /v1/models, GET /health, GET /metrics (Prometheus). Example:
   curl http://127.0.0.1:8000/v1/completions -H 'content-type: application/json' \\
     -d '{"model": "ab", "prompt": "Revenue rose", "max_tokens": 16, "temperature": 0}'
 
-Exit codes: 0 stopped by a signal after draining, 1 bad input, 2 runtime failure.`)
+Sampling: temperature 0 is greedy; temperature and repetition_penalty below 1e-5 are refused (400),
+as are seeds outside [0, 4294967295]. Chat templates render within a size and time limit.
+
+Exit codes: 0 stopped by a signal (SIGTERM, SIGINT, SIGHUP) after draining, 1 bad input,
+2 runtime failure.`)
     .action(async (o: ServeCliOptions) => {
       await serveAction(o);
     });

@@ -56,16 +56,31 @@ export interface BatchGenerateResult {
   stopReason: GenerateResult['stopReason'] | 'stopped';
 }
 
+/**
+ * The smallest temperature and repetition penalty decoding accepts (`generate` exits 1, `serve`
+ * answers 400, naming the field). The sampler divides by both in f32 on the GPU, where a smaller
+ * value is a subnormal that the GPU flushes to zero (or is 0 already), and every prompt then decodes
+ * to the same garbage. Greedy decoding is temperature 0 for `serve`, --greedy for `generate`.
+ */
+export const MIN_TEMPERATURE = 1e-5;
+export const MIN_REPETITION_PENALTY = 1e-5;
+/** Seeds are u32 on the GPU: a larger one would repeat a smaller one's draws. */
+export const MAX_SEED = 2 ** 32 - 1;
+
 export function validateSampling(o: SamplingOptions): void {
   const bad = (key: string, msg: string) => {
     throw new InputError(msg, { key });
   };
   if (!(Number.isInteger(o.maxNewTokens) && o.maxNewTokens >= 0)) bad('max-new-tokens', `expected a non-negative integer, got ${o.maxNewTokens}`);
-  if (o.temperature !== undefined && !(o.temperature > 0 && Number.isFinite(o.temperature))) bad('temperature', `expected a positive number, got ${o.temperature}`);
+  if (o.temperature !== undefined && !(o.temperature >= MIN_TEMPERATURE && Number.isFinite(o.temperature))) {
+    bad('temperature', `expected a number >= ${MIN_TEMPERATURE} (smaller ones underflow on the GPU; --greedy decodes greedily), got ${o.temperature}`);
+  }
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('top-k', `expected a non-negative integer, got ${o.topK}`);
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) bad('top-p', `expected a number in (0, 1], got ${o.topP}`);
-  if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty > 0 && Number.isFinite(o.repetitionPenalty))) bad('repetition-penalty', `expected a positive number, got ${o.repetitionPenalty}`);
-  if (o.seed !== undefined && !(Number.isSafeInteger(o.seed) && o.seed >= 0)) bad('seed', `expected a non-negative integer, got ${o.seed}`);
+  if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty >= MIN_REPETITION_PENALTY && Number.isFinite(o.repetitionPenalty))) {
+    bad('repetition-penalty', `expected a number >= ${MIN_REPETITION_PENALTY} (1 = off; smaller ones underflow on the GPU), got ${o.repetitionPenalty}`);
+  }
+  if (o.seed !== undefined && !(Number.isInteger(o.seed) && o.seed >= 0 && o.seed <= MAX_SEED)) bad('seed', `expected an integer in [0, ${MAX_SEED}], got ${o.seed}`);
   if (o.kvCache !== undefined && !KV_CACHE_SETTINGS.includes(o.kvCache)) bad('kv-cache', `expected ${KV_CACHE_SETTINGS.join(', ')}, got ${JSON.stringify(o.kvCache)}`);
 }
 
@@ -311,6 +326,13 @@ export async function readGenerationConfig(dir: string): Promise<GenerationConfi
   if (num('top_p') !== undefined) out.topP = num('top_p');
   if (num('repetition_penalty') !== undefined) out.repetitionPenalty = num('repetition_penalty');
   if (num('max_new_tokens') !== undefined) out.maxNewTokens = num('max_new_tokens');
+  // Values the GPU sampler cannot honour are refused here, where the file can be named.
+  if (out.temperature !== undefined && !(out.temperature === 0 || out.temperature >= MIN_TEMPERATURE)) {
+    throw new InputError(`expected 0 or a number >= ${MIN_TEMPERATURE}, got ${out.temperature}`, { file, key: 'temperature' });
+  }
+  if (out.repetitionPenalty !== undefined && !(out.repetitionPenalty >= MIN_REPETITION_PENALTY)) {
+    throw new InputError(`expected a number >= ${MIN_REPETITION_PENALTY} (1 = off), got ${out.repetitionPenalty}`, { file, key: 'repetition_penalty' });
+  }
   if (typeof eos === 'number') out.eosTokenIds = [eos];
   else if (Array.isArray(eos) && eos.every((e) => typeof e === 'number')) out.eosTokenIds = eos as number[];
   return out;

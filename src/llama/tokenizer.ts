@@ -1,11 +1,11 @@
 // The model's tokenizer, loaded from a HF folder (`tokenizer.json` + `tokenizer_config.json`) via
 // @huggingface/tokenizers, so encoding matches HF's fast tokenizer, post-processor (BOS) included.
-// Chat templates are rendered with @huggingface/jinja.
+// Chat templates are rendered with @huggingface/jinja, within limits (chat-template.ts).
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { InputError, readFailure } from '../errors.js';
+import { ChatTemplate, ChatTemplateLimitError, type ChatTemplateLimit, type ChatTemplateLimits } from './chat-template.js';
 import { readJsonFile, readJsonFileIfExists } from '../io/json.js';
 
 /** No index signature on purpose: the data stage's own ChatMessage type must be assignable. */
@@ -19,6 +19,24 @@ export interface ChatTemplateOptions {
   addGenerationPrompt?: boolean;
   /** Extra variables passed to the template (e.g. `tools`, `date_string`). */
   variables?: Record<string, unknown>;
+  /** Size and time limits of the render (default DEFAULT_CHAT_TEMPLATE_LIMITS). */
+  limits?: ChatTemplateLimits;
+}
+
+/**
+ * A chat template that failed to render. The message names the template's file (for the CLI);
+ * `reason` is the failure alone (for a server's clients, who have no business with its paths);
+ * `limit` is set when a size or time limit stopped it.
+ */
+export class ChatTemplateError extends InputError {
+  override name = 'ChatTemplateError';
+  constructor(
+    readonly reason: string,
+    readonly limit: ChatTemplateLimit | null,
+    file: string,
+  ) {
+    super(`chat template failed to render: ${reason}`, { file, key: 'chat_template' });
+  }
 }
 
 const SPECIAL_TOKEN_KEYS = ['bos_token', 'eos_token', 'pad_token', 'unk_token'] as const;
@@ -62,8 +80,16 @@ export class LlamaTokenizer {
   readonly unkId: number | null;
   /** One more than the largest token id, added tokens included (HF's `len(tokenizer)`). */
   readonly vocabSize: number;
+  /**
+   * The longest token's text, in UTF-16 code units (added tokens included). Each token covers at
+   * most this much of the (normalized) text: a byte-level token of n byte-characters stands for n
+   * bytes, which are at most n code units, and a byte-fallback token for one byte. So a text of L
+   * code units has at least L / maxTokenChars tokens, whatever tokenizing it would give, when the
+   * normalizer does not shorten text (Llama's prepend and replace a space by '▁'; Llama 3 has none).
+   */
+  readonly maxTokenChars: number;
   private readonly specialTokens: Record<SpecialTokenKey, string | null>;
-  private readonly chatTemplate: Template | null;
+  private readonly chatTemplate: ChatTemplate | null;
   /** The chat template's Jinja source (null when the tokenizer has none); GGUF export writes it. */
   readonly chatTemplateSource: string | null;
 
@@ -76,7 +102,15 @@ export class LlamaTokenizer {
     configFile: string,
   ) {
     const vocab = tokenizer.get_vocab(true);
-    this.vocabSize = Math.max(-1, ...vocab.values()) + 1;
+    // Loops, not Math.max(...spread): a 128k-entry vocabulary overflows the argument list.
+    let maxId = -1;
+    let longest = 1;
+    for (const [piece, id] of vocab) {
+      maxId = Math.max(maxId, id);
+      longest = Math.max(longest, piece.length);
+    }
+    this.vocabSize = maxId + 1;
+    this.maxTokenChars = longest;
     const specials = {} as Record<SpecialTokenKey, string | null>;
     const ids = {} as Record<SpecialTokenKey, number | null>;
     for (const key of SPECIAL_TOKEN_KEYS) {
@@ -100,10 +134,10 @@ export class LlamaTokenizer {
     this.eosId = ids.eos_token;
     this.padId = ids.pad_token;
     this.unkId = ids.unk_token;
-    let template: Template | null = null;
+    let template: ChatTemplate | null = null;
     if (chatTemplateSource !== null) {
       try {
-        template = new Template(chatTemplateSource);
+        template = new ChatTemplate(chatTemplateSource);
       } catch (err) {
         throw new InputError(`chat template does not parse: ${(err as Error).message}`, { file: chatTemplateFile, key: 'chat_template' });
       }
@@ -207,17 +241,20 @@ export class LlamaTokenizer {
       throw new InputError('this tokenizer has no chat template', { file: this.chatTemplateFile, key: 'chat_template' });
     }
     try {
-      return this.chatTemplate.render({
-        ...options.variables,
-        messages,
-        add_generation_prompt: options.addGenerationPrompt ?? false,
-        bos_token: this.specialTokens.bos_token ?? '',
-        eos_token: this.specialTokens.eos_token ?? '',
-        pad_token: this.specialTokens.pad_token ?? '',
-        unk_token: this.specialTokens.unk_token ?? '',
-      });
+      return this.chatTemplate.render(
+        {
+          ...options.variables,
+          messages,
+          add_generation_prompt: options.addGenerationPrompt ?? false,
+          bos_token: this.specialTokens.bos_token ?? '',
+          eos_token: this.specialTokens.eos_token ?? '',
+          pad_token: this.specialTokens.pad_token ?? '',
+          unk_token: this.specialTokens.unk_token ?? '',
+        },
+        options.limits,
+      );
     } catch (err) {
-      throw new InputError(`chat template failed to render: ${(err as Error).message}`, { file: this.chatTemplateFile, key: 'chat_template' });
+      throw new ChatTemplateError((err as Error).message, err instanceof ChatTemplateLimitError ? err.limit : null, this.chatTemplateFile);
     }
   }
 

@@ -5,6 +5,7 @@
 // finllm does not have (n > 1, logprobs, echo, suffix, best_of > 1, tools, JSON response formats)
 // are refused with a 400 that names the field, rather than silently ignored.
 import { z } from 'zod';
+import { MAX_SEED, MIN_REPETITION_PENALTY, MIN_TEMPERATURE } from '../llama/generate.js';
 
 /** An error answered as OpenAI does: `{ error: { message, type, param, code } }` with its status. */
 export class ApiError extends Error {
@@ -32,17 +33,24 @@ const nonNegInt = z.number().int().nonnegative();
 const common = {
   model: z.string().min(1),
   max_tokens: z.number().int().positive().nullish(),
-  temperature: z.number().min(0).max(2).nullish(),
+  /** 0 is greedy decoding; (0, MIN_TEMPERATURE) is refused (it underflows on the GPU), as `generate` does. */
+  temperature: z
+    .number()
+    .min(0)
+    .max(2)
+    .refine((t) => t === 0 || t >= MIN_TEMPERATURE, { error: `expected 0 (greedy) or a number in [${MIN_TEMPERATURE}, 2]: smaller ones underflow on the GPU` })
+    .nullish(),
   top_p: z.number().gt(0).max(1).nullish(),
   /** Not OpenAI's (vLLM's extension): keep the k most likely tokens; 0 or -1 = off. */
   top_k: z.number().int().min(-1).nullish(),
   /** Not OpenAI's (vLLM's extension): transformers' repetition penalty over prompt + output. */
-  repetition_penalty: z.number().positive().max(10).nullish(),
+  repetition_penalty: z.number().min(MIN_REPETITION_PENALTY, { error: `expected a number in [${MIN_REPETITION_PENALTY}, 10] (1 = off): smaller ones underflow on the GPU` }).max(10).nullish(),
   presence_penalty: z.number().min(-2).max(2).nullish(),
   frequency_penalty: z.number().min(-2).max(2).nullish(),
   logit_bias: z.record(z.string().regex(/^\d+$/, 'keys must be token ids'), z.number().min(-100).max(100)).nullish(),
   stop: z.union([z.string(), z.array(z.string()).max(4)]).nullish(),
-  seed: z.number().int().nullish(),
+  /** The sampler's seeds are u32: a larger seed would repeat a smaller one's draws. */
+  seed: z.number().int().min(0).max(MAX_SEED, { error: `expected an integer in [0, ${MAX_SEED}]` }).nullish(),
   n: z.literal(1, { error: 'only n = 1 is supported' }).nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),

@@ -26,7 +26,8 @@
 // long queue cannot starve the base. The bounded queue holds requests waiting for a slot; a full
 // queue is refused (QueueFullError → 429). All GPU work happens on this one loop; HTTP handlers
 // only submit, and read tokens through callbacks.
-import { Tensor, bytesPerElement } from '../engine/tensor.js';
+import { formatBytes } from '../engine/device-memory.js';
+import { Tensor, bytesPerElement, engine } from '../engine/tensor.js';
 import { TokenSampler, type RowSampling } from '../kernels/sampling.js';
 import { NonFiniteLogitsError } from '../llama/generate.js';
 import { copyKvRows, disposeKvCache, frontKvRows, setKvStarts, type KvCache, type KvCacheDtype, type LlamaModel, type LoraLayers } from '../llama/model.js';
@@ -111,6 +112,46 @@ export interface SchedulerStats {
   compactions: number;
 }
 
+/** Positions per row of a batch's KV cache: S = C + slack (default max(16, C/4)). */
+function cachePositions(contextLength: number, slack?: number): number {
+  return contextLength + Math.max(1, slack ?? Math.max(16, Math.ceil(contextLength / 4)));
+}
+
+/** Share of the free device memory the decode slots may plan on (activations and the prefill take the rest). */
+const SLOT_MEMORY_SHARE = 0.9;
+
+/**
+ * The most decode slots per variant (--max-batch-size) this GPU holds, and why not more. Per slot:
+ * each variant's batch KV cache [slots, S, Hkv, Dh] per layer, one more such cache while a batch
+ * compacts, and its rows of the token sampler ([slots, V] f32 scratch and u32 counts) and of the
+ * step's logits. Two limits: one buffer (a layer's cache, the sampler's scratch) must fit the
+ * largest buffer the device binds; all of them must fit the free device memory, when it is known.
+ */
+export function maxDecodeSlots(
+  model: LlamaModel,
+  o: { contextLength: number; slack?: number; kvCacheDtype?: KvCacheDtype; variants: number },
+): { slots: number; why: string } {
+  const c = model.config;
+  const S = cachePositions(o.contextLength, o.slack);
+  const layerBytes = S * c.numKeyValueHeads * c.headDim * bytesPerElement(o.kvCacheDtype ?? 'f32');
+  const rowBytes = c.vocabSize * 4;
+  const { dev, pool } = engine();
+  const bind = Math.min(dev.limits.maxBufferSize, dev.limits.maxStorageBufferBindingSize);
+  const byBinding = Math.floor(bind / Math.max(layerBytes, rowBytes));
+  let slots = byBinding;
+  let why = `one layer's KV cache takes ${formatBytes(layerBytes)} per slot (${S} positions) and this GPU binds buffers of up to ${formatBytes(bind)}`;
+  if (pool.capacityBytes !== null) {
+    const perSlot = (o.variants + 1) * 2 * c.numHiddenLayers * layerBytes + o.variants * 2 * rowBytes + rowBytes;
+    const free = Math.max(0, SLOT_MEMORY_SHARE * pool.capacityBytes - pool.liveBytes);
+    const byMemory = Math.floor(free / perSlot);
+    if (byMemory < slots) {
+      slots = byMemory;
+      why = `a slot takes ${formatBytes(perSlot)} (the KV caches of ${o.variants} model(s) of ${S} positions, one more while compacting, sampler rows), and ${formatBytes(free)} of the ${formatBytes(pool.capacityBytes)} device memory (from ${pool.capacitySource}) is free for them`;
+    }
+  }
+  return { slots, why };
+}
+
 export class BatchScheduler {
   readonly stats: SchedulerStats = { decodeSteps: 0, decodeRows: 0, prefills: 0, compactions: 0 };
   private readonly C: number;
@@ -132,7 +173,7 @@ export class BatchScheduler {
     if (!(Number.isInteger(opts.maxBatchSize) && opts.maxBatchSize >= 1)) throw new RangeError(`maxBatchSize must be a positive integer, got ${opts.maxBatchSize}`);
     if (!(Number.isInteger(opts.contextLength) && opts.contextLength >= 2)) throw new RangeError(`contextLength must be an integer >= 2, got ${opts.contextLength}`);
     this.C = opts.contextLength;
-    this.S = this.C + Math.max(1, opts.slack ?? Math.max(16, Math.ceil(this.C / 4)));
+    this.S = cachePositions(this.C, opts.slack);
   }
 
   /** Requests waiting for a slot. */

@@ -5,27 +5,32 @@
 //   GET  /health                                       (200 ready; 503 loading / draining / failed)
 //   GET  /metrics                                      (Prometheus text format)
 //
-// The server listens before the model is loaded and answers 503 until setReady(). /v1/* needs the
-// API key when one is set (Bearer; compared in constant time through SHA-256 digests); /health and
-// /metrics do not. shutdown() stops accepting (new requests get 503), lets queued and running
-// generations finish, and cancels what is left after the drain timeout.
+// The server listens before the model is loaded and answers 503 until setReady(). Every path but
+// /health and /metrics needs the API key when one is set (Bearer; compared in constant time through
+// SHA-256 digests). Both the key and the 503 gate look at the route the router matched, never at
+// the raw URL, which the router percent-decodes (`/%761/models` is /v1/models). shutdown() stops
+// accepting (new requests and /health get 503, the listener stays open), lets queued and running
+// generations finish, cancels what is left after the drain timeout, then closes.
 import { createHash, randomInt, randomUUID, timingSafeEqual } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { InputError } from '../errors.js';
+import type { ChatTemplateLimits } from '../llama/chat-template.js';
 import { batchPadToken } from '../llama/generate.js';
 import { resolveKvCacheDtype, type KvCacheDtype, type KvCacheSetting } from '../llama/model.js';
 import type { ServingModels } from './load.js';
 import { ServeMetrics } from './metrics.js';
 import { ApiError, chatRequest, completionRequest, messageText, parseBody, usage, type ChatRequest, type CompletionRequest } from './protocol.js';
-import { ModelRouter, type Resolved, type RouteSpec } from './routing.js';
-import { BatchScheduler, QueueFullError, RequestCancelledError, SchedulerClosedError, type GenerationResult, type TokenSampling } from './scheduler.js';
+import { BASE_ALIAS, ModelRouter, type Resolved, type RouteSpec } from './routing.js';
+import { BatchScheduler, QueueFullError, RequestCancelledError, SchedulerClosedError, maxDecodeSlots, type GenerationResult, type TokenSampling } from './scheduler.js';
+import { ChatTemplateError } from '../llama/tokenizer.js';
 import { StopTextStream } from './text.js';
 
 export interface ServerOptions {
   host?: string;
   port?: number;
-  /** Bearer key required on /v1/* (none: open). */
+  /** Bearer key required on every path but /health and /metrics (none: open; empty or blank: refused). */
   apiKey?: string | null;
   /** Largest request body in bytes (default 1 MiB). */
   bodyLimit?: number;
@@ -58,6 +63,32 @@ interface RequestInfo {
 
 const DEFAULT_COMPLETION_MAX_TOKENS = 16; // OpenAI's default for /v1/completions
 
+/** Routes open without the API key and answered while loading or draining. */
+const OPEN_ROUTES = new Set(['/health', '/metrics']);
+
+/**
+ * A chat template's render for a request: its time, and the items of any list it builds (a for
+ * loop prepares all its items before the clock is looked at again). The size of its strings is
+ * bounded per request by what the context can hold (see promptCharLimit).
+ */
+const CHAT_TEMPLATE_TIME_MS = 1000;
+const CHAT_TEMPLATE_ITEMS = 1 << 16;
+
+/**
+ * Refuses an API key that would switch authentication off or lock everyone out: empty, blank,
+ * surrounded by spaces (HTTP strips them from a header), or with characters a header cannot carry
+ * reliably (controls, non-ASCII). `source` names the flag or variable it came from.
+ */
+export function checkApiKey(key: string, source = 'api-key'): void {
+  const why =
+    key === '' ? 'is empty (leave it out to run without a key)'
+    : key.trim() === '' ? 'is blank'
+    : key !== key.trim() ? 'starts or ends with white space, which HTTP drops from the Authorization header'
+    : !/^[\x20-\x7e]+$/.test(key) ? 'has characters other than printable ASCII'
+    : null;
+  if (why) throw new InputError(`the API key ${why}`, { key: source });
+}
+
 export class FinllmServer {
   readonly app: FastifyInstance;
   readonly metrics = new ServeMetrics();
@@ -73,6 +104,7 @@ export class FinllmServer {
 
   constructor(private readonly opts: ServerOptions) {
     this.router = new ModelRouter(opts.baseId, opts.adapterNames ?? [], opts.routes ?? [], opts.routeSeed ?? 0);
+    if (opts.apiKey !== undefined && opts.apiKey !== null) checkApiKey(opts.apiKey);
     this.keyDigest = opts.apiKey ? digest(opts.apiKey) : null;
     this.log = opts.log ?? ((line) => void process.stderr.write(`${line}\n`));
     this.app = Fastify({
@@ -80,6 +112,15 @@ export class FinllmServer {
       bodyLimit: opts.bodyLimit ?? 1 << 20,
       return503OnClosing: false,
       forceCloseConnections: 'idle',
+      // A "__proto__" or "constructor" key is dropped like any unknown field, not called invalid JSON.
+      onProtoPoisoning: 'remove',
+      onConstructorPoisoning: 'remove',
+      // Errors raised before routing (a malformed percent-encoding) and at the HTTP parser (headers
+      // too large, a malformed request) answer in OpenAI's shape too.
+      frameworkErrors: (err, _request, reply) => {
+        void (reply as unknown as FastifyReply).code(400).send(new ApiError(400, `bad request: ${err.message}`, 'invalid_request_error', 'invalid_request').body());
+      },
+      clientErrorHandler: (err, socket) => writeClientError(err, socket),
     });
     this.routes();
   }
@@ -97,17 +138,25 @@ export class FinllmServer {
   }
 
   /** Serves `models` from now on. */
+  /**
+   * Serves `models` from now on. A --max-batch-size whose KV caches the GPU cannot hold is an
+   * InputError naming the largest that fits.
+   */
   setReady(models: ServingModels): void {
     const missing = (this.opts.adapterNames ?? []).filter((n) => !models.adapters.has(n));
     if (missing.length) throw new Error(`setReady: adapters ${missing.join(', ')} were not loaded`);
+    const maxBatchSize = this.opts.maxBatchSize ?? 8;
+    const kvCacheDtype = resolveKvCacheDtype(this.opts.kvCache);
+    const fits = maxDecodeSlots(models.model, { contextLength: models.contextLength, kvCacheDtype, variants: 1 + models.adapters.size, ...(this.opts.kvSlack !== undefined ? { slack: this.opts.kvSlack } : {}) });
+    if (maxBatchSize > fits.slots) throw new InputError(`expected at most ${fits.slots} decode slots per model here, got ${maxBatchSize}: ${fits.why}`, { key: 'max-batch-size' });
     this.models = models;
     this.scheduler = new BatchScheduler(models.model, {
-      maxBatchSize: this.opts.maxBatchSize ?? 8,
+      maxBatchSize,
       maxQueue: this.opts.maxQueue ?? 64,
       contextLength: models.contextLength,
       padToken: batchPadToken(models.model, models.eosIds),
       ...(this.opts.kvSlack !== undefined ? { slack: this.opts.kvSlack } : {}),
-      kvCacheDtype: resolveKvCacheDtype(this.opts.kvCache),
+      kvCacheDtype,
       onError: (err) => this.log(`finllm serve: runtime failure in a decode step: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`),
     });
     this.metrics.attach(this.scheduler);
@@ -132,7 +181,8 @@ export class FinllmServer {
   async shutdown(drainTimeoutMs = 30_000): Promise<{ drained: boolean }> {
     if (this.state === 'ready' || this.state === 'loading') this.state = 'draining';
     this.scheduler?.stopAccepting();
-    const closing = this.app.close();
+    // The listener stays open while draining, so /health can say so (load balancers take the
+    // instance out) and new requests get a 503 rather than a refused connection.
     let drained = true;
     if (this.scheduler) {
       let timer: NodeJS.Timeout | undefined;
@@ -143,7 +193,7 @@ export class FinllmServer {
       clearTimeout(timer);
       if (!drained) this.scheduler.cancelAll('the server shut down before this request finished');
     }
-    await closing;
+    await this.app.close();
     await this.scheduler?.close();
     return { drained };
   }
@@ -155,15 +205,20 @@ export class FinllmServer {
     app.addHook('onRequest', async (request, reply) => {
       const info: RequestInfo = { start: performance.now(), model: '' };
       this.info.set(request, info);
+      // The route the router matched (undefined: none). The raw URL is not looked at: the router
+      // decodes it, so a check on request.url can be passed by spelling the path differently.
+      const route = request.routeOptions.url;
+      const open = route !== undefined && OPEN_ROUTES.has(route);
       reply.raw.once('close', () => {
-        if (request.url === '/metrics' || request.url === '/health') return;
+        if (open) return;
         // A client gone before any response was sent counts as 499 (nginx's "client closed request").
         const status = reply.raw.headersSent ? String(reply.raw.statusCode) : '499';
-        this.metrics.requests.inc({ endpoint: request.routeOptions.url ?? 'unmatched', model: info.model, status });
+        this.metrics.requests.inc({ endpoint: route ?? 'unmatched', model: info.model, status });
       });
-      if (!request.url.startsWith('/v1/')) return;
+      if (this.state === 'draining') void reply.header('connection', 'close');
+      if (open) return;
       this.authorize(request);
-      if (this.state !== 'ready') throw this.unavailable();
+      if (route !== undefined && this.state !== 'ready') throw this.unavailable();
     });
 
     app.setErrorHandler((err, request, reply) => {
@@ -190,7 +245,8 @@ export class FinllmServer {
     // A wildcard: model ids may contain '/' (org/name).
     app.get<{ Params: { '*': string } }>('/v1/models/*', async (request) => {
       const id = request.params['*'];
-      const m = this.router.ids().find((x) => x.id === id);
+      // "base" names the base model in requests, so it does here too.
+      const m = this.router.ids().find((x) => x.id === (id === BASE_ALIAS ? this.router.baseId : id));
       if (!m) throw modelNotFound(id);
       return this.modelCard(m);
     });
@@ -253,8 +309,8 @@ export class FinllmServer {
     const headers = { 'x-request-id': id, ...routeHeaders(resolved) };
     if (resolved.route) this.metrics.routed.inc({ route: resolved.route.name, arm: resolved.route.arm });
 
-    const promptIds = kind === 'chat' ? this.chatPrompt(body as ChatRequest) : this.completionPrompt(body as CompletionRequest);
     const C = models.contextLength;
+    const promptIds = kind === 'chat' ? this.chatPrompt(body as ChatRequest) : this.completionPrompt(body as CompletionRequest);
     const P = promptIds.length;
     if (P >= C) {
       throw new ApiError(413, `the prompt is ${P} tokens; this server's context is ${C} tokens (--max-model-len), leaving no room to generate`, 'invalid_request_error', 'context_length_exceeded', kind === 'chat' ? 'messages' : 'prompt');
@@ -373,12 +429,38 @@ export class FinllmServer {
     return undefined;
   }
 
+  /**
+   * The longest text that can still fit the context: a text of L characters has at least
+   * L / maxTokenChars tokens (LlamaTokenizer.maxTokenChars), and a prompt needs fewer than C tokens.
+   * Longer text is refused before tokenizing, which is slow (seconds per megabyte) and would hold
+   * the event loop, /health and every stream with it.
+   */
+  private promptCharLimit(): number {
+    return (this.models!.contextLength - 1) * this.models!.tokenizer.maxTokenChars;
+  }
+
+  private promptTooLong(chars: number, param: 'prompt' | 'messages'): ApiError {
+    const { contextLength: C, tokenizer } = this.models!;
+    const what = param === 'prompt' ? 'the prompt has' : 'the chat prompt (the messages in the chat template) has';
+    return new ApiError(
+      413,
+      `${what} ${chars} characters or more, so at least ${Math.ceil(chars / tokenizer.maxTokenChars)} tokens (no token is longer than ${tokenizer.maxTokenChars} characters); this server's context is ${C} tokens (--max-model-len), leaving no room to generate`,
+      'invalid_request_error',
+      'context_length_exceeded',
+      param,
+    );
+  }
+
+  private encodeBounded(text: string): number[] {
+    if (text.length > this.promptCharLimit()) throw this.promptTooLong(text.length, 'prompt');
+    return this.models!.tokenizer.encode(text);
+  }
+
   private completionPrompt(body: CompletionRequest): number[] {
     const p = body.prompt;
-    const tok = this.models!.tokenizer;
-    if (typeof p === 'string') return tok.encode(p);
+    if (typeof p === 'string') return this.encodeBounded(p);
     const first = p[0]!;
-    if (typeof first === 'string') return tok.encode(first);
+    if (typeof first === 'string') return this.encodeBounded(first);
     const ids = typeof first === 'number' ? (p as number[]) : (first as number[]);
     const V = this.models!.model.config.vocabSize;
     const bad = ids.findIndex((t) => t >= V);
@@ -393,7 +475,17 @@ export class FinllmServer {
     }
     // OpenAI's "developer" role is the newer name of "system"; chat templates know only the latter.
     const messages = body.messages.map((m) => ({ role: m.role === 'developer' ? 'system' : m.role, content: messageText(m.content) }));
-    return tok.encodeChat(messages, { addGenerationPrompt: true });
+    const limits: ChatTemplateLimits = { maxChars: this.promptCharLimit(), maxItems: CHAT_TEMPLATE_ITEMS, timeoutMs: CHAT_TEMPLATE_TIME_MS };
+    try {
+      // The render's output is bounded by maxChars, so what gets tokenized is within promptCharLimit.
+      return tok.encodeChat(messages, { addGenerationPrompt: true, limits });
+    } catch (err) {
+      if (!(err instanceof ChatTemplateError)) throw err;
+      if (err.limit === 'chars') throw this.promptTooLong(limits.maxChars, 'messages');
+      // The operator needs the template's file; the client gets the reason alone.
+      if (err.limit !== null) this.log(`finllm serve: ${err.message}`);
+      throw new ApiError(400, `the chat template failed to render the messages: ${err.reason}`, 'invalid_request_error', 'chat_template_error', 'messages');
+    }
   }
 
   /**
@@ -425,6 +517,23 @@ export class FinllmServer {
     }
     return s;
   }
+}
+
+/**
+ * An error of the HTTP parser (before fastify sees a request): headers too large (431), a request
+ * timeout (408), anything else malformed (400), answered in OpenAI's shape, then the connection closed.
+ */
+function writeClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason, message] =
+    err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large', 'the request headers are too large']
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout', 'the request took too long to arrive']
+    : [400, 'Bad Request', `malformed HTTP request (${err.code ?? 'parse error'})`];
+  const body = JSON.stringify(new ApiError(status, message, 'invalid_request_error', status === 431 ? 'headers_too_large' : 'invalid_request').body());
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
 function digest(s: string): Buffer {

@@ -1,8 +1,15 @@
 // Decoding: logit processors with transformers' semantics (checked on hand-made logits), the text
 // streamer, and generate()'s stopping and seeding on a fixture model.
+import { writeFileSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { samplingFromFlags } from '../../src/cli/generate.js';
 import { InputError } from '../../src/errors.js';
-import { TextStreamer, generate, generateBatch } from '../../src/llama/generate.js';
+import {
+  MAX_SEED, MIN_REPETITION_PENALTY, MIN_TEMPERATURE, TextStreamer, generate, generateBatch, readGenerationConfig, validateSampling, type SamplingOptions,
+} from '../../src/llama/generate.js';
 import { applyRepetitionPenalty, applyWarpers, argmax, softmax } from '../reference/sampling.js';
 import { LlamaModel } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
@@ -134,4 +141,39 @@ describe('generateBatch() (left-padded prompts of different lengths)', () => {
       model.dispose();
     }
   }, 900_000);
+});
+
+describe('sampling values the GPU cannot honour are refused by name (issue 20, items 5 and 11)', () => {
+  it('temperature or repetition penalty below 1e-5, seeds outside [0, 2^32 - 1]: InputError naming the flag; the edges pass', () => {
+    const refused: [Partial<SamplingOptions>, RegExp][] = [
+      [{ temperature: 1e-39 }, /key 'temperature': expected a number >= 0\.00001/],
+      [{ temperature: 9e-6 }, /key 'temperature'/],
+      [{ temperature: 0 }, /key 'temperature'.*--greedy/],
+      [{ repetitionPenalty: 1e-39 }, /key 'repetition-penalty': expected a number >= 0\.00001/],
+      [{ repetitionPenalty: 0 }, /key 'repetition-penalty'/],
+      [{ seed: 4294967297 }, /key 'seed': expected an integer in \[0, 4294967295\]/],
+      [{ seed: 2 ** 32 }, /key 'seed'/],
+      [{ seed: -1 }, /key 'seed'/],
+    ];
+    for (const [o, message] of refused) expect(() => validateSampling({ maxNewTokens: 1, ...o }), JSON.stringify(o)).toThrow(message);
+    expect(() => validateSampling({ maxNewTokens: 1, temperature: MIN_TEMPERATURE, repetitionPenalty: MIN_REPETITION_PENALTY, seed: MAX_SEED })).not.toThrow();
+  });
+
+  it('`finllm generate` flags and generation_config.json values alike: exit-1 errors naming the flag, or the file and key', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'finllm-genconfig-'));
+    writeFileSync(join(dir, 'generation_config.json'), '{}');
+    for (const [flags, key] of [[{ temperature: '1e-39' }, 'temperature'], [{ repetitionPenalty: '1e-39' }, 'repetition-penalty'], [{ seed: '4294967297' }, 'seed']] as const) {
+      const err = await samplingFromFlags(dir, flags).catch((e: unknown) => e);
+      expect(err, JSON.stringify(flags)).toBeInstanceOf(InputError);
+      expect((err as Error).message).toContain(`key '${key}'`);
+    }
+    for (const [field, value] of [['temperature', 1e-39], ['temperature', -1], ['repetition_penalty', 1e-39], ['repetition_penalty', 0]] as const) {
+      writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ do_sample: true, [field]: value }));
+      const err = await readGenerationConfig(dir).catch((e: unknown) => e);
+      expect(err, `${field} ${value}`).toBeInstanceOf(InputError);
+      expect((err as Error).message).toContain(`${join(dir, 'generation_config.json')}, key '${field}'`);
+    }
+    writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ temperature: 0, repetition_penalty: 1.1 }));
+    expect(await readGenerationConfig(dir)).toMatchObject({ temperature: 0, repetitionPenalty: 1.1 });
+  });
 });

@@ -1,6 +1,7 @@
 // `finllm serve` as a process (dist/, built by `npm test`'s pretest): same greedy text as the
-// `finllm generate` process, SIGTERM drains the request in flight and exits 0, and a taken port
-// exits 1 with a clear message (bad flags are checked in-process in units.test.ts).
+// `finllm generate` process, SIGTERM and SIGHUP drain the request in flight (/health says 503
+// meanwhile) and exit 0, and a taken port exits 1 with a clear message (bad flags are checked
+// in-process in units.test.ts).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -71,15 +72,40 @@ describe('finllm serve (the process)', () => {
         s.child.kill('SIGTERM');
         await expect.poll(() => s.stderr().includes('SIGTERM: finishing'), { timeout: 30_000 }).toBe(true);
         signalled = true;
-        // Draining: a new request is refused (the listener is closed: connection refused).
+        // Draining: the listener stays open; /health says so and a new request gets a 503.
+        const health = await fetch(`${s.url}/health`);
+        expect([health.status, await health.json()]).toEqual([503, { status: 'draining' }]);
         const refused = await client.completions.create({ model: 'base', prompt, max_tokens: 1 }).catch((e: unknown) => e);
         expect(refused).toBeInstanceOf(APIError);
-        expect((refused as APIError).status ?? 503).toBe(503);
+        expect((refused as APIError).status).toBe(503);
       }
     }
     expect(afterSignal).toBeGreaterThan(0); // the stream was still running when the signal landed
     // It ran to its end: 40 tokens, or fewer only if it stopped at EOS.
     expect(finish === 'length' ? usage?.completion_tokens === 40 : finish === 'stop' && usage!.completion_tokens <= 40).toBe(true);
+    expect(await s.exited).toBe(0);
+    expect(s.stderr()).toContain('drained; stopped');
+  });
+
+  it('SIGHUP drains like SIGTERM: the stream in flight runs to its end, then exit 0 (issue 20, item 20)', async () => {
+    const s = await serve(['--max-model-len', '64']);
+    const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const stream = await client.completions.create({ model: 'base', prompt: 'Quarterly revenue grew', max_tokens: 30, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    let chunks = 0;
+    let afterSignal = 0;
+    let usage: OpenAI.CompletionUsage | undefined;
+    for await (const c of stream) {
+      chunks++;
+      if (c.usage) usage = c.usage;
+      if (chunks > 1) afterSignal++;
+      if (chunks === 1) {
+        s.child.kill('SIGHUP');
+        await expect.poll(() => s.stderr().includes('SIGHUP: finishing'), { timeout: 30_000 }).toBe(true);
+        expect((await fetch(`${s.url}/health`)).status).toBe(503);
+      }
+    }
+    expect(afterSignal).toBeGreaterThan(0);
+    expect(usage?.completion_tokens).toBeGreaterThan(0);
     expect(await s.exited).toBe(0);
     expect(s.stderr()).toContain('drained; stopped');
   });

@@ -1,7 +1,7 @@
 // finllm serve without a GPU: stop-sequence streaming, the windowed detokenizer, model ids and A/B
 // routes, request validation.
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { serveAction, type ServeCliOptions } from '../../src/cli/serve.js';
 import { InputError } from '../../src/errors.js';
 import { Rng } from '../../src/engine/random.js';
@@ -166,11 +166,30 @@ describe('finllm serve flags', () => {
       [{ chatTemplate: '/nonexistent/template.jinja' }, /chat template file not found/],
       [{ kvCache: 'fp8' }, /key 'kv-cache': expected f32, f16, auto, got "fp8"/],
       [{ precision: 'fp8' }, /key 'precision'/],
+      // Issue 20, item 10: an empty or blank key is refused, not read as "no key".
+      [{ apiKey: '' }, /key 'api-key': the API key is empty/],
+      [{ apiKey: '   ' }, /key 'api-key': the API key is blank/],
+      [{ apiKey: 'sk-x ' }, /key 'api-key': the API key starts or ends with white space/],
+      // Item 13: a host that is no address, or not one of this machine (TEST-NET-1: bind fails locally).
+      [{ host: '999.1.1.1' }, /key 'host': .*"999\.1\.1\.1", which is not a valid IPv4 address/],
+      [{ host: '192.0.2.1' }, /key 'host': cannot listen on 192\.0\.2\.1:0 \(EADDRNOTAVAIL\)/],
     ];
     for (const [o, message] of cases) {
       const err = await serveAction(flags(o), () => undefined).catch((e: unknown) => e);
       expect(err, JSON.stringify(o)).toBeInstanceOf(InputError);
       expect((err as Error).message).toMatch(message);
+    }
+  });
+
+  it('an empty FINLLM_API_KEY is refused naming the variable (issue 20, item 10)', async () => {
+    vi.stubEnv('FINLLM_API_KEY', '');
+    try {
+      const o: ServeCliOptions = { model: TINY, adapter: [], route: [], host: '127.0.0.1', port: '0', maxBatchSize: '8', maxQueue: '64', maxBodyBytes: '1000', drainTimeout: '1' };
+      const err = await serveAction(o, () => undefined).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(InputError);
+      expect((err as Error).message).toMatch(/key 'FINLLM_API_KEY': the API key is empty/);
+    } finally {
+      vi.unstubAllEnvs();
     }
   });
 });
