@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkBuilt, expectFailure, expectSuccess, finllm, removeTempDirs, tempDir, writeJsonl } from './helpers.js';
+import { CLI, checkBuilt, expectFailure, expectSuccess, finllm, removeTempDirs, ROOT, tempDir, writeJsonl, type CliResult } from './helpers.js';
 
 beforeAll(checkBuilt);
 afterAll(removeTempDirs);
@@ -92,5 +92,38 @@ describe('8. --env names only environments the config file defines', () => {
       const r = finllm(['data', 'stats', '--config', join(dir, 'cfg.yaml'), '--env', env]);
       expectFailure(r, 1, new RegExp(`environment "${env}" \\(from --env\\) is not defined under 'environments'; defined: cpu`));
     }
+  });
+});
+
+// A small or read-only file system of our own: a tmpfs mounted over `dir` in a private mount
+// namespace (unshare), which needs user namespaces (or root); skipped where they are not available.
+const canMount = spawnSync('unshare', ['-rm', 'sh', '-c', 'mount -t tmpfs -o size=4k tmpfs /mnt'], { encoding: 'utf8' }).status === 0;
+function finllmOnTmpfs(dir: string, mountOptions: string, args: string[]): CliResult {
+  const r = spawnSync('unshare', ['-rm', 'sh', '-c', `mount -t tmpfs -o ${mountOptions} tmpfs "$0" && exec "$@"`, dir, process.execPath, CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr, signal: r.signal };
+}
+
+describe.skipIf(!canMount)('21. a full or read-only file system: the message names the destination, never a temp (needs unshare -rm)', () => {
+  const corpus = () => writeJsonl(join(tempDir(), 'corpus.jsonl'), [{ text: 'Revenue rose nine percent.' }, { text: 'Margins fell by two points.' }]);
+
+  it('disk full while writing a tokenizer folder: exit 2 naming the file under the destination folder', () => {
+    const mnt = tempDir();
+    const r = finllmOnTmpfs(mnt, 'size=8k', ['tokenizer', 'train', '--data', corpus(), '--vocab-size', '400', join(mnt, 'tok')]);
+    expectFailure(r, 2, new RegExp(`^finllm: ${join(mnt, 'tok').replaceAll('/', '\\/')}\\/tokenizer[a-z_]*\\.json: no space left on device \\(write\\)$`, 'm'));
+    expect(r.stderr).not.toContain('.tmp-');
+  });
+
+  it('a read-only file system: exit 1 naming the destination folder', () => {
+    const mnt = tempDir();
+    const r = finllmOnTmpfs(mnt, 'ro', ['tokenizer', 'train', '--data', corpus(), '--vocab-size', '400', join(mnt, 'tok')]);
+    expectFailure(r, 1, new RegExp(`^finllm: ${join(mnt, 'tok').replaceAll('/', '\\/')}: read-only file system \\(mkdir\\)$`, 'm'));
+    const file = finllmOnTmpfs(mnt, 'ro', ['data', 'generate', '--kind', 'corpus', '-n', '2', '-o', join(mnt, 'c.jsonl')]);
+    expectFailure(file, 1, new RegExp(`^finllm: ${join(mnt, 'c.jsonl').replaceAll('/', '\\/')}: read-only file system \\(open\\)$`, 'm'));
+  });
+
+  it('data generate whose estimated size exceeds the free space: exit 1 before writing (23)', () => {
+    const mnt = tempDir();
+    const r = finllmOnTmpfs(mnt, 'size=1m', ['data', 'generate', '--kind', 'corpus', '-n', '100000', '-o', join(mnt, 'c.jsonl')]);
+    expectFailure(r, 1, /c\.jsonl: 100000 records need about [0-9.]+ MiB, but its file system has 1\.0 MiB free; lower -n\/--count or write elsewhere/);
   });
 });
