@@ -42,7 +42,7 @@ import { saveModel } from '../../llama/save.js';
 import { RESOLVED_CONFIG_NAME, saveResolvedConfig, type ResolvedConfig } from '../config.js';
 import { chooseAutoBatch, describeMemory, estimateStep, memoryAdvice, outOfMemoryFailure } from './memory.js';
 import { createDataLoader, prepareData, saveReport, formatReport, type Batch, type DataLoader, type DataLoaderState, type PreparedData, type TokenizedExample } from '../data/index.js';
-import { latestCheckpoint, readJsonSync, saveCheckpoint, writeJsonSync } from './checkpoint.js';
+import { checkCheckpointFolders, latestCheckpoint, readJsonSync, saveCheckpoint, writeJsonSync } from './checkpoint.js';
 import { ConsoleProgress, JsonlMetrics, formatBytes, type MetricRecord, type ScalarSink } from './logging.js';
 import { lrAt, resolveWarmup, type ScheduleSpec } from './schedule.js';
 import { checkResumeConfig, formatDifferences, readTrainerState, type TrainerState } from './resume.js';
@@ -282,6 +282,8 @@ export class LoraTrainer {
     ensureFolderSync(runDir);
     // Temps of a run killed while writing these (the writers clean their own too; a finished run writes none).
     for (const f of ['data-report.json', RESOLVED_CONFIG_NAME, SUMMARY_FILE, 'metrics.jsonl', 'adapter/adapter_model.safetensors', 'adapter/adapter_config.json']) removeStaleTemps(join(runDir, f));
+    // A step-N folder that is not a complete checkpoint is refused before anything runs (checkpoint.ts).
+    checkCheckpointFolders(runDir);
     const latest = latestCheckpoint(runDir);
     const resuming = latest !== null && (opts.resume === true || cfg.training.resume === 'auto');
     // A resumed auto run keeps the batch it chose.
