@@ -2,10 +2,12 @@
 // through the `finllm` CLI as a user runs it (exit code, the one-line message, the files left
 // behind). Library-level checks of the same fixes live beside their modules' tests.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, checkBuilt, expectFailure, expectSuccess, finllm, removeTempDirs, ROOT, tempDir, writeJsonl, type CliResult } from './helpers.js';
+import {
+  CLI, checkBuilt, copyModel, expectCleanStderr, expectFailure, expectSuccess, finllm, finllmAsync, MODEL, removeTempDirs, ROOT, sampleTexts, tempDir, writeJsonl, type CliResult,
+} from './helpers.js';
 
 beforeAll(checkBuilt);
 afterAll(removeTempDirs);
@@ -125,5 +127,83 @@ describe.skipIf(!canMount)('21. a full or read-only file system: the message nam
     const mnt = tempDir();
     const r = finllmOnTmpfs(mnt, 'size=1m', ['data', 'generate', '--kind', 'corpus', '-n', '100000', '-o', join(mnt, 'c.jsonl')]);
     expectFailure(r, 1, /c\.jsonl: 100000 records need about [0-9.]+ MiB, but its file system has 1\.0 MiB free; lower -n\/--count or write elsewhere/);
+  });
+});
+
+describe('6. a tokenizer.json finllm cannot run is refused at load, by every command that loads a model', () => {
+  it('ids >= vocab_size: generate exits 1 naming tokenizer.json (was exit 2 with a stack); serve exits 1 instead of reporting ready', async () => {
+    const model = await copyModel(join(tempDir(), 'model'));
+    const tok = JSON.parse(readFileSync(join(model, 'tokenizer.json'), 'utf8')) as { added_tokens: unknown[] };
+    tok.added_tokens.push({ id: 600, content: '<extra>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    writeFileSync(join(model, 'tokenizer.json'), JSON.stringify(tok));
+    const message = /tokenizer\.json: 1 token id is outside the model's vocabulary \(vocab_size 600 in .*config\.json\): "<extra>" \(600\)/;
+    expectFailure(finllm(['generate', '--model', model, '--prompt', 'Revenue <extra>', '-n', '2']), 1, message);
+    const serve = finllmAsync(['serve', '--model', model, '--port', '0']);
+    const code = await serve.exited;
+    expect(code, serve.out.stderr).toBe(1);
+    expect(serve.out.stderr).toMatch(message);
+    expect(serve.out.stdout + serve.out.stderr).not.toMatch(/finllm serve: ready:/);
+    expectCleanStderr({ status: code, stdout: serve.out.stdout, stderr: serve.out.stderr, signal: null });
+  });
+
+  it('a WordPiece tokenizer: exit 1 naming the file and model.type', async () => {
+    const model = await copyModel(join(tempDir(), 'model'));
+    const tok = JSON.parse(readFileSync(join(model, 'tokenizer.json'), 'utf8')) as { model: Record<string, unknown> };
+    tok.model = { type: 'WordPiece', unk_token: '<unk>', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab: { '<unk>': 0, '<s>': 1, '</s>': 2 } };
+    writeFileSync(join(model, 'tokenizer.json'), JSON.stringify(tok));
+    expectFailure(finllm(['generate', '--model', model, '--prompt', 'Revenue', '-n', '2']), 1, /tokenizer\.json, key 'model\.type': model type "WordPiece" is not supported/);
+  });
+});
+
+describe('9. tie_word_embeddings: true with a separate lm_head.weight', () => {
+  it('gets the "tensors the model does not use" warning, saying which head is used', async () => {
+    const model = await copyModel(join(tempDir(), 'model'), () => undefined, (c) => { c['tie_word_embeddings'] = true; });
+    const r = finllm(['generate', '--model', model, '--prompt', 'Revenue', '-n', '1']);
+    expectSuccess(r);
+    expect(r.stderr).toMatch(/^finllm: warning: .*model: 1 tensor is in the checkpoint but not used by a 2-layer Llama as config\.json describes it: lm_head\.weight \(tie_word_embeddings is true, so model\.embed_tokens\.weight is the LM head and lm_head\.weight is ignored; set it to false if lm_head\.weight is the head\); check that config\.json matches the weights$/m);
+  });
+});
+
+describe('3. a step-N folder that is not a complete checkpoint is never skipped or deleted', () => {
+  /** A two-step run with a checkpoint per step, in a fresh folder. */
+  function trainedRun(): string {
+    const dir = tempDir('finllm-cli-run3-');
+    writeJsonl(join(dir, 'train.jsonl'), sampleTexts(4).map((text) => ({ text })));
+    writeFileSync(
+      join(dir, 'cfg.yaml'),
+      `model: {path: ${MODEL}, quantize: none}
+lora: {r: 2, alpha: 4, dropout: 0.0, target_modules: [q_proj, v_proj]}
+data: {train: train.jsonl, val: null, val_split: 0, max_seq_len: 64, dedup: {near: false}}
+training: {max_steps: 2, batch_size: 2, lr: 1.0e-3, warmup_steps: 0, eval_every: 0, save_every: 1, log_every: 1, seed: 3}
+output: {dir: run}
+logging: {console: false}
+`,
+    );
+    expectSuccess(finllm(['train', '--config', join(dir, 'cfg.yaml')]));
+    return dir;
+  }
+  const ckpt = (dir: string, n: number) => join(dir, 'run', 'checkpoints', `step-${String(n).padStart(8, '0')}`);
+
+  it('--resume with a step-3 folder holding only the user\'s files: exit 1 naming it, before any step; nothing in it touched; after moving it away the run resumes at step 2', () => {
+    const dir = trainedRun();
+    mkdirSync(ckpt(dir, 3));
+    writeFileSync(join(ckpt(dir, 3), 'notes.txt'), 'keep me');
+    const before = readFileSync(join(dir, 'run', 'metrics.jsonl'), 'utf8');
+    const args = ['train', '--config', join(dir, 'cfg.yaml'), '--set', 'training.max_steps=4', '--allow-config-change', '--resume'];
+    const r = finllm(args);
+    expectFailure(r, 1, new RegExp(`step-00000003: not a complete checkpoint: it holds a file finllm does not write \\(notes\\.txt\\)\\. Move it out of .*checkpoints \\(or delete it\\) and run again`));
+    expect(readdirSync(ckpt(dir, 3))).toEqual(['notes.txt']);
+    expect(readFileSync(join(dir, 'run', 'metrics.jsonl'), 'utf8')).toBe(before);
+    // An empty step folder (no trainer_state.json) is refused the same way, also without --resume.
+    cpSync(ckpt(dir, 3), join(dir, 'notes'), { recursive: true });
+    writeFileSync(join(ckpt(dir, 3), 'notes.txt'), '');
+    expectFailure(finllm(['train', '--config', join(dir, 'cfg.yaml'), '--set', 'training.max_steps=4', '--allow-config-change']), 1, /step-00000003: not a complete checkpoint/);
+    // Moved away: the run resumes from step 2 and writes steps 3 and 4.
+    cpSync(ckpt(dir, 3), join(dir, 'moved'), { recursive: true });
+    spawnSync('rm', ['-r', ckpt(dir, 3)]);
+    const ok = finllm(args);
+    expectSuccess(ok);
+    expect(existsSync(join(ckpt(dir, 4), 'trainer_state.json'))).toBe(true);
+    expect(readFileSync(join(dir, 'notes', 'notes.txt'), 'utf8')).toBe('keep me');
   });
 });
