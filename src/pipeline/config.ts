@@ -119,7 +119,7 @@ const trainingSchema = z
     epochs: positiveInt.default(1),
     /** When set, training stops after this many optimizer steps (overrides epochs). */
     max_steps: positiveInt.nullable().default(null),
-    /** Sequences per micro-batch, or `auto`: the largest that fits the device's memory (see effective_batch_size). */
+    /** Sequences per micro-batch (at most the number of training examples), or `auto`: the largest that fits the device's memory (see effective_batch_size). */
     batch_size: z.union([positiveInt, z.literal('auto')]).default(4),
     grad_accum: positiveInt.default(1),
     /**
