@@ -9,7 +9,7 @@ import { loadRunConfig } from './train.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { prepareData, type PreparedData } from '../pipeline/data/prepare.js';
 import { formatReport, saveReport } from '../pipeline/data/stats.js';
-import { TASK_KINDS, writeSyntheticJsonl, type Split, type TaskKind } from '../pipeline/data/synthetic.js';
+import { MAX_GENERATED_RECORDS, TASK_KINDS, writeSyntheticJsonl, type Split, type TaskKind } from '../pipeline/data/synthetic.js';
 import { InputError } from '../errors.js';
 
 interface GenerateOpts {
@@ -90,8 +90,8 @@ export function register(program: Command): void {
     .command('generate')
     .description('write a synthetic financial dataset (JSONL): a pretraining corpus or instruction tasks, from a seed')
     .requiredOption('--kind <kind>', 'corpus (raw documents for pretraining) or tasks (sentiment, figure extraction, one-line summary)')
-    .requiredOption('-o, --out <file>', 'output .jsonl file (written atomically)')
-    .option('-n, --count <n>', 'documents (corpus) or records per task (tasks)', '1000')
+    .requiredOption('-o, --out <file>', 'output .jsonl (or .ndjson, .json) file of JSON Lines, written atomically')
+    .option('-n, --count <n>', `documents (corpus) or records per task (tasks); at most ${MAX_GENERATED_RECORDS} records in all, and no more than the disk holds (checked first)`, '1000')
     .option('--seed <n>', 'random seed: the same seed writes the same file', '0')
     .option('--split <name>', `company name space: ${SPLITS.join(', ')} (disjoint: evaluation companies never appear in training)`, 'train')
     .option('--tasks <list>', `tasks only: comma-separated subset of ${TASK_KINDS.join(', ')}`)

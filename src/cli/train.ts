@@ -65,6 +65,8 @@ Exit codes: 0 done, 1 bad input (config, data, model folder), 2 runtime failure 
 non-finite loss: nothing of it is saved), 130 interrupted by Ctrl-C (143 by SIGTERM).
 Ctrl-C finishes the current step, saves a checkpoint and exits 130; --resume continues from it.
 A resume refuses settings that differ from the checkpoint's unless --allow-config-change.
+A checkpoints/step-N folder that is not a complete checkpoint (no trainer_state.json) stops the run
+before any step; finllm deletes or replaces only checkpoints it wrote.
 Re-running a finished run changes nothing.`)
     .action(async (opts: TrainOpts) => {
       const cfg = loadRunConfig(opts);

@@ -9,7 +9,7 @@
 // process dies, unless another handler (the trainer's graceful stop) takes the signal.
 import { mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, rmdir, stat, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { InputError, describeSystemError } from '../errors.js';
 
@@ -89,6 +89,25 @@ export function removeStaleTemps(path: string): string[] {
     removed.push(full);
   }
   return removed;
+}
+
+/**
+ * A system error met while writing the temp path `temp` (or a file inside a temp folder) for
+ * `dest`, re-aimed at the destination: the user never asked for the temp and cannot act on its
+ * name. ENOSPC from a write has no path at all; EROFS / EACCES name the temp being created; a
+ * failed rename names both. Other errors pass unchanged.
+ */
+function aboutDestination(err: unknown, temp: string, dest: string): unknown {
+  const e = err as (NodeJS.ErrnoException & { dest?: string }) | null;
+  if (!e || typeof e !== 'object' || typeof e.code !== 'string' || typeof e.syscall !== 'string') return err;
+  const map = (p: string) => (p === temp ? dest : p.startsWith(temp + sep) ? dest + p.slice(temp.length) : p);
+  const path = e.path === undefined ? dest : map(e.path);
+  const other = e.dest === undefined ? undefined : map(e.dest);
+  e.message = e.message.split(temp).join(dest);
+  e.path = path;
+  if (other === undefined || other === path) delete e.dest;
+  else e.dest = other;
+  return e;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -209,7 +228,9 @@ export async function writeFileAtomicStreaming(
   refuseFolderAt(path, (await stat(path).catch(() => null))?.isDirectory() ?? false);
   removeStaleTemps(path);
   const tempPath = tempPathFor(path);
-  const handle = await open(tempPath, 'wx');
+  const handle = await open(tempPath, 'wx').catch((err: unknown) => {
+    throw aboutDestination(err, tempPath, path);
+  });
   track(tempPath);
   let closed = false;
   try {
@@ -231,7 +252,7 @@ export async function writeFileAtomicStreaming(
   } catch (err) {
     if (!closed) await handle.close().catch(() => undefined);
     await rm(tempPath, { force: true }).catch(() => undefined);
-    throw err;
+    throw aboutDestination(err, tempPath, path);
   } finally {
     untrack(tempPath);
   }
@@ -261,7 +282,7 @@ export function writeFileAtomicSync(path: string, data: string | Uint8Array): vo
     renameSync(tempPath, path);
   } catch (err) {
     rmSync(tempPath, { force: true });
-    throw err;
+    throw aboutDestination(err, tempPath, path);
   } finally {
     untrack(tempPath);
   }
@@ -293,7 +314,9 @@ export async function writeFolderAtomic(dest: string, fill: (dir: string) => Pro
   await ensureFolder(dirname(out));
   removeStaleTemps(out);
   const tmp = tempPathFor(out);
-  await mkdir(tmp);
+  await mkdir(tmp).catch((err: unknown) => {
+    throw aboutDestination(err, tmp, out);
+  });
   track(tmp);
   try {
     await fill(tmp);
@@ -313,7 +336,7 @@ export async function writeFolderAtomic(dest: string, fill: (dir: string) => Pro
     }
   } catch (err) {
     await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    throw err;
+    throw aboutDestination(err, tmp, out);
   } finally {
     untrack(tmp);
   }

@@ -29,10 +29,15 @@ export async function readJsonFileIfExists(path: string): Promise<unknown> {
   return readJsonFile(path);
 }
 
+const NON_FINITE = '\u0000non-finite:';
+const NON_FINITE_QUOTED = /"\\u0000non-finite:(-?Infinity|NaN)"/g;
+
 /** JSON text of `value`; a placeholder when it has none or cannot be shown (nested too deeply for the stack, a cycle). */
 export function safeJson(value: unknown): string {
   try {
-    return JSON.stringify(value) ?? String(value);
+    // JSON has no Infinity or NaN (JSON.stringify writes null): show them as JavaScript does.
+    const text = JSON.stringify(value, (_key, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? `${NON_FINITE}${v}` : v));
+    return text === undefined ? String(value) : text.replace(NON_FINITE_QUOTED, '$1');
   } catch {
     return Array.isArray(value) ? '[...] (nested too deeply to show)' : '{...} (nested too deeply to show)';
   }

@@ -17,6 +17,8 @@
 // pieces as applying them unit by unit. Ties between equally frequent pairs go to the pair whose
 // merged string sorts first, so training is deterministic.
 
+import { InputError } from '../errors.js';
+
 export interface TrainBpeOptions {
   /** Total vocabulary size, specials and byte tokens included (at least 259 + the alphabet). */
   vocabSize: number;
@@ -27,6 +29,21 @@ export interface TrainBpeOptions {
 }
 
 export const SPECIAL_TOKENS = ['<unk>', '<s>', '</s>'] as const;
+/** The largest vocabulary the trainer handles (symbol ids are packed into pair keys below 2^20). */
+export const MAX_VOCAB_SIZE = 1 << 20;
+
+/** The requested vocabulary is smaller than the specials, byte tokens and alphabet of the corpus. */
+export class VocabTooSmallError extends InputError {
+  override name = 'VocabTooSmallError';
+  constructor(
+    readonly requested: number,
+    /** Specials + byte tokens + the corpus's alphabet. */
+    readonly minimum: number,
+    readonly alphabetSize: number,
+  ) {
+    super(`vocabulary size ${requested} is smaller than the specials, byte tokens and alphabet of this corpus: at least ${minimum} (${SPECIAL_TOKENS.length} special tokens, 256 byte tokens, ${alphabetSize} characters)`);
+  }
+}
 const BYTE_TOKENS = Array.from({ length: 256 }, (_, i) => `<0x${i.toString(16).toUpperCase().padStart(2, '0')}>`);
 const UNIT = /▁?\p{L}+|▁?[^\p{L}\p{N}▁\n]+|\n+|\p{N}|▁/gu;
 const DIGIT = /\p{N}/u;
@@ -56,7 +73,9 @@ export function trainBpe(texts: Iterable<string>, opts: TrainBpeOptions): Traine
   for (const [ch, n] of charCounts) if (n >= minChar) alphabet.add(ch);
   const vocab = new Map<string, number>();
   for (const t of [...SPECIAL_TOKENS, ...BYTE_TOKENS, ...[...alphabet].sort()]) vocab.set(t, vocab.size);
-  if (opts.vocabSize < vocab.size) throw new RangeError(`vocabSize ${opts.vocabSize} is smaller than the specials, byte tokens and alphabet (${vocab.size})`);
+  if (!(opts.vocabSize >= vocab.size)) throw new VocabTooSmallError(opts.vocabSize, vocab.size, alphabet.size);
+  if (!(opts.vocabSize <= MAX_VOCAB_SIZE)) throw new InputError(`vocabulary size ${opts.vocabSize} is larger than the trainer supports (${MAX_VOCAB_SIZE})`);
+  if (!(Number.isInteger(minPair) && minPair >= 1)) throw new InputError(`the minimum pair frequency must be an integer >= 1, got ${minPair}`);
 
   // Words: unique units as symbol-id sequences; characters outside the alphabet are left as
   // barriers (id -1) that never merge.

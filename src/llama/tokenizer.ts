@@ -1,12 +1,14 @@
 // The model's tokenizer, loaded from a HF folder (`tokenizer.json` + `tokenizer_config.json`) via
 // @huggingface/tokenizers, so encoding matches HF's fast tokenizer, post-processor (BOS) included.
 // Chat templates are rendered with @huggingface/jinja, within limits (chat-template.ts).
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { InputError, readFailure } from '../errors.js';
 import { ChatTemplate, ChatTemplateLimitError, type ChatTemplateLimit, type ChatTemplateLimits } from './chat-template.js';
 import { readJsonFile, readJsonFileIfExists } from '../io/json.js';
+import { loadLlamaConfig } from './config.js';
 
 /** No index signature on purpose: the data stage's own ChatMessage type must be assignable. */
 export interface ChatMessage {
@@ -70,6 +72,24 @@ function selectChatTemplate(value: unknown, file: string): string | null {
     );
   }
   return chosen[1];
+}
+
+/**
+ * The tokenizer.json model section finllm runs: BPE (SentencePiece-style with byte fallback, or
+ * byte-level as Llama 3), with a non-empty vocabulary of non-negative integer ids. Anything else
+ * (WordPiece, Unigram, an empty vocabulary) would encode every text to <unk> or to made-up ids.
+ */
+function checkTokenizerModel(model: Record<string, unknown>, file: string): void {
+  if (model['type'] !== 'BPE') {
+    throw new InputError(`model type ${model['type'] === undefined ? '(none)' : JSON.stringify(model['type'])} is not supported: finllm runs BPE tokenizers (Llama's SentencePiece-style or byte-level)`, { file, key: 'model.type' });
+  }
+  const vocab = model['vocab'];
+  if (!isObject(vocab)) throw new InputError('expected the BPE vocabulary, an object of token → id', { file, key: 'model.vocab' });
+  const entries = Object.entries(vocab);
+  if (entries.length === 0) throw new InputError('the vocabulary is empty: every text would encode to unknown tokens', { file, key: 'model.vocab' });
+  const bad = entries.find(([, id]) => !(typeof id === 'number' && Number.isSafeInteger(id) && id >= 0));
+  if (bad) throw new InputError(`token ${JSON.stringify(bad[0])} has id ${JSON.stringify(bad[1])}, expected a non-negative integer`, { file, key: 'model.vocab' });
+  if (!Array.isArray(model['merges'])) throw new InputError('expected the BPE merges, a list', { file, key: 'model.merges' });
 }
 
 export class LlamaTokenizer {
@@ -152,6 +172,14 @@ export class LlamaTokenizer {
    * (a Jinja file) overrides both.
    */
   static async load(dir: string, opts: { chatTemplateFile?: string } = {}): Promise<LlamaTokenizer> {
+    const tokenizer = await LlamaTokenizer.loadFolder(dir, opts);
+    // Beside a model's config.json every id must be a row of its embeddings.
+    const modelConfig = join(dir, 'config.json');
+    if (existsSync(modelConfig)) tokenizer.checkFitsVocabulary((await loadLlamaConfig(modelConfig)).vocabSize, join(dir, 'tokenizer.json'), modelConfig);
+    return tokenizer;
+  }
+
+  private static async loadFolder(dir: string, opts: { chatTemplateFile?: string }): Promise<LlamaTokenizer> {
     const tokenizerFile = join(dir, 'tokenizer.json');
     const configFile = join(dir, 'tokenizer_config.json');
     const tokenizerJson = await readJsonFile(tokenizerFile);
@@ -189,6 +217,7 @@ export class LlamaTokenizer {
     if (!isObject(tokenizerJson) || !isObject(tokenizerJson['model'])) {
       throw new InputError('expected a tokenizer object with a "model" section', { file: tokenizerFile, key: 'model' });
     }
+    checkTokenizerModel(tokenizerJson['model'], tokenizerFile);
     let tokenizer: Tokenizer;
     try {
       tokenizer = new Tokenizer(tokenizerJson, config);
@@ -197,6 +226,17 @@ export class LlamaTokenizer {
     }
     const chatTemplate = origin.chatTemplate !== undefined ? origin.chatTemplate : selectChatTemplate(config['chat_template'], configFile);
     return new LlamaTokenizer(tokenizer, config, chatTemplate, origin.chatTemplateFile ?? configFile, configFile);
+  }
+
+  /** Refuses a tokenizer with ids the model has no embedding for (ids >= the config's vocab_size). */
+  checkFitsVocabulary(modelVocabSize: number, tokenizerFile: string, configFile: string): void {
+    if (this.vocabSize <= modelVocabSize) return;
+    const outside = [...this.tokenizer.get_vocab(true)].filter(([, id]) => id >= modelVocabSize).sort((a, b) => a[1] - b[1]);
+    const shown = outside.slice(0, 3).map(([t, id]) => `${JSON.stringify(t)} (${id})`).join(', ') + (outside.length > 3 ? `, ... (${outside.length - 3} more)` : '');
+    throw new InputError(
+      `${outside.length} token id${outside.length === 1 ? ' is' : 's are'} outside the model's vocabulary (vocab_size ${modelVocabSize} in ${configFile}): ${shown}; the tokenizer does not belong to this model`,
+      { file: tokenizerFile },
+    );
   }
 
   /** Token ids as HF's `tokenizer(text).input_ids`: special tokens (BOS) added by the post-processor. */

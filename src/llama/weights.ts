@@ -124,9 +124,13 @@ export function expectedTensors(config: LlamaConfig): Map<string, number[]> {
   return m;
 }
 
-/** Tensors transformers ignores without a word: RoPE buffers of older checkpoints, a tied lm_head. */
-function silentlyIgnored(name: string, config: LlamaConfig): boolean {
-  return /\.rotary_emb\.inv_freq$/.test(name) || (config.tieWordEmbeddings && name === 'lm_head.weight');
+/**
+ * Tensors ignored without a word: RoPE buffers of older checkpoints (recomputed from config.json).
+ * A separate lm_head.weight under tie_word_embeddings: true is not among them: the model would use
+ * the embeddings as its head and drop a head that may have been trained, so it gets the warning.
+ */
+function silentlyIgnored(name: string): boolean {
+  return /\.rotary_emb\.inv_freq$/.test(name);
 }
 
 /**
@@ -136,10 +140,13 @@ function silentlyIgnored(name: string, config: LlamaConfig): boolean {
  */
 export function checkCheckpoint(ckpt: Checkpoint, config: LlamaConfig): void {
   const expected = expectedTensors(config);
-  const unused = ckpt.names().filter((n) => !expected.has(n) && !silentlyIgnored(n, config));
+  const unused = ckpt.names().filter((n) => !expected.has(n) && !silentlyIgnored(n));
   if (unused.length > 0) {
     const shown = unused.slice(0, 5).join(', ') + (unused.length > 5 ? `, ... (${unused.length - 5} more)` : '');
-    warn(`${ckpt.dir}: ${unused.length} tensor${unused.length === 1 ? ' is' : 's are'} in the checkpoint but not used by a ${config.numHiddenLayers}-layer Llama as config.json describes it: ${shown}; check that config.json matches the weights`);
+    const tiedHead = config.tieWordEmbeddings && unused.includes('lm_head.weight')
+      ? ' (tie_word_embeddings is true, so model.embed_tokens.weight is the LM head and lm_head.weight is ignored; set it to false if lm_head.weight is the head)'
+      : '';
+    warn(`${ckpt.dir}: ${unused.length} tensor${unused.length === 1 ? ' is' : 's are'} in the checkpoint but not used by a ${config.numHiddenLayers}-layer Llama as config.json describes it: ${shown}${tiedHead}; check that config.json matches the weights`);
   }
   for (const [name, shape] of expected) {
     if (!ckpt.has(name)) {

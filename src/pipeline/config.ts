@@ -119,7 +119,7 @@ const trainingSchema = z
     epochs: positiveInt.default(1),
     /** When set, training stops after this many optimizer steps (overrides epochs). */
     max_steps: positiveInt.nullable().default(null),
-    /** Sequences per micro-batch, or `auto`: the largest that fits the device's memory (see effective_batch_size). */
+    /** Sequences per micro-batch (at most the number of training examples), or `auto`: the largest that fits the device's memory (see effective_batch_size). */
     batch_size: z.union([positiveInt, z.literal('auto')]).default(4),
     grad_accum: positiveInt.default(1),
     /**
@@ -423,6 +423,8 @@ function expectedFor(issue: z.core.$ZodIssue): string {
 
 function issuesToError(issues: z.core.$ZodIssue[], merged: Json, prov: Provenance, file: string | null, noFileHint = false): InputError {
   const lines: string[] = [];
+  // The file is named unless every problem is in a value given with --set (then the file is not at fault).
+  let fromFile = false;
   for (const issue of issues) {
     const path = issue.path.map(String);
     if (issue.code === 'unrecognized_keys') {
@@ -431,6 +433,7 @@ function issuesToError(issues: z.core.$ZodIssue[], merged: Json, prov: Provenanc
         const key = [...path, k].join('.');
         const hint = suggest(k, known);
         const from = prov.get(key)?.origin ?? [...prov.entries()].find(([p]) => p.startsWith(key + '.'))?.[1].origin;
+        if (!from?.startsWith('--set ')) fromFile = true;
         lines.push(
           `key '${key}'${from ? ` (from ${from})` : ''}: unknown key${hint ? `; did you mean '${[...path, hint].join('.')}'?` : ''}` +
             ` (allowed here: ${known.join(', ')})`,
@@ -441,12 +444,15 @@ function issuesToError(issues: z.core.$ZodIssue[], merged: Json, prov: Provenanc
     const key = path.join('.') || '(root)';
     const value = getAt(merged, issue.path as (string | number)[]);
     const from = prov.get(key)?.origin;
-    const what = issue.code === 'custom' ? issue.message : `got ${describe(value)}, ${expectedFor(issue)}`;
+    if (!from?.startsWith('--set ')) fromFile = true;
+    // YAML's .inf / .nan and numbers past the double range (1e400) are numbers, but not finite ones.
+    const expected = typeof value === 'number' && !Number.isFinite(value) ? 'expected a finite number' : expectedFor(issue);
+    const what = issue.code === 'custom' ? issue.message : `got ${describe(value)}, ${expected}`;
     lines.push(`key '${key}'${from ? ` (from ${from})` : ''}: ${value === undefined && issue.code === 'invalid_type' ? `missing, ${expectedFor(issue)}` : what}`);
   }
   let head = lines.length === 1 ? lines[0]! : `${lines.length} problems in the configuration:\n  ${lines.join('\n  ')}`;
   if (noFileHint) head += `\n(no config file was given and ${DEFAULT_CONFIG_FILE} does not exist here: pass --config FILE)`;
-  return new InputError(head, file ? { file } : {});
+  return new InputError(head, file && fromFile ? { file } : {});
 }
 
 /** Parse the right-hand side of `--set key=value` as a YAML scalar/flow value. */
@@ -524,7 +530,8 @@ export function loadConfig(opts: LoadConfigOptions = {}): ResolvedConfig {
   if (envName !== undefined && envName !== '') {
     const envs = (environments ?? {}) as Obj;
     const names = Object.keys(envs);
-    if (!(envName in envs)) {
+    // Own keys only: `in` would also find __proto__, toString and the rest of Object.prototype.
+    if (!Object.hasOwn(envs, envName)) {
       const hint = suggest(envName, names);
       throw new InputError(
         `environment ${JSON.stringify(envName)} (from ${opts.env !== undefined ? '--env' : 'FINLLM_ENV'}) is not defined under 'environments'; ` +

@@ -16,6 +16,8 @@ import { InputError } from '../errors.js';
 export const BASE_ALIAS = 'base';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._:/-]*$/;
+/** A route weight: digits with an optional fraction (no sign, exponent, hex or words). */
+const DECIMAL = /^(?:\d+(?:\.\d*)?|\.\d+)$/;
 
 export interface RouteArm {
   model: string;
@@ -50,13 +52,17 @@ export function parseRouteSpec(spec: string): RouteSpec {
   checkName(name, 'route', spec);
   const arms = spec.slice(eq + 1).split(',').map((part) => {
     const colon = part.lastIndexOf(':');
-    const weight = Number(part.slice(colon + 1));
-    if (colon <= 0 || part.slice(colon + 1).trim() === '' || !Number.isFinite(weight) || weight < 0) {
-      throw new InputError(`${JSON.stringify(spec)}: each arm is MODEL:WEIGHT with a weight >= 0, got ${JSON.stringify(part)}`, { key: 'route' });
+    const text = part.slice(colon + 1);
+    // Plain decimals only: Number() would also read 0x10, 1e308, Infinity and " 1 ".
+    const weight = DECIMAL.test(text) ? Number(text) : NaN;
+    if (colon <= 0 || !Number.isFinite(weight)) {
+      throw new InputError(`${JSON.stringify(spec)}: each arm is MODEL:WEIGHT with a weight >= 0 written as a decimal number (e.g. 50 or 0.5), got ${JSON.stringify(part)}`, { key: 'route' });
     }
     return { model: part.slice(0, colon), weight };
   });
-  if (arms.length < 1 || !(arms.reduce((a, b) => a + b.weight, 0) > 0)) throw new InputError(`${JSON.stringify(spec)}: the weights must add up to more than 0`, { key: 'route' });
+  const total = arms.reduce((a, b) => a + b.weight, 0);
+  if (!Number.isFinite(total)) throw new InputError(`${JSON.stringify(spec)}: the weights add up to more than the largest number (use smaller weights in the same ratio)`, { key: 'route' });
+  if (arms.length < 1 || !(total > 0)) throw new InputError(`${JSON.stringify(spec)}: the weights must add up to more than 0`, { key: 'route' });
   const seen = new Set<string>();
   for (const a of arms) {
     if (seen.has(a.model)) throw new InputError(`${JSON.stringify(spec)}: model ${JSON.stringify(a.model)} appears twice`, { key: 'route' });

@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { InputError } from '../../src/errors.js';
+import { describeSystemError, InputError } from '../../src/errors.js';
 import { removeStaleTemps, writeFileAtomic, writeFileAtomicStreaming, writeFileAtomicSync, writeFolderAtomic } from '../../src/io/atomic.js';
 import { useTempDirs } from './helpers.js';
 
@@ -80,5 +80,58 @@ describe('atomic writes', () => {
     await writeFolderAtomic(join(dir, 'merged'), async (tmp) => writeFile(join(tmp, 'a'), 'a'));
     expect((await readdir(dir)).sort()).toEqual([`.other.json.tmp-${dead}-11111111`, `.report.json.tmp-${process.ppid}-00000000`, 'merged', 'report.json']);
     expect(removeStaleTemps(join(dir, 'other.json'))).toEqual([join(dir, `.other.json.tmp-${dead}-11111111`)]);
+  });
+});
+
+describe('errors of atomic writes name the destination, never the temp (issue 20, item 21)', () => {
+  /** What a write(2) on a full disk gives Node: a system error with no path. */
+  const diskFull = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
+
+  it('a full disk during a streamed write: the error carries the destination path, and describeSystemError says it', async () => {
+    const dir = await tempDir();
+    const dest = join(dir, 'report.json');
+    const err = await writeFileAtomicStreaming(dest, async (sink) => {
+      await sink.write(new Uint8Array(10));
+      throw diskFull();
+    }).catch((e: unknown) => e);
+    expect(describeSystemError(err)).toEqual({ message: `${dest}: no space left on device (write)`, inputProblem: false });
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('a full disk while filling an atomic folder: the file named is the one under the final folder', async () => {
+    const dir = await tempDir();
+    const out = join(dir, 'tok');
+    const err = await writeFolderAtomic(out, async (tmp) => {
+      await writeFileAtomic(join(tmp, 'a.json'), '{}');
+      await writeFileAtomicStreaming(join(tmp, 'tokenizer.json'), async () => {
+        throw diskFull();
+      });
+    }).catch((e: unknown) => e);
+    expect(describeSystemError(err)?.message).toBe(`${join(out, 'tokenizer.json')}: no space left on device (write)`);
+    expect((err as Error).message).not.toContain('.tmp-');
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('a destination folder where files cannot be created (read-only, or no permission): the destination is named', async () => {
+    const dir = await tempDir();
+    // Root may write anywhere, so a refused create is made the way the kernel reports it (the real
+    // read-only file system is in tests/cli/reliability-3.test.ts).
+    const err = await writeFolderAtomic(join(dir, 'out'), async (tmp) => {
+      const inner = join(tmp, 'model.safetensors');
+      throw Object.assign(new Error(`EROFS: read-only file system, open '${inner}'`), { code: 'EROFS', errno: -30, syscall: 'open', path: inner });
+    }).catch((e: unknown) => e);
+    expect(describeSystemError(err)?.message).toBe(`${join(dir, 'out', 'model.safetensors')}: read-only file system (open)`);
+    expect((err as Error).message).toBe(`EROFS: read-only file system, open '${join(dir, 'out', 'model.safetensors')}'`);
+  });
+
+  it.skipIf(process.getuid?.() === 0)('a folder without write permission: the error names the destination file (not root)', async () => {
+    const dir = await tempDir();
+    await chmod(dir, 0o500);
+    try {
+      const err = await writeFileAtomic(join(dir, 'x.json'), '{}').catch((e: unknown) => e);
+      expect(describeSystemError(err)?.message).toBe(`${join(dir, 'x.json')}: permission denied (open)`);
+    } finally {
+      await chmod(dir, 0o700);
+    }
   });
 });

@@ -116,6 +116,12 @@ describe('Llama config.json', () => {
     });
   }
 
+  it('refuses rope_theta: 1e400 (JSON parses it to Infinity) saying "got Infinity", not "got null"', () => {
+    const raw = JSON.parse(JSON.stringify(base()).replace(/\}$/, ',"rope_theta":1e400}')) as Record<string, unknown>;
+    expect(raw.rope_theta).toBe(Infinity);
+    expectInputError(() => parseLlamaConfig(raw, file), [/key 'rope_theta'/, /got Infinity/]);
+  });
+
   it('refuses a missing or non-JSON config file with the path', async () => {
     await expect(loadLlamaConfig(join(FIXTURES, 'nowhere'))).rejects.toThrow(/nowhere.*file not found/);
     await expect(loadLlamaConfig(join(FIXTURES, 'README.md'))).rejects.toThrow(/README\.md.*invalid JSON/);

@@ -1,4 +1,4 @@
-import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
@@ -145,5 +145,45 @@ describe('bad tokenizer folders', () => {
     }));
     const tokenizer = await LlamaTokenizer.load(dir);
     expect([tokenizer.bosId, tokenizer.eosId, tokenizer.padId]).toEqual([1, 2, 0]);
+  });
+});
+
+describe('tokenizer.json is validated at load (issue 20, item 6)', () => {
+  const gqa = modelDir('gqa-f32');
+  /** A copy of the gqa tokenizer folder with tokenizer.json passed through `edit` (and config.json when given). */
+  async function edited(edit: (t: { model: Record<string, unknown>; added_tokens: Record<string, unknown>[] }) => void, withConfig = false): Promise<string> {
+    const dir = await copyTokenizer(gqa);
+    const t = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8'));
+    edit(t);
+    await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(t));
+    if (withConfig) await copyFile(join(gqa, 'config.json'), join(dir, 'config.json'));
+    return dir;
+  }
+
+  it('a WordPiece (or untyped) model is refused, naming the file and model.type', async () => {
+    const dir = await edited((t) => {
+      t.model = { type: 'WordPiece', unk_token: '<unk>', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab: { '<unk>': 0, '<s>': 1, '</s>': 2, a: 3 } };
+    });
+    await expect(LlamaTokenizer.load(dir)).rejects.toThrow(`${join(dir, 'tokenizer.json')}, key 'model.type': model type "WordPiece" is not supported: finllm runs BPE tokenizers`);
+    const untyped = await edited((t) => void delete t.model.type);
+    await expect(LlamaTokenizer.load(untyped)).rejects.toThrow(/key 'model\.type': model type \(none\) is not supported/);
+  });
+
+  it('an empty vocabulary, a bad id or missing merges are refused', async () => {
+    await expect(LlamaTokenizer.load(await edited((t) => void (t.model.vocab = {})))).rejects.toThrow(/tokenizer\.json, key 'model\.vocab': the vocabulary is empty/);
+    await expect(LlamaTokenizer.load(await edited((t) => void ((t.model.vocab as Record<string, unknown>)['▁the'] = -4)))).rejects.toThrow(/key 'model\.vocab': token "▁the" has id -4, expected a non-negative integer/);
+    await expect(LlamaTokenizer.load(await edited((t) => void delete t.model.merges))).rejects.toThrow(/key 'model\.merges': expected the BPE merges/);
+  });
+
+  it('beside a model\'s config.json, ids >= vocab_size are refused, naming the tokens and both files', async () => {
+    const dir = await edited((t) => {
+      t.added_tokens.push({ id: 600, content: '<extra>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    }, true);
+    await expect(LlamaTokenizer.load(dir)).rejects.toThrow(
+      `${join(dir, 'tokenizer.json')}: 1 token id is outside the model's vocabulary (vocab_size 600 in ${join(dir, 'config.json')}): "<extra>" (600); the tokenizer does not belong to this model`,
+    );
+    // Without a config.json (a tokenizer folder alone) there is no vocabulary size to check against.
+    await rm(join(dir, 'config.json'));
+    expect((await LlamaTokenizer.load(dir)).vocabSize).toBe(601);
   });
 });

@@ -225,3 +225,48 @@ describe('bundled configs', () => {
     expect(cfg.lora.target_modules).toHaveLength(7);
   });
 });
+
+describe('config values and their sources (issue 20, items 8, 16, 17)', () => {
+  let t: ReturnType<typeof tempDir>;
+  beforeEach(() => {
+    t = tempDir();
+    delete process.env.FINLLM_ENV;
+  });
+  afterEach(() => t.cleanup());
+  const ENVS = MINIMAL + 'environments:\n  cpu:\n    data:\n      max_seq_len: 64\n  gpu:\n    data:\n      max_seq_len: 512\n';
+
+  it('--env accepts only environments the file defines: names of Object.prototype are refused, listing the defined ones', () => {
+    const file = t.write('c.yaml', ENVS);
+    for (const env of ['__proto__', 'toString', 'constructor', 'hasOwnProperty', 'valueOf']) {
+      const e = errorOf(() => loadConfig({ file, env }));
+      expect(e.message, env).toContain(`environment ${JSON.stringify(env)} (from --env) is not defined under 'environments'; defined: cpu, gpu`);
+    }
+    // A file with no environments at all says so.
+    expect(errorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL), env: 'toString' })).message).toContain('the file defines none');
+    expect(loadConfig({ file, env: 'cpu' }).data.max_seq_len).toBe(64);
+  });
+
+  it('an infinite value says "got Infinity" (YAML .inf, -.inf, a number past the double range), not "got null"', () => {
+    const file = t.write('c.yaml', MINIMAL);
+    for (const [raw, shown] of [['.inf', 'Infinity'], ['-.inf', '-Infinity'], ['1e400', 'Infinity'], ['.nan', 'NaN']] as const) {
+      const e = errorOf(() => loadConfig({ file, sets: [`training.lr=${raw}`] }));
+      expect(e.message, raw).toContain(`key 'training.lr' (from --set training.lr=${raw}): got ${shown}, expected a finite number`);
+    }
+    const inFile = errorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL + 'training:\n  lr: 1e400\n') }));
+    expect(inFile.message).toMatch(/key 'training\.lr' \(from .*d\.yaml\): got Infinity, expected a finite number/);
+  });
+
+  it('an error in a value given with --set names --set as its source, not the YAML file', () => {
+    const file = t.write('c.yaml', MINIMAL);
+    const e = errorOf(() => loadConfig({ file, sets: ['training.lr=-5'] }));
+    expect(e.message).toBe("key 'training.lr' (from --set training.lr=-5): got -5, expected > 0");
+    expect(e.location.file).toBeUndefined();
+    // Problems from the file and from --set together: the file is named, each line keeps its source.
+    const both = errorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL + 'training:\n  warmup_steps: -1\n'), sets: ['training.lr=-5'] }));
+    expect(both.message).toMatch(/d\.yaml: 2 problems in the configuration:/);
+    expect(both.message).toContain("key 'training.lr' (from --set training.lr=-5): got -5, expected > 0");
+    // A value from an environment is the file's: the file stays named.
+    const env = errorOf(() => loadConfig({ file: t.write('e.yaml', MINIMAL + 'environments:\n  gpu:\n    training:\n      lr: -1\n'), env: 'gpu' }));
+    expect(env.location.file).toBe(join(t.dir, 'e.yaml'));
+  });
+});

@@ -268,3 +268,68 @@ describe('out of memory', () => {
     expect(ok.stdout).toMatch(/steps: 2/);
   });
 });
+
+describe('advice against a memory budget, and batches larger than the data (issue 20, item 24)', () => {
+  /** Every "~12.3 MiB" in a message, in bytes (rounded as printed: compare with the printing's slack). */
+  const sizes = (msg: string) => [...msg.matchAll(/~([0-9.]+) (KiB|MiB|GiB)/g)].map((m) => Number(m[1]) * { KiB: 1024, MiB: 1 << 20, GiB: 1 << 30 }[m[2] as 'KiB']);
+  const slack = (bytes: number) => bytes * 1.001 + 512;
+
+  it('with a budget, only changes that fit are offered; none fits alone: the changes together; nothing fits: it says so', async () => {
+    const cfg = config(mkdtempSync(join(tmpdir(), 'finllm-advice-budget-')), ['model.quantize=none', 'training.batch_size=4']);
+    const llama = await loadLlamaConfig(cfg.model.path);
+    const est = (over: { b?: number; accum?: number; mode?: 'none' | 'selective' | 'full'; seq?: number; nf4?: boolean }) =>
+      estimateStep(
+        { ...cfg, data: { ...cfg.data, max_seq_len: over.seq ?? 64 }, model: { ...cfg.model, quantize: over.nf4 ? 'nf4' : 'none' } },
+        llama, over.b ?? 4, over.mode ?? 'none', over.accum ?? 1,
+      ).total;
+    const now = est({});
+    const singles = [est({ b: 1, accum: 4 }), est({ b: 2, accum: 2 }), est({ seq: 32 }), est({ seq: 16 }), est({ seq: 8 }), est({ mode: 'selective' }), est({ mode: 'full' }), est({ nf4: true })];
+    const best = Math.min(...singles);
+    expect(best).toBeLessThan(now);
+
+    // A budget the best single change fits, but not the current configuration.
+    const some = (best + now) / 2;
+    const a = memoryAdvice(cfg, llama, 4, some);
+    expect(a).toMatch(/^To fit in [0-9.]+ [KM]iB, change one of: /);
+    expect(sizes(a).length).toBeGreaterThan(0);
+    for (const s of sizes(a)) expect(s, a).toBeLessThanOrEqual(slack(some));
+
+    // Below every single change, above the changes together.
+    const together = est({ b: 1, accum: 4, mode: 'full', nf4: true, seq: 8 });
+    expect(together).toBeLessThan(best);
+    const tight = (together + best) / 2;
+    const b = memoryAdvice(cfg, llama, 4, tight);
+    expect(b).toMatch(/^No single change fits in [0-9.]+ [KM]iB; together, training\.batch_size: 1 with training\.grad_accum: 4, .*model\.quantize: nf4.* need ~/);
+    for (const s of sizes(b)) expect(s, b).toBeLessThanOrEqual(slack(tight));
+
+    // Nothing fits.
+    const c = memoryAdvice(cfg, llama, 4, 1024);
+    expect(c).toMatch(/^Not even the smallest configuration finllm can run here \(.*\) fits in 1 KiB: it needs ~[0-9.]+ [KM]iB; a device with more memory is needed\.$/);
+
+    // Without a budget (after an out-of-memory stop the estimate is known to be short) every change that lowers it is listed.
+    expect(memoryAdvice(cfg, llama, 4)).toContain(`training.batch_size (now 4): 2 needs ~${formatBytes(est({ b: 2, accum: 2 }))}`);
+  });
+
+  it('batch_size: auto on a device too small for micro-batch 1: the advice only names settings whose estimate fits', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'finllm-auto-small-'));
+    const cfg = config(dir, ['model.quantize=none', 'training.batch_size=auto', 'training.effective_batch_size=4', 'training.max_steps=1']);
+    const llama = await loadLlamaConfig(cfg.model.path);
+    const one = estimateStep(cfg, llama, 1, 'none', 4).total;
+    const capacity = Math.floor((0.8 * one) / AUTO_BATCH_HEADROOM);
+    const err = await withCapacity(capacity, () => LoraTrainer.setup(cfg, { quiet: true }).then(() => null, (e: unknown) => e));
+    expect(err).toBeInstanceOf(RuntimeFailure);
+    const msg = (err as Error).message;
+    expect(msg).toMatch(/batch_size: auto: not even a micro-batch of 1 × 64 tokens fits/);
+    const advice = msg.slice(msg.indexOf('device memory'));
+    const offered = sizes(advice.slice(advice.indexOf(')') + 1));
+    expect(offered.length, msg).toBeGreaterThan(0);
+    for (const s of offered) expect(s, msg).toBeLessThanOrEqual(slack(AUTO_BATCH_HEADROOM * capacity));
+  });
+
+  it('training.batch_size (or, with auto, effective_batch_size) above the number of training examples is refused before the model loads', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'finllm-batch-data-'));
+    await expect(LoraTrainer.setup(config(dir, ['training.batch_size=1000000000']), { quiet: true })).rejects.toThrow("key 'training.batch_size': 1000000000 is more than the 16 training examples; set it to at most 16 (or add data)");
+    await expect(LoraTrainer.setup(config(dir, ['training.batch_size=auto', 'training.effective_batch_size=17']), { quiet: true })).rejects.toThrow("key 'training.effective_batch_size': 17 is more than the 16 training examples");
+    expect(existsSync(join(dir, 'checkpoints'))).toBe(false);
+  });
+});

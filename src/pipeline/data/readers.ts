@@ -8,6 +8,8 @@ import type { RawRow } from './types.js';
 import { describeValue } from '../../io/json.js';
 
 export type DataFormat = 'jsonl' | 'csv';
+/** File name extensions read as JSON Lines when data.format is not set. */
+export const JSONL_EXTENSIONS: readonly string[] = ['.jsonl', '.ndjson', '.json'];
 
 interface PhysicalLine {
   text: string;
@@ -59,7 +61,7 @@ export async function* readLines(file: string): AsyncGenerator<PhysicalLine> {
 export function inferFormat(file: string, format: DataFormat | null): DataFormat {
   if (format) return format;
   const ext = extname(file).toLowerCase();
-  if (ext === '.jsonl' || ext === '.ndjson' || ext === '.json') return 'jsonl';
+  if (JSONL_EXTENSIONS.includes(ext)) return 'jsonl';
   if (ext === '.csv') return 'csv';
   throw new InputError(`cannot infer the data format from extension ${JSON.stringify(ext)}; expected .jsonl or .csv, or set data.format`, {
     file,

@@ -18,7 +18,12 @@
 //
 // Company names come from syllables, so train, validation and evaluation sets can use disjoint
 // companies (`split`): a model that learns the tasks must read the passage, not remember names.
+import { existsSync, statfsSync } from 'node:fs';
+import { dirname, extname, resolve } from 'node:path';
+import { formatBytes } from '../../engine/device-memory.js';
 import { Rng } from '../../engine/random.js';
+import { InputError } from '../../errors.js';
+import { JSONL_EXTENSIONS } from './readers.js';
 
 export type DocumentKind = 'earnings_call' | 'analyst_qa' | 'filing' | 'news' | 'guidance';
 export const DOCUMENT_KINDS: readonly DocumentKind[] = ['earnings_call', 'analyst_qa', 'filing', 'news', 'guidance'];
@@ -565,9 +570,56 @@ export function* syntheticRecords(o: GenerateFileOptions): Generator<Record<stri
   }
 }
 
+/** The most records one generated file may hold (about 5 GB of JSONL). */
+export const MAX_GENERATED_RECORDS = 10_000_000;
+
+/**
+ * Refuses, before anything is written, what would give a wrong or unreasonable file: a name the
+ * data stage would not read as JSON Lines (x.csv would hold JSONL), more than
+ * MAX_GENERATED_RECORDS records, or more bytes than the destination's file system has free
+ * (estimated from the first records).
+ */
+export function checkGenerateDestination(path: string, o: GenerateFileOptions): void {
+  const ext = extname(path).toLowerCase();
+  if (!JSONL_EXTENSIONS.includes(ext)) {
+    throw new InputError(`data generate writes JSON Lines: expected a .jsonl file name (or ${JSONL_EXTENSIONS.slice(1).join(', ')}), got ${ext ? `a ${ext} file` : 'no extension'}`, { file: path });
+  }
+  const tasks = o.tasks?.length ?? TASK_KINDS.length;
+  const records = o.kind === 'corpus' ? o.count : o.count * tasks;
+  if (records > MAX_GENERATED_RECORDS) {
+    throw new InputError(`expected at most ${MAX_GENERATED_RECORDS} records, got ${records}${o.kind === 'tasks' ? ` (${o.count} × ${tasks} tasks)` : ''}`, { key: 'count' });
+  }
+  const sample = Math.min(records, 64);
+  let bytes = 0;
+  let i = 0;
+  for (const rec of syntheticRecords({ ...o, count: o.kind === 'corpus' ? sample : Math.ceil(sample / tasks) })) {
+    bytes += Buffer.byteLength(JSON.stringify(rec)) + 1;
+    if (++i >= sample) break;
+  }
+  const estimate = Math.ceil((bytes / Math.max(1, i)) * records);
+  let free: number | null = null;
+  try {
+    const st = statfsSync(nearestFolder(dirname(path)));
+    free = st.bavail * st.bsize;
+  } catch {
+    // No file system figures (an exotic mount): the write itself reports a full disk.
+  }
+  if (free !== null && estimate > free) {
+    throw new InputError(`${records} records need about ${formatBytes(estimate)}, but its file system has ${formatBytes(free)} free; lower -n/--count or write elsewhere`, { file: path });
+  }
+}
+
+/** `dir` or its nearest existing ancestor (the folder a write would be created under). */
+function nearestFolder(dir: string): string {
+  let p = resolve(dir);
+  while (!existsSync(p) && dirname(p) !== p) p = dirname(p);
+  return p;
+}
+
 /** Writes a generated JSONL file atomically (temp file, then rename); returns the record count. */
 export async function writeSyntheticJsonl(path: string, o: GenerateFileOptions): Promise<number> {
   const { writeFileAtomicStreaming } = await import('../../io/atomic.js');
+  checkGenerateDestination(path, o);
   let n = 0;
   await writeFileAtomicStreaming(path, async (sink) => {
     const enc = new TextEncoder();

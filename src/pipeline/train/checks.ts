@@ -20,6 +20,19 @@ export function checkSeqLenFitsModel(cfg: ResolvedConfig, model: LlamaConfig): v
 }
 
 /**
+ * A micro-batch (or, with batch_size: auto, an effective batch) larger than the training set is
+ * refused: every step would silently use the whole set, and memory would be planned for sequences
+ * that never come.
+ */
+export function checkBatchFitsData(cfg: ResolvedConfig, trainExamples: number): void {
+  const t = cfg.training;
+  const [key, size] = t.batch_size === 'auto' ? ['training.effective_batch_size', t.effective_batch_size] : ['training.batch_size', t.batch_size];
+  if (size !== null && size > trainExamples) {
+    throw new InputError(`${size} is more than the ${trainExamples} training example${trainExamples === 1 ? '' : 's'}; set it to at most ${trainExamples} (or add data)`, { key });
+  }
+}
+
+/**
  * Why a step must not be applied, or null: its loss or global gradient norm is NaN or ±Inf (a NaN
  * or Inf anywhere in the gradients makes the norm non-finite). The trainer stops on it; dynamic
  * loss scaling would instead skip the step and lower the scale.

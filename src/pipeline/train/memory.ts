@@ -77,10 +77,17 @@ export function describeMemory(cfg: ResolvedConfig, config: LlamaConfig, batchSi
  * accepts (full training cannot use NF4 or 16-bit weights, but LoRA on the same model is a way
  * out), and only those that lower the estimate (e.g. full checkpointing can need more than none
  * when the weights and their gradients dominate).
+ *
+ * With `budget` (the bytes a step may take, e.g. AUTO_BATCH_HEADROOM of the device's memory) only
+ * changes whose estimate fits it are offered, the batch size and max_seq_len lowered as far as
+ * needed; when no single change fits, the changes together; when not even that fits, it says so.
+ * Without it (the estimate was already wrong, as after an out-of-memory stop) every change that
+ * lowers the estimate is listed.
  */
-export function memoryAdvice(cfg: ResolvedConfig, config: LlamaConfig, batchSize: number): string {
+export function memoryAdvice(cfg: ResolvedConfig, config: LlamaConfig, batchSize: number, budget: number | null = null): string {
   const t = cfg.training;
-  const estimate = (over: { b?: number; accum?: number; mode?: CheckpointMode; seq?: number; nf4?: boolean; lora?: boolean }) => {
+  type Change = { b?: number; accum?: number; mode?: CheckpointMode; seq?: number; nf4?: boolean; lora?: boolean };
+  const estimate = (over: Change) => {
     const c: ResolvedConfig = {
       ...cfg,
       data: { ...cfg.data, max_seq_len: over.seq ?? cfg.data.max_seq_len },
@@ -90,18 +97,29 @@ export function memoryAdvice(cfg: ResolvedConfig, config: LlamaConfig, batchSize
     return estimateStep(c, config, over.b ?? batchSize, over.mode ?? t.grad_checkpointing, over.accum ?? t.grad_accum).total;
   };
   const now = estimate({});
-  const tips: string[] = [];
-  const tip = (what: string, over: Parameters<typeof estimate>[0], after = '') => {
-    const bytes = estimate(over);
-    if (bytes < now) tips.push(`${what} needs ~${formatBytes(bytes)}${after}`);
+  const fits = (bytes: number) => budget === null || bytes <= budget;
+  /** Halvings of `from` down to `min`: all of them without a budget, else the largest that fits. */
+  const lowered = (from: number, min: number, at: (v: number) => number): number | null => {
+    let v = Math.max(min, Math.floor(from / 2));
+    if (v >= from) return null;
+    if (budget === null) return v;
+    while (!fits(at(v))) {
+      if (v <= min) return null;
+      v = Math.max(min, Math.floor(v / 2));
+    }
+    return v;
   };
-  if (batchSize > 1) {
-    const half = Math.max(1, Math.floor(batchSize / 2));
-    // With grad_accum raised to keep the effective batch: every gradient then stays through the later micro-batches.
-    tip(`training.batch_size (now ${batchSize}): ${half}`, { b: half, accum: 2 * t.grad_accum }, '; raise training.grad_accum to keep the effective batch, or set batch_size: auto');
-  }
-  const seq = Math.max(8, Math.floor(cfg.data.max_seq_len / 2));
-  if (seq < cfg.data.max_seq_len) tip(`data.max_seq_len (now ${cfg.data.max_seq_len}): ${seq}`, { seq });
+  const tips: string[] = [];
+  const tip = (what: string, over: Change, after = '') => {
+    const bytes = estimate(over);
+    if (bytes < now && fits(bytes)) tips.push(`${what} needs ~${formatBytes(bytes)}${after}`);
+  };
+  // A smaller micro-batch with grad_accum raised to keep the effective batch: every gradient then stays through the later micro-batches.
+  const accumFor = (b: number) => Math.ceil((batchSize * t.grad_accum) / b);
+  const b = batchSize > 1 ? lowered(batchSize, 1, (v) => estimate({ b: v, accum: accumFor(v) })) : null;
+  if (b !== null) tip(`training.batch_size (now ${batchSize}): ${b}`, { b, accum: accumFor(b) }, '; raise training.grad_accum to keep the effective batch, or set batch_size: auto');
+  const seq = lowered(cfg.data.max_seq_len, 8, (v) => estimate({ seq: v }));
+  if (seq !== null) tip(`data.max_seq_len (now ${cfg.data.max_seq_len}): ${seq}`, { seq });
   for (const mode of ['selective', 'full'] as const) {
     if (CHECKPOINT_MODES.indexOf(mode) > CHECKPOINT_MODES.indexOf(t.grad_checkpointing)) tip(`training.grad_checkpointing: ${mode} (now ${t.grad_checkpointing})`, { mode });
   }
@@ -109,7 +127,32 @@ export function memoryAdvice(cfg: ResolvedConfig, config: LlamaConfig, batchSize
     const qlora = estimate({ lora: true, nf4: true });
     tip('training.method: lora (now full: adapters on the frozen model instead of training every weight)', { lora: true }, `, ~${formatBytes(qlora)} with model.quantize: nf4 as well`);
   } else if (cfg.model.quantize !== 'nf4') tip('model.quantize: nf4 (now none)', { nf4: true });
-  return tips.length ? `To fit, change one of: ${tips.join('; ')}.` : 'This is already the smallest configuration finllm can run; a device with more memory is needed.';
+  if (tips.length) return `To fit${budget === null ? '' : ` in ${formatBytes(budget)}`}, change one of: ${tips.join('; ')}.`;
+  if (budget === null) return 'This is already the smallest configuration finllm can run; a device with more memory is needed.';
+
+  // No single change fits: every change that lowers the estimate, together, max_seq_len last and only as far as needed.
+  const all: Change = {};
+  const parts: string[] = [];
+  const add = (over: Change, what: string) => {
+    if (estimate({ ...all, ...over }) < estimate(all)) {
+      Object.assign(all, over);
+      parts.push(what);
+    }
+  };
+  if (batchSize > 1) add({ b: 1, accum: accumFor(1) }, `training.batch_size: 1 with training.grad_accum: ${accumFor(1)}`);
+  for (const mode of ['selective', 'full'] as const) {
+    if (CHECKPOINT_MODES.indexOf(mode) > CHECKPOINT_MODES.indexOf(all.mode ?? t.grad_checkpointing)) add({ mode }, `training.grad_checkpointing: ${mode}`);
+  }
+  if (t.method === 'full') add({ lora: true, nf4: true }, 'training.method: lora with model.quantize: nf4');
+  else if (cfg.model.quantize !== 'nf4') add({ nf4: true }, 'model.quantize: nf4');
+  let s = cfg.data.max_seq_len;
+  while (!fits(estimate({ ...all, seq: s })) && s > 8) s = Math.max(8, Math.floor(s / 2));
+  if (s < cfg.data.max_seq_len) parts.push(`data.max_seq_len: ${s}`);
+  const together = estimate({ ...all, seq: s });
+  if (fits(together) && parts.length > 0) {
+    return `No single change fits in ${formatBytes(budget)}; together, ${parts.join(', ')} need ~${formatBytes(together)}.`;
+  }
+  return `Not even the smallest configuration finllm can run here (${parts.length ? parts.join(', ') : 'the current one'}) fits in ${formatBytes(budget)}: it needs ~${formatBytes(together)}; a device with more memory is needed.`;
 }
 
 /**
@@ -164,7 +207,7 @@ export async function chooseAutoBatch(cfg: ResolvedConfig, model: LlamaModel): P
   const smallest = estimate(1);
   throw new RuntimeFailure(
     `batch_size: auto: not even a micro-batch of 1 × ${cfg.data.max_seq_len} tokens fits (estimated ${formatBytes(smallest)}, ` +
-      `device memory ${formatBytes(capacity)} from ${engine().pool.capacitySource}). ${memoryAdvice(cfg, model.config, 1)}`,
+      `device memory ${formatBytes(capacity)} from ${engine().pool.capacitySource}). ${memoryAdvice(cfg, model.config, 1, AUTO_BATCH_HEADROOM * capacity)}`,
   );
 }
 

@@ -40,13 +40,13 @@ import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import { Checkpoint, readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
 import { saveModel } from '../../llama/save.js';
 import { RESOLVED_CONFIG_NAME, saveResolvedConfig, type ResolvedConfig } from '../config.js';
-import { chooseAutoBatch, describeMemory, estimateStep, memoryAdvice, outOfMemoryFailure } from './memory.js';
+import { AUTO_BATCH_HEADROOM, chooseAutoBatch, describeMemory, estimateStep, memoryAdvice, outOfMemoryFailure } from './memory.js';
 import { createDataLoader, prepareData, saveReport, formatReport, type Batch, type DataLoader, type DataLoaderState, type PreparedData, type TokenizedExample } from '../data/index.js';
-import { latestCheckpoint, readJsonSync, saveCheckpoint, writeJsonSync } from './checkpoint.js';
+import { checkCheckpointFolders, latestCheckpoint, readJsonSync, saveCheckpoint, writeJsonSync } from './checkpoint.js';
 import { ConsoleProgress, JsonlMetrics, formatBytes, type MetricRecord, type ScalarSink } from './logging.js';
 import { lrAt, resolveWarmup, type ScheduleSpec } from './schedule.js';
 import { checkResumeConfig, formatDifferences, readTrainerState, type TrainerState } from './resume.js';
-import { checkSeqLenFitsModel, describeSources, nonFiniteStep } from './checks.js';
+import { checkBatchFitsData, checkSeqLenFitsModel, describeSources, nonFiniteStep } from './checks.js';
 import { TensorBoardWriter } from '../../io/tfevents.js';
 
 const SUMMARY_FILE = 'train-summary.json';
@@ -282,6 +282,8 @@ export class LoraTrainer {
     ensureFolderSync(runDir);
     // Temps of a run killed while writing these (the writers clean their own too; a finished run writes none).
     for (const f of ['data-report.json', RESOLVED_CONFIG_NAME, SUMMARY_FILE, 'metrics.jsonl', 'adapter/adapter_model.safetensors', 'adapter/adapter_config.json']) removeStaleTemps(join(runDir, f));
+    // A step-N folder that is not a complete checkpoint is refused before anything runs (checkpoint.ts).
+    checkCheckpointFolders(runDir);
     const latest = latestCheckpoint(runDir);
     const resuming = latest !== null && (opts.resume === true || cfg.training.resume === 'auto');
     // A resumed auto run keeps the batch it chose.
@@ -291,6 +293,7 @@ export class LoraTrainer {
 
     const tokenizer = await LlamaTokenizer.load(cfg.model.path);
     const data = await prepareData(cfg, tokenizer);
+    checkBatchFitsData(cfg, data.train.length);
     log(formatReport(data.report));
     if (data.val.length === 0) log('warning: no validation examples (set data.val or data.val_split); validation is skipped');
 
@@ -332,7 +335,7 @@ export class LoraTrainer {
     for (const line of describeMemory(cfg, model.config, microBatch(cfg), engine().memory)) log(line);
     const estimate = estimateStep(cfg, model.config, microBatch(cfg)).total;
     const capacity = engine().pool.capacityBytes;
-    if (capacity !== null && estimate > capacity) log(`warning: the estimate exceeds the device memory; the run will likely stop out of memory. ${memoryAdvice(cfg, model.config, microBatch(cfg))}`);
+    if (capacity !== null && estimate > capacity) log(`warning: the estimate exceeds the device memory; the run will likely stop out of memory. ${memoryAdvice(cfg, model.config, microBatch(cfg), AUTO_BATCH_HEADROOM * capacity)}`);
     const loader = createDataLoader(data.train, cfg, tokenizer, 'train');
     const t = cfg.training;
     const batchesPerEpoch = loader.batchesInEpoch(0);
