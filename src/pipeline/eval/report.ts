@@ -224,6 +224,7 @@ function ruleText(c: Comparison): string[] {
 
 function spreadText(label: string, s: OutputSpread): string {
   if (!s.n) return `${label}: no outputs`;
+  if (s.topCount < 2) return `${label}: ${s.n} outputs, all different`;
   return `${label}: ${s.distinct} distinct output${s.distinct === 1 ? '' : 's'} of ${s.n}; most frequent (${s.topCount}×): ${JSON.stringify(s.top.length > 120 ? `${s.top.slice(0, 119)}…` : s.top)}`;
 }
 
