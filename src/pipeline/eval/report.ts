@@ -92,14 +92,14 @@ function metricBars(m: MetricComparison): string {
 }
 
 function scatter(m: MetricComparison): string {
-  const w = 240, h = 240, pad = 36;
+  const w = 240, h = 240, pad = 36, top = 30;
   const [lo, hi] = metricRange(m);
-  const sx = (v: number) => pad + ((v - lo) / (hi - lo)) * (w - pad - 10);
-  const sy = (v: number) => h - pad - ((v - lo) / (hi - lo)) * (h - pad - 16);
+  const sx = (v: number) => pad + ((v - lo) / (hi - lo)) * (w - pad - 16);
+  const sy = (v: number) => h - pad - ((v - lo) / (hi - lo)) * (h - pad - top);
   let s = svgOpen('scatter', w, h, `${m.metric}: per-example base (x) vs fine-tuned (y); a larger dot with a number stands for that many examples`, `data-metric="${esc(m.metric)}"`);
   s += `<text x="${w / 2}" y="12" text-anchor="middle" class="ct">${esc(m.metric)}</text>`;
   s += `<line x1="${sx(lo)}" y1="${sy(lo)}" x2="${sx(hi)}" y2="${sy(hi)}" class="diag"/>`;
-  s += `<line x1="${pad}" y1="${h - pad}" x2="${w - 10}" y2="${h - pad}" class="axis"/><line x1="${pad}" y1="16" x2="${pad}" y2="${h - pad}" class="axis"/>`;
+  s += `<line x1="${pad}" y1="${h - pad}" x2="${w - 10}" y2="${h - pad}" class="axis"/><line x1="${pad}" y1="${top - 8}" x2="${pad}" y2="${h - pad}" class="axis"/>`;
   s += `<text x="${w / 2}" y="${h - 8}" text-anchor="middle" class="tick">base</text>`;
   s += `<text x="12" y="${h / 2}" text-anchor="middle" class="tick" transform="rotate(-90 12 ${h / 2})">fine-tuned</text>`;
   s += `<text x="${pad}" y="${h - pad + 14}" text-anchor="middle" class="tick">${fmt(lo, 3)}</text><text x="${sx(hi)}" y="${h - pad + 14}" text-anchor="middle" class="tick">${fmt(hi, 3)}</text>`;
@@ -119,7 +119,7 @@ function scatter(m: MetricComparison): string {
     const cls = better ? 'pt up' : worse ? 'pt down' : 'pt same';
     const r = Math.min(12, 3.5 * Math.sqrt(ids.length));
     const cx = Math.min(Math.max(sx(b), pad + r), w - r);
-    const cy = Math.min(Math.max(sy(c), r), h - pad - r);
+    const cy = Math.min(Math.max(sy(c), top - 12 + r), h - pad - r);
     const who = ids.length <= 5 ? ids.join(', ') : `${ids.slice(0, 5).join(', ')} and ${ids.length - 5} more`;
     s += `<circle class="${cls}" data-count="${ids.length}" cx="${cx.toFixed(2)}" cy="${cy.toFixed(2)}" r="${r.toFixed(2)}"><title>${ids.length} example${ids.length === 1 ? '' : 's'} (${esc(who)}): base ${fmt(b)}, fine-tuned ${fmt(c)}</title></circle>`;
     if (ids.length > 1) s += `<text class="count" x="${cx.toFixed(2)}" y="${(cy + 3.5).toFixed(2)}" text-anchor="middle">${ids.length}</text>`;
