@@ -159,7 +159,7 @@ describe('writeReport', () => {
     expect(md).toMatch(/\| numeric_fidelity \| primary \| 30 \|/);
     expect(md).toContain('**Verdict: regressed** (generation; primary: numeric_fidelity, hallucinated_number_rate)');
     expect(md).toContain('best validation loss: 2.1 at step 20');
-    expect(md).toContain('final train loss (one logged step, 20): 1.8');
+    expect(md).toContain('final train loss, mean of the last 3 logged steps (0–20; one batch alone is noisy): 2.3');
     expect(json.verdict_line).toMatch(/^summarization: regressed — /);
     expect(html).toContain(`data-verdict="regressed"`);
   });
@@ -174,13 +174,16 @@ describe('writeReport', () => {
 });
 
 describe('report figures', () => {
-  it('the final train loss is the mean of the last 10% of logged steps, not the last batch', () => {
+  it('the final train loss is the mean of the last 10% (at least 3) of logged steps, not the last batch', () => {
     const log = Array.from({ length: 40 }, (_, i) => ({ step: i * 5, loss: i === 39 ? 0.127 : 1 + (i % 2) * 0.2 }));
     const fin = finalTrainLoss([...log, { step: 200, val_loss: 1.3 }])!;
     // Steps 180-195 (i = 36..39): 1, 1.2, 1 and the last noisy batch 0.127.
     expect(fin).toMatchObject({ points: 4, fromStep: 180, toStep: 195 });
     expect(fin.loss).toBeCloseTo((1 + 1.2 + 1 + 0.127) / 4, 14);
     expect(finalTrainLoss([{ step: 0, val_loss: 2 }])).toBeNull();
+    // Few logged steps: at least the last 3 (all of them when fewer).
+    expect(finalTrainLoss(log.slice(0, 6))).toMatchObject({ points: 3, fromStep: 15, toStep: 25, loss: (1.2 + 1 + 1.2) / 3 });
+    expect(finalTrainLoss(log.slice(0, 2))).toMatchObject({ points: 2, fromStep: 0, toStep: 5 });
   });
   it('axes follow the metric range: a rate ends at 1, BLEU at 100, unknown scores at a round value above the data', () => {
     const m = (metric: string, xs: number[]) => ({ metric, perExample: true, base: xs, candidate: xs });

@@ -186,11 +186,14 @@ function lossChart(log: TrainingLogPoint[]): string {
 // ---------------------------------------------------------------------------------------------
 // Text shared by the HTML and the Markdown.
 
-/** Smoothed end-of-training loss: the mean of the last 10% of the logged train losses (at least one). */
+/**
+ * Smoothed end-of-training loss: the mean of the last 10% of the logged train losses, and of at
+ * least the last 3 (or all, when fewer are logged): one batch's loss alone is noisy.
+ */
 export function finalTrainLoss(log: readonly TrainingLogPoint[]): { loss: number; points: number; fromStep: number; toStep: number } | null {
   const train = log.filter((p): p is TrainingLogPoint & { loss: number } => p.loss !== undefined && Number.isFinite(p.loss));
   if (!train.length) return null;
-  const k = Math.max(1, Math.ceil(train.length / 10));
+  const k = Math.max(Math.min(3, train.length), Math.ceil(train.length / 10));
   const tail = train.slice(-k);
   return { loss: tail.reduce((a, p) => a + p.loss, 0) / k, points: k, fromStep: tail[0]!.step, toStep: tail[k - 1]!.step };
 }
