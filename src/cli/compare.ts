@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { InputError, escapeControl } from '../errors.js';
 import { checkFolderDestination } from '../io/atomic.js';
 import { compareResults } from '../pipeline/eval/compare.js';
-import { writeReport } from '../pipeline/eval/report.js';
+import { fmtPBetter, writeReport } from '../pipeline/eval/report.js';
 import { readResults, readTrainingLog } from '../pipeline/eval/results.js';
 import { verdictLine } from '../pipeline/eval/verdict.js';
 
@@ -48,7 +48,7 @@ export function register(program: Command): void {
       if (opts.trainingLog !== undefined) cmp.trainingLog = await readTrainingLog(opts.trainingLog);
       const paths = await writeReport(opts.out, cmp);
       for (const m of cmp.metrics) {
-        process.stdout.write(`${escapeControl(m.metric)} (${m.role}): base ${m.baseMean.toFixed(4)} -> fine-tuned ${m.candidateMean.toFixed(4)} (Δ ${m.meanDiff >= 0 ? '+' : ''}${m.meanDiff.toFixed(4)}, Holm p ${Number.isFinite(m.pHolm) ? m.pHolm.toPrecision(3) : 'n/a'}, P(better) ${Number.isFinite(m.pBetter) ? m.pBetter.toFixed(3) : 'n/a'}): ${m.verdict}\n`);
+        process.stdout.write(`${escapeControl(m.metric)} (${m.role}): base ${m.baseMean.toFixed(4)} -> fine-tuned ${m.candidateMean.toFixed(4)} (Δ ${m.meanDiff >= 0 ? '+' : ''}${m.meanDiff.toFixed(4)}, Holm p ${Number.isFinite(m.pHolm) ? m.pHolm.toPrecision(3) : 'n/a'}, P(better) ${fmtPBetter(m.pBetter)}): ${m.verdict}\n`);
       }
       process.stdout.write(`wrote ${paths.html}, ${paths.markdown}, ${paths.json}\n`);
       process.stdout.write(`${escapeControl(verdictLine(cmp.candidate.task, cmp.suite))}\n`);

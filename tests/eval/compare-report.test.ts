@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
 import { compareResults } from '../../src/pipeline/eval/compare.js';
 import { scoreExamples } from '../../src/pipeline/eval/metrics.js';
-import { finalTrainLoss, metricRange, renderHtml, writeReport } from '../../src/pipeline/eval/report.js';
+import { finalTrainLoss, fmtPBetter, metricRange, renderHtml, writeReport } from '../../src/pipeline/eval/report.js';
 import { parseResults, readResults, readScoreInput, readTrainingLog, writeResults } from '../../src/pipeline/eval/results.js';
 import { wilcoxon } from '../../src/pipeline/eval/stats.js';
 import { makeResults } from './helpers.js';
@@ -184,6 +184,9 @@ describe('report figures', () => {
     // Few logged steps: at least the last 3 (all of them when fewer).
     expect(finalTrainLoss(log.slice(0, 6))).toMatchObject({ points: 3, fromStep: 15, toStep: 25, loss: (1.2 + 1 + 1.2) / 3 });
     expect(finalTrainLoss(log.slice(0, 2))).toMatchObject({ points: 2, fromStep: 0, toStep: 5 });
+  });
+  it('P(better) is never shown as a certainty', () => {
+    expect([0.9999, 0.999, 0.5, 0.0004, NaN].map(fmtPBetter)).toEqual(['> 0.999', '0.999', '0.500', '< 0.001', 'n/a']);
   });
   it('axes follow the metric range: a rate ends at 1, BLEU at 100, unknown scores at a round value above the data', () => {
     const m = (metric: string, xs: number[]) => ({ metric, perExample: true, base: xs, candidate: xs });

@@ -29,6 +29,14 @@ export function fmt(x: number | null | undefined, digits = 4): string {
   return x.toExponential(digits - 1);
 }
 
+/** P(better) for people: 3 decimals, never rounded up to a certainty ('> 0.999', '< 0.001'). */
+export function fmtPBetter(x: number): string {
+  if (!Number.isFinite(x)) return 'n/a';
+  if (x > 0.999) return '> 0.999';
+  if (x < 0.001) return '< 0.001';
+  return x.toFixed(3);
+}
+
 function fmtP(p: number): string {
   if (!Number.isFinite(p)) return 'n/a';
   return p < 1e-4 ? p.toExponential(1) : p.toFixed(4);
@@ -239,7 +247,7 @@ function metricName(m: MetricComparison): string {
 }
 
 function metricsTable(c: Comparison): string {
-  const rows = c.metrics.map((m) => `<tr class="v-${m.verdict.replace(/ /g, '-')} r-${m.role}" data-metric="${esc(m.metric)}" data-role="${m.role}"><td>${metricName(m)}</td><td>${m.n}</td><td>${fmt(m.baseMean)}</td><td>${fmt(m.candidateMean)}</td><td>${fmt(m.meanDiff)} <small>[${fmt(m.diffCI.low)}, ${fmt(m.diffCI.high)}]</small></td><td>${fmtP(m.pValue)} <small>${m.test === 'paired permutation' ? 'permutation' : `Wilcoxon ${m.wilcoxon.method}`}</small></td><td>${fmtP(m.pHolm)}</td><td>${fmtP(m.tTest.pValue)}</td><td>${fmt(m.cohensDz, 3)}</td><td>${fmt(m.pBetter, 3)}</td><td>${m.verdict}</td></tr>`).join('\n');
+  const rows = c.metrics.map((m) => `<tr class="v-${m.verdict.replace(/ /g, '-')} r-${m.role}" data-metric="${esc(m.metric)}" data-role="${m.role}"><td>${metricName(m)}</td><td>${m.n}</td><td>${fmt(m.baseMean)}</td><td>${fmt(m.candidateMean)}</td><td>${fmt(m.meanDiff)} <small>[${fmt(m.diffCI.low)}, ${fmt(m.diffCI.high)}]</small></td><td>${fmtP(m.pValue)} <small>${m.test === 'paired permutation' ? 'permutation' : `Wilcoxon ${m.wilcoxon.method}`}</small></td><td>${fmtP(m.pHolm)}</td><td>${fmtP(m.tTest.pValue)}</td><td>${fmt(m.cohensDz, 3)}</td><td>${fmtPBetter(m.pBetter)}</td><td>${m.verdict}</td></tr>`).join('\n');
   return `<table class="metrics"><thead><tr><th>metric</th><th>n</th><th>base</th><th>fine-tuned</th><th>Δ [95% CI]</th><th>test p</th><th>Holm p</th><th>t-test p</th><th>d<sub>z</sub></th><th>P(better)</th><th>verdict</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
@@ -370,7 +378,7 @@ export function renderMarkdown(c: Comparison): string {
   lines.push('| metric | role | n | base | fine-tuned | Δ [95% CI] | test p | Holm p | t-test p | d_z | P(better) | verdict |');
   lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const m of c.metrics) {
-    lines.push(`| ${m.metric}${m.higherIsBetter ? '' : ' (lower is better)'} | ${m.role} | ${m.n} | ${fmt(m.baseMean)} | ${fmt(m.candidateMean)} | ${fmt(m.meanDiff)} [${fmt(m.diffCI.low)}, ${fmt(m.diffCI.high)}] | ${fmtP(m.pValue)} | ${fmtP(m.pHolm)} | ${fmtP(m.tTest.pValue)} | ${fmt(m.cohensDz, 3)} | ${fmt(m.pBetter, 3)} | ${m.verdict} |`);
+    lines.push(`| ${m.metric}${m.higherIsBetter ? '' : ' (lower is better)'} | ${m.role} | ${m.n} | ${fmt(m.baseMean)} | ${fmt(m.candidateMean)} | ${fmt(m.meanDiff)} [${fmt(m.diffCI.low)}, ${fmt(m.diffCI.high)}] | ${fmtP(m.pValue)} | ${fmtP(m.pHolm)} | ${fmtP(m.tTest.pValue)} | ${fmt(m.cohensDz, 3)} | ${fmtPBetter(m.pBetter)} | ${m.verdict} |`);
   }
   const cc = c.classification;
   if (cc) {
