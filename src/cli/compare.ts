@@ -5,8 +5,9 @@ import type { Command } from 'commander';
 import { InputError, escapeControl } from '../errors.js';
 import { checkFolderDestination } from '../io/atomic.js';
 import { compareResults } from '../pipeline/eval/compare.js';
-import { writeReport } from '../pipeline/eval/report.js';
+import { fmtPBetter, writeReport } from '../pipeline/eval/report.js';
 import { readResults, readTrainingLog } from '../pipeline/eval/results.js';
+import { verdictLine } from '../pipeline/eval/verdict.js';
 
 interface CompareOpts {
   base: string; candidate: string; out: string; trainingLog?: string; alpha: string; resamples: string;
@@ -30,7 +31,7 @@ export function register(program: Command): void {
     .option('--alpha <p>', 'family-wise significance level (Holm)', '0.05')
     .option('--resamples <n>', 'bootstrap resamples', '10000')
     .option('--seed <n>', 'random seed for the bootstraps', '20240611')
-    .option('--primary-metric <name>', 'metric used to pick the most improved / regressed examples')
+    .option('--primary-metric <name>', 'metric used to pick the most improved / regressed examples (default: the first primary metric that changed)')
     .option('--top <k>', 'how many improved and regressed examples to show', '5')
     .action(async (opts: CompareOpts) => {
       const alpha = num(opts.alpha, '--alpha', (x) => x > 0 && x < 1, 'a number between 0 and 1');
@@ -47,8 +48,9 @@ export function register(program: Command): void {
       if (opts.trainingLog !== undefined) cmp.trainingLog = await readTrainingLog(opts.trainingLog);
       const paths = await writeReport(opts.out, cmp);
       for (const m of cmp.metrics) {
-        process.stdout.write(`${escapeControl(m.metric)}: base ${m.baseMean.toFixed(4)} -> fine-tuned ${m.candidateMean.toFixed(4)} (Δ ${m.meanDiff >= 0 ? '+' : ''}${m.meanDiff.toFixed(4)}, Holm p ${Number.isFinite(m.pHolm) ? m.pHolm.toPrecision(3) : 'n/a'}): ${m.verdict}\n`);
+        process.stdout.write(`${escapeControl(m.metric)} (${m.role}): base ${m.baseMean.toFixed(4)} -> fine-tuned ${m.candidateMean.toFixed(4)} (Δ ${m.meanDiff >= 0 ? '+' : ''}${m.meanDiff.toFixed(4)}, Holm p ${Number.isFinite(m.pHolm) ? m.pHolm.toPrecision(3) : 'n/a'}, P(better) ${fmtPBetter(m.pBetter)}): ${m.verdict}\n`);
       }
       process.stdout.write(`wrote ${paths.html}, ${paths.markdown}, ${paths.json}\n`);
+      process.stdout.write(`${escapeControl(verdictLine(cmp.candidate.task, cmp.suite))}\n`);
     });
 }

@@ -31,6 +31,7 @@ export async function pipelineAction(opts: PipelineCliOptions, out: (s: string) 
   if (r.modelDir) lines.push(`model: ${r.modelDir}`);
   if (r.mergedDir) lines.push(`merged model: ${r.mergedDir}`);
   lines.push(`state: ${r.stateFile}`);
+  for (const rep of r.reports) if (rep.verdict) lines.push(rep.verdict);
   out(escapeControl(lines.join('\n')) + '\n');
 }
 

@@ -39,7 +39,8 @@ import { readJsonl, writeFileAtomic } from './eval/fsutil.js';
 import { describeValue } from '../io/json.js';
 import { ensureFolder } from '../io/atomic.js';
 import { buildEvalItems, EvalProgress, metricsFor, runGenerationEval, type EvalMetric } from './eval/generation.js';
-import { writeReport } from './eval/report.js';
+import { REPORT_FORMAT, writeReport } from './eval/report.js';
+import { verdictLine } from './eval/verdict.js';
 import { readResults, readTrainingLog, writeResults } from './eval/results.js';
 import { runTraining } from './train/trainer.js';
 import { checkSeqLenFitsModel } from './train/checks.js';
@@ -86,6 +87,8 @@ export interface SuiteReport {
   html: string;
   markdown: string;
   json: string;
+  /** The suite's verdict line (verdict.ts), as `finllm compare` prints it; null for a report without one. */
+  verdict: string | null;
 }
 
 export interface PipelineResult {
@@ -291,9 +294,9 @@ async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string,
   return written;
 }
 
-function verdictLine(c: Comparison): string {
+function metricsLine(c: Comparison): string {
   return c.metrics
-    .map((m) => (m.n === 0 ? `${m.metric} n/a (no example has a value)` : `${m.metric} ${m.baseMean.toFixed(4)} → ${m.candidateMean.toFixed(4)} (${m.verdict})`))
+    .map((m) => (m.n === 0 ? `${m.metric} n/a (no example has a value)` : `${m.metric} ${m.baseMean.toFixed(4)} → ${m.candidateMean.toFixed(4)} (${m.role}, ${m.verdict})`))
     .join('; ');
 }
 
@@ -318,15 +321,19 @@ async function runCompareStage(ev: EvalConfig, baseDir: string, candDir: string,
     if (trainingLog) cmp.trainingLog = trainingLog;
     const dir = join(outDir, suite.name);
     const paths = await writeReport(dir, cmp);
-    reports.push({ suite: suite.name, dir, ...paths });
+    const line = verdictLine(suite.name, cmp.suite);
+    reports.push({ suite: suite.name, dir, ...paths, verdict: line });
     summary.push({
       suite: suite.name,
       task: suite.cfg.task,
       examples: cmp.nExamples,
       report: relative(outDir, paths.html),
-      metrics: cmp.metrics.map((m) => ({ metric: m.metric, base: m.baseMean, candidate: m.candidateMean, diff: m.meanDiff, p_holm: m.pHolm, verdict: m.verdict })),
+      verdict: cmp.suite.verdict,
+      verdict_line: line,
+      primary: cmp.suite.primary,
+      metrics: cmp.metrics.map((m) => ({ metric: m.metric, role: m.role, base: m.baseMean, candidate: m.candidateMean, diff: m.meanDiff, p_holm: m.pHolm, p_better: m.pBetter, verdict: m.verdict })),
     });
-    md.push(`- **${suite.name}** (${suite.cfg.task}, ${cmp.nExamples} examples, [report](${relative(outDir, paths.html)})): ${verdictLine(cmp) || 'no metric to compare'}`);
+    md.push(`- **${suite.name}** (${suite.cfg.task}, ${cmp.nExamples} examples, [report](${relative(outDir, paths.html)})): **${cmp.suite.verdict}** — ${cmp.suite.reasons.join('; ')}. Metrics: ${metricsLine(cmp) || 'no metric to compare'}`);
   }
   const summaryJson = join(outDir, 'summary.json');
   const summaryMd = join(outDir, 'summary.md');
@@ -429,7 +436,7 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
     {
       name: 'compare',
       inputs: async () =>
-        ev ? { baseline_eval: fp.baseline_eval!, finetuned_eval: fp.finetuned_eval!, train: fp.train!, 'config.eval.stats': valueFingerprint({ alpha: ev.alpha, resamples: ev.resamples }) } : null,
+        ev ? { baseline_eval: fp.baseline_eval!, finetuned_eval: fp.finetuned_eval!, train: fp.train!, 'config.eval.stats': valueFingerprint({ alpha: ev.alpha, resamples: ev.resamples }), report: valueFingerprint(REPORT_FORMAT) } : null,
       run: async (dir) => {
         const r = await runCompareStage(ev!, dirOf('baseline_eval'), dirOf('finetuned_eval'), trainDir, dir);
         reports.push(...r.reports);
@@ -521,9 +528,19 @@ export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {
 }
 
 async function existingReports(ev: EvalConfig, dir: string): Promise<SuiteReport[]> {
-  return evalSuites(ev)
-    .filter((s) => s.cfg.task !== 'perplexity')
-    .map((s) => ({ suite: s.name, dir: join(dir, s.name), html: join(dir, s.name, 'report.html'), markdown: join(dir, s.name, 'summary.md'), json: join(dir, s.name, 'report.json') }));
+  const out: SuiteReport[] = [];
+  for (const s of evalSuites(ev).filter((x) => x.cfg.task !== 'perplexity')) {
+    const json = join(dir, s.name, 'report.json');
+    let verdict: string | null = null;
+    try {
+      const line = (JSON.parse(await readFile(json, 'utf8')) as { verdict_line?: unknown }).verdict_line;
+      if (typeof line === 'string') verdict = line;
+    } catch {
+      // No readable report.json: nothing to print for this suite.
+    }
+    out.push({ suite: s.name, dir: join(dir, s.name), html: join(dir, s.name, 'report.html'), markdown: join(dir, s.name, 'summary.md'), json, verdict });
+  }
+  return out;
 }
 
 function stageFailure(stage: StageName, err: unknown, runDir: string, done: PipelineResult['stages']): Error {

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
 import { compareResults } from '../../src/pipeline/eval/compare.js';
 import { scoreExamples } from '../../src/pipeline/eval/metrics.js';
-import { renderHtml, writeReport } from '../../src/pipeline/eval/report.js';
+import { finalTrainLoss, fmtPBetter, metricRange, renderHtml, writeReport } from '../../src/pipeline/eval/report.js';
 import { parseResults, readResults, readScoreInput, readTrainingLog, writeResults } from '../../src/pipeline/eval/results.js';
 import { wilcoxon } from '../../src/pipeline/eval/stats.js';
 import { makeResults } from './helpers.js';
@@ -85,13 +85,26 @@ describe('compareResults', () => {
     expect(r1.wilcoxon.pValue).toBe(wilcoxon(b, c).pValue);
     expect(r1.meanDiff).toBeCloseTo(c.reduce((s, x) => s + x, 0) / 30 - b.reduce((s, x) => s + x, 0) / 30, 12);
   });
-  it('finds the clear ROUGE improvement and orders metrics', () => {
+  it('finds the clear ROUGE improvement and orders metrics, primary first', () => {
     const r = cmp.metrics.find((m) => m.metric === 'rougeL')!;
     expect(r.verdict).toBe('improved');
+    expect(r.role).toBe('secondary');
     expect(r.diffCI.low).toBeGreaterThan(0);
-    expect(r.bayes.pBetter).toBeGreaterThan(0.99);
-    expect(cmp.metrics.map((m) => m.metric).slice(0, 3)).toEqual(['rouge1', 'rouge2', 'rougeL']);
-    expect(cmp.primaryMetric).toBe('rougeL');
+    expect(r.pBetter).toBeGreaterThan(0.99);
+    expect(r.pBetter).toBeCloseTo(1 - r.pValue / 2, 15);
+    expect(cmp.metrics.map((m) => m.metric).slice(0, 5)).toEqual(['numeric_fidelity', 'hallucinated_number_rate', 'rouge1', 'rouge2', 'rougeL']);
+    expect(cmp.metrics.slice(0, 2).map((m) => m.role)).toEqual(['primary', 'primary']);
+    // Examples are ranked by the first primary metric that changed.
+    expect(cmp.primaryMetric).toBe('numeric_fidelity');
+  });
+  it('a summary suite whose numbers improve but that invents a figure in 6 of 30: the primary metrics disagree, and it regressed', () => {
+    // The fixture's candidate writes "99%" for a figure in every fifth summary (helpers.ts).
+    expect(cmp.suite.kind).toBe('generation');
+    expect(cmp.suite.primary).toEqual(['numeric_fidelity', 'hallucinated_number_rate']);
+    expect(cmp.metrics[0]!.verdict).toBe('improved');
+    expect(cmp.metrics[1]!.verdict).toBe('regressed');
+    expect(cmp.suite.verdict).toBe('regressed');
+    expect(cmp.suite.reasons.join('; ')).toMatch(/^hallucinated_number_rate 0 → 0\.0333 .*although numeric_fidelity 0\.4 → 0\.887/);
   });
   it('uses only pairs where both sides have a value, and Holm-adjusts', () => {
     const hr = cmp.metrics.find((m) => m.metric === 'hallucinated_number_rate')!;
@@ -105,10 +118,12 @@ describe('compareResults', () => {
     for (const m of cmp.metrics) expect(m.pHolm).toBeGreaterThanOrEqual(Number.isNaN(m.wilcoxon.pValue) ? 1 : m.wilcoxon.pValue);
   });
   it('lists most improved and regressed examples by gain', () => {
-    expect(cmp.improved.length).toBe(5);
-    expect(cmp.regressed.length).toBeGreaterThan(0);
-    for (let i = 1; i < cmp.improved.length; i++) expect(cmp.improved[i - 1]!.gain).toBeGreaterThanOrEqual(cmp.improved[i]!.gain);
-    for (const e of cmp.regressed) expect(e.candidate).toBeLessThan(e.base);
+    const byRouge = compareResults(base, candidate, { resamples: 200, primaryMetric: 'rougeL' });
+    expect(byRouge.primaryMetric).toBe('rougeL');
+    expect(byRouge.improved.length).toBe(5);
+    expect(byRouge.regressed.length).toBeGreaterThan(0);
+    for (let i = 1; i < byRouge.improved.length; i++) expect(byRouge.improved[i - 1]!.gain).toBeGreaterThanOrEqual(byRouge.improved[i]!.gain);
+    for (const e of byRouge.regressed) expect(e.candidate).toBeLessThan(e.base);
   });
   it('rejects mismatched example ids naming the file', () => {
     const fewer = { ...candidate, per_example: candidate.per_example.slice(1) };
@@ -140,15 +155,46 @@ describe('writeReport', () => {
     expect(html).toContain('data-series="val_loss"');
     expect(html).toContain(cmp.improved[0]!.id);
     const md = readFileSync(paths.markdown, 'utf8');
-    expect(md).toMatch(/\| rougeL \| 30 \|/);
+    expect(md).toMatch(/\| rougeL \| secondary \| 30 \|/);
+    expect(md).toMatch(/\| numeric_fidelity \| primary \| 30 \|/);
+    expect(md).toContain('**Verdict: regressed** (generation; primary: numeric_fidelity, hallucinated_number_rate)');
     expect(md).toContain('best validation loss: 2.1 at step 20');
+    expect(md).toContain('final train loss, mean of the last 3 logged steps (0–20; one batch alone is noisy): 2.3');
+    expect(json.verdict_line).toMatch(/^summarization: regressed — /);
+    expect(html).toContain(`data-verdict="regressed"`);
   });
   it('escapes example text', () => {
     const { base, candidate } = makeResults();
     candidate.per_example[0]!.prediction = '<img src=x onerror=alert(1)> & "quotes"';
     candidate.per_example[0]!.scores['rougeL'] = 1;
-    const html = renderHtml(compareResults(base, candidate, { resamples: 200 }));
+    const html = renderHtml(compareResults(base, candidate, { resamples: 200, primaryMetric: 'rougeL' }));
     expect(html).not.toContain('<img');
     expect(html).toContain('&lt;img src=x onerror=alert(1)&gt; &amp; &quot;quotes&quot;');
+  });
+});
+
+describe('report figures', () => {
+  it('the final train loss is the mean of the last 10% (at least 3) of logged steps, not the last batch', () => {
+    const log = Array.from({ length: 40 }, (_, i) => ({ step: i * 5, loss: i === 39 ? 0.127 : 1 + (i % 2) * 0.2 }));
+    const fin = finalTrainLoss([...log, { step: 200, val_loss: 1.3 }])!;
+    // Steps 180-195 (i = 36..39): 1, 1.2, 1 and the last noisy batch 0.127.
+    expect(fin).toMatchObject({ points: 4, fromStep: 180, toStep: 195 });
+    expect(fin.loss).toBeCloseTo((1 + 1.2 + 1 + 0.127) / 4, 14);
+    expect(finalTrainLoss([{ step: 0, val_loss: 2 }])).toBeNull();
+    // Few logged steps: at least the last 3 (all of them when fewer).
+    expect(finalTrainLoss(log.slice(0, 6))).toMatchObject({ points: 3, fromStep: 15, toStep: 25, loss: (1.2 + 1 + 1.2) / 3 });
+    expect(finalTrainLoss(log.slice(0, 2))).toMatchObject({ points: 2, fromStep: 0, toStep: 5 });
+  });
+  it('P(better) is never shown as a certainty', () => {
+    expect([0.9999, 0.999, 0.5, 0.0004, NaN].map(fmtPBetter)).toEqual(['> 0.999', '0.999', '0.500', '< 0.001', 'n/a']);
+  });
+  it('axes follow the metric range: a rate ends at 1, BLEU at 100, unknown scores at a round value above the data', () => {
+    const m = (metric: string, xs: number[]) => ({ metric, perExample: true, base: xs, candidate: xs });
+    expect(metricRange(m('hallucinated_number_rate', [1, 1, 0.5]))).toEqual([0, 1]);
+    expect(metricRange(m('exact_match', [0, 0]))).toEqual([0, 1]);
+    expect(metricRange(m('bleu', [3, 40]))).toEqual([0, 100]);
+    expect(metricRange(m('embedding_cosine', [0.2, 0.7]))).toEqual([0, 1]);
+    expect(metricRange(m('my_score', [-2, 3.4]))).toEqual([-2, 5]);
+    expect(metricRange({ metric: 'label_macro_f1', perExample: false, base: [], candidate: [] })).toEqual([0, 1]);
   });
 });

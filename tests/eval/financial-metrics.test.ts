@@ -1,7 +1,7 @@
 // Numeric fidelity, hallucinated numbers, lexicon sentiment, term coverage.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { extractNumbers } from '../../src/pipeline/eval/numbers.js';
+import { extractNumbers, numberLikeJunk } from '../../src/pipeline/eval/numbers.js';
 import { hallucinatedNumberRate, hallucinatedNumbersDetail, numericFidelity, numericFidelityDetail } from '../../src/pipeline/eval/numeric.js';
 import { lexiconLabelAccuracy, lexiconSentiment, sentimentAgreement } from '../../src/pipeline/eval/sentiment.js';
 import { financialTermsIn, FINANCIAL_TERMS, termCoverage } from '../../src/pipeline/eval/terms.js';
@@ -63,6 +63,35 @@ describe('hallucinated-number rate', () => {
     expect(hallucinatedNumberRate('up 13%', 'rose 13 percent')).toBe(0);
     expect(hallucinatedNumberRate('up 14%', 'rose 13 percent')).toBe(1);
     expect(hallucinatedNumberRate('Revenue grew.', 'Revenue grew 13%.')).toBeNull();
+  });
+});
+
+describe('number-like junk', () => {
+  const junk = (s: string) => numberLikeJunk(s).map((j) => j.text);
+  it('finds digit runs that are no well-formed number', () => {
+    expect(junk('$1.1.1.1')).toEqual(['$1.1.1.1']);
+    expect(junk('US$1.1.1.1 and 1.1.1.1.')).toEqual(['US$1.1.1.1', '1.1.1.1']);
+    expect(junk('codes 1,2,3')).toEqual(['1,2,3']);
+    // Too long for a finite double: extractNumbers skips it, so it is junk.
+    const long = '1'.repeat(400);
+    expect(extractNumbers(long)).toEqual([]);
+    expect(junk(long)).toEqual([long]);
+  });
+  it('leaves numbers, numbers glued to letters and separators between numbers alone', () => {
+    for (const s of ['$1.2B and 1,234.5 in 2023, rev', 'EPS $2.24, missing the $2.98 consensus.', '$1.1 million', 'rose 12%.', 'Q3.5.5', 'v1.2.3', 'FY2024', '10:30 on 2024-03-31', '1111111111111111111111111111111111111111']) {
+      expect(junk(s), s).toEqual([]);
+    }
+  });
+  it('counts as hallucinated unless the same text is in the source or reference', () => {
+    expect(hallucinatedNumberRate('$1.1.1.1', '$1.69', 'Revenue was $1.69 billion.')).toBe(1);
+    expect(hallucinatedNumberRate('$1.69 billion and 1.1.1.1', '$1.69 billion', 'Revenue was $1.69 billion.')).toBe(0.5);
+    expect(hallucinatedNumberRate('see 1.2.3', 'x', 'as section 1.2.3 says')).toBe(0);
+    expect(hallucinatedNumberRate('1.1.1.1 then 1.1.1.1', 'x')).toBe(1);
+    const d = hallucinatedNumbersDetail('$1.1.1.1, 7%', 'up 7%');
+    expect(d.junk.map((j) => j.text)).toEqual(['$1.1.1.1']);
+    expect(d.rate).toBe(0.5);
+    // Numeric fidelity reads only well-formed numbers: junk recovers nothing.
+    expect(numericFidelity('1.69.1', '$1.69')).toBe(0);
   });
 });
 

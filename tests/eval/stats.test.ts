@@ -4,8 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
-  averageRanks, bayesianBootstrap, bootstrapMeanCI, cohensDz, holm, pairedBootstrapCI, pairedTTest,
-  quantileSorted, sd, wilcoxon,
+  averageRanks, bayesianBootstrap, bootstrapMeanCI, bootstrapStatistic, cohensDz, holm, pairedBootstrapCI, pairedPermutationTest,
+  pairedTTest, pBetterFromTest, quantileSorted, sd, wilcoxon,
 } from '../../src/pipeline/eval/stats.js';
 
 interface Case {
@@ -142,5 +142,48 @@ describe('Holm and helpers', () => {
   it('linear-interpolation quantile as numpy.percentile', () => {
     expect(quantileSorted([1, 2, 3, 4], 0.25)).toBeCloseTo(1.75, 15);
     expect(quantileSorted([10], 0.975)).toBe(10);
+  });
+});
+
+describe('P(better) and corpus-level tests', () => {
+  it('pBetterFromTest is 1 - p/2 toward the favoured side, 1/2 without a direction', () => {
+    expect(pBetterFromTest(0.04, 1, 30)).toBeCloseTo(0.98, 15);
+    expect(pBetterFromTest(0.04, -1, 30)).toBeCloseTo(0.02, 15);
+    expect(pBetterFromTest(1, 1, 30)).toBe(0.5);
+    expect(pBetterFromTest(NaN, 0, 30)).toBe(0.5);
+    expect(pBetterFromTest(0.3, 0, 30)).toBe(0.5);
+    expect(pBetterFromTest(NaN, 0, 0)).toBeNaN();
+  });
+  it('wilcoxon reports the side the signed ranks favour', () => {
+    expect(wilcoxon([0, 0, 0, 0], [1, 2, 3, -0.5]).direction).toBe(1);
+    expect(wilcoxon([1, 2, 3, -0.5], [0, 0, 0, 0]).direction).toBe(-1);
+    expect(wilcoxon([1, 2], [1, 2]).direction).toBe(0);
+    // Ranks and mean can disagree: many small gains, one large loss.
+    const base = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    const cand = [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, -5];
+    expect(wilcoxon(base, cand).direction).toBe(1);
+  });
+  it('paired permutation test: exact answer for a tiny case, small p for a clear difference', () => {
+    // n = 3 identical differences of +1 when unswapped: of the 8 swap patterns only the two with all
+    // or none swapped reach |diff| = 3, so p -> (1 + 2/8 R) / (R + 1) ~ 0.25 for large R.
+    const b = [0, 0, 0];
+    const c = [1, 1, 1];
+    const diffOf = (swap: Uint8Array) => c.reduce((a, v, i) => a + (swap[i] ? b[i]! : v), 0) - b.reduce((a, v, i) => a + (swap[i] ? c[i]! : v), 0);
+    const r = pairedPermutationTest(3, diffOf, { resamples: 20000, seed: 9 });
+    expect(r.diff).toBe(3);
+    expect(r.direction).toBe(1);
+    expect(Math.abs(r.pValue - 0.25)).toBeLessThan(0.015); // binomial sd of the estimate ~0.003
+    const n = 40;
+    const big = pairedPermutationTest(n, (swap) => { let d = 0; for (let i = 0; i < n; i++) d += swap[i] ? -1 : 1; return d; }, { resamples: 2000, seed: 3 });
+    expect(big.pValue).toBeCloseTo(1 / 2001, 12); // no resample reaches |40|
+    expect(pairedPermutationTest(5, () => 0, { resamples: 100 }).pValue).toBe(1);
+  });
+  it('bootstrapStatistic of the mean equals bootstrapMeanCI with the same seed', () => {
+    const xs = Array.from({ length: 25 }, (_, i) => ((i * 7) % 11) / 10);
+    const a = bootstrapMeanCI(xs, { resamples: 500, seed: 4 });
+    const b = bootstrapStatistic(xs.length, (idx) => { let s = 0; for (const i of idx) s += xs[i]!; return s / idx.length; }, { resamples: 500, seed: 4 });
+    expect(b.estimate).toBeCloseTo(a.estimate, 14);
+    expect(b.low).toBeCloseTo(a.low, 14);
+    expect(b.high).toBeCloseTo(a.high, 14);
   });
 });

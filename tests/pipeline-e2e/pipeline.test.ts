@@ -44,6 +44,12 @@ describe('finllm pipeline (tiny model, two training steps)', () => {
     expect(readFileSync(join(s, 'export', 'adapter', 'adapter_model.safetensors'))).toEqual(readFileSync(join(s, 'train', 'adapter', 'adapter_model.safetensors')));
     expect(printed).toMatch(/run folder: .*run\n/);
     expect(printed).toMatch(/report qa: .*stages\/compare\/qa\/report\.html/);
+    // It ends with one verdict line per suite, the lines `finllm compare` ends with.
+    const last = printed.trimEnd().split('\n').slice(-2);
+    expect(last[0]).toMatch(/^qa: (improved|no significant change|regressed|does not do the task)( — |$)/);
+    expect(last[1]).toMatch(/^sentiment: (improved|no significant change|regressed|does not do the task)( — |$)/);
+    const rep = JSON.parse(readFileSync(join(t.runDir, 'stages', 'compare', 'sentiment', 'report.json'), 'utf8')) as { verdict_line: string };
+    expect(last[1]).toBe(rep.verdict_line);
   });
 
   it('baseline and fine-tuned results cover the same examples; the fine-tuned one names the adapter', async () => {
@@ -91,6 +97,8 @@ describe('finllm pipeline (tiny model, two training steps)', () => {
     const r = await runPipeline(loadConfig({ file: t.config }), { quiet: true });
     expect(r.stages.map((s) => s.outcome)).toEqual(STAGES.map(() => 'skipped (done)'));
     expect(r.reports.map((x) => x.suite)).toEqual(['qa', 'sentiment']);
+    // The verdict lines come back from the reports on disk.
+    expect(r.reports.map((x) => x.verdict?.split(':')[0])).toEqual(['qa', 'sentiment']);
     expect(statSync(results).mtimeMs).toBe(before);
   });
 

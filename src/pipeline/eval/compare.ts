@@ -1,32 +1,53 @@
-// Base vs candidate comparison: pairs the examples of two results files by id and runs the paired
-// statistics of stats.ts on every metric both files score per example.
+// Base vs candidate comparison: pairs the examples of two results files by id, runs the paired
+// statistics of stats.ts on every metric both files score, and decides the suite's verdict from its
+// primary metrics (verdict.ts).
+//
+// Per metric: Δ = candidate − base with a paired percentile bootstrap CI; the test is the Wilcoxon
+// signed-rank test on per-example scores (scipy defaults), or for macro-F1, a corpus-level figure,
+// a paired permutation test; Holm correction within the primary family and, separately, within the
+// secondary one; P(better) = pBetterFromTest of that same test (1 − p/2 towards the side the test
+// favours), so it cannot contradict the verdict.
+//
+// Classification suites (label_correct scored) also get the confusion matrices, the predicted
+// label distributions against the gold one, and right / wrong / changed examples; the labels are
+// read from the predictions with the rule of classification.ts.
 import { InputError } from '../../errors.js';
+import { classificationReport, normalizeGeneratedLabel, parseGoldLabel } from './classification.js';
+import { SENTIMENT_LABELS, type SentimentLabel } from './lexicon.js';
 import { higherIsBetter, metricInfo } from './metrics.js';
 import type { Results, TrainingLogPoint } from './results.js';
 import {
-  bayesianBootstrap, bootstrapMeanCI, cohensDz, holm, mean, pairedBootstrapCI, pairedTTest, wilcoxon,
-  type BayesianBootstrapResult, type BootstrapCI, type TTestResult, type WilcoxonResult,
+  bootstrapMeanCI, bootstrapStatistic, cohensDz, holm, mean, pairedBootstrapCI, pairedPermutationTest, pairedTTest,
+  pBetterFromTest, wilcoxon, type BootstrapCI, type TTestResult, type WilcoxonResult,
 } from './stats.js';
+import {
+  decideVerdict, floorOf, primaryMetrics, suiteKind, type ClassFloorContext, type Floor, type MetricVerdict,
+  type PrimaryEvidence, type SuiteVerdictResult,
+} from './verdict.js';
 
 export interface CompareOptions {
-  /** Family-wise significance level for the Holm-corrected Wilcoxon p-values. Default 0.05. */
+  /** Family-wise significance level of the Holm-corrected p-values (per family). Default 0.05. */
   alpha?: number;
   resamples?: number;
   seed?: number;
-  /** Metric used to rank improved/regressed examples; default the first of rougeL, chrf, bleu, ... present. */
+  /** Metric used to rank improved/regressed examples; default the first primary metric that changed. */
   primaryMetric?: string;
-  /** How many improved and regressed examples to list. Default 5. */
+  /** How many examples to list per kind. Default 5. */
   topK?: number;
   baseFile?: string;
   candidateFile?: string;
 }
 
-export type Verdict = 'improved' | 'regressed' | 'no significant difference' | 'not testable';
+export type Verdict = MetricVerdict;
 
 export interface MetricComparison {
   metric: string;
   description: string;
   higherIsBetter: boolean;
+  /** primary: decides the suite's verdict; secondary: shown only. */
+  role: 'primary' | 'secondary';
+  /** false for corpus-level figures (macro-F1): no per-example scores, no scatter or histogram. */
+  perExample: boolean;
   /** Pairs where both models have a value. */
   n: number;
   baseMean: number;
@@ -36,14 +57,23 @@ export interface MetricComparison {
   baseCI: BootstrapCI;
   candidateCI: BootstrapCI;
   diffCI: BootstrapCI;
+  /** The test whose p-value decides: Wilcoxon signed-rank, or a paired permutation test for corpus figures. */
+  test: 'Wilcoxon signed-rank' | 'paired permutation';
+  /** Two-sided p of `test`, before Holm. */
+  pValue: number;
   wilcoxon: WilcoxonResult;
   tTest: TTestResult;
   cohensDz: number;
-  bayes: BayesianBootstrapResult;
-  /** Holm-adjusted Wilcoxon p-value across all compared metrics. */
+  /** 1 − pValue/2 when the test favours the fine-tuned model, pValue/2 when it favours the base, 1/2 when neither. */
+  pBetter: number;
+  /** Holm-adjusted p within the metric's family (primary or secondary). */
   pHolm: number;
   verdict: Verdict;
-  /** Paired per-example values (same order as `ids`). */
+  /** The fine-tuned model's value over all its examples with a value (not only the paired ones), and their count. */
+  candidateAll: { value: number; n: number };
+  /** Primary metrics with a defined floor (verdict.ts). */
+  floor?: Floor;
+  /** Paired per-example values (same order as `ids`); empty for corpus-level figures. */
   ids: string[];
   base: number[];
   candidate: number[];
@@ -61,6 +91,38 @@ export interface ExampleDelta {
   gain: number;
 }
 
+export interface LabelledExample {
+  id: string;
+  source?: string;
+  gold: SentimentLabel;
+  basePrediction: string;
+  candidatePrediction: string;
+  baseLabel: SentimentLabel;
+  candidateLabel: SentimentLabel;
+}
+
+export interface ClassificationComparison {
+  labels: readonly SentimentLabel[];
+  /** Items with a gold label. */
+  n: number;
+  /** Count per label (in `labels` order). */
+  goldCounts: number[];
+  baseCounts: number[];
+  candidateCounts: number[];
+  /** confusion[gold][predicted], rows and columns in `labels` order. */
+  baseConfusion: number[][];
+  candidateConfusion: number[][];
+  /** Up to topK each, in file order. */
+  right: LabelledExample[];
+  wrong: LabelledExample[];
+  changed: LabelledExample[];
+  /** Totals behind the lists. */
+  totals: { right: number; wrong: number; changed: number };
+}
+
+/** How varied each side's outputs are: distinct predictions and the most frequent one. */
+export interface OutputSpread { distinct: number; n: number; top: string; topCount: number }
+
 export interface Comparison {
   base: { model: string; adapter: string | null; task: string; file?: string; metrics: Record<string, number | null> };
   candidate: { model: string; adapter: string | null; task: string; file?: string; metrics: Record<string, number | null> };
@@ -68,14 +130,33 @@ export interface Comparison {
   alpha: number;
   resamples: number;
   seed: number;
+  /** Primary metrics first (in their order), then the secondary ones. */
   metrics: MetricComparison[];
+  /** The suite's verdict (verdict.ts). */
+  suite: SuiteVerdictResult;
+  /** The metric the improved/regressed examples are ranked by. */
   primaryMetric: string | null;
   improved: ExampleDelta[];
   regressed: ExampleDelta[];
+  outputs: { base: OutputSpread; candidate: OutputSpread };
+  classification?: ClassificationComparison;
   trainingLog?: TrainingLogPoint[];
 }
 
-const PRIMARY_ORDER = ['rougeL', 'chrf', 'bleu', 'rouge1', 'exact_match', 'label_correct', 'numeric_fidelity'];
+const RANK_FALLBACK = ['rougeL', 'chrf', 'bleu', 'rouge1', 'exact_match', 'label_correct', 'numeric_fidelity'];
+const DISPLAY_ORDER = ['label_correct', 'label_macro_f1', 'rouge1', 'rouge2', 'rougeL', 'bleu', 'chrf', 'exact_match', 'numeric_fidelity', 'hallucinated_number_rate', 'sentiment_agreement', 'term_coverage'];
+const MACRO_F1 = 'label_macro_f1';
+
+function spread(predictions: readonly string[]): OutputSpread {
+  const counts = new Map<string, number>();
+  for (const p of predictions) counts.set(p, (counts.get(p) ?? 0) + 1);
+  let top = '';
+  let topCount = 0;
+  for (const [p, c] of counts) if (c > topCount) { top = p; topCount = c; }
+  return { distinct: counts.size, n: predictions.length, top, topCount };
+}
+
+const NAN_WILCOXON: WilcoxonResult = { statistic: NaN, pValue: NaN, method: 'asymptotic', z: NaN, nNonZero: 0, direction: 0 };
 
 export function compareResults(base: Results, cand: Results, opts: CompareOptions = {}): Comparison {
   const alpha = opts.alpha ?? 0.05;
@@ -110,10 +191,68 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
       `the two files have no metric in common: ${baseFile} scores ${list(base)}; ${candFile} scores ${list(cand)} (evaluate both with the same --metrics)`,
     );
   }
-  const known = Object.keys(metricOrder());
-  names.sort((x, y) => rank(x, known) - rank(y, known));
+
+  // Classification: gold and predicted labels, read from the files with classification.ts's rule.
+  const kind = suiteKind(names);
+  const labelled = kind === 'classification'
+    ? pairs.flatMap(({ b, c }) => {
+      const gold = parseGoldLabel(b.reference);
+      return gold === undefined ? [] : [{ b, c, gold, bl: normalizeGeneratedLabel(b.prediction), cl: normalizeGeneratedLabel(c.prediction) }];
+    })
+    : [];
+  if (labelled.length > 0) names.push(MACRO_F1);
+
+  const { primary, note } = primaryMetrics(kind, names);
+  const isPrimary = (m: string) => primary.includes(m);
+  names.sort((x, y) => {
+    const px = primary.indexOf(x);
+    const py = primary.indexOf(y);
+    if (px !== -1 || py !== -1) return (px === -1 ? Infinity : px) - (py === -1 ? Infinity : py);
+    return rank(x) - rank(y);
+  });
+
+  let floorCtx: ClassFloorContext | undefined;
+  if (labelled.length > 0) {
+    const gold = labelled.map((x) => x.gold);
+    const counts = SENTIMENT_LABELS.map((l) => gold.filter((g) => g === l).length);
+    const mi = counts.indexOf(Math.max(...counts));
+    const majority = SENTIMENT_LABELS[mi]!;
+    floorCtx = { majorityLabel: majority, majorityCount: counts[mi]!, n: gold.length, majorityShare: counts[mi]! / gold.length, majorityMacroF1: classificationReport(gold, gold.map(() => majority)).macroF1 };
+  }
 
   const partial = names.map((metric, mi) => {
+    const hib = metric === MACRO_F1 ? true : higherIsBetter(metric);
+    const s = seed + 7919 * mi;
+    const role = isPrimary(metric) ? 'primary' as const : 'secondary' as const;
+    const floor = role === 'primary' ? floorOf(metric, floorCtx) : undefined;
+    if (metric === MACRO_F1) {
+      const n = labelled.length;
+      const gold = labelled.map((x) => x.gold);
+      const bl = labelled.map((x) => x.bl);
+      const cl = labelled.map((x) => x.cl);
+      const f1At = (labels: SentimentLabel[], idx: Int32Array) => classificationReport(Array.from(idx, (i) => gold[i]!), Array.from(idx, (i) => labels[i]!)).macroF1;
+      const bF1 = classificationReport(gold, bl).macroF1;
+      const cF1 = classificationReport(gold, cl).macroF1;
+      const perm = pairedPermutationTest(n, (swap) => {
+        const x = bl.map((v, i) => (swap[i] ? cl[i]! : v));
+        const y = cl.map((v, i) => (swap[i] ? bl[i]! : v));
+        return classificationReport(gold, y).macroF1 - classificationReport(gold, x).macroF1;
+      }, { resamples, seed: s + 5 });
+      const better = perm.direction;
+      return {
+        metric, description: 'Macro-F1 over the labels present (scikit-learn f1_score average="macro")', higherIsBetter: true, role, perExample: false, n,
+        baseMean: bF1, candidateMean: cF1, meanDiff: cF1 - bF1,
+        baseCI: bootstrapStatistic(n, (idx) => f1At(bl, idx), { resamples, seed: s + 1 }),
+        candidateCI: bootstrapStatistic(n, (idx) => f1At(cl, idx), { resamples, seed: s + 2 }),
+        diffCI: bootstrapStatistic(n, (idx) => f1At(cl, idx) - f1At(bl, idx), { resamples, seed: s + 3 }),
+        test: 'paired permutation' as const, pValue: perm.pValue,
+        wilcoxon: NAN_WILCOXON, tTest: { t: NaN, df: n - 1, pValue: NaN }, cohensDz: NaN,
+        pBetter: pBetterFromTest(perm.pValue, better, n),
+        candidateAll: { value: cF1, n },
+        ...(floor ? { floor } : {}),
+        ids: [] as string[], base: [] as number[], candidate: [] as number[],
+      };
+    }
     const ids: string[] = [];
     const bv: number[] = [];
     const cv: number[] = [];
@@ -124,12 +263,13 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
         ids.push(b.id); bv.push(x); cv.push(y);
       }
     }
-    const hib = higherIsBetter(metric);
-    const s = seed + 7919 * mi;
+    const candAll = cand.per_example.map((e) => e.scores[metric]).filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
+    const w = ids.length ? wilcoxon(bv, cv) : NAN_WILCOXON;
+    const better = (hib ? w.direction : -w.direction) as -1 | 0 | 1;
     return {
       metric,
       description: metricInfo(metric)?.description ?? metric,
-      higherIsBetter: hib,
+      higherIsBetter: hib, role, perExample: true,
       n: ids.length,
       baseMean: mean(bv),
       candidateMean: mean(cv),
@@ -137,38 +277,72 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
       baseCI: bootstrapMeanCI(bv, { resamples, seed: s + 1 }),
       candidateCI: bootstrapMeanCI(cv, { resamples, seed: s + 2 }),
       diffCI: pairedBootstrapCI(bv, cv, { resamples, seed: s + 3 }),
-      wilcoxon: ids.length ? wilcoxon(bv, cv) : { statistic: NaN, pValue: NaN, method: 'asymptotic' as const, z: NaN, nNonZero: 0 },
+      test: 'Wilcoxon signed-rank' as const, pValue: w.pValue,
+      wilcoxon: w,
       tTest: pairedTTest(bv, cv),
       cohensDz: ids.length >= 2 ? cohensDz(bv, cv) : NaN,
-      bayes: bayesianBootstrap(bv, cv, { draws: resamples, seed: s + 4, higherIsBetter: hib }),
+      pBetter: pBetterFromTest(w.pValue, better, ids.length),
+      candidateAll: { value: mean(candAll), n: candAll.length },
+      ...(floor ? { floor } : {}),
       ids, base: bv, candidate: cv,
     };
   });
   if (partial.every((m) => m.n === 0)) {
     throw new InputError(`no example has a finite value in both files for any of the common metrics (${names.join(', ')}): nothing to compare`, { file: candFile });
   }
-  const adjusted = holm(partial.map((m) => m.wilcoxon.pValue));
+  // Holm within each family: the primary metrics (confirmatory) and the secondary ones.
+  const pHolm = new Array<number>(partial.length);
+  for (const role of ['primary', 'secondary'] as const) {
+    const idx = partial.map((m, i) => (m.role === role ? i : -1)).filter((i) => i >= 0);
+    const adj = holm(idx.map((i) => partial[i]!.pValue));
+    idx.forEach((i, k) => { pHolm[i] = adj[k]!; });
+  }
   const metrics: MetricComparison[] = partial.map((m, i) => {
-    const pHolm = adjusted[i]!;
+    const p = pHolm[i]!;
     let verdict: Verdict;
-    if (m.n < 2 || Number.isNaN(m.wilcoxon.pValue)) verdict = m.n >= 2 && m.meanDiff === 0 ? 'no significant difference' : 'not testable';
-    else if (pHolm < alpha) verdict = (m.meanDiff > 0) === m.higherIsBetter ? 'improved' : 'regressed';
-    else verdict = 'no significant difference';
-    return { ...m, pHolm, verdict };
+    const favours = m.pBetter > 0.5 ? 1 : m.pBetter < 0.5 ? -1 : 0;
+    if (m.n < 2 || Number.isNaN(m.pValue)) verdict = m.n >= 2 && m.meanDiff === 0 ? 'no significant change' : 'not testable';
+    else if (p < alpha && favours !== 0) verdict = favours > 0 ? 'improved' : 'regressed';
+    else verdict = 'no significant change';
+    return { ...m, pHolm: p, verdict };
   });
 
-  const primary = opts.primaryMetric ?? PRIMARY_ORDER.find((p) => metrics.some((m) => m.metric === p && m.n > 0)) ?? metrics.find((m) => m.n > 0)?.metric ?? null;
-  if (opts.primaryMetric && !metrics.some((m) => m.metric === opts.primaryMetric)) {
-    throw new InputError(`expected a metric scored in both files, got '${opts.primaryMetric}' (available: ${metrics.map((m) => m.metric).join(', ') || 'none'})`, { key: 'primary-metric' });
+  // The suite's verdict.
+  const candLabels = labelled.map((x) => x.cl);
+  const floorDetails: string[] = [];
+  const candSpread = spread(cand.per_example.map((e) => e.prediction));
+  if (labelled.length > 0) {
+    const used = SENTIMENT_LABELS.filter((l) => candLabels.includes(l));
+    if (used.length === 1) floorDetails.push(`one label for every item: '${used[0]}' ${candLabels.length}/${candLabels.length}`);
   }
+  if (candSpread.n >= 4 && candSpread.topCount * 2 >= candSpread.n) {
+    floorDetails.push(`${candSpread.topCount} of ${candSpread.n} fine-tuned outputs are the same text ${JSON.stringify(clip(candSpread.top, 80))}`);
+  }
+  const evidence: PrimaryEvidence[] = metrics.filter((m) => m.role === 'primary').map((m) => ({
+    metric: m.metric, higherIsBetter: m.higherIsBetter, verdict: m.verdict, baseMean: m.baseMean, candidateMean: m.candidateMean,
+    pHolm: m.pHolm, candidateValue: m.candidateAll.value, candidateN: m.candidateAll.n, ...(m.floor ? { floor: m.floor } : {}),
+  }));
+  const suite = decideVerdict(kind, evidence, note ? [note] : [], floorDetails);
+
+  // Examples ranked by a primary metric (the first one that changed on some example).
+  if (opts.primaryMetric && !metrics.some((m) => m.metric === opts.primaryMetric && m.perExample)) {
+    throw new InputError(`expected a metric scored per example in both files, got '${opts.primaryMetric}' (available: ${metrics.filter((m) => m.perExample).map((m) => m.metric).join(', ') || 'none'})`, { key: 'primary-metric' });
+  }
+  const perEx = metrics.filter((m) => m.perExample && m.n > 0);
+  const changed = (m: MetricComparison) => m.base.some((b, i) => b !== m.candidate[i]);
+  const rankBy = opts.primaryMetric
+    ?? perEx.find((m) => m.role === 'primary' && changed(m))?.metric
+    ?? perEx.find((m) => m.role === 'primary')?.metric
+    ?? RANK_FALLBACK.find((p) => perEx.some((m) => m.metric === p))
+    ?? perEx[0]?.metric ?? null;
   let improved: ExampleDelta[] = [];
   let regressed: ExampleDelta[] = [];
-  if (primary) {
-    const sign = higherIsBetter(primary) ? 1 : -1;
+  if (rankBy) {
+    const sign = higherIsBetter(rankBy) ? 1 : -1;
     const deltas: ExampleDelta[] = [];
     for (const { b, c } of pairs) {
-      const x = b.scores[primary];
-      const y = c.scores[primary];
+      const x = b.scores[rankBy];
+      const y = c.scores[rankBy];
       if (typeof x !== 'number' || typeof y !== 'number') continue;
       const d: ExampleDelta = {
         id: b.id, reference: b.reference, basePrediction: b.prediction, candidatePrediction: c.prediction,
@@ -187,17 +361,46 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
     if (file !== undefined) o.file = file;
     return o;
   };
-  return {
+  const out: Comparison = {
     base: side(base, opts.baseFile), candidate: side(cand, opts.candidateFile), nExamples: pairs.length,
-    alpha, resamples, seed, metrics, primaryMetric: primary, improved, regressed,
+    alpha, resamples, seed, metrics, suite, primaryMetric: rankBy, improved, regressed,
+    outputs: { base: spread(base.per_example.map((e) => e.prediction)), candidate: candSpread },
+  };
+  if (labelled.length > 0) out.classification = classificationComparison(labelled, topK);
+  return out;
+}
+
+function classificationComparison(
+  labelled: { b: Results['per_example'][number]; c: Results['per_example'][number]; gold: SentimentLabel; bl: SentimentLabel; cl: SentimentLabel }[],
+  topK: number,
+): ClassificationComparison {
+  const L = SENTIMENT_LABELS;
+  const count = (xs: SentimentLabel[]) => L.map((l) => xs.filter((x) => x === l).length);
+  const gold = labelled.map((x) => x.gold);
+  const ex = (x: (typeof labelled)[number]): LabelledExample => {
+    const e: LabelledExample = { id: x.b.id, gold: x.gold, basePrediction: x.b.prediction, candidatePrediction: x.c.prediction, baseLabel: x.bl, candidateLabel: x.cl };
+    const src = x.b.source ?? x.c.source;
+    if (src !== undefined) e.source = src;
+    return e;
+  };
+  const right = labelled.filter((x) => x.cl === x.gold);
+  const wrong = labelled.filter((x) => x.cl !== x.gold);
+  const changed = labelled.filter((x) => x.cl !== x.bl);
+  return {
+    labels: L, n: labelled.length,
+    goldCounts: count(gold), baseCounts: count(labelled.map((x) => x.bl)), candidateCounts: count(labelled.map((x) => x.cl)),
+    baseConfusion: classificationReport(gold, labelled.map((x) => x.bl)).confusion,
+    candidateConfusion: classificationReport(gold, labelled.map((x) => x.cl)).confusion,
+    right: right.slice(0, topK).map(ex), wrong: wrong.slice(0, topK).map(ex), changed: changed.slice(0, topK).map(ex),
+    totals: { right: right.length, wrong: wrong.length, changed: changed.length },
   };
 }
 
-function metricOrder(): Record<string, true> {
-  return Object.fromEntries(['rouge1', 'rouge2', 'rougeL', 'bleu', 'chrf', 'exact_match', 'numeric_fidelity', 'hallucinated_number_rate', 'sentiment_agreement', 'term_coverage', 'label_correct'].map((k) => [k, true]));
+function clip(s: string, n: number): string {
+  return s.length <= n ? s : `${s.slice(0, n - 1)}…`;
 }
 
-function rank(name: string, known: string[]): number {
-  const i = known.indexOf(name);
-  return i === -1 ? known.length : i;
+function rank(name: string): number {
+  const i = DISPLAY_ORDER.indexOf(name);
+  return i === -1 ? DISPLAY_ORDER.length : i;
 }

@@ -4,7 +4,7 @@ export { porterStem } from './porter.js';
 export { tokenize13a, corpusBleu, sentenceBleu, bleuStats, bleuFromStats, type BleuResult, type BleuStats } from './bleu.js';
 export { corpusChrf, sentenceChrf, chrfStats, chrfFromStats } from './chrf.js';
 export { exactMatch, normalizeAnswer } from './exact.js';
-export { extractNumbers, sameNumber, distinctNumbers, type NumberMention, type NumberKind } from './numbers.js';
+export { extractNumbers, sameNumber, distinctNumbers, numberLikeJunk, type NumberMention, type NumberKind, type NumberLikeJunk } from './numbers.js';
 export { numericFidelity, numericFidelityDetail, hallucinatedNumberRate, hallucinatedNumbersDetail } from './numeric.js';
 export { lexiconSentiment, sentimentAgreement, lexiconLabelAccuracy, type LexiconSentiment } from './sentiment.js';
 export { POSITIVE_TERMS, NEGATIVE_TERMS, SENTIMENT_LABELS, type SentimentLabel } from './lexicon.js';
@@ -14,6 +14,7 @@ export { cosine, embeddingCosine, bertScore, greedyMatch, type EmbeddingProvider
 export * from './stats.js';
 export { scoreExamples, parseGroups, METRICS, METRIC_GROUPS, DEFAULT_GROUPS, higherIsBetter, metricInfo, type MetricGroup, type MetricInfo, type ScoreInput, type ScoreResult, type ScoreOptions } from './metrics.js';
 export { ResultsSchema, RESULTS_FORMAT, parseResults, readResults, writeResults, readScoreInput, readTrainingLog, type Results, type ResultExample, type TrainingLogPoint } from './results.js';
-export { compareResults, type Comparison, type CompareOptions, type MetricComparison, type ExampleDelta, type Verdict } from './compare.js';
-export { writeReport, renderHtml, renderMarkdown, type ReportPaths } from './report.js';
+export { compareResults, type Comparison, type CompareOptions, type MetricComparison, type ExampleDelta, type Verdict, type ClassificationComparison, type LabelledExample, type OutputSpread } from './compare.js';
+export { writeReport, renderHtml, renderMarkdown, finalTrainLoss, metricRange, REPORT_FORMAT, type ReportPaths } from './report.js';
+export { decideVerdict, floorOf, atFloor, primaryMetrics, suiteKind, verdictLine, NEAR_FLOOR, PRIMARY_BY_KIND, type SuiteVerdict, type SuiteKind, type SuiteVerdictResult, type PrimaryEvidence, type Floor } from './verdict.js';
 export { writeFileAtomic } from './fsutil.js';

@@ -35,7 +35,7 @@ export const METRICS: Readonly<Record<string, MetricInfo>> = {
   chrf: { group: 'chrf', description: 'chrF2 (sacrebleu; corpus figure = corpus chrF, per example = sentence chrF)', higherIsBetter: true, scale: '0-100', aggregate: 'corpus' },
   exact_match: { group: 'exact', description: 'Exact match after normalization', higherIsBetter: true, scale: '0-1', aggregate: 'mean' },
   numeric_fidelity: { group: 'numeric', description: "Share of the reference's numbers recovered in the prediction", higherIsBetter: true, scale: '0-1', aggregate: 'mean' },
-  hallucinated_number_rate: { group: 'numeric', description: "Share of the prediction's numbers found in neither source nor reference", higherIsBetter: false, scale: '0-1', aggregate: 'mean' },
+  hallucinated_number_rate: { group: 'numeric', description: "Share of the prediction's numbers (and number-like junk such as 1.1.1.1) found in neither source nor reference", higherIsBetter: false, scale: '0-1', aggregate: 'mean' },
   sentiment_agreement: { group: 'sentiment', description: 'Lexicon sentiment label of prediction equals that of reference', higherIsBetter: true, scale: '0-1', aggregate: 'mean' },
   term_coverage: { group: 'terms', description: "Share of the reference's financial terms present in the prediction", higherIsBetter: true, scale: '0-1', aggregate: 'mean' },
   label_correct: { group: 'label', description: 'Sentiment label found in the generated text (FinGPT rule) equals the gold label', higherIsBetter: true, scale: '0-1', aggregate: 'mean' },

@@ -12,6 +12,11 @@
 // "1,200 million" matches "$1.2B"). Signs are dropped: "down 3%" and "-3%" both carry 0.03.
 // A number glued to a letter or digit on either side (Q3, FY2024, 2Q23, 3rd, 10K-style tokens
 // that are not magnitudes) is not a mention. Number words ("twelve") are not recognized.
+//
+// Number-like junk (numberLikeJunk): a run of digits joined by '.' or ',' that stands free of
+// letters, like a mention, but is not read as one: "1.1.1.1", "$1.1.1.1", "1,2,3", or a digit run
+// too long to be a finite double ("1111…" of 400 digits). It is no amount, yet a reader sees a
+// figure; the hallucinated-number rate counts it (numeric.ts).
 
 export type NumberKind = 'quantity' | 'ratio';
 
@@ -75,5 +80,28 @@ export function sameNumber(a: NumberMention, b: NumberMention): boolean {
 export function distinctNumbers(mentions: NumberMention[]): NumberMention[] {
   const out: NumberMention[] = [];
   for (const m of mentions) if (!out.some((o) => sameNumber(o, m))) out.push(m);
+  return out;
+}
+
+/** A number-like run that extractNumbers does not read as a mention (see the header). */
+export interface NumberLikeJunk { text: string; index: number }
+
+// Digits joined by single '.' or ',' separators, optionally after a currency sign, not glued to a
+// letter, digit or underscore on either side (nor continuing one through a separator: the "5.5"
+// of "Q3.5.5" is no run of its own, and a run is never cut short before ".5").
+const DIGIT_RUN_RE = /(?<![\p{L}\p{N}_]|[\p{L}\p{N}_][.,])(?:(?:US\$|[$€£¥])\s?)?\d+(?:[.,]\d+)*(?![\p{L}\p{N}_]|[.,]\d)/gu;
+
+/** Number-like runs of `text` that no mention of extractNumbers covers, in order. */
+export function numberLikeJunk(text: string): NumberLikeJunk[] {
+  const mentions = extractNumbers(text);
+  const out: NumberLikeJunk[] = [];
+  for (const m of text.matchAll(DIGIT_RUN_RE)) {
+    const start = m.index ?? 0;
+    // The run proper starts at its first digit (a currency sign belongs to the mention when there is one).
+    const first = start + m[0].search(/\d/);
+    const end = start + m[0].length;
+    const covered = mentions.some((n) => n.index <= first && n.index + n.text.length >= end);
+    if (!covered) out.push({ text: m[0], index: start });
+  }
   return out;
 }

@@ -54,6 +54,8 @@ export interface WilcoxonResult {
   z: number;
   /** Pairs left after dropping zero differences. */
   nNonZero: number;
+  /** Which side the signed ranks favour: sign(r+ - r-), with d = candidate - base (0: balanced or no nonzero d). */
+  direction: -1 | 0 | 1;
 }
 
 /** Average ranks (1-based) of values; also the sizes of each tie group. */
@@ -96,7 +98,8 @@ export function wilcoxon(base: readonly number[], candidate: readonly number[]):
   const statistic = Math.min(rPlus, rMinus);
   const hasTies = tieSizes.some((t) => t > 1);
   const hasZeros = m < nAll;
-  if (nAll === 0 || m === 0) return { statistic, pValue: NaN, method: 'asymptotic', z: NaN, nNonZero: m };
+  const direction = rPlus > rMinus ? 1 : rPlus < rMinus ? -1 : 0;
+  if (nAll === 0 || m === 0) return { statistic, pValue: NaN, method: 'asymptotic', z: NaN, nNonZero: m, direction };
 
   let method: WilcoxonMethod;
   if (nAll > 50) method = 'asymptotic';
@@ -113,7 +116,7 @@ export function wilcoxon(base: readonly number[], candidate: readonly number[]):
     let sf = 0;
     for (let i = k; i < counts.length; i++) sf += counts[i]!;
     const p = Math.min(1, (2 * Math.min(cdf, sf)) / total);
-    return { statistic, pValue: p, method, z: NaN, nNonZero: m };
+    return { statistic, pValue: p, method, z: NaN, nNonZero: m, direction };
   }
   if (method === 'permutation') {
     // Every assignment of signs to the nonzero |d| (flipping a zero changes nothing, so the
@@ -129,14 +132,14 @@ export function wilcoxon(base: readonly number[], candidate: readonly number[]):
       if (s >= rPlus - gamma) ge++;
     }
     const p = Math.min(1, (2 * Math.min(le, ge)) / total);
-    return { statistic, pValue: p, method, z: NaN, nNonZero: m };
+    return { statistic, pValue: p, method, z: NaN, nNonZero: m, direction };
   }
   const mn = (m * (m + 1)) / 4;
   const tieCorrection = tieSizes.reduce((a, t) => a + t * t * t - t, 0);
   const se = Math.sqrt((m * (m + 1) * (2 * m + 1) - tieCorrection / 2) / 24);
   const z = (rPlus - mn) / se;
   const p = Math.min(1, 2 * normalSf(Math.abs(z)));
-  return { statistic, pValue: p, method, z: -Math.abs(z), nNonZero: m };
+  return { statistic, pValue: p, method, z: -Math.abs(z), nNonZero: m, direction };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -211,6 +214,9 @@ export interface BayesianBootstrapResult {
 /**
  * Bayesian bootstrap (Rubin 1981) of mean(candidate - base): each draw weights the pairs by
  * Dirichlet(1, ..., 1) (normalized Exp(1) variables). `higherIsBetter` false flips what "better" is.
+ * Every draw gives every pair a positive weight, so when all nonzero differences share one sign,
+ * every draw has it too and pBetter is 1 however few they are (one nonzero difference among 30
+ * gives 1 beside a Wilcoxon p of 0.32). The comparison's P(better) is therefore pBetterFromTest.
  */
 export function bayesianBootstrap(
   base: readonly number[], candidate: readonly number[],
@@ -248,6 +254,79 @@ export function bayesianBootstrap(
     pBetter: better / draws, posteriorMean,
     low: quantileSorted(sorted, alpha / 2), high: quantileSorted(sorted, 1 - alpha / 2), draws, seed,
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// P(better), and tests of corpus-level statistics.
+
+/**
+ * P(better) of a two-sided paired test: 1 - p/2 when the test's statistic points to the candidate
+ * being better, p/2 when it points to worse, 1/2 when it points nowhere (every difference zero, or
+ * balanced). It is the test's one-sided confidence that the candidate is better; under the normal
+ * approximation, the posterior probability of a shift in the candidate's favour given a flat prior
+ * on the shift. By construction p = 2 min(P, 1 - P): P(better) > 1 - alpha/2 exactly when p < alpha
+ * and the statistic favours the candidate, so it cannot contradict the test. NaN when n is 0.
+ * `better` is the statistic's direction in the metric's better sense (+1 better, -1 worse).
+ */
+export function pBetterFromTest(pTwoSided: number, better: -1 | 0 | 1, n: number): number {
+  if (n === 0) return NaN;
+  if (Number.isNaN(pTwoSided) || better === 0) return 0.5;
+  const half = Math.min(1, pTwoSided) / 2;
+  return better > 0 ? 1 - half : half;
+}
+
+export interface PermutationTestResult {
+  /** statistic(candidate) - statistic(base) on the data as observed. */
+  diff: number;
+  /** Two-sided: (1 + #{resamples with |diff*| >= |diff|}) / (resamples + 1). */
+  pValue: number;
+  direction: -1 | 0 | 1;
+  resamples: number;
+  seed: number;
+}
+
+/**
+ * Paired approximate randomization test of a corpus-level statistic (e.g. macro-F1): under the null
+ * the two systems' outputs of each example are exchangeable, so each resample swaps them with
+ * probability 1/2. `diffOf(swap)` returns statistic(candidate) - statistic(base) with the outputs
+ * of example i swapped where swap[i] is 1. Differences within 1e-12 of |diff| count as extreme.
+ */
+export function pairedPermutationTest(n: number, diffOf: (swap: Uint8Array) => number, opts: { resamples?: number; seed?: number } = {}): PermutationTestResult {
+  const resamples = opts.resamples ?? 10000;
+  const seed = opts.seed ?? 24680;
+  const swap = new Uint8Array(n);
+  const diff = diffOf(swap);
+  const direction = diff > 1e-12 ? 1 : diff < -1e-12 ? -1 : 0;
+  const rng = makeRng(seed);
+  let extreme = 0;
+  for (let r = 0; r < resamples; r++) {
+    for (let i = 0; i < n; i++) swap[i] = rng() < 0.5 ? 1 : 0;
+    if (Math.abs(diffOf(swap)) >= Math.abs(diff) - 1e-12) extreme++;
+  }
+  return { diff, pValue: (1 + extreme) / (resamples + 1), direction, resamples, seed };
+}
+
+/**
+ * Percentile bootstrap CI of a statistic of n examples: `statOf(idx)` computes it on the examples
+ * idx[0..n) (drawn with replacement). A paired difference resamples both systems with the same idx.
+ */
+export function bootstrapStatistic(n: number, statOf: (idx: Int32Array) => number, opts: BootstrapOptions = {}): BootstrapCI {
+  const resamples = opts.resamples ?? 10000;
+  const confidence = opts.confidence ?? 0.95;
+  const seed = opts.seed ?? 12345;
+  if (n === 0) return { estimate: NaN, low: NaN, high: NaN, confidence, resamples, seed };
+  const rng = makeRng(seed);
+  const idx = new Int32Array(n);
+  const stats = new Float64Array(resamples);
+  for (let b = 0; b < resamples; b++) {
+    for (let i = 0; i < n; i++) idx[i] = Math.floor(rng() * n);
+    stats[b] = statOf(idx);
+  }
+  stats.sort();
+  const sorted = Array.from(stats);
+  const alpha = 1 - confidence;
+  const all = Int32Array.from({ length: n }, (_, i) => i);
+  return { estimate: statOf(all), low: quantileSorted(sorted, alpha / 2), high: quantileSorted(sorted, 1 - alpha / 2), confidence, resamples, seed };
 }
 
 /** Holm-Bonferroni adjusted p-values (same order as the input; NaN is treated as 1). */
