@@ -5,9 +5,9 @@
 // Tasks are looked up in EVAL_TASKS, so further tasks (generation, classification) plug in there.
 // The generation and classification tasks run src/pipeline/eval/generation.ts: prompts from the
 // records through the training templates, greedy decoding, scores, a finllm.results.v1 file (--out).
-import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { InputError, readFailure } from '../errors.js';
+import { InputError } from '../errors.js';
+import { readRecords, type DataFormat, type DataRecord } from '../pipeline/data/readers.js';
 import { describeValue } from '../io/json.js';
 import { evaluatePerplexity, type PerplexityResult } from '../llama/evaluate.js';
 import { EvalProgress, evaluateFile, parseEvalMetrics, type GenerationEvalResult, type GenerationTask } from '../pipeline/eval/generation.js';
@@ -41,32 +41,15 @@ export interface EvalCliOptions extends ModelCliOptions {
   quiet?: boolean;
 }
 
-/** One JSONL row: its 1-based line number and parsed object. */
-export interface JsonlRow {
-  row: number;
-  value: Record<string, unknown>;
-}
+/** One record: its 1-based row and fields. */
+export type JsonlRow = DataRecord;
 
-/** Reads a JSONL file (blank lines skipped); bad JSON or a non-object is an InputError with the row. */
-export async function readJsonlRows(file: string): Promise<JsonlRow[]> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    throw readFailure(err, file, 'data file');
-  }
-  const rows: JsonlRow[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (err) {
-      throw new InputError(`invalid JSON: ${(err as Error).message}`, { file, row: i + 1 });
-    }
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new InputError('expected a JSON object per line', { file, row: i + 1 });
-    rows.push({ row: i + 1, value: value as Record<string, unknown> });
-  });
+/**
+ * Reads an eval data file with the data readers (JSONL, JSON or CSV by extension; any other name is
+ * read as JSON Lines); the first bad row is an InputError with the row.
+ */
+export async function readDataRows(file: string, format: DataFormat | null = null): Promise<JsonlRow[]> {
+  const rows = await readRecords(file, { format, fallback: 'jsonl' });
   if (rows.length === 0) throw new InputError('no rows: the data file is empty', { file });
   return rows;
 }
@@ -110,7 +93,7 @@ export async function runPerplexityEval(opts: EvalCliOptions): Promise<Perplexit
   if (!opts.data) throw new InputError('--data is required', { key: 'data' });
   const tokensPerPass = intOption(opts.tokensPerPass, 'tokens-per-pass', 1);
   const { dir, load, precision } = await modelLoadOptions(opts);
-  const texts = textsOf(await readJsonlRows(opts.data), opts.data);
+  const texts = textsOf(await readDataRows(opts.data), opts.data);
   const tokenizer = await LlamaTokenizer.load(dir);
   await applyPrecision(precision);
   const model = await LlamaModel.load(dir, load);

@@ -34,7 +34,7 @@ import { InputError } from '../../errors.js';
 import { cutAtStop, generate, generateBatch, type BatchSamplingOptions, type SamplingOptions } from '../../llama/generate.js';
 import { LlamaModel, type LoadModelOptions } from '../../llama/model.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
-import type { ColumnMapping } from '../config.js';
+import { DEFAULT_COLUMNS, type ColumnMapping } from '../config.js';
 import { applyTemplate, TemplateProblem } from '../data/templates.js';
 import { DEFAULT_PREPROCESS, type PreprocessOptions } from '../data/preprocess.js';
 import type { ChatMessage } from '../data/types.js';
@@ -90,10 +90,7 @@ export interface EvalRow {
   value: Record<string, unknown>;
 }
 
-const COLUMNS: ColumnMapping = {
-  text: 'text', task: 'task', source: 'source', question: 'question', answer: 'answer', summary: 'summary', sentiment: 'sentiment',
-  analysis: 'analysis', continuation: 'continuation', messages: 'messages', prompt: 'prompt', response: 'response',
-};
+const COLUMNS: ColumnMapping = DEFAULT_COLUMNS;
 
 const SOURCE_KINDS = ['earnings_call', 'filing', 'news'];
 
