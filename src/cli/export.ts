@@ -19,13 +19,13 @@ async function checkDir(dir: string, what: string): Promise<void> {
 }
 
 export async function exportAction(o: ExportCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<void> {
-  if (!o.model) throw new InputError('--model is required', { key: 'model' });
-  if (!o.adapter) throw new InputError('--adapter is required', { key: 'adapter' });
-  if (!o.merged) throw new InputError('--merged is required', { key: 'merged' });
+  if (!o.model) throw new InputError('--model is required', { flag: 'model' });
+  if (!o.adapter) throw new InputError('--adapter is required', { flag: 'adapter' });
+  if (!o.merged) throw new InputError('--merged is required', { flag: 'merged' });
   await checkDir(o.model, 'model');
   await checkDir(o.adapter, 'adapter');
   const dtype = o.dtype ?? 'source';
-  if (!['source', 'f32', 'bf16', 'f16'].includes(dtype)) throw new InputError(`expected source, f32, bf16 or f16, got ${JSON.stringify(dtype)}`, { key: 'dtype' });
+  if (!['source', 'f32', 'bf16', 'f16'].includes(dtype)) throw new InputError(`expected source, f32, bf16 or f16, got ${JSON.stringify(dtype)}`, { flag: 'dtype' });
   const { files } = await exportMerged(o.adapter, o.model, o.merged, { dtype: dtype as ExportDtype });
   out(`merged model written to ${o.merged} (${files.join(', ')})\n`);
 }

@@ -13,8 +13,8 @@ export interface InitModelCliOptions {
 }
 
 export async function initModelAction(outDir: string, o: InitModelCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<void> {
-  if (!o.preset) throw new InputError('--preset is required', { key: 'preset' });
-  if (!o.tokenizer) throw new InputError('--tokenizer is required', { key: 'tokenizer' });
+  if (!o.preset) throw new InputError('--preset is required', { flag: 'preset' });
+  if (!o.tokenizer) throw new InputError('--tokenizer is required', { flag: 'tokenizer' });
   const seed = intOption(o.seed, 'seed', 0) ?? 0;
   const cfg = await initModel(outDir, { preset: o.preset, tokenizerDir: o.tokenizer, seed });
   const params = cfg.vocabSize * cfg.hiddenSize * (cfg.tieWordEmbeddings ? 1 : 2)

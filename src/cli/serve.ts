@@ -34,7 +34,7 @@ export interface ServeCliOptions {
 
 function positiveInt(value: string | undefined, flag: string): number | undefined {
   const n = numberOption(value, flag, true);
-  if (n !== undefined && n < 1) throw new InputError(`expected a positive integer, got ${n}`, { key: flag });
+  if (n !== undefined && n < 1) throw new InputError(`expected a positive integer, got ${n}`, { flag });
   return n;
 }
 
@@ -48,9 +48,9 @@ export async function serveAction(o: ServeCliOptions, say: (line: string) => voi
     if (!(await stat(o.chatTemplate).then((s) => s.isFile(), () => false))) throw new InputError('chat template file not found', { file: o.chatTemplate });
   }
   const port = numberOption(o.port, 'port', true)!;
-  if (port < 0 || port > 65535) throw new InputError(`expected a port number in [0, 65535], got ${port}`, { key: 'port' });
+  if (port < 0 || port > 65535) throw new InputError(`expected a port number in [0, 65535], got ${port}`, { flag: 'port' });
   const drainTimeout = numberOption(o.drainTimeout, 'drain-timeout')!;
-  if (!(drainTimeout >= 0)) throw new InputError(`expected seconds >= 0, got ${drainTimeout}`, { key: 'drain-timeout' });
+  if (!(drainTimeout >= 0)) throw new InputError(`expected seconds >= 0, got ${drainTimeout}`, { flag: 'drain-timeout' });
   const apiKey = o.apiKey ?? process.env.FINLLM_API_KEY ?? null;
   const maxModelLen = positiveInt(o.maxModelLen, 'max-model-len');
   const server = new FinllmServer({
@@ -73,7 +73,7 @@ export async function serveAction(o: ServeCliOptions, say: (line: string) => voi
     url = await server.listen();
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') throw new InputError(`cannot listen on ${o.host}:${port} (${code})`, { key: 'port' });
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') throw new InputError(`cannot listen on ${o.host}:${port} (${code})`, { flag: 'port' });
     throw err;
   }
   say(`finllm serve: listening on ${url} (loading ${dir}; requests get 503 until it is ready)`);

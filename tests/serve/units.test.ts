@@ -160,12 +160,12 @@ describe('finllm serve flags', () => {
     const cases: [Partial<ServeCliOptions>, RegExp][] = [
       [{ route: ['ab=base:1,nope:1'] }, /key 'route'.*unknown model "nope"/],
       [{ adapter: ['ft=/nonexistent/adapter'] }, /adapter ft folder not found/],
-      [{ maxBatchSize: '0' }, /key 'max-batch-size'/],
-      [{ port: '70000' }, /key 'port'/],
+      [{ maxBatchSize: '0' }, /--max-batch-size: expected a positive integer/],
+      [{ port: '70000' }, /--port: expected a port number/],
       [{ model: '/nonexistent/model' }, /model folder not found/],
       [{ chatTemplate: '/nonexistent/template.jinja' }, /chat template file not found/],
-      [{ kvCache: 'fp8' }, /key 'kv-cache': expected f32, f16, auto, got "fp8"/],
-      [{ precision: 'fp8' }, /key 'precision'/],
+      [{ kvCache: 'fp8' }, /--kv-cache: expected f32, f16, auto, got "fp8"/],
+      [{ precision: 'fp8' }, /--precision: expected/],
     ];
     for (const [o, message] of cases) {
       const err = await serveAction(flags(o), () => undefined).catch((e: unknown) => e);

@@ -364,3 +364,46 @@ function renderRow(fields: Record<string, unknown>, ctx: TemplateContext, file: 
     }
   }
 }
+
+/** The field a single piece of user text fills in each template (`generate --template`). */
+export const PRIMARY_FIELD: Record<ConcreteTemplate, keyof ColumnMapping> = {
+  financial_analysis: 'text',
+  transcript_completion: 'text',
+  summarization: 'text',
+  qa: 'text',
+  completion: 'prompt',
+  chat: 'messages',
+  alpaca: 'instruction',
+};
+
+/** The response fields a prompt-only record may lack, per template (filled with a placeholder to render the prompt). */
+const RESPONSE_FIELDS: Record<ConcreteTemplate, (keyof ColumnMapping)[]> = {
+  financial_analysis: ['analysis'],
+  transcript_completion: ['continuation'],
+  summarization: ['summary'],
+  qa: ['answer'],
+  completion: ['response'],
+  chat: [],
+  alpaca: ['output'],
+};
+
+/**
+ * The prompt a template makes of a record that has no response yet (generation): exactly the
+ * prompt of training, up to where the response starts. Chat records end with the user's turn.
+ */
+export function renderPrompt(fields: Record<string, unknown>, ctx: TemplateContext, template: ConcreteTemplate): { prompt: string; rendered: boolean } {
+  const filled: Record<string, unknown> = { ...fields };
+  const c = ctx.columns;
+  if (template === 'financial_analysis' && (filled[c.sentiment] !== undefined || filled[c.analysis] !== undefined)) {
+    // a label or analysis given: it is the response, not part of the prompt
+  } else {
+    for (const f of RESPONSE_FIELDS[template]) if (filled[c[f]] === undefined || filled[c[f]] === null || filled[c[f]] === '') filled[c[f]] = '-';
+  }
+  if (template === 'chat') {
+    const field = filled[c.messages] === undefined && filled[c.conversations] !== undefined ? c.conversations : c.messages;
+    const messages = parseMessages(filled[field], field);
+    filled[field] = [...messages, { role: 'assistant', content: '-' }];
+  }
+  const ex = applyTemplate(filled, { ...ctx, template }, '', 0);
+  return { prompt: ex.prompt, rendered: ex.rendered };
+}
