@@ -160,7 +160,8 @@ export function register(program: Command): void {
 Endpoints: POST /v1/completions, POST /v1/chat/completions (stream: true for server-sent events),
 GET /v1/models, GET /health, GET /metrics (Prometheus). Example:
 
-  finllm serve --model models/tiny-fin --adapter ft=runs/default/adapter --route ab=base:50,ft:50
+  finllm serve --model ~/models/TinyLlama-1.1B --adapter ft=runs/llama-1b-qlora/adapter --route ab=base:50,ft:50
+  finllm serve --model runs/default/stages/train/model      # the default pipeline's fully trained model
   curl http://127.0.0.1:8000/v1/completions -H 'content-type: application/json' \\
     -d '{"model": "ab", "prompt": "Revenue rose", "max_tokens": 16, "temperature": 0}'
 

@@ -30,7 +30,7 @@ text encodes. The same data and options give the same tokenizer.
 Example:
   finllm data generate --kind corpus -n 20000 --seed 1 -o corpus.jsonl
   finllm tokenizer train --data corpus.jsonl --vocab-size 2048 my-tokenizer/
-  finllm init-model --preset fin-small --tokenizer my-tokenizer/ my-model/`)
+  finllm init-model --preset fin-s --tokenizer my-tokenizer/ my-model/`)
     .action(async (outDir: string, o: TrainTokenizerOpts) => {
       const vocabSize = numberOption(o.vocabSize, 'vocab-size', true)!;
       const minPairFrequency = numberOption(o.minFrequency, 'min-frequency', true)!;
