@@ -3,11 +3,13 @@
 // an operating-system error about a path → 1 or 2 by its code, anything else → 2 with the stack
 // trace (that is a bug).
 
-/** Where in the user's input a problem is: any of file, row (1-based), key path. */
+/** Where in the user's input a problem is: any of file, row (1-based), config key path, command-line flag. */
 export interface InputLocation {
   file?: string;
   row?: number;
   key?: string;
+  /** A command-line flag, named without or with its dashes ('port' or '--port'); printed as --port. */
+  flag?: string;
 }
 
 // C0 controls except tab and newline, DEL, C1 controls, and the bidirectional overrides/isolates
@@ -39,6 +41,8 @@ export class InputError extends Error {
       location.file,
       location.row !== undefined ? `row ${location.row}` : undefined,
       location.key !== undefined ? `key '${location.key}'` : undefined,
+      // A message that already opens with the flag ("--data is required") is not prefixed with it again.
+      location.flag !== undefined && !message.startsWith(`--${location.flag.replace(/^-+/, '')}`) ? `--${location.flag.replace(/^-+/, '')}` : undefined,
     ].filter(Boolean).join(', ');
     super(escapeControl(where ? `${where}: ${message}` : message));
     this.location = location;

@@ -16,7 +16,7 @@ interface CompareOpts {
 
 function num(value: string, flag: string, check: (x: number) => boolean, expected: string): number {
   const x = Number(value);
-  if (!Number.isFinite(x) || !check(x)) throw new InputError(`expected ${expected}, got '${value}'`, { key: flag });
+  if (!Number.isFinite(x) || !check(x)) throw new InputError(`expected ${expected}, got '${value}'`, { flag });
   return x;
 }
 

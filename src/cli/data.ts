@@ -108,18 +108,18 @@ Examples:
   finllm data generate --kind tasks -n 200 --seed 2 -o data/train.jsonl
   finllm data generate --kind tasks -n 40 --seed 3 --split eval --eval --tasks sentiment -o data/eval/sentiment.jsonl`)
     .action(async (o: GenerateOpts) => {
-      if (o.kind !== 'corpus' && o.kind !== 'tasks') throw new InputError(`expected corpus or tasks, got ${JSON.stringify(o.kind)}`, { key: 'kind' });
+      if (o.kind !== 'corpus' && o.kind !== 'tasks') throw new InputError(`expected corpus or tasks, got ${JSON.stringify(o.kind)}`, { flag: 'kind' });
       const count = numberOption(o.count, 'count', true)!;
-      if (count < 1) throw new InputError(`expected a positive count, got ${count}`, { key: 'count' });
+      if (count < 1) throw new InputError(`expected a positive count, got ${count}`, { flag: 'count' });
       const seed = numberOption(o.seed, 'seed', true)!;
-      if (!SPLITS.includes(o.split as Split)) throw new InputError(`expected one of ${SPLITS.join(', ')}, got ${JSON.stringify(o.split)}`, { key: 'split' });
+      if (!SPLITS.includes(o.split as Split)) throw new InputError(`expected one of ${SPLITS.join(', ')}, got ${JSON.stringify(o.split)}`, { flag: 'split' });
       let tasks: TaskKind[] | undefined;
       if (o.tasks !== undefined) {
         tasks = o.tasks.split(',').map((t) => t.trim()) as TaskKind[];
         const bad = tasks.filter((t) => !TASK_KINDS.includes(t));
-        if (bad.length || tasks.length === 0) throw new InputError(`unknown task ${bad.map((b) => JSON.stringify(b)).join(', ') || '(none)'}; expected ${TASK_KINDS.join(', ')}`, { key: 'tasks' });
+        if (bad.length || tasks.length === 0) throw new InputError(`unknown task ${bad.map((b) => JSON.stringify(b)).join(', ') || '(none)'}; expected ${TASK_KINDS.join(', ')}`, { flag: 'tasks' });
       }
-      if (o.kind === 'corpus' && (tasks || o.eval)) throw new InputError('--tasks and --eval apply to --kind tasks only', { key: 'kind' });
+      if (o.kind === 'corpus' && (tasks || o.eval)) throw new InputError('--tasks and --eval apply to --kind tasks only', { flag: 'kind' });
       const n = await writeSyntheticJsonl(o.out, { kind: o.kind, seed, count, split: o.split as Split, ...(tasks ? { tasks } : {}), ...(o.eval ? { evalLayout: true } : {}) });
       process.stdout.write(`wrote ${n} records to ${o.out}\n`);
     });

@@ -5,9 +5,9 @@
 // Tasks are looked up in EVAL_TASKS, so further tasks (generation, classification) plug in there.
 // The generation and classification tasks run src/pipeline/eval/generation.ts: prompts from the
 // records through the training templates, greedy decoding, scores, a finllm.results.v1 file (--out).
-import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { InputError, readFailure } from '../errors.js';
+import { InputError } from '../errors.js';
+import { readRecords, type DataFormat, type DataRecord } from '../pipeline/data/readers.js';
 import { describeValue } from '../io/json.js';
 import { evaluatePerplexity, type PerplexityResult } from '../llama/evaluate.js';
 import { EvalProgress, evaluateFile, parseEvalMetrics, type GenerationEvalResult, type GenerationTask } from '../pipeline/eval/generation.js';
@@ -18,9 +18,10 @@ import { checkFileDestination } from '../io/atomic.js';
 import { validateSampling } from '../llama/generate.js';
 import { LlamaModel } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
+import { addDataOptions, dataSettings, describeSettings, type DataCliOptions, type DataSettings } from './data-options.js';
 import { addModelOptions, applyPrecision, intOption, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
 
-export interface EvalCliOptions extends ModelCliOptions {
+export interface EvalCliOptions extends ModelCliOptions, DataCliOptions {
   data?: string;
   task?: string;
   metrics?: string;
@@ -41,44 +42,38 @@ export interface EvalCliOptions extends ModelCliOptions {
   quiet?: boolean;
 }
 
-/** One JSONL row: its 1-based line number and parsed object. */
-export interface JsonlRow {
-  row: number;
-  value: Record<string, unknown>;
-}
+/** One record: its 1-based row and fields. */
+export type JsonlRow = DataRecord;
 
-/** Reads a JSONL file (blank lines skipped); bad JSON or a non-object is an InputError with the row. */
-export async function readJsonlRows(file: string): Promise<JsonlRow[]> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    throw readFailure(err, file, 'data file');
-  }
-  const rows: JsonlRow[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (err) {
-      throw new InputError(`invalid JSON: ${(err as Error).message}`, { file, row: i + 1 });
-    }
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new InputError('expected a JSON object per line', { file, row: i + 1 });
-    rows.push({ row: i + 1, value: value as Record<string, unknown> });
-  });
+/**
+ * Reads an eval data file with the data readers (JSONL, JSON or CSV by extension; any other name is
+ * read as JSON Lines); the first bad row is an InputError with the row.
+ */
+export async function readDataRows(file: string, format: DataFormat | null = null): Promise<JsonlRow[]> {
+  const rows = await readRecords(file, { format, fallback: 'jsonl' });
   if (rows.length === 0) throw new InputError('no rows: the data file is empty', { file });
   return rows;
 }
 
-/** The {"text"} field of every row. */
-export function textsOf(rows: JsonlRow[], file: string): string[] {
+/** The text field of every row (column `column`, default "text": data.columns.text / --column text=COL). */
+export function textsOf(rows: JsonlRow[], file: string, column = 'text'): string[] {
   return rows.map(({ row, value }) => {
-    const t = value['text'];
-    if (typeof t !== 'string') throw new InputError(`expected a "text" string, got ${t === undefined ? 'no "text" field' : describeValue(t, 60)}`, { file, row, key: 'text' });
-    if (t === '') throw new InputError('"text" is empty', { file, row, key: 'text' });
+    const t = value[column];
+    if (typeof t !== 'string') {
+      const found = t === undefined ? `no "${column}" field (fields found: ${Object.keys(value).join(', ') || 'none'}; map another with --column text=COLUMN)` : describeValue(t, 60);
+      throw new InputError(`expected a "${column}" string, got ${found}`, { file, row, key: column });
+    }
+    if (t === '') throw new InputError(`"${column}" is empty`, { file, row, key: column });
     return t;
   });
+}
+
+/** The data settings of this evaluation, with their origin printed once on stderr. */
+function evalDataSettings(opts: EvalCliOptions): DataSettings {
+  const s = dataSettings(opts, [opts.adapter, opts.model]);
+  const line = describeSettings(s);
+  if (line && !opts.quiet) process.stderr.write(`${line}\n`);
+  return s;
 }
 
 /** The JSON object `eval --json` prints for the perplexity task. */
@@ -106,11 +101,12 @@ export function perplexityTable(r: PerplexityResult): string {
 /** Runs the perplexity task; returns the result (the verb prints it). */
 export async function runPerplexityEval(opts: EvalCliOptions): Promise<PerplexityResult> {
   const metrics = (opts.metrics ?? 'perplexity').split(',').map((m) => m.trim()).filter(Boolean);
-  for (const m of metrics) if (m !== 'perplexity') throw new InputError(`unknown metric ${JSON.stringify(m)} for the perplexity task; expected perplexity`, { key: 'metrics' });
-  if (!opts.data) throw new InputError('--data is required', { key: 'data' });
+  for (const m of metrics) if (m !== 'perplexity') throw new InputError(`unknown metric ${JSON.stringify(m)} for the perplexity task; expected perplexity`, { flag: 'metrics' });
+  if (!opts.data) throw new InputError('--data is required', { flag: 'data' });
   const tokensPerPass = intOption(opts.tokensPerPass, 'tokens-per-pass', 1);
   const { dir, load, precision } = await modelLoadOptions(opts);
-  const texts = textsOf(await readJsonlRows(opts.data), opts.data);
+  const settings = evalDataSettings(opts);
+  const texts = textsOf(await readDataRows(opts.data, settings.format), opts.data, settings.columns.text);
   const tokenizer = await LlamaTokenizer.load(dir);
   await applyPrecision(precision);
   const model = await LlamaModel.load(dir, load);
@@ -123,7 +119,7 @@ export async function runPerplexityEval(opts: EvalCliOptions): Promise<Perplexit
 
 /** Runs the generation or classification task; writes --out when given; returns the result. */
 export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptions): Promise<GenerationEvalResult> {
-  if (!opts.data) throw new InputError('--data is required', { key: 'data' });
+  if (!opts.data) throw new InputError('--data is required', { flag: 'data' });
   const maxNewTokens = intOption(opts.maxNewTokens, 'max-new-tokens', 1) ?? 64;
   const batchSize = intOption(opts.batchSize, 'batch-size', 1);
   const limit = intOption(opts.limit, 'limit', 1);
@@ -140,6 +136,7 @@ export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptio
   validateSampling({ maxNewTokens, ...sampling }); // before the model is loaded
   const metrics = opts.metrics !== undefined ? parseEvalMetrics(opts.metrics, 'metrics') : null;
   const { dir, load, precision, kvCache } = await modelLoadOptions(opts);
+  const settings = evalDataSettings(opts);
   await applyPrecision(precision);
   const progress = new EvalProgress(task, !opts.quiet);
   let tokens = 0;
@@ -147,6 +144,10 @@ export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptio
     modelDir: dir,
     load,
     file: opts.data,
+    format: settings.format,
+    columns: settings.columns,
+    template: settings.template,
+    preprocess: settings.preprocess,
     task,
     limit: limit ?? null,
     metrics,
@@ -181,8 +182,8 @@ export function generationTable(r: GenerationEvalResult, out?: string): string {
 /** Eval tasks by name: each runs and prints its own output. */
 export const EVAL_TASKS: Record<string, (opts: EvalCliOptions, out: (s: string) => void) => Promise<void>> = {
   perplexity: async (opts, out) => {
-    if (opts.limit !== undefined) throw new InputError('--limit applies to the generation and classification tasks', { key: 'limit' });
-    if (opts.kvCache !== undefined) throw new InputError('--kv-cache applies to the generation and classification tasks (perplexity keeps no KV cache)', { key: 'kv-cache' });
+    if (opts.limit !== undefined) throw new InputError('--limit applies to the generation and classification tasks', { flag: 'limit' });
+    if (opts.kvCache !== undefined) throw new InputError('--kv-cache applies to the generation and classification tasks (perplexity keeps no KV cache)', { flag: 'kv-cache' });
     const r = await runPerplexityEval(opts);
     if (opts.out) await writeFileAtomic(opts.out, `${JSON.stringify(perplexityJson(r), null, 2)}\n`);
     out(opts.json ? `${JSON.stringify(perplexityJson(r))}\n` : `${perplexityTable(r)}\n`);
@@ -200,15 +201,15 @@ export const EVAL_TASKS: Record<string, (opts: EvalCliOptions, out: (s: string) 
 export async function evalAction(opts: EvalCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<void> {
   const task = opts.task ?? 'perplexity';
   const run = EVAL_TASKS[task];
-  if (!run) throw new InputError(`unknown task ${JSON.stringify(task)}; expected one of ${Object.keys(EVAL_TASKS).join(', ')}`, { key: 'task' });
+  if (!run) throw new InputError(`unknown task ${JSON.stringify(task)}; expected one of ${Object.keys(EVAL_TASKS).join(', ')}`, { flag: 'task' });
   if (opts.out !== undefined) checkFileDestination(opts.out);
   await run(opts, out);
 }
 
 export function register(program: Command): void {
-  addModelOptions(program.command('eval'))
-    .description('evaluate a model (+ adapter) on a JSONL file')
-    .requiredOption('-d, --data <file.jsonl>', 'one JSON object per line; for perplexity: {"text": "..."}; generation/classification: see below')
+  addDataOptions(addModelOptions(program.command('eval')), { format: true })
+    .description('evaluate a model (+ adapter) on a JSONL, JSON or CSV file')
+    .requiredOption('-d, --data <file>', 'records (.jsonl, .json or .csv); for perplexity: {"text": "..."}; generation/classification: see below')
     .option('-t, --task <name>', 'evaluation task: perplexity, generation or classification', 'perplexity')
     .option('--metrics <list>', 'comma-separated metrics of the task (perplexity: perplexity; generation: rouge, bleu, chrf, exact, numeric, sentiment, terms, embedding, bertscore; classification: label); default: the task\'s')
     .option('--json', 'print exactly one JSON object on stdout')
@@ -236,11 +237,16 @@ predicted tokens, n - 1 per text. The corpus loss is the token-weighted mean; pe
 
 Generation / classification: each record becomes a prompt with the training templates (qa:
 {context, question, answer}; summarization: {source, summary}; sentiment: {text, label};
-or {prompt, reference}), the model continues it (greedy by default) and the text is scored with
+or {prompt, reference}; or any training record: Alpaca, messages, conversations, or your columns
+mapped as in training), the model continues it (greedy by default) and the text is scored with
 the eval library (classification: the label is read from the generated text as FinGPT does, then
 accuracy, F1 and the confusion matrix). --out writes a finllm.results.v1 file for
 \`finllm compare\`; --json prints that object. The embedding and bertscore metrics use the base
 model's hidden states (relative comparisons only, not a trained sentence encoder).
+
+Training records are prompted exactly as in training: the data settings (data.columns,
+data.template, data.preprocess) come from the run folder's resolved-config.yaml (--run, or the one
+beside --adapter / --model), then --template and --column.
 
 Exit codes: 0 done, 1 bad input (model, adapter or data), 2 runtime failure.`,
     )

@@ -31,10 +31,10 @@ async function checkDir(dir: string, what: string): Promise<void> {
 }
 
 async function exportGgufAction(o: ExportCliOptions & { model: string; gguf: string }, out: (s: string) => void): Promise<void> {
-  if (o.merged) throw new InputError('--merged and --gguf are separate exports: give one of them', { key: 'gguf' });
-  if (!o.gguf.toLowerCase().endsWith('.gguf')) throw new InputError(`expected a file name ending in .gguf, got ${JSON.stringify(o.gguf)}`, { key: 'gguf' });
+  if (o.merged) throw new InputError('--merged and --gguf are separate exports: give one of them', { flag: 'gguf' });
+  if (!o.gguf.toLowerCase().endsWith('.gguf')) throw new InputError(`expected a file name ending in .gguf, got ${JSON.stringify(o.gguf)}`, { flag: 'gguf' });
   const type = (o.ggufType ?? 'f16') as GgufExportType;
-  if (!GGUF_TYPES.includes(type)) throw new InputError(`expected ${GGUF_TYPES.join(', ')}, got ${JSON.stringify(o.ggufType)}`, { key: 'gguf-type' });
+  if (!GGUF_TYPES.includes(type)) throw new InputError(`expected ${GGUF_TYPES.join(', ')}, got ${JSON.stringify(o.ggufType)}`, { flag: 'gguf-type' });
   if (o.chatTemplate && !(await stat(o.chatTemplate).catch(() => null))?.isFile()) throw new InputError('chat template file not found', { file: o.chatTemplate });
   const r = await exportGguf(o.model, o.gguf, { type, ...(o.adapter ? { adapter: o.adapter } : {}), ...(o.chatTemplate ? { chatTemplateFile: o.chatTemplate } : {}) });
   if (r.fallbackF16.length > 0) warn(`${r.fallbackF16.length} weight(s) have rows that are not a multiple of 32 values and were written as f16 instead of ${type}: ${r.fallbackF16.slice(0, 4).join(', ')}${r.fallbackF16.length > 4 ? ', ...' : ''}`);
@@ -51,15 +51,15 @@ async function exportGgufAction(o: ExportCliOptions & { model: string; gguf: str
 }
 
 export async function exportAction(o: ExportCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<void> {
-  if (!o.model) throw new InputError('--model is required', { key: 'model' });
+  if (!o.model) throw new InputError('--model is required', { flag: 'model' });
   await checkDir(o.model, 'model');
   if (o.adapter) await checkDir(o.adapter, 'adapter');
   if (o.gguf) return exportGgufAction({ ...o, model: o.model, gguf: o.gguf }, out);
-  if (o.ollama) throw new InputError('--ollama needs --gguf', { key: 'ollama' });
-  if (!o.adapter) throw new InputError('--adapter is required', { key: 'adapter' });
-  if (!o.merged) throw new InputError('--merged is required (or --gguf for a GGUF file)', { key: 'merged' });
+  if (o.ollama) throw new InputError('--ollama needs --gguf', { flag: 'ollama' });
+  if (!o.adapter) throw new InputError('--adapter is required', { flag: 'adapter' });
+  if (!o.merged) throw new InputError('--merged is required (or --gguf for a GGUF file)', { flag: 'merged' });
   const dtype = o.dtype ?? 'source';
-  if (!['source', 'f32', 'bf16', 'f16'].includes(dtype)) throw new InputError(`expected source, f32, bf16 or f16, got ${JSON.stringify(dtype)}`, { key: 'dtype' });
+  if (!['source', 'f32', 'bf16', 'f16'].includes(dtype)) throw new InputError(`expected source, f32, bf16 or f16, got ${JSON.stringify(dtype)}`, { flag: 'dtype' });
   const { files } = await exportMerged(o.adapter, o.model, o.merged, { dtype: dtype as ExportDtype });
   out(`merged model written to ${o.merged} (${files.join(', ')})\n`);
 }

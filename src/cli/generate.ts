@@ -5,9 +5,15 @@ import { InputError } from '../errors.js';
 import { TextStreamer, generate, generationEosIds, readGenerationConfig, validateSampling, type SamplingOptions } from '../llama/generate.js';
 import { LlamaModel } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
+import type { TemplateName } from '../pipeline/config.js';
+import { PRIMARY_FIELD, renderPrompt, TemplateProblem } from '../pipeline/data/templates.js';
+import { collect } from './common.js';
+import { addDataOptions, dataSettings, describeSettings, type DataCliOptions, type DataSettings } from './data-options.js';
 import { addModelOptions, applyPrecision, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
 
-export interface GenerateCliOptions extends ModelCliOptions {
+export interface GenerateCliOptions extends ModelCliOptions, DataCliOptions {
+  field?: string[];
+  chatTemplate?: string;
   prompt?: string;
   maxNewTokens?: string;
   temperature?: string;
@@ -45,18 +51,53 @@ export async function samplingFromFlags(dir: string, o: GenerateCliOptions): Pro
   return opts;
 }
 
+/**
+ * The prompt's token ids: with a template (--template, --chat, or the run's data.template) the
+ * prompt is laid out exactly as training laid out that template's records, --prompt filling its
+ * main field (text, instruction, prompt, or the user's message) and --field the others.
+ */
+export function promptIds(o: GenerateCliOptions, tokenizer: LlamaTokenizer, settings: DataSettings): number[] {
+  const prompt = o.prompt!;
+  const template: TemplateName = o.chat || o.chatTemplate !== undefined ? 'chat' : settings.template;
+  if (template === 'auto') {
+    if ((o.field ?? []).length > 0) throw new InputError('--field needs a template: give --template (or --chat)', { flag: 'field' });
+    return tokenizer.encode(prompt);
+  }
+  const c = settings.columns;
+  const fields: Record<string, unknown> = {};
+  if (template === 'chat') fields[c.messages] = [{ role: 'user', content: prompt }];
+  else fields[c[PRIMARY_FIELD[template]]] = prompt;
+  for (const spec of o.field ?? []) {
+    const eq = spec.indexOf('=');
+    const name = spec.slice(0, eq).trim();
+    if (eq <= 0 || !(name in c)) throw new InputError(`expected FIELD=TEXT with FIELD one of ${Object.keys(c).join(', ')}, got ${JSON.stringify(spec)}`, { flag: 'field' });
+    fields[c[name as keyof typeof c]] = spec.slice(eq + 1);
+  }
+  let r;
+  try {
+    r = renderPrompt(fields, { columns: c, template, preprocess: settings.preprocess, tokenizer }, template);
+  } catch (err) {
+    if (err instanceof TemplateProblem) throw new InputError(`${err.message} (give it with --field)`, { flag: 'field' });
+    throw err;
+  }
+  return r.rendered ? tokenizer.encode(r.prompt, { addSpecialTokens: false }) : tokenizer.encode(r.prompt);
+}
+
 export async function generateAction(o: GenerateCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<number[]> {
-  if (o.prompt === undefined) throw new InputError('--prompt is required', { key: 'prompt' });
+  if (o.prompt === undefined) throw new InputError('--prompt is required', { flag: 'prompt' });
   const { dir, load, precision, kvCache } = await modelLoadOptions(o);
+  const settings = dataSettings(o, [o.adapter, o.model]);
   const sampling = { ...(await samplingFromFlags(dir, o)), kvCache };
-  const tokenizer = await LlamaTokenizer.load(dir);
-  const promptIds = o.chat ? tokenizer.encodeChat([{ role: 'user', content: o.prompt }], { addGenerationPrompt: true }) : tokenizer.encode(o.prompt);
+  const tokenizer = await LlamaTokenizer.load(dir, o.chatTemplate !== undefined ? { chatTemplateFile: o.chatTemplate } : {});
+  const note = describeSettings(settings);
+  if (note) process.stderr.write(`${note}\n`);
+  const ids = promptIds(o, tokenizer, settings);
   await applyPrecision(precision);
   const model = await LlamaModel.load(dir, load);
   try {
     sampling.eosTokenIds ??= generationEosIds({}, model.config.eosTokenIds, tokenizer.eosId);
     const streamer = new TextStreamer(tokenizer.streamDecoder());
-    const r = await generate(model, promptIds, sampling, (id) => {
+    const r = await generate(model, ids, sampling, (id) => {
       const piece = streamer.push(id);
       if (piece) out(piece);
     });
@@ -68,10 +109,12 @@ export async function generateAction(o: GenerateCliOptions, out: (s: string) => 
 }
 
 export function register(program: Command): void {
-  addModelOptions(program.command('generate'))
+  addDataOptions(addModelOptions(program.command('generate')))
     .description('continue a prompt (KV-cache decoding), printing tokens as they come')
-    .requiredOption('-p, --prompt <text>', 'the prompt (tokenized with BOS like the model tokenizer does)')
-    .option('--chat', "wrap the prompt as a user message with the tokenizer's chat template")
+    .requiredOption('-p, --prompt <text>', 'the prompt (tokenized with BOS like the model tokenizer does); with a template, its main field')
+    .option('--chat', "wrap the prompt as a user message with the tokenizer's chat template (without one: the training layout of chat records)")
+    .option('--chat-template <file>', "Jinja chat template replacing the tokenizer's (implies --chat)")
+    .option('--field <name=text>', 'another field of the template, e.g. --field question="What was revenue?" for qa, --field input=... for alpaca (repeatable)', collect, [])
     .option('-n, --max-new-tokens <n>', 'most tokens to generate (default: generation_config.json, else 64)')
     .option('--greedy', 'always take the most likely token')
     .option('--sample', 'sample (the default when generation_config.json says do_sample or a sampling flag is given)')
@@ -81,6 +124,11 @@ export function register(program: Command): void {
     .option('--repetition-penalty <r>', 'penalise tokens already present, as transformers does (default 1 = off; at least 1e-5)')
     .option('--seed <n>', 'sampling seed, 0 to 4294967295 (default 0)')
     .addHelpText('after', `
+With --template (or the run's data.template, see --run) the prompt is laid out as training laid
+out that template's records: --prompt fills the main field (text; instruction for alpaca; prompt
+for completion; the user's message for chat) and --field the others. Example:
+  finllm generate --model M --template qa --prompt "Revenue rose 8% to $2.1 billion." --field question="What was revenue?"
+
 Defaults follow the model's generation_config.json (greedy unless it sets do_sample), then
 transformers' defaults. Generation stops at an EOS token or after --max-new-tokens.
 --kv-cache f16 stores the cached keys and values in f16: half the memory, logits within f16

@@ -13,8 +13,8 @@ export interface InitModelCliOptions {
 }
 
 export async function initModelAction(outDir: string, o: InitModelCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<void> {
-  if (!o.preset) throw new InputError('--preset is required', { key: 'preset' });
-  if (!o.tokenizer) throw new InputError('--tokenizer is required', { key: 'tokenizer' });
+  if (!o.preset) throw new InputError('--preset is required', { flag: 'preset' });
+  if (!o.tokenizer) throw new InputError('--tokenizer is required', { flag: 'tokenizer' });
   const seed = intOption(o.seed, 'seed', 0) ?? 0;
   const cfg = await initModel(outDir, { preset: o.preset, tokenizerDir: o.tokenizer, seed });
   const params = cfg.vocabSize * cfg.hiddenSize * (cfg.tieWordEmbeddings ? 1 : 2)
@@ -27,9 +27,10 @@ export function register(program: Command): void {
   program
     .command('init-model')
     .description('write a randomly initialised Llama checkpoint (HF format) from a preset')
+    .usage('--preset <name> --tokenizer <dir> [--seed <n>] <out_dir>')
     .argument('<out_dir>', 'output folder (must not exist or be empty; written atomically)')
-    .requiredOption('--preset <name>', `model size: ${Object.keys(LLAMA_PRESETS).join(', ')}`)
-    .requiredOption('--tokenizer <dir>', 'folder with tokenizer.json and tokenizer_config.json (copied; sets vocab size, BOS, EOS)')
+    .requiredOption('--preset <name>', `required: model size: ${Object.keys(LLAMA_PRESETS).join(', ')}`)
+    .requiredOption('--tokenizer <dir>', 'required: folder with tokenizer.json and tokenizer_config.json (copied; sets vocab size, BOS, EOS)')
     .option('--seed <n>', 'random seed', '0')
     .addHelpText('after', `
 Weights ~ normal(0, initializer_range = 0.02), RMSNorm weights 1, as transformers initialises Llama.

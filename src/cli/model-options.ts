@@ -48,18 +48,18 @@ export async function checkDir(dir: string, what: string): Promise<void> {
 
 /** Validates the shared options; returns the model folder, the loader options, the precision and KV cache settings. */
 export async function modelLoadOptions(o: ModelCliOptions): Promise<{ dir: string; load: LoadModelOptions; precision: PrecisionSetting; kvCache: KvCacheSetting }> {
-  if (!o.model) throw new InputError('--model is required', { key: 'model' });
+  if (!o.model) throw new InputError('--model is required', { flag: 'model' });
   // A GGUF file is read into a temp HF folder (weights dequantized to f32), then loads as any folder.
   const isGguf = o.model.toLowerCase().endsWith('.gguf');
   if (!isGguf) await checkDir(o.model, 'model');
   const dir = isGguf ? await modelFolderFor(o.model) : o.model;
   if (o.adapter) await checkDir(o.adapter, 'adapter');
-  if (o.mergeAdapter && !o.adapter) throw new InputError('--merge-adapter needs --adapter', { key: 'merge-adapter' });
-  if (o.quantize !== undefined && o.quantize !== 'nf4') throw new InputError(`expected nf4, got ${JSON.stringify(o.quantize)}`, { key: 'quantize' });
+  if (o.mergeAdapter && !o.adapter) throw new InputError('--merge-adapter needs --adapter', { flag: 'merge-adapter' });
+  if (o.quantize !== undefined && o.quantize !== 'nf4') throw new InputError(`expected nf4, got ${JSON.stringify(o.quantize)}`, { flag: 'quantize' });
   const storage = o.storage ?? 'f32';
-  if (storage !== 'f32' && storage !== 'bf16' && storage !== 'f16') throw new InputError(`expected f32, bf16 or f16, got ${JSON.stringify(storage)}`, { key: 'storage' });
+  if (storage !== 'f32' && storage !== 'bf16' && storage !== 'f16') throw new InputError(`expected f32, bf16 or f16, got ${JSON.stringify(storage)}`, { flag: 'storage' });
   const precision = (o.precision ?? 'fp32') as PrecisionSetting;
-  if (!PRECISION_SETTINGS.includes(precision)) throw new InputError(`expected ${PRECISION_SETTINGS.join(', ')}, got ${JSON.stringify(o.precision)}`, { key: 'precision' });
+  if (!PRECISION_SETTINGS.includes(precision)) throw new InputError(`expected ${PRECISION_SETTINGS.join(', ')}, got ${JSON.stringify(o.precision)}`, { flag: 'precision' });
   const kvCache = kvCacheOption(o.kvCache);
   return {
     dir,
@@ -77,7 +77,7 @@ export async function modelLoadOptions(o: ModelCliOptions): Promise<{ dir: strin
 /** The --kv-cache value (default auto); InputError naming --kv-cache otherwise. */
 export function kvCacheOption(value: string | undefined): KvCacheSetting {
   const v = (value ?? 'auto') as KvCacheSetting;
-  if (!KV_CACHE_SETTINGS.includes(v)) throw new InputError(`expected ${KV_CACHE_SETTINGS.join(', ')}, got ${JSON.stringify(value)}`, { key: 'kv-cache' });
+  if (!KV_CACHE_SETTINGS.includes(v)) throw new InputError(`expected ${KV_CACHE_SETTINGS.join(', ')}, got ${JSON.stringify(value)}`, { flag: 'kv-cache' });
   return v;
 }
 
@@ -89,7 +89,7 @@ export async function applyPrecision(setting: PrecisionSetting): Promise<Precisi
   const { dev } = await initEngine();
   const p = resolvePrecision(setting, dev);
   const why = precisionUnsupported(p, dev);
-  if (why) throw new InputError(`${why}; use --precision fp32`, { key: 'precision' });
+  if (why) throw new InputError(`${why}; use --precision fp32`, { flag: 'precision' });
   setComputePrecision(p);
   return p;
 }
@@ -97,7 +97,7 @@ export async function applyPrecision(setting: PrecisionSetting): Promise<Precisi
 /** Parses an integer flag that must be at least `min`; InputError naming the flag otherwise. */
 export function intOption(value: string | undefined, flag: string, min: number): number | undefined {
   const n = numberOption(value, flag, true);
-  if (n !== undefined && n < min) throw new InputError(`expected an integer >= ${min}, got ${JSON.stringify(value)}`, { key: flag });
+  if (n !== undefined && n < min) throw new InputError(`expected an integer >= ${min}, got ${JSON.stringify(value)}`, { flag });
   return n;
 }
 
@@ -106,7 +106,7 @@ export function numberOption(value: string | undefined, flag: string, integer = 
   if (value === undefined) return undefined;
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
-    throw new InputError(`expected ${integer ? 'an integer' : 'a number'}, got ${JSON.stringify(value)}`, { key: flag });
+    throw new InputError(`expected ${integer ? 'an integer' : 'a number'}, got ${JSON.stringify(value)}`, { flag });
   }
   return n;
 }

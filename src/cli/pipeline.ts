@@ -20,7 +20,7 @@ export interface PipelineCliOptions {
 
 export async function pipelineAction(opts: PipelineCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<void> {
   if (opts.rerunFrom !== undefined && !(STAGES as readonly string[]).includes(opts.rerunFrom)) {
-    throw new InputError(`expected one of ${STAGES.join(', ')}, got ${JSON.stringify(opts.rerunFrom)}`, { key: 'rerun-from' });
+    throw new InputError(`expected one of ${STAGES.join(', ')}, got ${JSON.stringify(opts.rerunFrom)}`, { flag: 'rerun-from' });
   }
   const cfg = loadRunConfig(opts);
   const r = await runPipeline(cfg, { quiet: opts.quiet ?? false, ...(opts.rerunFrom ? { rerunFrom: opts.rerunFrom as StageName } : {}) });

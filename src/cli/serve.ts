@@ -35,7 +35,7 @@ export interface ServeCliOptions {
 
 function positiveInt(value: string | undefined, flag: string): number | undefined {
   const n = numberOption(value, flag, true);
-  if (n !== undefined && n < 1) throw new InputError(`expected a positive integer, got ${n}`, { key: flag });
+  if (n !== undefined && n < 1) throw new InputError(`expected a positive integer, got ${n}`, { flag });
   return n;
 }
 
@@ -49,15 +49,15 @@ export async function serveAction(o: ServeCliOptions, say: (line: string) => voi
     if (!(await stat(o.chatTemplate).then((s) => s.isFile(), () => false))) throw new InputError('chat template file not found', { file: o.chatTemplate });
   }
   const port = numberOption(o.port, 'port', true)!;
-  if (port < 0 || port > 65535) throw new InputError(`expected a port number in [0, 65535], got ${port}`, { key: 'port' });
+  if (port < 0 || port > 65535) throw new InputError(`expected a port number in [0, 65535], got ${port}`, { flag: 'port' });
   const drainTimeout = numberOption(o.drainTimeout, 'drain-timeout')!;
-  if (!(drainTimeout >= 0)) throw new InputError(`expected seconds >= 0, got ${drainTimeout}`, { key: 'drain-timeout' });
+  if (!(drainTimeout >= 0)) throw new InputError(`expected seconds >= 0, got ${drainTimeout}`, { flag: 'drain-timeout' });
   // An empty or blank key is refused, never read as "no key" (checkApiKey).
   const apiKey = o.apiKey ?? process.env.FINLLM_API_KEY ?? null;
   if (apiKey !== null) checkApiKey(apiKey, o.apiKey !== undefined ? 'api-key' : 'FINLLM_API_KEY');
   // Four dot-separated numbers are meant as an IPv4 address: one that is not (999.1.1.1) would
   // otherwise go to the resolver as a host name.
-  if (/^\d+(\.\d+){3}$/.test(o.host) && isIP(o.host) !== 4) throw new InputError(`expected an IP address or a host name, got ${JSON.stringify(o.host)}, which is not a valid IPv4 address`, { key: 'host' });
+  if (/^\d+(\.\d+){3}$/.test(o.host) && isIP(o.host) !== 4) throw new InputError(`expected an IP address or a host name, got ${JSON.stringify(o.host)}, which is not a valid IPv4 address`, { flag: 'host' });
   const maxModelLen = positiveInt(o.maxModelLen, 'max-model-len');
   const server = new FinllmServer({
     host: o.host,
@@ -79,10 +79,10 @@ export async function serveAction(o: ServeCliOptions, say: (line: string) => voi
     url = await server.listen();
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE' || code === 'EACCES') throw new InputError(`cannot listen on ${o.host}:${port} (${code})`, { key: 'port' });
+    if (code === 'EADDRINUSE' || code === 'EACCES') throw new InputError(`cannot listen on ${o.host}:${port} (${code})`, { flag: 'port' });
     // Not an address of this machine, or a name that does not resolve.
     if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME' || code === 'EAI_FAIL') {
-      throw new InputError(`cannot listen on ${o.host}:${port} (${code}): not an address of this machine`, { key: 'host' });
+      throw new InputError(`cannot listen on ${o.host}:${port} (${code}): not an address of this machine`, { flag: 'host' });
     }
     throw err;
   }
@@ -170,7 +170,8 @@ export function register(program: Command): void {
 Endpoints: POST /v1/completions, POST /v1/chat/completions (stream: true for server-sent events),
 GET /v1/models, GET /health, GET /metrics (Prometheus). Example:
 
-  finllm serve --model models/tiny-fin --adapter ft=runs/default/adapter --route ab=base:50,ft:50
+  finllm serve --model ~/models/TinyLlama-1.1B --adapter ft=runs/llama-1b-qlora/adapter --route ab=base:50,ft:50
+  finllm serve --model runs/default/stages/train/model      # the default pipeline's fully trained model
   curl http://127.0.0.1:8000/v1/completions -H 'content-type: application/json' \\
     -d '{"model": "ab", "prompt": "Revenue rose", "max_tokens": 16, "temperature": 0}'
 

@@ -32,7 +32,7 @@ than --vocab-size asks for gives a smaller vocabulary, with a warning.
 Example:
   finllm data generate --kind corpus -n 20000 --seed 1 -o corpus.jsonl
   finllm tokenizer train --data corpus.jsonl --vocab-size 2048 my-tokenizer/
-  finllm init-model --preset fin-small --tokenizer my-tokenizer/ my-model/`)
+  finllm init-model --preset fin-s --tokenizer my-tokenizer/ my-model/`)
     .action(async (outDir: string, o: TrainTokenizerOpts) => {
       const vocabSize = numberOption(o.vocabSize, 'vocab-size', true)!;
       if (vocabSize > MAX_VOCAB_SIZE) throw new InputError(`expected at most ${MAX_VOCAB_SIZE}, got ${vocabSize}`, { key: 'vocab-size' });

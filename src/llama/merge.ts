@@ -13,6 +13,7 @@ import { describeNonFinite, nonFiniteCount, nonFiniteCountBits16, overflowCount 
 import { loadLlamaConfig } from './config.js';
 import { loraKey, readAdapter, scaling, validateAdapterAgainstModel, type LoraAdapter, type LoraPair } from './peft.js';
 import { LINEAR_MODULES, checkCheckpoint, linearWeightName } from './weights.js';
+import { checkAdapterBase } from './adapter-base.js';
 
 export type ExportDtype = 'source' | 'f32' | 'bf16' | 'f16';
 
@@ -122,6 +123,7 @@ export async function exportMerged(
     ? await readAdapter(adapterSource)
     : 'adapter' in adapterSource && typeof adapterSource.adapter === 'function' ? await adapterSource.adapter() : (adapterSource as LoraAdapter);
   validateAdapterAgainstModel(adapter.config, config, adapter.weights, typeof adapterSource === 'string' ? adapterSource : undefined);
+  if (typeof adapterSource === 'string') checkAdapterBase(adapter.config, adapterSource, modelDir, 'full');
   const scale = scaling(adapter.config);
   const adapterFile = typeof adapterSource === 'string' ? adapterSource : 'the adapter';
   const dtypeOpt = opts.dtype ?? 'source';

@@ -24,6 +24,7 @@ import { checkpoint, type CheckpointMode } from './ops.js';
 import { decodeStepLogits, fusedDecodeApplies } from './decode.js';
 import { readAdapter, validateAdapterAgainstModel, writeAdapter, type LoraAdapter } from './peft.js';
 import { InputError } from '../errors.js';
+import { checkAdapterBase } from './adapter-base.js';
 import {
   LINEAR_MODULES,
   disposeWeights,
@@ -79,12 +80,15 @@ export class LlamaModel {
       if (!opts.adapter) throw new InputError('mergeAdapter needs an adapter folder to merge', { key: 'merge-adapter' });
       merge = await readAdapter(opts.adapter);
       validateAdapterAgainstModel(merge.config, config, merge.weights, opts.adapter);
+      checkAdapterBase(merge.config, opts.adapter, dir, opts.quantize === 'nf4' ? 'nf4' : 'full');
     }
     const weights = await loadLlamaWeights(dir, config, { ...opts, ...(merge ? { merge } : {}) });
     const model = new LlamaModel(config, weights);
     if (opts.adapter && !merge) {
       try {
-        await model.loadAdapter(opts.adapter);
+        const adapter = await readAdapter(opts.adapter);
+        checkAdapterBase(adapter.config, opts.adapter, dir);
+        model.setAdapter(adapter, opts.adapter);
       } catch (err) {
         model.dispose();
         throw err;

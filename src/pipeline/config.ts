@@ -13,11 +13,14 @@ import { z } from 'zod';
 import { InputError, readFailure } from '../errors.js';
 import { describeValue } from '../io/json.js';
 import { writeFileAtomicSync as writeFileAtomic } from '../io/atomic.js';
+import { DATA_FORMATS } from './data/readers.js';
+import { warn } from '../warnings.js';
 
 export const TEMPLATE_NAMES = [
   'auto',
   'completion',
   'chat',
+  'alpaca',
   'financial_analysis',
   'transcript_completion',
   'summarization',
@@ -68,14 +71,23 @@ const columnsSchema = z.strictObject({
   messages: z.string().min(1).default('messages'),
   prompt: z.string().min(1).default('prompt'),
   response: z.string().min(1).default('response'),
+  /** Alpaca records: instruction (+ input) → output. */
+  instruction: z.string().min(1).default('instruction'),
+  input: z.string().min(1).default('input'),
+  output: z.string().min(1).default('output'),
+  /** ShareGPT records: [{from: human|gpt|system, value}, ...]. */
+  conversations: z.string().min(1).default('conversations'),
 });
+
+/** The column mapping with every field at its own name (what `data.columns: {}` resolves to). */
+export const DEFAULT_COLUMNS: ColumnMapping = columnsSchema.parse({});
 
 const dataSchema = z.strictObject({
   train: z.string().min(1),
   /** Validation file; when absent, `val_split` of the training rows are held out (seeded). */
   val: z.string().min(1).nullable().default(null),
-  /** File format; null infers it from the extension (.jsonl/.ndjson/.json → jsonl, .csv → csv). */
-  format: z.enum(['jsonl', 'csv']).nullable().default(null),
+  /** File format; null infers it from the extension (.jsonl/.ndjson → jsonl, .json → json, .csv → csv). */
+  format: z.enum(DATA_FORMATS).nullable().default(null),
   /** Maps the template field names (text, question, answer, ...) to column names in your files. */
   columns: columnsSchema.prefault({}),
   /** Prompt/response template; `auto` picks one per row from its task column / available fields. */
@@ -559,6 +571,20 @@ export function loadConfig(opts: LoadConfigOptions = {}): ResolvedConfig {
   const parsed = configSchema.safeParse(merged);
   if (!parsed.success) throw issuesToError(parsed.error.issues, merged, prov, file, file === null);
   const cfg = parsed.data;
+
+  // A validation file belongs to the training file it was written for: when data.train comes from
+  // a later layer (an environment or --set) than data.val, the file's data.val is not used.
+  const layer = (origin: string | undefined) => (origin === undefined ? -1 : origin.startsWith('--set') ? 2 : origin.startsWith('environment') ? 1 : 0);
+  const trainOrigin = prov.get('data.train')?.origin;
+  const valOrigin = prov.get('data.val')?.origin;
+  if (cfg.data.val !== null && layer(trainOrigin) > layer(valOrigin)) {
+    warn(
+      `data.val (${cfg.data.val}, from ${valOrigin}) is not used because data.train was set by ${trainOrigin}: ` +
+        `validation is held out from data.train instead (data.val_split ${cfg.data.val_split}); set data.val too to use a validation file`,
+      'config:data.val-dropped',
+    );
+    cfg.data.val = null;
+  }
 
   // Resolve paths relative to the folder of whoever set them.
   const resolvePath = (key: string, p: string): string => (isAbsolute(p) ? p : resolve(prov.get(key)?.baseDir ?? fileDir, p));

@@ -36,6 +36,7 @@ import { formatReport, prepareData, saveReport } from './data/index.js';
 import { compareResults, type Comparison } from './eval/compare.js';
 import { ModelEmbeddingProvider } from './eval/embeddings.js';
 import { readJsonl, writeFileAtomic } from './eval/fsutil.js';
+import { readRecords } from './data/readers.js';
 import { describeValue } from '../io/json.js';
 import { ensureFolder } from '../io/atomic.js';
 import { buildEvalItems, EvalProgress, metricsFor, runGenerationEval, type EvalMetric } from './eval/generation.js';
@@ -230,12 +231,15 @@ async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string,
   const prepared = await Promise.all(
     suites.map(async (suite) => {
       if (suite.cfg.task === 'perplexity') return { suite, items: null };
-      const rows = await readJsonl(suite.cfg.file);
-      const evalRows = rows.map(({ row, value }) => {
-        if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new InputError('expected a JSON object per line', { file: suite.cfg.file, row });
-        return { row, value: value as Record<string, unknown> };
+      // The suite's records are prompted as the training data was (data.columns, data.template).
+      const evalRows = await readRecords(suite.cfg.file, { fallback: 'jsonl' });
+      const items = buildEvalItems(evalRows, suite.cfg.task, suite.cfg.file, {
+        limit: suite.cfg.limit ?? ev.limit,
+        preprocess,
+        tokenizer,
+        columns: cfg.data.columns,
+        template: cfg.data.template,
       });
-      const items = buildEvalItems(evalRows, suite.cfg.task, suite.cfg.file, { limit: suite.cfg.limit ?? ev.limit, preprocess, tokenizer });
       const metrics = metricsFor(items, suite.cfg.task, suite.cfg.metrics as EvalMetric[] | null);
       return { suite, items, metrics };
     }),

@@ -7,6 +7,7 @@ import { generationEosIds, readGenerationConfig, type GenerationConfig } from '.
 import { LlamaModel, type LoadModelOptions, type LoraLayers } from '../llama/model.js';
 import { readAdapter } from '../llama/peft.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
+import { checkAdapterBase } from '../llama/adapter-base.js';
 
 export interface ServeModelSpec {
   /** HF model folder. */
@@ -44,6 +45,7 @@ export async function loadServingModels(spec: ServeModelSpec): Promise<ServingMo
   const generation = await readGenerationConfig(spec.modelDir);
   const adapterData = [];
   for (const a of spec.adapters ?? []) adapterData.push({ name: a.name, dir: a.dir, adapter: await readAdapter(a.dir) });
+  for (const a of adapterData) checkAdapterBase(a.adapter.config, a.dir, spec.modelDir);
   const model = await LlamaModel.load(spec.modelDir, spec.load ?? {});
   const adapters = new Map<string, LoraLayers>();
   try {

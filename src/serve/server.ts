@@ -86,7 +86,7 @@ export function checkApiKey(key: string, source = 'api-key'): void {
     : key !== key.trim() ? 'starts or ends with white space, which HTTP drops from the Authorization header'
     : !/^[\x20-\x7e]+$/.test(key) ? 'has characters other than printable ASCII'
     : null;
-  if (why) throw new InputError(`the API key ${why}`, { key: source });
+  if (why) throw new InputError(`the API key ${why}`, source === 'api-key' ? { flag: source } : { key: source });
 }
 
 export class FinllmServer {
@@ -148,7 +148,7 @@ export class FinllmServer {
     const maxBatchSize = this.opts.maxBatchSize ?? 8;
     const kvCacheDtype = resolveKvCacheDtype(this.opts.kvCache);
     const fits = maxDecodeSlots(models.model, { contextLength: models.contextLength, kvCacheDtype, variants: 1 + models.adapters.size, ...(this.opts.kvSlack !== undefined ? { slack: this.opts.kvSlack } : {}) });
-    if (maxBatchSize > fits.slots) throw new InputError(`expected at most ${fits.slots} decode slots per model here, got ${maxBatchSize}: ${fits.why}`, { key: 'max-batch-size' });
+    if (maxBatchSize > fits.slots) throw new InputError(`expected at most ${fits.slots} decode slots per model here, got ${maxBatchSize}: ${fits.why}`, { flag: 'max-batch-size' });
     this.models = models;
     this.scheduler = new BatchScheduler(models.model, {
       maxBatchSize,

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reportError } from '../../src/cli/common.js';
-import { readJsonlRows, textsOf } from '../../src/cli/eval.js';
+import { readDataRows, textsOf } from '../../src/cli/eval.js';
 import { Checkpoint, readSafetensorsF32, SafetensorsReader } from '../../src/io/safetensors.js';
 import { readAdapter } from '../../src/llama/peft.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
@@ -311,7 +311,7 @@ describe('fuzzed inputs: exit 0 or 1, never 2, no stack trace, nothing half-writ
           break;
         case 1:
           bytes = mutateJsonl(rng, qa);
-          run = async () => buildEvalItems(await readJsonlRows(file), pick(rng, ['generation', 'classification'] as const), file, { tokenizer, limit: pick(rng, [null, 1, 2]) });
+          run = async () => buildEvalItems(await readDataRows(file), pick(rng, ['generation', 'classification'] as const), file, { tokenizer, limit: pick(rng, [null, 1, 2]) });
           break;
         case 2:
           bytes = mutateJsonl(rng, score);
@@ -319,7 +319,7 @@ describe('fuzzed inputs: exit 0 or 1, never 2, no stack trace, nothing half-writ
           break;
         case 3:
           bytes = mutateJsonl(rng, train.map((r) => ({ text: r['text'] })));
-          run = async () => textsOf(await readJsonlRows(file), file);
+          run = async () => textsOf(await readDataRows(file), file);
           break;
         case 4: {
           // A results file: one mutated per_example entry (or top-level field), compared with the original.

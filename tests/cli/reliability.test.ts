@@ -242,11 +242,11 @@ describe('6. user errors exit 1 with one line, never a stack trace', () => {
   it('--kv-cache other than f32, f16 or auto: generate, eval and serve exit 1 naming it, before a model loads', () => {
     const dir = tempDir();
     const data = writeJsonl(join(dir, 't.jsonl'), [{ text: 'Revenue rose.' }]);
-    const bad = /key 'kv-cache': expected f32, f16, auto, got "fp8"$/m;
+    const bad = /--kv-cache: expected f32, f16, auto, got "fp8"$/m;
     expectFailure(finllm(['generate', '--model', MODEL, '--prompt', 'x', '--kv-cache', 'fp8']), 1, bad);
     expectFailure(finllm(['eval', '--model', MODEL, '--data', data, '--task', 'generation', '--kv-cache', 'fp8']), 1, bad);
     expectFailure(finllm(['serve', '--model', MODEL, '--port', '0', '--kv-cache', 'fp8']), 1, bad);
-    expectFailure(finllm(['eval', '--model', MODEL, '--data', data, '--kv-cache', 'f16']), 1, /key 'kv-cache': --kv-cache applies to the generation and classification tasks/);
+    expectFailure(finllm(['eval', '--model', MODEL, '--data', data, '--kv-cache', 'f16']), 1, /--kv-cache applies to the generation and classification tasks/);
   });
 
   it('a YAML alias bomb in a config', () => {
@@ -279,7 +279,7 @@ describe('7. no silent nonsense', () => {
   it('eval --tokens-per-pass 0 or negative', () => {
     const dir = tempDir();
     const data = writeJsonl(join(dir, 't.jsonl'), [{ text: 'Revenue rose.' }]);
-    for (const v of ['0', '-5']) expectFailure(finllm(['eval', '--model', MODEL, '--data', data, '--tokens-per-pass', v]), 1, new RegExp(`key 'tokens-per-pass': expected an integer >= 1, got "${v}"`));
+    for (const v of ['0', '-5']) expectFailure(finllm(['eval', '--model', MODEL, '--data', data, '--tokens-per-pass', v]), 1, new RegExp(`--tokens-per-pass: expected an integer >= 1, got "${v}"`));
   });
 
   it('data.max_seq_len beyond max_position_embeddings is refused; eval texts past it and unused checkpoint tensors warn', async () => {

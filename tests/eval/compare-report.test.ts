@@ -38,7 +38,7 @@ describe('results file', () => {
     writeFileSync(join(dir, 'in.jsonl'), '{"prediction": "a", "reference": "b"}\n\n{"prediction": 3, "reference": "b"}\n');
     await expect(readScoreInput(join(dir, 'in.jsonl'))).rejects.toThrow(/in\.jsonl, row 3, key 'prediction'/);
     writeFileSync(join(dir, 'in2.jsonl'), '{"prediction": "a", "reference": "b"}\nnot json\n');
-    await expect(readScoreInput(join(dir, 'in2.jsonl'))).rejects.toThrow(/in2\.jsonl, row 2: expected one JSON object per line/);
+    await expect(readScoreInput(join(dir, 'in2.jsonl'))).rejects.toThrow(/in2\.jsonl, row 2: invalid JSON \(expected one JSON object per line\)/);
     writeFileSync(join(dir, 'log.jsonl'), '{"step": 1, "loss": 2.5}\n{"step": 2, "loss": 2.1, "val_loss": 2.3}\n');
     expect(await readTrainingLog(join(dir, 'log.jsonl'))).toEqual([{ step: 1, loss: 2.5 }, { step: 2, loss: 2.1, val_loss: 2.3 }]);
     await expect(readResults(join(dir, 'missing.json'))).rejects.toThrow(/missing\.json: file not found/);

@@ -287,13 +287,13 @@ describe('finllm eval --task generation|classification', () => {
     const j = JSON.parse(printed) as Record<string, unknown>;
     expect(Object.keys(j)).toEqual(['examples', 'tokens', 'loss', 'perplexity', 'per_example']);
     expect(JSON.parse(readFileSync(out, 'utf8'))).toEqual(j);
-    await expect(evalAction({ model: MODEL, data, limit: '1' })).rejects.toThrow(/key 'limit'/);
-    await expect(evalAction({ model: MODEL, data, kvCache: 'f16' })).rejects.toThrow(/key 'kv-cache': --kv-cache applies to the generation and classification tasks/);
+    await expect(evalAction({ model: MODEL, data, limit: '1' })).rejects.toThrow(/^--limit applies to the generation and classification tasks$/);
+    await expect(evalAction({ model: MODEL, data, kvCache: 'f16' })).rejects.toThrow(/^--kv-cache applies to the generation and classification tasks/);
     const qa = join(EVAL, 'qa.jsonl');
     await expect(evalAction({ model: MODEL, data: qa, task: 'generation', metrics: 'rouge,meteor' })).rejects.toThrow(/unknown metric "meteor"/);
-    await expect(evalAction({ model: MODEL, data: qa, task: 'generation', maxNewTokens: 'lots' })).rejects.toThrow(/key 'max-new-tokens'/);
-    await expect(evalAction({ model: MODEL, data: qa, task: 'generation', batchSize: '0' })).rejects.toThrow(/key 'batch-size'/);
-    await expect(evalAction({ model: MODEL, data: qa, task: 'generation', kvCache: 'fp8' })).rejects.toThrow(/key 'kv-cache': expected f32, f16, auto, got "fp8"/);
+    await expect(evalAction({ model: MODEL, data: qa, task: 'generation', maxNewTokens: 'lots' })).rejects.toThrow(/--max-new-tokens: expected an integer/);
+    await expect(evalAction({ model: MODEL, data: qa, task: 'generation', batchSize: '0' })).rejects.toThrow(/--batch-size: expected an integer/);
+    await expect(evalAction({ model: MODEL, data: qa, task: 'generation', kvCache: 'fp8' })).rejects.toThrow(/--kv-cache: expected f32, f16, auto, got "fp8"/);
     await expect(evalAction({ model: MODEL, data: qa, task: 'classification' })).rejects.toThrow(/qa\.jsonl, row 1.*gold label/);
     await expect(evalAction({ model: MODEL, data: qa, task: 'summarize' })).rejects.toThrow(/unknown task.*perplexity, generation, classification/);
   });

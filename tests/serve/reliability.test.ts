@@ -213,7 +213,7 @@ describe('10. an empty or blank API key is refused, never taken as "no key"', ()
   it('"", spaces, a key with surrounding spaces or a control character: InputError naming --api-key', () => {
     for (const apiKey of ['', '   ', ' sk-x', 'sk-x ', 'sk\nx', 'sk-\u00e9']) {
       expect(() => new FinllmServer({ port: 0, baseId: 'tiny', apiKey }), JSON.stringify(apiKey)).toThrow(InputError);
-      expect(() => new FinllmServer({ port: 0, baseId: 'tiny', apiKey }), JSON.stringify(apiKey)).toThrow(/key 'api-key'/);
+      expect(() => new FinllmServer({ port: 0, baseId: 'tiny', apiKey }), JSON.stringify(apiKey)).toThrow(/--api-key: /);
     }
     expect(() => new FinllmServer({ port: 0, baseId: 'tiny', apiKey: 'sk key with inner spaces' })).not.toThrow();
   });
@@ -231,7 +231,7 @@ describe('14. --max-batch-size beyond what the memory holds is refused at startu
       return null;
     })();
     expect(err).toBeInstanceOf(InputError);
-    const m = /key 'max-batch-size': expected at most (\d+) decode slots per model here, got 100000: \S/.exec((err as Error).message);
+    const m = /--max-batch-size: expected at most (\d+) decode slots per model here, got 100000: \S/.exec((err as Error).message);
     expect(m, (err as Error).message).not.toBeNull();
     const limit = Number(m![1]);
     expect(limit).toBeGreaterThanOrEqual(1);

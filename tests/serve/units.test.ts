@@ -160,19 +160,19 @@ describe('finllm serve flags', () => {
     const cases: [Partial<ServeCliOptions>, RegExp][] = [
       [{ route: ['ab=base:1,nope:1'] }, /key 'route'.*unknown model "nope"/],
       [{ adapter: ['ft=/nonexistent/adapter'] }, /adapter ft folder not found/],
-      [{ maxBatchSize: '0' }, /key 'max-batch-size'/],
-      [{ port: '70000' }, /key 'port'/],
+      [{ maxBatchSize: '0' }, /--max-batch-size: expected a positive integer/],
+      [{ port: '70000' }, /--port: expected a port number/],
       [{ model: '/nonexistent/model' }, /model folder not found/],
       [{ chatTemplate: '/nonexistent/template.jinja' }, /chat template file not found/],
-      [{ kvCache: 'fp8' }, /key 'kv-cache': expected f32, f16, auto, got "fp8"/],
-      [{ precision: 'fp8' }, /key 'precision'/],
+      [{ kvCache: 'fp8' }, /--kv-cache: expected f32, f16, auto, got "fp8"/],
+      [{ precision: 'fp8' }, /--precision: expected/],
       // Issue 20, item 10: an empty or blank key is refused, not read as "no key".
-      [{ apiKey: '' }, /key 'api-key': the API key is empty/],
-      [{ apiKey: '   ' }, /key 'api-key': the API key is blank/],
-      [{ apiKey: 'sk-x ' }, /key 'api-key': the API key starts or ends with white space/],
+      [{ apiKey: '' }, /--api-key: the API key is empty/],
+      [{ apiKey: '   ' }, /--api-key: the API key is blank/],
+      [{ apiKey: 'sk-x ' }, /--api-key: the API key starts or ends with white space/],
       // Item 13: a host that is no address, or not one of this machine (TEST-NET-1: bind fails locally).
-      [{ host: '999.1.1.1' }, /key 'host': .*"999\.1\.1\.1", which is not a valid IPv4 address/],
-      [{ host: '192.0.2.1' }, /key 'host': cannot listen on 192\.0\.2\.1:0 \(EADDRNOTAVAIL\)/],
+      [{ host: '999.1.1.1' }, /--host: .*"999\.1\.1\.1", which is not a valid IPv4 address/],
+      [{ host: '192.0.2.1' }, /--host: cannot listen on 192\.0\.2\.1:0 \(EADDRNOTAVAIL\)/],
     ];
     for (const [o, message] of cases) {
       const err = await serveAction(flags(o), () => undefined).catch((e: unknown) => e);

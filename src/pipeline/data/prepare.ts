@@ -5,9 +5,10 @@ import { InputError } from '../../errors.js';
 import type { DataConfig, ResolvedConfig } from '../config.js';
 import { findDuplicates, normalizeForDedup } from './dedup.js';
 import { DataLoader, makeRng, shuffleInPlace, type DataLoaderOptions } from './loader.js';
-import { readRows } from './readers.js';
+import { columnHint, recordLayout } from './columns.js';
+import { inferFormat, readRows } from './readers.js';
 import { splitStats, type DataReport } from './stats.js';
-import { applyTemplate, TemplateProblem } from './templates.js';
+import { applyTemplate, TemplateProblem, type ConcreteTemplate } from './templates.js';
 import { tokenizeExample } from './tokenize.js';
 import type { Problem, ProblemKind, TextExample, TextTokenizer, TokenizedExample } from './types.js';
 import { ERROR_KINDS } from './types.js';
@@ -28,6 +29,10 @@ export type DataStageConfig = Pick<ResolvedConfig, 'data'> & { training: Pick<Re
 
 interface SplitResult {
   rowsRead: number;
+  /** How auto-detection read the rows: layout → rows (see recordLayout). */
+  layouts: Map<string, number>;
+  /** The columns of the first row that lacked a field its template needs, and that template. */
+  firstMissing: { columns: string[]; template: ConcreteTemplate | undefined } | null;
   examples: TokenizedExample[];
   sources: (string | null)[];
   texts: string[];
@@ -49,6 +54,8 @@ function where(file: string, row: number, line?: number): string {
 async function loadSplit(file: string, data: DataConfig, tok: TextTokenizer): Promise<SplitResult> {
   const problems: Problem[] = [];
   const texts: TextExample[] = [];
+  const layouts = new Map<string, number>();
+  let firstMissing: SplitResult['firstMissing'] = null;
   let rowsRead = 0;
   const ctx = {
     columns: data.columns,
@@ -64,10 +71,14 @@ async function loadSplit(file: string, data: DataConfig, tok: TextTokenizer): Pr
       continue;
     }
     try {
-      texts.push(applyTemplate(r.fields, ctx, file, r.row));
+      const ex = applyTemplate(r.fields, ctx, file, r.row);
+      texts.push(ex);
+      const layout = recordLayout(r.fields, data.columns, ex.task as ConcreteTemplate, data.template);
+      layouts.set(layout, (layouts.get(layout) ?? 0) + 1);
     } catch (e) {
       if (!(e instanceof TemplateProblem)) throw e;
       problems.push({ kind: e.kind, file, row: r.row, message: `${loc}: ${e.message}` });
+      if (e.kind === 'missing_field' && firstMissing === null) firstMissing = { columns: Object.keys(r.fields), template: e.template };
     }
   }
 
@@ -129,12 +140,23 @@ async function loadSplit(file: string, data: DataConfig, tok: TextTokenizer): Pr
       skipped[p.kind] = (skipped[p.kind] ?? 0) + 1;
     }
   }
-  return { rowsRead, examples, sources, texts: keptTexts, problems, skipped, dups };
+  return { rowsRead, layouts, firstMissing, examples, sources, texts: keptTexts, problems, skipped, dups };
 }
 
 function emptySplit(): SplitResult {
-  return { rowsRead: 0, examples: [], sources: [], texts: [], problems: [], skipped: {}, dups: { exact: 0, near: 0 } };
+  return { rowsRead: 0, layouts: new Map(), firstMissing: null, examples: [], sources: [], texts: [], problems: [], skipped: {}, dups: { exact: 0, near: 0 } };
 }
+
+/** The report's line for one file: its format and what auto-detection found in it. */
+function detectedLine(file: string, data: DataConfig, split: SplitResult): string {
+  const format = inferFormat(file, data.format);
+  const kinds = [...split.layouts].sort((a, b) => b[1] - a[1]);
+  const what = kinds.length === 0 ? 'no usable records' : kinds.length === 1 ? kinds[0]![0] : kinds.map(([k, n]) => `${k} ×${n}`).join(', ');
+  return `${display(file)} (${format}, ${split.rowsRead} rows): ${what}`;
+}
+
+/** Below this many validation examples the validation loss is too noisy to steer by (warned). */
+export const MIN_VAL_EXAMPLES = 20;
 
 /**
  * Run the data stage for a config. Throws InputError when a file is unreadable, when
@@ -148,16 +170,23 @@ export async function prepareData(cfg: DataStageConfig, tokenizer: TextTokenizer
   const allProblems = [...train.problems, ...val.problems];
   const errors = allProblems.filter((p) => ERROR_KINDS.has(p.kind));
 
+  // When rows lack the fields their template needs, the fix is a column mapping, not skipping them.
+  const missing = train.firstMissing ?? val.firstMissing;
+  const missingFile = train.firstMissing ? data.train : data.val;
+  const hint = missing ? `\n${display(missingFile!)}: ${columnHint(missing.columns, data.columns, data.template, missing.template)}` : '';
+  const usable = train.examples.length + val.examples.length;
+
   if (errors.length > 0 && data.on_invalid === 'fail') {
     const max = opts.maxListedProblems ?? 10;
     const counts = new Map<string, number>();
     for (const p of errors) counts.set(p.kind, (counts.get(p.kind) ?? 0) + 1);
+    const policy = usable > 0 ? `data.on_invalid is 'fail' (set it to 'skip' to drop such rows and report them)` : `data.on_invalid is 'fail' (no row is usable as configured, so 'skip' would leave nothing)`;
     throw new InputError(
-      `${errors.length} invalid row(s) in the data (${[...counts].map(([k, n]) => `${n} ${k}`).join(', ')}); ` +
-        `data.on_invalid is 'fail' (set it to 'skip' to drop such rows and report them):\n  ` +
+      `${errors.length} invalid row(s) in the data (${[...counts].map(([k, n]) => `${n} ${k}`).join(', ')}); ${policy}:\n  ` +
         errors.slice(0, max).map((p) => p.message).join('\n  ') +
-        (errors.length > max ? `\n  ... and ${errors.length - max} more` : ''),
-      { key: 'data.on_invalid' },
+        (errors.length > max ? `\n  ... and ${errors.length - max} more` : '') +
+        hint,
+      { key: missing ? 'data.columns' : 'data.on_invalid' },
     );
   }
 
@@ -166,7 +195,7 @@ export async function prepareData(cfg: DataStageConfig, tokenizer: TextTokenizer
     throw new InputError(
       allMasked
         ? `every training example has all labels masked after truncation to data.max_seq_len ${data.max_seq_len}: nothing to train on; raise data.max_seq_len or shorten the prompts`
-        : `no usable training examples in ${data.train} (${train.rowsRead} rows read, ${errors.length} with errors${errors[0] ? `; first: ${errors[0].message}` : ''})`,
+        : `no usable training examples in ${data.train} (${train.rowsRead} rows read, ${errors.length} with errors${errors[0] ? `; first: ${errors[0].message}` : ''})${hint}`,
       { file: data.train },
     );
   }
@@ -207,7 +236,18 @@ export async function prepareData(cfg: DataStageConfig, tokenizer: TextTokenizer
   const problemCounts: Partial<Record<ProblemKind, number>> = {};
   for (const p of allProblems) problemCounts[p.kind] = (problemCounts[p.kind] ?? 0) + 1;
 
+  const warnings: string[] = [];
+  if (valEx.length > 0 && valEx.length < MIN_VAL_EXAMPLES) {
+    warnings.push(
+      `only ${valEx.length} validation example(s) (${valEx.reduce((a, e) => a + e.numTargets, 0)} target tokens)${valSource === 'split' ? ` from data.val_split ${data.val_split} of ${train.examples.length}` : ` in ${display(data.val!)}`}: ` +
+        `the validation loss will be noisy; use at least ${MIN_VAL_EXAMPLES} (raise data.val_split or give a larger data.val file)`,
+    );
+  }
+  const detected = [detectedLine(data.train, data, train), ...(data.val !== null ? [detectedLine(data.val, data, val)] : [])];
+
   const report: DataReport = {
+    detected,
+    warnings,
     settings: {
       template: data.template,
       maxSeqLen: data.max_seq_len,

@@ -1,14 +1,19 @@
-// Streamed readers for JSONL and CSV (RFC 4180) files. Rows come out one at a time with their
-// row/line numbers; problems in a row (bad JSON, invalid UTF-8, wrong column count) are attached to
-// it rather than thrown, so validation can apply the fail/skip policy with row numbers.
+// The one home of record-file reading: JSON Lines, a JSON array of objects, and CSV (RFC 4180).
+// Rows come out one at a time with their row/line numbers; problems in a row (bad JSON, invalid
+// UTF-8, wrong column count) are attached to it rather than thrown, so validation can apply the
+// fail/skip policy with row numbers. `readRecords` reads a whole file for callers that stop at the
+// first bad row (eval files, results, tokenizer corpora).
 import { createReadStream, statSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
 import { extname } from 'node:path';
-import { InputError } from '../../errors.js';
+import { InputError, readFailure } from '../../errors.js';
 import type { RawRow } from './types.js';
 import { describeValue } from '../../io/json.js';
 
-export type DataFormat = 'jsonl' | 'csv';
-/** File name extensions read as JSON Lines when data.format is not set. */
+/** jsonl: one object per line; json: an array of objects (or JSON Lines in a .json file); csv: header + rows. */
+export const DATA_FORMATS = ['jsonl', 'json', 'csv'] as const;
+export type DataFormat = (typeof DATA_FORMATS)[number];
+/** File name extensions whose records the data stage reads as JSON (JSON Lines, or an array in .json). */
 export const JSONL_EXTENSIONS: readonly string[] = ['.jsonl', '.ndjson', '.json'];
 
 interface PhysicalLine {
@@ -61,9 +66,10 @@ export async function* readLines(file: string): AsyncGenerator<PhysicalLine> {
 export function inferFormat(file: string, format: DataFormat | null): DataFormat {
   if (format) return format;
   const ext = extname(file).toLowerCase();
-  if (JSONL_EXTENSIONS.includes(ext)) return 'jsonl';
+  if (ext === '.jsonl' || ext === '.ndjson') return 'jsonl';
+  if (ext === '.json') return 'json';
   if (ext === '.csv') return 'csv';
-  throw new InputError(`cannot infer the data format from extension ${JSON.stringify(ext)}; expected .jsonl or .csv, or set data.format`, {
+  throw new InputError(`cannot infer the data format from extension ${JSON.stringify(ext)}; expected .jsonl, .json or .csv, or set data.format`, {
     file,
     key: 'data.format',
   });
@@ -90,7 +96,7 @@ export async function* readJsonl(file: string): AsyncGenerator<RawRow> {
     try {
       value = JSON.parse(l.text);
     } catch (e) {
-      row.readProblems.push({ kind: 'parse_error', message: `invalid JSON: ${(e as Error).message}` });
+      row.readProblems.push({ kind: 'parse_error', message: `invalid JSON (expected one JSON object per line): ${(e as Error).message}` });
       yield row;
       continue;
     }
@@ -215,6 +221,92 @@ export async function* readCsv(file: string): AsyncGenerator<RawRow> {
   if (!header) throw new InputError('CSV file is empty; expected a header row followed by data rows', { file });
 }
 
+/** 1-based line of character offset `pos` in `text`. */
+function lineAt(text: string, pos: number): number {
+  let line = 1;
+  for (let i = 0; i < pos && i < text.length; i++) if (text.charCodeAt(i) === 10) line++;
+  return line;
+}
+
+/**
+ * A .json file: a top-level array of objects (row = element number, 1-based), or, when the text
+ * does not start with `[`, JSON Lines (what `datasets.Dataset.to_json` writes by default).
+ */
+export async function* readJsonArray(file: string): AsyncGenerator<RawRow> {
+  checkReadable(file);
+  const bytes = await readFile(file);
+  let text: string;
+  let invalidUtf8 = false;
+  try {
+    text = fatalDecoder.decode(bytes);
+  } catch {
+    text = lenientDecoder.decode(bytes);
+    invalidUtf8 = true;
+  }
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  if (!text.trimStart().startsWith('[')) {
+    yield* readJsonl(file);
+    return;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    const msg = (e as Error).message;
+    const pos = /position (\d+)/.exec(msg);
+    const line = pos ? lineAt(text, Number(pos[1])) : undefined;
+    throw new InputError(`invalid JSON${line !== undefined ? ` at line ${line}` : ''} (expected an array of objects): ${msg}`, { file });
+  }
+  const records = value as unknown[];
+  for (let i = 0; i < records.length; i++) {
+    const v = records[i];
+    const row: RawRow = { row: i + 1, line: i + 1, fields: {}, readProblems: [] };
+    if (invalidUtf8) row.readProblems.push({ kind: 'invalid_utf8', message: 'the file is not valid UTF-8 (bytes replaced by U+FFFD)' });
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+      row.readProblems.push({ kind: 'parse_error', message: `expected an object for each array element, got ${Array.isArray(v) ? 'an array' : describeValue(v, 40)}` });
+    } else {
+      row.fields = v as Record<string, unknown>;
+    }
+    yield row;
+  }
+}
+
 export function readRows(file: string, format: DataFormat | null): AsyncGenerator<RawRow> {
-  return inferFormat(file, format) === 'csv' ? readCsv(file) : readJsonl(file);
+  const f = inferFormat(file, format);
+  return f === 'csv' ? readCsv(file) : f === 'json' ? readJsonArray(file) : readJsonl(file);
+}
+
+/** A record read whole: 1-based row (JSONL line, CSV record, JSON array element) and its fields. */
+export interface DataRecord {
+  row: number;
+  value: Record<string, unknown>;
+}
+
+/**
+ * Every record of a file (format from `format`, else the extension; `.txt`-like names fall back
+ * to JSON Lines when `fallback` is given). The first row with a read problem is an InputError
+ * naming the file and row; a missing file is one naming `what` (default "data file").
+ */
+export async function readRecords(file: string, opts: { format?: DataFormat | null; what?: string; fallback?: DataFormat } = {}): Promise<DataRecord[]> {
+  try {
+    const st = await stat(file);
+    if (!st.isFile()) throw new InputError(`expected a ${opts.what ?? 'data file'}, found a directory or special file`, { file });
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw readFailure(err, file, opts.what ?? 'data file');
+  }
+  let format: DataFormat;
+  try {
+    format = inferFormat(file, opts.format ?? null);
+  } catch (err) {
+    if (!opts.fallback) throw err;
+    format = opts.fallback;
+  }
+  const out: DataRecord[] = [];
+  for await (const r of readRows(file, format)) {
+    const p = r.readProblems[0];
+    if (p) throw new InputError(p.message, { file, row: r.row });
+    out.push({ row: r.row, value: r.fields });
+  }
+  return out;
 }

@@ -34,6 +34,10 @@ export interface SplitStats {
 }
 
 export interface DataReport {
+  /** One line per file: its format and what auto-detection read in it. */
+  detected?: string[];
+  /** Things to fix that did not stop the run (e.g. a tiny validation set). */
+  warnings?: string[];
   settings: {
     template: string;
     maxSeqLen: number;
@@ -129,6 +133,8 @@ export function formatReport(r: DataReport): string {
     `data: template=${r.settings.template} max_seq_len=${r.settings.maxSeqLen} packing=${r.settings.packing} ` +
       `response_only_loss=${r.settings.responseOnlyLoss} on_invalid=${r.settings.onInvalid} val=${r.settings.valSource}`,
   );
+  for (const d of r.detected ?? []) out.push(`read ${d}`);
+  for (const w of r.warnings ?? []) out.push(`warning: ${w}`);
   out.push('');
   out.push(
     table([

@@ -12,7 +12,11 @@
 //   ### Response:
 //   <response>                       ← the trained part, followed by EOS
 //
-// `chat` rows ({"messages":[{role, content}, ...]}, last message from the assistant) are rendered
+// `alpaca` rows ({instruction, input?, output}) use that layout with their own instruction.
+//
+// `chat` rows ({"messages":[{role, content}, ...]}, OpenAI style, or ShareGPT's
+// {"conversations":[{from, value}, ...]} with from = system | human | gpt; last message from the
+// assistant) are rendered
 // with the tokenizer's chat template when it has one; the prompt is everything up to the final
 // assistant message (as rendered with add_generation_prompt), the response is the rest. Without a
 // chat template the documented fallback is
@@ -33,7 +37,19 @@ export const TEMPLATE_DESCRIPTIONS: Record<ConcreteTemplate, string> = {
   summarization: 'text + summary: summarize a passage; response = summary',
   qa: 'text + question + answer: answer a question about a passage; response = answer',
   completion: 'prompt + response, or text alone (plain language modelling on the whole text)',
-  chat: 'messages: [{role, content}, ...] ending with an assistant message',
+  chat: 'messages: [{role, content}, ...] (OpenAI) or conversations: [{from, value}, ...] (ShareGPT), ending with the assistant',
+  alpaca: 'instruction (+ input) + output (Alpaca records)',
+};
+
+/** The fields each template reads, required first (`a|b`: either), for messages about a record. */
+export const TEMPLATE_FIELDS: Record<ConcreteTemplate, { required: string[]; optional: string[] }> = {
+  financial_analysis: { required: ['text', 'analysis|sentiment'], optional: [] },
+  transcript_completion: { required: ['text'], optional: ['continuation'] },
+  summarization: { required: ['text', 'summary'], optional: [] },
+  qa: { required: ['text', 'question', 'answer'], optional: [] },
+  completion: { required: ['prompt', 'response'], optional: [] },
+  chat: { required: ['messages|conversations'], optional: [] },
+  alpaca: { required: ['instruction', 'output'], optional: ['input'] },
 };
 
 const TASK_ALIASES: Record<string, ConcreteTemplate> = {
@@ -55,9 +71,14 @@ const TASK_ALIASES: Record<string, ConcreteTemplate> = {
   pretraining: 'completion',
   chat: 'chat',
   messages: 'chat',
+  conversations: 'chat',
+  alpaca: 'alpaca',
+  instruction: 'alpaca',
 };
 
 export class TemplateProblem extends Error {
+  /** The template the row was being read with (set by applyTemplate once chosen). */
+  template: ConcreteTemplate | undefined;
   constructor(
     readonly kind: ProblemKind,
     message: string,
@@ -157,7 +178,8 @@ export function chooseTemplate(f: RowFields, configured: TemplateName): Concrete
     }
     return t;
   }
-  if (f.has('messages')) return 'chat';
+  if (f.has('messages') || f.has('conversations')) return 'chat';
+  if (f.has('instruction') && f.has('output')) return 'alpaca';
   if (f.has('question') && f.has('answer')) return 'qa';
   if (f.has('summary')) return 'summarization';
   if (f.has('continuation')) return 'transcript_completion';
@@ -165,9 +187,24 @@ export function chooseTemplate(f: RowFields, configured: TemplateName): Concrete
   return 'completion';
 }
 
-function parseMessages(v: unknown, col: string): ChatMessage[] {
+/** ShareGPT speaker names → chat roles. */
+const SHAREGPT_ROLES: Record<string, string> = {
+  system: 'system',
+  human: 'user',
+  user: 'user',
+  gpt: 'assistant',
+  assistant: 'assistant',
+  bot: 'assistant',
+  chatgpt: 'assistant',
+  model: 'assistant',
+};
+
+/**
+ * The messages of a chat row: OpenAI `{role, content}` items, or ShareGPT `{from, value}` items
+ * (from: system, human, gpt; user/assistant also accepted). CSV cells may hold the JSON array as text.
+ */
+export function parseMessages(v: unknown, col: string): ChatMessage[] {
   if (!Array.isArray(v)) {
-    // CSV cells may hold the JSON array as text.
     if (typeof v === 'string') {
       try {
         return parseMessages(JSON.parse(v) as unknown, col);
@@ -175,11 +212,20 @@ function parseMessages(v: unknown, col: string): ChatMessage[] {
         if (e instanceof TemplateProblem) throw e;
       }
     }
-    throw new TemplateProblem('non_text', `field '${col}' must be a list of {role, content} messages, got ${describeValue(v, 60)}`);
+    throw new TemplateProblem('non_text', `field '${col}' must be a list of {role, content} (or ShareGPT {from, value}) messages, got ${describeValue(v, 60)}`);
   }
   return v.map((m, i) => {
+    if (typeof m === 'object' && m !== null && typeof (m as { from?: unknown }).from === 'string' && !('role' in m)) {
+      const msg = m as { from: string; value: unknown };
+      const role = SHAREGPT_ROLES[msg.from.trim().toLowerCase()];
+      if (!role) {
+        throw new TemplateProblem('non_text', `field '${col}[${i}].from' is ${JSON.stringify(msg.from)}; expected one of system, human, gpt (ShareGPT) or user, assistant`);
+      }
+      if (msg.value === undefined || msg.value === null) throw new TemplateProblem('missing_field', `field '${col}[${i}].value' is missing`);
+      return { role, content: msg.value as string };
+    }
     if (typeof m !== 'object' || m === null || typeof (m as ChatMessage).role !== 'string') {
-      throw new TemplateProblem('non_text', `field '${col}[${i}]' must be {role, content} with a text role, got ${describeValue(m, 60)}`);
+      throw new TemplateProblem('non_text', `field '${col}[${i}]' must be {role, content} (or ShareGPT {from, value}) with a text role, got ${describeValue(m, 60)}`);
     }
     const msg = m as { role: string; content: unknown };
     if (msg.content === undefined || msg.content === null) throw new TemplateProblem('missing_field', `field '${col}[${i}].content' is missing`);
@@ -204,8 +250,18 @@ export interface TemplateContext {
   tokenizer: TextTokenizer | null;
 }
 
-/** Turn one row into a templated example. Throws TemplateProblem for unusable rows. */
+/** Turn one row into a templated example. Throws TemplateProblem (naming the template) for unusable rows. */
 export function applyTemplate(fields: Record<string, unknown>, ctx: TemplateContext, file: string, row: number): TextExample {
+  let chosen: ConcreteTemplate | undefined;
+  try {
+    return renderRow(fields, ctx, file, row, (t) => (chosen = t));
+  } catch (e) {
+    if (e instanceof TemplateProblem) e.template ??= chosen;
+    throw e;
+  }
+}
+
+function renderRow(fields: Record<string, unknown>, ctx: TemplateContext, file: string, row: number, onChosen: (t: ConcreteTemplate) => void): TextExample {
   let f!: RowFields;
   const isTranscript = (): boolean => {
     const src = f.raw('source');
@@ -214,6 +270,7 @@ export function applyTemplate(fields: Record<string, unknown>, ctx: TemplateCont
   f = new RowFields(fields, ctx.columns, ctx.preprocess, isTranscript);
   let chosen: ConcreteTemplate | undefined;
   chosen = chooseTemplate(f, ctx.template);
+  onChosen(chosen);
   const srcRaw = f.raw('source');
   const source = typeof srcRaw === 'string' && srcRaw.trim() !== '' ? srcRaw.trim() : null;
   const base = { file, row, task: chosen, source, rendered: false };
@@ -273,10 +330,17 @@ export function applyTemplate(fields: Record<string, unknown>, ctx: TemplateCont
       }
       return { ...base, prompt: '', response: f.text('text', chosen, true) };
     }
+    case 'alpaca': {
+      const input = f.has('input') ? f.text('input', chosen, true) : null;
+      return { ...base, prompt: instruction(f.text('instruction', chosen), input), response: f.text('output', chosen) };
+    }
     case 'chat': {
-      const col = f.col('messages');
-      const raw = f.raw('messages');
-      if (raw === undefined || raw === null) throw new TemplateProblem('missing_field', `missing field '${col}' required by template chat`);
+      const field = !f.has('messages') && f.has('conversations') ? 'conversations' : 'messages';
+      const col = f.col(field);
+      const raw = f.raw(field);
+      if (raw === undefined || raw === null) {
+        throw new TemplateProblem('missing_field', `missing field '${f.col('messages')}' (or '${f.col('conversations')}') required by template chat`);
+      }
       const messages = parseMessages(raw, col).map((m, i) => ({
         role: m.role,
         content: checkText(m.content, `field '${col}[${i}].content'`, 'chat', (s) => preprocessText(s, ctx.preprocess, false)),
@@ -299,4 +363,47 @@ export function applyTemplate(fields: Record<string, unknown>, ctx: TemplateCont
       return { ...base, prompt: renderChatFallback(head, true), response: messages[messages.length - 1]!.content };
     }
   }
+}
+
+/** The field a single piece of user text fills in each template (`generate --template`). */
+export const PRIMARY_FIELD: Record<ConcreteTemplate, keyof ColumnMapping> = {
+  financial_analysis: 'text',
+  transcript_completion: 'text',
+  summarization: 'text',
+  qa: 'text',
+  completion: 'prompt',
+  chat: 'messages',
+  alpaca: 'instruction',
+};
+
+/** The response fields a prompt-only record may lack, per template (filled with a placeholder to render the prompt). */
+const RESPONSE_FIELDS: Record<ConcreteTemplate, (keyof ColumnMapping)[]> = {
+  financial_analysis: ['analysis'],
+  transcript_completion: ['continuation'],
+  summarization: ['summary'],
+  qa: ['answer'],
+  completion: ['response'],
+  chat: [],
+  alpaca: ['output'],
+};
+
+/**
+ * The prompt a template makes of a record that has no response yet (generation): exactly the
+ * prompt of training, up to where the response starts. Chat records end with the user's turn.
+ */
+export function renderPrompt(fields: Record<string, unknown>, ctx: TemplateContext, template: ConcreteTemplate): { prompt: string; rendered: boolean } {
+  const filled: Record<string, unknown> = { ...fields };
+  const c = ctx.columns;
+  if (template === 'financial_analysis' && (filled[c.sentiment] !== undefined || filled[c.analysis] !== undefined)) {
+    // a label or analysis given: it is the response, not part of the prompt
+  } else {
+    for (const f of RESPONSE_FIELDS[template]) if (filled[c[f]] === undefined || filled[c[f]] === null || filled[c[f]] === '') filled[c[f]] = '-';
+  }
+  if (template === 'chat') {
+    const field = filled[c.messages] === undefined && filled[c.conversations] !== undefined ? c.conversations : c.messages;
+    const messages = parseMessages(filled[field], field);
+    filled[field] = [...messages, { role: 'assistant', content: '-' }];
+  }
+  const ex = applyTemplate(filled, { ...ctx, template }, '', 0);
+  return { prompt: ex.prompt, rendered: ex.rendered };
 }

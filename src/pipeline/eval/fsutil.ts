@@ -2,6 +2,7 @@
 // name the file and line.
 import { readFile } from 'node:fs/promises';
 import { InputError, readFailure } from '../../errors.js';
+import { readRecords } from '../data/readers.js';
 
 export { writeFileAtomic } from '../../io/atomic.js';
 
@@ -13,19 +14,9 @@ export async function readTextInput(path: string): Promise<string> {
   }
 }
 
-/** Parsed JSON objects of a JSONL file, with their 1-based line numbers; blank lines skipped. */
-export async function readJsonl(path: string): Promise<{ row: number; value: unknown }[]> {
-  const text = await readTextInput(path);
-  const out: { row: number; value: unknown }[] = [];
-  text.split(/\r?\n/).forEach((line, i) => {
-    if (line.trim() === '') return;
-    try {
-      out.push({ row: i + 1, value: JSON.parse(line) });
-    } catch (err) {
-      throw new InputError(`expected one JSON object per line, got invalid JSON (${(err as Error).message})`, { file: path, row: i + 1 });
-    }
-  });
-  return out;
+/** Parsed JSON objects of a JSONL file, with their 1-based line numbers; blank lines skipped (the data readers do the reading). */
+export async function readJsonl(path: string): Promise<{ row: number; value: Record<string, unknown> }[]> {
+  return readRecords(path, { format: 'jsonl', what: 'file' });
 }
 
 export async function readJson(path: string): Promise<unknown> {

@@ -11,6 +11,9 @@
 //   {id, text, label|sentiment}                  sentiment      → template financial_analysis,
 //                                                                 reference = the gold label
 //   {id, prompt, reference|response|answer|label} prompt        → the prompt as given
+//   any training record (Alpaca, messages, conversations, a task column, or the columns of
+//   data.columns / data.template)               template       → the training template's prompt,
+//                                                                 reference = its response
 //
 // In summarization records `source` is the passage (as in data/eval/); the template's noun
 // ("earnings call excerpt", "filing excerpt", "news article") comes from `source_kind`, else
@@ -34,20 +37,21 @@ import { InputError } from '../../errors.js';
 import { cutAtStop, generate, generateBatch, type BatchSamplingOptions, type SamplingOptions } from '../../llama/generate.js';
 import { LlamaModel, type LoadModelOptions } from '../../llama/model.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
-import type { ColumnMapping } from '../config.js';
+import { DEFAULT_COLUMNS, suggest, type ColumnMapping, type TemplateName } from '../config.js';
+import { columnHint, formatSuggestion, suggestColumns } from '../data/columns.js';
 import { applyTemplate, TemplateProblem } from '../data/templates.js';
 import { DEFAULT_PREPROCESS, type PreprocessOptions } from '../data/preprocess.js';
 import type { ChatMessage } from '../data/types.js';
 import { parseGoldLabel, type ClassificationReport } from './classification.js';
 import { ModelEmbeddingProvider } from './embeddings.js';
-import { readJsonl } from './fsutil.js';
+import { readRecords, type DataFormat } from '../data/readers.js';
 import { METRIC_GROUPS, meanOfPresent, scoreExamples, type MetricGroup } from './metrics.js';
 import { RESULTS_FORMAT, type Results } from './results.js';
 import { bertScore, embeddingCosine, type EmbeddingProvider } from './semantic.js';
 import { describeValue } from '../../io/json.js';
 
 export type GenerationTask = 'generation' | 'classification';
-export type RecordKind = 'qa' | 'summarization' | 'sentiment' | 'prompt';
+export type RecordKind = 'qa' | 'summarization' | 'sentiment' | 'prompt' | 'template';
 
 /** Metric names of the runner: the eval library's groups plus the embedding-based ones. */
 export const EMBEDDING_METRICS = ['embedding', 'bertscore'] as const;
@@ -59,6 +63,7 @@ export const DEFAULT_METRICS: Record<RecordKind, readonly EvalMetric[]> = {
   summarization: ['rouge', 'bleu', 'chrf', 'numeric', 'terms', 'sentiment'],
   sentiment: ['label'],
   prompt: ['rouge', 'bleu', 'chrf', 'numeric'],
+  template: ['rouge', 'bleu', 'chrf', 'numeric'],
 };
 
 /** One evaluation example, ready to generate from. */
@@ -72,6 +77,8 @@ export interface EvalItem {
   reference: string;
   /** The passage the prompt is about (numbers found there are not hallucinated). */
   source?: string;
+  /** The prompt was rendered by a chat template and already holds its special tokens (no BOS added). */
+  rendered?: boolean;
 }
 
 /** The minimal tokenizer surface of the runner (LlamaTokenizer satisfies it). */
@@ -90,10 +97,7 @@ export interface EvalRow {
   value: Record<string, unknown>;
 }
 
-const COLUMNS: ColumnMapping = {
-  text: 'text', task: 'task', source: 'source', question: 'question', answer: 'answer', summary: 'summary', sentiment: 'sentiment',
-  analysis: 'analysis', continuation: 'continuation', messages: 'messages', prompt: 'prompt', response: 'response',
-};
+const COLUMNS: ColumnMapping = DEFAULT_COLUMNS;
 
 const SOURCE_KINDS = ['earnings_call', 'filing', 'news'];
 
@@ -111,6 +115,9 @@ function kindOf(value: Record<string, unknown>): RecordKind | undefined {
 
 export interface BuildItemsOptions {
   preprocess?: PreprocessOptions;
+  /** The training data's column mapping and template (data.columns / data.template): training records are prompted as in training. */
+  columns?: ColumnMapping;
+  template?: TemplateName;
   /** Only for chat-rendered prompts (not used by the record kinds above). */
   tokenizer?: GenerationTokenizer | null;
   /** First N usable records. */
@@ -125,6 +132,14 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
   const items: EvalItem[] = [];
   const seen = new Map<string, number>();
   const ctx = { columns: COLUMNS, template: 'auto' as const, preprocess: opts.preprocess ?? DEFAULT_PREPROCESS, tokenizer: opts.tokenizer ?? null };
+  const columns = opts.columns ?? COLUMNS;
+  const template = opts.template ?? 'auto';
+  const trainingCtx = { ...ctx, columns, template };
+  /** A record in a training layout: Alpaca, chat, a task column, a mapped column, or any row under an explicit template. */
+  const trainingLayout = (value: Record<string, unknown>): boolean =>
+    template !== 'auto' ||
+    (['instruction', 'messages', 'conversations', 'task'] as const).some((f) => value[columns[f]] !== undefined) ||
+    Object.entries(columns).some(([field, col]) => field !== col && value[col] !== undefined);
   for (const { row, value } of rows) {
     if (opts.limit != null && items.length >= opts.limit) break;
     const rawId = value['id'];
@@ -132,10 +147,13 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
     const dup = seen.get(id);
     if (dup !== undefined) throw new InputError(`duplicate id ${JSON.stringify(id)} (first on row ${dup}); ids must be unique`, { file, row, key: 'id' });
     seen.set(id, row);
-    const kind = kindOf(value);
+    const kind = kindOf(value) ?? (trainingLayout(value) ? 'template' : undefined);
     if (kind === undefined) {
+      const fit = suggestColumns(Object.keys(value));
       throw new InputError(
-        `cannot tell what this record is: expected {question, answer, context|text} (qa), {summary, source|text} (summarization), {text, label} (sentiment) or {prompt, reference}; got fields ${Object.keys(value).join(', ') || 'none'}`,
+        `cannot tell what this record is: expected {question, answer, context|text} (qa), {summary, source|text} (summarization), {text, label} (sentiment), {prompt, reference}, ` +
+          `or a training record (Alpaca instruction/input/output, messages, conversations, or the columns of --column / --template); got fields ${Object.keys(value).join(', ') || 'none'}` +
+          (fit ? `; to read these columns set ${formatSuggestion(fit)}` : ''),
         { file, row },
       );
     }
@@ -154,8 +172,33 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
         throw err;
       }
     };
+    /** The field holding the passage: the first of `keys` present; if none, a missing-field error naming the first (and a near miss). */
+    const passageField = (keys: string[], record: string): string => {
+      const key = keys.find((k) => value[k] !== undefined);
+      if (key !== undefined) return key;
+      const near = Object.keys(value).find((k) => keys.some((want) => suggest(k, [want]) === want));
+      throw new InputError(
+        `a ${record} record needs its passage in '${keys[0]}'${keys.length > 1 ? ` (or ${keys.slice(1).map((k) => `'${k}'`).join(', ')})` : ''}, found fields ${Object.keys(value).join(', ')}` +
+          (near !== undefined ? `; did you mean '${keys.find((want) => suggest(near, [want]) === want)}' for '${near}'?` : ''),
+        { file, row, key: keys[0]! },
+      );
+    };
     let item: EvalItem;
     switch (kind) {
+      case 'template': {
+        let ex;
+        try {
+          ex = applyTemplate(value, trainingCtx, file, row);
+        } catch (err) {
+          if (err instanceof TemplateProblem) {
+            throw new InputError(err.kind === 'missing_field' ? `${err.message}; ${columnHint(Object.keys(value), columns, template, err.template)}` : err.message, { file, row });
+          }
+          throw err;
+        }
+        const passage = [columns.text, columns.input, columns.prompt].map((c) => str(value[c])).find((v) => v !== undefined);
+        item = { id, row, kind, prompt: ex.prompt, reference: ex.response.trim(), source: passage ?? ex.prompt, ...(ex.rendered ? { rendered: true } : {}) };
+        break;
+      }
       case 'prompt': {
         const refKey = ['reference', 'response', 'answer', 'label'].find((k) => typeof value[k] === 'string');
         if (!refKey) throw new InputError('a {prompt} record needs a "reference" (or "response", "answer", "label") string', { file, row, key: 'reference' });
@@ -165,15 +208,14 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
         break;
       }
       case 'qa': {
-        const passageKey = value['context'] !== undefined ? 'context' : 'text';
-        const passage = need(passageKey);
+        const passage = need(passageField(['context', 'text'], 'qa'));
         const answer = need('answer');
         item = { id, row, kind, prompt: templated({ task: 'qa', text: passage, question: need('question'), answer }), reference: answer, source: passage };
         break;
       }
       case 'summarization': {
         // `source` is the passage in eval records unless a `text` field holds it (training layout).
-        const passageKey = value['text'] !== undefined ? 'text' : 'source';
+        const passageKey = passageField(['text', 'source'], 'summarization');
         const passage = need(passageKey);
         const summary = need('summary');
         const given = str(value['source_kind']) ?? (passageKey === 'text' ? str(value['source']) : undefined);
@@ -264,10 +306,15 @@ export { cutAtStop };
 class StopSequenceReached extends Error {}
 
 
+/** Prompt ids: BOS as the tokenizer adds it, unless a chat template already rendered the special tokens. */
+function encodePrompt(tokenizer: GenerationTokenizer, prompt: string, rendered: boolean): number[] {
+  return rendered ? tokenizer.encode(prompt, { addSpecialTokens: false }) : tokenizer.encode(prompt);
+}
+
 /** Generates the prediction for one prompt. */
-export async function predict(model: LlamaModel, tokenizer: GenerationTokenizer, prompt: string, settings: GenerationSettings): Promise<Prediction> {
+export async function predict(model: LlamaModel, tokenizer: GenerationTokenizer, prompt: string, settings: GenerationSettings, rendered = false): Promise<Prediction> {
   const stops = settings.stopSequences ?? DEFAULT_STOP_SEQUENCES;
-  const ids = tokenizer.encode(prompt);
+  const ids = encodePrompt(tokenizer, prompt, rendered);
   const out: number[] = [];
   let stopReason: Prediction['stopReason'];
   try {
@@ -289,9 +336,9 @@ export async function predict(model: LlamaModel, tokenizer: GenerationTokenizer,
  * Generates the predictions for several prompts in one left-padded batch (generateBatch). Under
  * sampling, prompt b is seeded with `sampling.seed + b`.
  */
-export async function predictBatch(model: LlamaModel, tokenizer: GenerationTokenizer, prompts: readonly string[], settings: GenerationSettings): Promise<Prediction[]> {
+export async function predictBatch(model: LlamaModel, tokenizer: GenerationTokenizer, prompts: readonly string[], settings: GenerationSettings, rendered: readonly boolean[] = []): Promise<Prediction[]> {
   const stops = settings.stopSequences ?? DEFAULT_STOP_SEQUENCES;
-  const ids = prompts.map((p) => tokenizer.encode(p));
+  const ids = prompts.map((p, i) => encodePrompt(tokenizer, p, rendered[i] ?? false));
   const outs: number[][] = prompts.map(() => []);
   const rs = await generateBatch(model, ids, { ...settings.sampling, maxNewTokens: settings.maxNewTokens }, (row, id) => {
     const out = outs[row]!;
@@ -371,19 +418,19 @@ export async function runGenerationEval(model: LlamaModel, tokenizer: Generation
   let done = 0;
   if (batchSize === 1) {
     for (let i = 0; i < items.length; i++) {
-      const p = await predict(model, tokenizer, items[i]!.prompt, opts);
+      const p = await predict(model, tokenizer, items[i]!.prompt, opts, items[i]!.rendered ?? false);
       predictions[i] = p;
       opts.onProgress?.(++done, items.length, items[i]!, p);
     }
   } else {
     // Shortest prompts first, so each batch pads little; predictions go back to input order.
-    const lengths = items.map((it) => tokenizer.encode(it.prompt).length);
+    const lengths = items.map((it) => encodePrompt(tokenizer, it.prompt, it.rendered ?? false).length);
     const order = items.map((_, i) => i).sort((a, b) => lengths[a]! - lengths[b]! || a - b);
     const seed = opts.sampling?.seed ?? 0;
     for (let i0 = 0; i0 < order.length; i0 += batchSize) {
       const idx = order.slice(i0, i0 + batchSize);
       const sampling = { ...opts.sampling, seeds: idx.map((i) => seed + i) }; // item i gets seed + i
-      const ps = await predictBatch(model, tokenizer, idx.map((i) => items[i]!.prompt), { ...opts, sampling });
+      const ps = await predictBatch(model, tokenizer, idx.map((i) => items[i]!.prompt), { ...opts, sampling }, idx.map((i) => items[i]!.rendered ?? false));
       ps.forEach((p, j) => {
         predictions[idx[j]!] = p;
         opts.onProgress?.(++done, items.length, items[idx[j]!]!, p);
@@ -432,6 +479,13 @@ export interface EvalFileOptions {
   /** Prompts decoded together (default 8; 1 = one at a time). */
   batchSize?: number;
   preprocess?: PreprocessOptions;
+  /** The training data's column mapping and template (see BuildItemsOptions). */
+  columns?: ColumnMapping;
+  template?: TemplateName;
+  /** The eval file's format (default: from its extension; other names are read as JSON Lines). */
+  format?: DataFormat | null;
+  /** A chat template replacing the tokenizer's (a file). */
+  chatTemplateFile?: string;
   /** Hidden-state layer of the embedding provider (embedding / bertscore metrics). */
   embeddingLayer?: number;
   /** The results file's `task` name. */
@@ -444,14 +498,16 @@ export interface EvalFileOptions {
 
 /** Reads the eval file, loads the model (+ adapter), generates, scores. */
 export async function evaluateFile(o: EvalFileOptions): Promise<GenerationEvalResult> {
-  const rows = await readJsonl(o.file);
-  if (rows.length === 0) throw new InputError('no eval records: the file is empty', { file: o.file });
-  const evalRows = rows.map(({ row, value }) => {
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new InputError('expected a JSON object per line', { file: o.file, row });
-    return { row, value: value as Record<string, unknown> };
+  const evalRows = await readRecords(o.file, { format: o.format ?? null, fallback: 'jsonl' });
+  if (evalRows.length === 0) throw new InputError('no eval records: the file is empty', { file: o.file });
+  const tokenizer = await LlamaTokenizer.load(o.modelDir, o.chatTemplateFile !== undefined ? { chatTemplateFile: o.chatTemplateFile } : {});
+  const items = buildEvalItems(evalRows, o.task, o.file, {
+    limit: o.limit ?? null,
+    tokenizer,
+    ...(o.preprocess ? { preprocess: o.preprocess } : {}),
+    ...(o.columns ? { columns: o.columns } : {}),
+    ...(o.template ? { template: o.template } : {}),
   });
-  const tokenizer = await LlamaTokenizer.load(o.modelDir);
-  const items = buildEvalItems(evalRows, o.task, o.file, { limit: o.limit ?? null, tokenizer, ...(o.preprocess ? { preprocess: o.preprocess } : {}) });
   const metrics = metricsFor(items, o.task, o.metrics);
   await initEngine();
   const model = await LlamaModel.load(o.modelDir, o.load);
