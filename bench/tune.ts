@@ -1,5 +1,6 @@
 // `npm run tune [-- --reps 10] [--dry-run]`: times every GEMM tile (× split-K targets for the skinny
-// classes) per shape class and compute variant on this adapter, in one process, and writes the
+// classes) per shape class and compute variant on this adapter (and every subgroup-matrix tile ×
+// offered matrix shape where the adapter has them), in one process, and writes the
 // winners into the committed table src/kernels/gemm-tuning.ts under this adapter's key (other
 // adapters' entries are kept). Every candidate is first validated against the float64 reference
 // (bench/validate.ts); one that fails is reported and never chosen. The full timings go to
@@ -13,9 +14,10 @@ import { Rng } from '../src/engine/random.js';
 import { initEngine, tidy } from '../src/engine/tensor.js';
 import { writeFileAtomicSync } from '../src/io/atomic.js';
 import {
-  SHAPE_CLASSES, TILES, TILE_NAMES, adapterKey, deviceContext, gemm, gemmPlan, shapeClass, splitsFor, tileFits,
-  type AdapterTuning, type Compute, type GemmArgs, type ShapeClass, type TileName, type TunedEntry, type TuningTable,
+  SG_TILES, SG_TILE_NAMES, SHAPE_CLASSES, TILES, TILE_NAMES, adapterKey, deviceContext, gemm, gemmPlan, nativeMatrixCore, sgTileFits, shapeClass, splitsFor, tileFits,
+  type AdapterTuning, type Compute, type GemmArgs, type SgTileName, type ShapeClass, type TileName, type TunedEntry, type TuningTable,
 } from '../src/kernels/gemm.js';
+import { MATRIX_SHAPES, offeredShapes, type MatrixShapeName } from '../src/kernels/sgmatrix.js';
 import { GEMM_TUNING } from '../src/kernels/gemm-tuning.js';
 import { hostTensor } from './kernels/matmul.js';
 import { validateGemm } from './validate.js';
@@ -51,8 +53,10 @@ const SPLIT_TARGETS = software ? [0, 4, 16] : [0, 64, 256, 1024];
 
 interface Trial {
   compute: Compute;
+  /** The subgroup-matrix core's shape (absent: the SIMT core). */
+  shape?: MatrixShapeName;
   cls: ShapeClass;
-  tile: TileName;
+  tile: TileName | SgTileName;
   splitTarget: number;
   splitK: number;
   /** Median and fastest of the timed runs; the winner is chosen by the fastest (robust to a busy host). */
@@ -64,6 +68,7 @@ interface Trial {
 
 const ctx = deviceContext();
 const computes: Compute[] = dev.has('shader-f16') ? ['f32', 'f16'] : ['f32'];
+const sgShapes: MatrixShapeName[] = nativeMatrixCore(ctx) ? offeredShapes(dev.subgroupMatrixConfigs, 'f32') : [];
 const trials: Trial[] = [];
 const key = adapterKey(dev.info);
 console.log(`adapter: ${dev.name} (table key ${key}); compute variants: ${computes.join(', ')}; ${reps} timed runs each`);
@@ -74,46 +79,67 @@ for (const cls of SHAPE_CLASSES) {
   const rng = new Rng(1);
   const a = hostTensor(rng, tA ? [K, M] : [M, K]);
   const b = hostTensor(rng, tB ? [N, K] : [K, N]);
+  /** Validates one candidate against the float64 reference, then times it. */
+  const runTrial = async (trial: Trial, args: GemmArgs): Promise<void> => {
+    const precision = trial.compute === 'f16' ? 'fp16-mixed' : 'fp32';
+    const out = withPrecision(precision, () => gemm(args));
+    const problem = await validateGemm(out, {
+      a: { data: a.values, shape: (tA ? [K, M] : [M, K]) as [number, number], trans: tA },
+      b: { data: b.values, shape: (tB ? [N, K] : [K, N]) as [number, number], trans: tB },
+      f16: trial.compute === 'f16',
+    }, gemmPlan(args).key);
+    out.dispose();
+    if (problem) {
+      trial.invalid = problem;
+      console.error(`INVALID ${problem}`);
+      trials.push(trial);
+      return;
+    }
+    const run = () => tidy(() => void withPrecision(precision, () => gemm(args)));
+    await dev.timeGpu(run);
+    const times: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      const s = await dev.timeGpu(run);
+      if (s !== null) times.push(s);
+    }
+    times.sort((x, y) => x - y);
+    const med = times.length ? times[Math.floor(times.length / 2)]! : null;
+    trial.ms = med === null ? null : med * 1e3;
+    trial.minMs = times.length ? times[0]! * 1e3 : null;
+    trial.gflops = trial.minMs === null ? null : (2 * M * N * K) / (trial.minMs / 1e3) / 1e9;
+    trials.push(trial);
+    const core = trial.shape ? `sgmatrix ${trial.shape}` : trial.compute;
+    console.log(`${cls.padEnd(8)} ${core} ${trial.tile.padEnd(7)} split ${String(trial.splitK).padStart(2)}  median ${trial.ms?.toFixed(3) ?? '-'} ms  min ${trial.minMs?.toFixed(3) ?? '-'} ms  ${trial.gflops?.toFixed(2) ?? '-'} GFLOP/s (at min)`);
+  };
+  const splitTargets = cls.startsWith('skinny') ? SPLIT_TARGETS : [0];
   for (const compute of computes) {
     for (const tile of TILE_NAMES) {
       if (!tileFits(TILES[tile], compute, ctx)) continue;
       const t = TILES[tile];
       const tiles = Math.ceil(M / t.BM) * Math.ceil(N / t.BN);
       const seen = new Set<number>();
-      for (const splitTarget of cls.startsWith('skinny') ? SPLIT_TARGETS : [0]) {
+      for (const splitTarget of splitTargets) {
         const splitK = splitsFor(splitTarget, tiles, K, t.BK);
         if (seen.has(splitK)) continue;
         seen.add(splitK);
         const args: GemmArgs = { a: { t: a.t, trans: tA }, b: { t: b.t, trans: tB }, choice: { compute, tile, splitK } };
-        const trial: Trial = { compute, cls, tile, splitTarget, splitK, ms: null, minMs: null, gflops: null };
-        const precision = compute === 'f16' ? 'fp16-mixed' : 'fp32';
-        const out = withPrecision(precision, () => gemm(args));
-        const problem = await validateGemm(out, {
-          a: { data: a.values, shape: (tA ? [K, M] : [M, K]) as [number, number], trans: tA },
-          b: { data: b.values, shape: (tB ? [N, K] : [K, N]) as [number, number], trans: tB },
-          f16: compute === 'f16',
-        }, gemmPlan(args).key);
-        out.dispose();
-        if (problem) {
-          trial.invalid = problem;
-          console.error(`INVALID ${problem}`);
-          trials.push(trial);
-          continue;
-        }
-        const run = () => tidy(() => void withPrecision(precision, () => gemm(args)));
-        await dev.timeGpu(run);
-        const times: number[] = [];
-        for (let i = 0; i < reps; i++) {
-          const s = await dev.timeGpu(run);
-          if (s !== null) times.push(s);
-        }
-        times.sort((x, y) => x - y);
-        const med = times.length ? times[Math.floor(times.length / 2)]! : null;
-        trial.ms = med === null ? null : med * 1e3;
-        trial.minMs = times.length ? times[0]! * 1e3 : null;
-        trial.gflops = trial.minMs === null ? null : (2 * M * N * K) / (trial.minMs / 1e3) / 1e9;
-        trials.push(trial);
-        console.log(`${cls.padEnd(8)} ${compute} ${tile.padEnd(7)} split ${String(splitK).padStart(2)}  median ${trial.ms?.toFixed(3) ?? '-'} ms  min ${trial.minMs?.toFixed(3) ?? '-'} ms  ${trial.gflops?.toFixed(2) ?? '-'} GFLOP/s (at min)`);
+        await runTrial({ compute, cls, tile, splitTarget, splitK, ms: null, minMs: null, gflops: null }, args);
+      }
+    }
+  }
+  // The subgroup-matrix core: every SG_TILES tile × offered matrix shape (adapters that have them).
+  for (const shape of sgShapes) {
+    for (const tile of SG_TILE_NAMES) {
+      const t = SG_TILES[tile];
+      if (!sgTileFits(t, MATRIX_SHAPES[shape], ctx)) continue;
+      const tiles = Math.ceil(M / t.BM) * Math.ceil(N / t.BN);
+      const seen = new Set<number>();
+      for (const splitTarget of splitTargets) {
+        const splitK = splitsFor(splitTarget, tiles, K, t.BK);
+        if (seen.has(splitK)) continue;
+        seen.add(splitK);
+        const args: GemmArgs = { a: { t: a.t, trans: tA }, b: { t: b.t, trans: tB }, choice: { compute: 'f16', tile, splitK, matrix: { shape, emulated: false } } };
+        await runTrial({ compute: 'f16', shape, cls, tile, splitTarget, splitK, ms: null, minMs: null, gflops: null }, args);
       }
     }
   }
@@ -131,11 +157,19 @@ for (const compute of computes) {
   const table: Partial<Record<ShapeClass, TunedEntry>> = {};
   for (const cls of SHAPE_CLASSES) {
     const best = trials
-      .filter((t) => t.compute === compute && t.cls === cls && t.gflops !== null && !t.invalid)
+      .filter((t) => t.compute === compute && !t.shape && t.cls === cls && t.gflops !== null && !t.invalid)
       .sort((x, y) => y.gflops! - x.gflops!)[0];
-    if (best) table[cls] = { tile: best.tile, splitTarget: best.splitTarget, gflops: Number(best.gflops!.toPrecision(4)) };
+    if (best) table[cls] = { tile: best.tile as TileName, splitTarget: best.splitTarget, gflops: Number(best.gflops!.toPrecision(4)) };
   }
   entry[compute] = table;
+}
+if (sgShapes.length) {
+  const table: NonNullable<AdapterTuning['sgmatrix']> = {};
+  for (const cls of SHAPE_CLASSES) {
+    const best = trials.filter((t) => t.shape && t.cls === cls && t.gflops !== null && !t.invalid).sort((x, y) => y.gflops! - x.gflops!)[0];
+    if (best) table[cls] = { tile: best.tile as SgTileName, shape: best.shape!, splitTarget: best.splitTarget, gflops: Number(best.gflops!.toPrecision(4)) };
+  }
+  entry.sgmatrix = table;
 }
 const invalid = trials.filter((t) => t.invalid);
 

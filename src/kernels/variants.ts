@@ -1,0 +1,99 @@
+// Every kernel variant the generators can produce, enumerated offline from their variant tables,
+// and a compiler on Dawn's Null backend for the ones this machine cannot run.
+//
+// A generator family registers a function listing its variants (registerKernelVariants); `npm run
+// check:kernels` (bench/check-kernels.ts) and the tests compile each native variant on the Null
+// backend (Tint type checks, uniformity analysis, deprecation warnings: zero errors and zero warnings
+// required) and run each emulated variant on the local adapter against its float64 reference.
+//
+// The Null backend (webgpu's dawn.node with allow_unsafe_apis) offers subgroups, shader-f16,
+// subgroup-size-control and chromium-experimental-subgroup-matrix, executes nothing, lists no
+// subgroup-matrix configurations (kernels assert their configuration in TypeScript), caps workgroup
+// memory at 16 KiB and has subgroups of up to 128 invocations: kernels above the cap, or whose
+// workgroup is not a multiple of that size without @subgroup_size, are checked at shader-module level
+// (getCompilationInfo) instead of by creating a pipeline.
+import { create } from 'webgpu';
+
+export type VariantMode = 'native' | 'emulated' | 'portable';
+
+export interface KernelVariant {
+  family: string;
+  /** Unique within the family; names the variant in reports. */
+  name: string;
+  mode: VariantMode;
+  /** The kernel's pipeline cache key (derived from its spec). */
+  key: string;
+  code(): string;
+  /** Workgroup memory the kernel declares, in bytes (decides pipeline vs module-level check on Null). */
+  workgroupBytes: number;
+  /** The family's own description of the variant (what its verifier needs to run it). */
+  spec: unknown;
+}
+
+const families = new Map<string, () => KernelVariant[]>();
+
+/** Registers (or replaces) a family's enumeration. */
+export function registerKernelVariants(family: string, list: () => KernelVariant[]): void {
+  families.set(family, list);
+}
+
+/** Every registered variant, family by family in registration order. */
+export function kernelVariants(): KernelVariant[] {
+  const out: KernelVariant[] = [];
+  for (const list of families.values()) out.push(...list());
+  return out;
+}
+
+export interface NullCompiler {
+  readonly device: GPUDevice;
+  /** Compiles `code`; returns every error and warning (empty: clean). */
+  check(code: string, opts?: { workgroupBytes?: number; label?: string }): Promise<string[]>;
+  destroy(): void;
+}
+
+const NULL_FEATURES = ['subgroups', 'shader-f16', 'subgroup-size-control', 'chromium-experimental-subgroup-matrix'];
+
+/** A device on Dawn's Null backend with every feature subgroup-matrix kernels use. */
+export async function nullCompiler(): Promise<NullCompiler> {
+  const gpu = create(['backend=null', 'enable-dawn-features=allow_unsafe_apis']);
+  const adapter = await gpu.requestAdapter();
+  if (!adapter) throw new Error("Dawn's Null backend gave no adapter");
+  const missing = NULL_FEATURES.filter((f) => !adapter.features.has(f));
+  if (missing.length) throw new Error(`Dawn's Null adapter lacks ${missing.join(', ')}`);
+  const device = await adapter.requestDevice({
+    requiredFeatures: NULL_FEATURES as GPUFeatureName[],
+    requiredLimits: { maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize },
+  });
+  const cap = device.limits.maxComputeWorkgroupStorageSize;
+  // Held together for the device's lifetime: the instance must outlive every object made from it.
+  const held = { gpu, adapter, device };
+  return {
+    device,
+    async check(code, opts = {}) {
+      const problems: string[] = [];
+      device.pushErrorScope('validation');
+      const module = device.createShaderModule({ code, label: opts.label });
+      const info = await module.getCompilationInfo();
+      for (const m of info.messages) {
+        if (m.type === 'error' || m.type === 'warning') problems.push(`${m.type} line ${m.lineNum}:${m.linePos}: ${m.message.split('\n')[0]}  | ${code.split('\n')[m.lineNum - 1]?.trim() ?? ''}`);
+      }
+      const moduleError = await device.popErrorScope();
+      if (moduleError && problems.length === 0) problems.push(moduleError.message.split('\n')[0]!);
+      if (problems.length === 0 && (opts.workgroupBytes ?? 0) <= cap) {
+        device.pushErrorScope('validation');
+        try {
+          await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: opts.label });
+        } catch (e) {
+          problems.push(`pipeline: ${(e as Error).message.split('\n')[0]}`);
+        }
+        const err = await device.popErrorScope();
+        if (err) problems.push(`pipeline: ${err.message.split('\n')[0]}`);
+      }
+      return problems;
+    },
+    destroy() {
+      held.device.destroy();
+      void held.gpu;
+    },
+  };
+}
