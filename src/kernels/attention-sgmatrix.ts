@@ -29,7 +29,7 @@
 // Masking is by explicit flags (never −∞ arithmetic); staged rows outside [kvStart, kvLength) and
 // query rows past T are zero-filled without reading memory (a serving cache holds NaN there).
 import { HEADER as ATTN_HEADER, inputBinding } from './attention.js';
-import { LOGICAL_SUBGROUP, subgroupMatrices, type Majorness, type MatrixArray, type MatrixMode, type MatrixShape, type SgMatrix } from './sgmatrix.js';
+import { LOGICAL_SUBGROUP, MATRIX_SHAPES, subgroupMatrices, type Majorness, type MatrixArray, type MatrixMode, type MatrixShape, type SgMatrix } from './sgmatrix.js';
 import { registerKernelVariants, type KernelVariant } from './variants.js';
 
 export type SgAttentionPass = 'fwd' | 'dq' | 'dkv';
@@ -56,11 +56,7 @@ export const SG_WIDTH = LOGICAL_SUBGROUP;
 /** Head dims with subgroup-matrix kernels (Llama's); others keep the portable kernels. */
 export const SG_HEAD_DIMS: readonly number[] = [64, 80, 96, 128];
 /** Matrix shapes the kernels are written for, in order of preference (M×N×K, f16 operands, f32 result). */
-export const SG_SHAPES: readonly MatrixShape[] = [
-  { M: 16, N: 16, K: 16 },
-  { M: 16, N: 8, K: 16 },
-  { M: 8, N: 16, K: 16 },
-];
+export const SG_SHAPES: readonly MatrixShape[] = [MATRIX_SHAPES.m16n16k16, MATRIX_SHAPES.m16n8k16, MATRIX_SHAPES.m8n16k16];
 /** Padding of f16 staging rows (halves): 16-byte aligned rows that do not all start in one bank. */
 const PAD16 = 8;
 /** Padding of f32 score rows (floats). */

@@ -78,7 +78,7 @@ import {
   SG_HEAD_DIMS, SG_SHAPES, SG_WIDTH, sgAttentionKernel, sgAttentionKey, sgAttentionSharedBytes, sgAttentionSpec, sgWorkgroupSize,
   type SgAttentionPass, type SgAttentionSpec,
 } from './attention-sgmatrix.js';
-import type { MatrixMode, MatrixShape } from './sgmatrix.js';
+import { assertOffered, isOffered, type MatrixMode, type MatrixShape } from './sgmatrix.js';
 import { Uniforms, assertDtype, dispatch, grid1d } from './common.js';
 
 export interface FlashAttentionOptions {
@@ -342,7 +342,7 @@ export function nativeFragmentShape(pass: 'forward' | 'backward', s: AttentionSh
   if (!caps.features.has('chromium-experimental-subgroup-matrix') || !caps.features.has('shader-f16')) return null;
   if (caps.subgroupMinSize !== SG_WIDTH || caps.subgroupMaxSize !== SG_WIDTH) return null;
   const configs = caps.subgroupMatrixConfigs ?? [];
-  const shape = SG_SHAPES.find((x) => configs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === x.M && c.N === x.N && c.K === x.K));
+  const shape = SG_SHAPES.find((x) => isOffered({ ...x, result: 'f32' }, configs));
   if (!shape) return null;
   const passes: SgAttentionPass[] = pass === 'forward' ? ['fwd'] : ['dq', 'dkv'];
   const fits = passes.every((ps) => {
@@ -917,6 +917,7 @@ function splitPlan(d: Dims, g: Geo, splits?: number): { rowBlocks: number; chunk
 function pickFragments(pass: 'forward' | 'backward', d: Dims, caps: AttentionCaps, variant: ForwardVariant, tiles?: AttentionTiles): AttentionTiles['fragments'] | null {
   if (tiles?.fragments) {
     if (variant === 'split') throw new RangeError('attention: the subgroup-matrix kernels have the tiled layout only');
+    if (tiles.fragments.mode === 'native') assertOffered({ ...tiles.fragments.shape, result: 'f32' }, caps.subgroupMatrixConfigs ?? [], 'attention');
     return tiles.fragments;
   }
   if (tiles || variant !== 'auto') return null;

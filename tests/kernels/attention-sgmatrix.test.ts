@@ -9,7 +9,7 @@
 import { describe, expect, it } from 'vitest';
 import { GpuDevice, type SubgroupMatrixConfig } from '../../src/engine/device.js';
 import type { Rng } from '../../src/engine/random.js';
-import { Tensor } from '../../src/engine/tensor.js';
+import { Tensor, engine } from '../../src/engine/tensor.js';
 import { f16ArrayToF32, f32ArrayToF16 } from '../../src/io/dtype.js';
 import {
   chooseAttentionVariant,
@@ -291,6 +291,18 @@ describe('attention chooser and subgroup matrices', () => {
     expect(chooseAttentionVariant('backward', train(128), apple).name).toBe('backward.subgroup');
     expect(chooseAttentionVariant('forward', train(128), none).name).toBe('forward.tiled.subgroup');
     expect(chooseAttentionVariant('backward', train(128), none).name).toBe('backward.subgroup');
+  });
+
+  it('native kernels where the adapter does not offer their shape, and the split layout, are refused with the reason', () => {
+    const q = Tensor.empty([1, 4, 2, 64]);
+    const k = Tensor.empty([1, 4, 1, 64]);
+    const native = () => flashAttentionForward(q, k, k, { causal: true }, 'tiled', { fragments: { mode: 'native', shape: S16 } });
+    const offered = engine().dev.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
+    if (offered) expect(native).not.toThrow();
+    else expect(native).toThrow(/16×16×16 is not offered by this adapter/);
+    expect(() => flashAttentionForward(q, k, k, { causal: true }, 'split', { fragments: { mode: 'emulated', shape: S16 } })).toThrow(/tiled layout only/);
+    const x48 = Tensor.empty([1, 4, 1, 48]);
+    expect(() => flashAttentionForward(x48, x48, x48, { causal: true }, 'tiled', { fragments: { mode: 'emulated', shape: S16 } })).toThrow(/head dim 48 not supported/);
   });
 
   it('FINLLM_DISABLE_FEATURES=chromium-experimental-subgroup-matrix removes the feature the native variants require', async () => {
