@@ -221,11 +221,13 @@ const S16x8 = { M: 16, N: 8, K: 16 };
 const S8x16 = { M: 8, N: 16, K: 16 };
 
 describe('attention on emulated subgroup matrices vs float64 (forward and backward)', () => {
-  // Emulated tiles: forward 16 query rows × 32 keys, backward 16 × 16, so these lengths span several
-  // blocks with ragged last ones. Each shape at one head size (compile time), each head size once.
+  // Emulated tiles: forward 16 query rows × 32 keys, backward 16 × 16, 2 subgroups, so these lengths
+  // span several blocks with ragged last ones. Each shape at one head size or more (compile time),
+  // each head size once; Dh 80 with 16-wide tiles deals 5 output tiles to 2 subgroups (a repeated
+  // filler tile in the last round, as the native kernels have at Dh 80).
   const cases: Case[] = [
-    { label: 'Dh=64 T=37 causal GQA 4 q/k/v f16', sh: mk(2, 37, 37, 8, 2, 64), shape: S16, causal: true, dtype: 'f16' },
-    { label: 'Dh=80 T=41 causal packed 3 segments q/k/v f32', sh: mk(2, 41, 41, 2, 2, 80), shape: S16x8, causal: true, segments: [[13, 21, 7], [5, 30, 6]], dtype: 'f32' },
+    { label: 'Dh=64 T=37 causal GQA 4 q/k/v f16', sh: mk(2, 37, 37, 8, 2, 64), shape: S16x8, causal: true, dtype: 'f16' },
+    { label: 'Dh=80 T=41 causal packed 3 segments q/k/v f32', sh: mk(2, 41, 41, 2, 2, 80), shape: S16, causal: true, segments: [[13, 21, 7], [5, 30, 6]], dtype: 'f32' },
     { label: 'Dh=96 T=7 qOffset=12 S=19 of 24 non-causal GQA 8', sh: mk(1, 7, 19, 8, 1, 96, 24), shape: S8x16, causal: false, qOffset: 12, dtype: 'f16' },
     { label: 'Dh=128 T=1 qOffset=44 S=45 of 48 causal GQA 2 kvStart [17, 0, 44] unwritten NaN', sh: mk(3, 1, 45, 4, 2, 128, 48), shape: S16, causal: true, qOffset: 44, kvStart: [17, 0, 44], dtype: 'f16' },
     { label: 'Dh=128 T=13 causal kvStart [5, 0] unwritten NaN (prefill, rows fully masked)', sh: mk(2, 13, 13, 2, 1, 128), shape: S16, causal: true, kvStart: [5, 0], dtype: 'f16' },
