@@ -62,8 +62,8 @@ export class OutOfMemoryError extends RuntimeFailure {
   }
 }
 
-export type FeatureName = 'subgroups' | 'timestamp-query' | 'chromium-experimental-subgroup-matrix' | 'shader-f16';
-export const OPTIONAL_FEATURES: readonly FeatureName[] = ['subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix', 'shader-f16'];
+export type FeatureName = 'subgroups' | 'timestamp-query' | 'chromium-experimental-subgroup-matrix' | 'shader-f16' | 'subgroup-size-control';
+export const OPTIONAL_FEATURES: readonly FeatureName[] = ['subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix', 'shader-f16', 'subgroup-size-control'];
 
 /**
  * Dawn toggles a user may switch on with FINLLM_DAWN_TOGGLES (comma-separated), for measurement:

@@ -28,12 +28,23 @@
 //   the fused LoRA up-projection y = x·Wᵀ + s·(u·Bᵀ) and its input gradient
 //   dX = g·W + mask ⊙ (gu·A)/(1 − p) are one kernel each.
 //
-// The dispatcher (chooseGemm) picks compute from the engine precision and the features (never the
-// vendor), and tile / split-K from the tuned table of this adapter (gemm-tuning.ts, written by
+// The dispatcher (chooseGemm) picks compute and core from the engine precision, the features and
+// the subgroup-matrix configurations (never the vendor), and tile / split-K from the tuned table of this adapter (gemm-tuning.ts, written by
 // `npm run tune`), else from heuristics. FINLLM_DISABLE_FEATURES=shader-f16 removes the f16 variant.
-// Not written yet: the f16 subgroup-matrix (tensor-core) compute core, which would replace the SIMT
-// inner product of the f16 variant for adapters whose subgroupMatrixConfigs list f16 → f32 (the
-// loaders, staging and epilogues stay); it needs a GPU that has them to be written and tested.
+//
+// The f16 variant has a second compute core: subgroup matrices (tensor cores, sgmatrix.ts). Same
+// loaders, same arithmetic (f16 operands, exact products, f32 accumulation), same epilogues; the
+// tile comes from SG_TILES: SGM × SGN subgroups of 32, each owning (BM/SGM) × (BN/SGN) outputs as
+// several result fragments; operands staged [outer][BK + 8] in f16 (k contiguous, rows padded by
+// 8 halves against bank conflicts; A loaded row_major as left, B col_major as right), two stages
+// with register prefetch (the next slice's global loads are issued before the current slice's
+// multiply-accumulates and written to the other stage after them: one barrier per slice). No
+// fragment is loaded from global memory; edges are zero-padded while staging and guarded per
+// element in the epilogue, which goes through workgroup memory (result fragment → f32 scratch →
+// scalar alpha / accumulate / split-K partial / prologue mask). The native core runs where the
+// adapter lists an f16 → f32 configuration of a known shape and the precision is fp16-mixed
+// (FINLLM_DISABLE_FEATURES=chromium-experimental-subgroup-matrix turns it off); its emulated twin
+// runs only in tests and `npm run check:kernels`, against the float64 reference.
 // Every kernel bounds-checks its loads (zero fill) and stores: any M, N, K ≥ 0.
 import { engine, Tensor, numelOf } from '../engine/tensor.js';
 import { computePrecision, type Precision } from '../engine/precision.js';
@@ -42,6 +53,9 @@ import { WGSL_RANDOM } from '../engine/random.js';
 import { Uniforms, WGSL_HALF, dispatch, grid1d } from './common.js';
 import { WGSL_NF4_TABLE, absmaxBindings, absmaxTensors, isDoubleQuant, wgslAbsmax, type Nf4Weight } from './nf4.js';
 import { GEMM_TUNING } from './gemm-tuning.js';
+import { LOGICAL_SUBGROUP, MATRIX_SHAPES, MATRIX_SHAPE_NAMES, assertOffered, offeredShapes, subgroupMatrices, type MatrixArray, type MatrixShape, type MatrixShapeName } from './sgmatrix.js';
+import { registerKernelVariants, type KernelVariant } from './variants.js';
+import type { SubgroupMatrixConfig } from '../engine/device.js';
 
 export type OperandKind = 'f32' | 'bf16' | 'f16' | 'nf4' | 'nf4dq';
 export type Compute = 'f32' | 'f16';
@@ -74,11 +88,54 @@ export const TILES = {
 export type TileName = keyof typeof TILES;
 export const TILE_NAMES = Object.keys(TILES) as TileName[];
 
+/**
+ * Tiles of the subgroup-matrix core: BM × BN outputs per workgroup, BK deep slices, SGM × SGN
+ * subgroups of 32 invocations, each owning (BM/SGM) × (BN/SGN) outputs. Always two stages.
+ */
+export interface SgTileConfig {
+  BM: number;
+  BN: number;
+  BK: number;
+  SGM: number;
+  SGN: number;
+}
+
+/** The subgroup-matrix tiles the dispatcher and the tuner choose from. */
+export const SG_TILES = {
+  /** 128², 4 subgroups of 64 × 64 (4 × 4 16×16 accumulators each): 44 KiB, the H100 plan. */
+  s128: { BM: 128, BN: 128, BK: 32, SGM: 2, SGN: 2 },
+  /** 128 × 64, 4 subgroups of 64 × 32. */
+  s128x64: { BM: 128, BN: 64, BK: 32, SGM: 2, SGN: 2 },
+  /** 64², 4 subgroups of 32 × 32: mid-sized products, and 24.5 KiB (fits 32 KiB adapters). */
+  s64: { BM: 64, BN: 64, BK: 32, SGM: 2, SGN: 2 },
+  /** Skinny N (LoRA down-projections): 64 × 32, 2 subgroups of 32 × 32. */
+  s64x32: { BM: 64, BN: 32, BK: 32, SGM: 2, SGN: 1 },
+  /** Skinny M (LoRA A gradient): 32 × 64, 2 subgroups of 32 × 32. */
+  s32x64: { BM: 32, BN: 64, BK: 32, SGM: 1, SGN: 2 },
+} as const satisfies Record<string, SgTileConfig>;
+export type SgTileName = keyof typeof SG_TILES;
+export const SG_TILE_NAMES = Object.keys(SG_TILES) as SgTileName[];
+
+/** Seeded bugs of the subgroup-matrix core, for tests only: the emulated check must catch each. */
+export type GemmMutation = 'major' | 'stride' | 'nobarrier';
+
+/** The subgroup-matrix core of a choice. */
+export interface MatrixCore {
+  shape: MatrixShapeName;
+  /** The plain-WGSL emulation (tests and check:kernels only). */
+  emulated: boolean;
+  /** Tests only: a seeded bug. */
+  mutation?: GemmMutation;
+}
+
 export interface GemmChoice {
   compute: Compute;
-  tile: TileName;
+  /** A TILES name, or an SG_TILES name with `matrix`. */
+  tile: TileName | SgTileName;
   /** Slices of K computed by separate workgroups and summed by a second kernel (1: none). */
   splitK: number;
+  /** The subgroup-matrix core (compute 'f16' only); absent: the SIMT core. */
+  matrix?: MatrixCore;
 }
 
 /** LoRA dropout of one operand or of the prologue's output. */
@@ -125,21 +182,38 @@ interface OperandSpec {
 
 type OutMode = 'store' | 'accumulate' | 'partial';
 
-interface KernelSpec {
+/** The subgroup-matrix core of a kernel. */
+interface SgCoreSpec {
+  shape: MatrixShape;
+  mode: 'native' | 'emulated';
+  /** Native: declare @subgroup_size(32) (subgroup-size-control). */
+  sizeControl: boolean;
+  mutation: GemmMutation | null;
+}
+
+/** Everything a generated GEMM kernel depends on: its pipeline key is derived from all of it. */
+export interface GemmKernelSpec {
   compute: Compute;
-  tile: TileConfig;
+  tile: TileConfig | SgTileConfig;
   tileName: string;
   a: OperandSpec;
   b: OperandSpec;
   pro: { u: OperandSpec; w: OperandSpec; mask: boolean } | null;
   out: OutMode;
+  sg: SgCoreSpec | null;
+}
+type KernelSpec = GemmKernelSpec;
+
+/** A canonical text of a spec (keys sorted, booleans as 0/1): every field, so equal text is equal kernel. */
+function canonical(v: unknown): string {
+  if (v === null || v === undefined) return '-';
+  if (typeof v === 'boolean') return v ? '1' : '0';
+  if (typeof v !== 'object') return String(v);
+  return `{${Object.keys(v).sort().map((k) => `${k}:${canonical((v as Record<string, unknown>)[k])}`).join(',')}}`;
 }
 
-const opKey = (o: OperandSpec) => `${o.kind}${o.trans ? 'T' : 'N'}${o.vec}${o.drop ? 'd' : ''}`;
-
-function kernelKey(s: KernelSpec): string {
-  const pro = s.pro ? `.P${opKey(s.pro.u)}.${opKey(s.pro.w)}${s.pro.mask ? 'm' : ''}` : '';
-  return `gemm.${s.compute}.${s.tileName}.A${opKey(s.a)}.B${opKey(s.b)}${pro}.${s.out}`;
+export function kernelKey(s: KernelSpec): string {
+  return `gemm${canonical(s)}`;
 }
 
 const PARAMS = /* wgsl */ `
@@ -282,7 +356,7 @@ function stageCode(s: StageArgs): string {
 }
 
 function gemmKernel(spec: KernelSpec): string {
-  const { BM, BN, BK, TM, TN, double } = spec.tile;
+  const { BM, BN, BK, TM, TN, double } = spec.tile as TileConfig;
   const f16 = spec.compute === 'f16';
   const T = f16 ? 'f16' : 'f32';
   const WGX = BN / TN;
@@ -432,6 +506,262 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 }`;
 }
 
+// ---------------------------------------------------------------------------------------------
+// The subgroup-matrix core (see the header): same bindings, loaders and epilogues as gemmKernel.
+
+/** Padding of the staged rows, in halves (16 bytes: rows of BK + 8 halves start on new banks). */
+const SG_PAD = 8;
+
+/** Workgroup memory of a subgroup-matrix tile: two f16 stages of A and B, plus one f32 result fragment per subgroup. */
+export function sgTileBytes(t: SgTileConfig, shape: MatrixShape): number {
+  return 2 * (t.BM + t.BN) * (t.BK + SG_PAD) * 2 + t.SGM * t.SGN * shape.M * shape.N * 4;
+}
+
+/** Whether a tile divides into fragments of this shape (per-subgroup extents and BK). */
+export function sgTileValid(t: SgTileConfig, shape: MatrixShape): boolean {
+  return (t.BM / t.SGM) % shape.M === 0 && (t.BN / t.SGN) % shape.N === 0 && t.BK % shape.K === 0 && t.BK % 8 === 0;
+}
+
+interface SgStage {
+  name: string;
+  side: 'a' | 'b';
+  spec: OperandSpec;
+  /** Tile extent along the operand's outer dimension (BM or BN). */
+  R: number;
+  BK: number;
+  NT: number;
+  outer: string;
+  kEnd: string;
+  ld: string;
+  base: string;
+  o0: string;
+  /** Prefetch register array of this operand. */
+  reg: string;
+}
+
+function sgChunks(s: SgStage): { contK: boolean; V: number; cpr: number; total: number; per: number } {
+  const V = s.spec.vec;
+  const contK = s.side === 'a' ? !s.spec.trans : s.spec.trans;
+  const cpr = (contK ? s.BK : s.R) / V;
+  const total = (s.R * s.BK) / V;
+  return { contK, V, cpr, total, per: Math.ceil(total / s.NT) };
+}
+
+/** Chunk coordinates of chunk `r` (a WGSL loop variable) of this invocation: oo (outer) and kk (k) within the tile. */
+function sgChunkCoords(s: SgStage): string {
+  const { contK, V, cpr } = sgChunks(s);
+  return `let e = lid + r * ${s.NT}u;
+      let cc = (e % ${cpr}u) * ${V}u;
+      let oc = e / ${cpr}u;
+      let oo = ${contK ? 'oc' : 'cc'};
+      let kk = ${contK ? 'cc' : 'oc'};`;
+}
+
+/** Global → prefetch registers (f16, zero-filled outside the matrix) for the slice starting at k0. */
+function sgStageLoad(s: SgStage, k0: string): string {
+  const { contK, V, total, per } = sgChunks(s);
+  const o = s.spec;
+  const direct = o.kind === 'f16' && !o.drop;
+  const { pre, vals } = loadValues(s.name, o, direct);
+  const assign = vals
+    .map((v, j) => {
+      let x = v;
+      if (o.drop) x = `select(0.0, ${v} * p.inv_keep, rand_uniform(p.seed, idx - ${s.base} + ${j}u) >= p.drop_p)`;
+      return `v[${j}] = ${direct ? x : `to_f16(${x})`};`;
+    })
+    .join(' ');
+  return `
+    for (var r = 0u; r < ${per}u; r++) {
+      ${sgChunkCoords(s)}
+      let go = ${s.o0} + oo;
+      let gk = ${k0} + kk;
+      var v = array<f16, ${V}>();
+      if (${per * s.NT > total ? `e < ${total}u && ` : ''}go < ${s.outer} && gk < ${s.kEnd}) {
+        let idx = ${s.base} + ${contK ? `go * ${s.ld} + gk` : `gk * ${s.ld} + go`};
+        ${pre}
+        ${assign}
+      }
+      for (var j = 0u; j < ${V}u; j++) { ${s.reg}[r * ${V}u + j] = v[j]; }
+    }`;
+}
+
+/** Prefetch registers → the stage `buf` of workgroup array `smem` ([outer][BK + pad], k contiguous). */
+function sgStageStore(s: SgStage, smem: string, buf: string): string {
+  const { contK, V, total, per } = sgChunks(s);
+  const ST = s.BK + SG_PAD;
+  const size = s.R * ST;
+  return `
+    for (var r = 0u; r < ${per}u; r++) {
+      ${sgChunkCoords(s)}
+      if (e < ${total}u) {
+        for (var j = 0u; j < ${V}u; j++) { ${smem}[${buf} * ${size}u + ${contK ? `oo * ${ST}u + kk + j` : `(oo + j) * ${ST}u + kk`}] = ${s.reg}[r * ${V}u + j]; }
+      }
+    }`;
+}
+
+function sgGemmKernel(spec: KernelSpec): string {
+  const tile = spec.tile as SgTileConfig;
+  const core = spec.sg!;
+  const { BM, BN, BK, SGM, SGN } = tile;
+  const { M: FM, N: FN, K: FK } = core.shape;
+  const sg = subgroupMatrices({ mode: core.mode, shape: core.shape, result: 'f32', sizeControl: core.sizeControl });
+  const NSG = SGM * SGN;
+  const NT = sg.invocations(NSG);
+  const WM = BM / SGM;
+  const WN = BN / SGN;
+  const TI = WM / FM; // accumulators per subgroup along M and N
+  const TJ = WN / FN;
+  const ST = BK + SG_PAD;
+  const FE = FM * FN;
+  const partial = spec.out === 'partial';
+  const mut = core.mutation;
+
+  let binding = 1;
+  const decls: string[] = [];
+  const bind = (name: string, o: OperandSpec) => {
+    const [d, next] = operandBindings(name, o, binding);
+    decls.push(d);
+    binding = next;
+  };
+  bind('A', spec.a);
+  bind('B', spec.b);
+  if (spec.pro) {
+    bind('U', spec.pro.u);
+    bind('W', spec.pro.w);
+  }
+  decls.push(`@group(0) @binding(${binding}) var<storage, read_write> C: array<f32>;`);
+  const nf4 = [spec.a, spec.b].find((o) => o.kind === 'nf4' || o.kind === 'nf4dq');
+  const anyDrop = spec.a.drop || spec.b.drop || !!spec.pro?.mask;
+
+  const As: MatrixArray = { name: 'As', elem: 'f16', length: 2 * BM * ST };
+  const Bs: MatrixArray = { name: 'Bs', elem: 'f16', length: 2 * BN * ST };
+  const Cs: MatrixArray = { name: 'Cs', elem: 'f32', length: NSG * FE };
+
+  const stages = (which: 'main' | 'pro', kEnd: string): [SgStage, SgStage] => {
+    const [oa, ob, na, nb] = which === 'main' ? [spec.a, spec.b, 'A', 'B'] : [spec.pro!.u, spec.pro!.w, 'U', 'W'];
+    const K = which === 'main' ? 'p.K' : 'p.R';
+    const base = (x: string) => (which === 'main' ? x : '0u');
+    return [
+      { name: na, side: 'a', spec: oa, R: BM, BK, NT, outer: 'p.M', kEnd, ld: oa.trans ? 'p.M' : K, base: base('baseA'), o0: 'm0', reg: `pf_${which}_a` },
+      { name: nb, side: 'b', spec: ob, R: BN, BK, NT, outer: 'p.N', kEnd, ld: ob.trans ? K : 'p.N', base: base('baseB'), o0: 'n0', reg: `pf_${which}_b` },
+    ];
+  };
+
+  const accs: [number, number][] = [];
+  for (let i = 0; i < TI; i++) for (let j = 0; j < TJ; j++) accs.push([i, j]);
+  const acc = (i: number, j: number) => `acc_${i}_${j}`;
+
+  // Fragments of one stage: left i at rows wm·WM + i·FM, right j at columns wn·WN + j·FN.
+  const bStride = mut === 'stride' ? `${BK}u` : `${ST}u`;
+  const bMajor = mut === 'major' ? 'row_major' : 'col_major';
+  const compute = (buf: string) => {
+    let body = '';
+    for (let i = 0; i < TI; i++) body += `\n        ${sg.load('left', `fa_${i}`, As, `${buf} * ${BM * ST}u + (wm * ${WM}u + ${i * FM}u) * ${ST}u + kk`, `${ST}u`, 'row_major')}`;
+    for (let j = 0; j < TJ; j++) {
+      body += `\n        ${sg.load('right', `fb_${j}`, Bs, `${buf} * ${BN * ST}u + (wn * ${WN}u + ${j * FN}u) * ${ST}u + kk`, bStride, bMajor)}`;
+      for (let i = 0; i < TI; i++) body += `\n        ${sg.mma(acc(i, j), `fa_${i}`, `fb_${j}`)}`;
+    }
+    return `
+      for (var kk = 0u; kk < ${BK}u; kk += ${FK}u) {${body}
+      }`;
+  };
+
+  // Slice t: prefetched registers → stage t % 2, barrier, issue the global loads of slice t + 1,
+  // multiply stage t % 2. The stage written next was last read two slices ago, before this
+  // slice's barrier: one barrier per slice.
+  const loop = (which: 'main' | 'pro', kBegin: string, kEnd: string) => {
+    const [a, b] = stages(which, kEnd);
+    return `
+  {
+    var ${a.reg}: array<f16, ${sgChunks(a).per * a.spec.vec}>;
+    var ${b.reg}: array<f16, ${sgChunks(b).per * b.spec.vec}>;
+    if (${kBegin} < ${kEnd}) {${sgStageLoad(a, kBegin)}${sgStageLoad(b, kBegin)}
+    }
+    var buf = 0u;
+    for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += ${BK}u) {${sgStageStore(a, 'As', 'buf')}${sgStageStore(b, 'Bs', 'buf')}
+      ${mut === 'nobarrier' ? '' : 'workgroupBarrier();'}
+      let kt = k0 + ${BK}u;
+      if (kt < ${kEnd}) {${sgStageLoad(a, 'kt')}${sgStageLoad(b, 'kt')}
+      }${compute('buf')}
+      buf = buf ^ 1u;
+    }
+    workgroupBarrier(); // the stages are free again (a following loop or prologue reuses them)
+  }`;
+  };
+
+  /**
+   * For each accumulator: every subgroup stores it to its scratch fragment, then the whole workgroup
+   * walks the scratch of all subgroups element by element (row m, column n of the output) running
+   * `body` on `v` (f32, read from Cs[ci]).
+   */
+  const throughScratch = (i: number, j: number, body: string, reload: boolean) => `
+  workgroupBarrier();
+  ${sg.store(acc(i, j), Cs, `sg_id * ${FE}u`, `${FN}u`, 'row_major')}
+  workgroupBarrier();
+  for (var ci = lid; ci < ${NSG * FE}u; ci += ${NT}u) {
+    let s = ci / ${FE}u;
+    let f = ci % ${FE}u;
+    let m = m0 + (s % ${SGM}u) * ${WM}u + ${i * FM}u + f / ${FN}u;
+    let n = n0 + (s / ${SGM}u) * ${WN}u + ${j * FN}u + f % ${FN}u;
+    let v = Cs[ci];
+    ${body}
+  }${reload ? `
+  workgroupBarrier();
+  ${sg.load('result', acc(i, j), Cs, `sg_id * ${FE}u`, `${FN}u`, 'row_major', { assign: true })}` : ''}`;
+
+  let prologue = '';
+  if (spec.pro) {
+    prologue = loop('pro', '0u', 'p.R');
+    if (spec.pro.mask) {
+      for (const [i, j] of accs) {
+        prologue += throughScratch(i, j, `Cs[ci] = v * select(0.0, p.pro_scale * p.inv_keep, rand_uniform(p.seed, m * p.N + n) >= p.drop_p);`, true);
+      }
+    } else {
+      for (const [i, j] of accs) prologue += `\n  ${sg.scale(acc(i, j), 'p.pro_scale')}`;
+    }
+  }
+
+  const kRange = partial
+    ? `let kBegin = wid.z * p.k_split;
+  let kEnd = min(p.K, kBegin + p.k_split);
+  let b = 0u;`
+    : `let kBegin = 0u;
+  let kEnd = p.K;
+  let b = wid.z + p.batch_off;`;
+  const write = partial
+    ? `C[wid.z * p.M * p.N + m * p.N + n] = v;`
+    : spec.out === 'accumulate'
+      ? `let o = baseC + m * p.N + n; C[o] = C[o] + p.alpha * v;`
+      : `C[baseC + m * p.N + n] = p.alpha * v;`;
+  let epilogue = '';
+  for (const [i, j] of accs) epilogue += throughScratch(i, j, `if (m < p.M && n < p.N) { ${write} }`, false);
+
+  return /* wgsl */ `${sg.enable}${PARAMS}${WGSL_HALF}${nf4 ? WGSL_NF4_TABLE + wgslAbsmax(nf4.kind === 'nf4dq') : ''}${anyDrop ? WGSL_RANDOM : ''}
+${decls.join('\n')}
+${sg.moduleDecls}
+var<private> F16_INF_BITS: u32 = 0x7c007c00u;
+fn to_f16(x: f32) -> f16 {
+  if (abs(x) >= 65520.0) { return select(f16(-1.0), f16(1.0), x > 0.0) * bitcast<vec2<f16>>(F16_INF_BITS).x; }
+  return f16(x);
+}
+var<workgroup> As: array<f16, ${As.length}>;
+var<workgroup> Bs: array<f16, ${Bs.length}>;
+var<workgroup> Cs: array<f32, ${Cs.length}>;
+@compute @workgroup_size(${NT})${sg.attributes}
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sg.entryParams}) {
+  ${sg.prelude('lid')}
+  let wm = sg_id % ${SGM}u;
+  let wn = sg_id / ${SGM}u;
+  let m0 = wid.y * ${BM}u;
+  let n0 = wid.x * ${BN}u;
+  ${kRange}
+  let baseA = b * p.sA;
+  let baseB = b * p.sB;
+  ${accs.map(([i, j]) => sg.declare('result', acc(i, j))).join('\n  ')}${prologue}${loop('main', 'kBegin', 'kEnd')}
+  let baseC = b * p.sC;${epilogue}
+}`;
+}
+
 const SPLIT_REDUCE_KERNEL = (accumulate: boolean) => /* wgsl */ `
 struct P { n: u32, splits: u32, alpha: f32, _pad: u32 }
 @group(0) @binding(0) var<uniform> p: P;
@@ -549,6 +879,8 @@ export interface AdapterTuning {
   commit?: string;
   f32?: Partial<Record<ShapeClass, TunedEntry>>;
   f16?: Partial<Record<ShapeClass, TunedEntry>>;
+  /** The subgroup-matrix core (f16 compute): an SG_TILES tile and the matrix shape per class. */
+  sgmatrix?: Partial<Record<ShapeClass, { tile: SgTileName; shape: MatrixShapeName; splitTarget: number; gflops?: number }>>;
 }
 
 export interface TuningTable {
@@ -570,6 +902,59 @@ export interface ChoiceContext {
   isSoftware: boolean;
   /** This adapter's tuned entries, if `npm run tune` has run on it. */
   tuning?: AdapterTuning;
+  /** The adapter's subgroup-matrix configurations ([] when the feature is off or absent). */
+  subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[];
+  /** The adapter's subgroup sizes (0 when unknown). */
+  subgroupSize?: { min: number; max: number };
+}
+
+/**
+ * The native subgroup-matrix core this context can run: needs the feature, shader-f16, an offered
+ * f16 → f32 configuration of a known shape (MATRIX_SHAPES order: 16×16×16 first), and 32-wide
+ * subgroups (declared with subgroup-size-control, or the adapter's only size). Null when not.
+ */
+export function nativeMatrixCore(ctx: Pick<ChoiceContext, 'features' | 'subgroupMatrixConfigs' | 'subgroupSize'>): { shape: MatrixShapeName; sizeControl: boolean } | null {
+  if (!ctx.features.has('chromium-experimental-subgroup-matrix') || !ctx.features.has('shader-f16')) return null;
+  const shape = offeredShapes(ctx.subgroupMatrixConfigs ?? [], 'f32')[0];
+  if (!shape) return null;
+  if (ctx.features.has('subgroup-size-control')) return { shape, sizeControl: true };
+  const sz = ctx.subgroupSize;
+  return sz && sz.min === LOGICAL_SUBGROUP && sz.max === LOGICAL_SUBGROUP ? { shape, sizeControl: false } : null;
+}
+
+let emulatedShape: MatrixShapeName | null = null;
+
+/**
+ * Tests only: while set, every product that would run the f16 compute variant runs the emulated
+ * subgroup-matrix core of this shape instead (the fp16-mixed model tests run through it).
+ */
+export function forceEmulatedMatrixCore(shape: MatrixShapeName | null): void {
+  emulatedShape = shape;
+}
+
+export function sgTileFits(tile: SgTileConfig, shape: MatrixShape, ctx: Pick<ChoiceContext, 'maxWorkgroupBytes' | 'maxInvocations'>): boolean {
+  return sgTileValid(tile, shape) && sgTileBytes(tile, shape) <= ctx.maxWorkgroupBytes && tile.SGM * tile.SGN * LOGICAL_SUBGROUP <= ctx.maxInvocations;
+}
+
+/** Tile and split-K of the subgroup-matrix core: the tuned entry, else heuristics like the SIMT ones. */
+function chooseSgTile(g: { M: number; N: number; K: number; batch: number }, ctx: ChoiceContext, shapeName: MatrixShapeName): { tile: SgTileName; splitK: number } {
+  const shape = MATRIX_SHAPES[shapeName];
+  const cls = shapeClass(g.M, g.N, g.K);
+  const tuned = ctx.tuning?.sgmatrix?.[cls];
+  const splits = (tile: SgTileName, target: number) => {
+    const t = SG_TILES[tile];
+    const tiles = Math.ceil(g.M / t.BM) * Math.ceil(g.N / t.BN) * g.batch;
+    return g.batch === 1 ? splitsFor(target, tiles, g.K, t.BK) : 1;
+  };
+  if (tuned && tuned.shape === shapeName && SG_TILES[tuned.tile] && sgTileFits(SG_TILES[tuned.tile], shape, ctx)) {
+    return { tile: tuned.tile, splitK: splits(tuned.tile, tuned.splitTarget) };
+  }
+  let tile: SgTileName;
+  if (cls === 'skinny-n') tile = 's64x32';
+  else if (cls === 'skinny-m') tile = 's32x64';
+  else tile = Math.ceil(g.M / 128) * Math.ceil(g.N / 128) * g.batch >= 128 && sgTileFits(SG_TILES.s128, shape, ctx) ? 's128' : 's64';
+  if (!sgTileFits(SG_TILES[tile], shape, ctx)) tile = 's64';
+  return { tile, splitK: splits(tile, ctx.isSoftware ? 1 : 256) };
 }
 
 export function tileFits(tile: TileConfig, compute: Compute, ctx: Pick<ChoiceContext, 'maxWorkgroupBytes' | 'maxInvocations'>): boolean {
@@ -589,6 +974,11 @@ export function splitsFor(target: number, tiles: number, K: number, BK: number):
  */
 export function chooseGemm(g: { M: number; N: number; K: number; batch: number }, ctx: ChoiceContext, f16Ok = true): GemmChoice {
   const compute: Compute = ctx.precision === 'fp16-mixed' && ctx.features.has('shader-f16') && f16Ok ? 'f16' : 'f32';
+  if (compute === 'f16') {
+    const native = nativeMatrixCore(ctx);
+    const shape = emulatedShape ?? native?.shape;
+    if (shape) return { compute, ...chooseSgTile(g, ctx, shape), matrix: { shape, emulated: emulatedShape !== null } };
+  }
   const cls = shapeClass(g.M, g.N, g.K);
   const tuned = ctx.tuning?.[compute]?.[cls];
   if (tuned && TILES[tuned.tile] && tileFits(TILES[tuned.tile], compute, ctx)) {
@@ -625,6 +1015,8 @@ export function deviceContext(): ChoiceContext {
         maxInvocations: dev.limits.maxComputeInvocationsPerWorkgroup,
         isSoftware: dev.info.isSoftware,
         tuning: GEMM_TUNING.adapters[adapterKey(dev.info)],
+        subgroupMatrixConfigs: dev.subgroupMatrixConfigs,
+        subgroupSize: dev.subgroupSize,
       },
     };
   }
@@ -689,10 +1081,28 @@ function plan(args: GemmArgs): Plan {
   }
   const ctx = deviceContext();
   const f16Ok = fitsF16(b.t) && fitsF16(a.t) && (!pro || (fitsF16(pro.u.t) && fitsF16(pro.w.t)));
-  const choice: GemmChoice = { ...chooseGemm(g, ctx, f16Ok), ...args.choice };
+  const forced = args.choice ?? {};
+  const choice: GemmChoice = { ...chooseGemm(g, ctx, f16Ok), ...forced };
+  // A forced SIMT tile or f32 compute without a forced core means the SIMT core.
+  if (!forced.matrix && ((forced.tile !== undefined && forced.tile in TILES) || forced.compute === 'f32')) delete choice.matrix;
   if (choice.compute === 'f16' && !ctx.features.has('shader-f16')) throw new Error('gemm: the f16 variant needs shader-f16');
-  const tile = TILES[choice.tile];
-  if (!tile) throw new RangeError(`gemm: unknown tile '${choice.tile}'`);
+  const tile: TileConfig | SgTileConfig | undefined = choice.matrix ? SG_TILES[choice.tile as SgTileName] : TILES[choice.tile as TileName];
+  if (!tile) throw new RangeError(`gemm: unknown ${choice.matrix ? 'subgroup-matrix ' : ''}tile '${choice.tile}'`);
+  let sg: SgCoreSpec | null = null;
+  if (choice.matrix) {
+    const m = choice.matrix;
+    const shape = MATRIX_SHAPES[m.shape];
+    if (choice.compute !== 'f16' || !shape) throw new RangeError(`gemm: the subgroup-matrix core needs f16 compute and a known shape (got ${choice.compute}, '${m.shape}')`);
+    if (!sgTileValid(tile as SgTileConfig, shape)) throw new RangeError(`gemm: tile '${choice.tile}' does not divide into ${m.shape} fragments`);
+    let sizeControl = false;
+    if (!m.emulated) {
+      assertOffered({ ...shape, result: 'f32' }, ctx.subgroupMatrixConfigs ?? [], 'gemm');
+      const native = nativeMatrixCore(ctx);
+      if (!native) throw new Error('gemm: the native subgroup-matrix core needs chromium-experimental-subgroup-matrix, shader-f16 and 32-wide subgroups');
+      sizeControl = native.sizeControl;
+    }
+    sg = { shape, mode: m.emulated ? 'emulated' : 'native', sizeControl, mutation: m.mutation ?? null };
+  }
   const splits = pro || batch !== 1 ? 1 : Math.max(1, Math.min(choice.splitK, Math.ceil(K / tile.BK)));
   const kSplit = Math.max(tile.BK, Math.ceil(K / splits / tile.BK) * tile.BK);
   const nSplits = splits > 1 ? Math.ceil(K / kSplit) : 1;
@@ -705,14 +1115,20 @@ function plan(args: GemmArgs): Plan {
     b: operandSpec(b, 'b', M, N, K),
     pro: pro ? { u: operandSpec(pro.u, 'a', M, N, R), w: operandSpec(pro.w, 'b', M, N, R), mask: !!pro.dropout } : null,
     out,
+    sg,
   };
   return { g, outShape, R, choice: { ...choice, splitK: nSplits }, spec, key: kernelKey(spec), kSplit, nSplits };
 }
 
-/** The variant gemm() would run for these arguments, and its pipeline key (tests, the tuner). */
-export function gemmPlan(args: GemmArgs): { choice: GemmChoice; key: string } {
+/** The variant gemm() would run for these arguments, its kernel spec and pipeline key (tests, the tuner). */
+export function gemmPlan(args: GemmArgs): { choice: GemmChoice; key: string; spec: GemmKernelSpec } {
   const pl = plan(args);
-  return { choice: pl.choice, key: pl.key };
+  return { choice: pl.choice, key: pl.key, spec: pl.spec };
+}
+
+/** The WGSL of a kernel spec (either core). */
+export function gemmKernelCode(spec: GemmKernelSpec): string {
+  return spec.sg ? sgGemmKernel(spec) : gemmKernel(spec);
 }
 
 /**
@@ -746,7 +1162,7 @@ export function gemm(args: GemmArgs): Tensor {
       .u32(M).u32(N).u32(K).u32(out === 'partial' ? 0 : off)
       .u32(g.sA).u32(g.sB).u32(M * N).u32(kSplit)
       .f32(alpha).u32(R).f32(pro?.scale ?? 1);
-    dispatch(key, () => gemmKernel(spec), tensors, [gx, gy, Math.min(max, zTotal - off)], dropoutUniforms(u, drop));
+    dispatch(key, () => gemmKernelCode(spec), tensors, [gx, gy, Math.min(max, zTotal - off)], dropoutUniforms(u, drop));
   }
   if (out === 'partial') {
     const n = M * N;
@@ -761,3 +1177,118 @@ export function gemm(args: GemmArgs): Tensor {
   }
   return c;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The variant table of the subgroup-matrix core (check:kernels, tests, the Null compile check)
+
+export interface GemmVariantOperand {
+  kind: OperandKind;
+  trans?: boolean;
+  drop?: boolean;
+}
+
+/** One problem that selects one kernel: its operands, epilogue and the core's tile and shape. */
+export interface GemmVariantCase {
+  /** What the case covers (loader and epilogue). */
+  what: string;
+  M: number;
+  N: number;
+  K: number;
+  a: GemmVariantOperand;
+  b: GemmVariantOperand;
+  alpha?: number;
+  accumulate?: boolean;
+  splitK?: number;
+  pro?: { R: number; u: GemmVariantOperand; w: GemmVariantOperand; mask?: boolean };
+  tile: SgTileName;
+  shape: MatrixShapeName;
+}
+
+/**
+ * Loaders × epilogues, each case once (shapes odd: 1, primes, non-multiples of every tile; a K
+ * multiple of 8 where a case needs whole 8-element loads). Every loader: f32 rounded to f16, f16,
+ * bf16, NF4, NF4 double-quant, vector and scalar loads, both storage layouts; every epilogue: store,
+ * alpha, accumulate, split-K partials, operand dropout, the fused LoRA prologue with and without
+ * its dropout mask.
+ */
+export const GEMM_SG_CASES: readonly Omit<GemmVariantCase, 'tile' | 'shape'>[] = [
+  { what: 'f32→f16 forward x·Wᵀ, vec4, alpha', M: 67, N: 37, K: 40, a: { kind: 'f32' }, b: { kind: 'f32', trans: true }, alpha: 0.75 },
+  { what: 'f16 · bf16ᵀ, 8 halves per load', M: 37, N: 71, K: 48, a: { kind: 'f16' }, b: { kind: 'bf16', trans: true } },
+  { what: 'f32ᵀ · f16, scalar outer-contiguous loads, accumulate', M: 41, N: 29, K: 37, a: { kind: 'f32', trans: true }, b: { kind: 'f16' }, accumulate: true },
+  { what: 'NF4 forward x·Wᵀ, code words', M: 43, N: 67, K: 64, a: { kind: 'f32' }, b: { kind: 'nf4', trans: true } },
+  { what: 'NF4 input gradient g·W (f16 g), accumulate', M: 31, N: 72, K: 37, a: { kind: 'f16' }, b: { kind: 'nf4' }, accumulate: true },
+  { what: 'NF4 double-quant, per element', M: 1, N: 67, K: 37, a: { kind: 'f32' }, b: { kind: 'nf4dq', trans: true } },
+  { what: 'split-K partials, dropout on A, alpha', M: 29, N: 13, K: 301, a: { kind: 'f32', trans: true, drop: true }, b: { kind: 'f32' }, splitK: 4, alpha: 2 },
+  { what: 'fused LoRA up-projection x·Wᵀ + s·(u·Bᵀ), NF4 W', M: 53, N: 70, K: 64, a: { kind: 'f32' }, b: { kind: 'nf4', trans: true }, pro: { R: 12, u: { kind: 'f32' }, w: { kind: 'f32', trans: true } } },
+  { what: 'dX = g·W + mask ⊙ (gu·A)/(1−p), bf16 W', M: 47, N: 70, K: 37, a: { kind: 'f32' }, b: { kind: 'bf16' }, pro: { R: 5, u: { kind: 'f32' }, w: { kind: 'f32' }, mask: true } },
+  { what: 'f16 B with dropout, size-1 K, accumulate', M: 5, N: 3, K: 1, a: { kind: 'bf16', trans: true }, b: { kind: 'f16', trans: true, drop: true }, accumulate: true },
+];
+
+function offlineOperand(o: GemmVariantOperand, side: 'a' | 'b', M: number, N: number, K: number): OperandSpec {
+  const contK = side === 'a' ? !o.trans : !!o.trans;
+  const ld = contK ? K : side === 'a' ? M : N;
+  return { kind: o.kind, trans: !!o.trans, vec: vecWidth(o.kind, ld, M * N * K), drop: !!o.drop };
+}
+
+/** The kernel spec gemm() builds for a case, derived without a device (the variant tables). */
+export function gemmVariantSpec(c: GemmVariantCase, mode: 'native' | 'emulated', mutation: GemmMutation | null = null): GemmKernelSpec {
+  const tile = SG_TILES[c.tile];
+  const splits = c.pro ? 1 : Math.max(1, Math.min(c.splitK ?? 1, Math.ceil(c.K / tile.BK)));
+  const kSplit = Math.max(tile.BK, Math.ceil(c.K / splits / tile.BK) * tile.BK);
+  const partial = splits > 1 && Math.ceil(c.K / kSplit) > 1;
+  return {
+    compute: 'f16',
+    tile,
+    tileName: c.tile,
+    a: offlineOperand(c.a, 'a', c.M, c.N, c.K),
+    b: offlineOperand(c.b, 'b', c.M, c.N, c.K),
+    pro: c.pro ? { u: offlineOperand(c.pro.u, 'a', c.M, c.N, c.pro.R), w: offlineOperand(c.pro.w, 'b', c.M, c.N, c.pro.R), mask: !!c.pro.mask } : null,
+    out: partial ? 'partial' : c.accumulate ? 'accumulate' : 'store',
+    sg: { shape: MATRIX_SHAPES[c.shape], mode, sizeControl: mode === 'native', mutation },
+  };
+}
+
+/** The shapes the emulation verifies (NVIDIA's two and Intel's: non-square ones catch swapped dimensions) plus Apple's. */
+const EMULATED_PLAN: Record<MatrixShapeName, number[]> = {
+  m16n16k16: [0, 3, 7, 9],
+  m16n8k16: [1, 4, 6],
+  m8n16k16: [2, 5, 8],
+  m8n8k8: [0],
+};
+
+/**
+ * Every subgroup-matrix GEMM variant: native ones for every tile × shape × case (compiled on Null),
+ * emulated ones for a covering set on the tiles that fit 32 KiB (each case under each of the three
+ * main shapes' plans at least once; run against float64).
+ */
+export function gemmVariants(): KernelVariant[] {
+  const out: KernelVariant[] = [];
+  const add = (c: GemmVariantCase, mode: 'native' | 'emulated') => {
+    const spec = gemmVariantSpec(c, mode);
+    out.push({
+      family: 'gemm',
+      name: `${mode} ${c.shape} ${c.tile}: ${c.what}`,
+      mode,
+      key: kernelKey(spec),
+      code: () => gemmKernelCode(spec),
+      workgroupBytes: sgTileBytes(spec.tile as SgTileConfig, MATRIX_SHAPES[c.shape]),
+      spec: c,
+    });
+  };
+  for (const shape of MATRIX_SHAPE_NAMES) {
+    for (const tile of SG_TILE_NAMES) {
+      if (!sgTileValid(SG_TILES[tile], MATRIX_SHAPES[shape])) continue;
+      for (const c of GEMM_SG_CASES) add({ ...c, tile, shape }, 'native');
+    }
+  }
+  for (const shape of MATRIX_SHAPE_NAMES) {
+    for (const i of EMULATED_PLAN[shape]) {
+      const c = GEMM_SG_CASES[i]!;
+      const tile: SgTileName = c.N < 32 && c.M >= 32 ? 's64x32' : c.M < 32 && c.N >= 32 ? 's32x64' : 's64';
+      add({ ...c, tile, shape }, 'emulated');
+    }
+  }
+  return out;
+}
+
+registerKernelVariants('gemm', gemmVariants);

@@ -1,0 +1,24 @@
+// How check:kernels and the tests run an emulated variant of each family against its float64
+// reference: one verifier per family, keyed by KernelVariant.family. A family that registers
+// emulated variants (src/kernels/variants.ts) adds its verifier here.
+import type { Rng } from '../../src/engine/random.js';
+import type { GemmVariantCase } from '../../src/kernels/gemm.js';
+import type { KernelVariant } from '../../src/kernels/variants.js';
+import { checkEmulatedGemm } from './gemm.js';
+
+type Verifier = (v: KernelVariant, rng: Rng) => Promise<string | null>;
+
+const VERIFIERS: Record<string, Verifier> = {
+  gemm: async (v, rng) => {
+    const r = await checkEmulatedGemm(v.spec as GemmVariantCase, rng);
+    if (!r.failure && r.key !== v.key) return `ran kernel ${r.key}, the variant is ${v.key}`;
+    return r.failure;
+  },
+};
+
+/** Null when the emulated variant matches its reference; else why not. */
+export async function verifyEmulated(v: KernelVariant, rng: Rng): Promise<string | null> {
+  const verify = VERIFIERS[v.family];
+  if (!verify) return `no verifier for the family '${v.family}' (bench/check/verifiers.ts)`;
+  return verify(v, rng);
+}
