@@ -520,23 +520,76 @@ export function sgAttentionKernel(s: SgAttentionSpec): string {
   return s.pass === 'fwd' ? forwardKernel(s) : s.pass === 'dq' ? dqKernel(s) : dkvKernel(s);
 }
 
+/** One emulated check: a problem run through the emulated kernels of one matrix shape. */
+export interface AttentionVariantCase {
+  label: string;
+  B: number;
+  T: number;
+  /** Valid keys (kvLength) of Sk cached rows. */
+  S: number;
+  Sk: number;
+  Hq: number;
+  Hkv: number;
+  Dh: number;
+  shape: MatrixShape;
+  causal: boolean;
+  qOffset?: number;
+  /** Segment lengths per batch row (sequence packing; each row's sum is T). */
+  segments?: number[][];
+  /** First valid key per batch row; the rows before it hold NaN (forward only). */
+  kvStart?: number[];
+  /** Storage dtype of q, k and v. */
+  dtype: 'f32' | 'f16';
+}
+
 /**
- * Every subgroup-matrix attention kernel, offline (no device): each pass × matrix shape × head dim ×
- * storage dtypes of q and k/v, natively and emulated (registered for `npm run check:kernels`).
+ * The emulated checks (tests and check:kernels): emulated tiles are forward 16 query rows × 32 keys
+ * and backward 16 × 16 with 2 subgroups, so these lengths span several blocks with ragged last ones.
+ * Every shape and head size appears (each kernel compiles once; emulated kernels compile slowly on
+ * software adapters); Dh 80 with 16-wide tiles deals 5 output tiles to 2 subgroups (a repeated
+ * filler tile in the last round, as the native kernels have at Dh 80).
+ */
+export const ATTENTION_SG_CASES: readonly AttentionVariantCase[] = [
+  { label: 'Dh=64 T=37 causal GQA 4 q/k/v f16', B: 2, T: 37, S: 37, Sk: 37, Hq: 8, Hkv: 2, Dh: 64, shape: MATRIX_SHAPES.m16n8k16, causal: true, dtype: 'f16' },
+  { label: 'Dh=80 T=41 causal packed 3 segments q/k/v f32', B: 2, T: 41, S: 41, Sk: 41, Hq: 2, Hkv: 2, Dh: 80, shape: MATRIX_SHAPES.m16n16k16, causal: true, segments: [[13, 21, 7], [5, 30, 6]], dtype: 'f32' },
+  { label: 'Dh=96 T=7 qOffset=12 S=19 of 24 non-causal GQA 8', B: 1, T: 7, S: 19, Sk: 24, Hq: 8, Hkv: 1, Dh: 96, shape: MATRIX_SHAPES.m8n16k16, causal: false, qOffset: 12, dtype: 'f16' },
+  { label: 'Dh=128 T=1 qOffset=44 S=45 of 48 causal GQA 2 kvStart [17, 0, 44] unwritten NaN', B: 3, T: 1, S: 45, Sk: 48, Hq: 4, Hkv: 2, Dh: 128, shape: MATRIX_SHAPES.m16n16k16, causal: true, qOffset: 44, kvStart: [17, 0, 44], dtype: 'f16' },
+  { label: 'Dh=128 T=13 causal kvStart [5, 0] unwritten NaN (prefill, rows fully masked)', B: 2, T: 13, S: 13, Sk: 13, Hq: 2, Hkv: 1, Dh: 128, shape: MATRIX_SHAPES.m16n16k16, causal: true, kvStart: [5, 0], dtype: 'f16' },
+];
+
+/** The passes a case runs: the forward, and the backward's two kernels unless it has kvStart. */
+export const casePasses = (c: AttentionVariantCase): SgAttentionPass[] => (c.kvStart ? ['fwd'] : ['fwd', 'dq', 'dkv']);
+
+/** What check:kernels needs to run an emulated attention variant: the case and the kernel it checks. */
+export interface AttentionVariantCheck {
+  case: AttentionVariantCase;
+  pass: SgAttentionPass;
+}
+
+/**
+ * Every subgroup-matrix attention kernel the generator can produce natively, offline (no device):
+ * each pass × matrix shape × head dim × storage dtypes of q and k/v; and the emulated kernels the
+ * checks in ATTENTION_SG_CASES run (one variant per case and pass). Registered for check:kernels.
  */
 export function enumerateAttentionVariants(): KernelVariant[] {
   const out: KernelVariant[] = [];
   const dtypes = ['f32', 'f16'] as const;
-  for (const mode of ['native', 'emulated'] as const)
-    for (const pass of ['fwd', 'dq', 'dkv'] as const)
-      for (const shape of SG_SHAPES)
-        for (const Dh of SG_HEAD_DIMS)
-          for (const qType of dtypes)
-            for (const kvType of dtypes) {
-              const spec = sgAttentionSpec(pass, mode, shape, Dh, qType, kvType);
-              const key = sgAttentionKey(spec);
-              out.push({ family: 'attention', name: key.replace(/^attn\.sgm\./, ''), mode, key, code: () => sgAttentionKernel(spec), workgroupBytes: sgAttentionSharedBytes(spec), spec });
-            }
+  const entry = (spec: SgAttentionSpec, name: string, check?: AttentionVariantCheck): KernelVariant => ({
+    family: 'attention', name, mode: spec.mode, key: sgAttentionKey(spec), code: () => sgAttentionKernel(spec), workgroupBytes: sgAttentionSharedBytes(spec), spec: check ?? spec,
+  });
+  for (const pass of ['fwd', 'dq', 'dkv'] as const)
+    for (const shape of SG_SHAPES)
+      for (const Dh of SG_HEAD_DIMS)
+        for (const qType of dtypes)
+          for (const kvType of dtypes) {
+            const spec = sgAttentionSpec(pass, 'native', shape, Dh, qType, kvType);
+            out.push(entry(spec, sgAttentionKey(spec).replace(/^attn\.sgm\./, '')));
+          }
+  for (const c of ATTENTION_SG_CASES)
+    for (const pass of casePasses(c)) {
+      const spec = sgAttentionSpec(pass, 'emulated', c.shape, c.Dh, c.dtype, c.dtype);
+      out.push(entry(spec, `${pass} ${shapeName(c.shape)}: ${c.label}`, { case: c, pass }));
+    }
   return out;
 }
 
