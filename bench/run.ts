@@ -60,13 +60,14 @@ mkdirSync(dirname(file), { recursive: true });
 const startedAt = new Date().toISOString();
 /** Rewrites the results file (temp file, then rename): after every case, so a stopped run keeps its figures. */
 function save(complete: boolean): void {
-  const body = { adapter: dev.name, vendor: dev.info.vendor, device: dev.info.device, features: [...dev.features], toggles: dev.toggles, software, reps, date: startedAt, complete, ...(wanted ? { ids: [...wanted] } : {}), results };
+  const body = { adapter: dev.name, vendor: dev.info.vendor, device: dev.info.device, features: [...dev.features], subgroupMatrixConfigs: dev.subgroupMatrixConfigs, toggles: dev.toggles, software, reps, date: startedAt, complete, ...(wanted ? { ids: [...wanted] } : {}), results };
   writeFileSync(`${file}.tmp`, JSON.stringify(body, null, 2));
   renameSync(`${file}.tmp`, file);
 }
 const selected = (c: BenchCase) => (!filter || `${c.family} ${c.name}`.includes(filter)) && (!wanted || [c.id, ...(c.ids ?? [])].some((id) => id !== undefined && wanted.has(id)));
 console.log(`adapter: ${dev.name}${software ? ' (software renderer: small shapes only)' : ''}`);
 console.log(`features: ${[...dev.features].join(', ') || 'none'}`);
+console.log(`subgroup-matrix configurations: ${dev.subgroupMatrixConfigs.map((c) => `${c.componentType}→${c.resultComponentType} ${c.M}×${c.N}×${c.K}`).join(', ') || 'none'}`);
 const cases = registeredBenches().filter(selected);
 console.log(`${cases.length} case(s)${wanted ? ` for ${wanted.size} id(s)` : ''}${filter ? ` matching '${filter}'` : ''}`);
 for (const c of cases) {

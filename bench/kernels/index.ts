@@ -11,3 +11,4 @@ import './nf4.js';
 import './lora.js';
 import './attention.js';
 import './decode.js';
+import './sgmatrix.js';

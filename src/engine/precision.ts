@@ -2,12 +2,14 @@
 // a variant and when they decide how to save activations for backward.
 //
 //   fp32         every GEMM in f32 (the reference path; HF-parity tests pin it)
-//   fp16-mixed   GEMM operands rounded to f16 (f32 accumulation; tensor cores where the adapter has
-//                f16 subgroup matrices), activations saved for backward in f16; LoRA weights, their
+//   fp16-mixed   GEMM operands rounded to f16 (f32 accumulation; where the adapter offers f16 → f32
+//                subgroup matrices, the GEMMs' subgroup-matrix core: compile-checked on Dawn's Null
+//                backend and verified through its emulation, not yet measured on a GPU), activations
+//                saved for backward in f16; LoRA weights, their
 //                gradients and the optimizer state stay f32; the trainer adds dynamic loss scaling
 //
 // `auto` (configs, CLI) resolves to fp16-mixed where the adapter multiplies f16 subgroup matrices
-// into f32 (tensor cores), fp32 elsewhere. Code that saves activations (autograd rules) asks
+// into f32, fp32 elsewhere. Code that saves activations (autograd rules) asks
 // `saveActivationsIn16Bit()`; the GEMM dispatcher asks `computePrecision()`.
 import type { GpuDevice } from './device.js';
 
@@ -65,7 +67,7 @@ export function precisionUnsupported(p: Precision, dev: GpuDevice): string | nul
   return null;
 }
 
-/** `auto` → fp16-mixed on adapters with f16 subgroup matrices (tensor cores), else fp32. */
+/** `auto` → fp16-mixed on adapters with f16 → f32 subgroup matrices, else fp32. */
 export function resolvePrecision(setting: PrecisionSetting, dev: GpuDevice): Precision {
   if (setting === 'auto') return dev.hasF16SubgroupMatrix() ? 'fp16-mixed' : 'fp32';
   return setting;

@@ -96,10 +96,10 @@ async function runCase(rng: Rng, c: Case): Promise<void> {
     ...(c.pro ? { prologue: { u: u!.op, w: w!.op, scale: 1.7, ...(proDrop ? { dropout: proDrop } : {}) } } : {}),
     choice: c.choice,
   };
-  const { key, choice } = gemmPlan(args);
+  const { key, choice, spec } = gemmPlan(args);
   const label = `${key} [${M}×${N}×${K}]${c.alpha ? ` α=${c.alpha}` : ''} split ${choice.splitK}`;
-  if (c.vec) expect(key, label).toContain(`.A${c.a.kind}${c.a.trans ? 'T' : 'N'}${c.vec[0]}`);
-  if (c.vec) expect(key, label).toContain(`.B${c.b.kind}${c.b.trans ? 'T' : 'N'}${c.vec[1]}`);
+  if (c.vec) expect([spec.a.kind, spec.a.trans, spec.a.vec], label).toEqual([c.a.kind, !!c.a.trans, c.vec[0]]);
+  if (c.vec) expect([spec.b.kind, spec.b.trans, spec.b.vec], label).toEqual([c.b.kind, !!c.b.trans, c.vec[1]]);
   if (c.choice.splitK && c.choice.splitK > 1) expect(choice.splitK, `${label}: split-K must really split`).toBeGreaterThan(1);
   const out = gemm(args);
   expect(out.shape).toEqual([M, N]);

@@ -18,6 +18,7 @@ import {
   type Majorness, type MatrixArray, type MatrixResultType, type MatrixRole, type MatrixShape, type MatrixMode, type SgMatrix,
 } from '../../src/kernels/sgmatrix.js';
 import { nullCompiler, type NullCompiler } from '../../src/kernels/variants.js';
+import { ceilingKernel } from '../../bench/kernels/sgmatrix.js';
 import { f16Ulp } from '../reference/gemm.js';
 import { halfBitsToNumber } from '../reference/matmul.js';
 import { testRng, useEngine } from '../helpers/index.js';
@@ -121,6 +122,17 @@ describe('sgmatrix: native backend on Dawn Null', () => {
       const code = kernel(make('native', c.shape, c.result), layout(c.shape, c.flip));
       expect(code).toContain('subgroupMatrixMultiplyAccumulate');
       expect(await nul.check(code, { workgroupBytes: 0, label: `${c.name} ${c.result}` }), `${c.name} ${c.result} flip=${c.flip}`).toEqual([]);
+    }
+  });
+
+  it("the bench's register-only ceiling kernels compile too (every shape, f32 and f16 results)", async () => {
+    for (const name of MATRIX_SHAPE_NAMES) {
+      for (const result of ['f32', 'f16'] as const) {
+        for (const sizeControl of [true, false]) {
+          // Without @subgroup_size Null wants workgroups in multiples of 128: checked at module level.
+          expect(await nul.check(ceilingKernel(name, result, sizeControl), { workgroupBytes: sizeControl ? 0 : Infinity }), `${name} ${result}`).toEqual([]);
+        }
+      }
     }
   });
 

@@ -16,6 +16,7 @@ import { sequenceLosses } from '../../src/llama/evaluate.js';
 import { generate } from '../../src/llama/generate.js';
 import { CHECKPOINT_MODES, LlamaModel, disposeKvCache, shiftLabels } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
+import { forceEmulatedMatrixCore } from '../../src/kernels/gemm.js';
 import { expectClose, useEngine } from '../helpers/index.js';
 import { adapterDir, golden, maxAbs, modelDir, readAllF32, FIXTURES, type FixtureName } from './helpers.js';
 import { join } from 'node:path';
@@ -26,7 +27,11 @@ function expectLosses(got: number[], want: number[], tol: number, label: string)
   expectClose(got, want, { atol: tol }, label);
 }
 
-export function parityTests(name: FixtureName): void {
+/**
+ * `emulatedMatrixCore`: also run the fp16-mixed losses through the emulated subgroup-matrix GEMM
+ * core (16×8×16: a non-square shape), the arithmetic the native core runs on GPUs that offer it.
+ */
+export function parityTests(name: FixtureName, opts: { emulatedMatrixCore?: boolean } = {}): void {
   useEngine();
   const g = golden.models[name];
   const ids0 = g.token_ids[0]!;
@@ -170,5 +175,35 @@ export function parityTests(name: FixtureName): void {
         setComputePrecision(prev);
       }
     });
+
+    it.skipIf(!opts.emulatedMatrixCore)('per-text losses within 5e-3 through the emulated subgroup-matrix GEMM core: base + adapter, NF4 base + adapter', async () => {
+      if (!engine().dev.has('shader-f16')) {
+        console.log(`[parity] ${name}: shader-f16 absent, fp16-mixed parity skipped`);
+        return;
+      }
+      const prev = computePrecision();
+      setComputePrecision('fp16-mixed');
+      forceEmulatedMatrixCore('m16n8k16');
+      try {
+        const cases: [string, Parameters<typeof LlamaModel.load>[1], number[]][] = [
+          ['fp16-mixed (emulated subgroup matrices) adapter loss', { adapter: adapterDir(name) }, g.adapter_loss],
+          ['fp16-mixed (emulated subgroup matrices) NF4 + adapter loss', { quantize: 'nf4', adapter: adapterDir(name) }, g.nf4_adapter_loss],
+        ];
+        for (const [label, load, want] of cases) {
+          const model = await LlamaModel.load(modelDir(name), load);
+          try {
+            const before = engine().dev.dispatchCount;
+            const per = await sequenceLosses(model, g.token_ids);
+            expect(engine().dev.dispatchCount).toBeGreaterThan(before);
+            expectLosses(per.map((e) => e.loss), want, 5e-3, label);
+          } finally {
+            model.dispose();
+          }
+        }
+      } finally {
+        forceEmulatedMatrixCore(null);
+        setComputePrecision(prev);
+      }
+    }, 1_800_000);
   });
 }
