@@ -4,6 +4,8 @@
 import type { Rng } from '../../src/engine/random.js';
 import type { GemmVariantCase } from '../../src/kernels/gemm.js';
 import type { KernelVariant } from '../../src/kernels/variants.js';
+import type { AttentionVariantCheck } from '../../src/kernels/attention-sgmatrix.js';
+import { checkEmulatedAttention } from './attention.js';
 import { checkEmulatedGemm } from './gemm.js';
 
 type Verifier = (v: KernelVariant, rng: Rng) => Promise<string | null>;
@@ -12,6 +14,12 @@ const VERIFIERS: Record<string, Verifier> = {
   gemm: async (v, rng) => {
     const r = await checkEmulatedGemm(v.spec as GemmVariantCase, rng);
     if (!r.failure && r.key !== v.key) return `ran kernel ${r.key}, the variant is ${v.key}`;
+    return r.failure;
+  },
+  attention: async (v, rng) => {
+    const { case: c, pass } = v.spec as AttentionVariantCheck;
+    const r = await checkEmulatedAttention(c, rng, [pass]);
+    if (!r.failure && !r.keys.includes(v.key)) return `ran kernels ${r.keys.join(', ')}, the variant is ${v.key}`;
     return r.failure;
   },
 };

@@ -3,8 +3,9 @@
 //
 //   fp32         every GEMM in f32 (the reference path; HF-parity tests pin it)
 //   fp16-mixed   GEMM operands rounded to f16 (f32 accumulation; where the adapter offers f16 → f32
-//                subgroup matrices, the GEMMs' subgroup-matrix core: compile-checked on Dawn's Null
-//                backend and verified through its emulation, not yet measured on a GPU), activations
+//                subgroup matrices, the GEMMs' subgroup-matrix core and, at head dims 64–128,
+//                attention's (attention-sgmatrix.ts): compile-checked on Dawn's Null backend and
+//                verified through their emulation, not yet measured on a GPU), activations
 //                saved for backward in f16; LoRA weights, their
 //                gradients and the optimizer state stay f32; the trainer adds dynamic loss scaling
 //

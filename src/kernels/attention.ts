@@ -70,9 +70,15 @@
 // by fewer rows at Dh > 64. The backward's 4-key steps cost the subgroup exchange nothing (the
 // shuffles per key are the same) and the workgroup exchange twice the barriers per key.
 import { isGradEnabled, recordOp } from '../engine/autograd.js';
-import type { FeatureName } from '../engine/device.js';
+import type { FeatureName, SubgroupMatrixConfig } from '../engine/device.js';
+import { computePrecision, type Precision } from '../engine/precision.js';
 import { engine, Tensor, type DType } from '../engine/tensor.js';
 import { saveActivation } from './activations.js';
+import {
+  SG_HEAD_DIMS, SG_SHAPES, SG_WIDTH, sgAttentionKernel, sgAttentionKey, sgAttentionSharedBytes, sgAttentionSpec, sgWorkgroupSize,
+  type SgAttentionPass, type SgAttentionSpec,
+} from './attention-sgmatrix.js';
+import { assertOffered, isOffered, type MatrixMode, type MatrixShape } from './sgmatrix.js';
 import { Uniforms, assertDtype, dispatch, grid1d } from './common.js';
 
 export interface FlashAttentionOptions {
@@ -110,6 +116,11 @@ export interface AttentionTiles {
   splits?: number;
   /** Slice loops with a constant trip count (default: on GPUs) or a uniform one (default: on software adapters). */
   unroll?: boolean;
+  /**
+   * Run the subgroup-matrix kernels (attention-sgmatrix.ts) in this mode and matrix shape (tiled
+   * forward and the backward, head dims 64, 80, 96, 128). 'emulated' is for tests: it runs anywhere.
+   */
+  fragments?: { mode: MatrixMode; shape: MatrixShape };
 }
 
 /**
@@ -225,6 +236,10 @@ export interface AttentionCaps {
   maxInvocations: number;
   /** A software renderer (lavapipe): slice loops keep a runtime trip count there (compile time). */
   software: boolean;
+  /** The adapter's subgroup-matrix configurations (none when absent). */
+  subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[];
+  /** The compute precision: the subgroup-matrix kernels (f16 operands) run only in fp16-mixed. */
+  precision?: Precision;
 }
 
 export function deviceAttentionCaps(): AttentionCaps {
@@ -236,6 +251,8 @@ export function deviceAttentionCaps(): AttentionCaps {
     maxWorkgroupStorage: dev.limits.maxComputeWorkgroupStorageSize,
     maxInvocations: dev.limits.maxComputeInvocationsPerWorkgroup,
     software: dev.info.isSoftware,
+    subgroupMatrixConfigs: dev.subgroupMatrixConfigs,
+    precision: computePrecision(),
   };
 }
 
@@ -305,6 +322,8 @@ export interface AttentionVariant {
   pass: 'forward' | 'backward';
   layout: ForwardLayout;
   exchange: Exchange;
+  /** Matrix products on f16 subgroup matrices (tensor cores) rather than f32 scalar code. */
+  subgroupMatrix?: boolean;
   requires: readonly FeatureName[];
   supports(s: AttentionShape, caps: AttentionCaps): boolean;
   preferred(s: AttentionShape): boolean;
@@ -312,11 +331,36 @@ export interface AttentionVariant {
 
 const fewRows = (s: AttentionShape): boolean => (s.Hq / s.Hkv) * s.T <= SPLIT_MAX_ROWS;
 
+/**
+ * The matrix shape the native subgroup-matrix kernels of `pass` would use for this shape and device,
+ * or null: f16 operands into f32 offered in one of SG_SHAPES (first in their order), hardware
+ * subgroups of exactly 32 lanes (the kernels deal tiles to NT/32 subgroups), fp16-mixed precision,
+ * a head dim in SG_HEAD_DIMS, and the kernels' workgroup memory and size within the device's limits.
+ */
+export function nativeFragmentShape(pass: 'forward' | 'backward', s: AttentionShape, caps: AttentionCaps): MatrixShape | null {
+  if (caps.precision !== 'fp16-mixed' || !SG_HEAD_DIMS.includes(s.Dh)) return null;
+  if (!caps.features.has('chromium-experimental-subgroup-matrix') || !caps.features.has('shader-f16')) return null;
+  if (caps.subgroupMinSize !== SG_WIDTH || caps.subgroupMaxSize !== SG_WIDTH) return null;
+  const configs = caps.subgroupMatrixConfigs ?? [];
+  const shape = SG_SHAPES.find((x) => isOffered({ ...x, result: 'f32' }, configs));
+  if (!shape) return null;
+  const passes: SgAttentionPass[] = pass === 'forward' ? ['fwd'] : ['dq', 'dkv'];
+  const fits = passes.every((ps) => {
+    const spec = sgAttentionSpec(ps, 'native', shape, s.Dh, s.qType, s.kvType);
+    return sgAttentionSharedBytes(spec) <= caps.maxWorkgroupStorage && sgWorkgroupSize(spec) <= caps.maxInvocations;
+  });
+  return fits ? shape : null;
+}
+
+const SGM_REQUIRES: readonly FeatureName[] = ['chromium-experimental-subgroup-matrix', 'shader-f16'];
+
 export const ATTENTION_VARIANTS: readonly AttentionVariant[] = [
+  { name: 'forward.tiled.sgmatrix', pass: 'forward', layout: 'tiled', exchange: 'workgroup', subgroupMatrix: true, requires: SGM_REQUIRES, supports: (s, c) => nativeFragmentShape('forward', s, c) !== null, preferred: (s) => !fewRows(s) },
   { name: 'forward.split.subgroup', pass: 'forward', layout: 'split', exchange: 'subgroup', requires: ['subgroups'], supports: (s, c) => subgroupFits('fwd', s, c), preferred: fewRows },
   { name: 'forward.split.workgroup', pass: 'forward', layout: 'split', exchange: 'workgroup', requires: [], supports: () => true, preferred: fewRows },
   { name: 'forward.tiled.subgroup', pass: 'forward', layout: 'tiled', exchange: 'subgroup', requires: ['subgroups'], supports: (s, c) => subgroupFits('fwd', s, c), preferred: () => true },
   { name: 'forward.tiled.workgroup', pass: 'forward', layout: 'tiled', exchange: 'workgroup', requires: [], supports: () => true, preferred: () => true },
+  { name: 'backward.sgmatrix', pass: 'backward', layout: 'tiled', exchange: 'workgroup', subgroupMatrix: true, requires: SGM_REQUIRES, supports: (s, c) => nativeFragmentShape('backward', s, c) !== null, preferred: () => true },
   { name: 'backward.subgroup', pass: 'backward', layout: 'tiled', exchange: 'subgroup', requires: ['subgroups'], supports: (s, c) => subgroupFits('dq', s, c) && subgroupFits('dkv', s, c), preferred: () => true },
   { name: 'backward.workgroup', pass: 'backward', layout: 'tiled', exchange: 'workgroup', requires: [], supports: () => true, preferred: () => true },
 ];
@@ -354,7 +398,7 @@ function pickExchange(pass: 'forward' | 'backward', layout: ForwardLayout, d: Di
     }
     return 'subgroup';
   }
-  const v = attentionVariantsFor(pass, shapeOf(d), caps).find((x) => x.layout === layout);
+  const v = attentionVariantsFor(pass, shapeOf(d), caps).find((x) => x.layout === layout && !x.subgroupMatrix);
   return v?.exchange === 'subgroup' && fits ? 'subgroup' : 'workgroup';
 }
 
@@ -379,7 +423,7 @@ function uniforms(d: Dims, extra: { n?: number; splitMode?: boolean; chunk?: num
     .u32(sliceGeometry(d.Dh).WV).u32(sliceGeometry(d.Dh).TPR);
 }
 
-const HEADER = /* wgsl */ `
+export const HEADER = /* wgsl */ `
 struct P {
   T: u32, S: u32, Sk: u32, Hq: u32,
   Hkv: u32, group: u32, qOffset: i32, scale2: f32,
@@ -402,7 +446,7 @@ const TPR = ${g.TPR}u; const WV = ${g.WV}u; const DV = ${g.DV}u; const ROWS = ${
 }
 
 /** WGSL: a storage binding of q/k/v-like data read as vec4f rows (f32, or f16 packed two per u32). */
-function inputBinding(binding: number, name: string, type: 'f32' | 'f16'): string {
+export function inputBinding(binding: number, name: string, type: 'f32' | 'f16'): string {
   const elem = type === 'f32' ? 'vec4f' : 'vec2u';
   const load = type === 'f32' ? `return ${name}[i];` : `let w = ${name}[i];\n  return vec4f(unpack2x16float(w.x), unpack2x16float(w.y));`;
   return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<${elem}>;
@@ -866,6 +910,22 @@ function splitPlan(d: Dims, g: Geo, splits?: number): { rowBlocks: number; chunk
   return { rowBlocks, chunk, splits: Math.ceil(span / chunk) };
 }
 
+/**
+ * The subgroup-matrix kernels to run, or null for the portable ones: the override `tiles.fragments`
+ * (tiled layout only), else the native ones where the chooser takes them (no other tile override).
+ */
+function pickFragments(pass: 'forward' | 'backward', d: Dims, caps: AttentionCaps, variant: ForwardVariant, tiles?: AttentionTiles): AttentionTiles['fragments'] | null {
+  if (tiles?.fragments) {
+    if (variant === 'split') throw new RangeError('attention: the subgroup-matrix kernels have the tiled layout only');
+    if (tiles.fragments.mode === 'native') assertOffered({ ...tiles.fragments.shape, result: 'f32' }, caps.subgroupMatrixConfigs ?? [], 'attention');
+    return tiles.fragments;
+  }
+  if (tiles || variant !== 'auto') return null;
+  if (!chooseAttentionVariant(pass, shapeOf(d), caps).subgroupMatrix) return null;
+  const shape = nativeFragmentShape(pass, shapeOf(d), caps);
+  return shape ? { mode: 'native', shape } : null;
+}
+
 function pickLayout(d: Dims, variant: ForwardVariant): ForwardLayout {
   if (variant !== 'auto') return variant;
   return chooseAttentionVariant('forward', shapeOf(d), deviceAttentionCaps()).layout;
@@ -893,6 +953,12 @@ function forwardWithDims(d: Dims, q: Tensor, k: Tensor, v: Tensor, variant: Forw
   const lse = Tensor.empty([d.B, d.Hq, d.T]);
   if (q.numel === 0) return { out, lse };
   const caps = deviceAttentionCaps();
+  const frag = pickFragments('forward', d, caps, variant, tiles);
+  if (frag) {
+    const spec = sgAttentionSpec('fwd', frag.mode, frag.shape, d.Dh, d.qType, d.kvType);
+    dispatch(sgAttentionKey(spec), () => sgAttentionKernel(spec), [q, k, v, out, lse, segBinding(d), kvStartBinding(d)], [Math.ceil(d.T / spec.BR), d.Hq, d.B], uniforms(d));
+    return { out, lse };
+  }
   const layout = pickLayout(d, variant);
   if (layout === 'split') tiles = splitTiles(d, tiles);
   const g = makeGeo('fwd', d, pickExchange('forward', layout, d, caps, tiles), caps, tiles);
@@ -958,6 +1024,23 @@ function backwardWithDims(
   let dq: Tensor | null = null;
   let dk: Tensor | null = null;
   let dv: Tensor | null = null;
+  const frag = pickFragments('backward', d, caps, 'auto', tiles);
+  if (frag) {
+    const spec = (pass: SgAttentionPass): SgAttentionSpec => sgAttentionSpec(pass, frag.mode, frag.shape, d.Dh, d.qType, d.kvType);
+    if (wantDq) {
+      dq = Tensor.empty(q.shape);
+      const g = spec('dq');
+      if (rows > 0) dispatch(sgAttentionKey(g), () => sgAttentionKernel(g), [q, k, v, dOut, lse, D, dq, seg], [Math.ceil(d.T / g.BR), d.Hq, d.B], uniforms(d));
+    }
+    if (wantDkv) {
+      dk = Tensor.empty(k.shape);
+      dv = Tensor.empty(v.shape);
+      const g = spec('dkv');
+      if (k.numel > 0) dispatch(sgAttentionKey(g), () => sgAttentionKernel(g), [q, k, v, dOut, lse, D, dk, dv, seg], [Math.ceil(d.Sk / g.BC), d.Hkv, d.B], uniforms(d));
+    }
+    D.dispose();
+    return { dq, dk, dv };
+  }
   if (wantDq) {
     dq = Tensor.empty(q.shape);
     if (rows > 0) {
