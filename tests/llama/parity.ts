@@ -17,7 +17,7 @@ import { generate } from '../../src/llama/generate.js';
 import { CHECKPOINT_MODES, LlamaModel, disposeKvCache, shiftLabels } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { forceEmulatedMatrixCore } from '../../src/kernels/gemm.js';
-import { expectClose, useEngine } from '../helpers/index.js';
+import { expectClose, requireFeature, useEngine } from '../helpers/index.js';
 import { adapterDir, golden, maxAbs, modelDir, readAllF32, FIXTURES, type FixtureName } from './helpers.js';
 import { join } from 'node:path';
 
@@ -149,11 +149,8 @@ export function parityTests(name: FixtureName, opts: { emulatedMatrixCore?: bool
   describe(`${name}: fp16-mixed (f16 GEMM operands, f32 accumulation) vs transformers' f32`, () => {
     // The contract (issue 8): per-text losses within 5e-3 of HF's f32 golden losses. Only the GEMMs
     // change (operands rounded to f16: ~5e-4 relative per product, mostly averaging out).
-    it('per-text losses within 5e-3: base, base + adapter, NF4 base + adapter', async () => {
-      if (!engine().dev.has('shader-f16')) {
-        console.log(`[parity] ${name}: shader-f16 absent, fp16-mixed parity skipped`);
-        return;
-      }
+    it('per-text losses within 5e-3: base, base + adapter, NF4 base + adapter', async (ctx) => {
+      requireFeature(ctx, 'shader-f16');
       const prev = computePrecision();
       setComputePrecision('fp16-mixed');
       try {
@@ -176,11 +173,8 @@ export function parityTests(name: FixtureName, opts: { emulatedMatrixCore?: bool
       }
     });
 
-    it.skipIf(!opts.emulatedMatrixCore)('per-text losses within 5e-3 through the emulated subgroup-matrix GEMM core: base + adapter, NF4 base + adapter', async () => {
-      if (!engine().dev.has('shader-f16')) {
-        console.log(`[parity] ${name}: shader-f16 absent, fp16-mixed parity skipped`);
-        return;
-      }
+    it.skipIf(!opts.emulatedMatrixCore)('per-text losses within 5e-3 through the emulated subgroup-matrix GEMM core: base + adapter, NF4 base + adapter', async (ctx) => {
+      requireFeature(ctx, 'shader-f16');
       const prev = computePrecision();
       setComputePrecision('fp16-mixed');
       forceEmulatedMatrixCore('m16n8k16');
