@@ -31,6 +31,7 @@
 import { HEADER as ATTN_HEADER, inputBinding } from './attention.js';
 import { LOGICAL_SUBGROUP, MATRIX_SHAPES, subgroupMatrices, type Majorness, type MatrixArray, type MatrixMode, type MatrixShape, type SgMatrix } from './sgmatrix.js';
 import { registerKernelVariants, type KernelVariant } from './variants.js';
+import { specKey } from './common.js';
 
 export type SgAttentionPass = 'fwd' | 'dq' | 'dkv';
 
@@ -91,14 +92,19 @@ export function sgAttentionSpec(
 
 export const shapeName = (s: MatrixShape): string => `${s.M}x${s.N}x${s.K}`;
 
-/** The pipeline cache key: every field of the spec, in a fixed order. */
+/** A short name of a spec, for variant listings and messages. */
+export function sgAttentionName(s: SgAttentionSpec): string {
+  return `${s.pass}.${s.mode}.${shapeName(s.shape)}.dh${s.Dh}.br${s.BR}.bc${s.BC}.sg${s.NSG}.q${s.qType}.kv${s.kvType}`;
+}
+
+/** The pipeline cache key: derived from every field of the spec (specKey). */
 export function sgAttentionKey(s: SgAttentionSpec): string {
-  return `attn.sgm.${s.pass}.${s.mode}.${shapeName(s.shape)}.dh${s.Dh}.br${s.BR}.bc${s.BC}.sg${s.NSG}.q${s.qType}.kv${s.kvType}`;
+  return specKey('attn.sgm', s);
 }
 
 function checkSpec(s: SgAttentionSpec): void {
   const { M, N, K } = s.shape;
-  const bad = (what: string) => new RangeError(`attention on subgroup matrices (${sgAttentionKey(s)}): ${what}`);
+  const bad = (what: string) => new RangeError(`attention on subgroup matrices (${sgAttentionName(s)}): ${what}`);
   // Every GEMM dimension the kernels tile: rows (BR or BC, M), columns (BC or Dh, N), depths (Dh, BR, BC: K).
   for (const [v, n, what] of [[s.BR, M, 'BR'], [s.BC, M, 'BC'], [s.BC, N, 'BC'], [s.Dh, N, 'Dh'], [s.Dh, K, 'Dh'], [s.BR, K, 'BR'], [s.BC, K, 'BC']] as const) {
     if (v % n !== 0) throw bad(`${what} ${v} is not a multiple of ${n}`);
@@ -583,7 +589,7 @@ export function enumerateAttentionVariants(): KernelVariant[] {
         for (const qType of dtypes)
           for (const kvType of dtypes) {
             const spec = sgAttentionSpec(pass, 'native', shape, Dh, qType, kvType);
-            out.push(entry(spec, sgAttentionKey(spec).replace(/^attn\.sgm\./, '')));
+            out.push(entry(spec, sgAttentionName(spec)));
           }
   for (const c of ATTENTION_SG_CASES)
     for (const pass of casePasses(c)) {

@@ -50,7 +50,7 @@ import { engine, Tensor, numelOf } from '../engine/tensor.js';
 import { computePrecision, type Precision } from '../engine/precision.js';
 import type { FeatureName } from '../engine/device.js';
 import { WGSL_RANDOM } from '../engine/random.js';
-import { Uniforms, WGSL_HALF, dispatch, grid1d } from './common.js';
+import { Uniforms, WGSL_HALF, dispatch, grid1d, specKey } from './common.js';
 import { WGSL_NF4_TABLE, absmaxBindings, absmaxTensors, isDoubleQuant, wgslAbsmax, type Nf4Weight } from './nf4.js';
 import { GEMM_TUNING } from './gemm-tuning.js';
 import { LOGICAL_SUBGROUP, MATRIX_SHAPES, MATRIX_SHAPE_NAMES, assertOffered, offeredShapes, subgroupMatrices, type MatrixArray, type MatrixShape, type MatrixShapeName } from './sgmatrix.js';
@@ -204,16 +204,9 @@ export interface GemmKernelSpec {
 }
 type KernelSpec = GemmKernelSpec;
 
-/** A canonical text of a spec (keys sorted, booleans as 0/1): every field, so equal text is equal kernel. */
-function canonical(v: unknown): string {
-  if (v === null || v === undefined) return '-';
-  if (typeof v === 'boolean') return v ? '1' : '0';
-  if (typeof v !== 'object') return String(v);
-  return `{${Object.keys(v).sort().map((k) => `${k}:${canonical((v as Record<string, unknown>)[k])}`).join(',')}}`;
-}
-
+/** The pipeline cache key: derived from every field of the spec (specKey). */
 export function kernelKey(s: KernelSpec): string {
-  return `gemm${canonical(s)}`;
+  return specKey('gemm', s);
 }
 
 const PARAMS = /* wgsl */ `

@@ -85,7 +85,7 @@ describe('generate lays out the prompt as training did', () => {
     );
     expect(promptIds({ prompt: passage }, tok, settings('auto'))).toEqual(tok.encode(passage));
     expect(thrown(() => promptIds({ prompt: passage }, tok, settings('qa'))).message).toMatch(/--field: missing field 'question' required by template qa \(give it with --field\)/);
-    expect(thrown(() => promptIds({ prompt: passage, field: ['x=1'] }, tok, settings('auto'))).message).toMatch(/^--field: --field needs a template/);
+    expect(thrown(() => promptIds({ prompt: passage, field: ['x=1'] }, tok, settings('auto'))).message).toMatch(/^--field needs a template/);
   });
 
   it('--chat-template FILE replaces the tokenizer template', async () => {

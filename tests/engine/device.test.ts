@@ -68,13 +68,13 @@ describe('device', () => {
     expect(withF16.status, withF16.stderr).toBe(0);
     const without = runChild({ FINLLM_DISABLE_FEATURES: 'shader-f16' });
     expect(without.status, without.stderr).toBe(0);
-    const gemms = (files: string[]) => files.filter((f) => f.startsWith('gemm.'));
-    expect(gemms(withF16.files)).toHaveLength(1);
-    expect(gemms(withF16.files)[0]).toMatch(/^gemm\.f16\./);
-    expect(gemms(without.files)).toHaveLength(1);
-    expect(gemms(without.files)[0]).toMatch(/^gemm\.f32\./);
-    const src = readFileSync(join(withF16.dir, gemms(withF16.files)[0]!), 'utf8');
-    expect(src).toMatch(/^\/\/ pipeline key: gemm\.f16\./);
+    // Each dump opens with its pipeline key (specKey: family, then the whole spec as canonical JSON).
+    const gemms = (r: { dir: string; files: string[] }) => r.files.map((f) => readFileSync(join(r.dir, f), 'utf8')).filter((src) => src.startsWith('// pipeline key: gemm:'));
+    expect(gemms(withF16)).toHaveLength(1);
+    expect(gemms(withF16)[0]).toMatch(/^\/\/ pipeline key: gemm:\{"a":.*"compute":"f16"/);
+    expect(gemms(without)).toHaveLength(1);
+    expect(gemms(without)[0]).toMatch(/^\/\/ pipeline key: gemm:\{"a":.*"compute":"f32"/);
+    const src = gemms(withF16)[0]!;
     expect(src).toContain('enable f16;');
     for (const r of [withF16, without]) expect(JSON.parse(r.out).c).toEqual([201, 2010, 403, 4030, 605, 6050]);
     expect(JSON.parse(without.out).f16).toBe(false);

@@ -98,6 +98,6 @@ describe('finllm compare', () => {
     writeFileSync(join(dir, 'broken.json'), '{"model": "m"');
     const args = ['compare', '--base', join(dir, 'base.json'), '--out', join(dir, 'o')];
     await expect(run([...args, '--candidate', join(dir, 'broken.json')])).rejects.toThrow(/broken\.json: expected JSON, got invalid JSON/);
-    await expect(run([...args, '--candidate', join(dir, 'base.json'), '--alpha', '2'])).rejects.toThrow(/key '--alpha': expected a number between 0 and 1, got '2'/);
+    await expect(run([...args, '--candidate', join(dir, 'base.json'), '--alpha', '2'])).rejects.toThrow(/--alpha: expected a number between 0 and 1, got '2'/);
   });
 });
