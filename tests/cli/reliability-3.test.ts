@@ -34,7 +34,7 @@ describe('12, 22. tokenizer train: sizes and frequencies out of range are refuse
   for (const f of ['0', '-3', '1.5']) {
     it(`--min-frequency ${f}: exit 1, expected an integer >= 1`, () => {
       const r = finllm(['tokenizer', 'train', '--data', corpus(), '--min-frequency', f, join(tempDir(), 'tok')]);
-      expectFailure(r, 1, f === '1.5' ? /key 'min-frequency': expected an integer, got "1\.5"/ : /key 'min-frequency': expected an integer >= 1/);
+      expectFailure(r, 1, f === '1.5' ? /--min-frequency: expected an integer, got "1\.5"/ : /--min-frequency: expected an integer >= 1/);
     });
   }
 
