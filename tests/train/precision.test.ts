@@ -218,9 +218,11 @@ describe('fp16-mixed training', () => {
       });
       expect(out.status, out.stderr).toBe(0);
       // the GEMMs that ran: f16 compute exactly when asked for
-      const gemms = readdirSync(dump).filter((f) => f.startsWith('gemm.'));
+      // (each dump opens with its pipeline key: `gemm:` and the whole spec as canonical JSON)
+      const gemms = readdirSync(dump).map((f) => readFileSync(join(dump, f), 'utf8').split('\n')[0]!).filter((k) => k.startsWith('// pipeline key: gemm:'));
       expect(gemms.length).toBeGreaterThan(0);
-      expect(gemms.every((f) => f.startsWith(precision === 'fp16-mixed' ? 'gemm.f16.' : 'gemm.f32.')), gemms.join(', ')).toBe(true);
+      const compute = precision === 'fp16-mixed' ? '"compute":"f16"' : '"compute":"f32"';
+      expect(gemms.every((k) => k.includes(compute)), gemms.join('\n')).toBe(true);
       return (JSON.parse(out.stdout) as { loss: number }).loss;
     };
     const gap = Math.abs(evalLoss('fp16-mixed') - evalLoss('fp32'));
