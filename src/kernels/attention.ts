@@ -235,7 +235,7 @@ export function deviceAttentionCaps(): AttentionCaps {
     subgroupMaxSize: dev.subgroupSize.max,
     maxWorkgroupStorage: dev.limits.maxComputeWorkgroupStorageSize,
     maxInvocations: dev.limits.maxComputeInvocationsPerWorkgroup,
-    software: dev.info.isSoftware,
+    software: dev.info.cpuKernels,
   };
 }
 
