@@ -28,6 +28,10 @@ interface Result {
   minMs: number | null;
   gflops: number | null;
   gbps: number | null;
+  /** Process CPU time per timed run (all threads, lavapipe's included): on a shared CPU less noisy than wall time. */
+  cpuMs?: number | null;
+  /** GFLOP per CPU-second (software adapters: the kernel's speed on one core's worth of CPU time). */
+  gflopsPerCpuS?: number | null;
   runs: number;
   skipped?: string;
 }
@@ -114,10 +118,13 @@ for (const c of cases) {
   }
   const times: number[] = [];
   for (let i = 0; i < 2; i++) await dev.timeGpu(() => tidy(run)); // warm-up: compile, caches
+  const cpu0 = process.cpuUsage();
   for (let i = 0; i < reps; i++) {
     const t = await dev.timeGpu(() => tidy(run));
     if (t !== null) times.push(t);
   }
+  const cpu = process.cpuUsage(cpu0);
+  const cpuMs = (cpu.user + cpu.system) / 1000 / reps;
   cleanup?.();
   await dev.sync();
   times.sort((a, b) => a - b);
@@ -131,13 +138,15 @@ for (const c of cases) {
     minMs: times.length ? times[0]! * 1e3 : null,
     gflops: med && c.flops ? c.flops / med / 1e9 : null,
     gbps: med && c.bytes ? c.bytes / med / 1e9 : null,
+    cpuMs,
+    gflopsPerCpuS: c.flops ? c.flops / (cpuMs / 1000) / 1e9 : null,
     runs: times.length,
   });
 }
 
 const fmt = (v: number | null, d = 3) => (v === null ? '-' : v >= 100 ? v.toFixed(0) : v.toPrecision(d));
-const rows = results.map((r) => [r.family, r.name, r.skipped ?? fmt(r.medianMs), fmt(r.minMs), fmt(r.gflops), fmt(r.gbps)]);
-const header = ['family', 'case', 'median ms', 'min ms', 'GFLOP/s', 'GB/s'];
+const rows = results.map((r) => [r.family, r.name, r.skipped ?? fmt(r.medianMs), fmt(r.minMs), fmt(r.gflops), fmt(r.gbps), fmt(r.cpuMs ?? null), fmt(r.gflopsPerCpuS ?? null)]);
+const header = ['family', 'case', 'median ms', 'min ms', 'GFLOP/s', 'GB/s', 'CPU ms', 'GFLOP/CPU-s'];
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
 const line = (r: string[]) => r.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
 console.log(line(header));

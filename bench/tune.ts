@@ -115,6 +115,8 @@ for (const cls of SHAPE_CLASSES) {
   for (const compute of computes) {
     for (const tile of TILE_NAMES) {
       if (!tileFits(TILES[tile], compute, ctx)) continue;
+      // CPU-shaped tiles: f32 compute, and only where the dispatcher may use them (software adapters).
+      if ('direct' in TILES[tile] && (compute !== 'f32' || !ctx.isSoftware)) continue;
       const t = TILES[tile];
       const tiles = Math.ceil(M / t.BM) * Math.ceil(N / t.BN);
       const seen = new Set<number>();

@@ -8,7 +8,7 @@ import { withPrecision, type Precision } from '../../src/engine/precision.js';
 import { Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
 import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
-import { TILE_NAMES, gemm, gemmPlan, type Compute, type GemmArgs, type GemmChoice, type TileName } from '../../src/kernels/gemm.js';
+import { TILES, TILE_NAMES, gemm, gemmPlan, type Compute, type GemmArgs, type GemmChoice, type TileName } from '../../src/kernels/gemm.js';
 import { linear, matmulGemv } from '../../src/kernels/matmul.js';
 import { halfBitsToNumber } from '../../tests/reference/matmul.js';
 import { registerBench } from '../harness.js';
@@ -84,6 +84,7 @@ export function gemmCase(s: GemmCaseSpec): void {
 // Every tile × compute variant on a square product (the tuner times them per shape class).
 for (const compute of ['f32', 'f16'] as Compute[]) {
   for (const tile of TILE_NAMES as TileName[]) {
+    if (compute === 'f16' && 'direct' in TILES[tile]) continue; // CPU-shaped tiles: f32 compute only
     gemmCase({ name: `gemm ${compute} ${tile}`, M: 256, N: 256, K: 256, choice: { compute, tile, splitK: 1 }, gpuOnly: false });
     gemmCase({ name: `gemm ${compute} ${tile}`, M: 4096, N: 4096, K: 4096, choice: { compute, tile, splitK: 1 }, gpuOnly: true });
   }
@@ -109,6 +110,18 @@ gemmCase({ name: 'lora down x·Aᵀ', M: T, N: 16, K: H, transB: true, gpuOnly: 
 gemmCase({ name: 'lora dA guᵀ·x', M: 16, N: H, K: T, transA: true, gpuOnly: true });
 gemmCase({ name: 'lora down x·Aᵀ', M: 256, N: 16, K: 256, transB: true, gpuOnly: false });
 gemmCase({ name: 'lora dA guᵀ·x', M: 16, N: 256, K: 256, transA: true, gpuOnly: false });
+
+// The bundled fin-s model's training GEMMs at 8 × 256 tokens (hidden 128, MLP 352): the MLP up
+// projection forward and its two backward products, every f32 tile (CPU-shaped r* and GPU-shaped
+// t*) and the promoted choice; these run on lavapipe too.
+const [fT, fH, fF] = [8 * 256, 128, 352];
+for (const tile of [undefined, ...TILE_NAMES] as (TileName | undefined)[]) {
+  const choice = tile ? { choice: { compute: 'f32' as Compute, tile, splitK: 1 } } : {};
+  const tag = tile ?? 'promoted';
+  gemmCase({ name: `fin-s fwd ${tag}`, M: fT, N: fF, K: fH, transB: true, ...choice, gpuOnly: false });
+  gemmCase({ name: `fin-s dX ${tag}`, M: fT, N: fH, K: fF, ...choice, gpuOnly: false });
+  gemmCase({ name: `fin-s dW ${tag}`, M: fF, N: fH, K: fT, transA: true, ...choice, gpuOnly: false });
+}
 
 // Decode: one token through the same projection, x [1, 2048] · W[5632, 2048]ᵀ. Memory-bound: the
 // weight read is the cost (GB/s is the figure of merit).

@@ -147,6 +147,20 @@ export interface AdapterDescription {
   device: string;
   description: string;
   isSoftware: boolean;
+  /**
+   * Choose kernels shaped for CPUs (GEMM register tiles without workgroup memory, runtime trip
+   * counts): a software adapter, unless FINLLM_FORCE_GPU_SHAPES=1 asks for the GPU-shaped variants
+   * (the code GPUs run, tested on a CPU).
+   */
+  cpuKernels: boolean;
+}
+
+/** Whether FINLLM_FORCE_GPU_SHAPES asks for GPU-shaped kernels on a software adapter. */
+export function forceGpuShapes(env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env.FINLLM_FORCE_GPU_SHAPES;
+  if (v === undefined || v === '' || v === '0') return false;
+  if (v === '1') return true;
+  throw new InputError(`FINLLM_FORCE_GPU_SHAPES must be 0 or 1, got '${v}'`, { key: 'FINLLM_FORCE_GPU_SHAPES' });
 }
 
 /** One storage or uniform binding of a dispatch. */
@@ -261,9 +275,10 @@ export class GpuDevice {
     this.limits = Object.freeze(copy) as unknown as GPUSupportedLimits;
     const ai = adapter.info;
     const description = `${ai.vendor} ${ai.architecture} ${ai.device} ${ai.description}`.trim();
+    const isSoftware = /llvmpipe|lavapipe|swiftshader|software/i.test(description);
     this.info = {
       vendor: ai.vendor, architecture: ai.architecture, device: ai.device, description: ai.description,
-      isSoftware: /llvmpipe|lavapipe|swiftshader|software/i.test(description),
+      isSoftware, cpuKernels: isSoftware && !forceGpuShapes(),
     };
     const anyInfo = ai as unknown as { subgroupMinSize?: number; subgroupMaxSize?: number };
     this.subgroupSize = { min: anyInfo.subgroupMinSize ?? 0, max: anyInfo.subgroupMaxSize ?? 0 };

@@ -250,7 +250,7 @@ export function deviceAttentionCaps(): AttentionCaps {
     subgroupMaxSize: dev.subgroupSize.max,
     maxWorkgroupStorage: dev.limits.maxComputeWorkgroupStorageSize,
     maxInvocations: dev.limits.maxComputeInvocationsPerWorkgroup,
-    software: dev.info.isSoftware,
+    software: dev.info.cpuKernels,
     subgroupMatrixConfigs: dev.subgroupMatrixConfigs,
     precision: computePrecision(),
   };

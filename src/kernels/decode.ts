@@ -360,7 +360,7 @@ export function decodeGemv(o: DecodeGemvOptions): void {
     const MC = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
     // Software adapters: unrolled only while the body stays small (see GemvSpec.unroll).
     const chunks = aligned ? widthOf(kind) / 4 : 1;
-    const unroll = !engine().dev.info.isSoftware || MC * chunks <= 8;
+    const unroll = !engine().dev.info.cpuKernels || MC * chunks <= 8;
     const spec: GemvSpec = { kind, S, MC, aligned, norm, rstdOut: !!o.rstdOut, lora: loraOn, epilogue, unroll };
     const u = new Uniforms(24)
       .u32(rows).u32(K).u32(ld).f32(o.norm?.eps ?? 0)

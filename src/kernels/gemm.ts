@@ -69,6 +69,13 @@ export interface TileConfig {
   TN: number;
   /** Two workgroup buffers: stage slice t+1 while multiplying slice t. */
   double: boolean;
+  /**
+   * CPU-shaped (software adapters): no workgroup memory and no barrier; each invocation reads its
+   * TM rows of A and TN columns of B straight from global memory, 4 k-steps per iteration (vec4
+   * loads where the layout allows), into TM × TN register accumulators. BK is that k-step (4).
+   * f32 operands and f32 compute only, no dropout or prologue (others fall back to t64).
+   */
+  direct?: boolean;
 }
 
 /** The tile shapes the dispatcher and the tuner choose from. */
@@ -84,6 +91,12 @@ export const TILES = {
   t64x32: { BM: 64, BN: 32, BK: 16, TM: 4, TN: 4, double: false },
   /** Skinny M (LoRA A gradient, M = rank): 32 × 64, 128 threads. */
   t32x64: { BM: 32, BN: 64, BK: 16, TM: 4, TN: 4, double: false },
+  /** CPU-shaped: 8×8 outputs per invocation, 64 invocations, no workgroup memory or barrier. */
+  r8x8: { BM: 64, BN: 64, BK: 4, TM: 8, TN: 8, double: false, direct: true },
+  /** CPU-shaped: 4×8 outputs per invocation, 32 × 64 per workgroup. */
+  r4x8: { BM: 32, BN: 64, BK: 4, TM: 4, TN: 8, double: false, direct: true },
+  /** CPU-shaped: 4×4 outputs per invocation, for small products. */
+  r4x4: { BM: 32, BN: 32, BK: 4, TM: 4, TN: 4, double: false, direct: true },
 } as const satisfies Record<string, TileConfig>;
 export type TileName = keyof typeof TILES;
 export const TILE_NAMES = Object.keys(TILES) as TileName[];
@@ -755,6 +768,123 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 }`;
 }
 
+/**
+ * The CPU-shaped kernel (TileConfig.direct): straight-line code generated per (layout, vector
+ * width), each invocation owning rows m0..m0+TM-1 and columns n0..n0+TN-1. Loads of rows or columns
+ * past the matrix are clamped to its last row or column (in bounds, results never stored), so the
+ * inner loop has no branch; k runs in steps of 4 with a scalar tail.
+ */
+function gemmDirectKernel(spec: KernelSpec): string {
+  const { BM, BN, TM, TN } = spec.tile as TileConfig;
+  const WGX = BN / TN;
+  const WGY = BM / TM;
+  const RN = TN / 4;
+  const partial = spec.out === 'partial';
+  const A = spec.a;
+  const B = spec.b;
+  const range = (n: number) => Array.from({ length: n }, (_, j) => j);
+  const C4 = ['x', 'y', 'z', 'w'];
+  // One element of a binding, whatever its declared type.
+  const elem = (name: string, o: OperandSpec, idx: string) => (o.vec === 4 ? `${name}[(${idx}) >> 2u][(${idx}) & 3u]` : `${name}[${idx}]`);
+  const lines: string[] = [];
+  // Clamped row / column indices and row bases.
+  for (const i of range(TM)) lines.push(`let mi${i} = min(m0 + ${i}u, p.M - 1u);`);
+  for (const j of range(TN)) lines.push(`let nj${j} = min(n0 + ${j}u, p.N - 1u);`);
+  if (!A.trans) for (const i of range(TM)) lines.push(`let ra${i} = baseA + mi${i} * p.K;`);
+  if (B.trans) for (const j of range(TN)) lines.push(`let rb${j} = baseB + nj${j} * p.K;`);
+  if (A.trans && A.vec === 4) for (const g of range(TM / 4)) lines.push(`let ma${g} = min(m0 + ${4 * g}u, p.M - 4u);`);
+  if (!B.trans && B.vec === 4) for (const q of range(RN)) lines.push(`let nb${q} = min(n0 + ${4 * q}u, p.N - 4u);`);
+  for (const i of range(TM)) for (const q of range(RN)) lines.push(`var acc${i}_${q} = vec4f(0.0);`);
+
+  // Main loop body: loads of 4 k-steps, then aVal(i, kk) / bVec(kk, q) expressions.
+  const body: string[] = [];
+  let aVal: (i: number, kk: number) => string;
+  if (!A.trans) {
+    for (const i of range(TM)) {
+      body.push(A.vec === 4 ? `let a${i} = A[(ra${i} + k) >> 2u];` : `let a${i} = vec4f(${range(4).map((c) => `A[ra${i} + k + ${c}u]`).join(', ')});`);
+    }
+    aVal = (i, kk) => `a${i}.${C4[kk]}`;
+  } else if (A.vec === 4) {
+    for (const kk of range(4)) for (const g of range(TM / 4)) body.push(`let a${kk}_${g} = A[(baseA + (k + ${kk}u) * p.M + ma${g}) >> 2u];`);
+    aVal = (i, kk) => `a${kk}_${i >> 2}.${C4[i & 3]}`;
+  } else {
+    for (const kk of range(4)) body.push(`let ak${kk} = baseA + (k + ${kk}u) * p.M;`);
+    aVal = (i, kk) => `A[ak${kk} + mi${i}]`;
+  }
+  let bVec: (kk: number, q: number) => string;
+  if (B.trans) {
+    for (const j of range(TN)) {
+      body.push(B.vec === 4 ? `let b${j} = B[(rb${j} + k) >> 2u];` : `let b${j} = vec4f(${range(4).map((c) => `B[rb${j} + k + ${c}u]`).join(', ')});`);
+    }
+    bVec = (kk, q) => `vec4f(${range(4).map((c) => `b${4 * q + c}.${C4[kk]}`).join(', ')})`;
+  } else {
+    for (const kk of range(4)) {
+      body.push(`let bk${kk} = baseB + (k + ${kk}u) * p.N;`);
+      for (const q of range(RN)) {
+        body.push(B.vec === 4 ? `let b${kk}_${q} = B[(bk${kk} + nb${q}) >> 2u];` : `let b${kk}_${q} = vec4f(${range(4).map((c) => `B[bk${kk} + nj${4 * q + c}]`).join(', ')});`);
+      }
+    }
+    bVec = (kk, q) => `b${kk}_${q}`;
+  }
+  for (const kk of range(4)) {
+    for (const q of range(RN)) body.push(`let bv${kk}_${q} = ${bVec(kk, q)};`);
+    for (const i of range(TM)) {
+      body.push(`let av${kk}_${i} = vec4f(${aVal(i, kk)});`);
+      for (const q of range(RN)) body.push(`acc${i}_${q} = fma(av${kk}_${i}, bv${kk}_${q}, acc${i}_${q});`);
+    }
+  }
+
+  // Scalar tail: one k at a time.
+  const tail: string[] = [];
+  for (const i of range(TM)) tail.push(`let t${i} = vec4f(${elem('A', A, A.trans ? `baseA + k * p.M + mi${i}` : `ra${i} + k`)});`);
+  for (const q of range(RN)) {
+    tail.push(`let u${q} = vec4f(${range(4).map((c) => elem('B', B, B.trans ? `rb${4 * q + c} + k` : `baseB + k * p.N + nj${4 * q + c}`)).join(', ')});`);
+  }
+  for (const i of range(TM)) for (const q of range(RN)) tail.push(`acc${i}_${q} = fma(t${i}, u${q}, acc${i}_${q});`);
+
+  const kRange = partial
+    ? `let kBegin = wid.z * p.k_split;
+  let kEnd = min(p.K, kBegin + p.k_split);
+  let b = 0u;`
+    : `let kBegin = 0u;
+  let kEnd = p.K;
+  let b = wid.z + p.batch_off;`;
+  const write = partial
+    ? `C[wid.z * p.M * p.N + m * p.N + n] = v;`
+    : spec.out === 'accumulate'
+      ? `let o = baseC + m * p.N + n; C[o] = C[o] + p.alpha * v;`
+      : `C[baseC + m * p.N + n] = p.alpha * v;`;
+  const stores: string[] = [];
+  for (const i of range(TM)) {
+    const st: string[] = [];
+    for (const q of range(RN)) for (const c of range(4)) st.push(`if (n0 + ${4 * q + c}u < p.N) { let n = n0 + ${4 * q + c}u; let v = acc${i}_${q}.${C4[c]}; ${write} }`);
+    stores.push(`if (m0 + ${i}u < p.M) {\n    let m = m0 + ${i}u;\n    ${st.join('\n    ')}\n  }`);
+  }
+  const ind = (xs: string[], n: number) => xs.join('\n' + ' '.repeat(n));
+  return /* wgsl */ `${PARAMS}
+@group(0) @binding(1) var<storage, read> A: array<${bindingType(A)}>;
+@group(0) @binding(2) var<storage, read> B: array<${bindingType(B)}>;
+@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+@compute @workgroup_size(${WGX * WGY})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let m0 = wid.y * ${BM}u + (lid / ${WGX}u) * ${TM}u;
+  let n0 = wid.x * ${BN}u + (lid % ${WGX}u) * ${TN}u;
+  ${kRange}
+  let baseA = b * p.sA;
+  let baseB = b * p.sB;
+  ${ind(lines, 2)}
+  var k = kBegin;
+  for (; k + 4u <= kEnd; k += 4u) {
+    ${ind(body, 4)}
+  }
+  for (; k < kEnd; k++) {
+    ${ind(tail, 4)}
+  }
+  let baseC = b * p.sC;
+  ${ind(stores, 2)}
+}`;
+}
+
 const SPLIT_REDUCE_KERNEL = (accumulate: boolean) => /* wgsl */ `
 struct P { n: u32, splits: u32, alpha: f32, _pad: u32 }
 @group(0) @binding(0) var<uniform> p: P;
@@ -839,6 +969,7 @@ function operandTensors(t: Tensor | Nf4Weight): Tensor[] {
 
 /** Workgroup memory of a tile in bytes (both operands, both buffers when double-buffered). */
 export function tileBytes(tile: TileConfig, compute: Compute): number {
+  if (tile.direct) return 0;
   return (tile.double ? 2 : 1) * tile.BK * (tile.BM + tile.BN + 8) * (compute === 'f16' ? 2 : 4);
 }
 
@@ -892,6 +1023,7 @@ export interface ChoiceContext {
   /** Workgroup memory and invocation limits. */
   maxWorkgroupBytes: number;
   maxInvocations: number;
+  /** CPU-shaped kernels (a software adapter, unless FINLLM_FORCE_GPU_SHAPES=1). */
   isSoftware: boolean;
   /** This adapter's tuned entries, if `npm run tune` has run on it. */
   tuning?: AdapterTuning;
@@ -960,6 +1092,17 @@ export function splitsFor(target: number, tiles: number, K: number, BK: number):
   return Math.max(1, Math.min(Math.ceil(target / tiles), Math.floor(K / (8 * BK)), 64));
 }
 
+const isDirect = (t: TileName): boolean => !!(TILES[t] as TileConfig).direct;
+
+/**
+ * The CPU-shaped tile of a problem: 4×8 outputs per invocation, 4×4 when that leaves fewer than
+ * 256 invocations (lavapipe, fin-s training shapes: r4x8 2.9-3.1 GFLOP per CPU-second, r8x8
+ * 1.9-2.4, r4x4 1.9-2.9, the tuned GPU-shaped tiles 0.8-1.9; bench/NOTES.md).
+ */
+export function directTileFor(g: { M: number; N: number; batch: number }): TileName {
+  return Math.ceil(g.M / 4) * Math.ceil(g.N / 8) * g.batch >= 256 ? 'r4x8' : 'r4x4';
+}
+
 /**
  * The variant for one problem: compute from the precision and the features (f16 needs
  * shader-f16; `f16Ok` false keeps an operand that does not fit f16 on f32), the tile and split-K
@@ -974,7 +1117,10 @@ export function chooseGemm(g: { M: number; N: number; K: number; batch: number }
   }
   const cls = shapeClass(g.M, g.N, g.K);
   const tuned = ctx.tuning?.[compute]?.[cls];
-  if (tuned && TILES[tuned.tile] && tileFits(TILES[tuned.tile], compute, ctx)) {
+  // Software adapters: the CPU-shaped kernels (the tuned GPU-shaped entries apply only when
+  // FINLLM_FORCE_GPU_SHAPES turns the CPU shapes off); a tuned entry may itself be CPU-shaped.
+  const tunedOk = tuned && TILES[tuned.tile] && tileFits(TILES[tuned.tile], compute, ctx) && (!isDirect(tuned.tile) || ctx.isSoftware);
+  if (tunedOk && !(ctx.isSoftware && compute === 'f32' && !isDirect(tuned.tile))) {
     const t = TILES[tuned.tile];
     const tiles = Math.ceil(g.M / t.BM) * Math.ceil(g.N / t.BN) * g.batch;
     return { compute, tile: tuned.tile, splitK: g.batch === 1 ? splitsFor(tuned.splitTarget, tiles, g.K, t.BK) : 1 };
@@ -987,6 +1133,7 @@ export function chooseGemm(g: { M: number; N: number; K: number; batch: number }
     tile = tiles128 >= 256 ? (tileFits(TILES.t128d, compute, ctx) ? 't128d' : 't128') : 't64';
   }
   if (!tileFits(TILES[tile], compute, ctx)) tile = 't64';
+  if (ctx.isSoftware && compute === 'f32') tile = directTileFor(g);
   const t = TILES[tile];
   const tiles = Math.ceil(g.M / t.BM) * Math.ceil(g.N / t.BN) * g.batch;
   // A GPU wants a few hundred workgroups in flight; a CPU adapter has a few cores and gains nothing.
@@ -1006,7 +1153,7 @@ export function deviceContext(): ChoiceContext {
         features: dev.features,
         maxWorkgroupBytes: dev.limits.maxComputeWorkgroupStorageSize,
         maxInvocations: dev.limits.maxComputeInvocationsPerWorkgroup,
-        isSoftware: dev.info.isSoftware,
+        isSoftware: dev.info.cpuKernels,
         tuning: GEMM_TUNING.adapters[adapterKey(dev.info)],
         subgroupMatrixConfigs: dev.subgroupMatrixConfigs,
         subgroupSize: dev.subgroupSize,
@@ -1079,6 +1226,14 @@ function plan(args: GemmArgs): Plan {
   // A forced SIMT tile or f32 compute without a forced core means the SIMT core.
   if (!forced.matrix && ((forced.tile !== undefined && forced.tile in TILES) || forced.compute === 'f32')) delete choice.matrix;
   if (choice.compute === 'f16' && !ctx.features.has('shader-f16')) throw new Error('gemm: the f16 variant needs shader-f16');
+  // The CPU-shaped kernels read f32 operands only, without dropout or prologue.
+  if (!choice.matrix && choice.tile in TILES && isDirect(choice.tile as TileName)) {
+    const directOk = choice.compute === 'f32' && !pro && !drops.length && operandKind(a.t) === 'f32' && operandKind(b.t) === 'f32';
+    if (!directOk) {
+      if (args.choice?.tile) throw new RangeError(`gemm: the CPU-shaped tile '${choice.tile}' takes f32 operands and f32 compute, without dropout or prologue`);
+      choice.tile = 't64';
+    }
+  }
   const tile: TileConfig | SgTileConfig | undefined = choice.matrix ? SG_TILES[choice.tile as SgTileName] : TILES[choice.tile as TileName];
   if (!tile) throw new RangeError(`gemm: unknown ${choice.matrix ? 'subgroup-matrix ' : ''}tile '${choice.tile}'`);
   let sg: SgCoreSpec | null = null;
@@ -1121,7 +1276,8 @@ export function gemmPlan(args: GemmArgs): { choice: GemmChoice; key: string; spe
 
 /** The WGSL of a kernel spec (either core). */
 export function gemmKernelCode(spec: GemmKernelSpec): string {
-  return spec.sg ? sgGemmKernel(spec) : gemmKernel(spec);
+  if (spec.sg) return sgGemmKernel(spec);
+  return (spec.tile as TileConfig).direct ? gemmDirectKernel(spec) : gemmKernel(spec);
 }
 
 /**

@@ -59,6 +59,8 @@ const RUN: { readme: string; extra: string[] }[] = [
   { readme: 'finllm generate --model DIR --adapter ADAPTER --prompt "Summarize: revenue rose 9% to $2.31 billion" --max-new-tokens 64 --temperature 0.7 --top-p 0.9 --seed 1', extra: ['--max-new-tokens', '4'] },
   { readme: 'finllm generate --model DIR --adapter ADAPTER --merge-adapter --quantize nf4 --prompt "…"', extra: ['--max-new-tokens', '4'] },
   { readme: 'finllm export --model DIR --adapter ADAPTER --merged merged-model/', extra: [] },
+  { readme: 'finllm export --model DIR --adapter ADAPTER --gguf out/fin.gguf --gguf-type q8_0 --ollama', extra: [] },
+  { readme: 'finllm eval --model out/fin.gguf --data heldout.jsonl', extra: [] },
   { readme: 'finllm data generate --kind corpus -n 20000 --seed 1 -o corpus.jsonl', extra: ['-n', '300'] },
   { readme: 'finllm data generate --kind tasks -n 200 --seed 2 -o tasks.jsonl', extra: ['-n', '20'] },
   { readme: 'finllm tokenizer train --data corpus.jsonl --vocab-size 2048 tok/', extra: [] },
@@ -88,6 +90,7 @@ describe('README examples', () => {
     for (const d of ['configs', 'data', 'models']) symlinkSync(join(ROOT, d), join(dir, d));
     const alpaca = Array.from({ length: 40 }, (_, i) => `"Give the revenue of company ${i}.","Company ${i} reported revenue of $${i}.5 million.","$${i}.5 million"`);
     writeFileSync(join(dir, 'my-data.csv'), ['instruction,input,output', ...alpaca].join('\n') + '\n');
+    writeFileSync(join(dir, 'heldout.jsonl'), '{"text": "Revenue rose 9% to $2.31 billion."}\n{"text": "Operating margin fell to 12%."}\n');
     writeFileSync(join(dir, 'predictions.jsonl'), '{"prediction": "Revenue rose 9% to $2.31 billion.", "reference": "Revenue rose 9% to $2.31 billion."}\n');
     try {
     for (const { readme, extra } of RUN) {

@@ -88,3 +88,15 @@ describe('device', () => {
     expect(out.toggles).toEqual(expect.arrayContaining(['disable_robustness', 'disable_workgroup_init']));
   });
 });
+
+describe('FINLLM_FORCE_GPU_SHAPES', () => {
+  it('1 forces the GPU-shaped kernels on a software adapter; unset, empty or 0 leaves the choice to the adapter; else a one-line error', async () => {
+    const { forceGpuShapes } = await import('../../src/engine/device.js');
+    expect(forceGpuShapes({})).toBe(false);
+    expect(forceGpuShapes({ FINLLM_FORCE_GPU_SHAPES: '' })).toBe(false);
+    expect(forceGpuShapes({ FINLLM_FORCE_GPU_SHAPES: '0' })).toBe(false);
+    expect(forceGpuShapes({ FINLLM_FORCE_GPU_SHAPES: '1' })).toBe(true);
+    expect(() => forceGpuShapes({ FINLLM_FORCE_GPU_SHAPES: 'yes' })).toThrow(InputError);
+    expect(() => forceGpuShapes({ FINLLM_FORCE_GPU_SHAPES: 'yes' })).toThrow(/FINLLM_FORCE_GPU_SHAPES must be 0 or 1, got 'yes'/);
+  });
+});

@@ -14,7 +14,7 @@ import { engine, Tensor } from '../../src/engine/tensor.js';
 import { bf16ToF32, f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
 import { withPrecision } from '../../src/engine/precision.js';
 import { maxAbs16, maxAbsF32 } from '../../src/llama/weights.js';
-import { TILE_NAMES, chooseGemm, gemm, gemmPlan, noteWeightRange, shapeClass, type Compute, type GemmChoice, type GemmOperand, type OperandKind, type TileName, type ChoiceContext } from '../../src/kernels/gemm.js';
+import { TILES, TILE_NAMES, chooseGemm, directTileFor, gemm, gemmPlan, noteWeightRange, shapeClass, type Compute, type GemmChoice, type GemmOperand, type OperandKind, type TileName, type ChoiceContext } from '../../src/kernels/gemm.js';
 import { disposeNf4, nf4Absmax, quantizeNf4, unpackNf4Codes, type Nf4Weight } from '../../src/kernels/nf4.js';
 import { expectWithinGemmBound, gemmReference, type RefOperand } from '../reference/gemm.js';
 import { halfBitsToNumber } from '../reference/matmul.js';
@@ -124,6 +124,7 @@ function computes(): Compute[] {
 }
 
 const f32 = (trans?: boolean): OpCase => ({ kind: 'f32', trans });
+const isDirect = (t: TileName): boolean => 'direct' in TILES[t];
 
 /**
  * The four stage-loader paths of each side for f32 operands: (contiguous along k | along the outer
@@ -144,7 +145,7 @@ describe('gemm: tiles × compute variants (f32 operands, every layout)', () => {
     // Both compute variants share the stage and epilogue code, which the loader tests below cover
     // in f16 too. FULL: every tile × layout × compute.
     const plan: [Compute, TileName, number[]][] = FULL
-      ? computes().flatMap((c) => TILE_NAMES.map((t) => [c, t, [0, 1, 2, 3]] as [Compute, TileName, number[]]))
+      ? computes().flatMap((c) => TILE_NAMES.filter((t) => c === 'f32' || !isDirect(t)).map((t) => [c, t, [0, 1, 2, 3]] as [Compute, TileName, number[]]))
       : [
           ['f32', 't64', [0, 1, 2, 3]],
           ['f32', 't128', [0]],
@@ -152,6 +153,10 @@ describe('gemm: tiles × compute variants (f32 operands, every layout)', () => {
           ['f32', 't64d', [3]],
           ['f32', 't64x32', [0]],
           ['f32', 't32x64', [0]],
+          // The CPU-shaped kernels are generated per layout and vector width: every layout.
+          ['f32', 'r8x8', [0, 1, 2, 3]],
+          ['f32', 'r4x8', [0, 1, 2, 3]],
+          ['f32', 'r4x4', [0, 1, 2, 3]],
           ...(computes().includes('f16')
             ? ([
                 ['f16', 't64', [0, 3]],
@@ -211,6 +216,9 @@ describe('gemm: epilogues and the fused prologue', () => {
     await runCase(rng, { M: 70, N: 13, K: 301, a: f32(true), b: f32(), alpha: 2, choice: { compute: 'f32', tile: 't64x32', splitK: 5 } });
     const c = computes().includes('f16') ? 'f16' : 'f32';
     await runCase(rng, { M: 13, N: 70, K: 301, a: f32(true), b: f32(), accumulate: true, choice: { compute: c, tile: 't32x64', splitK: 3 } });
+    // the CPU-shaped kernels: accumulate, and split-K (slices of 64 = 16 k-steps of 4, a scalar tail in the last)
+    await runCase(rng, { M: 67, N: 70, K: 37, a: f32(), b: f32(true), alpha: -1.5, accumulate: true, choice: { compute: 'f32', tile: 'r8x8', splitK: 1 } });
+    await runCase(rng, { M: 70, N: 13, K: 301, a: f32(true), b: f32(), alpha: 2, choice: { compute: 'f32', tile: 'r4x4', splitK: 5 } });
   });
 
   it('prologue: LoRA up-projection fused into the base product (forward), masked LoRA term (dX)', async () => {
@@ -285,8 +293,35 @@ describe('gemm: the variant choice', () => {
     disposeNf4(q);
   });
 
+  it('software adapters get the CPU-shaped tiles for f32 (tuned GPU-shaped entries apply only to GPU shapes); f16 compute keeps the GPU-shaped ones', () => {
+    const sw = (over: Partial<ChoiceContext> = {}) => ctx({ isSoftware: true, ...over });
+    const fwd = { M: 2048, N: 352, K: 128, batch: 1 };
+    expect(chooseGemm(fwd, sw())).toEqual({ compute: 'f32', tile: 'r4x8', splitK: 1 });
+    expect(directTileFor({ M: 64, N: 128, batch: 1 })).toBe('r4x8');
+    expect(directTileFor({ M: 16, N: 64, batch: 1 }), '32 invocations of 4×8: too few').toBe('r4x4');
+    expect(directTileFor({ M: 16, N: 64, batch: 8 }), 'the batch counts').toBe('r4x8');
+    const tuned = { description: 'test', date: '', f32: { medium: { tile: 't64d' as TileName, splitTarget: 0 } }, f16: { medium: { tile: 't128' as TileName, splitTarget: 0 } } };
+    expect(chooseGemm(fwd, sw({ tuning: tuned })).tile, 'the CPU shape over a GPU-shaped tuned entry').toBe('r4x8');
+    expect(chooseGemm(fwd, ctx({ tuning: tuned })).tile, 'FINLLM_FORCE_GPU_SHAPES (isSoftware false): the tuned entry').toBe('t64d');
+    expect(chooseGemm(fwd, sw({ tuning: { ...tuned, f32: { medium: { tile: 'r8x8', splitTarget: 0 } } } })).tile, 'a CPU-shaped tuned entry').toBe('r8x8');
+    expect(chooseGemm(fwd, ctx({ tuning: { ...tuned, f32: { medium: { tile: 'r4x8', splitTarget: 0 } } } })).tile, 'never on GPU shapes').toBe('t64');
+    expect(chooseGemm(fwd, sw({ precision: 'fp16-mixed', tuning: tuned })), 'f16 compute').toEqual({ compute: 'f16', tile: 't128', splitK: 1 });
+    expect(chooseGemm({ M: 16, N: 2048, K: 4096, batch: 1 }, sw()).splitK, 'no split-K on a CPU').toBe(1);
+  });
+
+  it('a CPU-shaped tile takes f32 operands only: the chosen one falls back to t64, a forced one is refused', () => {
+    const x = Tensor.empty([70, 64]);
+    const w = Tensor.empty([96, 64], 'bf16');
+    const w32 = Tensor.empty([96, 64]);
+    expect(gemmPlan({ a: { t: x }, b: { t: w32, trans: true }, choice: { tile: 'r8x8', compute: 'f32' } }).choice.tile).toBe('r8x8');
+    expect(gemmPlan({ a: { t: x }, b: { t: w, trans: true }, choice: { compute: 'f32', splitK: 1 } }).key).not.toContain('.r');
+    expect(() => gemmPlan({ a: { t: x }, b: { t: w, trans: true }, choice: { tile: 'r8x8' } })).toThrow(/CPU-shaped tile 'r8x8' takes f32 operands/);
+    expect(() => gemmPlan({ a: { t: x, dropout: { p: 0.1, seed: 1 } }, b: { t: w32, trans: true }, choice: { tile: 'r4x4' } })).toThrow(/without dropout/);
+    for (const t of [x, w, w32]) t.dispose();
+  });
+
   it('the tiles exercised here are all the tiles there are', () => {
-    expect([...TILE_NAMES].sort()).toEqual((['t128', 't128d', 't64', 't64d', 't64x32', 't32x64'] as TileName[]).sort());
+    expect([...TILE_NAMES].sort()).toEqual((['t128', 't128d', 't64', 't64d', 't64x32', 't32x64', 'r8x8', 'r4x8', 'r4x4'] as TileName[]).sort());
   });
 });
 

@@ -123,7 +123,7 @@ describe('committed generated data', () => {
   it('data/finetune and the data/eval/fin-* suites are what `finllm data generate` writes (commands in configs/default.yaml)', async () => {
     const root = process.cwd();
     const files: [string, Parameters<typeof writeSyntheticJsonl>[1]][] = [
-      ['data/finetune/train.jsonl', { kind: 'tasks', count: 300, seed: 101, split: 'train' }],
+      ['data/finetune/train.jsonl', { kind: 'tasks', count: 1000, seed: 101, split: 'train' }],
       ['data/finetune/val.jsonl', { kind: 'tasks', count: 15, seed: 102, split: 'val' }],
       ['data/eval/fin-sentiment.jsonl', { kind: 'tasks', count: 60, seed: 103, split: 'eval', evalLayout: true, tasks: ['sentiment'] }],
       ['data/eval/fin-figures.jsonl', { kind: 'tasks', count: 60, seed: 104, split: 'eval', evalLayout: true, tasks: ['figures'] }],
