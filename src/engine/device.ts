@@ -13,6 +13,7 @@
 //   nothing on other adapters) and FINLLM_F16_ON_NVIDIA=0 turns it off again;
 // - Dawn quantizes timestamp queries (65.5 µs steps on an H100) unless `timestamp_quantization` is
 //   disabled: it is, so kernel timings are real.
+import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { create, globals } from 'webgpu';
@@ -360,7 +361,7 @@ export class GpuDevice {
     if (cached) return cached;
     this.checkAlive();
     const src = code();
-    if (this.dumpDir) writeFileSync(join(this.dumpDir, `${key.replace(/[^A-Za-z0-9_.-]/g, '_')}.wgsl`), `// pipeline key: ${key}\n${src}`);
+    if (this.dumpDir) writeFileSync(join(this.dumpDir, dumpFileName(key)), `// pipeline key: ${key}\n${src}`);
     this.device.pushErrorScope('validation');
     const module = this.device.createShaderModule({ code: src, label: key });
     const layout = this.explicitLayout(src, key);
@@ -767,4 +768,13 @@ let defaultDevice: Promise<GpuDevice> | null = null;
 export function getDevice(opts?: DeviceOptions): Promise<GpuDevice> {
   if (!defaultDevice) defaultDevice = GpuDevice.create(opts);
   return defaultDevice;
+}
+
+/**
+ * The FINLLM_DUMP_WGSL file of a pipeline key: its readable start and a hash of the whole key (a key
+ * holds the whole kernel spec, longer than a file name may be). The file's first line is the key.
+ */
+export function dumpFileName(key: string): string {
+  const hash = createHash('sha256').update(key).digest('hex').slice(0, 12);
+  return `${key.replace(/[^A-Za-z0-9_.-]+/g, '_').slice(0, 80)}-${hash}.wgsl`;
 }

@@ -5,13 +5,16 @@
 // lockfile, outside the main dependencies); without it these tests are skipped.
 //
 // Tolerances, measured on a 2-core x86 VM, llama.cpp CPU build, 1 thread (the tests print them):
-// - log-probabilities, f32 and f16 files: |Δ log p| ≤ 3e-3 per token. llama.cpp keeps the KV cache
+// - log-probabilities, f32 and f16 files: |Δ log p| ≤ 1e-2 per token. llama.cpp keeps the KV cache
 //   in f16 by default (K and V rounded to 2^-11 relative) and sums in another order; measured max
-//   2.0e-4 / 2.8e-4 (fin-base f32 / f16), 7.8e-4 / 7.3e-4 (gqa-f32), 1.2e-3 / 1.6e-3 (mqa).
-// - perplexity vs the f16 file in llama.cpp, relative: q8_0 measured +0.048% (fin-base), +0.017%
-//   (gqa-f32, most of whose rows of 48 stay f16), -0.106% (mqa); q4_0 +0.145%, -0.137%, +2.089%.
-//   bf16 +0.005%, -0.010%, -0.037%. The margins are about twice the largest: bf16 0.1%, q8_0 0.25%,
-//   q4_0 4%. Quantization and llama.cpp's CPU path are deterministic, so these move only when the
+//   4.5e-3 / 3.8e-3 (fin-base f32 / f16: the pretrained weights are confident, so a held-out token
+//   the model gets wrong has log p far below zero and the relative rounding shows more),
+//   7.8e-4 / 7.3e-4 (gqa-f32), 1.2e-3 / 1.6e-3 (mqa). An export bug (a wrong q/k permutation, a
+//   swapped tensor) moves log p by O(1).
+// - perplexity vs the f16 file in llama.cpp, relative: q8_0 measured -0.340% (fin-base), +0.017%
+//   (gqa-f32, most of whose rows of 48 stay f16), -0.106% (mqa); q4_0 -3.677%, -0.137%, +2.089%;
+//   bf16 -0.058%, -0.010%, -0.037%. The margins are about twice the largest: bf16 0.15%,
+//   q8_0 0.7%, q4_0 8%. Quantization and llama.cpp's CPU path are deterministic, so these move only when the
 //   export or the models change.
 // llama.cpp runs with 1 thread: its CPU workers spin at barriers, and on a machine busy with other
 // work more threads than free cores make each step wait for descheduled spinners (minutes per test).
@@ -36,9 +39,12 @@ const MODELS = {
   'mqa-bf16-tied-llama3rope': modelDir('mqa-bf16-tied-llama3rope'),
 } as const;
 
+/** llama.cpp's context: 1 thread (see the header), its default (f16) KV cache. */
+const CONTEXT = { contextSize: 128, batchSize: 128, sequences: 1, threads: 1 };
+
 /** Relative perplexity margin of each quantization against the f16 file (measured; see header). */
-const QUANT_MARGIN: Partial<Record<GgufExportType, number>> = { bf16: 0.001, q8_0: 0.0025, q4_0: 0.04 };
-const LOGP_TOL = 3e-3;
+const QUANT_MARGIN: Partial<Record<GgufExportType, number>> = { bf16: 0.0015, q8_0: 0.007, q4_0: 0.08 };
+const LOGP_TOL = 1e-2;
 
 /** ≥ 200 texts: financial phrases with digits, currency signs, unicode, and leading/trailing spaces. */
 export function tokenizationCorpus(): string[] {
@@ -72,7 +78,7 @@ interface LlamaCppContext { getSequence(): LlamaCppSequence; dispose(): Promise<
 interface LlamaCppModel {
   tokenize(text: string): readonly number[];
   tokens: { bos: number | null; eos: number | null; shouldPrependBosToken: boolean };
-  createContext(o: Record<string, number>): Promise<LlamaCppContext>;
+  createContext(o: Record<string, number | string>): Promise<LlamaCppContext>;
   dispose(): Promise<void>;
 }
 interface Llama { loadModel(o: { modelPath: string }): Promise<LlamaCppModel>; dispose(): Promise<void> }
@@ -97,7 +103,7 @@ async function finllmLogProbs(model: LlamaModel, ids: number[]): Promise<number[
 
 /** log p(ids[t+1] | ids[..t]) from llama.cpp (the full softmax at temperature 1, no truncation). */
 async function llamaCppLogProbs(model: LlamaCppModel, ids: number[]): Promise<number[]> {
-  const ctx = await model.createContext({ contextSize: 128, batchSize: 128, sequences: 1, threads: 1 });
+  const ctx = await model.createContext(CONTEXT);
   try {
     const seq = ctx.getSequence();
     const res = await seq.controlledEvaluate(ids.map((id, i) => (i + 1 < ids.length ? [id, { generateNext: { probabilities: true, options: { temperature: 1, topK: 0, topP: 1, minP: 0 } } }] : id)));
@@ -108,7 +114,7 @@ async function llamaCppLogProbs(model: LlamaCppModel, ids: number[]): Promise<nu
 }
 
 async function llamaCppGreedy(model: LlamaCppModel, prompt: number[], n: number): Promise<number[]> {
-  const ctx = await model.createContext({ contextSize: 128, batchSize: 128, sequences: 1, threads: 1 });
+  const ctx = await model.createContext(CONTEXT);
   try {
     const out: number[] = [];
     for await (const t of ctx.getSequence().evaluate(prompt, { temperature: 0 })) {
