@@ -361,22 +361,11 @@ function stageCode(s: StageArgs): string {
     }`;
 }
 
-function gemmKernel(spec: KernelSpec): string {
-  const { BM, BN, BK, TM, TN, double } = spec.tile as TileConfig;
-  const f16 = spec.compute === 'f16';
-  const T = f16 ? 'f16' : 'f32';
-  const WGX = BN / TN;
-  const WGY = BM / TM;
-  const NT = WGX * WGY;
-  const RM = TM / 4;
-  const RN = TN / 4;
-  const SA = BM + 4;
-  const SB = BN + 4;
-  const bufA = (BK * SA) / 4;
-  const bufB = (BK * SB) / 4;
-  const nbuf = double ? 2 : 1;
-  const partial = spec.out === 'partial';
+// ---------------------------------------------------------------------------------------------
+// WGSL pieces shared by the three GEMM cores (SIMT, subgroup-matrix, CPU-shaped).
 
+/** The operand bindings (A, B, then U, W of a prologue) and C, with what the operands need. */
+function kernelBindings(spec: KernelSpec): { decls: string[]; nf4: OperandSpec | undefined; anyDrop: boolean } {
   let binding = 1;
   const decls: string[] = [];
   const bind = (name: string, o: OperandSpec) => {
@@ -392,7 +381,54 @@ function gemmKernel(spec: KernelSpec): string {
   }
   decls.push(`@group(0) @binding(${binding}) var<storage, read_write> C: array<f32>;`);
   const nf4 = [spec.a, spec.b].find((o) => o.kind === 'nf4' || o.kind === 'nf4dq');
-  const anyDrop = spec.a.drop || spec.b.drop || !!spec.pro?.mask;
+  return { decls, nf4, anyDrop: spec.a.drop || spec.b.drop || !!spec.pro?.mask };
+}
+
+/** This workgroup's k range and batch: a split-K slice (partial output) or all of K for batch wid.z. */
+function wgslKRange(partial: boolean): string {
+  return partial
+    ? `let kBegin = wid.z * p.k_split;
+  let kEnd = min(p.K, kBegin + p.k_split);
+  let b = 0u;`
+    : `let kBegin = 0u;
+  let kEnd = p.K;
+  let b = wid.z + p.batch_off;`;
+}
+
+/** The store of value `v` at row m, column `col` for each output mode. */
+function wgslWrite(out: OutMode, col: string, v: string): string {
+  if (out === 'partial') return `C[wid.z * p.M * p.N + m * p.N + ${col}] = ${v};`;
+  if (out === 'accumulate') return `let o = baseC + m * p.N + ${col}; C[o] = C[o] + p.alpha * ${v};`;
+  return `C[baseC + m * p.N + ${col}] = p.alpha * ${v};`;
+}
+
+/**
+ * f32 -> f16, overflowing to ±inf above the f16 range (65504 rounds up to inf from 65520 on). The
+ * inf comes from a private variable: a constant expression may not evaluate to inf in WGSL.
+ */
+const WGSL_TO_F16 = /* wgsl */ `
+var<private> F16_INF_BITS: u32 = 0x7c007c00u;
+fn to_f16(x: f32) -> f16 {
+  if (abs(x) >= 65520.0) { return select(f16(-1.0), f16(1.0), x > 0.0) * bitcast<vec2<f16>>(F16_INF_BITS).x; }
+  return f16(x);
+}`;
+
+function gemmKernel(spec: KernelSpec): string {
+  const { BM, BN, BK, TM, TN, double } = spec.tile as TileConfig;
+  const f16 = spec.compute === 'f16';
+  const T = f16 ? 'f16' : 'f32';
+  const WGX = BN / TN;
+  const WGY = BM / TM;
+  const NT = WGX * WGY;
+  const RM = TM / 4;
+  const RN = TN / 4;
+  const SA = BM + 4;
+  const SB = BN + 4;
+  const bufA = (BK * SA) / 4;
+  const bufB = (BK * SB) / 4;
+  const nbuf = double ? 2 : 1;
+
+  const { decls, nf4, anyDrop } = kernelBindings(spec);
 
   const stage = (which: 'main' | 'pro', buf: string, k0: string, kEnd: string) => {
     const [oa, ob, na, nb] = which === 'main' ? [spec.a, spec.b, 'A', 'B'] : [spec.pro!.u, spec.pro!.w, 'U', 'W'];
@@ -461,30 +497,13 @@ function gemmKernel(spec: KernelSpec): string {
   }`
     : '';
 
-  const kRange = partial
-    ? `let kBegin = wid.z * p.k_split;
-  let kEnd = min(p.K, kBegin + p.k_split);
-  let b = 0u;`
-    : `let kBegin = 0u;
-  let kEnd = p.K;
-  let b = wid.z + p.batch_off;`;
+  const kRange = wgslKRange(spec.out === 'partial');
 
-  const write = partial
-    ? `C[wid.z * p.M * p.N + m * p.N + n + c] = v[c];`
-    : spec.out === 'accumulate'
-      ? `let o = baseC + m * p.N + n + c; C[o] = C[o] + p.alpha * v[c];`
-      : `C[baseC + m * p.N + n + c] = p.alpha * v[c];`;
+  const write = wgslWrite(spec.out, 'n + c', 'v[c]');
 
   return /* wgsl */ `${f16 ? 'enable f16;\n' : ''}${PARAMS}${WGSL_HALF}${nf4 ? WGSL_NF4_TABLE + wgslAbsmax(nf4.kind === 'nf4dq') : ''}${anyDrop ? WGSL_RANDOM : ''}
 ${decls.join('\n')}
-${f16 ? `
-// f32 -> f16, overflowing to ±inf above the f16 range (65504 rounds up to inf from 65520 on). The
-// inf comes from a private variable: a constant expression may not evaluate to inf in WGSL.
-var<private> F16_INF_BITS: u32 = 0x7c007c00u;
-fn to_f16(x: f32) -> f16 {
-  if (abs(x) >= 65520.0) { return select(f16(-1.0), f16(1.0), x > 0.0) * bitcast<vec2<f16>>(F16_INF_BITS).x; }
-  return f16(x);
-}` : ''}
+${f16 ? WGSL_TO_F16 : ''}
 var<workgroup> As: array<vec4<${T}>, ${nbuf * bufA}>;
 var<workgroup> Bs: array<vec4<${T}>, ${nbuf * bufB}>;
 @compute @workgroup_size(${NT})
@@ -619,25 +638,9 @@ function sgGemmKernel(spec: KernelSpec): string {
   const TJ = WN / FN;
   const ST = BK + SG_PAD;
   const FE = FM * FN;
-  const partial = spec.out === 'partial';
   const mut = core.mutation;
 
-  let binding = 1;
-  const decls: string[] = [];
-  const bind = (name: string, o: OperandSpec) => {
-    const [d, next] = operandBindings(name, o, binding);
-    decls.push(d);
-    binding = next;
-  };
-  bind('A', spec.a);
-  bind('B', spec.b);
-  if (spec.pro) {
-    bind('U', spec.pro.u);
-    bind('W', spec.pro.w);
-  }
-  decls.push(`@group(0) @binding(${binding}) var<storage, read_write> C: array<f32>;`);
-  const nf4 = [spec.a, spec.b].find((o) => o.kind === 'nf4' || o.kind === 'nf4dq');
-  const anyDrop = spec.a.drop || spec.b.drop || !!spec.pro?.mask;
+  const { decls, nf4, anyDrop } = kernelBindings(spec);
 
   const As: MatrixArray = { name: 'As', elem: 'f16', length: 2 * BM * ST };
   const Bs: MatrixArray = { name: 'Bs', elem: 'f16', length: 2 * BN * ST };
@@ -727,29 +730,15 @@ function sgGemmKernel(spec: KernelSpec): string {
     }
   }
 
-  const kRange = partial
-    ? `let kBegin = wid.z * p.k_split;
-  let kEnd = min(p.K, kBegin + p.k_split);
-  let b = 0u;`
-    : `let kBegin = 0u;
-  let kEnd = p.K;
-  let b = wid.z + p.batch_off;`;
-  const write = partial
-    ? `C[wid.z * p.M * p.N + m * p.N + n] = v;`
-    : spec.out === 'accumulate'
-      ? `let o = baseC + m * p.N + n; C[o] = C[o] + p.alpha * v;`
-      : `C[baseC + m * p.N + n] = p.alpha * v;`;
+  const kRange = wgslKRange(spec.out === 'partial');
+  const write = wgslWrite(spec.out, 'n', 'v');
   let epilogue = '';
   for (const [i, j] of accs) epilogue += throughScratch(i, j, `if (m < p.M && n < p.N) { ${write} }`, false);
 
   return /* wgsl */ `${sg.enable}${PARAMS}${WGSL_HALF}${nf4 ? WGSL_NF4_TABLE + wgslAbsmax(nf4.kind === 'nf4dq') : ''}${anyDrop ? WGSL_RANDOM : ''}
 ${decls.join('\n')}
 ${sg.moduleDecls}
-var<private> F16_INF_BITS: u32 = 0x7c007c00u;
-fn to_f16(x: f32) -> f16 {
-  if (abs(x) >= 65520.0) { return select(f16(-1.0), f16(1.0), x > 0.0) * bitcast<vec2<f16>>(F16_INF_BITS).x; }
-  return f16(x);
-}
+${WGSL_TO_F16}
 var<workgroup> As: array<f16, ${As.length}>;
 var<workgroup> Bs: array<f16, ${Bs.length}>;
 var<workgroup> Cs: array<f32, ${Cs.length}>;
@@ -779,7 +768,6 @@ function gemmDirectKernel(spec: KernelSpec): string {
   const WGX = BN / TN;
   const WGY = BM / TM;
   const RN = TN / 4;
-  const partial = spec.out === 'partial';
   const A = spec.a;
   const B = spec.b;
   const range = (n: number) => Array.from({ length: n }, (_, j) => j);
@@ -842,18 +830,8 @@ function gemmDirectKernel(spec: KernelSpec): string {
   }
   for (const i of range(TM)) for (const q of range(RN)) tail.push(`acc${i}_${q} = fma(t${i}, u${q}, acc${i}_${q});`);
 
-  const kRange = partial
-    ? `let kBegin = wid.z * p.k_split;
-  let kEnd = min(p.K, kBegin + p.k_split);
-  let b = 0u;`
-    : `let kBegin = 0u;
-  let kEnd = p.K;
-  let b = wid.z + p.batch_off;`;
-  const write = partial
-    ? `C[wid.z * p.M * p.N + m * p.N + n] = v;`
-    : spec.out === 'accumulate'
-      ? `let o = baseC + m * p.N + n; C[o] = C[o] + p.alpha * v;`
-      : `C[baseC + m * p.N + n] = p.alpha * v;`;
+  const kRange = wgslKRange(spec.out === 'partial');
+  const write = wgslWrite(spec.out, 'n', 'v');
   const stores: string[] = [];
   for (const i of range(TM)) {
     const st: string[] = [];
