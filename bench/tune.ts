@@ -112,18 +112,24 @@ for (const cls of SHAPE_CLASSES) {
     console.log(`${cls.padEnd(8)} ${core} ${trial.tile.padEnd(7)} split ${String(trial.splitK).padStart(2)}  median ${trial.ms?.toFixed(3) ?? '-'} ms  min ${trial.minMs?.toFixed(3) ?? '-'} ms  ${trial.gflops?.toFixed(2) ?? '-'} GFLOP/s (at min)`);
   };
   const splitTargets = cls.startsWith('skinny') ? SPLIT_TARGETS : [0];
+  /** The split-K targets to try with a tile, each giving a different split count. */
+  const splitChoices = (t: { BM: number; BN: number; BK: number }): { splitTarget: number; splitK: number }[] => {
+    const tiles = Math.ceil(M / t.BM) * Math.ceil(N / t.BN);
+    const seen = new Set<number>();
+    const out: { splitTarget: number; splitK: number }[] = [];
+    for (const splitTarget of splitTargets) {
+      const splitK = splitsFor(splitTarget, tiles, K, t.BK);
+      if (!seen.has(splitK)) out.push({ splitTarget, splitK });
+      seen.add(splitK);
+    }
+    return out;
+  };
   for (const compute of computes) {
     for (const tile of TILE_NAMES) {
       if (!tileFits(TILES[tile], compute, ctx)) continue;
       // CPU-shaped tiles: f32 compute, and only where the dispatcher may use them (software adapters).
       if ('direct' in TILES[tile] && (compute !== 'f32' || !ctx.isSoftware)) continue;
-      const t = TILES[tile];
-      const tiles = Math.ceil(M / t.BM) * Math.ceil(N / t.BN);
-      const seen = new Set<number>();
-      for (const splitTarget of splitTargets) {
-        const splitK = splitsFor(splitTarget, tiles, K, t.BK);
-        if (seen.has(splitK)) continue;
-        seen.add(splitK);
+      for (const { splitTarget, splitK } of splitChoices(TILES[tile])) {
         const args: GemmArgs = { a: { t: a.t, trans: tA }, b: { t: b.t, trans: tB }, choice: { compute, tile, splitK } };
         await runTrial({ compute, cls, tile, splitTarget, splitK, ms: null, minMs: null, gflops: null }, args);
       }
@@ -134,12 +140,7 @@ for (const cls of SHAPE_CLASSES) {
     for (const tile of SG_TILE_NAMES) {
       const t = SG_TILES[tile];
       if (!sgTileFits(t, MATRIX_SHAPES[shape], ctx)) continue;
-      const tiles = Math.ceil(M / t.BM) * Math.ceil(N / t.BN);
-      const seen = new Set<number>();
-      for (const splitTarget of splitTargets) {
-        const splitK = splitsFor(splitTarget, tiles, K, t.BK);
-        if (seen.has(splitK)) continue;
-        seen.add(splitK);
+      for (const { splitTarget, splitK } of splitChoices(t)) {
         const args: GemmArgs = { a: { t: a.t, trans: tA }, b: { t: b.t, trans: tB }, choice: { compute: 'f16', tile, splitK, matrix: { shape, emulated: false } } };
         await runTrial({ compute: 'f16', shape, cls, tile, splitTarget, splitK, ms: null, minMs: null, gflops: null }, args);
       }

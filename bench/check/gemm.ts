@@ -11,16 +11,21 @@ import { expectWithinGemmBound, gemmReference, type RefOperand } from '../../tes
 import { halfBitsToNumber } from '../../tests/reference/matmul.js';
 import { dequantizeNf4Ref } from '../../tests/reference/nf4.js';
 
-interface Made {
+/** A GEMM operand on the GPU and its float64 reference (the values the kernel actually reads). */
+export interface MadeOperand {
   op: GemmOperand;
   ref: RefOperand;
   dispose: () => void;
 }
 
-async function makeOperand(rng: Rng, c: GemmVariantOperand, stored: [number, number]): Promise<Made> {
+/**
+ * A random operand of a kind (f32, f16, bf16 rounded; NF4 quantized and dequantized for the
+ * reference) stored as `stored`, with a dropout mask (p 0.3, `seed`, else one drawn) where `drop`.
+ */
+export async function makeOperand(rng: Rng, c: GemmVariantOperand, stored: [number, number], seed?: number): Promise<MadeOperand> {
   const n = stored[0] * stored[1];
   const data = rng.normalArray(n);
-  const dropout = c.drop ? { p: 0.3, seed: rng.nextU32() } : undefined;
+  const dropout = c.drop ? { p: 0.3, seed: seed ?? rng.nextU32() } : undefined;
   if (c.kind === 'nf4' || c.kind === 'nf4dq') {
     const q = quantizeNf4(Tensor.from(data, stored), { doubleQuant: c.kind === 'nf4dq' });
     const codes = unpackNf4Codes((await q.codes.read()) as Uint32Array, n);

@@ -14,11 +14,10 @@ import { engine, Tensor } from '../../src/engine/tensor.js';
 import { bf16ToF32, f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
 import { withPrecision } from '../../src/engine/precision.js';
 import { maxAbs16, maxAbsF32 } from '../../src/llama/weights.js';
-import { TILES, TILE_NAMES, chooseGemm, directTileFor, gemm, gemmPlan, noteWeightRange, shapeClass, type Compute, type GemmChoice, type GemmOperand, type OperandKind, type TileName, type ChoiceContext } from '../../src/kernels/gemm.js';
-import { disposeNf4, nf4Absmax, quantizeNf4, unpackNf4Codes, type Nf4Weight } from '../../src/kernels/nf4.js';
-import { expectWithinGemmBound, gemmReference, type RefOperand } from '../reference/gemm.js';
-import { halfBitsToNumber } from '../reference/matmul.js';
-import { dequantizeNf4Ref } from '../reference/nf4.js';
+import { TILES, TILE_NAMES, chooseGemm, directTileFor, gemm, gemmPlan, noteWeightRange, shapeClass, type Compute, type GemmChoice, type OperandKind, type TileName, type ChoiceContext } from '../../src/kernels/gemm.js';
+import { disposeNf4, quantizeNf4, type Nf4Weight } from '../../src/kernels/nf4.js';
+import { expectWithinGemmBound, gemmReference } from '../reference/gemm.js';
+import { makeOperand } from '../../bench/check/gemm.js';
 import { testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
@@ -44,37 +43,6 @@ interface Case {
   choice: Partial<GemmChoice>;
   /** Expected vector widths of the main loads (checked in the pipeline key). */
   vec?: [number, number];
-}
-
-interface Made {
-  op: GemmOperand;
-  ref: RefOperand;
-  dispose: () => void;
-}
-
-async function makeOperand(rng: Rng, c: OpCase, stored: [number, number], seed: number): Promise<Made> {
-  const n = stored[0] * stored[1];
-  const data = rng.normalArray(n);
-  const dropout = c.drop ? { p: 0.3, seed } : undefined;
-  if (c.kind === 'nf4' || c.kind === 'nf4dq') {
-    const q = quantizeNf4(Tensor.from(data, stored), { doubleQuant: c.kind === 'nf4dq' });
-    const codes = unpackNf4Codes((await q.codes.read()) as Uint32Array, n);
-    const values = dequantizeNf4Ref(codes, await nf4Absmax(q).toFloat32());
-    return { op: { t: q, trans: c.trans }, ref: { data: values, shape: stored, trans: c.trans }, dispose: () => disposeNf4(q) };
-  }
-  let t: Tensor;
-  let values: ArrayLike<number> = data;
-  if (c.kind === 'f32') t = Tensor.from(data, stored);
-  else {
-    const bits = Uint16Array.from(data, (v) => (c.kind === 'bf16' ? f32ToBf16(v) : f32ToF16(v)));
-    values = Float64Array.from(bits, (b) => halfBitsToNumber(b, c.kind as 'bf16' | 'f16'));
-    t = Tensor.from(bits, stored, c.kind);
-  }
-  return {
-    op: { t, trans: c.trans, ...(dropout ? { dropout } : {}) },
-    ref: { data: values, shape: stored, trans: c.trans, ...(dropout ? { dropout } : {}) },
-    dispose: () => t.dispose(),
-  };
 }
 
 const storedShape = (rows: number, cols: number, trans?: boolean): [number, number] => (trans ? [cols, rows] : [rows, cols]);
