@@ -43,7 +43,7 @@ import { PRECISION_SETTINGS, precisionUnsupported, resolvePrecision, setComputeP
 import { Rng } from '../src/engine/random.js';
 import { AdamW } from '../src/kernels/optim.js';
 import { initModel } from '../src/llama/init.js';
-import { estimateTrainingMemory } from '../src/llama/memory.js';
+import { estimateTrainingMemory } from '../src/pipeline/train/memory.js';
 import { CHECKPOINT_MODES, LlamaModel, shiftLabels, type CheckpointMode } from '../src/llama/model.js';
 import { LINEAR_MODULES } from '../src/llama/weights.js';
 import { trainStep } from '../src/pipeline/train/trainer.js';

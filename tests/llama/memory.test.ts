@@ -1,4 +1,4 @@
-// The memory model (src/llama/memory.ts) against the engine pool's measured peak of real training
+// The memory estimate (src/pipeline/train/memory.ts) against the engine pool's measured peak of real training
 // steps on small random-init models, LoRA and full training, and the checkpointing modes' order.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,7 +13,7 @@ import { AdamW } from '../../src/kernels/optim.js';
 import type { LlamaConfig } from '../../src/llama/config.js';
 import { savedInputDtype } from '../../src/llama/decoder-layer.js';
 import { initModel } from '../../src/llama/init.js';
-import { estimateTrainingMemory } from '../../src/llama/memory.js';
+import { estimateTrainingMemory } from '../../src/pipeline/train/memory.js';
 import { LlamaModel, shiftLabels, type CheckpointMode } from '../../src/llama/model.js';
 import { LINEAR_MODULES, type LinearModule } from '../../src/llama/weights.js';
 import { trainStep } from '../../src/pipeline/train/trainer.js';
