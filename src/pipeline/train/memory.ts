@@ -20,7 +20,7 @@ import { InputError, RuntimeFailure } from '../../errors.js';
 import { lossChunkRows, scale } from '../../kernels/index.js';
 import { AdamW, gradNormCoef } from '../../kernels/optim.js';
 import type { LlamaConfig } from '../../llama/config.js';
-import { CHECKPOINT_MODES, LlamaModel, shiftLabels, type CheckpointMode } from '../../llama/model.js';
+import { CHECKPOINT_MODES, LlamaModel, LoraLayers, shiftLabels, type CheckpointMode } from '../../llama/model.js';
 import { emptyLlamaWeights, type LinearModule } from '../../llama/weights.js';
 import type { ResolvedConfig } from '../config.js';
 import type { Batch } from '../data/index.js';
@@ -139,33 +139,33 @@ function metaEngine(s: TrainingMemoryShape): { meta: Engine; pool: CountingPool 
 function countingModel(s: TrainingMemoryShape, config: LlamaConfig): LlamaModel {
   const model = new LlamaModel(config, emptyLlamaWeights(config, { storage: s.storage, quantize: s.quantize === 'nf4' ? 'nf4' : null, doubleQuant: s.doubleQuant ?? false }));
   if (s.method !== 'full' && s.lora) {
-    model.initLora({ r: s.lora.r, loraAlpha: 2 * s.lora.r, loraDropout: s.lora.dropout ?? 0, targetModules: [...s.lora.targetModules] }, 0);
+    model.lora = LoraLayers.empty(config, { r: s.lora.r, loraAlpha: 2 * s.lora.r, loraDropout: s.lora.dropout ?? 0, targetModules: [...s.lora.targetModules] });
   }
   return model;
 }
 
 /**
- * What one decoder layer's forward keeps for backward: the bytes a recorded forward (model.loss)
- * keeps with `config`'s layers, less those it keeps with one layer fewer.
+ * What one decoder layer's forward keeps for backward: `kept` (what a recorded forward, model.loss,
+ * keeps with `s.config`'s layers) less what it keeps with one layer fewer, counted here.
  */
-function keptByOneLayer(s: TrainingMemoryShape): number {
-  const kept = (layers: number) => {
-    const { meta, pool } = metaEngine(s);
-    return withEngine(meta, () =>
-      withPrecision(s.precision ?? 'fp32', () => {
-        const model = countingModel(s, { ...s.config, numHiddenLayers: layers });
-        if (s.method === 'full') model.enableFullTraining();
-        model.training = true;
-        const before = pool.liveBytes;
-        return tidy(() => {
-          model.loss(countingBatch(s.batchSize, s.seqLen), { gradientCheckpointing: s.checkpointing });
-          return pool.liveBytes - before;
-        });
-      }),
-    );
-  };
+function keptByOneLayer(s: TrainingMemoryShape, kept: number): number {
   const layers = s.config.numHiddenLayers;
-  return layers === 0 ? 0 : kept(layers) - kept(layers - 1);
+  if (layers === 0) return 0;
+  const { meta, pool } = metaEngine(s);
+  const fewer = withEngine(meta, () =>
+    withPrecision(s.precision ?? 'fp32', () => {
+      const model = countingModel(s, { ...s.config, numHiddenLayers: layers - 1 });
+      if (s.method === 'full') model.enableFullTraining();
+      model.ropeFor(s.seqLen - 1);
+      model.training = true;
+      const before = pool.liveBytes;
+      return tidy(() => {
+        model.loss(countingBatch(s.batchSize, s.seqLen), { gradientCheckpointing: s.checkpointing });
+        return pool.liveBytes - before;
+      });
+    }),
+  );
+  return kept - fewer;
 }
 
 /**
@@ -175,6 +175,24 @@ function keptByOneLayer(s: TrainingMemoryShape): number {
  * on it and records no GPU work.
  */
 export function estimateTrainingMemory(shape: TrainingMemoryShape): TrainingMemoryEstimate {
+  // The planning functions below ask for the same shapes again (the advice's alternatives, the
+  // printout's other modes): each is counted once per device.
+  const dev = engine().dev;
+  let known = estimates.get(dev);
+  if (!known) estimates.set(dev, (known = new Map()));
+  const key = JSON.stringify(shape);
+  const hit = known.get(key);
+  if (hit) return hit;
+  const e = countStep(shape);
+  if (known.size >= 256) known.clear();
+  known.set(key, e);
+  return e;
+}
+
+/** Estimates made, per device and shape. */
+const estimates = new WeakMap<Device, Map<string, TrainingMemoryEstimate>>();
+
+function countStep(shape: TrainingMemoryShape): TrainingMemoryEstimate {
   const full = shape.method === 'full';
   if (full && (shape.quantize !== 'none' || shape.storage !== 'f32')) {
     throw new RangeError(`full training keeps f32 master weights: quantize must be 'none' and storage 'f32' (got ${shape.quantize}, ${shape.storage})`);
@@ -213,12 +231,14 @@ export function estimateTrainingMemory(shape: TrainingMemoryShape): TrainingMemo
       const batches = Array.from({ length: s.accumulating ? 2 : 1 }, () => countingBatch(s.batchSize, s.seqLen));
       const total = batches.reduce((a, b) => a + b.numTargetTokens, 0);
       const weighted: Tensor[] = [];
+      let keptByForward = 0;
       batches.forEach((b, micro) => {
         const which = batches.length > 1 ? `micro-batch ${micro + 1}'s ` : 'the ';
         [pool.phase, pool.at] = ['forward', `${which}forward`];
         weighted.push(
           tidy(() => {
             const loss = model.loss(b, { gradientCheckpointing: s.checkpointing });
+            if (micro === 0) keptByForward = pool.liveBytes - persistent;
             [pool.phase, pool.at] = ['backward', `${which}backward`];
             backward(scale(loss, b.numTargetTokens / total));
             return noGrad(() => scale(loss, b.numTargetTokens / total));
@@ -232,10 +252,10 @@ export function estimateTrainingMemory(shape: TrainingMemoryShape): TrainingMemo
       optimizer.step(1e-3, { gradScale: clip.coef });
       clip.coef.dispose();
       zeroGrad(params);
-      return { setup, persistent, peak: pool.peakBytes, at: pool.atPeak };
+      return { setup, persistent, keptByForward, peak: pool.peakBytes, at: pool.atPeak };
     }),
   );
-  const { setup, persistent, peak, at } = counted;
+  const { setup, persistent, keptByForward, peak, at } = counted;
   const activations = at.forward;
   const gradients = at.gradients;
   const workspace = peak - persistent - activations - gradients;
@@ -253,9 +273,9 @@ export function estimateTrainingMemory(shape: TrainingMemoryShape): TrainingMemo
     gradients,
     workspace,
     total: peak,
-    // A second counted forward (two, in fact): only when asked for.
+    // A second counted forward: only when asked for.
     get activationsPerTokenPerLayer() {
-      if (perLayer === null) perLayer = keptByOneLayer(s) / n;
+      if (perLayer === null) perLayer = keptByOneLayer(s, keptByForward) / n;
       return perLayer;
     },
     lossChunkRows: lossChunkRows(n, s.config.vocabSize, maxBinding),
