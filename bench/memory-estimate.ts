@@ -1,10 +1,11 @@
 // How long the training-step memory estimate takes (src/pipeline/train/memory.ts: one step of
 // the library's code run on a MetaDevice, counted), at model presets' shapes, for LoRA, QLoRA and
-// full training in each checkpointing mode: the time of one estimate (median of `--repeat`), the
-// estimate, and the real device's counters across all of it (no buffer created, no dispatch, no
-// pipeline compiled). Results: a table and <out>/memory-estimate-<time>.json (default bench/results).
+// full training in each checkpointing mode: the time of each estimate (each shape counted once: the
+// estimates are kept per shape; one estimate at another batch size first warms the JIT), the
+// estimate, and the GPU device's counters across all of it (no buffer created, nothing written or
+// dispatched). Results: a table and <out>/memory-estimate-<time>.json (default bench/results).
 //
-//   npm run bench:memory -- [--presets tiny,1.1b] [--batch 4] [--seq 512] [--repeat 5] [--precision fp32|fp16-mixed] [--out dir]
+//   npm run bench:memory -- [--presets tiny,1.1b] [--batch 4] [--seq 512] [--precision fp32|fp16-mixed] [--out dir]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -21,7 +22,6 @@ const { values } = parseArgs({
     presets: { type: 'string', default: 'tiny,160m,1.1b' },
     batch: { type: 'string', default: '4' },
     seq: { type: 'string', default: '512' },
-    repeat: { type: 'string', default: '5' },
     precision: { type: 'string', default: 'fp32' },
     out: { type: 'string', default: 'bench/results' },
   },
@@ -43,19 +43,14 @@ for (const preset of values.presets!.split(',')) {
   ];
   for (const m of methods) {
     for (const mode of CHECKPOINT_MODES) {
-      const times: number[] = [];
-      let total = 0;
-      let peakAt = '';
-      for (let i = 0; i < Number(values.repeat); i++) {
-        const t0 = performance.now();
-        const est = estimateTrainingMemory({ ...m.shape, checkpointing: mode });
-        times.push(performance.now() - t0);
-        total = est.total;
-        peakAt = est.peakAt;
-      }
-      times.sort((a, b) => a - b);
-      rows.push({ preset, method: m.name, checkpointing: mode, estimate_bytes: total, estimate: formatBytes(total), peak_at: peakAt, ms: Number(times[times.length >> 1]!.toFixed(1)) });
-      console.log(`${preset.padEnd(6)} ${m.name.padEnd(10)} ${mode.padEnd(9)} ${formatBytes(total).padStart(11)}  ${times[times.length >> 1]!.toFixed(1).padStart(8)} ms  (peak during ${peakAt})`);
+      const shape: TrainingMemoryShape = { ...m.shape, checkpointing: mode };
+      if (rows.length === 0) estimateTrainingMemory({ ...shape, batchSize: B + 1 });
+      const t0 = performance.now();
+      const est = estimateTrainingMemory(shape);
+      const ms = performance.now() - t0;
+      const [total, peakAt] = [est.total, est.peakAt];
+      rows.push({ preset, method: m.name, checkpointing: mode, estimate_bytes: total, estimate: formatBytes(total), peak_at: peakAt, ms: Number(ms.toFixed(1)) });
+      console.log(`${preset.padEnd(6)} ${m.name.padEnd(10)} ${mode.padEnd(9)} ${formatBytes(total).padStart(11)}  ${ms.toFixed(1).padStart(8)} ms  (peak during ${peakAt})`);
     }
   }
 }

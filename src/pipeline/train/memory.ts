@@ -110,11 +110,6 @@ class CountingPool extends BufferPool {
     this.live[this.madeIn.get(buf)!] -= buf.size;
     super.release(buf);
   }
-
-  /** Bytes alive that a forward made. */
-  get forwardBytes(): number {
-    return this.live.forward;
-  }
 }
 
 /** A batch of `batchSize` rows of `seqLen` tokens, every position but each row's last labelled (as the trainer's batches, unpacked). */
@@ -223,7 +218,8 @@ function countStep(shape: TrainingMemoryShape): TrainingMemoryEstimate {
       model.ropeFor(s.seqLen - 1); // the tables the forward uses, made once
       setup.ropeTables = pool.liveBytes - beforeRope;
 
-      // The step, as trainStep records it (its reads of the loss and the norm give zeros here).
+      // The step, the sequence trainStep (trainer.ts) records, kept in step with it; trainStep's reads
+      // of the loss and the norm would give zeros here, and the update follows them unconditionally.
       pool.params = params;
       pool.resetPeak();
       const persistent = pool.liveBytes;
