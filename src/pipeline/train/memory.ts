@@ -9,7 +9,7 @@
 // memory is allocated, no WGSL is generated or compiled, nothing is dispatched, and the engine's pool
 // counts every buffer the code makes, in the pool's size classes. The live peak of that pool is the
 // estimate; a kernel that changes what it saves changes the estimate with it.
-import { backward, noGrad, zeroGrad } from '../../engine/autograd.js';
+import { backward, noGrad, observeBackward, zeroGrad } from '../../engine/autograd.js';
 import type { DeviceMemory } from '../../engine/device-memory.js';
 import { MetaDevice } from '../../engine/meta-device.js';
 import { resolvePrecision, withPrecision, type Precision } from '../../engine/precision.js';
@@ -73,7 +73,11 @@ export interface TrainingMemoryEstimate {
   activationsPerTokenPerLayer: number;
   /** Rows per chunk of the fused loss head. */
   lossChunkRows: number;
-  /** When in the step the peak is (e.g. "the backward", "micro-batch 2's forward", "the optimizer step"). */
+  /**
+   * When in the step the peak is: the forward, the backward of an op (e.g. "the backward
+   * (linearCrossEntropy)", the fused loss head's), or the optimizer step; "micro-batch 2's ..." under
+   * gradient accumulation.
+   */
   peakAt: string;
 }
 
@@ -236,7 +240,10 @@ function countStep(shape: TrainingMemoryShape): TrainingMemoryEstimate {
             const loss = model.loss(b, { gradientCheckpointing: s.checkpointing });
             if (micro === 0) keptByForward = pool.liveBytes - persistent;
             [pool.phase, pool.at] = ['backward', `${which}backward`];
-            backward(scale(loss, b.numTargetTokens / total));
+            observeBackward(
+              (node) => (pool.at = `${which}backward (${node.name})`),
+              () => backward(scale(loss, b.numTargetTokens / total)),
+            );
             return noGrad(() => scale(loss, b.numTargetTokens / total));
           }),
         );
