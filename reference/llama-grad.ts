@@ -9,7 +9,7 @@
 //   a = softmax(q·kᵀ/√Dh, causal)·v (GQA: query head hh reads KV head hh / (Hq/Hkv))
 //   x = x + a·Woᵀ ; h2 = rms(x)·w_post ; x = x + (silu(h2·Wgᵀ) ⊙ h2·Wuᵀ)·Wdᵀ
 // then logits = rms(x)·w_norm·Wlmᵀ and loss = mean_t CE(logits_t, ids_{t+1}).
-import type { LlamaConfig } from '../../src/llama/config.js';
+import type { LlamaConfig } from '../src/llama/config.js';
 import { refInvFreq } from './llama.js';
 
 export type RefParams = Map<string, Float64Array>;

@@ -1,7 +1,7 @@
 // Float64 CPU reference of the Llama forward (+ LoRA) and its loss, written from the math of
 // transformers' LlamaForCausalLM, independent of the GPU code. Slow; only for the tiny fixtures.
-import { Checkpoint } from '../../src/io/safetensors.js';
-import type { LlamaConfig } from '../../src/llama/config.js';
+import { Checkpoint } from '../src/io/safetensors.js';
+import type { LlamaConfig } from '../src/llama/config.js';
 
 const MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 type Mod = (typeof MODULES)[number];

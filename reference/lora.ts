@@ -2,7 +2,7 @@
 //   y  = x·Wᵀ + s·(drop(x)·Aᵀ)·Bᵀ,   drop(x)[m,k] = keep(m,k) ? x[m,k]/(1−p) : 0
 //   gu = s·g·B;  dA = guᵀ·drop(x);  dB = s·gᵀ·(drop(x)·Aᵀ);  dX = g·W + keep ⊙ (gu·A)/(1−p)
 // keep(m, k) is the GPU hash stream: hashUniform(seed, m·K + k) ≥ p (p as f32).
-import { hashUniform } from '../../src/engine/random.js';
+import { hashUniform } from '../src/engine/random.js';
 
 export interface LoraRefInput {
   M: number;

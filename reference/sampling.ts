@@ -3,7 +3,7 @@
 //   logit bias → repetition penalty (divide positive / multiply negative logits of tokens already in
 //   the sequence) → presence/frequency penalties (generated tokens only) → argmax when greedy, else
 //   temperature → top-k → top-p → a draw u: the first token whose cumulative probability exceeds u.
-import type { RowSampling } from '../../src/kernels/sampling.js';
+import type { RowSampling } from '../src/kernels/sampling.js';
 
 /** HF RepetitionPenaltyLogitsProcessor, in place: every token id in `seen` once. */
 export function applyRepetitionPenalty(logits: Float32Array, seen: Iterable<number>, penalty: number): void {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference stems for tests/eval/porter.test.ts.
+"""Reference stems for tests/pipeline/eval/porter.test.ts.
 
 Runs NLTK's PorterStemmer in its default mode (NLTK_EXTENSIONS), which is the stemmer Google's
 rouge-score uses with use_stemmer=True, over a fixed word list (general English words that exercise
@@ -52,7 +52,7 @@ feed fly flying triplicated allied rallies tallied centralization hopefulli gene
 def main() -> None:
     stemmer = PorterStemmer()
     out = {
-        "generator": "tests/reference/eval/make_porter_reference.py",
+        "generator": "reference/eval/make_porter_reference.py",
         "nltk_version": nltk.__version__,
         "mode": stemmer.mode,
         "stems": {w: stemmer.stem(w) for w in WORDS},

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Reference values for tests/eval/stats.test.ts and tests/eval/special.test.ts, from scipy.
+"""Reference values for tests/pipeline/eval/stats.test.ts and tests/pipeline/eval/special.test.ts, from scipy.
 
 Writes stats_reference.json beside this script. Inputs are generated here with a fixed numpy seed
 and stored in the JSON, so the TypeScript tests run on exactly the same numbers.
-Run: python3 tests/reference/eval/make_stats_reference.py  (needs numpy + scipy >= 1.15, whose
+Run: python3 reference/eval/make_stats_reference.py  (needs numpy + scipy >= 1.15, whose
 wilcoxon method='auto' uses an exact permutation test for n <= 13 with ties or zeros).
 """
 import json
@@ -84,7 +84,7 @@ def main():
     }
     holm_cases = [[0.01, 0.04, 0.03, 0.005], [0.5, 0.2, 0.04], [0.001, 0.2, 0.01, 0.3, 0.02]]
     out = {
-        "generator": "tests/reference/eval/make_stats_reference.py",
+        "generator": "reference/eval/make_stats_reference.py",
         "scipy_version": scipy.__version__,
         "numpy_version": np.__version__,
         "cases": cases,

@@ -1,6 +1,6 @@
 // Issue 13, "a hostile first hour with the CLI": one test per finding, through the `finllm` CLI as a
 // user runs it (exit code, the one-line message, the files left behind). Item 2 (Ctrl-C exits 130
-// after checkpointing, and --resume completes) is the SIGINT test in tests/train/trainer.test.ts.
+// after checkpointing, and --resume completes) is the SIGINT test in tests/pipeline/train/trainer.test.ts.
 import { spawnSync } from 'node:child_process';
 import { closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -8,7 +8,7 @@ import { register as registerCompare } from '../../src/cli/compare.js';
 import { register as registerScore } from '../../src/cli/score.js';
 import { InputError } from '../../src/errors.js';
 import { writeResults } from '../../src/pipeline/eval/results.js';
-import { makeResults } from './helpers.js';
+import { makeResults } from '../pipeline/eval/helpers.js';
 
 async function run(args: string[]): Promise<string> {
   const program = new Command().exitOverride();

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { engine, Tensor } from '../../src/engine/tensor.js';
 import { AdamW, adamwTensorsPerDispatch, clipGradNorm, clipTensorsPerDispatch, gradNormCoef } from '../../src/kernels/optim.js';
-import { adamwRefInit, adamwRefStep, clipRef, type AdamWHyper } from '../reference/optim.js';
+import { adamwRefInit, adamwRefStep, clipRef, type AdamWHyper } from '../../reference/optim.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
-import { expectWithinSumBound } from '../reference/nf4.js';
+import { expectWithinSumBound } from '../../reference/nf4.js';
 
 useEngine();
 

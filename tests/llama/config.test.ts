@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
 import { LLAMA_PRESETS, llamaConfigToHf, llamaPreset, loadLlamaConfig, parseLlamaConfig } from '../../src/llama/config.js';
-import { FIXTURES } from './helpers.js';
+import { FIXTURES } from '../io/helpers.js';
 
 const gqaDir = join(FIXTURES, 'gqa-f32', 'model');
 const mqaDir = join(FIXTURES, 'mqa-bf16-tied-llama3rope', 'model');

@@ -9,7 +9,7 @@ import { engine } from '../../src/engine/tensor.js';
 import { NonFiniteLogitsError, generate, generateBatch } from '../../src/llama/generate.js';
 import { disposeKvCache, LlamaModel } from '../../src/llama/model.js';
 import { exportMerged } from '../../src/llama/merge.js';
-import { referenceNextToken } from '../reference/sampling.js';
+import { referenceNextToken } from '../../reference/sampling.js';
 import { expectClose, useEngine } from '../helpers/index.js';
 import { adapterDir, golden, modelDir, useTempDir } from './helpers.js';
 

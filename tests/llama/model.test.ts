@@ -14,8 +14,8 @@ import { generate, generateBatch } from '../../src/llama/generate.js';
 import { IGNORE_INDEX, LlamaModel, disposeKvCache, shiftLabels, type CheckpointMode, type KvCacheSetting } from '../../src/llama/model.js';
 import { loraKey } from '../../src/llama/peft.js';
 import { LINEAR_MODULES } from '../../src/llama/weights.js';
-import { readRefWeights, refLogits, refLoss } from '../reference/llama.js';
-import { argmax } from '../reference/sampling.js';
+import { readRefWeights, refLogits, refLoss } from '../../reference/llama.js';
+import { argmax } from '../../reference/sampling.js';
 import { expectClose, requireFeature, testRng, useEngine } from '../helpers/index.js';
 import { adapterDir, golden, maxAbs, modelDir, useTempDir } from './helpers.js';
 

@@ -8,7 +8,7 @@ import {
   LORA_MODULES, linearFeatures, loraKey, parseAdapterConfig, peftTensorName, readAdapter,
   scaling, validateAdapterAgainstModel, writeAdapter, type LoraAdapter,
 } from '../../src/llama/peft.js';
-import { FIXTURES, FIXTURE_MODELS, seededFloats, useTempDirs } from './helpers.js';
+import { FIXTURES, FIXTURE_MODELS, seededFloats, useTempDirs } from '../io/helpers.js';
 
 const tempDir = useTempDirs();
 const golden = JSON.parse(await readFile(join(FIXTURES, 'golden.json'), 'utf8')) as {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
-import { FIXTURES, FIXTURE_MODELS, useTempDirs } from './helpers.js';
+import { FIXTURES, FIXTURE_MODELS, useTempDirs } from '../io/helpers.js';
 
 const tempDir = useTempDirs();
 const golden = JSON.parse(await readFile(join(FIXTURES, 'golden.json'), 'utf8')) as {

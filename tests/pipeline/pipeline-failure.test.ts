@@ -8,7 +8,7 @@ import { InputError } from '../../src/errors.js';
 import { loadConfig } from '../../src/pipeline/config.js';
 import { runPipeline, type PipelineState } from '../../src/pipeline/pipeline.js';
 import { useEngine } from '../helpers/index.js';
-import { removeTinyPipelines, tinyPipeline } from './helpers.js';
+import { removeTinyPipelines, tinyPipeline } from './tiny-pipeline.js';
 
 useEngine();
 afterAll(removeTinyPipelines);

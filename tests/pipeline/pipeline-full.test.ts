@@ -8,7 +8,7 @@ import { loadConfig } from '../../src/pipeline/config.js';
 import { readResults } from '../../src/pipeline/eval/results.js';
 import { runPipeline } from '../../src/pipeline/pipeline.js';
 import { useEngine } from '../helpers/index.js';
-import { removeTinyPipelines, tinyPipeline } from './helpers.js';
+import { removeTinyPipelines, tinyPipeline } from './tiny-pipeline.js';
 
 useEngine();
 afterAll(removeTinyPipelines);

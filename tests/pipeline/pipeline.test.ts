@@ -9,7 +9,7 @@ import { loadConfig } from '../../src/pipeline/config.js';
 import { readResults } from '../../src/pipeline/eval/results.js';
 import { PIPELINE_STATE_FORMAT, runPipeline, STAGES, type PipelineState } from '../../src/pipeline/pipeline.js';
 import { useEngine } from '../helpers/index.js';
-import { removeTinyPipelines, tinyPipeline, type TinySetup } from './helpers.js';
+import { removeTinyPipelines, tinyPipeline, type TinySetup } from './tiny-pipeline.js';
 
 useEngine();
 afterAll(removeTinyPipelines);

@@ -4,14 +4,14 @@
 // the training file; a warning for a tiny validation set.
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { InputError } from '../../src/errors.js';
-import { loadConfig, type ResolvedConfig } from '../../src/pipeline/config.js';
-import { columnHint, suggestColumns } from '../../src/pipeline/data/columns.js';
-import { prepareData } from '../../src/pipeline/data/prepare.js';
-import { readRecords, readRows } from '../../src/pipeline/data/readers.js';
-import { formatReport } from '../../src/pipeline/data/stats.js';
-import { DEFAULT_COLUMNS } from '../../src/pipeline/config.js';
-import { setWarningSink } from '../../src/warnings.js';
+import { InputError } from '../../../src/errors.js';
+import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
+import { columnHint, suggestColumns } from '../../../src/pipeline/data/columns.js';
+import { prepareData } from '../../../src/pipeline/data/prepare.js';
+import { readRecords, readRows } from '../../../src/pipeline/data/readers.js';
+import { formatReport } from '../../../src/pipeline/data/stats.js';
+import { DEFAULT_COLUMNS } from '../../../src/pipeline/config.js';
+import { setWarningSink } from '../../../src/warnings.js';
 import { jsonl, ROOT, tempDir, tinyTokenizer } from './helpers.js';
 
 const tok = tinyTokenizer();

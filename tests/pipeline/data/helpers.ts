@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Template } from '@huggingface/jinja';
-import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
-import type { ChatMessage, TextTokenizer } from '../../src/pipeline/data/types.js';
+import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
+import type { ChatMessage, TextTokenizer } from '../../../src/pipeline/data/types.js';
 
-export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const TINY_MODEL = join(ROOT, 'tests/fixtures/reference/gqa-f32/model');
 
 /** The tiny BPE tokenizer of the reference fixture (BOS 1 added by its post-processor, EOS 2). */

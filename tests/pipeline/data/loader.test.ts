@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { DataLoader, makeRng, type DataLoaderOptions } from '../../src/pipeline/data/loader.js';
-import { IGNORE_INDEX, type Batch, type TokenizedExample } from '../../src/pipeline/data/types.js';
+import { DataLoader, makeRng, type DataLoaderOptions } from '../../../src/pipeline/data/loader.js';
+import { IGNORE_INDEX, type Batch, type TokenizedExample } from '../../../src/pipeline/data/types.js';
 
 /** Synthetic example: ids encode (example, position) so we can trace every token; prompt of 2 masked. */
 function makeExamples(n: number, seed = 1, minLen = 3, maxLen = 40): TokenizedExample[] {

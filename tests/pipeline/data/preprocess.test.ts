@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { normalizeSpeakerTurns, normalizeUnicode, normalizeWhitespace, preprocessText } from '../../src/pipeline/data/preprocess.js';
+import { normalizeSpeakerTurns, normalizeUnicode, normalizeWhitespace, preprocessText } from '../../../src/pipeline/data/preprocess.js';
 
 describe('financial text preprocessing', () => {
   const FIGURES = ['$2.31 billion', '12.8%', '(3.2)%', '€0.52', '60 bps', '1,234.5', '£1.2bn', '¥150', '-4.5%', '+0.3 pts', 'Q3 FY2024'];

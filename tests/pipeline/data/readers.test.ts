@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { InputError } from '../../src/errors.js';
-import { readCsv, readJsonl } from '../../src/pipeline/data/readers.js';
-import type { RawRow } from '../../src/pipeline/data/types.js';
+import { InputError } from '../../../src/errors.js';
+import { readCsv, readJsonl } from '../../../src/pipeline/data/readers.js';
+import type { RawRow } from '../../../src/pipeline/data/types.js';
 import { tempDir } from './helpers.js';
 
 async function all(gen: AsyncIterable<RawRow>): Promise<RawRow[]> {

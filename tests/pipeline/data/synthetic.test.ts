@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DOCUMENT_KINDS, generateCorpus, generateTasks, syntheticRecords, writeSyntheticJsonl, type TaskRecord } from '../../src/pipeline/data/synthetic.js';
+import { DOCUMENT_KINDS, generateCorpus, generateTasks, syntheticRecords, writeSyntheticJsonl, type TaskRecord } from '../../../src/pipeline/data/synthetic.js';
 
 const MONEY = String.raw`\$(\d+(?:\.\d+)?) (million|billion)`;
 const millions = (v: string, unit: string) => Number(v) * (unit === 'billion' ? 1000 : 1);

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { configSchema } from '../../src/pipeline/config.js';
-import { DEFAULT_PREPROCESS } from '../../src/pipeline/data/preprocess.js';
-import { applyTemplate, TemplateProblem, type TemplateContext } from '../../src/pipeline/data/templates.js';
-import { tokenizeExample } from '../../src/pipeline/data/tokenize.js';
-import { IGNORE_INDEX } from '../../src/pipeline/data/types.js';
+import { configSchema } from '../../../src/pipeline/config.js';
+import { DEFAULT_PREPROCESS } from '../../../src/pipeline/data/preprocess.js';
+import { applyTemplate, TemplateProblem, type TemplateContext } from '../../../src/pipeline/data/templates.js';
+import { tokenizeExample } from '../../../src/pipeline/data/tokenize.js';
+import { IGNORE_INDEX } from '../../../src/pipeline/data/types.js';
 import { tinyChatTokenizer, tinyTokenizer } from './helpers.js';
 
 const columns = configSchema.parse({ model: { path: 'm' }, data: { train: 't.jsonl' } }).data.columns;

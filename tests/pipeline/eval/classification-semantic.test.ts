@@ -1,9 +1,9 @@
 // Classification metrics (FinGPT label extraction, sklearn-style F1) and the embedding hooks with a
 // deterministic fake provider.
 import { describe, expect, it } from 'vitest';
-import { classificationReport, normalizeGeneratedLabel, parseGoldLabel } from '../../src/pipeline/eval/classification.js';
-import type { SentimentLabel } from '../../src/pipeline/eval/lexicon.js';
-import { bertScore, cosine, embeddingCosine, greedyMatch, type EmbeddingProvider } from '../../src/pipeline/eval/semantic.js';
+import { classificationReport, normalizeGeneratedLabel, parseGoldLabel } from '../../../src/pipeline/eval/classification.js';
+import type { SentimentLabel } from '../../../src/pipeline/eval/lexicon.js';
+import { bertScore, cosine, embeddingCosine, greedyMatch, type EmbeddingProvider } from '../../../src/pipeline/eval/semantic.js';
 
 describe('label extraction (FinGPT rule)', () => {
   it('finds the label word in generated text, positive first', () => {

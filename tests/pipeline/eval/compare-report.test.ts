@@ -3,12 +3,12 @@ import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { InputError } from '../../src/errors.js';
-import { compareResults } from '../../src/pipeline/eval/compare.js';
-import { scoreExamples } from '../../src/pipeline/eval/metrics.js';
-import { finalTrainLoss, fmtPBetter, metricRange, renderHtml, writeReport } from '../../src/pipeline/eval/report.js';
-import { parseResults, readResults, readScoreInput, readTrainingLog, writeResults } from '../../src/pipeline/eval/results.js';
-import { wilcoxon } from '../../src/pipeline/eval/stats.js';
+import { InputError } from '../../../src/errors.js';
+import { compareResults } from '../../../src/pipeline/eval/compare.js';
+import { scoreExamples } from '../../../src/pipeline/eval/metrics.js';
+import { finalTrainLoss, fmtPBetter, metricRange, renderHtml, writeReport } from '../../../src/pipeline/eval/report.js';
+import { parseResults, readResults, readScoreInput, readTrainingLog, writeResults } from '../../../src/pipeline/eval/results.js';
+import { wilcoxon } from '../../../src/pipeline/eval/stats.js';
 import { makeResults } from './helpers.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'finllm-eval-'));

@@ -3,17 +3,17 @@
 // BERTScore stays in its bounds, and results are deterministic.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { InputError } from '../../src/errors.js';
-import { LlamaModel } from '../../src/llama/model.js';
-import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
-import { ModelEmbeddingProvider } from '../../src/pipeline/eval/embeddings.js';
-import { bertScore, cosine, embeddingCosine } from '../../src/pipeline/eval/semantic.js';
-import { expectClose, useEngine } from '../helpers/index.js';
-import { readRefWeights, refLogits, type RefWeights } from '../reference/llama.js';
+import { InputError } from '../../../src/errors.js';
+import { LlamaModel } from '../../../src/llama/model.js';
+import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
+import { ModelEmbeddingProvider } from '../../../src/pipeline/eval/embeddings.js';
+import { bertScore, cosine, embeddingCosine } from '../../../src/pipeline/eval/semantic.js';
+import { expectClose, useEngine } from '../../helpers/index.js';
+import { readRefWeights, refLogits, type RefWeights } from '../../../reference/llama.js';
 
 useEngine();
 
-const MODEL = join(import.meta.dirname, '..', 'fixtures', 'reference', 'gqa-f32', 'model');
+const MODEL = join(import.meta.dirname, '..', '..', 'fixtures', 'reference', 'gqa-f32', 'model');
 const TEXT = 'Revenue rose 12% to $1.2 billion, ahead of guidance.';
 
 let model: LlamaModel;

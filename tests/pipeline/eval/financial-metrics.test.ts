@@ -1,11 +1,11 @@
 // Numeric fidelity, hallucinated numbers, lexicon sentiment, term coverage.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { extractNumbers, numberLikeJunk } from '../../src/pipeline/eval/numbers.js';
-import { hallucinatedNumberRate, hallucinatedNumbersDetail, numericFidelity, numericFidelityDetail } from '../../src/pipeline/eval/numeric.js';
-import { lexiconLabelAccuracy, lexiconSentiment, sentimentAgreement } from '../../src/pipeline/eval/sentiment.js';
-import { financialTermsIn, FINANCIAL_TERMS, termCoverage } from '../../src/pipeline/eval/terms.js';
-import type { SentimentLabel } from '../../src/pipeline/eval/lexicon.js';
+import { extractNumbers, numberLikeJunk } from '../../../src/pipeline/eval/numbers.js';
+import { hallucinatedNumberRate, hallucinatedNumbersDetail, numericFidelity, numericFidelityDetail } from '../../../src/pipeline/eval/numeric.js';
+import { lexiconLabelAccuracy, lexiconSentiment, sentimentAgreement } from '../../../src/pipeline/eval/sentiment.js';
+import { financialTermsIn, FINANCIAL_TERMS, termCoverage } from '../../../src/pipeline/eval/terms.js';
+import type { SentimentLabel } from '../../../src/pipeline/eval/lexicon.js';
 
 const values = (s: string) => extractNumbers(s).map((m) => [m.kind, m.value]);
 
@@ -112,7 +112,7 @@ describe('lexicon sentiment', () => {
     expect(sentimentAgreement('Sales surged.', 'Revenue fell on weak demand.')).toBe(0);
   });
   it('is reasonably accurate on the bundled labelled sentences (data/eval/sentiment.jsonl)', () => {
-    const rows = readFileSync(new URL('../../data/eval/sentiment.jsonl', import.meta.url), 'utf8').trim().split('\n')
+    const rows = readFileSync(new URL('../../../data/eval/sentiment.jsonl', import.meta.url), 'utf8').trim().split('\n')
       .map((l) => JSON.parse(l) as { text: string; label: SentimentLabel });
     const acc = lexiconLabelAccuracy(rows.map((r) => r.text), rows.map((r) => r.label));
     // A 3-way majority guess would get 1/3; the lexicon should do far better, but it is a lexicon.

@@ -6,25 +6,25 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { evalAction } from '../../src/cli/eval.js';
-import { generateAction } from '../../src/cli/generate.js';
-import { setComputePrecision } from '../../src/engine/precision.js';
-import { engine } from '../../src/engine/tensor.js';
-import { InputError } from '../../src/errors.js';
-import { generate } from '../../src/llama/generate.js';
-import { LlamaModel } from '../../src/llama/model.js';
-import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
-import { normalizeGeneratedLabel, parseGoldLabel } from '../../src/pipeline/eval/classification.js';
-import { ModelEmbeddingProvider } from '../../src/pipeline/eval/embeddings.js';
+import { evalAction } from '../../../src/cli/eval.js';
+import { generateAction } from '../../../src/cli/generate.js';
+import { setComputePrecision } from '../../../src/engine/precision.js';
+import { engine } from '../../../src/engine/tensor.js';
+import { InputError } from '../../../src/errors.js';
+import { generate } from '../../../src/llama/generate.js';
+import { LlamaModel } from '../../../src/llama/model.js';
+import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
+import { normalizeGeneratedLabel, parseGoldLabel } from '../../../src/pipeline/eval/classification.js';
+import { ModelEmbeddingProvider } from '../../../src/pipeline/eval/embeddings.js';
 import {
   buildEvalItems, cutAtStop, metricsFor, parseEvalMetrics, predict, runGenerationEval, type EvalRow,
-} from '../../src/pipeline/eval/generation.js';
-import { parseResults, readResults } from '../../src/pipeline/eval/results.js';
-import { requireFeature, useEngine } from '../helpers/index.js';
+} from '../../../src/pipeline/eval/generation.js';
+import { parseResults, readResults } from '../../../src/pipeline/eval/results.js';
+import { requireFeature, useEngine } from '../../helpers/index.js';
 
 useEngine();
 
-const ROOT = join(import.meta.dirname, '..', '..');
+const ROOT = join(import.meta.dirname, '..', '..', '..');
 const MODEL = join(ROOT, 'tests', 'fixtures', 'reference', 'gqa-f32', 'model');
 const EVAL = join(ROOT, 'data', 'eval');
 

@@ -1,13 +1,13 @@
 // Shared fixtures for the evaluation tests: a base and a fine-tuned results file built from the
 // bundled summarization set with deterministic, plausibly different predictions.
 import { readFileSync } from 'node:fs';
-import { scoreExamples } from '../../src/pipeline/eval/metrics.js';
-import type { Results } from '../../src/pipeline/eval/results.js';
+import { scoreExamples } from '../../../src/pipeline/eval/metrics.js';
+import type { Results } from '../../../src/pipeline/eval/results.js';
 
 interface Summ { id: string; source: string; summary: string }
 
 export function loadSummaries(): Summ[] {
-  return readFileSync(new URL('../../data/eval/summarization.jsonl', import.meta.url), 'utf8')
+  return readFileSync(new URL('../../../data/eval/summarization.jsonl', import.meta.url), 'utf8')
     .trim().split('\n').map((l) => JSON.parse(l) as Summ);
 }
 

@@ -1,10 +1,10 @@
 // Porter stemmer vs NLTK 3.8's PorterStemmer() (NLTK_EXTENSIONS mode, what rouge-score uses):
-// stems in tests/reference/eval/porter_reference.json from make_porter_reference.py.
+// stems in reference/eval/porter_reference.json from make_porter_reference.py.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { porterStem } from '../../src/pipeline/eval/porter.js';
+import { porterStem } from '../../../src/pipeline/eval/porter.js';
 
-const ref = JSON.parse(readFileSync(new URL('../reference/eval/porter_reference.json', import.meta.url), 'utf8')) as {
+const ref = JSON.parse(readFileSync(new URL('../../../reference/eval/porter_reference.json', import.meta.url), 'utf8')) as {
   stems: Record<string, string>;
 };
 

@@ -11,11 +11,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { compareResults } from '../../src/pipeline/eval/compare.js';
-import { scoreExamples } from '../../src/pipeline/eval/metrics.js';
-import { writeReport } from '../../src/pipeline/eval/report.js';
-import type { Results } from '../../src/pipeline/eval/results.js';
-import { verdictLine } from '../../src/pipeline/eval/verdict.js';
+import { compareResults } from '../../../src/pipeline/eval/compare.js';
+import { scoreExamples } from '../../../src/pipeline/eval/metrics.js';
+import { writeReport } from '../../../src/pipeline/eval/report.js';
+import type { Results } from '../../../src/pipeline/eval/results.js';
+import { verdictLine } from '../../../src/pipeline/eval/verdict.js';
 import { makeResults } from './helpers.js';
 
 interface Geometry {
@@ -39,7 +39,7 @@ interface ClassView {
 
 /** A classification suite where the fine-tuned model answers 'neutral' to every item (base: junk). */
 function neutralEverywhere(): { base: Results; candidate: Results } {
-  const rows = readFileSync(new URL('../../data/eval/fin-sentiment.jsonl', import.meta.url), 'utf8').trim().split('\n').slice(0, 30)
+  const rows = readFileSync(new URL('../../../data/eval/fin-sentiment.jsonl', import.meta.url), 'utf8').trim().split('\n').slice(0, 30)
     .map((l) => JSON.parse(l) as { id: string; text: string; label: string });
   const mk = (adapter: string | null, pred: (i: number) => string): Results => {
     const inputs = rows.map((r, i) => ({ id: r.id, prediction: pred(i), reference: r.label, source: r.text }));

@@ -1,12 +1,12 @@
-// Statistics vs scipy: inputs and expected values come from tests/reference/eval/stats_reference.json,
-// written by tests/reference/eval/make_stats_reference.py (scipy.stats.wilcoxon defaults, ttest_rel,
+// Statistics vs scipy: inputs and expected values come from reference/eval/stats_reference.json,
+// written by reference/eval/make_stats_reference.py (scipy.stats.wilcoxon defaults, ttest_rel,
 // bootstrap). Bootstrap intervals can only agree up to Monte Carlo error (different RNGs).
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
   averageRanks, bayesianBootstrap, bootstrapMeanCI, bootstrapStatistic, cohensDz, holm, pairedBootstrapCI, pairedPermutationTest,
   pairedTTest, pBetterFromTest, quantileSorted, sd, wilcoxon,
-} from '../../src/pipeline/eval/stats.js';
+} from '../../../src/pipeline/eval/stats.js';
 
 interface Case {
   name: string; base: number[]; candidate: number[];
@@ -14,7 +14,7 @@ interface Case {
   ttest_rel: { statistic: number; pvalue: number; df: number };
   dz: number; mean_diff: number; bootstrap_percentile_95: [number, number]; n_zero: number; has_ties: boolean;
 }
-const ref = JSON.parse(readFileSync(new URL('../reference/eval/stats_reference.json', import.meta.url), 'utf8')) as {
+const ref = JSON.parse(readFileSync(new URL('../../../reference/eval/stats_reference.json', import.meta.url), 'utf8')) as {
   cases: Case[]; holm: { p: number[]; adjusted: number[] }[];
 };
 

@@ -4,12 +4,12 @@
 // the sacreBLEU README corpus_bleu example, the chrF metric card values computed with sacrebleu --
 // and (b) small cases worked out by hand from the documented algorithms (derivations inline).
 import { describe, expect, it } from 'vitest';
-import { bleuStats, corpusBleu, sentenceBleu, tokenize13a } from '../../src/pipeline/eval/bleu.js';
-import { corpusChrf, sentenceChrf, chrfStats } from '../../src/pipeline/eval/chrf.js';
-import { exactMatch, normalizeAnswer } from '../../src/pipeline/eval/exact.js';
-import { lcsLength, rouge, rougeL, rougeTokenize } from '../../src/pipeline/eval/rouge.js';
-import { testRng } from '../helpers/index.js';
-import { bleuCountsRef, chrfStatsRef, lcsDp } from '../reference/eval/text.js';
+import { bleuStats, corpusBleu, sentenceBleu, tokenize13a } from '../../../src/pipeline/eval/bleu.js';
+import { corpusChrf, sentenceChrf, chrfStats } from '../../../src/pipeline/eval/chrf.js';
+import { exactMatch, normalizeAnswer } from '../../../src/pipeline/eval/exact.js';
+import { lcsLength, rouge, rougeL, rougeTokenize } from '../../../src/pipeline/eval/rouge.js';
+import { testRng } from '../../helpers/index.js';
+import { bleuCountsRef, chrfStatsRef, lcsDp } from '../../../reference/eval/text.js';
 
 describe('rouge-score tokenizer', () => {
   it('lowercases, splits on non-alphanumerics and drops empties', () => {

@@ -2,14 +2,14 @@
 // their "near" margin, primary metrics that disagree, and P(better) never contradicting the test.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { compareResults } from '../../src/pipeline/eval/compare.js';
-import { scoreExamples, type MetricGroup } from '../../src/pipeline/eval/metrics.js';
-import type { Results } from '../../src/pipeline/eval/results.js';
-import { bayesianBootstrap, wilcoxon } from '../../src/pipeline/eval/stats.js';
+import { compareResults } from '../../../src/pipeline/eval/compare.js';
+import { scoreExamples, type MetricGroup } from '../../../src/pipeline/eval/metrics.js';
+import type { Results } from '../../../src/pipeline/eval/results.js';
+import { bayesianBootstrap, wilcoxon } from '../../../src/pipeline/eval/stats.js';
 import {
   atFloor, decideVerdict, floorOf, NEAR_FLOOR, primaryMetrics, suiteKind, verdictLine, type PrimaryEvidence,
-} from '../../src/pipeline/eval/verdict.js';
-import { testRng } from '../helpers/index.js';
+} from '../../../src/pipeline/eval/verdict.js';
+import { testRng } from '../../helpers/index.js';
 
 function evidence(metric: string, o: Partial<PrimaryEvidence> = {}): PrimaryEvidence {
   return {
@@ -77,7 +77,7 @@ describe('verdict rules', () => {
 // End to end through compareResults, on the bundled eval suites.
 
 interface Rec { id: string; context?: string; question?: string; answer?: string; text?: string; label?: string; source?: string; summary?: string }
-const load = (name: string): Rec[] => readFileSync(new URL(`../../data/eval/${name}.jsonl`, import.meta.url), 'utf8').trim().split('\n').slice(0, 30).map((l) => JSON.parse(l) as Rec);
+const load = (name: string): Rec[] => readFileSync(new URL(`../../../data/eval/${name}.jsonl`, import.meta.url), 'utf8').trim().split('\n').slice(0, 30).map((l) => JSON.parse(l) as Rec);
 
 function results(adapter: string | null, task: string, inputs: { id: string; prediction: string; reference: string; source?: string }[], groups: MetricGroup[]): Results {
   const scored = scoreExamples(inputs, { groups });

@@ -5,14 +5,14 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LlamaModel, shiftLabels } from '../../src/llama/model.js';
-import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
-import { AdamW } from '../../src/kernels/optim.js';
-import { trainStep } from '../../src/pipeline/train/trainer.js';
-import { useEngine } from '../helpers/index.js';
-import type { Batch } from '../../src/pipeline/data/index.js';
-import { readAdapter } from '../../src/llama/peft.js';
-import { expectClose } from '../helpers/index.js';
+import { LlamaModel, shiftLabels } from '../../../src/llama/model.js';
+import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
+import { AdamW } from '../../../src/kernels/optim.js';
+import { trainStep } from '../../../src/pipeline/train/trainer.js';
+import { useEngine } from '../../helpers/index.js';
+import type { Batch } from '../../../src/pipeline/data/index.js';
+import { readAdapter } from '../../../src/llama/peft.js';
+import { expectClose } from '../../helpers/index.js';
 
 useEngine();
 

@@ -6,9 +6,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { InputError } from '../../src/errors.js';
-import { checkCheckpointFolders, latestCheckpoint, saveCheckpoint } from '../../src/pipeline/train/checkpoint.js';
-import { setWarningSink } from '../../src/warnings.js';
+import { InputError } from '../../../src/errors.js';
+import { checkCheckpointFolders, latestCheckpoint, saveCheckpoint } from '../../../src/pipeline/train/checkpoint.js';
+import { setWarningSink } from '../../../src/warnings.js';
 
 const warnings: string[] = [];
 afterEach(() => {

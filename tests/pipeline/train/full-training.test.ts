@@ -7,13 +7,13 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, type ResolvedConfig } from '../../src/pipeline/config.js';
-import { LoraTrainer, runTraining } from '../../src/pipeline/train/trainer.js';
-import { evaluatePerplexity } from '../../src/llama/evaluate.js';
-import { LlamaModel } from '../../src/llama/model.js';
-import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
-import { InputError } from '../../src/errors.js';
-import { useEngine } from '../helpers/index.js';
+import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
+import { LoraTrainer, runTraining } from '../../../src/pipeline/train/trainer.js';
+import { evaluatePerplexity } from '../../../src/llama/evaluate.js';
+import { LlamaModel } from '../../../src/llama/model.js';
+import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
+import { InputError } from '../../../src/errors.js';
+import { useEngine } from '../../helpers/index.js';
 
 useEngine();
 

@@ -1,7 +1,7 @@
 // Full training (training.method full: every weight, embeddings, norms and LM head included) against
-// an independent float64 implementation: tests/reference/llama-grad.ts computes the loss and the
+// an independent float64 implementation: reference/llama-grad.ts computes the loss and the
 // gradient of every weight by hand-derived backpropagation (itself checked by float64 central
-// differences below), tests/reference/optim.ts takes AdamW steps as torch.optim.AdamW documents them.
+// differences below), reference/optim.ts takes AdamW steps as torch.optim.AdamW documents them.
 // We take the same steps through trainStep on the GPU and compare the loss before each step and
 // every weight after the last one.
 //
@@ -15,15 +15,15 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LlamaModel, shiftLabels, type CheckpointMode } from '../../src/llama/model.js';
-import { AdamW } from '../../src/kernels/optim.js';
-import { Checkpoint } from '../../src/io/safetensors.js';
-import { trainStep } from '../../src/pipeline/train/trainer.js';
-import type { Batch } from '../../src/pipeline/data/index.js';
-import { expectClose, testRng, useEngine } from '../helpers/index.js';
-import { refLossAndGrads, type RefParams } from '../reference/llama-grad.js';
-import { refLogits, refLoss, readRefWeights } from '../reference/llama.js';
-import { adamwRefInit, adamwRefStep, type AdamWRefState } from '../reference/optim.js';
+import { LlamaModel, shiftLabels, type CheckpointMode } from '../../../src/llama/model.js';
+import { AdamW } from '../../../src/kernels/optim.js';
+import { Checkpoint } from '../../../src/io/safetensors.js';
+import { trainStep } from '../../../src/pipeline/train/trainer.js';
+import type { Batch } from '../../../src/pipeline/data/index.js';
+import { expectClose, testRng, useEngine } from '../../helpers/index.js';
+import { refLossAndGrads, type RefParams } from '../../../reference/llama-grad.js';
+import { refLogits, refLoss, readRefWeights } from '../../../reference/llama.js';
+import { adamwRefInit, adamwRefStep, type AdamWRefState } from '../../../reference/optim.js';
 
 useEngine();
 
@@ -70,7 +70,7 @@ describe.each(['gqa-f32', 'mqa-bf16-tied-llama3rope'])('full training vs float64
     const params = await refParams(dir, names);
     const ids = texts[0]!.slice(0, 12);
     const { loss, grads } = refLossAndGrads(cfg, params, ids);
-    // refLogits/refLoss (tests/reference/llama.ts) is a separate forward implementation.
+    // refLogits/refLoss (reference/llama.ts) is a separate forward implementation.
     const lossOf = (p: RefParams) => {
       const W = { get: (n: string) => p.get(n)! };
       return refLoss(refLogits(cfg, W, ids), ids, cfg.vocabSize);

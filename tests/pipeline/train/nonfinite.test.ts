@@ -5,15 +5,15 @@
 // holding '#' produce Inf logits (poisonedModel).
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { NonFiniteError } from '../../src/errors.js';
-import { AdamW } from '../../src/kernels/optim.js';
-import { LlamaModel, shiftLabels } from '../../src/llama/model.js';
-import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
-import { nonFiniteStep } from '../../src/pipeline/train/checks.js';
-import { trainStep } from '../../src/pipeline/train/trainer.js';
-import type { Batch } from '../../src/pipeline/data/index.js';
-import { poisonedModel, removeTempDirs, tempDir } from '../cli/helpers.js';
-import { useEngine } from '../helpers/index.js';
+import { NonFiniteError } from '../../../src/errors.js';
+import { AdamW } from '../../../src/kernels/optim.js';
+import { LlamaModel, shiftLabels } from '../../../src/llama/model.js';
+import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
+import { nonFiniteStep } from '../../../src/pipeline/train/checks.js';
+import { trainStep } from '../../../src/pipeline/train/trainer.js';
+import type { Batch } from '../../../src/pipeline/data/index.js';
+import { poisonedModel, removeTempDirs, tempDir } from '../../cli/helpers.js';
+import { useEngine } from '../../helpers/index.js';
 
 useEngine();
 afterAll(removeTempDirs);

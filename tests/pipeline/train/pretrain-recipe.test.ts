@@ -6,9 +6,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../../src/pipeline/config.js';
-import { LLAMA_PRESETS, loadLlamaConfig } from '../../src/llama/config.js';
-import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
+import { loadConfig } from '../../../src/pipeline/config.js';
+import { LLAMA_PRESETS, loadLlamaConfig } from '../../../src/llama/config.js';
+import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
 
 const ROOT = process.cwd();
 
