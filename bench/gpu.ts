@@ -167,9 +167,13 @@ export function parseArgs(argv: string[]): Options {
     if (a === '--dry') o.dry = true;
     else if (a === '--list') o.list = true;
     else if (a === '--only') o.only = value();
-    else if (a === '--out') (o.out = resolve(value())), (outSet = true);
-    else if (a === '--work') (o.work = resolve(value())), (workSet = true);
-    else if (a === '--budget') {
+    else if (a === '--out') {
+      o.out = resolve(value());
+      outSet = true;
+    } else if (a === '--work') {
+      o.work = resolve(value());
+      workSet = true;
+    } else if (a === '--budget') {
       const v = value();
       if (!/^\d+$/.test(v) || Number(v) <= 0) throw new UsageError(`--budget: expected whole seconds, got '${v}'`);
       o.budget = Number(v);
@@ -332,7 +336,7 @@ function pollDevicePeak(file: string): { stop: () => void } {
   if (!Number.isFinite(base)) return { stop: () => {} };
   let max = 0;
   const timer = setInterval(() => {
-    const apps = (query('compute-apps=used_memory').stdout ?? '').split('\n').reduce((s, l) => s + (Number(l) > 0 ? Number(l) : 0), 0);
+    const apps = (query('compute-apps=used_memory').stdout ?? '').split('\n').reduce((s, l) => s + Math.max(Number(l) || 0, 0), 0);
     const v = apps > 0 ? apps : used() - base;
     if (Number.isFinite(v) && v > max) {
       max = v;

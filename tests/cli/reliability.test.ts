@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readSafetensorsF32 } from '../../src/io/safetensors.js';
 import { peftTensorName, loraKey } from '../../src/llama/peft.js';
 import {
-  checkBuilt, copyModel, deadPid, poisonedModel, expectCleanStderr, expectFailure, expectSuccess, finllm, makeAdapter, MODEL, poke,
+  checkBuilt, copyModel, deadPid, poisonedModel, expectFailure, expectSuccess, finllm, makeAdapter, MODEL, poke,
   removeTempDirs, ROOT, sampleTexts, tempDir, tempsUnder, writeJsonl,
 } from './helpers.js';
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { backward } from '../../src/engine/autograd.js';
 import { withPrecision, type Precision } from '../../src/engine/precision.js';
-import { Tensor, engine } from '../../src/engine/tensor.js';
+import { Tensor, } from '../../src/engine/tensor.js';
 import { f32ArrayToBf16, bf16ArrayToF32 } from '../../src/io/dtype.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { loraLinear } from '../../src/kernels/lora.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { backward, zeroGrad } from '../../src/engine/autograd.js';
-import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
+import { Tensor, tidy } from '../../src/engine/tensor.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { rmsnorm, rmsnormWithStats } from '../../src/kernels/rmsnorm.js';
 import { rmsnormBackwardRef, rmsnormRef } from '../../reference/rmsnorm.js';

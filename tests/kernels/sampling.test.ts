@@ -50,7 +50,7 @@ async function check(V: number, cases: Case[], logits: Float32Array, steps: numb
   const sampler = new TokenSampler(B, V);
   const lt = Tensor.from(logits, [B, V]);
   const out = Tensor.empty([B], 'i32');
-  cases.forEach((c, b) => sampler.setRow(b, c.params, c.prompt, c.generated));
+  cases.forEach((c, b) => { sampler.setRow(b, c.params, c.prompt, c.generated); });
   let compared = 0;
   let nearTies = 0;
   const history = cases.map((c) => [...c.generated]);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { backward, zeroGrad } from '../../src/engine/autograd.js';
-import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
+import { Tensor, tidy } from '../../src/engine/tensor.js';
 import { f16ArrayToF32, f32ArrayToF16 } from '../../src/io/dtype.js';
 import { binary, cast, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { swiglu } from '../../src/kernels/swiglu.js';

@@ -49,7 +49,7 @@ describe('Llama config.json', () => {
 
   it('reads the older layout (top-level rope_theta + rope_scaling with "type", torch_dtype) the same way', async () => {
     const modern = await rawConfig(mqaDir);
-    const { rope_parameters: rope, dtype, ...rest } = modern as Record<string, any>;
+    const { rope_parameters: rope, dtype, ...rest } = modern as { rope_parameters: Record<string, unknown>; dtype: unknown; [key: string]: unknown };
     const legacy = {
       ...rest,
       torch_dtype: dtype,

@@ -161,7 +161,7 @@ describe('batched decoding', () => {
         // Explicit per-row seeds reorder freely: row order does not change a row's draws.
         const order = [7, 2, 0, 5, 1, 6, 3, 4];
         const shuffled = await generateBatch(model, order.map((i) => prompts[i]!), { ...opts, seeds: order.map((i) => (opts.seed ?? 0) + i) });
-        order.forEach((i, b) => expect(shuffled[b]).toEqual(batched[i]));
+        order.forEach((i, b) => { expect(shuffled[b]).toEqual(batched[i]); });
       }
     } finally {
       model.dispose();

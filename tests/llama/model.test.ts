@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { backward, noGrad, zeroGrad } from '../../src/engine/autograd.js';
 import { computePrecision, setComputePrecision, type Precision } from '../../src/engine/precision.js';
-import { engine, tidy } from '../../src/engine/tensor.js';
+import { tidy } from '../../src/engine/tensor.js';
 import { InputError } from '../../src/errors.js';
 import { Checkpoint, writeSafetensors, type SafetensorsEntry } from '../../src/io/safetensors.js';
 import { sequenceLosses } from '../../src/llama/evaluate.js';

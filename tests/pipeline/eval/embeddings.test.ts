@@ -48,7 +48,7 @@ describe('ModelEmbeddingProvider', () => {
         expect(tokens).toEqual(ids.slice(1).map((id) => tokenizer.idToToken(id)));
         const expected = refHidden(ids, layer).slice(D); // drop the BOS row
         const got = new Float32Array(vectors.length * D);
-        vectors.forEach((v, t) => got.set(v, t * D));
+        vectors.forEach((v, t) => { got.set(v, t * D); });
         expectClose(got, expected, { atol: 2e-4, rtol: 2e-4 }, `layer ${layer}`);
       } finally {
         p.dispose();

@@ -200,10 +200,10 @@ describe('report.html in headless Chromium', () => {
       const cc = ccmp.classification!;
       const L = ['negative', 'neutral', 'positive'];
       for (const [side, mat] of [['base', cc.baseConfusion], ['fine-tuned', cc.candidateConfusion]] as const) {
-        L.forEach((g, i) => L.forEach((p, j) => expect(view.confusion[side]![g]![p], `${side} ${g}->${p}`).toBe(mat[i]![j])));
+        L.forEach((g, i) => { L.forEach((p, j) => { expect(view.confusion[side]![g]![p], `${side} ${g}->${p}`).toBe(mat[i]![j]); }); });
       }
       // Every fine-tuned answer is in the neutral column.
-      L.forEach((g, i) => expect(view.confusion['fine-tuned']![g]!['neutral']).toBe(cc.goldCounts[i]));
+      L.forEach((g, i) => { expect(view.confusion['fine-tuned']![g]!['neutral']).toBe(cc.goldCounts[i]); });
       expect(view.labels['neutral']).toEqual([String(cc.goldCounts[1]), String(cc.baseCounts[1]), '30']);
       expect(view.labels['positive']![2]).toBe('0');
       expect(view.examples).toEqual([`right:${Math.min(3, cc.totals.right)}`, `wrong:3`, `changed:3`, ...(ccmp.improved.length ? ['improved:' + Math.min(5, ccmp.improved.length)] : []), ...(ccmp.regressed.length ? ['regressed:' + Math.min(5, ccmp.regressed.length)] : [])]);

@@ -130,7 +130,7 @@ describe('Bayesian bootstrap', () => {
 describe('Holm and helpers', () => {
   for (const h of ref.holm) {
     it(`holm(${h.p.join(', ')})`, () => {
-      holm(h.p).forEach((x, i) => expect(x).toBeCloseTo(h.adjusted[i]!, 14));
+      holm(h.p).forEach((x, i) => { expect(x).toBeCloseTo(h.adjusted[i]!, 14); });
     });
   }
   it('treats NaN as 1', () => {

@@ -91,7 +91,7 @@ describe('compareResults verdicts on the bundled suites', () => {
   const base1111 = figs(() => '1'.repeat(40), null);
 
   it('fin-figures answering "$1.1 million" to 25 of 30: does not do the task, although ROUGE improved', () => {
-    const cand = figs((r, i) => (i < 25 ? '$1.1 million' : `$${i}.5 billion`), 'ft');
+    const cand = figs((_r, i) => (i < 25 ? '$1.1 million' : `$${i}.5 billion`), 'ft');
     const cmp = compareResults(base1111, cand, { resamples: 500 });
     expect(cmp.suite.kind).toBe('figure extraction');
     expect(cmp.suite.primary).toEqual(['exact_match', 'numeric_fidelity']);
