@@ -9,13 +9,13 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { initEngine } from '../src/engine/tensor.js';
 import type { Precision } from '../src/engine/precision.js';
+import { initEngine } from '../src/engine/tensor.js';
 import { llamaPreset } from '../src/llama/config.js';
 import { CHECKPOINT_MODES } from '../src/llama/model.js';
 import { LINEAR_MODULES } from '../src/llama/weights.js';
-import { estimateTrainingMemory, type TrainingMemoryShape } from '../src/pipeline/train/memory.js';
 import { formatBytes } from '../src/pipeline/train/logging.js';
+import { estimateTrainingMemory, type TrainingMemoryShape } from '../src/pipeline/train/memory.js';
 
 const { values } = parseArgs({
   options: {
@@ -37,9 +37,44 @@ const rows: Record<string, string | number>[] = [];
 for (const preset of values.presets!.split(',')) {
   const config = llamaPreset(preset);
   const methods: { name: string; shape: Omit<TrainingMemoryShape, 'checkpointing'> }[] = [
-    { name: 'lora r16', shape: { config, batchSize: B, seqLen: T, quantize: 'none', storage: 'bf16', lora: { r: 16, targetModules: LINEAR_MODULES }, precision } },
-    { name: 'qlora r16', shape: { config, batchSize: B, seqLen: T, quantize: 'nf4', storage: 'bf16', doubleQuant: true, lora: { r: 16, targetModules: LINEAR_MODULES }, precision } },
-    { name: 'full', shape: { config, batchSize: B, seqLen: T, method: 'full', quantize: 'none', storage: 'f32', lora: null, precision } },
+    {
+      name: 'lora r16',
+      shape: {
+        config,
+        batchSize: B,
+        seqLen: T,
+        quantize: 'none',
+        storage: 'bf16',
+        lora: { r: 16, targetModules: LINEAR_MODULES },
+        precision,
+      },
+    },
+    {
+      name: 'qlora r16',
+      shape: {
+        config,
+        batchSize: B,
+        seqLen: T,
+        quantize: 'nf4',
+        storage: 'bf16',
+        doubleQuant: true,
+        lora: { r: 16, targetModules: LINEAR_MODULES },
+        precision,
+      },
+    },
+    {
+      name: 'full',
+      shape: {
+        config,
+        batchSize: B,
+        seqLen: T,
+        method: 'full',
+        quantize: 'none',
+        storage: 'f32',
+        lora: null,
+        precision,
+      },
+    },
   ];
   for (const m of methods) {
     for (const mode of CHECKPOINT_MODES) {
@@ -49,8 +84,18 @@ for (const preset of values.presets!.split(',')) {
       const est = estimateTrainingMemory(shape);
       const ms = performance.now() - t0;
       const [total, peakAt] = [est.total, est.peakAt];
-      rows.push({ preset, method: m.name, checkpointing: mode, estimate_bytes: total, estimate: formatBytes(total), peak_at: peakAt, ms: Number(ms.toFixed(1)) });
-      console.log(`${preset.padEnd(6)} ${m.name.padEnd(10)} ${mode.padEnd(9)} ${formatBytes(total).padStart(11)}  ${ms.toFixed(1).padStart(8)} ms  (peak during ${peakAt})`);
+      rows.push({
+        preset,
+        method: m.name,
+        checkpointing: mode,
+        estimate_bytes: total,
+        estimate: formatBytes(total),
+        peak_at: peakAt,
+        ms: Number(ms.toFixed(1)),
+      });
+      console.log(
+        `${preset.padEnd(6)} ${m.name.padEnd(10)} ${mode.padEnd(9)} ${formatBytes(total).padStart(11)}  ${ms.toFixed(1).padStart(8)} ms  (peak during ${peakAt})`,
+      );
     }
   }
 }
@@ -65,5 +110,8 @@ const device = {
 console.log(`on ${dev.name}: ${JSON.stringify(device)}`);
 mkdirSync(values.out!, { recursive: true });
 const file = join(values.out!, `memory-estimate-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-writeFileSync(file, JSON.stringify({ device: dev.name, batch: B, seq: T, precision, rows, device_counters: device }, null, 2) + '\n');
+writeFileSync(
+  file,
+  JSON.stringify({ device: dev.name, batch: B, seq: T, precision, rows, device_counters: device }, null, 2) + '\n',
+);
 console.log(`wrote ${file}`);

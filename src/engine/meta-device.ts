@@ -5,7 +5,16 @@
 // on it runs the library's code unchanged and its pool counts what that code allocates, like
 // PyTorch's meta device: the memory estimate of a training step is such a run (see
 // src/pipeline/train/memory.ts). Nothing computed on it has values.
-import { GpuError, type AdapterDescription, type Device, type DeviceStats, type DispatchSpec, type FeatureName, type MemoryContext, type SubgroupMatrixConfig } from './device.js';
+import {
+  type AdapterDescription,
+  type Device,
+  type DeviceStats,
+  type DispatchSpec,
+  type FeatureName,
+  GpuError,
+  type MemoryContext,
+  type SubgroupMatrixConfig,
+} from './device.js';
 
 /** A buffer of the meta device: a size and nothing behind it. */
 function metaBuffer(size: number, usage: number, label = ''): GPUBuffer {
@@ -28,7 +37,17 @@ export class MetaDevice implements Device {
   readonly subgroupMatrixConfigs: readonly SubgroupMatrixConfig[];
   readonly toggles: readonly string[];
   readonly name: string;
-  readonly stats: DeviceStats = { dispatches: 0, passes: 0, submits: 0, bindGroups: 0, buffersCreated: 0, writes: 0, writeBytes: 0, readbacks: 0, readBytes: 0 };
+  readonly stats: DeviceStats = {
+    dispatches: 0,
+    passes: 0,
+    submits: 0,
+    bindGroups: 0,
+    buffersCreated: 0,
+    writes: 0,
+    writeBytes: 0,
+    readbacks: 0,
+    readBytes: 0,
+  };
 
   /**
    * The stand-in of `like`: its features, limits (with `limits` overriding some, e.g. a smaller
@@ -36,7 +55,10 @@ export class MetaDevice implements Device {
    */
   constructor(like: Device, limits: Partial<Record<keyof GPUSupportedLimits, number>> = {}) {
     this.features = like.features;
-    this.limits = Object.freeze({ ...(like.limits as unknown as Record<string, number>), ...limits }) as unknown as GPUSupportedLimits;
+    this.limits = Object.freeze({
+      ...(like.limits as unknown as Record<string, number>),
+      ...limits,
+    }) as unknown as GPUSupportedLimits;
     this.info = like.info;
     this.subgroupSize = like.subgroupSize;
     this.subgroupMatrixConfigs = like.subgroupMatrixConfigs;
@@ -60,7 +82,10 @@ export class MetaDevice implements Device {
     return this.features.has(feature);
   }
   hasF16SubgroupMatrix(): boolean {
-    return this.has('shader-f16') && this.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32');
+    return (
+      this.has('shader-f16') &&
+      this.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32')
+    );
   }
 
   /** A stand-in pipeline named by its key; `code` is not called. */
@@ -82,7 +107,10 @@ export class MetaDevice implements Device {
   dispatch(spec: DispatchSpec): void {
     const [x, y = 1, z = 1] = spec.workgroups;
     const max = this.limits.maxComputeWorkgroupsPerDimension;
-    if (x > max || y > max || z > max) throw new GpuError(`dispatch (${x}, ${y}, ${z}) exceeds ${max} workgroups per dimension (${spec.pipeline.label})`);
+    if (x > max || y > max || z > max)
+      throw new GpuError(
+        `dispatch (${x}, ${y}, ${z}) exceeds ${max} workgroups per dimension (${spec.pipeline.label})`,
+      );
     this.stats.dispatches++;
   }
   flush(): void {}

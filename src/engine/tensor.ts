@@ -1,6 +1,6 @@
 // Tensors: a shape, a dtype and a pooled GPU buffer, reference counted so views (reshape) share
 // storage, and freed deterministically by `tidy` scopes. Reading back to the CPU is explicit.
-import { OutOfMemoryError, getDevice, type Device, type MemoryContext } from './device.js';
+import { type Device, getDevice, type MemoryContext, OutOfMemoryError } from './device.js';
 import { deviceMemory, type DeviceMemory } from './device-memory.js';
 
 /**

@@ -25,7 +25,10 @@ describe('observeBackward', () => {
     const seen: string[] = [];
     tidy(() => {
       const loss = graph();
-      observeBackward((node) => seen.push(node.name), () => backward(loss));
+      observeBackward(
+        (node) => seen.push(node.name),
+        () => backward(loss),
+      );
     });
     expect(seen[0]).toBe('scale');
     expect(seen.at(-1)).toBe('rmsnorm');
@@ -35,7 +38,14 @@ describe('observeBackward', () => {
     const after = seen.length;
     tidy(() => backward(graph()));
     expect(seen).toHaveLength(after);
-    expect(() => observeBackward(() => {}, () => { throw new Error('boom'); })).toThrow('boom');
+    expect(() =>
+      observeBackward(
+        () => {},
+        () => {
+          throw new Error('boom');
+        },
+      ),
+    ).toThrow('boom');
     tidy(() => backward(graph()));
     expect(seen).toHaveLength(after);
     for (const t of [x, g, w1, w2]) {

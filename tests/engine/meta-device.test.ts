@@ -4,19 +4,23 @@
 import { describe, expect, it } from 'vitest';
 import { backward } from '../../src/engine/autograd.js';
 import { MetaDevice } from '../../src/engine/meta-device.js';
-import { BufferPool, Engine, Tensor, engine, tidy, withEngine } from '../../src/engine/tensor.js';
+import { BufferPool, Engine, engine, Tensor, tidy, withEngine } from '../../src/engine/tensor.js';
 import { linear, rmsnorm, scale, sumToSuffix, swiglu } from '../../src/kernels/index.js';
 import { testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
-const metaEngine = (limits: Partial<Record<keyof GPUSupportedLimits, number>> = {}) => new Engine(new MetaDevice(engine().dev, limits), { memory: null });
+const metaEngine = (limits: Partial<Record<keyof GPUSupportedLimits, number>> = {}) =>
+  new Engine(new MetaDevice(engine().dev, limits), { memory: null });
 
 /** A small MLP block and its backward (shapes that are not tile multiples), its leaves made by `make`; everything freed after. */
 function block(make: (n: number, shape: number[]) => Tensor): void {
   const [N, D, F] = [37, 45, 77];
   const leaf = (shape: number[]) => {
-    const t = make(shape.reduce((a, b) => a * b, 1), shape).keep();
+    const t = make(
+      shape.reduce((a, b) => a * b, 1),
+      shape,
+    ).keep();
     t.requiresGrad = true;
     return t;
   };
@@ -35,7 +39,7 @@ function block(make: (n: number, shape: number[]) => Tensor): void {
 }
 
 describe('MetaDevice', () => {
-  it('an engine over it: the pool peak of a forward and backward equals the GPU pool\'s, and the GPU device sees none of it', async () => {
+  it("an engine over it: the pool peak of a forward and backward equals the GPU pool's, and the GPU device sees none of it", async () => {
     const rng = testRng('meta block');
     const real = engine();
     await real.dev.sync();
