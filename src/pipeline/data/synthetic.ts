@@ -618,7 +618,7 @@ export function* generateTasks(opts: TaskOptions): Generator<TaskRecord> {
   const companies = companyPool(d, split, Math.max(8, Math.min(2000, opts.perTask)));
   for (let i = 0; i < opts.perTask; i++) {
     for (const t of tasks) {
-      // Sentiment labels are balanced by cycling the tone; the other tasks draw it.
+      // Sentiment labels (of sentiment and analysis records) are balanced by cycling the tone; the other tasks draw it.
       const tone = t === 'sentiment' || t === 'analysis' ? TONES[i % 3]! : d.pick(TONES);
       yield TASKS[t](d, makeFacts(d, d.pick(companies), tone));
     }
