@@ -35,6 +35,19 @@ export const GGML_LAYOUT: Record<GgmlTypeName, TypeLayout> = {
   Q6_K: { block: 256, bytes: 210 },
 };
 
+/** Names of the ggml types finllm does not read, for error messages (ggml.h's enum ggml_type). */
+const OTHER_GGML_TYPES: Record<number, string> = {
+  3: 'Q4_1', 7: 'Q5_1', 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 13: 'Q5_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS',
+  18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S', 22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32',
+  27: 'I64', 28: 'F64', 29: 'IQ1_M', 34: 'TQ1_0', 35: 'TQ2_0', 39: 'MXFP4', 40: 'NVFP4', 41: 'Q1_0', 42: 'Q2_0',
+};
+
+/** "Q5_K (13)" for a ggml type id, "type 99" for an unknown one. */
+export function describeGgmlType(id: number): string {
+  const name = ggmlTypeName(id) ?? OTHER_GGML_TYPES[id];
+  return name ? `${name} (${id})` : `type ${id}`;
+}
+
 export function ggmlTypeName(id: number): GgmlTypeName | undefined {
   return (Object.keys(GGML_TYPE) as GgmlTypeName[]).find((k) => GGML_TYPE[k] === id);
 }
