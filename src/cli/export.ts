@@ -38,11 +38,15 @@ async function exportGgufAction(o: ExportCliOptions & { model: string; gguf: str
   if (o.chatTemplate && !(await stat(o.chatTemplate).catch(() => null))?.isFile()) throw new InputError('chat template file not found', { file: o.chatTemplate });
   const r = await exportGguf(o.model, o.gguf, { type, ...(o.adapter ? { adapter: o.adapter } : {}), ...(o.chatTemplate ? { chatTemplateFile: o.chatTemplate } : {}) });
   if (r.fallbacks.length > 0) {
-    // Group by the substitution (e.g. Q4_K → Q5_0) so one line says what happened to which weights.
-    const groups = new Map<string, string[]>();
-    for (const f of r.fallbacks) groups.set(`${f.wanted} → ${f.written}`, [...(groups.get(`${f.wanted} → ${f.written}`) ?? []), f.name]);
-    for (const [sub, names] of groups) {
-      warn(`${names.length} weight(s) have rows that do not fill whole ${sub.split(' ')[0]} blocks and were written as ${sub}: ${names.slice(0, 4).join(', ')}${names.length > 4 ? ', ...' : ''}`);
+    // One line per substitution (e.g. Q4_K by Q5_0), naming the first weights it applies to.
+    const groups = new Map<string, { wanted: string; written: string; names: string[] }>();
+    for (const f of r.fallbacks) {
+      const key = `${f.wanted}>${f.written}`;
+      if (!groups.has(key)) groups.set(key, { wanted: f.wanted, written: f.written, names: [] });
+      groups.get(key)!.names.push(f.name);
+    }
+    for (const { wanted, written, names } of groups.values()) {
+      warn(`${names.length} weight(s) have rows that do not fill whole ${wanted} blocks and were written as ${written} instead: ${names.slice(0, 4).join(', ')}${names.length > 4 ? ', ...' : ''}`);
     }
   }
   out(`GGUF (${type}, ${r.tensors} tensors) written to ${o.gguf}\n`);

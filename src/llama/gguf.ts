@@ -270,7 +270,7 @@ export interface GgufExportOptions {
 }
 
 /** Where a tensor sits in the model, for the per-tensor choices of q4_k_m. */
-interface TensorRole {
+export interface TensorRole {
   /** The output matrix, or the token embedding when it also serves as the output. */
   output?: boolean;
   /** attn_v / ffn_down of this decoder layer. */
