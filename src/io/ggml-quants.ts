@@ -215,6 +215,9 @@ function nearestInt(x: number): number {
   return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
+/** Scratch codes of fitScaleMin's candidate grids (sub-blocks are at most 32 values). */
+const fitAux = new Uint8Array(32);
+
 /**
  * Scale and min for one sub-block of `x` (codes 0..nmax, value = scale·q - min), minimising the
  * `w`-weighted squared error over the grids nmax + rmin + rdelta·k, k = 0..nstep, each refit by least
@@ -245,7 +248,7 @@ function fitScaleMin(x: Float32Array, w: Float32Array, L: Uint8Array, nmax: numb
     const diff = fr(fr(fr(scale * L[i]!) + min) - x[i]!);
     bestError = fr(bestError + fr(w[i]! * fr(diff * diff)));
   }
-  const aux = new Uint8Array(n);
+  const aux = fitAux;
   for (let is = 0; is <= nstep; is++) {
     iscale = fr(fr(fr(rmin + fr(rdelta * is)) + nmax) / fr(max - min));
     let sumL = 0;
@@ -272,7 +275,7 @@ function fitScaleMin(x: Float32Array, w: Float32Array, L: Uint8Array, nmax: numb
         err = fr(err + fr(w[i]! * fr(diff * diff)));
       }
       if (err < bestError) {
-        L.set(aux);
+        L.set(aux.subarray(0, n));
         bestError = err;
         scale = thisScale;
         min = thisMin;
@@ -364,6 +367,25 @@ export function dequantizeQ4_K(bytes: Uint8Array, numel: number, out = new Float
   return out;
 }
 
+/** Σ w·x·l and Σ w·l² (w = x²) of fitScaleSymmetric's grid 1/iscale, in f32. */
+const symFit = new Float32Array(2);
+function symmetricFit(x: Float32Array, nmax: number, iscale: number): void {
+  let sumLX = 0;
+  let sumL2 = 0;
+  for (let i = 0; i < x.length; i++) {
+    const l = Math.max(-nmax, Math.min(nmax - 1, nearestInt(fr(iscale * x[i]!))));
+    const w = fr(x[i]! * x[i]!);
+    sumLX = fr(sumLX + fr(fr(w * x[i]!) * l));
+    sumL2 = fr(sumL2 + fr(fr(w * l) * l));
+  }
+  symFit[0] = sumLX;
+  symFit[1] = sumL2;
+}
+
+function symmetricCodes(x: Float32Array, L: Uint8Array, nmax: number, iscale: number): void {
+  for (let i = 0; i < x.length; i++) L[i] = nmax + Math.max(-nmax, Math.min(nmax - 1, nearestInt(fr(iscale * x[i]!))));
+}
+
 /**
  * Scale for one sub-block of `x` with signed codes -nmax..nmax-1 (value = scale·q), the best of 19
  * candidate grids by x²-weighted least squares (ggml's make_qx_quants, rmse_type 1). Writes the
@@ -384,31 +406,19 @@ function fitScaleSymmetric(x: Float32Array, L: Uint8Array, nmax: number): number
     L.fill(0);
     return 0;
   }
-  const fit = (iscale: number): [number, number] => {
-    let sumLX = 0;
-    let sumL2 = 0;
-    for (let i = 0; i < n; i++) {
-      const l = Math.max(-nmax, Math.min(nmax - 1, nearestInt(fr(iscale * x[i]!))));
-      const w = fr(x[i]! * x[i]!);
-      sumLX = fr(sumLX + fr(fr(w * x[i]!) * l));
-      sumL2 = fr(sumL2 + fr(fr(w * l) * l));
-    }
-    return [sumLX, sumL2];
-  };
-  const codes = (iscale: number) => {
-    for (let i = 0; i < n; i++) L[i] = nmax + Math.max(-nmax, Math.min(nmax - 1, nearestInt(fr(iscale * x[i]!))));
-  };
   let iscale = fr(-nmax / max);
-  codes(iscale);
-  let [sumLX, sumL2] = fit(iscale);
-  let scale = sumL2 !== 0 ? fr(sumLX / sumL2) : 0;
-  let best = fr(scale * sumLX);
+  symmetricCodes(x, L, nmax, iscale);
+  symmetricFit(x, nmax, iscale);
+  let scale = symFit[1] !== 0 ? fr(symFit[0]! / symFit[1]!) : 0;
+  let best = fr(scale * symFit[0]!);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
     iscale = fr(-fr(nmax + fr(0.1 * is)) / max);
-    [sumLX, sumL2] = fit(iscale);
+    symmetricFit(x, nmax, iscale);
+    const sumLX = symFit[0]!;
+    const sumL2 = symFit[1]!;
     if (sumL2 > 0 && fr(sumLX * sumLX) > fr(best * sumL2)) {
-      codes(iscale);
+      symmetricCodes(x, L, nmax, iscale);
       scale = fr(sumLX / sumL2);
       best = fr(scale * sumLX);
     }
