@@ -16,7 +16,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { f16ToF32 } from '../../src/io/dtype.js';
-import { GGML_LAYOUT, decodeGgml, dequantizeQ4_K, dequantizeQ5_0, dequantizeQ6_K, encodeGgml, type GgmlTypeName } from '../../src/io/ggml-quants.js';
+import {
+  decodeGgml,
+  dequantizeQ4_K,
+  dequantizeQ5_0,
+  dequantizeQ6_K,
+  encodeGgml,
+  GGML_LAYOUT,
+  type GgmlTypeName,
+} from '../../src/io/ggml-quants.js';
 import { testRng } from '../helpers/index.js';
 
 interface Fixture {
@@ -24,7 +32,9 @@ interface Fixture {
   values_f32: string;
   types: Record<'Q4_K' | 'Q6_K' | 'Q5_0', { bytes: string; dequantized_f32: string }>;
 }
-const fixture = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'fixtures', 'ggml', 'ggml_quants.json'), 'utf8')) as Fixture;
+const fixture = JSON.parse(
+  readFileSync(join(import.meta.dirname, '..', 'fixtures', 'ggml', 'ggml_quants.json'), 'utf8'),
+) as Fixture;
 const b64 = (s: string) => new Uint8Array(Buffer.from(s, 'base64'));
 const f32s = (s: string) => new Float32Array(b64(s).buffer);
 
@@ -85,7 +95,11 @@ function refQ5_0(b: Uint8Array, o: number, i: number): Level {
   return { code: low + 16 * high, scale: d, offset: 16 * d, codes: 32 };
 }
 
-const REF: Record<'Q4_K' | 'Q6_K' | 'Q5_0', (b: Uint8Array, o: number, i: number) => Level> = { Q4_K: refQ4K, Q6_K: refQ6K, Q5_0: refQ5_0 };
+const REF: Record<'Q4_K' | 'Q6_K' | 'Q5_0', (b: Uint8Array, o: number, i: number) => Level> = {
+  Q4_K: refQ4K,
+  Q6_K: refQ6K,
+  Q5_0: refQ5_0,
+};
 const DEQUANT = { Q4_K: dequantizeQ4_K, Q6_K: dequantizeQ6_K, Q5_0: dequantizeQ5_0 };
 
 function refDecode(type: 'Q4_K' | 'Q6_K' | 'Q5_0', bytes: Uint8Array, numel: number): Level[] {
@@ -152,7 +166,10 @@ describe('ggml K-quants and Q5_0 against a float64 statement of the format', () 
         let best = Infinity;
         for (let q = 0; q < r.codes; q++) best = Math.min(best, Math.abs(x[i]! - (r.scale * q - r.offset)));
         const slack = (type === 'Q5_0' ? 2 ** -6 : 1e-5) * step + 2 ** -22 * Math.abs(x[i]!);
-        expect(err - best, `value ${i}: x ${x[i]} decodes to ${exact}, a level ${best} away exists`).toBeLessThanOrEqual(slack);
+        expect(
+          err - best,
+          `value ${i}: x ${x[i]} decodes to ${exact}, a level ${best} away exists`,
+        ).toBeLessThanOrEqual(slack);
         const lo = Math.min(-r.offset, r.scale * (r.codes - 1) - r.offset);
         const hi = Math.max(-r.offset, r.scale * (r.codes - 1) - r.offset);
         if (x[i]! >= lo && x[i]! <= hi) expect(err).toBeLessThanOrEqual(step / 2 + slack);
@@ -188,7 +205,9 @@ describe('ggml K-quants and Q5_0 against a float64 statement of the format', () 
       return Math.sqrt(e / s);
     };
     const r = { Q4_K: rel('Q4_K'), Q5_0: rel('Q5_0'), Q6_K: rel('Q6_K') };
-    console.log(`relative RMS quantization error: Q4_K ${r.Q4_K.toFixed(4)}, Q5_0 ${r.Q5_0.toFixed(4)}, Q6_K ${r.Q6_K.toFixed(4)}`);
+    console.log(
+      `relative RMS quantization error: Q4_K ${r.Q4_K.toFixed(4)}, Q5_0 ${r.Q5_0.toFixed(4)}, Q6_K ${r.Q6_K.toFixed(4)}`,
+    );
     expect(r.Q4_K).toBeLessThan(1.5 * 0.087);
     expect(r.Q5_0).toBeLessThan(1.5 * 0.04);
     expect(r.Q6_K).toBeLessThan(1.5 * 0.018);

@@ -32,14 +32,16 @@ async function tensorTypes(file: string): Promise<Record<string, string>> {
   }
 }
 
-describe('q4_k_m: llama.cpp\'s tensor mix', () => {
+describe("q4_k_m: llama.cpp's tensor mix", () => {
   it('attn_v and ffn_down take Q6_K on the layers llama.cpp picks; other weights Q4_K; the output Q6_K', () => {
     for (const [layers, want] of Object.entries(LLAMA_CPP_Q6K_LAYERS)) {
       const n = Number(layers);
       const picked = Array.from({ length: n }, (_, l) => l).filter((l) => useMoreBits(l, n));
       expect(picked, `${n} layers`).toEqual(want);
       for (let l = 0; l < n; l++) {
-        expect(ggufTensorType('q4_k_m', [256, 256], { moreBitsCandidate: { layer: l } }, n)).toBe(want.includes(l) ? 'Q6_K' : 'Q4_K');
+        expect(ggufTensorType('q4_k_m', [256, 256], { moreBitsCandidate: { layer: l } }, n)).toBe(
+          want.includes(l) ? 'Q6_K' : 'Q4_K',
+        );
         expect(ggufTensorType('q4_k_m', [256, 256], {}, n)).toBe('Q4_K');
       }
     }
@@ -58,7 +60,7 @@ describe('q4_k_m: llama.cpp\'s tensor mix', () => {
     expect(ggufTensorType('q8_0', [128, 352], { output: true }, 4)).toBe('Q8_0');
   });
 
-  it('the bundled fin-base (hidden 128: every weight falls back) gets llama.cpp\'s types; export reports each fallback', async () => {
+  it("the bundled fin-base (hidden 128: every weight falls back) gets llama.cpp's types; export reports each fallback", async () => {
     const file = join(await tempDir(), 'fin.gguf');
     const warnings: string[] = [];
     setWarningSink((m) => warnings.push(m));
@@ -72,10 +74,13 @@ describe('q4_k_m: llama.cpp\'s tensor mix', () => {
     // every other 2-D weight Q5_0; norms F32.
     for (const [name, type] of Object.entries(types)) {
       const layer = /^blk\.(\d+)\./.exec(name)?.[1];
-      const want = name.endsWith('norm.weight') ? 'F32'
-        : name === 'token_embd.weight' ? 'Q8_0'
-        : (name.includes('attn_v') || name.includes('ffn_down')) && (layer === '2' || layer === '3') ? 'Q8_0'
-        : 'Q5_0';
+      const want = name.endsWith('norm.weight')
+        ? 'F32'
+        : name === 'token_embd.weight'
+          ? 'Q8_0'
+          : (name.includes('attn_v') || name.includes('ffn_down')) && (layer === '2' || layer === '3')
+            ? 'Q8_0'
+            : 'Q5_0';
       expect(type, name).toBe(want);
     }
     expect(Object.keys(types)).toHaveLength(38);
@@ -124,6 +129,8 @@ describe('GGUF reading: ggml types finllm does not decode', () => {
     view.setUint32(typeAt, 13, true);
     const bad = join(dir, 'bad.gguf');
     await writeFile(bad, bytes);
-    await expect(GgufFile.open(bad)).rejects.toThrow(/bad\.gguf.*tensor 'blk\.0\.ffn_down\.weight' has ggml type Q5_K \(13\); finllm reads F32, F16, Q4_0, Q5_0, Q8_0, Q4_K, Q6_K, BF16$/);
+    await expect(GgufFile.open(bad)).rejects.toThrow(
+      /bad\.gguf.*tensor 'blk\.0\.ffn_down\.weight' has ggml type Q5_K \(13\); finllm reads F32, F16, Q4_0, Q5_0, Q8_0, Q4_K, Q6_K, BF16$/,
+    );
   });
 });
