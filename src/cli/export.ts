@@ -95,9 +95,9 @@ and generation files are copied. Use --dtype f32 to keep the merged weights unro
 GGUF: norms stay f32; q8_0 and q4_0 quantize every 2-D weight in blocks of 32 (weights whose rows
 are not a multiple of 32 are written f16). q4_k_m is llama.cpp's mix of 256-value super-blocks: Q6_K
 for the output matrix (the token embedding when tied) and for attn_v and ffn_down on the layers
-llama.cpp picks (first and last eighth, every third between), Q4_K for the rest. Rows that are not a
-multiple of 256 fall back as llama.cpp does: Q4_K -> Q5_0, Q6_K -> Q8_0, and f16 when not a
-multiple of 32 either. The tokenizer (SentencePiece-style or Llama 3 byte-level
+llama.cpp picks (first and last eighth, every third between), Q4_K for the rest (Q5_K for the other
+attn_v of an 80-layer GQA model). Rows that are not a multiple of 256 fall back as llama.cpp does:
+Q4_K -> Q5_0, Q6_K -> Q8_0, and f16 when not a multiple of 32 either. The tokenizer (SentencePiece-style or Llama 3 byte-level
 BPE), special tokens and chat template go into the file. finllm eval and generate read the file back
 (--model OUT.gguf).
 

@@ -1,5 +1,5 @@
 // GGML tensor encodings used in GGUF files: the plain float types (F32, F16, BF16), the block
-// quantizations Q8_0, Q4_0 and Q5_0 and the K-quants Q4_K and Q6_K, bit for bit as ggml lays them out:
+// quantizations Q8_0, Q4_0 and Q5_0 and the K-quants Q4_K, Q5_K and Q6_K, bit for bit as ggml lays them out:
 //   Q8_0: blocks of 32 values = f16 scale d (amax / 127) + 32 × int8 round(x / d)      (34 bytes)
 //   Q4_0: blocks of 32 values = f16 scale d (the value of largest |x|, / -8) + 16 bytes holding
 //         min(15, trunc(x / d + 8.5)), value j in the low nibble of byte j, value j+16 in its high
@@ -7,14 +7,14 @@
 //   Q5_0: blocks of 32 values = f16 scale d (the value of largest |x|, / -16) + u32 holding bit 4
 //         of code j at bit j + 16 bytes holding the low 4 bits as Q4_0 does; codes
 //         min(31, trunc(x / d + 16.5)), value (code - 16)·d (22 bytes)
-// The K-quants (ggml's super-blocks of 256 values; see the section below) for Q4_K and Q6_K.
+// The K-quants (ggml's super-blocks of 256 values) are described in their section below.
 // The scale is rounded to f16 for storage, but the codes are computed from the f32 scale, as ggml
 // does; every step is done in f32 (Math.fround) so the codes match ggml's C code exactly.
 // Rows are quantized independently (a row's length must be a multiple of the block size).
 import { f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16, bf16ArrayToF32, f32ToF16, f16ToF32 } from './dtype.js';
 
 /** ggml_type ids (ggml.h) of the encodings finllm reads and writes. */
-export const GGML_TYPE = { F32: 0, F16: 1, Q4_0: 2, Q5_0: 6, Q8_0: 8, Q4_K: 12, Q6_K: 14, BF16: 30 } as const;
+export const GGML_TYPE = { F32: 0, F16: 1, Q4_0: 2, Q5_0: 6, Q8_0: 8, Q4_K: 12, Q5_K: 13, Q6_K: 14, BF16: 30 } as const;
 export type GgmlTypeName = keyof typeof GGML_TYPE;
 
 interface TypeLayout {
@@ -32,12 +32,13 @@ export const GGML_LAYOUT: Record<GgmlTypeName, TypeLayout> = {
   Q4_0: { block: 32, bytes: 18 },
   Q5_0: { block: 32, bytes: 22 },
   Q4_K: { block: 256, bytes: 144 },
+  Q5_K: { block: 256, bytes: 176 },
   Q6_K: { block: 256, bytes: 210 },
 };
 
 /** Names of the ggml types finllm does not read, for error messages (ggml.h's enum ggml_type). */
 const OTHER_GGML_TYPES: Record<number, string> = {
-  3: 'Q4_1', 7: 'Q5_1', 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 13: 'Q5_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS',
+  3: 'Q4_1', 7: 'Q5_1', 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS',
   18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S', 22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32',
   27: 'I64', 28: 'F64', 29: 'IQ1_M', 34: 'TQ1_0', 35: 'TQ2_0', 39: 'MXFP4', 40: 'NVFP4', 41: 'Q1_0', 42: 'Q2_0',
 };
@@ -195,15 +196,17 @@ export function dequantizeQ5_0(bytes: Uint8Array, numel: number, out = new Float
 //   12 scale bytes: for s < 4, byte s = sc[s] | (sc[s+4] >> 4) << 6 and byte s+4 = m[s] | (m[s+4] >> 4) << 6;
 //   byte s+8 = (sc[s+4] & 15) | (m[s+4] & 15) << 4. Codes: each 64 values (two sub-blocks) take 32
 //   bytes, value l of the first in the low nibble of byte l, value l of the second in its high nibble.
+// Q5_K (176 bytes): as Q4_K with 5-bit codes: d, dmin, the 12 scale bytes, 32 bytes qh, then the low
+//   4 bits as Q4_K lays them out; the 5th bit of value l of sub-block s is bit s of qh[l].
 // Q6_K (210 bytes): 128 bytes ql (low 4 bits), 64 bytes qh (high 2 bits), 16 int8 sub-block scales,
 //   f16 d last. Sub-block s (16 values) decodes as d·sc[s]·(q - 32). Each 128 values take 64 bytes of
 //   ql and 32 of qh: value l + 32k (k = 0..3, l < 32) has its low nibble in ql[l + 32(k & 1)]
 //   (low nibble for k < 2, high for k ≥ 2) and its high 2 bits at bit 2k of qh[l].
 //
 // The quantizers choose scales as ggml's reference quantizers do (no importance matrix): Q4_K fits
-// each sub-block's scale and min by weighted least squares over 21 candidate grids (weights
-// rms(x) + |x|), Q6_K picks each sub-block's scale from 19 candidates by x²-weighted least squares;
-// the sub-block scales are then rounded to 6 (Q4_K) or 8 (Q6_K) bits and the codes recomputed
+// each sub-block's scale and min by weighted least squares over 21 candidate grids (Q5_K: 16;
+// weights rms(x) + |x|), Q6_K picks each sub-block's scale from 19 candidates by x²-weighted least squares;
+// the sub-block scales are then rounded to 6 (Q4_K, Q5_K) or 8 (Q6_K) bits and the codes recomputed
 // from the rounded scales. All arithmetic is f32 (Math.fround), as in ggml's C.
 
 const QK_K = 256;
@@ -291,10 +294,17 @@ function scaleMinK4(s: number, q: Uint8Array, o: number): [number, number] {
   return [(q[o + s + 4]! & 0x0f) | ((q[o + s - 4]! >> 6) << 4), (q[o + s + 4]! >> 4) | ((q[o + s]! >> 6) << 4)];
 }
 
-export function quantizeQ4_K(x: Float32Array): Uint8Array {
-  if (x.length % QK_K !== 0) throw new RangeError(`Q4_K needs a multiple of ${QK_K} values, got ${x.length}`);
+/** The two K-quants with per-sub-block mins: 4- or 5-bit codes, and the search ggml runs for each. */
+const SCALE_MIN_K = {
+  Q4_K: { bytes: 144, nmax: 15, rmin: -1, nstep: 20, qs: 16 },
+  Q5_K: { bytes: 176, nmax: 31, rmin: -0.5, nstep: 15, qs: 48 },
+} as const;
+
+function quantizeScaleMinK(x: Float32Array, type: 'Q4_K' | 'Q5_K'): Uint8Array {
+  if (x.length % QK_K !== 0) throw new RangeError(`${type} needs a multiple of ${QK_K} values, got ${x.length}`);
+  const { bytes: per, nmax, rmin, nstep, qs } = SCALE_MIN_K[type];
   const nb = x.length / QK_K;
-  const out = new Uint8Array(nb * 144);
+  const out = new Uint8Array(nb * per);
   const view = new DataView(out.buffer);
   const L = new Uint8Array(QK_K);
   const w = new Float32Array(32);
@@ -302,7 +312,7 @@ export function quantizeQ4_K(x: Float32Array): Uint8Array {
   const mins = new Float32Array(8);
   for (let b = 0; b < nb; b++) {
     const xb = x.subarray(b * QK_K, (b + 1) * QK_K);
-    const o = b * 144;
+    const o = b * per;
     let maxScale = 0;
     let maxMin = 0;
     for (let s = 0; s < 8; s++) {
@@ -311,7 +321,7 @@ export function quantizeQ4_K(x: Float32Array): Uint8Array {
       for (let l = 0; l < 32; l++) sumX2 = fr(sumX2 + fr(xs[l]! * xs[l]!));
       const avX = fr(Math.sqrt(fr(sumX2 / 32)));
       for (let l = 0; l < 32; l++) w[l] = fr(avX + Math.abs(xs[l]!));
-      [scales[s], mins[s]] = fitScaleMin(xs, w, L.subarray(32 * s, 32 * s + 32), 15, -1, 0.1, 20);
+      [scales[s], mins[s]] = fitScaleMin(xs, w, L.subarray(32 * s, 32 * s + 32), nmax, rmin, 0.1, nstep);
       if (scales[s]! > maxScale) maxScale = scales[s]!;
       if (mins[s]! > maxMin) maxMin = mins[s]!;
     }
@@ -340,31 +350,58 @@ export function quantizeQ4_K(x: Float32Array): Uint8Array {
       const ds = fr(d * sc);
       if (ds === 0) continue; // the codes of the search stay (they decode to -dmin·m either way)
       const dm = fr(dmin * m);
-      for (let i = 32 * s; i < 32 * s + 32; i++) L[i] = Math.max(0, Math.min(15, nearestInt(fr(fr(xb[i]! + dm) / ds))));
+      for (let i = 32 * s; i < 32 * s + 32; i++) L[i] = Math.max(0, Math.min(nmax, nearestInt(fr(fr(xb[i]! + dm) / ds))));
     }
+    // Low 4 bits: two sub-blocks per 32 bytes (low / high nibble); Q5_K's 5th bit of value l of
+    // sub-block s is bit s of qh[l].
     for (let j = 0; j < 4; j++) {
-      for (let l = 0; l < 32; l++) out[o + 16 + 32 * j + l] = L[64 * j + l]! | (L[64 * j + 32 + l]! << 4);
+      for (let l = 0; l < 32; l++) {
+        const a = L[64 * j + l]!;
+        const c = L[64 * j + 32 + l]!;
+        out[o + qs + 32 * j + l] = (a & 0x0f) | ((c & 0x0f) << 4);
+        if (type === 'Q5_K') out[o + 16 + l]! |= ((a >> 4) << (2 * j)) | ((c >> 4) << (2 * j + 1));
+      }
     }
   }
   return out;
 }
 
-export function dequantizeQ4_K(bytes: Uint8Array, numel: number, out = new Float32Array(numel)): Float32Array {
+function dequantizeScaleMinK(type: 'Q4_K' | 'Q5_K', bytes: Uint8Array, numel: number, out: Float32Array): Float32Array {
+  const { bytes: per, qs } = SCALE_MIN_K[type];
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (let b = 0; b < numel / QK_K; b++) {
-    const o = b * 144;
+    const o = b * per;
     const d = f16ToF32(view.getUint16(o, true));
     const dmin = f16ToF32(view.getUint16(o + 2, true));
     for (let s = 0; s < 8; s++) {
       const [sc, m] = scaleMinK4(s, bytes, o + 4);
       const ds = fr(d * sc);
       const ms = fr(dmin * m);
-      const base = o + 16 + 32 * (s >> 1);
+      const base = o + qs + 32 * (s >> 1);
       const shift = (s & 1) * 4;
-      for (let l = 0; l < 32; l++) out[b * QK_K + 32 * s + l] = fr(ds * ((bytes[base + l]! >> shift) & 0x0f)) - ms;
+      for (let l = 0; l < 32; l++) {
+        const high = type === 'Q5_K' ? ((bytes[o + 16 + l]! >> s) & 1) << 4 : 0;
+        out[b * QK_K + 32 * s + l] = fr(ds * (((bytes[base + l]! >> shift) & 0x0f) + high)) - ms;
+      }
     }
   }
   return out;
+}
+
+export function quantizeQ4_K(x: Float32Array): Uint8Array {
+  return quantizeScaleMinK(x, 'Q4_K');
+}
+
+export function dequantizeQ4_K(bytes: Uint8Array, numel: number, out = new Float32Array(numel)): Float32Array {
+  return dequantizeScaleMinK('Q4_K', bytes, numel, out);
+}
+
+export function quantizeQ5_K(x: Float32Array): Uint8Array {
+  return quantizeScaleMinK(x, 'Q5_K');
+}
+
+export function dequantizeQ5_K(bytes: Uint8Array, numel: number, out = new Float32Array(numel)): Float32Array {
+  return dequantizeScaleMinK('Q5_K', bytes, numel, out);
 }
 
 /** Σ w·x·l and Σ w·l² (w = x²) of fitScaleSymmetric's grid 1/iscale, in f32. */
@@ -507,6 +544,7 @@ export function encodeGgml(type: GgmlTypeName, x: Float32Array, rowLength: numbe
     case 'Q4_0': return quantizeQ4_0(x);
     case 'Q5_0': return quantizeQ5_0(x);
     case 'Q4_K': return quantizeQ4_K(x);
+    case 'Q5_K': return quantizeQ5_K(x);
     case 'Q6_K': return quantizeQ6_K(x);
   }
 }
@@ -522,6 +560,7 @@ export function decodeGgml(type: GgmlTypeName, bytes: Uint8Array, numel: number)
     case 'Q4_0': return dequantizeQ4_0(bytes, numel);
     case 'Q5_0': return dequantizeQ5_0(bytes, numel);
     case 'Q4_K': return dequantizeQ4_K(bytes, numel);
+    case 'Q5_K': return dequantizeQ5_K(bytes, numel);
     case 'Q6_K': return dequantizeQ6_K(bytes, numel);
   }
 }

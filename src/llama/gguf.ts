@@ -14,7 +14,8 @@
 //
 // q4_k_m is llama.cpp's mix (llama-quant.cpp, llama_tensor_get_type): Q4_K everywhere except the
 // output matrix (and the token embedding when it is tied to it) and, on the layers use_more_bits
-// picks (the first and last eighth and every third between), attn_v and ffn_down, which take Q6_K.
+// picks (the first and last eighth and every third between), attn_v and ffn_down, which take Q6_K
+// (and an 80-layer GQA model's other attn_v, which take Q5_K).
 // A tensor whose rows are not a multiple of 256 falls back as llama.cpp does: Q4_K → Q5_0,
 // Q6_K → Q8_0, the output matrix straight to Q8_0, and any of them to F16 when rows are not a
 // multiple of 32 either.
@@ -275,6 +276,8 @@ export interface TensorRole {
   output?: boolean;
   /** attn_v / ffn_down of this decoder layer. */
   moreBitsCandidate?: { layer: number };
+  /** attn_v of an 80-layer GQA model (llama.cpp's LLM_TYPE_70B): Q5_K where it would be Q4_K. */
+  attnVOf70B?: boolean;
 }
 
 /** llama.cpp's use_more_bits: the first and last eighth of the layers and every third one between. */
@@ -286,6 +289,8 @@ export function useMoreBits(layer: number, layers: number): boolean {
 /** llama.cpp's replacement for a type whose block does not divide the row length (tensor_type_fallback). */
 function blockFallback(type: GgmlTypeName, rowLength: number): GgmlTypeName {
   if (rowLength % GGML_LAYOUT[type].block === 0) return type;
+  // llama.cpp's Q5_K fallback is Q5_1, which finllm does not write (only a 70B attn_v is Q5_K).
+  if (type === 'Q5_K') throw new RangeError(`Q5_K weight with rows of ${rowLength} values: its fallback Q5_1 is not supported`);
   const next: GgmlTypeName = type === 'Q4_K' ? 'Q5_0' : type === 'Q6_K' ? 'Q8_0' : type;
   return rowLength % GGML_LAYOUT[next].block === 0 ? next : 'F16';
 }
@@ -304,7 +309,7 @@ export function ggufTensorType(type: GgufExportType, shape: readonly number[], r
 function ggufWantedType(type: GgufExportType, role: TensorRole, layers: number): GgmlTypeName {
   if (type !== 'q4_k_m') return WEIGHT_TYPE[type];
   if (role.output || (role.moreBitsCandidate && useMoreBits(role.moreBitsCandidate.layer, layers))) return 'Q6_K';
-  return 'Q4_K';
+  return role.attnVOf70B ? 'Q5_K' : 'Q4_K';
 }
 
 /** A weight written in another type than its export type asks for (its rows do not fill its blocks). */
@@ -318,10 +323,8 @@ export interface GgufFallback {
 export async function exportGguf(modelDir: string, outFile: string, opts: GgufExportOptions = {}): Promise<{ tensors: number; fallbackF16: string[]; fallbacks: GgufFallback[] }> {
   const type = opts.type ?? 'f16';
   const config = await loadLlamaConfig(modelDir);
-  if (type === 'q4_k_m' && config.numHiddenLayers === 80 && config.numKeyValueHeads !== config.numAttentionHeads) {
-    // llama.cpp gives a 70B GQA model's attn_v Q5_K, a type finllm does not write.
-    throw new InputError('q4_k_m is not supported for 80-layer GQA (70B) models: llama.cpp stores their attn_v as Q5_K; use q8_0 or q4_0', { flag: 'gguf-type' });
-  }
+  // llama.cpp takes an 80-layer GQA llama for its 70B and gives its attn_v more bits.
+  const is70B = config.numHiddenLayers === 80 && config.numKeyValueHeads !== config.numAttentionHeads;
   const tokenizer = await ggufTokenizerMetadata(modelDir, config.vocabSize, opts.chatTemplateFile ? { chatTemplateFile: opts.chatTemplateFile } : {});
   const adapter = opts.adapter ? await readAdapter(opts.adapter) : null;
   if (adapter) validateAdapterAgainstModel(adapter.config, config, adapter.weights, opts.adapter);
@@ -397,7 +400,7 @@ export async function exportGguf(modelDir: string, outFile: string, opts: GgufEx
         add(`blk.${l}.${GGUF_LINEAR[mod]}.weight`, shape, async () => {
           const w = await read(hfName, shape);
           return heads > 0 ? permuteRopeRows(w, heads, config.headDim) : w;
-        }, mod === 'v_proj' || mod === 'down_proj' ? { moreBitsCandidate: { layer: l } } : {});
+        }, mod === 'v_proj' ? { moreBitsCandidate: { layer: l }, attnVOf70B: is70B } : mod === 'down_proj' ? { moreBitsCandidate: { layer: l } } : {});
         if (mod === 'o_proj') add(`blk.${l}.ffn_norm.weight`, [d], () => read(`model.layers.${l}.post_attention_layernorm.weight`, [d]));
       }
     }

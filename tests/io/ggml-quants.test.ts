@@ -1,4 +1,4 @@
-// The K-quants (Q4_K, Q6_K) and Q5_0 (llama.cpp's fallback for Q4_K) of ggml-quants.ts, checked two
+// The K-quants (Q4_K, Q5_K, Q6_K) and Q5_0 (llama.cpp's fallback for Q4_K) of ggml-quants.ts, checked two
 // independent ways:
 // - against llama.cpp itself: tests/fixtures/ggml/ggml_quants.json holds the bytes ggml's reference
 //   quantizers (node-llama-cpp 3.21.1's libggml-base) wrote for seeded values and ggml's decoding of
@@ -20,6 +20,7 @@ import {
   decodeGgml,
   dequantizeQ4_K,
   dequantizeQ5_0,
+  dequantizeQ5_K,
   dequantizeQ6_K,
   encodeGgml,
   GGML_LAYOUT,
@@ -27,10 +28,12 @@ import {
 } from '../../src/io/ggml-quants.js';
 import { testRng } from '../helpers/index.js';
 
+type KType = 'Q4_K' | 'Q5_K' | 'Q6_K' | 'Q5_0';
+
 interface Fixture {
   seed: number;
   values_f32: string;
-  types: Record<'Q4_K' | 'Q6_K' | 'Q5_0', { bytes: string; dequantized_f32: string }>;
+  types: Record<KType, { bytes: string; dequantized_f32: string }>;
 }
 const fixture = JSON.parse(
   readFileSync(join(import.meta.dirname, '..', 'fixtures', 'ggml', 'ggml_quants.json'), 'utf8'),
@@ -70,6 +73,19 @@ function refQ4K(b: Uint8Array, o: number, i: number): Level {
   return { code, scale: d * sc6(s, false), offset: dmin * sc6(s, true), codes: 16 };
 }
 
+/**
+ * Q5_K value i (0..255) of the 176-byte block at `o`: Q4_K's d, dmin and 12 scale bytes, then 32
+ * bytes qh (bit s of qh[l]: the 5th bit of value l of sub-block s), then the low 4 bits.
+ */
+function refQ5K(b: Uint8Array, o: number, i: number): Level {
+  const s = Math.floor(i / 32);
+  const { scale, offset } = refQ4K(b, o, i); // the same scale fields; refQ4K's code is not used
+  const byte = b[o + 48 + 32 * Math.floor(i / 64) + (i % 32)]!;
+  const low = s % 2 === 0 ? byte % 16 : Math.floor(byte / 16);
+  const high = Math.floor(b[o + 16 + (i % 32)]! / 2 ** s) % 2;
+  return { code: low + 16 * high, scale, offset, codes: 32 };
+}
+
 /** Q6_K value i of the 210-byte block at `o`. */
 function refQ6K(b: Uint8Array, o: number, i: number): Level {
   const half = Math.floor(i / 128);
@@ -95,14 +111,15 @@ function refQ5_0(b: Uint8Array, o: number, i: number): Level {
   return { code: low + 16 * high, scale: d, offset: 16 * d, codes: 32 };
 }
 
-const REF: Record<'Q4_K' | 'Q6_K' | 'Q5_0', (b: Uint8Array, o: number, i: number) => Level> = {
+const REF: Record<KType, (b: Uint8Array, o: number, i: number) => Level> = {
   Q4_K: refQ4K,
+  Q5_K: refQ5K,
   Q6_K: refQ6K,
   Q5_0: refQ5_0,
 };
-const DEQUANT = { Q4_K: dequantizeQ4_K, Q6_K: dequantizeQ6_K, Q5_0: dequantizeQ5_0 };
+const DEQUANT = { Q4_K: dequantizeQ4_K, Q5_K: dequantizeQ5_K, Q6_K: dequantizeQ6_K, Q5_0: dequantizeQ5_0 };
 
-function refDecode(type: 'Q4_K' | 'Q6_K' | 'Q5_0', bytes: Uint8Array, numel: number): Level[] {
+function refDecode(type: KType, bytes: Uint8Array, numel: number): Level[] {
   const { block, bytes: per } = GGML_LAYOUT[type];
   const out: Level[] = [];
   for (let i = 0; i < numel; i++) out.push(REF[type](bytes, Math.floor(i / block) * per, i % block));
@@ -123,7 +140,7 @@ function awkwardValues(label: string, superBlocks: number): Float32Array {
 
 describe('ggml K-quants and Q5_0 against llama.cpp (fixture from its ggml library)', () => {
   const x = f32s(fixture.values_f32);
-  for (const type of ['Q4_K', 'Q6_K', 'Q5_0'] as const) {
+  for (const type of ['Q4_K', 'Q5_K', 'Q6_K', 'Q5_0'] as const) {
     it(`${type}: our quantizer writes llama.cpp's bytes; our decoder reads llama.cpp's values exactly`, () => {
       const want = b64(fixture.types[type].bytes);
       const got = encodeGgml(type, x, 256);
@@ -139,7 +156,7 @@ describe('ggml K-quants and Q5_0 against llama.cpp (fixture from its ggml librar
 });
 
 describe('ggml K-quants and Q5_0 against a float64 statement of the format', () => {
-  for (const type of ['Q4_K', 'Q6_K', 'Q5_0'] as const) {
+  for (const type of ['Q4_K', 'Q5_K', 'Q6_K', 'Q5_0'] as const) {
     it(`${type}: decoding within f32 rounding of the formula; every value encodes to the nearest level of its grid`, () => {
       const superBlocks = 7; // an odd count; Q5_0 sees 56 blocks of 32
       const x = awkwardValues(type, superBlocks);
@@ -186,12 +203,13 @@ describe('ggml K-quants and Q5_0 against a float64 statement of the format', () 
     expect(GGML_LAYOUT.Q4_K).toEqual({ block: 256, bytes: 144 });
     expect(GGML_LAYOUT.Q6_K).toEqual({ block: 256, bytes: 210 });
     expect(GGML_LAYOUT.Q5_0).toEqual({ block: 32, bytes: 22 });
+    expect(GGML_LAYOUT.Q5_K).toEqual({ block: 256, bytes: 176 });
   });
 
-  it('quantization error of normal weights: relative RMS error Q6_K < Q5_0 < Q4_K, each below its step-derived bound', () => {
+  it('quantization error of normal weights: relative RMS error Q6_K < Q5_K, Q5_0 < Q4_K, each below its step-derived bound', () => {
     // A uniform rounding error over a step Δ has RMS Δ/√12. For 256 normal values per block the
     // grids span about ±3σ: Q4_K 15 steps over the sub-block's range (≈ 4.5σ for 32 values) gives
-    // ≈ 0.3σ/√12 ≈ 0.087σ; Q5_0 31 steps over 2·max|x| (≈ 4.3σ for 32) ≈ 0.04σ; Q6_K 63 steps over
+    // ≈ 0.3σ/√12 ≈ 0.087σ; Q5_K 31 steps over the same range ≈ 0.042σ; Q5_0 31 steps over 2·max|x| (≈ 4.3σ for 32) ≈ 0.04σ; Q6_K 63 steps over
     // 2·max|x| (≈ 4σ for 16) ≈ 0.018σ. The bounds allow 1.5× for the 6-/8-bit rounding of the scales.
     const x = testRng('kquant-rms').normalArray(9 * 256, 0, 0.02);
     const rel = (t: GgmlTypeName) => {
@@ -204,14 +222,17 @@ describe('ggml K-quants and Q5_0 against a float64 statement of the format', () 
       }
       return Math.sqrt(e / s);
     };
-    const r = { Q4_K: rel('Q4_K'), Q5_0: rel('Q5_0'), Q6_K: rel('Q6_K') };
+    const r = { Q4_K: rel('Q4_K'), Q5_K: rel('Q5_K'), Q5_0: rel('Q5_0'), Q6_K: rel('Q6_K') };
     console.log(
-      `relative RMS quantization error: Q4_K ${r.Q4_K.toFixed(4)}, Q5_0 ${r.Q5_0.toFixed(4)}, Q6_K ${r.Q6_K.toFixed(4)}`,
+      `relative RMS quantization error: Q4_K ${r.Q4_K.toFixed(4)}, Q5_K ${r.Q5_K.toFixed(4)}, Q5_0 ${r.Q5_0.toFixed(4)}, Q6_K ${r.Q6_K.toFixed(4)}`,
     );
     expect(r.Q4_K).toBeLessThan(1.5 * 0.087);
+    expect(r.Q5_K).toBeLessThan(1.5 * 0.042);
     expect(r.Q5_0).toBeLessThan(1.5 * 0.04);
     expect(r.Q6_K).toBeLessThan(1.5 * 0.018);
     expect(r.Q6_K).toBeLessThan(r.Q5_0);
     expect(r.Q5_0).toBeLessThan(r.Q4_K);
+    expect(r.Q6_K).toBeLessThan(r.Q5_K);
+    expect(r.Q5_K).toBeLessThan(r.Q4_K);
   });
 });

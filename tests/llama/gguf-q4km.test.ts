@@ -2,7 +2,8 @@
 // The expected types below are what llama.cpp's own quantizer (llama_model_quantize, LLAMA_FTYPE_
 // MOSTLY_Q4_K_M, from the libllama of node-llama-cpp 3.21.1) chose for f32 GGUF files of the same
 // shapes; finllm's q4_k_m files of those models were also equal to llama.cpp's, tensor for tensor,
-// in type and in every decoded value. Unsupported ggml types in a file are a one-line error.
+// in type and in every decoded value (80 layers: types compared by a dry run). Unsupported ggml types
+// in a file are a one-line error.
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -22,6 +23,11 @@ const LLAMA_CPP_Q6K_LAYERS: Record<number, number[]> = {
   2: [1],
   4: [2, 3],
 };
+/** llama.cpp's attn_v Q6_K layers for an 80-layer GQA model (its "70B"); the other 40 attn_v are Q5_K. */
+const LLAMA_CPP_70B_ATTN_V_Q6K = [
+  0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36, 39, 42, 45, 48, 51, 54, 57, 60, 63, 66, 69, 70, 71,
+  72, 73, 74, 75, 76, 77, 78, 79,
+];
 
 async function tensorTypes(file: string): Promise<Record<string, string>> {
   const g = await GgufFile.open(file);
@@ -46,6 +52,10 @@ describe("q4_k_m: llama.cpp's tensor mix", () => {
       }
     }
     expect(ggufTensorType('q4_k_m', [2048, 256], { output: true }, 4)).toBe('Q6_K');
+    for (let l = 0; l < 80; l++) {
+      const attnV = ggufTensorType('q4_k_m', [128, 256], { moreBitsCandidate: { layer: l }, attnVOf70B: true }, 80);
+      expect(attnV, `80 layers, attn_v ${l}`).toBe(LLAMA_CPP_70B_ATTN_V_Q6K.includes(l) ? 'Q6_K' : 'Q5_K');
+    }
     expect(ggufTensorType('q4_k_m', [256], {}, 4)).toBe('F32');
   });
 
@@ -112,11 +122,11 @@ describe("q4_k_m: llama.cpp's tensor mix", () => {
 });
 
 describe('GGUF reading: ggml types finllm does not decode', () => {
-  it('a tensor of another ggml type (here Q5_K) is a one-line error naming the file, the tensor and the type', async () => {
+  it('a tensor of another ggml type (here Q5_1) is a one-line error naming the file, the tensor and the type', async () => {
     const dir = await tempDir();
     const ok = join(dir, 'ok.gguf');
     await exportGguf(modelDir('gqa-f32'), ok, { type: 'q4_k_m' });
-    // Rewrite blk.0.ffn_down's type id (Q5_0 = 6) in its tensor info to Q5_K (13): the info is the
+    // Rewrite blk.0.ffn_down's type id (Q5_0 = 6) in its tensor info to Q5_1 (7): the info is the
     // name, n_dims u32, n_dims × u64 dims, then the type u32.
     const bytes = new Uint8Array(await readFile(ok));
     const name = Buffer.from('blk.0.ffn_down.weight');
@@ -126,11 +136,11 @@ describe('GGUF reading: ggml types finllm does not decode', () => {
     const nDims = view.getUint32(at + name.length, true);
     const typeAt = at + name.length + 4 + 8 * nDims;
     expect(view.getUint32(typeAt, true)).toBe(6);
-    view.setUint32(typeAt, 13, true);
+    view.setUint32(typeAt, 7, true);
     const bad = join(dir, 'bad.gguf');
     await writeFile(bad, bytes);
     await expect(GgufFile.open(bad)).rejects.toThrow(
-      /bad\.gguf.*tensor 'blk\.0\.ffn_down\.weight' has ggml type Q5_K \(13\); finllm reads F32, F16, Q4_0, Q5_0, Q8_0, Q4_K, Q6_K, BF16$/,
+      /bad\.gguf.*tensor 'blk\.0\.ffn_down\.weight' has ggml type Q5_1 \(7\); finllm reads F32, F16, Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, BF16$/,
     );
   });
 });
