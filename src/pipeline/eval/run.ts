@@ -119,28 +119,33 @@ export async function evaluate(o: EvaluateOptions): Promise<SuiteOutcome[]> {
   for (const s of o.suites) if (s.out) checkFileDestination(s.out);
   const data = o.data ?? {};
   const columns = data.columns ?? DEFAULT_COLUMNS;
-  const tokenizer = await LlamaTokenizer.load(o.tokenizerDir ?? o.modelDir);
-  const prepared: Prepared[] = [];
+  // Every file is read (and perplexity texts checked) before the tokenizer loads, then the prompts are built.
+  const read: { suite: EvalSuite; rows: DataRecord[]; texts?: string[] }[] = [];
   for (const suite of o.suites) {
     if (suite.task === 'perplexity') {
       const rows = await readDataRows(suite.file, data.format ?? null);
       const limited = suite.limit != null ? rows.slice(0, suite.limit) : rows;
-      prepared.push({ suite, texts: textsOf(limited, suite.file, suite.textColumn ?? columns.text) });
+      read.push({ suite, rows, texts: textsOf(limited, suite.file, suite.textColumn ?? columns.text) });
       continue;
     }
     const rows = await readRecords(suite.file, { format: data.format ?? null, fallback: 'jsonl' });
     if (rows.length === 0) throw new InputError('no eval records: the file is empty', { file: suite.file });
-    const items = buildEvalItems(rows, suite.task, suite.file, {
+    read.push({ suite, rows });
+  }
+  const tokenizer = await LlamaTokenizer.load(o.tokenizerDir ?? o.modelDir);
+  const prepared: Prepared[] = read.map(({ suite, rows, texts }) => {
+    if (texts) return { suite, texts };
+    const items = buildEvalItems(rows, suite.task as GenerationTask, suite.file, {
       limit: suite.limit ?? null,
       tokenizer,
       ...(data.preprocess ? { preprocess: data.preprocess } : {}),
       ...(data.columns ? { columns: data.columns } : {}),
       ...(data.template ? { template: data.template } : {}),
     });
-    let metrics = metricsFor(items, suite.task, suite.metrics);
+    let metrics = metricsFor(items, suite.task as GenerationTask, suite.metrics);
     if (suite.addEmbeddingMetrics && suite.task === 'generation' && !wantsEmbeddings(metrics)) metrics = [...metrics, 'embedding', 'bertscore'];
-    prepared.push({ suite, items, metrics });
-  }
+    return { suite, items, metrics };
+  });
   await o.beforeLoad?.();
   await initEngine();
   const model = await LlamaModel.load(o.modelDir, o.load);
