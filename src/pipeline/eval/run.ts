@@ -24,7 +24,6 @@ import { evaluatePerplexity, writePerplexity, type PerplexityResult } from './pe
 import { writeResults } from './results.js';
 
 export type EvalTask = 'perplexity' | GenerationTask;
-export const EVAL_TASK_NAMES: readonly EvalTask[] = ['perplexity', 'generation', 'classification'];
 
 /** One eval file and what to do with it. */
 export interface EvalSuite {
