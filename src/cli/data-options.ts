@@ -1,15 +1,14 @@
 // The data and template settings of `eval`, `generate` and `serve`: the same ones `train` reads
 // from its config (data.columns, data.template, data.preprocess), taken from a run folder's
 // resolved-config.yaml (--run, or the one beside the --model / --adapter folder), then overridden
-// by --template and --column. So the prompt a model was trained on is the prompt it is evaluated
-// and served with.
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+// by --template and --column (src/pipeline/run-config.ts reads the run's). So the prompt a model was
+// trained on is the prompt it is evaluated and served with.
 import type { Command } from 'commander';
 import { InputError } from '../errors.js';
-import { DEFAULT_COLUMNS, loadConfig, RESOLVED_CONFIG_NAME, TEMPLATE_NAMES, type ColumnMapping, type TemplateName } from '../pipeline/config.js';
-import { DEFAULT_PREPROCESS, type PreprocessOptions } from '../pipeline/data/preprocess.js';
+import { DEFAULT_COLUMNS, RESOLVED_CONFIG_NAME, TEMPLATE_NAMES, type ColumnMapping, type TemplateName } from '../pipeline/config.js';
+import type { PreprocessOptions } from '../pipeline/data/preprocess.js';
 import { DATA_FORMATS, type DataFormat } from '../pipeline/data/readers.js';
+import { runDataSettings } from '../pipeline/run-config.js';
 import { collect } from './common.js';
 
 export interface DataCliOptions {
@@ -37,32 +36,10 @@ export function addDataOptions(cmd: Command, opts: { format?: boolean } = {}): C
   return cmd;
 }
 
-/** The resolved-config.yaml that describes how `dirs` (adapter, model) were trained: --run's, else one beside them. */
-function findRunConfig(run: string | undefined, dirs: readonly (string | undefined)[]): string | null {
-  if (run !== undefined) {
-    const file = join(run, RESOLVED_CONFIG_NAME);
-    if (!existsSync(file)) throw new InputError(`no ${RESOLVED_CONFIG_NAME} in the run folder (expected the output.dir of a finllm train or pipeline run)`, { file: run, flag: 'run' });
-    return file;
-  }
-  for (const d of dirs) {
-    if (d === undefined) continue;
-    const file = join(dirname(d), RESOLVED_CONFIG_NAME);
-    if (existsSync(file)) return file;
-  }
-  return null;
-}
-
 export function dataSettings(o: DataCliOptions, dirs: readonly (string | undefined)[]): DataSettings {
-  const from = findRunConfig(o.run, dirs);
-  let columns: ColumnMapping = { ...DEFAULT_COLUMNS };
-  let template: TemplateName = 'auto';
-  let preprocess: PreprocessOptions = DEFAULT_PREPROCESS;
-  if (from !== null) {
-    const cfg = loadConfig({ file: from, env: '' });
-    columns = { ...cfg.data.columns };
-    template = cfg.data.template;
-    preprocess = { unicode: cfg.data.preprocess.unicode, whitespace: cfg.data.preprocess.whitespace, speakerTurns: cfg.data.preprocess.speaker_turns };
-  }
+  const run = runDataSettings(o.run, dirs);
+  const { from, columns, preprocess } = run;
+  let template = run.template;
   if (o.template !== undefined) {
     if (!(TEMPLATE_NAMES as readonly string[]).includes(o.template)) throw new InputError(`expected one of ${TEMPLATE_NAMES.join(', ')}, got ${JSON.stringify(o.template)}`, { flag: 'template' });
     template = o.template as TemplateName;

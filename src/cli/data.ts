@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { ResolvedConfig } from '../pipeline/config.js';
 import { escapeControl } from '../errors.js';
-import { loadRunConfig } from './train.js';
+import { loadRunConfig } from '../pipeline/run-config.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { prepareData, type PreparedData } from '../pipeline/data/prepare.js';
 import { formatReport, saveReport } from '../pipeline/data/stats.js';

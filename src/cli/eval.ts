@@ -1,24 +1,20 @@
 // `finllm eval --model DIR [--adapter DIR] [--quantize nf4] --data FILE.jsonl [--task perplexity]
-//  [--metrics perplexity] [--json]`: evaluates a model on a JSONL file. The perplexity task reads
-// {"text": ...} rows and reports per-text losses exactly as transformers computes
-// `model(input_ids=ids, labels=ids).loss`, their token-weighted mean and its exp.
-// Tasks are looked up in EVAL_TASKS, so further tasks (generation, classification) plug in there.
-// The generation and classification tasks run src/pipeline/eval/generation.ts: prompts from the
-// records through the training templates, greedy decoding, scores, a finllm.results.v1 file (--out).
+//  [--metrics perplexity] [--json]`: evaluates a model on a data file with the library's evaluation
+// flow (src/pipeline/eval/run.ts). This file parses the flags and formats the results.
+// The perplexity task reads {"text": ...} rows and reports per-text losses exactly as transformers
+// computes `model(input_ids=ids, labels=ids).loss`, their token-weighted mean and its exp.
+// The generation and classification tasks prompt the records through the training templates,
+// decode greedily, score, and write a finllm.results.v1 file (--out).
 import type { Command } from 'commander';
 import { InputError } from '../errors.js';
-import { readRecords, type DataFormat, type DataRecord } from '../pipeline/data/readers.js';
-import { describeValue } from '../io/json.js';
-import { evaluatePerplexity, type PerplexityResult } from '../llama/evaluate.js';
-import { EvalProgress, evaluateFile, parseEvalMetrics, type GenerationEvalResult, type GenerationTask } from '../pipeline/eval/generation.js';
-import { fmt } from '../pipeline/eval/report.js';
-import { writeResults } from '../pipeline/eval/results.js';
-import { writeFileAtomic } from '../pipeline/eval/fsutil.js';
 import { checkFileDestination } from '../io/atomic.js';
 import { validateSampling } from '../llama/generate.js';
-import { LlamaModel } from '../llama/model.js';
-import { LlamaTokenizer } from '../llama/tokenizer.js';
-import { addDataOptions, dataSettings, describeSettings, type DataCliOptions, type DataSettings } from './data-options.js';
+import type { KvCacheSetting } from '../llama/kv-cache.js';
+import { parseEvalMetrics, type GenerationEvalResult, type GenerationTask } from '../pipeline/eval/generation.js';
+import { perplexityJson, type PerplexityResult } from '../pipeline/eval/perplexity.js';
+import { fmt } from '../pipeline/eval/report.js';
+import { evaluate, type EvalSuite, type EvaluateOptions } from '../pipeline/eval/run.js';
+import { addDataOptions, dataSettings, describeSettings, type DataCliOptions } from './data-options.js';
 import { addModelOptions, applyPrecision, intOption, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
 
 export interface EvalCliOptions extends ModelCliOptions, DataCliOptions {
@@ -27,7 +23,7 @@ export interface EvalCliOptions extends ModelCliOptions, DataCliOptions {
   metrics?: string;
   json?: boolean;
   tokensPerPass?: string;
-  /** Generation / classification (and a copy of the perplexity JSON): the output file. */
+  /** The output file: the results (generation/classification) or the perplexity JSON. */
   out?: string;
   maxNewTokens?: string;
   batchSize?: string;
@@ -42,48 +38,21 @@ export interface EvalCliOptions extends ModelCliOptions, DataCliOptions {
   quiet?: boolean;
 }
 
-/** One record: its 1-based row and fields. */
-export type JsonlRow = DataRecord;
-
-/**
- * Reads an eval data file with the data readers (JSONL, JSON or CSV by extension; any other name is
- * read as JSON Lines); the first bad row is an InputError with the row.
- */
-export async function readDataRows(file: string, format: DataFormat | null = null): Promise<JsonlRow[]> {
-  const rows = await readRecords(file, { format, fallback: 'jsonl' });
-  if (rows.length === 0) throw new InputError('no rows: the data file is empty', { file });
-  return rows;
-}
-
-/** The text field of every row (column `column`, default "text": data.columns.text / --column text=COL). */
-export function textsOf(rows: JsonlRow[], file: string, column = 'text'): string[] {
-  return rows.map(({ row, value }) => {
-    const t = value[column];
-    if (typeof t !== 'string') {
-      const found = t === undefined ? `no "${column}" field (fields found: ${Object.keys(value).join(', ') || 'none'}; map another with --column text=COLUMN)` : describeValue(t, 60);
-      throw new InputError(`expected a "${column}" string, got ${found}`, { file, row, key: column });
-    }
-    if (t === '') throw new InputError(`"${column}" is empty`, { file, row, key: column });
-    return t;
-  });
-}
-
-/** The data settings of this evaluation, with their origin printed once on stderr. */
-function evalDataSettings(opts: EvalCliOptions): DataSettings {
+/** The model, data settings and precision hook shared by the tasks: evaluate()'s options less the suites. */
+async function evalSetup(opts: EvalCliOptions): Promise<{ base: Omit<EvaluateOptions, 'suites'>; kvCache: KvCacheSetting }> {
+  const { dir, load, precision, kvCache } = await modelLoadOptions(opts);
   const s = dataSettings(opts, [opts.adapter, opts.model]);
   const line = describeSettings(s);
   if (line && !opts.quiet) process.stderr.write(`${line}\n`);
-  return s;
-}
-
-/** The JSON object `eval --json` prints for the perplexity task. */
-export function perplexityJson(r: PerplexityResult): Record<string, unknown> {
   return {
-    examples: r.examples,
-    tokens: r.tokens,
-    loss: r.loss,
-    perplexity: r.perplexity,
-    per_example: r.perExample.map((e) => ({ loss: e.loss, tokens: e.tokens })),
+    kvCache,
+    base: {
+      modelDir: dir,
+      load,
+      data: { format: s.format, columns: s.columns, template: s.template, preprocess: s.preprocess },
+      quiet: opts.quiet ?? false,
+      beforeLoad: () => applyPrecision(precision),
+    },
   };
 }
 
@@ -98,23 +67,16 @@ export function perplexityTable(r: PerplexityResult): string {
   return lines.join('\n');
 }
 
-/** Runs the perplexity task; returns the result (the verb prints it). */
+/** Runs the perplexity task (writes --out when given); returns the result (the verb prints it). */
 export async function runPerplexityEval(opts: EvalCliOptions): Promise<PerplexityResult> {
   const metrics = (opts.metrics ?? 'perplexity').split(',').map((m) => m.trim()).filter(Boolean);
   for (const m of metrics) if (m !== 'perplexity') throw new InputError(`unknown metric ${JSON.stringify(m)} for the perplexity task; expected perplexity`, { flag: 'metrics' });
   if (!opts.data) throw new InputError('--data is required', { flag: 'data' });
   const tokensPerPass = intOption(opts.tokensPerPass, 'tokens-per-pass', 1);
-  const { dir, load, precision } = await modelLoadOptions(opts);
-  const settings = evalDataSettings(opts);
-  const texts = textsOf(await readDataRows(opts.data, settings.format), opts.data, settings.columns.text);
-  const tokenizer = await LlamaTokenizer.load(dir);
-  await applyPrecision(precision);
-  const model = await LlamaModel.load(dir, load);
-  try {
-    return await evaluatePerplexity(model, tokenizer, texts, tokensPerPass !== undefined ? { maxTokensPerPass: tokensPerPass } : {});
-  } finally {
-    model.dispose();
-  }
+  const { base } = await evalSetup(opts);
+  const suite: EvalSuite = { file: opts.data, task: 'perplexity', out: opts.out ?? null };
+  const [r] = await evaluate({ ...base, suites: [suite], ...(tokensPerPass !== undefined ? { tokensPerPass } : {}) });
+  return r!.perplexity!;
 }
 
 /** Runs the generation or classification task; writes --out when given; returns the result. */
@@ -135,33 +97,17 @@ export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptio
   };
   validateSampling({ maxNewTokens, ...sampling }); // before the model is loaded
   const metrics = opts.metrics !== undefined ? parseEvalMetrics(opts.metrics, 'metrics') : null;
-  const { dir, load, precision, kvCache } = await modelLoadOptions(opts);
-  const settings = evalDataSettings(opts);
-  await applyPrecision(precision);
-  const progress = new EvalProgress(task, !opts.quiet);
-  let tokens = 0;
-  const r = await evaluateFile({
-    modelDir: dir,
-    load,
-    file: opts.data,
-    format: settings.format,
-    columns: settings.columns,
-    template: settings.template,
-    preprocess: settings.preprocess,
-    task,
-    limit: limit ?? null,
-    metrics,
+  const { base, kvCache } = await evalSetup(opts);
+  const suite: EvalSuite = { file: opts.data, task, limit: limit ?? null, metrics, out: opts.out ?? null };
+  const [r] = await evaluate({
+    ...base,
+    suites: [suite],
     maxNewTokens,
     sampling: { ...sampling, kvCache },
     ...(batchSize !== undefined ? { batchSize } : {}),
     ...(embeddingLayer !== undefined ? { embeddingLayer } : {}),
-    onProgress: (done, total, _item, p) => {
-      tokens += p.tokens;
-      progress.update(done, total, tokens);
-    },
   });
-  if (opts.out) await writeResults(opts.out, r.results);
-  return r;
+  return r!.generation!;
 }
 
 /** Human-readable summary of a generation / classification run. */
@@ -185,7 +131,6 @@ export const EVAL_TASKS: Record<string, (opts: EvalCliOptions, out: (s: string) 
     if (opts.limit !== undefined) throw new InputError('--limit applies to the generation and classification tasks', { flag: 'limit' });
     if (opts.kvCache !== undefined) throw new InputError('--kv-cache applies to the generation and classification tasks (perplexity keeps no KV cache)', { flag: 'kv-cache' });
     const r = await runPerplexityEval(opts);
-    if (opts.out) await writeFileAtomic(opts.out, `${JSON.stringify(perplexityJson(r), null, 2)}\n`);
     out(opts.json ? `${JSON.stringify(perplexityJson(r))}\n` : `${perplexityTable(r)}\n`);
   },
   generation: async (opts, out) => {

@@ -6,7 +6,8 @@ import { TextStreamer, generate, generationEosIds, readGenerationConfig, validat
 import { LlamaModel } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import type { TemplateName } from '../pipeline/config.js';
-import { PRIMARY_FIELD, renderPrompt, TemplateProblem } from '../pipeline/data/templates.js';
+import { layOutPrompt } from '../pipeline/data/prompt-layout.js';
+import { TemplateProblem } from '../pipeline/data/templates.js';
 import { collect } from './common.js';
 import { addDataOptions, dataSettings, describeSettings, type DataCliOptions, type DataSettings } from './data-options.js';
 import { addModelOptions, applyPrecision, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
@@ -64,18 +65,16 @@ export function promptIds(o: GenerateCliOptions, tokenizer: LlamaTokenizer, sett
     return tokenizer.encode(prompt);
   }
   const c = settings.columns;
-  const fields: Record<string, unknown> = {};
-  if (template === 'chat') fields[c.messages] = [{ role: 'user', content: prompt }];
-  else fields[c[PRIMARY_FIELD[template]]] = prompt;
+  const extra: Record<string, string> = {};
   for (const spec of o.field ?? []) {
     const eq = spec.indexOf('=');
     const name = spec.slice(0, eq).trim();
     if (eq <= 0 || !(name in c)) throw new InputError(`expected FIELD=TEXT with FIELD one of ${Object.keys(c).join(', ')}, got ${JSON.stringify(spec)}`, { flag: 'field' });
-    fields[c[name as keyof typeof c]] = spec.slice(eq + 1);
+    extra[name] = spec.slice(eq + 1);
   }
   let r;
   try {
-    r = renderPrompt(fields, { columns: c, template, preprocess: settings.preprocess, tokenizer }, template);
+    r = layOutPrompt({ ...settings, template }, tokenizer, prompt, extra);
   } catch (err) {
     if (err instanceof TemplateProblem) throw new InputError(`${err.message} (give it with --field)`, { flag: 'field' });
     throw err;

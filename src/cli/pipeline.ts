@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { InputError, escapeControl } from '../errors.js';
 import { runPipeline, STAGES, type StageName } from '../pipeline/pipeline.js';
-import { loadRunConfig } from './train.js';
+import { loadRunConfig } from '../pipeline/run-config.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 

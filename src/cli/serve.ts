@@ -1,17 +1,21 @@
-// `finllm serve --model DIR [--adapter NAME=DIR ...] [--route NAME=A:W,B:W] [--host] [--port]`:
-// an OpenAI-compatible HTTP server (src/serve/) over the base model and its LoRA adapters.
+// `finllm serve --model DIR [--adapter NAME=DIR ...] [--route NAME=A:W,B:W] [--host] [--port]
+//  [--run DIR | --template NAME]`: an OpenAI-compatible HTTP server (src/serve/) over the base model
+// and its LoRA adapters. This file parses the flags; src/serve/lifecycle.ts runs the server.
 import { stat } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { InputError } from '../errors.js';
-import { defaultModelId, disposeServingModels, loadServingModels, type ServingModels } from '../serve/load.js';
+import { servingPromptLayout } from '../pipeline/data/prompt-layout.js';
+import { runServer } from '../serve/lifecycle.js';
+import { defaultModelId } from '../serve/load.js';
 import { parseAdapterSpec, parseRouteSpec } from '../serve/routing.js';
-import { FinllmServer, checkApiKey } from '../serve/server.js';
+import { checkApiKey } from '../serve/server.js';
 import { collect } from './common.js';
+import { addDataOptions, dataSettings, describeSettings, type DataCliOptions } from './data-options.js';
 import { KV_CACHE_HELP, PRECISION_HELP, applyPrecision, checkDir, modelLoadOptions, numberOption } from './model-options.js';
 
-export interface ServeCliOptions {
+export interface ServeCliOptions extends DataCliOptions {
   model?: string;
   adapter: string[];
   route: string[];
@@ -39,14 +43,24 @@ function positiveInt(value: string | undefined, flag: string): number | undefine
   return n;
 }
 
-const MiB = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
-
 export async function serveAction(o: ServeCliOptions, say: (line: string) => void = (l) => void process.stderr.write(`${l}\n`)): Promise<void> {
   const { dir, load, precision, kvCache } = await modelLoadOptions({ model: o.model, quantize: o.quantize, storage: o.storage, precision: o.precision, kvCache: o.kvCache });
   const adapters = o.adapter.map((spec) => (spec.includes('=') ? parseAdapterSpec(spec) : parseAdapterSpec(`${basename(spec)}=${spec}`)));
   for (const a of adapters) await checkDir(a.dir, `adapter ${a.name}`);
   if (o.chatTemplate !== undefined) {
     if (!(await stat(o.chatTemplate).then((s) => s.isFile(), () => false))) throw new InputError('chat template file not found', { file: o.chatTemplate });
+  }
+  // The prompt layout the model was trained with: --run's (or the run beside the first adapter or
+  // the model), then --template and --column.
+  const settings = dataSettings(o, [adapters[0]?.dir, o.model]);
+  let promptLayout;
+  try {
+    promptLayout = servingPromptLayout(settings, o.template !== undefined || settings.from === null ? { flag: 'template' } : { file: settings.from, key: 'data.template' });
+  } catch (err) {
+    // A run folder found beside the model whose template takes more than a prompt: served as given.
+    if (!(err instanceof InputError) || o.template !== undefined || o.run !== undefined) throw err;
+    say(`finllm serve: warning: ${err.message}; prompts are served as given (--template to choose one)`);
+    promptLayout = null;
   }
   const port = numberOption(o.port, 'port', true)!;
   if (port < 0 || port > 65535) throw new InputError(`expected a port number in [0, 65535], got ${port}`, { flag: 'port' });
@@ -59,93 +73,39 @@ export async function serveAction(o: ServeCliOptions, say: (line: string) => voi
   // otherwise go to the resolver as a host name.
   if (/^\d+(\.\d+){3}$/.test(o.host) && isIP(o.host) !== 4) throw new InputError(`expected an IP address or a host name, got ${JSON.stringify(o.host)}, which is not a valid IPv4 address`, { flag: 'host' });
   const maxModelLen = positiveInt(o.maxModelLen, 'max-model-len');
-  const server = new FinllmServer({
-    host: o.host,
-    port,
-    apiKey,
-    baseId: o.servedModelName ?? defaultModelId(dir),
-    adapterNames: adapters.map((a) => a.name),
-    routes: o.route.map(parseRouteSpec),
-    routeSeed: numberOption(o.routeSeed, 'route-seed', true) ?? 0,
-    maxBatchSize: positiveInt(o.maxBatchSize, 'max-batch-size')!,
-    maxQueue: positiveInt(o.maxQueue, 'max-queue')!,
-    bodyLimit: positiveInt(o.maxBodyBytes, 'max-body-bytes')!,
-    logRequests: o.logRequests ?? false,
-    kvCache,
-  });
-
-  let url: string;
-  try {
-    url = await server.listen();
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE' || code === 'EACCES') throw new InputError(`cannot listen on ${o.host}:${port} (${code})`, { flag: 'port' });
-    // Not an address of this machine, or a name that does not resolve.
-    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME' || code === 'EAI_FAIL') {
-      throw new InputError(`cannot listen on ${o.host}:${port} (${code}): not an address of this machine`, { flag: 'host' });
-    }
-    throw err;
-  }
-  say(`finllm serve: listening on ${url} (loading ${dir}; requests get 503 until it is ready)`);
-  if (!apiKey && !['127.0.0.1', 'localhost', '::1'].includes(o.host)) say(`finllm serve: warning: listening on ${o.host} without --api-key: anyone who can reach it can use it`);
-
-  // Signals: the first drains (in-flight requests finish), a second one stops at once. SIGHUP (the
-  // terminal closed, or a supervisor's reload) drains too: a server has nothing to reload.
-  let stopping: Promise<void> | null = null;
-  let stopRequested: (() => void) | null = null;
-  const stopSignal = new Promise<void>((resolve) => (stopRequested = resolve));
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (stopping) {
-      say(`finllm serve: ${sig} again: exiting without waiting`);
-      process.exit(130);
-    }
-    say(`finllm serve: ${sig}: finishing the requests in flight (up to ${drainTimeout} s), refusing new ones`);
-    stopRequested!();
-  };
-  const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP'];
-  for (const sig of signals) process.on(sig, onSignal);
-
-  let models: ServingModels | null = null;
-  try {
-    await applyPrecision(precision);
-    const loading = loadServingModels({
+  const note = describeSettings(settings);
+  if (note) say(note);
+  await runServer({
+    server: {
+      host: o.host,
+      port,
+      apiKey,
+      baseId: o.servedModelName ?? defaultModelId(dir),
+      adapterNames: adapters.map((a) => a.name),
+      routes: o.route.map(parseRouteSpec),
+      routeSeed: numberOption(o.routeSeed, 'route-seed', true) ?? 0,
+      maxBatchSize: positiveInt(o.maxBatchSize, 'max-batch-size')!,
+      maxQueue: positiveInt(o.maxQueue, 'max-queue')!,
+      bodyLimit: positiveInt(o.maxBodyBytes, 'max-body-bytes')!,
+      logRequests: o.logRequests ?? false,
+      kvCache,
+      promptLayout,
+    },
+    models: {
       modelDir: dir,
       load,
       adapters,
       ...(o.chatTemplate !== undefined ? { chatTemplateFile: o.chatTemplate } : {}),
       ...(maxModelLen !== undefined ? { maxModelLen } : {}),
-    });
-    const first = await Promise.race([loading.then((m) => ({ m })), stopSignal.then(() => null)]);
-    if (!first) {
-      // Stopped while loading: wait for the load to end, then free what it made.
-      stopping = server.shutdown(0).then(() => undefined);
-      await loading.then(disposeServingModels, () => undefined);
-      await stopping;
-      return;
-    }
-    models = first.m;
-    server.setReady(models);
-    const kv = server.kvCache!;
-    const ids = server.router.ids().map((m) => (m.kind === 'route' ? `${m.id} (route: ${m.route!.arms.map((a) => `${a.model} ${a.weight}`).join(' / ')})` : m.id));
-    say(`finllm serve: ready: ${ids.join(', ')}; context ${models.contextLength} tokens, ${o.maxBatchSize} decode slots per model, KV cache (${kv.dtype}) ${MiB(kv.bytesPerVariant)} per model in use`);
-  } catch (err) {
-    server.setFailed(err instanceof Error ? err.message : String(err));
-    await server.shutdown(0);
-    throw err;
-  }
-
-  await stopSignal;
-  stopping = server.shutdown(drainTimeout * 1000).then(({ drained }) => {
-    say(drained ? 'finllm serve: drained; stopped' : `finllm serve: drain timeout (${drainTimeout} s): cancelled the remaining requests; stopped`);
+    },
+    drainTimeout,
+    beforeLoad: () => applyPrecision(precision),
+    say,
   });
-  await stopping;
-  disposeServingModels(models);
-  for (const sig of signals) process.off(sig, onSignal);
 }
 
 export function register(program: Command): void {
-  program
-    .command('serve')
+  addDataOptions(program.command('serve'))
     .description('serve the model and its LoRA adapters over an OpenAI-compatible HTTP API (continuous batching, A/B routes)')
     .requiredOption('-m, --model <dir>', 'HF model folder (config.json, model.safetensors, tokenizer.json)')
     .option('-a, --adapter <name=dir>', 'serve a PEFT LoRA adapter over the base as model id NAME (repeatable; a bare DIR is named after its folder)', collect, [])
@@ -174,6 +134,13 @@ GET /v1/models, GET /health, GET /metrics (Prometheus). Example:
   finllm serve --model runs/default/stages/train/model      # the default pipeline's fully trained model
   curl http://127.0.0.1:8000/v1/completions -H 'content-type: application/json' \\
     -d '{"model": "ab", "prompt": "Revenue rose", "max_tokens": 16, "temperature": 0}'
+
+Prompts are laid out as the model was trained: with --template (or the data.template of --run's
+resolved-config.yaml, or of the one beside the first --adapter or the --model folder) a completion's
+prompt fills the template's main field (text; instruction for alpaca; prompt for completion) and
+the model sees exactly the training prompt; under the chat template it is a user message, and chat
+requests use the training layout of chat records when the tokenizer has no chat template. Without
+one (template auto) prompts are tokenized as given.
 
 Sampling: temperature 0 is greedy; temperature and repetition_penalty below 1e-5 are refused (400),
 as are seeds outside [0, 4294967295]. Chat templates render within a size and time limit.

@@ -2,7 +2,7 @@
 // tokenizer (Llama layout) on the text of a JSONL file, for a model pretrained from scratch.
 import type { Command } from 'commander';
 import { InputError } from '../errors.js';
-import { readJsonl } from '../pipeline/eval/fsutil.js';
+import { readRecords } from '../pipeline/data/readers.js';
 import { MAX_VOCAB_SIZE, SPECIAL_TOKENS, trainBpe, VocabTooSmallError, writeTokenizerFolder } from '../llama/tokenizer-train.js';
 import { warn } from '../warnings.js';
 import { intOption, numberOption } from './model-options.js';
@@ -38,7 +38,7 @@ Example:
       if (vocabSize > MAX_VOCAB_SIZE) throw new InputError(`expected at most ${MAX_VOCAB_SIZE}, got ${vocabSize}`, { key: 'vocab-size' });
       const minPairFrequency = intOption(o.minFrequency, 'min-frequency', 1)!;
       const texts: string[] = [];
-      for (const { row, value } of await readJsonl(o.data)) {
+      for (const { row, value } of await readRecords(o.data, { format: 'jsonl', what: 'file' })) {
         const t = (value as Record<string, unknown> | null)?.[o.field];
         if (typeof t !== 'string') throw new InputError(`expected a "${o.field}" string`, { file: o.data, row, key: o.field });
         texts.push(t);

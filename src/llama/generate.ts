@@ -14,9 +14,22 @@ import { join } from 'node:path';
 import { Tensor, engine } from '../engine/tensor.js';
 import { InputError, NonFiniteError, readFailure } from '../errors.js';
 import { TokenSampler } from '../kernels/sampling.js';
-import { warnPastPositions } from './evaluate.js';
 import { KV_CACHE_SETTINGS, disposeKvCache, resolveKvCacheDtype, type KvCacheSetting } from './kv-cache.js';
 import type { LlamaModel } from './model.js';
+import { warn } from '../warnings.js';
+
+/**
+ * Warns (once per process) when sequences run past the model's max_position_embeddings: positions
+ * there were never trained, so their numbers are extrapolation (transformers warns likewise).
+ */
+export function warnPastPositions(model: LlamaModel, lengths: readonly number[], what: 'text' | 'prompt'): void {
+  const max = model.config.maxPositionEmbeddings;
+  const long = lengths.map((n, i) => ({ n, i })).filter((x) => x.n > max);
+  if (long.length === 0) return;
+  const shown = long.slice(0, 3).map((x) => `${what} ${x.i + 1}: ${x.n}`).join(', ') + (long.length > 3 ? ', ...' : '');
+  const runs = what === 'text' ? `${long.length === 1 ? 'is' : 'are'} longer than` : 'with the new tokens would run past';
+  warn(`${long.length} ${what}${long.length === 1 ? '' : 's'} ${runs} the model's max_position_embeddings (${max} tokens) (${shown}); positions past it were never trained, so those results are extrapolation`, `past-positions:${what}`);
+}
 
 export interface SamplingOptions {
   maxNewTokens: number;

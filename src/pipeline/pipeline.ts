@@ -25,24 +25,19 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { cp, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, extname, join, relative } from 'node:path';
-import { initEngine } from '../engine/tensor.js';
 import { InputError, Interrupted, RuntimeFailure } from '../errors.js';
-import { evaluatePerplexity, type PerplexityResult } from '../llama/evaluate.js';
 import { exportMerged } from '../llama/merge.js';
-import { LlamaModel, type LoadModelOptions } from '../llama/model.js';
+import type { LoadModelOptions } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import type { EvalConfig, EvalSuiteConfig, ResolvedConfig } from './config.js';
 import { formatReport, prepareData, saveReport } from './data/index.js';
 import { compareResults, type Comparison } from './eval/compare.js';
-import { ModelEmbeddingProvider } from './eval/embeddings.js';
-import { readJsonl, writeFileAtomic } from './eval/fsutil.js';
-import { readRecords } from './data/readers.js';
-import { describeValue } from '../io/json.js';
-import { ensureFolder } from '../io/atomic.js';
-import { buildEvalItems, EvalProgress, metricsFor, runGenerationEval, type EvalMetric } from './eval/generation.js';
+import { ensureFolder, writeFileAtomic } from '../io/atomic.js';
+import type { EvalMetric } from './eval/generation.js';
+import { evaluate, type EvalSuite } from './eval/run.js';
 import { REPORT_FORMAT, writeReport } from './eval/report.js';
 import { verdictLine } from './eval/verdict.js';
-import { readResults, readTrainingLog, writeResults } from './eval/results.js';
+import { readResults, readTrainingLog } from './eval/results.js';
 import { runTraining } from './train/trainer.js';
 import { checkSeqLenFitsModel } from './train/checks.js';
 import { loadLlamaConfig } from '../llama/config.js';
@@ -199,103 +194,49 @@ function loadOptions(cfg: ResolvedConfig, adapter?: string): LoadModelOptions {
   return { storage: cfg.model.storage, ...(cfg.model.quantize === 'nf4' ? { quantize: 'nf4' as const } : {}), ...(adapter ? { adapter } : {}) };
 }
 
-/** Perplexity of the {"text"} records of a suite file. */
-async function suitePerplexity(model: LlamaModel, tokenizer: LlamaTokenizer, suite: Suite, limit: number | null): Promise<PerplexityResult> {
-  const file = suite.cfg.file;
-  const rows = await readJsonl(file);
-  const texts: string[] = [];
-  for (const { row, value } of rows) {
-    if (limit !== null && texts.length >= limit) break;
-    const t = (value as Record<string, unknown> | null)?.['text'];
-    if (typeof t !== 'string' || t === '') throw new InputError(`expected a non-empty "text" string for the perplexity task, got ${t === undefined ? 'nothing' : describeValue(t, 60)}`, { file, row, key: 'text' });
-    texts.push(t);
-  }
-  if (texts.length === 0) throw new InputError('no records', { file });
-  return evaluatePerplexity(model, tokenizer, texts);
-}
-
 /** What an evaluation stage evaluates: the base model, base + adapter, or a fully trained model folder. */
 interface EvaluatedModel {
   adapter?: string;
   model?: string;
 }
 
-/** One evaluation stage: every suite with the base model (+ adapter) or the trained model. Returns the written files. */
+/** One evaluation stage: every suite with the base model (+ adapter) or the trained model (eval/run.ts). Returns the written files. */
 async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string, label: string, evaluated: EvaluatedModel, quiet: boolean): Promise<string[]> {
   const { adapter } = evaluated;
-  const modelDir = evaluated.model ?? cfg.model.path;
-  const suites = evalSuites(ev);
-  const tokenizer = await LlamaTokenizer.load(cfg.model.path);
-  const preprocess = { unicode: cfg.data.preprocess.unicode, whitespace: cfg.data.preprocess.whitespace, speakerTurns: cfg.data.preprocess.speaker_turns };
-  // Read and check every suite before loading anything heavy.
-  const prepared = await Promise.all(
-    suites.map(async (suite) => {
-      if (suite.cfg.task === 'perplexity') return { suite, items: null };
-      // The suite's records are prompted as the training data was (data.columns, data.template).
-      const evalRows = await readRecords(suite.cfg.file, { fallback: 'jsonl' });
-      const items = buildEvalItems(evalRows, suite.cfg.task, suite.cfg.file, {
-        limit: suite.cfg.limit ?? ev.limit,
-        preprocess,
-        tokenizer,
-        columns: cfg.data.columns,
-        template: cfg.data.template,
-      });
-      const metrics = metricsFor(items, suite.cfg.task, suite.cfg.metrics as EvalMetric[] | null);
-      return { suite, items, metrics };
-    }),
-  );
-  const wantsEmbeddings = (m: readonly EvalMetric[] | undefined) => !!m && (m.includes('embedding') || m.includes('bertscore'));
-  await initEngine();
-  const model = await LlamaModel.load(modelDir, loadOptions(cfg, adapter));
-  let embeddings: ModelEmbeddingProvider | null = null;
-  const written: string[] = [];
-  try {
-    for (const p of prepared) {
-      const out = resultsFile(outDir, p.suite);
-      if (p.items === null) {
-        const r = await suitePerplexity(model, tokenizer, p.suite, p.suite.cfg.limit ?? ev.limit);
-        const json = { examples: r.examples, tokens: r.tokens, loss: r.loss, perplexity: r.perplexity, per_example: r.perExample.map((e) => ({ loss: e.loss, tokens: e.tokens })) };
-        await writeFileAtomic(out, JSON.stringify(json, null, 2) + '\n');
-        written.push(out);
-        continue;
-      }
-      let metrics = p.metrics!;
-      if (ev.embeddings && p.suite.cfg.task === 'generation' && !wantsEmbeddings(metrics)) metrics = [...metrics, 'embedding', 'bertscore'];
-      if (wantsEmbeddings(metrics) && !embeddings) {
-        // The base model's hidden states for both evaluations, so the scores are comparable.
-        embeddings = modelDir !== cfg.model.path || adapter ? await ModelEmbeddingProvider.load(cfg.model.path, loadOptions(cfg)) : new ModelEmbeddingProvider(model, tokenizer);
-      }
-      const progress = new EvalProgress(`${label} ${p.suite.name}`, !quiet);
-      let tokens = 0;
-      const r = await runGenerationEval(model, tokenizer, p.items, {
-        task: p.suite.cfg.task as 'generation' | 'classification',
-        metrics,
-        embeddings,
-        maxNewTokens: ev.max_new_tokens,
-        sampling: {
-          greedy: ev.sampling.greedy,
-          temperature: ev.sampling.temperature,
-          topK: ev.sampling.top_k,
-          topP: ev.sampling.top_p,
-          repetitionPenalty: ev.sampling.repetition_penalty,
-          seed: ev.sampling.seed,
-        },
-        name: p.suite.name,
-        model: modelDir,
-        adapter: adapter ?? null,
-        onProgress: (done, total, _item, pred) => {
-          tokens += pred.tokens;
-          progress.update(done, total, tokens);
-        },
-      });
-      await writeResults(out, r.results);
-      written.push(out);
-    }
-  } finally {
-    embeddings?.dispose();
-    model.dispose();
-  }
-  return written;
+  const suites: EvalSuite[] = evalSuites(ev).map((suite) => ({
+    file: suite.cfg.file,
+    task: suite.cfg.task,
+    name: suite.name,
+    limit: suite.cfg.limit ?? ev.limit,
+    // Perplexity suites are {"text"} records whatever the training data's columns.
+    ...(suite.cfg.task === 'perplexity' ? { textColumn: 'text' } : { metrics: suite.cfg.metrics as EvalMetric[] | null, addEmbeddingMetrics: ev.embeddings }),
+    out: resultsFile(outDir, suite),
+    label: `${label} ${suite.name}`,
+  }));
+  const outcomes = await evaluate({
+    modelDir: evaluated.model ?? cfg.model.path,
+    load: loadOptions(cfg, adapter),
+    tokenizerDir: cfg.model.path,
+    embeddingModelDir: cfg.model.path,
+    suites,
+    // The suites' records are prompted as the training data was (data.columns, data.template).
+    data: {
+      columns: cfg.data.columns,
+      template: cfg.data.template,
+      preprocess: { unicode: cfg.data.preprocess.unicode, whitespace: cfg.data.preprocess.whitespace, speakerTurns: cfg.data.preprocess.speaker_turns },
+    },
+    maxNewTokens: ev.max_new_tokens,
+    sampling: {
+      greedy: ev.sampling.greedy,
+      temperature: ev.sampling.temperature,
+      topK: ev.sampling.top_k,
+      topP: ev.sampling.top_p,
+      repetitionPenalty: ev.sampling.repetition_penalty,
+      seed: ev.sampling.seed,
+    },
+    quiet,
+  });
+  return outcomes.map((o) => o.out!);
 }
 
 function metricsLine(c: Comparison): string {

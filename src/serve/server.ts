@@ -51,6 +51,19 @@ export interface ServerOptions {
   kvCache?: KvCacheSetting;
   /** Where warnings and runtime errors go (default stderr). */
   log?: (line: string) => void;
+  /**
+   * The training template's layout (serve --template / --run): completion prompts fill its main
+   * field; under the chat template they are a user message, and chat requests use the training
+   * layout of chat records when the tokenizer has no chat template. None: prompts as given.
+   */
+  promptLayout?: PromptLayout | null;
+}
+
+/** A training template's layout of prompts (src/pipeline/data/prompt-layout.ts builds one). */
+export interface PromptLayout {
+  template: string;
+  completion(prompt: string): { prompt: string; rendered: boolean };
+  chat(messages: readonly { role: string; content: string }[]): { prompt: string; rendered: boolean };
 }
 
 type State = 'loading' | 'ready' | 'draining' | 'failed';
@@ -453,7 +466,13 @@ export class FinllmServer {
 
   private encodeBounded(text: string): number[] {
     if (text.length > this.promptCharLimit()) throw this.promptTooLong(text.length, 'prompt');
-    return this.models!.tokenizer.encode(text);
+    const layout = this.opts.promptLayout;
+    if (!layout) return this.models!.tokenizer.encode(text);
+    if (layout.template === 'chat' && this.models!.tokenizer.hasChatTemplate) return this.encodeChatMessages([{ role: 'user', content: text }], 'prompt');
+    // The layout adds a bounded amount of template text around the prompt.
+    const r = this.laidOut(() => layout.completion(text), 'prompt');
+    if (r.prompt.length > this.promptCharLimit()) throw this.promptTooLong(r.prompt.length, 'prompt');
+    return r.rendered ? this.models!.tokenizer.encode(r.prompt, { addSpecialTokens: false }) : this.models!.tokenizer.encode(r.prompt);
   }
 
   private completionPrompt(body: CompletionRequest): number[] {
@@ -470,21 +489,45 @@ export class FinllmServer {
 
   private chatPrompt(body: ChatRequest): number[] {
     const tok = this.models!.tokenizer;
-    if (!tok.hasChatTemplate) {
+    const layout = this.opts.promptLayout;
+    const trainingLayout = !tok.hasChatTemplate && layout?.template === 'chat';
+    if (!tok.hasChatTemplate && !trainingLayout) {
       throw new ApiError(400, `model ${body.model} has no chat template: start the server with --chat-template FILE, or use /v1/completions`, 'invalid_request_error', 'no_chat_template', 'messages');
     }
     // OpenAI's "developer" role is the newer name of "system"; chat templates know only the latter.
     const messages = body.messages.map((m) => ({ role: m.role === 'developer' ? 'system' : m.role, content: messageText(m.content) }));
+    if (trainingLayout) {
+      const chars = messages.reduce((n, m) => n + m.content.length, 0);
+      if (chars > this.promptCharLimit()) throw this.promptTooLong(chars, 'messages');
+      const r = this.laidOut(() => layout!.chat(messages), 'messages');
+      if (r.prompt.length > this.promptCharLimit()) throw this.promptTooLong(r.prompt.length, 'messages');
+      return r.rendered ? tok.encode(r.prompt, { addSpecialTokens: false }) : tok.encode(r.prompt);
+    }
+    return this.encodeChatMessages(messages, 'messages');
+  }
+
+  /** A prompt through the training layout; a record it cannot lay out is the request's fault (400). */
+  private laidOut(render: () => { prompt: string; rendered: boolean }, param: 'prompt' | 'messages'): { prompt: string; rendered: boolean } {
+    try {
+      return render();
+    } catch (err) {
+      throw new ApiError(400, `the ${this.opts.promptLayout!.template} training template cannot lay out the ${param}: ${(err as Error).message}`, 'invalid_request_error', 'template_error', param);
+    }
+  }
+
+  /** Messages through the tokenizer's chat template, within the size, item and time limits. */
+  private encodeChatMessages(messages: { role: string; content: string }[], param: 'prompt' | 'messages'): number[] {
+    const tok = this.models!.tokenizer;
     const limits: ChatTemplateLimits = { maxChars: this.promptCharLimit(), maxItems: CHAT_TEMPLATE_ITEMS, timeoutMs: CHAT_TEMPLATE_TIME_MS };
     try {
       // The render's output is bounded by maxChars, so what gets tokenized is within promptCharLimit.
       return tok.encodeChat(messages, { addGenerationPrompt: true, limits });
     } catch (err) {
       if (!(err instanceof ChatTemplateError)) throw err;
-      if (err.limit === 'chars') throw this.promptTooLong(limits.maxChars, 'messages');
+      if (err.limit === 'chars') throw this.promptTooLong(limits.maxChars, param);
       // The operator needs the template's file; the client gets the reason alone.
       if (err.limit !== null) this.log(`finllm serve: ${err.message}`);
-      throw new ApiError(400, `the chat template failed to render the messages: ${err.reason}`, 'invalid_request_error', 'chat_template_error', 'messages');
+      throw new ApiError(400, `the chat template failed to render the messages: ${err.reason}`, 'invalid_request_error', 'chat_template_error', param);
     }
   }
 

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { dataSettings } from '../../src/cli/data-options.js';
-import { readDataRows, textsOf } from '../../src/cli/eval.js';
+import { readDataRows, textsOf } from '../../src/pipeline/eval/run.js';
 import { promptIds } from '../../src/cli/generate.js';
 import { InputError } from '../../src/errors.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reportError } from '../../src/cli/common.js';
-import { readDataRows, textsOf } from '../../src/cli/eval.js';
+import { readDataRows, textsOf } from '../../src/pipeline/eval/run.js';
 import { Checkpoint, readSafetensorsF32, SafetensorsReader } from '../../src/io/safetensors.js';
 import { readAdapter } from '../../src/llama/peft.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';

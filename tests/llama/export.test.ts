@@ -9,7 +9,7 @@ import { exportAction } from '../../src/cli/export.js';
 import { initModelAction } from '../../src/cli/init-model.js';
 import { Checkpoint } from '../../src/io/safetensors.js';
 import { loadLlamaConfig } from '../../src/llama/config.js';
-import { sequenceLosses } from '../../src/llama/evaluate.js';
+import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
 import { initModel } from '../../src/llama/init.js';
 import { exportMerged } from '../../src/llama/merge.js';
 import { LlamaModel } from '../../src/llama/model.js';

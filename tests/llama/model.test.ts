@@ -9,7 +9,7 @@ import { computePrecision, setComputePrecision, type Precision } from '../../src
 import { tidy } from '../../src/engine/tensor.js';
 import { InputError } from '../../src/errors.js';
 import { Checkpoint, writeSafetensors, type SafetensorsEntry } from '../../src/io/safetensors.js';
-import { sequenceLosses } from '../../src/llama/evaluate.js';
+import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
 import { generate, generateBatch } from '../../src/llama/generate.js';
 import { IGNORE_INDEX, LlamaModel, disposeKvCache, shiftLabels, type CheckpointMode, type KvCacheSetting } from '../../src/llama/model.js';
 import { loraKey } from '../../src/llama/peft.js';

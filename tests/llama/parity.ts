@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backward, noGrad, zeroGrad } from '../../src/engine/autograd.js';
 import { computePrecision, setComputePrecision } from '../../src/engine/precision.js';
 import { engine, tidy } from '../../src/engine/tensor.js';
-import { sequenceLosses } from '../../src/llama/evaluate.js';
+import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
 import { generate } from '../../src/llama/generate.js';
 import { CHECKPOINT_MODES, LlamaModel, disposeKvCache, shiftLabels } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';

@@ -32,19 +32,15 @@
 // Classification reads the label from the generated text with FinGPT's rule ("positive" anywhere,
 // else "negative", else neutral) and reports accuracy (mean label_correct), macro/weighted F1 and
 // the confusion matrix.
-import { initEngine } from '../../engine/tensor.js';
 import { InputError } from '../../errors.js';
-import { cutAtStop, generate, generateBatch, type BatchSamplingOptions, type SamplingOptions } from '../../llama/generate.js';
-import { LlamaModel, type LoadModelOptions } from '../../llama/model.js';
-import { LlamaTokenizer } from '../../llama/tokenizer.js';
+import { cutAtStop, generate, generateBatch, type BatchSamplingOptions } from '../../llama/generate.js';
+import type { LlamaModel } from '../../llama/model.js';
 import { DEFAULT_COLUMNS, suggest, type ColumnMapping, type TemplateName } from '../config.js';
 import { columnHint, formatSuggestion, suggestColumns } from '../data/columns.js';
 import { applyTemplate, TemplateProblem } from '../data/templates.js';
 import { DEFAULT_PREPROCESS, type PreprocessOptions } from '../data/preprocess.js';
 import type { ChatMessage } from '../data/types.js';
 import { parseGoldLabel, type ClassificationReport } from './classification.js';
-import { ModelEmbeddingProvider } from './embeddings.js';
-import { readRecords, type DataFormat } from '../data/readers.js';
 import { METRIC_GROUPS, meanOfPresent, scoreExamples, type MetricGroup } from './metrics.js';
 import { RESULTS_FORMAT, type Results } from './results.js';
 import { bertScore, embeddingCosine, type EmbeddingProvider } from './semantic.js';
@@ -459,83 +455,6 @@ export async function runGenerationEval(model: LlamaModel, tokenizer: Generation
   };
   if (scored.classification) results.classification = scored.classification;
   return { results, predictions, ...(scored.classification ? { classification: scored.classification } : {}) };
-}
-
-// ---------------------------------------------------------------------------------------------
-// One eval file end to end (what `finllm eval --task generation|classification` and the pipeline run)
-
-export interface EvalFileOptions {
-  /** Base model folder. */
-  modelDir: string;
-  /** Loader options (adapter, quantize, storage). */
-  load: LoadModelOptions;
-  file: string;
-  task: GenerationTask;
-  limit?: number | null;
-  metrics?: readonly EvalMetric[] | null;
-  maxNewTokens: number;
-  sampling?: Omit<SamplingOptions, 'maxNewTokens'>;
-  stopSequences?: readonly string[];
-  /** Prompts decoded together (default 8; 1 = one at a time). */
-  batchSize?: number;
-  preprocess?: PreprocessOptions;
-  /** The training data's column mapping and template (see BuildItemsOptions). */
-  columns?: ColumnMapping;
-  template?: TemplateName;
-  /** The eval file's format (default: from its extension; other names are read as JSON Lines). */
-  format?: DataFormat | null;
-  /** A chat template replacing the tokenizer's (a file). */
-  chatTemplateFile?: string;
-  /** Hidden-state layer of the embedding provider (embedding / bertscore metrics). */
-  embeddingLayer?: number;
-  /** The results file's `task` name. */
-  name?: string;
-  onProgress?: GenerationEvalOptions['onProgress'];
-  /** Recorded as the results' `model` / `adapter` (default: the folders given). */
-  modelLabel?: string;
-  adapterLabel?: string | null;
-}
-
-/** Reads the eval file, loads the model (+ adapter), generates, scores. */
-export async function evaluateFile(o: EvalFileOptions): Promise<GenerationEvalResult> {
-  const evalRows = await readRecords(o.file, { format: o.format ?? null, fallback: 'jsonl' });
-  if (evalRows.length === 0) throw new InputError('no eval records: the file is empty', { file: o.file });
-  const tokenizer = await LlamaTokenizer.load(o.modelDir, o.chatTemplateFile !== undefined ? { chatTemplateFile: o.chatTemplateFile } : {});
-  const items = buildEvalItems(evalRows, o.task, o.file, {
-    limit: o.limit ?? null,
-    tokenizer,
-    ...(o.preprocess ? { preprocess: o.preprocess } : {}),
-    ...(o.columns ? { columns: o.columns } : {}),
-    ...(o.template ? { template: o.template } : {}),
-  });
-  const metrics = metricsFor(items, o.task, o.metrics);
-  await initEngine();
-  const model = await LlamaModel.load(o.modelDir, o.load);
-  let embeddings: ModelEmbeddingProvider | null = null;
-  try {
-    if (metrics.includes('embedding') || metrics.includes('bertscore')) {
-      // Always the base model's hidden states, so base and fine-tuned outputs are embedded alike.
-      const { adapter: _adapter, ...baseLoad } = o.load;
-      const layer = o.embeddingLayer !== undefined ? { layer: o.embeddingLayer } : {};
-      embeddings = o.load.adapter ? await ModelEmbeddingProvider.load(o.modelDir, baseLoad, layer) : new ModelEmbeddingProvider(model, tokenizer, layer);
-    }
-    return await runGenerationEval(model, tokenizer, items, {
-      task: o.task,
-      metrics,
-      embeddings,
-      maxNewTokens: o.maxNewTokens,
-      ...(o.sampling ? { sampling: o.sampling } : {}),
-      ...(o.stopSequences ? { stopSequences: o.stopSequences } : {}),
-      ...(o.batchSize !== undefined ? { batchSize: o.batchSize } : {}),
-      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
-      ...(o.name ? { name: o.name } : {}),
-      model: o.modelLabel ?? o.modelDir,
-      adapter: o.adapterLabel !== undefined ? o.adapterLabel : (o.load.adapter ?? null),
-    });
-  } finally {
-    embeddings?.dispose();
-    model.dispose();
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,4 +17,4 @@ export { ResultsSchema, RESULTS_FORMAT, parseResults, readResults, writeResults,
 export { compareResults, type Comparison, type CompareOptions, type MetricComparison, type ExampleDelta, type Verdict, type ClassificationComparison, type LabelledExample, type OutputSpread } from './compare.js';
 export { writeReport, renderHtml, renderMarkdown, finalTrainLoss, metricRange, REPORT_FORMAT, type ReportPaths } from './report.js';
 export { decideVerdict, floorOf, atFloor, primaryMetrics, suiteKind, verdictLine, NEAR_FLOOR, PRIMARY_BY_KIND, type SuiteVerdict, type SuiteKind, type SuiteVerdictResult, type PrimaryEvidence, type Floor } from './verdict.js';
-export { writeFileAtomic } from './fsutil.js';
+export { writeFileAtomic } from '../../io/atomic.js';

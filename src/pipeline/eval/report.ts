@@ -3,7 +3,7 @@
 // output directory.
 import { join } from 'node:path';
 import type { ClassificationComparison, Comparison, ExampleDelta, LabelledExample, MetricComparison, OutputSpread } from './compare.js';
-import { writeFileAtomic } from './fsutil.js';
+import { writeFileAtomic } from '../../io/atomic.js';
 import { metricInfo } from './metrics.js';
 import type { TrainingLogPoint } from './results.js';
 import { NEAR_FLOOR, PRIMARY_BY_KIND, verdictLine } from './verdict.js';

@@ -22,9 +22,11 @@
 //
 // training log (JSONL) -- one object per line: {"step": int, "loss"?: number, "val_loss"?: number}
 //   (what the trainer writes; extra keys are ignored).
+import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { InputError } from '../../errors.js';
-import { readJson, readJsonl, writeFileAtomic } from './fsutil.js';
+import { InputError, readFailure } from '../../errors.js';
+import { writeFileAtomic } from '../../io/atomic.js';
+import { readRecords } from '../data/readers.js';
 import type { ScoreInput } from './metrics.js';
 
 export const RESULTS_FORMAT = 'finllm.results.v1';
@@ -75,8 +77,23 @@ export function parseResults(value: unknown, file: string): Results {
 }
 
 export async function readResults(file: string): Promise<Results> {
-  return parseResults(await readJson(file), file);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw readFailure(err, file);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new InputError(`expected JSON, got invalid JSON (${(err as Error).message})`, { file });
+  }
+  return parseResults(value, file);
 }
+
+/** The records of a JSONL input (score input, training log): the data readers, rows numbered by line. */
+const readJsonl = (file: string) => readRecords(file, { format: 'jsonl', what: 'file' });
 
 export async function writeResults(file: string, results: Results): Promise<void> {
   const out = { format: RESULTS_FORMAT, ...results };

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
 import { LoraTrainer, runTraining } from '../../../src/pipeline/train/trainer.js';
-import { evaluatePerplexity } from '../../../src/llama/evaluate.js';
+import { evaluatePerplexity } from '../../../src/pipeline/eval/perplexity.js';
 import { LlamaModel } from '../../../src/llama/model.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
 import { InputError } from '../../../src/errors.js';

@@ -10,7 +10,7 @@ import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js
 import { LoraTrainer, runTraining, trainStep } from '../../../src/pipeline/train/trainer.js';
 import { LlamaModel } from '../../../src/llama/model.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
-import { evaluatePerplexity } from '../../../src/llama/evaluate.js';
+import { evaluatePerplexity } from '../../../src/pipeline/eval/perplexity.js';
 import { AdamW } from '../../../src/kernels/optim.js';
 import { DataLoader, prepareData } from '../../../src/pipeline/data/index.js';
 import { readTfEvents } from '../../../src/io/tfevents.js';

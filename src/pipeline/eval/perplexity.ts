@@ -1,13 +1,15 @@
 // Perplexity evaluation: for each text, the loss transformers reports for
 // `model(input_ids=ids, labels=ids).loss` with ids = tokenizer(text).input_ids (BOS from the
 // post-processor): the mean NLL of ids[t+1] given ids[..t], over the len(ids) − 1 predicted tokens.
-// The corpus loss is the token-weighted mean, perplexity = exp(loss).
+// The corpus loss is the token-weighted mean, perplexity = exp(loss). perplexityJson is the one
+// JSON form of a result (what `eval --json` prints and what `eval --out` and the pipeline write).
 //
 // Several texts share one forward pass by packing: each text is its own segment (attention stays
 // inside it) with positions restarting at 0, which computes exactly the per-text forward.
-import { InputError, NonFiniteError } from '../errors.js';
-import { IGNORE_INDEX, type LlamaModel } from './model.js';
-import { warn } from '../warnings.js';
+import { InputError, NonFiniteError } from '../../errors.js';
+import { writeFileAtomic } from '../../io/atomic.js';
+import { warnPastPositions } from '../../llama/generate.js';
+import { IGNORE_INDEX, type LlamaModel } from '../../llama/model.js';
 
 export interface TextLoss {
   loss: number;
@@ -88,19 +90,6 @@ export async function sequenceLosses(model: LlamaModel, sequences: readonly (rea
   return out;
 }
 
-/**
- * Warns (once per process) when sequences run past the model's max_position_embeddings: positions
- * there were never trained, so their numbers are extrapolation (transformers warns likewise).
- */
-export function warnPastPositions(model: LlamaModel, lengths: readonly number[], what: 'text' | 'prompt'): void {
-  const max = model.config.maxPositionEmbeddings;
-  const long = lengths.map((n, i) => ({ n, i })).filter((x) => x.n > max);
-  if (long.length === 0) return;
-  const shown = long.slice(0, 3).map((x) => `${what} ${x.i + 1}: ${x.n}`).join(', ') + (long.length > 3 ? ', ...' : '');
-  const runs = what === 'text' ? `${long.length === 1 ? 'is' : 'are'} longer than` : 'with the new tokens would run past';
-  warn(`${long.length} ${what}${long.length === 1 ? '' : 's'} ${runs} the model's max_position_embeddings (${max} tokens) (${shown}); positions past it were never trained, so those results are extrapolation`, `past-positions:${what}`);
-}
-
 export function aggregate(perExample: TextLoss[]): PerplexityResult {
   let tokens = 0;
   let sum = 0;
@@ -121,4 +110,20 @@ export async function evaluatePerplexity(
 ): Promise<PerplexityResult> {
   const sequences = texts.map((t) => tokenizer.encode(t));
   return aggregate(await sequenceLosses(model, sequences, opts));
+}
+
+/** The JSON object of a perplexity result: {examples, tokens, loss, perplexity, per_example: [{loss, tokens}]}. */
+export function perplexityJson(r: PerplexityResult): Record<string, unknown> {
+  return {
+    examples: r.examples,
+    tokens: r.tokens,
+    loss: r.loss,
+    perplexity: r.perplexity,
+    per_example: r.perExample.map((e) => ({ loss: e.loss, tokens: e.tokens })),
+  };
+}
+
+/** Writes perplexityJson(r), pretty-printed, atomically. */
+export async function writePerplexity(file: string, r: PerplexityResult): Promise<void> {
+  await writeFileAtomic(file, `${JSON.stringify(perplexityJson(r), null, 2)}\n`);
 }
