@@ -464,23 +464,7 @@ export class TrainingRun {
         this.progress.update({ step: st.step, loss: r.loss, lr, tokensPerSec: tokPerSec, elapsed, memBytes: mem.liveBytes, gradNorm: r.gradNorm, ...(this.scaler ? { lossScale: this.scaler.scale } : {}) });
         this.warnMemory(mem.peakBytes);
 
-        const evalNow = this.data.val.length > 0 && ((t.eval_every > 0 && st.step % t.eval_every === 0) || st.step === st.totalSteps);
-        if (evalNow) {
-          const vl = (await this.validate())!;
-          st.valLosses.push({ step: st.step, loss: vl });
-          this.log({ step: st.step, val_loss: vl });
-          this.progress.message(`step ${st.step}: validation loss ${vl.toFixed(4)}`);
-          if (t.early_stopping) {
-            if (st.bestValLoss === null || vl < st.bestValLoss - t.early_stopping.min_delta) {
-              st.bestValLoss = vl;
-              st.badEvals = 0;
-            } else if (++st.badEvals >= t.early_stopping.patience) {
-              this.progress.message(`early stopping: no improvement of validation loss for ${st.badEvals} evaluations`);
-              stoppedEarly = true;
-              st.stoppedEarly = true;
-            }
-          }
-        }
+        stoppedEarly = await this.evaluate();
         if ((t.save_every > 0 && st.step % t.save_every === 0) || this.stopRequested || stoppedEarly) await this.checkpoint();
         if (stoppedEarly) break;
       }
@@ -513,6 +497,31 @@ export class TrainingRun {
     };
     writeJsonSync(join(this.runDir, SUMMARY_FILE), { ...result, losses: undefined });
     return result;
+  }
+
+  /**
+   * Validates after this step when eval_every (or the last step) says so, and keeps score for
+   * early stopping: true when it ends the run here.
+   */
+  private async evaluate(): Promise<boolean> {
+    const t = this.cfg.training;
+    const st = this.state;
+    const evalNow = this.data.val.length > 0 && ((t.eval_every > 0 && st.step % t.eval_every === 0) || st.step === st.totalSteps);
+    if (!evalNow) return false;
+    const vl = (await this.validate())!;
+    st.valLosses.push({ step: st.step, loss: vl });
+    this.log({ step: st.step, val_loss: vl });
+    this.progress.message(`step ${st.step}: validation loss ${vl.toFixed(4)}`);
+    if (!t.early_stopping) return false;
+    if (st.bestValLoss === null || vl < st.bestValLoss - t.early_stopping.min_delta) {
+      st.bestValLoss = vl;
+      st.badEvals = 0;
+      return false;
+    }
+    if (++st.badEvals < t.early_stopping.patience) return false;
+    this.progress.message(`early stopping: no improvement of validation loss for ${st.badEvals} evaluations`);
+    st.stoppedEarly = true;
+    return true;
   }
 
   /** The parts of a TrainResult that come from the trainer state. */
