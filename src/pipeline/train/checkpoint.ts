@@ -18,6 +18,7 @@ import { existsSync, readdirSync, renameSync, rmSync, readFileSync, statSync } f
 import { ensureFolderSync, writeFileAtomicSync, writeFolderAtomic } from '../../io/atomic.js';
 import { join } from 'node:path';
 import { InputError } from '../../errors.js';
+import { describeNonFinite, nonFiniteCount } from '../../io/finite.js';
 import { warn } from '../../warnings.js';
 import { RESOLVED_CONFIG_NAME } from '../config.js';
 
@@ -125,4 +126,10 @@ export function readJsonSync<T>(path: string): T {
   } catch (err) {
     throw new InputError(`cannot read checkpoint state: ${(err as Error).message}`, { file: path });
   }
+}
+
+/** Refuses a checkpoint's tensors when any holds a NaN or Inf, naming them. */
+export function refuseNonFinite(tensors: Map<string, Float32Array>, file: string): void {
+  const found = [...tensors].map(([name, data]) => ({ name, count: nonFiniteCount(data) })).filter((f) => f.count > 0);
+  if (found.length > 0) throw new InputError(`${describeNonFinite(found)}; the checkpoint is damaged: resume from an earlier one (delete this folder)`, { file });
 }

@@ -1,8 +1,8 @@
-// The training recipe: setup → train → save → cleanup, for both methods (training.method):
-//   lora  LoRA / QLoRA adapters on a frozen base; the run writes a PEFT adapter (adapter/).
-//   full  every weight trained in f32 (embeddings, norms, LM head; tied embeddings are one
-//         parameter); the run writes a complete HF checkpoint (model/). Pretraining from scratch is
-//         full training of a random-init model on raw text.
+// The training loop of every method: setup → train → save → cleanup (TrainingRun), and one
+// optimizer step (trainStep). What depends on training.method is a component chosen once when the
+// run is built (methods.ts): LoRA / QLoRA adapters on a frozen base, which a run saves as a PEFT
+// adapter (adapter/), or full fine-tuning of every weight, saved as a complete HF model (model/).
+// Pretraining from scratch is full fine-tuning of a random-init model on raw text.
 //
 // Loss accounting: the loss of one optimizer step is the mean token NLL over every counted target
 // token of its micro-batches (Σ_i n_i·loss_i / Σ_i n_i). Each micro-batch's mean loss is scaled by
@@ -12,9 +12,6 @@
 // Determinism: the data order is a function of (seed, epoch); LoRA dropout masks are a function of
 // (seed, step, micro-batch); kernels are deterministic (no float atomics). A run resumed from a
 // checkpoint therefore reproduces the loss sequence of an uninterrupted run exactly.
-//
-// Weight decay under full training follows the HF Trainer: matrices (embeddings, linear layers, LM
-// head) are decayed, RMSNorm weights are not.
 //
 // Precision (training.precision, src/engine/precision.ts): fp32, or fp16-mixed with dynamic loss
 // scaling (loss-scale.ts): the loss is multiplied by the scale before backward; the step reads the
@@ -33,21 +30,21 @@ import { scale } from '../../kernels/elementwise.js';
 import { AdamW, gradNormCoef } from '../../kernels/optim.js';
 import { InputError, NonFiniteError } from '../../errors.js';
 import { loadLlamaConfig } from '../../llama/config.js';
-import { LlamaModel, type CheckpointMode } from '../../llama/model.js';
+import type { LlamaModel, CheckpointMode } from '../../llama/model.js';
 import { OutOfMemoryError } from '../../engine/device.js';
 import YAML from 'yaml';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
-import { Checkpoint, readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
-import { saveModel } from '../../llama/save.js';
+import { readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
 import { RESOLVED_CONFIG_NAME, saveResolvedConfig, type ResolvedConfig } from '../config.js';
 import { AUTO_BATCH_HEADROOM, chooseAutoBatch, describeMemory, estimateStep, memoryAdvice, outOfMemoryFailure } from './memory.js';
 import { createDataLoader, prepareData, saveReport, formatReport, type Batch, type DataLoader, type DataLoaderState, type PreparedData, type TokenizedExample } from '../data/index.js';
-import { checkCheckpointFolders, latestCheckpoint, readJsonSync, saveCheckpoint, writeJsonSync } from './checkpoint.js';
+import { checkCheckpointFolders, latestCheckpoint, readJsonSync, refuseNonFinite, saveCheckpoint, writeJsonSync } from './checkpoint.js';
 import { ConsoleProgress, JsonlMetrics, formatBytes, type MetricRecord, type ScalarSink } from './logging.js';
 import { lrAt, resolveWarmup, type ScheduleSpec } from './schedule.js';
 import { checkResumeConfig, formatDifferences, readTrainerState, type TrainerState } from './resume.js';
 import { checkBatchFitsData, checkSeqLenFitsModel, describeSources, nonFiniteStep } from './checks.js';
 import { TensorBoardWriter } from '../../io/tfevents.js';
+import { buildTrainingModel, type TrainingMethod } from './methods.js';
 
 const SUMMARY_FILE = 'train-summary.json';
 
@@ -196,7 +193,20 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Ba
   return { loss, gradNorm, tokens, skipped: false };
 }
 
-export class LoraTrainer {
+/** The options of step `stepIndex` of a config at learning rate `lr`; `lossScale` under fp16-mixed. */
+export function stepOptions(cfg: ResolvedConfig, lr: number, stepIndex: number, lossScale?: number): StepOptions {
+  return {
+    lr,
+    stepIndex,
+    seed: cfg.training.seed,
+    maxGradNorm: cfg.training.max_grad_norm,
+    gradientCheckpointing: cfg.training.grad_checkpointing,
+    ...(lossScale !== undefined ? { lossScale } : {}),
+  };
+}
+
+/** One training run in its run folder (output.dir): the loop, its logs and its checkpoints. */
+export class TrainingRun {
   private stopRequested = false;
   /** Set by setup: the run folder holds a finished run (see isComplete). */
   complete = false;
@@ -215,6 +225,7 @@ export class LoraTrainer {
     readonly tokenizer: LlamaTokenizer,
     readonly data: PreparedData,
     readonly model: LlamaModel,
+    readonly method: TrainingMethod,
     readonly optimizer: AdamW,
     readonly loader: DataLoader,
     readonly schedule: ScheduleSpec,
@@ -263,22 +274,22 @@ export class LoraTrainer {
         return false;
       }
     };
-    if (this.model.fullTraining) return same('model/model.safetensors') && same('model/config.json');
-    return same('adapter/adapter_model.safetensors') && same('adapter/adapter_config.json');
+    return this.method.outputFiles.every((f) => same(`${this.method.outputDir}/${f}`));
   }
 
   /**
-   * Loads tokenizer, data, model (+ fresh LoRA), optimizer; resolves batch_size: auto; prints the
-   * memory estimate; restores the latest checkpoint when resuming.
+   * Loads tokenizer, data, model with the method's trainable parameters, optimizer; resolves
+   * batch_size: auto; prints the memory estimate; restores the latest checkpoint when resuming.
    */
-  static async setup(configured: ResolvedConfig, opts: TrainOptions = {}): Promise<LoraTrainer> {
+  static async setup(configured: ResolvedConfig, opts: TrainOptions = {}): Promise<TrainingRun> {
     const { dev } = await initEngine();
     let cfg = configured;
     const precision = resolvePrecision(cfg.training.precision, dev);
     const unsupported = precisionUnsupported(precision, dev);
     if (unsupported) throw new InputError(`${unsupported}; set training.precision: fp32 (or auto)`, { key: 'training.precision' });
     const runDir = cfg.output.dir;
-    checkSeqLenFitsModel(cfg, await loadLlamaConfig(cfg.model.path));
+    const modelConfig = await loadLlamaConfig(cfg.model.path);
+    checkSeqLenFitsModel(cfg, modelConfig);
     ensureFolderSync(runDir);
     // Temps of a run killed while writing these (the writers clean their own too; a finished run writes none).
     for (const f of ['data-report.json', RESOLVED_CONFIG_NAME, SUMMARY_FILE, 'metrics.jsonl', 'adapter/adapter_model.safetensors', 'adapter/adapter_config.json']) removeStaleTemps(join(runDir, f));
@@ -297,28 +308,10 @@ export class LoraTrainer {
     log(formatReport(data.report));
     if (data.val.length === 0) log('warning: no validation examples (set data.val or data.val_split); validation is skipped');
 
-    const model = await loadForTraining(cfg);
-    if (data.train.some((e) => e.inputIds.some((id) => id >= model.config.vocabSize))) {
-      throw new InputError(`the tokenizer produces ids outside the model's vocabulary (${model.config.vocabSize})`, { file: join(cfg.model.path, 'tokenizer.json') });
+    if (data.train.some((e) => e.inputIds.some((id) => id >= modelConfig.vocabSize))) {
+      throw new InputError(`the tokenizer produces ids outside the model's vocabulary (${modelConfig.vocabSize})`, { file: join(cfg.model.path, 'tokenizer.json') });
     }
-    let optimizer: AdamW;
-    try {
-      if (cfg.training.method === 'full') {
-        const named = model.enableFullTraining();
-        const params = [...named.values()];
-        optimizer = new AdamW(params, { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay, noWeightDecay: params.filter((p) => p.shape.length === 1) });
-      } else {
-        model.initLora(
-          { r: cfg.lora.r, loraAlpha: cfg.lora.alpha, useRslora: cfg.lora.rslora, targetModules: cfg.lora.target_modules, loraDropout: cfg.lora.dropout, baseModelNameOrPath: cfg.model.path },
-          cfg.training.seed,
-        );
-        optimizer = new AdamW(model.loraParameters(), { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay });
-      }
-    } catch (err) {
-      model.dispose();
-      throw err;
-    }
-    model.gradientCheckpointing = cfg.training.grad_checkpointing;
+    const { model, method, optimizer } = await buildTrainingModel(cfg);
     log(`precision: ${precision}${cfg.training.precision === 'auto' ? ` (auto: ${dev.hasF16SubgroupMatrix() ? 'the adapter has f16 subgroup matrices' : 'no f16 subgroup matrices on this adapter'})` : ''}`);
     if (precision === 'fp16-mixed' && model.weights.outOfF16Range.length) {
       log(`fp16-mixed: ${model.weights.outOfF16Range.length} weight(s) exceed the f16 range (|w| > 65504) and stay on the f32 GEMM path: ${model.weights.outOfF16Range.join(', ')}`);
@@ -341,7 +334,7 @@ export class LoraTrainer {
     const batchesPerEpoch = loader.batchesInEpoch(0);
     const totalSteps = t.max_steps ?? Math.max(1, Math.ceil((batchesPerEpoch * t.epochs) / t.grad_accum));
     const schedule: ScheduleSpec = { kind: t.schedule, baseLr: t.lr, warmupSteps: resolveWarmup(totalSteps, t.warmup_steps, t.warmup_ratio), totalSteps };
-    const trainer = new LoraTrainer(cfg, runDir, tokenizer, data, model, optimizer, loader, schedule, opts, precision);
+    const trainer = new TrainingRun(cfg, runDir, tokenizer, data, model, method, optimizer, loader, schedule, opts, precision);
 
     if (latest && resuming) await trainer.restore(latest);
     else if (latest) {
@@ -403,14 +396,7 @@ export class LoraTrainer {
 
   /** One optimizer step (see the free function `trainStep`), at the loss scaler's scale in fp16-mixed. */
   async trainStep(batches: Batch[], lr: number, stepIndex: number): Promise<StepResult> {
-    return trainStep(this.model, this.optimizer, batches, {
-      lr,
-      stepIndex,
-      seed: this.cfg.training.seed,
-      maxGradNorm: this.cfg.training.max_grad_norm,
-      gradientCheckpointing: this.cfg.training.grad_checkpointing,
-      ...(this.scaler ? { lossScale: this.scaler.scale } : {}),
-    });
+    return trainStep(this.model, this.optimizer, batches, stepOptions(this.cfg, lr, stepIndex, this.scaler?.scale));
   }
 
   /** fp16-mixed: the loss scale now and the steps skipped so far (null in fp32). */
@@ -478,23 +464,7 @@ export class LoraTrainer {
         this.progress.update({ step: st.step, loss: r.loss, lr, tokensPerSec: tokPerSec, elapsed, memBytes: mem.liveBytes, gradNorm: r.gradNorm, ...(this.scaler ? { lossScale: this.scaler.scale } : {}) });
         this.warnMemory(mem.peakBytes);
 
-        const evalNow = this.data.val.length > 0 && ((t.eval_every > 0 && st.step % t.eval_every === 0) || st.step === st.totalSteps);
-        if (evalNow) {
-          const vl = (await this.validate())!;
-          st.valLosses.push({ step: st.step, loss: vl });
-          this.log({ step: st.step, val_loss: vl });
-          this.progress.message(`step ${st.step}: validation loss ${vl.toFixed(4)}`);
-          if (t.early_stopping) {
-            if (st.bestValLoss === null || vl < st.bestValLoss - t.early_stopping.min_delta) {
-              st.bestValLoss = vl;
-              st.badEvals = 0;
-            } else if (++st.badEvals >= t.early_stopping.patience) {
-              this.progress.message(`early stopping: no improvement of validation loss for ${st.badEvals} evaluations`);
-              stoppedEarly = true;
-              st.stoppedEarly = true;
-            }
-          }
-        }
+        stoppedEarly = await this.evaluate();
         if ((t.save_every > 0 && st.step % t.save_every === 0) || this.stopRequested || stoppedEarly) await this.checkpoint();
         if (stoppedEarly) break;
       }
@@ -509,34 +479,16 @@ export class LoraTrainer {
       this.progress.done();
       this.tb?.close();
     }
-    const full = this.cfg.training.method === 'full';
-    let adapterDir: string | null = null;
-    let modelDir: string | null = null;
-    if (full) {
-      modelDir = join(this.runDir, 'model');
-      await saveModel(this.model, this.cfg.model.path, modelDir, { replace: true });
-    } else {
-      adapterDir = join(this.runDir, 'adapter');
-      await this.model.saveAdapter(adapterDir);
-    }
-    let mergedDir: string | null = null;
-    if (this.cfg.output.export_merged && !this.stopRequested) {
-      if (full) {
-        this.progress.message(`output.export_merged: nothing to merge under full training; the complete model is ${modelDir}`);
-      } else {
-        mergedDir = join(this.runDir, 'merged');
-        const { exportMerged } = await import('../../llama/merge.js');
-        await exportMerged(this.model, this.cfg.model.path, mergedDir, { replace: true });
-      }
-    }
+    await this.method.save(this.model, this.cfg, join(this.runDir, this.method.outputDir), { replace: true });
+    const mergedDir =
+      this.cfg.output.export_merged && !this.stopRequested ? await this.method.exportMerged(this.model, this.cfg, this.runDir, (m) => this.progress.message(m)) : null;
     const elapsed = (Date.now() - runStart) / 1000;
     const result: TrainResult = {
       ...this.progressFields(),
       stoppedEarly,
       interrupted: this.stopRequested,
       ...(this.stopSignal ? { signal: this.stopSignal } : {}),
-      adapterDir,
-      modelDir,
+      ...this.method.outputs(this.runDir),
       mergedDir,
       tokensPerSecond: (st.tokensSeen - tokensAtStart) / Math.max(elapsed, 1e-9),
       peakGpuBytes: engine().pool.stats().peakBytes,
@@ -545,6 +497,31 @@ export class LoraTrainer {
     };
     writeJsonSync(join(this.runDir, SUMMARY_FILE), { ...result, losses: undefined });
     return result;
+  }
+
+  /**
+   * Validates after this step when eval_every (or the last step) says so, and keeps score for
+   * early stopping: true when it ends the run here.
+   */
+  private async evaluate(): Promise<boolean> {
+    const t = this.cfg.training;
+    const st = this.state;
+    const evalNow = this.data.val.length > 0 && ((t.eval_every > 0 && st.step % t.eval_every === 0) || st.step === st.totalSteps);
+    if (!evalNow) return false;
+    const vl = (await this.validate())!;
+    st.valLosses.push({ step: st.step, loss: vl });
+    this.log({ step: st.step, val_loss: vl });
+    this.progress.message(`step ${st.step}: validation loss ${vl.toFixed(4)}`);
+    if (!t.early_stopping) return false;
+    if (st.bestValLoss === null || vl < st.bestValLoss - t.early_stopping.min_delta) {
+      st.bestValLoss = vl;
+      st.badEvals = 0;
+      return false;
+    }
+    if (++st.badEvals < t.early_stopping.patience) return false;
+    this.progress.message(`early stopping: no improvement of validation loss for ${st.badEvals} evaluations`);
+    st.stoppedEarly = true;
+    return true;
   }
 
   /** The parts of a TrainResult that come from the trainer state. */
@@ -570,8 +547,7 @@ export class LoraTrainer {
       stoppedEarly: st.stoppedEarly === true,
       interrupted: false,
       alreadyComplete: true,
-      adapterDir: this.model.fullTraining ? null : join(this.runDir, 'adapter'),
-      modelDir: this.model.fullTraining ? join(this.runDir, 'model') : null,
+      ...this.method.outputs(this.runDir),
       mergedDir: typeof summary.mergedDir === 'string' ? summary.mergedDir : null,
       tokensPerSecond: typeof summary.tokensPerSecond === 'number' ? summary.tokensPerSecond : 0,
       peakGpuBytes: typeof summary.peakGpuBytes === 'number' ? summary.peakGpuBytes : 0,
@@ -610,8 +586,7 @@ export class LoraTrainer {
     const named = this.model.namedTrainableParameters();
     const opt = await this.optimizer.exportState();
     const dir = await saveCheckpoint(this.runDir, st.step, this.cfg.training.keep_last_checkpoints, async (tmp) => {
-      if (this.model.fullTraining) await saveModel(this.model, this.cfg.model.path, join(tmp, 'model'));
-      else await this.model.saveAdapter(join(tmp, 'adapter'));
+      await this.method.save(this.model, this.cfg, join(tmp, this.method.outputDir));
       const entries: { name: string; dtype: 'F32'; shape: number[]; data: Float32Array }[] = [];
       const names = [...named.keys()];
       opt.moments.forEach((m, i) => {
@@ -649,40 +624,12 @@ export class LoraTrainer {
       st.totalSteps = this.schedule.totalSteps;
     }
     // Weights go into the existing parameter tensors: the optimizer holds references to them.
+    await this.method.restore(this.model, dir);
     const named = this.model.namedTrainableParameters();
-    const damaged = (tensors: Map<string, Float32Array>, file: string) => {
-      const found = [...tensors].map(([name, data]) => ({ name, count: nonFiniteCount(data) })).filter((f) => f.count > 0);
-      if (found.length > 0) throw new InputError(`${describeNonFinite(found)}; the checkpoint is damaged: resume from an earlier one (delete this folder)`, { file });
-    };
-    if (this.model.fullTraining) {
-      const modelDir = join(dir, 'model');
-      const ckpt = await Checkpoint.open(modelDir);
-      try {
-        const loaded = new Map<string, Float32Array>();
-        for (const [name, t] of named) {
-          if (!ckpt.has(name)) throw new InputError(`checkpoint model lacks '${name}' (was the run made with training.method lora?)`, { file: modelDir });
-          loaded.set(name, await ckpt.readF32(name, t.shape));
-        }
-        damaged(loaded, modelDir);
-        for (const [name, t] of named) engine().dev.write(t.buffer, 0, loaded.get(name)!);
-      } finally {
-        await ckpt.close();
-      }
-    } else {
-      const adapterFile = join(dir, 'adapter', 'adapter_model.safetensors');
-      if (!existsSync(adapterFile)) throw new InputError('checkpoint has no LoRA adapter (was the run made with training.method full?)', { file: adapterFile });
-      const saved = await readSafetensorsF32(adapterFile);
-      damaged(saved, adapterFile);
-      for (const [name, t] of named) {
-        const data = saved.get(name);
-        if (!data || data.length !== t.numel) throw new InputError(`checkpoint adapter lacks '${name}' with ${t.numel} values (LoRA settings changed?)`, { file: adapterFile });
-        engine().dev.write(t.buffer, 0, data);
-      }
-    }
     const names = [...named.keys()];
     const optimizerFile = join(dir, 'optimizer.safetensors');
     const tensors = await readSafetensorsF32(optimizerFile);
-    damaged(tensors, optimizerFile);
+    refuseNonFinite(tensors, optimizerFile);
     const optStep = Number(tensors.metadata.step);
     // Steps skipped under loss scaling did not advance the optimizer (GradScaler semantics).
     const skippedSteps = st.lossScaler?.skippedSteps ?? 0;
@@ -731,7 +678,7 @@ export class LoraTrainer {
 /** The micro-batch size of a config whose batch_size is resolved (not auto). */
 function microBatch(cfg: ResolvedConfig): number {
   const b = cfg.training.batch_size;
-  if (b === 'auto') throw new Error('training.batch_size: auto is resolved in LoraTrainer.setup');
+  if (b === 'auto') throw new Error('training.batch_size: auto is resolved in TrainingRun.setup');
   return b;
 }
 
@@ -745,21 +692,9 @@ function resolvedBatch(runDir: string): { batchSize: number; gradAccum: number }
   return typeof b === 'number' && typeof a === 'number' ? { batchSize: b, gradAccum: a } : null;
 }
 
-/** The model for training; running out of memory while loading says what to change. */
-async function loadForTraining(cfg: ResolvedConfig): Promise<LlamaModel> {
-  try {
-    return await LlamaModel.load(cfg.model.path, { quantize: cfg.model.quantize === 'nf4' ? 'nf4' : undefined, storage: cfg.model.storage });
-  } catch (err) {
-    if (!(err instanceof OutOfMemoryError)) throw err;
-    const config = await loadLlamaConfig(cfg.model.path);
-    const b = cfg.training.batch_size === 'auto' ? 1 : cfg.training.batch_size;
-    throw outOfMemoryFailure(err, cfg, config, b, 'while loading the model', null);
-  }
-}
-
 /** `finllm train`: runs the whole recipe. */
 export async function runTraining(cfg: ResolvedConfig, opts: TrainOptions = {}): Promise<TrainResult> {
-  const trainer = await LoraTrainer.setup(cfg, opts);
+  const trainer = await TrainingRun.setup(cfg, opts);
   try {
     return await trainer.train();
   } finally {

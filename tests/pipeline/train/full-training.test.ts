@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
-import { LoraTrainer, runTraining } from '../../../src/pipeline/train/trainer.js';
+import { TrainingRun, runTraining } from '../../../src/pipeline/train/trainer.js';
 import { evaluatePerplexity } from '../../../src/pipeline/eval/perplexity.js';
 import { LlamaModel } from '../../../src/llama/model.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
@@ -100,7 +100,7 @@ describe('full training (training.method full)', () => {
 
   it('the exported model/ is a complete HF checkpoint that evaluates in `finllm eval` to the in-memory losses', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-full-export-'));
-    const trainer = await LoraTrainer.setup(config(dir, ['training.max_steps=3']), { quiet: true });
+    const trainer = await TrainingRun.setup(config(dir, ['training.max_steps=3']), { quiet: true });
     try {
       const r = await trainer.train();
       expect(r.adapterDir).toBeNull();

@@ -16,7 +16,7 @@ import { createDataLoader } from '../../../src/pipeline/data/index.js';
 import { AUTO_BATCH_HEADROOM, describeMemory, estimateStep, memoryAdvice, trialStep } from '../../../src/pipeline/train/memory.js';
 import { formatBytes } from '../../../src/pipeline/train/logging.js';
 import { LlamaModel } from '../../../src/llama/model.js';
-import { LoraTrainer, runTraining } from '../../../src/pipeline/train/trainer.js';
+import { TrainingRun, runTraining } from '../../../src/pipeline/train/trainer.js';
 import { requireFeature, useEngine } from '../../helpers/index.js';
 import { CLI, ROOT, sampleSlice } from './helpers.js';
 
@@ -74,7 +74,7 @@ describe('batch_size: auto', () => {
     expect(est(4)).toBeLessThanOrEqual(AUTO_BATCH_HEADROOM * capacity);
     expect(est(8)).toBeGreaterThan(AUTO_BATCH_HEADROOM * capacity);
     await withCapacity(capacity, async () => {
-      const trainer = await LoraTrainer.setup(cfg, { quiet: true });
+      const trainer = await TrainingRun.setup(cfg, { quiet: true });
       try {
         expect(trainer.cfg.training.batch_size).toBe(4);
         expect(trainer.cfg.training.grad_accum).toBe(2);
@@ -93,7 +93,7 @@ describe('batch_size: auto', () => {
     // The saved file is itself a valid config that reproduces the choice.
     expect(loadConfig({ file: join(dir, 'resolved-config.yaml') }).training.batch_size).toBe(4);
     // Resuming keeps the run's choice even on a device where 8 would fit (same data order, same steps).
-    const resumed = await withCapacity(4 * capacity, () => LoraTrainer.setup(cfg, { quiet: true, resume: true }));
+    const resumed = await withCapacity(4 * capacity, () => TrainingRun.setup(cfg, { quiet: true, resume: true }));
     try {
       expect([resumed.cfg.training.batch_size, resumed.cfg.training.grad_accum]).toEqual([4, 2]);
     } finally {
@@ -142,7 +142,7 @@ describe('batch_size: auto', () => {
     const cap = pool.capacityBytes;
     pool.capacityBytes = null;
     try {
-      await expect(LoraTrainer.setup(config(dir, ['training.batch_size=auto']), { quiet: true })).rejects.toThrow(/training\.batch_size.*auto needs the device memory.*FINLLM_GPU_MEMORY/);
+      await expect(TrainingRun.setup(config(dir, ['training.batch_size=auto']), { quiet: true })).rejects.toThrow(/training\.batch_size.*auto needs the device memory.*FINLLM_GPU_MEMORY/);
     } finally {
       pool.capacityBytes = cap;
     }
@@ -163,7 +163,7 @@ describe('full training (training.method full)', () => {
     expect(est(4)).toBeLessThanOrEqual(AUTO_BATCH_HEADROOM * capacity);
     expect(est(8)).toBeGreaterThan(AUTO_BATCH_HEADROOM * capacity);
     const auto = await withCapacity(capacity, async () => {
-      const trainer = await LoraTrainer.setup(cfg, { quiet: true });
+      const trainer = await TrainingRun.setup(cfg, { quiet: true });
       try {
         expect([trainer.cfg.training.batch_size, trainer.cfg.training.grad_accum]).toEqual([4, 2]);
         for (const [name, t] of trainer.model.namedTrainableParameters()) expect(t.grad, name).toBeNull();
@@ -316,7 +316,7 @@ describe('advice against a memory budget, and batches larger than the data (issu
     const llama = await loadLlamaConfig(cfg.model.path);
     const one = estimateStep(cfg, llama, 1, 'none', 4).total;
     const capacity = Math.floor((0.8 * one) / AUTO_BATCH_HEADROOM);
-    const err = await withCapacity(capacity, () => LoraTrainer.setup(cfg, { quiet: true }).then(() => null, (e: unknown) => e));
+    const err = await withCapacity(capacity, () => TrainingRun.setup(cfg, { quiet: true }).then(() => null, (e: unknown) => e));
     expect(err).toBeInstanceOf(RuntimeFailure);
     const msg = (err as Error).message;
     expect(msg).toMatch(/batch_size: auto: not even a micro-batch of 1 × 64 tokens fits/);
@@ -328,8 +328,8 @@ describe('advice against a memory budget, and batches larger than the data (issu
 
   it('training.batch_size (or, with auto, effective_batch_size) above the number of training examples is refused before the model loads', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-batch-data-'));
-    await expect(LoraTrainer.setup(config(dir, ['training.batch_size=1000000000']), { quiet: true })).rejects.toThrow("key 'training.batch_size': 1000000000 is more than the 16 training examples; set it to at most 16 (or add data)");
-    await expect(LoraTrainer.setup(config(dir, ['training.batch_size=auto', 'training.effective_batch_size=17']), { quiet: true })).rejects.toThrow("key 'training.effective_batch_size': 17 is more than the 16 training examples");
+    await expect(TrainingRun.setup(config(dir, ['training.batch_size=1000000000']), { quiet: true })).rejects.toThrow("key 'training.batch_size': 1000000000 is more than the 16 training examples; set it to at most 16 (or add data)");
+    await expect(TrainingRun.setup(config(dir, ['training.batch_size=auto', 'training.effective_batch_size=17']), { quiet: true })).rejects.toThrow("key 'training.effective_batch_size': 17 is more than the 16 training examples");
     expect(existsSync(join(dir, 'checkpoints'))).toBe(false);
   });
 });

@@ -18,7 +18,7 @@ import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
 import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
 import { DataLoader, prepareData } from '../../../src/pipeline/data/index.js';
 import { DynamicLossScaler, GRAD_SCALER_DEFAULTS, skippedStep } from '../../../src/pipeline/train/loss-scale.js';
-import { LoraTrainer, runTraining, trainStep } from '../../../src/pipeline/train/trainer.js';
+import { TrainingRun, runTraining, trainStep } from '../../../src/pipeline/train/trainer.js';
 import { requireFeature, useEngine } from '../../helpers/index.js';
 import { CLI, ROOT, sampleSlice } from './helpers.js';
 
@@ -170,7 +170,7 @@ describe('fp16-mixed training', () => {
 
     // Interrupted after step 3 (a checkpoint is written on stop), then resumed: the same sequence.
     const resumedDir = mkdtempSync(join(tmpdir(), 'finllm-scale-resume-'));
-    const first = await LoraTrainer.setup(config(resumedDir, extra), { quiet: true, onStep: (r) => (r.step === 3 ? first.requestStop() : undefined) });
+    const first = await TrainingRun.setup(config(resumedDir, extra), { quiet: true, onStep: (r) => (r.step === 3 ? first.requestStop() : undefined) });
     try {
       await first.train();
     } finally {

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
-import { LoraTrainer, runTraining, trainStep } from '../../../src/pipeline/train/trainer.js';
+import { TrainingRun, runTraining, trainStep } from '../../../src/pipeline/train/trainer.js';
 import { LlamaModel } from '../../../src/llama/model.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
 import { evaluatePerplexity } from '../../../src/pipeline/eval/perplexity.js';
@@ -143,7 +143,7 @@ describe('trainer', () => {
 
   it('the exported adapter evaluates in `finllm eval` to the loss the trained model had in memory', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-export-'));
-    const trainer = await LoraTrainer.setup(config(dir, ['training.max_steps=3']), { quiet: true });
+    const trainer = await TrainingRun.setup(config(dir, ['training.max_steps=3']), { quiet: true });
     try {
       const r = await trainer.train();
       const texts = readFileSync(join(dataDir, 'val.jsonl'), 'utf8').split('\n').filter(Boolean).slice(0, 4).map((l) => (JSON.parse(l) as { text: string }).text);
