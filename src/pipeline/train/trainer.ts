@@ -39,7 +39,8 @@ import YAML from 'yaml';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import { Checkpoint, readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
 import { saveModel } from '../../llama/save.js';
-import { RESOLVED_CONFIG_NAME, saveResolvedConfig, type ResolvedConfig } from '../config.js';
+import { hubIdOfSnapshot } from '../../io/hub.js';
+import { RESOLVED_CONFIG_NAME, saveResolvedConfig, withLocalModel, type ResolvedConfig } from '../config.js';
 import { AUTO_BATCH_HEADROOM, chooseAutoBatch, describeMemory, estimateStep, memoryAdvice, outOfMemoryFailure } from './memory.js';
 import { createDataLoader, prepareData, saveReport, formatReport, type Batch, type DataLoader, type DataLoaderState, type PreparedData, type TokenizedExample } from '../data/index.js';
 import { checkCheckpointFolders, latestCheckpoint, readJsonSync, saveCheckpoint, writeJsonSync } from './checkpoint.js';
@@ -273,7 +274,8 @@ export class LoraTrainer {
    */
   static async setup(configured: ResolvedConfig, opts: TrainOptions = {}): Promise<LoraTrainer> {
     const { dev } = await initEngine();
-    let cfg = configured;
+    // A Hub id in model.path becomes its HF cache snapshot folder (the adapter still names the id).
+    let cfg = await withLocalModel(configured);
     const precision = resolvePrecision(cfg.training.precision, dev);
     const unsupported = precisionUnsupported(precision, dev);
     if (unsupported) throw new InputError(`${unsupported}; set training.precision: fp32 (or auto)`, { key: 'training.precision' });
@@ -309,7 +311,7 @@ export class LoraTrainer {
         optimizer = new AdamW(params, { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay, noWeightDecay: params.filter((p) => p.shape.length === 1) });
       } else {
         model.initLora(
-          { r: cfg.lora.r, loraAlpha: cfg.lora.alpha, useRslora: cfg.lora.rslora, targetModules: cfg.lora.target_modules, loraDropout: cfg.lora.dropout, baseModelNameOrPath: cfg.model.path },
+          { r: cfg.lora.r, loraAlpha: cfg.lora.alpha, useRslora: cfg.lora.rslora, targetModules: cfg.lora.target_modules, loraDropout: cfg.lora.dropout, baseModelNameOrPath: hubIdOfSnapshot(cfg.model.path) ?? cfg.model.path },
           cfg.training.seed,
         );
         optimizer = new AdamW(model.loraParameters(), { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay });
