@@ -174,9 +174,9 @@ async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<str
   const byPath = new Map(entries.map((e) => [e.path, e]));
   const fetchFile = (e: ListFileEntry) => call(e.path, () => downloadToCache(id.repo, sha, e, folder, client, opts.progress ?? stderrProgress()));
 
-  const wanted = entries.filter((e) => WANTED_FILES.has(e.path));
-  // Sharded weights: the index names the shards; only those are fetched.
+  // Sharded weights: the index names the shards; only those are fetched (the loader reads the index first).
   const index = byPath.get('model.safetensors.index.json');
+  const wanted = entries.filter((e) => WANTED_FILES.has(e.path) && !(index && e.path === 'model.safetensors'));
   if (index) {
     const local = await fetchFile(index);
     let shards: string[];

@@ -12,6 +12,7 @@ import { InputError, RuntimeFailure } from '../../src/errors.js';
 import { hubIdOfSnapshot, hubSettings, parseHubId, repoCacheFolder, resolveModelPath, type HubProgress, type HubSettings } from '../../src/io/hub.js';
 import { initModel } from '../../src/llama/init.js';
 import { loadConfig } from '../../src/pipeline/config.js';
+import { defaultModelId } from '../../src/serve/load.js';
 import { useTempDirs } from './helpers.js';
 import { gitBlobId, sha256, startMockHub, type MockHub } from './mock-hub.js';
 
@@ -35,6 +36,7 @@ function runCli(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: numbe
 let hub: MockHub;
 let modelDir: string;
 let files: Map<string, Buffer>;
+let sharded: Map<string, Buffer>;
 
 beforeAll(async () => {
   const { mkdtemp } = await import('node:fs/promises');
@@ -45,10 +47,24 @@ beforeAll(async () => {
   // A pickle beside the safetensors, as many repos have: it must never be fetched.
   files.set('pytorch_model.bin', Buffer.from('not to be downloaded'));
   files.set('README.md', Buffer.from('# tiny\n'));
+  // Sharded weights: the index names two shards; the single file and a consolidated copy are not fetched.
+  const shardNames = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'];
+  sharded = new Map([
+    ['config.json', files.get('config.json')!],
+    ['tokenizer.json', files.get('tokenizer.json')!],
+    ['model.safetensors.index.json', Buffer.from(JSON.stringify({ metadata: {}, weight_map: { 'a.weight': shardNames[0], 'b.weight': shardNames[1], 'c.weight': shardNames[1] } }))],
+    [shardNames[0]!, Buffer.from('first shard bytes')],
+    [shardNames[1]!, Buffer.from('second shard bytes')],
+    ['model.safetensors', Buffer.from('single file')],
+    ['consolidated.safetensors', Buffer.from('mistral-style copy')],
+    ['original/model.safetensors', Buffer.from('sub-folder copy')],
+  ]);
   const lfs = (p: string) => p.endsWith('.safetensors') || p.endsWith('.bin');
   hub = await startMockHub({
     'test-org/tiny': { files, lfs, commit: COMMIT },
     'test-org/gated': { files, lfs, commit: COMMIT, token: TOKEN },
+    'test-org/sharded': { files: sharded, lfs, commit: COMMIT },
+    'test-org/pickle': { files: new Map([...files].filter(([f]) => !f.endsWith('.safetensors'))), lfs, commit: COMMIT },
   });
 });
 afterAll(async () => {
@@ -107,6 +123,8 @@ describe('resolveModelPath', () => {
     expect(dir).toBe(join(folder, 'snapshots', COMMIT));
     expect(readFileSync(join(folder, 'refs', 'main'), 'utf8')).toBe(COMMIT);
     expect(hubIdOfSnapshot(dir)).toBe('test-org/tiny');
+    expect(defaultModelId(dir)).toBe('test-org/tiny'); // finllm serve's model id, not the commit
+    expect(hubIdOfSnapshot(modelDir)).toBeNull();
 
     const expected = [...files.keys()].filter((f) => f !== 'pytorch_model.bin' && f !== 'README.md').sort();
     expect(readdirSync(dir).sort()).toEqual(expected);
@@ -212,6 +230,17 @@ describe('resolveModelPath', () => {
     await expect(resolveModelPath('test-org/tiny', { settings: settingsFor(cache, { endpoint: `http://127.0.0.1:${closed}` }), progress: quiet })).rejects.toThrow(
       /^cannot download Hub model 'test-org\/tiny' \(model info\): ECONNREFUSED talking to http:\/\/127\.0\.0\.1:\d+; check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1/,
     );
+  });
+
+  it('fetches the shards the index names and nothing else; a repo with only pickle weights is refused', async () => {
+    const cache = await tempDir();
+    const { value: dir, requests } = await requestsDuring(() => resolveModelPath('test-org/sharded', { settings: settingsFor(cache), progress: quiet }));
+    expect(readdirSync(dir).sort()).toEqual(['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json', 'tokenizer.json']);
+    expect(requests.filter((r) => r.path.includes('/resolve/')).map((r) => r.path.split('/').slice(5).join('/')).filter((f) => /^(model\.safetensors$|consolidated\.|original\/)/.test(f))).toEqual([]);
+    await expect(resolveModelPath('test-org/pickle', { settings: settingsFor(cache), progress: quiet })).rejects.toThrow(
+      new InputError(`Hub model 'test-org/pickle' has no model.safetensors (or index); finllm never loads .bin/pickle weights`),
+    );
+    expect(existsSync(join(repoCacheFolder(cache, 'test-org/pickle'), 'blobs'))).toBe(false);
   });
 
   it('leaves an existing local path and a non-id path as they are', async () => {
