@@ -626,9 +626,9 @@ export function parseConfigObject(obj: unknown, baseDir: string = process.cwd())
   return { ...cfg, source: { file: null, env: null, sets: [] } };
 }
 
-/** `cfg` with model.path a local folder: a Hub id is downloaded into (or found in) the HF cache. */
-export async function withLocalModel(cfg: ResolvedConfig): Promise<ResolvedConfig> {
-  const path = await resolveModelPath(cfg.model.path);
+/** `cfg` with model.path a local folder: a Hub id is downloaded into (or found in) the HF cache (`quiet`: no progress lines). */
+export async function withLocalModel(cfg: ResolvedConfig, opts: { quiet?: boolean } = {}): Promise<ResolvedConfig> {
+  const path = await resolveModelPath(cfg.model.path, opts.quiet ? { progress: () => undefined } : {});
   return path === cfg.model.path ? cfg : { ...cfg, model: { ...cfg.model, path } };
 }
 

@@ -361,7 +361,7 @@ interface StageSpec {
 /** Runs (or resumes) the pipeline of `cfg` in cfg.output.dir. */
 export async function runPipeline(configured: ResolvedConfig, opts: PipelineOptions = {}): Promise<PipelineResult> {
   // A Hub id in model.path becomes its HF cache snapshot folder before any stage runs.
-  const cfg = await withLocalModel(configured);
+  const cfg = await withLocalModel(configured, { quiet: opts.quiet ?? false });
   const quiet = opts.quiet ?? false;
   const log = opts.log ?? ((line: string) => (quiet ? undefined : void process.stderr.write(line + '\n')));
   const runDir = cfg.output.dir;

@@ -9,10 +9,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAction } from '../../src/cli/generate.js';
 import { InputError, RuntimeFailure } from '../../src/errors.js';
-import { hubIdOfSnapshot, hubSettings, parseHubId, repoCacheFolder, resolveModelPath, type HubProgress, type HubSettings } from '../../src/io/hub.js';
+import { hubIdOfSnapshot, hubSettings, parseHubId, repoCacheFolder, resolveModelPath, stderrProgress, type HubProgress, type HubSettings } from '../../src/io/hub.js';
 import { initModel } from '../../src/llama/init.js';
 import { loadConfig } from '../../src/pipeline/config.js';
+import { runTraining } from '../../src/pipeline/train/trainer.js';
 import { defaultModelId } from '../../src/serve/load.js';
+import { sampleSlice } from '../train/helpers.js';
 import { useTempDirs } from './helpers.js';
 import { gitBlobId, sha256, startMockHub, type MockHub } from './mock-hub.js';
 
@@ -110,6 +112,38 @@ describe('hubSettings', () => {
     expect(t).toEqual({ cacheDir: '/elsewhere', endpoint: 'https://huggingface.co', token: 'hf_fromenv', offline: false });
     expect(hubSettings({ XDG_CACHE_HOME: home, HF_TOKEN_PATH: join(home, 'none') }).cacheDir).toBe(join(home, 'huggingface', 'hub'));
     expect(hubSettings({ XDG_CACHE_HOME: home, HF_TOKEN_PATH: join(home, 'none') }).token).toBeUndefined();
+  });
+});
+
+describe('stderrProgress', () => {
+  const sink = (isTTY: boolean) => {
+    const written: string[] = [];
+    return { written, stream: { isTTY, write: (s: string) => written.push(s) > 0 } as unknown as NodeJS.WriteStream };
+  };
+  const events: HubProgress[] = [
+    { kind: 'start', repo: 'org/m', file: 'model.safetensors', bytes: 0, total: 4e6 },
+    { kind: 'bytes', repo: 'org/m', file: 'model.safetensors', bytes: 2e6, total: 4e6 },
+    { kind: 'done', repo: 'org/m', file: 'model.safetensors', bytes: 4e6, total: 4e6, seconds: 2, resumedFrom: 0 },
+    { kind: 'start', repo: 'org/m', file: 'tokenizer.json', bytes: 5e5, total: 1e6 },
+    { kind: 'done', repo: 'org/m', file: 'tokenizer.json', bytes: 1e6, total: 1e6, seconds: 0.5, resumedFrom: 5e5 },
+  ];
+
+  it('off a terminal: one plain line per file, and one for a resume', () => {
+    const { written, stream } = sink(false);
+    const show = stderrProgress(stream);
+    for (const e of events) show(e);
+    expect(written.join('')).toBe(
+      'org/m: model.safetensors 4.00 MB in 2.0 s\norg/m: resuming tokenizer.json at 0.50 MB\norg/m: tokenizer.json 1.00 MB in 0.5 s (resumed at 0.50 MB)\n',
+    );
+  });
+
+  it('on a terminal: a bar with file, bytes and rate, redrawn in place, then the file line', () => {
+    const { written, stream } = sink(true);
+    const show = stderrProgress(stream);
+    for (const e of events.slice(0, 3)) show(e);
+    expect(written).toHaveLength(2);
+    expect(written[0]).toMatch(/^\r\x1b\[2Kmodel\.safetensors \[#{12}-{12}\] 2\.00 MB\/4\.00 MB \d+\.\d+ MB\/s$/);
+    expect(written[1]).toBe('\r\x1b[2Korg/m: model.safetensors 4.00 MB in 2.0 s\n');
   });
 });
 
@@ -251,26 +285,47 @@ describe('resolveModelPath', () => {
   });
 });
 
-describe('a Hub id as --model', () => {
+/** Runs `fn` with the HF environment pointing at the mock Hub and `cache` (restored after). */
+async function withHubEnv<T>(cache: string, fn: () => Promise<T>): Promise<T> {
+  const keys = ['HF_HUB_CACHE', 'HF_ENDPOINT', 'HF_TOKEN', 'HF_HUB_OFFLINE'] as const;
+  const saved = keys.map((k) => process.env[k]);
+  process.env.HF_HUB_CACHE = cache;
+  process.env.HF_ENDPOINT = hub.url;
+  delete process.env.HF_TOKEN;
+  delete process.env.HF_HUB_OFFLINE;
+  try {
+    return await fn();
+  } finally {
+    keys.forEach((k, i) => (saved[i] === undefined ? delete process.env[k] : (process.env[k] = saved[i])));
+  }
+}
+
+describe('a Hub id as --model and model.path', () => {
   it('generate loads the model from the cache and gives the same tokens as the source folder', async () => {
     const cache = await tempDir();
-    const saved = { cache: process.env.HF_HUB_CACHE, endpoint: process.env.HF_ENDPOINT, token: process.env.HF_TOKEN };
-    process.env.HF_HUB_CACHE = cache;
-    process.env.HF_ENDPOINT = hub.url;
-    delete process.env.HF_TOKEN;
-    try {
+    await withHubEnv(cache, async () => {
       const opts = { prompt: 'Revenue rose', maxNewTokens: '4', greedy: true };
       const fromHub = await generateAction({ model: 'test-org/tiny', ...opts }, quiet);
       const fromFolder = await generateAction({ model: modelDir, ...opts }, quiet);
       expect(fromHub.length).toBe(4);
       expect(fromHub).toEqual(fromFolder);
       expect(existsSync(join(repoCacheFolder(cache, 'test-org/tiny'), 'snapshots', COMMIT, 'model.safetensors'))).toBe(true);
-    } finally {
-      for (const [k, v] of [['HF_HUB_CACHE', saved.cache], ['HF_ENDPOINT', saved.endpoint], ['HF_TOKEN', saved.token]] as const) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
-    }
+    });
+  });
+
+  it('training from a Hub id in model.path writes an adapter whose base is the Hub id', async () => {
+    const cache = await tempDir();
+    const out = await tempDir();
+    const data = sampleSlice(4, 2);
+    const cfg = loadConfig({
+      file: join(ROOT, 'configs/tiny-sample.yaml'),
+      sets: ['model.path=test-org/tiny', `output.dir=${out}`, `data.train=${join(data, 'train.jsonl')}`, `data.val=${join(data, 'val.jsonl')}`, 'training.method=lora', 'training.max_steps=1', 'training.batch_size=2', 'training.eval_every=0', 'training.save_every=0', 'logging.console=false'],
+    });
+    expect(cfg.model.path).toBe('test-org/tiny');
+    await withHubEnv(cache, () => runTraining(cfg, { quiet: true }));
+    const adapterConfig = JSON.parse(readFileSync(join(out, 'adapter', 'adapter_config.json'), 'utf8')) as { base_model_name_or_path: string };
+    expect(adapterConfig.base_model_name_or_path).toBe('test-org/tiny');
+    expect(readFileSync(join(out, 'resolved-config.yaml'), 'utf8')).toContain(join(repoCacheFolder(cache, 'test-org/tiny'), 'snapshots', COMMIT));
   });
 
   it('the CLI prints a missing repo as one line and exits 1, and a download as one plain line per file off a terminal', async () => {

@@ -275,7 +275,7 @@ export class LoraTrainer {
   static async setup(configured: ResolvedConfig, opts: TrainOptions = {}): Promise<LoraTrainer> {
     const { dev } = await initEngine();
     // A Hub id in model.path becomes its HF cache snapshot folder (the adapter still names the id).
-    let cfg = await withLocalModel(configured);
+    let cfg = await withLocalModel(configured, { quiet: opts.quiet === true || !configured.logging.console });
     const precision = resolvePrecision(cfg.training.precision, dev);
     const unsupported = precisionUnsupported(precision, dev);
     if (unsupported) throw new InputError(`${unsupported}; set training.precision: fp32 (or auto)`, { key: 'training.precision' });
