@@ -17,7 +17,7 @@ import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { pipeline } from 'node:stream/promises';
-import { downloadFile, fileDownloadInfo, HubApiError, listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
+import type { ListFileEntry } from '@huggingface/hub';
 import { InputError, RuntimeFailure } from '../errors.js';
 
 export const DEFAULT_HUB_ENDPOINT = 'https://huggingface.co';
@@ -145,6 +145,9 @@ function cachedCommit(folder: string, revision: string): string | null {
   return COMMIT.test(commit) ? commit : null;
 }
 
+// The client is loaded on first download only: every other command starts without it.
+type HubClient = typeof import('@huggingface/hub');
+
 async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<string> {
   const settings = opts.settings ?? hubSettings();
   const folder = repoCacheFolder(settings.cacheDir, id.repo);
@@ -158,8 +161,10 @@ async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<str
   if (settings.token !== undefined && !settings.token.startsWith('hf_')) {
     throw new InputError(`HF_TOKEN (or the token file) does not look like a Hugging Face token: expected it to start with 'hf_'`);
   }
+  const hf: HubClient = await import('@huggingface/hub');
+  const { listFiles, modelInfo } = hf;
   const client = { hubUrl: settings.endpoint, ...(settings.token ? { accessToken: settings.token } : {}), ...(opts.fetch ? { fetch: opts.fetch } : {}) };
-  const call = <T>(what: string, fn: () => Promise<T>) => hubCall(label, settings, what, fn);
+  const call = <T>(what: string, fn: () => Promise<T>) => hubCall(hf, label, settings, what, fn);
 
   const info = await call('model info', () => modelInfo({ ...client, name: id.repo, revision: id.revision, additionalFields: ['sha'] }));
   const sha = (info as { sha?: unknown }).sha;
@@ -172,7 +177,7 @@ async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<str
     return all;
   });
   const byPath = new Map(entries.map((e) => [e.path, e]));
-  const fetchFile = (e: ListFileEntry) => call(e.path, () => downloadToCache(id.repo, sha, e, folder, client, opts.progress ?? stderrProgress()));
+  const fetchFile = (e: ListFileEntry) => call(e.path, () => downloadToCache(hf, id.repo, sha, e, folder, client, opts.progress ?? stderrProgress()));
 
   // Sharded weights: the index names the shards; only those are fetched (the loader reads the index first).
   const index = byPath.get('model.safetensors.index.json');
@@ -208,6 +213,7 @@ async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<str
 
 /** The snapshot file of `entry` (`snapshots/<commit>/<path>` → `blobs/<etag>`), downloaded when missing. */
 async function downloadToCache(
+  hf: HubClient,
   repo: string,
   commit: string,
   entry: ListFileEntry,
@@ -237,11 +243,11 @@ async function downloadToCache(
       }
       if (attempt === 1) resumedFrom = have;
       try {
-        await fetchInto(repo, commit, entry.path, incomplete, have, total, client, progress);
+        await fetchInto(hf, repo, commit, entry.path, incomplete, have, total, client, progress);
         break;
       } catch (err) {
         // A cut connection: try again from what arrived (three tries), then leave the partial file for the next run.
-        if (attempt >= 3 || !isNetworkError(err)) throw err;
+        if (attempt >= 3 || !isNetworkError(hf, err)) throw err;
       }
     }
     const size = statSync(incomplete).size;
@@ -264,6 +270,7 @@ async function downloadToCache(
 }
 
 async function fetchInto(
+  hf: HubClient,
   repo: string,
   commit: string,
   path: string,
@@ -276,11 +283,11 @@ async function fetchInto(
   progress({ kind: 'start', repo, file: path, bytes: have, total });
   if (have === total) return;
   const params = { ...client, repo: { type: 'model' as const, name: repo }, path, revision: commit };
-  const info = await fileDownloadInfo(params);
-  if (info === null) throw new HubApiError(`${client.hubUrl}/${repo}/resolve/${commit}/${path}`, 404);
+  const info = await hf.fileDownloadInfo(params);
+  if (info === null) throw new hf.HubApiError(`${client.hubUrl}/${repo}/resolve/${commit}/${path}`, 404);
   if (info.size !== total) throw new RuntimeFailure(`the Hub serves ${path} of '${repo}' with ${info.size} bytes but lists ${total}`);
-  const file = await downloadFile({ ...params, downloadInfo: info });
-  if (file === null) throw new HubApiError(info.url, 404);
+  const file = await hf.downloadFile({ ...params, downloadInfo: info });
+  if (file === null) throw new hf.HubApiError(info.url, 404);
   // The client's blob slice asks for the missing bytes only (an HTTP Range request).
   const source = have > 0 ? file.slice(have) : file;
   let bytes = have;
@@ -325,19 +332,19 @@ function errorCode(err: unknown): string | undefined {
   return undefined;
 }
 
-function isNetworkError(err: unknown): boolean {
-  if (err instanceof HubApiError || err instanceof InputError || err instanceof RuntimeFailure) return false;
+function isNetworkError(hf: HubClient, err: unknown): boolean {
+  if (err instanceof hf.HubApiError || err instanceof InputError || err instanceof RuntimeFailure) return false;
   const text = String((err as Error)?.message ?? err);
   return errorCode(err) !== undefined || /fetch failed|terminated|socket|network|aborted|premature close/i.test(text);
 }
 
 /** Runs one client call, turning its failures into one-line errors that say what to do. */
-async function hubCall<T>(label: string, settings: HubSettings, what: string, fn: () => Promise<T>): Promise<T> {
+async function hubCall<T>(hf: HubClient, label: string, settings: HubSettings, what: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
     if (err instanceof InputError || err instanceof RuntimeFailure) throw err;
-    if (err instanceof HubApiError) {
+    if (err instanceof hf.HubApiError) {
       const status = err.statusCode;
       if (status === 401 || status === 403) {
         throw new InputError(
@@ -355,7 +362,7 @@ async function hubCall<T>(label: string, settings: HubSettings, what: string, fn
       }
       throw new RuntimeFailure(`Hub model '${label}': ${what} failed with HTTP ${status} from ${settings.endpoint}; try again later`);
     }
-    if (isNetworkError(err)) {
+    if (isNetworkError(hf, err)) {
       const code = errorCode(err);
       throw new RuntimeFailure(
         `cannot download Hub model '${label}' (${what}): ${code ?? 'network error'} talking to ${settings.endpoint}; check the network or HF_ENDPOINT, ` +
