@@ -346,6 +346,8 @@ async function hubCall<T>(hf: HubClient, label: string, settings: HubSettings, w
     if (err instanceof InputError || err instanceof RuntimeFailure) throw err;
     if (err instanceof hf.HubApiError) {
       const status = err.statusCode;
+      // The id may be a mistyped local folder: say that none of that name exists either.
+      const noFolder = what === 'model info' ? ` (no local folder '${label}' exists either)` : '';
       if (status === 401 || status === 403) {
         throw new InputError(
           settings.token === undefined
@@ -356,7 +358,7 @@ async function hubCall<T>(hf: HubClient, label: string, settings: HubSettings, w
       if (status === 404) {
         throw new InputError(
           what === 'model info'
-            ? `Hub model '${label}' not found at ${settings.endpoint} (HTTP 404): check the id${label.includes('@') ? ' and the revision' : ''}`
+            ? `Hub model '${label}' not found at ${settings.endpoint} (HTTP 404): check the id${label.includes('@') ? ' and the revision' : ''}${noFolder}`
             : `Hub model '${label}': ${what} not found at ${settings.endpoint} (HTTP 404)`,
         );
       }
@@ -366,7 +368,7 @@ async function hubCall<T>(hf: HubClient, label: string, settings: HubSettings, w
       const code = errorCode(err);
       throw new RuntimeFailure(
         `cannot download Hub model '${label}' (${what}): ${code ?? 'network error'} talking to ${settings.endpoint}; check the network or HF_ENDPOINT, ` +
-          `or set HF_HUB_OFFLINE=1 to use the HF cache (a partial file resumes on the next run)`,
+          `or set HF_HUB_OFFLINE=1 to use the HF cache (a partial file resumes on the next run)${what === 'model info' ? `; no local folder '${label}' exists either` : ''}`,
       );
     }
     throw err;

@@ -249,10 +249,10 @@ describe('resolveModelPath', () => {
   it('an unknown repo or revision is a 404 message; a server that does not answer is a network message', async () => {
     const cache = await tempDir();
     await expect(resolveModelPath('test-org/nothing', { settings: settingsFor(cache), progress: quiet })).rejects.toThrow(
-      new InputError(`Hub model 'test-org/nothing' not found at ${hub.url} (HTTP 404): check the id`),
+      new InputError(`Hub model 'test-org/nothing' not found at ${hub.url} (HTTP 404): check the id (no local folder 'test-org/nothing' exists either)`),
     );
     await expect(resolveModelPath('test-org/tiny@v9', { settings: settingsFor(cache), progress: quiet })).rejects.toThrow(
-      new InputError(`Hub model 'test-org/tiny@v9' not found at ${hub.url} (HTTP 404): check the id and the revision`),
+      new InputError(`Hub model 'test-org/tiny@v9' not found at ${hub.url} (HTTP 404): check the id and the revision (no local folder 'test-org/tiny@v9' exists either)`),
     );
     const closed = await new Promise<number>((ok) => {
       const s = createServer();
@@ -262,7 +262,7 @@ describe('resolveModelPath', () => {
       });
     });
     await expect(resolveModelPath('test-org/tiny', { settings: settingsFor(cache, { endpoint: `http://127.0.0.1:${closed}` }), progress: quiet })).rejects.toThrow(
-      /^cannot download Hub model 'test-org\/tiny' \(model info\): ECONNREFUSED talking to http:\/\/127\.0\.0\.1:\d+; check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1/,
+      /^cannot download Hub model 'test-org\/tiny' \(model info\): ECONNREFUSED talking to http:\/\/127\.0\.0\.1:\d+; check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 .*; no local folder 'test-org\/tiny' exists either$/,
     );
   });
 
@@ -333,7 +333,7 @@ describe('a Hub id as --model and model.path', () => {
     const env = { ...process.env, HF_HUB_CACHE: cache, HF_ENDPOINT: hub.url, HF_TOKEN: '', HF_HUB_OFFLINE: '' };
     const missing = await runCli(['export', '--model', 'test-org/nothing', '--gguf', join(cache, 'x.gguf')], env);
     expect(missing.status).toBe(1);
-    expect(missing.stderr.trim().split('\n')).toEqual([`finllm: Hub model 'test-org/nothing' not found at ${hub.url} (HTTP 404): check the id`]);
+    expect(missing.stderr.trim().split('\n')).toEqual([`finllm: Hub model 'test-org/nothing' not found at ${hub.url} (HTTP 404): check the id (no local folder 'test-org/nothing' exists either)`]);
     const gated = await runCli(['export', '--model', 'test-org/gated', '--gguf', join(cache, 'x.gguf')], env);
     expect(gated.status).toBe(1);
     expect(gated.stderr.trim().split('\n')).toHaveLength(1);
