@@ -103,7 +103,7 @@ export interface ResolveOptions {
 export async function resolveModelPath(pathOrId: string, opts: ResolveOptions = {}): Promise<string> {
   if (existsSync(pathOrId)) return pathOrId;
   const id = parseHubId(pathOrId);
-  if (id === null || pathOrId.startsWith('.') || pathOrId.startsWith('/')) return pathOrId;
+  if (id === null) return pathOrId;
   return await hubModelFolder(id, opts);
 }
 
@@ -177,7 +177,8 @@ async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<str
     return all;
   });
   const byPath = new Map(entries.map((e) => [e.path, e]));
-  const fetchFile = (e: ListFileEntry) => call(e.path, () => downloadToCache(hf, id.repo, sha, e, folder, client, opts.progress ?? stderrProgress()));
+  const progress = opts.progress ?? stderrProgress();
+  const fetchFile = (e: ListFileEntry) => call(e.path, () => downloadToCache(hf, id.repo, sha, e, folder, client, progress));
 
   // Sharded weights: the index names the shards; only those are fetched (the loader reads the index first).
   const index = byPath.get('model.safetensors.index.json');
