@@ -3,7 +3,7 @@
 // layout, a second resolve without a request, resume after a cut connection, the token as Bearer,
 // offline mode, one-line errors, and the model loading and generating from the cache.
 import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -182,6 +182,28 @@ describe('resolveModelPath', () => {
     const pinned = await requestsDuring(() => resolveModelPath(`test-org/tiny@${COMMIT}`, { settings: settingsFor(cache), progress: quiet }));
     expect(pinned.value).toBe(dir);
     expect(pinned.requests).toEqual([]);
+  });
+
+  it('uses a snapshot that huggingface_hub / transformers put in the cache, with no request', async () => {
+    const cache = await tempDir();
+    const folder = repoCacheFolder(cache, 'other-org/cached');
+    const commit = 'f'.repeat(40);
+    // The layout huggingface_hub writes: blobs by etag, relative symlinks in snapshots/<commit>, refs/main, .no_exist.
+    mkdirSync(join(folder, 'blobs'), { recursive: true });
+    mkdirSync(join(folder, 'snapshots', commit), { recursive: true });
+    mkdirSync(join(folder, 'refs'), { recursive: true });
+    mkdirSync(join(folder, '.no_exist', commit), { recursive: true });
+    writeFileSync(join(folder, 'refs', 'main'), commit);
+    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'model.safetensors']) {
+      const body = files.get(f)!;
+      const blob = f.endsWith('.safetensors') ? sha256(body) : gitBlobId(body);
+      writeFileSync(join(folder, 'blobs', blob), body);
+      symlinkSync(join('..', '..', 'blobs', blob), join(folder, 'snapshots', commit, f));
+    }
+    const { value: dir, requests } = await requestsDuring(() => resolveModelPath('other-org/cached', { settings: settingsFor(cache), progress: quiet }));
+    expect(dir).toBe(join(folder, 'snapshots', commit));
+    expect(requests).toEqual([]);
+    expect(readFileSync(join(dir, 'model.safetensors')).equals(files.get('model.safetensors')!)).toBe(true);
   });
 
   it('resumes a cut-off download from the .incomplete file, within a run and in the next run, and verifies it', async () => {
