@@ -14,7 +14,7 @@ import { initModel } from '../../src/llama/init.js';
 import { loadConfig } from '../../src/pipeline/config.js';
 import { runTraining } from '../../src/pipeline/train/trainer.js';
 import { defaultModelId } from '../../src/serve/load.js';
-import { sampleSlice } from '../train/helpers.js';
+import { sampleSlice } from '../pipeline/train/helpers.js';
 import { useTempDirs } from './helpers.js';
 import { gitBlobId, sha256, startMockHub, type MockHub } from './mock-hub.js';
 
