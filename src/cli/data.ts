@@ -3,7 +3,7 @@
 // `finllm data generate`: write a synthetic financial corpus or task set (src/pipeline/data/synthetic.ts).
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import type { ResolvedConfig } from '../pipeline/config.js';
+import { withLocalModel, type ResolvedConfig } from '../pipeline/config.js';
 import { escapeControl } from '../errors.js';
 import { loadRunConfig } from '../pipeline/run-config.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
@@ -42,7 +42,7 @@ export const DATA_REPORT_NAME = 'data-report.json';
 async function runStage(opts: DataOpts): Promise<{ cfg: ResolvedConfig; prepared: PreparedData }> {
   const cfg = loadRunConfig(opts);
   // The same tokenizer class training uses, so lengths and truncation match `finllm train`.
-  const tokenizer = await LlamaTokenizer.load(opts.tokenizer ?? cfg.model.path);
+  const tokenizer = await LlamaTokenizer.load(opts.tokenizer ?? (await withLocalModel(cfg)).model.path);
   const prepared = await prepareData(cfg, tokenizer);
   return { cfg, prepared };
 }

@@ -7,6 +7,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { InputError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { resolveModelPath } from '../io/hub.js';
 import { exportGguf, GGUF_TYPES, type GgufExportType } from '../llama/gguf.js';
 import { exportMerged, type ExportDtype } from '../llama/merge.js';
 import { buildModelfile } from '../llama/ollama.js';
@@ -63,15 +64,16 @@ async function exportGgufAction(o: ExportCliOptions & { model: string; gguf: str
 
 export async function exportAction(o: ExportCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<void> {
   if (!o.model) throw new InputError('--model is required', { flag: 'model' });
-  await checkDir(o.model, 'model');
+  const model = await resolveModelPath(o.model);
+  await checkDir(model, 'model');
   if (o.adapter) await checkDir(o.adapter, 'adapter');
-  if (o.gguf) return exportGgufAction({ ...o, model: o.model, gguf: o.gguf }, out);
+  if (o.gguf) return exportGgufAction({ ...o, model, gguf: o.gguf }, out);
   if (o.ollama) throw new InputError('--ollama needs --gguf', { flag: 'ollama' });
   if (!o.adapter) throw new InputError('--adapter is required', { flag: 'adapter' });
   if (!o.merged) throw new InputError('--merged is required (or --gguf for a GGUF file)', { flag: 'merged' });
   const dtype = o.dtype ?? 'source';
   if (!['source', 'f32', 'bf16', 'f16'].includes(dtype)) throw new InputError(`expected source, f32, bf16 or f16, got ${JSON.stringify(dtype)}`, { flag: 'dtype' });
-  const { files } = await exportMerged(o.adapter, o.model, o.merged, { dtype: dtype as ExportDtype });
+  const { files } = await exportMerged(o.adapter, model, o.merged, { dtype: dtype as ExportDtype });
   out(`merged model written to ${o.merged} (${files.join(', ')})\n`);
 }
 
@@ -79,7 +81,7 @@ export function register(program: Command): void {
   program
     .command('export')
     .description('merge a LoRA adapter into its base model and write a HF safetensors model folder, or write a GGUF file for llama.cpp / Ollama')
-    .requiredOption('-m, --model <dir>', 'base HF model folder, or a full-training model/ folder')
+    .requiredOption('-m, --model <dir>', 'base HF model folder, a full-training model/ folder, or a Hugging Face Hub id ORG/NAME[@REVISION] (downloaded into the HF cache)')
     .option('-a, --adapter <dir>', 'PEFT LoRA adapter folder (merged into the weights; required with --merged)')
     .option('-o, --merged <dir>', 'output folder (must not exist or be empty; written atomically)')
     .option('--dtype <dtype>', 'weight dtype: source (as the base checkpoint), f32, bf16 or f16', 'source')

@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { PRECISION_SETTINGS, precisionUnsupported, resolvePrecision, setComputePrecision, type Precision, type PrecisionSetting } from '../engine/precision.js';
 import { initEngine } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
+import { resolveModelPath } from '../io/hub.js';
 import { modelFolderFor } from '../llama/gguf.js';
 import { KV_CACHE_SETTINGS, type KvCacheSetting, type LoadModelOptions } from '../llama/model.js';
 
@@ -24,9 +25,13 @@ export const PRECISION_HELP = 'GEMM precision: fp32, fp16-mixed (f16 operands, f
 /** The --kv-cache flag (generate, eval, serve). */
 export const KV_CACHE_HELP = 'KV cache storage for decoding: f32, f16 (half the memory) or auto (f16 under fp16-mixed, else f32; the default)';
 
+/** The --model flag of the verbs that load a model. */
+export const MODEL_HELP =
+  'HF model folder (config.json, model.safetensors, tokenizer.json), a GGUF file finllm exported, or a Hugging Face Hub id ORG/NAME[@REVISION] (downloaded into the HF cache when no such folder exists)';
+
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .requiredOption('-m, --model <dir>', 'HF model folder (config.json, model.safetensors, tokenizer.json), or a GGUF file finllm exported')
+    .requiredOption('-m, --model <dir>', MODEL_HELP)
     .option('-a, --adapter <dir>', 'PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors)')
     .option('--quantize <kind>', 'quantize the decoder linear layers at load time: nf4')
     .option('--storage <dtype>', 'GPU storage of the other weights: f32, bf16 or f16', 'f32')
@@ -49,10 +54,12 @@ export async function checkDir(dir: string, what: string): Promise<void> {
 /** Validates the shared options; returns the model folder, the loader options, the precision and KV cache settings. */
 export async function modelLoadOptions(o: ModelCliOptions): Promise<{ dir: string; load: LoadModelOptions; precision: PrecisionSetting; kvCache: KvCacheSetting }> {
   if (!o.model) throw new InputError('--model is required', { flag: 'model' });
+  // A Hub id (org/name[@revision]) with no local folder of that name resolves to its HF cache snapshot.
+  const model = await resolveModelPath(o.model);
   // A GGUF file is read into a temp HF folder (weights dequantized to f32), then loads as any folder.
-  const isGguf = o.model.toLowerCase().endsWith('.gguf');
-  if (!isGguf) await checkDir(o.model, 'model');
-  const dir = isGguf ? await modelFolderFor(o.model) : o.model;
+  const isGguf = model.toLowerCase().endsWith('.gguf');
+  if (!isGguf) await checkDir(model, 'model');
+  const dir = isGguf ? await modelFolderFor(model) : model;
   if (o.adapter) await checkDir(o.adapter, 'adapter');
   if (o.mergeAdapter && !o.adapter) throw new InputError('--merge-adapter needs --adapter', { flag: 'merge-adapter' });
   if (o.quantize !== undefined && o.quantize !== 'nf4') throw new InputError(`expected nf4, got ${JSON.stringify(o.quantize)}`, { flag: 'quantize' });

@@ -53,6 +53,11 @@ crashed or interrupted run continues where it stopped (training from its last ch
 an input re-runs that stage and the ones after it. The comparison reports are in
 <output.dir>/stages/compare/<suite>/ (report.html, summary.md, report.json).
 
+model.path may be a Hugging Face Hub id, ORG/NAME or ORG/NAME@REVISION, when no local folder has
+that name: its config, tokenizer and safetensors weights are downloaded once into the HF cache
+($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub), honouring HF_TOKEN, HF_ENDPOINT
+and HF_HUB_OFFLINE=1.
+
 Exit codes: 0 done, 1 bad input (config, data, eval files, model folder), 2 runtime failure.`,
     )
     .action(async (opts: PipelineCliOptions) => pipelineAction(opts));

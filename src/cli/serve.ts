@@ -13,7 +13,7 @@ import { parseAdapterSpec, parseRouteSpec } from '../serve/routing.js';
 import { checkApiKey } from '../serve/server.js';
 import { collect } from './common.js';
 import { addDataOptions, dataSettings, describeSettings, type DataCliOptions } from './data-options.js';
-import { KV_CACHE_HELP, PRECISION_HELP, applyPrecision, checkDir, modelLoadOptions, numberOption } from './model-options.js';
+import { KV_CACHE_HELP, MODEL_HELP, PRECISION_HELP, applyPrecision, checkDir, modelLoadOptions, numberOption } from './model-options.js';
 
 export interface ServeCliOptions extends DataCliOptions {
   model?: string;
@@ -107,7 +107,7 @@ export async function serveAction(o: ServeCliOptions, say: (line: string) => voi
 export function register(program: Command): void {
   addDataOptions(program.command('serve'))
     .description('serve the model and its LoRA adapters over an OpenAI-compatible HTTP API (continuous batching, A/B routes)')
-    .requiredOption('-m, --model <dir>', 'HF model folder (config.json, model.safetensors, tokenizer.json)')
+    .requiredOption('-m, --model <dir>', MODEL_HELP)
     .option('-a, --adapter <name=dir>', 'serve a PEFT LoRA adapter over the base as model id NAME (repeatable; a bare DIR is named after its folder)', collect, [])
     .option('--served-model-name <id>', 'model id of the base model (default: the model folder name; "base" always works too)')
     .option('--route <name=model:weight,...>', 'A/B route: requests to model NAME go to one of the models, chosen by weight (repeatable)', collect, [])

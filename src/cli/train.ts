@@ -26,6 +26,11 @@ export function register(program: Command): void {
     .option('--allow-config-change', "resume although settings differ from the checkpoint's (they are listed)")
     .option('-q, --quiet', 'no progress output')
     .addHelpText('after', `
+model.path may be a Hugging Face Hub id, ORG/NAME or ORG/NAME@REVISION, when no local folder has
+that name: its config, tokenizer and safetensors weights are downloaded once into the HF cache
+($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub), honouring HF_TOKEN, HF_ENDPOINT
+and HF_HUB_OFFLINE=1.
+
 Exit codes: 0 done, 1 bad input (config, data, model folder), 2 runtime failure (e.g. a step with a
 non-finite loss: nothing of it is saved), 130 interrupted by Ctrl-C (143 by SIGTERM).
 Ctrl-C finishes the current step, saves a checkpoint and exits 130; --resume continues from it.

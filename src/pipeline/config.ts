@@ -11,6 +11,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { InputError, readFailure } from '../errors.js';
+import { parseHubId, resolveModelPath } from '../io/hub.js';
 import { describeValue } from '../io/json.js';
 import { writeFileAtomicSync as writeFileAtomic } from '../io/atomic.js';
 import { DATA_FORMATS } from './data/readers.js';
@@ -588,7 +589,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): ResolvedConfig {
 
   // Resolve paths relative to the folder of whoever set them.
   const resolvePath = (key: string, p: string): string => (isAbsolute(p) ? p : resolve(prov.get(key)?.baseDir ?? fileDir, p));
-  cfg.model.path = resolvePath('model.path', cfg.model.path);
+  cfg.model.path = modelPathOrHubId(cfg.model.path, resolvePath('model.path', cfg.model.path));
   cfg.data.train = resolvePath('data.train', cfg.data.train);
   if (cfg.data.val !== null) cfg.data.val = resolvePath('data.val', cfg.data.val);
   cfg.output.dir = resolvePath('output.dir', cfg.output.dir);
@@ -596,6 +597,15 @@ export function loadConfig(opts: LoadConfigOptions = {}): ResolvedConfig {
   for (const suite of cfg.eval?.suites ?? []) suite.file = resolvePath('eval.suites', suite.file);
 
   return { ...cfg, source: { file, env: envName && envName !== '' ? envName : null, sets: [...(opts.sets ?? [])] } };
+}
+
+/**
+ * model.path as written (`org/name[@revision]`) when it is shaped like a Hugging Face Hub id and no
+ * file or folder exists at its resolved path; otherwise the resolved path. The loaders download a
+ * Hub id into the HF cache (src/io/hub.ts).
+ */
+function modelPathOrHubId(written: string, resolved: string): string {
+  return parseHubId(written) !== null && !existsSync(resolved) ? written : resolved;
 }
 
 /** Validate an in-memory config object (same rules as a file, paths resolved against `baseDir`). */
@@ -608,12 +618,18 @@ export function parseConfigObject(obj: unknown, baseDir: string = process.cwd())
   if (!parsed.success) throw issuesToError(parsed.error.issues, base, prov, null);
   const cfg = parsed.data;
   const r = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
-  cfg.model.path = r(cfg.model.path);
+  cfg.model.path = modelPathOrHubId(cfg.model.path, r(cfg.model.path));
   cfg.data.train = r(cfg.data.train);
   if (cfg.data.val !== null) cfg.data.val = r(cfg.data.val);
   cfg.output.dir = r(cfg.output.dir);
   for (const suite of cfg.eval?.suites ?? []) suite.file = r(suite.file);
   return { ...cfg, source: { file: null, env: null, sets: [] } };
+}
+
+/** `cfg` with model.path a local folder: a Hub id is downloaded into (or found in) the HF cache (`quiet`: no progress lines). */
+export async function withLocalModel(cfg: ResolvedConfig, opts: { quiet?: boolean } = {}): Promise<ResolvedConfig> {
+  const path = await resolveModelPath(cfg.model.path, opts.quiet ? { progress: () => undefined } : {});
+  return path === cfg.model.path ? cfg : { ...cfg, model: { ...cfg.model, path } };
 }
 
 export const RESOLVED_CONFIG_NAME = 'resolved-config.yaml';

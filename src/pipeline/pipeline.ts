@@ -29,7 +29,7 @@ import { InputError, Interrupted, RuntimeFailure } from '../errors.js';
 import { exportMerged } from '../llama/merge.js';
 import type { LoadModelOptions } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
-import type { EvalConfig, EvalSuiteConfig, ResolvedConfig } from './config.js';
+import { withLocalModel, type EvalConfig, type EvalSuiteConfig, type ResolvedConfig } from './config.js';
 import { formatReport, prepareData, saveReport } from './data/index.js';
 import { compareResults, type Comparison } from './eval/compare.js';
 import { ensureFolder, writeFileAtomic } from '../io/atomic.js';
@@ -300,7 +300,9 @@ interface StageSpec {
 }
 
 /** Runs (or resumes) the pipeline of `cfg` in cfg.output.dir. */
-export async function runPipeline(cfg: ResolvedConfig, opts: PipelineOptions = {}): Promise<PipelineResult> {
+export async function runPipeline(configured: ResolvedConfig, opts: PipelineOptions = {}): Promise<PipelineResult> {
+  // A Hub id in model.path becomes its HF cache snapshot folder before any stage runs.
+  const cfg = await withLocalModel(configured, { quiet: opts.quiet ?? false });
   const quiet = opts.quiet ?? false;
   const log = opts.log ?? ((line: string) => (quiet ? undefined : void process.stderr.write(line + '\n')));
   const runDir = cfg.output.dir;

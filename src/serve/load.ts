@@ -8,6 +8,7 @@ import { LlamaModel, type LoadModelOptions, type LoraLayers } from '../llama/mod
 import { readAdapter } from '../llama/peft.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { checkAdapterBase } from '../llama/adapter-base.js';
+import { hubIdOfSnapshot } from '../io/hub.js';
 
 export interface ServeModelSpec {
   /** HF model folder. */
@@ -34,9 +35,9 @@ export interface ServingModels {
 
 export const DEFAULT_MAX_MODEL_LEN = 4096;
 
-/** The base model id when none is given: the model folder's name. */
+/** The base model id when none is given: the Hub id of an HF cache snapshot, else the model folder's name. */
 export function defaultModelId(modelDir: string): string {
-  return basename(resolve(modelDir));
+  return hubIdOfSnapshot(modelDir) ?? basename(resolve(modelDir));
 }
 
 /** Loads everything; on failure nothing stays allocated. The engine must be initialized. */

@@ -18,7 +18,7 @@ function errorOf(fn: () => unknown): InputError {
 
 const MINIMAL = `
 model:
-  path: models/m
+  path: ./models/m
 data:
   train: data/train.jsonl
 `;

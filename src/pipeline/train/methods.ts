@@ -20,6 +20,7 @@ import { loadLlamaConfig } from '../../llama/config.js';
 import { LlamaModel } from '../../llama/model.js';
 import { saveModel } from '../../llama/save.js';
 import { AdamW } from '../../kernels/optim.js';
+import { hubIdOfSnapshot } from '../../io/hub.js';
 import type { ResolvedConfig } from '../config.js';
 import { refuseNonFinite } from './checkpoint.js';
 import { outOfMemoryFailure } from './memory.js';
@@ -48,7 +49,7 @@ export const LoraAdapters: TrainingMethod = {
   outputFiles: ['adapter_model.safetensors', 'adapter_config.json'],
   attach(model, cfg) {
     model.initLora(
-      { r: cfg.lora.r, loraAlpha: cfg.lora.alpha, useRslora: cfg.lora.rslora, targetModules: cfg.lora.target_modules, loraDropout: cfg.lora.dropout, baseModelNameOrPath: cfg.model.path },
+      { r: cfg.lora.r, loraAlpha: cfg.lora.alpha, useRslora: cfg.lora.rslora, targetModules: cfg.lora.target_modules, loraDropout: cfg.lora.dropout, baseModelNameOrPath: hubIdOfSnapshot(cfg.model.path) ?? cfg.model.path },
       cfg.training.seed,
     );
     return new AdamW(model.loraParameters(), { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay });

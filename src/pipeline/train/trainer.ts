@@ -35,7 +35,7 @@ import { OutOfMemoryError } from '../../engine/device.js';
 import YAML from 'yaml';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import { readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
-import { RESOLVED_CONFIG_NAME, saveResolvedConfig, type ResolvedConfig } from '../config.js';
+import { RESOLVED_CONFIG_NAME, saveResolvedConfig, withLocalModel, type ResolvedConfig } from '../config.js';
 import { AUTO_BATCH_HEADROOM, chooseAutoBatch, describeMemory, estimateStep, memoryAdvice, outOfMemoryFailure } from './memory.js';
 import { createDataLoader, prepareData, saveReport, formatReport, type Batch, type DataLoader, type DataLoaderState, type PreparedData, type TokenizedExample } from '../data/index.js';
 import { checkCheckpointFolders, latestCheckpoint, readJsonSync, refuseNonFinite, saveCheckpoint, writeJsonSync } from './checkpoint.js';
@@ -283,7 +283,8 @@ export class TrainingRun {
    */
   static async setup(configured: ResolvedConfig, opts: TrainOptions = {}): Promise<TrainingRun> {
     const { dev } = await initEngine();
-    let cfg = configured;
+    // A Hub id in model.path becomes its HF cache snapshot folder (the adapter still names the id).
+    let cfg = await withLocalModel(configured, { quiet: opts.quiet === true || !configured.logging.console });
     const precision = resolvePrecision(cfg.training.precision, dev);
     const unsupported = precisionUnsupported(precision, dev);
     if (unsupported) throw new InputError(`${unsupported}; set training.precision: fp32 (or auto)`, { key: 'training.precision' });
