@@ -88,6 +88,14 @@ export function gemvWorkgroupBytes(s: GemvSpec): number {
   return reduced(s) * s.rows * WG * 4 + (isNf4Format(s.format) && s.vec > 1 ? 256 * 8 : 0);
 }
 
+/** Storage buffers a GEMV kernel binds (the device's per-stage limit applies; llama/decode.ts splits). */
+export function gemvStorageBuffers(s: GemvSpec): number {
+  const segs = s.epilogue === 'swiglu' ? 2 : s.segments;
+  const perWeight = s.format === 'nf4dq' ? 4 : s.format === 'nf4' ? 2 : 1;
+  const lora = s.lora.filter(Boolean).length;
+  return 2 + (s.norm === 'none' ? 0 : s.norm === 'given' ? 2 : 1) + segs * perWeight + (lora ? 1 + lora : 0) + (s.rstdOut ? 1 : 0);
+}
+
 export function gemvKernel(s: GemvSpec): string {
   const { format, rows: MC, vec, transX, norm, rstdOut, lora, epilogue, unroll } = s;
   const MCB = unroll ? `${MC}u` : 'p.mc';
@@ -274,6 +282,9 @@ export function gemv(o: GemvOptions): void {
   assertDtype(out, 'f32', `${what} out`);
   const S = segments.length;
   if (S < 1 || S > 3) throw new RangeError(`${what}: 1 to 3 weight segments, got ${S}`);
+  if (layout && (S !== 1 || epilogue !== 'store' || o.norm || o.lora || o.rstdOut || o.outOffsets)) {
+    throw new RangeError(`${what}: a matmul layout takes one segment, the store epilogue, no norm or LoRA`);
+  }
   const format = weightFormatOf(segments[0]!);
   const shapes = layout ? [[layout.N, layout.K] as [number, number]] : segments.map(shapeOf);
   const K = shapes[0]![1];
@@ -284,7 +295,6 @@ export function gemv(o: GemvOptions): void {
   const Ns = shapes.map((s) => s[0]);
   let M: number;
   if (layout) {
-    if (S !== 1 || epilogue !== 'store' || o.norm || o.lora || o.rstdOut || o.outOffsets) throw new RangeError(`${what}: a matmul layout takes one segment, the store epilogue, no norm or LoRA`);
     M = layout.M;
   } else {
     if (x.shape[x.shape.length - 1] !== K) throw new RangeError(`${what}: x [${x.shape.join(', ')}] does not end in K = ${K}`);
@@ -386,6 +396,7 @@ export function gemvVariants(): KernelVariant[] {
               key: specKey('gemv', spec),
               code: () => gemvKernel(spec),
               workgroupBytes: gemvWorkgroupBytes(spec),
+              storageBuffers: gemvStorageBuffers(spec),
               spec,
             });
           }
