@@ -1,6 +1,6 @@
 // The GEMM family: one WGSL generator for every matrix product of the engine (matmul, linear, the
-// NF4 dequant-matmul, the LoRA projections and their gradients). Decode GEMVs live elsewhere
-// (matmul.ts, nf4.ts): at one row, reading the weight once is the whole cost.
+// NF4 dequant-matmul, the LoRA projections and their gradients). Products of a few rows take the
+// GEMV (gemv.ts): at one row, reading the weight once is the whole cost.
 //
 //   C[b] (=|+=) alpha · ( [prologue] + op(A[b])·op(B[b]) )      op = identity or transpose
 //
@@ -9,9 +9,10 @@
 //   nf4 | nf4dq (NF4 codes + absmax, plain or double-quantized; B only), stored transposed or not,
 //   read `vec` elements per global load along the stored matrix's contiguous dimension (vec4 of
 //   f32, vec4<u32> = 8 halves, one NF4 code word = 8 codes) when that dimension is a multiple of
-//   `vec`, else one element per load. NF4 is dequantized (code · absmax in f32) while the tile is
-//   staged into workgroup memory. An f32/16-bit operand may carry LoRA dropout: element i of the
-//   stored matrix is kept when rand_uniform(seed, i) ≥ p and scaled by 1/(1 − p).
+//   `vec`, else one element per load (the decoding of each format: weight-formats.ts). NF4 is
+//   dequantized (code · absmax in f32) while the tile is staged into workgroup memory. An
+//   f32/16-bit operand may carry LoRA dropout: element i of the stored matrix is kept when
+//   rand_uniform(seed, i) ≥ p and scaled by 1/(1 − p).
 // - Compute: 'f32' (portable SIMT: tiles and products in f32) or 'f16' (shader-f16: operands
 //   rounded to f16 when staged, workgroup tiles in f16, products exact in f32, accumulation in f32 —
 //   the arithmetic of f16 tensor cores, so this variant is the numerical twin of the subgroup-matrix

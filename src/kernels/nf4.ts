@@ -24,11 +24,11 @@
 // double quantization, dequantize (one thread per code word). Products with an NF4 weight decode it
 // on the fly: the GEMM's NF4 loader (gemm.ts) and the GEMV (gemv.ts), through weight-formats.ts;
 // nf4Linear (matmul.ts) picks one.
-import { Tensor, type DType } from '../engine/tensor.js';
+import { Tensor } from '../engine/tensor.js';
 import { Uniforms, WGSL_FLAT_INDEX, assertDtype, dispatch, grid1d } from './common.js';
 import { gemv } from './gemv.js';
 import {
-  NF4_BLOCK, NF4_DQ_BLOCK, WGSL_NF4_TABLE, weightFormatOf, weightTensors, wgslFormatHelpers, wgslNf4AbsmaxBindings,
+  NF4_BLOCK, NF4_DQ_BLOCK, WGSL_NF4_TABLE, weightTensors, wgslFormatHelpers, wgslNf4AbsmaxBindings,
   wgslWeightBindings, wgslWeightChunk, wgslWeightElement,
 } from './weight-formats.js';
 
