@@ -95,7 +95,7 @@ export function plan(o: PlanOptions): Step[] {
   const preset = o.dry ? 'tiny' : '1.1b';
   const llamacpp = existsSync('tests/llamacpp/node_modules/node-llama-cpp/package.json');
   const vitest = [node, 'node_modules/vitest/vitest.mjs', 'run', '--reporter=default', '--reporter=json'];
-  const tier = o.dry ? ['tests/kernels/swiglu.test.ts'] : ['tests/kernels', 'tests/llama', 'tests/train/precision.test.ts'];
+  const tier = o.dry ? ['tests/kernels/swiglu.test.ts'] : ['tests/kernels', 'tests/llama', 'tests/pipeline/train/precision.test.ts'];
   return [
     { name: 'model', group: 'measure', cap: 240, background: true, command: [node, 'dist/bench/random-model.js', '--cache', cache, ...model] },
     {
@@ -120,7 +120,7 @@ export function plan(o: PlanOptions): Step[] {
       command: [node, 'dist/bench/decode.js', '--model', randomModelDir(cache, preset, { vocabSize: o.dry ? 600 : 32000 }), '--storage', 'bf16', '--batch', '1', '--prompt', '64', '--new-tokens', o.dry ? '8' : '128', '--ttft-prompt', '0', '--peer', 'llama.cpp', '--peer-threads', '4', '--json', join(o.work, 'llamacpp-decode.json')],
       ...(llamacpp ? {} : { skip: 'llama.cpp is not installed (tests/llamacpp: npm ci --omit=optional there)' }),
     },
-    // PyTorch's full fine-tuning trajectory on the reference fixtures, for tests/train/full-trajectory.test.ts.
+    // PyTorch's full fine-tuning trajectory on the reference fixtures, for tests/pipeline/train/full-trajectory.test.ts.
     python('full_ft_golden', 'tests', 60, 'tests/fixtures/reference/make_full_ft_reference.py', 'tests/fixtures/reference', join(o.work, 'full-ft')),
     // The GPU test tier, with the GEMM variant matrix (its largest file) in a step of its own.
     { name: 'tests', group: 'tests', cap: 120, command: ['env', 'FINLLM_TEST_TIER=gpu', ...vitest, `--outputFile.json=${join(o.work, 'tests-report.json')}`, ...tier, '--exclude', 'tests/kernels/gemm.test.ts'] },
@@ -167,9 +167,13 @@ export function parseArgs(argv: string[]): Options {
     if (a === '--dry') o.dry = true;
     else if (a === '--list') o.list = true;
     else if (a === '--only') o.only = value();
-    else if (a === '--out') (o.out = resolve(value())), (outSet = true);
-    else if (a === '--work') (o.work = resolve(value())), (workSet = true);
-    else if (a === '--budget') {
+    else if (a === '--out') {
+      o.out = resolve(value());
+      outSet = true;
+    } else if (a === '--work') {
+      o.work = resolve(value());
+      workSet = true;
+    } else if (a === '--budget') {
       const v = value();
       if (!/^\d+$/.test(v) || Number(v) <= 0) throw new UsageError(`--budget: expected whole seconds, got '${v}'`);
       o.budget = Number(v);
@@ -332,7 +336,7 @@ function pollDevicePeak(file: string): { stop: () => void } {
   if (!Number.isFinite(base)) return { stop: () => {} };
   let max = 0;
   const timer = setInterval(() => {
-    const apps = (query('compute-apps=used_memory').stdout ?? '').split('\n').reduce((s, l) => s + (Number(l) > 0 ? Number(l) : 0), 0);
+    const apps = (query('compute-apps=used_memory').stdout ?? '').split('\n').reduce((s, l) => s + Math.max(Number(l) || 0, 0), 0);
     const v = apps > 0 ? apps : used() - base;
     if (Number.isFinite(v) && v > max) {
       max = v;

@@ -6,7 +6,7 @@
 //
 // Prints the largest and mean per-step |loss gap|, the gap of the last 10 steps' mean, the loss
 // scale history and skipped steps; writes bench/results/precision-curve-<time>.json. (CI runs a
-// 10-step version of this comparison in tests/train/precision.test.ts.)
+// 10-step version of this comparison in tests/pipeline/train/precision.test.ts.)
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -1,7 +1,7 @@
 // `npm run tune [-- --reps 10] [--dry-run]`: times every GEMM tile (× split-K targets for the skinny
 // classes) per shape class and compute variant on this adapter (and every subgroup-matrix tile ×
 // offered matrix shape where the adapter has them), in one process, and writes the
-// winners into the committed table src/kernels/gemm-tuning.ts under this adapter's key (other
+// winners into the committed table src/kernels/gemm-tuning.json under this adapter's key (other
 // adapters' entries are kept). Every candidate is first validated against the float64 reference
 // (bench/validate.ts); one that fails is reported and never chosen. The full timings go to
 // bench/results/tune-<time>.json. chooseGemm (src/kernels/gemm.ts) reads the table; adapters
@@ -18,7 +18,7 @@ import {
   type AdapterTuning, type Compute, type GemmArgs, type SgTileName, type ShapeClass, type TileName, type TunedEntry, type TuningTable,
 } from '../src/kernels/gemm.js';
 import { MATRIX_SHAPES, offeredShapes, type MatrixShapeName } from '../src/kernels/sgmatrix.js';
-import { GEMM_TUNING } from '../src/kernels/gemm-tuning.js';
+import { GEMM_TUNING, GEMM_TUNING_FILE } from '../src/kernels/gemm-tuning.js';
 import { hostTensor } from './kernels/matmul.js';
 import { validateGemm } from './validate.js';
 
@@ -186,16 +186,8 @@ console.log(`\nwrote ${file}`);
 if (dryRun) console.log(JSON.stringify(entry, null, 2));
 else {
   const table: TuningTable = { version: 1, adapters: { ...GEMM_TUNING.adapters, [key]: entry } };
-  const src = `// GEMM tile and split-K choices per adapter, measured by \`npm run tune\` (bench/tune.ts) and
-// committed. Keyed by adapterKey(vendor, device); chooseGemm (gemm.ts) falls back to heuristics for
-// adapters not listed. Regenerate an entry by running \`npm run tune\` on that adapter; entries of
-// other adapters are kept. gflops: what the winner reached on the tuner's representative shape.
-import type { TuningTable } from './gemm.js';
-
-export const GEMM_TUNING: TuningTable = ${JSON.stringify(table, null, 2)};
-`;
-  writeFileAtomicSync(join(process.cwd(), 'src', 'kernels', 'gemm-tuning.ts'), src);
-  console.log(`updated src/kernels/gemm-tuning.ts for ${key}`);
+  writeFileAtomicSync(join(process.cwd(), GEMM_TUNING_FILE), `${JSON.stringify(table, null, 2)}\n`);
+  console.log(`updated ${GEMM_TUNING_FILE} for ${key}`);
 }
 dev.destroy();
 if (invalid.length) {

@@ -1,11 +1,11 @@
 // Validation of benchmarked kernels against the float64 references of the test suite before they
 // are timed: a kernel that is fast and wrong must never win a benchmark or the tuner. Large outputs
 // are checked on a sample of elements (the four corners, the last row and column, and random ones),
-// each within the rigorous rounding bound of tests/reference/gemm.ts: a wrong index or tile edge
+// each within the rigorous rounding bound of reference/gemm.ts: a wrong index or tile edge
 // fails there.
 import { Rng } from '../src/engine/random.js';
 import type { Tensor } from '../src/engine/tensor.js';
-import { gemmReferenceAt, gemmRefShape, type GemmRefInput } from '../tests/reference/gemm.js';
+import { gemmReferenceAt, gemmRefShape, type GemmRefInput } from '../reference/gemm.js';
 
 /** Elements to check: corners, edges, and `count` random ones (fixed seed: the same on every run). */
 export function samplePoints(M: number, N: number, count = 48): [number, number][] {

@@ -1,14 +1,14 @@
 // Runs one emulated subgroup-matrix attention case (src/kernels/attention-sgmatrix.ts
 // ATTENTION_SG_CASES) through flashAttentionForward / flashAttentionBackward with the emulated
 // kernels forced, on fresh random inputs, and checks every output element against the float64
-// reference (tests/reference/attention.ts) and a bound derived from f16 operands with f32
+// reference (reference/attention.ts) and a bound derived from f16 operands with f32
 // accumulation. Used by `npm run check:kernels` and tests/kernels/attention-sgmatrix.test.ts.
 import type { Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
 import { f16ArrayToF32, f32ArrayToF16 } from '../../src/io/dtype.js';
 import { flashAttentionBackward, flashAttentionForward } from '../../src/kernels/attention.js';
 import { casePasses, sgAttentionKey, sgAttentionSpec, shapeName, type AttentionVariantCase, type SgAttentionPass } from '../../src/kernels/attention-sgmatrix.js';
-import { attentionBackwardRef, attentionForwardRef, probabilities, type AttnRefOptions, type AttnRefShape } from '../../tests/reference/attention.js';
+import { attentionBackwardRef, attentionForwardRef, probabilities, type AttnRefOptions, type AttnRefShape } from '../../reference/attention.js';
 
 // Error bounds. A value converted to f16 on the GPU (q/k/v from f32 storage, dO, P, dS) may land on
 // either neighbour (WGSL leaves the rounding direction open): relative error ≤ R = 2⁻¹⁰, plus 2⁻²⁵

@@ -1,15 +1,15 @@
 // Runs one GEMM variant case (src/kernels/gemm.ts GEMM_SG_CASES) through gemm() with the emulated
 // subgroup-matrix core forced, on fresh random operands, and checks every output element against
-// the float64 reference and its rigorous rounding bound (tests/reference/gemm.ts: f16 operands,
+// the float64 reference and its rigorous rounding bound (reference/gemm.ts: f16 operands,
 // exact products, f32 accumulation). Used by `npm run check:kernels` and tests/kernels/gemm-sgmatrix.test.ts.
 import type { Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
 import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
 import { gemm, gemmPlan, gemmVariantSpec, kernelKey, type GemmArgs, type GemmMutation, type GemmOperand, type GemmVariantCase, type GemmVariantOperand } from '../../src/kernels/gemm.js';
 import { disposeNf4, nf4Absmax, quantizeNf4, unpackNf4Codes } from '../../src/kernels/nf4.js';
-import { expectWithinGemmBound, gemmReference, type RefOperand } from '../../tests/reference/gemm.js';
-import { halfBitsToNumber } from '../../tests/reference/matmul.js';
-import { dequantizeNf4Ref } from '../../tests/reference/nf4.js';
+import { expectWithinGemmBound, gemmReference, type RefOperand } from '../../reference/gemm.js';
+import { halfBitsToNumber } from '../../reference/matmul.js';
+import { dequantizeNf4Ref } from '../../reference/nf4.js';
 
 /** A GEMM operand on the GPU and its float64 reference (the values the kernel actually reads). */
 export interface MadeOperand {

@@ -101,7 +101,7 @@ function makeData(s: Shape, seed: number): Data {
   };
 }
 
-const dispose = (d: Data) => [d.tq, d.tk, d.tv, d.tdOut].forEach((t) => t.dispose());
+const dispose = (d: Data) => [d.tq, d.tk, d.tv, d.tdOut].forEach((t) => { t.dispose(); });
 
 // ---- float64 reference on sampled rows --------------------------------------------------------
 
@@ -153,7 +153,7 @@ async function validate(s: Shape, d: Data, out: Tensor, lse: Tensor, grads?: { d
     p.forEach((pj, j) => {
       for (let e = 0; e < s.Dh; e++) row[e] += pj * d.v[kIdx(s, b, j, hk) + e]!;
     });
-    row.forEach((x, e) => check(`out[b${b} i${i} h${h} d${e}]`, o[qIdx(s, b, i, h) + e]!, x));
+    row.forEach((x, e) => { check(`out[b${b} i${i} h${h} d${e}]`, o[qIdx(s, b, i, h) + e]!, x); });
     if (!dq) continue;
     // dQ_i = scale Σ_j P_ij (dP_ij − D_i) k_j with dP_ij = dO_i·v_j and D_i = Σ_j P_ij dP_ij.
     const dp = p.map((_, j) => {
@@ -166,7 +166,7 @@ async function validate(s: Shape, d: Data, out: Tensor, lse: Tensor, grads?: { d
     p.forEach((pj, j) => {
       for (let e = 0; e < s.Dh; e++) g[e] += scale * pj * (dp[j]! - D) * d.k[kIdx(s, b, j, hk) + e]!;
     });
-    g.forEach((x, e) => check(`dq[b${b} i${i} h${h} d${e}]`, dq[qIdx(s, b, i, h) + e]!, x));
+    g.forEach((x, e) => { check(`dq[b${b} i${i} h${h} d${e}]`, dq[qIdx(s, b, i, h) + e]!, x); });
   }
   if (!grads) return;
   // dK_j, dV_j sum over every query row of the kv head's group: P_ij from the kernel's lse (checked on
@@ -194,8 +194,8 @@ async function validate(s: Shape, d: Data, out: Tensor, lse: Tensor, grads?: { d
           gk[e] += scale * pij * (dpij - D) * d.q[qIdx(s, b, i, h) + e]!;
         }
       }
-    gk.forEach((x, e) => check(`dk[b${b} j${j} hk${hk} d${e}]`, dk[kIdx(s, b, j, hk) + e]!, x, 1e-3));
-    gv.forEach((x, e) => check(`dv[b${b} j${j} hk${hk} d${e}]`, dv[kIdx(s, b, j, hk) + e]!, x, 1e-3));
+    gk.forEach((x, e) => { check(`dk[b${b} j${j} hk${hk} d${e}]`, dk[kIdx(s, b, j, hk) + e]!, x, 1e-3); });
+    gv.forEach((x, e) => { check(`dv[b${b} j${j} hk${hk} d${e}]`, dv[kIdx(s, b, j, hk) + e]!, x, 1e-3); });
   }
 }
 
@@ -240,7 +240,7 @@ for (const s of TRAIN_SHAPES) {
           const { out, lse } = runFwd();
           const g = role === 'fwd+bwd' ? runBwd(out, lse) : null;
           await validate(s, d, out, lse, g ? { dq: g.dq!, dk: g.dk!, dv: g.dv! } : undefined);
-          [out, lse, g?.dq, g?.dk, g?.dv].forEach((t) => t?.dispose());
+          [out, lse, g?.dq, g?.dk, g?.dv].forEach((t) => { t?.dispose(); });
           return {
             ...(picked ? { id: pickId } : {}),
             run: () => {

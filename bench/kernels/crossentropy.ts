@@ -14,7 +14,7 @@ for (const [n, v, gpuOnly] of [[16, 32000, false], [8 * 512, 32000, true]] as [n
     loss.dispose();
     lse.keep();
     const g = Tensor.from(new Float32Array(n).fill(1 / n), [n]).keep();
-    return { logits, labels, lse, g, cleanup: () => [logits, labels, lse, g].forEach((t) => t.dispose()) };
+    return { logits, labels, lse, g, cleanup: () => [logits, labels, lse, g].forEach((t) => { t.dispose(); }) };
   };
   registerBench({
     family: 'crossentropy',

@@ -10,7 +10,7 @@ import { Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
 import { loraLinear } from '../../src/kernels/lora.js';
 import { dequantizeNf4, disposeNf4, keepNf4, quantizeNf4, type Nf4Weight } from '../../src/kernels/nf4.js';
-import { dropoutKeepRef } from '../../tests/reference/lora.js';
+import { dropoutKeepRef } from '../../reference/lora.js';
 import { registerBench } from '../harness.js';
 import { samplePoints } from '../validate.js';
 import { hostTensor } from './matmul.js';

@@ -10,7 +10,7 @@ import { Tensor } from '../../src/engine/tensor.js';
 import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
 import { TILES, TILE_NAMES, gemm, gemmPlan, type Compute, type GemmArgs, type GemmChoice, type TileName } from '../../src/kernels/gemm.js';
 import { linear, matmulGemv } from '../../src/kernels/matmul.js';
-import { halfBitsToNumber } from '../../tests/reference/matmul.js';
+import { halfBitsToNumber } from '../../reference/matmul.js';
 import { registerBench } from '../harness.js';
 import { validateGemm } from '../validate.js';
 

@@ -9,7 +9,7 @@ import { Tensor } from '../../src/engine/tensor.js';
 import { gemmPlan } from '../../src/kernels/gemm.js';
 import { nf4LinearBackward, nf4LinearForward } from '../../src/kernels/matmul.js';
 import { dequantizeNf4, disposeNf4, keepNf4, nf4Absmax, nf4Gemv, quantizeNf4, unpackNf4Codes, type Nf4Weight } from '../../src/kernels/nf4.js';
-import { dequantizeNf4Ref } from '../../tests/reference/nf4.js';
+import { dequantizeNf4Ref } from '../../reference/nf4.js';
 import { registerBench } from '../harness.js';
 import { validateGemm } from '../validate.js';
 import { gemmCase, hostTensor } from './matmul.js';

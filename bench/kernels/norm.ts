@@ -15,7 +15,7 @@ for (const [rows, d, gpuOnly] of [[64, 2048, false], [8 * 512, 2048, true]] as [
     const { y, rstd } = rmsnormWithStats(x, w, 1e-5);
     y.dispose();
     rstd.keep();
-    return { x, w, g, rstd, cleanup: () => [x, w, g, rstd].forEach((t) => t.dispose()) };
+    return { x, w, g, rstd, cleanup: () => [x, w, g, rstd].forEach((t) => { t.dispose(); }) };
   };
   registerBench({
     family: 'rmsnorm',

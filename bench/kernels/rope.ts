@@ -18,7 +18,7 @@ for (const [b, t, h, dh, gpuOnly] of [[1, 64, 4, 64, false], [8, 512, 32, 64, tr
       const tables = ropeTables({ headDim: dh, theta: 10000, scaling: null, maxPositions: t });
       const x = Tensor.from(rng.normalArray(n), [b, t, h, dh]).keep();
       const pos = Tensor.from(Int32Array.from({ length: b * t }, (_, k) => k % t), [b * t]).keep();
-      return { run: () => void rope(x, pos, tables), cleanup: () => [x, pos, tables.cos, tables.sin].forEach((z) => z.dispose()) };
+      return { run: () => void rope(x, pos, tables), cleanup: () => [x, pos, tables.cos, tables.sin].forEach((z) => { z.dispose(); }) };
     },
   });
 }

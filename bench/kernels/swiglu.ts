@@ -9,7 +9,7 @@ for (const [rows, d, gpuOnly] of [[64, 5632, false], [8 * 512, 5632, true]] as [
   const make = () => {
     const rng = new Rng(13);
     const ts = [0, 1, 2].map(() => Tensor.from(rng.normalArray(n), [rows, d]).keep());
-    return { gate: ts[0]!, up: ts[1]!, dy: ts[2]!, cleanup: () => ts.forEach((z) => z.dispose()) };
+    return { gate: ts[0]!, up: ts[1]!, dy: ts[2]!, cleanup: () => ts.forEach((z) => { z.dispose(); }) };
   };
   registerBench({
     family: 'swiglu',

@@ -13,7 +13,7 @@
 // child_process gives a child; a file opened without O_APPEND, whose offset other processes may
 // share; a non-Linux system) the call runs unchanged: the CLI then relays its stderr through a
 // parent process instead (src/cli/stderr-relay.ts).
-import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, type Stats, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -34,7 +34,7 @@ const O_APPEND = 0o2000;
 /** How descriptor 2 can be reopened exactly, or null when it cannot. */
 function reopenFlags(): number | null {
   if (process.platform !== 'linux') return null;
-  let st;
+  let st: Stats;
   try {
     st = fstatSync(2);
   } catch {

@@ -1,6 +1,6 @@
 // Tensors: a shape, a dtype and a pooled GPU buffer, reference counted so views (reshape) share
 // storage, and freed deterministically by `tidy` scopes. Reading back to the CPU is explicit.
-import { GpuDevice, OutOfMemoryError, getDevice, type MemoryContext } from './device.js';
+import { type GpuDevice, OutOfMemoryError, getDevice, type MemoryContext } from './device.js';
 import { deviceMemory, type DeviceMemory } from './device-memory.js';
 
 /**

@@ -43,32 +43,17 @@
 // Fully masked rows produce 0 output, lse = −∞ and zero gradients, never NaN: invisible keys are
 // excluded by explicit flags, never by −∞ arithmetic.
 //
-// Compile time vs speed. Lavapipe (Mesa's Vulkan on the CPU) compiles WGSL through NIR into LLVM; every
-// load or store of workgroup or storage memory becomes, per SIMD lane and per vector component, its
-// own if/else blocks (about a hundred basic blocks per vec4 load), and barriers become coroutine
-// suspend points. LLVM's coroutine splitting (buildCoroutineFrame: ~70% of compile time under perf)
-// and CFG passes then grow faster than linearly with the number of blocks: 16 / 32 / 64 / 128 vec4
-// loads in one small test shader took 0.3 / 0.8 / 3.0 / 10.9 s of CPU (Mesa 25.0.7, LLVM 15). The previous kernels gave a thread a whole row (Dh ≤ 64) or half of one and
-// unrolled every 8-key step over it (8 × 16 vec4 dot products plus 8 × 16 vec4 updates): cold
-// compiles at Dh 64 took 168 s (forward), 114 s (dQ) and 398 s (dK/dV) of wall time on a loaded 2-core
-// machine. Now:
-//   - a row's slice is ≤ 5 vec4 and the per-step code loops over it ("slice loop"). On GPUs the loop
-//     has the constant trip count WV, so the driver unrolls it and the slice arrays live in registers:
-//     the same code as a hand-unrolled kernel. On software adapters the trip count is a uniform, so
-//     the body (one vec4 load per key) is compiled once; the slice arrays then live in memory, which
-//     costs lavapipe some speed but no blocks (private arrays are gathered without branches);
-//   - the step loop has a runtime trip count (never unrolled), the head dim is a uniform (one pipeline
-//     serves every Dh of a slice geometry), and the backward takes 4 keys per step.
-// A cold compile is then ~1 s (forward) to ~3–5 s (dK/dV) of CPU at Dh 64 on the same machine
-// (bench/attention-compile.ts measures each kernel).
-// GPU trade-off: a row is spread over 4–8× more threads than before, each holding 32–40 (forward) or
-// 80 (dK/dV) f32 of row state instead of 128+, i.e. more warps in flight to hide workgroup-memory
-// latency, bought with the exchange: per step one xor butterfly of log2(TPR) shuffles per score vec4
-// (subgroup), or one store, TPR loads and two barriers (workgroup). Each lane still reads only its
-// slice of each staged row, so workgroup-memory traffic per key and row is unchanged. Rows per
-// workgroup stay 64 up to TPR = 4 and drop to 256/TPR above (32 at Dh 128), so K/V staging is shared
-// by fewer rows at Dh > 64. The backward's 4-key steps cost the subgroup exchange nothing (the
-// shuffles per key are the same) and the workgroup exchange twice the barriers per key.
+// Compile time. Lavapipe compiles WGSL through NIR into LLVM, where every workgroup- or storage-memory
+// access becomes per-lane branches and barriers become coroutine suspend points; compile time grows
+// faster than linearly with the number of such accesses (bench/attention-compile.ts measures each
+// kernel). So no kernel unrolls over the head dim: a row's slice is <= 5 vec4 and the per-step code
+// loops over it. On GPUs that loop has the constant trip count WV, the driver unrolls it and the slice
+// arrays live in registers; on software adapters the trip count is a uniform and the body is compiled
+// once. The step loop has a runtime trip count, the head dim is a uniform (one pipeline per slice
+// geometry), and the backward takes 4 keys per step.
+// GPU trade-off: spreading a row over TPR threads keeps 32-80 f32 of row state per thread (more warps
+// in flight) at the cost of the exchange per score vec4; rows per workgroup are 64 up to TPR = 4 and
+// 256/TPR above, so K/V staging is shared by fewer rows at Dh > 64.
 import { isGradEnabled, recordOp } from '../engine/autograd.js';
 import type { FeatureName, SubgroupMatrixConfig } from '../engine/device.js';
 import { computePrecision, type Precision } from '../engine/precision.js';

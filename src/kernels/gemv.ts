@@ -19,13 +19,22 @@
 // with one absmax; 8 codes when K is a multiple of 8 only), the lanes reduce through workgroup
 // memory. Rows are compiled as 1, 2, 4 or 8 accumulators (rows past M read row M−1, not stored).
 // K not a multiple of the vector width takes a scalar loop: correct for any shape, slower.
-import { Tensor, engine } from '../engine/tensor.js';
-import { Uniforms, assertDtype, dispatch, grid1d, specKey } from './common.js';
+import { engine, type Tensor } from '../engine/tensor.js';
+import { assertDtype, dispatch, grid1d, specKey, Uniforms } from './common.js';
 import type { Nf4Weight } from './nf4.js';
-import { registerKernelVariants, type KernelVariant } from './variants.js';
+import { type KernelVariant, registerKernelVariants } from './variants.js';
 import {
-  WGSL_NF4_PAIRS, WGSL_NF4_PAIRS_INIT, isNf4Format, weightFormatOf, weightTensors, weightVecFor, wgslFormatHelpers,
-  wgslWeightBindings, wgslWeightElement, wgslWeightVec4s, type WeightFormat,
+  isNf4Format,
+  type WeightFormat,
+  WGSL_NF4_PAIRS,
+  WGSL_NF4_PAIRS_INIT,
+  weightFormatOf,
+  weightTensors,
+  weightVecFor,
+  wgslFormatHelpers,
+  wgslWeightBindings,
+  wgslWeightElement,
+  wgslWeightVec4s,
 } from './weight-formats.js';
 
 /** A linear weight in HF layout [out, in]: dense (f32, bf16, f16) or NF4. */
@@ -93,7 +102,13 @@ export function gemvStorageBuffers(s: GemvSpec): number {
   const segs = s.epilogue === 'swiglu' ? 2 : s.segments;
   const perWeight = s.format === 'nf4dq' ? 4 : s.format === 'nf4' ? 2 : 1;
   const lora = s.lora.filter(Boolean).length;
-  return 2 + (s.norm === 'none' ? 0 : s.norm === 'given' ? 2 : 1) + segs * perWeight + (lora ? 1 + lora : 0) + (s.rstdOut ? 1 : 0);
+  return (
+    2 +
+    (s.norm === 'none' ? 0 : s.norm === 'given' ? 2 : 1) +
+    segs * perWeight +
+    (lora ? 1 + lora : 0) +
+    (s.rstdOut ? 1 : 0)
+  );
 }
 
 export function gemvKernel(s: GemvSpec): string {
@@ -104,7 +119,8 @@ export function gemvKernel(s: GemvSpec): string {
   const xVec = vector && !transX; // x read as vec4f
   let binding = 1;
   const decl: string[] = [];
-  const bind = (name: string, type: string, rw = false) => decl.push(`@group(0) @binding(${binding++}) var<storage, ${rw ? 'read_write' : 'read'}> ${name}: ${type};`);
+  const bind = (name: string, type: string, rw = false) =>
+    decl.push(`@group(0) @binding(${binding++}) var<storage, ${rw ? 'read_write' : 'read'}> ${name}: ${type};`);
   bind('X', xVec ? 'array<vec4f>' : 'array<f32>');
   if (norm !== 'none') bind('G', vector ? 'array<vec4f>' : 'array<f32>');
   if (norm === 'given') bind('RSTD_IN', 'array<f32>');
@@ -134,13 +150,21 @@ export function gemvKernel(s: GemvSpec): string {
   const xLoad = `
           let row = p.m0 + min(m, p.M - 1u);
           let xr = ${xRow};
-          let xv = ${xv};${norm === 'compute' ? `
-          ss[m] += ${vector ? 'dot(xv, xv)' : 'xv * xv'};` : ''}
+          let xv = ${xv};${
+            norm === 'compute'
+              ? `
+          ss[m] += ${vector ? 'dot(xv, xv)' : 'xv * xv'};`
+              : ''
+          }
           let xn = ${norm === 'compute' ? `xv * G[${gIdx}]` : norm === 'given' ? `(xv * rs[m]) * G[${gIdx}]` : 'xv'};`;
 
   // The streaming loop over k for the segments `which` (accumulator q per entry).
   const loop = (which: { k: number; q: number }[]): string => {
-    const parts = which.map(({ k }) => (vector ? wgslWeightVec4s(format, `W${k}`, 'e', vec) : { pre: '', at: () => wgslWeightElement(format, `W${k}`, 'e'), scale: null }));
+    const parts = which.map(({ k }) =>
+      vector
+        ? wgslWeightVec4s(format, `W${k}`, 'e', vec)
+        : { pre: '', at: () => wgslWeightElement(format, `W${k}`, 'e'), scale: null },
+    );
     const wDecl = parts.map((pt, i) => `let w${i} = ${pt.at('j')};`).join('\n          ');
     const accum = which
       .map(({ q }, i) => {
@@ -152,7 +176,10 @@ export function gemvKernel(s: GemvSpec): string {
     return `
       for (var k = ${vector ? `lane * ${vec}u` : 'lane'}; k < p.K; k += ${vector ? `${LANES * vec}u` : `${LANES}u`}) {
         let e = rb + k;
-        ${parts.map((pt) => pt.pre).filter(Boolean).join('\n        ')}
+        ${parts
+          .map((pt) => pt.pre)
+          .filter(Boolean)
+          .join('\n        ')}
         for (var j = 0u; j < ${unroll ? `${chunks}u` : 'p.nch'}; j++) {
           ${wDecl}
           for (var m = 0u; m < ${MCB}; m++) {${xLoad}
@@ -177,10 +204,14 @@ export function gemvKernel(s: GemvSpec): string {
   if (epilogue === 'swiglu') {
     body = `
     let n = col;
-    let rb = wb + n * p.K;${loop([{ k: 0, q: 0 }, { k: 1, q: 1 }])}${loraLoop(0, 0)}${loraLoop(1, 1)}`;
+    let rb = wb + n * p.K;${loop([
+      { k: 0, q: 0 },
+      { k: 1, q: 1 },
+    ])}${loraLoop(0, 0)}${loraLoop(1, 1)}`;
   } else {
     body = Array.from({ length: segs }, (_, k) => {
-      const cond = segs === 1 ? '' : k === 0 ? `if (col < p.n0)` : k === segs - 1 ? `else` : `else if (col < p.n0 + p.n1)`;
+      const cond =
+        segs === 1 ? '' : k === 0 ? `if (col < p.n0)` : k === segs - 1 ? `else` : `else if (col < p.n0 + p.n1)`;
       const nExpr = k === 0 ? 'col' : k === 1 ? 'col - p.n0' : 'col - p.n0 - p.n1';
       return `${cond} {
       let n = ${nExpr};
@@ -194,7 +225,12 @@ export function gemvKernel(s: GemvSpec): string {
 
   const yOf = (q: number) => `red[(${q * MC}u + m) * ${WG}u + lid]${norm === 'compute' ? ' * rsm' : ''}`;
   const o = epilogue === 'swiglu' ? 'ob + (p.m0 + m) * p.ld + p.c0 + n' : 'ob + (p.m0 + m) * p.ld + ocol';
-  const value = epilogue === 'swiglu' ? `silu(${yOf(0)}) * ${yOf(1)}` : epilogue === 'accumulate' ? `OUT[${o}] + ${yOf(0)}` : yOf(0);
+  const value =
+    epilogue === 'swiglu'
+      ? `silu(${yOf(0)}) * ${yOf(1)}`
+      : epilogue === 'accumulate'
+        ? `OUT[${o}] + ${yOf(0)}`
+        : yOf(0);
   const store = `for (var m = 0u; m < ${MCB}; m++) {
       if (m >= p.M) { break; }${
         norm === 'compute'
@@ -289,7 +325,8 @@ export function gemv(o: GemvOptions): void {
   const shapes = layout ? [[layout.N, layout.K] as [number, number]] : segments.map(shapeOf);
   const K = shapes[0]![1];
   segments.forEach((w, k) => {
-    if (weightFormatOf(w) !== format) throw new TypeError(`${what}: segment ${k} is ${weightFormatOf(w)}, segment 0 is ${format}`);
+    if (weightFormatOf(w) !== format)
+      throw new TypeError(`${what}: segment ${k} is ${weightFormatOf(w)}, segment 0 is ${format}`);
     if (shapes[k]![1] !== K) throw new RangeError(`${what}: segment ${k} has K = ${shapes[k]![1]}, segment 0 has ${K}`);
   });
   const Ns = shapes.map((s) => s[0]);
@@ -297,27 +334,35 @@ export function gemv(o: GemvOptions): void {
   if (layout) {
     M = layout.M;
   } else {
-    if (x.shape[x.shape.length - 1] !== K) throw new RangeError(`${what}: x [${x.shape.join(', ')}] does not end in K = ${K}`);
+    if (x.shape[x.shape.length - 1] !== K)
+      throw new RangeError(`${what}: x [${x.shape.join(', ')}] does not end in K = ${K}`);
     M = x.numel / K;
   }
-  if (epilogue === 'swiglu' && (S !== 2 || Ns[0] !== Ns[1])) throw new RangeError(`${what}: swiglu needs 2 segments (gate, up) of equal size`);
+  if (epilogue === 'swiglu' && (S !== 2 || Ns[0] !== Ns[1]))
+    throw new RangeError(`${what}: swiglu needs 2 segments (gate, up) of equal size`);
   const ld = layout ? Ns[0]! : out.shape[out.shape.length - 1]!;
   if (!layout && out.numel !== M * ld) throw new RangeError(`${what}: out [${out.shape.join(', ')}] for ${M} rows`);
-  const offsets = o.outOffsets ?? (epilogue === 'swiglu' ? [0, 0] : Ns.map((_, k) => Ns.slice(0, k).reduce((a, b) => a + b, 0)));
+  const offsets =
+    o.outOffsets ?? (epilogue === 'swiglu' ? [0, 0] : Ns.map((_, k) => Ns.slice(0, k).reduce((a, b) => a + b, 0)));
   const width = epilogue === 'swiglu' ? Ns[0]! : 0;
   offsets.forEach((c, k) => {
-    if (c + (epilogue === 'swiglu' ? width : Ns[k]!) > ld) throw new RangeError(`${what}: segment ${k} at column ${c} overflows out's ${ld} columns`);
+    if (c + (epilogue === 'swiglu' ? width : Ns[k]!) > ld)
+      throw new RangeError(`${what}: segment ${k} at column ${c} overflows out's ${ld} columns`);
   });
   if (o.rstdOut && (!o.norm || o.norm.rstd)) throw new RangeError(`${what}: rstdOut needs norm without a given rstd`);
   if (o.norm) {
     assertDtype(o.norm.weight, 'f32', `${what} norm weight`);
-    if (o.norm.weight.numel !== K) throw new RangeError(`${what}: norm weight has ${o.norm.weight.numel} elements for K = ${K}`);
+    if (o.norm.weight.numel !== K)
+      throw new RangeError(`${what}: norm weight has ${o.norm.weight.numel} elements for K = ${K}`);
   }
   const lora = o.lora;
   const loraOn = segments.map((_, k) => !!lora?.B[k]);
   if (lora) {
     lora.B.forEach((b, k) => {
-      if (b && (b.shape[0] !== Ns[k] || b.shape[1] !== lora.r)) throw new RangeError(`${what}: LoRA B of segment ${k} is [${b.shape.join(', ')}], expected [${Ns[k]}, ${lora.r}]`);
+      if (b && (b.shape[0] !== Ns[k] || b.shape[1] !== lora.r))
+        throw new RangeError(
+          `${what}: LoRA B of segment ${k} is [${b.shape.join(', ')}], expected [${Ns[k]}, ${lora.r}]`,
+        );
     });
   }
   const transX = !!layout?.transX;
@@ -335,7 +380,7 @@ export function gemv(o: GemvOptions): void {
   for (const w of epilogue === 'swiglu' ? segments.slice(0, 2) : segments) buffers.push(...weightTensors(w));
   if (loraOn.some(Boolean)) {
     buffers.push(lora!.u);
-    lora!.B.forEach((b) => b && buffers.push(b));
+    for (const b of lora!.B) if (b) buffers.push(b);
   }
   if (o.rstdOut) buffers.push(o.rstdOut);
   buffers.push(out);
@@ -346,17 +391,55 @@ export function gemv(o: GemvOptions): void {
     const MC = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
     // Software adapters: unrolled only while the body stays small (see GemvSpec.unroll).
     const unroll = !engine().dev.info.cpuKernels || MC * chunks <= 8;
-    const spec: GemvSpec = { format, segments: S, rows: MC, vec, transX, norm, rstdOut: !!o.rstdOut, lora: loraOn, epilogue, unroll };
+    const spec: GemvSpec = {
+      format,
+      segments: S,
+      rows: MC,
+      vec,
+      transX,
+      norm,
+      rstdOut: !!o.rstdOut,
+      lora: loraOn,
+      epilogue,
+      unroll,
+    };
     for (let b0 = 0; b0 < batch; b0 += maxZ) {
       const u = new Uniforms(28)
-        .u32(rows).u32(K).u32(ld).f32(o.norm?.eps ?? 0)
-        .u32(Ns[0] ?? 0).u32(Ns[1] ?? 0).u32(Ns[2] ?? 0).u32(ncols)
-        .u32(offsets[0] ?? 0).u32(offsets[1] ?? 0).u32(offsets[2] ?? 0).u32(m0)
-        .u32(lora?.r ?? 0).f32(lora?.scale ?? 0).u32(lora ? lora.u.shape[lora.u.shape.length - 1]! : 0).u32(lora?.uOffsets[0] ?? 0)
-        .u32(lora?.uOffsets[1] ?? 0).u32(lora?.uOffsets[2] ?? 0).u32(MC).u32(chunks)
-        .u32(layout?.sx ?? 0).u32(layout?.sw ?? 0).u32(layout?.sout ?? 0).u32(b0)
-        .u32(M).u32(0).u32(0).u32(0);
-      dispatch(specKey('gemv', spec), () => gemvKernel(spec), buffers, [grid[0], grid[1], Math.min(maxZ, batch - b0)], u);
+        .u32(rows)
+        .u32(K)
+        .u32(ld)
+        .f32(o.norm?.eps ?? 0)
+        .u32(Ns[0] ?? 0)
+        .u32(Ns[1] ?? 0)
+        .u32(Ns[2] ?? 0)
+        .u32(ncols)
+        .u32(offsets[0] ?? 0)
+        .u32(offsets[1] ?? 0)
+        .u32(offsets[2] ?? 0)
+        .u32(m0)
+        .u32(lora?.r ?? 0)
+        .f32(lora?.scale ?? 0)
+        .u32(lora ? lora.u.shape[lora.u.shape.length - 1]! : 0)
+        .u32(lora?.uOffsets[0] ?? 0)
+        .u32(lora?.uOffsets[1] ?? 0)
+        .u32(lora?.uOffsets[2] ?? 0)
+        .u32(MC)
+        .u32(chunks)
+        .u32(layout?.sx ?? 0)
+        .u32(layout?.sw ?? 0)
+        .u32(layout?.sout ?? 0)
+        .u32(b0)
+        .u32(M)
+        .u32(0)
+        .u32(0)
+        .u32(0);
+      dispatch(
+        specKey('gemv', spec),
+        () => gemvKernel(spec),
+        buffers,
+        [grid[0], grid[1], Math.min(maxZ, batch - b0)],
+        u,
+      );
     }
   }
 }
@@ -365,16 +448,60 @@ export function gemv(o: GemvOptions): void {
 // Variants
 
 /** The fused configurations callers use (matmul, nf4Linear and the decode step's linear groups). */
-const GEMV_CASES: { what: string; spec: Pick<GemvSpec, 'segments' | 'transX' | 'norm' | 'rstdOut' | 'lora' | 'epilogue'> }[] = [
-  { what: 'matmul', spec: { segments: 1, transX: false, norm: 'none', rstdOut: false, lora: [false], epilogue: 'store' } },
-  { what: 'matmul, x transposed', spec: { segments: 1, transX: true, norm: 'none', rstdOut: false, lora: [false], epilogue: 'store' } },
-  { what: 'qkv, norm folded', spec: { segments: 3, transX: false, norm: 'compute', rstdOut: false, lora: [false, false, false], epilogue: 'store' } },
-  { what: 'LoRA A, norm folded, rstd out', spec: { segments: 3, transX: false, norm: 'compute', rstdOut: true, lora: [false, false, false], epilogue: 'store' } },
-  { what: 'qkv, rstd given, LoRA q and v', spec: { segments: 3, transX: false, norm: 'given', rstdOut: false, lora: [true, false, true], epilogue: 'store' } },
-  { what: 'o/down, accumulate', spec: { segments: 1, transX: false, norm: 'none', rstdOut: false, lora: [false], epilogue: 'accumulate' } },
-  { what: 'o/down, accumulate, LoRA', spec: { segments: 1, transX: false, norm: 'none', rstdOut: false, lora: [true], epilogue: 'accumulate' } },
-  { what: 'gate/up swiglu, norm folded', spec: { segments: 2, transX: false, norm: 'compute', rstdOut: false, lora: [false, false], epilogue: 'swiglu' } },
-  { what: 'gate/up swiglu, rstd given, LoRA', spec: { segments: 2, transX: false, norm: 'given', rstdOut: false, lora: [true, true], epilogue: 'swiglu' } },
+const GEMV_CASES: {
+  what: string;
+  spec: Pick<GemvSpec, 'segments' | 'transX' | 'norm' | 'rstdOut' | 'lora' | 'epilogue'>;
+}[] = [
+  {
+    what: 'matmul',
+    spec: { segments: 1, transX: false, norm: 'none', rstdOut: false, lora: [false], epilogue: 'store' },
+  },
+  {
+    what: 'matmul, x transposed',
+    spec: { segments: 1, transX: true, norm: 'none', rstdOut: false, lora: [false], epilogue: 'store' },
+  },
+  {
+    what: 'qkv, norm folded',
+    spec: {
+      segments: 3,
+      transX: false,
+      norm: 'compute',
+      rstdOut: false,
+      lora: [false, false, false],
+      epilogue: 'store',
+    },
+  },
+  {
+    what: 'LoRA A, norm folded, rstd out',
+    spec: {
+      segments: 3,
+      transX: false,
+      norm: 'compute',
+      rstdOut: true,
+      lora: [false, false, false],
+      epilogue: 'store',
+    },
+  },
+  {
+    what: 'qkv, rstd given, LoRA q and v',
+    spec: { segments: 3, transX: false, norm: 'given', rstdOut: false, lora: [true, false, true], epilogue: 'store' },
+  },
+  {
+    what: 'o/down, accumulate',
+    spec: { segments: 1, transX: false, norm: 'none', rstdOut: false, lora: [false], epilogue: 'accumulate' },
+  },
+  {
+    what: 'o/down, accumulate, LoRA',
+    spec: { segments: 1, transX: false, norm: 'none', rstdOut: false, lora: [true], epilogue: 'accumulate' },
+  },
+  {
+    what: 'gate/up swiglu, norm folded',
+    spec: { segments: 2, transX: false, norm: 'compute', rstdOut: false, lora: [false, false], epilogue: 'swiglu' },
+  },
+  {
+    what: 'gate/up swiglu, rstd given, LoRA',
+    spec: { segments: 2, transX: false, norm: 'given', rstdOut: false, lora: [true, true], epilogue: 'swiglu' },
+  },
 ];
 
 const GEMV_FORMATS: WeightFormat[] = ['f32', 'bf16', 'f16', 'nf4', 'nf4dq'];

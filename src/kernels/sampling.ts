@@ -1,7 +1,7 @@
 // Next-token selection on the GPU: logit processors and the draw, one workgroup per batch row, so
 // decoding reads back one token id per row instead of the [B, V] logits.
 //
-// Per row, in transformers' order (and the order of the CPU reference in tests/reference/sampling.ts):
+// Per row, in transformers' order (and the order of the CPU reference in reference/sampling.ts):
 //   logit bias (OpenAI logit_bias: added to listed ids)
 //   → repetition penalty over the tokens seen (prompt + generated): v < 0 ? v·r : v / r
 //   → presence / frequency penalties over the generated tokens: v − (presence + frequency·count)

@@ -117,8 +117,10 @@ export function wgslWeightBindings(f: WeightFormat, name: string, vec: number, f
  * function (plain: one f32 per block; double-quantized: int8 · scale + offset); [code, next binding].
  */
 export function wgslNf4AbsmaxBindings(dq: boolean, name: string, first: number): [string, number] {
-  const decl = (i: number, n: string, type: string) => `@group(0) @binding(${first + i}) var<storage, read> ${n}: array<${type}>;`;
-  if (!dq) return [`${decl(0, `${name}_abs`, 'f32')}\nfn ${name}_absmax(b: u32) -> f32 { return ${name}_abs[b]; }`, first + 1];
+  const decl = (i: number, n: string, type: string) =>
+    `@group(0) @binding(${first + i}) var<storage, read> ${n}: array<${type}>;`;
+  if (!dq)
+    return [`${decl(0, `${name}_abs`, 'f32')}\nfn ${name}_absmax(b: u32) -> f32 { return ${name}_abs[b]; }`, first + 1];
   const code = [
     decl(0, `${name}_qabs`, 'u32'),
     decl(1, `${name}_dqs`, 'f32'),
@@ -150,7 +152,13 @@ export function wgslWeightElement(f: WeightFormat, name: string, idx: string): s
  * (16-bit halves, NF4 code words) — the GEMM loaders' unit. `pre` declares locals (prefixed with the
  * name), `vals` are f32 expressions, or f16 with `asF16` for f16 weights (no conversion).
  */
-export function wgslWeightChunk(f: WeightFormat, name: string, idx: string, vec: number, asF16 = false): { pre: string; vals: string[] } {
+export function wgslWeightChunk(
+  f: WeightFormat,
+  name: string,
+  idx: string,
+  vec: number,
+  asF16 = false,
+): { pre: string; vals: string[] } {
   if (vec === 1) {
     if (asF16 && f === 'f16') return { pre: '', vals: [`bitcast<vec2<f16>>(${name}[(${idx}) >> 1u])[(${idx}) & 1u]`] };
     return { pre: '', vals: [wgslWeightElement(f, name, idx)] };
@@ -163,12 +171,17 @@ export function wgslWeightChunk(f: WeightFormat, name: string, idx: string, vec:
     case 'f16': {
       const cv = asF16 ? 'bitcast<vec2<f16>>' : 'unpack2x16float';
       return {
-        pre: `let ${q} = ${name}[(${idx}) >> 3u];${range(4).map((j) => ` let ${name}_h${j} = ${cv}(${q}[${j}]);`).join('')}`,
+        pre: `let ${q} = ${name}[(${idx}) >> 3u];${range(4)
+          .map((j) => ` let ${name}_h${j} = ${cv}(${q}[${j}]);`)
+          .join('')}`,
         vals: range(8).map((j) => `${name}_h${j >> 1}.${j & 1 ? 'y' : 'x'}`),
       };
     }
     case 'bf16':
-      return { pre: `let ${q} = ${name}[(${idx}) >> 3u];`, vals: range(8).map((j) => `bitcast<f32>(${q}[${j >> 1}] ${j & 1 ? '& 0xffff0000u' : '<< 16u'})`) };
+      return {
+        pre: `let ${q} = ${name}[(${idx}) >> 3u];`,
+        vals: range(8).map((j) => `bitcast<f32>(${q}[${j >> 1}] ${j & 1 ? '& 0xffff0000u' : '<< 16u'})`),
+      };
     case 'nf4':
     case 'nf4dq':
       return {
@@ -192,15 +205,25 @@ export function weightVecFor(f: WeightFormat, K: number, widths: 'gemm' | 'gemv'
  * product with it (the NF4 absmax: one multiply per 4 products) or is null. NF4 reads the
  * WGSL_NF4_PAIRS table.
  */
-export function wgslWeightVec4s(f: WeightFormat, name: string, e: string, vec: number): { pre: string; at: (j: string) => string; scale: string | null } {
+export function wgslWeightVec4s(
+  f: WeightFormat,
+  name: string,
+  e: string,
+  vec: number,
+): { pre: string; at: (j: string) => string; scale: string | null } {
   const q = `${name}_q`;
   switch (f) {
     case 'f32':
       return { pre: '', at: () => `${name}[(${e}) / 4u]`, scale: null };
     case 'bf16':
     case 'f16': {
-      const un = (x: string) => (f === 'bf16' ? `vec2f(bitcast<f32>(${x} << 16u), bitcast<f32>(${x} & 0xffff0000u))` : `unpack2x16float(${x})`);
-      return { pre: `let ${q} = ${name}[(${e}) / 8u];`, at: (j) => `vec4f(${un(`${q}[2u * ${j}]`)}, ${un(`${q}[2u * ${j} + 1u]`)})`, scale: null };
+      const un = (x: string) =>
+        f === 'bf16' ? `vec2f(bitcast<f32>(${x} << 16u), bitcast<f32>(${x} & 0xffff0000u))` : `unpack2x16float(${x})`;
+      return {
+        pre: `let ${q} = ${name}[(${e}) / 8u];`,
+        at: (j) => `vec4f(${un(`${q}[2u * ${j}]`)}, ${un(`${q}[2u * ${j} + 1u]`)})`,
+        scale: null,
+      };
     }
     case 'nf4':
     case 'nf4dq': {

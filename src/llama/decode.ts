@@ -32,7 +32,7 @@ function bindingsOf(o: DecodeGemvOptions): number {
   let n = 2 + segs.reduce((a, w) => a + weightBindingCount(w), 0); // x, out, weights
   if (o.norm) n += o.norm.rstd ? 2 : 1;
   if (o.rstdOut) n++;
-  if (o.lora && o.lora.B.some(Boolean)) n += 1 + o.lora.B.filter(Boolean).length;
+  if (o.lora?.B.some(Boolean)) n += 1 + o.lora.B.filter(Boolean).length;
   return n;
 }
 
@@ -42,7 +42,10 @@ function bindingsOf(o: DecodeGemvOptions): number {
  */
 function gemv(o: DecodeGemvOptions): void {
   const limit = engine().dev.limits.maxStorageBuffersPerShaderStage;
-  if (bindingsOf(o) <= limit) return decodeGemv(o);
+  if (bindingsOf(o) <= limit) {
+    decodeGemv(o);
+    return;
+  }
   const Ns = o.segments.map((w) => w.shape[0]!);
   if (o.epilogue === 'swiglu') {
     // Gate and up apart, then the swiglu kernel.

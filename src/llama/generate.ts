@@ -167,9 +167,9 @@ async function decodeRows(
   const history = Tensor.empty([steps * B], 'i32').keep();
   const pending: { from: number; to: number; staging: GPUBuffer; data: Promise<ArrayBuffer> }[] = [];
   try {
-    prompts.forEach((p, b) => sampler.setRow(b, { ...opts, seed: opts.seeds?.[b] ?? (opts.seed ?? 0) + b }, p));
+    prompts.forEach((p, b) => { sampler.setRow(b, { ...opts, seed: opts.seeds?.[b] ?? (opts.seed ?? 0) + b }, p); });
     const prefill = new Int32Array(B * maxLen).fill(pad);
-    prompts.forEach((p, b) => prefill.set(p, b * maxLen + starts[b]!));
+    prompts.forEach((p, b) => { prefill.set(p, b * maxLen + starts[b]!); });
     // Tokens are looked at per step only when something must react to them.
     const perStep = eos.size > 0 || onToken !== undefined;
     let recorded = 0;

@@ -45,7 +45,7 @@ export function chatTemplatePieces(tok: LlamaTokenizer): ChatTemplatePieces | nu
     for (const role of ROLES) {
       const one = stripPrefix(tok.applyChatTemplate([{ role, content: MARK }]), start);
       const parts = one?.split(MARK);
-      if (!parts || parts.length !== 2) return null;
+      if (parts?.length !== 2) return null;
       roles[role] = { before: parts[0]!, after: parts[1]! };
     }
     const generationPrompt = stripPrefix(tok.applyChatTemplate([], { addGenerationPrompt: true }), start);

@@ -101,7 +101,7 @@ export function trainBpe(texts: Iterable<string>, opts: TrainBpeOptions): Traine
       }
     }
   };
-  words.forEach((_, w) => addPairs(w, 1));
+  words.forEach((_, w) => { addPairs(w, 1); });
 
   const merges: [string, string][] = [];
   while (vocab.size < opts.vocabSize) {

@@ -418,7 +418,7 @@ export class BatchScheduler {
       }
     }
     const cache = frontKvRows(b.cache!, B);
-    let logits;
+    let logits: Tensor;
     try {
       setKvStarts(cache, starts);
       cache.length = b.L;

@@ -134,7 +134,7 @@ export function poke(file: string, name: string, index: number, value: number): 
   const n = Number(bytes.readBigUInt64LE(0));
   const header = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; data_offsets: [number, number] }>;
   const info = header[name];
-  if (!info || info.dtype !== 'F32') throw new Error(`poke: no F32 tensor ${name} in ${file}`);
+  if (info?.dtype !== 'F32') throw new Error(`poke: no F32 tensor ${name} in ${file}`);
   bytes.writeFloatLE(value, 8 + n + info.data_offsets[0] + 4 * index);
   writeFileSync(file, bytes);
 }

@@ -191,7 +191,7 @@ logging: {console: false}
     const before = readFileSync(join(dir, 'run', 'metrics.jsonl'), 'utf8');
     const args = ['train', '--config', join(dir, 'cfg.yaml'), '--set', 'training.max_steps=4', '--allow-config-change', '--resume'];
     const r = finllm(args);
-    expectFailure(r, 1, new RegExp(`step-00000003: not a complete checkpoint: it holds a file finllm does not write \\(notes\\.txt\\)\\. Move it out of .*checkpoints \\(or delete it\\) and run again`));
+    expectFailure(r, 1, /step-00000003: not a complete checkpoint: it holds a file finllm does not write \(notes\.txt\)\. Move it out of .*checkpoints \(or delete it\) and run again/);
     expect(readdirSync(ckpt(dir, 3))).toEqual(['notes.txt']);
     expect(readFileSync(join(dir, 'run', 'metrics.jsonl'), 'utf8')).toBe(before);
     // An empty step folder (no trainer_state.json) is refused the same way, also without --resume.

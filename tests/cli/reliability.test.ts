@@ -1,6 +1,6 @@
 // Issue 13, "a hostile first hour with the CLI": one test per finding, through the `finllm` CLI as a
 // user runs it (exit code, the one-line message, the files left behind). Item 2 (Ctrl-C exits 130
-// after checkpointing, and --resume completes) is the SIGINT test in tests/train/trainer.test.ts.
+// after checkpointing, and --resume completes) is the SIGINT test in tests/pipeline/train/trainer.test.ts.
 import { spawnSync } from 'node:child_process';
 import { closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readSafetensorsF32 } from '../../src/io/safetensors.js';
 import { peftTensorName, loraKey } from '../../src/llama/peft.js';
 import {
-  checkBuilt, copyModel, deadPid, poisonedModel, expectCleanStderr, expectFailure, expectSuccess, finllm, makeAdapter, MODEL, poke,
+  checkBuilt, copyModel, deadPid, poisonedModel, expectFailure, expectSuccess, finllm, makeAdapter, MODEL, poke,
   removeTempDirs, ROOT, sampleTexts, tempDir, tempsUnder, writeJsonl,
 } from './helpers.js';
 

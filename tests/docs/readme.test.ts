@@ -13,7 +13,7 @@ const ROOT = join(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
 
 /** The `finllm` commands of the README's fenced shell blocks: continuation lines joined, comments dropped. */
-export function readmeCommands(markdown: string): string[] {
+function readmeCommands(markdown: string): string[] {
   const out: string[] = [];
   for (const [, body] of markdown.matchAll(/```(?:sh|bash|shell)?\n([\s\S]*?)```/g)) {
     const lines = body!.split('\n');

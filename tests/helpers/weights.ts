@@ -1,19 +1,30 @@
 // Random weights of every weight format (src/kernels/weight-formats.ts) on the GPU, with the exact
 // values they stand for (for the float64 references).
+
+import { halfBitsToNumber } from '../../reference/matmul.js';
+import { dequantizeNf4Ref } from '../../reference/nf4.js';
 import type { Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../../src/io/dtype.js';
-import { disposeNf4, nf4FromHost, quantizeNf4, unpackNf4Codes, type Nf4DoubleQuant, type Nf4Weight } from '../../src/kernels/nf4.js';
+import {
+  disposeNf4,
+  type Nf4DoubleQuant,
+  type Nf4Weight,
+  nf4FromHost,
+  quantizeNf4,
+  unpackNf4Codes,
+} from '../../src/kernels/nf4.js';
 import type { WeightFormat } from '../../src/kernels/weight-formats.js';
-import { halfBitsToNumber } from '../reference/matmul.js';
-import { dequantizeNf4Ref } from '../reference/nf4.js';
 
 /**
  * A random weight [N, K] in `format`: normal values (σ 0.5) rounded to bf16/f16, random NF4 codes and absmax, or an f32 weight quantized on the
  * GPU with double-quantized absmax (its decoded values read back).
  */
 export async function makeGemvWeight(
-  rng: Rng, format: WeightFormat, N: number, K: number,
+  rng: Rng,
+  format: WeightFormat,
+  N: number,
+  K: number,
 ): Promise<{ w: Tensor | Nf4Weight; values: Float64Array; dispose: () => void }> {
   const data = rng.normalArray(N * K, 0, 0.5);
   if (format === 'f32') {
@@ -39,6 +50,9 @@ export async function makeGemvWeight(
   const q = new Int8Array(((await dq.qabsmax.read()) as Uint32Array).buffer);
   const scale = await dq.absmaxScale.toFloat32();
   const offset = (await dq.absmaxOffset.toFloat32())[0]!;
-  const absmax = Float64Array.from({ length: Math.ceil((N * K) / 64) }, (_, b) => q[b]! * scale[Math.floor(b / 256)]! + offset);
+  const absmax = Float64Array.from(
+    { length: Math.ceil((N * K) / 64) },
+    (_, b) => q[b]! * scale[Math.floor(b / 256)]! + offset,
+  );
   return { w, values: dequantizeNf4Ref(codes, absmax), dispose: () => disposeNf4(w) };
 }

@@ -50,8 +50,8 @@ describe('f16', () => {
     const back = f32ArrayToF16(f16ArrayToF32(all));
     let mismatches = 0;
     for (let h = 0; h < 65536; h++) {
-      const isNaN = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
-      if (isNaN) {
+      const nanBits = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
+      if (nanBits) {
         if ((back[h]! & 0x7c00) !== 0x7c00 || (back[h]! & 0x3ff) === 0) mismatches++;
       } else if (back[h] !== h) mismatches++;
     }
@@ -101,8 +101,8 @@ describe('bf16', () => {
     const back = f32ArrayToBf16(bf16ArrayToF32(all));
     let mismatches = 0;
     for (let h = 0; h < 65536; h++) {
-      const isNaN = (h & 0x7f80) === 0x7f80 && (h & 0x7f) !== 0;
-      if (isNaN ? !Number.isNaN(bf16ToF32(back[h]!)) : back[h] !== h) mismatches++;
+      const nanBits = (h & 0x7f80) === 0x7f80 && (h & 0x7f) !== 0;
+      if (nanBits ? !Number.isNaN(bf16ToF32(back[h]!)) : back[h] !== h) mismatches++;
     }
     expect(mismatches).toBe(0);
   });

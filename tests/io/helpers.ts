@@ -1,4 +1,4 @@
-// Shared test helpers for tests/io: temp folders and the reference fixture locations.
+// Shared test helpers for tests/io and the llama file tests (config, PEFT, tokenizer): temp folders, fixture paths.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -20,7 +20,7 @@ import {
   type ForwardLayout,
 } from '../../src/kernels/attention.js';
 import { binary, cast, sumToSuffix } from '../../src/kernels/elementwise.js';
-import { attentionBackwardRef, attentionForwardRef, type AttnRefOptions, type AttnRefShape } from '../reference/attention.js';
+import { attentionBackwardRef, attentionForwardRef, type AttnRefOptions, type AttnRefShape } from '../../reference/attention.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 

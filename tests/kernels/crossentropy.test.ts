@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { backward, zeroGrad } from '../../src/engine/autograd.js';
-import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
+import { Tensor, tidy } from '../../src/engine/tensor.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { crossEntropy, crossEntropyPerRow, crossEntropyRows } from '../../src/kernels/crossentropy.js';
-import { crossEntropyBackwardRef, crossEntropyMeanRef, crossEntropyRowsRef } from '../reference/crossentropy.js';
+import { crossEntropyBackwardRef, crossEntropyMeanRef, crossEntropyRowsRef } from '../../reference/crossentropy.js';
 import { expectClose, testRng, useEngine, expectNoGrowth } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 

@@ -1,4 +1,4 @@
-// Fused decode kernels (src/kernels/decode.ts) against float64 references (tests/reference/decode.ts)
+// Fused decode kernels (src/kernels/decode.ts) against float64 references (reference/decode.ts)
 // on odd shapes: K not a multiple of the vector width (scalar path) and multiples (vector path, with
 // several iterations of the 32-lane stride: K = 260, 520, 2080; NF4 blocks spanning rows), N per
 // segment 1 and primes, M = 1, 3, 5, 8 and 11 (two dispatches of ≤ 8 rows).
@@ -14,9 +14,9 @@ import { f32ArrayToF16 } from '../../src/io/dtype.js';
 import { decodeGemv, ropeAppend } from '../../src/kernels/decode.js';
 import type { WeightFormat } from '../../src/kernels/weight-formats.js';
 import { ropeTables } from '../../src/kernels/rope.js';
-import { decodeGemvRef, ropeAppendRef } from '../reference/decode.js';
-import { halfBitsToNumber } from '../reference/matmul.js';
-import { expectWithinSumBound } from '../reference/nf4.js';
+import { decodeGemvRef, ropeAppendRef } from '../../reference/decode.js';
+import { halfBitsToNumber } from '../../reference/matmul.js';
+import { expectWithinSumBound } from '../../reference/nf4.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
 import { makeGemvWeight } from '../helpers/weights.js';
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { backward } from '../../src/engine/autograd.js';
 import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
 import { UNARY_OPS, binary, cast, scale, sumToSuffix, unary, type BinaryOp, type UnaryOp } from '../../src/kernels/elementwise.js';
-import { binaryRef, bf16Bits, bf16ToNumber, unaryRef } from '../reference/elementwise.js';
+import { binaryRef, bf16Bits, bf16ToNumber, unaryRef } from '../../reference/elementwise.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 

@@ -5,8 +5,8 @@ import type { Rng } from '../../src/engine/random.js';
 import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
 import { mul, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { embedding } from '../../src/kernels/embedding.js';
-import { halfBitsToNumber } from '../reference/matmul.js';
-import { embeddingGradRef, embeddingRef } from '../reference/embedding.js';
+import { halfBitsToNumber } from '../../reference/matmul.js';
+import { embeddingGradRef, embeddingRef } from '../../reference/embedding.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor } from '../../src/engine/tensor.js';
 import { NonFiniteCounter, countNonFinite } from '../../src/kernels/finite.js';
-import { bf16Value, f16Value, nonFiniteRef } from '../reference/finite.js';
+import { bf16Value, f16Value, nonFiniteRef } from '../../reference/finite.js';
 import { testRng, useEngine } from '../helpers/index.js';
 import type { Rng } from '../../src/engine/random.js';
 

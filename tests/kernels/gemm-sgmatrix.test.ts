@@ -3,7 +3,7 @@
 //   Dawn's Null backend with zero errors and zero warnings;
 // - every emulated variant (each loader and epilogue case under the 16×16×16, 16×8×16 and 8×16×16
 //   shapes, plus 8×8×8) runs through gemm() on this adapter and matches the float64 reference within
-//   its rigorous bound (tests/reference/gemm.ts with f16 operands: each operand rounded to f16 — one
+//   its rigorous bound (reference/gemm.ts with f16 operands: each operand rounded to f16 — one
 //   f16 ulp —, exact f32 products, f32 accumulation in any order: γₙ·Σ|terms|), outputs poisoned;
 // - the three seeded bugs (B loaded with the wrong majorness, B's stride without the padding, the
 //   barrier between staging and multiplying removed) make that check fail;

@@ -1,4 +1,4 @@
-// The GEMM generator against the float64 reference (tests/reference/gemm.ts, whose header derives the
+// The GEMM generator against the float64 reference (reference/gemm.ts, whose header derives the
 // error bound for f32 and f16 compute): every tile shape, both compute variants, every operand loader
 // (f32 / bf16 / f16 / NF4 / NF4 double-quant; vec and scalar global loads; both storage layouts),
 // every epilogue (store, alpha, accumulate, split-K), the fused prologue (LoRA up-projection, with
@@ -16,7 +16,7 @@ import { withPrecision } from '../../src/engine/precision.js';
 import { maxAbs16, maxAbsF32 } from '../../src/llama/weights.js';
 import { TILES, TILE_NAMES, chooseGemm, directTileFor, gemm, gemmPlan, noteWeightRange, shapeClass, type Compute, type GemmChoice, type OperandKind, type TileName, type ChoiceContext } from '../../src/kernels/gemm.js';
 import { disposeNf4, quantizeNf4, type Nf4Weight } from '../../src/kernels/nf4.js';
-import { expectWithinGemmBound, gemmReference } from '../reference/gemm.js';
+import { expectWithinGemmBound, gemmReference } from '../../reference/gemm.js';
 import { makeOperand } from '../../bench/check/gemm.js';
 import { testRng, useEngine } from '../helpers/index.js';
 

@@ -7,12 +7,12 @@
 // Tolerance: the f32 summation bound γ·Σ|x·w|, γ = (K + 4)·2⁻²⁴: K products summed in any order,
 // plus the rounding of the products and of the NF4 absmax scale (one multiply per 4 products).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { expectWithinSumBound } from '../../reference/nf4.js';
 import type { Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
-import { gemv, gemvStorageBuffers, gemvVariants, type GemvSpec } from '../../src/kernels/gemv.js';
-import { nullCompiler, type NullCompiler } from '../../src/kernels/variants.js';
+import { type GemvSpec, gemv, gemvStorageBuffers, gemvVariants } from '../../src/kernels/gemv.js';
+import { type NullCompiler, nullCompiler } from '../../src/kernels/variants.js';
 import type { WeightFormat } from '../../src/kernels/weight-formats.js';
-import { expectWithinSumBound } from '../reference/nf4.js';
 import { testRng, useEngine } from '../helpers/index.js';
 import { makeGemvWeight } from '../helpers/weights.js';
 
@@ -28,7 +28,11 @@ interface LayoutCase {
 }
 
 /** y[b, m, n] = Σ_k x_b[m, k]·W_b[n, k] in float64, with Σ|x·w| per element. */
-function layoutRef(c: LayoutCase, x: ArrayLike<number>, w: ArrayLike<number>): { y: Float64Array; absSum: Float64Array } {
+function layoutRef(
+  c: LayoutCase,
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+): { y: Float64Array; absSum: Float64Array } {
   const { M, N, K, batch } = c;
   const y = new Float64Array(batch * M * N);
   const absSum = new Float64Array(batch * M * N);
@@ -106,13 +110,20 @@ describe('gemv: every registered variant on Dawn Null', () => {
     // 5 formats; load widths: f32 {1, 4}, halves {1, 8}, NF4 {1, 8, 32}; rows 1, 2, 4, 8; 2 loop forms.
     const widths = 2 + 2 + 2 + 3 + 3;
     expect(variants.length % (widths * 4 * 2)).toBe(0);
-    expect(new Set(variants.map((v) => v.key)).size, 'keys derived from distinct specs are distinct').toBe(variants.length);
+    expect(new Set(variants.map((v) => v.key)).size, 'keys derived from distinct specs are distinct').toBe(
+      variants.length,
+    );
     const failed: string[] = [];
     for (const v of variants) {
       const code = v.code();
       const declared = (code.match(/var<storage/g) ?? []).length;
-      if (declared !== gemvStorageBuffers(v.spec as GemvSpec)) failed.push(`${v.name}: declares ${declared} storage buffers, counted ${v.storageBuffers}`);
-      const problems = await nul.check(code, { workgroupBytes: v.workgroupBytes, storageBuffers: v.storageBuffers, label: v.key });
+      if (declared !== gemvStorageBuffers(v.spec as GemvSpec))
+        failed.push(`${v.name}: declares ${declared} storage buffers, counted ${v.storageBuffers}`);
+      const problems = await nul.check(code, {
+        workgroupBytes: v.workgroupBytes,
+        storageBuffers: v.storageBuffers,
+        label: v.key,
+      });
       if (problems.length) failed.push(`${v.name}: ${problems.slice(0, 3).join(' / ')}`);
     }
     expect(failed).toEqual([]);

@@ -7,8 +7,8 @@ import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { crossEntropy } from '../../src/kernels/crossentropy.js';
 import { linear } from '../../src/kernels/matmul.js';
 import { LOSS_CHUNK_BYTES, linearCrossEntropy, lossChunkRows } from '../../src/kernels/linear-crossentropy.js';
-import { linearCrossEntropyRef, type LinearCrossEntropyRef } from '../reference/linear-crossentropy.js';
-import { dotErrorBound, halfBitsToNumber } from '../reference/matmul.js';
+import { linearCrossEntropyRef, type LinearCrossEntropyRef } from '../../reference/linear-crossentropy.js';
+import { dotErrorBound, halfBitsToNumber } from '../../reference/matmul.js';
 import { expectClose, expectNoGrowth, expectWithin, testRng, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 

@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { backward } from '../../src/engine/autograd.js';
 import { withPrecision, type Precision } from '../../src/engine/precision.js';
-import { Tensor, engine } from '../../src/engine/tensor.js';
+import { Tensor, } from '../../src/engine/tensor.js';
 import { f32ArrayToBf16, bf16ArrayToF32 } from '../../src/io/dtype.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { loraLinear } from '../../src/kernels/lora.js';
 import { dequantizeNf4, disposeNf4, quantizeNf4 } from '../../src/kernels/nf4.js';
-import { loraRef, dropoutKeepRef } from '../reference/lora.js';
-import { expectWithinSumBound } from '../reference/nf4.js';
+import { loraRef, dropoutKeepRef } from '../../reference/lora.js';
+import { expectWithinSumBound } from '../../reference/nf4.js';
 import { testRng, requireFeature, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 

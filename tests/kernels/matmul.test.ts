@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { GradNode, backward } from '../../src/engine/autograd.js';
 import { saveActivation } from '../../src/kernels/activations.js';
-import { expectWithinGemmBound, gemmReference } from '../reference/gemm.js';
+import { expectWithinGemmBound, gemmReference } from '../../reference/gemm.js';
 import type { Rng } from '../../src/engine/random.js';
 import { Tensor, tidy } from '../../src/engine/tensor.js';
 import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
@@ -10,7 +10,7 @@ import { withPrecision } from '../../src/engine/precision.js';
 import { engine } from '../../src/engine/tensor.js';
 import { gemmPlan } from '../../src/kernels/gemm.js';
 import { chooseMatmulKernel, linear, matmul, matmulForward, matmulGemv } from '../../src/kernels/matmul.js';
-import { dotErrorBound, halfBitsToNumber, matmulGradRef, matmulRef, type MatRef } from '../reference/matmul.js';
+import { dotErrorBound, halfBitsToNumber, matmulGradRef, matmulRef, type MatRef } from '../../reference/matmul.js';
 import { testRng, requireFeature, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 
@@ -25,7 +25,7 @@ const TRANSPOSES: [boolean, boolean][] = [
 
 /**
  * Every element within the f32 rounding bound of a `terms`-term dot product, γ_terms·Σ|a·b| (see
- * tests/reference/matmul.ts): a rigorous bound for any summation order, so it cannot flake, yet a
+ * reference/matmul.ts): a rigorous bound for any summation order, so it cannot flake, yet a
  * wrong index or a missed term is off by O(|a·b|) and fails. NaN (a poisoned, unwritten output) fails.
  */
 function expectWithinDotBound(actual: ArrayLike<number>, ref: MatRef, terms: number, label: string): void {

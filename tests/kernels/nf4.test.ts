@@ -14,7 +14,7 @@ import { gemm } from '../../src/kernels/gemm.js';
 import { sumToSuffix, binary } from '../../src/kernels/elementwise.js';
 import {
   NF4_TABLE, dequantizeNf4Ref, expectWithinSumBound, matmulNNRef, matmulNTRef, nf4CodeBnb, nf4HalfSpacing, quantizeNf4Ref,
-} from '../reference/nf4.js';
+} from '../../reference/nf4.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 

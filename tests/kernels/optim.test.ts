@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { engine, Tensor } from '../../src/engine/tensor.js';
 import { AdamW, adamwTensorsPerDispatch, clipGradNorm, clipTensorsPerDispatch, gradNormCoef } from '../../src/kernels/optim.js';
-import { adamwRefInit, adamwRefStep, clipRef, type AdamWHyper } from '../reference/optim.js';
+import { adamwRefInit, adamwRefStep, clipRef, type AdamWHyper } from '../../reference/optim.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
-import { expectWithinSumBound } from '../reference/nf4.js';
+import { expectWithinSumBound } from '../../reference/nf4.js';
 
 useEngine();
 
@@ -151,7 +151,7 @@ describe('clipGradNorm', () => {
     for (const maxNorm of [1.0, 1e6]) {
       const grads = sizes.map((n) => rng.normalArray(n, 0, 0.3));
       const params = sizes.map((n) => param(new Float32Array(n)));
-      params.forEach((p, i) => setGrad(p, grads[i]!));
+      params.forEach((p, i) => { setGrad(p, grads[i]!); });
       const noGrad = param(new Float32Array(3)); // no .grad: ignored
       const norm = clipGradNorm([...params, noGrad], maxNorm);
       const ref = clipRef(grads, maxNorm);
@@ -239,18 +239,18 @@ describe('multi-tensor optimizer: many tensors per dispatch', () => {
     const a = init.map(param);
     const optA = new AdamW(a, { lr: 1e-2, stateChunkElements: 350 });
     for (const gs of grads.slice(0, 2)) {
-      a.forEach((p, i) => setGrad(p, gs[i]!));
+      a.forEach((p, i) => { setGrad(p, gs[i]!); });
       optA.step();
     }
     const saved = await optA.exportState();
     const pSaved = await Promise.all(a.map((p) => p.toFloat32()));
-    a.forEach((p, i) => setGrad(p, grads[2]![i]!));
+    a.forEach((p, i) => { setGrad(p, grads[2]![i]!); });
     optA.step();
     // a different chunking on the resumed side: the saved format does not depend on it
     const b = pSaved.map(param);
     const optB = new AdamW(b, { lr: 1e-2 });
     optB.importState(saved);
-    b.forEach((p, i) => setGrad(p, grads[2]![i]!));
+    b.forEach((p, i) => { setGrad(p, grads[2]![i]!); });
     optB.step();
     for (let i = 0; i < sizes.length; i++) expect(Array.from(await b[i]!.toFloat32())).toEqual(Array.from(await a[i]!.toFloat32()));
     const sa = await optA.exportState();
@@ -272,7 +272,7 @@ describe('multi-tensor optimizer: many tensors per dispatch', () => {
     const sizes = manySizes();
     const grads = sizes.map((n) => rng.normalArray(n, 0, 0.01));
     const params = sizes.map((n) => param(new Float32Array(n)));
-    params.forEach((p, i) => setGrad(p, grads[i]!));
+    params.forEach((p, i) => { setGrad(p, grads[i]!); });
     const ref = clipRef(grads, 0.5);
     expect(ref.coef).toBeLessThan(0.9); // the clip is active
     let norm: Tensor | null = null;
@@ -304,11 +304,11 @@ describe('multi-tensor optimizer: many tensors per dispatch', () => {
     const refs = init.map(adamwRefInit);
     for (let step = 0; step < 3; step++) {
       const grads = sizes.map((n) => rng.normalArray(n, 0, 0.05));
-      a.forEach((p, i) => setGrad(p, grads[i]!));
-      b.forEach((p, i) => setGrad(p, grads[i]!));
+      a.forEach((p, i) => { setGrad(p, grads[i]!); });
+      b.forEach((p, i) => { setGrad(p, grads[i]!); });
       const ref = clipRef(grads, 1.0);
       expect(ref.coef).toBeLessThan(1); // clipping active
-      refs.forEach((r, i) => adamwRefStep(r, grads[i]!.map((g) => g * ref.coef), h));
+      refs.forEach((r, i) => { adamwRefStep(r, grads[i]!.map((g) => g * ref.coef), h); });
       let normA: Tensor | null = null;
       const nA = countDispatches(() => {
         normA = clipGradNorm(a, 1.0);

@@ -3,7 +3,7 @@ import { backward } from '../../src/engine/autograd.js';
 import { Tensor } from '../../src/engine/tensor.js';
 import { mul, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { REDUCE_CHUNK, argmax, max, mean, softmax, sum } from '../../src/kernels/reduce.js';
-import { reduceRowsRef, softmaxBackwardRef, softmaxRef } from '../reference/reduce.js';
+import { reduceRowsRef, softmaxBackwardRef, softmaxRef } from '../../reference/reduce.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { backward, zeroGrad } from '../../src/engine/autograd.js';
-import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
+import { Tensor, tidy } from '../../src/engine/tensor.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { rmsnorm, rmsnormWithStats } from '../../src/kernels/rmsnorm.js';
-import { rmsnormBackwardRef, rmsnormRef } from '../reference/rmsnorm.js';
-import { bf16Bits, bf16ToNumber } from '../reference/elementwise.js';
+import { rmsnormBackwardRef, rmsnormRef } from '../../reference/rmsnorm.js';
+import { bf16Bits, bf16ToNumber } from '../../reference/elementwise.js';
 import { expectClose, testRng, useEngine, expectNoGrowth } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 

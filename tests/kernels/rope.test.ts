@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { backward, noGrad, zeroGrad } from '../../src/engine/autograd.js';
-import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
+import { Tensor, tidy } from '../../src/engine/tensor.js';
 import { binary, cast, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { rope, ropeInvFreq, ropeTableData, ropeTables, type RopeScalingLlama3, type RopeTables } from '../../src/kernels/rope.js';
-import { llama3InvFreqRef, ropeRef } from '../reference/rope.js';
+import { llama3InvFreqRef, ropeRef } from '../../reference/rope.js';
 import { expectClose, testRng, useEngine, expectNoGrowth } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 

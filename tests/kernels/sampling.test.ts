@@ -1,5 +1,5 @@
 // GPU next-token selection (src/kernels/sampling.ts) against the f64 CPU reference
-// (tests/reference/sampling.ts) given the same uniform draws u = hashUniform(seed, t).
+// (reference/sampling.ts) given the same uniform draws u = hashUniform(seed, t).
 //
 // Greedy choices must be identical: the processed logits are bit-identical when bias and penalties
 // are f32 values and presence + frequency·count is exact in f32 (chosen so here), and argmax is a
@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { hashUniform, type Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
 import { TokenSampler, type RowSampling } from '../../src/kernels/sampling.js';
-import { referenceNextToken } from '../reference/sampling.js';
+import { referenceNextToken } from '../../reference/sampling.js';
 import { testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
@@ -50,7 +50,7 @@ async function check(V: number, cases: Case[], logits: Float32Array, steps: numb
   const sampler = new TokenSampler(B, V);
   const lt = Tensor.from(logits, [B, V]);
   const out = Tensor.empty([B], 'i32');
-  cases.forEach((c, b) => sampler.setRow(b, c.params, c.prompt, c.generated));
+  cases.forEach((c, b) => { sampler.setRow(b, c.params, c.prompt, c.generated); });
   let compared = 0;
   let nearTies = 0;
   const history = cases.map((c) => [...c.generated]);

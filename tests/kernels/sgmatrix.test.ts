@@ -19,8 +19,8 @@ import {
 } from '../../src/kernels/sgmatrix.js';
 import { nullCompiler, type NullCompiler } from '../../src/kernels/variants.js';
 import { ceilingKernel } from '../../bench/kernels/sgmatrix.js';
-import { f16Ulp } from '../reference/gemm.js';
-import { halfBitsToNumber } from '../reference/matmul.js';
+import { f16Ulp } from '../../reference/gemm.js';
+import { halfBitsToNumber } from '../../reference/matmul.js';
 import { testRng, useEngine } from '../helpers/index.js';
 
 useEngine();

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { backward, zeroGrad } from '../../src/engine/autograd.js';
-import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
+import { Tensor, tidy } from '../../src/engine/tensor.js';
 import { f16ArrayToF32, f32ArrayToF16 } from '../../src/io/dtype.js';
 import { binary, cast, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { swiglu } from '../../src/kernels/swiglu.js';
-import { swigluBackwardRef, swigluRef } from '../reference/swiglu.js';
+import { swigluBackwardRef, swigluRef } from '../../reference/swiglu.js';
 import { expectClose, testRng, useEngine, expectNoGrowth } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 

@@ -9,7 +9,7 @@ import { engine } from '../../src/engine/tensor.js';
 import { NonFiniteLogitsError, generate, generateBatch } from '../../src/llama/generate.js';
 import { disposeKvCache, LlamaModel } from '../../src/llama/model.js';
 import { exportMerged } from '../../src/llama/merge.js';
-import { referenceNextToken } from '../reference/sampling.js';
+import { referenceNextToken } from '../../reference/sampling.js';
 import { expectClose, useEngine } from '../helpers/index.js';
 import { adapterDir, golden, modelDir, useTempDir } from './helpers.js';
 
@@ -161,7 +161,7 @@ describe('batched decoding', () => {
         // Explicit per-row seeds reorder freely: row order does not change a row's draws.
         const order = [7, 2, 0, 5, 1, 6, 3, 4];
         const shuffled = await generateBatch(model, order.map((i) => prompts[i]!), { ...opts, seeds: order.map((i) => (opts.seed ?? 0) + i) });
-        order.forEach((i, b) => expect(shuffled[b]).toEqual(batched[i]));
+        order.forEach((i, b) => { expect(shuffled[b]).toEqual(batched[i]); });
       }
     } finally {
       model.dispose();

@@ -10,7 +10,7 @@ import { InputError } from '../../src/errors.js';
 import {
   MAX_SEED, MIN_REPETITION_PENALTY, MIN_TEMPERATURE, TextStreamer, generate, generateBatch, readGenerationConfig, validateSampling, type SamplingOptions,
 } from '../../src/llama/generate.js';
-import { applyRepetitionPenalty, applyWarpers, argmax, softmax } from '../reference/sampling.js';
+import { applyRepetitionPenalty, applyWarpers, argmax, softmax } from '../../reference/sampling.js';
 import { LlamaModel } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { useEngine } from '../helpers/index.js';

@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { InputError } from '../../src/errors.js';
 import { loadConfig, RESOLVED_CONFIG_NAME, saveResolvedConfig, suggest } from '../../src/pipeline/config.js';
-import { ROOT, tempDir } from './helpers.js';
+import { ROOT, tempDir } from './data/helpers.js';
 
 function errorOf(fn: () => unknown): InputError {
   try {

@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { serveAction, type ServeCliOptions } from '../../src/cli/serve.js';
 import { InputError } from '../../src/errors.js';
-import { Rng } from '../../src/engine/random.js';
 import { TextStreamer } from '../../src/llama/generate.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { ApiError, chatRequest, completionRequest, parseBody } from '../../src/serve/protocol.js';

@@ -22,6 +22,7 @@ export const DEFAULT_PREPROCESS: PreprocessOptions = { unicode: true, whitespace
 
 /** Characters NFKC would change in a way that loses meaning; kept verbatim. */
 const KEEP_COMPAT = /[\u00AA\u00B2\u00B3\u00B9\u00BA\u00BC-\u00BE\u2070-\u209F\u2122\u2120\u2150-\u218F\u2460-\u24FF\u2026]/u;
+// biome-ignore lint/suspicious/noMisleadingCharacterClass: each code point is removed alone, ZWJ included
 const INVISIBLE = /[\u200B\u200C\u200D\u2060\uFEFF\u00AD]/gu;
 
 /** NFC, then per-character NFKC except for KEEP_COMPAT; removes invisible characters. */

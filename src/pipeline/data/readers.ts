@@ -3,7 +3,7 @@
 // UTF-8, wrong column count) are attached to it rather than thrown, so validation can apply the
 // fail/skip policy with row numbers. `readRecords` reads a whole file for callers that stop at the
 // first bad row (eval files, results, tokenizer corpora).
-import { createReadStream, statSync } from 'node:fs';
+import { createReadStream, type Stats, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { InputError, readFailure } from '../../errors.js';
@@ -76,7 +76,7 @@ export function inferFormat(file: string, format: DataFormat | null): DataFormat
 }
 
 function checkReadable(file: string): void {
-  let st;
+  let st: Stats;
   try {
     st = statSync(file);
   } catch (e) {

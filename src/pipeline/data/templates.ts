@@ -353,7 +353,7 @@ function renderRow(fields: Record<string, unknown>, ctx: TemplateContext, file: 
       }
       const head = messages.slice(0, -1);
       const tok = ctx.tokenizer;
-      if (tok && tok.hasChatTemplate) {
+      if (tok?.hasChatTemplate) {
         const prompt = tok.applyChatTemplate(head, { addGenerationPrompt: true });
         const full = tok.applyChatTemplate(messages, { addGenerationPrompt: false });
         let cut = 0;

@@ -8,7 +8,7 @@ export interface ChatMessage {
 
 /**
  * The tokenizer surface the data stage needs. `src/llama/tokenizer.ts` satisfies it, as do
- * the test doubles in tests/pipeline/helpers.ts.
+ * the test doubles in tests/pipeline/data/helpers.ts.
  */
 export interface TextTokenizer {
   /** Token ids; with addSpecialTokens the tokenizer's post-processor adds BOS (Llama style). */

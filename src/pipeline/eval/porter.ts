@@ -11,7 +11,7 @@
 //    and "logi" -> "log";
 //  - condition *o also holds for a 2-letter vowel+consonant stem.
 // As in the reference, a rule list stops at the first rule whose suffix matches, whether or not its
-// condition holds. Verified against NLTK's output in tests/eval/porter.test.ts.
+// condition holds. Verified against NLTK's output in tests/pipeline/eval/porter.test.ts.
 
 const IRREGULAR = new Map<string, string>(Object.entries({
   sky: 'sky', skies: 'sky', dying: 'die', lying: 'lie', tying: 'tie', news: 'news',

@@ -385,11 +385,11 @@ export function renderMarkdown(c: Comparison): string {
     lines.push('', '## Classification', '');
     for (const [side, mat] of [['base', cc.baseConfusion], ['fine-tuned', cc.candidateConfusion]] as const) {
       lines.push(`Confusion matrix, ${side} (rows gold, columns predicted):`, '', `| gold \\ predicted | ${cc.labels.join(' | ')} |`, `|---|${cc.labels.map(() => '---').join('|')}|`);
-      cc.labels.forEach((g, i) => lines.push(`| ${g} | ${mat[i]!.join(' | ')} |`));
+      cc.labels.forEach((g, i) => { lines.push(`| ${g} | ${mat[i]!.join(' | ')} |`); });
       lines.push('');
     }
     lines.push('| label | gold | base predictions | fine-tuned predictions |', '|---|---|---|---|');
-    cc.labels.forEach((l, i) => lines.push(`| ${l} | ${cc.goldCounts[i]} | ${cc.baseCounts[i]} | ${cc.candidateCounts[i]} |`));
+    cc.labels.forEach((l, i) => { lines.push(`| ${l} | ${cc.goldCounts[i]} | ${cc.baseCounts[i]} | ${cc.candidateCounts[i]} |`); });
     for (const kind of ['right', 'wrong', 'changed'] as const) {
       lines.push('', `### Fine-tuned ${kind === 'changed' ? 'label changed from the base' : kind} (${cc[kind].length} of ${cc.totals[kind]} shown)`, '');
       if (!cc[kind].length) lines.push('None.');

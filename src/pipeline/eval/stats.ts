@@ -1,6 +1,6 @@
 // Paired statistics for comparing a candidate (fine-tuned) model with a base model on the same
 // examples. All take two equal-length arrays of per-example scores, base first; differences are
-// d = candidate - base. Reference behaviour is scipy's (tests/reference/eval/make_stats_reference.py).
+// d = candidate - base. Reference behaviour is scipy's (reference/eval/make_stats_reference.py).
 import { makeRng, normalSf, studentTSf } from './special.js';
 
 function checkPaired(base: readonly number[], cand: readonly number[], what: string): number[] {
