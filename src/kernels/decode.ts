@@ -12,7 +12,7 @@ import { Tensor } from '../engine/tensor.js';
 import { Uniforms, assertDtype, dispatch, grid1d } from './common.js';
 import type { RopeTables } from './rope.js';
 
-export { gemv as decodeGemv, GEMV_MAX_ROWS as DECODE_GEMV_MAX_ROWS, type GemvOptions as DecodeGemvOptions, type GemvWeight } from './gemv.js';
+export { gemv as decodeGemv, type GemvOptions as DecodeGemvOptions, type GemvWeight } from './gemv.js';
 
 // ---------------------------------------------------------------------------------------------
 // RoPE + KV-cache append

@@ -306,11 +306,16 @@ function shapeOf(w: GemvWeight): [number, number] {
   return [w.shape[0]!, w.shape[1]!];
 }
 
-/**
- * One GEMV (see the header), in dispatches of up to 8 rows. Segments must share K and format; the
- * total number of storage bindings must fit the device (llama/decode.ts splits a call that does not).
- */
-export function gemv(o: GemvOptions): void {
+/** The problem a GEMV call describes, validated: one clear error for every inconsistent argument. */
+function gemvProblem(o: GemvOptions): {
+  format: WeightFormat;
+  M: number;
+  K: number;
+  Ns: number[];
+  ld: number;
+  offsets: readonly number[];
+  ncols: number;
+} {
   const { x, segments, out, layout } = o;
   const epilogue = o.epilogue ?? 'store';
   const what = layout ? 'matmul GEMV' : 'decodeGemv';
@@ -356,7 +361,6 @@ export function gemv(o: GemvOptions): void {
       throw new RangeError(`${what}: norm weight has ${o.norm.weight.numel} elements for K = ${K}`);
   }
   const lora = o.lora;
-  const loraOn = segments.map((_, k) => !!lora?.B[k]);
   if (lora) {
     lora.B.forEach((b, k) => {
       if (b && (b.shape[0] !== Ns[k] || b.shape[1] !== lora.r))
@@ -365,12 +369,24 @@ export function gemv(o: GemvOptions): void {
         );
     });
   }
+  const ncols = epilogue === 'swiglu' ? width : Ns.reduce((a, b) => a + b, 0);
+  return { format, M, K, Ns, ld, offsets, ncols };
+}
+
+/**
+ * One GEMV (see the header), in dispatches of up to 8 rows. Segments must share K and format; the
+ * total number of storage bindings must fit the device (llama/decode.ts splits a call that does not).
+ */
+export function gemv(o: GemvOptions): void {
+  const { x, segments, out, layout, lora } = o;
+  const epilogue = o.epilogue ?? 'store';
+  const { format, M, K, Ns, ld, offsets, ncols } = gemvProblem(o);
+  const loraOn = segments.map((_, k) => !!lora?.B[k]);
   const transX = !!layout?.transX;
   // Vector loads need every row base aligned: K, and the batch strides of x (read as vec4) and W.
   let vec = weightVecFor(format, K, 'gemv');
   if (layout && (layout.sw % vec !== 0 || (!transX && layout.sx % 4 !== 0))) vec = 1;
   const norm: GemvNorm = o.norm ? (o.norm.rstd ? 'given' : 'compute') : 'none';
-  const ncols = epilogue === 'swiglu' ? width : Ns.reduce((a, b) => a + b, 0);
   const batch = layout?.batch ?? 1;
   if (M === 0 || ncols === 0 || batch === 0) return;
   const grid = grid1d(ncols, GROUPS); // one workgroup per GROUPS columns, folded into y past the limit
@@ -393,7 +409,7 @@ export function gemv(o: GemvOptions): void {
     const unroll = !engine().dev.info.cpuKernels || MC * chunks <= 8;
     const spec: GemvSpec = {
       format,
-      segments: S,
+      segments: segments.length,
       rows: MC,
       vec,
       transX,
