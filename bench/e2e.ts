@@ -18,7 +18,7 @@
 //
 // Per mode: throughput is wall-clock over steps that each end with a GPU sync (the same as the
 // peer's torch.cuda.synchronize around its loop); memory is the engine pool's peak live bytes
-// during the timed steps, next to the memory model's estimate and, on NVIDIA, what nvidia-smi
+// during the timed steps, next to the memory estimate and, on NVIDIA, what nvidia-smi
 // reports in use on the card after the steps (the pool's cached buffers included; the pool is
 // emptied between modes). Results: a table and <out>/e2e-<tag or preset>-<time>.json (default out:
 // bench/results; bench/gpu.ts passes --tag and reads them into the GPU summary), written when
@@ -43,7 +43,7 @@ import { PRECISION_SETTINGS, precisionUnsupported, resolvePrecision, setComputeP
 import { Rng } from '../src/engine/random.js';
 import { AdamW } from '../src/kernels/optim.js';
 import { initModel } from '../src/llama/init.js';
-import { estimateTrainingMemory } from '../src/llama/memory.js';
+import { estimateTrainingMemory } from '../src/pipeline/train/memory.js';
 import { CHECKPOINT_MODES, LlamaModel, shiftLabels, type CheckpointMode } from '../src/llama/model.js';
 import { LINEAR_MODULES } from '../src/llama/weights.js';
 import { trainStep } from '../src/pipeline/train/trainer.js';
@@ -140,7 +140,7 @@ interface ModeResult {
   cpu_ms_per_step: number;
   train_tok_per_cpu_s: number;
   peak_mem_gb: number;
-  /** The memory model's estimate. */
+  /** The memory estimate (src/pipeline/train/memory.ts). */
   estimate_gb: number;
   device_used_gb: number | null;
   loss: number;

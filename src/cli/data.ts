@@ -9,7 +9,7 @@ import { loadRunConfig } from './train.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { prepareData, type PreparedData } from '../pipeline/data/prepare.js';
 import { formatReport, saveReport } from '../pipeline/data/stats.js';
-import { MAX_GENERATED_RECORDS, TASK_KINDS, writeSyntheticJsonl, type Split, type TaskKind } from '../pipeline/data/synthetic.js';
+import { ALL_TASK_KINDS, MAX_GENERATED_RECORDS, TASK_KINDS, writeSyntheticJsonl, type Split, type TaskKind } from '../pipeline/data/synthetic.js';
 import { InputError } from '../errors.js';
 
 interface GenerateOpts {
@@ -94,8 +94,8 @@ export function register(program: Command): void {
     .option('-n, --count <n>', `documents (corpus) or records per task (tasks); at most ${MAX_GENERATED_RECORDS} records in all, and no more than the disk holds (checked first)`, '1000')
     .option('--seed <n>', 'random seed: the same seed writes the same file', '0')
     .option('--split <name>', `company name space: ${SPLITS.join(', ')} (disjoint: evaluation companies never appear in training)`, 'train')
-    .option('--tasks <list>', `tasks only: comma-separated subset of ${TASK_KINDS.join(', ')}`)
-    .option('--eval', 'tasks only: evaluation layout ({id, text, label}, {id, context, question, answer}, {id, source, summary}) for eval suites')
+    .option('--tasks <list>', `tasks only: comma-separated subset of ${ALL_TASK_KINDS.join(', ')} (default: ${TASK_KINDS.join(',')})`)
+    .option('--eval', 'tasks only: evaluation layout ({id, text, label}, {id, context, question, answer}, {id, source, summary, source_kind}) for eval suites; sentiment, figures and summary only')
     .addHelpText('after', `
 Every company, person and figure is invented. Each document is rendered from one company-quarter
 fact sheet, so the figures inside a document agree (growth, prior and current revenue, EPS against
@@ -106,7 +106,9 @@ the template per record); corpus records are {"task": "completion", "source": <k
 Examples:
   finllm data generate --kind corpus -n 20000 --seed 1 -o runs/corpus/train.jsonl
   finllm data generate --kind tasks -n 200 --seed 2 -o data/train.jsonl
-  finllm data generate --kind tasks -n 40 --seed 3 --split eval --eval --tasks sentiment -o data/eval/sentiment.jsonl`)
+  finllm data generate --kind tasks -n 60 --seed 103 --split eval --eval --tasks sentiment -o data/eval/fin-sentiment.jsonl
+
+The commands that wrote the committed data files (data/finetune, data/eval, data/sample) are in data/README.md.`)
     .action(async (o: GenerateOpts) => {
       if (o.kind !== 'corpus' && o.kind !== 'tasks') throw new InputError(`expected corpus or tasks, got ${JSON.stringify(o.kind)}`, { flag: 'kind' });
       const count = numberOption(o.count, 'count', true)!;
@@ -116,8 +118,8 @@ Examples:
       let tasks: TaskKind[] | undefined;
       if (o.tasks !== undefined) {
         tasks = o.tasks.split(',').map((t) => t.trim()) as TaskKind[];
-        const bad = tasks.filter((t) => !TASK_KINDS.includes(t));
-        if (bad.length || tasks.length === 0) throw new InputError(`unknown task ${bad.map((b) => JSON.stringify(b)).join(', ') || '(none)'}; expected ${TASK_KINDS.join(', ')}`, { flag: 'tasks' });
+        const bad = tasks.filter((t) => !ALL_TASK_KINDS.includes(t));
+        if (bad.length || tasks.length === 0) throw new InputError(`unknown task ${bad.map((b) => JSON.stringify(b)).join(', ') || '(none)'}; expected ${ALL_TASK_KINDS.join(', ')}`, { flag: 'tasks' });
       }
       if (o.kind === 'corpus' && (tasks || o.eval)) throw new InputError('--tasks and --eval apply to --kind tasks only', { flag: 'kind' });
       const n = await writeSyntheticJsonl(o.out, { kind: o.kind, seed, count, split: o.split as Split, ...(tasks ? { tasks } : {}), ...(o.eval ? { evalLayout: true } : {}) });

@@ -37,7 +37,18 @@ async function exportGgufAction(o: ExportCliOptions & { model: string; gguf: str
   if (!GGUF_TYPES.includes(type)) throw new InputError(`expected ${GGUF_TYPES.join(', ')}, got ${JSON.stringify(o.ggufType)}`, { flag: 'gguf-type' });
   if (o.chatTemplate && !(await stat(o.chatTemplate).catch(() => null))?.isFile()) throw new InputError('chat template file not found', { file: o.chatTemplate });
   const r = await exportGguf(o.model, o.gguf, { type, ...(o.adapter ? { adapter: o.adapter } : {}), ...(o.chatTemplate ? { chatTemplateFile: o.chatTemplate } : {}) });
-  if (r.fallbackF16.length > 0) warn(`${r.fallbackF16.length} weight(s) have rows that are not a multiple of 32 values and were written as f16 instead of ${type}: ${r.fallbackF16.slice(0, 4).join(', ')}${r.fallbackF16.length > 4 ? ', ...' : ''}`);
+  if (r.fallbacks.length > 0) {
+    // One line per substitution (e.g. Q4_K by Q5_0), naming the first weights it applies to.
+    const groups = new Map<string, { wanted: string; written: string; names: string[] }>();
+    for (const f of r.fallbacks) {
+      const key = `${f.wanted}>${f.written}`;
+      if (!groups.has(key)) groups.set(key, { wanted: f.wanted, written: f.written, names: [] });
+      groups.get(key)!.names.push(f.name);
+    }
+    for (const { wanted, written, names } of groups.values()) {
+      warn(`${names.length} weight(s) have rows that do not fill whole ${wanted} blocks and were written as ${written} instead: ${names.slice(0, 4).join(', ')}${names.length > 4 ? ', ...' : ''}`);
+    }
+  }
   out(`GGUF (${type}, ${r.tensors} tensors) written to ${o.gguf}\n`);
   if (o.ollama) {
     const tok = await LlamaTokenizer.load(o.model, o.chatTemplate ? { chatTemplateFile: o.chatTemplate } : {});
@@ -82,7 +93,11 @@ computed in f32 from the base checkpoint as PEFT's merge_and_unload does. config
 and generation files are copied. Use --dtype f32 to keep the merged weights unrounded.
 
 GGUF: norms stay f32; q8_0 and q4_0 quantize every 2-D weight in blocks of 32 (weights whose rows
-are not a multiple of 32 are written f16). The tokenizer (SentencePiece-style or Llama 3 byte-level
+are not a multiple of 32 are written f16). q4_k_m is llama.cpp's mix of 256-value super-blocks: Q6_K
+for the output matrix (the token embedding when tied) and for attn_v and ffn_down on the layers
+llama.cpp picks (first and last eighth, every third between), Q4_K for the rest (Q5_K for the other
+attn_v of an 80-layer GQA model). Rows that are not a multiple of 256 fall back as llama.cpp does:
+Q4_K -> Q5_0, Q6_K -> Q8_0, and f16 when not a multiple of 32 either. The tokenizer (SentencePiece-style or Llama 3 byte-level
 BPE), special tokens and chat template go into the file. finllm eval and generate read the file back
 (--model OUT.gguf).
 

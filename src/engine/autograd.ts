@@ -217,6 +217,23 @@ function topoOrder(root: GradNode): GradNode[] {
   return order.reverse(); // root first
 }
 
+let backwardObserver: ((node: GradNode) => void) | null = null;
+
+/**
+ * Runs `body` (synchronous) with `observer` called for each graph node just before its backward
+ * rule runs (or its saved tensors are rebuilt for it): e.g. the memory estimate names the op whose
+ * backward is running at its peak.
+ */
+export function observeBackward<T>(observer: (node: GradNode) => void, body: () => T): T {
+  const previous = backwardObserver;
+  backwardObserver = observer;
+  try {
+    return body();
+  } finally {
+    backwardObserver = previous;
+  }
+}
+
 /**
  * Backpropagates from `root` (a scalar loss unless `gradRoot` is given). Leaf gradients accumulate
  * into `.grad` (kept tensors, summed across calls until zeroGrad). The graph is freed afterwards;
@@ -244,6 +261,7 @@ export function backward(root: Tensor, gradRoot?: Tensor): void {
       node.release();
       continue;
     }
+    backwardObserver?.(node);
     node.materialize();
     const gIn = node.backwardFn(gOut);
     if (gIn.length !== node.inputs.length) throw new Error(`backward of '${node.name}' returned ${gIn.length} grads for ${node.inputs.length} inputs`);

@@ -762,6 +762,12 @@ export class Uniforms {
   }
 }
 
+/**
+ * What the engine and the kernels use of a device: GpuDevice's public members. A MetaDevice
+ * (meta-device.ts) has the same shape and records nothing on a GPU.
+ */
+export type Device = Pick<GpuDevice, keyof GpuDevice>;
+
 let defaultDevice: Promise<GpuDevice> | null = null;
 
 /** The process-wide device, created on first use. */

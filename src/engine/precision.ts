@@ -12,7 +12,7 @@
 // `auto` (configs, CLI) resolves to fp16-mixed where the adapter multiplies f16 subgroup matrices
 // into f32, fp32 elsewhere. Code that saves activations (autograd rules) asks
 // `saveActivationsIn16Bit()`; the GEMM dispatcher asks `computePrecision()`.
-import type { GpuDevice } from './device.js';
+import type { Device } from './device.js';
 
 export type Precision = 'fp32' | 'fp16-mixed';
 export type PrecisionSetting = Precision | 'auto';
@@ -59,7 +59,7 @@ export function saveActivationsIn16Bit(): boolean {
 }
 
 /** Why `p` cannot run on `dev`, or null when it can. */
-export function precisionUnsupported(p: Precision, dev: GpuDevice): string | null {
+export function precisionUnsupported(p: Precision, dev: Device): string | null {
   if (p === 'fp16-mixed' && !dev.has('shader-f16')) {
     return `fp16-mixed needs the WebGPU feature shader-f16, which this adapter (${dev.name}) does not offer${
       process.env.FINLLM_DISABLE_FEATURES?.includes('shader-f16') ? ' (FINLLM_DISABLE_FEATURES turns it off)' : ''
@@ -69,7 +69,7 @@ export function precisionUnsupported(p: Precision, dev: GpuDevice): string | nul
 }
 
 /** `auto` → fp16-mixed on adapters with f16 → f32 subgroup matrices, else fp32. */
-export function resolvePrecision(setting: PrecisionSetting, dev: GpuDevice): Precision {
+export function resolvePrecision(setting: PrecisionSetting, dev: Device): Precision {
   if (setting === 'auto') return dev.hasF16SubgroupMatrix() ? 'fp16-mixed' : 'fp32';
   return setting;
 }

@@ -1,6 +1,6 @@
 // Tensors: a shape, a dtype and a pooled GPU buffer, reference counted so views (reshape) share
 // storage, and freed deterministically by `tidy` scopes. Reading back to the CPU is explicit.
-import { type GpuDevice, OutOfMemoryError, getDevice, type MemoryContext } from './device.js';
+import { type Device, getDevice, type MemoryContext, OutOfMemoryError } from './device.js';
 import { deviceMemory, type DeviceMemory } from './device-memory.js';
 
 /**
@@ -56,7 +56,7 @@ export class BufferPool {
   capacityBytes: number | null = null;
   /** Where capacityBytes comes from, for messages. */
   capacitySource: string | null = null;
-  constructor(private readonly dev: GpuDevice) {}
+  constructor(private readonly dev: Device) {}
 
   /** The numbers an out-of-memory message reports. */
   memoryContext(): MemoryContext {
@@ -136,9 +136,16 @@ export class Engine {
   /** The device's memory as the platform tells it (null: unknown); the pool's capacity. */
   readonly memory: DeviceMemory | null;
   private scopes: Set<Tensor>[] = [];
-  constructor(readonly dev: GpuDevice) {
-    this.pool = new BufferPool(dev);
-    this.memory = deviceMemory(dev.info);
+  /**
+   * An engine on `dev`. `memory` (default: what the platform tells, deviceMemory) sets the pool's
+   * capacity; `pool` replaces the plain pool (e.g. one that also records where its peak was).
+   */
+  constructor(
+    readonly dev: Device,
+    opts: { memory?: DeviceMemory | null; pool?: BufferPool } = {},
+  ) {
+    this.pool = opts.pool ?? new BufferPool(dev);
+    this.memory = opts.memory === undefined ? deviceMemory(dev.info) : opts.memory;
     if (this.memory) {
       this.pool.capacityBytes = this.memory.availableBytes ?? this.memory.totalBytes;
       this.pool.capacitySource = this.memory.source;
@@ -177,6 +184,22 @@ export async function initEngine(): Promise<Engine> {
 export function engine(): Engine {
   if (!engineSingleton) throw new Error('finllm engine not initialized: call `await initEngine()` first');
   return engineSingleton;
+}
+
+/**
+ * Runs `fn` (synchronous) with `e` as the process-wide engine, then restores the engine before it:
+ * the tensors `fn` makes live on `e` (e.g. an engine on a MetaDevice, which only counts).
+ */
+export function withEngine<T>(e: Engine, fn: () => T): T {
+  const previous = engineSingleton;
+  engineSingleton = e;
+  try {
+    const result = fn();
+    if (result instanceof Promise) throw new Error('withEngine() takes a synchronous function');
+    return result;
+  } finally {
+    engineSingleton = previous;
+  }
 }
 
 /** Anything that collects tensors: plain arrays, objects, maps, nested. */

@@ -5,12 +5,12 @@
 //   padding  to general.alignment (32 unless set)
 //   data     every tensor at its offset (relative to the data start), each aligned
 // Strings are a u64 byte length + UTF-8 bytes; arrays a value type u32 + count u64 + items.
-// Tensor encodings (F32/F16/BF16/Q8_0/Q4_0) live in ggml-quants.ts. The writer streams one tensor
+// Tensor encodings (F32/F16/BF16, Q8_0/Q4_0/Q5_0, Q4_K/Q6_K) live in ggml-quants.ts. The writer streams one tensor
 // at a time into a temp file renamed into place (atomic.ts); the reader decodes one tensor at a time.
 import { open, type FileHandle } from 'node:fs/promises';
 import { InputError } from '../errors.js';
 import { writeFileAtomicStreaming } from './atomic.js';
-import { GGML_TYPE, decodeGgml, encodeGgml, ggmlByteSize, ggmlTypeName, type GgmlTypeName } from './ggml-quants.js';
+import { GGML_TYPE, decodeGgml, describeGgmlType, encodeGgml, ggmlByteSize, ggmlTypeName, type GgmlTypeName } from './ggml-quants.js';
 
 const MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 const VERSION = 3;
@@ -307,7 +307,7 @@ function parseHeader(buf: Uint8Array, file: string, fileSize: number): { metadat
     for (let j = 0; j < nDims; j++) dims.push(r.u64());
     const typeId = r.u32();
     const type = ggmlTypeName(typeId);
-    if (!type) throw new InputError(`tensor '${name}' has ggml type ${typeId}; finllm reads F32, F16, BF16, Q8_0 and Q4_0`, { file });
+    if (!type) throw new InputError(`tensor '${name}' has ggml type ${describeGgmlType(typeId)}; finllm reads ${Object.keys(GGML_TYPE).join(', ')}`, { file });
     raw.push({ name, shape: dims.reverse(), type, rel: r.u64() });
   }
   const dataStart = alignUp(r.pos, alignment);

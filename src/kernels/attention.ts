@@ -870,11 +870,15 @@ ${entry(g)} {
 // ---------------------------------------------------------------------------------------------
 // Launchers.
 
-const dummies = new Map<string, Tensor>();
+/** Per engine (its pool): a tensor made on one engine is not a binding on another. */
+const dummies = new WeakMap<object, Map<string, Tensor>>();
 /** A one-element i32 stand-in for an optional binding the kernel never reads (its flag is off). */
 function dummyI32(name: string): Tensor {
-  let t = dummies.get(name);
-  if (!t || t.disposed) dummies.set(name, (t = Tensor.from(new Int32Array([0]), [1]).keep()));
+  const pool = engine().pool;
+  let mine = dummies.get(pool);
+  if (!mine) dummies.set(pool, (mine = new Map()));
+  let t = mine.get(name);
+  if (!t || t.disposed) mine.set(name, (t = Tensor.from(new Int32Array([0]), [1]).keep()));
   return t;
 }
 const segBinding = (d: Dims): Tensor => d.seg ?? dummyI32('seg');

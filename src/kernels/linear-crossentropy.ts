@@ -28,7 +28,7 @@ export const LOSS_CHUNK_BYTES = 32 * 2 ** 20;
 /**
  * Rows per chunk for M labelled rows and vocabulary V: as many as fit `budget` bytes of f32 logits
  * and one storage binding (`maxBindingBytes`), a multiple of 64 when at least 64 (GEMM tiles), at
- * least 1. The memory model calls it too, with the device's binding limit.
+ * least 1. The memory estimate reports it too, with the device's binding limit.
  */
 export function lossChunkRows(m: number, v: number, maxBindingBytes = Infinity, budget = LOSS_CHUNK_BYTES): number {
   const fit = Math.max(1, Math.floor(Math.min(budget, maxBindingBytes) / (4 * v)));

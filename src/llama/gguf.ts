@@ -12,6 +12,14 @@
 // The file also carries the HF tokenizer.json (`tokenizer.huggingface.json`, a GGUF standard key)
 // and the llama3 RoPE parameters (`finllm.rope.llama3.*`), so finllm reads it back exactly.
 //
+// q4_k_m is llama.cpp's mix (llama-quant.cpp, llama_tensor_get_type): Q4_K everywhere except the
+// output matrix (and the token embedding when it is tied to it) and, on the layers use_more_bits
+// picks (the first and last eighth and every third between), attn_v and ffn_down, which take Q6_K
+// (and an 80-layer GQA model's other attn_v, which take Q5_K).
+// A tensor whose rows are not a multiple of 256 falls back as llama.cpp does: Q4_K → Q5_0,
+// Q6_K → Q8_0, the output matrix straight to Q8_0, and any of them to F16 when rows are not a
+// multiple of 32 either.
+//
 // Import: a GGUF file finllm wrote (or any llama GGUF with tokenizer.huggingface.json) becomes an HF
 // model folder in a temp directory (f32 weights, dequantized), which every verb loads as usual.
 import { rmSync } from 'node:fs';
@@ -30,12 +38,13 @@ import { loraKey, readAdapter, scaling, validateAdapterAgainstModel, type LoraPa
 import { LlamaTokenizer } from './tokenizer.js';
 import { LINEAR_MODULES, checkCheckpoint, linearWeightName, type LinearModule } from './weights.js';
 
-export const GGUF_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const;
+export const GGUF_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k_m'] as const;
 export type GgufExportType = (typeof GGUF_TYPES)[number];
 
-const WEIGHT_TYPE: Record<GgufExportType, GgmlTypeName> = { f32: 'F32', f16: 'F16', bf16: 'BF16', q8_0: 'Q8_0', q4_0: 'Q4_0' };
+/** The type of the 2-D weights (q4_k_m: before its per-tensor mix). */
+const WEIGHT_TYPE: Record<GgufExportType, GgmlTypeName> = { f32: 'F32', f16: 'F16', bf16: 'BF16', q8_0: 'Q8_0', q4_0: 'Q4_0', q4_k_m: 'Q4_K' };
 /** llama_ftype of the file as a whole (general.file_type). */
-const FILE_TYPE: Record<GgufExportType, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7, bf16: 32 };
+const FILE_TYPE: Record<GgufExportType, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7, q4_k_m: 15, bf16: 32 };
 
 /** llama.cpp's tensor name for each decoder linear layer. */
 const GGUF_LINEAR: Record<LinearModule, string> = {
@@ -261,17 +270,61 @@ export interface GgufExportOptions {
   name?: string;
 }
 
-/** The tensor type of one weight: norms and RoPE factors f32; 2-D weights `type`, or f16 when their rows do not fill whole quantization blocks (as llama.cpp falls back). */
-function tensorType(type: GgufExportType, shape: readonly number[]): GgmlTypeName {
+/** Where a tensor sits in the model, for the per-tensor choices of q4_k_m. */
+export interface TensorRole {
+  /** The output matrix, or the token embedding when it also serves as the output. */
+  output?: boolean;
+  /** attn_v / ffn_down of this decoder layer. */
+  moreBitsCandidate?: { layer: number };
+  /** attn_v of an 80-layer GQA model (llama.cpp's LLM_TYPE_70B): Q5_K where it would be Q4_K. */
+  attnVOf70B?: boolean;
+}
+
+/** llama.cpp's use_more_bits: the first and last eighth of the layers and every third one between. */
+export function useMoreBits(layer: number, layers: number): boolean {
+  const eighth = Math.trunc(layers / 8);
+  return layer < eighth || layer >= Math.trunc((7 * layers) / 8) || (layer - eighth) % 3 === 2;
+}
+
+/** llama.cpp's replacement for a type whose block does not divide the row length (tensor_type_fallback). */
+function blockFallback(type: GgmlTypeName, rowLength: number): GgmlTypeName {
+  if (rowLength % GGML_LAYOUT[type].block === 0) return type;
+  // llama.cpp's Q5_K fallback is Q5_1, which finllm does not write (only a 70B attn_v is Q5_K).
+  if (type === 'Q5_K') throw new RangeError(`Q5_K weight with rows of ${rowLength} values: its fallback Q5_1 is not supported`);
+  const next: GgmlTypeName = type === 'Q4_K' ? 'Q5_0' : type === 'Q6_K' ? 'Q8_0' : type;
+  return rowLength % GGML_LAYOUT[next].block === 0 ? next : 'F16';
+}
+
+/**
+ * The tensor type of one weight: norms and RoPE factors f32; 2-D weights `type` (q4_k_m: its
+ * per-tensor mix), or its fallback when their rows do not fill whole quantization blocks.
+ */
+export function ggufTensorType(type: GgufExportType, shape: readonly number[], role: TensorRole = {}, layers = 1): GgmlTypeName {
   if (shape.length < 2) return 'F32';
-  const want = WEIGHT_TYPE[type];
-  return shape[shape.length - 1]! % GGML_LAYOUT[want].block === 0 ? want : 'F16';
+  const rowLength = shape[shape.length - 1]!;
+  return blockFallback(ggufWantedType(type, role, layers), rowLength);
+}
+
+/** The type a 2-D weight gets when its rows fill whole blocks. */
+function ggufWantedType(type: GgufExportType, role: TensorRole, layers: number): GgmlTypeName {
+  if (type !== 'q4_k_m') return WEIGHT_TYPE[type];
+  if (role.output || (role.moreBitsCandidate && useMoreBits(role.moreBitsCandidate.layer, layers))) return 'Q6_K';
+  return role.attnVOf70B ? 'Q5_K' : 'Q4_K';
+}
+
+/** A weight written in another type than its export type asks for (its rows do not fill its blocks). */
+export interface GgufFallback {
+  name: string;
+  wanted: GgmlTypeName;
+  written: GgmlTypeName;
 }
 
 /** The Modelfile-free part: builds the metadata and tensors and writes `outFile` atomically. */
-export async function exportGguf(modelDir: string, outFile: string, opts: GgufExportOptions = {}): Promise<{ tensors: number; fallbackF16: string[] }> {
+export async function exportGguf(modelDir: string, outFile: string, opts: GgufExportOptions = {}): Promise<{ tensors: number; fallbackF16: string[]; fallbacks: GgufFallback[] }> {
   const type = opts.type ?? 'f16';
   const config = await loadLlamaConfig(modelDir);
+  // llama.cpp takes an 80-layer GQA llama for its 70B and gives its attn_v more bits.
+  const is70B = config.numHiddenLayers === 80 && config.numKeyValueHeads !== config.numAttentionHeads;
   const tokenizer = await ggufTokenizerMetadata(modelDir, config.vocabSize, opts.chatTemplateFile ? { chatTemplateFile: opts.chatTemplateFile } : {});
   const adapter = opts.adapter ? await readAdapter(opts.adapter) : null;
   if (adapter) validateAdapterAgainstModel(adapter.config, config, adapter.weights, opts.adapter);
@@ -284,7 +337,7 @@ export async function exportGguf(modelDir: string, outFile: string, opts: GgufEx
     md.set('general.architecture', { type: 'string', value: 'llama' });
     md.set('general.name', { type: 'string', value: opts.name ?? basename(modelDir.replace(/\/+$/, '')) });
     md.set('general.file_type', u32(FILE_TYPE[type]));
-    if (type === 'q8_0' || type === 'q4_0') md.set('general.quantization_version', u32(2));
+    if (type === 'q8_0' || type === 'q4_0' || type === 'q4_k_m') md.set('general.quantization_version', u32(2));
     md.set('llama.vocab_size', u32(config.vocabSize));
     md.set('llama.context_length', u32(config.maxPositionEmbeddings));
     md.set('llama.embedding_length', u32(config.hiddenSize));
@@ -325,15 +378,18 @@ export async function exportGguf(modelDir: string, outFile: string, opts: GgufEx
       }
       return w;
     };
-    const fallbackF16: string[] = [];
+    const fallbacks: GgufFallback[] = [];
     const tensors: GgufTensorSpec[] = [];
-    const add = (name: string, shape: number[], data: () => Promise<Float32Array> | Float32Array) => {
-      const t = tensorType(type, shape);
-      if (shape.length >= 2 && t !== WEIGHT_TYPE[type]) fallbackF16.push(name);
+    const layers = config.numHiddenLayers;
+    const add = (name: string, shape: number[], data: () => Promise<Float32Array> | Float32Array, role: TensorRole = {}) => {
+      const t = ggufTensorType(type, shape, role, layers);
+      const wanted = ggufWantedType(type, role, layers);
+      if (shape.length >= 2 && t !== wanted) fallbacks.push({ name, wanted, written: t });
       tensors.push({ name, shape, type: t, data });
     };
     const d = config.hiddenSize;
-    add('token_embd.weight', [config.vocabSize, d], () => read('model.embed_tokens.weight', [config.vocabSize, d]));
+    // A tied embedding is also the output matrix: llama.cpp gives it the output's type.
+    add('token_embd.weight', [config.vocabSize, d], () => read('model.embed_tokens.weight', [config.vocabSize, d]), { output: config.tieWordEmbeddings });
     if (s) add('rope_freqs.weight', [config.headDim / 2], () => llama3RopeFactors(config));
     for (let l = 0; l < config.numHiddenLayers; l++) {
       add(`blk.${l}.attn_norm.weight`, [d], () => read(`model.layers.${l}.input_layernorm.weight`, [d]));
@@ -344,14 +400,14 @@ export async function exportGguf(modelDir: string, outFile: string, opts: GgufEx
         add(`blk.${l}.${GGUF_LINEAR[mod]}.weight`, shape, async () => {
           const w = await read(hfName, shape);
           return heads > 0 ? permuteRopeRows(w, heads, config.headDim) : w;
-        });
+        }, mod === 'v_proj' ? { moreBitsCandidate: { layer: l }, attnVOf70B: is70B } : mod === 'down_proj' ? { moreBitsCandidate: { layer: l } } : {});
         if (mod === 'o_proj') add(`blk.${l}.ffn_norm.weight`, [d], () => read(`model.layers.${l}.post_attention_layernorm.weight`, [d]));
       }
     }
     add('output_norm.weight', [d], () => read('model.norm.weight', [d]));
-    if (!config.tieWordEmbeddings) add('output.weight', [config.vocabSize, d], () => read('lm_head.weight', [config.vocabSize, d]));
+    if (!config.tieWordEmbeddings) add('output.weight', [config.vocabSize, d], () => read('lm_head.weight', [config.vocabSize, d]), { output: true });
     await writeGguf(outFile, md, tensors);
-    return { tensors: tensors.length, fallbackF16 };
+    return { tensors: tensors.length, fallbackF16: fallbacks.filter((f) => f.written === 'F16').map((f) => f.name), fallbacks };
   } finally {
     await ckpt.close();
   }

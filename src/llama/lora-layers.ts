@@ -54,6 +54,43 @@ export class LoraLayers {
    * (= U(-1/√in, 1/√in)), B = 0.
    */
   static init(model: LlamaConfig, opts: NewLoraOptions, seed: number): LoraLayers {
+    const config = LoraLayers.newConfig(opts);
+    const rng = new Rng(seed);
+    const weights: LoraWeights = new Map();
+    for (let l = 0; l < model.numHiddenLayers; l++) {
+      for (const mod of config.targetModules) {
+        const [out, inp] = linearShape(model, mod);
+        const bound = 1 / Math.sqrt(inp);
+        weights.set(loraKey(l, mod), { A: rng.uniformArray(config.r * inp, -bound, bound), B: new Float32Array(out * config.r), r: config.r, inFeatures: inp, outFeatures: out });
+      }
+    }
+    return LoraLayers.fromAdapter(model, { config, weights });
+  }
+
+  /**
+   * Leaves of the shapes `init` makes, in the same order, with no values drawn or uploaded: for
+   * counting what they take on a MetaDevice (the memory estimate), not for training.
+   */
+  static empty(model: LlamaConfig, opts: NewLoraOptions): LoraLayers {
+    const config = LoraLayers.newConfig(opts);
+    const layers: Partial<Record<LinearModule, LoraPair>>[] = [];
+    for (let l = 0; l < model.numHiddenLayers; l++) {
+      const entry: Partial<Record<LinearModule, LoraPair>> = {};
+      for (const mod of config.targetModules) {
+        const [out, inp] = linearShape(model, mod);
+        const A = Tensor.empty([config.r, inp]).keep();
+        const B = Tensor.empty([out, config.r]).keep();
+        A.requiresGrad = true;
+        B.requiresGrad = true;
+        entry[mod] = { A, B };
+      }
+      layers.push(entry);
+    }
+    return new LoraLayers(config, layers);
+  }
+
+  /** The adapter config of a fresh adapter, checked. */
+  private static newConfig(opts: NewLoraOptions): LoraAdapterConfig {
     const config: LoraAdapterConfig = {
       r: opts.r,
       loraAlpha: opts.loraAlpha,
@@ -66,16 +103,7 @@ export class LoraLayers {
     if (!(Number.isInteger(config.r) && config.r > 0)) throw new InputError(`LoRA rank r must be a positive integer, got ${config.r}`, { key: 'r' });
     if (!(config.loraAlpha > 0)) throw new InputError(`lora_alpha must be positive, got ${config.loraAlpha}`, { key: 'lora_alpha' });
     if (!(config.loraDropout >= 0 && config.loraDropout < 1)) throw new InputError(`lora_dropout must be in [0, 1), got ${config.loraDropout}`, { key: 'lora_dropout' });
-    const rng = new Rng(seed);
-    const weights: LoraWeights = new Map();
-    for (let l = 0; l < model.numHiddenLayers; l++) {
-      for (const mod of config.targetModules) {
-        const [out, inp] = linearShape(model, mod);
-        const bound = 1 / Math.sqrt(inp);
-        weights.set(loraKey(l, mod), { A: rng.uniformArray(config.r * inp, -bound, bound), B: new Float32Array(out * config.r), r: config.r, inFeatures: inp, outFeatures: out });
-      }
-    }
-    return LoraLayers.fromAdapter(model, { config, weights });
+    return config;
   }
 
   /** An adapter (validated against the model) uploaded as trainable f32 leaves. */

@@ -263,6 +263,35 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
 }
 
 /**
+ * The weights loadLlamaWeights makes for `config`, with the same shapes and dtypes (dense at
+ * `storage`, norms f32, decoder linear layers NF4-quantized with `quantize: 'nf4'`) but no values
+ * read: for counting what a model takes on a MetaDevice (the memory estimate), not for computing.
+ */
+export function emptyLlamaWeights(config: LlamaConfig, opts: Pick<LoadWeightsOptions, 'storage' | 'quantize' | 'doubleQuant'> = {}): LlamaWeights {
+  const storage = opts.storage ?? 'f32';
+  const dense = (shape: number[], st: WeightStorage) => Tensor.empty(shape, st).keep();
+  const embedTokens = dense([config.vocabSize, config.hiddenSize], storage);
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < config.numHiddenLayers; l++) {
+    const inputNorm = dense([config.hiddenSize], 'f32');
+    const postAttentionNorm = dense([config.hiddenSize], 'f32');
+    const linear = {} as Record<LinearModule, LinearWeight>;
+    for (const mod of LINEAR_MODULES) {
+      const shape = linearShape(config, mod);
+      if (opts.quantize === 'nf4') {
+        const f = Tensor.empty(shape);
+        linear[mod] = keepNf4(quantizeNf4(f, { doubleQuant: opts.doubleQuant ?? false }));
+        f.dispose();
+      } else linear[mod] = dense(shape, storage);
+    }
+    layers.push({ inputNorm, postAttentionNorm, linear });
+  }
+  const norm = dense([config.hiddenSize], 'f32');
+  const lmHead = config.tieWordEmbeddings ? embedTokens : dense([config.vocabSize, config.hiddenSize], storage);
+  return { embedTokens, layers, norm, lmHead, outOfF16Range: [] };
+}
+
+/**
  * Every weight tensor by its HF name, in checkpoint order (embed_tokens, per layer the norms and
  * linear layers, norm, lm_head). Tied embeddings appear once, as model.embed_tokens.weight (HF does
  * not save lm_head.weight for them). NF4 weights are not dense tensors: they are an error here.

@@ -285,7 +285,7 @@ describe('fuzzed inputs: exit 0 or 1, never 2, no stack trace, nothing half-writ
     const rng = testRng('fuzz-jsonl');
     const dir = tempDir();
     const train = readRows(join(ROOT, 'data', 'sample', 'train.jsonl'), 6);
-    const qa = readRows(join(ROOT, 'data', 'eval', 'qa.jsonl'), 3);
+    const qa = readRows(join(ROOT, 'data', 'eval', 'fin-figures.jsonl'), 3);
     const score = [{ prediction: 'Revenue rose 9% to $2.31 billion.', reference: 'Revenue grew 9 percent to 2.31 billion dollars.', id: 'a' }, { prediction: 'Positive', reference: 'positive', source: 'Sales up.' }];
     const results = JSON.parse(JSON.stringify({
       format: 'finllm.results.v1', model: 'm', adapter: null, task: 'qa', metrics: { rougeL: 0.5 },

@@ -52,8 +52,8 @@ const RUN: { readme: string; extra: string[] }[] = [
   { readme: 'finllm train --set data.train=my-data.csv', extra: [...TINY_TRAIN, '--set', 'output.dir=runs/own'] },
   // The LoRA adapter the DIR/ADAPTER examples use (not a README line itself).
   { readme: '', extra: ['train', '--env', 'lora', '--set', 'output.dir=runs/lora', ...TINY_TRAIN] },
-  { readme: 'finllm eval --model DIR --adapter ADAPTER --data data/eval/qa.jsonl --task generation --batch-size 8 --out ft.json', extra: ['--limit', '3', '--max-new-tokens', '4', '-q'] },
-  { readme: '', extra: ['eval', '--model', 'models/fin-base', '--data', 'data/eval/qa.jsonl', '--task', 'generation', '--out', 'base.json', '--limit', '3', '--max-new-tokens', '4', '-q'] },
+  { readme: 'finllm eval --model DIR --adapter ADAPTER --data data/eval/fin-figures.jsonl --task generation --batch-size 8 --out ft.json', extra: ['--limit', '3', '--max-new-tokens', '4', '-q'] },
+  { readme: '', extra: ['eval', '--model', 'models/fin-base', '--data', 'data/eval/fin-figures.jsonl', '--task', 'generation', '--out', 'base.json', '--limit', '3', '--max-new-tokens', '4', '-q'] },
   { readme: 'finllm compare --base base.json --candidate ft.json --out report/', extra: ['--resamples', '200'] },
   { readme: 'finllm score --input predictions.jsonl --json', extra: [] },
   { readme: 'finllm generate --model DIR --adapter ADAPTER --prompt "Summarize: revenue rose 9% to $2.31 billion" --max-new-tokens 64 --temperature 0.7 --top-p 0.9 --seed 1', extra: ['--max-new-tokens', '4'] },

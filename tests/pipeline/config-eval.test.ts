@@ -25,14 +25,14 @@ describe('config eval section', () => {
     const cfg = loadConfig({ file: DEFAULT });
     const ev = cfg.eval!;
     expect(ev.suites.map((s) => [s.file, s.task])).toEqual([
-      [join(ROOT, 'data', 'eval', 'qa.jsonl'), 'generation'],
-      [join(ROOT, 'data', 'eval', 'summarization.jsonl'), 'generation'],
-      [join(ROOT, 'data', 'eval', 'sentiment.jsonl'), 'classification'],
+      [join(ROOT, 'data', 'eval', 'fin-sentiment.jsonl'), 'classification'],
+      [join(ROOT, 'data', 'eval', 'fin-figures.jsonl'), 'generation'],
+      [join(ROOT, 'data', 'eval', 'fin-summary.jsonl'), 'generation'],
     ]);
     expect(ev.limit).toBe(10);
     expect(ev.max_new_tokens).toBe(24);
     expect(ev.sampling).toEqual({ greedy: true, temperature: 1, top_k: 0, top_p: 1, repetition_penalty: 1, seed: 0 });
-    expect(evalSuites(ev).map((s) => s.name)).toEqual(['qa', 'summarization', 'sentiment']);
+    expect(evalSuites(ev).map((s) => s.name)).toEqual(['fin-sentiment', 'fin-figures', 'fin-summary']);
   });
 
   it('is optional: configs without it validate and get eval = null; the GPU config too', () => {

@@ -30,8 +30,8 @@ export function tinyPipeline(opts: { evalOverride?: string } = {}): TinySetup {
   writeFileSync(join(dir, 'train.jsonl'), head(join(ROOT, 'data', 'sample', 'train.jsonl'), 16));
   writeFileSync(join(dir, 'val.jsonl'), head(join(ROOT, 'data', 'sample', 'val.jsonl'), 2));
   const qaFile = join(dir, 'qa.jsonl');
-  writeFileSync(qaFile, head(join(ROOT, 'data', 'eval', 'qa.jsonl'), 3));
-  writeFileSync(join(dir, 'sentiment.jsonl'), head(join(ROOT, 'data', 'eval', 'sentiment.jsonl'), 3));
+  writeFileSync(qaFile, head(join(ROOT, 'data', 'eval', 'fin-figures.jsonl'), 3));
+  writeFileSync(join(dir, 'sentiment.jsonl'), head(join(ROOT, 'data', 'eval', 'fin-sentiment.jsonl'), 3));
   const config = join(dir, 'pipeline.yaml');
   writeFileSync(
     config,

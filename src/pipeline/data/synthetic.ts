@@ -15,6 +15,13 @@
 //           sentiment {task: financial_analysis, text, sentiment}, figure extraction {task: qa,
 //           text, question, answer}, one-line summary {task: summarization, text, summary}.
 //           The eval layout (data/eval/README.md) is the same record with `context`/`source`/`label`.
+//           Four more kinds cover the other templates (data/sample/ uses all seven): worded
+//           analysis {task: financial_analysis, source, text, sentiment, analysis}, transcript
+//           turns {task: transcript_completion, source, text, continuation}, chat {task: chat,
+//           source, messages} and raw documents {task: completion, source, text}.
+//
+// Every committed data file (data/finetune, data/eval, data/sample) is written by this generator;
+// data/README.md lists the commands and seeds.
 //
 // Company names come from syllables, so train, validation and evaluation sets can use disjoint
 // companies (`split`): a model that learns the tasks must read the passage, not remember names.
@@ -27,8 +34,13 @@ import { JSONL_EXTENSIONS } from './readers.js';
 
 export type DocumentKind = 'earnings_call' | 'analyst_qa' | 'filing' | 'news' | 'guidance';
 export const DOCUMENT_KINDS: readonly DocumentKind[] = ['earnings_call', 'analyst_qa', 'filing', 'news', 'guidance'];
-export type TaskKind = 'sentiment' | 'figures' | 'summary';
+export type TaskKind = 'sentiment' | 'figures' | 'summary' | 'analysis' | 'transcript' | 'chat' | 'completion';
+/** The fine-tuning tasks of the default config, and the default of `--tasks`. */
 export const TASK_KINDS: readonly TaskKind[] = ['sentiment', 'figures', 'summary'];
+/** Every task kind: one per training template (data/sample/). */
+export const ALL_TASK_KINDS: readonly TaskKind[] = [...TASK_KINDS, 'analysis', 'transcript', 'chat', 'completion'];
+/** The kinds that have an evaluation layout (`--eval`). */
+export const EVAL_TASK_KINDS: readonly TaskKind[] = TASK_KINDS;
 export type Tone = 'positive' | 'negative' | 'neutral';
 
 /** Disjoint name spaces: a company of one split never appears in another. */
@@ -398,7 +410,38 @@ export interface SummaryRecord {
   summary: string;
 }
 
-export type TaskRecord = SentimentRecord | FigureRecord | SummaryRecord;
+export interface AnalysisRecord {
+  task: 'financial_analysis';
+  kind: 'analysis';
+  source: 'filing';
+  text: string;
+  sentiment: Tone;
+  analysis: string;
+}
+
+export interface TranscriptRecord {
+  task: 'transcript_completion';
+  kind: 'transcript';
+  source: 'earnings_call';
+  text: string;
+  continuation: string;
+}
+
+export interface ChatRecord {
+  task: 'chat';
+  kind: 'chat';
+  source: 'news';
+  messages: { role: 'system' | 'user' | 'assistant'; content: string }[];
+}
+
+export interface CompletionRecord {
+  task: 'completion';
+  kind: 'completion';
+  source: DocumentKind;
+  text: string;
+}
+
+export type TaskRecord = SentimentRecord | FigureRecord | SummaryRecord | AnalysisRecord | TranscriptRecord | ChatRecord | CompletionRecord;
 
 /** A short passage whose wording carries the tone: news lines, guidance, or (neutral) housekeeping. */
 function sentimentTask(d: Draw, f: FactSheet): SentimentRecord {
@@ -457,7 +500,63 @@ function summaryTask(d: Draw, f: FactSheet): SummaryRecord {
   return { task: 'summarization', kind: 'summary', source, text, summary: summaryLine(f) };
 }
 
-const TASKS: Record<TaskKind, (d: Draw, f: FactSheet) => TaskRecord> = { sentiment: sentimentTask, figures: figureTask, summary: summaryTask };
+/** A passage with margin and EPS, and a worded analysis: tone, the key figures, the driver. */
+function analysisTask(d: Draw, f: FactSheet): AnalysisRecord {
+  const c = f.company;
+  const text = [revenueSentence(d, f, named(c)), marginSentence(d, f), epsSentence(d, f, true), `Results reflected ${f.driver}.`].join(' ');
+  const revenue = f.growth === 0 ? `revenue flat at ${f.revenue.text}` : `revenue ${f.growth > 0 ? 'up' : 'down'} ${pct(f.growth)} to ${f.revenue.text}`;
+  const margin = f.marginBps === 0 ? `operating margin flat at ${f.margin}%` : `operating margin ${f.marginBps > 0 ? 'up' : 'down'} ${Math.abs(f.marginBps)} basis points to ${f.margin}%`;
+  const eps = `diluted EPS of ${usd(f.eps)} against ${usd(f.consensus)} expected`;
+  const analysis = `Sentiment: ${capitalize(f.tone)}. Key figures: ${revenue}; ${margin}; ${eps}. Main driver: ${f.driver}.`;
+  return { task: 'financial_analysis', kind: 'analysis', source: 'filing', text, sentiment: f.tone, analysis };
+}
+
+/** The opening turns of a call and an analyst's question; the continuation is the answer. */
+function transcriptTask(d: Draw, f: FactSheet): TranscriptRecord {
+  const c = f.company;
+  const analyst = `${d.pick(FIRST)} ${d.pick(LAST)}`;
+  const bank = d.pick(BANKS);
+  const ask = d.pick(ASKS)(f, d);
+  const turns = [
+    `Operator: Welcome to the ${c.name} ${quarterName(f)} ${f.year} earnings call.`,
+    `${c.ceo}, Chief Executive Officer: ${revenueSentence(d, f, WE)}`,
+    `Operator: Our next question comes from ${analyst} with ${bank}.`,
+    `${analyst}, ${bank}: ${ask.q}`,
+  ];
+  return { task: 'transcript_completion', kind: 'transcript', source: 'earnings_call', text: turns.join('\n'), continuation: `${d.chance(0.5) ? c.cfo : c.ceo}: ${ask.a}` };
+}
+
+/** A news item and the question whether it is good news; the answer gives the tone and the summary line (its figures are the item's). */
+function chatTask(d: Draw, f: FactSheet): ChatRecord {
+  const c = f.company;
+  const text = [`${c.name} (${c.ticker}) reported ${quarterName(f)} results on ${f.reportDay}.`, revenueSentence(d, f, THE_COMPANY), epsSentence(d, f, true), guidanceSentence(d, f, 'company')].join(' ');
+  return {
+    task: 'chat',
+    kind: 'chat',
+    source: 'news',
+    messages: [
+      { role: 'system', content: 'You are a concise financial analyst. Quote figures exactly.' },
+      { role: 'user', content: `${text}\n\nIs this news positive, negative or neutral for ${c.ticker}, and why?` },
+      { role: 'assistant', content: `${capitalize(f.tone)}. ${summaryLine(f)}` },
+    ],
+  };
+}
+
+/** A short raw document (news or guidance), for the completion template. */
+function completionTask(d: Draw, f: FactSheet): CompletionRecord {
+  const source = d.pick(['news', 'guidance'] as const);
+  return { task: 'completion', kind: 'completion', source, text: RENDER[source](d, f) };
+}
+
+const TASKS: Record<TaskKind, (d: Draw, f: FactSheet) => TaskRecord> = {
+  sentiment: sentimentTask,
+  figures: figureTask,
+  summary: summaryTask,
+  analysis: analysisTask,
+  transcript: transcriptTask,
+  chat: chatTask,
+  completion: completionTask,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Generators
@@ -519,8 +618,8 @@ export function* generateTasks(opts: TaskOptions): Generator<TaskRecord> {
   const companies = companyPool(d, split, Math.max(8, Math.min(2000, opts.perTask)));
   for (let i = 0; i < opts.perTask; i++) {
     for (const t of tasks) {
-      // Sentiment labels are balanced by cycling the tone; the other tasks draw it.
-      const tone = t === 'sentiment' ? TONES[i % 3]! : d.pick(TONES);
+      // Sentiment labels (of sentiment and analysis records) are balanced by cycling the tone; the other tasks draw it.
+      const tone = t === 'sentiment' || t === 'analysis' ? TONES[i % 3]! : d.pick(TONES);
       yield TASKS[t](d, makeFacts(d, d.pick(companies), tone));
     }
   }
@@ -532,6 +631,7 @@ export function evalRecord(r: TaskRecord, id: string): Record<string, string> {
     case 'sentiment': return { id, text: r.text, label: r.sentiment };
     case 'figures': return { id, context: r.text, question: r.question, answer: r.answer };
     case 'summary': return { id, source: r.text, summary: r.summary, source_kind: r.source };
+    default: throw new InputError(`the evaluation layout exists for ${EVAL_TASK_KINDS.join(', ')}, not ${r.kind}`, { flag: 'tasks' });
   }
 }
 
@@ -584,6 +684,8 @@ export function checkGenerateDestination(path: string, o: GenerateFileOptions): 
   if (!JSONL_EXTENSIONS.includes(ext)) {
     throw new InputError(`data generate writes JSON Lines: expected a .jsonl file name (or ${JSONL_EXTENSIONS.slice(1).join(', ')}), got ${ext ? `a ${ext} file` : 'no extension'}`, { file: path });
   }
+  const noEval = o.kind === 'tasks' && o.evalLayout ? (o.tasks ?? TASK_KINDS).filter((t) => !EVAL_TASK_KINDS.includes(t)) : [];
+  if (noEval.length) throw new InputError(`--eval writes the evaluation layout of ${EVAL_TASK_KINDS.join(', ')}; ${noEval.join(', ')} has none`, { flag: 'tasks' });
   const tasks = o.tasks?.length ?? TASK_KINDS.length;
   const records = o.kind === 'corpus' ? o.count : o.count * tasks;
   if (records > MAX_GENERATED_RECORDS) {

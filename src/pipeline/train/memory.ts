@@ -1,19 +1,290 @@
-// Memory planning of a training run: the estimate printed before the first step next to the
-// device's memory, `training.batch_size: auto`, and the out-of-memory message that says what to
-// change. The numbers come from the memory model (src/llama/memory.ts) and the device's memory
-// (src/engine/device-memory.ts), which is also the engine pool's capacity.
-import { backward, zeroGrad } from '../../engine/autograd.js';
+// The memory of a training run: the estimate of one step's pool peak, printed before the first
+// step next to the device's memory, `training.batch_size: auto`, and the out-of-memory message that
+// says what to change.
+//
+// The estimate is not a model of the code but a run of it: the model (empty weights of the right
+// shapes and dtypes, NF4-quantized where configured), its LoRA leaves or full-training leaves, the
+// AdamW state, and one step (each micro-batch's forward and backward, the gradient norm, the update,
+// as trainStep records them) run on an engine over a MetaDevice (src/engine/meta-device.ts): no GPU
+// memory is allocated, no WGSL is generated or compiled, nothing is dispatched, and the engine's pool
+// counts every buffer the code makes, in the pool's size classes. The live peak of that pool is the
+// estimate; a kernel that changes what it saves changes the estimate with it.
+import { backward, noGrad, observeBackward, zeroGrad } from '../../engine/autograd.js';
 import type { DeviceMemory } from '../../engine/device-memory.js';
+import { MetaDevice } from '../../engine/meta-device.js';
 import { resolvePrecision, withPrecision, type Precision } from '../../engine/precision.js';
-import { OutOfMemoryError } from '../../engine/device.js';
+import { OutOfMemoryError, type Device } from '../../engine/device.js';
 import { Rng } from '../../engine/random.js';
-import { engine, tidy } from '../../engine/tensor.js';
+import { BufferPool, Engine, engine, tidy, withEngine, type Tensor } from '../../engine/tensor.js';
 import { InputError, RuntimeFailure } from '../../errors.js';
+import { lossChunkRows, scale } from '../../kernels/index.js';
+import { AdamW, gradNormCoef } from '../../kernels/optim.js';
 import type { LlamaConfig } from '../../llama/config.js';
-import { estimateTrainingMemory, type TrainingMemoryEstimate } from '../../llama/memory.js';
-import { CHECKPOINT_MODES, shiftLabels, type CheckpointMode, type LlamaModel } from '../../llama/model.js';
+import { CHECKPOINT_MODES, LlamaModel, LoraLayers, shiftLabels, type CheckpointMode } from '../../llama/model.js';
+import { emptyLlamaWeights, type LinearModule } from '../../llama/weights.js';
 import type { ResolvedConfig } from '../config.js';
+import type { Batch } from '../data/index.js';
 import { formatBytes } from './logging.js';
+
+export interface TrainingMemoryShape {
+  config: LlamaConfig;
+  batchSize: number;
+  seqLen: number;
+  /**
+   * What the step trains: LoRA adapters on the frozen base (default), or every weight ('full': f32
+   * master weights, so quantize 'none' and storage 'f32'; `lora` is ignored).
+   */
+  method?: 'lora' | 'full';
+  /** NF4 for the decoder linear layers (QLoRA) or dense at `storage`. */
+  quantize: 'nf4' | 'none';
+  storage: 'f32' | 'bf16' | 'f16';
+  doubleQuant?: boolean;
+  /** LoRA rank and the modules it targets (null: no adapter); its dropout (default 0). */
+  lora: { r: number; targetModules: readonly LinearModule[]; dropout?: number } | null;
+  checkpointing: CheckpointMode;
+  /** The device's largest storage binding (optimizer state chunks, loss chunk); default the engine device's. */
+  maxBindingBytes?: number;
+  /**
+   * Gradient accumulation (more than one micro-batch per step): from the second micro-batch on,
+   * every trainable gradient exists throughout, and new ones are added to them in place.
+   */
+  accumulating?: boolean;
+  /** The compute precision (default fp32): fp16-mixed keeps GEMM inputs and attention's q/k/v in f16. */
+  precision?: Precision;
+}
+
+export interface TrainingMemoryEstimate {
+  weights: number;
+  /** LoRA A and B. */
+  adapters: number;
+  /** AdamW moments (m and v). */
+  optimizer: number;
+  /** RoPE cos/sin tables. */
+  ropeTables: number;
+  /** At the peak: what a forward made that is still alive (kept for backward), the batch's token ids included. */
+  activations: number;
+  /** Parameter gradients (.grad) alive at the peak. */
+  gradients: number;
+  /** Everything else alive at the peak (activation gradients, loss chunks, dW, re-run layers, the update's temporaries). */
+  workspace: number;
+  /** The estimated pool peak: the sum of the above. */
+  total: number;
+  /** What one decoder layer's forward keeps for backward, per token (for the printout). */
+  activationsPerTokenPerLayer: number;
+  /** Rows per chunk of the fused loss head. */
+  lossChunkRows: number;
+  /**
+   * When in the step the peak is: the forward, the backward of an op (e.g. "the backward
+   * (linearCrossEntropy)", the fused loss head's), or the optimizer step; "micro-batch 2's ..." under
+   * gradient accumulation.
+   */
+  peakAt: string;
+}
+
+type Phase = 'setup' | 'forward' | 'backward' | 'update';
+
+/**
+ * The meta engine's pool: the plain pool's accounting (size classes, reuse of freed buffers, the
+ * peak), and at each new peak what the live bytes were: those made by a forward, and the gradients.
+ */
+class CountingPool extends BufferPool {
+  phase: Phase = 'setup';
+  /** Where in the step the allocations that follow happen. */
+  at = '';
+  /** The trainable parameters, whose .grad are the gradients. */
+  params: Tensor[] = [];
+  atPeak = { forward: 0, gradients: 0, at: '' };
+  private readonly madeIn = new WeakMap<GPUBuffer, Phase>();
+  private readonly live: Record<Phase, number> = { setup: 0, forward: 0, backward: 0, update: 0 };
+
+  override acquire(bytes: number): GPUBuffer {
+    const peak = this.peakBytes;
+    const buf = super.acquire(bytes);
+    this.madeIn.set(buf, this.phase);
+    this.live[this.phase] += buf.size;
+    if (this.peakBytes > peak) {
+      let gradients = 0;
+      for (const p of this.params) if (p.grad && !p.grad.disposed) gradients += p.grad.buffer.size;
+      this.atPeak = { forward: this.live.forward, gradients, at: this.at };
+    }
+    return buf;
+  }
+
+  override release(buf: GPUBuffer): void {
+    this.live[this.madeIn.get(buf)!] -= buf.size;
+    super.release(buf);
+  }
+}
+
+/** A batch of `batchSize` rows of `seqLen` tokens, every position but each row's last labelled (as the trainer's batches, unpacked). */
+function countingBatch(batchSize: number, seqLen: number): Batch {
+  const n = batchSize * seqLen;
+  const ids = new Int32Array(n);
+  return {
+    inputIds: ids, labels: shiftLabels(ids, batchSize, seqLen), positionIds: Int32Array.from({ length: n }, (_, i) => i % seqLen),
+    segmentIds: new Int32Array(n).fill(1), attentionMask: new Uint8Array(n).fill(1), batchSize, seqLen, numTargetTokens: batchSize * (seqLen - 1), numExamples: batchSize,
+  };
+}
+
+/** An engine over a MetaDevice standing in for the engine's device, with a counting pool. */
+function metaEngine(s: TrainingMemoryShape): { meta: Engine; pool: CountingPool } {
+  const real: Device = engine().dev;
+  const dev = new MetaDevice(real, s.maxBindingBytes !== undefined ? { maxStorageBufferBindingSize: s.maxBindingBytes } : {});
+  const pool = new CountingPool(dev);
+  return { meta: new Engine(dev, { memory: null, pool }), pool };
+}
+
+/** The model of `s` on the current (meta) engine: empty weights, and LoRA leaves unless full training. */
+function countingModel(s: TrainingMemoryShape, config: LlamaConfig): LlamaModel {
+  const model = new LlamaModel(config, emptyLlamaWeights(config, { storage: s.storage, quantize: s.quantize === 'nf4' ? 'nf4' : null, doubleQuant: s.doubleQuant ?? false }));
+  if (s.method !== 'full' && s.lora) {
+    model.lora = LoraLayers.empty(config, { r: s.lora.r, loraAlpha: 2 * s.lora.r, loraDropout: s.lora.dropout ?? 0, targetModules: [...s.lora.targetModules] });
+  }
+  return model;
+}
+
+/**
+ * What one decoder layer's forward keeps for backward: `kept` (what a recorded forward, model.loss,
+ * keeps with `s.config`'s layers) less what it keeps with one layer fewer, counted here.
+ */
+function keptByOneLayer(s: TrainingMemoryShape, kept: number): number {
+  const layers = s.config.numHiddenLayers;
+  if (layers === 0) return 0;
+  const { meta, pool } = metaEngine(s);
+  const fewer = withEngine(meta, () =>
+    withPrecision(s.precision ?? 'fp32', () => {
+      const model = countingModel(s, { ...s.config, numHiddenLayers: layers - 1 });
+      if (s.method === 'full') model.enableFullTraining();
+      model.ropeFor(s.seqLen - 1);
+      model.training = true;
+      const before = pool.liveBytes;
+      return tidy(() => {
+        model.loss(countingBatch(s.batchSize, s.seqLen), { gradientCheckpointing: s.checkpointing });
+        return pool.liveBytes - before;
+      });
+    }),
+  );
+  return kept - fewer;
+}
+
+/**
+ * Estimated pool peak of one training step (forward + backward + optimizer) for these shapes: the
+ * step run on a MetaDevice standing in for the engine's device (see the header), counted. Needs
+ * an initialized engine (its device's features and limits choose the kernels); allocates nothing
+ * on it and records no GPU work.
+ */
+export function estimateTrainingMemory(shape: TrainingMemoryShape): TrainingMemoryEstimate {
+  // The planning functions below ask for the same shapes again (the advice's alternatives, the
+  // printout's other modes): each is counted once per device.
+  const dev = engine().dev;
+  let known = estimates.get(dev);
+  if (!known) estimates.set(dev, (known = new Map()));
+  const key = JSON.stringify(shape);
+  const hit = known.get(key);
+  if (hit) return hit;
+  const e = countStep(shape);
+  if (known.size >= 256) known.clear();
+  known.set(key, e);
+  return e;
+}
+
+/** Estimates made, per device and shape. */
+const estimates = new WeakMap<Device, Map<string, TrainingMemoryEstimate>>();
+
+function countStep(shape: TrainingMemoryShape): TrainingMemoryEstimate {
+  const full = shape.method === 'full';
+  if (full && (shape.quantize !== 'none' || shape.storage !== 'f32')) {
+    throw new RangeError(`full training keeps f32 master weights: quantize must be 'none' and storage 'f32' (got ${shape.quantize}, ${shape.storage})`);
+  }
+  const s: TrainingMemoryShape = full ? { ...shape, lora: null } : shape;
+  const { meta, pool } = metaEngine(s);
+  const counted = withEngine(meta, () =>
+    withPrecision(s.precision ?? 'fp32', () => {
+      const model = countingModel(s, s.config);
+      // The weights are what the pool holds before the leaves and the optimizer (see `weights` below).
+      const setup = { adapters: 0, optimizer: 0, ropeTables: 0 };
+      let params: Tensor[];
+      let optimizer: AdamW;
+      if (full) {
+        // As the trainer sets it up: every weight, the norms without weight decay.
+        params = [...model.enableFullTraining().values()];
+        const before = pool.liveBytes;
+        optimizer = new AdamW(params, { noWeightDecay: params.filter((p) => p.shape.length === 1) });
+        setup.optimizer = pool.liveBytes - before;
+      } else {
+        params = model.loraParameters();
+        setup.adapters = params.reduce((a, p) => a + p.buffer.size, 0);
+        const before = pool.liveBytes;
+        optimizer = new AdamW(params);
+        setup.optimizer = pool.liveBytes - before;
+      }
+      const beforeRope = pool.liveBytes;
+      model.ropeFor(s.seqLen - 1); // the tables the forward uses, made once
+      setup.ropeTables = pool.liveBytes - beforeRope;
+
+      // The step, the sequence trainStep (trainer.ts) records, kept in step with it; trainStep's reads
+      // of the loss and the norm would give zeros here, and the update follows them unconditionally.
+      pool.params = params;
+      pool.resetPeak();
+      const persistent = pool.liveBytes;
+      model.training = true;
+      const batches = Array.from({ length: s.accumulating ? 2 : 1 }, () => countingBatch(s.batchSize, s.seqLen));
+      const total = batches.reduce((a, b) => a + b.numTargetTokens, 0);
+      const weighted: Tensor[] = [];
+      let keptByForward = 0;
+      batches.forEach((b, micro) => {
+        const which = batches.length > 1 ? `micro-batch ${micro + 1}'s ` : 'the ';
+        [pool.phase, pool.at] = ['forward', `${which}forward`];
+        weighted.push(
+          tidy(() => {
+            const loss = model.loss(b, { gradientCheckpointing: s.checkpointing });
+            if (micro === 0) keptByForward = pool.liveBytes - persistent;
+            [pool.phase, pool.at] = ['backward', `${which}backward`];
+            observeBackward(
+              (node) => (pool.at = `${which}backward (${node.name})`),
+              () => backward(scale(loss, b.numTargetTokens / total)),
+            );
+            return noGrad(() => scale(loss, b.numTargetTokens / total));
+          }),
+        );
+      });
+      [pool.phase, pool.at] = ['update', 'the optimizer step'];
+      const clip = gradNormCoef(params, 1);
+      for (const w of weighted) w.dispose();
+      clip.norm.dispose();
+      optimizer.step(1e-3, { gradScale: clip.coef });
+      clip.coef.dispose();
+      zeroGrad(params);
+      return { setup, persistent, keptByForward, peak: pool.peakBytes, at: pool.atPeak };
+    }),
+  );
+  const { setup, persistent, keptByForward, peak, at } = counted;
+  const activations = at.forward;
+  const gradients = at.gradients;
+  const workspace = peak - persistent - activations - gradients;
+  const n = s.batchSize * s.seqLen;
+  const maxBinding = s.maxBindingBytes ?? engine().dev.limits.maxStorageBufferBindingSize;
+  // Extra persistent bytes besides the four named parts (e.g. kernels' one-time buffers) count as weights.
+  const weights = persistent - setup.adapters - setup.optimizer - setup.ropeTables;
+  let perLayer: number | null = null;
+  return {
+    weights,
+    adapters: setup.adapters,
+    optimizer: setup.optimizer,
+    ropeTables: setup.ropeTables,
+    activations,
+    gradients,
+    workspace,
+    total: peak,
+    // A second counted forward: only when asked for.
+    get activationsPerTokenPerLayer() {
+      if (perLayer === null) perLayer = keptByOneLayer(s, keptByForward) / n;
+      return perLayer;
+    },
+    lossChunkRows: lossChunkRows(n, s.config.vocabSize, maxBinding),
+    peakAt: at.at,
+  };
+}
 
 /** batch_size: auto picks the largest micro-batch whose estimate is within this share of the device's memory. */
 export const AUTO_BATCH_HEADROOM = 0.9;
@@ -40,7 +311,7 @@ export function estimateStep(
     method,
     quantize: cfg.model.quantize,
     storage: cfg.model.storage,
-    lora: method === 'full' ? null : { r: cfg.lora.r, targetModules: cfg.lora.target_modules },
+    lora: method === 'full' ? null : { r: cfg.lora.r, targetModules: cfg.lora.target_modules, dropout: cfg.lora.dropout },
     checkpointing: mode,
     maxBindingBytes: engine().dev.limits.maxStorageBufferBindingSize,
     precision: resolvePrecision(cfg.training.precision, engine().dev),

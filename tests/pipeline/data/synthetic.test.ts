@@ -2,11 +2,12 @@
 // inside a document, answers quoted from their passage, balanced sentiment labels, and company name
 // spaces that keep evaluation companies out of training data.
 import { describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DOCUMENT_KINDS, generateCorpus, generateTasks, syntheticRecords, writeSyntheticJsonl, type TaskRecord } from '../../../src/pipeline/data/synthetic.js';
+import { ALL_TASK_KINDS, DOCUMENT_KINDS, generateCorpus, generateTasks, syntheticRecords, writeSyntheticJsonl, type TaskRecord } from '../../../src/pipeline/data/synthetic.js';
+import { InputError } from '../../../src/errors.js';
 
 const MONEY = String.raw`\$(\d+(?:\.\d+)?) (million|billion)`;
 const millions = (v: string, unit: string) => Number(v) * (unit === 'billion' ? 1000 : 1);
@@ -83,6 +84,54 @@ describe('synthetic financial corpus', () => {
     }
   });
 
+  it('the other template kinds: worded analysis, transcript turns, chat and raw documents, figures taken from their passage', () => {
+    const recs = [...generateTasks({ seed: 6, perTask: 60, tasks: ALL_TASK_KINDS })];
+    // Interleaved in the order given, one of each kind per round.
+    expect(recs.slice(0, ALL_TASK_KINDS.length).map((r) => r.kind)).toEqual(ALL_TASK_KINDS);
+    const numbers = (t: string) => t.match(/\$?\d[\d,]*(\.\d+)?%?/g) ?? [];
+    const fields = new Map<string, string>();
+    for (const r of recs) {
+      const { kind, ...rest } = r;
+      fields.set(kind, Object.keys(rest).sort().join(','));
+      if (r.kind === 'analysis') {
+        expect(r.analysis.startsWith(`Sentiment: ${r.sentiment[0]!.toUpperCase()}${r.sentiment.slice(1)}. Key figures: `), r.analysis).toBe(true);
+        for (const n of numbers(r.analysis)) expect(r.text, `${n} of "${r.analysis}"`).toContain(n);
+      } else if (r.kind === 'transcript') {
+        // `Speaker: text` turns (speaker_turns preprocessing keeps them), ending with an analyst's question.
+        for (const line of r.text.split('\n')) expect(line).toMatch(/^[A-Z][^:\n]*: \S/);
+        expect(r.text).toMatch(/\?$/);
+        expect(r.continuation).toMatch(/^[A-Z][a-z]+ [A-Z][a-z]+: \S/);
+      } else if (r.kind === 'chat') {
+        expect(r.messages.map((m) => m.role)).toEqual(['system', 'user', 'assistant']);
+        const [, user, assistant] = r.messages;
+        expect(assistant!.content).toMatch(/^(Positive|Negative|Neutral)\. /);
+        for (const n of numbers(assistant!.content)) expect(user!.content, `${n} of "${assistant!.content}"`).toContain(n);
+      } else if (r.kind === 'completion') {
+        expect(['news', 'guidance']).toContain(r.source);
+        expect(r.text.length).toBeGreaterThan(80);
+      }
+    }
+    expect(Object.fromEntries(fields)).toEqual({
+      sentiment: 'sentiment,task,text',
+      figures: 'answer,question,task,text',
+      summary: 'source,summary,task,text',
+      analysis: 'analysis,sentiment,source,task,text',
+      transcript: 'continuation,source,task,text',
+      chat: 'messages,source,task',
+      completion: 'source,task,text',
+    });
+    const labels = recs.flatMap((r) => (r.kind === 'analysis' ? [r.sentiment] : []));
+    for (const l of ['positive', 'negative', 'neutral']) expect(labels.filter((x) => x === l)).toHaveLength(20);
+  });
+
+  it('the evaluation layout exists for sentiment, figures and summary only: refused before anything is written', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'finllm-synth-'));
+    const out = join(dir, 'chat.jsonl');
+    await expect(writeSyntheticJsonl(out, { kind: 'tasks', seed: 1, count: 3, evalLayout: true, tasks: ['sentiment', 'chat'] })).rejects.toThrow(InputError);
+    await expect(writeSyntheticJsonl(out, { kind: 'tasks', seed: 1, count: 3, evalLayout: true, tasks: ['chat'] })).rejects.toThrow(/--eval writes the evaluation layout of sentiment, figures, summary; chat has none/);
+    expect(existsSync(out)).toBe(false);
+  });
+
   it('train, validation and evaluation splits use disjoint companies', () => {
     const names = (split: 'train' | 'val' | 'eval') => {
       const out = new Set<string>();
@@ -120,20 +169,27 @@ describe('synthetic financial corpus', () => {
 });
 
 describe('committed generated data', () => {
-  it('data/finetune and the data/eval/fin-* suites are what `finllm data generate` writes (commands in configs/default.yaml)', async () => {
-    const root = process.cwd();
-    const files: [string, Parameters<typeof writeSyntheticJsonl>[1]][] = [
-      ['data/finetune/train.jsonl', { kind: 'tasks', count: 1000, seed: 101, split: 'train' }],
-      ['data/finetune/val.jsonl', { kind: 'tasks', count: 15, seed: 102, split: 'val' }],
-      ['data/eval/fin-sentiment.jsonl', { kind: 'tasks', count: 60, seed: 103, split: 'eval', evalLayout: true, tasks: ['sentiment'] }],
-      ['data/eval/fin-figures.jsonl', { kind: 'tasks', count: 60, seed: 104, split: 'eval', evalLayout: true, tasks: ['figures'] }],
-      ['data/eval/fin-summary.jsonl', { kind: 'tasks', count: 60, seed: 105, split: 'eval', evalLayout: true, tasks: ['summary'] }],
-    ];
+  // scripts/generate-data.sh is the one list of the commands that wrote data/: run each of its
+  // `finllm data generate` lines through the CLI into a temp folder and compare the bytes.
+  const script = readFileSync(join(process.cwd(), 'scripts/generate-data.sh'), 'utf8');
+  const commands = script.split('\n').filter((l) => l.startsWith('finllm data generate ')).map((l) => l.split(/\s+/).slice(1));
+  const outOf = (args: string[]) => args[args.indexOf('-o') + 1]!;
+
+  it('scripts/generate-data.sh writes every committed JSONL file under data/, once', () => {
+    const committed = execFileSync('git', ['ls-files', 'data'], { encoding: 'utf8' }).split('\n').filter((f) => /\.jsonl$/.test(f)).sort();
+    expect(committed.length).toBeGreaterThanOrEqual(7);
+    expect(commands.map(outOf).sort()).toEqual(committed);
+  });
+
+  it('regenerating with its commands reproduces the committed files byte for byte', () => {
+    const cli = join(process.cwd(), 'dist/src/cli/main.js');
     const dir = mkdtempSync(join(tmpdir(), 'finllm-regen-'));
-    for (const [file, opts] of files) {
+    for (const args of commands) {
+      const file = outOf(args);
       const out = join(dir, file.replaceAll('/', '_'));
-      await writeSyntheticJsonl(out, opts);
-      expect(readFileSync(out, 'utf8') === readFileSync(join(root, file), 'utf8'), `${file} regenerates byte for byte`).toBe(true);
+      const run = spawnSync(process.execPath, [cli, ...args.map((a) => (a === file ? out : a))], { encoding: 'utf8' });
+      expect(run.status, `${args.join(' ')}: ${run.stderr}`).toBe(0);
+      expect(readFileSync(out).equals(readFileSync(join(process.cwd(), file))), `${file} regenerates byte for byte`).toBe(true);
     }
   });
 });

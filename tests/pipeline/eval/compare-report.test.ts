@@ -104,7 +104,7 @@ describe('compareResults', () => {
     expect(cmp.metrics[0]!.verdict).toBe('improved');
     expect(cmp.metrics[1]!.verdict).toBe('regressed');
     expect(cmp.suite.verdict).toBe('regressed');
-    expect(cmp.suite.reasons.join('; ')).toMatch(/^hallucinated_number_rate 0 → 0\.0333 .*although numeric_fidelity 0\.4 → 0\.887/);
+    expect(cmp.suite.reasons.join('; ')).toMatch(/^hallucinated_number_rate 0 → 0\.0444 .*although numeric_fidelity 0\.611 → 0\.894/);
   });
   it('uses only pairs where both sides have a value, and Holm-adjusts', () => {
     const hr = cmp.metrics.find((m) => m.metric === 'hallucinated_number_rate')!;
@@ -127,7 +127,7 @@ describe('compareResults', () => {
   });
   it('rejects mismatched example ids naming the file', () => {
     const fewer = { ...candidate, per_example: candidate.per_example.slice(1) };
-    expect(() => compareResults(base, fewer, { baseFile: 'b.json', candidateFile: 'c.json' })).toThrow(/c\.json, key 'per_example': expected the same example ids as b\.json, got 1 missing \(first: sum-001\)/);
+    expect(() => compareResults(base, fewer, { baseFile: 'b.json', candidateFile: 'c.json' })).toThrow(/c\.json, key 'per_example': expected the same example ids as b\.json, got 1 missing \(first: eval-00001\)/);
     expect(() => compareResults(base, candidate, { primaryMetric: 'nope' })).toThrow(/'nope'/);
   });
 });

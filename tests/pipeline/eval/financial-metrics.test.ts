@@ -111,8 +111,8 @@ describe('lexicon sentiment', () => {
     expect(sentimentAgreement('Sales declined sharply.', 'Revenue fell on weak demand.')).toBe(1);
     expect(sentimentAgreement('Sales surged.', 'Revenue fell on weak demand.')).toBe(0);
   });
-  it('is reasonably accurate on the bundled labelled sentences (data/eval/sentiment.jsonl)', () => {
-    const rows = readFileSync(new URL('../../../data/eval/sentiment.jsonl', import.meta.url), 'utf8').trim().split('\n')
+  it('is reasonably accurate on the bundled labelled passages (data/eval/fin-sentiment.jsonl)', () => {
+    const rows = readFileSync(new URL('../../../data/eval/fin-sentiment.jsonl', import.meta.url), 'utf8').trim().split('\n')
       .map((l) => JSON.parse(l) as { text: string; label: SentimentLabel });
     const acc = lexiconLabelAccuracy(rows.map((r) => r.text), rows.map((r) => r.label));
     // A 3-way majority guess would get 1/3; the lexicon should do far better, but it is a lexicon.

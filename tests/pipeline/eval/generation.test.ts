@@ -36,8 +36,8 @@ const rows = (values: Record<string, unknown>[]): EvalRow[] => values.map((value
 
 describe('eval records → prompts', () => {
   it('qa, summarization and sentiment records use the training templates (instruction layout, response slot last)', () => {
-    const qa = rowsOf(join(EVAL, 'qa.jsonl'), 2);
-    const [q] = buildEvalItems(qa, 'generation', 'qa.jsonl');
+    const qa = rowsOf(join(EVAL, 'fin-figures.jsonl'), 2);
+    const [q] = buildEvalItems(qa, 'generation', 'fin-figures.jsonl');
     const r = qa[0]!.value as { id: string; context: string; question: string; answer: string };
     expect(q).toEqual({
       id: r.id,
@@ -47,15 +47,15 @@ describe('eval records → prompts', () => {
       reference: r.answer,
       source: r.context,
     });
-    const [s] = buildEvalItems(rowsOf(join(EVAL, 'summarization.jsonl'), 1), 'generation', 'summarization.jsonl');
+    const [s] = buildEvalItems(rowsOf(join(EVAL, 'fin-summary.jsonl'), 1), 'generation', 'fin-summary.jsonl');
     expect(s!.kind).toBe('summarization');
     // The bundled sources are earnings calls: the noun the training data uses for them.
     expect(s!.prompt.startsWith('### Instruction:\nSummarize this earnings call excerpt in one sentence, keeping figures exact.\n\n### Input:\n')).toBe(true);
     expect(s!.prompt.endsWith('\n\n### Response:\n')).toBe(true);
-    const [c] = buildEvalItems(rowsOf(join(EVAL, 'sentiment.jsonl'), 1), 'classification', 'sentiment.jsonl');
+    const [c] = buildEvalItems(rowsOf(join(EVAL, 'fin-sentiment.jsonl'), 1), 'classification', 'fin-sentiment.jsonl');
     expect(c!.prompt).toBe(
       '### Instruction:\nAnalyze this financial passage: give its sentiment (positive, negative or neutral) and the key figures.\n\n' +
-        `### Input:\n${(rowsOf(join(EVAL, 'sentiment.jsonl'), 1)[0]!.value as { text: string }).text}\n\n### Response:\n`,
+        `### Input:\n${(rowsOf(join(EVAL, 'fin-sentiment.jsonl'), 1)[0]!.value as { text: string }).text}\n\n### Response:\n`,
     );
     expect(c!.reference).toBe('positive');
     // {prompt, reference} records pass through verbatim; limit keeps the first N.
@@ -85,7 +85,7 @@ describe('eval records → prompts', () => {
   });
 
   it('metrics: task defaults per record kind, parsing with errors', () => {
-    const items = buildEvalItems(rowsOf(join(EVAL, 'qa.jsonl'), 1), 'generation', 'qa.jsonl');
+    const items = buildEvalItems(rowsOf(join(EVAL, 'fin-figures.jsonl'), 1), 'generation', 'fin-figures.jsonl');
     expect(metricsFor(items, 'generation')).toEqual(['exact', 'numeric', 'rouge']);
     expect(metricsFor(items, 'generation', ['bleu'])).toEqual(['bleu']);
     expect(parseEvalMetrics('rouge, bertscore,rouge')).toEqual(['rouge', 'bertscore']);
@@ -109,7 +109,7 @@ describe('runner on the gqa-f32 fixture model', () => {
   afterAll(() => model?.dispose());
 
   it('greedy predictions are generate() + decode, reproducible, scored into a valid results file', async () => {
-    const items = buildEvalItems(rowsOf(join(EVAL, 'qa.jsonl'), 3), 'generation', 'qa.jsonl');
+    const items = buildEvalItems(rowsOf(join(EVAL, 'fin-figures.jsonl'), 3), 'generation', 'fin-figures.jsonl');
     const opts = { task: 'generation' as const, maxNewTokens: 6, model: MODEL, stopSequences: [] };
     const seen: number[] = [];
     const r = await runGenerationEval(model, tokenizer, items, { ...opts, onProgress: (done) => void seen.push(done) });
@@ -138,7 +138,7 @@ describe('runner on the gqa-f32 fixture model', () => {
     // 5 qa prompts of different lengths in batches of 3 (a full batch and a remainder of 2, sorted
     // by length), and the default batch size (one batch of 5). A stop sequence taken from item 1's
     // free output ends that row early while the others continue.
-    const items = buildEvalItems(rowsOf(join(EVAL, 'qa.jsonl'), 5), 'generation', 'qa.jsonl');
+    const items = buildEvalItems(rowsOf(join(EVAL, 'fin-figures.jsonl'), 5), 'generation', 'fin-figures.jsonl');
     const lengths = items.map((it) => tokenizer.encode(it.prompt).length);
     expect(new Set(lengths).size).toBeGreaterThan(1);
     const raw = tokenizer.decode((await generate(model, tokenizer.encode(items[1]!.prompt), { maxNewTokens: 6 })).tokens, { skipSpecialTokens: true });
@@ -160,7 +160,7 @@ describe('runner on the gqa-f32 fixture model', () => {
     const s3 = await runGenerationEval(model, tokenizer, items, { ...sampled, batchSize: 3 });
     const s8 = await runGenerationEval(model, tokenizer, items, { ...sampled, batchSize: 8 });
     expect(s3.predictions).toEqual(s8.predictions);
-    const cls = buildEvalItems(rowsOf(join(EVAL, 'sentiment.jsonl'), 5), 'classification', 'sentiment.jsonl');
+    const cls = buildEvalItems(rowsOf(join(EVAL, 'fin-sentiment.jsonl'), 5), 'classification', 'fin-sentiment.jsonl');
     const c1 = await runGenerationEval(model, tokenizer, cls, { task: 'classification', maxNewTokens: 3, model: MODEL, batchSize: 1 });
     const c4 = await runGenerationEval(model, tokenizer, cls, { task: 'classification', maxNewTokens: 3, model: MODEL, batchSize: 4 });
     expect(c4.predictions).toEqual(c1.predictions);
@@ -169,7 +169,7 @@ describe('runner on the gqa-f32 fixture model', () => {
   });
 
   it('a stop sequence ends decoding and is cut from the prediction', async () => {
-    const [item] = buildEvalItems(rowsOf(join(EVAL, 'qa.jsonl'), 1), 'generation', 'qa.jsonl');
+    const [item] = buildEvalItems(rowsOf(join(EVAL, 'fin-figures.jsonl'), 1), 'generation', 'fin-figures.jsonl');
     const free = await predict(model, tokenizer, item!.prompt, { maxNewTokens: 8, stopSequences: [] });
     expect(free.stopReason).toBe('max_new_tokens');
     const raw = tokenizer.decode((await generate(model, tokenizer.encode(item!.prompt), { maxNewTokens: 8 })).tokens, { skipSpecialTokens: true });
@@ -181,7 +181,7 @@ describe('runner on the gqa-f32 fixture model', () => {
   });
 
   it('classification: label from the generated text (FinGPT rule), accuracy, F1 and confusion matrix', async () => {
-    const items = buildEvalItems(rowsOf(join(EVAL, 'sentiment.jsonl'), 6), 'classification', 'sentiment.jsonl');
+    const items = buildEvalItems(rowsOf(join(EVAL, 'fin-sentiment.jsonl'), 6), 'classification', 'fin-sentiment.jsonl');
     const r = await runGenerationEval(model, tokenizer, items, { task: 'classification', maxNewTokens: 4, model: MODEL, adapter: 'some/adapter' });
     const c = r.classification!;
     expect(c.n).toBe(6);
@@ -204,7 +204,7 @@ describe('runner on the gqa-f32 fixture model', () => {
   });
 
   it('embedding metrics: cosine and BERTScore per example with a provider, an InputError without one', async () => {
-    const items = buildEvalItems(rowsOf(join(EVAL, 'summarization.jsonl'), 2), 'generation', 'summarization.jsonl');
+    const items = buildEvalItems(rowsOf(join(EVAL, 'fin-summary.jsonl'), 2), 'generation', 'fin-summary.jsonl');
     const provider = new ModelEmbeddingProvider(model, tokenizer);
     try {
       const r = await runGenerationEval(model, tokenizer, items, { task: 'generation', maxNewTokens: 4, model: MODEL, metrics: ['rouge', 'embedding', 'bertscore'], embeddings: provider });
@@ -228,9 +228,9 @@ describe('finllm eval --task generation|classification', () => {
   it('--json prints the results object that --out writes; classification prints the report', async () => {
     const out = join(dir, 'qa.results.json');
     let printed = '';
-    await evalAction({ model: MODEL, data: join(EVAL, 'qa.jsonl'), task: 'generation', limit: '2', maxNewTokens: '3', out, json: true, quiet: true }, (s) => (printed += s));
+    await evalAction({ model: MODEL, data: join(EVAL, 'fin-figures.jsonl'), task: 'generation', limit: '2', maxNewTokens: '3', out, json: true, quiet: true }, (s) => (printed += s));
     let batched = '';
-    await evalAction({ model: MODEL, data: join(EVAL, 'qa.jsonl'), task: 'generation', limit: '2', maxNewTokens: '3', batchSize: '1', json: true, quiet: true }, (s) => (batched += s));
+    await evalAction({ model: MODEL, data: join(EVAL, 'fin-figures.jsonl'), task: 'generation', limit: '2', maxNewTokens: '3', batchSize: '1', json: true, quiet: true }, (s) => (batched += s));
     expect((JSON.parse(batched) as Record<string, unknown>)['per_example']).toEqual((JSON.parse(printed) as Record<string, unknown>)['per_example']);
     const fromStdout = JSON.parse(printed) as Record<string, unknown>;
     const fromFile = await readResults(out);
@@ -238,7 +238,7 @@ describe('finllm eval --task generation|classification', () => {
     expect(fromStdout['per_example']).toEqual(fromFile.per_example);
     expect(fromStdout['format']).toBe('finllm.results.v1');
     let table = '';
-    await evalAction({ model: MODEL, data: join(EVAL, 'sentiment.jsonl'), task: 'classification', limit: '3', maxNewTokens: '2', quiet: true }, (s) => (table += s));
+    await evalAction({ model: MODEL, data: join(EVAL, 'fin-sentiment.jsonl'), task: 'classification', limit: '3', maxNewTokens: '2', quiet: true }, (s) => (table += s));
     expect(table).toMatch(/task: sentiment \(3 examples, greedy, max 2 new tokens\)/);
     expect(table).toMatch(/accuracy .* macro F1 .* weighted F1/);
     expect(table).toMatch(/confusion/);
@@ -247,7 +247,7 @@ describe('finllm eval --task generation|classification', () => {
   it('--kv-cache reaches the decoder: eval decodes over the cache it names (auto: f32 under fp32)', async () => {
     const spy = vi.spyOn(LlamaModel.prototype, 'newKvCache');
     const dtypes = () => [...new Set(spy.mock.calls.map((c) => c[3]))];
-    const qa = { model: MODEL, data: join(EVAL, 'qa.jsonl'), task: 'generation', limit: '2', maxNewTokens: '2', quiet: true };
+    const qa = { model: MODEL, data: join(EVAL, 'fin-figures.jsonl'), task: 'generation', limit: '2', maxNewTokens: '2', quiet: true };
     try {
       await evalAction({ ...qa, kvCache: 'f16' }, () => undefined);
       expect(dtypes()).toEqual(['f16']);
@@ -289,12 +289,12 @@ describe('finllm eval --task generation|classification', () => {
     expect(JSON.parse(readFileSync(out, 'utf8'))).toEqual(j);
     await expect(evalAction({ model: MODEL, data, limit: '1' })).rejects.toThrow(/^--limit applies to the generation and classification tasks$/);
     await expect(evalAction({ model: MODEL, data, kvCache: 'f16' })).rejects.toThrow(/^--kv-cache applies to the generation and classification tasks/);
-    const qa = join(EVAL, 'qa.jsonl');
+    const qa = join(EVAL, 'fin-figures.jsonl');
     await expect(evalAction({ model: MODEL, data: qa, task: 'generation', metrics: 'rouge,meteor' })).rejects.toThrow(/unknown metric "meteor"/);
     await expect(evalAction({ model: MODEL, data: qa, task: 'generation', maxNewTokens: 'lots' })).rejects.toThrow(/--max-new-tokens: expected an integer/);
     await expect(evalAction({ model: MODEL, data: qa, task: 'generation', batchSize: '0' })).rejects.toThrow(/--batch-size: expected an integer/);
     await expect(evalAction({ model: MODEL, data: qa, task: 'generation', kvCache: 'fp8' })).rejects.toThrow(/--kv-cache: expected f32, f16, auto, got "fp8"/);
-    await expect(evalAction({ model: MODEL, data: qa, task: 'classification' })).rejects.toThrow(/qa\.jsonl, row 1.*gold label/);
+    await expect(evalAction({ model: MODEL, data: qa, task: 'classification' })).rejects.toThrow(/fin-figures\.jsonl, row 1.*gold label/);
     await expect(evalAction({ model: MODEL, data: qa, task: 'summarize' })).rejects.toThrow(/unknown task.*perplexity, generation, classification/);
   });
 });

@@ -1,24 +1,24 @@
-// The memory model (src/llama/memory.ts) against the engine pool's measured peak of real training
+// The memory estimate (src/pipeline/train/memory.ts) against the engine pool's measured peak of real training
 // steps on small random-init models, LoRA and full training, and the checkpointing modes' order.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { backward, zeroGrad } from '../../src/engine/autograd.js';
-import { computePrecision, setComputePrecision, withPrecision, withPrecisionAsync, type Precision } from '../../src/engine/precision.js';
-import { Rng } from '../../src/engine/random.js';
-import { BufferPool, Tensor, engine, tidy } from '../../src/engine/tensor.js';
-import { cast, flashAttention, rope, ropeTables, scale, sumToSuffix } from '../../src/kernels/index.js';
-import { AdamW } from '../../src/kernels/optim.js';
-import type { LlamaConfig } from '../../src/llama/config.js';
-import { savedInputDtype } from '../../src/llama/decoder-layer.js';
-import { initModel } from '../../src/llama/init.js';
-import { estimateTrainingMemory } from '../../src/llama/memory.js';
-import { LlamaModel, shiftLabels, type CheckpointMode } from '../../src/llama/model.js';
-import { LINEAR_MODULES, type LinearModule } from '../../src/llama/weights.js';
-import { trainStep } from '../../src/pipeline/train/trainer.js';
-import type { Batch } from '../../src/pipeline/data/index.js';
-import { testRng, requireFeature, useEngine } from '../helpers/index.js';
+import { backward, zeroGrad } from '../../../src/engine/autograd.js';
+import { computePrecision, setComputePrecision, withPrecision, withPrecisionAsync, type Precision } from '../../../src/engine/precision.js';
+import { Rng } from '../../../src/engine/random.js';
+import { BufferPool, Tensor, engine, tidy } from '../../../src/engine/tensor.js';
+import { cast, flashAttention, rope, ropeTables, scale, sumToSuffix } from '../../../src/kernels/index.js';
+import { AdamW } from '../../../src/kernels/optim.js';
+import type { LlamaConfig } from '../../../src/llama/config.js';
+import { savedInputDtype } from '../../../src/llama/decoder-layer.js';
+import { initModel } from '../../../src/llama/init.js';
+import { estimateTrainingMemory } from '../../../src/pipeline/train/memory.js';
+import { LlamaModel, shiftLabels, type CheckpointMode } from '../../../src/llama/model.js';
+import { LINEAR_MODULES, type LinearModule } from '../../../src/llama/weights.js';
+import { trainStep } from '../../../src/pipeline/train/trainer.js';
+import type { Batch } from '../../../src/pipeline/data/index.js';
+import { testRng, requireFeature, useEngine } from '../../helpers/index.js';
 
 useEngine();
 
