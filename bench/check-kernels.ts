@@ -21,7 +21,7 @@ const seconds = () => ((Date.now() - started) / 1000).toFixed(1);
 const nul = await nullCompiler();
 let nativeFailed = 0;
 for (const v of native) {
-  const problems = await nul.check(v.code(), { workgroupBytes: v.workgroupBytes, label: v.key });
+  const problems = await nul.check(v.code(), { workgroupBytes: v.workgroupBytes, storageBuffers: v.storageBuffers, label: v.key });
   if (problems.length) {
     nativeFailed++;
     failures.push(`native ${v.family} ${v.name}:\n  ${problems.slice(0, 5).join('\n  ')}`);

@@ -8,7 +8,7 @@ import { Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
 import { gemmPlan } from '../../src/kernels/gemm.js';
 import { nf4LinearBackward, nf4LinearForward } from '../../src/kernels/matmul.js';
-import { dequantizeNf4, disposeNf4, keepNf4, nf4Absmax, nf4GemvV1, quantizeNf4, unpackNf4Codes, type Nf4Weight } from '../../src/kernels/nf4.js';
+import { dequantizeNf4, disposeNf4, keepNf4, nf4Absmax, nf4Gemv, quantizeNf4, unpackNf4Codes, type Nf4Weight } from '../../src/kernels/nf4.js';
 import { dequantizeNf4Ref } from '../../reference/nf4.js';
 import { registerBench } from '../harness.js';
 import { validateGemm } from '../validate.js';
@@ -85,10 +85,10 @@ for (const [M, K, N, gpuOnly] of [[1, 2048, 5632, true], [1, 256, 512, false]] a
       const w = weight(N, K, 1);
       const x = hostTensor(new Rng(2), [M, K]);
       return {
-        run: () => void nf4GemvV1(x.t, w),
+        run: () => void nf4Gemv(x.t, w),
         cleanup: () => { disposeNf4(w); x.t.dispose(); },
         validate: async () =>
-          validateGemm(nf4GemvV1(x.t, w), { a: { data: x.values, shape: [M, K] }, b: { data: await dequantizedValues(w), shape: [N, K], trans: true }, f16: false }, 'nf4 gemv'),
+          validateGemm(nf4Gemv(x.t, w), { a: { data: x.values, shape: [M, K] }, b: { data: await dequantizedValues(w), shape: [N, K], trans: true }, f16: false }, 'nf4 gemv'),
       };
     },
   });

@@ -1,5 +1,5 @@
-// Helpers shared by every kernel file: launch geometry, WGSL snippets for 16-bit unpacking, and the
-// standard dispatch call.
+// Helpers shared by every kernel file: launch geometry, the pipeline key, WGSL snippets for 16-bit
+// unpacking (from weight-formats.ts), and the standard dispatch call.
 import { Uniforms, type BufferBinding } from '../engine/device.js';
 import { engine, Tensor } from '../engine/tensor.js';
 
@@ -44,23 +44,8 @@ export const WGSL_FLAT_INDEX = /* wgsl */ `
 fn flat_index(gid: vec3u, nwg: vec3u, wg: u32) -> u32 { return gid.x + gid.y * nwg.x * wg; }
 `;
 
-/**
- * WGSL: load/store of 16-bit floats packed two per u32 word. bf16 is the top half of an f32
- * (round-to-nearest-even on store); f16 uses the core pack/unpack builtins (no shader-f16 needed).
- */
-export const WGSL_HALF = /* wgsl */ `
-fn bf16_to_f32(bits: u32) -> f32 { return bitcast<f32>(bits << 16u); }
-fn f32_to_bf16(x: f32) -> u32 {
-  let u = bitcast<u32>(x);
-  if ((u & 0x7fffffffu) > 0x7f800000u) { return (u >> 16u) | 0x40u; } // NaN stays NaN
-  return (u + 0x7fffu + ((u >> 16u) & 1u)) >> 16u;
-}
-fn half_word_get(word: u32, i: u32, is_bf16: bool) -> f32 {
-  let bits = (word >> (16u * (i & 1u))) & 0xffffu;
-  if (is_bf16) { return bf16_to_f32(bits); }
-  return unpack2x16float(bits).x;
-}
-`;
+/** WGSL: 16-bit floats packed two per u32 word (the bf16 / f16 weight formats). */
+export { WGSL_HALF } from './weight-formats.js';
 
 export function dispatch(
   key: string,

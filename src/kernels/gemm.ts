@@ -1,6 +1,6 @@
 // The GEMM family: one WGSL generator for every matrix product of the engine (matmul, linear, the
-// NF4 dequant-matmul, the LoRA projections and their gradients). Decode GEMVs live elsewhere
-// (matmul.ts, nf4.ts): at one row, reading the weight once is the whole cost.
+// NF4 dequant-matmul, the LoRA projections and their gradients). Products of a few rows take the
+// GEMV (gemv.ts): at one row, reading the weight once is the whole cost.
 //
 //   C[b] (=|+=) alpha · ( [prologue] + op(A[b])·op(B[b]) )      op = identity or transpose
 //
@@ -9,9 +9,10 @@
 //   nf4 | nf4dq (NF4 codes + absmax, plain or double-quantized; B only), stored transposed or not,
 //   read `vec` elements per global load along the stored matrix's contiguous dimension (vec4 of
 //   f32, vec4<u32> = 8 halves, one NF4 code word = 8 codes) when that dimension is a multiple of
-//   `vec`, else one element per load. NF4 is dequantized (code · absmax in f32) while the tile is
-//   staged into workgroup memory. An f32/16-bit operand may carry LoRA dropout: element i of the
-//   stored matrix is kept when rand_uniform(seed, i) ≥ p and scaled by 1/(1 − p).
+//   `vec`, else one element per load (the decoding of each format: weight-formats.ts). NF4 is
+//   dequantized (code · absmax in f32) while the tile is staged into workgroup memory. An
+//   f32/16-bit operand may carry LoRA dropout: element i of the stored matrix is kept when
+//   rand_uniform(seed, i) ≥ p and scaled by 1/(1 − p).
 // - Compute: 'f32' (portable SIMT: tiles and products in f32) or 'f16' (shader-f16: operands
 //   rounded to f16 when staged, workgroup tiles in f16, products exact in f32, accumulation in f32 —
 //   the arithmetic of f16 tensor cores, so this variant is the numerical twin of the subgroup-matrix
@@ -50,8 +51,9 @@ import { engine, Tensor, numelOf } from '../engine/tensor.js';
 import { computePrecision, type Precision } from '../engine/precision.js';
 import type { FeatureName } from '../engine/device.js';
 import { WGSL_RANDOM } from '../engine/random.js';
-import { Uniforms, WGSL_HALF, dispatch, grid1d, specKey } from './common.js';
-import { WGSL_NF4_TABLE, absmaxBindings, absmaxTensors, isDoubleQuant, wgslAbsmax, type Nf4Weight } from './nf4.js';
+import { Uniforms, dispatch, grid1d, specKey } from './common.js';
+import { isDoubleQuant, type Nf4Weight } from './nf4.js';
+import { weightTensors, wgslFormatHelpers, wgslWeightBindings, wgslWeightChunk } from './weight-formats.js';
 import { GEMM_TUNING } from './gemm-tuning.js';
 import { LOGICAL_SUBGROUP, MATRIX_SHAPES, MATRIX_SHAPE_NAMES, assertOffered, offeredShapes, subgroupMatrices, type MatrixArray, type MatrixShape, type MatrixShapeName } from './sgmatrix.js';
 import { registerKernelVariants, type KernelVariant } from './variants.js';
@@ -232,19 +234,9 @@ struct P {
 @group(0) @binding(0) var<uniform> p: P;
 `;
 
-/** WGSL element type of a dense binding. */
-function bindingType(o: OperandSpec): string {
-  if (o.kind === 'f32') return o.vec === 4 ? 'vec4f' : 'f32';
-  return o.vec === 8 ? 'vec4u' : 'u32';
-}
-
 /** Storage declarations of one operand starting at `first`; returns the code and the next free binding. */
 function operandBindings(name: string, o: OperandSpec, first: number): [string, number] {
-  if (o.kind === 'nf4' || o.kind === 'nf4dq') {
-    const dq = o.kind === 'nf4dq';
-    return [`@group(0) @binding(${first}) var<storage, read> CODES: array<u32>;\n${absmaxBindings(dq, first + 1)}`, first + (dq ? 4 : 2)];
-  }
-  return [`@group(0) @binding(${first}) var<storage, read> ${name}: array<${bindingType(o)}>;`, first + 1];
+  return wgslWeightBindings(o.kind, name, o.vec, first);
 }
 
 /**
@@ -252,39 +244,7 @@ function operandBindings(name: string, o: OperandSpec, first: number): [string, 
  * as f32, or as f16 when `asF16` (f16 storage read into the f16 compute variant: no conversion).
  */
 function loadValues(name: string, o: OperandSpec, asF16: boolean): { pre: string; vals: string[] } {
-  const V = o.vec;
-  const range = (n: number) => Array.from({ length: n }, (_, j) => j);
-  switch (o.kind) {
-    case 'f32':
-      if (V === 4) return { pre: `let q = ${name}[idx >> 2u];`, vals: ['q.x', 'q.y', 'q.z', 'q.w'] };
-      return { pre: '', vals: [`${name}[idx]`] };
-    case 'f16':
-      if (V === 8) {
-        const cv = asF16 ? 'bitcast<vec2<f16>>' : 'unpack2x16float';
-        return {
-          pre: `let q = ${name}[idx >> 3u]; let h0 = ${cv}(q.x); let h1 = ${cv}(q.y); let h2 = ${cv}(q.z); let h3 = ${cv}(q.w);`,
-          vals: range(8).map((j) => `h${j >> 1}.${j & 1 ? 'y' : 'x'}`),
-        };
-      }
-      return asF16 ? { pre: '', vals: [`bitcast<vec2<f16>>(${name}[idx >> 1u])[idx & 1u]`] } : { pre: '', vals: [`half_word_get(${name}[idx >> 1u], idx, false)`] };
-    case 'bf16':
-      if (V === 8) {
-        return {
-          pre: `let q = ${name}[idx >> 3u];`,
-          vals: range(8).map((j) => `bitcast<f32>(q[${j >> 1}] ${j & 1 ? '& 0xffff0000u' : '<< 16u'})`),
-        };
-      }
-      return { pre: '', vals: [`half_word_get(${name}[idx >> 1u], idx, true)`] };
-    case 'nf4':
-    case 'nf4dq':
-      if (V === 8) {
-        return {
-          pre: 'let word = CODES[idx >> 3u]; let am = absmax_of(idx >> 6u);',
-          vals: range(8).map((j) => `nf4_value((word >> ${4 * j}u) & 15u) * am`),
-        };
-      }
-      return { pre: '', vals: ['nf4_value((CODES[idx >> 3u] >> (4u * (idx & 7u))) & 15u) * absmax_of(idx >> 6u)'] };
-  }
+  return wgslWeightChunk(o.kind, name, 'idx', o.vec, asF16);
 }
 
 interface StageArgs {
@@ -501,7 +461,7 @@ function gemmKernel(spec: KernelSpec): string {
 
   const write = wgslWrite(spec.out, 'n + c', 'v[c]');
 
-  return /* wgsl */ `${f16 ? 'enable f16;\n' : ''}${PARAMS}${WGSL_HALF}${nf4 ? WGSL_NF4_TABLE + wgslAbsmax(nf4.kind === 'nf4dq') : ''}${anyDrop ? WGSL_RANDOM : ''}
+  return /* wgsl */ `${f16 ? 'enable f16;\n' : ''}${PARAMS}${wgslFormatHelpers(nf4 ? [nf4.kind] : [])}${anyDrop ? WGSL_RANDOM : ''}
 ${decls.join('\n')}
 ${f16 ? WGSL_TO_F16 : ''}
 var<workgroup> As: array<vec4<${T}>, ${nbuf * bufA}>;
@@ -735,7 +695,7 @@ function sgGemmKernel(spec: KernelSpec): string {
   let epilogue = '';
   for (const [i, j] of accs) epilogue += throughScratch(i, j, `if (m < p.M && n < p.N) { ${write} }`, false);
 
-  return /* wgsl */ `${sg.enable}${PARAMS}${WGSL_HALF}${nf4 ? WGSL_NF4_TABLE + wgslAbsmax(nf4.kind === 'nf4dq') : ''}${anyDrop ? WGSL_RANDOM : ''}
+  return /* wgsl */ `${sg.enable}${PARAMS}${wgslFormatHelpers(nf4 ? [nf4.kind] : [])}${anyDrop ? WGSL_RANDOM : ''}
 ${decls.join('\n')}
 ${sg.moduleDecls}
 ${WGSL_TO_F16}
@@ -840,8 +800,8 @@ function gemmDirectKernel(spec: KernelSpec): string {
   }
   const ind = (xs: string[], n: number) => xs.join('\n' + ' '.repeat(n));
   return /* wgsl */ `${PARAMS}
-@group(0) @binding(1) var<storage, read> A: array<${bindingType(A)}>;
-@group(0) @binding(2) var<storage, read> B: array<${bindingType(B)}>;
+${operandBindings('A', A, 1)[0]}
+${operandBindings('B', B, 2)[0]}
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 @compute @workgroup_size(${WGX * WGY})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -942,7 +902,7 @@ function operandSpec(o: GemmOperand, side: 'a' | 'b', M: number, N: number, K: n
 }
 
 function operandTensors(t: Tensor | Nf4Weight): Tensor[] {
-  return t instanceof Tensor ? [t] : [t.codes, ...absmaxTensors(t.absmax)];
+  return weightTensors(t);
 }
 
 /** Workgroup memory of a tile in bytes (both operands, both buffers when double-buffered). */

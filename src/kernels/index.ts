@@ -16,3 +16,5 @@ export * from './optim.js';
 export * from './attention.js';
 export * from './sampling.js';
 export * from './decode.js';
+export { gemv, type GemvOptions } from './gemv.js';
+export { weightBindingCount, weightFormatOf, type WeightFormat } from './weight-formats.js';

@@ -22,7 +22,7 @@ import { Tensor, numelOf } from '../engine/tensor.js';
 import { saveActivation } from './activations.js';
 import { assertDtype } from './common.js';
 import { gemm, type Dropout } from './gemm.js';
-import { GEMV_MAX_ROWS, matmulGemv, nf4LinearForward } from './matmul.js';
+import { MATMUL_GEMV_ROWS, matmulGemv, nf4LinearForward } from './matmul.js';
 import type { Nf4Weight } from './nf4.js';
 
 export const LORA_MAX_RANK = 128;
@@ -41,7 +41,7 @@ function wants(t: Tensor): boolean {
 /** y [M, N] = x·Wᵀ + scale·u·Bᵀ: one GEMM with the LoRA term as prologue, or GEMV + update at decode. */
 function loraForward(x2: Tensor, base: Tensor | Nf4Weight, u: Tensor, B: Tensor, scale: number): Tensor {
   const M = x2.shape[0]!;
-  if (M <= GEMV_MAX_ROWS) {
+  if (M <= MATMUL_GEMV_ROWS) {
     const y = base instanceof Tensor ? matmulGemv(x2, base, { transB: true }) : nf4LinearForward(x2, base);
     return gemm({ a: { t: u }, b: { t: B, trans: true }, alpha: scale, accumulate: y });
   }

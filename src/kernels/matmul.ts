@@ -1,25 +1,21 @@
 // Matrix products with autograd: matmul (batched, transposes, broadcast), linear (y = x·Wᵀ with the
 // Hugging Face weight layout [out, in]) and nf4Linear (the same with an NF4 weight, dequantized on
-// the fly). Every product runs through the one GEMM generator (gemm.ts: operand loaders for
-// f32 / bf16 / f16 / NF4, f32 or f16 compute by the engine precision, tuned tiles), except:
-//
-//   matmulGemv  for M ≤ 4 rows with B transposed (linear at decode: x [1, in] · Wᵀ): one 32-lane
-//               group per output column reads the weight row once, contiguously (vec4 of f32 or 8
-//               packed halves per load), and the group reduces through workgroup memory. At decode
-//               the weight read is the whole cost, so this runs at memory bandwidth, where a tiled
-//               kernel would waste 63/64 of its work and read the weights with stride. (NF4 has its
-//               own GEMV in nf4.ts.) It computes in f32 at any precision.
+// the fly). Products run through the GEMM generator (gemm.ts: tuned tiles, f32 or f16 compute by
+// the engine precision), except products of at most MATMUL_GEMV_ROWS rows with B transposed (linear
+// at decode: x [1, in] · Wᵀ), which take the GEMV generator (gemv.ts): at one row the weight read is
+// the whole cost, and the GEMV reads it once, contiguously, where a tiled kernel would waste most of
+// its work. The GEMV computes in f32 at any precision.
 //
 // Backward: dA = dC·op(B)ᵀ and dB = op(A)ᵀ·dC through the same GEMMs with transposes; an operand
 // is saved only when the other operand's gradient needs it, in f16 under fp16-mixed
 // (activations.ts). Frozen weights (requiresGrad false) get no gradient and cost nothing.
 import { recordOp, type GradNode } from '../engine/autograd.js';
-import { engine, Tensor, numelOf } from '../engine/tensor.js';
+import { Tensor, numelOf } from '../engine/tensor.js';
 import { saveActivation } from './activations.js';
-import { Uniforms, WGSL_HALF, dispatch } from './common.js';
 import { sumToSuffix } from './elementwise.js';
 import { gemm, gemmGeometry } from './gemm.js';
-import { NF4_GEMV_MAX_ROWS, nf4GemvV1, type Nf4Weight } from './nf4.js';
+import { gemv } from './gemv.js';
+import { nf4Gemv, type Nf4Weight } from './nf4.js';
 
 export interface MatmulOptions {
   /** Use Aᵀ: a holds [..., K, M]. */
@@ -31,131 +27,32 @@ export interface MatmulOptions {
 /** 'gemv' for decode-shaped products, else the tuned GEMM (see chooseGemm in gemm.ts). */
 export type MatmulKernel = 'gemm' | 'gemv';
 
-type BType = 'f32' | 'bf16' | 'f16';
-
-/** Largest row count the GEMV kernel serves (each row is one register accumulator per thread). */
-export const GEMV_MAX_ROWS = 4;
+/** Products of at most this many rows (f32 A, B transposed) take the GEMV. */
+export const MATMUL_GEMV_ROWS = 4;
 
 // ---------------------------------------------------------------------------------------------
 // Decode GEMV
-
-const PARAMS = /* wgsl */ `
-struct P { M: u32, N: u32, K: u32, batch_off: u32, sA: u32, sB: u32, sC: u32, _pad: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-`;
-
-function bindings(bType: BType, bVec: boolean): string {
-  const bElem = bType === 'f32' ? (bVec ? 'vec4f' : 'f32') : bVec ? 'vec4u' : 'u32';
-  return /* wgsl */ `${PARAMS}${WGSL_HALF}
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<${bElem}>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
-`;
-}
-
-/** Elements of B per load in the GEMV kernel: vec4 of f32, vec4<u32> of packed halves, or one. */
-function gemvWidth(bType: BType, K: number): number {
-  if (K === 0) return 1; // an empty B binds 4 bytes: less than one vec4
-  if (bType === 'f32') return K % 4 === 0 ? 4 : 1;
-  return K % 8 === 0 ? 8 : 1;
-}
-
-const GEMV_LANES = 32;
-const GEMV_WG = 256;
-const GEMV_COLS = GEMV_WG / GEMV_LANES;
-
-function gemvKernel(rows: number, transA: boolean, bType: BType, width: number): string {
-  const aAt = (k: string) => (transA ? `A[baseA + (${k}) * p.M + m]` : `A[baseA + m * p.K + ${k}]`);
-  let body: string;
-  if (width === 1) {
-    const bRead = bType === 'f32' ? 'B[i]' : `half_word_get(B[i >> 1u], i, ${bType === 'bf16'})`;
-    body = `
-    for (var k = lane; k < p.K; k += ${GEMV_LANES}u) {
-      let i = rowB + k;
-      let w = ${bRead};
-      for (var m = 0u; m < ${rows}u; m++) { acc[m] = fma(${aAt('k')}, w, acc[m]); }
-    }`;
-  } else if (bType === 'f32') {
-    body = `
-    for (var k = lane * 4u; k < p.K; k += ${GEMV_LANES * 4}u) {
-      let w = B[(rowB + k) >> 2u];
-      for (var m = 0u; m < ${rows}u; m++) {
-        let x = vec4f(${aAt('k')}, ${aAt('k + 1u')}, ${aAt('k + 2u')}, ${aAt('k + 3u')});
-        acc[m] += dot(x, w);
-      }
-    }`;
-  } else {
-    // 8 packed halves per vec4<u32>: element 2j in the low half of word j.
-    const unpack =
-      bType === 'bf16'
-        ? (w: string) => `vec2f(bitcast<f32>(${w} << 16u), bitcast<f32>(${w} & 0xffff0000u))`
-        : (w: string) => `unpack2x16float(${w})`;
-    body = `
-    for (var k = lane * 8u; k < p.K; k += ${GEMV_LANES * 8}u) {
-      let q = B[(rowB + k) >> 3u];
-      let w0 = vec4f(${unpack('q.x')}, ${unpack('q.y')});
-      let w1 = vec4f(${unpack('q.z')}, ${unpack('q.w')});
-      for (var m = 0u; m < ${rows}u; m++) {
-        let x0 = vec4f(${aAt('k')}, ${aAt('k + 1u')}, ${aAt('k + 2u')}, ${aAt('k + 3u')});
-        let x1 = vec4f(${aAt('k + 4u')}, ${aAt('k + 5u')}, ${aAt('k + 6u')}, ${aAt('k + 7u')});
-        acc[m] += dot(x0, w0) + dot(x1, w1);
-      }
-    }`;
-  }
-  return /* wgsl */ `${bindings(bType, width > 1)}
-var<workgroup> red: array<f32, ${GEMV_WG * rows}>;
-@compute @workgroup_size(${GEMV_WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let lane = lid % ${GEMV_LANES}u;
-  let n = (wid.x + wid.y * nwg.x) * ${GEMV_COLS}u + lid / ${GEMV_LANES}u;
-  let b = wid.z + p.batch_off;
-  let baseA = b * p.sA;
-  var acc: array<f32, ${rows}>;
-  if (n < p.N) {
-    let rowB = b * p.sB + n * p.K;${body}
-  }
-  for (var m = 0u; m < ${rows}u; m++) { red[m * ${GEMV_WG}u + lid] = acc[m]; }
-  for (var s = ${GEMV_LANES / 2}u; s > 0u; s >>= 1u) {
-    workgroupBarrier();
-    if (lane < s) {
-      for (var m = 0u; m < ${rows}u; m++) { red[m * ${GEMV_WG}u + lid] += red[m * ${GEMV_WG}u + lid + s]; }
-    }
-  }
-  if (lane == 0u && n < p.N) {
-    for (var m = 0u; m < ${rows}u; m++) { C[b * p.sC + m * p.N + n] = red[m * ${GEMV_WG}u + lid]; }
-  }
-}`;
-}
 
 /** Rows of A the GEMV would serve (the batch folds into rows when B is 2-D), or null when it cannot. */
 function gemvRows(a: Tensor, b: Tensor, opts: MatmulOptions): number | null {
   if (!opts.transB || a.dtype !== 'f32' || !(b.dtype === 'f32' || b.dtype === 'bf16' || b.dtype === 'f16')) return null;
   const g = gemmGeometry({ t: a, trans: opts.transA }, { t: b, trans: true });
   const rows = g.sB === 0 && g.sA !== 0 && !opts.transA ? g.batch * g.M : g.M;
-  return rows <= GEMV_MAX_ROWS ? rows : null;
+  return rows <= MATMUL_GEMV_ROWS ? rows : null;
 }
 
-/** GEMV for M ≤ 4 with transB (A f32), forward only, no autograd. */
+/** The GEMV for M ≤ MATMUL_GEMV_ROWS with transB (A f32), forward only, no autograd. */
 export function matmulGemv(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   let g = gemmGeometry({ t: a, trans: opts.transA }, { t: b, trans: opts.transB });
   const outShape = [...g.batchShape, g.M, g.N];
   if (g.sB === 0 && g.sA !== 0 && !opts.transA) g = { ...g, batchShape: [], batch: 1, M: g.batch * g.M, sA: 0 };
   const { M, N, K, batch } = g;
-  if (!opts.transB || M > GEMV_MAX_ROWS) throw new RangeError(`matmulGemv needs transB and M ≤ ${GEMV_MAX_ROWS} (got M=${M}, transB=${!!opts.transB})`);
+  if (!opts.transB || M > MATMUL_GEMV_ROWS) throw new RangeError(`matmulGemv needs transB and M ≤ ${MATMUL_GEMV_ROWS} (got M=${M}, transB=${!!opts.transB})`);
   if (a.dtype !== 'f32') throw new TypeError(`matmulGemv: a must be f32, got ${a.dtype}`);
-  const bType = b.dtype as BType;
-  if (bType !== 'f32' && bType !== 'bf16' && bType !== 'f16') throw new TypeError(`matmulGemv: b must be f32, bf16 or f16, got ${b.dtype}`);
+  if (b.dtype !== 'f32' && b.dtype !== 'bf16' && b.dtype !== 'f16') throw new TypeError(`matmulGemv: b must be f32, bf16 or f16, got ${b.dtype}`);
   const c = Tensor.empty(outShape);
   if (batch === 0 || M === 0 || N === 0) return c;
-  const width = gemvWidth(bType, K);
-  const groups = Math.ceil(N / GEMV_COLS);
-  const max = engine().dev.limits.maxComputeWorkgroupsPerDimension;
-  const gy = Math.ceil(groups / max);
-  const key = `matmul.gemv.${M}.${opts.transA ? 'T' : 'N'}T.${bType}.w${width}`;
-  for (let off = 0; off < batch; off += max) {
-    const u = new Uniforms().u32(M).u32(N).u32(K).u32(off).u32(g.sA).u32(g.sB).u32(M * N).u32(0);
-    dispatch(key, () => gemvKernel(M, !!opts.transA, bType, width), [a, b, c], [Math.ceil(groups / gy), gy, Math.min(max, batch - off)], u);
-  }
+  gemv({ x: a, segments: [b], out: c, layout: { M, N, K, transX: !!opts.transA, batch, sx: g.sA, sw: g.sB, sout: M * N } });
   return c;
 }
 
@@ -281,13 +178,13 @@ function nf4Operand(x: Tensor, w: Nf4Weight, what: string, inDim: number): Tenso
   return x.reshape([x.numel / inDim, inDim]);
 }
 
-/** y = x·Wᵀ without materializing W (forward only, no autograd): GEMV at ≤ 4 rows, else the GEMM. */
+/** y = x·Wᵀ without materializing W (forward only, no autograd): the GEMV at few rows, else the GEMM. */
 export function nf4LinearForward(x: Tensor, w: Nf4Weight): Tensor {
   const [out, inF] = w.shape;
   const x2 = nf4Operand(x, w, 'nf4Linear', inF);
-  if (x2.shape[0]! <= NF4_GEMV_MAX_ROWS && x.dtype === 'f32') {
+  if (x2.shape[0]! <= MATMUL_GEMV_ROWS && x.dtype === 'f32') {
     x2.dispose();
-    return nf4GemvV1(x, w);
+    return nf4Gemv(x, w);
   }
   const y2 = gemm({ a: { t: x2 }, b: { t: w, trans: true } });
   x2.dispose();

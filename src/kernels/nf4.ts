@@ -20,25 +20,19 @@
 // of a midpoint. WGSL allows 2.5 ulp of error in f32 division, so the quotient is computed with
 // integer long division (correctly rounded) to make codes identical on every GPU.
 //
-// Kernels:
-// - quantize: one workgroup per 4 blocks (256 threads), segmented max reduction in workgroup memory.
-// - dequantize: one thread per code word (8 outputs).
-// - the dequant-matmul is not here: NF4 is an operand loader of the one GEMM generator (gemm.ts),
-//   which dequantizes each staged tile into workgroup memory (whole code words when in % 8 == 0)
-//   for every tile shape and compute variant; nf4Linear (matmul.ts) uses it for forward and dX.
-// - nf4GemvV1 (decode, M ≤ 4): 8 weight rows per workgroup, 32 lanes per row each reading whole code
-//   words (8 weights, one absmax multiply), reduced in workgroup memory.
-import { Tensor, type DType } from '../engine/tensor.js';
-import { Uniforms, WGSL_FLAT_INDEX, WGSL_HALF, assertDtype, dispatch, grid1d } from './common.js';
+// Kernels here: quantize (one workgroup per 4 blocks, segmented max reduction in workgroup memory),
+// double quantization, dequantize (one thread per code word). Products with an NF4 weight decode it
+// on the fly: the GEMM's NF4 loader (gemm.ts) and the GEMV (gemv.ts), through weight-formats.ts;
+// nf4Linear (matmul.ts) picks one.
+import { Tensor } from '../engine/tensor.js';
+import { Uniforms, WGSL_FLAT_INDEX, assertDtype, dispatch, grid1d } from './common.js';
+import { gemv } from './gemv.js';
+import {
+  NF4_BLOCK, NF4_DQ_BLOCK, WGSL_NF4_TABLE, weightTensors, wgslFormatHelpers, wgslNf4AbsmaxBindings,
+  wgslWeightBindings, wgslWeightChunk, wgslWeightElement,
+} from './weight-formats.js';
 
-/** The 16 NF4 values (QLoRA appendix; bitsandbytes' table), each exactly an f32. */
-export const NF4_CODE: readonly number[] = Object.freeze([
-  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
-  -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-  0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
-]);
-export const NF4_BLOCK = 64;
-export const NF4_DQ_BLOCK = 256;
+export { NF4_BLOCK, NF4_CODE, NF4_DQ_BLOCK } from './weight-formats.js';
 
 /** Double-quantized absmax: absmax[b] ≈ int8(qabsmax[b]) · absmaxScale[b / 256] + absmaxOffset[0]. */
 export interface Nf4DoubleQuant {
@@ -111,40 +105,6 @@ export function nf4FromHost(shape: readonly [number, number], codes: ArrayLike<n
   return { shape: [shape[0], shape[1]], codes: Tensor.from(words, [words.length], 'u32'), absmax: Tensor.from(absmax, [absmax.length]) };
 }
 
-const f32Bits = (v: number): number => new Uint32Array(new Float32Array([v]).buffer)[0]!;
-
-/** WGSL: the NF4 table as exact f32 bit patterns. */
-export const WGSL_NF4_TABLE = /* wgsl */ `
-const NF4_BITS = array<u32, 16>(${NF4_CODE.map((v) => `0x${f32Bits(v).toString(16)}u`).join(', ')});
-fn nf4_value(c: u32) -> f32 { return bitcast<f32>(NF4_BITS[c]); }
-`;
-
-/**
- * WGSL: the absmax of block b, plain or double-quantized. Bindings ABS (plain) or QABS/DQS/DQO
- * (double-quantized) are declared by absmaxBindings().
- */
-export function wgslAbsmax(dq: boolean): string {
-  if (!dq) return `fn absmax_of(b: u32) -> f32 { return ABS[b]; }`;
-  return /* wgsl */ `
-fn absmax_of(b: u32) -> f32 {
-  let q = i32(QABS[b >> 2u] << (24u - 8u * (b & 3u))) >> 24u;
-  return f32(q) * DQS[b / ${NF4_DQ_BLOCK}u] + DQO[0];
-}`;
-}
-
-export function absmaxBindings(dq: boolean, first: number): string {
-  if (!dq) return `@group(0) @binding(${first}) var<storage, read> ABS: array<f32>;`;
-  return [
-    `@group(0) @binding(${first}) var<storage, read> QABS: array<u32>;`,
-    `@group(0) @binding(${first + 1}) var<storage, read> DQS: array<f32>;`,
-    `@group(0) @binding(${first + 2}) var<storage, read> DQO: array<f32>;`,
-  ].join('\n');
-}
-
-export function absmaxTensors(a: Tensor | Nf4DoubleQuant): Tensor[] {
-  return isDoubleQuant(a) ? [a.qabsmax, a.absmaxScale, a.absmaxOffset] : [a];
-}
-
 // ---------------------------------------------------------------------------------------------
 // Quantization
 
@@ -195,18 +155,15 @@ fn div_rn(x: f32, a: f32) -> f32 {
 }
 `;
 
-function quantizeKernel(dtype: DType): string {
-  const load =
-    dtype === 'f32'
-      ? 'W[e]'
-      : `half_word_get(W[e >> 1u], e, ${dtype === 'bf16'})`;
+function quantizeKernel(format: 'f32' | 'bf16' | 'f16'): string {
+  const load = wgslWeightElement(format, 'W', 'e');
   return /* wgsl */ `
 struct P { n: u32, nwords: u32, nblocks: u32, _pad: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> W: array<${dtype === 'f32' ? 'f32' : 'u32'}>;
+${wgslWeightBindings(format, 'W', 1, 1)[0]}
 @group(0) @binding(2) var<storage, read_write> CODES: array<u32>;
 @group(0) @binding(3) var<storage, read_write> ABSMAX: array<f32>;
-${WGSL_HALF}${WGSL_NF4_TABLE}${WGSL_DIV_RN}
+${wgslFormatHelpers([format])}${WGSL_NF4_TABLE}${WGSL_DIV_RN}
 var<workgroup> s_abs: array<f32, ${QUANT_WG}>;
 var<workgroup> s_code: array<u32, ${QUANT_WG}>;
 @compute @workgroup_size(${QUANT_WG})
@@ -320,7 +277,7 @@ export function quantizeNf4(w: Tensor, opts: { doubleQuant?: boolean } = {}): Nf
   const absmax = Tensor.empty([nblocks]);
   dispatch(
     `nf4.quantize.${w.dtype}`,
-    () => quantizeKernel(w.dtype),
+    () => quantizeKernel(w.dtype as 'f32' | 'bf16' | 'f16'),
     [w, codes, absmax],
     groupGrid(Math.ceil(n / QUANT_WG)),
     new Uniforms().u32(n).u32(nwords).u32(nblocks).u32(0),
@@ -351,23 +308,21 @@ export function doubleQuantize(absmax: Tensor): Nf4DoubleQuant {
 // Dequantization
 
 function dequantKernel(dq: boolean): string {
+  const format = dq ? 'nf4dq' : 'nf4';
+  const { pre, vals } = wgslWeightChunk(format, 'W', '8u * w', 8);
   return /* wgsl */ `
 struct P { n: u32, nwords: u32, _p0: u32, _p1: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> CODES: array<u32>;
-${absmaxBindings(dq, 2)}
+${wgslWeightBindings(format, 'W', 8, 1)[0]}
 @group(0) @binding(${dq ? 5 : 3}) var<storage, read_write> Y: array<f32>;
-${WGSL_FLAT_INDEX}${WGSL_NF4_TABLE}${wgslAbsmax(dq)}
+${WGSL_FLAT_INDEX}${wgslFormatHelpers([format])}
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let w = flat_index(gid, nwg, 256u);
   if (w >= p.nwords) { return; }
-  let word = CODES[w];
-  let am = absmax_of(w >> 3u);
-  for (var j = 0u; j < 8u; j++) {
-    let e = 8u * w + j;
-    if (e < p.n) { Y[e] = nf4_value((word >> (4u * j)) & 15u) * am; }
-  }
+  ${pre}
+  let e = 8u * w;
+${vals.map((v, j) => `  if (e + ${j}u < p.n) { Y[e + ${j}u] = ${v}; }`).join('\n')}
 }`;
 }
 
@@ -377,7 +332,7 @@ export function dequantizeNf4(w: Nf4Weight): Tensor {
   const nwords = Math.ceil(n / 8);
   const dq = isDoubleQuant(w.absmax);
   const y = Tensor.empty(w.shape);
-  dispatch(`nf4.dequant.${dq ? 'dq' : 'f32'}`, () => dequantKernel(dq), [w.codes, ...absmaxTensors(w.absmax), y], grid1d(nwords), new Uniforms().u32(n).u32(nwords).u32(0).u32(0));
+  dispatch(`nf4.dequant.${dq ? 'dq' : 'f32'}`, () => dequantKernel(dq), [...weightTensors(w), y], grid1d(nwords), new Uniforms().u32(n).u32(nwords).u32(0).u32(0));
   return y;
 }
 
@@ -389,85 +344,29 @@ export function nf4Absmax(w: Nf4Weight): Tensor {
   dispatch('nf4.dq.decode', () => /* wgsl */ `
 struct P { n: u32, _p0: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-${absmaxBindings(true, 1)}
+${wgslNf4AbsmaxBindings(true, 'W', 1)[0]}
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
-${WGSL_FLAT_INDEX}${wgslAbsmax(true)}
+${WGSL_FLAT_INDEX}
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let b = flat_index(gid, nwg, 256u);
-  if (b < p.n) { Y[b] = absmax_of(b); }
-}`, [...absmaxTensors(w.absmax), y], grid1d(n), new Uniforms().u32(n).u32(0).u32(0).u32(0));
+  if (b < p.n) { Y[b] = W_absmax(b); }
+}`, [...weightTensors(w).slice(1), y], grid1d(n), new Uniforms().u32(n).u32(0).u32(0).u32(0));
   return y;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Decode GEMV: y[m, n] = Σ_k x[m, k]·W[n, k] for few rows m.
-
-const GEMV_ROWS = 8;
-
-function nf4GemvV1Kernel(aligned: boolean, dq: boolean): string {
-  const body = aligned
-    ? `
-  let wpr = p.K >> 3u;
-  for (var w = lane; w < wpr; w += 32u) {
-    let wi = n * wpr + w;
-    let word = CODES[wi];
-    let xb = m * p.K + 8u * w;
-    var s = 0.0;
-    for (var j = 0u; j < 8u; j++) { s += nf4_value((word >> (4u * j)) & 15u) * X[xb + j]; }
-    acc += s * absmax_of(wi >> 3u);
-  }`
-    : `
-  for (var k = lane; k < p.K; k += 32u) {
-    let f = n * p.K + k;
-    acc += nf4_value((CODES[f >> 3u] >> (4u * (f & 7u))) & 15u) * absmax_of(f >> 6u) * X[m * p.K + k];
-  }`;
-  return /* wgsl */ `
-struct P { M: u32, N: u32, K: u32, _pad: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read> CODES: array<u32>;
-${absmaxBindings(dq, 3)}
-@group(0) @binding(${dq ? 6 : 4}) var<storage, read_write> Y: array<f32>;
-${WGSL_NF4_TABLE}${wgslAbsmax(dq)}
-var<workgroup> red: array<f32, ${GEMV_ROWS * 32}>;
-@compute @workgroup_size(${GEMV_ROWS * 32})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
-  let lane = t & 31u;
-  let n = wid.x * ${GEMV_ROWS}u + (t >> 5u);
-  let m = wid.y;
-  var acc = 0.0;
-  if (n < p.N) {${body}
-  }
-  red[t] = acc;
-  workgroupBarrier();
-  for (var s = 16u; s > 0u; s = s >> 1u) {
-    if (lane < s) { red[t] += red[t + s]; }
-    workgroupBarrier();
-  }
-  if (lane == 0u && n < p.N) { Y[m * p.N + n] = red[t]; }
-}`;
-}
-
-/** y = x·Wᵀ for inputs with few rows (decode), memory-bound on the codes. */
-export function nf4GemvV1(x: Tensor, w: Nf4Weight): Tensor {
+/** y = x·Wᵀ for inputs with few rows (decode) on the GEMV (gemv.ts), memory-bound on the codes. */
+export function nf4Gemv(x: Tensor, w: Nf4Weight): Tensor {
   assertDtype(x, 'f32', 'nf4 gemv input');
   const [N, K] = w.shape;
   const M = x.numel / K;
   if (!Number.isInteger(M) || x.shape[x.shape.length - 1] !== K) throw new RangeError(`nf4 gemv: input [${x.shape.join(', ')}] does not end in ${K}`);
   const y = Tensor.empty([...x.shape.slice(0, -1), N]);
   if (M === 0) return y;
-  const aligned = K % 8 === 0;
-  const dq = isDoubleQuant(w.absmax);
-  dispatch(
-    `nf4.gemv.v1.${aligned ? 'a' : 'u'}.${dq ? 'dq' : 'f32'}`,
-    () => nf4GemvV1Kernel(aligned, dq),
-    [x, w.codes, ...absmaxTensors(w.absmax), y],
-    [Math.ceil(N / GEMV_ROWS), M],
-    new Uniforms().u32(M).u32(N).u32(K).u32(0),
-  );
+  const x2 = x.reshape([M, K]);
+  const y2 = y.reshape([M, N]);
+  gemv({ x: x2, segments: [w], out: y2 });
+  x2.dispose();
+  y2.dispose();
   return y;
 }
-
-/** Inputs with at most this many rows take the GEMV path. */
-export const NF4_GEMV_MAX_ROWS = 4;

@@ -9,9 +9,9 @@
 // The Null backend (webgpu's dawn.node with allow_unsafe_apis) offers subgroups, shader-f16,
 // subgroup-size-control and chromium-experimental-subgroup-matrix, executes nothing, lists no
 // subgroup-matrix configurations (kernels assert their configuration in TypeScript), caps workgroup
-// memory at 16 KiB and has subgroups of up to 128 invocations: kernels above the cap, or whose
-// workgroup is not a multiple of that size without @subgroup_size, are checked at shader-module level
-// (getCompilationInfo) instead of by creating a pipeline.
+// memory at 16 KiB, storage buffers at 8 per stage, and has subgroups of up to 128 invocations:
+// kernels above the caps, or whose workgroup is not a multiple of that size without @subgroup_size,
+// are checked at shader-module level (getCompilationInfo) instead of by creating a pipeline.
 import { create } from 'webgpu';
 
 export type VariantMode = 'native' | 'emulated' | 'portable';
@@ -26,6 +26,8 @@ export interface KernelVariant {
   code(): string;
   /** Workgroup memory the kernel declares, in bytes (decides pipeline vs module-level check on Null). */
   workgroupBytes: number;
+  /** Storage buffers the kernel binds, when it may bind more than Null's 8 (same role as workgroupBytes). */
+  storageBuffers?: number;
   /** The family's own description of the variant (what its verifier needs to run it). */
   spec: unknown;
 }
@@ -47,7 +49,7 @@ export function kernelVariants(): KernelVariant[] {
 export interface NullCompiler {
   readonly device: GPUDevice;
   /** Compiles `code`; returns every error and warning (empty: clean). */
-  check(code: string, opts?: { workgroupBytes?: number; label?: string }): Promise<string[]>;
+  check(code: string, opts?: { workgroupBytes?: number; storageBuffers?: number; label?: string }): Promise<string[]>;
   destroy(): void;
 }
 
@@ -65,6 +67,7 @@ export async function nullCompiler(): Promise<NullCompiler> {
     requiredLimits: { maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize },
   });
   const cap = device.limits.maxComputeWorkgroupStorageSize;
+  const maxStorage = device.limits.maxStorageBuffersPerShaderStage;
   // Held together for the device's lifetime: the instance must outlive every object made from it.
   const held = { gpu, adapter, device };
   return {
@@ -79,7 +82,7 @@ export async function nullCompiler(): Promise<NullCompiler> {
       }
       const moduleError = await device.popErrorScope();
       if (moduleError && problems.length === 0) problems.push(moduleError.message.split('\n')[0]!);
-      if (problems.length === 0 && (opts.workgroupBytes ?? 0) <= cap) {
+      if (problems.length === 0 && (opts.workgroupBytes ?? 0) <= cap && (opts.storageBuffers ?? 0) <= maxStorage) {
         device.pushErrorScope('validation');
         try {
           await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: opts.label });

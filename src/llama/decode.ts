@@ -15,7 +15,7 @@
 // step, so bind groups repeat; the cache length comes from a GPU buffer, so only the attention
 // dispatch's uniforms (kvLength) change from token to token.
 import { Tensor } from '../engine/tensor.js';
-import { decodeGemv, embedding, flashAttention, ropeAppend, swiglu, weightBindings, type DecodeGemvOptions } from '../kernels/index.js';
+import { decodeGemv, embedding, flashAttention, ropeAppend, swiglu, weightBindingCount, type DecodeGemvOptions } from '../kernels/index.js';
 import { engine } from '../engine/tensor.js';
 import { syncCacheLength, type KvCache } from './kv-cache.js';
 import type { LlamaModel } from './model.js';
@@ -29,7 +29,7 @@ export function fusedDecodeApplies(model: LlamaModel): boolean {
 /** Storage bindings a decodeGemv call takes (see the kernel's binding list). */
 function bindingsOf(o: DecodeGemvOptions): number {
   const segs = o.epilogue === 'swiglu' ? o.segments.slice(0, 2) : o.segments;
-  let n = 2 + segs.reduce((a, w) => a + weightBindings(w), 0); // x, out, weights
+  let n = 2 + segs.reduce((a, w) => a + weightBindingCount(w), 0); // x, out, weights
   if (o.norm) n += o.norm.rstd ? 2 : 1;
   if (o.rstdOut) n++;
   if (o.lora?.B.some(Boolean)) n += 1 + o.lora.B.filter(Boolean).length;

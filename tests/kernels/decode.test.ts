@@ -10,48 +10,19 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor } from '../../src/engine/tensor.js';
 import type { Rng } from '../../src/engine/random.js';
-import { f32ArrayToBf16, f32ArrayToF16 } from '../../src/io/dtype.js';
-import { decodeGemv, ropeAppend, type GemvWeight } from '../../src/kernels/decode.js';
-import { disposeNf4, nf4FromHost, quantizeNf4, unpackNf4Codes, type Nf4DoubleQuant } from '../../src/kernels/nf4.js';
+import { f32ArrayToF16 } from '../../src/io/dtype.js';
+import { decodeGemv, ropeAppend } from '../../src/kernels/decode.js';
+import type { WeightFormat } from '../../src/kernels/weight-formats.js';
 import { ropeTables } from '../../src/kernels/rope.js';
 import { decodeGemvRef, ropeAppendRef } from '../../reference/decode.js';
 import { halfBitsToNumber } from '../../reference/matmul.js';
-import { dequantizeNf4Ref, expectWithinSumBound } from '../../reference/nf4.js';
+import { expectWithinSumBound } from '../../reference/nf4.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
+import { makeGemvWeight } from '../helpers/weights.js';
 
 useEngine();
 
-type Kind = 'f32' | 'bf16' | 'f16' | 'nf4' | 'nf4dq';
-
-/** A random weight [N, K] of `kind` on the GPU and the values it stands for. */
-async function makeWeight(rng: Rng, kind: Kind, N: number, K: number): Promise<{ w: GemvWeight; values: Float64Array; dispose: () => void }> {
-  const data = rng.normalArray(N * K, 0, 0.5);
-  if (kind === 'f32') {
-    const t = Tensor.from(data, [N, K]);
-    return { w: t, values: Float64Array.from(data), dispose: () => t.dispose() };
-  }
-  if (kind === 'bf16' || kind === 'f16') {
-    const bits = kind === 'bf16' ? f32ArrayToBf16(data) : f32ArrayToF16(data);
-    const t = Tensor.from(bits, [N, K], kind);
-    return { w: t, values: Float64Array.from(bits, (b) => halfBitsToNumber(b, kind)), dispose: () => t.dispose() };
-  }
-  if (kind === 'nf4') {
-    const codes = Array.from({ length: N * K }, () => rng.int(16));
-    const absmax = Float32Array.from({ length: Math.ceil((N * K) / 64) }, () => 0.05 + rng.uniform());
-    const w = nf4FromHost([N, K], codes, absmax);
-    return { w, values: dequantizeNf4Ref(codes, absmax), dispose: () => disposeNf4(w) };
-  }
-  const src = Tensor.from(data, [N, K]);
-  const w = quantizeNf4(src, { doubleQuant: true });
-  src.dispose();
-  const codes = unpackNf4Codes((await w.codes.read()) as Uint32Array, N * K);
-  const dq = w.absmax as Nf4DoubleQuant;
-  const q = new Int8Array(((await dq.qabsmax.read()) as Uint32Array).buffer);
-  const scale = await dq.absmaxScale.toFloat32();
-  const offset = (await dq.absmaxOffset.toFloat32())[0]!;
-  const absmax = Float64Array.from({ length: Math.ceil((N * K) / 64) }, (_, b) => q[b]! * scale[Math.floor(b / 256)]! + offset);
-  return { w, values: dequantizeNf4Ref(codes, absmax), dispose: () => disposeNf4(w) };
-}
+type Kind = WeightFormat;
 
 interface GemvCase {
   kind: Kind;
@@ -69,7 +40,7 @@ interface GemvCase {
 async function runGemv(rng: Rng, c: GemvCase): Promise<void> {
   const { M, K, Ns } = c;
   const label = `${c.kind} M${M} K${K} N[${Ns}] ${c.norm}${c.rstdOut ? '+rstd' : ''} ${c.epilogue}${c.lora ? ` lora[${c.lora.map(Number)}]` : ''}`;
-  const made = await Promise.all(Ns.map((N) => makeWeight(rng, c.kind, N, K)));
+  const made = await Promise.all(Ns.map((N) => makeGemvWeight(rng, c.kind, N, K)));
   const xData = rng.normalArray(M * K);
   const x = Tensor.from(xData, [M, K]);
   const g = rng.normalArray(K, 1, 0.2);

@@ -6,7 +6,7 @@ import type { Rng } from '../../src/engine/random.js';
 import { SafetensorsReader } from '../../src/io/safetensors.js';
 import { f32ArrayToBf16, bf16ArrayToF32 } from '../../src/io/dtype.js';
 import {
-  dequantizeNf4, disposeNf4, nf4Absmax, nf4FromHost, nf4GemvV1, packNf4Codes, quantizeNf4, unpackNf4Codes,
+  dequantizeNf4, disposeNf4, nf4Absmax, nf4FromHost, nf4Gemv, packNf4Codes, quantizeNf4, unpackNf4Codes,
   type Nf4DoubleQuant, type Nf4Weight,
 } from '../../src/kernels/nf4.js';
 import { nf4Linear } from '../../src/kernels/matmul.js';
@@ -202,7 +202,7 @@ describe('nf4Linear (the GEMM with the NF4 loader; GEMV at decode)', () => {
         expectWithinSumBound(await y.toFloat32(), matmulNTRef(xData, wDeq, M, K, N), K, `y [${M}x${K}]·[${N}x${K}]ᵀ`, 6);
         expectWithinSumBound(await x.grad!.toFloat32(), matmulNNRef(gData, wDeq, M, N, K), N, `dX [${M}x${N}]·[${N}x${K}]`, 6);
         // both kernels agree on the same problem (forces the other path: GEMM at decode rows, GEMV otherwise)
-        const other = M <= 4 ? gemm({ a: { t: Tensor.from(xData, [M, K]) }, b: { t: q, trans: true } }) : nf4GemvV1(Tensor.from(xData, [M, K]), q);
+        const other = M <= 4 ? gemm({ a: { t: Tensor.from(xData, [M, K]) }, b: { t: q, trans: true } }) : nf4Gemv(Tensor.from(xData, [M, K]), q);
         expectWithinSumBound(await other.toFloat32(), matmulNTRef(xData, wDeq, M, K, N), K, `other path [${M}x${K}]·[${N}x${K}]ᵀ`, 6);
         x.grad!.dispose();
         disposeNf4(q);
