@@ -95,6 +95,21 @@ export function dequantizeQ8_0(bytes: Uint8Array, numel: number, out = new Float
   return out;
 }
 
+/** The value of largest magnitude among x[off, off + n) (the first one on ties), with its sign: the
+ *  Q4_0 / Q5_0 scale is derived from it as ggml does. */
+function maxByMagnitude(x: Float32Array, off: number, n: number): number {
+  let amax = 0;
+  let max = 0;
+  for (let j = 0; j < n; j++) {
+    const v = x[off + j]!;
+    if (amax < Math.abs(v)) {
+      amax = Math.abs(v);
+      max = v;
+    }
+  }
+  return max;
+}
+
 export function quantizeQ4_0(x: Float32Array): Uint8Array {
   if (x.length % 32 !== 0) throw new RangeError(`Q4_0 needs a multiple of 32 values, got ${x.length}`);
   const nb = x.length / 32;
@@ -102,15 +117,7 @@ export function quantizeQ4_0(x: Float32Array): Uint8Array {
   const view = new DataView(out.buffer);
   for (let b = 0; b < nb; b++) {
     const off = b * 32;
-    let amax = 0;
-    let max = 0;
-    for (let j = 0; j < 32; j++) {
-      const v = x[off + j]!;
-      if (amax < Math.abs(v)) {
-        amax = Math.abs(v);
-        max = v;
-      }
-    }
+    const max = maxByMagnitude(x, off, 32);
     const d = fr(max / -8);
     const id = d !== 0 ? fr(1 / d) : 0;
     const o = b * 18;
@@ -145,15 +152,7 @@ export function quantizeQ5_0(x: Float32Array): Uint8Array {
   const view = new DataView(out.buffer);
   for (let b = 0; b < nb; b++) {
     const off = b * 32;
-    let amax = 0;
-    let max = 0;
-    for (let j = 0; j < 32; j++) {
-      const v = x[off + j]!;
-      if (amax < Math.abs(v)) {
-        amax = Math.abs(v);
-        max = v;
-      }
-    }
+    const max = maxByMagnitude(x, off, 32);
     const d = fr(max / -16);
     const id = d !== 0 ? fr(1 / d) : 0;
     const o = b * 22;

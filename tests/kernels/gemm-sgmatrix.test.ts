@@ -20,12 +20,11 @@ import {
 import { MATRIX_SHAPES } from '../../src/kernels/sgmatrix.js';
 import { nullCompiler, type NullCompiler } from '../../src/kernels/variants.js';
 import { checkEmulatedGemm } from '../../bench/check/gemm.js';
-import { testRng, useEngine } from '../helpers/index.js';
+import { requireFeature, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
 const variants = gemmVariants();
-const hasF16 = () => engine().dev.has('shader-f16');
 
 describe('gemm sgmatrix: native variants on Dawn Null', () => {
   let nul: NullCompiler;
@@ -66,19 +65,16 @@ describe('gemm sgmatrix: emulated variants against float64', () => {
   });
 
   for (const v of emulated) {
-    it(v.name, async () => {
-      if (!hasF16()) {
-        console.log('[gemm sgmatrix] shader-f16 absent: emulated variants skipped');
-        return;
-      }
+    it(v.name, async (ctx) => {
+      requireFeature(ctx, 'shader-f16');
       const r = await checkEmulatedGemm(v.spec as GemmVariantCase, testRng(v.name));
       expect(r.failure).toBeNull();
       expect(r.key).toBe(v.key);
     }, 300_000);
   }
 
-  it('the three seeded bugs fail the check (wrong B majorness, unpadded B stride, missing barrier)', async () => {
-    if (!hasF16()) return;
+  it('the three seeded bugs fail the check (wrong B majorness, unpadded B stride, missing barrier)', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     const c: GemmVariantCase = { ...GEMM_SG_CASES[0]!, tile: 's64', shape: 'm16n8k16' };
     for (const mutation of ['major', 'stride', 'nobarrier'] as GemmMutation[]) {
       const r = await checkEmulatedGemm(c, new Rng(11), mutation);
@@ -145,8 +141,8 @@ describe('gemm sgmatrix: the choice of core', () => {
     expect(dA.splitK).toBeGreaterThan(1);
   });
 
-  it('on this adapter: the native core is never planned without an offered configuration; the test switch forces the emulated one', () => {
-    if (!hasF16()) return;
+  it('on this adapter: the native core is never planned without an offered configuration; the test switch forces the emulated one', (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     const x = Tensor.empty([40, 64]);
     const w = Tensor.empty([48, 64], 'f16');
     const plan = () => withPrecision('fp16-mixed', () => gemmPlan({ a: { t: x }, b: { t: w, trans: true } }));

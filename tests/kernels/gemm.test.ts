@@ -8,7 +8,7 @@
 // 64² tile, the forward and transposed layouts for the other tiles, each loader and epilogue once
 // per compute variant. FINLLM_TEST_TIER=gpu (npm run test:gpu) runs the full cross product, where
 // compiling hundreds of pipelines costs seconds instead of lavapipe's minutes.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, type TestContext } from 'vitest';
 import type { Rng } from '../../src/engine/random.js';
 import { engine, Tensor } from '../../src/engine/tensor.js';
 import { bf16ToF32, f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
@@ -18,7 +18,7 @@ import { TILES, TILE_NAMES, chooseGemm, directTileFor, gemm, gemmPlan, noteWeigh
 import { disposeNf4, quantizeNf4, type Nf4Weight } from '../../src/kernels/nf4.js';
 import { expectWithinGemmBound, gemmReference } from '../../reference/gemm.js';
 import { makeOperand } from '../../bench/check/gemm.js';
-import { testRng, useEngine } from '../helpers/index.js';
+import { requireFeature, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
@@ -85,10 +85,11 @@ async function runCase(rng: Rng, c: Case): Promise<void> {
   for (const m of [a, b, u, w]) m?.dispose();
 }
 
-function computes(): Compute[] {
-  const has = engine().dev.has('shader-f16');
-  if (!has) console.log('[gemm] shader-f16 absent on this adapter: the f16 compute variant is skipped');
-  return has ? ['f32', 'f16'] : ['f32'];
+/** Both compute variants: each test that takes them runs once per variant, and the f16 one is skipped
+ *  (with its reason) where the adapter lacks shader-f16. */
+const COMPUTES: Compute[] = ['f32', 'f16'];
+function requireCompute(compute: Compute, ctx: TestContext): void {
+  if (compute === 'f16') requireFeature(ctx, 'shader-f16');
 }
 
 const f32 = (trans?: boolean): OpCase => ({ kind: 'f32', trans });
@@ -106,14 +107,15 @@ const LAYOUTS: [boolean, boolean, number, number, number, number, number][] = [
 ];
 
 describe('gemm: tiles × compute variants (f32 operands, every layout)', () => {
-  it('each tile and compute variant on odd shapes, vec4 and scalar loads, both storage layouts', async () => {
-    const rng = testRng('gemm-tiles');
+  it.for(COMPUTES)('each tile on odd shapes, vec4 and scalar loads, both storage layouts (%s compute)', async (only, ctx) => {
+    requireCompute(only, ctx);
+    const rng = testRng(`gemm-tiles-${only}`);
     // CI: t64 (the tile of small problems) runs every layout in f32, the others the forward layout
     // (or, for t64d, the transposed scalar one); f16 compute runs t64 and the double-buffered t128d.
     // Both compute variants share the stage and epilogue code, which the loader tests below cover
     // in f16 too. FULL: every tile × layout × compute.
     const plan: [Compute, TileName, number[]][] = FULL
-      ? computes().flatMap((c) => TILE_NAMES.filter((t) => c === 'f32' || !isDirect(t)).map((t) => [c, t, [0, 1, 2, 3]] as [Compute, TileName, number[]]))
+      ? [only].flatMap((c) => TILE_NAMES.filter((t) => c === 'f32' || !isDirect(t)).map((t) => [c, t, [0, 1, 2, 3]] as [Compute, TileName, number[]]))
       : [
           ['f32', 't64', [0, 1, 2, 3]],
           ['f32', 't128', [0]],
@@ -125,14 +127,10 @@ describe('gemm: tiles × compute variants (f32 operands, every layout)', () => {
           ['f32', 'r8x8', [0, 1, 2, 3]],
           ['f32', 'r4x8', [0, 1, 2, 3]],
           ['f32', 'r4x4', [0, 1, 2, 3]],
-          ...(computes().includes('f16')
-            ? ([
-                ['f16', 't64', [0, 3]],
-                ['f16', 't128d', [0]],
-              ] as [Compute, TileName, number[]][])
-            : []),
+          ['f16', 't64', [0, 3]],
+          ['f16', 't128d', [0]],
         ];
-    for (const [compute, tile, layouts] of plan) {
+    for (const [compute, tile, layouts] of plan.filter(([c]) => c === only)) {
       for (const l of layouts) {
         const [tA, tB, M, N, K, vA, vB] = LAYOUTS[l]!;
         await runCase(rng, { M, N, K, a: f32(tA), b: f32(tB), choice: { compute, tile, splitK: 1 }, vec: [vA, vB], alpha: l === 1 ? 0.75 : undefined });
@@ -146,8 +144,9 @@ describe('gemm: tiles × compute variants (f32 operands, every layout)', () => {
 });
 
 describe('gemm: operand loaders', () => {
-  it('bf16 / f16 / NF4 / NF4 double-quant operands, vector and scalar loads, both layouts', async () => {
-    const rng = testRng('gemm-loaders');
+  it.for(COMPUTES)('bf16 / f16 / NF4 / NF4 double-quant operands, vector and scalar loads, both layouts (%s compute)', async (only, ctx) => {
+    requireCompute(only, ctx);
+    const rng = testRng(`gemm-loaders-${only}`);
     // [a, b, M, N, K, vecA, vecB, compute variants (CI)]; 16-bit operands on both sides at once.
     const cases: [OpCase, OpCase, number, number, number, number, number, Compute[]][] = [
       [{ kind: 'f16' }, { kind: 'bf16', trans: true }, 65, 70, 40, 8, 8, ['f32', 'f16']], // f16 activation · bf16 weightᵀ, 8 halves per load
@@ -159,20 +158,16 @@ describe('gemm: operand loaders', () => {
       [f32(), { kind: 'nf4dq' }, 66, 69, 40, 4, 1, ['f32', 'f16']], // double-quantized absmax, per element
       [f32(true), { kind: 'nf4dq', trans: true }, 67, 70, 72, 1, 8, ['f32']],
     ];
-    const have = computes();
     for (const [a, b, M, N, K, vA, vB, variants] of cases) {
-      for (const compute of FULL ? have : variants.filter((v) => have.includes(v))) {
-        await runCase(rng, { M, N, K, a, b, choice: { compute, tile: 't64', splitK: 1 }, vec: [vA, vB] });
-      }
+      if (FULL || variants.includes(only)) await runCase(rng, { M, N, K, a, b, choice: { compute: only, tile: 't64', splitK: 1 }, vec: [vA, vB] });
     }
   });
 
-  it('operand dropout (LoRA input): on A, and on an f16-saved B with split-K', async () => {
-    const rng = testRng('gemm-dropout');
-    await runCase(rng, { M: 67, N: 16, K: 40, a: { kind: 'f32', drop: true }, b: f32(true), choice: { compute: 'f32', tile: 't64x32', splitK: 1 } });
-    for (const compute of computes()) {
-      await runCase(rng, { M: 16, N: 70, K: 301, a: f32(true), b: { kind: 'f16', drop: true }, choice: { compute, tile: 't32x64', splitK: 4 } });
-    }
+  it.for(COMPUTES)('operand dropout (LoRA input): on A, and on an f16-saved B with split-K (%s compute)', async (compute, ctx) => {
+    requireCompute(compute, ctx);
+    const rng = testRng(`gemm-dropout-${compute}`);
+    if (compute === 'f32') await runCase(rng, { M: 67, N: 16, K: 40, a: { kind: 'f32', drop: true }, b: f32(true), choice: { compute: 'f32', tile: 't64x32', splitK: 1 } });
+    await runCase(rng, { M: 16, N: 70, K: 301, a: f32(true), b: { kind: 'f16', drop: true }, choice: { compute, tile: 't32x64', splitK: 4 } });
   });
 });
 
@@ -182,8 +177,7 @@ describe('gemm: epilogues and the fused prologue', () => {
     await runCase(rng, { M: 67, N: 70, K: 37, a: f32(), b: f32(true), alpha: -1.5, accumulate: true, choice: { compute: 'f32', tile: 't64', splitK: 1 } });
     // split-K: K = 301 in 5 slices (the last partial), a skinny output like dB = s·gᵀ·u
     await runCase(rng, { M: 70, N: 13, K: 301, a: f32(true), b: f32(), alpha: 2, choice: { compute: 'f32', tile: 't64x32', splitK: 5 } });
-    const c = computes().includes('f16') ? 'f16' : 'f32';
-    await runCase(rng, { M: 13, N: 70, K: 301, a: f32(true), b: f32(), accumulate: true, choice: { compute: c, tile: 't32x64', splitK: 3 } });
+    await runCase(rng, { M: 13, N: 70, K: 301, a: f32(true), b: f32(), accumulate: true, choice: { compute: 'f32', tile: 't32x64', splitK: 3 } });
     // the CPU-shaped kernels: accumulate, and split-K (slices of 64 = 16 k-steps of 4, a scalar tail in the last)
     await runCase(rng, { M: 67, N: 70, K: 37, a: f32(), b: f32(true), alpha: -1.5, accumulate: true, choice: { compute: 'f32', tile: 'r8x8', splitK: 1 } });
     await runCase(rng, { M: 70, N: 13, K: 301, a: f32(true), b: f32(), alpha: 2, choice: { compute: 'f32', tile: 'r4x4', splitK: 5 } });
@@ -194,9 +188,14 @@ describe('gemm: epilogues and the fused prologue', () => {
     // y = x·Wᵀ + s·(u·Bᵀ): W NF4 [N, K], B [N, R]
     await runCase(rng, { M: 67, N: 70, K: 64, a: f32(), b: { kind: 'nf4', trans: true }, pro: { R: 12, u: f32(), w: f32(true) }, choice: { compute: 'f32', tile: 't64', splitK: 1 } });
     // dX = g·W + mask ⊙ (gu·A)/(1−p): W bf16 [K, N] read untransposed, A [R, N]
-    for (const compute of computes()) {
-      await runCase(rng, { M: 67, N: 70, K: 37, a: f32(), b: { kind: 'bf16' }, pro: { R: 5, u: f32(), w: f32(), mask: true }, choice: { compute, tile: compute === 'f32' ? 't128d' : 't64', splitK: 1 } });
-    }
+    await runCase(rng, { M: 67, N: 70, K: 37, a: f32(), b: { kind: 'bf16' }, pro: { R: 5, u: f32(), w: f32(), mask: true }, choice: { compute: 'f32', tile: 't128d', splitK: 1 } });
+  });
+
+  it('f16 compute: split-K accumulate into C, and the masked LoRA prologue of dX', async (ctx) => {
+    requireFeature(ctx, 'shader-f16');
+    const rng = testRng('gemm-epilogue-f16');
+    await runCase(rng, { M: 13, N: 70, K: 301, a: f32(true), b: f32(), accumulate: true, choice: { compute: 'f16', tile: 't32x64', splitK: 3 } });
+    await runCase(rng, { M: 67, N: 70, K: 37, a: f32(), b: { kind: 'bf16' }, pro: { R: 5, u: f32(), w: f32(), mask: true }, choice: { compute: 'f16', tile: 't64', splitK: 1 } });
   });
 });
 
@@ -237,8 +236,8 @@ describe('gemm: the variant choice', () => {
     expect(chooseGemm(big, tooBig).tile).toBe('t64');
   });
 
-  it('in fp16-mixed a weight beyond the f16 range keeps the f32 variant (dense and NF4); the load measures max |w|', () => {
-    if (!engine().dev.has('shader-f16')) return;
+  it('in fp16-mixed a weight beyond the f16 range keeps the f32 variant (dense and NF4); the load measures max |w|', (ctx) => {
+    requireFeature(ctx, 'shader-f16');
     const x = Tensor.empty([70, 64]);
     const w = Tensor.empty([96, 64], 'bf16');
     const q = quantizeNf4(Tensor.empty([96, 64]));

@@ -20,7 +20,7 @@ useEngine();
 
 const ROOT = join(import.meta.dirname, '..', '..', '..');
 const MODEL = join(ROOT, 'tests', 'fixtures', 'reference', 'gqa-f32', 'model');
-const QA = join(ROOT, 'data', 'eval', 'qa.jsonl');
+const QA = join(ROOT, 'data', 'eval', 'fin-figures.jsonl');
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'finllm-evaluate-'));
 const TEXTS = ['Revenue rose 8% to $2.1 billion.', 'Net income fell, and the company cut its outlook for the year.', 'Margins held.'];
