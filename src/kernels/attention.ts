@@ -109,7 +109,8 @@ export interface AttentionTiles {
   fragments?: { mode: MatrixMode; shape: MatrixShape };
   /**
    * Run the row-per-invocation kernels of attention-cpu.ts (tiled forward and the backward, head dims
-   * up to 32). Default: on software adapters when no other tile override is given.
+   * up to 32). Default: the backward on software adapters when no other tile override is given (the
+   * forward measured slower than the tiled one there: bench/NOTES.md).
    */
   cpu?: boolean;
 }
@@ -918,10 +919,10 @@ function pickFragments(pass: 'forward' | 'backward', d: Dims, caps: AttentionCap
 }
 
 /** Whether the row-per-invocation kernels (attention-cpu.ts) run this call. */
-function useCpuKernels(d: Dims, caps: AttentionCaps, layout: ForwardLayout, tiles?: AttentionTiles): boolean {
+function useCpuKernels(pass: 'forward' | 'backward', d: Dims, caps: AttentionCaps, layout: ForwardLayout, tiles?: AttentionTiles): boolean {
   const fits = layout === 'tiled' && d.Dh <= CPU_MAX_DH;
   if (tiles?.cpu && !fits) throw new RangeError(`attention: the software adapter kernels take the tiled layout and head dims up to ${CPU_MAX_DH} (got ${layout}, ${d.Dh})`);
-  return fits && (tiles?.cpu ?? (caps.software && tiles === undefined));
+  return fits && (tiles?.cpu ?? (pass === 'backward' && caps.software && tiles === undefined));
 }
 
 function dispatchCpu(kind: CpuAttentionKind, d: Dims, tensors: Tensor[], u: Uniforms): void {
@@ -963,7 +964,7 @@ function forwardWithDims(d: Dims, q: Tensor, k: Tensor, v: Tensor, variant: Forw
     return { out, lse };
   }
   const layout = pickLayout(d, variant);
-  if (useCpuKernels(d, caps, layout, tiles)) {
+  if (useCpuKernels('forward', d, caps, layout, tiles)) {
     dispatchCpu('fwd', d, [q, k, v, out, lse, segBinding(d), kvStartBinding(d)], uniforms(d, { n: d.B * d.Hq * d.T }));
     return { out, lse };
   }
@@ -1048,7 +1049,7 @@ function backwardWithDims(
     D.dispose();
     return { dq, dk, dv };
   }
-  if (useCpuKernels(d, caps, 'tiled', tiles)) {
+  if (useCpuKernels('backward', d, caps, 'tiled', tiles)) {
     if (wantDq) {
       dq = Tensor.empty(q.shape);
       if (rows > 0) dispatchCpu('dq', d, [q, k, v, dOut, lse, D, dq, seg], uniforms(d));

@@ -383,25 +383,28 @@ describe('flash attention: row-per-invocation kernels (software adapters, attent
   ];
   for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 
-  it('flashAttention runs them by default exactly on adapters that take CPU-shaped kernels', async () => {
+  it('flashAttention runs their backward by default exactly on adapters that take CPU-shaped kernels', async () => {
     const dev = engine().dev;
     const labels: string[] = [];
     dev.onDispatch = (s) => labels.push(s.pipeline.label);
     try {
       const rng = testRng('attention cpu chooser');
-      const x = (n: number) => Tensor.from(rng.normalArray(n), [1, 5, 2, 8]);
-      const q = x(80);
+      // T = 70 query rows per kv head: the tiled layout (few rows take the split one, GPU-shaped).
+      const x = () => Tensor.from(rng.normalArray(70 * 8), [1, 70, 1, 8]);
+      const q = x();
       q.requiresGrad = true;
-      tidy(() => backward(sumToSuffix(flashAttention(q, x(80), x(80), { causal: true }), [1])));
+      tidy(() => backward(sumToSuffix(flashAttention(q, x(), x(), { causal: true }), [1])));
       await q.grad!.toFloat32();
       q.grad!.dispose();
       q.dispose();
     } finally {
       dev.onDispatch = null;
     }
-    expect(labels.some((l) => l.startsWith('attn.cpu.fwd:'))).toBe(dev.info.cpuKernels);
+    // The backward only: their forward measured slower than the tiled one on lavapipe (bench/NOTES.md).
     expect(labels.some((l) => l.startsWith('attn.cpu.dq:'))).toBe(dev.info.cpuKernels);
-    expect(labels.some((l) => l.startsWith('attn.fwd.'))).toBe(!dev.info.cpuKernels);
+    expect(labels.some((l) => l.startsWith('attn.bwd.dq.'))).toBe(!dev.info.cpuKernels);
+    expect(labels.some((l) => l.startsWith('attn.fwd.'))).toBe(true);
+    expect(labels.some((l) => l.startsWith('attn.cpu.fwd:'))).toBe(false);
     expect(() => flashAttentionForward(x0(), x0(), x0(), { causal: true }, 'split', { cpu: true })).toThrow(/tiled layout/);
     const wide = Tensor.from(new Float32Array(48), [1, 1, 1, 48]);
     expect(() => flashAttentionForward(wide, wide, wide, { causal: true }, 'tiled', { cpu: true })).toThrow(/head dims up to 32/);
