@@ -12,19 +12,18 @@
 // family that updates the weights (AdamW) changes them; the model is not used afterwards.
 // Also reported: the step's own CPU time, and what is left over beside the kernels (the host side:
 // autograd, recording, submits, readbacks, and the sync of each replay, measured on its own).
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DispatchSpec } from '../src/engine/device.js';
-import { engine, initEngine } from '../src/engine/tensor.js';
 import { Rng } from '../src/engine/random.js';
+import { initEngine } from '../src/engine/tensor.js';
 import { AdamW } from '../src/kernels/optim.js';
 import { initModel } from '../src/llama/init.js';
 import { LlamaModel, shiftLabels } from '../src/llama/model.js';
-import { trainStep } from '../src/pipeline/train/trainer.js';
 import type { Batch } from '../src/pipeline/data/index.js';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { TOKENIZER_DIR, shapeOverrides } from './random-model.js';
+import { trainStep } from '../src/pipeline/train/trainer.js';
+import { shapeOverrides, TOKENIZER_DIR } from './random-model.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -64,10 +63,19 @@ const batch: Batch = {
   numExamples: B,
 };
 let stepIndex = 0;
-const step = () => trainStep(model, opt, [batch], { lr: 2e-4, stepIndex: stepIndex++, seed: 0, maxGradNorm: 1.0, gradientCheckpointing: 'none' });
+const step = () =>
+  trainStep(model, opt, [batch], {
+    lr: 2e-4,
+    stepIndex: stepIndex++,
+    seed: 0,
+    maxGradNorm: 1.0,
+    gradientCheckpointing: 'none',
+  });
 const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
 
-console.log(`adapter: ${dev.name}; cpu kernels: ${dev.info.cpuKernels}; preset ${preset}, ${method}, batch ${B} x ${T}, vocab ${V}`);
+console.log(
+  `adapter: ${dev.name}; cpu kernels: ${dev.info.cpuKernels}; preset ${preset}, ${method}, batch ${B} x ${T}, vocab ${V}`,
+);
 for (let i = 0; i < 2; i++) await step(); // warm-up: pipelines compile, pool fills
 
 // The step itself, then the same step captured.
@@ -112,15 +120,42 @@ for (let r = 0; r < rounds; r++) {
 
 const rows = [...families].map(([fam, list]) => {
   const ms = spent.get(fam)!;
-  return { family: fam, dispatches: list.length, pipelines: new Set(list.map((s) => s.pipeline.label)).size, cpu_ms: ms.reduce((a, b) => a + b, 0) / ms.length, cpu_ms_rounds: ms };
+  return {
+    family: fam,
+    dispatches: list.length,
+    pipelines: new Set(list.map((s) => s.pipeline.label)).size,
+    cpu_ms: ms.reduce((a, b) => a + b, 0) / ms.length,
+    cpu_ms_rounds: ms,
+  };
 });
 rows.sort((a, b) => b.cpu_ms - a.cpu_ms);
 const kernels = rows.reduce((a, r) => a + r.cpu_ms, 0);
-console.log(`step: ${stepCpu.toFixed(0)} CPU-ms, ${dispatchesPerStep} dispatches; kernels replayed alone: ${kernels.toFixed(0)} CPU-ms; rest (host side): ${(stepCpu - kernels).toFixed(0)} CPU-ms`);
+console.log(
+  `step: ${stepCpu.toFixed(0)} CPU-ms, ${dispatchesPerStep} dispatches; kernels replayed alone: ${kernels.toFixed(0)} CPU-ms; rest (host side): ${(stepCpu - kernels).toFixed(0)} CPU-ms`,
+);
 console.log('| family | dispatches | pipelines | CPU ms / step | share of step |');
 console.log('|---|---|---|---|---|');
-for (const r of rows) console.log(`| ${r.family} | ${r.dispatches} | ${r.pipelines} | ${r.cpu_ms.toFixed(1)} | ${((100 * r.cpu_ms) / stepCpu).toFixed(1)}% |`);
-const result = { adapter: dev.name, cpu_kernels: dev.info.cpuKernels, preset, method, batch: B, seq: T, vocab: V, reps, rounds, step_cpu_ms: stepCpu, dispatches_per_step: dispatchesPerStep, sync_cpu_ms: syncCpu, kernels_cpu_ms: kernels, families: rows, date: new Date().toISOString() };
+for (const r of rows)
+  console.log(
+    `| ${r.family} | ${r.dispatches} | ${r.pipelines} | ${r.cpu_ms.toFixed(1)} | ${((100 * r.cpu_ms) / stepCpu).toFixed(1)}% |`,
+  );
+const result = {
+  adapter: dev.name,
+  cpu_kernels: dev.info.cpuKernels,
+  preset,
+  method,
+  batch: B,
+  seq: T,
+  vocab: V,
+  reps,
+  rounds,
+  step_cpu_ms: stepCpu,
+  dispatches_per_step: dispatchesPerStep,
+  sync_cpu_ms: syncCpu,
+  kernels_cpu_ms: kernels,
+  families: rows,
+  date: new Date().toISOString(),
+};
 mkdirSync(outDir, { recursive: true });
 const file = join(outDir, `profile-step-${preset}-${result.date.replace(/[:.]/g, '-')}.json`);
 writeFileSync(`${file}.tmp`, JSON.stringify(result, null, 2));

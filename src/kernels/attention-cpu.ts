@@ -36,8 +36,17 @@ export interface CpuAttentionSpec {
   kvType: 'f32' | 'f16';
 }
 
-export function cpuAttentionSpec(kind: CpuAttentionKind, Dh: number, qType: 'f32' | 'f16', kvType: 'f32' | 'f16', rows = CPU_ROWS): CpuAttentionSpec {
-  if (Dh % 4 !== 0 || Dh < 4 || Dh > CPU_MAX_DH) throw new RangeError(`attention (software adapter kernels): head dim ${Dh} must be a multiple of 4 in 4..${CPU_MAX_DH}`);
+export function cpuAttentionSpec(
+  kind: CpuAttentionKind,
+  Dh: number,
+  qType: 'f32' | 'f16',
+  kvType: 'f32' | 'f16',
+  rows = CPU_ROWS,
+): CpuAttentionSpec {
+  if (Dh % 4 !== 0 || Dh < 4 || Dh > CPU_MAX_DH)
+    throw new RangeError(
+      `attention (software adapter kernels): head dim ${Dh} must be a multiple of 4 in 4..${CPU_MAX_DH}`,
+    );
   return { kind, DV: Dh / 4, ROWS: rows, qType, kvType };
 }
 
@@ -46,7 +55,10 @@ export function cpuAttentionKey(spec: CpuAttentionSpec): string {
 }
 
 /** Workgroups of a launch: rows of the query (fwd, dq) or key (dkv) side, heads, batch. */
-export function cpuAttentionGrid(spec: CpuAttentionSpec, d: { B: number; T: number; Sk: number; Hq: number; Hkv: number }): [number, number, number] {
+export function cpuAttentionGrid(
+  spec: CpuAttentionSpec,
+  d: { B: number; T: number; Sk: number; Hq: number; Hkv: number },
+): [number, number, number] {
   return spec.kind === 'dkv' ? [Math.ceil(d.Sk / spec.ROWS), d.Hkv, d.B] : [Math.ceil(d.T / spec.ROWS), d.Hq, d.B];
 }
 
@@ -104,10 +116,16 @@ ${ENTRY} {
     if (cmax > NEG) {
       let mn = max(m, cmax);
       let alpha = exp2(m - mn);
-      ${range(CH).map((c) => `let p${c} = select(0.0, exp2(s${c} - mn), ok${c});`).join('\n      ')}
-      l = l * alpha + ${range(CH).map((c) => `p${c}`).join(' + ')};
+      ${range(CH)
+        .map((c) => `let p${c} = select(0.0, exp2(s${c} - mn), ok${c});`)
+        .join('\n      ')}
+      l = l * alpha + ${range(CH)
+        .map((c) => `p${c}`)
+        .join(' + ')};
       for (var w = 0u; w < DV; w++) {
-        o[w] = o[w] * alpha + ${range(CH).map((c) => `p${c} * ldV(kb${c} + w)`).join(' + ')};
+        o[w] = o[w] * alpha + ${range(CH)
+          .map((c) => `p${c} * ldV(kb${c} + w)`)
+          .join(' + ')};
       }
       m = mn;
     }
