@@ -256,6 +256,11 @@ export class GpuDevice {
   private readonly stagingFree = new Map<number, GPUBuffer[]>();
   private lostReason: string | null = null;
   /** Counters since the device was created (see DeviceStats). */
+  /**
+   * Called with every dispatch as it is recorded (benchmarks capture a step's dispatches and replay
+   * them family by family to account its CPU time: bench/profile-step.ts). Null: nothing observes.
+   */
+  onDispatch: ((spec: DispatchSpec) => void) | null = null;
   readonly stats: DeviceStats = { dispatches: 0, passes: 0, submits: 0, bindGroups: 0, buffersCreated: 0, writes: 0, writeBytes: 0, readbacks: 0, readBytes: 0 };
   private passTiming: PassTiming | null = null;
 
@@ -531,6 +536,7 @@ export class GpuDevice {
     else pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(x, y, z);
     this.stats.dispatches++;
+    this.onDispatch?.(spec);
   }
 
   /** Submits everything recorded so far. New uniform blocks are written just before the submit. */

@@ -65,6 +65,7 @@ import {
 } from './attention-sgmatrix.js';
 import { assertOffered, isOffered, type MatrixMode, type MatrixShape } from './sgmatrix.js';
 import { Uniforms, assertDtype, dispatch, grid1d } from './common.js';
+import { CPU_MAX_DH, cpuAttentionGrid, cpuAttentionKernel, cpuAttentionKey, cpuAttentionSpec, type CpuAttentionKind } from './attention-cpu.js';
 
 export interface FlashAttentionOptions {
   causal: boolean;
@@ -106,6 +107,12 @@ export interface AttentionTiles {
    * forward and the backward, head dims 64, 80, 96, 128). 'emulated' is for tests: it runs anywhere.
    */
   fragments?: { mode: MatrixMode; shape: MatrixShape };
+  /**
+   * Run the row-per-invocation kernels of attention-cpu.ts (tiled forward and the backward, head dims
+   * up to 32). Default: the backward on software adapters when no other tile override is given (the
+   * forward measured slower than the tiled one there: bench/NOTES.md).
+   */
+  cpu?: boolean;
 }
 
 /**
@@ -915,6 +922,18 @@ function pickFragments(pass: 'forward' | 'backward', d: Dims, caps: AttentionCap
   return shape ? { mode: 'native', shape } : null;
 }
 
+/** Whether the row-per-invocation kernels (attention-cpu.ts) run this call. */
+function useCpuKernels(pass: 'forward' | 'backward', d: Dims, caps: AttentionCaps, layout: ForwardLayout, tiles?: AttentionTiles): boolean {
+  const fits = layout === 'tiled' && d.Dh <= CPU_MAX_DH;
+  if (tiles?.cpu && !fits) throw new RangeError(`attention: the software adapter kernels take the tiled layout and head dims up to ${CPU_MAX_DH} (got ${layout}, ${d.Dh})`);
+  return fits && (tiles?.cpu ?? (pass === 'backward' && caps.software && tiles === undefined));
+}
+
+function dispatchCpu(kind: CpuAttentionKind, d: Dims, tensors: Tensor[], u: Uniforms): void {
+  const spec = cpuAttentionSpec(kind, d.Dh, d.qType, d.kvType);
+  dispatch(cpuAttentionKey(spec), () => cpuAttentionKernel(spec), tensors, cpuAttentionGrid(spec, d), u);
+}
+
 function pickLayout(d: Dims, variant: ForwardVariant): ForwardLayout {
   if (variant !== 'auto') return variant;
   return chooseAttentionVariant('forward', shapeOf(d), deviceAttentionCaps()).layout;
@@ -949,6 +968,10 @@ function forwardWithDims(d: Dims, q: Tensor, k: Tensor, v: Tensor, variant: Forw
     return { out, lse };
   }
   const layout = pickLayout(d, variant);
+  if (useCpuKernels('forward', d, caps, layout, tiles)) {
+    dispatchCpu('fwd', d, [q, k, v, out, lse, segBinding(d), kvStartBinding(d)], uniforms(d, { n: d.B * d.Hq * d.T }));
+    return { out, lse };
+  }
   if (layout === 'split') tiles = splitTiles(d, tiles);
   const g = makeGeo('fwd', d, pickExchange('forward', layout, d, caps, tiles), caps, tiles);
   const key = `attn.fwd.${geoKey(g)}`;
@@ -1026,6 +1049,19 @@ function backwardWithDims(
       dv = Tensor.empty(v.shape);
       const g = spec('dkv');
       if (k.numel > 0) dispatch(sgAttentionKey(g), () => sgAttentionKernel(g), [q, k, v, dOut, lse, D, dk, dv, seg], [Math.ceil(d.Sk / g.BC), d.Hkv, d.B], uniforms(d));
+    }
+    D.dispose();
+    return { dq, dk, dv };
+  }
+  if (useCpuKernels('backward', d, caps, 'tiled', tiles)) {
+    if (wantDq) {
+      dq = Tensor.empty(q.shape);
+      if (rows > 0) dispatchCpu('dq', d, [q, k, v, dOut, lse, D, dq, seg], uniforms(d));
+    }
+    if (wantDkv) {
+      dk = Tensor.empty(k.shape);
+      dv = Tensor.empty(v.shape);
+      if (k.numel > 0) dispatchCpu('dkv', d, [q, k, v, dOut, lse, D, dk, dv, seg], uniforms(d));
     }
     D.dispose();
     return { dq, dk, dv };

@@ -366,6 +366,53 @@ describe('flash attention: slice loops unrolled (the GPU code path) on this devi
   for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 });
 
+describe('flash attention: row-per-invocation kernels (software adapters, attention-cpu.ts)', () => {
+  // One lane per row with the whole row in registers, K/V (Q/dO) read from global memory, keys taken
+  // 4 per forward step: the same arithmetic as the tiled kernels up to summation order (a score is
+  // one lane's Dh-term dot product), so the same tolerances. Shapes are not multiples of the 32 rows
+  // per workgroup nor of the 4-key step; rows past kvLength are NaN (inputs()).
+  const CPU: AttentionTiles = { cpu: true };
+  const cases: Case[] = [
+    { label: 'cpu Dh=32 T=37 causal GQA 2 (fin-s head)', sh: shape(2, 37, 37, 4, 2, 32), causal: true, tiles: CPU, layouts: ['tiled'], exchanges: 'default' },
+    { label: 'cpu Dh=20 T=13 non-causal MQA', sh: shape(1, 13, 13, 3, 1, 20), causal: false, tiles: CPU, layouts: ['tiled'], exchanges: 'default' },
+    { label: 'cpu Dh=16 T=70 causal 3 segments', sh: shape(2, 70, 70, 4, 2, 16), causal: true, segments: [[10, 50, 10], [33, 1, 36]], tiles: CPU, layouts: ['tiled'], exchanges: 'default' },
+    { label: 'cpu T=17 qOffset=5 S=22 of 30 causal', sh: shape(1, 17, 22, 2, 1, 16, 30), causal: true, qOffset: 5, tiles: CPU, layouts: ['tiled'], exchanges: 'default' },
+    { label: 'cpu prefill T=13 causal kvStart [5, 0], unwritten padding', sh: shape(2, 13, 13, 4, 2, 16), causal: true, kvStart: [5, 0], unwrittenPadding: true, tiles: CPU, layouts: ['tiled'], exchanges: 'default' },
+    { label: 'cpu Dh=16 T=19 causal q/k/v f16, f16 out', sh: shape(1, 19, 19, 2, 1, 16), causal: true, qType: 'f16', kvType: 'f16', f16Out: true, tiles: CPU, layouts: ['tiled'], exchanges: 'default' },
+    { label: 'cpu Dh=32 T=9 non-causal scale 0.3', sh: shape(1, 9, 9, 2, 2, 32), causal: false, scale: 0.3, tiles: CPU, layouts: ['tiled'], exchanges: 'default' },
+  ];
+  for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
+
+  it('flashAttention runs their backward by default exactly on adapters that take CPU-shaped kernels', async () => {
+    const dev = engine().dev;
+    const labels: string[] = [];
+    dev.onDispatch = (s) => labels.push(s.pipeline.label);
+    try {
+      const rng = testRng('attention cpu chooser');
+      // T = 70 query rows per kv head: the tiled layout (few rows take the split one, GPU-shaped).
+      const x = () => Tensor.from(rng.normalArray(70 * 8), [1, 70, 1, 8]);
+      const q = x();
+      q.requiresGrad = true;
+      tidy(() => backward(sumToSuffix(flashAttention(q, x(), x(), { causal: true }), [1])));
+      await q.grad!.toFloat32();
+      q.grad!.dispose();
+      q.dispose();
+    } finally {
+      dev.onDispatch = null;
+    }
+    // The backward only: their forward measured slower than the tiled one on lavapipe (bench/NOTES.md).
+    expect(labels.some((l) => l.startsWith('attn.cpu.dq:'))).toBe(dev.info.cpuKernels);
+    expect(labels.some((l) => l.startsWith('attn.bwd.dq.'))).toBe(!dev.info.cpuKernels);
+    expect(labels.some((l) => l.startsWith('attn.fwd.'))).toBe(true);
+    expect(labels.some((l) => l.startsWith('attn.cpu.fwd:'))).toBe(false);
+    expect(() => flashAttentionForward(x0(), x0(), x0(), { causal: true }, 'split', { cpu: true })).toThrow(/tiled layout/);
+    const wide = Tensor.from(new Float32Array(48), [1, 1, 1, 48]);
+    expect(() => flashAttentionForward(wide, wide, wide, { causal: true }, 'tiled', { cpu: true })).toThrow(/head dims up to 32/);
+  });
+});
+
+const x0 = () => Tensor.from(new Float32Array(1 * 2 * 1 * 8), [1, 2, 1, 8]);
+
 describe('flash attention: fully masked rows', () => {
   it('rows that see no key give 0 output, lse -inf and zero gradients, never NaN', async () => {
     // Causal with qOffset = -3: query rows 0..2 precede every key.
