@@ -37,6 +37,8 @@ export class MetaDevice implements Device {
   readonly subgroupMatrixConfigs: readonly SubgroupMatrixConfig[];
   readonly toggles: readonly string[];
   readonly name: string;
+  /** Dispatches are never recorded here, so nothing is ever reported to an observer. */
+  onDispatch: ((spec: DispatchSpec) => void) | null = null;
   readonly stats: DeviceStats = {
     dispatches: 0,
     passes: 0,
