@@ -72,7 +72,7 @@ export function promptIds(o: GenerateCliOptions, tokenizer: LlamaTokenizer, sett
     if (eq <= 0 || !(name in c)) throw new InputError(`expected FIELD=TEXT with FIELD one of ${Object.keys(c).join(', ')}, got ${JSON.stringify(spec)}`, { flag: 'field' });
     extra[name] = spec.slice(eq + 1);
   }
-  let r;
+  let r: ReturnType<typeof layOutPrompt>;
   try {
     r = layOutPrompt({ ...settings, template }, tokenizer, prompt, extra);
   } catch (err) {

@@ -53,7 +53,7 @@ export async function serveAction(o: ServeCliOptions, say: (line: string) => voi
   // The prompt layout the model was trained with: --run's (or the run beside the first adapter or
   // the model), then --template and --column.
   const settings = dataSettings(o, [adapters[0]?.dir, o.model]);
-  let promptLayout;
+  let promptLayout: ReturnType<typeof servingPromptLayout>;
   try {
     promptLayout = servingPromptLayout(settings, o.template !== undefined || settings.from === null ? { flag: 'template' } : { file: settings.from, key: 'data.template' });
   } catch (err) {

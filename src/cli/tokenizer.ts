@@ -45,7 +45,7 @@ Example:
       }
       if (texts.length === 0) throw new InputError('no records', { file: o.data });
       if (texts.every((t) => t === '')) throw new InputError(`every "${o.field}" is empty: there is nothing to learn a vocabulary from`, { file: o.data });
-      let bpe;
+      let bpe: ReturnType<typeof trainBpe>;
       try {
         bpe = trainBpe(texts, { vocabSize, minPairFrequency });
       } catch (err) {

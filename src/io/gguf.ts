@@ -64,18 +64,30 @@ class ByteWriter {
   }
   scalar(type: GgufScalarType, v: number | bigint | boolean | string): void {
     switch (type) {
-      case 'u8': return this.fixed(1, (d) => d.setUint8(0, v as number));
-      case 'i8': return this.fixed(1, (d) => d.setInt8(0, v as number));
-      case 'u16': return this.fixed(2, (d) => d.setUint16(0, v as number, true));
-      case 'i16': return this.fixed(2, (d) => d.setInt16(0, v as number, true));
-      case 'u32': return this.fixed(4, (d) => d.setUint32(0, v as number, true));
-      case 'i32': return this.fixed(4, (d) => d.setInt32(0, v as number, true));
-      case 'f32': return this.fixed(4, (d) => d.setFloat32(0, v as number, true));
-      case 'f64': return this.fixed(8, (d) => d.setFloat64(0, v as number, true));
-      case 'u64': return this.fixed(8, (d) => d.setBigUint64(0, BigInt(v as number | bigint), true));
-      case 'i64': return this.fixed(8, (d) => d.setBigInt64(0, BigInt(v as number | bigint), true));
-      case 'bool': return this.fixed(1, (d) => d.setUint8(0, v ? 1 : 0));
-      case 'string': return this.string(v as string);
+      case 'u8': this.fixed(1, (d) => d.setUint8(0, v as number));
+        break;
+      case 'i8': this.fixed(1, (d) => d.setInt8(0, v as number));
+        break;
+      case 'u16': this.fixed(2, (d) => d.setUint16(0, v as number, true));
+        break;
+      case 'i16': this.fixed(2, (d) => d.setInt16(0, v as number, true));
+        break;
+      case 'u32': this.fixed(4, (d) => d.setUint32(0, v as number, true));
+        break;
+      case 'i32': this.fixed(4, (d) => d.setInt32(0, v as number, true));
+        break;
+      case 'f32': this.fixed(4, (d) => d.setFloat32(0, v as number, true));
+        break;
+      case 'f64': this.fixed(8, (d) => d.setFloat64(0, v as number, true));
+        break;
+      case 'u64': this.fixed(8, (d) => d.setBigUint64(0, BigInt(v as number | bigint), true));
+        break;
+      case 'i64': this.fixed(8, (d) => d.setBigInt64(0, BigInt(v as number | bigint), true));
+        break;
+      case 'bool': this.fixed(1, (d) => d.setUint8(0, v ? 1 : 0));
+        break;
+      case 'string': this.string(v as string);
+        break;
     }
   }
   value(v: GgufValue): void {

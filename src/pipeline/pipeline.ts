@@ -120,7 +120,7 @@ const sha256 = (s: string | Buffer) => createHash('sha256').update(s).digest('he
 const HASH_CONTENT_LIMIT = 64 << 20;
 
 export async function fileFingerprint(path: string): Promise<string> {
-  let s;
+  let s: Awaited<ReturnType<typeof stat>>;
   try {
     s = await stat(path);
   } catch {

@@ -318,7 +318,10 @@ async function withHubEnv<T>(cache: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } finally {
-    keys.forEach((k, i) => (saved[i] === undefined ? delete process.env[k] : (process.env[k] = saved[i])));
+    keys.forEach((k, i) => {
+      if (saved[i] === undefined) delete process.env[k];
+      else process.env[k] = saved[i];
+    });
   }
 }
 

@@ -23,7 +23,7 @@ const tempDir = useTempDir();
 const FIN_BASE = join(import.meta.dirname, '..', '..', 'models', 'fin-base');
 
 /** A Llama 3 style chat template (the bundled model has none yet). */
-export const TEST_CHAT_TEMPLATE =
+const TEST_CHAT_TEMPLATE =
   "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
 
 describe('GGUF export → import', () => {
@@ -142,7 +142,9 @@ describe('finllm eval --model FILE.gguf', () => {
       return JSON.parse(printed) as { loss: number; per_example: { loss: number }[] };
     };
     const f32 = await run('f32');
-    f32.per_example.forEach((e, i) => expect(Math.abs(e.loss - g.merged_loss[i]!), `text ${i}`).toBeLessThan(1e-4));
+    f32.per_example.forEach((e, i) => {
+      expect(Math.abs(e.loss - g.merged_loss[i]!), `text ${i}`).toBeLessThan(1e-4);
+    });
     const q4 = await run('q4_0');
     expect(Math.abs(q4.loss - f32.loss)).toBeGreaterThan(1e-6); // quantized ffn_down is really read back
     expect(Math.abs(q4.loss - f32.loss) / f32.loss).toBeLessThan(0.05);

@@ -182,7 +182,7 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
     let item: EvalItem;
     switch (kind) {
       case 'template': {
-        let ex;
+        let ex: ReturnType<typeof applyTemplate>;
         try {
           ex = applyTemplate(value, trainingCtx, file, row);
         } catch (err) {

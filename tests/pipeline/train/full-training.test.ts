@@ -119,7 +119,9 @@ describe('full training (training.method full)', () => {
       const cli = JSON.parse(out.stdout) as { loss: number; per_example: { loss: number }[] };
       // Same f32 weights, same kernels: equal up to the summation order of the per-text means.
       expect(Math.abs(cli.loss - inMemory.loss)).toBeLessThan(1e-5);
-      cli.per_example.forEach((e, i) => expect(Math.abs(e.loss - inMemory.perExample[i]!.loss)).toBeLessThan(1e-5));
+      cli.per_example.forEach((e, i) => {
+        expect(Math.abs(e.loss - inMemory.perExample[i]!.loss)).toBeLessThan(1e-5);
+      });
       // ... and training changed the model (the base evaluates differently).
       const base = await LlamaModel.load(MODEL);
       const baseLoss = (await evaluatePerplexity(base, trainer.tokenizer, texts)).loss;

@@ -150,7 +150,9 @@ describe.each(['gqa-f32', 'mqa-bf16-tied-llama3rope'])('full training vs float64
       // The same kernels on the same inputs in the same order: identical bits.
       expect(recomputed.r.loss, mode).toBe(plain.r.loss);
       expect(recomputed.r.gradNorm, mode).toBe(plain.r.gradNorm);
-      plain.w.forEach((w, i) => expect(Buffer.from(recomputed.w[i]!.buffer).equals(Buffer.from(w.buffer)), `${mode}: weight ${i}`).toBe(true));
+      plain.w.forEach((w, i) => {
+        expect(Buffer.from(recomputed.w[i]!.buffer).equals(Buffer.from(w.buffer)), `${mode}: weight ${i}`).toBe(true);
+      });
     }
   });
 });

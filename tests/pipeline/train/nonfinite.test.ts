@@ -56,7 +56,9 @@ describe('a non-finite step is never applied', () => {
       expect(err).toBeInstanceOf(NonFiniteError);
       expect((err as Error).message).toMatch(/^step 2: the loss is (NaN|Infinity) \(examples: train\.jsonl row 7\)$/);
       const after = await Promise.all(params.map((p) => p.toFloat32()));
-      after.forEach((a, i) => expect(Array.from(a), `parameter ${i}`).toEqual(Array.from(before[i]!)));
+      after.forEach((a, i) => {
+        expect(Array.from(a), `parameter ${i}`).toEqual(Array.from(before[i]!));
+      });
       const state2 = await opt.exportState();
       expect(state2.step).toBe(state.step);
       state2.moments.forEach((m, i) => {

@@ -121,10 +121,14 @@ describe('fp16-mixed training', () => {
       expect(Number.isFinite(r.loss), 'the loss itself is computed unscaled').toBe(true);
       expect(named.every((t) => t.grad === null), 'gradients are dropped').toBe(true);
       const after = await Promise.all(named.map((t) => t.toFloat32()));
-      after.forEach((a, i) => expect(Array.from(a), `parameter ${i}`).toEqual(Array.from(before[i]!)));
+      after.forEach((a, i) => {
+        expect(Array.from(a), `parameter ${i}`).toEqual(Array.from(before[i]!));
+      });
       const stateAfter = await opt.exportState();
       expect(stateAfter.step).toBe(stateBefore.step);
-      stateAfter.moments.forEach((m, i) => expect(Array.from(m.expAvgSq)).toEqual(Array.from(stateBefore.moments[i]!.expAvgSq)));
+      stateAfter.moments.forEach((m, i) => {
+        expect(Array.from(m.expAvgSq)).toEqual(Array.from(stateBefore.moments[i]!.expAvgSq));
+      });
       // A clean step right after updates again.
       const ok = await withPrecisionAsync('fp16-mixed', () => trainStep(model, opt, [batch], { lr: 1e-2, stepIndex: 2, seed: 1, maxGradNorm: 1, lossScale: 1024 }));
       expect(ok.skipped).toBe(false);

@@ -101,7 +101,9 @@ describe('trainer', () => {
     expect(Math.abs(whole.second.loss - split.second.loss)).toBeLessThan(1e-5);
     expect(Math.abs(whole.first.gradNorm! - split.first.gradNorm!)).toBeLessThan(1e-5 * whole.first.gradNorm!);
     expect(whole.second.loss).toBeLessThan(whole.first.loss);
-    whole.params.forEach((p, i) => expectClose(split.params[i]!, p, { atol: 1e-6, rtol: 1e-4 }, `LoRA parameter ${i} after two steps`));
+    whole.params.forEach((p, i) => {
+      expectClose(split.params[i]!, p, { atol: 1e-6, rtol: 1e-4 }, `LoRA parameter ${i} after two steps`);
+    });
   });
 
   it('a run killed with SIGKILL and resumed logs the same loss sequence as an uninterrupted run; TensorBoard files parse', async () => {
@@ -117,7 +119,9 @@ describe('trainer', () => {
     const events = readTfEvents(join(tbDir, files[0]!));
     const tbLoss = events.flatMap((e) => e.scalars.filter((v) => v.tag === 'loss').map((v) => ({ step: e.step, value: v.value })));
     expect(tbLoss.map((v) => v.step)).toEqual([1, 2, 3, 4, 5, 6]);
-    tbLoss.forEach((v, i) => expect(Math.abs(v.value - reference[i]!)).toBeLessThanOrEqual(Math.abs(reference[i]!) * 2 ** -23));
+    tbLoss.forEach((v, i) => {
+      expect(Math.abs(v.value - reference[i]!)).toBeLessThanOrEqual(Math.abs(reference[i]!) * 2 ** -23);
+    });
 
     // The same run in a child process, killed right after its first checkpoint, then resumed.
     const killed = mkdtempSync(join(tmpdir(), 'finllm-killed-'));
@@ -155,7 +159,9 @@ describe('trainer', () => {
       expect(out.status, out.stderr).toBe(0);
       const cli = JSON.parse(out.stdout) as { loss: number; per_example: { loss: number }[] };
       expect(Math.abs(cli.loss - inMemory.loss)).toBeLessThan(1e-5);
-      cli.per_example.forEach((e, i) => expect(Math.abs(e.loss - inMemory.perExample[i]!.loss)).toBeLessThan(1e-5));
+      cli.per_example.forEach((e, i) => {
+        expect(Math.abs(e.loss - inMemory.perExample[i]!.loss)).toBeLessThan(1e-5);
+      });
     } finally {
       trainer.dispose();
     }
