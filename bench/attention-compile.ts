@@ -7,10 +7,15 @@
 // own threads while Node's event loop polls for completion on the main thread), the figure to
 // compare on a machine shared with other work.
 import { readdirSync, readFileSync } from 'node:fs';
-import { initEngine, tidy, Tensor } from '../src/engine/tensor.js';
 import { Rng } from '../src/engine/random.js';
+import { initEngine, Tensor, tidy } from '../src/engine/tensor.js';
+import {
+  type AttentionTiles,
+  type Exchange,
+  flashAttentionBackward,
+  flashAttentionForward,
+} from '../src/kernels/attention.js';
 import { cast } from '../src/kernels/elementwise.js';
-import { flashAttentionBackward, flashAttentionForward, type AttentionTiles, type Exchange } from '../src/kernels/attention.js';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -36,7 +41,10 @@ const kinds = (arg('kinds') ?? 'fwd,split,dq,dkv').split(',');
 const exchanges = (arg('exchange') ?? 'workgroup').split(',') as Exchange[];
 const kvTypes = (arg('kv') ?? 'f32').split(',') as ('f32' | 'f16')[];
 const rng = new Rng(1);
-const base: AttentionTiles = { block: arg('block') ? Number(arg('block')) : undefined, rows: arg('rows') ? Number(arg('rows')) : undefined };
+const base: AttentionTiles = {
+  block: arg('block') ? Number(arg('block')) : undefined,
+  rows: arg('rows') ? Number(arg('rows')) : undefined,
+};
 let total = 0;
 for (const Dh of dhs)
   for (const kvType of kvTypes) {
@@ -61,8 +69,10 @@ for (const Dh of dhs)
           tidy(() => {
             if (kind === 'fwd') flashAttentionForward(q, k, v, { causal: true }, 'tiled', tiles);
             else if (kind === 'split') flashAttentionForward(q, k, v, { causal: true }, 'split', tiles);
-            else if (kind === 'dq') flashAttentionBackward(q, k, v, out, lse, dOut, { causal: true }, { dq: true, dkv: false }, tiles);
-            else if (kind === 'dkv') flashAttentionBackward(q, k, v, out, lse, dOut, { causal: true }, { dq: false, dkv: true }, tiles);
+            else if (kind === 'dq')
+              flashAttentionBackward(q, k, v, out, lse, dOut, { causal: true }, { dq: true, dkv: false }, tiles);
+            else if (kind === 'dkv')
+              flashAttentionBackward(q, k, v, out, lse, dOut, { causal: true }, { dq: false, dkv: true }, tiles);
           });
           await dev.sync();
         } catch (err) {
@@ -71,7 +81,9 @@ for (const Dh of dhs)
         }
         const cpu = workerCpuSeconds() - c0;
         total += cpu;
-        console.log(`Dh=${Dh} kv ${kvType} ${kind} ${exchange}: ${((performance.now() - t0) / 1000).toFixed(1)} s wall, ${cpu.toFixed(1)} s CPU (worker threads)`);
+        console.log(
+          `Dh=${Dh} kv ${kvType} ${kind} ${exchange}: ${((performance.now() - t0) / 1000).toFixed(1)} s wall, ${cpu.toFixed(1)} s CPU (worker threads)`,
+        );
       }
   }
 console.log(`total: ${total.toFixed(1)} s CPU`);

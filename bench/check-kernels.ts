@@ -8,7 +8,7 @@
 import { Rng } from '../src/engine/random.js';
 import { engine, initEngine } from '../src/engine/tensor.js';
 import '../src/kernels/index.js';
-import { kernelVariants, nullCompiler, type KernelVariant } from '../src/kernels/variants.js';
+import { type KernelVariant, kernelVariants, nullCompiler } from '../src/kernels/variants.js';
 import { verifyEmulated } from './check/verifiers.js';
 
 const started = Date.now();
@@ -21,7 +21,11 @@ const seconds = () => ((Date.now() - started) / 1000).toFixed(1);
 const nul = await nullCompiler();
 let nativeFailed = 0;
 for (const v of native) {
-  const problems = await nul.check(v.code(), { workgroupBytes: v.workgroupBytes, storageBuffers: v.storageBuffers, label: v.key });
+  const problems = await nul.check(v.code(), {
+    workgroupBytes: v.workgroupBytes,
+    storageBuffers: v.storageBuffers,
+    label: v.key,
+  });
   if (problems.length) {
     nativeFailed++;
     failures.push(`native ${v.family} ${v.name}:\n  ${problems.slice(0, 5).join('\n  ')}`);
@@ -51,5 +55,7 @@ for (const [i, v] of emulated.entries()) {
 await engine().dev.sync();
 
 for (const f of failures) console.error(f);
-console.log(`native: ${native.length - nativeFailed} compiled, ${nativeFailed} failed; emulated: ${emulated.length - emulatedFailed} verified, ${emulatedFailed} failed`);
+console.log(
+  `native: ${native.length - nativeFailed} compiled, ${nativeFailed} failed; emulated: ${emulated.length - emulatedFailed} verified, ${emulatedFailed} failed`,
+);
 process.exit(failures.length ? 1 : 0);

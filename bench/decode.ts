@@ -26,13 +26,13 @@ import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:
 import { Session } from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { engine, initEngine } from '../src/engine/tensor.js';
-import { Rng } from '../src/engine/random.js';
 import type { DeviceStats } from '../src/engine/device.js';
-import { initModel } from '../src/llama/init.js';
-import { LlamaModel } from '../src/llama/model.js';
+import { Rng } from '../src/engine/random.js';
+import { engine, initEngine } from '../src/engine/tensor.js';
 import { generate, generateBatch } from '../src/llama/generate.js';
 import { exportGguf } from '../src/llama/gguf.js';
+import { initModel } from '../src/llama/init.js';
+import { LlamaModel } from '../src/llama/model.js';
 import { llamaCppDecode, type PeerDecode } from './peer/llamacpp.js';
 
 export interface DecodeMeasurement {
@@ -161,7 +161,13 @@ function mainThreadTime(p: CpuProfile, steps: number): MainThreadTime {
     if (name === '(idle)') t.idle += dt;
     else if (name === '(garbage collector)') t.gc += dt;
     else if (name === '(program)') t.program += dt;
-    else if (name === 'processImmediate' || name === 'setImmediate' || name === 'Immediate' || (name === '' && cf.url === '')) t.polling += dt;
+    else if (
+      name === 'processImmediate' ||
+      name === 'setImmediate' ||
+      name === 'Immediate' ||
+      (name === '' && cf.url === '')
+    )
+      t.polling += dt;
     else t.code += dt;
   });
   return t;
@@ -252,19 +258,41 @@ async function main(): Promise<void> {
     // Batch 1, the same prompt ids measureDecode used for row 0, the same number of new tokens.
     const prompt = decodePrompts(new Rng(1), c.vocabSize, 1, promptTokens)[0]!;
     const ours = measured.find((m) => m.batch === 1)?.tokS ?? null;
-    peers = (await llamaCppDecode(gguf, prompt, newTokens, Number(arg('peer-threads', '1')))).map((p) => ({ ...p, ratio: ours === null ? null : ours / p.tokS }));
+    peers = (await llamaCppDecode(gguf, prompt, newTokens, Number(arg('peer-threads', '1')))).map((p) => ({
+      ...p,
+      ratio: ours === null ? null : ours / p.tokS,
+    }));
     rmSync(join(gguf, '..'), { recursive: true, force: true });
     for (const p of peers) {
-      console.log(`llama.cpp ${p.build} (${p.device}, ${p.threads} thread${p.threads === 1 ? '' : 's'}), GGUF f32, batch 1: ${p.tokS.toFixed(1)} tok/s, ${p.msPerStep.toFixed(2)} ms/step` +
-        (p.ratio === null ? '' : `; finllm / llama.cpp = ${p.ratio.toFixed(3)} (finllm ${ours!.toFixed(1)} tok/s)`));
+      console.log(
+        `llama.cpp ${p.build} (${p.device}, ${p.threads} thread${p.threads === 1 ? '' : 's'}), GGUF f32, batch 1: ${p.tokS.toFixed(1)} tok/s, ${p.msPerStep.toFixed(2)} ms/step` +
+          (p.ratio === null ? '' : `; finllm / llama.cpp = ${p.ratio.toFixed(3)} (finllm ${ours!.toFixed(1)} tok/s)`),
+      );
     }
   }
-  const file = arg('json', join(process.cwd(), 'bench', 'results', `decode-${new Date().toISOString().replace(/[:.]/g, '-')}.json`));
+  const file = arg(
+    'json',
+    join(process.cwd(), 'bench', 'results', `decode-${new Date().toISOString().replace(/[:.]/g, '-')}.json`),
+  );
   mkdirSync(join(file, '..'), { recursive: true });
-  writeFileSync(`${file}.tmp`, JSON.stringify({
-    adapter: e.dev.name, model: modelArg || `preset ${preset} (random init)`, storage, quantize, promptTokens, newTokens,
-    finllm: measured, ttftMs, peers,
-  }, null, 2));
+  writeFileSync(
+    `${file}.tmp`,
+    JSON.stringify(
+      {
+        adapter: e.dev.name,
+        model: modelArg || `preset ${preset} (random init)`,
+        storage,
+        quantize,
+        promptTokens,
+        newTokens,
+        finllm: measured,
+        ttftMs,
+        peers,
+      },
+      null,
+      2,
+    ),
+  );
   renameSync(`${file}.tmp`, file);
   console.log(`results written to ${file}`);
   e.dev.destroy();

@@ -35,21 +35,27 @@
 // (b1_nf4_tok_s / b8_nf4_tok_s with --quantize nf4, b1_bf16_tok_s / b8_bf16_tok_s with --storage
 // bf16, ttft_512_ms).
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { engine, initEngine } from '../src/engine/tensor.js';
-import { PRECISION_SETTINGS, precisionUnsupported, resolvePrecision, setComputePrecision, type PrecisionSetting } from '../src/engine/precision.js';
+import {
+  PRECISION_SETTINGS,
+  type PrecisionSetting,
+  precisionUnsupported,
+  resolvePrecision,
+  setComputePrecision,
+} from '../src/engine/precision.js';
 import { Rng } from '../src/engine/random.js';
+import { engine, initEngine } from '../src/engine/tensor.js';
 import { AdamW } from '../src/kernels/optim.js';
 import { initModel } from '../src/llama/init.js';
-import { estimateTrainingMemory } from '../src/pipeline/train/memory.js';
-import { CHECKPOINT_MODES, LlamaModel, shiftLabels, type CheckpointMode } from '../src/llama/model.js';
+import { CHECKPOINT_MODES, type CheckpointMode, LlamaModel, shiftLabels } from '../src/llama/model.js';
 import { LINEAR_MODULES } from '../src/llama/weights.js';
-import { trainStep } from '../src/pipeline/train/trainer.js';
 import type { Batch } from '../src/pipeline/data/index.js';
-import { formatDecode, measureDecode, measureTtft, type DecodeMeasurement } from './decode.js';
-import { TOKENIZER_DIR, randomModel, shapeOverrides } from './random-model.js';
+import { estimateTrainingMemory } from '../src/pipeline/train/memory.js';
+import { trainStep } from '../src/pipeline/train/trainer.js';
+import { type DecodeMeasurement, formatDecode, measureDecode, measureTtft } from './decode.js';
+import { randomModel, shapeOverrides, TOKENIZER_DIR } from './random-model.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -59,7 +65,10 @@ function arg(name: string, fallback: string): string {
 /** Memory in use on the card per nvidia-smi (bytes), or null without it. */
 function nvidiaUsedBytes(): number | null {
   try {
-    const out = execFileSync('nvidia-smi', ['--query-gpu=memory.used', '--format=csv,noheader,nounits'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync('nvidia-smi', ['--query-gpu=memory.used', '--format=csv,noheader,nounits'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     return Number(out.trim().split('\n')[0]) * 2 ** 20;
   } catch {
     return null;
@@ -81,15 +90,19 @@ const skipDecode = process.argv.includes('--skip-decode');
 const modelCache = arg('model-cache', '');
 const method = arg('method', 'lora');
 // Checked before anything is measured: decoding measures tokens 1 .. n−2 (bench/decode.ts).
-if (!skipDecode && !(newTokens >= 5)) throw new Error(`--new-tokens: at least 5 (or --skip-decode), got ${arg('new-tokens', '')}`);
+if (!skipDecode && !(newTokens >= 5))
+  throw new Error(`--new-tokens: at least 5 (or --skip-decode), got ${arg('new-tokens', '')}`);
 const modes = arg('checkpointing', CHECKPOINT_MODES.join(',')).split(',') as CheckpointMode[];
-for (const m of modes) if (!CHECKPOINT_MODES.includes(m)) throw new Error(`--checkpointing: '${m}' is not one of ${CHECKPOINT_MODES.join(', ')}`);
+for (const m of modes)
+  if (!CHECKPOINT_MODES.includes(m))
+    throw new Error(`--checkpointing: '${m}' is not one of ${CHECKPOINT_MODES.join(', ')}`);
 // Shape overrides (a "bigger small" model on a software adapter, say); vocabulary 32000, the peer's.
 const overrides = shapeOverrides((flag) => arg(flag, ''));
 const tag = arg('tag', '');
 const outDir = arg('out', join(process.cwd(), 'bench', 'results'));
 const precisionSetting = arg('precision', 'auto') as PrecisionSetting;
-if (!PRECISION_SETTINGS.includes(precisionSetting)) throw new Error(`--precision: expected ${PRECISION_SETTINGS.join(', ')}, got ${precisionSetting}`);
+if (!PRECISION_SETTINGS.includes(precisionSetting))
+  throw new Error(`--precision: expected ${PRECISION_SETTINGS.join(', ')}, got ${precisionSetting}`);
 const precision = resolvePrecision(precisionSetting, e.dev);
 const unsupported = precisionUnsupported(precision, e.dev);
 if (unsupported) throw new Error(unsupported);
@@ -179,7 +192,14 @@ let stepIndex = 0;
 for (const mode of skipTrain ? [] : modes) {
   let skipped = 0;
   const step = async () => {
-    const r = await trainStep(model, opt, [batch], { lr: 2e-4, stepIndex: stepIndex++, seed: 0, maxGradNorm: 1.0, gradientCheckpointing: mode, ...(lossScale ? { lossScale } : {}) });
+    const r = await trainStep(model, opt, [batch], {
+      lr: 2e-4,
+      stepIndex: stepIndex++,
+      seed: 0,
+      maxGradNorm: 1.0,
+      gradientCheckpointing: mode,
+      ...(lossScale ? { lossScale } : {}),
+    });
     if (r.skipped) skipped++;
     return r;
   };
@@ -196,8 +216,16 @@ for (const mode of skipTrain ? [] : modes) {
   const cpuStepMs = (cpu.user + cpu.system) / 1000 / steps;
   const used = nvidiaUsedBytes();
   const estimate = estimateTrainingMemory({
-    config: c, batchSize: B, seqLen: T, method: method === 'full' ? 'full' : 'lora', quantize: quantize === 'nf4' ? 'nf4' : 'none', storage,
-    lora: { r: 16, targetModules: LINEAR_MODULES }, checkpointing: mode, maxBindingBytes: e.dev.limits.maxStorageBufferBindingSize, precision,
+    config: c,
+    batchSize: B,
+    seqLen: T,
+    method: method === 'full' ? 'full' : 'lora',
+    quantize: quantize === 'nf4' ? 'nf4' : 'none',
+    storage,
+    lora: { r: 16, targetModules: LINEAR_MODULES },
+    checkpointing: mode,
+    maxBindingBytes: e.dev.limits.maxStorageBufferBindingSize,
+    precision,
   });
   const r: ModeResult = {
     checkpointing: mode,
@@ -214,7 +242,9 @@ for (const mode of skipTrain ? [] : modes) {
   results.push(r);
   save();
   const device = r.device_used_gb !== null ? `, nvidia-smi +${r.device_used_gb.toFixed(2)} GB` : '';
-  console.log(`train ${mode.padEnd(9)}: ${r.step_ms.toFixed(1)} ms/step, ${r.train_tok_s.toFixed(0)} tok/s (CPU ${r.cpu_ms_per_step.toFixed(0)} ms/step), pool peak ${r.peak_mem_gb.toFixed(4)} GB (estimate ${r.estimate_gb.toFixed(4)} GB${device}), loss ${loss.toFixed(5)}`);
+  console.log(
+    `train ${mode.padEnd(9)}: ${r.step_ms.toFixed(1)} ms/step, ${r.train_tok_s.toFixed(0)} tok/s (CPU ${r.cpu_ms_per_step.toFixed(0)} ms/step), pool peak ${r.peak_mem_gb.toFixed(4)} GB (estimate ${r.estimate_gb.toFixed(4)} GB${device}), loss ${loss.toFixed(5)}`,
+  );
 }
 
 model.training = false;

@@ -20,12 +20,21 @@
 // The commit measured: git where the tree is a checkout, else $FINLLM_COMMIT. The card: nvidia-smi
 // where present (it is also polled during each e2e run for the device's peak memory), else the
 // adapter the benchmarks report.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { randomModelDir } from './random-model.js';
-import { buildSummary, formatSummary, main as summaryMain, readSessionDir, type SessionStep } from './summary.js';
+import { buildSummary, formatSummary, readSessionDir, type SessionStep, main as summaryMain } from './summary.js';
 
 export interface Limits {
   /** A step given less than this is skipped: its figures would be cut short anyway. */
@@ -79,7 +88,19 @@ export function plan(o: PlanOptions): Step[] {
     cap,
     e2eTag: tag,
     needsModel: true,
-    command: [node, 'dist/bench/e2e.js', ...model, ...run, '--model-cache', cache, '--tag', tag, '--out', o.work, ...flags],
+    command: [
+      node,
+      'dist/bench/e2e.js',
+      ...model,
+      ...run,
+      '--model-cache',
+      cache,
+      '--tag',
+      tag,
+      '--out',
+      o.work,
+      ...flags,
+    ],
   });
   const python = (name: string, group: Group, cap: number, ...args: string[]): Step => ({
     name,
@@ -89,20 +110,53 @@ export function plan(o: PlanOptions): Step[] {
     ...(o.dry ? { skip: 'dry run: the peers need CUDA torch' } : {}),
   });
   const peer = (name: string, gc: 0 | 1): Step => ({
-    ...python(name, 'measure', 150, 'bench/peer/peer_peft.py', 'tinyllama-1.1b', join(o.work, `peer-run-${name}`), String(gc)),
-    moveOut: { from: join(o.work, `peer-run-${name}`, 'peer.json'), to: join(o.work, gc ? 'peer-gc.json' : 'peer.json') },
+    ...python(
+      name,
+      'measure',
+      150,
+      'bench/peer/peer_peft.py',
+      'tinyllama-1.1b',
+      join(o.work, `peer-run-${name}`),
+      String(gc),
+    ),
+    moveOut: {
+      from: join(o.work, `peer-run-${name}`, 'peer.json'),
+      to: join(o.work, gc ? 'peer-gc.json' : 'peer.json'),
+    },
   });
   const preset = o.dry ? 'tiny' : '1.1b';
   const llamacpp = existsSync('tests/llamacpp/node_modules/node-llama-cpp/package.json');
   const vitest = [node, 'node_modules/vitest/vitest.mjs', 'run', '--reporter=default', '--reporter=json'];
-  const tier = o.dry ? ['tests/kernels/swiglu.test.ts'] : ['tests/kernels', 'tests/llama', 'tests/pipeline/train/precision.test.ts'];
+  const tier = o.dry
+    ? ['tests/kernels/swiglu.test.ts']
+    : ['tests/kernels', 'tests/llama', 'tests/pipeline/train/precision.test.ts'];
   return [
-    { name: 'model', group: 'measure', cap: 240, background: true, command: [node, 'dist/bench/random-model.js', '--cache', cache, ...model] },
+    {
+      name: 'model',
+      group: 'measure',
+      cap: 240,
+      background: true,
+      command: [node, 'dist/bench/random-model.js', '--cache', cache, ...model],
+    },
     {
       name: 'kernels',
       group: 'measure',
       cap: 150,
-      command: [node, 'dist/bench/run.js', '--summary-only', ...(o.dry ? ['--ids', 'gemm_f32_256,gemm_f16_256,attention.B1_T64_Hq4_Hkv2_D16.fwd,attention.B1_T64_Hq4_Hkv2_D16.fwd_bwd', '--reps', '2'] : []), '--json', join(o.work, 'kernels-summary.json')],
+      command: [
+        node,
+        'dist/bench/run.js',
+        '--summary-only',
+        ...(o.dry
+          ? [
+              '--ids',
+              'gemm_f32_256,gemm_f16_256,attention.B1_T64_Hq4_Hkv2_D16.fwd,attention.B1_T64_Hq4_Hkv2_D16.fwd_bwd',
+              '--reps',
+              '2',
+            ]
+          : []),
+        '--json',
+        join(o.work, 'kernels-summary.json'),
+      ],
     },
     e2e('bf16', 150, '--storage', 'bf16', '--precision', 'fp16-mixed', '--checkpointing', 'none'),
     peer('peer', 0),
@@ -117,28 +171,100 @@ export function plan(o: PlanOptions): Step[] {
       group: 'measure',
       cap: 150,
       needsModel: true,
-      command: [node, 'dist/bench/decode.js', '--model', randomModelDir(cache, preset, { vocabSize: o.dry ? 600 : 32000 }), '--storage', 'bf16', '--batch', '1', '--prompt', '64', '--new-tokens', o.dry ? '8' : '128', '--ttft-prompt', '0', '--peer', 'llama.cpp', '--peer-threads', '4', '--json', join(o.work, 'llamacpp-decode.json')],
+      command: [
+        node,
+        'dist/bench/decode.js',
+        '--model',
+        randomModelDir(cache, preset, { vocabSize: o.dry ? 600 : 32000 }),
+        '--storage',
+        'bf16',
+        '--batch',
+        '1',
+        '--prompt',
+        '64',
+        '--new-tokens',
+        o.dry ? '8' : '128',
+        '--ttft-prompt',
+        '0',
+        '--peer',
+        'llama.cpp',
+        '--peer-threads',
+        '4',
+        '--json',
+        join(o.work, 'llamacpp-decode.json'),
+      ],
       ...(llamacpp ? {} : { skip: 'llama.cpp is not installed (tests/llamacpp: npm ci --omit=optional there)' }),
     },
     // PyTorch's full fine-tuning trajectory on the reference fixtures, for tests/pipeline/train/full-trajectory.test.ts.
-    python('full_ft_golden', 'tests', 60, 'tests/fixtures/reference/make_full_ft_reference.py', 'tests/fixtures/reference', join(o.work, 'full-ft')),
+    python(
+      'full_ft_golden',
+      'tests',
+      60,
+      'tests/fixtures/reference/make_full_ft_reference.py',
+      'tests/fixtures/reference',
+      join(o.work, 'full-ft'),
+    ),
     // The GPU test tier, with the GEMM variant matrix (its largest file) in a step of its own.
-    { name: 'tests', group: 'tests', cap: 120, command: ['env', 'FINLLM_TEST_TIER=gpu', ...vitest, `--outputFile.json=${join(o.work, 'tests-report.json')}`, ...tier, '--exclude', 'tests/kernels/gemm.test.ts'] },
-    { name: 'tests_gemm', group: 'tests', cap: 120, command: ['env', 'FINLLM_TEST_TIER=gpu', ...vitest, `--outputFile.json=${join(o.work, 'tests-report-gemm.json')}`, 'tests/kernels/gemm.test.ts', ...(o.dry ? ['-t', 'the variant choice'] : [])] },
-    { name: 'kernels_all', group: 'tests', cap: 600, bestEffort: true, command: [node, 'dist/bench/run.js', ...(o.dry ? ['--filter', 'elementwise', '--reps', '2'] : []), '--json', join(o.work, 'kernels-all.json')] },
+    {
+      name: 'tests',
+      group: 'tests',
+      cap: 120,
+      command: [
+        'env',
+        'FINLLM_TEST_TIER=gpu',
+        ...vitest,
+        `--outputFile.json=${join(o.work, 'tests-report.json')}`,
+        ...tier,
+        '--exclude',
+        'tests/kernels/gemm.test.ts',
+      ],
+    },
+    {
+      name: 'tests_gemm',
+      group: 'tests',
+      cap: 120,
+      command: [
+        'env',
+        'FINLLM_TEST_TIER=gpu',
+        ...vitest,
+        `--outputFile.json=${join(o.work, 'tests-report-gemm.json')}`,
+        'tests/kernels/gemm.test.ts',
+        ...(o.dry ? ['-t', 'the variant choice'] : []),
+      ],
+    },
+    {
+      name: 'kernels_all',
+      group: 'tests',
+      cap: 600,
+      bestEffort: true,
+      command: [
+        node,
+        'dist/bench/run.js',
+        ...(o.dry ? ['--filter', 'elementwise', '--reps', '2'] : []),
+        '--json',
+        join(o.work, 'kernels-all.json'),
+      ],
+    },
   ];
 }
 
 /** Keeps the steps --only names (step names or groups); an unknown name is an error. */
 export function select(steps: Step[], only: string | undefined): Step[] {
   if (!only) return steps;
-  const names = only.split(',').map((s) => s.trim()).filter(Boolean);
+  const names = only
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const known = new Set<string>([...steps.map((s) => s.name), 'measure', 'tests']);
   const unknown = names.filter((n) => !known.has(n));
-  if (unknown.length) throw new UsageError(`--only: no step or group named ${unknown.join(', ')} (steps: ${steps.map((s) => s.name).join(', ')}; groups: measure, tests)`);
+  if (unknown.length)
+    throw new UsageError(
+      `--only: no step or group named ${unknown.join(', ')} (steps: ${steps.map((s) => s.name).join(', ')}; groups: measure, tests)`,
+    );
   const picked = steps.filter((s) => names.includes(s.name) || names.includes(s.group));
   // An e2e run needs the model step's checkpoint: keep it (it is a no-op when the cache holds it).
-  if (picked.some((s) => s.needsModel) && !picked.some((s) => s.name === 'model')) picked.unshift(steps.find((s) => s.name === 'model')!);
+  if (picked.some((s) => s.needsModel) && !picked.some((s) => s.name === 'model'))
+    picked.unshift(steps.find((s) => s.name === 'model')!);
   return picked;
 }
 
@@ -154,7 +280,14 @@ export interface Options extends PlanOptions {
 }
 
 export function parseArgs(argv: string[]): Options {
-  const o: Options = { dry: false, list: false, budget: 700, out: resolve('gpu-results'), work: '/tmp/finllm-gpu', python: process.env.PYTHON ?? 'python3' };
+  const o: Options = {
+    dry: false,
+    list: false,
+    budget: 700,
+    out: resolve('gpu-results'),
+    work: '/tmp/finllm-gpu',
+    python: process.env.PYTHON ?? 'python3',
+  };
   let outSet = false;
   let workSet = false;
   for (let i = 0; i < argv.length; i++) {
@@ -177,7 +310,10 @@ export function parseArgs(argv: string[]): Options {
       const v = value();
       if (!/^\d+$/.test(v) || Number(v) <= 0) throw new UsageError(`--budget: expected whole seconds, got '${v}'`);
       o.budget = Number(v);
-    } else throw new UsageError(`unknown argument '${a}' (usage: bench/gpu.js [--budget S] [--only STEP|GROUP,...] [--out DIR] [--work DIR] [--dry] [--list] | merge DIR...)`);
+    } else
+      throw new UsageError(
+        `unknown argument '${a}' (usage: bench/gpu.js [--budget S] [--only STEP|GROUP,...] [--out DIR] [--work DIR] [--dry] [--list] | merge DIR...)`,
+      );
   }
   // A dry run never mixes with a real run's folders.
   if (o.dry && !outSet) o.out = mkdtempSync(join(tmpdir(), 'finllm-gpu-dry-'));
@@ -190,7 +326,11 @@ interface Record_ extends SessionStep {
 }
 
 /** Runs the steps within the budget; returns the exit code (0: every step ok or skipped as planned). */
-export async function runSteps(o: Options, steps: Step[] = select(plan(o), o.only), limits: Limits = LIMITS): Promise<number> {
+export async function runSteps(
+  o: Options,
+  steps: Step[] = select(plan(o), o.only),
+  limits: Limits = LIMITS,
+): Promise<number> {
   const { minStepS: MIN_STEP_S, reserveS: RESERVE_S, graceS: GRACE_S } = limits;
   mkdirSync(o.out, { recursive: true });
   mkdirSync(o.work, { recursive: true });
@@ -216,7 +356,10 @@ export async function runSteps(o: Options, steps: Step[] = select(plan(o), o.onl
     writeAtomic(join(o.work, `steps-${stamp}.json`), JSON.stringify(steps, null, 1));
     writeAtomic(join(o.out, 'steps.json'), JSON.stringify(steps, null, 1));
     try {
-      writeAtomic(join(o.out, 'summary.json'), `${JSON.stringify(buildSummary({ ...readSessionDir(o.work), date: started }), null, 2)}\n`);
+      writeAtomic(
+        join(o.out, 'summary.json'),
+        `${JSON.stringify(buildSummary({ ...readSessionDir(o.work), date: started }), null, 2)}\n`,
+      );
     } catch (err) {
       say(`summary: ${(err as Error).message}`);
     }
@@ -225,11 +368,17 @@ export async function runSteps(o: Options, steps: Step[] = select(plan(o), o.onl
   };
 
   // The card and the commit, once.
-  const smi = spawnSync('nvidia-smi', ['--query-gpu=name,driver_version,memory.total', '--format=csv,noheader'], { encoding: 'utf8' });
-  if (!o.dry && smi.status === 0 && smi.stdout.trim()) writeAtomic(join(o.work, 'gpu.csv'), `${smi.stdout.trim().split('\n')[0]}\n`);
+  const smi = spawnSync('nvidia-smi', ['--query-gpu=name,driver_version,memory.total', '--format=csv,noheader'], {
+    encoding: 'utf8',
+  });
+  if (!o.dry && smi.status === 0 && smi.stdout.trim())
+    writeAtomic(join(o.work, 'gpu.csv'), `${smi.stdout.trim().split('\n')[0]}\n`);
   const git = spawnSync('git', ['rev-parse', 'HEAD'], { encoding: 'utf8' });
   const dirty = git.status === 0 && spawnSync('git', ['diff', '--quiet', 'HEAD', '--']).status !== 0;
-  writeAtomic(join(o.work, 'commit.txt'), `${git.status === 0 ? `${git.stdout.trim()}${dirty ? '-dirty' : ''}` : (process.env.FINLLM_COMMIT ?? 'unknown')}\n`);
+  writeAtomic(
+    join(o.work, 'commit.txt'),
+    `${git.status === 0 ? `${git.stdout.trim()}${dirty ? '-dirty' : ''}` : (process.env.FINLLM_COMMIT ?? 'unknown')}\n`,
+  );
   say(`=== bench/gpu.js${o.dry ? ' --dry' : ''}: budget ${o.budget}s, ${started}; out ${o.out}, work ${o.work}`);
   refresh();
 
@@ -244,7 +393,9 @@ export async function runSteps(o: Options, steps: Step[] = select(plan(o), o.onl
     const s0 = Date.now();
     record({ name: s.name, status: 'running', rc: null, seconds: null, cap_s: t });
     refresh();
-    say(`=== ${s.name}: cap ${t}s, at ${elapsed()}s of ${o.budget}s${s.background ? ', in the background' : ''}: ${s.command.join(' ')}`);
+    say(
+      `=== ${s.name}: cap ${t}s, at ${elapsed()}s of ${o.budget}s${s.background ? ', in the background' : ''}: ${s.command.join(' ')}`,
+    );
     const child = spawn(s.command[0]!, s.command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     const tee = (chunk: Buffer) => {
       if (!o.quiet) process.stdout.write(chunk);
@@ -283,11 +434,20 @@ export async function runSteps(o: Options, steps: Step[] = select(plan(o), o.onl
   const finish = (signal?: NodeJS.Signals) => {
     for (const [name, r] of running) {
       r.child.kill('SIGTERM');
-      record({ name, status: 'stopped', rc: null, seconds: Math.round((Date.now() - r.t0) / 1000), cap_s: r.cap, reason: 'the run ended during this step' });
+      record({
+        name,
+        status: 'stopped',
+        rc: null,
+        seconds: Math.round((Date.now() - r.t0) / 1000),
+        cap_s: r.cap,
+        reason: 'the run ended during this step',
+      });
       failed = true;
     }
     refresh();
-    say(`=== bench/gpu.js done in ${elapsed()}s of ${o.budget}s${signal ? ` (${signal})` : ''}; results in ${o.out}: ${readdirSync(o.out).join(', ')}`);
+    say(
+      `=== bench/gpu.js done in ${elapsed()}s of ${o.budget}s${signal ? ` (${signal})` : ''}; results in ${o.out}: ${readdirSync(o.out).join(', ')}`,
+    );
     say(formatSummary(buildSummary({ ...readSessionDir(o.work), date: started })));
   };
   const onSignal = (signal: NodeJS.Signals) => {
@@ -330,13 +490,16 @@ export async function runSteps(o: Options, steps: Step[] = select(plan(o), o.onl
  * the start. Writes nothing where nvidia-smi sees nothing.
  */
 function pollDevicePeak(file: string): { stop: () => void } {
-  const query = (q: string) => spawnSync('nvidia-smi', [`--query-${q}`, '--format=csv,noheader,nounits'], { encoding: 'utf8' });
+  const query = (q: string) =>
+    spawnSync('nvidia-smi', [`--query-${q}`, '--format=csv,noheader,nounits'], { encoding: 'utf8' });
   const used = () => Number(query('gpu=memory.used').stdout?.split('\n')[0]);
   const base = used();
   if (!Number.isFinite(base)) return { stop: () => {} };
   let max = 0;
   const timer = setInterval(() => {
-    const apps = (query('compute-apps=used_memory').stdout ?? '').split('\n').reduce((s, l) => s + Math.max(Number(l) || 0, 0), 0);
+    const apps = (query('compute-apps=used_memory').stdout ?? '')
+      .split('\n')
+      .reduce((s, l) => s + Math.max(Number(l) || 0, 0), 0);
     const v = apps > 0 ? apps : used() - base;
     if (Number.isFinite(v) && v > max) {
       max = v;
@@ -353,13 +516,14 @@ function writeAtomic(file: string, text: string): void {
 
 /** One summary from the raw.tgz archives under the folders (runs fetched from elsewhere). */
 export function merge(dirs: string[]): { folder: string; file: string } {
-  if (!dirs.length) throw new UsageError('merge: name the folder(s) holding the runs\' raw.tgz');
+  if (!dirs.length) throw new UsageError("merge: name the folder(s) holding the runs' raw.tgz");
   for (const d of dirs) if (!existsSync(d)) throw new UsageError(`merge: '${d}' is not a folder`);
   const find = spawnSync('find', [...dirs, '-name', 'raw*.tgz'], { encoding: 'utf8' });
   const raws = find.stdout.split('\n').filter(Boolean).sort();
   if (!raws.length) throw new UsageError(`merge: no raw*.tgz under ${dirs.join(' ')}`);
   const folder = mkdtempSync(join(tmpdir(), 'finllm-gpu-merged-'));
-  for (const r of raws) if (spawnSync('tar', ['-xzf', r, '-C', folder]).status !== 0) throw new Error(`merge: cannot unpack ${r}`);
+  for (const r of raws)
+    if (spawnSync('tar', ['-xzf', r, '-C', folder]).status !== 0) throw new Error(`merge: cannot unpack ${r}`);
   rmSync(join(folder, 'summary.json'), { force: true });
   const { file, summary } = summaryMain(['--dir', folder]);
   console.log(formatSummary(summary));
@@ -375,8 +539,13 @@ if (process.argv[1] && basename(process.argv[1]) === 'gpu.js') {
     } else {
       const o = parseArgs(argv);
       if (o.list) {
-        console.log(`bench/gpu.js${o.dry ? ' --dry' : ''}: budget ${o.budget}s (steps stop ${LIMITS.reserveS}s before it)`);
-        for (const s of select(plan(o), o.only)) console.log(`${s.name.padEnd(14)} ${s.skip ? `skipped: ${s.skip}` : `cap ${String(s.cap).padStart(4)}s  ${s.command.join(' ')}${s.background ? '   (in the background)' : ''}`}`);
+        console.log(
+          `bench/gpu.js${o.dry ? ' --dry' : ''}: budget ${o.budget}s (steps stop ${LIMITS.reserveS}s before it)`,
+        );
+        for (const s of select(plan(o), o.only))
+          console.log(
+            `${s.name.padEnd(14)} ${s.skip ? `skipped: ${s.skip}` : `cap ${String(s.cap).padStart(4)}s  ${s.command.join(' ')}${s.background ? '   (in the background)' : ''}`}`,
+          );
       } else process.exitCode = await runSteps(o);
     }
   } catch (err) {

@@ -34,7 +34,11 @@ export interface BenchCase {
    * `ctx.wanted` (the runner's `--ids`), a case whose id turns out not to be wanted may return
    * `skip` before its costly preparation (data, compiles, validation).
    */
-  setup(ctx?: BenchContext): Promise<{ run: () => void; cleanup?: () => void; validate?: () => Promise<string | null>; id?: string } | { skip: string }>;
+  setup(
+    ctx?: BenchContext,
+  ): Promise<
+    { run: () => void; cleanup?: () => void; validate?: () => Promise<string | null>; id?: string } | { skip: string }
+  >;
 }
 
 export interface BenchContext {

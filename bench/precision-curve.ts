@@ -38,15 +38,30 @@ interface Rec {
   skipped_steps?: number;
 }
 
-async function run(precision: 'fp32' | 'fp16-mixed'): Promise<{ losses: number[]; scales: number[]; skipped: number; seconds: number; finalVal: number | null }> {
+async function run(
+  precision: 'fp32' | 'fp16-mixed',
+): Promise<{ losses: number[]; scales: number[]; skipped: number; seconds: number; finalVal: number | null }> {
   const dir = mkdtempSync(join(tmpdir(), `finllm-curve-${precision}-`));
   const cfg = loadConfig({
     file: configFile,
-    sets: [`output.dir=${dir}`, `training.max_steps=${steps}`, `training.precision=${precision}`, 'training.log_every=1', 'training.eval_every=0', 'training.save_every=0', 'logging.console=false', ...extra],
+    sets: [
+      `output.dir=${dir}`,
+      `training.max_steps=${steps}`,
+      `training.precision=${precision}`,
+      'training.log_every=1',
+      'training.eval_every=0',
+      'training.save_every=0',
+      'logging.console=false',
+      ...extra,
+    ],
   });
   const t0 = performance.now();
   const r = await runTraining(cfg, { quiet: true });
-  const recs = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Rec).filter((x) => x.loss !== undefined);
+  const recs = readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Rec)
+    .filter((x) => x.loss !== undefined);
   return {
     losses: recs.map((x) => x.loss!),
     scales: recs.map((x) => x.loss_scale ?? NaN),
@@ -58,16 +73,22 @@ async function run(precision: 'fp32' | 'fp16-mixed'): Promise<{ losses: number[]
 
 console.log(`adapter: ${e.dev.name}; ${steps} steps of ${configFile} in fp32 and fp16-mixed`);
 const a = await run('fp32');
-console.log(`fp32: ${a.seconds.toFixed(0)} s, loss ${a.losses[0]!.toFixed(4)} -> ${a.losses[a.losses.length - 1]!.toFixed(4)}, final val ${a.finalVal?.toFixed(4)}`);
+console.log(
+  `fp32: ${a.seconds.toFixed(0)} s, loss ${a.losses[0]!.toFixed(4)} -> ${a.losses[a.losses.length - 1]!.toFixed(4)}, final val ${a.finalVal?.toFixed(4)}`,
+);
 const b = await run('fp16-mixed');
-console.log(`fp16-mixed: ${b.seconds.toFixed(0)} s, loss ${b.losses[0]!.toFixed(4)} -> ${b.losses[b.losses.length - 1]!.toFixed(4)}, final val ${b.finalVal?.toFixed(4)}, skipped steps ${b.skipped}`);
+console.log(
+  `fp16-mixed: ${b.seconds.toFixed(0)} s, loss ${b.losses[0]!.toFixed(4)} -> ${b.losses[b.losses.length - 1]!.toFixed(4)}, final val ${b.finalVal?.toFixed(4)}, skipped steps ${b.skipped}`,
+);
 const gaps = a.losses.map((v, i) => Math.abs(v - b.losses[i]!));
 const worst = Math.max(...gaps);
 const worstStep = gaps.indexOf(worst) + 1;
 const mean = gaps.reduce((s, g) => s + g, 0) / gaps.length;
 const tail = (x: number[]) => x.slice(-10).reduce((s, v) => s + v, 0) / Math.min(10, x.length);
 const tailGap = Math.abs(tail(a.losses) - tail(b.losses));
-console.log(`largest per-step |loss gap| ${worst.toExponential(3)} (step ${worstStep}); mean ${mean.toExponential(3)}; last-10-step means differ by ${tailGap.toExponential(3)}`);
+console.log(
+  `largest per-step |loss gap| ${worst.toExponential(3)} (step ${worstStep}); mean ${mean.toExponential(3)}; last-10-step means differ by ${tailGap.toExponential(3)}`,
+);
 console.log(`final validation loss: fp32 ${a.finalVal?.toFixed(5)}, fp16-mixed ${b.finalVal?.toFixed(5)}`);
 
 const date = new Date().toISOString();
@@ -76,7 +97,23 @@ mkdirSync(dir, { recursive: true });
 const file = join(dir, `precision-curve-${date.replace(/[:.]/g, '-')}.json`);
 writeFileSync(
   `${file}.tmp`,
-  JSON.stringify({ adapter: e.dev.name, date, config: configFile, steps, extra, largest_gap: worst, largest_gap_step: worstStep, mean_gap: mean, tail_gap: tailGap, fp32: a, fp16_mixed: b }, null, 2),
+  JSON.stringify(
+    {
+      adapter: e.dev.name,
+      date,
+      config: configFile,
+      steps,
+      extra,
+      largest_gap: worst,
+      largest_gap_step: worstStep,
+      mean_gap: mean,
+      tail_gap: tailGap,
+      fp32: a,
+      fp16_mixed: b,
+    },
+    null,
+    2,
+  ),
 );
 renameSync(`${file}.tmp`, file);
 console.log(`wrote ${file}`);

@@ -43,12 +43,19 @@ export const TOKENIZER_DIR = join(process.cwd(), 'models/tiny-fin');
 
 /** The cached checkpoint's folder for these shapes (it may not exist yet). */
 export function randomModelDir(cacheDir: string, preset: string, overrides: Partial<LlamaConfig>): string {
-  const key = createHash('sha256').update(JSON.stringify({ preset, overrides, seed: 0 })).digest('hex').slice(0, 12);
+  const key = createHash('sha256')
+    .update(JSON.stringify({ preset, overrides, seed: 0 }))
+    .digest('hex')
+    .slice(0, 12);
   return join(cacheDir, `${preset}-${key}`);
 }
 
 /** The folder of the random checkpoint for these shapes, drawn and written first if the cache lacks it. */
-export async function randomModel(cacheDir: string, preset: string, overrides: Partial<LlamaConfig>): Promise<{ dir: string; made: boolean }> {
+export async function randomModel(
+  cacheDir: string,
+  preset: string,
+  overrides: Partial<LlamaConfig>,
+): Promise<{ dir: string; made: boolean }> {
   const dir = randomModelDir(cacheDir, preset, overrides);
   if (existsSync(join(dir, 'config.json'))) return { dir, made: false };
   await initModel(dir, { preset, tokenizerDir: TOKENIZER_DIR, seed: 0, overrides });
@@ -63,7 +70,8 @@ if (process.argv[1] && basename(process.argv[1]) === 'random-model.js') {
   };
   try {
     const cache = arg('cache');
-    if (!cache) throw new Error('usage: random-model --cache DIR [--preset 1.1b] [--vocab 32000] [--hidden N --layers N ...]');
+    if (!cache)
+      throw new Error('usage: random-model --cache DIR [--preset 1.1b] [--vocab 32000] [--hidden N --layers N ...]');
     const t0 = performance.now();
     const { dir, made } = await randomModel(cache, arg('preset') || '1.1b', shapeOverrides(arg));
     console.log(`${made ? 'wrote' : 'cached'} ${dir} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);

@@ -12,10 +12,10 @@
 //
 // The JSON is rewritten after every case, so a run stopped part-way (a timeout) keeps what it
 // measured; `complete: false` until the last case is done.
-import { mkdirSync, writeFileSync, renameSync } from 'node:fs';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { initEngine, tidy } from '../src/engine/tensor.js';
-import { VALIDATED_FAMILIES, registeredBenches, type BenchCase } from './harness.js';
+import { type BenchCase, registeredBenches, VALIDATED_FAMILIES } from './harness.js';
 import { summaryKernelIds } from './summary.js';
 import './kernels/index.js';
 
@@ -42,7 +42,10 @@ function arg(name: string): string | undefined {
 }
 
 const filter = arg('filter');
-const idList = [...(arg('ids')?.split(',').filter(Boolean) ?? []), ...(process.argv.includes('--summary-only') ? summaryKernelIds() : [])];
+const idList = [
+  ...(arg('ids')?.split(',').filter(Boolean) ?? []),
+  ...(process.argv.includes('--summary-only') ? summaryKernelIds() : []),
+];
 const wanted: ReadonlySet<string> | undefined = idList.length ? new Set(idList) : undefined;
 if (wanted) {
   const known = new Set(registeredBenches().flatMap((c) => [c.id, ...(c.ids ?? [])]));
@@ -64,25 +67,64 @@ mkdirSync(dirname(file), { recursive: true });
 const startedAt = new Date().toISOString();
 /** Rewrites the results file (temp file, then rename): after every case, so a stopped run keeps its figures. */
 function save(complete: boolean): void {
-  const body = { adapter: dev.name, vendor: dev.info.vendor, device: dev.info.device, features: [...dev.features], subgroupMatrixConfigs: dev.subgroupMatrixConfigs, toggles: dev.toggles, software, reps, date: startedAt, complete, ...(wanted ? { ids: [...wanted] } : {}), results };
+  const body = {
+    adapter: dev.name,
+    vendor: dev.info.vendor,
+    device: dev.info.device,
+    features: [...dev.features],
+    subgroupMatrixConfigs: dev.subgroupMatrixConfigs,
+    toggles: dev.toggles,
+    software,
+    reps,
+    date: startedAt,
+    complete,
+    ...(wanted ? { ids: [...wanted] } : {}),
+    results,
+  };
   writeFileSync(`${file}.tmp`, JSON.stringify(body, null, 2));
   renameSync(`${file}.tmp`, file);
 }
-const selected = (c: BenchCase) => (!filter || `${c.family} ${c.name}`.includes(filter)) && (!wanted || [c.id, ...(c.ids ?? [])].some((id) => id !== undefined && wanted.has(id)));
+const selected = (c: BenchCase) =>
+  (!filter || `${c.family} ${c.name}`.includes(filter)) &&
+  (!wanted || [c.id, ...(c.ids ?? [])].some((id) => id !== undefined && wanted.has(id)));
 console.log(`adapter: ${dev.name}${software ? ' (software renderer: small shapes only)' : ''}`);
 console.log(`features: ${[...dev.features].join(', ') || 'none'}`);
-console.log(`subgroup-matrix configurations: ${dev.subgroupMatrixConfigs.map((c) => `${c.componentType}→${c.resultComponentType} ${c.M}×${c.N}×${c.K}`).join(', ') || 'none'}`);
+console.log(
+  `subgroup-matrix configurations: ${dev.subgroupMatrixConfigs.map((c) => `${c.componentType}→${c.resultComponentType} ${c.M}×${c.N}×${c.K}`).join(', ') || 'none'}`,
+);
 const cases = registeredBenches().filter(selected);
-console.log(`${cases.length} case(s)${wanted ? ` for ${wanted.size} id(s)` : ''}${filter ? ` matching '${filter}'` : ''}`);
+console.log(
+  `${cases.length} case(s)${wanted ? ` for ${wanted.size} id(s)` : ''}${filter ? ` matching '${filter}'` : ''}`,
+);
 for (const c of cases) {
   save(false);
   if (c.gpuOnly && software) {
-    results.push({ family: c.family, name: c.name, id: c.id, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'software adapter' });
+    results.push({
+      family: c.family,
+      name: c.name,
+      id: c.id,
+      medianMs: null,
+      minMs: null,
+      gflops: null,
+      gbps: null,
+      runs: 0,
+      skipped: 'software adapter',
+    });
     continue;
   }
   const missing = (c.needs ?? []).filter((f) => !dev.has(f));
   if (missing.length) {
-    results.push({ family: c.family, name: c.name, id: c.id, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: `needs ${missing.join(', ')}` });
+    results.push({
+      family: c.family,
+      name: c.name,
+      id: c.id,
+      medianMs: null,
+      minMs: null,
+      gflops: null,
+      gbps: null,
+      runs: 0,
+      skipped: `needs ${missing.join(', ')}`,
+    });
     continue;
   }
   console.log(`- ${c.family} ${c.name}`); // progress: the log shows which case a stopped run was in
@@ -92,27 +134,72 @@ for (const c of cases) {
   } catch (err) {
     // A setup that checks its own results (attention) throws on a mismatch.
     failures.push(`${c.family} ${c.name}: ${(err as Error).message}`);
-    results.push({ family: c.family, name: c.name, id: c.id, validated: false, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'INVALID' });
+    results.push({
+      family: c.family,
+      name: c.name,
+      id: c.id,
+      validated: false,
+      medianMs: null,
+      minMs: null,
+      gflops: null,
+      gbps: null,
+      runs: 0,
+      skipped: 'INVALID',
+    });
     console.error(`INVALID ${c.family} ${c.name}: ${(err as Error).message}`);
     continue;
   }
   if ('skip' in ready) {
-    results.push({ family: c.family, name: c.name, id: c.id, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: ready.skip });
+    results.push({
+      family: c.family,
+      name: c.name,
+      id: c.id,
+      medianMs: null,
+      minMs: null,
+      gflops: null,
+      gbps: null,
+      runs: 0,
+      skipped: ready.skip,
+    });
     continue;
   }
   const { run, cleanup, validate } = ready;
   const id = ready.id ?? c.id;
   if (wanted && !(id !== undefined && wanted.has(id))) {
     cleanup?.();
-    results.push({ family: c.family, name: c.name, id, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'id not asked for' });
+    results.push({
+      family: c.family,
+      name: c.name,
+      id,
+      medianMs: null,
+      minMs: null,
+      gflops: null,
+      gbps: null,
+      runs: 0,
+      skipped: 'id not asked for',
+    });
     continue;
   }
-  if (!validate && VALIDATED_FAMILIES.has(c.family)) throw new Error(`bench case '${c.family} ${c.name}' has no validate(): every ${c.family} case must be checked before it is timed`);
+  if (!validate && VALIDATED_FAMILIES.has(c.family))
+    throw new Error(
+      `bench case '${c.family} ${c.name}' has no validate(): every ${c.family} case must be checked before it is timed`,
+    );
   const problem = validate ? await validate() : null;
   if (problem) {
     cleanup?.();
     failures.push(problem);
-    results.push({ family: c.family, name: c.name, id, validated: false, medianMs: null, minMs: null, gflops: null, gbps: null, runs: 0, skipped: 'INVALID' });
+    results.push({
+      family: c.family,
+      name: c.name,
+      id,
+      validated: false,
+      medianMs: null,
+      minMs: null,
+      gflops: null,
+      gbps: null,
+      runs: 0,
+      skipped: 'INVALID',
+    });
     console.error(`INVALID ${c.family} ${c.name}: ${problem}`);
     continue;
   }
@@ -145,7 +232,16 @@ for (const c of cases) {
 }
 
 const fmt = (v: number | null, d = 3) => (v === null ? '-' : v >= 100 ? v.toFixed(0) : v.toPrecision(d));
-const rows = results.map((r) => [r.family, r.name, r.skipped ?? fmt(r.medianMs), fmt(r.minMs), fmt(r.gflops), fmt(r.gbps), fmt(r.cpuMs ?? null), fmt(r.gflopsPerCpuS ?? null)]);
+const rows = results.map((r) => [
+  r.family,
+  r.name,
+  r.skipped ?? fmt(r.medianMs),
+  fmt(r.minMs),
+  fmt(r.gflops),
+  fmt(r.gbps),
+  fmt(r.cpuMs ?? null),
+  fmt(r.gflopsPerCpuS ?? null),
+]);
 const header = ['family', 'case', 'median ms', 'min ms', 'GFLOP/s', 'GB/s', 'CPU ms', 'GFLOP/CPU-s'];
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
 const line = (r: string[]) => r.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');

@@ -14,8 +14,8 @@
 import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { engine, initEngine } from '../src/engine/tensor.js';
 import { Rng } from '../src/engine/random.js';
+import { engine, initEngine } from '../src/engine/tensor.js';
 import { initModel } from '../src/llama/init.js';
 import { disposeServingModels, loadServingModels } from '../src/serve/load.js';
 import { FinllmServer } from '../src/serve/server.js';
@@ -43,7 +43,13 @@ if (preset) {
 }
 const models = await loadServingModels({ modelDir, maxModelLen: 512 });
 if (tmp) rmSync(tmp, { recursive: true, force: true });
-const server = new FinllmServer({ host: '127.0.0.1', port: 0, baseId: 'bench', maxBatchSize: batch, maxQueue: requests });
+const server = new FinllmServer({
+  host: '127.0.0.1',
+  port: 0,
+  baseId: 'bench',
+  maxBatchSize: batch,
+  maxQueue: requests,
+});
 const url = await server.listen();
 server.setReady(models);
 
@@ -75,7 +81,14 @@ async function one(prompt: string, signal: AbortSignal): Promise<Sample | null> 
     const res = await fetch(`${url}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'bench', prompt, max_tokens: maxTokens, temperature: 0, stream: true, stream_options: { include_usage: true } }),
+      body: JSON.stringify({
+        model: 'bench',
+        prompt,
+        max_tokens: maxTokens,
+        temperature: 0,
+        stream: true,
+        stream_options: { include_usage: true },
+      }),
       signal,
     });
     if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
@@ -88,7 +101,11 @@ async function one(prompt: string, signal: AbortSignal): Promise<Sample | null> 
         const event = buf.slice(0, nl);
         buf = buf.slice(nl + 2);
         if (!event.startsWith('data: ') || event === 'data: [DONE]') continue;
-        const chunk = JSON.parse(event.slice(6)) as { choices: { text: string }[]; usage?: { completion_tokens: number } | null; error?: unknown };
+        const chunk = JSON.parse(event.slice(6)) as {
+          choices: { text: string }[];
+          usage?: { completion_tokens: number } | null;
+          error?: unknown;
+        };
         if (chunk.error) throw new Error(JSON.stringify(chunk.error));
         if (Number.isNaN(ttft) && chunk.choices[0]?.text) ttft = performance.now() - t0;
         if (chunk.usage) tokens = chunk.usage.completion_tokens;
@@ -156,7 +173,9 @@ async function phase(label: string, n: number, clients: number) {
 }
 
 console.log(`adapter: ${e.dev.name}`);
-console.log(`model: ${preset ? `preset ${preset} (random init)` : modelDir}; ${batch} decode slots; ${maxTokens} new tokens per request (greedy); loopback ${url}`);
+console.log(
+  `model: ${preset ? `preset ${preset} (random init)` : modelDir}; ${batch} decode slots; ${maxTokens} new tokens per request (greedy); loopback ${url}`,
+);
 await one(PHRASES[0]!, new AbortController().signal); // warm-up: pipelines compile
 const results = [await phase('sequential', Math.min(8, requests), 1), await phase('concurrent', requests, concurrency)];
 
@@ -175,7 +194,14 @@ const cols: [string, (r: (typeof results)[number]) => string][] = [
 console.log(cols.map(([h]) => h).join(' | '));
 for (const r of results) console.log(cols.map(([, f]) => f(r)).join(' | '));
 
-const out = { adapter: e.dev.name, model: preset ? `preset ${preset}` : modelDir, batch, max_tokens: maxTokens, results, date: new Date().toISOString() };
+const out = {
+  adapter: e.dev.name,
+  model: preset ? `preset ${preset}` : modelDir,
+  batch,
+  max_tokens: maxTokens,
+  results,
+  date: new Date().toISOString(),
+};
 const resDir = join(process.cwd(), 'bench', 'results');
 mkdirSync(resDir, { recursive: true });
 const file = join(resDir, `serve-${out.date.replace(/[:.]/g, '-')}.json`);

@@ -22,7 +22,7 @@
 //
 //   node dist/bench/summary.js --dir <work folder> [--results bench/results/gpu]
 // writes <dir>/summary.json and <results>/<card-slug>-<YYYYMMDD>.json.
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 
 export const ATTENTION_SHAPES = ['B8_T512_Hq32_Hkv4_D64', 'B1_T4096_Hq32_Hkv8_D128', 'B8_T512_Hq32_Hkv8_D128'] as const;
@@ -149,17 +149,32 @@ export interface GpuSummary {
     nf4_gemm_dx_tflops: Num;
     f16_gemm_same_shape_tflops: Num;
     attention: AttentionFigures;
-    train: Record<(typeof TRAIN_TAGS)[number], { precision: string | null; tok_s: Num; pool_peak_gb: Num; device_peak_gb: Num; skipped_steps: Num }>;
+    train: Record<
+      (typeof TRAIN_TAGS)[number],
+      { precision: string | null; tok_s: Num; pool_peak_gb: Num; device_peak_gb: Num; skipped_steps: Num }
+    >;
     decode: Record<(typeof DECODE_KEYS)[number], Num>;
   };
   /** finllm / peer in the same call (null where either side is missing). */
-  ratios: { train_bf16: Num; train_nf4: Num; gemm_f16: Num; gemm_f32: Num; nf4_fwd_vs_f16: Num; nf4_dx_vs_f16: Num; decode_vs_llamacpp_vulkan: Num };
+  ratios: {
+    train_bf16: Num;
+    train_nf4: Num;
+    gemm_f16: Num;
+    gemm_f32: Num;
+    nf4_fwd_vs_f16: Num;
+    nf4_dx_vs_f16: Num;
+    decode_vs_llamacpp_vulkan: Num;
+  };
   /**
    * How the figures were obtained: each run's steps (status, exit code, seconds), so a
    * null figure reads as "timed out" or "failed" rather than "not measured", and the GPU test tier's
    * counts (null where it did not run).
    */
-  session: { dry: boolean; steps: (SessionStep & { mode: string | null })[]; tests: { passed: number; failed: number; skipped: number } | null };
+  session: {
+    dry: boolean;
+    steps: (SessionStep & { mode: string | null })[];
+    tests: { passed: number; failed: number; skipped: number } | null;
+  };
 }
 
 const num = (v: unknown): Num => (typeof v === 'number' && Number.isFinite(v) ? v : null);
@@ -265,7 +280,13 @@ export function buildSummary(inp: SessionInputs): GpuSummary {
     card: card || null,
     driver: driver || null,
     // The session's start where the steps record it (a merge of several calls: the first).
-    date: inp.date ?? (inp.sessions ?? []).map((r) => r.started).filter((d): d is string => !!d).sort()[0] ?? new Date().toISOString(),
+    date:
+      inp.date ??
+      (inp.sessions ?? [])
+        .map((r) => r.started)
+        .filter((d): d is string => !!d)
+        .sort()[0] ??
+      new Date().toISOString(),
     commit: inp.commit || null,
     peer,
     finllm,
@@ -298,7 +319,8 @@ function readJson<T>(file: string): T | undefined {
 /** Reads a bench/gpu.ts work folder (file names in the header). */
 export function readSessionDir(dir: string): SessionInputs {
   const files = readdirSync(dir).sort();
-  const text = (name: string) => (existsSync(join(dir, name)) ? readFileSync(join(dir, name), 'utf8').trim() : undefined);
+  const text = (name: string) =>
+    existsSync(join(dir, name)) ? readFileSync(join(dir, name), 'utf8').trim() : undefined;
   const kernels: KernelResult[] = [];
   let adapter: string | undefined;
   for (const f of files.filter((f) => /^kernels.*\.json$/.test(f))) {
@@ -306,7 +328,10 @@ export function readSessionDir(dir: string): SessionInputs {
     kernels.push(...(k?.results ?? []));
     adapter ??= k?.adapter;
   }
-  const e2e = files.filter((f) => /^e2e.*\.json$/.test(f)).map((f) => readJson<E2eResult & { adapter?: string }>(join(dir, f))).filter((r): r is E2eResult & { adapter?: string } => !!r);
+  const e2e = files
+    .filter((f) => /^e2e.*\.json$/.test(f))
+    .map((f) => readJson<E2eResult & { adapter?: string }>(join(dir, f)))
+    .filter((r): r is E2eResult & { adapter?: string } => !!r);
   adapter ??= e2e.find((r) => r.adapter)?.adapter;
   const smiPeakMiB: Record<string, number> = {};
   for (const f of files.filter((f) => /^smi-.+\.txt$/.test(f))) {
@@ -314,16 +339,25 @@ export function readSessionDir(dir: string): SessionInputs {
     if (Number.isFinite(v)) smiPeakMiB[basename(f, '.txt').slice(4)] = v;
   }
   let decode: Record<string, number | null> | undefined;
-  for (const f of files.filter((f) => /^decode.*\.json$/.test(f))) decode = { ...decode, ...readJson<Record<string, number | null>>(join(dir, f)) };
+  for (const f of files.filter((f) => /^decode.*\.json$/.test(f)))
+    decode = { ...decode, ...readJson<Record<string, number | null>>(join(dir, f)) };
   let peer: SessionInputs['peer'];
   for (const f of files.filter((f) => /^peer(-[\w.-]+)?\.json$/.test(f))) {
     const p = readJson<NonNullable<SessionInputs['peer']>>(join(dir, f));
     if (p) peer = { ...peer, ...p };
   }
-  const sessions = files.filter((f) => /^steps.*\.json$/.test(f)).map((f) => readJson<SessionRecord>(join(dir, f))).filter((r): r is SessionRecord => !!r && Array.isArray(r.steps));
+  const sessions = files
+    .filter((f) => /^steps.*\.json$/.test(f))
+    .map((f) => readJson<SessionRecord>(join(dir, f)))
+    .filter((r): r is SessionRecord => !!r && Array.isArray(r.steps));
   let tests: SessionInputs['tests'];
   for (const f of files.filter((f) => /^tests-report.*\.json$/.test(f))) {
-    const r = readJson<{ numPassedTests?: number; numFailedTests?: number; numPendingTests?: number; numTodoTests?: number }>(join(dir, f));
+    const r = readJson<{
+      numPassedTests?: number;
+      numFailedTests?: number;
+      numPendingTests?: number;
+      numTodoTests?: number;
+    }>(join(dir, f));
     if (typeof r?.numPassedTests !== 'number') continue;
     tests ??= { passed: 0, failed: 0, skipped: 0 };
     tests.passed += r.numPassedTests;
@@ -351,27 +385,46 @@ function writeJsonAtomic(file: string, value: unknown): void {
   renameSync(`${file}.tmp`, file);
 }
 
-const fmt = (v: Num, digits = 3): string => (v === null ? '-' : Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(digits));
+const fmt = (v: Num, digits = 3): string =>
+  v === null ? '-' : Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(digits);
 
 /** A short human-readable digest: the steps, then the figures the issues track, finllm beside the peer. */
 export function formatSummary(s: GpuSummary): string {
   const lines: string[] = [];
-  const steps = s.session.steps.map((st) => `${st.name} ${st.status}${st.seconds !== null ? ` ${st.seconds}s` : ''}${st.status === 'skipped' && st.reason ? ` (${st.reason})` : ''}`);
+  const steps = s.session.steps.map(
+    (st) =>
+      `${st.name} ${st.status}${st.seconds !== null ? ` ${st.seconds}s` : ''}${st.status === 'skipped' && st.reason ? ` (${st.reason})` : ''}`,
+  );
   if (steps.length) lines.push(`steps: ${steps.join(' | ')}`);
-  lines.push(`card: ${s.card ?? '-'}, driver ${s.driver ?? '-'}, commit ${s.commit ?? '-'}, ${s.date}${s.session.dry ? ' (DRY RUN: nothing here is a GPU figure)' : ''}`);
+  lines.push(
+    `card: ${s.card ?? '-'}, driver ${s.driver ?? '-'}, commit ${s.commit ?? '-'}, ${s.date}${s.session.dry ? ' (DRY RUN: nothing here is a GPU figure)' : ''}`,
+  );
   const t = s.finllm.train;
-  lines.push(`train tok/s: bf16 ${fmt(t.bf16.tok_s)} (x${fmt(s.ratios.train_bf16)} peer), nf4 ${fmt(t.nf4.tok_s)} (x${fmt(s.ratios.train_nf4)}), nf4_gc ${fmt(t.nf4_gc.tok_s)}; peer ${fmt(s.peer.train_tok_s)}, gc ${fmt(s.peer.train_tok_s_gc)}`);
-  lines.push(`peak GB: pool bf16 ${fmt(t.bf16.pool_peak_gb)} nf4 ${fmt(t.nf4.pool_peak_gb)} nf4_gc ${fmt(t.nf4_gc.pool_peak_gb)}; device bf16 ${fmt(t.bf16.device_peak_gb)} nf4 ${fmt(t.nf4.device_peak_gb)} nf4_gc ${fmt(t.nf4_gc.device_peak_gb)}; peer ${fmt(s.peer.peak_gb)}, gc ${fmt(s.peer.peak_gb_gc)}`);
+  lines.push(
+    `train tok/s: bf16 ${fmt(t.bf16.tok_s)} (x${fmt(s.ratios.train_bf16)} peer), nf4 ${fmt(t.nf4.tok_s)} (x${fmt(s.ratios.train_nf4)}), nf4_gc ${fmt(t.nf4_gc.tok_s)}; peer ${fmt(s.peer.train_tok_s)}, gc ${fmt(s.peer.train_tok_s_gc)}`,
+  );
+  lines.push(
+    `peak GB: pool bf16 ${fmt(t.bf16.pool_peak_gb)} nf4 ${fmt(t.nf4.pool_peak_gb)} nf4_gc ${fmt(t.nf4_gc.pool_peak_gb)}; device bf16 ${fmt(t.bf16.device_peak_gb)} nf4 ${fmt(t.nf4.device_peak_gb)} nf4_gc ${fmt(t.nf4_gc.device_peak_gb)}; peer ${fmt(s.peer.peak_gb)}, gc ${fmt(s.peer.peak_gb_gc)}`,
+  );
   const f = s.finllm;
-  lines.push(`GEMM TFLOP/s: f16 ${fmt(f.gemm_f16_tflops)} (peer ${fmt(s.peer.gemm_f16_tflops)}), f32 ${fmt(f.gemm_f32_tflops)} (peer ${fmt(s.peer.gemm_f32_tflops)}, x${fmt(s.ratios.gemm_f32)}); nf4 fwd ${fmt(f.nf4_gemm_fwd_tflops)} dx ${fmt(f.nf4_gemm_dx_tflops)} vs f16 ${fmt(f.f16_gemm_same_shape_tflops)} (x${fmt(s.ratios.nf4_fwd_vs_f16)}, x${fmt(s.ratios.nf4_dx_vs_f16)})`);
+  lines.push(
+    `GEMM TFLOP/s: f16 ${fmt(f.gemm_f16_tflops)} (peer ${fmt(s.peer.gemm_f16_tflops)}), f32 ${fmt(f.gemm_f32_tflops)} (peer ${fmt(s.peer.gemm_f32_tflops)}, x${fmt(s.ratios.gemm_f32)}); nf4 fwd ${fmt(f.nf4_gemm_fwd_tflops)} dx ${fmt(f.nf4_gemm_dx_tflops)} vs f16 ${fmt(f.f16_gemm_same_shape_tflops)} (x${fmt(s.ratios.nf4_fwd_vs_f16)}, x${fmt(s.ratios.nf4_dx_vs_f16)})`,
+  );
   for (const shape of ATTENTION_SHAPES) {
     const a = f.attention[shape];
     const p = s.peer.sdpa[shape];
-    lines.push(`attention ${shape} ms: fwd ${fmt(a.fwd_ms)} (sdpa ${fmt(p.fwd_ms)}), fwd+bwd ${fmt(a.fwd_bwd_ms)} (sdpa ${fmt(p.fwd_bwd_ms)})`);
+    lines.push(
+      `attention ${shape} ms: fwd ${fmt(a.fwd_ms)} (sdpa ${fmt(p.fwd_ms)}), fwd+bwd ${fmt(a.fwd_bwd_ms)} (sdpa ${fmt(p.fwd_bwd_ms)})`,
+    );
   }
   const d = f.decode;
-  lines.push(`decode: b1 nf4 ${fmt(d.b1_nf4_tok_s)} tok/s, b1 bf16 ${fmt(d.b1_bf16_tok_s)}, b8 nf4 ${fmt(d.b8_nf4_tok_s)}, ttft 512 ${fmt(d.ttft_512_ms)} ms; peer b1 ${fmt(s.peer.decode_tok_s)}; llama.cpp vulkan ${fmt(s.peer.llamacpp_vulkan_decode_tok_s)} (x${fmt(s.ratios.decode_vs_llamacpp_vulkan)}), cpu ${fmt(s.peer.llamacpp_cpu_decode_tok_s)}`);
-  if (s.session.tests) lines.push(`GPU test tier: ${s.session.tests.passed} passed, ${s.session.tests.failed} failed, ${s.session.tests.skipped} skipped`);
+  lines.push(
+    `decode: b1 nf4 ${fmt(d.b1_nf4_tok_s)} tok/s, b1 bf16 ${fmt(d.b1_bf16_tok_s)}, b8 nf4 ${fmt(d.b8_nf4_tok_s)}, ttft 512 ${fmt(d.ttft_512_ms)} ms; peer b1 ${fmt(s.peer.decode_tok_s)}; llama.cpp vulkan ${fmt(s.peer.llamacpp_vulkan_decode_tok_s)} (x${fmt(s.ratios.decode_vs_llamacpp_vulkan)}), cpu ${fmt(s.peer.llamacpp_cpu_decode_tok_s)}`,
+  );
+  if (s.session.tests)
+    lines.push(
+      `GPU test tier: ${s.session.tests.passed} passed, ${s.session.tests.failed} failed, ${s.session.tests.skipped} skipped`,
+    );
   return lines.join('\n');
 }
 
@@ -382,7 +435,10 @@ export function main(argv: string[]): { file: string; summary: GpuSummary } {
     return i >= 0 ? argv[i + 1] : undefined;
   };
   const dir = arg('dir');
-  if (!dir || !existsSync(dir)) throw new Error('usage: summary --dir <bench/gpu.ts work folder> [--results bench/results/gpu] [--date ISO] [--print]');
+  if (!dir || !existsSync(dir))
+    throw new Error(
+      'usage: summary --dir <bench/gpu.ts work folder> [--results bench/results/gpu] [--date ISO] [--print]',
+    );
   const inputs = readSessionDir(dir);
   const date = arg('date');
   if (date) inputs.date = date;

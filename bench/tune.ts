@@ -14,11 +14,31 @@ import { Rng } from '../src/engine/random.js';
 import { initEngine, tidy } from '../src/engine/tensor.js';
 import { writeFileAtomicSync } from '../src/io/atomic.js';
 import {
-  SG_TILES, SG_TILE_NAMES, SHAPE_CLASSES, TILES, TILE_NAMES, adapterKey, deviceContext, gemm, gemmPlan, nativeMatrixCore, sgTileFits, shapeClass, splitsFor, tileFits,
-  type AdapterTuning, type Compute, type GemmArgs, type SgTileName, type ShapeClass, type TileName, type TunedEntry, type TuningTable,
+  type AdapterTuning,
+  adapterKey,
+  type Compute,
+  deviceContext,
+  type GemmArgs,
+  gemm,
+  gemmPlan,
+  nativeMatrixCore,
+  SG_TILE_NAMES,
+  SG_TILES,
+  type SgTileName,
+  SHAPE_CLASSES,
+  type ShapeClass,
+  sgTileFits,
+  shapeClass,
+  splitsFor,
+  TILE_NAMES,
+  TILES,
+  type TileName,
+  type TunedEntry,
+  type TuningTable,
+  tileFits,
 } from '../src/kernels/gemm.js';
-import { MATRIX_SHAPES, offeredShapes, type MatrixShapeName } from '../src/kernels/sgmatrix.js';
 import { GEMM_TUNING, GEMM_TUNING_FILE } from '../src/kernels/gemm-tuning.js';
+import { MATRIX_SHAPES, type MatrixShapeName, offeredShapes } from '../src/kernels/sgmatrix.js';
 import { hostTensor } from './kernels/matmul.js';
 import { validateGemm } from './validate.js';
 
@@ -71,7 +91,9 @@ const computes: Compute[] = dev.has('shader-f16') ? ['f32', 'f16'] : ['f32'];
 const sgShapes: MatrixShapeName[] = nativeMatrixCore(ctx) ? offeredShapes(dev.subgroupMatrixConfigs, 'f32') : [];
 const trials: Trial[] = [];
 const key = adapterKey(dev.info);
-console.log(`adapter: ${dev.name} (table key ${key}); compute variants: ${computes.join(', ')}; ${reps} timed runs each`);
+console.log(
+  `adapter: ${dev.name} (table key ${key}); compute variants: ${computes.join(', ')}; ${reps} timed runs each`,
+);
 
 for (const cls of SHAPE_CLASSES) {
   const [M, N, K, tA, tB] = SHAPES[cls];
@@ -83,11 +105,15 @@ for (const cls of SHAPE_CLASSES) {
   const runTrial = async (trial: Trial, args: GemmArgs): Promise<void> => {
     const precision = trial.compute === 'f16' ? 'fp16-mixed' : 'fp32';
     const out = withPrecision(precision, () => gemm(args));
-    const problem = await validateGemm(out, {
-      a: { data: a.values, shape: (tA ? [K, M] : [M, K]) as [number, number], trans: tA },
-      b: { data: b.values, shape: (tB ? [N, K] : [K, N]) as [number, number], trans: tB },
-      f16: trial.compute === 'f16',
-    }, gemmPlan(args).key);
+    const problem = await validateGemm(
+      out,
+      {
+        a: { data: a.values, shape: (tA ? [K, M] : [M, K]) as [number, number], trans: tA },
+        b: { data: b.values, shape: (tB ? [N, K] : [K, N]) as [number, number], trans: tB },
+        f16: trial.compute === 'f16',
+      },
+      gemmPlan(args).key,
+    );
     out.dispose();
     if (problem) {
       trial.invalid = problem;
@@ -109,7 +135,9 @@ for (const cls of SHAPE_CLASSES) {
     trial.gflops = trial.minMs === null ? null : (2 * M * N * K) / (trial.minMs / 1e3) / 1e9;
     trials.push(trial);
     const core = trial.shape ? `sgmatrix ${trial.shape}` : trial.compute;
-    console.log(`${cls.padEnd(8)} ${core} ${trial.tile.padEnd(7)} split ${String(trial.splitK).padStart(2)}  median ${trial.ms?.toFixed(3) ?? '-'} ms  min ${trial.minMs?.toFixed(3) ?? '-'} ms  ${trial.gflops?.toFixed(2) ?? '-'} GFLOP/s (at min)`);
+    console.log(
+      `${cls.padEnd(8)} ${core} ${trial.tile.padEnd(7)} split ${String(trial.splitK).padStart(2)}  median ${trial.ms?.toFixed(3) ?? '-'} ms  min ${trial.minMs?.toFixed(3) ?? '-'} ms  ${trial.gflops?.toFixed(2) ?? '-'} GFLOP/s (at min)`,
+    );
   };
   const splitTargets = cls.startsWith('skinny') ? SPLIT_TARGETS : [0];
   /** The split-K targets to try with a tile, each giving a different split count. */
@@ -130,7 +158,11 @@ for (const cls of SHAPE_CLASSES) {
       // CPU-shaped tiles: f32 compute, and only where the dispatcher may use them (software adapters).
       if ('direct' in TILES[tile] && (compute !== 'f32' || !ctx.isSoftware)) continue;
       for (const { splitTarget, splitK } of splitChoices(TILES[tile])) {
-        const args: GemmArgs = { a: { t: a.t, trans: tA }, b: { t: b.t, trans: tB }, choice: { compute, tile, splitK } };
+        const args: GemmArgs = {
+          a: { t: a.t, trans: tA },
+          b: { t: b.t, trans: tB },
+          choice: { compute, tile, splitK },
+        };
         await runTrial({ compute, cls, tile, splitTarget, splitK, ms: null, minMs: null, gflops: null }, args);
       }
     }
@@ -141,8 +173,15 @@ for (const cls of SHAPE_CLASSES) {
       const t = SG_TILES[tile];
       if (!sgTileFits(t, MATRIX_SHAPES[shape], ctx)) continue;
       for (const { splitTarget, splitK } of splitChoices(t)) {
-        const args: GemmArgs = { a: { t: a.t, trans: tA }, b: { t: b.t, trans: tB }, choice: { compute: 'f16', tile, splitK, matrix: { shape, emulated: false } } };
-        await runTrial({ compute: 'f16', shape, cls, tile, splitTarget, splitK, ms: null, minMs: null, gflops: null }, args);
+        const args: GemmArgs = {
+          a: { t: a.t, trans: tA },
+          b: { t: b.t, trans: tB },
+          choice: { compute: 'f16', tile, splitK, matrix: { shape, emulated: false } },
+        };
+        await runTrial(
+          { compute: 'f16', shape, cls, tile, splitTarget, splitK, ms: null, minMs: null, gflops: null },
+          args,
+        );
       }
     }
   }
@@ -152,7 +191,10 @@ for (const cls of SHAPE_CLASSES) {
 
 const entry: AdapterTuning = { description: dev.name, date: new Date().toISOString() };
 try {
-  entry.commit = execSync('git rev-parse --short HEAD', { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  entry.commit = execSync('git rev-parse --short HEAD', {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+  }).trim();
 } catch {
   // not a git checkout: no commit recorded
 }
@@ -162,15 +204,28 @@ for (const compute of computes) {
     const best = trials
       .filter((t) => t.compute === compute && !t.shape && t.cls === cls && t.gflops !== null && !t.invalid)
       .sort((x, y) => y.gflops! - x.gflops!)[0];
-    if (best) table[cls] = { tile: best.tile as TileName, splitTarget: best.splitTarget, gflops: Number(best.gflops!.toPrecision(4)) };
+    if (best)
+      table[cls] = {
+        tile: best.tile as TileName,
+        splitTarget: best.splitTarget,
+        gflops: Number(best.gflops!.toPrecision(4)),
+      };
   }
   entry[compute] = table;
 }
 if (sgShapes.length) {
   const table: NonNullable<AdapterTuning['sgmatrix']> = {};
   for (const cls of SHAPE_CLASSES) {
-    const best = trials.filter((t) => t.shape && t.cls === cls && t.gflops !== null && !t.invalid).sort((x, y) => y.gflops! - x.gflops!)[0];
-    if (best) table[cls] = { tile: best.tile as SgTileName, shape: best.shape!, splitTarget: best.splitTarget, gflops: Number(best.gflops!.toPrecision(4)) };
+    const best = trials
+      .filter((t) => t.shape && t.cls === cls && t.gflops !== null && !t.invalid)
+      .sort((x, y) => y.gflops! - x.gflops!)[0];
+    if (best)
+      table[cls] = {
+        tile: best.tile as SgTileName,
+        shape: best.shape!,
+        splitTarget: best.splitTarget,
+        gflops: Number(best.gflops!.toPrecision(4)),
+      };
   }
   entry.sgmatrix = table;
 }
@@ -179,7 +234,10 @@ const invalid = trials.filter((t) => t.invalid);
 const resDir = join(process.cwd(), 'bench', 'results');
 mkdirSync(resDir, { recursive: true });
 const file = join(resDir, `tune-${entry.date.replace(/[:.]/g, '-')}.json`);
-writeFileSync(`${file}.tmp`, JSON.stringify({ adapter: dev.name, key, features: [...dev.features], shapes: SHAPES, reps, trials, entry }, null, 2));
+writeFileSync(
+  `${file}.tmp`,
+  JSON.stringify({ adapter: dev.name, key, features: [...dev.features], shapes: SHAPES, reps, trials, entry }, null, 2),
+);
 renameSync(`${file}.tmp`, file);
 console.log(`\nwrote ${file}`);
 

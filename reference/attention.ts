@@ -39,7 +39,12 @@ function visible(sh: AttnRefShape, o: AttnRefOptions, b: number, i: number, j: n
 }
 
 /** Probabilities P[b][h][i][j] (S columns) and lse [B, Hq, T]. */
-export function probabilities(sh: AttnRefShape, o: AttnRefOptions, q: ArrayLike<number>, k: ArrayLike<number>): { P: Float64Array; lse: Float64Array } {
+export function probabilities(
+  sh: AttnRefShape,
+  o: AttnRefOptions,
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+): { P: Float64Array; lse: Float64Array } {
   const { B, T, S, Sk, Hq, Hkv, Dh } = sh;
   const G = Hq / Hkv;
   const P = new Float64Array(B * Hq * T * S);

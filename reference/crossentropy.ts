@@ -2,7 +2,12 @@
 // (computed stably with the row max), counted rows have label ≥ 0 and ≠ ignoreIndex; the mean is over
 // counted rows, 0 when there are none (finllm's documented choice). d loss_r / d z_rj = softmax_rj − [j = label].
 
-export function crossEntropyRowsRef(logits: ArrayLike<number>, labels: ArrayLike<number>, v: number, ignoreIndex = -100): { loss: Float64Array; lse: Float64Array; counted: boolean[] } {
+export function crossEntropyRowsRef(
+  logits: ArrayLike<number>,
+  labels: ArrayLike<number>,
+  v: number,
+  ignoreIndex = -100,
+): { loss: Float64Array; lse: Float64Array; counted: boolean[] } {
   const rows = labels.length;
   const loss = new Float64Array(rows);
   const lse = new Float64Array(rows);
@@ -20,7 +25,12 @@ export function crossEntropyRowsRef(logits: ArrayLike<number>, labels: ArrayLike
   return { loss, lse, counted };
 }
 
-export function crossEntropyMeanRef(logits: ArrayLike<number>, labels: ArrayLike<number>, v: number, ignoreIndex = -100): { loss: number; count: number } {
+export function crossEntropyMeanRef(
+  logits: ArrayLike<number>,
+  labels: ArrayLike<number>,
+  v: number,
+  ignoreIndex = -100,
+): { loss: number; count: number } {
   const { loss, counted } = crossEntropyRowsRef(logits, labels, v, ignoreIndex);
   const count = counted.filter(Boolean).length;
   const sum = loss.reduce((a, b) => a + b, 0);
@@ -28,7 +38,13 @@ export function crossEntropyMeanRef(logits: ArrayLike<number>, labels: ArrayLike
 }
 
 /** d(Σ_r rowScale_r · loss_r)/d logits. */
-export function crossEntropyBackwardRef(logits: ArrayLike<number>, labels: ArrayLike<number>, v: number, rowScale: ArrayLike<number>, ignoreIndex = -100): Float64Array {
+export function crossEntropyBackwardRef(
+  logits: ArrayLike<number>,
+  labels: ArrayLike<number>,
+  v: number,
+  rowScale: ArrayLike<number>,
+  ignoreIndex = -100,
+): Float64Array {
   const { lse, counted } = crossEntropyRowsRef(logits, labels, v, ignoreIndex);
   const d = new Float64Array(logits.length);
   for (let r = 0; r < labels.length; r++) {

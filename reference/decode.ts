@@ -10,7 +10,14 @@ export interface GemvRefInput {
   Ns: number[];
   norm?: { g: ArrayLike<number>; eps: number };
   /** u [M, ldu]; per segment B [N_s, r] or null; u offset per segment. */
-  lora?: { u: ArrayLike<number>; ldu: number; B: (ArrayLike<number> | null)[]; r: number; scale: number; uOffsets: number[] };
+  lora?: {
+    u: ArrayLike<number>;
+    ldu: number;
+    B: (ArrayLike<number> | null)[];
+    r: number;
+    scale: number;
+    uOffsets: number[];
+  };
   epilogue: 'store' | 'accumulate' | 'swiglu';
   /** Output [M, ld]: its initial content (accumulate, and the columns no segment writes). */
   out0: ArrayLike<number>;
@@ -87,9 +94,21 @@ export function decodeGemvRef(inp: GemvRefInput): { y: Float64Array; absSum: Flo
  * (given initial contents) at positions L + t; RoPE position max(0, L + t − start_b).
  */
 export function ropeAppendRef(
-  B: number, T: number, H: number, Hkv: number, dh: number, L: number, starts: ArrayLike<number>,
-  q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, cos: ArrayLike<number>, sin: ArrayLike<number>,
-  kCache0: ArrayLike<number>, vCache0: ArrayLike<number>, smax: number,
+  B: number,
+  T: number,
+  H: number,
+  Hkv: number,
+  dh: number,
+  L: number,
+  starts: ArrayLike<number>,
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  cos: ArrayLike<number>,
+  sin: ArrayLike<number>,
+  kCache0: ArrayLike<number>,
+  vCache0: ArrayLike<number>,
+  smax: number,
 ): { q: Float64Array; kCache: Float64Array; vCache: Float64Array } {
   const half = dh / 2;
   const qo = new Float64Array(B * T * H * dh);

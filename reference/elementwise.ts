@@ -6,12 +6,27 @@ export const unaryRef: Record<string, { f: (x: number) => number; df: (x: number
   sqrt: { f: Math.sqrt, df: (x) => 0.5 / Math.sqrt(x) },
   square: { f: (x) => x * x, df: (x) => 2 * x },
   relu: { f: (x) => Math.max(x, 0), df: (x) => (x > 0 ? 1 : 0) },
-  sigmoid: { f: (x) => 1 / (1 + Math.exp(-x)), df: (x) => { const s = 1 / (1 + Math.exp(-x)); return s * (1 - s); } },
-  silu: { f: (x) => x / (1 + Math.exp(-x)), df: (x) => { const s = 1 / (1 + Math.exp(-x)); return s * (1 + x * (1 - s)); } },
+  sigmoid: {
+    f: (x) => 1 / (1 + Math.exp(-x)),
+    df: (x) => {
+      const s = 1 / (1 + Math.exp(-x));
+      return s * (1 - s);
+    },
+  },
+  silu: {
+    f: (x) => x / (1 + Math.exp(-x)),
+    df: (x) => {
+      const s = 1 / (1 + Math.exp(-x));
+      return s * (1 + x * (1 - s));
+    },
+  },
   tanh: { f: Math.tanh, df: (x) => 1 - Math.tanh(x) ** 2 },
 };
 
-export const binaryRef: Record<string, { f: (a: number, b: number) => number; da: (a: number, b: number) => number; db: (a: number, b: number) => number }> = {
+export const binaryRef: Record<
+  string,
+  { f: (a: number, b: number) => number; da: (a: number, b: number) => number; db: (a: number, b: number) => number }
+> = {
   add: { f: (a, b) => a + b, da: () => 1, db: () => 1 },
   sub: { f: (a, b) => a - b, da: () => 1, db: () => -1 },
   mul: { f: (a, b) => a * b, da: (_a, b) => b, db: (a) => a },

@@ -11,7 +11,12 @@ export function embeddingRef(ids: ArrayLike<number>, table: ArrayLike<number>, V
 }
 
 /** dTable[v, :] = Σ_{i: ids[i] = v} g[i, :], with Σ|g| and the term count per row for error bounds. */
-export function embeddingGradRef(ids: ArrayLike<number>, g: ArrayLike<number>, V: number, D: number): { dTable: Float64Array; absSum: Float64Array; count: Int32Array } {
+export function embeddingGradRef(
+  ids: ArrayLike<number>,
+  g: ArrayLike<number>,
+  V: number,
+  D: number,
+): { dTable: Float64Array; absSum: Float64Array; count: Int32Array } {
   const dTable = new Float64Array(V * D);
   const absSum = new Float64Array(V * D);
   const count = new Int32Array(V);

@@ -68,9 +68,16 @@ function logicalShape(o: RefOperand): [number, number] {
 }
 
 /** Σ_k op(X)[m,k]·op(Y)[k,n], the operand-perturbation bound and the magnitude sum of one element. */
-function dot(x: RefOperand, y: RefOperand, f16: boolean, m: number, n: number): { sum: number; perturb: number; mag: number } {
+function dot(
+  x: RefOperand,
+  y: RefOperand,
+  f16: boolean,
+  m: number,
+  n: number,
+): { sum: number; perturb: number; mag: number } {
   const K = logicalShape(x)[1];
-  const err = (v: number, dropped: boolean) => (dropped ? 2 * U32 * Math.abs(v) : 0) + (f16 ? f16Ulp(Math.abs(v) * (1 + 2 * U32)) : 0);
+  const err = (v: number, dropped: boolean) =>
+    (dropped ? 2 * U32 * Math.abs(v) : 0) + (f16 ? f16Ulp(Math.abs(v) * (1 + 2 * U32)) : 0);
   let sum = 0;
   let perturb = 0;
   let mag = 0;
@@ -143,7 +150,8 @@ export function gemmReference(inp: GemmRefInput): GemmRef {
 
 /** Checks every element against the reference's bound; NaN (an unwritten, poisoned output) fails. */
 export function expectWithinGemmBound(actual: ArrayLike<number>, ref: GemmRef, label: string): void {
-  if (actual.length !== ref.value.length) throw new Error(`${label}: length ${actual.length} vs reference ${ref.value.length}`);
+  if (actual.length !== ref.value.length)
+    throw new Error(`${label}: length ${actual.length} vs reference ${ref.value.length}`);
   const bad: string[] = [];
   let nBad = 0;
   let worst = 0;
@@ -151,9 +159,15 @@ export function expectWithinGemmBound(actual: ArrayLike<number>, ref: GemmRef, l
     const err = Math.abs(actual[i]! - ref.value[i]!);
     if (!(err <= ref.bound[i]!)) {
       nBad++;
-      if (bad.length < 8) bad.push(`  [${Math.floor(i / ref.N)}, ${i % ref.N}] got ${actual[i]} want ${ref.value[i]} (err ${err.toExponential(2)}, bound ${ref.bound[i]!.toExponential(2)})`);
+      if (bad.length < 8)
+        bad.push(
+          `  [${Math.floor(i / ref.N)}, ${i % ref.N}] got ${actual[i]} want ${ref.value[i]} (err ${err.toExponential(2)}, bound ${ref.bound[i]!.toExponential(2)})`,
+        );
     }
     if (Number.isFinite(err)) worst = Math.max(worst, err / ref.bound[i]!);
   }
-  if (nBad > 0) throw new Error(`${label}: ${nBad}/${ref.value.length} elements outside the error bound (worst err/bound ${worst.toFixed(2)})\n${bad.join('\n')}`);
+  if (nBad > 0)
+    throw new Error(
+      `${label}: ${nBad}/${ref.value.length} elements outside the error bound (worst err/bound ${worst.toFixed(2)})\n${bad.join('\n')}`,
+    );
 }

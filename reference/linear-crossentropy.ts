@@ -18,10 +18,15 @@ export interface LinearCrossEntropyRef {
 }
 
 export function linearCrossEntropyRef(
-  h: ArrayLike<number>, n: number, d: number,
-  w: ArrayLike<number>, v: number,
-  labels: ArrayLike<number>, rows: ArrayLike<number> | null,
-  rowScale: ArrayLike<number>, ignoreIndex = -100,
+  h: ArrayLike<number>,
+  n: number,
+  d: number,
+  w: ArrayLike<number>,
+  v: number,
+  labels: ArrayLike<number>,
+  rows: ArrayLike<number> | null,
+  rowScale: ArrayLike<number>,
+  ignoreIndex = -100,
 ): LinearCrossEntropyRef {
   const m = labels.length;
   const rowOf = (r: number) => (rows ? rows[r]! : r);

@@ -28,7 +28,15 @@ function lin(x: Float64Array, n: number, inp: number, w: Float64Array, out: numb
 }
 
 /** Backward of y = x·Wᵀ: dW += dyᵀ·x, returns dx = dy·W. */
-function linBack(dy: Float64Array, x: Float64Array, n: number, inp: number, w: Float64Array, out: number, dW: Float64Array): Float64Array {
+function linBack(
+  dy: Float64Array,
+  x: Float64Array,
+  n: number,
+  inp: number,
+  w: Float64Array,
+  out: number,
+  dW: Float64Array,
+): Float64Array {
   const dx = new Float64Array(n * inp);
   for (let i = 0; i < n; i++) {
     for (let o = 0; o < out; o++) {
@@ -43,7 +51,13 @@ function linBack(dy: Float64Array, x: Float64Array, n: number, inp: number, w: F
   return dx;
 }
 
-function rms(x: Float64Array, n: number, d: number, w: Float64Array, eps: number): { y: Float64Array; r: Float64Array } {
+function rms(
+  x: Float64Array,
+  n: number,
+  d: number,
+  w: Float64Array,
+  eps: number,
+): { y: Float64Array; r: Float64Array } {
   const y = new Float64Array(n * d);
   const r = new Float64Array(n);
   for (let i = 0; i < n; i++) {
@@ -56,7 +70,15 @@ function rms(x: Float64Array, n: number, d: number, w: Float64Array, eps: number
 }
 
 /** Backward of y = x·r(x)·w: dw += Σ dy·x·r; dx = r·dy·w − (r³/D)·(Σ_k dy·w·x)·x. */
-function rmsBack(dy: Float64Array, x: Float64Array, r: Float64Array, n: number, d: number, w: Float64Array, dw: Float64Array): Float64Array {
+function rmsBack(
+  dy: Float64Array,
+  x: Float64Array,
+  r: Float64Array,
+  n: number,
+  d: number,
+  w: Float64Array,
+  dw: Float64Array,
+): Float64Array {
   const dx = new Float64Array(n * d);
   for (let i = 0; i < n; i++) {
     let dot = 0;
@@ -91,7 +113,11 @@ function rope(v: Float64Array, T: number, H: number, Dh: number, inv: Float64Arr
 const sigmoid = (z: number) => 1 / (1 + Math.exp(-z));
 
 /** Loss and d loss / d every parameter for one sequence. Gradients are keyed like `params`. */
-export function refLossAndGrads(cfg: LlamaConfig, params: RefParams, ids: readonly number[]): { loss: number; grads: RefParams } {
+export function refLossAndGrads(
+  cfg: LlamaConfig,
+  params: RefParams,
+  ids: readonly number[],
+): { loss: number; grads: RefParams } {
   const P = (n: string) => {
     const v = params.get(n);
     if (!v) throw new Error(`ref: no parameter ${n}`);
@@ -100,7 +126,15 @@ export function refLossAndGrads(cfg: LlamaConfig, params: RefParams, ids: readon
   const grads: RefParams = new Map([...params].map(([n, v]) => [n, new Float64Array(v.length)]));
   const G = (n: string) => grads.get(n)!;
   const T = ids.length;
-  const { hiddenSize: D, numAttentionHeads: Hq, numKeyValueHeads: Hkv, headDim: Dh, intermediateSize: F, vocabSize: V, rmsNormEps: eps } = cfg;
+  const {
+    hiddenSize: D,
+    numAttentionHeads: Hq,
+    numKeyValueHeads: Hkv,
+    headDim: Dh,
+    intermediateSize: F,
+    vocabSize: V,
+    rmsNormEps: eps,
+  } = cfg;
   const group = Hq / Hkv;
   const scale = 1 / Math.sqrt(Dh);
   const inv = refInvFreq(cfg);
@@ -112,8 +146,20 @@ export function refLossAndGrads(cfg: LlamaConfig, params: RefParams, ids: readon
   let x = new Float64Array(T * D);
   for (let t = 0; t < T; t++) for (let k = 0; k < D; k++) x[t * D + k] = emb[ids[t]! * D + k]!;
   interface LayerCache {
-    x: Float64Array; h: Float64Array; r: Float64Array; q: Float64Array; k: Float64Array; v: Float64Array;
-    p: Float64Array[]; a: Float64Array; x1: Float64Array; h2: Float64Array; r2: Float64Array; g: Float64Array; u: Float64Array; m: Float64Array;
+    x: Float64Array;
+    h: Float64Array;
+    r: Float64Array;
+    q: Float64Array;
+    k: Float64Array;
+    v: Float64Array;
+    p: Float64Array[];
+    a: Float64Array;
+    x1: Float64Array;
+    h2: Float64Array;
+    r2: Float64Array;
+    g: Float64Array;
+    u: Float64Array;
+    m: Float64Array;
   }
   const caches: LayerCache[] = [];
   for (let l = 0; l < cfg.numHiddenLayers; l++) {
@@ -172,7 +218,8 @@ export function refLossAndGrads(cfg: LlamaConfig, params: RefParams, ids: readon
     for (let c = 0; c < V; c++) z += Math.exp(logits[t * V + c]! - mx);
     const target = ids[t + 1]!;
     loss += Math.log(z) + mx - logits[t * V + target]!;
-    for (let c = 0; c < V; c++) dlogits[t * V + c] = (Math.exp(logits[t * V + c]! - mx) / z - (c === target ? 1 : 0)) / n;
+    for (let c = 0; c < V; c++)
+      dlogits[t * V + c] = (Math.exp(logits[t * V + c]! - mx) / z - (c === target ? 1 : 0)) / n;
   }
   loss /= n;
 
@@ -194,7 +241,15 @@ export function refLossAndGrads(cfg: LlamaConfig, params: RefParams, ids: readon
     const dh2 = linBack(dg, c.h2, T, D, P(pre + 'mlp.gate_proj.weight'), F, G(pre + 'mlp.gate_proj.weight'));
     const dh2u = linBack(du, c.h2, T, D, P(pre + 'mlp.up_proj.weight'), F, G(pre + 'mlp.up_proj.weight'));
     for (let i = 0; i < T * D; i++) dh2[i] += dh2u[i]!;
-    const dx1 = rmsBack(dh2, c.x1, c.r2, T, D, P(pre + 'post_attention_layernorm.weight'), G(pre + 'post_attention_layernorm.weight'));
+    const dx1 = rmsBack(
+      dh2,
+      c.x1,
+      c.r2,
+      T,
+      D,
+      P(pre + 'post_attention_layernorm.weight'),
+      G(pre + 'post_attention_layernorm.weight'),
+    );
     for (let i = 0; i < T * D; i++) dx1[i] += dx[i]!;
     // Attention: x1 = x + a·Woᵀ
     const da = linBack(dx1, c.a, T, Hq * Dh, P(pre + 'self_attn.o_proj.weight'), D, G(pre + 'self_attn.o_proj.weight'));
@@ -229,8 +284,24 @@ export function refLossAndGrads(cfg: LlamaConfig, params: RefParams, ids: readon
     rope(dq, T, Hq, Dh, inv, -1);
     rope(dk, T, Hkv, Dh, inv, -1);
     const dh = linBack(dq, c.h, T, D, P(pre + 'self_attn.q_proj.weight'), Hq * Dh, G(pre + 'self_attn.q_proj.weight'));
-    const dhk = linBack(dk, c.h, T, D, P(pre + 'self_attn.k_proj.weight'), Hkv * Dh, G(pre + 'self_attn.k_proj.weight'));
-    const dhv = linBack(dv, c.h, T, D, P(pre + 'self_attn.v_proj.weight'), Hkv * Dh, G(pre + 'self_attn.v_proj.weight'));
+    const dhk = linBack(
+      dk,
+      c.h,
+      T,
+      D,
+      P(pre + 'self_attn.k_proj.weight'),
+      Hkv * Dh,
+      G(pre + 'self_attn.k_proj.weight'),
+    );
+    const dhv = linBack(
+      dv,
+      c.h,
+      T,
+      D,
+      P(pre + 'self_attn.v_proj.weight'),
+      Hkv * Dh,
+      G(pre + 'self_attn.v_proj.weight'),
+    );
     for (let i = 0; i < T * D; i++) dh[i] += dhk[i]! + dhv[i]!;
     const dxa = rmsBack(dh, c.x, c.r, T, D, P(pre + 'input_layernorm.weight'), G(pre + 'input_layernorm.weight'));
     dx = dx1.map((val, i) => val + dxa[i]!);

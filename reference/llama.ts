@@ -21,13 +21,19 @@ export async function readRefWeights(dir: string): Promise<RefWeights> {
   const m = new Map<string, Float64Array>();
   for (const n of ck.names()) m.set(n, Float64Array.from(await ck.readF32(n)));
   await ck.close();
-  return { get: (n) => { const v = m.get(n); if (!v) throw new Error(`ref: no ${n}`); return v; } };
+  return {
+    get: (n) => {
+      const v = m.get(n);
+      if (!v) throw new Error(`ref: no ${n}`);
+      return v;
+    },
+  };
 }
 
 export function refInvFreq(cfg: LlamaConfig): Float64Array {
   const d = cfg.headDim;
   const inv = new Float64Array(d / 2);
-  for (let i = 0; i < d / 2; i++) inv[i] = 1 / Math.pow(cfg.rope.theta, (2 * i) / d);
+  for (let i = 0; i < d / 2; i++) inv[i] = 1 / cfg.rope.theta ** ((2 * i) / d);
   const s = cfg.rope.scaling;
   if (s) {
     const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
@@ -36,7 +42,8 @@ export function refInvFreq(cfg: LlamaConfig): Float64Array {
       const wavelen = (2 * Math.PI) / inv[i]!;
       if (wavelen > lowWavelen) inv[i] = inv[i]! / s.factor;
       else if (wavelen >= highWavelen) {
-        const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+        const smooth =
+          (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
         inv[i] = (1 - smooth) * (inv[i]! / s.factor) + smooth * inv[i]!;
       }
     }
@@ -45,7 +52,15 @@ export function refInvFreq(cfg: LlamaConfig): Float64Array {
 }
 
 /** y [n, out] = x [n, in] · Wᵀ (+ scale · x·Aᵀ·Bᵀ). */
-function lin(x: Float64Array, n: number, inp: number, w: Float64Array, out: number, lora?: { A: Float64Array; B: Float64Array; r: number }, scale = 0): Float64Array {
+function lin(
+  x: Float64Array,
+  n: number,
+  inp: number,
+  w: Float64Array,
+  out: number,
+  lora?: { A: Float64Array; B: Float64Array; r: number },
+  scale = 0,
+): Float64Array {
   const y = new Float64Array(n * out);
   for (let i = 0; i < n; i++) {
     for (let o = 0; o < out; o++) {
@@ -84,20 +99,31 @@ function rms(x: Float64Array, n: number, d: number, w: Float64Array, eps: number
 /** Logits [T, V] for one sequence (positions 0..T-1). */
 export function refLogits(cfg: LlamaConfig, W: RefWeights, ids: readonly number[], lora?: RefLora): Float64Array {
   const T = ids.length;
-  const { hiddenSize: D, numAttentionHeads: Hq, numKeyValueHeads: Hkv, headDim: Dh, intermediateSize: F, vocabSize: V } = cfg;
+  const {
+    hiddenSize: D,
+    numAttentionHeads: Hq,
+    numKeyValueHeads: Hkv,
+    headDim: Dh,
+    intermediateSize: F,
+    vocabSize: V,
+  } = cfg;
   const emb = W.get('model.embed_tokens.weight');
   let x = new Float64Array(T * D);
   for (let t = 0; t < T; t++) for (let k = 0; k < D; k++) x[t * D + k] = emb[ids[t]! * D + k]!;
   const inv = refInvFreq(cfg);
   const rot = (v: Float64Array, H: number) => {
-    for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) for (let i = 0; i < Dh / 2; i++) {
-      const o = (t * H + h) * Dh;
-      const a = t * inv[i]!;
-      const c = Math.cos(a), s = Math.sin(a);
-      const x1 = v[o + i]!, x2 = v[o + i + Dh / 2]!;
-      v[o + i] = x1 * c - x2 * s;
-      v[o + i + Dh / 2] = x2 * c + x1 * s;
-    }
+    for (let t = 0; t < T; t++)
+      for (let h = 0; h < H; h++)
+        for (let i = 0; i < Dh / 2; i++) {
+          const o = (t * H + h) * Dh;
+          const a = t * inv[i]!;
+          const c = Math.cos(a),
+            s = Math.sin(a);
+          const x1 = v[o + i]!,
+            x2 = v[o + i + Dh / 2]!;
+          v[o + i] = x1 * c - x2 * s;
+          v[o + i + Dh / 2] = x2 * c + x1 * s;
+        }
   };
   for (let l = 0; l < cfg.numHiddenLayers; l++) {
     const p = `model.layers.${l}.`;
@@ -123,7 +149,7 @@ export function refLogits(cfg: LlamaConfig, W: RefWeights, ids: readonly number[
           m = Math.max(m, s[u]!);
         }
         let z = 0;
-        for (let u = 0; u <= t; u++) z += (s[u] = Math.exp(s[u]! - m));
+        for (let u = 0; u <= t; u++) z += s[u] = Math.exp(s[u]! - m);
         for (let i = 0; i < Dh; i++) {
           let acc = 0;
           for (let u = 0; u <= t; u++) acc += s[u]! * v[(u * Hkv + kh) * Dh + i]!;

@@ -26,7 +26,15 @@ function geometry(a: Operand, b: Operand, transA: boolean, transB: boolean) {
   const N = transB ? br : bc;
   if ((transB ? bc : br) !== K) throw new Error('matmulRef: inner dims differ');
   const batchShape = aB.length ? aB : bB;
-  return { M, K, N, batchShape, batch: batchShape.reduce((x, y) => x * y, 1), aStride: aB.length ? M * K : 0, bStride: bB.length ? K * N : 0 };
+  return {
+    M,
+    K,
+    N,
+    batchShape,
+    batch: batchShape.reduce((x, y) => x * y, 1),
+    aStride: aB.length ? M * K : 0,
+    bStride: bB.length ? K * N : 0,
+  };
 }
 
 /** op(A)·op(B) with numpy-style broadcasting limited to: equal batch dims, or one operand 2-D. */
@@ -58,7 +66,13 @@ export function matmulRef(a: Operand, b: Operand, transA = false, transB = false
  * transposed back to each operand's storage layout, summed over the batch for a broadcast operand.
  * Computed element by element here (independently of the kernel's transposed-GEMM formulation).
  */
-export function matmulGradRef(a: Operand, b: Operand, g: ArrayLike<number>, transA = false, transB = false): { dA: MatRef; dB: MatRef } {
+export function matmulGradRef(
+  a: Operand,
+  b: Operand,
+  g: ArrayLike<number>,
+  transA = false,
+  transB = false,
+): { dA: MatRef; dB: MatRef } {
   const { M, K, N, batch, aStride, bStride } = geometry(a, b, transA, transB);
   const nA = a.shape.reduce((x, y) => x * y, 1);
   const nB = b.shape.reduce((x, y) => x * y, 1);

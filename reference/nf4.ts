@@ -32,9 +32,9 @@ export function nf4CodeRef(x: number, am: number): number {
 export function nf4CodeBnb(x: number, am: number): number {
   const xn = f(x * f(1 / am));
   const mids = [
-    -0.8480964004993439, -0.6106329262256622, -0.4599952697753906, -0.33967943489551544, -0.23460740596055984, -0.13791173323988914,
-    -0.045525018125772476, 0.03979014977812767, 0.1202552504837513, 0.2035212516784668, 0.2920137718319893, 0.3893125355243683,
-    0.5016634166240692, 0.6427869200706482, 0.8614784181118011,
+    -0.8480964004993439, -0.6106329262256622, -0.4599952697753906, -0.33967943489551544, -0.23460740596055984,
+    -0.13791173323988914, -0.045525018125772476, 0.03979014977812767, 0.1202552504837513, 0.2035212516784668,
+    0.2920137718319893, 0.3893125355243683, 0.5016634166240692, 0.6427869200706482, 0.8614784181118011,
   ].map(f);
   let c = 0;
   while (c < 15 && xn > mids[c]!) c++;
@@ -77,7 +77,13 @@ export function nf4HalfSpacing(xn: number): number {
 }
 
 /** y[m, n] = Σ_k x[m, k]·w[n, k] in f64, with Σ|x·w| per output for error bounds. */
-export function matmulNTRef(x: ArrayLike<number>, w: ArrayLike<number>, M: number, K: number, N: number): { y: Float64Array; absSum: Float64Array } {
+export function matmulNTRef(
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  M: number,
+  K: number,
+  N: number,
+): { y: Float64Array; absSum: Float64Array } {
   const y = new Float64Array(M * N);
   const absSum = new Float64Array(M * N);
   for (let m = 0; m < M; m++) {
@@ -97,7 +103,13 @@ export function matmulNTRef(x: ArrayLike<number>, w: ArrayLike<number>, M: numbe
 }
 
 /** dx[m, k] = Σ_n g[m, n]·w[n, k] in f64, with Σ|g·w|. */
-export function matmulNNRef(g: ArrayLike<number>, w: ArrayLike<number>, M: number, N: number, K: number): { y: Float64Array; absSum: Float64Array } {
+export function matmulNNRef(
+  g: ArrayLike<number>,
+  w: ArrayLike<number>,
+  M: number,
+  N: number,
+  K: number,
+): { y: Float64Array; absSum: Float64Array } {
   const y = new Float64Array(M * K);
   const absSum = new Float64Array(M * K);
   for (let m = 0; m < M; m++) {
@@ -118,7 +130,13 @@ export function matmulNNRef(g: ArrayLike<number>, w: ArrayLike<number>, M: numbe
  * bound |ŷ − y| ≤ γ·Σ|terms|, γ = (terms + extra)·2^-24 (any summation order; extra covers the
  * per-term rounding of products and of scale factors).
  */
-export function expectWithinSumBound(actual: ArrayLike<number>, ref: { y: Float64Array; absSum: Float64Array }, terms: number, label: string, extra = 2): void {
+export function expectWithinSumBound(
+  actual: ArrayLike<number>,
+  ref: { y: Float64Array; absSum: Float64Array },
+  terms: number,
+  label: string,
+  extra = 2,
+): void {
   const gamma = (terms + extra) * 2 ** -24;
   const bad: string[] = [];
   let nBad = 0;
@@ -127,9 +145,13 @@ export function expectWithinSumBound(actual: ArrayLike<number>, ref: { y: Float6
     const tol = gamma * ref.absSum[i]! + 1e-30;
     if (!(Math.abs(a - ref.y[i]!) <= tol)) {
       nBad++;
-      if (bad.length < 8) bad.push(`  [${i}] got ${a} want ${ref.y[i]} (err ${Math.abs(a - ref.y[i]!).toExponential(2)}, bound ${tol.toExponential(2)})`);
+      if (bad.length < 8)
+        bad.push(
+          `  [${i}] got ${a} want ${ref.y[i]} (err ${Math.abs(a - ref.y[i]!).toExponential(2)}, bound ${tol.toExponential(2)})`,
+        );
     }
   }
   if (actual.length !== ref.y.length) throw new Error(`${label}: length ${actual.length} vs ${ref.y.length}`);
-  if (nBad) throw new Error(`${label}: ${nBad}/${ref.y.length} elements outside the f32 summation bound\n${bad.join('\n')}`);
+  if (nBad)
+    throw new Error(`${label}: ${nBad}/${ref.y.length} elements outside the f32 summation bound\n${bad.join('\n')}`);
 }

@@ -51,7 +51,11 @@ export function softmaxRef(data: ArrayLike<number>, D: number): Float64Array {
 }
 
 /** Softmax backward from the Jacobian J_jk = y_j(δ_jk − y_k): dx_j = Σ_k g_k·y_k(δ_jk − y_j). */
-export function softmaxBackwardRef(y: ArrayLike<number>, g: ArrayLike<number>, D: number): { dx: Float64Array; scale: Float64Array } {
+export function softmaxBackwardRef(
+  y: ArrayLike<number>,
+  g: ArrayLike<number>,
+  D: number,
+): { dx: Float64Array; scale: Float64Array } {
   const dx = new Float64Array(y.length);
   const scale = new Float64Array(y.length);
   for (let r = 0; r < y.length / D; r++) {

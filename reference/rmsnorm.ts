@@ -1,7 +1,12 @@
 // Float64 reference for RMSNorm, from the math: r = (mean(x²) + eps)^(-1/2), y = x·r·w.
 // Backward: with u = g·w, dx_j = r·u_j − r³/D · x_j · Σ_k u_k x_k, and dw_j = Σ_rows g_j·x_j·r.
 
-export function rmsnormRef(x: ArrayLike<number>, w: ArrayLike<number>, d: number, eps: number): { y: Float64Array; rstd: Float64Array } {
+export function rmsnormRef(
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  d: number,
+  eps: number,
+): { y: Float64Array; rstd: Float64Array } {
   const rows = x.length / d;
   const y = new Float64Array(x.length);
   const rstd = new Float64Array(rows);
@@ -15,7 +20,13 @@ export function rmsnormRef(x: ArrayLike<number>, w: ArrayLike<number>, d: number
   return { y, rstd };
 }
 
-export function rmsnormBackwardRef(x: ArrayLike<number>, w: ArrayLike<number>, g: ArrayLike<number>, d: number, eps: number): { dx: Float64Array; dw: Float64Array } {
+export function rmsnormBackwardRef(
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  g: ArrayLike<number>,
+  d: number,
+  eps: number,
+): { dx: Float64Array; dw: Float64Array } {
   const rows = x.length / d;
   const { rstd } = rmsnormRef(x, w, d, eps);
   const dx = new Float64Array(x.length);

@@ -6,8 +6,13 @@
 // Also the llama3 inverse frequencies from the definition (Meta's llama3 `apply_scaling`), in f64.
 
 export function ropeRef(
-  x: ArrayLike<number>, positions: ArrayLike<number>, heads: number, dh: number,
-  cos: ArrayLike<number>, sin: ArrayLike<number>, inverse = false,
+  x: ArrayLike<number>,
+  positions: ArrayLike<number>,
+  heads: number,
+  dh: number,
+  cos: ArrayLike<number>,
+  sin: ArrayLike<number>,
+  inverse = false,
 ): Float64Array {
   const h = dh / 2;
   const y = new Float64Array(x.length);
@@ -33,11 +38,18 @@ export function ropeRef(
  * inv_freq_i = θ^(−2i/Dh), then llama3 scaling by wavelength λ = 2π/f: λ < L/high → f,
  * λ > L/low → f/factor, otherwise (1 − s)·f/factor + s·f with s = (L/λ − low)/(high − low).
  */
-export function llama3InvFreqRef(dh: number, theta: number, scaling: { factor: number; low: number; high: number; orig: number } | null): Float64Array {
+export function llama3InvFreqRef(
+  dh: number,
+  theta: number,
+  scaling: { factor: number; low: number; high: number; orig: number } | null,
+): Float64Array {
   const out = new Float64Array(dh / 2);
   for (let i = 0; i < dh / 2; i++) {
-    const f = Math.exp((-2 * i / dh) * Math.log(theta));
-    if (!scaling) { out[i] = f; continue; }
+    const f = Math.exp(((-2 * i) / dh) * Math.log(theta));
+    if (!scaling) {
+      out[i] = f;
+      continue;
+    }
     const lambda = (2 * Math.PI) / f;
     if (lambda < scaling.orig / scaling.high) out[i] = f;
     else if (lambda > scaling.orig / scaling.low) out[i] = f / scaling.factor;

@@ -74,8 +74,14 @@ export type ReferenceSampling = Omit<RowSampling, 'seed'>;
  * The processed logits before the argmax / warpers: bias, repetition penalty over `seen` (prompt +
  * generated), presence/frequency over `seen.slice(promptLength)`. In place.
  */
-export function applyPenalties(logits: Float32Array, o: ReferenceSampling, seen: readonly number[], promptLength: number): void {
-  if (o.logitBias) for (const [id, bias] of o.logitBias) if (id >= 0 && id < logits.length) logits[id] = logits[id]! + bias;
+export function applyPenalties(
+  logits: Float32Array,
+  o: ReferenceSampling,
+  seen: readonly number[],
+  promptLength: number,
+): void {
+  if (o.logitBias)
+    for (const [id, bias] of o.logitBias) if (id >= 0 && id < logits.length) logits[id] = logits[id]! + bias;
   applyRepetitionPenalty(logits, seen, o.repetitionPenalty ?? 1);
   const presence = o.presencePenalty ?? 0;
   const frequency = o.frequencyPenalty ?? 0;
@@ -91,7 +97,13 @@ export function applyPenalties(logits: Float32Array, o: ReferenceSampling, seen:
  * `margin` is the smallest distance of u to the chosen token's cumulative interval and of the top-p
  * cut to 1 − p (f64). A GPU sampler in f32 may only disagree when margin is within its rounding.
  */
-export function referenceNextToken(logits: Float32Array, o: ReferenceSampling, seen: readonly number[], promptLength: number, u: number): { token: number; margin: number } {
+export function referenceNextToken(
+  logits: Float32Array,
+  o: ReferenceSampling,
+  seen: readonly number[],
+  promptLength: number,
+  u: number,
+): { token: number; margin: number } {
   const l = Float32Array.from(logits);
   applyPenalties(l, o, seen, promptLength);
   if (o.greedy ?? true) return { token: argmax(l), margin: Infinity };
@@ -100,7 +112,10 @@ export function referenceNextToken(logits: Float32Array, o: ReferenceSampling, s
   if (p < 1) {
     // The cut's distance to 1 − p, on the distribution the top-p warper sees.
     const w = Float32Array.from(l);
-    applyWarpers(w, { ...(o.temperature !== undefined ? { temperature: o.temperature } : {}), ...(o.topK !== undefined ? { topK: o.topK } : {}) });
+    applyWarpers(w, {
+      ...(o.temperature !== undefined ? { temperature: o.temperature } : {}),
+      ...(o.topK !== undefined ? { topK: o.topK } : {}),
+    });
     const order = Array.from(w.keys()).sort((a, b) => w[a]! - w[b]!);
     const probs = softmax(w);
     let cum = 0;

@@ -7,7 +7,11 @@ export function swigluRef(gate: ArrayLike<number>, up: ArrayLike<number>): Float
   return Float64Array.from(gate as ArrayLike<number>, (a, i) => a * sigmoid(a) * up[i]!);
 }
 
-export function swigluBackwardRef(gate: ArrayLike<number>, up: ArrayLike<number>, dy: ArrayLike<number>): { dGate: Float64Array; dUp: Float64Array } {
+export function swigluBackwardRef(
+  gate: ArrayLike<number>,
+  up: ArrayLike<number>,
+  dy: ArrayLike<number>,
+): { dGate: Float64Array; dUp: Float64Array } {
   const n = gate.length;
   const dGate = new Float64Array(n);
   const dUp = new Float64Array(n);

@@ -12,7 +12,9 @@ if (!html || !out) {
   console.error('usage: screenshot-report.mjs REPORT.html OUT.png [width] [height]');
   process.exit(1);
 }
-const exe = [process.env.FINLLM_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => p && existsSync(p));
+const exe = [process.env.FINLLM_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find(
+  (p) => p && existsSync(p),
+);
 if (!exe) {
   console.error('no Chromium found: apt-get install -y chromium, or set FINLLM_CHROMIUM');
   process.exit(1);

@@ -42,8 +42,12 @@ export class InputError extends Error {
       location.row !== undefined ? `row ${location.row}` : undefined,
       location.key !== undefined ? `key '${location.key}'` : undefined,
       // A message that already opens with the flag ("--data is required") is not prefixed with it again.
-      location.flag !== undefined && !message.startsWith(`--${location.flag.replace(/^-+/, '')}`) ? `--${location.flag.replace(/^-+/, '')}` : undefined,
-    ].filter(Boolean).join(', ');
+      location.flag !== undefined && !message.startsWith(`--${location.flag.replace(/^-+/, '')}`)
+        ? `--${location.flag.replace(/^-+/, '')}`
+        : undefined,
+    ]
+      .filter(Boolean)
+      .join(', ');
     super(escapeControl(where ? `${where}: ${message}` : message));
     this.location = location;
   }
@@ -69,7 +73,10 @@ export class NonFiniteError extends RuntimeFailure {
 /** A command stopped by SIGINT / SIGTERM after saving what it could. Exit code 128 + the signal number. */
 export class Interrupted extends Error {
   override name = 'Interrupted';
-  constructor(readonly signal: 'SIGINT' | 'SIGTERM', message: string) {
+  constructor(
+    readonly signal: 'SIGINT' | 'SIGTERM',
+    message: string,
+  ) {
     super(message);
   }
   get exitCode(): number {
@@ -119,7 +126,10 @@ export function describeSystemError(err: unknown): SystemErrorInfo | null {
   const path = e.path ?? '';
   const dest = (e as { dest?: string }).dest;
   const where = dest ? `${path} -> ${dest}` : path;
-  return { message: escapeControl(`${where ? `${where}: ` : ''}${reason} (${e.syscall})`), inputProblem: e.code in PATH_PROBLEMS };
+  return {
+    message: escapeControl(`${where ? `${where}: ` : ''}${reason} (${e.syscall})`),
+    inputProblem: e.code in PATH_PROBLEMS,
+  };
 }
 
 /**

@@ -3,12 +3,26 @@
 // kernels forced, on fresh random inputs, and checks every output element against the float64
 // reference (reference/attention.ts) and a bound derived from f16 operands with f32
 // accumulation. Used by `npm run check:kernels` and tests/kernels/attention-sgmatrix.test.ts.
+
+import {
+  type AttnRefOptions,
+  type AttnRefShape,
+  attentionBackwardRef,
+  attentionForwardRef,
+  probabilities,
+} from '../../reference/attention.js';
 import type { Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
 import { f16ArrayToF32, f32ArrayToF16 } from '../../src/io/dtype.js';
 import { flashAttentionBackward, flashAttentionForward } from '../../src/kernels/attention.js';
-import { casePasses, sgAttentionKey, sgAttentionSpec, shapeName, type AttentionVariantCase, type SgAttentionPass } from '../../src/kernels/attention-sgmatrix.js';
-import { attentionBackwardRef, attentionForwardRef, probabilities, type AttnRefOptions, type AttnRefShape } from '../../reference/attention.js';
+import {
+  type AttentionVariantCase,
+  casePasses,
+  type SgAttentionPass,
+  sgAttentionKey,
+  sgAttentionSpec,
+  shapeName,
+} from '../../src/kernels/attention-sgmatrix.js';
 
 // Error bounds. A value converted to f16 on the GPU (q/k/v from f32 storage, dO, P, dS) may land on
 // either neighbour (WGSL leaves the rounding direction open): relative error ≤ R = 2⁻¹⁰, plus 2⁻²⁵
@@ -70,7 +84,10 @@ function expectWithin(actual: Float32Array, ref: ArrayLike<number>, bound: Array
   for (let i = 0; i < ref.length; i++) {
     const err = Math.abs(actual[i]! - ref[i]!);
     const ok = Object.is(actual[i], ref[i]) || err <= bound[i]!;
-    if (!ok && bad.length < 6) bad.push(`  [${i}] got ${actual[i]} want ${ref[i]} (err ${err.toExponential(2)}, bound ${bound[i]!.toExponential(2)})`);
+    if (!ok && bad.length < 6)
+      bad.push(
+        `  [${i}] got ${actual[i]} want ${ref[i]} (err ${err.toExponential(2)}, bound ${bound[i]!.toExponential(2)})`,
+      );
     if (Number.isFinite(err)) worst = Math.max(worst, err / bound[i]!);
   }
   if (bad.length) throw new Error(`${label}: elements outside their bounds\n${bad.join('\n')}`);
@@ -90,7 +107,11 @@ export interface AttentionCheck {
  * Runs case `c` through the emulated kernels of `passes` (the forward always: the backward reads its
  * output and lse) and checks every output element against the float64 reference and its bound.
  */
-export async function checkEmulatedAttention(c: AttentionVariantCase, rng: Rng, passes: readonly SgAttentionPass[] = casePasses(c)): Promise<AttentionCheck> {
+export async function checkEmulatedAttention(
+  c: AttentionVariantCase,
+  rng: Rng,
+  passes: readonly SgAttentionPass[] = casePasses(c),
+): Promise<AttentionCheck> {
   const ratios: Record<string, number> = {};
   const keys = passes.map((p) => sgAttentionKey(sgAttentionSpec(p, 'emulated', c.shape, c.Dh, c.dtype, c.dtype)));
   try {
@@ -101,25 +122,39 @@ export async function checkEmulatedAttention(c: AttentionVariantCase, rng: Rng, 
   }
 }
 
-async function runCase(c: AttentionVariantCase, rng: Rng, passes: readonly SgAttentionPass[], ratios: Record<string, number>): Promise<void> {
+async function runCase(
+  c: AttentionVariantCase,
+  rng: Rng,
+  passes: readonly SgAttentionPass[],
+  ratios: Record<string, number>,
+): Promise<void> {
   const { B, T, S, Sk, Hq, Hkv, Dh } = c;
   const sh: AttnRefShape = { B, T, S, Sk, Hq, Hkv, Dh };
   const G = Hq / Hkv;
   const scale = 1 / Math.sqrt(Dh);
   const seg = segmentIds(c);
-  const refOpts: AttnRefOptions = { causal: c.causal, scale, qOffset: c.qOffset ?? 0, segmentIds: seg, kvStart: c.kvStart };
+  const refOpts: AttnRefOptions = {
+    causal: c.causal,
+    scale,
+    qOffset: c.qOffset ?? 0,
+    segmentIds: seg,
+    kvStart: c.kvStart,
+  };
   const x = inputs(rng, c);
   const rho = c.dtype === 'f16' ? 0 : R;
   // f16 storage: the reference sees the stored values; f32: the exact ones (the staging rounding is in ρ).
   const xq = c.dtype === 'f16' ? roundF16(x.q) : x.q;
   const xk = c.dtype === 'f16' ? roundF16(x.k) : x.k;
   const xv = c.dtype === 'f16' ? roundF16(x.v) : x.v;
-  const up = (a: Float32Array, shape: number[]) => (c.dtype === 'f16' ? Tensor.from(f32ArrayToF16(a), shape, 'f16') : Tensor.from(a, shape));
+  const up = (a: Float32Array, shape: number[]) =>
+    c.dtype === 'f16' ? Tensor.from(f32ArrayToF16(a), shape, 'f16') : Tensor.from(a, shape);
   const q = up(x.q, [B, T, Hq, Dh]);
   const k = up(x.k, [B, Sk, Hkv, Dh]);
   const v = up(x.v, [B, Sk, Hkv, Dh]);
   const opts = {
-    causal: c.causal, qOffset: c.qOffset, kvLength: S,
+    causal: c.causal,
+    qOffset: c.qOffset,
+    kvLength: S,
     segmentIds: seg ? Tensor.from(seg, [B * T]) : undefined,
     kvStart: c.kvStart ? Tensor.from(Int32Array.from(c.kvStart), [B]) : undefined,
   };
@@ -204,7 +239,8 @@ async function runCase(c: AttentionVariantCase, rng: Rng, passes: readonly SgAtt
           }
         }
       }
-  const fin = (bound: Float64Array, ref: Float64Array) => bound.map((e, i) => MARGIN * e + BWD_F32.atol + BWD_F32.rtol * Math.abs(ref[i]!));
+  const fin = (bound: Float64Array, ref: Float64Array) =>
+    bound.map((e, i) => MARGIN * e + BWD_F32.atol + BWD_F32.rtol * Math.abs(ref[i]!));
   const g = flashAttentionBackward(q, k, v, r.out, r.lse, dOut, opts, { dq: wantDq, dkv: wantDkv }, tiles);
   if (wantDq) ratios.dQ = expectWithin(await g.dq!.toFloat32(), grads.dq, fin(dqB, grads.dq), `${tag} dQ`);
   if (wantDkv) {
@@ -213,4 +249,3 @@ async function runCase(c: AttentionVariantCase, rng: Rng, passes: readonly SgAtt
   }
   for (const t of [q, k, v, dOut, r.out, r.lse, g.dq, g.dk, g.dv]) t?.dispose();
 }
-

@@ -2,14 +2,25 @@
 // subgroup-matrix core forced, on fresh random operands, and checks every output element against
 // the float64 reference and its rigorous rounding bound (reference/gemm.ts: f16 operands,
 // exact products, f32 accumulation). Used by `npm run check:kernels` and tests/kernels/gemm-sgmatrix.test.ts.
-import type { Rng } from '../../src/engine/random.js';
-import { Tensor } from '../../src/engine/tensor.js';
-import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
-import { gemm, gemmPlan, gemmVariantSpec, kernelKey, type GemmArgs, type GemmMutation, type GemmOperand, type GemmVariantCase, type GemmVariantOperand } from '../../src/kernels/gemm.js';
-import { disposeNf4, nf4Absmax, quantizeNf4, unpackNf4Codes } from '../../src/kernels/nf4.js';
+
 import { expectWithinGemmBound, gemmReference, type RefOperand } from '../../reference/gemm.js';
 import { halfBitsToNumber } from '../../reference/matmul.js';
 import { dequantizeNf4Ref } from '../../reference/nf4.js';
+import type { Rng } from '../../src/engine/random.js';
+import { Tensor } from '../../src/engine/tensor.js';
+import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
+import {
+  type GemmArgs,
+  type GemmMutation,
+  type GemmOperand,
+  type GemmVariantCase,
+  type GemmVariantOperand,
+  gemm,
+  gemmPlan,
+  gemmVariantSpec,
+  kernelKey,
+} from '../../src/kernels/gemm.js';
+import { disposeNf4, nf4Absmax, quantizeNf4, unpackNf4Codes } from '../../src/kernels/nf4.js';
 
 /** A GEMM operand on the GPU and its float64 reference (the values the kernel actually reads). */
 export interface MadeOperand {
@@ -22,7 +33,12 @@ export interface MadeOperand {
  * A random operand of a kind (f32, f16, bf16 rounded; NF4 quantized and dequantized for the
  * reference) stored as `stored`, with a dropout mask (p 0.3, `seed`, else one drawn) where `drop`.
  */
-export async function makeOperand(rng: Rng, c: GemmVariantOperand, stored: [number, number], seed?: number): Promise<MadeOperand> {
+export async function makeOperand(
+  rng: Rng,
+  c: GemmVariantOperand,
+  stored: [number, number],
+  seed?: number,
+): Promise<MadeOperand> {
   const n = stored[0] * stored[1];
   const data = rng.normalArray(n);
   const dropout = c.drop ? { p: 0.3, seed: seed ?? rng.nextU32() } : undefined;
@@ -30,7 +46,11 @@ export async function makeOperand(rng: Rng, c: GemmVariantOperand, stored: [numb
     const q = quantizeNf4(Tensor.from(data, stored), { doubleQuant: c.kind === 'nf4dq' });
     const codes = unpackNf4Codes((await q.codes.read()) as Uint32Array, n);
     const values = dequantizeNf4Ref(codes, await nf4Absmax(q).toFloat32());
-    return { op: { t: q, trans: c.trans }, ref: { data: values, shape: stored, trans: c.trans }, dispose: () => disposeNf4(q) };
+    return {
+      op: { t: q, trans: c.trans },
+      ref: { data: values, shape: stored, trans: c.trans },
+      dispose: () => disposeNf4(q),
+    };
   }
   let t: Tensor;
   let values: ArrayLike<number> = data;
@@ -60,7 +80,11 @@ export interface GemmCheck {
  * Runs case `c` emulated (with a seeded bug when `mutation` is given) and checks it. The pipeline
  * key gemm() used must be the one the variant table derives offline (the table lists what runs).
  */
-export async function checkEmulatedGemm(c: GemmVariantCase, rng: Rng, mutation: GemmMutation | null = null): Promise<GemmCheck> {
+export async function checkEmulatedGemm(
+  c: GemmVariantCase,
+  rng: Rng,
+  mutation: GemmMutation | null = null,
+): Promise<GemmCheck> {
   const { M, N, K } = c;
   const a = await makeOperand(rng, c.a, stored(M, K, c.a.trans));
   const b = await makeOperand(rng, c.b, stored(K, N, c.b.trans));
@@ -75,13 +99,19 @@ export async function checkEmulatedGemm(c: GemmVariantCase, rng: Rng, mutation: 
     alpha: c.alpha,
     ...(accT ? { accumulate: accT } : {}),
     ...(c.pro ? { prologue: { u: u!.op, w: w!.op, scale: 1.7, ...(proDrop ? { dropout: proDrop } : {}) } } : {}),
-    choice: { compute: 'f16', tile: c.tile, splitK: c.splitK ?? 1, matrix: { shape: c.shape, emulated: true, ...(mutation ? { mutation } : {}) } },
+    choice: {
+      compute: 'f16',
+      tile: c.tile,
+      splitK: c.splitK ?? 1,
+      matrix: { shape: c.shape, emulated: true, ...(mutation ? { mutation } : {}) },
+    },
   };
   const expectKey = kernelKey(gemmVariantSpec(c, 'emulated', mutation));
   const { key } = gemmPlan(args);
   const label = `${c.shape} ${c.tile} ${c.what} [${M}×${N}×${K}]${mutation ? ` mutation ${mutation}` : ''}`;
   try {
-    if (key !== expectKey) return { key, failure: `${label}: gemm() ran kernel ${key}, the variant table lists ${expectKey}` };
+    if (key !== expectKey)
+      return { key, failure: `${label}: gemm() ran kernel ${key}, the variant table lists ${expectKey}` };
     const out = gemm(args);
     const got = await out.toFloat32();
     const ref = gemmReference({

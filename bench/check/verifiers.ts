@@ -2,9 +2,9 @@
 // reference: one verifier per family, keyed by KernelVariant.family. A family that registers
 // emulated variants (src/kernels/variants.ts) adds its verifier here.
 import type { Rng } from '../../src/engine/random.js';
+import type { AttentionVariantCheck } from '../../src/kernels/attention-sgmatrix.js';
 import type { GemmVariantCase } from '../../src/kernels/gemm.js';
 import type { KernelVariant } from '../../src/kernels/variants.js';
-import type { AttentionVariantCheck } from '../../src/kernels/attention-sgmatrix.js';
 import { checkEmulatedAttention } from './attention.js';
 import { checkEmulatedGemm } from './gemm.js';
 

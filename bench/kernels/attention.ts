@@ -13,14 +13,14 @@ import { Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
 import { f16ArrayToF32, f32ArrayToF16 } from '../../src/io/dtype.js';
 import {
+  type AttentionShape,
+  type AttentionVariant,
   attentionVariantsFor,
   chooseAttentionVariant,
   deviceAttentionCaps,
+  type FlashAttentionOptions,
   flashAttentionBackward,
   flashAttentionForward,
-  type AttentionShape,
-  type AttentionVariant,
-  type FlashAttentionOptions,
 } from '../../src/kernels/attention.js';
 import { registerBench } from '../harness.js';
 
@@ -41,10 +41,37 @@ interface Shape {
 }
 
 const train = (B: number, T: number, Hq: number, Hkv: number, Dh: number, gpuOnly: boolean): Shape => ({
-  key: `B${B}_T${T}_Hq${Hq}_Hkv${Hkv}_D${Dh}`, B, T, S: T, Sk: T, Hq, Hkv, Dh, kvType: 'f32', gpuOnly,
+  key: `B${B}_T${T}_Hq${Hq}_Hkv${Hkv}_D${Dh}`,
+  B,
+  T,
+  S: T,
+  Sk: T,
+  Hq,
+  Hkv,
+  Dh,
+  kvType: 'f32',
+  gpuOnly,
 });
-const decode = (B: number, S: number, Sk: number, Hq: number, Hkv: number, Dh: number, kvType: 'f32' | 'f16', gpuOnly: boolean): Shape => ({
-  key: `decode_B${B}_S${S}_Hq${Hq}_Hkv${Hkv}_D${Dh}${kvType === 'f16' ? '_kvf16' : ''}`, B, T: 1, S, Sk, Hq, Hkv, Dh, kvType, gpuOnly,
+const decode = (
+  B: number,
+  S: number,
+  Sk: number,
+  Hq: number,
+  Hkv: number,
+  Dh: number,
+  kvType: 'f32' | 'f16',
+  gpuOnly: boolean,
+): Shape => ({
+  key: `decode_B${B}_S${S}_Hq${Hq}_Hkv${Hkv}_D${Dh}${kvType === 'f16' ? '_kvf16' : ''}`,
+  B,
+  T: 1,
+  S,
+  Sk,
+  Hq,
+  Hkv,
+  Dh,
+  kvType,
+  gpuOnly,
 });
 
 const TRAIN_SHAPES: Shape[] = [
@@ -86,7 +113,10 @@ function makeData(s: Shape, seed: number): Data {
   let v = rng.normalArray(s.B * s.Sk * s.Hkv * s.Dh);
   const dOut = rng.normalArray(q.length);
   const kvTensor = (x: Float32Array) =>
-    (s.kvType === 'f32' ? Tensor.from(x, [s.B, s.Sk, s.Hkv, s.Dh]) : Tensor.from(f32ArrayToF16(x), [s.B, s.Sk, s.Hkv, s.Dh], 'f16')).keep();
+    (s.kvType === 'f32'
+      ? Tensor.from(x, [s.B, s.Sk, s.Hkv, s.Dh])
+      : Tensor.from(f32ArrayToF16(x), [s.B, s.Sk, s.Hkv, s.Dh], 'f16')
+    ).keep();
   const tk = kvTensor(k);
   const tv = kvTensor(v);
   if (s.kvType === 'f16') {
@@ -94,14 +124,22 @@ function makeData(s: Shape, seed: number): Data {
     v = f16ArrayToF32(f32ArrayToF16(v));
   }
   return {
-    q, k, v, dOut, tk, tv,
+    q,
+    k,
+    v,
+    dOut,
+    tk,
+    tv,
     tq: Tensor.from(q, [s.B, s.T, s.Hq, s.Dh]).keep(),
     tdOut: Tensor.from(dOut, [s.B, s.T, s.Hq, s.Dh]).keep(),
     opts: { causal: true, qOffset: s.S - s.T, kvLength: s.S },
   };
 }
 
-const dispose = (d: Data) => [d.tq, d.tk, d.tv, d.tdOut].forEach((t) => { t.dispose(); });
+const dispose = (d: Data) =>
+  [d.tq, d.tk, d.tv, d.tdOut].forEach((t) => {
+    t.dispose();
+  });
 
 // ---- float64 reference on sampled rows --------------------------------------------------------
 
@@ -128,7 +166,8 @@ function rowProbs(s: Shape, d: Data, b: number, h: number, i: number): { p: Floa
 }
 
 function check(label: string, got: number, want: number, tol = 1e-4): void {
-  if (!(Math.abs(got - want) <= tol * (1 + Math.abs(want)))) throw new Error(`attention bench validation: ${label}: got ${got}, reference ${want}`);
+  if (!(Math.abs(got - want) <= tol * (1 + Math.abs(want))))
+    throw new Error(`attention bench validation: ${label}: got ${got}, reference ${want}`);
 }
 
 function sampleRows(rng: Rng, n: number, T: number): number[] {
@@ -136,7 +175,13 @@ function sampleRows(rng: Rng, n: number, T: number): number[] {
 }
 
 /** Checks out/lse (and dq/dk/dv when given) on sampled rows against the f64 reference. */
-async function validate(s: Shape, d: Data, out: Tensor, lse: Tensor, grads?: { dq: Tensor; dk: Tensor; dv: Tensor }): Promise<void> {
+async function validate(
+  s: Shape,
+  d: Data,
+  out: Tensor,
+  lse: Tensor,
+  grads?: { dq: Tensor; dk: Tensor; dv: Tensor },
+): Promise<void> {
   const rng = new Rng(11);
   const o = await out.toFloat32();
   const l = await lse.toFloat32();
@@ -153,7 +198,9 @@ async function validate(s: Shape, d: Data, out: Tensor, lse: Tensor, grads?: { d
     p.forEach((pj, j) => {
       for (let e = 0; e < s.Dh; e++) row[e] += pj * d.v[kIdx(s, b, j, hk) + e]!;
     });
-    row.forEach((x, e) => { check(`out[b${b} i${i} h${h} d${e}]`, o[qIdx(s, b, i, h) + e]!, x); });
+    row.forEach((x, e) => {
+      check(`out[b${b} i${i} h${h} d${e}]`, o[qIdx(s, b, i, h) + e]!, x);
+    });
     if (!dq) continue;
     // dQ_i = scale Σ_j P_ij (dP_ij − D_i) k_j with dP_ij = dO_i·v_j and D_i = Σ_j P_ij dP_ij.
     const dp = p.map((_, j) => {
@@ -166,7 +213,9 @@ async function validate(s: Shape, d: Data, out: Tensor, lse: Tensor, grads?: { d
     p.forEach((pj, j) => {
       for (let e = 0; e < s.Dh; e++) g[e] += scale * pj * (dp[j]! - D) * d.k[kIdx(s, b, j, hk) + e]!;
     });
-    g.forEach((x, e) => { check(`dq[b${b} i${i} h${h} d${e}]`, dq[qIdx(s, b, i, h) + e]!, x); });
+    g.forEach((x, e) => {
+      check(`dq[b${b} i${i} h${h} d${e}]`, dq[qIdx(s, b, i, h) + e]!, x);
+    });
   }
   if (!grads) return;
   // dK_j, dV_j sum over every query row of the kv head's group: P_ij from the kernel's lse (checked on
@@ -194,23 +243,40 @@ async function validate(s: Shape, d: Data, out: Tensor, lse: Tensor, grads?: { d
           gk[e] += scale * pij * (dpij - D) * d.q[qIdx(s, b, i, h) + e]!;
         }
       }
-    gk.forEach((x, e) => { check(`dk[b${b} j${j} hk${hk} d${e}]`, dk[kIdx(s, b, j, hk) + e]!, x, 1e-3); });
-    gv.forEach((x, e) => { check(`dv[b${b} j${j} hk${hk} d${e}]`, dv[kIdx(s, b, j, hk) + e]!, x, 1e-3); });
+    gk.forEach((x, e) => {
+      check(`dk[b${b} j${j} hk${hk} d${e}]`, dk[kIdx(s, b, j, hk) + e]!, x, 1e-3);
+    });
+    gv.forEach((x, e) => {
+      check(`dv[b${b} j${j} hk${hk} d${e}]`, dv[kIdx(s, b, j, hk) + e]!, x, 1e-3);
+    });
   }
 }
 
 // ---- cases --------------------------------------------------------------------------------------
 
-const shapeFacts = (s: Shape): AttentionShape => ({ B: s.B, T: s.T, S: s.S, Hq: s.Hq, Hkv: s.Hkv, Dh: s.Dh, qType: 'f32', kvType: s.kvType });
+const shapeFacts = (s: Shape): AttentionShape => ({
+  B: s.B,
+  T: s.T,
+  S: s.S,
+  Hq: s.Hq,
+  Hkv: s.Hkv,
+  Dh: s.Dh,
+  qType: 'f32',
+  kvType: s.kvType,
+});
 
 /** Variants the chooser would consider for the shape on this device (the table's `preferred`), plus its pick. */
 function variants(pass: 'forward' | 'backward', s: Shape): { list: AttentionVariant[]; pick: AttentionVariant } {
   const caps = deviceAttentionCaps();
   const facts = shapeFacts(s);
-  return { list: attentionVariantsFor(pass, facts, caps).filter((v) => v.preferred(facts)), pick: chooseAttentionVariant(pass, facts, caps) };
+  return {
+    list: attentionVariantsFor(pass, facts, caps).filter((v) => v.preferred(facts)),
+    pick: chooseAttentionVariant(pass, facts, caps),
+  };
 }
 
-const shapeLabel = (s: Shape) => `B${s.B} T${s.T}${s.S !== s.T ? ` S${s.S}` : ''} Hq${s.Hq} Hkv${s.Hkv} Dh${s.Dh}${s.kvType === 'f16' ? ' kv f16' : ''} causal`;
+const shapeLabel = (s: Shape) =>
+  `B${s.B} T${s.T}${s.S !== s.T ? ` S${s.S}` : ''} Hq${s.Hq} Hkv${s.Hkv} Dh${s.Dh}${s.kvType === 'f16' ? ' kv f16' : ''} causal`;
 
 for (const s of TRAIN_SHAPES) {
   const work = s.B * s.Hq * s.T * s.S * s.Dh * causalFraction(s);
@@ -236,11 +302,14 @@ for (const s of TRAIN_SHAPES) {
           if (ctx?.wanted && !(picked && ctx.wanted.has(pickId))) return { skip: 'not the variant the model picks' };
           const d = makeData(s, 1);
           const runFwd = () => flashAttentionForward(d.tq, d.tk, d.tv, d.opts, 'tiled', { exchange });
-          const runBwd = (out: Tensor, lse: Tensor) => flashAttentionBackward(d.tq, d.tk, d.tv, out, lse, d.tdOut, d.opts, {}, { exchange });
+          const runBwd = (out: Tensor, lse: Tensor) =>
+            flashAttentionBackward(d.tq, d.tk, d.tv, out, lse, d.tdOut, d.opts, {}, { exchange });
           const { out, lse } = runFwd();
           const g = role === 'fwd+bwd' ? runBwd(out, lse) : null;
           await validate(s, d, out, lse, g ? { dq: g.dq!, dk: g.dk!, dv: g.dv! } : undefined);
-          [out, lse, g?.dq, g?.dk, g?.dv].forEach((t) => { t?.dispose(); });
+          [out, lse, g?.dq, g?.dk, g?.dv].forEach((t) => {
+            t?.dispose();
+          });
           return {
             ...(picked ? { id: pickId } : {}),
             run: () => {
@@ -266,7 +335,8 @@ for (const s of DECODE_SHAPES) {
         gpuOnly: s.gpuOnly,
         async setup() {
           const exchange = which === 'sg' ? 'subgroup' : 'workgroup';
-          if (!variants('forward', s).list.some((v) => v.layout === layout && v.exchange === exchange)) return { skip: `no ${layout} ${exchange} variant on this device` };
+          if (!variants('forward', s).list.some((v) => v.layout === layout && v.exchange === exchange))
+            return { skip: `no ${layout} ${exchange} variant on this device` };
           const d = makeData(s, 4);
           const run = () => flashAttentionForward(d.tq, d.tk, d.tv, d.opts, layout, { exchange });
           const { out, lse } = run();

@@ -3,16 +3,21 @@
 // sampler over a 32000-token vocabulary. Compare the NF4 GEMV with `nf4Linear decode (gemv v1)` in
 // nf4.ts (25 GB/s on the H100) and with the card's copy bandwidth.
 import { Rng } from '../../src/engine/random.js';
-import { Tensor, engine } from '../../src/engine/tensor.js';
+import { engine, Tensor } from '../../src/engine/tensor.js';
+import { f32ArrayToBf16 } from '../../src/io/dtype.js';
 import { decodeGemv, type GemvWeight } from '../../src/kernels/decode.js';
 import { disposeNf4, keepNf4, quantizeNf4 } from '../../src/kernels/nf4.js';
 import { TokenSampler } from '../../src/kernels/sampling.js';
-import { f32ArrayToBf16 } from '../../src/io/dtype.js';
 import { registerBench } from '../harness.js';
 
 const nf4Bytes = (n: number) => n / 2 + (n / 64) * 4;
 
-function makeWeight(kind: 'nf4' | 'bf16', out: number, inF: number, seed: number): { w: GemvWeight; dispose: () => void } {
+function makeWeight(
+  kind: 'nf4' | 'bf16',
+  out: number,
+  inF: number,
+  seed: number,
+): { w: GemvWeight; dispose: () => void } {
   const data = new Rng(seed).normalArray(out * inF, 0, 0.02);
   if (kind === 'bf16') {
     const t = Tensor.from(f32ArrayToBf16(data), [out, inF], 'bf16').keep();
@@ -62,7 +67,11 @@ for (const kind of ['nf4', 'bf16'] as const) {
   }
 }
 
-for (const [V, B, gpuOnly] of [[32000, 1, true], [32000, 8, true], [600, 8, false]] as [number, number, boolean][]) {
+for (const [V, B, gpuOnly] of [
+  [32000, 1, true],
+  [32000, 8, true],
+  [600, 8, false],
+] as [number, number, boolean][]) {
   for (const mode of ['greedy', 'top-k 50, top-p 0.9'] as const) {
     registerBench({
       family: 'decode',
@@ -71,7 +80,8 @@ for (const [V, B, gpuOnly] of [[32000, 1, true], [32000, 8, true], [600, 8, fals
       gpuOnly,
       async setup() {
         const sampler = new TokenSampler(B, V);
-        for (let b = 0; b < B; b++) sampler.setRow(b, mode === 'greedy' ? {} : { greedy: false, topK: 50, topP: 0.9, seed: b }, [1, 2, 3]);
+        for (let b = 0; b < B; b++)
+          sampler.setRow(b, mode === 'greedy' ? {} : { greedy: false, topK: 50, topP: 0.9, seed: b }, [1, 2, 3]);
         const logits = Tensor.from(new Rng(3).normalArray(B * V, 0, 3), [B, V]).keep();
         const ids = Tensor.empty([B], 'i32').keep();
         await engine().dev.sync();

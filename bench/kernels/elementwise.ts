@@ -4,7 +4,10 @@ import { accumulate, binary, cast } from '../../src/kernels/elementwise.js';
 import { registerBench } from '../harness.js';
 
 function sizes(): [string, number, boolean][] {
-  return [['64Ki', 1 << 16, false], ['64Mi', 1 << 26, true]];
+  return [
+    ['64Ki', 1 << 16, false],
+    ['64Mi', 1 << 26, true],
+  ];
 }
 
 for (const [label, n, gpuOnly] of sizes()) {
@@ -18,7 +21,13 @@ for (const [label, n, gpuOnly] of sizes()) {
       const rng = new Rng(1);
       const a = Tensor.from(rng.uniformArray(n), [n]).keep();
       const b = Tensor.from(rng.uniformArray(n), [n]).keep();
-      return { run: () => void binary('mul', a, b), cleanup: () => { a.dispose(); b.dispose(); } };
+      return {
+        run: () => void binary('mul', a, b),
+        cleanup: () => {
+          a.dispose();
+          b.dispose();
+        },
+      };
     },
   });
   registerBench({
@@ -31,7 +40,13 @@ for (const [label, n, gpuOnly] of sizes()) {
       const rng = new Rng(2);
       const a = Tensor.from(rng.uniformArray(n), [n]).keep();
       const b = Tensor.from(rng.uniformArray(n), [n]).keep();
-      return { run: () => accumulate(a, b), cleanup: () => { a.dispose(); b.dispose(); } };
+      return {
+        run: () => accumulate(a, b),
+        cleanup: () => {
+          a.dispose();
+          b.dispose();
+        },
+      };
     },
   });
   registerBench({

@@ -4,25 +4,43 @@
 // (forward and both backward GEMMs), and the decode GEMV. The big shapes run only on GPUs; the
 // small ones also on lavapipe. Stable ids (bench/summary.ts reads them): gemm_f32_4096,
 // gemm_f16_4096 (f16 operands, f32 accumulation); gemm_f32_256 and gemm_f16_256 at a small shape.
-import { withPrecision, type Precision } from '../../src/engine/precision.js';
+
+import { halfBitsToNumber } from '../../reference/matmul.js';
+import { type Precision, withPrecision } from '../../src/engine/precision.js';
 import { Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
 import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
-import { TILES, TILE_NAMES, gemm, gemmPlan, type Compute, type GemmArgs, type GemmChoice, type TileName } from '../../src/kernels/gemm.js';
+import {
+  type Compute,
+  type GemmArgs,
+  type GemmChoice,
+  gemm,
+  gemmPlan,
+  TILE_NAMES,
+  TILES,
+  type TileName,
+} from '../../src/kernels/gemm.js';
 import { linear, matmulGemv } from '../../src/kernels/matmul.js';
-import { halfBitsToNumber } from '../../reference/matmul.js';
 import { registerBench } from '../harness.js';
 import { validateGemm } from '../validate.js';
 
 export type HostKind = 'f32' | 'bf16' | 'f16';
 
 /** A tensor with N(0, std) values and the exact values the GPU holds (16-bit decoded), for validation. */
-export function hostTensor(rng: Rng, shape: number[], kind: HostKind = 'f32', std = 1): { t: Tensor; values: Float32Array } {
+export function hostTensor(
+  rng: Rng,
+  shape: number[],
+  kind: HostKind = 'f32',
+  std = 1,
+): { t: Tensor; values: Float32Array } {
   const n = shape.reduce((a, b) => a * b, 1);
   const data = rng.normalArray(n, 0, std);
   if (kind === 'f32') return { t: Tensor.from(data, shape).keep(), values: data };
   const bits = Uint16Array.from(data, (v) => (kind === 'bf16' ? f32ToBf16(v) : f32ToF16(v)));
-  return { t: Tensor.from(bits, shape, kind).keep(), values: Float32Array.from(bits, (b) => halfBitsToNumber(b, kind)) };
+  return {
+    t: Tensor.from(bits, shape, kind).keep(),
+    values: Float32Array.from(bits, (b) => halfBitsToNumber(b, kind)),
+  };
 }
 
 export interface GemmCaseSpec {
@@ -60,19 +78,30 @@ export function gemmCase(s: GemmCaseSpec): void {
       const bShape = s.transB ? [s.N, s.K] : [s.K, s.N];
       const a = hostTensor(rng, aShape, aKind);
       const b = hostTensor(rng, bShape, bKind);
-      const args: GemmArgs = { a: { t: a.t, trans: s.transA }, b: { t: b.t, trans: s.transB }, ...(s.choice ? { choice: s.choice } : {}) };
+      const args: GemmArgs = {
+        a: { t: a.t, trans: s.transA },
+        b: { t: b.t, trans: s.transB },
+        ...(s.choice ? { choice: s.choice } : {}),
+      };
       const run = () => void withPrecision(precision, () => gemm(args));
       return {
         run,
-        cleanup: () => { a.t.dispose(); b.t.dispose(); },
+        cleanup: () => {
+          a.t.dispose();
+          b.t.dispose();
+        },
         validate: async () => {
           const { choice, key } = withPrecision(precision, () => gemmPlan(args));
           const out = withPrecision(precision, () => gemm(args));
-          const problem = await validateGemm(out, {
-            a: { data: a.values, shape: aShape as [number, number], trans: s.transA },
-            b: { data: b.values, shape: bShape as [number, number], trans: s.transB },
-            f16: choice.compute === 'f16',
-          }, key);
+          const problem = await validateGemm(
+            out,
+            {
+              a: { data: a.values, shape: aShape as [number, number], trans: s.transA },
+              b: { data: b.values, shape: bShape as [number, number], trans: s.transB },
+              f16: choice.compute === 'f16',
+            },
+            key,
+          );
           out.dispose();
           return problem;
         },
@@ -85,23 +114,76 @@ export function gemmCase(s: GemmCaseSpec): void {
 for (const compute of ['f32', 'f16'] as Compute[]) {
   for (const tile of TILE_NAMES as TileName[]) {
     if (compute === 'f16' && 'direct' in TILES[tile]) continue; // CPU-shaped tiles: f32 compute only
-    gemmCase({ name: `gemm ${compute} ${tile}`, M: 256, N: 256, K: 256, choice: { compute, tile, splitK: 1 }, gpuOnly: false });
-    gemmCase({ name: `gemm ${compute} ${tile}`, M: 4096, N: 4096, K: 4096, choice: { compute, tile, splitK: 1 }, gpuOnly: true });
+    gemmCase({
+      name: `gemm ${compute} ${tile}`,
+      M: 256,
+      N: 256,
+      K: 256,
+      choice: { compute, tile, splitK: 1 },
+      gpuOnly: false,
+    });
+    gemmCase({
+      name: `gemm ${compute} ${tile}`,
+      M: 4096,
+      N: 4096,
+      K: 4096,
+      choice: { compute, tile, splitK: 1 },
+      gpuOnly: true,
+    });
   }
 }
 // The promoted choice: f32 operands in fp32; f16 operands in fp16-mixed (the tensor-core comparison).
 gemmCase({ name: 'gemm promoted', id: 'gemm_f32_4096', M: 4096, N: 4096, K: 4096, gpuOnly: true });
-gemmCase({ name: 'gemm promoted', id: 'gemm_f16_4096', M: 4096, N: 4096, K: 4096, aKind: 'f16', bKind: 'f16', precision: 'fp16-mixed', gpuOnly: true });
+gemmCase({
+  name: 'gemm promoted',
+  id: 'gemm_f16_4096',
+  M: 4096,
+  N: 4096,
+  K: 4096,
+  aKind: 'f16',
+  bKind: 'f16',
+  precision: 'fp16-mixed',
+  gpuOnly: true,
+});
 // Their small counterparts (ids for a run on a software adapter: bench/gpu.ts --dry).
 gemmCase({ name: 'gemm promoted', id: 'gemm_f32_256', M: 256, N: 256, K: 256, gpuOnly: false });
-gemmCase({ name: 'gemm promoted', id: 'gemm_f16_256', M: 256, N: 256, K: 256, aKind: 'f16', bKind: 'f16', precision: 'fp16-mixed', gpuOnly: false });
+gemmCase({
+  name: 'gemm promoted',
+  id: 'gemm_f16_256',
+  M: 256,
+  N: 256,
+  K: 256,
+  aKind: 'f16',
+  bKind: 'f16',
+  precision: 'fp16-mixed',
+  gpuOnly: false,
+});
 
 // TinyLlama-1.1B MLP up/gate projection at batch 8 × 512 tokens: x [4096, 2048] · W[5632, 2048]ᵀ,
 // then the two backward GEMMs (dX = dY·W, dW = dYᵀ·X) with the same kernels and transposes.
 const [T, H, F] = [8 * 512, 2048, 5632];
 for (const precision of ['fp32', 'fp16-mixed'] as Precision[]) {
-  gemmCase({ name: 'linear fwd', id: `linear_fwd_bf16.${precision}`, M: T, N: F, K: H, transB: true, bKind: 'bf16', precision, gpuOnly: true });
-  gemmCase({ name: 'linear dX', id: `linear_dx_bf16.${precision}`, M: T, N: H, K: F, bKind: 'bf16', precision, gpuOnly: true });
+  gemmCase({
+    name: 'linear fwd',
+    id: `linear_fwd_bf16.${precision}`,
+    M: T,
+    N: F,
+    K: H,
+    transB: true,
+    bKind: 'bf16',
+    precision,
+    gpuOnly: true,
+  });
+  gemmCase({
+    name: 'linear dX',
+    id: `linear_dx_bf16.${precision}`,
+    M: T,
+    N: H,
+    K: F,
+    bKind: 'bf16',
+    precision,
+    gpuOnly: true,
+  });
   gemmCase({ name: 'linear dW', M: F, N: H, K: T, transA: true, precision, gpuOnly: true });
   gemmCase({ name: 'linear fwd', M: 64, N: 512, K: 256, transB: true, bKind: 'bf16', precision, gpuOnly: false });
 }
@@ -138,12 +220,20 @@ function gemvCase(M: number, N: number, K: number, bKind: HostKind, gpuOnly: boo
       const w = hostTensor(rng, [N, K], bKind, 0.02);
       return {
         run: () => void matmulGemv(x.t, w.t, { transB: true }),
-        cleanup: () => { x.t.dispose(); w.t.dispose(); },
-        validate: () => validateGemm(matmulGemv(x.t, w.t, { transB: true }), {
-          a: { data: x.values, shape: [M, K] },
-          b: { data: w.values, shape: [N, K], trans: true },
-          f16: false,
-        }, 'gemv'),
+        cleanup: () => {
+          x.t.dispose();
+          w.t.dispose();
+        },
+        validate: () =>
+          validateGemm(
+            matmulGemv(x.t, w.t, { transB: true }),
+            {
+              a: { data: x.values, shape: [M, K] },
+              b: { data: w.values, shape: [N, K], trans: true },
+              f16: false,
+            },
+            'gemv',
+          ),
       };
     },
   });
@@ -163,8 +253,20 @@ registerBench({
     const w = hostTensor(rng, [1024, 512], 'bf16');
     return {
       run: () => void linear(x.t, w.t),
-      cleanup: () => { x.t.dispose(); w.t.dispose(); },
-      validate: () => validateGemm(linear(x.t, w.t), { a: { data: x.values, shape: [4, 512] }, b: { data: w.values, shape: [1024, 512], trans: true }, f16: false }, 'linear'),
+      cleanup: () => {
+        x.t.dispose();
+        w.t.dispose();
+      },
+      validate: () =>
+        validateGemm(
+          linear(x.t, w.t),
+          {
+            a: { data: x.values, shape: [4, 512] },
+            b: { data: w.values, shape: [1024, 512], trans: true },
+            f16: false,
+          },
+          'linear',
+        ),
     };
   },
 });

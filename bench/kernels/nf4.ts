@@ -3,13 +3,23 @@
 // weight before timing, next to the plain f16 GEMM of the same shape (the ratio the issue tracks);
 // the decode GEMV; quantization and dequantization (family 'nf4-quant'). Stable ids for
 // bench/summary.ts: nf4_gemm_fwd.<precision>, nf4_gemm_dx.<precision>, f16_gemm_same_shape.
-import { withPrecision, type Precision } from '../../src/engine/precision.js';
+
+import { dequantizeNf4Ref } from '../../reference/nf4.js';
+import { type Precision, withPrecision } from '../../src/engine/precision.js';
 import { Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
 import { gemmPlan } from '../../src/kernels/gemm.js';
 import { nf4LinearBackward, nf4LinearForward } from '../../src/kernels/matmul.js';
-import { dequantizeNf4, disposeNf4, keepNf4, nf4Absmax, nf4Gemv, quantizeNf4, unpackNf4Codes, type Nf4Weight } from '../../src/kernels/nf4.js';
-import { dequantizeNf4Ref } from '../../reference/nf4.js';
+import {
+  dequantizeNf4,
+  disposeNf4,
+  keepNf4,
+  type Nf4Weight,
+  nf4Absmax,
+  nf4Gemv,
+  quantizeNf4,
+  unpackNf4Codes,
+} from '../../src/kernels/nf4.js';
 import { registerBench } from '../harness.js';
 import { validateGemm } from '../validate.js';
 import { gemmCase, hostTensor } from './matmul.js';
@@ -51,18 +61,28 @@ for (const [label, M, K, N, gpuOnly] of linearCases) {
         async setup() {
           const w = weight(N, K, 1);
           const x = hostTensor(new Rng(2), [rows, inner]);
-          const run = () => withPrecision(precision, () => (dir === 'fwd' ? nf4LinearForward(x.t, w) : nf4LinearBackward(x.t, w)));
+          const run = () =>
+            withPrecision(precision, () => (dir === 'fwd' ? nf4LinearForward(x.t, w) : nf4LinearBackward(x.t, w)));
           return {
             run: () => void run(),
-            cleanup: () => { disposeNf4(w); x.t.dispose(); },
+            cleanup: () => {
+              disposeNf4(w);
+              x.t.dispose();
+            },
             validate: async () => {
               const values = await dequantizedValues(w);
-              const { key, choice } = withPrecision(precision, () => gemmPlan({ a: { t: x.t }, b: { t: w, trans: dir === 'fwd' } }));
-              return validateGemm(run(), {
-                a: { data: x.values, shape: [rows, inner] },
-                b: { data: values, shape: [N, K], trans: dir === 'fwd' },
-                f16: choice.compute === 'f16',
-              }, key);
+              const { key, choice } = withPrecision(precision, () =>
+                gemmPlan({ a: { t: x.t }, b: { t: w, trans: dir === 'fwd' } }),
+              );
+              return validateGemm(
+                run(),
+                {
+                  a: { data: x.values, shape: [rows, inner] },
+                  b: { data: values, shape: [N, K], trans: dir === 'fwd' },
+                  f16: choice.compute === 'f16',
+                },
+                key,
+              );
             },
           };
         },
@@ -71,10 +91,25 @@ for (const [label, M, K, N, gpuOnly] of linearCases) {
   }
 }
 // The plain f16 GEMM at the forward's shape: the NF4 loader's cost is the ratio to this.
-gemmCase({ name: 'f16 gemm (NF4 shape)', id: 'f16_gemm_same_shape', family: 'nf4', M: 4096, N: 5632, K: 2048, transB: true, aKind: 'f16', bKind: 'f16', precision: 'fp16-mixed', gpuOnly: true });
+gemmCase({
+  name: 'f16 gemm (NF4 shape)',
+  id: 'f16_gemm_same_shape',
+  family: 'nf4',
+  M: 4096,
+  N: 5632,
+  K: 2048,
+  transB: true,
+  aKind: 'f16',
+  bKind: 'f16',
+  precision: 'fp16-mixed',
+  gpuOnly: true,
+});
 
 // Decode GEMV on NF4 codes: memory-bound (GB/s).
-for (const [M, K, N, gpuOnly] of [[1, 2048, 5632, true], [1, 256, 512, false]] as [number, number, number, boolean][]) {
+for (const [M, K, N, gpuOnly] of [
+  [1, 2048, 5632, true],
+  [1, 256, 512, false],
+] as [number, number, number, boolean][]) {
   registerBench({
     family: 'nf4',
     name: `nf4 decode gemv ${M}x${K}->${N}`,
@@ -86,15 +121,29 @@ for (const [M, K, N, gpuOnly] of [[1, 2048, 5632, true], [1, 256, 512, false]] a
       const x = hostTensor(new Rng(2), [M, K]);
       return {
         run: () => void nf4Gemv(x.t, w),
-        cleanup: () => { disposeNf4(w); x.t.dispose(); },
+        cleanup: () => {
+          disposeNf4(w);
+          x.t.dispose();
+        },
         validate: async () =>
-          validateGemm(nf4Gemv(x.t, w), { a: { data: x.values, shape: [M, K] }, b: { data: await dequantizedValues(w), shape: [N, K], trans: true }, f16: false }, 'nf4 gemv'),
+          validateGemm(
+            nf4Gemv(x.t, w),
+            {
+              a: { data: x.values, shape: [M, K] },
+              b: { data: await dequantizedValues(w), shape: [N, K], trans: true },
+              f16: false,
+            },
+            'nf4 gemv',
+          ),
       };
     },
   });
 }
 
-for (const [out, inF, gpuOnly] of [[5632, 2048, true], [512, 256, false]] as [number, number, boolean][]) {
+for (const [out, inF, gpuOnly] of [
+  [5632, 2048, true],
+  [512, 256, false],
+] as [number, number, boolean][]) {
   const n = out * inF;
   registerBench({
     family: 'nf4-quant',

@@ -5,7 +5,10 @@ import { Tensor } from '../../src/engine/tensor.js';
 import { rmsnormBackwardDw, rmsnormBackwardDx, rmsnormWithStats } from '../../src/kernels/rmsnorm.js';
 import { registerBench } from '../harness.js';
 
-for (const [rows, d, gpuOnly] of [[64, 2048, false], [8 * 512, 2048, true]] as [number, number, boolean][]) {
+for (const [rows, d, gpuOnly] of [
+  [64, 2048, false],
+  [8 * 512, 2048, true],
+] as [number, number, boolean][]) {
   const shape = `${rows}x${d}`;
   const make = () => {
     const rng = new Rng(11);
@@ -15,7 +18,16 @@ for (const [rows, d, gpuOnly] of [[64, 2048, false], [8 * 512, 2048, true]] as [
     const { y, rstd } = rmsnormWithStats(x, w, 1e-5);
     y.dispose();
     rstd.keep();
-    return { x, w, g, rstd, cleanup: () => [x, w, g, rstd].forEach((t) => { t.dispose(); }) };
+    return {
+      x,
+      w,
+      g,
+      rstd,
+      cleanup: () =>
+        [x, w, g, rstd].forEach((t) => {
+          t.dispose();
+        }),
+    };
   };
   registerBench({
     family: 'rmsnorm',

@@ -5,7 +5,15 @@ import { registerBench } from '../harness.js';
 
 /** LoRA parameter sizes (A then B) of a Llama model with LoRA r on all 7 linear layers. */
 function loraSizes(layers: number, hidden: number, kv: number, mlp: number, r: number): number[] {
-  const lin: [number, number][] = [[hidden, hidden], [hidden, kv], [hidden, kv], [hidden, hidden], [hidden, mlp], [hidden, mlp], [mlp, hidden]];
+  const lin: [number, number][] = [
+    [hidden, hidden],
+    [hidden, kv],
+    [hidden, kv],
+    [hidden, hidden],
+    [hidden, mlp],
+    [hidden, mlp],
+    [mlp, hidden],
+  ];
   const out: number[] = [];
   for (let l = 0; l < layers; l++) for (const [i, o] of lin) out.push(r * i, o * r);
   return out;
@@ -28,12 +36,19 @@ for (const [label, sizes, gpuOnly] of cases) {
       return p;
     });
   };
-  const free = (ps: Tensor[]) => { for (const p of ps) { p.grad?.dispose(); p.dispose(); } };
+  const free = (ps: Tensor[]) => {
+    for (const p of ps) {
+      p.grad?.dispose();
+      p.dispose();
+    }
+  };
   /** Records one run and prints its dispatch count (the multi-tensor kernels' figure of merit: each costs 5.5-7.5 µs on an H100, docs/platform.md). */
   const reportDispatches = (what: string, run: () => void) => {
     const before = engine().dev.dispatchCount;
     run();
-    console.log(`optim: ${what} ${label}: ${engine().dev.dispatchCount - before} dispatches per step for ${sizes.length} tensors`);
+    console.log(
+      `optim: ${what} ${label}: ${engine().dev.dispatchCount - before} dispatches per step for ${sizes.length} tensors`,
+    );
   };
   registerBench({
     family: 'optim',
@@ -44,7 +59,13 @@ for (const [label, sizes, gpuOnly] of cases) {
       const ps = make();
       const opt = new AdamW(ps, { lr: 1e-4 });
       reportDispatches('AdamW step', () => opt.step());
-      return { run: () => opt.step(), cleanup: () => { opt.dispose(); free(ps); } };
+      return {
+        run: () => opt.step(),
+        cleanup: () => {
+          opt.dispose();
+          free(ps);
+        },
+      };
     },
   });
   registerBench({
@@ -74,7 +95,13 @@ for (const [label, sizes, gpuOnly] of cases) {
         coef.dispose();
       };
       reportDispatches('clip + AdamW step (fused)', run);
-      return { run, cleanup: () => { opt.dispose(); free(ps); } };
+      return {
+        run,
+        cleanup: () => {
+          opt.dispose();
+          free(ps);
+        },
+      };
     },
   });
 }

@@ -4,7 +4,14 @@ import { Tensor } from '../../src/engine/tensor.js';
 import { max, softmax, sum } from '../../src/kernels/reduce.js';
 import { registerBench } from '../harness.js';
 
-function rowsCase(name: string, rows: number, D: number, bytesPerElem: number, fn: (x: Tensor) => Tensor, gpuOnly: boolean): void {
+function rowsCase(
+  name: string,
+  rows: number,
+  D: number,
+  bytesPerElem: number,
+  fn: (x: Tensor) => Tensor,
+  gpuOnly: boolean,
+): void {
   registerBench({
     family: 'reduce',
     name: `${name} [${rows}, ${D}]`,
@@ -17,7 +24,11 @@ function rowsCase(name: string, rows: number, D: number, bytesPerElem: number, f
   });
 }
 
-for (const [rows, D, gpuOnly] of [[256, 1024, false], [4096, 2048, true], [4096, 32000, true]] as [number, number, boolean][]) {
+for (const [rows, D, gpuOnly] of [
+  [256, 1024, false],
+  [4096, 2048, true],
+  [4096, 32000, true],
+] as [number, number, boolean][]) {
   rowsCase('sum last axis', rows, D, 4, (x) => sum(x, -1), gpuOnly);
   rowsCase('max last axis', rows, D, 4, (x) => max(x, -1), gpuOnly);
   // softmax reads the row twice and writes it once

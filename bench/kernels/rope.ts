@@ -5,7 +5,10 @@ import { Tensor } from '../../src/engine/tensor.js';
 import { rope, ropeTables } from '../../src/kernels/rope.js';
 import { registerBench } from '../harness.js';
 
-for (const [b, t, h, dh, gpuOnly] of [[1, 64, 4, 64, false], [8, 512, 32, 64, true]] as [number, number, number, number, boolean][]) {
+for (const [b, t, h, dh, gpuOnly] of [
+  [1, 64, 4, 64, false],
+  [8, 512, 32, 64, true],
+] as [number, number, number, number, boolean][]) {
   const n = b * t * h * dh;
   registerBench({
     family: 'rope',
@@ -17,8 +20,17 @@ for (const [b, t, h, dh, gpuOnly] of [[1, 64, 4, 64, false], [8, 512, 32, 64, tr
       const rng = new Rng(12);
       const tables = ropeTables({ headDim: dh, theta: 10000, scaling: null, maxPositions: t });
       const x = Tensor.from(rng.normalArray(n), [b, t, h, dh]).keep();
-      const pos = Tensor.from(Int32Array.from({ length: b * t }, (_, k) => k % t), [b * t]).keep();
-      return { run: () => void rope(x, pos, tables), cleanup: () => [x, pos, tables.cos, tables.sin].forEach((z) => { z.dispose(); }) };
+      const pos = Tensor.from(
+        Int32Array.from({ length: b * t }, (_, k) => k % t),
+        [b * t],
+      ).keep();
+      return {
+        run: () => void rope(x, pos, tables),
+        cleanup: () =>
+          [x, pos, tables.cos, tables.sin].forEach((z) => {
+            z.dispose();
+          }),
+      };
     },
   });
 }

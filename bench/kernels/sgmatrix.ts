@@ -6,8 +6,15 @@
 // no subgroup matrices (CPUs, Dawn without the feature) or not this configuration, the case is
 // skipped with the reason.
 import { engine, Tensor } from '../../src/engine/tensor.js';
-import { Uniforms, dispatch } from '../../src/kernels/common.js';
-import { MATRIX_SHAPES, MATRIX_SHAPE_NAMES, isOffered, subgroupMatrices, type MatrixResultType, type MatrixShapeName } from '../../src/kernels/sgmatrix.js';
+import { dispatch, Uniforms } from '../../src/kernels/common.js';
+import {
+  isOffered,
+  MATRIX_SHAPE_NAMES,
+  MATRIX_SHAPES,
+  type MatrixResultType,
+  type MatrixShapeName,
+  subgroupMatrices,
+} from '../../src/kernels/sgmatrix.js';
 import { registerBench } from '../harness.js';
 
 const NACC = 8;
@@ -55,12 +62,20 @@ for (const shapeName of MATRIX_SHAPE_NAMES) {
         if (!dev.has('chromium-experimental-subgroup-matrix') || dev.subgroupMatrixConfigs.length === 0) {
           return { skip: 'the adapter offers no subgroup matrices' };
         }
-        if (!isOffered({ M, N, K, result }, dev.subgroupMatrixConfigs)) return { skip: `f16→${result} ${M}×${N}×${K} is not offered` };
+        if (!isOffered({ M, N, K, result }, dev.subgroupMatrixConfigs))
+          return { skip: `f16→${result} ${M}×${N}×${K} is not offered` };
         const sizeControl = dev.has('subgroup-size-control');
-        if (!sizeControl && !(dev.subgroupSize.min === 32 && dev.subgroupSize.max === 32)) return { skip: 'subgroups are not 32 wide and cannot be declared so' };
+        if (!sizeControl && !(dev.subgroupSize.min === 32 && dev.subgroupSize.max === 32))
+          return { skip: 'subgroups are not 32 wide and cannot be declared so' };
         const out = Tensor.empty([WORKGROUPS * SUBGROUPS * NACC * M * N * (result === 'f32' ? 1 : 0.5)]);
         const run = () =>
-          dispatch(`bench.sgmatrix.ceiling.${shapeName}.${result}.${sizeControl}`, () => ceilingKernel(shapeName, result, sizeControl), [out], [WORKGROUPS], new Uniforms().u32(ITERS).u32(0).u32(0).u32(0));
+          dispatch(
+            `bench.sgmatrix.ceiling.${shapeName}.${result}.${sizeControl}`,
+            () => ceilingKernel(shapeName, result, sizeControl),
+            [out],
+            [WORKGROUPS],
+            new Uniforms().u32(ITERS).u32(0).u32(0).u32(0),
+          );
         return { run, cleanup: () => out.dispose() };
       },
     });

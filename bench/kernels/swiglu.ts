@@ -4,12 +4,23 @@ import { Tensor } from '../../src/engine/tensor.js';
 import { swiglu, swigluBackward } from '../../src/kernels/swiglu.js';
 import { registerBench } from '../harness.js';
 
-for (const [rows, d, gpuOnly] of [[64, 5632, false], [8 * 512, 5632, true]] as [number, number, boolean][]) {
+for (const [rows, d, gpuOnly] of [
+  [64, 5632, false],
+  [8 * 512, 5632, true],
+] as [number, number, boolean][]) {
   const n = rows * d;
   const make = () => {
     const rng = new Rng(13);
     const ts = [0, 1, 2].map(() => Tensor.from(rng.normalArray(n), [rows, d]).keep());
-    return { gate: ts[0]!, up: ts[1]!, dy: ts[2]!, cleanup: () => ts.forEach((z) => { z.dispose(); }) };
+    return {
+      gate: ts[0]!,
+      up: ts[1]!,
+      dy: ts[2]!,
+      cleanup: () =>
+        ts.forEach((z) => {
+          z.dispose();
+        }),
+    };
   };
   registerBench({
     family: 'swiglu',

@@ -6,14 +6,37 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
-export const NODE_LLAMA_CPP = join(process.cwd(), 'tests', 'llamacpp', 'node_modules', 'node-llama-cpp', 'dist', 'index.js');
+export const NODE_LLAMA_CPP = join(
+  process.cwd(),
+  'tests',
+  'llamacpp',
+  'node_modules',
+  'node-llama-cpp',
+  'dist',
+  'index.js',
+);
 
 /** The part of node-llama-cpp's API used here. */
-interface Sequence { evaluate(tokens: number[], o: { temperature: number }): AsyncIterable<number> }
-interface Context { getSequence(): Sequence; dispose(): Promise<void> }
-interface Model { createContext(o: { contextSize: number; batchSize: number; sequences: number; threads?: number }): Promise<Context>; dispose(): Promise<void> }
-interface Llama { gpu: string | false; loadModel(o: { modelPath: string; gpuLayers?: number | 'max' }): Promise<Model>; getGpuDeviceNames(): Promise<string[]>; dispose(): Promise<void> }
-interface NodeLlamaCpp { getLlama(o: Record<string, unknown>): Promise<Llama> }
+interface Sequence {
+  evaluate(tokens: number[], o: { temperature: number }): AsyncIterable<number>;
+}
+interface Context {
+  getSequence(): Sequence;
+  dispose(): Promise<void>;
+}
+interface Model {
+  createContext(o: { contextSize: number; batchSize: number; sequences: number; threads?: number }): Promise<Context>;
+  dispose(): Promise<void>;
+}
+interface Llama {
+  gpu: string | false;
+  loadModel(o: { modelPath: string; gpuLayers?: number | 'max' }): Promise<Model>;
+  getGpuDeviceNames(): Promise<string[]>;
+  dispose(): Promise<void>;
+}
+interface NodeLlamaCpp {
+  getLlama(o: Record<string, unknown>): Promise<Llama>;
+}
 
 export interface PeerDecode {
   build: 'cpu' | 'vulkan';
@@ -24,10 +47,22 @@ export interface PeerDecode {
   threads: number;
 }
 
-async function decodeOnce(llama: Llama, gguf: string, prompt: number[], newTokens: number, gpu: boolean, threads: number): Promise<{ tokS: number; msPerStep: number; steps: number }> {
+async function decodeOnce(
+  llama: Llama,
+  gguf: string,
+  prompt: number[],
+  newTokens: number,
+  gpu: boolean,
+  threads: number,
+): Promise<{ tokS: number; msPerStep: number; steps: number }> {
   const model = await llama.loadModel({ modelPath: gguf, ...(gpu ? { gpuLayers: 'max' as const } : {}) });
   try {
-    const ctx = await model.createContext({ contextSize: prompt.length + newTokens + 8, batchSize: Math.max(prompt.length, 8), sequences: 1, threads });
+    const ctx = await model.createContext({
+      contextSize: prompt.length + newTokens + 8,
+      batchSize: Math.max(prompt.length, 8),
+      sequences: 1,
+      threads,
+    });
     try {
       const times: number[] = [];
       let n = 0;
@@ -52,14 +87,27 @@ async function decodeOnce(llama: Llama, gguf: string, prompt: number[], newToken
  * llama.cpp's CPU threads (its workers spin at barriers, so on a machine busy with other work more
  * threads than free cores make every step wait for descheduled spinners).
  */
-export async function llamaCppDecode(gguf: string, prompt: number[], newTokens: number, threads: number): Promise<PeerDecode[]> {
-  if (!existsSync(NODE_LLAMA_CPP)) throw new Error(`node-llama-cpp is not installed (${NODE_LLAMA_CPP}); run: npm ci --omit=optional --prefix tests/llamacpp`);
+export async function llamaCppDecode(
+  gguf: string,
+  prompt: number[],
+  newTokens: number,
+  threads: number,
+): Promise<PeerDecode[]> {
+  if (!existsSync(NODE_LLAMA_CPP))
+    throw new Error(
+      `node-llama-cpp is not installed (${NODE_LLAMA_CPP}); run: npm ci --omit=optional --prefix tests/llamacpp`,
+    );
   const { getLlama } = (await import(NODE_LLAMA_CPP)) as NodeLlamaCpp;
   const out: PeerDecode[] = [];
   for (const build of ['cpu', 'vulkan'] as const) {
     let llama: Llama;
     try {
-      llama = await getLlama({ gpu: build === 'cpu' ? false : 'vulkan', build: 'never', progressLogs: false, logLevel: 'error' });
+      llama = await getLlama({
+        gpu: build === 'cpu' ? false : 'vulkan',
+        build: 'never',
+        progressLogs: false,
+        logLevel: 'error',
+      });
     } catch (err) {
       if (build === 'cpu') throw err;
       console.log(`llama.cpp vulkan: not available (${(err as Error).message.split('\n')[0]})`);

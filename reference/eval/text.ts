@@ -6,7 +6,8 @@ export function lcsDp(a: readonly string[], b: readonly string[]): number {
   let prev = new Array<number>(b.length + 1).fill(0);
   for (let i = 1; i <= a.length; i++) {
     const cur = new Array<number>(b.length + 1).fill(0);
-    for (let j = 1; j <= b.length; j++) cur[j] = a[i - 1] === b[j - 1] ? prev[j - 1]! + 1 : Math.max(prev[j]!, cur[j - 1]!);
+    for (let j = 1; j <= b.length; j++)
+      cur[j] = a[i - 1] === b[j - 1] ? prev[j - 1]! + 1 : Math.max(prev[j]!, cur[j - 1]!);
     prev = cur;
   }
   return prev[b.length]!;
@@ -29,24 +30,38 @@ export function chrfStatsRef(hyp: string, ref: string): number[] {
   const cp = (s: string) => Array.from(s.replace(/\s+/g, ''));
   const h = cp(hyp);
   const r = cp(ref);
-  const grams = (xs: string[], n: number) => Array.from({ length: Math.max(xs.length - n + 1, 0) }, (_, i) => xs.slice(i, i + n).join('\u0001'));
+  const grams = (xs: string[], n: number) =>
+    Array.from({ length: Math.max(xs.length - n + 1, 0) }, (_, i) => xs.slice(i, i + n).join('\u0001'));
   const out: number[] = [];
   for (let n = 1; n <= 6; n++) {
     const hg = grams(h, n);
     const rg = grams(r, n);
-    out.push(hg.length, rg.length, clippedMatches(counts(hg, (x) => x), counts(rg, (x) => x)));
+    out.push(
+      hg.length,
+      rg.length,
+      clippedMatches(
+        counts(hg, (x) => x),
+        counts(rg, (x) => x),
+      ),
+    );
   }
   return out;
 }
 
 /** BLEU clipped matches and totals per order 1..4 for already tokenized hypothesis and one reference. */
 export function bleuCountsRef(hyp: string[], ref: string[]): { correct: number[]; total: number[] } {
-  const grams = (xs: string[], n: number) => Array.from({ length: Math.max(xs.length - n + 1, 0) }, (_, i) => JSON.stringify(xs.slice(i, i + n)));
+  const grams = (xs: string[], n: number) =>
+    Array.from({ length: Math.max(xs.length - n + 1, 0) }, (_, i) => JSON.stringify(xs.slice(i, i + n)));
   const correct: number[] = [];
   const total: number[] = [];
   for (let n = 1; n <= 4; n++) {
     const hg = grams(hyp, n);
-    correct.push(clippedMatches(counts(hg, (x) => x), counts(grams(ref, n), (x) => x)));
+    correct.push(
+      clippedMatches(
+        counts(hg, (x) => x),
+        counts(grams(ref, n), (x) => x),
+      ),
+    );
     total.push(hg.length);
   }
   return { correct, total };

@@ -1,6 +1,6 @@
 // Shared CLI plumbing: exit codes and turning typed errors into one clear line on stderr.
 import type { Command } from 'commander';
-import { Interrupted, InputError, RuntimeFailure, describeSystemError, escapeControl } from '../errors.js';
+import { describeSystemError, escapeControl, InputError, Interrupted, RuntimeFailure } from '../errors.js';
 
 /** Exit codes: 0 done, 1 bad input (the message says what and where), 2 runtime failure, 130 / 143 stopped by SIGINT / SIGTERM. */
 export const EXIT_OK = 0;
@@ -19,7 +19,12 @@ export interface ErrorReport {
 
 /** An error finllm raised on purpose (its message is complete), as opposed to a bug. */
 function isKnown(err: unknown): boolean {
-  return err instanceof InputError || err instanceof Interrupted || err instanceof RuntimeFailure || describeSystemError(err) !== null;
+  return (
+    err instanceof InputError ||
+    err instanceof Interrupted ||
+    err instanceof RuntimeFailure ||
+    describeSystemError(err) !== null
+  );
 }
 
 export function reportError(err: unknown): ErrorReport {
@@ -28,13 +33,19 @@ export function reportError(err: unknown): ErrorReport {
   if (err instanceof RuntimeFailure) {
     // A wrapper (a pipeline stage) around a bug keeps the bug's trace.
     const cause = err.cause;
-    const trace = cause !== undefined && !isKnown(cause) && cause instanceof Error && cause.stack ? `\n${escapeControl(cause.stack)}` : '';
+    const trace =
+      cause !== undefined && !isKnown(cause) && cause instanceof Error && cause.stack
+        ? `\n${escapeControl(cause.stack)}`
+        : '';
     return { exitCode: EXIT_RUNTIME, message: escapeControl(err.message) + trace };
   }
   const sys = describeSystemError(err);
   if (sys) return { exitCode: sys.inputProblem ? EXIT_BAD_INPUT : EXIT_RUNTIME, message: sys.message };
   const text = err instanceof Error ? (err.stack ?? err.message) : String(err);
-  return { exitCode: EXIT_RUNTIME, message: `runtime failure (a bug: please report it with this trace): ${escapeControl(text)}` };
+  return {
+    exitCode: EXIT_RUNTIME,
+    message: `runtime failure (a bug: please report it with this trace): ${escapeControl(text)}`,
+  };
 }
 
 export async function runCli(program: Command, argv: string[]): Promise<void> {

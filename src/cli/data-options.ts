@@ -5,7 +5,13 @@
 // trained on is the prompt it is evaluated and served with.
 import type { Command } from 'commander';
 import { InputError } from '../errors.js';
-import { DEFAULT_COLUMNS, RESOLVED_CONFIG_NAME, TEMPLATE_NAMES, type ColumnMapping, type TemplateName } from '../pipeline/config.js';
+import {
+  type ColumnMapping,
+  DEFAULT_COLUMNS,
+  RESOLVED_CONFIG_NAME,
+  TEMPLATE_NAMES,
+  type TemplateName,
+} from '../pipeline/config.js';
 import type { PreprocessOptions } from '../pipeline/data/preprocess.js';
 import { DATA_FORMATS, type DataFormat } from '../pipeline/data/readers.js';
 import { runDataSettings } from '../pipeline/run-config.js';
@@ -29,10 +35,22 @@ export interface DataSettings {
 
 export function addDataOptions(cmd: Command, opts: { format?: boolean } = {}): Command {
   cmd
-    .option('--run <dir>', `use the data settings (data.columns, data.template, data.preprocess) of this run folder's ${RESOLVED_CONFIG_NAME} (default: the one beside the --adapter or --model folder, if any)`)
-    .option('--template <name>', `the training template: ${TEMPLATE_NAMES.join(', ')} (overrides the run's data.template)`)
-    .option('--column <field=column>', 'read template field FIELD from column COLUMN, as data.columns does (repeatable)', collect, []);
-  if (opts.format) cmd.option('--format <format>', `data file format: ${DATA_FORMATS.join(', ')} (default: from the extension)`);
+    .option(
+      '--run <dir>',
+      `use the data settings (data.columns, data.template, data.preprocess) of this run folder's ${RESOLVED_CONFIG_NAME} (default: the one beside the --adapter or --model folder, if any)`,
+    )
+    .option(
+      '--template <name>',
+      `the training template: ${TEMPLATE_NAMES.join(', ')} (overrides the run's data.template)`,
+    )
+    .option(
+      '--column <field=column>',
+      'read template field FIELD from column COLUMN, as data.columns does (repeatable)',
+      collect,
+      [],
+    );
+  if (opts.format)
+    cmd.option('--format <format>', `data file format: ${DATA_FORMATS.join(', ')} (default: from the extension)`);
   return cmd;
 }
 
@@ -41,20 +59,31 @@ export function dataSettings(o: DataCliOptions, dirs: readonly (string | undefin
   const { from, columns, preprocess } = run;
   let template = run.template;
   if (o.template !== undefined) {
-    if (!(TEMPLATE_NAMES as readonly string[]).includes(o.template)) throw new InputError(`expected one of ${TEMPLATE_NAMES.join(', ')}, got ${JSON.stringify(o.template)}`, { flag: 'template' });
+    if (!(TEMPLATE_NAMES as readonly string[]).includes(o.template))
+      throw new InputError(`expected one of ${TEMPLATE_NAMES.join(', ')}, got ${JSON.stringify(o.template)}`, {
+        flag: 'template',
+      });
     template = o.template as TemplateName;
   }
   for (const spec of o.column ?? []) {
     const eq = spec.indexOf('=');
     const field = spec.slice(0, eq).trim();
     const col = spec.slice(eq + 1).trim();
-    if (eq <= 0 || col === '') throw new InputError(`expected FIELD=COLUMN, got ${JSON.stringify(spec)}`, { flag: 'column' });
-    if (!(field in DEFAULT_COLUMNS)) throw new InputError(`unknown field ${JSON.stringify(field)}; expected one of ${Object.keys(DEFAULT_COLUMNS).join(', ')}`, { flag: 'column' });
+    if (eq <= 0 || col === '')
+      throw new InputError(`expected FIELD=COLUMN, got ${JSON.stringify(spec)}`, { flag: 'column' });
+    if (!(field in DEFAULT_COLUMNS))
+      throw new InputError(
+        `unknown field ${JSON.stringify(field)}; expected one of ${Object.keys(DEFAULT_COLUMNS).join(', ')}`,
+        { flag: 'column' },
+      );
     columns[field as keyof ColumnMapping] = col;
   }
   let format: DataFormat | null = null;
   if (o.format !== undefined) {
-    if (!(DATA_FORMATS as readonly string[]).includes(o.format)) throw new InputError(`expected one of ${DATA_FORMATS.join(', ')}, got ${JSON.stringify(o.format)}`, { flag: 'format' });
+    if (!(DATA_FORMATS as readonly string[]).includes(o.format))
+      throw new InputError(`expected one of ${DATA_FORMATS.join(', ')}, got ${JSON.stringify(o.format)}`, {
+        flag: 'format',
+      });
     format = o.format as DataFormat;
   }
   return { columns, template, preprocess, format, from };

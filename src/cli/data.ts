@@ -3,14 +3,20 @@
 // `finllm data generate`: write a synthetic financial corpus or task set (src/pipeline/data/synthetic.ts).
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { withLocalModel, type ResolvedConfig } from '../pipeline/config.js';
-import { escapeControl } from '../errors.js';
-import { loadRunConfig } from '../pipeline/run-config.js';
+import { escapeControl, InputError } from '../errors.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
-import { prepareData, type PreparedData } from '../pipeline/data/prepare.js';
+import { type ResolvedConfig, withLocalModel } from '../pipeline/config.js';
+import { type PreparedData, prepareData } from '../pipeline/data/prepare.js';
 import { formatReport, saveReport } from '../pipeline/data/stats.js';
-import { ALL_TASK_KINDS, MAX_GENERATED_RECORDS, TASK_KINDS, writeSyntheticJsonl, type Split, type TaskKind } from '../pipeline/data/synthetic.js';
-import { InputError } from '../errors.js';
+import {
+  ALL_TASK_KINDS,
+  MAX_GENERATED_RECORDS,
+  type Split,
+  TASK_KINDS,
+  type TaskKind,
+  writeSyntheticJsonl,
+} from '../pipeline/data/synthetic.js';
+import { loadRunConfig } from '../pipeline/run-config.js';
 
 interface GenerateOpts {
   kind: string;
@@ -23,8 +29,9 @@ interface GenerateOpts {
 }
 
 const SPLITS: readonly Split[] = ['train', 'val', 'eval'];
-import { intOption, numberOption } from './model-options.js';
+
 import { checkFileDestination } from '../io/atomic.js';
+import { intOption, numberOption } from './model-options.js';
 
 interface DataOpts {
   config?: string;
@@ -57,20 +64,29 @@ function addCommon(cmd: Command): Command {
 }
 
 export function register(program: Command): void {
-  const data = program.command('data').description('run only the data stage: validate the dataset and report statistics');
+  const data = program
+    .command('data')
+    .description('run only the data stage: validate the dataset and report statistics');
 
   addCommon(data.command('validate'))
-    .description('check every row (fields, encoding, length, duplicates); exit 1 listing the problems under on_invalid=fail')
+    .description(
+      'check every row (fields, encoding, length, duplicates); exit 1 listing the problems under on_invalid=fail',
+    )
     .action(async (opts: DataOpts) => {
       const max = intOption(opts.problems, 'problems', 0)!;
       const { prepared } = await runStage(opts);
       const r = prepared.report;
       const shown = r.problems.slice(0, max);
       for (const p of shown) process.stdout.write(`${p.kind}: ${escapeControl(p.message)}\n`);
-      if (r.problems.length > shown.length) process.stdout.write(`... ${r.problems.length - shown.length} more (see finllm data stats)\n`);
-      const counts = Object.entries(r.problemCounts).map(([k, n]) => `${n} ${k}`).join(', ');
+      if (r.problems.length > shown.length)
+        process.stdout.write(`... ${r.problems.length - shown.length} more (see finllm data stats)\n`);
+      const counts = Object.entries(r.problemCounts)
+        .map(([k, n]) => `${n} ${k}`)
+        .join(', ');
       process.stdout.write(
-        `ok: ${r.train.examples} training and ${r.val.examples} validation examples` + (counts ? ` (${counts})` : ', no problems') + '\n',
+        `ok: ${r.train.examples} training and ${r.val.examples} validation examples` +
+          (counts ? ` (${counts})` : ', no problems') +
+          '\n',
       );
     });
 
@@ -89,14 +105,33 @@ export function register(program: Command): void {
   data
     .command('generate')
     .description('write a synthetic financial dataset (JSONL): a pretraining corpus or instruction tasks, from a seed')
-    .requiredOption('--kind <kind>', 'corpus (raw documents for pretraining) or tasks (sentiment, figure extraction, one-line summary)')
+    .requiredOption(
+      '--kind <kind>',
+      'corpus (raw documents for pretraining) or tasks (sentiment, figure extraction, one-line summary)',
+    )
     .requiredOption('-o, --out <file>', 'output .jsonl (or .ndjson, .json) file of JSON Lines, written atomically')
-    .option('-n, --count <n>', `documents (corpus) or records per task (tasks); at most ${MAX_GENERATED_RECORDS} records in all, and no more than the disk holds (checked first)`, '1000')
+    .option(
+      '-n, --count <n>',
+      `documents (corpus) or records per task (tasks); at most ${MAX_GENERATED_RECORDS} records in all, and no more than the disk holds (checked first)`,
+      '1000',
+    )
     .option('--seed <n>', 'random seed: the same seed writes the same file', '0')
-    .option('--split <name>', `company name space: ${SPLITS.join(', ')} (disjoint: evaluation companies never appear in training)`, 'train')
-    .option('--tasks <list>', `tasks only: comma-separated subset of ${ALL_TASK_KINDS.join(', ')} (default: ${TASK_KINDS.join(',')})`)
-    .option('--eval', 'tasks only: evaluation layout ({id, text, label}, {id, context, question, answer}, {id, source, summary, source_kind}) for eval suites; sentiment, figures and summary only')
-    .addHelpText('after', `
+    .option(
+      '--split <name>',
+      `company name space: ${SPLITS.join(', ')} (disjoint: evaluation companies never appear in training)`,
+      'train',
+    )
+    .option(
+      '--tasks <list>',
+      `tasks only: comma-separated subset of ${ALL_TASK_KINDS.join(', ')} (default: ${TASK_KINDS.join(',')})`,
+    )
+    .option(
+      '--eval',
+      'tasks only: evaluation layout ({id, text, label}, {id, context, question, answer}, {id, source, summary, source_kind}) for eval suites; sentiment, figures and summary only',
+    )
+    .addHelpText(
+      'after',
+      `
 Every company, person and figure is invented. Each document is rendered from one company-quarter
 fact sheet, so the figures inside a document agree (growth, prior and current revenue, EPS against
 consensus, guidance). Documents: earnings-call turns, analyst questions, filing (MD&A) passages,
@@ -108,21 +143,36 @@ Examples:
   finllm data generate --kind tasks -n 200 --seed 2 -o data/train.jsonl
   finllm data generate --kind tasks -n 60 --seed 103 --split eval --eval --tasks sentiment -o data/eval/fin-sentiment.jsonl
 
-The commands that wrote the committed data files (data/finetune, data/eval, data/sample) are in data/README.md.`)
+The commands that wrote the committed data files (data/finetune, data/eval, data/sample) are in data/README.md.`,
+    )
     .action(async (o: GenerateOpts) => {
-      if (o.kind !== 'corpus' && o.kind !== 'tasks') throw new InputError(`expected corpus or tasks, got ${JSON.stringify(o.kind)}`, { flag: 'kind' });
+      if (o.kind !== 'corpus' && o.kind !== 'tasks')
+        throw new InputError(`expected corpus or tasks, got ${JSON.stringify(o.kind)}`, { flag: 'kind' });
       const count = numberOption(o.count, 'count', true)!;
       if (count < 1) throw new InputError(`expected a positive count, got ${count}`, { flag: 'count' });
       const seed = numberOption(o.seed, 'seed', true)!;
-      if (!SPLITS.includes(o.split as Split)) throw new InputError(`expected one of ${SPLITS.join(', ')}, got ${JSON.stringify(o.split)}`, { flag: 'split' });
+      if (!SPLITS.includes(o.split as Split))
+        throw new InputError(`expected one of ${SPLITS.join(', ')}, got ${JSON.stringify(o.split)}`, { flag: 'split' });
       let tasks: TaskKind[] | undefined;
       if (o.tasks !== undefined) {
         tasks = o.tasks.split(',').map((t) => t.trim()) as TaskKind[];
         const bad = tasks.filter((t) => !ALL_TASK_KINDS.includes(t));
-        if (bad.length || tasks.length === 0) throw new InputError(`unknown task ${bad.map((b) => JSON.stringify(b)).join(', ') || '(none)'}; expected ${ALL_TASK_KINDS.join(', ')}`, { flag: 'tasks' });
+        if (bad.length || tasks.length === 0)
+          throw new InputError(
+            `unknown task ${bad.map((b) => JSON.stringify(b)).join(', ') || '(none)'}; expected ${ALL_TASK_KINDS.join(', ')}`,
+            { flag: 'tasks' },
+          );
       }
-      if (o.kind === 'corpus' && (tasks || o.eval)) throw new InputError('--tasks and --eval apply to --kind tasks only', { flag: 'kind' });
-      const n = await writeSyntheticJsonl(o.out, { kind: o.kind, seed, count, split: o.split as Split, ...(tasks ? { tasks } : {}), ...(o.eval ? { evalLayout: true } : {}) });
+      if (o.kind === 'corpus' && (tasks || o.eval))
+        throw new InputError('--tasks and --eval apply to --kind tasks only', { flag: 'kind' });
+      const n = await writeSyntheticJsonl(o.out, {
+        kind: o.kind,
+        seed,
+        count,
+        split: o.split as Split,
+        ...(tasks ? { tasks } : {}),
+        ...(o.eval ? { evalLayout: true } : {}),
+      });
       process.stdout.write(`wrote ${n} records to ${o.out}\n`);
     });
 }

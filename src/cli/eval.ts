@@ -10,12 +10,19 @@ import { InputError } from '../errors.js';
 import { checkFileDestination } from '../io/atomic.js';
 import { validateSampling } from '../llama/generate.js';
 import type { KvCacheSetting } from '../llama/kv-cache.js';
-import { parseEvalMetrics, type GenerationEvalResult, type GenerationTask } from '../pipeline/eval/generation.js';
-import { perplexityJson, type PerplexityResult } from '../pipeline/eval/perplexity.js';
+import { type GenerationEvalResult, type GenerationTask, parseEvalMetrics } from '../pipeline/eval/generation.js';
+import { type PerplexityResult, perplexityJson } from '../pipeline/eval/perplexity.js';
 import { fmt } from '../pipeline/eval/report.js';
-import { evaluate, type EvalSuite, type EvaluateOptions } from '../pipeline/eval/run.js';
-import { addDataOptions, dataSettings, describeSettings, type DataCliOptions } from './data-options.js';
-import { addModelOptions, applyPrecision, intOption, modelLoadOptions, numberOption, type ModelCliOptions } from './model-options.js';
+import { type EvalSuite, type EvaluateOptions, evaluate } from '../pipeline/eval/run.js';
+import { addDataOptions, type DataCliOptions, dataSettings, describeSettings } from './data-options.js';
+import {
+  addModelOptions,
+  applyPrecision,
+  intOption,
+  type ModelCliOptions,
+  modelLoadOptions,
+  numberOption,
+} from './model-options.js';
 
 export interface EvalCliOptions extends ModelCliOptions, DataCliOptions {
   data?: string;
@@ -39,7 +46,9 @@ export interface EvalCliOptions extends ModelCliOptions, DataCliOptions {
 }
 
 /** The model, data settings and precision hook shared by the tasks: evaluate()'s options less the suites. */
-async function evalSetup(opts: EvalCliOptions): Promise<{ base: Omit<EvaluateOptions, 'suites'>; kvCache: KvCacheSetting }> {
+async function evalSetup(
+  opts: EvalCliOptions,
+): Promise<{ base: Omit<EvaluateOptions, 'suites'>; kvCache: KvCacheSetting }> {
   const { dir, load, precision, kvCache } = await modelLoadOptions(opts);
   const s = dataSettings(opts, [opts.adapter, opts.model]);
   const line = describeSettings(s);
@@ -59,7 +68,9 @@ async function evalSetup(opts: EvalCliOptions): Promise<{ base: Omit<EvaluateOpt
 export function perplexityTable(r: PerplexityResult): string {
   const lines = ['  #   tokens      loss   perplexity'];
   r.perExample.forEach((e, i) => {
-    lines.push(`${String(i + 1).padStart(3)}  ${String(e.tokens).padStart(7)}  ${e.loss.toFixed(4).padStart(8)}  ${Math.exp(e.loss).toFixed(2).padStart(11)}`);
+    lines.push(
+      `${String(i + 1).padStart(3)}  ${String(e.tokens).padStart(7)}  ${e.loss.toFixed(4).padStart(8)}  ${Math.exp(e.loss).toFixed(2).padStart(11)}`,
+    );
   });
   lines.push('');
   lines.push(`examples: ${r.examples}   predicted tokens: ${r.tokens}`);
@@ -69,8 +80,15 @@ export function perplexityTable(r: PerplexityResult): string {
 
 /** Runs the perplexity task (writes --out when given); returns the result (the verb prints it). */
 export async function runPerplexityEval(opts: EvalCliOptions): Promise<PerplexityResult> {
-  const metrics = (opts.metrics ?? 'perplexity').split(',').map((m) => m.trim()).filter(Boolean);
-  for (const m of metrics) if (m !== 'perplexity') throw new InputError(`unknown metric ${JSON.stringify(m)} for the perplexity task; expected perplexity`, { flag: 'metrics' });
+  const metrics = (opts.metrics ?? 'perplexity')
+    .split(',')
+    .map((m) => m.trim())
+    .filter(Boolean);
+  for (const m of metrics)
+    if (m !== 'perplexity')
+      throw new InputError(`unknown metric ${JSON.stringify(m)} for the perplexity task; expected perplexity`, {
+        flag: 'metrics',
+      });
   if (!opts.data) throw new InputError('--data is required', { flag: 'data' });
   const tokensPerPass = intOption(opts.tokensPerPass, 'tokens-per-pass', 1);
   const { base } = await evalSetup(opts);
@@ -92,7 +110,9 @@ export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptio
     ...(opts.temperature !== undefined ? { temperature: numberOption(opts.temperature, 'temperature')! } : {}),
     ...(opts.topK !== undefined ? { topK: numberOption(opts.topK, 'top-k', true)! } : {}),
     ...(opts.topP !== undefined ? { topP: numberOption(opts.topP, 'top-p')! } : {}),
-    ...(opts.repetitionPenalty !== undefined ? { repetitionPenalty: numberOption(opts.repetitionPenalty, 'repetition-penalty')! } : {}),
+    ...(opts.repetitionPenalty !== undefined
+      ? { repetitionPenalty: numberOption(opts.repetitionPenalty, 'repetition-penalty')! }
+      : {}),
     ...(opts.seed !== undefined ? { seed: numberOption(opts.seed, 'seed', true)! } : {}),
   };
   validateSampling({ maxNewTokens, ...sampling }); // before the model is loaded
@@ -112,14 +132,17 @@ export async function runGenerationTask(task: GenerationTask, opts: EvalCliOptio
 
 /** Human-readable summary of a generation / classification run. */
 export function generationTable(r: GenerationEvalResult, out?: string): string {
-  const lines = [`task: ${r.results.task} (${r.results.per_example.length} examples, ${r.results.generation.greedy ? 'greedy' : 'sampled'}, max ${r.results.generation.max_new_tokens} new tokens)`];
+  const lines = [
+    `task: ${r.results.task} (${r.results.per_example.length} examples, ${r.results.generation.greedy ? 'greedy' : 'sampled'}, max ${r.results.generation.max_new_tokens} new tokens)`,
+  ];
   const w = Math.max(6, ...Object.keys(r.results.metrics).map((k) => k.length));
   for (const [k, v] of Object.entries(r.results.metrics)) lines.push(`  ${k.padEnd(w)}  ${fmt(v)}`);
   const c = r.classification;
   if (c) {
     lines.push(`accuracy ${fmt(c.accuracy)}   macro F1 ${fmt(c.macroF1)}   weighted F1 ${fmt(c.weightedF1)}`);
     lines.push('confusion (rows gold, columns predicted: negative neutral positive)');
-    for (const [i, label] of ['negative', 'neutral', 'positive'].entries()) lines.push(`  ${label.padEnd(8)} ${c.confusion[i]!.map((n) => String(n).padStart(5)).join('')}`);
+    for (const [i, label] of ['negative', 'neutral', 'positive'].entries())
+      lines.push(`  ${label.padEnd(8)} ${c.confusion[i]!.map((n) => String(n).padStart(5)).join('')}`);
   }
   if (out) lines.push(`results: ${out}`);
   return lines.join('\n');
@@ -128,8 +151,13 @@ export function generationTable(r: GenerationEvalResult, out?: string): string {
 /** Eval tasks by name: each runs and prints its own output. */
 export const EVAL_TASKS: Record<string, (opts: EvalCliOptions, out: (s: string) => void) => Promise<void>> = {
   perplexity: async (opts, out) => {
-    if (opts.limit !== undefined) throw new InputError('--limit applies to the generation and classification tasks', { flag: 'limit' });
-    if (opts.kvCache !== undefined) throw new InputError('--kv-cache applies to the generation and classification tasks (perplexity keeps no KV cache)', { flag: 'kv-cache' });
+    if (opts.limit !== undefined)
+      throw new InputError('--limit applies to the generation and classification tasks', { flag: 'limit' });
+    if (opts.kvCache !== undefined)
+      throw new InputError(
+        '--kv-cache applies to the generation and classification tasks (perplexity keeps no KV cache)',
+        { flag: 'kv-cache' },
+      );
     const r = await runPerplexityEval(opts);
     out(opts.json ? `${JSON.stringify(perplexityJson(r))}\n` : `${perplexityTable(r)}\n`);
   },
@@ -143,10 +171,17 @@ export const EVAL_TASKS: Record<string, (opts: EvalCliOptions, out: (s: string) 
   },
 };
 
-export async function evalAction(opts: EvalCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<void> {
+export async function evalAction(
+  opts: EvalCliOptions,
+  out: (s: string) => void = (s) => void process.stdout.write(s),
+): Promise<void> {
   const task = opts.task ?? 'perplexity';
   const run = EVAL_TASKS[task];
-  if (!run) throw new InputError(`unknown task ${JSON.stringify(task)}; expected one of ${Object.keys(EVAL_TASKS).join(', ')}`, { flag: 'task' });
+  if (!run)
+    throw new InputError(
+      `unknown task ${JSON.stringify(task)}; expected one of ${Object.keys(EVAL_TASKS).join(', ')}`,
+      { flag: 'task' },
+    );
   if (opts.out !== undefined) checkFileDestination(opts.out);
   await run(opts, out);
 }
@@ -154,14 +189,23 @@ export async function evalAction(opts: EvalCliOptions, out: (s: string) => void 
 export function register(program: Command): void {
   addDataOptions(addModelOptions(program.command('eval')), { format: true })
     .description('evaluate a model (+ adapter) on a JSONL, JSON or CSV file')
-    .requiredOption('-d, --data <file>', 'records (.jsonl, .json or .csv); for perplexity: {"text": "..."}; generation/classification: see below')
+    .requiredOption(
+      '-d, --data <file>',
+      'records (.jsonl, .json or .csv); for perplexity: {"text": "..."}; generation/classification: see below',
+    )
     .option('-t, --task <name>', 'evaluation task: perplexity, generation or classification', 'perplexity')
-    .option('--metrics <list>', 'comma-separated metrics of the task (perplexity: perplexity; generation: rouge, bleu, chrf, exact, numeric, sentiment, terms, embedding, bertscore; classification: label); default: the task\'s')
+    .option(
+      '--metrics <list>',
+      "comma-separated metrics of the task (perplexity: perplexity; generation: rouge, bleu, chrf, exact, numeric, sentiment, terms, embedding, bertscore; classification: label); default: the task's",
+    )
     .option('--json', 'print exactly one JSON object on stdout')
     .option('--tokens-per-pass <n>', 'texts are packed into forward passes of up to this many tokens', '2048')
     .option('-o, --out <file>', 'write the results (generation/classification: finllm.results.v1 for `finllm compare`)')
     .option('-n, --max-new-tokens <n>', 'most tokens generated per example (default 64)')
-    .option('--batch-size <n>', 'generation/classification: prompts decoded together, left-padded, shortest first (default 8; 1 = one at a time)')
+    .option(
+      '--batch-size <n>',
+      'generation/classification: prompts decoded together, left-padded, shortest first (default 8; 1 = one at a time)',
+    )
     .option('--limit <n>', 'evaluate the first N records only')
     .option('--sample', 'sample instead of greedy decoding (implied by --temperature, --top-k, --top-p)')
     .option('--temperature <t>', 'sampling temperature')
@@ -169,7 +213,10 @@ export function register(program: Command): void {
     .option('--top-p <p>', 'nucleus sampling threshold')
     .option('--repetition-penalty <r>', 'penalise tokens already present (1 = off)')
     .option('--seed <n>', 'sampling seed (default 0)')
-    .option('--embedding-layer <n>', 'hidden-state layer for the embedding/bertscore metrics (default: last, final norm)')
+    .option(
+      '--embedding-layer <n>',
+      'hidden-state layer for the embedding/bertscore metrics (default: last, final norm)',
+    )
     .option('-q, --quiet', 'no progress bar on stderr')
     .addHelpText(
       'after',

@@ -12,15 +12,25 @@ export interface InitModelCliOptions {
   seed?: string;
 }
 
-export async function initModelAction(outDir: string, o: InitModelCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<void> {
+export async function initModelAction(
+  outDir: string,
+  o: InitModelCliOptions,
+  out: (s: string) => void = (s) => void process.stdout.write(s),
+): Promise<void> {
   if (!o.preset) throw new InputError('--preset is required', { flag: 'preset' });
   if (!o.tokenizer) throw new InputError('--tokenizer is required', { flag: 'tokenizer' });
   const seed = intOption(o.seed, 'seed', 0) ?? 0;
   const cfg = await initModel(outDir, { preset: o.preset, tokenizerDir: o.tokenizer, seed });
-  const params = cfg.vocabSize * cfg.hiddenSize * (cfg.tieWordEmbeddings ? 1 : 2)
-    + cfg.numHiddenLayers * (2 * cfg.hiddenSize + cfg.hiddenSize * cfg.headDim * (2 * cfg.numAttentionHeads + 2 * cfg.numKeyValueHeads) + 3 * cfg.hiddenSize * cfg.intermediateSize)
-    + cfg.hiddenSize;
-  out(`wrote ${outDir}: preset ${o.preset}, ${params.toLocaleString('en-US')} parameters, vocabulary ${cfg.vocabSize}\n`);
+  const params =
+    cfg.vocabSize * cfg.hiddenSize * (cfg.tieWordEmbeddings ? 1 : 2) +
+    cfg.numHiddenLayers *
+      (2 * cfg.hiddenSize +
+        cfg.hiddenSize * cfg.headDim * (2 * cfg.numAttentionHeads + 2 * cfg.numKeyValueHeads) +
+        3 * cfg.hiddenSize * cfg.intermediateSize) +
+    cfg.hiddenSize;
+  out(
+    `wrote ${outDir}: preset ${o.preset}, ${params.toLocaleString('en-US')} parameters, vocabulary ${cfg.vocabSize}\n`,
+  );
 }
 
 export function register(program: Command): void {
@@ -30,12 +40,18 @@ export function register(program: Command): void {
     .usage('--preset <name> --tokenizer <dir> [--seed <n>] <out_dir>')
     .argument('<out_dir>', 'output folder (must not exist or be empty; written atomically)')
     .requiredOption('--preset <name>', `required: model size: ${Object.keys(LLAMA_PRESETS).join(', ')}`)
-    .requiredOption('--tokenizer <dir>', 'required: folder with tokenizer.json and tokenizer_config.json (copied; sets vocab size, BOS, EOS)')
+    .requiredOption(
+      '--tokenizer <dir>',
+      'required: folder with tokenizer.json and tokenizer_config.json (copied; sets vocab size, BOS, EOS)',
+    )
     .option('--seed <n>', 'random seed', '0')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Weights ~ normal(0, initializer_range = 0.02), RMSNorm weights 1, as transformers initialises Llama.
 The same seed gives identical files.
 
-Exit codes: 0 done, 1 bad input, 2 runtime failure.`)
+Exit codes: 0 done, 1 bad input, 2 runtime failure.`,
+    )
     .action(async (outDir: string, o: InitModelCliOptions) => initModelAction(outDir, o));
 }

@@ -4,7 +4,7 @@
 // bundled base model (models/fin-base) on the bundled tasks (data/finetune), evaluated on held-out
 // items of the bundled suites (data/eval), on whatever adapter Dawn finds.
 import type { Command } from 'commander';
-import { InputError, escapeControl } from '../errors.js';
+import { escapeControl, InputError } from '../errors.js';
 import { runPipeline, STAGES, type StageName } from '../pipeline/pipeline.js';
 import { loadRunConfig } from '../pipeline/run-config.js';
 
@@ -18,14 +18,23 @@ export interface PipelineCliOptions {
   quiet?: boolean;
 }
 
-export async function pipelineAction(opts: PipelineCliOptions, out: (s: string) => void = (s) => void process.stdout.write(s)): Promise<void> {
+export async function pipelineAction(
+  opts: PipelineCliOptions,
+  out: (s: string) => void = (s) => void process.stdout.write(s),
+): Promise<void> {
   if (opts.rerunFrom !== undefined && !(STAGES as readonly string[]).includes(opts.rerunFrom)) {
-    throw new InputError(`expected one of ${STAGES.join(', ')}, got ${JSON.stringify(opts.rerunFrom)}`, { flag: 'rerun-from' });
+    throw new InputError(`expected one of ${STAGES.join(', ')}, got ${JSON.stringify(opts.rerunFrom)}`, {
+      flag: 'rerun-from',
+    });
   }
   const cfg = loadRunConfig(opts);
-  const r = await runPipeline(cfg, { quiet: opts.quiet ?? false, ...(opts.rerunFrom ? { rerunFrom: opts.rerunFrom as StageName } : {}) });
+  const r = await runPipeline(cfg, {
+    quiet: opts.quiet ?? false,
+    ...(opts.rerunFrom ? { rerunFrom: opts.rerunFrom as StageName } : {}),
+  });
   const lines = [`run folder: ${r.runDir}`];
-  for (const s of r.stages) lines.push(`  ${s.name.padEnd(15)} ${s.outcome}${s.outcome === 'ran' ? ` (${s.seconds.toFixed(1)}s)` : ''}`);
+  for (const s of r.stages)
+    lines.push(`  ${s.name.padEnd(15)} ${s.outcome}${s.outcome === 'ran' ? ` (${s.seconds.toFixed(1)}s)` : ''}`);
   for (const rep of r.reports) lines.push(`report ${rep.suite}: ${rep.html}`);
   if (r.adapterDir) lines.push(`adapter: ${r.adapterDir}`);
   if (r.modelDir) lines.push(`model: ${r.modelDir}`);
@@ -39,9 +48,17 @@ export function register(program: Command): void {
   program
     .command('pipeline')
     .description('data → baseline eval → train → fine-tuned eval → compare → export, resumable stage by stage')
-    .option('-c, --config <file>', 'YAML config (default: configs/default.yaml: the bundled base model, fine-tuning tasks and eval suites)')
+    .option(
+      '-c, --config <file>',
+      'YAML config (default: configs/default.yaml: the bundled base model, fine-tuning tasks and eval suites)',
+    )
     .option('-e, --env <name>', 'environment profile from the config, e.g. cpu or gpu (default: $FINLLM_ENV)')
-    .option('-s, --set <key=value>', 'override a config key (repeatable), e.g. training.max_steps=10 or eval.limit=5', collect, [])
+    .option(
+      '-s, --set <key=value>',
+      'override a config key (repeatable), e.g. training.max_steps=10 or eval.limit=5',
+      collect,
+      [],
+    )
     .option('--rerun-from <stage>', `run this stage and all later ones even if done (${STAGES.join(', ')})`)
     .option('-q, --quiet', 'no progress output')
     .addHelpText(

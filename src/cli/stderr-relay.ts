@@ -51,7 +51,9 @@ export async function relayStderr(): Promise<never> {
     const kept = lines.filter((l) => !isNotice(l));
     if (kept.length) process.stderr.write(Buffer.concat(kept));
   });
-  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((res) => child.on('close', (c, s) => res([c, s])));
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((res) =>
+    child.on('close', (c, s) => res([c, s])),
+  );
   if (pending.length && !isNotice(pending)) process.stderr.write(pending);
   for (const s of FORWARDED) process.off(s, forward);
   if (signal) process.kill(process.pid, signal);

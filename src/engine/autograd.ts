@@ -9,7 +9,7 @@
 // tensor marked `recomputable` is not kept at all: nodes that save it get an unbound stand-in, and
 // backward rebuilds the value (once, shared by every node that saved it) just before the first of
 // those rules runs, freeing it after the last.
-import { Tensor, copyInto, tidy } from './tensor.js';
+import { copyInto, Tensor, tidy } from './tensor.js';
 
 export type BackwardFn = (gradOutputs: (Tensor | null)[]) => (Tensor | null)[];
 
@@ -76,7 +76,12 @@ const recipes = new WeakMap<object, Recipe>();
  * last. `fn` must reproduce `t` exactly (deterministic kernels); it runs under noGrad. When autograd
  * is not recording, just runs `body()`.
  */
-export function withRecompute<T>(t: Tensor, inputs: readonly Tensor[], fn: (inputs: Tensor[]) => Tensor, body: () => T): T {
+export function withRecompute<T>(
+  t: Tensor,
+  inputs: readonly Tensor[],
+  fn: (inputs: Tensor[]) => Tensor,
+  body: () => T,
+): T {
   const key = t.storageKey;
   if (!gradEnabled || !key) return body();
   const recipe = new Recipe(t, inputs, fn);
@@ -249,7 +254,8 @@ export function backward(root: Tensor, gradRoot?: Tensor): void {
     }
     throw new Error('backward() on a tensor that does not depend on any parameter with requiresGrad');
   }
-  if (!gradRoot && root.numel !== 1) throw new Error(`backward() without a gradient needs a scalar, got [${root.shape.join(', ')}]`);
+  if (!gradRoot && root.numel !== 1)
+    throw new Error(`backward() without a gradient needs a scalar, got [${root.shape.join(', ')}]`);
   // Every tensor in `grads` is owned here (the caller's gradRoot enters as a view of it).
   const grads = new Map<Tensor, Tensor>();
   grads.set(root, gradRoot ? gradRoot.reshape(gradRoot.shape) : ones(root.shape));
@@ -264,13 +270,15 @@ export function backward(root: Tensor, gradRoot?: Tensor): void {
     backwardObserver?.(node);
     node.materialize();
     const gIn = node.backwardFn(gOut);
-    if (gIn.length !== node.inputs.length) throw new Error(`backward of '${node.name}' returned ${gIn.length} grads for ${node.inputs.length} inputs`);
+    if (gIn.length !== node.inputs.length)
+      throw new Error(`backward of '${node.name}' returned ${gIn.length} grads for ${node.inputs.length} inputs`);
     const stored = new Set<Tensor>();
     const storedStorage = new Set<object | null>();
     node.inputs.forEach((input, i) => {
       const g = gIn[i];
       if (!g) return;
-      if (g.numel !== input.numel) throw new Error(`backward of '${node.name}': grad ${i} has shape [${g.shape}] for input [${input.shape}]`);
+      if (g.numel !== input.numel)
+        throw new Error(`backward of '${node.name}': grad ${i} has shape [${g.shape}] for input [${input.shape}]`);
       if (input.gradFn) {
         const prev = grads.get(input);
         if (prev) accumulate(prev, g);

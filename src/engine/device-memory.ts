@@ -33,10 +33,20 @@ export interface AdapterIdentity {
 }
 
 const UNITS: Record<string, number> = {
-  '': 1, b: 1,
-  kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12,
-  k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40,
-  kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40,
+  '': 1,
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  k: 2 ** 10,
+  m: 2 ** 20,
+  g: 2 ** 30,
+  t: 2 ** 40,
+  kib: 2 ** 10,
+  mib: 2 ** 20,
+  gib: 2 ** 30,
+  tib: 2 ** 40,
 };
 
 /**
@@ -48,7 +58,9 @@ export function parseByteSize(text: string): number {
   const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
   const value = m && unit !== undefined ? Number(m[1]) * unit : NaN;
   if (!(value > 0) || !Number.isFinite(value)) {
-    throw new RangeError(`${JSON.stringify(text)} is not a memory size: expected a number with an optional unit, e.g. 24GB, 80GiB, 512MiB`);
+    throw new RangeError(
+      `${JSON.stringify(text)} is not a memory size: expected a number with an optional unit, e.g. 24GB, 80GiB, 512MiB`,
+    );
   }
   return Math.floor(value);
 }
@@ -81,7 +93,10 @@ export function parseNvidiaSmi(csv: string): { name: string; totalBytes: number;
 }
 
 /** Picks the row for this adapter: the one whose name it mentions, else the smallest. Exported for tests. */
-export function pickGpuRow<T extends { name: string; totalBytes: number }>(rows: T[], adapter: AdapterIdentity): T | null {
+export function pickGpuRow<T extends { name: string; totalBytes: number }>(
+  rows: T[],
+  adapter: AdapterIdentity,
+): T | null {
   if (rows.length === 0) return null;
   const text = `${adapter.device} ${adapter.description}`.toLowerCase();
   const named = rows.filter((r) => r.name && text.includes(r.name.toLowerCase().replace(/^nvidia\s+/, '')));
@@ -92,13 +107,21 @@ export function pickGpuRow<T extends { name: string; totalBytes: number }>(rows:
 function fromNvidiaSmi(adapter: AdapterIdentity): DeviceMemory | null {
   let out: string;
   try {
-    out = execFileSync('nvidia-smi', ['--query-gpu=name,memory.total,memory.used', '--format=csv,noheader,nounits'], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'ignore'] });
+    out = execFileSync('nvidia-smi', ['--query-gpu=name,memory.total,memory.used', '--format=csv,noheader,nounits'], {
+      encoding: 'utf8',
+      timeout: 10_000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
   } catch {
     return null; // not installed or not working: fall through
   }
   const row = pickGpuRow(parseNvidiaSmi(out), adapter);
   if (!row) return null;
-  return { totalBytes: row.totalBytes, availableBytes: Math.max(0, row.totalBytes - row.usedBytes), source: `nvidia-smi (${row.name})` };
+  return {
+    totalBytes: row.totalBytes,
+    availableBytes: Math.max(0, row.totalBytes - row.usedBytes),
+    source: `nvidia-smi (${row.name})`,
+  };
 }
 
 function fromAmdgpuSysfs(): DeviceMemory | null {
@@ -117,7 +140,11 @@ function fromAmdgpuSysfs(): DeviceMemory | null {
   }
   if (cards.length === 0) return null;
   const card = cards.reduce((a, b) => (b.totalBytes < a.totalBytes ? b : a));
-  return { totalBytes: card.totalBytes, availableBytes: Math.max(0, card.totalBytes - card.usedBytes), source: `amdgpu sysfs (${card.name})` };
+  return {
+    totalBytes: card.totalBytes,
+    availableBytes: Math.max(0, card.totalBytes - card.usedBytes),
+    source: `amdgpu sysfs (${card.name})`,
+  };
 }
 
 function fromSystemRam(): DeviceMemory {

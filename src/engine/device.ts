@@ -63,8 +63,19 @@ export class OutOfMemoryError extends RuntimeFailure {
   }
 }
 
-export type FeatureName = 'subgroups' | 'timestamp-query' | 'chromium-experimental-subgroup-matrix' | 'shader-f16' | 'subgroup-size-control';
-export const OPTIONAL_FEATURES: readonly FeatureName[] = ['subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix', 'shader-f16', 'subgroup-size-control'];
+export type FeatureName =
+  | 'subgroups'
+  | 'timestamp-query'
+  | 'chromium-experimental-subgroup-matrix'
+  | 'shader-f16'
+  | 'subgroup-size-control';
+export const OPTIONAL_FEATURES: readonly FeatureName[] = [
+  'subgroups',
+  'timestamp-query',
+  'chromium-experimental-subgroup-matrix',
+  'shader-f16',
+  'subgroup-size-control',
+];
 
 /**
  * Dawn toggles a user may switch on with FINLLM_DAWN_TOGGLES (comma-separated), for measurement:
@@ -88,12 +99,20 @@ export interface SubgroupMatrixConfig {
 }
 
 /** The Dawn instance flags: toggles on and off, plus backend / adapter choice. */
-export function instanceFlags(env: NodeJS.ProcessEnv = process.env, opts: { backend?: string; adapter?: string } = {}): { flags: string[]; toggles: string[] } {
+export function instanceFlags(
+  env: NodeJS.ProcessEnv = process.env,
+  opts: { backend?: string; adapter?: string } = {},
+): { flags: string[]; toggles: string[] } {
   const enable = ['allow_unsafe_apis'];
   if (env.FINLLM_F16_ON_NVIDIA !== '0') enable.push('vulkan_enable_f16_on_nvidia');
-  for (const t of (env.FINLLM_DAWN_TOGGLES ?? '').split(',').map((x) => x.trim()).filter(Boolean)) {
+  for (const t of (env.FINLLM_DAWN_TOGGLES ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)) {
     if (!(OPT_IN_TOGGLES as readonly string[]).includes(t)) {
-      throw new InputError(`unknown toggle '${t}'; expected a comma-separated list of ${OPT_IN_TOGGLES.join(', ')}`, { key: 'FINLLM_DAWN_TOGGLES' });
+      throw new InputError(`unknown toggle '${t}'; expected a comma-separated list of ${OPT_IN_TOGGLES.join(', ')}`, {
+        key: 'FINLLM_DAWN_TOGGLES',
+      });
     }
     if (!enable.includes(t)) enable.push(t);
   }
@@ -107,10 +126,16 @@ export function instanceFlags(env: NodeJS.ProcessEnv = process.env, opts: { back
 
 /** FINLLM_DISABLE_FEATURES parsed and checked against the optional feature names. */
 export function disabledFeatures(value: string | undefined): FeatureName[] {
-  const names = (value ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  const names = (value ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
   for (const n of names) {
     if (!(OPTIONAL_FEATURES as readonly string[]).includes(n)) {
-      throw new InputError(`unknown feature '${n}'; expected a comma-separated list of ${OPTIONAL_FEATURES.join(', ')}`, { key: 'FINLLM_DISABLE_FEATURES' });
+      throw new InputError(
+        `unknown feature '${n}'; expected a comma-separated list of ${OPTIONAL_FEATURES.join(', ')}`,
+        { key: 'FINLLM_DISABLE_FEATURES' },
+      );
     }
   }
   return names as FeatureName[];
@@ -261,7 +286,17 @@ export class GpuDevice {
    * them family by family to account its CPU time: bench/profile-step.ts). Null: nothing observes.
    */
   onDispatch: ((spec: DispatchSpec) => void) | null = null;
-  readonly stats: DeviceStats = { dispatches: 0, passes: 0, submits: 0, bindGroups: 0, buffersCreated: 0, writes: 0, writeBytes: 0, readbacks: 0, readBytes: 0 };
+  readonly stats: DeviceStats = {
+    dispatches: 0,
+    passes: 0,
+    submits: 0,
+    bindGroups: 0,
+    buffersCreated: 0,
+    writes: 0,
+    writeBytes: 0,
+    readbacks: 0,
+    readBytes: 0,
+  };
   private passTiming: PassTiming | null = null;
 
   private constructor(gpu: GPU, adapter: GPUAdapter, device: GPUDevice, features: Set<FeatureName>, toggles: string[]) {
@@ -283,13 +318,22 @@ export class GpuDevice {
     const description = `${ai.vendor} ${ai.architecture} ${ai.device} ${ai.description}`.trim();
     const isSoftware = /llvmpipe|lavapipe|swiftshader|software/i.test(description);
     this.info = {
-      vendor: ai.vendor, architecture: ai.architecture, device: ai.device, description: ai.description,
-      isSoftware, cpuKernels: isSoftware && !forceGpuShapes(),
+      vendor: ai.vendor,
+      architecture: ai.architecture,
+      device: ai.device,
+      description: ai.description,
+      isSoftware,
+      cpuKernels: isSoftware && !forceGpuShapes(),
     };
     const anyInfo = ai as unknown as { subgroupMinSize?: number; subgroupMaxSize?: number };
     this.subgroupSize = { min: anyInfo.subgroupMinSize ?? 0, max: anyInfo.subgroupMaxSize ?? 0 };
-    this.subgroupMatrixConfigs = features.has('chromium-experimental-subgroup-matrix') ? Object.freeze(readSubgroupMatrixConfigs(ai)) : [];
-    this.uniformBuffer = device.createBuffer({ size: UNIFORM_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    this.subgroupMatrixConfigs = features.has('chromium-experimental-subgroup-matrix')
+      ? Object.freeze(readSubgroupMatrixConfigs(ai))
+      : [];
+    this.uniformBuffer = device.createBuffer({
+      size: UNIFORM_BYTES,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
     device.lost.then((info) => {
       this.lostReason = `${info.reason}: ${info.message}`;
       if (info.reason !== 'destroyed') process.stderr.write(`finllm: GPU device lost (${this.lostReason})\n`);
@@ -340,7 +384,9 @@ export class GpuDevice {
   }
 
   get name(): string {
-    return [this.info.vendor, this.info.device || this.info.architecture, this.info.description].filter(Boolean).join(' ');
+    return [this.info.vendor, this.info.device || this.info.architecture, this.info.description]
+      .filter(Boolean)
+      .join(' ');
   }
 
   has(feature: FeatureName): boolean {
@@ -349,7 +395,10 @@ export class GpuDevice {
 
   /** Whether the adapter multiplies f16 subgroup matrices into f32 accumulators (tensor cores in f16). */
   hasF16SubgroupMatrix(): boolean {
-    return this.has('shader-f16') && this.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32');
+    return (
+      this.has('shader-f16') &&
+      this.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32')
+    );
   }
 
   private checkAlive(): void {
@@ -370,7 +419,11 @@ export class GpuDevice {
     this.device.pushErrorScope('validation');
     const module = this.device.createShaderModule({ code: src, label: key });
     const layout = this.explicitLayout(src, key);
-    const pipeline = this.device.createComputePipeline({ layout: layout ?? 'auto', compute: { module, entryPoint }, label: key });
+    const pipeline = this.device.createComputePipeline({
+      layout: layout ?? 'auto',
+      compute: { module, entryPoint },
+      label: key,
+    });
     if (layout) this.dynamicUniform.add(pipeline);
     // Errors are reported asynchronously; a failing pipeline is caught by validatePipelines().
     const scope = this.device.popErrorScope();
@@ -380,7 +433,9 @@ export class GpuDevice {
         const info = await module.getCompilationInfo();
         const lines = info.messages
           .filter((m) => m.type === 'error')
-          .map((m) => `  line ${m.lineNum}:${m.linePos}: ${m.message}  | ${src.split('\n')[m.lineNum - 1]?.trim() ?? ''}`);
+          .map(
+            (m) => `  line ${m.lineNum}:${m.linePos}: ${m.message}  | ${src.split('\n')[m.lineNum - 1]?.trim() ?? ''}`,
+          );
         this.pipelines.delete(key);
         throw new KernelCompileError(`kernel '${key}' failed to compile:\n${lines.join('\n') || err.message}`);
       }),
@@ -400,7 +455,11 @@ export class GpuDevice {
    * group. Null (layout 'auto') for any other shape of bindings.
    */
   private explicitLayout(src: string, key: string): GPUPipelineLayout | null {
-    const decl = [...src.matchAll(/@group\((\d+)\)\s*@binding\((\d+)\)\s*var<\s*(uniform|storage)\s*(?:,\s*(read_write|read)\s*)?>/g)];
+    const decl = [
+      ...src.matchAll(
+        /@group\((\d+)\)\s*@binding\((\d+)\)\s*var<\s*(uniform|storage)\s*(?:,\s*(read_write|read)\s*)?>/g,
+      ),
+    ];
     if (decl.length === 0 || decl.some((d) => d[1] !== '0')) return null;
     const bindingCount = (src.match(/@binding\(/g) ?? []).length;
     if (bindingCount !== decl.length) return null;
@@ -409,7 +468,10 @@ export class GpuDevice {
     const entries: GPUBindGroupLayoutEntry[] = decl.map((d) => ({
       binding: Number(d[2]),
       visibility: GPUShaderStage.COMPUTE,
-      buffer: d[3] === 'uniform' ? { type: 'uniform', hasDynamicOffset: true } : { type: d[4] === 'read_write' ? 'storage' : 'read-only-storage' },
+      buffer:
+        d[3] === 'uniform'
+          ? { type: 'uniform', hasDynamicOffset: true }
+          : { type: d[4] === 'read_write' ? 'storage' : 'read-only-storage' },
     }));
     if (uniform.length === 0) return null;
     const bindGroupLayout = this.device.createBindGroupLayout({ entries, label: key });
@@ -512,7 +574,10 @@ export class GpuDevice {
     this.checkAlive();
     const [x, y = 1, z = 1] = spec.workgroups;
     const max = this.limits.maxComputeWorkgroupsPerDimension;
-    if (x > max || y > max || z > max) throw new GpuError(`dispatch (${x}, ${y}, ${z}) exceeds ${max} workgroups per dimension (${spec.pipeline.label})`);
+    if (x > max || y > max || z > max)
+      throw new GpuError(
+        `dispatch (${x}, ${y}, ${z}) exceeds ${max} workgroups per dimension (${spec.pipeline.label})`,
+      );
     if (x === 0 || y === 0 || z === 0) return;
     const uniformOffset = spec.uniforms ? this.uniformSlot(spec.uniforms) : -1;
     // With a dynamic uniform offset the bind group covers [0, size) and the offset comes with setBindGroup.
@@ -523,8 +588,13 @@ export class GpuDevice {
     if (!bindGroup) {
       const entries: GPUBindGroupEntry[] = [];
       let binding = 0;
-      if (spec.uniforms) entries.push({ binding: binding++, resource: { buffer: this.uniformBuffer, offset: dynamic ? 0 : uniformOffset, size: spec.uniforms.byteLength } });
-      for (const b of spec.buffers) entries.push({ binding: binding++, resource: { buffer: b.buffer, offset: b.offset ?? 0, size: b.size } });
+      if (spec.uniforms)
+        entries.push({
+          binding: binding++,
+          resource: { buffer: this.uniformBuffer, offset: dynamic ? 0 : uniformOffset, size: spec.uniforms.byteLength },
+        });
+      for (const b of spec.buffers)
+        entries.push({ binding: binding++, resource: { buffer: b.buffer, offset: b.offset ?? 0, size: b.size } });
       bindGroup = this.device.createBindGroup({ layout: spec.pipeline.getBindGroupLayout(0), entries });
       this.stats.bindGroups++;
       if (this.bindGroups.size >= BIND_GROUP_CACHE) this.bindGroups.clear();
@@ -548,7 +618,13 @@ export class GpuDevice {
     }
     if (this.uniformUsed > this.uniformDirty) {
       // Queue order: this write lands after every earlier submit ran and before this one.
-      this.queueWrite(this.uniformBuffer, this.uniformDirty, this.uniformStaging, this.uniformDirty, this.uniformUsed - this.uniformDirty);
+      this.queueWrite(
+        this.uniformBuffer,
+        this.uniformDirty,
+        this.uniformStaging,
+        this.uniformDirty,
+        this.uniformUsed - this.uniformDirty,
+      );
       this.uniformDirty = this.uniformUsed;
     }
     this.device.queue.submit([this.encoder.finish()]);
@@ -557,7 +633,13 @@ export class GpuDevice {
   }
 
   /** queue.writeBuffer, counted. */
-  private queueWrite(buffer: GPUBuffer, offset: number, data: Uint8Array, dataOffset = 0, size = data.byteLength - dataOffset): void {
+  private queueWrite(
+    buffer: GPUBuffer,
+    offset: number,
+    data: Uint8Array,
+    dataOffset = 0,
+    size = data.byteLength - dataOffset,
+  ): void {
     this.stats.writes++;
     this.stats.writeBytes += size;
     this.device.queue.writeBuffer(buffer, offset, data, dataOffset, size);
@@ -590,7 +672,9 @@ export class GpuDevice {
    */
   stagingBuffer(bytes: number): GPUBuffer {
     const size = Math.max(256, 2 ** Math.ceil(Math.log2(bytes)));
-    return this.stagingFree.get(size)?.pop() ?? this.createBuffer(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+    return (
+      this.stagingFree.get(size)?.pop() ?? this.createBuffer(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST)
+    );
   }
 
   releaseStaging(buf: GPUBuffer): void {
@@ -642,10 +726,15 @@ export class GpuDevice {
     }
     this.flush();
     const querySet = this.device.createQuerySet({ type: 'timestamp', count: 2 });
-    const resolve = this.device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const resolve = this.device.createBuffer({
+      size: 16,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
     const staging = this.device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     this.encoder = this.device.createCommandEncoder();
-    this.pass = this.encoder.beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
+    this.pass = this.encoder.beginComputePass({
+      timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+    });
     fn();
     const enc = this.commandEncoder();
     enc.resolveQuerySet(querySet, 0, 2, resolve, 0);
@@ -708,7 +797,10 @@ class PassTiming {
     if (this.used % PASS_QUERIES === 0) {
       this.sets.push({
         querySet: this.device.createQuerySet({ type: 'timestamp', count: PASS_QUERIES }),
-        resolve: this.device.createBuffer({ size: PASS_QUERIES * 8, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC }),
+        resolve: this.device.createBuffer({
+          size: PASS_QUERIES * 8,
+          usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+        }),
       });
     }
     const set = this.sets[this.sets.length - 1]!;

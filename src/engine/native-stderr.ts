@@ -13,13 +13,25 @@
 // child_process gives a child; a file opened without O_APPEND, whose offset other processes may
 // share; a non-Linux system) the call runs unchanged: the CLI then relays its stderr through a
 // parent process instead (src/cli/stderr-relay.ts).
-import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, type Stats, unlinkSync, writeSync } from 'node:fs';
+
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  openSync,
+  readFileSync,
+  readSync,
+  type Stats,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 
 /** The known-harmless native notices that are dropped (exactly these lines, nothing else). */
-export const DAWN_LIMIT_NOTICE = /^Warning: maxDynamic(?:Uniform|Storage)BuffersPerPipelineLayout artificially reduced from \d+ to \d+ to fit dynamic offset allocation limit\.$/;
+export const DAWN_LIMIT_NOTICE =
+  /^Warning: maxDynamic(?:Uniform|Storage)BuffersPerPipelineLayout artificially reduced from \d+ to \d+ to fit dynamic offset allocation limit\.$/;
 
 /** `text` without the lines matching `drop`; every other byte is kept. */
 export function dropLines(text: string, drop: RegExp): string {

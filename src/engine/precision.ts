@@ -27,7 +27,8 @@ export function computePrecision(): Precision {
 
 /** Sets the process-wide precision (the trainer and the eval/generate verbs do, once, at start). */
 export function setComputePrecision(p: Precision): void {
-  if (p !== 'fp32' && p !== 'fp16-mixed') throw new RangeError(`unknown precision '${String(p)}' (expected fp32 or fp16-mixed)`);
+  if (p !== 'fp32' && p !== 'fp16-mixed')
+    throw new RangeError(`unknown precision '${String(p)}' (expected fp32 or fp16-mixed)`);
   current = p;
 }
 

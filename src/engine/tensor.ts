@@ -1,7 +1,7 @@
 // Tensors: a shape, a dtype and a pooled GPU buffer, reference counted so views (reshape) share
 // storage, and freed deterministically by `tidy` scopes. Reading back to the CPU is explicit.
 import { type Device, getDevice, type MemoryContext, OutOfMemoryError } from './device.js';
-import { deviceMemory, type DeviceMemory } from './device-memory.js';
+import { type DeviceMemory, deviceMemory } from './device-memory.js';
 
 /**
  * Element types.
@@ -112,14 +112,22 @@ export class BufferPool {
   }
 
   stats(): { liveBytes: number; peakBytes: number; cachedBytes: number; liveBuffers: number } {
-    return { liveBytes: this.liveBytes, peakBytes: this.peakBytes, cachedBytes: this.cachedBytes, liveBuffers: this.liveBuffers };
+    return {
+      liveBytes: this.liveBytes,
+      peakBytes: this.peakBytes,
+      cachedBytes: this.cachedBytes,
+      liveBuffers: this.liveBuffers,
+    };
   }
 }
 
 /** Storage shared by a tensor and its views; returned to the pool when the last holder releases it. */
 class Storage {
   refs = 1;
-  constructor(readonly buffer: GPUBuffer, readonly pool: BufferPool) {}
+  constructor(
+    readonly buffer: GPUBuffer,
+    readonly pool: BufferPool,
+  ) {}
   retain(): void {
     if (this.refs <= 0) throw new Error('use of a freed tensor storage');
     this.refs++;
@@ -165,7 +173,8 @@ export class Engine {
     if (!scope) throw new Error('popScope without pushScope');
     const kept = new Set(keep);
     for (const t of scope) {
-      if (kept.has(t)) this.track(t); // hand over to the enclosing scope
+      if (kept.has(t))
+        this.track(t); // hand over to the enclosing scope
       else if (!t.disposed && !t.isKept) t.dispose();
     }
   }
@@ -203,7 +212,16 @@ export function withEngine<T>(e: Engine, fn: () => T): T {
 }
 
 /** Anything that collects tensors: plain arrays, objects, maps, nested. */
-export type TensorContainer = Tensor | null | undefined | void | number | string | boolean | TensorContainer[] | { [k: string]: TensorContainer };
+export type TensorContainer =
+  | Tensor
+  | null
+  | undefined
+  | void
+  | number
+  | string
+  | boolean
+  | TensorContainer[]
+  | { [k: string]: TensorContainer };
 
 function collect(value: unknown, out: Set<Tensor>, seen = new Set<unknown>()): void {
   if (value instanceof Tensor) out.add(value);
@@ -211,7 +229,8 @@ function collect(value: unknown, out: Set<Tensor>, seen = new Set<unknown>()): v
     seen.add(value);
     if (Array.isArray(value)) for (const v of value) collect(v, out, seen);
     else if (value instanceof Map) for (const v of value.values()) collect(v, out, seen);
-    else if (Object.getPrototypeOf(value) === Object.prototype) for (const v of Object.values(value)) collect(v, out, seen);
+    else if (Object.getPrototypeOf(value) === Object.prototype)
+      for (const v of Object.values(value)) collect(v, out, seen);
   }
 }
 
@@ -258,13 +277,18 @@ export class Tensor {
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
     this.numel = numelOf(shape);
-    this.storage = storage === undefined ? new Storage(e.pool.acquire(storageBytes(dtype, this.numel)), e.pool) : storage;
+    this.storage =
+      storage === undefined ? new Storage(e.pool.acquire(storageBytes(dtype, this.numel)), e.pool) : storage;
     e.track(this);
   }
 
   get buffer(): GPUBuffer {
-    if (this.disposed) throw new Error(`use of a disposed tensor${this.name ? ` '${this.name}'` : ''} [${this.shape.join(', ')}]`);
-    if (!this.storage) throw new Error(`use of an unbound tensor [${this.shape.join(', ')}] (a recomputed saved tensor read outside its backward rule)`);
+    if (this.disposed)
+      throw new Error(`use of a disposed tensor${this.name ? ` '${this.name}'` : ''} [${this.shape.join(', ')}]`);
+    if (!this.storage)
+      throw new Error(
+        `use of an unbound tensor [${this.shape.join(', ')}] (a recomputed saved tensor read outside its backward rule)`,
+      );
     return this.storage.buffer;
   }
 
@@ -304,15 +328,23 @@ export class Tensor {
   }
 
   /** Uploads CPU data. 16-bit dtypes take the raw u16 bit patterns (Uint16Array). */
-  static from(data: Float32Array | Int32Array | Uint32Array | Uint16Array | number[], shape: readonly number[], dtype?: DType): Tensor {
+  static from(
+    data: Float32Array | Int32Array | Uint32Array | Uint16Array | number[],
+    shape: readonly number[],
+    dtype?: DType,
+  ): Tensor {
     const dt: DType = dtype ?? (data instanceof Int32Array ? 'i32' : data instanceof Uint32Array ? 'u32' : 'f32');
     const n = numelOf(shape);
-    if (data.length !== n) throw new RangeError(`Tensor.from: ${data.length} values for shape [${shape.join(', ')}] (${n} elements)`);
+    if (data.length !== n)
+      throw new RangeError(`Tensor.from: ${data.length} values for shape [${shape.join(', ')}] (${n} elements)`);
     let view: ArrayBufferView;
-    if (Array.isArray(data)) view = dt === 'i32' ? Int32Array.from(data) : dt === 'u32' ? Uint32Array.from(data) : Float32Array.from(data);
+    if (Array.isArray(data))
+      view = dt === 'i32' ? Int32Array.from(data) : dt === 'u32' ? Uint32Array.from(data) : Float32Array.from(data);
     else view = data;
     if ((dt === 'bf16' || dt === 'f16') !== view instanceof Uint16Array) {
-      throw new TypeError(`Tensor.from: dtype ${dt} needs ${dt === 'bf16' || dt === 'f16' ? 'a Uint16Array of raw bits' : 'a 32-bit array'}`);
+      throw new TypeError(
+        `Tensor.from: dtype ${dt} needs ${dt === 'bf16' || dt === 'f16' ? 'a Uint16Array of raw bits' : 'a 32-bit array'}`,
+      );
     }
     const t = new Tensor(shape, dt);
     engine().dev.write(t.buffer, 0, view);
@@ -327,7 +359,8 @@ export class Tensor {
       const rest = numelOf(resolved.filter((_, i) => i !== infer));
       resolved[infer] = rest === 0 ? 0 : this.numel / rest;
     }
-    if (numelOf(resolved) !== this.numel) throw new RangeError(`reshape [${this.shape.join(', ')}] -> [${shape.join(', ')}]: element counts differ`);
+    if (numelOf(resolved) !== this.numel)
+      throw new RangeError(`reshape [${this.shape.join(', ')}] -> [${shape.join(', ')}]: element counts differ`);
     const storage = this.storage;
     if (!storage) throw new Error(`reshape of an unbound tensor [${this.shape.join(', ')}]`);
     storage.retain();
@@ -339,7 +372,8 @@ export class Tensor {
    * batch: kernels bind exactly those bytes.
    */
   front(shape: readonly number[]): Tensor {
-    if (numelOf(shape) > this.numel) throw new RangeError(`front [${shape.join(', ')}] of a [${this.shape.join(', ')}] tensor: too many elements`);
+    if (numelOf(shape) > this.numel)
+      throw new RangeError(`front [${shape.join(', ')}] of a [${this.shape.join(', ')}] tensor: too many elements`);
     const storage = this.storage;
     if (!storage) throw new Error(`front of an unbound tensor [${this.shape.join(', ')}]`);
     storage.retain();
@@ -366,10 +400,14 @@ export class Tensor {
   async read(): Promise<Float32Array | Int32Array | Uint32Array | Uint16Array> {
     const raw = await engine().dev.read(this.buffer, 0, this.numel * bytesPerElement(this.dtype));
     switch (this.dtype) {
-      case 'f32': return new Float32Array(raw);
-      case 'i32': return new Int32Array(raw);
-      case 'u32': return new Uint32Array(raw);
-      default: return new Uint16Array(raw);
+      case 'f32':
+        return new Float32Array(raw);
+      case 'i32':
+        return new Int32Array(raw);
+      case 'u32':
+        return new Uint32Array(raw);
+      default:
+        return new Uint16Array(raw);
     }
   }
 

@@ -7,11 +7,12 @@
 // cannot remove its temp; the next write to the same destination removes the temps of processes
 // that no longer run. SIGINT / SIGTERM during a write remove the temps in progress before the
 // process dies, unless another handler (the trainer's graceful stop) takes the signal.
-import { mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, rmdir, stat, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join, resolve, sep } from 'node:path';
+
 import { randomBytes } from 'node:crypto';
-import { InputError, describeSystemError } from '../errors.js';
+import { mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { type FileHandle, mkdir, open, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve, sep } from 'node:path';
+import { describeSystemError, InputError } from '../errors.js';
 
 /** Sequential writer handed to a streaming callback. */
 export interface ByteSink {
@@ -116,10 +117,18 @@ function aboutDestination(err: unknown, temp: string, dest: string): unknown {
 /** The InputError for a destination folder that cannot be created (a file in the way, permissions). */
 function cannotCreate(folder: string, err: unknown): Error {
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'EEXIST' || code === 'ENOTDIR') return new InputError('cannot create this folder: a file is in the way (it or a parent exists and is not a folder)', { file: folder });
-  if (code === 'ENOENT') return new InputError('cannot create this folder: the file system refused (no such file or directory)', { file: folder });
+  if (code === 'EEXIST' || code === 'ENOTDIR')
+    return new InputError(
+      'cannot create this folder: a file is in the way (it or a parent exists and is not a folder)',
+      { file: folder },
+    );
+  if (code === 'ENOENT')
+    return new InputError('cannot create this folder: the file system refused (no such file or directory)', {
+      file: folder,
+    });
   const info = describeSystemError(err);
-  if (info?.inputProblem) return new InputError(`cannot create this folder: ${info.message.replace(/^.*?: /, '')}`, { file: folder });
+  if (info?.inputProblem)
+    return new InputError(`cannot create this folder: ${info.message.replace(/^.*?: /, '')}`, { file: folder });
   return err instanceof Error ? err : new Error(String(err));
 }
 
@@ -179,7 +188,11 @@ export function checkFolderDestination(folder: string): void {
       if (code !== 'ENOENT') throw cannotCreate(folder, err);
       isDirectory = null;
     }
-    if (isDirectory === false) throw new InputError('cannot create this folder: a file is in the way (it or a parent exists and is not a folder)', { file: folder });
+    if (isDirectory === false)
+      throw new InputError(
+        'cannot create this folder: a file is in the way (it or a parent exists and is not a folder)',
+        { file: folder },
+      );
     if (isDirectory === true || dirname(p) === p) return;
   }
 }
@@ -296,7 +309,8 @@ async function checkOutputFolder(out: string): Promise<boolean> {
   const s = await stat(out).catch(() => null);
   if (!s) return false;
   if (!s.isDirectory()) throw new InputError('output path exists and is not a folder', { file: out });
-  if ((await readdir(out)).length > 0) throw new InputError('output folder exists and is not empty; choose a new folder', { file: out });
+  if ((await readdir(out)).length > 0)
+    throw new InputError('output folder exists and is not empty; choose a new folder', { file: out });
   return true;
 }
 
@@ -307,7 +321,11 @@ async function checkOutputFolder(out: string): Promise<boolean> {
  * only once the new one is complete (a crash in between leaves both as temps, never a half-written
  * folder under the final name).
  */
-export async function writeFolderAtomic(dest: string, fill: (dir: string) => Promise<void>, opts: { replace?: boolean } = {}): Promise<void> {
+export async function writeFolderAtomic(
+  dest: string,
+  fill: (dir: string) => Promise<void>,
+  opts: { replace?: boolean } = {},
+): Promise<void> {
   const out = resolve(dest);
   const replacing = opts.replace === true && (await stat(out).catch(() => null))?.isDirectory() === true;
   const emptyExists = replacing ? false : await checkOutputFolder(out);

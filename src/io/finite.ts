@@ -42,7 +42,10 @@ export interface NonFiniteTensor {
 
 /** "tensor 'a' has 3 non-finite values (NaN or ±Inf); tensor 'b' has 1 ..." (the first few). */
 export function describeNonFinite(found: readonly NonFiniteTensor[], shown = 3): string {
-  const parts = found.slice(0, shown).map((f) => `tensor '${f.name}' has ${f.count} non-finite value${f.count === 1 ? '' : 's'} (NaN or ±Inf)`);
-  const more = found.length > shown ? `; and ${found.length - shown} more tensor${found.length - shown === 1 ? '' : 's'}` : '';
+  const parts = found
+    .slice(0, shown)
+    .map((f) => `tensor '${f.name}' has ${f.count} non-finite value${f.count === 1 ? '' : 's'} (NaN or ±Inf)`);
+  const more =
+    found.length > shown ? `; and ${found.length - shown} more tensor${found.length - shown === 1 ? '' : 's'}` : '';
   return parts.join('; ') + more;
 }

@@ -11,7 +11,7 @@
 // The scale is rounded to f16 for storage, but the codes are computed from the f32 scale, as ggml
 // does; every step is done in f32 (Math.fround) so the codes match ggml's C code exactly.
 // Rows are quantized independently (a row's length must be a multiple of the block size).
-import { f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16, bf16ArrayToF32, f32ToF16, f16ToF32 } from './dtype.js';
+import { bf16ArrayToF32, f16ArrayToF32, f16ToF32, f32ArrayToBf16, f32ArrayToF16, f32ToF16 } from './dtype.js';
 
 /** ggml_type ids (ggml.h) of the encodings finllm reads and writes. */
 export const GGML_TYPE = { F32: 0, F16: 1, Q4_0: 2, Q5_0: 6, Q8_0: 8, Q4_K: 12, Q5_K: 13, Q6_K: 14, BF16: 30 } as const;
@@ -38,9 +38,32 @@ export const GGML_LAYOUT: Record<GgmlTypeName, TypeLayout> = {
 
 /** Names of the ggml types finllm does not read, for error messages (ggml.h's enum ggml_type). */
 const OTHER_GGML_TYPES: Record<number, string> = {
-  3: 'Q4_1', 7: 'Q5_1', 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS',
-  18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S', 22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32',
-  27: 'I64', 28: 'F64', 29: 'IQ1_M', 34: 'TQ1_0', 35: 'TQ2_0', 39: 'MXFP4', 40: 'NVFP4', 41: 'Q1_0', 42: 'Q2_0',
+  3: 'Q4_1',
+  7: 'Q5_1',
+  9: 'Q8_1',
+  10: 'Q2_K',
+  11: 'Q3_K',
+  15: 'Q8_K',
+  16: 'IQ2_XXS',
+  17: 'IQ2_XS',
+  18: 'IQ3_XXS',
+  19: 'IQ1_S',
+  20: 'IQ4_NL',
+  21: 'IQ3_S',
+  22: 'IQ2_S',
+  23: 'IQ4_XS',
+  24: 'I8',
+  25: 'I16',
+  26: 'I32',
+  27: 'I64',
+  28: 'F64',
+  29: 'IQ1_M',
+  34: 'TQ1_0',
+  35: 'TQ2_0',
+  39: 'MXFP4',
+  40: 'NVFP4',
+  41: 'Q1_0',
+  42: 'Q2_0',
 };
 
 /** "Q5_K (13)" for a ggml type id, "type 99" for an unknown one. */
@@ -56,7 +79,8 @@ export function ggmlTypeName(id: number): GgmlTypeName | undefined {
 /** Bytes a tensor of `numel` values with rows of `rowLength` takes in `type`. */
 export function ggmlByteSize(type: GgmlTypeName, numel: number, rowLength: number): number {
   const { block, bytes } = GGML_LAYOUT[type];
-  if (rowLength % block !== 0) throw new RangeError(`${type} needs rows of a multiple of ${block} values, got ${rowLength}`);
+  if (rowLength % block !== 0)
+    throw new RangeError(`${type} needs rows of a multiple of ${block} values, got ${rowLength}`);
   return (numel / block) * bytes;
 }
 
@@ -225,7 +249,15 @@ const fitAux = new Uint8Array(32);
  * `w`-weighted squared error over the grids nmax + rmin + rdelta·k, k = 0..nstep, each refit by least
  * squares (ggml's make_qkx2_quants). Writes the codes to `L`; returns [scale, min ≥ 0].
  */
-function fitScaleMin(x: Float32Array, w: Float32Array, L: Uint8Array, nmax: number, rmin: number, rdelta: number, nstep: number): [number, number] {
+function fitScaleMin(
+  x: Float32Array,
+  w: Float32Array,
+  L: Uint8Array,
+  nmax: number,
+  rmin: number,
+  rdelta: number,
+  nstep: number,
+): [number, number] {
   const n = x.length;
   let min = x[0]!;
   let max = x[0]!;
@@ -349,7 +381,8 @@ function quantizeScaleMinK(x: Float32Array, type: 'Q4_K' | 'Q5_K'): Uint8Array {
       const ds = fr(d * sc);
       if (ds === 0) continue; // the codes of the search stay (they decode to -dmin·m either way)
       const dm = fr(dmin * m);
-      for (let i = 32 * s; i < 32 * s + 32; i++) L[i] = Math.max(0, Math.min(nmax, nearestInt(fr(fr(xb[i]! + dm) / ds))));
+      for (let i = 32 * s; i < 32 * s + 32; i++)
+        L[i] = Math.max(0, Math.min(nmax, nearestInt(fr(fr(xb[i]! + dm) / ds))));
     }
     // Low 4 bits: two sub-blocks per 32 bytes (low / high nibble); Q5_K's 5th bit of value l of
     // sub-block s is bit s of qh[l].
@@ -536,15 +569,24 @@ function bytesOf(a: Float32Array | Uint16Array): Uint8Array {
 export function encodeGgml(type: GgmlTypeName, x: Float32Array, rowLength: number): Uint8Array {
   ggmlByteSize(type, x.length, rowLength); // checks the row length
   switch (type) {
-    case 'F32': return bytesOf(x);
-    case 'F16': return bytesOf(f32ArrayToF16(x));
-    case 'BF16': return bytesOf(f32ArrayToBf16(x));
-    case 'Q8_0': return quantizeQ8_0(x);
-    case 'Q4_0': return quantizeQ4_0(x);
-    case 'Q5_0': return quantizeQ5_0(x);
-    case 'Q4_K': return quantizeQ4_K(x);
-    case 'Q5_K': return quantizeQ5_K(x);
-    case 'Q6_K': return quantizeQ6_K(x);
+    case 'F32':
+      return bytesOf(x);
+    case 'F16':
+      return bytesOf(f32ArrayToF16(x));
+    case 'BF16':
+      return bytesOf(f32ArrayToBf16(x));
+    case 'Q8_0':
+      return quantizeQ8_0(x);
+    case 'Q4_0':
+      return quantizeQ4_0(x);
+    case 'Q5_0':
+      return quantizeQ5_0(x);
+    case 'Q4_K':
+      return quantizeQ4_K(x);
+    case 'Q5_K':
+      return quantizeQ5_K(x);
+    case 'Q6_K':
+      return quantizeQ6_K(x);
   }
 }
 
@@ -552,14 +594,23 @@ export function encodeGgml(type: GgmlTypeName, x: Float32Array, rowLength: numbe
 export function decodeGgml(type: GgmlTypeName, bytes: Uint8Array, numel: number): Float32Array {
   // Copy 16/32-bit data to an aligned buffer first: the bytes may sit at any offset of a file read.
   switch (type) {
-    case 'F32': return new Float32Array(bytes.slice(0, numel * 4).buffer);
-    case 'F16': return f16ArrayToF32(new Uint16Array(bytes.slice(0, numel * 2).buffer));
-    case 'BF16': return bf16ArrayToF32(new Uint16Array(bytes.slice(0, numel * 2).buffer));
-    case 'Q8_0': return dequantizeQ8_0(bytes, numel);
-    case 'Q4_0': return dequantizeQ4_0(bytes, numel);
-    case 'Q5_0': return dequantizeQ5_0(bytes, numel);
-    case 'Q4_K': return dequantizeQ4_K(bytes, numel);
-    case 'Q5_K': return dequantizeQ5_K(bytes, numel);
-    case 'Q6_K': return dequantizeQ6_K(bytes, numel);
+    case 'F32':
+      return new Float32Array(bytes.slice(0, numel * 4).buffer);
+    case 'F16':
+      return f16ArrayToF32(new Uint16Array(bytes.slice(0, numel * 2).buffer));
+    case 'BF16':
+      return bf16ArrayToF32(new Uint16Array(bytes.slice(0, numel * 2).buffer));
+    case 'Q8_0':
+      return dequantizeQ8_0(bytes, numel);
+    case 'Q4_0':
+      return dequantizeQ4_0(bytes, numel);
+    case 'Q5_0':
+      return dequantizeQ5_0(bytes, numel);
+    case 'Q4_K':
+      return dequantizeQ4_K(bytes, numel);
+    case 'Q5_K':
+      return dequantizeQ5_K(bytes, numel);
+    case 'Q6_K':
+      return dequantizeQ6_K(bytes, numel);
   }
 }

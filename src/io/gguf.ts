@@ -7,10 +7,18 @@
 // Strings are a u64 byte length + UTF-8 bytes; arrays a value type u32 + count u64 + items.
 // Tensor encodings (F32/F16/BF16, Q8_0/Q4_0/Q5_0, Q4_K/Q6_K) live in ggml-quants.ts. The writer streams one tensor
 // at a time into a temp file renamed into place (atomic.ts); the reader decodes one tensor at a time.
-import { open, type FileHandle } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { InputError } from '../errors.js';
 import { writeFileAtomicStreaming } from './atomic.js';
-import { GGML_TYPE, decodeGgml, describeGgmlType, encodeGgml, ggmlByteSize, ggmlTypeName, type GgmlTypeName } from './ggml-quants.js';
+import {
+  decodeGgml,
+  describeGgmlType,
+  encodeGgml,
+  GGML_TYPE,
+  type GgmlTypeName,
+  ggmlByteSize,
+  ggmlTypeName,
+} from './ggml-quants.js';
 
 const MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 const VERSION = 3;
@@ -18,7 +26,19 @@ export const GGUF_DEFAULT_ALIGNMENT = 32;
 
 /** GGUF metadata value types (gguf_type). */
 export const GGUF_VALUE_TYPE = {
-  u8: 0, i8: 1, u16: 2, i16: 3, u32: 4, i32: 5, f32: 6, bool: 7, string: 8, array: 9, u64: 10, i64: 11, f64: 12,
+  u8: 0,
+  i8: 1,
+  u16: 2,
+  i16: 3,
+  u32: 4,
+  i32: 5,
+  f32: 6,
+  bool: 7,
+  string: 8,
+  array: 9,
+  u64: 10,
+  i64: 11,
+  f64: 12,
 } as const;
 export type GgufScalarType = Exclude<keyof typeof GGUF_VALUE_TYPE, 'array'>;
 
@@ -55,8 +75,12 @@ class ByteWriter {
     set(new DataView(b.buffer));
     this.push(b);
   }
-  u32(v: number): void { this.fixed(4, (d) => d.setUint32(0, v, true)); }
-  u64(v: number | bigint): void { this.fixed(8, (d) => d.setBigUint64(0, BigInt(v), true)); }
+  u32(v: number): void {
+    this.fixed(4, (d) => d.setUint32(0, v, true));
+  }
+  u64(v: number | bigint): void {
+    this.fixed(8, (d) => d.setBigUint64(0, BigInt(v), true));
+  }
   string(s: string): void {
     const b = new TextEncoder().encode(s);
     this.u64(b.byteLength);
@@ -64,29 +88,41 @@ class ByteWriter {
   }
   scalar(type: GgufScalarType, v: number | bigint | boolean | string): void {
     switch (type) {
-      case 'u8': this.fixed(1, (d) => d.setUint8(0, v as number));
+      case 'u8':
+        this.fixed(1, (d) => d.setUint8(0, v as number));
         break;
-      case 'i8': this.fixed(1, (d) => d.setInt8(0, v as number));
+      case 'i8':
+        this.fixed(1, (d) => d.setInt8(0, v as number));
         break;
-      case 'u16': this.fixed(2, (d) => d.setUint16(0, v as number, true));
+      case 'u16':
+        this.fixed(2, (d) => d.setUint16(0, v as number, true));
         break;
-      case 'i16': this.fixed(2, (d) => d.setInt16(0, v as number, true));
+      case 'i16':
+        this.fixed(2, (d) => d.setInt16(0, v as number, true));
         break;
-      case 'u32': this.fixed(4, (d) => d.setUint32(0, v as number, true));
+      case 'u32':
+        this.fixed(4, (d) => d.setUint32(0, v as number, true));
         break;
-      case 'i32': this.fixed(4, (d) => d.setInt32(0, v as number, true));
+      case 'i32':
+        this.fixed(4, (d) => d.setInt32(0, v as number, true));
         break;
-      case 'f32': this.fixed(4, (d) => d.setFloat32(0, v as number, true));
+      case 'f32':
+        this.fixed(4, (d) => d.setFloat32(0, v as number, true));
         break;
-      case 'f64': this.fixed(8, (d) => d.setFloat64(0, v as number, true));
+      case 'f64':
+        this.fixed(8, (d) => d.setFloat64(0, v as number, true));
         break;
-      case 'u64': this.fixed(8, (d) => d.setBigUint64(0, BigInt(v as number | bigint), true));
+      case 'u64':
+        this.fixed(8, (d) => d.setBigUint64(0, BigInt(v as number | bigint), true));
         break;
-      case 'i64': this.fixed(8, (d) => d.setBigInt64(0, BigInt(v as number | bigint), true));
+      case 'i64':
+        this.fixed(8, (d) => d.setBigInt64(0, BigInt(v as number | bigint), true));
         break;
-      case 'bool': this.fixed(1, (d) => d.setUint8(0, v ? 1 : 0));
+      case 'bool':
+        this.fixed(1, (d) => d.setUint8(0, v ? 1 : 0));
         break;
-      case 'string': this.string(v as string);
+      case 'string':
+        this.string(v as string);
         break;
     }
   }
@@ -122,7 +158,8 @@ function alignUp(n: number, alignment: number): number {
 function alignmentOf(metadata: GgufMetadata): number {
   const a = metadata.get('general.alignment');
   if (!a) return GGUF_DEFAULT_ALIGNMENT;
-  if (a.type !== 'u32' || a.value <= 0 || a.value % 8 !== 0) throw new RangeError('general.alignment must be a u32 multiple of 8');
+  if (a.type !== 'u32' || a.value <= 0 || a.value % 8 !== 0)
+    throw new RangeError('general.alignment must be a u32 multiple of 8');
   return a.value;
 }
 
@@ -130,7 +167,11 @@ function alignmentOf(metadata: GgufMetadata): number {
  * Writes a GGUF file atomically: metadata, tensor infos, then each tensor's data (encoded from the
  * f32 values its `data()` returns). Nothing appears at `path` unless the whole file was written.
  */
-export async function writeGguf(path: string, metadata: GgufMetadata, tensors: readonly GgufTensorSpec[]): Promise<void> {
+export async function writeGguf(
+  path: string,
+  metadata: GgufMetadata,
+  tensors: readonly GgufTensorSpec[],
+): Promise<void> {
   const alignment = alignmentOf(metadata);
   const head = new ByteWriter();
   head.u32(MAGIC);
@@ -162,7 +203,8 @@ export async function writeGguf(path: string, metadata: GgufMetadata, tensors: r
       const t = tensors[i]!;
       const values = await t.data();
       const bytes = encodeGgml(t.type, values, t.shape[t.shape.length - 1] ?? 1);
-      if (bytes.byteLength !== sizes[i]) throw new RangeError(`tensor ${t.name}: ${bytes.byteLength} bytes encoded, ${sizes[i]} expected`);
+      if (bytes.byteLength !== sizes[i])
+        throw new RangeError(`tensor ${t.name}: ${bytes.byteLength} bytes encoded, ${sizes[i]} expected`);
       await sink.write(bytes);
       const pad = alignUp(bytes.byteLength, alignment) - bytes.byteLength;
       if (pad > 0) await sink.write(new Uint8Array(pad));
@@ -187,18 +229,29 @@ export interface GgufTensorInfo {
 class ByteReader {
   pos = 0;
   private view: DataView;
-  constructor(private readonly buf: Uint8Array, private readonly file: string) {
+  constructor(
+    private readonly buf: Uint8Array,
+    private readonly file: string,
+  ) {
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   }
   private need(n: number): void {
     if (this.pos + n > this.buf.byteLength) throw new NeedMore();
   }
-  u32(): number { this.need(4); const v = this.view.getUint32(this.pos, true); this.pos += 4; return v; }
+  u32(): number {
+    this.need(4);
+    const v = this.view.getUint32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
   u64(): number {
     this.need(8);
     const v = this.view.getBigUint64(this.pos, true);
     this.pos += 8;
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new InputError(`not a valid GGUF file: a length of ${v} bytes at byte ${this.pos - 8}`, { file: this.file });
+    if (v > BigInt(Number.MAX_SAFE_INTEGER))
+      throw new InputError(`not a valid GGUF file: a length of ${v} bytes at byte ${this.pos - 8}`, {
+        file: this.file,
+      });
     return Number(v);
   }
   string(): string {
@@ -211,28 +264,60 @@ class ByteReader {
   scalar(type: number): number | bigint | boolean | string {
     const d = this.view;
     const at = this.pos;
-    const step = (n: number) => { this.need(n); this.pos += n; };
+    const step = (n: number) => {
+      this.need(n);
+      this.pos += n;
+    };
     switch (type) {
-      case 0: step(1); return d.getUint8(at);
-      case 1: step(1); return d.getInt8(at);
-      case 2: step(2); return d.getUint16(at, true);
-      case 3: step(2); return d.getInt16(at, true);
-      case 4: step(4); return d.getUint32(at, true);
-      case 5: step(4); return d.getInt32(at, true);
-      case 6: step(4); return d.getFloat32(at, true);
-      case 7: step(1); return d.getUint8(at) !== 0;
-      case 8: return this.string();
-      case 10: step(8); return d.getBigUint64(at, true);
-      case 11: step(8); return d.getBigInt64(at, true);
-      case 12: step(8); return d.getFloat64(at, true);
-      default: throw new InputError(`not a valid GGUF file: unknown metadata value type ${type} at byte ${at}`, { file: this.file });
+      case 0:
+        step(1);
+        return d.getUint8(at);
+      case 1:
+        step(1);
+        return d.getInt8(at);
+      case 2:
+        step(2);
+        return d.getUint16(at, true);
+      case 3:
+        step(2);
+        return d.getInt16(at, true);
+      case 4:
+        step(4);
+        return d.getUint32(at, true);
+      case 5:
+        step(4);
+        return d.getInt32(at, true);
+      case 6:
+        step(4);
+        return d.getFloat32(at, true);
+      case 7:
+        step(1);
+        return d.getUint8(at) !== 0;
+      case 8:
+        return this.string();
+      case 10:
+        step(8);
+        return d.getBigUint64(at, true);
+      case 11:
+        step(8);
+        return d.getBigInt64(at, true);
+      case 12:
+        step(8);
+        return d.getFloat64(at, true);
+      default:
+        throw new InputError(`not a valid GGUF file: unknown metadata value type ${type} at byte ${at}`, {
+          file: this.file,
+        });
     }
   }
 }
 
 class NeedMore extends Error {}
 
-const TYPE_NAMES = Object.fromEntries(Object.entries(GGUF_VALUE_TYPE).map(([k, v]) => [v, k])) as Record<number, keyof typeof GGUF_VALUE_TYPE>;
+const TYPE_NAMES = Object.fromEntries(Object.entries(GGUF_VALUE_TYPE).map(([k, v]) => [v, k])) as Record<
+  number,
+  keyof typeof GGUF_VALUE_TYPE
+>;
 
 export class GgufFile {
   private constructor(
@@ -244,7 +329,10 @@ export class GgufFile {
 
   static async open(path: string): Promise<GgufFile> {
     const handle = await open(path, 'r').catch((err: NodeJS.ErrnoException) => {
-      throw new InputError(err.code === 'ENOENT' ? 'GGUF file not found' : `cannot read the GGUF file: ${err.message}`, { file: path });
+      throw new InputError(
+        err.code === 'ENOENT' ? 'GGUF file not found' : `cannot read the GGUF file: ${err.message}`,
+        { file: path },
+      );
     });
     try {
       const size = (await handle.stat()).size;
@@ -278,8 +366,15 @@ export class GgufFile {
     if (!info) throw new InputError(`tensor '${name}' is not in the GGUF file`, { file: this.path });
     const buf = new Uint8Array(info.byteSize);
     const { bytesRead } = await this.handle.read(buf, 0, info.byteSize, info.offset);
-    if (bytesRead !== info.byteSize) throw new InputError(`tensor '${name}' is cut short: the file ends ${info.byteSize - bytesRead} bytes early`, { file: this.path });
-    return decodeGgml(info.type, buf, info.shape.reduce((a, b) => a * b, 1));
+    if (bytesRead !== info.byteSize)
+      throw new InputError(`tensor '${name}' is cut short: the file ends ${info.byteSize - bytesRead} bytes early`, {
+        file: this.path,
+      });
+    return decodeGgml(
+      info.type,
+      buf,
+      info.shape.reduce((a, b) => a * b, 1),
+    );
   }
 
   async close(): Promise<void> {
@@ -287,11 +382,17 @@ export class GgufFile {
   }
 }
 
-function parseHeader(buf: Uint8Array, file: string, fileSize: number): { metadata: GgufMetadata; infos: Map<string, GgufTensorInfo> } {
+function parseHeader(
+  buf: Uint8Array,
+  file: string,
+  fileSize: number,
+): { metadata: GgufMetadata; infos: Map<string, GgufTensorInfo> } {
   const r = new ByteReader(buf, file);
-  if (buf.byteLength < 4 || r.u32() !== MAGIC) throw new InputError('not a GGUF file (it does not start with "GGUF")', { file });
+  if (buf.byteLength < 4 || r.u32() !== MAGIC)
+    throw new InputError('not a GGUF file (it does not start with "GGUF")', { file });
   const version = r.u32();
-  if (version !== 2 && version !== 3) throw new InputError(`GGUF version ${version} is not supported; expected 2 or 3`, { file });
+  if (version !== 2 && version !== 3)
+    throw new InputError(`GGUF version ${version} is not supported; expected 2 or 3`, { file });
   const nTensors = r.u64();
   const nKv = r.u64();
   const metadata: GgufMetadata = new Map();
@@ -306,7 +407,8 @@ function parseHeader(buf: Uint8Array, file: string, fileSize: number): { metadat
       metadata.set(key, { type: 'array', itemType: TYPE_NAMES[itemType] as GgufScalarType, value: items });
     } else {
       const name = TYPE_NAMES[type];
-      if (name === undefined) throw new InputError(`not a valid GGUF file: unknown value type ${type} for key '${key}'`, { file });
+      if (name === undefined)
+        throw new InputError(`not a valid GGUF file: unknown value type ${type} for key '${key}'`, { file });
       metadata.set(key, { type: name, value: r.scalar(type) } as GgufValue);
     }
   }
@@ -319,7 +421,11 @@ function parseHeader(buf: Uint8Array, file: string, fileSize: number): { metadat
     for (let j = 0; j < nDims; j++) dims.push(r.u64());
     const typeId = r.u32();
     const type = ggmlTypeName(typeId);
-    if (!type) throw new InputError(`tensor '${name}' has ggml type ${describeGgmlType(typeId)}; finllm reads ${Object.keys(GGML_TYPE).join(', ')}`, { file });
+    if (!type)
+      throw new InputError(
+        `tensor '${name}' has ggml type ${describeGgmlType(typeId)}; finllm reads ${Object.keys(GGML_TYPE).join(', ')}`,
+        { file },
+      );
     raw.push({ name, shape: dims.reverse(), type, rel: r.u64() });
   }
   const dataStart = alignUp(r.pos, alignment);
@@ -328,7 +434,8 @@ function parseHeader(buf: Uint8Array, file: string, fileSize: number): { metadat
     const numel = t.shape.reduce((a, b) => a * b, 1);
     const byteSize = ggmlByteSize(t.type, numel, t.shape[t.shape.length - 1] ?? 1);
     const offset = dataStart + t.rel;
-    if (offset + byteSize > fileSize) throw new InputError(`tensor '${t.name}' lies past the end of the file (truncated download?)`, { file });
+    if (offset + byteSize > fileSize)
+      throw new InputError(`tensor '${t.name}' lies past the end of the file (truncated download?)`, { file });
     infos.set(t.name, { name: t.name, shape: t.shape, type: t.type, offset, byteSize });
   }
   return { metadata, infos };

@@ -15,8 +15,8 @@ import { copyFile, lstat, mkdir, readFile, rename, rm, symlink, truncate, writeF
 import { homedir } from 'node:os';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import { Readable, Transform } from 'node:stream';
-import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { pipeline } from 'node:stream/promises';
+import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import type { ListFileEntry } from '@huggingface/hub';
 import { InputError, RuntimeFailure } from '../errors.js';
 
@@ -31,7 +31,7 @@ export interface HubModelId {
 
 // Hub repo names: letters, digits, '-', '_', '.'; neither part starts with '.' or '-', no '..'.
 const NAME_PART = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,95}$/;
-const REVISION = /^[A-Za-z0-9_][A-Za-z0-9_.\/-]{0,199}$/;
+const REVISION = /^[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}$/;
 const COMMIT = /^[0-9a-f]{40}$/;
 
 /** The Hub id in `text` (`org/name[@revision]`), or null when it is not shaped like one. */
@@ -53,7 +53,8 @@ export interface HubSettings {
   offline: boolean;
 }
 
-const truthy = (v: string | undefined) => v !== undefined && ['1', 'true', 'yes', 'on'].includes(v.trim().toLowerCase());
+const truthy = (v: string | undefined) =>
+  v !== undefined && ['1', 'true', 'yes', 'on'].includes(v.trim().toLowerCase());
 
 export function hubSettings(env: NodeJS.ProcessEnv = process.env): HubSettings {
   const hfHome = env['HF_HOME'] ?? join(env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'huggingface');
@@ -64,7 +65,12 @@ export function hubSettings(env: NodeJS.ProcessEnv = process.env): HubSettings {
     token = existsSync(file) ? readFileSync(file, 'utf8') : undefined;
   }
   token = token?.trim() || undefined;
-  return { cacheDir, endpoint: (env['HF_ENDPOINT'] ?? DEFAULT_HUB_ENDPOINT).replace(/\/+$/, ''), token, offline: truthy(env['HF_HUB_OFFLINE']) };
+  return {
+    cacheDir,
+    endpoint: (env['HF_ENDPOINT'] ?? DEFAULT_HUB_ENDPOINT).replace(/\/+$/, ''),
+    token,
+    offline: truthy(env['HF_HUB_OFFLINE']),
+  };
 }
 
 /** The cache folder of a model repo: `<cache>/models--org--name`. */
@@ -128,7 +134,9 @@ function completeSnapshot(dir: string): string | null {
   if (!has('config.json') || !(has('tokenizer.json') || has('tokenizer.model'))) return null;
   if (has('model.safetensors.index.json')) {
     try {
-      const index = JSON.parse(readFileSync(join(dir, 'model.safetensors.index.json'), 'utf8')) as { weight_map?: Record<string, string> };
+      const index = JSON.parse(readFileSync(join(dir, 'model.safetensors.index.json'), 'utf8')) as {
+        weight_map?: Record<string, string>;
+      };
       return Object.values(index.weight_map ?? {}).every(has) ? dir : null;
     } catch {
       return null;
@@ -156,29 +164,42 @@ async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<str
   const cached = commit === null ? null : completeSnapshot(join(folder, 'snapshots', commit));
   if (cached !== null) return cached;
   if (settings.offline) {
-    throw new InputError(`Hub model '${label}' is not complete in the HF cache (${folder}) and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE to download it, or give a local model folder`);
+    throw new InputError(
+      `Hub model '${label}' is not complete in the HF cache (${folder}) and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE to download it, or give a local model folder`,
+    );
   }
   if (settings.token !== undefined && !settings.token.startsWith('hf_')) {
-    throw new InputError(`HF_TOKEN (or the token file) does not look like a Hugging Face token: expected it to start with 'hf_'`);
+    throw new InputError(
+      `HF_TOKEN (or the token file) does not look like a Hugging Face token: expected it to start with 'hf_'`,
+    );
   }
   const hf: HubClient = await import('@huggingface/hub');
   const { listFiles, modelInfo } = hf;
-  const client = { hubUrl: settings.endpoint, ...(settings.token ? { accessToken: settings.token } : {}), ...(opts.fetch ? { fetch: opts.fetch } : {}) };
+  const client = {
+    hubUrl: settings.endpoint,
+    ...(settings.token ? { accessToken: settings.token } : {}),
+    ...(opts.fetch ? { fetch: opts.fetch } : {}),
+  };
   const call = <T>(what: string, fn: () => Promise<T>) => hubCall(hf, label, settings, what, fn);
 
-  const info = await call('model info', () => modelInfo({ ...client, name: id.repo, revision: id.revision, additionalFields: ['sha'] }));
+  const info = await call('model info', () =>
+    modelInfo({ ...client, name: id.repo, revision: id.revision, additionalFields: ['sha'] }),
+  );
   const sha = (info as { sha?: unknown }).sha;
-  if (typeof sha !== 'string' || !COMMIT.test(sha)) throw new RuntimeFailure(`the Hub gave no commit for '${label}' (${settings.endpoint})`);
+  if (typeof sha !== 'string' || !COMMIT.test(sha))
+    throw new RuntimeFailure(`the Hub gave no commit for '${label}' (${settings.endpoint})`);
   const snapshot = join(folder, 'snapshots', sha);
 
   const entries = await call('file list', async () => {
     const all: ListFileEntry[] = [];
-    for await (const e of listFiles({ ...client, repo: { type: 'model', name: id.repo }, revision: sha })) if (e.type === 'file') all.push(e);
+    for await (const e of listFiles({ ...client, repo: { type: 'model', name: id.repo }, revision: sha }))
+      if (e.type === 'file') all.push(e);
     return all;
   });
   const byPath = new Map(entries.map((e) => [e.path, e]));
   const progress = opts.progress ?? stderrProgress();
-  const fetchFile = (e: ListFileEntry) => call(e.path, () => downloadToCache(hf, id.repo, sha, e, folder, client, progress));
+  const fetchFile = (e: ListFileEntry) =>
+    call(e.path, () => downloadToCache(hf, id.repo, sha, e, folder, client, progress));
 
   // Sharded weights: the index names the shards; only those are fetched (the loader reads the index first).
   const index = byPath.get('model.safetensors.index.json');
@@ -187,20 +208,32 @@ async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<str
     const local = await fetchFile(index);
     let shards: string[];
     try {
-      shards = [...new Set(Object.values((JSON.parse(await readFile(local, 'utf8')) as { weight_map: Record<string, string> }).weight_map))];
+      shards = [
+        ...new Set(
+          Object.values(
+            (JSON.parse(await readFile(local, 'utf8')) as { weight_map: Record<string, string> }).weight_map,
+          ),
+        ),
+      ];
     } catch {
-      throw new InputError(`model.safetensors.index.json of Hub model '${label}' has no readable weight_map`, { file: local });
+      throw new InputError(`model.safetensors.index.json of Hub model '${label}' has no readable weight_map`, {
+        file: local,
+      });
     }
     for (const s of shards) {
       const e = byPath.get(s);
-      if (!e || s !== basename(s)) throw new InputError(`Hub model '${label}': the index names shard '${s}', which the repo does not have`);
+      if (!e || s !== basename(s))
+        throw new InputError(`Hub model '${label}': the index names shard '${s}', which the repo does not have`);
       if (!wanted.includes(e)) wanted.push(e);
     }
   } else if (!byPath.has('model.safetensors')) {
     const pickles = entries.some((e) => /\.(bin|pt|pth|pkl|ckpt)$/.test(e.path));
-    throw new InputError(`Hub model '${label}' has no model.safetensors (or index)${pickles ? '; finllm never loads .bin/pickle weights' : ''}`);
+    throw new InputError(
+      `Hub model '${label}' has no model.safetensors (or index)${pickles ? '; finllm never loads .bin/pickle weights' : ''}`,
+    );
   }
-  if (!byPath.has('config.json')) throw new InputError(`Hub model '${label}' has no config.json: not a transformers model repo`);
+  if (!byPath.has('config.json'))
+    throw new InputError(`Hub model '${label}' has no config.json: not a transformers model repo`);
   for (const e of wanted) await fetchFile(e);
 
   if (!COMMIT.test(id.revision)) {
@@ -226,7 +259,8 @@ async function downloadToCache(
   if (existsSync(pointer)) return pointer;
   // Blob names as huggingface_hub writes them: the sha256 for LFS files, else the git blob id.
   const etag = entry.lfs?.oid ?? entry.oid;
-  if (!etag || !/^[0-9a-f]{40,64}$/.test(etag)) throw new RuntimeFailure(`the Hub listed ${entry.path} of '${repo}' without a usable id`);
+  if (!etag || !/^[0-9a-f]{40,64}$/.test(etag))
+    throw new RuntimeFailure(`the Hub listed ${entry.path} of '${repo}' without a usable id`);
   const blob = join(folder, 'blobs', etag);
   const total = entry.lfs?.size ?? entry.size;
   await mkdir(dirname(blob), { recursive: true });
@@ -254,17 +288,29 @@ async function downloadToCache(
     const size = statSync(incomplete).size;
     if (size !== total) {
       await rm(incomplete, { force: true });
-      throw new RuntimeFailure(`download of ${entry.path} from '${repo}' has ${size} bytes, the Hub lists ${total}: removed; run again`);
+      throw new RuntimeFailure(
+        `download of ${entry.path} from '${repo}' has ${size} bytes, the Hub lists ${total}: removed; run again`,
+      );
     }
     if (entry.lfs) {
       const got = await sha256File(incomplete);
       if (got !== entry.lfs.oid) {
         await rm(incomplete, { force: true });
-        throw new RuntimeFailure(`download of ${entry.path} from '${repo}' has sha256 ${got}, the Hub lists ${entry.lfs.oid}: removed; run again`);
+        throw new RuntimeFailure(
+          `download of ${entry.path} from '${repo}' has sha256 ${got}, the Hub lists ${entry.lfs.oid}: removed; run again`,
+        );
       }
     }
     await rename(incomplete, blob);
-    progress({ kind: 'done', repo, file: entry.path, bytes: total, total, seconds: (Date.now() - started) / 1000, resumedFrom });
+    progress({
+      kind: 'done',
+      repo,
+      file: entry.path,
+      bytes: total,
+      total,
+      seconds: (Date.now() - started) / 1000,
+      resumedFrom,
+    });
   }
   await linkBlob(blob, pointer);
   return pointer;
@@ -286,7 +332,8 @@ async function fetchInto(
   const params = { ...client, repo: { type: 'model' as const, name: repo }, path, revision: commit };
   const info = await hf.fileDownloadInfo(params);
   if (info === null) throw new hf.HubApiError(`${client.hubUrl}/${repo}/resolve/${commit}/${path}`, 404);
-  if (info.size !== total) throw new RuntimeFailure(`the Hub serves ${path} of '${repo}' with ${info.size} bytes but lists ${total}`);
+  if (info.size !== total)
+    throw new RuntimeFailure(`the Hub serves ${path} of '${repo}' with ${info.size} bytes but lists ${total}`);
   const file = await hf.downloadFile({ ...params, downloadInfo: info });
   if (file === null) throw new hf.HubApiError(info.url, 404);
   // The client's blob slice asks for the missing bytes only (an HTTP Range request).
@@ -304,7 +351,11 @@ async function fetchInto(
       cb(null, chunk);
     },
   });
-  await pipeline(Readable.fromWeb(source.stream() as NodeReadableStream), counter, createWriteStream(incomplete, { flags: 'a' }));
+  await pipeline(
+    Readable.fromWeb(source.stream() as NodeReadableStream),
+    counter,
+    createWriteStream(incomplete, { flags: 'a' }),
+  );
   progress({ kind: 'bytes', repo, file: path, bytes, total });
 }
 
@@ -340,7 +391,13 @@ function isNetworkError(hf: HubClient, err: unknown): boolean {
 }
 
 /** Runs one client call, turning its failures into one-line errors that say what to do. */
-async function hubCall<T>(hf: HubClient, label: string, settings: HubSettings, what: string, fn: () => Promise<T>): Promise<T> {
+async function hubCall<T>(
+  hf: HubClient,
+  label: string,
+  settings: HubSettings,
+  what: string,
+  fn: () => Promise<T>,
+): Promise<T> {
   try {
     return await fn();
   } catch (err) {
@@ -363,7 +420,9 @@ async function hubCall<T>(hf: HubClient, label: string, settings: HubSettings, w
             : `Hub model '${label}': ${what} not found at ${settings.endpoint} (HTTP 404)`,
         );
       }
-      throw new RuntimeFailure(`Hub model '${label}': ${what} failed with HTTP ${status} from ${settings.endpoint}; try again later`);
+      throw new RuntimeFailure(
+        `Hub model '${label}': ${what} failed with HTTP ${status} from ${settings.endpoint}; try again later`,
+      );
     }
     if (isNetworkError(hf, err)) {
       const code = errorCode(err);

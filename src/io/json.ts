@@ -36,7 +36,9 @@ const NON_FINITE_QUOTED = /"\\u0000non-finite:(-?Infinity|NaN)"/g;
 export function safeJson(value: unknown): string {
   try {
     // JSON has no Infinity or NaN (JSON.stringify writes null): show them as JavaScript does.
-    const text = JSON.stringify(value, (_key, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? `${NON_FINITE}${v}` : v));
+    const text = JSON.stringify(value, (_key, v: unknown) =>
+      typeof v === 'number' && !Number.isFinite(v) ? `${NON_FINITE}${v}` : v,
+    );
     return text === undefined ? String(value) : text.replace(NON_FINITE_QUOTED, '$1');
   } catch {
     return Array.isArray(value) ? '[...] (nested too deeply to show)' : '{...} (nested too deeply to show)';

@@ -2,12 +2,12 @@
 // JSON header, then the data section; each tensor's data_offsets are relative to the data section).
 // Tensors are read one at a time with positional reads, so checkpoints far larger than memory (and
 // over 2 GB) work; the writer streams tensor by tensor into an atomic temp file.
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { type FileHandle, open, stat } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { basename, join } from 'node:path';
 import { z } from 'zod';
 import { InputError, readFailure } from '../errors.js';
-import { writeFileAtomic, writeFileAtomicStreaming, type ByteSink } from './atomic.js';
+import { type ByteSink, writeFileAtomic, writeFileAtomicStreaming } from './atomic.js';
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from './dtype.js';
 import { describeValue, parseWithSchema, readJsonFile } from './json.js';
 import { similarNames } from './names.js';
@@ -19,8 +19,21 @@ if (endianness() !== 'LE') {
 
 /** Element size in bytes of every dtype the safetensors spec defines. */
 export const DTYPE_BYTES = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1,
-  I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U64: 8,
+  U32: 4,
+  U16: 2,
+  U8: 1,
+  BOOL: 1,
 } as const;
 export type SafetensorsDtype = keyof typeof DTYPE_BYTES;
 
@@ -81,8 +94,11 @@ function parseHeader(
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      const ok = raw !== null && typeof raw === 'object' && !Array.isArray(raw)
-        && Object.values(raw).every((v) => typeof v === 'string');
+      const ok =
+        raw !== null &&
+        typeof raw === 'object' &&
+        !Array.isArray(raw) &&
+        Object.values(raw).every((v) => typeof v === 'string');
       if (!ok) throw new InputError('__metadata__ must map strings to strings', { file, key: name });
       metadata = { ...(raw as Record<string, string>) };
       continue;
@@ -132,8 +148,16 @@ function parseHeader(
 
 /** Integer and float tensors as the typed array matching their dtype. */
 export type TypedTensorData =
-  | Float64Array | Float32Array | Uint16Array | Int16Array | Int8Array | Uint8Array
-  | Int32Array | Uint32Array | BigInt64Array | BigUint64Array;
+  | Float64Array
+  | Float32Array
+  | Uint16Array
+  | Int16Array
+  | Int8Array
+  | Uint8Array
+  | Int32Array
+  | Uint32Array
+  | BigInt64Array
+  | BigUint64Array;
 
 /** Reads tensors one at a time from a safetensors file; call `close()` when done. */
 export class SafetensorsReader {
@@ -155,16 +179,21 @@ export class SafetensorsReader {
     }
     try {
       const st = await handle.stat();
-      if (!st.isFile()) throw new InputError(`cannot read safetensors file: ${st.isDirectory() ? 'is a folder' : 'not a regular file'}, expected a file`, { file: path });
+      if (!st.isFile())
+        throw new InputError(
+          `cannot read safetensors file: ${st.isDirectory() ? 'is a folder' : 'not a regular file'}, expected a file`,
+          { file: path },
+        );
       const fileSize = st.size;
-      if (fileSize < 8) throw new InputError(`file is ${fileSize} bytes, too short for a safetensors header`, { file: path });
+      if (fileSize < 8)
+        throw new InputError(`file is ${fileSize} bytes, too short for a safetensors header`, { file: path });
       const lengthBytes = new Uint8Array(8);
       await readExactly(handle, path, 0, lengthBytes);
       const headerLength = new DataView(lengthBytes.buffer).getBigUint64(0, true);
       if (headerLength > BigInt(Math.min(fileSize - 8, MAX_HEADER_BYTES))) {
         throw new InputError(
-          `header length ${headerLength} exceeds the ${fileSize - 8} bytes after the length prefix`
-            + (headerLength > BigInt(MAX_HEADER_BYTES) ? ` (and the ${MAX_HEADER_BYTES}-byte limit)` : ''),
+          `header length ${headerLength} exceeds the ${fileSize - 8} bytes after the length prefix` +
+            (headerLength > BigInt(MAX_HEADER_BYTES) ? ` (and the ${MAX_HEADER_BYTES}-byte limit)` : ''),
           { file: path },
         );
       }
@@ -216,7 +245,9 @@ export class SafetensorsReader {
   async readRawRange(name: string, byteOffset: number, byteLength: number): Promise<Uint8Array> {
     const info = this.info(name);
     if (byteOffset < 0 || byteLength < 0 || byteOffset + byteLength > info.end - info.begin) {
-      throw new RangeError(`range [${byteOffset}, +${byteLength}) outside tensor '${name}' (${info.end - info.begin} bytes)`);
+      throw new RangeError(
+        `range [${byteOffset}, +${byteLength}) outside tensor '${name}' (${info.end - info.begin} bytes)`,
+      );
     }
     const bytes = new Uint8Array(byteLength);
     await readExactly(this.handle, this.path, this.dataStart + info.begin + byteOffset, bytes);
@@ -260,16 +291,31 @@ export class SafetensorsReader {
     const { buffer, byteLength } = await this.readRaw(name);
     const n = byteLength / DTYPE_BYTES[info.dtype];
     switch (info.dtype) {
-      case 'F64': return new Float64Array(buffer, 0, n);
-      case 'F32': return new Float32Array(buffer, 0, n);
-      case 'F16': case 'BF16': case 'U16': return new Uint16Array(buffer, 0, n);
-      case 'I64': return new BigInt64Array(buffer, 0, n);
-      case 'U64': return new BigUint64Array(buffer, 0, n);
-      case 'I32': return new Int32Array(buffer, 0, n);
-      case 'U32': return new Uint32Array(buffer, 0, n);
-      case 'I16': return new Int16Array(buffer, 0, n);
-      case 'I8': return new Int8Array(buffer, 0, n);
-      case 'U8': case 'BOOL': case 'F8_E4M3': case 'F8_E5M2': return new Uint8Array(buffer, 0, n);
+      case 'F64':
+        return new Float64Array(buffer, 0, n);
+      case 'F32':
+        return new Float32Array(buffer, 0, n);
+      case 'F16':
+      case 'BF16':
+      case 'U16':
+        return new Uint16Array(buffer, 0, n);
+      case 'I64':
+        return new BigInt64Array(buffer, 0, n);
+      case 'U64':
+        return new BigUint64Array(buffer, 0, n);
+      case 'I32':
+        return new Int32Array(buffer, 0, n);
+      case 'U32':
+        return new Uint32Array(buffer, 0, n);
+      case 'I16':
+        return new Int16Array(buffer, 0, n);
+      case 'I8':
+        return new Int8Array(buffer, 0, n);
+      case 'U8':
+      case 'BOOL':
+      case 'F8_E4M3':
+      case 'F8_E5M2':
+        return new Uint8Array(buffer, 0, n);
     }
   }
 
@@ -310,7 +356,9 @@ const shardIndexSchema = z.object({
   metadata: z.record(z.string(), z.unknown()).optional(),
   weight_map: z.record(
     z.string(),
-    z.string().refine((f) => f === basename(f) && f !== '..' && f !== '.', 'shard must be a file name in the same folder'),
+    z
+      .string()
+      .refine((f) => f === basename(f) && f !== '..' && f !== '.', 'shard must be a file name in the same folder'),
   ),
 });
 
@@ -453,19 +501,29 @@ export interface SafetensorsEntry {
 
 function acceptedInputs(dtype: WritableDtype): string {
   switch (dtype) {
-    case 'F32': return 'Float32Array';
-    case 'F16': case 'BF16': return 'Float32Array or Uint16Array (raw bits)';
-    case 'I32': return 'Int32Array';
-    case 'U8': return 'Uint8Array';
+    case 'F32':
+      return 'Float32Array';
+    case 'F16':
+    case 'BF16':
+      return 'Float32Array or Uint16Array (raw bits)';
+    case 'I32':
+      return 'Int32Array';
+    case 'U8':
+      return 'Uint8Array';
   }
 }
 
 function dataMatchesDtype(dtype: WritableDtype, data: WritableData): boolean {
   switch (dtype) {
-    case 'F32': return data instanceof Float32Array;
-    case 'F16': case 'BF16': return data instanceof Float32Array || data instanceof Uint16Array;
-    case 'I32': return data instanceof Int32Array;
-    case 'U8': return data instanceof Uint8Array;
+    case 'F32':
+      return data instanceof Float32Array;
+    case 'F16':
+    case 'BF16':
+      return data instanceof Float32Array || data instanceof Uint16Array;
+    case 'I32':
+      return data instanceof Int32Array;
+    case 'U8':
+      return data instanceof Uint8Array;
   }
 }
 
@@ -479,10 +537,14 @@ function bytesOf(view: ArrayBufferView): Uint8Array {
 async function writeTensorData(sink: ByteSink, entry: SafetensorsEntry, data: WritableData): Promise<void> {
   const expected = elementCount(entry.shape);
   if (!dataMatchesDtype(entry.dtype, data)) {
-    throw new TypeError(`tensor '${entry.name}' (${entry.dtype}) needs ${acceptedInputs(entry.dtype)}, got ${data.constructor.name}`);
+    throw new TypeError(
+      `tensor '${entry.name}' (${entry.dtype}) needs ${acceptedInputs(entry.dtype)}, got ${data.constructor.name}`,
+    );
   }
   if (data.length !== expected) {
-    throw new RangeError(`tensor '${entry.name}' has ${data.length} values, shape ${formatShape(entry.shape)} needs ${expected}`);
+    throw new RangeError(
+      `tensor '${entry.name}' has ${data.length} values, shape ${formatShape(entry.shape)} needs ${expected}`,
+    );
   }
   const needsConversion = data instanceof Float32Array && (entry.dtype === 'F16' || entry.dtype === 'BF16');
   for (let start = 0; start < data.length; start += WRITE_CHUNK_ELEMENTS) {
@@ -506,12 +568,16 @@ function validateEntries(entries: readonly SafetensorsEntry[]): void {
     if (!entry.shape.every(isNonNegativeInteger)) {
       throw new Error(`tensor '${entry.name}' has invalid shape ${formatShape(entry.shape)}`);
     }
-    if (!Object.hasOwn(DTYPE_BYTES, entry.dtype)) throw new Error(`tensor '${entry.name}' has unsupported dtype ${entry.dtype}`);
+    if (!Object.hasOwn(DTYPE_BYTES, entry.dtype))
+      throw new Error(`tensor '${entry.name}' has unsupported dtype ${entry.dtype}`);
   }
 }
 
 /** Encodes the header padded with spaces so the data section starts on an 8-byte boundary. */
-function encodeHeader(layout: readonly { entry: SafetensorsEntry; begin: number; end: number }[], metadata?: Record<string, string>): Uint8Array {
+function encodeHeader(
+  layout: readonly { entry: SafetensorsEntry; begin: number; end: number }[],
+  metadata?: Record<string, string>,
+): Uint8Array {
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length > 0) header['__metadata__'] = metadata;
   for (const { entry, begin, end } of layout) {
@@ -605,8 +671,15 @@ export async function writeShardedSafetensors(
     written.push(join(dir, fileName));
   }
   const indexPath = join(dir, `${stem}.safetensors.index.json`);
-  const sortedWeightMap = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]!]));
-  await writeFileAtomic(indexPath, `${JSON.stringify({ metadata: { total_size: totalBytes }, weight_map: sortedWeightMap }, null, 2)}\n`);
+  const sortedWeightMap = Object.fromEntries(
+    Object.keys(weightMap)
+      .sort()
+      .map((k) => [k, weightMap[k]!]),
+  );
+  await writeFileAtomic(
+    indexPath,
+    `${JSON.stringify({ metadata: { total_size: totalBytes }, weight_map: sortedWeightMap }, null, 2)}\n`,
+  );
   written.push(indexPath);
   return written;
 }

@@ -114,7 +114,8 @@ export function encodeEvent(event: TfEvent): Uint8Array {
   if (event.fileVersion !== undefined) writer.string(3, event.fileVersion);
   if (event.scalars.length > 0) {
     const summary = new ProtoWriter();
-    for (const { tag, value } of event.scalars) summary.bytes(1, new ProtoWriter().string(1, tag).float(2, value).finish());
+    for (const { tag, value } of event.scalars)
+      summary.bytes(1, new ProtoWriter().string(1, tag).float(2, value).finish());
     writer.bytes(5, summary.finish());
   }
   return writer.finish();
@@ -241,11 +242,16 @@ class ProtoReader {
     const key = Number(this.varint());
     const wireType = key & 7;
     switch (wireType) {
-      case 0: return [key >>> 3, wireType, this.varint()];
-      case 1: return [key >>> 3, wireType, this.take(8)];
-      case 2: return [key >>> 3, wireType, this.take(Number(this.varint()))];
-      case 5: return [key >>> 3, wireType, this.take(4)];
-      default: return this.fail(`unsupported protobuf wire type ${wireType}`);
+      case 0:
+        return [key >>> 3, wireType, this.varint()];
+      case 1:
+        return [key >>> 3, wireType, this.take(8)];
+      case 2:
+        return [key >>> 3, wireType, this.take(Number(this.varint()))];
+      case 5:
+        return [key >>> 3, wireType, this.take(4)];
+      default:
+        return this.fail(`unsupported protobuf wire type ${wireType}`);
     }
   }
 }
@@ -289,7 +295,9 @@ export function readTfEvents(path: string): TfEvent[] {
   try {
     bytes = readFileSync(path);
   } catch (err) {
-    throw new InputError(`cannot read event file (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { file: path });
+    throw new InputError(`cannot read event file (${(err as NodeJS.ErrnoException).code ?? String(err)})`, {
+      file: path,
+    });
   }
   const events: TfEvent[] = [];
   let offset = 0;
@@ -301,9 +309,13 @@ export function readTfEvents(path: string): TfEvent[] {
     const view = littleEndian(bytes.subarray(offset, offset + 12));
     if (maskedCrc32c(bytes.subarray(offset, offset + 8)) !== view.getUint32(8, true)) fail('length CRC mismatch');
     const length = view.getBigUint64(0, true);
-    if (BigInt(offset) + 16n + length > BigInt(bytes.length)) fail(`record of ${length} bytes runs past the end of the file`);
+    if (BigInt(offset) + 16n + length > BigInt(bytes.length))
+      fail(`record of ${length} bytes runs past the end of the file`);
     const data = bytes.subarray(offset + 12, offset + 12 + Number(length));
-    const storedCrc = littleEndian(bytes.subarray(offset + 12 + data.length, offset + 16 + data.length)).getUint32(0, true);
+    const storedCrc = littleEndian(bytes.subarray(offset + 12 + data.length, offset + 16 + data.length)).getUint32(
+      0,
+      true,
+    );
     if (maskedCrc32c(data) !== storedCrc) fail('data CRC mismatch');
     events.push(decodeEvent(data, fail));
     offset += 16 + data.length;

@@ -7,7 +7,7 @@
 // and share one copy (found by the storage it was made from) instead of keeping three. A tensor
 // backward will rebuild (autograd `withRecompute`, selective checkpointing) keeps no memory when
 // saved, so it is saved as it is.
-import { isRecomputable, noGrad, type GradNode } from '../engine/autograd.js';
+import { type GradNode, isRecomputable, noGrad } from '../engine/autograd.js';
 import { saveActivationsIn16Bit } from '../engine/precision.js';
 import type { Tensor } from '../engine/tensor.js';
 import { cast } from './elementwise.js';

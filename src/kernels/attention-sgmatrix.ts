@@ -29,9 +29,18 @@
 // Masking is by explicit flags (never −∞ arithmetic); staged rows outside [kvStart, kvLength) and
 // query rows past T are zero-filled without reading memory (a serving cache holds NaN there).
 import { HEADER as ATTN_HEADER, inputBinding } from './attention.js';
-import { LOGICAL_SUBGROUP, MATRIX_SHAPES, subgroupMatrices, type Majorness, type MatrixArray, type MatrixMode, type MatrixShape, type SgMatrix } from './sgmatrix.js';
-import { registerKernelVariants, type KernelVariant } from './variants.js';
 import { specKey } from './common.js';
+import {
+  LOGICAL_SUBGROUP,
+  MATRIX_SHAPES,
+  type Majorness,
+  type MatrixArray,
+  type MatrixMode,
+  type MatrixShape,
+  type SgMatrix,
+  subgroupMatrices,
+} from './sgmatrix.js';
+import { type KernelVariant, registerKernelVariants } from './variants.js';
 
 export type SgAttentionPass = 'fwd' | 'dq' | 'dkv';
 
@@ -57,7 +66,11 @@ export const SG_WIDTH = LOGICAL_SUBGROUP;
 /** Head dims with subgroup-matrix kernels (Llama's); others keep the portable kernels. */
 export const SG_HEAD_DIMS: readonly number[] = [64, 80, 96, 128];
 /** Matrix shapes the kernels are written for, in order of preference (M×N×K, f16 operands, f32 result). */
-export const SG_SHAPES: readonly MatrixShape[] = [MATRIX_SHAPES.m16n16k16, MATRIX_SHAPES.m16n8k16, MATRIX_SHAPES.m8n16k16];
+export const SG_SHAPES: readonly MatrixShape[] = [
+  MATRIX_SHAPES.m16n16k16,
+  MATRIX_SHAPES.m16n8k16,
+  MATRIX_SHAPES.m8n16k16,
+];
 /** Padding of f16 staging rows (halves): 16-byte aligned rows that do not all start in one bank. */
 const PAD16 = 8;
 /** Padding of f32 score rows (floats). */
@@ -81,9 +94,12 @@ export function sgAttentionSpec(
   qType: 'f32' | 'f16',
   kvType: 'f32' | 'f16',
 ): SgAttentionSpec {
-  if (!SG_HEAD_DIMS.includes(Dh)) throw new RangeError(`attention on subgroup matrices: head dim ${Dh} not supported (${SG_HEAD_DIMS.join(', ')})`);
+  if (!SG_HEAD_DIMS.includes(Dh))
+    throw new RangeError(`attention on subgroup matrices: head dim ${Dh} not supported (${SG_HEAD_DIMS.join(', ')})`);
   if (!SG_SHAPES.some((s) => s.M === shape.M && s.N === shape.N && s.K === shape.K)) {
-    throw new RangeError(`attention on subgroup matrices: shape ${shapeName(shape)} not supported (${SG_SHAPES.map(shapeName).join(', ')})`);
+    throw new RangeError(
+      `attention on subgroup matrices: shape ${shapeName(shape)} not supported (${SG_SHAPES.map(shapeName).join(', ')})`,
+    );
   }
   const spec: SgAttentionSpec = { pass, mode, shape, Dh, ...SG_TILES[mode][pass], qType, kvType };
   checkSpec(spec);
@@ -106,7 +122,15 @@ function checkSpec(s: SgAttentionSpec): void {
   const { M, N, K } = s.shape;
   const bad = (what: string) => new RangeError(`attention on subgroup matrices (${sgAttentionName(s)}): ${what}`);
   // Every GEMM dimension the kernels tile: rows (BR or BC, M), columns (BC or Dh, N), depths (Dh, BR, BC: K).
-  for (const [v, n, what] of [[s.BR, M, 'BR'], [s.BC, M, 'BC'], [s.BC, N, 'BC'], [s.Dh, N, 'Dh'], [s.Dh, K, 'Dh'], [s.BR, K, 'BR'], [s.BC, K, 'BC']] as const) {
+  for (const [v, n, what] of [
+    [s.BR, M, 'BR'],
+    [s.BC, M, 'BC'],
+    [s.BC, N, 'BC'],
+    [s.Dh, N, 'Dh'],
+    [s.Dh, K, 'Dh'],
+    [s.BR, K, 'BR'],
+    [s.BC, K, 'BC'],
+  ] as const) {
     if (v % n !== 0) throw bad(`${what} ${v} is not a multiple of ${n}`);
   }
   if ((M * N) % SG_WIDTH !== 0) throw bad(`a ${M}x${N} result does not spread evenly over ${SG_WIDTH} lanes`);
@@ -118,7 +142,9 @@ export function sgAttentionSharedBytes(s: SgAttentionSpec): number {
   const scratch = Math.max(s.BR * (s.BC + PAD32), s.NSG * s.shape.M * s.shape.N) * 4;
   const pTile = s.BR * (s.BC + PAD16) * 2;
   if (s.pass === 'fwd') return (s.BR + s.BC) * SQ * 2 + scratch + pTile + 3 * s.BR * 4 + (s.BR + s.BC) * 4 + 16;
-  return 2 * (s.BR + s.BC) * SQ * 2 + scratch + (s.pass === 'dkv' ? 2 : 1) * pTile + 2 * s.BR * 4 + (s.BR + s.BC) * 4 + 16;
+  return (
+    2 * (s.BR + s.BC) * SQ * 2 + scratch + (s.pass === 'dkv' ? 2 : 1) * pTile + 2 * s.BR * 4 + (s.BR + s.BC) * 4 + 16
+  );
 }
 
 export function sgWorkgroupSize(s: SgAttentionSpec): number {
@@ -182,7 +208,9 @@ function zeroAcc(f: SgMatrix, name: string): string {
 }
 
 /** The workgroup arrays of a kernel, as the fragment hooks address them. */
-function arrays(s: SgAttentionSpec): Record<'shQ' | 'shG' | 'shK' | 'shV' | 'shKV' | 'shP' | 'shDS' | 'shS', MatrixArray> {
+function arrays(
+  s: SgAttentionSpec,
+): Record<'shQ' | 'shG' | 'shK' | 'shV' | 'shKV' | 'shP' | 'shDS' | 'shS', MatrixArray> {
   const q = s.BR * (s.Dh + PAD16);
   const k = s.BC * (s.Dh + PAD16);
   const pt = s.BR * (s.BC + PAD16);
@@ -205,7 +233,16 @@ function ops(s: SgAttentionSpec): SgMatrix {
 }
 
 /** WGSL: stages `count` rows × Dh of input `ld` (vec4 loader) rows [first, first+count) as f16, zero outside [lo, hi). */
-function stageF16(s: SgAttentionSpec, dst: string, rows: number, ld: string, first: string, lo: string, hi: string, index: string): string {
+function stageF16(
+  s: SgAttentionSpec,
+  dst: string,
+  rows: number,
+  ld: string,
+  first: string,
+  lo: string,
+  hi: string,
+  index: string,
+): string {
   const d4 = s.Dh / 4;
   return `for (var e = lid; e < ${rows * d4}u; e += NT) {
       let r = e / ${d4}u; let w = e % ${d4}u; let j = ${first} + r;
@@ -413,8 +450,12 @@ function scoresStep(s: SgAttentionSpec, f: SgMatrix, keepP: boolean): string {
       let e = lid + x * NT; let r = e / BC; let c = e % BC;
       var pv = 0.0;
       if (e < BR * BC && visible(i0 + r, j0 + c, r, c, 0u, p.S)) { pv = exp2(shS[r * SS + c] * p.scale2 - rowL2[r]); }
-      pr[x] = pv;${keepP ? `
-      if (e < BR * BC) { shP[r * SP + c] = f16(pv); }` : ''}
+      pr[x] = pv;${
+        keepP
+          ? `
+      if (e < BR * BC) { shP[r * SP + c] = f16(pv); }`
+          : ''
+      }
     }
     workgroupBarrier();
     ${tile(A.shG, A.shV)}
@@ -481,7 +522,8 @@ function dkvKernel(s: SgAttentionSpec): string {
   const A = arrays(s);
   const { M, N, K } = s.shape;
   const g = gemm(s, s.BC, s.Dh);
-  const put = (buf: string, mul: string) => `if (key0 + rr < p.Sk) { ${buf}[((b * p.Sk + key0 + rr) * p.Hkv + hk) * DH + cc] = shS[sg * ${M * N}u + f]${mul}; }`;
+  const put = (buf: string, mul: string) =>
+    `if (key0 + rr < p.Sk) { ${buf}[((b * p.Sk + key0 + rr) * p.Hkv + hk) * DH + cc] = shS[sg * ${M * N}u + f]${mul}; }`;
   return /* wgsl */ `${common(s, f)}
 ${backwardDecls(s)}
 @group(0) @binding(7) var<storage, read_write> DK: array<f32>;
@@ -556,11 +598,79 @@ export interface AttentionVariantCase {
  * filler tile in the last round, as the native kernels have at Dh 80).
  */
 export const ATTENTION_SG_CASES: readonly AttentionVariantCase[] = [
-  { label: 'Dh=64 T=37 causal GQA 4 q/k/v f16', B: 2, T: 37, S: 37, Sk: 37, Hq: 8, Hkv: 2, Dh: 64, shape: MATRIX_SHAPES.m16n8k16, causal: true, dtype: 'f16' },
-  { label: 'Dh=80 T=41 causal packed 3 segments q/k/v f32', B: 2, T: 41, S: 41, Sk: 41, Hq: 2, Hkv: 2, Dh: 80, shape: MATRIX_SHAPES.m16n16k16, causal: true, segments: [[13, 21, 7], [5, 30, 6]], dtype: 'f32' },
-  { label: 'Dh=96 T=7 qOffset=12 S=19 of 24 non-causal GQA 8', B: 1, T: 7, S: 19, Sk: 24, Hq: 8, Hkv: 1, Dh: 96, shape: MATRIX_SHAPES.m8n16k16, causal: false, qOffset: 12, dtype: 'f16' },
-  { label: 'Dh=128 T=1 qOffset=44 S=45 of 48 causal GQA 2 kvStart [17, 0, 44] unwritten NaN', B: 3, T: 1, S: 45, Sk: 48, Hq: 4, Hkv: 2, Dh: 128, shape: MATRIX_SHAPES.m16n16k16, causal: true, qOffset: 44, kvStart: [17, 0, 44], dtype: 'f16' },
-  { label: 'Dh=128 T=13 causal kvStart [5, 0] unwritten NaN (prefill, rows fully masked)', B: 2, T: 13, S: 13, Sk: 13, Hq: 2, Hkv: 1, Dh: 128, shape: MATRIX_SHAPES.m16n16k16, causal: true, kvStart: [5, 0], dtype: 'f16' },
+  {
+    label: 'Dh=64 T=37 causal GQA 4 q/k/v f16',
+    B: 2,
+    T: 37,
+    S: 37,
+    Sk: 37,
+    Hq: 8,
+    Hkv: 2,
+    Dh: 64,
+    shape: MATRIX_SHAPES.m16n8k16,
+    causal: true,
+    dtype: 'f16',
+  },
+  {
+    label: 'Dh=80 T=41 causal packed 3 segments q/k/v f32',
+    B: 2,
+    T: 41,
+    S: 41,
+    Sk: 41,
+    Hq: 2,
+    Hkv: 2,
+    Dh: 80,
+    shape: MATRIX_SHAPES.m16n16k16,
+    causal: true,
+    segments: [
+      [13, 21, 7],
+      [5, 30, 6],
+    ],
+    dtype: 'f32',
+  },
+  {
+    label: 'Dh=96 T=7 qOffset=12 S=19 of 24 non-causal GQA 8',
+    B: 1,
+    T: 7,
+    S: 19,
+    Sk: 24,
+    Hq: 8,
+    Hkv: 1,
+    Dh: 96,
+    shape: MATRIX_SHAPES.m8n16k16,
+    causal: false,
+    qOffset: 12,
+    dtype: 'f16',
+  },
+  {
+    label: 'Dh=128 T=1 qOffset=44 S=45 of 48 causal GQA 2 kvStart [17, 0, 44] unwritten NaN',
+    B: 3,
+    T: 1,
+    S: 45,
+    Sk: 48,
+    Hq: 4,
+    Hkv: 2,
+    Dh: 128,
+    shape: MATRIX_SHAPES.m16n16k16,
+    causal: true,
+    qOffset: 44,
+    kvStart: [17, 0, 44],
+    dtype: 'f16',
+  },
+  {
+    label: 'Dh=128 T=13 causal kvStart [5, 0] unwritten NaN (prefill, rows fully masked)',
+    B: 2,
+    T: 13,
+    S: 13,
+    Sk: 13,
+    Hq: 2,
+    Hkv: 1,
+    Dh: 128,
+    shape: MATRIX_SHAPES.m16n16k16,
+    causal: true,
+    kvStart: [5, 0],
+    dtype: 'f16',
+  },
 ];
 
 /** The passes a case runs: the forward, and the backward's two kernels unless it has kvStart. */
@@ -581,7 +691,13 @@ export function enumerateAttentionVariants(): KernelVariant[] {
   const out: KernelVariant[] = [];
   const dtypes = ['f32', 'f16'] as const;
   const entry = (spec: SgAttentionSpec, name: string, check?: AttentionVariantCheck): KernelVariant => ({
-    family: 'attention', name, mode: spec.mode, key: sgAttentionKey(spec), code: () => sgAttentionKernel(spec), workgroupBytes: sgAttentionSharedBytes(spec), spec: check ?? spec,
+    family: 'attention',
+    name,
+    mode: spec.mode,
+    key: sgAttentionKey(spec),
+    code: () => sgAttentionKernel(spec),
+    workgroupBytes: sgAttentionSharedBytes(spec),
+    spec: check ?? spec,
   });
   for (const pass of ['fwd', 'dq', 'dkv'] as const)
     for (const shape of SG_SHAPES)

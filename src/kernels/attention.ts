@@ -57,15 +57,30 @@
 import { isGradEnabled, recordOp } from '../engine/autograd.js';
 import type { FeatureName, SubgroupMatrixConfig } from '../engine/device.js';
 import { computePrecision, type Precision } from '../engine/precision.js';
-import { engine, Tensor, type DType } from '../engine/tensor.js';
+import { type DType, engine, Tensor } from '../engine/tensor.js';
 import { saveActivation } from './activations.js';
 import {
-  SG_HEAD_DIMS, SG_SHAPES, SG_WIDTH, sgAttentionKernel, sgAttentionKey, sgAttentionSharedBytes, sgAttentionSpec, sgWorkgroupSize,
-  type SgAttentionPass, type SgAttentionSpec,
+  CPU_MAX_DH,
+  type CpuAttentionKind,
+  cpuAttentionGrid,
+  cpuAttentionKernel,
+  cpuAttentionKey,
+  cpuAttentionSpec,
+} from './attention-cpu.js';
+import {
+  SG_HEAD_DIMS,
+  SG_SHAPES,
+  SG_WIDTH,
+  type SgAttentionPass,
+  type SgAttentionSpec,
+  sgAttentionKernel,
+  sgAttentionKey,
+  sgAttentionSharedBytes,
+  sgAttentionSpec,
+  sgWorkgroupSize,
 } from './attention-sgmatrix.js';
+import { assertDtype, dispatch, grid1d, Uniforms } from './common.js';
 import { assertOffered, isOffered, type MatrixMode, type MatrixShape } from './sgmatrix.js';
-import { Uniforms, assertDtype, dispatch, grid1d } from './common.js';
-import { CPU_MAX_DH, cpuAttentionGrid, cpuAttentionKernel, cpuAttentionKey, cpuAttentionSpec, type CpuAttentionKind } from './attention-cpu.js';
 
 export interface FlashAttentionOptions {
   causal: boolean;
@@ -153,17 +168,28 @@ interface Dims {
 const ATTN_DTYPES: readonly DType[] = ['f32', 'f16'];
 
 function checkInputs(q: Tensor, k: Tensor, v: Tensor, o: FlashAttentionOptions): Dims {
-  for (const [t, n] of [[q, 'q'], [k, 'k'], [v, 'v']] as const) {
-    if (!ATTN_DTYPES.includes(t.dtype)) throw new TypeError(`flashAttention ${n}: expected dtype f32 or f16, got ${t.dtype}`);
+  for (const [t, n] of [
+    [q, 'q'],
+    [k, 'k'],
+    [v, 'v'],
+  ] as const) {
+    if (!ATTN_DTYPES.includes(t.dtype))
+      throw new TypeError(`flashAttention ${n}: expected dtype f32 or f16, got ${t.dtype}`);
     if (t.shape.length !== 4) throw new RangeError(`flashAttention: ${n} must be 4-D, got [${t.shape.join(', ')}]`);
   }
-  if (k.dtype !== v.dtype) throw new TypeError(`flashAttention: k (${k.dtype}) and v (${v.dtype}) must have the same dtype`);
+  if (k.dtype !== v.dtype)
+    throw new TypeError(`flashAttention: k (${k.dtype}) and v (${v.dtype}) must have the same dtype`);
   const [B, T, Hq, Dh] = q.shape as [number, number, number, number];
   const [Bk, Sk, Hkv, Dhk] = k.shape as [number, number, number, number];
-  if (Bk !== B || Dhk !== Dh) throw new RangeError(`flashAttention: k [${k.shape.join(', ')}] does not match q [${q.shape.join(', ')}] (batch and head dim must agree)`);
-  if (v.shape.some((d, i) => d !== k.shape[i])) throw new RangeError(`flashAttention: v [${v.shape.join(', ')}] must have k's shape [${k.shape.join(', ')}]`);
+  if (Bk !== B || Dhk !== Dh)
+    throw new RangeError(
+      `flashAttention: k [${k.shape.join(', ')}] does not match q [${q.shape.join(', ')}] (batch and head dim must agree)`,
+    );
+  if (v.shape.some((d, i) => d !== k.shape[i]))
+    throw new RangeError(`flashAttention: v [${v.shape.join(', ')}] must have k's shape [${k.shape.join(', ')}]`);
   if (Hkv < 1 || Hq % Hkv !== 0) throw new RangeError(`flashAttention: Hq=${Hq} must be a multiple of Hkv=${Hkv}`);
-  if (Dh < 4 || Dh > MAX_DH || Dh % 4 !== 0) throw new RangeError(`flashAttention: head dim ${Dh} not supported (a multiple of 4 in 4..${MAX_DH})`);
+  if (Dh < 4 || Dh > MAX_DH || Dh % 4 !== 0)
+    throw new RangeError(`flashAttention: head dim ${Dh} not supported (a multiple of 4 in 4..${MAX_DH})`);
   const S = o.kvLength ?? Sk;
   if (!Number.isInteger(S) || S < 0 || S > Sk) throw new RangeError(`flashAttention: kvLength ${S} outside [0, ${Sk}]`);
   const qOffset = o.qOffset ?? 0;
@@ -172,19 +198,35 @@ function checkInputs(q: Tensor, k: Tensor, v: Tensor, o: FlashAttentionOptions):
   if (o.segmentIds) {
     seg = o.segmentIds;
     assertDtype(seg, 'i32', 'flashAttention segmentIds');
-    if (T !== S) throw new RangeError(`flashAttention: segmentIds need T == S (packed self-attention), got T=${T}, S=${S}`);
-    if (seg.numel !== B * T) throw new RangeError(`flashAttention: segmentIds has ${seg.numel} elements, expected B·T = ${B * T}`);
+    if (T !== S)
+      throw new RangeError(`flashAttention: segmentIds need T == S (packed self-attention), got T=${T}, S=${S}`);
+    if (seg.numel !== B * T)
+      throw new RangeError(`flashAttention: segmentIds has ${seg.numel} elements, expected B·T = ${B * T}`);
   }
   let kvStart: Tensor | null = null;
   if (o.kvStart) {
     kvStart = o.kvStart;
     assertDtype(kvStart, 'i32', 'flashAttention kvStart');
-    if (kvStart.numel !== B) throw new RangeError(`flashAttention: kvStart has ${kvStart.numel} elements, expected B = ${B}`);
+    if (kvStart.numel !== B)
+      throw new RangeError(`flashAttention: kvStart has ${kvStart.numel} elements, expected B = ${B}`);
   }
   const scale = o.scale ?? 1 / Math.sqrt(Dh);
   return {
-    B, T, S, Sk, Hq, Hkv, Dh, group: Hq / Hkv, scale, qOffset, causal: o.causal, seg, kvStart,
-    qType: q.dtype as 'f32' | 'f16', kvType: k.dtype as 'f32' | 'f16',
+    B,
+    T,
+    S,
+    Sk,
+    Hq,
+    Hkv,
+    Dh,
+    group: Hq / Hkv,
+    scale,
+    qOffset,
+    causal: o.causal,
+    seg,
+    kvStart,
+    qType: q.dtype as 'f32' | 'f16',
+    kvType: k.dtype as 'f32' | 'f16',
   };
 }
 
@@ -256,34 +298,64 @@ function sharedBytes(kind: KernelKind, DV: number, BLOCK: number, NT: number, ex
   return 2 * BLOCK * DV * 16 + extra + part + 16;
 }
 
-function makeGeo(kind: KernelKind, d: Pick<Dims, 'Dh' | 'qType' | 'kvType'>, exchange: Exchange, caps: AttentionCaps, tiles?: AttentionTiles): Geo {
+function makeGeo(
+  kind: KernelKind,
+  d: Pick<Dims, 'Dh' | 'qType' | 'kvType'>,
+  exchange: Exchange,
+  caps: AttentionCaps,
+  tiles?: AttentionTiles,
+): Geo {
   const { TPR, WV } = sliceGeometry(d.Dh);
   const DV = TPR * WV;
   const maxThreads = Math.min(256, caps.maxInvocations);
   let rows = tiles?.rows ?? Math.min(64, Math.max(1, Math.floor(maxThreads / TPR)));
   if (!Number.isInteger(rows) || rows < 1 || rows * TPR > caps.maxInvocations) {
-    throw new RangeError(`attention tile rows ${rows} must be a positive integer with rows·${TPR} lanes ≤ ${caps.maxInvocations}`);
+    throw new RangeError(
+      `attention tile rows ${rows} must be a positive integer with rows·${TPR} lanes ≤ ${caps.maxInvocations}`,
+    );
   }
   if (exchange === 'subgroup') rows = Math.max(rows, Math.ceil(caps.subgroupMaxSize / TPR)); // whole subgroups
   const override = tiles?.block;
-  if (override !== undefined && (override % BLOCK_MULTIPLE !== 0 || override < BLOCK_MULTIPLE)) throw new RangeError(`attention tile block ${override} must be a positive multiple of ${BLOCK_MULTIPLE}`);
+  if (override !== undefined && (override % BLOCK_MULTIPLE !== 0 || override < BLOCK_MULTIPLE))
+    throw new RangeError(`attention tile block ${override} must be a positive multiple of ${BLOCK_MULTIPLE}`);
   for (;;) {
     const NT = rows * TPR;
     for (const BLOCK of override !== undefined ? [override] : [64, 32, 16, 8]) {
       if (sharedBytes(kind, DV, BLOCK, NT, exchange) <= caps.maxWorkgroupStorage) {
-        return { kind, TPR, WV, DV, CH: STEP[kind], ROWS: rows, BLOCK, NT, exchange, qType: d.qType, kvType: d.kvType, unroll: tiles?.unroll ?? !caps.software };
+        return {
+          kind,
+          TPR,
+          WV,
+          DV,
+          CH: STEP[kind],
+          ROWS: rows,
+          BLOCK,
+          NT,
+          exchange,
+          qType: d.qType,
+          kvType: d.kvType,
+          unroll: tiles?.unroll ?? !caps.software,
+        };
       }
     }
     if (tiles?.rows !== undefined || rows === 1) break;
     rows = Math.ceil(rows / 2);
   }
-  throw new RangeError(`attention: no ${kind} tile of head dim ${d.Dh} fits ${caps.maxWorkgroupStorage} bytes of workgroup memory`);
+  throw new RangeError(
+    `attention: no ${kind} tile of head dim ${d.Dh} fits ${caps.maxWorkgroupStorage} bytes of workgroup memory`,
+  );
 }
 
 /** Whether the subgroup exchange can run this geometry: a row's lanes within one subgroup, whole subgroups. */
-function subgroupFits(kind: KernelKind, d: Pick<Dims, 'Dh' | 'qType' | 'kvType'>, caps: AttentionCaps, tiles?: AttentionTiles): boolean {
+function subgroupFits(
+  kind: KernelKind,
+  d: Pick<Dims, 'Dh' | 'qType' | 'kvType'>,
+  caps: AttentionCaps,
+  tiles?: AttentionTiles,
+): boolean {
   const { TPR } = sliceGeometry(d.Dh);
-  if (!caps.features.has('subgroups') || TPR < 2 || caps.subgroupMinSize < TPR || caps.subgroupMaxSize < 1) return false;
+  if (!caps.features.has('subgroups') || TPR < 2 || caps.subgroupMinSize < TPR || caps.subgroupMaxSize < 1)
+    return false;
   try {
     const g = makeGeo(kind, d, 'subgroup', caps, tiles);
     return g.NT % caps.subgroupMaxSize === 0;
@@ -329,7 +401,11 @@ const fewRows = (s: AttentionShape): boolean => (s.Hq / s.Hkv) * s.T <= SPLIT_MA
  * subgroups of exactly 32 lanes (the kernels deal tiles to NT/32 subgroups), fp16-mixed precision,
  * a head dim in SG_HEAD_DIMS, and the kernels' workgroup memory and size within the device's limits.
  */
-export function nativeFragmentShape(pass: 'forward' | 'backward', s: AttentionShape, caps: AttentionCaps): MatrixShape | null {
+export function nativeFragmentShape(
+  pass: 'forward' | 'backward',
+  s: AttentionShape,
+  caps: AttentionCaps,
+): MatrixShape | null {
   if (caps.precision !== 'fp16-mixed' || !SG_HEAD_DIMS.includes(s.Dh)) return null;
   if (!caps.features.has('chromium-experimental-subgroup-matrix') || !caps.features.has('shader-f16')) return null;
   if (caps.subgroupMinSize !== SG_WIDTH || caps.subgroupMaxSize !== SG_WIDTH) return null;
@@ -347,27 +423,102 @@ export function nativeFragmentShape(pass: 'forward' | 'backward', s: AttentionSh
 const SGM_REQUIRES: readonly FeatureName[] = ['chromium-experimental-subgroup-matrix', 'shader-f16'];
 
 export const ATTENTION_VARIANTS: readonly AttentionVariant[] = [
-  { name: 'forward.tiled.sgmatrix', pass: 'forward', layout: 'tiled', exchange: 'workgroup', subgroupMatrix: true, requires: SGM_REQUIRES, supports: (s, c) => nativeFragmentShape('forward', s, c) !== null, preferred: (s) => !fewRows(s) },
-  { name: 'forward.split.subgroup', pass: 'forward', layout: 'split', exchange: 'subgroup', requires: ['subgroups'], supports: (s, c) => subgroupFits('fwd', s, c), preferred: fewRows },
-  { name: 'forward.split.workgroup', pass: 'forward', layout: 'split', exchange: 'workgroup', requires: [], supports: () => true, preferred: fewRows },
-  { name: 'forward.tiled.subgroup', pass: 'forward', layout: 'tiled', exchange: 'subgroup', requires: ['subgroups'], supports: (s, c) => subgroupFits('fwd', s, c), preferred: () => true },
-  { name: 'forward.tiled.workgroup', pass: 'forward', layout: 'tiled', exchange: 'workgroup', requires: [], supports: () => true, preferred: () => true },
-  { name: 'backward.sgmatrix', pass: 'backward', layout: 'tiled', exchange: 'workgroup', subgroupMatrix: true, requires: SGM_REQUIRES, supports: (s, c) => nativeFragmentShape('backward', s, c) !== null, preferred: () => true },
-  { name: 'backward.subgroup', pass: 'backward', layout: 'tiled', exchange: 'subgroup', requires: ['subgroups'], supports: (s, c) => subgroupFits('dq', s, c) && subgroupFits('dkv', s, c), preferred: () => true },
-  { name: 'backward.workgroup', pass: 'backward', layout: 'tiled', exchange: 'workgroup', requires: [], supports: () => true, preferred: () => true },
+  {
+    name: 'forward.tiled.sgmatrix',
+    pass: 'forward',
+    layout: 'tiled',
+    exchange: 'workgroup',
+    subgroupMatrix: true,
+    requires: SGM_REQUIRES,
+    supports: (s, c) => nativeFragmentShape('forward', s, c) !== null,
+    preferred: (s) => !fewRows(s),
+  },
+  {
+    name: 'forward.split.subgroup',
+    pass: 'forward',
+    layout: 'split',
+    exchange: 'subgroup',
+    requires: ['subgroups'],
+    supports: (s, c) => subgroupFits('fwd', s, c),
+    preferred: fewRows,
+  },
+  {
+    name: 'forward.split.workgroup',
+    pass: 'forward',
+    layout: 'split',
+    exchange: 'workgroup',
+    requires: [],
+    supports: () => true,
+    preferred: fewRows,
+  },
+  {
+    name: 'forward.tiled.subgroup',
+    pass: 'forward',
+    layout: 'tiled',
+    exchange: 'subgroup',
+    requires: ['subgroups'],
+    supports: (s, c) => subgroupFits('fwd', s, c),
+    preferred: () => true,
+  },
+  {
+    name: 'forward.tiled.workgroup',
+    pass: 'forward',
+    layout: 'tiled',
+    exchange: 'workgroup',
+    requires: [],
+    supports: () => true,
+    preferred: () => true,
+  },
+  {
+    name: 'backward.sgmatrix',
+    pass: 'backward',
+    layout: 'tiled',
+    exchange: 'workgroup',
+    subgroupMatrix: true,
+    requires: SGM_REQUIRES,
+    supports: (s, c) => nativeFragmentShape('backward', s, c) !== null,
+    preferred: () => true,
+  },
+  {
+    name: 'backward.subgroup',
+    pass: 'backward',
+    layout: 'tiled',
+    exchange: 'subgroup',
+    requires: ['subgroups'],
+    supports: (s, c) => subgroupFits('dq', s, c) && subgroupFits('dkv', s, c),
+    preferred: () => true,
+  },
+  {
+    name: 'backward.workgroup',
+    pass: 'backward',
+    layout: 'tiled',
+    exchange: 'workgroup',
+    requires: [],
+    supports: () => true,
+    preferred: () => true,
+  },
 ];
 
 const hasAll = (v: AttentionVariant, caps: AttentionCaps): boolean => v.requires.every((f) => caps.features.has(f));
 
 /** Every variant that can run this shape on this device (what a tuner would time). */
-export function attentionVariantsFor(pass: 'forward' | 'backward', s: AttentionShape, caps: AttentionCaps): AttentionVariant[] {
+export function attentionVariantsFor(
+  pass: 'forward' | 'backward',
+  s: AttentionShape,
+  caps: AttentionCaps,
+): AttentionVariant[] {
   return ATTENTION_VARIANTS.filter((v) => v.pass === pass && hasAll(v, caps) && v.supports(s, caps));
 }
 
 /** The default variant for a shape: the first in table order that the device and shape allow and prefer. */
-export function chooseAttentionVariant(pass: 'forward' | 'backward', s: AttentionShape, caps: AttentionCaps): AttentionVariant {
+export function chooseAttentionVariant(
+  pass: 'forward' | 'backward',
+  s: AttentionShape,
+  caps: AttentionCaps,
+): AttentionVariant {
   const v = attentionVariantsFor(pass, s, caps).find((x) => x.preferred(s));
-  if (!v) throw new Error(`attention: no ${pass} variant for [B${s.B} T${s.T} S${s.S} Hq${s.Hq} Hkv${s.Hkv} Dh${s.Dh}]`); // the workgroup variants take every shape
+  if (!v)
+    throw new Error(`attention: no ${pass} variant for [B${s.B} T${s.T} S${s.S} Hq${s.Hq} Hkv${s.Hkv} Dh${s.Dh}]`); // the workgroup variants take every shape
   return v;
 }
 
@@ -376,7 +527,13 @@ function shapeOf(d: Dims): AttentionShape {
 }
 
 /** The exchange to compile: the override (checked against the device) or the chosen variant's for the layout. */
-function pickExchange(pass: 'forward' | 'backward', layout: ForwardLayout, d: Dims, caps: AttentionCaps, tiles?: AttentionTiles): Exchange {
+function pickExchange(
+  pass: 'forward' | 'backward',
+  layout: ForwardLayout,
+  d: Dims,
+  caps: AttentionCaps,
+  tiles?: AttentionTiles,
+): Exchange {
   if (tiles?.exchange === 'workgroup') return 'workgroup';
   const kinds: KernelKind[] = pass === 'forward' ? ['fwd'] : ['dq', 'dkv'];
   const fits = kinds.every((k) => subgroupFits(k, d, caps, tiles));
@@ -405,14 +562,29 @@ function splitTiles(d: Dims, tiles?: AttentionTiles): AttentionTiles | undefined
 // ---------------------------------------------------------------------------------------------
 // WGSL building blocks.
 
-function uniforms(d: Dims, extra: { n?: number; splitMode?: boolean; chunk?: number; splits?: number; rowBlocks?: number } = {}): Uniforms {
+function uniforms(
+  d: Dims,
+  extra: { n?: number; splitMode?: boolean; chunk?: number; splits?: number; rowBlocks?: number } = {},
+): Uniforms {
   return new Uniforms()
-    .u32(d.T).u32(d.S).u32(d.Sk).u32(d.Hq)
-    .u32(d.Hkv).u32(d.group).i32(d.qOffset).f32(d.scale * LOG2E)
-    .f32(d.scale).f32(-Infinity).u32(extra.n ?? 0)
+    .u32(d.T)
+    .u32(d.S)
+    .u32(d.Sk)
+    .u32(d.Hq)
+    .u32(d.Hkv)
+    .u32(d.group)
+    .i32(d.qOffset)
+    .f32(d.scale * LOG2E)
+    .f32(d.scale)
+    .f32(-Infinity)
+    .u32(extra.n ?? 0)
     .u32((d.causal ? 1 : 0) | (d.seg ? 2 : 0) | (d.kvStart ? 4 : 0) | (extra.splitMode ? 8 : 0))
-    .u32(d.Dh / 4).u32(extra.splits ?? 1).u32(extra.chunk ?? 0).u32(extra.rowBlocks ?? 1)
-    .u32(sliceGeometry(d.Dh).WV).u32(sliceGeometry(d.Dh).TPR);
+    .u32(d.Dh / 4)
+    .u32(extra.splits ?? 1)
+    .u32(extra.chunk ?? 0)
+    .u32(extra.rowBlocks ?? 1)
+    .u32(sliceGeometry(d.Dh).WV)
+    .u32(sliceGeometry(d.Dh).TPR);
 }
 
 export const HEADER = /* wgsl */ `
@@ -440,7 +612,10 @@ const TPR = ${g.TPR}u; const WV = ${g.WV}u; const DV = ${g.DV}u; const ROWS = ${
 /** WGSL: a storage binding of q/k/v-like data read as vec4f rows (f32, or f16 packed two per u32). */
 export function inputBinding(binding: number, name: string, type: 'f32' | 'f16'): string {
   const elem = type === 'f32' ? 'vec4f' : 'vec2u';
-  const load = type === 'f32' ? `return ${name}[i];` : `let w = ${name}[i];\n  return vec4f(unpack2x16float(w.x), unpack2x16float(w.y));`;
+  const load =
+    type === 'f32'
+      ? `return ${name}[i];`
+      : `let w = ${name}[i];\n  return vec4f(unpack2x16float(w.x), unpack2x16float(w.y));`;
   return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<${elem}>;
 fn ld${name}(i: u32) -> vec4f {
   ${load}
@@ -448,7 +623,8 @@ fn ld${name}(i: u32) -> vec4f {
 }
 
 function entry(g: Geo): string {
-  const sg = g.exchange === 'subgroup' ? ', @builtin(subgroup_invocation_id) sgl: u32, @builtin(subgroup_size) sgn: u32' : '';
+  const sg =
+    g.exchange === 'subgroup' ? ', @builtin(subgroup_invocation_id) sgl: u32, @builtin(subgroup_size) sgn: u32' : '';
   return `@compute @workgroup_size(${g.NT})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32${sg})`;
 }
@@ -467,7 +643,9 @@ function rowMap(g: Geo): string {
 }
 
 function exchangeDecl(g: Geo, names: number): string {
-  return g.exchange === 'workgroup' ? `var<workgroup> shPart: array<vec4f, ${g.NT * names * (g.CH / 4)}>;` : 'var<workgroup> sgCount: atomic<u32>;';
+  return g.exchange === 'workgroup'
+    ? `var<workgroup> shPart: array<vec4f, ${g.NT * names * (g.CH / 4)}>;`
+    : 'var<workgroup> sgCount: atomic<u32>;';
 }
 
 /** WGSL: sums vec4 registers `${name}${v}` over the TPR lanes of each row. */
@@ -525,7 +703,14 @@ function dotRows(g: Geo, terms: [string, string, string][]): string {
     .map(([out, a, sh]) => {
       const dot = (r: number) => `dot(${a}w, ${sh}[ix${r ? ` + ${r * g.DV}u` : ''}])`;
       return `let ${a}w = ${a}[w];
-        ${range(g.CH / 4).map((v) => `${out}${v} += vec4f(${range(4).map((c) => dot(4 * v + c)).join(', ')});`).join('\n        ')}`;
+        ${range(g.CH / 4)
+          .map(
+            (v) =>
+              `${out}${v} += vec4f(${range(4)
+                .map((c) => dot(4 * v + c))
+                .join(', ')});`,
+          )
+          .join('\n        ')}`;
     })
     .join('\n        ');
   return `${decl}
@@ -538,7 +723,12 @@ const comp = (name: string, r: number): string => `${name}${r >> 2}.${'xyzw'[r &
 /** WGSL: acc[w] = acc[w]·decay + Σ_r coef_r · sh[row r][w] for each [acc, coef, staged block], in one slice loop. */
 function axpyRows(g: Geo, terms: [string, (r: number) => string, string][], decay = ''): string {
   const body = terms
-    .map(([acc, coef, sh]) => `${acc}[w] = ${acc}[w]${decay} + ${range(g.CH).map((r) => `${coef(r)} * ${sh}[ix${r ? ` + ${r * g.DV}u` : ''}]`).join(' + ')};`)
+    .map(
+      ([acc, coef, sh]) =>
+        `${acc}[w] = ${acc}[w]${decay} + ${range(g.CH)
+          .map((r) => `${coef(r)} * ${sh}[ix${r ? ` + ${r * g.DV}u` : ''}]`)
+          .join(' + ')};`,
+    )
     .join('\n        ');
   return sliceLoop(g, `let ix = kb + w;\n        ${body}`);
 }
@@ -559,7 +749,15 @@ fn segRange(b: u32, first: u32, count: u32) -> vec2i {
  * zero elsewhere. Rows below `lo` are never read: a KV cache's positions before a row's kvStart may
  * never have been written (a masked key's zero weight times a NaN value would still be NaN).
  */
-function stageRows(a: [string, string], bsh: [string, string], rowsTotal: string, heads: string, hh: string, limit: string, lo = '0u'): string {
+function stageRows(
+  a: [string, string],
+  bsh: [string, string],
+  rowsTotal: string,
+  heads: string,
+  hh: string,
+  limit: string,
+  lo = '0u',
+): string {
   return `for (var e = lid; e < BLOCK * DV; e += NT) {
       let jj = e / DV; let w = e % DV; let j = j0 + jj;
       var x0 = vec4f(0.0); var x1 = vec4f(0.0);
@@ -653,13 +851,21 @@ ${entry(g)} {
       ${dotRows(g, [['s', 'q', 'shK']])}
       ${exchange(g, ['s'])}
       var cmax = NEG;
-      ${lines(g.CH, (r) => `let ok${r} = rowValid && c0 + ${r}u < cEnd && j0 + c0 + ${r}u >= kLo && (!CAUSAL || i32(j0 + c0 + ${r}u) <= qlim) && (!SEGON || shSeg[c0 + ${r}u] == mySeg);
-      if (ok${r}) { cmax = max(cmax, ${comp('s', r)}); }`, '\n      ')}
+      ${lines(
+        g.CH,
+        (
+          r,
+        ) => `let ok${r} = rowValid && c0 + ${r}u < cEnd && j0 + c0 + ${r}u >= kLo && (!CAUSAL || i32(j0 + c0 + ${r}u) <= qlim) && (!SEGON || shSeg[c0 + ${r}u] == mySeg);
+      if (ok${r}) { cmax = max(cmax, ${comp('s', r)}); }`,
+        '\n      ',
+      )}
       if (cmax > NEG) {
         let mn = max(m, cmax);
         let alpha = exp2(m - mn);
         ${lines(g.CH, (r) => `let p${r} = select(0.0, exp2(${comp('s', r)} - mn), ok${r});`, '\n        ')}
-        l = l * alpha + ${range(g.CH).map((r) => `p${r}`).join(' + ')};
+        l = l * alpha + ${range(g.CH)
+          .map((r) => `p${r}`)
+          .join(' + ')};
         ${axpyRows(g, [['o', (r) => `p${r}`, 'shV']], ' * alpha')}
         m = mn;
       }
@@ -774,7 +980,10 @@ ${entry(g)} {
     ${keyBlockPrologue('0u')}
     for (var c0 = 0u; c0 < cEnd; c0 += CH) {
       let kb = c0 * DV + sl * WV;
-      ${dotRows(g, [['s', 'q', 'shK'], ['dp', 'gr', 'shV']])}
+      ${dotRows(g, [
+        ['s', 'q', 'shK'],
+        ['dp', 'gr', 'shV'],
+      ])}
       ${exchange(g, ['s', 'dp'])}
       ${lines(g.CH, (r) => `let ds${r} = select(0.0, exp2(${comp('s', r)} - L2) * (${comp('dp', r)} - Di), rowValid && c0 + ${r}u < cEnd && (!CAUSAL || i32(j0 + c0 + ${r}u) <= qlim) && (!SEGON || shSeg[c0 + ${r}u] == mySeg));`, '\n      ')}
       ${axpyRows(g, [['dq', (r) => `ds${r}`, 'shK']])}
@@ -857,12 +1066,24 @@ ${entry(g)} {
       let cEnd = min(BLOCK, p.T - j0);
       for (var c0 = 0u; c0 < cEnd; c0 += CH) {
         let kb = c0 * DV + sl * WV;
-        ${dotRows(g, [['s', 'k', 'shQ'], ['dp', 'v', 'shG']])}
+        ${dotRows(g, [
+          ['s', 'k', 'shQ'],
+          ['dp', 'v', 'shG'],
+        ])}
         ${exchange(g, ['s', 'dp'])}
-        ${lines(g.CH, (r) => `let ok${r} = keyValid && c0 + ${r}u < cEnd && (!CAUSAL || i32(j) <= i32(j0 + c0 + ${r}u) + p.qOffset) && (!SEGON || shSeg[c0 + ${r}u] == mySeg);
+        ${lines(
+          g.CH,
+          (
+            r,
+          ) => `let ok${r} = keyValid && c0 + ${r}u < cEnd && (!CAUSAL || i32(j) <= i32(j0 + c0 + ${r}u) + p.qOffset) && (!SEGON || shSeg[c0 + ${r}u] == mySeg);
         let p${r} = select(0.0, exp2(${comp('s', r)} * p.scale2 - shL2[c0 + ${r}u]), ok${r});
-        let ds${r} = select(0.0, p${r} * (${comp('dp', r)} - shD[c0 + ${r}u]), ok${r});`, '\n        ')}
-        ${axpyRows(g, [['dv', (r) => `p${r}`, 'shG'], ['dk', (r) => `ds${r}`, 'shQ']])}
+        let ds${r} = select(0.0, p${r} * (${comp('dp', r)} - shD[c0 + ${r}u]), ok${r});`,
+          '\n        ',
+        )}
+        ${axpyRows(g, [
+          ['dv', (r) => `p${r}`, 'shG'],
+          ['dk', (r) => `ds${r}`, 'shQ'],
+        ])}
       }
       workgroupBarrier();
     }
@@ -899,8 +1120,10 @@ function geoKey(g: Geo): string {
 function splitPlan(d: Dims, g: Geo, splits?: number): { rowBlocks: number; chunk: number; splits: number } {
   const rowBlocks = Math.ceil((d.group * d.T) / g.ROWS);
   const span = Math.max(d.S, 1);
-  let n = splits ?? Math.min(Math.ceil(SPLIT_TARGET_WORKGROUPS / (d.B * d.Hkv * rowBlocks)), Math.ceil(span / (4 * g.BLOCK)));
-  if (!Number.isInteger(n) || n < 1) throw new RangeError(`attention: splits must be a positive integer, got ${splits}`);
+  let n =
+    splits ?? Math.min(Math.ceil(SPLIT_TARGET_WORKGROUPS / (d.B * d.Hkv * rowBlocks)), Math.ceil(span / (4 * g.BLOCK)));
+  if (!Number.isInteger(n) || n < 1)
+    throw new RangeError(`attention: splits must be a positive integer, got ${splits}`);
   n = Math.min(n, Math.ceil(span / g.BLOCK));
   const chunk = Math.ceil(span / n / g.BLOCK) * g.BLOCK;
   return { rowBlocks, chunk, splits: Math.ceil(span / chunk) };
@@ -910,10 +1133,17 @@ function splitPlan(d: Dims, g: Geo, splits?: number): { rowBlocks: number; chunk
  * The subgroup-matrix kernels to run, or null for the portable ones: the override `tiles.fragments`
  * (tiled layout only), else the native ones where the chooser takes them (no other tile override).
  */
-function pickFragments(pass: 'forward' | 'backward', d: Dims, caps: AttentionCaps, variant: ForwardVariant, tiles?: AttentionTiles): AttentionTiles['fragments'] | null {
+function pickFragments(
+  pass: 'forward' | 'backward',
+  d: Dims,
+  caps: AttentionCaps,
+  variant: ForwardVariant,
+  tiles?: AttentionTiles,
+): AttentionTiles['fragments'] | null {
   if (tiles?.fragments) {
     if (variant === 'split') throw new RangeError('attention: the subgroup-matrix kernels have the tiled layout only');
-    if (tiles.fragments.mode === 'native') assertOffered({ ...tiles.fragments.shape, result: 'f32' }, caps.subgroupMatrixConfigs ?? [], 'attention');
+    if (tiles.fragments.mode === 'native')
+      assertOffered({ ...tiles.fragments.shape, result: 'f32' }, caps.subgroupMatrixConfigs ?? [], 'attention');
     return tiles.fragments;
   }
   if (tiles || variant !== 'auto') return null;
@@ -923,9 +1153,18 @@ function pickFragments(pass: 'forward' | 'backward', d: Dims, caps: AttentionCap
 }
 
 /** Whether the row-per-invocation kernels (attention-cpu.ts) run this call. */
-function useCpuKernels(pass: 'forward' | 'backward', d: Dims, caps: AttentionCaps, layout: ForwardLayout, tiles?: AttentionTiles): boolean {
+function useCpuKernels(
+  pass: 'forward' | 'backward',
+  d: Dims,
+  caps: AttentionCaps,
+  layout: ForwardLayout,
+  tiles?: AttentionTiles,
+): boolean {
   const fits = layout === 'tiled' && d.Dh <= CPU_MAX_DH;
-  if (tiles?.cpu && !fits) throw new RangeError(`attention: the software adapter kernels take the tiled layout and head dims up to ${CPU_MAX_DH} (got ${layout}, ${d.Dh})`);
+  if (tiles?.cpu && !fits)
+    throw new RangeError(
+      `attention: the software adapter kernels take the tiled layout and head dims up to ${CPU_MAX_DH} (got ${layout}, ${d.Dh})`,
+    );
   return fits && (tiles?.cpu ?? (pass === 'backward' && caps.software && tiles === undefined));
 }
 
@@ -956,7 +1195,14 @@ export function flashAttentionForward(
   return forwardWithDims(d, q, k, v, variant, tiles);
 }
 
-function forwardWithDims(d: Dims, q: Tensor, k: Tensor, v: Tensor, variant: ForwardVariant, tiles?: AttentionTiles): { out: Tensor; lse: Tensor } {
+function forwardWithDims(
+  d: Dims,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  variant: ForwardVariant,
+  tiles?: AttentionTiles,
+): { out: Tensor; lse: Tensor } {
   const out = Tensor.empty(q.shape);
   const lse = Tensor.empty([d.B, d.Hq, d.T]);
   if (q.numel === 0) return { out, lse };
@@ -964,7 +1210,13 @@ function forwardWithDims(d: Dims, q: Tensor, k: Tensor, v: Tensor, variant: Forw
   const frag = pickFragments('forward', d, caps, variant, tiles);
   if (frag) {
     const spec = sgAttentionSpec('fwd', frag.mode, frag.shape, d.Dh, d.qType, d.kvType);
-    dispatch(sgAttentionKey(spec), () => sgAttentionKernel(spec), [q, k, v, out, lse, segBinding(d), kvStartBinding(d)], [Math.ceil(d.T / spec.BR), d.Hq, d.B], uniforms(d));
+    dispatch(
+      sgAttentionKey(spec),
+      () => sgAttentionKernel(spec),
+      [q, k, v, out, lse, segBinding(d), kvStartBinding(d)],
+      [Math.ceil(d.T / spec.BR), d.Hq, d.B],
+      uniforms(d),
+    );
     return { out, lse };
   }
   const layout = pickLayout(d, variant);
@@ -1020,35 +1272,70 @@ export function flashAttentionBackward(
 }
 
 function backwardWithDims(
-  d: Dims, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dOut: Tensor, wantDq: boolean, wantDkv: boolean, tiles?: AttentionTiles,
+  d: Dims,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  out: Tensor,
+  lse: Tensor,
+  dOut: Tensor,
+  wantDq: boolean,
+  wantDkv: boolean,
+  tiles?: AttentionTiles,
 ): { dq: Tensor | null; dk: Tensor | null; dv: Tensor | null } {
   if (d.kvStart) throw new RangeError('flashAttention: kvStart (left-padded decoding) has no backward');
   assertDtype(dOut, 'f32', 'flashAttention dOut');
-  if (out.dtype !== 'f32' && out.dtype !== 'f16') throw new TypeError(`flashAttention backward: out must be f32 or f16, got ${out.dtype}`);
-  if (dOut.numel !== q.numel) throw new RangeError(`flashAttention backward: dOut [${dOut.shape.join(', ')}] must match q [${q.shape.join(', ')}]`);
+  if (out.dtype !== 'f32' && out.dtype !== 'f16')
+    throw new TypeError(`flashAttention backward: out must be f32 or f16, got ${out.dtype}`);
+  if (dOut.numel !== q.numel)
+    throw new RangeError(
+      `flashAttention backward: dOut [${dOut.shape.join(', ')}] must match q [${q.shape.join(', ')}]`,
+    );
   const rows = d.B * d.T * d.Hq;
   const caps = deviceAttentionCaps();
   const exchange = pickExchange('backward', 'tiled', d, caps, tiles);
   const D = Tensor.empty([d.B, d.Hq, d.T]);
   const oType = out.dtype as 'f32' | 'f16';
-  if (rows > 0) dispatch(`attn.bwd.dot${oType === 'f16' ? '.f16' : ''}`, () => dotKernel(oType), [dOut, out, D], grid1d(rows, 64), uniforms(d, { n: rows }));
+  if (rows > 0)
+    dispatch(
+      `attn.bwd.dot${oType === 'f16' ? '.f16' : ''}`,
+      () => dotKernel(oType),
+      [dOut, out, D],
+      grid1d(rows, 64),
+      uniforms(d, { n: rows }),
+    );
   const seg = segBinding(d);
   let dq: Tensor | null = null;
   let dk: Tensor | null = null;
   let dv: Tensor | null = null;
   const frag = pickFragments('backward', d, caps, 'auto', tiles);
   if (frag) {
-    const spec = (pass: SgAttentionPass): SgAttentionSpec => sgAttentionSpec(pass, frag.mode, frag.shape, d.Dh, d.qType, d.kvType);
+    const spec = (pass: SgAttentionPass): SgAttentionSpec =>
+      sgAttentionSpec(pass, frag.mode, frag.shape, d.Dh, d.qType, d.kvType);
     if (wantDq) {
       dq = Tensor.empty(q.shape);
       const g = spec('dq');
-      if (rows > 0) dispatch(sgAttentionKey(g), () => sgAttentionKernel(g), [q, k, v, dOut, lse, D, dq, seg], [Math.ceil(d.T / g.BR), d.Hq, d.B], uniforms(d));
+      if (rows > 0)
+        dispatch(
+          sgAttentionKey(g),
+          () => sgAttentionKernel(g),
+          [q, k, v, dOut, lse, D, dq, seg],
+          [Math.ceil(d.T / g.BR), d.Hq, d.B],
+          uniforms(d),
+        );
     }
     if (wantDkv) {
       dk = Tensor.empty(k.shape);
       dv = Tensor.empty(v.shape);
       const g = spec('dkv');
-      if (k.numel > 0) dispatch(sgAttentionKey(g), () => sgAttentionKernel(g), [q, k, v, dOut, lse, D, dk, dv, seg], [Math.ceil(d.Sk / g.BC), d.Hkv, d.B], uniforms(d));
+      if (k.numel > 0)
+        dispatch(
+          sgAttentionKey(g),
+          () => sgAttentionKernel(g),
+          [q, k, v, dOut, lse, D, dk, dv, seg],
+          [Math.ceil(d.Sk / g.BC), d.Hkv, d.B],
+          uniforms(d),
+        );
     }
     D.dispose();
     return { dq, dk, dv };
@@ -1070,7 +1357,13 @@ function backwardWithDims(
     dq = Tensor.empty(q.shape);
     if (rows > 0) {
       const g = makeGeo('dq', d, exchange, caps, tiles);
-      dispatch(`attn.bwd.dq.${geoKey(g)}`, () => dqKernel(g), [q, k, v, dOut, lse, D, dq, seg], [Math.ceil(d.T / g.ROWS), d.Hq, d.B], uniforms(d));
+      dispatch(
+        `attn.bwd.dq.${geoKey(g)}`,
+        () => dqKernel(g),
+        [q, k, v, dOut, lse, D, dq, seg],
+        [Math.ceil(d.T / g.ROWS), d.Hq, d.B],
+        uniforms(d),
+      );
     }
   }
   if (wantDkv) {
@@ -1078,7 +1371,13 @@ function backwardWithDims(
     dv = Tensor.empty(v.shape);
     if (k.numel > 0) {
       const g = makeGeo('dkv', d, exchange, caps, tiles);
-      dispatch(`attn.bwd.dkv.${geoKey(g)}`, () => dkvKernel(g), [q, k, v, dOut, lse, D, dk, dv, seg], [Math.ceil(d.Sk / g.ROWS), d.Hkv, d.B], uniforms(d));
+      dispatch(
+        `attn.bwd.dkv.${geoKey(g)}`,
+        () => dkvKernel(g),
+        [q, k, v, dOut, lse, D, dk, dv, seg],
+        [Math.ceil(d.Sk / g.ROWS), d.Hkv, d.B],
+        uniforms(d),
+      );
     }
   }
   D.dispose();

@@ -1,6 +1,6 @@
 // Helpers shared by every kernel file: launch geometry, the pipeline key, WGSL snippets for 16-bit
 // unpacking (from weight-formats.ts), and the standard dispatch call.
-import { Uniforms, type BufferBinding } from '../engine/device.js';
+import { type BufferBinding, Uniforms } from '../engine/device.js';
 import { engine, Tensor } from '../engine/tensor.js';
 
 export { Uniforms };
@@ -18,9 +18,13 @@ function canonicalJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
   if (v !== null && typeof v === 'object') {
     const entries = Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined);
-    return `{${entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, x]) => `${JSON.stringify(k)}:${canonicalJson(x)}`).join(',')}}`;
+    return `{${entries
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([k, x]) => `${JSON.stringify(k)}:${canonicalJson(x)}`)
+      .join(',')}}`;
   }
-  if (typeof v === 'function' || typeof v === 'symbol' || typeof v === 'bigint') throw new TypeError(`specKey: a spec holds only plain data, got a ${typeof v}`);
+  if (typeof v === 'function' || typeof v === 'symbol' || typeof v === 'bigint')
+    throw new TypeError(`specKey: a spec holds only plain data, got a ${typeof v}`);
   return JSON.stringify(v);
 }
 

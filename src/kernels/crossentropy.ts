@@ -21,7 +21,7 @@
 // states and never holds more than one [R, V] block.
 import { recordOp } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
-import { Uniforms, assertDtype, dispatch, grid1d } from './common.js';
+import { assertDtype, dispatch, grid1d, Uniforms } from './common.js';
 
 /** Threads per workgroup of the per-row kernels (a power of two for the tree reductions). */
 const ROW_WG = 256;
@@ -148,7 +148,8 @@ export interface CrossEntropyOptions {
 function checkArgs(logits: Tensor, labels: Tensor): { rows: number; v: number } {
   assertDtype(logits, 'f32', 'crossEntropy logits');
   assertDtype(labels, 'i32', 'crossEntropy labels');
-  if (logits.shape.length !== 2) throw new RangeError(`crossEntropy: logits must be [N, V], got [${logits.shape.join(', ')}]`);
+  if (logits.shape.length !== 2)
+    throw new RangeError(`crossEntropy: logits must be [N, V], got [${logits.shape.join(', ')}]`);
   const [rows, v] = logits.shape as [number, number];
   if (labels.numel !== rows) throw new RangeError(`crossEntropy: ${labels.numel} labels for ${rows} rows of logits`);
   if (v === 0) throw new RangeError('crossEntropy: empty vocabulary dimension');
@@ -162,13 +163,30 @@ const params = (rows: number, v: number, ignoreIndex: number, row0 = 0) =>
  * Losses and lse of the rows of `logits` [R, V] into rows row0..row0+R of `loss` and `lse`, with
  * labels read from the same rows of `labels`; not recorded.
  */
-export function crossEntropyRowsInto(logits: Tensor, labels: Tensor, loss: Tensor, lse: Tensor, row0: number, ignoreIndex: number): void {
+export function crossEntropyRowsInto(
+  logits: Tensor,
+  labels: Tensor,
+  loss: Tensor,
+  lse: Tensor,
+  row0: number,
+  ignoreIndex: number,
+): void {
   const [rows, v] = logits.shape as [number, number];
-  dispatch('crossentropy.fwd', () => FORWARD_KERNEL, [logits, labels, loss, lse], grid1d(rows, 1), params(rows, v, ignoreIndex, row0));
+  dispatch(
+    'crossentropy.fwd',
+    () => FORWARD_KERNEL,
+    [logits, labels, loss, lse],
+    grid1d(rows, 1),
+    params(rows, v, ignoreIndex, row0),
+  );
 }
 
 /** Per-row losses [N] (0 where ignored) and logsumexp [N]; not recorded. */
-export function crossEntropyRows(logits: Tensor, labels: Tensor, opts: CrossEntropyOptions = {}): { loss: Tensor; lse: Tensor } {
+export function crossEntropyRows(
+  logits: Tensor,
+  labels: Tensor,
+  opts: CrossEntropyOptions = {},
+): { loss: Tensor; lse: Tensor } {
   const { rows } = checkArgs(logits, labels);
   const loss = Tensor.empty([rows]);
   const lse = Tensor.empty([rows]);
@@ -177,10 +195,20 @@ export function crossEntropyRows(logits: Tensor, labels: Tensor, opts: CrossEntr
 }
 
 /** The mean over counted rows of per-row losses [N] ([1]) and the count of counted rows ([1]); not recorded. */
-export function crossEntropyMean(rowLoss: Tensor, labels: Tensor, ignoreIndex: number): { loss: Tensor; count: Tensor } {
+export function crossEntropyMean(
+  rowLoss: Tensor,
+  labels: Tensor,
+  ignoreIndex: number,
+): { loss: Tensor; count: Tensor } {
   const loss = Tensor.empty([1]);
   const count = Tensor.empty([1]);
-  dispatch('crossentropy.mean', () => MEAN_KERNEL, [rowLoss, labels, loss, count], [1], params(rowLoss.numel, 0, ignoreIndex));
+  dispatch(
+    'crossentropy.mean',
+    () => MEAN_KERNEL,
+    [rowLoss, labels, loss, count],
+    [1],
+    params(rowLoss.numel, 0, ignoreIndex),
+  );
   return { loss, count };
 }
 
@@ -188,12 +216,25 @@ export function crossEntropyMean(rowLoss: Tensor, labels: Tensor, ignoreIndex: n
  * dlogits from the forward's saved lse: with `count` (the mean's [1] counted-row count) the scale is
  * g[0]/count, without it row r is scaled by g[r]. Exported for benchmarks; autograd calls it.
  */
-export function crossEntropyBackward(logits: Tensor, labels: Tensor, lse: Tensor, g: Tensor, count: Tensor | null, ignoreIndex = -100): Tensor {
+export function crossEntropyBackward(
+  logits: Tensor,
+  labels: Tensor,
+  lse: Tensor,
+  g: Tensor,
+  count: Tensor | null,
+  ignoreIndex = -100,
+): Tensor {
   const [rows, v] = logits.shape as [number, number];
   const d = Tensor.empty(logits.shape);
   const mean = count !== null;
   const buffers = mean ? [logits, labels, lse, g, count, d] : [logits, labels, lse, g, d];
-  dispatch(`crossentropy.bwd.${mean ? 'mean' : 'rows'}`, () => backwardKernel(mean, false), buffers, grid1d(rows, 1), params(rows, v, ignoreIndex));
+  dispatch(
+    `crossentropy.bwd.${mean ? 'mean' : 'rows'}`,
+    () => backwardKernel(mean, false),
+    buffers,
+    grid1d(rows, 1),
+    params(rows, v, ignoreIndex),
+  );
   return d;
 }
 
@@ -201,11 +242,25 @@ export function crossEntropyBackward(logits: Tensor, labels: Tensor, lse: Tensor
  * Overwrites the chunk `logits` [R, V] with its gradient; labels, lse and (per-row) g are read at
  * rows row0.. (see crossEntropyBackward for the scale).
  */
-export function crossEntropyBackwardInPlace(logits: Tensor, labels: Tensor, lse: Tensor, g: Tensor, count: Tensor | null, row0: number, ignoreIndex: number): void {
+export function crossEntropyBackwardInPlace(
+  logits: Tensor,
+  labels: Tensor,
+  lse: Tensor,
+  g: Tensor,
+  count: Tensor | null,
+  row0: number,
+  ignoreIndex: number,
+): void {
   const [rows, v] = logits.shape as [number, number];
   const mean = count !== null;
   const buffers = mean ? [logits, labels, lse, g, count] : [logits, labels, lse, g];
-  dispatch(`crossentropy.bwd.${mean ? 'mean' : 'rows'}.inplace`, () => backwardKernel(mean, true), buffers, grid1d(rows, 1), params(rows, v, ignoreIndex, row0));
+  dispatch(
+    `crossentropy.bwd.${mean ? 'mean' : 'rows'}.inplace`,
+    () => backwardKernel(mean, true),
+    buffers,
+    grid1d(rows, 1),
+    params(rows, v, ignoreIndex, row0),
+  );
 }
 
 /**

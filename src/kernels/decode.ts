@@ -9,10 +9,10 @@
 //   left padding), L read from a GPU buffer (the cache length), so the step's uniforms and bind
 //   groups do not change from token to token. The rotation is the rope kernel's arithmetic.
 import { Tensor } from '../engine/tensor.js';
-import { Uniforms, assertDtype, dispatch, grid1d } from './common.js';
+import { assertDtype, dispatch, grid1d, Uniforms } from './common.js';
 import type { RopeTables } from './rope.js';
 
-export { gemv as decodeGemv, type GemvOptions as DecodeGemvOptions, type GemvWeight } from './gemv.js';
+export { type GemvOptions as DecodeGemvOptions, type GemvWeight, gemv as decodeGemv } from './gemv.js';
 
 // ---------------------------------------------------------------------------------------------
 // RoPE + KV-cache append
@@ -156,15 +156,24 @@ export function ropeAppend(o: RopeAppendOptions): Tensor {
   const { B, T, heads, kvHeads, rope } = o;
   const dh = rope.headDim;
   const [cb, smax, ch, cdh] = o.kCache.shape as [number, number, number, number];
-  if (cb !== B || ch !== kvHeads || cdh !== dh) throw new RangeError(`ropeAppend: cache [${o.kCache.shape.join(', ')}] for B ${B}, Hkv ${kvHeads}, Dh ${dh}`);
-  for (const [name, v, width] of [['q', o.q, heads * dh], ['k', o.k, kvHeads * dh], ['v', o.v, kvHeads * dh]] as const) {
+  if (cb !== B || ch !== kvHeads || cdh !== dh)
+    throw new RangeError(`ropeAppend: cache [${o.kCache.shape.join(', ')}] for B ${B}, Hkv ${kvHeads}, Dh ${dh}`);
+  for (const [name, v, width] of [
+    ['q', o.q, heads * dh],
+    ['k', o.k, kvHeads * dh],
+    ['v', o.v, kvHeads * dh],
+  ] as const) {
     assertDtype(v.t, 'f32', `ropeAppend ${name}`);
-    if (v.offset + width > v.ld || (B * T - 1) * v.ld + v.offset + width > v.t.numel) throw new RangeError(`ropeAppend: ${name} view (ld ${v.ld}, offset ${v.offset}) does not hold ${B * T} rows of ${width}`);
+    if (v.offset + width > v.ld || (B * T - 1) * v.ld + v.offset + width > v.t.numel)
+      throw new RangeError(
+        `ropeAppend: ${name} view (ld ${v.ld}, offset ${v.offset}) does not hold ${B * T} rows of ${width}`,
+      );
   }
   const kvF16 = o.kCache.dtype === 'f16';
   if (!kvF16) assertDtype(o.kCache, 'f32', 'ropeAppend kCache');
   assertDtype(o.vCache, o.kCache.dtype, 'ropeAppend vCache');
-  if (kvF16 && dh % 4 !== 0) throw new RangeError(`ropeAppend: an f16 cache needs a head dim that is a multiple of 4, got ${dh}`);
+  if (kvF16 && dh % 4 !== 0)
+    throw new RangeError(`ropeAppend: an f16 cache needs a head dim that is a multiple of 4, got ${dh}`);
   assertDtype(o.length, 'u32', 'ropeAppend length');
   if (o.starts) assertDtype(o.starts, 'i32', 'ropeAppend starts');
   const qOut = Tensor.empty([B, T, heads, dh]);
@@ -178,10 +187,22 @@ export function ropeAppend(o: RopeAppendOptions): Tensor {
     [o.q.t, o.k.t, o.v.t, rope.cos, rope.sin, o.length, o.starts ?? noStarts!, qOut, o.kCache, o.vCache],
     grid1d(n),
     new Uniforms(16)
-      .u32(B * T).u32(T).u32(heads).u32(kvHeads)
-      .u32(half).u32(smax).u32(rope.maxPositions).u32(0x7fc00000)
-      .u32(o.q.ld).u32(o.q.offset).u32(o.k.ld).u32(o.k.offset)
-      .u32(o.v.ld).u32(o.v.offset).u32(o.starts ? 1 : 0).u32(0),
+      .u32(B * T)
+      .u32(T)
+      .u32(heads)
+      .u32(kvHeads)
+      .u32(half)
+      .u32(smax)
+      .u32(rope.maxPositions)
+      .u32(0x7fc00000)
+      .u32(o.q.ld)
+      .u32(o.q.offset)
+      .u32(o.k.ld)
+      .u32(o.k.offset)
+      .u32(o.v.ld)
+      .u32(o.v.offset)
+      .u32(o.starts ? 1 : 0)
+      .u32(0),
   );
   return qOut;
 }

@@ -3,8 +3,8 @@
 // sit side by side and one generator serves all. Binary ops broadcast their second operand when
 // its shape is a trailing suffix of the first's (bias over rows) or a single element.
 import { autogradKernels, recordOp } from '../engine/autograd.js';
-import { Tensor, numelOf, type DType } from '../engine/tensor.js';
-import { Uniforms, WGSL_FLAT_INDEX, WGSL_HALF, WG, assertDtype, dispatch, grid1d } from './common.js';
+import { type DType, numelOf, Tensor } from '../engine/tensor.js';
+import { assertDtype, dispatch, grid1d, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
 
 export interface UnaryOpDef {
   /** y as a function of x. */
@@ -21,7 +21,10 @@ export const UNARY_OPS = {
   square: { forward: 'x * x', backward: 'g * 2.0 * x' },
   relu: { forward: 'max(x, 0.0)', backward: 'select(0.0, g, x > 0.0)' },
   sigmoid: { forward: '1.0 / (1.0 + exp(-x))', backward: 'g * y * (1.0 - y)' },
-  silu: { forward: 'x / (1.0 + exp(-x))', backward: 'g * (1.0 / (1.0 + exp(-x))) * (1.0 + x * (1.0 - 1.0 / (1.0 + exp(-x))))' },
+  silu: {
+    forward: 'x / (1.0 + exp(-x))',
+    backward: 'g * (1.0 / (1.0 + exp(-x))) * (1.0 + x * (1.0 - 1.0 / (1.0 + exp(-x))))',
+  },
   tanh: { forward: 'tanh(x)', backward: 'g * (1.0 - y * y)' },
 } as const satisfies Record<string, UnaryOpDef>;
 export type UnaryOp = keyof typeof UNARY_OPS;
@@ -48,7 +51,10 @@ type Binding = [name: string, type: 'f32' | 'u32', writable?: boolean];
  */
 function kernel1d(bindings: Binding[], body: string, guard = 'i >= p.n', extra = ''): string {
   const decls = bindings
-    .map(([name, type, writable], k) => `@group(0) @binding(${k + 1}) var<storage, ${writable ? 'read_write' : 'read'}> ${name}: array<${type}>;`)
+    .map(
+      ([name, type, writable], k) =>
+        `@group(0) @binding(${k + 1}) var<storage, ${writable ? 'read_write' : 'read'}> ${name}: array<${type}>;`,
+    )
     .join('\n');
   return /* wgsl */ `${HEADER}${extra}
 ${decls}
@@ -60,7 +66,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
 }
 
-const unaryKernel = (expr: string): string => kernel1d([['X', 'f32'], ['Y', 'f32', true]], `let x = X[i];\n  Y[i] = ${expr};`);
+const unaryKernel = (expr: string): string =>
+  kernel1d(
+    [
+      ['X', 'f32'],
+      ['Y', 'f32', true],
+    ],
+    `let x = X[i];\n  Y[i] = ${expr};`,
+  );
 
 /** Whether a gradient expression reads the variable `name` (so backward must keep that tensor). */
 function reads(expr: string, name: string): boolean {
@@ -74,11 +87,18 @@ function reads(expr: string, name: string): boolean {
 function gradKernel(expr: string, operands: [variable: string, buffer: string, load: string][]): string {
   const used = operands.filter(([v]) => reads(expr, v));
   const bindings: Binding[] = [...used.map(([, b]): Binding => [b, 'f32']), ['G', 'f32'], ['D', 'f32', true]];
-  return kernel1d(bindings, `${used.map(([v, , load]) => `let ${v} = ${load};`).join(' ')} let g = G[i];\n  D[i] = ${expr};`);
+  return kernel1d(
+    bindings,
+    `${used.map(([v, , load]) => `let ${v} = ${load};`).join(' ')} let g = G[i];\n  D[i] = ${expr};`,
+  );
 }
 
 // Backward of a unary op keeps x, y, both or neither (neg keeps nothing).
-const unaryBackwardKernel = (expr: string): string => gradKernel(expr, [['x', 'X', 'X[i]'], ['y', 'Yv', 'Yv[i]']]);
+const unaryBackwardKernel = (expr: string): string =>
+  gradKernel(expr, [
+    ['x', 'X', 'X[i]'],
+    ['y', 'Yv', 'Yv[i]'],
+  ]);
 
 function params(n: number, nb = 0, alpha = 0): Uniforms {
   return new Uniforms().u32(n).u32(nb).f32(alpha).u32(0);
@@ -91,10 +111,19 @@ export function unary(op: UnaryOp, x: Tensor): Tensor {
   const y = Tensor.empty(x.shape);
   dispatch(`unary.${op}`, () => unaryKernel(def.forward), [x, y], grid1d(x.numel), params(x.numel));
   recordOp(`unary.${op}`, [x], y, (node) => {
-    const saved = [...(reads(def.backward, 'x') ? [node.save(x)] : []), ...(reads(def.backward, 'y') ? [node.save(y)] : [])];
+    const saved = [
+      ...(reads(def.backward, 'x') ? [node.save(x)] : []),
+      ...(reads(def.backward, 'y') ? [node.save(y)] : []),
+    ];
     return ([g]) => {
       const dx = Tensor.empty(x.shape);
-      dispatch(`unary.${op}.backward`, () => unaryBackwardKernel(def.backward), [...saved, g!, dx], grid1d(x.numel), params(x.numel));
+      dispatch(
+        `unary.${op}.backward`,
+        () => unaryBackwardKernel(def.backward),
+        [...saved, g!, dx],
+        grid1d(x.numel),
+        params(x.numel),
+      );
       return [dx];
     };
   });
@@ -102,10 +131,21 @@ export function unary(op: UnaryOp, x: Tensor): Tensor {
 }
 
 const binaryKernel = (expr: string): string =>
-  kernel1d([['A', 'f32'], ['B', 'f32'], ['C', 'f32', true]], `let a = A[i]; let b = B[i % p.nb];\n  C[i] = ${expr};`);
+  kernel1d(
+    [
+      ['A', 'f32'],
+      ['B', 'f32'],
+      ['C', 'f32', true],
+    ],
+    `let a = A[i]; let b = B[i % p.nb];\n  C[i] = ${expr};`,
+  );
 
 /** Gradient of a binary op for one operand, in the full (un-broadcast) shape. */
-const binaryGradKernel = (expr: string): string => gradKernel(expr, [['a', 'A', 'A[i]'], ['b', 'B', 'B[i % p.nb]']]);
+const binaryGradKernel = (expr: string): string =>
+  gradKernel(expr, [
+    ['a', 'A', 'A[i]'],
+    ['b', 'B', 'B[i % p.nb]'],
+  ]);
 
 function broadcastable(a: Tensor, b: Tensor): boolean {
   if (b.numel === 1) return true;
@@ -118,7 +158,10 @@ function broadcastable(a: Tensor, b: Tensor): boolean {
 export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   assertDtype(a, 'f32', `binary ${op}`);
   assertDtype(b, 'f32', `binary ${op}`);
-  if (!broadcastable(a, b)) throw new RangeError(`${op}: cannot broadcast [${b.shape}] onto [${a.shape}] (b must be a trailing suffix of a, or one element)`);
+  if (!broadcastable(a, b))
+    throw new RangeError(
+      `${op}: cannot broadcast [${b.shape}] onto [${a.shape}] (b must be a trailing suffix of a, or one element)`,
+    );
   const def = BINARY_OPS[op];
   const c = Tensor.empty(a.shape);
   dispatch(`binary.${op}`, () => binaryKernel(def.forward), [a, b, c], grid1d(a.numel), params(a.numel, b.numel));
@@ -128,7 +171,10 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   const exprs = [def.gradA, def.gradB];
   const needs = (v: string) => exprs.some((e, k) => want[k] && reads(e, v));
   recordOp(`binary.${op}`, [a, b], c, (node) => {
-    const saved: Record<string, Tensor | null> = { a: needs('a') ? node.save(a) : null, b: needs('b') ? node.save(b) : null };
+    const saved: Record<string, Tensor | null> = {
+      a: needs('a') ? node.save(a) : null,
+      b: needs('b') ? node.save(b) : null,
+    };
     return ([g]) =>
       exprs.map((expr, k) => {
         if (!want[k]) return null;
@@ -137,7 +183,13 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
         if (expr === 'g') return broadcast ? sumToSuffix(g!, b.shape) : g!.reshape(k === 0 ? a.shape : b.shape);
         const full = Tensor.empty(a.shape);
         const operands = ['a', 'b'].filter((v) => reads(expr, v)).map((v) => saved[v]!);
-        dispatch(`binary.${op}.grad${k}`, () => binaryGradKernel(expr), [...operands, g!, full], grid1d(a.numel), params(a.numel, b.numel));
+        dispatch(
+          `binary.${op}.grad${k}`,
+          () => binaryGradKernel(expr),
+          [...operands, g!, full],
+          grid1d(a.numel),
+          params(a.numel, b.numel),
+        );
         if (!broadcast) return full;
         const reduced = sumToSuffix(full, b.shape);
         full.dispose();
@@ -152,7 +204,13 @@ export const sub = (a: Tensor, b: Tensor): Tensor => binary('sub', a, b);
 export const mul = (a: Tensor, b: Tensor): Tensor => binary('mul', a, b);
 export const div = (a: Tensor, b: Tensor): Tensor => binary('div', a, b);
 
-const SCALE_KERNEL = kernel1d([['X', 'f32'], ['Y', 'f32', true]], 'Y[i] = p.alpha * X[i];');
+const SCALE_KERNEL = kernel1d(
+  [
+    ['X', 'f32'],
+    ['Y', 'f32', true],
+  ],
+  'Y[i] = p.alpha * X[i];',
+);
 
 /** y = s·x for a constant s. */
 export function scale(x: Tensor, s: number): Tensor {
@@ -163,7 +221,13 @@ export function scale(x: Tensor, s: number): Tensor {
   return y;
 }
 
-const ACCUMULATE_KERNEL = kernel1d([['D', 'f32', true], ['S', 'f32']], 'D[i] = D[i] + p.alpha * S[i];');
+const ACCUMULATE_KERNEL = kernel1d(
+  [
+    ['D', 'f32', true],
+    ['S', 'f32'],
+  ],
+  'D[i] = D[i] + p.alpha * S[i];',
+);
 
 /** dst += alpha·src, in place (not recorded by autograd). */
 export function accumulate(dst: Tensor, src: Tensor, alpha = 1): void {
@@ -191,7 +255,10 @@ export const ones = (shape: readonly number[]): Tensor => full(shape, 1);
 
 // Thread i sums column i of x viewed as [n / nb, nb].
 const SUM_TO_SUFFIX_KERNEL = kernel1d(
-  [['X', 'f32'], ['Y', 'f32', true]],
+  [
+    ['X', 'f32'],
+    ['Y', 'f32', true],
+  ],
   'var s = 0.0;\n  for (var r = i; r < p.n; r += p.nb) { s += X[r]; }\n  Y[i] = s;',
   'i >= p.nb',
 );
@@ -212,13 +279,24 @@ function castKernel(from: DType, to: DType): string {
     // One thread packs elements 2i and 2i+1 into word i.
     const pack = to === 'bf16' ? 'f32_to_bf16(v0) | (f32_to_bf16(v1) << 16u)' : 'pack2x16float(vec2f(v0, v1))';
     return kernel1d(
-      [['X', 'f32'], ['Y', 'u32', true]],
+      [
+        ['X', 'f32'],
+        ['Y', 'u32', true],
+      ],
       `let v0 = X[2u * i];\n  var v1 = 0.0;\n  if (2u * i + 1u < p.n) { v1 = X[2u * i + 1u]; }\n  Y[i] = ${pack};`,
       '2u * i >= p.n',
       WGSL_HALF,
     );
   }
-  return kernel1d([['X', 'u32'], ['Y', 'f32', true]], `Y[i] = half_word_get(X[i / 2u], i, ${from === 'bf16'});`, 'i >= p.n', WGSL_HALF);
+  return kernel1d(
+    [
+      ['X', 'u32'],
+      ['Y', 'f32', true],
+    ],
+    `Y[i] = half_word_get(X[i / 2u], i, ${from === 'bf16'});`,
+    'i >= p.n',
+    WGSL_HALF,
+  );
 }
 
 /**
@@ -228,7 +306,9 @@ function castKernel(from: DType, to: DType): string {
  */
 export function cast(x: Tensor, to: DType): Tensor {
   if (x.dtype === to) return x.reshape(x.shape);
-  const ok = (x.dtype === 'f32' && (to === 'bf16' || to === 'f16')) || ((x.dtype === 'bf16' || x.dtype === 'f16') && to === 'f32');
+  const ok =
+    (x.dtype === 'f32' && (to === 'bf16' || to === 'f16')) ||
+    ((x.dtype === 'bf16' || x.dtype === 'f16') && to === 'f32');
   if (!ok) throw new TypeError(`cast ${x.dtype} -> ${to} is not supported`);
   const y = Tensor.empty(x.shape, to);
   const threads = x.dtype === 'f32' ? Math.ceil(x.numel / 2) : x.numel;

@@ -12,9 +12,9 @@
 // Every output element is written by exactly one thread, in a fixed order: bitwise reproducible.
 // Ids outside [0, V) produce a NaN row in forward (so the error surfaces in the loss, as an
 // index error would on the CPU) and contribute nothing in backward.
-import { recordOp, type GradNode } from '../engine/autograd.js';
+import { type GradNode, recordOp } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
-import { Uniforms, WGSL_FLAT_INDEX, WGSL_HALF, WG, dispatch, grid1d } from './common.js';
+import { dispatch, grid1d, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
 import { zeros } from './elementwise.js';
 
 const NAN_BITS = 0x7fc00000;
@@ -97,7 +97,8 @@ export function embedding(ids: Tensor, table: Tensor): Tensor {
   if (ids.dtype !== 'i32' && ids.dtype !== 'u32') throw new TypeError(`embedding: ids must be i32, got ${ids.dtype}`);
   if (table.shape.length !== 2) throw new RangeError(`embedding: table must be [vocab, dim], got [${table.shape}]`);
   const tType = table.dtype;
-  if (tType !== 'f32' && tType !== 'bf16' && tType !== 'f16') throw new TypeError(`embedding: table must be f32, bf16 or f16, got ${tType}`);
+  if (tType !== 'f32' && tType !== 'bf16' && tType !== 'f16')
+    throw new TypeError(`embedding: table must be f32, bf16 or f16, got ${tType}`);
   const [V, D] = table.shape as [number, number];
   const N = ids.numel;
   const y = Tensor.empty([...ids.shape, D]);

@@ -8,7 +8,7 @@
 // (the padding half of an odd-length tensor is not counted). Counting in integers is exact and the
 // order of the workgroups' atomic adds does not change the sum.
 import { Tensor } from '../engine/tensor.js';
-import { Uniforms, dispatch } from './common.js';
+import { dispatch, Uniforms } from './common.js';
 
 const WG = 256;
 /** Words each thread reads before the workgroup combines (caps the workgroup count for big tensors). */
@@ -59,7 +59,8 @@ function kindOf(t: Tensor): Kind {
 
 /** Records the count of non-finite elements of `x` into slot `slot` of the u32 tensor `counts` (added to what is there). */
 export function countNonFiniteInto(x: Tensor, counts: Tensor, slot: number): void {
-  if (counts.dtype !== 'u32' || slot < 0 || slot >= counts.numel) throw new RangeError(`non-finite count: slot ${slot} outside ${counts}`);
+  if (counts.dtype !== 'u32' || slot < 0 || slot >= counts.numel)
+    throw new RangeError(`non-finite count: slot ${slot} outside ${counts}`);
   const kind = kindOf(x);
   if (x.numel === 0) return;
   const words = kind === 'f32' ? x.numel : Math.ceil(x.numel / 2);
@@ -92,7 +93,8 @@ export class NonFiniteCounter {
 
   add(x: Tensor, label: string): void {
     const slot = this.labels.length;
-    if (slot % SLOTS_PER_BUFFER === 0) this.buffers.push(Tensor.from(new Uint32Array(SLOTS_PER_BUFFER), [SLOTS_PER_BUFFER], 'u32').keep());
+    if (slot % SLOTS_PER_BUFFER === 0)
+      this.buffers.push(Tensor.from(new Uint32Array(SLOTS_PER_BUFFER), [SLOTS_PER_BUFFER], 'u32').keep());
     this.labels.push(label);
     countNonFiniteInto(x, this.buffers[this.buffers.length - 1]!, slot % SLOTS_PER_BUFFER);
   }

@@ -47,17 +47,27 @@
 // (FINLLM_DISABLE_FEATURES=chromium-experimental-subgroup-matrix turns it off); its emulated twin
 // runs only in tests and `npm run check:kernels`, against the float64 reference.
 // Every kernel bounds-checks its loads (zero fill) and stores: any M, N, K ≥ 0.
-import { engine, Tensor, numelOf } from '../engine/tensor.js';
+
+import type { FeatureName, SubgroupMatrixConfig } from '../engine/device.js';
 import { computePrecision, type Precision } from '../engine/precision.js';
-import type { FeatureName } from '../engine/device.js';
 import { WGSL_RANDOM } from '../engine/random.js';
-import { Uniforms, dispatch, grid1d, specKey } from './common.js';
-import { isDoubleQuant, type Nf4Weight } from './nf4.js';
-import { weightTensors, wgslFormatHelpers, wgslWeightBindings, wgslWeightChunk } from './weight-formats.js';
+import { engine, numelOf, Tensor } from '../engine/tensor.js';
+import { dispatch, grid1d, specKey, Uniforms } from './common.js';
 import { GEMM_TUNING } from './gemm-tuning.js';
-import { LOGICAL_SUBGROUP, MATRIX_SHAPES, MATRIX_SHAPE_NAMES, assertOffered, offeredShapes, subgroupMatrices, type MatrixArray, type MatrixShape, type MatrixShapeName } from './sgmatrix.js';
-import { registerKernelVariants, type KernelVariant } from './variants.js';
-import type { SubgroupMatrixConfig } from '../engine/device.js';
+import { isDoubleQuant, type Nf4Weight } from './nf4.js';
+import {
+  assertOffered,
+  LOGICAL_SUBGROUP,
+  MATRIX_SHAPE_NAMES,
+  MATRIX_SHAPES,
+  type MatrixArray,
+  type MatrixShape,
+  type MatrixShapeName,
+  offeredShapes,
+  subgroupMatrices,
+} from './sgmatrix.js';
+import { type KernelVariant, registerKernelVariants } from './variants.js';
+import { weightTensors, wgslFormatHelpers, wgslWeightBindings, wgslWeightChunk } from './weight-formats.js';
 
 export type OperandKind = 'f32' | 'bf16' | 'f16' | 'nf4' | 'nf4dq';
 export type Compute = 'f32' | 'f16';
@@ -295,7 +305,11 @@ function stageCode(s: StageArgs): string {
   // positions of one k row (contiguous along the outer dim: whole vec4 stores).
   let store: string;
   if (!contK && V >= 4) {
-    store = Array.from({ length: V / 4 }, (_, g) => `${s.smem}[${s.bufOff} + ((kk * ${s.stride}u + oo + ${4 * g}u) >> 2u)] = vec4<${T}>(v[${4 * g}], v[${4 * g + 1}], v[${4 * g + 2}], v[${4 * g + 3}]);`).join('\n        ');
+    store = Array.from(
+      { length: V / 4 },
+      (_, g) =>
+        `${s.smem}[${s.bufOff} + ((kk * ${s.stride}u + oo + ${4 * g}u) >> 2u)] = vec4<${T}>(v[${4 * g}], v[${4 * g + 1}], v[${4 * g + 2}], v[${4 * g + 3}]);`,
+    ).join('\n        ');
   } else {
     store = `for (var j = 0u; j < ${V}u; j++) {
           let s = ${contK ? `(kk + j) * ${s.stride}u + oo` : `kk * ${s.stride}u + oo + j`};
@@ -395,12 +409,32 @@ function gemmKernel(spec: KernelSpec): string {
     const K = which === 'main' ? 'p.K' : 'p.R';
     const common = { compute: spec.compute, BK, NT, k0, kEnd };
     const a = stageCode({
-      ...common, name: na, side: 'a', spec: oa, R: BM, smem: 'As', stride: SA, bufOff: `${buf} * ${bufA}u`,
-      outer: 'p.M', ld: oa.trans ? 'p.M' : K, base: which === 'main' ? 'baseA' : '0u', o0: 'm0',
+      ...common,
+      name: na,
+      side: 'a',
+      spec: oa,
+      R: BM,
+      smem: 'As',
+      stride: SA,
+      bufOff: `${buf} * ${bufA}u`,
+      outer: 'p.M',
+      ld: oa.trans ? 'p.M' : K,
+      base: which === 'main' ? 'baseA' : '0u',
+      o0: 'm0',
     });
     const b = stageCode({
-      ...common, name: nb, side: 'b', spec: ob, R: BN, smem: 'Bs', stride: SB, bufOff: `${buf} * ${bufB}u`,
-      outer: 'p.N', ld: ob.trans ? K : 'p.N', base: which === 'main' ? 'baseB' : '0u', o0: 'n0',
+      ...common,
+      name: nb,
+      side: 'b',
+      spec: ob,
+      R: BN,
+      smem: 'Bs',
+      stride: SB,
+      bufOff: `${buf} * ${bufB}u`,
+      outer: 'p.N',
+      ld: ob.trans ? K : 'p.N',
+      base: which === 'main' ? 'baseB' : '0u',
+      o0: 'n0',
     });
     return a + b;
   };
@@ -449,9 +483,13 @@ function gemmKernel(spec: KernelSpec): string {
   for (var i = 0u; i < ${TM}u; i++) {
     let m = ${rowOf('i')};
     for (var q = 0u; q < ${RN}u; q++) {
-      var f = vec4f(p.pro_scale);${spec.pro.mask ? `
+      var f = vec4f(p.pro_scale);${
+        spec.pro.mask
+          ? `
       let n = ${colOf('q')};
-      for (var c = 0u; c < 4u; c++) { f[c] = select(0.0, p.pro_scale * p.inv_keep, rand_uniform(p.seed, m * p.N + n + c) >= p.drop_p); }` : ''}
+      for (var c = 0u; c < 4u; c++) { f[c] = select(0.0, p.pro_scale * p.inv_keep, rand_uniform(p.seed, m * p.N + n + c) >= p.drop_p); }`
+          : ''
+      }
       acc[i * ${RN}u + q] = acc[i * ${RN}u + q] * f;
     }
   }`
@@ -611,8 +649,34 @@ function sgGemmKernel(spec: KernelSpec): string {
     const K = which === 'main' ? 'p.K' : 'p.R';
     const base = (x: string) => (which === 'main' ? x : '0u');
     return [
-      { name: na, side: 'a', spec: oa, R: BM, BK, NT, outer: 'p.M', kEnd, ld: oa.trans ? 'p.M' : K, base: base('baseA'), o0: 'm0', reg: `pf_${which}_a` },
-      { name: nb, side: 'b', spec: ob, R: BN, BK, NT, outer: 'p.N', kEnd, ld: ob.trans ? K : 'p.N', base: base('baseB'), o0: 'n0', reg: `pf_${which}_b` },
+      {
+        name: na,
+        side: 'a',
+        spec: oa,
+        R: BM,
+        BK,
+        NT,
+        outer: 'p.M',
+        kEnd,
+        ld: oa.trans ? 'p.M' : K,
+        base: base('baseA'),
+        o0: 'm0',
+        reg: `pf_${which}_a`,
+      },
+      {
+        name: nb,
+        side: 'b',
+        spec: ob,
+        R: BN,
+        BK,
+        NT,
+        outer: 'p.N',
+        kEnd,
+        ld: ob.trans ? K : 'p.N',
+        base: base('baseB'),
+        o0: 'n0',
+        reg: `pf_${which}_b`,
+      },
     ];
   };
 
@@ -625,7 +689,8 @@ function sgGemmKernel(spec: KernelSpec): string {
   const bMajor = mut === 'major' ? 'row_major' : 'col_major';
   const compute = (buf: string) => {
     let body = '';
-    for (let i = 0; i < TI; i++) body += `\n        ${sg.load('left', `fa_${i}`, As, `${buf} * ${BM * ST}u + (wm * ${WM}u + ${i * FM}u) * ${ST}u + kk`, `${ST}u`, 'row_major')}`;
+    for (let i = 0; i < TI; i++)
+      body += `\n        ${sg.load('left', `fa_${i}`, As, `${buf} * ${BM * ST}u + (wm * ${WM}u + ${i * FM}u) * ${ST}u + kk`, `${ST}u`, 'row_major')}`;
     for (let j = 0; j < TJ; j++) {
       body += `\n        ${sg.load('right', `fb_${j}`, Bs, `${buf} * ${BN * ST}u + (wn * ${WN}u + ${j * FN}u) * ${ST}u + kk`, bStride, bMajor)}`;
       for (let i = 0; i < TI; i++) body += `\n        ${sg.mma(acc(i, j), `fa_${i}`, `fb_${j}`)}`;
@@ -674,16 +739,25 @@ function sgGemmKernel(spec: KernelSpec): string {
     let n = n0 + (s / ${SGM}u) * ${WN}u + ${j * FN}u + f % ${FN}u;
     let v = Cs[ci];
     ${body}
-  }${reload ? `
+  }${
+    reload
+      ? `
   workgroupBarrier();
-  ${sg.load('result', acc(i, j), Cs, `sg_id * ${FE}u`, `${FN}u`, 'row_major', { assign: true })}` : ''}`;
+  ${sg.load('result', acc(i, j), Cs, `sg_id * ${FE}u`, `${FN}u`, 'row_major', { assign: true })}`
+      : ''
+  }`;
 
   let prologue = '';
   if (spec.pro) {
     prologue = loop('pro', '0u', 'p.R');
     if (spec.pro.mask) {
       for (const [i, j] of accs) {
-        prologue += throughScratch(i, j, `Cs[ci] = v * select(0.0, p.pro_scale * p.inv_keep, rand_uniform(p.seed, m * p.N + n) >= p.drop_p);`, true);
+        prologue += throughScratch(
+          i,
+          j,
+          `Cs[ci] = v * select(0.0, p.pro_scale * p.inv_keep, rand_uniform(p.seed, m * p.N + n) >= p.drop_p);`,
+          true,
+        );
       }
     } else {
       for (const [i, j] of accs) prologue += `\n  ${sg.scale(acc(i, j), 'p.pro_scale')}`;
@@ -733,7 +807,8 @@ function gemmDirectKernel(spec: KernelSpec): string {
   const range = (n: number) => Array.from({ length: n }, (_, j) => j);
   const C4 = ['x', 'y', 'z', 'w'];
   // One element of a binding, whatever its declared type.
-  const elem = (name: string, o: OperandSpec, idx: string) => (o.vec === 4 ? `${name}[(${idx}) >> 2u][(${idx}) & 3u]` : `${name}[${idx}]`);
+  const elem = (name: string, o: OperandSpec, idx: string) =>
+    o.vec === 4 ? `${name}[(${idx}) >> 2u][(${idx}) & 3u]` : `${name}[${idx}]`;
   const lines: string[] = [];
   // Clamped row / column indices and row bases.
   for (const i of range(TM)) lines.push(`let mi${i} = min(m0 + ${i}u, p.M - 1u);`);
@@ -749,11 +824,18 @@ function gemmDirectKernel(spec: KernelSpec): string {
   let aVal: (i: number, kk: number) => string;
   if (!A.trans) {
     for (const i of range(TM)) {
-      body.push(A.vec === 4 ? `let a${i} = A[(ra${i} + k) >> 2u];` : `let a${i} = vec4f(${range(4).map((c) => `A[ra${i} + k + ${c}u]`).join(', ')});`);
+      body.push(
+        A.vec === 4
+          ? `let a${i} = A[(ra${i} + k) >> 2u];`
+          : `let a${i} = vec4f(${range(4)
+              .map((c) => `A[ra${i} + k + ${c}u]`)
+              .join(', ')});`,
+      );
     }
     aVal = (i, kk) => `a${i}.${C4[kk]}`;
   } else if (A.vec === 4) {
-    for (const kk of range(4)) for (const g of range(TM / 4)) body.push(`let a${kk}_${g} = A[(baseA + (k + ${kk}u) * p.M + ma${g}) >> 2u];`);
+    for (const kk of range(4))
+      for (const g of range(TM / 4)) body.push(`let a${kk}_${g} = A[(baseA + (k + ${kk}u) * p.M + ma${g}) >> 2u];`);
     aVal = (i, kk) => `a${kk}_${i >> 2}.${C4[i & 3]}`;
   } else {
     for (const kk of range(4)) body.push(`let ak${kk} = baseA + (k + ${kk}u) * p.M;`);
@@ -762,14 +844,29 @@ function gemmDirectKernel(spec: KernelSpec): string {
   let bVec: (kk: number, q: number) => string;
   if (B.trans) {
     for (const j of range(TN)) {
-      body.push(B.vec === 4 ? `let b${j} = B[(rb${j} + k) >> 2u];` : `let b${j} = vec4f(${range(4).map((c) => `B[rb${j} + k + ${c}u]`).join(', ')});`);
+      body.push(
+        B.vec === 4
+          ? `let b${j} = B[(rb${j} + k) >> 2u];`
+          : `let b${j} = vec4f(${range(4)
+              .map((c) => `B[rb${j} + k + ${c}u]`)
+              .join(', ')});`,
+      );
     }
-    bVec = (kk, q) => `vec4f(${range(4).map((c) => `b${4 * q + c}.${C4[kk]}`).join(', ')})`;
+    bVec = (kk, q) =>
+      `vec4f(${range(4)
+        .map((c) => `b${4 * q + c}.${C4[kk]}`)
+        .join(', ')})`;
   } else {
     for (const kk of range(4)) {
       body.push(`let bk${kk} = baseB + (k + ${kk}u) * p.N;`);
       for (const q of range(RN)) {
-        body.push(B.vec === 4 ? `let b${kk}_${q} = B[(bk${kk} + nb${q}) >> 2u];` : `let b${kk}_${q} = vec4f(${range(4).map((c) => `B[bk${kk} + nj${4 * q + c}]`).join(', ')});`);
+        body.push(
+          B.vec === 4
+            ? `let b${kk}_${q} = B[(bk${kk} + nb${q}) >> 2u];`
+            : `let b${kk}_${q} = vec4f(${range(4)
+                .map((c) => `B[bk${kk} + nj${4 * q + c}]`)
+                .join(', ')});`,
+        );
       }
     }
     bVec = (kk, q) => `b${kk}_${q}`;
@@ -784,9 +881,14 @@ function gemmDirectKernel(spec: KernelSpec): string {
 
   // Scalar tail: one k at a time.
   const tail: string[] = [];
-  for (const i of range(TM)) tail.push(`let t${i} = vec4f(${elem('A', A, A.trans ? `baseA + k * p.M + mi${i}` : `ra${i} + k`)});`);
+  for (const i of range(TM))
+    tail.push(`let t${i} = vec4f(${elem('A', A, A.trans ? `baseA + k * p.M + mi${i}` : `ra${i} + k`)});`);
   for (const q of range(RN)) {
-    tail.push(`let u${q} = vec4f(${range(4).map((c) => elem('B', B, B.trans ? `rb${4 * q + c} + k` : `baseB + k * p.N + nj${4 * q + c}`)).join(', ')});`);
+    tail.push(
+      `let u${q} = vec4f(${range(4)
+        .map((c) => elem('B', B, B.trans ? `rb${4 * q + c} + k` : `baseB + k * p.N + nj${4 * q + c}`))
+        .join(', ')});`,
+    );
   }
   for (const i of range(TM)) for (const q of range(RN)) tail.push(`acc${i}_${q} = fma(t${i}, u${q}, acc${i}_${q});`);
 
@@ -795,7 +897,11 @@ function gemmDirectKernel(spec: KernelSpec): string {
   const stores: string[] = [];
   for (const i of range(TM)) {
     const st: string[] = [];
-    for (const q of range(RN)) for (const c of range(4)) st.push(`if (n0 + ${4 * q + c}u < p.N) { let n = n0 + ${4 * q + c}u; let v = acc${i}_${q}.${C4[c]}; ${write} }`);
+    for (const q of range(RN))
+      for (const c of range(4))
+        st.push(
+          `if (n0 + ${4 * q + c}u < p.N) { let n = n0 + ${4 * q + c}u; let v = acc${i}_${q}.${C4[c]}; ${write} }`,
+        );
     stores.push(`if (m0 + ${i}u < p.M) {\n    let m = m0 + ${i}u;\n    ${st.join('\n    ')}\n  }`);
   }
   const ind = (xs: string[], n: number) => xs.join('\n' + ' '.repeat(n));
@@ -874,14 +980,26 @@ export function gemmGeometry(a: GemmOperand, b: GemmOperand, what = 'matmul'): G
   const [M, K] = a.trans ? [ac, ar] : [ar, ac];
   const [Kb, N] = b.trans ? [bc, br] : [br, bc];
   if (K !== Kb) {
-    throw new RangeError(`${what}: inner dims differ: a [${as}]${a.trans ? 'ᵀ' : ''} · b [${bs}]${b.trans ? 'ᵀ' : ''} (${K} vs ${Kb})`);
+    throw new RangeError(
+      `${what}: inner dims differ: a [${as}]${a.trans ? 'ᵀ' : ''} · b [${bs}]${b.trans ? 'ᵀ' : ''} (${K} vs ${Kb})`,
+    );
   }
   const sameBatch = aB.length === bB.length && aB.every((d, i) => d === bB[i]);
   if (!sameBatch && aB.length > 0 && bB.length > 0) {
-    throw new RangeError(`${what}: batch dims [${aB}] and [${bB}] differ (they must match, or one operand must be 2-D)`);
+    throw new RangeError(
+      `${what}: batch dims [${aB}] and [${bB}] differ (they must match, or one operand must be 2-D)`,
+    );
   }
   const batchShape = aB.length > 0 ? aB : bB;
-  return { batchShape, batch: numelOf(batchShape), M, N, K, sA: aB.length > 0 ? M * K : 0, sB: bB.length > 0 ? K * N : 0 };
+  return {
+    batchShape,
+    batch: numelOf(batchShape),
+    M,
+    N,
+    K,
+    sA: aB.length > 0 ? M * K : 0,
+    sB: bB.length > 0 ? K * N : 0,
+  };
 }
 
 /** Elements per global load for an operand whose stored rows have `ld` elements. */
@@ -942,7 +1060,9 @@ export interface AdapterTuning {
   f32?: Partial<Record<ShapeClass, TunedEntry>>;
   f16?: Partial<Record<ShapeClass, TunedEntry>>;
   /** The subgroup-matrix core (f16 compute): an SG_TILES tile and the matrix shape per class. */
-  sgmatrix?: Partial<Record<ShapeClass, { tile: SgTileName; shape: MatrixShapeName; splitTarget: number; gflops?: number }>>;
+  sgmatrix?: Partial<
+    Record<ShapeClass, { tile: SgTileName; shape: MatrixShapeName; splitTarget: number; gflops?: number }>
+  >;
 }
 
 export interface TuningTable {
@@ -976,7 +1096,9 @@ export interface ChoiceContext {
  * f16 → f32 configuration of a known shape (MATRIX_SHAPES order: 16×16×16 first), and 32-wide
  * subgroups (declared with subgroup-size-control, or the adapter's only size). Null when not.
  */
-export function nativeMatrixCore(ctx: Pick<ChoiceContext, 'features' | 'subgroupMatrixConfigs' | 'subgroupSize'>): { shape: MatrixShapeName; sizeControl: boolean } | null {
+export function nativeMatrixCore(
+  ctx: Pick<ChoiceContext, 'features' | 'subgroupMatrixConfigs' | 'subgroupSize'>,
+): { shape: MatrixShapeName; sizeControl: boolean } | null {
   if (!ctx.features.has('chromium-experimental-subgroup-matrix') || !ctx.features.has('shader-f16')) return null;
   const shape = offeredShapes(ctx.subgroupMatrixConfigs ?? [], 'f32')[0];
   if (!shape) return null;
@@ -995,12 +1117,24 @@ export function forceEmulatedMatrixCore(shape: MatrixShapeName | null): void {
   emulatedShape = shape;
 }
 
-export function sgTileFits(tile: SgTileConfig, shape: MatrixShape, ctx: Pick<ChoiceContext, 'maxWorkgroupBytes' | 'maxInvocations'>): boolean {
-  return sgTileValid(tile, shape) && sgTileBytes(tile, shape) <= ctx.maxWorkgroupBytes && tile.SGM * tile.SGN * LOGICAL_SUBGROUP <= ctx.maxInvocations;
+export function sgTileFits(
+  tile: SgTileConfig,
+  shape: MatrixShape,
+  ctx: Pick<ChoiceContext, 'maxWorkgroupBytes' | 'maxInvocations'>,
+): boolean {
+  return (
+    sgTileValid(tile, shape) &&
+    sgTileBytes(tile, shape) <= ctx.maxWorkgroupBytes &&
+    tile.SGM * tile.SGN * LOGICAL_SUBGROUP <= ctx.maxInvocations
+  );
 }
 
 /** Tile and split-K of the subgroup-matrix core: the tuned entry, else heuristics like the SIMT ones. */
-function chooseSgTile(g: { M: number; N: number; K: number; batch: number }, ctx: ChoiceContext, shapeName: MatrixShapeName): { tile: SgTileName; splitK: number } {
+function chooseSgTile(
+  g: { M: number; N: number; K: number; batch: number },
+  ctx: ChoiceContext,
+  shapeName: MatrixShapeName,
+): { tile: SgTileName; splitK: number } {
   const shape = MATRIX_SHAPES[shapeName];
   const cls = shapeClass(g.M, g.N, g.K);
   const tuned = ctx.tuning?.sgmatrix?.[cls];
@@ -1015,13 +1149,23 @@ function chooseSgTile(g: { M: number; N: number; K: number; batch: number }, ctx
   let tile: SgTileName;
   if (cls === 'skinny-n') tile = 's64x32';
   else if (cls === 'skinny-m') tile = 's32x64';
-  else tile = Math.ceil(g.M / 128) * Math.ceil(g.N / 128) * g.batch >= 128 && sgTileFits(SG_TILES.s128, shape, ctx) ? 's128' : 's64';
+  else
+    tile =
+      Math.ceil(g.M / 128) * Math.ceil(g.N / 128) * g.batch >= 128 && sgTileFits(SG_TILES.s128, shape, ctx)
+        ? 's128'
+        : 's64';
   if (!sgTileFits(SG_TILES[tile], shape, ctx)) tile = 's64';
   return { tile, splitK: splits(tile, ctx.isSoftware ? 1 : 256) };
 }
 
-export function tileFits(tile: TileConfig, compute: Compute, ctx: Pick<ChoiceContext, 'maxWorkgroupBytes' | 'maxInvocations'>): boolean {
-  return tileBytes(tile, compute) <= ctx.maxWorkgroupBytes && (tile.BM / tile.TM) * (tile.BN / tile.TN) <= ctx.maxInvocations;
+export function tileFits(
+  tile: TileConfig,
+  compute: Compute,
+  ctx: Pick<ChoiceContext, 'maxWorkgroupBytes' | 'maxInvocations'>,
+): boolean {
+  return (
+    tileBytes(tile, compute) <= ctx.maxWorkgroupBytes && (tile.BM / tile.TM) * (tile.BN / tile.TN) <= ctx.maxInvocations
+  );
 }
 
 /** Split count so that about `target` workgroups run, each slice at least 8 BK-slices deep. */
@@ -1046,7 +1190,11 @@ export function directTileFor(g: { M: number; N: number; batch: number }): TileN
  * shader-f16; `f16Ok` false keeps an operand that does not fit f16 on f32), the tile and split-K
  * from this adapter's tuned table, else from heuristics.
  */
-export function chooseGemm(g: { M: number; N: number; K: number; batch: number }, ctx: ChoiceContext, f16Ok = true): GemmChoice {
+export function chooseGemm(
+  g: { M: number; N: number; K: number; batch: number },
+  ctx: ChoiceContext,
+  f16Ok = true,
+): GemmChoice {
   const compute: Compute = ctx.precision === 'fp16-mixed' && ctx.features.has('shader-f16') && f16Ok ? 'f16' : 'f32';
   if (compute === 'f16') {
     const native = nativeMatrixCore(ctx);
@@ -1057,7 +1205,11 @@ export function chooseGemm(g: { M: number; N: number; K: number; batch: number }
   const tuned = ctx.tuning?.[compute]?.[cls];
   // Software adapters: the CPU-shaped kernels (the tuned GPU-shaped entries apply only when
   // FINLLM_FORCE_GPU_SHAPES turns the CPU shapes off); a tuned entry may itself be CPU-shaped.
-  const tunedOk = tuned && TILES[tuned.tile] && tileFits(TILES[tuned.tile], compute, ctx) && (!isDirect(tuned.tile) || ctx.isSoftware);
+  const tunedOk =
+    tuned &&
+    TILES[tuned.tile] &&
+    tileFits(TILES[tuned.tile], compute, ctx) &&
+    (!isDirect(tuned.tile) || ctx.isSoftware);
   if (tunedOk && !(ctx.isSoftware && compute === 'f32' && !isDirect(tuned.tile))) {
     const t = TILES[tuned.tile];
     const tiles = Math.ceil(g.M / t.BM) * Math.ceil(g.N / t.BN) * g.batch;
@@ -1121,7 +1273,12 @@ export function fitsF16(w: Tensor | Nf4Weight): boolean {
 // Launch
 
 function dropoutUniforms(u: Uniforms, d: Dropout | undefined): Uniforms {
-  return u.u32(d ? d.seed >>> 0 : 0).f32(d ? d.p : 0).f32(d ? 1 / (1 - d.p) : 1).u32(0).u32(0);
+  return u
+    .u32(d ? d.seed >>> 0 : 0)
+    .f32(d ? d.p : 0)
+    .f32(d ? 1 / (1 - d.p) : 1)
+    .u32(0)
+    .u32(0);
 }
 
 function checkDropout(d: Dropout | undefined): void {
@@ -1154,7 +1311,8 @@ function plan(args: GemmArgs): Plan {
   if (pro) {
     if (batch !== 1 || outShape.length !== 2) throw new RangeError('gemm: a prologue needs 2-D operands');
     const pg = gemmGeometry(pro.u, pro.w, 'gemm prologue');
-    if (pg.M !== M || pg.N !== N || pg.batch !== 1) throw new RangeError(`gemm prologue: op(u)·op(w) is [${pg.M}, ${pg.N}], the product is [${M}, ${N}]`);
+    if (pg.M !== M || pg.N !== N || pg.batch !== 1)
+      throw new RangeError(`gemm prologue: op(u)·op(w) is [${pg.M}, ${pg.N}], the product is [${M}, ${N}]`);
     R = pg.K;
   }
   const ctx = deviceContext();
@@ -1162,29 +1320,44 @@ function plan(args: GemmArgs): Plan {
   const forced = args.choice ?? {};
   const choice: GemmChoice = { ...chooseGemm(g, ctx, f16Ok), ...forced };
   // A forced SIMT tile or f32 compute without a forced core means the SIMT core.
-  if (!forced.matrix && ((forced.tile !== undefined && forced.tile in TILES) || forced.compute === 'f32')) delete choice.matrix;
-  if (choice.compute === 'f16' && !ctx.features.has('shader-f16')) throw new Error('gemm: the f16 variant needs shader-f16');
+  if (!forced.matrix && ((forced.tile !== undefined && forced.tile in TILES) || forced.compute === 'f32'))
+    delete choice.matrix;
+  if (choice.compute === 'f16' && !ctx.features.has('shader-f16'))
+    throw new Error('gemm: the f16 variant needs shader-f16');
   // The CPU-shaped kernels read f32 operands only, without dropout or prologue.
   if (!choice.matrix && choice.tile in TILES && isDirect(choice.tile as TileName)) {
-    const directOk = choice.compute === 'f32' && !pro && !drops.length && operandKind(a.t) === 'f32' && operandKind(b.t) === 'f32';
+    const directOk =
+      choice.compute === 'f32' && !pro && !drops.length && operandKind(a.t) === 'f32' && operandKind(b.t) === 'f32';
     if (!directOk) {
-      if (args.choice?.tile) throw new RangeError(`gemm: the CPU-shaped tile '${choice.tile}' takes f32 operands and f32 compute, without dropout or prologue`);
+      if (args.choice?.tile)
+        throw new RangeError(
+          `gemm: the CPU-shaped tile '${choice.tile}' takes f32 operands and f32 compute, without dropout or prologue`,
+        );
       choice.tile = 't64';
     }
   }
-  const tile: TileConfig | SgTileConfig | undefined = choice.matrix ? SG_TILES[choice.tile as SgTileName] : TILES[choice.tile as TileName];
+  const tile: TileConfig | SgTileConfig | undefined = choice.matrix
+    ? SG_TILES[choice.tile as SgTileName]
+    : TILES[choice.tile as TileName];
   if (!tile) throw new RangeError(`gemm: unknown ${choice.matrix ? 'subgroup-matrix ' : ''}tile '${choice.tile}'`);
   let sg: SgCoreSpec | null = null;
   if (choice.matrix) {
     const m = choice.matrix;
     const shape = MATRIX_SHAPES[m.shape];
-    if (choice.compute !== 'f16' || !shape) throw new RangeError(`gemm: the subgroup-matrix core needs f16 compute and a known shape (got ${choice.compute}, '${m.shape}')`);
-    if (!sgTileValid(tile as SgTileConfig, shape)) throw new RangeError(`gemm: tile '${choice.tile}' does not divide into ${m.shape} fragments`);
+    if (choice.compute !== 'f16' || !shape)
+      throw new RangeError(
+        `gemm: the subgroup-matrix core needs f16 compute and a known shape (got ${choice.compute}, '${m.shape}')`,
+      );
+    if (!sgTileValid(tile as SgTileConfig, shape))
+      throw new RangeError(`gemm: tile '${choice.tile}' does not divide into ${m.shape} fragments`);
     let sizeControl = false;
     if (!m.emulated) {
       assertOffered({ ...shape, result: 'f32' }, ctx.subgroupMatrixConfigs ?? [], 'gemm');
       const native = nativeMatrixCore(ctx);
-      if (!native) throw new Error('gemm: the native subgroup-matrix core needs chromium-experimental-subgroup-matrix, shader-f16 and 32-wide subgroups');
+      if (!native)
+        throw new Error(
+          'gemm: the native subgroup-matrix core needs chromium-experimental-subgroup-matrix, shader-f16 and 32-wide subgroups',
+        );
       sizeControl = native.sizeControl;
     }
     sg = { shape, mode: m.emulated ? 'emulated' : 'native', sizeControl, mutation: m.mutation ?? null };
@@ -1238,17 +1411,31 @@ export function gemm(args: GemmArgs): Tensor {
   const drop = a.dropout ?? b.dropout ?? pro?.dropout;
   const alpha = args.alpha ?? 1;
   const target = out === 'partial' ? Tensor.empty([nSplits, M, N]) : c;
-  const tensors = [...operandTensors(a.t), ...operandTensors(b.t), ...(pro ? [...operandTensors(pro.u.t), ...operandTensors(pro.w.t)] : []), target];
+  const tensors = [
+    ...operandTensors(a.t),
+    ...operandTensors(b.t),
+    ...(pro ? [...operandTensors(pro.u.t), ...operandTensors(pro.w.t)] : []),
+    target,
+  ];
   const gx = Math.ceil(N / tile.BN);
   const gy = Math.ceil(M / tile.BM);
   const max = engine().dev.limits.maxComputeWorkgroupsPerDimension;
-  if (gx > max || gy > max) throw new RangeError(`gemm: [${M}, ${N}] needs ${gx} × ${gy} workgroups, more than ${max} per dimension`);
+  if (gx > max || gy > max)
+    throw new RangeError(`gemm: [${M}, ${N}] needs ${gx} × ${gy} workgroups, more than ${max} per dimension`);
   const zTotal = out === 'partial' ? nSplits : batch;
   for (let off = 0; off < zTotal; off += max) {
     const u = new Uniforms()
-      .u32(M).u32(N).u32(K).u32(out === 'partial' ? 0 : off)
-      .u32(g.sA).u32(g.sB).u32(M * N).u32(kSplit)
-      .f32(alpha).u32(R).f32(pro?.scale ?? 1);
+      .u32(M)
+      .u32(N)
+      .u32(K)
+      .u32(out === 'partial' ? 0 : off)
+      .u32(g.sA)
+      .u32(g.sB)
+      .u32(M * N)
+      .u32(kSplit)
+      .f32(alpha)
+      .u32(R)
+      .f32(pro?.scale ?? 1);
     dispatch(key, () => gemmKernelCode(spec), tensors, [gx, gy, Math.min(max, zTotal - off)], dropoutUniforms(u, drop));
   }
   if (out === 'partial') {
@@ -1299,16 +1486,73 @@ export interface GemmVariantCase {
  * its dropout mask.
  */
 export const GEMM_SG_CASES: readonly Omit<GemmVariantCase, 'tile' | 'shape'>[] = [
-  { what: 'f32→f16 forward x·Wᵀ, vec4, alpha', M: 67, N: 37, K: 40, a: { kind: 'f32' }, b: { kind: 'f32', trans: true }, alpha: 0.75 },
+  {
+    what: 'f32→f16 forward x·Wᵀ, vec4, alpha',
+    M: 67,
+    N: 37,
+    K: 40,
+    a: { kind: 'f32' },
+    b: { kind: 'f32', trans: true },
+    alpha: 0.75,
+  },
   { what: 'f16 · bf16ᵀ, 8 halves per load', M: 37, N: 71, K: 48, a: { kind: 'f16' }, b: { kind: 'bf16', trans: true } },
-  { what: 'f32ᵀ · f16, scalar outer-contiguous loads, accumulate', M: 41, N: 29, K: 37, a: { kind: 'f32', trans: true }, b: { kind: 'f16' }, accumulate: true },
+  {
+    what: 'f32ᵀ · f16, scalar outer-contiguous loads, accumulate',
+    M: 41,
+    N: 29,
+    K: 37,
+    a: { kind: 'f32', trans: true },
+    b: { kind: 'f16' },
+    accumulate: true,
+  },
   { what: 'NF4 forward x·Wᵀ, code words', M: 43, N: 67, K: 64, a: { kind: 'f32' }, b: { kind: 'nf4', trans: true } },
-  { what: 'NF4 input gradient g·W (f16 g), accumulate', M: 31, N: 72, K: 37, a: { kind: 'f16' }, b: { kind: 'nf4' }, accumulate: true },
+  {
+    what: 'NF4 input gradient g·W (f16 g), accumulate',
+    M: 31,
+    N: 72,
+    K: 37,
+    a: { kind: 'f16' },
+    b: { kind: 'nf4' },
+    accumulate: true,
+  },
   { what: 'NF4 double-quant, per element', M: 1, N: 67, K: 37, a: { kind: 'f32' }, b: { kind: 'nf4dq', trans: true } },
-  { what: 'split-K partials, dropout on A, alpha', M: 29, N: 13, K: 301, a: { kind: 'f32', trans: true, drop: true }, b: { kind: 'f32' }, splitK: 4, alpha: 2 },
-  { what: 'fused LoRA up-projection x·Wᵀ + s·(u·Bᵀ), NF4 W', M: 53, N: 70, K: 64, a: { kind: 'f32' }, b: { kind: 'nf4', trans: true }, pro: { R: 12, u: { kind: 'f32' }, w: { kind: 'f32', trans: true } } },
-  { what: 'dX = g·W + mask ⊙ (gu·A)/(1−p), bf16 W', M: 47, N: 70, K: 37, a: { kind: 'f32' }, b: { kind: 'bf16' }, pro: { R: 5, u: { kind: 'f32' }, w: { kind: 'f32' }, mask: true } },
-  { what: 'f16 B with dropout, size-1 K, accumulate', M: 5, N: 3, K: 1, a: { kind: 'bf16', trans: true }, b: { kind: 'f16', trans: true, drop: true }, accumulate: true },
+  {
+    what: 'split-K partials, dropout on A, alpha',
+    M: 29,
+    N: 13,
+    K: 301,
+    a: { kind: 'f32', trans: true, drop: true },
+    b: { kind: 'f32' },
+    splitK: 4,
+    alpha: 2,
+  },
+  {
+    what: 'fused LoRA up-projection x·Wᵀ + s·(u·Bᵀ), NF4 W',
+    M: 53,
+    N: 70,
+    K: 64,
+    a: { kind: 'f32' },
+    b: { kind: 'nf4', trans: true },
+    pro: { R: 12, u: { kind: 'f32' }, w: { kind: 'f32', trans: true } },
+  },
+  {
+    what: 'dX = g·W + mask ⊙ (gu·A)/(1−p), bf16 W',
+    M: 47,
+    N: 70,
+    K: 37,
+    a: { kind: 'f32' },
+    b: { kind: 'bf16' },
+    pro: { R: 5, u: { kind: 'f32' }, w: { kind: 'f32' }, mask: true },
+  },
+  {
+    what: 'f16 B with dropout, size-1 K, accumulate',
+    M: 5,
+    N: 3,
+    K: 1,
+    a: { kind: 'bf16', trans: true },
+    b: { kind: 'f16', trans: true, drop: true },
+    accumulate: true,
+  },
 ];
 
 function offlineOperand(o: GemmVariantOperand, side: 'a' | 'b', M: number, N: number, K: number): OperandSpec {
@@ -1318,7 +1562,11 @@ function offlineOperand(o: GemmVariantOperand, side: 'a' | 'b', M: number, N: nu
 }
 
 /** The kernel spec gemm() builds for a case, derived without a device (the variant tables). */
-export function gemmVariantSpec(c: GemmVariantCase, mode: 'native' | 'emulated', mutation: GemmMutation | null = null): GemmKernelSpec {
+export function gemmVariantSpec(
+  c: GemmVariantCase,
+  mode: 'native' | 'emulated',
+  mutation: GemmMutation | null = null,
+): GemmKernelSpec {
   const tile = SG_TILES[c.tile];
   const splits = c.pro ? 1 : Math.max(1, Math.min(c.splitK ?? 1, Math.ceil(c.K / tile.BK)));
   const kSplit = Math.max(tile.BK, Math.ceil(c.K / splits / tile.BK) * tile.BK);
@@ -1329,7 +1577,13 @@ export function gemmVariantSpec(c: GemmVariantCase, mode: 'native' | 'emulated',
     tileName: c.tile,
     a: offlineOperand(c.a, 'a', c.M, c.N, c.K),
     b: offlineOperand(c.b, 'b', c.M, c.N, c.K),
-    pro: c.pro ? { u: offlineOperand(c.pro.u, 'a', c.M, c.N, c.pro.R), w: offlineOperand(c.pro.w, 'b', c.M, c.N, c.pro.R), mask: !!c.pro.mask } : null,
+    pro: c.pro
+      ? {
+          u: offlineOperand(c.pro.u, 'a', c.M, c.N, c.pro.R),
+          w: offlineOperand(c.pro.w, 'b', c.M, c.N, c.pro.R),
+          mask: !!c.pro.mask,
+        }
+      : null,
     out: partial ? 'partial' : c.accumulate ? 'accumulate' : 'store',
     sg: { shape: MATRIX_SHAPES[c.shape], mode, sizeControl: mode === 'native', mutation },
   };

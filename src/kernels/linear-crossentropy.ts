@@ -17,7 +17,7 @@
 // tile order.
 import { recordOp } from '../engine/autograd.js';
 import { engine, Tensor } from '../engine/tensor.js';
-import { Uniforms, WGSL_FLAT_INDEX, WG, assertDtype, dispatch, grid1d } from './common.js';
+import { assertDtype, dispatch, grid1d, Uniforms, WG, WGSL_FLAT_INDEX } from './common.js';
 import { crossEntropyBackwardInPlace, crossEntropyMean, crossEntropyRowsInto } from './crossentropy.js';
 import { accumulate, zeros } from './elementwise.js';
 import { matmulForward } from './matmul.js';
@@ -70,13 +70,25 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 function gatherRows(h: Tensor, idx: Tensor, row0: number, rows: number): Tensor {
   const d = h.shape[1]!;
   const y = Tensor.empty([rows, d]);
-  dispatch('lmloss.gather', () => GATHER_KERNEL, [h, idx, y], grid1d(rows * d), new Uniforms().u32(rows).u32(d).u32(row0).u32(0));
+  dispatch(
+    'lmloss.gather',
+    () => GATHER_KERNEL,
+    [h, idx, y],
+    grid1d(rows * d),
+    new Uniforms().u32(rows).u32(d).u32(row0).u32(0),
+  );
   return y;
 }
 
 function scatterRows(g: Tensor, idx: Tensor, row0: number, dh: Tensor): void {
   const [rows, d] = g.shape as [number, number];
-  dispatch('lmloss.scatter', () => SCATTER_KERNEL, [g, idx, dh], grid1d(rows * d), new Uniforms().u32(rows).u32(d).u32(row0).u32(0));
+  dispatch(
+    'lmloss.scatter',
+    () => SCATTER_KERNEL,
+    [g, idx, dh],
+    grid1d(rows * d),
+    new Uniforms().u32(rows).u32(d).u32(row0).u32(0),
+  );
 }
 
 export interface LinearCrossEntropyOptions {
@@ -101,12 +113,14 @@ export interface LinearCrossEntropyOptions {
 export function linearCrossEntropy(h: Tensor, w: Tensor, labels: Tensor, opts: LinearCrossEntropyOptions = {}): Tensor {
   assertDtype(h, 'f32', 'linearCrossEntropy h');
   assertDtype(labels, 'i32', 'linearCrossEntropy labels');
-  if (h.shape.length !== 2 || w.shape.length !== 2) throw new RangeError(`linearCrossEntropy: h [N, D] and w [V, D] must be 2-D, got [${h.shape}] and [${w.shape}]`);
+  if (h.shape.length !== 2 || w.shape.length !== 2)
+    throw new RangeError(`linearCrossEntropy: h [N, D] and w [V, D] must be 2-D, got [${h.shape}] and [${w.shape}]`);
   const [n, d] = h.shape as [number, number];
   const [v, dw] = w.shape as [number, number];
   if (dw !== d) throw new RangeError(`linearCrossEntropy: w [${w.shape}] does not match h's hidden size ${d}`);
   if (v === 0) throw new RangeError('linearCrossEntropy: empty vocabulary');
-  if (w.requiresGrad && w.dtype !== 'f32') throw new TypeError(`linearCrossEntropy: a trainable w must be f32 (got ${w.dtype})`);
+  if (w.requiresGrad && w.dtype !== 'f32')
+    throw new TypeError(`linearCrossEntropy: a trainable w must be f32 (got ${w.dtype})`);
   const m = labels.numel;
   if (opts.rows) {
     assertDtype(opts.rows, 'i32', 'linearCrossEntropy rows');
@@ -114,8 +128,14 @@ export function linearCrossEntropy(h: Tensor, w: Tensor, labels: Tensor, opts: L
   } else if (m !== n) throw new RangeError(`linearCrossEntropy: ${m} labels for ${n} rows of h`);
   const ignoreIndex = opts.ignoreIndex ?? -100;
   const chunk = opts.chunkRows ?? lossChunkRows(m, v, engine().dev.limits.maxStorageBufferBindingSize);
-  if (!(Number.isInteger(chunk) && chunk >= 1)) throw new RangeError(`linearCrossEntropy: chunkRows must be a positive integer, got ${chunk}`);
-  const idx = opts.rows ? opts.rows.reshape([m]) : Tensor.from(Int32Array.from({ length: n }, (_, i) => i), [n]);
+  if (!(Number.isInteger(chunk) && chunk >= 1))
+    throw new RangeError(`linearCrossEntropy: chunkRows must be a positive integer, got ${chunk}`);
+  const idx = opts.rows
+    ? opts.rows.reshape([m])
+    : Tensor.from(
+        Int32Array.from({ length: n }, (_, i) => i),
+        [n],
+      );
 
   const rowLoss = Tensor.empty([m]);
   const lse = Tensor.empty([m]);

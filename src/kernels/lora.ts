@@ -17,11 +17,11 @@
 // rand_uniform(seed, m·K + k) ≥ p, scaled by 1/(1−p); backward regenerates the same mask from the
 // seed (no mask tensor). In fp16-mixed the saved x and u are f16 (activations.ts); A, B and their
 // gradients stay f32.
-import { recordOp, type GradNode } from '../engine/autograd.js';
-import { Tensor, numelOf } from '../engine/tensor.js';
+import { type GradNode, recordOp } from '../engine/autograd.js';
+import { numelOf, Tensor } from '../engine/tensor.js';
 import { saveActivation } from './activations.js';
 import { assertDtype } from './common.js';
-import { gemm, type Dropout } from './gemm.js';
+import { type Dropout, gemm } from './gemm.js';
 import { MATMUL_GEMV_ROWS, matmulGemv, nf4LinearForward } from './matmul.js';
 import type { Nf4Weight } from './nf4.js';
 
@@ -45,29 +45,47 @@ function loraForward(x2: Tensor, base: Tensor | Nf4Weight, u: Tensor, B: Tensor,
     const y = base instanceof Tensor ? matmulGemv(x2, base, { transB: true }) : nf4LinearForward(x2, base);
     return gemm({ a: { t: u }, b: { t: B, trans: true }, alpha: scale, accumulate: y });
   }
-  return gemm({ a: { t: x2 }, b: { t: base, trans: true }, prologue: { u: { t: u }, w: { t: B, trans: true }, scale } });
+  return gemm({
+    a: { t: x2 },
+    b: { t: base, trans: true },
+    prologue: { u: { t: u }, w: { t: B, trans: true }, scale },
+  });
 }
 
 /**
  * y = x·Wᵀ + scale·(drop(x)·Aᵀ)·Bᵀ. x [..., in] f32; base [out, in] (f32 or packed bf16/f16 Tensor,
  * or Nf4Weight), frozen; A [r, in], B [out, r] f32. Autograd gives dX, dA, dB.
  */
-export function loraLinear(x: Tensor, base: Tensor | Nf4Weight, A: Tensor, B: Tensor, scale: number, opts: LoraOptions = {}): Tensor {
+export function loraLinear(
+  x: Tensor,
+  base: Tensor | Nf4Weight,
+  A: Tensor,
+  B: Tensor,
+  scale: number,
+  opts: LoraOptions = {},
+): Tensor {
   const [out, inF] = base.shape as [number, number];
-  if (A.shape.length !== 2 || B.shape.length !== 2) throw new RangeError(`loraLinear: A and B must be 2-D, got A [${A.shape}] B [${B.shape}]`);
+  if (A.shape.length !== 2 || B.shape.length !== 2)
+    throw new RangeError(`loraLinear: A and B must be 2-D, got A [${A.shape}] B [${B.shape}]`);
   const r = A.shape[0]!;
   if (A.shape[1] !== inF || B.shape[0] !== out || B.shape[1] !== r) {
-    throw new RangeError(`loraLinear: base [${out}, ${inF}] needs A [r, ${inF}] and B [${out}, r]; got A [${A.shape}] B [${B.shape}]`);
+    throw new RangeError(
+      `loraLinear: base [${out}, ${inF}] needs A [r, ${inF}] and B [${out}, r]; got A [${A.shape}] B [${B.shape}]`,
+    );
   }
   if (r < 1 || r > LORA_MAX_RANK) throw new RangeError(`loraLinear: rank ${r} outside 1..${LORA_MAX_RANK}`);
   if (x.shape[x.shape.length - 1] !== inF) throw new RangeError(`loraLinear: x [${x.shape}] does not end in ${inF}`);
   assertDtype(x, 'f32', 'loraLinear x');
   assertDtype(A, 'f32', 'loraLinear A');
   assertDtype(B, 'f32', 'loraLinear B');
-  if (base instanceof Tensor && base.requiresGrad) throw new Error('loraLinear: the base weight is frozen; it must not have requiresGrad');
+  if (base instanceof Tensor && base.requiresGrad)
+    throw new Error('loraLinear: the base weight is frozen; it must not have requiresGrad');
   const p = opts.dropout ?? 0;
   if (!(p >= 0 && p < 1)) throw new RangeError(`loraLinear: dropout ${p} outside [0, 1)`);
-  if (p > 0 && opts.seed === undefined) throw new Error('loraLinear: dropout > 0 needs a seed (distinct per layer and step) so backward can regenerate the mask');
+  if (p > 0 && opts.seed === undefined)
+    throw new Error(
+      'loraLinear: dropout > 0 needs a seed (distinct per layer and step) so backward can regenerate the mask',
+    );
   const drop: Dropout | undefined = p > 0 ? { p, seed: opts.seed! >>> 0 } : undefined;
 
   const lead = x.shape.slice(0, -1);
@@ -90,7 +108,11 @@ export function loraLinear(x: Tensor, base: Tensor | Nf4Weight, A: Tensor, B: Te
       const dB = wantB ? gemm({ a: { t: g2, trans: true }, b: { t: us! }, alpha: scale }) : null;
       let dx: Tensor | null = null;
       if (wantX) {
-        const d2 = gemm({ a: { t: g2 }, b: { t: base }, prologue: { u: { t: gu }, w: { t: As }, scale: 1, ...(drop ? { dropout: drop } : {}) } });
+        const d2 = gemm({
+          a: { t: g2 },
+          b: { t: base },
+          prologue: { u: { t: gu }, w: { t: As }, scale: 1, ...(drop ? { dropout: drop } : {}) },
+        });
         dx = d2.reshape(x.shape);
         d2.dispose();
       }

@@ -9,13 +9,13 @@
 // Backward: dA = dC·op(B)ᵀ and dB = op(A)ᵀ·dC through the same GEMMs with transposes; an operand
 // is saved only when the other operand's gradient needs it, in f16 under fp16-mixed
 // (activations.ts). Frozen weights (requiresGrad false) get no gradient and cost nothing.
-import { recordOp, type GradNode } from '../engine/autograd.js';
-import { Tensor, numelOf } from '../engine/tensor.js';
+import { type GradNode, recordOp } from '../engine/autograd.js';
+import { numelOf, Tensor } from '../engine/tensor.js';
 import { saveActivation } from './activations.js';
 import { sumToSuffix } from './elementwise.js';
 import { gemm, gemmGeometry } from './gemm.js';
 import { gemv } from './gemv.js';
-import { nf4Gemv, type Nf4Weight } from './nf4.js';
+import { type Nf4Weight, nf4Gemv } from './nf4.js';
 
 export interface MatmulOptions {
   /** Use Aᵀ: a holds [..., K, M]. */
@@ -47,12 +47,19 @@ export function matmulGemv(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tens
   const outShape = [...g.batchShape, g.M, g.N];
   if (g.sB === 0 && g.sA !== 0 && !opts.transA) g = { ...g, batchShape: [], batch: 1, M: g.batch * g.M, sA: 0 };
   const { M, N, K, batch } = g;
-  if (!opts.transB || M > MATMUL_GEMV_ROWS) throw new RangeError(`matmulGemv needs transB and M ≤ ${MATMUL_GEMV_ROWS} (got M=${M}, transB=${!!opts.transB})`);
+  if (!opts.transB || M > MATMUL_GEMV_ROWS)
+    throw new RangeError(`matmulGemv needs transB and M ≤ ${MATMUL_GEMV_ROWS} (got M=${M}, transB=${!!opts.transB})`);
   if (a.dtype !== 'f32') throw new TypeError(`matmulGemv: a must be f32, got ${a.dtype}`);
-  if (b.dtype !== 'f32' && b.dtype !== 'bf16' && b.dtype !== 'f16') throw new TypeError(`matmulGemv: b must be f32, bf16 or f16, got ${b.dtype}`);
+  if (b.dtype !== 'f32' && b.dtype !== 'bf16' && b.dtype !== 'f16')
+    throw new TypeError(`matmulGemv: b must be f32, bf16 or f16, got ${b.dtype}`);
   const c = Tensor.empty(outShape);
   if (batch === 0 || M === 0 || N === 0) return c;
-  gemv({ x: a, segments: [b], out: c, layout: { M, N, K, transX: !!opts.transA, batch, sx: g.sA, sw: g.sB, sout: M * N } });
+  gemv({
+    x: a,
+    segments: [b],
+    out: c,
+    layout: { M, N, K, transX: !!opts.transA, batch, sx: g.sA, sw: g.sB, sout: M * N },
+  });
   return c;
 }
 
@@ -77,7 +84,9 @@ function wants(t: Tensor): boolean {
 /** dL/dA for C = op(A)·op(B) given G = dL/dC; a 2-D A broadcast over a batch gets the batch sum. */
 function gradA(aShape: readonly number[], B: Tensor, G: Tensor, tA: boolean, tB: boolean): Tensor {
   // op(A) grad is G·op(B)ᵀ; when A is stored transposed, its grad is the transpose: op(B)·Gᵀ.
-  const full = tA ? gemm({ a: { t: B, trans: tB }, b: { t: G, trans: true } }) : gemm({ a: { t: G }, b: { t: B, trans: !tB } });
+  const full = tA
+    ? gemm({ a: { t: B, trans: tB }, b: { t: G, trans: true } })
+    : gemm({ a: { t: G }, b: { t: B, trans: !tB } });
   if (aShape.length === 2 && full.shape.length > 2) {
     const g = sumToSuffix(full, aShape);
     full.dispose();
@@ -93,13 +102,17 @@ function gradB(A: Tensor, bShape: readonly number[], G: Tensor, tA: boolean, tB:
     // Rows of every batch stack into one K dimension: the batch sum happens inside one GEMM.
     const Af = A.reshape([-1, A.shape[A.shape.length - 1]!]);
     const Gf = G.reshape([-1, G.shape[G.shape.length - 1]!]);
-    const g = tB ? gemm({ a: { t: Gf, trans: true }, b: { t: Af } }) : gemm({ a: { t: Af, trans: true }, b: { t: Gf } });
+    const g = tB
+      ? gemm({ a: { t: Gf, trans: true }, b: { t: Af } })
+      : gemm({ a: { t: Af, trans: true }, b: { t: Gf } });
     Af.dispose();
     Gf.dispose();
     return g;
   }
   // op(B) grad is op(A)ᵀ·G; stored transposed, Gᵀ·op(A).
-  const full = tB ? gemm({ a: { t: G, trans: true }, b: { t: A, trans: tA } }) : gemm({ a: { t: A, trans: !tA }, b: { t: G } });
+  const full = tB
+    ? gemm({ a: { t: G, trans: true }, b: { t: A, trans: tA } })
+    : gemm({ a: { t: A, trans: !tA }, b: { t: G } });
   if (broadcast) {
     const g = sumToSuffix(full, bShape);
     full.dispose();
@@ -135,7 +148,9 @@ export function linear(x: Tensor, w: Tensor): Tensor {
   if (w.shape.length !== 2) throw new RangeError(`linear: weight must be [out, in], got [${w.shape}]`);
   const [out, inF] = w.shape as [number, number];
   if (x.shape.length < 1 || x.shape[x.shape.length - 1] !== inF) {
-    throw new RangeError(`linear: x [${x.shape}] does not end in the weight's in-features ${inF} (weight [${w.shape}])`);
+    throw new RangeError(
+      `linear: x [${x.shape}] does not end in the weight's in-features ${inF} (weight [${w.shape}])`,
+    );
   }
   const lead = x.shape.slice(0, -1);
   const x2 = x.reshape([numelOf(lead), inF]);
@@ -173,7 +188,9 @@ export function linear(x: Tensor, w: Tensor): Tensor {
 
 function nf4Operand(x: Tensor, w: Nf4Weight, what: string, inDim: number): Tensor {
   if (x.shape[x.shape.length - 1] !== inDim) {
-    throw new RangeError(`${what}: input [${x.shape.join(', ')}] does not end in ${inDim} (weight [${w.shape.join(', ')}])`);
+    throw new RangeError(
+      `${what}: input [${x.shape.join(', ')}] does not end in ${inDim} (weight [${w.shape.join(', ')}])`,
+    );
   }
   return x.reshape([x.numel / inDim, inDim]);
 }

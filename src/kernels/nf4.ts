@@ -25,11 +25,18 @@
 // on the fly: the GEMM's NF4 loader (gemm.ts) and the GEMV (gemv.ts), through weight-formats.ts;
 // nf4Linear (matmul.ts) picks one.
 import { Tensor } from '../engine/tensor.js';
-import { Uniforms, WGSL_FLAT_INDEX, assertDtype, dispatch, grid1d } from './common.js';
+import { assertDtype, dispatch, grid1d, Uniforms, WGSL_FLAT_INDEX } from './common.js';
 import { gemv } from './gemv.js';
 import {
-  NF4_BLOCK, NF4_DQ_BLOCK, WGSL_NF4_TABLE, weightTensors, wgslFormatHelpers, wgslNf4AbsmaxBindings,
-  wgslWeightBindings, wgslWeightChunk, wgslWeightElement,
+  NF4_BLOCK,
+  NF4_DQ_BLOCK,
+  WGSL_NF4_TABLE,
+  weightTensors,
+  wgslFormatHelpers,
+  wgslNf4AbsmaxBindings,
+  wgslWeightBindings,
+  wgslWeightChunk,
+  wgslWeightElement,
 } from './weight-formats.js';
 
 export { NF4_BLOCK, NF4_CODE, NF4_DQ_BLOCK } from './weight-formats.js';
@@ -97,12 +104,21 @@ export function unpackNf4Codes(words: Uint32Array, n: number): Uint8Array {
 }
 
 /** An Nf4Weight from codes (one per element, 0..15) and f32 absmax per block, e.g. a saved quantization. */
-export function nf4FromHost(shape: readonly [number, number], codes: ArrayLike<number>, absmax: Float32Array): Nf4Weight {
+export function nf4FromHost(
+  shape: readonly [number, number],
+  codes: ArrayLike<number>,
+  absmax: Float32Array,
+): Nf4Weight {
   const n = shape[0] * shape[1];
   if (codes.length !== n) throw new RangeError(`nf4FromHost: ${codes.length} codes for shape [${shape.join(', ')}]`);
-  if (absmax.length !== nf4Blocks(n)) throw new RangeError(`nf4FromHost: ${absmax.length} absmax values, expected ${nf4Blocks(n)}`);
+  if (absmax.length !== nf4Blocks(n))
+    throw new RangeError(`nf4FromHost: ${absmax.length} absmax values, expected ${nf4Blocks(n)}`);
   const words = packNf4Codes(codes);
-  return { shape: [shape[0], shape[1]], codes: Tensor.from(words, [words.length], 'u32'), absmax: Tensor.from(absmax, [absmax.length]) };
+  return {
+    shape: [shape[0], shape[1]],
+    codes: Tensor.from(words, [words.length], 'u32'),
+    absmax: Tensor.from(absmax, [absmax.length]),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -268,8 +284,10 @@ function groupGrid(groups: number): [number, number] {
  * absmax values are themselves quantized to int8 (see the header).
  */
 export function quantizeNf4(w: Tensor, opts: { doubleQuant?: boolean } = {}): Nf4Weight {
-  if (w.shape.length !== 2) throw new RangeError(`quantizeNf4: expected a 2-D weight [out, in], got [${w.shape.join(', ')}]`);
-  if (w.dtype !== 'f32' && w.dtype !== 'bf16' && w.dtype !== 'f16') throw new TypeError(`quantizeNf4: unsupported dtype ${w.dtype}`);
+  if (w.shape.length !== 2)
+    throw new RangeError(`quantizeNf4: expected a 2-D weight [out, in], got [${w.shape.join(', ')}]`);
+  if (w.dtype !== 'f32' && w.dtype !== 'bf16' && w.dtype !== 'f16')
+    throw new TypeError(`quantizeNf4: unsupported dtype ${w.dtype}`);
   const n = w.numel;
   const nblocks = nf4Blocks(n);
   const nwords = Math.ceil(n / 8);
@@ -300,7 +318,13 @@ export function doubleQuantize(absmax: Tensor): Nf4DoubleQuant {
   const absmaxScale = Tensor.empty([ngroups]);
   const u = () => new Uniforms().u32(n).u32(nq).u32(ngroups).u32(0);
   dispatch('nf4.dq.mean', () => DQ_MEAN_KERNEL, [absmax, absmaxOffset], [1], u());
-  dispatch('nf4.dq.quant', () => DQ_QUANT_KERNEL, [absmax, absmaxOffset, qabsmax, absmaxScale], groupGrid(ngroups), u());
+  dispatch(
+    'nf4.dq.quant',
+    () => DQ_QUANT_KERNEL,
+    [absmax, absmaxOffset, qabsmax, absmaxScale],
+    groupGrid(ngroups),
+    u(),
+  );
   return { qabsmax, absmaxScale, absmaxOffset };
 }
 
@@ -332,7 +356,13 @@ export function dequantizeNf4(w: Nf4Weight): Tensor {
   const nwords = Math.ceil(n / 8);
   const dq = isDoubleQuant(w.absmax);
   const y = Tensor.empty(w.shape);
-  dispatch(`nf4.dequant.${dq ? 'dq' : 'f32'}`, () => dequantKernel(dq), [...weightTensors(w), y], grid1d(nwords), new Uniforms().u32(n).u32(nwords).u32(0).u32(0));
+  dispatch(
+    `nf4.dequant.${dq ? 'dq' : 'f32'}`,
+    () => dequantKernel(dq),
+    [...weightTensors(w), y],
+    grid1d(nwords),
+    new Uniforms().u32(n).u32(nwords).u32(0).u32(0),
+  );
   return y;
 }
 
@@ -341,7 +371,9 @@ export function nf4Absmax(w: Nf4Weight): Tensor {
   if (!isDoubleQuant(w.absmax)) return w.absmax.reshape(w.absmax.shape);
   const n = nf4Blocks(w.shape[0] * w.shape[1]);
   const y = Tensor.empty([n]);
-  dispatch('nf4.dq.decode', () => /* wgsl */ `
+  dispatch(
+    'nf4.dq.decode',
+    () => /* wgsl */ `
 struct P { n: u32, _p0: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${wgslNf4AbsmaxBindings(true, 'W', 1)[0]}
@@ -351,7 +383,11 @@ ${WGSL_FLAT_INDEX}
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let b = flat_index(gid, nwg, 256u);
   if (b < p.n) { Y[b] = W_absmax(b); }
-}`, [...weightTensors(w).slice(1), y], grid1d(n), new Uniforms().u32(n).u32(0).u32(0).u32(0));
+}`,
+    [...weightTensors(w).slice(1), y],
+    grid1d(n),
+    new Uniforms().u32(n).u32(0).u32(0).u32(0),
+  );
   return y;
 }
 
@@ -360,7 +396,8 @@ export function nf4Gemv(x: Tensor, w: Nf4Weight): Tensor {
   assertDtype(x, 'f32', 'nf4 gemv input');
   const [N, K] = w.shape;
   const M = x.numel / K;
-  if (!Number.isInteger(M) || x.shape[x.shape.length - 1] !== K) throw new RangeError(`nf4 gemv: input [${x.shape.join(', ')}] does not end in ${K}`);
+  if (!Number.isInteger(M) || x.shape[x.shape.length - 1] !== K)
+    throw new RangeError(`nf4 gemv: input [${x.shape.join(', ')}] does not end in ${K}`);
   const y = Tensor.empty([...x.shape.slice(0, -1), N]);
   if (M === 0) return y;
   const x2 = x.reshape([M, K]);

@@ -28,7 +28,7 @@
 // coef = min(1, max/(norm+1e-6)); then every gradient is scaled by coef read from GPU memory (again
 // several tensors per dispatch). The norm comes back as a Tensor.
 import { engine, Tensor } from '../engine/tensor.js';
-import { Uniforms, WGSL_FLAT_INDEX, assertDtype, dispatch, grid1d } from './common.js';
+import { assertDtype, dispatch, grid1d, Uniforms, WGSL_FLAT_INDEX } from './common.js';
 
 export interface AdamWOptions {
   lr?: number;
@@ -113,7 +113,9 @@ ${findEntry(k)}
   let n = e.y;
   let stride = e.w * ${OPT_WG}u;
   let first = (w - e.z) * ${OPT_WG}u + lt;
-${switchOver(k, (j) => `      for (var i = first; i < n; i += stride) {
+${switchOver(
+  k,
+  (j) => `      for (var i = first; i < n; i += stride) {
         let g = G${j}[i]${scaled ? ' * SCALE[0]' : ''};
         let x = P${j}[i] * p.decay;
         let m0 = S[o + i];
@@ -123,7 +125,8 @@ ${switchOver(k, (j) => `      for (var i = first; i < n; i += stride) {
         S[p.v_base + o + i] = v;
         let denom = sqrt(v) / p.bc2_sqrt + p.eps;
         P${j}[i] = x - p.step_size * (m / denom);
-      }`)}
+      }`,
+)}
 }`;
 }
 
@@ -162,11 +165,15 @@ export class AdamW {
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 0.01;
     const [b1, b2] = this.betas;
-    if (!(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1)) throw new RangeError(`AdamW: betas (${b1}, ${b2}) must be in [0, 1)`);
-    if (!(this.eps >= 0) || !(this.weightDecay >= 0)) throw new RangeError(`AdamW: eps ${this.eps} and weightDecay ${this.weightDecay} must be ≥ 0`);
+    if (!(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1))
+      throw new RangeError(`AdamW: betas (${b1}, ${b2}) must be in [0, 1)`);
+    if (!(this.eps >= 0) || !(this.weightDecay >= 0))
+      throw new RangeError(`AdamW: eps ${this.eps} and weightDecay ${this.weightDecay} must be ≥ 0`);
     for (const p of this.params) assertDtype(p, 'f32', 'AdamW parameter');
     const exempt = new Set(opts.noWeightDecay ?? []);
-    for (const t of exempt) if (!this.params.includes(t)) throw new RangeError(`AdamW: a noWeightDecay tensor [${t.shape}] is not among the parameters`);
+    for (const t of exempt)
+      if (!this.params.includes(t))
+        throw new RangeError(`AdamW: a noWeightDecay tensor [${t.shape}] is not among the parameters`);
     this.decays = this.params.map((p) => !exempt.has(p));
     // Pack the moments into chunks of at most maxStorageBufferBindingSize bytes (m and v halves).
     const bindingHalf = Math.floor(engine().dev.limits.maxStorageBufferBindingSize / 8);
@@ -201,7 +208,8 @@ export class AdamW {
     for (const p of this.params) {
       const g = p.grad;
       if (!g) continue;
-      if (g.numel !== p.numel) throw new RangeError(`AdamW: gradient [${g.shape}] does not match parameter [${p.shape}]`);
+      if (g.numel !== p.numel)
+        throw new RangeError(`AdamW: gradient [${g.shape}] does not match parameter [${p.shape}]`);
       assertDtype(g, 'f32', 'AdamW gradient');
     }
     if (lr !== undefined) this.lr = lr;
@@ -212,9 +220,20 @@ export class AdamW {
     const bc2 = 1 - b2 ** t;
     const k = adamwTensorsPerDispatch(scale !== undefined);
     for (const chunk of this.chunks) {
-      const live = chunk.members.map((pi, mi) => [pi, chunk.offsets[mi]!] as const).filter(([pi]) => this.params[pi]!.grad && this.params[pi]!.numel > 0);
+      const live = chunk.members
+        .map((pi, mi) => [pi, chunk.offsets[mi]!] as const)
+        .filter(([pi]) => this.params[pi]!.grad && this.params[pi]!.numel > 0);
       // One dispatch applies one decay factor: decayed and exempt parameters go in separate groups.
-      const groups = [...runs(live.filter(([pi]) => this.decays[pi]), k), ...runs(live.filter(([pi]) => !this.decays[pi]), k)];
+      const groups = [
+        ...runs(
+          live.filter(([pi]) => this.decays[pi]),
+          k,
+        ),
+        ...runs(
+          live.filter(([pi]) => !this.decays[pi]),
+          k,
+        ),
+      ];
       for (const group of groups) {
         const decay = this.decays[group[0]![0]] ? this.weightDecay : 0;
         const u = new Uniforms(12 + 4 * group.length)
@@ -262,12 +281,16 @@ export class AdamW {
 
   /** Restores a state saved by exportState (same parameters, same order). */
   importState(state: AdamWState): void {
-    if (state.moments.length !== this.params.length) throw new RangeError(`AdamW.importState: ${state.moments.length} moments for ${this.params.length} parameters`);
-    if (!Number.isInteger(state.step) || state.step < 0) throw new RangeError(`AdamW.importState: invalid step ${state.step}`);
+    if (state.moments.length !== this.params.length)
+      throw new RangeError(`AdamW.importState: ${state.moments.length} moments for ${this.params.length} parameters`);
+    if (!Number.isInteger(state.step) || state.step < 0)
+      throw new RangeError(`AdamW.importState: invalid step ${state.step}`);
     state.moments.forEach((mo, i) => {
       const n = this.params[i]!.numel;
       if (mo.expAvg.length !== n || mo.expAvgSq.length !== n) {
-        throw new RangeError(`AdamW.importState: parameter ${i} has ${n} elements, state has ${mo.expAvg.length} / ${mo.expAvgSq.length}`);
+        throw new RangeError(
+          `AdamW.importState: parameter ${i} has ${n} elements, state has ${mo.expAvg.length} / ${mo.expAvgSq.length}`,
+        );
       }
     });
     for (const chunk of this.chunks) {
@@ -402,12 +425,17 @@ export function gradNormCoef(params: readonly Tensor[], maxNorm: number): GradNo
   const grads = gradsOf(params, 'clipGradNorm gradient');
   const norm = Tensor.empty([1]);
   const coef = Tensor.empty([1]);
-  const slots = grads.map((g) => Math.max(1, Math.min(NORM_MAX_GROUPS, Math.ceil(g.numel / (NORM_WG * NORM_PER_THREAD)))));
+  const slots = grads.map((g) =>
+    Math.max(1, Math.min(NORM_MAX_GROUPS, Math.ceil(g.numel / (NORM_WG * NORM_PER_THREAD)))),
+  );
   const total = slots.reduce((a, b) => a + b, 0);
   const part = Tensor.empty([Math.max(total, 1)]);
   const k = clipTensorsPerDispatch();
   let offset = 0;
-  for (const group of runs(grads.map((g, i) => [g, slots[i]!] as const), k)) {
+  for (const group of runs(
+    grads.map((g, i) => [g, slots[i]!] as const),
+    k,
+  )) {
     const u = new Uniforms(4 * group.length);
     let wgs = 0;
     for (const [g, n] of group) {
@@ -417,7 +445,13 @@ export function gradNormCoef(params: readonly Tensor[], maxNorm: number): GradNo
     }
     dispatch(`clip.sumsq${group.length}`, () => sumsqKernel(group.length), [part, ...group.map(([g]) => g)], [wgs], u);
   }
-  dispatch('clip.final', () => NORM_FINAL_KERNEL, [part, norm, coef], [1], new Uniforms().u32(total).f32(maxNorm).u32(0).u32(0));
+  dispatch(
+    'clip.final',
+    () => NORM_FINAL_KERNEL,
+    [part, norm, coef],
+    [1],
+    new Uniforms().u32(total).f32(maxNorm).u32(0).u32(0),
+  );
   part.dispose();
   return { norm, coef };
 }

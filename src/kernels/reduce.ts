@@ -16,9 +16,9 @@
 // max also finds the index of the maximum (first occurrence on ties), which backward routes the
 // gradient to (the subgradient PyTorch's max(dim) uses). Which element max picks when a row holds
 // NaN is unspecified.
-import { recordOp, type GradNode } from '../engine/autograd.js';
+import { type GradNode, recordOp } from '../engine/autograd.js';
 import { engine, Tensor } from '../engine/tensor.js';
-import { Uniforms, WGSL_FLAT_INDEX, WG, assertDtype, dispatch, grid1d } from './common.js';
+import { assertDtype, dispatch, grid1d, Uniforms, WG, WGSL_FLAT_INDEX } from './common.js';
 
 /** Elements per workgroup in the first pass of an all-element reduction. */
 export const REDUCE_CHUNK = 8192;
@@ -86,7 +86,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }
 
 function params(rows: number, D: number, n: number, scale = 1, globalIdx = false): Uniforms {
-  return new Uniforms().u32(rows).u32(D).u32(n).f32(scale).u32(globalIdx ? 1 : 0).u32(0).u32(0).u32(0);
+  return new Uniforms()
+    .u32(rows)
+    .u32(D)
+    .u32(n)
+    .f32(scale)
+    .u32(globalIdx ? 1 : 0)
+    .u32(0)
+    .u32(0)
+    .u32(0);
 }
 
 interface Reduced {
@@ -96,12 +104,26 @@ interface Reduced {
 }
 
 /** Reduces rows of length D of the flat data (the last row may be short: n bounds it). */
-function reduceRows(op: ReduceOp, x: Tensor, xi: Tensor | null, rows: number, D: number, scale: number, globalIdx: boolean): Reduced {
+function reduceRows(
+  op: ReduceOp,
+  x: Tensor,
+  xi: Tensor | null,
+  rows: number,
+  D: number,
+  scale: number,
+  globalIdx: boolean,
+): Reduced {
   const values = Tensor.empty([rows]);
   const indices = op === 'max' ? Tensor.empty([rows], 'i32') : null;
   const wg = rowThreads(D);
   const ts = [x, ...(xi ? [xi] : []), values, ...(indices ? [indices] : [])];
-  dispatch(`reduce.${op}.${wg}${xi ? '.indexed' : ''}`, () => reduceKernel(op, wg, xi !== null), ts, rowGrid(rows), params(rows, D, x.numel, scale, globalIdx));
+  dispatch(
+    `reduce.${op}.${wg}${xi ? '.indexed' : ''}`,
+    () => reduceKernel(op, wg, xi !== null),
+    ts,
+    rowGrid(rows),
+    params(rows, D, x.numel, scale, globalIdx),
+  );
   return { values, indices };
 }
 
@@ -113,7 +135,15 @@ function reduceAll(op: ReduceOp, x: Tensor, scale: number): Reduced {
     const n = cur.values.numel;
     const last = n <= REDUCE_CHUNK;
     const rows = last ? 1 : Math.ceil(n / REDUCE_CHUNK);
-    const next = reduceRows(op, cur.values, cur.indices, rows, last ? Math.max(n, 1) : REDUCE_CHUNK, last ? scale : 1, true);
+    const next = reduceRows(
+      op,
+      cur.values,
+      cur.indices,
+      rows,
+      last ? Math.max(n, 1) : REDUCE_CHUNK,
+      last ? scale : 1,
+      true,
+    );
     if (!first) {
       cur.values.dispose();
       cur.indices?.dispose();
@@ -128,10 +158,18 @@ function resolveAxis(x: Tensor, axis: number | undefined, what: string): 'last' 
   if (axis === undefined) return 'all';
   const r = x.shape.length;
   if (axis === -1 || axis === r - 1) return r <= 1 ? 'all' : 'last';
-  throw new RangeError(`${what}: only the last axis (-1 or ${r - 1}) or all elements (no axis) are supported, got axis ${axis} for shape [${x.shape}]`);
+  throw new RangeError(
+    `${what}: only the last axis (-1 or ${r - 1}) or all elements (no axis) are supported, got axis ${axis} for shape [${x.shape}]`,
+  );
 }
 
-function reduce(op: ReduceOp, x: Tensor, axis: number | undefined, mean: boolean, what: string): Reduced & { D: number; mode: 'last' | 'all' } {
+function reduce(
+  op: ReduceOp,
+  x: Tensor,
+  axis: number | undefined,
+  mean: boolean,
+  what: string,
+): Reduced & { D: number; mode: 'last' | 'all' } {
   assertDtype(x, 'f32', what);
   const mode = resolveAxis(x, axis, what);
   if (mode === 'all') {
@@ -185,12 +223,22 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
 
 function ewParams(n: number, D: number, scale = 1, globalIdx = false): Uniforms {
-  return new Uniforms().u32(n).u32(D).f32(scale).u32(globalIdx ? 1 : 0);
+  return new Uniforms()
+    .u32(n)
+    .u32(D)
+    .f32(scale)
+    .u32(globalIdx ? 1 : 0);
 }
 
 function broadcastRows(g: Tensor, shape: readonly number[], D: number, scale: number): Tensor {
   const dx = Tensor.empty(shape);
-  dispatch('reduce.broadcast_rows', () => BROADCAST_ROWS_KERNEL, [g, dx], grid1d(dx.numel), ewParams(dx.numel, D, scale));
+  dispatch(
+    'reduce.broadcast_rows',
+    () => BROADCAST_ROWS_KERNEL,
+    [g, dx],
+    grid1d(dx.numel),
+    ewParams(dx.numel, D, scale),
+  );
   return dx;
 }
 
@@ -219,7 +267,13 @@ export function max(x: Tensor, axis?: number): Tensor {
     const saved = n.save(idx);
     return ([g]) => {
       const dx = Tensor.empty(x.shape);
-      dispatch('reduce.max.backward', () => MAX_BACKWARD_KERNEL, [g!, saved, dx], grid1d(dx.numel), ewParams(dx.numel, r.D, 1, r.mode === 'all'));
+      dispatch(
+        'reduce.max.backward',
+        () => MAX_BACKWARD_KERNEL,
+        [g!, saved, dx],
+        grid1d(dx.numel),
+        ewParams(dx.numel, r.D, 1, r.mode === 'all'),
+      );
       return [dx];
     };
   });
@@ -306,7 +360,13 @@ export function softmax(x: Tensor): Tensor {
     const ys = node.save(y);
     return ([g]) => {
       const dx = Tensor.empty(x.shape);
-      dispatch(`softmax.backward.${wg}`, () => SOFTMAX_BACKWARD_KERNEL(wg), [ys, g!, dx], rowGrid(rows), params(rows, D, x.numel));
+      dispatch(
+        `softmax.backward.${wg}`,
+        () => SOFTMAX_BACKWARD_KERNEL(wg),
+        [ys, g!, dx],
+        rowGrid(rows),
+        params(rows, D, x.numel),
+      );
       return [dx];
     };
   });

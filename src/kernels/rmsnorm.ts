@@ -12,8 +12,8 @@
 //   for a deterministic sum over rows: pass 1 sums g·x·r over a block of rows per column into
 //   partials [rowBlocks, D]; pass 2 sums the partials in a fixed order.
 import { recordOp } from '../engine/autograd.js';
-import { Tensor, type DType } from '../engine/tensor.js';
-import { Uniforms, WGSL_HALF, assertDtype, dispatch, grid1d } from './common.js';
+import { type DType, Tensor } from '../engine/tensor.js';
+import { assertDtype, dispatch, grid1d, Uniforms, WGSL_HALF } from './common.js';
 
 /** Threads per workgroup for the per-row kernels (a power of two: the tree reduction halves it). */
 const ROW_WG = 256;
@@ -127,11 +127,15 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 
 function checkArgs(x: Tensor, weight: Tensor): { rows: number; d: number } {
   assertDtype(x, 'f32', 'rmsnorm x');
-  if (!['f32', 'bf16', 'f16'].includes(weight.dtype)) throw new TypeError(`rmsnorm: weight dtype ${weight.dtype} (expected f32, bf16 or f16)`);
+  if (!['f32', 'bf16', 'f16'].includes(weight.dtype))
+    throw new TypeError(`rmsnorm: weight dtype ${weight.dtype} (expected f32, bf16 or f16)`);
   const d = x.shape[x.shape.length - 1];
-  if (d === undefined || d === 0) throw new RangeError(`rmsnorm: x must have a non-empty last dimension, got [${x.shape.join(', ')}]`);
-  if (weight.numel !== d || weight.shape.length !== 1) throw new RangeError(`rmsnorm: weight [${weight.shape.join(', ')}] does not match the last dimension ${d} of x`);
-  if (weight.requiresGrad && weight.dtype !== 'f32') throw new TypeError(`rmsnorm: a trainable weight must be f32 (got ${weight.dtype})`);
+  if (d === undefined || d === 0)
+    throw new RangeError(`rmsnorm: x must have a non-empty last dimension, got [${x.shape.join(', ')}]`);
+  if (weight.numel !== d || weight.shape.length !== 1)
+    throw new RangeError(`rmsnorm: weight [${weight.shape.join(', ')}] does not match the last dimension ${d} of x`);
+  if (weight.requiresGrad && weight.dtype !== 'f32')
+    throw new TypeError(`rmsnorm: a trainable weight must be f32 (got ${weight.dtype})`);
   return { rows: x.numel / d, d };
 }
 
@@ -142,7 +146,13 @@ export function rmsnormWithStats(x: Tensor, weight: Tensor, eps: number): { y: T
   const { rows, d } = checkArgs(x, weight);
   const y = Tensor.empty(x.shape);
   const rstd = Tensor.empty(x.shape.slice(0, -1).length ? x.shape.slice(0, -1) : [1]);
-  dispatch(`rmsnorm.fwd.${weight.dtype}`, () => forwardKernel(weight.dtype), [x, weight, y, rstd], grid1d(rows, 1), rowParams(rows, d, eps));
+  dispatch(
+    `rmsnorm.fwd.${weight.dtype}`,
+    () => forwardKernel(weight.dtype),
+    [x, weight, y, rstd],
+    grid1d(rows, 1),
+    rowParams(rows, d, eps),
+  );
   const wantX = x.requiresGrad || x.gradFn !== null;
   const wantW = weight.requiresGrad || weight.gradFn !== null;
   recordOp('rmsnorm', [x, weight], y, (node) => {
@@ -167,7 +177,13 @@ export function rmsnormBackwardDx(x: Tensor, weight: Tensor, rstd: Tensor, g: Te
   const d = x.shape[x.shape.length - 1]!;
   const rows = x.numel / d;
   const dx = Tensor.empty(x.shape);
-  dispatch(`rmsnorm.bwd_dx.${weight.dtype}`, () => backwardDxKernel(weight.dtype), [x, weight, rstd, g, dx], grid1d(rows, 1), rowParams(rows, d, 0));
+  dispatch(
+    `rmsnorm.bwd_dx.${weight.dtype}`,
+    () => backwardDxKernel(weight.dtype),
+    [x, weight, rstd, g, dx],
+    grid1d(rows, 1),
+    rowParams(rows, d, 0),
+  );
   return dx;
 }
 
@@ -181,9 +197,21 @@ export function rmsnormBackwardDw(x: Tensor, rstd: Tensor, g: Tensor): Tensor {
   const dw = Tensor.empty([d]);
   const cols = Math.ceil(d / COL_WG);
   const partial = blocks === 1 ? dw : Tensor.empty([blocks, d]);
-  dispatch('rmsnorm.bwd_dw_partial', () => DW_PARTIAL_KERNEL, [x, rstd, g, partial], [cols, blocks], new Uniforms().u32(rows).u32(d).u32(perBlock).u32(0));
+  dispatch(
+    'rmsnorm.bwd_dw_partial',
+    () => DW_PARTIAL_KERNEL,
+    [x, rstd, g, partial],
+    [cols, blocks],
+    new Uniforms().u32(rows).u32(d).u32(perBlock).u32(0),
+  );
   if (blocks > 1) {
-    dispatch('rmsnorm.bwd_dw_final', () => DW_FINAL_KERNEL, [partial, dw], [cols], new Uniforms().u32(blocks).u32(d).u32(0).u32(0));
+    dispatch(
+      'rmsnorm.bwd_dw_final',
+      () => DW_FINAL_KERNEL,
+      [partial, dw],
+      [cols],
+      new Uniforms().u32(blocks).u32(d).u32(0).u32(0),
+    );
     partial.dispose();
   }
   return dw;

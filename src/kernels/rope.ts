@@ -26,7 +26,7 @@
 // for that token: the loss turns NaN instead of silently using a wrong angle.
 import { isGradEnabled, recordOp } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
-import { Uniforms, WGSL_FLAT_INDEX, WG, assertDtype, dispatch, grid1d } from './common.js';
+import { assertDtype, dispatch, grid1d, Uniforms, WG, WGSL_FLAT_INDEX } from './common.js';
 
 export interface RopeScalingLlama3 {
   type: 'llama3';
@@ -61,20 +61,23 @@ export interface RopeTables {
  */
 export function ropeInvFreq(opts: Omit<RopeTableOptions, 'maxPositions'>): Float64Array {
   const { headDim: dim, theta, scaling, precision = 'hf-float32' } = opts;
-  if (!Number.isInteger(dim) || dim < 2 || dim % 2 !== 0) throw new RangeError(`rope: headDim must be a positive even integer, got ${dim}`);
+  if (!Number.isInteger(dim) || dim < 2 || dim % 2 !== 0)
+    throw new RangeError(`rope: headDim must be a positive even integer, got ${dim}`);
   if (!(theta > 0)) throw new RangeError(`rope: theta must be positive, got ${theta}`);
   const r = precision === 'hf-float32' ? Math.fround : (v: number) => v;
   const half = dim / 2;
   const inv = new Float64Array(half);
   for (let i = 0; i < half; i++) {
     const e = r((2 * i) / dim); // arange(0, dim, 2).float() / dim
-    const p = r(Math.pow(r(theta), e)); // base ** e, f32 pow
+    const p = r(r(theta) ** e); // base ** e, f32 pow
     inv[i] = r(r(1 / p) * 1); // 1.0 / p == p.reciprocal() * 1.0
   }
   if (!scaling) return inv;
-  if (scaling.type !== 'llama3') throw new RangeError(`rope: unsupported scaling type '${(scaling as { type: string }).type}'`);
+  if (scaling.type !== 'llama3')
+    throw new RangeError(`rope: unsupported scaling type '${(scaling as { type: string }).type}'`);
   const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: old } = scaling;
-  if (!(high > low)) throw new RangeError(`rope llama3 scaling: highFreqFactor (${high}) must exceed lowFreqFactor (${low})`);
+  if (!(high > low))
+    throw new RangeError(`rope llama3 scaling: highFreqFactor (${high}) must exceed lowFreqFactor (${low})`);
   const lowWavelen = r(old / low); // python floats, compared against an f32 tensor in f32
   const highWavelen = r(old / high);
   const twoPi = r(2 * Math.PI);
@@ -94,7 +97,8 @@ export function ropeInvFreq(opts: Omit<RopeTableOptions, 'maxPositions'>): Float
 /** The cos/sin tables on the CPU, [maxPositions, headDim/2] row-major (see the header comment). */
 export function ropeTableData(opts: RopeTableOptions): { cos: Float32Array; sin: Float32Array } {
   const { headDim, maxPositions, precision = 'hf-float32' } = opts;
-  if (!Number.isInteger(maxPositions) || maxPositions < 1) throw new RangeError(`rope: maxPositions must be a positive integer, got ${maxPositions}`);
+  if (!Number.isInteger(maxPositions) || maxPositions < 1)
+    throw new RangeError(`rope: maxPositions must be a positive integer, got ${maxPositions}`);
   const inv = ropeInvFreq(opts);
   const half = headDim / 2;
   const cos = new Float32Array(maxPositions * half);
@@ -136,7 +140,8 @@ function ropeKernel(out: 'f32' | 'f16' | 'in-place'): string {
   const store = f16Out
     ? `Y[a / 2u] = pack2x16float(vec2f(y1[0], y1[1]));\n  Y[b / 2u] = pack2x16float(vec2f(y2[0], y2[1]));`
     : `${Y}[a] = y1[0];\n  ${Y}[b] = y2[0];`;
-  const yBinding = out === 'in-place' ? '' : `@group(0) @binding(5) var<storage, read_write> Y: array<${f16Out ? 'u32' : 'f32'}>;`;
+  const yBinding =
+    out === 'in-place' ? '' : `@group(0) @binding(5) var<storage, read_write> Y: array<${f16Out ? 'u32' : 'f32'}>;`;
   return /* wgsl */ `
 struct P { n: u32, half: u32, heads: u32, max_pos: u32, sign: f32, nan_bits: u32, _b: u32, _c: u32 }
 @group(0) @binding(0) var<uniform> p: P;
@@ -185,13 +190,30 @@ const ROPE_KERNEL = ropeKernel('f32');
 const ROPE_INPLACE_KERNEL = ropeKernel('in-place');
 const ROPE_F16_KERNEL = ropeKernel('f16');
 
-function launch(x: Tensor, heads: number, positions: Tensor, tables: RopeTables, out: Tensor | null, sign: 1 | -1): void {
+function launch(
+  x: Tensor,
+  heads: number,
+  positions: Tensor,
+  tables: RopeTables,
+  out: Tensor | null,
+  sign: 1 | -1,
+): void {
   const half = tables.headDim / 2;
   const f16Out = out?.dtype === 'f16';
   const n = x.numel / (f16Out ? 4 : 2);
-  const params = new Uniforms().u32(n).u32(half).u32(heads).u32(tables.maxPositions).f32(sign).u32(0x7fc00000).u32(0).u32(0);
-  if (!out) dispatch('rope.inplace', () => ROPE_INPLACE_KERNEL, [x, positions, tables.cos, tables.sin], grid1d(n), params);
-  else if (f16Out) dispatch('rope.f16', () => ROPE_F16_KERNEL, [x, positions, tables.cos, tables.sin, out], grid1d(n), params);
+  const params = new Uniforms()
+    .u32(n)
+    .u32(half)
+    .u32(heads)
+    .u32(tables.maxPositions)
+    .f32(sign)
+    .u32(0x7fc00000)
+    .u32(0)
+    .u32(0);
+  if (!out)
+    dispatch('rope.inplace', () => ROPE_INPLACE_KERNEL, [x, positions, tables.cos, tables.sin], grid1d(n), params);
+  else if (f16Out)
+    dispatch('rope.f16', () => ROPE_F16_KERNEL, [x, positions, tables.cos, tables.sin, out], grid1d(n), params);
   else dispatch('rope', () => ROPE_KERNEL, [x, positions, tables.cos, tables.sin, out], grid1d(n), params);
 }
 
@@ -215,14 +237,18 @@ export function rope(x: Tensor, positions: Tensor, tables: RopeTables, opts: Rop
   assertDtype(positions, 'i32', 'rope positions');
   if (x.shape.length !== 4) throw new RangeError(`rope: x must be [B, T, H, Dh], got [${x.shape.join(', ')}]`);
   const [b, t, heads, dh] = x.shape as [number, number, number, number];
-  if (dh !== tables.headDim) throw new RangeError(`rope: head dim ${dh} of x does not match the tables' ${tables.headDim}`);
-  if (positions.numel !== b * t) throw new RangeError(`rope: positions has ${positions.numel} entries for B·T = ${b * t} tokens`);
+  if (dh !== tables.headDim)
+    throw new RangeError(`rope: head dim ${dh} of x does not match the tables' ${tables.headDim}`);
+  if (positions.numel !== b * t)
+    throw new RangeError(`rope: positions has ${positions.numel} entries for B·T = ${b * t} tokens`);
   const dtype = opts.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new TypeError(`rope: dtype must be f32 or f16, got ${String(dtype)}`);
-  if (dtype === 'f16' && dh % 4 !== 0) throw new RangeError(`rope: an f16 result needs a head dim that is a multiple of 4, got ${dh}`);
+  if (dtype === 'f16' && dh % 4 !== 0)
+    throw new RangeError(`rope: an f16 result needs a head dim that is a multiple of 4, got ${dh}`);
   if (opts.inPlace) {
     if (dtype !== 'f32') throw new RangeError('rope: inPlace rotates an f32 tensor; it cannot change its dtype');
-    if (isGradEnabled() && (x.requiresGrad || x.gradFn !== null)) throw new Error('rope: inPlace is only for tensors outside autograd (use noGrad or inPlace: false)');
+    if (isGradEnabled() && (x.requiresGrad || x.gradFn !== null))
+      throw new Error('rope: inPlace is only for tensors outside autograd (use noGrad or inPlace: false)');
     launch(x, heads, positions, tables, null, 1);
     return x;
   }

@@ -33,15 +33,22 @@
 //   4 the draw: chunked prefix sums in index order over the kept tokens, goal u·Z.
 // Greedy rows stop after pass 1. A row whose logits hold a NaN or +inf (the forward overflowed)
 // gets the id −1 and keeps its state: sampling from such logits would emit garbage silently.
-import { Tensor, engine } from '../engine/tensor.js';
+
 import { WGSL_RANDOM } from '../engine/random.js';
-import { Uniforms, assertDtype, dispatch } from './common.js';
+import { engine, Tensor } from '../engine/tensor.js';
+import { assertDtype, dispatch, Uniforms } from './common.js';
 import { WGSL_DIV_RN } from './nf4.js';
 
 const WG = 256;
 
 /** WGSL: `name(lid, v)`, the tree reduction of v over the workgroup, returned uniform to every thread. */
-function reduction(name: string, type: 'f32' | 'u32', red: string, bc: string, combine: (a: string, b: string) => string): string {
+function reduction(
+  name: string,
+  type: 'f32' | 'u32',
+  red: string,
+  bc: string,
+  combine: (a: string, b: string) => string,
+): string {
   return /* wgsl */ `
 fn ${name}(lid: u32, v: ${type}) -> ${type} {
   ${red}[lid] = v;
@@ -331,8 +338,10 @@ export class TokenSampler {
     readonly rows: number,
     readonly vocabSize: number,
   ) {
-    if (!(Number.isInteger(rows) && rows > 0)) throw new RangeError(`TokenSampler: rows must be a positive integer, got ${rows}`);
-    if (!(Number.isInteger(vocabSize) && vocabSize > 0)) throw new RangeError(`TokenSampler: vocabSize must be a positive integer, got ${vocabSize}`);
+    if (!(Number.isInteger(rows) && rows > 0))
+      throw new RangeError(`TokenSampler: rows must be a positive integer, got ${rows}`);
+    if (!(Number.isInteger(vocabSize) && vocabSize > 0))
+      throw new RangeError(`TokenSampler: vocabSize must be a positive integer, got ${vocabSize}`);
     this.words = Math.ceil(vocabSize / 32);
     this.rowWords = new Uint32Array(rows * ROW_WORDS);
     this.rowTable = Tensor.from(this.rowWords, [rows * ROW_WORDS], 'u32').keep();
@@ -359,7 +368,8 @@ export class TokenSampler {
     if (penalties && !this.countsOn) this.enableCounts();
     const seen = new Uint32Array(this.words);
     for (const id of [...prompt, ...generated]) {
-      if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new RangeError(`TokenSampler: token id ${id} outside the vocabulary (${V})`);
+      if (!(Number.isInteger(id) && id >= 0 && id < V))
+        throw new RangeError(`TokenSampler: token id ${id} outside the vocabulary (${V})`);
       seen[id >>> 5] |= 1 << (id & 31);
     }
     dev.write(this.seen.buffer, row * this.words * 4, seen);
@@ -370,7 +380,11 @@ export class TokenSampler {
     }
     dev.write(this.step.buffer, row * 4, Uint32Array.of(generated.length));
     const sample = !(o.greedy ?? true);
-    const flags = FLAG_ACTIVE | (sample ? FLAG_SAMPLE : 0) | ((o.repetitionPenalty ?? 1) !== 1 ? FLAG_REPETITION : 0) | (penalties ? FLAG_PRESENCE : 0);
+    const flags =
+      FLAG_ACTIVE |
+      (sample ? FLAG_SAMPLE : 0) |
+      ((o.repetitionPenalty ?? 1) !== 1 ? FLAG_REPETITION : 0) |
+      (penalties ? FLAG_PRESENCE : 0);
     const w = new DataView(new ArrayBuffer(ROW_WORDS * 4));
     const topK = Math.min(o.topK ?? 0, V);
     w.setUint32(0, flags, true);
@@ -383,7 +397,9 @@ export class TokenSampler {
     w.setUint32(28, (o.seed ?? 0) >>> 0, true);
     w.setUint32(40, padId >>> 0, true);
     this.rowWords.set(new Uint32Array(w.buffer), row * ROW_WORDS);
-    const bias = [...(o.logitBias ?? new Map<number, number>())].filter(([id]) => Number.isInteger(id) && id >= 0 && id < V);
+    const bias = [...(o.logitBias ?? new Map<number, number>())].filter(
+      ([id]) => Number.isInteger(id) && id >= 0 && id < V,
+    );
     if (bias.length > 0 || this.biasOf[row]!.length > 0) {
       this.biasOf[row] = bias;
       this.uploadBias();
@@ -417,14 +433,20 @@ export class TokenSampler {
     assertDtype(logits, 'f32', 'TokenSampler logits');
     assertDtype(out, 'i32', 'TokenSampler output');
     const n = out.numel;
-    if (!(n >= 1 && n <= this.rows)) throw new RangeError(`TokenSampler: output [${out.shape.join(', ')}] for ${this.rows} rows`);
-    if (logits.numel !== n * this.vocabSize) throw new RangeError(`TokenSampler: logits [${logits.shape.join(', ')}] for ${n} rows of ${this.vocabSize}`);
+    if (!(n >= 1 && n <= this.rows))
+      throw new RangeError(`TokenSampler: output [${out.shape.join(', ')}] for ${this.rows} rows`);
+    if (logits.numel !== n * this.vocabSize)
+      throw new RangeError(`TokenSampler: logits [${logits.shape.join(', ')}] for ${n} rows of ${this.vocabSize}`);
     dispatch(
       `sampling.next_token.${this.anySampling() ? 'sample' : 'greedy'}`,
       () => kernel(this.anySampling()),
       [logits, this.rowTable, this.bias, this.step, this.seen, this.counts, this.scratch, out],
       [n],
-      new Uniforms().u32(this.vocabSize).u32(this.words).u32(this.countsOn ? 1 : 0).u32(0),
+      new Uniforms()
+        .u32(this.vocabSize)
+        .u32(this.words)
+        .u32(this.countsOn ? 1 : 0)
+        .u32(0),
     );
   }
 
@@ -435,13 +457,15 @@ export class TokenSampler {
   }
 
   private anySampling(): boolean {
-    for (let row = 0; row < this.rows; row++) if ((this.rowWords[row * ROW_WORDS]! & (FLAG_ACTIVE | FLAG_SAMPLE)) === (FLAG_ACTIVE | FLAG_SAMPLE)) return true;
+    for (let row = 0; row < this.rows; row++)
+      if ((this.rowWords[row * ROW_WORDS]! & (FLAG_ACTIVE | FLAG_SAMPLE)) === (FLAG_ACTIVE | FLAG_SAMPLE)) return true;
     return false;
   }
 
   private checkRow(row: number): void {
     if (this.disposed) throw new Error('TokenSampler used after dispose()');
-    if (!(Number.isInteger(row) && row >= 0 && row < this.rows)) throw new RangeError(`TokenSampler: row ${row} outside [0, ${this.rows})`);
+    if (!(Number.isInteger(row) && row >= 0 && row < this.rows))
+      throw new RangeError(`TokenSampler: row ${row} outside [0, ${this.rows})`);
   }
 
   private enableCounts(): void {

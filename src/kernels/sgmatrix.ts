@@ -71,7 +71,11 @@ export type MatrixShapeName = keyof typeof MATRIX_SHAPES;
 export const MATRIX_SHAPE_NAMES = Object.keys(MATRIX_SHAPES) as MatrixShapeName[];
 
 export function matrixShapeName(s: MatrixShape): MatrixShapeName | null {
-  return MATRIX_SHAPE_NAMES.find((n) => MATRIX_SHAPES[n].M === s.M && MATRIX_SHAPES[n].N === s.N && MATRIX_SHAPES[n].K === s.K) ?? null;
+  return (
+    MATRIX_SHAPE_NAMES.find(
+      (n) => MATRIX_SHAPES[n].M === s.M && MATRIX_SHAPES[n].N === s.N && MATRIX_SHAPES[n].K === s.K,
+    ) ?? null
+  );
 }
 
 /** Invocations of one logical subgroup (the emulation's width, and the native kernels' declared size). */
@@ -111,7 +115,15 @@ export interface SgMatrix {
   type(role: MatrixRole): string;
   declare(role: MatrixRole, name: string): string;
   fill(name: string, value: string): string;
-  load(role: MatrixRole, name: string, src: MatrixArray, offset: string, stride: string, major: Majorness, opts?: { assign?: boolean }): string;
+  load(
+    role: MatrixRole,
+    name: string,
+    src: MatrixArray,
+    offset: string,
+    stride: string,
+    major: Majorness,
+    opts?: { assign?: boolean },
+  ): string;
   store(name: string, dst: MatrixArray, offset: string, stride: string, major: Majorness): string;
   mma(acc: string, left: string, right: string): string;
   multiply(name: string, left: string, right: string, opts?: { assign?: boolean }): string;
@@ -130,7 +142,8 @@ function componentOf(role: MatrixRole, result: MatrixResultType): 'f16' | 'f32' 
 
 function checkShape(s: MatrixShape): void {
   for (const d of [s.M, s.N, s.K]) {
-    if (!Number.isInteger(d) || d < 1 || d > 64) throw new RangeError(`subgroup matrix: bad shape ${s.M}×${s.N}×${s.K}`);
+    if (!Number.isInteger(d) || d < 1 || d > 64)
+      throw new RangeError(`subgroup matrix: bad shape ${s.M}×${s.N}×${s.K}`);
   }
   if ((s.M * s.N) % LOGICAL_SUBGROUP !== 0) {
     throw new RangeError(`subgroup matrix: a ${s.M}×${s.N} result does not split over ${LOGICAL_SUBGROUP} lanes`);
@@ -144,7 +157,8 @@ export function subgroupMatrices(opts: SgMatrixOptions): SgMatrix {
   const LSG = LOGICAL_SUBGROUP;
   const checkArray = (role: MatrixRole, a: MatrixArray) => {
     const want = componentOf(role, result);
-    if (a.elem !== want) throw new TypeError(`subgroup matrix: a ${role} fragment of ${want} cannot use the ${a.elem} array '${a.name}'`);
+    if (a.elem !== want)
+      throw new TypeError(`subgroup matrix: a ${role} fragment of ${want} cannot use the ${a.elem} array '${a.name}'`);
   };
   const nativeType = (role: MatrixRole) =>
     role === 'left'
@@ -156,7 +170,9 @@ export function subgroupMatrices(opts: SgMatrixOptions): SgMatrix {
   if (mode === 'native') {
     const sizeControl = !!opts.sizeControl;
     return {
-      mode, shape, result,
+      mode,
+      shape,
+      result,
       enable: `enable f16;\nenable chromium_experimental_subgroup_matrix;\n${sizeControl ? 'enable subgroup_size_control;\n' : ''}`,
       moduleDecls: '',
       attributes: sizeControl ? ` @subgroup_size(${LSG})` : '',
@@ -176,7 +192,8 @@ export function subgroupMatrices(opts: SgMatrixOptions): SgMatrix {
         return `subgroupMatrixStore<${major}>(&${dst.name}, u32(${offset}), ${name}, u32(${stride}));`;
       },
       mma: (acc, left, right) => `${acc} = subgroupMatrixMultiplyAccumulate(${left}, ${right}, ${acc});`,
-      multiply: (name, left, right, o = {}) => `${o.assign ? '' : 'var '}${name} = subgroupMatrixMultiply<${result}>(${left}, ${right});`,
+      multiply: (name, left, right, o = {}) =>
+        `${o.assign ? '' : 'var '}${name} = subgroupMatrixMultiply<${result}>(${left}, ${right});`,
       scale: (name, s) => `${name} = subgroupMatrixScalarMultiply(${name}, ${result}(${s}));`,
     };
   }
@@ -196,7 +213,8 @@ export function subgroupMatrices(opts: SgMatrixOptions): SgMatrix {
     return `let sgm_off = u32(${offset}); let sgm_st = u32(${stride});
     let sgm_ok = sgm_st >= ${minorDim}u && sgm_off + sgm_st * ${majorDim - 1}u + ${minorDim}u <= ${len(a)};`;
   };
-  const addr = (major: Majorness) => (major === 'row_major' ? 'sgm_off + sgm_r * sgm_st + sgm_c' : 'sgm_off + sgm_c * sgm_st + sgm_r');
+  const addr = (major: Majorness) =>
+    major === 'row_major' ? 'sgm_off + sgm_r * sgm_st + sgm_c' : 'sgm_off + sgm_c * sgm_st + sgm_r';
   /** Loop over the elements this lane holds: replicated (all) for left/right, owned ones for a result. */
   const forElements = (role: MatrixRole, body: string) => {
     const [rows, cols] = fragmentDims(role, shape);
@@ -211,14 +229,21 @@ export function subgroupMatrices(opts: SgMatrixOptions): SgMatrix {
       ${body}
     }`;
   };
-  const mulLoop = (name: string, left: string, right: string, accumulate: boolean) => `for (var sgm_s = 0u; sgm_s < ${ES}u; sgm_s++) {
+  const mulLoop = (
+    name: string,
+    left: string,
+    right: string,
+    accumulate: boolean,
+  ) => `for (var sgm_s = 0u; sgm_s < ${ES}u; sgm_s++) {
       let sgm_f = sgm_s * ${LSG}u + sg_lane; let sgm_r = sgm_f / ${N}u; let sgm_c = sgm_f % ${N}u;
       var sgm_t = 0.0;
       for (var sgm_k = 0u; sgm_k < ${K}u; sgm_k++) { sgm_t += f32(${left}[sgm_r * ${K}u + sgm_k]) * f32(${right}[sgm_k * ${N}u + sgm_c]); }
       ${name}[sgm_s] = ${result}(${accumulate ? `f32(${name}[sgm_s]) + ` : ''}sgm_t);
     }`;
   return {
-    mode, shape, result,
+    mode,
+    shape,
+    result,
     enable: 'enable f16;\n',
     // One word that is a NaN as f32 and, in its low half, as f16 (a private variable: a constant
     // expression may not evaluate to NaN).
@@ -236,16 +261,22 @@ export function subgroupMatrices(opts: SgMatrixOptions): SgMatrix {
       const t = componentOf(role, result);
       return `${o.assign ? '' : `var ${name}: ${emuType(role)};\n    `}{
     ${footprint(role, src, offset, stride, major)}
-    ${forElements(role, `let sgm_i = ${addr(major)};
-      ${name}[sgm_e] = select(${nan(t)}, ${src.name}[min(sgm_i, ${len(src)} - 1u)], sgm_ok);`)}
+    ${forElements(
+      role,
+      `let sgm_i = ${addr(major)};
+      ${name}[sgm_e] = select(${nan(t)}, ${src.name}[min(sgm_i, ${len(src)} - 1u)], sgm_ok);`,
+    )}
     }`;
     },
     store: (name, dst, offset, stride, major) => {
       checkArray('result', dst);
       return `{
     ${footprint('result', dst, offset, stride, major)}
-    ${forElements('result', `let sgm_i = ${addr(major)};
-      if (sgm_i < ${len(dst)}) { ${dst.name}[sgm_i] = select(${nan(result)}, ${name}[sgm_e], sgm_ok); }`)}
+    ${forElements(
+      'result',
+      `let sgm_i = ${addr(major)};
+      if (sgm_i < ${len(dst)}) { ${dst.name}[sgm_i] = select(${nan(result)}, ${name}[sgm_e], sgm_ok); }`,
+    )}
     }`;
     },
     mma: (acc, left, right) => `{
@@ -254,7 +285,8 @@ export function subgroupMatrices(opts: SgMatrixOptions): SgMatrix {
     multiply: (name, left, right, o = {}) => `${o.assign ? '' : `var ${name}: ${emuType('result')};\n    `}{
     ${mulLoop(name, left, right, false)}
     }`,
-    scale: (name, s) => `for (var sgm_s = 0u; sgm_s < ${ES}u; sgm_s++) { ${name}[sgm_s] = ${name}[sgm_s] * ${result}(${s}); }`,
+    scale: (name, s) =>
+      `for (var sgm_s = 0u; sgm_s < ${ES}u; sgm_s++) { ${name}[sgm_s] = ${name}[sgm_s] * ${result}(${s}); }`,
   };
 }
 
@@ -265,14 +297,24 @@ export interface MatrixConfig extends MatrixShape {
 
 /** Whether the adapter lists this configuration (f16 operands). */
 export function isOffered(cfg: MatrixConfig, offered: readonly SubgroupMatrixConfig[]): boolean {
-  return offered.some((c) => c.componentType === 'f16' && c.resultComponentType === cfg.result && c.M === cfg.M && c.N === cfg.N && c.K === cfg.K);
+  return offered.some(
+    (c) =>
+      c.componentType === 'f16' &&
+      c.resultComponentType === cfg.result &&
+      c.M === cfg.M &&
+      c.N === cfg.N &&
+      c.K === cfg.K,
+  );
 }
 
 /** Throws unless the adapter lists this configuration (kernels check before they are built). */
 export function assertOffered(cfg: MatrixConfig, offered: readonly SubgroupMatrixConfig[], what = 'kernel'): void {
   if (!isOffered(cfg, offered)) {
-    const list = offered.map((c) => `${c.componentType}→${c.resultComponentType} ${c.M}×${c.N}×${c.K}`).join(', ') || 'none';
-    throw new RangeError(`${what}: subgroup-matrix configuration f16→${cfg.result} ${cfg.M}×${cfg.N}×${cfg.K} is not offered by this adapter (it offers: ${list})`);
+    const list =
+      offered.map((c) => `${c.componentType}→${c.resultComponentType} ${c.M}×${c.N}×${c.K}`).join(', ') || 'none';
+    throw new RangeError(
+      `${what}: subgroup-matrix configuration f16→${cfg.result} ${cfg.M}×${cfg.N}×${cfg.K} is not offered by this adapter (it offers: ${list})`,
+    );
   }
 }
 

@@ -9,7 +9,7 @@
 // half the bytes); they are read as f32, and the output and gradients are f32 either way.
 import { recordOp } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
-import { Uniforms, WGSL_FLAT_INDEX, WGSL_HALF, WG, dispatch, grid1d } from './common.js';
+import { dispatch, grid1d, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
 
 type InputType = 'f32' | 'f16';
 
@@ -21,7 +21,8 @@ fn sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }`;
 
 /** WGSL: an input binding read as f32 at element i through ld<NAME>(i). */
 function input(binding: number, name: string, type: InputType): string {
-  if (type === 'f32') return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<f32>;\nfn ld${name}(i: u32) -> f32 { return ${name}[i]; }`;
+  if (type === 'f32')
+    return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<f32>;\nfn ld${name}(i: u32) -> f32 { return ${name}[i]; }`;
   return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<u32>;\nfn ld${name}(i: u32) -> f32 { return half_word_get(${name}[i >> 1u], i, false); }`;
 }
 
@@ -69,14 +70,25 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }
 
 /** The gradients of swiglu for whichever of gate/up are requested. */
-export function swigluBackward(gate: Tensor, up: Tensor, dy: Tensor, want: { gate: boolean; up: boolean }): { dGate: Tensor | null; dUp: Tensor | null } {
+export function swigluBackward(
+  gate: Tensor,
+  up: Tensor,
+  dy: Tensor,
+  want: { gate: boolean; up: boolean },
+): { dGate: Tensor | null; dUp: Tensor | null } {
   if (!want.gate && !want.up) return { dGate: null, dUp: null };
   const dGate = want.gate ? Tensor.empty(gate.shape) : null;
   const dUp = want.up ? Tensor.empty(gate.shape) : null;
   const outs = [dGate, dUp].filter((t): t is Tensor => t !== null);
   const type = inputType(gate, up);
   const key = `swiglu.bwd.${want.gate ? 'g' : ''}${want.up ? 'u' : ''}${type === 'f16' ? '.f16' : ''}`;
-  dispatch(key, () => backwardKernel(want.gate, want.up, type), [gate, ...(want.gate ? [up] : []), dy, ...outs], grid1d(gate.numel), new Uniforms().u32(gate.numel).u32(0).u32(0).u32(0));
+  dispatch(
+    key,
+    () => backwardKernel(want.gate, want.up, type),
+    [gate, ...(want.gate ? [up] : []), dy, ...outs],
+    grid1d(gate.numel),
+    new Uniforms().u32(gate.numel).u32(0).u32(0).u32(0),
+  );
   return { dGate, dUp };
 }
 
@@ -91,11 +103,23 @@ function inputType(gate: Tensor, up: Tensor): InputType {
 /** y = silu(gate) · up, elementwise → f32; gate and up are f32 (or both f16) of the same shape. */
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
   const type = inputType(gate, up);
-  if (gate.numel !== up.numel || gate.shape.length !== up.shape.length || gate.shape.some((d, i) => d !== up.shape[i])) {
-    throw new RangeError(`swiglu: gate [${gate.shape.join(', ')}] and up [${up.shape.join(', ')}] must have the same shape`);
+  if (
+    gate.numel !== up.numel ||
+    gate.shape.length !== up.shape.length ||
+    gate.shape.some((d, i) => d !== up.shape[i])
+  ) {
+    throw new RangeError(
+      `swiglu: gate [${gate.shape.join(', ')}] and up [${up.shape.join(', ')}] must have the same shape`,
+    );
   }
   const y = Tensor.empty(gate.shape);
-  dispatch(type === 'f16' ? 'swiglu.fwd.f16' : 'swiglu.fwd', () => forwardKernel(type), [gate, up, y], grid1d(gate.numel), new Uniforms().u32(gate.numel).u32(0).u32(0).u32(0));
+  dispatch(
+    type === 'f16' ? 'swiglu.fwd.f16' : 'swiglu.fwd',
+    () => forwardKernel(type),
+    [gate, up, y],
+    grid1d(gate.numel),
+    new Uniforms().u32(gate.numel).u32(0).u32(0).u32(0),
+  );
   const want = { gate: gate.requiresGrad || gate.gradFn !== null, up: up.requiresGrad || up.gradFn !== null };
   recordOp('swiglu', [gate, up], y, (node) => {
     // Both gradients read gate; only dGate reads up. y is never kept.

@@ -78,14 +78,21 @@ export async function nullCompiler(): Promise<NullCompiler> {
       const module = device.createShaderModule({ code, label: opts.label });
       const info = await module.getCompilationInfo();
       for (const m of info.messages) {
-        if (m.type === 'error' || m.type === 'warning') problems.push(`${m.type} line ${m.lineNum}:${m.linePos}: ${m.message.split('\n')[0]}  | ${code.split('\n')[m.lineNum - 1]?.trim() ?? ''}`);
+        if (m.type === 'error' || m.type === 'warning')
+          problems.push(
+            `${m.type} line ${m.lineNum}:${m.linePos}: ${m.message.split('\n')[0]}  | ${code.split('\n')[m.lineNum - 1]?.trim() ?? ''}`,
+          );
       }
       const moduleError = await device.popErrorScope();
       if (moduleError && problems.length === 0) problems.push(moduleError.message.split('\n')[0]!);
       if (problems.length === 0 && (opts.workgroupBytes ?? 0) <= cap && (opts.storageBuffers ?? 0) <= maxStorage) {
         device.pushErrorScope('validation');
         try {
-          await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: opts.label });
+          await device.createComputePipelineAsync({
+            layout: 'auto',
+            compute: { module, entryPoint: 'main' },
+            label: opts.label,
+          });
         } catch (e) {
           problems.push(`pipeline: ${(e as Error).message.split('\n')[0]}`);
         }

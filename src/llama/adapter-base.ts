@@ -47,7 +47,12 @@ export function trainedQuantize(adapterDir: string): string | null {
  * merged (`mergeInto`: the weights it is merged into), when it was trained over an NF4 base but is
  * merged into full-precision weights.
  */
-export function checkAdapterBase(config: LoraAdapterConfig, adapterDir: string, modelDir: string, mergeInto?: 'nf4' | 'full'): void {
+export function checkAdapterBase(
+  config: LoraAdapterConfig,
+  adapterDir: string,
+  modelDir: string,
+  mergeInto?: 'nf4' | 'full',
+): void {
   const base = config.baseModelNameOrPath;
   if (base && !sameBase(base, modelDir)) {
     warn(

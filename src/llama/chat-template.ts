@@ -44,7 +44,11 @@ export interface ChatTemplateLimits {
 }
 
 /** Generous limits for rendering data and prompts (a real template renders in well under a millisecond). */
-export const DEFAULT_CHAT_TEMPLATE_LIMITS: ChatTemplateLimits = { maxChars: 16 * 2 ** 20, maxItems: 2 ** 20, timeoutMs: 10_000 };
+export const DEFAULT_CHAT_TEMPLATE_LIMITS: ChatTemplateLimits = {
+  maxChars: 16 * 2 ** 20,
+  maxItems: 2 ** 20,
+  timeoutMs: 10_000,
+};
 
 /** Which limit stopped a render. */
 export type ChatTemplateLimit = 'chars' | 'items' | 'time';
@@ -99,10 +103,16 @@ class BoundedInterpreter extends Interpreter {
   check(v: RuntimeValue): void {
     const x = v.value;
     if (typeof x === 'string' && x.length > this.limits.maxChars) {
-      throw new ChatTemplateLimitError('chars', `the template made a string of ${x.length} characters, more than ${this.limits.maxChars}`);
+      throw new ChatTemplateLimitError(
+        'chars',
+        `the template made a string of ${x.length} characters, more than ${this.limits.maxChars}`,
+      );
     }
     if (Array.isArray(x) && x.length > this.limits.maxItems) {
-      throw new ChatTemplateLimitError('items', `the template made a list of ${x.length} items, more than ${this.limits.maxItems}`);
+      throw new ChatTemplateLimitError(
+        'items',
+        `the template made a list of ${x.length} items, more than ${this.limits.maxItems}`,
+      );
     }
   }
 }
@@ -114,7 +124,11 @@ function boundedRange(maxItems: number) {
       stop = start;
       start = 0;
     }
-    for (const [name, x] of [['start', start], ['stop', stop], ['step', step]] as const) {
+    for (const [name, x] of [
+      ['start', start],
+      ['stop', stop],
+      ['step', step],
+    ] as const) {
       if (!Number.isInteger(x)) throw new Error(`range() ${name} must be an integer, got ${String(x)}`);
     }
     if (step === 0) throw new Error('range() step must not be zero');
@@ -164,7 +178,8 @@ export class ChatTemplate {
    */
   render(variables: Record<string, unknown>, limits: ChatTemplateLimits = DEFAULT_CHAT_TEMPLATE_LIMITS): string {
     const globals = new Environment();
-    for (const [k, v] of Object.entries({ false: false, true: true, none: null, False: false, True: true, None: null })) globals.set(k, v);
+    for (const [k, v] of Object.entries({ false: false, true: true, none: null, False: false, True: true, None: null }))
+      globals.set(k, v);
     globals.set('raise_exception', (message: unknown) => {
       throw new Error(String(message));
     });

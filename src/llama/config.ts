@@ -92,9 +92,10 @@ function normaliseRope(config: HfLlamaConfig, file: string): RopeConfig {
   // transformers 5 keeps everything in rope_parameters; older configs split theta and scaling.
   const key = config.rope_parameters ? 'rope_parameters' : 'rope_scaling';
   const source = config.rope_parameters ?? config.rope_scaling ?? null;
-  const theta = source && source['rope_theta'] !== undefined
-    ? positiveNumberAt(source, 'rope_theta', key, file)
-    : (config.rope_theta ?? 10000);
+  const theta =
+    source && source['rope_theta'] !== undefined
+      ? positiveNumberAt(source, 'rope_theta', key, file)
+      : (config.rope_theta ?? 10000);
   if (!source) return { theta, scaling: null };
   const typeField = source['rope_type'] !== undefined ? 'rope_type' : 'type';
   const type = source[typeField] ?? 'default';
@@ -125,9 +126,14 @@ function normaliseRope(config: HfLlamaConfig, file: string): RopeConfig {
 /** Cross-field rules; `file` is where the values came from (a path or e.g. "preset 1.1b"). */
 export function checkLlamaConfig(config: LlamaConfig, file: string): void {
   const integers: [keyof LlamaConfig, string][] = [
-    ['vocabSize', 'vocab_size'], ['hiddenSize', 'hidden_size'], ['intermediateSize', 'intermediate_size'],
-    ['numHiddenLayers', 'num_hidden_layers'], ['numAttentionHeads', 'num_attention_heads'],
-    ['numKeyValueHeads', 'num_key_value_heads'], ['headDim', 'head_dim'], ['maxPositionEmbeddings', 'max_position_embeddings'],
+    ['vocabSize', 'vocab_size'],
+    ['hiddenSize', 'hidden_size'],
+    ['intermediateSize', 'intermediate_size'],
+    ['numHiddenLayers', 'num_hidden_layers'],
+    ['numAttentionHeads', 'num_attention_heads'],
+    ['numKeyValueHeads', 'num_key_value_heads'],
+    ['headDim', 'head_dim'],
+    ['maxPositionEmbeddings', 'max_position_embeddings'],
   ];
   for (const [field, key] of integers) {
     const value = config[field];
@@ -142,14 +148,26 @@ export function checkLlamaConfig(config: LlamaConfig, file: string): void {
     );
   }
   if (config.headDim % 2 !== 0) {
-    throw new InputError(`head_dim must be even for rotary embeddings, got ${config.headDim}`, { file, key: 'head_dim' });
+    throw new InputError(`head_dim must be even for rotary embeddings, got ${config.headDim}`, {
+      file,
+      key: 'head_dim',
+    });
   }
   if (config.headDim % 4 !== 0 || config.headDim > 256) {
-    throw new InputError(`head_dim must be a multiple of 4 and at most 256 (the attention kernels' range), got ${config.headDim}`, { file, key: 'head_dim' });
+    throw new InputError(
+      `head_dim must be a multiple of 4 and at most 256 (the attention kernels' range), got ${config.headDim}`,
+      { file, key: 'head_dim' },
+    );
   }
-  if (!(config.rmsNormEps > 0)) throw new InputError(`expected a positive number, got ${config.rmsNormEps}`, { file, key: 'rms_norm_eps' });
-  if (!(config.rope.theta > 0)) throw new InputError(`expected a positive number, got ${config.rope.theta}`, { file, key: 'rope_theta' });
-  for (const [id, key] of [[config.bosTokenId, 'bos_token_id'], [config.padTokenId, 'pad_token_id'], ...config.eosTokenIds.map((e) => [e, 'eos_token_id'] as const)] as const) {
+  if (!(config.rmsNormEps > 0))
+    throw new InputError(`expected a positive number, got ${config.rmsNormEps}`, { file, key: 'rms_norm_eps' });
+  if (!(config.rope.theta > 0))
+    throw new InputError(`expected a positive number, got ${config.rope.theta}`, { file, key: 'rope_theta' });
+  for (const [id, key] of [
+    [config.bosTokenId, 'bos_token_id'],
+    [config.padTokenId, 'pad_token_id'],
+    ...config.eosTokenIds.map((e) => [e, 'eos_token_id'] as const),
+  ] as const) {
     if (id !== null && id >= config.vocabSize) {
       throw new InputError(`token id ${id} is outside the vocabulary (vocab_size ${config.vocabSize})`, { file, key });
     }
@@ -169,10 +187,17 @@ export function parseLlamaConfig(raw: unknown, file = 'config.json'): LlamaConfi
     );
   }
   for (const key of ['attention_bias', 'mlp_bias'] as const) {
-    if (hf[key]) throw new InputError('biases in attention/MLP projections are not supported: expected false, got true', { file, key });
+    if (hf[key])
+      throw new InputError('biases in attention/MLP projections are not supported: expected false, got true', {
+        file,
+        key,
+      });
   }
   if (hf.hidden_act !== 'silu') {
-    throw new InputError(`only the SiLU (SwiGLU) MLP is supported: expected "silu", got ${describeValue(hf.hidden_act)}`, { file, key: 'hidden_act' });
+    throw new InputError(
+      `only the SiLU (SwiGLU) MLP is supported: expected "silu", got ${describeValue(hf.hidden_act)}`,
+      { file, key: 'hidden_act' },
+    );
   }
   const eos = hf.eos_token_id;
   const config: LlamaConfig = {
@@ -230,7 +255,12 @@ export function llamaConfigToHf(config: LlamaConfig): Record<string, unknown> {
       }
     : {};
   const ropeType = scaling ? scaling.type : 'default';
-  const eos = config.eosTokenIds.length === 0 ? null : config.eosTokenIds.length === 1 ? config.eosTokenIds[0] : [...config.eosTokenIds];
+  const eos =
+    config.eosTokenIds.length === 0
+      ? null
+      : config.eosTokenIds.length === 1
+        ? config.eosTokenIds[0]
+        : [...config.eosTokenIds];
   return {
     architectures: ['LlamaForCausalLM'],
     attention_bias: false,
@@ -279,18 +309,36 @@ const presetBase = {
 export const LLAMA_PRESETS = {
   /** Test scale, like the reference fixtures. */
   tiny: {
-    ...presetBase, hiddenSize: 64, intermediateSize: 160, numHiddenLayers: 2,
-    numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, torchDtype: 'float32',
+    ...presetBase,
+    hiddenSize: 64,
+    intermediateSize: 160,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    headDim: 16,
+    torchDtype: 'float32',
   },
   /** ~160M parameters (GPT-2-small shape with a Llama block). */
   '160m': {
-    ...presetBase, hiddenSize: 768, intermediateSize: 3072, numHiddenLayers: 12,
-    numAttentionHeads: 12, numKeyValueHeads: 12, headDim: 64, torchDtype: 'float32',
+    ...presetBase,
+    hiddenSize: 768,
+    intermediateSize: 3072,
+    numHiddenLayers: 12,
+    numAttentionHeads: 12,
+    numKeyValueHeads: 12,
+    headDim: 64,
+    torchDtype: 'float32',
   },
   /** TinyLlama 1.1B. */
   '1.1b': {
-    ...presetBase, hiddenSize: 2048, intermediateSize: 5632, numHiddenLayers: 22,
-    numAttentionHeads: 32, numKeyValueHeads: 4, headDim: 64, torchDtype: 'bfloat16',
+    ...presetBase,
+    hiddenSize: 2048,
+    intermediateSize: 5632,
+    numHiddenLayers: 22,
+    numAttentionHeads: 32,
+    numKeyValueHeads: 4,
+    headDim: 64,
+    torchDtype: 'bfloat16',
   },
   /**
    * Small models for pretraining from scratch on a CPU or one GPU (configs/pretrain-fin.yaml): 4
@@ -298,16 +346,43 @@ export const LLAMA_PRESETS = {
    * (`finllm tokenizer train`, ~2k entries).
    */
   'fin-s': {
-    ...presetBase, vocabSize: 2048, maxPositionEmbeddings: 1024, tieWordEmbeddings: true, hiddenSize: 128, intermediateSize: 352,
-    numHiddenLayers: 4, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 32, torchDtype: 'float32',
+    ...presetBase,
+    vocabSize: 2048,
+    maxPositionEmbeddings: 1024,
+    tieWordEmbeddings: true,
+    hiddenSize: 128,
+    intermediateSize: 352,
+    numHiddenLayers: 4,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    headDim: 32,
+    torchDtype: 'float32',
   },
   'fin-m': {
-    ...presetBase, vocabSize: 2048, maxPositionEmbeddings: 1024, tieWordEmbeddings: true, hiddenSize: 192, intermediateSize: 512,
-    numHiddenLayers: 4, numAttentionHeads: 6, numKeyValueHeads: 2, headDim: 32, torchDtype: 'float32',
+    ...presetBase,
+    vocabSize: 2048,
+    maxPositionEmbeddings: 1024,
+    tieWordEmbeddings: true,
+    hiddenSize: 192,
+    intermediateSize: 512,
+    numHiddenLayers: 4,
+    numAttentionHeads: 6,
+    numKeyValueHeads: 2,
+    headDim: 32,
+    torchDtype: 'float32',
   },
   'fin-l': {
-    ...presetBase, vocabSize: 4096, maxPositionEmbeddings: 1024, tieWordEmbeddings: true, hiddenSize: 256, intermediateSize: 688,
-    numHiddenLayers: 6, numAttentionHeads: 8, numKeyValueHeads: 4, headDim: 32, torchDtype: 'float32',
+    ...presetBase,
+    vocabSize: 4096,
+    maxPositionEmbeddings: 1024,
+    tieWordEmbeddings: true,
+    hiddenSize: 256,
+    intermediateSize: 688,
+    numHiddenLayers: 6,
+    numAttentionHeads: 8,
+    numKeyValueHeads: 4,
+    headDim: 32,
+    torchDtype: 'float32',
   },
 } as const satisfies Record<string, LlamaConfig>;
 
@@ -316,7 +391,9 @@ export type LlamaPresetName = keyof typeof LLAMA_PRESETS;
 /** A preset with optional overrides (e.g. vocabSize to match a tokenizer), checked for consistency. */
 export function llamaPreset(name: string, overrides: Partial<LlamaConfig> = {}): LlamaConfig {
   if (!Object.hasOwn(LLAMA_PRESETS, name)) {
-    throw new InputError(`unknown model preset "${name}"; expected one of ${Object.keys(LLAMA_PRESETS).join(', ')}`, { key: 'preset' });
+    throw new InputError(`unknown model preset "${name}"; expected one of ${Object.keys(LLAMA_PRESETS).join(', ')}`, {
+      key: 'preset',
+    });
   }
   const preset = LLAMA_PRESETS[name as LlamaPresetName];
   const config: LlamaConfig = {

@@ -14,10 +14,17 @@
 // folded into the lm_head GEMV. Every buffer a step uses comes from the pool in the same order each
 // step, so bind groups repeat; the cache length comes from a GPU buffer, so only the attention
 // dispatch's uniforms (kvLength) change from token to token.
-import { Tensor } from '../engine/tensor.js';
-import { decodeGemv, embedding, flashAttention, ropeAppend, swiglu, weightBindingCount, type DecodeGemvOptions } from '../kernels/index.js';
-import { engine } from '../engine/tensor.js';
-import { syncCacheLength, type KvCache } from './kv-cache.js';
+import { engine, Tensor } from '../engine/tensor.js';
+import {
+  type DecodeGemvOptions,
+  decodeGemv,
+  embedding,
+  flashAttention,
+  ropeAppend,
+  swiglu,
+  weightBindingCount,
+} from '../kernels/index.js';
+import { type KvCache, syncCacheLength } from './kv-cache.js';
 import type { LlamaModel } from './model.js';
 import type { LinearModule } from './weights.js';
 
@@ -52,17 +59,26 @@ function gemv(o: DecodeGemvOptions): void {
     const M = o.x.numel / o.x.shape[o.x.shape.length - 1]!;
     const [gate, up] = [0, 1].map((k) => {
       const t = Tensor.empty([M, Ns[k]!]);
-      gemv({ ...o, segments: [o.segments[k]!], epilogue: 'store', out: t, outOffsets: [0], ...(o.lora ? { lora: { ...o.lora, B: [o.lora.B[k] ?? null], uOffsets: [o.lora.uOffsets[k]!] } } : {}) });
+      gemv({
+        ...o,
+        segments: [o.segments[k]!],
+        epilogue: 'store',
+        out: t,
+        outOffsets: [0],
+        ...(o.lora ? { lora: { ...o.lora, B: [o.lora.B[k] ?? null], uOffsets: [o.lora.uOffsets[k]!] } } : {}),
+      });
       return t;
     });
     const y = swiglu(gate!, up!);
-    if (o.out.shape[o.out.shape.length - 1] !== Ns[0] || (o.outOffsets?.[0] ?? 0) !== 0) throw new RangeError('decode swiglu fallback writes a whole [M, F] output');
+    if (o.out.shape[o.out.shape.length - 1] !== Ns[0] || (o.outOffsets?.[0] ?? 0) !== 0)
+      throw new RangeError('decode swiglu fallback writes a whole [M, F] output');
     engine().dev.commandEncoder().copyBufferToBuffer(y.buffer, 0, o.out.buffer, 0, y.byteSize);
     for (const t of [gate!, up!, y]) t.dispose();
     return;
   }
   const offsets = o.outOffsets ?? Ns.map((_, k) => Ns.slice(0, k).reduce((a, b) => a + b, 0));
-  if (o.segments.length === 1) throw new RangeError(`decodeGemv needs ${bindingsOf(o)} storage bindings; the device allows ${limit}`);
+  if (o.segments.length === 1)
+    throw new RangeError(`decodeGemv needs ${bindingsOf(o)} storage bindings; the device allows ${limit}`);
   o.segments.forEach((w, k) => {
     gemv({
       ...o,
@@ -80,8 +96,13 @@ function gemv(o: DecodeGemvOptions): void {
  * norm); their LoRA pairs, if any, go through one down-projection dispatch and the epilogue.
  */
 function linearGroup(
-  model: LlamaModel, layer: number, modules: readonly LinearModule[], x: Tensor, out: Tensor,
-  epilogue: 'store' | 'accumulate' | 'swiglu', norm?: { weight: Tensor; eps: number },
+  model: LlamaModel,
+  layer: number,
+  modules: readonly LinearModule[],
+  x: Tensor,
+  out: Tensor,
+  epilogue: 'store' | 'accumulate' | 'swiglu',
+  norm?: { weight: Tensor; eps: number },
 ): void {
   const linear = model.weights.layers[layer]!.linear;
   const segments = modules.map((m) => linear[m]);
@@ -99,7 +120,10 @@ function linearGroup(
   const uOffsets = pairs.map((p) => (p ? r * j++ : 0));
   gemv({ x, segments: present.map((p) => p.A), out: u, ...(norm ? { norm, rstdOut: rstd } : {}) });
   gemv({
-    x, segments, out, epilogue,
+    x,
+    segments,
+    out,
+    epilogue,
     ...(norm ? { norm: { ...norm, rstd: rstd! } } : {}),
     lora: { u, B: pairs.map((p) => p?.B ?? null), r, scale: model.lora!.scale, uOffsets },
   });
@@ -128,8 +152,17 @@ export function decodeStepLogits(model: LlamaModel, ids: Tensor, cache: KvCache)
     linearGroup(model, l, ['q_proj', 'k_proj', 'v_proj'], x, qkv, 'store', { weight: w.inputNorm, eps });
     const view = (offset: number) => ({ t: qkv, ld: nq + 2 * nkv, offset });
     const q = ropeAppend({
-      B, T: 1, heads: hq, kvHeads: hkv, rope, length, kCache: cache.k[l]!, vCache: cache.v[l]!,
-      q: view(0), k: view(nq), v: view(nq + nkv),
+      B,
+      T: 1,
+      heads: hq,
+      kvHeads: hkv,
+      rope,
+      length,
+      kCache: cache.k[l]!,
+      vCache: cache.v[l]!,
+      q: view(0),
+      k: view(nq),
+      v: view(nq + nkv),
       ...(cache.startsTensor ? { starts: cache.startsTensor } : {}),
     });
     qkv.dispose();

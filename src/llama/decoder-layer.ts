@@ -15,14 +15,14 @@
 // in backward from x, x' and gate/up, which are kept anyway: every GEMM output and the attention
 // output stay, the cheap elementwise work is done twice.
 import { withRecompute } from '../engine/autograd.js';
-import { tidy, type Tensor } from '../engine/tensor.js';
 import { saveActivationsIn16Bit } from '../engine/precision.js';
-import { add, cast, flashAttention, rmsnorm, rope, ropeAppend, swiglu, type RopeTables } from '../kernels/index.js';
+import { type Tensor, tidy } from '../engine/tensor.js';
+import { add, cast, flashAttention, type RopeTables, rmsnorm, rope, ropeAppend, swiglu } from '../kernels/index.js';
 import type { LlamaConfig } from './config.js';
 import type { KvCache } from './kv-cache.js';
-import { project, type LoraLayers } from './lora-layers.js';
+import { type LoraLayers, project } from './lora-layers.js';
 import { view } from './ops.js';
-import { LINEAR_MODULES, type LayerWeights, type LinearModule } from './weights.js';
+import { type LayerWeights, LINEAR_MODULES, type LinearModule } from './weights.js';
 
 /** What one layer's forward needs besides its input. */
 export interface LayerContext {
@@ -53,14 +53,25 @@ export interface LayerContext {
 function projection(x: Tensor, ctx: LayerContext, mod: LinearModule): Tensor {
   const pair = ctx.lora?.pair(ctx.index, mod);
   const seed = ctx.dropoutSeeds[LINEAR_MODULES.indexOf(mod)]!;
-  return project(x, ctx.weights.linear[mod], pair ? { pair, scale: ctx.lora!.scale, dropout: ctx.loraDropout, seed } : undefined);
+  return project(
+    x,
+    ctx.weights.linear[mod],
+    pair ? { pair, scale: ctx.lora!.scale, dropout: ctx.loraDropout, seed } : undefined,
+  );
 }
 
 /** Runs `body(h)` on h = rmsnorm(x, w); with ctx.recompute, backward rebuilds h from x instead of keeping it. */
 function normed<T>(x: Tensor, w: Tensor, ctx: LayerContext, body: (h: Tensor) => T): T {
   const eps = ctx.config.rmsNormEps;
   const h = rmsnorm(x, w, eps);
-  return ctx.recompute ? withRecompute(h, [x], ([xs]) => rmsnorm(xs!, w, eps), () => body(h)) : body(h);
+  return ctx.recompute
+    ? withRecompute(
+        h,
+        [x],
+        ([xs]) => rmsnorm(xs!, w, eps),
+        () => body(h),
+      )
+    : body(h);
 }
 
 /**
@@ -98,7 +109,13 @@ function attentionBlock(x: Tensor, ctx: LayerContext): Tensor {
 
 /** The q, k, v projections of rmsnorm(x) (the norm output freed with this scope). */
 function projectQkv(x: Tensor, ctx: LayerContext): [Tensor, Tensor, Tensor] {
-  return tidy(() => normed(x, ctx.weights.inputNorm, ctx, (h) => [projection(h, ctx, 'q_proj'), projection(h, ctx, 'k_proj'), projection(h, ctx, 'v_proj')]));
+  return tidy(() =>
+    normed(x, ctx.weights.inputNorm, ctx, (h) => [
+      projection(h, ctx, 'q_proj'),
+      projection(h, ctx, 'k_proj'),
+      projection(h, ctx, 'v_proj'),
+    ]),
+  );
 }
 
 /** Attention without a cache (prefill of training and evaluation), from the q, k, v projections. */
@@ -112,7 +129,11 @@ function selfAttention(qProj: Tensor, kProj: Tensor, vProj: Tensor, ctx: LayerCo
   const k = rope(view(kProj, [B, T, hkv, dh]), positions!, rt, { dtype });
   const vf = view(vProj, [B, T, hkv, dh]);
   const v = dtype === 'f16' ? cast(vf, 'f16') : vf;
-  return flashAttention(q, k, v, { causal: true, scale: 1 / Math.sqrt(dh), ...(ctx.segments ? { segmentIds: ctx.segments } : {}) });
+  return flashAttention(q, k, v, {
+    causal: true,
+    scale: 1 / Math.sqrt(dh),
+    ...(ctx.segments ? { segmentIds: ctx.segments } : {}),
+  });
 }
 
 /** Decoding: RoPE and the K/V append in one kernel (positions from the cache length and starts on the GPU), then attention over the cache. */
@@ -125,8 +146,17 @@ function cachedAttention(x: Tensor, ctx: LayerContext): Tensor {
     const [qp, kp, vp] = projectQkv(x, ctx);
     const row = (t: Tensor, heads: number) => ({ t, ld: heads * dh, offset: 0 });
     return ropeAppend({
-      B, T, heads: hq, kvHeads: hkv, rope: rt, length: ctx.cacheLength!, kCache: cache.k[l]!, vCache: cache.v[l]!,
-      q: row(qp, hq), k: row(kp, hkv), v: row(vp, hkv),
+      B,
+      T,
+      heads: hq,
+      kvHeads: hkv,
+      rope: rt,
+      length: ctx.cacheLength!,
+      kCache: cache.k[l]!,
+      vCache: cache.v[l]!,
+      q: row(qp, hq),
+      k: row(kp, hkv),
+      v: row(vp, hkv),
       ...(cache.startsTensor ? { starts: cache.startsTensor } : {}),
     });
   });

@@ -11,12 +11,12 @@
 // is u = rand_uniform(seed, t) (engine/random.ts), so samples are reproducible from the seed alone.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Tensor, engine } from '../engine/tensor.js';
+import { engine, Tensor } from '../engine/tensor.js';
 import { InputError, NonFiniteError, readFailure } from '../errors.js';
 import { TokenSampler } from '../kernels/sampling.js';
-import { KV_CACHE_SETTINGS, disposeKvCache, resolveKvCacheDtype, type KvCacheSetting } from './kv-cache.js';
-import type { LlamaModel } from './model.js';
 import { warn } from '../warnings.js';
+import { disposeKvCache, KV_CACHE_SETTINGS, type KvCacheSetting, resolveKvCacheDtype } from './kv-cache.js';
+import type { LlamaModel } from './model.js';
 
 /**
  * Warns (once per process) when sequences run past the model's max_position_embeddings: positions
@@ -26,9 +26,17 @@ export function warnPastPositions(model: LlamaModel, lengths: readonly number[],
   const max = model.config.maxPositionEmbeddings;
   const long = lengths.map((n, i) => ({ n, i })).filter((x) => x.n > max);
   if (long.length === 0) return;
-  const shown = long.slice(0, 3).map((x) => `${what} ${x.i + 1}: ${x.n}`).join(', ') + (long.length > 3 ? ', ...' : '');
-  const runs = what === 'text' ? `${long.length === 1 ? 'is' : 'are'} longer than` : 'with the new tokens would run past';
-  warn(`${long.length} ${what}${long.length === 1 ? '' : 's'} ${runs} the model's max_position_embeddings (${max} tokens) (${shown}); positions past it were never trained, so those results are extrapolation`, `past-positions:${what}`);
+  const shown =
+    long
+      .slice(0, 3)
+      .map((x) => `${what} ${x.i + 1}: ${x.n}`)
+      .join(', ') + (long.length > 3 ? ', ...' : '');
+  const runs =
+    what === 'text' ? `${long.length === 1 ? 'is' : 'are'} longer than` : 'with the new tokens would run past';
+  warn(
+    `${long.length} ${what}${long.length === 1 ? '' : 's'} ${runs} the model's max_position_embeddings (${max} tokens) (${shown}); positions past it were never trained, so those results are extrapolation`,
+    `past-positions:${what}`,
+  );
 }
 
 export interface SamplingOptions {
@@ -84,17 +92,30 @@ export function validateSampling(o: SamplingOptions): void {
   const bad = (key: string, msg: string) => {
     throw new InputError(msg, { key });
   };
-  if (!(Number.isInteger(o.maxNewTokens) && o.maxNewTokens >= 0)) bad('max-new-tokens', `expected a non-negative integer, got ${o.maxNewTokens}`);
+  if (!(Number.isInteger(o.maxNewTokens) && o.maxNewTokens >= 0))
+    bad('max-new-tokens', `expected a non-negative integer, got ${o.maxNewTokens}`);
   if (o.temperature !== undefined && !(o.temperature >= MIN_TEMPERATURE && Number.isFinite(o.temperature))) {
-    bad('temperature', `expected a number >= ${MIN_TEMPERATURE} (smaller ones underflow on the GPU; --greedy decodes greedily), got ${o.temperature}`);
+    bad(
+      'temperature',
+      `expected a number >= ${MIN_TEMPERATURE} (smaller ones underflow on the GPU; --greedy decodes greedily), got ${o.temperature}`,
+    );
   }
-  if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('top-k', `expected a non-negative integer, got ${o.topK}`);
+  if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0))
+    bad('top-k', `expected a non-negative integer, got ${o.topK}`);
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) bad('top-p', `expected a number in (0, 1], got ${o.topP}`);
-  if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty >= MIN_REPETITION_PENALTY && Number.isFinite(o.repetitionPenalty))) {
-    bad('repetition-penalty', `expected a number >= ${MIN_REPETITION_PENALTY} (1 = off; smaller ones underflow on the GPU), got ${o.repetitionPenalty}`);
+  if (
+    o.repetitionPenalty !== undefined &&
+    !(o.repetitionPenalty >= MIN_REPETITION_PENALTY && Number.isFinite(o.repetitionPenalty))
+  ) {
+    bad(
+      'repetition-penalty',
+      `expected a number >= ${MIN_REPETITION_PENALTY} (1 = off; smaller ones underflow on the GPU), got ${o.repetitionPenalty}`,
+    );
   }
-  if (o.seed !== undefined && !(Number.isInteger(o.seed) && o.seed >= 0 && o.seed <= MAX_SEED)) bad('seed', `expected an integer in [0, ${MAX_SEED}], got ${o.seed}`);
-  if (o.kvCache !== undefined && !KV_CACHE_SETTINGS.includes(o.kvCache)) bad('kv-cache', `expected ${KV_CACHE_SETTINGS.join(', ')}, got ${JSON.stringify(o.kvCache)}`);
+  if (o.seed !== undefined && !(Number.isInteger(o.seed) && o.seed >= 0 && o.seed <= MAX_SEED))
+    bad('seed', `expected an integer in [0, ${MAX_SEED}], got ${o.seed}`);
+  if (o.kvCache !== undefined && !KV_CACHE_SETTINGS.includes(o.kvCache))
+    bad('kv-cache', `expected ${KV_CACHE_SETTINGS.join(', ')}, got ${JSON.stringify(o.kvCache)}`);
 }
 
 /**
@@ -108,7 +129,12 @@ export async function generate(
   onToken?: (id: number) => void | Promise<void>,
 ): Promise<GenerateResult> {
   if (promptIds.length === 0) throw new InputError('the prompt is empty: nothing to condition on (no BOS either)');
-  const [r] = await decodeRows(model, [promptIds], { ...opts, seeds: [opts.seed ?? 0] }, onToken ? async (_, id) => void (await onToken(id)) : undefined);
+  const [r] = await decodeRows(
+    model,
+    [promptIds],
+    { ...opts, seeds: [opts.seed ?? 0] },
+    onToken ? async (_, id) => void (await onToken(id)) : undefined,
+  );
   return { tokens: r!.tokens, stopReason: r!.stopReason === 'eos' ? 'eos' : 'max_new_tokens' };
 }
 
@@ -162,11 +188,16 @@ async function decodeRows(
     if (p.length === 0) throw new InputError(`prompt ${b} is empty: nothing to condition on (no BOS either)`);
   });
   const B = prompts.length;
-  if (opts.seeds && opts.seeds.length !== B) throw new RangeError(`generateBatch: ${opts.seeds.length} seeds for ${B} prompts`);
+  if (opts.seeds && opts.seeds.length !== B)
+    throw new RangeError(`generateBatch: ${opts.seeds.length} seeds for ${B} prompts`);
   const results: BatchGenerateResult[] = prompts.map(() => ({ tokens: [], stopReason: 'max_new_tokens' }));
   const steps = opts.maxNewTokens;
   if (B === 0 || steps === 0) return results;
-  warnPastPositions(model, prompts.map((p) => p.length + steps), 'prompt');
+  warnPastPositions(
+    model,
+    prompts.map((p) => p.length + steps),
+    'prompt',
+  );
   const eosIds = opts.eosTokenIds ?? model.config.eosTokenIds;
   const eos = new Set(eosIds);
   const V = model.config.vocabSize;
@@ -180,9 +211,13 @@ async function decodeRows(
   const history = Tensor.empty([steps * B], 'i32').keep();
   const pending: { from: number; to: number; staging: GPUBuffer; data: Promise<ArrayBuffer> }[] = [];
   try {
-    prompts.forEach((p, b) => { sampler.setRow(b, { ...opts, seed: opts.seeds?.[b] ?? (opts.seed ?? 0) + b }, p); });
+    prompts.forEach((p, b) => {
+      sampler.setRow(b, { ...opts, seed: opts.seeds?.[b] ?? (opts.seed ?? 0) + b }, p);
+    });
     const prefill = new Int32Array(B * maxLen).fill(pad);
-    prompts.forEach((p, b) => { prefill.set(p, b * maxLen + starts[b]!); });
+    prompts.forEach((p, b) => {
+      prefill.set(p, b * maxLen + starts[b]!);
+    });
     // Tokens are looked at per step only when something must react to them.
     const perStep = eos.size > 0 || onToken !== undefined;
     let recorded = 0;
@@ -219,7 +254,10 @@ async function decodeRows(
           if (done[b]) continue;
           const next = tokens[(t - chunk.from) * B + b]!;
           const r = results[b]!;
-          if (next < 0) throw new NonFiniteLogitsError(`new token ${r.tokens.length + 1}: the model produced non-finite logits (NaN or +inf); with 16-bit storage try --storage f32`);
+          if (next < 0)
+            throw new NonFiniteLogitsError(
+              `new token ${r.tokens.length + 1}: the model produced non-finite logits (NaN or +inf); with 16-bit storage try --storage f32`,
+            );
           r.tokens.push(next);
           const asked = await onToken?.(b, next);
           if (asked === 'stop') r.stopReason = 'stopped';
@@ -310,7 +348,11 @@ export interface GenerationConfig {
  * The token ids that end generation: generation_config.json's eos_token_id when it has one, else
  * the model config's EOS ids and the tokenizer's EOS token.
  */
-export function generationEosIds(gen: GenerationConfig, modelEosIds: readonly number[], tokenizerEosId: number): number[] {
+export function generationEosIds(
+  gen: GenerationConfig,
+  modelEosIds: readonly number[],
+  tokenizerEosId: number,
+): number[] {
   return gen.eosTokenIds ? [...gen.eosTokenIds] : [...new Set([...modelEosIds, tokenizerEosId])];
 }
 
@@ -329,7 +371,8 @@ export async function readGenerationConfig(dir: string): Promise<GenerationConfi
   } catch (err) {
     throw new InputError(`invalid JSON: ${(err as Error).message}`, { file });
   }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError('expected a JSON object', { file });
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    throw new InputError('expected a JSON object', { file });
   const num = (k: string) => (typeof raw[k] === 'number' ? (raw[k] as number) : undefined);
   const eos = raw['eos_token_id'];
   const out: GenerationConfig = {};
@@ -341,10 +384,16 @@ export async function readGenerationConfig(dir: string): Promise<GenerationConfi
   if (num('max_new_tokens') !== undefined) out.maxNewTokens = num('max_new_tokens');
   // Values the GPU sampler cannot honour are refused here, where the file can be named.
   if (out.temperature !== undefined && !(out.temperature === 0 || out.temperature >= MIN_TEMPERATURE)) {
-    throw new InputError(`expected 0 or a number >= ${MIN_TEMPERATURE}, got ${out.temperature}`, { file, key: 'temperature' });
+    throw new InputError(`expected 0 or a number >= ${MIN_TEMPERATURE}, got ${out.temperature}`, {
+      file,
+      key: 'temperature',
+    });
   }
   if (out.repetitionPenalty !== undefined && !(out.repetitionPenalty >= MIN_REPETITION_PENALTY)) {
-    throw new InputError(`expected a number >= ${MIN_REPETITION_PENALTY} (1 = off), got ${out.repetitionPenalty}`, { file, key: 'repetition_penalty' });
+    throw new InputError(`expected a number >= ${MIN_REPETITION_PENALTY} (1 = off), got ${out.repetitionPenalty}`, {
+      file,
+      key: 'repetition_penalty',
+    });
   }
   if (typeof eos === 'number') out.eosTokenIds = [eos];
   else if (Array.isArray(eos) && eos.every((e) => typeof e === 'number')) out.eosTokenIds = eos as number[];

@@ -28,28 +28,40 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { InputError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { GgufFile, writeGguf, type GgufMetadata, type GgufTensorSpec, type GgufValue } from '../io/gguf.js';
 import { GGML_LAYOUT, type GgmlTypeName } from '../io/ggml-quants.js';
+import { GgufFile, type GgufMetadata, type GgufTensorSpec, type GgufValue, writeGguf } from '../io/gguf.js';
 import { readJsonFile } from '../io/json.js';
-import { Checkpoint, writeSafetensors, type SafetensorsEntry } from '../io/safetensors.js';
-import { llamaConfigToHf, loadLlamaConfig, type LlamaConfig } from './config.js';
+import { Checkpoint, type SafetensorsEntry, writeSafetensors } from '../io/safetensors.js';
+import { type LlamaConfig, llamaConfigToHf, loadLlamaConfig } from './config.js';
 import { mergeLoraInto } from './merge.js';
-import { loraKey, readAdapter, scaling, validateAdapterAgainstModel, type LoraPair } from './peft.js';
+import { type LoraPair, loraKey, readAdapter, scaling, validateAdapterAgainstModel } from './peft.js';
 import { LlamaTokenizer } from './tokenizer.js';
-import { LINEAR_MODULES, checkCheckpoint, linearWeightName, type LinearModule } from './weights.js';
+import { checkCheckpoint, LINEAR_MODULES, type LinearModule, linearWeightName } from './weights.js';
 
 export const GGUF_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k_m'] as const;
 export type GgufExportType = (typeof GGUF_TYPES)[number];
 
 /** The type of the 2-D weights (q4_k_m: before its per-tensor mix). */
-const WEIGHT_TYPE: Record<GgufExportType, GgmlTypeName> = { f32: 'F32', f16: 'F16', bf16: 'BF16', q8_0: 'Q8_0', q4_0: 'Q4_0', q4_k_m: 'Q4_K' };
+const WEIGHT_TYPE: Record<GgufExportType, GgmlTypeName> = {
+  f32: 'F32',
+  f16: 'F16',
+  bf16: 'BF16',
+  q8_0: 'Q8_0',
+  q4_0: 'Q4_0',
+  q4_k_m: 'Q4_K',
+};
 /** llama_ftype of the file as a whole (general.file_type). */
 const FILE_TYPE: Record<GgufExportType, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7, q4_k_m: 15, bf16: 32 };
 
 /** llama.cpp's tensor name for each decoder linear layer. */
 const GGUF_LINEAR: Record<LinearModule, string> = {
-  q_proj: 'attn_q', k_proj: 'attn_k', v_proj: 'attn_v', o_proj: 'attn_output',
-  gate_proj: 'ffn_gate', up_proj: 'ffn_up', down_proj: 'ffn_down',
+  q_proj: 'attn_q',
+  k_proj: 'attn_k',
+  v_proj: 'attn_v',
+  o_proj: 'attn_output',
+  gate_proj: 'ffn_gate',
+  up_proj: 'ffn_up',
+  down_proj: 'ffn_down',
 };
 
 /** Token types of tokenizer.ggml.token_type (llama.cpp's llama_token_type). */
@@ -98,7 +110,8 @@ export function llama3RopeFactors(config: LlamaConfig): Float32Array {
     if (wavelen < highWavelen) out[i] = 1;
     else if (wavelen > lowWavelen) out[i] = s.factor;
     else {
-      const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+      const smooth =
+        (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
       out[i] = 1 / ((1 - smooth) / s.factor + smooth);
     }
   }
@@ -108,7 +121,8 @@ export function llama3RopeFactors(config: LlamaConfig): Float32Array {
 // ---------------------------------------------------------------------------------------------
 // Tokenizer
 
-const LLAMA3_PATTERN = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const LLAMA3_PATTERN =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 /** Byte-level split patterns llama.cpp implements, by its pre-tokenizer name. */
 const KNOWN_PRE_TOKENIZERS: { pattern: string; name: string }[] = [{ pattern: LLAMA3_PATTERN, name: 'llama-bpe' }];
 
@@ -128,7 +142,10 @@ function splitPatterns(tok: Json): string[] {
 }
 
 function isByteLevel(tok: Json): boolean {
-  return listOf(tok['pre_tokenizer'], 'pretokenizers').some((p) => p['type'] === 'ByteLevel') || listOf(tok['decoder'], 'decoders').some((p) => p['type'] === 'ByteLevel');
+  return (
+    listOf(tok['pre_tokenizer'], 'pretokenizers').some((p) => p['type'] === 'ByteLevel') ||
+    listOf(tok['decoder'], 'decoders').some((p) => p['type'] === 'ByteLevel')
+  );
 }
 
 function prependsSpace(tok: Json): boolean {
@@ -144,7 +161,8 @@ function templateSpecials(tok: Json): [string[], string[]] {
   let seenSeq = false;
   for (const piece of single) {
     if (isObj(piece['Sequence'])) seenSeq = true;
-    else if (isObj(piece['SpecialToken'])) (seenSeq ? after : before).push(String((piece['SpecialToken'] as Json)['id']));
+    else if (isObj(piece['SpecialToken']))
+      (seenSeq ? after : before).push(String((piece['SpecialToken'] as Json)['id']));
   }
   return [before, after];
 }
@@ -160,13 +178,22 @@ export interface GgufTokenizer {
  * reproduce are accepted: SentencePiece-style with byte fallback, or byte-level with a split
  * pattern it knows; anything else is an InputError saying so.
  */
-export async function ggufTokenizerMetadata(dir: string, vocabSize: number, opts: { chatTemplateFile?: string } = {}): Promise<GgufTokenizer> {
+export async function ggufTokenizerMetadata(
+  dir: string,
+  vocabSize: number,
+  opts: { chatTemplateFile?: string } = {},
+): Promise<GgufTokenizer> {
   const file = join(dir, 'tokenizer.json');
   const tokRaw = await readJsonFile(file);
-  if (!isObj(tokRaw) || !isObj(tokRaw['model'])) throw new InputError('expected a tokenizer object with a "model" section', { file, key: 'model' });
+  if (!isObj(tokRaw) || !isObj(tokRaw['model']))
+    throw new InputError('expected a tokenizer object with a "model" section', { file, key: 'model' });
   const tok = tokRaw;
   const model = tok['model'] as Json;
-  if (model['type'] !== 'BPE') throw new InputError(`only BPE tokenizers can be exported to GGUF, got ${JSON.stringify(model['type'])}`, { file, key: 'model.type' });
+  if (model['type'] !== 'BPE')
+    throw new InputError(`only BPE tokenizers can be exported to GGUF, got ${JSON.stringify(model['type'])}`, {
+      file,
+      key: 'model.type',
+    });
   const vocab = model['vocab'];
   if (!isObj(vocab)) throw new InputError('expected the BPE vocabulary as an object', { file, key: 'model.vocab' });
   const hf = await LlamaTokenizer.load(dir, opts);
@@ -177,15 +204,25 @@ export async function ggufTokenizerMetadata(dir: string, vocabSize: number, opts
   const added = new Map<number, { content: string; special: boolean }>();
   for (const a of Array.isArray(tok['added_tokens']) ? (tok['added_tokens'] as Json[]) : []) {
     const id = a['id'] as number;
-    if (id >= vocabSize) throw new InputError(`added token ${JSON.stringify(a['content'])} has id ${id}, beyond the model's vocab_size ${vocabSize}`, { file, key: 'added_tokens' });
+    if (id >= vocabSize)
+      throw new InputError(
+        `added token ${JSON.stringify(a['content'])} has id ${id}, beyond the model's vocab_size ${vocabSize}`,
+        { file, key: 'added_tokens' },
+      );
     tokens[id] = a['content'] as string;
     added.set(id, { content: a['content'] as string, special: a['special'] === true });
   }
   let highest = -1; // a loop, not Math.max(...): vocabularies of 128k entries overflow the argument list
   for (const v of Object.values(vocab)) if (typeof v === 'number' && v > highest) highest = v;
-  if (highest >= vocabSize) throw new InputError(`the tokenizer has token id ${highest}, beyond the model's vocab_size ${vocabSize}`, { file, key: 'model.vocab' });
+  if (highest >= vocabSize)
+    throw new InputError(`the tokenizer has token id ${highest}, beyond the model's vocab_size ${vocabSize}`, {
+      file,
+      key: 'model.vocab',
+    });
 
-  const merges = (Array.isArray(model['merges']) ? model['merges'] : []).map((m) => (Array.isArray(m) ? m.join(' ') : String(m)));
+  const merges = (Array.isArray(model['merges']) ? model['merges'] : []).map((m) =>
+    Array.isArray(m) ? m.join(' ') : String(m),
+  );
   const byteLevel = isByteLevel(tok);
   const types: number[] = [];
   const scores: number[] = [];
@@ -196,12 +233,18 @@ export async function ggufTokenizerMetadata(dir: string, vocabSize: number, opts
     const patterns = splitPatterns(tok);
     const known = KNOWN_PRE_TOKENIZERS.find((k) => patterns.length === 1 && patterns[0] === k.pattern);
     if (!known) {
-      throw new InputError(`byte-level BPE with split pattern ${JSON.stringify(patterns)} has no llama.cpp pre-tokenizer; supported: the Llama 3 pattern`, { file, key: 'pre_tokenizer' });
+      throw new InputError(
+        `byte-level BPE with split pattern ${JSON.stringify(patterns)} has no llama.cpp pre-tokenizer; supported: the Llama 3 pattern`,
+        { file, key: 'pre_tokenizer' },
+      );
     }
     pre = known.name;
   } else {
     if (model['byte_fallback'] !== true || !prependsSpace(tok)) {
-      throw new InputError('only byte-level BPE (GPT-2 / Llama 3 style) or SentencePiece-style BPE (▁ spaces, byte_fallback) tokenizers can be exported to GGUF', { file, key: 'model' });
+      throw new InputError(
+        'only byte-level BPE (GPT-2 / Llama 3 style) or SentencePiece-style BPE (▁ spaces, byte_fallback) tokenizers can be exported to GGUF',
+        { file, key: 'model' },
+      );
     }
     ggmlModel = 'llama';
   }
@@ -233,8 +276,14 @@ export async function ggufTokenizerMetadata(dir: string, vocabSize: number, opts
 
   const [before, after] = templateSpecials(tok);
   const eosText = tokens[hf.eosId];
-  const addBos = typeof config['add_bos_token'] === 'boolean' ? config['add_bos_token'] : hf.bosId !== null && before.includes(tokens[hf.bosId]!);
-  const addEos = typeof config['add_eos_token'] === 'boolean' ? config['add_eos_token'] : eosText !== undefined && after.includes(eosText);
+  const addBos =
+    typeof config['add_bos_token'] === 'boolean'
+      ? config['add_bos_token']
+      : hf.bosId !== null && before.includes(tokens[hf.bosId]!);
+  const addEos =
+    typeof config['add_eos_token'] === 'boolean'
+      ? config['add_eos_token']
+      : eosText !== undefined && after.includes(eosText);
 
   const md: [string, GgufValue][] = [
     ['tokenizer.ggml.model', { type: 'string', value: ggmlModel }],
@@ -244,7 +293,9 @@ export async function ggufTokenizerMetadata(dir: string, vocabSize: number, opts
     ['tokenizer.ggml.token_type', { type: 'array', itemType: 'i32', value: types }],
   ];
   if (byteLevel) md.push(['tokenizer.ggml.merges', { type: 'array', itemType: 'string', value: merges }]);
-  const id = (key: string, v: number | null) => { if (v !== null) md.push([key, { type: 'u32', value: v }]); };
+  const id = (key: string, v: number | null) => {
+    if (v !== null) md.push([key, { type: 'u32', value: v }]);
+  };
   id('tokenizer.ggml.bos_token_id', hf.bosId);
   id('tokenizer.ggml.eos_token_id', hf.eosId);
   id('tokenizer.ggml.unknown_token_id', hf.unkId);
@@ -252,7 +303,8 @@ export async function ggufTokenizerMetadata(dir: string, vocabSize: number, opts
   md.push(['tokenizer.ggml.add_bos_token', { type: 'bool', value: addBos }]);
   md.push(['tokenizer.ggml.add_eos_token', { type: 'bool', value: addEos }]);
   if (!byteLevel) md.push(['tokenizer.ggml.add_space_prefix', { type: 'bool', value: true }]);
-  if (hf.chatTemplateSource !== null) md.push(['tokenizer.chat_template', { type: 'string', value: hf.chatTemplateSource }]);
+  if (hf.chatTemplateSource !== null)
+    md.push(['tokenizer.chat_template', { type: 'string', value: hf.chatTemplateSource }]);
   md.push(['tokenizer.huggingface.json', { type: 'string', value: JSON.stringify(tok) }]);
   return { metadata: md, count: vocabSize };
 }
@@ -290,7 +342,8 @@ export function useMoreBits(layer: number, layers: number): boolean {
 function blockFallback(type: GgmlTypeName, rowLength: number): GgmlTypeName {
   if (rowLength % GGML_LAYOUT[type].block === 0) return type;
   // llama.cpp's Q5_K fallback is Q5_1, which finllm does not write (only a 70B attn_v is Q5_K).
-  if (type === 'Q5_K') throw new RangeError(`Q5_K weight with rows of ${rowLength} values: its fallback Q5_1 is not supported`);
+  if (type === 'Q5_K')
+    throw new RangeError(`Q5_K weight with rows of ${rowLength} values: its fallback Q5_1 is not supported`);
   const next: GgmlTypeName = type === 'Q4_K' ? 'Q5_0' : type === 'Q6_K' ? 'Q8_0' : type;
   return rowLength % GGML_LAYOUT[next].block === 0 ? next : 'F16';
 }
@@ -299,7 +352,12 @@ function blockFallback(type: GgmlTypeName, rowLength: number): GgmlTypeName {
  * The tensor type of one weight: norms and RoPE factors f32; 2-D weights `type` (q4_k_m: its
  * per-tensor mix), or its fallback when their rows do not fill whole quantization blocks.
  */
-export function ggufTensorType(type: GgufExportType, shape: readonly number[], role: TensorRole = {}, layers = 1): GgmlTypeName {
+export function ggufTensorType(
+  type: GgufExportType,
+  shape: readonly number[],
+  role: TensorRole = {},
+  layers = 1,
+): GgmlTypeName {
   if (shape.length < 2) return 'F32';
   const rowLength = shape[shape.length - 1]!;
   return blockFallback(ggufWantedType(type, role, layers), rowLength);
@@ -320,12 +378,20 @@ export interface GgufFallback {
 }
 
 /** The Modelfile-free part: builds the metadata and tensors and writes `outFile` atomically. */
-export async function exportGguf(modelDir: string, outFile: string, opts: GgufExportOptions = {}): Promise<{ tensors: number; fallbackF16: string[]; fallbacks: GgufFallback[] }> {
+export async function exportGguf(
+  modelDir: string,
+  outFile: string,
+  opts: GgufExportOptions = {},
+): Promise<{ tensors: number; fallbackF16: string[]; fallbacks: GgufFallback[] }> {
   const type = opts.type ?? 'f16';
   const config = await loadLlamaConfig(modelDir);
   // llama.cpp takes an 80-layer GQA llama for its 70B and gives its attn_v more bits.
   const is70B = config.numHiddenLayers === 80 && config.numKeyValueHeads !== config.numAttentionHeads;
-  const tokenizer = await ggufTokenizerMetadata(modelDir, config.vocabSize, opts.chatTemplateFile ? { chatTemplateFile: opts.chatTemplateFile } : {});
+  const tokenizer = await ggufTokenizerMetadata(
+    modelDir,
+    config.vocabSize,
+    opts.chatTemplateFile ? { chatTemplateFile: opts.chatTemplateFile } : {},
+  );
   const adapter = opts.adapter ? await readAdapter(opts.adapter) : null;
   if (adapter) validateAdapterAgainstModel(adapter.config, config, adapter.weights, opts.adapter);
   const ckpt = await Checkpoint.open(modelDir);
@@ -374,14 +440,23 @@ export async function exportGguf(modelDir: string, outFile: string, opts: GgufEx
       const pair = merges.get(hfName);
       if (pair) mergeLoraInto(w, pair, scale);
       for (let i = 0; i < w.length; i++) {
-        if (!Number.isFinite(w[i]!)) throw new InputError(`tensor '${hfName}' has a non-finite value at index ${i}${pair ? ' after merging the adapter' : ''}`, { file: ckpt.fileOf(hfName) });
+        if (!Number.isFinite(w[i]!))
+          throw new InputError(
+            `tensor '${hfName}' has a non-finite value at index ${i}${pair ? ' after merging the adapter' : ''}`,
+            { file: ckpt.fileOf(hfName) },
+          );
       }
       return w;
     };
     const fallbacks: GgufFallback[] = [];
     const tensors: GgufTensorSpec[] = [];
     const layers = config.numHiddenLayers;
-    const add = (name: string, shape: number[], data: () => Promise<Float32Array> | Float32Array, role: TensorRole = {}) => {
+    const add = (
+      name: string,
+      shape: number[],
+      data: () => Promise<Float32Array> | Float32Array,
+      role: TensorRole = {},
+    ) => {
       const t = ggufTensorType(type, shape, role, layers);
       const wanted = ggufWantedType(type, role, layers);
       if (shape.length >= 2 && t !== wanted) fallbacks.push({ name, wanted, written: t });
@@ -389,7 +464,9 @@ export async function exportGguf(modelDir: string, outFile: string, opts: GgufEx
     };
     const d = config.hiddenSize;
     // A tied embedding is also the output matrix: llama.cpp gives it the output's type.
-    add('token_embd.weight', [config.vocabSize, d], () => read('model.embed_tokens.weight', [config.vocabSize, d]), { output: config.tieWordEmbeddings });
+    add('token_embd.weight', [config.vocabSize, d], () => read('model.embed_tokens.weight', [config.vocabSize, d]), {
+      output: config.tieWordEmbeddings,
+    });
     if (s) add('rope_freqs.weight', [config.headDim / 2], () => llama3RopeFactors(config));
     for (let l = 0; l < config.numHiddenLayers; l++) {
       add(`blk.${l}.attn_norm.weight`, [d], () => read(`model.layers.${l}.input_layernorm.weight`, [d]));
@@ -397,17 +474,34 @@ export async function exportGguf(modelDir: string, outFile: string, opts: GgufEx
         const hfName = linearWeightName(l, mod);
         const shape = ckpt.shape(hfName);
         const heads = mod === 'q_proj' ? config.numAttentionHeads : mod === 'k_proj' ? config.numKeyValueHeads : 0;
-        add(`blk.${l}.${GGUF_LINEAR[mod]}.weight`, shape, async () => {
-          const w = await read(hfName, shape);
-          return heads > 0 ? permuteRopeRows(w, heads, config.headDim) : w;
-        }, mod === 'v_proj' ? { moreBitsCandidate: { layer: l }, attnVOf70B: is70B } : mod === 'down_proj' ? { moreBitsCandidate: { layer: l } } : {});
-        if (mod === 'o_proj') add(`blk.${l}.ffn_norm.weight`, [d], () => read(`model.layers.${l}.post_attention_layernorm.weight`, [d]));
+        add(
+          `blk.${l}.${GGUF_LINEAR[mod]}.weight`,
+          shape,
+          async () => {
+            const w = await read(hfName, shape);
+            return heads > 0 ? permuteRopeRows(w, heads, config.headDim) : w;
+          },
+          mod === 'v_proj'
+            ? { moreBitsCandidate: { layer: l }, attnVOf70B: is70B }
+            : mod === 'down_proj'
+              ? { moreBitsCandidate: { layer: l } }
+              : {},
+        );
+        if (mod === 'o_proj')
+          add(`blk.${l}.ffn_norm.weight`, [d], () => read(`model.layers.${l}.post_attention_layernorm.weight`, [d]));
       }
     }
     add('output_norm.weight', [d], () => read('model.norm.weight', [d]));
-    if (!config.tieWordEmbeddings) add('output.weight', [config.vocabSize, d], () => read('lm_head.weight', [config.vocabSize, d]), { output: true });
+    if (!config.tieWordEmbeddings)
+      add('output.weight', [config.vocabSize, d], () => read('lm_head.weight', [config.vocabSize, d]), {
+        output: true,
+      });
     await writeGguf(outFile, md, tensors);
-    return { tensors: tensors.length, fallbackF16: fallbacks.filter((f) => f.written === 'F16').map((f) => f.name), fallbacks };
+    return {
+      tensors: tensors.length,
+      fallbackF16: fallbacks.filter((f) => f.written === 'F16').map((f) => f.name),
+      fallbacks,
+    };
   } finally {
     await ckpt.close();
   }
@@ -427,14 +521,21 @@ function num(g: GgufFile, key: string, fallback?: number): number {
 /** LlamaConfig from a GGUF file's llama.* metadata. */
 export function llamaConfigFromGguf(g: GgufFile): LlamaConfig {
   const arch = g.get('general.architecture');
-  if (arch !== 'llama') throw new InputError(`only llama GGUF files are supported, got general.architecture ${JSON.stringify(arch)}`, { file: g.path, key: 'general.architecture' });
+  if (arch !== 'llama')
+    throw new InputError(`only llama GGUF files are supported, got general.architecture ${JSON.stringify(arch)}`, {
+      file: g.path,
+      key: 'general.architecture',
+    });
   const heads = num(g, 'llama.attention.head_count');
   const d = num(g, 'llama.embedding_length');
   const headDim = num(g, 'llama.attention.key_length', d / heads);
   let scaling: LlamaConfig['rope']['scaling'] = null;
   if (g.tensors.has('rope_freqs.weight')) {
     if (g.get('finllm.rope.llama3.factor') === undefined) {
-      throw new InputError('this GGUF has rope_freqs but not the llama3 RoPE parameters finllm writes (finllm.rope.llama3.*); re-export it with finllm', { file: g.path, key: 'rope_freqs' });
+      throw new InputError(
+        'this GGUF has rope_freqs but not the llama3 RoPE parameters finllm writes (finllm.rope.llama3.*); re-export it with finllm',
+        { file: g.path, key: 'rope_freqs' },
+      );
     }
     scaling = {
       type: 'llama3',
@@ -480,7 +581,10 @@ export async function ggufToHfFolder(file: string, outDir: string): Promise<void
     const config = llamaConfigFromGguf(g);
     const tokJson = g.get('tokenizer.huggingface.json');
     if (typeof tokJson !== 'string') {
-      throw new InputError('this GGUF has no tokenizer.huggingface.json; finllm reads GGUF files that carry the HF tokenizer (as finllm export --gguf writes them)', { file, key: 'tokenizer.huggingface.json' });
+      throw new InputError(
+        'this GGUF has no tokenizer.huggingface.json; finllm reads GGUF files that carry the HF tokenizer (as finllm export --gguf writes them)',
+        { file, key: 'tokenizer.huggingface.json' },
+      );
     }
     const tokens = g.get('tokenizer.ggml.tokens') as string[];
     const tokenText = (key: string): string | undefined => {
@@ -491,20 +595,33 @@ export async function ggufToHfFolder(file: string, outDir: string): Promise<void
       tokenizer_class: 'PreTrainedTokenizerFast',
       clean_up_tokenization_spaces: false,
     };
-    for (const [hfKey, key] of [['bos_token', 'bos'], ['eos_token', 'eos'], ['unk_token', 'unknown'], ['pad_token', 'padding']] as const) {
+    for (const [hfKey, key] of [
+      ['bos_token', 'bos'],
+      ['eos_token', 'eos'],
+      ['unk_token', 'unknown'],
+      ['pad_token', 'padding'],
+    ] as const) {
       const t = tokenText(`tokenizer.ggml.${key}_token_id`);
       if (t !== undefined) tokConfig[hfKey] = t;
     }
     const template = g.get('tokenizer.chat_template');
     if (typeof template === 'string') tokConfig['chat_template'] = template;
     const entries: SafetensorsEntry[] = [];
-    const hfLinear = Object.fromEntries(Object.entries(GGUF_LINEAR).map(([k, v]) => [v, k])) as Record<string, LinearModule>;
+    const hfLinear = Object.fromEntries(Object.entries(GGUF_LINEAR).map(([k, v]) => [v, k])) as Record<
+      string,
+      LinearModule
+    >;
     const need = (name: string) => {
       if (!g.tensors.has(name)) throw new InputError(`tensor '${name}' is not in the GGUF file`, { file });
       return g.tensors.get(name)!.shape;
     };
     const dense = (hfName: string, ggName: string, transform?: (w: Float32Array) => Float32Array) => {
-      entries.push({ name: hfName, dtype: 'F32', shape: need(ggName), data: async () => (transform ? transform(await g.readF32(ggName)) : g.readF32(ggName)) });
+      entries.push({
+        name: hfName,
+        dtype: 'F32',
+        shape: need(ggName),
+        data: async () => (transform ? transform(await g.readF32(ggName)) : g.readF32(ggName)),
+      });
     };
     dense('model.embed_tokens.weight', 'token_embd.weight');
     for (let l = 0; l < config.numHiddenLayers; l++) {
@@ -512,7 +629,11 @@ export async function ggufToHfFolder(file: string, outDir: string): Promise<void
       dense(`model.layers.${l}.post_attention_layernorm.weight`, `blk.${l}.ffn_norm.weight`);
       for (const [gg, mod] of Object.entries(hfLinear)) {
         const heads = mod === 'q_proj' ? config.numAttentionHeads : mod === 'k_proj' ? config.numKeyValueHeads : 0;
-        dense(linearWeightName(l, mod), `blk.${l}.${gg}.weight`, heads > 0 ? (w) => permuteRopeRows(w, heads, config.headDim, true) : undefined);
+        dense(
+          linearWeightName(l, mod),
+          `blk.${l}.${gg}.weight`,
+          heads > 0 ? (w) => permuteRopeRows(w, heads, config.headDim, true) : undefined,
+        );
       }
     }
     dense('model.norm.weight', 'output_norm.weight');

@@ -5,13 +5,20 @@
 import { join } from 'node:path';
 import { Rng } from '../engine/random.js';
 import { writeFileAtomic, writeFolderAtomic } from '../io/atomic.js';
-import { writeShardedSafetensors, type SafetensorsEntry, type WritableDtype } from '../io/safetensors.js';
-import { llamaConfigToHf, llamaPreset, type LlamaConfig } from './config.js';
+import { type SafetensorsEntry, type WritableDtype, writeShardedSafetensors } from '../io/safetensors.js';
+import { type LlamaConfig, llamaConfigToHf, llamaPreset } from './config.js';
 import { copyModelSideFiles } from './merge.js';
 import { LlamaTokenizer } from './tokenizer.js';
 import { expectedTensors } from './weights.js';
 
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'added_tokens.json', 'chat_template.jinja'];
+const TOKENIZER_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'tokenizer.model',
+  'added_tokens.json',
+  'chat_template.jinja',
+];
 
 export interface InitModelOptions {
   preset: string;
@@ -43,7 +50,8 @@ export async function initModel(outDir: string, opts: InitModelOptions): Promise
     ...opts.overrides,
   });
   const rng = new Rng(opts.seed ?? 0);
-  const dtype: WritableDtype = config.torchDtype === 'bfloat16' ? 'BF16' : config.torchDtype === 'float16' ? 'F16' : 'F32';
+  const dtype: WritableDtype =
+    config.torchDtype === 'bfloat16' ? 'BF16' : config.torchDtype === 'float16' ? 'F16' : 'F32';
   const entries: SafetensorsEntry[] = [];
   // Values are drawn in this (HF module) order when each tensor is written, one tensor in memory.
   for (const [name, shape] of expectedTensors(config)) {
@@ -59,7 +67,10 @@ export async function initModel(outDir: string, opts: InitModelOptions): Promise
   await writeFolderAtomic(outDir, async (tmp) => {
     await writeShardedSafetensors(tmp, entries, { maxShardBytes: 5e9, metadata: { format: 'pt' } });
     await writeFileAtomic(join(tmp, 'config.json'), `${JSON.stringify(llamaConfigToHf(config), null, 2)}\n`);
-    await writeFileAtomic(join(tmp, 'generation_config.json'), `${JSON.stringify(generationConfigJson(config), null, 2)}\n`);
+    await writeFileAtomic(
+      join(tmp, 'generation_config.json'),
+      `${JSON.stringify(generationConfigJson(config), null, 2)}\n`,
+    );
     await copyModelSideFiles(opts.tokenizerDir, tmp, TOKENIZER_FILES);
   });
   return config;

@@ -1,7 +1,7 @@
 // The KV cache of autoregressive decoding: per decoder layer, the keys and values of every position
 // seen so far, written by the attention block and read by the decode attention kernel.
 import { computePrecision } from '../engine/precision.js';
-import { Tensor, bytesPerElement, engine } from '../engine/tensor.js';
+import { bytesPerElement, engine, Tensor } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
 import type { LlamaConfig } from './config.js';
 
@@ -17,7 +17,8 @@ export const KV_CACHE_SETTINGS: readonly KvCacheSetting[] = ['f32', 'f16', 'auto
  */
 export function resolveKvCacheDtype(setting: KvCacheSetting = 'auto'): KvCacheDtype {
   if (setting === 'auto') return computePrecision() === 'fp16-mixed' ? 'f16' : 'f32';
-  if (setting !== 'f32' && setting !== 'f16') throw new RangeError(`unknown KV cache setting '${String(setting)}' (expected ${KV_CACHE_SETTINGS.join(', ')})`);
+  if (setting !== 'f32' && setting !== 'f16')
+    throw new RangeError(`unknown KV cache setting '${String(setting)}' (expected ${KV_CACHE_SETTINGS.join(', ')})`);
   return setting;
 }
 
@@ -51,9 +52,17 @@ export interface KvCache {
  * batches): the position of each row's first real token; earlier positions hold pad tokens that
  * attention masks out, and RoPE positions of row b start at 0 at starts[b].
  */
-export function newKvCache(config: LlamaConfig, batchSize: number, maxSeqLen: number, starts?: readonly number[], dtype: KvCacheDtype = 'f32'): KvCache {
+export function newKvCache(
+  config: LlamaConfig,
+  batchSize: number,
+  maxSeqLen: number,
+  starts?: readonly number[],
+  dtype: KvCacheDtype = 'f32',
+): KvCache {
   if (starts && (starts.length !== batchSize || starts.some((s) => !Number.isInteger(s) || s < 0 || s >= maxSeqLen))) {
-    throw new RangeError(`newKvCache: starts [${starts.join(', ')}] must be ${batchSize} integers in [0, ${maxSeqLen})`);
+    throw new RangeError(
+      `newKvCache: starts [${starts.join(', ')}] must be ${batchSize} integers in [0, ${maxSeqLen})`,
+    );
   }
   const { numKeyValueHeads: hkv, headDim: dh } = config;
   const bytes = batchSize * maxSeqLen * hkv * dh * bytesPerElement(dtype);
@@ -75,7 +84,16 @@ export function newKvCache(config: LlamaConfig, batchSize: number, maxSeqLen: nu
   }
   if (!starts || starts.every((s) => s === 0)) return { batchSize, maxSeqLen, length: 0, k, v, dtype };
   const st = Int32Array.from(starts);
-  return { batchSize, maxSeqLen, length: 0, k, v, dtype, starts: st, startsTensor: Tensor.from(st, [batchSize]).keep() };
+  return {
+    batchSize,
+    maxSeqLen,
+    length: 0,
+    k,
+    v,
+    dtype,
+    starts: st,
+    startsTensor: Tensor.from(st, [batchSize]).keep(),
+  };
 }
 
 /**
@@ -84,7 +102,9 @@ export function newKvCache(config: LlamaConfig, batchSize: number, maxSeqLen: nu
  */
 export function setKvStarts(cache: KvCache, starts: Int32Array): void {
   if (starts.length !== cache.batchSize || starts.some((s) => s < 0 || s >= cache.maxSeqLen)) {
-    throw new RangeError(`setKvStarts: starts [${starts.join(', ')}] must be ${cache.batchSize} integers in [0, ${cache.maxSeqLen})`);
+    throw new RangeError(
+      `setKvStarts: starts [${starts.join(', ')}] must be ${cache.batchSize} integers in [0, ${cache.maxSeqLen})`,
+    );
   }
   cache.starts = Int32Array.from(starts);
   if (!cache.startsTensor) cache.startsTensor = Tensor.from(cache.starts, [cache.batchSize]).keep();
@@ -96,20 +116,40 @@ export function setKvStarts(cache: KvCache, starts: Int32Array): void {
  * `dstRow` at `dstPos` of `dst`, in every layer (recorded in order with the surrounding work).
  * WebGPU cannot copy within one buffer, so `src` and `dst` are different caches.
  */
-export function copyKvRows(src: KvCache, srcRow: number, srcPos: number, dst: KvCache, dstRow: number, dstPos: number, length: number): void {
+export function copyKvRows(
+  src: KvCache,
+  srcRow: number,
+  srcPos: number,
+  dst: KvCache,
+  dstRow: number,
+  dstPos: number,
+  length: number,
+): void {
   if (src === dst) throw new RangeError('copyKvRows: source and destination must be different caches');
   if (src.dtype !== dst.dtype) throw new RangeError(`copyKvRows: a ${src.dtype} cache into a ${dst.dtype} cache`);
-  const inRange = (c: KvCache, row: number, pos: number) => row >= 0 && row < c.batchSize && pos >= 0 && pos + length <= c.maxSeqLen;
+  const inRange = (c: KvCache, row: number, pos: number) =>
+    row >= 0 && row < c.batchSize && pos >= 0 && pos + length <= c.maxSeqLen;
   if (!(length >= 0 && inRange(src, srcRow, srcPos) && inRange(dst, dstRow, dstPos)) || src.k.length !== dst.k.length) {
-    throw new RangeError(`copyKvRows: row ${srcRow} [${srcPos}, +${length}) of a ${src.batchSize}x${src.maxSeqLen} cache into row ${dstRow} at ${dstPos} of a ${dst.batchSize}x${dst.maxSeqLen} cache`);
+    throw new RangeError(
+      `copyKvRows: row ${srcRow} [${srcPos}, +${length}) of a ${src.batchSize}x${src.maxSeqLen} cache into row ${dstRow} at ${dstPos} of a ${dst.batchSize}x${dst.maxSeqLen} cache`,
+    );
   }
   if (length === 0) return;
   const [, , hkv, dh] = src.k[0]!.shape as [number, number, number, number];
   const posBytes = hkv * dh * bytesPerElement(src.dtype);
   const enc = engine().dev.commandEncoder();
   for (let l = 0; l < src.k.length; l++) {
-    for (const [s, d] of [[src.k[l]!, dst.k[l]!], [src.v[l]!, dst.v[l]!]] as const) {
-      enc.copyBufferToBuffer(s.buffer, (srcRow * src.maxSeqLen + srcPos) * posBytes, d.buffer, (dstRow * dst.maxSeqLen + dstPos) * posBytes, length * posBytes);
+    for (const [s, d] of [
+      [src.k[l]!, dst.k[l]!],
+      [src.v[l]!, dst.v[l]!],
+    ] as const) {
+      enc.copyBufferToBuffer(
+        s.buffer,
+        (srcRow * src.maxSeqLen + srcPos) * posBytes,
+        d.buffer,
+        (dstRow * dst.maxSeqLen + dstPos) * posBytes,
+        length * posBytes,
+      );
     }
   }
 }
@@ -120,9 +160,17 @@ export function copyKvRows(src: KvCache, srcRow: number, srcPos: number, dst: Kv
  * (the views only); its `length` is independent of the original's.
  */
 export function frontKvRows(cache: KvCache, rows: number): KvCache {
-  if (!(Number.isInteger(rows) && rows >= 1 && rows <= cache.batchSize)) throw new RangeError(`frontKvRows: ${rows} rows of a ${cache.batchSize}-row cache`);
+  if (!(Number.isInteger(rows) && rows >= 1 && rows <= cache.batchSize))
+    throw new RangeError(`frontKvRows: ${rows} rows of a ${cache.batchSize}-row cache`);
   const view = (t: Tensor) => t.front([rows, ...t.shape.slice(1)]).keep();
-  const out: KvCache = { batchSize: rows, maxSeqLen: cache.maxSeqLen, length: cache.length, k: cache.k.map(view), v: cache.v.map(view), dtype: cache.dtype };
+  const out: KvCache = {
+    batchSize: rows,
+    maxSeqLen: cache.maxSeqLen,
+    length: cache.length,
+    k: cache.k.map(view),
+    v: cache.v.map(view),
+    dtype: cache.dtype,
+  };
   if (cache.starts) setKvStarts(out, cache.starts.subarray(0, rows));
   return out;
 }

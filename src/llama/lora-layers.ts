@@ -2,20 +2,20 @@
 // with their PEFT initialisation, loading, saving and disposal. The adapter's on-disk format and
 // config live in peft.ts; the projection that applies a pair is `project` below.
 import { Rng } from '../engine/random.js';
-import { Tensor, engine } from '../engine/tensor.js';
-import { linear, loraLinear, nf4Linear } from '../kernels/index.js';
+import { engine, Tensor } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
+import { linear, loraLinear, nf4Linear } from '../kernels/index.js';
 import type { LlamaConfig } from './config.js';
 import {
+  type LoraAdapter,
+  type LoraAdapterConfig,
+  type LoraWeights,
   loraKey,
   peftTensorName,
   scaling,
   validateAdapterAgainstModel,
-  type LoraAdapter,
-  type LoraAdapterConfig,
-  type LoraWeights,
 } from './peft.js';
-import { LINEAR_MODULES, isNf4, linearShape, type LinearModule, type LinearWeight } from './weights.js';
+import { isNf4, LINEAR_MODULES, type LinearModule, type LinearWeight, linearShape } from './weights.js';
 
 export interface LoraPair {
   /** [r, in] f32 leaf with requiresGrad. */
@@ -61,7 +61,13 @@ export class LoraLayers {
       for (const mod of config.targetModules) {
         const [out, inp] = linearShape(model, mod);
         const bound = 1 / Math.sqrt(inp);
-        weights.set(loraKey(l, mod), { A: rng.uniformArray(config.r * inp, -bound, bound), B: new Float32Array(out * config.r), r: config.r, inFeatures: inp, outFeatures: out });
+        weights.set(loraKey(l, mod), {
+          A: rng.uniformArray(config.r * inp, -bound, bound),
+          B: new Float32Array(out * config.r),
+          r: config.r,
+          inFeatures: inp,
+          outFeatures: out,
+        });
       }
     }
     return LoraLayers.fromAdapter(model, { config, weights });
@@ -100,9 +106,12 @@ export class LoraLayers {
       baseModelNameOrPath: opts.baseModelNameOrPath ?? null,
       taskType: 'CAUSAL_LM',
     };
-    if (!(Number.isInteger(config.r) && config.r > 0)) throw new InputError(`LoRA rank r must be a positive integer, got ${config.r}`, { key: 'r' });
-    if (!(config.loraAlpha > 0)) throw new InputError(`lora_alpha must be positive, got ${config.loraAlpha}`, { key: 'lora_alpha' });
-    if (!(config.loraDropout >= 0 && config.loraDropout < 1)) throw new InputError(`lora_dropout must be in [0, 1), got ${config.loraDropout}`, { key: 'lora_dropout' });
+    if (!(Number.isInteger(config.r) && config.r > 0))
+      throw new InputError(`LoRA rank r must be a positive integer, got ${config.r}`, { key: 'r' });
+    if (!(config.loraAlpha > 0))
+      throw new InputError(`lora_alpha must be positive, got ${config.loraAlpha}`, { key: 'lora_alpha' });
+    if (!(config.loraDropout >= 0 && config.loraDropout < 1))
+      throw new InputError(`lora_dropout must be in [0, 1), got ${config.loraDropout}`, { key: 'lora_dropout' });
     return config;
   }
 
@@ -227,7 +236,11 @@ export class LoraLayers {
  * One linear layer of the decoder: the frozen base (f32, 16-bit or NF4) plus, when `pair` is given,
  * its LoRA update s·(dropout(x)·Aᵀ)·Bᵀ.
  */
-export function project(x: Tensor, base: LinearWeight, lora?: { pair: LoraPair; scale: number; dropout: number; seed: number }): Tensor {
+export function project(
+  x: Tensor,
+  base: LinearWeight,
+  lora?: { pair: LoraPair; scale: number; dropout: number; seed: number },
+): Tensor {
   if (lora) {
     const { pair, scale, dropout, seed } = lora;
     return loraLinear(x, base, pair.A, pair.B, scale, dropout > 0 ? { dropout, seed } : {});

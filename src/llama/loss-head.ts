@@ -20,11 +20,20 @@ function labelledRows(labels: Int32Array, n: number): { rows: Int32Array | null;
   return { rows: Int32Array.from(rows), kept: Int32Array.from(rows, (i) => labels[i]!) };
 }
 
-function fusedLoss(h: Tensor, lmHead: Tensor, labels: Int32Array, reduction: 'mean' | 'none'): { loss: Tensor; rows: Int32Array | null } {
+function fusedLoss(
+  h: Tensor,
+  lmHead: Tensor,
+  labels: Int32Array,
+  reduction: 'mean' | 'none',
+): { loss: Tensor; rows: Int32Array | null } {
   const { rows, kept } = labelledRows(labels, h.shape[0]!);
   const rowsT = rows ? Tensor.from(rows, [rows.length]) : undefined;
   const labelsT = Tensor.from(kept, [kept.length]);
-  const loss = linearCrossEntropy(h, lmHead, labelsT, { ignoreIndex: IGNORE_INDEX, reduction, ...(rowsT ? { rows: rowsT } : {}) });
+  const loss = linearCrossEntropy(h, lmHead, labelsT, {
+    ignoreIndex: IGNORE_INDEX,
+    reduction,
+    ...(rowsT ? { rows: rowsT } : {}),
+  });
   rowsT?.dispose(); // backward keeps its own views
   labelsT.dispose();
   return { loss, rows };
@@ -36,7 +45,11 @@ export function lmLoss(h: Tensor, lmHead: Tensor, labels: Int32Array): Tensor {
 }
 
 /** NLL of each labelled position ([rows.length], or [N] when `rows` is null); see spreadTokenLosses. */
-export function labelledTokenLosses(h: Tensor, lmHead: Tensor, labels: Int32Array): { losses: Tensor; rows: Int32Array | null } {
+export function labelledTokenLosses(
+  h: Tensor,
+  lmHead: Tensor,
+  labels: Int32Array,
+): { losses: Tensor; rows: Int32Array | null } {
   const { loss, rows } = fusedLoss(h, lmHead, labels, 'none');
   return { losses: loss, rows };
 }

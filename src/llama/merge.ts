@@ -7,13 +7,13 @@ import { copyFile, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { InputError } from '../errors.js';
 import { writeFileAtomic, writeFolderAtomic } from '../io/atomic.js';
-import { readJsonFile } from '../io/json.js';
-import { Checkpoint, writeShardedSafetensors, type SafetensorsEntry, type WritableDtype } from '../io/safetensors.js';
 import { describeNonFinite, nonFiniteCount, nonFiniteCountBits16, overflowCount } from '../io/finite.js';
-import { loadLlamaConfig } from './config.js';
-import { loraKey, readAdapter, scaling, validateAdapterAgainstModel, type LoraAdapter, type LoraPair } from './peft.js';
-import { LINEAR_MODULES, checkCheckpoint, linearWeightName } from './weights.js';
+import { readJsonFile } from '../io/json.js';
+import { Checkpoint, type SafetensorsEntry, type WritableDtype, writeShardedSafetensors } from '../io/safetensors.js';
 import { checkAdapterBase } from './adapter-base.js';
+import { loadLlamaConfig } from './config.js';
+import { type LoraAdapter, type LoraPair, loraKey, readAdapter, scaling, validateAdapterAgainstModel } from './peft.js';
+import { checkCheckpoint, LINEAR_MODULES, linearWeightName } from './weights.js';
 
 export type ExportDtype = 'source' | 'f32' | 'bf16' | 'f16';
 
@@ -57,11 +57,18 @@ export interface ExportOptions {
 }
 
 async function exists(p: string): Promise<boolean> {
-  return stat(p).then(() => true, () => false);
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Copies tokenizer and generation files present in `from` into `to`. */
-export async function copyModelSideFiles(from: string, to: string, files: readonly string[] = COPIED_FILES): Promise<string[]> {
+export async function copyModelSideFiles(
+  from: string,
+  to: string,
+  files: readonly string[] = COPIED_FILES,
+): Promise<string[]> {
   const copied: string[] = [];
   for (const f of files) {
     if (await exists(join(from, f))) {
@@ -88,18 +95,25 @@ export async function writeModelFolder(
   const rawConfig = (await readJsonFile(join(sourceDir, 'config.json'))) as Record<string, unknown>;
   const outDtypes = new Set(entries.map((e) => e.dtype));
   const written: string[] = [];
-  await writeFolderAtomic(outDir, async (tmp) => {
-    const files = await writeShardedSafetensors(tmp, entries, { maxShardBytes: opts.maxShardBytes ?? 5e9, metadata: { format: 'pt' } });
-    written.push(...files.map((f) => basename(f)));
-    const outConfig = { ...rawConfig };
-    if (outDtypes.size === 1) {
-      const only = [...outDtypes][0] as 'F32' | 'BF16' | 'F16';
-      if ('dtype' in outConfig || !('torch_dtype' in outConfig)) outConfig['dtype'] = TORCH_DTYPE[only];
-      if ('torch_dtype' in outConfig) outConfig['torch_dtype'] = TORCH_DTYPE[only];
-    }
-    await writeFileAtomic(join(tmp, 'config.json'), `${JSON.stringify(outConfig, null, 2)}\n`);
-    written.push('config.json', ...(await copyModelSideFiles(sourceDir, tmp)));
-  }, { replace: opts.replace ?? false });
+  await writeFolderAtomic(
+    outDir,
+    async (tmp) => {
+      const files = await writeShardedSafetensors(tmp, entries, {
+        maxShardBytes: opts.maxShardBytes ?? 5e9,
+        metadata: { format: 'pt' },
+      });
+      written.push(...files.map((f) => basename(f)));
+      const outConfig = { ...rawConfig };
+      if (outDtypes.size === 1) {
+        const only = [...outDtypes][0] as 'F32' | 'BF16' | 'F16';
+        if ('dtype' in outConfig || !('torch_dtype' in outConfig)) outConfig['dtype'] = TORCH_DTYPE[only];
+        if ('torch_dtype' in outConfig) outConfig['torch_dtype'] = TORCH_DTYPE[only];
+      }
+      await writeFileAtomic(join(tmp, 'config.json'), `${JSON.stringify(outConfig, null, 2)}\n`);
+      written.push('config.json', ...(await copyModelSideFiles(sourceDir, tmp)));
+    },
+    { replace: opts.replace ?? false },
+  );
   return written;
 }
 
@@ -119,10 +133,18 @@ export async function exportMerged(
   // A model (it has an adapter() method) is told apart from an adapter by that method: LlamaModel
   // also has a `weights` field (its base weights), so testing for `weights` took the model for an
   // adapter.
-  const adapter = typeof adapterSource === 'string'
-    ? await readAdapter(adapterSource)
-    : 'adapter' in adapterSource && typeof adapterSource.adapter === 'function' ? await adapterSource.adapter() : (adapterSource as LoraAdapter);
-  validateAdapterAgainstModel(adapter.config, config, adapter.weights, typeof adapterSource === 'string' ? adapterSource : undefined);
+  const adapter =
+    typeof adapterSource === 'string'
+      ? await readAdapter(adapterSource)
+      : 'adapter' in adapterSource && typeof adapterSource.adapter === 'function'
+        ? await adapterSource.adapter()
+        : (adapterSource as LoraAdapter);
+  validateAdapterAgainstModel(
+    adapter.config,
+    config,
+    adapter.weights,
+    typeof adapterSource === 'string' ? adapterSource : undefined,
+  );
   if (typeof adapterSource === 'string') checkAdapterBase(adapter.config, adapterSource, modelDir, 'full');
   const scale = scaling(adapter.config);
   const adapterFile = typeof adapterSource === 'string' ? adapterSource : 'the adapter';
@@ -143,9 +165,12 @@ export async function exportMerged(
       if (config.tieWordEmbeddings && name === 'lm_head.weight') continue; // tied: HF does not save it
       const src = ckpt.dtype(name);
       if (src !== 'F32' && src !== 'BF16' && src !== 'F16') {
-        throw new InputError(`tensor '${name}' has dtype ${src}; only F32, BF16 and F16 checkpoints can be exported`, { file: ckpt.fileOf(name) });
+        throw new InputError(`tensor '${name}' has dtype ${src}; only F32, BF16 and F16 checkpoints can be exported`, {
+          file: ckpt.fileOf(name),
+        });
       }
-      const dtype: WritableDtype = dtypeOpt === 'source' ? src : dtypeOpt === 'f32' ? 'F32' : dtypeOpt === 'bf16' ? 'BF16' : 'F16';
+      const dtype: WritableDtype =
+        dtypeOpt === 'source' ? src : dtypeOpt === 'f32' ? 'F32' : dtypeOpt === 'bf16' ? 'BF16' : 'F16';
       const pair = adapted.get(name);
       entries.push({
         name,
@@ -158,26 +183,45 @@ export async function exportMerged(
           if (!pair && dtype === src && src !== 'F32') {
             const bits = await ckpt.readU16(name); // untouched bits
             const bad = nonFiniteCountBits16(bits, src);
-            if (bad > 0) throw new InputError(`${describeNonFinite([{ name, count: bad }])}; the base checkpoint is damaged`, { file });
+            if (bad > 0)
+              throw new InputError(`${describeNonFinite([{ name, count: bad }])}; the base checkpoint is damaged`, {
+                file,
+              });
             return bits;
           }
           const w = await ckpt.readF32(name);
           const bad = nonFiniteCount(w);
-          if (bad > 0) throw new InputError(`${describeNonFinite([{ name, count: bad }])}; the base checkpoint is damaged`, { file });
+          if (bad > 0)
+            throw new InputError(`${describeNonFinite([{ name, count: bad }])}; the base checkpoint is damaged`, {
+              file,
+            });
           if (pair) {
             mergeLoraInto(w, pair, scale);
             const merged = nonFiniteCount(w);
-            if (merged > 0) throw new InputError(`merging the adapter overflows: ${describeNonFinite([{ name, count: merged }])} after W + scale·B·A; the adapter's values are too large`, { file: adapterFile });
+            if (merged > 0)
+              throw new InputError(
+                `merging the adapter overflows: ${describeNonFinite([{ name, count: merged }])} after W + scale·B·A; the adapter's values are too large`,
+                { file: adapterFile },
+              );
           }
           if (dtype === 'F16' || dtype === 'BF16') {
             const over = overflowCount(w, dtype);
-            if (over > 0) throw new InputError(`tensor '${name}' has ${over} value(s) beyond the ${dtype} range (they would be written as ±Inf); export with --dtype f32${dtype === 'F16' ? ' or bf16' : ''}`, { key: 'dtype' });
+            if (over > 0)
+              throw new InputError(
+                `tensor '${name}' has ${over} value(s) beyond the ${dtype} range (they would be written as ±Inf); export with --dtype f32${dtype === 'F16' ? ' or bf16' : ''}`,
+                { key: 'dtype' },
+              );
           }
           return w;
         },
       });
     }
-    written.push(...(await writeModelFolder(outDir, entries, modelDir, { ...(opts.maxShardBytes !== undefined ? { maxShardBytes: opts.maxShardBytes } : {}), replace: opts.replace ?? false })));
+    written.push(
+      ...(await writeModelFolder(outDir, entries, modelDir, {
+        ...(opts.maxShardBytes !== undefined ? { maxShardBytes: opts.maxShardBytes } : {}),
+        replace: opts.replace ?? false,
+      })),
+    );
   } finally {
     await ckpt.close();
   }

@@ -13,32 +13,42 @@
 import { isGradEnabled, noGrad } from '../engine/autograd.js';
 import { Rng } from '../engine/random.js';
 import { Tensor, tidy } from '../engine/tensor.js';
-import { embedding, linear, rmsnorm, ropeTables, type RopeTables } from '../kernels/index.js';
-import { loadLlamaConfig, type LlamaConfig } from './config.js';
+import { InputError } from '../errors.js';
+import { embedding, linear, type RopeTables, rmsnorm, ropeTables } from '../kernels/index.js';
+import { checkAdapterBase } from './adapter-base.js';
+import { type LlamaConfig, loadLlamaConfig } from './config.js';
+import { decodeStepLogits, fusedDecodeApplies } from './decode.js';
 import { decoderLayer } from './decoder-layer.js';
 import { checkForwardInput, type ForwardInput, type LossInput } from './inputs.js';
-import { cachePositions, newKvCache, syncCacheLength, type KvCache, type KvCacheDtype } from './kv-cache.js';
+import { cachePositions, type KvCache, type KvCacheDtype, newKvCache, syncCacheLength } from './kv-cache.js';
 import { LoraLayers, type NewLoraOptions } from './lora-layers.js';
 import { labelledTokenLosses, lastPositionLogits, lmLoss, spreadTokenLosses } from './loss-head.js';
-import { checkpoint, type CheckpointMode } from './ops.js';
-import { decodeStepLogits, fusedDecodeApplies } from './decode.js';
-import { readAdapter, validateAdapterAgainstModel, writeAdapter, type LoraAdapter } from './peft.js';
-import { InputError } from '../errors.js';
-import { checkAdapterBase } from './adapter-base.js';
+import { type CheckpointMode, checkpoint } from './ops.js';
+import { type LoraAdapter, readAdapter, validateAdapterAgainstModel, writeAdapter } from './peft.js';
 import {
-  LINEAR_MODULES,
   disposeWeights,
+  LINEAR_MODULES,
+  type LlamaWeights,
+  type LoadWeightsOptions,
   layerDenseWeights,
   loadLlamaWeights,
   namedWeights,
-  type LlamaWeights,
-  type LoadWeightsOptions,
 } from './weights.js';
 
-export { IGNORE_INDEX, shiftLabels, type ForwardInput, type LossInput } from './inputs.js';
-export { KV_CACHE_SETTINGS, copyKvRows, disposeKvCache, frontKvRows, resolveKvCacheDtype, setKvStarts, type KvCache, type KvCacheDtype, type KvCacheSetting } from './kv-cache.js';
-export { CHECKPOINT_MODES, checkpoint, gatherRows, view, type CheckpointMode } from './ops.js';
+export { type ForwardInput, IGNORE_INDEX, type LossInput, shiftLabels } from './inputs.js';
+export {
+  copyKvRows,
+  disposeKvCache,
+  frontKvRows,
+  KV_CACHE_SETTINGS,
+  type KvCache,
+  type KvCacheDtype,
+  type KvCacheSetting,
+  resolveKvCacheDtype,
+  setKvStarts,
+} from './kv-cache.js';
 export { LoraLayers, type LoraPair, type NewLoraOptions } from './lora-layers.js';
+export { CHECKPOINT_MODES, type CheckpointMode, checkpoint, gatherRows, view } from './ops.js';
 
 export interface LoadModelOptions extends Omit<LoadWeightsOptions, 'merge'> {
   /** A PEFT adapter folder to load (LoRA on top of the frozen base). */
@@ -77,7 +87,8 @@ export class LlamaModel {
     const config = await loadLlamaConfig(dir);
     let merge: LoraAdapter | undefined;
     if (opts.mergeAdapter) {
-      if (!opts.adapter) throw new InputError('mergeAdapter needs an adapter folder to merge', { key: 'merge-adapter' });
+      if (!opts.adapter)
+        throw new InputError('mergeAdapter needs an adapter folder to merge', { key: 'merge-adapter' });
       merge = await readAdapter(opts.adapter);
       validateAdapterAgainstModel(merge.config, config, merge.weights, opts.adapter);
       checkAdapterBase(merge.config, opts.adapter, dir, opts.quantize === 'nf4' ? 'nf4' : 'full');
@@ -119,7 +130,8 @@ export class LlamaModel {
   }
 
   private installLora(lora: LoraLayers): LoraLayers {
-    if (this.fullTraining) throw new Error('the model is set up for full training: LoRA adapters cannot be installed as well');
+    if (this.fullTraining)
+      throw new Error('the model is set up for full training: LoRA adapters cannot be installed as well');
     this.disposeLora();
     this.lora = lora;
     return lora;
@@ -135,7 +147,8 @@ export class LlamaModel {
    * holds them stays valid) from an adapter folder whose config matches the installed one (resume).
    */
   async loadAdapterWeightsInto(dir: string): Promise<void> {
-    if (!this.lora) throw new Error('loadAdapterWeightsInto: the model has no LoRA adapter installed (call initLora first)');
+    if (!this.lora)
+      throw new Error('loadAdapterWeightsInto: the model has no LoRA adapter installed (call initLora first)');
     this.lora.overwriteFrom(this.config, await readAdapter(dir), dir);
   }
 
@@ -178,10 +191,15 @@ export class LlamaModel {
    * InputError. Exclusive with LoRA.
    */
   enableFullTraining(): Map<string, Tensor> {
-    if (this.lora) throw new Error('the model has a LoRA adapter installed: full training trains the base weights instead');
+    if (this.lora)
+      throw new Error('the model has a LoRA adapter installed: full training trains the base weights instead');
     const named = namedWeights(this.config, this.weights);
     for (const [name, t] of named) {
-      if (t.dtype !== 'f32') throw new InputError(`weight '${name}' is stored as ${t.dtype}; full training keeps f32 master weights (load the model with storage f32)`, { key: 'model.storage' });
+      if (t.dtype !== 'f32')
+        throw new InputError(
+          `weight '${name}' is stored as ${t.dtype}; full training keeps f32 master weights (load the model with storage f32)`,
+          { key: 'model.storage' },
+        );
     }
     for (const t of named.values()) t.requiresGrad = true;
     this.fullTraining = true;
@@ -213,8 +231,17 @@ export class LlamaModel {
   /** RoPE tables covering positions 0..maxPosition (at least max_position_embeddings; grown on demand). */
   ropeFor(maxPosition: number): RopeTables {
     if (!this.ropeCache || this.ropeCache.maxPositions <= maxPosition) {
-      const maxPositions = Math.max(this.config.maxPositionEmbeddings, this.ropeCache ? 2 * this.ropeCache.maxPositions : 0, maxPosition + 1);
-      const t = ropeTables({ headDim: this.config.headDim, theta: this.config.rope.theta, scaling: this.config.rope.scaling, maxPositions });
+      const maxPositions = Math.max(
+        this.config.maxPositionEmbeddings,
+        this.ropeCache ? 2 * this.ropeCache.maxPositions : 0,
+        maxPosition + 1,
+      );
+      const t = ropeTables({
+        headDim: this.config.headDim,
+        theta: this.config.rope.theta,
+        scaling: this.config.rope.scaling,
+        maxPositions,
+      });
       this.ropeCache?.cos.dispose();
       this.ropeCache?.sin.dispose();
       this.ropeCache = t;
@@ -238,7 +265,8 @@ export class LlamaModel {
       if (p > maxPos) maxPos = p;
     }
     const rope = this.ropeFor(maxPos);
-    if (cache && isGradEnabled()) throw new Error('a forward over a KV cache is inference-only: run it under noGrad (model.step does)');
+    if (cache && isGradEnabled())
+      throw new Error('a forward over a KV cache is inference-only: run it under noGrad (model.step does)');
     const mode = cache ? 'none' : (opts.gradientCheckpointing ?? this.gradientCheckpointing);
     const ids = Tensor.from(inp.inputIds, [B * T]);
     // With a cache the append kernel derives positions from the cache length (no upload).
@@ -251,8 +279,20 @@ export class LlamaModel {
     for (let l = 0; l < this.config.numHiddenLayers; l++) {
       const dropoutSeeds = LINEAR_MODULES.map(() => this.dropoutRng.nextU32());
       const ctx = {
-        config: this.config, weights: this.weights.layers[l]!, index: l, lora: this.lora, loraDropout, dropoutSeeds,
-        B, T, positions: pos, rope, segments: seg, cache, cacheLength, recompute: recording && mode === 'selective',
+        config: this.config,
+        weights: this.weights.layers[l]!,
+        index: l,
+        lora: this.lora,
+        loraDropout,
+        dropoutSeeds,
+        B,
+        T,
+        positions: pos,
+        rope,
+        segments: seg,
+        cache,
+        cacheLength,
+        recompute: recording && mode === 'selective',
       };
       const run = (xin: Tensor) => decoderLayer(xin, ctx);
       const xin = x;
@@ -297,7 +337,9 @@ export class LlamaModel {
    */
   async tokenLosses(batch: LossInput): Promise<Float32Array> {
     checkLabels(batch);
-    const { losses, rows } = noGrad(() => tidy(() => labelledTokenLosses(this.hidden(batch, {}), this.weights.lmHead, batch.labels)));
+    const { losses, rows } = noGrad(() =>
+      tidy(() => labelledTokenLosses(this.hidden(batch, {}), this.weights.lmHead, batch.labels)),
+    );
     const values = await losses.toFloat32();
     losses.dispose();
     return spreadTokenLosses(values, rows, batch.labels);
@@ -322,10 +364,12 @@ export class LlamaModel {
     const n = ids instanceof Tensor ? ids.numel : ids.length;
     const T = n / B;
     if (!Number.isInteger(T) || T < 1) throw new RangeError(`step: ${n} ids for batch ${B}`);
-    if (cache.length + T > cache.maxSeqLen) throw new RangeError(`KV cache full: ${cache.length} + ${T} > ${cache.maxSeqLen}`);
+    if (cache.length + T > cache.maxSeqLen)
+      throw new RangeError(`KV cache full: ${cache.length} + ${T} > ${cache.maxSeqLen}`);
     let out: Tensor;
     if (T === 1 && fusedDecodeApplies(this)) {
-      if (!(ids instanceof Tensor)) checkForwardInput({ inputIds: ids, batchSize: B, seqLen: 1 }, this.config.vocabSize);
+      if (!(ids instanceof Tensor))
+        checkForwardInput({ inputIds: ids, batchSize: B, seqLen: 1 }, this.config.vocabSize);
       out = noGrad(() =>
         tidy(() => {
           const idsT = ids instanceof Tensor ? ids : Tensor.from(ids, [B]);
@@ -334,7 +378,10 @@ export class LlamaModel {
         }),
       );
     } else {
-      if (ids instanceof Tensor) throw new RangeError('step: ids on the GPU are taken for one token per row (T = 1); pass a prefill as an Int32Array');
+      if (ids instanceof Tensor)
+        throw new RangeError(
+          'step: ids on the GPU are taken for one token per row (T = 1); pass a prefill as an Int32Array',
+        );
       out = noGrad(() => tidy(() => this.lastLogits({ inputIds: ids, batchSize: B, seqLen: T }, cache)));
     }
     cache.length += T;
@@ -358,7 +405,8 @@ export class LlamaModel {
 
 function checkLabels(batch: LossInput): void {
   const n = batch.batchSize * batch.seqLen;
-  if (batch.labels.length !== n) throw new RangeError(`labels has ${batch.labels.length} entries, batch is ${batch.batchSize}x${batch.seqLen}`);
+  if (batch.labels.length !== n)
+    throw new RangeError(`labels has ${batch.labels.length} entries, batch is ${batch.batchSize}x${batch.seqLen}`);
 }
 
 /** Loads a model folder (+ optional adapter) and returns it; see LlamaModel.load. */

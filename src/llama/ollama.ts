@@ -57,7 +57,11 @@ export function chatTemplatePieces(tok: LlamaTokenizer): ChatTemplatePieces | nu
 }
 
 /** Renders `messages` the way the Go template built from `pieces` does (start included). */
-export function renderPieces(p: ChatTemplatePieces, messages: readonly ChatMessage[], addGenerationPrompt: boolean): string {
+export function renderPieces(
+  p: ChatTemplatePieces,
+  messages: readonly ChatMessage[],
+  addGenerationPrompt: boolean,
+): string {
   let s = p.start;
   for (const m of messages) {
     const w = p.roles[m.role as keyof ChatTemplatePieces['roles']];
@@ -79,7 +83,8 @@ function goText(s: string): string {
  */
 export function goTemplate(p: ChatTemplatePieces, bosText: string | null): string {
   const start = bosText && p.start.startsWith(bosText) ? p.start.slice(bosText.length) : p.start;
-  const branch = (role: (typeof ROLES)[number]) => `${goText(p.roles[role].before)}{{ .Content }}${goText(p.roles[role].after)}`;
+  const branch = (role: (typeof ROLES)[number]) =>
+    `${goText(p.roles[role].before)}{{ .Content }}${goText(p.roles[role].after)}`;
   return `${goText(start)}{{ range .Messages }}{{ if eq .Role "system" }}${branch('system')}{{ else if eq .Role "user" }}${branch('user')}{{ else if eq .Role "assistant" }}${branch('assistant')}{{ end }}{{ end }}${goText(p.generationPrompt)}`;
 }
 
@@ -93,7 +98,12 @@ export interface Modelfile {
 }
 
 /** The Modelfile for `ggufName` (a path relative to the Modelfile's folder). */
-export function buildModelfile(ggufName: string, tok: LlamaTokenizer, bosText: string | null, eosText: string): Modelfile {
+export function buildModelfile(
+  ggufName: string,
+  tok: LlamaTokenizer,
+  bosText: string | null,
+  eosText: string,
+): Modelfile {
   const stops = new Set<string>([eosText]);
   let template: string | null = null;
   let note: string | null = null;
@@ -101,7 +111,12 @@ export function buildModelfile(ggufName: string, tok: LlamaTokenizer, bosText: s
     note = 'the model has no chat template';
   } else {
     const pieces = chatTemplatePieces(tok);
-    const matches = pieces !== null && [false, true].every((gen) => renderPieces(pieces, PROBE_CHAT, gen) === tok.applyChatTemplate(PROBE_CHAT, { addGenerationPrompt: gen }));
+    const matches =
+      pieces !== null &&
+      [false, true].every(
+        (gen) =>
+          renderPieces(pieces, PROBE_CHAT, gen) === tok.applyChatTemplate(PROBE_CHAT, { addGenerationPrompt: gen }),
+      );
     if (pieces && matches) {
       template = goTemplate(pieces, bosText);
       // The text that closes an assistant turn ends the answer (e.g. <|eot_id|>, <|im_end|>).

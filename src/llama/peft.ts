@@ -7,9 +7,9 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { InputError, NonFiniteError } from '../errors.js';
 import { ensureFolder, writeFileAtomic } from '../io/atomic.js';
+import { describeNonFinite, type NonFiniteTensor, nonFiniteCount } from '../io/finite.js';
 import { describeValue, parseWithSchema, readJsonFile } from '../io/json.js';
-import { SafetensorsReader, writeSafetensors, type SafetensorsEntry } from '../io/safetensors.js';
-import { describeNonFinite, nonFiniteCount, type NonFiniteTensor } from '../io/finite.js';
+import { type SafetensorsEntry, SafetensorsReader, writeSafetensors } from '../io/safetensors.js';
 import type { LlamaConfig } from './config.js';
 
 export const LORA_ATTENTION_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj'] as const;
@@ -86,11 +86,18 @@ export function peftTensorName(key: string, factor: 'A' | 'B'): string {
 export function linearFeatures(config: LlamaConfig, module: LoraModule): { inFeatures: number; outFeatures: number } {
   const { hiddenSize, intermediateSize, numAttentionHeads, numKeyValueHeads, headDim } = config;
   switch (module) {
-    case 'q_proj': return { inFeatures: hiddenSize, outFeatures: numAttentionHeads * headDim };
-    case 'k_proj': case 'v_proj': return { inFeatures: hiddenSize, outFeatures: numKeyValueHeads * headDim };
-    case 'o_proj': return { inFeatures: numAttentionHeads * headDim, outFeatures: hiddenSize };
-    case 'gate_proj': case 'up_proj': return { inFeatures: hiddenSize, outFeatures: intermediateSize };
-    case 'down_proj': return { inFeatures: intermediateSize, outFeatures: hiddenSize };
+    case 'q_proj':
+      return { inFeatures: hiddenSize, outFeatures: numAttentionHeads * headDim };
+    case 'k_proj':
+    case 'v_proj':
+      return { inFeatures: hiddenSize, outFeatures: numKeyValueHeads * headDim };
+    case 'o_proj':
+      return { inFeatures: numAttentionHeads * headDim, outFeatures: hiddenSize };
+    case 'gate_proj':
+    case 'up_proj':
+      return { inFeatures: hiddenSize, outFeatures: intermediateSize };
+    case 'down_proj':
+      return { inFeatures: intermediateSize, outFeatures: hiddenSize };
   }
 }
 
@@ -98,16 +105,39 @@ export function linearFeatures(config: LlamaConfig, module: LoraModule): { inFea
 // adapter_config.json
 
 const isUnset = (v: unknown) => v === undefined || v === null;
-const isEmpty = (v: unknown) => isUnset(v) || (Array.isArray(v) && v.length === 0) || (typeof v === 'object' && v !== null && Object.keys(v).length === 0);
+const isEmpty = (v: unknown) =>
+  isUnset(v) ||
+  (Array.isArray(v) && v.length === 0) ||
+  (typeof v === 'object' && v !== null && Object.keys(v).length === 0);
 
 /** PEFT options that change what the adapter computes; we refuse them rather than ignore them. */
 const UNSUPPORTED_OPTIONS: { key: string; accepts: (v: unknown) => boolean; expected: string; why: string }[] = [
   { key: 'use_dora', accepts: (v) => isUnset(v) || v === false, expected: 'false', why: 'DoRA is not supported' },
-  { key: 'fan_in_fan_out', accepts: (v) => isUnset(v) || v === false, expected: 'false', why: 'Conv1D-style (fan_in_fan_out) weights are not used by Llama' },
-  { key: 'bias', accepts: (v) => isUnset(v) || v === 'none', expected: '"none"', why: 'training biases is not supported' },
-  { key: 'lora_bias', accepts: (v) => isUnset(v) || v === false, expected: 'false', why: 'LoRA biases are not supported' },
+  {
+    key: 'fan_in_fan_out',
+    accepts: (v) => isUnset(v) || v === false,
+    expected: 'false',
+    why: 'Conv1D-style (fan_in_fan_out) weights are not used by Llama',
+  },
+  {
+    key: 'bias',
+    accepts: (v) => isUnset(v) || v === 'none',
+    expected: '"none"',
+    why: 'training biases is not supported',
+  },
+  {
+    key: 'lora_bias',
+    accepts: (v) => isUnset(v) || v === false,
+    expected: 'false',
+    why: 'LoRA biases are not supported',
+  },
   { key: 'modules_to_save', accepts: isEmpty, expected: 'null', why: 'fully trained extra modules are not supported' },
-  { key: 'layers_to_transform', accepts: isUnset, expected: 'null', why: 'LoRA on a subset of layers is not supported' },
+  {
+    key: 'layers_to_transform',
+    accepts: isUnset,
+    expected: 'null',
+    why: 'LoRA on a subset of layers is not supported',
+  },
   { key: 'layers_pattern', accepts: isEmpty, expected: 'null', why: 'LoRA on a subset of layers is not supported' },
   { key: 'rank_pattern', accepts: isEmpty, expected: '{}', why: 'per-module ranks are not supported' },
   { key: 'alpha_pattern', accepts: isEmpty, expected: '{}', why: 'per-module alphas are not supported' },
@@ -151,23 +181,36 @@ function resolveTargetModules(target: string | string[], file: string): LoraModu
     } catch (err) {
       throw new InputError(`not a valid regular expression: ${(err as Error).message}`, { file, key });
     }
-    const selectedInLayer = (layer: number) => LORA_MODULES.filter((m) => regex.test(`model.layers.${layer}.${PEFT_MODULE_PATH[m]}`));
+    const selectedInLayer = (layer: number) =>
+      LORA_MODULES.filter((m) => regex.test(`model.layers.${layer}.${PEFT_MODULE_PATH[m]}`));
     const first = selectedInLayer(0);
     // Checking many layer indices catches patterns like "layers\.(0|1)\..*" that select some layers only.
     for (let layer = 1; layer < 256; layer++) {
       const selected = selectedInLayer(layer);
       if (selected.join() !== first.join()) {
-        throw new InputError(`regex ${JSON.stringify(target)} selects different modules in different layers; only targeting a module type in every layer is supported`, { file, key });
+        throw new InputError(
+          `regex ${JSON.stringify(target)} selects different modules in different layers; only targeting a module type in every layer is supported`,
+          { file, key },
+        );
       }
     }
-    if (first.length === 0) throw new InputError(`regex ${JSON.stringify(target)} matches no decoder linear layer (${LORA_MODULES.join(', ')})`, { file, key });
+    if (first.length === 0)
+      throw new InputError(
+        `regex ${JSON.stringify(target)} matches no decoder linear layer (${LORA_MODULES.join(', ')})`,
+        { file, key },
+      );
     return first;
   }
   const modules = new Set<LoraModule>();
   for (const entry of target) {
-    const matched = LORA_MODULES.filter((m) => entry === m || PEFT_MODULE_PATH[m] === entry || PEFT_MODULE_PATH[m].endsWith(`.${entry}`));
+    const matched = LORA_MODULES.filter(
+      (m) => entry === m || PEFT_MODULE_PATH[m] === entry || PEFT_MODULE_PATH[m].endsWith(`.${entry}`),
+    );
     if (matched.length === 0) {
-      throw new InputError(`unsupported target module ${JSON.stringify(entry)}; expected some of ${LORA_MODULES.join(', ')}`, { file, key });
+      throw new InputError(
+        `unsupported target module ${JSON.stringify(entry)}; expected some of ${LORA_MODULES.join(', ')}`,
+        { file, key },
+      );
     }
     for (const m of matched) modules.add(m);
   }
@@ -180,7 +223,10 @@ export function parseAdapterConfig(raw: unknown, file = ADAPTER_CONFIG_FILE): Lo
   for (const option of UNSUPPORTED_OPTIONS) {
     const value = (parsed as Record<string, unknown>)[option.key];
     if (!option.accepts(value)) {
-      throw new InputError(`${option.why}: expected ${option.expected}, got ${describeValue(value)}`, { file, key: option.key });
+      throw new InputError(`${option.why}: expected ${option.expected}, got ${describeValue(value)}`, {
+        file,
+        key: option.key,
+      });
     }
   }
   return {
@@ -239,7 +285,11 @@ export function adapterConfigToPeft(config: LoraAdapterConfig): Record<string, u
     use_rslora: config.useRslora,
     velora_config: null,
   };
-  return Object.fromEntries(Object.keys(fields).sort().map((k) => [k, fields[k]]));
+  return Object.fromEntries(
+    Object.keys(fields)
+      .sort()
+      .map((k) => [k, fields[k]]),
+  );
 }
 
 export async function readAdapterConfig(dir: string): Promise<LoraAdapterConfig> {
@@ -260,8 +310,11 @@ export async function readLoraWeights(path: string): Promise<LoraWeights> {
     for (const name of reader.names()) {
       const match = PEFT_TENSOR_PATTERN.exec(name);
       if (!match || !parseLoraKey(match[1]!)) {
-        const hint = name.includes('.default.') ? ' (".default" adapter names are not saved by PEFT; remove them)'
-          : name.includes('magnitude') ? ' (DoRA is not supported)' : '';
+        const hint = name.includes('.default.')
+          ? ' (".default" adapter names are not saved by PEFT; remove them)'
+          : name.includes('magnitude')
+            ? ' (DoRA is not supported)'
+            : '';
         throw new InputError(
           `unexpected tensor '${name}'; expected base_model.model.model.layers.{i}.{self_attn|mlp}.{module}.lora_{A|B}.weight${hint}`,
           { file: path },
@@ -286,15 +339,27 @@ export async function readLoraWeights(path: string): Promise<LoraWeights> {
           { file: path },
         );
       }
-      const pair = { A: await reader.readF32(A), B: await reader.readF32(B), r: shapeA[0]!, inFeatures: shapeA[1]!, outFeatures: shapeB[0]! };
+      const pair = {
+        A: await reader.readF32(A),
+        B: await reader.readF32(B),
+        r: shapeA[0]!,
+        inFeatures: shapeA[1]!,
+        outFeatures: shapeB[0]!,
+      };
       // Read to the CPU anyway: counted here, so eval, generate and export all refuse a damaged adapter.
-      for (const [name, data] of [[A, pair.A], [B, pair.B]] as const) {
+      for (const [name, data] of [
+        [A, pair.A],
+        [B, pair.B],
+      ] as const) {
         const count = nonFiniteCount(data);
         if (count > 0) nonFinite.push({ name, count });
       }
       weights.set(key, pair);
     }
-    if (nonFinite.length > 0) throw new InputError(`${describeNonFinite(nonFinite)}; the adapter is damaged or its training diverged`, { file: path });
+    if (nonFinite.length > 0)
+      throw new InputError(`${describeNonFinite(nonFinite)}; the adapter is damaged or its training diverged`, {
+        file: path,
+      });
     return weights;
   } finally {
     await reader.close();
@@ -313,19 +378,27 @@ export async function readAdapter(dir: string): Promise<LoraAdapter> {
   const config = await readAdapterConfig(dir);
   const weightsPath = join(dir, ADAPTER_WEIGHTS_FILE);
   if (!(await exists(weightsPath)) && (await exists(join(dir, 'adapter_model.bin')))) {
-    throw new InputError('adapter weights are a pickled adapter_model.bin, which finllm never loads; re-save them with safe_serialization=True', { file: join(dir, 'adapter_model.bin') });
+    throw new InputError(
+      'adapter weights are a pickled adapter_model.bin, which finllm never loads; re-save them with safe_serialization=True',
+      { file: join(dir, 'adapter_model.bin') },
+    );
   }
   const weights = await readLoraWeights(weightsPath);
   for (const [key, pair] of weights) {
     if (pair.r !== config.r) {
-      throw new InputError(`module ${key} has rank ${pair.r}, but adapter_config.json says r = ${config.r}`, { file: weightsPath });
+      throw new InputError(`module ${key} has rank ${pair.r}, but adapter_config.json says r = ${config.r}`, {
+        file: weightsPath,
+      });
     }
   }
   return { config, weights };
 }
 
 async function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /**
@@ -352,7 +425,10 @@ export function validateAdapterAgainstModel(
         throw new InputError(`LoRA shapes for ${key} do not fit the model: expected ${expected}, got ${got}`, where);
       }
       if (pair.A.length !== pair.r * pair.inFeatures || pair.B.length !== pair.outFeatures * pair.r) {
-        throw new InputError(`LoRA data for ${key} has ${pair.A.length} + ${pair.B.length} values, expected ${expected}`, where);
+        throw new InputError(
+          `LoRA data for ${key} has ${pair.A.length} + ${pair.B.length} values, expected ${expected}`,
+          where,
+        );
       }
     }
   }
@@ -363,7 +439,10 @@ export function validateAdapterAgainstModel(
       throw new InputError(`LoRA weights for ${key}, but the model has ${model.numHiddenLayers} layers`, where);
     }
     if (!config.targetModules.includes(parsed.module)) {
-      throw new InputError(`LoRA weights for ${key}, but ${parsed.module} is not in target_modules (${config.targetModules.join(', ')})`, where);
+      throw new InputError(
+        `LoRA weights for ${key}, but ${parsed.module} is not in target_modules (${config.targetModules.join(', ')})`,
+        where,
+      );
     }
   }
 }
@@ -380,9 +459,15 @@ export async function writeAdapter(dir: string, adapter: LoraAdapter): Promise<v
   for (const key of [...weights.keys()].sort()) {
     if (!parseLoraKey(key)) throw new Error(`not a LoRA module key: '${key}'`);
     const pair = weights.get(key)!;
-    for (const [factor, data] of [['A', pair.A], ['B', pair.B]] as const) {
+    for (const [factor, data] of [
+      ['A', pair.A],
+      ['B', pair.B],
+    ] as const) {
       const count = nonFiniteCount(data);
-      if (count > 0) throw new NonFiniteError(`refusing to write ${dir}: ${describeNonFinite([{ name: peftTensorName(key, factor), count }])}`);
+      if (count > 0)
+        throw new NonFiniteError(
+          `refusing to write ${dir}: ${describeNonFinite([{ name: peftTensorName(key, factor), count }])}`,
+        );
     }
     entries.push(
       { name: peftTensorName(key, 'A'), dtype: 'F32', shape: [pair.r, pair.inFeatures], data: pair.A },

@@ -3,8 +3,8 @@
 // config.json, tokenizer and generation files copied from the folder the model was loaded from.
 // transformers loads it with LlamaForCausalLM.from_pretrained; finllm with --model.
 import type { SafetensorsEntry } from '../io/safetensors.js';
-import type { LlamaModel } from './model.js';
 import { writeModelFolder } from './merge.js';
+import type { LlamaModel } from './model.js';
 
 export interface SaveModelOptions {
   /** Largest shard (bytes); default 5 GB like HF. */
@@ -18,7 +18,12 @@ export interface SaveModelOptions {
  * with the config, tokenizer and generation config of `sourceDir` (the model's own folder).
  * Dense models only (NF4 weights are an InputError: they have no full-precision values in memory).
  */
-export async function saveModel(model: LlamaModel, sourceDir: string, outDir: string, opts: SaveModelOptions = {}): Promise<string[]> {
+export async function saveModel(
+  model: LlamaModel,
+  sourceDir: string,
+  outDir: string,
+  opts: SaveModelOptions = {},
+): Promise<string[]> {
   const entries: SafetensorsEntry[] = [...model.namedWeights()].map(([name, t]) => ({
     name,
     dtype: 'F32',

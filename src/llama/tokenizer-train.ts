@@ -41,7 +41,9 @@ export class VocabTooSmallError extends InputError {
     readonly minimum: number,
     readonly alphabetSize: number,
   ) {
-    super(`vocabulary size ${requested} is smaller than the specials, byte tokens and alphabet of this corpus: at least ${minimum} (${SPECIAL_TOKENS.length} special tokens, 256 byte tokens, ${alphabetSize} characters)`);
+    super(
+      `vocabulary size ${requested} is smaller than the specials, byte tokens and alphabet of this corpus: at least ${minimum} (${SPECIAL_TOKENS.length} special tokens, 256 byte tokens, ${alphabetSize} characters)`,
+    );
   }
 }
 const BYTE_TOKENS = Array.from({ length: 256 }, (_, i) => `<0x${i.toString(16).toUpperCase().padStart(2, '0')}>`);
@@ -74,8 +76,10 @@ export function trainBpe(texts: Iterable<string>, opts: TrainBpeOptions): Traine
   const vocab = new Map<string, number>();
   for (const t of [...SPECIAL_TOKENS, ...BYTE_TOKENS, ...[...alphabet].sort()]) vocab.set(t, vocab.size);
   if (!(opts.vocabSize >= vocab.size)) throw new VocabTooSmallError(opts.vocabSize, vocab.size, alphabet.size);
-  if (!(opts.vocabSize <= MAX_VOCAB_SIZE)) throw new InputError(`vocabulary size ${opts.vocabSize} is larger than the trainer supports (${MAX_VOCAB_SIZE})`);
-  if (!(Number.isInteger(minPair) && minPair >= 1)) throw new InputError(`the minimum pair frequency must be an integer >= 1, got ${minPair}`);
+  if (!(opts.vocabSize <= MAX_VOCAB_SIZE))
+    throw new InputError(`vocabulary size ${opts.vocabSize} is larger than the trainer supports (${MAX_VOCAB_SIZE})`);
+  if (!(Number.isInteger(minPair) && minPair >= 1))
+    throw new InputError(`the minimum pair frequency must be an integer >= 1, got ${minPair}`);
 
   // Words: unique units as symbol-id sequences; characters outside the alphabet are left as
   // barriers (id -1) that never merge.
@@ -101,7 +105,9 @@ export function trainBpe(texts: Iterable<string>, opts: TrainBpeOptions): Traine
       }
     }
   };
-  words.forEach((_, w) => { addPairs(w, 1); });
+  words.forEach((_, w) => {
+    addPairs(w, 1);
+  });
 
   const merges: [string, string][] = [];
   while (vocab.size < opts.vocabSize) {
@@ -147,25 +153,49 @@ export function trainBpe(texts: Iterable<string>, opts: TrainBpeOptions): Traine
 export function tokenizerJson(bpe: TrainedBpe): Record<string, unknown> {
   // Only the three specials are added tokens: byte tokens live in the BPE vocabulary (as in Llama 2's
   // tokenizer.json), so decoding with skip_special_tokens keeps the characters they spell.
-  const special = SPECIAL_TOKENS.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }));
+  const special = SPECIAL_TOKENS.map((content, id) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  }));
   return {
     version: '1.0',
     truncation: null,
     padding: null,
     added_tokens: special,
-    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
+    normalizer: {
+      type: 'Sequence',
+      normalizers: [
+        { type: 'Prepend', prepend: '▁' },
+        { type: 'Replace', pattern: { String: ' ' }, content: '▁' },
+      ],
+    },
     // The units merges were learned in: the same pieces as BPE over the whole text (no learned pair
     // spans two units), but short words instead of one long one, which BPE encodes much faster.
     pre_tokenizer: { type: 'Split', pattern: { Regex: UNIT.source }, behavior: 'Isolated', invert: false },
     post_processor: {
       type: 'TemplateProcessing',
       single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'B', type_id: 0 } }],
+      pair: [
+        { SpecialToken: { id: '<s>', type_id: 0 } },
+        { Sequence: { id: 'A', type_id: 0 } },
+        { SpecialToken: { id: '<s>', type_id: 0 } },
+        { Sequence: { id: 'B', type_id: 0 } },
+      ],
       special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
     },
     decoder: {
       type: 'Sequence',
-      decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }],
+      decoders: [
+        { type: 'Replace', pattern: { String: '▁' }, content: ' ' },
+        { type: 'ByteFallback' },
+        { type: 'Fuse' },
+        { type: 'Strip', content: ' ', start: 1, stop: 0 },
+      ],
     },
     model: {
       type: 'BPE',
@@ -183,14 +213,32 @@ export function tokenizerJson(bpe: TrainedBpe): Record<string, unknown> {
 }
 
 /** Writes tokenizer.json, tokenizer_config.json and special_tokens_map.json into `dir` (atomically, folder included). */
-export async function writeTokenizerFolder(dir: string, bpe: TrainedBpe, opts: { replace?: boolean } = {}): Promise<void> {
+export async function writeTokenizerFolder(
+  dir: string,
+  bpe: TrainedBpe,
+  opts: { replace?: boolean } = {},
+): Promise<void> {
   const { join } = await import('node:path');
   const { writeFileAtomic } = await import('../io/atomic.js');
   const { writeFolderAtomic } = await import('../io/atomic.js');
-  await writeFolderAtomic(dir, async (tmp) => {
-    await writeFileAtomic(join(tmp, 'tokenizer.json'), JSON.stringify(tokenizerJson(bpe), null, 1) + '\n');
-    const config = { bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', model_max_length: 1_000_000, tokenizer_class: 'PreTrainedTokenizerFast', clean_up_tokenization_spaces: false };
-    await writeFileAtomic(join(tmp, 'tokenizer_config.json'), JSON.stringify(config, null, 2) + '\n');
-    await writeFileAtomic(join(tmp, 'special_tokens_map.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>' }, null, 2) + '\n');
-  }, opts);
+  await writeFolderAtomic(
+    dir,
+    async (tmp) => {
+      await writeFileAtomic(join(tmp, 'tokenizer.json'), JSON.stringify(tokenizerJson(bpe), null, 1) + '\n');
+      const config = {
+        bos_token: '<s>',
+        eos_token: '</s>',
+        unk_token: '<unk>',
+        model_max_length: 1_000_000,
+        tokenizer_class: 'PreTrainedTokenizerFast',
+        clean_up_tokenization_spaces: false,
+      };
+      await writeFileAtomic(join(tmp, 'tokenizer_config.json'), JSON.stringify(config, null, 2) + '\n');
+      await writeFileAtomic(
+        join(tmp, 'special_tokens_map.json'),
+        JSON.stringify({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>' }, null, 2) + '\n',
+      );
+    },
+    opts,
+  );
 }

@@ -6,8 +6,13 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { InputError, readFailure } from '../errors.js';
-import { ChatTemplate, ChatTemplateLimitError, type ChatTemplateLimit, type ChatTemplateLimits } from './chat-template.js';
 import { readJsonFile, readJsonFileIfExists } from '../io/json.js';
+import {
+  ChatTemplate,
+  type ChatTemplateLimit,
+  ChatTemplateLimitError,
+  type ChatTemplateLimits,
+} from './chat-template.js';
 import { loadLlamaConfig } from './config.js';
 
 /** No index signature on purpose: the data stage's own ChatMessage type must be assignable. */
@@ -63,7 +68,9 @@ function selectChatTemplate(value: unknown, file: string): string | null {
   if (typeof value === 'string') return value;
   const named: [string, unknown][] = Array.isArray(value)
     ? value.map((t) => [String((t as { name?: unknown }).name), (t as { template?: unknown }).template])
-    : isObject(value) ? Object.entries(value) : [];
+    : isObject(value)
+      ? Object.entries(value)
+      : [];
   const chosen = named.find(([name]) => name === 'default');
   if (!chosen || typeof chosen[1] !== 'string') {
     throw new InputError(
@@ -81,15 +88,28 @@ function selectChatTemplate(value: unknown, file: string): string | null {
  */
 function checkTokenizerModel(model: Record<string, unknown>, file: string): void {
   if (model['type'] !== 'BPE') {
-    throw new InputError(`model type ${model['type'] === undefined ? '(none)' : JSON.stringify(model['type'])} is not supported: finllm runs BPE tokenizers (Llama's SentencePiece-style or byte-level)`, { file, key: 'model.type' });
+    throw new InputError(
+      `model type ${model['type'] === undefined ? '(none)' : JSON.stringify(model['type'])} is not supported: finllm runs BPE tokenizers (Llama's SentencePiece-style or byte-level)`,
+      { file, key: 'model.type' },
+    );
   }
   const vocab = model['vocab'];
-  if (!isObject(vocab)) throw new InputError('expected the BPE vocabulary, an object of token → id', { file, key: 'model.vocab' });
+  if (!isObject(vocab))
+    throw new InputError('expected the BPE vocabulary, an object of token → id', { file, key: 'model.vocab' });
   const entries = Object.entries(vocab);
-  if (entries.length === 0) throw new InputError('the vocabulary is empty: every text would encode to unknown tokens', { file, key: 'model.vocab' });
+  if (entries.length === 0)
+    throw new InputError('the vocabulary is empty: every text would encode to unknown tokens', {
+      file,
+      key: 'model.vocab',
+    });
   const bad = entries.find(([, id]) => !(typeof id === 'number' && Number.isSafeInteger(id) && id >= 0));
-  if (bad) throw new InputError(`token ${JSON.stringify(bad[0])} has id ${JSON.stringify(bad[1])}, expected a non-negative integer`, { file, key: 'model.vocab' });
-  if (!Array.isArray(model['merges'])) throw new InputError('expected the BPE merges, a list', { file, key: 'model.merges' });
+  if (bad)
+    throw new InputError(
+      `token ${JSON.stringify(bad[0])} has id ${JSON.stringify(bad[1])}, expected a non-negative integer`,
+      { file, key: 'model.vocab' },
+    );
+  if (!Array.isArray(model['merges']))
+    throw new InputError('expected the BPE merges, a list', { file, key: 'model.merges' });
 }
 
 export class LlamaTokenizer {
@@ -142,13 +162,19 @@ export class LlamaTokenizer {
       }
       const id = tokenizer.token_to_id(text);
       if (id === undefined) {
-        throw new InputError(`special token ${JSON.stringify(text)} is not in the tokenizer's vocabulary`, { file: configFile, key });
+        throw new InputError(`special token ${JSON.stringify(text)} is not in the tokenizer's vocabulary`, {
+          file: configFile,
+          key,
+        });
       }
       ids[key] = id;
     }
     this.specialTokens = specials;
     if (ids.eos_token === null) {
-      throw new InputError('no EOS token defined; fine-tuning needs one to end examples', { file: configFile, key: 'eos_token' });
+      throw new InputError('no EOS token defined; fine-tuning needs one to end examples', {
+        file: configFile,
+        key: 'eos_token',
+      });
     }
     this.bosId = ids.bos_token;
     this.eosId = ids.eos_token;
@@ -159,7 +185,10 @@ export class LlamaTokenizer {
       try {
         template = new ChatTemplate(chatTemplateSource);
       } catch (err) {
-        throw new InputError(`chat template does not parse: ${(err as Error).message}`, { file: chatTemplateFile, key: 'chat_template' });
+        throw new InputError(`chat template does not parse: ${(err as Error).message}`, {
+          file: chatTemplateFile,
+          key: 'chat_template',
+        });
       }
     }
     this.chatTemplate = template;
@@ -175,7 +204,12 @@ export class LlamaTokenizer {
     const tokenizer = await LlamaTokenizer.loadFolder(dir, opts);
     // Beside a model's config.json every id must be a row of its embeddings.
     const modelConfig = join(dir, 'config.json');
-    if (existsSync(modelConfig)) tokenizer.checkFitsVocabulary((await loadLlamaConfig(modelConfig)).vocabSize, join(dir, 'tokenizer.json'), modelConfig);
+    if (existsSync(modelConfig))
+      tokenizer.checkFitsVocabulary(
+        (await loadLlamaConfig(modelConfig)).vocabSize,
+        join(dir, 'tokenizer.json'),
+        modelConfig,
+      );
     return tokenizer;
   }
 
@@ -190,7 +224,8 @@ export class LlamaTokenizer {
     const specialTokensMap = await readJsonFileIfExists(mapFile);
     if (isObject(specialTokensMap)) {
       for (const key of SPECIAL_TOKEN_KEYS) {
-        if (specialTokenText(config[key]) === null && specialTokenText(specialTokensMap[key]) !== null) config[key] = specialTokensMap[key];
+        if (specialTokenText(config[key]) === null && specialTokenText(specialTokensMap[key]) !== null)
+          config[key] = specialTokensMap[key];
       }
     }
     const templateFile = opts.chatTemplateFile ?? join(dir, 'chat_template.jinja');
@@ -200,17 +235,28 @@ export class LlamaTokenizer {
       templateSource = await readFile(templateFile, 'utf8');
       templateOrigin = templateFile;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || opts.chatTemplateFile !== undefined) throw readFailure(err, templateFile, 'chat template');
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || opts.chatTemplateFile !== undefined)
+        throw readFailure(err, templateFile, 'chat template');
       templateSource = selectChatTemplate(config['chat_template'], configFile);
     }
-    return LlamaTokenizer.fromObjects(tokenizerJson, config, { tokenizerFile, configFile, chatTemplate: templateSource, chatTemplateFile: templateOrigin });
+    return LlamaTokenizer.fromObjects(tokenizerJson, config, {
+      tokenizerFile,
+      configFile,
+      chatTemplate: templateSource,
+      chatTemplateFile: templateOrigin,
+    });
   }
 
   /** Builds a tokenizer from already-parsed JSON (file names are only used in error messages). */
   static fromObjects(
     tokenizerJson: unknown,
     config: Record<string, unknown>,
-    origin: { tokenizerFile?: string; configFile?: string; chatTemplate?: string | null; chatTemplateFile?: string } = {},
+    origin: {
+      tokenizerFile?: string;
+      configFile?: string;
+      chatTemplate?: string | null;
+      chatTemplateFile?: string;
+    } = {},
   ): LlamaTokenizer {
     const tokenizerFile = origin.tokenizerFile ?? 'tokenizer.json';
     const configFile = origin.configFile ?? 'tokenizer_config.json';
@@ -224,15 +270,22 @@ export class LlamaTokenizer {
     } catch (err) {
       throw new InputError(`cannot build the tokenizer: ${(err as Error).message}`, { file: tokenizerFile });
     }
-    const chatTemplate = origin.chatTemplate !== undefined ? origin.chatTemplate : selectChatTemplate(config['chat_template'], configFile);
+    const chatTemplate =
+      origin.chatTemplate !== undefined ? origin.chatTemplate : selectChatTemplate(config['chat_template'], configFile);
     return new LlamaTokenizer(tokenizer, config, chatTemplate, origin.chatTemplateFile ?? configFile, configFile);
   }
 
   /** Refuses a tokenizer with ids the model has no embedding for (ids >= the config's vocab_size). */
   checkFitsVocabulary(modelVocabSize: number, tokenizerFile: string, configFile: string): void {
     if (this.vocabSize <= modelVocabSize) return;
-    const outside = [...this.tokenizer.get_vocab(true)].filter(([, id]) => id >= modelVocabSize).sort((a, b) => a[1] - b[1]);
-    const shown = outside.slice(0, 3).map(([t, id]) => `${JSON.stringify(t)} (${id})`).join(', ') + (outside.length > 3 ? `, ... (${outside.length - 3} more)` : '');
+    const outside = [...this.tokenizer.get_vocab(true)]
+      .filter(([, id]) => id >= modelVocabSize)
+      .sort((a, b) => a[1] - b[1]);
+    const shown =
+      outside
+        .slice(0, 3)
+        .map(([t, id]) => `${JSON.stringify(t)} (${id})`)
+        .join(', ') + (outside.length > 3 ? `, ... (${outside.length - 3} more)` : '');
     throw new InputError(
       `${outside.length} token id${outside.length === 1 ? ' is' : 's are'} outside the model's vocabulary (vocab_size ${modelVocabSize} in ${configFile}): ${shown}; the tokenizer does not belong to this model`,
       { file: tokenizerFile },
@@ -278,7 +331,10 @@ export class LlamaTokenizer {
   /** Renders messages with the model's chat template (as HF `apply_chat_template(tokenize=False)`). */
   applyChatTemplate(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): string {
     if (!this.chatTemplate) {
-      throw new InputError('this tokenizer has no chat template', { file: this.chatTemplateFile, key: 'chat_template' });
+      throw new InputError('this tokenizer has no chat template', {
+        file: this.chatTemplateFile,
+        key: 'chat_template',
+      });
     }
     try {
       return this.chatTemplate.render(
@@ -294,7 +350,11 @@ export class LlamaTokenizer {
         options.limits,
       );
     } catch (err) {
-      throw new ChatTemplateError((err as Error).message, err instanceof ChatTemplateLimitError ? err.limit : null, this.chatTemplateFile);
+      throw new ChatTemplateError(
+        (err as Error).message,
+        err instanceof ChatTemplateLimitError ? err.limit : null,
+        this.chatTemplateFile,
+      );
     }
   }
 

@@ -10,15 +10,15 @@
 // their names are listed in `outOfF16Range` so the trainer can say so.
 import { Tensor } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
-import { Checkpoint } from '../io/safetensors.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../io/dtype.js';
-import { disposeNf4, keepNf4, noteWeightRange, quantizeNf4, type Nf4Weight } from '../kernels/index.js';
-import { NonFiniteCounter } from '../kernels/finite.js';
 import { describeNonFinite } from '../io/finite.js';
+import { Checkpoint } from '../io/safetensors.js';
+import { NonFiniteCounter } from '../kernels/finite.js';
+import { disposeNf4, keepNf4, type Nf4Weight, noteWeightRange, quantizeNf4 } from '../kernels/index.js';
+import { warn } from '../warnings.js';
 import type { LlamaConfig } from './config.js';
 import { mergeLoraInto } from './merge.js';
-import { loraKey, scaling, type LoraAdapter } from './peft.js';
-import { warn } from '../warnings.js';
+import { type LoraAdapter, loraKey, scaling } from './peft.js';
 
 /** A decoder linear weight in HF layout [out, in]: a dense tensor (f32/bf16/f16) or NF4. */
 export type LinearWeight = Tensor | Nf4Weight;
@@ -102,11 +102,18 @@ export function linearWeightName(layer: number, module: LinearModule): string {
 export function linearShape(config: LlamaConfig, module: LinearModule): [number, number] {
   const { hiddenSize: d, intermediateSize: f, numAttentionHeads: hq, numKeyValueHeads: hkv, headDim: dh } = config;
   switch (module) {
-    case 'q_proj': return [hq * dh, d];
-    case 'k_proj': case 'v_proj': return [hkv * dh, d];
-    case 'o_proj': return [d, hq * dh];
-    case 'gate_proj': case 'up_proj': return [f, d];
-    case 'down_proj': return [d, f];
+    case 'q_proj':
+      return [hq * dh, d];
+    case 'k_proj':
+    case 'v_proj':
+      return [hkv * dh, d];
+    case 'o_proj':
+      return [d, hq * dh];
+    case 'gate_proj':
+    case 'up_proj':
+      return [f, d];
+    case 'down_proj':
+      return [d, f];
   }
 }
 
@@ -143,10 +150,13 @@ export function checkCheckpoint(ckpt: Checkpoint, config: LlamaConfig): void {
   const unused = ckpt.names().filter((n) => !expected.has(n) && !silentlyIgnored(n));
   if (unused.length > 0) {
     const shown = unused.slice(0, 5).join(', ') + (unused.length > 5 ? `, ... (${unused.length - 5} more)` : '');
-    const tiedHead = config.tieWordEmbeddings && unused.includes('lm_head.weight')
-      ? ' (tie_word_embeddings is true, so model.embed_tokens.weight is the LM head and lm_head.weight is ignored; set it to false if lm_head.weight is the head)'
-      : '';
-    warn(`${ckpt.dir}: ${unused.length} tensor${unused.length === 1 ? ' is' : 's are'} in the checkpoint but not used by a ${config.numHiddenLayers}-layer Llama as config.json describes it: ${shown}${tiedHead}; check that config.json matches the weights`);
+    const tiedHead =
+      config.tieWordEmbeddings && unused.includes('lm_head.weight')
+        ? ' (tie_word_embeddings is true, so model.embed_tokens.weight is the LM head and lm_head.weight is ignored; set it to false if lm_head.weight is the head)'
+        : '';
+    warn(
+      `${ckpt.dir}: ${unused.length} tensor${unused.length === 1 ? ' is' : 's are'} in the checkpoint but not used by a ${config.numHiddenLayers}-layer Llama as config.json describes it: ${shown}${tiedHead}; check that config.json matches the weights`,
+    );
   }
   for (const [name, shape] of expected) {
     if (!ckpt.has(name)) {
@@ -156,12 +166,20 @@ export function checkCheckpoint(ckpt: Checkpoint, config: LlamaConfig): void {
     ckpt.checkShape(name, shape);
     const dtype = ckpt.dtype(name);
     if (dtype !== 'F32' && dtype !== 'BF16' && dtype !== 'F16' && dtype !== 'F64') {
-      throw new InputError(`tensor '${name}' has dtype ${dtype}; expected F32, BF16, F16 or F64`, { file: ckpt.fileOf(name) });
+      throw new InputError(`tensor '${name}' has dtype ${dtype}; expected F32, BF16, F16 or F64`, {
+        file: ckpt.fileOf(name),
+      });
     }
   }
 }
 
-async function uploadDense(ckpt: Checkpoint, name: string, shape: number[], storage: WeightStorage, edit?: (w: Float32Array) => void): Promise<{ t: Tensor; maxAbs: number }> {
+async function uploadDense(
+  ckpt: Checkpoint,
+  name: string,
+  shape: number[],
+  storage: WeightStorage,
+  edit?: (w: Float32Array) => void,
+): Promise<{ t: Tensor; maxAbs: number }> {
   let t: Tensor;
   let maxAbs: number;
   const src = ckpt.dtype(name);
@@ -191,7 +209,11 @@ async function uploadDense(ckpt: Checkpoint, name: string, shape: number[], stor
  * also counted for NaN / ±Inf on the GPU as it arrives (one readback at the end): a damaged
  * checkpoint is refused with the names of the tensors, not discovered as a NaN loss later.
  */
-export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: LoadWeightsOptions = {}): Promise<LlamaWeights> {
+export async function loadLlamaWeights(
+  dir: string,
+  config: LlamaConfig,
+  opts: LoadWeightsOptions = {},
+): Promise<LlamaWeights> {
   const storage = opts.storage ?? 'f32';
   const ckpt = await Checkpoint.open(dir);
   const loaded: (Tensor | Nf4Weight)[] = [];
@@ -205,7 +227,13 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
       noteWeightRange(w, maxAbs);
       if (!(maxAbs <= F16_MAX)) outOfF16Range.push(name);
     };
-    const dense = async (name: string, shape: number[], st: WeightStorage, gemmWeight = false, edit?: (w: Float32Array) => void): Promise<Tensor> => {
+    const dense = async (
+      name: string,
+      shape: number[],
+      st: WeightStorage,
+      gemmWeight = false,
+      edit?: (w: Float32Array) => void,
+    ): Promise<Tensor> => {
       const { t, maxAbs } = await uploadDense(ckpt, name, shape, st, edit);
       nonFinite.add(t, name);
       loaded.push(t);
@@ -214,11 +242,20 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
       return t;
     };
     // The embeddings are a GEMM weight when tied to the lm_head.
-    const embedTokens = await dense('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize], storage, config.tieWordEmbeddings);
+    const embedTokens = await dense(
+      'model.embed_tokens.weight',
+      [config.vocabSize, config.hiddenSize],
+      storage,
+      config.tieWordEmbeddings,
+    );
     const layers: LayerWeights[] = [];
     for (let l = 0; l < config.numHiddenLayers; l++) {
       const inputNorm = await dense(`model.layers.${l}.input_layernorm.weight`, [config.hiddenSize], 'f32');
-      const postAttentionNorm = await dense(`model.layers.${l}.post_attention_layernorm.weight`, [config.hiddenSize], 'f32');
+      const postAttentionNorm = await dense(
+        `model.layers.${l}.post_attention_layernorm.weight`,
+        [config.hiddenSize],
+        'f32',
+      );
       const linear = {} as Record<LinearModule, LinearWeight>;
       for (const mod of LINEAR_MODULES) {
         const name = linearWeightName(l, mod);
@@ -250,7 +287,10 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
     const found = await nonFinite.read();
     if (found.length > 0) {
       const converted = storage !== 'f32' ? ` (as stored, or after rounding to model storage ${storage})` : '';
-      throw new InputError(`${describeNonFinite(found.map((f) => ({ name: f.label, count: f.count })))}${converted}; the checkpoint is damaged`, { file: ckpt.fileOf(found[0]!.label) });
+      throw new InputError(
+        `${describeNonFinite(found.map((f) => ({ name: f.label, count: f.count })))}${converted}; the checkpoint is damaged`,
+        { file: ckpt.fileOf(found[0]!.label) },
+      );
     }
     return { embedTokens, layers, norm, lmHead, outOfF16Range };
   } catch (err) {
@@ -267,7 +307,10 @@ export async function loadLlamaWeights(dir: string, config: LlamaConfig, opts: L
  * `storage`, norms f32, decoder linear layers NF4-quantized with `quantize: 'nf4'`) but no values
  * read: for counting what a model takes on a MetaDevice (the memory estimate), not for computing.
  */
-export function emptyLlamaWeights(config: LlamaConfig, opts: Pick<LoadWeightsOptions, 'storage' | 'quantize' | 'doubleQuant'> = {}): LlamaWeights {
+export function emptyLlamaWeights(
+  config: LlamaConfig,
+  opts: Pick<LoadWeightsOptions, 'storage' | 'quantize' | 'doubleQuant'> = {},
+): LlamaWeights {
   const storage = opts.storage ?? 'f32';
   const dense = (shape: number[], st: WeightStorage) => Tensor.empty(shape, st).keep();
   const embedTokens = dense([config.vocabSize, config.hiddenSize], storage);
@@ -304,7 +347,10 @@ export function namedWeights(config: LlamaConfig, w: LlamaWeights): Map<string, 
     out.set(`model.layers.${i}.post_attention_layernorm.weight`, l.postAttentionNorm);
     for (const mod of LINEAR_MODULES) {
       const lin = l.linear[mod];
-      if (isNf4(lin)) throw new InputError(`${linearWeightName(i, mod)} is NF4-quantized: it has no dense tensor (load the model with quantize none)`);
+      if (isNf4(lin))
+        throw new InputError(
+          `${linearWeightName(i, mod)} is NF4-quantized: it has no dense tensor (load the model with quantize none)`,
+        );
       out.set(linearWeightName(i, mod), lin);
     }
   });

@@ -11,11 +11,11 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { InputError, readFailure } from '../errors.js';
+import { writeFileAtomicSync as writeFileAtomic } from '../io/atomic.js';
 import { parseHubId, resolveModelPath } from '../io/hub.js';
 import { describeValue } from '../io/json.js';
-import { writeFileAtomicSync as writeFileAtomic } from '../io/atomic.js';
-import { DATA_FORMATS } from './data/readers.js';
 import { warn } from '../warnings.js';
+import { DATA_FORMATS } from './data/readers.js';
 
 export const TEMPLATE_NAMES = [
   'auto',
@@ -147,7 +147,10 @@ const trainingSchema = z
     weight_decay: z.number().min(0).default(0),
     max_grad_norm: z.number().positive().nullable().default(1.0),
     /** none | selective | full (what backward keeps vs recomputes; true/false of older configs mean full/none). */
-    grad_checkpointing: z.preprocess((v) => (v === true ? 'full' : v === false ? 'none' : v), z.enum(CHECKPOINTING).default('none')),
+    grad_checkpointing: z.preprocess(
+      (v) => (v === true ? 'full' : v === false ? 'none' : v),
+      z.enum(CHECKPOINTING).default('none'),
+    ),
     /**
      * fp32 | fp16-mixed (GEMM operands f16 with f32 accumulation, activations saved in f16, LoRA
      * weights/grads/AdamW state f32, dynamic loss scaling) | auto (fp16-mixed where the adapter has
@@ -209,13 +212,29 @@ const loggingSchema = z.strictObject({
 });
 
 /** Metric groups an eval suite may ask for (src/pipeline/eval/metrics.ts) plus the embedding ones. */
-export const EVAL_METRIC_NAMES = ['rouge', 'bleu', 'chrf', 'exact', 'numeric', 'sentiment', 'terms', 'label', 'embedding', 'bertscore', 'perplexity'] as const;
+export const EVAL_METRIC_NAMES = [
+  'rouge',
+  'bleu',
+  'chrf',
+  'exact',
+  'numeric',
+  'sentiment',
+  'terms',
+  'label',
+  'embedding',
+  'bertscore',
+  'perplexity',
+] as const;
 export const EVAL_TASKS = ['generation', 'classification', 'perplexity'] as const;
 
 /** One evaluation file of `finllm pipeline` (see src/pipeline/eval/generation.ts for the record formats). */
 const evalSuiteSchema = z.strictObject({
   /** Names the suite's results and report folder; default: the file name without extension. */
-  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only').nullable().default(null),
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only')
+    .nullable()
+    .default(null),
   file: z.string().min(1),
   task: z.enum(EVAL_TASKS).default('generation'),
   /** Metric groups; null: the defaults of the record kind (qa, summarization, sentiment, ...). */
@@ -268,7 +287,8 @@ export const configSchema = z
       ctx.addIssue({
         code: 'custom',
         path: ['model', 'quantize'],
-        message: 'training.method full trains every weight, and NF4-quantized weights cannot be trained: set model.quantize: none (or use training.method: lora for QLoRA)',
+        message:
+          'training.method full trains every weight, and NF4-quantized weights cannot be trained: set model.quantize: none (or use training.method: lora for QLoRA)',
       });
     }
     if (c.model.storage !== 'f32') {
@@ -434,7 +454,13 @@ function expectedFor(issue: z.core.$ZodIssue): string {
   }
 }
 
-function issuesToError(issues: z.core.$ZodIssue[], merged: Json, prov: Provenance, file: string | null, noFileHint = false): InputError {
+function issuesToError(
+  issues: z.core.$ZodIssue[],
+  merged: Json,
+  prov: Provenance,
+  file: string | null,
+  noFileHint = false,
+): InputError {
   const lines: string[] = [];
   // The file is named unless every problem is in a value given with --set (then the file is not at fault).
   let fromFile = false;
@@ -459,29 +485,38 @@ function issuesToError(issues: z.core.$ZodIssue[], merged: Json, prov: Provenanc
     const from = prov.get(key)?.origin;
     if (!from?.startsWith('--set ')) fromFile = true;
     // YAML's .inf / .nan and numbers past the double range (1e400) are numbers, but not finite ones.
-    const expected = typeof value === 'number' && !Number.isFinite(value) ? 'expected a finite number' : expectedFor(issue);
+    const expected =
+      typeof value === 'number' && !Number.isFinite(value) ? 'expected a finite number' : expectedFor(issue);
     const what = issue.code === 'custom' ? issue.message : `got ${describe(value)}, ${expected}`;
-    lines.push(`key '${key}'${from ? ` (from ${from})` : ''}: ${value === undefined && issue.code === 'invalid_type' ? `missing, ${expectedFor(issue)}` : what}`);
+    lines.push(
+      `key '${key}'${from ? ` (from ${from})` : ''}: ${value === undefined && issue.code === 'invalid_type' ? `missing, ${expectedFor(issue)}` : what}`,
+    );
   }
   let head = lines.length === 1 ? lines[0]! : `${lines.length} problems in the configuration:\n  ${lines.join('\n  ')}`;
-  if (noFileHint) head += `\n(no config file was given and ${DEFAULT_CONFIG_FILE} does not exist here: pass --config FILE)`;
+  if (noFileHint)
+    head += `\n(no config file was given and ${DEFAULT_CONFIG_FILE} does not exist here: pass --config FILE)`;
   return new InputError(head, file && fromFile ? { file } : {});
 }
 
 /** Parse the right-hand side of `--set key=value` as a YAML scalar/flow value. */
 function parseSet(raw: string): { path: string[]; value: Json } {
   const eq = raw.indexOf('=');
-  if (eq <= 0) throw new InputError(`--set ${JSON.stringify(raw)}: expected key.path=value (e.g. training.max_steps=10)`);
+  if (eq <= 0)
+    throw new InputError(`--set ${JSON.stringify(raw)}: expected key.path=value (e.g. training.max_steps=10)`);
   const key = raw.slice(0, eq).trim();
   const path = key.split('.');
   if (path.some((p) => p === '' || !/^[A-Za-z0-9_-]+$/.test(p))) {
-    throw new InputError(`--set ${JSON.stringify(raw)}: key path ${JSON.stringify(key)} must be dot-separated names like training.lr`);
+    throw new InputError(
+      `--set ${JSON.stringify(raw)}: key path ${JSON.stringify(key)} must be dot-separated names like training.lr`,
+    );
   }
   let value: Json;
   try {
     value = YAML.parse(raw.slice(eq + 1)) as Json;
   } catch (e) {
-    throw new InputError(`--set ${JSON.stringify(raw)}: value is not valid YAML (${(e as Error).message.split('\n')[0]})`);
+    throw new InputError(
+      `--set ${JSON.stringify(raw)}: value is not valid YAML (${(e as Error).message.split('\n')[0]})`,
+    );
   }
   return { path, value: value === undefined ? null : value };
 }
@@ -513,7 +548,11 @@ function readYaml(file: string): Obj {
     throw new InputError(`invalid YAML: ${(e as Error).message}`, { file });
   }
   if (value === null || value === undefined) return {};
-  if (!isObj(value)) throw new InputError(`expected a mapping of sections (model, lora, data, ...) at the top level, got ${describe(value)}`, { file });
+  if (!isObj(value))
+    throw new InputError(
+      `expected a mapping of sections (model, lora, data, ...) at the top level, got ${describe(value)}`,
+      { file },
+    );
   return value;
 }
 
@@ -538,7 +577,10 @@ export function loadConfig(opts: LoadConfigOptions = {}): ResolvedConfig {
 
   const envName = opts.env ?? (process.env.FINLLM_ENV ? process.env.FINLLM_ENV : undefined);
   if (environments !== undefined && !isObj(environments)) {
-    throw new InputError(`key 'environments': got ${describe(environments)}, expected a mapping of profile name → partial config`, file ? { file } : {});
+    throw new InputError(
+      `key 'environments': got ${describe(environments)}, expected a mapping of profile name → partial config`,
+      file ? { file } : {},
+    );
   }
   if (envName !== undefined && envName !== '') {
     const envs = (environments ?? {}) as Obj;
@@ -555,9 +597,16 @@ export function loadConfig(opts: LoadConfigOptions = {}): ResolvedConfig {
     }
     const overlay = envs[envName] ?? {};
     if (!isObj(overlay)) {
-      throw new InputError(`key 'environments.${envName}': got ${describe(overlay)}, expected a mapping of partial sections`, file ? { file } : {});
+      throw new InputError(
+        `key 'environments.${envName}': got ${describe(overlay)}, expected a mapping of partial sections`,
+        file ? { file } : {},
+      );
     }
-    if ('environments' in overlay) throw new InputError(`key 'environments.${envName}.environments': environments cannot be nested`, file ? { file } : {});
+    if ('environments' in overlay)
+      throw new InputError(
+        `key 'environments.${envName}.environments': environments cannot be nested`,
+        file ? { file } : {},
+      );
     recordProvenance(overlay, [], prov, `environment '${envName}' in ${fileLabel}`, fileDir);
     merged = deepMerge(merged, overlay);
   }
@@ -575,7 +624,8 @@ export function loadConfig(opts: LoadConfigOptions = {}): ResolvedConfig {
 
   // A validation file belongs to the training file it was written for: when data.train comes from
   // a later layer (an environment or --set) than data.val, the file's data.val is not used.
-  const layer = (origin: string | undefined) => (origin === undefined ? -1 : origin.startsWith('--set') ? 2 : origin.startsWith('environment') ? 1 : 0);
+  const layer = (origin: string | undefined) =>
+    origin === undefined ? -1 : origin.startsWith('--set') ? 2 : origin.startsWith('environment') ? 1 : 0;
   const trainOrigin = prov.get('data.train')?.origin;
   const valOrigin = prov.get('data.val')?.origin;
   if (cfg.data.val !== null && layer(trainOrigin) > layer(valOrigin)) {
@@ -588,7 +638,8 @@ export function loadConfig(opts: LoadConfigOptions = {}): ResolvedConfig {
   }
 
   // Resolve paths relative to the folder of whoever set them.
-  const resolvePath = (key: string, p: string): string => (isAbsolute(p) ? p : resolve(prov.get(key)?.baseDir ?? fileDir, p));
+  const resolvePath = (key: string, p: string): string =>
+    isAbsolute(p) ? p : resolve(prov.get(key)?.baseDir ?? fileDir, p);
   cfg.model.path = modelPathOrHubId(cfg.model.path, resolvePath('model.path', cfg.model.path));
   cfg.data.train = resolvePath('data.train', cfg.data.train);
   if (cfg.data.val !== null) cfg.data.val = resolvePath('data.val', cfg.data.val);

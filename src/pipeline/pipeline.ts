@@ -26,21 +26,21 @@ import { createReadStream, existsSync } from 'node:fs';
 import { cp, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, extname, join, relative } from 'node:path';
 import { InputError, Interrupted, RuntimeFailure } from '../errors.js';
+import { ensureFolder, writeFileAtomic } from '../io/atomic.js';
+import { loadLlamaConfig } from '../llama/config.js';
 import { exportMerged } from '../llama/merge.js';
 import type { LoadModelOptions } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
-import { withLocalModel, type EvalConfig, type EvalSuiteConfig, type ResolvedConfig } from './config.js';
+import { type EvalConfig, type EvalSuiteConfig, type ResolvedConfig, withLocalModel } from './config.js';
 import { formatReport, prepareData, saveReport } from './data/index.js';
-import { compareResults, type Comparison } from './eval/compare.js';
-import { ensureFolder, writeFileAtomic } from '../io/atomic.js';
+import { type Comparison, compareResults } from './eval/compare.js';
 import type { EvalMetric } from './eval/generation.js';
-import { evaluate, type EvalSuite } from './eval/run.js';
 import { REPORT_FORMAT, writeReport } from './eval/report.js';
-import { verdictLine } from './eval/verdict.js';
 import { readResults, readTrainingLog } from './eval/results.js';
-import { runTraining } from './train/trainer.js';
+import { type EvalSuite, evaluate } from './eval/run.js';
+import { verdictLine } from './eval/verdict.js';
 import { checkSeqLenFitsModel } from './train/checks.js';
-import { loadLlamaConfig } from '../llama/config.js';
+import { runTraining } from './train/trainer.js';
 
 export const STAGES = ['data', 'baseline_eval', 'train', 'finetuned_eval', 'compare', 'export'] as const;
 export type StageName = (typeof STAGES)[number];
@@ -128,7 +128,10 @@ export async function fileFingerprint(path: string): Promise<string> {
   }
   if (s.isDirectory()) {
     // A model or adapter folder: its regular files, not recursing (HF folders are flat).
-    const names = (await readdir(path, { withFileTypes: true })).filter((d) => d.isFile()).map((d) => d.name).sort();
+    const names = (await readdir(path, { withFileTypes: true }))
+      .filter((d) => d.isFile())
+      .map((d) => d.name)
+      .sort();
     const parts: string[] = [];
     for (const n of names) parts.push(`${n}:${await fileFingerprint(join(path, n))}`);
     return sha256(parts.join('\n'));
@@ -142,7 +145,12 @@ export async function fileFingerprint(path: string): Promise<string> {
 const valueFingerprint = (v: unknown) => sha256(JSON.stringify(v ?? null));
 
 function combine(inputs: Record<string, string>): string {
-  return sha256(Object.keys(inputs).sort().map((k) => `${k}=${inputs[k]}`).join('\n'));
+  return sha256(
+    Object.keys(inputs)
+      .sort()
+      .map((k) => `${k}=${inputs[k]}`)
+      .join('\n'),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -155,11 +163,16 @@ export async function readPipelineState(runDir: string): Promise<PipelineState> 
   try {
     parsed = JSON.parse(await readFile(file, 'utf8'));
   } catch (err) {
-    throw new InputError(`pipeline state is not valid JSON (${(err as Error).message}); delete it to start over`, { file });
+    throw new InputError(`pipeline state is not valid JSON (${(err as Error).message}); delete it to start over`, {
+      file,
+    });
   }
   const st = parsed as Partial<PipelineState>;
   if (st.format !== PIPELINE_STATE_FORMAT || typeof st.stages !== 'object' || st.stages === null) {
-    throw new InputError(`expected a ${PIPELINE_STATE_FORMAT} file, got ${JSON.stringify(st.format)}; delete it to start over`, { file });
+    throw new InputError(
+      `expected a ${PIPELINE_STATE_FORMAT} file, got ${JSON.stringify(st.format)}; delete it to start over`,
+      { file },
+    );
   }
   return st as PipelineState;
 }
@@ -181,17 +194,29 @@ export function evalSuites(ev: EvalConfig): Suite[] {
   const seen = new Set<string>();
   return ev.suites.map((s, i) => {
     const name = s.name ?? basename(s.file, extname(s.file));
-    if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new InputError(`suite name ${JSON.stringify(name)} (from its file name) may hold letters, digits, _ . - only; set eval.suites[${i}].name`, { key: `eval.suites.${i}.name` });
-    if (seen.has(name)) throw new InputError(`two eval suites are named ${JSON.stringify(name)}; set eval.suites[${i}].name`, { key: `eval.suites.${i}.name` });
+    if (!/^[A-Za-z0-9_.-]+$/.test(name))
+      throw new InputError(
+        `suite name ${JSON.stringify(name)} (from its file name) may hold letters, digits, _ . - only; set eval.suites[${i}].name`,
+        { key: `eval.suites.${i}.name` },
+      );
+    if (seen.has(name))
+      throw new InputError(`two eval suites are named ${JSON.stringify(name)}; set eval.suites[${i}].name`, {
+        key: `eval.suites.${i}.name`,
+      });
     seen.add(name);
     return { name, cfg: s };
   });
 }
 
-const resultsFile = (dir: string, suite: Suite) => join(dir, suite.cfg.task === 'perplexity' ? `${suite.name}.perplexity.json` : `${suite.name}.results.json`);
+const resultsFile = (dir: string, suite: Suite) =>
+  join(dir, suite.cfg.task === 'perplexity' ? `${suite.name}.perplexity.json` : `${suite.name}.results.json`);
 
 function loadOptions(cfg: ResolvedConfig, adapter?: string): LoadModelOptions {
-  return { storage: cfg.model.storage, ...(cfg.model.quantize === 'nf4' ? { quantize: 'nf4' as const } : {}), ...(adapter ? { adapter } : {}) };
+  return {
+    storage: cfg.model.storage,
+    ...(cfg.model.quantize === 'nf4' ? { quantize: 'nf4' as const } : {}),
+    ...(adapter ? { adapter } : {}),
+  };
 }
 
 /** What an evaluation stage evaluates: the base model, base + adapter, or a fully trained model folder. */
@@ -201,7 +226,14 @@ interface EvaluatedModel {
 }
 
 /** One evaluation stage: every suite with the base model (+ adapter) or the trained model (eval/run.ts). Returns the written files. */
-async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string, label: string, evaluated: EvaluatedModel, quiet: boolean): Promise<string[]> {
+async function runEvalStage(
+  cfg: ResolvedConfig,
+  ev: EvalConfig,
+  outDir: string,
+  label: string,
+  evaluated: EvaluatedModel,
+  quiet: boolean,
+): Promise<string[]> {
   const { adapter } = evaluated;
   const suites: EvalSuite[] = evalSuites(ev).map((suite) => ({
     file: suite.cfg.file,
@@ -209,7 +241,9 @@ async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string,
     name: suite.name,
     limit: suite.cfg.limit ?? ev.limit,
     // Perplexity suites are {"text"} records whatever the training data's columns.
-    ...(suite.cfg.task === 'perplexity' ? { textColumn: 'text' } : { metrics: suite.cfg.metrics as EvalMetric[] | null, addEmbeddingMetrics: ev.embeddings }),
+    ...(suite.cfg.task === 'perplexity'
+      ? { textColumn: 'text' }
+      : { metrics: suite.cfg.metrics as EvalMetric[] | null, addEmbeddingMetrics: ev.embeddings }),
     out: resultsFile(outDir, suite),
     label: `${label} ${suite.name}`,
   }));
@@ -223,7 +257,11 @@ async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string,
     data: {
       columns: cfg.data.columns,
       template: cfg.data.template,
-      preprocess: { unicode: cfg.data.preprocess.unicode, whitespace: cfg.data.preprocess.whitespace, speakerTurns: cfg.data.preprocess.speaker_turns },
+      preprocess: {
+        unicode: cfg.data.preprocess.unicode,
+        whitespace: cfg.data.preprocess.whitespace,
+        speakerTurns: cfg.data.preprocess.speaker_turns,
+      },
     },
     maxNewTokens: ev.max_new_tokens,
     sampling: {
@@ -241,11 +279,21 @@ async function runEvalStage(cfg: ResolvedConfig, ev: EvalConfig, outDir: string,
 
 function metricsLine(c: Comparison): string {
   return c.metrics
-    .map((m) => (m.n === 0 ? `${m.metric} n/a (no example has a value)` : `${m.metric} ${m.baseMean.toFixed(4)} → ${m.candidateMean.toFixed(4)} (${m.role}, ${m.verdict})`))
+    .map((m) =>
+      m.n === 0
+        ? `${m.metric} n/a (no example has a value)`
+        : `${m.metric} ${m.baseMean.toFixed(4)} → ${m.candidateMean.toFixed(4)} (${m.role}, ${m.verdict})`,
+    )
     .join('; ');
 }
 
-async function runCompareStage(ev: EvalConfig, baseDir: string, candDir: string, trainDir: string, outDir: string): Promise<{ written: string[]; reports: SuiteReport[] }> {
+async function runCompareStage(
+  ev: EvalConfig,
+  baseDir: string,
+  candDir: string,
+  trainDir: string,
+  outDir: string,
+): Promise<{ written: string[]; reports: SuiteReport[] }> {
   const suites = evalSuites(ev);
   const logFile = join(trainDir, 'metrics.jsonl');
   const trainingLog = existsSync(logFile) ? await readTrainingLog(logFile) : undefined;
@@ -258,11 +306,23 @@ async function runCompareStage(ev: EvalConfig, baseDir: string, candDir: string,
     if (suite.cfg.task === 'perplexity') {
       const b = JSON.parse(await readFile(baseFile, 'utf8')) as { perplexity: number; loss: number };
       const c = JSON.parse(await readFile(candFile, 'utf8')) as { perplexity: number; loss: number };
-      summary.push({ suite: suite.name, task: 'perplexity', base: { loss: b.loss, perplexity: b.perplexity }, candidate: { loss: c.loss, perplexity: c.perplexity } });
-      md.push(`- **${suite.name}** (perplexity, lower is better): base ${b.perplexity.toFixed(3)} → fine-tuned ${c.perplexity.toFixed(3)}`);
+      summary.push({
+        suite: suite.name,
+        task: 'perplexity',
+        base: { loss: b.loss, perplexity: b.perplexity },
+        candidate: { loss: c.loss, perplexity: c.perplexity },
+      });
+      md.push(
+        `- **${suite.name}** (perplexity, lower is better): base ${b.perplexity.toFixed(3)} → fine-tuned ${c.perplexity.toFixed(3)}`,
+      );
       continue;
     }
-    const cmp = compareResults(await readResults(baseFile), await readResults(candFile), { alpha: ev.alpha, resamples: ev.resamples, baseFile, candidateFile: candFile });
+    const cmp = compareResults(await readResults(baseFile), await readResults(candFile), {
+      alpha: ev.alpha,
+      resamples: ev.resamples,
+      baseFile,
+      candidateFile: candFile,
+    });
     if (trainingLog) cmp.trainingLog = trainingLog;
     const dir = join(outDir, suite.name);
     const paths = await writeReport(dir, cmp);
@@ -276,9 +336,20 @@ async function runCompareStage(ev: EvalConfig, baseDir: string, candDir: string,
       verdict: cmp.suite.verdict,
       verdict_line: line,
       primary: cmp.suite.primary,
-      metrics: cmp.metrics.map((m) => ({ metric: m.metric, role: m.role, base: m.baseMean, candidate: m.candidateMean, diff: m.meanDiff, p_holm: m.pHolm, p_better: m.pBetter, verdict: m.verdict })),
+      metrics: cmp.metrics.map((m) => ({
+        metric: m.metric,
+        role: m.role,
+        base: m.baseMean,
+        candidate: m.candidateMean,
+        diff: m.meanDiff,
+        p_holm: m.pHolm,
+        p_better: m.pBetter,
+        verdict: m.verdict,
+      })),
     });
-    md.push(`- **${suite.name}** (${suite.cfg.task}, ${cmp.nExamples} examples, [report](${relative(outDir, paths.html)})): **${cmp.suite.verdict}** — ${cmp.suite.reasons.join('; ')}. Metrics: ${metricsLine(cmp) || 'no metric to compare'}`);
+    md.push(
+      `- **${suite.name}** (${suite.cfg.task}, ${cmp.nExamples} examples, [report](${relative(outDir, paths.html)})): **${cmp.suite.verdict}** — ${cmp.suite.reasons.join('; ')}. Metrics: ${metricsLine(cmp) || 'no metric to compare'}`,
+    );
   }
   const summaryJson = join(outDir, 'summary.json');
   const summaryMd = join(outDir, 'summary.md');
@@ -312,7 +383,8 @@ export async function runPipeline(configured: ResolvedConfig, opts: PipelineOpti
   if (ev) {
     // Names and files checked before any work: a typo should not cost a data stage first.
     for (const [i, s] of evalSuites(ev).entries()) {
-      if (!existsSync(s.cfg.file)) throw new InputError(`eval file not found: ${s.cfg.file}`, { key: `eval.suites.${i}.file` });
+      if (!existsSync(s.cfg.file))
+        throw new InputError(`eval file not found: ${s.cfg.file}`, { key: `eval.suites.${i}.file` });
     }
   }
   await ensureFolder(stagesDir);
@@ -322,13 +394,22 @@ export async function runPipeline(configured: ResolvedConfig, opts: PipelineOpti
 
   // Shared input fingerprints.
   const modelFp = await fileFingerprint(cfg.model.path);
-  const dataFiles = async () => ({ 'data.train': await fileFingerprint(cfg.data.train), ...(cfg.data.val ? { 'data.val': await fileFingerprint(cfg.data.val) } : {}) });
+  const dataFiles = async () => ({
+    'data.train': await fileFingerprint(cfg.data.train),
+    ...(cfg.data.val ? { 'data.val': await fileFingerprint(cfg.data.val) } : {}),
+  });
   const evalInputs = async (): Promise<Record<string, string> | null> => {
     if (!ev) return null;
     const { alpha: _a, resamples: _r, ...generation } = ev;
     const files: Record<string, string> = {};
     for (const s of evalSuites(ev)) files[`eval.${s.name}`] = await fileFingerprint(s.cfg.file);
-    return { model: modelFp, 'config.model': valueFingerprint(cfg.model), 'config.eval': valueFingerprint(generation), 'config.data.preprocess': valueFingerprint(cfg.data.preprocess), ...files };
+    return {
+      model: modelFp,
+      'config.model': valueFingerprint(cfg.model),
+      'config.eval': valueFingerprint(generation),
+      'config.data.preprocess': valueFingerprint(cfg.data.preprocess),
+      ...files,
+    };
   };
   const trainDir = dirOf('train');
   const full = cfg.training.method === 'full';
@@ -338,14 +419,20 @@ export async function runPipeline(configured: ResolvedConfig, opts: PipelineOpti
   const specs: StageSpec[] = [
     {
       name: 'data',
-      inputs: async () => ({ model: modelFp, 'config.data': valueFingerprint(cfg.data), 'config.training.seed': valueFingerprint(cfg.training.seed), ...(await dataFiles()) }),
+      inputs: async () => ({
+        model: modelFp,
+        'config.data': valueFingerprint(cfg.data),
+        'config.training.seed': valueFingerprint(cfg.training.seed),
+        ...(await dataFiles()),
+      }),
       run: async (dir) => {
         checkSeqLenFitsModel(cfg, await loadLlamaConfig(cfg.model.path));
         const tokenizer = await LlamaTokenizer.load(cfg.model.path);
         const prepared = await prepareData(cfg, tokenizer);
         saveReport(prepared.report, join(dir, 'data-report.json'));
         await writeFileAtomic(join(dir, 'data-report.txt'), formatReport(prepared.report) + '\n');
-        if (prepared.train.length === 0) throw new InputError('the data stage left no training examples', { file: cfg.data.train });
+        if (prepared.train.length === 0)
+          throw new InputError('the data stage left no training examples', { file: cfg.data.train });
         return [join(dir, 'data-report.json'), join(dir, 'data-report.txt')];
       },
     },
@@ -368,7 +455,11 @@ export async function runPipeline(configured: ResolvedConfig, opts: PipelineOpti
         // The merged export is the export stage's job; the trainer writes only the adapter.
         const trainCfg: ResolvedConfig = { ...cfg, output: { ...cfg.output, dir, export_merged: false } };
         const r = await runTraining(trainCfg, { resume: true, quiet });
-        if (r.interrupted) throw new Interrupted(r.signal ?? 'SIGINT', 'training was interrupted (its checkpoint is kept): re-run the pipeline to resume');
+        if (r.interrupted)
+          throw new Interrupted(
+            r.signal ?? 'SIGINT',
+            'training was interrupted (its checkpoint is kept): re-run the pipeline to resume',
+          );
         return [r.adapterDir ?? r.modelDir!, join(dir, 'metrics.jsonl')].filter((p) => existsSync(p));
       },
     },
@@ -378,12 +469,21 @@ export async function runPipeline(configured: ResolvedConfig, opts: PipelineOpti
         const base = await evalInputs();
         return base ? { ...base, train: fp.train! } : null;
       },
-      run: (dir) => runEvalStage(cfg, ev!, dir, 'fine-tuned', full ? { model: trainedModelDir } : { adapter: adapterDir }, quiet),
+      run: (dir) =>
+        runEvalStage(cfg, ev!, dir, 'fine-tuned', full ? { model: trainedModelDir } : { adapter: adapterDir }, quiet),
     },
     {
       name: 'compare',
       inputs: async () =>
-        ev ? { baseline_eval: fp.baseline_eval!, finetuned_eval: fp.finetuned_eval!, train: fp.train!, 'config.eval.stats': valueFingerprint({ alpha: ev.alpha, resamples: ev.resamples }), report: valueFingerprint(REPORT_FORMAT) } : null,
+        ev
+          ? {
+              baseline_eval: fp.baseline_eval!,
+              finetuned_eval: fp.finetuned_eval!,
+              train: fp.train!,
+              'config.eval.stats': valueFingerprint({ alpha: ev.alpha, resamples: ev.resamples }),
+              report: valueFingerprint(REPORT_FORMAT),
+            }
+          : null,
       run: async (dir) => {
         const r = await runCompareStage(ev!, dirOf('baseline_eval'), dirOf('finetuned_eval'), trainDir, dir);
         reports.push(...r.reports);
@@ -392,7 +492,11 @@ export async function runPipeline(configured: ResolvedConfig, opts: PipelineOpti
     },
     {
       name: 'export',
-      inputs: async () => ({ train: fp.train!, model: modelFp, 'config.output.export_merged': valueFingerprint(cfg.output.export_merged) }),
+      inputs: async () => ({
+        train: fp.train!,
+        model: modelFp,
+        'config.output.export_merged': valueFingerprint(cfg.output.export_merged),
+      }),
       run: async (dir) => {
         if (full) {
           // The fully trained model is already a complete HF checkpoint: nothing to merge.
@@ -419,7 +523,14 @@ export async function runPipeline(configured: ResolvedConfig, opts: PipelineOpti
     const prev = state.stages[spec.name];
     if (inputs === null) {
       fp[spec.name] = 'skipped';
-      state.stages[spec.name] = { status: 'skipped', fingerprint: 'skipped', inputs: {}, outputs: [], started_at: new Date().toISOString(), note: 'no eval section in the config' };
+      state.stages[spec.name] = {
+        status: 'skipped',
+        fingerprint: 'skipped',
+        inputs: {},
+        outputs: [],
+        started_at: new Date().toISOString(),
+        note: 'no eval section in the config',
+      };
       await saveState(runDir, state);
       outcomes.push({ name: spec.name, outcome: 'skipped (no eval section)', seconds: 0 });
       log(`[pipeline] ${spec.name}: skipped (no eval section in the config)`);
@@ -435,11 +546,18 @@ export async function runPipeline(configured: ResolvedConfig, opts: PipelineOpti
       continue;
     }
     // Start clean, except a resumable stage re-run on the same inputs (training picks up its checkpoints).
-    const keep = spec.resumable && !forced && prev !== undefined && prev.fingerprint === fingerprint && prev.status !== 'done';
+    const keep =
+      spec.resumable && !forced && prev !== undefined && prev.fingerprint === fingerprint && prev.status !== 'done';
     if (!keep) await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
     const started = Date.now();
-    const record: StageRecord = { status: 'running', fingerprint, inputs, outputs: [], started_at: new Date(started).toISOString() };
+    const record: StageRecord = {
+      status: 'running',
+      fingerprint,
+      inputs,
+      outputs: [],
+      started_at: new Date(started).toISOString(),
+    };
     state.stages[spec.name] = record;
     // Later stages' records describe outputs of the old inputs: they re-run through their fingerprints.
     await saveState(runDir, state);
@@ -485,16 +603,29 @@ async function existingReports(ev: EvalConfig, dir: string): Promise<SuiteReport
     } catch {
       // No readable report.json: nothing to print for this suite.
     }
-    out.push({ suite: s.name, dir: join(dir, s.name), html: join(dir, s.name, 'report.html'), markdown: join(dir, s.name, 'summary.md'), json, verdict });
+    out.push({
+      suite: s.name,
+      dir: join(dir, s.name),
+      html: join(dir, s.name, 'report.html'),
+      markdown: join(dir, s.name, 'summary.md'),
+      json,
+      verdict,
+    });
   }
   return out;
 }
 
 function stageFailure(stage: StageName, err: unknown, runDir: string, done: PipelineResult['stages']): Error {
   const msg = err instanceof Error ? err.message : String(err);
-  const kept = done.length ? `the completed stages (${done.map((d) => d.name).join(', ')}) are kept in ${runDir}; ` : '';
+  const kept = done.length
+    ? `the completed stages (${done.map((d) => d.name).join(', ')}) are kept in ${runDir}; `
+    : '';
   const text = `pipeline stage '${stage}' failed: ${msg}\n  ${kept}fix the problem and re-run to continue from '${stage}'`;
   // Bad input stays an InputError (exit code 1), an interruption an Interrupted (130); anything else is a runtime failure of the stage.
-  if (err instanceof Interrupted) return new Interrupted(err.signal, `pipeline stage '${stage}' interrupted: ${msg}\n  ${kept}re-run to continue from '${stage}'`);
+  if (err instanceof Interrupted)
+    return new Interrupted(
+      err.signal,
+      `pipeline stage '${stage}' interrupted: ${msg}\n  ${kept}re-run to continue from '${stage}'`,
+    );
   return err instanceof InputError ? new InputError(text) : new PipelineStageError(stage, text, { cause: err });
 }

@@ -5,7 +5,15 @@ import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InputError } from '../errors.js';
-import { loadConfig, DEFAULT_COLUMNS, DEFAULT_CONFIG_FILE, RESOLVED_CONFIG_NAME, type ColumnMapping, type ResolvedConfig, type TemplateName } from './config.js';
+import {
+  type ColumnMapping,
+  DEFAULT_COLUMNS,
+  DEFAULT_CONFIG_FILE,
+  loadConfig,
+  RESOLVED_CONFIG_NAME,
+  type ResolvedConfig,
+  type TemplateName,
+} from './config.js';
 import { DEFAULT_PREPROCESS, type PreprocessOptions } from './data/preprocess.js';
 
 /** The folder finllm is installed in (dist/src/pipeline/run-config.js → package root). */
@@ -44,7 +52,11 @@ export function loadRunConfig(opts: RunConfigOptions): ResolvedConfig {
 function findRunConfig(run: string | undefined, dirs: readonly (string | undefined)[]): string | null {
   if (run !== undefined) {
     const file = join(run, RESOLVED_CONFIG_NAME);
-    if (!existsSync(file)) throw new InputError(`no ${RESOLVED_CONFIG_NAME} in the run folder (expected the output.dir of a finllm train or pipeline run)`, { file: run, flag: 'run' });
+    if (!existsSync(file))
+      throw new InputError(
+        `no ${RESOLVED_CONFIG_NAME} in the run folder (expected the output.dir of a finllm train or pipeline run)`,
+        { file: run, flag: 'run' },
+      );
     return file;
   }
   for (const d of dirs) {
@@ -56,14 +68,21 @@ function findRunConfig(run: string | undefined, dirs: readonly (string | undefin
 }
 
 /** The data settings a model was trained with: those of the run folder `run`, else of one beside `dirs`, else the defaults (`from` null). */
-export function runDataSettings(run: string | undefined, dirs: readonly (string | undefined)[]): { columns: ColumnMapping; template: TemplateName; preprocess: PreprocessOptions; from: string | null } {
+export function runDataSettings(
+  run: string | undefined,
+  dirs: readonly (string | undefined)[],
+): { columns: ColumnMapping; template: TemplateName; preprocess: PreprocessOptions; from: string | null } {
   const from = findRunConfig(run, dirs);
   if (from === null) return { columns: { ...DEFAULT_COLUMNS }, template: 'auto', preprocess: DEFAULT_PREPROCESS, from };
   const cfg = loadConfig({ file: from, env: '' });
   return {
     columns: { ...cfg.data.columns },
     template: cfg.data.template,
-    preprocess: { unicode: cfg.data.preprocess.unicode, whitespace: cfg.data.preprocess.whitespace, speakerTurns: cfg.data.preprocess.speaker_turns },
+    preprocess: {
+      unicode: cfg.data.preprocess.unicode,
+      whitespace: cfg.data.preprocess.whitespace,
+      speakerTurns: cfg.data.preprocess.speaker_turns,
+    },
     from,
   };
 }

@@ -34,15 +34,25 @@ export async function runServer(o: RunServerOptions): Promise<void> {
     url = await server.listen();
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE' || code === 'EACCES') throw new InputError(`cannot listen on ${host}:${port} (${code})`, { flag: 'port' });
+    if (code === 'EADDRINUSE' || code === 'EACCES')
+      throw new InputError(`cannot listen on ${host}:${port} (${code})`, { flag: 'port' });
     // Not an address of this machine, or a name that does not resolve.
-    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME' || code === 'EAI_FAIL') {
-      throw new InputError(`cannot listen on ${host}:${port} (${code}): not an address of this machine`, { flag: 'host' });
+    if (
+      code === 'EADDRNOTAVAIL' ||
+      code === 'ENOTFOUND' ||
+      code === 'EAI_AGAIN' ||
+      code === 'EAI_NONAME' ||
+      code === 'EAI_FAIL'
+    ) {
+      throw new InputError(`cannot listen on ${host}:${port} (${code}): not an address of this machine`, {
+        flag: 'host',
+      });
     }
     throw err;
   }
   say(`finllm serve: listening on ${url} (loading ${dir}; requests get 503 until it is ready)`);
-  if (!o.server.apiKey && !['127.0.0.1', 'localhost', '::1'].includes(host)) say(`finllm serve: warning: listening on ${host} without --api-key: anyone who can reach it can use it`);
+  if (!o.server.apiKey && !['127.0.0.1', 'localhost', '::1'].includes(host))
+    say(`finllm serve: warning: listening on ${host} without --api-key: anyone who can reach it can use it`);
 
   let stopping: Promise<void> | null = null;
   let stopRequested: (() => void) | null = null;
@@ -73,8 +83,16 @@ export async function runServer(o: RunServerOptions): Promise<void> {
     models = first.m;
     server.setReady(models);
     const kv = server.kvCache!;
-    const ids = server.router.ids().map((m) => (m.kind === 'route' ? `${m.id} (route: ${m.route!.arms.map((a) => `${a.model} ${a.weight}`).join(' / ')})` : m.id));
-    say(`finllm serve: ready: ${ids.join(', ')}; context ${models.contextLength} tokens, ${o.server.maxBatchSize ?? 8} decode slots per model, KV cache (${kv.dtype}) ${MiB(kv.bytesPerVariant)} per model in use`);
+    const ids = server.router
+      .ids()
+      .map((m) =>
+        m.kind === 'route'
+          ? `${m.id} (route: ${m.route!.arms.map((a) => `${a.model} ${a.weight}`).join(' / ')})`
+          : m.id,
+      );
+    say(
+      `finllm serve: ready: ${ids.join(', ')}; context ${models.contextLength} tokens, ${o.server.maxBatchSize ?? 8} decode slots per model, KV cache (${kv.dtype}) ${MiB(kv.bytesPerVariant)} per model in use`,
+    );
   } catch (err) {
     server.setFailed(err instanceof Error ? err.message : String(err));
     await server.shutdown(0);
@@ -83,7 +101,11 @@ export async function runServer(o: RunServerOptions): Promise<void> {
 
   await stopSignal;
   stopping = server.shutdown(drainTimeout * 1000).then(({ drained }) => {
-    say(drained ? 'finllm serve: drained; stopped' : `finllm serve: drain timeout (${drainTimeout} s): cancelled the remaining requests; stopped`);
+    say(
+      drained
+        ? 'finllm serve: drained; stopped'
+        : `finllm serve: drain timeout (${drainTimeout} s): cancelled the remaining requests; stopped`,
+    );
   });
   await stopping;
   disposeServingModels(models);

@@ -3,12 +3,12 @@
 // generation_config.json.
 import { basename, resolve } from 'node:path';
 import { InputError } from '../errors.js';
-import { generationEosIds, readGenerationConfig, type GenerationConfig } from '../llama/generate.js';
+import { hubIdOfSnapshot } from '../io/hub.js';
+import { checkAdapterBase } from '../llama/adapter-base.js';
+import { type GenerationConfig, generationEosIds, readGenerationConfig } from '../llama/generate.js';
 import { LlamaModel, type LoadModelOptions, type LoraLayers } from '../llama/model.js';
 import { readAdapter } from '../llama/peft.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
-import { checkAdapterBase } from '../llama/adapter-base.js';
-import { hubIdOfSnapshot } from '../io/hub.js';
 
 export interface ServeModelSpec {
   /** HF model folder. */
@@ -42,10 +42,14 @@ export function defaultModelId(modelDir: string): string {
 
 /** Loads everything; on failure nothing stays allocated. The engine must be initialized. */
 export async function loadServingModels(spec: ServeModelSpec): Promise<ServingModels> {
-  const tokenizer = await LlamaTokenizer.load(spec.modelDir, spec.chatTemplateFile ? { chatTemplateFile: spec.chatTemplateFile } : {});
+  const tokenizer = await LlamaTokenizer.load(
+    spec.modelDir,
+    spec.chatTemplateFile ? { chatTemplateFile: spec.chatTemplateFile } : {},
+  );
   const generation = await readGenerationConfig(spec.modelDir);
   const adapterData = [];
-  for (const a of spec.adapters ?? []) adapterData.push({ name: a.name, dir: a.dir, adapter: await readAdapter(a.dir) });
+  for (const a of spec.adapters ?? [])
+    adapterData.push({ name: a.name, dir: a.dir, adapter: await readAdapter(a.dir) });
   for (const a of adapterData) checkAdapterBase(a.adapter.config, a.dir, spec.modelDir);
   const model = await LlamaModel.load(spec.modelDir, spec.load ?? {});
   const adapters = new Map<string, LoraLayers>();
@@ -53,10 +57,20 @@ export async function loadServingModels(spec: ServeModelSpec): Promise<ServingMo
     const maxPos = model.config.maxPositionEmbeddings;
     const contextLength = spec.maxModelLen ?? Math.min(maxPos, DEFAULT_MAX_MODEL_LEN);
     if (!(Number.isInteger(contextLength) && contextLength >= 2 && contextLength <= maxPos)) {
-      throw new InputError(`expected an integer in [2, ${maxPos}] (the model's max_position_embeddings), got ${contextLength}`, { key: 'max-model-len' });
+      throw new InputError(
+        `expected an integer in [2, ${maxPos}] (the model's max_position_embeddings), got ${contextLength}`,
+        { key: 'max-model-len' },
+      );
     }
     for (const a of adapterData) adapters.set(a.name, model.createLoraState(a.adapter, a.dir));
-    return { model, tokenizer, adapters, generation, eosIds: generationEosIds(generation, model.config.eosTokenIds, tokenizer.eosId), contextLength };
+    return {
+      model,
+      tokenizer,
+      adapters,
+      generation,
+      eosIds: generationEosIds(generation, model.config.eosTokenIds, tokenizer.eosId),
+      contextLength,
+    };
   } catch (err) {
     for (const s of adapters.values()) s.dispose();
     model.dispose();

@@ -1,6 +1,6 @@
 // The server's Prometheus metrics (GET /metrics, text exposition format), on a registry of its own
 // so several servers in one process (tests) do not share counters.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { BatchScheduler } from './scheduler.js';
 
 export class ServeMetrics {
@@ -17,11 +17,36 @@ export class ServeMetrics {
 
   constructor() {
     const registers = [this.registry];
-    this.requests = new Counter({ name: 'finllm_requests_total', help: 'HTTP requests by endpoint, model and status code', labelNames: ['endpoint', 'model', 'status'], registers });
-    this.cancelled = new Counter({ name: 'finllm_requests_cancelled_total', help: 'Generation requests whose client went away before the end', labelNames: ['model'], registers });
-    this.promptTokens = new Counter({ name: 'finllm_prompt_tokens_total', help: 'Prompt tokens of admitted generation requests', labelNames: ['model'], registers });
-    this.generationTokens = new Counter({ name: 'finllm_generation_tokens_total', help: 'Tokens generated', labelNames: ['model'], registers });
-    this.routed = new Counter({ name: 'finllm_route_requests_total', help: 'Requests to an A/B route, by the arm chosen', labelNames: ['route', 'arm'], registers });
+    this.requests = new Counter({
+      name: 'finllm_requests_total',
+      help: 'HTTP requests by endpoint, model and status code',
+      labelNames: ['endpoint', 'model', 'status'],
+      registers,
+    });
+    this.cancelled = new Counter({
+      name: 'finllm_requests_cancelled_total',
+      help: 'Generation requests whose client went away before the end',
+      labelNames: ['model'],
+      registers,
+    });
+    this.promptTokens = new Counter({
+      name: 'finllm_prompt_tokens_total',
+      help: 'Prompt tokens of admitted generation requests',
+      labelNames: ['model'],
+      registers,
+    });
+    this.generationTokens = new Counter({
+      name: 'finllm_generation_tokens_total',
+      help: 'Tokens generated',
+      labelNames: ['model'],
+      registers,
+    });
+    this.routed = new Counter({
+      name: 'finllm_route_requests_total',
+      help: 'Requests to an A/B route, by the arm chosen',
+      labelNames: ['route', 'arm'],
+      registers,
+    });
     this.timeToFirstToken = new Histogram({
       name: 'finllm_time_to_first_token_seconds',
       help: 'From the request arriving to its first generated token (queueing and prefill included)',
@@ -44,12 +69,38 @@ export class ServeMetrics {
       registers,
     });
     const self = this;
-    new Gauge({ name: 'finllm_queue_depth', help: 'Requests waiting for a decode slot', registers, collect() { this.set(self.scheduler?.queueDepth ?? 0); } });
-    new Gauge({ name: 'finllm_running_requests', help: 'Requests holding a decode slot', registers, collect() { this.set(self.scheduler?.running ?? 0); } });
+    new Gauge({
+      name: 'finllm_queue_depth',
+      help: 'Requests waiting for a decode slot',
+      registers,
+      collect() {
+        this.set(self.scheduler?.queueDepth ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'finllm_running_requests',
+      help: 'Requests holding a decode slot',
+      registers,
+      collect() {
+        this.set(self.scheduler?.running ?? 0);
+      },
+    });
     const counter = (name: string, help: string, read: (s: BatchScheduler) => number) =>
-      new Counter({ name, help, registers, collect() { this.reset(); this.inc(self.scheduler ? read(self.scheduler) : 0); } });
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(self.scheduler ? read(self.scheduler) : 0);
+        },
+      });
     counter('finllm_decode_steps_total', 'Batched decode steps run', (s) => s.stats.decodeSteps);
-    counter('finllm_decode_rows_total', 'Sum over decode steps of the rows holding a request (mean batch occupancy = rows / steps)', (s) => s.stats.decodeRows);
+    counter(
+      'finllm_decode_rows_total',
+      'Sum over decode steps of the rows holding a request (mean batch occupancy = rows / steps)',
+      (s) => s.stats.decodeRows,
+    );
     counter('finllm_prefills_total', 'Prompt prefills run', (s) => s.stats.prefills);
     counter('finllm_kv_cache_compactions_total', 'KV-cache compactions', (s) => s.stats.compactions);
     collectDefaultMetrics({ register: this.registry, prefix: 'finllm_' });

@@ -38,19 +38,32 @@ const common = {
     .number()
     .min(0)
     .max(2)
-    .refine((t) => t === 0 || t >= MIN_TEMPERATURE, { error: `expected 0 (greedy) or a number in [${MIN_TEMPERATURE}, 2]: smaller ones underflow on the GPU` })
+    .refine((t) => t === 0 || t >= MIN_TEMPERATURE, {
+      error: `expected 0 (greedy) or a number in [${MIN_TEMPERATURE}, 2]: smaller ones underflow on the GPU`,
+    })
     .nullish(),
   top_p: z.number().gt(0).max(1).nullish(),
   /** Not OpenAI's (vLLM's extension): keep the k most likely tokens; 0 or -1 = off. */
   top_k: z.number().int().min(-1).nullish(),
   /** Not OpenAI's (vLLM's extension): transformers' repetition penalty over prompt + output. */
-  repetition_penalty: z.number().min(MIN_REPETITION_PENALTY, { error: `expected a number in [${MIN_REPETITION_PENALTY}, 10] (1 = off): smaller ones underflow on the GPU` }).max(10).nullish(),
+  repetition_penalty: z
+    .number()
+    .min(MIN_REPETITION_PENALTY, {
+      error: `expected a number in [${MIN_REPETITION_PENALTY}, 10] (1 = off): smaller ones underflow on the GPU`,
+    })
+    .max(10)
+    .nullish(),
   presence_penalty: z.number().min(-2).max(2).nullish(),
   frequency_penalty: z.number().min(-2).max(2).nullish(),
   logit_bias: z.record(z.string().regex(/^\d+$/, 'keys must be token ids'), z.number().min(-100).max(100)).nullish(),
   stop: z.union([z.string(), z.array(z.string()).max(4)]).nullish(),
   /** The sampler's seeds are u32: a larger seed would repeat a smaller one's draws. */
-  seed: z.number().int().min(0).max(MAX_SEED, { error: `expected an integer in [0, ${MAX_SEED}]` }).nullish(),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_SEED, { error: `expected an integer in [0, ${MAX_SEED}]` })
+    .nullish(),
   n: z.literal(1, { error: 'only n = 1 is supported' }).nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
@@ -59,7 +72,12 @@ const common = {
 
 export const completionRequest = z.object({
   ...common,
-  prompt: z.union([z.string(), z.array(z.string()).length(1, 'one prompt per request (batch prompts are not supported)'), z.array(nonNegInt).min(1), z.array(z.array(nonNegInt).min(1)).length(1, 'one prompt per request')]),
+  prompt: z.union([
+    z.string(),
+    z.array(z.string()).length(1, 'one prompt per request (batch prompts are not supported)'),
+    z.array(nonNegInt).min(1),
+    z.array(z.array(nonNegInt).min(1)).length(1, 'one prompt per request'),
+  ]),
   echo: z.literal(false, { error: 'echo is not supported' }).nullish(),
   logprobs: z.null({ error: 'logprobs are not supported' }).optional(),
   best_of: z.literal(1, { error: 'best_of > 1 is not supported' }).nullish(),
@@ -67,14 +85,19 @@ export const completionRequest = z.object({
 });
 export type CompletionRequest = z.infer<typeof completionRequest>;
 
-const textPart = z.object({ type: z.literal('text', { error: 'only text content parts are supported' }), text: z.string() });
+const textPart = z.object({
+  type: z.literal('text', { error: 'only text content parts are supported' }),
+  text: z.string(),
+});
 
 export const chatRequest = z.object({
   ...common,
   messages: z
     .array(
       z.object({
-        role: z.enum(['system', 'developer', 'user', 'assistant'], { error: 'role must be system, developer, user or assistant (tools are not supported)' }),
+        role: z.enum(['system', 'developer', 'user', 'assistant'], {
+          error: 'role must be system, developer, user or assistant (tools are not supported)',
+        }),
         content: z.union([z.string(), z.array(textPart), z.null()]),
         name: z.string().nullish(),
       }),
@@ -86,7 +109,9 @@ export const chatRequest = z.object({
   tools: z.array(z.unknown()).max(0, 'tools are not supported').nullish(),
   tool_choice: z.literal('none', { error: 'tools are not supported' }).nullish(),
   functions: z.array(z.unknown()).max(0, 'functions are not supported').nullish(),
-  response_format: z.object({ type: z.literal('text', { error: 'only response_format type "text" is supported' }) }).nullish(),
+  response_format: z
+    .object({ type: z.literal('text', { error: 'only response_format type "text" is supported' }) })
+    .nullish(),
 });
 export type ChatRequest = z.infer<typeof chatRequest>;
 
@@ -96,7 +121,13 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;
   const param = issue.path.map(String).join('.') || null;
-  throw new ApiError(400, param ? `${param}: ${issue.message}` : issue.message, 'invalid_request_error', 'invalid_value', param);
+  throw new ApiError(
+    400,
+    param ? `${param}: ${issue.message}` : issue.message,
+    'invalid_request_error',
+    'invalid_value',
+    param,
+  );
 }
 
 /** Chat message content as plain text (text parts joined by newlines). */

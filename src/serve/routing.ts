@@ -31,14 +31,18 @@ export interface RouteSpec {
 
 function checkName(name: string, flag: string, spec: string): void {
   if (!NAME.test(name)) {
-    throw new InputError(`${JSON.stringify(spec)}: the name ${JSON.stringify(name)} must start with a letter or digit and use only letters, digits and . _ : / -`, { key: flag });
+    throw new InputError(
+      `${JSON.stringify(spec)}: the name ${JSON.stringify(name)} must start with a letter or digit and use only letters, digits and . _ : / -`,
+      { key: flag },
+    );
   }
 }
 
 /** `NAME=DIR` of --adapter. */
 export function parseAdapterSpec(spec: string): { name: string; dir: string } {
   const eq = spec.indexOf('=');
-  if (eq <= 0 || eq === spec.length - 1) throw new InputError(`expected NAME=DIR, got ${JSON.stringify(spec)}`, { key: 'adapter' });
+  if (eq <= 0 || eq === spec.length - 1)
+    throw new InputError(`expected NAME=DIR, got ${JSON.stringify(spec)}`, { key: 'adapter' });
   const name = spec.slice(0, eq);
   checkName(name, 'adapter', spec);
   return { name, dir: spec.slice(eq + 1) };
@@ -47,25 +51,38 @@ export function parseAdapterSpec(spec: string): { name: string; dir: string } {
 /** `NAME=ARM:WEIGHT,ARM:WEIGHT,...` of --route. */
 export function parseRouteSpec(spec: string): RouteSpec {
   const eq = spec.indexOf('=');
-  if (eq <= 0) throw new InputError(`expected NAME=MODEL:WEIGHT,MODEL:WEIGHT, got ${JSON.stringify(spec)}`, { key: 'route' });
+  if (eq <= 0)
+    throw new InputError(`expected NAME=MODEL:WEIGHT,MODEL:WEIGHT, got ${JSON.stringify(spec)}`, { key: 'route' });
   const name = spec.slice(0, eq);
   checkName(name, 'route', spec);
-  const arms = spec.slice(eq + 1).split(',').map((part) => {
-    const colon = part.lastIndexOf(':');
-    const text = part.slice(colon + 1);
-    // Plain decimals only: Number() would also read 0x10, 1e308, Infinity and " 1 ".
-    const weight = DECIMAL.test(text) ? Number(text) : NaN;
-    if (colon <= 0 || !Number.isFinite(weight)) {
-      throw new InputError(`${JSON.stringify(spec)}: each arm is MODEL:WEIGHT with a weight >= 0 written as a decimal number (e.g. 50 or 0.5), got ${JSON.stringify(part)}`, { key: 'route' });
-    }
-    return { model: part.slice(0, colon), weight };
-  });
+  const arms = spec
+    .slice(eq + 1)
+    .split(',')
+    .map((part) => {
+      const colon = part.lastIndexOf(':');
+      const text = part.slice(colon + 1);
+      // Plain decimals only: Number() would also read 0x10, 1e308, Infinity and " 1 ".
+      const weight = DECIMAL.test(text) ? Number(text) : NaN;
+      if (colon <= 0 || !Number.isFinite(weight)) {
+        throw new InputError(
+          `${JSON.stringify(spec)}: each arm is MODEL:WEIGHT with a weight >= 0 written as a decimal number (e.g. 50 or 0.5), got ${JSON.stringify(part)}`,
+          { key: 'route' },
+        );
+      }
+      return { model: part.slice(0, colon), weight };
+    });
   const total = arms.reduce((a, b) => a + b.weight, 0);
-  if (!Number.isFinite(total)) throw new InputError(`${JSON.stringify(spec)}: the weights add up to more than the largest number (use smaller weights in the same ratio)`, { key: 'route' });
-  if (arms.length < 1 || !(total > 0)) throw new InputError(`${JSON.stringify(spec)}: the weights must add up to more than 0`, { key: 'route' });
+  if (!Number.isFinite(total))
+    throw new InputError(
+      `${JSON.stringify(spec)}: the weights add up to more than the largest number (use smaller weights in the same ratio)`,
+      { key: 'route' },
+    );
+  if (arms.length < 1 || !(total > 0))
+    throw new InputError(`${JSON.stringify(spec)}: the weights must add up to more than 0`, { key: 'route' });
   const seen = new Set<string>();
   for (const a of arms) {
-    if (seen.has(a.model)) throw new InputError(`${JSON.stringify(spec)}: model ${JSON.stringify(a.model)} appears twice`, { key: 'route' });
+    if (seen.has(a.model))
+      throw new InputError(`${JSON.stringify(spec)}: model ${JSON.stringify(a.model)} appears twice`, { key: 'route' });
     seen.add(a.model);
   }
   return { name, arms };
@@ -92,15 +109,23 @@ export class ModelRouter {
     checkName(baseId, 'served-model-name', baseId);
     const taken = new Set<string>([baseId, BASE_ALIAS]);
     for (const a of adapterNames) {
-      if (taken.has(a)) throw new InputError(`adapter name ${JSON.stringify(a)} is already taken (the base model is ${JSON.stringify(baseId)}, also reachable as "${BASE_ALIAS}")`, { key: 'adapter' });
+      if (taken.has(a))
+        throw new InputError(
+          `adapter name ${JSON.stringify(a)} is already taken (the base model is ${JSON.stringify(baseId)}, also reachable as "${BASE_ALIAS}")`,
+          { key: 'adapter' },
+        );
       taken.add(a);
     }
     routes.forEach((r, i) => {
-      if (taken.has(r.name)) throw new InputError(`route name ${JSON.stringify(r.name)} is already a model id`, { key: 'route' });
+      if (taken.has(r.name))
+        throw new InputError(`route name ${JSON.stringify(r.name)} is already a model id`, { key: 'route' });
       taken.add(r.name);
       for (const arm of r.arms) {
         if (this.concrete(arm.model) === null) {
-          throw new InputError(`route ${JSON.stringify(r.name)}: unknown model ${JSON.stringify(arm.model)} (known: ${[BASE_ALIAS, baseId, ...adapterNames].join(', ')})`, { key: 'route' });
+          throw new InputError(
+            `route ${JSON.stringify(r.name)}: unknown model ${JSON.stringify(arm.model)} (known: ${[BASE_ALIAS, baseId, ...adapterNames].join(', ')})`,
+            { key: 'route' },
+          );
         }
       }
       const cumulative: number[] = [];

@@ -27,10 +27,19 @@
 // queue is refused (QueueFullError → 429). All GPU work happens on this one loop; HTTP handlers
 // only submit, and read tokens through callbacks.
 import { formatBytes } from '../engine/device-memory.js';
-import { Tensor, bytesPerElement, engine } from '../engine/tensor.js';
-import { TokenSampler, type RowSampling } from '../kernels/sampling.js';
+import { bytesPerElement, engine, Tensor } from '../engine/tensor.js';
+import { type RowSampling, TokenSampler } from '../kernels/sampling.js';
 import { NonFiniteLogitsError } from '../llama/generate.js';
-import { copyKvRows, disposeKvCache, frontKvRows, setKvStarts, type KvCache, type KvCacheDtype, type LlamaModel, type LoraLayers } from '../llama/model.js';
+import {
+  copyKvRows,
+  disposeKvCache,
+  frontKvRows,
+  type KvCache,
+  type KvCacheDtype,
+  type LlamaModel,
+  type LoraLayers,
+  setKvStarts,
+} from '../llama/model.js';
 
 /** A request's token choice: the sampler's per-row parameters (the seed is the request's). */
 export type TokenSampling = Omit<RowSampling, 'seed'>;
@@ -170,8 +179,10 @@ export class BatchScheduler {
     private readonly model: LlamaModel,
     private readonly opts: SchedulerOptions,
   ) {
-    if (!(Number.isInteger(opts.maxBatchSize) && opts.maxBatchSize >= 1)) throw new RangeError(`maxBatchSize must be a positive integer, got ${opts.maxBatchSize}`);
-    if (!(Number.isInteger(opts.contextLength) && opts.contextLength >= 2)) throw new RangeError(`contextLength must be an integer >= 2, got ${opts.contextLength}`);
+    if (!(Number.isInteger(opts.maxBatchSize) && opts.maxBatchSize >= 1))
+      throw new RangeError(`maxBatchSize must be a positive integer, got ${opts.maxBatchSize}`);
+    if (!(Number.isInteger(opts.contextLength) && opts.contextLength >= 2))
+      throw new RangeError(`contextLength must be an integer >= 2, got ${opts.contextLength}`);
     this.C = opts.contextLength;
     this.S = cachePositions(this.C, opts.slack);
   }
@@ -206,10 +217,14 @@ export class BatchScheduler {
    */
   submit(req: GenerationRequest): Promise<GenerationResult> {
     if (!this.accepting) throw new SchedulerClosedError('the server is shutting down');
-    if (this.waiting.length >= this.opts.maxQueue) throw new QueueFullError(`the queue is full (${this.opts.maxQueue} requests waiting)`);
-    if (req.promptIds.length < 1 || req.promptIds.length >= this.C) throw new RangeError(`prompt of ${req.promptIds.length} tokens: must be in [1, ${this.C})`);
+    if (this.waiting.length >= this.opts.maxQueue)
+      throw new QueueFullError(`the queue is full (${this.opts.maxQueue} requests waiting)`);
+    if (req.promptIds.length < 1 || req.promptIds.length >= this.C)
+      throw new RangeError(`prompt of ${req.promptIds.length} tokens: must be in [1, ${this.C})`);
     if (!(Number.isInteger(req.maxTokens) && req.maxTokens >= 1 && req.promptIds.length + req.maxTokens <= this.C)) {
-      throw new RangeError(`maxTokens ${req.maxTokens} with a ${req.promptIds.length}-token prompt exceeds the context of ${this.C}`);
+      throw new RangeError(
+        `maxTokens ${req.maxTokens} with a ${req.promptIds.length}-token prompt exceeds the context of ${this.C}`,
+      );
     }
     return new Promise<GenerationResult>((resolve, reject) => {
       const seq: Sequence = { req, tokens: [], state: 'waiting', resolve, reject };
@@ -224,7 +239,8 @@ export class BatchScheduler {
         // starts a fresh loop.
         this.opts.onError?.(err);
         const e = err instanceof Error ? err : new Error(String(err));
-        for (const s of [...this.waiting, ...[...this.batches.values()].flatMap((b) => b.slots)]) if (s) this.finish(s, e);
+        for (const s of [...this.waiting, ...[...this.batches.values()].flatMap((b) => b.slots)])
+          if (s) this.finish(s, e);
         for (const b of this.batches.values()) {
           b.slots.fill(null);
           this.releaseCache(b);
@@ -313,16 +329,25 @@ export class BatchScheduler {
     let b = this.batches.get(variant.name);
     if (!b) {
       const B = this.opts.maxBatchSize;
-      b = { name: variant.name, lora: variant.lora, cache: null, sampler: null, slots: new Array<Sequence | null>(B).fill(null), starts: new Int32Array(B), L: this.C };
+      b = {
+        name: variant.name,
+        lora: variant.lora,
+        cache: null,
+        sampler: null,
+        slots: new Array<Sequence | null>(B).fill(null),
+        starts: new Int32Array(B),
+        L: this.C,
+      };
       this.batches.set(variant.name, b);
     }
     return b;
   }
 
   private freeFinishedSlots(): void {
-    for (const b of this.batches.values()) b.slots.forEach((s, i) => {
-      if (s && s.state === 'done') b.slots[i] = null;
-    });
+    for (const b of this.batches.values())
+      b.slots.forEach((s, i) => {
+        if (s && s.state === 'done') b.slots[i] = null;
+      });
   }
 
   private releaseCache(b: Batch): void {
@@ -477,7 +502,12 @@ export class BatchScheduler {
   private emit(seq: Sequence, id: number): boolean {
     if (id < 0) {
       // The sampler's mark for NaN / +inf logits: the forward overflowed for this row.
-      this.finish(seq, new NonFiniteLogitsError(`new token ${seq.tokens.length + 1}: the model produced non-finite logits (NaN or +inf); with 16-bit storage try --storage f32`));
+      this.finish(
+        seq,
+        new NonFiniteLogitsError(
+          `new token ${seq.tokens.length + 1}: the model produced non-finite logits (NaN or +inf); with 16-bit storage try --storage f32`,
+        ),
+      );
       return false;
     }
     seq.tokens.push(id);

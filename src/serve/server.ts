@@ -18,13 +18,30 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { InputError } from '../errors.js';
 import type { ChatTemplateLimits } from '../llama/chat-template.js';
 import { batchPadToken } from '../llama/generate.js';
-import { resolveKvCacheDtype, type KvCacheDtype, type KvCacheSetting } from '../llama/model.js';
+import { type KvCacheDtype, type KvCacheSetting, resolveKvCacheDtype } from '../llama/model.js';
+import { ChatTemplateError } from '../llama/tokenizer.js';
 import type { ServingModels } from './load.js';
 import { ServeMetrics } from './metrics.js';
-import { ApiError, chatRequest, completionRequest, messageText, parseBody, usage, type ChatRequest, type CompletionRequest } from './protocol.js';
+import {
+  ApiError,
+  type ChatRequest,
+  type CompletionRequest,
+  chatRequest,
+  completionRequest,
+  messageText,
+  parseBody,
+  usage,
+} from './protocol.js';
 import { BASE_ALIAS, ModelRouter, type Resolved, type RouteSpec } from './routing.js';
-import { BatchScheduler, QueueFullError, RequestCancelledError, SchedulerClosedError, maxDecodeSlots, type GenerationResult, type TokenSampling } from './scheduler.js';
-import { ChatTemplateError } from '../llama/tokenizer.js';
+import {
+  BatchScheduler,
+  type GenerationResult,
+  maxDecodeSlots,
+  QueueFullError,
+  RequestCancelledError,
+  SchedulerClosedError,
+  type TokenSampling,
+} from './scheduler.js';
 import { StopTextStream } from './text.js';
 
 export interface ServerOptions {
@@ -94,11 +111,15 @@ const CHAT_TEMPLATE_ITEMS = 1 << 16;
  */
 export function checkApiKey(key: string, source = 'api-key'): void {
   const why =
-    key === '' ? 'is empty (leave it out to run without a key)'
-    : key.trim() === '' ? 'is blank'
-    : key !== key.trim() ? 'starts or ends with white space, which HTTP drops from the Authorization header'
-    : !/^[\x20-\x7e]+$/.test(key) ? 'has characters other than printable ASCII'
-    : null;
+    key === ''
+      ? 'is empty (leave it out to run without a key)'
+      : key.trim() === ''
+        ? 'is blank'
+        : key !== key.trim()
+          ? 'starts or ends with white space, which HTTP drops from the Authorization header'
+          : !/^[\x20-\x7e]+$/.test(key)
+            ? 'has characters other than printable ASCII'
+            : null;
   if (why) throw new InputError(`the API key ${why}`, source === 'api-key' ? { flag: source } : { key: source });
 }
 
@@ -131,7 +152,9 @@ export class FinllmServer {
       // Errors raised before routing (a malformed percent-encoding) and at the HTTP parser (headers
       // too large, a malformed request) answer in OpenAI's shape too.
       frameworkErrors: (err, _request, reply) => {
-        void (reply as unknown as FastifyReply).code(400).send(new ApiError(400, `bad request: ${err.message}`, 'invalid_request_error', 'invalid_request').body());
+        void (reply as unknown as FastifyReply)
+          .code(400)
+          .send(new ApiError(400, `bad request: ${err.message}`, 'invalid_request_error', 'invalid_request').body());
       },
       clientErrorHandler: (err, socket) => writeClientError(err, socket),
     });
@@ -160,8 +183,17 @@ export class FinllmServer {
     if (missing.length) throw new Error(`setReady: adapters ${missing.join(', ')} were not loaded`);
     const maxBatchSize = this.opts.maxBatchSize ?? 8;
     const kvCacheDtype = resolveKvCacheDtype(this.opts.kvCache);
-    const fits = maxDecodeSlots(models.model, { contextLength: models.contextLength, kvCacheDtype, variants: 1 + models.adapters.size, ...(this.opts.kvSlack !== undefined ? { slack: this.opts.kvSlack } : {}) });
-    if (maxBatchSize > fits.slots) throw new InputError(`expected at most ${fits.slots} decode slots per model here, got ${maxBatchSize}: ${fits.why}`, { flag: 'max-batch-size' });
+    const fits = maxDecodeSlots(models.model, {
+      contextLength: models.contextLength,
+      kvCacheDtype,
+      variants: 1 + models.adapters.size,
+      ...(this.opts.kvSlack !== undefined ? { slack: this.opts.kvSlack } : {}),
+    });
+    if (maxBatchSize > fits.slots)
+      throw new InputError(
+        `expected at most ${fits.slots} decode slots per model here, got ${maxBatchSize}: ${fits.why}`,
+        { flag: 'max-batch-size' },
+      );
     this.models = models;
     this.scheduler = new BatchScheduler(models.model, {
       maxBatchSize,
@@ -170,7 +202,10 @@ export class FinllmServer {
       padToken: batchPadToken(models.model, models.eosIds),
       ...(this.opts.kvSlack !== undefined ? { slack: this.opts.kvSlack } : {}),
       kvCacheDtype,
-      onError: (err) => this.log(`finllm serve: runtime failure in a decode step: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`),
+      onError: (err) =>
+        this.log(
+          `finllm serve: runtime failure in a decode step: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+        ),
     });
     this.metrics.attach(this.scheduler);
     this.state = 'ready';
@@ -236,17 +271,26 @@ export class FinllmServer {
 
     app.setErrorHandler((err, request, reply) => {
       const e = this.toApiError(err);
-      if (e.status >= 500 && e.code === 'internal_error') this.log(`finllm serve: ${request.method} ${request.url}: ${(err as Error).stack ?? String(err)}`);
+      if (e.status >= 500 && e.code === 'internal_error')
+        this.log(`finllm serve: ${request.method} ${request.url}: ${(err as Error).stack ?? String(err)}`);
       void reply.code(e.status).headers(e.headers).send(e.body());
     });
     app.setNotFoundHandler((request, reply) => {
-      const e = new ApiError(404, `no route ${request.method} ${request.url.split('?')[0]}`, 'invalid_request_error', 'not_found');
+      const e = new ApiError(
+        404,
+        `no route ${request.method} ${request.url.split('?')[0]}`,
+        'invalid_request_error',
+        'not_found',
+      );
       void reply.code(404).send(e.body());
     });
 
     app.get('/health', async (_request, reply) => {
       if (this.state === 'ready') return { status: 'ok' };
-      return reply.code(503).header('retry-after', '5').send({ status: this.state, ...(this.failure ? { error: this.failure } : {}) });
+      return reply
+        .code(503)
+        .header('retry-after', '5')
+        .send({ status: this.state, ...(this.failure ? { error: this.failure } : {}) });
     });
 
     app.get('/metrics', async (_request, reply) => {
@@ -286,14 +330,35 @@ export class FinllmServer {
     const header = request.headers.authorization;
     const challenge = { 'www-authenticate': 'Bearer' };
     const m = typeof header === 'string' ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null;
-    if (!m) throw new ApiError(401, 'missing API key: send it as "Authorization: Bearer KEY"', 'invalid_request_error', 'invalid_api_key', null, challenge);
+    if (!m)
+      throw new ApiError(
+        401,
+        'missing API key: send it as "Authorization: Bearer KEY"',
+        'invalid_request_error',
+        'invalid_api_key',
+        null,
+        challenge,
+      );
     // Equal-length digests, so timingSafeEqual's time does not depend on where the keys differ.
-    if (!timingSafeEqual(digest(m[1]!), this.keyDigest)) throw new ApiError(401, 'incorrect API key', 'invalid_request_error', 'invalid_api_key', null, challenge);
+    if (!timingSafeEqual(digest(m[1]!), this.keyDigest))
+      throw new ApiError(401, 'incorrect API key', 'invalid_request_error', 'invalid_api_key', null, challenge);
   }
 
   private unavailable(): ApiError {
-    const why = this.state === 'loading' ? 'the model is still loading' : this.state === 'draining' ? 'the server is shutting down' : `the model failed to load: ${this.failure}`;
-    return new ApiError(503, why, 'service_unavailable', this.state === 'loading' ? 'model_loading' : 'unavailable', null, this.state === 'loading' ? { 'retry-after': '5' } : {});
+    const why =
+      this.state === 'loading'
+        ? 'the model is still loading'
+        : this.state === 'draining'
+          ? 'the server is shutting down'
+          : `the model failed to load: ${this.failure}`;
+    return new ApiError(
+      503,
+      why,
+      'service_unavailable',
+      this.state === 'loading' ? 'model_loading' : 'unavailable',
+      null,
+      this.state === 'loading' ? { 'retry-after': '5' } : {},
+    );
   }
 
   private toApiError(err: unknown): ApiError {
@@ -302,7 +367,12 @@ export class FinllmServer {
     const e = err as { statusCode?: number; code?: string; message?: string };
     if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
       // fastify's own: malformed JSON (400), body over the limit (413), unsupported media type (415)…
-      const code = e.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? 'request_too_large' : e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'unsupported_media_type' : 'invalid_request';
+      const code =
+        e.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
+          ? 'request_too_large'
+          : e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
+            ? 'unsupported_media_type'
+            : 'invalid_request';
       return new ApiError(e.statusCode, e.message ?? 'bad request', 'invalid_request_error', code);
     }
     return new ApiError(500, 'internal server error', 'server_error', 'internal_error');
@@ -323,18 +393,32 @@ export class FinllmServer {
     if (resolved.route) this.metrics.routed.inc({ route: resolved.route.name, arm: resolved.route.arm });
 
     const C = models.contextLength;
-    const promptIds = kind === 'chat' ? this.chatPrompt(body as ChatRequest) : this.completionPrompt(body as CompletionRequest);
+    const promptIds =
+      kind === 'chat' ? this.chatPrompt(body as ChatRequest) : this.completionPrompt(body as CompletionRequest);
     const P = promptIds.length;
     if (P >= C) {
-      throw new ApiError(413, `the prompt is ${P} tokens; this server's context is ${C} tokens (--max-model-len), leaving no room to generate`, 'invalid_request_error', 'context_length_exceeded', kind === 'chat' ? 'messages' : 'prompt');
+      throw new ApiError(
+        413,
+        `the prompt is ${P} tokens; this server's context is ${C} tokens (--max-model-len), leaving no room to generate`,
+        'invalid_request_error',
+        'context_length_exceeded',
+        kind === 'chat' ? 'messages' : 'prompt',
+      );
     }
     const asked = kind === 'chat' ? ((body as ChatRequest).max_completion_tokens ?? body.max_tokens) : body.max_tokens;
     const maxTokens = asked ?? (kind === 'chat' ? C - P : Math.min(DEFAULT_COMPLETION_MAX_TOKENS, C - P));
     if (P + maxTokens > C) {
-      throw new ApiError(400, `the context is ${C} tokens; the request asks for ${P + maxTokens} (${P} in the prompt, ${maxTokens} to generate)`, 'invalid_request_error', 'context_length_exceeded', 'max_tokens');
+      throw new ApiError(
+        400,
+        `the context is ${C} tokens; the request asks for ${P + maxTokens} (${P} in the prompt, ${maxTokens} to generate)`,
+        'invalid_request_error',
+        'context_length_exceeded',
+        'max_tokens',
+      );
     }
     const sampling = this.sampling(body);
-    const stops = body.stop === undefined || body.stop === null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
+    const stops =
+      body.stop === undefined || body.stop === null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
     const text = new StopTextStream(models.tokenizer.streamDecoder(), stops);
 
     const created = Math.floor(Date.now() / 1000);
@@ -346,11 +430,23 @@ export class FinllmServer {
     });
 
     const chunk = (choice: Record<string, unknown>) => {
-      const base = { id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model: resolved.model };
+      const base = {
+        id,
+        object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion',
+        created,
+        model: resolved.model,
+      };
       const c = { index: 0, ...choice, logprobs: null };
-      reply.raw.write(`data: ${JSON.stringify({ ...base, choices: [c], ...(includeUsage ? { usage: null } : {}) })}\n\n`);
+      reply.raw.write(
+        `data: ${JSON.stringify({ ...base, choices: [c], ...(includeUsage ? { usage: null } : {}) })}\n\n`,
+      );
     };
-    const piece = (t: string, finish: string | null) => chunk(kind === 'chat' ? { delta: finish === null ? { content: t } : {}, finish_reason: finish } : { text: t, finish_reason: finish });
+    const piece = (t: string, finish: string | null) =>
+      chunk(
+        kind === 'chat'
+          ? { delta: finish === null ? { content: t } : {}, finish_reason: finish }
+          : { text: t, finish_reason: finish },
+      );
 
     let last = 0;
     let generated = 0;
@@ -379,7 +475,10 @@ export class FinllmServer {
         onToken,
       });
     } catch (err) {
-      if (err instanceof QueueFullError) throw new ApiError(429, `${err.message}; retry later`, 'rate_limit_error', 'queue_full', null, { 'retry-after': '1' });
+      if (err instanceof QueueFullError)
+        throw new ApiError(429, `${err.message}; retry later`, 'rate_limit_error', 'queue_full', null, {
+          'retry-after': '1',
+        });
       if (err instanceof SchedulerClosedError) throw this.unavailable();
       throw err;
     }
@@ -401,15 +500,30 @@ export class FinllmServer {
           this.metrics.cancelled.inc({ model: resolved.model });
           return reply.hijack();
         }
-        if (err instanceof RequestCancelledError) throw new ApiError(503, err.message, 'service_unavailable', 'unavailable');
+        if (err instanceof RequestCancelledError)
+          throw new ApiError(503, err.message, 'service_unavailable', 'unavailable');
         throw err;
       }
       const f = finished(r);
       const content = text.fullText;
       void reply.headers(headers);
       return kind === 'chat'
-        ? { id, object: 'chat.completion', created, model: resolved.model, choices: [{ index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: f.finish }], usage: f.usage }
-        : { id, object: 'text_completion', created, model: resolved.model, choices: [{ index: 0, text: content, logprobs: null, finish_reason: f.finish }], usage: f.usage };
+        ? {
+            id,
+            object: 'chat.completion',
+            created,
+            model: resolved.model,
+            choices: [{ index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: f.finish }],
+            usage: f.usage,
+          }
+        : {
+            id,
+            object: 'text_completion',
+            created,
+            model: resolved.model,
+            choices: [{ index: 0, text: content, logprobs: null, finish_reason: f.finish }],
+            usage: f.usage,
+          };
     }
 
     reply.hijack();
@@ -426,14 +540,21 @@ export class FinllmServer {
       const f = finished(r);
       if (f.rest) piece(f.rest, null);
       piece('', f.finish);
-      if (includeUsage) reply.raw.write(`data: ${JSON.stringify({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model: resolved.model, choices: [], usage: f.usage })}\n\n`);
+      if (includeUsage)
+        reply.raw.write(
+          `data: ${JSON.stringify({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model: resolved.model, choices: [], usage: f.usage })}\n\n`,
+        );
       reply.raw.write('data: [DONE]\n\n');
     } catch (err) {
       if (err instanceof RequestCancelledError && abort.signal.aborted) {
         this.metrics.cancelled.inc({ model: resolved.model });
       } else {
-        const e = err instanceof RequestCancelledError ? new ApiError(503, err.message, 'service_unavailable', 'unavailable') : this.toApiError(err);
-        if (e.code === 'internal_error') this.log(`finllm serve: ${request.method} ${request.url}: ${(err as Error).stack ?? String(err)}`);
+        const e =
+          err instanceof RequestCancelledError
+            ? new ApiError(503, err.message, 'service_unavailable', 'unavailable')
+            : this.toApiError(err);
+        if (e.code === 'internal_error')
+          this.log(`finllm serve: ${request.method} ${request.url}: ${(err as Error).stack ?? String(err)}`);
         reply.raw.write(`data: ${JSON.stringify(e.body())}\n\n`);
         reply.raw.write('data: [DONE]\n\n');
       }
@@ -468,11 +589,14 @@ export class FinllmServer {
     if (text.length > this.promptCharLimit()) throw this.promptTooLong(text.length, 'prompt');
     const layout = this.opts.promptLayout;
     if (!layout) return this.models!.tokenizer.encode(text);
-    if (layout.template === 'chat' && this.models!.tokenizer.hasChatTemplate) return this.encodeChatMessages([{ role: 'user', content: text }], 'prompt');
+    if (layout.template === 'chat' && this.models!.tokenizer.hasChatTemplate)
+      return this.encodeChatMessages([{ role: 'user', content: text }], 'prompt');
     // The layout adds a bounded amount of template text around the prompt.
     const r = this.laidOut(() => layout.completion(text), 'prompt');
     if (r.prompt.length > this.promptCharLimit()) throw this.promptTooLong(r.prompt.length, 'prompt');
-    return r.rendered ? this.models!.tokenizer.encode(r.prompt, { addSpecialTokens: false }) : this.models!.tokenizer.encode(r.prompt);
+    return r.rendered
+      ? this.models!.tokenizer.encode(r.prompt, { addSpecialTokens: false })
+      : this.models!.tokenizer.encode(r.prompt);
   }
 
   private completionPrompt(body: CompletionRequest): number[] {
@@ -483,7 +607,14 @@ export class FinllmServer {
     const ids = typeof first === 'number' ? (p as number[]) : (first as number[]);
     const V = this.models!.model.config.vocabSize;
     const bad = ids.findIndex((t) => t >= V);
-    if (bad >= 0) throw new ApiError(400, `prompt token ${ids[bad]} at position ${bad} is outside the vocabulary (size ${V})`, 'invalid_request_error', 'invalid_value', 'prompt');
+    if (bad >= 0)
+      throw new ApiError(
+        400,
+        `prompt token ${ids[bad]} at position ${bad} is outside the vocabulary (size ${V})`,
+        'invalid_request_error',
+        'invalid_value',
+        'prompt',
+      );
     return [...ids];
   }
 
@@ -492,10 +623,19 @@ export class FinllmServer {
     const layout = this.opts.promptLayout;
     const trainingLayout = !tok.hasChatTemplate && layout?.template === 'chat';
     if (!tok.hasChatTemplate && !trainingLayout) {
-      throw new ApiError(400, `model ${body.model} has no chat template: start the server with --chat-template FILE, or use /v1/completions`, 'invalid_request_error', 'no_chat_template', 'messages');
+      throw new ApiError(
+        400,
+        `model ${body.model} has no chat template: start the server with --chat-template FILE, or use /v1/completions`,
+        'invalid_request_error',
+        'no_chat_template',
+        'messages',
+      );
     }
     // OpenAI's "developer" role is the newer name of "system"; chat templates know only the latter.
-    const messages = body.messages.map((m) => ({ role: m.role === 'developer' ? 'system' : m.role, content: messageText(m.content) }));
+    const messages = body.messages.map((m) => ({
+      role: m.role === 'developer' ? 'system' : m.role,
+      content: messageText(m.content),
+    }));
     if (trainingLayout) {
       const chars = messages.reduce((n, m) => n + m.content.length, 0);
       if (chars > this.promptCharLimit()) throw this.promptTooLong(chars, 'messages');
@@ -507,18 +647,31 @@ export class FinllmServer {
   }
 
   /** A prompt through the training layout; a record it cannot lay out is the request's fault (400). */
-  private laidOut(render: () => { prompt: string; rendered: boolean }, param: 'prompt' | 'messages'): { prompt: string; rendered: boolean } {
+  private laidOut(
+    render: () => { prompt: string; rendered: boolean },
+    param: 'prompt' | 'messages',
+  ): { prompt: string; rendered: boolean } {
     try {
       return render();
     } catch (err) {
-      throw new ApiError(400, `the ${this.opts.promptLayout!.template} training template cannot lay out the ${param}: ${(err as Error).message}`, 'invalid_request_error', 'template_error', param);
+      throw new ApiError(
+        400,
+        `the ${this.opts.promptLayout!.template} training template cannot lay out the ${param}: ${(err as Error).message}`,
+        'invalid_request_error',
+        'template_error',
+        param,
+      );
     }
   }
 
   /** Messages through the tokenizer's chat template, within the size, item and time limits. */
   private encodeChatMessages(messages: { role: string; content: string }[], param: 'prompt' | 'messages'): number[] {
     const tok = this.models!.tokenizer;
-    const limits: ChatTemplateLimits = { maxChars: this.promptCharLimit(), maxItems: CHAT_TEMPLATE_ITEMS, timeoutMs: CHAT_TEMPLATE_TIME_MS };
+    const limits: ChatTemplateLimits = {
+      maxChars: this.promptCharLimit(),
+      maxItems: CHAT_TEMPLATE_ITEMS,
+      timeoutMs: CHAT_TEMPLATE_TIME_MS,
+    };
     try {
       // The render's output is bounded by maxChars, so what gets tokenized is within promptCharLimit.
       return tok.encodeChat(messages, { addGenerationPrompt: true, limits });
@@ -527,7 +680,13 @@ export class FinllmServer {
       if (err.limit === 'chars') throw this.promptTooLong(limits.maxChars, param);
       // The operator needs the template's file; the client gets the reason alone.
       if (err.limit !== null) this.log(`finllm serve: ${err.message}`);
-      throw new ApiError(400, `the chat template failed to render the messages: ${err.reason}`, 'invalid_request_error', 'chat_template_error', param);
+      throw new ApiError(
+        400,
+        `the chat template failed to render the messages: ${err.reason}`,
+        'invalid_request_error',
+        'chat_template_error',
+        param,
+      );
     }
   }
 
@@ -553,7 +712,14 @@ export class FinllmServer {
       const bias = new Map<number, number>();
       for (const [k, v] of Object.entries(body.logit_bias)) {
         const tokenId = Number(k);
-        if (tokenId >= V) throw new ApiError(400, `logit_bias: token ${tokenId} is outside the vocabulary (size ${V})`, 'invalid_request_error', 'invalid_value', 'logit_bias');
+        if (tokenId >= V)
+          throw new ApiError(
+            400,
+            `logit_bias: token ${tokenId} is outside the vocabulary (size ${V})`,
+            'invalid_request_error',
+            'invalid_value',
+            'logit_bias',
+          );
         bias.set(tokenId, v);
       }
       s.logitBias = bias;
@@ -572,11 +738,22 @@ function writeClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
     return;
   }
   const [status, reason, message] =
-    err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large', 'the request headers are too large']
-    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout', 'the request took too long to arrive']
-    : [400, 'Bad Request', `malformed HTTP request (${err.code ?? 'parse error'})`];
-  const body = JSON.stringify(new ApiError(status, message, 'invalid_request_error', status === 431 ? 'headers_too_large' : 'invalid_request').body());
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large', 'the request headers are too large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', 'the request took too long to arrive']
+        : [400, 'Bad Request', `malformed HTTP request (${err.code ?? 'parse error'})`];
+  const body = JSON.stringify(
+    new ApiError(
+      status,
+      message,
+      'invalid_request_error',
+      status === 431 ? 'headers_too_large' : 'invalid_request',
+    ).body(),
+  );
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
 }
 
 function digest(s: string): Buffer {
@@ -584,9 +761,18 @@ function digest(s: string): Buffer {
 }
 
 function modelNotFound(id: string): ApiError {
-  return new ApiError(404, `the model ${JSON.stringify(id)} does not exist (GET /v1/models lists them)`, 'invalid_request_error', 'model_not_found', 'model');
+  return new ApiError(
+    404,
+    `the model ${JSON.stringify(id)} does not exist (GET /v1/models lists them)`,
+    'invalid_request_error',
+    'model_not_found',
+    'model',
+  );
 }
 
 function routeHeaders(r: Resolved): Record<string, string> {
-  return { 'x-finllm-model': r.model, ...(r.route ? { 'x-finllm-route': r.route.name, 'x-finllm-route-arm': r.route.arm } : {}) };
+  return {
+    'x-finllm-model': r.model,
+    ...(r.route ? { 'x-finllm-route': r.route.name, 'x-finllm-route-arm': r.route.arm } : {}),
+  };
 }

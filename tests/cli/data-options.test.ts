@@ -7,7 +7,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { dataSettings } from '../../src/cli/data-options.js';
-import { readDataRows, textsOf } from '../../src/pipeline/eval/run.js';
 import { promptIds } from '../../src/cli/generate.js';
 import { InputError } from '../../src/errors.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
@@ -16,6 +15,7 @@ import { DEFAULT_PREPROCESS } from '../../src/pipeline/data/preprocess.js';
 import { applyTemplate } from '../../src/pipeline/data/templates.js';
 import { tokenizeExample } from '../../src/pipeline/data/tokenize.js';
 import { buildEvalItems } from '../../src/pipeline/eval/generation.js';
+import { readDataRows, textsOf } from '../../src/pipeline/eval/run.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const FIN_BASE = join(ROOT, 'models', 'fin-base');
@@ -38,12 +38,20 @@ describe('the bundled model ships a chat template that is the training layout of
     expect(withTemplate.hasChatTemplate).toBe(true);
     const bare = LlamaTokenizer.fromObjects(
       JSON.parse((await import('node:fs')).readFileSync(join(FIN_BASE, 'tokenizer.json'), 'utf8')) as object,
-      { ...(JSON.parse((await import('node:fs')).readFileSync(join(FIN_BASE, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>), chat_template: undefined },
+      {
+        ...(JSON.parse(
+          (await import('node:fs')).readFileSync(join(FIN_BASE, 'tokenizer_config.json'), 'utf8'),
+        ) as Record<string, unknown>),
+        chat_template: undefined,
+      },
     );
     expect(bare.hasChatTemplate).toBe(false);
     const ctx = { columns: DEFAULT_COLUMNS, template: 'auto' as const, preprocess: DEFAULT_PREPROCESS };
     for (const messages of [
-      [{ role: 'user', content: 'What was revenue in Q3?' }, { role: 'assistant', content: '$2.1 billion.' }],
+      [
+        { role: 'user', content: 'What was revenue in Q3?' },
+        { role: 'assistant', content: '$2.1 billion.' },
+      ],
       [
         { role: 'system', content: 'Answer from the filing.' },
         { role: 'user', content: 'Net income?' },
@@ -81,17 +89,29 @@ describe('generate lays out the prompt as training did', () => {
       training({ instruction: 'Give the revenue.', input: passage, output: 'x' }),
     );
     expect(promptIds({ prompt: 'What was revenue?', chat: true }, tok, settings('auto'))).toEqual(
-      training({ messages: [{ role: 'user', content: 'What was revenue?' }, { role: 'assistant', content: 'x' }] }),
+      training({
+        messages: [
+          { role: 'user', content: 'What was revenue?' },
+          { role: 'assistant', content: 'x' },
+        ],
+      }),
     );
     expect(promptIds({ prompt: passage }, tok, settings('auto'))).toEqual(tok.encode(passage));
-    expect(thrown(() => promptIds({ prompt: passage }, tok, settings('qa'))).message).toMatch(/--field: missing field 'question' required by template qa \(give it with --field\)/);
-    expect(thrown(() => promptIds({ prompt: passage, field: ['x=1'] }, tok, settings('auto'))).message).toMatch(/^--field needs a template/);
+    expect(thrown(() => promptIds({ prompt: passage }, tok, settings('qa'))).message).toMatch(
+      /--field: missing field 'question' required by template qa \(give it with --field\)/,
+    );
+    expect(thrown(() => promptIds({ prompt: passage, field: ['x=1'] }, tok, settings('auto'))).message).toMatch(
+      /^--field needs a template/,
+    );
   });
 
   it('--chat-template FILE replaces the tokenizer template', async () => {
     const dir = tmp();
     const file = join(dir, 'chat.jinja');
-    writeFileSync(file, '{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}');
+    writeFileSync(
+      file,
+      '{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}',
+    );
     const tok = await LlamaTokenizer.load(FIN_BASE, { chatTemplateFile: file });
     const ids = promptIds({ prompt: 'Hi', chatTemplate: file }, tok, dataSettings({}, []));
     expect(ids).toEqual(tok.encode('<s><user>Hi<assistant>', { addSpecialTokens: false }));
@@ -103,7 +123,11 @@ describe('generate lays out the prompt as training did', () => {
 describe('data settings come from the run folder, then flags', () => {
   it('a resolved-config.yaml beside the model folder gives its columns and template; --template and --column override', () => {
     const run = tmp();
-    const cfg = loadConfig({ file: join(ROOT, 'configs/default.yaml'), sets: ['data.template=qa', 'data.columns.text=passage', 'data.columns.question=query'], cwd: run });
+    const cfg = loadConfig({
+      file: join(ROOT, 'configs/default.yaml'),
+      sets: ['data.template=qa', 'data.columns.text=passage', 'data.columns.question=query'],
+      cwd: run,
+    });
     saveResolvedConfig(cfg, run);
     mkdirSync(join(run, 'model'));
     const s = dataSettings({}, [undefined, join(run, 'model')]);
@@ -114,8 +138,12 @@ describe('data settings come from the run folder, then flags', () => {
     expect(o.template).toBe('summarization');
     expect(o.columns).toMatchObject({ text: 'passage', summary: 'abstract' });
     expect(dataSettings({}, [join(ROOT, 'models/fin-base')]).from).toBeNull();
-    expect(thrown(() => dataSettings({ run: tmp() }, [])).message).toMatch(/--run: no resolved-config\.yaml in the run folder/);
-    expect(thrown(() => dataSettings({ template: 'alpacca' }, [])).message).toMatch(/^--template: expected one of auto, .*alpaca/);
+    expect(thrown(() => dataSettings({ run: tmp() }, [])).message).toMatch(
+      /--run: no resolved-config\.yaml in the run folder/,
+    );
+    expect(thrown(() => dataSettings({ template: 'alpacca' }, [])).message).toMatch(
+      /^--template: expected one of auto, .*alpaca/,
+    );
     expect(thrown(() => dataSettings({ column: ['txt=body'] }, [])).message).toMatch(/^--column: unknown field "txt"/);
   });
 });
@@ -127,9 +155,14 @@ describe('eval reads what training reads', () => {
     writeFileSync(csv, 'id,body\n1,"Revenue rose, again."\n2,Costs fell.\n');
     const r = await readDataRows(csv);
     // CSV rows are numbered as a spreadsheet shows them (the header is row 1).
-    expect(r).toEqual([{ row: 2, value: { id: '1', body: 'Revenue rose, again.' } }, { row: 3, value: { id: '2', body: 'Costs fell.' } }]);
+    expect(r).toEqual([
+      { row: 2, value: { id: '1', body: 'Revenue rose, again.' } },
+      { row: 3, value: { id: '2', body: 'Costs fell.' } },
+    ]);
     expect(textsOf(r, csv, 'body')).toEqual(['Revenue rose, again.', 'Costs fell.']);
-    expect(() => textsOf(r, csv)).toThrow(/e\.csv, row 2, key 'text': expected a "text" string, got no "text" field \(fields found: id, body; map another with --column text=COLUMN\)/);
+    expect(() => textsOf(r, csv)).toThrow(
+      /e\.csv, row 2, key 'text': expected a "text" string, got no "text" field \(fields found: id, body; map another with --column text=COLUMN\)/,
+    );
     const json = join(dir, 'e.json');
     writeFileSync(json, JSON.stringify([{ text: 'a' }, { text: 'b' }]));
     expect(textsOf(await readDataRows(json), json)).toEqual(['a', 'b']);
@@ -139,25 +172,57 @@ describe('eval reads what training reads', () => {
   });
 
   it('training records (Alpaca, mapped columns) get the training prompt and their response as the reference', () => {
-    const ctx = { columns: DEFAULT_COLUMNS, template: 'auto' as const, preprocess: DEFAULT_PREPROCESS, tokenizer: null };
-    const [a] = buildEvalItems(rows([{ instruction: 'Give the revenue.', input: 'Revenue was $5 million.', output: '$5 million' }]), 'generation', 'a.csv');
+    const ctx = {
+      columns: DEFAULT_COLUMNS,
+      template: 'auto' as const,
+      preprocess: DEFAULT_PREPROCESS,
+      tokenizer: null,
+    };
+    const [a] = buildEvalItems(
+      rows([{ instruction: 'Give the revenue.', input: 'Revenue was $5 million.', output: '$5 million' }]),
+      'generation',
+      'a.csv',
+    );
     expect(a).toMatchObject({ kind: 'template', reference: '$5 million', source: 'Revenue was $5 million.' });
-    expect(a!.prompt).toBe(applyTemplate({ instruction: 'Give the revenue.', input: 'Revenue was $5 million.', output: '$5 million' }, ctx, 'a', 1).prompt);
+    expect(a!.prompt).toBe(
+      applyTemplate(
+        { instruction: 'Give the revenue.', input: 'Revenue was $5 million.', output: '$5 million' },
+        ctx,
+        'a',
+        1,
+      ).prompt,
+    );
     const columns = { ...DEFAULT_COLUMNS, text: 'passage', question: 'query', answer: 'reply' };
     const rec = { passage: 'Revenue was $5 million.', query: 'Revenue?', reply: '$5 million' };
     const [m] = buildEvalItems(rows([rec]), 'generation', 'm.csv', { columns, template: 'qa' });
     expect(m!.prompt).toBe(applyTemplate(rec, { ...ctx, columns, template: 'qa' }, 'm', 1).prompt);
     expect(m!.reference).toBe('$5 million');
     // A mapped record missing its field: the message names the columns found and the mapping.
-    expect(thrown(() => buildEvalItems(rows([{ passage: 'x', query: 'q' }]), 'generation', 'm.csv', { columns, template: 'qa' })).message).toMatch(
+    expect(
+      thrown(() =>
+        buildEvalItems(rows([{ passage: 'x', query: 'q' }]), 'generation', 'm.csv', { columns, template: 'qa' }),
+      ).message,
+    ).toMatch(
       /m\.csv, row 1: missing field 'reply' \(mapped from 'answer'\) required by template qa; columns found: passage, query; template qa needs text \(column 'passage'\), question \(column 'query'\), answer \(column 'reply'\)/,
     );
   });
 
   it('a misspelt field names the field the task needs, not another one (contxt → context)', () => {
-    const e = thrown(() => buildEvalItems(rows([{ id: 'a', contxt: 'Revenue was $5m.', question: 'Revenue?', answer: '$5m' }]), 'generation', 'qa.jsonl'));
-    expect(e.message).toBe("qa.jsonl, row 1, key 'context': a qa record needs its passage in 'context' (or 'text'), found fields id, contxt, question, answer; did you mean 'context' for 'contxt'?");
-    const s = thrown(() => buildEvalItems(rows([{ id: 'a', sorce: 'Revenue was $5m.', summary: 'Up.' }]), 'generation', 'sum.jsonl'));
-    expect(s.message).toMatch(/sum\.jsonl, row 1, key 'text': a summarization record needs its passage in 'text' \(or 'source'\), found fields id, sorce, summary; did you mean 'source' for 'sorce'\?/);
+    const e = thrown(() =>
+      buildEvalItems(
+        rows([{ id: 'a', contxt: 'Revenue was $5m.', question: 'Revenue?', answer: '$5m' }]),
+        'generation',
+        'qa.jsonl',
+      ),
+    );
+    expect(e.message).toBe(
+      "qa.jsonl, row 1, key 'context': a qa record needs its passage in 'context' (or 'text'), found fields id, contxt, question, answer; did you mean 'context' for 'contxt'?",
+    );
+    const s = thrown(() =>
+      buildEvalItems(rows([{ id: 'a', sorce: 'Revenue was $5m.', summary: 'Up.' }]), 'generation', 'sum.jsonl'),
+    );
+    expect(s.message).toMatch(
+      /sum\.jsonl, row 1, key 'text': a summarization record needs its passage in 'text' \(or 'source'\), found fields id, sorce, summary; did you mean 'source' for 'sorce'\?/,
+    );
   });
 });

@@ -6,10 +6,10 @@
 // FINLLM_SEED=<n> replays a run (the seed is printed).
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import YAML from 'yaml';
 import { reportError } from '../../src/cli/common.js';
-import { readDataRows, textsOf } from '../../src/pipeline/eval/run.js';
+import type { Rng } from '../../src/engine/random.js';
 import { Checkpoint, readSafetensorsF32, SafetensorsReader } from '../../src/io/safetensors.js';
 import { readAdapter } from '../../src/llama/peft.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
@@ -19,9 +19,19 @@ import { compareResults } from '../../src/pipeline/eval/compare.js';
 import { buildEvalItems } from '../../src/pipeline/eval/generation.js';
 import { scoreExamples } from '../../src/pipeline/eval/metrics.js';
 import { parseResults, readScoreInput, readTrainingLog } from '../../src/pipeline/eval/results.js';
-import type { Rng } from '../../src/engine/random.js';
+import { readDataRows, textsOf } from '../../src/pipeline/eval/run.js';
 import { testRng } from '../helpers/index.js';
-import { checkBuilt, expectCleanStderr, finllm, makeAdapter, MODEL, removeTempDirs, ROOT, tempDir, tempsUnder } from './helpers.js';
+import {
+  checkBuilt,
+  expectCleanStderr,
+  finllm,
+  MODEL,
+  makeAdapter,
+  ROOT,
+  removeTempDirs,
+  tempDir,
+  tempsUnder,
+} from './helpers.js';
 
 afterAll(removeTempDirs);
 
@@ -44,7 +54,8 @@ async function outcome(fn: () => unknown): Promise<Outcome> {
 
 /** Exit 0 or 1 and a message without a stack trace; `input` is shown when it fails. */
 function expectUserOutcome(o: Outcome, input: () => string): void {
-  if (o.code !== 0 && o.code !== 1) throw new Error(`exit ${o.code} (${o.message.split('\n')[0]}) for input:\n${input().slice(0, 2000)}`);
+  if (o.code !== 0 && o.code !== 1)
+    throw new Error(`exit ${o.code} (${o.message.split('\n')[0]}) for input:\n${input().slice(0, 2000)}`);
   expect(o.message, input().slice(0, 500)).not.toMatch(/\n\s+at /);
 }
 
@@ -54,9 +65,27 @@ const pick = <T>(rng: Rng, xs: readonly T[]): T => xs[rng.int(xs.length)]!;
 function oddValue(rng: Rng): unknown {
   const deep = (n: number): unknown => (n === 0 ? 1 : [deep(n - 1)]);
   return pick(rng, [
-    () => null, () => true, () => 0, () => -1, () => 1.5, () => 2 ** 53 + 2, () => 1e308, () => -0, () => '', () => 'x',
-    () => '9'.repeat(400), () => 'é\u0000\u001b[2J\u0007\u009b\u202e', () => '\ud800', () => 'a'.repeat(20_000), () => [], () => [1, 'a', null],
-    () => ({}), () => ({ nested: { deeper: [1, 2] } }), () => deep(2000), () => '../../etc/passwd', () => '__proto__',
+    () => null,
+    () => true,
+    () => 0,
+    () => -1,
+    () => 1.5,
+    () => 2 ** 53 + 2,
+    () => 1e308,
+    () => -0,
+    () => '',
+    () => 'x',
+    () => '9'.repeat(400),
+    () => 'é\u0000\u001b[2J\u0007\u009b\u202e',
+    () => '\ud800',
+    () => 'a'.repeat(20_000),
+    () => [],
+    () => [1, 'a', null],
+    () => ({}),
+    () => ({ nested: { deeper: [1, 2] } }),
+    () => deep(2000),
+    () => '../../etc/passwd',
+    () => '__proto__',
   ])();
 }
 
@@ -70,15 +99,40 @@ function mutateHeader(rng: Rng, header: Record<string, unknown>): unknown {
   const entry = { ...(header[name] as Record<string, unknown>) };
   const out: Record<string, unknown> = { ...header };
   switch (rng.int(9)) {
-    case 0: entry['dtype'] = pick(rng, ['F64', 'I64', 'BOOL', 'F8_E4M3', 'Q4', 'f32', 7, null]); break;
-    case 1: entry['shape'] = pick(rng, [[], [0], [-1, 4], [1.5], [2 ** 40, 2 ** 40], 'x', [[2]], null]); break;
-    case 2: entry['data_offsets'] = pick(rng, [[0], [5, 1], [-4, 0], [0, 1e300], [0, 2 ** 62], ['0', '8'], [0, 4, 8], null]); break;
-    case 3: delete entry[pick(rng, ['dtype', 'shape', 'data_offsets'])]; break;
-    case 4: out[pick(rng, ['', '__proto__', 'constructor', 'x'.repeat(5000), 'base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight', 'a.lora_A.weight'])] = entry; break;
-    case 5: out['__metadata__'] = pick(rng, [{ format: 1 }, [], 'pt', null, { a: { b: 1 } }]); break;
-    case 6: delete out[name]; break;
-    case 7: return pick(rng, [[], 3, 'header', null, true]);
-    default: entry[pick(rng, ['dtype', 'shape', 'data_offsets'])] = oddValue(rng);
+    case 0:
+      entry['dtype'] = pick(rng, ['F64', 'I64', 'BOOL', 'F8_E4M3', 'Q4', 'f32', 7, null]);
+      break;
+    case 1:
+      entry['shape'] = pick(rng, [[], [0], [-1, 4], [1.5], [2 ** 40, 2 ** 40], 'x', [[2]], null]);
+      break;
+    case 2:
+      entry['data_offsets'] = pick(rng, [[0], [5, 1], [-4, 0], [0, 1e300], [0, 2 ** 62], ['0', '8'], [0, 4, 8], null]);
+      break;
+    case 3:
+      delete entry[pick(rng, ['dtype', 'shape', 'data_offsets'])];
+      break;
+    case 4:
+      out[
+        pick(rng, [
+          '',
+          '__proto__',
+          'constructor',
+          'x'.repeat(5000),
+          'base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight',
+          'a.lora_A.weight',
+        ])
+      ] = entry;
+      break;
+    case 5:
+      out['__metadata__'] = pick(rng, [{ format: 1 }, [], 'pt', null, { a: { b: 1 } }]);
+      break;
+    case 6:
+      delete out[name];
+      break;
+    case 7:
+      return pick(rng, [[], 3, 'header', null, true]);
+    default:
+      entry[pick(rng, ['dtype', 'shape', 'data_offsets'])] = oddValue(rng);
   }
   if (out[name] !== undefined) out[name] = entry;
   return out;
@@ -102,7 +156,10 @@ function mutateSafetensors(rng: Rng, bytes: Buffer): Buffer {
     return out;
   }
   if (mode === 3) return out.subarray(0, rng.int(out.length));
-  out.writeBigUInt64LE(pick(rng, [0n, 1n, BigInt(n - 1), BigInt(n + 1), BigInt(out.length), 2n ** 62n, 2n ** 64n - 1n]), 0);
+  out.writeBigUInt64LE(
+    pick(rng, [0n, 1n, BigInt(n - 1), BigInt(n + 1), BigInt(out.length), 2n ** 62n, 2n ** 64n - 1n]),
+    0,
+  );
   return out;
 }
 
@@ -126,15 +183,47 @@ environments:
   gpu: {training: {batch_size: 8}}
 `;
 
-const GARBAGE_LINES = ['\t- x', 'a: &a [1, 2]', 'b: *a', 'c: *nope', '? [x, y]\n: z', '!!binary aGVsbG8=', '%YAML 9.9', '{', 'key: [unclosed', '  : : :', '---', '...', 'training: {lr: .nan}', 'training: {lr: .inf}', 'model: !!set {a, b}', 'x: 0x1F', 'data: {max_seq_len: 1e999}', 'environments: 3', '__proto__: {polluted: true}'];
+const GARBAGE_LINES = [
+  '\t- x',
+  'a: &a [1, 2]',
+  'b: *a',
+  'c: *nope',
+  '? [x, y]\n: z',
+  '!!binary aGVsbG8=',
+  '%YAML 9.9',
+  '{',
+  'key: [unclosed',
+  '  : : :',
+  '---',
+  '...',
+  'training: {lr: .nan}',
+  'training: {lr: .inf}',
+  'model: !!set {a, b}',
+  'x: 0x1F',
+  'data: {max_seq_len: 1e999}',
+  'environments: 3',
+  '__proto__: {polluted: true}',
+];
 
 function mutateConfigText(rng: Rng, text: string): string {
   const lines = text.split('\n');
   switch (rng.int(6)) {
-    case 0: lines.splice(rng.int(lines.length), 1); return lines.join('\n');
-    case 1: lines.splice(rng.int(lines.length), 0, pick(rng, GARBAGE_LINES)); return lines.join('\n');
-    case 2: { const i = rng.int(lines.length); lines[i] = ' '.repeat(rng.int(5)) + lines[i]!.trimStart(); return lines.join('\n'); }
-    case 3: { const i = rng.int(lines.length); lines.splice(i, 0, lines[i]!); return lines.join('\n'); }
+    case 0:
+      lines.splice(rng.int(lines.length), 1);
+      return lines.join('\n');
+    case 1:
+      lines.splice(rng.int(lines.length), 0, pick(rng, GARBAGE_LINES));
+      return lines.join('\n');
+    case 2: {
+      const i = rng.int(lines.length);
+      lines[i] = ' '.repeat(rng.int(5)) + lines[i]!.trimStart();
+      return lines.join('\n');
+    }
+    case 3: {
+      const i = rng.int(lines.length);
+      lines.splice(i, 0, lines[i]!);
+      return lines.join('\n');
+    }
     default: {
       // Structural: replace a leaf, rename a key or add an unknown one, then re-serialize.
       let doc: Record<string, Record<string, unknown>>;
@@ -150,8 +239,10 @@ function mutateConfigText(rng: Rng, text: string): string {
       const key = keys.length ? pick(rng, keys) : 'x';
       const r = rng.int(3);
       if (r === 0) doc[section]![key] = oddValue(rng);
-      else if (r === 1) { doc[section]![`${key}_`] = doc[section]![key]; delete doc[section]![key]; }
-      else (doc as Record<string, unknown>)[pick(rng, [section, 'tokenizer', 'optimizer'])] = oddValue(rng);
+      else if (r === 1) {
+        doc[section]![`${key}_`] = doc[section]![key];
+        delete doc[section]![key];
+      } else (doc as Record<string, unknown>)[pick(rng, [section, 'tokenizer', 'optimizer'])] = oddValue(rng);
       try {
         return YAML.stringify(doc);
       } catch {
@@ -161,7 +252,21 @@ function mutateConfigText(rng: Rng, text: string): string {
   }
 }
 
-const ODD_SETS = ['training.lr=abc', '=x', 'a..b=1', 'training=3', 'model.path=[1, 2]', 'x.y.z=&a [*a]', 'training.max_steps=-1', 'lora.target_modules=all-linear', 'data.max_seq_len=7', 'training.warmup_ratio=0.1', 'output.dir=', 'lora.r=1e400', 'training.lr=1e-4'];
+const ODD_SETS = [
+  'training.lr=abc',
+  '=x',
+  'a..b=1',
+  'training=3',
+  'model.path=[1, 2]',
+  'x.y.z=&a [*a]',
+  'training.max_steps=-1',
+  'lora.target_modules=all-linear',
+  'data.max_seq_len=7',
+  'training.warmup_ratio=0.1',
+  'output.dir=',
+  'lora.r=1e400',
+  'training.lr=1e-4',
+];
 
 // ---------------------------------------------------------------------------------------------
 // JSONL
@@ -176,25 +281,69 @@ function mutateJsonl(rng: Rng, rows: Record<string, unknown>[]): Buffer {
       const l = lines();
       const depth = 20_000 + rng.int(80_000);
       const open = pick(rng, ['[', '{"a":']);
-      l[i] = `{"${pick(rng, ['text', 'prediction', 'reference', 'question', 'answer', 'id', 'label', 'scores', 'step', 'task'])}": ${open.repeat(depth)}1${(open === '[' ? ']' : '}').repeat(depth)}}`;
+      l[i] =
+        `{"${pick(rng, ['text', 'prediction', 'reference', 'question', 'answer', 'id', 'label', 'scores', 'step', 'task'])}": ${open.repeat(depth)}1${(open === '[' ? ']' : '}').repeat(depth)}}`;
       return Buffer.from(l.join('\n') + '\n');
     }
-    case 0: { const keys = Object.keys(copy[i]!); if (keys.length) copy[i]![pick(rng, keys)] = oddValue(rng); return Buffer.from(lines().join('\n') + '\n'); }
-    case 1: { const keys = Object.keys(copy[i]!); if (keys.length) delete copy[i]![pick(rng, keys)]; return Buffer.from(lines().join('\n') + '\n'); }
-    case 2: { const l = lines(); l[i] = l[i]!.slice(0, rng.int(l[i]!.length)); return Buffer.from(l.join('\n') + '\n'); }
-    case 3: { const l = lines(); l.splice(i, 0, pick(rng, ['', '   ', '[]', 'null', '42', '"text"', '{"a": 1', '[' .repeat(5000), '\u001b[31m{}', '{"text": "x"}{"text": "y"}'])); return Buffer.from(l.join('\r\n')); }
+    case 0: {
+      const keys = Object.keys(copy[i]!);
+      if (keys.length) copy[i]![pick(rng, keys)] = oddValue(rng);
+      return Buffer.from(lines().join('\n') + '\n');
+    }
+    case 1: {
+      const keys = Object.keys(copy[i]!);
+      if (keys.length) delete copy[i]![pick(rng, keys)];
+      return Buffer.from(lines().join('\n') + '\n');
+    }
+    case 2: {
+      const l = lines();
+      l[i] = l[i]!.slice(0, rng.int(l[i]!.length));
+      return Buffer.from(l.join('\n') + '\n');
+    }
+    case 3: {
+      const l = lines();
+      l.splice(
+        i,
+        0,
+        pick(rng, [
+          '',
+          '   ',
+          '[]',
+          'null',
+          '42',
+          '"text"',
+          '{"a": 1',
+          '['.repeat(5000),
+          '\u001b[31m{}',
+          '{"text": "x"}{"text": "y"}',
+        ]),
+      );
+      return Buffer.from(l.join('\r\n'));
+    }
     case 4: {
       // Invalid UTF-8, a NUL, a BOM in the middle of the file.
       const b = Buffer.from(lines().join('\n') + '\n');
       const at = rng.int(b.length);
-      return Buffer.concat([b.subarray(0, at), Buffer.from(pick(rng, [[0xff, 0xfe], [0xc3], [0x00], [0xef, 0xbb, 0xbf], [0xed, 0xa0, 0x80]])), b.subarray(at)]);
+      return Buffer.concat([
+        b.subarray(0, at),
+        Buffer.from(pick(rng, [[0xff, 0xfe], [0xc3], [0x00], [0xef, 0xbb, 0xbf], [0xed, 0xa0, 0x80]])),
+        b.subarray(at),
+      ]);
     }
-    case 5: copy[i]![pick(rng, ['id', 'task', 'label', 'prediction', 'scores', 'step'])] = oddValue(rng); return Buffer.from(lines().join('\n') + '\n');
-    default: return Buffer.from('');
+    case 5:
+      copy[i]![pick(rng, ['id', 'task', 'label', 'prediction', 'scores', 'step'])] = oddValue(rng);
+      return Buffer.from(lines().join('\n') + '\n');
+    default:
+      return Buffer.from('');
   }
 }
 
-const readRows = (file: string, n: number) => readFileSync(file, 'utf8').split('\n').filter(Boolean).slice(0, n).map((l) => JSON.parse(l) as Record<string, unknown>);
+const readRows = (file: string, n: number) =>
+  readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .slice(0, n)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 
 // ---------------------------------------------------------------------------------------------
 
@@ -241,9 +390,26 @@ describe('fuzzed inputs: exit 0 or 1, never 2, no stack trace, nothing half-writ
     writeFileSync(join(ckpt, 'model-00001-of-00001.safetensors'), base);
     const names = Object.keys(JSON.parse(base.subarray(8, 8 + Number(base.readBigUInt64LE(0))).toString()) as object);
     for (let c = 0; c < 40; c++) {
-      const map: Record<string, unknown> = Object.fromEntries(names.map((n) => [n, 'model-00001-of-00001.safetensors']));
-      map[pick(rng, names)] = pick(rng, ['../model-00001-of-00001.safetensors', '/etc/passwd', 'missing.safetensors', '', 3, null, '.', 'model-00001-of-00001.safetensors']);
-      const index = pick(rng, [{ weight_map: map }, { metadata: 3, weight_map: map }, { weight_map: [] }, [], { weight_map: { x: 'model-00001-of-00001.safetensors' } }]);
+      const map: Record<string, unknown> = Object.fromEntries(
+        names.map((n) => [n, 'model-00001-of-00001.safetensors']),
+      );
+      map[pick(rng, names)] = pick(rng, [
+        '../model-00001-of-00001.safetensors',
+        '/etc/passwd',
+        'missing.safetensors',
+        '',
+        3,
+        null,
+        '.',
+        'model-00001-of-00001.safetensors',
+      ]);
+      const index = pick(rng, [
+        { weight_map: map },
+        { metadata: 3, weight_map: map },
+        { weight_map: [] },
+        [],
+        { weight_map: { x: 'model-00001-of-00001.safetensors' } },
+      ]);
       writeFileSync(join(ckpt, 'model.safetensors.index.json'), JSON.stringify(index));
       expectUserOutcome(await outcome(async () => (await Checkpoint.open(ckpt)).close()), () => JSON.stringify(index));
     }
@@ -286,13 +452,44 @@ describe('fuzzed inputs: exit 0 or 1, never 2, no stack trace, nothing half-writ
     const dir = tempDir();
     const train = readRows(join(ROOT, 'data', 'sample', 'train.jsonl'), 6);
     const qa = readRows(join(ROOT, 'data', 'eval', 'fin-figures.jsonl'), 3);
-    const score = [{ prediction: 'Revenue rose 9% to $2.31 billion.', reference: 'Revenue grew 9 percent to 2.31 billion dollars.', id: 'a' }, { prediction: 'Positive', reference: 'positive', source: 'Sales up.' }];
-    const results = JSON.parse(JSON.stringify({
-      format: 'finllm.results.v1', model: 'm', adapter: null, task: 'qa', metrics: { rougeL: 0.5 },
-      per_example: [0, 1, 2].map((k) => ({ id: `e${k}`, prediction: 'p', reference: 'r', scores: { rougeL: 0.1 * k, bleu: k } })),
-    })) as Record<string, unknown>;
-    const log = [{ step: 1, loss: 2.5 }, { step: 2, loss: 2.1, val_loss: 2.3 }];
-    const cfg = (file: string, onInvalid: string) => loadConfig({ file: join(ROOT, 'configs', 'default.yaml'), sets: [`data.train=${file}`, 'data.val=null', `data.on_invalid=${onInvalid}`, 'data.max_seq_len=128', 'data.dedup.near=false'] });
+    const score = [
+      {
+        prediction: 'Revenue rose 9% to $2.31 billion.',
+        reference: 'Revenue grew 9 percent to 2.31 billion dollars.',
+        id: 'a',
+      },
+      { prediction: 'Positive', reference: 'positive', source: 'Sales up.' },
+    ];
+    const results = JSON.parse(
+      JSON.stringify({
+        format: 'finllm.results.v1',
+        model: 'm',
+        adapter: null,
+        task: 'qa',
+        metrics: { rougeL: 0.5 },
+        per_example: [0, 1, 2].map((k) => ({
+          id: `e${k}`,
+          prediction: 'p',
+          reference: 'r',
+          scores: { rougeL: 0.1 * k, bleu: k },
+        })),
+      }),
+    ) as Record<string, unknown>;
+    const log = [
+      { step: 1, loss: 2.5 },
+      { step: 2, loss: 2.1, val_loss: 2.3 },
+    ];
+    const cfg = (file: string, onInvalid: string) =>
+      loadConfig({
+        file: join(ROOT, 'configs', 'default.yaml'),
+        sets: [
+          `data.train=${file}`,
+          'data.val=null',
+          `data.on_invalid=${onInvalid}`,
+          'data.max_seq_len=128',
+          'data.dedup.near=false',
+        ],
+      });
     const seen = new Set<number>();
     for (let c = 0; c < CASES; c++) {
       const target = c % 6;
@@ -311,24 +508,39 @@ describe('fuzzed inputs: exit 0 or 1, never 2, no stack trace, nothing half-writ
           break;
         case 1:
           bytes = mutateJsonl(rng, qa);
-          run = async () => buildEvalItems(await readDataRows(file), pick(rng, ['generation', 'classification'] as const), file, { tokenizer, limit: pick(rng, [null, 1, 2]) });
+          run = async () =>
+            buildEvalItems(await readDataRows(file), pick(rng, ['generation', 'classification'] as const), file, {
+              tokenizer,
+              limit: pick(rng, [null, 1, 2]),
+            });
           break;
         case 2:
           bytes = mutateJsonl(rng, score);
           run = async () => scoreExamples(await readScoreInput(file));
           break;
         case 3:
-          bytes = mutateJsonl(rng, train.map((r) => ({ text: r['text'] })));
+          bytes = mutateJsonl(
+            rng,
+            train.map((r) => ({ text: r['text'] })),
+          );
           run = async () => textsOf(await readDataRows(file), file);
           break;
         case 4: {
           // A results file: one mutated per_example entry (or top-level field), compared with the original.
-          const mutated = JSON.parse(JSON.stringify(results)) as { per_example: Record<string, unknown>[] } & Record<string, unknown>;
-          if (rng.int(2)) mutated.per_example[rng.int(3)]![pick(rng, ['id', 'scores', 'prediction', 'reference'])] = oddValue(rng);
+          const mutated = JSON.parse(JSON.stringify(results)) as { per_example: Record<string, unknown>[] } & Record<
+            string,
+            unknown
+          >;
+          if (rng.int(2))
+            mutated.per_example[rng.int(3)]![pick(rng, ['id', 'scores', 'prediction', 'reference'])] = oddValue(rng);
           else mutated[pick(rng, ['format', 'model', 'task', 'metrics', 'per_example', 'adapter'])] = oddValue(rng);
           bytes = Buffer.from(JSON.stringify(mutated));
           run = async () => {
-            const cmp = compareResults(parseResults(results, 'base.json'), parseResults(JSON.parse(readFileSync(file, 'utf8')), file), { resamples: 100 });
+            const cmp = compareResults(
+              parseResults(results, 'base.json'),
+              parseResults(JSON.parse(readFileSync(file, 'utf8')), file),
+              { resamples: 100 },
+            );
             const { writeReport } = await import('../../src/pipeline/eval/report.js');
             await writeReport(out, cmp);
           };
@@ -365,14 +577,26 @@ describe('fuzzed inputs: exit 0 or 1, never 2, no stack trace, nothing half-writ
     }
     for (let c = 0; c < 3; c++) {
       const file = join(dir, `score${c}.jsonl`);
-      writeFileSync(file, mutateJsonl(rng, [{ prediction: 'a b', reference: 'a c' }, { prediction: 'x', reference: 'y', id: 3 }]));
+      writeFileSync(
+        file,
+        mutateJsonl(rng, [
+          { prediction: 'a b', reference: 'a c' },
+          { prediction: 'x', reference: 'y', id: 3 },
+        ]),
+      );
       const r = finllm(['score', '--input', file, '--json']);
       expect([0, 1], r.stderr).toContain(r.status);
       expectCleanStderr(r);
     }
     for (let c = 0; c < 2; c++) {
       const file = join(dir, `cfg${c}.yaml`);
-      writeFileSync(join(dir, 'train.jsonl'), readFileSync(join(ROOT, 'data', 'sample', 'train.jsonl'), 'utf8').split('\n').slice(0, 4).join('\n') + '\n');
+      writeFileSync(
+        join(dir, 'train.jsonl'),
+        readFileSync(join(ROOT, 'data', 'sample', 'train.jsonl'), 'utf8')
+          .split('\n')
+          .slice(0, 4)
+          .join('\n') + '\n',
+      );
       writeFileSync(file, mutateConfigText(rng, BASE_CONFIG(dir)));
       const r = finllm(['data', 'stats', '--config', file, '--report', join(dir, `report${c}.json`)]);
       expect([0, 1], r.stderr).toContain(r.status);

@@ -1,13 +1,23 @@
 // Helpers for the tests that run the `finllm` CLI as a user does (tests/cli): spawning it, checking
 // a failure is one clean line, building small models/adapters/data in temp folders.
-import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { type SpawnSyncReturns, spawn, spawnSync } from 'node:child_process';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
-import { readSafetensorsF32, writeSafetensors } from '../../src/io/safetensors.js';
-import { loraKey, writeAdapter, type LoraWeights } from '../../src/llama/peft.js';
 import { Rng } from '../../src/engine/random.js';
+import { readSafetensorsF32, writeSafetensors } from '../../src/io/safetensors.js';
+import { type LoraWeights, loraKey, writeAdapter } from '../../src/llama/peft.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -32,7 +42,11 @@ export type CliResult = Pick<SpawnSyncReturns<string>, 'status' | 'stdout' | 'st
 
 /** Runs `finllm ...args` to completion (the timeout only guards against a hang). */
 export function finllm(args: string[], opts: { cwd?: string; timeoutMs?: number } = {}): CliResult {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: opts.cwd ?? ROOT, encoding: 'utf8', timeout: opts.timeoutMs ?? 240_000 });
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    cwd: opts.cwd ?? ROOT,
+    encoding: 'utf8',
+    timeout: opts.timeoutMs ?? 240_000,
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, signal: r.signal };
 }
 
@@ -93,7 +107,8 @@ export function deadPid(): number {
  */
 export async function copyModel(
   dir: string,
-  edit: (t: Map<string, Float32Array>) => { name: string; shape: number[]; data: Float32Array }[] | void = () => undefined,
+  edit: (t: Map<string, Float32Array>) => { name: string; shape: number[]; data: Float32Array }[] | void = () =>
+    undefined,
   editConfig: (c: Record<string, unknown>) => void = () => undefined,
 ): Promise<string> {
   mkdirSync(dir, { recursive: true });
@@ -101,7 +116,10 @@ export async function copyModel(
   const extra = edit(t) ?? [];
   await writeSafetensors(
     join(dir, 'model.safetensors'),
-    [...[...t].map(([name, data]) => ({ name, dtype: 'F32' as const, shape: t.shapes.get(name)!, data })), ...extra.map((e) => ({ ...e, dtype: 'F32' as const }))],
+    [
+      ...[...t].map(([name, data]) => ({ name, dtype: 'F32' as const, shape: t.shapes.get(name)!, data })),
+      ...extra.map((e) => ({ ...e, dtype: 'F32' as const })),
+    ],
     { format: 'pt' },
   );
   for (const f of MODEL_FILES) copyFileSync(join(MODEL, f), join(dir, f));
@@ -116,13 +134,30 @@ export async function makeAdapter(dir: string, edit: (w: LoraWeights) => void = 
   const rng = new Rng(11);
   const weights: LoraWeights = new Map();
   for (let l = 0; l < 2; l++) {
-    for (const [mod, out] of [['q_proj', 64], ['v_proj', 32]] as const) {
-      weights.set(loraKey(l, mod), { A: rng.uniformArray(2 * 64, -0.1, 0.1), B: rng.uniformArray(out * 2, -0.1, 0.1), r: 2, inFeatures: 64, outFeatures: out });
+    for (const [mod, out] of [
+      ['q_proj', 64],
+      ['v_proj', 32],
+    ] as const) {
+      weights.set(loraKey(l, mod), {
+        A: rng.uniformArray(2 * 64, -0.1, 0.1),
+        B: rng.uniformArray(out * 2, -0.1, 0.1),
+        r: 2,
+        inFeatures: 64,
+        outFeatures: out,
+      });
     }
   }
   edit(weights);
   await writeAdapter(dir, {
-    config: { r: 2, loraAlpha: 4, useRslora: false, targetModules: ['q_proj', 'v_proj'], loraDropout: 0, baseModelNameOrPath: MODEL, taskType: 'CAUSAL_LM' },
+    config: {
+      r: 2,
+      loraAlpha: 4,
+      useRslora: false,
+      targetModules: ['q_proj', 'v_proj'],
+      loraDropout: 0,
+      baseModelNameOrPath: MODEL,
+      taskType: 'CAUSAL_LM',
+    },
     weights,
   });
   return dir;
@@ -132,7 +167,10 @@ export async function makeAdapter(dir: string, edit: (w: LoraWeights) => void = 
 export function poke(file: string, name: string, index: number, value: number): void {
   const bytes = readFileSync(file);
   const n = Number(bytes.readBigUInt64LE(0));
-  const header = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; data_offsets: [number, number] }>;
+  const header = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8')) as Record<
+    string,
+    { dtype: string; data_offsets: [number, number] }
+  >;
   const info = header[name];
   if (info?.dtype !== 'F32') throw new Error(`poke: no F32 tensor ${name} in ${file}`);
   bytes.writeFloatLE(value, 8 + n + info.data_offsets[0] + 4 * index);

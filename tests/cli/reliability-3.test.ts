@@ -2,11 +2,25 @@
 // through the `finllm` CLI as a user runs it (exit code, the one-line message, the files left
 // behind). Library-level checks of the same fixes live beside their modules' tests.
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  CLI, checkBuilt, copyModel, expectCleanStderr, expectFailure, expectSuccess, finllm, finllmAsync, MODEL, removeTempDirs, ROOT, sampleTexts, tempDir, writeJsonl, type CliResult,
+  CLI,
+  type CliResult,
+  checkBuilt,
+  copyModel,
+  expectCleanStderr,
+  expectFailure,
+  expectSuccess,
+  finllm,
+  finllmAsync,
+  MODEL,
+  ROOT,
+  removeTempDirs,
+  sampleTexts,
+  tempDir,
+  writeJsonl,
 } from './helpers.js';
 
 beforeAll(checkBuilt);
@@ -15,13 +29,21 @@ afterAll(removeTempDirs);
 describe('12, 22. tokenizer train: sizes and frequencies out of range are refused; a short vocabulary is said', () => {
   // Plain ASCII text: the alphabet is the 94 printable characters, "▁" and "\n", so the minimum
   // vocabulary is 3 specials + 256 byte tokens + 96 = 355.
-  const corpus = () => writeJsonl(join(tempDir(), 'corpus.jsonl'), [{ text: 'Revenue rose nine percent.' }, { text: 'Margins fell by two points.' }]);
+  const corpus = () =>
+    writeJsonl(join(tempDir(), 'corpus.jsonl'), [
+      { text: 'Revenue rose nine percent.' },
+      { text: 'Margins fell by two points.' },
+    ]);
 
   for (const size of ['300', '0', '1', '-5']) {
     it(`--vocab-size ${size}: exit 1 with the minimum for this corpus (355), nothing written`, () => {
       const dir = tempDir();
       const r = finllm(['tokenizer', 'train', '--data', corpus(), '--vocab-size', size, join(dir, 'tok')]);
-      expectFailure(r, 1, /finllm: key 'vocab-size': expected at least 355 for this corpus \(3 special tokens, 256 byte tokens, 96 characters\), got -?\d+$/m);
+      expectFailure(
+        r,
+        1,
+        /finllm: key 'vocab-size': expected at least 355 for this corpus \(3 special tokens, 256 byte tokens, 96 characters\), got -?\d+$/m,
+      );
       expect(readdirSync(dir)).toEqual([]);
     });
   }
@@ -34,7 +56,11 @@ describe('12, 22. tokenizer train: sizes and frequencies out of range are refuse
   for (const f of ['0', '-3', '1.5']) {
     it(`--min-frequency ${f}: exit 1, expected an integer >= 1`, () => {
       const r = finllm(['tokenizer', 'train', '--data', corpus(), '--min-frequency', f, join(tempDir(), 'tok')]);
-      expectFailure(r, 1, f === '1.5' ? /--min-frequency: expected an integer, got "1\.5"/ : /--min-frequency: expected an integer >= 1/);
+      expectFailure(
+        r,
+        1,
+        f === '1.5' ? /--min-frequency: expected an integer, got "1\.5"/ : /--min-frequency: expected an integer >= 1/,
+      );
     });
   }
 
@@ -44,7 +70,12 @@ describe('12, 22. tokenizer train: sizes and frequencies out of range are refuse
     expectSuccess(r);
     const got = /vocabulary (\d+) \((\d+) merges\)/.exec(r.stdout)!;
     expect(Number(got[1])).toBeLessThan(2048);
-    expect(r.stderr).toMatch(new RegExp(`^finllm: warning: .*corpus\\.jsonl: the vocabulary has ${got[1]} tokens \\(${got[2]} merges\\), not the 2048 of --vocab-size: no other pair of symbols occurs at least 2 times \\(--min-frequency\\)`, 'm'));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^finllm: warning: .*corpus\\.jsonl: the vocabulary has ${got[1]} tokens \\(${got[2]} merges\\), not the 2048 of --vocab-size: no other pair of symbols occurs at least 2 times \\(--min-frequency\\)`,
+        'm',
+      ),
+    );
     expect(existsSync(join(out, 'tokenizer.json'))).toBe(true);
   });
 
@@ -62,26 +93,35 @@ describe('23. data generate: only JSONL destinations; a count that would fill th
     it(`-o ${name}: exit 1 naming the file and the extensions it writes; nothing written`, () => {
       const dir = tempDir();
       const r = finllm(['data', 'generate', '--kind', 'corpus', '-n', '3', '-o', join(dir, name)]);
-      expectFailure(r, 1, new RegExp(`${name.replace('.', '\\.')}: data generate writes JSON Lines: expected a \\.jsonl file name`));
+      expectFailure(
+        r,
+        1,
+        new RegExp(`${name.replace('.', '\\.')}: data generate writes JSON Lines: expected a \\.jsonl file name`),
+      );
       expect(readdirSync(dir)).toEqual([]);
     });
   }
 
   it('-n 1e12: exit 1 with the upper bound, before writing anything', () => {
     const dir = tempDir();
-    const r = finllm(['data', 'generate', '--kind', 'corpus', '-n', '1e12', '-o', join(dir, 'c.jsonl')], { timeoutMs: 30_000 });
+    const r = finllm(['data', 'generate', '--kind', 'corpus', '-n', '1e12', '-o', join(dir, 'c.jsonl')], {
+      timeoutMs: 30_000,
+    });
     expectFailure(r, 1, /key 'count': expected at most 10000000 records, got 1000000000000/);
     expect(readdirSync(dir)).toEqual([]);
   });
 
   it('--kind tasks: the bound counts every task (count × tasks)', () => {
-    const r = finllm(['data', 'generate', '--kind', 'tasks', '-n', '4000000', '-o', join(tempDir(), 't.jsonl')], { timeoutMs: 30_000 });
+    const r = finllm(['data', 'generate', '--kind', 'tasks', '-n', '4000000', '-o', join(tempDir(), 't.jsonl')], {
+      timeoutMs: 30_000,
+    });
     expectFailure(r, 1, /key 'count': expected at most 10000000 records, got 12000000 \(4000000 × 3 tasks\)/);
   });
 
   it('.jsonl, .ndjson and .json (the extensions the data stage reads as JSON Lines) are written', () => {
     const dir = tempDir();
-    for (const name of ['a.jsonl', 'b.ndjson', 'c.json']) expectSuccess(finllm(['data', 'generate', '--kind', 'corpus', '-n', '2', '-o', join(dir, name)]));
+    for (const name of ['a.jsonl', 'b.ndjson', 'c.json'])
+      expectSuccess(finllm(['data', 'generate', '--kind', 'corpus', '-n', '2', '-o', join(dir, name)]));
     expect(readFileSync(join(dir, 'b.ndjson'), 'utf8').trim().split('\n')).toHaveLength(2);
   });
 });
@@ -89,54 +129,144 @@ describe('23. data generate: only JSONL destinations; a count that would fill th
 describe('8. --env names only environments the config file defines', () => {
   it('--env __proto__ and --env toString: exit 1 listing the defined environments', () => {
     const dir = tempDir();
-    writeFileSync(join(dir, 'cfg.yaml'), 'model: {path: m}\ndata: {train: t.jsonl}\nenvironments:\n  cpu: {training: {max_steps: 1}}\n');
+    writeFileSync(
+      join(dir, 'cfg.yaml'),
+      'model: {path: m}\ndata: {train: t.jsonl}\nenvironments:\n  cpu: {training: {max_steps: 1}}\n',
+    );
     for (const env of ['__proto__', 'toString']) {
       const r = finllm(['data', 'stats', '--config', join(dir, 'cfg.yaml'), '--env', env]);
-      expectFailure(r, 1, new RegExp(`environment "${env}" \\(from --env\\) is not defined under 'environments'; defined: cpu`));
+      expectFailure(
+        r,
+        1,
+        new RegExp(`environment "${env}" \\(from --env\\) is not defined under 'environments'; defined: cpu`),
+      );
     }
   });
 });
 
 // A small or read-only file system of our own: a tmpfs mounted over `dir` in a private mount
 // namespace (unshare), which needs user namespaces (or root); skipped where they are not available.
-const canMount = spawnSync('unshare', ['-rm', 'sh', '-c', 'mount -t tmpfs -o size=4k tmpfs /mnt'], { encoding: 'utf8' }).status === 0;
+const canMount =
+  spawnSync('unshare', ['-rm', 'sh', '-c', 'mount -t tmpfs -o size=4k tmpfs /mnt'], { encoding: 'utf8' }).status === 0;
 function finllmOnTmpfs(dir: string, mountOptions: string, args: string[]): CliResult {
-  const r = spawnSync('unshare', ['-rm', 'sh', '-c', `mount -t tmpfs -o ${mountOptions} tmpfs "$0" && exec "$@"`, dir, process.execPath, CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(
+    'unshare',
+    [
+      '-rm',
+      'sh',
+      '-c',
+      `mount -t tmpfs -o ${mountOptions} tmpfs "$0" && exec "$@"`,
+      dir,
+      process.execPath,
+      CLI,
+      ...args,
+    ],
+    { cwd: ROOT, encoding: 'utf8', timeout: 120_000 },
+  );
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, signal: r.signal };
 }
 
-describe.skipIf(!canMount)('21. a full or read-only file system: the message names the destination, never a temp (needs unshare -rm)', () => {
-  const corpus = () => writeJsonl(join(tempDir(), 'corpus.jsonl'), [{ text: 'Revenue rose nine percent.' }, { text: 'Margins fell by two points.' }]);
+describe.skipIf(!canMount)(
+  '21. a full or read-only file system: the message names the destination, never a temp (needs unshare -rm)',
+  () => {
+    const corpus = () =>
+      writeJsonl(join(tempDir(), 'corpus.jsonl'), [
+        { text: 'Revenue rose nine percent.' },
+        { text: 'Margins fell by two points.' },
+      ]);
 
-  it('disk full while writing a tokenizer folder: exit 2 naming the file under the destination folder', () => {
-    const mnt = tempDir();
-    const r = finllmOnTmpfs(mnt, 'size=8k', ['tokenizer', 'train', '--data', corpus(), '--vocab-size', '400', join(mnt, 'tok')]);
-    expectFailure(r, 2, new RegExp(`^finllm: ${join(mnt, 'tok').replaceAll('/', '\\/')}\\/tokenizer[a-z_]*\\.json: no space left on device \\(write\\)$`, 'm'));
-    expect(r.stderr).not.toContain('.tmp-');
-  });
+    it('disk full while writing a tokenizer folder: exit 2 naming the file under the destination folder', () => {
+      const mnt = tempDir();
+      const r = finllmOnTmpfs(mnt, 'size=8k', [
+        'tokenizer',
+        'train',
+        '--data',
+        corpus(),
+        '--vocab-size',
+        '400',
+        join(mnt, 'tok'),
+      ]);
+      expectFailure(
+        r,
+        2,
+        new RegExp(
+          `^finllm: ${join(mnt, 'tok').replaceAll('/', '\\/')}\\/tokenizer[a-z_]*\\.json: no space left on device \\(write\\)$`,
+          'm',
+        ),
+      );
+      expect(r.stderr).not.toContain('.tmp-');
+    });
 
-  it('a read-only file system: exit 1 naming the destination folder', () => {
-    const mnt = tempDir();
-    const r = finllmOnTmpfs(mnt, 'ro', ['tokenizer', 'train', '--data', corpus(), '--vocab-size', '400', join(mnt, 'tok')]);
-    expectFailure(r, 1, new RegExp(`^finllm: ${join(mnt, 'tok').replaceAll('/', '\\/')}: read-only file system \\(mkdir\\)$`, 'm'));
-    const file = finllmOnTmpfs(mnt, 'ro', ['data', 'generate', '--kind', 'corpus', '-n', '2', '-o', join(mnt, 'c.jsonl')]);
-    expectFailure(file, 1, new RegExp(`^finllm: ${join(mnt, 'c.jsonl').replaceAll('/', '\\/')}: read-only file system \\(open\\)$`, 'm'));
-  });
+    it('a read-only file system: exit 1 naming the destination folder', () => {
+      const mnt = tempDir();
+      const r = finllmOnTmpfs(mnt, 'ro', [
+        'tokenizer',
+        'train',
+        '--data',
+        corpus(),
+        '--vocab-size',
+        '400',
+        join(mnt, 'tok'),
+      ]);
+      expectFailure(
+        r,
+        1,
+        new RegExp(`^finllm: ${join(mnt, 'tok').replaceAll('/', '\\/')}: read-only file system \\(mkdir\\)$`, 'm'),
+      );
+      const file = finllmOnTmpfs(mnt, 'ro', [
+        'data',
+        'generate',
+        '--kind',
+        'corpus',
+        '-n',
+        '2',
+        '-o',
+        join(mnt, 'c.jsonl'),
+      ]);
+      expectFailure(
+        file,
+        1,
+        new RegExp(`^finllm: ${join(mnt, 'c.jsonl').replaceAll('/', '\\/')}: read-only file system \\(open\\)$`, 'm'),
+      );
+    });
 
-  it('data generate whose estimated size exceeds the free space: exit 1 before writing (23)', () => {
-    const mnt = tempDir();
-    const r = finllmOnTmpfs(mnt, 'size=1m', ['data', 'generate', '--kind', 'corpus', '-n', '100000', '-o', join(mnt, 'c.jsonl')]);
-    expectFailure(r, 1, /c\.jsonl: 100000 records need about [0-9.]+ MiB, but its file system has 1\.0 MiB free; lower -n\/--count or write elsewhere/);
-  });
-});
+    it('data generate whose estimated size exceeds the free space: exit 1 before writing (23)', () => {
+      const mnt = tempDir();
+      const r = finllmOnTmpfs(mnt, 'size=1m', [
+        'data',
+        'generate',
+        '--kind',
+        'corpus',
+        '-n',
+        '100000',
+        '-o',
+        join(mnt, 'c.jsonl'),
+      ]);
+      expectFailure(
+        r,
+        1,
+        /c\.jsonl: 100000 records need about [0-9.]+ MiB, but its file system has 1\.0 MiB free; lower -n\/--count or write elsewhere/,
+      );
+    });
+  },
+);
 
 describe('6. a tokenizer.json finllm cannot run is refused at load, by every command that loads a model', () => {
   it('ids >= vocab_size: generate exits 1 naming tokenizer.json (was exit 2 with a stack); serve exits 1 instead of reporting ready', async () => {
     const model = await copyModel(join(tempDir(), 'model'));
     const tok = JSON.parse(readFileSync(join(model, 'tokenizer.json'), 'utf8')) as { added_tokens: unknown[] };
-    tok.added_tokens.push({ id: 600, content: '<extra>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    tok.added_tokens.push({
+      id: 600,
+      content: '<extra>',
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    });
     writeFileSync(join(model, 'tokenizer.json'), JSON.stringify(tok));
-    const message = /tokenizer\.json: 1 token id is outside the model's vocabulary \(vocab_size 600 in .*config\.json\): "<extra>" \(600\)/;
+    const message =
+      /tokenizer\.json: 1 token id is outside the model's vocabulary \(vocab_size 600 in .*config\.json\): "<extra>" \(600\)/;
     expectFailure(finllm(['generate', '--model', model, '--prompt', 'Revenue <extra>', '-n', '2']), 1, message);
     const serve = finllmAsync(['serve', '--model', model, '--port', '0']);
     const code = await serve.exited;
@@ -149,18 +279,36 @@ describe('6. a tokenizer.json finllm cannot run is refused at load, by every com
   it('a WordPiece tokenizer: exit 1 naming the file and model.type', async () => {
     const model = await copyModel(join(tempDir(), 'model'));
     const tok = JSON.parse(readFileSync(join(model, 'tokenizer.json'), 'utf8')) as { model: Record<string, unknown> };
-    tok.model = { type: 'WordPiece', unk_token: '<unk>', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab: { '<unk>': 0, '<s>': 1, '</s>': 2 } };
+    tok.model = {
+      type: 'WordPiece',
+      unk_token: '<unk>',
+      continuing_subword_prefix: '##',
+      max_input_chars_per_word: 100,
+      vocab: { '<unk>': 0, '<s>': 1, '</s>': 2 },
+    };
     writeFileSync(join(model, 'tokenizer.json'), JSON.stringify(tok));
-    expectFailure(finllm(['generate', '--model', model, '--prompt', 'Revenue', '-n', '2']), 1, /tokenizer\.json, key 'model\.type': model type "WordPiece" is not supported/);
+    expectFailure(
+      finllm(['generate', '--model', model, '--prompt', 'Revenue', '-n', '2']),
+      1,
+      /tokenizer\.json, key 'model\.type': model type "WordPiece" is not supported/,
+    );
   });
 });
 
 describe('9. tie_word_embeddings: true with a separate lm_head.weight', () => {
   it('gets the "tensors the model does not use" warning, saying which head is used', async () => {
-    const model = await copyModel(join(tempDir(), 'model'), () => undefined, (c) => { c['tie_word_embeddings'] = true; });
+    const model = await copyModel(
+      join(tempDir(), 'model'),
+      () => undefined,
+      (c) => {
+        c['tie_word_embeddings'] = true;
+      },
+    );
     const r = finllm(['generate', '--model', model, '--prompt', 'Revenue', '-n', '1']);
     expectSuccess(r);
-    expect(r.stderr).toMatch(/^finllm: warning: .*model: 1 tensor is in the checkpoint but not used by a 2-layer Llama as config\.json describes it: lm_head\.weight \(tie_word_embeddings is true, so model\.embed_tokens\.weight is the LM head and lm_head\.weight is ignored; set it to false if lm_head\.weight is the head\); check that config\.json matches the weights$/m);
+    expect(r.stderr).toMatch(
+      /^finllm: warning: .*model: 1 tensor is in the checkpoint but not used by a 2-layer Llama as config\.json describes it: lm_head\.weight \(tie_word_embeddings is true, so model\.embed_tokens\.weight is the LM head and lm_head\.weight is ignored; set it to false if lm_head\.weight is the head\); check that config\.json matches the weights$/m,
+    );
   });
 });
 
@@ -168,7 +316,10 @@ describe('3. a step-N folder that is not a complete checkpoint is never skipped 
   /** A two-step run with a checkpoint per step, in a fresh folder. */
   function trainedRun(): string {
     const dir = tempDir('finllm-cli-run3-');
-    writeJsonl(join(dir, 'train.jsonl'), sampleTexts(4).map((text) => ({ text })));
+    writeJsonl(
+      join(dir, 'train.jsonl'),
+      sampleTexts(4).map((text) => ({ text })),
+    );
     writeFileSync(
       join(dir, 'cfg.yaml'),
       `model: {path: ${MODEL}, quantize: none}
@@ -184,20 +335,36 @@ logging: {console: false}
   }
   const ckpt = (dir: string, n: number) => join(dir, 'run', 'checkpoints', `step-${String(n).padStart(8, '0')}`);
 
-  it('--resume with a step-3 folder holding only the user\'s files: exit 1 naming it, before any step; nothing in it touched; after moving it away the run resumes at step 2', () => {
+  it("--resume with a step-3 folder holding only the user's files: exit 1 naming it, before any step; nothing in it touched; after moving it away the run resumes at step 2", () => {
     const dir = trainedRun();
     mkdirSync(ckpt(dir, 3));
     writeFileSync(join(ckpt(dir, 3), 'notes.txt'), 'keep me');
     const before = readFileSync(join(dir, 'run', 'metrics.jsonl'), 'utf8');
-    const args = ['train', '--config', join(dir, 'cfg.yaml'), '--set', 'training.max_steps=4', '--allow-config-change', '--resume'];
+    const args = [
+      'train',
+      '--config',
+      join(dir, 'cfg.yaml'),
+      '--set',
+      'training.max_steps=4',
+      '--allow-config-change',
+      '--resume',
+    ];
     const r = finllm(args);
-    expectFailure(r, 1, /step-00000003: not a complete checkpoint: it holds a file finllm does not write \(notes\.txt\)\. Move it out of .*checkpoints \(or delete it\) and run again/);
+    expectFailure(
+      r,
+      1,
+      /step-00000003: not a complete checkpoint: it holds a file finllm does not write \(notes\.txt\)\. Move it out of .*checkpoints \(or delete it\) and run again/,
+    );
     expect(readdirSync(ckpt(dir, 3))).toEqual(['notes.txt']);
     expect(readFileSync(join(dir, 'run', 'metrics.jsonl'), 'utf8')).toBe(before);
     // An empty step folder (no trainer_state.json) is refused the same way, also without --resume.
     cpSync(ckpt(dir, 3), join(dir, 'notes'), { recursive: true });
     writeFileSync(join(ckpt(dir, 3), 'notes.txt'), '');
-    expectFailure(finllm(['train', '--config', join(dir, 'cfg.yaml'), '--set', 'training.max_steps=4', '--allow-config-change']), 1, /step-00000003: not a complete checkpoint/);
+    expectFailure(
+      finllm(['train', '--config', join(dir, 'cfg.yaml'), '--set', 'training.max_steps=4', '--allow-config-change']),
+      1,
+      /step-00000003: not a complete checkpoint/,
+    );
     // Moved away: the run resumes from step 2 and writes steps 3 and 4.
     cpSync(ckpt(dir, 3), join(dir, 'moved'), { recursive: true });
     spawnSync('rm', ['-r', ckpt(dir, 3)]);

@@ -2,9 +2,9 @@
 // and the pool's capacity: a buffer that does not fit raises OutOfMemoryError with the numbers.
 import { totalmem } from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
-import { deviceMemory, parseByteSize, parseNvidiaSmi, pickGpuRow } from '../../src/engine/device-memory.js';
 import { OutOfMemoryError } from '../../src/engine/device.js';
-import { BufferPool, Tensor, engine } from '../../src/engine/tensor.js';
+import { deviceMemory, parseByteSize, parseNvidiaSmi, pickGpuRow } from '../../src/engine/device-memory.js';
+import { BufferPool, engine, Tensor } from '../../src/engine/tensor.js';
 import { InputError } from '../../src/errors.js';
 import { useEngine } from '../helpers/index.js';
 
@@ -27,7 +27,10 @@ describe('device memory', () => {
     expect(parseByteSize('512 MiB')).toBe(512 * 2 ** 20);
     expect(parseByteSize('1.5e9')).toBe(1.5e9);
     expect(parseByteSize(' 4096 ')).toBe(4096);
-    for (const bad of ['lots', '-5GB', '0', '12XB', '']) expect(() => parseByteSize(bad), bad).toThrow(/not a memory size: expected a number with an optional unit, e.g. 24GB/);
+    for (const bad of ['lots', '-5GB', '0', '12XB', ''])
+      expect(() => parseByteSize(bad), bad).toThrow(
+        /not a memory size: expected a number with an optional unit, e.g. 24GB/,
+      );
   });
 
   it('FINLLM_GPU_MEMORY wins; a bad value is bad input naming the variable', () => {
@@ -83,8 +86,14 @@ describe('pool capacity', () => {
       expect(err).toBeInstanceOf(OutOfMemoryError);
       const oom = err as OutOfMemoryError;
       expect(oom.requestedBytes).toBe(mib);
-      expect(oom.context).toEqual({ liveBytes: pool.liveBytes, capacityBytes: pool.capacityBytes, capacitySource: 'a test' });
-      expect(oom.message).toMatch(/^GPU out of memory: a 1\.0 MiB buffer did not fit \([0-9.]+ [KM]i?B already in use by finllm's buffers of [0-9.]+ MiB device memory, from a test\)$/);
+      expect(oom.context).toEqual({
+        liveBytes: pool.liveBytes,
+        capacityBytes: pool.capacityBytes,
+        capacitySource: 'a test',
+      });
+      expect(oom.message).toMatch(
+        /^GPU out of memory: a 1\.0 MiB buffer did not fit \([0-9.]+ [KM]i?B already in use by finllm's buffers of [0-9.]+ MiB device memory, from a test\)$/,
+      );
       fits.dispose();
     } finally {
       pool.capacityBytes = cap;

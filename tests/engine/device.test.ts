@@ -1,15 +1,16 @@
 // Device set-up: the Dawn instance flags (f16 on NVIDIA, real timestamps, opt-in toggles), feature
 // switches that really change which kernel runs (checked through FINLLM_DUMP_WGSL in a child
 // process, each with its own device), and the subgroup-matrix configurations read from the adapter.
-import { describe, expect, it } from 'vitest';
+
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
 import { disabledFeatures, instanceFlags } from '../../src/engine/device.js';
-import { InputError } from '../../src/errors.js';
 import { resolvePrecision } from '../../src/engine/precision.js';
 import { engine } from '../../src/engine/tensor.js';
+import { InputError } from '../../src/errors.js';
 import { requireFeature, useEngine } from '../helpers/index.js';
 
 useEngine();
@@ -17,7 +18,13 @@ useEngine();
 const DIST = join(process.cwd(), 'dist/src');
 
 /** Runs one GEMM in fp16-mixed in a fresh process; returns the dumped pipeline files and the result check. */
-function runChild(env: Record<string, string>): { files: string[]; dir: string; out: string; status: number | null; stderr: string } {
+function runChild(env: Record<string, string>): {
+  files: string[];
+  dir: string;
+  out: string;
+  status: number | null;
+  stderr: string;
+} {
   const dir = mkdtempSync(join(tmpdir(), 'finllm-dump-'));
   const script = `
     import { initEngine, Tensor } from '${DIST}/engine/tensor.js';
@@ -31,7 +38,11 @@ function runChild(env: Record<string, string>): { files: string[]; dir: string; 
     const c = await gemm({ a: { t: a }, b: { t: b } }).toFloat32();
     console.log(JSON.stringify({ c: Array.from(c), f16: e.dev.has('shader-f16'), configs: e.dev.subgroupMatrixConfigs, toggles: e.dev.toggles }));
     e.dev.destroy();`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, FINLLM_DUMP_WGSL: dir, ...env }, encoding: 'utf8', timeout: 240_000 });
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    env: { ...process.env, FINLLM_DUMP_WGSL: dir, ...env },
+    encoding: 'utf8',
+    timeout: 240_000,
+  });
   return { files: existsSync(dir) ? readdirSync(dir) : [], dir, out: r.stdout, status: r.status, stderr: r.stderr };
 }
 
@@ -41,11 +52,18 @@ describe('device', () => {
     expect(base.flags).toContain('enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia');
     expect(base.flags).toContain('disable-dawn-features=timestamp_quantization');
     expect(instanceFlags({ FINLLM_F16_ON_NVIDIA: '0' }).flags[0]).toBe('enable-dawn-features=allow_unsafe_apis');
-    const opt = instanceFlags({ FINLLM_DAWN_TOGGLES: 'disable_robustness, disable_workgroup_init', FINLLM_BACKEND: 'vulkan' });
-    expect(opt.flags[0]).toBe('enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,disable_robustness,disable_workgroup_init');
+    const opt = instanceFlags({
+      FINLLM_DAWN_TOGGLES: 'disable_robustness, disable_workgroup_init',
+      FINLLM_BACKEND: 'vulkan',
+    });
+    expect(opt.flags[0]).toBe(
+      'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,disable_robustness,disable_workgroup_init',
+    );
     expect(opt.flags).toContain('backend=vulkan');
     expect(() => instanceFlags({ FINLLM_DAWN_TOGGLES: 'skip_everything' })).toThrow(InputError);
-    expect(() => instanceFlags({ FINLLM_DAWN_TOGGLES: 'skip_everything' })).toThrow(/unknown toggle 'skip_everything'.*disable_robustness/);
+    expect(() => instanceFlags({ FINLLM_DAWN_TOGGLES: 'skip_everything' })).toThrow(
+      /unknown toggle 'skip_everything'.*disable_robustness/,
+    );
     expect(disabledFeatures('shader-f16, subgroups')).toEqual(['shader-f16', 'subgroups']);
     expect(() => disabledFeatures('shader-f32')).toThrow(/unknown feature 'shader-f32'/);
     expect(engine().dev.toggles).toContain('-timestamp_quantization');
@@ -69,7 +87,10 @@ describe('device', () => {
     const without = runChild({ FINLLM_DISABLE_FEATURES: 'shader-f16' });
     expect(without.status, without.stderr).toBe(0);
     // Each dump opens with its pipeline key (specKey: family, then the whole spec as canonical JSON).
-    const gemms = (r: { dir: string; files: string[] }) => r.files.map((f) => readFileSync(join(r.dir, f), 'utf8')).filter((src) => src.startsWith('// pipeline key: gemm:'));
+    const gemms = (r: { dir: string; files: string[] }) =>
+      r.files
+        .map((f) => readFileSync(join(r.dir, f), 'utf8'))
+        .filter((src) => src.startsWith('// pipeline key: gemm:'));
     expect(gemms(withF16)).toHaveLength(1);
     expect(gemms(withF16)[0]).toMatch(/^\/\/ pipeline key: gemm:\{"a":.*"compute":"f16"/);
     expect(gemms(without)).toHaveLength(1);
@@ -97,6 +118,8 @@ describe('FINLLM_FORCE_GPU_SHAPES', () => {
     expect(forceGpuShapes({ FINLLM_FORCE_GPU_SHAPES: '0' })).toBe(false);
     expect(forceGpuShapes({ FINLLM_FORCE_GPU_SHAPES: '1' })).toBe(true);
     expect(() => forceGpuShapes({ FINLLM_FORCE_GPU_SHAPES: 'yes' })).toThrow(InputError);
-    expect(() => forceGpuShapes({ FINLLM_FORCE_GPU_SHAPES: 'yes' })).toThrow(/FINLLM_FORCE_GPU_SHAPES must be 0 or 1, got 'yes'/);
+    expect(() => forceGpuShapes({ FINLLM_FORCE_GPU_SHAPES: 'yes' })).toThrow(
+      /FINLLM_FORCE_GPU_SHAPES must be 0 or 1, got 'yes'/,
+    );
   });
 });

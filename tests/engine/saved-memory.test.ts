@@ -3,8 +3,17 @@
 // withRecompute keeps a tensor's inputs instead of the tensor.
 import { describe, expect, it } from 'vitest';
 import { backward, withRecompute, zeroGrad } from '../../src/engine/autograd.js';
-import { BufferPool, Tensor, engine, tidy } from '../../src/engine/tensor.js';
-import { binary, rmsnorm, scale, sumToSuffix, swiglu, unary, type BinaryOp, type UnaryOp } from '../../src/kernels/index.js';
+import { BufferPool, engine, Tensor, tidy } from '../../src/engine/tensor.js';
+import {
+  type BinaryOp,
+  binary,
+  rmsnorm,
+  scale,
+  sumToSuffix,
+  swiglu,
+  type UnaryOp,
+  unary,
+} from '../../src/kernels/index.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
@@ -64,7 +73,15 @@ describe('saved for backward: only what each rule reads', () => {
     const rng = testRng('saved-unary');
     const la = leaf(Float32Array.from(rng.normalArray(N), (v) => Math.abs(v) + 0.5));
     // The output is returned (so not counted): keeping y costs nothing more, keeping x one tensor.
-    const cases: [UnaryOp, number][] = [['neg', 0], ['exp', 0], ['log', BYTES], ['sqrt', 0], ['square', BYTES], ['silu', BYTES], ['tanh', 0]];
+    const cases: [UnaryOp, number][] = [
+      ['neg', 0],
+      ['exp', 0],
+      ['log', BYTES],
+      ['sqrt', 0],
+      ['square', BYTES],
+      ['silu', BYTES],
+      ['tanh', 0],
+    ];
     for (const [op, want] of cases) {
       const { held, out } = await savedBytes(() => unary(op, scale(la, 1.5)));
       expect(held, op).toBe(want);

@@ -5,8 +5,8 @@
 // (relative to the value's scale) and a tolerance of a few 1e-3 relative.
 import { expect } from 'vitest';
 import { backward, noGrad } from '../../src/engine/autograd.js';
-import { Tensor, tidy } from '../../src/engine/tensor.js';
 import type { Rng } from '../../src/engine/random.js';
+import { Tensor, tidy } from '../../src/engine/tensor.js';
 
 export interface GradInput {
   data: Float32Array;
@@ -21,7 +21,13 @@ export interface GradCheckOptions {
 }
 
 /** `f` maps leaf tensors to a scalar loss tensor. */
-export async function gradCheck(label: string, f: (xs: Tensor[]) => Tensor, inputs: GradInput[], rng: Rng, opts: GradCheckOptions = {}): Promise<void> {
+export async function gradCheck(
+  label: string,
+  f: (xs: Tensor[]) => Tensor,
+  inputs: GradInput[],
+  rng: Rng,
+  opts: GradCheckOptions = {},
+): Promise<void> {
   const { samples = 6, eps = 1e-2, rtol = 5e-3, atol = 1e-4 } = opts;
   const leaves = inputs.map((inp) => {
     const t = Tensor.from(inp.data, inp.shape).keep();
@@ -66,9 +72,10 @@ export async function gradCheck(label: string, f: (xs: Tensor[]) => Tensor, inpu
       const fdError = Math.max(Math.abs(dh - dh2), (6 * ulp) / h);
       const an = analytic[k]![idx]!;
       const err = Math.abs(an - fd);
-      expect(err, `${label}: input ${k} [${idx}] analytic ${an} vs finite difference ${fd} (±${fdError.toExponential(1)})`).toBeLessThanOrEqual(
-        atol + rtol * Math.max(Math.abs(fd), Math.abs(an)) + fdError,
-      );
+      expect(
+        err,
+        `${label}: input ${k} [${idx}] analytic ${an} vs finite difference ${fd} (±${fdError.toExponential(1)})`,
+      ).toBeLessThanOrEqual(atol + rtol * Math.max(Math.abs(fd), Math.abs(an)) + fdError);
     }
   }
   for (const l of leaves) {

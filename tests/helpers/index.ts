@@ -2,8 +2,8 @@
 // failure can be replayed with FINLLM_SEED=...), and expectClose with a readable failure report.
 import { afterEach, beforeAll, expect, type TestContext } from 'vitest';
 import type { FeatureName } from '../../src/engine/device.js';
-import { initEngine, engine, Tensor } from '../../src/engine/tensor.js';
 import { Rng } from '../../src/engine/random.js';
+import { engine, initEngine, Tensor } from '../../src/engine/tensor.js';
 import '../../src/kernels/index.js';
 
 /** Initializes the engine once per test file, with every pooled buffer poisoned (NaN) on hand-out. */
@@ -14,11 +14,14 @@ export function useEngine(): void {
     engine().pool.poisonOnAcquire = true;
     // A GPU validation error drops the whole command buffer, including the copy a read() records, so
     // the read returns zeros instead of the poisoned output: such a test could pass. Fail it instead.
-    engine().dev.device.addEventListener('uncapturederror', (ev) => gpuErrors.push((ev as GPUUncapturedErrorEvent).error.message));
+    engine().dev.device.addEventListener('uncapturederror', (ev) =>
+      gpuErrors.push((ev as GPUUncapturedErrorEvent).error.message),
+    );
   });
   afterEach(async () => {
     await engine().dev.sync();
-    if (gpuErrors.length) throw new Error(`uncaptured GPU error(s) during the test:\n${gpuErrors.splice(0).join('\n')}`);
+    if (gpuErrors.length)
+      throw new Error(`uncaptured GPU error(s) during the test:\n${gpuErrors.splice(0).join('\n')}`);
   });
 }
 
@@ -59,7 +62,9 @@ export function expectClose(actual: ArrayLike<number>, ref: ArrayLike<number>, t
     const a = actual[i]!;
     const r = ref[i]!;
     const err = Math.abs(a - r);
-    const ok = Number.isFinite(a) === Number.isFinite(r) && (Number.isFinite(r) ? err <= atol + rtol * Math.abs(r) : Object.is(a, r) || (Number.isNaN(a) && Number.isNaN(r)));
+    const ok =
+      Number.isFinite(a) === Number.isFinite(r) &&
+      (Number.isFinite(r) ? err <= atol + rtol * Math.abs(r) : Object.is(a, r) || (Number.isNaN(a) && Number.isNaN(r)));
     if (Number.isFinite(err) && err > maxAbs) {
       maxAbs = err;
       worst = i;
@@ -81,7 +86,12 @@ export function expectClose(actual: ArrayLike<number>, ref: ArrayLike<number>, t
  * Checks |actual[i] − ref[i]| ≤ bound(i) for every element, with bounds derived per element (e.g.
  * from the rounding-error scale of a dot product). NaN fails. Lists the first offenders.
  */
-export function expectWithin(actual: ArrayLike<number>, ref: ArrayLike<number>, bound: (i: number) => number, label = ''): void {
+export function expectWithin(
+  actual: ArrayLike<number>,
+  ref: ArrayLike<number>,
+  bound: (i: number) => number,
+  label = '',
+): void {
   if (actual.length !== ref.length) throw new Error(`${label}: length ${actual.length} vs reference ${ref.length}`);
   const bad: string[] = [];
   let nBad = 0;
@@ -90,7 +100,8 @@ export function expectWithin(actual: ArrayLike<number>, ref: ArrayLike<number>, 
     const b = bound(i);
     if (!(err <= b)) {
       nBad++;
-      if (bad.length < 8) bad.push(`  [${i}] got ${actual[i]} want ${ref[i]} (err ${err.toExponential(2)}, bound ${b.toExponential(2)})`);
+      if (bad.length < 8)
+        bad.push(`  [${i}] got ${actual[i]} want ${ref[i]} (err ${err.toExponential(2)}, bound ${b.toExponential(2)})`);
     }
   }
   if (nBad > 0) throw new Error(`${label}: ${nBad}/${ref.length} elements outside their bounds\n${bad.join('\n')}`);
@@ -106,7 +117,11 @@ export function toF64(a: ArrayLike<number>): Float64Array {
 }
 
 /** Random f32 values (the values the GPU sees) also as f64 for the reference. */
-export function randomInput(rng: Rng, shape: number[], std = 1): { data: Float32Array; ref: Float64Array; tensor: Tensor } {
+export function randomInput(
+  rng: Rng,
+  shape: number[],
+  std = 1,
+): { data: Float32Array; ref: Float64Array; tensor: Tensor } {
   const n = shape.reduce((a, b) => a * b, 1);
   const data = rng.normalArray(n, 0, std);
   return { data, ref: Float64Array.from(data), tensor: Tensor.from(data, shape) };

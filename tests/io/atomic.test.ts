@@ -3,7 +3,13 @@ import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { describeSystemError, InputError } from '../../src/errors.js';
-import { removeStaleTemps, writeFileAtomic, writeFileAtomicStreaming, writeFileAtomicSync, writeFolderAtomic } from '../../src/io/atomic.js';
+import {
+  removeStaleTemps,
+  writeFileAtomic,
+  writeFileAtomicStreaming,
+  writeFileAtomicSync,
+  writeFolderAtomic,
+} from '../../src/io/atomic.js';
 import { useTempDirs } from './helpers.js';
 
 const tempDir = useTempDirs();
@@ -36,10 +42,12 @@ describe('atomic writes', () => {
     const dir = await tempDir();
     const path = join(dir, 'keep.txt');
     await writeFile(path, 'old');
-    await expect(writeFileAtomicStreaming(path, async (sink) => {
-      await sink.write(new TextEncoder().encode('half of the new'));
-      throw new Error('producer failed');
-    })).rejects.toThrow('producer failed');
+    await expect(
+      writeFileAtomicStreaming(path, async (sink) => {
+        await sink.write(new TextEncoder().encode('half of the new'));
+        throw new Error('producer failed');
+      }),
+    ).rejects.toThrow('producer failed');
     expect(await readFile(path, 'utf8')).toBe('old');
     expect(await readdir(dir)).toEqual(['keep.txt']);
   });
@@ -54,19 +62,23 @@ describe('atomic writes', () => {
     const dir = await tempDir();
     await writeFileAtomic(join(dir, 'blocker'), 'a file, not a folder');
     await expect(writeFileAtomic(join(dir, 'blocker', 'x.txt'), 'x')).rejects.toThrow(InputError);
-    await expect(writeFileAtomic(join(dir, 'blocker', 'x.txt'), 'x')).rejects.toThrow(/blocker: cannot create this folder: a file is in the way/);
+    await expect(writeFileAtomic(join(dir, 'blocker', 'x.txt'), 'x')).rejects.toThrow(
+      /blocker: cannot create this folder: a file is in the way/,
+    );
     expect(await readdir(dir)).toEqual(['blocker']);
   });
 
   it('refuses to write a file over a folder, naming the path', async () => {
     const dir = await tempDir();
     await mkdir(join(dir, 'out.json'));
-    await expect(writeFileAtomic(join(dir, 'out.json'), '{}')).rejects.toThrow(/out\.json: is a folder; expected the path of a file to write/);
+    await expect(writeFileAtomic(join(dir, 'out.json'), '{}')).rejects.toThrow(
+      /out\.json: is a folder; expected the path of a file to write/,
+    );
     expect(() => writeFileAtomicSync(join(dir, 'out.json'), '{}')).toThrow(InputError);
     expect(await readdir(dir)).toEqual(['out.json']);
   });
 
-  it('removes temps of the same destination left by a killed process, keeps other files and live writers\' temps', async () => {
+  it("removes temps of the same destination left by a killed process, keeps other files and live writers' temps", async () => {
     const dir = await tempDir();
     // A process id that no longer runs: a child that has exited.
     const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
@@ -78,14 +90,24 @@ describe('atomic writes', () => {
     await writeFileAtomic(join(dir, 'report.json'), '{}');
     writeFileAtomicSync(join(dir, 'report.json'), '{}');
     await writeFolderAtomic(join(dir, 'merged'), async (tmp) => writeFile(join(tmp, 'a'), 'a'));
-    expect((await readdir(dir)).sort()).toEqual([`.other.json.tmp-${dead}-11111111`, `.report.json.tmp-${process.ppid}-00000000`, 'merged', 'report.json']);
+    expect((await readdir(dir)).sort()).toEqual([
+      `.other.json.tmp-${dead}-11111111`,
+      `.report.json.tmp-${process.ppid}-00000000`,
+      'merged',
+      'report.json',
+    ]);
     expect(removeStaleTemps(join(dir, 'other.json'))).toEqual([join(dir, `.other.json.tmp-${dead}-11111111`)]);
   });
 });
 
 describe('errors of atomic writes name the destination, never the temp (issue 20, item 21)', () => {
   /** What a write(2) on a full disk gives Node: a system error with no path. */
-  const diskFull = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
+  const diskFull = () =>
+    Object.assign(new Error('ENOSPC: no space left on device, write'), {
+      code: 'ENOSPC',
+      errno: -28,
+      syscall: 'write',
+    });
 
   it('a full disk during a streamed write: the error carries the destination path, and describeSystemError says it', async () => {
     const dir = await tempDir();
@@ -94,7 +116,10 @@ describe('errors of atomic writes name the destination, never the temp (issue 20
       await sink.write(new Uint8Array(10));
       throw diskFull();
     }).catch((e: unknown) => e);
-    expect(describeSystemError(err)).toEqual({ message: `${dest}: no space left on device (write)`, inputProblem: false });
+    expect(describeSystemError(err)).toEqual({
+      message: `${dest}: no space left on device (write)`,
+      inputProblem: false,
+    });
     expect(await readdir(dir)).toEqual([]);
   });
 
@@ -118,20 +143,32 @@ describe('errors of atomic writes name the destination, never the temp (issue 20
     // read-only file system is in tests/cli/reliability-3.test.ts).
     const err = await writeFolderAtomic(join(dir, 'out'), async (tmp) => {
       const inner = join(tmp, 'model.safetensors');
-      throw Object.assign(new Error(`EROFS: read-only file system, open '${inner}'`), { code: 'EROFS', errno: -30, syscall: 'open', path: inner });
+      throw Object.assign(new Error(`EROFS: read-only file system, open '${inner}'`), {
+        code: 'EROFS',
+        errno: -30,
+        syscall: 'open',
+        path: inner,
+      });
     }).catch((e: unknown) => e);
-    expect(describeSystemError(err)?.message).toBe(`${join(dir, 'out', 'model.safetensors')}: read-only file system (open)`);
-    expect((err as Error).message).toBe(`EROFS: read-only file system, open '${join(dir, 'out', 'model.safetensors')}'`);
+    expect(describeSystemError(err)?.message).toBe(
+      `${join(dir, 'out', 'model.safetensors')}: read-only file system (open)`,
+    );
+    expect((err as Error).message).toBe(
+      `EROFS: read-only file system, open '${join(dir, 'out', 'model.safetensors')}'`,
+    );
   });
 
-  it.skipIf(process.getuid?.() === 0)('a folder without write permission: the error names the destination file (not root)', async () => {
-    const dir = await tempDir();
-    await chmod(dir, 0o500);
-    try {
-      const err = await writeFileAtomic(join(dir, 'x.json'), '{}').catch((e: unknown) => e);
-      expect(describeSystemError(err)?.message).toBe(`${join(dir, 'x.json')}: permission denied (open)`);
-    } finally {
-      await chmod(dir, 0o700);
-    }
-  });
+  it.skipIf(process.getuid?.() === 0)(
+    'a folder without write permission: the error names the destination file (not root)',
+    async () => {
+      const dir = await tempDir();
+      await chmod(dir, 0o500);
+      try {
+        const err = await writeFileAtomic(join(dir, 'x.json'), '{}').catch((e: unknown) => e);
+        expect(describeSystemError(err)?.message).toBe(`${join(dir, 'x.json')}: permission denied (open)`);
+      } finally {
+        await chmod(dir, 0o700);
+      }
+    },
+  );
 });

@@ -1,12 +1,12 @@
 // GGUF container and ggml block encodings. The quantizers are checked against a float64 statement
 // of each format (scale from the block's extreme value, codes = nearest level, clamped), the
 // container by a round trip of every metadata type and a header decoded byte by byte.
-import { readFile, readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { GgufFile, writeGguf, type GgufMetadata } from '../../src/io/gguf.js';
-import { GGML_LAYOUT, decodeGgml, encodeGgml, quantizeQ4_0, quantizeQ8_0 } from '../../src/io/ggml-quants.js';
 import { f16ToF32, f32ToF16 } from '../../src/io/dtype.js';
+import { decodeGgml, encodeGgml, GGML_LAYOUT, quantizeQ4_0, quantizeQ8_0 } from '../../src/io/ggml-quants.js';
+import { GgufFile, type GgufMetadata, writeGguf } from '../../src/io/gguf.js';
 import { testRng } from '../helpers/index.js';
 import { useTempDir } from '../llama/helpers.js';
 
@@ -78,7 +78,8 @@ describe('ggml block quantization', () => {
     const x = blocks(2, 'floats');
     expect(decodeGgml('F32', encodeGgml('F32', x, 64), x.length)).toEqual(x);
     const h = decodeGgml('F16', encodeGgml('F16', x, 64), x.length);
-    for (let i = 0; i < x.length; i++) expect(Math.abs(h[i]! - x[i]!)).toBeLessThanOrEqual(Math.abs(x[i]!) * 2 ** -11 + 2 ** -25);
+    for (let i = 0; i < x.length; i++)
+      expect(Math.abs(h[i]! - x[i]!)).toBeLessThanOrEqual(Math.abs(x[i]!) * 2 ** -11 + 2 ** -25);
     const bf = decodeGgml('BF16', encodeGgml('BF16', x, 64), x.length);
     for (let i = 0; i < x.length; i++) expect(Math.abs(bf[i]! - x[i]!)).toBeLessThanOrEqual(Math.abs(x[i]!) * 2 ** -8);
     expect(() => encodeGgml('Q8_0', new Float32Array(48 * 2), 48)).toThrow(/multiple of 32/);
@@ -91,17 +92,28 @@ describe('GGUF container', () => {
     const path = join(await tempDir(), 'm.gguf');
     const md: GgufMetadata = new Map([
       ['general.architecture', { type: 'string', value: 'llama' }],
-      ['a.u8', { type: 'u8', value: 200 }], ['a.i8', { type: 'i8', value: -5 }],
-      ['a.u16', { type: 'u16', value: 60000 }], ['a.i16', { type: 'i16', value: -3000 }],
-      ['a.u32', { type: 'u32', value: 4e9 }], ['a.i32', { type: 'i32', value: -2e9 }],
-      ['a.f32', { type: 'f32', value: 1e-5 }], ['a.f64', { type: 'f64', value: Math.PI }],
-      ['a.u64', { type: 'u64', value: 2n ** 60n }], ['a.i64', { type: 'i64', value: -(2n ** 60n) }],
-      ['a.bool', { type: 'bool', value: true }], ['a.str', { type: 'string', value: 'naïve €5 日本' }],
+      ['a.u8', { type: 'u8', value: 200 }],
+      ['a.i8', { type: 'i8', value: -5 }],
+      ['a.u16', { type: 'u16', value: 60000 }],
+      ['a.i16', { type: 'i16', value: -3000 }],
+      ['a.u32', { type: 'u32', value: 4e9 }],
+      ['a.i32', { type: 'i32', value: -2e9 }],
+      ['a.f32', { type: 'f32', value: 1e-5 }],
+      ['a.f64', { type: 'f64', value: Math.PI }],
+      ['a.u64', { type: 'u64', value: 2n ** 60n }],
+      ['a.i64', { type: 'i64', value: -(2n ** 60n) }],
+      ['a.bool', { type: 'bool', value: true }],
+      ['a.str', { type: 'string', value: 'naïve €5 日本' }],
       ['a.arr', { type: 'array', itemType: 'string', value: ['x', '', 'yz'] }],
       ['a.arrf', { type: 'array', itemType: 'f32', value: [0.5, -2] }],
     ]);
     const x = blocks(3, 'container');
-    const tensors = (['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0'] as const).map((type, i) => ({ name: `t${i}.${type}`, shape: [3, 32], type, data: () => x }));
+    const tensors = (['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0'] as const).map((type, i) => ({
+      name: `t${i}.${type}`,
+      shape: [3, 32],
+      type,
+      data: () => x,
+    }));
     tensors.push({ name: 'odd', shape: [3], type: 'F32', data: () => Float32Array.of(1, 2, 3) });
     await writeGguf(path, md, tensors);
     expect((await readdir(join(path, '..'))).filter((f) => f !== 'm.gguf')).toEqual([]); // no temp file left
@@ -116,7 +128,8 @@ describe('GGUF container', () => {
         const got = g.metadata.get(k)!;
         expect(got.type).toBe(v.type);
         if (v.type === 'f32') expect(got.value).toBe(Math.fround(v.value));
-        else if (v.type === 'array' && v.itemType === 'f32') expect(got.value).toEqual(v.value.map((n) => Math.fround(n as number)));
+        else if (v.type === 'array' && v.itemType === 'f32')
+          expect(got.value).toEqual(v.value.map((n) => Math.fround(n as number)));
         else if (v.type === 'u64' || v.type === 'i64') expect(got.value).toBe(BigInt(v.value));
         else expect(got.value).toEqual(v.value);
       }
@@ -125,7 +138,13 @@ describe('GGUF container', () => {
         expect(info.shape).toEqual(t.shape);
         expect(info.type).toBe(t.type);
         expect(info.offset % 32).toBe(0);
-        expect(await g.readF32(t.name)).toEqual(decodeGgml(t.type, encodeGgml(t.type, await t.data(), t.shape.at(-1)!), t.shape.reduce((a, b) => a * b)));
+        expect(await g.readF32(t.name)).toEqual(
+          decodeGgml(
+            t.type,
+            encodeGgml(t.type, await t.data(), t.shape.at(-1)!),
+            t.shape.reduce((a, b) => a * b),
+          ),
+        );
       }
     } finally {
       await g.close();
@@ -135,7 +154,9 @@ describe('GGUF container', () => {
   it('refuses a file that is not GGUF, or is cut short, naming the file', async () => {
     const dir = await tempDir();
     const path = join(dir, 'x.gguf');
-    await writeGguf(path, new Map([['general.architecture', { type: 'string', value: 'llama' }]]), [{ name: 'w', shape: [4, 32], type: 'Q8_0', data: () => new Float32Array(128) }]);
+    await writeGguf(path, new Map([['general.architecture', { type: 'string', value: 'llama' }]]), [
+      { name: 'w', shape: [4, 32], type: 'Q8_0', data: () => new Float32Array(128) },
+    ]);
     const full = await readFile(path);
     const { writeFile } = await import('node:fs/promises');
     await writeFile(join(dir, 'cut.gguf'), full.subarray(0, full.byteLength - 40));

@@ -3,20 +3,39 @@
 // layout, a second resolve without a request, resume after a cut connection, the token as Bearer,
 // offline mode, one-line errors, and the model loading and generating from the cache.
 import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAction } from '../../src/cli/generate.js';
 import { InputError, RuntimeFailure } from '../../src/errors.js';
-import { hubIdOfSnapshot, hubSettings, parseHubId, repoCacheFolder, resolveModelPath, stderrProgress, type HubProgress, type HubSettings } from '../../src/io/hub.js';
+import {
+  type HubProgress,
+  type HubSettings,
+  hubIdOfSnapshot,
+  hubSettings,
+  parseHubId,
+  repoCacheFolder,
+  resolveModelPath,
+  stderrProgress,
+} from '../../src/io/hub.js';
 import { initModel } from '../../src/llama/init.js';
 import { loadConfig } from '../../src/pipeline/config.js';
 import { runTraining } from '../../src/pipeline/train/trainer.js';
 import { defaultModelId } from '../../src/serve/load.js';
 import { sampleSlice } from '../pipeline/train/helpers.js';
 import { useTempDirs } from './helpers.js';
-import { gitBlobId, sha256, startMockHub, type MockHub } from './mock-hub.js';
+import { gitBlobId, type MockHub, sha256, startMockHub } from './mock-hub.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -54,7 +73,15 @@ beforeAll(async () => {
   sharded = new Map([
     ['config.json', files.get('config.json')!],
     ['tokenizer.json', files.get('tokenizer.json')!],
-    ['model.safetensors.index.json', Buffer.from(JSON.stringify({ metadata: {}, weight_map: { 'a.weight': shardNames[0], 'b.weight': shardNames[1], 'c.weight': shardNames[1] } }))],
+    [
+      'model.safetensors.index.json',
+      Buffer.from(
+        JSON.stringify({
+          metadata: {},
+          weight_map: { 'a.weight': shardNames[0], 'b.weight': shardNames[1], 'c.weight': shardNames[1] },
+        }),
+      ),
+    ],
     [shardNames[0]!, Buffer.from('first shard bytes')],
     [shardNames[1]!, Buffer.from('second shard bytes')],
     ['model.safetensors', Buffer.from('single file')],
@@ -73,7 +100,13 @@ afterAll(async () => {
   await hub?.close();
 });
 
-const settingsFor = (cacheDir: string, extra: Partial<HubSettings> = {}): HubSettings => ({ cacheDir, endpoint: hub.url, token: undefined, offline: false, ...extra });
+const settingsFor = (cacheDir: string, extra: Partial<HubSettings> = {}): HubSettings => ({
+  cacheDir,
+  endpoint: hub.url,
+  token: undefined,
+  offline: false,
+  ...extra,
+});
 const quiet = () => undefined;
 const requestsDuring = async <T>(fn: () => Promise<T>): Promise<{ value: T; requests: typeof hub.requests }> => {
   const before = hub.requests.length;
@@ -86,7 +119,18 @@ describe('parseHubId', () => {
     expect(parseHubId('meta-llama/Llama-3.2-1B')).toEqual({ repo: 'meta-llama/Llama-3.2-1B', revision: 'main' });
     expect(parseHubId('org/name@v1.0')).toEqual({ repo: 'org/name', revision: 'v1.0' });
     expect(parseHubId(`org/name@${COMMIT}`)).toEqual({ repo: 'org/name', revision: COMMIT });
-    for (const notId of ['./org/name', '../models/fin-base', '/abs/name', 'a/b/c', 'org/..', '.hidden/x', 'name', 'model.gguf', 'org/name@', 'org/name@../x']) {
+    for (const notId of [
+      './org/name',
+      '../models/fin-base',
+      '/abs/name',
+      'a/b/c',
+      'org/..',
+      '.hidden/x',
+      'name',
+      'model.gguf',
+      'org/name@',
+      'org/name@../x',
+    ]) {
       expect(parseHubId(notId), notId).toBeNull();
     }
   });
@@ -109,8 +153,15 @@ describe('hubSettings', () => {
     const s = hubSettings({ HF_HOME: home, HF_ENDPOINT: 'http://127.0.0.1:1/', HF_HUB_OFFLINE: '1' });
     expect(s).toEqual({ cacheDir: join(home, 'hub'), endpoint: 'http://127.0.0.1:1', token: TOKEN, offline: true });
     const t = hubSettings({ HF_HOME: home, HF_HUB_CACHE: '/elsewhere', HF_TOKEN: 'hf_fromenv' });
-    expect(t).toEqual({ cacheDir: '/elsewhere', endpoint: 'https://huggingface.co', token: 'hf_fromenv', offline: false });
-    expect(hubSettings({ XDG_CACHE_HOME: home, HF_TOKEN_PATH: join(home, 'none') }).cacheDir).toBe(join(home, 'huggingface', 'hub'));
+    expect(t).toEqual({
+      cacheDir: '/elsewhere',
+      endpoint: 'https://huggingface.co',
+      token: 'hf_fromenv',
+      offline: false,
+    });
+    expect(hubSettings({ XDG_CACHE_HOME: home, HF_TOKEN_PATH: join(home, 'none') }).cacheDir).toBe(
+      join(home, 'huggingface', 'hub'),
+    );
     expect(hubSettings({ XDG_CACHE_HOME: home, HF_TOKEN_PATH: join(home, 'none') }).token).toBeUndefined();
   });
 });
@@ -151,7 +202,9 @@ describe('resolveModelPath', () => {
   it('downloads the model files into the HF cache layout, then uses the cache with no request', async () => {
     const cache = await tempDir();
     const events: HubProgress[] = [];
-    const { value: dir, requests } = await requestsDuring(() => resolveModelPath('test-org/tiny', { settings: settingsFor(cache), progress: (e) => events.push(e) }));
+    const { value: dir, requests } = await requestsDuring(() =>
+      resolveModelPath('test-org/tiny', { settings: settingsFor(cache), progress: (e) => events.push(e) }),
+    );
     const folder = repoCacheFolder(cache, 'test-org/tiny');
     expect(folder).toBe(join(cache, 'models--test-org--tiny'));
     expect(dir).toBe(join(folder, 'snapshots', COMMIT));
@@ -173,13 +226,22 @@ describe('resolveModelPath', () => {
     expect(readdirSync(join(folder, 'blobs')).some((b) => b.endsWith('.incomplete'))).toBe(false);
     expect(requests.some((r) => r.path.endsWith('pytorch_model.bin') || r.path.endsWith('README.md'))).toBe(false);
     expect(requests.some((r) => r.path === '/api/models/test-org/tiny/revision/main')).toBe(true);
-    expect(events.filter((e) => e.kind === 'done').map((e) => e.file).sort()).toEqual(expected);
+    expect(
+      events
+        .filter((e) => e.kind === 'done')
+        .map((e) => e.file)
+        .sort(),
+    ).toEqual(expected);
     expect(requests.every((r) => r.authorization === undefined)).toBe(true);
 
-    const again = await requestsDuring(() => resolveModelPath('test-org/tiny', { settings: settingsFor(cache), progress: quiet }));
+    const again = await requestsDuring(() =>
+      resolveModelPath('test-org/tiny', { settings: settingsFor(cache), progress: quiet }),
+    );
     expect(again.value).toBe(dir);
     expect(again.requests).toEqual([]);
-    const pinned = await requestsDuring(() => resolveModelPath(`test-org/tiny@${COMMIT}`, { settings: settingsFor(cache), progress: quiet }));
+    const pinned = await requestsDuring(() =>
+      resolveModelPath(`test-org/tiny@${COMMIT}`, { settings: settingsFor(cache), progress: quiet }),
+    );
     expect(pinned.value).toBe(dir);
     expect(pinned.requests).toEqual([]);
   });
@@ -200,7 +262,9 @@ describe('resolveModelPath', () => {
       writeFileSync(join(folder, 'blobs', blob), body);
       symlinkSync(join('..', '..', 'blobs', blob), join(folder, 'snapshots', commit, f));
     }
-    const { value: dir, requests } = await requestsDuring(() => resolveModelPath('other-org/cached', { settings: settingsFor(cache), progress: quiet }));
+    const { value: dir, requests } = await requestsDuring(() =>
+      resolveModelPath('other-org/cached', { settings: settingsFor(cache), progress: quiet }),
+    );
     expect(dir).toBe(join(folder, 'snapshots', commit));
     expect(requests).toEqual([]);
     expect(readFileSync(join(dir, 'model.safetensors')).equals(files.get('model.safetensors')!)).toBe(true);
@@ -215,19 +279,28 @@ describe('resolveModelPath', () => {
     hub.cut('model.safetensors', chunk, 3);
     const first = resolveModelPath('test-org/tiny', { settings: settingsFor(cache), progress: quiet });
     await expect(first).rejects.toThrow(RuntimeFailure);
-    await expect(first).rejects.toThrow(/^cannot download Hub model 'test-org\/tiny' \(model\.safetensors\): .*a partial file resumes on the next run\)$/);
+    await expect(first).rejects.toThrow(
+      /^cannot download Hub model 'test-org\/tiny' \(model\.safetensors\): .*a partial file resumes on the next run\)$/,
+    );
     expect(statSync(`${blob}.incomplete`).size).toBe(3 * chunk);
     expect(existsSync(blob)).toBe(false);
 
     // One more cut: the next run resumes at 3 chunks, is cut at 4, and finishes at the second try.
     hub.cut('model.safetensors', chunk, 1);
     const events: HubProgress[] = [];
-    const { value: dir, requests } = await requestsDuring(() => resolveModelPath('test-org/tiny', { settings: settingsFor(cache), progress: (e) => events.push(e) }));
-    const ranges = requests.filter((r) => r.path.endsWith('/model.safetensors') && r.range !== 'bytes=0-0').map((r) => r.range);
+    const { value: dir, requests } = await requestsDuring(() =>
+      resolveModelPath('test-org/tiny', { settings: settingsFor(cache), progress: (e) => events.push(e) }),
+    );
+    const ranges = requests
+      .filter((r) => r.path.endsWith('/model.safetensors') && r.range !== 'bytes=0-0')
+      .map((r) => r.range);
     expect(ranges).toEqual([`bytes=${3 * chunk}-${weights.length - 1}`, `bytes=${4 * chunk}-${weights.length - 1}`]);
     expect(readFileSync(join(dir, 'model.safetensors')).equals(weights)).toBe(true);
     expect(existsSync(`${blob}.incomplete`)).toBe(false);
-    expect(events.find((e) => e.kind === 'done' && e.file === 'model.safetensors')).toMatchObject({ resumedFrom: 3 * chunk, total: weights.length });
+    expect(events.find((e) => e.kind === 'done' && e.file === 'model.safetensors')).toMatchObject({
+      resumedFrom: 3 * chunk,
+      total: weights.length,
+    });
   });
 
   it('refuses a finished download whose sha256 differs from the listed one, and keeps nothing of it', async () => {
@@ -248,33 +321,58 @@ describe('resolveModelPath', () => {
     const cache = await tempDir();
     const denied = resolveModelPath('test-org/gated', { settings: settingsFor(cache), progress: quiet });
     await expect(denied).rejects.toThrow(InputError);
-    await expect(denied).rejects.toThrow(/^Hub model 'test-org\/gated': access denied \(HTTP 401\); .*set HF_TOKEN to a token with access/);
-    const { value: dir, requests } = await requestsDuring(() => resolveModelPath('test-org/gated', { settings: settingsFor(cache, { token: TOKEN }), progress: quiet }));
+    await expect(denied).rejects.toThrow(
+      /^Hub model 'test-org\/gated': access denied \(HTTP 401\); .*set HF_TOKEN to a token with access/,
+    );
+    const { value: dir, requests } = await requestsDuring(() =>
+      resolveModelPath('test-org/gated', { settings: settingsFor(cache, { token: TOKEN }), progress: quiet }),
+    );
     expect(readFileSync(join(dir, 'config.json')).equals(files.get('config.json')!)).toBe(true);
     expect(requests.length).toBeGreaterThan(0);
     expect(requests.filter((r) => r.authorization !== `Bearer ${TOKEN}`)).toEqual([]);
-    await expect(resolveModelPath('test-org/gated', { settings: settingsFor(await tempDir(), { token: 'not-a-token' }), progress: quiet })).rejects.toThrow(/HF_TOKEN .* expected it to start with 'hf_'/);
+    await expect(
+      resolveModelPath('test-org/gated', {
+        settings: settingsFor(await tempDir(), { token: 'not-a-token' }),
+        progress: quiet,
+      }),
+    ).rejects.toThrow(/HF_TOKEN .* expected it to start with 'hf_'/);
   });
 
   it('offline: uses a complete cache without a request, and says what to do when the model is not there', async () => {
     const cache = await tempDir();
-    const missing = await requestsDuring(() => resolveModelPath('test-org/tiny', { settings: settingsFor(cache, { offline: true }), progress: quiet }).catch((e: unknown) => e));
+    const missing = await requestsDuring(() =>
+      resolveModelPath('test-org/tiny', { settings: settingsFor(cache, { offline: true }), progress: quiet }).catch(
+        (e: unknown) => e,
+      ),
+    );
     expect(missing.value).toBeInstanceOf(InputError);
-    expect((missing.value as Error).message).toMatch(/^Hub model 'test-org\/tiny' is not complete in the HF cache \(.*models--test-org--tiny\) and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE/);
+    expect((missing.value as Error).message).toMatch(
+      /^Hub model 'test-org\/tiny' is not complete in the HF cache \(.*models--test-org--tiny\) and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE/,
+    );
     expect(missing.requests).toEqual([]);
     const dir = await resolveModelPath('test-org/tiny', { settings: settingsFor(cache), progress: quiet });
-    const offline = await requestsDuring(() => resolveModelPath('test-org/tiny', { settings: settingsFor(cache, { offline: true }), progress: quiet }));
+    const offline = await requestsDuring(() =>
+      resolveModelPath('test-org/tiny', { settings: settingsFor(cache, { offline: true }), progress: quiet }),
+    );
     expect(offline.value).toBe(dir);
     expect(offline.requests).toEqual([]);
   });
 
   it('an unknown repo or revision is a 404 message; a server that does not answer is a network message', async () => {
     const cache = await tempDir();
-    await expect(resolveModelPath('test-org/nothing', { settings: settingsFor(cache), progress: quiet })).rejects.toThrow(
-      new InputError(`Hub model 'test-org/nothing' not found at ${hub.url} (HTTP 404): check the id (no local folder 'test-org/nothing' exists either)`),
+    await expect(
+      resolveModelPath('test-org/nothing', { settings: settingsFor(cache), progress: quiet }),
+    ).rejects.toThrow(
+      new InputError(
+        `Hub model 'test-org/nothing' not found at ${hub.url} (HTTP 404): check the id (no local folder 'test-org/nothing' exists either)`,
+      ),
     );
-    await expect(resolveModelPath('test-org/tiny@v9', { settings: settingsFor(cache), progress: quiet })).rejects.toThrow(
-      new InputError(`Hub model 'test-org/tiny@v9' not found at ${hub.url} (HTTP 404): check the id and the revision (no local folder 'test-org/tiny@v9' exists either)`),
+    await expect(
+      resolveModelPath('test-org/tiny@v9', { settings: settingsFor(cache), progress: quiet }),
+    ).rejects.toThrow(
+      new InputError(
+        `Hub model 'test-org/tiny@v9' not found at ${hub.url} (HTTP 404): check the id and the revision (no local folder 'test-org/tiny@v9' exists either)`,
+      ),
     );
     const closed = await new Promise<number>((ok) => {
       const s = createServer();
@@ -283,18 +381,40 @@ describe('resolveModelPath', () => {
         s.close(() => ok(port));
       });
     });
-    await expect(resolveModelPath('test-org/tiny', { settings: settingsFor(cache, { endpoint: `http://127.0.0.1:${closed}` }), progress: quiet })).rejects.toThrow(
+    await expect(
+      resolveModelPath('test-org/tiny', {
+        settings: settingsFor(cache, { endpoint: `http://127.0.0.1:${closed}` }),
+        progress: quiet,
+      }),
+    ).rejects.toThrow(
       /^cannot download Hub model 'test-org\/tiny' \(model info\): ECONNREFUSED talking to http:\/\/127\.0\.0\.1:\d+; check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 .*; no local folder 'test-org\/tiny' exists either$/,
     );
   });
 
   it('fetches the shards the index names and nothing else; a repo with only pickle weights is refused', async () => {
     const cache = await tempDir();
-    const { value: dir, requests } = await requestsDuring(() => resolveModelPath('test-org/sharded', { settings: settingsFor(cache), progress: quiet }));
-    expect(readdirSync(dir).sort()).toEqual(['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json', 'tokenizer.json']);
-    expect(requests.filter((r) => r.path.includes('/resolve/')).map((r) => r.path.split('/').slice(5).join('/')).filter((f) => /^(model\.safetensors$|consolidated\.|original\/)/.test(f))).toEqual([]);
-    await expect(resolveModelPath('test-org/pickle', { settings: settingsFor(cache), progress: quiet })).rejects.toThrow(
-      new InputError(`Hub model 'test-org/pickle' has no model.safetensors (or index); finllm never loads .bin/pickle weights`),
+    const { value: dir, requests } = await requestsDuring(() =>
+      resolveModelPath('test-org/sharded', { settings: settingsFor(cache), progress: quiet }),
+    );
+    expect(readdirSync(dir).sort()).toEqual([
+      'config.json',
+      'model-00001-of-00002.safetensors',
+      'model-00002-of-00002.safetensors',
+      'model.safetensors.index.json',
+      'tokenizer.json',
+    ]);
+    expect(
+      requests
+        .filter((r) => r.path.includes('/resolve/'))
+        .map((r) => r.path.split('/').slice(5).join('/'))
+        .filter((f) => /^(model\.safetensors$|consolidated\.|original\/)/.test(f)),
+    ).toEqual([]);
+    await expect(
+      resolveModelPath('test-org/pickle', { settings: settingsFor(cache), progress: quiet }),
+    ).rejects.toThrow(
+      new InputError(
+        `Hub model 'test-org/pickle' has no model.safetensors (or index); finllm never loads .bin/pickle weights`,
+      ),
     );
     expect(existsSync(join(repoCacheFolder(cache, 'test-org/pickle'), 'blobs'))).toBe(false);
   });
@@ -334,7 +454,9 @@ describe('a Hub id as --model and model.path', () => {
       const fromFolder = await generateAction({ model: modelDir, ...opts }, quiet);
       expect(fromHub.length).toBe(4);
       expect(fromHub).toEqual(fromFolder);
-      expect(existsSync(join(repoCacheFolder(cache, 'test-org/tiny'), 'snapshots', COMMIT, 'model.safetensors'))).toBe(true);
+      expect(existsSync(join(repoCacheFolder(cache, 'test-org/tiny'), 'snapshots', COMMIT, 'model.safetensors'))).toBe(
+        true,
+      );
     });
   });
 
@@ -344,13 +466,28 @@ describe('a Hub id as --model and model.path', () => {
     const data = sampleSlice(4, 2);
     const cfg = loadConfig({
       file: join(ROOT, 'configs/tiny-sample.yaml'),
-      sets: ['model.path=test-org/tiny', `output.dir=${out}`, `data.train=${join(data, 'train.jsonl')}`, `data.val=${join(data, 'val.jsonl')}`, 'training.method=lora', 'training.max_steps=1', 'training.batch_size=2', 'training.eval_every=0', 'training.save_every=0', 'logging.console=false'],
+      sets: [
+        'model.path=test-org/tiny',
+        `output.dir=${out}`,
+        `data.train=${join(data, 'train.jsonl')}`,
+        `data.val=${join(data, 'val.jsonl')}`,
+        'training.method=lora',
+        'training.max_steps=1',
+        'training.batch_size=2',
+        'training.eval_every=0',
+        'training.save_every=0',
+        'logging.console=false',
+      ],
     });
     expect(cfg.model.path).toBe('test-org/tiny');
     await withHubEnv(cache, () => runTraining(cfg, { quiet: true }));
-    const adapterConfig = JSON.parse(readFileSync(join(out, 'adapter', 'adapter_config.json'), 'utf8')) as { base_model_name_or_path: string };
+    const adapterConfig = JSON.parse(readFileSync(join(out, 'adapter', 'adapter_config.json'), 'utf8')) as {
+      base_model_name_or_path: string;
+    };
     expect(adapterConfig.base_model_name_or_path).toBe('test-org/tiny');
-    expect(readFileSync(join(out, 'resolved-config.yaml'), 'utf8')).toContain(join(repoCacheFolder(cache, 'test-org/tiny'), 'snapshots', COMMIT));
+    expect(readFileSync(join(out, 'resolved-config.yaml'), 'utf8')).toContain(
+      join(repoCacheFolder(cache, 'test-org/tiny'), 'snapshots', COMMIT),
+    );
   });
 
   it('the CLI prints a missing repo as one line and exits 1, and a download as one plain line per file off a terminal', async () => {
@@ -358,7 +495,9 @@ describe('a Hub id as --model and model.path', () => {
     const env = { ...process.env, HF_HUB_CACHE: cache, HF_ENDPOINT: hub.url, HF_TOKEN: '', HF_HUB_OFFLINE: '' };
     const missing = await runCli(['export', '--model', 'test-org/nothing', '--gguf', join(cache, 'x.gguf')], env);
     expect(missing.status).toBe(1);
-    expect(missing.stderr.trim().split('\n')).toEqual([`finllm: Hub model 'test-org/nothing' not found at ${hub.url} (HTTP 404): check the id (no local folder 'test-org/nothing' exists either)`]);
+    expect(missing.stderr.trim().split('\n')).toEqual([
+      `finllm: Hub model 'test-org/nothing' not found at ${hub.url} (HTTP 404): check the id (no local folder 'test-org/nothing' exists either)`,
+    ]);
     const gated = await runCli(['export', '--model', 'test-org/gated', '--gguf', join(cache, 'x.gguf')], env);
     expect(gated.status).toBe(1);
     expect(gated.stderr.trim().split('\n')).toHaveLength(1);
@@ -367,7 +506,9 @@ describe('a Hub id as --model and model.path', () => {
     const done = await runCli(['export', '--model', 'test-org/tiny', '--gguf', out], env);
     expect(done.stderr).not.toContain('\r');
     const lines = done.stderr.split('\n').filter((l) => l.startsWith('test-org/tiny: '));
-    expect(lines.map((l) => l.split(' ')[1]).sort()).toEqual([...files.keys()].filter((f) => f !== 'pytorch_model.bin' && f !== 'README.md').sort());
+    expect(lines.map((l) => l.split(' ')[1]).sort()).toEqual(
+      [...files.keys()].filter((f) => f !== 'pytorch_model.bin' && f !== 'README.md').sort(),
+    );
     for (const l of lines) expect(l).toMatch(/^test-org\/tiny: \S+ \d+\.\d+ MB in \d+\.\d s$/);
     expect(done.status, done.stderr).toBe(0);
     expect(existsSync(out)).toBe(true);

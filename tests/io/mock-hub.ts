@@ -44,25 +44,42 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
     res.writeHead(status, { 'Content-Type': 'application/json', ...headers });
     res.end(JSON.stringify(body));
   };
-  const fail = (res: ServerResponse, status: number, code: string, message: string) => json(res, status, { error: message }, { 'X-Error-Code': code });
+  const fail = (res: ServerResponse, status: number, code: string, message: string) =>
+    json(res, status, { error: message }, { 'X-Error-Code': code });
 
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     const u = new URL(req.url ?? '/', 'http://127.0.0.1');
     const path = decodeURIComponent(u.pathname);
-    requests.push({ method: req.method ?? 'GET', path, range: req.headers.range, authorization: req.headers.authorization });
+    requests.push({
+      method: req.method ?? 'GET',
+      path,
+      range: req.headers.range,
+      authorization: req.headers.authorization,
+    });
     const api = /^\/api\/models\/([^/]+\/[^/]+)\/(revision|tree)\/([^/]+)$/.exec(path);
     const resolve = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
     const repoName = api?.[1] ?? resolve?.[1];
     const repo = repoName !== undefined ? repos[repoName] : undefined;
     if (repo === undefined) return fail(res, 404, 'RepoNotFound', 'Repository not found');
     if (repo.token !== undefined && req.headers.authorization !== `Bearer ${repo.token}`) {
-      return fail(res, 401, 'GatedRepo', `Access to model ${repoName} is restricted. You must have access to it and be authenticated to access it. Please log in.`);
+      return fail(
+        res,
+        401,
+        'GatedRepo',
+        `Access to model ${repoName} is restricted. You must have access to it and be authenticated to access it. Please log in.`,
+      );
     }
     const rev = api?.[3] ?? resolve![2]!;
     if (rev !== 'main' && rev !== repo.commit) return fail(res, 404, 'RevisionNotFound', `Invalid rev id: ${rev}`);
     const entry = (p: string, b: Buffer) =>
       repo.lfs(p)
-        ? { type: 'file', path: p, size: b.length, oid: gitBlobId(Buffer.from(`oid sha256:${sha256(b)}\nsize ${b.length}\n`)), lfs: { oid: sha256(b), size: b.length, pointerSize: 130 } }
+        ? {
+            type: 'file',
+            path: p,
+            size: b.length,
+            oid: gitBlobId(Buffer.from(`oid sha256:${sha256(b)}\nsize ${b.length}\n`)),
+            lfs: { oid: sha256(b), size: b.length, pointerSize: 130 },
+          }
         : { type: 'file', path: p, size: b.length, oid: gitBlobId(b) };
     if (api?.[2] === 'revision') {
       return json(res, 200, {
@@ -77,7 +94,12 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
         siblings: [...repo.files.keys()].map((rfilename) => ({ rfilename })),
       });
     }
-    if (api?.[2] === 'tree') return json(res, 200, [...repo.files].map(([p, b]) => entry(p, b)));
+    if (api?.[2] === 'tree')
+      return json(
+        res,
+        200,
+        [...repo.files].map(([p, b]) => entry(p, b)),
+      );
 
     const file = resolve![3]!;
     const body = repo.files.get(file);

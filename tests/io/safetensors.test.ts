@@ -3,13 +3,23 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16 } from '../../src/io/dtype.js';
-import { Checkpoint, readSafetensorsF32, SafetensorsReader, writeSafetensors, writeShardedSafetensors } from '../../src/io/safetensors.js';
+import {
+  Checkpoint,
+  readSafetensorsF32,
+  SafetensorsReader,
+  writeSafetensors,
+  writeShardedSafetensors,
+} from '../../src/io/safetensors.js';
 import { FIXTURES, seededFloats, useTempDirs } from './helpers.js';
 
 const tempDir = useTempDirs();
 
 /** Builds a safetensors file by hand (independent of our writer) for corruption tests. */
-function rawSafetensors(header: unknown, data: Uint8Array, options: { headerLength?: bigint; headerText?: string } = {}): Uint8Array {
+function rawSafetensors(
+  header: unknown,
+  data: Uint8Array,
+  options: { headerLength?: bigint; headerText?: string } = {},
+): Uint8Array {
   const json = new TextEncoder().encode(options.headerText ?? JSON.stringify(header));
   const out = new Uint8Array(8 + json.length + data.length);
   new DataView(out.buffer).setBigUint64(0, options.headerLength ?? BigInt(json.length), true);
@@ -19,7 +29,10 @@ function rawSafetensors(header: unknown, data: Uint8Array, options: { headerLeng
 }
 
 async function expectInputError(promise: Promise<unknown>, file: string, fragment: RegExp): Promise<void> {
-  const error = await promise.then(() => undefined, (e: unknown) => e);
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(error).toBeInstanceOf(InputError);
   expect((error as Error).message).toContain(file);
   expect((error as Error).message).toMatch(fragment);
@@ -34,14 +47,18 @@ describe('safetensors writer + reader', () => {
     const f16Bits = new Uint16Array([0x3c00, 0xc000, 0x0001, 0x7bff, 0x8000]);
     const ints = new Int32Array([-3, 0, 2 ** 31 - 1]);
     const bytes = new Uint8Array([0, 15, 255]);
-    await writeSafetensors(path, [
-      { name: 'u8', dtype: 'U8', shape: [3], data: bytes },
-      { name: 'half', dtype: 'F16', shape: [5], data: f16Bits },
-      { name: 'matrix', dtype: 'F32', shape: [3, 5], data: f32 },
-      { name: 'brain', dtype: 'BF16', shape: [7], data: () => bf16Source },
-      { name: 'ints', dtype: 'I32', shape: [3], data: ints },
-      { name: 'empty', dtype: 'F32', shape: [0, 4], data: new Float32Array(0) },
-    ], { format: 'pt' });
+    await writeSafetensors(
+      path,
+      [
+        { name: 'u8', dtype: 'U8', shape: [3], data: bytes },
+        { name: 'half', dtype: 'F16', shape: [5], data: f16Bits },
+        { name: 'matrix', dtype: 'F32', shape: [3, 5], data: f32 },
+        { name: 'brain', dtype: 'BF16', shape: [7], data: () => bf16Source },
+        { name: 'ints', dtype: 'I32', shape: [3], data: ints },
+        { name: 'empty', dtype: 'F32', shape: [0, 4], data: new Float32Array(0) },
+      ],
+      { format: 'pt' },
+    );
 
     const file = await readFile(path);
     const headerLength = Number(file.readBigUInt64LE(0));
@@ -82,20 +99,26 @@ describe('safetensors writer + reader', () => {
     const dir = await tempDir();
     const path = join(dir, 'out.safetensors');
     await writeFile(path, 'previous contents');
-    await expect(writeSafetensors(path, [
-      { name: 'ok', dtype: 'F32', shape: [2], data: new Float32Array(2) },
-      { name: 'short', dtype: 'F32', shape: [4], data: new Float32Array(3) },
-    ])).rejects.toThrow(/short.*3 values.*needs 4/);
+    await expect(
+      writeSafetensors(path, [
+        { name: 'ok', dtype: 'F32', shape: [2], data: new Float32Array(2) },
+        { name: 'short', dtype: 'F32', shape: [4], data: new Float32Array(3) },
+      ]),
+    ).rejects.toThrow(/short.*3 values.*needs 4/);
     expect(await readdir(dir)).toEqual(['out.safetensors']);
     expect(await readFile(path, 'utf8')).toBe('previous contents');
-    await expect(writeSafetensors(path, [{ name: 'x', dtype: 'F32', shape: [1], data: new Uint16Array(1) }]))
-      .rejects.toThrow(/needs Float32Array/);
+    await expect(
+      writeSafetensors(path, [{ name: 'x', dtype: 'F32', shape: [1], data: new Uint16Array(1) }]),
+    ).rejects.toThrow(/needs Float32Array/);
     expect(await readdir(dir)).toEqual(['out.safetensors']);
   });
 
   it('shards by size, writes the HF index, and reads back through Checkpoint', async () => {
     const dir = await tempDir();
-    const tensors = Array.from({ length: 5 }, (_, i) => ({ name: `layer.${i}.weight`, data: seededFloats(100, 10 + i) }));
+    const tensors = Array.from({ length: 5 }, (_, i) => ({
+      name: `layer.${i}.weight`,
+      data: seededFloats(100, 10 + i),
+    }));
     const written = await writeShardedSafetensors(
       dir,
       tensors.map((t) => ({ name: t.name, dtype: 'F32' as const, shape: [10, 10], data: t.data })),
@@ -124,10 +147,14 @@ describe('safetensors writer + reader', () => {
     const path = join(await tempDir(), 'optimizer.safetensors');
     const m = seededFloats(6, 5);
     const v = seededFloats(6, 6);
-    await writeSafetensors(path, [
-      { name: 'p.exp_avg', dtype: 'F32', shape: [2, 3], data: m },
-      { name: 'p.exp_avg_sq', dtype: 'BF16', shape: [6], data: v },
-    ], { step: '12' });
+    await writeSafetensors(
+      path,
+      [
+        { name: 'p.exp_avg', dtype: 'F32', shape: [2, 3], data: m },
+        { name: 'p.exp_avg_sq', dtype: 'BF16', shape: [6], data: v },
+      ],
+      { step: '12' },
+    );
     const file = await readSafetensorsF32(path);
     expect(file.metadata).toEqual({ step: '12' });
     expect(file.get('p.exp_avg')).toEqual(m);
@@ -138,7 +165,11 @@ describe('safetensors writer + reader', () => {
 
   it('writes a single model.safetensors when everything fits one shard', async () => {
     const dir = await tempDir();
-    const written = await writeShardedSafetensors(dir, [{ name: 'a', dtype: 'BF16', shape: [2], data: new Float32Array([1, 2]) }], { maxShardBytes: 1 << 20 });
+    const written = await writeShardedSafetensors(
+      dir,
+      [{ name: 'a', dtype: 'BF16', shape: [2], data: new Float32Array([1, 2]) }],
+      { maxShardBytes: 1 << 20 },
+    );
     expect(written).toEqual([join(dir, 'model.safetensors')]);
     expect(await readdir(dir)).toEqual(['model.safetensors']);
   });
@@ -150,7 +181,12 @@ describe('reference checkpoints', () => {
     const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
     const checkpoint = await Checkpoint.open(dir);
     try {
-      const { hidden_size: hidden, head_dim: headDim, num_attention_heads: heads, num_key_value_heads: kvHeads } = config;
+      const {
+        hidden_size: hidden,
+        head_dim: headDim,
+        num_attention_heads: heads,
+        num_key_value_heads: kvHeads,
+      } = config;
       expect(checkpoint.shape('model.layers.0.self_attn.q_proj.weight')).toEqual([heads * headDim, hidden]);
       expect(checkpoint.shape('model.layers.1.self_attn.k_proj.weight')).toEqual([kvHeads * headDim, hidden]);
       expect(checkpoint.shape('model.layers.0.mlp.down_proj.weight')).toEqual([hidden, config.intermediate_size]);
@@ -216,31 +252,77 @@ describe('reference checkpoints', () => {
   it('refuses a folder without weights and an index pointing at a tensor its shard lacks', async () => {
     const dir = await tempDir();
     await expectInputError(Checkpoint.open(dir), dir, /no model\.safetensors or model\.safetensors\.index\.json/);
-    await writeSafetensors(join(dir, 'part.safetensors'), [{ name: 'a', dtype: 'F32', shape: [1], data: new Float32Array(1) }]);
+    await writeSafetensors(join(dir, 'part.safetensors'), [
+      { name: 'a', dtype: 'F32', shape: [1], data: new Float32Array(1) },
+    ]);
     const indexPath = join(dir, 'model.safetensors.index.json');
     await writeFile(indexPath, JSON.stringify({ weight_map: { a: 'part.safetensors', b: 'part.safetensors' } }));
-    await expectInputError(Checkpoint.open(dir), indexPath, /'b' is in part\.safetensors, but that shard has no such tensor/);
+    await expectInputError(
+      Checkpoint.open(dir),
+      indexPath,
+      /'b' is in part\.safetensors, but that shard has no such tensor/,
+    );
     await writeFile(indexPath, JSON.stringify({ weight_map: { a: '../part.safetensors' } }));
     await expectInputError(Checkpoint.open(dir), indexPath, /weight_map\.a.*file name in the same folder/);
   });
 });
 
 describe('corrupt safetensors files are refused with the file named', () => {
-  const tensor = (dtype: string, shape: number[], offsets: [number, number]) => ({ dtype, shape, data_offsets: offsets });
+  const tensor = (dtype: string, shape: number[], offsets: [number, number]) => ({
+    dtype,
+    shape,
+    data_offsets: offsets,
+  });
   const eightBytes = new Uint8Array(8);
   const cases: [string, () => Uint8Array, RegExp][] = [
     ['a file shorter than the length prefix', () => new Uint8Array(5), /too short/],
-    ['a header length beyond the file', () => rawSafetensors({}, eightBytes, { headerLength: 10_000n }), /header length 10000 exceeds/],
-    ['a huge header length', () => rawSafetensors({}, eightBytes, { headerLength: 2n ** 63n }), /header length \d+ exceeds/],
-    ['header bytes that are not JSON', () => rawSafetensors(null, eightBytes, { headerText: '{"a": [1, 2' }), /not valid JSON/],
+    [
+      'a header length beyond the file',
+      () => rawSafetensors({}, eightBytes, { headerLength: 10_000n }),
+      /header length 10000 exceeds/,
+    ],
+    [
+      'a huge header length',
+      () => rawSafetensors({}, eightBytes, { headerLength: 2n ** 63n }),
+      /header length \d+ exceeds/,
+    ],
+    [
+      'header bytes that are not JSON',
+      () => rawSafetensors(null, eightBytes, { headerText: '{"a": [1, 2' }),
+      /not valid JSON/,
+    ],
     ['a header that is not an object', () => rawSafetensors([1, 2], eightBytes), /must be a JSON object/],
-    ['overlapping offsets', () => rawSafetensors({ a: tensor('F32', [2], [0, 8]), b: tensor('F32', [1], [4, 8]) }, eightBytes), /overlaps tensor/],
-    ['offsets past the end of the data', () => rawSafetensors({ a: tensor('F32', [4], [0, 16]) }, eightBytes), /end 16 is past the end of the data section \(8 bytes\)/],
+    [
+      'overlapping offsets',
+      () => rawSafetensors({ a: tensor('F32', [2], [0, 8]), b: tensor('F32', [1], [4, 8]) }, eightBytes),
+      /overlaps tensor/,
+    ],
+    [
+      'offsets past the end of the data',
+      () => rawSafetensors({ a: tensor('F32', [4], [0, 16]) }, eightBytes),
+      /end 16 is past the end of the data section \(8 bytes\)/,
+    ],
     ['begin after end', () => rawSafetensors({ a: tensor('F32', [0], [8, 4]) }, eightBytes), /begin 8 is after end 4/],
-    ['an unknown dtype', () => rawSafetensors({ a: tensor('F4', [2], [0, 1]) }, eightBytes), /key 'a'.*unknown dtype "F4"/],
-    ['a byte length that does not match the shape', () => rawSafetensors({ a: tensor('F32', [3], [0, 8]) }, eightBytes), /byte length 8 does not match shape \[3\] x F32 = 12/],
-    ['a negative shape', () => rawSafetensors({ a: tensor('F32', [-2], [0, 8]) }, eightBytes), /shape must be a list of non-negative integers/],
-    ['bad metadata', () => rawSafetensors({ __metadata__: { n: 3 } }, eightBytes), /__metadata__ must map strings to strings/],
+    [
+      'an unknown dtype',
+      () => rawSafetensors({ a: tensor('F4', [2], [0, 1]) }, eightBytes),
+      /key 'a'.*unknown dtype "F4"/,
+    ],
+    [
+      'a byte length that does not match the shape',
+      () => rawSafetensors({ a: tensor('F32', [3], [0, 8]) }, eightBytes),
+      /byte length 8 does not match shape \[3\] x F32 = 12/,
+    ],
+    [
+      'a negative shape',
+      () => rawSafetensors({ a: tensor('F32', [-2], [0, 8]) }, eightBytes),
+      /shape must be a list of non-negative integers/,
+    ],
+    [
+      'bad metadata',
+      () => rawSafetensors({ __metadata__: { n: 3 } }, eightBytes),
+      /__metadata__ must map strings to strings/,
+    ],
   ];
   for (const [what, build, message] of cases) {
     it(`refuses ${what}`, async () => {
@@ -280,10 +362,13 @@ describe('large files', () => {
     const path = join(await tempDir(), 'sparse.safetensors');
     const bigBytes = 5 * 2 ** 30; // the zero-filled "big" tensor is a hole in the file, costing no disk
     const tail = new Float32Array([1.5, -2.25]);
-    const headerFile = rawSafetensors({
-      big: { dtype: 'U8', shape: [bigBytes], data_offsets: [0, bigBytes] },
-      tail: { dtype: 'F32', shape: [2], data_offsets: [bigBytes, bigBytes + 8] },
-    }, new Uint8Array(0));
+    const headerFile = rawSafetensors(
+      {
+        big: { dtype: 'U8', shape: [bigBytes], data_offsets: [0, bigBytes] },
+        tail: { dtype: 'F32', shape: [2], data_offsets: [bigBytes, bigBytes + 8] },
+      },
+      new Uint8Array(0),
+    );
     const { open } = await import('node:fs/promises');
     const handle = await open(path, 'w');
     try {

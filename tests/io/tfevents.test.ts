@@ -2,7 +2,14 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
-import { crc32c, encodeEvent, frameRecord, maskedCrc32c, readTfEvents, TensorBoardWriter } from '../../src/io/tfevents.js';
+import {
+  crc32c,
+  encodeEvent,
+  frameRecord,
+  maskedCrc32c,
+  readTfEvents,
+  TensorBoardWriter,
+} from '../../src/io/tfevents.js';
 import { useTempDirs } from './helpers.js';
 
 const tempDir = useTempDirs();
@@ -39,12 +46,29 @@ describe('Event encoding', () => {
   it('produces the protobuf bytes assembled by hand', () => {
     const bytes = encodeEvent({ wallTime: 1.5, step: 3, scalars: [{ tag: 'a', value: 2 }] });
     expect(Array.from(bytes)).toEqual([
-      0x09, 0, 0, 0, 0, 0, 0, 0xf8, 0x3f, // wall_time: double 1.5
-      0x10, 0x03, // step: varint 3
-      0x2a, 0x0a, // summary: 10 bytes
-      0x0a, 0x08, // value: 8 bytes
-      0x0a, 0x01, 0x61, // tag "a"
-      0x15, 0, 0, 0, 0x40, // simple_value: float 2
+      0x09,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0xf8,
+      0x3f, // wall_time: double 1.5
+      0x10,
+      0x03, // step: varint 3
+      0x2a,
+      0x0a, // summary: 10 bytes
+      0x0a,
+      0x08, // value: 8 bytes
+      0x0a,
+      0x01,
+      0x61, // tag "a"
+      0x15,
+      0,
+      0,
+      0,
+      0x40, // simple_value: float 2
     ]);
     const versionEvent = encodeEvent({ wallTime: 0, step: 0, fileVersion: 'brain.Event:2', scalars: [] });
     expect(Array.from(versionEvent.subarray(9))).toEqual([0x1a, 13, ...new TextEncoder().encode('brain.Event:2')]);
@@ -83,13 +107,20 @@ describe('TensorBoardWriter', () => {
     expect(events[0]).toEqual({ wallTime: 1_764_000_000.25, step: 0, fileVersion: 'brain.Event:2', scalars: [] });
     expect(events.slice(1)).toEqual([
       { wallTime: 1_764_000_000.25, step: 1, scalars: [{ tag: 'train/loss', value: 2.5 }] },
-      { wallTime: 1_764_000_001.25, step: 2, scalars: [{ tag: 'train/loss', value: 2.25 }, { tag: 'train/lr', value: Math.fround(1e-4) }] },
+      {
+        wallTime: 1_764_000_001.25,
+        step: 2,
+        scalars: [
+          { tag: 'train/loss', value: 2.25 },
+          { tag: 'train/lr', value: Math.fround(1e-4) },
+        ],
+      },
       { wallTime: 42, step: 2 ** 40, scalars: [{ tag: 'eval/loss', value: 3.125 }] },
       { wallTime: 1_764_000_001.25, step: -5, scalars: [{ tag: 'odd', value: -1 }] },
     ]);
   });
 
-  it('does not overwrite another writer\'s file from the same second', async () => {
+  it("does not overwrite another writer's file from the same second", async () => {
     const logDir = await tempDir();
     const first = TensorBoardWriter.create(logDir, { host: 'h', now: () => 100 });
     const second = new TensorBoardWriter(logDir, { host: 'h', now: () => 100 });

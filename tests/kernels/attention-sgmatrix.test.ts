@@ -10,8 +10,14 @@
 import { describe, expect, it } from 'vitest';
 import { checkEmulatedAttention } from '../../bench/check/attention.js';
 import { GpuDevice, type SubgroupMatrixConfig } from '../../src/engine/device.js';
-import { Tensor, engine } from '../../src/engine/tensor.js';
-import { chooseAttentionVariant, flashAttentionForward, nativeFragmentShape, type AttentionCaps, type AttentionShape } from '../../src/kernels/attention.js';
+import { engine, Tensor } from '../../src/engine/tensor.js';
+import {
+  type AttentionCaps,
+  type AttentionShape,
+  chooseAttentionVariant,
+  flashAttentionForward,
+  nativeFragmentShape,
+} from '../../src/kernels/attention.js';
 import { ATTENTION_SG_CASES, enumerateAttentionVariants, shapeName } from '../../src/kernels/attention-sgmatrix.js';
 import { MATRIX_SHAPES } from '../../src/kernels/sgmatrix.js';
 import { kernelVariants, nullCompiler } from '../../src/kernels/variants.js';
@@ -34,46 +40,103 @@ describe('attention on emulated subgroup matrices vs float64 (forward and backwa
     expect(new Set(ATTENTION_SG_CASES.map((c) => c.Dh))).toEqual(new Set([64, 80, 96, 128]));
   });
   for (const c of ATTENTION_SG_CASES) {
-    it(`${c.label} [emulated ${shapeName(c.shape)}]`, async () => {
-      const r = await checkEmulatedAttention(c, testRng(`attention sgmatrix ${c.label}`));
-      console.log(`${c.label}: max |err|/bound ${Object.entries(r.ratios).map(([k, x]) => `${k} ${x.toFixed(3)}`).join(', ')}`);
-      expect(r.failure).toBeNull();
-      expect(Object.keys(r.ratios)).toEqual(c.kvStart ? ['out', 'lse'] : ['out', 'lse', 'dQ', 'dK', 'dV']);
-    }, TIMEOUT);
+    it(
+      `${c.label} [emulated ${shapeName(c.shape)}]`,
+      async () => {
+        const r = await checkEmulatedAttention(c, testRng(`attention sgmatrix ${c.label}`));
+        console.log(
+          `${c.label}: max |err|/bound ${Object.entries(r.ratios)
+            .map(([k, x]) => `${k} ${x.toFixed(3)}`)
+            .join(', ')}`,
+        );
+        expect(r.failure).toBeNull();
+        expect(Object.keys(r.ratios)).toEqual(c.kvStart ? ['out', 'lse'] : ['out', 'lse', 'dQ', 'dK', 'dV']);
+      },
+      TIMEOUT,
+    );
   }
 });
 
 describe('native subgroup-matrix attention kernels compile on Dawn Null', () => {
-  it('every native variant in the registry: zero errors, zero warnings', async () => {
-    const natives = kernelVariants().filter((v) => v.family === 'attention' && v.mode === 'native');
-    expect(natives.length).toBe(3 * 3 * 4 * 4); // passes × shapes × head dims × (q, kv) storage dtypes
-    expect(natives.map((v) => v.key)).toEqual(enumerateAttentionVariants().filter((v) => v.mode === 'native').map((v) => v.key));
-    const nc = await nullCompiler();
-    const failed: string[] = [];
-    try {
-      for (const v of natives) {
-        const problems = await nc.check(v.code(), { workgroupBytes: v.workgroupBytes, label: v.key });
-        if (problems.length) failed.push(`${v.key}: ${problems.join('; ')}`);
+  it(
+    'every native variant in the registry: zero errors, zero warnings',
+    async () => {
+      const natives = kernelVariants().filter((v) => v.family === 'attention' && v.mode === 'native');
+      expect(natives.length).toBe(3 * 3 * 4 * 4); // passes × shapes × head dims × (q, kv) storage dtypes
+      expect(natives.map((v) => v.key)).toEqual(
+        enumerateAttentionVariants()
+          .filter((v) => v.mode === 'native')
+          .map((v) => v.key),
+      );
+      const nc = await nullCompiler();
+      const failed: string[] = [];
+      try {
+        for (const v of natives) {
+          const problems = await nc.check(v.code(), { workgroupBytes: v.workgroupBytes, label: v.key });
+          if (problems.length) failed.push(`${v.key}: ${problems.join('; ')}`);
+        }
+      } finally {
+        nc.destroy();
       }
-    } finally {
-      nc.destroy();
-    }
-    expect(failed).toEqual([]);
-  }, TIMEOUT);
+      expect(failed).toEqual([]);
+    },
+    TIMEOUT,
+  );
 });
 
 describe('attention chooser and subgroup matrices', () => {
-  const f16 = (M: number, N: number, K: number, res = 'f32'): SubgroupMatrixConfig => ({ componentType: 'f16', resultComponentType: res, M, N, K });
+  const f16 = (M: number, N: number, K: number, res = 'f32'): SubgroupMatrixConfig => ({
+    componentType: 'f16',
+    resultComponentType: res,
+    M,
+    N,
+    K,
+  });
   const base: AttentionCaps = {
     features: new Set(['subgroups', 'shader-f16', 'timestamp-query', 'chromium-experimental-subgroup-matrix']),
-    subgroupMinSize: 32, subgroupMaxSize: 32, maxWorkgroupStorage: 48 * 1024, maxInvocations: 1024, software: false, precision: 'fp16-mixed',
+    subgroupMinSize: 32,
+    subgroupMaxSize: 32,
+    maxWorkgroupStorage: 48 * 1024,
+    maxInvocations: 1024,
+    software: false,
+    precision: 'fp16-mixed',
   };
   // Adapter descriptions like real ones (Dawn's subgroupMatrixConfigs; f16 and int8 entries).
-  const nvidia: AttentionCaps = { ...base, subgroupMatrixConfigs: [f16(16, 8, 8), f16(16, 8, 16), f16(16, 16, 16), f16(16, 16, 16, 'f16'), { componentType: 'i8', resultComponentType: 'i32', M: 16, N: 8, K: 32 }] };
-  const intel: AttentionCaps = { ...base, subgroupMinSize: 16, subgroupMaxSize: 32, subgroupMatrixConfigs: [f16(8, 16, 16), f16(8, 16, 16, 'f16')] };
-  const apple: AttentionCaps = { ...base, subgroupMatrixConfigs: [f16(8, 8, 8), f16(8, 8, 8, 'f16'), { componentType: 'f32', resultComponentType: 'f32', M: 8, N: 8, K: 8 }] };
+  const nvidia: AttentionCaps = {
+    ...base,
+    subgroupMatrixConfigs: [
+      f16(16, 8, 8),
+      f16(16, 8, 16),
+      f16(16, 16, 16),
+      f16(16, 16, 16, 'f16'),
+      { componentType: 'i8', resultComponentType: 'i32', M: 16, N: 8, K: 32 },
+    ],
+  };
+  const intel: AttentionCaps = {
+    ...base,
+    subgroupMinSize: 16,
+    subgroupMaxSize: 32,
+    subgroupMatrixConfigs: [f16(8, 16, 16), f16(8, 16, 16, 'f16')],
+  };
+  const apple: AttentionCaps = {
+    ...base,
+    subgroupMatrixConfigs: [
+      f16(8, 8, 8),
+      f16(8, 8, 8, 'f16'),
+      { componentType: 'f32', resultComponentType: 'f32', M: 8, N: 8, K: 8 },
+    ],
+  };
   const none: AttentionCaps = { ...base, features: new Set(['subgroups', 'shader-f16']), subgroupMatrixConfigs: [] };
-  const train = (Dh: number): AttentionShape => ({ B: 2, T: 512, S: 512, Hq: 32, Hkv: 8, Dh, qType: 'f16', kvType: 'f16' });
+  const train = (Dh: number): AttentionShape => ({
+    B: 2,
+    T: 512,
+    S: 512,
+    Hq: 32,
+    Hkv: 8,
+    Dh,
+    qType: 'f16',
+    kvType: 'f16',
+  });
 
   it('NVIDIA-like: native kernels in fp16-mixed at Llama head sizes, 16x16x16 first', () => {
     for (const Dh of [64, 80, 96, 128]) {
@@ -82,15 +145,26 @@ describe('attention chooser and subgroup matrices', () => {
       expect(nativeFragmentShape('forward', train(Dh), nvidia)).toEqual(S16);
     }
     // Only 16x8x16 (a list without 16x16x16) is taken too; 16x8x8 alone is not a shape the kernels have.
-    expect(nativeFragmentShape('backward', train(64), { ...nvidia, subgroupMatrixConfigs: [f16(16, 8, 8), f16(16, 8, 16)] })).toEqual(S16x8);
-    expect(nativeFragmentShape('backward', train(64), { ...nvidia, subgroupMatrixConfigs: [f16(16, 8, 8)] })).toBeNull();
+    expect(
+      nativeFragmentShape('backward', train(64), { ...nvidia, subgroupMatrixConfigs: [f16(16, 8, 8), f16(16, 8, 16)] }),
+    ).toEqual(S16x8);
+    expect(
+      nativeFragmentShape('backward', train(64), { ...nvidia, subgroupMatrixConfigs: [f16(16, 8, 8)] }),
+    ).toBeNull();
     // Other head sizes, decoding (few query rows: the split layout), fp32, f16 results only: portable.
     expect(chooseAttentionVariant('forward', train(112), nvidia).name).toBe('forward.tiled.subgroup');
     expect(chooseAttentionVariant('forward', { ...train(128), T: 1 }, nvidia).name).toBe('forward.split.subgroup');
-    expect(chooseAttentionVariant('forward', train(128), { ...nvidia, precision: 'fp32' }).name).toBe('forward.tiled.subgroup');
-    expect(chooseAttentionVariant('backward', train(128), { ...nvidia, subgroupMatrixConfigs: [f16(16, 16, 16, 'f16')] }).name).toBe('backward.subgroup');
+    expect(chooseAttentionVariant('forward', train(128), { ...nvidia, precision: 'fp32' }).name).toBe(
+      'forward.tiled.subgroup',
+    );
+    expect(
+      chooseAttentionVariant('backward', train(128), { ...nvidia, subgroupMatrixConfigs: [f16(16, 16, 16, 'f16')] })
+        .name,
+    ).toBe('backward.subgroup');
     // 48 KiB is what the tiles need; a 32 KiB device keeps the portable kernels.
-    expect(chooseAttentionVariant('backward', train(128), { ...nvidia, maxWorkgroupStorage: 32 * 1024 }).name).toBe('backward.subgroup');
+    expect(chooseAttentionVariant('backward', train(128), { ...nvidia, maxWorkgroupStorage: 32 * 1024 }).name).toBe(
+      'backward.subgroup',
+    );
   });
 
   it('Intel-like (8x16x16, subgroups of 16 to 32), Apple-like (8x8x8), none: portable kernels', () => {
@@ -106,13 +180,20 @@ describe('attention chooser and subgroup matrices', () => {
   it('native kernels where the adapter does not offer their shape, and the split layout, are refused with the reason', () => {
     const q = Tensor.empty([1, 4, 2, 64]);
     const k = Tensor.empty([1, 4, 1, 64]);
-    const native = () => flashAttentionForward(q, k, k, { causal: true }, 'tiled', { fragments: { mode: 'native', shape: S16 } });
-    const offered = engine().dev.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
+    const native = () =>
+      flashAttentionForward(q, k, k, { causal: true }, 'tiled', { fragments: { mode: 'native', shape: S16 } });
+    const offered = engine().dev.subgroupMatrixConfigs.some(
+      (c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16,
+    );
     if (offered) expect(native).not.toThrow();
     else expect(native).toThrow(/16×16×16 is not offered by this adapter/);
-    expect(() => flashAttentionForward(q, k, k, { causal: true }, 'split', { fragments: { mode: 'emulated', shape: S16 } })).toThrow(/tiled layout only/);
+    expect(() =>
+      flashAttentionForward(q, k, k, { causal: true }, 'split', { fragments: { mode: 'emulated', shape: S16 } }),
+    ).toThrow(/tiled layout only/);
     const x48 = Tensor.empty([1, 4, 1, 48]);
-    expect(() => flashAttentionForward(x48, x48, x48, { causal: true }, 'tiled', { fragments: { mode: 'emulated', shape: S16 } })).toThrow(/head dim 48 not supported/);
+    expect(() =>
+      flashAttentionForward(x48, x48, x48, { causal: true }, 'tiled', { fragments: { mode: 'emulated', shape: S16 } }),
+    ).toThrow(/head dim 48 not supported/);
   });
 
   it('FINLLM_DISABLE_FEATURES=chromium-experimental-subgroup-matrix removes the feature the native variants require', async () => {

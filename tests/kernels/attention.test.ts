@@ -1,28 +1,33 @@
 import { describe, expect, it } from 'vitest';
+import {
+  type AttnRefOptions,
+  type AttnRefShape,
+  attentionBackwardRef,
+  attentionForwardRef,
+} from '../../reference/attention.js';
 import { backward } from '../../src/engine/autograd.js';
 import { GpuDevice } from '../../src/engine/device.js';
-import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
 import type { Rng } from '../../src/engine/random.js';
+import { engine, Tensor, tidy } from '../../src/engine/tensor.js';
 import { f16ArrayToF32, f32ArrayToF16 } from '../../src/io/dtype.js';
 import {
   ATTENTION_VARIANTS,
+  type AttentionCaps,
+  type AttentionShape,
+  type AttentionTiles,
   attentionVariantsFor,
   chooseAttentionVariant,
   deviceAttentionCaps,
+  type Exchange,
+  type ForwardLayout,
   flashAttention,
   flashAttentionBackward,
   flashAttentionForward,
   sliceGeometry,
-  type AttentionCaps,
-  type AttentionShape,
-  type AttentionTiles,
-  type Exchange,
-  type ForwardLayout,
 } from '../../src/kernels/attention.js';
 import { binary, cast, sumToSuffix } from '../../src/kernels/elementwise.js';
-import { attentionBackwardRef, attentionForwardRef, type AttnRefOptions, type AttnRefShape } from '../../reference/attention.js';
-import { expectClose, testRng, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
+import { expectClose, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
@@ -134,7 +139,13 @@ async function checkCase(rng: Rng, c: Case): Promise<void> {
   const qType = c.qType ?? 'f32';
   const kvType = c.kvType ?? 'f32';
   const seg = segmentIds(c);
-  const refOpts: AttnRefOptions = { causal: c.causal, scale: c.scale ?? 1 / Math.sqrt(Dh), qOffset: c.qOffset ?? 0, segmentIds: seg, kvStart: c.kvStart };
+  const refOpts: AttnRefOptions = {
+    causal: c.causal,
+    scale: c.scale ?? 1 / Math.sqrt(Dh),
+    qOffset: c.qOffset ?? 0,
+    segmentIds: seg,
+    kvStart: c.kvStart,
+  };
   const x = inputs(rng, c);
   // The reference sees exactly the values the kernel reads: f16-stored inputs are rounded first.
   const xq = qType === 'f16' ? roundF16(x.q) : x.q;
@@ -187,7 +198,15 @@ async function checkCase(rng: Rng, c: Case): Promise<void> {
   }
 }
 
-const shape = (B: number, T: number, S: number, Hq: number, Hkv: number, Dh: number, Sk = S): AttnRefShape => ({ B, T, S, Sk, Hq, Hkv, Dh });
+const shape = (B: number, T: number, S: number, Hq: number, Hkv: number, Dh: number, Sk = S): AttnRefShape => ({
+  B,
+  T,
+  S,
+  Sk,
+  Hq,
+  Hkv,
+  Dh,
+});
 const BOTH: ForwardLayout[] = ['tiled', 'split'];
 // A cold lavapipe compile of one attention pipeline takes 1-5 s (bench/attention-compile.ts); a
 // case compiles up to eight. The timeout only guards against a hang on a heavily loaded machine.
@@ -200,9 +219,30 @@ describe('flash attention at every Llama head size (Dh 64, 80, 96, 128), both ex
   // 8-row workgroups, with the default exchange only to save compiles).
   for (const Dh of [64, 80, 96, 128]) {
     const cases: Case[] = [
-      { label: `Dh=${Dh} T=67 causal GQA 4`, sh: shape(2, 67, 67, 8, 2, Dh), causal: true, layouts: BOTH, splits: [1, 3] },
-      { label: `Dh=${Dh} T=1 non-causal GQA 8`, sh: shape(2, 1, 1, 8, 1, Dh), causal: false, layouts: BOTH, exchanges: 'default' },
-      { label: `Dh=${Dh} T=67 causal MHA 3 segments`, sh: shape(2, 67, 67, 2, 2, Dh), causal: true, segments: [[23, 40, 4], [5, 30, 32]], layouts: ['tiled'] },
+      {
+        label: `Dh=${Dh} T=67 causal GQA 4`,
+        sh: shape(2, 67, 67, 8, 2, Dh),
+        causal: true,
+        layouts: BOTH,
+        splits: [1, 3],
+      },
+      {
+        label: `Dh=${Dh} T=1 non-causal GQA 8`,
+        sh: shape(2, 1, 1, 8, 1, Dh),
+        causal: false,
+        layouts: BOTH,
+        exchanges: 'default',
+      },
+      {
+        label: `Dh=${Dh} T=67 causal MHA 3 segments`,
+        sh: shape(2, 67, 67, 2, 2, Dh),
+        causal: true,
+        segments: [
+          [23, 40, 4],
+          [5, 30, 32],
+        ],
+        layouts: ['tiled'],
+      },
     ];
     for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
   }
@@ -210,7 +250,14 @@ describe('flash attention at every Llama head size (Dh 64, 80, 96, 128), both ex
 
 describe('flash attention: every multiple of 16 up to 256 (default exchange)', () => {
   for (const Dh of [16, 32, 48, 112, 144, 160, 176, 192, 208, 224, 240, 256]) {
-    const c: Case = { label: `Dh=${Dh} T=19 causal GQA 2`, sh: shape(1, 19, 19, 4, 2, Dh), causal: true, layouts: BOTH, splits: [2], exchanges: 'default' };
+    const c: Case = {
+      label: `Dh=${Dh} T=19 causal GQA 2`,
+      sh: shape(1, 19, 19, 4, 2, Dh),
+      causal: true,
+      layouts: BOTH,
+      splits: [2],
+      exchanges: 'default',
+    };
     it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
   }
 });
@@ -220,32 +267,110 @@ describe('flash attention vs float64 reference: small head dims and tiles', () =
     { label: 'T=1 non-causal GQA Dh=16', sh: shape(2, 1, 1, 4, 2, 16), causal: false, layouts: BOTH },
     { label: 'T=5 causal GQA Dh=16', sh: shape(2, 5, 5, 4, 2, 16), causal: true, layouts: BOTH },
     { label: 'T=33 non-causal MQA Dh=12', sh: shape(1, 33, 33, 4, 1, 12), causal: false, layouts: BOTH },
-    { label: 'T=33 causal MQA Dh=16 small tiles', sh: shape(1, 33, 33, 4, 1, 16), causal: true, tiles: SMALL, layouts: ['tiled'] },
-    { label: 'T=20, S=37 cross non-causal Dh=12 scale 0.3', sh: shape(2, 20, 37, 2, 1, 12), causal: false, scale: 0.3, layouts: BOTH },
+    {
+      label: 'T=33 causal MQA Dh=16 small tiles',
+      sh: shape(1, 33, 33, 4, 1, 16),
+      causal: true,
+      tiles: SMALL,
+      layouts: ['tiled'],
+    },
+    {
+      label: 'T=20, S=37 cross non-causal Dh=12 scale 0.3',
+      sh: shape(2, 20, 37, 2, 1, 12),
+      causal: false,
+      scale: 0.3,
+      layouts: BOTH,
+    },
   ];
   for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 });
 
 describe('flash attention: sequence packing with segment ids', () => {
   // Three segments per row, different layouts per batch row; small tiles so blocks are skipped.
-  const segments = [[23, 40, 7], [5, 30, 35]];
+  const segments = [
+    [23, 40, 7],
+    [5, 30, 35],
+  ];
   const cases: Case[] = [
-    { label: 'T=70 causal 3 segments GQA Dh=16', sh: shape(2, 70, 70, 4, 2, 16), causal: true, segments, layouts: BOTH },
-    { label: 'T=70 causal 3 segments small tiles', sh: shape(2, 70, 70, 4, 2, 16), causal: true, segments, tiles: SMALL, layouts: ['tiled'] },
-    { label: 'T=70 non-causal 3 segments MQA small tiles', sh: shape(2, 70, 70, 2, 1, 16), causal: false, segments, tiles: SMALL, layouts: BOTH },
+    {
+      label: 'T=70 causal 3 segments GQA Dh=16',
+      sh: shape(2, 70, 70, 4, 2, 16),
+      causal: true,
+      segments,
+      layouts: BOTH,
+    },
+    {
+      label: 'T=70 causal 3 segments small tiles',
+      sh: shape(2, 70, 70, 4, 2, 16),
+      causal: true,
+      segments,
+      tiles: SMALL,
+      layouts: ['tiled'],
+    },
+    {
+      label: 'T=70 non-causal 3 segments MQA small tiles',
+      sh: shape(2, 70, 70, 2, 1, 16),
+      causal: false,
+      segments,
+      tiles: SMALL,
+      layouts: BOTH,
+    },
   ];
   for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 });
 
 describe('flash attention: decode with a KV cache (qOffset, kvLength < cache rows), flash-decoding splits', () => {
   const cases: Case[] = [
-    { label: 'T=1 qOffset=20 S=21 of 32 cached GQA', sh: shape(2, 1, 21, 4, 2, 16, 32), causal: true, qOffset: 20, layouts: ['split', 'tiled'], splits: [undefined, 2] },
-    { label: 'T=5 qOffset=40 S=45 of 48 non-causal Dh=16 small tiles', sh: shape(1, 5, 45, 4, 2, 16, 48), causal: false, qOffset: 40, tiles: SMALL, layouts: ['tiled', 'split'], splits: [1, 3] },
-    { label: 'T=3 qOffset=10 S=13 of 16', sh: shape(1, 3, 13, 2, 2, 12, 16), causal: true, qOffset: 10, layouts: ['split', 'tiled'] },
-    { label: 'T=17 qOffset=5 S=22 of 30 small tiles', sh: shape(1, 17, 22, 2, 1, 16, 30), causal: true, qOffset: 5, tiles: SMALL, layouts: BOTH, splits: [2] },
+    {
+      label: 'T=1 qOffset=20 S=21 of 32 cached GQA',
+      sh: shape(2, 1, 21, 4, 2, 16, 32),
+      causal: true,
+      qOffset: 20,
+      layouts: ['split', 'tiled'],
+      splits: [undefined, 2],
+    },
+    {
+      label: 'T=5 qOffset=40 S=45 of 48 non-causal Dh=16 small tiles',
+      sh: shape(1, 5, 45, 4, 2, 16, 48),
+      causal: false,
+      qOffset: 40,
+      tiles: SMALL,
+      layouts: ['tiled', 'split'],
+      splits: [1, 3],
+    },
+    {
+      label: 'T=3 qOffset=10 S=13 of 16',
+      sh: shape(1, 3, 13, 2, 2, 12, 16),
+      causal: true,
+      qOffset: 10,
+      layouts: ['split', 'tiled'],
+    },
+    {
+      label: 'T=17 qOffset=5 S=22 of 30 small tiles',
+      sh: shape(1, 17, 22, 2, 1, 16, 30),
+      causal: true,
+      qOffset: 5,
+      tiles: SMALL,
+      layouts: BOTH,
+      splits: [2],
+    },
     // Long caches at real head sizes: a prime valid length, chunk counts that do not divide it.
-    { label: 'Dh=128 T=1 S=301 of 320 GQA 4', sh: shape(2, 1, 301, 8, 2, 128, 320), causal: true, qOffset: 300, layouts: ['split', 'tiled'], splits: [undefined, 1, 7] },
-    { label: 'Dh=64 T=3 S=131 of 140 GQA 8', sh: shape(1, 3, 131, 8, 1, 64, 140), causal: true, qOffset: 128, layouts: ['split'], splits: [undefined, 4] },
+    {
+      label: 'Dh=128 T=1 S=301 of 320 GQA 4',
+      sh: shape(2, 1, 301, 8, 2, 128, 320),
+      causal: true,
+      qOffset: 300,
+      layouts: ['split', 'tiled'],
+      splits: [undefined, 1, 7],
+    },
+    {
+      label: 'Dh=64 T=3 S=131 of 140 GQA 8',
+      sh: shape(1, 3, 131, 8, 1, 64, 140),
+      causal: true,
+      qOffset: 128,
+      layouts: ['split'],
+      splits: [undefined, 4],
+    },
   ];
   for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 
@@ -263,95 +388,210 @@ describe('flash attention: per-row kvStart (left-padded batches, forward only)',
   // (small tiles, block 8) exercise the block skip, kvStart 0 the unpadded row, and starts inside later
   // KV chunks the split layout's empty chunks.
   const cases: Case[] = [
-    { label: 'prefill T=13 causal GQA kvStart [0, 5, 12]', sh: shape(3, 13, 13, 4, 2, 16), causal: true, kvStart: [0, 5, 12], layouts: BOTH },
-    { label: 'prefill T=37 causal MQA Dh=16 small tiles kvStart [17, 0]', sh: shape(2, 37, 37, 4, 1, 16), causal: true, kvStart: [17, 0], tiles: SMALL, layouts: ['tiled'] },
-    { label: 'decode T=1 qOffset=20 S=21 of 32 kvStart [3, 0, 20]', sh: shape(3, 1, 21, 4, 2, 16, 32), causal: true, qOffset: 20, kvStart: [3, 0, 20], layouts: ['split', 'tiled'], splits: [undefined, 3] },
-    { label: 'decode T=1 Dh=128 S=301 of 320 GQA 4 kvStart [131, 0, 300]', sh: shape(3, 1, 301, 8, 2, 128, 320), causal: true, qOffset: 300, kvStart: [131, 0, 300], layouts: ['split', 'tiled'], splits: [undefined, 5] },
-    { label: 'T=3 qOffset=10 S=13 non-causal small tiles kvStart [9, 2]', sh: shape(2, 3, 13, 2, 2, 16, 16), causal: false, qOffset: 10, kvStart: [9, 2], tiles: SMALL, layouts: BOTH },
+    {
+      label: 'prefill T=13 causal GQA kvStart [0, 5, 12]',
+      sh: shape(3, 13, 13, 4, 2, 16),
+      causal: true,
+      kvStart: [0, 5, 12],
+      layouts: BOTH,
+    },
+    {
+      label: 'prefill T=37 causal MQA Dh=16 small tiles kvStart [17, 0]',
+      sh: shape(2, 37, 37, 4, 1, 16),
+      causal: true,
+      kvStart: [17, 0],
+      tiles: SMALL,
+      layouts: ['tiled'],
+    },
+    {
+      label: 'decode T=1 qOffset=20 S=21 of 32 kvStart [3, 0, 20]',
+      sh: shape(3, 1, 21, 4, 2, 16, 32),
+      causal: true,
+      qOffset: 20,
+      kvStart: [3, 0, 20],
+      layouts: ['split', 'tiled'],
+      splits: [undefined, 3],
+    },
+    {
+      label: 'decode T=1 Dh=128 S=301 of 320 GQA 4 kvStart [131, 0, 300]',
+      sh: shape(3, 1, 301, 8, 2, 128, 320),
+      causal: true,
+      qOffset: 300,
+      kvStart: [131, 0, 300],
+      layouts: ['split', 'tiled'],
+      splits: [undefined, 5],
+    },
+    {
+      label: 'T=3 qOffset=10 S=13 non-causal small tiles kvStart [9, 2]',
+      sh: shape(2, 3, 13, 2, 2, 16, 16),
+      causal: false,
+      qOffset: 10,
+      kvStart: [9, 2],
+      tiles: SMALL,
+      layouts: BOTH,
+    },
     // The server's cache: a row's keys start mid-cache and the positions before them were never
     // written (NaN here): they must not be read at all (0 · NaN is NaN), in any block or chunk.
-    { label: 'decode T=1 qOffset=68 S=69 of 80 kvStart [63, 68, 0], unwritten padding', sh: shape(3, 1, 69, 4, 2, 16, 80), causal: true, qOffset: 68, kvStart: [63, 68, 0], unwrittenPadding: true, layouts: ['split', 'tiled'], splits: [undefined, 3] },
-    { label: 'prefill T=13 causal small tiles kvStart [5, 0], unwritten padding', sh: shape(2, 13, 13, 4, 2, 16), causal: true, kvStart: [5, 0], unwrittenPadding: true, tiles: SMALL, layouts: ['tiled'] },
+    {
+      label: 'decode T=1 qOffset=68 S=69 of 80 kvStart [63, 68, 0], unwritten padding',
+      sh: shape(3, 1, 69, 4, 2, 16, 80),
+      causal: true,
+      qOffset: 68,
+      kvStart: [63, 68, 0],
+      unwrittenPadding: true,
+      layouts: ['split', 'tiled'],
+      splits: [undefined, 3],
+    },
+    {
+      label: 'prefill T=13 causal small tiles kvStart [5, 0], unwritten padding',
+      sh: shape(2, 13, 13, 4, 2, 16),
+      causal: true,
+      kvStart: [5, 0],
+      unwrittenPadding: true,
+      tiles: SMALL,
+      layouts: ['tiled'],
+    },
   ];
   for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 
-  it('fully padded query rows give exactly 0 and lse -inf; kvStart with autograd throws', async () => {
-    const c: Case = { label: 'kvStart explicit', sh: shape(2, 6, 6, 2, 1, 16), causal: true, kvStart: [4, 0], layouts: BOTH };
-    const x = inputs(testRng('attention kvStart explicit'), c);
-    const q = Tensor.from(x.q, [2, 6, 2, 16]);
-    const k = Tensor.from(x.k, [2, 6, 1, 16]);
-    const v = Tensor.from(x.v, [2, 6, 1, 16]);
-    const kvStart = Tensor.from(new Int32Array([4, 0]), [2]);
-    for (const layout of BOTH) {
-      const { out, lse } = flashAttentionForward(q, k, v, { causal: true, kvStart }, layout);
-      const o = await out.toFloat32();
-      const l = await lse.toFloat32();
-      for (let i = 0; i < 4; i++) {
-        for (let e = 0; e < 2 * 16; e++) expect(o[i * 32 + e]).toBe(0);
-        for (let h = 0; h < 2; h++) expect(l[h * 6 + i]).toBe(-Infinity);
+  it(
+    'fully padded query rows give exactly 0 and lse -inf; kvStart with autograd throws',
+    async () => {
+      const c: Case = {
+        label: 'kvStart explicit',
+        sh: shape(2, 6, 6, 2, 1, 16),
+        causal: true,
+        kvStart: [4, 0],
+        layouts: BOTH,
+      };
+      const x = inputs(testRng('attention kvStart explicit'), c);
+      const q = Tensor.from(x.q, [2, 6, 2, 16]);
+      const k = Tensor.from(x.k, [2, 6, 1, 16]);
+      const v = Tensor.from(x.v, [2, 6, 1, 16]);
+      const kvStart = Tensor.from(new Int32Array([4, 0]), [2]);
+      for (const layout of BOTH) {
+        const { out, lse } = flashAttentionForward(q, k, v, { causal: true, kvStart }, layout);
+        const o = await out.toFloat32();
+        const l = await lse.toFloat32();
+        for (let i = 0; i < 4; i++) {
+          for (let e = 0; e < 2 * 16; e++) expect(o[i * 32 + e]).toBe(0);
+          for (let h = 0; h < 2; h++) expect(l[h * 6 + i]).toBe(-Infinity);
+        }
+        expect(o.every(Number.isFinite)).toBe(true);
       }
-      expect(o.every(Number.isFinite)).toBe(true);
-    }
-    q.requiresGrad = true;
-    expect(() => flashAttention(q, k, v, { causal: true, kvStart })).toThrow(/kvStart/);
-    expect(() => flashAttention(q, k, v, { causal: true, kvStart: Tensor.from(new Int32Array(3), [3]) })).toThrow(/kvStart has 3/);
-  }, COMPILE_TIMEOUT);
+      q.requiresGrad = true;
+      expect(() => flashAttention(q, k, v, { causal: true, kvStart })).toThrow(/kvStart/);
+      expect(() => flashAttention(q, k, v, { causal: true, kvStart: Tensor.from(new Int32Array(3), [3]) })).toThrow(
+        /kvStart has 3/,
+      );
+    },
+    COMPILE_TIMEOUT,
+  );
 });
 
 describe('flash attention: f16 storage of q, k, v (packed two per u32)', () => {
   // With the f16-rounded values as the reference's inputs the kernels' only error is f32 arithmetic,
   // so the f32 tolerances apply: this checks the in-kernel unpacking exactly.
   const cases: Case[] = [
-    { label: 'Dh=64 T=29 causal GQA 4 k/v f16', sh: shape(2, 29, 29, 8, 2, 64), causal: true, kvType: 'f16', layouts: BOTH, splits: [2], exchanges: 'default' },
-    { label: 'Dh=128 T=29 causal GQA 4 q/k/v f16', sh: shape(2, 29, 29, 8, 2, 128), causal: true, qType: 'f16', kvType: 'f16', layouts: BOTH, splits: [2], exchanges: 'default' },
+    {
+      label: 'Dh=64 T=29 causal GQA 4 k/v f16',
+      sh: shape(2, 29, 29, 8, 2, 64),
+      causal: true,
+      kvType: 'f16',
+      layouts: BOTH,
+      splits: [2],
+      exchanges: 'default',
+    },
+    {
+      label: 'Dh=128 T=29 causal GQA 4 q/k/v f16',
+      sh: shape(2, 29, 29, 8, 2, 128),
+      causal: true,
+      qType: 'f16',
+      kvType: 'f16',
+      layouts: BOTH,
+      splits: [2],
+      exchanges: 'default',
+    },
     // fp16-mixed training's inputs at the bundled model's head dim: packed rows (segments), GQA 2.
-    { label: 'Dh=16 T=37 causal GQA 2 q/k/v f16 3 segments', sh: shape(2, 37, 37, 4, 2, 16), causal: true, qType: 'f16', kvType: 'f16', segments: [[10, 20, 7], [3, 30, 4]], layouts: ['tiled'], exchanges: 'default', f16Out: true },
-    { label: 'Dh=128 decode S=301 of 320 k/v f16 kvStart', sh: shape(3, 1, 301, 8, 2, 128, 320), causal: true, qOffset: 300, kvStart: [131, 0, 300], kvType: 'f16', layouts: ['split'], splits: [undefined, 1], exchanges: 'default' },
+    {
+      label: 'Dh=16 T=37 causal GQA 2 q/k/v f16 3 segments',
+      sh: shape(2, 37, 37, 4, 2, 16),
+      causal: true,
+      qType: 'f16',
+      kvType: 'f16',
+      segments: [
+        [10, 20, 7],
+        [3, 30, 4],
+      ],
+      layouts: ['tiled'],
+      exchanges: 'default',
+      f16Out: true,
+    },
+    {
+      label: 'Dh=128 decode S=301 of 320 k/v f16 kvStart',
+      sh: shape(3, 1, 301, 8, 2, 128, 320),
+      causal: true,
+      qOffset: 300,
+      kvStart: [131, 0, 300],
+      kvType: 'f16',
+      layouts: ['split'],
+      splits: [undefined, 1],
+      exchanges: 'default',
+    },
   ];
   for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 
-  it('f16 k/v vs the unrounded float64 attention: within the bound that f16 rounding implies', async () => {
-    // Storing k and v in f16 moves each element by at most u·|x| (u = 2⁻¹¹). A score s_j = scale·q·k_j
-    // then moves by δ_j ≤ scale·Σ_d |q_d|·|k_jd|·u, so every softmax weight P_j = e^{s_j}/Σ e^{s} changes
-    // by a factor within e^{±2δ} (δ = max_j δ_j), and |δO| ≤ Σ_j |δP_j|·|v_j| + Σ_j P_j·|δv_j|
-    // ≤ (e^{2δ} − 1 + u)·max|v|; |δlse| ≤ δ. The bound is computed per query row from the data, plus the
-    // f32 tolerance.
-    const sh = shape(1, 23, 23, 4, 2, 128);
-    const rng = testRng('attention f16 bound');
-    const c: Case = { label: 'f16 bound', sh, causal: true, layouts: ['tiled'] };
-    const x = inputs(rng, c);
-    const scale = 1 / Math.sqrt(sh.Dh);
-    const ref = attentionForwardRef(sh, { causal: true, scale, qOffset: 0 }, x.q, x.k, x.v);
-    const { out, lse } = flashAttentionForward(upload(x.q, [1, 23, 4, 128], 'f32'), upload(x.k, [1, 23, 2, 128], 'f16'), upload(x.v, [1, 23, 2, 128], 'f16'), { causal: true });
-    const o = await out.toFloat32();
-    const l = await lse.toFloat32();
-    let worst = 0;
-    for (let i = 0; i < sh.T; i++)
-      for (let h = 0; h < sh.Hq; h++) {
-        const hk = Math.floor(h / 2);
-        let delta = 0;
-        let vmax = 0;
-        for (let j = 0; j <= i; j++) {
-          let sum = 0;
-          for (let d = 0; d < sh.Dh; d++) {
-            sum += Math.abs(x.q[(i * sh.Hq + h) * sh.Dh + d]! * x.k[(j * sh.Hkv + hk) * sh.Dh + d]!);
-            vmax = Math.max(vmax, Math.abs(x.v[(j * sh.Hkv + hk) * sh.Dh + d]!));
+  it(
+    'f16 k/v vs the unrounded float64 attention: within the bound that f16 rounding implies',
+    async () => {
+      // Storing k and v in f16 moves each element by at most u·|x| (u = 2⁻¹¹). A score s_j = scale·q·k_j
+      // then moves by δ_j ≤ scale·Σ_d |q_d|·|k_jd|·u, so every softmax weight P_j = e^{s_j}/Σ e^{s} changes
+      // by a factor within e^{±2δ} (δ = max_j δ_j), and |δO| ≤ Σ_j |δP_j|·|v_j| + Σ_j P_j·|δv_j|
+      // ≤ (e^{2δ} − 1 + u)·max|v|; |δlse| ≤ δ. The bound is computed per query row from the data, plus the
+      // f32 tolerance.
+      const sh = shape(1, 23, 23, 4, 2, 128);
+      const rng = testRng('attention f16 bound');
+      const c: Case = { label: 'f16 bound', sh, causal: true, layouts: ['tiled'] };
+      const x = inputs(rng, c);
+      const scale = 1 / Math.sqrt(sh.Dh);
+      const ref = attentionForwardRef(sh, { causal: true, scale, qOffset: 0 }, x.q, x.k, x.v);
+      const { out, lse } = flashAttentionForward(
+        upload(x.q, [1, 23, 4, 128], 'f32'),
+        upload(x.k, [1, 23, 2, 128], 'f16'),
+        upload(x.v, [1, 23, 2, 128], 'f16'),
+        { causal: true },
+      );
+      const o = await out.toFloat32();
+      const l = await lse.toFloat32();
+      let worst = 0;
+      for (let i = 0; i < sh.T; i++)
+        for (let h = 0; h < sh.Hq; h++) {
+          const hk = Math.floor(h / 2);
+          let delta = 0;
+          let vmax = 0;
+          for (let j = 0; j <= i; j++) {
+            let sum = 0;
+            for (let d = 0; d < sh.Dh; d++) {
+              sum += Math.abs(x.q[(i * sh.Hq + h) * sh.Dh + d]! * x.k[(j * sh.Hkv + hk) * sh.Dh + d]!);
+              vmax = Math.max(vmax, Math.abs(x.v[(j * sh.Hkv + hk) * sh.Dh + d]!));
+            }
+            delta = Math.max(delta, scale * sum * F16_U);
           }
-          delta = Math.max(delta, scale * sum * F16_U);
+          const oTol = (Math.expm1(2 * delta) + F16_U) * vmax + FWD_TOL.atol;
+          for (let d = 0; d < sh.Dh; d++) {
+            const e = (i * sh.Hq + h) * sh.Dh + d;
+            const err = Math.abs(o[e]! - ref.out[e]!);
+            expect(err, `out[${e}] (row ${i}, head ${h}): |err| ${err} > bound ${oTol}`).toBeLessThanOrEqual(oTol);
+            worst = Math.max(worst, err / oTol);
+          }
+          const le = h * sh.T + i;
+          expect(Math.abs(l[le]! - ref.lse[le]!)).toBeLessThanOrEqual(delta + FWD_TOL.atol);
         }
-        const oTol = (Math.expm1(2 * delta) + F16_U) * vmax + FWD_TOL.atol;
-        for (let d = 0; d < sh.Dh; d++) {
-          const e = (i * sh.Hq + h) * sh.Dh + d;
-          const err = Math.abs(o[e]! - ref.out[e]!);
-          expect(err, `out[${e}] (row ${i}, head ${h}): |err| ${err} > bound ${oTol}`).toBeLessThanOrEqual(oTol);
-          worst = Math.max(worst, err / oTol);
-        }
-        const le = h * sh.T + i;
-        expect(Math.abs(l[le]! - ref.lse[le]!)).toBeLessThanOrEqual(delta + FWD_TOL.atol);
-      }
-    // The bound is not vacuous: f16 rounding does move the result by a visible fraction of it.
-    expect(worst).toBeGreaterThan(1e-3);
-  }, COMPILE_TIMEOUT);
+      // The bound is not vacuous: f16 rounding does move the result by a visible fraction of it.
+      expect(worst).toBeGreaterThan(1e-3);
+    },
+    COMPILE_TIMEOUT,
+  );
 });
 
 describe('flash attention: slice loops unrolled (the GPU code path) on this device', () => {
@@ -360,8 +600,23 @@ describe('flash attention: slice loops unrolled (the GPU code path) on this devi
   // dims, one lane per row (Dh 8) and two lanes exchanging partial sums (Dh 24), whose unrolled
   // compiles are the cheapest.
   const cases: Case[] = [
-    { label: 'unrolled Dh=8 T=21 causal GQA 2', sh: shape(1, 21, 21, 4, 2, 8), causal: true, tiles: { unroll: true }, layouts: BOTH, splits: [2] },
-    { label: 'unrolled Dh=24 T=21 causal GQA 2 (forward)', sh: shape(1, 21, 21, 4, 2, 24), causal: true, tiles: { unroll: true }, layouts: ['tiled'], exchanges: 'default', forwardOnly: true },
+    {
+      label: 'unrolled Dh=8 T=21 causal GQA 2',
+      sh: shape(1, 21, 21, 4, 2, 8),
+      causal: true,
+      tiles: { unroll: true },
+      layouts: BOTH,
+      splits: [2],
+    },
+    {
+      label: 'unrolled Dh=24 T=21 causal GQA 2 (forward)',
+      sh: shape(1, 21, 21, 4, 2, 24),
+      causal: true,
+      tiles: { unroll: true },
+      layouts: ['tiled'],
+      exchanges: 'default',
+      forwardOnly: true,
+    },
   ];
   for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 });
@@ -373,13 +628,73 @@ describe('flash attention: row-per-invocation kernels (software adapters, attent
   // per workgroup nor of the 4-key step; rows past kvLength are NaN (inputs()).
   const CPU: AttentionTiles = { cpu: true };
   const cases: Case[] = [
-    { label: 'cpu Dh=32 T=37 causal GQA 2 (fin-s head)', sh: shape(2, 37, 37, 4, 2, 32), causal: true, tiles: CPU, layouts: ['tiled'], exchanges: 'default' },
-    { label: 'cpu Dh=20 T=13 non-causal MQA', sh: shape(1, 13, 13, 3, 1, 20), causal: false, tiles: CPU, layouts: ['tiled'], exchanges: 'default' },
-    { label: 'cpu Dh=16 T=70 causal 3 segments', sh: shape(2, 70, 70, 4, 2, 16), causal: true, segments: [[10, 50, 10], [33, 1, 36]], tiles: CPU, layouts: ['tiled'], exchanges: 'default' },
-    { label: 'cpu T=17 qOffset=5 S=22 of 30 causal', sh: shape(1, 17, 22, 2, 1, 16, 30), causal: true, qOffset: 5, tiles: CPU, layouts: ['tiled'], exchanges: 'default' },
-    { label: 'cpu prefill T=13 causal kvStart [5, 0], unwritten padding', sh: shape(2, 13, 13, 4, 2, 16), causal: true, kvStart: [5, 0], unwrittenPadding: true, tiles: CPU, layouts: ['tiled'], exchanges: 'default' },
-    { label: 'cpu Dh=16 T=19 causal q/k/v f16, f16 out', sh: shape(1, 19, 19, 2, 1, 16), causal: true, qType: 'f16', kvType: 'f16', f16Out: true, tiles: CPU, layouts: ['tiled'], exchanges: 'default' },
-    { label: 'cpu Dh=32 T=9 non-causal scale 0.3', sh: shape(1, 9, 9, 2, 2, 32), causal: false, scale: 0.3, tiles: CPU, layouts: ['tiled'], exchanges: 'default' },
+    {
+      label: 'cpu Dh=32 T=37 causal GQA 2 (fin-s head)',
+      sh: shape(2, 37, 37, 4, 2, 32),
+      causal: true,
+      tiles: CPU,
+      layouts: ['tiled'],
+      exchanges: 'default',
+    },
+    {
+      label: 'cpu Dh=20 T=13 non-causal MQA',
+      sh: shape(1, 13, 13, 3, 1, 20),
+      causal: false,
+      tiles: CPU,
+      layouts: ['tiled'],
+      exchanges: 'default',
+    },
+    {
+      label: 'cpu Dh=16 T=70 causal 3 segments',
+      sh: shape(2, 70, 70, 4, 2, 16),
+      causal: true,
+      segments: [
+        [10, 50, 10],
+        [33, 1, 36],
+      ],
+      tiles: CPU,
+      layouts: ['tiled'],
+      exchanges: 'default',
+    },
+    {
+      label: 'cpu T=17 qOffset=5 S=22 of 30 causal',
+      sh: shape(1, 17, 22, 2, 1, 16, 30),
+      causal: true,
+      qOffset: 5,
+      tiles: CPU,
+      layouts: ['tiled'],
+      exchanges: 'default',
+    },
+    {
+      label: 'cpu prefill T=13 causal kvStart [5, 0], unwritten padding',
+      sh: shape(2, 13, 13, 4, 2, 16),
+      causal: true,
+      kvStart: [5, 0],
+      unwrittenPadding: true,
+      tiles: CPU,
+      layouts: ['tiled'],
+      exchanges: 'default',
+    },
+    {
+      label: 'cpu Dh=16 T=19 causal q/k/v f16, f16 out',
+      sh: shape(1, 19, 19, 2, 1, 16),
+      causal: true,
+      qType: 'f16',
+      kvType: 'f16',
+      f16Out: true,
+      tiles: CPU,
+      layouts: ['tiled'],
+      exchanges: 'default',
+    },
+    {
+      label: 'cpu Dh=32 T=9 non-causal scale 0.3',
+      sh: shape(1, 9, 9, 2, 2, 32),
+      causal: false,
+      scale: 0.3,
+      tiles: CPU,
+      layouts: ['tiled'],
+      exchanges: 'default',
+    },
   ];
   for (const c of cases) it(c.label, async () => checkCase(testRng(`attention ${c.label}`), c), COMPILE_TIMEOUT);
 
@@ -405,9 +720,13 @@ describe('flash attention: row-per-invocation kernels (software adapters, attent
     expect(labels.some((l) => l.startsWith('attn.bwd.dq.'))).toBe(!dev.info.cpuKernels);
     expect(labels.some((l) => l.startsWith('attn.fwd.'))).toBe(true);
     expect(labels.some((l) => l.startsWith('attn.cpu.fwd:'))).toBe(false);
-    expect(() => flashAttentionForward(x0(), x0(), x0(), { causal: true }, 'split', { cpu: true })).toThrow(/tiled layout/);
+    expect(() => flashAttentionForward(x0(), x0(), x0(), { causal: true }, 'split', { cpu: true })).toThrow(
+      /tiled layout/,
+    );
     const wide = Tensor.from(new Float32Array(48), [1, 1, 1, 48]);
-    expect(() => flashAttentionForward(wide, wide, wide, { causal: true }, 'tiled', { cpu: true })).toThrow(/head dims up to 32/);
+    expect(() => flashAttentionForward(wide, wide, wide, { causal: true }, 'tiled', { cpu: true })).toThrow(
+      /head dims up to 32/,
+    );
   });
 });
 
@@ -437,10 +756,23 @@ describe('flash attention: fully masked rows', () => {
 });
 
 describe('flash attention variants: table and chooser', () => {
-  const shapeOf = (T: number, Hq: number, Hkv: number, Dh: number): AttentionShape => ({ B: 2, T, S: T, Hq, Hkv, Dh, qType: 'f32', kvType: 'f32' });
+  const shapeOf = (T: number, Hq: number, Hkv: number, Dh: number): AttentionShape => ({
+    B: 2,
+    T,
+    S: T,
+    Hq,
+    Hkv,
+    Dh,
+    qType: 'f32',
+    kvType: 'f32',
+  });
   const gpu: AttentionCaps = {
     features: new Set(['subgroups', 'shader-f16', 'timestamp-query']),
-    subgroupMinSize: 32, subgroupMaxSize: 32, maxWorkgroupStorage: 48 * 1024, maxInvocations: 1024, software: false,
+    subgroupMinSize: 32,
+    subgroupMaxSize: 32,
+    maxWorkgroupStorage: 48 * 1024,
+    maxInvocations: 1024,
+    software: false,
   };
   const noSubgroups: AttentionCaps = { ...gpu, features: new Set(['shader-f16', 'timestamp-query']) };
 
@@ -448,12 +780,17 @@ describe('flash attention variants: table and chooser', () => {
     expect(chooseAttentionVariant('forward', shapeOf(512, 32, 4, 64), gpu).name).toBe('forward.tiled.subgroup');
     expect(chooseAttentionVariant('forward', shapeOf(1, 32, 8, 128), gpu).name).toBe('forward.split.subgroup');
     expect(chooseAttentionVariant('backward', shapeOf(512, 32, 8, 128), gpu).name).toBe('backward.subgroup');
-    expect(chooseAttentionVariant('forward', shapeOf(512, 32, 4, 64), noSubgroups).name).toBe('forward.tiled.workgroup');
+    expect(chooseAttentionVariant('forward', shapeOf(512, 32, 4, 64), noSubgroups).name).toBe(
+      'forward.tiled.workgroup',
+    );
     expect(chooseAttentionVariant('forward', shapeOf(1, 32, 8, 128), noSubgroups).name).toBe('forward.split.workgroup');
     expect(chooseAttentionVariant('backward', shapeOf(512, 32, 8, 128), noSubgroups).name).toBe('backward.workgroup');
     // One lane per row (Dh ≤ 16) has nothing to exchange; lanes per row above the subgroup size cannot shuffle.
     expect(chooseAttentionVariant('forward', shapeOf(512, 8, 8, 16), gpu).exchange).toBe('workgroup');
-    expect(chooseAttentionVariant('forward', shapeOf(512, 8, 8, 256), { ...gpu, subgroupMinSize: 8, subgroupMaxSize: 8 }).exchange).toBe('workgroup');
+    expect(
+      chooseAttentionVariant('forward', shapeOf(512, 8, 8, 256), { ...gpu, subgroupMinSize: 8, subgroupMaxSize: 8 })
+        .exchange,
+    ).toBe('workgroup');
     expect(chooseAttentionVariant('forward', shapeOf(512, 8, 8, 256), gpu).exchange).toBe('subgroup');
   });
 
@@ -461,9 +798,15 @@ describe('flash attention variants: table and chooser', () => {
     const names = ATTENTION_VARIANTS.map((v) => v.name);
     expect(new Set(names).size).toBe(names.length);
     expect(attentionVariantsFor('forward', shapeOf(512, 32, 4, 64), gpu).map((v) => v.name)).toEqual([
-      'forward.split.subgroup', 'forward.split.workgroup', 'forward.tiled.subgroup', 'forward.tiled.workgroup',
+      'forward.split.subgroup',
+      'forward.split.workgroup',
+      'forward.tiled.subgroup',
+      'forward.tiled.workgroup',
     ]);
-    expect(attentionVariantsFor('forward', shapeOf(512, 32, 4, 64), noSubgroups).map((v) => v.name)).toEqual(['forward.split.workgroup', 'forward.tiled.workgroup']);
+    expect(attentionVariantsFor('forward', shapeOf(512, 32, 4, 64), noSubgroups).map((v) => v.name)).toEqual([
+      'forward.split.workgroup',
+      'forward.tiled.workgroup',
+    ]);
   });
 
   it('slice geometry: ≤ 5 vec4 per lane, power-of-two lanes, least padding', () => {
@@ -484,7 +827,8 @@ describe('flash attention variants: table and chooser', () => {
   it('FINLLM_DISABLE_FEATURES=subgroups changes the kernel the chooser picks', async () => {
     const s = shapeOf(64, 8, 2, 64);
     const here = deviceAttentionCaps();
-    if (!here.features.has('subgroups')) return expect(chooseAttentionVariant('forward', s, here).exchange).toBe('workgroup');
+    if (!here.features.has('subgroups'))
+      return expect(chooseAttentionVariant('forward', s, here).exchange).toBe('workgroup');
     expect(chooseAttentionVariant('forward', s, here).exchange).toBe('subgroup');
     const prev = process.env.FINLLM_DISABLE_FEATURES;
     process.env.FINLLM_DISABLE_FEATURES = 'subgroups';
@@ -496,8 +840,12 @@ describe('flash attention variants: table and chooser', () => {
       else process.env.FINLLM_DISABLE_FEATURES = prev;
     }
     const caps: AttentionCaps = {
-      features: other.features, subgroupMinSize: other.subgroupSize.min, subgroupMaxSize: other.subgroupSize.max,
-      maxWorkgroupStorage: other.limits.maxComputeWorkgroupStorageSize, maxInvocations: other.limits.maxComputeInvocationsPerWorkgroup, software: other.info.isSoftware,
+      features: other.features,
+      subgroupMinSize: other.subgroupSize.min,
+      subgroupMaxSize: other.subgroupSize.max,
+      maxWorkgroupStorage: other.limits.maxComputeWorkgroupStorageSize,
+      maxInvocations: other.limits.maxComputeInvocationsPerWorkgroup,
+      software: other.info.isSoftware,
     };
     other.destroy();
     expect(caps.features.has('subgroups')).toBe(false);
@@ -509,10 +857,15 @@ describe('flash attention variants: table and chooser', () => {
     const q = Tensor.empty([1, 4, 2, 256]);
     const k = Tensor.empty([1, 4, 1, 256]);
     const sub = deviceAttentionCaps().subgroupMinSize;
-    if (sub < 16) expect(() => flashAttentionForward(q, k, k, { causal: true }, 'tiled', { exchange: 'subgroup' })).toThrow(/subgroup exchange cannot run head dim 256/);
+    if (sub < 16)
+      expect(() => flashAttentionForward(q, k, k, { causal: true }, 'tiled', { exchange: 'subgroup' })).toThrow(
+        /subgroup exchange cannot run head dim 256/,
+      );
     const q16 = Tensor.empty([1, 4, 2, 16]);
     const k16 = Tensor.empty([1, 4, 1, 16]);
-    expect(() => flashAttentionForward(q16, k16, k16, { causal: true }, 'tiled', { exchange: 'subgroup' })).toThrow(/2 ≤ 1 lanes/);
+    expect(() => flashAttentionForward(q16, k16, k16, { causal: true }, 'tiled', { exchange: 'subgroup' })).toThrow(
+      /2 ≤ 1 lanes/,
+    );
   });
 });
 
@@ -524,7 +877,11 @@ describe('flash attention autograd', () => {
     const seg = Tensor.from(new Int32Array([0, 0, 0, 0, 1, 1]), [6]).keep();
     await gradCheck(
       'flashAttention',
-      ([q, k, v]) => sumToSuffix(binary('mul', flashAttention(q!, k!, v!, { causal: true, segmentIds: seg }), Tensor.from(w, [B, T, Hq, Dh])), [1]),
+      ([q, k, v]) =>
+        sumToSuffix(
+          binary('mul', flashAttention(q!, k!, v!, { causal: true, segmentIds: seg }), Tensor.from(w, [B, T, Hq, Dh])),
+          [1],
+        ),
       [
         { data: rng.normalArray(B * T * Hq * Dh), shape: [B, T, Hq, Dh] },
         { data: rng.normalArray(B * T * Hkv * Dh), shape: [B, T, Hkv, Dh] },
@@ -535,24 +892,29 @@ describe('flash attention autograd', () => {
     seg.dispose();
   });
 
-  it('finite-difference check at Dh=64 (lanes per row exchange partial sums), causal GQA 2', async () => {
-    // A step of 1e-1 (relative): with Dh = 64 terms per score, f32 rounding of the loss limits the
-    // difference quotient more than its truncation error does (Richardson-extrapolated, O(h⁴)).
-    const rng = testRng('attention fd dh64');
-    const [B, T, Hq, Hkv, Dh] = [1, 5, 2, 1, 64];
-    const w = rng.normalArray(B * T * Hq * Dh);
-    await gradCheck(
-      'flashAttention Dh=64',
-      ([q, k, v]) => sumToSuffix(binary('mul', flashAttention(q!, k!, v!, { causal: true }), Tensor.from(w, [B, T, Hq, Dh])), [1]),
-      [
-        { data: rng.normalArray(B * T * Hq * Dh), shape: [B, T, Hq, Dh] },
-        { data: rng.normalArray(B * T * Hkv * Dh), shape: [B, T, Hkv, Dh] },
-        { data: rng.normalArray(B * T * Hkv * Dh), shape: [B, T, Hkv, Dh] },
-      ],
-      rng,
-      { eps: 1e-1 },
-    );
-  }, COMPILE_TIMEOUT);
+  it(
+    'finite-difference check at Dh=64 (lanes per row exchange partial sums), causal GQA 2',
+    async () => {
+      // A step of 1e-1 (relative): with Dh = 64 terms per score, f32 rounding of the loss limits the
+      // difference quotient more than its truncation error does (Richardson-extrapolated, O(h⁴)).
+      const rng = testRng('attention fd dh64');
+      const [B, T, Hq, Hkv, Dh] = [1, 5, 2, 1, 64];
+      const w = rng.normalArray(B * T * Hq * Dh);
+      await gradCheck(
+        'flashAttention Dh=64',
+        ([q, k, v]) =>
+          sumToSuffix(binary('mul', flashAttention(q!, k!, v!, { causal: true }), Tensor.from(w, [B, T, Hq, Dh])), [1]),
+        [
+          { data: rng.normalArray(B * T * Hq * Dh), shape: [B, T, Hq, Dh] },
+          { data: rng.normalArray(B * T * Hkv * Dh), shape: [B, T, Hkv, Dh] },
+          { data: rng.normalArray(B * T * Hkv * Dh), shape: [B, T, Hkv, Dh] },
+        ],
+        rng,
+        { eps: 1e-1 },
+      );
+    },
+    COMPILE_TIMEOUT,
+  );
 
   it('autograd gradients match the reference and tidy frees everything', async () => {
     const rng = testRng('attention autograd');
@@ -587,10 +949,22 @@ describe('flash attention autograd', () => {
     expect(() => flashAttention(q, k, k, { causal: true })).toThrow(/multiple of Hkv/);
     const k2 = Tensor.empty([1, 4, 1, 16]);
     expect(() => flashAttention(q, k2, k2, { causal: true, kvLength: 5 })).toThrow(/kvLength/);
-    expect(() => flashAttention(q, k2, k2, { causal: true, kvLength: 3, segmentIds: Tensor.from(new Int32Array(4), [4]) })).toThrow(/T == S/);
-    expect(() => flashAttention(Tensor.empty([1, 4, 1, 18]), Tensor.empty([1, 4, 1, 18]), Tensor.empty([1, 4, 1, 18]), { causal: true })).toThrow(/head dim 18 not supported/);
-    expect(() => flashAttention(Tensor.empty([1, 4, 1, 260]), Tensor.empty([1, 4, 1, 260]), Tensor.empty([1, 4, 1, 260]), { causal: true })).toThrow(/head dim 260/);
+    expect(() =>
+      flashAttention(q, k2, k2, { causal: true, kvLength: 3, segmentIds: Tensor.from(new Int32Array(4), [4]) }),
+    ).toThrow(/T == S/);
+    expect(() =>
+      flashAttention(Tensor.empty([1, 4, 1, 18]), Tensor.empty([1, 4, 1, 18]), Tensor.empty([1, 4, 1, 18]), {
+        causal: true,
+      }),
+    ).toThrow(/head dim 18 not supported/);
+    expect(() =>
+      flashAttention(Tensor.empty([1, 4, 1, 260]), Tensor.empty([1, 4, 1, 260]), Tensor.empty([1, 4, 1, 260]), {
+        causal: true,
+      }),
+    ).toThrow(/head dim 260/);
     expect(() => flashAttention(q, k2, Tensor.empty([1, 4, 1, 16], 'f16'), { causal: true })).toThrow(/same dtype/);
-    expect(() => flashAttention(q, Tensor.empty([1, 4, 1, 16], 'bf16'), Tensor.empty([1, 4, 1, 16], 'bf16'), { causal: true })).toThrow(/f32 or f16, got bf16/);
+    expect(() =>
+      flashAttention(q, Tensor.empty([1, 4, 1, 16], 'bf16'), Tensor.empty([1, 4, 1, 16], 'bf16'), { causal: true }),
+    ).toThrow(/f32 or f16, got bf16/);
   });
 });

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
+import { crossEntropyBackwardRef, crossEntropyMeanRef, crossEntropyRowsRef } from '../../reference/crossentropy.js';
 import { backward, zeroGrad } from '../../src/engine/autograd.js';
 import { Tensor, tidy } from '../../src/engine/tensor.js';
-import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { crossEntropy, crossEntropyPerRow, crossEntropyRows } from '../../src/kernels/crossentropy.js';
-import { crossEntropyBackwardRef, crossEntropyMeanRef, crossEntropyRowsRef } from '../../reference/crossentropy.js';
-import { expectClose, testRng, useEngine, expectNoGrowth } from '../helpers/index.js';
+import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { gradCheck } from '../helpers/gradcheck.js';
+import { expectClose, expectNoGrowth, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
@@ -28,7 +28,13 @@ function makeLabels(rng: ReturnType<typeof testRng>, n: number, v: number, ignor
 describe('cross-entropy vs float64 reference', () => {
   it('mean loss and dlogits on odd shapes (V = 1, 257, 601, 32000), ignored labels', async () => {
     const rng = testRng('crossentropy');
-    for (const [n, v] of [[1, 1], [7, 601], [13, 257], [3, 32000], [1, 5]] as [number, number][]) {
+    for (const [n, v] of [
+      [1, 1],
+      [7, 601],
+      [13, 257],
+      [3, 32000],
+      [1, 5],
+    ] as [number, number][]) {
       const z = rng.normalArray(n * v, 0, 3);
       const labels = makeLabels(rng, n, v);
       const g = 0.5 + rng.uniform();
@@ -42,13 +48,21 @@ describe('cross-entropy vs float64 reference', () => {
       expectClose([await loss.item()], [ref.loss], LOSS_TOL, `${label} loss`);
       const scale = ref.count > 0 ? g / ref.count : 0;
       const dref = crossEntropyBackwardRef(z, labels, v, new Array(n).fill(scale));
-      expectClose(await logits.grad!.toFloat32(), dref, { atol: 1e-6 * Math.max(scale, 1e-3), rtol: 1e-5 }, `${label} dlogits`);
+      expectClose(
+        await logits.grad!.toFloat32(),
+        dref,
+        { atol: 1e-6 * Math.max(scale, 1e-3), rtol: 1e-5 },
+        `${label} dlogits`,
+      );
     }
   });
 
   it('per-row losses and lse, and the per-row backward', async () => {
     const rng = testRng('crossentropy-rows');
-    for (const [n, v, ignoreIndex] of [[7, 601, -100], [13, 130, 3]] as [number, number, number][]) {
+    for (const [n, v, ignoreIndex] of [
+      [7, 601, -100],
+      [13, 130, 3],
+    ] as [number, number, number][]) {
       const z = rng.normalArray(n * v, 0, 2);
       const labels = makeLabels(rng, n, v, ignoreIndex);
       const gRows = rng.normalArray(n);
@@ -62,7 +76,12 @@ describe('cross-entropy vs float64 reference', () => {
       const { loss, lse } = crossEntropyRows(Tensor.from(z, [n, v]), labelsT, { ignoreIndex });
       expectClose(await lse.toFloat32(), ref.lse, LOSS_TOL, `N=${n} V=${v} lse`);
       expectClose(await loss.toFloat32(), ref.loss, LOSS_TOL, `N=${n} V=${v} rows (unrecorded)`);
-      expectClose(await logits.grad!.toFloat32(), crossEntropyBackwardRef(z, labels, v, gRows, ignoreIndex), { atol: 3e-6, rtol: 1e-5 }, `N=${n} V=${v} per-row dlogits`);
+      expectClose(
+        await logits.grad!.toFloat32(),
+        crossEntropyBackwardRef(z, labels, v, gRows, ignoreIndex),
+        { atol: 3e-6, rtol: 1e-5 },
+        `N=${n} V=${v} per-row dlogits`,
+      );
     }
   });
 
@@ -71,7 +90,10 @@ describe('cross-entropy vs float64 reference', () => {
     const n = 4;
     const v = 301;
     const z = rng.normalArray(n * v, 0, 2);
-    for (let j = 0; j < v; j++) { z[j] += 1000; z[2 * v + j] -= 1000; }
+    for (let j = 0; j < v; j++) {
+      z[j] += 1000;
+      z[2 * v + j] -= 1000;
+    }
     z[v + 17] = 80; // exp(80) overflows f32 without the max shift
     const labels = Int32Array.from([5, 17, 300, 0]);
     const logits = Tensor.from(z, [n, v]);
@@ -81,7 +103,12 @@ describe('cross-entropy vs float64 reference', () => {
     // |lse| ≈ 1000: one rounding of lse is ulp(1000)/2 = 3e-5, so atol 1e-4 on those rows.
     expectClose(await rows.toFloat32(), crossEntropyRowsRef(z, labels, v).loss, { atol: 1e-4, rtol: 1e-6 }, 'rows');
     // p = exp(z − lse) inherits lse's 3e-5 absolute error as a relative one.
-    expectClose(await logits.grad!.toFloat32(), crossEntropyBackwardRef(z, labels, v, [1, 1, 1, 1]), { atol: 1e-6, rtol: 1e-4 }, 'dlogits');
+    expectClose(
+      await logits.grad!.toFloat32(),
+      crossEntropyBackwardRef(z, labels, v, [1, 1, 1, 1]),
+      { atol: 1e-6, rtol: 1e-4 },
+      'dlogits',
+    );
   });
 
   it('all labels ignored: loss 0 (count 0) and zero gradient, not NaN', async () => {
@@ -108,7 +135,12 @@ describe('cross-entropy vs float64 reference', () => {
     const rng = testRng('crossentropy-fd');
     const labels = Tensor.from(new Int32Array([2, -100, 0, 10]), [4]).keep();
     const weights = rng.normalArray(4);
-    await gradCheck('crossEntropy', ([z]) => crossEntropy(z!, labels), [{ data: rng.normalArray(44), shape: [4, 11] }], rng);
+    await gradCheck(
+      'crossEntropy',
+      ([z]) => crossEntropy(z!, labels),
+      [{ data: rng.normalArray(44), shape: [4, 11] }],
+      rng,
+    );
     await gradCheck(
       'crossEntropyPerRow',
       ([z]) => sumToSuffix(binary('mul', crossEntropyPerRow(z!, labels), Tensor.from(weights, [4])), [1]),
@@ -129,7 +161,11 @@ describe('cross-entropy vs float64 reference', () => {
     });
     // Without autograd nothing is saved either.
     logits.requiresGrad = false;
-    await expectNoGrowth(() => tidy(() => { crossEntropy(logits, labels); }));
+    await expectNoGrowth(() =>
+      tidy(() => {
+        crossEntropy(logits, labels);
+      }),
+    );
     for (const t of [logits, labels]) t.dispose();
   });
 
@@ -146,7 +182,11 @@ describe('cross-entropy vs float64 reference', () => {
     const ref = crossEntropyMeanRef(z, labels, v);
     // mean of 52,800 per-row losses summed in f32 (strided + tree): ~1e-6 relative.
     expectClose([await loss.item()], [ref.loss], { atol: 1e-5, rtol: 1e-5 }, 'loss');
-    expectClose(await logits.grad!.toFloat32(), crossEntropyBackwardRef(z, labels, v, new Array(n).fill(1 / ref.count)), { atol: 1e-10, rtol: 1e-5 }, 'dlogits');
+    expectClose(
+      await logits.grad!.toFloat32(),
+      crossEntropyBackwardRef(z, labels, v, new Array(n).fill(1 / ref.count)),
+      { atol: 1e-10, rtol: 1e-5 },
+      'dlogits',
+    );
   });
 });
-

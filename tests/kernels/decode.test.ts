@@ -8,15 +8,15 @@
 // in the mean, halved by the inverse square root, 2 ulp for inverseSqrt, 2 roundings of x·r·g),
 // plus 4 for scale products (NF4 absmax, LoRA scale); swiglu adds 8 for exp and the division.
 import { describe, expect, it } from 'vitest';
-import { Tensor } from '../../src/engine/tensor.js';
-import type { Rng } from '../../src/engine/random.js';
-import { f32ArrayToF16 } from '../../src/io/dtype.js';
-import { decodeGemv, ropeAppend } from '../../src/kernels/decode.js';
-import type { WeightFormat } from '../../src/kernels/weight-formats.js';
-import { ropeTables } from '../../src/kernels/rope.js';
 import { decodeGemvRef, ropeAppendRef } from '../../reference/decode.js';
 import { halfBitsToNumber } from '../../reference/matmul.js';
 import { expectWithinSumBound } from '../../reference/nf4.js';
+import type { Rng } from '../../src/engine/random.js';
+import { Tensor } from '../../src/engine/tensor.js';
+import { f32ArrayToF16 } from '../../src/io/dtype.js';
+import { decodeGemv, ropeAppend } from '../../src/kernels/decode.js';
+import { ropeTables } from '../../src/kernels/rope.js';
+import type { WeightFormat } from '../../src/kernels/weight-formats.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
 import { makeGemvWeight } from '../helpers/weights.js';
 
@@ -59,15 +59,26 @@ async function runGemv(rng: Rng, c: GemvCase): Promise<void> {
   const Bdata = Ns.map((N, s) => (c.lora?.[s] ? rng.normalArray(N * r, 0, 0.3) : null));
   const Bt = Bdata.map((d, s) => (d ? Tensor.from(d, [Ns[s]!, r]) : null));
   const ref = decodeGemvRef({
-    M, K, x: xData, weights: made.map((m) => m.values), Ns,
+    M,
+    K,
+    x: xData,
+    weights: made.map((m) => m.values),
+    Ns,
     ...(c.norm !== 'none' ? { norm: { g, eps: 1e-5 } } : {}),
     ...(c.lora ? { lora: { u: uData, ldu, B: Bdata, r, scale: 1.75, uOffsets } } : {}),
-    epilogue: c.epilogue, out0, ld, outOffsets: offsets,
+    epilogue: c.epilogue,
+    out0,
+    ld,
+    outOffsets: offsets,
   });
   const rstdIn = c.norm === 'given' ? Tensor.from(Float32Array.from(ref.rstd), [M]) : undefined;
   const rstdOut = c.rstdOut ? Tensor.empty([M]) : undefined;
   decodeGemv({
-    x, segments: made.map((m) => m.w), out, epilogue: c.epilogue, outOffsets: offsets,
+    x,
+    segments: made.map((m) => m.w),
+    out,
+    epilogue: c.epilogue,
+    outOffsets: offsets,
     ...(c.norm !== 'none' ? { norm: { weight: gT, eps: 1e-5, ...(rstdIn ? { rstd: rstdIn } : {}) } } : {}),
     ...(rstdOut ? { rstdOut } : {}),
     ...(c.lora ? { lora: { u, B: Bt, r, scale: 1.75, uOffsets } } : {}),
@@ -83,7 +94,16 @@ describe('decodeGemv vs float64', () => {
   const cases: GemvCase[] = [
     { kind: 'f32', M: 3, K: 37, Ns: [13, 1, 29], norm: 'compute', epilogue: 'store' },
     { kind: 'f32', M: 1, K: 260, Ns: [5, 5, 5], norm: 'compute', rstdOut: true, epilogue: 'store' },
-    { kind: 'bf16', M: 8, K: 520, Ns: [13, 7, 11], norm: 'given', lora: [true, false, true], epilogue: 'store', pad: 4 },
+    {
+      kind: 'bf16',
+      M: 8,
+      K: 520,
+      Ns: [13, 7, 11],
+      norm: 'given',
+      lora: [true, false, true],
+      epilogue: 'store',
+      pad: 4,
+    },
     { kind: 'f16', M: 11, K: 40, Ns: [17], norm: 'none', lora: [true], epilogue: 'accumulate' },
     { kind: 'f16', M: 2, K: 37, Ns: [3, 19], norm: 'compute', epilogue: 'store' },
     { kind: 'bf16', M: 1, K: 37, Ns: [7, 7], norm: 'none', epilogue: 'swiglu' },
@@ -116,7 +136,21 @@ describe('decodeGemv vs float64', () => {
  * a left margin) into a random cache of `kvType`, and its float64 reference on the values the kernel
  * reads. Returns q, the caches after the call (as numbers), the reference and the caches before.
  */
-async function ropeAppendCase(label: string, dims: { B: number; T: number; H: number; Hkv: number; dh: number; smax: number; L: number; starts: number[]; margin: number }, kvType: 'f32' | 'f16') {
+async function ropeAppendCase(
+  label: string,
+  dims: {
+    B: number;
+    T: number;
+    H: number;
+    Hkv: number;
+    dh: number;
+    smax: number;
+    L: number;
+    starts: number[];
+    margin: number;
+  },
+  kvType: 'f32' | 'f16',
+) {
   const rng = testRng(label);
   const { B, T, H, Hkv, dh, smax, L, margin } = dims;
   const starts = Int32Array.from(dims.starts);
@@ -125,11 +159,15 @@ async function ropeAppendCase(label: string, dims: { B: number; T: number; H: nu
   const sin = await tab.sin.toFloat32();
   const ld = margin + (H + 2 * Hkv) * dh;
   const qkv = rng.normalArray(B * T * ld);
-  const pick = (off: number, w: number) => Float64Array.from({ length: B * T * w }, (_, i) => qkv[Math.floor(i / w) * ld + off + (i % w)]!);
+  const pick = (off: number, w: number) =>
+    Float64Array.from({ length: B * T * w }, (_, i) => qkv[Math.floor(i / w) * ld + off + (i % w)]!);
   const cache = (data: Float32Array) => {
     if (kvType === 'f32') return { t: Tensor.from(data, [B, smax, Hkv, dh]), values: Float64Array.from(data) };
     const bits = f32ArrayToF16(data);
-    return { t: Tensor.from(bits, [B, smax, Hkv, dh], 'f16'), values: Float64Array.from(bits, (b) => halfBitsToNumber(b, 'f16')) };
+    return {
+      t: Tensor.from(bits, [B, smax, Hkv, dh], 'f16'),
+      values: Float64Array.from(bits, (b) => halfBitsToNumber(b, 'f16')),
+    };
   };
   const kc = cache(rng.normalArray(B * smax * Hkv * dh));
   const vc = cache(rng.normalArray(B * smax * Hkv * dh));
@@ -137,19 +175,59 @@ async function ropeAppendCase(label: string, dims: { B: number; T: number; H: nu
   const len = Tensor.from(Uint32Array.of(L), [1]);
   const st = Tensor.from(starts, [B]);
   const qT = ropeAppend({
-    B, T, heads: H, kvHeads: Hkv, rope: tab, length: len, starts: st, kCache: kc.t, vCache: vc.t,
-    q: { t, ld, offset: margin }, k: { t, ld, offset: margin + H * dh }, v: { t, ld, offset: margin + (H + Hkv) * dh },
+    B,
+    T,
+    heads: H,
+    kvHeads: Hkv,
+    rope: tab,
+    length: len,
+    starts: st,
+    kCache: kc.t,
+    vCache: vc.t,
+    q: { t, ld, offset: margin },
+    k: { t, ld, offset: margin + H * dh },
+    v: { t, ld, offset: margin + (H + Hkv) * dh },
   });
-  const ref = ropeAppendRef(B, T, H, Hkv, dh, L, starts, pick(margin, H * dh), pick(margin + H * dh, Hkv * dh), pick(margin + (H + Hkv) * dh, Hkv * dh), cos, sin, kc.values, vc.values, smax);
-  const readCache = async (x: Tensor) => (kvType === 'f32' ? Float64Array.from(await x.toFloat32()) : Float64Array.from((await x.read()) as Uint16Array, (b) => halfBitsToNumber(b, 'f16')));
-  const out = { q: await qT.toFloat32(), k: await readCache(kc.t), v: await readCache(vc.t), ref, k0: kc.values, v0: vc.values };
+  const ref = ropeAppendRef(
+    B,
+    T,
+    H,
+    Hkv,
+    dh,
+    L,
+    starts,
+    pick(margin, H * dh),
+    pick(margin + H * dh, Hkv * dh),
+    pick(margin + (H + Hkv) * dh, Hkv * dh),
+    cos,
+    sin,
+    kc.values,
+    vc.values,
+    smax,
+  );
+  const readCache = async (x: Tensor) =>
+    kvType === 'f32'
+      ? Float64Array.from(await x.toFloat32())
+      : Float64Array.from((await x.read()) as Uint16Array, (b) => halfBitsToNumber(b, 'f16'));
+  const out = {
+    q: await qT.toFloat32(),
+    k: await readCache(kc.t),
+    v: await readCache(vc.t),
+    ref,
+    k0: kc.values,
+    v0: vc.values,
+  };
   for (const x of [t, kc.t, vc.t, len, st, qT, tab.cos, tab.sin]) x.dispose();
   return out;
 }
 
 describe('ropeAppend vs float64', () => {
   it('rotates q and k at max(0, L + t − start), appends k and v at L + t, leaves other cache rows alone', async () => {
-    const r = await ropeAppendCase('rope-append', { B: 3, T: 2, H: 4, Hkv: 2, dh: 6, smax: 9, L: 4, starts: [0, 3, 5], margin: 1 }, 'f32');
+    const r = await ropeAppendCase(
+      'rope-append',
+      { B: 3, T: 2, H: 4, Hkv: 2, dh: 6, smax: 9, L: 4, starts: [0, 3, 5], margin: 1 },
+      'f32',
+    );
     // The rope kernel's arithmetic: two products and a sum, rounded in f32 (unit-normal inputs).
     const tol = { atol: 2e-6, rtol: 1e-6 };
     expectClose(r.q, r.ref.q, tol, 'q');
@@ -190,7 +268,19 @@ describe('ropeAppend vs float64', () => {
     const vc = Tensor.empty([1, 2, 1, 8]);
     const len = Tensor.from(Uint32Array.of(0), [1]);
     expect(() =>
-      ropeAppend({ B: 1, T: 1, heads: 1, kvHeads: 1, rope: tab, length: len, kCache: kc, vCache: vc, q: { t, ld: 24, offset: 0 }, k: { t, ld: 24, offset: 8 }, v: { t, ld: 24, offset: 16 } }),
+      ropeAppend({
+        B: 1,
+        T: 1,
+        heads: 1,
+        kvHeads: 1,
+        rope: tab,
+        length: len,
+        kCache: kc,
+        vCache: vc,
+        q: { t, ld: 24, offset: 0 },
+        k: { t, ld: 24, offset: 8 },
+        v: { t, ld: 24, offset: 16 },
+      }),
     ).toThrow(/vCache: expected dtype f16, got f32/);
     for (const x of [t, kc, vc, len, tab.cos, tab.sin]) x.dispose();
   });

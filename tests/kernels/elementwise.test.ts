@@ -1,10 +1,19 @@
 import { describe, expect, it } from 'vitest';
+import { bf16Bits, bf16ToNumber, binaryRef, unaryRef } from '../../reference/elementwise.js';
 import { backward } from '../../src/engine/autograd.js';
-import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
-import { UNARY_OPS, binary, cast, scale, sumToSuffix, unary, type BinaryOp, type UnaryOp } from '../../src/kernels/elementwise.js';
-import { binaryRef, bf16Bits, bf16ToNumber, unaryRef } from '../../reference/elementwise.js';
-import { expectClose, testRng, useEngine } from '../helpers/index.js';
+import { engine, Tensor, tidy } from '../../src/engine/tensor.js';
+import {
+  type BinaryOp,
+  binary,
+  cast,
+  scale,
+  sumToSuffix,
+  UNARY_OPS,
+  type UnaryOp,
+  unary,
+} from '../../src/kernels/elementwise.js';
 import { gradCheck } from '../helpers/gradcheck.js';
+import { expectClose, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
@@ -24,7 +33,12 @@ describe('elementwise kernels vs float64 reference', () => {
       const ref = unaryRef[op]!;
       expectClose(await y.toFloat32(), Array.from(xData, ref.f), { atol: 1e-6, rtol: 2e-6 }, `${op} forward`);
       // silu/sigmoid backward go through exp(): a few ulp more
-      expectClose(await x.grad!.toFloat32(), Array.from(xData, (v, i) => gData[i]! * ref.df(v)), { atol: 1e-6, rtol: 1e-5 }, `${op} backward`);
+      expectClose(
+        await x.grad!.toFloat32(),
+        Array.from(xData, (v, i) => gData[i]! * ref.df(v)),
+        { atol: 1e-6, rtol: 1e-5 },
+        `${op} backward`,
+      );
     }
   });
 
@@ -73,7 +87,12 @@ describe('elementwise kernels vs float64 reference', () => {
     const bits = (await cast(x, 'bf16').read()) as Uint16Array;
     expect(Array.from(bits)).toEqual(Array.from(data, bf16Bits));
     const back = await cast(cast(x, 'bf16'), 'f32').toFloat32();
-    expectClose(back, Array.from(data, (v) => bf16ToNumber(bf16Bits(v))), { atol: 0, rtol: 0 }, 'bf16 -> f32');
+    expectClose(
+      back,
+      Array.from(data, (v) => bf16ToNumber(bf16Bits(v))),
+      { atol: 0, rtol: 0 },
+      'bf16 -> f32',
+    );
     const h = await cast(cast(x, 'f16'), 'f32').toFloat32();
     // f16 has 11 significant bits: relative rounding error <= 2^-11
     expectClose(h, data, { atol: 0, rtol: 2 ** -11 }, 'f16 round trip');

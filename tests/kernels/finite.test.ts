@@ -2,11 +2,11 @@
 // 16-bit tensors of sizes that are not workgroup multiples, with every special value placed at
 // random positions. Counting is integer arithmetic: the results must be exact.
 import { describe, expect, it } from 'vitest';
-import { Tensor } from '../../src/engine/tensor.js';
-import { NonFiniteCounter, countNonFinite } from '../../src/kernels/finite.js';
 import { bf16Value, f16Value, nonFiniteRef } from '../../reference/finite.js';
-import { testRng, useEngine } from '../helpers/index.js';
 import type { Rng } from '../../src/engine/random.js';
+import { Tensor } from '../../src/engine/tensor.js';
+import { countNonFinite, NonFiniteCounter } from '../../src/kernels/finite.js';
+import { testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
@@ -27,8 +27,10 @@ function halfBits(rng: Rng, n: number, dtype: 'bf16' | 'f16'): Uint16Array {
   for (let i = 0; i < n; i++) {
     const r = rng.int(4);
     const sign = rng.int(2) ? 0x8000 : 0;
-    if (r === 0) out[i] = sign | expMask | rng.int(2 ** (dtype === 'bf16' ? 7 : 10)); // Inf or NaN
-    else if (r === 1) out[i] = sign | nearMax; // largest finite
+    if (r === 0)
+      out[i] = sign | expMask | rng.int(2 ** (dtype === 'bf16' ? 7 : 10)); // Inf or NaN
+    else if (r === 1)
+      out[i] = sign | nearMax; // largest finite
     else out[i] = rng.int(0x10000);
   }
   return out;

@@ -9,17 +9,26 @@
 //   barrier between staging and multiplying removed) make that check fail;
 // - the chooser, on adapter descriptions like real ones.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkEmulatedGemm } from '../../bench/check/gemm.js';
+import type { FeatureName, SubgroupMatrixConfig } from '../../src/engine/device.js';
+import { withPrecision } from '../../src/engine/precision.js';
 import { Rng } from '../../src/engine/random.js';
 import { engine, Tensor } from '../../src/engine/tensor.js';
-import { withPrecision } from '../../src/engine/precision.js';
-import type { FeatureName, SubgroupMatrixConfig } from '../../src/engine/device.js';
 import {
-  GEMM_SG_CASES, SG_TILES, chooseGemm, forceEmulatedMatrixCore, gemmPlan, gemmVariants, nativeMatrixCore, sgTileBytes,
-  type ChoiceContext, type GemmMutation, type GemmVariantCase,
+  type ChoiceContext,
+  chooseGemm,
+  forceEmulatedMatrixCore,
+  GEMM_SG_CASES,
+  type GemmMutation,
+  type GemmVariantCase,
+  gemmPlan,
+  gemmVariants,
+  nativeMatrixCore,
+  SG_TILES,
+  sgTileBytes,
 } from '../../src/kernels/gemm.js';
 import { MATRIX_SHAPES } from '../../src/kernels/sgmatrix.js';
-import { nullCompiler, type NullCompiler } from '../../src/kernels/variants.js';
-import { checkEmulatedGemm } from '../../bench/check/gemm.js';
+import { type NullCompiler, nullCompiler } from '../../src/kernels/variants.js';
 import { requireFeature, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
@@ -58,7 +67,9 @@ describe('gemm sgmatrix: emulated variants against float64', () => {
     const cases = new Set(emulated.map((v) => (v.spec as GemmVariantCase).what));
     // every case but the NF4 forward one, whose loader (NF4ᵀ, code words) the fused LoRA forward case runs
     expect(cases.size).toBe(GEMM_SG_CASES.length - 1);
-    const nf4T = emulated.map((v) => v.spec as GemmVariantCase).filter((c) => c.b.kind === 'nf4' && c.b.trans && c.K % 8 === 0);
+    const nf4T = emulated
+      .map((v) => v.spec as GemmVariantCase)
+      .filter((c) => c.b.kind === 'nf4' && c.b.trans && c.K % 8 === 0);
     expect(nf4T.length).toBeGreaterThan(0);
     const shapes = new Set(emulated.map((v) => (v.spec as GemmVariantCase).shape));
     for (const s of ['m16n16k16', 'm16n8k16', 'm8n16k16']) expect(shapes.has(s as never), s).toBe(true);
@@ -85,36 +96,84 @@ describe('gemm sgmatrix: emulated variants against float64', () => {
 });
 
 describe('gemm sgmatrix: the choice of core', () => {
-  const f16cfg = (M: number, N: number, K: number, result = 'f32'): SubgroupMatrixConfig => ({ componentType: 'f16', resultComponentType: result, M, N, K });
-  const all: FeatureName[] = ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix', 'subgroup-size-control'];
-  const adapters: Record<string, Pick<ChoiceContext, 'features' | 'subgroupMatrixConfigs' | 'subgroupSize' | 'maxWorkgroupBytes'>> = {
+  const f16cfg = (M: number, N: number, K: number, result = 'f32'): SubgroupMatrixConfig => ({
+    componentType: 'f16',
+    resultComponentType: result,
+    M,
+    N,
+    K,
+  });
+  const all: FeatureName[] = [
+    'shader-f16',
+    'subgroups',
+    'chromium-experimental-subgroup-matrix',
+    'subgroup-size-control',
+  ];
+  const adapters: Record<
+    string,
+    Pick<ChoiceContext, 'features' | 'subgroupMatrixConfigs' | 'subgroupSize' | 'maxWorkgroupBytes'>
+  > = {
     // NVIDIA (Vulkan, f16 toggle on): 16×16×16, 16×8×16, 16×8×8 f16, int8 ones; subgroups of 32
     nvidia: {
       features: new Set(all),
-      subgroupMatrixConfigs: [f16cfg(16, 8, 8), f16cfg(16, 8, 16), f16cfg(16, 16, 16), f16cfg(16, 16, 16, 'f16'), { componentType: 'i8', resultComponentType: 'i32', M: 16, N: 16, K: 32 }],
+      subgroupMatrixConfigs: [
+        f16cfg(16, 8, 8),
+        f16cfg(16, 8, 16),
+        f16cfg(16, 16, 16),
+        f16cfg(16, 16, 16, 'f16'),
+        { componentType: 'i8', resultComponentType: 'i32', M: 16, N: 16, K: 32 },
+      ],
       subgroupSize: { min: 32, max: 32 },
       maxWorkgroupBytes: 49152,
     },
     // Intel Xe2: 8×16×16, subgroups of 16 to 32 (size control declares 32)
-    intel: { features: new Set(all), subgroupMatrixConfigs: [f16cfg(8, 16, 16)], subgroupSize: { min: 16, max: 32 }, maxWorkgroupBytes: 65536 },
+    intel: {
+      features: new Set(all),
+      subgroupMatrixConfigs: [f16cfg(8, 16, 16)],
+      subgroupSize: { min: 16, max: 32 },
+      maxWorkgroupBytes: 65536,
+    },
     // Apple: 8×8×8 f16 and f32, subgroups of 32, no size control
     apple: {
       features: new Set(all.filter((f) => f !== 'subgroup-size-control')),
-      subgroupMatrixConfigs: [f16cfg(8, 8, 8), f16cfg(8, 8, 8, 'f16'), { componentType: 'f32', resultComponentType: 'f32', M: 8, N: 8, K: 8 }],
+      subgroupMatrixConfigs: [
+        f16cfg(8, 8, 8),
+        f16cfg(8, 8, 8, 'f16'),
+        { componentType: 'f32', resultComponentType: 'f32', M: 8, N: 8, K: 8 },
+      ],
       subgroupSize: { min: 32, max: 32 },
       maxWorkgroupBytes: 32768,
     },
     // no subgroup matrices (lavapipe; or FINLLM_DISABLE_FEATURES=chromium-experimental-subgroup-matrix, which empties the list)
-    none: { features: new Set(['shader-f16', 'subgroups', 'subgroup-size-control'] as FeatureName[]), subgroupMatrixConfigs: [], subgroupSize: { min: 8, max: 8 }, maxWorkgroupBytes: 32768 },
+    none: {
+      features: new Set(['shader-f16', 'subgroups', 'subgroup-size-control'] as FeatureName[]),
+      subgroupMatrixConfigs: [],
+      subgroupSize: { min: 8, max: 8 },
+      maxWorkgroupBytes: 32768,
+    },
   };
-  const ctx = (name: string, over: Partial<ChoiceContext> = {}): ChoiceContext => ({ precision: 'fp16-mixed', maxInvocations: 256, isSoftware: false, ...adapters[name]!, ...over });
+  const ctx = (name: string, over: Partial<ChoiceContext> = {}): ChoiceContext => ({
+    precision: 'fp16-mixed',
+    maxInvocations: 256,
+    isSoftware: false,
+    ...adapters[name]!,
+    ...over,
+  });
   const big = { M: 4096, N: 4096, K: 4096, batch: 1 };
 
   it('NVIDIA: 16×16×16 f16→f32 (first of the known shapes offered), the 128² tile; Intel 8×16×16; Apple 8×8×8; none: the SIMT f16 core', () => {
-    expect(chooseGemm(big, ctx('nvidia'))).toEqual({ compute: 'f16', tile: 's128', splitK: 1, matrix: { shape: 'm16n16k16', emulated: false } });
+    expect(chooseGemm(big, ctx('nvidia'))).toEqual({
+      compute: 'f16',
+      tile: 's128',
+      splitK: 1,
+      matrix: { shape: 'm16n16k16', emulated: false },
+    });
     expect(nativeMatrixCore(ctx('nvidia'))).toEqual({ shape: 'm16n16k16', sizeControl: true });
     expect(chooseGemm(big, ctx('intel')).matrix).toEqual({ shape: 'm8n16k16', emulated: false });
-    expect(nativeMatrixCore(ctx('apple')), 'Apple: fixed 32-wide subgroups, no size control needed').toEqual({ shape: 'm8n8k8', sizeControl: false });
+    expect(nativeMatrixCore(ctx('apple')), 'Apple: fixed 32-wide subgroups, no size control needed').toEqual({
+      shape: 'm8n8k8',
+      sizeControl: false,
+    });
     expect(chooseGemm(big, ctx('apple')).tile, '44 KiB does not fit 32 KiB').toBe('s64');
     const none = chooseGemm(big, ctx('none'));
     expect(none.compute).toBe('f16');
@@ -126,12 +185,21 @@ describe('gemm sgmatrix: the choice of core', () => {
     expect(chooseGemm(big, ctx('nvidia', { precision: 'fp32' })).matrix).toBeUndefined();
     const off = new Set(adapters.nvidia!.features);
     off.delete('chromium-experimental-subgroup-matrix');
-    expect(chooseGemm(big, ctx('nvidia', { features: off, subgroupMatrixConfigs: [] })).matrix, 'FINLLM_DISABLE_FEATURES').toBeUndefined();
+    expect(
+      chooseGemm(big, ctx('nvidia', { features: off, subgroupMatrixConfigs: [] })).matrix,
+      'FINLLM_DISABLE_FEATURES',
+    ).toBeUndefined();
     expect(chooseGemm(big, ctx('nvidia'), false).compute, 'a weight beyond the f16 range').toBe('f32');
     const noSize = new Set(adapters.intel!.features);
     noSize.delete('subgroup-size-control');
-    expect(nativeMatrixCore(ctx('intel', { features: noSize })), 'Intel without size control: subgroups may be 16 wide').toBeNull();
-    expect(nativeMatrixCore(ctx('nvidia', { subgroupMatrixConfigs: [f16cfg(16, 16, 16, 'f16')] })), 'f16 accumulators only: not for training').toBeNull();
+    expect(
+      nativeMatrixCore(ctx('intel', { features: noSize })),
+      'Intel without size control: subgroups may be 16 wide',
+    ).toBeNull();
+    expect(
+      nativeMatrixCore(ctx('nvidia', { subgroupMatrixConfigs: [f16cfg(16, 16, 16, 'f16')] })),
+      'f16 accumulators only: not for training',
+    ).toBeNull();
   });
 
   it('skinny LoRA shapes get the skinny tiles; a split-K target on a GPU', () => {
@@ -148,12 +216,21 @@ describe('gemm sgmatrix: the choice of core', () => {
     const plan = () => withPrecision('fp16-mixed', () => gemmPlan({ a: { t: x }, b: { t: w, trans: true } }));
     if (engine().dev.subgroupMatrixConfigs.length === 0) {
       expect(plan().choice.matrix).toBeUndefined();
-      expect(() => gemmPlan({ a: { t: x }, b: { t: w, trans: true }, choice: { compute: 'f16', tile: 's64', matrix: { shape: 'm16n16k16', emulated: false } } })).toThrow(/not offered by this adapter/);
+      expect(() =>
+        gemmPlan({
+          a: { t: x },
+          b: { t: w, trans: true },
+          choice: { compute: 'f16', tile: 's64', matrix: { shape: 'm16n16k16', emulated: false } },
+        }),
+      ).toThrow(/not offered by this adapter/);
     }
     forceEmulatedMatrixCore('m16n8k16');
     try {
       expect(plan().choice.matrix).toEqual({ shape: 'm16n8k16', emulated: true });
-      expect(withPrecision('fp32', () => gemmPlan({ a: { t: x }, b: { t: w, trans: true } })).choice.matrix, 'fp32 stays SIMT f32').toBeUndefined();
+      expect(
+        withPrecision('fp32', () => gemmPlan({ a: { t: x }, b: { t: w, trans: true } })).choice.matrix,
+        'fp32 stays SIMT f32',
+      ).toBeUndefined();
     } finally {
       forceEmulatedMatrixCore(null);
     }

@@ -26,7 +26,9 @@ describe('GEMM tuning table', () => {
         for (const [cls, e] of Object.entries(entry[precision] ?? {})) {
           expect(SHAPE_CLASSES, `${key} ${precision}`).toContain(cls);
           expect(Object.keys(TILES), `${key} ${precision} ${cls}`).toContain(e.tile);
-          expect(Number.isInteger(e.splitTarget) && e.splitTarget >= 0, `${key} ${precision} ${cls} splitTarget`).toBe(true);
+          expect(Number.isInteger(e.splitTarget) && e.splitTarget >= 0, `${key} ${precision} ${cls} splitTarget`).toBe(
+            true,
+          );
         }
       }
       for (const [cls, e] of Object.entries(entry.sgmatrix ?? {})) {

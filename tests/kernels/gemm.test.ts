@@ -9,15 +9,29 @@
 // per compute variant. FINLLM_TEST_TIER=gpu (npm run test:gpu) runs the full cross product, where
 // compiling hundreds of pipelines costs seconds instead of lavapipe's minutes.
 import { describe, expect, it, type TestContext } from 'vitest';
+import { makeOperand } from '../../bench/check/gemm.js';
+import { expectWithinGemmBound, gemmReference } from '../../reference/gemm.js';
+import { withPrecision } from '../../src/engine/precision.js';
 import type { Rng } from '../../src/engine/random.js';
 import { engine, Tensor } from '../../src/engine/tensor.js';
 import { bf16ToF32, f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
-import { withPrecision } from '../../src/engine/precision.js';
+import {
+  type ChoiceContext,
+  type Compute,
+  chooseGemm,
+  directTileFor,
+  type GemmChoice,
+  gemm,
+  gemmPlan,
+  noteWeightRange,
+  type OperandKind,
+  shapeClass,
+  TILE_NAMES,
+  TILES,
+  type TileName,
+} from '../../src/kernels/gemm.js';
+import { disposeNf4, type Nf4Weight, quantizeNf4 } from '../../src/kernels/nf4.js';
 import { maxAbs16, maxAbsF32 } from '../../src/llama/weights.js';
-import { TILES, TILE_NAMES, chooseGemm, directTileFor, gemm, gemmPlan, noteWeightRange, shapeClass, type Compute, type GemmChoice, type OperandKind, type TileName, type ChoiceContext } from '../../src/kernels/gemm.js';
-import { disposeNf4, quantizeNf4, type Nf4Weight } from '../../src/kernels/nf4.js';
-import { expectWithinGemmBound, gemmReference } from '../../reference/gemm.js';
-import { makeOperand } from '../../bench/check/gemm.js';
 import { requireFeature, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
@@ -45,7 +59,8 @@ interface Case {
   vec?: [number, number];
 }
 
-const storedShape = (rows: number, cols: number, trans?: boolean): [number, number] => (trans ? [cols, rows] : [rows, cols]);
+const storedShape = (rows: number, cols: number, trans?: boolean): [number, number] =>
+  trans ? [cols, rows] : [rows, cols];
 
 async function runCase(rng: Rng, c: Case): Promise<void> {
   const { M, N, K } = c;
@@ -68,7 +83,8 @@ async function runCase(rng: Rng, c: Case): Promise<void> {
   const label = `${key} [${M}×${N}×${K}]${c.alpha ? ` α=${c.alpha}` : ''} split ${choice.splitK}`;
   if (c.vec) expect([spec.a.kind, spec.a.trans, spec.a.vec], label).toEqual([c.a.kind, !!c.a.trans, c.vec[0]]);
   if (c.vec) expect([spec.b.kind, spec.b.trans, spec.b.vec], label).toEqual([c.b.kind, !!c.b.trans, c.vec[1]]);
-  if (c.choice.splitK && c.choice.splitK > 1) expect(choice.splitK, `${label}: split-K must really split`).toBeGreaterThan(1);
+  if (c.choice.splitK && c.choice.splitK > 1)
+    expect(choice.splitK, `${label}: split-K must really split`).toBeGreaterThan(1);
   const out = gemm(args);
   expect(out.shape).toEqual([M, N]);
   const got = await out.toFloat32();
@@ -107,95 +123,208 @@ const LAYOUTS: [boolean, boolean, number, number, number, number, number][] = [
 ];
 
 describe('gemm: tiles × compute variants (f32 operands, every layout)', () => {
-  it.for(COMPUTES)('each tile on odd shapes, vec4 and scalar loads, both storage layouts (%s compute)', async (only, ctx) => {
-    requireCompute(only, ctx);
-    const rng = testRng(`gemm-tiles-${only}`);
-    // CI: t64 (the tile of small problems) runs every layout in f32, the others the forward layout
-    // (or, for t64d, the transposed scalar one); f16 compute runs t64 and the double-buffered t128d.
-    // Both compute variants share the stage and epilogue code, which the loader tests below cover
-    // in f16 too. FULL: every tile × layout × compute.
-    const plan: [Compute, TileName, number[]][] = FULL
-      ? [only].flatMap((c) => TILE_NAMES.filter((t) => c === 'f32' || !isDirect(t)).map((t) => [c, t, [0, 1, 2, 3]] as [Compute, TileName, number[]]))
-      : [
-          ['f32', 't64', [0, 1, 2, 3]],
-          ['f32', 't128', [0]],
-          ['f32', 't128d', [0]],
-          ['f32', 't64d', [3]],
-          ['f32', 't64x32', [0]],
-          ['f32', 't32x64', [0]],
-          // The CPU-shaped kernels are generated per layout and vector width: every layout.
-          ['f32', 'r8x8', [0, 1, 2, 3]],
-          ['f32', 'r4x8', [0, 1, 2, 3]],
-          ['f32', 'r4x4', [0, 1, 2, 3]],
-          ['f16', 't64', [0, 3]],
-          ['f16', 't128d', [0]],
-        ];
-    for (const [compute, tile, layouts] of plan.filter(([c]) => c === only)) {
-      for (const l of layouts) {
-        const [tA, tB, M, N, K, vA, vB] = LAYOUTS[l]!;
-        await runCase(rng, { M, N, K, a: f32(tA), b: f32(tB), choice: { compute, tile, splitK: 1 }, vec: [vA, vB], alpha: l === 1 ? 0.75 : undefined });
+  it.for(COMPUTES)(
+    'each tile on odd shapes, vec4 and scalar loads, both storage layouts (%s compute)',
+    async (only, ctx) => {
+      requireCompute(only, ctx);
+      const rng = testRng(`gemm-tiles-${only}`);
+      // CI: t64 (the tile of small problems) runs every layout in f32, the others the forward layout
+      // (or, for t64d, the transposed scalar one); f16 compute runs t64 and the double-buffered t128d.
+      // Both compute variants share the stage and epilogue code, which the loader tests below cover
+      // in f16 too. FULL: every tile × layout × compute.
+      const plan: [Compute, TileName, number[]][] = FULL
+        ? [only].flatMap((c) =>
+            TILE_NAMES.filter((t) => c === 'f32' || !isDirect(t)).map(
+              (t) => [c, t, [0, 1, 2, 3]] as [Compute, TileName, number[]],
+            ),
+          )
+        : [
+            ['f32', 't64', [0, 1, 2, 3]],
+            ['f32', 't128', [0]],
+            ['f32', 't128d', [0]],
+            ['f32', 't64d', [3]],
+            ['f32', 't64x32', [0]],
+            ['f32', 't32x64', [0]],
+            // The CPU-shaped kernels are generated per layout and vector width: every layout.
+            ['f32', 'r8x8', [0, 1, 2, 3]],
+            ['f32', 'r4x8', [0, 1, 2, 3]],
+            ['f32', 'r4x4', [0, 1, 2, 3]],
+            ['f16', 't64', [0, 3]],
+            ['f16', 't128d', [0]],
+          ];
+      for (const [compute, tile, layouts] of plan.filter(([c]) => c === only)) {
+        for (const l of layouts) {
+          const [tA, tB, M, N, K, vA, vB] = LAYOUTS[l]!;
+          await runCase(rng, {
+            M,
+            N,
+            K,
+            a: f32(tA),
+            b: f32(tB),
+            choice: { compute, tile, splitK: 1 },
+            vec: [vA, vB],
+            alpha: l === 1 ? 0.75 : undefined,
+          });
+        }
+        // a shape past one tile in both dimensions, and size 1 (scalar loads: K = 1)
+        const [tA, tB] = LAYOUTS[layouts[0]!]!;
+        await runCase(rng, { M: 131, N: 133, K: 40, a: f32(tA), b: f32(tB), choice: { compute, tile, splitK: 1 } });
+        if (layouts.includes(3))
+          await runCase(rng, { M: 1, N: 1, K: 1, a: f32(true), b: f32(false), choice: { compute, tile, splitK: 1 } });
       }
-      // a shape past one tile in both dimensions, and size 1 (scalar loads: K = 1)
-      const [tA, tB] = LAYOUTS[layouts[0]!]!;
-      await runCase(rng, { M: 131, N: 133, K: 40, a: f32(tA), b: f32(tB), choice: { compute, tile, splitK: 1 } });
-      if (layouts.includes(3)) await runCase(rng, { M: 1, N: 1, K: 1, a: f32(true), b: f32(false), choice: { compute, tile, splitK: 1 } });
-    }
-  });
+    },
+  );
 });
 
 describe('gemm: operand loaders', () => {
-  it.for(COMPUTES)('bf16 / f16 / NF4 / NF4 double-quant operands, vector and scalar loads, both layouts (%s compute)', async (only, ctx) => {
-    requireCompute(only, ctx);
-    const rng = testRng(`gemm-loaders-${only}`);
-    // [a, b, M, N, K, vecA, vecB, compute variants (CI)]; 16-bit operands on both sides at once.
-    const cases: [OpCase, OpCase, number, number, number, number, number, Compute[]][] = [
-      [{ kind: 'f16' }, { kind: 'bf16', trans: true }, 65, 70, 40, 8, 8, ['f32', 'f16']], // f16 activation · bf16 weightᵀ, 8 halves per load
-      [{ kind: 'bf16', trans: true }, { kind: 'f16' }, 67, 70, 37, 1, 1, ['f32']], // both 16-bit, scalar, outer-contiguous
-      [f32(), { kind: 'f16' }, 66, 72, 36, 4, 8, ['f16']], // f16 weight along N: no conversion in the f16 variant
-      [f32(true), { kind: 'nf4', trans: true }, 68, 70, 64, 4, 8, ['f32', 'f16']], // NF4 forward x·Wᵀ, whole code words
-      [{ kind: 'f16', trans: true }, { kind: 'nf4' }, 72, 72, 37, 8, 8, ['f32']], // NF4 input gradient g·W, words along N
-      [f32(), { kind: 'nf4', trans: true }, 9, 70, 37, 1, 1, ['f32']], // NF4 forward, in % 8 != 0: per element
-      [f32(), { kind: 'nf4dq' }, 66, 69, 40, 4, 1, ['f32', 'f16']], // double-quantized absmax, per element
-      [f32(true), { kind: 'nf4dq', trans: true }, 67, 70, 72, 1, 8, ['f32']],
-    ];
-    for (const [a, b, M, N, K, vA, vB, variants] of cases) {
-      if (FULL || variants.includes(only)) await runCase(rng, { M, N, K, a, b, choice: { compute: only, tile: 't64', splitK: 1 }, vec: [vA, vB] });
-    }
-  });
+  it.for(COMPUTES)(
+    'bf16 / f16 / NF4 / NF4 double-quant operands, vector and scalar loads, both layouts (%s compute)',
+    async (only, ctx) => {
+      requireCompute(only, ctx);
+      const rng = testRng(`gemm-loaders-${only}`);
+      // [a, b, M, N, K, vecA, vecB, compute variants (CI)]; 16-bit operands on both sides at once.
+      const cases: [OpCase, OpCase, number, number, number, number, number, Compute[]][] = [
+        [{ kind: 'f16' }, { kind: 'bf16', trans: true }, 65, 70, 40, 8, 8, ['f32', 'f16']], // f16 activation · bf16 weightᵀ, 8 halves per load
+        [{ kind: 'bf16', trans: true }, { kind: 'f16' }, 67, 70, 37, 1, 1, ['f32']], // both 16-bit, scalar, outer-contiguous
+        [f32(), { kind: 'f16' }, 66, 72, 36, 4, 8, ['f16']], // f16 weight along N: no conversion in the f16 variant
+        [f32(true), { kind: 'nf4', trans: true }, 68, 70, 64, 4, 8, ['f32', 'f16']], // NF4 forward x·Wᵀ, whole code words
+        [{ kind: 'f16', trans: true }, { kind: 'nf4' }, 72, 72, 37, 8, 8, ['f32']], // NF4 input gradient g·W, words along N
+        [f32(), { kind: 'nf4', trans: true }, 9, 70, 37, 1, 1, ['f32']], // NF4 forward, in % 8 != 0: per element
+        [f32(), { kind: 'nf4dq' }, 66, 69, 40, 4, 1, ['f32', 'f16']], // double-quantized absmax, per element
+        [f32(true), { kind: 'nf4dq', trans: true }, 67, 70, 72, 1, 8, ['f32']],
+      ];
+      for (const [a, b, M, N, K, vA, vB, variants] of cases) {
+        if (FULL || variants.includes(only))
+          await runCase(rng, { M, N, K, a, b, choice: { compute: only, tile: 't64', splitK: 1 }, vec: [vA, vB] });
+      }
+    },
+  );
 
-  it.for(COMPUTES)('operand dropout (LoRA input): on A, and on an f16-saved B with split-K (%s compute)', async (compute, ctx) => {
-    requireCompute(compute, ctx);
-    const rng = testRng(`gemm-dropout-${compute}`);
-    if (compute === 'f32') await runCase(rng, { M: 67, N: 16, K: 40, a: { kind: 'f32', drop: true }, b: f32(true), choice: { compute: 'f32', tile: 't64x32', splitK: 1 } });
-    await runCase(rng, { M: 16, N: 70, K: 301, a: f32(true), b: { kind: 'f16', drop: true }, choice: { compute, tile: 't32x64', splitK: 4 } });
-  });
+  it.for(COMPUTES)(
+    'operand dropout (LoRA input): on A, and on an f16-saved B with split-K (%s compute)',
+    async (compute, ctx) => {
+      requireCompute(compute, ctx);
+      const rng = testRng(`gemm-dropout-${compute}`);
+      if (compute === 'f32')
+        await runCase(rng, {
+          M: 67,
+          N: 16,
+          K: 40,
+          a: { kind: 'f32', drop: true },
+          b: f32(true),
+          choice: { compute: 'f32', tile: 't64x32', splitK: 1 },
+        });
+      await runCase(rng, {
+        M: 16,
+        N: 70,
+        K: 301,
+        a: f32(true),
+        b: { kind: 'f16', drop: true },
+        choice: { compute, tile: 't32x64', splitK: 4 },
+      });
+    },
+  );
 });
 
 describe('gemm: epilogues and the fused prologue', () => {
   it('alpha, accumulate into C, split-K (store and accumulate)', async () => {
     const rng = testRng('gemm-epilogue');
-    await runCase(rng, { M: 67, N: 70, K: 37, a: f32(), b: f32(true), alpha: -1.5, accumulate: true, choice: { compute: 'f32', tile: 't64', splitK: 1 } });
+    await runCase(rng, {
+      M: 67,
+      N: 70,
+      K: 37,
+      a: f32(),
+      b: f32(true),
+      alpha: -1.5,
+      accumulate: true,
+      choice: { compute: 'f32', tile: 't64', splitK: 1 },
+    });
     // split-K: K = 301 in 5 slices (the last partial), a skinny output like dB = s·gᵀ·u
-    await runCase(rng, { M: 70, N: 13, K: 301, a: f32(true), b: f32(), alpha: 2, choice: { compute: 'f32', tile: 't64x32', splitK: 5 } });
-    await runCase(rng, { M: 13, N: 70, K: 301, a: f32(true), b: f32(), accumulate: true, choice: { compute: 'f32', tile: 't32x64', splitK: 3 } });
+    await runCase(rng, {
+      M: 70,
+      N: 13,
+      K: 301,
+      a: f32(true),
+      b: f32(),
+      alpha: 2,
+      choice: { compute: 'f32', tile: 't64x32', splitK: 5 },
+    });
+    await runCase(rng, {
+      M: 13,
+      N: 70,
+      K: 301,
+      a: f32(true),
+      b: f32(),
+      accumulate: true,
+      choice: { compute: 'f32', tile: 't32x64', splitK: 3 },
+    });
     // the CPU-shaped kernels: accumulate, and split-K (slices of 64 = 16 k-steps of 4, a scalar tail in the last)
-    await runCase(rng, { M: 67, N: 70, K: 37, a: f32(), b: f32(true), alpha: -1.5, accumulate: true, choice: { compute: 'f32', tile: 'r8x8', splitK: 1 } });
-    await runCase(rng, { M: 70, N: 13, K: 301, a: f32(true), b: f32(), alpha: 2, choice: { compute: 'f32', tile: 'r4x4', splitK: 5 } });
+    await runCase(rng, {
+      M: 67,
+      N: 70,
+      K: 37,
+      a: f32(),
+      b: f32(true),
+      alpha: -1.5,
+      accumulate: true,
+      choice: { compute: 'f32', tile: 'r8x8', splitK: 1 },
+    });
+    await runCase(rng, {
+      M: 70,
+      N: 13,
+      K: 301,
+      a: f32(true),
+      b: f32(),
+      alpha: 2,
+      choice: { compute: 'f32', tile: 'r4x4', splitK: 5 },
+    });
   });
 
   it('prologue: LoRA up-projection fused into the base product (forward), masked LoRA term (dX)', async () => {
     const rng = testRng('gemm-prologue');
     // y = x·Wᵀ + s·(u·Bᵀ): W NF4 [N, K], B [N, R]
-    await runCase(rng, { M: 67, N: 70, K: 64, a: f32(), b: { kind: 'nf4', trans: true }, pro: { R: 12, u: f32(), w: f32(true) }, choice: { compute: 'f32', tile: 't64', splitK: 1 } });
+    await runCase(rng, {
+      M: 67,
+      N: 70,
+      K: 64,
+      a: f32(),
+      b: { kind: 'nf4', trans: true },
+      pro: { R: 12, u: f32(), w: f32(true) },
+      choice: { compute: 'f32', tile: 't64', splitK: 1 },
+    });
     // dX = g·W + mask ⊙ (gu·A)/(1−p): W bf16 [K, N] read untransposed, A [R, N]
-    await runCase(rng, { M: 67, N: 70, K: 37, a: f32(), b: { kind: 'bf16' }, pro: { R: 5, u: f32(), w: f32(), mask: true }, choice: { compute: 'f32', tile: 't128d', splitK: 1 } });
+    await runCase(rng, {
+      M: 67,
+      N: 70,
+      K: 37,
+      a: f32(),
+      b: { kind: 'bf16' },
+      pro: { R: 5, u: f32(), w: f32(), mask: true },
+      choice: { compute: 'f32', tile: 't128d', splitK: 1 },
+    });
   });
 
   it('f16 compute: split-K accumulate into C, and the masked LoRA prologue of dX', async (ctx) => {
     requireFeature(ctx, 'shader-f16');
     const rng = testRng('gemm-epilogue-f16');
-    await runCase(rng, { M: 13, N: 70, K: 301, a: f32(true), b: f32(), accumulate: true, choice: { compute: 'f16', tile: 't32x64', splitK: 3 } });
-    await runCase(rng, { M: 67, N: 70, K: 37, a: f32(), b: { kind: 'bf16' }, pro: { R: 5, u: f32(), w: f32(), mask: true }, choice: { compute: 'f16', tile: 't64', splitK: 1 } });
+    await runCase(rng, {
+      M: 13,
+      N: 70,
+      K: 301,
+      a: f32(true),
+      b: f32(),
+      accumulate: true,
+      choice: { compute: 'f16', tile: 't32x64', splitK: 3 },
+    });
+    await runCase(rng, {
+      M: 67,
+      N: 70,
+      K: 37,
+      a: f32(),
+      b: { kind: 'bf16' },
+      pro: { R: 5, u: f32(), w: f32(), mask: true },
+      choice: { compute: 'f16', tile: 't64', splitK: 1 },
+    });
   });
 });
 
@@ -214,7 +343,10 @@ describe('gemm: the variant choice', () => {
     expect(chooseGemm(g, ctx()).compute).toBe('f32');
     expect(chooseGemm(g, ctx({ precision: 'fp16-mixed' })).compute).toBe('f16');
     expect(chooseGemm(g, ctx({ precision: 'fp16-mixed', features: new Set() })).compute).toBe('f32');
-    expect(chooseGemm(g, ctx({ precision: 'fp16-mixed' }), false).compute, 'a weight beyond the f16 range stays f32').toBe('f32');
+    expect(
+      chooseGemm(g, ctx({ precision: 'fp16-mixed' }), false).compute,
+      'a weight beyond the f16 range stays f32',
+    ).toBe('f32');
   });
 
   it('tiles and split-K by heuristics, a tuned entry overrides them, tiles that do not fit are never chosen', () => {
@@ -224,7 +356,10 @@ describe('gemm: the variant choice', () => {
     expect(shapeClass(64, 64, 64)).toBe('small');
     const big = { M: 4096, N: 4096, K: 4096, batch: 1 };
     expect(chooseGemm(big, ctx()).tile).toBe('t128d');
-    expect(chooseGemm(big, ctx({ maxWorkgroupBytes: 16384 })).tile, "t128d needs 16.5 KiB, t128 too: 16 KiB leaves t64").toBe("t64");
+    expect(
+      chooseGemm(big, ctx({ maxWorkgroupBytes: 16384 })).tile,
+      't128d needs 16.5 KiB, t128 too: 16 KiB leaves t64',
+    ).toBe('t64');
     expect(chooseGemm({ M: 4096, N: 16, K: 2048, batch: 1 }, ctx()).tile).toBe('t64x32');
     const dA = chooseGemm({ M: 16, N: 2048, K: 4096, batch: 1 }, ctx());
     expect(dA.tile).toBe('t32x64');
@@ -232,7 +367,10 @@ describe('gemm: the variant choice', () => {
     expect(chooseGemm({ M: 16, N: 2048, K: 4096, batch: 1 }, ctx({ isSoftware: true })).splitK).toBe(1);
     const tuned = ctx({ tuning: { description: 'test', date: '', f32: { large: { tile: 't64d', splitTarget: 0 } } } });
     expect(chooseGemm(big, tuned)).toEqual({ compute: 'f32', tile: 't64d', splitK: 1 });
-    const tooBig = ctx({ maxWorkgroupBytes: 8192, tuning: { description: 'test', date: '', f32: { large: { tile: 't128d', splitTarget: 0 } } } });
+    const tooBig = ctx({
+      maxWorkgroupBytes: 8192,
+      tuning: { description: 'test', date: '', f32: { large: { tile: 't128d', splitTarget: 0 } } },
+    });
     expect(chooseGemm(big, tooBig).tile).toBe('t64');
   });
 
@@ -241,7 +379,8 @@ describe('gemm: the variant choice', () => {
     const x = Tensor.empty([70, 64]);
     const w = Tensor.empty([96, 64], 'bf16');
     const q = quantizeNf4(Tensor.empty([96, 64]));
-    const compute = (b: Tensor | Nf4Weight) => withPrecision('fp16-mixed', () => gemmPlan({ a: { t: x }, b: { t: b, trans: true } }).choice.compute);
+    const compute = (b: Tensor | Nf4Weight) =>
+      withPrecision('fp16-mixed', () => gemmPlan({ a: { t: x }, b: { t: b, trans: true } }).choice.compute);
     expect(compute(w)).toBe('f16');
     noteWeightRange(w, 1e5);
     noteWeightRange(q, 7e4);
@@ -252,7 +391,12 @@ describe('gemm: the variant choice', () => {
     // max |w| as the loader computes it: f32 values, and 16-bit bit patterns (sign ignored, NaN sorts highest)
     expect(maxAbsF32(Float32Array.of(1, -70000, 3))).toBe(70000);
     expect(maxAbsF32(Float32Array.of(1, NaN))).toBeNaN();
-    expect(maxAbs16(Uint16Array.from([1, -2, 0.5], (v) => f32ToBf16(v)), 'BF16')).toBe(2);
+    expect(
+      maxAbs16(
+        Uint16Array.from([1, -2, 0.5], (v) => f32ToBf16(v)),
+        'BF16',
+      ),
+    ).toBe(2);
     expect(maxAbs16(Uint16Array.of(f32ToBf16(-1e6), f32ToBf16(3)), 'BF16')).toBe(bf16ToF32(f32ToBf16(1e6)));
     expect(maxAbs16(Uint16Array.of(f32ToF16(-65504), f32ToF16(2)), 'F16')).toBe(65504);
     expect(maxAbs16(Uint16Array.of(f32ToF16(2 ** -20)), 'F16')).toBe(2 ** -20);
@@ -267,12 +411,30 @@ describe('gemm: the variant choice', () => {
     expect(directTileFor({ M: 64, N: 128, batch: 1 })).toBe('r4x8');
     expect(directTileFor({ M: 16, N: 64, batch: 1 }), '32 invocations of 4×8: too few').toBe('r4x4');
     expect(directTileFor({ M: 16, N: 64, batch: 8 }), 'the batch counts').toBe('r4x8');
-    const tuned = { description: 'test', date: '', f32: { medium: { tile: 't64d' as TileName, splitTarget: 0 } }, f16: { medium: { tile: 't128' as TileName, splitTarget: 0 } } };
+    const tuned = {
+      description: 'test',
+      date: '',
+      f32: { medium: { tile: 't64d' as TileName, splitTarget: 0 } },
+      f16: { medium: { tile: 't128' as TileName, splitTarget: 0 } },
+    };
     expect(chooseGemm(fwd, sw({ tuning: tuned })).tile, 'the CPU shape over a GPU-shaped tuned entry').toBe('r4x8');
-    expect(chooseGemm(fwd, ctx({ tuning: tuned })).tile, 'FINLLM_FORCE_GPU_SHAPES (isSoftware false): the tuned entry').toBe('t64d');
-    expect(chooseGemm(fwd, sw({ tuning: { ...tuned, f32: { medium: { tile: 'r8x8', splitTarget: 0 } } } })).tile, 'a CPU-shaped tuned entry').toBe('r8x8');
-    expect(chooseGemm(fwd, ctx({ tuning: { ...tuned, f32: { medium: { tile: 'r4x8', splitTarget: 0 } } } })).tile, 'never on GPU shapes').toBe('t64');
-    expect(chooseGemm(fwd, sw({ precision: 'fp16-mixed', tuning: tuned })), 'f16 compute').toEqual({ compute: 'f16', tile: 't128', splitK: 1 });
+    expect(
+      chooseGemm(fwd, ctx({ tuning: tuned })).tile,
+      'FINLLM_FORCE_GPU_SHAPES (isSoftware false): the tuned entry',
+    ).toBe('t64d');
+    expect(
+      chooseGemm(fwd, sw({ tuning: { ...tuned, f32: { medium: { tile: 'r8x8', splitTarget: 0 } } } })).tile,
+      'a CPU-shaped tuned entry',
+    ).toBe('r8x8');
+    expect(
+      chooseGemm(fwd, ctx({ tuning: { ...tuned, f32: { medium: { tile: 'r4x8', splitTarget: 0 } } } })).tile,
+      'never on GPU shapes',
+    ).toBe('t64');
+    expect(chooseGemm(fwd, sw({ precision: 'fp16-mixed', tuning: tuned })), 'f16 compute').toEqual({
+      compute: 'f16',
+      tile: 't128',
+      splitK: 1,
+    });
     expect(chooseGemm({ M: 16, N: 2048, K: 4096, batch: 1 }, sw()).splitK, 'no split-K on a CPU').toBe(1);
   });
 
@@ -280,15 +442,24 @@ describe('gemm: the variant choice', () => {
     const x = Tensor.empty([70, 64]);
     const w = Tensor.empty([96, 64], 'bf16');
     const w32 = Tensor.empty([96, 64]);
-    expect(gemmPlan({ a: { t: x }, b: { t: w32, trans: true }, choice: { tile: 'r8x8', compute: 'f32' } }).choice.tile).toBe('r8x8');
-    expect(gemmPlan({ a: { t: x }, b: { t: w, trans: true }, choice: { compute: 'f32', splitK: 1 } }).key).not.toContain('.r');
-    expect(() => gemmPlan({ a: { t: x }, b: { t: w, trans: true }, choice: { tile: 'r8x8' } })).toThrow(/CPU-shaped tile 'r8x8' takes f32 operands/);
-    expect(() => gemmPlan({ a: { t: x, dropout: { p: 0.1, seed: 1 } }, b: { t: w32, trans: true }, choice: { tile: 'r4x4' } })).toThrow(/without dropout/);
+    expect(
+      gemmPlan({ a: { t: x }, b: { t: w32, trans: true }, choice: { tile: 'r8x8', compute: 'f32' } }).choice.tile,
+    ).toBe('r8x8');
+    expect(
+      gemmPlan({ a: { t: x }, b: { t: w, trans: true }, choice: { compute: 'f32', splitK: 1 } }).key,
+    ).not.toContain('.r');
+    expect(() => gemmPlan({ a: { t: x }, b: { t: w, trans: true }, choice: { tile: 'r8x8' } })).toThrow(
+      /CPU-shaped tile 'r8x8' takes f32 operands/,
+    );
+    expect(() =>
+      gemmPlan({ a: { t: x, dropout: { p: 0.1, seed: 1 } }, b: { t: w32, trans: true }, choice: { tile: 'r4x4' } }),
+    ).toThrow(/without dropout/);
     for (const t of [x, w, w32]) t.dispose();
   });
 
   it('the tiles exercised here are all the tiles there are', () => {
-    expect([...TILE_NAMES].sort()).toEqual((['t128', 't128d', 't64', 't64d', 't64x32', 't32x64', 'r8x8', 'r4x8', 'r4x4'] as TileName[]).sort());
+    expect([...TILE_NAMES].sort()).toEqual(
+      (['t128', 't128d', 't64', 't64d', 't64x32', 't32x64', 'r8x8', 'r4x8', 'r4x4'] as TileName[]).sort(),
+    );
   });
 });
-

@@ -1,16 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { backward } from '../../src/engine/autograd.js';
-import { Tensor, engine, tidy } from '../../src/engine/tensor.js';
-import type { Rng } from '../../src/engine/random.js';
-import { f32ToBf16 } from '../../src/io/dtype.js';
-import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
-import { crossEntropy } from '../../src/kernels/crossentropy.js';
-import { linear } from '../../src/kernels/matmul.js';
-import { LOSS_CHUNK_BYTES, linearCrossEntropy, lossChunkRows } from '../../src/kernels/linear-crossentropy.js';
-import { linearCrossEntropyRef, type LinearCrossEntropyRef } from '../../reference/linear-crossentropy.js';
+import { type LinearCrossEntropyRef, linearCrossEntropyRef } from '../../reference/linear-crossentropy.js';
 import { dotErrorBound, halfBitsToNumber } from '../../reference/matmul.js';
-import { expectClose, expectNoGrowth, expectWithin, testRng, useEngine } from '../helpers/index.js';
+import { backward } from '../../src/engine/autograd.js';
+import type { Rng } from '../../src/engine/random.js';
+import { engine, Tensor, tidy } from '../../src/engine/tensor.js';
+import { f32ToBf16 } from '../../src/io/dtype.js';
+import { crossEntropy } from '../../src/kernels/crossentropy.js';
+import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
+import { LOSS_CHUNK_BYTES, linearCrossEntropy, lossChunkRows } from '../../src/kernels/linear-crossentropy.js';
+import { linear } from '../../src/kernels/matmul.js';
 import { gradCheck } from '../helpers/gradcheck.js';
+import { expectClose, expectNoGrowth, expectWithin, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
@@ -45,7 +45,8 @@ async function runCase(rng: Rng, c: Case): Promise<void> {
   const hData = rng.normalArray(n * d);
   const wSrc = rng.normalArray(v * d, 0, 0.5);
   const wBits = Uint16Array.from(wSrc, (x) => f32ToBf16(x));
-  const wValues = wDtype === 'f32' ? Float64Array.from(wSrc) : Float64Array.from(wBits, (b) => halfBitsToNumber(b, 'bf16'));
+  const wValues =
+    wDtype === 'f32' ? Float64Array.from(wSrc) : Float64Array.from(wBits, (b) => halfBitsToNumber(b, 'bf16'));
   const labels = makeLabels(rng, m, v);
   const gRows = reduction === 'none' ? rng.normalArray(m) : null;
   const gMean = 0.5 + rng.uniform();
@@ -55,11 +56,16 @@ async function runCase(rng: Rng, c: Case): Promise<void> {
   const w = wDtype === 'f32' ? Tensor.from(wSrc, [v, d]) : Tensor.from(wBits, [v, d], 'bf16');
   w.requiresGrad = wDtype === 'f32';
   const rowsT = rows ? Tensor.from(Int32Array.from(rows), [m]) : undefined;
-  const out = linearCrossEntropy(h, w, Tensor.from(labels, [m]), { reduction, ...(chunk ? { chunkRows: chunk } : {}), ...(rowsT ? { rows: rowsT } : {}) });
+  const out = linearCrossEntropy(h, w, Tensor.from(labels, [m]), {
+    reduction,
+    ...(chunk ? { chunkRows: chunk } : {}),
+    ...(rowsT ? { rows: rowsT } : {}),
+  });
   backward(out, reduction === 'mean' ? Tensor.from([gMean], [1]) : Tensor.from(gRows!, [m]));
 
   const counted = Array.from(labels, (l) => l >= 0 && l !== -100).filter(Boolean).length;
-  const scale = reduction === 'mean' ? Array.from({ length: m }, () => (counted > 0 ? gMean / counted : 0)) : Array.from(gRows!);
+  const scale =
+    reduction === 'mean' ? Array.from({ length: m }, () => (counted > 0 ? gMean / counted : 0)) : Array.from(gRows!);
   const ref: LinearCrossEntropyRef = linearCrossEntropyRef(hData, n, d, wValues, v, labels, rows, scale);
   const dz = Math.max(0, ...Array.from(ref.logitAbsDot, (a) => dotErrorBound(a, d)));
   const label = `N=${n} D=${d} V=${v} rows=${rows ? m : 'all'} chunk=${chunk ?? 'default'} ${reduction} ${wDtype}`;
@@ -70,8 +76,19 @@ async function runCase(rng: Rng, c: Case): Promise<void> {
     expectClose(await out.toFloat32(), ref.loss, { atol: CE_ATOL + 2 * dz, rtol: 1e-6 }, `${label} per-row loss`);
   }
   const rel = 2 * dz + 1e-5;
-  expectWithin(await h.grad!.toFloat32(), ref.dh, (i) => (rel + dotErrorBound(1, v)) * ref.dhAbs[i]! + 1e-30, `${label} dh`);
-  if (wDtype === 'f32') expectWithin(await w.grad!.toFloat32(), ref.dw, (i) => (rel + dotErrorBound(1, m)) * ref.dwAbs[i]! + 1e-30, `${label} dW`);
+  expectWithin(
+    await h.grad!.toFloat32(),
+    ref.dh,
+    (i) => (rel + dotErrorBound(1, v)) * ref.dhAbs[i]! + 1e-30,
+    `${label} dh`,
+  );
+  if (wDtype === 'f32')
+    expectWithin(
+      await w.grad!.toFloat32(),
+      ref.dw,
+      (i) => (rel + dotErrorBound(1, m)) * ref.dwAbs[i]! + 1e-30,
+      `${label} dW`,
+    );
   else expect(w.grad).toBeNull();
 }
 
@@ -89,7 +106,15 @@ describe('fused LM head + cross-entropy vs float64 reference', () => {
 
   it('a subset of rows (response-only loss), per-row reduction, frozen bf16 head', async () => {
     const rng = testRng('linear-ce-rows');
-    await runCase(rng, { n: 17, d: 19, v: 130, rows: [0, 3, 4, 9, 11, 16], chunk: 4, reduction: 'mean', wDtype: 'f32' });
+    await runCase(rng, {
+      n: 17,
+      d: 19,
+      v: 130,
+      rows: [0, 3, 4, 9, 11, 16],
+      chunk: 4,
+      reduction: 'mean',
+      wDtype: 'f32',
+    });
     await runCase(rng, { n: 11, d: 24, v: 301, rows: null, chunk: 3, reduction: 'none', wDtype: 'f32' });
     await runCase(rng, { n: 9, d: 24, v: 131, rows: [8, 2, 5], chunk: 2, reduction: 'none', wDtype: 'bf16' });
   });
@@ -111,11 +136,27 @@ describe('fused LM head + cross-entropy vs float64 reference', () => {
     const labels = Tensor.from(new Int32Array([2, -100, 0, 10]), [4]).keep();
     const rows = Tensor.from(new Int32Array([4, 0, 2, 3]), [4]).keep();
     const weights = rng.normalArray(4);
-    const inputs = [{ data: rng.normalArray(5 * 6), shape: [5, 6] }, { data: rng.normalArray(11 * 6, 0, 0.5), shape: [11, 6] }];
-    await gradCheck('linearCrossEntropy mean', ([h, w]) => linearCrossEntropy(h!, w!, labels, { rows, chunkRows: 3 }), inputs, rng);
+    const inputs = [
+      { data: rng.normalArray(5 * 6), shape: [5, 6] },
+      { data: rng.normalArray(11 * 6, 0, 0.5), shape: [11, 6] },
+    ];
+    await gradCheck(
+      'linearCrossEntropy mean',
+      ([h, w]) => linearCrossEntropy(h!, w!, labels, { rows, chunkRows: 3 }),
+      inputs,
+      rng,
+    );
     await gradCheck(
       'linearCrossEntropy per-row',
-      ([h, w]) => sumToSuffix(binary('mul', linearCrossEntropy(h!, w!, labels, { rows, chunkRows: 3, reduction: 'none' }), Tensor.from(weights, [4])), [1]),
+      ([h, w]) =>
+        sumToSuffix(
+          binary(
+            'mul',
+            linearCrossEntropy(h!, w!, labels, { rows, chunkRows: 3, reduction: 'none' }),
+            Tensor.from(weights, [4]),
+          ),
+          [1],
+        ),
       inputs,
       rng,
     );
@@ -130,7 +171,10 @@ describe('fused LM head + cross-entropy: memory', () => {
     const [n, d, v, chunk] = [256, 16, 1024, 32];
     const h = Tensor.from(rng.normalArray(n * d), [n, d]).keep();
     const w = Tensor.from(rng.normalArray(v * d, 0, 0.3), [v, d]).keep();
-    const labels = Tensor.from(Int32Array.from({ length: n }, () => rng.int(v)), [n]).keep();
+    const labels = Tensor.from(
+      Int32Array.from({ length: n }, () => rng.int(v)),
+      [n],
+    ).keep();
     h.requiresGrad = true;
     const pool = engine().pool;
     const peakOf = async (f: () => void): Promise<number> => {

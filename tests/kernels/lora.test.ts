@@ -1,21 +1,31 @@
 import { describe, expect, it } from 'vitest';
+import { dropoutKeepRef, loraRef } from '../../reference/lora.js';
+import { expectWithinSumBound } from '../../reference/nf4.js';
 import { backward } from '../../src/engine/autograd.js';
-import { withPrecision, type Precision } from '../../src/engine/precision.js';
-import { Tensor, } from '../../src/engine/tensor.js';
-import { f32ArrayToBf16, bf16ArrayToF32 } from '../../src/io/dtype.js';
+import { type Precision, withPrecision } from '../../src/engine/precision.js';
+import { Tensor } from '../../src/engine/tensor.js';
+import { bf16ArrayToF32, f32ArrayToBf16 } from '../../src/io/dtype.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { loraLinear } from '../../src/kernels/lora.js';
 import { dequantizeNf4, disposeNf4, quantizeNf4 } from '../../src/kernels/nf4.js';
-import { loraRef, dropoutKeepRef } from '../../reference/lora.js';
-import { expectWithinSumBound } from '../../reference/nf4.js';
-import { testRng, requireFeature, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
+import { requireFeature, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
 type Base = 'f32' | 'bf16' | 'nf4';
 
-async function checkCase(label: string, M: number, K: number, N: number, r: number, dropout: number, base: Base, lead?: number[], precision: Precision = 'fp32'): Promise<void> {
+async function checkCase(
+  label: string,
+  M: number,
+  K: number,
+  N: number,
+  r: number,
+  dropout: number,
+  base: Base,
+  lead?: number[],
+  precision: Precision = 'fp32',
+): Promise<void> {
   const rng = testRng(label);
   const seed = rng.nextU32();
   const x = rng.normalArray(M * K);
@@ -76,7 +86,8 @@ describe('loraLinear vs float64 reference (forward, dX, dA, dB)', () => {
   ];
   for (const dropout of [0, 0.3]) {
     it(`f32 base, dropout ${dropout}`, async () => {
-      for (const [M, K, N, r] of shapes) await checkCase(`lora f32 p=${dropout} [${M},${K},${N},r${r}]`, M, K, N, r, dropout, 'f32');
+      for (const [M, K, N, r] of shapes)
+        await checkCase(`lora f32 p=${dropout} [${M},${K},${N},r${r}]`, M, K, N, r, dropout, 'f32');
     });
   }
   it('bf16 base and batched [B, T, in] input', async () => {
@@ -105,7 +116,14 @@ describe('loraLinear vs float64 reference (forward, dX, dA, dB)', () => {
     const ident = new Float32Array(r * K);
     for (let j = 0; j < r; j++) ident[j * K + j] = 1;
     const x = rng.uniformArray(M * K, 1, 2);
-    const y = await loraLinear(Tensor.from(x, [M, K]), Tensor.from(new Float32Array(K * K), [K, K]), Tensor.from(ident, [r, K]), Tensor.from(ident, [K, r]), 1, { dropout: p, seed }).toFloat32();
+    const y = await loraLinear(
+      Tensor.from(x, [M, K]),
+      Tensor.from(new Float32Array(K * K), [K, K]),
+      Tensor.from(ident, [r, K]),
+      Tensor.from(ident, [K, r]),
+      1,
+      { dropout: p, seed },
+    ).toFloat32();
     let kept = 0;
     for (let i = 0; i < M * K; i++) {
       const keep = dropoutKeepRef(seed, i, p);
@@ -122,7 +140,11 @@ describe('loraLinear vs float64 reference (forward, dX, dA, dB)', () => {
     const wt = rng.normalArray(M * N);
     await gradCheck(
       'loraLinear',
-      ([x, a, b]) => sumToSuffix(binary('mul', loraLinear(x!, w, a!, b!, 2, { dropout: 0.3, seed: 1234 }), Tensor.from(wt, [M, N])), [1]),
+      ([x, a, b]) =>
+        sumToSuffix(
+          binary('mul', loraLinear(x!, w, a!, b!, 2, { dropout: 0.3, seed: 1234 }), Tensor.from(wt, [M, N])),
+          [1],
+        ),
       [
         { data: rng.normalArray(M * K), shape: [M, K] },
         { data: rng.normalArray(r * K, 0, 0.5), shape: [r, K] },

@@ -1,18 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { GradNode, backward } from '../../src/engine/autograd.js';
-import { saveActivation } from '../../src/kernels/activations.js';
 import { expectWithinGemmBound, gemmReference } from '../../reference/gemm.js';
-import type { Rng } from '../../src/engine/random.js';
-import { Tensor, tidy } from '../../src/engine/tensor.js';
-import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
-import { sumToSuffix, mul } from '../../src/kernels/elementwise.js';
+import { dotErrorBound, halfBitsToNumber, type MatRef, matmulGradRef, matmulRef } from '../../reference/matmul.js';
+import { backward, GradNode } from '../../src/engine/autograd.js';
 import { withPrecision } from '../../src/engine/precision.js';
-import { engine } from '../../src/engine/tensor.js';
+import type { Rng } from '../../src/engine/random.js';
+import { engine, Tensor, tidy } from '../../src/engine/tensor.js';
+import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
+import { saveActivation } from '../../src/kernels/activations.js';
+import { mul, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { gemmPlan } from '../../src/kernels/gemm.js';
 import { chooseMatmulKernel, linear, matmul, matmulForward, matmulGemv } from '../../src/kernels/matmul.js';
-import { dotErrorBound, halfBitsToNumber, matmulGradRef, matmulRef, type MatRef } from '../../reference/matmul.js';
-import { testRng, requireFeature, useEngine } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
+import { requireFeature, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
@@ -38,11 +37,17 @@ function expectWithinDotBound(actual: ArrayLike<number>, ref: MatRef, terms: num
     const bound = dotErrorBound(ref.absDot[i]!, terms);
     if (!(err <= bound)) {
       nBad++;
-      if (bad.length < 8) bad.push(`  [${i}] got ${actual[i]} want ${ref.data[i]} (err ${err.toExponential(2)}, bound ${bound.toExponential(2)})`);
+      if (bad.length < 8)
+        bad.push(
+          `  [${i}] got ${actual[i]} want ${ref.data[i]} (err ${err.toExponential(2)}, bound ${bound.toExponential(2)})`,
+        );
     }
     if (Number.isFinite(err)) worst = Math.max(worst, err / bound);
   }
-  if (nBad > 0) throw new Error(`${label}: ${nBad}/${ref.data.length} elements outside γ_${terms}·Σ|ab| (worst err/bound ${worst.toFixed(2)})\n${bad.join('\n')}`);
+  if (nBad > 0)
+    throw new Error(
+      `${label}: ${nBad}/${ref.data.length} elements outside γ_${terms}·Σ|ab| (worst err/bound ${worst.toFixed(2)})\n${bad.join('\n')}`,
+    );
 }
 
 function stored(shape: number[], trans: boolean): number[] {
@@ -59,7 +64,11 @@ function randomOperand(rng: Rng, shape: number[]): { data: Float32Array; shape: 
 }
 
 /** Random 16-bit weights: the raw bits for the GPU, their exact values for the reference. */
-function randomHalf(rng: Rng, shape: number[], dtype: 'bf16' | 'f16'): { bits: Uint16Array; values: Float64Array; t: Tensor } {
+function randomHalf(
+  rng: Rng,
+  shape: number[],
+  dtype: 'bf16' | 'f16',
+): { bits: Uint16Array; values: Float64Array; t: Tensor } {
   const n = shape.reduce((x, y) => x * y, 1);
   const src = rng.normalArray(n);
   const bits = Uint16Array.from(src, (v) => (dtype === 'bf16' ? f32ToBf16(v) : f32ToF16(v)));
@@ -75,7 +84,13 @@ describe('matmul (the GEMM family and the decode GEMV) vs float64 reference', ()
     // [M, N, K]
     // Odd sizes throughout: every operand takes the scalar loads, so the API tests of this file share
     // a handful of pipelines (lavapipe compiles each in seconds); the vector loads are gemm.test.ts's.
-    const shapes: [number, number, number][] = [[1, 1, 1], [7, 13, 5], [3, 17, 11], [2, 5, 0], [65, 67, 129]];
+    const shapes: [number, number, number][] = [
+      [1, 1, 1],
+      [7, 13, 5],
+      [3, 17, 11],
+      [2, 5, 0],
+      [65, 67, 129],
+    ];
     for (const [M, N, K] of shapes) {
       for (const [tA, tB] of TRANSPOSES) {
         const a = randomOperand(rng, stored([M, K], tA));
@@ -86,7 +101,12 @@ describe('matmul (the GEMM family and the decode GEMV) vs float64 reference', ()
         for (const [name, fn] of fns) {
           const c = fn(a.t, b.t, { transA: tA, transB: tB });
           expect(c.shape).toEqual([M, N]);
-          expectWithinDotBound(await c.toFloat32(), ref, Math.max(K, 1), `${name} ${M}×${N}×${K} transA=${tA} transB=${tB}`);
+          expectWithinDotBound(
+            await c.toFloat32(),
+            ref,
+            Math.max(K, 1),
+            `${name} ${M}×${N}×${K} transA=${tA} transB=${tB}`,
+          );
           c.dispose();
         }
         a.t.dispose();
@@ -97,7 +117,12 @@ describe('matmul (the GEMM family and the decode GEMV) vs float64 reference', ()
 
   it('GEMV with packed bf16 / f16 weights (8 halves per load, and per element) against the rounded weights', async () => {
     const rng = testRng('matmul-half');
-    const shapes: [number, number, number][] = [[1, 1, 1], [1, 11, 16], [3, 37, 40], [4, 13, 5]]; // K % 8 == 0: 8 halves per load
+    const shapes: [number, number, number][] = [
+      [1, 1, 1],
+      [1, 11, 16],
+      [3, 37, 40],
+      [4, 13, 5],
+    ]; // K % 8 == 0: 8 halves per load
     for (const dtype of ['bf16', 'f16'] as const) {
       for (const [M, N, K] of shapes) {
         const a = randomOperand(rng, [M, K]);
@@ -129,7 +154,12 @@ describe('matmul (the GEMM family and the decode GEMV) vs float64 reference', ()
         for (const [name, fn] of Object.entries({ promoted: matmul })) {
           const c = fn(a.t, b.t, { transA: tA, transB: tB });
           expect(c.shape, name).toEqual(ref.shape);
-          expectWithinDotBound(await c.toFloat32(), ref, K, `${name} a[${a.shape}] b[${b.shape}] transA=${tA} transB=${tB}`);
+          expectWithinDotBound(
+            await c.toFloat32(),
+            ref,
+            K,
+            `${name} a[${a.shape}] b[${b.shape}] transA=${tA} transB=${tB}`,
+          );
           c.dispose();
         }
       }
@@ -146,7 +176,10 @@ describe('matmul (the GEMM family and the decode GEMV) vs float64 reference', ()
     const w = Tensor.empty([96, 64], 'bf16');
     expect(chooseMatmulKernel(x, w, { transB: true })).toBe('gemv');
     expect(chooseMatmulKernel(Tensor.empty([2, 2, 64]), w, { transB: true })).toBe('gemv');
-    expect(chooseMatmulKernel(Tensor.empty([1, 64], 'f16'), w, { transB: true }), 'the GEMV reads f32 activations only').toBe('gemm');
+    expect(
+      chooseMatmulKernel(Tensor.empty([1, 64], 'f16'), w, { transB: true }),
+      'the GEMV reads f32 activations only',
+    ).toBe('gemm');
     expect(chooseMatmulKernel(Tensor.empty([64, 64]), w, { transB: true })).toBe('gemm');
     expect(chooseMatmulKernel(Tensor.empty([4096, 64]), Tensor.empty([64, 2048]))).toBe('gemm');
     expect(() => matmul(Tensor.empty([3, 4]), Tensor.empty([5, 6]))).toThrow(/inner dims/);
@@ -269,13 +302,24 @@ describe('matmul (the GEMM family and the decode GEMV) vs float64 reference', ()
       backward(out, Tensor.from(g, [rows, outF]));
       return out;
     });
-    expect(gemmPlan({ a: { t: x.t }, b: { t: w.t, trans: true } }).choice.compute, 'fp32 again outside withPrecision').toBe('f32');
+    expect(
+      gemmPlan({ a: { t: x.t }, b: { t: w.t, trans: true } }).choice.compute,
+      'fp32 again outside withPrecision',
+    ).toBe('f32');
     const X = { data: x.data, shape: [rows, inF] as [number, number] };
     const W = { data: w.data, shape: [outF, inF] as [number, number] };
     const G = { data: g, shape: [rows, outF] as [number, number] };
-    expectWithinGemmBound(await y.toFloat32(), gemmReference({ a: X, b: { ...W, trans: true }, f16: true }), 'fp16-mixed y');
+    expectWithinGemmBound(
+      await y.toFloat32(),
+      gemmReference({ a: X, b: { ...W, trans: true }, f16: true }),
+      'fp16-mixed y',
+    );
     expectWithinGemmBound(await x.t.grad!.toFloat32(), gemmReference({ a: G, b: W, f16: true }), 'fp16-mixed dX');
-    expectWithinGemmBound(await w.t.grad!.toFloat32(), gemmReference({ a: { ...G, trans: true }, b: X, f16: true }), 'fp16-mixed dW');
+    expectWithinGemmBound(
+      await w.t.grad!.toFloat32(),
+      gemmReference({ a: { ...G, trans: true }, b: X, f16: true }),
+      'fp16-mixed dW',
+    );
     // the f16 result really differs from the f32 one (the variant is not the f32 kernel in disguise)
     const y32 = await linear(x.t, w.t).toFloat32();
     const y16 = await y.toFloat32();

@@ -1,22 +1,37 @@
-import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { backward } from '../../src/engine/autograd.js';
-import { Tensor } from '../../src/engine/tensor.js';
-import type { Rng } from '../../src/engine/random.js';
-import { SafetensorsReader } from '../../src/io/safetensors.js';
-import { f32ArrayToBf16, bf16ArrayToF32 } from '../../src/io/dtype.js';
+import { describe, expect, it } from 'vitest';
 import {
-  dequantizeNf4, disposeNf4, nf4Absmax, nf4FromHost, nf4Gemv, packNf4Codes, quantizeNf4, unpackNf4Codes,
-  type Nf4DoubleQuant, type Nf4Weight,
-} from '../../src/kernels/nf4.js';
-import { nf4Linear } from '../../src/kernels/matmul.js';
-import { gemm } from '../../src/kernels/gemm.js';
-import { sumToSuffix, binary } from '../../src/kernels/elementwise.js';
-import {
-  NF4_TABLE, dequantizeNf4Ref, expectWithinSumBound, matmulNNRef, matmulNTRef, nf4CodeBnb, nf4HalfSpacing, quantizeNf4Ref,
+  dequantizeNf4Ref,
+  expectWithinSumBound,
+  matmulNNRef,
+  matmulNTRef,
+  NF4_TABLE,
+  nf4CodeBnb,
+  nf4HalfSpacing,
+  quantizeNf4Ref,
 } from '../../reference/nf4.js';
-import { expectClose, testRng, useEngine } from '../helpers/index.js';
+import { backward } from '../../src/engine/autograd.js';
+import type { Rng } from '../../src/engine/random.js';
+import { Tensor } from '../../src/engine/tensor.js';
+import { bf16ArrayToF32, f32ArrayToBf16 } from '../../src/io/dtype.js';
+import { SafetensorsReader } from '../../src/io/safetensors.js';
+import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
+import { gemm } from '../../src/kernels/gemm.js';
+import { nf4Linear } from '../../src/kernels/matmul.js';
+import {
+  dequantizeNf4,
+  disposeNf4,
+  type Nf4DoubleQuant,
+  type Nf4Weight,
+  nf4Absmax,
+  nf4FromHost,
+  nf4Gemv,
+  packNf4Codes,
+  quantizeNf4,
+  unpackNf4Codes,
+} from '../../src/kernels/nf4.js';
 import { gradCheck } from '../helpers/gradcheck.js';
+import { expectClose, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
@@ -53,7 +68,13 @@ function nastyWeight(rng: Rng, n: number): Float32Array {
 describe('NF4 quantization', () => {
   it('GPU codes and absmax equal the PyTorch-semantics CPU quantizer (f32 and bf16 inputs, partial blocks)', async () => {
     const rng = testRng('nf4-quant');
-    for (const shape of [[1, 1], [3, 37], [5, 64], [7, 200], [33, 97]] as [number, number][]) {
+    for (const shape of [
+      [1, 1],
+      [3, 37],
+      [5, 64],
+      [7, 200],
+      [33, 97],
+    ] as [number, number][]) {
       const n = shape[0] * shape[1];
       const data = nastyWeight(rng, n);
       // block maxima at exactly ±am so some elements sit exactly on the code grid
@@ -63,10 +84,13 @@ describe('NF4 quantization', () => {
         const q = quantizeNf4(t);
         const ref = quantizeNf4Ref(vals);
         const codes = await readCodes(q);
-        const absmax = (await (q.absmax as Tensor).toFloat32());
+        const absmax = await (q.absmax as Tensor).toFloat32();
         expect(Array.from(absmax), `absmax ${dtype} [${shape}]`).toEqual(Array.from(ref.absmax));
         const mism = [...codes].map((c, i) => (c !== ref.codes[i] ? i : -1)).filter((i) => i >= 0);
-        expect(mism.slice(0, 5).map((i) => `[${i}] x=${vals[i]} gpu ${codes[i]} ref ${ref.codes[i]}`), `codes ${dtype} [${shape}]`).toEqual([]);
+        expect(
+          mism.slice(0, 5).map((i) => `[${i}] x=${vals[i]} gpu ${codes[i]} ref ${ref.codes[i]}`),
+          `codes ${dtype} [${shape}]`,
+        ).toEqual([]);
         // the packed words of the partial last word carry zeros past the end
         disposeNf4(q);
       }
@@ -85,20 +109,29 @@ describe('NF4 quantization', () => {
         const w = await weights.readF32(name); // bf16 -> f32 exactly, as torch_dtype=float32 loading does
         const wantCodes = (await nf4.readTyped(key)) as Uint8Array;
         const wantAbsmax = await nf4.readF32(`${name}.absmax`);
-        const t = info.dtype === 'BF16' ? Tensor.from(await weights.readU16(name), info.shape, 'bf16') : Tensor.from(w, info.shape);
+        const t =
+          info.dtype === 'BF16'
+            ? Tensor.from(await weights.readU16(name), info.shape, 'bf16')
+            : Tensor.from(w, info.shape);
         const q = quantizeNf4(t);
         const codes = await readCodes(q);
         const absmax = await (q.absmax as Tensor).toFloat32();
         expect(Array.from(absmax), `${model} ${name} absmax`).toEqual(Array.from(wantAbsmax));
         let first = -1;
-        for (let i = 0; i < codes.length; i++) if (codes[i] !== wantCodes[i]) { first = i; break; }
+        for (let i = 0; i < codes.length; i++)
+          if (codes[i] !== wantCodes[i]) {
+            first = i;
+            break;
+          }
         expect(first, `${model} ${name}: first differing code`).toBe(-1);
         expect(Array.from(quantizeNf4Ref(w).codes)).toEqual(Array.from(wantCodes)); // the CPU twin too
         for (let i = 0; i < w.length; i++) if (nf4CodeBnb(w[i]!, wantAbsmax[i >> 6]!) !== wantCodes[i]) bnbDiffers++;
         checked += codes.length;
         disposeNf4(q);
       }
-      console.log(`[nf4] ${model}: ${checked} codes identical to the fixture; bitsandbytes' midpoint tree would differ on ${bnbDiffers}`);
+      console.log(
+        `[nf4] ${model}: ${checked} codes identical to the fixture; bitsandbytes' midpoint tree would differ on ${bnbDiffers}`,
+      );
       expect(checked).toBeGreaterThan(10000);
       await weights.close();
       await nf4.close();
@@ -111,12 +144,21 @@ describe('NF4 quantization', () => {
     expect(Array.from(unpackNf4Codes(packNf4Codes(codes), 77))).toEqual(Array.from(codes));
     const absmax = rng.uniformArray(2, 0.5, 2);
     const w = nf4FromHost([7, 11], codes, absmax);
-    expectClose(await dequantizeNf4(w).toFloat32(), dequantizeNf4Ref(codes, absmax), { atol: 0, rtol: 0 }, 'dequant of host codes');
+    expectClose(
+      await dequantizeNf4(w).toFloat32(),
+      dequantizeNf4Ref(codes, absmax),
+      { atol: 0, rtol: 0 },
+      'dequant of host codes',
+    );
   });
 
   it('dequantization is exactly code·absmax and within half the local code spacing of the input', async () => {
     const rng = testRng('nf4-dequant');
-    for (const shape of [[1, 5], [9, 71], [16, 128]] as [number, number][]) {
+    for (const shape of [
+      [1, 5],
+      [9, 71],
+      [16, 128],
+    ] as [number, number][]) {
       const n = shape[0] * shape[1];
       const data = nastyWeight(rng, n);
       const q = quantizeNf4(Tensor.from(data, shape));
@@ -137,7 +179,10 @@ describe('NF4 quantization', () => {
 
   it('double quantization: offset is the mean, int8 codes round (absmax − offset)/scale, decoded absmax within scale/2', async () => {
     const rng = testRng('nf4-dq');
-    for (const shape of [[3, 64], [40, 1000]] as [number, number][]) {
+    for (const shape of [
+      [3, 64],
+      [40, 1000],
+    ] as [number, number][]) {
       const n = shape[0] * shape[1];
       const data = rng.normalArray(n, 0, 0.05);
       const q = quantizeNf4(Tensor.from(data, shape), { doubleQuant: true });
@@ -155,18 +200,27 @@ describe('NF4 quantization', () => {
       const decoded = await nf4Absmax(q).toFloat32();
       for (let g = 0; g < Math.ceil(nb / 256); g++) {
         let m = 0;
-        for (let b = g * 256; b < Math.min(nb, g * 256 + 256); b++) m = Math.max(m, Math.abs(Math.fround(ref.absmax[b]! - offset)));
+        for (let b = g * 256; b < Math.min(nb, g * 256 + 256); b++)
+          m = Math.max(m, Math.abs(Math.fround(ref.absmax[b]! - offset)));
         expect(scales[g]).toBeCloseTo(m / 127, 9);
         for (let b = g * 256; b < Math.min(nb, g * 256 + 256); b++) {
           const exact = (ref.absmax[b]! - offset) / scales[g]!;
           // the kernel multiplies by fl(127/m); a different integer is allowed only right at a .5 tie
-          if (Math.abs(Math.abs(exact - Math.trunc(exact)) - 0.5) > 1e-4) expect(qbytes[b], `q[${b}] exact ${exact}`).toBe(Math.round(exact) + 0);
+          if (Math.abs(Math.abs(exact - Math.trunc(exact)) - 0.5) > 1e-4)
+            expect(qbytes[b], `q[${b}] exact ${exact}`).toBe(Math.round(exact) + 0);
           else expect(Math.abs(qbytes[b]! - exact)).toBeLessThanOrEqual(0.5 + 1e-4);
-          expect(Math.abs(decoded[b]! - ref.absmax[b]!)).toBeLessThanOrEqual(scales[g]! / 2 * (1 + 1e-4) + 1e-6 * ref.absmax[b]!);
+          expect(Math.abs(decoded[b]! - ref.absmax[b]!)).toBeLessThanOrEqual(
+            (scales[g]! / 2) * (1 + 1e-4) + 1e-6 * ref.absmax[b]!,
+          );
         }
       }
       // dequantization with double-quantized absmax = codes × decoded absmax (f32 mul/add: ≤ 2 ulp)
-      expectClose(await dequantizeNf4(q).toFloat32(), dequantizeNf4Ref(ref.codes, decoded), { atol: 1e-9, rtol: 2.5e-7 }, 'dq dequant');
+      expectClose(
+        await dequantizeNf4(q).toFloat32(),
+        dequantizeNf4Ref(ref.codes, decoded),
+        { atol: 1e-9, rtol: 2.5e-7 },
+        'dq dequant',
+      );
       disposeNf4(q);
     }
   });
@@ -199,11 +253,32 @@ describe('nf4Linear (the GEMM with the NF4 loader; GEMV at decode)', () => {
         const y = nf4Linear(x, q);
         backward(y, Tensor.from(gData, [M, N]));
         // f32 sums of K products (absmax folded in per word on the GEMV path, dq decode: +2 roundings)
-        expectWithinSumBound(await y.toFloat32(), matmulNTRef(xData, wDeq, M, K, N), K, `y [${M}x${K}]·[${N}x${K}]ᵀ`, 6);
-        expectWithinSumBound(await x.grad!.toFloat32(), matmulNNRef(gData, wDeq, M, N, K), N, `dX [${M}x${N}]·[${N}x${K}]`, 6);
+        expectWithinSumBound(
+          await y.toFloat32(),
+          matmulNTRef(xData, wDeq, M, K, N),
+          K,
+          `y [${M}x${K}]·[${N}x${K}]ᵀ`,
+          6,
+        );
+        expectWithinSumBound(
+          await x.grad!.toFloat32(),
+          matmulNNRef(gData, wDeq, M, N, K),
+          N,
+          `dX [${M}x${N}]·[${N}x${K}]`,
+          6,
+        );
         // both kernels agree on the same problem (forces the other path: GEMM at decode rows, GEMV otherwise)
-        const other = M <= 4 ? gemm({ a: { t: Tensor.from(xData, [M, K]) }, b: { t: q, trans: true } }) : nf4Gemv(Tensor.from(xData, [M, K]), q);
-        expectWithinSumBound(await other.toFloat32(), matmulNTRef(xData, wDeq, M, K, N), K, `other path [${M}x${K}]·[${N}x${K}]ᵀ`, 6);
+        const other =
+          M <= 4
+            ? gemm({ a: { t: Tensor.from(xData, [M, K]) }, b: { t: q, trans: true } })
+            : nf4Gemv(Tensor.from(xData, [M, K]), q);
+        expectWithinSumBound(
+          await other.toFloat32(),
+          matmulNTRef(xData, wDeq, M, K, N),
+          K,
+          `other path [${M}x${K}]·[${N}x${K}]ᵀ`,
+          6,
+        );
         x.grad!.dispose();
         disposeNf4(q);
       }

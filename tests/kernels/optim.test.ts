@@ -1,9 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { engine, Tensor } from '../../src/engine/tensor.js';
-import { AdamW, adamwTensorsPerDispatch, clipGradNorm, clipTensorsPerDispatch, gradNormCoef } from '../../src/kernels/optim.js';
-import { adamwRefInit, adamwRefStep, clipRef, type AdamWHyper } from '../../reference/optim.js';
-import { expectClose, testRng, useEngine } from '../helpers/index.js';
 import { expectWithinSumBound } from '../../reference/nf4.js';
+import { type AdamWHyper, adamwRefInit, adamwRefStep, clipRef } from '../../reference/optim.js';
+import { engine, Tensor } from '../../src/engine/tensor.js';
+import {
+  AdamW,
+  adamwTensorsPerDispatch,
+  clipGradNorm,
+  clipTensorsPerDispatch,
+  gradNormCoef,
+} from '../../src/kernels/optim.js';
+import { expectClose, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
@@ -38,8 +44,18 @@ describe('AdamW vs float64 reference', () => {
     expectClose(await p.toFloat32(), want, { atol: 1e-6, rtol: 1e-6 }, 'step 1');
     const st = await opt.exportState();
     expect(st.step).toBe(1);
-    expectClose(st.moments[0]!.expAvg, Array.from(g, (v) => 0.1 * v), { atol: 0, rtol: 1e-6 }, 'exp_avg');
-    expectClose(st.moments[0]!.expAvgSq, Array.from(g, (v) => 0.001 * v * v), { atol: 0, rtol: 1e-5 }, 'exp_avg_sq');
+    expectClose(
+      st.moments[0]!.expAvg,
+      Array.from(g, (v) => 0.1 * v),
+      { atol: 0, rtol: 1e-6 },
+      'exp_avg',
+    );
+    expectClose(
+      st.moments[0]!.expAvgSq,
+      Array.from(g, (v) => 0.001 * v * v),
+      { atol: 0, rtol: 1e-5 },
+      'exp_avg_sq',
+    );
     opt.dispose();
   });
 
@@ -65,7 +81,12 @@ describe('AdamW vs float64 reference', () => {
         for (let i = 0; i < params.length; i++) {
           // Each step moves p by ≤ lr; f32 rounding of m, v (relative ~1e-7 per step) and of the
           // update gives errors ≪ 1e-3·lr; |p| ≤ 5 rounds at 2^-24·5 per op.
-          expectClose(await params[i]!.toFloat32(), refs[i]!.p, { atol: 1e-3 * lr + 2e-6, rtol: 0 }, `wd ${wd} step ${step + 1} tensor ${i}`);
+          expectClose(
+            await params[i]!.toFloat32(),
+            refs[i]!.p,
+            { atol: 1e-3 * lr + 2e-6, rtol: 0 },
+            `wd ${wd} step ${step + 1} tensor ${i}`,
+          );
         }
       }
       const st = await opt.exportState();
@@ -134,7 +155,13 @@ describe('AdamW vs float64 reference', () => {
     }
     // Three steps of ≤ lr each; f32 rounding ≪ 1e-3·lr (see the six-step test). Decay alone moves
     // |p| ≈ 1 by lr·wd = 1e-3 per step, so mixing the two kinds up fails by far.
-    for (let i = 0; i < params.length; i++) expectClose(await params[i]!.toFloat32(), refs[i]!.p, { atol: 1e-5 + 2e-6, rtol: 0 }, `tensor ${i} (${i % 2 ? 'exempt' : 'decayed'})`);
+    for (let i = 0; i < params.length; i++)
+      expectClose(
+        await params[i]!.toFloat32(),
+        refs[i]!.p,
+        { atol: 1e-5 + 2e-6, rtol: 0 },
+        `tensor ${i} (${i % 2 ? 'exempt' : 'decayed'})`,
+      );
     expect(() => new AdamW(params.slice(0, 2), { noWeightDecay: [params[5]!] })).toThrow(/not among the parameters/);
     opt.dispose();
     for (const p of params) {
@@ -151,14 +178,21 @@ describe('clipGradNorm', () => {
     for (const maxNorm of [1.0, 1e6]) {
       const grads = sizes.map((n) => rng.normalArray(n, 0, 0.3));
       const params = sizes.map((n) => param(new Float32Array(n)));
-      params.forEach((p, i) => { setGrad(p, grads[i]!); });
+      params.forEach((p, i) => {
+        setGrad(p, grads[i]!);
+      });
       const noGrad = param(new Float32Array(3)); // no .grad: ignored
       const norm = clipGradNorm([...params, noGrad], maxNorm);
       const ref = clipRef(grads, maxNorm);
       // sum of ~5000 squares in f32, partials then a final sum: relative error ≪ 1e-5
       expectClose([await norm.item()], [ref.norm], { atol: 0, rtol: 1e-5 }, 'norm');
       for (let i = 0; i < sizes.length; i++) {
-        expectClose(await params[i]!.grad!.toFloat32(), Array.from(grads[i]!, (g) => g * ref.coef), { atol: 1e-12, rtol: 2e-5 }, `clipped grad ${i} (max ${maxNorm})`);
+        expectClose(
+          await params[i]!.grad!.toFloat32(),
+          Array.from(grads[i]!, (g) => g * ref.coef),
+          { atol: 1e-12, rtol: 2e-5 },
+          `clipped grad ${i} (max ${maxNorm})`,
+        );
       }
       if (maxNorm > ref.norm) expect(Array.from(await params[1]!.grad!.toFloat32())).toEqual(Array.from(grads[1]!));
       for (const p of [...params, noGrad]) {
@@ -191,11 +225,19 @@ describe('multi-tensor optimizer: many tensors per dispatch', () => {
     const noGradAt = new Set([4, 13, 39]); // skipped: parameter and moments stay
     const h: AdamWHyper = { lr: 3e-3, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.05 };
     // Chunks of ≤ 20000 elements: the big tensor gets its own chunk, the rest share a few.
-    const opt = new AdamW(params, { lr: h.lr, betas: [h.beta1, h.beta2], eps: h.eps, weightDecay: h.weightDecay, stateChunkElements: 20000 });
+    const opt = new AdamW(params, {
+      lr: h.lr,
+      betas: [h.beta1, h.beta2],
+      eps: h.eps,
+      weightDecay: h.weightDecay,
+      stateChunkElements: 20000,
+    });
     const refs = init.map(adamwRefInit);
     const absRefs = init.map(adamwRefInit);
     const k = adamwTensorsPerDispatch(false);
-    console.log(`AdamW tensors per dispatch on this device: ${k} (maxStorageBuffersPerShaderStage ${engine().dev.limits.maxStorageBuffersPerShaderStage})`);
+    console.log(
+      `AdamW tensors per dispatch on this device: ${k} (maxStorageBuffersPerShaderStage ${engine().dev.limits.maxStorageBuffersPerShaderStage})`,
+    );
     expect(k).toBeGreaterThanOrEqual(3); // WebGPU guarantees ≥ 8 storage buffers per stage
     for (let step = 0; step < 3; step++) {
       params.forEach((p, i) => {
@@ -239,20 +281,27 @@ describe('multi-tensor optimizer: many tensors per dispatch', () => {
     const a = init.map(param);
     const optA = new AdamW(a, { lr: 1e-2, stateChunkElements: 350 });
     for (const gs of grads.slice(0, 2)) {
-      a.forEach((p, i) => { setGrad(p, gs[i]!); });
+      a.forEach((p, i) => {
+        setGrad(p, gs[i]!);
+      });
       optA.step();
     }
     const saved = await optA.exportState();
     const pSaved = await Promise.all(a.map((p) => p.toFloat32()));
-    a.forEach((p, i) => { setGrad(p, grads[2]![i]!); });
+    a.forEach((p, i) => {
+      setGrad(p, grads[2]![i]!);
+    });
     optA.step();
     // a different chunking on the resumed side: the saved format does not depend on it
     const b = pSaved.map(param);
     const optB = new AdamW(b, { lr: 1e-2 });
     optB.importState(saved);
-    b.forEach((p, i) => { setGrad(p, grads[2]![i]!); });
+    b.forEach((p, i) => {
+      setGrad(p, grads[2]![i]!);
+    });
     optB.step();
-    for (let i = 0; i < sizes.length; i++) expect(Array.from(await b[i]!.toFloat32())).toEqual(Array.from(await a[i]!.toFloat32()));
+    for (let i = 0; i < sizes.length; i++)
+      expect(Array.from(await b[i]!.toFloat32())).toEqual(Array.from(await a[i]!.toFloat32()));
     const sa = await optA.exportState();
     const sb = await optB.exportState();
     for (let i = 0; i < sizes.length; i++) {
@@ -272,7 +321,9 @@ describe('multi-tensor optimizer: many tensors per dispatch', () => {
     const sizes = manySizes();
     const grads = sizes.map((n) => rng.normalArray(n, 0, 0.01));
     const params = sizes.map((n) => param(new Float32Array(n)));
-    params.forEach((p, i) => { setGrad(p, grads[i]!); });
+    params.forEach((p, i) => {
+      setGrad(p, grads[i]!);
+    });
     const ref = clipRef(grads, 0.5);
     expect(ref.coef).toBeLessThan(0.9); // the clip is active
     let norm: Tensor | null = null;
@@ -283,7 +334,12 @@ describe('multi-tensor optimizer: many tensors per dispatch', () => {
     // sum of ~560k squares in f32, per-workgroup tree sums then a final sum: relative error ≪ 1e-5
     expectClose([await norm!.item()], [ref.norm], { atol: 0, rtol: 1e-5 }, 'norm');
     for (let i = 0; i < sizes.length; i++) {
-      expectClose(await params[i]!.grad!.toFloat32(), Array.from(grads[i]!, (g) => g * ref.coef), { atol: 1e-12, rtol: 2e-5 }, `clipped grad ${i}`);
+      expectClose(
+        await params[i]!.grad!.toFloat32(),
+        Array.from(grads[i]!, (g) => g * ref.coef),
+        { atol: 1e-12, rtol: 2e-5 },
+        `clipped grad ${i}`,
+      );
     }
     norm!.dispose();
     for (const p of params) {
@@ -304,11 +360,21 @@ describe('multi-tensor optimizer: many tensors per dispatch', () => {
     const refs = init.map(adamwRefInit);
     for (let step = 0; step < 3; step++) {
       const grads = sizes.map((n) => rng.normalArray(n, 0, 0.05));
-      a.forEach((p, i) => { setGrad(p, grads[i]!); });
-      b.forEach((p, i) => { setGrad(p, grads[i]!); });
+      a.forEach((p, i) => {
+        setGrad(p, grads[i]!);
+      });
+      b.forEach((p, i) => {
+        setGrad(p, grads[i]!);
+      });
       const ref = clipRef(grads, 1.0);
       expect(ref.coef).toBeLessThan(1); // clipping active
-      refs.forEach((r, i) => { adamwRefStep(r, grads[i]!.map((g) => g * ref.coef), h); });
+      refs.forEach((r, i) => {
+        adamwRefStep(
+          r,
+          grads[i]!.map((g) => g * ref.coef),
+          h,
+        );
+      });
       let normA: Tensor | null = null;
       const nA = countDispatches(() => {
         normA = clipGradNorm(a, 1.0);

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
+import { reduceRowsRef, softmaxBackwardRef, softmaxRef } from '../../reference/reduce.js';
 import { backward } from '../../src/engine/autograd.js';
 import { Tensor } from '../../src/engine/tensor.js';
 import { mul, sumToSuffix } from '../../src/kernels/elementwise.js';
-import { REDUCE_CHUNK, argmax, max, mean, softmax, sum } from '../../src/kernels/reduce.js';
-import { reduceRowsRef, softmaxBackwardRef, softmaxRef } from '../../reference/reduce.js';
-import { expectClose, testRng, useEngine } from '../helpers/index.js';
+import { argmax, max, mean, REDUCE_CHUNK, softmax, sum } from '../../src/kernels/reduce.js';
 import { gradCheck } from '../helpers/gradcheck.js';
+import { expectClose, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
@@ -14,7 +14,12 @@ const ULP = 2 ** -23; // one ulp, relative, upper bound
 const gamma = (n: number) => (n * U) / (1 - n * U);
 
 /** Per-element |a − r| ≤ bound[i]; NaN fails. */
-function expectWithin(actual: ArrayLike<number>, ref: ArrayLike<number>, bound: (i: number) => number, label: string): void {
+function expectWithin(
+  actual: ArrayLike<number>,
+  ref: ArrayLike<number>,
+  bound: (i: number) => number,
+  label: string,
+): void {
   expect(actual.length, `${label}: length`).toBe(ref.length);
   const bad: string[] = [];
   let nBad = 0;
@@ -22,7 +27,10 @@ function expectWithin(actual: ArrayLike<number>, ref: ArrayLike<number>, bound: 
     const err = Math.abs(actual[i]! - ref[i]!);
     if (!(err <= bound(i))) {
       nBad++;
-      if (bad.length < 8) bad.push(`  [${i}] got ${actual[i]} want ${ref[i]} (err ${err.toExponential(2)}, bound ${bound(i).toExponential(2)})`);
+      if (bad.length < 8)
+        bad.push(
+          `  [${i}] got ${actual[i]} want ${ref[i]} (err ${err.toExponential(2)}, bound ${bound(i).toExponential(2)})`,
+        );
     }
   }
   if (nBad) throw new Error(`${label}: ${nBad}/${ref.length} elements out of bounds\n${bad.join('\n')}`);
@@ -34,7 +42,14 @@ const wgFor = (D: number) => (D > 256 ? 256 : 64);
 describe('reductions vs float64 reference', () => {
   it('sum / mean / max over the last axis, forward and backward', async () => {
     const rng = testRng('reduce-last');
-    for (const shape of [[1, 1], [3, 7], [5, 300], [2, 3, 37], [4, 1], [2, 1000]]) {
+    for (const shape of [
+      [1, 1],
+      [3, 7],
+      [5, 300],
+      [2, 3, 37],
+      [4, 1],
+      [2, 1000],
+    ]) {
       const D = shape[shape.length - 1]!;
       const n = shape.reduce((a, b) => a * b, 1);
       const rows = n / D;
@@ -43,7 +58,11 @@ describe('reductions vs float64 reference', () => {
       const g = rng.normalArray(rows);
       const label = `[${shape}]`;
       // f32 sum of D terms: ≤ γ_D·Σ|x| for any order; mean adds the rounded 1/D and the product (2 more).
-      for (const [name, fn] of [['sum', sum], ['mean', mean], ['max', max]] as const) {
+      for (const [name, fn] of [
+        ['sum', sum],
+        ['mean', mean],
+        ['max', max],
+      ] as const) {
         const x = Tensor.from(data, shape);
         x.requiresGrad = true;
         const y = fn(x, -1);
@@ -53,14 +72,31 @@ describe('reductions vs float64 reference', () => {
         const dx = await x.grad!.toFloat32();
         if (name === 'sum') {
           expectWithin(got, ref.sum.values, (i) => gamma(D) * ref.sum.absSum[i]!, `sum ${label}`);
-          expectClose(dx, Array.from(data, (_, i) => g[Math.floor(i / D)]!), { atol: 0, rtol: 0 }, `sum backward ${label}`); // a copy: exact
+          expectClose(
+            dx,
+            Array.from(data, (_, i) => g[Math.floor(i / D)]!),
+            { atol: 0, rtol: 0 },
+            `sum backward ${label}`,
+          ); // a copy: exact
         } else if (name === 'mean') {
-          expectWithin(got, Array.from(ref.sum.values, (s) => s / D), (i) => (gamma(D + 2) * ref.sum.absSum[i]!) / D, `mean ${label}`);
+          expectWithin(
+            got,
+            Array.from(ref.sum.values, (s) => s / D),
+            (i) => (gamma(D + 2) * ref.sum.absSum[i]!) / D,
+            `mean ${label}`,
+          );
           // g·fl(1/D): two roundings
-          expectClose(dx, Array.from(data, (_, i) => g[Math.floor(i / D)]! / D), { atol: 0, rtol: 2 * ULP }, `mean backward ${label}`);
+          expectClose(
+            dx,
+            Array.from(data, (_, i) => g[Math.floor(i / D)]! / D),
+            { atol: 0, rtol: 2 * ULP },
+            `mean backward ${label}`,
+          );
         } else {
           expectClose(got, ref.max.values, { atol: 0, rtol: 0 }, `max ${label}`); // a selection: exact
-          const want = Array.from(data, (_, i) => (i % D === ref.max.argmax[Math.floor(i / D)] ? g[Math.floor(i / D)]! : 0));
+          const want = Array.from(data, (_, i) =>
+            i % D === ref.max.argmax[Math.floor(i / D)] ? g[Math.floor(i / D)]! : 0,
+          );
           expectClose(dx, want, { atol: 0, rtol: 0 }, `max backward ${label}`);
         }
         x.grad!.dispose();
@@ -76,7 +112,11 @@ describe('reductions vs float64 reference', () => {
       const data = rng.normalArray(n);
       const ref = reduceRowsRef(data, n);
       const g = rng.normalArray(1);
-      for (const [name, fn] of [['sum', sum], ['mean', mean], ['max', max]] as const) {
+      for (const [name, fn] of [
+        ['sum', sum],
+        ['mean', mean],
+        ['max', max],
+      ] as const) {
         const x = Tensor.from(data, [n]);
         x.requiresGrad = true;
         const y = fn(x);
@@ -101,7 +141,12 @@ describe('reductions vs float64 reference', () => {
     }
     // Multi-dim input with no axis reduces everything.
     const d = rng.normalArray(6 * 7);
-    expectWithin(await sum(Tensor.from(d, [6, 7])).toFloat32(), reduceRowsRef(d, 42).sum.values, () => gamma(42) * reduceRowsRef(d, 42).sum.absSum[0]!, 'sum [6,7] all');
+    expectWithin(
+      await sum(Tensor.from(d, [6, 7])).toFloat32(),
+      reduceRowsRef(d, 42).sum.values,
+      () => gamma(42) * reduceRowsRef(d, 42).sum.absSum[0]!,
+      'sum [6,7] all',
+    );
   });
 
   it('max breaks ties toward the first index, in rows and across passes; results are deterministic', async () => {
@@ -135,7 +180,13 @@ describe('reductions vs float64 reference', () => {
 
   it('softmax forward and backward, including large offsets (stability)', async () => {
     const rng = testRng('softmax');
-    for (const [shape, offset] of [[[1, 1], 0], [[3, 7], 0], [[2, 300], 0], [[2, 2, 37], 1000], [[3, 1000], -50]] as [number[], number][]) {
+    for (const [shape, offset] of [
+      [[1, 1], 0],
+      [[3, 7], 0],
+      [[2, 300], 0],
+      [[2, 2, 37], 1000],
+      [[3, 1000], -50],
+    ] as [number[], number][]) {
       const D = shape[shape.length - 1]!;
       const n = shape.reduce((a, b) => a * b, 1);
       const data = rng.normalArray(n, offset, 3);
@@ -170,7 +221,12 @@ describe('reductions vs float64 reference', () => {
     const rng = testRng('reduce-fd');
     const shape = [3, 6];
     const w = rng.normalArray(18);
-    await gradCheck('sum(w ⊙ softmax(x))', ([x]) => sum(mul(softmax(x!), Tensor.from(w, shape))), [{ data: rng.normalArray(18), shape }], rng);
+    await gradCheck(
+      'sum(w ⊙ softmax(x))',
+      ([x]) => sum(mul(softmax(x!), Tensor.from(w, shape))),
+      [{ data: rng.normalArray(18), shape }],
+      rng,
+    );
     const w3 = rng.normalArray(3);
     await gradCheck(
       'sum(w ⊙ mean(x ⊙ x, -1))',
@@ -180,7 +236,17 @@ describe('reductions vs float64 reference', () => {
     );
     // Distinct values 0.25 apart: the finite-difference step (≤ 0.05) never changes the argmax.
     const perm = rng.shuffle(Array.from({ length: 18 }, (_, i) => (i - 9) * 0.25));
-    await gradCheck('sum(w ⊙ max(x, -1))', ([x]) => sum(mul(max(x!, -1), Tensor.from(w3, [3]))), [{ data: Float32Array.from(perm), shape }], rng);
-    await gradCheck('sum(x)² over all elements', ([x]) => mul(sum(x!), sum(x!)), [{ data: rng.normalArray(18), shape }], rng);
+    await gradCheck(
+      'sum(w ⊙ max(x, -1))',
+      ([x]) => sum(mul(max(x!, -1), Tensor.from(w3, [3]))),
+      [{ data: Float32Array.from(perm), shape }],
+      rng,
+    );
+    await gradCheck(
+      'sum(x)² over all elements',
+      ([x]) => mul(sum(x!), sum(x!)),
+      [{ data: rng.normalArray(18), shape }],
+      rng,
+    );
   });
 });

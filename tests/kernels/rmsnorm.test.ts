@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
+import { bf16Bits, bf16ToNumber } from '../../reference/elementwise.js';
+import { rmsnormBackwardRef, rmsnormRef } from '../../reference/rmsnorm.js';
 import { backward, zeroGrad } from '../../src/engine/autograd.js';
 import { Tensor, tidy } from '../../src/engine/tensor.js';
 import { binary, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { rmsnorm, rmsnormWithStats } from '../../src/kernels/rmsnorm.js';
-import { rmsnormBackwardRef, rmsnormRef } from '../../reference/rmsnorm.js';
-import { bf16Bits, bf16ToNumber } from '../../reference/elementwise.js';
-import { expectClose, testRng, useEngine, expectNoGrowth } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
+import { expectClose, expectNoGrowth, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
@@ -27,7 +27,15 @@ describe('rmsnorm vs float64 reference', () => {
     const eps = 1e-5;
     // D = 1, primes, 48, 130 and 300 (> the 256-thread workgroup); rows 1, 7, 13 and 70 (> one
     // 32-row dW block, so the two-pass dW sum runs).
-    const cases: number[][] = [[1, 1], [7, 5], [13, 48], [1, 130], [7, 300], [70, 5], [2, 3, 48]];
+    const cases: number[][] = [
+      [1, 1],
+      [7, 5],
+      [13, 48],
+      [1, 130],
+      [7, 300],
+      [70, 5],
+      [2, 3, 48],
+    ];
     for (const shape of cases) {
       const d = shape[shape.length - 1]!;
       const n = shape.reduce((a, b) => a * b, 1);
@@ -56,7 +64,12 @@ describe('rmsnorm vs float64 reference', () => {
     const w = Tensor.from(new Float32Array(9).fill(1.5), [9]);
     const { y, rstd } = rmsnormWithStats(x, w, eps);
     expectClose(await rstd.toFloat32(), [1 / Math.sqrt(eps), 1 / Math.sqrt(4 + eps)], { rtol: 1e-6 }, 'rstd');
-    expectClose(await y.toFloat32(), [...new Array(9).fill(0), ...new Array(9).fill(2 * 1.5 / Math.sqrt(4 + eps))], Y_TOL, 'y');
+    expectClose(
+      await y.toFloat32(),
+      [...new Array(9).fill(0), ...new Array(9).fill((2 * 1.5) / Math.sqrt(4 + eps))],
+      Y_TOL,
+      'y',
+    );
   });
 
   it('frozen weight: no dw is computed; bf16 and f16 weights are read correctly', async () => {
@@ -75,7 +88,12 @@ describe('rmsnorm vs float64 reference', () => {
     backward(y, Tensor.from(gData, [rows, d]));
     expect(w.grad).toBeNull();
     expectClose(await y.toFloat32(), rmsnormRef(xData, wRounded, d, 1e-5).y, Y_TOL, 'bf16 weight y');
-    expectClose(await x.grad!.toFloat32(), rmsnormBackwardRef(xData, wRounded, gData, d, 1e-5).dx, DX_TOL, 'bf16 weight dx');
+    expectClose(
+      await x.grad!.toFloat32(),
+      rmsnormBackwardRef(xData, wRounded, gData, d, 1e-5).dx,
+      DX_TOL,
+      'bf16 weight dx',
+    );
     // f16 weight: values exactly representable in f16 (multiples of 1/64 in [0.5, 2))
     const wHalf = Array.from({ length: d }, (_, j) => 0.5 + (j % 96) / 64);
     const f16Bits = Uint16Array.from(wHalf, f16Encode);
@@ -98,7 +116,12 @@ describe('rmsnorm vs float64 reference', () => {
       grads.push(await w.grad!.toFloat32());
     }
     expect(Array.from(grads[1]!)).toEqual(Array.from(grads[0]!));
-    expectClose(grads[0]!, rmsnormBackwardRef(xData, wData, gData, d, 1e-5).dw, { atol: 1e-4, rtol: 1e-5 }, 'dw 100 rows'); // 100-term sums
+    expectClose(
+      grads[0]!,
+      rmsnormBackwardRef(xData, wData, gData, d, 1e-5).dw,
+      { atol: 1e-4, rtol: 1e-5 },
+      'dw 100 rows',
+    ); // 100-term sums
   });
 
   it('finite differences agree with backward for x and w', async () => {
@@ -157,4 +180,3 @@ function f16Encode(v: number): number {
   const m = Math.round((a / 2 ** e - 1) * 1024);
   return sign | ((e + 15) << 10) | m;
 }
-

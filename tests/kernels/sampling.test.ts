@@ -7,10 +7,10 @@
 // cut) within 1e-5 of a cumulative boundary: the kernel sums f32 probabilities (relative error
 // ≲ V·2⁻²⁴ ≈ 6e-5 worst case for V = 997, typically far less), the reference f64.
 import { describe, expect, it } from 'vitest';
+import { referenceNextToken } from '../../reference/sampling.js';
 import { hashUniform, type Rng } from '../../src/engine/random.js';
 import { Tensor } from '../../src/engine/tensor.js';
-import { TokenSampler, type RowSampling } from '../../src/kernels/sampling.js';
-import { referenceNextToken } from '../../reference/sampling.js';
+import { type RowSampling, TokenSampler } from '../../src/kernels/sampling.js';
 import { testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
@@ -45,12 +45,19 @@ function randomCase(rng: Rng, V: number, greedy: boolean): Case {
 }
 
 /** Runs the cases as one batch for `steps` steps on the same logits; checks every choice. */
-async function check(V: number, cases: Case[], logits: Float32Array, steps: number): Promise<{ compared: number; nearTies: number }> {
+async function check(
+  V: number,
+  cases: Case[],
+  logits: Float32Array,
+  steps: number,
+): Promise<{ compared: number; nearTies: number }> {
   const B = cases.length;
   const sampler = new TokenSampler(B, V);
   const lt = Tensor.from(logits, [B, V]);
   const out = Tensor.empty([B], 'i32');
-  cases.forEach((c, b) => { sampler.setRow(b, c.params, c.prompt, c.generated); });
+  cases.forEach((c, b) => {
+    sampler.setRow(b, c.params, c.prompt, c.generated);
+  });
   let compared = 0;
   let nearTies = 0;
   const history = cases.map((c) => [...c.generated]);
@@ -61,11 +68,20 @@ async function check(V: number, cases: Case[], logits: Float32Array, steps: numb
       const c = cases[b]!;
       const gen = history[b]!;
       const u = hashUniform(c.params.seed ?? 0, gen.length);
-      const ref = referenceNextToken(logits.subarray(b * V, (b + 1) * V), c.params, [...c.prompt, ...gen], c.prompt.length, u);
+      const ref = referenceNextToken(
+        logits.subarray(b * V, (b + 1) * V),
+        c.params,
+        [...c.prompt, ...gen],
+        c.prompt.length,
+        u,
+      );
       compared++;
       if (got[b] !== ref.token) {
         if (ref.margin < 1e-5) nearTies++;
-        else throw new Error(`row ${b} step ${s}: GPU chose ${got[b]}, reference ${ref.token} (margin ${ref.margin.toExponential(2)}), params ${JSON.stringify({ ...c.params, logitBias: [...(c.params.logitBias ?? [])] })}`);
+        else
+          throw new Error(
+            `row ${b} step ${s}: GPU chose ${got[b]}, reference ${ref.token} (margin ${ref.margin.toExponential(2)}), params ${JSON.stringify({ ...c.params, logitBias: [...(c.params.logitBias ?? [])] })}`,
+          );
       }
       gen.push(got[b]!);
     }
@@ -131,7 +147,10 @@ describe('TokenSampler vs the f64 reference with the same draws', () => {
   it('rows: cleared rows write the pad id; rows restart with setRow; non-finite logits give −1; bad ids are refused', async () => {
     const V = 11;
     const sampler = new TokenSampler(3, V);
-    const logits = Tensor.from(Float32Array.from({ length: 3 * V }, (_, i) => (i % V === 4 ? 1 : 0)), [3, V]);
+    const logits = Tensor.from(
+      Float32Array.from({ length: 3 * V }, (_, i) => (i % V === 4 ? 1 : 0)),
+      [3, V],
+    );
     const out = Tensor.empty([3], 'i32');
     sampler.setRow(0, { greedy: true }, [1]);
     sampler.clearRow(1, 9);
@@ -144,7 +163,12 @@ describe('TokenSampler vs the f64 reference with the same draws', () => {
     sampler.sample(logits, out);
     expect(Array.from((await out.read()) as Int32Array)).toEqual([7, 9, 4]);
     // NaN or +inf logits (an overflowed forward): id −1, and the row's state stays as it was.
-    const bad = Tensor.from(Float32Array.from({ length: 3 * V }, (_, i) => (i === 3 ? NaN : i === V + 2 ? Infinity : i === 2 * V + 1 ? -Infinity : i % V === 4 ? 1 : 0)), [3, V]);
+    const bad = Tensor.from(
+      Float32Array.from({ length: 3 * V }, (_, i) =>
+        i === 3 ? NaN : i === V + 2 ? Infinity : i === 2 * V + 1 ? -Infinity : i % V === 4 ? 1 : 0,
+      ),
+      [3, V],
+    );
     sampler.setRow(1, { greedy: false, seed: 5 }, [1]);
     sampler.sample(bad, out);
     expect(Array.from((await out.read()) as Int32Array)).toEqual([-1, -1, 4]);
@@ -177,7 +201,13 @@ describe('TokenSampler vs the f64 reference with the same draws', () => {
     expect(first).toBe(gotB[0]);
     expect(gotA.slice(1)).toEqual(gotB.slice(1));
     // Row 0's second token is its draw 1 of the same distribution: the reference decides it.
-    const ref = referenceNextToken(Float32Array.from(data.subarray(0, V)), { greedy: false }, [1, first!], 1, hashUniform(10, 1));
+    const ref = referenceNextToken(
+      Float32Array.from(data.subarray(0, V)),
+      { greedy: false },
+      [1, first!],
+      1,
+      hashUniform(10, 1),
+    );
     if (ref.margin > 1e-5) expect(gotA[0]).toBe(ref.token);
     expect(() => a.sample(logits, Tensor.empty([4], 'i32'))).toThrow(/output \[4\] for 3 rows/);
     expect(() => a.sample(lead, outA)).toThrow(/logits \[1, 37\] for 3 rows/);

@@ -11,16 +11,28 @@
 // order); an f16 result is rounded once per multiply(-accumulate), adding up to one f16 ulp of the
 // rounded value (WGSL may round to either neighbour), times the scale applied afterwards.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { engine, Tensor } from '../../src/engine/tensor.js';
-import { f32ToF16 } from '../../src/io/dtype.js';
-import {
-  MATRIX_SHAPES, MATRIX_SHAPE_NAMES, assertOffered, fragmentDims, isOffered, offeredShapes, subgroupMatrices,
-  type Majorness, type MatrixArray, type MatrixResultType, type MatrixRole, type MatrixShape, type MatrixMode, type SgMatrix,
-} from '../../src/kernels/sgmatrix.js';
-import { nullCompiler, type NullCompiler } from '../../src/kernels/variants.js';
 import { ceilingKernel } from '../../bench/kernels/sgmatrix.js';
 import { f16Ulp } from '../../reference/gemm.js';
 import { halfBitsToNumber } from '../../reference/matmul.js';
+import { engine, Tensor } from '../../src/engine/tensor.js';
+import { f32ToF16 } from '../../src/io/dtype.js';
+import {
+  assertOffered,
+  fragmentDims,
+  isOffered,
+  MATRIX_SHAPE_NAMES,
+  MATRIX_SHAPES,
+  type Majorness,
+  type MatrixArray,
+  type MatrixMode,
+  type MatrixResultType,
+  type MatrixRole,
+  type MatrixShape,
+  offeredShapes,
+  type SgMatrix,
+  subgroupMatrices,
+} from '../../src/kernels/sgmatrix.js';
+import { type NullCompiler, nullCompiler } from '../../src/kernels/variants.js';
 import { testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
@@ -46,7 +58,8 @@ function frag(role: MatrixRole, shape: MatrixShape, major: Majorness, offset: nu
   return { role, major, rows, cols, offset, stride, region: offset + stride * (majorDim - 1) + minorDim };
 }
 
-const at = (f: Frag, r: number, c: number) => f.offset + (f.major === 'row_major' ? r * f.stride + c : c * f.stride + r);
+const at = (f: Frag, r: number, c: number) =>
+  f.offset + (f.major === 'row_major' ? r * f.stride + c : c * f.stride + r);
 
 interface Layout {
   left: Frag;
@@ -59,7 +72,13 @@ interface Layout {
 
 function layout(shape: MatrixShape, flip: boolean, fault?: Layout['fault']): Layout {
   const [a, b] = flip ? (['col_major', 'row_major'] as const) : (['row_major', 'col_major'] as const);
-  return { left: frag('left', shape, a, 5, 3), right: frag('right', shape, b, 1, 7), acc: frag('result', shape, a, 3, 1), out: frag('result', shape, b, 2, 5), fault };
+  return {
+    left: frag('left', shape, a, 5, 3),
+    right: frag('right', shape, b, 1, 7),
+    acc: frag('result', shape, a, 3, 1),
+    out: frag('result', shape, b, 2, 5),
+    fault,
+  };
 }
 
 function kernel(sg: SgMatrix, L: Layout): string {
@@ -70,9 +89,14 @@ function kernel(sg: SgMatrix, L: Layout): string {
   const C: MatrixArray = { name: 'C', elem: TR };
   const D: MatrixArray = { name: 'D', elem: TR };
   const id = sg.subgroupId;
-  const leftOff = L.fault === 'load-oob' ? `select(${id} * ${L.left.region}u + ${L.left.offset}u, ${WA - (L.left.region - L.left.offset) + 1}u, ${id} == 0u)` : `${id} * ${L.left.region}u + ${L.left.offset}u`;
-  const outStride = L.fault === 'short-stride' ? (L.out.major === 'row_major' ? L.out.cols : L.out.rows) - 1 : L.out.stride;
-  const store = (name: string, q: number) => sg.store(name, D, `(${id} * 4u + ${q}u) * ${L.out.region}u + ${L.out.offset}u`, `${outStride}u`, L.out.major);
+  const leftOff =
+    L.fault === 'load-oob'
+      ? `select(${id} * ${L.left.region}u + ${L.left.offset}u, ${WA - (L.left.region - L.left.offset) + 1}u, ${id} == 0u)`
+      : `${id} * ${L.left.region}u + ${L.left.offset}u`;
+  const outStride =
+    L.fault === 'short-stride' ? (L.out.major === 'row_major' ? L.out.cols : L.out.rows) - 1 : L.out.stride;
+  const store = (name: string, q: number) =>
+    sg.store(name, D, `(${id} * 4u + ${q}u) * ${L.out.region}u + ${L.out.offset}u`, `${outStride}u`, L.out.major);
   return `${sg.enable}${sg.moduleDecls}
 @group(0) @binding(0) var<storage, read> A: array<f16>;
 @group(0) @binding(1) var<storage, read> B: array<f16>;
@@ -104,11 +128,14 @@ fn main(@builtin(local_invocation_index) lid: u32${sg.entryParams}) {
 }
 
 const CASES: { shape: MatrixShape; name: string; result: MatrixResultType; flip: boolean }[] = [
-  ...MATRIX_SHAPE_NAMES.flatMap((name) => [false, true].map((flip) => ({ shape: MATRIX_SHAPES[name], name, result: 'f32' as const, flip }))),
+  ...MATRIX_SHAPE_NAMES.flatMap((name) =>
+    [false, true].map((flip) => ({ shape: MATRIX_SHAPES[name], name, result: 'f32' as const, flip })),
+  ),
   ...[false, true].map((flip) => ({ shape: MATRIX_SHAPES.m16n16k16, name: 'm16n16k16', result: 'f16' as const, flip })),
 ];
 
-const make = (mode: MatrixMode, shape: MatrixShape, result: MatrixResultType) => subgroupMatrices({ mode, shape, result, sizeControl: true });
+const make = (mode: MatrixMode, shape: MatrixShape, result: MatrixResultType) =>
+  subgroupMatrices({ mode, shape, result, sizeControl: true });
 
 describe('sgmatrix: native backend on Dawn Null', () => {
   let nul: NullCompiler;
@@ -121,7 +148,10 @@ describe('sgmatrix: native backend on Dawn Null', () => {
     for (const c of CASES) {
       const code = kernel(make('native', c.shape, c.result), layout(c.shape, c.flip));
       expect(code).toContain('subgroupMatrixMultiplyAccumulate');
-      expect(await nul.check(code, { workgroupBytes: 0, label: `${c.name} ${c.result}` }), `${c.name} ${c.result} flip=${c.flip}`).toEqual([]);
+      expect(
+        await nul.check(code, { workgroupBytes: 0, label: `${c.name} ${c.result}` }),
+        `${c.name} ${c.result} flip=${c.flip}`,
+      ).toEqual([]);
     }
   });
 
@@ -130,7 +160,10 @@ describe('sgmatrix: native backend on Dawn Null', () => {
       for (const result of ['f32', 'f16'] as const) {
         for (const sizeControl of [true, false]) {
           // Without @subgroup_size Null wants workgroups in multiples of 128: checked at module level.
-          expect(await nul.check(ceilingKernel(name, result, sizeControl), { workgroupBytes: sizeControl ? 0 : Infinity }), `${name} ${result}`).toEqual([]);
+          expect(
+            await nul.check(ceilingKernel(name, result, sizeControl), { workgroupBytes: sizeControl ? 0 : Infinity }),
+            `${name} ${result}`,
+          ).toEqual([]);
         }
       }
     }
@@ -138,22 +171,40 @@ describe('sgmatrix: native backend on Dawn Null', () => {
 
   it('a type error is reported (the check can fail): f32 stored into an f16 array is refused in TypeScript, a bad WGSL shape by Tint', async () => {
     const sg = make('native', MATRIX_SHAPES.m16n16k16, 'f32');
-    expect(() => sg.store('acc', { name: 'X', elem: 'f16' }, '0u', '16u', 'row_major')).toThrow(/f32 cannot use the f16 array/);
-    const bad = kernel(sg, layout(MATRIX_SHAPES.m16n16k16, false)).replace('subgroupMatrixMultiplyAccumulate(l, r, acc)', 'subgroupMatrixMultiplyAccumulate(r, l, acc)');
+    expect(() => sg.store('acc', { name: 'X', elem: 'f16' }, '0u', '16u', 'row_major')).toThrow(
+      /f32 cannot use the f16 array/,
+    );
+    const bad = kernel(sg, layout(MATRIX_SHAPES.m16n16k16, false)).replace(
+      'subgroupMatrixMultiplyAccumulate(l, r, acc)',
+      'subgroupMatrixMultiplyAccumulate(r, l, acc)',
+    );
     expect((await nul.check(bad)).length).toBeGreaterThan(0);
   });
 });
 
 describe('sgmatrix: emulated backend against float64', () => {
-  async function run(c: (typeof CASES)[number], fault?: Layout['fault']): Promise<{ got: Float32Array; L: Layout; A: Float64Array; B: Float64Array; C: Float64Array }> {
+  async function run(
+    c: (typeof CASES)[number],
+    fault?: Layout['fault'],
+  ): Promise<{ got: Float32Array; L: Layout; A: Float64Array; B: Float64Array; C: Float64Array }> {
     const rng = testRng(`sgmatrix ${c.name} ${c.result} ${c.flip} ${fault ?? ''}`);
     const L = layout(c.shape, c.flip, fault);
     const half = (n: number) => Uint16Array.from(rng.normalArray(n), (v) => f32ToF16(v));
     const aBits = half(L.left.region * SUBGROUPS);
     const bBits = half(L.right.region * SUBGROUPS);
     const cVals = rng.normalArray(L.acc.region * SUBGROUPS);
-    const cT = c.result === 'f16' ? Tensor.from(Uint16Array.from(cVals, (v) => f32ToF16(v)), [cVals.length], 'f16') : Tensor.from(cVals, [cVals.length]);
-    const C = c.result === 'f16' ? Float64Array.from(cVals, (v) => halfBitsToNumber(f32ToF16(v), 'f16')) : Float64Array.from(Float32Array.from(cVals));
+    const cT =
+      c.result === 'f16'
+        ? Tensor.from(
+            Uint16Array.from(cVals, (v) => f32ToF16(v)),
+            [cVals.length],
+            'f16',
+          )
+        : Tensor.from(cVals, [cVals.length]);
+    const C =
+      c.result === 'f16'
+        ? Float64Array.from(cVals, (v) => halfBitsToNumber(f32ToF16(v), 'f16'))
+        : Float64Array.from(Float32Array.from(cVals));
     const nOut = 4 * L.out.region * SUBGROUPS;
     const out = Tensor.empty([nOut + (nOut % 2)], c.result); // poisoned (NaN) by the test engine
     const aT = Tensor.from(aBits, [aBits.length], 'f16');
@@ -161,9 +212,14 @@ describe('sgmatrix: emulated backend against float64', () => {
     const sg = make('emulated', c.shape, c.result);
     const dev = engine().dev;
     const key = `test.sgmatrix.${c.name}.${c.result}.${c.flip}.${fault ?? ''}`;
-    dev.dispatch({ pipeline: dev.pipeline(key, () => kernel(sg, L)), buffers: [aT, bT, cT, out].map((t) => t.binding), workgroups: [1] });
+    dev.dispatch({
+      pipeline: dev.pipeline(key, () => kernel(sg, L)),
+      buffers: [aT, bT, cT, out].map((t) => t.binding),
+      workgroups: [1],
+    });
     const raw = await out.read();
-    const got = raw instanceof Float32Array ? raw : Float32Array.from(raw as Uint16Array, (b) => halfBitsToNumber(b, 'f16'));
+    const got =
+      raw instanceof Float32Array ? raw : Float32Array.from(raw as Uint16Array, (b) => halfBitsToNumber(b, 'f16'));
     for (const t of [aT, bT, cT, out]) t.dispose();
     const h = (bits: Uint16Array) => Float64Array.from(bits, (b) => halfBitsToNumber(b, 'f16'));
     return { got, L, A: h(aBits), B: h(bBits), C };
@@ -186,12 +242,22 @@ describe('sgmatrix: emulated backend against float64', () => {
             }
             const acc = C[s * L.acc.region + at(L.acc, r, col)]!;
             // [value, addend magnitude, scale applied after the rounding] for acc, m, f, z
-            const want: [number, number, number][] = [[lr + acc, Math.abs(acc), 1], [0.5 * lr, 0, 0.5], [lr + 0.25, 0.25, 1], [lr, 0, 1]];
+            const want: [number, number, number][] = [
+              [lr + acc, Math.abs(acc), 1],
+              [0.5 * lr, 0, 0.5],
+              [lr + 0.25, 0.25, 1],
+              [lr, 0, 1],
+            ];
             want.forEach(([v, add, scale], q) => {
               const i = (s * 4 + q) * L.out.region + at(L.out, r, col);
-              const bound = (K + 2) * U * (mag + add) * 1.0001 + (c.result === 'f16' ? scale * f16Ulp(Math.abs(v / scale) + (K + 2) * U * (mag + add)) : 0);
+              const bound =
+                (K + 2) * U * (mag + add) * 1.0001 +
+                (c.result === 'f16' ? scale * f16Ulp(Math.abs(v / scale) + (K + 2) * U * (mag + add)) : 0);
               const err = Math.abs(got[i]! - v);
-              if (!(err <= bound)) throw new Error(`subgroup ${s} output ${q} [${r}, ${col}]: got ${got[i]}, want ${v} (bound ${bound.toExponential(2)})`);
+              if (!(err <= bound))
+                throw new Error(
+                  `subgroup ${s} output ${q} [${r}, ${col}]: got ${got[i]}, want ${v} (bound ${bound.toExponential(2)})`,
+                );
               worst = Math.max(worst, err);
             });
           }
@@ -206,7 +272,11 @@ describe('sgmatrix: emulated backend against float64', () => {
     const oob = await run(c, 'load-oob');
     const { M, N } = c.shape;
     // subgroup 0 loaded its left fragment past the array; subgroup 1's loads are in bounds
-    const outputs = (s: number) => Array.from({ length: M * N }, (_, e) => oob.got[s * 4 * oob.L.out.region + at(oob.L.out, Math.floor(e / N), e % N)]!);
+    const outputs = (s: number) =>
+      Array.from(
+        { length: M * N },
+        (_, e) => oob.got[s * 4 * oob.L.out.region + at(oob.L.out, Math.floor(e / N), e % N)]!,
+      );
     expect(outputs(0).every(Number.isNaN), 'out-of-bounds load: NaN fragment').toBe(true);
     expect(outputs(1).some(Number.isNaN), 'the in-bounds subgroup is unaffected').toBe(false);
     const short = await run(c, 'short-stride');
@@ -226,7 +296,9 @@ describe('sgmatrix: configurations offered by an adapter', () => {
   ];
   it('asserts a configuration against the list, and lists the known shapes offered', () => {
     expect(isOffered({ ...MATRIX_SHAPES.m16n16k16, result: 'f32' }, nvidia)).toBe(true);
-    expect(() => assertOffered({ ...MATRIX_SHAPES.m8n16k16, result: 'f32' }, nvidia, 'gemm')).toThrow(/8×16×16 is not offered.*16×8×8/);
+    expect(() => assertOffered({ ...MATRIX_SHAPES.m8n16k16, result: 'f32' }, nvidia, 'gemm')).toThrow(
+      /8×16×16 is not offered.*16×8×8/,
+    );
     expect(() => assertOffered({ ...MATRIX_SHAPES.m16n16k16, result: 'f32' }, [], 'gemm')).toThrow(/offers: none/);
     expect(offeredShapes(nvidia, 'f32')).toEqual(['m16n16k16', 'm16n8k16']);
     expect(offeredShapes(nvidia, 'f16')).toEqual(['m16n16k16']);

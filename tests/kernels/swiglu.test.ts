@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
+import { swigluBackwardRef, swigluRef } from '../../reference/swiglu.js';
 import { backward, zeroGrad } from '../../src/engine/autograd.js';
 import { Tensor, tidy } from '../../src/engine/tensor.js';
 import { f16ArrayToF32, f32ArrayToF16 } from '../../src/io/dtype.js';
 import { binary, cast, sumToSuffix } from '../../src/kernels/elementwise.js';
 import { swiglu } from '../../src/kernels/swiglu.js';
-import { swigluBackwardRef, swigluRef } from '../../reference/swiglu.js';
-import { expectClose, testRng, useEngine, expectNoGrowth } from '../helpers/index.js';
 import { gradCheck } from '../helpers/gradcheck.js';
+import { expectClose, expectNoGrowth, testRng, useEngine } from '../helpers/index.js';
 
 useEngine();
 
@@ -56,7 +56,12 @@ describe('swiglu vs float64 reference', () => {
       (which === 'gate' ? gate : up).requiresGrad = true;
       backward(swiglu(gate, up), Tensor.from(dyData, shape));
       expect((which === 'gate' ? up : gate).grad).toBeNull();
-      expectClose(await (which === 'gate' ? gate : up).grad!.toFloat32(), which === 'gate' ? ref.dGate : ref.dUp, TOL, `${which} only`);
+      expectClose(
+        await (which === 'gate' ? gate : up).grad!.toFloat32(),
+        which === 'gate' ? ref.dGate : ref.dUp,
+        TOL,
+        `${which} only`,
+      );
     }
   });
 
@@ -87,7 +92,9 @@ describe('swiglu vs float64 reference', () => {
   });
 
   it('rejects mismatched shapes', () => {
-    expect(() => swiglu(Tensor.from(new Float32Array(6), [2, 3]), Tensor.from(new Float32Array(6), [3, 2]))).toThrow(/same shape/);
+    expect(() => swiglu(Tensor.from(new Float32Array(6), [2, 3]), Tensor.from(new Float32Array(6), [3, 2]))).toThrow(
+      /same shape/,
+    );
   });
 
   it('finite differences agree with backward', async () => {
@@ -117,4 +124,3 @@ describe('swiglu vs float64 reference', () => {
     for (const t of [gate, up]) t.dispose();
   });
 });
-

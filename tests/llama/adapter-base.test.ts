@@ -28,7 +28,12 @@ describe('adapter base checks', () => {
     expect(sameBase(model, join(dir, '.', 'TinyLlama-1.1B'))).toBe(true);
     expect(sameBase(model, join(ROOT, 'models', 'fin-base'))).toBe(false);
     expect(sameBase('TinyLlama/TinyLlama-1.1B', model)).toBe(true);
-    expect(sameBase('TinyLlama/TinyLlama-1.1B-Chat-v1.0', join(dir, 'hub', 'models--TinyLlama--TinyLlama-1.1B-Chat-v1.0', 'snapshots', 'abc'))).toBe(true);
+    expect(
+      sameBase(
+        'TinyLlama/TinyLlama-1.1B-Chat-v1.0',
+        join(dir, 'hub', 'models--TinyLlama--TinyLlama-1.1B-Chat-v1.0', 'snapshots', 'abc'),
+      ),
+    ).toBe(true);
     expect(sameBase('meta-llama/Llama-3.2-1B', model)).toBe(false);
   });
 
@@ -36,21 +41,42 @@ describe('adapter base checks', () => {
     const adapterDir = join(dir, 'run', 'adapter');
     cpSync(join(FIXTURE, 'adapter'), adapterDir, { recursive: true });
     const adapter = await readAdapter(adapterDir);
-    checkAdapterBase({ ...adapter.config, baseModelNameOrPath: 'meta-llama/Llama-3.2-1B' }, adapterDir, join(ROOT, 'models', 'fin-base'));
+    checkAdapterBase(
+      { ...adapter.config, baseModelNameOrPath: 'meta-llama/Llama-3.2-1B' },
+      adapterDir,
+      join(ROOT, 'models', 'fin-base'),
+    );
     expect(warnings).toEqual([
       `adapter ${adapterDir} was trained on base meta-llama/Llama-3.2-1B (adapter_config.json base_model_name_or_path), but is applied to ${join(ROOT, 'models', 'fin-base')}: the outputs are those of another model unless the weights are the same`,
     ]);
     warnings.length = 0;
-    checkAdapterBase({ ...adapter.config, baseModelNameOrPath: join(FIXTURE, 'model') }, adapterDir, join(FIXTURE, 'model'), 'full');
+    checkAdapterBase(
+      { ...adapter.config, baseModelNameOrPath: join(FIXTURE, 'model') },
+      adapterDir,
+      join(FIXTURE, 'model'),
+      'full',
+    );
     expect(warnings).toEqual([]);
     expect(trainedQuantize(adapterDir)).toBeNull();
     writeFileSync(join(dir, 'run', 'resolved-config.yaml'), 'model:\n  path: /x\n  quantize: nf4\n');
     expect(trainedQuantize(adapterDir)).toBe('nf4');
-    checkAdapterBase({ ...adapter.config, baseModelNameOrPath: join(FIXTURE, 'model') }, adapterDir, join(FIXTURE, 'model'), 'nf4');
+    checkAdapterBase(
+      { ...adapter.config, baseModelNameOrPath: join(FIXTURE, 'model') },
+      adapterDir,
+      join(FIXTURE, 'model'),
+      'nf4',
+    );
     expect(warnings).toEqual([]);
-    checkAdapterBase({ ...adapter.config, baseModelNameOrPath: join(FIXTURE, 'model') }, adapterDir, join(FIXTURE, 'model'), 'full');
+    checkAdapterBase(
+      { ...adapter.config, baseModelNameOrPath: join(FIXTURE, 'model') },
+      adapterDir,
+      join(FIXTURE, 'model'),
+      'full',
+    );
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatch(/^adapter .*run\/adapter was trained on an NF4-quantized base \(its run's resolved-config\.yaml: model\.quantize nf4\) and is merged into full-precision weights of .*gqa-f32\/model/);
+    expect(warnings[0]).toMatch(
+      /^adapter .*run\/adapter was trained on an NF4-quantized base \(its run's resolved-config\.yaml: model\.quantize nf4\) and is merged into full-precision weights of .*gqa-f32\/model/,
+    );
   });
 
   it('export --merged over another base than the adapter names warns', async () => {
@@ -61,6 +87,8 @@ describe('adapter base checks', () => {
     writeFileSync(cfgFile, JSON.stringify({ ...cfg, base_model_name_or_path: 'org/some-other-model' }));
     await exportMerged(adapterDir, join(FIXTURE, 'model'), join(dir, 'merged'));
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toContain(`adapter ${adapterDir} was trained on base org/some-other-model (adapter_config.json base_model_name_or_path), but is applied to ${join(FIXTURE, 'model')}`);
+    expect(warnings[0]).toContain(
+      `adapter ${adapterDir} was trained on base org/some-other-model (adapter_config.json base_model_name_or_path), but is applied to ${join(FIXTURE, 'model')}`,
+    );
   });
 });

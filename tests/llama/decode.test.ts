@@ -3,13 +3,13 @@
 // draws, batch-8 rows against batch-1 runs, and the per-step work (dispatches, submits, readbacks,
 // buffers, bind groups, writes) that keeps the CPU off the critical path.
 import { describe, expect, it } from 'vitest';
+import { referenceNextToken } from '../../reference/sampling.js';
 import { noGrad } from '../../src/engine/autograd.js';
 import { hashUniform } from '../../src/engine/random.js';
 import { engine } from '../../src/engine/tensor.js';
-import { NonFiniteLogitsError, generate, generateBatch } from '../../src/llama/generate.js';
-import { disposeKvCache, LlamaModel } from '../../src/llama/model.js';
+import { generate, generateBatch, NonFiniteLogitsError } from '../../src/llama/generate.js';
 import { exportMerged } from '../../src/llama/merge.js';
-import { referenceNextToken } from '../../reference/sampling.js';
+import { disposeKvCache, LlamaModel } from '../../src/llama/model.js';
 import { expectClose, useEngine } from '../helpers/index.js';
 import { adapterDir, golden, modelDir, useTempDir } from './helpers.js';
 
@@ -25,7 +25,10 @@ describe('fused decode step vs the general forward', () => {
     { label: 'NF4 + adapter', opts: { adapter: adapterDir(NAME), quantize: 'nf4' as const } },
     // q/k/v with double-quantized absmax and LoRA need 20 bindings: split over two dispatches on
     // devices that allow 16.
-    { label: 'NF4 double-quant + adapter', opts: { adapter: adapterDir(NAME), quantize: 'nf4' as const, doubleQuant: true } },
+    {
+      label: 'NF4 double-quant + adapter',
+      opts: { adapter: adapterDir(NAME), quantize: 'nf4' as const, doubleQuant: true },
+    },
   ];
   for (const v of variants) {
     it(`${v.label}: decode logits equal the full forward's at each position (two left-padded rows)`, async () => {
@@ -48,8 +51,18 @@ describe('fused decode step vs the general forward', () => {
           // Same weights, another summation order (norm folded, fused LoRA): f32 rounding of sums
           // over K = 64..128 terms of O(1) values through 2 layers, ≲ 1e-5; the parity decode test
           // allows 2e-5.
-          expectClose(got.subarray(0, V), want.subarray(t * V, (t + 1) * V), { atol: 2e-5, rtol: 1e-5 }, `${v.label} row 0 at ${t}`);
-          expectClose(got.subarray(V, 2 * V), want.subarray((t - 2) * V, (t - 1) * V), { atol: 2e-5, rtol: 1e-5 }, `${v.label} row 1 at ${t - 2}`);
+          expectClose(
+            got.subarray(0, V),
+            want.subarray(t * V, (t + 1) * V),
+            { atol: 2e-5, rtol: 1e-5 },
+            `${v.label} row 0 at ${t}`,
+          );
+          expectClose(
+            got.subarray(V, 2 * V),
+            want.subarray((t - 2) * V, (t - 1) * V),
+            { atol: 2e-5, rtol: 1e-5 },
+            `${v.label} row 1 at ${t - 2}`,
+          );
         }
         disposeKvCache(cache);
       } finally {
@@ -86,7 +99,9 @@ describe('mergeAdapter (--merge-adapter)', () => {
     const lora = await LlamaModel.load(modelDir(NAME), { adapter: adapterDir(NAME) });
     expectClose(await logitsOf(merged32), await logitsOf(lora), { atol: 2e-5, rtol: 1e-5 }, 'merged vs LoRA logits');
     const prompt = golden.models[NAME].greedy_prompt_ids;
-    expect((await generate(merged32, prompt, { maxNewTokens: 8, eosTokenIds: [] })).tokens).toEqual((await generate(lora, prompt, { maxNewTokens: 8, eosTokenIds: [] })).tokens);
+    expect((await generate(merged32, prompt, { maxNewTokens: 8, eosTokenIds: [] })).tokens).toEqual(
+      (await generate(lora, prompt, { maxNewTokens: 8, eosTokenIds: [] })).tokens,
+    );
     merged32.dispose();
     lora.dispose();
     await expect(LlamaModel.load(modelDir(NAME), { mergeAdapter: true })).rejects.toThrow(/needs an adapter/);
@@ -101,7 +116,9 @@ describe('GPU sampling in generate', () => {
       const params = { greedy: false, temperature: 1.3, topK: 40, topP: 0.9, repetitionPenalty: 1.25, seed: 12345 };
       const n = 10;
       const got = await generate(model, prompt, { ...params, maxNewTokens: n, eosTokenIds: [] });
-      expect(got.tokens).toEqual((await generate(model, prompt, { ...params, maxNewTokens: n, eosTokenIds: [] })).tokens);
+      expect(got.tokens).toEqual(
+        (await generate(model, prompt, { ...params, maxNewTokens: n, eosTokenIds: [] })).tokens,
+      );
       // The CPU loop: same model steps, logits read back, the reference sampler, the same draws.
       const cache = model.newKvCache(1, prompt.length + n);
       let input = Int32Array.from(prompt);
@@ -137,7 +154,9 @@ describe('non-finite logits', () => {
       const D = model.config.hiddenSize;
       engine().dev.write(model.weights.lmHead.buffer, 7 * D * 4, new Float32Array(D).fill(NaN));
       await expect(generate(model, [1, 2, 3], { maxNewTokens: 4 })).rejects.toThrow(NonFiniteLogitsError);
-      await expect(generateBatch(model, [[1, 2], [3]], { maxNewTokens: 4, eosTokenIds: [] })).rejects.toThrow(/new token 1: the model produced non-finite logits/);
+      await expect(generateBatch(model, [[1, 2], [3]], { maxNewTokens: 4, eosTokenIds: [] })).rejects.toThrow(
+        /new token 1: the model produced non-finite logits/,
+      );
     } finally {
       model.dispose();
     }
@@ -160,8 +179,14 @@ describe('batched decoding', () => {
         }
         // Explicit per-row seeds reorder freely: row order does not change a row's draws.
         const order = [7, 2, 0, 5, 1, 6, 3, 4];
-        const shuffled = await generateBatch(model, order.map((i) => prompts[i]!), { ...opts, seeds: order.map((i) => (opts.seed ?? 0) + i) });
-        order.forEach((i, b) => { expect(shuffled[b]).toEqual(batched[i]); });
+        const shuffled = await generateBatch(
+          model,
+          order.map((i) => prompts[i]!),
+          { ...opts, seeds: order.map((i) => (opts.seed ?? 0) + i) },
+        );
+        order.forEach((i, b) => {
+          expect(shuffled[b]).toEqual(batched[i]);
+        });
       }
     } finally {
       model.dispose();
@@ -175,9 +200,15 @@ describe('per-step work of decoding', () => {
     const e = engine();
     e.pool.poisonOnAcquire = false; // poisoning writes every buffer handed out: counted writes
     try {
-      const prompts = [[1, 5, 9], [2, 7]];
+      const prompts = [
+        [1, 5, 9],
+        [2, 7],
+      ];
       type Stats = typeof e.dev.stats;
-      const diff = (x: Stats, y: Stats) => Object.fromEntries(Object.keys(x).map((k) => [k, y[k as keyof Stats] - x[k as keyof Stats]])) as unknown as Stats;
+      const diff = (x: Stats, y: Stats) =>
+        Object.fromEntries(
+          Object.keys(x).map((k) => [k, y[k as keyof Stats] - x[k as keyof Stats]]),
+        ) as unknown as Stats;
       const run = async (n: number, eosTokenIds: number[]) => {
         const before = { ...e.dev.stats };
         await generateBatch(model, prompts, { maxNewTokens: n, eosTokenIds });

@@ -1,22 +1,22 @@
 // Export (merge) → reload, init-model output, adapter round trip, and the eval/export/init-model
 // verbs called as the CLI calls them (output captured), including their input errors.
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { InputError } from '../../src/errors.js';
-import { evalAction, type EvalCliOptions } from '../../src/cli/eval.js';
+import { type EvalCliOptions, evalAction } from '../../src/cli/eval.js';
 import { exportAction } from '../../src/cli/export.js';
 import { initModelAction } from '../../src/cli/init-model.js';
+import { InputError } from '../../src/errors.js';
 import { Checkpoint } from '../../src/io/safetensors.js';
 import { loadLlamaConfig } from '../../src/llama/config.js';
-import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
 import { initModel } from '../../src/llama/init.js';
 import { exportMerged } from '../../src/llama/merge.js';
 import { LlamaModel } from '../../src/llama/model.js';
 import { readAdapter } from '../../src/llama/peft.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
+import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
 import { expectClose, useEngine } from '../helpers/index.js';
-import { adapterDir, golden, modelDir, MODEL_NAMES, useTempDir } from './helpers.js';
+import { adapterDir, golden, MODEL_NAMES, modelDir, useTempDir } from './helpers.js';
 
 useEngine();
 const tempDir = useTempDir();
@@ -27,7 +27,13 @@ describe('export: merged model', () => {
       const out = join(await tempDir(), 'merged');
       await exportMerged(adapterDir(name), modelDir(name), out, { dtype: 'f32' });
       const files = (await readdir(out)).sort();
-      expect(files).toEqual(['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+      expect(files).toEqual([
+        'config.json',
+        'generation_config.json',
+        'model.safetensors',
+        'tokenizer.json',
+        'tokenizer_config.json',
+      ]);
       expect((await readdir(dirname(out))).filter((f) => f.includes('.tmp'))).toEqual([]); // temp folder renamed away
       const cfg = await loadLlamaConfig(out);
       expect(cfg.torchDtype).toBe('float32');
@@ -38,7 +44,12 @@ describe('export: merged model', () => {
       const model = await LlamaModel.load(out);
       try {
         const per = await sequenceLosses(model, golden.models[name].token_ids);
-        expectClose(per.map((e) => e.loss), golden.models[name].merged_loss, { atol: 1e-4 }, 'merged loss');
+        expectClose(
+          per.map((e) => e.loss),
+          golden.models[name].merged_loss,
+          { atol: 1e-4 },
+          'merged loss',
+        );
       } finally {
         model.dispose();
       }
@@ -55,9 +66,15 @@ describe('export: merged model', () => {
     expect(new Set(ck.names().map((n) => ck.dtype(n)))).toEqual(new Set(['BF16']));
     await ck.close();
     expect(JSON.parse(await readFile(join(out, 'config.json'), 'utf8')).dtype).toBe('bfloat16');
-    await expect(exportAction({ model: modelDir(name), adapter: adapterDir(name), merged: out })).rejects.toThrow(/not empty/);
-    await expect(exportAction({ model: modelDir(name), adapter: adapterDir('gqa-f32'), merged: join(out, 'x') })).rejects.toBeInstanceOf(InputError);
-    await expect(exportAction({ model: join(out, 'missing'), adapter: adapterDir(name), merged: join(out, 'y') })).rejects.toThrow(/model folder not found/);
+    await expect(exportAction({ model: modelDir(name), adapter: adapterDir(name), merged: out })).rejects.toThrow(
+      /not empty/,
+    );
+    await expect(
+      exportAction({ model: modelDir(name), adapter: adapterDir('gqa-f32'), merged: join(out, 'x') }),
+    ).rejects.toBeInstanceOf(InputError);
+    await expect(
+      exportAction({ model: join(out, 'missing'), adapter: adapterDir(name), merged: join(out, 'y') }),
+    ).rejects.toThrow(/model folder not found/);
   });
 });
 
@@ -90,7 +107,11 @@ describe('init-model', () => {
   it('writes a seeded HF checkpoint our loader reads, initialised like transformers', async () => {
     const root = await tempDir();
     let printed = '';
-    await initModelAction(join(root, 'a'), { preset: 'tiny', tokenizer: modelDir('gqa-f32'), seed: '3' }, (s) => (printed += s));
+    await initModelAction(
+      join(root, 'a'),
+      { preset: 'tiny', tokenizer: modelDir('gqa-f32'), seed: '3' },
+      (s) => (printed += s),
+    );
     expect(printed).toContain('vocabulary 600');
     await initModel(join(root, 'b'), { preset: 'tiny', tokenizerDir: modelDir('gqa-f32'), seed: 3 });
     await initModel(join(root, 'c'), { preset: 'tiny', tokenizerDir: modelDir('gqa-f32'), seed: 4 });
@@ -116,8 +137,12 @@ describe('init-model', () => {
     } finally {
       model.dispose();
     }
-    await expect(initModel(join(root, 'd'), { preset: 'huge', tokenizerDir: modelDir('gqa-f32') })).rejects.toBeInstanceOf(InputError);
-    await expect(initModel(join(root, 'a'), { preset: 'tiny', tokenizerDir: modelDir('gqa-f32') })).rejects.toThrow(/not empty/);
+    await expect(
+      initModel(join(root, 'd'), { preset: 'huge', tokenizerDir: modelDir('gqa-f32') }),
+    ).rejects.toBeInstanceOf(InputError);
+    await expect(initModel(join(root, 'a'), { preset: 'tiny', tokenizerDir: modelDir('gqa-f32') })).rejects.toThrow(
+      /not empty/,
+    );
   });
 
   it('the bundled models/tiny-fin loads', async () => {
@@ -138,21 +163,41 @@ describe('finllm eval', () => {
     return f;
   }
 
-  for (const [label, withAdapter] of [['base', false], ['base + adapter', true]] as const) {
+  for (const [label, withAdapter] of [
+    ['base', false],
+    ['base + adapter', true],
+  ] as const) {
     it(`--json prints the golden ${label} losses (gqa-f32)`, async () => {
       const g = golden.models['gqa-f32'];
       const data = await jsonl(golden.texts.slice(0, 5).map((text) => JSON.stringify({ text })));
       let printed = '';
-      const opts: EvalCliOptions = { model: modelDir('gqa-f32'), data, json: true, metrics: 'perplexity', ...(withAdapter ? { adapter: adapterDir('gqa-f32') } : {}) };
+      const opts: EvalCliOptions = {
+        model: modelDir('gqa-f32'),
+        data,
+        json: true,
+        metrics: 'perplexity',
+        ...(withAdapter ? { adapter: adapterDir('gqa-f32') } : {}),
+      };
       await evalAction(opts, (s) => (printed += s));
       expect(printed.trim().split('\n')).toHaveLength(1);
-      const r = JSON.parse(printed) as { examples: number; tokens: number; loss: number; perplexity: number; per_example: { loss: number; tokens: number }[] };
+      const r = JSON.parse(printed) as {
+        examples: number;
+        tokens: number;
+        loss: number;
+        perplexity: number;
+        per_example: { loss: number; tokens: number }[];
+      };
       const want = (withAdapter ? g.adapter_loss : g.base_loss).slice(0, 5);
       const counts = g.token_ids.slice(0, 5).map((ids) => ids.length - 1);
       expect(r.examples).toBe(5);
       expect(r.per_example.map((e) => e.tokens)).toEqual(counts);
       expect(r.tokens).toBe(counts.reduce((a, b) => a + b, 0));
-      expectClose(r.per_example.map((e) => e.loss), want, { atol: 1e-4 }, 'per-example loss');
+      expectClose(
+        r.per_example.map((e) => e.loss),
+        want,
+        { atol: 1e-4 },
+        'per-example loss',
+      );
       const mean = want.reduce((s, l, i) => s + l * counts[i]!, 0) / r.tokens;
       expect(Math.abs(r.loss - mean)).toBeLessThan(1e-4);
       expect(r.perplexity).toBeCloseTo(Math.exp(r.loss), 10);
@@ -162,13 +207,19 @@ describe('finllm eval', () => {
   it('bad input is an InputError naming the problem', async () => {
     const model = modelDir('gqa-f32');
     const good = await jsonl([JSON.stringify({ text: 'Revenue was up.' })]);
-    await expect(evalAction({ model, data: await jsonl(['{"text": "ok"}', '{broken']) })).rejects.toThrow(/row 2.*invalid JSON/);
+    await expect(evalAction({ model, data: await jsonl(['{"text": "ok"}', '{broken']) })).rejects.toThrow(
+      /row 2.*invalid JSON/,
+    );
     await expect(evalAction({ model, data: await jsonl(['{"txt": "x"}']) })).rejects.toThrow(/row 1.*"text"/);
     await expect(evalAction({ model, data: join(dirname(good), 'none.jsonl') })).rejects.toThrow(/data file not found/);
-    await expect(evalAction({ model: join(dirname(good), 'nomodel'), data: good })).rejects.toThrow(/model folder not found/);
+    await expect(evalAction({ model: join(dirname(good), 'nomodel'), data: good })).rejects.toThrow(
+      /model folder not found/,
+    );
     await expect(evalAction({ model, data: good, metrics: 'bleu' })).rejects.toThrow(/unknown metric/);
     await expect(evalAction({ model, data: good, task: 'qa' })).rejects.toThrow(/unknown task/);
     await expect(evalAction({ model, data: good, quantize: 'int3' })).rejects.toThrow(/expected nf4/);
-    await expect(evalAction({ model, data: good, adapter: adapterDir('mqa-bf16-tied-llama3rope') })).rejects.toBeInstanceOf(InputError);
+    await expect(
+      evalAction({ model, data: good, adapter: adapterDir('mqa-bf16-tied-llama3rope') }),
+    ).rejects.toBeInstanceOf(InputError);
   });
 });

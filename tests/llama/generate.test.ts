@@ -5,16 +5,24 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { applyRepetitionPenalty, applyWarpers, argmax, softmax } from '../../reference/sampling.js';
 import { samplingFromFlags } from '../../src/cli/generate.js';
 import { InputError } from '../../src/errors.js';
 import {
-  MAX_SEED, MIN_REPETITION_PENALTY, MIN_TEMPERATURE, TextStreamer, generate, generateBatch, readGenerationConfig, validateSampling, type SamplingOptions,
+  generate,
+  generateBatch,
+  MAX_SEED,
+  MIN_REPETITION_PENALTY,
+  MIN_TEMPERATURE,
+  readGenerationConfig,
+  type SamplingOptions,
+  TextStreamer,
+  validateSampling,
 } from '../../src/llama/generate.js';
-import { applyRepetitionPenalty, applyWarpers, argmax, softmax } from '../../reference/sampling.js';
 import { LlamaModel } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { useEngine } from '../helpers/index.js';
-import { MODEL_NAMES, golden, modelDir } from './helpers.js';
+import { golden, MODEL_NAMES, modelDir } from './helpers.js';
 
 useEngine();
 
@@ -72,10 +80,16 @@ describe('generate()', () => {
       const greedy = golden.models[name].greedy_base;
       // Declare the 3rd greedy token an EOS id: generation stops right after emitting it.
       const streamed: number[] = [];
-      const r = await generate(model, prompt, { maxNewTokens: 10, eosTokenIds: [greedy[2]!] }, (id) => void streamed.push(id));
+      const r = await generate(
+        model,
+        prompt,
+        { maxNewTokens: 10, eosTokenIds: [greedy[2]!] },
+        (id) => void streamed.push(id),
+      );
       expect(r).toEqual({ tokens: greedy.slice(0, 3), stopReason: 'eos' });
       expect(streamed).toEqual(r.tokens);
-      const sample = (seed: number) => generate(model, prompt, { maxNewTokens: 6, greedy: false, temperature: 1.5, topK: 0, seed, eosTokenIds: [] });
+      const sample = (seed: number) =>
+        generate(model, prompt, { maxNewTokens: 6, greedy: false, temperature: 1.5, topK: 0, seed, eosTokenIds: [] });
       const [a, b, c] = [await sample(1), await sample(1), await sample(2)];
       expect(a.tokens).toEqual(b.tokens);
       expect(a.stopReason).toBe('max_new_tokens');
@@ -97,7 +111,12 @@ describe('generateBatch() (left-padded prompts of different lengths)', () => {
       try {
         const g = golden.models[name];
         // Lengths 8, 1, 13, 4 (the longest pads the others by 5, 12, 9 positions).
-        const prompts = [g.greedy_prompt_ids, g.token_ids[0]!.slice(0, 1), g.token_ids[1]!.slice(0, 13), g.token_ids[2 % g.token_ids.length]!.slice(1, 5)];
+        const prompts = [
+          g.greedy_prompt_ids,
+          g.token_ids[0]!.slice(0, 1),
+          g.token_ids[1]!.slice(0, 13),
+          g.token_ids[2 % g.token_ids.length]!.slice(1, 5),
+        ];
         expect(prompts.map((p) => p.length)).toEqual([8, 1, 13, 4]);
         const opts = { maxNewTokens: 7, eosTokenIds: [] as number[] };
         const single = [];
@@ -106,7 +125,8 @@ describe('generateBatch() (left-padded prompts of different lengths)', () => {
         const streamed: [number, number][] = [];
         const batched = await generateBatch(model, prompts, opts, (row, id) => void streamed.push([row, id]));
         expect(batched).toEqual(single);
-        for (let b = 0; b < prompts.length; b++) expect(streamed.filter(([r]) => r === b).map(([, id]) => id)).toEqual(batched[b]!.tokens);
+        for (let b = 0; b < prompts.length; b++)
+          expect(streamed.filter(([r]) => r === b).map(([, id]) => id)).toEqual(batched[b]!.tokens);
         // Per-row stopping: declare the 2nd greedy token of prompt 1 an EOS id. Rows stop at their own
         // first occurrence of it (or run to maxNewTokens); the others keep going.
         const eosOpts = { maxNewTokens: 7, eosTokenIds: [single[1]!.tokens[1]!] };
@@ -130,7 +150,8 @@ describe('generateBatch() (left-padded prompts of different lengths)', () => {
       const prompts = [g.greedy_prompt_ids, g.token_ids[0]!.slice(0, 3)];
       const opts = { maxNewTokens: 5, greedy: false, temperature: 1.5, seed: 11, eosTokenIds: [] as number[] };
       const batched = await generateBatch(model, prompts, opts);
-      for (let b = 0; b < prompts.length; b++) expect(batched[b]).toEqual(await generate(model, prompts[b]!, { ...opts, seed: 11 + b }));
+      for (let b = 0; b < prompts.length; b++)
+        expect(batched[b]).toEqual(await generate(model, prompts[b]!, { ...opts, seed: 11 + b }));
       expect(await generateBatch(model, [], opts)).toEqual([]);
       expect(await generateBatch(model, prompts, { ...opts, maxNewTokens: 0 })).toEqual([
         { tokens: [], stopReason: 'max_new_tokens' },
@@ -155,19 +176,36 @@ describe('sampling values the GPU cannot honour are refused by name (issue 20, i
       [{ seed: 2 ** 32 }, /key 'seed'/],
       [{ seed: -1 }, /key 'seed'/],
     ];
-    for (const [o, message] of refused) expect(() => validateSampling({ maxNewTokens: 1, ...o }), JSON.stringify(o)).toThrow(message);
-    expect(() => validateSampling({ maxNewTokens: 1, temperature: MIN_TEMPERATURE, repetitionPenalty: MIN_REPETITION_PENALTY, seed: MAX_SEED })).not.toThrow();
+    for (const [o, message] of refused)
+      expect(() => validateSampling({ maxNewTokens: 1, ...o }), JSON.stringify(o)).toThrow(message);
+    expect(() =>
+      validateSampling({
+        maxNewTokens: 1,
+        temperature: MIN_TEMPERATURE,
+        repetitionPenalty: MIN_REPETITION_PENALTY,
+        seed: MAX_SEED,
+      }),
+    ).not.toThrow();
   });
 
   it('`finllm generate` flags and generation_config.json values alike: exit-1 errors naming the flag, or the file and key', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'finllm-genconfig-'));
     writeFileSync(join(dir, 'generation_config.json'), '{}');
-    for (const [flags, key] of [[{ temperature: '1e-39' }, 'temperature'], [{ repetitionPenalty: '1e-39' }, 'repetition-penalty'], [{ seed: '4294967297' }, 'seed']] as const) {
+    for (const [flags, key] of [
+      [{ temperature: '1e-39' }, 'temperature'],
+      [{ repetitionPenalty: '1e-39' }, 'repetition-penalty'],
+      [{ seed: '4294967297' }, 'seed'],
+    ] as const) {
       const err = await samplingFromFlags(dir, flags).catch((e: unknown) => e);
       expect(err, JSON.stringify(flags)).toBeInstanceOf(InputError);
       expect((err as Error).message).toContain(`key '${key}'`);
     }
-    for (const [field, value] of [['temperature', 1e-39], ['temperature', -1], ['repetition_penalty', 1e-39], ['repetition_penalty', 0]] as const) {
+    for (const [field, value] of [
+      ['temperature', 1e-39],
+      ['temperature', -1],
+      ['repetition_penalty', 1e-39],
+      ['repetition_penalty', 0],
+    ] as const) {
       writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ do_sample: true, [field]: value }));
       const err = await readGenerationConfig(dir).catch((e: unknown) => e);
       expect(err, `${field} ${value}`).toBeInstanceOf(InputError);

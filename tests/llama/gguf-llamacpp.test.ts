@@ -31,9 +31,9 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { noGrad } from '../../src/engine/autograd.js';
-import { generate } from '../../src/llama/generate.js';
 import { GgufFile } from '../../src/io/gguf.js';
-import { exportGguf, modelFolderFor, type GgufExportType } from '../../src/llama/gguf.js';
+import { generate } from '../../src/llama/generate.js';
+import { exportGguf, type GgufExportType, modelFolderFor } from '../../src/llama/gguf.js';
 import { initModel } from '../../src/llama/init.js';
 import { LlamaModel } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
@@ -63,14 +63,46 @@ const K_QUANT_MARGIN = 0.015;
 /** ≥ 200 texts: financial phrases with digits, currency signs, unicode, and leading/trailing spaces. */
 export function tokenizationCorpus(): string[] {
   const base = [
-    'Revenue rose 12% to $4.5bn in Q3 2024.', 'EBITDA margin: 23.4% (vs. 21.9%)', 'The bank set aside €1,250m for credit losses.',
-    'Shares fell 3.2% to ¥2,480 in Tokyo.', 'Guidance: FY25 EPS of $5.10–$5.30', 'Net debt/EBITDA 2.1x; capex £340m',
-    'naïve café résumé', 'Zürich-based UBS AG', '日本銀行は金利を据え置いた。', 'Привет, рынок!', '₹83.2 per US$', '₿ fell 5% overnight',
-    'CEO said: "We\'re confident."', 'Q4\tguidance\traised', 'line one\nline two\n', '1234567890', '0.000123', '3,141,592.65',
-    'yield 4.25%/yr', 'S&P 500 +1.1%', 'AT&T, P&G and J&J', 'émoji 📈📉 today', '—dash– and “quotes”', 'a', '.', '$', '  ',
+    'Revenue rose 12% to $4.5bn in Q3 2024.',
+    'EBITDA margin: 23.4% (vs. 21.9%)',
+    'The bank set aside €1,250m for credit losses.',
+    'Shares fell 3.2% to ¥2,480 in Tokyo.',
+    'Guidance: FY25 EPS of $5.10–$5.30',
+    'Net debt/EBITDA 2.1x; capex £340m',
+    'naïve café résumé',
+    'Zürich-based UBS AG',
+    '日本銀行は金利を据え置いた。',
+    'Привет, рынок!',
+    '₹83.2 per US$',
+    '₿ fell 5% overnight',
+    'CEO said: "We\'re confident."',
+    'Q4\tguidance\traised',
+    'line one\nline two\n',
+    '1234567890',
+    '0.000123',
+    '3,141,592.65',
+    'yield 4.25%/yr',
+    'S&P 500 +1.1%',
+    'AT&T, P&G and J&J',
+    'émoji 📈📉 today',
+    '—dash– and “quotes”',
+    'a',
+    '.',
+    '$',
+    '  ',
   ];
   const out: string[] = [];
-  for (const t of base) out.push(t, ` ${t}`, `${t} `, `  ${t}  `, `${t}\n`, t.toUpperCase(), t.replace(/\d/g, (d) => String((Number(d) + 7) % 10)), `${t} ${t}`);
+  for (const t of base)
+    out.push(
+      t,
+      ` ${t}`,
+      `${t} `,
+      `  ${t}  `,
+      `${t}\n`,
+      t.toUpperCase(),
+      t.replace(/\d/g, (d) => String((Number(d) + 7) % 10)),
+      `${t} ${t}`,
+    );
   return out.filter((t) => t.length > 0);
 }
 
@@ -82,21 +114,31 @@ const HELD_OUT = [
 const PROMPTS = ['Shares of the company', 'The central bank said', 'Quarterly revenue was'];
 
 // The part of node-llama-cpp's API used here (it is not a dependency of the main package).
-interface EvalOutput { next: { probabilities?: Map<number, number> } }
+interface EvalOutput {
+  next: { probabilities?: Map<number, number> };
+}
 type EvalItem = number | [number, { generateNext: { probabilities: boolean; options: Record<string, number> } }];
 interface LlamaCppSequence {
   controlledEvaluate(items: EvalItem[]): Promise<(EvalOutput | undefined)[]>;
   evaluate(tokens: number[], o: { temperature: number }): AsyncIterable<number>;
 }
-interface LlamaCppContext { getSequence(): LlamaCppSequence; dispose(): Promise<void> }
+interface LlamaCppContext {
+  getSequence(): LlamaCppSequence;
+  dispose(): Promise<void>;
+}
 interface LlamaCppModel {
   tokenize(text: string): readonly number[];
   tokens: { bos: number | null; eos: number | null; shouldPrependBosToken: boolean };
   createContext(o: Record<string, number | string>): Promise<LlamaCppContext>;
   dispose(): Promise<void>;
 }
-interface Llama { loadModel(o: { modelPath: string }): Promise<LlamaCppModel>; dispose(): Promise<void> }
-interface NodeLlamaCpp { getLlama(o: Record<string, unknown>): Promise<Llama> }
+interface Llama {
+  loadModel(o: { modelPath: string }): Promise<LlamaCppModel>;
+  dispose(): Promise<void>;
+}
+interface NodeLlamaCpp {
+  getLlama(o: Record<string, unknown>): Promise<Llama>;
+}
 
 function logSoftmaxAt(logits: Float32Array, row: number, V: number, id: number): number {
   let mx = -Infinity;
@@ -120,7 +162,13 @@ async function llamaCppLogProbs(model: LlamaCppModel, ids: number[]): Promise<nu
   const ctx = await model.createContext(CONTEXT);
   try {
     const seq = ctx.getSequence();
-    const res = await seq.controlledEvaluate(ids.map((id, i) => (i + 1 < ids.length ? [id, { generateNext: { probabilities: true, options: { temperature: 1, topK: 0, topP: 1, minP: 0 } } }] : id)));
+    const res = await seq.controlledEvaluate(
+      ids.map((id, i) =>
+        i + 1 < ids.length
+          ? [id, { generateNext: { probabilities: true, options: { temperature: 1, topK: 0, topP: 1, minP: 0 } } }]
+          : id,
+      ),
+    );
     return ids.slice(1).map((id, t) => Math.log(res[t]!.next.probabilities!.get(id) ?? 0));
   } finally {
     await ctx.dispose();
@@ -175,7 +223,8 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
           for (const text of corpus) {
             const ours = tok.encode(text, { addSpecialTokens: false });
             const theirs = Array.from(model.tokenize(text)) as number[];
-            if (JSON.stringify(ours) !== JSON.stringify(theirs)) bad.push(`${JSON.stringify(text)}: finllm ${ours.join(',')} llama.cpp ${theirs.join(',')}`);
+            if (JSON.stringify(ours) !== JSON.stringify(theirs))
+              bad.push(`${JSON.stringify(text)}: finllm ${ours.join(',')} llama.cpp ${theirs.join(',')}`);
           }
           console.log(`${name}: ${corpus.length - bad.length}/${corpus.length} texts tokenize identically`);
           expect(bad).toEqual([]);
@@ -200,7 +249,9 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
               const b = await llamaCppLogProbs(theirs, ids);
               for (let t = 0; t < a.length; t++) worst = Math.max(worst, Math.abs(a[t]! - b[t]!));
             }
-            console.log(`${name} ${type}: max |log p(finllm) - log p(llama.cpp)| = ${worst.toExponential(2)} over ${HELD_OUT.length} texts`);
+            console.log(
+              `${name} ${type}: max |log p(finllm) - log p(llama.cpp)| = ${worst.toExponential(2)} over ${HELD_OUT.length} texts`,
+            );
             expect(worst).toBeLessThanOrEqual(LOGP_TOL);
             for (const p of PROMPTS) {
               const ids = tok.encode(p);
@@ -232,8 +283,11 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
           }
         }
         const rel = (t: GgufExportType) => ppl[t]! / ppl.f16! - 1;
-        console.log(`${name}: perplexity f16 ${ppl.f16!.toFixed(3)}, q8_0 ${ppl.q8_0!.toFixed(3)} (${(100 * rel('q8_0')).toFixed(3)}%), q4_0 ${ppl.q4_0!.toFixed(3)} (${(100 * rel('q4_0')).toFixed(3)}%), q4_k_m ${ppl.q4_k_m!.toFixed(3)} (${(100 * rel('q4_k_m')).toFixed(3)}%), bf16 ${ppl.bf16!.toFixed(3)} (${(100 * rel('bf16')).toFixed(3)}%)`);
-        for (const t of ['bf16', 'q8_0', 'q4_0', 'q4_k_m'] as const) expect(Math.abs(rel(t))).toBeLessThanOrEqual(QUANT_MARGIN[t]!);
+        console.log(
+          `${name}: perplexity f16 ${ppl.f16!.toFixed(3)}, q8_0 ${ppl.q8_0!.toFixed(3)} (${(100 * rel('q8_0')).toFixed(3)}%), q4_0 ${ppl.q4_0!.toFixed(3)} (${(100 * rel('q4_0')).toFixed(3)}%), q4_k_m ${ppl.q4_k_m!.toFixed(3)} (${(100 * rel('q4_k_m')).toFixed(3)}%), bf16 ${ppl.bf16!.toFixed(3)} (${(100 * rel('bf16')).toFixed(3)}%)`,
+        );
+        for (const t of ['bf16', 'q8_0', 'q4_0', 'q4_k_m'] as const)
+          expect(Math.abs(rel(t))).toBeLessThanOrEqual(QUANT_MARGIN[t]!);
       });
     });
   }
@@ -248,7 +302,21 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
       // initializer_range 0.05 (not 0.02) so the random model's next-token distributions are far from
       // uniform: log p spreads over about 3 nats and a misread block would show.
       // The gqa-f32 fixture's tokenizer (600 tokens) keeps the embeddings, and the test, small.
-      await initModel(dir, { preset: 'tiny', tokenizerDir: MODELS['gqa-f32'], seed: 7, overrides: { hiddenSize: 256, intermediateSize: 768, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 64, tieWordEmbeddings: false, initializerRange: 0.05 } });
+      await initModel(dir, {
+        preset: 'tiny',
+        tokenizerDir: MODELS['gqa-f32'],
+        seed: 7,
+        overrides: {
+          hiddenSize: 256,
+          intermediateSize: 768,
+          numHiddenLayers: 2,
+          numAttentionHeads: 4,
+          numKeyValueHeads: 2,
+          headDim: 64,
+          tieWordEmbeddings: false,
+          initializerRange: 0.05,
+        },
+      });
       for (const type of ['f16', 'q4_k_m'] as const) {
         files[type] = join(out, `k256-${type}.gguf`);
         const r = await exportGguf(dir, files[type], { type });
@@ -282,7 +350,9 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
             spread = Math.max(spread, Math.abs(a[t]! - a[0]!));
           }
         }
-        console.log(`k256 q4_k_m: max |log p(finllm, same file) - log p(llama.cpp)| = ${worst.toExponential(2)}; vs finllm on the unquantized weights ${worstUnquantized.toExponential(2)}; log p spread ${spread.toFixed(2)} nats`);
+        console.log(
+          `k256 q4_k_m: max |log p(finllm, same file) - log p(llama.cpp)| = ${worst.toExponential(2)}; vs finllm on the unquantized weights ${worstUnquantized.toExponential(2)}; log p spread ${spread.toFixed(2)} nats`,
+        );
         expect(worst).toBeLessThanOrEqual(K_LOGP_TOL);
         // The check can see a layout error: quantization alone already moves log p well beyond it.
         expect(worstUnquantized).toBeGreaterThan(3 * K_LOGP_TOL);
@@ -312,7 +382,9 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
         }
       }
       const rel = ppl.q4_k_m / ppl.f16 - 1;
-      console.log(`k256: perplexity f16 ${ppl.f16.toFixed(3)}, q4_k_m ${ppl.q4_k_m.toFixed(3)} (${(100 * rel).toFixed(3)}%)`);
+      console.log(
+        `k256: perplexity f16 ${ppl.f16.toFixed(3)}, q4_k_m ${ppl.q4_k_m.toFixed(3)} (${(100 * rel).toFixed(3)}%)`,
+      );
       expect(Math.abs(rel)).toBeLessThanOrEqual(K_QUANT_MARGIN);
     });
   });

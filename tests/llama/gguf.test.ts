@@ -14,9 +14,9 @@ import { loadLlamaConfig } from '../../src/llama/config.js';
 import { exportGguf, ggufToHfFolder, llama3RopeFactors, permuteRopeRows } from '../../src/llama/gguf.js';
 import { exportMerged } from '../../src/llama/merge.js';
 import { buildModelfile, PROBE_CHAT } from '../../src/llama/ollama.js';
-import { LlamaTokenizer, type ChatMessage } from '../../src/llama/tokenizer.js';
+import { type ChatMessage, LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { useEngine } from '../helpers/index.js';
-import { adapterDir, golden, modelDir, MODEL_NAMES, useTempDir } from './helpers.js';
+import { adapterDir, golden, MODEL_NAMES, modelDir, useTempDir } from './helpers.js';
 
 useEngine();
 const tempDir = useTempDir();
@@ -49,7 +49,8 @@ describe('GGUF export → import', () => {
       expect({ ...b, torchDtype: null, initializerRange: 0 }).toEqual({ ...a, torchDtype: null, initializerRange: 0 });
       const ta = await LlamaTokenizer.load(modelDir(name));
       const tb = await LlamaTokenizer.load(join(dir, 'back'));
-      for (const t of ['Revenue rose 12% to $4.5bn.', ' €5 naïve 日本 ', '']) expect(tb.encode(t)).toEqual(ta.encode(t));
+      for (const t of ['Revenue rose 12% to $4.5bn.', ' €5 naïve 日本 ', ''])
+        expect(tb.encode(t)).toEqual(ta.encode(t));
       expect([tb.bosId, tb.eosId, tb.unkId]).toEqual([ta.bosId, ta.eosId, ta.unkId]);
     });
   }
@@ -105,7 +106,7 @@ describe('GGUF export → import', () => {
       else if (wl > s.originalMaxPositionEmbeddings / s.lowFreqFactor) scaled = inv / s.factor;
       else {
         const sm = (s.originalMaxPositionEmbeddings / wl - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
-        scaled = (1 - sm) * inv / s.factor + sm * inv;
+        scaled = ((1 - sm) * inv) / s.factor + sm * inv;
       }
       expect(Math.abs(inv / f[i]! - scaled) / scaled).toBeLessThan(1e-6); // f32 storage of the divisor
     }
@@ -116,14 +117,24 @@ describe('GGUF export → import', () => {
     const bad = join(dir, 'wordpiece');
     await cp(modelDir('gqa-f32'), bad, { recursive: true });
     const tok = JSON.parse(await readFile(join(bad, 'tokenizer.json'), 'utf8'));
-    await writeFile(join(bad, 'tokenizer.json'), JSON.stringify({ ...tok, model: { ...tok.model, type: 'WordPiece' } }));
+    await writeFile(
+      join(bad, 'tokenizer.json'),
+      JSON.stringify({ ...tok, model: { ...tok.model, type: 'WordPiece' } }),
+    );
     const out = join(dir, 'x.gguf');
     await expect(exportGguf(bad, out)).rejects.toThrow(/tokenizer\.json.*only BPE tokenizers/);
     const cfg = JSON.parse(await readFile(join(bad, 'config.json'), 'utf8'));
-    await writeFile(join(bad, 'config.json'), JSON.stringify({ ...cfg, architectures: ['MistralForCausalLM'], model_type: 'mistral' }));
+    await writeFile(
+      join(bad, 'config.json'),
+      JSON.stringify({ ...cfg, architectures: ['MistralForCausalLM'], model_type: 'mistral' }),
+    );
     await expect(exportGguf(bad, out)).rejects.toBeInstanceOf(InputError);
-    await expect(exportAction({ model: modelDir('gqa-f32'), gguf: out, ggufType: 'q3_k' })).rejects.toThrow(/gguf-type.*expected f32, f16, bf16, q8_0, q4_0/);
-    await expect(exportAction({ model: modelDir('gqa-f32'), gguf: join(dir, 'x.bin') })).rejects.toThrow(/ending in \.gguf/);
+    await expect(exportAction({ model: modelDir('gqa-f32'), gguf: out, ggufType: 'q3_k' })).rejects.toThrow(
+      /gguf-type.*expected f32, f16, bf16, q8_0, q4_0/,
+    );
+    await expect(exportAction({ model: modelDir('gqa-f32'), gguf: join(dir, 'x.bin') })).rejects.toThrow(
+      /ending in \.gguf/,
+    );
     await expect(readFile(out)).rejects.toThrow(/ENOENT/);
   });
 });
@@ -133,10 +144,19 @@ describe('finllm eval --model FILE.gguf', () => {
     const dir = await tempDir();
     const g = golden.models['gqa-f32'];
     const data = join(dir, 'd.jsonl');
-    await writeFile(data, golden.texts.slice(0, 5).map((text) => JSON.stringify({ text })).join('\n') + '\n');
+    await writeFile(
+      data,
+      golden.texts
+        .slice(0, 5)
+        .map((text) => JSON.stringify({ text }))
+        .join('\n') + '\n',
+    );
     const run = async (type: 'f32' | 'q4_0') => {
       const file = join(dir, `m-${type}.gguf`);
-      await exportAction({ model: modelDir('gqa-f32'), adapter: adapterDir('gqa-f32'), gguf: file, ggufType: type }, () => undefined);
+      await exportAction(
+        { model: modelDir('gqa-f32'), adapter: adapterDir('gqa-f32'), gguf: file, ggufType: type },
+        () => undefined,
+      );
       let printed = '';
       await evalAction({ model: file, data, json: true, metrics: 'perplexity' }, (s) => (printed += s));
       return JSON.parse(printed) as { loss: number; per_example: { loss: number }[] };
@@ -148,7 +168,9 @@ describe('finllm eval --model FILE.gguf', () => {
     const q4 = await run('q4_0');
     expect(Math.abs(q4.loss - f32.loss)).toBeGreaterThan(1e-6); // quantized ffn_down is really read back
     expect(Math.abs(q4.loss - f32.loss) / f32.loss).toBeLessThan(0.05);
-    await expect(evalAction({ model: join(dir, 'missing.gguf'), data })).rejects.toThrow(/missing\.gguf.*GGUF file not found/);
+    await expect(evalAction({ model: join(dir, 'missing.gguf'), data })).rejects.toThrow(
+      /missing\.gguf.*GGUF file not found/,
+    );
   });
 });
 
@@ -158,7 +180,11 @@ describe('finllm eval --model FILE.gguf', () => {
 // .Role "y" }} ... {{ end }}. Written from Go's documented semantics, independently of the
 // generator; anything else throws.
 
-type Node = { text: string } | { content: true } | { range: Node[] } | { branches: { role: string | null; body: Node[] }[] };
+type Node =
+  | { text: string }
+  | { content: true }
+  | { range: Node[] }
+  | { branches: { role: string | null; body: Node[] }[] };
 
 function parseGo(src: string): Node[] {
   const tokens = src.split(/(\{\{.*?\}\})/s).filter((t) => t !== '');
@@ -167,15 +193,21 @@ function parseGo(src: string): Node[] {
     const out: Node[] = [];
     while (i < tokens.length) {
       const t = tokens[i]!;
-      if (!t.startsWith('{{')) { out.push({ text: t }); i++; continue; }
+      if (!t.startsWith('{{')) {
+        out.push({ text: t });
+        i++;
+        continue;
+      }
       const action = t.slice(2, -2).trim();
       if (stop.some((s) => s.test(action))) return out;
       i++;
       let m: RegExpMatchArray | null;
       if (action === '.Content') out.push({ content: true });
       else if ((m = action.match(/^"(.*)"$/))) out.push({ text: JSON.parse(`"${m[1]}"`) as string });
-      else if (action === 'range .Messages') { out.push({ range: block([/^end$/]) }); i++; }
-      else if ((m = action.match(/^if eq \.Role "(\w+)"$/))) {
+      else if (action === 'range .Messages') {
+        out.push({ range: block([/^end$/]) });
+        i++;
+      } else if ((m = action.match(/^if eq \.Role "(\w+)"$/))) {
         const branches = [{ role: m[1]!, body: block([/^else/, /^end$/]) }];
         for (;;) {
           const a = tokens[i++]!.slice(2, -2).trim();
@@ -193,13 +225,15 @@ function parseGo(src: string): Node[] {
 }
 
 function renderGo(nodes: Node[], messages: readonly ChatMessage[], msg?: ChatMessage): string {
-  return nodes.map((n) => {
-    if ('text' in n) return n.text;
-    if ('content' in n) return msg!.content;
-    if ('range' in n) return messages.map((m) => renderGo(n.range, messages, m)).join('');
-    const b = n.branches.find((x) => x.role === msg!.role);
-    return b ? renderGo(b.body, messages, msg) : '';
-  }).join('');
+  return nodes
+    .map((n) => {
+      if ('text' in n) return n.text;
+      if ('content' in n) return msg!.content;
+      if ('range' in n) return messages.map((m) => renderGo(n.range, messages, m)).join('');
+      const b = n.branches.find((x) => x.role === msg!.role);
+      return b ? renderGo(b.body, messages, msg) : '';
+    })
+    .join('');
 }
 
 describe('Ollama Modelfile', () => {
@@ -209,7 +243,10 @@ describe('Ollama Modelfile', () => {
     await writeFile(tmplFile, TEST_CHAT_TEMPLATE);
     const out = join(dir, 'out', 'fin.gguf');
     let printed = '';
-    await exportAction({ model: FIN_BASE, gguf: out, ggufType: 'q8_0', ollama: true, chatTemplate: tmplFile }, (s) => (printed += s));
+    await exportAction(
+      { model: FIN_BASE, gguf: out, ggufType: 'q8_0', ollama: true, chatTemplate: tmplFile },
+      (s) => (printed += s),
+    );
     expect(printed).toMatch(/Modelfile written/);
     const text = await readFile(join(dir, 'out', 'Modelfile'), 'utf8');
     expect(text.split('\n')[0]).toBe('FROM ./fin.gguf');
@@ -230,7 +267,10 @@ describe('Ollama Modelfile', () => {
     const dir = await tempDir();
     const f = join(dir, 't.jinja');
     // Llama 2 style: the system prompt is folded into the first user turn.
-    await writeFile(f, "{% for m in messages %}{% if m['role'] == 'system' %}{% set sys = m['content'] %}{% elif loop.index0 == 1 %}[INST] <<SYS>>{{ sys }}<</SYS>> {{ m['content'] }} [/INST]{% else %}{{ m['content'] }}{% endif %}{% endfor %}");
+    await writeFile(
+      f,
+      "{% for m in messages %}{% if m['role'] == 'system' %}{% set sys = m['content'] %}{% elif loop.index0 == 1 %}[INST] <<SYS>>{{ sys }}<</SYS>> {{ m['content'] }} [/INST]{% else %}{{ m['content'] }}{% endif %}{% endfor %}",
+    );
     const tok = await LlamaTokenizer.load(FIN_BASE, { chatTemplateFile: f });
     const mf = buildModelfile('m.gguf', tok, '<s>', '</s>');
     expect(mf.template).toBeNull();

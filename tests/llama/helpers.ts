@@ -34,12 +34,17 @@ export const modelDir = (name: FixtureName) => join(FIXTURES, name, 'model');
 export const adapterDir = (name: FixtureName) => join(FIXTURES, name, 'adapter');
 
 /** Every tensor of a safetensors file as f32 (I32 as numbers too). */
-export async function readAllF32(path: string): Promise<Map<string, { shape: number[]; data: Float32Array | Int32Array }>> {
+export async function readAllF32(
+  path: string,
+): Promise<Map<string, { shape: number[]; data: Float32Array | Int32Array }>> {
   const r = await SafetensorsReader.open(path);
   const out = new Map<string, { shape: number[]; data: Float32Array | Int32Array }>();
   for (const name of r.names()) {
     const info = r.info(name);
-    out.set(name, { shape: info.shape, data: info.dtype === 'I32' ? ((await r.readTyped(name)) as Int32Array) : await r.readF32(name) });
+    out.set(name, {
+      shape: info.shape,
+      data: info.dtype === 'I32' ? ((await r.readTyped(name)) as Int32Array) : await r.readF32(name),
+    });
   }
   await r.close();
   return out;

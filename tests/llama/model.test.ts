@@ -4,18 +4,25 @@
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { backward, noGrad, zeroGrad } from '../../src/engine/autograd.js';
-import { computePrecision, setComputePrecision, type Precision } from '../../src/engine/precision.js';
-import { tidy } from '../../src/engine/tensor.js';
-import { InputError } from '../../src/errors.js';
-import { Checkpoint, writeSafetensors, type SafetensorsEntry } from '../../src/io/safetensors.js';
-import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
-import { generate, generateBatch } from '../../src/llama/generate.js';
-import { IGNORE_INDEX, LlamaModel, disposeKvCache, shiftLabels, type CheckpointMode, type KvCacheSetting } from '../../src/llama/model.js';
-import { loraKey } from '../../src/llama/peft.js';
-import { LINEAR_MODULES } from '../../src/llama/weights.js';
 import { readRefWeights, refLogits, refLoss } from '../../reference/llama.js';
 import { argmax } from '../../reference/sampling.js';
+import { backward, noGrad, zeroGrad } from '../../src/engine/autograd.js';
+import { computePrecision, type Precision, setComputePrecision } from '../../src/engine/precision.js';
+import { tidy } from '../../src/engine/tensor.js';
+import { InputError } from '../../src/errors.js';
+import { Checkpoint, type SafetensorsEntry, writeSafetensors } from '../../src/io/safetensors.js';
+import { generate, generateBatch } from '../../src/llama/generate.js';
+import {
+  type CheckpointMode,
+  disposeKvCache,
+  IGNORE_INDEX,
+  type KvCacheSetting,
+  LlamaModel,
+  shiftLabels,
+} from '../../src/llama/model.js';
+import { loraKey } from '../../src/llama/peft.js';
+import { LINEAR_MODULES } from '../../src/llama/weights.js';
+import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
 import { expectClose, requireFeature, testRng, useEngine } from '../helpers/index.js';
 import { adapterDir, golden, maxAbs, modelDir, useTempDir } from './helpers.js';
 
@@ -91,7 +98,8 @@ describe('loss, masking, packing', () => {
     const loss = await noGrad(() => model.loss(batch)).item();
     const g = golden.models[GQA].adapter_loss;
     const counts = [a.length - 1, b.length - 1, c.length - 1];
-    const want = (g[0]! * counts[0]! + g[1]! * counts[1]! + g[2]! * counts[2]!) / (counts[0]! + counts[1]! + counts[2]!);
+    const want =
+      (g[0]! * counts[0]! + g[1]! * counts[1]! + g[2]! * counts[2]!) / (counts[0]! + counts[1]! + counts[2]!);
     expect(Math.abs(loss - want)).toBeLessThan(1e-4);
     // Per-token losses: zero exactly where ignored, and summing per segment gives each text's loss.
     const nll = await model.tokenLosses(batch);
@@ -165,7 +173,12 @@ describe('training mode', () => {
         }
       }
       const per = await sequenceLosses(model, golden.models[GQA].token_ids.slice(0, 2));
-      expectClose(per.map((e) => e.loss), golden.models[GQA].base_loss.slice(0, 2), { atol: 1e-4 }, 'loss with B = 0');
+      expectClose(
+        per.map((e) => e.loss),
+        golden.models[GQA].base_loss.slice(0, 2),
+        { atol: 1e-4 },
+        'loss with B = 0',
+      );
     } finally {
       model.dispose();
     }
@@ -187,12 +200,24 @@ describe('KV cache, batched', () => {
       const pre = model.step(Int32Array.from([...rows[0]!.slice(0, 8), ...rows[1]!.slice(0, 8)]), cache);
       const preData = await pre.toFloat32();
       pre.dispose();
-      for (let r = 0; r < 2; r++) expectClose(preData.subarray(r * V, (r + 1) * V), fullData.subarray((r * n + 7) * V, (r * n + 8) * V), { atol: 2e-5, rtol: 1e-5 }, `prefill row ${r}`);
+      for (let r = 0; r < 2; r++)
+        expectClose(
+          preData.subarray(r * V, (r + 1) * V),
+          fullData.subarray((r * n + 7) * V, (r * n + 8) * V),
+          { atol: 2e-5, rtol: 1e-5 },
+          `prefill row ${r}`,
+        );
       for (let t = 8; t < n; t++) {
         const s = model.step(Int32Array.of(rows[0]![t]!, rows[1]![t]!), cache);
         const d = await s.toFloat32();
         s.dispose();
-        for (let r = 0; r < 2; r++) expectClose(d.subarray(r * V, (r + 1) * V), fullData.subarray((r * n + t) * V, (r * n + t + 1) * V), { atol: 2e-5, rtol: 1e-5 }, `row ${r} t ${t}`);
+        for (let r = 0; r < 2; r++)
+          expectClose(
+            d.subarray(r * V, (r + 1) * V),
+            fullData.subarray((r * n + t) * V, (r * n + t + 1) * V),
+            { atol: 2e-5, rtol: 1e-5 },
+            `row ${r} t ${t}`,
+          );
       }
       expect(() => model.step(Int32Array.of(1, 1), cache)).toThrow(/KV cache full/);
       disposeKvCache(cache);
@@ -252,22 +277,28 @@ describe('KV cache, batched', () => {
           // Replay the f32 choices through an f32 and an f16 cache: at each step the f16 logits are
           // within the bound, and the two greedy choices agree unless the f32 logits' top two are
           // within twice the bound of each other; from the first such step on the outputs may part.
-          const caches = [model.newKvCache(1, prompt.length + n), model.newKvCache(1, prompt.length + n, undefined, 'f16')];
+          const caches = [
+            model.newKvCache(1, prompt.length + n),
+            model.newKvCache(1, prompt.length + n, undefined, 'f16'),
+          ];
           let feed: number[] = prompt;
           let parted = false;
           for (let t = 0; t < n && !parted; t++) {
-            const [l32, l16] = await Promise.all(caches.map(async (c) => {
-              const s = model.step(Int32Array.from(feed), c);
-              const d = await s.toFloat32();
-              s.dispose();
-              return d;
-            }));
+            const [l32, l16] = await Promise.all(
+              caches.map(async (c) => {
+                const s = model.step(Int32Array.from(feed), c);
+                const d = await s.toFloat32();
+                s.dispose();
+                return d;
+              }),
+            );
             const atol = F16_CACHE_ATOL(l32!);
             expectClose(l16!, l32!, { atol }, `row ${b} step ${t}`);
             const top = argmax(l32!);
             expect(top, `row ${b} step ${t}`).toBe(want[t]);
             const second = Math.max(...l32!.filter((_, j) => j !== top));
-            if (l32![top]! - second <= 2 * atol) parted = got[t] !== want[t]; // a near-tie: either choice is within f16 rounding
+            if (l32![top]! - second <= 2 * atol)
+              parted = got[t] !== want[t]; // a near-tie: either choice is within f16 rounding
             else {
               expect(argmax(l16!), `row ${b} step ${t}`).toBe(top);
               expect(got[t], `row ${b} step ${t}`).toBe(want[t]);
@@ -284,7 +315,13 @@ describe('KV cache, batched', () => {
   }
 
   /** Runs `body` with a probe that says which cache dtype `generate` allocates for a setting and precision. */
-  async function withCacheProbe(body: (dtypeUsed: (kvCache: KvCacheSetting | undefined, precision: Precision) => Promise<unknown>, model: LlamaModel, prompt: number[]) => Promise<void>): Promise<void> {
+  async function withCacheProbe(
+    body: (
+      dtypeUsed: (kvCache: KvCacheSetting | undefined, precision: Precision) => Promise<unknown>,
+      model: LlamaModel,
+      prompt: number[],
+    ) => Promise<void>,
+  ): Promise<void> {
     const model = await LlamaModel.load(modelDir(GQA));
     const spy = vi.spyOn(model, 'newKvCache');
     const prompt = (golden.models[GQA].token_ids as number[][])[0]!.slice(0, 4);
@@ -313,7 +350,9 @@ describe('KV cache, batched', () => {
       expect(await dtypeUsed(undefined, 'fp32')).toBe('f32');
       expect(await dtypeUsed('auto', 'fp32')).toBe('f32');
       expect(await dtypeUsed('f16', 'fp32')).toBe('f16');
-      await expect(generate(model, prompt, { maxNewTokens: 1, kvCache: 'fp8' as KvCacheSetting })).rejects.toThrow(/key 'kv-cache': expected f32, f16, auto/);
+      await expect(generate(model, prompt, { maxNewTokens: 1, kvCache: 'fp8' as KvCacheSetting })).rejects.toThrow(
+        /key 'kv-cache': expected f32, f16, auto/,
+      );
     });
   });
 
@@ -334,7 +373,12 @@ describe('weight storage', () => {
       expect(model.weights.lmHead).toBe(model.weights.embedTokens); // tied
       expect(model.weights.layers[0]!.linear.q_proj).toHaveProperty('dtype', 'bf16');
       const per = await sequenceLosses(model, golden.models[MQA].token_ids.slice(0, 3));
-      expectClose(per.map((e) => e.loss), golden.models[MQA].adapter_loss.slice(0, 3), { atol: 1e-4 }, 'bf16 storage loss');
+      expectClose(
+        per.map((e) => e.loss),
+        golden.models[MQA].adapter_loss.slice(0, 3),
+        { atol: 1e-4 },
+        'bf16 storage loss',
+      );
     } finally {
       model.dispose();
     }
@@ -354,10 +398,12 @@ describe('loader errors', () => {
   async function brokenCopy(edit: (entries: SafetensorsEntry[]) => SafetensorsEntry[]): Promise<string> {
     const dir = await tempDir();
     const src = modelDir(GQA);
-    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) await copyFile(join(src, f), join(dir, f));
+    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json'])
+      await copyFile(join(src, f), join(dir, f));
     const ck = await Checkpoint.open(src);
     const entries: SafetensorsEntry[] = [];
-    for (const name of ck.names()) entries.push({ name, dtype: 'F32', shape: ck.shape(name), data: await ck.readF32(name) });
+    for (const name of ck.names())
+      entries.push({ name, dtype: 'F32', shape: ck.shape(name), data: await ck.readF32(name) });
     await ck.close();
     await writeSafetensors(join(dir, 'model.safetensors'), edit(entries));
     return dir;
@@ -372,7 +418,9 @@ describe('loader errors', () => {
   });
 
   it('a shape mismatch is an InputError naming tensor, file, expected and actual shapes', async () => {
-    const dir = await brokenCopy((e) => e.map((t) => (t.name === 'model.norm.weight' ? { ...t, shape: [47], data: new Float32Array(47) } : t)));
+    const dir = await brokenCopy((e) =>
+      e.map((t) => (t.name === 'model.norm.weight' ? { ...t, shape: [47], data: new Float32Array(47) } : t)),
+    );
     const err = await LlamaModel.load(dir).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InputError);
     expect((err as Error).message).toMatch(/model\.norm\.weight.*\[47\].*\[48\]/);

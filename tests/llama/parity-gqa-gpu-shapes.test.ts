@@ -4,9 +4,8 @@
 // runs, so on a CPU machine this file is what runs the code a GPU runs. Each test file has its own
 // engine (vitest forks), created after this module sets the variable.
 import { describe, expect, it } from 'vitest';
-import { engine } from '../../src/engine/tensor.js';
+import { engine, Tensor } from '../../src/engine/tensor.js';
 import { gemmPlan } from '../../src/kernels/gemm.js';
-import { Tensor } from '../../src/engine/tensor.js';
 import { parityTests } from './parity.js';
 
 process.env.FINLLM_FORCE_GPU_SHAPES = '1';

@@ -8,18 +8,19 @@
 // loss and logits (measured ~1e-6). The bounds are 1e-4 (loss, logits, gradients relative to the largest
 // gradient of the tensor) and 1e-3 for NF4 (our codes equal the fixture's codes, so the only
 // difference is again rounding; 1e-3 is the project's contract with its users).
+
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backward, noGrad, zeroGrad } from '../../src/engine/autograd.js';
 import { computePrecision, setComputePrecision } from '../../src/engine/precision.js';
 import { engine, tidy } from '../../src/engine/tensor.js';
-import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
-import { generate } from '../../src/llama/generate.js';
-import { CHECKPOINT_MODES, LlamaModel, disposeKvCache, shiftLabels } from '../../src/llama/model.js';
-import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { forceEmulatedMatrixCore } from '../../src/kernels/gemm.js';
+import { generate } from '../../src/llama/generate.js';
+import { CHECKPOINT_MODES, disposeKvCache, LlamaModel, shiftLabels } from '../../src/llama/model.js';
+import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
+import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
 import { expectClose, requireFeature, useEngine } from '../helpers/index.js';
-import { adapterDir, golden, maxAbs, modelDir, readAllF32, FIXTURES, type FixtureName } from './helpers.js';
-import { join } from 'node:path';
+import { adapterDir, FIXTURES, type FixtureName, golden, maxAbs, modelDir, readAllF32 } from './helpers.js';
 
 function expectLosses(got: number[], want: number[], tol: number, label: string): void {
   const worst = Math.max(...got.map((g, i) => Math.abs(g - want[i]!)));
@@ -51,9 +52,19 @@ export function parityTests(name: FixtureName, opts: { emulatedMatrixCore?: bool
     it('per-text losses within 1e-4', async () => {
       // One text per pass (no packing) and all texts packed into one pass must both match.
       const alone = await sequenceLosses(model, g.token_ids, { maxTokensPerPass: 1 });
-      expectLosses(alone.map((e) => e.loss), g.base_loss, 1e-4, 'base loss (one text per pass)');
+      expectLosses(
+        alone.map((e) => e.loss),
+        g.base_loss,
+        1e-4,
+        'base loss (one text per pass)',
+      );
       const packed = await sequenceLosses(model, g.token_ids, { maxTokensPerPass: 4096 });
-      expectLosses(packed.map((e) => e.loss), g.base_loss, 1e-4, 'base loss (packed)');
+      expectLosses(
+        packed.map((e) => e.loss),
+        g.base_loss,
+        1e-4,
+        'base loss (packed)',
+      );
       expect(alone.map((e) => e.tokens)).toEqual(g.token_ids.map((ids) => ids.length - 1));
     });
 
@@ -67,7 +78,11 @@ export function parityTests(name: FixtureName, opts: { emulatedMatrixCore?: bool
 
     it('greedy continuation equals transformers generate()', async () => {
       // HF ran with min_new_tokens=12; no EOS appears in its output, so not stopping at EOS is the same.
-      const r = await generate(model, g.greedy_prompt_ids, { maxNewTokens: g.greedy_base.length, greedy: true, eosTokenIds: [] });
+      const r = await generate(model, g.greedy_prompt_ids, {
+        maxNewTokens: g.greedy_base.length,
+        greedy: true,
+        eosTokenIds: [],
+      });
       expect(r.tokens).toEqual(g.greedy_base);
     });
 
@@ -80,11 +95,21 @@ export function parityTests(name: FixtureName, opts: { emulatedMatrixCore?: bool
       const V = model.config.vocabSize;
       // Prefill 13 tokens, then decode one at a time; each step's logits must match that row.
       const pre = model.step(Int32Array.from(ids0.slice(0, 13)), cache);
-      expectClose(await pre.toFloat32(), fullData.subarray(12 * V, 13 * V), { atol: 2e-5, rtol: 1e-5 }, 'prefill logits');
+      expectClose(
+        await pre.toFloat32(),
+        fullData.subarray(12 * V, 13 * V),
+        { atol: 2e-5, rtol: 1e-5 },
+        'prefill logits',
+      );
       pre.dispose();
       for (let t = 13; t < n; t++) {
         const step = model.step(Int32Array.of(ids0[t]!), cache);
-        expectClose(await step.toFloat32(), fullData.subarray(t * V, (t + 1) * V), { atol: 2e-5, rtol: 1e-5 }, `decode logits at ${t}`);
+        expectClose(
+          await step.toFloat32(),
+          fullData.subarray(t * V, (t + 1) * V),
+          { atol: 2e-5, rtol: 1e-5 },
+          `decode logits at ${t}`,
+        );
         step.dispose();
       }
       expect(cache.length).toBe(n);
@@ -101,7 +126,12 @@ export function parityTests(name: FixtureName, opts: { emulatedMatrixCore?: bool
 
     it('per-text losses within 1e-4', async () => {
       const per = await sequenceLosses(model, g.token_ids);
-      expectLosses(per.map((e) => e.loss), g.adapter_loss, 1e-4, 'adapter loss');
+      expectLosses(
+        per.map((e) => e.loss),
+        g.adapter_loss,
+        1e-4,
+        'adapter loss',
+      );
     });
 
     it('logits of text 0 within 1e-4', async () => {
@@ -116,7 +146,12 @@ export function parityTests(name: FixtureName, opts: { emulatedMatrixCore?: bool
         const ref = await readAllF32(join(FIXTURES, name, 'lora_grads_text0.safetensors'));
         const params = model.namedLoraParameters();
         expect([...params.keys()].sort()).toEqual([...ref.keys()].sort());
-        const batch = { inputIds: Int32Array.from(ids0), labels: shiftLabels(Int32Array.from(ids0), 1, ids0.length), batchSize: 1, seqLen: ids0.length };
+        const batch = {
+          inputIds: Int32Array.from(ids0),
+          labels: shiftLabels(Int32Array.from(ids0), 1, ids0.length),
+          batchSize: 1,
+          seqLen: ids0.length,
+        };
         const loss = tidy(() => {
           const l = model.loss(batch, { gradientCheckpointing: checkpointing });
           backward(l);
@@ -139,7 +174,12 @@ export function parityTests(name: FixtureName, opts: { emulatedMatrixCore?: bool
       const model = await LlamaModel.load(modelDir(name), { quantize: 'nf4', adapter: adapterDir(name) });
       try {
         const per = await sequenceLosses(model, g.token_ids);
-        expectLosses(per.map((e) => e.loss), g.nf4_adapter_loss, 1e-3, 'NF4 + adapter loss');
+        expectLosses(
+          per.map((e) => e.loss),
+          g.nf4_adapter_loss,
+          1e-3,
+          'NF4 + adapter loss',
+        );
       } finally {
         model.dispose();
       }
@@ -163,7 +203,12 @@ export function parityTests(name: FixtureName, opts: { emulatedMatrixCore?: bool
           const model = await LlamaModel.load(modelDir(name), load);
           try {
             const per = await sequenceLosses(model, g.token_ids);
-            expectLosses(per.map((e) => e.loss), want, 5e-3, label);
+            expectLosses(
+              per.map((e) => e.loss),
+              want,
+              5e-3,
+              label,
+            );
           } finally {
             model.dispose();
           }
@@ -173,31 +218,44 @@ export function parityTests(name: FixtureName, opts: { emulatedMatrixCore?: bool
       }
     });
 
-    it.skipIf(!opts.emulatedMatrixCore)('per-text losses within 5e-3 through the emulated subgroup-matrix GEMM core: base + adapter, NF4 base + adapter', async (ctx) => {
-      requireFeature(ctx, 'shader-f16');
-      const prev = computePrecision();
-      setComputePrecision('fp16-mixed');
-      forceEmulatedMatrixCore('m16n8k16');
-      try {
-        const cases: [string, Parameters<typeof LlamaModel.load>[1], number[]][] = [
-          ['fp16-mixed (emulated subgroup matrices) adapter loss', { adapter: adapterDir(name) }, g.adapter_loss],
-          ['fp16-mixed (emulated subgroup matrices) NF4 + adapter loss', { quantize: 'nf4', adapter: adapterDir(name) }, g.nf4_adapter_loss],
-        ];
-        for (const [label, load, want] of cases) {
-          const model = await LlamaModel.load(modelDir(name), load);
-          try {
-            const before = engine().dev.dispatchCount;
-            const per = await sequenceLosses(model, g.token_ids);
-            expect(engine().dev.dispatchCount).toBeGreaterThan(before);
-            expectLosses(per.map((e) => e.loss), want, 5e-3, label);
-          } finally {
-            model.dispose();
+    it.skipIf(!opts.emulatedMatrixCore)(
+      'per-text losses within 5e-3 through the emulated subgroup-matrix GEMM core: base + adapter, NF4 base + adapter',
+      async (ctx) => {
+        requireFeature(ctx, 'shader-f16');
+        const prev = computePrecision();
+        setComputePrecision('fp16-mixed');
+        forceEmulatedMatrixCore('m16n8k16');
+        try {
+          const cases: [string, Parameters<typeof LlamaModel.load>[1], number[]][] = [
+            ['fp16-mixed (emulated subgroup matrices) adapter loss', { adapter: adapterDir(name) }, g.adapter_loss],
+            [
+              'fp16-mixed (emulated subgroup matrices) NF4 + adapter loss',
+              { quantize: 'nf4', adapter: adapterDir(name) },
+              g.nf4_adapter_loss,
+            ],
+          ];
+          for (const [label, load, want] of cases) {
+            const model = await LlamaModel.load(modelDir(name), load);
+            try {
+              const before = engine().dev.dispatchCount;
+              const per = await sequenceLosses(model, g.token_ids);
+              expect(engine().dev.dispatchCount).toBeGreaterThan(before);
+              expectLosses(
+                per.map((e) => e.loss),
+                want,
+                5e-3,
+                label,
+              );
+            } finally {
+              model.dispose();
+            }
           }
+        } finally {
+          forceEmulatedMatrixCore(null);
+          setComputePrecision(prev);
         }
-      } finally {
-        forceEmulatedMatrixCore(null);
-        setComputePrecision(prev);
-      }
-    }, 1_800_000);
+      },
+      1_800_000,
+    );
   });
 }

@@ -1,14 +1,22 @@
-import { copyFile, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
 import { SafetensorsReader, writeSafetensors } from '../../src/io/safetensors.js';
-import { loadLlamaConfig, parseLlamaConfig, llamaConfigToHf } from '../../src/llama/config.js';
+import { llamaConfigToHf, loadLlamaConfig, parseLlamaConfig } from '../../src/llama/config.js';
 import {
-  LORA_MODULES, linearFeatures, loraKey, parseAdapterConfig, peftTensorName, readAdapter,
-  scaling, validateAdapterAgainstModel, writeAdapter, type LoraAdapter,
+  LORA_MODULES,
+  type LoraAdapter,
+  linearFeatures,
+  loraKey,
+  parseAdapterConfig,
+  peftTensorName,
+  readAdapter,
+  scaling,
+  validateAdapterAgainstModel,
+  writeAdapter,
 } from '../../src/llama/peft.js';
-import { FIXTURES, FIXTURE_MODELS, seededFloats, useTempDirs } from '../io/helpers.js';
+import { FIXTURE_MODELS, FIXTURES, seededFloats, useTempDirs } from '../io/helpers.js';
 
 const tempDir = useTempDirs();
 const golden = JSON.parse(await readFile(join(FIXTURES, 'golden.json'), 'utf8')) as {
@@ -40,7 +48,10 @@ describe('reading the reference PEFT adapters', () => {
       expect(config.loraAlpha).toBe(expected.lora_alpha);
       expect(config.useRslora).toBe(expected.use_rslora);
       expect(config.targetModules).toEqual([...LORA_MODULES]);
-      expect(scaling(config)).toBeCloseTo(expected.use_rslora ? expected.lora_alpha / Math.sqrt(expected.r) : expected.lora_alpha / expected.r, 12);
+      expect(scaling(config)).toBeCloseTo(
+        expected.use_rslora ? expected.lora_alpha / Math.sqrt(expected.r) : expected.lora_alpha / expected.r,
+        12,
+      );
       expect(weights.size).toBe(model.numHiddenLayers * LORA_MODULES.length);
       validateAdapterAgainstModel(config, model, weights);
 
@@ -54,7 +65,10 @@ describe('reading the reference PEFT adapters', () => {
             expect([pair.r, pair.inFeatures, pair.outFeatures], key).toEqual([expected.r, inFeatures, outFeatures]);
             expect(pair.A).toEqual(await reader.readF32(peftTensorName(key, 'A')));
             expect(pair.B).toEqual(await reader.readF32(peftTensorName(key, 'B')));
-            expect(pair.B.some((v) => v !== 0), `${key} B is non-zero in the fixture`).toBe(true);
+            expect(
+              pair.B.some((v) => v !== 0),
+              `${key} B is non-zero in the fixture`,
+            ).toBe(true);
           }
         }
       } finally {
@@ -86,7 +100,10 @@ describe('writing adapters', () => {
       // Config: the same keys and values; target_modules is a set in PEFT, so compare it sorted.
       const written = JSON.parse(await readFile(join(dir, 'adapter_config.json'), 'utf8'));
       const original = await fixtureConfigJson(name);
-      const sortTargets = (c: Record<string, unknown>) => ({ ...c, target_modules: [...(c['target_modules'] as string[])].sort() });
+      const sortTargets = (c: Record<string, unknown>) => ({
+        ...c,
+        target_modules: [...(c['target_modules'] as string[])].sort(),
+      });
       expect(Object.keys(written)).toEqual(Object.keys(original));
       expect(sortTargets(written)).toEqual(sortTargets(original));
 
@@ -97,14 +114,36 @@ describe('writing adapters', () => {
   }
 
   it('round-trips fresh weights and replaces an existing adapter, keeping other files', async () => {
-    const model = parseLlamaConfig(llamaConfigToHf({
-      ...(await loadLlamaConfig(join(FIXTURES, 'gqa-f32', 'model'))), numHiddenLayers: 1,
-    }));
-    const config = { r: 2, loraAlpha: 4, useRslora: false, targetModules: ['q_proj', 'down_proj'] as ('q_proj' | 'down_proj')[], loraDropout: 0.05, baseModelNameOrPath: 'TinyLlama/TinyLlama-1.1B-Chat-v1.0', taskType: 'CAUSAL_LM' as const };
-    const weights = new Map(config.targetModules.map((module, i) => {
-      const { inFeatures, outFeatures } = linearFeatures(model, module);
-      return [loraKey(0, module), { r: 2, inFeatures, outFeatures, A: seededFloats(2 * inFeatures, 1 + i), B: seededFloats(outFeatures * 2, 7 + i) }];
-    }));
+    const model = parseLlamaConfig(
+      llamaConfigToHf({
+        ...(await loadLlamaConfig(join(FIXTURES, 'gqa-f32', 'model'))),
+        numHiddenLayers: 1,
+      }),
+    );
+    const config = {
+      r: 2,
+      loraAlpha: 4,
+      useRslora: false,
+      targetModules: ['q_proj', 'down_proj'] as ('q_proj' | 'down_proj')[],
+      loraDropout: 0.05,
+      baseModelNameOrPath: 'TinyLlama/TinyLlama-1.1B-Chat-v1.0',
+      taskType: 'CAUSAL_LM' as const,
+    };
+    const weights = new Map(
+      config.targetModules.map((module, i) => {
+        const { inFeatures, outFeatures } = linearFeatures(model, module);
+        return [
+          loraKey(0, module),
+          {
+            r: 2,
+            inFeatures,
+            outFeatures,
+            A: seededFloats(2 * inFeatures, 1 + i),
+            B: seededFloats(outFeatures * 2, 7 + i),
+          },
+        ];
+      }),
+    );
     const adapter: LoraAdapter = { config, weights };
     validateAdapterAgainstModel(config, model, weights);
     const dir = await tempDir();
@@ -116,7 +155,15 @@ describe('writing adapters', () => {
     expect(back.weights).toEqual(weights);
     expect((await readdir(dir)).sort()).toEqual(['README.md', 'adapter_config.json', 'adapter_model.safetensors']);
     const json = JSON.parse(await readFile(join(dir, 'adapter_config.json'), 'utf8'));
-    expect(json).toMatchObject({ r: 2, lora_alpha: 4, lora_dropout: 0.05, target_modules: ['q_proj', 'down_proj'], base_model_name_or_path: 'TinyLlama/TinyLlama-1.1B-Chat-v1.0', peft_type: 'LORA', task_type: 'CAUSAL_LM' });
+    expect(json).toMatchObject({
+      r: 2,
+      lora_alpha: 4,
+      lora_dropout: 0.05,
+      target_modules: ['q_proj', 'down_proj'],
+      base_model_name_or_path: 'TinyLlama/TinyLlama-1.1B-Chat-v1.0',
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+    });
   });
 });
 
@@ -132,7 +179,11 @@ describe('adapter_config.json options', () => {
 
   const refused: [string, (raw: Record<string, unknown>) => Record<string, unknown>, RegExp][] = [
     ['DoRA', (r) => ({ ...r, use_dora: true }), /key 'use_dora'.*DoRA is not supported: expected false, got true/],
-    ['modules_to_save', (r) => ({ ...r, modules_to_save: ['lm_head'] }), /key 'modules_to_save'.*expected null, got \["lm_head"\]/],
+    [
+      'modules_to_save',
+      (r) => ({ ...r, modules_to_save: ['lm_head'] }),
+      /key 'modules_to_save'.*expected null, got \["lm_head"\]/,
+    ],
     ['layers_to_transform', (r) => ({ ...r, layers_to_transform: [0] }), /key 'layers_to_transform'.*subset of layers/],
     ['a trained bias', (r) => ({ ...r, bias: 'lora_only' }), /key 'bias'.*expected "none", got "lora_only"/],
     ['fan_in_fan_out', (r) => ({ ...r, fan_in_fan_out: true }), /key 'fan_in_fan_out'/],
@@ -141,9 +192,21 @@ describe('adapter_config.json options', () => {
     ['another task type', (r) => ({ ...r, task_type: 'SEQ_CLS' }), /key 'task_type'.*expected "CAUSAL_LM"/],
     ['a zero rank', (r) => ({ ...r, r: 0 }), /key 'r'.*got 0/],
     ['a missing alpha', ({ lora_alpha: _a, ...r }) => r, /key 'lora_alpha'.*missing/],
-    ['lm_head as a target', (r) => ({ ...r, target_modules: ['q_proj', 'lm_head'] }), /key 'target_modules'.*unsupported target module "lm_head"/],
-    ['a regex selecting some layers only', (r) => ({ ...r, target_modules: 'model\\.layers\\.[0-3]\\..*q_proj' }), /key 'target_modules'.*different modules in different layers/],
-    ['a regex matching nothing', (r) => ({ ...r, target_modules: '.*attn' }), /key 'target_modules'.*matches no decoder linear layer/],
+    [
+      'lm_head as a target',
+      (r) => ({ ...r, target_modules: ['q_proj', 'lm_head'] }),
+      /key 'target_modules'.*unsupported target module "lm_head"/,
+    ],
+    [
+      'a regex selecting some layers only',
+      (r) => ({ ...r, target_modules: 'model\\.layers\\.[0-3]\\..*q_proj' }),
+      /key 'target_modules'.*different modules in different layers/,
+    ],
+    [
+      'a regex matching nothing',
+      (r) => ({ ...r, target_modules: '.*attn' }),
+      /key 'target_modules'.*matches no decoder linear layer/,
+    ],
   ];
   for (const [what, edit, message] of refused) {
     it(`refuses ${what}`, () => {
@@ -160,7 +223,8 @@ describe('bad adapter folders and adapters that do not fit the model', () => {
   async function adapterCopy(): Promise<string> {
     const dir = join(await tempDir(), 'adapter');
     await mkdir(dir);
-    for (const f of ['adapter_config.json', 'adapter_model.safetensors']) await copyFile(join(FIXTURES, 'gqa-f32', 'adapter', f), join(dir, f));
+    for (const f of ['adapter_config.json', 'adapter_model.safetensors'])
+      await copyFile(join(FIXTURES, 'gqa-f32', 'adapter', f), join(dir, f));
     return dir;
   }
 
@@ -181,15 +245,28 @@ describe('bad adapter folders and adapters that do not fit the model', () => {
     const path = join(dir, 'adapter_model.safetensors');
     const A = new Float32Array(4 * 48);
     const B = new Float32Array(48 * 4);
-    await writeSafetensors(path, [{ name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight', dtype: 'F32', shape: [4, 48], data: A }]);
-    await expect(readAdapter(dir)).rejects.toThrow(/adapter_model\.safetensors.*unexpected tensor.*"\.default" adapter names/);
-    await writeSafetensors(path, [{ name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', dtype: 'F32', shape: [4, 48], data: A }]);
+    await writeSafetensors(path, [
+      {
+        name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight',
+        dtype: 'F32',
+        shape: [4, 48],
+        data: A,
+      },
+    ]);
+    await expect(readAdapter(dir)).rejects.toThrow(
+      /adapter_model\.safetensors.*unexpected tensor.*"\.default" adapter names/,
+    );
+    await writeSafetensors(path, [
+      { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', dtype: 'F32', shape: [4, 48], data: A },
+    ]);
     await expect(readAdapter(dir)).rejects.toThrow(/layers\.0\.self_attn\.q_proj has lora_A but no lora_B/);
     await writeSafetensors(path, [
       { name: peftTensorName('layers.0.self_attn.q_proj', 'A'), dtype: 'F32', shape: [2, 96], data: A },
       { name: peftTensorName('layers.0.self_attn.q_proj', 'B'), dtype: 'F32', shape: [96, 2], data: B },
     ]);
-    await expect(readAdapter(dir)).rejects.toThrow(/layers\.0\.self_attn\.q_proj has rank 2, but adapter_config\.json says r = 4/);
+    await expect(readAdapter(dir)).rejects.toThrow(
+      /layers\.0\.self_attn\.q_proj has rank 2, but adapter_config\.json says r = 4/,
+    );
   });
 
   it('names module, expected and actual shapes when the adapter is for another model', async () => {
@@ -198,14 +275,20 @@ describe('bad adapter folders and adapters that do not fit the model', () => {
     const wider = { ...model, intermediateSize: 256 };
     const error = thrownBy(() => validateAdapterAgainstModel(config, wider, weights, '/x/adapter'));
     expect(error).toBeInstanceOf(InputError);
-    expect(error.message).toMatch(/\/x\/adapter: LoRA shapes for layers\.0\.mlp\.gate_proj do not fit the model: expected A \[4, 48\], B \[256, 4\], got A \[4, 48\], B \[128, 4\]/);
+    expect(error.message).toMatch(
+      /\/x\/adapter: LoRA shapes for layers\.0\.mlp\.gate_proj do not fit the model: expected A \[4, 48\], B \[256, 4\], got A \[4, 48\], B \[128, 4\]/,
+    );
 
     const fewerLayers = { ...model, numHiddenLayers: 1 };
-    expect(() => validateAdapterAgainstModel(config, fewerLayers, weights)).toThrow(/layers\.1\.self_attn\.q_proj, but the model has 1 layers/);
+    expect(() => validateAdapterAgainstModel(config, fewerLayers, weights)).toThrow(
+      /layers\.1\.self_attn\.q_proj, but the model has 1 layers/,
+    );
 
     const missing = new Map(weights);
     missing.delete('layers.1.mlp.up_proj');
-    expect(() => validateAdapterAgainstModel(config, model, missing)).toThrow(/no LoRA weights for target module layers\.1\.mlp\.up_proj/);
+    expect(() => validateAdapterAgainstModel(config, model, missing)).toThrow(
+      /no LoRA weights for target module layers\.1\.mlp\.up_proj/,
+    );
 
     const narrower = { ...config, targetModules: config.targetModules.filter((m) => m !== 'o_proj') };
     expect(() => validateAdapterAgainstModel(narrower, model, weights)).toThrow(/o_proj is not in target_modules/);

@@ -1,13 +1,14 @@
 // The BPE tokenizer trainer: its tokenizer.json loads in the HF-compatible tokenizer we use, encodes
 // and decodes any text exactly (byte fallback), spells numbers digit by digit, compresses the
 // corpus it was trained on, and is deterministic.
-import { describe, expect, it } from 'vitest';
+
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { generateCorpus } from '../../src/pipeline/data/synthetic.js';
-import { tokenizerJson, trainBpe, writeTokenizerFolder } from '../../src/llama/tokenizer-train.js';
+import { describe, expect, it } from 'vitest';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
+import { tokenizerJson, trainBpe, writeTokenizerFolder } from '../../src/llama/tokenizer-train.js';
+import { generateCorpus } from '../../src/pipeline/data/synthetic.js';
 
 const corpus = [...generateCorpus({ seed: 21, documents: 400 })].map((d) => d.text);
 
@@ -25,7 +26,11 @@ describe('BPE tokenizer training', () => {
     expect(tok.vocabSize).toBe(768);
     expect([tok.bosId, tok.eosId]).toEqual([1, 2]);
     const held = [...generateCorpus({ seed: 99, documents: 60, split: 'eval' })].map((d) => d.text);
-    const odd = ['Umsatz: €845,2 Mio. (+12 %) — 中文 ünïcödé\ttab', '### Instruction:\nSummarize.\n\n### Response:\nSentiment: negative.', ''];
+    const odd = [
+      'Umsatz: €845,2 Mio. (+12 %) — 中文 ünïcödé\ttab',
+      '### Instruction:\nSummarize.\n\n### Response:\nSentiment: negative.',
+      '',
+    ];
     let tokens = 0;
     let chars = 0;
     for (const t of [...held, ...odd]) {
@@ -53,13 +58,19 @@ describe('BPE tokenizer training', () => {
     const a = JSON.stringify(tokenizerJson(trainBpe(corpus, { vocabSize: 600 })));
     const b = JSON.stringify(tokenizerJson(trainBpe(corpus, { vocabSize: 600 })));
     expect(b).toBe(a);
-    const j = JSON.parse(a) as { added_tokens: { content: string }[]; model: { vocab: Record<string, number>; byte_fallback: boolean } };
+    const j = JSON.parse(a) as {
+      added_tokens: { content: string }[];
+      model: { vocab: Record<string, number>; byte_fallback: boolean };
+    };
     expect(j.added_tokens.map((t) => t.content)).toEqual(['<unk>', '<s>', '</s>']);
     expect(j.model.byte_fallback).toBe(true);
     expect(j.model.vocab['<0x0A>']).toBe(13);
     expect(() => trainBpe(corpus, { vocabSize: 100 })).toThrow(/smaller than the specials/);
     const dir = join(mkdtempSync(join(tmpdir(), 'finllm-tok2-')), 't');
     await writeTokenizerFolder(dir, trainBpe(corpus, { vocabSize: 400 }));
-    expect(JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'))).toMatchObject({ bos_token: '<s>', eos_token: '</s>' });
+    expect(JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'))).toMatchObject({
+      bos_token: '<s>',
+      eos_token: '</s>',
+    });
   });
 });

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
-import { FIXTURES, FIXTURE_MODELS, useTempDirs } from '../io/helpers.js';
+import { FIXTURE_MODELS, FIXTURES, useTempDirs } from '../io/helpers.js';
 
 const tempDir = useTempDirs();
 const golden = JSON.parse(await readFile(join(FIXTURES, 'golden.json'), 'utf8')) as {
@@ -59,7 +59,8 @@ describe('tokenizer vs HF golden token ids', () => {
 });
 
 describe('chat templates', () => {
-  const template = "{{ bos_token }}{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}";
+  const template =
+    "{{ bos_token }}{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}";
   const messages = [
     { role: 'system', content: 'You are a credit analyst.' },
     { role: 'user', content: 'Is leverage rising?' },
@@ -79,7 +80,8 @@ describe('chat templates', () => {
     await writeFile(configPath, JSON.stringify({ ...config, chat_template: template }));
     const tokenizer = await LlamaTokenizer.load(dir);
     expect(tokenizer.hasChatTemplate).toBe(true);
-    const conversation = '<|begin_of_text|>system: You are a credit analyst.<|eot_id|>user: Is leverage rising?<|eot_id|>';
+    const conversation =
+      '<|begin_of_text|>system: You are a credit analyst.<|eot_id|>user: Is leverage rising?<|eot_id|>';
     expect(tokenizer.applyChatTemplate(messages)).toBe(conversation);
     expect(tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true })).toBe(`${conversation}assistant: `);
     const ids = tokenizer.encodeChat(messages);
@@ -93,7 +95,16 @@ describe('chat templates', () => {
     const dir = await copyTokenizer(modelDir('mqa-bf16-tied-llama3rope'));
     const configPath = join(dir, 'tokenizer_config.json');
     const config = JSON.parse(await readFile(configPath, 'utf8'));
-    await writeFile(configPath, JSON.stringify({ ...config, chat_template: [{ name: 'tool_use', template: 'TOOLS' }, { name: 'default', template: 'DEFAULT {{ messages | length }}' }] }));
+    await writeFile(
+      configPath,
+      JSON.stringify({
+        ...config,
+        chat_template: [
+          { name: 'tool_use', template: 'TOOLS' },
+          { name: 'default', template: 'DEFAULT {{ messages | length }}' },
+        ],
+      }),
+    );
     expect((await LlamaTokenizer.load(dir)).applyChatTemplate(messages)).toBe('DEFAULT 2');
     await writeFile(join(dir, 'chat_template.jinja'), 'FILE {{ messages[0].role }}');
     expect((await LlamaTokenizer.load(dir)).applyChatTemplate(messages)).toBe('FILE system');
@@ -114,7 +125,9 @@ describe('bad tokenizer folders', () => {
   it('names the missing file', async () => {
     const dir = await tempDir();
     await expect(LlamaTokenizer.load(dir)).rejects.toThrow(InputError);
-    await expect(LlamaTokenizer.load(dir)).rejects.toThrow(new RegExp(`${join(dir, 'tokenizer.json')}.*file not found`));
+    await expect(LlamaTokenizer.load(dir)).rejects.toThrow(
+      new RegExp(`${join(dir, 'tokenizer.json')}.*file not found`),
+    );
     await writeFile(join(dir, 'tokenizer.json'), '{}');
     await expect(LlamaTokenizer.load(dir)).rejects.toThrow(/tokenizer_config\.json.*file not found/);
   });
@@ -128,7 +141,9 @@ describe('bad tokenizer folders', () => {
     await expect(LlamaTokenizer.load(dir)).rejects.toThrow(/tokenizer\.json.*key 'model'/);
     await writeFile(join(dir, 'tokenizer.json'), original);
     await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>', eos_token: '<|im_end|>' }));
-    await expect(LlamaTokenizer.load(dir)).rejects.toThrow(/tokenizer_config\.json, key 'eos_token'.*"<\|im_end\|>" is not in the tokenizer's vocabulary/);
+    await expect(LlamaTokenizer.load(dir)).rejects.toThrow(
+      /tokenizer_config\.json, key 'eos_token'.*"<\|im_end\|>" is not in the tokenizer's vocabulary/,
+    );
     await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>' }));
     await expect(LlamaTokenizer.load(dir)).rejects.toThrow(/key 'eos_token'.*no EOS token defined/);
     await writeFile(join(dir, 'special_tokens_map.json'), '{"eos_token": ');
@@ -138,11 +153,14 @@ describe('bad tokenizer folders', () => {
   it('takes special tokens missing from tokenizer_config.json from special_tokens_map.json', async () => {
     const dir = await copyTokenizer(modelDir('gqa-f32'));
     await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>' }));
-    await writeFile(join(dir, 'special_tokens_map.json'), JSON.stringify({
-      bos_token: '<unk>',
-      eos_token: { content: '</s>', lstrip: false, normalized: false, rstrip: false, single_word: false },
-      pad_token: '<unk>',
-    }));
+    await writeFile(
+      join(dir, 'special_tokens_map.json'),
+      JSON.stringify({
+        bos_token: '<unk>',
+        eos_token: { content: '</s>', lstrip: false, normalized: false, rstrip: false, single_word: false },
+        pad_token: '<unk>',
+      }),
+    );
     const tokenizer = await LlamaTokenizer.load(dir);
     expect([tokenizer.bosId, tokenizer.eosId, tokenizer.padId]).toEqual([1, 2, 0]);
   });
@@ -151,7 +169,10 @@ describe('bad tokenizer folders', () => {
 describe('tokenizer.json is validated at load (issue 20, item 6)', () => {
   const gqa = modelDir('gqa-f32');
   /** A copy of the gqa tokenizer folder with tokenizer.json passed through `edit` (and config.json when given). */
-  async function edited(edit: (t: { model: Record<string, unknown>; added_tokens: Record<string, unknown>[] }) => void, withConfig = false): Promise<string> {
+  async function edited(
+    edit: (t: { model: Record<string, unknown>; added_tokens: Record<string, unknown>[] }) => void,
+    withConfig = false,
+  ): Promise<string> {
     const dir = await copyTokenizer(gqa);
     const t = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8'));
     edit(t);
@@ -162,22 +183,46 @@ describe('tokenizer.json is validated at load (issue 20, item 6)', () => {
 
   it('a WordPiece (or untyped) model is refused, naming the file and model.type', async () => {
     const dir = await edited((t) => {
-      t.model = { type: 'WordPiece', unk_token: '<unk>', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab: { '<unk>': 0, '<s>': 1, '</s>': 2, a: 3 } };
+      t.model = {
+        type: 'WordPiece',
+        unk_token: '<unk>',
+        continuing_subword_prefix: '##',
+        max_input_chars_per_word: 100,
+        vocab: { '<unk>': 0, '<s>': 1, '</s>': 2, a: 3 },
+      };
     });
-    await expect(LlamaTokenizer.load(dir)).rejects.toThrow(`${join(dir, 'tokenizer.json')}, key 'model.type': model type "WordPiece" is not supported: finllm runs BPE tokenizers`);
+    await expect(LlamaTokenizer.load(dir)).rejects.toThrow(
+      `${join(dir, 'tokenizer.json')}, key 'model.type': model type "WordPiece" is not supported: finllm runs BPE tokenizers`,
+    );
     const untyped = await edited((t) => void delete t.model.type);
-    await expect(LlamaTokenizer.load(untyped)).rejects.toThrow(/key 'model\.type': model type \(none\) is not supported/);
+    await expect(LlamaTokenizer.load(untyped)).rejects.toThrow(
+      /key 'model\.type': model type \(none\) is not supported/,
+    );
   });
 
   it('an empty vocabulary, a bad id or missing merges are refused', async () => {
-    await expect(LlamaTokenizer.load(await edited((t) => void (t.model.vocab = {})))).rejects.toThrow(/tokenizer\.json, key 'model\.vocab': the vocabulary is empty/);
-    await expect(LlamaTokenizer.load(await edited((t) => void ((t.model.vocab as Record<string, unknown>)['▁the'] = -4)))).rejects.toThrow(/key 'model\.vocab': token "▁the" has id -4, expected a non-negative integer/);
-    await expect(LlamaTokenizer.load(await edited((t) => void delete t.model.merges))).rejects.toThrow(/key 'model\.merges': expected the BPE merges/);
+    await expect(LlamaTokenizer.load(await edited((t) => void (t.model.vocab = {})))).rejects.toThrow(
+      /tokenizer\.json, key 'model\.vocab': the vocabulary is empty/,
+    );
+    await expect(
+      LlamaTokenizer.load(await edited((t) => void ((t.model.vocab as Record<string, unknown>)['▁the'] = -4))),
+    ).rejects.toThrow(/key 'model\.vocab': token "▁the" has id -4, expected a non-negative integer/);
+    await expect(LlamaTokenizer.load(await edited((t) => void delete t.model.merges))).rejects.toThrow(
+      /key 'model\.merges': expected the BPE merges/,
+    );
   });
 
-  it('beside a model\'s config.json, ids >= vocab_size are refused, naming the tokens and both files', async () => {
+  it("beside a model's config.json, ids >= vocab_size are refused, naming the tokens and both files", async () => {
     const dir = await edited((t) => {
-      t.added_tokens.push({ id: 600, content: '<extra>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+      t.added_tokens.push({
+        id: 600,
+        content: '<extra>',
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+        special: true,
+      });
     }, true);
     await expect(LlamaTokenizer.load(dir)).rejects.toThrow(
       `${join(dir, 'tokenizer.json')}: 1 token id is outside the model's vocabulary (vocab_size 600 in ${join(dir, 'config.json')}): "<extra>" (600); the tokenizer does not belong to this model`,

@@ -41,10 +41,24 @@ describe('config eval section', () => {
   });
 
   it('fills defaults per suite and resolves files against the config folder (--set against the cwd)', () => {
-    const file = tmpConfig(`${BASE}eval:\n  suites:\n    - {file: e/qa.jsonl}\n    - {file: /abs/s.jsonl, task: classification, name: sent, metrics: [label], limit: 3}\n`);
+    const file = tmpConfig(
+      `${BASE}eval:\n  suites:\n    - {file: e/qa.jsonl}\n    - {file: /abs/s.jsonl, task: classification, name: sent, metrics: [label], limit: 3}\n`,
+    );
     const ev = loadConfig({ file }).eval!;
-    expect(ev.suites[0]).toEqual({ name: null, file: join(file, '..', 'e', 'qa.jsonl'), task: 'generation', metrics: null, limit: null });
-    expect(ev.suites[1]).toEqual({ name: 'sent', file: '/abs/s.jsonl', task: 'classification', metrics: ['label'], limit: 3 });
+    expect(ev.suites[0]).toEqual({
+      name: null,
+      file: join(file, '..', 'e', 'qa.jsonl'),
+      task: 'generation',
+      metrics: null,
+      limit: null,
+    });
+    expect(ev.suites[1]).toEqual({
+      name: 'sent',
+      file: '/abs/s.jsonl',
+      task: 'classification',
+      metrics: ['label'],
+      limit: 3,
+    });
     expect(ev).toMatchObject({ limit: null, max_new_tokens: 64, embeddings: false, alpha: 0.05, resamples: 10000 });
     const cwd = mkdtempSync(join(tmpdir(), 'finllm-cwd-'));
     const viaSet = loadConfig({ file, cwd, sets: ['eval.suites=[{file: x.jsonl}]', 'eval.limit=2'] }).eval!;
@@ -64,16 +78,23 @@ describe('config eval section', () => {
       throw new Error('expected an InputError');
     };
     const withSuite = `${BASE}eval:\n  suites: [{file: a.jsonl}]\n`;
-    expect(err(withSuite, ['eval.max_new_token=5'])).toMatch(/key 'eval.max_new_token'.*did you mean 'eval.max_new_tokens'/);
-    expect(err(`${BASE}eval:\n  suites: [{file: a.jsonl, task: qa}]\n`)).toMatch(/key 'eval.suites.0.task'.*"qa".*"generation", "classification", "perplexity"/);
-    expect(err(`${BASE}eval:\n  suites: [{file: a.jsonl, metrics: [rouge, meteor]}]\n`)).toMatch(/key 'eval.suites.0.metrics.1'/);
+    expect(err(withSuite, ['eval.max_new_token=5'])).toMatch(
+      /key 'eval.max_new_token'.*did you mean 'eval.max_new_tokens'/,
+    );
+    expect(err(`${BASE}eval:\n  suites: [{file: a.jsonl, task: qa}]\n`)).toMatch(
+      /key 'eval.suites.0.task'.*"qa".*"generation", "classification", "perplexity"/,
+    );
+    expect(err(`${BASE}eval:\n  suites: [{file: a.jsonl, metrics: [rouge, meteor]}]\n`)).toMatch(
+      /key 'eval.suites.0.metrics.1'/,
+    );
     expect(err(`${BASE}eval:\n  suites: []\n`)).toMatch(/key 'eval.suites'.*at least 1/);
     expect(err(withSuite, ['eval.sampling.top_p=0'])).toMatch(/key 'eval.sampling.top_p'/);
     expect(err(withSuite, ['eval.limit=0'])).toMatch(/key 'eval.limit'/);
   });
 
   it('suite names are unique and file-safe', () => {
-    const ev = loadConfig({ file: tmpConfig(`${BASE}eval:\n  suites: [{file: a/qa.jsonl}, {file: b/qa.jsonl}]\n`) }).eval!;
+    const ev = loadConfig({ file: tmpConfig(`${BASE}eval:\n  suites: [{file: a/qa.jsonl}, {file: b/qa.jsonl}]\n`) })
+      .eval!;
     expect(() => evalSuites(ev)).toThrow(/two eval suites are named "qa"; set eval.suites\[1\].name/);
     const spaced = loadConfig({ file: tmpConfig(`${BASE}eval:\n  suites: [{file: my set.jsonl}]\n`) }).eval!;
     expect(() => evalSuites(spaced)).toThrow(/letters, digits/);
@@ -91,8 +112,13 @@ describe('pipeline pre-flight', () => {
   it('a missing eval file is reported with its config key before any stage runs', async () => {
     const { runPipeline } = await import('../../src/pipeline/pipeline.js');
     const out = mkdtempSync(join(tmpdir(), 'finllm-preflight-'));
-    const cfg = loadConfig({ file: DEFAULT, sets: [`output.dir=${out}`, 'eval.suites=[{file: /nonexistent/qa.jsonl}]'] });
-    await expect(runPipeline(cfg, { quiet: true })).rejects.toThrow(/key 'eval.suites.0.file': eval file not found: \/nonexistent\/qa\.jsonl/);
+    const cfg = loadConfig({
+      file: DEFAULT,
+      sets: [`output.dir=${out}`, 'eval.suites=[{file: /nonexistent/qa.jsonl}]'],
+    });
+    await expect(runPipeline(cfg, { quiet: true })).rejects.toThrow(
+      /key 'eval.suites.0.file': eval file not found: \/nonexistent\/qa\.jsonl/,
+    );
     const { existsSync } = await import('node:fs');
     expect(existsSync(join(out, 'stages'))).toBe(false);
   });

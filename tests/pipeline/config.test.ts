@@ -44,7 +44,13 @@ describe('loadConfig', () => {
     expect(cfg.data.val).toBeNull();
     expect(cfg.output.dir).toBe(join(t.dir, 'sub/runs/finllm'));
     expect(cfg.model.quantize).toBe('nf4');
-    expect(cfg.lora).toEqual({ r: 8, alpha: 16, dropout: 0.05, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], rslora: false });
+    expect(cfg.lora).toEqual({
+      r: 8,
+      alpha: 16,
+      dropout: 0.05,
+      target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'],
+      rslora: false,
+    });
     expect(cfg.data.columns.text).toBe('text');
     expect(cfg.data.dedup).toEqual({ exact: true, near: true, near_threshold: 0.9 });
     expect(cfg.training.schedule).toBe('cosine');
@@ -55,24 +61,49 @@ describe('loadConfig', () => {
   });
 
   it('grad_checkpointing: none | selective | full, with true/false of older configs read as full/none', () => {
-    const mode = (v: string) => loadConfig({ file: t.write('g.yaml', MINIMAL), sets: [`training.grad_checkpointing=${v}`] }).training.grad_checkpointing;
+    const mode = (v: string) =>
+      loadConfig({ file: t.write('g.yaml', MINIMAL), sets: [`training.grad_checkpointing=${v}`] }).training
+        .grad_checkpointing;
     expect(loadConfig({ file: t.write('d.yaml', MINIMAL) }).training.grad_checkpointing).toBe('none');
-    expect([mode('none'), mode('selective'), mode('full'), mode('true'), mode('false')]).toEqual(['none', 'selective', 'full', 'full', 'none']);
+    expect([mode('none'), mode('selective'), mode('full'), mode('true'), mode('false')]).toEqual([
+      'none',
+      'selective',
+      'full',
+      'full',
+      'none',
+    ]);
     const e = errorOf(() => mode('partial'));
-    expect(e.message).toMatch(/key 'training\.grad_checkpointing'.*got "partial", expected one of "none", "selective", "full"/);
+    expect(e.message).toMatch(
+      /key 'training\.grad_checkpointing'.*got "partial", expected one of "none", "selective", "full"/,
+    );
   });
 
   it('batch_size: a positive integer or auto; effective_batch_size only with auto', () => {
     const load = (...sets: string[]) => loadConfig({ file: t.write('b.yaml', MINIMAL), sets });
-    expect(load('training.batch_size=auto', 'training.effective_batch_size=16').training).toMatchObject({ batch_size: 'auto', effective_batch_size: 16 });
+    expect(load('training.batch_size=auto', 'training.effective_batch_size=16').training).toMatchObject({
+      batch_size: 'auto',
+      effective_batch_size: 16,
+    });
     expect(load().training.effective_batch_size).toBeNull();
-    expect(errorOf(() => load('training.batch_size=big')).message).toMatch(/key 'training\.batch_size'.*got "big", expected a positive integer or "auto"/);
-    expect(errorOf(() => load('training.effective_batch_size=16')).message).toMatch(/effective_batch_size \(16\) only applies with batch_size: auto/);
+    expect(errorOf(() => load('training.batch_size=big')).message).toMatch(
+      /key 'training\.batch_size'.*got "big", expected a positive integer or "auto"/,
+    );
+    expect(errorOf(() => load('training.effective_batch_size=16')).message).toMatch(
+      /effective_batch_size \(16\) only applies with batch_size: auto/,
+    );
   });
 
   it('expands all-linear target modules', () => {
     const file = t.write('c.yaml', MINIMAL + 'lora:\n  target_modules: all-linear\n');
-    expect(loadConfig({ file }).lora.target_modules).toEqual(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
+    expect(loadConfig({ file }).lora.target_modules).toEqual([
+      'q_proj',
+      'k_proj',
+      'v_proj',
+      'o_proj',
+      'gate_proj',
+      'up_proj',
+      'down_proj',
+    ]);
   });
 
   it('applies base < environment < --set precedence', () => {
@@ -89,12 +120,20 @@ describe('loadConfig', () => {
     expect(gpu.training.lr).toBe(0.001); // untouched by the env: deep merge
     expect(gpu.model.storage).toBe('bf16');
     expect(gpu.model.path).toBe(join(t.dir, 'models/m'));
-    const set = loadConfig({ file, env: 'gpu', sets: ['training.max_steps=10', 'training.lr=1e-4', 'data.packing=true', 'data.val=null'] });
+    const set = loadConfig({
+      file,
+      env: 'gpu',
+      sets: ['training.max_steps=10', 'training.lr=1e-4', 'data.packing=true', 'data.val=null'],
+    });
     expect(set.training.max_steps).toBe(10);
     expect(set.training.lr).toBe(1e-4);
     expect(set.training.batch_size).toBe(8);
     expect(set.data.packing).toBe(true);
-    expect(set.source).toEqual({ file, env: 'gpu', sets: ['training.max_steps=10', 'training.lr=1e-4', 'data.packing=true', 'data.val=null'] });
+    expect(set.source).toEqual({
+      file,
+      env: 'gpu',
+      sets: ['training.max_steps=10', 'training.lr=1e-4', 'data.packing=true', 'data.val=null'],
+    });
   });
 
   it('takes the environment from FINLLM_ENV when --env is absent', () => {
@@ -122,7 +161,9 @@ describe('loadConfig', () => {
     expect(e.message).toMatch(/key 'training\.lr' \(from .*c\.yaml\): got "fast", expected number/);
 
     const e2 = errorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL), sets: ['training.schedule=cosin'] }));
-    expect(e2.message).toMatch(/key 'training\.schedule' \(from --set training\.schedule=cosin\): got "cosin", expected one of "linear", "cosine", "constant"/);
+    expect(e2.message).toMatch(
+      /key 'training\.schedule' \(from --set training\.schedule=cosin\): got "cosin", expected one of "linear", "cosine", "constant"/,
+    );
 
     const e3 = errorOf(() => loadConfig({ file: t.write('e.yaml', MINIMAL), sets: ['training.batch_size=0'] }));
     expect(e3.message).toMatch(/key 'training\.batch_size'.*got 0, expected > 0/);
@@ -134,7 +175,9 @@ describe('loadConfig', () => {
   it('reports errors coming from an environment with the environment as origin', () => {
     const file = t.write('c.yaml', MINIMAL + 'environments:\n  gpu:\n    model:\n      quantize: nf8\n');
     const e = errorOf(() => loadConfig({ file, env: 'gpu' }));
-    expect(e.message).toMatch(/key 'model\.quantize' \(from environment 'gpu' in .*\): got "nf8", expected one of "nf4", "none"/);
+    expect(e.message).toMatch(
+      /key 'model\.quantize' \(from environment 'gpu' in .*\): got "nf8", expected one of "nf4", "none"/,
+    );
   });
 
   it('rejects unknown keys with a did-you-mean suggestion', () => {
@@ -144,7 +187,9 @@ describe('loadConfig', () => {
     expect(e.message).toMatch(/key 'training\.learning_rate'.*unknown key/);
     expect(e.message).toMatch(/2 problems/);
     const e2 = errorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL), sets: ['lora.rank=4'] }));
-    expect(e2.message).toMatch(/key 'lora\.rank' \(from --set lora\.rank=4\): unknown key; did you mean 'lora\.r'\?|key 'lora\.rank'.*unknown key/);
+    expect(e2.message).toMatch(
+      /key 'lora\.rank' \(from --set lora\.rank=4\): unknown key; did you mean 'lora\.r'\?|key 'lora\.rank'.*unknown key/,
+    );
     const e3 = errorOf(() => loadConfig({ file: t.write('g.yaml', MINIMAL + 'trainig:\n  lr: 1\n') }));
     expect(e3.message).toMatch(/key 'trainig'.*did you mean 'training'\?/);
   });
@@ -202,7 +247,9 @@ describe('bundled configs', () => {
     expect(cfg.data.train).toBe(join(ROOT, 'data/finetune/train.jsonl'));
     expect(cfg.data.val).toBe(join(ROOT, 'data/finetune/val.jsonl'));
     expect(cfg.training.max_steps!).toBeLessThanOrEqual(200);
-    expect(cfg.eval!.suites.map((s) => s.file)).toEqual(['fin-sentiment', 'fin-figures', 'fin-summary'].map((n) => join(ROOT, 'data/eval', `${n}.jsonl`)));
+    expect(cfg.eval!.suites.map((s) => s.file)).toEqual(
+      ['fin-sentiment', 'fin-figures', 'fin-summary'].map((n) => join(ROOT, 'data/eval', `${n}.jsonl`)),
+    );
   });
 
   it('bundled config environments validate', () => {
@@ -233,24 +280,36 @@ describe('config values and their sources (issue 20, items 8, 16, 17)', () => {
     delete process.env.FINLLM_ENV;
   });
   afterEach(() => t.cleanup());
-  const ENVS = MINIMAL + 'environments:\n  cpu:\n    data:\n      max_seq_len: 64\n  gpu:\n    data:\n      max_seq_len: 512\n';
+  const ENVS =
+    MINIMAL + 'environments:\n  cpu:\n    data:\n      max_seq_len: 64\n  gpu:\n    data:\n      max_seq_len: 512\n';
 
   it('--env accepts only environments the file defines: names of Object.prototype are refused, listing the defined ones', () => {
     const file = t.write('c.yaml', ENVS);
     for (const env of ['__proto__', 'toString', 'constructor', 'hasOwnProperty', 'valueOf']) {
       const e = errorOf(() => loadConfig({ file, env }));
-      expect(e.message, env).toContain(`environment ${JSON.stringify(env)} (from --env) is not defined under 'environments'; defined: cpu, gpu`);
+      expect(e.message, env).toContain(
+        `environment ${JSON.stringify(env)} (from --env) is not defined under 'environments'; defined: cpu, gpu`,
+      );
     }
     // A file with no environments at all says so.
-    expect(errorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL), env: 'toString' })).message).toContain('the file defines none');
+    expect(errorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL), env: 'toString' })).message).toContain(
+      'the file defines none',
+    );
     expect(loadConfig({ file, env: 'cpu' }).data.max_seq_len).toBe(64);
   });
 
   it('an infinite value says "got Infinity" (YAML .inf, -.inf, a number past the double range), not "got null"', () => {
     const file = t.write('c.yaml', MINIMAL);
-    for (const [raw, shown] of [['.inf', 'Infinity'], ['-.inf', '-Infinity'], ['1e400', 'Infinity'], ['.nan', 'NaN']] as const) {
+    for (const [raw, shown] of [
+      ['.inf', 'Infinity'],
+      ['-.inf', '-Infinity'],
+      ['1e400', 'Infinity'],
+      ['.nan', 'NaN'],
+    ] as const) {
       const e = errorOf(() => loadConfig({ file, sets: [`training.lr=${raw}`] }));
-      expect(e.message, raw).toContain(`key 'training.lr' (from --set training.lr=${raw}): got ${shown}, expected a finite number`);
+      expect(e.message, raw).toContain(
+        `key 'training.lr' (from --set training.lr=${raw}): got ${shown}, expected a finite number`,
+      );
     }
     const inFile = errorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL + 'training:\n  lr: 1e400\n') }));
     expect(inFile.message).toMatch(/key 'training\.lr' \(from .*d\.yaml\): got Infinity, expected a finite number/);
@@ -262,11 +321,18 @@ describe('config values and their sources (issue 20, items 8, 16, 17)', () => {
     expect(e.message).toBe("key 'training.lr' (from --set training.lr=-5): got -5, expected > 0");
     expect(e.location.file).toBeUndefined();
     // Problems from the file and from --set together: the file is named, each line keeps its source.
-    const both = errorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL + 'training:\n  warmup_steps: -1\n'), sets: ['training.lr=-5'] }));
+    const both = errorOf(() =>
+      loadConfig({ file: t.write('d.yaml', MINIMAL + 'training:\n  warmup_steps: -1\n'), sets: ['training.lr=-5'] }),
+    );
     expect(both.message).toMatch(/d\.yaml: 2 problems in the configuration:/);
     expect(both.message).toContain("key 'training.lr' (from --set training.lr=-5): got -5, expected > 0");
     // A value from an environment is the file's: the file stays named.
-    const env = errorOf(() => loadConfig({ file: t.write('e.yaml', MINIMAL + 'environments:\n  gpu:\n    training:\n      lr: -1\n'), env: 'gpu' }));
+    const env = errorOf(() =>
+      loadConfig({
+        file: t.write('e.yaml', MINIMAL + 'environments:\n  gpu:\n    training:\n      lr: -1\n'),
+        env: 'gpu',
+      }),
+    );
     expect(env.location.file).toBe(join(t.dir, 'e.yaml'));
   });
 });

@@ -6,14 +6,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { pipelineAction } from '../../src/cli/pipeline.js';
 import { InputError } from '../../src/errors.js';
 import { loadConfig } from '../../src/pipeline/config.js';
-import { runPipeline, type PipelineState } from '../../src/pipeline/pipeline.js';
+import { type PipelineState, runPipeline } from '../../src/pipeline/pipeline.js';
 import { useEngine } from '../helpers/index.js';
 import { removeTinyPipelines, tinyPipeline } from './tiny-pipeline.js';
 
 useEngine();
 afterAll(removeTinyPipelines);
 
-const readState = (runDir: string) => JSON.parse(readFileSync(join(runDir, 'pipeline-state.json'), 'utf8')) as PipelineState;
+const readState = (runDir: string) =>
+  JSON.parse(readFileSync(join(runDir, 'pipeline-state.json'), 'utf8')) as PipelineState;
 
 describe('finllm pipeline: a failing stage', () => {
   it('a broken eval file fails baseline_eval with its file and row, keeps the data stage, and the fixed re-run continues', async () => {
@@ -42,13 +43,20 @@ describe('finllm pipeline: a failing stage', () => {
 
     // A record that parses but is not usable: still this stage, with the field named.
     writeFileSync(t.qaFile, good.split('\n')[0] + '\n{"id": "qa-x", "question": "q?", "context": "c", "answer": 3}\n');
-    await expect(runPipeline(loadConfig({ file: t.config }), { quiet: true })).rejects.toThrow(/stage 'baseline_eval' failed: .*row 2, key 'answer': expected a non-empty string/);
+    await expect(runPipeline(loadConfig({ file: t.config }), { quiet: true })).rejects.toThrow(
+      /stage 'baseline_eval' failed: .*row 2, key 'answer': expected a non-empty string/,
+    );
 
     writeFileSync(t.qaFile, good);
     const lines: string[] = [];
     const r = await runPipeline(loadConfig({ file: t.config }), { quiet: true, log: (l) => lines.push(l) });
     expect(r.stages.map((s) => [s.name, s.outcome])).toEqual([
-      ['data', 'skipped (done)'], ['baseline_eval', 'ran'], ['train', 'ran'], ['finetuned_eval', 'ran'], ['compare', 'ran'], ['export', 'ran'],
+      ['data', 'skipped (done)'],
+      ['baseline_eval', 'ran'],
+      ['train', 'ran'],
+      ['finetuned_eval', 'ran'],
+      ['compare', 'ran'],
+      ['export', 'ran'],
     ]);
     st = readState(t.runDir);
     expect(Object.values(st.stages).every((s) => s.status === 'done')).toBe(true);

@@ -16,14 +16,20 @@ afterAll(removeTinyPipelines);
 describe('finllm pipeline with full training', () => {
   it('evaluates and exports the trained model/ folder', async () => {
     const t = tinyPipeline({ evalOverride: '  limit: 2\n' });
-    const cfg = loadConfig({ file: t.config, sets: ['training.method=full', 'model.quantize=none', 'training.lr=0.01', 'eval.embeddings=false'] });
+    const cfg = loadConfig({
+      file: t.config,
+      sets: ['training.method=full', 'model.quantize=none', 'training.lr=0.01', 'eval.embeddings=false'],
+    });
     const r = await runPipeline(cfg, { quiet: true });
     const s = join(t.runDir, 'stages');
     expect(r.adapterDir).toBeNull();
     expect(r.modelDir).toBe(join(s, 'export', 'model'));
     expect(existsSync(join(s, 'train', 'adapter'))).toBe(false);
-    for (const f of ['model.safetensors', 'config.json', 'tokenizer.json']) expect(existsSync(join(s, 'export', 'model', f)), f).toBe(true);
-    expect(readFileSync(join(s, 'export', 'model', 'model.safetensors'))).toEqual(readFileSync(join(s, 'train', 'model', 'model.safetensors')));
+    for (const f of ['model.safetensors', 'config.json', 'tokenizer.json'])
+      expect(existsSync(join(s, 'export', 'model', f)), f).toBe(true);
+    expect(readFileSync(join(s, 'export', 'model', 'model.safetensors'))).toEqual(
+      readFileSync(join(s, 'train', 'model', 'model.safetensors')),
+    );
     const base = await readResults(join(s, 'baseline_eval', 'qa.results.json'));
     const tuned = await readResults(join(s, 'finetuned_eval', 'qa.results.json'));
     expect(tuned.model).toBe(join(s, 'train', 'model'));

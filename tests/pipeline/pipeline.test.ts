@@ -7,14 +7,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pipelineAction } from '../../src/cli/pipeline.js';
 import { loadConfig } from '../../src/pipeline/config.js';
 import { readResults } from '../../src/pipeline/eval/results.js';
-import { PIPELINE_STATE_FORMAT, runPipeline, STAGES, type PipelineState } from '../../src/pipeline/pipeline.js';
+import { PIPELINE_STATE_FORMAT, type PipelineState, runPipeline, STAGES } from '../../src/pipeline/pipeline.js';
 import { useEngine } from '../helpers/index.js';
-import { removeTinyPipelines, tinyPipeline, type TinySetup } from './tiny-pipeline.js';
+import { removeTinyPipelines, type TinySetup, tinyPipeline } from './tiny-pipeline.js';
 
 useEngine();
 afterAll(removeTinyPipelines);
 
-const readState = (runDir: string) => JSON.parse(readFileSync(join(runDir, 'pipeline-state.json'), 'utf8')) as PipelineState;
+const readState = (runDir: string) =>
+  JSON.parse(readFileSync(join(runDir, 'pipeline-state.json'), 'utf8')) as PipelineState;
 
 describe('finllm pipeline (tiny model, two training steps)', () => {
   let t: TinySetup;
@@ -41,14 +42,18 @@ describe('finllm pipeline (tiny model, two training steps)', () => {
     expect(existsSync(join(s, 'data', 'data-report.json'))).toBe(true);
     expect(existsSync(join(s, 'train', 'adapter', 'adapter_model.safetensors'))).toBe(true);
     expect(existsSync(join(s, 'export', 'adapter', 'adapter_config.json'))).toBe(true);
-    expect(readFileSync(join(s, 'export', 'adapter', 'adapter_model.safetensors'))).toEqual(readFileSync(join(s, 'train', 'adapter', 'adapter_model.safetensors')));
+    expect(readFileSync(join(s, 'export', 'adapter', 'adapter_model.safetensors'))).toEqual(
+      readFileSync(join(s, 'train', 'adapter', 'adapter_model.safetensors')),
+    );
     expect(printed).toMatch(/run folder: .*run\n/);
     expect(printed).toMatch(/report qa: .*stages\/compare\/qa\/report\.html/);
     // It ends with one verdict line per suite, the lines `finllm compare` ends with.
     const last = printed.trimEnd().split('\n').slice(-2);
     expect(last[0]).toMatch(/^qa: (improved|no significant change|regressed|does not do the task)( — |$)/);
     expect(last[1]).toMatch(/^sentiment: (improved|no significant change|regressed|does not do the task)( — |$)/);
-    const rep = JSON.parse(readFileSync(join(t.runDir, 'stages', 'compare', 'sentiment', 'report.json'), 'utf8')) as { verdict_line: string };
+    const rep = JSON.parse(readFileSync(join(t.runDir, 'stages', 'compare', 'sentiment', 'report.json'), 'utf8')) as {
+      verdict_line: string;
+    };
     expect(last[1]).toBe(rep.verdict_line);
   });
 
@@ -78,7 +83,8 @@ describe('finllm pipeline (tiny model, two training steps)', () => {
   it('writes the comparison report per suite (report.html, summary.md, report.json) with the training log', () => {
     const c = join(t.runDir, 'stages', 'compare');
     for (const suite of ['qa', 'sentiment']) {
-      for (const f of ['report.html', 'summary.md', 'report.json']) expect(existsSync(join(c, suite, f)), `${suite}/${f}`).toBe(true);
+      for (const f of ['report.html', 'summary.md', 'report.json'])
+        expect(existsSync(join(c, suite, f)), `${suite}/${f}`).toBe(true);
       const rep = JSON.parse(readFileSync(join(c, suite, 'report.json'), 'utf8')) as Record<string, unknown>;
       expect(JSON.stringify(rep)).toContain('"nExamples":3');
       expect(readFileSync(join(c, suite, 'report.html'), 'utf8')).toMatch(/<html/i);
@@ -106,12 +112,22 @@ describe('finllm pipeline (tiny model, two training steps)', () => {
     const trainState = readState(t.runDir).stages.train!;
     const r = await runPipeline(loadConfig({ file: t.config, sets: ['eval.max_new_tokens=3'] }), { quiet: true });
     expect(Object.fromEntries(r.stages.map((s) => [s.name, s.outcome]))).toEqual({
-      data: 'skipped (done)', baseline_eval: 'ran', train: 'skipped (done)', finetuned_eval: 'ran', compare: 'ran', export: 'skipped (done)',
+      data: 'skipped (done)',
+      baseline_eval: 'ran',
+      train: 'skipped (done)',
+      finetuned_eval: 'ran',
+      compare: 'ran',
+      export: 'skipped (done)',
     });
     expect(readState(t.runDir).stages.train).toEqual(trainState);
-    const base = JSON.parse(readFileSync(join(t.runDir, 'stages', 'baseline_eval', 'qa.results.json'), 'utf8')) as { generation: { max_new_tokens: number } };
+    const base = JSON.parse(readFileSync(join(t.runDir, 'stages', 'baseline_eval', 'qa.results.json'), 'utf8')) as {
+      generation: { max_new_tokens: number };
+    };
     expect(base.generation.max_new_tokens).toBe(3);
-    const again = await runPipeline(loadConfig({ file: t.config, sets: ['eval.max_new_tokens=3'] }), { quiet: true, rerunFrom: 'export' });
+    const again = await runPipeline(loadConfig({ file: t.config, sets: ['eval.max_new_tokens=3'] }), {
+      quiet: true,
+      rerunFrom: 'export',
+    });
     expect(again.stages.filter((s) => s.outcome === 'ran').map((s) => s.name)).toEqual(['export']);
   });
 
@@ -124,10 +140,15 @@ describe('finllm pipeline (tiny model, two training steps)', () => {
     const trained = readFileSync(adapter);
     writeFileSync(adapter, 'partial');
     const lines: string[] = [];
-    const r = await runPipeline(loadConfig({ file: t.config, sets: ['eval.max_new_tokens=3'] }), { quiet: true, log: (l) => lines.push(l) });
+    const r = await runPipeline(loadConfig({ file: t.config, sets: ['eval.max_new_tokens=3'] }), {
+      quiet: true,
+      log: (l) => lines.push(l),
+    });
     expect(lines).toContain('[pipeline] train: running (resuming)');
     expect(readFileSync(adapter)).toEqual(trained);
-    const summary = JSON.parse(readFileSync(join(t.runDir, 'stages', 'train', 'train-summary.json'), 'utf8')) as { steps: number };
+    const summary = JSON.parse(readFileSync(join(t.runDir, 'stages', 'train', 'train-summary.json'), 'utf8')) as {
+      steps: number;
+    };
     expect(summary.steps).toBe(2);
     // Same training inputs, same fingerprint: the evaluations of the adapter stay valid.
     expect(r.stages.find((s) => s.name === 'finetuned_eval')!.outcome).toBe('skipped (done)');

@@ -7,7 +7,13 @@ import { join } from 'node:path';
 export const ROOT = join(import.meta.dirname, '..', '..');
 
 function head(file: string, n: number): string {
-  return readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).slice(0, n).join('\n') + '\n';
+  return (
+    readFileSync(file, 'utf8')
+      .split('\n')
+      .filter((l) => l.trim())
+      .slice(0, n)
+      .join('\n') + '\n'
+  );
 }
 
 export interface TinySetup {

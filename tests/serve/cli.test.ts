@@ -2,7 +2,7 @@
 // `finllm generate` process, SIGTERM and SIGHUP drain the request in flight (/health says 503
 // meanwhile) and exit 0, and a taken port exits 1 with a clear message (bad flags are checked
 // in-process in units.test.ts).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, tinyModelWithChatTemplate } from './helpers.js';
@@ -27,7 +27,9 @@ interface Served {
 
 /** Starts `finllm serve` and waits until it says it is ready. */
 async function serve(args: string[]): Promise<Served> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--model', modelDir, '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'serve', '--model', modelDir, '--port', '0', ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   children.push(child);
   let err = '';
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -45,7 +47,11 @@ async function serve(args: string[]): Promise<Served> {
 describe('finllm serve (the process)', () => {
   it('answers what `finllm generate` prints; a second server on its port exits 1; SIGTERM lets the stream in flight finish, refuses new work, exits 0', async () => {
     const prompt = 'Quarterly revenue grew';
-    const gen = spawnSync(process.execPath, [CLI, 'generate', '--model', modelDir, '--prompt', prompt, '-n', '10', '--greedy'], { encoding: 'utf8', timeout: 120_000 });
+    const gen = spawnSync(
+      process.execPath,
+      [CLI, 'generate', '--model', modelDir, '--prompt', prompt, '-n', '10', '--greedy'],
+      { encoding: 'utf8', timeout: 120_000 },
+    );
     expect(gen.status, gen.stderr).toBe(0);
 
     const s = await serve(['--max-model-len', '64', '--api-key', 'sk-cli']);
@@ -53,11 +59,21 @@ describe('finllm serve (the process)', () => {
     const done = await client.completions.create({ model: 'base', prompt, max_tokens: 10, temperature: 0 });
     expect(`${done.choices[0]!.text}\n`).toBe(gen.stdout);
     // A second server on the same port exits 1 before loading anything.
-    const taken = spawnSync(process.execPath, [CLI, 'serve', '--model', modelDir, '--port', new URL(s.url).port], { encoding: 'utf8', timeout: 60_000 });
+    const taken = spawnSync(process.execPath, [CLI, 'serve', '--model', modelDir, '--port', new URL(s.url).port], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     expect(taken.status).toBe(1);
     expect(taken.stderr).toMatch(/cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\)/);
 
-    const stream = await client.completions.create({ model: 'base', prompt, max_tokens: 40, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    const stream = await client.completions.create({
+      model: 'base',
+      prompt,
+      max_tokens: 40,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     let chunks = 0;
     let afterSignal = 0;
     let signalled = false;
@@ -75,14 +91,18 @@ describe('finllm serve (the process)', () => {
         // Draining: the listener stays open; /health says so and a new request gets a 503.
         const health = await fetch(`${s.url}/health`);
         expect([health.status, await health.json()]).toEqual([503, { status: 'draining' }]);
-        const refused = await client.completions.create({ model: 'base', prompt, max_tokens: 1 }).catch((e: unknown) => e);
+        const refused = await client.completions
+          .create({ model: 'base', prompt, max_tokens: 1 })
+          .catch((e: unknown) => e);
         expect(refused).toBeInstanceOf(APIError);
         expect((refused as APIError).status).toBe(503);
       }
     }
     expect(afterSignal).toBeGreaterThan(0); // the stream was still running when the signal landed
     // It ran to its end: 40 tokens, or fewer only if it stopped at EOS.
-    expect(finish === 'length' ? usage?.completion_tokens === 40 : finish === 'stop' && usage!.completion_tokens <= 40).toBe(true);
+    expect(
+      finish === 'length' ? usage?.completion_tokens === 40 : finish === 'stop' && usage!.completion_tokens <= 40,
+    ).toBe(true);
     expect(await s.exited).toBe(0);
     expect(s.stderr()).toContain('drained; stopped');
   });
@@ -90,7 +110,14 @@ describe('finllm serve (the process)', () => {
   it('SIGHUP drains like SIGTERM: the stream in flight runs to its end, then exit 0 (issue 20, item 20)', async () => {
     const s = await serve(['--max-model-len', '64']);
     const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
-    const stream = await client.completions.create({ model: 'base', prompt: 'Quarterly revenue grew', max_tokens: 30, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    const stream = await client.completions.create({
+      model: 'base',
+      prompt: 'Quarterly revenue grew',
+      max_tokens: 30,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     let chunks = 0;
     let afterSignal = 0;
     let usage: OpenAI.CompletionUsage | undefined;

@@ -5,8 +5,8 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '../../src/engine/random.js';
-import { writeAdapter } from '../../src/llama/peft.js';
 import { LlamaModel } from '../../src/llama/model.js';
+import { writeAdapter } from '../../src/llama/peft.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 export const TINY = join(ROOT, 'models', 'tiny-fin');
@@ -19,7 +19,14 @@ export const CHAT_TEMPLATE =
 /** The tiny model's files linked into a fresh folder, plus chat_template.jinja. */
 export async function tinyModelWithChatTemplate(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'finllm-serve-model-'));
-  for (const f of ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) symlinkSync(join(TINY, f), join(dir, f));
+  for (const f of [
+    'config.json',
+    'generation_config.json',
+    'model.safetensors',
+    'tokenizer.json',
+    'tokenizer_config.json',
+  ])
+    symlinkSync(join(TINY, f), join(dir, f));
   writeFileSync(join(dir, 'chat_template.jinja'), CHAT_TEMPLATE);
   return dir;
 }

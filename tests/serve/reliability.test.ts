@@ -1,8 +1,9 @@
 // Issue 20, "Reliability, round 3", the server's findings: one test per item, in process, over the
 // bundled tiny model (context 64) on loopback. Every request here is bounded; servers stop in afterEach.
-import { request as httpRequest } from 'node:http';
+
 import { writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -34,7 +35,10 @@ afterAll(() => {
   if (models) disposeServingModels(models);
 });
 
-async function start(opts: Partial<ServerOptions> = {}, ready: ServingModels | null = models): Promise<{ server: FinllmServer; url: string }> {
+async function start(
+  opts: Partial<ServerOptions> = {},
+  ready: ServingModels | null = models,
+): Promise<{ server: FinllmServer; url: string }> {
   const server = new FinllmServer({ host: '127.0.0.1', port: 0, baseId: 'tiny', ...opts });
   servers.push(server);
   const url = await server.listen();
@@ -52,7 +56,10 @@ interface Answer {
 async function call(url: string, method: 'GET' | 'POST', path: string, body?: unknown, key?: string): Promise<Answer> {
   const r = await fetch(`${url}${path}`, {
     method,
-    headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    headers: {
+      ...(key ? { authorization: `Bearer ${key}` } : {}),
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+    },
     ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
     signal: AbortSignal.timeout(120_000),
   });
@@ -67,7 +74,10 @@ async function call(url: string, method: 'GET' | 'POST', path: string, body?: un
 }
 
 /** The body is exactly OpenAI's error shape. */
-function expectOpenAiError(a: Answer, status: number): { message: string; type: string; param: string | null; code: string | null } {
+function expectOpenAiError(
+  a: Answer,
+  status: number,
+): { message: string; type: string; param: string | null; code: string | null } {
   expect(a.status, JSON.stringify(a.body)).toBe(status);
   const e = (a.body as { error: Record<string, unknown> }).error;
   expect(Object.keys(a.body as object)).toEqual(['error']);
@@ -115,7 +125,8 @@ describe('1. the API key and the loading gate hold for percent-encoded paths', (
       expect(a.status, `${method} ${path} when ready`).toBe(401);
     }
     // With the key the encoded spellings are the real routes; the others are not routes at all.
-    for (const [method, path, body] of encoded) expect((await call(url, method, path, body, KEY)).status, `${method} ${path}`).toBe(200);
+    for (const [method, path, body] of encoded)
+      expect((await call(url, method, path, body, KEY)).status, `${method} ${path}`).toBe(200);
     for (const [method, path, body] of elsewhere) expectOpenAiError(await call(url, method, path, body, KEY), 404);
     // /health and /metrics stay open.
     expect((await call(url, 'GET', '/health')).status).toBe(200);
@@ -132,7 +143,8 @@ describe('1. the API key and the loading gate hold for percent-encoded paths', (
     }
     // Without any key configured, the gate holds all the same.
     const open = await start({}, null);
-    for (const [method, path, body] of encoded) expect(expectOpenAiError(await call(open.url, method, path, body), 503).code).toBe('model_loading');
+    for (const [method, path, body] of encoded)
+      expect(expectOpenAiError(await call(open.url, method, path, body), 503).code).toBe('model_loading');
     expect(log).toEqual([]);
   });
 });
@@ -140,24 +152,47 @@ describe('1. the API key and the loading gate hold for percent-encoded paths', (
 describe('2. a chat template that loops or grows without bound fails its request; the server lives', () => {
   // [what, template, status, code]. A string longer than the context can hold is a prompt too long (413).
   const hostile: [string, string, number, string][] = [
-    ['a range too large for an array (V8 aborted the process)', '{% for i in range(200000000) %}x{% endfor %}', 400, 'chat_template_error'],
+    [
+      'a range too large for an array (V8 aborted the process)',
+      '{% for i in range(200000000) %}x{% endfor %}',
+      400,
+      'chat_template_error',
+    ],
     // Prints nothing, so only the time limit can stop it (with output, the size bound may trip first).
-    ['a loop that never ends in practice', '{% for i in range(60000) %}{% for j in range(60000) %}{% endfor %}{% endfor %}', 400, 'chat_template_error'],
-    ['a list that doubles', '{% set ns = namespace(a=[1]) %}{% for i in range(40) %}{% set ns.a = ns.a + ns.a %}{% endfor %}{{ ns.a | length }}', 400, 'chat_template_error'],
-    ['a string that doubles', "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}", 413, 'context_length_exceeded'],
+    [
+      'a loop that never ends in practice',
+      '{% for i in range(60000) %}{% for j in range(60000) %}{% endfor %}{% endfor %}',
+      400,
+      'chat_template_error',
+    ],
+    [
+      'a list that doubles',
+      '{% set ns = namespace(a=[1]) %}{% for i in range(40) %}{% set ns.a = ns.a + ns.a %}{% endfor %}{{ ns.a | length }}',
+      400,
+      'chat_template_error',
+    ],
+    [
+      'a string that doubles',
+      "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+      413,
+      'context_length_exceeded',
+    ],
   ];
 
-  it.each(hostile)('%s: an OpenAI-shaped error for that request, and the next request is served', async (_name, source, status, code) => {
-    const file = join(await mkdtemp(join(tmpdir(), 'finllm-template-')), 'chat_template.jinja');
-    writeFileSync(file, source);
-    const tokenizer = await LlamaTokenizer.load(modelDir, { chatTemplateFile: file });
-    const { url } = await start({}, { ...models, tokenizer });
-    const e = expectOpenAiError(await call(url, 'POST', '/v1/chat/completions', chat), status);
-    expect([e.code, e.param]).toEqual([code, 'messages']);
-    expect(e.message).not.toContain(file); // the server's paths stay on the server
-    expect((await call(url, 'GET', '/health')).status).toBe(200);
-    expect((await call(url, 'POST', '/v1/completions', completion)).status).toBe(200);
-  });
+  it.each(hostile)(
+    '%s: an OpenAI-shaped error for that request, and the next request is served',
+    async (_name, source, status, code) => {
+      const file = join(await mkdtemp(join(tmpdir(), 'finllm-template-')), 'chat_template.jinja');
+      writeFileSync(file, source);
+      const tokenizer = await LlamaTokenizer.load(modelDir, { chatTemplateFile: file });
+      const { url } = await start({}, { ...models, tokenizer });
+      const e = expectOpenAiError(await call(url, 'POST', '/v1/chat/completions', chat), status);
+      expect([e.code, e.param]).toEqual([code, 'messages']);
+      expect(e.message).not.toContain(file); // the server's paths stay on the server
+      expect((await call(url, 'GET', '/health')).status).toBe(200);
+      expect((await call(url, 'POST', '/v1/completions', completion)).status).toBe(200);
+    },
+  );
 });
 
 describe('4. a prompt far longer than the context is refused by its length, before it is tokenized', () => {
@@ -172,8 +207,14 @@ describe('4. a prompt far longer than the context is refused by its length, befo
         call(url, 'POST', '/v1/chat/completions', { ...chat, messages: [{ role: 'user', content: huge }] }),
         ...Array.from({ length: 4 }, () => call(url, 'GET', '/health')),
       ]);
-      expect([expectOpenAiError(big!, 413).code, expectOpenAiError(big!, 413).param]).toEqual(['context_length_exceeded', 'prompt']);
-      expect([expectOpenAiError(bigChat!, 413).code, expectOpenAiError(bigChat!, 413).param]).toEqual(['context_length_exceeded', 'messages']);
+      expect([expectOpenAiError(big!, 413).code, expectOpenAiError(big!, 413).param]).toEqual([
+        'context_length_exceeded',
+        'prompt',
+      ]);
+      expect([expectOpenAiError(bigChat!, 413).code, expectOpenAiError(bigChat!, 413).param]).toEqual([
+        'context_length_exceeded',
+        'messages',
+      ]);
       expect(health.map((h) => h.status)).toEqual([200, 200, 200, 200]);
       expect(encode).not.toHaveBeenCalled();
       // A prompt within the bound is still tokenized and served.
@@ -199,13 +240,23 @@ describe('5, 11. sampling values the GPU cannot honour, and seeds outside [0, 2^
       [{ seed: -1 }, 'seed'],
     ];
     for (const [extra, param] of cases) {
-      for (const [path, base] of [['/v1/completions', completion], ['/v1/chat/completions', chat]] as const) {
+      for (const [path, base] of [
+        ['/v1/completions', completion],
+        ['/v1/chat/completions', chat],
+      ] as const) {
         const e = expectOpenAiError(await call(url, 'POST', path, { ...base, ...extra }), 400);
         expect([e.param, e.type], `${path} ${JSON.stringify(extra)}`).toEqual([param, 'invalid_request_error']);
       }
     }
-    for (const extra of [{ temperature: 1e-5, seed: 2 ** 32 - 1 }, { temperature: 0 }, { temperature: 0.7, repetition_penalty: 1e-5, seed: 0 }]) {
-      expect((await call(url, 'POST', '/v1/completions', { ...completion, ...extra })).status, JSON.stringify(extra)).toBe(200);
+    for (const extra of [
+      { temperature: 1e-5, seed: 2 ** 32 - 1 },
+      { temperature: 0 },
+      { temperature: 0.7, repetition_penalty: 1e-5, seed: 0 },
+    ]) {
+      expect(
+        (await call(url, 'POST', '/v1/completions', { ...completion, ...extra })).status,
+        JSON.stringify(extra),
+      ).toBe(200);
     }
   });
 });
@@ -214,7 +265,9 @@ describe('10. an empty or blank API key is refused, never taken as "no key"', ()
   it('"", spaces, a key with surrounding spaces or a control character: InputError naming --api-key', () => {
     for (const apiKey of ['', '   ', ' sk-x', 'sk-x ', 'sk\nx', 'sk-\u00e9']) {
       expect(() => new FinllmServer({ port: 0, baseId: 'tiny', apiKey }), JSON.stringify(apiKey)).toThrow(InputError);
-      expect(() => new FinllmServer({ port: 0, baseId: 'tiny', apiKey }), JSON.stringify(apiKey)).toThrow(/--api-key: /);
+      expect(() => new FinllmServer({ port: 0, baseId: 'tiny', apiKey }), JSON.stringify(apiKey)).toThrow(
+        /--api-key: /,
+      );
     }
     expect(() => new FinllmServer({ port: 0, baseId: 'tiny', apiKey: 'sk key with inner spaces' })).not.toThrow();
   });
@@ -232,14 +285,18 @@ describe('14. --max-batch-size beyond what the memory holds is refused at startu
       return null;
     })();
     expect(err).toBeInstanceOf(InputError);
-    const m = /--max-batch-size: expected at most (\d+) decode slots per model here, got 100000: \S/.exec((err as Error).message);
+    const m = /--max-batch-size: expected at most (\d+) decode slots per model here, got 100000: \S/.exec(
+      (err as Error).message,
+    );
     expect(m, (err as Error).message).not.toBeNull();
     const limit = Number(m![1]);
     expect(limit).toBeGreaterThanOrEqual(1);
     expect(limit).toBeLessThan(100_000);
     const fits = new FinllmServer({ port: 0, baseId: 'tiny', maxBatchSize: limit });
     expect(() => fits.setReady(models)).not.toThrow();
-    expect(() => new FinllmServer({ port: 0, baseId: 'tiny', maxBatchSize: limit + 1 }).setReady(models)).toThrow(/max-batch-size/);
+    expect(() => new FinllmServer({ port: 0, baseId: 'tiny', maxBatchSize: limit + 1 }).setReady(models)).toThrow(
+      /max-batch-size/,
+    );
     await fits.shutdown(0);
   });
 });
@@ -247,12 +304,16 @@ describe('14. --max-batch-size beyond what the memory holds is refused at startu
 /** A raw HTTP/1.1 request with a header of `bytes` bytes (node:http; fetch would refuse nothing but hides the socket). */
 function hugeHeaderRequest(url: string, bytes: number): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(`${url}/v1/models`, { method: 'GET', headers: { 'x-filler': 'a'.repeat(bytes) }, timeout: 30_000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    const req = httpRequest(
+      `${url}/v1/models`,
+      { method: 'GET', headers: { 'x-filler': 'a'.repeat(bytes) }, timeout: 30_000 },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('timed out')));
     req.on('error', reject);
     req.end();
@@ -268,7 +329,13 @@ describe("18. fastify's own errors are OpenAI-shaped; a body with __proto__ is n
     }
     const big = await hugeHeaderRequest(url, 64 * 1024);
     expectOpenAiError({ status: big.status, body: JSON.parse(big.body) as unknown, headers: new Headers() }, 431);
-    const proto = await call(url, 'POST', '/v1/completions', '{"model": "tiny", "prompt": "Revenue rose", "max_tokens": 1, "__proto__": {"x": 1}, "constructor": {"prototype": {"y": 2}}}', KEY);
+    const proto = await call(
+      url,
+      'POST',
+      '/v1/completions',
+      '{"model": "tiny", "prompt": "Revenue rose", "max_tokens": 1, "__proto__": {"x": 1}, "constructor": {"prototype": {"y": 2}}}',
+      KEY,
+    );
     expect(proto.status, JSON.stringify(proto.body)).toBe(200);
     expect(({} as Record<string, unknown>)['x']).toBeUndefined();
   });
@@ -289,7 +356,18 @@ describe('20. draining: /health says 503 while requests in flight finish', () =>
     const { server, url } = await start();
     const prompt = 'Revenue rose';
     const maxTokens = CONTEXT - models.tokenizer.encode(prompt).length;
-    const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'tiny', prompt, max_tokens: maxTokens, temperature: 0, stream: true, stream_options: { include_usage: true } }) });
+    const res = await fetch(`${url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'tiny',
+        prompt,
+        max_tokens: maxTokens,
+        temperature: 0,
+        stream: true,
+        stream_options: { include_usage: true },
+      }),
+    });
     const reader = res.body!.getReader();
     let text = new TextDecoder().decode((await reader.read()).value); // the stream has started
     const stopped = server.shutdown(60_000);
@@ -302,17 +380,24 @@ describe('20. draining: /health says 503 while requests in flight finish', () =>
       text += new TextDecoder().decode(value);
     }
     expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
-    const usage = text.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as { usage?: { completion_tokens: number } | null }).find((c) => c.usage)?.usage;
+    const usage = text
+      .split('\n')
+      .filter((l) => l.startsWith('data: {'))
+      .map((l) => JSON.parse(l.slice(6)) as { usage?: { completion_tokens: number } | null })
+      .find((c) => c.usage)?.usage;
     expect(usage?.completion_tokens).toBeGreaterThan(0);
     expect(await stopped).toEqual({ drained: true });
     servers.splice(servers.indexOf(server), 1);
   });
 });
 
-describe('21. chat-template errors sent to clients do not carry the server\'s file paths', () => {
-  it('raise_exception in the template: 400 with the template\'s message, without the template file\'s path', async () => {
+describe("21. chat-template errors sent to clients do not carry the server's file paths", () => {
+  it("raise_exception in the template: 400 with the template's message, without the template file's path", async () => {
     const file = join(await mkdtemp(join(tmpdir(), 'finllm-template-')), 'chat_template.jinja');
-    writeFileSync(file, "{% if messages[0]['role'] != 'system' %}{{ raise_exception('Conversations must start with a system message') }}{% endif %}x");
+    writeFileSync(
+      file,
+      "{% if messages[0]['role'] != 'system' %}{{ raise_exception('Conversations must start with a system message') }}{% endif %}x",
+    );
     const tokenizer = await LlamaTokenizer.load(modelDir, { chatTemplateFile: file });
     const { url } = await start({}, { ...models, tokenizer });
     const e = expectOpenAiError(await call(url, 'POST', '/v1/chat/completions', chat), 400);

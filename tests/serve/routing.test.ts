@@ -6,20 +6,43 @@ import { ModelRouter, parseRouteSpec } from '../../src/serve/routing.js';
 
 describe('--route weights', () => {
   it('accepts plain decimals (integers, fractions; 0 turns an arm off)', () => {
-    expect(parseRouteSpec('ab=base:3,ft:0.5,off:0').arms).toEqual([{ model: 'base', weight: 3 }, { model: 'ft', weight: 0.5 }, { model: 'off', weight: 0 }]);
+    expect(parseRouteSpec('ab=base:3,ft:0.5,off:0').arms).toEqual([
+      { model: 'base', weight: 3 },
+      { model: 'ft', weight: 0.5 },
+      { model: 'off', weight: 0 },
+    ]);
     expect(parseRouteSpec('ab=base:.25,ft:1.').arms.map((a) => a.weight)).toEqual([0.25, 1]);
   });
 
   it('refuses hex, octal and binary literals, exponents, Infinity, NaN, signs and blanks, naming the arm', () => {
-    for (const w of ['0x10', '0o7', '0b1', '1e3', '1e308', 'Infinity', '-Infinity', 'NaN', '+1', '-0', ' 1', '1 ', '1_000', '']) {
-      expect(() => parseRouteSpec(`ab=base:1,ft:${w}`), JSON.stringify(w)).toThrow(new RegExp(`key 'route'.*a decimal number.*got "ft:${w.replace(/[.+*]/g, '\\$&')}"`));
+    for (const w of [
+      '0x10',
+      '0o7',
+      '0b1',
+      '1e3',
+      '1e308',
+      'Infinity',
+      '-Infinity',
+      'NaN',
+      '+1',
+      '-0',
+      ' 1',
+      '1 ',
+      '1_000',
+      '',
+    ]) {
+      expect(() => parseRouteSpec(`ab=base:1,ft:${w}`), JSON.stringify(w)).toThrow(
+        new RegExp(`key 'route'.*a decimal number.*got "ft:${w.replace(/[.+*]/g, '\\$&')}"`),
+      );
     }
   });
 
   it('refuses weights whose sum is not finite (each finite alone)', () => {
     const huge = '9'.repeat(308);
     expect(Number(huge)).toBeLessThan(Infinity);
-    expect(() => parseRouteSpec(`big=base:${huge},ft:${huge}`)).toThrow(/key 'route'.*the weights add up to more than the largest number/);
+    expect(() => parseRouteSpec(`big=base:${huge},ft:${huge}`)).toThrow(
+      /key 'route'.*the weights add up to more than the largest number/,
+    );
   });
 
   it('a digit string past the double range is refused as not finite', () => {
@@ -27,7 +50,12 @@ describe('--route weights', () => {
   });
 
   it('large but finite weights still split by weight', () => {
-    const r = new ModelRouter('tiny', ['ft'], [parseRouteSpec(`ab=base:${'1'.padEnd(300, '0')},ft:${'3'.padEnd(300, '0')}`)], 1);
+    const r = new ModelRouter(
+      'tiny',
+      ['ft'],
+      [parseRouteSpec(`ab=base:${'1'.padEnd(300, '0')},ft:${'3'.padEnd(300, '0')}`)],
+      1,
+    );
     const arms = Array.from({ length: 400 }, () => r.resolve('ab')!.model);
     const ft = arms.filter((a) => a === 'ft').length;
     expect(ft).toBeGreaterThan(250);

@@ -8,12 +8,12 @@ import OpenAI, { APIError } from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { generateAction } from '../../src/cli/generate.js';
 import { generate } from '../../src/llama/generate.js';
-import { loadServingModels, disposeServingModels, type ServingModels } from '../../src/serve/load.js';
+import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
+import { disposeServingModels, loadServingModels, type ServingModels } from '../../src/serve/load.js';
 import { parseRouteSpec } from '../../src/serve/routing.js';
 import { FinllmServer, type ServerOptions } from '../../src/serve/server.js';
 import { useEngine } from '../helpers/index.js';
-import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
-import { TINY, metric, randomAdapter, tinyModelWithChatTemplate, waitFor } from './helpers.js';
+import { metric, randomAdapter, TINY, tinyModelWithChatTemplate, waitFor } from './helpers.js';
 
 useEngine();
 
@@ -37,8 +37,17 @@ afterAll(() => {
   if (models) disposeServingModels(models);
 });
 
-async function start(opts: Partial<ServerOptions> = {}, ready = true): Promise<{ server: FinllmServer; url: string; client: OpenAI }> {
-  const server = new FinllmServer({ port: 0, baseId: 'tiny', adapterNames: ['ft'], routes: [parseRouteSpec('ab=base:1,ft:1')], ...opts });
+async function start(
+  opts: Partial<ServerOptions> = {},
+  ready = true,
+): Promise<{ server: FinllmServer; url: string; client: OpenAI }> {
+  const server = new FinllmServer({
+    port: 0,
+    baseId: 'tiny',
+    adapterNames: ['ft'],
+    routes: [parseRouteSpec('ab=base:1,ft:1')],
+    ...opts,
+  });
   servers.push(server);
   const url = await server.listen();
   if (ready) server.setReady(models);
@@ -47,7 +56,13 @@ async function start(opts: Partial<ServerOptions> = {}, ready = true): Promise<{
 }
 
 /** What `finllm generate` prints for a prompt (without its final newline) and its token count. */
-async function cliGenerate(o: { prompt: string; maxNewTokens: number; adapter?: string; chat?: boolean; sample?: { temperature: number; seed: number } }): Promise<{ text: string; tokens: number }> {
+async function cliGenerate(o: {
+  prompt: string;
+  maxNewTokens: number;
+  adapter?: string;
+  chat?: boolean;
+  sample?: { temperature: number; seed: number };
+}): Promise<{ text: string; tokens: number }> {
   let text = '';
   const tokens = await generateAction(
     {
@@ -56,7 +71,9 @@ async function cliGenerate(o: { prompt: string; maxNewTokens: number; adapter?: 
       maxNewTokens: String(o.maxNewTokens),
       ...(o.adapter ? { adapter: o.adapter } : {}),
       ...(o.chat ? { chat: true } : {}),
-      ...(o.sample ? { sample: true, temperature: String(o.sample.temperature), topK: '0', seed: String(o.sample.seed) } : { greedy: true }),
+      ...(o.sample
+        ? { sample: true, temperature: String(o.sample.temperature), topK: '0', seed: String(o.sample.seed) }
+        : { greedy: true }),
     },
     (s) => void (text += s),
   );
@@ -79,7 +96,12 @@ describe('finllm serve (OpenAI API through the openai client)', () => {
     const ids = [];
     for await (const m of client.models.list()) ids.push(m.id);
     expect(ids).toEqual(['tiny', 'ft', 'ab']);
-    expect(await client.models.retrieve('ft')).toMatchObject({ id: 'ft', object: 'model', parent: 'tiny', max_model_len: CONTEXT });
+    expect(await client.models.retrieve('ft')).toMatchObject({
+      id: 'ft',
+      object: 'model',
+      parent: 'tiny',
+      max_model_len: CONTEXT,
+    });
   });
 
   it('completions and chat, streaming and not: greedy output identical to finllm generate; stop, seed', async () => {
@@ -89,11 +111,22 @@ describe('finllm serve (OpenAI API through the openai client)', () => {
 
     const plain = await client.completions.create({ model: 'tiny', prompt: PROMPT, max_tokens: 12, temperature: 0 });
     expect(plain.choices[0]!.text).toBe(ref.text);
-    expect(plain.usage).toEqual({ prompt_tokens: promptTokens, completion_tokens: ref.tokens, total_tokens: promptTokens + ref.tokens });
+    expect(plain.usage).toEqual({
+      prompt_tokens: promptTokens,
+      completion_tokens: ref.tokens,
+      total_tokens: promptTokens + ref.tokens,
+    });
     expect(plain.choices[0]!.finish_reason).toBe(ref.tokens === 12 ? 'length' : 'stop');
     expect(plain.object).toBe('text_completion');
 
-    const stream = await client.completions.create({ model: 'base', prompt: PROMPT, max_tokens: 12, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    const stream = await client.completions.create({
+      model: 'base',
+      prompt: PROMPT,
+      max_tokens: 12,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     let streamed = '';
     const finishes: (string | null)[] = [];
     let streamUsage: OpenAI.CompletionUsage | null | undefined;
@@ -115,7 +148,13 @@ describe('finllm serve (OpenAI API through the openai client)', () => {
     const chat = await client.chat.completions.create({ model: 'tiny', messages, max_tokens: 10, temperature: 0 });
     expect(chat.choices[0]!.message).toMatchObject({ role: 'assistant', content: chatRef.text });
     expect(chat.usage!.completion_tokens).toBe(chatRef.tokens);
-    const chatStream = await client.chat.completions.create({ model: 'tiny', messages, max_completion_tokens: 10, temperature: 0, stream: true });
+    const chatStream = await client.chat.completions.create({
+      model: 'tiny',
+      messages,
+      max_completion_tokens: 10,
+      temperature: 0,
+      stream: true,
+    });
     const deltas: OpenAI.ChatCompletionChunk['choices'][number]['delta'][] = [];
     for await (const c of chatStream) for (const ch of c.choices) deltas.push(ch.delta);
     expect(deltas[0]).toEqual({ role: 'assistant', content: '' });
@@ -125,13 +164,25 @@ describe('finllm serve (OpenAI API through the openai client)', () => {
     const words = ref.text.split(' ').filter((w) => w.length >= 3);
     expect(words.length).toBeGreaterThan(1);
     const stopWord = words[1]!;
-    const cut = await client.completions.create({ model: 'tiny', prompt: PROMPT, max_tokens: 12, temperature: 0, stop: [stopWord, 'never-there'] });
+    const cut = await client.completions.create({
+      model: 'tiny',
+      prompt: PROMPT,
+      max_tokens: 12,
+      temperature: 0,
+      stop: [stopWord, 'never-there'],
+    });
     expect(cut.choices[0]!.text).toBe(ref.text.slice(0, ref.text.indexOf(stopWord)));
     expect(cut.choices[0]!.finish_reason).toBe('stop');
 
     // Sampling with a seed draws what `finllm generate --sample --seed` draws.
     const sampledRef = await cliGenerate({ prompt: PROMPT, maxNewTokens: 8, sample: { temperature: 1.3, seed: 7 } });
-    const sampled = await client.completions.create({ model: 'tiny', prompt: PROMPT, max_tokens: 8, temperature: 1.3, seed: 7 });
+    const sampled = await client.completions.create({
+      model: 'tiny',
+      prompt: PROMPT,
+      max_tokens: 8,
+      temperature: 1.3,
+      seed: 7,
+    });
     expect(sampled.choices[0]!.text).toBe(sampledRef.text);
     expect(sampledRef.text).not.toBe(ref.text.slice(0, sampledRef.text.length)); // it did sample
   });
@@ -146,25 +197,41 @@ describe('finllm serve (OpenAI API through the openai client)', () => {
 
     const arms = new Map<string, string>();
     for (let u = 0; u < 8; u++) {
-      const { data, response } = await client.completions.create({ model: 'ab', prompt: PROMPT, max_tokens: 8, temperature: 0, user: `analyst-${u}` }).withResponse();
+      const { data, response } = await client.completions
+        .create({ model: 'ab', prompt: PROMPT, max_tokens: 8, temperature: 0, user: `analyst-${u}` })
+        .withResponse();
       const arm = response.headers.get('x-finllm-route-arm')!;
       expect(response.headers.get('x-finllm-route')).toBe('ab');
       expect(data.model).toBe(arm === 'base' ? 'tiny' : 'ft');
       expect(data.choices[0]!.text).toBe(arm === 'base' ? baseRef.text : ftRef.text);
       arms.set(`analyst-${u}`, arm);
     }
-    const again = await client.completions.create({ model: 'ab', prompt: PROMPT, max_tokens: 1, temperature: 0, user: 'analyst-3' }).withResponse();
+    const again = await client.completions
+      .create({ model: 'ab', prompt: PROMPT, max_tokens: 1, temperature: 0, user: 'analyst-3' })
+      .withResponse();
     expect(again.response.headers.get('x-finllm-route-arm')).toBe(arms.get('analyst-3'));
     expect(new Set(arms.values())).toEqual(new Set(['base', 'ft'])); // P(all 8 on one arm) = 2^-7, fixed by the seed
     const text = await (await fetch(`${url}/metrics`)).text();
-    const count = (arm: string) => [...arms.values()].filter((a) => a === arm).length + (arms.get('analyst-3') === arm ? 1 : 0);
+    const count = (arm: string) =>
+      [...arms.values()].filter((a) => a === arm).length + (arms.get('analyst-3') === arm ? 1 : 0);
     expect(metric(text, 'finllm_route_requests_total', { route: 'ab', arm: 'base' })).toBe(count('base'));
     expect(metric(text, 'finllm_route_requests_total', { route: 'ab', arm: 'ft' })).toBe(count('ft'));
-    expect(metric(text, 'finllm_requests_total', { endpoint: '/v1/completions', model: 'ft', status: '200' })).toBe(1 + count('ft'));
+    expect(metric(text, 'finllm_requests_total', { endpoint: '/v1/completions', model: 'ft', status: '200' })).toBe(
+      1 + count('ft'),
+    );
   });
 
   it('8 concurrent streaming requests (base and adapter, greedy and seeded) all match running each alone, through joins, leaves and compaction', async () => {
-    const texts = ['Revenue rose 9% to $2.31 billion', 'Net interest margin', 'The board approved a dividend of $0.52 per share, payable', 'Guidance', 'Operating expenses fell 3% year over year while', 'EPS', 'Free cash flow was', 'Loan growth in commercial real estate slowed as'];
+    const texts = [
+      'Revenue rose 9% to $2.31 billion',
+      'Net interest margin',
+      'The board approved a dividend of $0.52 per share, payable',
+      'Guidance',
+      'Operating expenses fell 3% year over year while',
+      'EPS',
+      'Free cash flow was',
+      'Loan growth in commercial real estate slowed as',
+    ];
     const reqs = texts.map((prompt, i) => ({
       prompt,
       model: i % 3 === 1 ? 'ft' : 'tiny',
@@ -178,7 +245,15 @@ describe('finllm serve (OpenAI API through the openai client)', () => {
       models.model.lora = r.model === 'ft' ? models.adapters.get('ft')! : null;
       const ids = models.tokenizer.encode(r.prompt);
       const sampled = r.temperature !== 0;
-      const g = await generate(models.model, ids, { maxNewTokens: r.max_tokens, greedy: !sampled, temperature: sampled ? r.temperature : 1, topK: 0, topP: 1, seed: r.seed, eosTokenIds: models.eosIds });
+      const g = await generate(models.model, ids, {
+        maxNewTokens: r.max_tokens,
+        greedy: !sampled,
+        temperature: sampled ? r.temperature : 1,
+        topK: 0,
+        topP: 1,
+        seed: r.seed,
+        eosTokenIds: models.eosIds,
+      });
       alone.push({ text: models.tokenizer.streamDecoder()(g.tokens), tokens: g.tokens.length });
     }
     models.model.lora = null;
@@ -216,11 +291,21 @@ describe('finllm serve (OpenAI API through the openai client)', () => {
   });
 
   it('an f16 KV cache: half the bytes, every cache the scheduler makes is f16, greedy output identical to generate() with an f16 cache, through joins and compaction', async () => {
-    const prompts = ['Revenue rose 9% to $2.31 billion', 'Net interest margin', 'The board approved a dividend of', 'Guidance'];
+    const prompts = [
+      'Revenue rose 9% to $2.31 billion',
+      'Net interest margin',
+      'The board approved a dividend of',
+      'Guidance',
+    ];
     const alone: string[] = [];
     models.model.lora = null; // the base, whichever variant an earlier server ran last
     for (const p of prompts) {
-      const g = await generate(models.model, models.tokenizer.encode(p), { maxNewTokens: 8, greedy: true, eosTokenIds: models.eosIds, kvCache: 'f16' });
+      const g = await generate(models.model, models.tokenizer.encode(p), {
+        maxNewTokens: 8,
+        greedy: true,
+        eosTokenIds: models.eosIds,
+        kvCache: 'f16',
+      });
       alone.push(models.tokenizer.streamDecoder()(g.tokens));
     }
     const spy = vi.spyOn(models.model, 'newKvCache');
@@ -233,7 +318,8 @@ describe('finllm serve (OpenAI API through the openai client)', () => {
       const outs = await Promise.all(
         prompts.map(async (prompt, i) => {
           await new Promise((res) => setTimeout(res, 30 * i));
-          return (await client.completions.create({ model: 'tiny', prompt, max_tokens: 8, temperature: 0 })).choices[0]!.text;
+          return (await client.completions.create({ model: 'tiny', prompt, max_tokens: 8, temperature: 0 })).choices[0]!
+            .text;
         }),
       );
       expect(outs).toEqual(alone);
@@ -275,13 +361,21 @@ describe('finllm serve (OpenAI API through the openai client)', () => {
     expect((await fetch(`${url}/v1/models`)).status).toBe(401); // no key at all
     // The right key works; a prompt may be token ids (ids outside the vocabulary are refused).
     const byText = await client.completions.create({ ...base, temperature: 0 });
-    const byIds = await client.completions.create({ ...base, prompt: models.tokenizer.encode(base.prompt), temperature: 0 });
+    const byIds = await client.completions.create({
+      ...base,
+      prompt: models.tokenizer.encode(base.prompt),
+      temperature: 0,
+    });
     expect([byIds.choices[0]!.text, byIds.usage]).toEqual([byText.choices[0]!.text, byText.usage]);
     e = await fail(client.completions.create({ ...base, prompt: [1, 100_000] }));
     expect([e.status, e.param]).toEqual([400, 'prompt']);
 
     const raw = async (path: string, body: string) => {
-      const r = await fetch(`${url}${path}`, { method: 'POST', headers: { authorization: 'Bearer sk-right', 'content-type': 'application/json' }, body });
+      const r = await fetch(`${url}${path}`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer sk-right', 'content-type': 'application/json' },
+        body,
+      });
       return { status: r.status, body: (await r.json()) as { error: Record<string, unknown> } };
     };
     const big = await raw('/v1/completions', JSON.stringify({ ...base, prompt: 'x'.repeat(5000) }));
@@ -299,7 +393,13 @@ describe('finllm serve (OpenAI API through the openai client)', () => {
     // A tokenizer without a chat template: chat is refused with the fix named, completions work.
     const plain = await start({ port: 0 }, false);
     plain.server.setReady({ ...models, tokenizer: await LlamaTokenizer.load(TINY) });
-    e = await fail(plain.client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 1 }));
+    e = await fail(
+      plain.client.chat.completions.create({
+        model: 'tiny',
+        messages: [{ role: 'user', content: 'hi' }],
+        max_tokens: 1,
+      }),
+    );
     expect([e.status, e.code]).toEqual([400, 'no_chat_template']);
     expect(e.message).toContain('--chat-template');
   });
@@ -309,7 +409,13 @@ describe('finllm serve (OpenAI API through the openai client)', () => {
     const metrics = async () => (await fetch(`${url}/metrics`)).text();
     const prompt = 'Revenue rose';
     const long = CONTEXT - models.tokenizer.encode(prompt).length;
-    const first = await client.completions.create({ model: 'tiny', prompt, max_tokens: long, temperature: 0, stream: true });
+    const first = await client.completions.create({
+      model: 'tiny',
+      prompt,
+      max_tokens: long,
+      temperature: 0,
+      stream: true,
+    });
     const it = first[Symbol.asyncIterator]();
     await it.next(); // the first request holds the only slot
     const queued = client.completions.create({ model: 'tiny', prompt, max_tokens: 3, temperature: 0 });

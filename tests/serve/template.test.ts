@@ -6,11 +6,11 @@ import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateAction } from '../../src/cli/generate.js';
-import { serveAction, type ServeCliOptions } from '../../src/cli/serve.js';
+import { type ServeCliOptions, serveAction } from '../../src/cli/serve.js';
 import { InputError } from '../../src/errors.js';
 import { DEFAULT_COLUMNS } from '../../src/pipeline/config.js';
-import { servingPromptLayout, type PromptSettings } from '../../src/pipeline/data/prompt-layout.js';
 import { DEFAULT_PREPROCESS } from '../../src/pipeline/data/preprocess.js';
+import { type PromptSettings, servingPromptLayout } from '../../src/pipeline/data/prompt-layout.js';
 import { applyTemplate } from '../../src/pipeline/data/templates.js';
 import { disposeServingModels, loadServingModels, type ServingModels } from '../../src/serve/load.js';
 import { FinllmServer } from '../../src/serve/server.js';
@@ -20,7 +20,11 @@ useEngine();
 
 const TINY = join(import.meta.dirname, '..', '..', 'models', 'tiny-fin');
 const PROMPT = 'Summarize the quarter: revenue rose 9% to $2.31 billion.';
-const settings = (template: PromptSettings['template']): PromptSettings => ({ template, columns: { ...DEFAULT_COLUMNS }, preprocess: DEFAULT_PREPROCESS });
+const settings = (template: PromptSettings['template']): PromptSettings => ({
+  template,
+  columns: { ...DEFAULT_COLUMNS },
+  preprocess: DEFAULT_PREPROCESS,
+});
 
 let models: ServingModels;
 const servers: FinllmServer[] = [];
@@ -36,7 +40,11 @@ afterAll(() => {
 });
 
 async function client(template: PromptSettings['template'] | null): Promise<OpenAI> {
-  const server = new FinllmServer({ port: 0, baseId: 'tiny', promptLayout: template === null ? null : servingPromptLayout(settings(template)) });
+  const server = new FinllmServer({
+    port: 0,
+    baseId: 'tiny',
+    promptLayout: template === null ? null : servingPromptLayout(settings(template)),
+  });
   servers.push(server);
   const url = await server.listen();
   server.setReady(models);
@@ -63,19 +71,31 @@ describe('serve --template: prompts laid out as in training', () => {
       expect(r.choices[0]!.text, template).toBe(await generated({ template }));
     }
     // Without a template the prompt is tokenized as given.
-    const plain = await (await client(null)).completions.create({ model: 'tiny', prompt: PROMPT, max_tokens: 8, temperature: 0 });
+    const plain = await (await client(null)).completions.create({
+      model: 'tiny',
+      prompt: PROMPT,
+      max_tokens: 8,
+      temperature: 0,
+    });
     expect(plain.usage!.prompt_tokens).toBe(models.tokenizer.encode(PROMPT).length);
     expect(plain.choices[0]!.text).toBe(await generated({}));
   });
 
   it('chat on a model without a chat template: the training layout of chat records (as generate --chat), else 400 no_chat_template', async () => {
     const messages = [{ role: 'user' as const, content: PROMPT }];
-    const none = await (await client(null)).chat.completions.create({ model: 'tiny', messages, max_tokens: 8, temperature: 0 }).catch((e: unknown) => e);
+    const none = await (await client(null)).chat.completions
+      .create({ model: 'tiny', messages, max_tokens: 8, temperature: 0 })
+      .catch((e: unknown) => e);
     expect((none as InstanceType<typeof OpenAI.APIError>).status).toBe(400);
     expect((none as InstanceType<typeof OpenAI.APIError>).code).toBe('no_chat_template');
     const c = await client('chat');
     const r = await c.chat.completions.create({ model: 'tiny', messages, max_tokens: 8, temperature: 0 });
-    const training = applyTemplate({ messages: [...messages, { role: 'assistant', content: 'x' }] }, { ...settings('chat'), tokenizer: null }, 'train.jsonl', 1);
+    const training = applyTemplate(
+      { messages: [...messages, { role: 'assistant', content: 'x' }] },
+      { ...settings('chat'), tokenizer: null },
+      'train.jsonl',
+      1,
+    );
     expect(r.usage!.prompt_tokens).toBe(models.tokenizer.encode(training.prompt).length);
     expect(r.choices[0]!.message.content).toBe(await generated({ chat: true }));
     // A completion under the chat template is the user's message.
@@ -85,11 +105,24 @@ describe('serve --template: prompts laid out as in training', () => {
 
   it('a template whose prompt needs more than the prompt (qa) is refused at startup, naming --template, before anything listens', async () => {
     expect(() => servingPromptLayout(settings('qa'))).toThrow(InputError);
-    const o: ServeCliOptions = { model: TINY, adapter: [], route: [], host: '127.0.0.1', port: '0', maxBatchSize: '8', maxQueue: '64', maxBodyBytes: '1000', drainTimeout: '1', template: 'qa' };
+    const o: ServeCliOptions = {
+      model: TINY,
+      adapter: [],
+      route: [],
+      host: '127.0.0.1',
+      port: '0',
+      maxBatchSize: '8',
+      maxQueue: '64',
+      maxBodyBytes: '1000',
+      drainTimeout: '1',
+      template: 'qa',
+    };
     const lines: string[] = [];
     const err = await serveAction(o, (l) => lines.push(l)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InputError);
-    expect((err as Error).message).toMatch(/^--template: the qa template cannot lay out a bare prompt: a served prompt fills only its text field/);
+    expect((err as Error).message).toMatch(
+      /^--template: the qa template cannot lay out a bare prompt: a served prompt fills only its text field/,
+    );
     expect(lines).toEqual([]);
     const bad = await serveAction({ ...o, template: 'nope' }, () => undefined).catch((e: unknown) => e);
     expect((bad as Error).message).toMatch(/--template: expected one of .*got "nope"/);

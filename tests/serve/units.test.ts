@@ -2,7 +2,7 @@
 // routes, request validation.
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { serveAction, type ServeCliOptions } from '../../src/cli/serve.js';
+import { type ServeCliOptions, serveAction } from '../../src/cli/serve.js';
 import { InputError } from '../../src/errors.js';
 import { TextStreamer } from '../../src/llama/generate.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
@@ -14,7 +14,10 @@ import { testRng } from '../helpers/index.js';
 const TINY = join(import.meta.dirname, '..', '..', 'models', 'tiny-fin');
 
 /** A fake tokenizer whose tokens are the characters of `vocab`. */
-const chars = (vocab: string) => ({ decode: (ids: readonly number[]) => ids.map((i) => vocab[i]).join(''), id: (c: string) => vocab.indexOf(c) });
+const chars = (vocab: string) => ({
+  decode: (ids: readonly number[]) => ids.map((i) => vocab[i]).join(''),
+  id: (c: string) => vocab.indexOf(c),
+});
 
 describe('StopTextStream (OpenAI stop semantics while streaming)', () => {
   const v = chars('abcdefgh\n#XY');
@@ -79,7 +82,13 @@ describe('TextStreamer (windowed incremental decoding)', () => {
 describe('model ids and A/B routes', () => {
   it('parses --adapter and --route, refusing malformed ones with the flag named', () => {
     expect(parseAdapterSpec('ft=runs/x/adapter')).toEqual({ name: 'ft', dir: 'runs/x/adapter' });
-    expect(parseRouteSpec('ab=base:50,ft:50.5')).toEqual({ name: 'ab', arms: [{ model: 'base', weight: 50 }, { model: 'ft', weight: 50.5 }] });
+    expect(parseRouteSpec('ab=base:50,ft:50.5')).toEqual({
+      name: 'ab',
+      arms: [
+        { model: 'base', weight: 50 },
+        { model: 'ft', weight: 50.5 },
+      ],
+    });
     for (const bad of ['ft', '=dir', 'bad name=dir']) expect(() => parseAdapterSpec(bad)).toThrow(InputError);
     for (const bad of ['ab', 'ab=base', 'ab=base:-1', 'ab=base:0', 'ab=base:x', 'ab=base:1,base:2']) {
       expect(() => parseRouteSpec(bad), bad).toThrow(/route/);
@@ -92,7 +101,11 @@ describe('model ids and A/B routes', () => {
     expect(r.resolve('base')).toEqual({ model: 'tiny', adapter: null });
     expect(r.resolve('ft')).toEqual({ model: 'ft', adapter: 'ft' });
     expect(r.resolve('nope')).toBeNull();
-    expect(r.ids().map((m) => [m.id, m.kind])).toEqual([['tiny', 'base'], ['ft', 'adapter'], ['ab', 'route']]);
+    expect(r.ids().map((m) => [m.id, m.kind])).toEqual([
+      ['tiny', 'base'],
+      ['ft', 'adapter'],
+      ['ab', 'route'],
+    ]);
     expect(() => new ModelRouter('tiny', ['base'], [])).toThrow(/already taken/);
     expect(() => new ModelRouter('tiny', ['ft'], [parseRouteSpec('ft=base:1')])).toThrow(/already a model id/);
     expect(() => new ModelRouter('tiny', [], [parseRouteSpec('ab=base:1,ft:1')])).toThrow(/unknown model "ft"/);
@@ -129,9 +142,14 @@ describe('request validation', () => {
   };
 
   it('accepts OpenAI bodies (unknown fields ignored) and names the offending field of a bad one', () => {
-    expect(parseBody(completionRequest, { model: 'm', prompt: 'x', max_tokens: 3, user: 'u', some_new_field: 1 })).toMatchObject({ model: 'm', prompt: 'x' });
+    expect(
+      parseBody(completionRequest, { model: 'm', prompt: 'x', max_tokens: 3, user: 'u', some_new_field: 1 }),
+    ).toMatchObject({ model: 'm', prompt: 'x' });
     expect(parseBody(completionRequest, { model: 'm', prompt: [1, 2, 3] }).prompt).toEqual([1, 2, 3]);
-    expect(parseBody(chatRequest, { model: 'm', messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }] }] }).messages).toHaveLength(1);
+    expect(
+      parseBody(chatRequest, { model: 'm', messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }] }] })
+        .messages,
+    ).toHaveLength(1);
     const cases: [Parameters<typeof parseBody>[0], unknown, string][] = [
       [completionRequest, { model: 'm', prompt: 'x', temperature: 3 }, 'temperature'],
       [completionRequest, { model: 'm', prompt: 'x', n: 2 }, 'n'],
@@ -155,7 +173,18 @@ describe('request validation', () => {
 
 describe('finllm serve flags', () => {
   it('bad flags are InputErrors (exit 1) naming the flag, raised before anything listens or loads', async () => {
-    const flags = (o: Partial<ServeCliOptions>): ServeCliOptions => ({ model: TINY, adapter: [], route: [], host: '127.0.0.1', port: '0', maxBatchSize: '8', maxQueue: '64', maxBodyBytes: '1000', drainTimeout: '1', ...o });
+    const flags = (o: Partial<ServeCliOptions>): ServeCliOptions => ({
+      model: TINY,
+      adapter: [],
+      route: [],
+      host: '127.0.0.1',
+      port: '0',
+      maxBatchSize: '8',
+      maxQueue: '64',
+      maxBodyBytes: '1000',
+      drainTimeout: '1',
+      ...o,
+    });
     const cases: [Partial<ServeCliOptions>, RegExp][] = [
       [{ route: ['ab=base:1,nope:1'] }, /key 'route'.*unknown model "nope"/],
       [{ adapter: ['ft=/nonexistent/adapter'] }, /adapter ft folder not found/],
@@ -183,7 +212,17 @@ describe('finllm serve flags', () => {
   it('an empty FINLLM_API_KEY is refused naming the variable (issue 20, item 10)', async () => {
     vi.stubEnv('FINLLM_API_KEY', '');
     try {
-      const o: ServeCliOptions = { model: TINY, adapter: [], route: [], host: '127.0.0.1', port: '0', maxBatchSize: '8', maxQueue: '64', maxBodyBytes: '1000', drainTimeout: '1' };
+      const o: ServeCliOptions = {
+        model: TINY,
+        adapter: [],
+        route: [],
+        host: '127.0.0.1',
+        port: '0',
+        maxBatchSize: '8',
+        maxQueue: '64',
+        maxBodyBytes: '1000',
+        drainTimeout: '1',
+      };
       const err = await serveAction(o, () => undefined).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(InputError);
       expect((err as Error).message).toMatch(/key 'FINLLM_API_KEY': the API key is empty/);

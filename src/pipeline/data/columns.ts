@@ -2,7 +2,7 @@
 // (for the one info line per file) and, when a record does not fit, the `data.template` /
 // `data.columns` setting that would read its columns.
 import type { ColumnMapping, TemplateName } from '../config.js';
-import { TEMPLATE_FIELDS, type ConcreteTemplate } from './templates.js';
+import { type ConcreteTemplate, TEMPLATE_FIELDS } from './templates.js';
 
 type Field = keyof ColumnMapping;
 
@@ -82,7 +82,10 @@ export function suggestColumns(found: readonly string[]): ColumnSuggestion | nul
 export function formatSuggestion(s: ColumnSuggestion): string {
   const entries = Object.entries(s.columns);
   const yaml = `data.template: ${s.template}${entries.length ? `, data.columns: {${entries.map(([k, v]) => `${k}: ${v}`).join(', ')}}` : ''}`;
-  const sets = [`--set data.template=${s.template}`, ...entries.map(([k, v]) => `--set data.columns.${k}=${/^[\w.-]+$/.test(v) ? v : JSON.stringify(v)}`)];
+  const sets = [
+    `--set data.template=${s.template}`,
+    ...entries.map(([k, v]) => `--set data.columns.${k}=${/^[\w.-]+$/.test(v) ? v : JSON.stringify(v)}`),
+  ];
   return `${yaml} (${sets.join(' ')})`;
 }
 
@@ -90,10 +93,21 @@ export function formatSuggestion(s: ColumnSuggestion): string {
  * One paragraph for an error about a record: the columns it has, what the template needs, and the
  * setting that would fit (or how to write one).
  */
-export function columnHint(found: readonly string[], columns: ColumnMapping, template: TemplateName, chosen?: ConcreteTemplate): string {
+export function columnHint(
+  found: readonly string[],
+  columns: ColumnMapping,
+  template: TemplateName,
+  chosen?: ConcreteTemplate,
+): string {
   const t = chosen ?? (template === 'auto' ? undefined : template);
-  const mapped = (f: string) => f.split('|').map((x) => (columns[x as Field] !== x ? `${x} (column '${columns[x as Field]}')` : x)).join(' or ');
-  const needs = t ? `template ${t} needs ${TEMPLATE_FIELDS[t].required.map(mapped).join(', ')}${TEMPLATE_FIELDS[t].optional.length ? ` (optional: ${TEMPLATE_FIELDS[t].optional.map(mapped).join(', ')})` : ''}` : '';
+  const mapped = (f: string) =>
+    f
+      .split('|')
+      .map((x) => (columns[x as Field] !== x ? `${x} (column '${columns[x as Field]}')` : x))
+      .join(' or ');
+  const needs = t
+    ? `template ${t} needs ${TEMPLATE_FIELDS[t].required.map(mapped).join(', ')}${TEMPLATE_FIELDS[t].optional.length ? ` (optional: ${TEMPLATE_FIELDS[t].optional.map(mapped).join(', ')})` : ''}`
+    : '';
   const head = `columns found: ${found.length ? found.join(', ') : 'none'}${needs ? `; ${needs}` : ''}`;
   const s = suggestColumns(found);
   if (s) return `${head}; to read these columns set ${formatSuggestion(s)}`;
@@ -105,11 +119,19 @@ export function columnHint(found: readonly string[], columns: ColumnMapping, tem
 }
 
 /** How auto-detection read a record, for the data report's one line per file. */
-export function recordLayout(fields: Record<string, unknown>, columns: ColumnMapping, chosen: ConcreteTemplate, configured: TemplateName): string {
+export function recordLayout(
+  fields: Record<string, unknown>,
+  columns: ColumnMapping,
+  chosen: ConcreteTemplate,
+  configured: TemplateName,
+): string {
   if (configured !== 'auto') return `template ${chosen} (data.template)`;
   const has = (f: Field) => fields[columns[f]] !== undefined && fields[columns[f]] !== null;
   if (has('task')) return `finllm task records (column '${columns.task}')`;
-  if (chosen === 'chat') return has('messages') ? 'OpenAI chat records (messages: role/content)' : 'ShareGPT records (conversations: from/value)';
+  if (chosen === 'chat')
+    return has('messages')
+      ? 'OpenAI chat records (messages: role/content)'
+      : 'ShareGPT records (conversations: from/value)';
   if (chosen === 'alpaca') return `Alpaca records (instruction, ${has('input') ? 'input, ' : ''}output)`;
   return `${chosen} records`;
 }

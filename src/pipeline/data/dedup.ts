@@ -76,7 +76,10 @@ export interface DuplicateMatch {
  * Find duplicates in `texts` (in order; the first occurrence is kept). Returns one match per
  * dropped item.
  */
-export function findDuplicates(texts: readonly string[], opts: { exact: boolean; near: boolean; threshold: number }): DuplicateMatch[] {
+export function findDuplicates(
+  texts: readonly string[],
+  opts: { exact: boolean; near: boolean; threshold: number },
+): DuplicateMatch[] {
   const out: DuplicateMatch[] = [];
   const exactSeen = new Map<string, number>();
   const bands = Array.from({ length: BANDS }, () => new Map<string, number[]>());

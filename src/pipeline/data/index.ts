@@ -1,10 +1,30 @@
 // Public API of the data stage.
-export { prepareData, createDataLoader, loaderOptions, type PreparedData, type PrepareOptions, type DataStageConfig } from './prepare.js';
-export { DataLoader, makeRng, fingerprintExamples, type DataLoaderOptions, type DataLoaderState } from './loader.js';
-export { formatReport, saveReport, lengthStats, type DataReport, type SplitStats, type LengthStats } from './stats.js';
-export { readRows, readJsonl, readCsv, inferFormat, type DataFormat } from './readers.js';
-export { preprocessText, normalizeUnicode, normalizeWhitespace, normalizeSpeakerTurns, type PreprocessOptions } from './preprocess.js';
-export { applyTemplate, renderChatFallback, TEMPLATE_DESCRIPTIONS, TemplateProblem, type ConcreteTemplate } from './templates.js';
-export { tokenizeExample, type TokenizeOptions } from './tokenize.js';
+
 export { findDuplicates } from './dedup.js';
+export { DataLoader, type DataLoaderOptions, type DataLoaderState, fingerprintExamples, makeRng } from './loader.js';
+export {
+  createDataLoader,
+  type DataStageConfig,
+  loaderOptions,
+  type PreparedData,
+  type PrepareOptions,
+  prepareData,
+} from './prepare.js';
+export {
+  normalizeSpeakerTurns,
+  normalizeUnicode,
+  normalizeWhitespace,
+  type PreprocessOptions,
+  preprocessText,
+} from './preprocess.js';
+export { type DataFormat, inferFormat, readCsv, readJsonl, readRows } from './readers.js';
+export { type DataReport, formatReport, type LengthStats, lengthStats, type SplitStats, saveReport } from './stats.js';
+export {
+  applyTemplate,
+  type ConcreteTemplate,
+  renderChatFallback,
+  TEMPLATE_DESCRIPTIONS,
+  TemplateProblem,
+} from './templates.js';
+export { type TokenizeOptions, tokenizeExample } from './tokenize.js';
 export * from './types.js';

@@ -104,12 +104,17 @@ export class DataLoader {
     readonly examples: readonly TokenizedExample[],
     opts: DataLoaderOptions,
   ) {
-    if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new InputError(`batch size must be a positive integer, got ${opts.batchSize}`, { key: 'training.batch_size' });
+    if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1)
+      throw new InputError(`batch size must be a positive integer, got ${opts.batchSize}`, {
+        key: 'training.batch_size',
+      });
     if (examples.length === 0) throw new InputError('no examples to load (the dataset is empty after validation)');
     this.opts = { shuffle: true, megaBatchFactor: 50, dropLast: false, padToMaxSeqLen: false, ...opts };
     this.fingerprint = fingerprintExamples(examples);
     if (this.opts.dropLast && this.batchesInEpoch(0) === 0) {
-      throw new InputError(`fewer examples than one batch (${examples.length} < ${opts.batchSize}) with dropLast`, { key: 'training.batch_size' });
+      throw new InputError(`fewer examples than one batch (${examples.length} < ${opts.batchSize}) with dropLast`, {
+        key: 'training.batch_size',
+      });
     }
   }
 
@@ -219,15 +224,26 @@ export class DataLoader {
   restore(s: DataLoaderState): void {
     const mismatch: string[] = [];
     if (s.version !== 1) mismatch.push(`version ${String(s.version)} (expected 1)`);
-    if (s.fingerprint !== this.fingerprint) mismatch.push(`dataset fingerprint ${s.fingerprint} vs ${this.fingerprint} now (${s.numExamples} vs ${this.examples.length} examples)`);
+    if (s.fingerprint !== this.fingerprint)
+      mismatch.push(
+        `dataset fingerprint ${s.fingerprint} vs ${this.fingerprint} now (${s.numExamples} vs ${this.examples.length} examples)`,
+      );
     if (s.seed !== this.opts.seed) mismatch.push(`seed ${s.seed} vs ${this.opts.seed}`);
     if (s.packing !== this.opts.packing) mismatch.push(`packing ${s.packing} vs ${this.opts.packing}`);
     if (s.batchSize !== this.opts.batchSize) mismatch.push(`batch size ${s.batchSize} vs ${this.opts.batchSize}`);
     if (s.maxSeqLen !== this.opts.maxSeqLen) mismatch.push(`max_seq_len ${s.maxSeqLen} vs ${this.opts.maxSeqLen}`);
     if (mismatch.length > 0) {
-      throw new InputError(`cannot resume the data order: the checkpoint was saved with different data/settings: ${mismatch.join('; ')}`);
+      throw new InputError(
+        `cannot resume the data order: the checkpoint was saved with different data/settings: ${mismatch.join('; ')}`,
+      );
     }
-    if (!Number.isInteger(s.epoch) || s.epoch < 0 || !Number.isInteger(s.position) || s.position < 0 || s.position > this.batchesInEpoch(s.epoch)) {
+    if (
+      !Number.isInteger(s.epoch) ||
+      s.epoch < 0 ||
+      !Number.isInteger(s.position) ||
+      s.position < 0 ||
+      s.position > this.batchesInEpoch(s.epoch)
+    ) {
       throw new InputError(`cannot resume the data order: position ${s.position} of epoch ${s.epoch} is out of range`);
     }
     this._epoch = s.epoch;
@@ -266,6 +282,17 @@ export class DataLoader {
         numExamples++;
       });
     });
-    return { inputIds, labels, positionIds, segmentIds, attentionMask, batchSize: B, seqLen: T, numTargetTokens, numExamples, sources };
+    return {
+      inputIds,
+      labels,
+      positionIds,
+      segmentIds,
+      attentionMask,
+      batchSize: B,
+      seqLen: T,
+      numTargetTokens,
+      numExamples,
+      sources,
+    };
   }
 }

@@ -3,12 +3,12 @@
 import { isAbsolute, relative } from 'node:path';
 import { InputError } from '../../errors.js';
 import type { DataConfig, ResolvedConfig } from '../config.js';
-import { findDuplicates, normalizeForDedup } from './dedup.js';
-import { DataLoader, makeRng, shuffleInPlace, type DataLoaderOptions } from './loader.js';
 import { columnHint, recordLayout } from './columns.js';
+import { findDuplicates, normalizeForDedup } from './dedup.js';
+import { DataLoader, type DataLoaderOptions, makeRng, shuffleInPlace } from './loader.js';
 import { inferFormat, readRows } from './readers.js';
-import { splitStats, type DataReport } from './stats.js';
-import { applyTemplate, TemplateProblem, type ConcreteTemplate } from './templates.js';
+import { type DataReport, splitStats } from './stats.js';
+import { applyTemplate, type ConcreteTemplate, TemplateProblem } from './templates.js';
 import { tokenizeExample } from './tokenize.js';
 import type { Problem, ProblemKind, TextExample, TextTokenizer, TokenizedExample } from './types.js';
 import { ERROR_KINDS } from './types.js';
@@ -60,14 +60,19 @@ async function loadSplit(file: string, data: DataConfig, tok: TextTokenizer): Pr
   const ctx = {
     columns: data.columns,
     template: data.template,
-    preprocess: { unicode: data.preprocess.unicode, whitespace: data.preprocess.whitespace, speakerTurns: data.preprocess.speaker_turns },
+    preprocess: {
+      unicode: data.preprocess.unicode,
+      whitespace: data.preprocess.whitespace,
+      speakerTurns: data.preprocess.speaker_turns,
+    },
     tokenizer: tok,
   };
   for await (const r of readRows(file, data.format)) {
     rowsRead++;
     const loc = where(file, r.row, r.line);
     if (r.readProblems.length > 0) {
-      for (const p of r.readProblems) problems.push({ kind: p.kind, file, row: r.row, message: `${loc}: ${p.message}` });
+      for (const p of r.readProblems)
+        problems.push({ kind: p.kind, file, row: r.row, message: `${loc}: ${p.message}` });
       continue;
     }
     try {
@@ -78,7 +83,8 @@ async function loadSplit(file: string, data: DataConfig, tok: TextTokenizer): Pr
     } catch (e) {
       if (!(e instanceof TemplateProblem)) throw e;
       problems.push({ kind: e.kind, file, row: r.row, message: `${loc}: ${e.message}` });
-      if (e.kind === 'missing_field' && firstMissing === null) firstMissing = { columns: Object.keys(r.fields), template: e.template };
+      if (e.kind === 'missing_field' && firstMissing === null)
+        firstMissing = { columns: Object.keys(r.fields), template: e.template };
     }
   }
 
@@ -87,7 +93,11 @@ async function loadSplit(file: string, data: DataConfig, tok: TextTokenizer): Pr
   const dups = { exact: 0, near: 0 };
   const dropped = new Set<number>();
   if (data.dedup.exact || data.dedup.near) {
-    for (const m of findDuplicates(dupTexts, { exact: data.dedup.exact, near: data.dedup.near, threshold: data.dedup.near_threshold })) {
+    for (const m of findDuplicates(dupTexts, {
+      exact: data.dedup.exact,
+      near: data.dedup.near,
+      threshold: data.dedup.near_threshold,
+    })) {
       dropped.add(m.index);
       const a = texts[m.index]!;
       const b = texts[m.of]!;
@@ -97,8 +107,7 @@ async function loadSplit(file: string, data: DataConfig, tok: TextTokenizer): Pr
         kind: m.kind,
         file,
         row: a.row,
-        message:
-          `${where(file, a.row)}: ${m.kind === 'duplicate' ? 'duplicate' : `near duplicate (Jaccard ${m.similarity.toFixed(2)})`} of row ${b.row}; dropped`,
+        message: `${where(file, a.row)}: ${m.kind === 'duplicate' ? 'duplicate' : `near duplicate (Jaccard ${m.similarity.toFixed(2)})`} of row ${b.row}; dropped`,
       });
     }
   }
@@ -144,14 +153,29 @@ async function loadSplit(file: string, data: DataConfig, tok: TextTokenizer): Pr
 }
 
 function emptySplit(): SplitResult {
-  return { rowsRead: 0, layouts: new Map(), firstMissing: null, examples: [], sources: [], texts: [], problems: [], skipped: {}, dups: { exact: 0, near: 0 } };
+  return {
+    rowsRead: 0,
+    layouts: new Map(),
+    firstMissing: null,
+    examples: [],
+    sources: [],
+    texts: [],
+    problems: [],
+    skipped: {},
+    dups: { exact: 0, near: 0 },
+  };
 }
 
 /** The report's line for one file: its format and what auto-detection found in it. */
 function detectedLine(file: string, data: DataConfig, split: SplitResult): string {
   const format = inferFormat(file, data.format);
   const kinds = [...split.layouts].sort((a, b) => b[1] - a[1]);
-  const what = kinds.length === 0 ? 'no usable records' : kinds.length === 1 ? kinds[0]![0] : kinds.map(([k, n]) => `${k} ×${n}`).join(', ');
+  const what =
+    kinds.length === 0
+      ? 'no usable records'
+      : kinds.length === 1
+        ? kinds[0]![0]
+        : kinds.map(([k, n]) => `${k} ×${n}`).join(', ');
   return `${display(file)} (${format}, ${split.rowsRead} rows): ${what}`;
 }
 
@@ -163,7 +187,11 @@ export const MIN_VAL_EXAMPLES = 20;
  * `data.on_invalid` is `fail` and any row has an error (listing the first problems with row
  * numbers), or when nothing trainable is left.
  */
-export async function prepareData(cfg: DataStageConfig, tokenizer: TextTokenizer, opts: PrepareOptions = {}): Promise<PreparedData> {
+export async function prepareData(
+  cfg: DataStageConfig,
+  tokenizer: TextTokenizer,
+  opts: PrepareOptions = {},
+): Promise<PreparedData> {
   const data = cfg.data;
   const train = await loadSplit(data.train, data, tokenizer);
   const val = data.val !== null ? await loadSplit(data.val, data, tokenizer) : emptySplit();
@@ -173,17 +201,25 @@ export async function prepareData(cfg: DataStageConfig, tokenizer: TextTokenizer
   // When rows lack the fields their template needs, the fix is a column mapping, not skipping them.
   const missing = train.firstMissing ?? val.firstMissing;
   const missingFile = train.firstMissing ? data.train : data.val;
-  const hint = missing ? `\n${display(missingFile!)}: ${columnHint(missing.columns, data.columns, data.template, missing.template)}` : '';
+  const hint = missing
+    ? `\n${display(missingFile!)}: ${columnHint(missing.columns, data.columns, data.template, missing.template)}`
+    : '';
   const usable = train.examples.length + val.examples.length;
 
   if (errors.length > 0 && data.on_invalid === 'fail') {
     const max = opts.maxListedProblems ?? 10;
     const counts = new Map<string, number>();
     for (const p of errors) counts.set(p.kind, (counts.get(p.kind) ?? 0) + 1);
-    const policy = usable > 0 ? `data.on_invalid is 'fail' (set it to 'skip' to drop such rows and report them)` : `data.on_invalid is 'fail' (no row is usable as configured, so 'skip' would leave nothing)`;
+    const policy =
+      usable > 0
+        ? `data.on_invalid is 'fail' (set it to 'skip' to drop such rows and report them)`
+        : `data.on_invalid is 'fail' (no row is usable as configured, so 'skip' would leave nothing)`;
     throw new InputError(
       `${errors.length} invalid row(s) in the data (${[...counts].map(([k, n]) => `${n} ${k}`).join(', ')}); ${policy}:\n  ` +
-        errors.slice(0, max).map((p) => p.message).join('\n  ') +
+        errors
+          .slice(0, max)
+          .map((p) => p.message)
+          .join('\n  ') +
         (errors.length > max ? `\n  ... and ${errors.length - max} more` : '') +
         hint,
       { key: missing ? 'data.columns' : 'data.on_invalid' },
@@ -191,7 +227,8 @@ export async function prepareData(cfg: DataStageConfig, tokenizer: TextTokenizer
   }
 
   if (train.examples.length === 0) {
-    const allMasked = train.problems.some((p) => p.kind === 'no_targets') && errors.every((p) => p.kind === 'no_targets');
+    const allMasked =
+      train.problems.some((p) => p.kind === 'no_targets') && errors.every((p) => p.kind === 'no_targets');
     throw new InputError(
       allMasked
         ? `every training example has all labels masked after truncation to data.max_seq_len ${data.max_seq_len}: nothing to train on; raise data.max_seq_len or shorten the prompts`
@@ -210,7 +247,10 @@ export async function prepareData(cfg: DataStageConfig, tokenizer: TextTokenizer
   let valRowsRead = val.rowsRead;
   if (data.val === null && data.val_split > 0 && trainEx.length >= 2) {
     const nVal = Math.min(trainEx.length - 1, Math.max(1, Math.round(trainEx.length * data.val_split)));
-    const idx = shuffleInPlace(Array.from({ length: trainEx.length }, (_, i) => i), makeRng((cfg.training.seed ^ 0x5eed) >>> 0));
+    const idx = shuffleInPlace(
+      Array.from({ length: trainEx.length }, (_, i) => i),
+      makeRng((cfg.training.seed ^ 0x5eed) >>> 0),
+    );
     const valIdx = new Set(idx.slice(0, nVal));
     const keep = (_: unknown, i: number) => !valIdx.has(i);
     const take = (_: unknown, i: number) => valIdx.has(i);
@@ -243,7 +283,10 @@ export async function prepareData(cfg: DataStageConfig, tokenizer: TextTokenizer
         `the validation loss will be noisy; use at least ${MIN_VAL_EXAMPLES} (raise data.val_split or give a larger data.val file)`,
     );
   }
-  const detected = [detectedLine(data.train, data, train), ...(data.val !== null ? [detectedLine(data.val, data, val)] : [])];
+  const detected = [
+    detectedLine(data.train, data, train),
+    ...(data.val !== null ? [detectedLine(data.val, data, val)] : []),
+  ];
 
   const report: DataReport = {
     detected,
@@ -256,7 +299,14 @@ export async function prepareData(cfg: DataStageConfig, tokenizer: TextTokenizer
       onInvalid: data.on_invalid,
       valSource,
     },
-    train: splitStats([data.train], valSource === 'split' ? train.rowsRead : train.rowsRead, trainEx, trainSources, train.skipped, train.dups),
+    train: splitStats(
+      [data.train],
+      valSource === 'split' ? train.rowsRead : train.rowsRead,
+      trainEx,
+      trainSources,
+      train.skipped,
+      train.dups,
+    ),
     val: splitStats(data.val !== null ? [data.val] : [], valRowsRead, valEx, valSources, val.skipped, val.dups),
     valOverlapDropped,
     problemCounts,
@@ -266,9 +316,16 @@ export async function prepareData(cfg: DataStageConfig, tokenizer: TextTokenizer
 }
 
 /** Loader options from the config (training order: shuffled; evaluation: fixed order). */
-export function loaderOptions(cfg: Pick<ResolvedConfig, 'data' | 'training'>, tokenizer: Pick<TextTokenizer, 'padId' | 'eosId'>, split: 'train' | 'val'): DataLoaderOptions {
+export function loaderOptions(
+  cfg: Pick<ResolvedConfig, 'data' | 'training'>,
+  tokenizer: Pick<TextTokenizer, 'padId' | 'eosId'>,
+  split: 'train' | 'val',
+): DataLoaderOptions {
   const batchSize = cfg.training.batch_size;
-  if (batchSize === 'auto') throw new Error('training.batch_size: auto must be resolved to a number (the trainer does) before batches are made');
+  if (batchSize === 'auto')
+    throw new Error(
+      'training.batch_size: auto must be resolved to a number (the trainer does) before batches are made',
+    );
   return {
     batchSize,
     maxSeqLen: cfg.data.max_seq_len,

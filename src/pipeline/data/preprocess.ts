@@ -21,7 +21,8 @@ export interface PreprocessOptions {
 export const DEFAULT_PREPROCESS: PreprocessOptions = { unicode: true, whitespace: true, speakerTurns: 'auto' };
 
 /** Characters NFKC would change in a way that loses meaning; kept verbatim. */
-const KEEP_COMPAT = /[\u00AA\u00B2\u00B3\u00B9\u00BA\u00BC-\u00BE\u2070-\u209F\u2122\u2120\u2150-\u218F\u2460-\u24FF\u2026]/u;
+const KEEP_COMPAT =
+  /[\u00AA\u00B2\u00B3\u00B9\u00BA\u00BC-\u00BE\u2070-\u209F\u2122\u2120\u2150-\u218F\u2460-\u24FF\u2026]/u;
 // biome-ignore lint/suspicious/noMisleadingCharacterClass: each code point is removed alone, ZWJ included
 const INVISIBLE = /[\u200B\u200C\u200D\u2060\uFEFF\u00AD]/gu;
 
@@ -58,9 +59,39 @@ const LABEL_ALONE = new RegExp(String.raw`^(${NAME})\s*(?:--|—|–| - |,)\s*($
 const ROLE_ALONE = /^(Operator|Moderator|Unidentified (?:Analyst|Participant|Speaker))\s*:?$/u;
 /** Words that often start a "Label:" line in filings/news but are not speakers. */
 const NOT_SPEAKERS = new Set([
-  'Note', 'Notes', 'Source', 'Sources', 'Table', 'Figure', 'Total', 'Revenue', 'Net', 'Q1', 'Q2', 'Q3', 'Q4',
-  'Highlights', 'Outlook', 'Guidance', 'Summary', 'Question', 'Answer', 'Instruction', 'Response', 'Passage',
-  'Context', 'Item', 'Part', 'Section', 'Risk', 'Risks', 'Example', 'Update', 'Date', 'Period', 'Ticker',
+  'Note',
+  'Notes',
+  'Source',
+  'Sources',
+  'Table',
+  'Figure',
+  'Total',
+  'Revenue',
+  'Net',
+  'Q1',
+  'Q2',
+  'Q3',
+  'Q4',
+  'Highlights',
+  'Outlook',
+  'Guidance',
+  'Summary',
+  'Question',
+  'Answer',
+  'Instruction',
+  'Response',
+  'Passage',
+  'Context',
+  'Item',
+  'Part',
+  'Section',
+  'Risk',
+  'Risks',
+  'Example',
+  'Update',
+  'Date',
+  'Period',
+  'Ticker',
 ]);
 
 interface SpeakerLabel {
@@ -72,7 +103,8 @@ function parseLabel(line: string): SpeakerLabel | null {
   const alone = ROLE_ALONE.exec(line);
   if (alone) return { speaker: alone[1]!, text: null };
   const la = LABEL_ALONE.exec(line);
-  if (la && !NOT_SPEAKERS.has(la[1]!.split(' ')[0]!)) return { speaker: `${la[1]!.trim()} (${la[2]!.trim().replace(/[,.]$/, '')})`, text: null };
+  if (la && !NOT_SPEAKERS.has(la[1]!.split(' ')[0]!))
+    return { speaker: `${la[1]!.trim()} (${la[2]!.trim().replace(/[,.]$/, '')})`, text: null };
   const m = LABEL_WITH_TEXT.exec(line);
   if (!m) return null;
   const name = m[1]!.trim();
@@ -119,7 +151,11 @@ export function normalizeSpeakerTurns(text: string): string {
 }
 
 /** Full preprocessing of one text field. `isTranscript` forces speaker handling in auto mode. */
-export function preprocessText(text: string, opts: PreprocessOptions = DEFAULT_PREPROCESS, isTranscript = false): string {
+export function preprocessText(
+  text: string,
+  opts: PreprocessOptions = DEFAULT_PREPROCESS,
+  isTranscript = false,
+): string {
   let t = text;
   if (opts.unicode) t = normalizeUnicode(t);
   if (opts.whitespace) t = normalizeWhitespace(t);

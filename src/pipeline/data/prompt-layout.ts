@@ -6,7 +6,7 @@
 import { InputError, type InputLocation } from '../../errors.js';
 import type { ColumnMapping, TemplateName } from '../config.js';
 import type { PreprocessOptions } from './preprocess.js';
-import { PRIMARY_FIELD, renderPrompt, TemplateProblem, type ConcreteTemplate } from './templates.js';
+import { type ConcreteTemplate, PRIMARY_FIELD, renderPrompt, TemplateProblem } from './templates.js';
 import type { ChatMessage, TextTokenizer } from './types.js';
 
 /** The data settings a model was trained with (data.template, data.columns, data.preprocess). */
@@ -23,7 +23,12 @@ export interface LaidOutPrompt {
 }
 
 /** The record fields of `prompt` under `template`: the main field, then `extra` (field name → text). */
-export function promptFields(template: ConcreteTemplate, columns: ColumnMapping, prompt: string, extra: Readonly<Record<string, string>> = {}): Record<string, unknown> {
+export function promptFields(
+  template: ConcreteTemplate,
+  columns: ColumnMapping,
+  prompt: string,
+  extra: Readonly<Record<string, string>> = {},
+): Record<string, unknown> {
   const fields: Record<string, unknown> = {};
   if (template === 'chat') fields[columns.messages] = [{ role: 'user', content: prompt }];
   else fields[columns[PRIMARY_FIELD[template]]] = prompt;
@@ -32,8 +37,17 @@ export function promptFields(template: ConcreteTemplate, columns: ColumnMapping,
 }
 
 /** Lays out one prompt (TemplateProblem when the template needs fields that were not given). */
-export function layOutPrompt(s: PromptSettings & { template: ConcreteTemplate }, tokenizer: TextTokenizer | null, prompt: string, extra: Readonly<Record<string, string>> = {}): LaidOutPrompt {
-  return renderPrompt(promptFields(s.template, s.columns, prompt, extra), { columns: s.columns, template: s.template, preprocess: s.preprocess, tokenizer }, s.template);
+export function layOutPrompt(
+  s: PromptSettings & { template: ConcreteTemplate },
+  tokenizer: TextTokenizer | null,
+  prompt: string,
+  extra: Readonly<Record<string, string>> = {},
+): LaidOutPrompt {
+  return renderPrompt(
+    promptFields(s.template, s.columns, prompt, extra),
+    { columns: s.columns, template: s.template, preprocess: s.preprocess, tokenizer },
+    s.template,
+  );
 }
 
 /**
@@ -54,21 +68,31 @@ export interface PromptLayout {
  * template whose prompt needs more than one field (qa needs a question) cannot take a bare prompt:
  * an InputError at `where` (the flag or the config that chose the template).
  */
-export function servingPromptLayout(s: PromptSettings, where: InputLocation = { flag: 'template' }): PromptLayout | null {
+export function servingPromptLayout(
+  s: PromptSettings,
+  where: InputLocation = { flag: 'template' },
+): PromptLayout | null {
   if (s.template === 'auto') return null;
   const t = { ...s, template: s.template };
   try {
     layOutPrompt(t, null, 'probe');
   } catch (err) {
     if (!(err instanceof TemplateProblem)) throw err;
-    throw new InputError(`the ${s.template} template cannot lay out a bare prompt: a served prompt fills only its ${PRIMARY_FIELD[s.template]} field (${err.message})`, where);
+    throw new InputError(
+      `the ${s.template} template cannot lay out a bare prompt: a served prompt fills only its ${PRIMARY_FIELD[s.template]} field (${err.message})`,
+      where,
+    );
   }
   return {
     template: t.template,
     completion: (prompt) => layOutPrompt(t, null, prompt),
     chat: (messages) => {
       const fields = { [s.columns.messages]: [...messages] };
-      return renderPrompt(fields, { columns: s.columns, template: 'chat', preprocess: s.preprocess, tokenizer: null }, 'chat');
+      return renderPrompt(
+        fields,
+        { columns: s.columns, template: 'chat', preprocess: s.preprocess, tokenizer: null },
+        'chat',
+      );
     },
   };
 }

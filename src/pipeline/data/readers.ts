@@ -7,8 +7,8 @@ import { createReadStream, type Stats, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { InputError, readFailure } from '../../errors.js';
-import type { RawRow } from './types.js';
 import { describeValue } from '../../io/json.js';
+import type { RawRow } from './types.js';
 
 /** jsonl: one object per line; json: an array of objects (or JSON Lines in a .json file); csv: header + rows. */
 export const DATA_FORMATS = ['jsonl', 'json', 'csv'] as const;
@@ -69,10 +69,13 @@ export function inferFormat(file: string, format: DataFormat | null): DataFormat
   if (ext === '.jsonl' || ext === '.ndjson') return 'jsonl';
   if (ext === '.json') return 'json';
   if (ext === '.csv') return 'csv';
-  throw new InputError(`cannot infer the data format from extension ${JSON.stringify(ext)}; expected .jsonl, .json or .csv, or set data.format`, {
-    file,
-    key: 'data.format',
-  });
+  throw new InputError(
+    `cannot infer the data format from extension ${JSON.stringify(ext)}; expected .jsonl, .json or .csv, or set data.format`,
+    {
+      file,
+      key: 'data.format',
+    },
+  );
 }
 
 function checkReadable(file: string): void {
@@ -91,12 +94,16 @@ export async function* readJsonl(file: string): AsyncGenerator<RawRow> {
   for await (const l of readLines(file)) {
     if (l.text.trim() === '') continue;
     const row: RawRow = { row: l.line, line: l.line, fields: {}, readProblems: [] };
-    if (l.invalidUtf8) row.readProblems.push({ kind: 'invalid_utf8', message: 'line is not valid UTF-8 (bytes replaced by U+FFFD)' });
+    if (l.invalidUtf8)
+      row.readProblems.push({ kind: 'invalid_utf8', message: 'line is not valid UTF-8 (bytes replaced by U+FFFD)' });
     let value: unknown;
     try {
       value = JSON.parse(l.text);
     } catch (e) {
-      row.readProblems.push({ kind: 'parse_error', message: `invalid JSON (expected one JSON object per line): ${(e as Error).message}` });
+      row.readProblems.push({
+        kind: 'parse_error',
+        message: `invalid JSON (expected one JSON object per line): ${(e as Error).message}`,
+      });
       yield row;
       continue;
     }
@@ -184,7 +191,13 @@ export async function* parseCsvRecords(
   if (inQuotes) {
     record++;
     fields.push(field);
-    yield { record, line: startLine, fields, error: `unterminated quoted field starting on line ${startLine} (runs to the end of the file)`, invalidUtf8: invalid };
+    yield {
+      record,
+      line: startLine,
+      fields,
+      error: `unterminated quoted field starting on line ${startLine} (runs to the end of the file)`,
+      invalidUtf8: invalid,
+    };
   }
 }
 
@@ -198,14 +211,19 @@ export async function* readCsv(file: string): AsyncGenerator<RawRow> {
       header = rec.fields.map((h) => h.trim());
       const seen = new Set<string>();
       for (const h of header) {
-        if (h === '') throw new InputError(`header row has an empty column name (columns: ${JSON.stringify(header)})`, { file, row: 1 });
+        if (h === '')
+          throw new InputError(`header row has an empty column name (columns: ${JSON.stringify(header)})`, {
+            file,
+            row: 1,
+          });
         if (seen.has(h)) throw new InputError(`header row repeats column ${JSON.stringify(h)}`, { file, row: 1 });
         seen.add(h);
       }
       continue;
     }
     const row: RawRow = { row: rec.record, line: rec.line, fields: {}, readProblems: [] };
-    if (rec.invalidUtf8) row.readProblems.push({ kind: 'invalid_utf8', message: 'row is not valid UTF-8 (bytes replaced by U+FFFD)' });
+    if (rec.invalidUtf8)
+      row.readProblems.push({ kind: 'invalid_utf8', message: 'row is not valid UTF-8 (bytes replaced by U+FFFD)' });
     if (rec.error) row.readProblems.push({ kind: 'parse_error', message: rec.error });
     else if (rec.fields.length !== header.length) {
       row.readProblems.push({
@@ -255,15 +273,25 @@ export async function* readJsonArray(file: string): AsyncGenerator<RawRow> {
     const msg = (e as Error).message;
     const pos = /position (\d+)/.exec(msg);
     const line = pos ? lineAt(text, Number(pos[1])) : undefined;
-    throw new InputError(`invalid JSON${line !== undefined ? ` at line ${line}` : ''} (expected an array of objects): ${msg}`, { file });
+    throw new InputError(
+      `invalid JSON${line !== undefined ? ` at line ${line}` : ''} (expected an array of objects): ${msg}`,
+      { file },
+    );
   }
   const records = value as unknown[];
   for (let i = 0; i < records.length; i++) {
     const v = records[i];
     const row: RawRow = { row: i + 1, line: i + 1, fields: {}, readProblems: [] };
-    if (invalidUtf8) row.readProblems.push({ kind: 'invalid_utf8', message: 'the file is not valid UTF-8 (bytes replaced by U+FFFD)' });
+    if (invalidUtf8)
+      row.readProblems.push({
+        kind: 'invalid_utf8',
+        message: 'the file is not valid UTF-8 (bytes replaced by U+FFFD)',
+      });
     if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-      row.readProblems.push({ kind: 'parse_error', message: `expected an object for each array element, got ${Array.isArray(v) ? 'an array' : describeValue(v, 40)}` });
+      row.readProblems.push({
+        kind: 'parse_error',
+        message: `expected an object for each array element, got ${Array.isArray(v) ? 'an array' : describeValue(v, 40)}`,
+      });
     } else {
       row.fields = v as Record<string, unknown>;
     }
@@ -287,10 +315,14 @@ export interface DataRecord {
  * to JSON Lines when `fallback` is given). The first row with a read problem is an InputError
  * naming the file and row; a missing file is one naming `what` (default "data file").
  */
-export async function readRecords(file: string, opts: { format?: DataFormat | null; what?: string; fallback?: DataFormat } = {}): Promise<DataRecord[]> {
+export async function readRecords(
+  file: string,
+  opts: { format?: DataFormat | null; what?: string; fallback?: DataFormat } = {},
+): Promise<DataRecord[]> {
   try {
     const st = await stat(file);
-    if (!st.isFile()) throw new InputError(`expected a ${opts.what ?? 'data file'}, found a directory or special file`, { file });
+    if (!st.isFile())
+      throw new InputError(`expected a ${opts.what ?? 'data file'}, found a directory or special file`, { file });
   } catch (err) {
     if (err instanceof InputError) throw err;
     throw readFailure(err, file, opts.what ?? 'data file');

@@ -1,7 +1,8 @@
 // Dataset statistics: counts, token length distribution, truncation, duplicates, tasks. Printed as
 // a table and saved as JSON.
-import { writeFileAtomicSync as writeFileAtomic } from '../../io/atomic.js';
+
 import { escapeControl } from '../../errors.js';
+import { writeFileAtomicSync as writeFileAtomic } from '../../io/atomic.js';
 import type { Problem, ProblemKind, TokenizedExample } from './types.js';
 
 export interface LengthStats {
@@ -116,7 +117,8 @@ export function splitStats(
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
-  const line = (r: string[]) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ');
+  const line = (r: string[]) =>
+    r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ');
   const sep = widths.map((w) => '-'.repeat(w)).join('  ');
   return [line(rows[0]!), sep, ...rows.slice(1).map(line)].join('\n');
 }
@@ -158,12 +160,19 @@ export function formatReport(r: DataReport): string {
   const tasks = [...new Set([...Object.keys(t.perTask), ...Object.keys(v.perTask)])].sort();
   if (tasks.length) {
     out.push('');
-    out.push(table([['task', 'train', 'val'], ...tasks.map((k) => [k, String(t.perTask[k] ?? 0), String(v.perTask[k] ?? 0)])]));
+    out.push(
+      table([['task', 'train', 'val'], ...tasks.map((k) => [k, String(t.perTask[k] ?? 0), String(v.perTask[k] ?? 0)])]),
+    );
   }
   const sources = [...new Set([...Object.keys(t.perSource), ...Object.keys(v.perSource)])].sort();
   if (sources.length > 1 || (sources.length === 1 && sources[0] !== '(none)')) {
     out.push('');
-    out.push(table([['source', 'train', 'val'], ...sources.map((k) => [k, String(t.perSource[k] ?? 0), String(v.perSource[k] ?? 0)])]));
+    out.push(
+      table([
+        ['source', 'train', 'val'],
+        ...sources.map((k) => [k, String(t.perSource[k] ?? 0), String(v.perSource[k] ?? 0)]),
+      ]),
+    );
   }
   const kinds = Object.entries(r.problemCounts).filter(([, n]) => (n ?? 0) > 0);
   if (kinds.length) {

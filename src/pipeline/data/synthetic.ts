@@ -77,7 +77,32 @@ class Draw {
 // Companies
 
 const SYLLABLES: Record<Split, readonly string[]> = {
-  train: ['bar', 'cal', 'dor', 'fen', 'gal', 'hal', 'kor', 'lan', 'mer', 'nor', 'pel', 'quin', 'ros', 'sal', 'tor', 'val', 'wex', 'zan', 'bri', 'cas', 'del', 'mar', 'ven', 'ly'],
+  train: [
+    'bar',
+    'cal',
+    'dor',
+    'fen',
+    'gal',
+    'hal',
+    'kor',
+    'lan',
+    'mer',
+    'nor',
+    'pel',
+    'quin',
+    'ros',
+    'sal',
+    'tor',
+    'val',
+    'wex',
+    'zan',
+    'bri',
+    'cas',
+    'del',
+    'mar',
+    'ven',
+    'ly',
+  ],
   val: ['ash', 'bel', 'cor', 'dun', 'el', 'far', 'gro', 'hes'],
   eval: ['ab', 'ced', 'io', 'jar', 'kel', 'lom', 'mu', 'ox', 'pra', 'sor', 'tal', 'ur'],
 };
@@ -89,20 +114,142 @@ interface Sector {
 }
 
 const SECTORS: readonly Sector[] = [
-  { suffix: ['Semiconductor', 'Microsystems', 'Silicon'], segments: ['data center', 'automotive', 'industrial', 'consumer devices'], drivers: { up: ['strong demand for accelerators', 'new design wins', 'higher average selling prices'], down: ['an inventory correction at customers', 'weak consumer demand', 'pricing pressure on mature products'] } },
-  { suffix: ['Bancorp', 'Financial', 'Bank'], segments: ['commercial lending', 'consumer banking', 'wealth management', 'treasury services'], drivers: { up: ['loan growth', 'higher fee income', 'lower credit costs'], down: ['higher deposit costs', 'a larger credit loss provision', 'lower mortgage volumes'] } },
-  { suffix: ['Logistics', 'Freight', 'Transport'], segments: ['truckload', 'contract warehousing', 'last-mile delivery', 'brokerage'], drivers: { up: ['higher shipment volumes', 'better pricing on renewals', 'network efficiency'], down: ['softer freight volumes', 'higher fuel costs', 'lower spot rates'] } },
-  { suffix: ['Energy', 'Power', 'Utilities'], segments: ['transmission', 'renewables', 'gas distribution', 'storage'], drivers: { up: ['a favorable rate decision', 'higher throughput', 'new contracted capacity'], down: ['mild weather', 'higher interest expense', 'maintenance downtime'] } },
-  { suffix: ['Health', 'Medical', 'Therapeutics'], segments: ['outpatient care', 'diagnostics', 'home infusion', 'medical devices'], drivers: { up: ['higher patient volumes', 'new product launches', 'better payer mix'], down: ['labor cost inflation', 'lower reimbursement rates', 'a product recall'] } },
-  { suffix: ['Brands', 'Foods', 'Retail'], segments: ['snacks', 'beverages', 'household products', 'e-commerce'], drivers: { up: ['price increases', 'higher store traffic', 'lower freight costs'], down: ['volume declines', 'heavy promotional spending', 'higher input costs'] } },
-  { suffix: ['Software', 'Systems', 'Cloud'], segments: ['subscriptions', 'professional services', 'payments', 'security'], drivers: { up: ['larger multi-year deals', 'strong renewals', 'cloud migrations'], down: ['longer sales cycles', 'customer churn', 'delayed deals'] } },
-  { suffix: ['Industrials', 'Machinery', 'Aerospace'], segments: ['equipment', 'aftermarket services', 'components', 'automation'], drivers: { up: ['backlog conversion', 'aftermarket growth', 'easing supply constraints'], down: ['steel cost inflation', 'supply chain delays', 'lower orders'] } },
-  { suffix: ['Insurance', 'Assurance', 'Re'], segments: ['commercial lines', 'personal auto', 'life and annuities', 'reinsurance'], drivers: { up: ['rate increases', 'favorable reserve development', 'higher investment income'], down: ['catastrophe losses', 'adverse reserve development', 'higher claims costs'] } },
+  {
+    suffix: ['Semiconductor', 'Microsystems', 'Silicon'],
+    segments: ['data center', 'automotive', 'industrial', 'consumer devices'],
+    drivers: {
+      up: ['strong demand for accelerators', 'new design wins', 'higher average selling prices'],
+      down: ['an inventory correction at customers', 'weak consumer demand', 'pricing pressure on mature products'],
+    },
+  },
+  {
+    suffix: ['Bancorp', 'Financial', 'Bank'],
+    segments: ['commercial lending', 'consumer banking', 'wealth management', 'treasury services'],
+    drivers: {
+      up: ['loan growth', 'higher fee income', 'lower credit costs'],
+      down: ['higher deposit costs', 'a larger credit loss provision', 'lower mortgage volumes'],
+    },
+  },
+  {
+    suffix: ['Logistics', 'Freight', 'Transport'],
+    segments: ['truckload', 'contract warehousing', 'last-mile delivery', 'brokerage'],
+    drivers: {
+      up: ['higher shipment volumes', 'better pricing on renewals', 'network efficiency'],
+      down: ['softer freight volumes', 'higher fuel costs', 'lower spot rates'],
+    },
+  },
+  {
+    suffix: ['Energy', 'Power', 'Utilities'],
+    segments: ['transmission', 'renewables', 'gas distribution', 'storage'],
+    drivers: {
+      up: ['a favorable rate decision', 'higher throughput', 'new contracted capacity'],
+      down: ['mild weather', 'higher interest expense', 'maintenance downtime'],
+    },
+  },
+  {
+    suffix: ['Health', 'Medical', 'Therapeutics'],
+    segments: ['outpatient care', 'diagnostics', 'home infusion', 'medical devices'],
+    drivers: {
+      up: ['higher patient volumes', 'new product launches', 'better payer mix'],
+      down: ['labor cost inflation', 'lower reimbursement rates', 'a product recall'],
+    },
+  },
+  {
+    suffix: ['Brands', 'Foods', 'Retail'],
+    segments: ['snacks', 'beverages', 'household products', 'e-commerce'],
+    drivers: {
+      up: ['price increases', 'higher store traffic', 'lower freight costs'],
+      down: ['volume declines', 'heavy promotional spending', 'higher input costs'],
+    },
+  },
+  {
+    suffix: ['Software', 'Systems', 'Cloud'],
+    segments: ['subscriptions', 'professional services', 'payments', 'security'],
+    drivers: {
+      up: ['larger multi-year deals', 'strong renewals', 'cloud migrations'],
+      down: ['longer sales cycles', 'customer churn', 'delayed deals'],
+    },
+  },
+  {
+    suffix: ['Industrials', 'Machinery', 'Aerospace'],
+    segments: ['equipment', 'aftermarket services', 'components', 'automation'],
+    drivers: {
+      up: ['backlog conversion', 'aftermarket growth', 'easing supply constraints'],
+      down: ['steel cost inflation', 'supply chain delays', 'lower orders'],
+    },
+  },
+  {
+    suffix: ['Insurance', 'Assurance', 'Re'],
+    segments: ['commercial lines', 'personal auto', 'life and annuities', 'reinsurance'],
+    drivers: {
+      up: ['rate increases', 'favorable reserve development', 'higher investment income'],
+      down: ['catastrophe losses', 'adverse reserve development', 'higher claims costs'],
+    },
+  },
 ];
 
-const FIRST = ['Dana', 'Marcus', 'Priya', 'Helen', 'Tomas', 'Grace', 'Oliver', 'Amara', 'Jonah', 'Leila', 'Victor', 'Naomi', 'Rafael', 'Ingrid', 'Samuel', 'Keiko', 'Elliot', 'Farah', 'Henrik', 'Lucia', 'Omar', 'Mei', 'Carlos', 'Ruth'];
-const LAST = ['Whitfield', 'Okafor', 'Raman', 'Lindqvist', 'Castellano', 'Brennan', 'Achebe', 'Moreau', 'Takeda', 'Hollis', 'Petrov', 'Asante', 'Delgado', 'Fairchild', 'Kowalski', 'Nakamura', 'Osei', 'Varga', 'Quinlan', 'Sorensen', 'Ibarra', 'Chen', 'Novak', 'Adeyemi'];
-const BANKS = ['Harbor Street Capital', 'Lindell & Co.', 'Crestmoor Securities', 'Alder Partners', 'Fenwick Research', 'Granite Peak Advisors', 'Bluewater Markets', 'Stanhope Brothers'];
+const FIRST = [
+  'Dana',
+  'Marcus',
+  'Priya',
+  'Helen',
+  'Tomas',
+  'Grace',
+  'Oliver',
+  'Amara',
+  'Jonah',
+  'Leila',
+  'Victor',
+  'Naomi',
+  'Rafael',
+  'Ingrid',
+  'Samuel',
+  'Keiko',
+  'Elliot',
+  'Farah',
+  'Henrik',
+  'Lucia',
+  'Omar',
+  'Mei',
+  'Carlos',
+  'Ruth',
+];
+const LAST = [
+  'Whitfield',
+  'Okafor',
+  'Raman',
+  'Lindqvist',
+  'Castellano',
+  'Brennan',
+  'Achebe',
+  'Moreau',
+  'Takeda',
+  'Hollis',
+  'Petrov',
+  'Asante',
+  'Delgado',
+  'Fairchild',
+  'Kowalski',
+  'Nakamura',
+  'Osei',
+  'Varga',
+  'Quinlan',
+  'Sorensen',
+  'Ibarra',
+  'Chen',
+  'Novak',
+  'Adeyemi',
+];
+const BANKS = [
+  'Harbor Street Capital',
+  'Lindell & Co.',
+  'Crestmoor Securities',
+  'Alder Partners',
+  'Fenwick Research',
+  'Granite Peak Advisors',
+  'Bluewater Markets',
+  'Stanhope Brothers',
+];
 
 interface Company {
   name: string;
@@ -181,7 +328,20 @@ export interface FactSheet {
   reportDay: string;
 }
 
-const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
+const MONTHS = [
+  'January',
+  'February',
+  'March',
+  'April',
+  'May',
+  'June',
+  'July',
+  'August',
+  'September',
+  'October',
+  'November',
+  'December',
+];
 
 function makeFacts(d: Draw, company: Company, tone: Tone): FactSheet {
   const quarter = d.int(1, 4);
@@ -200,7 +360,7 @@ function makeFacts(d: Draw, company: Company, tone: Tone): FactSheet {
   let eps = cents(consensus * (1 + epsDelta));
   if (tone === 'positive' && eps <= consensus) eps = cents(consensus + 0.01);
   if (tone === 'negative' && eps >= consensus) eps = cents(consensus - 0.01);
-  const netIncome = money(revenue.millions * margin / 100 * d.between(0.55, 0.8));
+  const netIncome = money(((revenue.millions * margin) / 100) * d.between(0.55, 0.8));
   const fcf = money(revenue.millions * d.between(0.04, 0.2));
   const dividend = Math.round(d.between(0.05, 1.2) * 100) / 100;
   const guidance = tone === 'positive' ? 'raised' : tone === 'negative' ? 'lowered' : 'reaffirmed';
@@ -211,8 +371,27 @@ function makeFacts(d: Draw, company: Company, tone: Tone): FactSheet {
   const segmentGrowth = growth + (tone === 'negative' ? -d.int(1, 8) : d.int(1, 9));
   const month = MONTHS[(quarter * 3 + d.int(0, 1)) % 12]!;
   return {
-    company, quarter, year, tone, revenue, priorRevenue, growth, margin, marginBps, eps, consensus, netIncome, fcf, dividend, guidance,
-    guidanceLow, guidanceHigh, driver, segment: d.pick(company.sector.segments), segmentGrowth, reportDay: `${month} ${d.int(2, 28)}`,
+    company,
+    quarter,
+    year,
+    tone,
+    revenue,
+    priorRevenue,
+    growth,
+    margin,
+    marginBps,
+    eps,
+    consensus,
+    netIncome,
+    fcf,
+    dividend,
+    guidance,
+    guidanceLow,
+    guidanceHigh,
+    driver,
+    segment: d.pick(company.sector.segments),
+    segmentGrowth,
+    reportDay: `${month} ${d.int(2, 28)}`,
   };
 }
 
@@ -258,9 +437,16 @@ function marginSentence(d: Draw, f: FactSheet): string {
 
 /** `worded`: always say how EPS compares (beat / miss), not only the two numbers. */
 function epsSentence(d: Draw, f: FactSheet, worded = false): string {
-  const rel = f.eps > f.consensus ? d.pick(['ahead of', 'above', 'beating']) : f.eps < f.consensus ? d.pick(['below', 'short of', 'missing']) : 'in line with';
+  const rel =
+    f.eps > f.consensus
+      ? d.pick(['ahead of', 'above', 'beating'])
+      : f.eps < f.consensus
+        ? d.pick(['below', 'short of', 'missing'])
+        : 'in line with';
   const said = `Diluted earnings per share were ${usd(f.eps)}, ${rel} the ${usd(f.consensus)} consensus estimate.`;
-  return worded ? said : d.pick([said, `Diluted EPS came in at ${usd(f.eps)} against a consensus of ${usd(f.consensus)}.`]);
+  return worded
+    ? said
+    : d.pick([said, `Diluted EPS came in at ${usd(f.eps)} against a consensus of ${usd(f.consensus)}.`]);
 }
 
 function cashSentence(d: Draw, f: FactSheet): string {
@@ -272,7 +458,11 @@ function cashSentence(d: Draw, f: FactSheet): string {
 
 function guidanceSentence(d: Draw, f: FactSheet, speaker: 'we' | 'company'): string {
   const range = `${f.guidanceLow.text} to ${f.guidanceHigh.text}`;
-  const verb = { raised: ['raised', 'increased'], reaffirmed: ['reaffirmed', 'maintained'], lowered: ['lowered', 'cut'] }[f.guidance];
+  const verb = {
+    raised: ['raised', 'increased'],
+    reaffirmed: ['reaffirmed', 'maintained'],
+    lowered: ['lowered', 'cut'],
+  }[f.guidance];
   if (speaker === 'we') {
     const v = d.pick(verb);
     return `We are ${v === 'cut' ? 'cutting' : v.replace(/e?d$/, 'ing')} our outlook and now expect full-year revenue of ${range}.`;
@@ -320,17 +510,29 @@ function analystExchange(d: Draw, f: FactSheet, analyst: string, bank: string): 
 
 const ASKS: readonly ((f: FactSheet, d: Draw) => { q: string; a: string })[] = [
   (f) => ({ q: 'What was free cash flow in the quarter?', a: `Free cash flow was ${f.fcf.text}.` }),
-  (f) => ({ q: `How much did ${f.segment} grow?`, a: `${capitalize(f.segment)} revenue ${f.tone === 'negative' ? 'fell' : 'grew'} ${pct(f.segmentGrowth)} in the quarter.` }),
-  (f) => ({ q: 'What does the new outlook assume for revenue?', a: `We now expect full-year revenue of ${f.guidanceLow.text} to ${f.guidanceHigh.text}.` }),
+  (f) => ({
+    q: `How much did ${f.segment} grow?`,
+    a: `${capitalize(f.segment)} revenue ${f.tone === 'negative' ? 'fell' : 'grew'} ${pct(f.segmentGrowth)} in the quarter.`,
+  }),
+  (f) => ({
+    q: 'What does the new outlook assume for revenue?',
+    a: `We now expect full-year revenue of ${f.guidanceLow.text} to ${f.guidanceHigh.text}.`,
+  }),
   (f, d) => ({ q: 'Can you walk us through the margin change?', a: marginSentence(d, f) }),
-  (f) => ({ q: 'What was revenue a year ago?', a: `Revenue in the same quarter last year was ${f.priorRevenue.text}.` }),
+  (f) => ({
+    q: 'What was revenue a year ago?',
+    a: `Revenue in the same quarter last year was ${f.priorRevenue.text}.`,
+  }),
   (f) => ({ q: 'What was net income?', a: `Net income was ${f.netIncome.text}.` }),
 ];
 
 function analystQa(d: Draw, f: FactSheet): string {
   const analyst = `${d.pick(FIRST)} ${d.pick(LAST)}`;
   const bank = d.pick(BANKS);
-  const lines = [`${f.company.name} ${periodShort(f)} earnings call, question-and-answer session.`, ...analystExchange(d, f, analyst, bank)];
+  const lines = [
+    `${f.company.name} ${periodShort(f)} earnings call, question-and-answer session.`,
+    ...analystExchange(d, f, analyst, bank),
+  ];
   if (d.chance(0.6)) lines.push(...analystExchange(d, f, `${d.pick(FIRST)} ${d.pick(LAST)}`, d.pick(BANKS)));
   return lines.join('\n');
 }
@@ -351,11 +553,12 @@ function filing(d: Draw, f: FactSheet): string {
 
 function news(d: Draw, f: FactSheet): string {
   const c = f.company;
-  const head = f.tone === 'positive'
-    ? `${c.name} revenue rises ${pct(f.growth)}, outlook raised`
-    : f.tone === 'negative'
-      ? `${c.name} revenue falls ${pct(f.growth)}, outlook cut`
-      : `${c.name} results in line, outlook maintained`;
+  const head =
+    f.tone === 'positive'
+      ? `${c.name} revenue rises ${pct(f.growth)}, outlook raised`
+      : f.tone === 'negative'
+        ? `${c.name} revenue falls ${pct(f.growth)}, outlook cut`
+        : `${c.name} results in line, outlook maintained`;
   const body = [
     `${c.name} (${c.ticker}) reported ${quarterName(f)} results on ${f.reportDay}.`,
     revenueSentence(d, f, THE_COMPANY),
@@ -441,7 +644,14 @@ export interface CompletionRecord {
   text: string;
 }
 
-export type TaskRecord = SentimentRecord | FigureRecord | SummaryRecord | AnalysisRecord | TranscriptRecord | ChatRecord | CompletionRecord;
+export type TaskRecord =
+  | SentimentRecord
+  | FigureRecord
+  | SummaryRecord
+  | AnalysisRecord
+  | TranscriptRecord
+  | ChatRecord
+  | CompletionRecord;
 
 /** A short passage whose wording carries the tone: news lines, guidance, or (neutral) housekeeping. */
 function sentimentTask(d: Draw, f: FactSheet): SentimentRecord {
@@ -456,7 +666,10 @@ function sentimentTask(d: Draw, f: FactSheet): SentimentRecord {
     ]);
   } else {
     // The wording carries the tone (a reader should not have to compare EPS with consensus).
-    const parts = d.shuffle([revenueSentence(d, f, named(c)), d.chance(0.5) ? guidanceSentence(d, f, 'company') : epsSentence(d, f, true)]);
+    const parts = d.shuffle([
+      revenueSentence(d, f, named(c)),
+      d.chance(0.5) ? guidanceSentence(d, f, 'company') : epsSentence(d, f, true),
+    ]);
     text = parts.slice(0, d.int(1, 2)).join(' ');
   }
   return { task: 'financial_analysis', kind: 'sentiment', text, sentiment: f.tone };
@@ -466,7 +679,10 @@ function figureTask(d: Draw, f: FactSheet): FigureRecord {
   const c = f.company;
   const text = filing(d, f).replace(/^.*?Analysis\. /, '') + ` ${epsSentence(d, f)}`;
   const asks: { q: string; a: string }[] = [
-    { q: d.pick([`What was ${c.name}'s revenue in ${periodLong(f)}?`, `How much revenue did ${c.name} report?`]), a: f.revenue.text },
+    {
+      q: d.pick([`What was ${c.name}'s revenue in ${periodLong(f)}?`, `How much revenue did ${c.name} report?`]),
+      a: f.revenue.text,
+    },
     { q: d.pick(['What was free cash flow?', `How much free cash flow did ${c.name} generate?`]), a: f.fcf.text },
     { q: d.pick(['What was net income?', `How much did ${c.name} earn in net income?`]), a: f.netIncome.text },
     { q: d.pick(['What were diluted earnings per share?', 'What was diluted EPS?']), a: usd(f.eps) },
@@ -488,7 +704,12 @@ function summaryTask(d: Draw, f: FactSheet): SummaryRecord {
   let text: string;
   if (source === 'news') {
     const c = f.company;
-    text = [`${c.name} (${c.ticker}) reported ${quarterName(f)} results on ${f.reportDay}.`, revenueSentence(d, f, THE_COMPANY), epsSentence(d, f), guidanceSentence(d, f, 'company')].join(' ');
+    text = [
+      `${c.name} (${c.ticker}) reported ${quarterName(f)} results on ${f.reportDay}.`,
+      revenueSentence(d, f, THE_COMPANY),
+      epsSentence(d, f),
+      guidanceSentence(d, f, 'company'),
+    ].join(' ');
   } else {
     const c = f.company;
     text = [
@@ -503,9 +724,20 @@ function summaryTask(d: Draw, f: FactSheet): SummaryRecord {
 /** A passage with margin and EPS, and a worded analysis: tone, the key figures, the driver. */
 function analysisTask(d: Draw, f: FactSheet): AnalysisRecord {
   const c = f.company;
-  const text = [revenueSentence(d, f, named(c)), marginSentence(d, f), epsSentence(d, f, true), `Results reflected ${f.driver}.`].join(' ');
-  const revenue = f.growth === 0 ? `revenue flat at ${f.revenue.text}` : `revenue ${f.growth > 0 ? 'up' : 'down'} ${pct(f.growth)} to ${f.revenue.text}`;
-  const margin = f.marginBps === 0 ? `operating margin flat at ${f.margin}%` : `operating margin ${f.marginBps > 0 ? 'up' : 'down'} ${Math.abs(f.marginBps)} basis points to ${f.margin}%`;
+  const text = [
+    revenueSentence(d, f, named(c)),
+    marginSentence(d, f),
+    epsSentence(d, f, true),
+    `Results reflected ${f.driver}.`,
+  ].join(' ');
+  const revenue =
+    f.growth === 0
+      ? `revenue flat at ${f.revenue.text}`
+      : `revenue ${f.growth > 0 ? 'up' : 'down'} ${pct(f.growth)} to ${f.revenue.text}`;
+  const margin =
+    f.marginBps === 0
+      ? `operating margin flat at ${f.margin}%`
+      : `operating margin ${f.marginBps > 0 ? 'up' : 'down'} ${Math.abs(f.marginBps)} basis points to ${f.margin}%`;
   const eps = `diluted EPS of ${usd(f.eps)} against ${usd(f.consensus)} expected`;
   const analysis = `Sentiment: ${capitalize(f.tone)}. Key figures: ${revenue}; ${margin}; ${eps}. Main driver: ${f.driver}.`;
   return { task: 'financial_analysis', kind: 'analysis', source: 'filing', text, sentiment: f.tone, analysis };
@@ -523,13 +755,24 @@ function transcriptTask(d: Draw, f: FactSheet): TranscriptRecord {
     `Operator: Our next question comes from ${analyst} with ${bank}.`,
     `${analyst}, ${bank}: ${ask.q}`,
   ];
-  return { task: 'transcript_completion', kind: 'transcript', source: 'earnings_call', text: turns.join('\n'), continuation: `${d.chance(0.5) ? c.cfo : c.ceo}: ${ask.a}` };
+  return {
+    task: 'transcript_completion',
+    kind: 'transcript',
+    source: 'earnings_call',
+    text: turns.join('\n'),
+    continuation: `${d.chance(0.5) ? c.cfo : c.ceo}: ${ask.a}`,
+  };
 }
 
 /** A news item and the question whether it is good news; the answer gives the tone and the summary line (its figures are the item's). */
 function chatTask(d: Draw, f: FactSheet): ChatRecord {
   const c = f.company;
-  const text = [`${c.name} (${c.ticker}) reported ${quarterName(f)} results on ${f.reportDay}.`, revenueSentence(d, f, THE_COMPANY), epsSentence(d, f, true), guidanceSentence(d, f, 'company')].join(' ');
+  const text = [
+    `${c.name} (${c.ticker}) reported ${quarterName(f)} results on ${f.reportDay}.`,
+    revenueSentence(d, f, THE_COMPANY),
+    epsSentence(d, f, true),
+    guidanceSentence(d, f, 'company'),
+  ].join(' ');
   return {
     task: 'chat',
     kind: 'chat',
@@ -628,10 +871,16 @@ export function* generateTasks(opts: TaskOptions): Generator<TaskRecord> {
 /** The evaluation layout of a task record (data/eval/README.md): context/source/label fields and an id. */
 export function evalRecord(r: TaskRecord, id: string): Record<string, string> {
   switch (r.kind) {
-    case 'sentiment': return { id, text: r.text, label: r.sentiment };
-    case 'figures': return { id, context: r.text, question: r.question, answer: r.answer };
-    case 'summary': return { id, source: r.text, summary: r.summary, source_kind: r.source };
-    default: throw new InputError(`the evaluation layout exists for ${EVAL_TASK_KINDS.join(', ')}, not ${r.kind}`, { flag: 'tasks' });
+    case 'sentiment':
+      return { id, text: r.text, label: r.sentiment };
+    case 'figures':
+      return { id, context: r.text, question: r.question, answer: r.answer };
+    case 'summary':
+      return { id, source: r.text, summary: r.summary, source_kind: r.source };
+    default:
+      throw new InputError(`the evaluation layout exists for ${EVAL_TASK_KINDS.join(', ')}, not ${r.kind}`, {
+        flag: 'tasks',
+      });
   }
 }
 
@@ -657,10 +906,16 @@ export function* syntheticRecords(o: GenerateFileOptions): Generator<Record<stri
   let i = 0;
   const id = () => `${prefix}-${String(++i).padStart(5, '0')}`;
   if (o.kind === 'corpus') {
-    for (const doc of generateCorpus({ seed: o.seed, documents: o.count, ...(o.split ? { split: o.split } : {}) })) yield { id: id(), task: 'completion', source: doc.kind, text: doc.text };
+    for (const doc of generateCorpus({ seed: o.seed, documents: o.count, ...(o.split ? { split: o.split } : {}) }))
+      yield { id: id(), task: 'completion', source: doc.kind, text: doc.text };
     return;
   }
-  for (const r of generateTasks({ seed: o.seed, perTask: o.count, ...(o.split ? { split: o.split } : {}), ...(o.tasks ? { tasks: o.tasks } : {}) })) {
+  for (const r of generateTasks({
+    seed: o.seed,
+    perTask: o.count,
+    ...(o.split ? { split: o.split } : {}),
+    ...(o.tasks ? { tasks: o.tasks } : {}),
+  })) {
     if (o.evalLayout) {
       yield evalRecord(r, id());
     } else {
@@ -682,14 +937,25 @@ export const MAX_GENERATED_RECORDS = 10_000_000;
 export function checkGenerateDestination(path: string, o: GenerateFileOptions): void {
   const ext = extname(path).toLowerCase();
   if (!JSONL_EXTENSIONS.includes(ext)) {
-    throw new InputError(`data generate writes JSON Lines: expected a .jsonl file name (or ${JSONL_EXTENSIONS.slice(1).join(', ')}), got ${ext ? `a ${ext} file` : 'no extension'}`, { file: path });
+    throw new InputError(
+      `data generate writes JSON Lines: expected a .jsonl file name (or ${JSONL_EXTENSIONS.slice(1).join(', ')}), got ${ext ? `a ${ext} file` : 'no extension'}`,
+      { file: path },
+    );
   }
-  const noEval = o.kind === 'tasks' && o.evalLayout ? (o.tasks ?? TASK_KINDS).filter((t) => !EVAL_TASK_KINDS.includes(t)) : [];
-  if (noEval.length) throw new InputError(`--eval writes the evaluation layout of ${EVAL_TASK_KINDS.join(', ')}; ${noEval.join(', ')} has none`, { flag: 'tasks' });
+  const noEval =
+    o.kind === 'tasks' && o.evalLayout ? (o.tasks ?? TASK_KINDS).filter((t) => !EVAL_TASK_KINDS.includes(t)) : [];
+  if (noEval.length)
+    throw new InputError(
+      `--eval writes the evaluation layout of ${EVAL_TASK_KINDS.join(', ')}; ${noEval.join(', ')} has none`,
+      { flag: 'tasks' },
+    );
   const tasks = o.tasks?.length ?? TASK_KINDS.length;
   const records = o.kind === 'corpus' ? o.count : o.count * tasks;
   if (records > MAX_GENERATED_RECORDS) {
-    throw new InputError(`expected at most ${MAX_GENERATED_RECORDS} records, got ${records}${o.kind === 'tasks' ? ` (${o.count} × ${tasks} tasks)` : ''}`, { key: 'count' });
+    throw new InputError(
+      `expected at most ${MAX_GENERATED_RECORDS} records, got ${records}${o.kind === 'tasks' ? ` (${o.count} × ${tasks} tasks)` : ''}`,
+      { key: 'count' },
+    );
   }
   const sample = Math.min(records, 64);
   let bytes = 0;
@@ -707,7 +973,10 @@ export function checkGenerateDestination(path: string, o: GenerateFileOptions): 
     // No file system figures (an exotic mount): the write itself reports a full disk.
   }
   if (free !== null && estimate > free) {
-    throw new InputError(`${records} records need about ${formatBytes(estimate)}, but its file system has ${formatBytes(free)} free; lower -n/--count or write elsewhere`, { file: path });
+    throw new InputError(
+      `${records} records need about ${formatBytes(estimate)}, but its file system has ${formatBytes(free)} free; lower -n/--count or write elsewhere`,
+      { file: path },
+    );
   }
 }
 

@@ -24,16 +24,19 @@
 //   ### System:\n<content>\n\n### User:\n<content>\n\n### Assistant:\n<content>\n\n ... ### Assistant:\n
 //
 // with the last assistant message as the response. Only the last assistant turn is trained.
-import type { ColumnMapping, TemplateName } from '../config.js';
-import { preprocessText, type PreprocessOptions } from './preprocess.js';
-import type { ChatMessage, ProblemKind, TextExample, TextTokenizer } from './types.js';
+
 import { describeValue } from '../../io/json.js';
+import type { ColumnMapping, TemplateName } from '../config.js';
+import { type PreprocessOptions, preprocessText } from './preprocess.js';
+import type { ChatMessage, ProblemKind, TextExample, TextTokenizer } from './types.js';
 
 export type ConcreteTemplate = Exclude<TemplateName, 'auto'>;
 
 export const TEMPLATE_DESCRIPTIONS: Record<ConcreteTemplate, string> = {
-  financial_analysis: 'text (+ analysis or sentiment): analyse a passage; response = analysis, or "Sentiment: <label>."',
-  transcript_completion: 'text (+ continuation): continue a transcript; response = continuation, or the last speaker turn of text',
+  financial_analysis:
+    'text (+ analysis or sentiment): analyse a passage; response = analysis, or "Sentiment: <label>."',
+  transcript_completion:
+    'text (+ continuation): continue a transcript; response = continuation, or the last speaker turn of text',
   summarization: 'text + summary: summarize a passage; response = summary',
   qa: 'text + question + answer: answer a question about a passage; response = answer',
   completion: 'prompt + response, or text alone (plain language modelling on the whole text)',
@@ -112,13 +115,28 @@ export class RowFields {
   }
 
   /** A required text field, checked and preprocessed. */
-  text(name: keyof ColumnMapping, template: string, speakers = false, keepTrailingSpace = false, allowScalar = false): string {
+  text(
+    name: keyof ColumnMapping,
+    template: string,
+    speakers = false,
+    keepTrailingSpace = false,
+    allowScalar = false,
+  ): string {
     const col = this.columns[name];
     const v = this.fields[col];
     if (v === undefined || v === null) {
-      throw new TemplateProblem('missing_field', `missing field '${col}'${col !== name ? ` (mapped from '${name}')` : ''} required by template ${template}`);
+      throw new TemplateProblem(
+        'missing_field',
+        `missing field '${col}'${col !== name ? ` (mapped from '${name}')` : ''} required by template ${template}`,
+      );
     }
-    const out = checkText(v, `field '${col}'`, template, (s) => preprocessText(s, this.pre, speakers && this.isTranscript()), allowScalar);
+    const out = checkText(
+      v,
+      `field '${col}'`,
+      template,
+      (s) => preprocessText(s, this.pre, speakers && this.isTranscript()),
+      allowScalar,
+    );
     // A raw prompt's trailing whitespace separates it from the response: keep it.
     return keepTrailingSpace && typeof v === 'string' ? out + (/\s*$/.exec(v)?.[0] ?? '') : out;
   }
@@ -128,12 +146,21 @@ export class RowFields {
   }
 }
 
-export function checkText(v: unknown, what: string, template: string, pre: (s: string) => string, allowScalar = false): string {
+export function checkText(
+  v: unknown,
+  what: string,
+  template: string,
+  pre: (s: string) => string,
+  allowScalar = false,
+): string {
   if (typeof v !== 'string') {
     const type = Array.isArray(v) ? 'array' : typeof v;
     // Numbers and booleans are accepted only as short labels (e.g. sentiment: 1).
     if (allowScalar && (typeof v === 'number' || typeof v === 'boolean')) return String(v);
-    throw new TemplateProblem('non_text', `${what} must be text for template ${template}, got ${type} ${describeValue(v, 60)}`);
+    throw new TemplateProblem(
+      'non_text',
+      `${what} must be text for template ${template}, got ${type} ${describeValue(v, 60)}`,
+    );
   }
   if (v.includes('\uFFFD')) {
     const at = v.indexOf('\uFFFD');
@@ -212,23 +239,34 @@ export function parseMessages(v: unknown, col: string): ChatMessage[] {
         if (e instanceof TemplateProblem) throw e;
       }
     }
-    throw new TemplateProblem('non_text', `field '${col}' must be a list of {role, content} (or ShareGPT {from, value}) messages, got ${describeValue(v, 60)}`);
+    throw new TemplateProblem(
+      'non_text',
+      `field '${col}' must be a list of {role, content} (or ShareGPT {from, value}) messages, got ${describeValue(v, 60)}`,
+    );
   }
   return v.map((m, i) => {
     if (typeof m === 'object' && m !== null && typeof (m as { from?: unknown }).from === 'string' && !('role' in m)) {
       const msg = m as { from: string; value: unknown };
       const role = SHAREGPT_ROLES[msg.from.trim().toLowerCase()];
       if (!role) {
-        throw new TemplateProblem('non_text', `field '${col}[${i}].from' is ${JSON.stringify(msg.from)}; expected one of system, human, gpt (ShareGPT) or user, assistant`);
+        throw new TemplateProblem(
+          'non_text',
+          `field '${col}[${i}].from' is ${JSON.stringify(msg.from)}; expected one of system, human, gpt (ShareGPT) or user, assistant`,
+        );
       }
-      if (msg.value === undefined || msg.value === null) throw new TemplateProblem('missing_field', `field '${col}[${i}].value' is missing`);
+      if (msg.value === undefined || msg.value === null)
+        throw new TemplateProblem('missing_field', `field '${col}[${i}].value' is missing`);
       return { role, content: msg.value as string };
     }
     if (typeof m !== 'object' || m === null || typeof (m as ChatMessage).role !== 'string') {
-      throw new TemplateProblem('non_text', `field '${col}[${i}]' must be {role, content} (or ShareGPT {from, value}) with a text role, got ${describeValue(m, 60)}`);
+      throw new TemplateProblem(
+        'non_text',
+        `field '${col}[${i}]' must be {role, content} (or ShareGPT {from, value}) with a text role, got ${describeValue(m, 60)}`,
+      );
     }
     const msg = m as { role: string; content: unknown };
-    if (msg.content === undefined || msg.content === null) throw new TemplateProblem('missing_field', `field '${col}[${i}].content' is missing`);
+    if (msg.content === undefined || msg.content === null)
+      throw new TemplateProblem('missing_field', `field '${col}[${i}].content' is missing`);
     return { role: msg.role, content: msg.content as string };
   });
 }
@@ -251,7 +289,12 @@ export interface TemplateContext {
 }
 
 /** Turn one row into a templated example. Throws TemplateProblem (naming the template) for unusable rows. */
-export function applyTemplate(fields: Record<string, unknown>, ctx: TemplateContext, file: string, row: number): TextExample {
+export function applyTemplate(
+  fields: Record<string, unknown>,
+  ctx: TemplateContext,
+  file: string,
+  row: number,
+): TextExample {
   let chosen: ConcreteTemplate | undefined;
   try {
     return renderRow(fields, ctx, file, row, (t) => (chosen = t));
@@ -261,7 +304,13 @@ export function applyTemplate(fields: Record<string, unknown>, ctx: TemplateCont
   }
 }
 
-function renderRow(fields: Record<string, unknown>, ctx: TemplateContext, file: string, row: number, onChosen: (t: ConcreteTemplate) => void): TextExample {
+function renderRow(
+  fields: Record<string, unknown>,
+  ctx: TemplateContext,
+  file: string,
+  row: number,
+  onChosen: (t: ConcreteTemplate) => void,
+): TextExample {
   let f!: RowFields;
   const isTranscript = (): boolean => {
     const src = f.raw('source');
@@ -281,7 +330,11 @@ function renderRow(fields: Record<string, unknown>, ctx: TemplateContext, file: 
       let response: string;
       if (analysis !== null) response = analysis;
       else if (f.has('sentiment')) response = `Sentiment: ${f.text('sentiment', chosen, false, false, true)}.`;
-      else throw new TemplateProblem('missing_field', `template financial_analysis needs field '${f.col('analysis')}' or '${f.col('sentiment')}'`);
+      else
+        throw new TemplateProblem(
+          'missing_field',
+          `template financial_analysis needs field '${f.col('analysis')}' or '${f.col('sentiment')}'`,
+        );
       return {
         ...base,
         prompt: instruction(
@@ -308,19 +361,30 @@ function renderRow(fields: Record<string, unknown>, ctx: TemplateContext, file: 
       } else {
         response = preprocessText(response, ctx.preprocess, true);
       }
-      return { ...base, prompt: instruction('Continue the earnings call transcript with the next speaker turn.', context), response };
+      return {
+        ...base,
+        prompt: instruction('Continue the earnings call transcript with the next speaker turn.', context),
+        response,
+      };
     }
     case 'summarization': {
       const text = f.text('text', chosen, true);
       const noun = (source && SOURCE_NOUN[source]) ?? 'passage';
-      return { ...base, prompt: instruction(`Summarize this ${noun} in one sentence, keeping figures exact.`, text), response: f.text('summary', chosen) };
+      return {
+        ...base,
+        prompt: instruction(`Summarize this ${noun} in one sentence, keeping figures exact.`, text),
+        response: f.text('summary', chosen),
+      };
     }
     case 'qa': {
       const text = f.text('text', chosen, true);
       const question = f.text('question', chosen);
       return {
         ...base,
-        prompt: instruction('Answer the question from the passage, quoting figures exactly.', `${text}\n\nQuestion: ${question}`),
+        prompt: instruction(
+          'Answer the question from the passage, quoting figures exactly.',
+          `${text}\n\nQuestion: ${question}`,
+        ),
         response: f.text('answer', chosen),
       };
     }
@@ -339,11 +403,16 @@ function renderRow(fields: Record<string, unknown>, ctx: TemplateContext, file: 
       const col = f.col(field);
       const raw = f.raw(field);
       if (raw === undefined || raw === null) {
-        throw new TemplateProblem('missing_field', `missing field '${f.col('messages')}' (or '${f.col('conversations')}') required by template chat`);
+        throw new TemplateProblem(
+          'missing_field',
+          `missing field '${f.col('messages')}' (or '${f.col('conversations')}') required by template chat`,
+        );
       }
       const messages = parseMessages(raw, col).map((m, i) => ({
         role: m.role,
-        content: checkText(m.content, `field '${col}[${i}].content'`, 'chat', (s) => preprocessText(s, ctx.preprocess, false)),
+        content: checkText(m.content, `field '${col}[${i}].content'`, 'chat', (s) =>
+          preprocessText(s, ctx.preprocess, false),
+        ),
       }));
       if (messages.length < 2 || messages[messages.length - 1]!.role !== 'assistant') {
         throw new TemplateProblem(
@@ -391,16 +460,22 @@ const RESPONSE_FIELDS: Record<ConcreteTemplate, (keyof ColumnMapping)[]> = {
  * The prompt a template makes of a record that has no response yet (generation): exactly the
  * prompt of training, up to where the response starts. Chat records end with the user's turn.
  */
-export function renderPrompt(fields: Record<string, unknown>, ctx: TemplateContext, template: ConcreteTemplate): { prompt: string; rendered: boolean } {
+export function renderPrompt(
+  fields: Record<string, unknown>,
+  ctx: TemplateContext,
+  template: ConcreteTemplate,
+): { prompt: string; rendered: boolean } {
   const filled: Record<string, unknown> = { ...fields };
   const c = ctx.columns;
   if (template === 'financial_analysis' && (filled[c.sentiment] !== undefined || filled[c.analysis] !== undefined)) {
     // a label or analysis given: it is the response, not part of the prompt
   } else {
-    for (const f of RESPONSE_FIELDS[template]) if (filled[c[f]] === undefined || filled[c[f]] === null || filled[c[f]] === '') filled[c[f]] = '-';
+    for (const f of RESPONSE_FIELDS[template])
+      if (filled[c[f]] === undefined || filled[c[f]] === null || filled[c[f]] === '') filled[c[f]] = '-';
   }
   if (template === 'chat') {
-    const field = filled[c.messages] === undefined && filled[c.conversations] !== undefined ? c.conversations : c.messages;
+    const field =
+      filled[c.messages] === undefined && filled[c.conversations] !== undefined ? c.conversations : c.messages;
     const messages = parseMessages(filled[field], field);
     filled[field] = [...messages, { role: 'assistant', content: '-' }];
   }

@@ -23,11 +23,14 @@ export function tokenize13a(line: string): string {
     s = s.replaceAll('&quot;', '"').replaceAll('&amp;', '&').replaceAll('&lt;', '<').replaceAll('&gt;', '>');
   }
   s = ` ${s} `;
-  s = s.replace(/([\{-\~\[-\` -\&\(-\+\:-\@\/])/g, ' $1 ');
+  s = s.replace(/([{-~[-` -&(-+:-@/])/g, ' $1 ');
   s = s.replace(/([^0-9])([.,])/g, '$1 $2 ');
   s = s.replace(/([.,])([^0-9])/g, ' $1 $2');
   s = s.replace(/([0-9])(-)/g, '$1 $2 ');
-  return s.split(/\s+/).filter((t) => t.length > 0).join(' ');
+  return s
+    .split(/\s+/)
+    .filter((t) => t.length > 0)
+    .join(' ');
 }
 
 export interface BleuStats {
@@ -75,7 +78,10 @@ export function bleuStats(hypothesis: string, references: string[]): BleuStats {
   const maxRef = Array.from({ length: MAX_ORDER }, () => new Map<string, number>());
   for (const r of refs) {
     const diff = Math.abs(r.length - hyp.length);
-    if (diff < bestDiff || (diff === bestDiff && r.length < refLen)) { bestDiff = diff; refLen = r.length; }
+    if (diff < bestDiff || (diff === bestDiff && r.length < refLen)) {
+      bestDiff = diff;
+      refLen = r.length;
+    }
     ngrams(r).forEach((counts, n) => {
       for (const [k, c] of counts) maxRef[n]!.set(k, Math.max(maxRef[n]!.get(k) ?? 0, c));
     });
@@ -129,14 +135,27 @@ export function corpusBleu(hypotheses: string[], references: string[][]): BleuRe
       throw new Error(`corpusBleu: ${hypotheses.length} hypotheses but a reference stream of ${stream.length}`);
     }
   }
-  return bleuFromStats(sumBleuStats(hypotheses.map((h, i) => bleuStats(h, references.map((r) => r[i]!)))), false);
+  return bleuFromStats(
+    sumBleuStats(
+      hypotheses.map((h, i) =>
+        bleuStats(
+          h,
+          references.map((r) => r[i]!),
+        ),
+      ),
+    ),
+    false,
+  );
 }
 
 /** Corpus statistics: the per-example statistics summed (so sentence and corpus BLEU share one pass). */
 export function sumBleuStats(all: readonly BleuStats[]): BleuStats {
   const sum: BleuStats = { correct: [0, 0, 0, 0], total: [0, 0, 0, 0], sysLen: 0, refLen: 0 };
   for (const s of all) {
-    for (let n = 0; n < MAX_ORDER; n++) { sum.correct[n]! += s.correct[n]!; sum.total[n]! += s.total[n]!; }
+    for (let n = 0; n < MAX_ORDER; n++) {
+      sum.correct[n]! += s.correct[n]!;
+      sum.total[n]! += s.total[n]!;
+    }
     sum.sysLen += s.sysLen;
     sum.refLen += s.refLen;
   }

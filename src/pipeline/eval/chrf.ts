@@ -11,7 +11,11 @@ const BETA = 2;
 export type ChrfStats = number[]; // [hyp_1, ref_1, match_1, ..., hyp_6, ref_6, match_6]
 
 /** A whitespace-free string and the UTF-16 offset of each code point (plus the end). */
-interface CodePoints { text: string; offsets: Uint32Array; length: number }
+interface CodePoints {
+  text: string;
+  offsets: Uint32Array;
+  length: number;
+}
 
 function codePoints(s: string): CodePoints {
   const text = s.split(/\s+/).join('');
@@ -51,8 +55,14 @@ function sortedMinCountSum(a: Float64Array, b: Float64Array): number {
       const k = a[i]!;
       let ca = 0;
       let cb = 0;
-      while (i < a.length && a[i] === k) { i++; ca++; }
-      while (j < b.length && b[j] === k) { j++; cb++; }
+      while (i < a.length && a[i] === k) {
+        i++;
+        ca++;
+      }
+      while (j < b.length && b[j] === k) {
+        j++;
+        cb++;
+      }
       sum += Math.min(ca, cb);
     }
   }
@@ -116,7 +126,11 @@ export function chrfFromStats(stats: ChrfStats): number {
     const nHyp = stats[3 * i]!;
     const nRef = stats[3 * i + 1]!;
     const nMatch = stats[3 * i + 2]!;
-    if (nHyp > 0 && nRef > 0) { p += nMatch / nHyp; r += nMatch / nRef; order++; }
+    if (nHyp > 0 && nRef > 0) {
+      p += nMatch / nHyp;
+      r += nMatch / nRef;
+      order++;
+    }
   }
   if (order === 0) return 0;
   p /= order;

@@ -19,7 +19,12 @@ export function parseGoldLabel(text: string): SentimentLabel | undefined {
   return (SENTIMENT_LABELS as readonly string[]).includes(t) ? (t as SentimentLabel) : undefined;
 }
 
-export interface PerLabel { precision: number; recall: number; f1: number; support: number }
+export interface PerLabel {
+  precision: number;
+  recall: number;
+  f1: number;
+  support: number;
+}
 
 export interface ClassificationReport {
   n: number;
@@ -38,7 +43,9 @@ export function classificationReport(gold: SentimentLabel[], predicted: Sentimen
   }
   const L = SENTIMENT_LABELS;
   const confusion = L.map(() => L.map(() => 0));
-  gold.forEach((g, i) => { confusion[L.indexOf(g)]![L.indexOf(predicted[i]!)]!++; });
+  gold.forEach((g, i) => {
+    confusion[L.indexOf(g)]![L.indexOf(predicted[i]!)]!++;
+  });
   const n = gold.length;
   let correct = 0;
   for (let i = 0; i < L.length; i++) correct += confusion[i]![i]!;

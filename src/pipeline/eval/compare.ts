@@ -17,12 +17,30 @@ import { SENTIMENT_LABELS, type SentimentLabel } from './lexicon.js';
 import { higherIsBetter, metricInfo } from './metrics.js';
 import type { Results, TrainingLogPoint } from './results.js';
 import {
-  bootstrapMeanCI, bootstrapStatistic, cohensDz, holm, mean, pairedBootstrapCI, pairedPermutationTest, pairedTTest,
-  pBetterFromTest, wilcoxon, type BootstrapCI, type TTestResult, type WilcoxonResult,
+  type BootstrapCI,
+  bootstrapMeanCI,
+  bootstrapStatistic,
+  cohensDz,
+  holm,
+  mean,
+  pairedBootstrapCI,
+  pairedPermutationTest,
+  pairedTTest,
+  pBetterFromTest,
+  type TTestResult,
+  type WilcoxonResult,
+  wilcoxon,
 } from './stats.js';
 import {
-  decideVerdict, floorOf, primaryMetrics, suiteKind, type ClassFloorContext, type Floor, type MetricVerdict,
-  type PrimaryEvidence, type SuiteVerdictResult,
+  type ClassFloorContext,
+  decideVerdict,
+  type Floor,
+  floorOf,
+  type MetricVerdict,
+  type PrimaryEvidence,
+  primaryMetrics,
+  type SuiteVerdictResult,
+  suiteKind,
 } from './verdict.js';
 
 export interface CompareOptions {
@@ -121,11 +139,22 @@ export interface ClassificationComparison {
 }
 
 /** How varied each side's outputs are: distinct predictions and the most frequent one. */
-export interface OutputSpread { distinct: number; n: number; top: string; topCount: number }
+export interface OutputSpread {
+  distinct: number;
+  n: number;
+  top: string;
+  topCount: number;
+}
 
 export interface Comparison {
   base: { model: string; adapter: string | null; task: string; file?: string; metrics: Record<string, number | null> };
-  candidate: { model: string; adapter: string | null; task: string; file?: string; metrics: Record<string, number | null> };
+  candidate: {
+    model: string;
+    adapter: string | null;
+    task: string;
+    file?: string;
+    metrics: Record<string, number | null>;
+  };
   nExamples: number;
   alpha: number;
   resamples: number;
@@ -144,7 +173,20 @@ export interface Comparison {
 }
 
 const RANK_FALLBACK = ['rougeL', 'chrf', 'bleu', 'rouge1', 'exact_match', 'label_correct', 'numeric_fidelity'];
-const DISPLAY_ORDER = ['label_correct', 'label_macro_f1', 'rouge1', 'rouge2', 'rougeL', 'bleu', 'chrf', 'exact_match', 'numeric_fidelity', 'hallucinated_number_rate', 'sentiment_agreement', 'term_coverage'];
+const DISPLAY_ORDER = [
+  'label_correct',
+  'label_macro_f1',
+  'rouge1',
+  'rouge2',
+  'rougeL',
+  'bleu',
+  'chrf',
+  'exact_match',
+  'numeric_fidelity',
+  'hallucinated_number_rate',
+  'sentiment_agreement',
+  'term_coverage',
+];
 const MACRO_F1 = 'label_macro_f1';
 
 function spread(predictions: readonly string[]): OutputSpread {
@@ -152,11 +194,22 @@ function spread(predictions: readonly string[]): OutputSpread {
   for (const p of predictions) counts.set(p, (counts.get(p) ?? 0) + 1);
   let top = '';
   let topCount = 0;
-  for (const [p, c] of counts) if (c > topCount) { top = p; topCount = c; }
+  for (const [p, c] of counts)
+    if (c > topCount) {
+      top = p;
+      topCount = c;
+    }
   return { distinct: counts.size, n: predictions.length, top, topCount };
 }
 
-const NAN_WILCOXON: WilcoxonResult = { statistic: NaN, pValue: NaN, method: 'asymptotic', z: NaN, nNonZero: 0, direction: 0 };
+const NAN_WILCOXON: WilcoxonResult = {
+  statistic: NaN,
+  pValue: NaN,
+  method: 'asymptotic',
+  z: NaN,
+  nNonZero: 0,
+  direction: 0,
+};
 
 export function compareResults(base: Results, cand: Results, opts: CompareOptions = {}): Comparison {
   const alpha = opts.alpha ?? 0.05;
@@ -171,10 +224,16 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
   const missingInCand = base.per_example.filter((e) => !candById.has(e.id)).map((e) => e.id);
   const missingInBase = cand.per_example.filter((e) => !baseIds.has(e.id)).map((e) => e.id);
   if (missingInCand.length) {
-    throw new InputError(`expected the same example ids as ${baseFile}, got ${missingInCand.length} missing (first: ${missingInCand.slice(0, 3).join(', ')})`, { file: candFile, key: 'per_example' });
+    throw new InputError(
+      `expected the same example ids as ${baseFile}, got ${missingInCand.length} missing (first: ${missingInCand.slice(0, 3).join(', ')})`,
+      { file: candFile, key: 'per_example' },
+    );
   }
   if (missingInBase.length) {
-    throw new InputError(`expected the same example ids as ${candFile}, got ${missingInBase.length} missing (first: ${missingInBase.slice(0, 3).join(', ')})`, { file: baseFile, key: 'per_example' });
+    throw new InputError(
+      `expected the same example ids as ${candFile}, got ${missingInBase.length} missing (first: ${missingInBase.slice(0, 3).join(', ')})`,
+      { file: baseFile, key: 'per_example' },
+    );
   }
   const pairs = base.per_example.map((b) => ({ b, c: candById.get(b.id)! }));
 
@@ -182,7 +241,10 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
   const seen = new Set<string>();
   for (const { b, c } of pairs) {
     for (const k of Object.keys(b.scores)) {
-      if (!seen.has(k) && Object.hasOwn(c.scores, k)) { seen.add(k); names.push(k); }
+      if (!seen.has(k) && Object.hasOwn(c.scores, k)) {
+        seen.add(k);
+        names.push(k);
+      }
     }
   }
   if (names.length === 0) {
@@ -194,12 +256,15 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
 
   // Classification: gold and predicted labels, read from the files with classification.ts's rule.
   const kind = suiteKind(names);
-  const labelled = kind === 'classification'
-    ? pairs.flatMap(({ b, c }) => {
-      const gold = parseGoldLabel(b.reference);
-      return gold === undefined ? [] : [{ b, c, gold, bl: normalizeGeneratedLabel(b.prediction), cl: normalizeGeneratedLabel(c.prediction) }];
-    })
-    : [];
+  const labelled =
+    kind === 'classification'
+      ? pairs.flatMap(({ b, c }) => {
+          const gold = parseGoldLabel(b.reference);
+          return gold === undefined
+            ? []
+            : [{ b, c, gold, bl: normalizeGeneratedLabel(b.prediction), cl: normalizeGeneratedLabel(c.prediction) }];
+        })
+      : [];
   if (labelled.length > 0) names.push(MACRO_F1);
 
   const { primary, note } = primaryMetrics(kind, names);
@@ -217,40 +282,69 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
     const counts = SENTIMENT_LABELS.map((l) => gold.filter((g) => g === l).length);
     const mi = counts.indexOf(Math.max(...counts));
     const majority = SENTIMENT_LABELS[mi]!;
-    floorCtx = { majorityLabel: majority, majorityCount: counts[mi]!, n: gold.length, majorityShare: counts[mi]! / gold.length, majorityMacroF1: classificationReport(gold, gold.map(() => majority)).macroF1 };
+    floorCtx = {
+      majorityLabel: majority,
+      majorityCount: counts[mi]!,
+      n: gold.length,
+      majorityShare: counts[mi]! / gold.length,
+      majorityMacroF1: classificationReport(
+        gold,
+        gold.map(() => majority),
+      ).macroF1,
+    };
   }
 
   const partial = names.map((metric, mi) => {
     const hib = metric === MACRO_F1 ? true : higherIsBetter(metric);
     const s = seed + 7919 * mi;
-    const role = isPrimary(metric) ? 'primary' as const : 'secondary' as const;
+    const role = isPrimary(metric) ? ('primary' as const) : ('secondary' as const);
     const floor = role === 'primary' ? floorOf(metric, floorCtx) : undefined;
     if (metric === MACRO_F1) {
       const n = labelled.length;
       const gold = labelled.map((x) => x.gold);
       const bl = labelled.map((x) => x.bl);
       const cl = labelled.map((x) => x.cl);
-      const f1At = (labels: SentimentLabel[], idx: Int32Array) => classificationReport(Array.from(idx, (i) => gold[i]!), Array.from(idx, (i) => labels[i]!)).macroF1;
+      const f1At = (labels: SentimentLabel[], idx: Int32Array) =>
+        classificationReport(
+          Array.from(idx, (i) => gold[i]!),
+          Array.from(idx, (i) => labels[i]!),
+        ).macroF1;
       const bF1 = classificationReport(gold, bl).macroF1;
       const cF1 = classificationReport(gold, cl).macroF1;
-      const perm = pairedPermutationTest(n, (swap) => {
-        const x = bl.map((v, i) => (swap[i] ? cl[i]! : v));
-        const y = cl.map((v, i) => (swap[i] ? bl[i]! : v));
-        return classificationReport(gold, y).macroF1 - classificationReport(gold, x).macroF1;
-      }, { resamples, seed: s + 5 });
+      const perm = pairedPermutationTest(
+        n,
+        (swap) => {
+          const x = bl.map((v, i) => (swap[i] ? cl[i]! : v));
+          const y = cl.map((v, i) => (swap[i] ? bl[i]! : v));
+          return classificationReport(gold, y).macroF1 - classificationReport(gold, x).macroF1;
+        },
+        { resamples, seed: s + 5 },
+      );
       const better = perm.direction;
       return {
-        metric, description: 'Macro-F1 over the labels present (scikit-learn f1_score average="macro")', higherIsBetter: true, role, perExample: false, n,
-        baseMean: bF1, candidateMean: cF1, meanDiff: cF1 - bF1,
+        metric,
+        description: 'Macro-F1 over the labels present (scikit-learn f1_score average="macro")',
+        higherIsBetter: true,
+        role,
+        perExample: false,
+        n,
+        baseMean: bF1,
+        candidateMean: cF1,
+        meanDiff: cF1 - bF1,
         baseCI: bootstrapStatistic(n, (idx) => f1At(bl, idx), { resamples, seed: s + 1 }),
         candidateCI: bootstrapStatistic(n, (idx) => f1At(cl, idx), { resamples, seed: s + 2 }),
         diffCI: bootstrapStatistic(n, (idx) => f1At(cl, idx) - f1At(bl, idx), { resamples, seed: s + 3 }),
-        test: 'paired permutation' as const, pValue: perm.pValue,
-        wilcoxon: NAN_WILCOXON, tTest: { t: NaN, df: n - 1, pValue: NaN }, cohensDz: NaN,
+        test: 'paired permutation' as const,
+        pValue: perm.pValue,
+        wilcoxon: NAN_WILCOXON,
+        tTest: { t: NaN, df: n - 1, pValue: NaN },
+        cohensDz: NaN,
         pBetter: pBetterFromTest(perm.pValue, better, n),
         candidateAll: { value: cF1, n },
         ...(floor ? { floor } : {}),
-        ids: [] as string[], base: [] as number[], candidate: [] as number[],
+        ids: [] as string[],
+        base: [] as number[],
+        candidate: [] as number[],
       };
     }
     const ids: string[] = [];
@@ -260,16 +354,22 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
       const x = b.scores[metric];
       const y = c.scores[metric];
       if (typeof x === 'number' && typeof y === 'number' && Number.isFinite(x) && Number.isFinite(y)) {
-        ids.push(b.id); bv.push(x); cv.push(y);
+        ids.push(b.id);
+        bv.push(x);
+        cv.push(y);
       }
     }
-    const candAll = cand.per_example.map((e) => e.scores[metric]).filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
+    const candAll = cand.per_example
+      .map((e) => e.scores[metric])
+      .filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
     const w = ids.length ? wilcoxon(bv, cv) : NAN_WILCOXON;
     const better = (hib ? w.direction : -w.direction) as -1 | 0 | 1;
     return {
       metric,
       description: metricInfo(metric)?.description ?? metric,
-      higherIsBetter: hib, role, perExample: true,
+      higherIsBetter: hib,
+      role,
+      perExample: true,
       n: ids.length,
       baseMean: mean(bv),
       candidateMean: mean(cv),
@@ -277,31 +377,40 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
       baseCI: bootstrapMeanCI(bv, { resamples, seed: s + 1 }),
       candidateCI: bootstrapMeanCI(cv, { resamples, seed: s + 2 }),
       diffCI: pairedBootstrapCI(bv, cv, { resamples, seed: s + 3 }),
-      test: 'Wilcoxon signed-rank' as const, pValue: w.pValue,
+      test: 'Wilcoxon signed-rank' as const,
+      pValue: w.pValue,
       wilcoxon: w,
       tTest: pairedTTest(bv, cv),
       cohensDz: ids.length >= 2 ? cohensDz(bv, cv) : NaN,
       pBetter: pBetterFromTest(w.pValue, better, ids.length),
       candidateAll: { value: mean(candAll), n: candAll.length },
       ...(floor ? { floor } : {}),
-      ids, base: bv, candidate: cv,
+      ids,
+      base: bv,
+      candidate: cv,
     };
   });
   if (partial.every((m) => m.n === 0)) {
-    throw new InputError(`no example has a finite value in both files for any of the common metrics (${names.join(', ')}): nothing to compare`, { file: candFile });
+    throw new InputError(
+      `no example has a finite value in both files for any of the common metrics (${names.join(', ')}): nothing to compare`,
+      { file: candFile },
+    );
   }
   // Holm within each family: the primary metrics (confirmatory) and the secondary ones.
   const pHolm = new Array<number>(partial.length);
   for (const role of ['primary', 'secondary'] as const) {
     const idx = partial.map((m, i) => (m.role === role ? i : -1)).filter((i) => i >= 0);
     const adj = holm(idx.map((i) => partial[i]!.pValue));
-    idx.forEach((i, k) => { pHolm[i] = adj[k]!; });
+    idx.forEach((i, k) => {
+      pHolm[i] = adj[k]!;
+    });
   }
   const metrics: MetricComparison[] = partial.map((m, i) => {
     const p = pHolm[i]!;
     let verdict: Verdict;
     const favours = m.pBetter > 0.5 ? 1 : m.pBetter < 0.5 ? -1 : 0;
-    if (m.n < 2 || Number.isNaN(m.pValue)) verdict = m.n >= 2 && m.meanDiff === 0 ? 'no significant change' : 'not testable';
+    if (m.n < 2 || Number.isNaN(m.pValue))
+      verdict = m.n >= 2 && m.meanDiff === 0 ? 'no significant change' : 'not testable';
     else if (p < alpha && favours !== 0) verdict = favours > 0 ? 'improved' : 'regressed';
     else verdict = 'no significant change';
     return { ...m, pHolm: p, verdict };
@@ -313,28 +422,50 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
   const candSpread = spread(cand.per_example.map((e) => e.prediction));
   if (labelled.length > 0) {
     const used = SENTIMENT_LABELS.filter((l) => candLabels.includes(l));
-    if (used.length === 1) floorDetails.push(`one label for every item: '${used[0]}' ${candLabels.length}/${candLabels.length}`);
+    if (used.length === 1)
+      floorDetails.push(`one label for every item: '${used[0]}' ${candLabels.length}/${candLabels.length}`);
   }
   if (candSpread.n >= 4 && candSpread.topCount * 2 >= candSpread.n) {
-    floorDetails.push(`${candSpread.topCount} of ${candSpread.n} fine-tuned outputs are the same text ${JSON.stringify(clip(candSpread.top, 80))}`);
+    floorDetails.push(
+      `${candSpread.topCount} of ${candSpread.n} fine-tuned outputs are the same text ${JSON.stringify(clip(candSpread.top, 80))}`,
+    );
   }
-  const evidence: PrimaryEvidence[] = metrics.filter((m) => m.role === 'primary').map((m) => ({
-    metric: m.metric, higherIsBetter: m.higherIsBetter, verdict: m.verdict, baseMean: m.baseMean, candidateMean: m.candidateMean,
-    pHolm: m.pHolm, candidateValue: m.candidateAll.value, candidateN: m.candidateAll.n, ...(m.floor ? { floor: m.floor } : {}),
-  }));
+  const evidence: PrimaryEvidence[] = metrics
+    .filter((m) => m.role === 'primary')
+    .map((m) => ({
+      metric: m.metric,
+      higherIsBetter: m.higherIsBetter,
+      verdict: m.verdict,
+      baseMean: m.baseMean,
+      candidateMean: m.candidateMean,
+      pHolm: m.pHolm,
+      candidateValue: m.candidateAll.value,
+      candidateN: m.candidateAll.n,
+      ...(m.floor ? { floor: m.floor } : {}),
+    }));
   const suite = decideVerdict(kind, evidence, note ? [note] : [], floorDetails);
 
   // Examples ranked by a primary metric (the first one that changed on some example).
   if (opts.primaryMetric && !metrics.some((m) => m.metric === opts.primaryMetric && m.perExample)) {
-    throw new InputError(`expected a metric scored per example in both files, got '${opts.primaryMetric}' (available: ${metrics.filter((m) => m.perExample).map((m) => m.metric).join(', ') || 'none'})`, { key: 'primary-metric' });
+    throw new InputError(
+      `expected a metric scored per example in both files, got '${opts.primaryMetric}' (available: ${
+        metrics
+          .filter((m) => m.perExample)
+          .map((m) => m.metric)
+          .join(', ') || 'none'
+      })`,
+      { key: 'primary-metric' },
+    );
   }
   const perEx = metrics.filter((m) => m.perExample && m.n > 0);
   const changed = (m: MetricComparison) => m.base.some((b, i) => b !== m.candidate[i]);
-  const rankBy = opts.primaryMetric
-    ?? perEx.find((m) => m.role === 'primary' && changed(m))?.metric
-    ?? perEx.find((m) => m.role === 'primary')?.metric
-    ?? RANK_FALLBACK.find((p) => perEx.some((m) => m.metric === p))
-    ?? perEx[0]?.metric ?? null;
+  const rankBy =
+    opts.primaryMetric ??
+    perEx.find((m) => m.role === 'primary' && changed(m))?.metric ??
+    perEx.find((m) => m.role === 'primary')?.metric ??
+    RANK_FALLBACK.find((p) => perEx.some((m) => m.metric === p)) ??
+    perEx[0]?.metric ??
+    null;
   let improved: ExampleDelta[] = [];
   let regressed: ExampleDelta[] = [];
   if (rankBy) {
@@ -345,15 +476,26 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
       const y = c.scores[rankBy];
       if (typeof x !== 'number' || typeof y !== 'number') continue;
       const d: ExampleDelta = {
-        id: b.id, reference: b.reference, basePrediction: b.prediction, candidatePrediction: c.prediction,
-        base: x, candidate: y, gain: sign * (y - x),
+        id: b.id,
+        reference: b.reference,
+        basePrediction: b.prediction,
+        candidatePrediction: c.prediction,
+        base: x,
+        candidate: y,
+        gain: sign * (y - x),
       };
       const src = b.source ?? c.source;
       if (src !== undefined) d.source = src;
       deltas.push(d);
     }
-    improved = deltas.filter((d) => d.gain > 0).sort((a, b) => b.gain - a.gain).slice(0, topK);
-    regressed = deltas.filter((d) => d.gain < 0).sort((a, b) => a.gain - b.gain).slice(0, topK);
+    improved = deltas
+      .filter((d) => d.gain > 0)
+      .sort((a, b) => b.gain - a.gain)
+      .slice(0, topK);
+    regressed = deltas
+      .filter((d) => d.gain < 0)
+      .sort((a, b) => a.gain - b.gain)
+      .slice(0, topK);
   }
 
   const side = (r: Results, file: string | undefined) => {
@@ -362,8 +504,17 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
     return o;
   };
   const out: Comparison = {
-    base: side(base, opts.baseFile), candidate: side(cand, opts.candidateFile), nExamples: pairs.length,
-    alpha, resamples, seed, metrics, suite, primaryMetric: rankBy, improved, regressed,
+    base: side(base, opts.baseFile),
+    candidate: side(cand, opts.candidateFile),
+    nExamples: pairs.length,
+    alpha,
+    resamples,
+    seed,
+    metrics,
+    suite,
+    primaryMetric: rankBy,
+    improved,
+    regressed,
     outputs: { base: spread(base.per_example.map((e) => e.prediction)), candidate: candSpread },
   };
   if (labelled.length > 0) out.classification = classificationComparison(labelled, topK);
@@ -371,14 +522,27 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
 }
 
 function classificationComparison(
-  labelled: { b: Results['per_example'][number]; c: Results['per_example'][number]; gold: SentimentLabel; bl: SentimentLabel; cl: SentimentLabel }[],
+  labelled: {
+    b: Results['per_example'][number];
+    c: Results['per_example'][number];
+    gold: SentimentLabel;
+    bl: SentimentLabel;
+    cl: SentimentLabel;
+  }[],
   topK: number,
 ): ClassificationComparison {
   const L = SENTIMENT_LABELS;
   const count = (xs: SentimentLabel[]) => L.map((l) => xs.filter((x) => x === l).length);
   const gold = labelled.map((x) => x.gold);
   const ex = (x: (typeof labelled)[number]): LabelledExample => {
-    const e: LabelledExample = { id: x.b.id, gold: x.gold, basePrediction: x.b.prediction, candidatePrediction: x.c.prediction, baseLabel: x.bl, candidateLabel: x.cl };
+    const e: LabelledExample = {
+      id: x.b.id,
+      gold: x.gold,
+      basePrediction: x.b.prediction,
+      candidatePrediction: x.c.prediction,
+      baseLabel: x.bl,
+      candidateLabel: x.cl,
+    };
     const src = x.b.source ?? x.c.source;
     if (src !== undefined) e.source = src;
     return e;
@@ -387,11 +551,22 @@ function classificationComparison(
   const wrong = labelled.filter((x) => x.cl !== x.gold);
   const changed = labelled.filter((x) => x.cl !== x.bl);
   return {
-    labels: L, n: labelled.length,
-    goldCounts: count(gold), baseCounts: count(labelled.map((x) => x.bl)), candidateCounts: count(labelled.map((x) => x.cl)),
-    baseConfusion: classificationReport(gold, labelled.map((x) => x.bl)).confusion,
-    candidateConfusion: classificationReport(gold, labelled.map((x) => x.cl)).confusion,
-    right: right.slice(0, topK).map(ex), wrong: wrong.slice(0, topK).map(ex), changed: changed.slice(0, topK).map(ex),
+    labels: L,
+    n: labelled.length,
+    goldCounts: count(gold),
+    baseCounts: count(labelled.map((x) => x.bl)),
+    candidateCounts: count(labelled.map((x) => x.cl)),
+    baseConfusion: classificationReport(
+      gold,
+      labelled.map((x) => x.bl),
+    ).confusion,
+    candidateConfusion: classificationReport(
+      gold,
+      labelled.map((x) => x.cl),
+    ).confusion,
+    right: right.slice(0, topK).map(ex),
+    wrong: wrong.slice(0, topK).map(ex),
+    changed: changed.slice(0, topK).map(ex),
     totals: { right: right.length, wrong: wrong.length, changed: changed.length },
   };
 }

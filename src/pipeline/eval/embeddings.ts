@@ -74,7 +74,10 @@ export class ModelEmbeddingProvider implements EmbeddingProvider {
     const n = model.config.numHiddenLayers;
     const layer = opts.layer === undefined ? n : opts.layer < 0 ? n + 1 + opts.layer : opts.layer;
     if (!(Number.isInteger(layer) && layer >= 0 && layer <= n)) {
-      throw new InputError(`embedding layer must be an integer in [${-(n + 1)}, ${n}] for this ${n}-layer model, got ${opts.layer}`, { key: 'embedding_layer' });
+      throw new InputError(
+        `embedding layer must be an integer in [${-(n + 1)}, ${n}] for this ${n}-layer model, got ${opts.layer}`,
+        { key: 'embedding_layer' },
+      );
     }
     this.layer = layer;
     this.maxTokens = opts.maxTokens ?? 512;
@@ -90,7 +93,11 @@ export class ModelEmbeddingProvider implements EmbeddingProvider {
   }
 
   /** Loads a model folder (no adapter) and its tokenizer; the provider owns the model. */
-  static async load(dir: string, load: Omit<LoadModelOptions, 'adapter'> = {}, opts: ModelEmbeddingOptions = {}): Promise<ModelEmbeddingProvider> {
+  static async load(
+    dir: string,
+    load: Omit<LoadModelOptions, 'adapter'> = {},
+    opts: ModelEmbeddingOptions = {},
+  ): Promise<ModelEmbeddingProvider> {
     const tokenizer = await LlamaTokenizer.load(dir);
     const model = await LlamaModel.load(dir, load);
     try {
@@ -116,7 +123,9 @@ export class ModelEmbeddingProvider implements EmbeddingProvider {
     let out: { tokens: string[]; vectors: Float32Array[] } = { tokens: [], vectors: [] };
     if (input.length > skip) {
       const T = input.length;
-      const h = noGrad(() => tidy(() => this.runner.hidden({ inputIds: Int32Array.from(input), batchSize: 1, seqLen: T })));
+      const h = noGrad(() =>
+        tidy(() => this.runner.hidden({ inputIds: Int32Array.from(input), batchSize: 1, seqLen: T })),
+      );
       let flat: Float32Array;
       try {
         flat = await h.toFloat32();

@@ -33,18 +33,18 @@
 // else "negative", else neutral) and reports accuracy (mean label_correct), macro/weighted F1 and
 // the confusion matrix.
 import { InputError } from '../../errors.js';
-import { cutAtStop, generate, generateBatch, type BatchSamplingOptions } from '../../llama/generate.js';
-import type { LlamaModel } from '../../llama/model.js';
-import { DEFAULT_COLUMNS, suggest, type ColumnMapping, type TemplateName } from '../config.js';
-import { columnHint, formatSuggestion, suggestColumns } from '../data/columns.js';
-import { applyTemplate, TemplateProblem } from '../data/templates.js';
-import { DEFAULT_PREPROCESS, type PreprocessOptions } from '../data/preprocess.js';
-import type { ChatMessage } from '../data/types.js';
-import { parseGoldLabel, type ClassificationReport } from './classification.js';
-import { METRIC_GROUPS, meanOfPresent, scoreExamples, type MetricGroup } from './metrics.js';
-import { RESULTS_FORMAT, type Results } from './results.js';
-import { bertScore, embeddingCosine, type EmbeddingProvider } from './semantic.js';
 import { describeValue } from '../../io/json.js';
+import { type BatchSamplingOptions, cutAtStop, generate, generateBatch } from '../../llama/generate.js';
+import type { LlamaModel } from '../../llama/model.js';
+import { type ColumnMapping, DEFAULT_COLUMNS, suggest, type TemplateName } from '../config.js';
+import { columnHint, formatSuggestion, suggestColumns } from '../data/columns.js';
+import { DEFAULT_PREPROCESS, type PreprocessOptions } from '../data/preprocess.js';
+import { applyTemplate, TemplateProblem } from '../data/templates.js';
+import type { ChatMessage } from '../data/types.js';
+import { type ClassificationReport, parseGoldLabel } from './classification.js';
+import { METRIC_GROUPS, type MetricGroup, meanOfPresent, scoreExamples } from './metrics.js';
+import { RESULTS_FORMAT, type Results } from './results.js';
+import { bertScore, type EmbeddingProvider, embeddingCosine } from './semantic.js';
 
 export type GenerationTask = 'generation' | 'classification';
 export type RecordKind = 'qa' | 'summarization' | 'sentiment' | 'prompt' | 'template';
@@ -124,10 +124,20 @@ export interface BuildItemsOptions {
  * Turns eval file rows into prompts and references for `task`. Every problem is an InputError
  * naming the file, row and field.
  */
-export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, file: string, opts: BuildItemsOptions = {}): EvalItem[] {
+export function buildEvalItems(
+  rows: readonly EvalRow[],
+  task: GenerationTask,
+  file: string,
+  opts: BuildItemsOptions = {},
+): EvalItem[] {
   const items: EvalItem[] = [];
   const seen = new Map<string, number>();
-  const ctx = { columns: COLUMNS, template: 'auto' as const, preprocess: opts.preprocess ?? DEFAULT_PREPROCESS, tokenizer: opts.tokenizer ?? null };
+  const ctx = {
+    columns: COLUMNS,
+    template: 'auto' as const,
+    preprocess: opts.preprocess ?? DEFAULT_PREPROCESS,
+    tokenizer: opts.tokenizer ?? null,
+  };
   const columns = opts.columns ?? COLUMNS;
   const template = opts.template ?? 'auto';
   const trainingCtx = { ...ctx, columns, template };
@@ -139,9 +149,15 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
   for (const { row, value } of rows) {
     if (opts.limit != null && items.length >= opts.limit) break;
     const rawId = value['id'];
-    const id = typeof rawId === 'string' && rawId !== '' ? rawId : typeof rawId === 'number' ? String(rawId) : `row-${row}`;
+    const id =
+      typeof rawId === 'string' && rawId !== '' ? rawId : typeof rawId === 'number' ? String(rawId) : `row-${row}`;
     const dup = seen.get(id);
-    if (dup !== undefined) throw new InputError(`duplicate id ${JSON.stringify(id)} (first on row ${dup}); ids must be unique`, { file, row, key: 'id' });
+    if (dup !== undefined)
+      throw new InputError(`duplicate id ${JSON.stringify(id)} (first on row ${dup}); ids must be unique`, {
+        file,
+        row,
+        key: 'id',
+      });
     seen.set(id, row);
     const kind = kindOf(value) ?? (trainingLayout(value) ? 'template' : undefined);
     if (kind === undefined) {
@@ -156,7 +172,11 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
     const need = (key: string): string => {
       const v = value[key];
       if (typeof v !== 'string' || v.trim() === '') {
-        throw new InputError(`expected a non-empty string, got ${v === undefined ? 'nothing' : describeValue(v, 60)}`, { file, row, key });
+        throw new InputError(`expected a non-empty string, got ${v === undefined ? 'nothing' : describeValue(v, 60)}`, {
+          file,
+          row,
+          key,
+        });
       }
       return v;
     };
@@ -174,8 +194,17 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
       if (key !== undefined) return key;
       const near = Object.keys(value).find((k) => keys.some((want) => suggest(k, [want]) === want));
       throw new InputError(
-        `a ${record} record needs its passage in '${keys[0]}'${keys.length > 1 ? ` (or ${keys.slice(1).map((k) => `'${k}'`).join(', ')})` : ''}, found fields ${Object.keys(value).join(', ')}` +
-          (near !== undefined ? `; did you mean '${keys.find((want) => suggest(near, [want]) === want)}' for '${near}'?` : ''),
+        `a ${record} record needs its passage in '${keys[0]}'${
+          keys.length > 1
+            ? ` (or ${keys
+                .slice(1)
+                .map((k) => `'${k}'`)
+                .join(', ')})`
+            : ''
+        }, found fields ${Object.keys(value).join(', ')}` +
+          (near !== undefined
+            ? `; did you mean '${keys.find((want) => suggest(near, [want]) === want)}' for '${near}'?`
+            : ''),
         { file, row, key: keys[0]! },
       );
     };
@@ -187,17 +216,37 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
           ex = applyTemplate(value, trainingCtx, file, row);
         } catch (err) {
           if (err instanceof TemplateProblem) {
-            throw new InputError(err.kind === 'missing_field' ? `${err.message}; ${columnHint(Object.keys(value), columns, template, err.template)}` : err.message, { file, row });
+            throw new InputError(
+              err.kind === 'missing_field'
+                ? `${err.message}; ${columnHint(Object.keys(value), columns, template, err.template)}`
+                : err.message,
+              { file, row },
+            );
           }
           throw err;
         }
-        const passage = [columns.text, columns.input, columns.prompt].map((c) => str(value[c])).find((v) => v !== undefined);
-        item = { id, row, kind, prompt: ex.prompt, reference: ex.response.trim(), source: passage ?? ex.prompt, ...(ex.rendered ? { rendered: true } : {}) };
+        const passage = [columns.text, columns.input, columns.prompt]
+          .map((c) => str(value[c]))
+          .find((v) => v !== undefined);
+        item = {
+          id,
+          row,
+          kind,
+          prompt: ex.prompt,
+          reference: ex.response.trim(),
+          source: passage ?? ex.prompt,
+          ...(ex.rendered ? { rendered: true } : {}),
+        };
         break;
       }
       case 'prompt': {
         const refKey = ['reference', 'response', 'answer', 'label'].find((k) => typeof value[k] === 'string');
-        if (!refKey) throw new InputError('a {prompt} record needs a "reference" (or "response", "answer", "label") string', { file, row, key: 'reference' });
+        if (!refKey)
+          throw new InputError('a {prompt} record needs a "reference" (or "response", "answer", "label") string', {
+            file,
+            row,
+            key: 'reference',
+          });
         item = { id, row, kind, prompt: need('prompt'), reference: value[refKey] as string };
         const src = str(value['source']);
         if (src !== undefined) item.source = src;
@@ -206,7 +255,14 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
       case 'qa': {
         const passage = need(passageField(['context', 'text'], 'qa'));
         const answer = need('answer');
-        item = { id, row, kind, prompt: templated({ task: 'qa', text: passage, question: need('question'), answer }), reference: answer, source: passage };
+        item = {
+          id,
+          row,
+          kind,
+          prompt: templated({ task: 'qa', text: passage, question: need('question'), answer }),
+          reference: answer,
+          source: passage,
+        };
         break;
       }
       case 'summarization': {
@@ -216,12 +272,22 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
         const summary = need('summary');
         const given = str(value['source_kind']) ?? (passageKey === 'text' ? str(value['source']) : undefined);
         if (value['source_kind'] !== undefined && !SOURCE_KINDS.includes(String(value['source_kind']))) {
-          throw new InputError(`expected one of ${SOURCE_KINDS.join(', ')}, got ${describeValue(value['source_kind'])}`, { file, row, key: 'source_kind' });
+          throw new InputError(
+            `expected one of ${SOURCE_KINDS.join(', ')}, got ${describeValue(value['source_kind'])}`,
+            { file, row, key: 'source_kind' },
+          );
         }
         const sourceKind = given ?? (/earnings call/i.test(passage) ? 'earnings_call' : undefined);
         item = {
-          id, row, kind,
-          prompt: templated({ task: 'summarization', text: passage, summary, ...(sourceKind ? { source: sourceKind } : {}) }),
+          id,
+          row,
+          kind,
+          prompt: templated({
+            task: 'summarization',
+            text: passage,
+            summary,
+            ...(sourceKind ? { source: sourceKind } : {}),
+          }),
           reference: summary,
           source: passage,
         };
@@ -231,15 +297,29 @@ export function buildEvalItems(rows: readonly EvalRow[], task: GenerationTask, f
         const labelKey = value['label'] !== undefined ? 'label' : 'sentiment';
         const label = value[labelKey];
         if (typeof label !== 'string' || parseGoldLabel(label) === undefined) {
-          throw new InputError(`expected a label negative, neutral or positive, got ${describeValue(label, 60)}`, { file, row, key: labelKey });
+          throw new InputError(`expected a label negative, neutral or positive, got ${describeValue(label, 60)}`, {
+            file,
+            row,
+            key: labelKey,
+          });
         }
         const text = need('text');
-        item = { id, row, kind, prompt: templated({ task: 'sentiment', text, sentiment: label }), reference: label, source: text };
+        item = {
+          id,
+          row,
+          kind,
+          prompt: templated({ task: 'sentiment', text, sentiment: label }),
+          reference: label,
+          source: text,
+        };
         break;
       }
     }
     if (task === 'classification' && parseGoldLabel(item.reference) === undefined) {
-      throw new InputError(`the classification task needs a gold label negative, neutral or positive, got ${JSON.stringify(item.reference).slice(0, 60)} (a ${kind} record)`, { file, row });
+      throw new InputError(
+        `the classification task needs a gold label negative, neutral or positive, got ${JSON.stringify(item.reference).slice(0, 60)} (a ${kind} record)`,
+        { file, row },
+      );
     }
     if (task === 'generation' && kind === 'sentiment') {
       throw new InputError('a labelled sentiment record: evaluate it with --task classification', { file, row });
@@ -256,7 +336,8 @@ export function parseEvalMetrics(spec: string | readonly string[], key = 'metric
   const known: readonly string[] = [...METRIC_GROUPS, ...EMBEDDING_METRICS];
   const out: EvalMetric[] = [];
   for (const raw of names.map((s) => s.trim()).filter(Boolean)) {
-    if (!known.includes(raw)) throw new InputError(`unknown metric ${JSON.stringify(raw)}; expected some of ${known.join(', ')}`, { key });
+    if (!known.includes(raw))
+      throw new InputError(`unknown metric ${JSON.stringify(raw)}; expected some of ${known.join(', ')}`, { key });
     if (!out.includes(raw as EvalMetric)) out.push(raw as EvalMetric);
   }
   if (out.length === 0) throw new InputError('expected at least one metric', { key });
@@ -264,11 +345,16 @@ export function parseEvalMetrics(spec: string | readonly string[], key = 'metric
 }
 
 /** The metrics to use for `items`: the given ones, else the defaults of their kind(s). */
-export function metricsFor(items: readonly EvalItem[], task: GenerationTask, given?: readonly EvalMetric[] | null): EvalMetric[] {
+export function metricsFor(
+  items: readonly EvalItem[],
+  task: GenerationTask,
+  given?: readonly EvalMetric[] | null,
+): EvalMetric[] {
   if (given && given.length) return [...given];
   if (task === 'classification') return ['label'];
   const out: EvalMetric[] = [];
-  for (const kind of new Set(items.map((i) => i.kind))) for (const m of DEFAULT_METRICS[kind]) if (!out.includes(m)) out.push(m);
+  for (const kind of new Set(items.map((i) => i.kind)))
+    for (const m of DEFAULT_METRICS[kind]) if (!out.includes(m)) out.push(m);
   return out;
 }
 
@@ -301,14 +387,19 @@ export { cutAtStop };
 /** Thrown from the token callback to end decoding once a stop sequence appeared. */
 class StopSequenceReached extends Error {}
 
-
 /** Prompt ids: BOS as the tokenizer adds it, unless a chat template already rendered the special tokens. */
 function encodePrompt(tokenizer: GenerationTokenizer, prompt: string, rendered: boolean): number[] {
   return rendered ? tokenizer.encode(prompt, { addSpecialTokens: false }) : tokenizer.encode(prompt);
 }
 
 /** Generates the prediction for one prompt. */
-export async function predict(model: LlamaModel, tokenizer: GenerationTokenizer, prompt: string, settings: GenerationSettings, rendered = false): Promise<Prediction> {
+export async function predict(
+  model: LlamaModel,
+  tokenizer: GenerationTokenizer,
+  prompt: string,
+  settings: GenerationSettings,
+  rendered = false,
+): Promise<Prediction> {
   const stops = settings.stopSequences ?? DEFAULT_STOP_SEQUENCES;
   const ids = encodePrompt(tokenizer, prompt, rendered);
   const out: number[] = [];
@@ -317,7 +408,8 @@ export async function predict(model: LlamaModel, tokenizer: GenerationTokenizer,
     const r = await generate(model, ids, { ...settings.sampling, maxNewTokens: settings.maxNewTokens }, (id) => {
       out.push(id);
       // Re-decoding everything each token is quadratic, but predictions are short (max_new_tokens).
-      if (stops.length && cutAtStop(tokenizer.decode(out, { skipSpecialTokens: true }), stops).stopped) throw new StopSequenceReached();
+      if (stops.length && cutAtStop(tokenizer.decode(out, { skipSpecialTokens: true }), stops).stopped)
+        throw new StopSequenceReached();
     });
     stopReason = r.stopReason;
   } catch (err) {
@@ -332,16 +424,27 @@ export async function predict(model: LlamaModel, tokenizer: GenerationTokenizer,
  * Generates the predictions for several prompts in one left-padded batch (generateBatch). Under
  * sampling, prompt b is seeded with `sampling.seed + b`.
  */
-export async function predictBatch(model: LlamaModel, tokenizer: GenerationTokenizer, prompts: readonly string[], settings: GenerationSettings, rendered: readonly boolean[] = []): Promise<Prediction[]> {
+export async function predictBatch(
+  model: LlamaModel,
+  tokenizer: GenerationTokenizer,
+  prompts: readonly string[],
+  settings: GenerationSettings,
+  rendered: readonly boolean[] = [],
+): Promise<Prediction[]> {
   const stops = settings.stopSequences ?? DEFAULT_STOP_SEQUENCES;
   const ids = prompts.map((p, i) => encodePrompt(tokenizer, p, rendered[i] ?? false));
   const outs: number[][] = prompts.map(() => []);
-  const rs = await generateBatch(model, ids, { ...settings.sampling, maxNewTokens: settings.maxNewTokens }, (row, id) => {
-    const out = outs[row]!;
-    out.push(id);
-    if (stops.length && cutAtStop(tokenizer.decode(out, { skipSpecialTokens: true }), stops).stopped) return 'stop';
-    return undefined;
-  });
+  const rs = await generateBatch(
+    model,
+    ids,
+    { ...settings.sampling, maxNewTokens: settings.maxNewTokens },
+    (row, id) => {
+      const out = outs[row]!;
+      out.push(id);
+      if (stops.length && cutAtStop(tokenizer.decode(out, { skipSpecialTokens: true }), stops).stopped) return 'stop';
+      return undefined;
+    },
+  );
   return rs.map((r, b) => ({
     text: cutAtStop(tokenizer.decode(outs[b]!, { skipSpecialTokens: true }), stops).text.trim(),
     tokens: outs[b]!.length,
@@ -370,7 +473,13 @@ export interface GenerationEvalOptions extends GenerationSettings {
 export interface GenerationEvalResult {
   results: Results & {
     classification?: ClassificationReport;
-    generation: { task: GenerationTask; max_new_tokens: number; greedy: boolean; metrics: EvalMetric[]; stop_reasons: Record<string, number> };
+    generation: {
+      task: GenerationTask;
+      max_new_tokens: number;
+      greedy: boolean;
+      metrics: EvalMetric[];
+      stop_reasons: Record<string, number>;
+    };
   };
   predictions: Prediction[];
   classification?: ClassificationReport;
@@ -382,19 +491,34 @@ export async function scorePredictions(
   predictions: readonly string[],
   metrics: readonly EvalMetric[],
   embeddings?: EmbeddingProvider | null,
-): Promise<{ metrics: Record<string, number | null>; perExample: Record<string, number | null>[]; classification?: ClassificationReport }> {
+): Promise<{
+  metrics: Record<string, number | null>;
+  perExample: Record<string, number | null>[];
+  classification?: ClassificationReport;
+}> {
   const groups = metrics.filter((m): m is MetricGroup => (METRIC_GROUPS as readonly string[]).includes(m));
-  const inputs = items.map((it, i) => ({ id: it.id, prediction: predictions[i]!, reference: it.reference, ...(it.source !== undefined ? { source: it.source } : {}) }));
+  const inputs = items.map((it, i) => ({
+    id: it.id,
+    prediction: predictions[i]!,
+    reference: it.reference,
+    ...(it.source !== undefined ? { source: it.source } : {}),
+  }));
   const scored = scoreExamples(inputs, { groups });
   const perExample = scored.per_example.map((p) => ({ ...p.scores }));
   const corpus: Record<string, number | null> = { ...scored.metrics };
   const wantCos = metrics.includes('embedding');
   const wantBert = metrics.includes('bertscore');
   if (wantCos || wantBert) {
-    if (!embeddings) throw new InputError('the embedding and bertscore metrics need an embedding model (see src/pipeline/eval/embeddings.ts)', { key: 'metrics' });
+    if (!embeddings)
+      throw new InputError(
+        'the embedding and bertscore metrics need an embedding model (see src/pipeline/eval/embeddings.ts)',
+        { key: 'metrics' },
+      );
     for (let i = 0; i < items.length; i++) {
-      if (wantCos) perExample[i]!['embedding_cosine'] = await embeddingCosine(embeddings, predictions[i]!, items[i]!.reference);
-      if (wantBert) perExample[i]!['bertscore_f1'] = (await bertScore(embeddings, predictions[i]!, items[i]!.reference)).f1;
+      if (wantCos)
+        perExample[i]!['embedding_cosine'] = await embeddingCosine(embeddings, predictions[i]!, items[i]!.reference);
+      if (wantBert)
+        perExample[i]!['bertscore_f1'] = (await bertScore(embeddings, predictions[i]!, items[i]!.reference)).f1;
     }
     if (wantCos) corpus['embedding_cosine'] = meanOfPresent(perExample.map((s) => s['embedding_cosine']));
     if (wantBert) corpus['bertscore_f1'] = meanOfPresent(perExample.map((s) => s['bertscore_f1']));
@@ -403,13 +527,19 @@ export async function scorePredictions(
 }
 
 /** Generates for every item, scores, and builds the results object (not written: see writeResults). */
-export async function runGenerationEval(model: LlamaModel, tokenizer: GenerationTokenizer, items: readonly EvalItem[], opts: GenerationEvalOptions): Promise<GenerationEvalResult> {
+export async function runGenerationEval(
+  model: LlamaModel,
+  tokenizer: GenerationTokenizer,
+  items: readonly EvalItem[],
+  opts: GenerationEvalOptions,
+): Promise<GenerationEvalResult> {
   const metrics = metricsFor(items, opts.task, opts.metrics);
   if ((metrics.includes('embedding') || metrics.includes('bertscore')) && !opts.embeddings) {
     throw new InputError('the embedding and bertscore metrics need an embedding model', { key: 'metrics' });
   }
   const batchSize = opts.batchSize ?? DEFAULT_EVAL_BATCH_SIZE;
-  if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new InputError(`expected a positive integer, got ${batchSize}`, { key: 'batch-size' });
+  if (!(Number.isInteger(batchSize) && batchSize >= 1))
+    throw new InputError(`expected a positive integer, got ${batchSize}`, { key: 'batch-size' });
   const predictions: Prediction[] = new Array<Prediction>(items.length);
   let done = 0;
   if (batchSize === 1) {
@@ -426,14 +556,25 @@ export async function runGenerationEval(model: LlamaModel, tokenizer: Generation
     for (let i0 = 0; i0 < order.length; i0 += batchSize) {
       const idx = order.slice(i0, i0 + batchSize);
       const sampling = { ...opts.sampling, seeds: idx.map((i) => seed + i) }; // item i gets seed + i
-      const ps = await predictBatch(model, tokenizer, idx.map((i) => items[i]!.prompt), { ...opts, sampling }, idx.map((i) => items[i]!.rendered ?? false));
+      const ps = await predictBatch(
+        model,
+        tokenizer,
+        idx.map((i) => items[i]!.prompt),
+        { ...opts, sampling },
+        idx.map((i) => items[i]!.rendered ?? false),
+      );
       ps.forEach((p, j) => {
         predictions[idx[j]!] = p;
         opts.onProgress?.(++done, items.length, items[idx[j]!]!, p);
       });
     }
   }
-  const scored = await scorePredictions(items, predictions.map((p) => p.text), metrics, opts.embeddings);
+  const scored = await scorePredictions(
+    items,
+    predictions.map((p) => p.text),
+    metrics,
+    opts.embeddings,
+  );
   const kinds = [...new Set(items.map((i) => i.kind))];
   const stopReasons: Record<string, number> = {};
   for (const p of predictions) stopReasons[p.stopReason] = (stopReasons[p.stopReason] ?? 0) + 1;
@@ -451,7 +592,13 @@ export async function runGenerationEval(model: LlamaModel, tokenizer: Generation
       ...(it.source !== undefined ? { source: it.source } : {}),
       scores: scored.perExample[i]!,
     })),
-    generation: { task: opts.task, max_new_tokens: opts.maxNewTokens, greedy: opts.sampling?.greedy ?? true, metrics, stop_reasons: stopReasons },
+    generation: {
+      task: opts.task,
+      max_new_tokens: opts.maxNewTokens,
+      greedy: opts.sampling?.greedy ?? true,
+      metrics,
+      stop_reasons: stopReasons,
+    },
   };
   if (scored.classification) results.classification = scored.classification;
   return { results, predictions, ...(scored.classification ? { classification: scored.classification } : {}) };

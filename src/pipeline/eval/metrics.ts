@@ -1,20 +1,34 @@
 // The metric registry: which per-example scores each metric group produces, which direction is
 // better, and how corpus-level figures are aggregated. Used by `finllm score`, by `finllm eval`
 // (to fill results files) and by `finllm compare`.
-import { bleuFromStats, bleuStats, sumBleuStats, type BleuStats } from './bleu.js';
-import { chrfFromStats, chrfStats, sumChrfStats, type ChrfStats } from './chrf.js';
-import { classificationReport, normalizeGeneratedLabel, parseGoldLabel, type ClassificationReport } from './classification.js';
+
+import { warn } from '../../warnings.js';
+import { type BleuStats, bleuFromStats, bleuStats, sumBleuStats } from './bleu.js';
+import { type ChrfStats, chrfFromStats, chrfStats, sumChrfStats } from './chrf.js';
+import {
+  type ClassificationReport,
+  classificationReport,
+  normalizeGeneratedLabel,
+  parseGoldLabel,
+} from './classification.js';
 import { exactMatch } from './exact.js';
 import type { SentimentLabel } from './lexicon.js';
 import { hallucinatedNumberRate, numericFidelity } from './numeric.js';
 import { DEFAULT_LCS_MAX_TOKENS, rouge } from './rouge.js';
-import { warn } from '../../warnings.js';
 import { sentimentAgreement } from './sentiment.js';
 import { termCoverage } from './terms.js';
 
 export const METRIC_GROUPS = ['rouge', 'bleu', 'chrf', 'exact', 'numeric', 'sentiment', 'terms', 'label'] as const;
 export type MetricGroup = (typeof METRIC_GROUPS)[number];
-export const DEFAULT_GROUPS: readonly MetricGroup[] = ['rouge', 'bleu', 'chrf', 'exact', 'numeric', 'sentiment', 'terms'];
+export const DEFAULT_GROUPS: readonly MetricGroup[] = [
+  'rouge',
+  'bleu',
+  'chrf',
+  'exact',
+  'numeric',
+  'sentiment',
+  'terms',
+];
 
 export interface MetricInfo {
   group: MetricGroup;
@@ -28,17 +42,84 @@ export interface MetricInfo {
 
 /** Every per-example score name, in display order. */
 export const METRICS: Readonly<Record<string, MetricInfo>> = {
-  rouge1: { group: 'rouge', description: 'ROUGE-1 F1 (rouge-score)', higherIsBetter: true, scale: '0-1', aggregate: 'mean' },
-  rouge2: { group: 'rouge', description: 'ROUGE-2 F1 (rouge-score)', higherIsBetter: true, scale: '0-1', aggregate: 'mean' },
-  rougeL: { group: 'rouge', description: 'ROUGE-L F1 (rouge-score)', higherIsBetter: true, scale: '0-1', aggregate: 'mean' },
-  bleu: { group: 'bleu', description: 'BLEU (sacrebleu; corpus figure = corpus_bleu, per example = sentence_bleu)', higherIsBetter: true, scale: '0-100', aggregate: 'corpus' },
-  chrf: { group: 'chrf', description: 'chrF2 (sacrebleu; corpus figure = corpus chrF, per example = sentence chrF)', higherIsBetter: true, scale: '0-100', aggregate: 'corpus' },
-  exact_match: { group: 'exact', description: 'Exact match after normalization', higherIsBetter: true, scale: '0-1', aggregate: 'mean' },
-  numeric_fidelity: { group: 'numeric', description: "Share of the reference's numbers recovered in the prediction", higherIsBetter: true, scale: '0-1', aggregate: 'mean' },
-  hallucinated_number_rate: { group: 'numeric', description: "Share of the prediction's numbers (and number-like junk such as 1.1.1.1) found in neither source nor reference", higherIsBetter: false, scale: '0-1', aggregate: 'mean' },
-  sentiment_agreement: { group: 'sentiment', description: 'Lexicon sentiment label of prediction equals that of reference', higherIsBetter: true, scale: '0-1', aggregate: 'mean' },
-  term_coverage: { group: 'terms', description: "Share of the reference's financial terms present in the prediction", higherIsBetter: true, scale: '0-1', aggregate: 'mean' },
-  label_correct: { group: 'label', description: 'Sentiment label found in the generated text (FinGPT rule) equals the gold label', higherIsBetter: true, scale: '0-1', aggregate: 'mean' },
+  rouge1: {
+    group: 'rouge',
+    description: 'ROUGE-1 F1 (rouge-score)',
+    higherIsBetter: true,
+    scale: '0-1',
+    aggregate: 'mean',
+  },
+  rouge2: {
+    group: 'rouge',
+    description: 'ROUGE-2 F1 (rouge-score)',
+    higherIsBetter: true,
+    scale: '0-1',
+    aggregate: 'mean',
+  },
+  rougeL: {
+    group: 'rouge',
+    description: 'ROUGE-L F1 (rouge-score)',
+    higherIsBetter: true,
+    scale: '0-1',
+    aggregate: 'mean',
+  },
+  bleu: {
+    group: 'bleu',
+    description: 'BLEU (sacrebleu; corpus figure = corpus_bleu, per example = sentence_bleu)',
+    higherIsBetter: true,
+    scale: '0-100',
+    aggregate: 'corpus',
+  },
+  chrf: {
+    group: 'chrf',
+    description: 'chrF2 (sacrebleu; corpus figure = corpus chrF, per example = sentence chrF)',
+    higherIsBetter: true,
+    scale: '0-100',
+    aggregate: 'corpus',
+  },
+  exact_match: {
+    group: 'exact',
+    description: 'Exact match after normalization',
+    higherIsBetter: true,
+    scale: '0-1',
+    aggregate: 'mean',
+  },
+  numeric_fidelity: {
+    group: 'numeric',
+    description: "Share of the reference's numbers recovered in the prediction",
+    higherIsBetter: true,
+    scale: '0-1',
+    aggregate: 'mean',
+  },
+  hallucinated_number_rate: {
+    group: 'numeric',
+    description:
+      "Share of the prediction's numbers (and number-like junk such as 1.1.1.1) found in neither source nor reference",
+    higherIsBetter: false,
+    scale: '0-1',
+    aggregate: 'mean',
+  },
+  sentiment_agreement: {
+    group: 'sentiment',
+    description: 'Lexicon sentiment label of prediction equals that of reference',
+    higherIsBetter: true,
+    scale: '0-1',
+    aggregate: 'mean',
+  },
+  term_coverage: {
+    group: 'terms',
+    description: "Share of the reference's financial terms present in the prediction",
+    higherIsBetter: true,
+    scale: '0-1',
+    aggregate: 'mean',
+  },
+  label_correct: {
+    group: 'label',
+    description: 'Sentiment label found in the generated text (FinGPT rule) equals the gold label',
+    higherIsBetter: true,
+    scale: '0-1',
+    aggregate: 'mean',
+  },
 };
 
 export function metricInfo(name: string): MetricInfo | undefined {
@@ -65,7 +146,9 @@ export interface ScoreOptions {
   rougeLcsMaxTokens?: number;
 }
 
-export interface ScoredExample { scores: Record<string, number | null> }
+export interface ScoredExample {
+  scores: Record<string, number | null>;
+}
 
 export interface ScoreResult {
   n: number;
@@ -78,7 +161,10 @@ export interface ScoreResult {
 
 export function parseGroups(spec: string): MetricGroup[] {
   const out: MetricGroup[] = [];
-  for (const raw of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const raw of spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     if (!(METRIC_GROUPS as readonly string[]).includes(raw)) {
       throw new Error(`unknown metric '${raw}' (expected some of ${METRIC_GROUPS.join(', ')})`);
     }
@@ -91,7 +177,11 @@ export function parseGroups(spec: string): MetricGroup[] {
 export function meanOfPresent(values: readonly (number | null | undefined)[]): number | null {
   let s = 0;
   let n = 0;
-  for (const v of values) if (typeof v === 'number' && Number.isFinite(v)) { s += v; n++; }
+  for (const v of values)
+    if (typeof v === 'number' && Number.isFinite(v)) {
+      s += v;
+      n++;
+    }
   return n ? s / n : null;
 }
 
@@ -155,13 +245,17 @@ export function scoreExamples(inputs: readonly ScoreInput[], opts: ScoreOptions 
   for (const [name, info] of Object.entries(METRICS)) {
     if (!groups.has(info.group)) continue;
     if (info.aggregate === 'corpus' && inputs.length > 0) {
-      metrics[name] = name === 'bleu' ? bleuFromStats(sumBleuStats(bleu), false).score : chrfFromStats(sumChrfStats(chrf));
+      metrics[name] =
+        name === 'bleu' ? bleuFromStats(sumBleuStats(bleu), false).score : chrfFromStats(sumChrfStats(chrf));
     } else {
       metrics[name] = meanOfPresent(per.map((p) => p.scores[name]));
     }
   }
   if (cut.length > 0) {
-    warn(`ROUGE-L of ${cut.length} example${cut.length === 1 ? '' : 's'} (${cut.slice(0, 3).join(', ')}${cut.length > 3 ? ', ...' : ''}) used only the first ${lcsMax} tokens of each side (its time grows with the product of the lengths; raise the limit with --rouge-max-tokens)`, 'rouge-lcs-cap');
+    warn(
+      `ROUGE-L of ${cut.length} example${cut.length === 1 ? '' : 's'} (${cut.slice(0, 3).join(', ')}${cut.length > 3 ? ', ...' : ''}) used only the first ${lcsMax} tokens of each side (its time grows with the product of the lengths; raise the limit with --rouge-max-tokens)`,
+      'rouge-lcs-cap',
+    );
   }
   const result: ScoreResult = { n: inputs.length, metrics, per_example: per };
   if (classification) result.classification = classification;

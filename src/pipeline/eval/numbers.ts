@@ -31,20 +31,27 @@ export interface NumberMention {
 }
 
 const MAGNITUDES: Record<string, number> = {
-  thousand: 1e3, k: 1e3,
-  million: 1e6, mn: 1e6, mm: 1e6, m: 1e6,
-  billion: 1e9, bn: 1e9, b: 1e9,
-  trillion: 1e12, tn: 1e12,
+  thousand: 1e3,
+  k: 1e3,
+  million: 1e6,
+  mn: 1e6,
+  mm: 1e6,
+  m: 1e6,
+  billion: 1e9,
+  bn: 1e9,
+  b: 1e9,
+  trillion: 1e12,
+  tn: 1e12,
 };
 
 const NUMBER_RE = new RegExp(
   String.raw`(?<![\p{L}\p{N}_.,])` +
-  String.raw`(?<cur>(?:US\$|[$€£¥]|USD|EUR|GBP|JPY)\s?)?` +
-  String.raw`[-−–+]?` +
-  String.raw`(?<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)` +
-  String.raw`(?:(?<magw>\s?(?:thousand|million|billion|trillion|mn|mm|bn|tn)s?)|(?<maga>k|m|b)(?![\p{L}]))?` +
-  String.raw`(?<unit>\s?(?:%|percent\b|per\s?cent\b|percentage\s+points?\b|pp\b|bps\b|bp\b|basis\s+points?\b))?` +
-  String.raw`(?![\p{L}\p{N}]|[.,]\d)`,
+    String.raw`(?<cur>(?:US\$|[$€£¥]|USD|EUR|GBP|JPY)\s?)?` +
+    String.raw`[-−–+]?` +
+    String.raw`(?<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)` +
+    String.raw`(?:(?<magw>\s?(?:thousand|million|billion|trillion|mn|mm|bn|tn)s?)|(?<maga>k|m|b)(?![\p{L}]))?` +
+    String.raw`(?<unit>\s?(?:%|percent\b|per\s?cent\b|percentage\s+points?\b|pp\b|bps\b|bp\b|basis\s+points?\b))?` +
+    String.raw`(?![\p{L}\p{N}]|[.,]\d)`,
   'giu',
 );
 
@@ -56,7 +63,7 @@ export function extractNumbers(text: string): NumberMention[] {
     const num = Number((g['num'] ?? '').replaceAll(',', ''));
     if (!Number.isFinite(num)) continue;
     const magKey = (g['magw'] ?? g['maga'] ?? '').trim().toLowerCase().replace(/s$/, '');
-    const mag = magKey ? MAGNITUDES[magKey] ?? 1 : 1;
+    const mag = magKey ? (MAGNITUDES[magKey] ?? 1) : 1;
     const unit = (g['unit'] ?? '').trim().toLowerCase();
     let kind: NumberKind = 'quantity';
     let value = num * mag;
@@ -84,12 +91,16 @@ export function distinctNumbers(mentions: NumberMention[]): NumberMention[] {
 }
 
 /** A number-like run that extractNumbers does not read as a mention (see the header). */
-export interface NumberLikeJunk { text: string; index: number }
+export interface NumberLikeJunk {
+  text: string;
+  index: number;
+}
 
 // Digits joined by single '.' or ',' separators, optionally after a currency sign, not glued to a
 // letter, digit or underscore on either side (nor continuing one through a separator: the "5.5"
 // of "Q3.5.5" is no run of its own, and a run is never cut short before ".5").
-const DIGIT_RUN_RE = /(?<![\p{L}\p{N}_]|[\p{L}\p{N}_][.,])(?:(?:US\$|[$€£¥])\s?)?\d+(?:[.,]\d+)*(?![\p{L}\p{N}_]|[.,]\d)/gu;
+const DIGIT_RUN_RE =
+  /(?<![\p{L}\p{N}_]|[\p{L}\p{N}_][.,])(?:(?:US\$|[$€£¥])\s?)?\d+(?:[.,]\d+)*(?![\p{L}\p{N}_]|[.,]\d)/gu;
 
 /** Number-like runs of `text` that no mention of extractNumbers covers, in order. */
 export function numberLikeJunk(text: string): NumberLikeJunk[] {

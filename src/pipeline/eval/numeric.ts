@@ -2,7 +2,14 @@
 // The hallucinated-number rate also counts number-like junk ("$1.1.1.1", a 400-digit run): it is
 // no figure of the passage, yet it reads as one. Junk is known only where the same text stands in
 // the source or the reference.
-import { distinctNumbers, extractNumbers, numberLikeJunk, sameNumber, type NumberLikeJunk, type NumberMention } from './numbers.js';
+import {
+  distinctNumbers,
+  extractNumbers,
+  type NumberLikeJunk,
+  type NumberMention,
+  numberLikeJunk,
+  sameNumber,
+} from './numbers.js';
 
 export interface NumericFidelity {
   /** Fraction of the reference's distinct numbers found in the prediction; null if it has none. */
@@ -39,7 +46,9 @@ export function hallucinatedNumbersDetail(prediction: string, reference: string,
   const total = pred.length + predJunk.length;
   if (total === 0) return { rate: null, hallucinated: [], junk: [] };
   const known = [...extractNumbers(reference), ...(source ? extractNumbers(source) : [])];
-  const knownJunk = new Set([...numberLikeJunk(reference), ...(source ? numberLikeJunk(source) : [])].map((j) => j.text));
+  const knownJunk = new Set(
+    [...numberLikeJunk(reference), ...(source ? numberLikeJunk(source) : [])].map((j) => j.text),
+  );
   const hallucinated = pred.filter((p) => !known.some((k) => sameNumber(p, k)));
   const junk = predJunk.filter((j) => !knownJunk.has(j.text));
   return { rate: (hallucinated.length + junk.length) / total, hallucinated, junk };

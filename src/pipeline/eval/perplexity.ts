@@ -33,12 +33,23 @@ export interface PerplexityOptions {
 }
 
 /** Per-sequence losses for already tokenized sequences (each needs at least 2 tokens). */
-export async function sequenceLosses(model: LlamaModel, sequences: readonly (readonly number[])[], opts: PerplexityOptions = {}): Promise<TextLoss[]> {
+export async function sequenceLosses(
+  model: LlamaModel,
+  sequences: readonly (readonly number[])[],
+  opts: PerplexityOptions = {},
+): Promise<TextLoss[]> {
   const budget = opts.maxTokensPerPass ?? 2048;
   sequences.forEach((ids, i) => {
-    if (ids.length < 2) throw new InputError(`text ${i + 1} has ${ids.length} token(s): at least 2 are needed to predict anything`, { row: i + 1 });
+    if (ids.length < 2)
+      throw new InputError(`text ${i + 1} has ${ids.length} token(s): at least 2 are needed to predict anything`, {
+        row: i + 1,
+      });
   });
-  warnPastPositions(model, sequences.map((s) => s.length), 'text');
+  warnPastPositions(
+    model,
+    sequences.map((s) => s.length),
+    'text',
+  );
   const out: TextLoss[] = new Array(sequences.length);
   let i = 0;
   while (i < sequences.length) {
@@ -79,7 +90,9 @@ export async function sequenceLosses(model: LlamaModel, sequences: readonly (rea
       for (let t = 0; t + 1 < n; t++) s += nll[off + t]!;
       if (!Number.isFinite(s)) {
         // The weights were checked when loaded: this is an overflow in the forward pass.
-        throw new NonFiniteError(`text ${idx + 1}: the loss is ${s} (the forward pass produced non-finite logits; with 16-bit storage try --storage f32)`);
+        throw new NonFiniteError(
+          `text ${idx + 1}: the loss is ${s} (the forward pass produced non-finite logits; with 16-bit storage try --storage f32)`,
+        );
       }
       out[idx] = { loss: s / (n - 1), tokens: n - 1 };
       off += n;

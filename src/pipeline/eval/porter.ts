@@ -13,12 +13,26 @@
 // As in the reference, a rule list stops at the first rule whose suffix matches, whether or not its
 // condition holds. Verified against NLTK's output in tests/pipeline/eval/porter.test.ts.
 
-const IRREGULAR = new Map<string, string>(Object.entries({
-  sky: 'sky', skies: 'sky', dying: 'die', lying: 'lie', tying: 'tie', news: 'news',
-  innings: 'inning', inning: 'inning', outings: 'outing', outing: 'outing',
-  cannings: 'canning', canning: 'canning', howe: 'howe', proceed: 'proceed', exceed: 'exceed',
-  succeed: 'succeed',
-}));
+const IRREGULAR = new Map<string, string>(
+  Object.entries({
+    sky: 'sky',
+    skies: 'sky',
+    dying: 'die',
+    lying: 'lie',
+    tying: 'tie',
+    news: 'news',
+    innings: 'inning',
+    inning: 'inning',
+    outings: 'outing',
+    outing: 'outing',
+    cannings: 'canning',
+    canning: 'canning',
+    howe: 'howe',
+    proceed: 'proceed',
+    exceed: 'exceed',
+    succeed: 'succeed',
+  }),
+);
 
 function isConsonant(w: string, i: number): boolean {
   const c = w[i];
@@ -47,8 +61,8 @@ function endsDoubleConsonant(w: string): boolean {
 
 function endsCvc(w: string): boolean {
   const n = w.length;
-  if (n >= 3 && isConsonant(w, n - 3) && !isConsonant(w, n - 2) && isConsonant(w, n - 1) &&
-    !'wxy'.includes(w[n - 1]!)) return true;
+  if (n >= 3 && isConsonant(w, n - 3) && !isConsonant(w, n - 2) && isConsonant(w, n - 1) && !'wxy'.includes(w[n - 1]!))
+    return true;
   return n === 2 && !isConsonant(w, 0) && isConsonant(w, 1);
 }
 
@@ -77,7 +91,12 @@ const mGt1 = (s: string): boolean => measure(s) > 1;
 
 function step1a(w: string): string {
   if (w.endsWith('ies') && w.length === 4) return w.slice(0, -3) + 'ie';
-  return applyRules(w, [['sses', 'ss', null], ['ies', 'i', null], ['ss', 'ss', null], ['s', '', null]]);
+  return applyRules(w, [
+    ['sses', 'ss', null],
+    ['ies', 'i', null],
+    ['ss', 'ss', null],
+    ['s', '', null],
+  ]);
 }
 
 function step1b(w: string): string {
@@ -90,7 +109,10 @@ function step1b(w: string): string {
   for (const suffix of ['ed', 'ing']) {
     if (w.endsWith(suffix)) {
       const s = w.slice(0, -suffix.length);
-      if (containsVowel(s)) { inter = s; break; }
+      if (containsVowel(s)) {
+        inter = s;
+        break;
+      }
     }
   }
   if (inter === undefined) return w;
@@ -111,12 +133,27 @@ function step1c(w: string): string {
 function step2(w: string): string {
   if (w.endsWith('alli') && measure(w.slice(0, -4)) > 0) return step2(w.slice(0, -4) + 'al');
   return applyRules(w, [
-    ['ational', 'ate', mGt0], ['tional', 'tion', mGt0], ['enci', 'ence', mGt0],
-    ['anci', 'ance', mGt0], ['izer', 'ize', mGt0], ['bli', 'ble', mGt0], ['alli', 'al', mGt0],
-    ['entli', 'ent', mGt0], ['eli', 'e', mGt0], ['ousli', 'ous', mGt0], ['ization', 'ize', mGt0],
-    ['ation', 'ate', mGt0], ['ator', 'ate', mGt0], ['alism', 'al', mGt0], ['iveness', 'ive', mGt0],
-    ['fulness', 'ful', mGt0], ['ousness', 'ous', mGt0], ['aliti', 'al', mGt0], ['iviti', 'ive', mGt0],
-    ['biliti', 'ble', mGt0], ['fulli', 'ful', mGt0],
+    ['ational', 'ate', mGt0],
+    ['tional', 'tion', mGt0],
+    ['enci', 'ence', mGt0],
+    ['anci', 'ance', mGt0],
+    ['izer', 'ize', mGt0],
+    ['bli', 'ble', mGt0],
+    ['alli', 'al', mGt0],
+    ['entli', 'ent', mGt0],
+    ['eli', 'e', mGt0],
+    ['ousli', 'ous', mGt0],
+    ['ization', 'ize', mGt0],
+    ['ation', 'ate', mGt0],
+    ['ator', 'ate', mGt0],
+    ['alism', 'al', mGt0],
+    ['iveness', 'ive', mGt0],
+    ['fulness', 'ful', mGt0],
+    ['ousness', 'ous', mGt0],
+    ['aliti', 'al', mGt0],
+    ['iviti', 'ive', mGt0],
+    ['biliti', 'ble', mGt0],
+    ['fulli', 'ful', mGt0],
     // NLTK: the measure for "logi" is taken on the word less its last three letters.
     ['logi', 'log', () => measure(w.slice(0, -3)) > 0],
   ]);
@@ -124,18 +161,37 @@ function step2(w: string): string {
 
 function step3(w: string): string {
   return applyRules(w, [
-    ['icate', 'ic', mGt0], ['ative', '', mGt0], ['alize', 'al', mGt0], ['iciti', 'ic', mGt0],
-    ['ical', 'ic', mGt0], ['ful', '', mGt0], ['ness', '', mGt0],
+    ['icate', 'ic', mGt0],
+    ['ative', '', mGt0],
+    ['alize', 'al', mGt0],
+    ['iciti', 'ic', mGt0],
+    ['ical', 'ic', mGt0],
+    ['ful', '', mGt0],
+    ['ness', '', mGt0],
   ]);
 }
 
 function step4(w: string): string {
   return applyRules(w, [
-    ['al', '', mGt1], ['ance', '', mGt1], ['ence', '', mGt1], ['er', '', mGt1], ['ic', '', mGt1],
-    ['able', '', mGt1], ['ible', '', mGt1], ['ant', '', mGt1], ['ement', '', mGt1], ['ment', '', mGt1],
-    ['ent', '', mGt1], ['ion', '', (s) => measure(s) > 1 && (s.endsWith('s') || s.endsWith('t'))],
-    ['ou', '', mGt1], ['ism', '', mGt1], ['ate', '', mGt1], ['iti', '', mGt1], ['ous', '', mGt1],
-    ['ive', '', mGt1], ['ize', '', mGt1],
+    ['al', '', mGt1],
+    ['ance', '', mGt1],
+    ['ence', '', mGt1],
+    ['er', '', mGt1],
+    ['ic', '', mGt1],
+    ['able', '', mGt1],
+    ['ible', '', mGt1],
+    ['ant', '', mGt1],
+    ['ement', '', mGt1],
+    ['ment', '', mGt1],
+    ['ent', '', mGt1],
+    ['ion', '', (s) => measure(s) > 1 && (s.endsWith('s') || s.endsWith('t'))],
+    ['ou', '', mGt1],
+    ['ism', '', mGt1],
+    ['ate', '', mGt1],
+    ['iti', '', mGt1],
+    ['ous', '', mGt1],
+    ['ive', '', mGt1],
+    ['ize', '', mGt1],
   ]);
 }
 

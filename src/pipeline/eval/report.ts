@@ -2,13 +2,24 @@
 // external resources), summary.md and report.json (every number), written atomically into an
 // output directory.
 import { join } from 'node:path';
-import type { ClassificationComparison, Comparison, ExampleDelta, LabelledExample, MetricComparison, OutputSpread } from './compare.js';
 import { writeFileAtomic } from '../../io/atomic.js';
+import type {
+  ClassificationComparison,
+  Comparison,
+  ExampleDelta,
+  LabelledExample,
+  MetricComparison,
+  OutputSpread,
+} from './compare.js';
 import { metricInfo } from './metrics.js';
 import type { TrainingLogPoint } from './results.js';
 import { NEAR_FLOOR, PRIMARY_BY_KIND, verdictLine } from './verdict.js';
 
-export interface ReportPaths { html: string; markdown: string; json: string }
+export interface ReportPaths {
+  html: string;
+  markdown: string;
+  json: string;
+}
 
 /** report.json's format; a new one re-runs the pipeline's compare stage. */
 export const REPORT_FORMAT = 'finllm.report.v2';
@@ -44,13 +55,15 @@ function fmtP(p: number): string {
 
 function niceMax(x: number): number {
   if (!(x > 0)) return 1;
-  const e = Math.pow(10, Math.floor(Math.log10(x)));
+  const e = 10 ** Math.floor(Math.log10(x));
   for (const m of [1, 2, 2.5, 5, 10]) if (m * e >= x) return m * e;
   return 10 * e;
 }
 
 /** The axis range of a metric: its scale (0-1 or 0-100) when known, else from the data. */
-export function metricRange(m: Pick<MetricComparison, 'metric' | 'perExample' | 'base' | 'candidate'>): [number, number] {
+export function metricRange(
+  m: Pick<MetricComparison, 'metric' | 'perExample' | 'base' | 'candidate'>,
+): [number, number] {
   if (!m.perExample) return [0, 1];
   const info = metricInfo(m.metric);
   if (info) return [0, info.scale === '0-100' ? 100 : 1];
@@ -70,12 +83,23 @@ function svgOpen(kind: string, w: number, h: number, title: string, extra = ''):
 }
 
 function metricBars(m: MetricComparison): string {
-  const w = 220, h = 200, left = 40, bottom = 30, top = 26, right = 10;
+  const w = 220,
+    h = 200,
+    left = 40,
+    bottom = 30,
+    top = 26,
+    right = 10;
   const yMax = metricRange(m)[1];
   const y = (v: number) => top + (h - top - bottom) * (1 - Math.max(0, v) / yMax);
   const plotW = w - left - right;
   const bw = plotW / 4;
-  let s = svgOpen('metric-bars', w, h, `${m.metric}: base vs fine-tuned mean with 95% bootstrap CI`, `data-metric="${esc(m.metric)}"`);
+  let s = svgOpen(
+    'metric-bars',
+    w,
+    h,
+    `${m.metric}: base vs fine-tuned mean with 95% bootstrap CI`,
+    `data-metric="${esc(m.metric)}"`,
+  );
   s += `<text x="${w / 2}" y="14" text-anchor="middle" class="ct">${esc(m.metric)}</text>`;
   s += `<line x1="${left}" y1="${y(0)}" x2="${w - right}" y2="${y(0)}" class="axis"/>`;
   s += `<line x1="${left}" y1="${top}" x2="${left}" y2="${y(0)}" class="axis"/>`;
@@ -83,7 +107,8 @@ function metricBars(m: MetricComparison): string {
     s += `<text x="${left - 4}" y="${y(t * yMax) + 4}" text-anchor="end" class="tick">${fmt(t * yMax, 3)}</text>`;
   }
   const series: [string, number, MetricComparison['baseCI'], string][] = [
-    ['base', m.baseMean, m.baseCI, BASE_COLOR], ['fine-tuned', m.candidateMean, m.candidateCI, CAND_COLOR],
+    ['base', m.baseMean, m.baseCI, BASE_COLOR],
+    ['fine-tuned', m.candidateMean, m.candidateCI, CAND_COLOR],
   ];
   series.forEach(([label, v, ci, color], i) => {
     const x = left + bw * (0.5 + 2 * i);
@@ -100,11 +125,20 @@ function metricBars(m: MetricComparison): string {
 }
 
 function scatter(m: MetricComparison): string {
-  const w = 240, h = 240, pad = 36, top = 30;
+  const w = 240,
+    h = 240,
+    pad = 36,
+    top = 30;
   const [lo, hi] = metricRange(m);
   const sx = (v: number) => pad + ((v - lo) / (hi - lo)) * (w - pad - 16);
   const sy = (v: number) => h - pad - ((v - lo) / (hi - lo)) * (h - pad - top);
-  let s = svgOpen('scatter', w, h, `${m.metric}: per-example base (x) vs fine-tuned (y); a larger dot with a number stands for that many examples`, `data-metric="${esc(m.metric)}"`);
+  let s = svgOpen(
+    'scatter',
+    w,
+    h,
+    `${m.metric}: per-example base (x) vs fine-tuned (y); a larger dot with a number stands for that many examples`,
+    `data-metric="${esc(m.metric)}"`,
+  );
   s += `<text x="${w / 2}" y="12" text-anchor="middle" class="ct">${esc(m.metric)}</text>`;
   s += `<line x1="${sx(lo)}" y1="${sy(lo)}" x2="${sx(hi)}" y2="${sy(hi)}" class="diag"/>`;
   s += `<line x1="${pad}" y1="${h - pad}" x2="${w - 10}" y2="${h - pad}" class="axis"/><line x1="${pad}" y1="${top - 8}" x2="${pad}" y2="${h - pad}" class="axis"/>`;
@@ -130,13 +164,20 @@ function scatter(m: MetricComparison): string {
     const cy = Math.min(Math.max(sy(c), top - 12 + r), h - pad - r);
     const who = ids.length <= 5 ? ids.join(', ') : `${ids.slice(0, 5).join(', ')} and ${ids.length - 5} more`;
     s += `<circle class="${cls}" data-count="${ids.length}" cx="${cx.toFixed(2)}" cy="${cy.toFixed(2)}" r="${r.toFixed(2)}"><title>${ids.length} example${ids.length === 1 ? '' : 's'} (${esc(who)}): base ${fmt(b)}, fine-tuned ${fmt(c)}</title></circle>`;
-    if (ids.length > 1) s += `<text class="count" x="${cx.toFixed(2)}" y="${(cy + 3.5).toFixed(2)}" text-anchor="middle">${ids.length}</text>`;
+    if (ids.length > 1)
+      s += `<text class="count" x="${cx.toFixed(2)}" y="${(cy + 3.5).toFixed(2)}" text-anchor="middle">${ids.length}</text>`;
   }
   return s + '</svg>';
 }
 
 function histogram(m: MetricComparison): string {
-  const w = 260, h = 180, left = 30, bottom = 28, top = 20, right = 8, bins = 10;
+  const w = 260,
+    h = 180,
+    left = 30,
+    bottom = 28,
+    top = 20,
+    right = 8,
+    bins = 10;
   const [lo, hi] = metricRange(m);
   const count = (xs: number[]) => {
     const c = new Array<number>(bins).fill(0);
@@ -148,7 +189,13 @@ function histogram(m: MetricComparison): string {
   const maxC = Math.max(1, ...cb, ...cc);
   const bw = (w - left - right) / bins;
   const y = (c: number) => h - bottom - (c / maxC) * (h - top - bottom);
-  let s = svgOpen('distribution', w, h, `${m.metric}: distribution of per-example scores`, `data-metric="${esc(m.metric)}"`);
+  let s = svgOpen(
+    'distribution',
+    w,
+    h,
+    `${m.metric}: distribution of per-example scores`,
+    `data-metric="${esc(m.metric)}"`,
+  );
   s += `<text x="${w / 2}" y="12" text-anchor="middle" class="ct">${esc(m.metric)}</text>`;
   s += `<line x1="${left}" y1="${h - bottom}" x2="${w - right}" y2="${h - bottom}" class="axis"/>`;
   for (let i = 0; i < bins; i++) {
@@ -163,10 +210,17 @@ function histogram(m: MetricComparison): string {
 }
 
 function lossChart(log: TrainingLogPoint[]): string {
-  const w = 640, h = 260, left = 50, bottom = 36, top = 24, right = 110;
+  const w = 640,
+    h = 260,
+    left = 50,
+    bottom = 36,
+    top = 24,
+    right = 110;
   const pts = log.filter((p) => p.loss !== undefined || p.val_loss !== undefined);
   const steps = pts.map((p) => p.step);
-  const losses = pts.flatMap((p) => [p.loss, p.val_loss]).filter((v): v is number => v !== undefined && Number.isFinite(v));
+  const losses = pts
+    .flatMap((p) => [p.loss, p.val_loss])
+    .filter((v): v is number => v !== undefined && Number.isFinite(v));
   const s0 = Math.min(...steps);
   const s1 = Math.max(...steps);
   const l0 = Math.min(...losses);
@@ -179,7 +233,10 @@ function lossChart(log: TrainingLogPoint[]): string {
   s += `<text x="${left}" y="${h - bottom + 16}" text-anchor="middle" class="tick">${s0}</text><text x="${w - right}" y="${h - bottom + 16}" text-anchor="middle" class="tick">${s1}</text>`;
   s += `<text x="${(w - right + left) / 2}" y="${h - 6}" text-anchor="middle" class="tick">step</text>`;
   s += `<text x="${left - 4}" y="${sy(l1) + 4}" text-anchor="end" class="tick">${fmt(l1, 3)}</text><text x="${left - 4}" y="${sy(l0) + 4}" text-anchor="end" class="tick">${fmt(l0, 3)}</text>`;
-  const series: [keyof TrainingLogPoint, string, string][] = [['loss', 'train loss', CAND_COLOR], ['val_loss', 'validation loss', '#d1242f']];
+  const series: [keyof TrainingLogPoint, string, string][] = [
+    ['loss', 'train loss', CAND_COLOR],
+    ['val_loss', 'validation loss', '#d1242f'],
+  ];
   series.forEach(([key, label, color], k) => {
     const p = pts.filter((q) => q[key] !== undefined);
     if (!p.length) return;
@@ -198,33 +255,48 @@ function lossChart(log: TrainingLogPoint[]): string {
  * Smoothed end-of-training loss: the mean of the last 10% of the logged train losses, and of at
  * least the last 3 (or all, when fewer are logged): one batch's loss alone is noisy.
  */
-export function finalTrainLoss(log: readonly TrainingLogPoint[]): { loss: number; points: number; fromStep: number; toStep: number } | null {
-  const train = log.filter((p): p is TrainingLogPoint & { loss: number } => p.loss !== undefined && Number.isFinite(p.loss));
+export function finalTrainLoss(
+  log: readonly TrainingLogPoint[],
+): { loss: number; points: number; fromStep: number; toStep: number } | null {
+  const train = log.filter(
+    (p): p is TrainingLogPoint & { loss: number } => p.loss !== undefined && Number.isFinite(p.loss),
+  );
   if (!train.length) return null;
   const k = Math.max(Math.min(3, train.length), Math.ceil(train.length / 10));
   const tail = train.slice(-k);
-  return { loss: tail.reduce((a, p) => a + p.loss, 0) / k, points: k, fromStep: tail[0]!.step, toStep: tail[k - 1]!.step };
+  return {
+    loss: tail.reduce((a, p) => a + p.loss, 0) / k,
+    points: k,
+    fromStep: tail[0]!.step,
+    toStep: tail[k - 1]!.step,
+  };
 }
 
 function trainingFacts(log: readonly TrainingLogPoint[]): string[] {
   const out: string[] = [];
   const fin = finalTrainLoss(log);
   if (fin) {
-    out.push(fin.points === 1
-      ? `final train loss (one logged step, ${fin.toStep}): ${fmt(fin.loss)}`
-      : `final train loss, mean of the last ${fin.points} logged steps (${fin.fromStep}–${fin.toStep}; one batch alone is noisy): ${fmt(fin.loss)}`);
+    out.push(
+      fin.points === 1
+        ? `final train loss (one logged step, ${fin.toStep}): ${fmt(fin.loss)}`
+        : `final train loss, mean of the last ${fin.points} logged steps (${fin.fromStep}–${fin.toStep}; one batch alone is noisy): ${fmt(fin.loss)}`,
+    );
   }
   const val = log.filter((p) => p.val_loss !== undefined);
   if (val.length) {
     const best = val.reduce((a, b) => (b.val_loss! < a.val_loss! ? b : a));
     const last = val[val.length - 1]!;
-    out.push(`validation loss: ${fmt(val[0]!.val_loss)} at step ${val[0]!.step} → ${fmt(last.val_loss)} at step ${last.step}; best validation loss: ${fmt(best.val_loss)} at step ${best.step}`);
+    out.push(
+      `validation loss: ${fmt(val[0]!.val_loss)} at step ${val[0]!.step} → ${fmt(last.val_loss)} at step ${last.step}; best validation loss: ${fmt(best.val_loss)} at step ${best.step}`,
+    );
   }
   return out;
 }
 
 function ruleText(c: Comparison): string[] {
-  const kinds = Object.entries(PRIMARY_BY_KIND).map(([k, ms]) => `${k}: ${ms.join(', ')}`).join('; ');
+  const kinds = Object.entries(PRIMARY_BY_KIND)
+    .map(([k, ms]) => `${k}: ${ms.join(', ')}`)
+    .join('; ');
   return [
     `Primary metrics decide the verdict (${kinds}); every other metric is secondary and only shown. This suite: ${c.suite.kind}, primary ${c.suite.primary.join(', ') || 'none'}.`,
     `"Does not do the task": a primary metric of the fine-tuned model at or near its floor, i.e. within ${NEAR_FLOOR} of the metric's 0–1 range (${NEAR_FLOOR * 100} points on 0–100 scales) of the floor. Floors: 0 for exact match and numeric fidelity, 1 for the hallucinated-number rate, and for classification what answering the most frequent gold label for every item scores.`,
@@ -247,41 +319,72 @@ function metricName(m: MetricComparison): string {
 }
 
 function metricsTable(c: Comparison): string {
-  const rows = c.metrics.map((m) => `<tr class="v-${m.verdict.replace(/ /g, '-')} r-${m.role}" data-metric="${esc(m.metric)}" data-role="${m.role}"><td>${metricName(m)}</td><td>${m.n}</td><td>${fmt(m.baseMean)}</td><td>${fmt(m.candidateMean)}</td><td>${fmt(m.meanDiff)} <small>[${fmt(m.diffCI.low)}, ${fmt(m.diffCI.high)}]</small></td><td>${fmtP(m.pValue)} <small>${m.test === 'paired permutation' ? 'permutation' : `Wilcoxon ${m.wilcoxon.method}`}</small></td><td>${fmtP(m.pHolm)}</td><td>${fmtP(m.tTest.pValue)}</td><td>${fmt(m.cohensDz, 3)}</td><td>${fmtPBetter(m.pBetter)}</td><td>${m.verdict}</td></tr>`).join('\n');
+  const rows = c.metrics
+    .map(
+      (m) =>
+        `<tr class="v-${m.verdict.replace(/ /g, '-')} r-${m.role}" data-metric="${esc(m.metric)}" data-role="${m.role}"><td>${metricName(m)}</td><td>${m.n}</td><td>${fmt(m.baseMean)}</td><td>${fmt(m.candidateMean)}</td><td>${fmt(m.meanDiff)} <small>[${fmt(m.diffCI.low)}, ${fmt(m.diffCI.high)}]</small></td><td>${fmtP(m.pValue)} <small>${m.test === 'paired permutation' ? 'permutation' : `Wilcoxon ${m.wilcoxon.method}`}</small></td><td>${fmtP(m.pHolm)}</td><td>${fmtP(m.tTest.pValue)}</td><td>${fmt(m.cohensDz, 3)}</td><td>${fmtPBetter(m.pBetter)}</td><td>${m.verdict}</td></tr>`,
+    )
+    .join('\n');
   return `<table class="metrics"><thead><tr><th>metric</th><th>n</th><th>base</th><th>fine-tuned</th><th>Δ [95% CI]</th><th>test p</th><th>Holm p</th><th>t-test p</th><th>d<sub>z</sub></th><th>P(better)</th><th>verdict</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
 function corpusTable(c: Comparison): string {
   const names = [...new Set([...Object.keys(c.base.metrics), ...Object.keys(c.candidate.metrics)])];
   if (!names.length) return '<p>No corpus-level figures in the results files.</p>';
-  const rows = names.map((n) => `<tr><td>${esc(n)}</td><td>${fmt(c.base.metrics[n])}</td><td>${fmt(c.candidate.metrics[n])}</td></tr>`).join('');
+  const rows = names
+    .map((n) => `<tr><td>${esc(n)}</td><td>${fmt(c.base.metrics[n])}</td><td>${fmt(c.candidate.metrics[n])}</td></tr>`)
+    .join('');
   return `<table class="corpus"><thead><tr><th>metric</th><th>base</th><th>fine-tuned</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
 function examplesTable(kind: 'improved' | 'regressed', list: ExampleDelta[], metric: string): string {
   if (!list.length) return `<p class="none">No ${kind} examples on ${esc(metric)}.</p>`;
-  const rows = list.map((e) => `<tr><td class="id">${esc(e.id)}<br><small>${esc(metric)}: ${fmt(e.base)} → ${fmt(e.candidate)}</small></td>${e.source !== undefined ? `<td class="txt">${esc(e.source)}</td>` : '<td class="txt"><em>(no source)</em></td>'}<td class="txt">${esc(e.reference)}</td><td class="txt">${esc(e.basePrediction)}</td><td class="txt">${esc(e.candidatePrediction)}</td></tr>`).join('\n');
+  const rows = list
+    .map(
+      (e) =>
+        `<tr><td class="id">${esc(e.id)}<br><small>${esc(metric)}: ${fmt(e.base)} → ${fmt(e.candidate)}</small></td>${e.source !== undefined ? `<td class="txt">${esc(e.source)}</td>` : '<td class="txt"><em>(no source)</em></td>'}<td class="txt">${esc(e.reference)}</td><td class="txt">${esc(e.basePrediction)}</td><td class="txt">${esc(e.candidatePrediction)}</td></tr>`,
+    )
+    .join('\n');
   return `<table class="examples" data-kind="${kind}"><thead><tr><th>id</th><th>source</th><th>reference</th><th>base</th><th>fine-tuned</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
 function confusionTable(cc: ClassificationComparison, side: 'base' | 'fine-tuned'): string {
   const mat = side === 'base' ? cc.baseConfusion : cc.candidateConfusion;
   const head = cc.labels.map((l) => `<th>${esc(l)}</th>`).join('');
-  const rows = cc.labels.map((g, i) => `<tr><th>${esc(g)}</th>${mat[i]!.map((v, j) => `<td class="${i === j ? 'diag' : v > 0 ? 'off' : ''}" data-gold="${esc(g)}" data-pred="${esc(cc.labels[j]!)}">${v}</td>`).join('')}<td>${cc.goldCounts[i]}</td></tr>`).join('');
+  const rows = cc.labels
+    .map(
+      (g, i) =>
+        `<tr><th>${esc(g)}</th>${mat[i]!.map((v, j) => `<td class="${i === j ? 'diag' : v > 0 ? 'off' : ''}" data-gold="${esc(g)}" data-pred="${esc(cc.labels[j]!)}">${v}</td>`).join('')}<td>${cc.goldCounts[i]}</td></tr>`,
+    )
+    .join('');
   const colSums = cc.labels.map((_, j) => mat.reduce((a, r) => a + r[j]!, 0));
   return `<table class="confusion" data-side="${side}"><caption>${side}: rows gold, columns predicted</caption><thead><tr><th>gold \\ predicted</th>${head}<th>total</th></tr></thead><tbody>${rows}<tr><th>total</th>${colSums.map((v) => `<td>${v}</td>`).join('')}<td>${cc.n}</td></tr></tbody></table>`;
 }
 
 function labelDistribution(cc: ClassificationComparison): string {
   const pct = (v: number) => (cc.n ? ` <small>(${Math.round((100 * v) / cc.n)}%)</small>` : '');
-  const rows = cc.labels.map((l, i) => `<tr data-label="${esc(l)}"><td>${esc(l)}</td><td>${cc.goldCounts[i]}${pct(cc.goldCounts[i]!)}</td><td>${cc.baseCounts[i]}${pct(cc.baseCounts[i]!)}</td><td>${cc.candidateCounts[i]}${pct(cc.candidateCounts[i]!)}</td></tr>`).join('');
+  const rows = cc.labels
+    .map(
+      (l, i) =>
+        `<tr data-label="${esc(l)}"><td>${esc(l)}</td><td>${cc.goldCounts[i]}${pct(cc.goldCounts[i]!)}</td><td>${cc.baseCounts[i]}${pct(cc.baseCounts[i]!)}</td><td>${cc.candidateCounts[i]}${pct(cc.candidateCounts[i]!)}</td></tr>`,
+    )
+    .join('');
   return `<table class="labels"><thead><tr><th>label</th><th>gold (references)</th><th>base predictions</th><th>fine-tuned predictions</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
 function labelledTable(kind: 'right' | 'wrong' | 'changed', list: LabelledExample[], total: number): string {
-  const what = { right: 'fine-tuned label right', wrong: 'fine-tuned label wrong', changed: 'fine-tuned label differs from the base' }[kind];
+  const what = {
+    right: 'fine-tuned label right',
+    wrong: 'fine-tuned label wrong',
+    changed: 'fine-tuned label differs from the base',
+  }[kind];
   if (!list.length) return `<h3>${what} (0)</h3><p class="none">No example where the ${what}.</p>`;
-  const rows = list.map((e) => `<tr><td class="id">${esc(e.id)}</td><td class="txt">${e.source !== undefined ? esc(e.source) : '<em>(no text)</em>'}</td><td>${esc(e.gold)}</td><td class="txt"><b>${esc(e.baseLabel)}</b><br>${esc(e.basePrediction)}</td><td class="txt"><b>${esc(e.candidateLabel)}</b><br>${esc(e.candidatePrediction)}</td></tr>`).join('\n');
+  const rows = list
+    .map(
+      (e) =>
+        `<tr><td class="id">${esc(e.id)}</td><td class="txt">${e.source !== undefined ? esc(e.source) : '<em>(no text)</em>'}</td><td>${esc(e.gold)}</td><td class="txt"><b>${esc(e.baseLabel)}</b><br>${esc(e.basePrediction)}</td><td class="txt"><b>${esc(e.candidateLabel)}</b><br>${esc(e.candidatePrediction)}</td></tr>`,
+    )
+    .join('\n');
   return `<h3>${what} (${list.length} of ${total} shown)</h3><table class="examples" data-kind="${kind}"><thead><tr><th>id</th><th>text</th><th>gold</th><th>base</th><th>fine-tuned</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
@@ -320,7 +423,9 @@ function verdictBox(c: Comparison): string {
 <p><span class="word">${esc(v.verdict)}</span> <small>(${esc(v.kind)}; primary: ${esc(v.primary.join(', ') || 'none')})</small></p>
 <p class="line">${esc(verdictLine(c.candidate.task, v))}</p>
 <ul class="reasons">${v.reasons.map((r) => `<li>${esc(r)}</li>`).join('')}</ul>
-<details class="rule"><summary>How the verdict is decided</summary>${ruleText(c).map((t) => `<p>${esc(t)}</p>`).join('')}</details>
+<details class="rule"><summary>How the verdict is decided</summary>${ruleText(c)
+    .map((t) => `<p>${esc(t)}</p>`)
+    .join('')}</details>
 </section>`;
 }
 
@@ -352,7 +457,13 @@ ${corpusTable(c)}
 <h2>Score distributions</h2>
 <div class="charts" id="distributions">${perEx.map(histogram).join('\n')}</div>
 <h2>Training</h2>
-${hasLoss ? `<ul class="training">${trainingFacts(log).map((t) => `<li>${esc(t)}</li>`).join('')}</ul><div class="charts" id="loss">${lossChart(log)}</div>` : '<p>No training log given.</p>'}
+${
+  hasLoss
+    ? `<ul class="training">${trainingFacts(log)
+        .map((t) => `<li>${esc(t)}</li>`)
+        .join('')}</ul><div class="charts" id="loss">${lossChart(log)}</div>`
+    : '<p>No training log given.</p>'
+}
 <h2>Most improved examples (${esc(primary || 'n/a')})</h2>
 ${examplesTable('improved', c.improved, primary)}
 <h2>Most regressed examples (${esc(primary || 'n/a')})</h2>
@@ -372,28 +483,59 @@ export function renderMarkdown(c: Comparison): string {
   lines.push(`**Verdict: ${c.suite.verdict}** (${c.suite.kind}; primary: ${c.suite.primary.join(', ') || 'none'})`, '');
   lines.push(verdictLine(c.candidate.task, c.suite), '');
   lines.push(...ruleText(c).map((t) => `> ${t}`), '');
-  lines.push(`- base: ${sideLabel(c.base)}`, `- fine-tuned: ${sideLabel(c.candidate)}`, `- task: ${c.candidate.task}`, `- examples: ${c.nExamples}`);
+  lines.push(
+    `- base: ${sideLabel(c.base)}`,
+    `- fine-tuned: ${sideLabel(c.candidate)}`,
+    `- task: ${c.candidate.task}`,
+    `- examples: ${c.nExamples}`,
+  );
   lines.push(`- ${spreadText('base', c.outputs.base)}`, `- ${spreadText('fine-tuned', c.outputs.candidate)}`, '');
-  lines.push(`Paired by example id. Δ = fine-tuned − base, 95% paired bootstrap CI (${c.resamples} resamples, seed ${c.seed}); test p: Wilcoxon signed-rank (macro-F1: paired permutation); Holm within primary and within secondary metrics (α = ${c.alpha}); paired t-test p; Cohen's d_z; P(better) = 1 − p/2 toward the side the test favours.`, '');
-  lines.push('| metric | role | n | base | fine-tuned | Δ [95% CI] | test p | Holm p | t-test p | d_z | P(better) | verdict |');
+  lines.push(
+    `Paired by example id. Δ = fine-tuned − base, 95% paired bootstrap CI (${c.resamples} resamples, seed ${c.seed}); test p: Wilcoxon signed-rank (macro-F1: paired permutation); Holm within primary and within secondary metrics (α = ${c.alpha}); paired t-test p; Cohen's d_z; P(better) = 1 − p/2 toward the side the test favours.`,
+    '',
+  );
+  lines.push(
+    '| metric | role | n | base | fine-tuned | Δ [95% CI] | test p | Holm p | t-test p | d_z | P(better) | verdict |',
+  );
   lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const m of c.metrics) {
-    lines.push(`| ${m.metric}${m.higherIsBetter ? '' : ' (lower is better)'} | ${m.role} | ${m.n} | ${fmt(m.baseMean)} | ${fmt(m.candidateMean)} | ${fmt(m.meanDiff)} [${fmt(m.diffCI.low)}, ${fmt(m.diffCI.high)}] | ${fmtP(m.pValue)} | ${fmtP(m.pHolm)} | ${fmtP(m.tTest.pValue)} | ${fmt(m.cohensDz, 3)} | ${fmtPBetter(m.pBetter)} | ${m.verdict} |`);
+    lines.push(
+      `| ${m.metric}${m.higherIsBetter ? '' : ' (lower is better)'} | ${m.role} | ${m.n} | ${fmt(m.baseMean)} | ${fmt(m.candidateMean)} | ${fmt(m.meanDiff)} [${fmt(m.diffCI.low)}, ${fmt(m.diffCI.high)}] | ${fmtP(m.pValue)} | ${fmtP(m.pHolm)} | ${fmtP(m.tTest.pValue)} | ${fmt(m.cohensDz, 3)} | ${fmtPBetter(m.pBetter)} | ${m.verdict} |`,
+    );
   }
   const cc = c.classification;
   if (cc) {
     lines.push('', '## Classification', '');
-    for (const [side, mat] of [['base', cc.baseConfusion], ['fine-tuned', cc.candidateConfusion]] as const) {
-      lines.push(`Confusion matrix, ${side} (rows gold, columns predicted):`, '', `| gold \\ predicted | ${cc.labels.join(' | ')} |`, `|---|${cc.labels.map(() => '---').join('|')}|`);
-      cc.labels.forEach((g, i) => { lines.push(`| ${g} | ${mat[i]!.join(' | ')} |`); });
+    for (const [side, mat] of [
+      ['base', cc.baseConfusion],
+      ['fine-tuned', cc.candidateConfusion],
+    ] as const) {
+      lines.push(
+        `Confusion matrix, ${side} (rows gold, columns predicted):`,
+        '',
+        `| gold \\ predicted | ${cc.labels.join(' | ')} |`,
+        `|---|${cc.labels.map(() => '---').join('|')}|`,
+      );
+      cc.labels.forEach((g, i) => {
+        lines.push(`| ${g} | ${mat[i]!.join(' | ')} |`);
+      });
       lines.push('');
     }
     lines.push('| label | gold | base predictions | fine-tuned predictions |', '|---|---|---|---|');
-    cc.labels.forEach((l, i) => { lines.push(`| ${l} | ${cc.goldCounts[i]} | ${cc.baseCounts[i]} | ${cc.candidateCounts[i]} |`); });
+    cc.labels.forEach((l, i) => {
+      lines.push(`| ${l} | ${cc.goldCounts[i]} | ${cc.baseCounts[i]} | ${cc.candidateCounts[i]} |`);
+    });
     for (const kind of ['right', 'wrong', 'changed'] as const) {
-      lines.push('', `### Fine-tuned ${kind === 'changed' ? 'label changed from the base' : kind} (${cc[kind].length} of ${cc.totals[kind]} shown)`, '');
+      lines.push(
+        '',
+        `### Fine-tuned ${kind === 'changed' ? 'label changed from the base' : kind} (${cc[kind].length} of ${cc.totals[kind]} shown)`,
+        '',
+      );
       if (!cc[kind].length) lines.push('None.');
-      for (const e of cc[kind]) lines.push(`- ${e.id}: gold ${e.gold}; base ${e.baseLabel} (${mdCell(JSON.stringify(e.basePrediction.slice(0, 80)))}); fine-tuned ${e.candidateLabel} (${mdCell(JSON.stringify(e.candidatePrediction.slice(0, 80)))})`);
+      for (const e of cc[kind])
+        lines.push(
+          `- ${e.id}: gold ${e.gold}; base ${e.baseLabel} (${mdCell(JSON.stringify(e.basePrediction.slice(0, 80)))}); fine-tuned ${e.candidateLabel} (${mdCell(JSON.stringify(e.candidatePrediction.slice(0, 80)))})`,
+        );
     }
   }
   const names = [...new Set([...Object.keys(c.base.metrics), ...Object.keys(c.candidate.metrics)])];
@@ -419,9 +561,21 @@ export function renderMarkdown(c: Comparison): string {
 
 /** Write report.html, summary.md and report.json into `outDir` (created if needed). */
 export async function writeReport(outDir: string, c: Comparison): Promise<ReportPaths> {
-  const paths: ReportPaths = { html: join(outDir, 'report.html'), markdown: join(outDir, 'summary.md'), json: join(outDir, 'report.json') };
-  const json = { generated_by: 'finllm compare', format: REPORT_FORMAT, verdict_line: verdictLine(c.candidate.task, c.suite), ...c };
-  await writeFileAtomic(paths.json, JSON.stringify(json, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+  const paths: ReportPaths = {
+    html: join(outDir, 'report.html'),
+    markdown: join(outDir, 'summary.md'),
+    json: join(outDir, 'report.json'),
+  };
+  const json = {
+    generated_by: 'finllm compare',
+    format: REPORT_FORMAT,
+    verdict_line: verdictLine(c.candidate.task, c.suite),
+    ...c,
+  };
+  await writeFileAtomic(
+    paths.json,
+    JSON.stringify(json, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n',
+  );
   await writeFileAtomic(paths.markdown, renderMarkdown(c));
   await writeFileAtomic(paths.html, renderHtml(c));
   return paths;

@@ -40,13 +40,17 @@ export const ResultsSchema = z.object({
   task: z.string().min(1),
   created_at: z.string().optional(),
   metrics: ScoreMap,
-  per_example: z.array(z.object({
-    id: z.string().min(1),
-    prediction: z.string(),
-    reference: z.string(),
-    source: z.string().optional(),
-    scores: ScoreMap,
-  })).min(1),
+  per_example: z
+    .array(
+      z.object({
+        id: z.string().min(1),
+        prediction: z.string(),
+        reference: z.string(),
+        source: z.string().optional(),
+        scores: ScoreMap,
+      }),
+    )
+    .min(1),
 });
 
 export type Results = z.infer<typeof ResultsSchema>;
@@ -70,7 +74,8 @@ export function parseResults(value: unknown, file: string): Results {
   if (!parsed.success) throw zodToInputError(parsed.error, file);
   const seen = new Set<string>();
   parsed.data.per_example.forEach((ex, i) => {
-    if (seen.has(ex.id)) throw new InputError(`duplicate id '${ex.id}' (ids must be unique)`, { file, key: `per_example[${i}].id` });
+    if (seen.has(ex.id))
+      throw new InputError(`duplicate id '${ex.id}' (ids must be unique)`, { file, key: `per_example[${i}].id` });
     seen.add(ex.id);
   });
   return parsed.data;
@@ -109,17 +114,26 @@ const ScoreLine = z.object({
 
 export async function readScoreInput(file: string): Promise<ScoreInput[]> {
   const rows = await readJsonl(file);
-  if (rows.length === 0) throw new InputError('expected at least one line {"prediction": ..., "reference": ...}, got none', { file });
+  if (rows.length === 0)
+    throw new InputError('expected at least one line {"prediction": ..., "reference": ...}, got none', { file });
   return rows.map(({ row, value }) => {
     const p = ScoreLine.safeParse(value);
     if (!p.success) throw zodToInputError(p.error, file, row);
-    const out: ScoreInput = { prediction: p.data.prediction, reference: p.data.reference, id: p.data.id !== undefined ? String(p.data.id) : `line-${row}` };
+    const out: ScoreInput = {
+      prediction: p.data.prediction,
+      reference: p.data.reference,
+      id: p.data.id !== undefined ? String(p.data.id) : `line-${row}`,
+    };
     if (p.data.source !== undefined) out.source = p.data.source;
     return out;
   });
 }
 
-export interface TrainingLogPoint { step: number; loss?: number; val_loss?: number }
+export interface TrainingLogPoint {
+  step: number;
+  loss?: number;
+  val_loss?: number;
+}
 
 const LogLine = z.object({
   step: z.number().int().nonnegative(),

@@ -10,7 +10,11 @@
 // Corpus figures are plain means of the per-example F1 values, as rouge-score users normally report.
 import { porterStem } from './porter.js';
 
-export interface RougeScore { precision: number; recall: number; f1: number }
+export interface RougeScore {
+  precision: number;
+  recall: number;
+  f1: number;
+}
 export interface RougeResult {
   rouge1: RougeScore;
   rouge2: RougeScore;
@@ -128,7 +132,11 @@ export function lcsLength(a: readonly string[], b: readonly string[], blockWords
 /** Tokens per side beyond which ROUGE-L uses only the first ones (time ∝ the product of the lengths). */
 export const DEFAULT_LCS_MAX_TOKENS = 50_000;
 
-export function rougeL(refTokens: string[], predTokens: string[], maxTokens: number = DEFAULT_LCS_MAX_TOKENS): RougeScore {
+export function rougeL(
+  refTokens: string[],
+  predTokens: string[],
+  maxTokens: number = DEFAULT_LCS_MAX_TOKENS,
+): RougeScore {
   if (refTokens.length === 0 || predTokens.length === 0) return { precision: 0, recall: 0, f1: 0 };
   // Past the cap both sides are cut to their first maxTokens tokens (the caller warns).
   const ref = refTokens.length > maxTokens ? refTokens.slice(0, maxTokens) : refTokens;
@@ -145,5 +153,10 @@ export function rouge(prediction: string, reference: string, opts: RougeOptions 
   const ref = rougeTokenize(reference, stem);
   const pred = rougeTokenize(prediction, stem);
   const max = opts.lcsMaxTokens ?? DEFAULT_LCS_MAX_TOKENS;
-  return { rouge1: rougeN(ref, pred, 1), rouge2: rougeN(ref, pred, 2), rougeL: rougeL(ref, pred, max), lcsTruncated: ref.length > max || pred.length > max };
+  return {
+    rouge1: rougeN(ref, pred, 1),
+    rouge2: rougeN(ref, pred, 2),
+    rougeL: rougeL(ref, pred, max),
+    lcsTruncated: ref.length > max || pred.length > max,
+  };
 }

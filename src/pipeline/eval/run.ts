@@ -15,12 +15,21 @@ import { describeValue } from '../../io/json.js';
 import type { SamplingOptions } from '../../llama/generate.js';
 import { LlamaModel, type LoadModelOptions } from '../../llama/model.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
-import { DEFAULT_COLUMNS, type ColumnMapping, type TemplateName } from '../config.js';
+import { type ColumnMapping, DEFAULT_COLUMNS, type TemplateName } from '../config.js';
 import type { PreprocessOptions } from '../data/preprocess.js';
-import { readRecords, type DataFormat, type DataRecord } from '../data/readers.js';
+import { type DataFormat, type DataRecord, readRecords } from '../data/readers.js';
 import { ModelEmbeddingProvider } from './embeddings.js';
-import { buildEvalItems, EvalProgress, metricsFor, runGenerationEval, type EvalItem, type EvalMetric, type GenerationEvalResult, type GenerationTask } from './generation.js';
-import { evaluatePerplexity, writePerplexity, type PerplexityResult } from './perplexity.js';
+import {
+  buildEvalItems,
+  type EvalItem,
+  type EvalMetric,
+  EvalProgress,
+  type GenerationEvalResult,
+  type GenerationTask,
+  metricsFor,
+  runGenerationEval,
+} from './generation.js';
+import { evaluatePerplexity, type PerplexityResult, writePerplexity } from './perplexity.js';
 import { writeResults } from './results.js';
 
 export type EvalTask = 'perplexity' | GenerationTask;
@@ -101,7 +110,10 @@ export function textsOf(rows: readonly DataRecord[], file: string, column = 'tex
   return rows.map(({ row, value }) => {
     const t = value[column];
     if (typeof t !== 'string') {
-      const found = t === undefined ? `no "${column}" field (fields found: ${Object.keys(value).join(', ') || 'none'}; map another with --column text=COLUMN)` : describeValue(t, 60);
+      const found =
+        t === undefined
+          ? `no "${column}" field (fields found: ${Object.keys(value).join(', ') || 'none'}; map another with --column text=COLUMN)`
+          : describeValue(t, 60);
       throw new InputError(`expected a "${column}" string, got ${found}`, { file, row, key: column });
     }
     if (t === '') throw new InputError(`"${column}" is empty`, { file, row, key: column });
@@ -142,7 +154,8 @@ export async function evaluate(o: EvaluateOptions): Promise<SuiteOutcome[]> {
       ...(data.template ? { template: data.template } : {}),
     });
     let metrics = metricsFor(items, suite.task as GenerationTask, suite.metrics);
-    if (suite.addEmbeddingMetrics && suite.task === 'generation' && !wantsEmbeddings(metrics)) metrics = [...metrics, 'embedding', 'bertscore'];
+    if (suite.addEmbeddingMetrics && suite.task === 'generation' && !wantsEmbeddings(metrics))
+      metrics = [...metrics, 'embedding', 'bertscore'];
     return { suite, items, metrics };
   });
   await o.beforeLoad?.();
@@ -155,7 +168,12 @@ export async function evaluate(o: EvaluateOptions): Promise<SuiteOutcome[]> {
       const { suite } = p;
       const out = suite.out ?? null;
       if ('texts' in p) {
-        const r = await evaluatePerplexity(model, tokenizer, p.texts, o.tokensPerPass !== undefined ? { maxTokensPerPass: o.tokensPerPass } : {});
+        const r = await evaluatePerplexity(
+          model,
+          tokenizer,
+          p.texts,
+          o.tokensPerPass !== undefined ? { maxTokensPerPass: o.tokensPerPass } : {},
+        );
         if (out) await writePerplexity(out, r);
         outcomes.push({ suite, out, perplexity: r });
         continue;
@@ -165,7 +183,10 @@ export async function evaluate(o: EvaluateOptions): Promise<SuiteOutcome[]> {
         const baseDir = o.embeddingModelDir ?? o.modelDir;
         const { adapter: _adapter, ...baseLoad } = o.load;
         const layer = o.embeddingLayer !== undefined ? { layer: o.embeddingLayer } : {};
-        embeddings = baseDir !== o.modelDir || o.load.adapter ? await ModelEmbeddingProvider.load(baseDir, baseLoad, layer) : new ModelEmbeddingProvider(model, tokenizer, layer);
+        embeddings =
+          baseDir !== o.modelDir || o.load.adapter
+            ? await ModelEmbeddingProvider.load(baseDir, baseLoad, layer)
+            : new ModelEmbeddingProvider(model, tokenizer, layer);
       }
       const progress = new EvalProgress(suite.label ?? suite.task, !o.quiet);
       let tokens = 0;

@@ -17,17 +17,29 @@ export function cosine(a: Float32Array, b: Float32Array): number {
   let dot = 0;
   let na = 0;
   let nb = 0;
-  for (let i = 0; i < a.length; i++) { dot += a[i]! * b[i]!; na += a[i]! * a[i]!; nb += b[i]! * b[i]!; }
+  for (let i = 0; i < a.length; i++) {
+    dot += a[i]! * b[i]!;
+    na += a[i]! * a[i]!;
+    nb += b[i]! * b[i]!;
+  }
   if (na === 0 || nb === 0) return 0;
   return dot / Math.sqrt(na * nb);
 }
 
-export async function embeddingCosine(provider: EmbeddingProvider, prediction: string, reference: string): Promise<number> {
+export async function embeddingCosine(
+  provider: EmbeddingProvider,
+  prediction: string,
+  reference: string,
+): Promise<number> {
   const [p, r] = await Promise.all([provider.embedMean(prediction), provider.embedMean(reference)]);
   return cosine(p, r);
 }
 
-export interface BertScore { precision: number; recall: number; f1: number }
+export interface BertScore {
+  precision: number;
+  recall: number;
+  f1: number;
+}
 
 /** Greedy matching over precomputed token vectors. Empty sides give all zeros. */
 export function greedyMatch(pred: Float32Array[], ref: Float32Array[]): BertScore {
@@ -43,7 +55,11 @@ export function greedyMatch(pred: Float32Array[], ref: Float32Array[]): BertScor
   return { precision, recall, f1 };
 }
 
-export async function bertScore(provider: EmbeddingProvider, prediction: string, reference: string): Promise<BertScore> {
+export async function bertScore(
+  provider: EmbeddingProvider,
+  prediction: string,
+  reference: string,
+): Promise<BertScore> {
   const [p, r] = await Promise.all([provider.embedTokens(prediction), provider.embedTokens(reference)]);
   return greedyMatch(p.vectors, r.vectors);
 }

@@ -6,14 +6,20 @@
 import { NEGATIVE_TERMS, NEGATORS, POSITIVE_TERMS, type SentimentLabel } from './lexicon.js';
 import { findPhrase, stemPhrase, stemTokens } from './text.js';
 
-interface Entry { tokens: string[]; polarity: 1 | -1 }
+interface Entry {
+  tokens: string[];
+  polarity: 1 | -1;
+}
 
 let entries: Entry[] | undefined;
 function lexicon(): Entry[] {
   if (!entries) {
     const seen = new Set<string>();
     const all: Entry[] = [];
-    for (const [list, polarity] of [[POSITIVE_TERMS, 1], [NEGATIVE_TERMS, -1]] as const) {
+    for (const [list, polarity] of [
+      [POSITIVE_TERMS, 1],
+      [NEGATIVE_TERMS, -1],
+    ] as const) {
       for (const phrase of list) {
         const tokens = stemPhrase(phrase);
         const key = tokens.join(' ');
@@ -54,9 +60,13 @@ export function lexiconSentiment(text: string): LexiconSentiment {
       for (let k = start; k < start + e.tokens.length; k++) used[k] = true;
       let polarity = e.polarity;
       for (let k = Math.max(0, start - 3); k < start; k++) {
-        if (negators.has(tokens[k]!)) { polarity = polarity === 1 ? -1 : 1; break; }
+        if (negators.has(tokens[k]!)) {
+          polarity = polarity === 1 ? -1 : 1;
+          break;
+        }
       }
-      if (polarity === 1) positive++; else negative++;
+      if (polarity === 1) positive++;
+      else negative++;
       hits.push({ phrase: e.tokens.join(' '), polarity });
     }
   }
@@ -75,6 +85,8 @@ export function lexiconLabelAccuracy(texts: string[], gold: SentimentLabel[]): n
   if (texts.length !== gold.length) throw new Error('lexiconLabelAccuracy: length mismatch');
   if (texts.length === 0) return NaN;
   let ok = 0;
-  texts.forEach((t, i) => { if (lexiconSentiment(t).label === gold[i]) ok++; });
+  texts.forEach((t, i) => {
+    if (lexiconSentiment(t).label === gold[i]) ok++;
+  });
   return ok / texts.length;
 }

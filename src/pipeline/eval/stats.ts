@@ -4,7 +4,8 @@
 import { makeRng, normalSf, studentTSf } from './special.js';
 
 function checkPaired(base: readonly number[], cand: readonly number[], what: string): number[] {
-  if (base.length !== cand.length) throw new Error(`${what}: ${base.length} base scores but ${cand.length} candidate scores`);
+  if (base.length !== cand.length)
+    throw new Error(`${what}: ${base.length} base scores but ${cand.length} candidate scores`);
   const d = cand.map((c, i) => c - base[i]!);
   if (d.some((x) => !Number.isFinite(x))) throw new Error(`${what}: scores must be finite numbers`);
   return d;
@@ -94,7 +95,10 @@ export function wilcoxon(base: readonly number[], candidate: readonly number[]):
   const { ranks, tieSizes } = averageRanks(d.map(Math.abs));
   let rPlus = 0;
   let rMinus = 0;
-  d.forEach((x, i) => { if (x > 0) rPlus += ranks[i]!; else rMinus += ranks[i]!; });
+  d.forEach((x, i) => {
+    if (x > 0) rPlus += ranks[i]!;
+    else rMinus += ranks[i]!;
+  });
   const statistic = Math.min(rPlus, rMinus);
   const hasTies = tieSizes.some((t) => t > 1);
   const hasZeros = m < nAll;
@@ -144,7 +148,11 @@ export function wilcoxon(base: readonly number[], candidate: readonly number[]):
 
 // ---------------------------------------------------------------------------------------------
 
-export interface TTestResult { t: number; df: number; pValue: number }
+export interface TTestResult {
+  t: number;
+  df: number;
+  pValue: number;
+}
 
 /** Two-sided paired t-test, as scipy.stats.ttest_rel(candidate, base). */
 export function pairedTTest(base: readonly number[], candidate: readonly number[]): TTestResult {
@@ -167,11 +175,26 @@ export function cohensDz(base: readonly number[], candidate: readonly number[]):
 
 // ---------------------------------------------------------------------------------------------
 
-export interface BootstrapOptions { resamples?: number; confidence?: number; seed?: number }
-export interface BootstrapCI { estimate: number; low: number; high: number; confidence: number; resamples: number; seed: number }
+export interface BootstrapOptions {
+  resamples?: number;
+  confidence?: number;
+  seed?: number;
+}
+export interface BootstrapCI {
+  estimate: number;
+  low: number;
+  high: number;
+  confidence: number;
+  resamples: number;
+  seed: number;
+}
 
 /** Percentile bootstrap CI of mean(candidate - base), resampling pairs with replacement. */
-export function pairedBootstrapCI(base: readonly number[], candidate: readonly number[], opts: BootstrapOptions = {}): BootstrapCI {
+export function pairedBootstrapCI(
+  base: readonly number[],
+  candidate: readonly number[],
+  opts: BootstrapOptions = {},
+): BootstrapCI {
   const d = checkPaired(base, candidate, 'pairedBootstrapCI');
   return bootstrapMeanCI(d, opts);
 }
@@ -197,7 +220,9 @@ export function bootstrapMeanCI(xs: readonly number[], opts: BootstrapOptions = 
     estimate: mean(xs),
     low: quantileSorted(sorted, alpha / 2),
     high: quantileSorted(sorted, 1 - alpha / 2),
-    confidence, resamples, seed,
+    confidence,
+    resamples,
+    seed,
   };
 }
 
@@ -219,7 +244,8 @@ export interface BayesianBootstrapResult {
  * gives 1 beside a Wilcoxon p of 0.32). The comparison's P(better) is therefore pBetterFromTest.
  */
 export function bayesianBootstrap(
-  base: readonly number[], candidate: readonly number[],
+  base: readonly number[],
+  candidate: readonly number[],
   opts: { draws?: number; seed?: number; confidence?: number; higherIsBetter?: boolean } = {},
 ): BayesianBootstrapResult {
   const d = checkPaired(base, candidate, 'bayesianBootstrap');
@@ -251,8 +277,12 @@ export function bayesianBootstrap(
   const sorted = Array.from(post);
   const alpha = 1 - confidence;
   return {
-    pBetter: better / draws, posteriorMean,
-    low: quantileSorted(sorted, alpha / 2), high: quantileSorted(sorted, 1 - alpha / 2), draws, seed,
+    pBetter: better / draws,
+    posteriorMean,
+    low: quantileSorted(sorted, alpha / 2),
+    high: quantileSorted(sorted, 1 - alpha / 2),
+    draws,
+    seed,
   };
 }
 
@@ -291,7 +321,11 @@ export interface PermutationTestResult {
  * probability 1/2. `diffOf(swap)` returns statistic(candidate) - statistic(base) with the outputs
  * of example i swapped where swap[i] is 1. Differences within 1e-12 of |diff| count as extreme.
  */
-export function pairedPermutationTest(n: number, diffOf: (swap: Uint8Array) => number, opts: { resamples?: number; seed?: number } = {}): PermutationTestResult {
+export function pairedPermutationTest(
+  n: number,
+  diffOf: (swap: Uint8Array) => number,
+  opts: { resamples?: number; seed?: number } = {},
+): PermutationTestResult {
   const resamples = opts.resamples ?? 10000;
   const seed = opts.seed ?? 24680;
   const swap = new Uint8Array(n);
@@ -310,7 +344,11 @@ export function pairedPermutationTest(n: number, diffOf: (swap: Uint8Array) => n
  * Percentile bootstrap CI of a statistic of n examples: `statOf(idx)` computes it on the examples
  * idx[0..n) (drawn with replacement). A paired difference resamples both systems with the same idx.
  */
-export function bootstrapStatistic(n: number, statOf: (idx: Int32Array) => number, opts: BootstrapOptions = {}): BootstrapCI {
+export function bootstrapStatistic(
+  n: number,
+  statOf: (idx: Int32Array) => number,
+  opts: BootstrapOptions = {},
+): BootstrapCI {
   const resamples = opts.resamples ?? 10000;
   const confidence = opts.confidence ?? 0.95;
   const seed = opts.seed ?? 12345;
@@ -326,7 +364,14 @@ export function bootstrapStatistic(n: number, statOf: (idx: Int32Array) => numbe
   const sorted = Array.from(stats);
   const alpha = 1 - confidence;
   const all = Int32Array.from({ length: n }, (_, i) => i);
-  return { estimate: statOf(all), low: quantileSorted(sorted, alpha / 2), high: quantileSorted(sorted, 1 - alpha / 2), confidence, resamples, seed };
+  return {
+    estimate: statOf(all),
+    low: quantileSorted(sorted, alpha / 2),
+    high: quantileSorted(sorted, 1 - alpha / 2),
+    confidence,
+    resamples,
+    seed,
+  };
 }
 
 /** Holm-Bonferroni adjusted p-values (same order as the input; NaN is treated as 1). */

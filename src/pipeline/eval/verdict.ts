@@ -47,7 +47,10 @@ export function suiteKind(metricNames: readonly string[]): SuiteKind {
 }
 
 /** The primary metrics among `available` (in their order of importance) and a note when the task's own are missing. */
-export function primaryMetrics(kind: SuiteKind, available: readonly string[]): { primary: string[]; note: string | null } {
+export function primaryMetrics(
+  kind: SuiteKind,
+  available: readonly string[],
+): { primary: string[]; note: string | null } {
   const wanted = PRIMARY_BY_KIND[kind];
   const primary = wanted.filter((m) => available.includes(m));
   if (primary.length) return { primary, note: null };
@@ -68,15 +71,29 @@ export interface Floor {
 }
 
 /** Context for the classification floors: the gold labels' majority. */
-export interface ClassFloorContext { majorityLabel: string; majorityCount: number; n: number; majorityShare: number; majorityMacroF1: number }
+export interface ClassFloorContext {
+  majorityLabel: string;
+  majorityCount: number;
+  n: number;
+  majorityShare: number;
+  majorityMacroF1: number;
+}
 
 /** The floor of a metric (undefined: none is defined, e.g. an unknown score). */
 export function floorOf(metric: string, ctx?: ClassFloorContext): Floor | undefined {
   if (metric === 'label_correct' && ctx) {
-    return { floor: ctx.majorityShare, threshold: ctx.majorityShare + NEAR_FLOOR, what: `accuracy of answering '${ctx.majorityLabel}' for every item (${ctx.majorityCount} of ${ctx.n} gold labels, no label has more)` };
+    return {
+      floor: ctx.majorityShare,
+      threshold: ctx.majorityShare + NEAR_FLOOR,
+      what: `accuracy of answering '${ctx.majorityLabel}' for every item (${ctx.majorityCount} of ${ctx.n} gold labels, no label has more)`,
+    };
   }
   if (metric === 'label_macro_f1' && ctx) {
-    return { floor: ctx.majorityMacroF1, threshold: ctx.majorityMacroF1 + NEAR_FLOOR, what: `macro-F1 of answering '${ctx.majorityLabel}' for every item` };
+    return {
+      floor: ctx.majorityMacroF1,
+      threshold: ctx.majorityMacroF1 + NEAR_FLOOR,
+      what: `macro-F1 of answering '${ctx.majorityLabel}' for every item`,
+    };
   }
   const info = metricInfo(metric);
   if (!info) return undefined;
@@ -116,16 +133,24 @@ export interface SuiteVerdictResult {
 }
 
 const f3 = (x: number) => (Number.isFinite(x) ? Number(x.toPrecision(3)).toString() : 'n/a');
-const fp = (p: number) => (!Number.isFinite(p) ? 'n/a' : p < 1e-4 ? p.toExponential(1) : Number(p.toPrecision(2)).toString());
+const fp = (p: number) =>
+  !Number.isFinite(p) ? 'n/a' : p < 1e-4 ? p.toExponential(1) : Number(p.toPrecision(2)).toString();
 
 function change(e: PrimaryEvidence): string {
   return `${e.metric} ${f3(e.baseMean)} → ${f3(e.candidateMean)} (Holm p ${fp(e.pHolm)})`;
 }
 
 /** The rule of the header, applied. `extra` reasons (e.g. "one label for every item") are appended to a floor verdict. */
-export function decideVerdict(kind: SuiteKind, evidence: readonly PrimaryEvidence[], notes: readonly string[] = [], floorDetails: readonly string[] = []): SuiteVerdictResult {
+export function decideVerdict(
+  kind: SuiteKind,
+  evidence: readonly PrimaryEvidence[],
+  notes: readonly string[] = [],
+  floorDetails: readonly string[] = [],
+): SuiteVerdictResult {
   const primary = evidence.map((e) => e.metric);
-  const floored = evidence.filter((e) => e.floor && e.candidateN > 0 && atFloor(e.candidateValue, e.floor, e.higherIsBetter));
+  const floored = evidence.filter(
+    (e) => e.floor && e.candidateN > 0 && atFloor(e.candidateValue, e.floor, e.higherIsBetter),
+  );
   const worse = evidence.filter((e) => e.verdict === 'regressed');
   const better = evidence.filter((e) => e.verdict === 'improved');
   const reasons: string[] = [];
@@ -135,14 +160,17 @@ export function decideVerdict(kind: SuiteKind, evidence: readonly PrimaryEvidenc
     for (const e of floored) {
       const fl = e.floor!;
       const side = e.higherIsBetter ? '≤' : '≥';
-      reasons.push(`fine-tuned ${e.metric} ${f3(e.candidateValue)} is at or near its floor ${f3(fl.floor)} (${fl.what}; near: ${side} ${f3(fl.threshold)})`);
+      reasons.push(
+        `fine-tuned ${e.metric} ${f3(e.candidateValue)} is at or near its floor ${f3(fl.floor)} (${fl.what}; near: ${side} ${f3(fl.threshold)})`,
+      );
     }
     reasons.push(...floorDetails);
     for (const e of [...worse, ...better]) reasons.push(`${e.verdict}: ${change(e)}`);
   } else if (worse.length) {
     verdict = 'regressed';
     for (const e of worse) reasons.push(change(e));
-    if (better.length) reasons.push(`although ${better.map(change).join(', ')} improved: a regression on any primary metric decides`);
+    if (better.length)
+      reasons.push(`although ${better.map(change).join(', ')} improved: a regression on any primary metric decides`);
   } else if (better.length) {
     verdict = 'improved';
     for (const e of better) reasons.push(change(e));

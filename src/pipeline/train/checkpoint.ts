@@ -14,10 +14,10 @@
 // there (it would otherwise be skipped, and then replaced when step N is saved again), the rotation
 // of old checkpoints keeps it with a warning, and a save of step N that finds one (made while the
 // run was going) moves it aside with a warning naming both paths.
-import { existsSync, readdirSync, renameSync, rmSync, readFileSync, statSync } from 'node:fs';
-import { ensureFolderSync, writeFileAtomicSync, writeFolderAtomic } from '../../io/atomic.js';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../../errors.js';
+import { ensureFolderSync, writeFileAtomicSync, writeFolderAtomic } from '../../io/atomic.js';
 import { describeNonFinite, nonFiniteCount } from '../../io/finite.js';
 import { warn } from '../../warnings.js';
 import { RESOLVED_CONFIG_NAME } from '../config.js';
@@ -27,7 +27,13 @@ const STEP_RE = /^step-(\d{8})$/;
 /** Temp folders of checkpoints written by earlier versions (now atomic.ts temps, which clean themselves). */
 const LEGACY_TEMP_RE = /^\.tmp-step-\d{8}-\d+$/;
 /** Everything a checkpoint folder holds (the header's layout). */
-const CHECKPOINT_ENTRIES = new Set(['adapter', 'model', 'optimizer.safetensors', 'trainer_state.json', RESOLVED_CONFIG_NAME]);
+const CHECKPOINT_ENTRIES = new Set([
+  'adapter',
+  'model',
+  'optimizer.safetensors',
+  'trainer_state.json',
+  RESOLVED_CONFIG_NAME,
+]);
 
 export function checkpointName(step: number): string {
   return `step-${String(step).padStart(8, '0')}`;
@@ -71,7 +77,8 @@ export function foreignCheckpointContent(dir: string): string | null {
     const shown = foreign.slice(0, 3).join(', ') + (foreign.length > 3 ? `, ... (${foreign.length - 3} more)` : '');
     return `it holds ${foreign.length === 1 ? 'a file' : 'files'} finllm does not write (${shown})`;
   }
-  if (!names.includes('trainer_state.json')) return 'it has no trainer_state.json (finllm writes a checkpoint whole, so it was made or changed by hand)';
+  if (!names.includes('trainer_state.json'))
+    return 'it has no trainer_state.json (finllm writes a checkpoint whole, so it was made or changed by hand)';
   return null;
 }
 
@@ -84,7 +91,10 @@ export function checkCheckpointFolders(runDir: string): void {
   for (const { dir } of stepFolders(runDir)) {
     if (existsSync(join(dir, 'trainer_state.json'))) continue;
     const why = foreignCheckpointContent(dir) ?? 'it has no trainer_state.json';
-    throw new InputError(`not a complete checkpoint: ${why}. Move it out of ${join(runDir, CHECKPOINT_DIR)} (or delete it) and run again`, { file: dir });
+    throw new InputError(
+      `not a complete checkpoint: ${why}. Move it out of ${join(runDir, CHECKPOINT_DIR)} (or delete it) and run again`,
+      { file: dir },
+    );
   }
 }
 
@@ -93,10 +103,16 @@ export function checkCheckpointFolders(runDir: string): void {
  * name (src/io/atomic.ts). Older checkpoints beyond `keepLast` are removed afterwards, only those
  * finllm wrote (see the header).
  */
-export async function saveCheckpoint(runDir: string, step: number, keepLast: number, write: (dir: string) => Promise<void>): Promise<string> {
+export async function saveCheckpoint(
+  runDir: string,
+  step: number,
+  keepLast: number,
+  write: (dir: string) => Promise<void>,
+): Promise<string> {
   const root = join(runDir, CHECKPOINT_DIR);
   ensureFolderSync(root);
-  for (const name of readdirSync(root)) if (LEGACY_TEMP_RE.test(name)) rmSync(join(root, name), { recursive: true, force: true });
+  for (const name of readdirSync(root))
+    if (LEGACY_TEMP_RE.test(name)) rmSync(join(root, name), { recursive: true, force: true });
   const final = join(root, checkpointName(step));
   if (existsSync(final)) {
     const why = foreignCheckpointContent(final);
@@ -131,5 +147,9 @@ export function readJsonSync<T>(path: string): T {
 /** Refuses a checkpoint's tensors when any holds a NaN or Inf, naming them. */
 export function refuseNonFinite(tensors: Map<string, Float32Array>, file: string): void {
   const found = [...tensors].map(([name, data]) => ({ name, count: nonFiniteCount(data) })).filter((f) => f.count > 0);
-  if (found.length > 0) throw new InputError(`${describeNonFinite(found)}; the checkpoint is damaged: resume from an earlier one (delete this folder)`, { file });
+  if (found.length > 0)
+    throw new InputError(
+      `${describeNonFinite(found)}; the checkpoint is damaged: resume from an earlier one (delete this folder)`,
+      { file },
+    );
 }

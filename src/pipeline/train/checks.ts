@@ -26,9 +26,15 @@ export function checkSeqLenFitsModel(cfg: ResolvedConfig, model: LlamaConfig): v
  */
 export function checkBatchFitsData(cfg: ResolvedConfig, trainExamples: number): void {
   const t = cfg.training;
-  const [key, size] = t.batch_size === 'auto' ? ['training.effective_batch_size', t.effective_batch_size] : ['training.batch_size', t.batch_size];
+  const [key, size] =
+    t.batch_size === 'auto'
+      ? ['training.effective_batch_size', t.effective_batch_size]
+      : ['training.batch_size', t.batch_size];
   if (size !== null && size > trainExamples) {
-    throw new InputError(`${size} is more than the ${trainExamples} training example${trainExamples === 1 ? '' : 's'}; set it to at most ${trainExamples} (or add data)`, { key });
+    throw new InputError(
+      `${size} is more than the ${trainExamples} training example${trainExamples === 1 ? '' : 's'}; set it to at most ${trainExamples} (or add data)`,
+      { key },
+    );
   }
 }
 
@@ -47,5 +53,10 @@ export function nonFiniteStep(loss: number, gradNorm: number): string | null {
 export function describeSources(batches: Batch[]): string {
   const byFile = new Map<string, number[]>();
   for (const b of batches) for (const s of b.sources ?? []) byFile.set(s.file, [...(byFile.get(s.file) ?? []), s.row]);
-  return [...byFile].map(([file, rows]) => `${file} row${rows.length === 1 ? '' : 's'} ${[...new Set(rows)].sort((a, b) => a - b).join(', ')}`).join('; ');
+  return [...byFile]
+    .map(
+      ([file, rows]) =>
+        `${file} row${rows.length === 1 ? '' : 's'} ${[...new Set(rows)].sort((a, b) => a - b).join(', ')}`,
+    )
+    .join('; ');
 }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { formatBytes } from '../../engine/device-memory.js';
 
 export { formatBytes };
+
 import { escapeControl } from '../../errors.js';
 
 export interface MetricRecord {
@@ -37,15 +38,29 @@ export function formatDuration(seconds: number): string {
   const h = Math.floor(s / 3600);
   const m = Math.floor((s % 3600) / 60);
   const sec = s % 60;
-  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${String(sec).padStart(2, '0')}` : `${m}:${String(sec).padStart(2, '0')}`;
+  return h > 0
+    ? `${h}:${String(m).padStart(2, '0')}:${String(sec).padStart(2, '0')}`
+    : `${m}:${String(sec).padStart(2, '0')}`;
 }
 
 /** A one-line progress bar on a TTY; plain lines otherwise (CI logs). */
 export class ConsoleProgress {
   private readonly tty = Boolean(process.stderr.isTTY);
-  constructor(private readonly total: number, private readonly enabled: boolean) {}
+  constructor(
+    private readonly total: number,
+    private readonly enabled: boolean,
+  ) {}
 
-  update(p: { step: number; loss: number; lr: number; tokensPerSec: number; elapsed: number; memBytes: number; gradNorm?: number | null; lossScale?: number }): void {
+  update(p: {
+    step: number;
+    loss: number;
+    lr: number;
+    tokensPerSec: number;
+    elapsed: number;
+    memBytes: number;
+    gradNorm?: number | null;
+    lossScale?: number;
+  }): void {
     if (!this.enabled) return;
     const frac = Math.min(1, p.step / this.total);
     const width = 24;

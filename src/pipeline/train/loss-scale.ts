@@ -18,7 +18,12 @@ export interface LossScalingOptions {
   growthInterval: number;
 }
 
-export const GRAD_SCALER_DEFAULTS: LossScalingOptions = { initScale: 2 ** 16, growthFactor: 2, backoffFactor: 0.5, growthInterval: 2000 };
+export const GRAD_SCALER_DEFAULTS: LossScalingOptions = {
+  initScale: 2 ** 16,
+  growthFactor: 2,
+  backoffFactor: 0.5,
+  growthInterval: 2000,
+};
 
 /** Below this scale an overflow is not a gradient-range problem: the forward pass itself overflows f16. */
 export const MIN_LOSS_SCALE = 2 ** -16;
@@ -37,7 +42,12 @@ export class DynamicLossScaler {
     readonly opts: LossScalingOptions = GRAD_SCALER_DEFAULTS,
     state?: LossScalerState,
   ) {
-    if (!(opts.initScale > 0) || !(opts.growthFactor > 1) || !(opts.backoffFactor > 0 && opts.backoffFactor < 1) || !(opts.growthInterval >= 1)) {
+    if (
+      !(opts.initScale > 0) ||
+      !(opts.growthFactor > 1) ||
+      !(opts.backoffFactor > 0 && opts.backoffFactor < 1) ||
+      !(opts.growthInterval >= 1)
+    ) {
       throw new RangeError(`invalid loss scaling options ${JSON.stringify(opts)}`);
     }
     this.st = state ? { ...state } : { scale: opts.initScale, growthTracker: 0, skippedSteps: 0 };

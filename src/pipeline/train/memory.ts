@@ -10,17 +10,17 @@
 // counts every buffer the code makes, in the pool's size classes. The live peak of that pool is the
 // estimate; a kernel that changes what it saves changes the estimate with it.
 import { backward, noGrad, observeBackward, zeroGrad } from '../../engine/autograd.js';
+import { type Device, OutOfMemoryError } from '../../engine/device.js';
 import type { DeviceMemory } from '../../engine/device-memory.js';
 import { MetaDevice } from '../../engine/meta-device.js';
-import { resolvePrecision, withPrecision, type Precision } from '../../engine/precision.js';
-import { OutOfMemoryError, type Device } from '../../engine/device.js';
+import { type Precision, resolvePrecision, withPrecision } from '../../engine/precision.js';
 import { Rng } from '../../engine/random.js';
-import { BufferPool, Engine, engine, tidy, withEngine, type Tensor } from '../../engine/tensor.js';
+import { BufferPool, Engine, engine, type Tensor, tidy, withEngine } from '../../engine/tensor.js';
 import { InputError, RuntimeFailure } from '../../errors.js';
 import { lossChunkRows, scale } from '../../kernels/index.js';
 import { AdamW, gradNormCoef } from '../../kernels/optim.js';
 import type { LlamaConfig } from '../../llama/config.js';
-import { CHECKPOINT_MODES, LlamaModel, LoraLayers, shiftLabels, type CheckpointMode } from '../../llama/model.js';
+import { CHECKPOINT_MODES, type CheckpointMode, LlamaModel, LoraLayers, shiftLabels } from '../../llama/model.js';
 import { emptyLlamaWeights, type LinearModule } from '../../llama/weights.js';
 import type { ResolvedConfig } from '../config.js';
 import type { Batch } from '../data/index.js';
@@ -121,24 +121,46 @@ function countingBatch(batchSize: number, seqLen: number): Batch {
   const n = batchSize * seqLen;
   const ids = new Int32Array(n);
   return {
-    inputIds: ids, labels: shiftLabels(ids, batchSize, seqLen), positionIds: Int32Array.from({ length: n }, (_, i) => i % seqLen),
-    segmentIds: new Int32Array(n).fill(1), attentionMask: new Uint8Array(n).fill(1), batchSize, seqLen, numTargetTokens: batchSize * (seqLen - 1), numExamples: batchSize,
+    inputIds: ids,
+    labels: shiftLabels(ids, batchSize, seqLen),
+    positionIds: Int32Array.from({ length: n }, (_, i) => i % seqLen),
+    segmentIds: new Int32Array(n).fill(1),
+    attentionMask: new Uint8Array(n).fill(1),
+    batchSize,
+    seqLen,
+    numTargetTokens: batchSize * (seqLen - 1),
+    numExamples: batchSize,
   };
 }
 
 /** An engine over a MetaDevice standing in for the engine's device, with a counting pool. */
 function metaEngine(s: TrainingMemoryShape): { meta: Engine; pool: CountingPool } {
   const real: Device = engine().dev;
-  const dev = new MetaDevice(real, s.maxBindingBytes !== undefined ? { maxStorageBufferBindingSize: s.maxBindingBytes } : {});
+  const dev = new MetaDevice(
+    real,
+    s.maxBindingBytes !== undefined ? { maxStorageBufferBindingSize: s.maxBindingBytes } : {},
+  );
   const pool = new CountingPool(dev);
   return { meta: new Engine(dev, { memory: null, pool }), pool };
 }
 
 /** The model of `s` on the current (meta) engine: empty weights, and LoRA leaves unless full training. */
 function countingModel(s: TrainingMemoryShape, config: LlamaConfig): LlamaModel {
-  const model = new LlamaModel(config, emptyLlamaWeights(config, { storage: s.storage, quantize: s.quantize === 'nf4' ? 'nf4' : null, doubleQuant: s.doubleQuant ?? false }));
+  const model = new LlamaModel(
+    config,
+    emptyLlamaWeights(config, {
+      storage: s.storage,
+      quantize: s.quantize === 'nf4' ? 'nf4' : null,
+      doubleQuant: s.doubleQuant ?? false,
+    }),
+  );
   if (s.method !== 'full' && s.lora) {
-    model.lora = LoraLayers.empty(config, { r: s.lora.r, loraAlpha: 2 * s.lora.r, loraDropout: s.lora.dropout ?? 0, targetModules: [...s.lora.targetModules] });
+    model.lora = LoraLayers.empty(config, {
+      r: s.lora.r,
+      loraAlpha: 2 * s.lora.r,
+      loraDropout: s.lora.dropout ?? 0,
+      targetModules: [...s.lora.targetModules],
+    });
   }
   return model;
 }
@@ -194,7 +216,9 @@ const estimates = new WeakMap<Device, Map<string, TrainingMemoryEstimate>>();
 function countStep(shape: TrainingMemoryShape): TrainingMemoryEstimate {
   const full = shape.method === 'full';
   if (full && (shape.quantize !== 'none' || shape.storage !== 'f32')) {
-    throw new RangeError(`full training keeps f32 master weights: quantize must be 'none' and storage 'f32' (got ${shape.quantize}, ${shape.storage})`);
+    throw new RangeError(
+      `full training keeps f32 master weights: quantize must be 'none' and storage 'f32' (got ${shape.quantize}, ${shape.storage})`,
+    );
   }
   const s: TrainingMemoryShape = full ? { ...shape, lora: null } : shape;
   const { meta, pool } = metaEngine(s);
@@ -311,7 +335,8 @@ export function estimateStep(
     method,
     quantize: cfg.model.quantize,
     storage: cfg.model.storage,
-    lora: method === 'full' ? null : { r: cfg.lora.r, targetModules: cfg.lora.target_modules, dropout: cfg.lora.dropout },
+    lora:
+      method === 'full' ? null : { r: cfg.lora.r, targetModules: cfg.lora.target_modules, dropout: cfg.lora.dropout },
     checkpointing: mode,
     maxBindingBytes: engine().dev.limits.maxStorageBufferBindingSize,
     precision: resolvePrecision(cfg.training.precision, engine().dev),
@@ -320,15 +345,25 @@ export function estimateStep(
 
 function deviceLine(memory: DeviceMemory | null): string {
   if (!memory) return 'device memory: unknown (set FINLLM_GPU_MEMORY, e.g. 24GB, to have it checked)';
-  const avail = memory.availableBytes !== null && memory.availableBytes !== memory.totalBytes ? `${formatBytes(memory.availableBytes)} available of ` : '';
+  const avail =
+    memory.availableBytes !== null && memory.availableBytes !== memory.totalBytes
+      ? `${formatBytes(memory.availableBytes)} available of `
+      : '';
   return `device memory: ${avail}${formatBytes(memory.totalBytes)}, from ${memory.source}`;
 }
 
 /** Lines printed before the first step: the estimate, its parts, the other modes, the device. */
-export function describeMemory(cfg: ResolvedConfig, config: LlamaConfig, batchSize: number, memory: DeviceMemory | null): string[] {
+export function describeMemory(
+  cfg: ResolvedConfig,
+  config: LlamaConfig,
+  batchSize: number,
+  memory: DeviceMemory | null,
+): string[] {
   const mode = cfg.training.grad_checkpointing;
   const e = estimateStep(cfg, config, batchSize, mode);
-  const others = CHECKPOINT_MODES.filter((m) => m !== mode).map((m) => `${m} ${formatBytes(estimateStep(cfg, config, batchSize, m).total)}`);
+  const others = CHECKPOINT_MODES.filter((m) => m !== mode).map(
+    (m) => `${m} ${formatBytes(estimateStep(cfg, config, batchSize, m).total)}`,
+  );
   const full = cfg.training.method === 'full';
   // Full training: the gradients at the peak are a main part, or (peak in the loss head) none yet.
   const gradients = e.gradients > 0 ? `, gradients ${formatBytes(e.gradients)}` : full ? ', no gradient yet' : '';
@@ -355,7 +390,12 @@ export function describeMemory(cfg: ResolvedConfig, config: LlamaConfig, batchSi
  * Without it (the estimate was already wrong, as after an out-of-memory stop) every change that
  * lowers the estimate is listed.
  */
-export function memoryAdvice(cfg: ResolvedConfig, config: LlamaConfig, batchSize: number, budget: number | null = null): string {
+export function memoryAdvice(
+  cfg: ResolvedConfig,
+  config: LlamaConfig,
+  batchSize: number,
+  budget: number | null = null,
+): string {
   const t = cfg.training;
   type Change = { b?: number; accum?: number; mode?: CheckpointMode; seq?: number; nf4?: boolean; lora?: boolean };
   const estimate = (over: Change) => {
@@ -365,7 +405,8 @@ export function memoryAdvice(cfg: ResolvedConfig, config: LlamaConfig, batchSize
       model: { ...cfg.model, quantize: over.nf4 ? 'nf4' : cfg.model.quantize },
       training: { ...t, method: over.lora ? 'lora' : t.method },
     };
-    return estimateStep(c, config, over.b ?? batchSize, over.mode ?? t.grad_checkpointing, over.accum ?? t.grad_accum).total;
+    return estimateStep(c, config, over.b ?? batchSize, over.mode ?? t.grad_checkpointing, over.accum ?? t.grad_accum)
+      .total;
   };
   const now = estimate({});
   const fits = (bytes: number) => budget === null || bytes <= budget;
@@ -388,18 +429,30 @@ export function memoryAdvice(cfg: ResolvedConfig, config: LlamaConfig, batchSize
   // A smaller micro-batch with grad_accum raised to keep the effective batch: every gradient then stays through the later micro-batches.
   const accumFor = (b: number) => Math.ceil((batchSize * t.grad_accum) / b);
   const b = batchSize > 1 ? lowered(batchSize, 1, (v) => estimate({ b: v, accum: accumFor(v) })) : null;
-  if (b !== null) tip(`training.batch_size (now ${batchSize}): ${b}`, { b, accum: accumFor(b) }, '; raise training.grad_accum to keep the effective batch, or set batch_size: auto');
+  if (b !== null)
+    tip(
+      `training.batch_size (now ${batchSize}): ${b}`,
+      { b, accum: accumFor(b) },
+      '; raise training.grad_accum to keep the effective batch, or set batch_size: auto',
+    );
   const seq = lowered(cfg.data.max_seq_len, 8, (v) => estimate({ seq: v }));
   if (seq !== null) tip(`data.max_seq_len (now ${cfg.data.max_seq_len}): ${seq}`, { seq });
   for (const mode of ['selective', 'full'] as const) {
-    if (CHECKPOINT_MODES.indexOf(mode) > CHECKPOINT_MODES.indexOf(t.grad_checkpointing)) tip(`training.grad_checkpointing: ${mode} (now ${t.grad_checkpointing})`, { mode });
+    if (CHECKPOINT_MODES.indexOf(mode) > CHECKPOINT_MODES.indexOf(t.grad_checkpointing))
+      tip(`training.grad_checkpointing: ${mode} (now ${t.grad_checkpointing})`, { mode });
   }
   if (t.method === 'full') {
     const qlora = estimate({ lora: true, nf4: true });
-    tip('training.method: lora (now full: adapters on the frozen model instead of training every weight)', { lora: true }, `, ~${formatBytes(qlora)} with model.quantize: nf4 as well`);
+    tip(
+      'training.method: lora (now full: adapters on the frozen model instead of training every weight)',
+      { lora: true },
+      `, ~${formatBytes(qlora)} with model.quantize: nf4 as well`,
+    );
   } else if (cfg.model.quantize !== 'nf4') tip('model.quantize: nf4 (now none)', { nf4: true });
-  if (tips.length) return `To fit${budget === null ? '' : ` in ${formatBytes(budget)}`}, change one of: ${tips.join('; ')}.`;
-  if (budget === null) return 'This is already the smallest configuration finllm can run; a device with more memory is needed.';
+  if (tips.length)
+    return `To fit${budget === null ? '' : ` in ${formatBytes(budget)}`}, change one of: ${tips.join('; ')}.`;
+  if (budget === null)
+    return 'This is already the smallest configuration finllm can run; a device with more memory is needed.';
 
   // No single change fits: every change that lowers the estimate, together, max_seq_len last and only as far as needed.
   const all: Change = {};
@@ -410,9 +463,11 @@ export function memoryAdvice(cfg: ResolvedConfig, config: LlamaConfig, batchSize
       parts.push(what);
     }
   };
-  if (batchSize > 1) add({ b: 1, accum: accumFor(1) }, `training.batch_size: 1 with training.grad_accum: ${accumFor(1)}`);
+  if (batchSize > 1)
+    add({ b: 1, accum: accumFor(1) }, `training.batch_size: 1 with training.grad_accum: ${accumFor(1)}`);
   for (const mode of ['selective', 'full'] as const) {
-    if (CHECKPOINT_MODES.indexOf(mode) > CHECKPOINT_MODES.indexOf(all.mode ?? t.grad_checkpointing)) add({ mode }, `training.grad_checkpointing: ${mode}`);
+    if (CHECKPOINT_MODES.indexOf(mode) > CHECKPOINT_MODES.indexOf(all.mode ?? t.grad_checkpointing))
+      add({ mode }, `training.grad_checkpointing: ${mode}`);
   }
   if (t.method === 'full') add({ lora: true, nf4: true }, 'training.method: lora with model.quantize: nf4');
   else if (cfg.model.quantize !== 'nf4') add({ nf4: true }, 'model.quantize: nf4');
@@ -430,7 +485,14 @@ export function memoryAdvice(cfg: ResolvedConfig, config: LlamaConfig, batchSize
  * The out-of-memory message of a run: what did not fit (buffer, pool, device), the estimate for
  * this configuration, what to change, and where the last checkpoint is.
  */
-export function outOfMemoryFailure(err: OutOfMemoryError, cfg: ResolvedConfig, config: LlamaConfig, batchSize: number, where: string, lastCheckpoint: string | null): RuntimeFailure {
+export function outOfMemoryFailure(
+  err: OutOfMemoryError,
+  cfg: ResolvedConfig,
+  config: LlamaConfig,
+  batchSize: number,
+  where: string,
+  lastCheckpoint: string | null,
+): RuntimeFailure {
   const est = estimateStep(cfg, config, batchSize);
   const resume = lastCheckpoint
     ? `The last checkpoint (${lastCheckpoint}) is intact: change the config and run again with --resume.`
@@ -466,13 +528,22 @@ export async function chooseAutoBatch(cfg: ResolvedConfig, model: LlamaModel): P
   const t = cfg.training;
   const capacity = engine().pool.capacityBytes;
   if (capacity === null) {
-    throw new InputError('batch_size: auto needs the device memory, which this platform does not report: set FINLLM_GPU_MEMORY (e.g. 24GB) or give a number', { key: 'training.batch_size' });
+    throw new InputError(
+      'batch_size: auto needs the device memory, which this platform does not report: set FINLLM_GPU_MEMORY (e.g. 24GB) or give a number',
+      { key: 'training.batch_size' },
+    );
   }
   const effective = t.effective_batch_size ?? AUTO_DEFAULT_BATCH * t.grad_accum;
   const estimate = (b: number) => estimateStep(cfg, model.config, b, t.grad_checkpointing, effective / b).total;
   const fitting = divisorsDescending(effective).filter((b) => estimate(b) <= AUTO_BATCH_HEADROOM * capacity);
   for (const b of fitting) {
-    const measured = await trialStep(model, b, cfg.data.max_seq_len, t.grad_checkpointing, resolvePrecision(t.precision, engine().dev));
+    const measured = await trialStep(
+      model,
+      b,
+      cfg.data.max_seq_len,
+      t.grad_checkpointing,
+      resolvePrecision(t.precision, engine().dev),
+    );
     if (measured !== null) return { batchSize: b, gradAccum: effective / b, estimate: estimate(b), measured };
   }
   const smallest = estimate(1);
@@ -487,7 +558,13 @@ export async function chooseAutoBatch(cfg: ResolvedConfig, model: LlamaModel): P
  * now), gradients dropped afterwards: the pool peak it reached (everything live included, as the
  * estimate counts it), or null when it ran out of memory.
  */
-export async function trialStep(model: LlamaModel, batchSize: number, seqLen: number, mode: CheckpointMode, precision?: Precision): Promise<number | null> {
+export async function trialStep(
+  model: LlamaModel,
+  batchSize: number,
+  seqLen: number,
+  mode: CheckpointMode,
+  precision?: Precision,
+): Promise<number | null> {
   const { dev, pool } = engine();
   const rng = new Rng(batchSize);
   const ids = Int32Array.from({ length: batchSize * seqLen }, () => rng.int(model.config.vocabSize));

@@ -12,15 +12,15 @@
 // runs one training step of a config outside a run.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { engine } from '../../engine/tensor.js';
 import { OutOfMemoryError } from '../../engine/device.js';
+import { engine } from '../../engine/tensor.js';
 import { InputError } from '../../errors.js';
+import { hubIdOfSnapshot } from '../../io/hub.js';
 import { Checkpoint, readSafetensorsF32 } from '../../io/safetensors.js';
+import { AdamW } from '../../kernels/optim.js';
 import { loadLlamaConfig } from '../../llama/config.js';
 import { LlamaModel } from '../../llama/model.js';
 import { saveModel } from '../../llama/save.js';
-import { AdamW } from '../../kernels/optim.js';
-import { hubIdOfSnapshot } from '../../io/hub.js';
 import type { ResolvedConfig } from '../config.js';
 import { refuseNonFinite } from './checkpoint.js';
 import { outOfMemoryFailure } from './memory.js';
@@ -38,7 +38,12 @@ export interface TrainingMethod {
   /** Reads a checkpoint's trained weights into the model's parameter tensors, in place (the optimizer holds them). */
   restore(model: LlamaModel, checkpointDir: string): Promise<void>;
   /** output.export_merged: writes <runDir>/merged and returns it, or says why nothing is merged and returns null. */
-  exportMerged(model: LlamaModel, cfg: ResolvedConfig, runDir: string, say: (message: string) => void): Promise<string | null>;
+  exportMerged(
+    model: LlamaModel,
+    cfg: ResolvedConfig,
+    runDir: string,
+    say: (message: string) => void,
+  ): Promise<string | null>;
   /** The result's adapterDir / modelDir of a run in `runDir`. */
   outputs(runDir: string): { adapterDir: string | null; modelDir: string | null };
 }
@@ -49,7 +54,14 @@ export const LoraAdapters: TrainingMethod = {
   outputFiles: ['adapter_model.safetensors', 'adapter_config.json'],
   attach(model, cfg) {
     model.initLora(
-      { r: cfg.lora.r, loraAlpha: cfg.lora.alpha, useRslora: cfg.lora.rslora, targetModules: cfg.lora.target_modules, loraDropout: cfg.lora.dropout, baseModelNameOrPath: hubIdOfSnapshot(cfg.model.path) ?? cfg.model.path },
+      {
+        r: cfg.lora.r,
+        loraAlpha: cfg.lora.alpha,
+        useRslora: cfg.lora.rslora,
+        targetModules: cfg.lora.target_modules,
+        loraDropout: cfg.lora.dropout,
+        baseModelNameOrPath: hubIdOfSnapshot(cfg.model.path) ?? cfg.model.path,
+      },
       cfg.training.seed,
     );
     return new AdamW(model.loraParameters(), { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay });
@@ -59,12 +71,18 @@ export const LoraAdapters: TrainingMethod = {
   },
   async restore(model, checkpointDir) {
     const adapterFile = join(checkpointDir, 'adapter', 'adapter_model.safetensors');
-    if (!existsSync(adapterFile)) throw new InputError('checkpoint has no LoRA adapter (was the run made with training.method full?)', { file: adapterFile });
+    if (!existsSync(adapterFile))
+      throw new InputError('checkpoint has no LoRA adapter (was the run made with training.method full?)', {
+        file: adapterFile,
+      });
     const saved = await readSafetensorsF32(adapterFile);
     refuseNonFinite(saved, adapterFile);
     for (const [name, t] of model.namedTrainableParameters()) {
       const data = saved.get(name);
-      if (!data || data.length !== t.numel) throw new InputError(`checkpoint adapter lacks '${name}' with ${t.numel} values (LoRA settings changed?)`, { file: adapterFile });
+      if (!data || data.length !== t.numel)
+        throw new InputError(`checkpoint adapter lacks '${name}' with ${t.numel} values (LoRA settings changed?)`, {
+          file: adapterFile,
+        });
       engine().dev.write(t.buffer, 0, data);
     }
   },
@@ -83,7 +101,11 @@ export const FullFineTuning: TrainingMethod = {
   outputFiles: ['model.safetensors', 'config.json'],
   attach(model, cfg) {
     const params = [...model.enableFullTraining().values()];
-    return new AdamW(params, { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay, noWeightDecay: params.filter((p) => p.shape.length === 1) });
+    return new AdamW(params, {
+      lr: cfg.training.lr,
+      weightDecay: cfg.training.weight_decay,
+      noWeightDecay: params.filter((p) => p.shape.length === 1),
+    });
   },
   async save(model, cfg, dir, opts = {}) {
     await saveModel(model, cfg.model.path, dir, opts.replace ? { replace: true } : {});
@@ -95,7 +117,10 @@ export const FullFineTuning: TrainingMethod = {
     try {
       const loaded = new Map<string, Float32Array>();
       for (const [name, t] of named) {
-        if (!ckpt.has(name)) throw new InputError(`checkpoint model lacks '${name}' (was the run made with training.method lora?)`, { file: modelDir });
+        if (!ckpt.has(name))
+          throw new InputError(`checkpoint model lacks '${name}' (was the run made with training.method lora?)`, {
+            file: modelDir,
+          });
         loaded.set(name, await ckpt.readF32(name, t.shape));
       }
       refuseNonFinite(loaded, modelDir);
@@ -144,7 +169,10 @@ export async function buildTrainingModel(cfg: ResolvedConfig): Promise<TrainingM
 
 async function loadForTraining(cfg: ResolvedConfig): Promise<LlamaModel> {
   try {
-    return await LlamaModel.load(cfg.model.path, { quantize: cfg.model.quantize === 'nf4' ? 'nf4' : undefined, storage: cfg.model.storage });
+    return await LlamaModel.load(cfg.model.path, {
+      quantize: cfg.model.quantize === 'nf4' ? 'nf4' : undefined,
+      storage: cfg.model.storage,
+    });
   } catch (err) {
     if (!(err instanceof OutOfMemoryError)) throw err;
     const config = await loadLlamaConfig(cfg.model.path);

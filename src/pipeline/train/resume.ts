@@ -55,15 +55,30 @@ export const trainerStateSchema = z
     precision: z.enum(['fp32', 'fp16-mixed']).optional(),
     /** fp16-mixed: the dynamic loss scaler's state (loss-scale.ts). */
     lossScaler: z
-      .object({ scale: finite.refine((v) => v > 0, 'expected a positive scale'), growthTracker: nonNegInt, skippedSteps: nonNegInt })
+      .object({
+        scale: finite.refine((v) => v > 0, 'expected a positive scale'),
+        growthTracker: nonNegInt,
+        skippedSteps: nonNegInt,
+      })
       .nullable()
       .optional(),
   })
   .superRefine((s, ctx) => {
-    if (s.step > s.totalSteps) ctx.addIssue({ code: 'custom', path: ['step'], message: `step ${s.step} is past totalSteps ${s.totalSteps}` });
-    if (s.losses.length > s.step) ctx.addIssue({ code: 'custom', path: ['losses'], message: `${s.losses.length} loss records for ${s.step} steps` });
+    if (s.step > s.totalSteps)
+      ctx.addIssue({ code: 'custom', path: ['step'], message: `step ${s.step} is past totalSteps ${s.totalSteps}` });
+    if (s.losses.length > s.step)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['losses'],
+        message: `${s.losses.length} loss records for ${s.step} steps`,
+      });
     s.losses.forEach((r, i) => {
-      if (r.step > s.step || (i > 0 && r.step <= s.losses[i - 1]!.step)) ctx.addIssue({ code: 'custom', path: ['losses', i, 'step'], message: `loss record steps must increase up to ${s.step}` });
+      if (r.step > s.step || (i > 0 && r.step <= s.losses[i - 1]!.step))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['losses', i, 'step'],
+          message: `loss record steps must increase up to ${s.step}`,
+        });
     });
   });
 
@@ -78,7 +93,8 @@ export function readTrainerState(file: string, step: number): TrainerState {
     throw new InputError(`cannot read checkpoint state: ${(err as Error).message}`, { file });
   }
   const st = parseWithSchema(trainerStateSchema, raw, file);
-  if (st.step !== step) throw new InputError(`says step ${st.step}, but it is in the checkpoint of step ${step}`, { file, key: 'step' });
+  if (st.step !== step)
+    throw new InputError(`says step ${st.step}, but it is in the checkpoint of step ${step}`, { file, key: 'step' });
   return st;
 }
 
@@ -88,8 +104,16 @@ export function readTrainerState(file: string, step: number): TrainerState {
  * checkpoint made from other examples (a fingerprint of their token ids), so a moved file is fine.
  */
 const HARMLESS_KEYS = [
-  'logging', 'eval', 'output.dir', 'output.export_merged', 'data.train', 'data.val',
-  'training.resume', 'training.save_every', 'training.keep_last_checkpoints', 'training.log_every',
+  'logging',
+  'eval',
+  'output.dir',
+  'output.export_merged',
+  'data.train',
+  'data.val',
+  'training.resume',
+  'training.save_every',
+  'training.keep_last_checkpoints',
+  'training.log_every',
 ];
 
 export interface ConfigDifference {
@@ -147,9 +171,12 @@ export function savedConfigFor(checkpointDir: string, runDir: string): { file: s
     try {
       value = YAML.parse(readFileSync(file, 'utf8'));
     } catch (err) {
-      throw new InputError(`cannot read the checkpoint's configuration: ${(err as Error).message.split('\n')[0]}`, { file });
+      throw new InputError(`cannot read the checkpoint's configuration: ${(err as Error).message.split('\n')[0]}`, {
+        file,
+      });
     }
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new InputError('expected the resolved configuration (a YAML mapping)', { file });
+    if (value === null || typeof value !== 'object' || Array.isArray(value))
+      throw new InputError('expected the resolved configuration (a YAML mapping)', { file });
     return { file, sections: value };
   }
   return null;
@@ -159,7 +186,12 @@ export function savedConfigFor(checkpointDir: string, runDir: string): { file: s
  * Compares the config of a resume with the checkpoint's. Returns the differences (to report);
  * throws an InputError listing them when any could change the result and `allowChange` is off.
  */
-export function checkResumeConfig(cfg: ResolvedConfig, checkpointDir: string, runDir: string, allowChange: boolean): ConfigDifference[] {
+export function checkResumeConfig(
+  cfg: ResolvedConfig,
+  checkpointDir: string,
+  runDir: string,
+  allowChange: boolean,
+): ConfigDifference[] {
   const saved = savedConfigFor(checkpointDir, runDir);
   if (!saved) return [];
   const diffs = configDifferences(saved.sections, configSections(cfg));

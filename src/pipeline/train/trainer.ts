@@ -19,32 +19,62 @@
 // (where fp32 stops the run) and halves the scale; otherwise it unscales inside the AdamW update
 // (grad · clip / scale). Trained weights, gradients and AdamW moments stay f32 (master weights).
 import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import YAML from 'yaml';
+import { backward, noGrad, zeroGrad } from '../../engine/autograd.js';
+import { OutOfMemoryError } from '../../engine/device.js';
+import {
+  computePrecision,
+  type Precision,
+  precisionUnsupported,
+  resolvePrecision,
+  setComputePrecision,
+} from '../../engine/precision.js';
+import { engine, initEngine, Tensor, tidy } from '../../engine/tensor.js';
+import { InputError, NonFiniteError } from '../../errors.js';
 import { ensureFolderSync, removeStaleTemps, writeFileAtomic } from '../../io/atomic.js';
 import { describeNonFinite, nonFiniteCount } from '../../io/finite.js';
-import { join } from 'node:path';
-import { backward, noGrad, zeroGrad } from '../../engine/autograd.js';
-import { engine, initEngine, Tensor, tidy } from '../../engine/tensor.js';
-import { computePrecision, precisionUnsupported, resolvePrecision, setComputePrecision, type Precision } from '../../engine/precision.js';
-import { DynamicLossScaler, skippedStep } from './loss-scale.js';
-import { scale } from '../../kernels/elementwise.js';
-import { AdamW, gradNormCoef } from '../../kernels/optim.js';
-import { InputError, NonFiniteError } from '../../errors.js';
-import { loadLlamaConfig } from '../../llama/config.js';
-import type { LlamaModel, CheckpointMode } from '../../llama/model.js';
-import { OutOfMemoryError } from '../../engine/device.js';
-import YAML from 'yaml';
-import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import { readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
-import { RESOLVED_CONFIG_NAME, saveResolvedConfig, withLocalModel, type ResolvedConfig } from '../config.js';
-import { AUTO_BATCH_HEADROOM, chooseAutoBatch, describeMemory, estimateStep, memoryAdvice, outOfMemoryFailure } from './memory.js';
-import { createDataLoader, prepareData, saveReport, formatReport, type Batch, type DataLoader, type DataLoaderState, type PreparedData, type TokenizedExample } from '../data/index.js';
-import { checkCheckpointFolders, latestCheckpoint, readJsonSync, refuseNonFinite, saveCheckpoint, writeJsonSync } from './checkpoint.js';
-import { ConsoleProgress, JsonlMetrics, formatBytes, type MetricRecord, type ScalarSink } from './logging.js';
-import { lrAt, resolveWarmup, type ScheduleSpec } from './schedule.js';
-import { checkResumeConfig, formatDifferences, readTrainerState, type TrainerState } from './resume.js';
-import { checkBatchFitsData, checkSeqLenFitsModel, describeSources, nonFiniteStep } from './checks.js';
 import { TensorBoardWriter } from '../../io/tfevents.js';
+import { scale } from '../../kernels/elementwise.js';
+import { type AdamW, gradNormCoef } from '../../kernels/optim.js';
+import { loadLlamaConfig } from '../../llama/config.js';
+import type { CheckpointMode, LlamaModel } from '../../llama/model.js';
+import { LlamaTokenizer } from '../../llama/tokenizer.js';
+import { RESOLVED_CONFIG_NAME, type ResolvedConfig, saveResolvedConfig, withLocalModel } from '../config.js';
+import {
+  type Batch,
+  createDataLoader,
+  type DataLoader,
+  type DataLoaderState,
+  formatReport,
+  type PreparedData,
+  prepareData,
+  saveReport,
+  type TokenizedExample,
+} from '../data/index.js';
+import {
+  checkCheckpointFolders,
+  latestCheckpoint,
+  readJsonSync,
+  refuseNonFinite,
+  saveCheckpoint,
+  writeJsonSync,
+} from './checkpoint.js';
+import { checkBatchFitsData, checkSeqLenFitsModel, describeSources, nonFiniteStep } from './checks.js';
+import { ConsoleProgress, formatBytes, JsonlMetrics, type MetricRecord, type ScalarSink } from './logging.js';
+import { DynamicLossScaler, skippedStep } from './loss-scale.js';
+import {
+  AUTO_BATCH_HEADROOM,
+  chooseAutoBatch,
+  describeMemory,
+  estimateStep,
+  memoryAdvice,
+  outOfMemoryFailure,
+} from './memory.js';
 import { buildTrainingModel, type TrainingMethod } from './methods.js';
+import { checkResumeConfig, formatDifferences, readTrainerState, type TrainerState } from './resume.js';
+import { lrAt, resolveWarmup, type ScheduleSpec } from './schedule.js';
 
 const SUMMARY_FILE = 'train-summary.json';
 
@@ -95,7 +125,6 @@ export interface TrainResult {
   lossScaling: { scale: number; skippedSteps: number } | null;
 }
 
-
 /** Mixes (seed, step, micro-batch) into the LoRA dropout seed of that forward pass. */
 export function dropoutSeed(seed: number, step: number, micro: number): number {
   let h = (seed ^ 0x9e3779b9) >>> 0;
@@ -140,9 +169,18 @@ export interface StepResult {
  * then the loss and the global gradient norm are read back and checked (nonFiniteStep: a
  * NonFiniteError, nothing applied), then clipping, the AdamW update and zeroing of the gradients.
  */
-export async function trainStep(model: LlamaModel, optimizer: AdamW, batches: Batch[], o: StepOptions): Promise<StepResult> {
+export async function trainStep(
+  model: LlamaModel,
+  optimizer: AdamW,
+  batches: Batch[],
+  o: StepOptions,
+): Promise<StepResult> {
   const total = batches.reduce((s, b) => s + b.numTargetTokens, 0);
-  if (total === 0) throw new InputError(`step ${o.stepIndex + 1}: every label in the batch is masked (-100); check response_only_loss and max_seq_len`, { key: 'data' });
+  if (total === 0)
+    throw new InputError(
+      `step ${o.stepIndex + 1}: every label in the batch is masked (-100); check response_only_loss and max_seq_len`,
+      { key: 'data' },
+    );
   model.training = true;
   const params = model.trainableParameters();
   const weighted: Tensor[] = [];
@@ -236,7 +274,12 @@ export class TrainingRun {
     const ls = cfg.training.loss_scaling;
     this.scaler =
       precision === 'fp16-mixed'
-        ? new DynamicLossScaler({ initScale: ls.init_scale, growthFactor: ls.growth_factor, backoffFactor: ls.backoff_factor, growthInterval: ls.growth_interval })
+        ? new DynamicLossScaler({
+            initScale: ls.init_scale,
+            growthFactor: ls.growth_factor,
+            backoffFactor: ls.backoff_factor,
+            growthInterval: ls.growth_interval,
+          })
         : null;
     // The precision is process-wide (the engine's GEMMs read it); dispose() puts the previous one back.
     this.previousPrecision = computePrecision();
@@ -264,7 +307,8 @@ export class TrainingRun {
    */
   private isComplete(): boolean {
     const st = this.state;
-    if (!(st.step >= st.totalSteps || st.stoppedEarly === true) || !existsSync(join(this.runDir, SUMMARY_FILE))) return false;
+    if (!(st.step >= st.totalSteps || st.stoppedEarly === true) || !existsSync(join(this.runDir, SUMMARY_FILE)))
+      return false;
     const last = latestCheckpoint(this.runDir);
     if (last?.step !== st.step) return false;
     const same = (f: string) => {
@@ -287,13 +331,22 @@ export class TrainingRun {
     let cfg = await withLocalModel(configured, { quiet: opts.quiet === true || !configured.logging.console });
     const precision = resolvePrecision(cfg.training.precision, dev);
     const unsupported = precisionUnsupported(precision, dev);
-    if (unsupported) throw new InputError(`${unsupported}; set training.precision: fp32 (or auto)`, { key: 'training.precision' });
+    if (unsupported)
+      throw new InputError(`${unsupported}; set training.precision: fp32 (or auto)`, { key: 'training.precision' });
     const runDir = cfg.output.dir;
     const modelConfig = await loadLlamaConfig(cfg.model.path);
     checkSeqLenFitsModel(cfg, modelConfig);
     ensureFolderSync(runDir);
     // Temps of a run killed while writing these (the writers clean their own too; a finished run writes none).
-    for (const f of ['data-report.json', RESOLVED_CONFIG_NAME, SUMMARY_FILE, 'metrics.jsonl', 'adapter/adapter_model.safetensors', 'adapter/adapter_config.json']) removeStaleTemps(join(runDir, f));
+    for (const f of [
+      'data-report.json',
+      RESOLVED_CONFIG_NAME,
+      SUMMARY_FILE,
+      'metrics.jsonl',
+      'adapter/adapter_model.safetensors',
+      'adapter/adapter_config.json',
+    ])
+      removeStaleTemps(join(runDir, f));
     // A step-N folder that is not a complete checkpoint is refused before anything runs (checkpoint.ts).
     checkCheckpointFolders(runDir);
     const latest = latestCheckpoint(runDir);
@@ -307,21 +360,38 @@ export class TrainingRun {
     const data = await prepareData(cfg, tokenizer);
     checkBatchFitsData(cfg, data.train.length);
     log(formatReport(data.report));
-    if (data.val.length === 0) log('warning: no validation examples (set data.val or data.val_split); validation is skipped');
+    if (data.val.length === 0)
+      log('warning: no validation examples (set data.val or data.val_split); validation is skipped');
 
     if (data.train.some((e) => e.inputIds.some((id) => id >= modelConfig.vocabSize))) {
-      throw new InputError(`the tokenizer produces ids outside the model's vocabulary (${modelConfig.vocabSize})`, { file: join(cfg.model.path, 'tokenizer.json') });
+      throw new InputError(`the tokenizer produces ids outside the model's vocabulary (${modelConfig.vocabSize})`, {
+        file: join(cfg.model.path, 'tokenizer.json'),
+      });
     }
     const { model, method, optimizer } = await buildTrainingModel(cfg);
-    log(`precision: ${precision}${cfg.training.precision === 'auto' ? ` (auto: ${dev.hasF16SubgroupMatrix() ? 'the adapter has f16 subgroup matrices' : 'no f16 subgroup matrices on this adapter'})` : ''}`);
+    log(
+      `precision: ${precision}${cfg.training.precision === 'auto' ? ` (auto: ${dev.hasF16SubgroupMatrix() ? 'the adapter has f16 subgroup matrices' : 'no f16 subgroup matrices on this adapter'})` : ''}`,
+    );
     if (precision === 'fp16-mixed' && model.weights.outOfF16Range.length) {
-      log(`fp16-mixed: ${model.weights.outOfF16Range.length} weight(s) exceed the f16 range (|w| > 65504) and stay on the f32 GEMM path: ${model.weights.outOfF16Range.join(', ')}`);
+      log(
+        `fp16-mixed: ${model.weights.outOfF16Range.length} weight(s) exceed the f16 range (|w| > 65504) and stay on the f32 GEMM path: ${model.weights.outOfF16Range.join(', ')}`,
+      );
     }
     if (cfg.training.batch_size === 'auto') {
       const picked = chosenBefore ? null : await chooseAutoBatch(cfg, model);
       const chosen = chosenBefore ?? picked!;
-      cfg = { ...cfg, training: { ...cfg.training, batch_size: chosen.batchSize, grad_accum: chosen.gradAccum, effective_batch_size: null } };
-      const how = picked ? `estimate ${formatBytes(picked.estimate)}, trial step ${formatBytes(picked.measured)}` : `as chosen when ${runDir} started`;
+      cfg = {
+        ...cfg,
+        training: {
+          ...cfg.training,
+          batch_size: chosen.batchSize,
+          grad_accum: chosen.gradAccum,
+          effective_batch_size: null,
+        },
+      };
+      const how = picked
+        ? `estimate ${formatBytes(picked.estimate)}, trial step ${formatBytes(picked.measured)}`
+        : `as chosen when ${runDir} started`;
       const note = `batch_size: auto -> ${chosen.batchSize} x grad_accum ${chosen.gradAccum} = ${chosen.batchSize * chosen.gradAccum} sequences per step (${how})`;
       log(note);
       configNotes.push(note);
@@ -329,17 +399,40 @@ export class TrainingRun {
     for (const line of describeMemory(cfg, model.config, microBatch(cfg), engine().memory)) log(line);
     const estimate = estimateStep(cfg, model.config, microBatch(cfg)).total;
     const capacity = engine().pool.capacityBytes;
-    if (capacity !== null && estimate > capacity) log(`warning: the estimate exceeds the device memory; the run will likely stop out of memory. ${memoryAdvice(cfg, model.config, microBatch(cfg), AUTO_BATCH_HEADROOM * capacity)}`);
+    if (capacity !== null && estimate > capacity)
+      log(
+        `warning: the estimate exceeds the device memory; the run will likely stop out of memory. ${memoryAdvice(cfg, model.config, microBatch(cfg), AUTO_BATCH_HEADROOM * capacity)}`,
+      );
     const loader = createDataLoader(data.train, cfg, tokenizer, 'train');
     const t = cfg.training;
     const batchesPerEpoch = loader.batchesInEpoch(0);
     const totalSteps = t.max_steps ?? Math.max(1, Math.ceil((batchesPerEpoch * t.epochs) / t.grad_accum));
-    const schedule: ScheduleSpec = { kind: t.schedule, baseLr: t.lr, warmupSteps: resolveWarmup(totalSteps, t.warmup_steps, t.warmup_ratio), totalSteps };
-    const trainer = new TrainingRun(cfg, runDir, tokenizer, data, model, method, optimizer, loader, schedule, opts, precision);
+    const schedule: ScheduleSpec = {
+      kind: t.schedule,
+      baseLr: t.lr,
+      warmupSteps: resolveWarmup(totalSteps, t.warmup_steps, t.warmup_ratio),
+      totalSteps,
+    };
+    const trainer = new TrainingRun(
+      cfg,
+      runDir,
+      tokenizer,
+      data,
+      model,
+      method,
+      optimizer,
+      loader,
+      schedule,
+      opts,
+      precision,
+    );
 
     if (latest && resuming) await trainer.restore(latest);
     else if (latest) {
-      throw new InputError(`${runDir} already holds checkpoints (latest step ${latest.step}); pass --resume, set training.resume: auto, or choose another output.dir`, { key: 'output.dir' });
+      throw new InputError(
+        `${runDir} already holds checkpoints (latest step ${latest.step}); pass --resume, set training.resume: auto, or choose another output.dir`,
+        { key: 'output.dir' },
+      );
     } else {
       // A fresh run: drop logs of an earlier run in the same folder.
       rmSync(join(runDir, 'metrics.jsonl'), { force: true });
@@ -347,7 +440,8 @@ export class TrainingRun {
     }
     trainer.complete = latest !== null && trainer.isComplete();
     if (!trainer.complete) {
-      if (latest) trainer.progress.message(`resumed from ${latest.dir} (step ${trainer.state.step}/${trainer.state.totalSteps})`);
+      if (latest)
+        trainer.progress.message(`resumed from ${latest.dir} (step ${trainer.state.step}/${trainer.state.totalSteps})`);
       // Written once the run is known to go on: a finished run folder is left as it is.
       saveResolvedConfig(cfg, runDir, configNotes);
       saveReport(data.report, join(runDir, 'data-report.json'));
@@ -364,7 +458,8 @@ export class TrainingRun {
   private log(rec: { step: number } & Record<string, number | null>): void {
     const full: MetricRecord = { ...rec, time: (Date.now() - this.startTime) / 1000 };
     this.metrics?.write(full);
-    for (const [k, v] of Object.entries(rec)) if (k !== 'step' && typeof v === 'number') this.tb?.scalar(k, v, rec.step);
+    for (const [k, v] of Object.entries(rec))
+      if (k !== 'step' && typeof v === 'number') this.tb?.scalar(k, v, rec.step);
   }
 
   /** Requests a clean stop: the current step finishes, a checkpoint is written, train() returns. */
@@ -391,7 +486,10 @@ export class TrainingRun {
       this.model.training = wasTraining;
     }
     if (count === 0) return null;
-    if (!Number.isFinite(sum)) throw new NonFiniteError(`the validation loss is ${sum}: the model's forward pass overflows on the validation data`);
+    if (!Number.isFinite(sum))
+      throw new NonFiniteError(
+        `the validation loss is ${sum}: the model's forward pass overflows on the validation data`,
+      );
     return sum / count;
   }
 
@@ -459,21 +557,50 @@ export class TrainingRun {
         const tokPerSec = (st.tokensSeen - tokensAtStart) / Math.max(elapsed, 1e-9);
         const mem = engine().pool.stats();
         if (st.step % t.log_every === 0 || st.step === st.totalSteps || r.skipped) {
-          const scaling: Record<string, number> = this.scaler ? { loss_scale: lossScale!, skipped_steps: this.scaler.skippedSteps } : {};
-          this.log({ step: st.step, loss: r.loss, lr, grad_norm: r.gradNorm, tokens_per_sec: tokPerSec, gpu_live_bytes: mem.liveBytes, gpu_peak_bytes: mem.peakBytes, ...scaling });
+          const scaling: Record<string, number> = this.scaler
+            ? { loss_scale: lossScale!, skipped_steps: this.scaler.skippedSteps }
+            : {};
+          this.log({
+            step: st.step,
+            loss: r.loss,
+            lr,
+            grad_norm: r.gradNorm,
+            tokens_per_sec: tokPerSec,
+            gpu_live_bytes: mem.liveBytes,
+            gpu_peak_bytes: mem.peakBytes,
+            ...scaling,
+          });
         }
-        this.progress.update({ step: st.step, loss: r.loss, lr, tokensPerSec: tokPerSec, elapsed, memBytes: mem.liveBytes, gradNorm: r.gradNorm, ...(this.scaler ? { lossScale: this.scaler.scale } : {}) });
+        this.progress.update({
+          step: st.step,
+          loss: r.loss,
+          lr,
+          tokensPerSec: tokPerSec,
+          elapsed,
+          memBytes: mem.liveBytes,
+          gradNorm: r.gradNorm,
+          ...(this.scaler ? { lossScale: this.scaler.scale } : {}),
+        });
         this.warnMemory(mem.peakBytes);
 
         stoppedEarly = await this.evaluate();
-        if ((t.save_every > 0 && st.step % t.save_every === 0) || this.stopRequested || stoppedEarly) await this.checkpoint();
+        if ((t.save_every > 0 && st.step % t.save_every === 0) || this.stopRequested || stoppedEarly)
+          await this.checkpoint();
         if (stoppedEarly) break;
       }
-      if (!this.stopRequested && !stoppedEarly && latestCheckpoint(this.runDir)?.step !== st.step) await this.checkpoint();
+      if (!this.stopRequested && !stoppedEarly && latestCheckpoint(this.runDir)?.step !== st.step)
+        await this.checkpoint();
     } catch (err) {
       if (!(err instanceof OutOfMemoryError)) throw err;
       const last = latestCheckpoint(this.runDir);
-      throw outOfMemoryFailure(err, this.cfg, this.model.config, microBatch(this.cfg), `at step ${st.step + 1}`, last ? last.dir : null);
+      throw outOfMemoryFailure(
+        err,
+        this.cfg,
+        this.model.config,
+        microBatch(this.cfg),
+        `at step ${st.step + 1}`,
+        last ? last.dir : null,
+      );
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
@@ -482,7 +609,9 @@ export class TrainingRun {
     }
     await this.method.save(this.model, this.cfg, join(this.runDir, this.method.outputDir), { replace: true });
     const mergedDir =
-      this.cfg.output.export_merged && !this.stopRequested ? await this.method.exportMerged(this.model, this.cfg, this.runDir, (m) => this.progress.message(m)) : null;
+      this.cfg.output.export_merged && !this.stopRequested
+        ? await this.method.exportMerged(this.model, this.cfg, this.runDir, (m) => this.progress.message(m))
+        : null;
     const elapsed = (Date.now() - runStart) / 1000;
     const result: TrainResult = {
       ...this.progressFields(),
@@ -507,7 +636,8 @@ export class TrainingRun {
   private async evaluate(): Promise<boolean> {
     const t = this.cfg.training;
     const st = this.state;
-    const evalNow = this.data.val.length > 0 && ((t.eval_every > 0 && st.step % t.eval_every === 0) || st.step === st.totalSteps);
+    const evalNow =
+      this.data.val.length > 0 && ((t.eval_every > 0 && st.step % t.eval_every === 0) || st.step === st.totalSteps);
     if (!evalNow) return false;
     const vl = (await this.validate())!;
     st.valLosses.push({ step: st.step, loss: vl });
@@ -526,7 +656,10 @@ export class TrainingRun {
   }
 
   /** The parts of a TrainResult that come from the trainer state. */
-  private progressFields(): Pick<TrainResult, 'runDir' | 'steps' | 'losses' | 'valLosses' | 'finalValLoss' | 'initialValLoss'> {
+  private progressFields(): Pick<
+    TrainResult,
+    'runDir' | 'steps' | 'losses' | 'valLosses' | 'finalValLoss' | 'initialValLoss'
+  > {
     const st = this.state;
     return {
       runDir: this.runDir,
@@ -541,7 +674,9 @@ export class TrainingRun {
   /** The result of a finished run, from its summary; nothing is written. */
   private completedResult(): TrainResult {
     const st = this.state;
-    this.progress.message(`the run in ${this.runDir} is already complete (step ${st.step}/${st.totalSteps}${st.stoppedEarly ? ', early stopping' : ''}); nothing to do`);
+    this.progress.message(
+      `the run in ${this.runDir} is already complete (step ${st.step}/${st.totalSteps}${st.stoppedEarly ? ', early stopping' : ''}); nothing to do`,
+    );
     const summary = readJsonSync<Partial<TrainResult>>(join(this.runDir, SUMMARY_FILE));
     return {
       ...this.progressFields(),
@@ -596,7 +731,8 @@ export class TrainingRun {
         entries.push({ name: `${name}.exp_avg_sq`, dtype: 'F32', shape: [m.expAvgSq.length], data: m.expAvgSq });
       });
       const bad = entries.map((e) => ({ name: e.name, count: nonFiniteCount(e.data) })).filter((f) => f.count > 0);
-      if (bad.length > 0) throw new NonFiniteError(`refusing to write checkpoint ${st.step}: ${describeNonFinite(bad)}`);
+      if (bad.length > 0)
+        throw new NonFiniteError(`refusing to write checkpoint ${st.step}: ${describeNonFinite(bad)}`);
       await writeSafetensors(join(tmp, 'optimizer.safetensors'), entries, { step: String(opt.step) });
       saveResolvedConfig(this.cfg, tmp); // what resume compares its config with
       writeJsonSync(join(tmp, 'trainer_state.json'), st);
@@ -617,10 +753,16 @@ export class TrainingRun {
         { file: join(dir, 'trainer_state.json') },
       );
     }
-    if (diffs.length > 0) this.progress.message(`warning: resuming with settings that differ from the checkpoint's: ${formatDifferences(diffs)}`);
+    if (diffs.length > 0)
+      this.progress.message(
+        `warning: resuming with settings that differ from the checkpoint's: ${formatDifferences(diffs)}`,
+      );
     if (st.totalSteps !== this.schedule.totalSteps) {
       if (!this.opts.allowConfigChange) {
-        throw new InputError(`checkpoint was made for ${st.totalSteps} total steps but the config now gives ${this.schedule.totalSteps}; resume with the same training settings or pass --allow-config-change`, { file: join(dir, 'trainer_state.json') });
+        throw new InputError(
+          `checkpoint was made for ${st.totalSteps} total steps but the config now gives ${this.schedule.totalSteps}; resume with the same training settings or pass --allow-config-change`,
+          { file: join(dir, 'trainer_state.json') },
+        );
       }
       st.totalSteps = this.schedule.totalSteps;
     }
@@ -646,7 +788,10 @@ export class TrainingRun {
         const m = tensors.get(`${n}.exp_avg`);
         const v = tensors.get(`${n}.exp_avg_sq`);
         if (!m || !v) throw new InputError(`optimizer state for '${n}' is missing`, { file: optimizerFile });
-        if (m.length !== named.get(n)!.numel || v.length !== m.length) throw new InputError(`optimizer state for '${n}' has ${m.length} values, expected ${named.get(n)!.numel}`, { file: optimizerFile });
+        if (m.length !== named.get(n)!.numel || v.length !== m.length)
+          throw new InputError(`optimizer state for '${n}' has ${m.length} values, expected ${named.get(n)!.numel}`, {
+            file: optimizerFile,
+          });
         return { expAvg: m, expAvgSq: v };
       }),
     });
@@ -657,7 +802,9 @@ export class TrainingRun {
     // Metrics logged after this checkpoint by the interrupted run are dropped, so the log reads as one run.
     const metricsPath = join(this.runDir, 'metrics.jsonl');
     if (existsSync(metricsPath)) {
-      const lines = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l.trim() !== '');
+      const lines = readFileSync(metricsPath, 'utf8')
+        .split('\n')
+        .filter((l) => l.trim() !== '');
       const kept = lines.filter((l) => {
         try {
           return (JSON.parse(l) as MetricRecord).step <= st.step;
@@ -687,7 +834,9 @@ function microBatch(cfg: ResolvedConfig): number {
 function resolvedBatch(runDir: string): { batchSize: number; gradAccum: number } | null {
   const file = join(runDir, RESOLVED_CONFIG_NAME);
   if (!existsSync(file)) return null;
-  const saved = YAML.parse(readFileSync(file, 'utf8')) as { training?: { batch_size?: unknown; grad_accum?: unknown } } | null;
+  const saved = YAML.parse(readFileSync(file, 'utf8')) as {
+    training?: { batch_size?: unknown; grad_accum?: unknown };
+  } | null;
   const b = saved?.training?.batch_size;
   const a = saved?.training?.grad_accum;
   return typeof b === 'number' && typeof a === 'number' ? { batchSize: b, gradAccum: a } : null;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { DataLoader, makeRng, type DataLoaderOptions } from '../../../src/pipeline/data/loader.js';
-import { IGNORE_INDEX, type Batch, type TokenizedExample } from '../../../src/pipeline/data/types.js';
+import { DataLoader, type DataLoaderOptions, makeRng } from '../../../src/pipeline/data/loader.js';
+import { type Batch, IGNORE_INDEX, type TokenizedExample } from '../../../src/pipeline/data/types.js';
 
 /** Synthetic example: ids encode (example, position) so we can trace every token; prompt of 2 masked. */
 function makeExamples(n: number, seed = 1, minLen = 3, maxLen = 40): TokenizedExample[] {
@@ -20,11 +20,19 @@ function makeExamples(n: number, seed = 1, minLen = 3, maxLen = 40): TokenizedEx
 
 const exampleOf = (id: number) => Math.floor(id / 1000) - 1;
 const PAD = 0;
-const base = (over: Partial<DataLoaderOptions> = {}): DataLoaderOptions => ({ batchSize: 4, maxSeqLen: 64, packing: false, seed: 7, padId: PAD, ...over });
+const base = (over: Partial<DataLoaderOptions> = {}): DataLoaderOptions => ({
+  batchSize: 4,
+  maxSeqLen: 64,
+  packing: false,
+  seed: 7,
+  padId: PAD,
+  ...over,
+});
 
 function examplesIn(b: Batch): number[] {
   const out: number[] = [];
-  for (let i = 0; i < b.inputIds.length; i++) if (b.positionIds[i] === 0 && b.attentionMask[i] === 1) out.push(exampleOf(b.inputIds[i]!));
+  for (let i = 0; i < b.inputIds.length; i++)
+    if (b.positionIds[i] === 0 && b.attentionMask[i] === 1) out.push(exampleOf(b.inputIds[i]!));
   return out;
 }
 
@@ -45,7 +53,8 @@ function checkBatchInvariants(b: Batch, examples: TokenizedExample[]): void {
       const pos = b.positionIds[i]!;
       expect(b.inputIds[i]).toBe(ex.inputIds[pos]);
       const lastOfExample = t + 1 === T || b.segmentIds[i + 1] !== b.segmentIds[i];
-      if (lastOfExample) expect(b.labels[i]).toBe(IGNORE_INDEX); // never predict across a boundary
+      if (lastOfExample)
+        expect(b.labels[i]).toBe(IGNORE_INDEX); // never predict across a boundary
       else expect(b.labels[i]).toBe(ex.labels[pos]);
       if (b.labels[i] !== IGNORE_INDEX) {
         targets++;
@@ -88,7 +97,8 @@ describe('DataLoader (padded, length-bucketed)', () => {
   });
 
   it('order is a function of the seed and epoch', () => {
-    const ids = (seed: number, epoch: number) => [...new DataLoader(examples, base({ seed })).epochBatches(epoch)].map(examplesIn);
+    const ids = (seed: number, epoch: number) =>
+      [...new DataLoader(examples, base({ seed })).epochBatches(epoch)].map(examplesIn);
     expect(ids(7, 0)).toEqual(ids(7, 0));
     expect(ids(7, 0)).not.toEqual(ids(8, 0));
     expect(ids(7, 0)).not.toEqual(ids(7, 1));

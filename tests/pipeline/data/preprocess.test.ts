@@ -1,8 +1,25 @@
 import { describe, expect, it } from 'vitest';
-import { normalizeSpeakerTurns, normalizeUnicode, normalizeWhitespace, preprocessText } from '../../../src/pipeline/data/preprocess.js';
+import {
+  normalizeSpeakerTurns,
+  normalizeUnicode,
+  normalizeWhitespace,
+  preprocessText,
+} from '../../../src/pipeline/data/preprocess.js';
 
 describe('financial text preprocessing', () => {
-  const FIGURES = ['$2.31 billion', '12.8%', '(3.2)%', '€0.52', '60 bps', '1,234.5', '£1.2bn', '¥150', '-4.5%', '+0.3 pts', 'Q3 FY2024'];
+  const FIGURES = [
+    '$2.31 billion',
+    '12.8%',
+    '(3.2)%',
+    '€0.52',
+    '60 bps',
+    '1,234.5',
+    '£1.2bn',
+    '¥150',
+    '-4.5%',
+    '+0.3 pts',
+    'Q3 FY2024',
+  ];
 
   it('keeps numbers, currencies, percentages and bps byte-for-byte', () => {
     const text = `Revenue was $2.31 billion, up 12.8%; margin moved (3.2)% and EPS was €0.52.\nSpread widened 60 bps to 1,234.5 — the widest since 2019. Others: ${FIGURES.join(', ')}.`;
@@ -56,6 +73,8 @@ describe('financial text preprocessing', () => {
     const filing = 'Note: amounts in millions.\nRevenue: $1,234.5 for the year.\n\nSecond paragraph stays.';
     expect(preprocessText(filing)).toBe(filing);
     // but a transcript with several speakers is normalized
-    expect(preprocessText('Operator: Hi.\nJohn Smith -- CFO: Hello,\nall.')).toBe('Operator: Hi.\nJohn Smith (CFO): Hello, all.');
+    expect(preprocessText('Operator: Hi.\nJohn Smith -- CFO: Hello,\nall.')).toBe(
+      'Operator: Hi.\nJohn Smith (CFO): Hello, all.',
+    );
   });
 });

@@ -3,13 +3,17 @@
 // starts; which templates a server can take a bare prompt with, and where a refusal points.
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../../src/errors.js';
-import { DEFAULT_COLUMNS, type ColumnMapping } from '../../../src/pipeline/config.js';
-import { layOutPrompt, servingPromptLayout, type PromptSettings } from '../../../src/pipeline/data/prompt-layout.js';
+import { type ColumnMapping, DEFAULT_COLUMNS } from '../../../src/pipeline/config.js';
 import { DEFAULT_PREPROCESS } from '../../../src/pipeline/data/preprocess.js';
+import { layOutPrompt, type PromptSettings, servingPromptLayout } from '../../../src/pipeline/data/prompt-layout.js';
 import { applyTemplate, type ConcreteTemplate } from '../../../src/pipeline/data/templates.js';
 
 const PROMPT = 'Revenue rose 9% to $2.31 billion.';
-const settings = (template: PromptSettings['template'], columns: Partial<ColumnMapping> = {}): PromptSettings => ({ template, columns: { ...DEFAULT_COLUMNS, ...columns }, preprocess: DEFAULT_PREPROCESS });
+const settings = (template: PromptSettings['template'], columns: Partial<ColumnMapping> = {}): PromptSettings => ({
+  template,
+  columns: { ...DEFAULT_COLUMNS, ...columns },
+  preprocess: DEFAULT_PREPROCESS,
+});
 
 /** Full training records with PROMPT in the main field (and a response), per template. */
 const RECORDS: Record<Exclude<ConcreteTemplate, 'qa'>, Record<string, unknown>> = {
@@ -18,12 +22,20 @@ const RECORDS: Record<Exclude<ConcreteTemplate, 'qa'>, Record<string, unknown>> 
   summarization: { text: PROMPT, summary: 'Revenue up.' },
   completion: { prompt: PROMPT, response: 'Margins held.' },
   alpaca: { instruction: PROMPT, output: 'Up 9%.' },
-  chat: { messages: [{ role: 'user', content: PROMPT }, { role: 'assistant', content: 'Up 9%.' }] },
+  chat: {
+    messages: [
+      { role: 'user', content: PROMPT },
+      { role: 'assistant', content: 'Up 9%.' },
+    ],
+  },
 };
 
 describe('prompt layout', () => {
   it('each one-field template: the training prompt of the record holding the prompt (the server layout and layOutPrompt agree)', () => {
-    for (const [template, record] of Object.entries(RECORDS) as [Exclude<ConcreteTemplate, 'qa'>, Record<string, unknown>][]) {
+    for (const [template, record] of Object.entries(RECORDS) as [
+      Exclude<ConcreteTemplate, 'qa'>,
+      Record<string, unknown>,
+    ][]) {
       const training = applyTemplate(record, { ...settings(template), tokenizer: null }, 'train.jsonl', 1);
       const laid = layOutPrompt({ ...settings(template), template }, null, PROMPT);
       expect(laid, template).toEqual({ prompt: training.prompt, rendered: false });
@@ -41,10 +53,19 @@ describe('prompt layout', () => {
   });
 
   it('qa takes its question as another field; a server cannot take a bare prompt with it, and says where the template came from', () => {
-    const training = applyTemplate({ text: PROMPT, question: 'What was revenue?', answer: 'x' }, { ...settings('qa'), tokenizer: null }, 'train.jsonl', 1);
-    expect(layOutPrompt({ ...settings('qa'), template: 'qa' }, null, PROMPT, { question: 'What was revenue?' }).prompt).toBe(training.prompt);
+    const training = applyTemplate(
+      { text: PROMPT, question: 'What was revenue?', answer: 'x' },
+      { ...settings('qa'), tokenizer: null },
+      'train.jsonl',
+      1,
+    );
+    expect(
+      layOutPrompt({ ...settings('qa'), template: 'qa' }, null, PROMPT, { question: 'What was revenue?' }).prompt,
+    ).toBe(training.prompt);
     expect(servingPromptLayout(settings('auto'))).toBeNull();
-    expect(() => servingPromptLayout(settings('qa'))).toThrow(/^--template: the qa template cannot lay out a bare prompt: a served prompt fills only its text field/);
+    expect(() => servingPromptLayout(settings('qa'))).toThrow(
+      /^--template: the qa template cannot lay out a bare prompt: a served prompt fills only its text field/,
+    );
     let err: unknown;
     try {
       servingPromptLayout(settings('qa'), { file: 'runs/x/resolved-config.yaml', key: 'data.template' });

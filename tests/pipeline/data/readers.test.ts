@@ -39,7 +39,10 @@ describe('readers', () => {
 
   it('JSONL: handles lines split across read chunks and a BOM', async () => {
     const long = 'x'.repeat(200_000);
-    const f = t.write('big.jsonl', '\uFEFF' + JSON.stringify({ text: long }) + '\n' + JSON.stringify({ text: '€' }) + '\n');
+    const f = t.write(
+      'big.jsonl',
+      '\uFEFF' + JSON.stringify({ text: long }) + '\n' + JSON.stringify({ text: '€' }) + '\n',
+    );
     const rows = await all(readJsonl(f));
     expect(rows).toHaveLength(2);
     expect((rows[0]!.fields.text as string).length).toBe(200_000);
@@ -47,12 +50,16 @@ describe('readers', () => {
   });
 
   it('CSV (RFC 4180): quoted fields, escaped quotes, embedded newlines, row numbers', async () => {
-    const csv = 'text,summary\r\n"Revenue rose 12.8%, to $2.31 billion.","He said ""strong"" quarter"\r\n"line one\nline two",plain\nlast,"x,y"\n';
+    const csv =
+      'text,summary\r\n"Revenue rose 12.8%, to $2.31 billion.","He said ""strong"" quarter"\r\n"line one\nline two",plain\nlast,"x,y"\n';
     const f = t.write('a.csv', csv);
     const rows = await all(readCsv(f));
     expect(rows).toHaveLength(3);
     expect(rows[0]!.row).toBe(2);
-    expect(rows[0]!.fields).toEqual({ text: 'Revenue rose 12.8%, to $2.31 billion.', summary: 'He said "strong" quarter' });
+    expect(rows[0]!.fields).toEqual({
+      text: 'Revenue rose 12.8%, to $2.31 billion.',
+      summary: 'He said "strong" quarter',
+    });
     expect(rows[1]!.fields).toEqual({ text: 'line one\nline two', summary: 'plain' });
     expect(rows[1]!.row).toBe(3);
     expect(rows[2]!.row).toBe(4);

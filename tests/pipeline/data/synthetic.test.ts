@@ -1,13 +1,22 @@
 // The synthetic financial corpus and task generator: reproducible from its seed, figures that agree
 // inside a document, answers quoted from their passage, balanced sentiment labels, and company name
 // spaces that keep evaluation companies out of training data.
-import { describe, expect, it } from 'vitest';
+
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ALL_TASK_KINDS, DOCUMENT_KINDS, generateCorpus, generateTasks, syntheticRecords, writeSyntheticJsonl, type TaskRecord } from '../../../src/pipeline/data/synthetic.js';
+import { describe, expect, it } from 'vitest';
 import { InputError } from '../../../src/errors.js';
+import {
+  ALL_TASK_KINDS,
+  DOCUMENT_KINDS,
+  generateCorpus,
+  generateTasks,
+  syntheticRecords,
+  type TaskRecord,
+  writeSyntheticJsonl,
+} from '../../../src/pipeline/data/synthetic.js';
 
 const MONEY = String.raw`\$(\d+(?:\.\d+)?) (million|billion)`;
 const millions = (v: string, unit: string) => Number(v) * (unit === 'billion' ? 1000 : 1);
@@ -15,13 +24,21 @@ const millions = (v: string, unit: string) => Number(v) * (unit === 'billion' ? 
 /** Every "revenue ... <growth>% to $A from $B" / "$A ..., up|down G% from $B" statement in a text. */
 function revenueClaims(text: string): { growth: number; now: number; before: number }[] {
   const out: { growth: number; now: number; before: number }[] = [];
-  const a = new RegExp(String.raw`revenue for [^.]*? (rose|increased|grew|climbed|fell|declined|decreased|dropped) (\d+)% to ${MONEY} from ${MONEY}`, 'g');
+  const a = new RegExp(
+    String.raw`revenue for [^.]*? (rose|increased|grew|climbed|fell|declined|decreased|dropped) (\d+)% to ${MONEY} from ${MONEY}`,
+    'g',
+  );
   for (const m of text.matchAll(a)) {
     const sign = ['rose', 'increased', 'grew', 'climbed'].includes(m[1]!) ? 1 : -1;
     out.push({ growth: sign * Number(m[2]), now: millions(m[3]!, m[4]!), before: millions(m[5]!, m[6]!) });
   }
   const b = new RegExp(String.raw`revenue was ${MONEY} in [^,]*, (up|down) (\d+)% from ${MONEY}`, 'g');
-  for (const m of text.matchAll(b)) out.push({ growth: (m[3] === 'up' ? 1 : -1) * Number(m[4]), now: millions(m[1]!, m[2]!), before: millions(m[5]!, m[6]!) });
+  for (const m of text.matchAll(b))
+    out.push({
+      growth: (m[3] === 'up' ? 1 : -1) * Number(m[4]),
+      now: millions(m[1]!, m[2]!),
+      before: millions(m[5]!, m[6]!),
+    });
   return out;
 }
 
@@ -73,14 +90,17 @@ describe('synthetic financial corpus', () => {
     }
     for (const r of by('summary')) {
       if (r.kind !== 'summary') continue;
-      for (const num of r.summary.match(/\$?\d+(\.\d+)?%?/g) ?? []) expect(r.text, `${num} of "${r.summary}"`).toContain(num);
+      for (const num of r.summary.match(/\$?\d+(\.\d+)?%?/g) ?? [])
+        expect(r.text, `${num} of "${r.summary}"`).toContain(num);
       expect(r.text, 'the company the summary names').toContain(/^(.*?)'s? /.exec(r.summary)![1]!);
     }
     // Positive and negative passages say which way revenue or guidance went.
     for (const r of by('sentiment')) {
       if (r.kind !== 'sentiment') continue;
-      if (r.sentiment === 'positive') expect(r.text).toMatch(/rose|increased|grew|climbed|up \d|raised|beating|ahead of|above/);
-      if (r.sentiment === 'negative') expect(r.text).toMatch(/fell|declined|decreased|dropped|down \d|lowered|cut|below|short of|missing/);
+      if (r.sentiment === 'positive')
+        expect(r.text).toMatch(/rose|increased|grew|climbed|up \d|raised|beating|ahead of|above/);
+      if (r.sentiment === 'negative')
+        expect(r.text).toMatch(/fell|declined|decreased|dropped|down \d|lowered|cut|below|short of|missing/);
     }
   });
 
@@ -94,7 +114,10 @@ describe('synthetic financial corpus', () => {
       const { kind, ...rest } = r;
       fields.set(kind, Object.keys(rest).sort().join(','));
       if (r.kind === 'analysis') {
-        expect(r.analysis.startsWith(`Sentiment: ${r.sentiment[0]!.toUpperCase()}${r.sentiment.slice(1)}. Key figures: `), r.analysis).toBe(true);
+        expect(
+          r.analysis.startsWith(`Sentiment: ${r.sentiment[0]!.toUpperCase()}${r.sentiment.slice(1)}. Key figures: `),
+          r.analysis,
+        ).toBe(true);
         for (const n of numbers(r.analysis)) expect(r.text, `${n} of "${r.analysis}"`).toContain(n);
       } else if (r.kind === 'transcript') {
         // `Speaker: text` turns (speaker_turns preprocessing keeps them), ending with an analyst's question.
@@ -105,7 +128,8 @@ describe('synthetic financial corpus', () => {
         expect(r.messages.map((m) => m.role)).toEqual(['system', 'user', 'assistant']);
         const [, user, assistant] = r.messages;
         expect(assistant!.content).toMatch(/^(Positive|Negative|Neutral)\. /);
-        for (const n of numbers(assistant!.content)) expect(user!.content, `${n} of "${assistant!.content}"`).toContain(n);
+        for (const n of numbers(assistant!.content))
+          expect(user!.content, `${n} of "${assistant!.content}"`).toContain(n);
       } else if (r.kind === 'completion') {
         expect(['news', 'guidance']).toContain(r.source);
         expect(r.text.length).toBeGreaterThan(80);
@@ -127,8 +151,12 @@ describe('synthetic financial corpus', () => {
   it('the evaluation layout exists for sentiment, figures and summary only: refused before anything is written', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-synth-'));
     const out = join(dir, 'chat.jsonl');
-    await expect(writeSyntheticJsonl(out, { kind: 'tasks', seed: 1, count: 3, evalLayout: true, tasks: ['sentiment', 'chat'] })).rejects.toThrow(InputError);
-    await expect(writeSyntheticJsonl(out, { kind: 'tasks', seed: 1, count: 3, evalLayout: true, tasks: ['chat'] })).rejects.toThrow(/--eval writes the evaluation layout of sentiment, figures, summary; chat has none/);
+    await expect(
+      writeSyntheticJsonl(out, { kind: 'tasks', seed: 1, count: 3, evalLayout: true, tasks: ['sentiment', 'chat'] }),
+    ).rejects.toThrow(InputError);
+    await expect(
+      writeSyntheticJsonl(out, { kind: 'tasks', seed: 1, count: 3, evalLayout: true, tasks: ['chat'] }),
+    ).rejects.toThrow(/--eval writes the evaluation layout of sentiment, figures, summary; chat has none/);
     expect(existsSync(out)).toBe(false);
   });
 
@@ -136,7 +164,11 @@ describe('synthetic financial corpus', () => {
     const names = (split: 'train' | 'val' | 'eval') => {
       const out = new Set<string>();
       for (const r of generateTasks({ seed: 11, perTask: 150, split })) {
-        const m = /^([A-Z][a-z]+ [A-Z][a-z]+)/.exec(r.kind === 'summary' || r.kind === 'figures' || r.kind === 'sentiment' ? r.text.replace(/^(In [^,]*, |[^:]*: )/, '') : '');
+        const m = /^([A-Z][a-z]+ [A-Z][a-z]+)/.exec(
+          r.kind === 'summary' || r.kind === 'figures' || r.kind === 'sentiment'
+            ? r.text.replace(/^(In [^,]*, |[^:]*: )/, '')
+            : '',
+        );
         if (m) out.add(m[1]!.split(' ')[0]!);
       }
       return out;
@@ -153,7 +185,10 @@ describe('synthetic financial corpus', () => {
   it('writes JSONL atomically in the training and the evaluation layouts; `finllm data generate` checks its flags', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-synth-'));
     const n = await writeSyntheticJsonl(join(dir, 'c.jsonl'), { kind: 'corpus', seed: 1, count: 30 });
-    const lines = readFileSync(join(dir, 'c.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, string>);
+    const lines = readFileSync(join(dir, 'c.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, string>);
     expect(n).toBe(30);
     expect(lines[0]).toMatchObject({ id: 'train-00001', task: 'completion' });
     const ev = [...syntheticRecords({ kind: 'tasks', seed: 2, count: 2, split: 'eval', evalLayout: true })];
@@ -161,7 +196,11 @@ describe('synthetic financial corpus', () => {
     expect(Object.keys(ev[1]!).sort()).toEqual(['answer', 'context', 'id', 'question']);
     expect(Object.keys(ev[2]!).sort()).toEqual(['id', 'source', 'source_kind', 'summary']);
     const cli = join(process.cwd(), 'dist/src/cli/main.js');
-    const bad = spawnSync(process.execPath, [cli, 'data', 'generate', '--kind', 'tasks', '--tasks', 'sentiment,poems', '-o', join(dir, 'x.jsonl')], { encoding: 'utf8' });
+    const bad = spawnSync(
+      process.execPath,
+      [cli, 'data', 'generate', '--kind', 'tasks', '--tasks', 'sentiment,poems', '-o', join(dir, 'x.jsonl')],
+      { encoding: 'utf8' },
+    );
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/--tasks: unknown task "poems"/);
     expect(existsSync(join(dir, 'x.jsonl'))).toBe(false);
@@ -172,11 +211,17 @@ describe('committed generated data', () => {
   // scripts/generate-data.sh is the one list of the commands that wrote data/: run each of its
   // `finllm data generate` lines through the CLI into a temp folder and compare the bytes.
   const script = readFileSync(join(process.cwd(), 'scripts/generate-data.sh'), 'utf8');
-  const commands = script.split('\n').filter((l) => l.startsWith('finllm data generate ')).map((l) => l.split(/\s+/).slice(1));
+  const commands = script
+    .split('\n')
+    .filter((l) => l.startsWith('finllm data generate '))
+    .map((l) => l.split(/\s+/).slice(1));
   const outOf = (args: string[]) => args[args.indexOf('-o') + 1]!;
 
   it('scripts/generate-data.sh writes every committed JSONL file under data/, once', () => {
-    const committed = execFileSync('git', ['ls-files', 'data'], { encoding: 'utf8' }).split('\n').filter((f) => /\.jsonl$/.test(f)).sort();
+    const committed = execFileSync('git', ['ls-files', 'data'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((f) => /\.jsonl$/.test(f))
+      .sort();
     expect(committed.length).toBeGreaterThanOrEqual(7);
     expect(commands.map(outOf).sort()).toEqual(committed);
   });
@@ -189,7 +234,10 @@ describe('committed generated data', () => {
       const out = join(dir, file.replaceAll('/', '_'));
       const run = spawnSync(process.execPath, [cli, ...args.map((a) => (a === file ? out : a))], { encoding: 'utf8' });
       expect(run.status, `${args.join(' ')}: ${run.stderr}`).toBe(0);
-      expect(readFileSync(out).equals(readFileSync(join(process.cwd(), file))), `${file} regenerates byte for byte`).toBe(true);
+      expect(
+        readFileSync(out).equals(readFileSync(join(process.cwd(), file))),
+        `${file} regenerates byte for byte`,
+      ).toBe(true);
     }
   });
 });

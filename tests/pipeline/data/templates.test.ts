@@ -1,14 +1,20 @@
 import { describe, expect, it } from 'vitest';
 import { configSchema } from '../../../src/pipeline/config.js';
 import { DEFAULT_PREPROCESS } from '../../../src/pipeline/data/preprocess.js';
-import { applyTemplate, TemplateProblem, type TemplateContext } from '../../../src/pipeline/data/templates.js';
+import { applyTemplate, type TemplateContext, TemplateProblem } from '../../../src/pipeline/data/templates.js';
 import { tokenizeExample } from '../../../src/pipeline/data/tokenize.js';
 import { IGNORE_INDEX } from '../../../src/pipeline/data/types.js';
 import { tinyChatTokenizer, tinyTokenizer } from './helpers.js';
 
 const columns = configSchema.parse({ model: { path: 'm' }, data: { train: 't.jsonl' } }).data.columns;
 const tok = tinyTokenizer();
-const ctx = (over: Partial<TemplateContext> = {}): TemplateContext => ({ columns, template: 'auto', preprocess: DEFAULT_PREPROCESS, tokenizer: tok, ...over });
+const ctx = (over: Partial<TemplateContext> = {}): TemplateContext => ({
+  columns,
+  template: 'auto',
+  preprocess: DEFAULT_PREPROCESS,
+  tokenizer: tok,
+  ...over,
+});
 const apply = (fields: Record<string, unknown>, c = ctx()) => applyTemplate(fields, c, 'f.jsonl', 7);
 const problem = (fields: Record<string, unknown>, c = ctx()): TemplateProblem => {
   try {
@@ -40,7 +46,10 @@ describe('templates', () => {
     expect(fa.response).toBe('Sentiment: positive.');
     expect(apply({ task: 'analysis', text, sentiment: 'x', analysis: 'Detailed.' }).response).toBe('Detailed.');
 
-    const tc = apply({ task: 'transcript_completion', text: 'Operator: Welcome.\nJohn Smith -- CFO: Revenue was $2.31 billion.' });
+    const tc = apply({
+      task: 'transcript_completion',
+      text: 'Operator: Welcome.\nJohn Smith -- CFO: Revenue was $2.31 billion.',
+    });
     expect(tc.prompt).toContain('### Input:\nOperator: Welcome.\n\n### Response:\n');
     expect(tc.response).toBe('John Smith (CFO): Revenue was $2.31 billion.');
 
@@ -53,21 +62,34 @@ describe('templates', () => {
     expect(apply({ text, question: 'q', answer: 'a' }).task).toBe('qa');
     expect(apply({ text, summary: 's' }).task).toBe('summarization');
     expect(apply({ text, sentiment: 'neutral' }).task).toBe('financial_analysis');
-    expect(apply({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'yo' }] }).task).toBe('chat');
+    expect(
+      apply({
+        messages: [
+          { role: 'user', content: 'hi' },
+          { role: 'assistant', content: 'yo' },
+        ],
+      }).task,
+    ).toBe('chat');
   });
 
   it('uses the column mapping', () => {
     const c = ctx({ columns: { ...columns, text: 'body', summary: 'abstract' }, template: 'summarization' });
     expect(apply({ body: text, abstract: 'Short.' }, c).response).toBe('Short.');
-    expect(problem({ text, abstract: 'Short.' }, c).message).toMatch(/missing field 'body' \(mapped from 'text'\) required by template summarization/);
+    expect(problem({ text, abstract: 'Short.' }, c).message).toMatch(
+      /missing field 'body' \(mapped from 'text'\) required by template summarization/,
+    );
   });
 
   it('reports missing, empty, non-text and encoding problems', () => {
     expect(problem({ task: 'qa', text, question: 'q' })).toMatchObject({ kind: 'missing_field' });
     expect(problem({ task: 'qa', text: '   ', question: 'q', answer: 'a' })).toMatchObject({ kind: 'empty_field' });
     expect(problem({ task: 'summarization', text: { a: 1 }, summary: 's' })).toMatchObject({ kind: 'non_text' });
-    expect(problem({ task: 'summarization', text: 'bad \uFFFD text', summary: 's' })).toMatchObject({ kind: 'replacement_char' });
-    expect(problem({ task: 'summarization', text: 'bell \u0007', summary: 's' }).message).toMatch(/control character U\+0007/);
+    expect(problem({ task: 'summarization', text: 'bad \uFFFD text', summary: 's' })).toMatchObject({
+      kind: 'replacement_char',
+    });
+    expect(problem({ task: 'summarization', text: 'bell \u0007', summary: 's' }).message).toMatch(
+      /control character U\+0007/,
+    );
     expect(problem({ task: 'nonsense', text }).message).toMatch(/unknown task "nonsense"/);
     expect(problem({ messages: [{ role: 'user', content: 'hi' }] }).message).toMatch(/end with an assistant message/);
   });
@@ -87,7 +109,12 @@ describe('templates', () => {
 
   it("chat: uses the tokenizer's chat template when it has one", () => {
     const ex = apply(
-      { messages: [{ role: 'user', content: 'EPS?' }, { role: 'assistant', content: '€0.52' }] },
+      {
+        messages: [
+          { role: 'user', content: 'EPS?' },
+          { role: 'assistant', content: '€0.52' },
+        ],
+      },
       ctx({ tokenizer: tinyChatTokenizer() }),
     );
     expect(ex.rendered).toBe(true);
@@ -125,7 +152,12 @@ describe('tokenization and response-only loss', () => {
   });
 
   it('truncates from the right and reports it; all-masked examples have zero targets', () => {
-    const ex = apply({ task: 'qa', text: 'Revenue rose 12.8% to $2.31 billion. '.repeat(3), question: 'Revenue?', answer: '$2.31 billion' });
+    const ex = apply({
+      task: 'qa',
+      text: 'Revenue rose 12.8% to $2.31 billion. '.repeat(3),
+      question: 'Revenue?',
+      answer: '$2.31 billion',
+    });
     const full = tokenizeExample(ex, tok, { maxSeqLen: 4096, responseOnlyLoss: true });
     const cut = tokenizeExample(ex, tok, { maxSeqLen: full.inputIds.length - 3, responseOnlyLoss: true });
     expect(cut.truncated).toBe(true);
@@ -139,7 +171,15 @@ describe('tokenization and response-only loss', () => {
 
   it('chat-template text is encoded without adding a second BOS', () => {
     const chatTok = tinyChatTokenizer();
-    const ex = apply({ messages: [{ role: 'user', content: 'EPS?' }, { role: 'assistant', content: 'up' }] }, ctx({ tokenizer: chatTok }));
+    const ex = apply(
+      {
+        messages: [
+          { role: 'user', content: 'EPS?' },
+          { role: 'assistant', content: 'up' },
+        ],
+      },
+      ctx({ tokenizer: chatTok }),
+    );
     const t = tokenizeExample(ex, chatTok, { maxSeqLen: 4096, responseOnlyLoss: true });
     expect(t.inputIds[0]).toBe(1);
     expect(t.inputIds[1]).not.toBe(1);

@@ -1,9 +1,19 @@
 // Classification metrics (FinGPT label extraction, sklearn-style F1) and the embedding hooks with a
 // deterministic fake provider.
 import { describe, expect, it } from 'vitest';
-import { classificationReport, normalizeGeneratedLabel, parseGoldLabel } from '../../../src/pipeline/eval/classification.js';
+import {
+  classificationReport,
+  normalizeGeneratedLabel,
+  parseGoldLabel,
+} from '../../../src/pipeline/eval/classification.js';
 import type { SentimentLabel } from '../../../src/pipeline/eval/lexicon.js';
-import { bertScore, cosine, embeddingCosine, greedyMatch, type EmbeddingProvider } from '../../../src/pipeline/eval/semantic.js';
+import {
+  bertScore,
+  cosine,
+  type EmbeddingProvider,
+  embeddingCosine,
+  greedyMatch,
+} from '../../../src/pipeline/eval/semantic.js';
 
 describe('label extraction (FinGPT rule)', () => {
   it('finds the label word in generated text, positive first', () => {
@@ -18,11 +28,37 @@ describe('label extraction (FinGPT rule)', () => {
 
 describe('classificationReport', () => {
   it('by hand (values as sklearn.metrics would give)', () => {
-    const gold: SentimentLabel[] = ['positive', 'positive', 'positive', 'negative', 'negative', 'neutral', 'neutral', 'neutral', 'neutral', 'neutral'];
-    const pred: SentimentLabel[] = ['positive', 'positive', 'neutral', 'negative', 'positive', 'neutral', 'neutral', 'neutral', 'negative', 'neutral'];
+    const gold: SentimentLabel[] = [
+      'positive',
+      'positive',
+      'positive',
+      'negative',
+      'negative',
+      'neutral',
+      'neutral',
+      'neutral',
+      'neutral',
+      'neutral',
+    ];
+    const pred: SentimentLabel[] = [
+      'positive',
+      'positive',
+      'neutral',
+      'negative',
+      'positive',
+      'neutral',
+      'neutral',
+      'neutral',
+      'negative',
+      'neutral',
+    ];
     const r = classificationReport(gold, pred);
     // confusion rows gold (neg, neu, pos), columns predicted
-    expect(r.confusion).toEqual([[1, 0, 1], [1, 4, 0], [0, 1, 2]]);
+    expect(r.confusion).toEqual([
+      [1, 0, 1],
+      [1, 4, 0],
+      [0, 1, 2],
+    ]);
     expect(r.accuracy).toBeCloseTo(0.7, 15);
     // neg: P 1/2 R 1/2 F 1/2; neu: P 4/5 R 4/5 F 4/5; pos: P 2/3 R 2/3 F 2/3
     expect(r.perLabel.negative.f1).toBeCloseTo(0.5, 15);
@@ -86,7 +122,11 @@ describe('semantic similarity hooks', () => {
     expect(subset.f1).toBeCloseTo((2 * subset.precision * subset.recall) / (subset.precision + subset.recall), 12);
   });
   it('greedy matching by hand on orthogonal vectors', () => {
-    const e = (i: number) => { const v = new Float32Array(3); v[i] = 1; return v; };
+    const e = (i: number) => {
+      const v = new Float32Array(3);
+      v[i] = 1;
+      return v;
+    };
     // pred {e0, e1}, ref {e0, e2}: P = (1 + 0)/2, R = (1 + 0)/2.
     expect(greedyMatch([e(0), e(1)], [e(0), e(2)])).toEqual({ precision: 0.5, recall: 0.5, f1: 0.5 });
     // pred {e0}, ref {e0, e0, e1}: P = 1, R = 2/3.

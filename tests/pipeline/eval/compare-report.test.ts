@@ -1,5 +1,5 @@
 // Results format, comparison and report files.
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -7,7 +7,13 @@ import { InputError } from '../../../src/errors.js';
 import { compareResults } from '../../../src/pipeline/eval/compare.js';
 import { scoreExamples } from '../../../src/pipeline/eval/metrics.js';
 import { finalTrainLoss, fmtPBetter, metricRange, renderHtml, writeReport } from '../../../src/pipeline/eval/report.js';
-import { parseResults, readResults, readScoreInput, readTrainingLog, writeResults } from '../../../src/pipeline/eval/results.js';
+import {
+  parseResults,
+  readResults,
+  readScoreInput,
+  readTrainingLog,
+  writeResults,
+} from '../../../src/pipeline/eval/results.js';
 import { wilcoxon } from '../../../src/pipeline/eval/stats.js';
 import { makeResults } from './helpers.js';
 
@@ -27,20 +33,32 @@ describe('results file', () => {
     const bad = structuredClone(base) as unknown as { per_example: { scores: Record<string, unknown> }[] };
     bad.per_example[3]!.scores['rougeL'] = 'high';
     expect(() => parseResults(bad, 'base.json')).toThrow(InputError);
-    expect(() => parseResults(bad, 'base.json')).toThrow(/base\.json, key 'per_example\[3\]\.scores\.rougeL'.*expected number/);
+    expect(() => parseResults(bad, 'base.json')).toThrow(
+      /base\.json, key 'per_example\[3\]\.scores\.rougeL'.*expected number/,
+    );
     const dup = structuredClone(base);
     dup.per_example[2]!.id = dup.per_example[1]!.id;
     expect(() => parseResults(dup, 'b.json')).toThrow(/duplicate id/);
-    expect(() => parseResults({ model: 'm', task: 't', metrics: {}, per_example: [] }, 'x.json')).toThrow(/per_example/);
+    expect(() => parseResults({ model: 'm', task: 't', metrics: {}, per_example: [] }, 'x.json')).toThrow(
+      /per_example/,
+    );
   });
   it('score input and training log JSONL errors name the line', async () => {
     const dir = tmp();
-    writeFileSync(join(dir, 'in.jsonl'), '{"prediction": "a", "reference": "b"}\n\n{"prediction": 3, "reference": "b"}\n');
+    writeFileSync(
+      join(dir, 'in.jsonl'),
+      '{"prediction": "a", "reference": "b"}\n\n{"prediction": 3, "reference": "b"}\n',
+    );
     await expect(readScoreInput(join(dir, 'in.jsonl'))).rejects.toThrow(/in\.jsonl, row 3, key 'prediction'/);
     writeFileSync(join(dir, 'in2.jsonl'), '{"prediction": "a", "reference": "b"}\nnot json\n');
-    await expect(readScoreInput(join(dir, 'in2.jsonl'))).rejects.toThrow(/in2\.jsonl, row 2: invalid JSON \(expected one JSON object per line\)/);
+    await expect(readScoreInput(join(dir, 'in2.jsonl'))).rejects.toThrow(
+      /in2\.jsonl, row 2: invalid JSON \(expected one JSON object per line\)/,
+    );
     writeFileSync(join(dir, 'log.jsonl'), '{"step": 1, "loss": 2.5}\n{"step": 2, "loss": 2.1, "val_loss": 2.3}\n');
-    expect(await readTrainingLog(join(dir, 'log.jsonl'))).toEqual([{ step: 1, loss: 2.5 }, { step: 2, loss: 2.1, val_loss: 2.3 }]);
+    expect(await readTrainingLog(join(dir, 'log.jsonl'))).toEqual([
+      { step: 1, loss: 2.5 },
+      { step: 2, loss: 2.1, val_loss: 2.3 },
+    ]);
     await expect(readResults(join(dir, 'missing.json'))).rejects.toThrow(/missing\.json: file not found/);
   });
 });
@@ -56,15 +74,27 @@ describe('scoreExamples', () => {
     expect(r.metrics['numeric_fidelity']).toBe(1);
     expect(r.metrics['rougeL']).toBeCloseTo((1 + (r.per_example[1]!.scores['rougeL'] as number)) / 2, 15);
     expect(r.metrics['bleu']).toBeGreaterThan(0);
-    expect(r.metrics['bleu']).not.toBeCloseTo(((r.per_example[0]!.scores['bleu'] as number) + (r.per_example[1]!.scores['bleu'] as number)) / 2, 3);
+    expect(r.metrics['bleu']).not.toBeCloseTo(
+      ((r.per_example[0]!.scores['bleu'] as number) + (r.per_example[1]!.scores['bleu'] as number)) / 2,
+      3,
+    );
   });
   it('label group reports accuracy and F1 for gold-labelled references', () => {
-    const r = scoreExamples([
-      { prediction: 'Positive', reference: 'positive' }, { prediction: 'It is negative.', reference: 'neutral' },
-      { prediction: 'neutral', reference: 'neutral' }, { prediction: 'negative', reference: 'negative' },
-    ], { groups: ['label'] });
+    const r = scoreExamples(
+      [
+        { prediction: 'Positive', reference: 'positive' },
+        { prediction: 'It is negative.', reference: 'neutral' },
+        { prediction: 'neutral', reference: 'neutral' },
+        { prediction: 'negative', reference: 'negative' },
+      ],
+      { groups: ['label'] },
+    );
     expect(r.metrics['label_correct']).toBe(0.75);
-    expect(r.classification?.confusion).toEqual([[1, 0, 0], [1, 1, 0], [0, 0, 1]]);
+    expect(r.classification?.confusion).toEqual([
+      [1, 0, 0],
+      [1, 1, 0],
+      [0, 0, 1],
+    ]);
     expect(r.metrics['label_macro_f1']).toBeCloseTo((2 / 3 + 2 / 3 + 1) / 3, 12);
   });
 });
@@ -92,7 +122,13 @@ describe('compareResults', () => {
     expect(r.diffCI.low).toBeGreaterThan(0);
     expect(r.pBetter).toBeGreaterThan(0.99);
     expect(r.pBetter).toBeCloseTo(1 - r.pValue / 2, 15);
-    expect(cmp.metrics.map((m) => m.metric).slice(0, 5)).toEqual(['numeric_fidelity', 'hallucinated_number_rate', 'rouge1', 'rouge2', 'rougeL']);
+    expect(cmp.metrics.map((m) => m.metric).slice(0, 5)).toEqual([
+      'numeric_fidelity',
+      'hallucinated_number_rate',
+      'rouge1',
+      'rouge2',
+      'rougeL',
+    ]);
     expect(cmp.metrics.slice(0, 2).map((m) => m.role)).toEqual(['primary', 'primary']);
     // Examples are ranked by the first primary metric that changed.
     expect(cmp.primaryMetric).toBe('numeric_fidelity');
@@ -104,7 +140,9 @@ describe('compareResults', () => {
     expect(cmp.metrics[0]!.verdict).toBe('improved');
     expect(cmp.metrics[1]!.verdict).toBe('regressed');
     expect(cmp.suite.verdict).toBe('regressed');
-    expect(cmp.suite.reasons.join('; ')).toMatch(/^hallucinated_number_rate 0 → 0\.0444 .*although numeric_fidelity 0\.611 → 0\.894/);
+    expect(cmp.suite.reasons.join('; ')).toMatch(
+      /^hallucinated_number_rate 0 → 0\.0444 .*although numeric_fidelity 0\.611 → 0\.894/,
+    );
   });
   it('uses only pairs where both sides have a value, and Holm-adjusts', () => {
     const hr = cmp.metrics.find((m) => m.metric === 'hallucinated_number_rate')!;
@@ -115,19 +153,23 @@ describe('compareResults', () => {
     const nf = compareResults(base, cand2, { resamples: 200 }).metrics.find((m) => m.metric === 'numeric_fidelity')!;
     expect(nf.n).toBe(28);
     expect(nf.ids).not.toContain(base.per_example[4]!.id);
-    for (const m of cmp.metrics) expect(m.pHolm).toBeGreaterThanOrEqual(Number.isNaN(m.wilcoxon.pValue) ? 1 : m.wilcoxon.pValue);
+    for (const m of cmp.metrics)
+      expect(m.pHolm).toBeGreaterThanOrEqual(Number.isNaN(m.wilcoxon.pValue) ? 1 : m.wilcoxon.pValue);
   });
   it('lists most improved and regressed examples by gain', () => {
     const byRouge = compareResults(base, candidate, { resamples: 200, primaryMetric: 'rougeL' });
     expect(byRouge.primaryMetric).toBe('rougeL');
     expect(byRouge.improved.length).toBe(5);
     expect(byRouge.regressed.length).toBeGreaterThan(0);
-    for (let i = 1; i < byRouge.improved.length; i++) expect(byRouge.improved[i - 1]!.gain).toBeGreaterThanOrEqual(byRouge.improved[i]!.gain);
+    for (let i = 1; i < byRouge.improved.length; i++)
+      expect(byRouge.improved[i - 1]!.gain).toBeGreaterThanOrEqual(byRouge.improved[i]!.gain);
     for (const e of byRouge.regressed) expect(e.candidate).toBeLessThan(e.base);
   });
   it('rejects mismatched example ids naming the file', () => {
     const fewer = { ...candidate, per_example: candidate.per_example.slice(1) };
-    expect(() => compareResults(base, fewer, { baseFile: 'b.json', candidateFile: 'c.json' })).toThrow(/c\.json, key 'per_example': expected the same example ids as b\.json, got 1 missing \(first: eval-00001\)/);
+    expect(() => compareResults(base, fewer, { baseFile: 'b.json', candidateFile: 'c.json' })).toThrow(
+      /c\.json, key 'per_example': expected the same example ids as b\.json, got 1 missing \(first: eval-00001\)/,
+    );
     expect(() => compareResults(base, candidate, { primaryMetric: 'nope' })).toThrow(/'nope'/);
   });
 });
@@ -136,7 +178,11 @@ describe('writeReport', () => {
   it('writes html, markdown and json with every number and no external resources', async () => {
     const { base, candidate } = makeResults();
     const cmp = compareResults(base, candidate, { resamples: 1000 });
-    cmp.trainingLog = [{ step: 0, loss: 2.9 }, { step: 10, loss: 2.2, val_loss: 2.4 }, { step: 20, loss: 1.8, val_loss: 2.1 }];
+    cmp.trainingLog = [
+      { step: 0, loss: 2.9 },
+      { step: 10, loss: 2.2, val_loss: 2.4 },
+      { step: 20, loss: 1.8, val_loss: 2.1 },
+    ];
     const dir = join(tmp(), 'nested', 'out');
     const paths = await writeReport(dir, cmp);
     expect(readdirSync(dir).sort()).toEqual(['report.html', 'report.json', 'summary.md']);
@@ -182,7 +228,12 @@ describe('report figures', () => {
     expect(fin.loss).toBeCloseTo((1 + 1.2 + 1 + 0.127) / 4, 14);
     expect(finalTrainLoss([{ step: 0, val_loss: 2 }])).toBeNull();
     // Few logged steps: at least the last 3 (all of them when fewer).
-    expect(finalTrainLoss(log.slice(0, 6))).toMatchObject({ points: 3, fromStep: 15, toStep: 25, loss: (1.2 + 1 + 1.2) / 3 });
+    expect(finalTrainLoss(log.slice(0, 6))).toMatchObject({
+      points: 3,
+      fromStep: 15,
+      toStep: 25,
+      loss: (1.2 + 1 + 1.2) / 3,
+    });
     expect(finalTrainLoss(log.slice(0, 2))).toMatchObject({ points: 2, fromStep: 0, toStep: 5 });
   });
   it('P(better) is never shown as a certainty', () => {

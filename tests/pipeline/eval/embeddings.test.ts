@@ -3,13 +3,13 @@
 // BERTScore stays in its bounds, and results are deterministic.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RefWeights, readRefWeights, refLogits } from '../../../reference/llama.js';
 import { InputError } from '../../../src/errors.js';
 import { LlamaModel } from '../../../src/llama/model.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
 import { ModelEmbeddingProvider } from '../../../src/pipeline/eval/embeddings.js';
 import { bertScore, cosine, embeddingCosine } from '../../../src/pipeline/eval/semantic.js';
 import { expectClose, useEngine } from '../../helpers/index.js';
-import { readRefWeights, refLogits, type RefWeights } from '../../../reference/llama.js';
 
 useEngine();
 
@@ -48,7 +48,9 @@ describe('ModelEmbeddingProvider', () => {
         expect(tokens).toEqual(ids.slice(1).map((id) => tokenizer.idToToken(id)));
         const expected = refHidden(ids, layer).slice(D); // drop the BOS row
         const got = new Float32Array(vectors.length * D);
-        vectors.forEach((v, t) => { got.set(v, t * D); });
+        vectors.forEach((v, t) => {
+          got.set(v, t * D);
+        });
         expectClose(got, expected, { atol: 2e-4, rtol: 2e-4 }, `layer ${layer}`);
       } finally {
         p.dispose();

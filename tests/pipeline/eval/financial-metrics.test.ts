@@ -1,11 +1,16 @@
 // Numeric fidelity, hallucinated numbers, lexicon sentiment, term coverage.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { extractNumbers, numberLikeJunk } from '../../../src/pipeline/eval/numbers.js';
-import { hallucinatedNumberRate, hallucinatedNumbersDetail, numericFidelity, numericFidelityDetail } from '../../../src/pipeline/eval/numeric.js';
-import { lexiconLabelAccuracy, lexiconSentiment, sentimentAgreement } from '../../../src/pipeline/eval/sentiment.js';
-import { financialTermsIn, FINANCIAL_TERMS, termCoverage } from '../../../src/pipeline/eval/terms.js';
 import type { SentimentLabel } from '../../../src/pipeline/eval/lexicon.js';
+import { extractNumbers, numberLikeJunk } from '../../../src/pipeline/eval/numbers.js';
+import {
+  hallucinatedNumberRate,
+  hallucinatedNumbersDetail,
+  numericFidelity,
+  numericFidelityDetail,
+} from '../../../src/pipeline/eval/numeric.js';
+import { lexiconLabelAccuracy, lexiconSentiment, sentimentAgreement } from '../../../src/pipeline/eval/sentiment.js';
+import { FINANCIAL_TERMS, financialTermsIn, termCoverage } from '../../../src/pipeline/eval/terms.js';
 
 const values = (s: string) => extractNumbers(s).map((m) => [m.kind, m.value]);
 
@@ -19,7 +24,15 @@ describe('number extraction and normalization', () => {
     }
   });
   it('percentages, percentage points and basis points are ratios', () => {
-    for (const s of ['180 bps', '1.8%', '1.8 percent', '1.8 per cent', '1.8 percentage points', '180 basis points', '180bp']) {
+    for (const s of [
+      '180 bps',
+      '1.8%',
+      '1.8 percent',
+      '1.8 per cent',
+      '1.8 percentage points',
+      '180 basis points',
+      '180bp',
+    ]) {
       const v = values(s);
       expect(v, s).toHaveLength(1);
       expect(v[0]![0], s).toBe('ratio');
@@ -28,17 +41,26 @@ describe('number extraction and normalization', () => {
   });
   it('skips numbers glued to letters (Q3, FY2024, 3rd) and keeps sentence-final numbers', () => {
     expect(values('In Q3 of FY2024, the 3rd straight beat, EPS was 1.98.')).toEqual([['quantity', 1.98]]);
-    expect(values('50k units and $300M, not 5 m')).toEqual([['quantity', 50000], ['quantity', 3e8], ['quantity', 5]]);
+    expect(values('50k units and $300M, not 5 m')).toEqual([
+      ['quantity', 50000],
+      ['quantity', 3e8],
+      ['quantity', 5],
+    ]);
   });
   it('drops the sign', () => {
-    expect(values('-3% and down 3%')).toEqual([['ratio', 0.03], ['ratio', 0.03]]);
+    expect(values('-3% and down 3%')).toEqual([
+      ['ratio', 0.03],
+      ['ratio', 0.03],
+    ]);
   });
 });
 
 describe('numeric fidelity', () => {
   it('recovers differently written amounts', () => {
     const ref = 'Revenue rose 12% to $1.2 billion and margin expanded 180 bps.';
-    expect(numericFidelity('Sales hit 1,200 million dollars (+12 percent); margins up 1.8 percentage points.', ref)).toBe(1);
+    expect(
+      numericFidelity('Sales hit 1,200 million dollars (+12 percent); margins up 1.8 percentage points.', ref),
+    ).toBe(1);
     const d = numericFidelityDetail('Revenue reached $1.2B, up 11%.', ref);
     expect(d.score).toBeCloseTo(1 / 3, 15);
     expect(d.missing.map((m) => m.text)).toEqual(['12%', '180 bps']);
@@ -55,7 +77,11 @@ describe('numeric fidelity', () => {
 describe('hallucinated-number rate', () => {
   const source = 'Revenue was $6.53 billion, up 13% from $5.78 billion; EPS $0.27.';
   it('counts prediction numbers found in neither source nor reference', () => {
-    const d = hallucinatedNumbersDetail('Revenue of $6.53B (+13%) and EPS of $0.31 on 4% volume growth.', 'Revenue rose 13%.', source);
+    const d = hallucinatedNumbersDetail(
+      'Revenue of $6.53B (+13%) and EPS of $0.31 on 4% volume growth.',
+      'Revenue rose 13%.',
+      source,
+    );
     expect(d.rate).toBeCloseTo(2 / 4, 15);
     expect(d.hallucinated.map((m) => m.text)).toEqual(['$0.31', '4%']);
   });
@@ -78,13 +104,25 @@ describe('number-like junk', () => {
     expect(junk(long)).toEqual([long]);
   });
   it('leaves numbers, numbers glued to letters and separators between numbers alone', () => {
-    for (const s of ['$1.2B and 1,234.5 in 2023, rev', 'EPS $2.24, missing the $2.98 consensus.', '$1.1 million', 'rose 12%.', 'Q3.5.5', 'v1.2.3', 'FY2024', '10:30 on 2024-03-31', '1111111111111111111111111111111111111111']) {
+    for (const s of [
+      '$1.2B and 1,234.5 in 2023, rev',
+      'EPS $2.24, missing the $2.98 consensus.',
+      '$1.1 million',
+      'rose 12%.',
+      'Q3.5.5',
+      'v1.2.3',
+      'FY2024',
+      '10:30 on 2024-03-31',
+      '1111111111111111111111111111111111111111',
+    ]) {
       expect(junk(s), s).toEqual([]);
     }
   });
   it('counts as hallucinated unless the same text is in the source or reference', () => {
     expect(hallucinatedNumberRate('$1.1.1.1', '$1.69', 'Revenue was $1.69 billion.')).toBe(1);
-    expect(hallucinatedNumberRate('$1.69 billion and 1.1.1.1', '$1.69 billion', 'Revenue was $1.69 billion.')).toBe(0.5);
+    expect(hallucinatedNumberRate('$1.69 billion and 1.1.1.1', '$1.69 billion', 'Revenue was $1.69 billion.')).toBe(
+      0.5,
+    );
     expect(hallucinatedNumberRate('see 1.2.3', 'x', 'as section 1.2.3 says')).toBe(0);
     expect(hallucinatedNumberRate('1.1.1.1 then 1.1.1.1', 'x')).toBe(1);
     const d = hallucinatedNumbersDetail('$1.1.1.1, 7%', 'up 7%');
@@ -98,7 +136,9 @@ describe('number-like junk', () => {
 describe('lexicon sentiment', () => {
   it('labels clear cases and handles negation', () => {
     expect(lexiconSentiment('Revenue grew strongly and margins improved.').label).toBe('positive');
-    expect(lexiconSentiment('The company reported a wider loss and cut its dividend amid weak demand.').label).toBe('negative');
+    expect(lexiconSentiment('The company reported a wider loss and cut its dividend amid weak demand.').label).toBe(
+      'negative',
+    );
     expect(lexiconSentiment('The meeting is scheduled for May 15.').label).toBe('neutral');
     expect(lexiconSentiment('Results were not strong.').label).toBe('negative');
     expect(lexiconSentiment('The firm reported no losses.').label).toBe('positive');
@@ -112,9 +152,14 @@ describe('lexicon sentiment', () => {
     expect(sentimentAgreement('Sales surged.', 'Revenue fell on weak demand.')).toBe(0);
   });
   it('is reasonably accurate on the bundled labelled passages (data/eval/fin-sentiment.jsonl)', () => {
-    const rows = readFileSync(new URL('../../../data/eval/fin-sentiment.jsonl', import.meta.url), 'utf8').trim().split('\n')
+    const rows = readFileSync(new URL('../../../data/eval/fin-sentiment.jsonl', import.meta.url), 'utf8')
+      .trim()
+      .split('\n')
       .map((l) => JSON.parse(l) as { text: string; label: SentimentLabel });
-    const acc = lexiconLabelAccuracy(rows.map((r) => r.text), rows.map((r) => r.label));
+    const acc = lexiconLabelAccuracy(
+      rows.map((r) => r.text),
+      rows.map((r) => r.label),
+    );
     // A 3-way majority guess would get 1/3; the lexicon should do far better, but it is a lexicon.
     expect(acc).toBeGreaterThanOrEqual(0.7);
   });
@@ -125,7 +170,13 @@ describe('financial term coverage', () => {
     const ref = 'EPS beat consensus while free cash flow and operating margins improved.';
     const pred = 'Earnings per share topped the consensus; operating margin rose.';
     // reference terms: eps, free cash flow, consensus, operating margin, margin -> 5; pred has 4.
-    expect(financialTermsIn(ref).map((i) => FINANCIAL_TERMS[i]![0])).toEqual(['operating margin', 'eps', 'free cash flow', 'consensus', 'margin']);
+    expect(financialTermsIn(ref).map((i) => FINANCIAL_TERMS[i]![0])).toEqual([
+      'operating margin',
+      'eps',
+      'free cash flow',
+      'consensus',
+      'margin',
+    ]);
     expect(termCoverage(pred, ref)).toBeCloseTo(4 / 5, 15);
   });
   it('is null without financial terms in the reference', () => {

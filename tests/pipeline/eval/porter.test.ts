@@ -4,7 +4,9 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { porterStem } from '../../../src/pipeline/eval/porter.js';
 
-const ref = JSON.parse(readFileSync(new URL('../../../reference/eval/porter_reference.json', import.meta.url), 'utf8')) as {
+const ref = JSON.parse(
+  readFileSync(new URL('../../../reference/eval/porter_reference.json', import.meta.url), 'utf8'),
+) as {
   stems: Record<string, string>;
 };
 
@@ -14,7 +16,9 @@ describe('porterStem matches NLTK', () => {
     expect(entries.length).toBeGreaterThan(200);
   });
   it('every reference word', () => {
-    const wrong = entries.filter(([w, s]) => porterStem(w) !== s).map(([w, s]) => `${w}: got ${porterStem(w)}, nltk ${s}`);
+    const wrong = entries
+      .filter(([w, s]) => porterStem(w) !== s)
+      .map(([w, s]) => `${w}: got ${porterStem(w)}, nltk ${s}`);
     expect(wrong).toEqual([]);
   });
   it('classic examples from the paper', () => {

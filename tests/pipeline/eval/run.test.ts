@@ -23,7 +23,11 @@ const MODEL = join(ROOT, 'tests', 'fixtures', 'reference', 'gqa-f32', 'model');
 const QA = join(ROOT, 'data', 'eval', 'fin-figures.jsonl');
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'finllm-evaluate-'));
-const TEXTS = ['Revenue rose 8% to $2.1 billion.', 'Net income fell, and the company cut its outlook for the year.', 'Margins held.'];
+const TEXTS = [
+  'Revenue rose 8% to $2.1 billion.',
+  'Net income fell, and the company cut its outlook for the year.',
+  'Margins held.',
+];
 
 afterEach(() => {
   vi.restoreAllMocks();
@@ -49,7 +53,10 @@ describe('evaluate(): one flow for finllm eval, the pipeline stages and the test
     });
     expect(loads).toHaveBeenCalledTimes(1);
     loads.mockRestore();
-    expect(outcomes.map((o) => [o.suite.task, o.out])).toEqual([['perplexity', pplOut], ['generation', genOut]]);
+    expect(outcomes.map((o) => [o.suite.task, o.out])).toEqual([
+      ['perplexity', pplOut],
+      ['generation', genOut],
+    ]);
 
     // Reference: the model loaded again, the pieces called one by one.
     const tokenizer = await LlamaTokenizer.load(MODEL);
@@ -63,7 +70,12 @@ describe('evaluate(): one flow for finllm eval, the pipeline stages and the test
       expect(readFileSync(pplOut, 'utf8')).toBe(`${JSON.stringify(perplexityJson(got), null, 2)}\n`);
 
       const items = buildEvalItems(await readRecords(QA), 'generation', QA, { limit: 2, tokenizer });
-      const direct = await runGenerationEval(model, tokenizer, items, { task: 'generation', maxNewTokens: 3, model: MODEL, name: 'qa-suite' });
+      const direct = await runGenerationEval(model, tokenizer, items, {
+        task: 'generation',
+        maxNewTokens: 3,
+        model: MODEL,
+        name: 'qa-suite',
+      });
       const written = await readResults(genOut);
       expect(written.task).toBe('qa-suite');
       expect(written.model).toBe(MODEL);
@@ -100,7 +112,11 @@ describe('evaluate(): one flow for finllm eval, the pipeline stages and the test
     const dir = tmp();
     const empty = join(dir, 'empty.jsonl');
     writeFileSync(empty, '');
-    await expect(evaluate({ modelDir: MODEL, load: {}, suites: [{ file: empty, task: 'perplexity' }] })).rejects.toThrow(/empty\.jsonl: no rows: the data file is empty/);
-    await expect(evaluate({ modelDir: MODEL, load: {}, suites: [{ file: empty, task: 'generation' }] })).rejects.toThrow(/empty\.jsonl: no eval records: the file is empty/);
+    await expect(
+      evaluate({ modelDir: MODEL, load: {}, suites: [{ file: empty, task: 'perplexity' }] }),
+    ).rejects.toThrow(/empty\.jsonl: no rows: the data file is empty/);
+    await expect(
+      evaluate({ modelDir: MODEL, load: {}, suites: [{ file: empty, task: 'generation' }] }),
+    ).rejects.toThrow(/empty\.jsonl: no eval records: the file is empty/);
   });
 });

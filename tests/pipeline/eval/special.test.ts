@@ -4,7 +4,9 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { betaInc, logGamma, makeRng, normalSf, studentTSf } from '../../../src/pipeline/eval/special.js';
 
-const ref = JSON.parse(readFileSync(new URL('../../../reference/eval/stats_reference.json', import.meta.url), 'utf8')) as {
+const ref = JSON.parse(
+  readFileSync(new URL('../../../reference/eval/stats_reference.json', import.meta.url), 'utf8'),
+) as {
   special: { norm_sf: [number, number][]; t_sf: [number, number, number][] };
 };
 

@@ -4,18 +4,38 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
-  averageRanks, bayesianBootstrap, bootstrapMeanCI, bootstrapStatistic, cohensDz, holm, pairedBootstrapCI, pairedPermutationTest,
-  pairedTTest, pBetterFromTest, quantileSorted, sd, wilcoxon,
+  averageRanks,
+  bayesianBootstrap,
+  bootstrapMeanCI,
+  bootstrapStatistic,
+  cohensDz,
+  holm,
+  pairedBootstrapCI,
+  pairedPermutationTest,
+  pairedTTest,
+  pBetterFromTest,
+  quantileSorted,
+  sd,
+  wilcoxon,
 } from '../../../src/pipeline/eval/stats.js';
 
 interface Case {
-  name: string; base: number[]; candidate: number[];
+  name: string;
+  base: number[];
+  candidate: number[];
   wilcoxon: { statistic: number; pvalue: number };
   ttest_rel: { statistic: number; pvalue: number; df: number };
-  dz: number; mean_diff: number; bootstrap_percentile_95: [number, number]; n_zero: number; has_ties: boolean;
+  dz: number;
+  mean_diff: number;
+  bootstrap_percentile_95: [number, number];
+  n_zero: number;
+  has_ties: boolean;
 }
-const ref = JSON.parse(readFileSync(new URL('../../../reference/eval/stats_reference.json', import.meta.url), 'utf8')) as {
-  cases: Case[]; holm: { p: number[]; adjusted: number[] }[];
+const ref = JSON.parse(
+  readFileSync(new URL('../../../reference/eval/stats_reference.json', import.meta.url), 'utf8'),
+) as {
+  cases: Case[];
+  holm: { p: number[]; adjusted: number[] }[];
 };
 
 function relClose(actual: number, expected: number, rel: number): void {
@@ -29,7 +49,8 @@ describe('wilcoxon matches scipy.stats.wilcoxon defaults', () => {
       expect(r.statistic).toBeCloseTo(c.wilcoxon.statistic, 9);
       relClose(r.pValue, c.wilcoxon.pvalue, 1e-9);
       const n = c.base.length;
-      const expectedMethod = n > 50 ? 'asymptotic' : !c.has_ties && c.n_zero === 0 ? 'exact' : n <= 13 ? 'permutation' : 'asymptotic';
+      const expectedMethod =
+        n > 50 ? 'asymptotic' : !c.has_ties && c.n_zero === 0 ? 'exact' : n <= 13 ? 'permutation' : 'asymptotic';
       expect(r.method).toBe(expectedMethod);
     });
   }
@@ -90,7 +111,10 @@ describe('bootstrap', () => {
     // 200 samples of n = 40 from a skewed distribution with known mean 1 (Exp(1)).
     let covered = 0;
     let state = 99;
-    const u = () => { state = (state * 1103515245 + 12345) % 2147483648; return (state + 0.5) / 2147483648; };
+    const u = () => {
+      state = (state * 1103515245 + 12345) % 2147483648;
+      return (state + 0.5) / 2147483648;
+    };
     for (let rep = 0; rep < 200; rep++) {
       const xs = Array.from({ length: 40 }, () => -Math.log(u()));
       const ci = bootstrapMeanCI(xs, { resamples: 1000, seed: rep });
@@ -130,7 +154,9 @@ describe('Bayesian bootstrap', () => {
 describe('Holm and helpers', () => {
   for (const h of ref.holm) {
     it(`holm(${h.p.join(', ')})`, () => {
-      holm(h.p).forEach((x, i) => { expect(x).toBeCloseTo(h.adjusted[i]!, 14); });
+      holm(h.p).forEach((x, i) => {
+        expect(x).toBeCloseTo(h.adjusted[i]!, 14);
+      });
     });
   }
   it('treats NaN as 1', () => {
@@ -168,20 +194,37 @@ describe('P(better) and corpus-level tests', () => {
     // or none swapped reach |diff| = 3, so p -> (1 + 2/8 R) / (R + 1) ~ 0.25 for large R.
     const b = [0, 0, 0];
     const c = [1, 1, 1];
-    const diffOf = (swap: Uint8Array) => c.reduce((a, v, i) => a + (swap[i] ? b[i]! : v), 0) - b.reduce((a, v, i) => a + (swap[i] ? c[i]! : v), 0);
+    const diffOf = (swap: Uint8Array) =>
+      c.reduce((a, v, i) => a + (swap[i] ? b[i]! : v), 0) - b.reduce((a, v, i) => a + (swap[i] ? c[i]! : v), 0);
     const r = pairedPermutationTest(3, diffOf, { resamples: 20000, seed: 9 });
     expect(r.diff).toBe(3);
     expect(r.direction).toBe(1);
     expect(Math.abs(r.pValue - 0.25)).toBeLessThan(0.015); // binomial sd of the estimate ~0.003
     const n = 40;
-    const big = pairedPermutationTest(n, (swap) => { let d = 0; for (let i = 0; i < n; i++) d += swap[i] ? -1 : 1; return d; }, { resamples: 2000, seed: 3 });
+    const big = pairedPermutationTest(
+      n,
+      (swap) => {
+        let d = 0;
+        for (let i = 0; i < n; i++) d += swap[i] ? -1 : 1;
+        return d;
+      },
+      { resamples: 2000, seed: 3 },
+    );
     expect(big.pValue).toBeCloseTo(1 / 2001, 12); // no resample reaches |40|
     expect(pairedPermutationTest(5, () => 0, { resamples: 100 }).pValue).toBe(1);
   });
   it('bootstrapStatistic of the mean equals bootstrapMeanCI with the same seed', () => {
     const xs = Array.from({ length: 25 }, (_, i) => ((i * 7) % 11) / 10);
     const a = bootstrapMeanCI(xs, { resamples: 500, seed: 4 });
-    const b = bootstrapStatistic(xs.length, (idx) => { let s = 0; for (const i of idx) s += xs[i]!; return s / idx.length; }, { resamples: 500, seed: 4 });
+    const b = bootstrapStatistic(
+      xs.length,
+      (idx) => {
+        let s = 0;
+        for (const i of idx) s += xs[i]!;
+        return s / idx.length;
+      },
+      { resamples: 500, seed: 4 },
+    );
     expect(b.estimate).toBeCloseTo(a.estimate, 14);
     expect(b.low).toBeCloseTo(a.low, 14);
     expect(b.high).toBeCloseTo(a.high, 14);

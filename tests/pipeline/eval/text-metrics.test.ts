@@ -4,21 +4,41 @@
 // the sacreBLEU README corpus_bleu example, the chrF metric card values computed with sacrebleu --
 // and (b) small cases worked out by hand from the documented algorithms (derivations inline).
 import { describe, expect, it } from 'vitest';
+import { bleuCountsRef, chrfStatsRef, lcsDp } from '../../../reference/eval/text.js';
 import { bleuStats, corpusBleu, sentenceBleu, tokenize13a } from '../../../src/pipeline/eval/bleu.js';
-import { corpusChrf, sentenceChrf, chrfStats } from '../../../src/pipeline/eval/chrf.js';
+import { chrfStats, corpusChrf, sentenceChrf } from '../../../src/pipeline/eval/chrf.js';
 import { exactMatch, normalizeAnswer } from '../../../src/pipeline/eval/exact.js';
 import { lcsLength, rouge, rougeL, rougeTokenize } from '../../../src/pipeline/eval/rouge.js';
 import { testRng } from '../../helpers/index.js';
-import { bleuCountsRef, chrfStatsRef, lcsDp } from '../../../reference/eval/text.js';
 
 describe('rouge-score tokenizer', () => {
   it('lowercases, splits on non-alphanumerics and drops empties', () => {
-    expect(rougeTokenize("Revenue rose 12% to $1.2B -- Q3's best!")).toEqual(['revenue', 'rose', '12', 'to', '1', '2b', 'q3', 's', 'best']);
+    expect(rougeTokenize("Revenue rose 12% to $1.2B -- Q3's best!")).toEqual([
+      'revenue',
+      'rose',
+      '12',
+      'to',
+      '1',
+      '2b',
+      'q3',
+      's',
+      'best',
+    ]);
     expect(rougeTokenize('  ')).toEqual([]);
     expect(rougeTokenize('Éclair café')).toEqual(['clair', 'caf']);
   });
   it('stems only tokens longer than 3 characters ("was" and "has" keep their s)', () => {
-    expect(rougeTokenize('The cats were running quickly; it was, it has', true)).toEqual(['the', 'cat', 'were', 'run', 'quickli', 'it', 'was', 'it', 'has']);
+    expect(rougeTokenize('The cats were running quickly; it was, it has', true)).toEqual([
+      'the',
+      'cat',
+      'were',
+      'run',
+      'quickli',
+      'it',
+      'was',
+      'it',
+      'has',
+    ]);
   });
 });
 
@@ -96,7 +116,7 @@ describe('BLEU', () => {
     const r = corpusBleu(['the cat sat on the mat'], [['the cat is on the mat']]);
     expect(r.correct).toEqual([5, 3, 1, 0]);
     expect(r.total).toEqual([6, 5, 4, 3]);
-    const expected = Math.pow((500 / 6) * 60 * 25 * (100 / 6), 1 / 4);
+    const expected = ((500 / 6) * 60 * 25 * (100 / 6)) ** (1 / 4);
     expect(r.score).toBeCloseTo(expected, 10);
   });
   it('brevity penalty by hand', () => {
@@ -107,7 +127,9 @@ describe('BLEU', () => {
     expect(sentenceBleu('the cat', ['the cat sat down']).score).toBeCloseTo(100 * Math.exp(-1), 10);
   });
   it('identical text scores 100 and disjoint text 0', () => {
-    expect(corpusBleu(['Net income rose 5% to $2.1 billion.'], [['Net income rose 5% to $2.1 billion.']]).score).toBeCloseTo(100, 10);
+    expect(
+      corpusBleu(['Net income rose 5% to $2.1 billion.'], [['Net income rose 5% to $2.1 billion.']]).score,
+    ).toBeCloseTo(100, 10);
     expect(corpusBleu(['alpha beta gamma delta'], [['one two three four']]).score).toBe(0);
   });
   it('sums statistics over the corpus rather than averaging sentences', () => {
@@ -122,12 +144,24 @@ describe('BLEU', () => {
 
 describe('chrF', () => {
   it('matches the sacrebleu-computed chrF metric card values', () => {
-    expect(sentenceChrf('The relationship between Obama and Netanyahu is not exactly friendly.',
-      'The ties between Obama and Netanyahu are not particularly friendly.')).toBeCloseTo(61.576379378113785, 10);
-    expect(corpusChrf(
-      ['The relationship between cats and dogs is not exactly friendly.', 'a good bookshop is just a genteel black hole that knows how to read.'],
-      ['The relationship between dogs and cats is not exactly friendly.', 'A good bookshop is just a genteel Black Hole that knows how to read.'],
-    )).toBeCloseTo(84.64214891738334, 10);
+    expect(
+      sentenceChrf(
+        'The relationship between Obama and Netanyahu is not exactly friendly.',
+        'The ties between Obama and Netanyahu are not particularly friendly.',
+      ),
+    ).toBeCloseTo(61.576379378113785, 10);
+    expect(
+      corpusChrf(
+        [
+          'The relationship between cats and dogs is not exactly friendly.',
+          'a good bookshop is just a genteel black hole that knows how to read.',
+        ],
+        [
+          'The relationship between dogs and cats is not exactly friendly.',
+          'A good bookshop is just a genteel Black Hole that knows how to read.',
+        ],
+      ),
+    ).toBeCloseTo(84.64214891738334, 10);
   });
   it('by hand on a tiny pair', () => {
     // hyp "ab c" -> "abc", ref "abd" (whitespace removed). n=1: hyp 3, ref 3, match 2 (a, b);
@@ -161,7 +195,8 @@ describe('long texts: the fast paths compute exactly what the definitions do', (
       const b = Array.from({ length: rng.int(200) }, () => String(rng.int(k)));
       const want = lcsDp(a, b);
       // Block sizes of 1-3 words exercise the carries kept between blocks.
-      for (const block of [1, 2, 3, 2048]) expect(lcsLength(a, b, block), `|a|=${a.length} |b|=${b.length} k=${k} block=${block}`).toBe(want);
+      for (const block of [1, 2, 3, 2048])
+        expect(lcsLength(a, b, block), `|a|=${a.length} |b|=${b.length} k=${k} block=${block}`).toBe(want);
     }
   });
 
@@ -178,7 +213,12 @@ describe('long texts: the fast paths compute exactly what the definitions do', (
 
   it('chrF statistics = string-keyed n-gram counts: small alphabets, astral code points, alphabets too large for numeric keys', () => {
     const rng = testRng('chrf-long');
-    const alphabets = ['ab', 'abc d', 'ab\u{1F4B0}\u{1D11E}c', Array.from({ length: 600 }, (_, i) => String.fromCodePoint(0x4e00 + i)).join('')];
+    const alphabets = [
+      'ab',
+      'abc d',
+      'ab\u{1F4B0}\u{1D11E}c',
+      Array.from({ length: 600 }, (_, i) => String.fromCodePoint(0x4e00 + i)).join(''),
+    ];
     for (const alphabet of alphabets) {
       const chars = Array.from(alphabet);
       for (let t = 0; t < 40; t++) {

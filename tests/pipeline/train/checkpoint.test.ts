@@ -2,7 +2,7 @@
 // is deleted or replaced. A step-N folder that is not a complete checkpoint is refused before a
 // run; a save that finds a foreign step-N moves it aside with a warning; the rotation of old
 // checkpoints keeps folders holding anything finllm does not write.
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -43,7 +43,9 @@ describe('checkpoint folders', () => {
     writeFileSync(join(step(r, 1), 'notes.txt'), 'my notes');
     await saveCheckpoint(r, 2, 1, writeStep(2));
     expect(readFileSync(join(step(r, 1), 'notes.txt'), 'utf8')).toBe('my notes');
-    expect(warnings).toEqual([`${step(r, 1)}: kept, although training.keep_last_checkpoints would remove it: it holds a file finllm does not write (notes.txt)`]);
+    expect(warnings).toEqual([
+      `${step(r, 1)}: kept, although training.keep_last_checkpoints would remove it: it holds a file finllm does not write (notes.txt)`,
+    ]);
   });
 
   it('saving step N over a step-N folder finllm did not write moves that folder aside, naming both paths', async () => {
@@ -78,9 +80,13 @@ describe('checkpoint folders', () => {
     checkCheckpointFolders(r); // complete checkpoints pass
     mkdirSync(step(r, 3), { recursive: true });
     expect(() => checkCheckpointFolders(r)).toThrow(InputError);
-    expect(() => checkCheckpointFolders(r)).toThrow(`${step(r, 3)}: not a complete checkpoint: it has no trainer_state.json (finllm writes a checkpoint whole, so it was made or changed by hand). Move it out of ${join(r, 'checkpoints')} (or delete it) and run again`);
-    writeFileSync(join(step(r, 3), 'adapter_model.safetensors'), 'the user\'s copy');
-    expect(() => checkCheckpointFolders(r)).toThrow(/step-00000003: not a complete checkpoint: it holds a file finllm does not write \(adapter_model\.safetensors\)/);
+    expect(() => checkCheckpointFolders(r)).toThrow(
+      `${step(r, 3)}: not a complete checkpoint: it has no trainer_state.json (finllm writes a checkpoint whole, so it was made or changed by hand). Move it out of ${join(r, 'checkpoints')} (or delete it) and run again`,
+    );
+    writeFileSync(join(step(r, 3), 'adapter_model.safetensors'), "the user's copy");
+    expect(() => checkCheckpointFolders(r)).toThrow(
+      /step-00000003: not a complete checkpoint: it holds a file finllm does not write \(adapter_model\.safetensors\)/,
+    );
     // The latest complete checkpoint is still step 1: the incomplete one is never resumed from.
     expect(latestCheckpoint(r)?.step).toBe(1);
   });

@@ -2,17 +2,18 @@
 // f32) with a slice of the bundled sample data: exact resume after SIGKILL, the exported model/
 // folder evaluating in `finllm eval` to the losses the model had in memory, the config refusing
 // what full training cannot do; and output.export_merged under LoRA through `finllm train`.
-import { describe, expect, it, beforeAll } from 'vitest';
+
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
-import { TrainingRun, runTraining } from '../../../src/pipeline/train/trainer.js';
-import { evaluatePerplexity } from '../../../src/pipeline/eval/perplexity.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { InputError } from '../../../src/errors.js';
 import { LlamaModel } from '../../../src/llama/model.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
-import { InputError } from '../../../src/errors.js';
+import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
+import { evaluatePerplexity } from '../../../src/pipeline/eval/perplexity.js';
+import { runTraining, TrainingRun } from '../../../src/pipeline/train/trainer.js';
 import { useEngine } from '../../helpers/index.js';
 
 useEngine();
@@ -25,7 +26,12 @@ let dataDir = '';
 beforeAll(() => {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` (npm test does it first)`);
   dataDir = mkdtempSync(join(tmpdir(), 'finllm-full-data-'));
-  const take = (file: string, n: number) => readFileSync(join(ROOT, 'data/sample', file), 'utf8').split('\n').filter(Boolean).slice(0, n).join('\n') + '\n';
+  const take = (file: string, n: number) =>
+    readFileSync(join(ROOT, 'data/sample', file), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .slice(0, n)
+      .join('\n') + '\n';
   writeFileSync(join(dataDir, 'train.jsonl'), take('train.jsonl', 24));
   writeFileSync(join(dataDir, 'val.jsonl'), take('val.jsonl', 8));
 });
@@ -52,7 +58,8 @@ function settings(outDir: string, extra: string[] = []): string[] {
   ];
 }
 
-const config = (outDir: string, extra: string[] = []): ResolvedConfig => loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml'), sets: settings(outDir, extra) });
+const config = (outDir: string, extra: string[] = []): ResolvedConfig =>
+  loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml'), sets: settings(outDir, extra) });
 
 function losses(runDir: string): number[] {
   return readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
@@ -66,7 +73,13 @@ function losses(runDir: string): number[] {
 describe('full training (training.method full)', () => {
   it('a run killed with SIGKILL and resumed logs the same losses and ends with the same weights as an uninterrupted run', async () => {
     const straight = mkdtempSync(join(tmpdir(), 'finllm-full-straight-'));
-    const args = (dir: string) => [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...settings(dir).flatMap((s) => ['--set', s])];
+    const args = (dir: string) => [
+      CLI,
+      'train',
+      '--config',
+      join(ROOT, 'configs/tiny-sample.yaml'),
+      ...settings(dir).flatMap((s) => ['--set', s]),
+    ];
     await runTraining(config(straight), { quiet: true });
     const reference = losses(straight);
     expect(reference).toHaveLength(4);
@@ -78,7 +91,8 @@ describe('full training (training.method full)', () => {
     const ckpt = join(killed, 'checkpoints', 'step-00000002', 'trainer_state.json');
     const exited = new Promise<void>((res) => child.on('exit', () => res()));
     const deadline = Date.now() + 300_000;
-    while (!existsSync(ckpt) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+    while (!existsSync(ckpt) && Date.now() < deadline && child.exitCode === null)
+      await new Promise((r) => setTimeout(r, 50));
     expect(existsSync(ckpt), `no checkpoint appeared; stderr:\n${stderr}`).toBe(true);
     child.kill('SIGKILL');
     await exited;
@@ -105,16 +119,30 @@ describe('full training (training.method full)', () => {
       const r = await trainer.train();
       expect(r.adapterDir).toBeNull();
       expect(r.modelDir).toBe(join(dir, 'model'));
-      for (const f of ['model.safetensors', 'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json']) expect(existsSync(join(dir, 'model', f)), f).toBe(true);
+      for (const f of [
+        'model.safetensors',
+        'config.json',
+        'generation_config.json',
+        'tokenizer.json',
+        'tokenizer_config.json',
+      ])
+        expect(existsSync(join(dir, 'model', f)), f).toBe(true);
       const cfgJson = JSON.parse(readFileSync(join(dir, 'model', 'config.json'), 'utf8')) as Record<string, unknown>;
       expect(cfgJson['torch_dtype'] ?? cfgJson['dtype']).toBe('float32');
       expect(cfgJson['architectures']).toEqual(['LlamaForCausalLM']);
-      const texts = readFileSync(join(dataDir, 'val.jsonl'), 'utf8').split('\n').filter(Boolean).slice(0, 4).map((l) => (JSON.parse(l) as { text: string }).text);
+      const texts = readFileSync(join(dataDir, 'val.jsonl'), 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .slice(0, 4)
+        .map((l) => (JSON.parse(l) as { text: string }).text);
       trainer.model.training = false;
       const inMemory = await evaluatePerplexity(trainer.model, trainer.tokenizer, texts);
       const file = join(dir, 'texts.jsonl');
       writeFileSync(file, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
-      const out = spawnSync(process.execPath, [CLI, 'eval', '--model', r.modelDir!, '--data', file, '--json'], { encoding: 'utf8', timeout: 240_000 });
+      const out = spawnSync(process.execPath, [CLI, 'eval', '--model', r.modelDir!, '--data', file, '--json'], {
+        encoding: 'utf8',
+        timeout: 240_000,
+      });
       expect(out.status, out.stderr).toBe(0);
       const cli = JSON.parse(out.stdout) as { loss: number; per_example: { loss: number }[] };
       // Same f32 weights, same kernels: equal up to the summation order of the per-text means.
@@ -135,7 +163,9 @@ describe('full training (training.method full)', () => {
   it('the config refuses full training of NF4 or 16-bit weights, naming the key', () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-full-cfg-'));
     expect(() => config(dir, ['model.quantize=nf4'])).toThrow(InputError);
-    expect(() => config(dir, ['model.quantize=nf4'])).toThrow(/key 'model\.quantize'.*NF4-quantized weights cannot be trained/);
+    expect(() => config(dir, ['model.quantize=nf4'])).toThrow(
+      /key 'model\.quantize'.*NF4-quantized weights cannot be trained/,
+    );
     expect(() => config(dir, ['model.storage=bf16'])).toThrow(/key 'model\.storage'.*f32 master weights/);
     expect(() => config(dir, ['training.method=partial'])).toThrow(/key 'training\.method'.*"lora", "full"/);
     expect(config(dir).training.method).toBe('full');
@@ -145,16 +175,30 @@ describe('full training (training.method full)', () => {
 describe('output.export_merged through `finllm train` (LoRA)', () => {
   it('writes merged/, which evaluates like the base model + the adapter', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-merged-'));
-    const sets = settings(dir, ['training.method=lora', 'training.max_steps=2', 'output.export_merged=true']).flatMap((s) => ['--set', s]);
-    const run = spawnSync(process.execPath, [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...sets], { encoding: 'utf8', timeout: 240_000 });
+    const sets = settings(dir, ['training.method=lora', 'training.max_steps=2', 'output.export_merged=true']).flatMap(
+      (s) => ['--set', s],
+    );
+    const run = spawnSync(
+      process.execPath,
+      [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...sets],
+      { encoding: 'utf8', timeout: 240_000 },
+    );
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/merged model: .*merged/);
-    for (const f of ['model.safetensors', 'config.json', 'tokenizer.json']) expect(existsSync(join(dir, 'merged', f)), f).toBe(true);
+    for (const f of ['model.safetensors', 'config.json', 'tokenizer.json'])
+      expect(existsSync(join(dir, 'merged', f)), f).toBe(true);
     const file = join(dir, 'texts.jsonl');
-    const texts = readFileSync(join(dataDir, 'val.jsonl'), 'utf8').split('\n').filter(Boolean).slice(0, 3).map((l) => (JSON.parse(l) as { text: string }).text);
+    const texts = readFileSync(join(dataDir, 'val.jsonl'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .slice(0, 3)
+      .map((l) => (JSON.parse(l) as { text: string }).text);
     writeFileSync(file, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
     const evalJson = (extra: string[]) => {
-      const r = spawnSync(process.execPath, [CLI, 'eval', ...extra, '--data', file, '--json'], { encoding: 'utf8', timeout: 240_000 });
+      const r = spawnSync(process.execPath, [CLI, 'eval', ...extra, '--data', file, '--json'], {
+        encoding: 'utf8',
+        timeout: 240_000,
+      });
       expect(r.status, r.stderr).toBe(0);
       return JSON.parse(r.stdout) as { loss: number };
     };

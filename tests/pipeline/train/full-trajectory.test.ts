@@ -12,23 +12,26 @@
 // Fixtures: gqa-f32 (untied LM head, GQA) and mqa-bf16-tied-llama3rope (tied embeddings: one matrix
 // read by the embedding gather and the LM head, the two gradients summed; MQA; llama3 RoPE; bf16
 // weights loaded as f32 master weights).
-import { describe, expect, it } from 'vitest';
+
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LlamaModel, shiftLabels, type CheckpointMode } from '../../../src/llama/model.js';
-import { AdamW } from '../../../src/kernels/optim.js';
+import { describe, expect, it } from 'vitest';
+import { readRefWeights, refLogits, refLoss } from '../../../reference/llama.js';
+import { type RefParams, refLossAndGrads } from '../../../reference/llama-grad.js';
+import { type AdamWRefState, adamwRefInit, adamwRefStep } from '../../../reference/optim.js';
 import { Checkpoint } from '../../../src/io/safetensors.js';
-import { trainStep } from '../../../src/pipeline/train/trainer.js';
+import { AdamW } from '../../../src/kernels/optim.js';
+import { type CheckpointMode, LlamaModel, shiftLabels } from '../../../src/llama/model.js';
 import type { Batch } from '../../../src/pipeline/data/index.js';
+import { trainStep } from '../../../src/pipeline/train/trainer.js';
 import { expectClose, testRng, useEngine } from '../../helpers/index.js';
-import { refLossAndGrads, type RefParams } from '../../../reference/llama-grad.js';
-import { refLogits, refLoss, readRefWeights } from '../../../reference/llama.js';
-import { adamwRefInit, adamwRefStep, type AdamWRefState } from '../../../reference/optim.js';
 
 useEngine();
 
 const FIX = join(process.cwd(), 'tests/fixtures/reference');
-const golden = JSON.parse(readFileSync(join(FIX, 'golden.json'), 'utf8')) as { models: Record<string, { token_ids: number[][] }> };
+const golden = JSON.parse(readFileSync(join(FIX, 'golden.json'), 'utf8')) as {
+  models: Record<string, { token_ids: number[][] }>;
+};
 
 function textBatch(ids: number[]): Batch {
   const n = ids.length;
@@ -81,7 +84,9 @@ describe.each(['gqa-f32', 'mqa-bf16-tied-llama3rope'])('full training vs float64
       const p = params.get(n)!;
       const g = grads.get(n)!;
       // The rows of the tokens in `ids` carry the embedding gradient: sample there and anywhere.
-      const picks = n.includes('embed') ? [ids[3]! * cfg.hiddenSize + rng.int(cfg.hiddenSize), rng.int(p.length)] : [rng.int(p.length), rng.int(p.length)];
+      const picks = n.includes('embed')
+        ? [ids[3]! * cfg.hiddenSize + rng.int(cfg.hiddenSize), rng.int(p.length)]
+        : [rng.int(p.length), rng.int(p.length)];
       for (const i of picks) {
         const h = 1e-5;
         const keep = p[i]!;
@@ -92,7 +97,9 @@ describe.each(['gqa-f32', 'mqa-bf16-tied-llama3rope'])('full training vs float64
         p[i] = keep;
         const fd = (up - down) / (2 * h);
         // f64 central differences at h = 1e-5: truncation ~h²·f''' ≈ 1e-10, rounding ~1e-16/h ≈ 1e-11.
-        expect(Math.abs(fd - g[i]!), `${n}[${i}]: analytic ${g[i]} vs FD ${fd}`).toBeLessThan(1e-8 + 1e-6 * Math.abs(fd));
+        expect(Math.abs(fd - g[i]!), `${n}[${i}]: analytic ${g[i]} vs FD ${fd}`).toBeLessThan(
+          1e-8 + 1e-6 * Math.abs(fd),
+        );
       }
     }
   });
@@ -101,16 +108,28 @@ describe.each(['gqa-f32', 'mqa-bf16-tied-llama3rope'])('full training vs float64
     const model = await LlamaModel.load(dir); // bf16 checkpoints are widened to f32 master weights
     const named = model.enableFullTraining();
     expect(named.has('lm_head.weight')).toBe(!model.config.tieWordEmbeddings);
-    const opt = new AdamW([...named.values()], { lr: HYPER.lr, betas: [HYPER.beta1, HYPER.beta2], eps: HYPER.eps, weightDecay: HYPER.weightDecay });
+    const opt = new AdamW([...named.values()], {
+      lr: HYPER.lr,
+      betas: [HYPER.beta1, HYPER.beta2],
+      eps: HYPER.eps,
+      weightDecay: HYPER.weightDecay,
+    });
     const params = await refParams(dir, named.keys());
     const states = new Map<string, AdamWRefState>([...params].map(([n, p]) => [n, adamwRefInit(p)]));
     for (let s = 0; s < STEPS; s++) {
       const ids = texts[s]!;
-      const r = await trainStep(model, opt, [textBatch(ids)], { lr: HYPER.lr, stepIndex: s, seed: 0, maxGradNorm: null });
+      const r = await trainStep(model, opt, [textBatch(ids)], {
+        lr: HYPER.lr,
+        stepIndex: s,
+        seed: 0,
+        maxGradNorm: null,
+      });
       const cur: RefParams = new Map([...states].map(([n, st]) => [n, st.p]));
       const ref = refLossAndGrads(model.config, cur, ids);
       // f32 forward of ~60 tokens over a 600–800 word vocabulary: ~1e-6 relative.
-      expect(Math.abs(r.loss - ref.loss), `loss before step ${s + 1}: ${r.loss} vs reference ${ref.loss}`).toBeLessThan(1e-4);
+      expect(Math.abs(r.loss - ref.loss), `loss before step ${s + 1}: ${r.loss} vs reference ${ref.loss}`).toBeLessThan(
+        1e-4,
+      );
       for (const [n, st] of states) adamwRefStep(st, ref.grads.get(n)!, HYPER);
     }
     // Adam normalises each step to ~lr per element whatever the gradient's size; the f32 gradient's
@@ -138,7 +157,13 @@ describe.each(['gqa-f32', 'mqa-bf16-tied-llama3rope'])('full training vs float64
       const model = await LlamaModel.load(dir);
       const named = model.enableFullTraining();
       const opt = new AdamW([...named.values()], { lr: HYPER.lr, weightDecay: 0 });
-      const r = await trainStep(model, opt, [textBatch(texts[1]!)], { lr: HYPER.lr, stepIndex: 0, seed: 0, maxGradNorm: 1.0, gradientCheckpointing: ckpt });
+      const r = await trainStep(model, opt, [textBatch(texts[1]!)], {
+        lr: HYPER.lr,
+        stepIndex: 0,
+        seed: 0,
+        maxGradNorm: 1.0,
+        gradientCheckpointing: ckpt,
+      });
       const w = await Promise.all([...named.values()].map((t) => t.toFloat32()));
       opt.dispose();
       model.dispose();

@@ -13,7 +13,12 @@ export const CLI = join(ROOT, 'dist/src/cli/main.js');
 export function sampleSlice(trainRows: number, valRows: number): string {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` (npm test does it first)`);
   const dir = mkdtempSync(join(tmpdir(), 'finllm-train-data-'));
-  const take = (file: string, n: number) => readFileSync(join(ROOT, 'data/sample', file), 'utf8').split('\n').filter(Boolean).slice(0, n).join('\n') + '\n';
+  const take = (file: string, n: number) =>
+    readFileSync(join(ROOT, 'data/sample', file), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .slice(0, n)
+      .join('\n') + '\n';
   writeFileSync(join(dir, 'train.jsonl'), take('train.jsonl', trainRows));
   writeFileSync(join(dir, 'val.jsonl'), take('val.jsonl', valRows));
   return dir;

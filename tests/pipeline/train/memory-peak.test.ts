@@ -5,20 +5,26 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { backward, zeroGrad } from '../../../src/engine/autograd.js';
-import { computePrecision, setComputePrecision, withPrecision, withPrecisionAsync, type Precision } from '../../../src/engine/precision.js';
+import {
+  computePrecision,
+  type Precision,
+  setComputePrecision,
+  withPrecision,
+  withPrecisionAsync,
+} from '../../../src/engine/precision.js';
 import { Rng } from '../../../src/engine/random.js';
-import { BufferPool, Tensor, engine, tidy } from '../../../src/engine/tensor.js';
+import { BufferPool, engine, Tensor, tidy } from '../../../src/engine/tensor.js';
 import { cast, flashAttention, rope, ropeTables, scale, sumToSuffix } from '../../../src/kernels/index.js';
 import { AdamW } from '../../../src/kernels/optim.js';
 import type { LlamaConfig } from '../../../src/llama/config.js';
 import { savedInputDtype } from '../../../src/llama/decoder-layer.js';
 import { initModel } from '../../../src/llama/init.js';
-import { estimateTrainingMemory } from '../../../src/pipeline/train/memory.js';
-import { LlamaModel, shiftLabels, type CheckpointMode } from '../../../src/llama/model.js';
+import { type CheckpointMode, LlamaModel, shiftLabels } from '../../../src/llama/model.js';
 import { LINEAR_MODULES, type LinearModule } from '../../../src/llama/weights.js';
-import { trainStep } from '../../../src/pipeline/train/trainer.js';
 import type { Batch } from '../../../src/pipeline/data/index.js';
-import { testRng, requireFeature, useEngine } from '../../helpers/index.js';
+import { estimateTrainingMemory } from '../../../src/pipeline/train/memory.js';
+import { trainStep } from '../../../src/pipeline/train/trainer.js';
+import { requireFeature, testRng, useEngine } from '../../helpers/index.js';
 
 useEngine();
 
@@ -73,8 +79,15 @@ async function measure(setup: Setup, modes: readonly CheckpointMode[]): Promise<
   const makeBatch = (): Batch => {
     const ids = Int32Array.from({ length: B * T }, () => rng.int(model.config.vocabSize));
     return {
-      inputIds: ids, labels: shiftLabels(ids, B, T), positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T),
-      segmentIds: new Int32Array(B * T).fill(1), attentionMask: new Uint8Array(B * T).fill(1), batchSize: B, seqLen: T, numTargetTokens: B * (T - 1), numExamples: B,
+      inputIds: ids,
+      labels: shiftLabels(ids, B, T),
+      positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T),
+      segmentIds: new Int32Array(B * T).fill(1),
+      attentionMask: new Uint8Array(B * T).fill(1),
+      batchSize: B,
+      seqLen: T,
+      numTargetTokens: B * (T - 1),
+      numExamples: B,
     };
   };
   const batches = Array.from({ length: setup.micro ?? 1 }, makeBatch);
@@ -84,16 +97,31 @@ async function measure(setup: Setup, modes: readonly CheckpointMode[]): Promise<
   setComputePrecision(precision);
   try {
     for (const mode of modes) {
-      const step = (i: number) => trainStep(model, opt, batches, { lr: 1e-3, stepIndex: i, seed: 0, maxGradNorm: 1, gradientCheckpointing: mode });
+      const step = (i: number) =>
+        trainStep(model, opt, batches, {
+          lr: 1e-3,
+          stepIndex: i,
+          seed: 0,
+          maxGradNorm: 1,
+          gradientCheckpointing: mode,
+        });
       await step(0);
       await dev.sync();
       pool.resetPeak();
       await step(1);
       await dev.sync();
       const estimate = estimateTrainingMemory({
-        config: model.config, batchSize: B, seqLen: T, method: setup.method ?? 'lora', quantize: setup.quantize, storage: 'f32',
-        lora: full ? null : { r: setup.r, targetModules: setup.targets }, checkpointing: mode, maxBindingBytes: dev.limits.maxStorageBufferBindingSize,
-        accumulating: (setup.micro ?? 1) > 1, precision,
+        config: model.config,
+        batchSize: B,
+        seqLen: T,
+        method: setup.method ?? 'lora',
+        quantize: setup.quantize,
+        storage: 'f32',
+        lora: full ? null : { r: setup.r, targetModules: setup.targets },
+        checkpointing: mode,
+        maxBindingBytes: dev.limits.maxStorageBufferBindingSize,
+        accumulating: (setup.micro ?? 1) > 1,
+        precision,
       });
       out.set(mode, { measured: pool.peakBytes - before, estimate: estimate.total, peakAt: estimate.peakAt });
     }
@@ -106,15 +134,28 @@ async function measure(setup: Setup, modes: readonly CheckpointMode[]): Promise<
 }
 
 function expectWithin10(label: string, r: Measured): void {
-  console.log(`${label}: estimate ${r.estimate} B (peak during ${r.peakAt}), measured pool peak ${r.measured} B (ratio ${(r.estimate / r.measured).toFixed(3)})`);
+  console.log(
+    `${label}: estimate ${r.estimate} B (peak during ${r.peakAt}), measured pool peak ${r.measured} B (ratio ${(r.estimate / r.measured).toFixed(3)})`,
+  );
   expect(Math.abs(r.estimate - r.measured), label).toBeLessThanOrEqual(0.1 * r.measured);
 }
 
 describe('memory model vs the measured pool peak', () => {
   it('QLoRA on every linear layer, vocabulary-heavy (loss head peak): each mode within 10%, none > selective > full', async () => {
     const setup: Setup = {
-      overrides: { hiddenSize: 64, intermediateSize: 160, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16 },
-      quantize: 'nf4', r: 8, targets: LINEAR_MODULES, B: 2, T: 64,
+      overrides: {
+        hiddenSize: 64,
+        intermediateSize: 160,
+        numHiddenLayers: 2,
+        numAttentionHeads: 4,
+        numKeyValueHeads: 2,
+        headDim: 16,
+      },
+      quantize: 'nf4',
+      r: 8,
+      targets: LINEAR_MODULES,
+      B: 2,
+      T: 64,
     };
     const r = await measure(setup, ['none', 'selective', 'full']);
     for (const [mode, v] of r) expectWithin10(`nf4 all-linear ${mode}`, v);
@@ -125,24 +166,59 @@ describe('memory model vs the measured pool peak', () => {
 
   it('dense f32 weights, LoRA on o_proj and down_proj only, MLP-heavy (backward peak)', async () => {
     const setup: Setup = {
-      overrides: { hiddenSize: 96, intermediateSize: 352, numHiddenLayers: 3, numAttentionHeads: 6, numKeyValueHeads: 2, headDim: 16 },
-      quantize: 'none', r: 4, targets: ['o_proj', 'down_proj'], B: 3, T: 40,
+      overrides: {
+        hiddenSize: 96,
+        intermediateSize: 352,
+        numHiddenLayers: 3,
+        numAttentionHeads: 6,
+        numKeyValueHeads: 2,
+        headDim: 16,
+      },
+      quantize: 'none',
+      r: 4,
+      targets: ['o_proj', 'down_proj'],
+      B: 3,
+      T: 40,
     };
     expectWithin10('dense o/down selective', (await measure(setup, ['selective'])).get('selective')!);
   });
 
   it('gradient accumulation (two micro-batches): the LoRA gradients of the first stay through the second', async () => {
     const setup: Setup = {
-      overrides: { hiddenSize: 128, intermediateSize: 352, numHiddenLayers: 3, numAttentionHeads: 8, numKeyValueHeads: 2, headDim: 16, vocabSize: 300 },
-      quantize: 'nf4', r: 32, targets: LINEAR_MODULES, B: 2, T: 32, micro: 2,
+      overrides: {
+        hiddenSize: 128,
+        intermediateSize: 352,
+        numHiddenLayers: 3,
+        numAttentionHeads: 8,
+        numKeyValueHeads: 2,
+        headDim: 16,
+        vocabSize: 300,
+      },
+      quantize: 'nf4',
+      r: 32,
+      targets: LINEAR_MODULES,
+      B: 2,
+      T: 32,
+      micro: 2,
     };
     expectWithin10('nf4 r32 grad_accum 2 none', (await measure(setup, ['none'])).get('none')!);
   });
 
   it('QLoRA rank 16 on q_proj and v_proj, full checkpointing (re-run peak)', async () => {
     const setup: Setup = {
-      overrides: { hiddenSize: 128, intermediateSize: 704, numHiddenLayers: 2, numAttentionHeads: 8, numKeyValueHeads: 2, headDim: 16 },
-      quantize: 'nf4', r: 16, targets: ['q_proj', 'v_proj'], B: 2, T: 48,
+      overrides: {
+        hiddenSize: 128,
+        intermediateSize: 704,
+        numHiddenLayers: 2,
+        numAttentionHeads: 8,
+        numKeyValueHeads: 2,
+        headDim: 16,
+      },
+      quantize: 'nf4',
+      r: 16,
+      targets: ['q_proj', 'v_proj'],
+      B: 2,
+      T: 48,
     };
     expectWithin10('nf4 q/v full', (await measure(setup, ['full'])).get('full')!);
   });
@@ -152,10 +228,27 @@ describe('memory model vs the measured pool peak', () => {
 // it, so the peak moves with the shapes: the loss head's backward when the vocabulary dominates,
 // a layer's or the embedding's backward when the weights and their gradients do.
 describe('memory model vs the measured pool peak, full training', () => {
-  const fullSetup = (s: Omit<Setup, 'method' | 'quantize' | 'r' | 'targets'>): Setup => ({ ...s, method: 'full', quantize: 'none', r: 0, targets: [] });
+  const fullSetup = (s: Omit<Setup, 'method' | 'quantize' | 'r' | 'targets'>): Setup => ({
+    ...s,
+    method: 'full',
+    quantize: 'none',
+    r: 0,
+    targets: [],
+  });
 
   it('untied embeddings, vocabulary-heavy: each mode within 10%, none > selective > full', async () => {
-    const setup = fullSetup({ overrides: { hiddenSize: 64, intermediateSize: 160, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16 }, B: 2, T: 64 });
+    const setup = fullSetup({
+      overrides: {
+        hiddenSize: 64,
+        intermediateSize: 160,
+        numHiddenLayers: 2,
+        numAttentionHeads: 4,
+        numKeyValueHeads: 2,
+        headDim: 16,
+      },
+      B: 2,
+      T: 64,
+    });
     const r = await measure(setup, ['none', 'selective', 'full']);
     for (const [mode, v] of r) expectWithin10(`full untied ${mode}`, v);
     const peak = (m: CheckpointMode) => r.get(m)!.measured;
@@ -165,15 +258,38 @@ describe('memory model vs the measured pool peak, full training', () => {
 
   it('tied embeddings, gradient accumulation (two micro-batches: every gradient exists through the second), no and full checkpointing', async () => {
     const setup = fullSetup({
-      overrides: { hiddenSize: 128, intermediateSize: 352, numHiddenLayers: 3, numAttentionHeads: 8, numKeyValueHeads: 2, headDim: 16, vocabSize: 300, tieWordEmbeddings: true },
-      B: 2, T: 32, micro: 2,
+      overrides: {
+        hiddenSize: 128,
+        intermediateSize: 352,
+        numHiddenLayers: 3,
+        numAttentionHeads: 8,
+        numKeyValueHeads: 2,
+        headDim: 16,
+        vocabSize: 300,
+        tieWordEmbeddings: true,
+      },
+      B: 2,
+      T: 32,
+      micro: 2,
     });
     const r = await measure(setup, ['none', 'full']);
     for (const [mode, v] of r) expectWithin10(`full tied grad_accum 2 ${mode}`, v);
   });
 
   it('weights dominate (one short row, large untied vocabulary): within 10% in each mode, and checkpointing saves nothing', async () => {
-    const setup = fullSetup({ overrides: { hiddenSize: 128, intermediateSize: 160, numHiddenLayers: 1, numAttentionHeads: 8, numKeyValueHeads: 2, headDim: 16, vocabSize: 2000 }, B: 1, T: 8 });
+    const setup = fullSetup({
+      overrides: {
+        hiddenSize: 128,
+        intermediateSize: 160,
+        numHiddenLayers: 1,
+        numAttentionHeads: 8,
+        numKeyValueHeads: 2,
+        headDim: 16,
+        vocabSize: 2000,
+      },
+      B: 1,
+      T: 8,
+    });
     const r = await measure(setup, ['none', 'selective', 'full']);
     for (const [mode, v] of r) expectWithin10(`full weight-heavy ${mode}`, v);
     // The peak is where the gradients are nearly all made, not where activations are kept (so the
@@ -192,8 +308,19 @@ describe('memory model vs the measured pool peak, fp16-mixed', () => {
   it('QLoRA on every linear layer, vocabulary-heavy: each mode within 10%, none > selective > full, each below fp32', async (ctx) => {
     requireFeature(ctx, 'shader-f16');
     const setup: Setup = {
-      overrides: { hiddenSize: 64, intermediateSize: 160, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16 },
-      quantize: 'nf4', r: 8, targets: LINEAR_MODULES, B: 2, T: 64,
+      overrides: {
+        hiddenSize: 64,
+        intermediateSize: 160,
+        numHiddenLayers: 2,
+        numAttentionHeads: 4,
+        numKeyValueHeads: 2,
+        headDim: 16,
+      },
+      quantize: 'nf4',
+      r: 8,
+      targets: LINEAR_MODULES,
+      B: 2,
+      T: 64,
     };
     const modes: CheckpointMode[] = ['none', 'selective', 'full'];
     const r = await measure({ ...setup, precision: 'fp16-mixed' }, modes);
@@ -210,8 +337,20 @@ describe('memory model vs the measured pool peak, fp16-mixed', () => {
   it('dense f32 weights, LoRA on o_proj and down_proj only, MLP-heavy (backward peak), selective', async (ctx) => {
     requireFeature(ctx, 'shader-f16');
     const setup: Setup = {
-      overrides: { hiddenSize: 96, intermediateSize: 352, numHiddenLayers: 3, numAttentionHeads: 6, numKeyValueHeads: 2, headDim: 16 },
-      quantize: 'none', r: 4, targets: ['o_proj', 'down_proj'], B: 3, T: 40, precision: 'fp16-mixed',
+      overrides: {
+        hiddenSize: 96,
+        intermediateSize: 352,
+        numHiddenLayers: 3,
+        numAttentionHeads: 6,
+        numKeyValueHeads: 2,
+        headDim: 16,
+      },
+      quantize: 'none',
+      r: 4,
+      targets: ['o_proj', 'down_proj'],
+      B: 3,
+      T: 40,
+      precision: 'fp16-mixed',
     };
     expectWithin10('fp16-mixed dense o/down selective', (await measure(setup, ['selective'])).get('selective')!);
   });
@@ -219,8 +358,21 @@ describe('memory model vs the measured pool peak, fp16-mixed', () => {
   it('full training, untied embeddings, no and full checkpointing', async (ctx) => {
     requireFeature(ctx, 'shader-f16');
     const setup: Setup = {
-      overrides: { hiddenSize: 64, intermediateSize: 160, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16 },
-      method: 'full', quantize: 'none', r: 0, targets: [], B: 2, T: 64, precision: 'fp16-mixed',
+      overrides: {
+        hiddenSize: 64,
+        intermediateSize: 160,
+        numHiddenLayers: 2,
+        numAttentionHeads: 4,
+        numKeyValueHeads: 2,
+        headDim: 16,
+      },
+      method: 'full',
+      quantize: 'none',
+      r: 0,
+      targets: [],
+      B: 2,
+      T: 64,
+      precision: 'fp16-mixed',
     };
     const r = await measure(setup, ['none', 'full']);
     for (const [mode, v] of r) expectWithin10(`fp16-mixed full untied ${mode}`, v);
@@ -237,7 +389,10 @@ describe('fp16-mixed savings in pool bytes', () => {
     const root = tidy(() => sumToSuffix(out, [1]));
     out.dispose();
     await dev.sync();
-    return { held: pool.liveBytes - base - BufferPool.sizeClass(root.byteSize), finish: () => tidy(() => backward(root)) };
+    return {
+      held: pool.liveBytes - base - BufferPool.sizeClass(root.byteSize),
+      finish: () => tidy(() => backward(root)),
+    };
   }
 
   it('attention keeps q, k, v and its output in f16: half of what it keeps in fp32 (lse stays f32)', async (ctx) => {
@@ -246,7 +401,10 @@ describe('fp16-mixed savings in pool bytes', () => {
     // Power-of-two byte sizes: exact pool size classes.
     const [B, T, Hq, Hkv, Dh] = [2, 32, 4, 2, 16];
     const tables = ropeTables({ headDim: Dh, theta: 10000, scaling: null, maxPositions: T });
-    const positions = Tensor.from(Int32Array.from({ length: B * T }, (_, i) => i % T), [B * T]).keep();
+    const positions = Tensor.from(
+      Int32Array.from({ length: B * T }, (_, i) => i % T),
+      [B * T],
+    ).keep();
     const leaf = (h: number) => {
       const t = Tensor.from(rng.normalArray(B * T * h * Dh), [B, T, h, Dh]).keep();
       t.requiresGrad = true;
@@ -275,7 +433,8 @@ describe('fp16-mixed savings in pool bytes', () => {
       for (const t of [xq, xk, xv, positions, tables.cos, tables.sin]) t.dispose();
     }
     const [nq, nkv, lse] = [B * T * Hq * Dh, B * T * Hkv * Dh, B * Hq * T];
-    const qkvo = (bytesPer: number) => 2 * BufferPool.sizeClass(nq * bytesPer) + 2 * BufferPool.sizeClass(nkv * bytesPer);
+    const qkvo = (bytesPer: number) =>
+      2 * BufferPool.sizeClass(nq * bytesPer) + 2 * BufferPool.sizeClass(nkv * bytesPer);
     expect(held['fp32']).toBe(qkvo(4) + BufferPool.sizeClass(lse * 4));
     expect(held['fp16-mixed']).toBe(qkvo(2) + BufferPool.sizeClass(lse * 4));
     expect(qkvo(2) * 2).toBe(qkvo(4));
@@ -284,7 +443,14 @@ describe('fp16-mixed savings in pool bytes', () => {
   it('a QLoRA forward keeps, per layer, exactly the f32 − f16 bytes the memory model counts (GEMM inputs, LoRA u, attention q/k/v and output, SwiGLU gate/up)', async (ctx) => {
     requireFeature(ctx, 'shader-f16');
     const dir = mkdtempSync(join(tmpdir(), 'finllm-mem16-'));
-    const overrides: Partial<LlamaConfig> = { hiddenSize: 64, intermediateSize: 160, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16 };
+    const overrides: Partial<LlamaConfig> = {
+      hiddenSize: 64,
+      intermediateSize: 160,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      headDim: 16,
+    };
     await initModel(dir, { preset: 'tiny', tokenizerDir: TOKENIZER, seed: 1, overrides });
     const model = await LlamaModel.load(dir, { quantize: 'nf4' });
     rmSync(dir, { recursive: true, force: true });
@@ -303,12 +469,21 @@ describe('fp16-mixed savings in pool bytes', () => {
         withPrecision(precision, r0.finish);
         zeroGrad(model.loraParameters());
         const e = estimateTrainingMemory({
-          config: model.config, batchSize: B, seqLen: T, quantize: 'nf4', storage: 'f32', lora: { r, targetModules: LINEAR_MODULES }, checkpointing: 'none', precision,
+          config: model.config,
+          batchSize: B,
+          seqLen: T,
+          quantize: 'nf4',
+          storage: 'f32',
+          lora: { r, targetModules: LINEAR_MODULES },
+          checkpointing: 'none',
+          precision,
         });
         perLayer[precision] = e.activationsPerTokenPerLayer * B * T;
       }
       const saving = held['fp32']! - held['fp16-mixed']!;
-      console.log(`[memory] QLoRA forward keeps ${held['fp32']} B in fp32, ${held['fp16-mixed']} B in fp16-mixed; per layer (model) ${perLayer['fp32']} / ${perLayer['fp16-mixed']}`);
+      console.log(
+        `[memory] QLoRA forward keeps ${held['fp32']} B in fp32, ${held['fp16-mixed']} B in fp16-mixed; per layer (model) ${perLayer['fp32']} / ${perLayer['fp16-mixed']}`,
+      );
       expect(saving).toBe(model.config.numHiddenLayers * (perLayer['fp32']! - perLayer['fp16-mixed']!));
       expect(saving).toBeGreaterThan(0.25 * held['fp32']!);
     } finally {

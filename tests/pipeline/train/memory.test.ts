@@ -3,7 +3,7 @@
 // out of memory mid-run (a clear message, exit code 2 from the CLI, the last checkpoint intact and
 // the run folder resumable).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -11,12 +11,18 @@ import { computePrecision, resolvePrecision } from '../../../src/engine/precisio
 import { engine } from '../../../src/engine/tensor.js';
 import { RuntimeFailure } from '../../../src/errors.js';
 import { loadLlamaConfig } from '../../../src/llama/config.js';
+import { LlamaModel } from '../../../src/llama/model.js';
 import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
 import { createDataLoader } from '../../../src/pipeline/data/index.js';
-import { AUTO_BATCH_HEADROOM, describeMemory, estimateStep, memoryAdvice, trialStep } from '../../../src/pipeline/train/memory.js';
 import { formatBytes } from '../../../src/pipeline/train/logging.js';
-import { LlamaModel } from '../../../src/llama/model.js';
-import { TrainingRun, runTraining } from '../../../src/pipeline/train/trainer.js';
+import {
+  AUTO_BATCH_HEADROOM,
+  describeMemory,
+  estimateStep,
+  memoryAdvice,
+  trialStep,
+} from '../../../src/pipeline/train/memory.js';
+import { runTraining, TrainingRun } from '../../../src/pipeline/train/trainer.js';
 import { requireFeature, useEngine } from '../../helpers/index.js';
 import { CLI, ROOT, sampleSlice } from './helpers.js';
 
@@ -46,7 +52,8 @@ function settings(outDir: string, extra: string[] = []): string[] {
   ];
 }
 
-const config = (outDir: string, extra: string[] = []): ResolvedConfig => loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml'), sets: settings(outDir, extra) });
+const config = (outDir: string, extra: string[] = []): ResolvedConfig =>
+  loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml'), sets: settings(outDir, extra) });
 
 /** Runs `fn` with the pool's capacity set to `bytes` (a fake small device), restoring it after. */
 async function withCapacity<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
@@ -87,7 +94,9 @@ describe('batch_size: auto', () => {
       }
     });
     const resolved = readFileSync(join(dir, 'resolved-config.yaml'), 'utf8');
-    expect(resolved).toMatch(/# batch_size: auto -> 4 x grad_accum 2 = 8 sequences per step \(estimate [0-9.]+ [KM]iB, trial step [0-9.]+ [KM]iB\)/);
+    expect(resolved).toMatch(
+      /# batch_size: auto -> 4 x grad_accum 2 = 8 sequences per step \(estimate [0-9.]+ [KM]iB, trial step [0-9.]+ [KM]iB\)/,
+    );
     expect(resolved).toMatch(/\n {2}batch_size: 4\n/);
     expect(resolved).toMatch(/\n {2}grad_accum: 2\n/);
     // The saved file is itself a valid config that reproduces the choice.
@@ -126,7 +135,10 @@ describe('batch_size: auto', () => {
     expect(estimateStep(c16!, llama, 2).total).toBeLessThan(estimateStep(c32!, llama, 2).total);
     const model = await LlamaModel.load(join(ROOT, 'models/tiny-fin'));
     try {
-      model.initLora({ r: 8, loraAlpha: 16, targetModules: ['q_proj', 'v_proj', 'gate_proj', 'up_proj', 'down_proj'] }, 1);
+      model.initLora(
+        { r: 8, loraAlpha: 16, targetModules: ['q_proj', 'v_proj', 'gate_proj', 'up_proj', 'down_proj'] },
+        1,
+      );
       const p32 = await trialStep(model, 2, 64, 'none', 'fp32');
       const p16 = await trialStep(model, 2, 64, 'none', 'fp16-mixed');
       expect(p16!).toBeLessThan(p32!);
@@ -142,7 +154,9 @@ describe('batch_size: auto', () => {
     const cap = pool.capacityBytes;
     pool.capacityBytes = null;
     try {
-      await expect(TrainingRun.setup(config(dir, ['training.batch_size=auto']), { quiet: true })).rejects.toThrow(/training\.batch_size.*auto needs the device memory.*FINLLM_GPU_MEMORY/);
+      await expect(TrainingRun.setup(config(dir, ['training.batch_size=auto']), { quiet: true })).rejects.toThrow(
+        /training\.batch_size.*auto needs the device memory.*FINLLM_GPU_MEMORY/,
+      );
     } finally {
       pool.capacityBytes = cap;
     }
@@ -153,11 +167,19 @@ describe('full training (training.method full)', () => {
   const FULL = ['model.quantize=none', 'training.method=full'];
 
   it('batch_size: auto picks by the full-training estimate, and its trial step leaves no gradient behind: the steps match an explicit run', async () => {
-    const cfg = config(mkdtempSync(join(tmpdir(), 'finllm-auto-full-')), [...FULL, 'training.batch_size=auto', 'training.effective_batch_size=8', 'training.max_steps=2']);
+    const cfg = config(mkdtempSync(join(tmpdir(), 'finllm-auto-full-')), [
+      ...FULL,
+      'training.batch_size=auto',
+      'training.effective_batch_size=8',
+      'training.max_steps=2',
+    ]);
     const llama = await loadLlamaConfig(cfg.model.path);
     const est = (b: number) => estimateStep(cfg, llama, b, 'none', 8 / b).total;
     // Full training needs more than LoRA on the same model: the capacity must come from this estimate.
-    const lora = loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml'), sets: settings(cfg.output.dir, ['model.quantize=none']) });
+    const lora = loadConfig({
+      file: join(ROOT, 'configs/tiny-sample.yaml'),
+      sets: settings(cfg.output.dir, ['model.quantize=none']),
+    });
     expect(est(4)).toBeGreaterThan(estimateStep(lora, llama, 4, 'none', 2).total);
     const capacity = Math.floor((est(4) + est(8)) / 2 / AUTO_BATCH_HEADROOM);
     expect(est(4)).toBeLessThanOrEqual(AUTO_BATCH_HEADROOM * capacity);
@@ -172,7 +194,15 @@ describe('full training (training.method full)', () => {
         trainer.dispose();
       }
     });
-    const explicit = await runTraining(config(mkdtempSync(join(tmpdir(), 'finllm-auto-full-')), [...FULL, 'training.batch_size=4', 'training.grad_accum=2', 'training.max_steps=2']), { quiet: true });
+    const explicit = await runTraining(
+      config(mkdtempSync(join(tmpdir(), 'finllm-auto-full-')), [
+        ...FULL,
+        'training.batch_size=4',
+        'training.grad_accum=2',
+        'training.max_steps=2',
+      ]),
+      { quiet: true },
+    );
     // Step 2's loss follows step 1's update: a gradient left by the trial step would change it.
     expect(auto.losses).toEqual(explicit.losses);
   });
@@ -180,10 +210,13 @@ describe('full training (training.method full)', () => {
   it('the estimate printed and the out-of-memory advice: full training parts, only changes full training accepts, each with its estimate', async () => {
     const cfg = config(mkdtempSync(join(tmpdir(), 'finllm-advice-full-')), FULL);
     const llama = await loadLlamaConfig(cfg.model.path);
-    const needs = (c: ResolvedConfig, b: number, mode = c.training.grad_checkpointing, accum = 1) => `needs ~${formatBytes(estimateStep(c, llama, b, mode, accum).total)}`;
+    const needs = (c: ResolvedConfig, b: number, mode = c.training.grad_checkpointing, accum = 1) =>
+      `needs ~${formatBytes(estimateStep(c, llama, b, mode, accum).total)}`;
     const [line] = describeMemory(cfg, llama, 2, null);
     const e = estimateStep(cfg, llama, 2);
-    expect(line).toContain(`memory: estimated peak ${formatBytes(e.total)} for micro-batch 2 × 64 tokens, full training, ${resolvePrecision(cfg.training.precision, engine().dev)}, grad_checkpointing none (trained f32 weights ${formatBytes(e.weights)}, AdamW ${formatBytes(e.optimizer)}, `);
+    expect(line).toContain(
+      `memory: estimated peak ${formatBytes(e.total)} for micro-batch 2 × 64 tokens, full training, ${resolvePrecision(cfg.training.precision, engine().dev)}, grad_checkpointing none (trained f32 weights ${formatBytes(e.weights)}, AdamW ${formatBytes(e.optimizer)}, `,
+    );
     expect(line).toContain(e.gradients > 0 ? `, gradients ${formatBytes(e.gradients)}, ` : ', no gradient yet, ');
     expect(line).toContain(`peak during ${e.peakAt}`);
 
@@ -203,7 +236,8 @@ describe('full training (training.method full)', () => {
     // One short row: the weights and their gradients set the peak, so checkpointing (and a smaller
     // batch) cannot help and is not offered; a shorter max_seq_len or LoRA still can.
     const small: ResolvedConfig = { ...cfg, data: { ...cfg.data, max_seq_len: 16 } };
-    for (const mode of ['selective', 'full'] as const) expect(estimateStep(small, llama, 1, mode).total).toBeGreaterThanOrEqual(estimateStep(small, llama, 1).total);
+    for (const mode of ['selective', 'full'] as const)
+      expect(estimateStep(small, llama, 1, mode).total).toBeGreaterThanOrEqual(estimateStep(small, llama, 1).total);
     const tight = memoryAdvice(small, llama, 1);
     expect(tight).not.toContain('grad_checkpointing');
     expect(tight).not.toContain('batch_size');
@@ -236,9 +270,19 @@ describe('out of memory', () => {
     }
     expect(err).toBeInstanceOf(RuntimeFailure);
     const msg = (err as Error).message;
-    expect(msg).toMatch(/^GPU out of memory: a [0-9.]+ [KM]iB buffer did not fit \([0-9.]+ [KM]iB already in use by finllm's buffers of [0-9.]+ [KM]iB device memory, from the test\) at step 4\./);
-    expect(msg).toMatch(/The estimated peak of this configuration is [0-9.]+ [KM]iB \(micro-batch 2 × 64 tokens, grad_checkpointing none\)/);
-    for (const key of ['training.batch_size (now 2): 1 needs ~', 'data.max_seq_len (now 64): 32 needs ~', 'training.grad_checkpointing: selective (now none) needs ~', 'training.grad_checkpointing: full', 'model.quantize: nf4 (now none) needs ~']) {
+    expect(msg).toMatch(
+      /^GPU out of memory: a [0-9.]+ [KM]iB buffer did not fit \([0-9.]+ [KM]iB already in use by finllm's buffers of [0-9.]+ [KM]iB device memory, from the test\) at step 4\./,
+    );
+    expect(msg).toMatch(
+      /The estimated peak of this configuration is [0-9.]+ [KM]iB \(micro-batch 2 × 64 tokens, grad_checkpointing none\)/,
+    );
+    for (const key of [
+      'training.batch_size (now 2): 1 needs ~',
+      'data.max_seq_len (now 64): 32 needs ~',
+      'training.grad_checkpointing: selective (now none) needs ~',
+      'training.grad_checkpointing: full',
+      'model.quantize: nf4 (now none) needs ~',
+    ]) {
       expect(msg).toContain(key);
     }
     // Nothing half-written: step 2's checkpoint is complete and is the latest; no adapter was exported.
@@ -255,10 +299,21 @@ describe('out of memory', () => {
 
   it('from the CLI: exit code 2, the message without a stack trace, and the folder trains after the fix', () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-oom-cli-'));
-    const args = [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...settings(dir, ['training.max_steps=2']).flatMap((s) => ['--set', s])];
-    const failed = spawnSync(process.execPath, args, { encoding: 'utf8', env: { ...process.env, FINLLM_GPU_MEMORY: '1MB' } });
+    const args = [
+      CLI,
+      'train',
+      '--config',
+      join(ROOT, 'configs/tiny-sample.yaml'),
+      ...settings(dir, ['training.max_steps=2']).flatMap((s) => ['--set', s]),
+    ];
+    const failed = spawnSync(process.execPath, args, {
+      encoding: 'utf8',
+      env: { ...process.env, FINLLM_GPU_MEMORY: '1MB' },
+    });
     expect(failed.status, failed.stderr).toBe(2);
-    expect(failed.stderr).toMatch(/finllm: GPU out of memory: a [0-9.]+ [KM]iB buffer did not fit \(.* of 977 KiB device memory, from FINLLM_GPU_MEMORY\)/);
+    expect(failed.stderr).toMatch(
+      /finllm: GPU out of memory: a [0-9.]+ [KM]iB buffer did not fit \(.* of 977 KiB device memory, from FINLLM_GPU_MEMORY\)/,
+    );
     expect(failed.stderr).toMatch(/The estimated peak of this configuration is/);
     expect(failed.stderr).toMatch(/To fit, change one of: /);
     expect(failed.stderr).not.toMatch(/\n\s+at /); // no stack trace
@@ -271,19 +326,47 @@ describe('out of memory', () => {
 
 describe('advice against a memory budget, and batches larger than the data (issue 20, item 24)', () => {
   /** Every "~12.3 MiB" in a message, in bytes (rounded as printed: compare with the printing's slack). */
-  const sizes = (msg: string) => [...msg.matchAll(/~([0-9.]+) (KiB|MiB|GiB)/g)].map((m) => Number(m[1]) * { KiB: 1024, MiB: 1 << 20, GiB: 1 << 30 }[m[2] as 'KiB']);
+  const sizes = (msg: string) =>
+    [...msg.matchAll(/~([0-9.]+) (KiB|MiB|GiB)/g)].map(
+      (m) => Number(m[1]) * { KiB: 1024, MiB: 1 << 20, GiB: 1 << 30 }[m[2] as 'KiB'],
+    );
   const slack = (bytes: number) => bytes * 1.001 + 512;
 
   it('with a budget, only changes that fit are offered; none fits alone: the changes together; nothing fits: it says so', async () => {
-    const cfg = config(mkdtempSync(join(tmpdir(), 'finllm-advice-budget-')), ['model.quantize=none', 'training.batch_size=4']);
+    const cfg = config(mkdtempSync(join(tmpdir(), 'finllm-advice-budget-')), [
+      'model.quantize=none',
+      'training.batch_size=4',
+    ]);
     const llama = await loadLlamaConfig(cfg.model.path);
-    const est = (over: { b?: number; accum?: number; mode?: 'none' | 'selective' | 'full'; seq?: number; nf4?: boolean }) =>
+    const est = (over: {
+      b?: number;
+      accum?: number;
+      mode?: 'none' | 'selective' | 'full';
+      seq?: number;
+      nf4?: boolean;
+    }) =>
       estimateStep(
-        { ...cfg, data: { ...cfg.data, max_seq_len: over.seq ?? 64 }, model: { ...cfg.model, quantize: over.nf4 ? 'nf4' : 'none' } },
-        llama, over.b ?? 4, over.mode ?? 'none', over.accum ?? 1,
+        {
+          ...cfg,
+          data: { ...cfg.data, max_seq_len: over.seq ?? 64 },
+          model: { ...cfg.model, quantize: over.nf4 ? 'nf4' : 'none' },
+        },
+        llama,
+        over.b ?? 4,
+        over.mode ?? 'none',
+        over.accum ?? 1,
       ).total;
     const now = est({});
-    const singles = [est({ b: 1, accum: 4 }), est({ b: 2, accum: 2 }), est({ seq: 32 }), est({ seq: 16 }), est({ seq: 8 }), est({ mode: 'selective' }), est({ mode: 'full' }), est({ nf4: true })];
+    const singles = [
+      est({ b: 1, accum: 4 }),
+      est({ b: 2, accum: 2 }),
+      est({ seq: 32 }),
+      est({ seq: 16 }),
+      est({ seq: 8 }),
+      est({ mode: 'selective' }),
+      est({ mode: 'full' }),
+      est({ nf4: true }),
+    ];
     const best = Math.min(...singles);
     expect(best).toBeLessThan(now);
 
@@ -299,24 +382,40 @@ describe('advice against a memory budget, and batches larger than the data (issu
     expect(together).toBeLessThan(best);
     const tight = (together + best) / 2;
     const b = memoryAdvice(cfg, llama, 4, tight);
-    expect(b).toMatch(/^No single change fits in [0-9.]+ [KM]iB; together, training\.batch_size: 1 with training\.grad_accum: 4, .*model\.quantize: nf4.* need ~/);
+    expect(b).toMatch(
+      /^No single change fits in [0-9.]+ [KM]iB; together, training\.batch_size: 1 with training\.grad_accum: 4, .*model\.quantize: nf4.* need ~/,
+    );
     for (const s of sizes(b)) expect(s, b).toBeLessThanOrEqual(slack(tight));
 
     // Nothing fits.
     const c = memoryAdvice(cfg, llama, 4, 1024);
-    expect(c).toMatch(/^Not even the smallest configuration finllm can run here \(.*\) fits in 1 KiB: it needs ~[0-9.]+ [KM]iB; a device with more memory is needed\.$/);
+    expect(c).toMatch(
+      /^Not even the smallest configuration finllm can run here \(.*\) fits in 1 KiB: it needs ~[0-9.]+ [KM]iB; a device with more memory is needed\.$/,
+    );
 
     // Without a budget (after an out-of-memory stop the estimate is known to be short) every change that lowers it is listed.
-    expect(memoryAdvice(cfg, llama, 4)).toContain(`training.batch_size (now 4): 2 needs ~${formatBytes(est({ b: 2, accum: 2 }))}`);
+    expect(memoryAdvice(cfg, llama, 4)).toContain(
+      `training.batch_size (now 4): 2 needs ~${formatBytes(est({ b: 2, accum: 2 }))}`,
+    );
   });
 
   it('batch_size: auto on a device too small for micro-batch 1: the advice only names settings whose estimate fits', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-auto-small-'));
-    const cfg = config(dir, ['model.quantize=none', 'training.batch_size=auto', 'training.effective_batch_size=4', 'training.max_steps=1']);
+    const cfg = config(dir, [
+      'model.quantize=none',
+      'training.batch_size=auto',
+      'training.effective_batch_size=4',
+      'training.max_steps=1',
+    ]);
     const llama = await loadLlamaConfig(cfg.model.path);
     const one = estimateStep(cfg, llama, 1, 'none', 4).total;
     const capacity = Math.floor((0.8 * one) / AUTO_BATCH_HEADROOM);
-    const err = await withCapacity(capacity, () => TrainingRun.setup(cfg, { quiet: true }).then(() => null, (e: unknown) => e));
+    const err = await withCapacity(capacity, () =>
+      TrainingRun.setup(cfg, { quiet: true }).then(
+        () => null,
+        (e: unknown) => e,
+      ),
+    );
     expect(err).toBeInstanceOf(RuntimeFailure);
     const msg = (err as Error).message;
     expect(msg).toMatch(/batch_size: auto: not even a micro-batch of 1 × 64 tokens fits/);
@@ -328,8 +427,12 @@ describe('advice against a memory budget, and batches larger than the data (issu
 
   it('training.batch_size (or, with auto, effective_batch_size) above the number of training examples is refused before the model loads', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-batch-data-'));
-    await expect(TrainingRun.setup(config(dir, ['training.batch_size=1000000000']), { quiet: true })).rejects.toThrow("key 'training.batch_size': 1000000000 is more than the 16 training examples; set it to at most 16 (or add data)");
-    await expect(TrainingRun.setup(config(dir, ['training.batch_size=auto', 'training.effective_batch_size=17']), { quiet: true })).rejects.toThrow("key 'training.effective_batch_size': 17 is more than the 16 training examples");
+    await expect(TrainingRun.setup(config(dir, ['training.batch_size=1000000000']), { quiet: true })).rejects.toThrow(
+      "key 'training.batch_size': 1000000000 is more than the 16 training examples; set it to at most 16 (or add data)",
+    );
+    await expect(
+      TrainingRun.setup(config(dir, ['training.batch_size=auto', 'training.effective_batch_size=17']), { quiet: true }),
+    ).rejects.toThrow("key 'training.effective_batch_size': 17 is more than the 16 training examples");
     expect(existsSync(join(dir, 'checkpoints'))).toBe(false);
   });
 });

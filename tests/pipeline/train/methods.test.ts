@@ -2,17 +2,24 @@
 // each makes trainable and hands to AdamW, that what one saves the other's restore reads back bit
 // for bit into the live parameter tensors, and that buildTrainingModel + trainStep (the one-step
 // entry point) computes the same step as a whole run does.
-import { describe, expect, it, beforeAll } from 'vitest';
+
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
-import { buildTrainingModel, FullFineTuning, LoraAdapters, trainingMethod, type TrainingModel } from '../../../src/pipeline/train/methods.js';
-import { runTraining, stepOptions, trainStep } from '../../../src/pipeline/train/trainer.js';
-import { createDataLoader, prepareData } from '../../../src/pipeline/data/index.js';
-import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { Tensor } from '../../../src/engine/tensor.js';
+import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
 import { LINEAR_MODULES } from '../../../src/llama/weights.js';
+import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
+import { createDataLoader, prepareData } from '../../../src/pipeline/data/index.js';
+import {
+  buildTrainingModel,
+  FullFineTuning,
+  LoraAdapters,
+  type TrainingModel,
+  trainingMethod,
+} from '../../../src/pipeline/train/methods.js';
+import { runTraining, stepOptions, trainStep } from '../../../src/pipeline/train/trainer.js';
 import { useEngine } from '../../helpers/index.js';
 import { ROOT, sampleSlice } from './helpers.js';
 
@@ -85,11 +92,14 @@ describe('training methods', () => {
       expect(method).toBe(LoraAdapters);
       const named = model.namedTrainableParameters();
       expect(named.size).toBe(model.config.numHiddenLayers * LINEAR_MODULES.length * 2);
-      for (const name of named.keys()) expect(name).toMatch(/^base_model\.model\.model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.lora_[AB]\.weight$/);
+      for (const name of named.keys())
+        expect(name).toMatch(/^base_model\.model\.model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.lora_[AB]\.weight$/);
       expect(optimizer.params).toEqual([...named.values()]);
       for (const t of named.values()) expect(t.requiresGrad).toBe(true);
-      for (const layer of model.weights.layers) for (const m of LINEAR_MODULES) expect(layer.linear[m] instanceof Tensor, m).toBe(false); // NF4
-      for (const t of [model.weights.embedTokens, model.weights.norm, model.weights.lmHead]) expect(t.requiresGrad).toBe(false);
+      for (const layer of model.weights.layers)
+        for (const m of LINEAR_MODULES) expect(layer.linear[m] instanceof Tensor, m).toBe(false); // NF4
+      for (const t of [model.weights.embedTokens, model.weights.norm, model.weights.lmHead])
+        expect(t.requiresGrad).toBe(false);
     });
   });
 
@@ -131,7 +141,8 @@ describe('training methods', () => {
         expect([...built.model.namedTrainableParameters().values()]).toEqual(tensors); // same objects: the optimizer's
         const after = await values(built);
         expect([...after.keys()]).toEqual([...saved.keys()]);
-        for (const [name, v] of after) expect(Buffer.from(v.buffer).equals(Buffer.from(saved.get(name)!.buffer)), name).toBe(true);
+        for (const [name, v] of after)
+          expect(Buffer.from(v.buffer).equals(Buffer.from(saved.get(name)!.buffer)), name).toBe(true);
       });
       await withBuilt(config(other), async (built) => {
         await expect(built.method.restore(built.model, dir)).rejects.toThrow(refusal);
@@ -146,11 +157,16 @@ describe('training methods', () => {
     it(`${label}: buildTrainingModel + trainStep give the loss and gradient norm a run logs for its first step, bit for bit`, async () => {
       const cfg = config([...sets, 'training.grad_accum=2']);
       const run = await runTraining(cfg, { quiet: true });
-      const logged = readFileSync(join(cfg.output.dir, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { step: number; loss?: number; grad_norm?: number });
+      const logged = readFileSync(join(cfg.output.dir, 'metrics.jsonl'), 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { step: number; loss?: number; grad_norm?: number });
       const first = logged.find((r) => r.step === 1 && r.loss !== undefined)!;
       expect(run.losses[0]!.loss).toBe(first.loss);
       const batches = await firstBatches(cfg);
-      const step = await withBuilt(cfg, (b) => trainStep(b.model, b.optimizer, batches, stepOptions(cfg, cfg.training.lr, 0)));
+      const step = await withBuilt(cfg, (b) =>
+        trainStep(b.model, b.optimizer, batches, stepOptions(cfg, cfg.training.lr, 0)),
+      );
       expect(step.loss).toBe(first.loss);
       expect(step.gradNorm).toBe(first.grad_norm);
     });

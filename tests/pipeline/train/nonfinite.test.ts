@@ -9,9 +9,9 @@ import { NonFiniteError } from '../../../src/errors.js';
 import { AdamW } from '../../../src/kernels/optim.js';
 import { LlamaModel, shiftLabels } from '../../../src/llama/model.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
+import type { Batch } from '../../../src/pipeline/data/index.js';
 import { nonFiniteStep } from '../../../src/pipeline/train/checks.js';
 import { trainStep } from '../../../src/pipeline/train/trainer.js';
-import type { Batch } from '../../../src/pipeline/data/index.js';
 import { poisonedModel, removeTempDirs, tempDir } from '../../cli/helpers.js';
 import { useEngine } from '../../helpers/index.js';
 
@@ -22,8 +22,16 @@ function batchOf(tokenizer: LlamaTokenizer, text: string, row: number): Batch {
   const ids = Int32Array.from(tokenizer.encode(text));
   const T = ids.length;
   return {
-    inputIds: ids, labels: shiftLabels(ids, 1, T), positionIds: Int32Array.from({ length: T }, (_, i) => i), segmentIds: new Int32Array(T).fill(1),
-    attentionMask: new Uint8Array(T).fill(1), batchSize: 1, seqLen: T, numTargetTokens: T - 1, numExamples: 1, sources: [{ file: 'train.jsonl', row }],
+    inputIds: ids,
+    labels: shiftLabels(ids, 1, T),
+    positionIds: Int32Array.from({ length: T }, (_, i) => i),
+    segmentIds: new Int32Array(T).fill(1),
+    attentionMask: new Uint8Array(T).fill(1),
+    batchSize: 1,
+    seqLen: T,
+    numTargetTokens: T - 1,
+    numExamples: 1,
+    sources: [{ file: 'train.jsonl', row }],
   };
 }
 
@@ -44,7 +52,12 @@ describe('a non-finite step is never applied', () => {
     const opt = new AdamW(params, { lr: 1e-2 });
     try {
       const initial = await Promise.all(params.map((p) => p.toFloat32()));
-      const good = await trainStep(model, opt, [batchOf(tokenizer, 'Revenue rose nine percent in the quarter.', 1)], { lr: 1e-2, stepIndex: 0, seed: 1, maxGradNorm: null });
+      const good = await trainStep(model, opt, [batchOf(tokenizer, 'Revenue rose nine percent in the quarter.', 1)], {
+        lr: 1e-2,
+        stepIndex: 0,
+        seed: 1,
+        maxGradNorm: null,
+      });
       expect(Number.isFinite(good.loss)).toBe(true);
       expect(Number.isFinite(good.gradNorm!)).toBe(true);
       const before = await Promise.all(params.map((p) => p.toFloat32()));
@@ -52,7 +65,9 @@ describe('a non-finite step is never applied', () => {
       expect(before.some((b, i) => b.some((v, j) => v !== initial[i]![j]))).toBe(true);
       const state = await opt.exportState();
       const bad = batchOf(tokenizer, 'The board approved a dividend of # cents.', 7);
-      const err = await trainStep(model, opt, [bad], { lr: 1e-2, stepIndex: 1, seed: 1, maxGradNorm: 1 }).catch((e: unknown) => e);
+      const err = await trainStep(model, opt, [bad], { lr: 1e-2, stepIndex: 1, seed: 1, maxGradNorm: 1 }).catch(
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(NonFiniteError);
       expect((err as Error).message).toMatch(/^step 2: the loss is (NaN|Infinity) \(examples: train\.jsonl row 7\)$/);
       const after = await Promise.all(params.map((p) => p.toFloat32()));

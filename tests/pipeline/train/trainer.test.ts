@@ -1,19 +1,20 @@
 // Trainer behaviour on the bundled tiny model with a slice of the bundled sample data:
 // learning (validation loss falls), gradient-accumulation invariance, exact resume after SIGKILL,
 // TensorBoard files, and the exported adapter evaluating in `finllm eval` as it did in training.
-import { describe, expect, it, beforeAll } from 'vitest';
+
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
-import { TrainingRun, runTraining, trainStep } from '../../../src/pipeline/train/trainer.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { readTfEvents } from '../../../src/io/tfevents.js';
+import { AdamW } from '../../../src/kernels/optim.js';
 import { LlamaModel } from '../../../src/llama/model.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
-import { evaluatePerplexity } from '../../../src/pipeline/eval/perplexity.js';
-import { AdamW } from '../../../src/kernels/optim.js';
+import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
 import { DataLoader, prepareData } from '../../../src/pipeline/data/index.js';
-import { readTfEvents } from '../../../src/io/tfevents.js';
+import { evaluatePerplexity } from '../../../src/pipeline/eval/perplexity.js';
+import { runTraining, TrainingRun, trainStep } from '../../../src/pipeline/train/trainer.js';
 import { expectClose, useEngine } from '../../helpers/index.js';
 import { CLI, ROOT, sampleSlice } from './helpers.js';
 
@@ -68,7 +69,14 @@ describe('trainer', () => {
     // A random-init model starts at about ln(600) = 6.4; ten LoRA steps at lr 1e-2 on the tiny model
     // move it by ~0.2 nats (measured 0.1 at lr 3e-3 over 12 steps); 0.05 is a safe floor.
     expect(r.finalValLoss!).toBeLessThan(r.initialValLoss! - 0.05);
-    for (const f of ['adapter/adapter_config.json', 'adapter/adapter_model.safetensors', 'resolved-config.yaml', 'data-report.json', 'metrics.jsonl', 'train-summary.json']) {
+    for (const f of [
+      'adapter/adapter_config.json',
+      'adapter/adapter_model.safetensors',
+      'resolved-config.yaml',
+      'data-report.json',
+      'metrics.jsonl',
+      'train-summary.json',
+    ]) {
       expect(existsSync(join(dir, f)), f).toBe(true);
     }
   });
@@ -85,7 +93,14 @@ describe('trainer', () => {
       // B starts at zero (PEFT init), so step 1 moves only B; step 2 then has non-zero dA too.
       const named = model.namedLoraParameters();
       const opt = new AdamW(model.loraParameters(), { lr: 1e-2, weightDecay: 0.01 });
-      const loader = new DataLoader(four, { batchSize, maxSeqLen: 512, packing: false, seed: 1, shuffle: false, padId: tok.eosId });
+      const loader = new DataLoader(four, {
+        batchSize,
+        maxSeqLen: 512,
+        packing: false,
+        seed: 1,
+        shuffle: false,
+        padId: tok.eosId,
+      });
       const batches = Array.from({ length: 4 / batchSize }, () => loader.next());
       const first = await trainStep(model, opt, batches, { lr: 1e-2, stepIndex: 0, seed: 1, maxGradNorm: 1.0 });
       const second = await trainStep(model, opt, batches, { lr: 1e-2, stepIndex: 1, seed: 1, maxGradNorm: 1.0 });
@@ -117,7 +132,9 @@ describe('trainer', () => {
     const files = readdirSync(tbDir).filter((f) => f.startsWith('events.out.tfevents.'));
     expect(files).toHaveLength(1);
     const events = readTfEvents(join(tbDir, files[0]!));
-    const tbLoss = events.flatMap((e) => e.scalars.filter((v) => v.tag === 'loss').map((v) => ({ step: e.step, value: v.value })));
+    const tbLoss = events.flatMap((e) =>
+      e.scalars.filter((v) => v.tag === 'loss').map((v) => ({ step: e.step, value: v.value })),
+    );
     expect(tbLoss.map((v) => v.step)).toEqual([1, 2, 3, 4, 5, 6]);
     tbLoss.forEach((v, i) => {
       expect(Math.abs(v.value - reference[i]!)).toBeLessThanOrEqual(Math.abs(reference[i]!) * 2 ** -23);
@@ -125,14 +142,21 @@ describe('trainer', () => {
 
     // The same run in a child process, killed right after its first checkpoint, then resumed.
     const killed = mkdtempSync(join(tmpdir(), 'finllm-killed-'));
-    const args = [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...settings(killed).flatMap((s) => ['--set', s])];
+    const args = [
+      CLI,
+      'train',
+      '--config',
+      join(ROOT, 'configs/tiny-sample.yaml'),
+      ...settings(killed).flatMap((s) => ['--set', s]),
+    ];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += String(d)));
     const ckpt = join(killed, 'checkpoints', 'step-00000002', 'trainer_state.json');
     const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
     const deadline = Date.now() + 240_000;
-    while (!existsSync(ckpt) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+    while (!existsSync(ckpt) && Date.now() < deadline && child.exitCode === null)
+      await new Promise((r) => setTimeout(r, 50));
     expect(existsSync(ckpt), `no checkpoint appeared; stderr:\n${stderr}`).toBe(true);
     child.kill('SIGKILL');
     await exited;
@@ -150,12 +174,20 @@ describe('trainer', () => {
     const trainer = await TrainingRun.setup(config(dir, ['training.max_steps=3']), { quiet: true });
     try {
       const r = await trainer.train();
-      const texts = readFileSync(join(dataDir, 'val.jsonl'), 'utf8').split('\n').filter(Boolean).slice(0, 4).map((l) => (JSON.parse(l) as { text: string }).text);
+      const texts = readFileSync(join(dataDir, 'val.jsonl'), 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .slice(0, 4)
+        .map((l) => (JSON.parse(l) as { text: string }).text);
       trainer.model.training = false;
       const inMemory = await evaluatePerplexity(trainer.model, trainer.tokenizer, texts);
       const file = join(dir, 'texts.jsonl');
       writeFileSync(file, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
-      const out = spawnSync(process.execPath, [CLI, 'eval', '--model', MODEL, '--adapter', r.adapterDir!, '--quantize', 'nf4', '--data', file, '--json'], { encoding: 'utf8', timeout: 240_000 });
+      const out = spawnSync(
+        process.execPath,
+        [CLI, 'eval', '--model', MODEL, '--adapter', r.adapterDir!, '--quantize', 'nf4', '--data', file, '--json'],
+        { encoding: 'utf8', timeout: 240_000 },
+      );
       expect(out.status, out.stderr).toBe(0);
       const cli = JSON.parse(out.stdout) as { loss: number; per_example: { loss: number }[] };
       expect(Math.abs(cli.loss - inMemory.loss)).toBeLessThan(1e-5);
@@ -170,7 +202,10 @@ describe('trainer', () => {
   it('early stopping ends the run when validation loss stops improving', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-early-'));
     // min_delta 10 nats cannot be met: the first evaluation sets the best, the second stops the run.
-    const r = await runTraining(config(dir, ['training.eval_every=1', 'training.early_stopping={patience: 1, min_delta: 10}']), { quiet: true });
+    const r = await runTraining(
+      config(dir, ['training.eval_every=1', 'training.early_stopping={patience: 1, min_delta: 10}']),
+      { quiet: true },
+    );
     expect(r.stoppedEarly).toBe(true);
     expect(r.steps).toBe(2);
     expect(r.valLosses.map((v) => v.step)).toEqual([1, 2]);
@@ -180,7 +215,13 @@ describe('trainer', () => {
 
   it('Ctrl-C (SIGINT) finishes the step, saves a checkpoint, exits 130; --resume completes the run', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-sigint-'));
-    const args = [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...settings(dir, ['training.save_every=0']).flatMap((s) => ['--set', s])];
+    const args = [
+      CLI,
+      'train',
+      '--config',
+      join(ROOT, 'configs/tiny-sample.yaml'),
+      ...settings(dir, ['training.save_every=0']).flatMap((s) => ['--set', s]),
+    ];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
@@ -189,7 +230,8 @@ describe('trainer', () => {
     const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
     const metrics = join(dir, 'metrics.jsonl');
     const deadline = Date.now() + 240_000;
-    while (Date.now() < deadline && child.exitCode === null && !(existsSync(metrics) && losses(dir).length >= 1)) await new Promise((r) => setTimeout(r, 50));
+    while (Date.now() < deadline && child.exitCode === null && !(existsSync(metrics) && losses(dir).length >= 1))
+      await new Promise((r) => setTimeout(r, 50));
     child.kill('SIGINT');
     const code = await exited;
     // 130 = 128 + SIGINT, the shell convention: `finllm train && finllm export` stops here.
@@ -199,7 +241,9 @@ describe('trainer', () => {
     const done = losses(dir).length;
     expect(done).toBeGreaterThanOrEqual(1);
     expect(done).toBeLessThan(6);
-    expect(existsSync(join(dir, 'checkpoints', `step-${String(done).padStart(8, '0')}`, 'trainer_state.json'))).toBe(true);
+    expect(existsSync(join(dir, 'checkpoints', `step-${String(done).padStart(8, '0')}`, 'trainer_state.json'))).toBe(
+      true,
+    );
     const resumed = spawnSync(process.execPath, [...args, '--resume'], { encoding: 'utf8', timeout: 240_000 });
     expect(resumed.status, resumed.stderr).toBe(0);
     expect(losses(dir)).toHaveLength(6);
