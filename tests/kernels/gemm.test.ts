@@ -13,7 +13,7 @@ import { makeOperand } from '../../bench/check/gemm.js';
 import { expectWithinGemmBound, gemmReference } from '../../reference/gemm.js';
 import { withPrecision } from '../../src/engine/precision.js';
 import type { Rng } from '../../src/engine/random.js';
-import { engine, Tensor } from '../../src/engine/tensor.js';
+import { Tensor } from '../../src/engine/tensor.js';
 import { bf16ToF32, f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
 import {
   type ChoiceContext,

@@ -4,7 +4,7 @@ import { dotErrorBound, halfBitsToNumber, type MatRef, matmulGradRef, matmulRef 
 import { backward, GradNode } from '../../src/engine/autograd.js';
 import { withPrecision } from '../../src/engine/precision.js';
 import type { Rng } from '../../src/engine/random.js';
-import { engine, Tensor, tidy } from '../../src/engine/tensor.js';
+import { Tensor, tidy } from '../../src/engine/tensor.js';
 import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.js';
 import { saveActivation } from '../../src/kernels/activations.js';
 import { mul, sumToSuffix } from '../../src/kernels/elementwise.js';

@@ -350,7 +350,7 @@ export function metricsFor(
   task: GenerationTask,
   given?: readonly EvalMetric[] | null,
 ): EvalMetric[] {
-  if (given && given.length) return [...given];
+  if (given?.length) return [...given];
   if (task === 'classification') return ['label'];
   const out: EvalMetric[] = [];
   for (const kind of new Set(items.map((i) => i.kind)))

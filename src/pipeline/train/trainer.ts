@@ -46,7 +46,6 @@ import {
   type Batch,
   createDataLoader,
   type DataLoader,
-  type DataLoaderState,
   formatReport,
   type PreparedData,
   prepareData,

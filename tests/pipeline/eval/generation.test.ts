@@ -9,7 +9,6 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { evalAction } from '../../../src/cli/eval.js';
 import { generateAction } from '../../../src/cli/generate.js';
 import { setComputePrecision } from '../../../src/engine/precision.js';
-import { engine } from '../../../src/engine/tensor.js';
 import { InputError } from '../../../src/errors.js';
 import { generate } from '../../../src/llama/generate.js';
 import { LlamaModel } from '../../../src/llama/model.js';

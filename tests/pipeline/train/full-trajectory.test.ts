@@ -16,7 +16,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readRefWeights, refLogits, refLoss } from '../../../reference/llama.js';
+import { refLogits, refLoss } from '../../../reference/llama.js';
 import { type RefParams, refLossAndGrads } from '../../../reference/llama-grad.js';
 import { type AdamWRefState, adamwRefInit, adamwRefStep } from '../../../reference/optim.js';
 import { Checkpoint } from '../../../src/io/safetensors.js';

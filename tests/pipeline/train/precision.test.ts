@@ -11,7 +11,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { computePrecision, type Precision, withPrecisionAsync } from '../../../src/engine/precision.js';
-import { engine } from '../../../src/engine/tensor.js';
 import { readTfEvents } from '../../../src/io/tfevents.js';
 import { AdamW } from '../../../src/kernels/optim.js';
 import { LlamaModel } from '../../../src/llama/model.js';
