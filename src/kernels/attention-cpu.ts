@@ -13,6 +13,7 @@
 // output per step); the backward recomputes P = exp2(s − lse·log2 e) per (query, key) pair.
 import { HEADER, inputBinding } from './attention.js';
 import { specKey } from './common.js';
+import { type KernelVariant, registerKernelVariants } from './variants.js';
 
 /**
  * The largest head dim the row-per-invocation kernels take (4 × 8 vec4 of registers per lane in
@@ -241,3 +242,27 @@ ${ENTRY} {
 export function cpuAttentionKernel(spec: CpuAttentionSpec): string {
   return spec.kind === 'fwd' ? forwardKernel(spec) : spec.kind === 'dq' ? dqKernel(spec) : dkvKernel(spec);
 }
+
+/** Every row-per-invocation variant: each kind × head dim (4..CPU_MAX_DH) × f32 or f16 q/k/v. */
+export function cpuAttentionVariants(): KernelVariant[] {
+  const out: KernelVariant[] = [];
+  for (const kind of ['fwd', 'dq', 'dkv'] as const)
+    for (let Dh = 4; Dh <= CPU_MAX_DH; Dh += 4)
+      for (const type of ['f32', 'f16'] as const) {
+        const spec = cpuAttentionSpec(kind, Dh, type, type);
+        const code = () => cpuAttentionKernel(spec);
+        out.push({
+          family: 'attention-cpu',
+          name: `${kind} Dh=${Dh} ${type}`,
+          mode: 'portable',
+          key: cpuAttentionKey(spec),
+          code,
+          workgroupBytes: 0,
+          storageBuffers: (code().match(/var<storage/g) ?? []).length,
+          spec,
+        });
+      }
+  return out;
+}
+
+registerKernelVariants('attention-cpu', cpuAttentionVariants);

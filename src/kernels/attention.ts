@@ -79,7 +79,7 @@ import {
   sgAttentionSpec,
   sgWorkgroupSize,
 } from './attention-sgmatrix.js';
-import { assertDtype, dispatch, grid1d, Uniforms } from './common.js';
+import { assertDtype, dispatch, grid1d, specKey, Uniforms } from './common.js';
 import { assertOffered, isOffered, type MatrixMode, type MatrixShape } from './sgmatrix.js';
 
 export interface FlashAttentionOptions {
@@ -1112,10 +1112,6 @@ function dummyI32(name: string): Tensor {
 const segBinding = (d: Dims): Tensor => d.seg ?? dummyI32('seg');
 const kvStartBinding = (d: Dims): Tensor => d.kvStart ?? dummyI32('kvStart');
 
-function geoKey(g: Geo): string {
-  return `t${g.TPR}w${g.WV}.r${g.ROWS}.b${g.BLOCK}.${g.exchange === 'subgroup' ? 'sg' : 'wg'}.q${g.qType}.kv${g.kvType}${g.unroll ? '.u' : ''}`;
-}
-
 /** Split-layout plan: rows per workgroup, row blocks per kv head, KV chunk length and count. */
 function splitPlan(d: Dims, g: Geo, splits?: number): { rowBlocks: number; chunk: number; splits: number } {
   const rowBlocks = Math.ceil((d.group * d.T) / g.ROWS);
@@ -1226,7 +1222,7 @@ function forwardWithDims(
   }
   if (layout === 'split') tiles = splitTiles(d, tiles);
   const g = makeGeo('fwd', d, pickExchange('forward', layout, d, caps, tiles), caps, tiles);
-  const key = `attn.fwd.${geoKey(g)}`;
+  const key = specKey('attn.fwd', g);
   const rows = d.B * d.Hq * d.T;
   const run = (o: Tensor, l: Tensor, grid: [number, number, number], u: Uniforms) =>
     dispatch(key, () => forwardKernel(g), [q, k, v, o, l, segBinding(d), kvStartBinding(d)], grid, u);
@@ -1298,7 +1294,7 @@ function backwardWithDims(
   const oType = out.dtype as 'f32' | 'f16';
   if (rows > 0)
     dispatch(
-      `attn.bwd.dot${oType === 'f16' ? '.f16' : ''}`,
+      specKey('attn.bwd.dot', { oType }),
       () => dotKernel(oType),
       [dOut, out, D],
       grid1d(rows, 64),
@@ -1358,7 +1354,7 @@ function backwardWithDims(
     if (rows > 0) {
       const g = makeGeo('dq', d, exchange, caps, tiles);
       dispatch(
-        `attn.bwd.dq.${geoKey(g)}`,
+        specKey('attn.bwd.dq', g),
         () => dqKernel(g),
         [q, k, v, dOut, lse, D, dq, seg],
         [Math.ceil(d.T / g.ROWS), d.Hq, d.B],
@@ -1372,7 +1368,7 @@ function backwardWithDims(
     if (k.numel > 0) {
       const g = makeGeo('dkv', d, exchange, caps, tiles);
       dispatch(
-        `attn.bwd.dkv.${geoKey(g)}`,
+        specKey('attn.bwd.dkv', g),
         () => dkvKernel(g),
         [q, k, v, dOut, lse, D, dk, dv, seg],
         [Math.ceil(d.Sk / g.ROWS), d.Hkv, d.B],

@@ -21,7 +21,7 @@
 // states and never holds more than one [R, V] block.
 import { recordOp } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, Uniforms } from './common.js';
+import { assertDtype, dispatch, grid1d, specKey, Uniforms } from './common.js';
 
 /** Threads per workgroup of the per-row kernels (a power of two for the tree reductions). */
 const ROW_WG = 256;
@@ -229,7 +229,7 @@ export function crossEntropyBackward(
   const mean = count !== null;
   const buffers = mean ? [logits, labels, lse, g, count, d] : [logits, labels, lse, g, d];
   dispatch(
-    `crossentropy.bwd.${mean ? 'mean' : 'rows'}`,
+    specKey('crossentropy.bwd', { mean, inplace: false }),
     () => backwardKernel(mean, false),
     buffers,
     grid1d(rows, 1),
@@ -255,7 +255,7 @@ export function crossEntropyBackwardInPlace(
   const mean = count !== null;
   const buffers = mean ? [logits, labels, lse, g, count] : [logits, labels, lse, g];
   dispatch(
-    `crossentropy.bwd.${mean ? 'mean' : 'rows'}.inplace`,
+    specKey('crossentropy.bwd', { mean, inplace: true }),
     () => backwardKernel(mean, true),
     buffers,
     grid1d(rows, 1),

@@ -4,7 +4,7 @@
 // its shape is a trailing suffix of the first's (bias over rows) or a single element.
 import { autogradKernels, recordOp } from '../engine/autograd.js';
 import { type DType, numelOf, Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
+import { assertDtype, dispatch, grid1d, specKey, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
 
 export interface UnaryOpDef {
   /** y as a function of x. */
@@ -109,7 +109,7 @@ export function unary(op: UnaryOp, x: Tensor): Tensor {
   assertDtype(x, 'f32', `unary ${op}`);
   const def = UNARY_OPS[op];
   const y = Tensor.empty(x.shape);
-  dispatch(`unary.${op}`, () => unaryKernel(def.forward), [x, y], grid1d(x.numel), params(x.numel));
+  dispatch(specKey('unary', { op }), () => unaryKernel(def.forward), [x, y], grid1d(x.numel), params(x.numel));
   recordOp(`unary.${op}`, [x], y, (node) => {
     const saved = [
       ...(reads(def.backward, 'x') ? [node.save(x)] : []),
@@ -118,7 +118,7 @@ export function unary(op: UnaryOp, x: Tensor): Tensor {
     return ([g]) => {
       const dx = Tensor.empty(x.shape);
       dispatch(
-        `unary.${op}.backward`,
+        specKey('unary.backward', { op }),
         () => unaryBackwardKernel(def.backward),
         [...saved, g!, dx],
         grid1d(x.numel),
@@ -164,7 +164,13 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
     );
   const def = BINARY_OPS[op];
   const c = Tensor.empty(a.shape);
-  dispatch(`binary.${op}`, () => binaryKernel(def.forward), [a, b, c], grid1d(a.numel), params(a.numel, b.numel));
+  dispatch(
+    specKey('binary', { op }),
+    () => binaryKernel(def.forward),
+    [a, b, c],
+    grid1d(a.numel),
+    params(a.numel, b.numel),
+  );
   // Only the operands that some wanted gradient reads are kept: add and sub keep nothing, mul keeps
   // the other operand of each one that needs a gradient.
   const want = [a.requiresGrad || a.gradFn !== null, b.requiresGrad || b.gradFn !== null];
@@ -184,7 +190,7 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
         const full = Tensor.empty(a.shape);
         const operands = ['a', 'b'].filter((v) => reads(expr, v)).map((v) => saved[v]!);
         dispatch(
-          `binary.${op}.grad${k}`,
+          specKey('binary.grad', { op, k }),
           () => binaryGradKernel(expr),
           [...operands, g!, full],
           grid1d(a.numel),
@@ -312,7 +318,13 @@ export function cast(x: Tensor, to: DType): Tensor {
   if (!ok) throw new TypeError(`cast ${x.dtype} -> ${to} is not supported`);
   const y = Tensor.empty(x.shape, to);
   const threads = x.dtype === 'f32' ? Math.ceil(x.numel / 2) : x.numel;
-  dispatch(`cast.${x.dtype}.${to}`, () => castKernel(x.dtype, to), [x, y], grid1d(threads), params(x.numel));
+  dispatch(
+    specKey('cast', { from: x.dtype, to }),
+    () => castKernel(x.dtype, to),
+    [x, y],
+    grid1d(threads),
+    params(x.numel),
+  );
   recordOp('cast', [x], y, () => ([g]) => [g!.reshape(x.shape)]);
   return y;
 }

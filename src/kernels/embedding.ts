@@ -14,7 +14,7 @@
 // index error would on the CPU) and contribute nothing in backward.
 import { type GradNode, recordOp } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
-import { dispatch, grid1d, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
+import { dispatch, grid1d, specKey, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
 import { zeros } from './elementwise.js';
 
 const NAN_BITS = 0x7fc00000;
@@ -102,7 +102,13 @@ export function embedding(ids: Tensor, table: Tensor): Tensor {
   const [V, D] = table.shape as [number, number];
   const N = ids.numel;
   const y = Tensor.empty([...ids.shape, D]);
-  dispatch(`embedding.${tType}`, () => forwardKernel(tType), [ids, table, y], grid1d(N * D), params(N, D, V));
+  dispatch(
+    specKey('embedding', { tType }),
+    () => forwardKernel(tType),
+    [ids, table, y],
+    grid1d(N * D),
+    params(N, D, V),
+  );
   recordOp('embedding', [table], y, (node: GradNode) => {
     const idsSaved = node.save(ids);
     return ([g]) => [embeddingBackward(idsSaved, g!, V, D)];

@@ -1441,7 +1441,7 @@ export function gemm(args: GemmArgs): Tensor {
   if (out === 'partial') {
     const n = M * N;
     dispatch(
-      `gemm.splitk.reduce.${args.accumulate ? 'acc' : 'store'}`,
+      specKey('gemm.splitk.reduce', { accumulate: !!args.accumulate }),
       () => SPLIT_REDUCE_KERNEL(!!args.accumulate),
       [target, c],
       grid1d(n),

@@ -25,7 +25,7 @@
 // on the fly: the GEMM's NF4 loader (gemm.ts) and the GEMV (gemv.ts), through weight-formats.ts;
 // nf4Linear (matmul.ts) picks one.
 import { Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, Uniforms, WGSL_FLAT_INDEX } from './common.js';
+import { assertDtype, dispatch, grid1d, specKey, Uniforms, WGSL_FLAT_INDEX } from './common.js';
 import { gemv } from './gemv.js';
 import {
   NF4_BLOCK,
@@ -294,7 +294,7 @@ export function quantizeNf4(w: Tensor, opts: { doubleQuant?: boolean } = {}): Nf
   const codes = Tensor.empty([nwords], 'u32');
   const absmax = Tensor.empty([nblocks]);
   dispatch(
-    `nf4.quantize.${w.dtype}`,
+    specKey('nf4.quantize', { dtype: w.dtype }),
     () => quantizeKernel(w.dtype as 'f32' | 'bf16' | 'f16'),
     [w, codes, absmax],
     groupGrid(Math.ceil(n / QUANT_WG)),
@@ -357,7 +357,7 @@ export function dequantizeNf4(w: Nf4Weight): Tensor {
   const dq = isDoubleQuant(w.absmax);
   const y = Tensor.empty(w.shape);
   dispatch(
-    `nf4.dequant.${dq ? 'dq' : 'f32'}`,
+    specKey('nf4.dequant', { dq }),
     () => dequantKernel(dq),
     [...weightTensors(w), y],
     grid1d(nwords),

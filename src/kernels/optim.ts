@@ -28,7 +28,7 @@
 // coef = min(1, max/(norm+1e-6)); then every gradient is scaled by coef read from GPU memory (again
 // several tensors per dispatch). The norm comes back as a Tensor.
 import { engine, Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, Uniforms, WGSL_FLAT_INDEX } from './common.js';
+import { assertDtype, dispatch, grid1d, specKey, Uniforms, WGSL_FLAT_INDEX } from './common.js';
 
 export interface AdamWOptions {
   lr?: number;
@@ -259,7 +259,7 @@ export class AdamW {
           wgs += count;
           bufs.push(p, p.grad!);
         }
-        const key = `adamw.multi${group.length}${scale ? '.scaled' : ''}`;
+        const key = specKey('adamw.multi', { params: group.length, scaled: scale !== undefined });
         dispatch(key, () => adamwKernel(group.length, scale !== undefined), bufs, [wgs], u);
       }
     }
@@ -443,7 +443,13 @@ export function gradNormCoef(params: readonly Tensor[], maxNorm: number): GradNo
       wgs += n;
       offset += n;
     }
-    dispatch(`clip.sumsq${group.length}`, () => sumsqKernel(group.length), [part, ...group.map(([g]) => g)], [wgs], u);
+    dispatch(
+      specKey('clip.sumsq', { params: group.length }),
+      () => sumsqKernel(group.length),
+      [part, ...group.map(([g]) => g)],
+      [wgs],
+      u,
+    );
   }
   dispatch(
     'clip.final',
@@ -472,7 +478,13 @@ export function clipGradNorm(params: readonly Tensor[], maxNorm: number): Tensor
       u.u32(g.numel).u32(0).u32(wgs).u32(count);
       wgs += count;
     }
-    dispatch(`clip.scale${group.length}`, () => scaleKernel(group.length), [coef, ...group], [wgs], u);
+    dispatch(
+      specKey('clip.scale', { params: group.length }),
+      () => scaleKernel(group.length),
+      [coef, ...group],
+      [wgs],
+      u,
+    );
   }
   coef.dispose();
   return norm;

@@ -18,7 +18,7 @@
 // NaN is unspecified.
 import { type GradNode, recordOp } from '../engine/autograd.js';
 import { engine, Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, Uniforms, WG, WGSL_FLAT_INDEX } from './common.js';
+import { assertDtype, dispatch, grid1d, specKey, Uniforms, WG, WGSL_FLAT_INDEX } from './common.js';
 
 /** Elements per workgroup in the first pass of an all-element reduction. */
 export const REDUCE_CHUNK = 8192;
@@ -118,7 +118,7 @@ function reduceRows(
   const wg = rowThreads(D);
   const ts = [x, ...(xi ? [xi] : []), values, ...(indices ? [indices] : [])];
   dispatch(
-    `reduce.${op}.${wg}${xi ? '.indexed' : ''}`,
+    specKey('reduce', { op, wg, indexed: xi !== null }),
     () => reduceKernel(op, wg, xi !== null),
     ts,
     rowGrid(rows),
@@ -355,13 +355,13 @@ export function softmax(x: Tensor): Tensor {
   const y = Tensor.empty(x.shape);
   if (rows === 0) return y;
   const wg = rowThreads(D);
-  dispatch(`softmax.${wg}`, () => SOFTMAX_KERNEL(wg), [x, y], rowGrid(rows), params(rows, D, x.numel));
+  dispatch(specKey('softmax', { wg }), () => SOFTMAX_KERNEL(wg), [x, y], rowGrid(rows), params(rows, D, x.numel));
   recordOp('softmax', [x], y, (node: GradNode) => {
     const ys = node.save(y);
     return ([g]) => {
       const dx = Tensor.empty(x.shape);
       dispatch(
-        `softmax.backward.${wg}`,
+        specKey('softmax.backward', { wg }),
         () => SOFTMAX_BACKWARD_KERNEL(wg),
         [ys, g!, dx],
         rowGrid(rows),

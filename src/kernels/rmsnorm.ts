@@ -13,7 +13,7 @@
 //   partials [rowBlocks, D]; pass 2 sums the partials in a fixed order.
 import { recordOp } from '../engine/autograd.js';
 import { type DType, Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, Uniforms, WGSL_HALF } from './common.js';
+import { assertDtype, dispatch, grid1d, specKey, Uniforms, WGSL_HALF } from './common.js';
 
 /** Threads per workgroup for the per-row kernels (a power of two: the tree reduction halves it). */
 const ROW_WG = 256;
@@ -147,7 +147,7 @@ export function rmsnormWithStats(x: Tensor, weight: Tensor, eps: number): { y: T
   const y = Tensor.empty(x.shape);
   const rstd = Tensor.empty(x.shape.slice(0, -1).length ? x.shape.slice(0, -1) : [1]);
   dispatch(
-    `rmsnorm.fwd.${weight.dtype}`,
+    specKey('rmsnorm.fwd', { dtype: weight.dtype }),
     () => forwardKernel(weight.dtype),
     [x, weight, y, rstd],
     grid1d(rows, 1),
@@ -178,7 +178,7 @@ export function rmsnormBackwardDx(x: Tensor, weight: Tensor, rstd: Tensor, g: Te
   const rows = x.numel / d;
   const dx = Tensor.empty(x.shape);
   dispatch(
-    `rmsnorm.bwd_dx.${weight.dtype}`,
+    specKey('rmsnorm.bwd_dx', { dtype: weight.dtype }),
     () => backwardDxKernel(weight.dtype),
     [x, weight, rstd, g, dx],
     grid1d(rows, 1),

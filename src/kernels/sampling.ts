@@ -36,7 +36,7 @@
 
 import { WGSL_RANDOM } from '../engine/random.js';
 import { engine, Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, Uniforms } from './common.js';
+import { assertDtype, dispatch, specKey, Uniforms } from './common.js';
 import { WGSL_DIV_RN } from './nf4.js';
 
 const WG = 256;
@@ -438,7 +438,7 @@ export class TokenSampler {
     if (logits.numel !== n * this.vocabSize)
       throw new RangeError(`TokenSampler: logits [${logits.shape.join(', ')}] for ${n} rows of ${this.vocabSize}`);
     dispatch(
-      `sampling.next_token.${this.anySampling() ? 'sample' : 'greedy'}`,
+      specKey('sampling.next_token', { sample: this.anySampling() }),
       () => kernel(this.anySampling()),
       [logits, this.rowTable, this.bias, this.step, this.seen, this.counts, this.scratch, out],
       [n],

@@ -9,7 +9,7 @@
 // half the bytes); they are read as f32, and the output and gradients are f32 either way.
 import { recordOp } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
-import { dispatch, grid1d, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
+import { dispatch, grid1d, specKey, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
 
 type InputType = 'f32' | 'f16';
 
@@ -81,7 +81,7 @@ export function swigluBackward(
   const dUp = want.up ? Tensor.empty(gate.shape) : null;
   const outs = [dGate, dUp].filter((t): t is Tensor => t !== null);
   const type = inputType(gate, up);
-  const key = `swiglu.bwd.${want.gate ? 'g' : ''}${want.up ? 'u' : ''}${type === 'f16' ? '.f16' : ''}`;
+  const key = specKey('swiglu.bwd', { gate: want.gate, up: want.up, type });
   dispatch(
     key,
     () => backwardKernel(want.gate, want.up, type),

@@ -717,8 +717,8 @@ describe('flash attention: row-per-invocation kernels (software adapters, attent
     }
     // The backward only: their forward measured slower than the tiled one on lavapipe (bench/NOTES.md).
     expect(labels.some((l) => l.startsWith('attn.cpu.dq:'))).toBe(dev.info.cpuKernels);
-    expect(labels.some((l) => l.startsWith('attn.bwd.dq.'))).toBe(!dev.info.cpuKernels);
-    expect(labels.some((l) => l.startsWith('attn.fwd.'))).toBe(true);
+    expect(labels.some((l) => l.startsWith('attn.bwd.dq:'))).toBe(!dev.info.cpuKernels);
+    expect(labels.some((l) => l.startsWith('attn.fwd:'))).toBe(true);
     expect(labels.some((l) => l.startsWith('attn.cpu.fwd:'))).toBe(false);
     expect(() => flashAttentionForward(x0(), x0(), x0(), { causal: true }, 'split', { cpu: true })).toThrow(
       /tiled layout/,
