@@ -11,7 +11,7 @@
 // results are those of attention.ts, which launches these kernels on software adapters (and where a
 // caller asks for them); see there. The forward takes CH keys per step (one rescale of the running
 // output per step); the backward recomputes P = exp2(s − lse·log2 e) per (query, key) pair.
-import { HEADER, inputBinding } from './attention.js';
+import { backwardInputBindings, HEADER, inputBinding } from './attention.js';
 import { specKey } from './common.js';
 import { type KernelVariant, registerKernelVariants } from './variants.js';
 
@@ -141,12 +141,7 @@ ${ENTRY} {
 
 function dqKernel(s: CpuAttentionSpec): string {
   return /* wgsl */ `${preamble(s)}
-${inputBinding(1, 'Q', s.qType)}
-${inputBinding(2, 'K', s.kvType)}
-${inputBinding(3, 'V', s.kvType)}
-${inputBinding(4, 'DO', 'f32')}
-@group(0) @binding(5) var<storage, read> LSE: array<f32>;
-@group(0) @binding(6) var<storage, read> DD: array<f32>;
+${backwardInputBindings(s.qType, s.kvType)}
 @group(0) @binding(7) var<storage, read_write> DQ: array<vec4f>;
 @group(0) @binding(8) var<storage, read> SEG: array<i32>;
 
@@ -186,12 +181,7 @@ ${ENTRY} {
 
 function dkvKernel(s: CpuAttentionSpec): string {
   return /* wgsl */ `${preamble(s)}
-${inputBinding(1, 'Q', s.qType)}
-${inputBinding(2, 'K', s.kvType)}
-${inputBinding(3, 'V', s.kvType)}
-${inputBinding(4, 'DO', 'f32')}
-@group(0) @binding(5) var<storage, read> LSE: array<f32>;
-@group(0) @binding(6) var<storage, read> DD: array<f32>;
+${backwardInputBindings(s.qType, s.kvType)}
 @group(0) @binding(7) var<storage, read_write> DK: array<vec4f>;
 @group(0) @binding(8) var<storage, read_write> DVo: array<vec4f>;
 @group(0) @binding(9) var<storage, read> SEG: array<i32>;

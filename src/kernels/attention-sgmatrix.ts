@@ -28,7 +28,7 @@
 //    dQ and dK/dV are two kernels (each recomputes S and dP).
 // Masking is by explicit flags (never −∞ arithmetic); staged rows outside [kvStart, kvLength) and
 // query rows past T are zero-filled without reading memory (a serving cache holds NaN there).
-import { HEADER as ATTN_HEADER, inputBinding } from './attention.js';
+import { HEADER as ATTN_HEADER, backwardInputBindings, inputBinding } from './attention.js';
 import { specKey } from './common.js';
 import {
   LOGICAL_SUBGROUP,
@@ -412,12 +412,7 @@ ${entry(s, f)}
 
 /** Bindings shared by dQ and dK/dV, and the q/dO (and k/v) tiles. */
 function backwardDecls(s: SgAttentionSpec): string {
-  return `${inputBinding(1, 'Q', s.qType)}
-${inputBinding(2, 'K', s.kvType)}
-${inputBinding(3, 'V', s.kvType)}
-${inputBinding(4, 'DO', 'f32')}
-@group(0) @binding(5) var<storage, read> LSE: array<f32>;
-@group(0) @binding(6) var<storage, read> DD: array<f32>;
+  return `${backwardInputBindings(s.qType, s.kvType)}
 var<workgroup> shQ: array<f16, ${s.BR * (s.Dh + PAD16)}>;
 var<workgroup> shG: array<f16, ${s.BR * (s.Dh + PAD16)}>; // dO
 var<workgroup> shK: array<f16, ${s.BC * (s.Dh + PAD16)}>;

@@ -622,6 +622,19 @@ fn ld${name}(i: u32) -> vec4f {
 }`;
 }
 
+/**
+ * Bindings 1-6 that every backward kernel reads (q, k, v, dO, the forward's logsumexp, D = rowsum(dO∘O)),
+ * in the order the launchers bind them; dQ / dK / dV and the segment ids follow from binding 7.
+ */
+export function backwardInputBindings(qType: 'f32' | 'f16', kvType: 'f32' | 'f16'): string {
+  return `${inputBinding(1, 'Q', qType)}
+${inputBinding(2, 'K', kvType)}
+${inputBinding(3, 'V', kvType)}
+${inputBinding(4, 'DO', 'f32')}
+@group(0) @binding(5) var<storage, read> LSE: array<f32>;
+@group(0) @binding(6) var<storage, read> DD: array<f32>;`;
+}
+
 function entry(g: Geo): string {
   const sg =
     g.exchange === 'subgroup' ? ', @builtin(subgroup_invocation_id) sgl: u32, @builtin(subgroup_size) sgn: u32' : '';
@@ -935,12 +948,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 
 function dqKernel(g: Geo): string {
   return /* wgsl */ `${preamble(g)}
-${inputBinding(1, 'Q', g.qType)}
-${inputBinding(2, 'K', g.kvType)}
-${inputBinding(3, 'V', g.kvType)}
-${inputBinding(4, 'DO', 'f32')}
-@group(0) @binding(5) var<storage, read> LSE: array<f32>;
-@group(0) @binding(6) var<storage, read> DD: array<f32>;
+${backwardInputBindings(g.qType, g.kvType)}
 @group(0) @binding(7) var<storage, read_write> DQ: array<vec4f>;
 @group(0) @binding(8) var<storage, read> SEG: array<i32>;
 var<workgroup> shK: array<vec4f, ${g.BLOCK * g.DV}>;
@@ -998,12 +1006,7 @@ ${entry(g)} {
 
 function dkvKernel(g: Geo): string {
   return /* wgsl */ `${preamble(g)}
-${inputBinding(1, 'Q', g.qType)}
-${inputBinding(2, 'K', g.kvType)}
-${inputBinding(3, 'V', g.kvType)}
-${inputBinding(4, 'DO', 'f32')}
-@group(0) @binding(5) var<storage, read> LSE: array<f32>;
-@group(0) @binding(6) var<storage, read> DD: array<f32>;
+${backwardInputBindings(g.qType, g.kvType)}
 @group(0) @binding(7) var<storage, read_write> DK: array<vec4f>;
 @group(0) @binding(8) var<storage, read_write> DVo: array<vec4f>;
 @group(0) @binding(9) var<storage, read> SEG: array<i32>;
