@@ -410,6 +410,11 @@ export class GpuDevice {
    * specialization baked into the source). Compile errors become KernelCompileError with the
    * WGSL messages and line numbers.
    */
+  /** The cache keys of every pipeline compiled so far on this device. */
+  pipelineKeys(): string[] {
+    return [...this.pipelines.keys()];
+  }
+
   pipeline(key: string, code: () => string, entryPoint = 'main'): GPUComputePipeline {
     const cached = this.pipelines.get(key);
     if (cached) return cached;

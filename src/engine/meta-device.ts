@@ -90,8 +90,13 @@ export class MetaDevice implements Device {
     );
   }
 
+  private readonly keys = new Set<string>();
+  pipelineKeys(): string[] {
+    return [...this.keys];
+  }
   /** A stand-in pipeline named by its key; `code` is not called. */
   pipeline(key: string, _code: () => string, _entryPoint = 'main'): GPUComputePipeline {
+    this.keys.add(key);
     return { label: key } as unknown as GPUComputePipeline;
   }
   async validatePipelines(): Promise<void> {}

@@ -26,7 +26,8 @@
 // for that token: the loss turns NaN instead of silently using a wrong angle.
 import { isGradEnabled, recordOp } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, Uniforms, WG, WGSL_FLAT_INDEX } from './common.js';
+import { assertDtype, grid1d, Uniforms, WG, WGSL_FLAT_INDEX } from './common.js';
+import { kernelFamily } from './variants.js';
 
 export interface RopeScalingLlama3 {
   type: 'llama3';
@@ -132,7 +133,7 @@ export function ropeTables(opts: RopeTableOptions): RopeTables {
  * is even since Dh is a multiple of 4), so it writes whole words; the arithmetic is the same, each
  * result rounded to f16 once.
  */
-function ropeKernel(out: 'f32' | 'f16' | 'in-place'): string {
+function ropeKernel({ out }: RopeSpec): string {
   const f16Out = out === 'f16';
   const per = f16Out ? 2 : 1;
   // In place: X is read and written, there is no Y binding.
@@ -186,9 +187,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
 }
 
-const ROPE_KERNEL = ropeKernel('f32');
-const ROPE_INPLACE_KERNEL = ropeKernel('in-place');
-const ROPE_F16_KERNEL = ropeKernel('f16');
+interface RopeSpec {
+  /** The result: f32, f16 packed two per u32, or x rotated in place. */
+  out: 'f32' | 'f16' | 'in-place';
+}
+
+const ROPE = kernelFamily<RopeSpec>({
+  family: 'rope',
+  specs: () => [{ out: 'f32' }, { out: 'f16' }, { out: 'in-place' }],
+  code: ropeKernel,
+});
 
 function launch(
   x: Tensor,
@@ -210,11 +218,13 @@ function launch(
     .u32(0x7fc00000)
     .u32(0)
     .u32(0);
-  if (!out)
-    dispatch('rope.inplace', () => ROPE_INPLACE_KERNEL, [x, positions, tables.cos, tables.sin], grid1d(n), params);
-  else if (f16Out)
-    dispatch('rope.f16', () => ROPE_F16_KERNEL, [x, positions, tables.cos, tables.sin, out], grid1d(n), params);
-  else dispatch('rope', () => ROPE_KERNEL, [x, positions, tables.cos, tables.sin, out], grid1d(n), params);
+  const spec: RopeSpec = { out: !out ? 'in-place' : f16Out ? 'f16' : 'f32' };
+  ROPE.dispatch(
+    spec,
+    out ? [x, positions, tables.cos, tables.sin, out] : [x, positions, tables.cos, tables.sin],
+    grid1d(n),
+    params,
+  );
 }
 
 export interface RopeOptions {

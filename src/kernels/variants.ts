@@ -13,6 +13,9 @@
 // kernels above the caps, or whose workgroup is not a multiple of that size without @subgroup_size,
 // are checked at shader-module level (getCompilationInfo) instead of by creating a pipeline.
 import { create } from 'webgpu';
+import type { BufferBinding, Uniforms } from '../engine/device.js';
+import type { Tensor } from '../engine/tensor.js';
+import { dispatch, specKey } from './common.js';
 
 export type VariantMode = 'native' | 'emulated' | 'portable';
 
@@ -44,6 +47,70 @@ export function kernelVariants(): KernelVariant[] {
   const out: KernelVariant[] = [];
   for (const list of families.values()) out.push(...list());
   return out;
+}
+
+/** A kernel generator and its variant table (see kernelFamily). */
+export interface KernelFamilyDef<S extends object> {
+  /** The family's name: the prefix of its pipeline cache keys and its name in reports. */
+  family: string;
+  /** Every spec callers can launch (the variant table that check:kernels compiles). */
+  specs: () => readonly S[];
+  /** The WGSL of one spec. */
+  code: (spec: S) => string;
+  /** How a variant is named in reports (default: its canonical spec). */
+  name?: (spec: S) => string;
+  /** Workgroup memory the kernel declares, in bytes (default 0). */
+  workgroupBytes?: (spec: S) => number;
+  /** 'portable' (default) for plain WGSL; 'native' for kernels that need optional features. */
+  mode?: VariantMode;
+}
+
+/** A registered kernel family: dispatch and the variant enumeration both derive key and code from the spec. */
+export interface KernelFamily<S extends object> {
+  readonly family: string;
+  /** The pipeline cache key of a spec: specKey(family, spec). */
+  key(spec: S): string;
+  code(spec: S): string;
+  /** Launches the spec's kernel (compiled once per key) over the buffers. */
+  dispatch(
+    spec: S,
+    tensors: (Tensor | BufferBinding)[],
+    workgroups: [number, number?, number?],
+    uniforms?: Uniforms,
+  ): void;
+}
+
+/**
+ * Declares a kernel family whose launches and whose registered variants come from one place: the
+ * cache key is derived from the complete spec, the code from the same spec, and the variant table
+ * (`specs`) is what `kernelVariants()` enumerates. A family without parameters has one spec, `{}`.
+ */
+export function kernelFamily<S extends object>(def: KernelFamilyDef<S>): KernelFamily<S> {
+  if (families.has(def.family)) throw new Error(`kernel family '${def.family}' is declared twice`);
+  const fam: KernelFamily<S> = {
+    family: def.family,
+    key: (spec) => specKey(def.family, spec),
+    code: (spec) => def.code(spec),
+    dispatch(spec, tensors, workgroups, uniforms) {
+      dispatch(fam.key(spec), () => def.code(spec), tensors, workgroups, uniforms);
+    },
+  };
+  registerKernelVariants(def.family, () =>
+    def.specs().map((spec) => {
+      const code = () => def.code(spec);
+      return {
+        family: def.family,
+        name: def.name?.(spec) ?? specKey('', spec).slice(1),
+        mode: def.mode ?? 'portable',
+        key: fam.key(spec),
+        code,
+        workgroupBytes: def.workgroupBytes?.(spec) ?? 0,
+        storageBuffers: (code().match(/var<storage/g) ?? []).length,
+        spec,
+      };
+    }),
+  );
+  return fam;
 }
 
 export interface NullCompiler {
