@@ -39,7 +39,7 @@ import type { LlamaModel } from '../../llama/model.js';
 import { type ColumnMapping, DEFAULT_COLUMNS, suggest, type TemplateName } from '../config.js';
 import { columnHint, formatSuggestion, suggestColumns } from '../data/columns.js';
 import { DEFAULT_PREPROCESS, type PreprocessOptions } from '../data/preprocess.js';
-import { applyTemplate, TemplateProblem } from '../data/templates.js';
+import { applyTemplate, type TemplateContext, TemplateProblem } from '../data/templates.js';
 import type { ChatMessage } from '../data/types.js';
 import { type ClassificationReport, parseGoldLabel } from './classification.js';
 import { METRIC_GROUPS, type MetricGroup, meanOfPresent, scoreExamples } from './metrics.js';
@@ -120,6 +120,207 @@ export interface BuildItemsOptions {
   limit?: number | null;
 }
 
+/** The prompt layouts an eval file's records are rendered with. */
+interface Layouts {
+  /** The eval record kinds' own layout (the auto template over the canonical columns). */
+  eval: TemplateContext;
+  /** Training records: the training data's column mapping and template. */
+  training: TemplateContext;
+}
+
+/** One eval row being read: its fields, and errors that name its file, row and field. */
+class EvalRecord {
+  constructor(
+    readonly value: Record<string, unknown>,
+    readonly file: string,
+    readonly row: number,
+  ) {}
+
+  /** A non-empty string field. */
+  need(key: string): string {
+    const v = this.value[key];
+    if (typeof v !== 'string' || v.trim() === '') {
+      throw new InputError(`expected a non-empty string, got ${v === undefined ? 'nothing' : describeValue(v, 60)}`, {
+        file: this.file,
+        row: this.row,
+        key,
+      });
+    }
+    return v;
+  }
+
+  /** The field holding the passage: the first of `keys` present; if none, a missing-field error naming the first (and a near miss). */
+  passageField(keys: string[], record: string): string {
+    const { value } = this;
+    const key = keys.find((k) => value[k] !== undefined);
+    if (key !== undefined) return key;
+    const near = Object.keys(value).find((k) => keys.some((want) => suggest(k, [want]) === want));
+    throw new InputError(
+      `a ${record} record needs its passage in '${keys[0]}'${
+        keys.length > 1
+          ? ` (or ${keys
+              .slice(1)
+              .map((k) => `'${k}'`)
+              .join(', ')})`
+          : ''
+      }, found fields ${Object.keys(value).join(', ')}` +
+        (near !== undefined
+          ? `; did you mean '${keys.find((want) => suggest(near, [want]) === want)}' for '${near}'?`
+          : ''),
+      { file: this.file, row: this.row, key: keys[0]! },
+    );
+  }
+
+  /** The prompt of `fields` in the eval kinds' layout. */
+  templated(fields: Record<string, unknown>, layouts: Layouts): string {
+    try {
+      return applyTemplate(fields, layouts.eval, this.file, this.row).prompt;
+    } catch (err) {
+      if (err instanceof TemplateProblem) throw new InputError(err.message, { file: this.file, row: this.row });
+      throw err;
+    }
+  }
+}
+
+/** What an item holds besides its id, row and kind (in the order items are written). */
+type ItemBody = Pick<EvalItem, 'prompt' | 'reference' | 'source' | 'rendered'>;
+
+/** How each record kind becomes a prompt, a reference and its passage. */
+const ITEM_BUILDERS: Record<RecordKind, (r: EvalRecord, layouts: Layouts) => ItemBody> = {
+  template(r, layouts) {
+    const { value, file, row } = r;
+    const { columns, template } = layouts.training;
+    let ex: ReturnType<typeof applyTemplate>;
+    try {
+      ex = applyTemplate(value, layouts.training, file, row);
+    } catch (err) {
+      if (err instanceof TemplateProblem) {
+        throw new InputError(
+          err.kind === 'missing_field'
+            ? `${err.message}; ${columnHint(Object.keys(value), columns, template, err.template)}`
+            : err.message,
+          { file, row },
+        );
+      }
+      throw err;
+    }
+    const passage = [columns.text, columns.input, columns.prompt]
+      .map((c) => str(value[c]))
+      .find((v) => v !== undefined);
+    return {
+      prompt: ex.prompt,
+      reference: ex.response.trim(),
+      source: passage ?? ex.prompt,
+      ...(ex.rendered ? { rendered: true } : {}),
+    };
+  },
+  prompt(r) {
+    const { value, file, row } = r;
+    const refKey = ['reference', 'response', 'answer', 'label'].find((k) => typeof value[k] === 'string');
+    if (!refKey)
+      throw new InputError('a {prompt} record needs a "reference" (or "response", "answer", "label") string', {
+        file,
+        row,
+        key: 'reference',
+      });
+    const body: ItemBody = { prompt: r.need('prompt'), reference: value[refKey] as string };
+    const src = str(value['source']);
+    if (src !== undefined) body.source = src;
+    return body;
+  },
+  qa(r, layouts) {
+    const passage = r.need(r.passageField(['context', 'text'], 'qa'));
+    const answer = r.need('answer');
+    return {
+      prompt: r.templated({ task: 'qa', text: passage, question: r.need('question'), answer }, layouts),
+      reference: answer,
+      source: passage,
+    };
+  },
+  summarization(r, layouts) {
+    const { value, file, row } = r;
+    // `source` is the passage in eval records unless a `text` field holds it (training layout).
+    const passageKey = r.passageField(['text', 'source'], 'summarization');
+    const passage = r.need(passageKey);
+    const summary = r.need('summary');
+    const given = str(value['source_kind']) ?? (passageKey === 'text' ? str(value['source']) : undefined);
+    if (value['source_kind'] !== undefined && !SOURCE_KINDS.includes(String(value['source_kind']))) {
+      throw new InputError(`expected one of ${SOURCE_KINDS.join(', ')}, got ${describeValue(value['source_kind'])}`, {
+        file,
+        row,
+        key: 'source_kind',
+      });
+    }
+    const sourceKind = given ?? (/earnings call/i.test(passage) ? 'earnings_call' : undefined);
+    return {
+      prompt: r.templated(
+        { task: 'summarization', text: passage, summary, ...(sourceKind ? { source: sourceKind } : {}) },
+        layouts,
+      ),
+      reference: summary,
+      source: passage,
+    };
+  },
+  sentiment(r, layouts) {
+    const { value, file, row } = r;
+    const labelKey = value['label'] !== undefined ? 'label' : 'sentiment';
+    const label = value[labelKey];
+    if (typeof label !== 'string' || parseGoldLabel(label) === undefined) {
+      throw new InputError(`expected a label negative, neutral or positive, got ${describeValue(label, 60)}`, {
+        file,
+        row,
+        key: labelKey,
+      });
+    }
+    const text = r.need('text');
+    return {
+      prompt: r.templated({ task: 'sentiment', text, sentiment: label }, layouts),
+      reference: label,
+      source: text,
+    };
+  },
+};
+
+/** The record's kind: an eval kind by its fields, else a training record, else a one-line error listing the layouts. */
+function recordKind(r: EvalRecord, training: TemplateContext): RecordKind {
+  const { value } = r;
+  const { columns, template } = training;
+  /** A record in a training layout: Alpaca, chat, a task column, a mapped column, or any row under an explicit template. */
+  const trainingLayout =
+    template !== 'auto' ||
+    (['instruction', 'messages', 'conversations', 'task'] as const).some((f) => value[columns[f]] !== undefined) ||
+    Object.entries(columns).some(([field, col]) => field !== col && value[col] !== undefined);
+  const kind = kindOf(value) ?? (trainingLayout ? 'template' : undefined);
+  if (kind !== undefined) return kind;
+  const fit = suggestColumns(Object.keys(value));
+  throw new InputError(
+    `cannot tell what this record is: expected {question, answer, context|text} (qa), {summary, source|text} (summarization), {text, label} (sentiment), {prompt, reference}, ` +
+      `or a training record (Alpaca instruction/input/output, messages, conversations, or the columns of --column / --template); got fields ${Object.keys(value).join(', ') || 'none'}` +
+      (fit ? `; to read these columns set ${formatSuggestion(fit)}` : ''),
+    { file: r.file, row: r.row },
+  );
+}
+
+/** The item's id: the record's `id` (string or number), else `row-N`. */
+function itemId(value: Record<string, unknown>, row: number): string {
+  const rawId = value['id'];
+  return typeof rawId === 'string' && rawId !== '' ? rawId : typeof rawId === 'number' ? String(rawId) : `row-${row}`;
+}
+
+/** The task refuses items it cannot score. */
+function checkTaskFits(item: EvalItem, task: GenerationTask, file: string): void {
+  const { kind, row } = item;
+  if (task === 'classification' && parseGoldLabel(item.reference) === undefined) {
+    throw new InputError(
+      `the classification task needs a gold label negative, neutral or positive, got ${JSON.stringify(item.reference).slice(0, 60)} (a ${kind} record)`,
+      { file, row },
+    );
+  }
+  if (task === 'generation' && kind === 'sentiment') {
+    throw new InputError('a labelled sentiment record: evaluate it with --task classification', { file, row });
+  }
+}
+
 /**
  * Turns eval file rows into prompts and references for `task`. Every problem is an InputError
  * naming the file, row and field.
@@ -130,27 +331,21 @@ export function buildEvalItems(
   file: string,
   opts: BuildItemsOptions = {},
 ): EvalItem[] {
-  const items: EvalItem[] = [];
-  const seen = new Map<string, number>();
-  const ctx = {
+  const layout = {
     columns: COLUMNS,
     template: 'auto' as const,
     preprocess: opts.preprocess ?? DEFAULT_PREPROCESS,
     tokenizer: opts.tokenizer ?? null,
   };
-  const columns = opts.columns ?? COLUMNS;
-  const template = opts.template ?? 'auto';
-  const trainingCtx = { ...ctx, columns, template };
-  /** A record in a training layout: Alpaca, chat, a task column, a mapped column, or any row under an explicit template. */
-  const trainingLayout = (value: Record<string, unknown>): boolean =>
-    template !== 'auto' ||
-    (['instruction', 'messages', 'conversations', 'task'] as const).some((f) => value[columns[f]] !== undefined) ||
-    Object.entries(columns).some(([field, col]) => field !== col && value[col] !== undefined);
+  const layouts: Layouts = {
+    eval: layout,
+    training: { ...layout, columns: opts.columns ?? COLUMNS, template: opts.template ?? 'auto' },
+  };
+  const items: EvalItem[] = [];
+  const seen = new Map<string, number>();
   for (const { row, value } of rows) {
     if (opts.limit != null && items.length >= opts.limit) break;
-    const rawId = value['id'];
-    const id =
-      typeof rawId === 'string' && rawId !== '' ? rawId : typeof rawId === 'number' ? String(rawId) : `row-${row}`;
+    const id = itemId(value, row);
     const dup = seen.get(id);
     if (dup !== undefined)
       throw new InputError(`duplicate id ${JSON.stringify(id)} (first on row ${dup}); ids must be unique`, {
@@ -159,171 +354,10 @@ export function buildEvalItems(
         key: 'id',
       });
     seen.set(id, row);
-    const kind = kindOf(value) ?? (trainingLayout(value) ? 'template' : undefined);
-    if (kind === undefined) {
-      const fit = suggestColumns(Object.keys(value));
-      throw new InputError(
-        `cannot tell what this record is: expected {question, answer, context|text} (qa), {summary, source|text} (summarization), {text, label} (sentiment), {prompt, reference}, ` +
-          `or a training record (Alpaca instruction/input/output, messages, conversations, or the columns of --column / --template); got fields ${Object.keys(value).join(', ') || 'none'}` +
-          (fit ? `; to read these columns set ${formatSuggestion(fit)}` : ''),
-        { file, row },
-      );
-    }
-    const need = (key: string): string => {
-      const v = value[key];
-      if (typeof v !== 'string' || v.trim() === '') {
-        throw new InputError(`expected a non-empty string, got ${v === undefined ? 'nothing' : describeValue(v, 60)}`, {
-          file,
-          row,
-          key,
-        });
-      }
-      return v;
-    };
-    const templated = (fields: Record<string, unknown>): string => {
-      try {
-        return applyTemplate(fields, ctx, file, row).prompt;
-      } catch (err) {
-        if (err instanceof TemplateProblem) throw new InputError(err.message, { file, row });
-        throw err;
-      }
-    };
-    /** The field holding the passage: the first of `keys` present; if none, a missing-field error naming the first (and a near miss). */
-    const passageField = (keys: string[], record: string): string => {
-      const key = keys.find((k) => value[k] !== undefined);
-      if (key !== undefined) return key;
-      const near = Object.keys(value).find((k) => keys.some((want) => suggest(k, [want]) === want));
-      throw new InputError(
-        `a ${record} record needs its passage in '${keys[0]}'${
-          keys.length > 1
-            ? ` (or ${keys
-                .slice(1)
-                .map((k) => `'${k}'`)
-                .join(', ')})`
-            : ''
-        }, found fields ${Object.keys(value).join(', ')}` +
-          (near !== undefined
-            ? `; did you mean '${keys.find((want) => suggest(near, [want]) === want)}' for '${near}'?`
-            : ''),
-        { file, row, key: keys[0]! },
-      );
-    };
-    let item: EvalItem;
-    switch (kind) {
-      case 'template': {
-        let ex: ReturnType<typeof applyTemplate>;
-        try {
-          ex = applyTemplate(value, trainingCtx, file, row);
-        } catch (err) {
-          if (err instanceof TemplateProblem) {
-            throw new InputError(
-              err.kind === 'missing_field'
-                ? `${err.message}; ${columnHint(Object.keys(value), columns, template, err.template)}`
-                : err.message,
-              { file, row },
-            );
-          }
-          throw err;
-        }
-        const passage = [columns.text, columns.input, columns.prompt]
-          .map((c) => str(value[c]))
-          .find((v) => v !== undefined);
-        item = {
-          id,
-          row,
-          kind,
-          prompt: ex.prompt,
-          reference: ex.response.trim(),
-          source: passage ?? ex.prompt,
-          ...(ex.rendered ? { rendered: true } : {}),
-        };
-        break;
-      }
-      case 'prompt': {
-        const refKey = ['reference', 'response', 'answer', 'label'].find((k) => typeof value[k] === 'string');
-        if (!refKey)
-          throw new InputError('a {prompt} record needs a "reference" (or "response", "answer", "label") string', {
-            file,
-            row,
-            key: 'reference',
-          });
-        item = { id, row, kind, prompt: need('prompt'), reference: value[refKey] as string };
-        const src = str(value['source']);
-        if (src !== undefined) item.source = src;
-        break;
-      }
-      case 'qa': {
-        const passage = need(passageField(['context', 'text'], 'qa'));
-        const answer = need('answer');
-        item = {
-          id,
-          row,
-          kind,
-          prompt: templated({ task: 'qa', text: passage, question: need('question'), answer }),
-          reference: answer,
-          source: passage,
-        };
-        break;
-      }
-      case 'summarization': {
-        // `source` is the passage in eval records unless a `text` field holds it (training layout).
-        const passageKey = passageField(['text', 'source'], 'summarization');
-        const passage = need(passageKey);
-        const summary = need('summary');
-        const given = str(value['source_kind']) ?? (passageKey === 'text' ? str(value['source']) : undefined);
-        if (value['source_kind'] !== undefined && !SOURCE_KINDS.includes(String(value['source_kind']))) {
-          throw new InputError(
-            `expected one of ${SOURCE_KINDS.join(', ')}, got ${describeValue(value['source_kind'])}`,
-            { file, row, key: 'source_kind' },
-          );
-        }
-        const sourceKind = given ?? (/earnings call/i.test(passage) ? 'earnings_call' : undefined);
-        item = {
-          id,
-          row,
-          kind,
-          prompt: templated({
-            task: 'summarization',
-            text: passage,
-            summary,
-            ...(sourceKind ? { source: sourceKind } : {}),
-          }),
-          reference: summary,
-          source: passage,
-        };
-        break;
-      }
-      case 'sentiment': {
-        const labelKey = value['label'] !== undefined ? 'label' : 'sentiment';
-        const label = value[labelKey];
-        if (typeof label !== 'string' || parseGoldLabel(label) === undefined) {
-          throw new InputError(`expected a label negative, neutral or positive, got ${describeValue(label, 60)}`, {
-            file,
-            row,
-            key: labelKey,
-          });
-        }
-        const text = need('text');
-        item = {
-          id,
-          row,
-          kind,
-          prompt: templated({ task: 'sentiment', text, sentiment: label }),
-          reference: label,
-          source: text,
-        };
-        break;
-      }
-    }
-    if (task === 'classification' && parseGoldLabel(item.reference) === undefined) {
-      throw new InputError(
-        `the classification task needs a gold label negative, neutral or positive, got ${JSON.stringify(item.reference).slice(0, 60)} (a ${kind} record)`,
-        { file, row },
-      );
-    }
-    if (task === 'generation' && kind === 'sentiment') {
-      throw new InputError('a labelled sentiment record: evaluate it with --task classification', { file, row });
-    }
+    const record = new EvalRecord(value, file, row);
+    const kind = recordKind(record, layouts.training);
+    const item: EvalItem = { id, row, kind, ...ITEM_BUILDERS[kind](record, layouts) };
+    checkTaskFits(item, task, file);
     items.push(item);
   }
   if (items.length === 0) throw new InputError('no eval records', { file });
