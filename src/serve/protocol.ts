@@ -146,3 +146,63 @@ export interface Usage {
 export function usage(prompt: number, completion: number): Usage {
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
+
+/**
+ * The OpenAI bodies of one generation request: the whole response (chat.completion /
+ * text_completion) and, when streaming, its server-sent events.
+ */
+export class CompletionBodies {
+  constructor(
+    readonly kind: 'completion' | 'chat',
+    readonly id: string,
+    readonly created: number,
+    readonly model: string,
+    /** stream_options.include_usage: every chunk carries `usage: null`, and a last chunk the usage. */
+    readonly includeUsage: boolean,
+  ) {}
+
+  private get chunkObject(): string {
+    return this.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
+  }
+
+  /** The event of a chunk with one choice. */
+  private event(choice: Record<string, unknown>): string {
+    const base = { id: this.id, object: this.chunkObject, created: this.created, model: this.model };
+    const c = { index: 0, ...choice, logprobs: null };
+    return `data: ${JSON.stringify({ ...base, choices: [c], ...(this.includeUsage ? { usage: null } : {}) })}\n\n`;
+  }
+
+  /** The stream's first event, where the protocol has one (chat: the assistant role). */
+  opening(): string | null {
+    return this.kind === 'chat' ? this.event({ delta: { role: 'assistant', content: '' }, finish_reason: null }) : null;
+  }
+
+  /** A text piece (`finish` null), or the last choice event with its finish reason. */
+  piece(text: string, finish: string | null): string {
+    return this.event(
+      this.kind === 'chat'
+        ? { delta: finish === null ? { content: text } : {}, finish_reason: finish }
+        : { text, finish_reason: finish },
+    );
+  }
+
+  /** The usage event that ends a stream with include_usage. */
+  usageEvent(u: Usage): string {
+    return `data: ${JSON.stringify({ id: this.id, object: this.chunkObject, created: this.created, model: this.model, choices: [], usage: u })}\n\n`;
+  }
+
+  /** The whole (non-streamed) response. */
+  whole(content: string, finish: string, u: Usage): Record<string, unknown> {
+    const head = {
+      id: this.id,
+      object: this.kind === 'chat' ? 'chat.completion' : 'text_completion',
+      created: this.created,
+      model: this.model,
+    };
+    const choice =
+      this.kind === 'chat'
+        ? { index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: finish }
+        : { index: 0, text: content, logprobs: null, finish_reason: finish };
+    return { ...head, choices: [choice], usage: u };
+  }
+}

@@ -25,6 +25,7 @@ import { ServeMetrics } from './metrics.js';
 import {
   ApiError,
   type ChatRequest,
+  CompletionBodies,
   type CompletionRequest,
   chatRequest,
   completionRequest,
@@ -382,7 +383,6 @@ export class FinllmServer {
 
   private async generate(kind: 'completion' | 'chat', request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const models = this.models!;
-    const scheduler = this.scheduler!;
     const info = this.info.get(request)!;
     const body = kind === 'chat' ? parseBody(chatRequest, request.body) : parseBody(completionRequest, request.body);
     const resolved = this.router.resolve(body.model, body.user);
@@ -392,7 +392,117 @@ export class FinllmServer {
     const headers = { 'x-request-id': id, ...routeHeaders(resolved) };
     if (resolved.route) this.metrics.routed.inc({ route: resolved.route.name, arm: resolved.route.arm });
 
-    const C = models.contextLength;
+    const { promptIds, maxTokens } = this.admit(kind, body);
+    const sampling = this.sampling(body);
+    const stops =
+      body.stop === undefined || body.stop === null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
+    const text = new StopTextStream(models.tokenizer.streamDecoder(), stops);
+    const stream = body.stream === true;
+    const bodies = new CompletionBodies(
+      kind,
+      id,
+      Math.floor(Date.now() / 1000),
+      resolved.model,
+      stream && body.stream_options?.include_usage === true,
+    );
+    const abort = new AbortController();
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) abort.abort();
+    });
+
+    const model = { model: resolved.model };
+    let last = 0;
+    let generated = 0;
+    const onToken = (tokenId: number): void | 'stop' => {
+      const now = performance.now();
+      if (generated === 0) this.metrics.timeToFirstToken.observe(model, (now - info.start) / 1000);
+      else this.metrics.timePerOutputToken.observe(model, (now - last) / 1000);
+      last = now;
+      generated++;
+      this.metrics.generationTokens.inc(model);
+      const t = text.push(tokenId);
+      if (stream && t) reply.raw.write(bodies.piece(t, null));
+      return text.stopped ? 'stop' : undefined;
+    };
+    const done = this.submit({
+      variant: { name: resolved.model, lora: resolved.adapter ? models.adapters.get(resolved.adapter)! : null },
+      promptIds,
+      maxTokens,
+      sampling,
+      seed: body.seed ?? randomInt(2 ** 31),
+      eosIds: new Set(models.eosIds),
+      signal: abort.signal,
+      onToken,
+    });
+    this.metrics.promptTokens.inc(model, promptIds.length);
+    const finished = (r: GenerationResult) => {
+      this.metrics.requestDuration.observe(model, (performance.now() - info.start) / 1000);
+      // A stop sequence ends generation as EOS does.
+      return {
+        finish: text.stopped ? 'stop' : r.finishReason,
+        rest: text.finish(),
+        usage: usage(promptIds.length, r.tokens.length),
+      };
+    };
+    const cancelled = (err: unknown): boolean => {
+      if (!(err instanceof RequestCancelledError && abort.signal.aborted)) return false;
+      this.metrics.cancelled.inc(model);
+      return true;
+    };
+
+    if (!stream) {
+      let r: GenerationResult;
+      try {
+        r = await done;
+      } catch (err) {
+        if (cancelled(err)) return reply.hijack();
+        if (err instanceof RequestCancelledError)
+          throw new ApiError(503, err.message, 'service_unavailable', 'unavailable');
+        throw err;
+      }
+      const f = finished(r);
+      void reply.headers(headers);
+      return bodies.whole(text.fullText, f.finish, f.usage);
+    }
+
+    reply.hijack();
+    reply.raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+      ...headers,
+    });
+    const opening = bodies.opening();
+    if (opening) reply.raw.write(opening);
+    try {
+      const f = finished(await done);
+      if (f.rest) reply.raw.write(bodies.piece(f.rest, null));
+      reply.raw.write(bodies.piece('', f.finish));
+      if (bodies.includeUsage) reply.raw.write(bodies.usageEvent(f.usage));
+      reply.raw.write('data: [DONE]\n\n');
+    } catch (err) {
+      if (!cancelled(err)) {
+        const e =
+          err instanceof RequestCancelledError
+            ? new ApiError(503, err.message, 'service_unavailable', 'unavailable')
+            : this.toApiError(err);
+        if (e.code === 'internal_error')
+          this.log(`finllm serve: ${request.method} ${request.url}: ${(err as Error).stack ?? String(err)}`);
+        reply.raw.write(`data: ${JSON.stringify(e.body())}\n\n`);
+        reply.raw.write('data: [DONE]\n\n');
+      }
+    }
+    reply.raw.end();
+    return undefined;
+  }
+
+  /** The request's prompt tokens and how many to generate, refused where they do not fit the context. */
+  private admit(
+    kind: 'completion' | 'chat',
+    body: ChatRequest | CompletionRequest,
+  ): { promptIds: number[]; maxTokens: number } {
+    const C = this.models!.contextLength;
     const promptIds =
       kind === 'chat' ? this.chatPrompt(body as ChatRequest) : this.completionPrompt(body as CompletionRequest);
     const P = promptIds.length;
@@ -416,64 +526,14 @@ export class FinllmServer {
         'max_tokens',
       );
     }
-    const sampling = this.sampling(body);
-    const stops =
-      body.stop === undefined || body.stop === null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
-    const text = new StopTextStream(models.tokenizer.streamDecoder(), stops);
+    return { promptIds, maxTokens };
+  }
 
-    const created = Math.floor(Date.now() / 1000);
-    const stream = body.stream === true;
-    const includeUsage = stream && body.stream_options?.include_usage === true;
-    const abort = new AbortController();
-    reply.raw.once('close', () => {
-      if (!reply.raw.writableFinished) abort.abort();
-    });
-
-    const chunk = (choice: Record<string, unknown>) => {
-      const base = {
-        id,
-        object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion',
-        created,
-        model: resolved.model,
-      };
-      const c = { index: 0, ...choice, logprobs: null };
-      reply.raw.write(
-        `data: ${JSON.stringify({ ...base, choices: [c], ...(includeUsage ? { usage: null } : {}) })}\n\n`,
-      );
-    };
-    const piece = (t: string, finish: string | null) =>
-      chunk(
-        kind === 'chat'
-          ? { delta: finish === null ? { content: t } : {}, finish_reason: finish }
-          : { text: t, finish_reason: finish },
-      );
-
-    let last = 0;
-    let generated = 0;
-    const onToken = (tokenId: number): void | 'stop' => {
-      const now = performance.now();
-      if (generated === 0) this.metrics.timeToFirstToken.observe({ model: resolved.model }, (now - info.start) / 1000);
-      else this.metrics.timePerOutputToken.observe({ model: resolved.model }, (now - last) / 1000);
-      last = now;
-      generated++;
-      this.metrics.generationTokens.inc({ model: resolved.model });
-      const t = text.push(tokenId);
-      if (stream && t) piece(t, null);
-      return text.stopped ? 'stop' : undefined;
-    };
-
+  /** Queues a generation; a full queue is 429 (retry after a second), a closing scheduler 503. */
+  private submit(request: Parameters<BatchScheduler['submit']>[0]): Promise<GenerationResult> {
     let done: Promise<GenerationResult>;
     try {
-      done = scheduler.submit({
-        variant: { name: resolved.model, lora: resolved.adapter ? models.adapters.get(resolved.adapter)! : null },
-        promptIds,
-        maxTokens,
-        sampling,
-        seed: body.seed ?? randomInt(2 ** 31),
-        eosIds: new Set(models.eosIds),
-        signal: abort.signal,
-        onToken,
-      });
+      done = this.scheduler!.submit(request);
     } catch (err) {
       if (err instanceof QueueFullError)
         throw new ApiError(429, `${err.message}; retry later`, 'rate_limit_error', 'queue_full', null, {
@@ -483,84 +543,7 @@ export class FinllmServer {
       throw err;
     }
     done.catch(() => undefined); // handled where it is awaited; never an unhandled rejection
-    this.metrics.promptTokens.inc({ model: resolved.model }, P);
-
-    const finished = (r: GenerationResult) => {
-      this.metrics.requestDuration.observe({ model: resolved.model }, (performance.now() - info.start) / 1000);
-      // A stop sequence ends generation as EOS does.
-      return { finish: text.stopped ? 'stop' : r.finishReason, rest: text.finish(), usage: usage(P, r.tokens.length) };
-    };
-
-    if (!stream) {
-      let r: GenerationResult;
-      try {
-        r = await done;
-      } catch (err) {
-        if (err instanceof RequestCancelledError && abort.signal.aborted) {
-          this.metrics.cancelled.inc({ model: resolved.model });
-          return reply.hijack();
-        }
-        if (err instanceof RequestCancelledError)
-          throw new ApiError(503, err.message, 'service_unavailable', 'unavailable');
-        throw err;
-      }
-      const f = finished(r);
-      const content = text.fullText;
-      void reply.headers(headers);
-      return kind === 'chat'
-        ? {
-            id,
-            object: 'chat.completion',
-            created,
-            model: resolved.model,
-            choices: [{ index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: f.finish }],
-            usage: f.usage,
-          }
-        : {
-            id,
-            object: 'text_completion',
-            created,
-            model: resolved.model,
-            choices: [{ index: 0, text: content, logprobs: null, finish_reason: f.finish }],
-            usage: f.usage,
-          };
-    }
-
-    reply.hijack();
-    reply.raw.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no',
-      ...headers,
-    });
-    if (kind === 'chat') chunk({ delta: { role: 'assistant', content: '' }, finish_reason: null });
-    try {
-      const r = await done;
-      const f = finished(r);
-      if (f.rest) piece(f.rest, null);
-      piece('', f.finish);
-      if (includeUsage)
-        reply.raw.write(
-          `data: ${JSON.stringify({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model: resolved.model, choices: [], usage: f.usage })}\n\n`,
-        );
-      reply.raw.write('data: [DONE]\n\n');
-    } catch (err) {
-      if (err instanceof RequestCancelledError && abort.signal.aborted) {
-        this.metrics.cancelled.inc({ model: resolved.model });
-      } else {
-        const e =
-          err instanceof RequestCancelledError
-            ? new ApiError(503, err.message, 'service_unavailable', 'unavailable')
-            : this.toApiError(err);
-        if (e.code === 'internal_error')
-          this.log(`finllm serve: ${request.method} ${request.url}: ${(err as Error).stack ?? String(err)}`);
-        reply.raw.write(`data: ${JSON.stringify(e.body())}\n\n`);
-        reply.raw.write('data: [DONE]\n\n');
-      }
-    }
-    reply.raw.end();
-    return undefined;
+    return done;
   }
 
   /**
