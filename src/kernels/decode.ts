@@ -158,8 +158,6 @@ export interface RopeAppendOptions {
   vCache: Tensor;
 }
 
-let noStarts: Tensor | null = null;
-
 /**
  * Rotates q and k of B·T new tokens (RoPE at position max(0, L + t − start_b)) and appends k and v
  * to the cache at positions L..L+T−1. Returns the rotated q [B, T, H, Dh]. One dispatch.
@@ -192,10 +190,11 @@ export function ropeAppend(o: RopeAppendOptions): Tensor {
   const half = dh / 2;
   const n = B * T * (heads + 2 * kvHeads) * (kvF16 ? half / 2 : half);
   if (n === 0) return qOut;
-  if (!o.starts && (!noStarts || noStarts.disposed)) noStarts = Tensor.from(new Int32Array(1), [1]).keep();
+  // Without starts the kernel never reads STARTS (has_starts = 0): the length buffer, bound read-only
+  // in the same call, fills the slot, so no placeholder buffer outlives the call or its engine.
   ROPE_APPEND.dispatch(
     { kvF16 },
-    [o.q.t, o.k.t, o.v.t, rope.cos, rope.sin, o.length, o.starts ?? noStarts!, qOut, o.kCache, o.vCache],
+    [o.q.t, o.k.t, o.v.t, rope.cos, rope.sin, o.length, o.starts ?? o.length, qOut, o.kCache, o.vCache],
     grid1d(n),
     new Uniforms(16)
       .u32(B * T)
