@@ -9,20 +9,26 @@
 //   left padding), L read from a GPU buffer (the cache length), so the step's uniforms and bind
 //   groups do not change from token to token. The rotation is the rope kernel's arithmetic.
 import { Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, Uniforms } from './common.js';
+import { assertDtype, grid1d, Uniforms } from './common.js';
 import type { RopeTables } from './rope.js';
+import { kernelFamily } from './variants.js';
 
 export { type GemvOptions as DecodeGemvOptions, type GemvWeight, gemv as decodeGemv } from './gemv.js';
 
 // ---------------------------------------------------------------------------------------------
 // RoPE + KV-cache append
 
+interface RopeAppendSpec {
+  /** The K/V cache holds f16 packed two per u32 (else f32). */
+  kvF16: boolean;
+}
+
 /**
  * The rope-append kernel; with `kvF16` the cache holds f16 packed two per u32 (the layout the
  * attention kernels unpack), so each thread handles two adjacent pairs (i, i + 1 with i even; Dh/2
  * is even since Dh is a multiple of 4) and writes whole words.
  */
-function ropeAppendKernel(kvF16: boolean): string {
+function ropeAppendKernel({ kvF16 }: RopeAppendSpec): string {
   const per = kvF16 ? 2 : 1;
   const cacheType = kvF16 ? 'u32' : 'f32';
   // Stores x1' (at dst) and x2' (at dst + half) for the `per` adjacent pairs starting at dst.
@@ -120,6 +126,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
 }
 
+const ROPE_APPEND = kernelFamily<RopeAppendSpec>({
+  family: 'decode.rope_append',
+  specs: () => [{ kvF16: false }, { kvF16: true }],
+  code: ropeAppendKernel,
+});
+
 /** One of q/k/v as the rows of a (possibly wider) buffer: element (row, j) at row·ld + offset + j. */
 export interface RowView {
   t: Tensor;
@@ -145,8 +157,6 @@ export interface RopeAppendOptions {
   kCache: Tensor;
   vCache: Tensor;
 }
-
-let noStarts: Tensor | null = null;
 
 /**
  * Rotates q and k of B·T new tokens (RoPE at position max(0, L + t − start_b)) and appends k and v
@@ -180,11 +190,11 @@ export function ropeAppend(o: RopeAppendOptions): Tensor {
   const half = dh / 2;
   const n = B * T * (heads + 2 * kvHeads) * (kvF16 ? half / 2 : half);
   if (n === 0) return qOut;
-  if (!o.starts && (!noStarts || noStarts.disposed)) noStarts = Tensor.from(new Int32Array(1), [1]).keep();
-  dispatch(
-    kvF16 ? 'decode.rope_append.kv_f16' : 'decode.rope_append',
-    () => ropeAppendKernel(kvF16),
-    [o.q.t, o.k.t, o.v.t, rope.cos, rope.sin, o.length, o.starts ?? noStarts!, qOut, o.kCache, o.vCache],
+  // Without starts the kernel never reads STARTS (has_starts = 0): the length buffer, bound read-only
+  // in the same call, fills the slot, so no placeholder buffer outlives the call or its engine.
+  ROPE_APPEND.dispatch(
+    { kvF16 },
+    [o.q.t, o.k.t, o.v.t, rope.cos, rope.sin, o.length, o.starts ?? o.length, qOut, o.kCache, o.vCache],
     grid1d(n),
     new Uniforms(16)
       .u32(B * T)

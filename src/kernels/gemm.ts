@@ -66,7 +66,7 @@ import {
   offeredShapes,
   subgroupMatrices,
 } from './sgmatrix.js';
-import { type KernelVariant, registerKernelVariants } from './variants.js';
+import { type KernelVariant, kernelFamily, registerKernelVariants } from './variants.js';
 import { weightTensors, wgslFormatHelpers, wgslWeightBindings, wgslWeightChunk } from './weight-formats.js';
 
 export type OperandKind = 'f32' | 'bf16' | 'f16' | 'nf4' | 'nf4dq';
@@ -929,7 +929,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 }`;
 }
 
-const SPLIT_REDUCE_KERNEL = (accumulate: boolean) => /* wgsl */ `
+const SPLIT_REDUCE_KERNEL = ({ accumulate }: { accumulate: boolean }) => /* wgsl */ `
 struct P { n: u32, splits: u32, alpha: f32, _pad: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> PART: array<f32>;
@@ -942,6 +942,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   for (var k = 0u; k < p.splits; k++) { s += PART[k * p.n + i]; }
   C[i] = ${accumulate ? 'C[i] + ' : ''}p.alpha * s;
 }`;
+
+/** The split-K reduction: C (=|+=) alpha · Σ partials, in a fixed order. */
+const SPLIT_REDUCE = kernelFamily<{ accumulate: boolean }>({
+  family: 'gemm.splitk.reduce',
+  specs: () => [{ accumulate: false }, { accumulate: true }],
+  code: SPLIT_REDUCE_KERNEL,
+});
 
 // ---------------------------------------------------------------------------------------------
 // Shapes, operands and the choice of variant
@@ -1440,9 +1447,8 @@ export function gemm(args: GemmArgs): Tensor {
   }
   if (out === 'partial') {
     const n = M * N;
-    dispatch(
-      specKey('gemm.splitk.reduce', { accumulate: !!args.accumulate }),
-      () => SPLIT_REDUCE_KERNEL(!!args.accumulate),
+    SPLIT_REDUCE.dispatch(
+      { accumulate: !!args.accumulate },
       [target, c],
       grid1d(n),
       new Uniforms().u32(n).u32(nSplits).f32(alpha).u32(0),

@@ -20,9 +20,9 @@
 // memory. Rows are compiled as 1, 2, 4 or 8 accumulators (rows past M read row M−1, not stored).
 // K not a multiple of the vector width takes a scalar loop: correct for any shape, slower.
 import { engine, type Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, specKey, Uniforms } from './common.js';
+import { assertDtype, grid1d, specKey, Uniforms } from './common.js';
 import type { Nf4Weight } from './nf4.js';
-import { type KernelVariant, registerKernelVariants } from './variants.js';
+import { type KernelVariant, kernelFamily, kernelVariants } from './variants.js';
 import {
   isNf4Format,
   type WeightFormat,
@@ -449,13 +449,7 @@ export function gemv(o: GemvOptions): void {
         .u32(0)
         .u32(0)
         .u32(0);
-      dispatch(
-        specKey('gemv', spec),
-        () => gemvKernel(spec),
-        buffers,
-        [grid[0], grid[1], Math.min(maxZ, batch - b0)],
-        u,
-      );
+      GEMV.dispatch(spec, buffers, [grid[0], grid[1], Math.min(maxZ, batch - b0)], u);
     }
   }
 }
@@ -463,11 +457,21 @@ export function gemv(o: GemvOptions): void {
 // ---------------------------------------------------------------------------------------------
 // Variants
 
-/** The fused configurations callers use (matmul, nf4Linear and the decode step's linear groups). */
-const GEMV_CASES: {
-  what: string;
-  spec: Pick<GemvSpec, 'segments' | 'transX' | 'norm' | 'rstdOut' | 'lora' | 'epilogue'>;
-}[] = [
+/** 'a', 'a and b', 'a, b and c'. */
+function andList(names: string[]): string {
+  return names.length > 1 ? `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}` : names[0]!;
+}
+
+type FusedCase = Pick<GemvSpec, 'segments' | 'transX' | 'norm' | 'rstdOut' | 'lora' | 'epilogue'>;
+
+/**
+ * The fused configurations callers launch: matmul and nf4Linear (one segment, store), and the decode
+ * step (llama/decode.ts): each linear group without LoRA, the down projection over the LoRA A of the
+ * group's adapted modules (norm folded, rstd out) and the group with those modules' B, and the
+ * single-segment pieces it splits a group into when the group's bindings exceed the device's
+ * storage-buffer limit.
+ */
+const GEMV_CASES: { what: string; spec: FusedCase }[] = [
   {
     what: 'matmul',
     spec: { segments: 1, transX: false, norm: 'none', rstdOut: false, lora: [false], epilogue: 'store' },
@@ -499,10 +503,6 @@ const GEMV_CASES: {
     },
   },
   {
-    what: 'qkv, rstd given, LoRA q and v',
-    spec: { segments: 3, transX: false, norm: 'given', rstdOut: false, lora: [true, false, true], epilogue: 'store' },
-  },
-  {
     what: 'o/down, accumulate',
     spec: { segments: 1, transX: false, norm: 'none', rstdOut: false, lora: [false], epilogue: 'accumulate' },
   },
@@ -518,36 +518,76 @@ const GEMV_CASES: {
     what: 'gate/up swiglu, rstd given, LoRA',
     spec: { segments: 2, transX: false, norm: 'given', rstdOut: false, lora: [true, true], epilogue: 'swiglu' },
   },
+  {
+    what: 'lm head or a split segment, norm folded',
+    spec: { segments: 1, transX: false, norm: 'compute', rstdOut: false, lora: [false], epilogue: 'store' },
+  },
+  // LoRA A of 1 or 2 adapted modules of a group (3: above).
+  ...[1, 2].map((segments) => ({
+    what: `LoRA A of ${segments} module${segments > 1 ? 's' : ''}, norm folded, rstd out`,
+    spec: {
+      segments,
+      transX: false,
+      norm: 'compute' as const,
+      rstdOut: true,
+      lora: Array<boolean>(segments).fill(false),
+      epilogue: 'store' as const,
+    },
+  })),
+  // Every non-empty subset of q, k, v with LoRA.
+  ...[1, 2, 3, 4, 5, 6, 7]
+    .map((bits) => [!!(bits & 1), !!(bits & 2), !!(bits & 4)])
+    .map((lora) => ({
+      what: `qkv, rstd given, LoRA ${andList(['q', 'k', 'v'].filter((_, k) => lora[k]))}`,
+      spec: { segments: 3, transX: false, norm: 'given' as const, rstdOut: false, lora, epilogue: 'store' as const },
+    })),
+  // LoRA on gate or up only (both: above).
+  ...[
+    [true, false],
+    [false, true],
+  ].map((lora) => ({
+    what: `gate/up swiglu, rstd given, LoRA ${lora[0] ? 'gate' : 'up'}`,
+    spec: { segments: 2, transX: false, norm: 'given' as const, rstdOut: false, lora, epilogue: 'swiglu' as const },
+  })),
+  // A split segment of a group with LoRA on some module.
+  ...[false, true].map((b) => ({
+    what: `split segment, rstd given${b ? ', LoRA' : ''}`,
+    spec: { segments: 1, transX: false, norm: 'given' as const, rstdOut: false, lora: [b], epilogue: 'store' as const },
+  })),
 ];
 
 const GEMV_FORMATS: WeightFormat[] = ['f32', 'bf16', 'f16', 'nf4', 'nf4dq'];
 
-/** Every weight format × rows × load width × loop form × the fused configurations callers use. */
-export function gemvVariants(): KernelVariant[] {
-  const out: KernelVariant[] = [];
-  for (const format of GEMV_FORMATS) {
-    const vecs = [...new Set([1, weightVecFor(format, 32, 'gemv'), weightVecFor(format, 8, 'gemv')])];
-    for (const rows of [1, 2, 4, 8]) {
-      for (const vec of vecs) {
-        for (const unroll of [true, false]) {
-          for (const c of GEMV_CASES) {
-            const spec: GemvSpec = { format, rows, vec, unroll, ...c.spec };
-            out.push({
-              family: 'gemv',
-              name: `${format} rows ${rows} vec ${vec}${unroll ? '' : ' loops'}: ${c.what}`,
-              mode: 'native',
-              key: specKey('gemv', spec),
-              code: () => gemvKernel(spec),
-              workgroupBytes: gemvWorkgroupBytes(spec),
-              storageBuffers: gemvStorageBuffers(spec),
-              spec,
-            });
-          }
-        }
-      }
-    }
-  }
-  return out;
+/** The configuration names of the fused cases, by their canonical key. */
+const CASE_NAMES = new Map(GEMV_CASES.map((c) => [specKey('', c.spec), c.what]));
+
+function fusedCaseOf(s: GemvSpec): FusedCase {
+  const { segments, transX, norm, rstdOut, lora, epilogue } = s;
+  return { segments, transX, norm, rstdOut, lora, epilogue };
 }
 
-registerKernelVariants('gemv', gemvVariants);
+/** Every weight format × rows × load width × loop form × the fused configurations callers use. */
+const GEMV = kernelFamily<GemvSpec>({
+  family: 'gemv',
+  specs: () => {
+    const out: GemvSpec[] = [];
+    for (const format of GEMV_FORMATS) {
+      const vecs = [...new Set([1, weightVecFor(format, 32, 'gemv'), weightVecFor(format, 8, 'gemv')])];
+      for (const rows of [1, 2, 4, 8])
+        for (const vec of vecs)
+          for (const unroll of [true, false])
+            for (const c of GEMV_CASES) out.push({ format, rows, vec, unroll, ...c.spec });
+    }
+    return out;
+  },
+  code: gemvKernel,
+  name: (s) =>
+    `${s.format} rows ${s.rows} vec ${s.vec}${s.unroll ? '' : ' loops'}: ${CASE_NAMES.get(specKey('', fusedCaseOf(s)))!}`,
+  workgroupBytes: gemvWorkgroupBytes,
+  mode: 'native',
+});
+
+/** The registered GEMV variants (the family's variant table). */
+export function gemvVariants(): KernelVariant[] {
+  return kernelVariants().filter((v) => v.family === GEMV.family);
+}

@@ -25,8 +25,9 @@
 // on the fly: the GEMM's NF4 loader (gemm.ts) and the GEMV (gemv.ts), through weight-formats.ts;
 // nf4Linear (matmul.ts) picks one.
 import { Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, specKey, Uniforms, WGSL_FLAT_INDEX } from './common.js';
+import { assertDtype, grid1d, Uniforms, WGSL_FLAT_INDEX } from './common.js';
 import { gemv } from './gemv.js';
+import { kernelFamily } from './variants.js';
 import {
   NF4_BLOCK,
   NF4_DQ_BLOCK,
@@ -171,7 +172,9 @@ fn div_rn(x: f32, a: f32) -> f32 {
 }
 `;
 
-function quantizeKernel(format: 'f32' | 'bf16' | 'f16'): string {
+type Nf4Source = 'f32' | 'bf16' | 'f16';
+
+function quantizeKernel({ dtype: format }: { dtype: Nf4Source }): string {
   const load = wgslWeightElement(format, 'W', 'e');
   return /* wgsl */ `
 struct P { n: u32, nwords: u32, nblocks: u32, _pad: u32 }
@@ -274,6 +277,25 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   }
 }`;
 
+const QUANTIZE = kernelFamily<{ dtype: Nf4Source }>({
+  family: 'nf4.quantize',
+  specs: () => (['f32', 'bf16', 'f16'] as const).map((dtype) => ({ dtype })),
+  code: quantizeKernel,
+  workgroupBytes: () => 8 * QUANT_WG,
+});
+const DQ_MEAN = kernelFamily({
+  family: 'nf4.dq.mean',
+  specs: () => [{}],
+  code: () => DQ_MEAN_KERNEL,
+  workgroupBytes: () => 4 * 256,
+});
+const DQ_QUANT = kernelFamily({
+  family: 'nf4.dq.quant',
+  specs: () => [{}],
+  code: () => DQ_QUANT_KERNEL,
+  workgroupBytes: () => 8 * 256,
+});
+
 /** Workgroup grid for `groups` workgroups, folded into y past the per-dimension limit. */
 function groupGrid(groups: number): [number, number] {
   return grid1d(groups, 1);
@@ -293,9 +315,8 @@ export function quantizeNf4(w: Tensor, opts: { doubleQuant?: boolean } = {}): Nf
   const nwords = Math.ceil(n / 8);
   const codes = Tensor.empty([nwords], 'u32');
   const absmax = Tensor.empty([nblocks]);
-  dispatch(
-    specKey('nf4.quantize', { dtype: w.dtype }),
-    () => quantizeKernel(w.dtype as 'f32' | 'bf16' | 'f16'),
+  QUANTIZE.dispatch(
+    { dtype: w.dtype },
     [w, codes, absmax],
     groupGrid(Math.ceil(n / QUANT_WG)),
     new Uniforms().u32(n).u32(nwords).u32(nblocks).u32(0),
@@ -317,21 +338,15 @@ export function doubleQuantize(absmax: Tensor): Nf4DoubleQuant {
   const qabsmax = Tensor.empty([nq], 'u32');
   const absmaxScale = Tensor.empty([ngroups]);
   const u = () => new Uniforms().u32(n).u32(nq).u32(ngroups).u32(0);
-  dispatch('nf4.dq.mean', () => DQ_MEAN_KERNEL, [absmax, absmaxOffset], [1], u());
-  dispatch(
-    'nf4.dq.quant',
-    () => DQ_QUANT_KERNEL,
-    [absmax, absmaxOffset, qabsmax, absmaxScale],
-    groupGrid(ngroups),
-    u(),
-  );
+  DQ_MEAN.dispatch({}, [absmax, absmaxOffset], [1], u());
+  DQ_QUANT.dispatch({}, [absmax, absmaxOffset, qabsmax, absmaxScale], groupGrid(ngroups), u());
   return { qabsmax, absmaxScale, absmaxOffset };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Dequantization
 
-function dequantKernel(dq: boolean): string {
+function dequantKernel({ dq }: { dq: boolean }): string {
   const format = dq ? 'nf4dq' : 'nf4';
   const { pre, vals } = wgslWeightChunk(format, 'W', '8u * w', 8);
   return /* wgsl */ `
@@ -350,30 +365,15 @@ ${vals.map((v, j) => `  if (e + ${j}u < p.n) { Y[e + ${j}u] = ${v}; }`).join('\n
 }`;
 }
 
-/** The f32 weight [out, in] an NF4 weight stands for: code value × absmax (one f32 multiply). */
-export function dequantizeNf4(w: Nf4Weight): Tensor {
-  const n = w.shape[0] * w.shape[1];
-  const nwords = Math.ceil(n / 8);
-  const dq = isDoubleQuant(w.absmax);
-  const y = Tensor.empty(w.shape);
-  dispatch(
-    specKey('nf4.dequant', { dq }),
-    () => dequantKernel(dq),
-    [...weightTensors(w), y],
-    grid1d(nwords),
-    new Uniforms().u32(n).u32(nwords).u32(0).u32(0),
-  );
-  return y;
-}
+const DEQUANT = kernelFamily<{ dq: boolean }>({
+  family: 'nf4.dequant',
+  specs: () => [{ dq: false }, { dq: true }],
+  code: dequantKernel,
+});
 
-/** The f32 absmax values (decoding double quantization when present), for tests and export. */
-export function nf4Absmax(w: Nf4Weight): Tensor {
-  if (!isDoubleQuant(w.absmax)) return w.absmax.reshape(w.absmax.shape);
-  const n = nf4Blocks(w.shape[0] * w.shape[1]);
-  const y = Tensor.empty([n]);
-  dispatch(
-    'nf4.dq.decode',
-    () => /* wgsl */ `
+/** The f32 absmax of every block from its double-quantized form. */
+function dqDecodeKernel(): string {
+  return /* wgsl */ `
 struct P { n: u32, _p0: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${wgslNf4AbsmaxBindings(true, 'W', 1)[0]}
@@ -383,11 +383,27 @@ ${WGSL_FLAT_INDEX}
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let b = flat_index(gid, nwg, 256u);
   if (b < p.n) { Y[b] = W_absmax(b); }
-}`,
-    [...weightTensors(w).slice(1), y],
-    grid1d(n),
-    new Uniforms().u32(n).u32(0).u32(0).u32(0),
-  );
+}`;
+}
+
+const DQ_DECODE = kernelFamily({ family: 'nf4.dq.decode', specs: () => [{}], code: dqDecodeKernel });
+
+/** The f32 weight [out, in] an NF4 weight stands for: code value × absmax (one f32 multiply). */
+export function dequantizeNf4(w: Nf4Weight): Tensor {
+  const n = w.shape[0] * w.shape[1];
+  const nwords = Math.ceil(n / 8);
+  const dq = isDoubleQuant(w.absmax);
+  const y = Tensor.empty(w.shape);
+  DEQUANT.dispatch({ dq }, [...weightTensors(w), y], grid1d(nwords), new Uniforms().u32(n).u32(nwords).u32(0).u32(0));
+  return y;
+}
+
+/** The f32 absmax values (decoding double quantization when present), for tests and export. */
+export function nf4Absmax(w: Nf4Weight): Tensor {
+  if (!isDoubleQuant(w.absmax)) return w.absmax.reshape(w.absmax.shape);
+  const n = nf4Blocks(w.shape[0] * w.shape[1]);
+  const y = Tensor.empty([n]);
+  DQ_DECODE.dispatch({}, [...weightTensors(w).slice(1), y], grid1d(n), new Uniforms().u32(n).u32(0).u32(0).u32(0));
   return y;
 }
 

@@ -13,7 +13,8 @@
 //   partials [rowBlocks, D]; pass 2 sums the partials in a fixed order.
 import { recordOp } from '../engine/autograd.js';
 import { type DType, Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, specKey, Uniforms, WGSL_HALF } from './common.js';
+import { assertDtype, grid1d, Uniforms, WGSL_HALF } from './common.js';
+import { kernelFamily } from './variants.js';
 
 /** Threads per workgroup for the per-row kernels (a power of two: the tree reduction halves it). */
 const ROW_WG = 256;
@@ -52,46 +53,58 @@ const ROW_HEADER = /* wgsl */ `
 struct P { rows: u32, d: u32, eps: f32, _pad: u32 }
 @group(0) @binding(0) var<uniform> p: P;`;
 
-function forwardKernel(wdtype: DType): string {
-  return /* wgsl */ `${ROW_HEADER}
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-${weightDecl(wdtype, 2)}
-@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
-@group(0) @binding(4) var<storage, read_write> RSTD: array<f32>;
-${WGSL_TREE_SUM}
-@compute @workgroup_size(${ROW_WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let row = wid.x + wid.y * nwg.x;
-  if (row >= p.rows) { return; }
-  let base = row * p.d;
-  var ss = 0.0;
+/** What a per-row kernel computes: the forward (y, rstd) or dL/dx, and the weight's storage dtype. */
+interface RowSpec {
+  pass: 'fwd' | 'bwd_dx';
+  dtype: 'f32' | 'bf16' | 'f16';
+}
+
+/**
+ * The per-row kernels: one workgroup per row, threads striding over D. Both passes share the row's
+ * bindings of x and w, the tree reduction and the loop structure; they differ in the sum reduced
+ * (Σx² or Σg·w·x) and what is written from it.
+ */
+function rowKernel({ pass, dtype }: RowSpec): string {
+  const fwd = pass === 'fwd';
+  const io = fwd
+    ? `@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> RSTD: array<f32>;`
+    : `@group(0) @binding(3) var<storage, read> RSTD: array<f32>;
+@group(0) @binding(4) var<storage, read> G: array<f32>;
+@group(0) @binding(5) var<storage, read_write> DX: array<f32>;`;
+  const body = fwd
+    ? `var ss = 0.0;
   for (var j = lid; j < p.d; j += ${ROW_WG}u) { let v = X[base + j]; ss += v * v; }
   let r = inverseSqrt(tree_sum(lid, ss) / f32(p.d) + p.eps);
   for (var j = lid; j < p.d; j += ${ROW_WG}u) { Y[base + j] = (X[base + j] * r) * wload(j); }
-  if (lid == 0u) { RSTD[row] = r; }
-}`;
-}
-
-function backwardDxKernel(wdtype: DType): string {
+  if (lid == 0u) { RSTD[row] = r; }`
+    : `var dot = 0.0;
+  for (var j = lid; j < p.d; j += ${ROW_WG}u) { dot += G[base + j] * wload(j) * X[base + j]; }
+  let r = RSTD[row];
+  let c = r * r * r * tree_sum(lid, dot) / f32(p.d);
+  for (var j = lid; j < p.d; j += ${ROW_WG}u) { DX[base + j] = r * G[base + j] * wload(j) - c * X[base + j]; }`;
   return /* wgsl */ `${ROW_HEADER}
 @group(0) @binding(1) var<storage, read> X: array<f32>;
-${weightDecl(wdtype, 2)}
-@group(0) @binding(3) var<storage, read> RSTD: array<f32>;
-@group(0) @binding(4) var<storage, read> G: array<f32>;
-@group(0) @binding(5) var<storage, read_write> DX: array<f32>;
+${weightDecl(dtype, 2)}
+${io}
 ${WGSL_TREE_SUM}
 @compute @workgroup_size(${ROW_WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let row = wid.x + wid.y * nwg.x;
   if (row >= p.rows) { return; }
   let base = row * p.d;
-  var dot = 0.0;
-  for (var j = lid; j < p.d; j += ${ROW_WG}u) { dot += G[base + j] * wload(j) * X[base + j]; }
-  let r = RSTD[row];
-  let c = r * r * r * tree_sum(lid, dot) / f32(p.d);
-  for (var j = lid; j < p.d; j += ${ROW_WG}u) { DX[base + j] = r * G[base + j] * wload(j) - c * X[base + j]; }
+  ${body}
 }`;
 }
+
+const WEIGHT_DTYPES = ['f32', 'bf16', 'f16'] as const;
+
+const ROW = kernelFamily<RowSpec>({
+  family: 'rmsnorm.row',
+  specs: () => (['fwd', 'bwd_dx'] as const).flatMap((pass) => WEIGHT_DTYPES.map((dtype) => ({ pass, dtype }))),
+  code: rowKernel,
+  workgroupBytes: () => 4 * ROW_WG,
+});
 
 const DW_PARTIAL_KERNEL = /* wgsl */ `
 struct P { rows: u32, d: u32, rows_per_block: u32, _pad: u32 }
@@ -125,6 +138,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   DW[j] = s;
 }`;
 
+const DW_PARTIAL = kernelFamily({ family: 'rmsnorm.bwd_dw_partial', specs: () => [{}], code: () => DW_PARTIAL_KERNEL });
+const DW_FINAL = kernelFamily({ family: 'rmsnorm.bwd_dw_final', specs: () => [{}], code: () => DW_FINAL_KERNEL });
+
 function checkArgs(x: Tensor, weight: Tensor): { rows: number; d: number } {
   assertDtype(x, 'f32', 'rmsnorm x');
   if (!['f32', 'bf16', 'f16'].includes(weight.dtype))
@@ -146,9 +162,8 @@ export function rmsnormWithStats(x: Tensor, weight: Tensor, eps: number): { y: T
   const { rows, d } = checkArgs(x, weight);
   const y = Tensor.empty(x.shape);
   const rstd = Tensor.empty(x.shape.slice(0, -1).length ? x.shape.slice(0, -1) : [1]);
-  dispatch(
-    specKey('rmsnorm.fwd', { dtype: weight.dtype }),
-    () => forwardKernel(weight.dtype),
+  ROW.dispatch(
+    { pass: 'fwd', dtype: weight.dtype as RowSpec['dtype'] },
     [x, weight, y, rstd],
     grid1d(rows, 1),
     rowParams(rows, d, eps),
@@ -177,9 +192,8 @@ export function rmsnormBackwardDx(x: Tensor, weight: Tensor, rstd: Tensor, g: Te
   const d = x.shape[x.shape.length - 1]!;
   const rows = x.numel / d;
   const dx = Tensor.empty(x.shape);
-  dispatch(
-    specKey('rmsnorm.bwd_dx', { dtype: weight.dtype }),
-    () => backwardDxKernel(weight.dtype),
+  ROW.dispatch(
+    { pass: 'bwd_dx', dtype: weight.dtype as RowSpec['dtype'] },
     [x, weight, rstd, g, dx],
     grid1d(rows, 1),
     rowParams(rows, d, 0),
@@ -197,21 +211,9 @@ export function rmsnormBackwardDw(x: Tensor, rstd: Tensor, g: Tensor): Tensor {
   const dw = Tensor.empty([d]);
   const cols = Math.ceil(d / COL_WG);
   const partial = blocks === 1 ? dw : Tensor.empty([blocks, d]);
-  dispatch(
-    'rmsnorm.bwd_dw_partial',
-    () => DW_PARTIAL_KERNEL,
-    [x, rstd, g, partial],
-    [cols, blocks],
-    new Uniforms().u32(rows).u32(d).u32(perBlock).u32(0),
-  );
+  DW_PARTIAL.dispatch({}, [x, rstd, g, partial], [cols, blocks], new Uniforms().u32(rows).u32(d).u32(perBlock).u32(0));
   if (blocks > 1) {
-    dispatch(
-      'rmsnorm.bwd_dw_final',
-      () => DW_FINAL_KERNEL,
-      [partial, dw],
-      [cols],
-      new Uniforms().u32(blocks).u32(d).u32(0).u32(0),
-    );
+    DW_FINAL.dispatch({}, [partial, dw], [cols], new Uniforms().u32(blocks).u32(d).u32(0).u32(0));
     partial.dispose();
   }
   return dw;

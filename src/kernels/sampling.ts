@@ -36,8 +36,9 @@
 
 import { WGSL_RANDOM } from '../engine/random.js';
 import { engine, Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, specKey, Uniforms } from './common.js';
+import { assertDtype, Uniforms } from './common.js';
 import { WGSL_DIV_RN } from './nf4.js';
+import { kernelFamily } from './variants.js';
 
 const WG = 256;
 
@@ -170,7 +171,7 @@ const SAMPLING_BLOCK = /* wgsl */ `
 
 `;
 
-function kernel(sampling: boolean): string {
+function kernel({ sample: sampling }: NextTokenSpec): string {
   return /* wgsl */ `
 struct P { V: u32, words: u32, counts_on: u32, _pad: u32 }
 struct Row {
@@ -294,6 +295,19 @@ ${sampling ? SAMPLING_BLOCK : ''}  storageBarrier(); // every thread has read ST
   }
 }`;
 }
+
+interface NextTokenSpec {
+  /** Some row samples: passes 2–4 are compiled (else the greedy-only kernel). */
+  sample: boolean;
+}
+
+const NEXT_TOKEN = kernelFamily<NextTokenSpec>({
+  family: 'sampling.next_token',
+  specs: () => [{ sample: false }, { sample: true }],
+  code: kernel,
+  // red_f, red_u, red_v and the two broadcast words.
+  workgroupBytes: () => 3 * 4 * WG + 8,
+});
 
 /** What decides one row's next token (SamplingOptions plus OpenAI's penalties and bias). */
 export interface RowSampling {
@@ -437,9 +451,8 @@ export class TokenSampler {
       throw new RangeError(`TokenSampler: output [${out.shape.join(', ')}] for ${this.rows} rows`);
     if (logits.numel !== n * this.vocabSize)
       throw new RangeError(`TokenSampler: logits [${logits.shape.join(', ')}] for ${n} rows of ${this.vocabSize}`);
-    dispatch(
-      specKey('sampling.next_token', { sample: this.anySampling() }),
-      () => kernel(this.anySampling()),
+    NEXT_TOKEN.dispatch(
+      { sample: this.anySampling() },
       [logits, this.rowTable, this.bias, this.step, this.seen, this.counts, this.scratch, out],
       [n],
       new Uniforms()

@@ -9,7 +9,8 @@
 // half the bytes); they are read as f32, and the output and gradients are f32 either way.
 import { recordOp } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
-import { dispatch, grid1d, specKey, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
+import { grid1d, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
+import { kernelFamily } from './variants.js';
 
 type InputType = 'f32' | 'f16';
 
@@ -26,7 +27,7 @@ function input(binding: number, name: string, type: InputType): string {
   return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<u32>;\nfn ld${name}(i: u32) -> f32 { return half_word_get(${name}[i >> 1u], i, false); }`;
 }
 
-function forwardKernel(type: InputType): string {
+function forwardKernel({ type }: { type: InputType }): string {
   return /* wgsl */ `${HEADER}${type === 'f16' ? WGSL_HALF : ''}
 ${input(1, 'GATE', type)}
 ${input(2, 'UP', type)}
@@ -42,7 +43,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 
 // Bindings: GATE, [UP when dGate is wanted], DY, then the outputs. (A binding the code does not read
 // is dropped from the 'auto' layout, even with a phony `_ = UP[i]`, so the up-only variant omits UP.)
-function backwardKernel(wantGate: boolean, wantUp: boolean, type: InputType): string {
+function backwardKernel({ gate: wantGate, up: wantUp, type }: BackwardSpec): string {
   let binding = 1;
   const decl = [input(binding++, 'GATE', type)];
   if (wantGate) decl.push(input(binding++, 'UP', type));
@@ -69,6 +70,35 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
 }
 
+/** The backward variant: which gradients it writes (at least one) and the inputs' storage. */
+interface BackwardSpec {
+  gate: boolean;
+  up: boolean;
+  type: InputType;
+}
+
+const INPUT_TYPES: InputType[] = ['f32', 'f16'];
+
+const FORWARD = kernelFamily<{ type: InputType }>({
+  family: 'swiglu.fwd',
+  specs: () => INPUT_TYPES.map((type) => ({ type })),
+  code: forwardKernel,
+});
+
+const BACKWARD = kernelFamily<BackwardSpec>({
+  family: 'swiglu.bwd',
+  // swigluBackward returns early when neither gradient is wanted.
+  specs: () =>
+    INPUT_TYPES.flatMap((type) =>
+      [
+        [true, false],
+        [false, true],
+        [true, true],
+      ].map(([gate, up]) => ({ gate: gate!, up: up!, type })),
+    ),
+  code: backwardKernel,
+});
+
 /** The gradients of swiglu for whichever of gate/up are requested. */
 export function swigluBackward(
   gate: Tensor,
@@ -81,10 +111,8 @@ export function swigluBackward(
   const dUp = want.up ? Tensor.empty(gate.shape) : null;
   const outs = [dGate, dUp].filter((t): t is Tensor => t !== null);
   const type = inputType(gate, up);
-  const key = specKey('swiglu.bwd', { gate: want.gate, up: want.up, type });
-  dispatch(
-    key,
-    () => backwardKernel(want.gate, want.up, type),
+  BACKWARD.dispatch(
+    { gate: want.gate, up: want.up, type },
     [gate, ...(want.gate ? [up] : []), dy, ...outs],
     grid1d(gate.numel),
     new Uniforms().u32(gate.numel).u32(0).u32(0).u32(0),
@@ -113,13 +141,7 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
     );
   }
   const y = Tensor.empty(gate.shape);
-  dispatch(
-    type === 'f16' ? 'swiglu.fwd.f16' : 'swiglu.fwd',
-    () => forwardKernel(type),
-    [gate, up, y],
-    grid1d(gate.numel),
-    new Uniforms().u32(gate.numel).u32(0).u32(0).u32(0),
-  );
+  FORWARD.dispatch({ type }, [gate, up, y], grid1d(gate.numel), new Uniforms().u32(gate.numel).u32(0).u32(0).u32(0));
   const want = { gate: gate.requiresGrad || gate.gradFn !== null, up: up.requiresGrad || up.gradFn !== null };
   recordOp('swiglu', [gate, up], y, (node) => {
     // Both gradients read gate; only dGate reads up. y is never kept.

@@ -11,8 +11,9 @@ import { describe, expect, it } from 'vitest';
 import { decodeGemvRef, ropeAppendRef } from '../../reference/decode.js';
 import { halfBitsToNumber } from '../../reference/matmul.js';
 import { expectWithinSumBound } from '../../reference/nf4.js';
+import { MetaDevice } from '../../src/engine/meta-device.js';
 import type { Rng } from '../../src/engine/random.js';
-import { Tensor } from '../../src/engine/tensor.js';
+import { Engine, engine, Tensor, withEngine } from '../../src/engine/tensor.js';
 import { f32ArrayToF16 } from '../../src/io/dtype.js';
 import { decodeGemv, ropeAppend } from '../../src/kernels/decode.js';
 import { ropeTables } from '../../src/kernels/rope.js';
@@ -146,14 +147,15 @@ async function ropeAppendCase(
     dh: number;
     smax: number;
     L: number;
-    starts: number[];
+    /** Each row's first position; null: the call passes no starts (every row starts at 0). */
+    starts: number[] | null;
     margin: number;
   },
   kvType: 'f32' | 'f16',
 ) {
   const rng = testRng(label);
   const { B, T, H, Hkv, dh, smax, L, margin } = dims;
-  const starts = Int32Array.from(dims.starts);
+  const starts = dims.starts ? Int32Array.from(dims.starts) : new Int32Array(B);
   const tab = ropeTables({ headDim: dh, theta: 10000, scaling: null, maxPositions: 16 });
   const cos = await tab.cos.toFloat32();
   const sin = await tab.sin.toFloat32();
@@ -173,7 +175,7 @@ async function ropeAppendCase(
   const vc = cache(rng.normalArray(B * smax * Hkv * dh));
   const t = Tensor.from(qkv, [B * T, ld]);
   const len = Tensor.from(Uint32Array.of(L), [1]);
-  const st = Tensor.from(starts, [B]);
+  const st = dims.starts ? Tensor.from(starts, [B]) : null;
   const qT = ropeAppend({
     B,
     T,
@@ -181,7 +183,7 @@ async function ropeAppendCase(
     kvHeads: Hkv,
     rope: tab,
     length: len,
-    starts: st,
+    ...(st ? { starts: st } : {}),
     kCache: kc.t,
     vCache: vc.t,
     q: { t, ld, offset: margin },
@@ -217,7 +219,7 @@ async function ropeAppendCase(
     k0: kc.values,
     v0: vc.values,
   };
-  for (const x of [t, kc.t, vc.t, len, st, qT, tab.cos, tab.sin]) x.dispose();
+  for (const x of [t, kc.t, vc.t, len, st, qT, tab.cos, tab.sin]) x?.dispose();
   return out;
 }
 
@@ -229,6 +231,44 @@ describe('ropeAppend vs float64', () => {
       'f32',
     );
     // The rope kernel's arithmetic: two products and a sum, rounded in f32 (unit-normal inputs).
+    const tol = { atol: 2e-6, rtol: 1e-6 };
+    expectClose(r.q, r.ref.q, tol, 'q');
+    expectClose(r.k, r.ref.kCache, tol, 'k cache');
+    expectClose(r.v, r.ref.vCache, { atol: 0 }, 'v cache');
+  });
+
+  it('without starts every row starts at position 0, also after a call on another engine', async () => {
+    // A call on an engine over a MetaDevice (the memory estimate's) first: nothing it made may be
+    // bound by the next call on the GPU engine.
+    const meta = new Engine(new MetaDevice(engine().dev), { memory: null });
+    withEngine(meta, () => {
+      const tab = ropeTables({ headDim: 8, theta: 10000, scaling: null, maxPositions: 4 });
+      const t = Tensor.empty([2, 3 * 8]);
+      const cache = () => Tensor.empty([2, 4, 1, 8]);
+      const view = (offset: number) => ({ t, ld: 24, offset });
+      const [kc, vc] = [cache(), cache()];
+      const len = Tensor.from(Uint32Array.of(1), [1]);
+      const q = ropeAppend({
+        B: 2,
+        T: 1,
+        heads: 1,
+        kvHeads: 1,
+        rope: tab,
+        length: len,
+        kCache: kc,
+        vCache: vc,
+        q: view(0),
+        k: view(8),
+        v: view(16),
+      });
+      for (const x of [tab.cos, tab.sin, t, kc, vc, len, q]) x.dispose();
+    });
+    const r = await ropeAppendCase(
+      'rope-append-no-starts',
+      { B: 3, T: 2, H: 3, Hkv: 1, dh: 10, smax: 7, L: 3, starts: null, margin: 2 },
+      'f32',
+    );
+    // As above: the rope kernel's arithmetic, the value cache copied.
     const tol = { atol: 2e-6, rtol: 1e-6 };
     expectClose(r.q, r.ref.q, tol, 'q');
     expectClose(r.k, r.ref.kCache, tol, 'k cache');
