@@ -12,8 +12,7 @@
 // caller asks for them); see there. The forward takes CH keys per step (one rescale of the running
 // output per step); the backward recomputes P = exp2(s − lse·log2 e) per (query, key) pair.
 import { backwardInputBindings, HEADER, inputBinding } from './attention.js';
-import { specKey } from './common.js';
-import { type KernelVariant, registerKernelVariants } from './variants.js';
+import { type KernelFamily, kernelFamily } from './variants.js';
 
 /**
  * The largest head dim the row-per-invocation kernels take (4 × 8 vec4 of registers per lane in
@@ -49,10 +48,6 @@ export function cpuAttentionSpec(
       `attention (software adapter kernels): head dim ${Dh} must be a multiple of 4 in 4..${CPU_MAX_DH}`,
     );
   return { kind, DV: Dh / 4, ROWS: rows, qType, kvType };
-}
-
-export function cpuAttentionKey(spec: CpuAttentionSpec): string {
-  return specKey(`attn.cpu.${spec.kind}`, spec);
 }
 
 /** Workgroups of a launch: rows of the query (fwd, dq) or key (dkv) side, heads, batch. */
@@ -233,26 +228,25 @@ export function cpuAttentionKernel(spec: CpuAttentionSpec): string {
   return spec.kind === 'fwd' ? forwardKernel(spec) : spec.kind === 'dq' ? dqKernel(spec) : dkvKernel(spec);
 }
 
-/** Every row-per-invocation variant: each kind × head dim (4..CPU_MAX_DH) × f32 or f16 q/k/v. */
-export function cpuAttentionVariants(): KernelVariant[] {
-  const out: KernelVariant[] = [];
-  for (const kind of ['fwd', 'dq', 'dkv'] as const)
-    for (let Dh = 4; Dh <= CPU_MAX_DH; Dh += 4)
-      for (const type of ['f32', 'f16'] as const) {
-        const spec = cpuAttentionSpec(kind, Dh, type, type);
-        const code = () => cpuAttentionKernel(spec);
-        out.push({
-          family: 'attention-cpu',
-          name: `${kind} Dh=${Dh} ${type}`,
-          mode: 'portable',
-          key: cpuAttentionKey(spec),
-          code,
-          workgroupBytes: 0,
-          storageBuffers: (code().match(/var<storage/g) ?? []).length,
-          spec,
-        });
-      }
-  return out;
-}
+/**
+ * One family per kind (keys `attn.cpu.fwd:…`, `attn.cpu.dq:…`, `attn.cpu.dkv:…`); the table is every head
+ * dim 4..CPU_MAX_DH × f32 or f16 q/k/v (the backward runs them for training on software adapters, where
+ * q, k and v share one dtype) with CPU_ROWS rows per workgroup.
+ */
+export const cpuAttention: Record<CpuAttentionKind, KernelFamily<CpuAttentionSpec>> = {
+  fwd: cpuAttentionFamily('fwd'),
+  dq: cpuAttentionFamily('dq'),
+  dkv: cpuAttentionFamily('dkv'),
+};
 
-registerKernelVariants('attention-cpu', cpuAttentionVariants);
+function cpuAttentionFamily(kind: CpuAttentionKind): KernelFamily<CpuAttentionSpec> {
+  return kernelFamily<CpuAttentionSpec>({
+    family: `attn.cpu.${kind}`,
+    specs: () =>
+      range(CPU_MAX_DH / 4).flatMap((i) =>
+        (['f32', 'f16'] as const).map((type) => cpuAttentionSpec(kind, 4 * (i + 1), type, type)),
+      ),
+    code: cpuAttentionKernel,
+    name: (s) => `Dh=${4 * s.DV} ${s.qType}`,
+  });
+}

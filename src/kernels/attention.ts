@@ -62,9 +62,8 @@ import { saveActivation } from './activations.js';
 import {
   CPU_MAX_DH,
   type CpuAttentionKind,
+  cpuAttention,
   cpuAttentionGrid,
-  cpuAttentionKernel,
-  cpuAttentionKey,
   cpuAttentionSpec,
 } from './attention-cpu.js';
 import {
@@ -81,6 +80,7 @@ import {
 } from './attention-sgmatrix.js';
 import { assertDtype, dispatch, grid1d, specKey, Uniforms } from './common.js';
 import { assertOffered, isOffered, type MatrixMode, type MatrixShape } from './sgmatrix.js';
+import { kernelFamily } from './variants.js';
 
 export interface FlashAttentionOptions {
   causal: boolean;
@@ -363,6 +363,90 @@ function subgroupFits(
     return false;
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The SIMT kernels' variant table (kernel families below, next to each generator).
+
+/**
+ * Head dims enumerated offline: every multiple of 4 in 8..32 (the presets' 16 and 32, the reference
+ * fixtures' 12 and 16, small models) and the Llama-family models' 64, 80, 96 and 128. Other head dims
+ * the kernels take (4..256) compile on first use, outside the table.
+ */
+const TABLE_HEAD_DIMS: readonly number[] = [8, 12, 16, 20, 24, 28, 32, 64, 80, 96, 128];
+
+/**
+ * The storage dtypes (q, k/v) callers pass: f32 or f16 throughout (training and prefill, fp32 or
+ * fp16-mixed), and in the forward f32 queries over an f16 KV cache (decoding).
+ */
+const TABLE_TYPES: Record<KernelKind, readonly (readonly ['f32' | 'f16', 'f32' | 'f16'])[]> = {
+  fwd: [
+    ['f32', 'f32'],
+    ['f16', 'f16'],
+    ['f32', 'f16'],
+  ],
+  dq: [
+    ['f32', 'f32'],
+    ['f16', 'f16'],
+  ],
+  dkv: [
+    ['f32', 'f32'],
+    ['f16', 'f16'],
+  ],
+};
+
+/**
+ * Devices the table is enumerated for (a geometry depends on workgroup memory, invocations and
+ * subgroup sizes): a software adapter like lavapipe (subgroups of 8, 32 KiB) and GPU-like limits,
+ * subgroups of 32 with 48 KiB (NVIDIA-like), 32..64 with 64 KiB (AMD-like), 16..32 with 48 KiB
+ * (Intel-like) and 32 with 32 KiB (Apple-like), as the chooser's tests pose.
+ */
+const TABLE_CAPS: readonly AttentionCaps[] = (
+  [
+    [8, 8, 32 * 1024, true],
+    [32, 32, 48 * 1024, false],
+    [32, 64, 64 * 1024, false],
+    [16, 32, 48 * 1024, false],
+    [32, 32, 32 * 1024, false],
+  ] as const
+).map(([subgroupMinSize, subgroupMaxSize, maxWorkgroupStorage, software]) => ({
+  features: new Set<FeatureName>(['subgroups', 'shader-f16']),
+  subgroupMinSize,
+  subgroupMaxSize,
+  maxWorkgroupStorage,
+  maxInvocations: 1024,
+  software,
+}));
+
+/**
+ * Every geometry the launchers pick for a `kind` kernel without tile overrides: table head dims ×
+ * dtypes × both exchanges (the subgroup one where subgroupFits) × unrolled or not × TABLE_CAPS, and in
+ * the forward the split layout's 8 rows per workgroup (splitTiles), deduplicated. Tile overrides
+ * (`AttentionTiles` rows and block: tests, the tuner) give geometries outside the table; they compile
+ * on first use.
+ */
+function geoTable(kind: KernelKind): Geo[] {
+  const out = new Map<string, Geo>();
+  for (const caps of TABLE_CAPS)
+    for (const Dh of TABLE_HEAD_DIMS)
+      for (const [qType, kvType] of TABLE_TYPES[kind])
+        for (const rows of kind === 'fwd' ? [undefined, 8] : [undefined])
+          for (const unroll of [true, false])
+            for (const exchange of ['workgroup', 'subgroup'] as const) {
+              const d = { Dh, qType, kvType };
+              const tiles = { rows, unroll };
+              if (exchange === 'subgroup' && !subgroupFits(kind, d, caps, tiles)) continue;
+              const g = makeGeo(kind, d, exchange, caps, tiles);
+              out.set(specKey('', g), g);
+            }
+  return [...out.values()];
+}
+
+/** The workgroup memory a geometry's kernel declares (an upper bound). */
+const geoBytes = (g: Geo): number => sharedBytes(g.kind, g.DV, g.BLOCK, g.NT, g.exchange);
+
+/** A variant's name in reports: slice geometry, tiles, exchange, dtypes, loop form. */
+const geoName = (g: Geo): string =>
+  `tpr${g.TPR}.wv${g.WV}.rows${g.ROWS}.block${g.BLOCK}.${g.exchange}.q${g.qType}.kv${g.kvType}${g.unroll ? '.unrolled' : ''}`;
 
 /** The shape facts the variant table looks at. */
 export interface AttentionShape {
@@ -900,6 +984,14 @@ ${entry(g)} {
 }`;
 }
 
+const attnForward = kernelFamily<Geo>({
+  family: 'attn.fwd',
+  specs: () => geoTable('fwd'),
+  code: forwardKernel,
+  name: geoName,
+  workgroupBytes: geoBytes,
+});
+
 /** Merges split partials (o, m, l) into out and lse: one thread per (row, vec4 of the head dim). */
 const COMBINE_KERNEL = /* wgsl */ `${HEADER}
 @group(0) @binding(1) var<storage, read> OP: array<vec4f>;
@@ -926,6 +1018,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   if (w == 0u) { LSE[lrow] = select(p.negInf, (mm + log2(ll)) * LN2, ll > 0.0); }
 }`;
 
+const attnCombine = kernelFamily({ family: 'attn.fwd.combine', specs: () => [{}], code: () => COMBINE_KERNEL });
+
 // ---------------------------------------------------------------------------------------------
 // Backward.
 
@@ -945,6 +1039,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   D[(b * p.Hq + h) * p.T + t] = s;
 }`;
 }
+
+const attnBackwardDot = kernelFamily<{ oType: 'f32' | 'f16' }>({
+  family: 'attn.bwd.dot',
+  specs: () => [{ oType: 'f32' }, { oType: 'f16' }],
+  code: ({ oType }) => dotKernel(oType),
+});
 
 function dqKernel(g: Geo): string {
   return /* wgsl */ `${preamble(g)}
@@ -1003,6 +1103,14 @@ ${entry(g)} {
   }
 }`;
 }
+
+const attnBackwardDq = kernelFamily<Geo>({
+  family: 'attn.bwd.dq',
+  specs: () => geoTable('dq'),
+  code: dqKernel,
+  name: geoName,
+  workgroupBytes: geoBytes,
+});
 
 function dkvKernel(g: Geo): string {
   return /* wgsl */ `${preamble(g)}
@@ -1098,6 +1206,14 @@ ${entry(g)} {
 }`;
 }
 
+const attnBackwardDkv = kernelFamily<Geo>({
+  family: 'attn.bwd.dkv',
+  specs: () => geoTable('dkv'),
+  code: dkvKernel,
+  name: geoName,
+  workgroupBytes: geoBytes,
+});
+
 // ---------------------------------------------------------------------------------------------
 // Launchers.
 
@@ -1169,7 +1285,7 @@ function useCpuKernels(
 
 function dispatchCpu(kind: CpuAttentionKind, d: Dims, tensors: Tensor[], u: Uniforms): void {
   const spec = cpuAttentionSpec(kind, d.Dh, d.qType, d.kvType);
-  dispatch(cpuAttentionKey(spec), () => cpuAttentionKernel(spec), tensors, cpuAttentionGrid(spec, d), u);
+  cpuAttention[kind].dispatch(spec, tensors, cpuAttentionGrid(spec, d), u);
 }
 
 function pickLayout(d: Dims, variant: ForwardVariant): ForwardLayout {
@@ -1225,10 +1341,9 @@ function forwardWithDims(
   }
   if (layout === 'split') tiles = splitTiles(d, tiles);
   const g = makeGeo('fwd', d, pickExchange('forward', layout, d, caps, tiles), caps, tiles);
-  const key = specKey('attn.fwd', g);
   const rows = d.B * d.Hq * d.T;
   const run = (o: Tensor, l: Tensor, grid: [number, number, number], u: Uniforms) =>
-    dispatch(key, () => forwardKernel(g), [q, k, v, o, l, segBinding(d), kvStartBinding(d)], grid, u);
+    attnForward.dispatch(g, [q, k, v, o, l, segBinding(d), kvStartBinding(d)], grid, u);
   if (layout === 'tiled') {
     if (tiles?.splits !== undefined) throw new RangeError('attention: splits applies to the split layout only');
     run(out, lse, [Math.ceil(d.T / g.ROWS), d.Hq, d.B], uniforms(d, { n: rows }));
@@ -1244,7 +1359,7 @@ function forwardWithDims(
   const partO = Tensor.empty([plan.splits, rows, d.Dh]);
   const partML = Tensor.empty([plan.splits, rows, 2]);
   run(partO, partML, grid, u);
-  dispatch('attn.fwd.combine', () => COMBINE_KERNEL, [partO, partML, out, lse], grid1d(rows * (d.Dh / 4), 64), u);
+  attnCombine.dispatch({}, [partO, partML, out, lse], grid1d(rows * (d.Dh / 4), 64), u);
   partO.dispose();
   partML.dispose();
   return { out, lse };
@@ -1295,14 +1410,7 @@ function backwardWithDims(
   const exchange = pickExchange('backward', 'tiled', d, caps, tiles);
   const D = Tensor.empty([d.B, d.Hq, d.T]);
   const oType = out.dtype as 'f32' | 'f16';
-  if (rows > 0)
-    dispatch(
-      specKey('attn.bwd.dot', { oType }),
-      () => dotKernel(oType),
-      [dOut, out, D],
-      grid1d(rows, 64),
-      uniforms(d, { n: rows }),
-    );
+  if (rows > 0) attnBackwardDot.dispatch({ oType }, [dOut, out, D], grid1d(rows, 64), uniforms(d, { n: rows }));
   const seg = segBinding(d);
   let dq: Tensor | null = null;
   let dk: Tensor | null = null;
@@ -1356,13 +1464,7 @@ function backwardWithDims(
     dq = Tensor.empty(q.shape);
     if (rows > 0) {
       const g = makeGeo('dq', d, exchange, caps, tiles);
-      dispatch(
-        specKey('attn.bwd.dq', g),
-        () => dqKernel(g),
-        [q, k, v, dOut, lse, D, dq, seg],
-        [Math.ceil(d.T / g.ROWS), d.Hq, d.B],
-        uniforms(d),
-      );
+      attnBackwardDq.dispatch(g, [q, k, v, dOut, lse, D, dq, seg], [Math.ceil(d.T / g.ROWS), d.Hq, d.B], uniforms(d));
     }
   }
   if (wantDkv) {
@@ -1370,9 +1472,8 @@ function backwardWithDims(
     dv = Tensor.empty(v.shape);
     if (k.numel > 0) {
       const g = makeGeo('dkv', d, exchange, caps, tiles);
-      dispatch(
-        specKey('attn.bwd.dkv', g),
-        () => dkvKernel(g),
+      attnBackwardDkv.dispatch(
+        g,
         [q, k, v, dOut, lse, D, dk, dv, seg],
         [Math.ceil(d.Sk / g.ROWS), d.Hkv, d.B],
         uniforms(d),
