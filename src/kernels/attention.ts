@@ -80,7 +80,7 @@ import {
 } from './attention-sgmatrix.js';
 import { assertDtype, dispatch, grid1d, specKey, Uniforms } from './common.js';
 import { assertOffered, isOffered, type MatrixMode, type MatrixShape } from './sgmatrix.js';
-import { kernelFamily } from './variants.js';
+import { type KernelFamily, kernelFamily } from './variants.js';
 
 export interface FlashAttentionOptions {
   causal: boolean;
@@ -441,12 +441,20 @@ function geoTable(kind: KernelKind): Geo[] {
   return [...out.values()];
 }
 
-/** The workgroup memory a geometry's kernel declares (an upper bound). */
-const geoBytes = (g: Geo): number => sharedBytes(g.kind, g.DV, g.BLOCK, g.NT, g.exchange);
-
-/** A variant's name in reports: slice geometry, tiles, exchange, dtypes, loop form. */
-const geoName = (g: Geo): string =>
-  `tpr${g.TPR}.wv${g.WV}.rows${g.ROWS}.block${g.BLOCK}.${g.exchange}.q${g.qType}.kv${g.kvType}${g.unroll ? '.unrolled' : ''}`;
+/**
+ * A SIMT kernel family: its geometries from geoTable, the workgroup memory each declares (an upper
+ * bound, sharedBytes), named in reports by slice geometry, tiles, exchange, dtypes and loop form.
+ */
+function simtFamily(family: string, kind: KernelKind, code: (g: Geo) => string): KernelFamily<Geo> {
+  return kernelFamily<Geo>({
+    family,
+    specs: () => geoTable(kind),
+    code,
+    name: (g) =>
+      `tpr${g.TPR}.wv${g.WV}.rows${g.ROWS}.block${g.BLOCK}.${g.exchange}.q${g.qType}.kv${g.kvType}${g.unroll ? '.unrolled' : ''}`,
+    workgroupBytes: (g) => sharedBytes(g.kind, g.DV, g.BLOCK, g.NT, g.exchange),
+  });
+}
 
 /** The shape facts the variant table looks at. */
 export interface AttentionShape {
@@ -706,17 +714,35 @@ fn ld${name}(i: u32) -> vec4f {
 }`;
 }
 
+/** Bindings 1-3, q, k and v, that every attention kernel reads first (outputs follow from binding 4). */
+export function qkvBindings(qType: 'f32' | 'f16', kvType: 'f32' | 'f16'): string {
+  return `${inputBinding(1, 'Q', qType)}
+${inputBinding(2, 'K', kvType)}
+${inputBinding(3, 'V', kvType)}`;
+}
+
 /**
  * Bindings 1-6 that every backward kernel reads (q, k, v, dO, the forward's logsumexp, D = rowsum(dO∘O)),
  * in the order the launchers bind them; dQ / dK / dV and the segment ids follow from binding 7.
  */
 export function backwardInputBindings(qType: 'f32' | 'f16', kvType: 'f32' | 'f16'): string {
-  return `${inputBinding(1, 'Q', qType)}
-${inputBinding(2, 'K', kvType)}
-${inputBinding(3, 'V', kvType)}
+  return `${qkvBindings(qType, kvType)}
 ${inputBinding(4, 'DO', 'f32')}
 @group(0) @binding(5) var<storage, read> LSE: array<f32>;
 @group(0) @binding(6) var<storage, read> DD: array<f32>;`;
+}
+
+/** WGSL: the masking flags of the uniforms, as the `visible` predicate reads them. */
+export const MASK_FLAGS = 'let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u;';
+
+/**
+ * WGSL: whether a query row sees a key, the rule of the header, for every kernel's loop shape: the
+ * bounds in `within` (the lane's row exists, the key is below kvLength / the block's end and at or
+ * after kvStart), causal (`key` ≤ `qlim`, the query's position + qOffset) and segments (`seg`, the
+ * other side's segment id, equals the lane's `mySeg`). Reads the lets of MASK_FLAGS.
+ */
+export function visible(m: { within: string[]; key: string; qlim: string; seg: string }): string {
+  return [...m.within, `(!CAUSAL || i32(${m.key}) <= ${m.qlim})`, `(!SEGON || ${m.seg} == mySeg)`].join(' && ');
 }
 
 function entry(g: Geo): string {
@@ -866,6 +892,16 @@ function stageRows(
     }`;
 }
 
+/** WGSL, forward and dQ: the staged key block (K, V, segment ids), its skip flag, the exchange and segRange. */
+function keyBlockDecls(g: Geo, names: number): string {
+  return `var<workgroup> shK: array<vec4f, ${g.BLOCK * g.DV}>;
+var<workgroup> shV: array<vec4f, ${g.BLOCK * g.DV}>;
+var<workgroup> shSeg: array<i32, ${g.BLOCK}>;
+var<workgroup> shSkip: u32;
+${exchangeDecl(g, names)}
+${SEG_RANGE}`;
+}
+
 /**
  * WGSL, forward and dQ: at key block j0, skip it (whole workgroup) when its segment ids cannot meet the
  * query rows', else stage its segment ids, K and V (keys from `lo` on); `cEnd` = keys of the block below kHi.
@@ -887,22 +923,15 @@ const keyBlockPrologue = (lo: string) => `if (SEGON) {
 
 function forwardKernel(g: Geo): string {
   return /* wgsl */ `${preamble(g)}
-${inputBinding(1, 'Q', g.qType)}
-${inputBinding(2, 'K', g.kvType)}
-${inputBinding(3, 'V', g.kvType)}
+${qkvBindings(g.qType, g.kvType)}
 @group(0) @binding(4) var<storage, read_write> O: array<vec4f>;   // out, or split partials (o unnormalized)
 @group(0) @binding(5) var<storage, read_write> LSE: array<f32>;   // lse, or split partials (m, l)
 @group(0) @binding(6) var<storage, read> SEG: array<i32>;
 @group(0) @binding(7) var<storage, read> KVS: array<i32>;
-var<workgroup> shK: array<vec4f, ${g.BLOCK * g.DV}>;
-var<workgroup> shV: array<vec4f, ${g.BLOCK * g.DV}>;
-var<workgroup> shSeg: array<i32, ${g.BLOCK}>;
-var<workgroup> shSkip: u32;
-${exchangeDecl(g, 1)}
-${SEG_RANGE}
+${keyBlockDecls(g, 1)}
 
 ${entry(g)} {
-  let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u; let SPLIT = (p.flags & 8u) != 0u;
+  ${MASK_FLAGS} let SPLIT = (p.flags & 8u) != 0u;
   ${rowMap(g)}
   let b = wid.z;
   var h = wid.y; var hk = h / p.group; var i = 0u; var rowValid = false;
@@ -952,7 +981,7 @@ ${entry(g)} {
         g.CH,
         (
           r,
-        ) => `let ok${r} = rowValid && c0 + ${r}u < cEnd && j0 + c0 + ${r}u >= kLo && (!CAUSAL || i32(j0 + c0 + ${r}u) <= qlim) && (!SEGON || shSeg[c0 + ${r}u] == mySeg);
+        ) => `let ok${r} = ${visible({ within: ['rowValid', `c0 + ${r}u < cEnd`, `j0 + c0 + ${r}u >= kLo`], key: `j0 + c0 + ${r}u`, qlim: 'qlim', seg: `shSeg[c0 + ${r}u]` })};
       if (ok${r}) { cmax = max(cmax, ${comp('s', r)}); }`,
         '\n      ',
       )}
@@ -984,13 +1013,7 @@ ${entry(g)} {
 }`;
 }
 
-const attnForward = kernelFamily<Geo>({
-  family: 'attn.fwd',
-  specs: () => geoTable('fwd'),
-  code: forwardKernel,
-  name: geoName,
-  workgroupBytes: geoBytes,
-});
+const attnForward = simtFamily('attn.fwd', 'fwd', forwardKernel);
 
 /** Merges split partials (o, m, l) into out and lse: one thread per (row, vec4 of the head dim). */
 const COMBINE_KERNEL = /* wgsl */ `${HEADER}
@@ -1051,15 +1074,10 @@ function dqKernel(g: Geo): string {
 ${backwardInputBindings(g.qType, g.kvType)}
 @group(0) @binding(7) var<storage, read_write> DQ: array<vec4f>;
 @group(0) @binding(8) var<storage, read> SEG: array<i32>;
-var<workgroup> shK: array<vec4f, ${g.BLOCK * g.DV}>;
-var<workgroup> shV: array<vec4f, ${g.BLOCK * g.DV}>;
-var<workgroup> shSeg: array<i32, ${g.BLOCK}>;
-var<workgroup> shSkip: u32;
-${exchangeDecl(g, 2)}
-${SEG_RANGE}
+${keyBlockDecls(g, 2)}
 
 ${entry(g)} {
-  let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u;
+  ${MASK_FLAGS}
   ${rowMap(g)}
   let b = wid.z; let h = wid.y; let hk = h / p.group;
   let i0 = wid.x * ROWS;
@@ -1093,7 +1111,7 @@ ${entry(g)} {
         ['dp', 'gr', 'shV'],
       ])}
       ${exchange(g, ['s', 'dp'])}
-      ${lines(g.CH, (r) => `let ds${r} = select(0.0, exp2(${comp('s', r)} - L2) * (${comp('dp', r)} - Di), rowValid && c0 + ${r}u < cEnd && (!CAUSAL || i32(j0 + c0 + ${r}u) <= qlim) && (!SEGON || shSeg[c0 + ${r}u] == mySeg));`, '\n      ')}
+      ${lines(g.CH, (r) => `let ds${r} = select(0.0, exp2(${comp('s', r)} - L2) * (${comp('dp', r)} - Di), ${visible({ within: ['rowValid', `c0 + ${r}u < cEnd`], key: `j0 + c0 + ${r}u`, qlim: 'qlim', seg: `shSeg[c0 + ${r}u]` })});`, '\n      ')}
       ${axpyRows(g, [['dq', (r) => `ds${r}`, 'shK']])}
     }
     workgroupBarrier();
@@ -1104,13 +1122,7 @@ ${entry(g)} {
 }`;
 }
 
-const attnBackwardDq = kernelFamily<Geo>({
-  family: 'attn.bwd.dq',
-  specs: () => geoTable('dq'),
-  code: dqKernel,
-  name: geoName,
-  workgroupBytes: geoBytes,
-});
+const attnBackwardDq = simtFamily('attn.bwd.dq', 'dq', dqKernel);
 
 function dkvKernel(g: Geo): string {
   return /* wgsl */ `${preamble(g)}
@@ -1128,7 +1140,7 @@ ${exchangeDecl(g, 2)}
 ${SEG_RANGE}
 
 ${entry(g)} {
-  let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u;
+  ${MASK_FLAGS}
   ${rowMap(g)}
   let b = wid.z; let hk = wid.y;
   let key0 = wid.x * ROWS;
@@ -1186,7 +1198,7 @@ ${entry(g)} {
           g.CH,
           (
             r,
-          ) => `let ok${r} = keyValid && c0 + ${r}u < cEnd && (!CAUSAL || i32(j) <= i32(j0 + c0 + ${r}u) + p.qOffset) && (!SEGON || shSeg[c0 + ${r}u] == mySeg);
+          ) => `let ok${r} = ${visible({ within: ['keyValid', `c0 + ${r}u < cEnd`], key: 'j', qlim: `i32(j0 + c0 + ${r}u) + p.qOffset`, seg: `shSeg[c0 + ${r}u]` })};
         let p${r} = select(0.0, exp2(${comp('s', r)} * p.scale2 - shL2[c0 + ${r}u]), ok${r});
         let ds${r} = select(0.0, p${r} * (${comp('dp', r)} - shD[c0 + ${r}u]), ok${r});`,
           '\n        ',
@@ -1206,13 +1218,7 @@ ${entry(g)} {
 }`;
 }
 
-const attnBackwardDkv = kernelFamily<Geo>({
-  family: 'attn.bwd.dkv',
-  specs: () => geoTable('dkv'),
-  code: dkvKernel,
-  name: geoName,
-  workgroupBytes: geoBytes,
-});
+const attnBackwardDkv = simtFamily('attn.bwd.dkv', 'dkv', dkvKernel);
 
 // ---------------------------------------------------------------------------------------------
 // Launchers.
