@@ -98,7 +98,7 @@ function forwardKernel(s: CpuAttentionSpec): string {
       var a${c} = vec4f(0.0);
       for (var w = 0u; w < DV; w++) { a${c} += q[w] * ldK(kb${c} + w); }
       let s${c} = a${c}.x + a${c}.y + a${c}.z + a${c}.w;
-      let ok${c} = ${visible({ within: ['rowValid', `j${c} < kHi`], key: `j${c}`, qlim: 'qlim', seg: `SEG[b * p.T + min(j${c}, p.T - 1u)]` })};
+      let ok${c} = ${visible({ within: ['rowValid', `j${c} < kHi`], key: `j${c}`, qlim: 'qlim', segment: [`SEG[b * p.T + min(j${c}, p.T - 1u)]`, 'mySeg'] })};
       if (ok${c}) { cmax = max(cmax, s${c}); }`;
   return /* wgsl */ `${preamble(s)}
 ${qkvBindings(s.qType, s.kvType)}
@@ -166,7 +166,7 @@ ${ENTRY} {
     var a = vec4f(0.0);
     var e = vec4f(0.0);
     for (var w = 0u; w < DV; w++) { a += q[w] * ldK(kb + w); e += gr[w] * ldV(kb + w); }
-    let ok = ${visible({ within: ['rowValid'], key: 'j', qlim: 'qlim', seg: 'SEG[b * p.T + j]' })};
+    let ok = ${visible({ within: ['rowValid'], key: 'j', qlim: 'qlim', segment: ['SEG[b * p.T + j]', 'mySeg'] })};
     let ds = select(0.0, exp2(a.x + a.y + a.z + a.w - L2) * (e.x + e.y + e.z + e.w - Di), ok);
     for (var w = 0u; w < DV; w++) { dq[w] += ds * ldK(kb + w); }
   }
@@ -214,7 +214,7 @@ ${ENTRY} {
       var a = vec4f(0.0);
       var e = vec4f(0.0);
       for (var w = 0u; w < DV; w++) { a += k[w] * ldQ(qb + w); e += v[w] * ldDO(qb + w); }
-      let ok = ${visible({ within: ['keyValid'], key: 'j', qlim: 'i32(i) + p.qOffset', seg: 'SEG[b * p.T + i]' })};
+      let ok = ${visible({ within: ['keyValid'], key: 'j', qlim: 'i32(i) + p.qOffset', segment: ['SEG[b * p.T + i]', 'mySeg'] })};
       let pr = select(0.0, exp2(a.x + a.y + a.z + a.w - LSE[r] * LOG2E), ok);
       let ds = select(0.0, pr * (e.x + e.y + e.z + e.w - DD[r]), ok);
       for (var w = 0u; w < DV; w++) { dv[w] += pr * ldDO(qb + w); dk[w] += ds * ldQ(qb + w); }

@@ -72,13 +72,12 @@ import {
   SG_WIDTH,
   type SgAttentionPass,
   type SgAttentionSpec,
-  sgAttentionKernel,
-  sgAttentionKey,
+  sgAttention,
   sgAttentionSharedBytes,
   sgAttentionSpec,
   sgWorkgroupSize,
 } from './attention-sgmatrix.js';
-import { assertDtype, dispatch, grid1d, specKey, Uniforms } from './common.js';
+import { assertDtype, grid1d, specKey, Uniforms } from './common.js';
 import { assertOffered, isOffered, type MatrixMode, type MatrixShape } from './sgmatrix.js';
 import { type KernelFamily, kernelFamily } from './variants.js';
 
@@ -737,12 +736,13 @@ export const MASK_FLAGS = 'let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.fla
 
 /**
  * WGSL: whether a query row sees a key, the rule of the header, for every kernel's loop shape: the
- * bounds in `within` (the lane's row exists, the key is below kvLength / the block's end and at or
- * after kvStart), causal (`key` ≤ `qlim`, the query's position + qOffset) and segments (`seg`, the
- * other side's segment id, equals the lane's `mySeg`). Reads the lets of MASK_FLAGS.
+ * bounds in `within` (the query row exists, the key is below kvLength / the block's end and at or
+ * after kvStart), causal (`key` ≤ `qlim`, the query's position + qOffset) and segments (the query's
+ * and the key's segment ids, `segment`, are equal). Reads the lets of MASK_FLAGS.
  */
-export function visible(m: { within: string[]; key: string; qlim: string; seg: string }): string {
-  return [...m.within, `(!CAUSAL || i32(${m.key}) <= ${m.qlim})`, `(!SEGON || ${m.seg} == mySeg)`].join(' && ');
+export function visible(m: { within: string[]; key: string; qlim: string; segment: [string, string] }): string {
+  const [a, b] = m.segment;
+  return [...m.within, `(!CAUSAL || i32(${m.key}) <= ${m.qlim})`, `(!SEGON || ${a} == ${b})`].join(' && ');
 }
 
 function entry(g: Geo): string {
@@ -981,7 +981,7 @@ ${entry(g)} {
         g.CH,
         (
           r,
-        ) => `let ok${r} = ${visible({ within: ['rowValid', `c0 + ${r}u < cEnd`, `j0 + c0 + ${r}u >= kLo`], key: `j0 + c0 + ${r}u`, qlim: 'qlim', seg: `shSeg[c0 + ${r}u]` })};
+        ) => `let ok${r} = ${visible({ within: ['rowValid', `c0 + ${r}u < cEnd`, `j0 + c0 + ${r}u >= kLo`], key: `j0 + c0 + ${r}u`, qlim: 'qlim', segment: [`shSeg[c0 + ${r}u]`, 'mySeg'] })};
       if (ok${r}) { cmax = max(cmax, ${comp('s', r)}); }`,
         '\n      ',
       )}
@@ -1111,7 +1111,7 @@ ${entry(g)} {
         ['dp', 'gr', 'shV'],
       ])}
       ${exchange(g, ['s', 'dp'])}
-      ${lines(g.CH, (r) => `let ds${r} = select(0.0, exp2(${comp('s', r)} - L2) * (${comp('dp', r)} - Di), ${visible({ within: ['rowValid', `c0 + ${r}u < cEnd`], key: `j0 + c0 + ${r}u`, qlim: 'qlim', seg: `shSeg[c0 + ${r}u]` })});`, '\n      ')}
+      ${lines(g.CH, (r) => `let ds${r} = select(0.0, exp2(${comp('s', r)} - L2) * (${comp('dp', r)} - Di), ${visible({ within: ['rowValid', `c0 + ${r}u < cEnd`], key: `j0 + c0 + ${r}u`, qlim: 'qlim', segment: [`shSeg[c0 + ${r}u]`, 'mySeg'] })});`, '\n      ')}
       ${axpyRows(g, [['dq', (r) => `ds${r}`, 'shK']])}
     }
     workgroupBarrier();
@@ -1198,7 +1198,7 @@ ${entry(g)} {
           g.CH,
           (
             r,
-          ) => `let ok${r} = ${visible({ within: ['keyValid', `c0 + ${r}u < cEnd`], key: 'j', qlim: `i32(j0 + c0 + ${r}u) + p.qOffset`, seg: `shSeg[c0 + ${r}u]` })};
+          ) => `let ok${r} = ${visible({ within: ['keyValid', `c0 + ${r}u < cEnd`], key: 'j', qlim: `i32(j0 + c0 + ${r}u) + p.qOffset`, segment: [`shSeg[c0 + ${r}u]`, 'mySeg'] })};
         let p${r} = select(0.0, exp2(${comp('s', r)} * p.scale2 - shL2[c0 + ${r}u]), ok${r});
         let ds${r} = select(0.0, p${r} * (${comp('dp', r)} - shD[c0 + ${r}u]), ok${r});`,
           '\n        ',
@@ -1331,9 +1331,8 @@ function forwardWithDims(
   const frag = pickFragments('forward', d, caps, variant, tiles);
   if (frag) {
     const spec = sgAttentionSpec('fwd', frag.mode, frag.shape, d.Dh, d.qType, d.kvType);
-    dispatch(
-      sgAttentionKey(spec),
-      () => sgAttentionKernel(spec),
+    sgAttention.dispatch(
+      spec,
       [q, k, v, out, lse, segBinding(d), kvStartBinding(d)],
       [Math.ceil(d.T / spec.BR), d.Hq, d.B],
       uniforms(d),
@@ -1429,22 +1428,15 @@ function backwardWithDims(
       dq = Tensor.empty(q.shape);
       const g = spec('dq');
       if (rows > 0)
-        dispatch(
-          sgAttentionKey(g),
-          () => sgAttentionKernel(g),
-          [q, k, v, dOut, lse, D, dq, seg],
-          [Math.ceil(d.T / g.BR), d.Hq, d.B],
-          uniforms(d),
-        );
+        sgAttention.dispatch(g, [q, k, v, dOut, lse, D, dq, seg], [Math.ceil(d.T / g.BR), d.Hq, d.B], uniforms(d));
     }
     if (wantDkv) {
       dk = Tensor.empty(k.shape);
       dv = Tensor.empty(v.shape);
       const g = spec('dkv');
       if (k.numel > 0)
-        dispatch(
-          sgAttentionKey(g),
-          () => sgAttentionKernel(g),
+        sgAttention.dispatch(
+          g,
           [q, k, v, dOut, lse, D, dk, dv, seg],
           [Math.ceil(d.Sk / g.BC), d.Hkv, d.B],
           uniforms(d),
