@@ -293,7 +293,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let sg = ${f.subgroupId}; let lane = ${native ? 'sg_lane_hw' : 'sg_lane'};`;
 }
 
-/** WGSL: key column c of the block at j0 is visible from query row r of the block at i0. */
+/**
+ * WGSL: key column c of the block at j0 is visible from query row r of the block at i0. Built on call:
+ * attention.ts, whose snippets it uses, imports this module and may not have run when it loads.
+ */
 const visibleFn = (): string => /* wgsl */ `
 fn visible(i: u32, j: u32, r: u32, c: u32, kLo: u32, kHi: u32) -> bool {
   ${MASK_FLAGS}
