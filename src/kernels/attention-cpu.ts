@@ -11,9 +11,8 @@
 // results are those of attention.ts, which launches these kernels on software adapters (and where a
 // caller asks for them); see there. The forward takes CH keys per step (one rescale of the running
 // output per step); the backward recomputes P = exp2(s − lse·log2 e) per (query, key) pair.
-import { backwardInputBindings, HEADER, inputBinding } from './attention.js';
-import { specKey } from './common.js';
-import { type KernelVariant, registerKernelVariants } from './variants.js';
+import { backwardInputBindings, HEADER, MASK_FLAGS, qkvBindings, visible } from './attention.js';
+import { type KernelFamily, kernelFamily } from './variants.js';
 
 /**
  * The largest head dim the row-per-invocation kernels take (4 × 8 vec4 of registers per lane in
@@ -51,10 +50,6 @@ export function cpuAttentionSpec(
   return { kind, DV: Dh / 4, ROWS: rows, qType, kvType };
 }
 
-export function cpuAttentionKey(spec: CpuAttentionSpec): string {
-  return specKey(`attn.cpu.${spec.kind}`, spec);
-}
-
 /** Workgroups of a launch: rows of the query (fwd, dq) or key (dkv) side, heads, batch. */
 export function cpuAttentionGrid(
   spec: CpuAttentionSpec,
@@ -70,6 +65,29 @@ function preamble(s: CpuAttentionSpec): string {
 const DV = ${s.DV}u; const ROWS = ${s.ROWS}u;`;
 }
 
+/**
+ * WGSL, forward and dQ: this lane's query row i of head h (rowValid: it exists), the keys the
+ * workgroup visits (below kHi, the causal limit of its last row; from kLo, the batch row's kvStart,
+ * in the forward, the only kernel that takes it), the row's causal limit qlim and its offset qbase.
+ */
+function queryRowSetup(kvStart: boolean): string {
+  const kLo = kvStart
+    ? `
+  // Keys any row of this workgroup sees (uniform bounds).
+  var kLo = 0u;
+  if ((p.flags & 4u) != 0u) { kLo = u32(max(KVS[b], 0)); }`
+    : '';
+  return `${MASK_FLAGS}
+  let b = wid.z; let h = wid.y; let hk = h / p.group;
+  let i0 = wid.x * ROWS;
+  let rowValid = i0 + lid < p.T;
+  let i = min(i0 + lid, p.T - 1u);${kLo}
+  var kHi = p.S;
+  if (CAUSAL) { kHi = u32(clamp(i32(min(i0 + ROWS, p.T)) + p.qOffset, 0, i32(p.S))); }
+  let qlim = i32(i) + p.qOffset;
+  let qbase = ((b * p.T + i) * p.Hq + h) * DV;`;
+}
+
 const ENTRY = `@compute @workgroup_size(ROWS)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32)`;
 
@@ -80,30 +98,17 @@ function forwardKernel(s: CpuAttentionSpec): string {
       var a${c} = vec4f(0.0);
       for (var w = 0u; w < DV; w++) { a${c} += q[w] * ldK(kb${c} + w); }
       let s${c} = a${c}.x + a${c}.y + a${c}.z + a${c}.w;
-      let ok${c} = rowValid && j${c} < kHi && (!CAUSAL || i32(j${c}) <= qlim) && (!SEGON || SEG[b * p.T + min(j${c}, p.T - 1u)] == mySeg);
+      let ok${c} = ${visible({ within: ['rowValid', `j${c} < kHi`], key: `j${c}`, qlim: 'qlim', segment: [`SEG[b * p.T + min(j${c}, p.T - 1u)]`, 'mySeg'] })};
       if (ok${c}) { cmax = max(cmax, s${c}); }`;
   return /* wgsl */ `${preamble(s)}
-${inputBinding(1, 'Q', s.qType)}
-${inputBinding(2, 'K', s.kvType)}
-${inputBinding(3, 'V', s.kvType)}
+${qkvBindings(s.qType, s.kvType)}
 @group(0) @binding(4) var<storage, read_write> O: array<vec4f>;
 @group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
 @group(0) @binding(6) var<storage, read> SEG: array<i32>;
 @group(0) @binding(7) var<storage, read> KVS: array<i32>;
 
 ${ENTRY} {
-  let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u;
-  let b = wid.z; let h = wid.y; let hk = h / p.group;
-  let i0 = wid.x * ROWS;
-  let rowValid = i0 + lid < p.T;
-  let i = min(i0 + lid, p.T - 1u);
-  // Keys any row of this workgroup sees (uniform bounds).
-  var kLo = 0u;
-  if ((p.flags & 4u) != 0u) { kLo = u32(max(KVS[b], 0)); }
-  var kHi = p.S;
-  if (CAUSAL) { kHi = u32(clamp(i32(min(i0 + ROWS, p.T)) + p.qOffset, 0, i32(p.S))); }
-  let qlim = i32(i) + p.qOffset;
-  let qbase = ((b * p.T + i) * p.Hq + h) * DV;
+  ${queryRowSetup(true)}
   var q: array<vec4f, DV>;
   var o: array<vec4f, DV>;
   for (var w = 0u; w < DV; w++) { q[w] = ldQ(qbase + w) * p.scale2; o[w] = vec4f(0.0); }
@@ -146,15 +151,7 @@ ${backwardInputBindings(s.qType, s.kvType)}
 @group(0) @binding(8) var<storage, read> SEG: array<i32>;
 
 ${ENTRY} {
-  let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u;
-  let b = wid.z; let h = wid.y; let hk = h / p.group;
-  let i0 = wid.x * ROWS;
-  let rowValid = i0 + lid < p.T;
-  let i = min(i0 + lid, p.T - 1u);
-  var kHi = p.S;
-  if (CAUSAL) { kHi = u32(clamp(i32(min(i0 + ROWS, p.T)) + p.qOffset, 0, i32(p.S))); }
-  let qlim = i32(i) + p.qOffset;
-  let qbase = ((b * p.T + i) * p.Hq + h) * DV;
+  ${queryRowSetup(false)}
   var q: array<vec4f, DV>;
   var gr: array<vec4f, DV>;
   var dq: array<vec4f, DV>;
@@ -169,7 +166,7 @@ ${ENTRY} {
     var a = vec4f(0.0);
     var e = vec4f(0.0);
     for (var w = 0u; w < DV; w++) { a += q[w] * ldK(kb + w); e += gr[w] * ldV(kb + w); }
-    let ok = rowValid && (!CAUSAL || i32(j) <= qlim) && (!SEGON || SEG[b * p.T + j] == mySeg);
+    let ok = ${visible({ within: ['rowValid'], key: 'j', qlim: 'qlim', segment: ['SEG[b * p.T + j]', 'mySeg'] })};
     let ds = select(0.0, exp2(a.x + a.y + a.z + a.w - L2) * (e.x + e.y + e.z + e.w - Di), ok);
     for (var w = 0u; w < DV; w++) { dq[w] += ds * ldK(kb + w); }
   }
@@ -187,7 +184,7 @@ ${backwardInputBindings(s.qType, s.kvType)}
 @group(0) @binding(9) var<storage, read> SEG: array<i32>;
 
 ${ENTRY} {
-  let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u;
+  ${MASK_FLAGS}
   let b = wid.z; let hk = wid.y;
   let key0 = wid.x * ROWS;
   let j = key0 + lid;
@@ -217,7 +214,7 @@ ${ENTRY} {
       var a = vec4f(0.0);
       var e = vec4f(0.0);
       for (var w = 0u; w < DV; w++) { a += k[w] * ldQ(qb + w); e += v[w] * ldDO(qb + w); }
-      let ok = keyValid && (!CAUSAL || i32(j) <= i32(i) + p.qOffset) && (!SEGON || SEG[b * p.T + i] == mySeg);
+      let ok = ${visible({ within: ['keyValid'], key: 'j', qlim: 'i32(i) + p.qOffset', segment: ['SEG[b * p.T + i]', 'mySeg'] })};
       let pr = select(0.0, exp2(a.x + a.y + a.z + a.w - LSE[r] * LOG2E), ok);
       let ds = select(0.0, pr * (e.x + e.y + e.z + e.w - DD[r]), ok);
       for (var w = 0u; w < DV; w++) { dv[w] += pr * ldDO(qb + w); dk[w] += ds * ldQ(qb + w); }
@@ -233,26 +230,25 @@ export function cpuAttentionKernel(spec: CpuAttentionSpec): string {
   return spec.kind === 'fwd' ? forwardKernel(spec) : spec.kind === 'dq' ? dqKernel(spec) : dkvKernel(spec);
 }
 
-/** Every row-per-invocation variant: each kind × head dim (4..CPU_MAX_DH) × f32 or f16 q/k/v. */
-export function cpuAttentionVariants(): KernelVariant[] {
-  const out: KernelVariant[] = [];
-  for (const kind of ['fwd', 'dq', 'dkv'] as const)
-    for (let Dh = 4; Dh <= CPU_MAX_DH; Dh += 4)
-      for (const type of ['f32', 'f16'] as const) {
-        const spec = cpuAttentionSpec(kind, Dh, type, type);
-        const code = () => cpuAttentionKernel(spec);
-        out.push({
-          family: 'attention-cpu',
-          name: `${kind} Dh=${Dh} ${type}`,
-          mode: 'portable',
-          key: cpuAttentionKey(spec),
-          code,
-          workgroupBytes: 0,
-          storageBuffers: (code().match(/var<storage/g) ?? []).length,
-          spec,
-        });
-      }
-  return out;
-}
+/**
+ * One family per kind (keys `attn.cpu.fwd:…`, `attn.cpu.dq:…`, `attn.cpu.dkv:…`); the table is every head
+ * dim 4..CPU_MAX_DH × f32 or f16 q/k/v (the backward runs them for training on software adapters, where
+ * q, k and v share one dtype) with CPU_ROWS rows per workgroup.
+ */
+export const cpuAttention: Record<CpuAttentionKind, KernelFamily<CpuAttentionSpec>> = {
+  fwd: cpuAttentionFamily('fwd'),
+  dq: cpuAttentionFamily('dq'),
+  dkv: cpuAttentionFamily('dkv'),
+};
 
-registerKernelVariants('attention-cpu', cpuAttentionVariants);
+function cpuAttentionFamily(kind: CpuAttentionKind): KernelFamily<CpuAttentionSpec> {
+  return kernelFamily<CpuAttentionSpec>({
+    family: `attn.cpu.${kind}`,
+    specs: () =>
+      range(CPU_MAX_DH / 4).flatMap((i) =>
+        (['f32', 'f16'] as const).map((type) => cpuAttentionSpec(kind, 4 * (i + 1), type, type)),
+      ),
+    code: cpuAttentionKernel,
+    name: (s) => `Dh=${4 * s.DV} ${s.qType}`,
+  });
+}

@@ -28,8 +28,7 @@
 //    dQ and dK/dV are two kernels (each recomputes S and dP).
 // Masking is by explicit flags (never −∞ arithmetic); staged rows outside [kvStart, kvLength) and
 // query rows past T are zero-filled without reading memory (a serving cache holds NaN there).
-import { HEADER as ATTN_HEADER, backwardInputBindings, inputBinding } from './attention.js';
-import { specKey } from './common.js';
+import { HEADER as ATTN_HEADER, backwardInputBindings, MASK_FLAGS, qkvBindings, visible } from './attention.js';
 import {
   LOGICAL_SUBGROUP,
   MATRIX_SHAPES,
@@ -40,7 +39,7 @@ import {
   type SgMatrix,
   subgroupMatrices,
 } from './sgmatrix.js';
-import { type KernelVariant, registerKernelVariants } from './variants.js';
+import { type KernelVariant, kernelFamily, registerKernelVariants } from './variants.js';
 
 export type SgAttentionPass = 'fwd' | 'dq' | 'dkv';
 
@@ -113,9 +112,9 @@ export function sgAttentionName(s: SgAttentionSpec): string {
   return `${s.pass}.${s.mode}.${shapeName(s.shape)}.dh${s.Dh}.br${s.BR}.bc${s.BC}.sg${s.NSG}.q${s.qType}.kv${s.kvType}`;
 }
 
-/** The pipeline cache key: derived from every field of the spec (specKey). */
+/** The pipeline cache key: derived from every field of the spec (the family's specKey). */
 export function sgAttentionKey(s: SgAttentionSpec): string {
-  return specKey('attn.sgm', s);
+  return sgAttention.key(s);
 }
 
 function checkSpec(s: SgAttentionSpec): void {
@@ -294,11 +293,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let sg = ${f.subgroupId}; let lane = ${native ? 'sg_lane_hw' : 'sg_lane'};`;
 }
 
-/** WGSL: key column c of the block at j0 is visible from query row r of the block at i0. */
-const VISIBLE = /* wgsl */ `
+/**
+ * WGSL: key column c of the block at j0 is visible from query row r of the block at i0. Built on call:
+ * attention.ts, whose snippets it uses, imports this module and may not have run when it loads.
+ */
+const visibleFn = (): string => /* wgsl */ `
 fn visible(i: u32, j: u32, r: u32, c: u32, kLo: u32, kHi: u32) -> bool {
-  let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u;
-  return i < p.T && j >= kLo && j < kHi && (!CAUSAL || i32(j) <= i32(i) + p.qOffset) && (!SEGON || shQSeg[r] == shKSeg[c]);
+  ${MASK_FLAGS}
+  return ${visible({ within: ['i < p.T', 'j >= kLo', 'j < kHi'], key: 'j', qlim: 'i32(i) + p.qOffset', segment: ['shQSeg[r]', 'shKSeg[c]'] })};
 }`;
 
 // ---------------------------------------------------------------------------------------------
@@ -312,9 +314,7 @@ function forwardKernel(s: SgAttentionSpec): string {
   const pv = gemm(s, s.BR, s.Dh);
   const EPL = (M * N) / SG_WIDTH;
   return /* wgsl */ `${common(s, f)}
-${inputBinding(1, 'Q', s.qType)}
-${inputBinding(2, 'K', s.kvType)}
-${inputBinding(3, 'V', s.kvType)}
+${qkvBindings(s.qType, s.kvType)}
 @group(0) @binding(4) var<storage, read_write> O: array<f32>;
 @group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
 @group(0) @binding(6) var<storage, read> SEG: array<i32>;
@@ -325,7 +325,7 @@ var<workgroup> shP: array<f16, ${s.BR * (s.BC + PAD16)}>;
 var<workgroup> rowM: array<f32, BR>;
 var<workgroup> rowL: array<f32, BR>;
 var<workgroup> rowA: array<f32, BR>;
-${VISIBLE}
+${visibleFn()}
 
 ${entry(s, f)}
   let SEGON = (p.flags & 2u) != 0u;
@@ -420,7 +420,7 @@ var<workgroup> shV: array<f16, ${s.BC * (s.Dh + PAD16)}>;
 var<workgroup> shDS: array<f16, ${s.BR * (s.BC + PAD16)}>;
 var<workgroup> rowL2: array<f32, BR>;
 var<workgroup> rowD: array<f32, BR>;
-${VISIBLE}`;
+${visibleFn()}`;
 }
 
 /**
@@ -678,34 +678,47 @@ export interface AttentionVariantCheck {
 }
 
 /**
- * Every subgroup-matrix attention kernel the generator can produce natively, offline (no device):
- * each pass × matrix shape × head dim × storage dtypes of q and k/v; and the emulated kernels the
- * checks in ATTENTION_SG_CASES run (one variant per case and pass). Registered for check:kernels.
+ * The subgroup-matrix kernels, one family (keys `attn.sgm:…`). Its table is every kernel the generator
+ * can produce natively, offline (no device): each pass × matrix shape × head dim × storage dtypes of q
+ * and k/v. The emulated twins (`AttentionTiles.fragments` mode 'emulated', for tests) launch through it
+ * too; the ones check:kernels runs are registered with their problems by enumerateAttentionVariants.
+ */
+export const sgAttention = kernelFamily<SgAttentionSpec>({
+  family: 'attn.sgm',
+  mode: 'native',
+  specs: () => {
+    const dtypes = ['f32', 'f16'] as const;
+    return (['fwd', 'dq', 'dkv'] as const).flatMap((pass) =>
+      SG_SHAPES.flatMap((shape) =>
+        SG_HEAD_DIMS.flatMap((Dh) =>
+          dtypes.flatMap((qType) => dtypes.map((kvType) => sgAttentionSpec(pass, 'native', shape, Dh, qType, kvType))),
+        ),
+      ),
+    );
+  },
+  code: sgAttentionKernel,
+  name: sgAttentionName,
+  workgroupBytes: sgAttentionSharedBytes,
+});
+
+/**
+ * The emulated kernels the checks in ATTENTION_SG_CASES run (one variant per case and pass), with the
+ * case each needs: registered for check:kernels, which runs them against the float64 reference.
  */
 export function enumerateAttentionVariants(): KernelVariant[] {
   const out: KernelVariant[] = [];
-  const dtypes = ['f32', 'f16'] as const;
-  const entry = (spec: SgAttentionSpec, name: string, check?: AttentionVariantCheck): KernelVariant => ({
-    family: 'attention',
-    name,
-    mode: spec.mode,
-    key: sgAttentionKey(spec),
-    code: () => sgAttentionKernel(spec),
-    workgroupBytes: sgAttentionSharedBytes(spec),
-    spec: check ?? spec,
-  });
-  for (const pass of ['fwd', 'dq', 'dkv'] as const)
-    for (const shape of SG_SHAPES)
-      for (const Dh of SG_HEAD_DIMS)
-        for (const qType of dtypes)
-          for (const kvType of dtypes) {
-            const spec = sgAttentionSpec(pass, 'native', shape, Dh, qType, kvType);
-            out.push(entry(spec, sgAttentionName(spec)));
-          }
   for (const c of ATTENTION_SG_CASES)
     for (const pass of casePasses(c)) {
       const spec = sgAttentionSpec(pass, 'emulated', c.shape, c.Dh, c.dtype, c.dtype);
-      out.push(entry(spec, `${pass} ${shapeName(c.shape)}: ${c.label}`, { case: c, pass }));
+      out.push({
+        family: 'attention',
+        name: `${pass} ${shapeName(c.shape)}: ${c.label}`,
+        mode: 'emulated',
+        key: sgAttentionKey(spec),
+        code: () => sgAttentionKernel(spec),
+        workgroupBytes: sgAttentionSharedBytes(spec),
+        spec: { case: c, pass } satisfies AttentionVariantCheck,
+      });
     }
   return out;
 }

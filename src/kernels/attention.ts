@@ -62,9 +62,8 @@ import { saveActivation } from './activations.js';
 import {
   CPU_MAX_DH,
   type CpuAttentionKind,
+  cpuAttention,
   cpuAttentionGrid,
-  cpuAttentionKernel,
-  cpuAttentionKey,
   cpuAttentionSpec,
 } from './attention-cpu.js';
 import {
@@ -73,14 +72,14 @@ import {
   SG_WIDTH,
   type SgAttentionPass,
   type SgAttentionSpec,
-  sgAttentionKernel,
-  sgAttentionKey,
+  sgAttention,
   sgAttentionSharedBytes,
   sgAttentionSpec,
   sgWorkgroupSize,
 } from './attention-sgmatrix.js';
-import { assertDtype, dispatch, grid1d, specKey, Uniforms } from './common.js';
+import { assertDtype, grid1d, specKey, Uniforms } from './common.js';
 import { assertOffered, isOffered, type MatrixMode, type MatrixShape } from './sgmatrix.js';
+import { type KernelFamily, kernelFamily } from './variants.js';
 
 export interface FlashAttentionOptions {
   causal: boolean;
@@ -364,6 +363,98 @@ function subgroupFits(
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The SIMT kernels' variant table (kernel families below, next to each generator).
+
+/**
+ * Head dims enumerated offline: every multiple of 4 in 8..32 (the presets' 16 and 32, the reference
+ * fixtures' 12 and 16, small models) and the Llama-family models' 64, 80, 96 and 128. Other head dims
+ * the kernels take (4..256) compile on first use, outside the table.
+ */
+const TABLE_HEAD_DIMS: readonly number[] = [8, 12, 16, 20, 24, 28, 32, 64, 80, 96, 128];
+
+/**
+ * The storage dtypes (q, k/v) callers pass: f32 or f16 throughout (training and prefill, fp32 or
+ * fp16-mixed), and in the forward f32 queries over an f16 KV cache (decoding).
+ */
+const TABLE_TYPES: Record<KernelKind, readonly (readonly ['f32' | 'f16', 'f32' | 'f16'])[]> = {
+  fwd: [
+    ['f32', 'f32'],
+    ['f16', 'f16'],
+    ['f32', 'f16'],
+  ],
+  dq: [
+    ['f32', 'f32'],
+    ['f16', 'f16'],
+  ],
+  dkv: [
+    ['f32', 'f32'],
+    ['f16', 'f16'],
+  ],
+};
+
+/**
+ * Devices the table is enumerated for (a geometry depends on workgroup memory, invocations and
+ * subgroup sizes): a software adapter like lavapipe (subgroups of 8, 32 KiB) and GPU-like limits,
+ * subgroups of 32 with 48 KiB (NVIDIA-like), 32..64 with 64 KiB (AMD-like), 16..32 with 48 KiB
+ * (Intel-like) and 32 with 32 KiB (Apple-like), as the chooser's tests pose.
+ */
+const TABLE_CAPS: readonly AttentionCaps[] = (
+  [
+    [8, 8, 32 * 1024, true],
+    [32, 32, 48 * 1024, false],
+    [32, 64, 64 * 1024, false],
+    [16, 32, 48 * 1024, false],
+    [32, 32, 32 * 1024, false],
+  ] as const
+).map(([subgroupMinSize, subgroupMaxSize, maxWorkgroupStorage, software]) => ({
+  features: new Set<FeatureName>(['subgroups', 'shader-f16']),
+  subgroupMinSize,
+  subgroupMaxSize,
+  maxWorkgroupStorage,
+  maxInvocations: 1024,
+  software,
+}));
+
+/**
+ * Every geometry the launchers pick for a `kind` kernel without tile overrides: table head dims ×
+ * dtypes × both exchanges (the subgroup one where subgroupFits) × unrolled or not × TABLE_CAPS, and in
+ * the forward the split layout's 8 rows per workgroup (splitTiles), deduplicated. Tile overrides
+ * (`AttentionTiles` rows and block: tests, the tuner) give geometries outside the table; they compile
+ * on first use.
+ */
+function geoTable(kind: KernelKind): Geo[] {
+  const out = new Map<string, Geo>();
+  for (const caps of TABLE_CAPS)
+    for (const Dh of TABLE_HEAD_DIMS)
+      for (const [qType, kvType] of TABLE_TYPES[kind])
+        for (const rows of kind === 'fwd' ? [undefined, 8] : [undefined])
+          for (const unroll of [true, false])
+            for (const exchange of ['workgroup', 'subgroup'] as const) {
+              const d = { Dh, qType, kvType };
+              const tiles = { rows, unroll };
+              if (exchange === 'subgroup' && !subgroupFits(kind, d, caps, tiles)) continue;
+              const g = makeGeo(kind, d, exchange, caps, tiles);
+              out.set(specKey('', g), g);
+            }
+  return [...out.values()];
+}
+
+/**
+ * A SIMT kernel family: its geometries from geoTable, the workgroup memory each declares (an upper
+ * bound, sharedBytes), named in reports by slice geometry, tiles, exchange, dtypes and loop form.
+ */
+function simtFamily(family: string, kind: KernelKind, code: (g: Geo) => string): KernelFamily<Geo> {
+  return kernelFamily<Geo>({
+    family,
+    specs: () => geoTable(kind),
+    code,
+    name: (g) =>
+      `tpr${g.TPR}.wv${g.WV}.rows${g.ROWS}.block${g.BLOCK}.${g.exchange}.q${g.qType}.kv${g.kvType}${g.unroll ? '.unrolled' : ''}`,
+    workgroupBytes: (g) => sharedBytes(g.kind, g.DV, g.BLOCK, g.NT, g.exchange),
+  });
+}
+
 /** The shape facts the variant table looks at. */
 export interface AttentionShape {
   B: number;
@@ -622,17 +713,36 @@ fn ld${name}(i: u32) -> vec4f {
 }`;
 }
 
+/** Bindings 1-3, q, k and v, that every attention kernel reads first (outputs follow from binding 4). */
+export function qkvBindings(qType: 'f32' | 'f16', kvType: 'f32' | 'f16'): string {
+  return `${inputBinding(1, 'Q', qType)}
+${inputBinding(2, 'K', kvType)}
+${inputBinding(3, 'V', kvType)}`;
+}
+
 /**
  * Bindings 1-6 that every backward kernel reads (q, k, v, dO, the forward's logsumexp, D = rowsum(dO∘O)),
  * in the order the launchers bind them; dQ / dK / dV and the segment ids follow from binding 7.
  */
 export function backwardInputBindings(qType: 'f32' | 'f16', kvType: 'f32' | 'f16'): string {
-  return `${inputBinding(1, 'Q', qType)}
-${inputBinding(2, 'K', kvType)}
-${inputBinding(3, 'V', kvType)}
+  return `${qkvBindings(qType, kvType)}
 ${inputBinding(4, 'DO', 'f32')}
 @group(0) @binding(5) var<storage, read> LSE: array<f32>;
 @group(0) @binding(6) var<storage, read> DD: array<f32>;`;
+}
+
+/** WGSL: the masking flags of the uniforms, as the `visible` predicate reads them. */
+export const MASK_FLAGS = 'let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u;';
+
+/**
+ * WGSL: whether a query row sees a key, the rule of the header, for every kernel's loop shape: the
+ * bounds in `within` (the query row exists, the key is below kvLength / the block's end and at or
+ * after kvStart), causal (`key` ≤ `qlim`, the query's position + qOffset) and segments (the query's
+ * and the key's segment ids, `segment`, are equal). Reads the lets of MASK_FLAGS.
+ */
+export function visible(m: { within: string[]; key: string; qlim: string; segment: [string, string] }): string {
+  const [a, b] = m.segment;
+  return [...m.within, `(!CAUSAL || i32(${m.key}) <= ${m.qlim})`, `(!SEGON || ${a} == ${b})`].join(' && ');
 }
 
 function entry(g: Geo): string {
@@ -782,6 +892,16 @@ function stageRows(
     }`;
 }
 
+/** WGSL, forward and dQ: the staged key block (K, V, segment ids), its skip flag, the exchange and segRange. */
+function keyBlockDecls(g: Geo, names: number): string {
+  return `var<workgroup> shK: array<vec4f, ${g.BLOCK * g.DV}>;
+var<workgroup> shV: array<vec4f, ${g.BLOCK * g.DV}>;
+var<workgroup> shSeg: array<i32, ${g.BLOCK}>;
+var<workgroup> shSkip: u32;
+${exchangeDecl(g, names)}
+${SEG_RANGE}`;
+}
+
 /**
  * WGSL, forward and dQ: at key block j0, skip it (whole workgroup) when its segment ids cannot meet the
  * query rows', else stage its segment ids, K and V (keys from `lo` on); `cEnd` = keys of the block below kHi.
@@ -803,22 +923,15 @@ const keyBlockPrologue = (lo: string) => `if (SEGON) {
 
 function forwardKernel(g: Geo): string {
   return /* wgsl */ `${preamble(g)}
-${inputBinding(1, 'Q', g.qType)}
-${inputBinding(2, 'K', g.kvType)}
-${inputBinding(3, 'V', g.kvType)}
+${qkvBindings(g.qType, g.kvType)}
 @group(0) @binding(4) var<storage, read_write> O: array<vec4f>;   // out, or split partials (o unnormalized)
 @group(0) @binding(5) var<storage, read_write> LSE: array<f32>;   // lse, or split partials (m, l)
 @group(0) @binding(6) var<storage, read> SEG: array<i32>;
 @group(0) @binding(7) var<storage, read> KVS: array<i32>;
-var<workgroup> shK: array<vec4f, ${g.BLOCK * g.DV}>;
-var<workgroup> shV: array<vec4f, ${g.BLOCK * g.DV}>;
-var<workgroup> shSeg: array<i32, ${g.BLOCK}>;
-var<workgroup> shSkip: u32;
-${exchangeDecl(g, 1)}
-${SEG_RANGE}
+${keyBlockDecls(g, 1)}
 
 ${entry(g)} {
-  let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u; let SPLIT = (p.flags & 8u) != 0u;
+  ${MASK_FLAGS} let SPLIT = (p.flags & 8u) != 0u;
   ${rowMap(g)}
   let b = wid.z;
   var h = wid.y; var hk = h / p.group; var i = 0u; var rowValid = false;
@@ -868,7 +981,7 @@ ${entry(g)} {
         g.CH,
         (
           r,
-        ) => `let ok${r} = rowValid && c0 + ${r}u < cEnd && j0 + c0 + ${r}u >= kLo && (!CAUSAL || i32(j0 + c0 + ${r}u) <= qlim) && (!SEGON || shSeg[c0 + ${r}u] == mySeg);
+        ) => `let ok${r} = ${visible({ within: ['rowValid', `c0 + ${r}u < cEnd`, `j0 + c0 + ${r}u >= kLo`], key: `j0 + c0 + ${r}u`, qlim: 'qlim', segment: [`shSeg[c0 + ${r}u]`, 'mySeg'] })};
       if (ok${r}) { cmax = max(cmax, ${comp('s', r)}); }`,
         '\n      ',
       )}
@@ -900,6 +1013,8 @@ ${entry(g)} {
 }`;
 }
 
+const attnForward = simtFamily('attn.fwd', 'fwd', forwardKernel);
+
 /** Merges split partials (o, m, l) into out and lse: one thread per (row, vec4 of the head dim). */
 const COMBINE_KERNEL = /* wgsl */ `${HEADER}
 @group(0) @binding(1) var<storage, read> OP: array<vec4f>;
@@ -926,6 +1041,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   if (w == 0u) { LSE[lrow] = select(p.negInf, (mm + log2(ll)) * LN2, ll > 0.0); }
 }`;
 
+const attnCombine = kernelFamily({ family: 'attn.fwd.combine', specs: () => [{}], code: () => COMBINE_KERNEL });
+
 // ---------------------------------------------------------------------------------------------
 // Backward.
 
@@ -946,20 +1063,21 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
 }
 
+const attnBackwardDot = kernelFamily<{ oType: 'f32' | 'f16' }>({
+  family: 'attn.bwd.dot',
+  specs: () => [{ oType: 'f32' }, { oType: 'f16' }],
+  code: ({ oType }) => dotKernel(oType),
+});
+
 function dqKernel(g: Geo): string {
   return /* wgsl */ `${preamble(g)}
 ${backwardInputBindings(g.qType, g.kvType)}
 @group(0) @binding(7) var<storage, read_write> DQ: array<vec4f>;
 @group(0) @binding(8) var<storage, read> SEG: array<i32>;
-var<workgroup> shK: array<vec4f, ${g.BLOCK * g.DV}>;
-var<workgroup> shV: array<vec4f, ${g.BLOCK * g.DV}>;
-var<workgroup> shSeg: array<i32, ${g.BLOCK}>;
-var<workgroup> shSkip: u32;
-${exchangeDecl(g, 2)}
-${SEG_RANGE}
+${keyBlockDecls(g, 2)}
 
 ${entry(g)} {
-  let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u;
+  ${MASK_FLAGS}
   ${rowMap(g)}
   let b = wid.z; let h = wid.y; let hk = h / p.group;
   let i0 = wid.x * ROWS;
@@ -993,7 +1111,7 @@ ${entry(g)} {
         ['dp', 'gr', 'shV'],
       ])}
       ${exchange(g, ['s', 'dp'])}
-      ${lines(g.CH, (r) => `let ds${r} = select(0.0, exp2(${comp('s', r)} - L2) * (${comp('dp', r)} - Di), rowValid && c0 + ${r}u < cEnd && (!CAUSAL || i32(j0 + c0 + ${r}u) <= qlim) && (!SEGON || shSeg[c0 + ${r}u] == mySeg));`, '\n      ')}
+      ${lines(g.CH, (r) => `let ds${r} = select(0.0, exp2(${comp('s', r)} - L2) * (${comp('dp', r)} - Di), ${visible({ within: ['rowValid', `c0 + ${r}u < cEnd`], key: `j0 + c0 + ${r}u`, qlim: 'qlim', segment: [`shSeg[c0 + ${r}u]`, 'mySeg'] })});`, '\n      ')}
       ${axpyRows(g, [['dq', (r) => `ds${r}`, 'shK']])}
     }
     workgroupBarrier();
@@ -1003,6 +1121,8 @@ ${entry(g)} {
   }
 }`;
 }
+
+const attnBackwardDq = simtFamily('attn.bwd.dq', 'dq', dqKernel);
 
 function dkvKernel(g: Geo): string {
   return /* wgsl */ `${preamble(g)}
@@ -1020,7 +1140,7 @@ ${exchangeDecl(g, 2)}
 ${SEG_RANGE}
 
 ${entry(g)} {
-  let CAUSAL = (p.flags & 1u) != 0u; let SEGON = (p.flags & 2u) != 0u;
+  ${MASK_FLAGS}
   ${rowMap(g)}
   let b = wid.z; let hk = wid.y;
   let key0 = wid.x * ROWS;
@@ -1078,7 +1198,7 @@ ${entry(g)} {
           g.CH,
           (
             r,
-          ) => `let ok${r} = keyValid && c0 + ${r}u < cEnd && (!CAUSAL || i32(j) <= i32(j0 + c0 + ${r}u) + p.qOffset) && (!SEGON || shSeg[c0 + ${r}u] == mySeg);
+          ) => `let ok${r} = ${visible({ within: ['keyValid', `c0 + ${r}u < cEnd`], key: 'j', qlim: `i32(j0 + c0 + ${r}u) + p.qOffset`, segment: [`shSeg[c0 + ${r}u]`, 'mySeg'] })};
         let p${r} = select(0.0, exp2(${comp('s', r)} * p.scale2 - shL2[c0 + ${r}u]), ok${r});
         let ds${r} = select(0.0, p${r} * (${comp('dp', r)} - shD[c0 + ${r}u]), ok${r});`,
           '\n        ',
@@ -1097,6 +1217,8 @@ ${entry(g)} {
   }
 }`;
 }
+
+const attnBackwardDkv = simtFamily('attn.bwd.dkv', 'dkv', dkvKernel);
 
 // ---------------------------------------------------------------------------------------------
 // Launchers.
@@ -1169,7 +1291,7 @@ function useCpuKernels(
 
 function dispatchCpu(kind: CpuAttentionKind, d: Dims, tensors: Tensor[], u: Uniforms): void {
   const spec = cpuAttentionSpec(kind, d.Dh, d.qType, d.kvType);
-  dispatch(cpuAttentionKey(spec), () => cpuAttentionKernel(spec), tensors, cpuAttentionGrid(spec, d), u);
+  cpuAttention[kind].dispatch(spec, tensors, cpuAttentionGrid(spec, d), u);
 }
 
 function pickLayout(d: Dims, variant: ForwardVariant): ForwardLayout {
@@ -1209,9 +1331,8 @@ function forwardWithDims(
   const frag = pickFragments('forward', d, caps, variant, tiles);
   if (frag) {
     const spec = sgAttentionSpec('fwd', frag.mode, frag.shape, d.Dh, d.qType, d.kvType);
-    dispatch(
-      sgAttentionKey(spec),
-      () => sgAttentionKernel(spec),
+    sgAttention.dispatch(
+      spec,
       [q, k, v, out, lse, segBinding(d), kvStartBinding(d)],
       [Math.ceil(d.T / spec.BR), d.Hq, d.B],
       uniforms(d),
@@ -1225,10 +1346,9 @@ function forwardWithDims(
   }
   if (layout === 'split') tiles = splitTiles(d, tiles);
   const g = makeGeo('fwd', d, pickExchange('forward', layout, d, caps, tiles), caps, tiles);
-  const key = specKey('attn.fwd', g);
   const rows = d.B * d.Hq * d.T;
   const run = (o: Tensor, l: Tensor, grid: [number, number, number], u: Uniforms) =>
-    dispatch(key, () => forwardKernel(g), [q, k, v, o, l, segBinding(d), kvStartBinding(d)], grid, u);
+    attnForward.dispatch(g, [q, k, v, o, l, segBinding(d), kvStartBinding(d)], grid, u);
   if (layout === 'tiled') {
     if (tiles?.splits !== undefined) throw new RangeError('attention: splits applies to the split layout only');
     run(out, lse, [Math.ceil(d.T / g.ROWS), d.Hq, d.B], uniforms(d, { n: rows }));
@@ -1244,7 +1364,7 @@ function forwardWithDims(
   const partO = Tensor.empty([plan.splits, rows, d.Dh]);
   const partML = Tensor.empty([plan.splits, rows, 2]);
   run(partO, partML, grid, u);
-  dispatch('attn.fwd.combine', () => COMBINE_KERNEL, [partO, partML, out, lse], grid1d(rows * (d.Dh / 4), 64), u);
+  attnCombine.dispatch({}, [partO, partML, out, lse], grid1d(rows * (d.Dh / 4), 64), u);
   partO.dispose();
   partML.dispose();
   return { out, lse };
@@ -1295,14 +1415,7 @@ function backwardWithDims(
   const exchange = pickExchange('backward', 'tiled', d, caps, tiles);
   const D = Tensor.empty([d.B, d.Hq, d.T]);
   const oType = out.dtype as 'f32' | 'f16';
-  if (rows > 0)
-    dispatch(
-      specKey('attn.bwd.dot', { oType }),
-      () => dotKernel(oType),
-      [dOut, out, D],
-      grid1d(rows, 64),
-      uniforms(d, { n: rows }),
-    );
+  if (rows > 0) attnBackwardDot.dispatch({ oType }, [dOut, out, D], grid1d(rows, 64), uniforms(d, { n: rows }));
   const seg = segBinding(d);
   let dq: Tensor | null = null;
   let dk: Tensor | null = null;
@@ -1315,22 +1428,15 @@ function backwardWithDims(
       dq = Tensor.empty(q.shape);
       const g = spec('dq');
       if (rows > 0)
-        dispatch(
-          sgAttentionKey(g),
-          () => sgAttentionKernel(g),
-          [q, k, v, dOut, lse, D, dq, seg],
-          [Math.ceil(d.T / g.BR), d.Hq, d.B],
-          uniforms(d),
-        );
+        sgAttention.dispatch(g, [q, k, v, dOut, lse, D, dq, seg], [Math.ceil(d.T / g.BR), d.Hq, d.B], uniforms(d));
     }
     if (wantDkv) {
       dk = Tensor.empty(k.shape);
       dv = Tensor.empty(v.shape);
       const g = spec('dkv');
       if (k.numel > 0)
-        dispatch(
-          sgAttentionKey(g),
-          () => sgAttentionKernel(g),
+        sgAttention.dispatch(
+          g,
           [q, k, v, dOut, lse, D, dk, dv, seg],
           [Math.ceil(d.Sk / g.BC), d.Hkv, d.B],
           uniforms(d),
@@ -1356,13 +1462,7 @@ function backwardWithDims(
     dq = Tensor.empty(q.shape);
     if (rows > 0) {
       const g = makeGeo('dq', d, exchange, caps, tiles);
-      dispatch(
-        specKey('attn.bwd.dq', g),
-        () => dqKernel(g),
-        [q, k, v, dOut, lse, D, dq, seg],
-        [Math.ceil(d.T / g.ROWS), d.Hq, d.B],
-        uniforms(d),
-      );
+      attnBackwardDq.dispatch(g, [q, k, v, dOut, lse, D, dq, seg], [Math.ceil(d.T / g.ROWS), d.Hq, d.B], uniforms(d));
     }
   }
   if (wantDkv) {
@@ -1370,9 +1470,8 @@ function backwardWithDims(
     dv = Tensor.empty(v.shape);
     if (k.numel > 0) {
       const g = makeGeo('dkv', d, exchange, caps, tiles);
-      dispatch(
-        specKey('attn.bwd.dkv', g),
-        () => dkvKernel(g),
+      attnBackwardDkv.dispatch(
+        g,
         [q, k, v, dOut, lse, D, dk, dv, seg],
         [Math.ceil(d.Sk / g.ROWS), d.Hkv, d.B],
         uniforms(d),

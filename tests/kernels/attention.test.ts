@@ -26,6 +26,7 @@ import {
   sliceGeometry,
 } from '../../src/kernels/attention.js';
 import { binary, cast, sumToSuffix } from '../../src/kernels/elementwise.js';
+import { kernelVariants } from '../../src/kernels/variants.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
 
@@ -867,6 +868,58 @@ describe('flash attention variants: table and chooser', () => {
       /2 ≤ 1 lanes/,
     );
   });
+});
+
+describe('flash attention kernel families', () => {
+  // check:kernels compiles every registered variant offline; a launch whose key is not in a
+  // family's table would only ever be compiled by the device that runs it.
+  it(
+    'every kernel the default launches run is a registered variant',
+    async () => {
+      const dev = engine().dev;
+      const labels: string[] = [];
+      dev.onDispatch = (s) => labels.push(s.pipeline.label);
+      const rng = testRng('attention families');
+      const x = (shape: number[], dtype: 'f32' | 'f16') =>
+        upload(rng.normalArray(shape.reduce((a, b) => a * b, 1)), shape, dtype);
+      const train = async (dtype: 'f32' | 'f16', Hq: number, Hkv: number, Dh: number, seg?: Tensor) => {
+        // 70 query rows per kv head: the tiled layout; the backward through autograd.
+        const q = x([1, 70, Hq, Dh], dtype);
+        q.requiresGrad = true;
+        const k = x([1, 70, Hkv, Dh], dtype);
+        const v = x([1, 70, Hkv, Dh], dtype);
+        tidy(() =>
+          backward(sumToSuffix(flashAttention(q, k, v, { causal: true, ...(seg ? { segmentIds: seg } : {}) }), [1])),
+        );
+        await q.grad!.toFloat32();
+        for (const t of [q.grad!, q, k, v]) t.dispose();
+      };
+      try {
+        await train('f32', 2, 1, 16); // the tiny preset's head dim
+        const seg = Tensor.from(
+          new Int32Array(70).map((_, i) => (i < 30 ? 0 : 1)),
+          [70],
+        );
+        await train('f16', 4, 2, 32, seg); // fin presets' head dim, fp16-mixed storage, packed sequences
+        seg.dispose();
+        await train('f32', 1, 1, 64); // Llama-family head dim
+        // Decoding one token over an f16 cache of 320 rows, 300 valid: split layout, KV chunks merged.
+        const q = x([1, 1, 4, 16], 'f32');
+        const k = x([1, 320, 2, 16], 'f16');
+        const out = flashAttention(q, k, k, { causal: true, qOffset: 299, kvLength: 300 });
+        await out.toFloat32();
+        for (const t of [out, q, k]) t.dispose();
+      } finally {
+        dev.onDispatch = null;
+      }
+      const registered = new Set(kernelVariants().map((v) => v.key));
+      const attn = labels.filter((l) => l.startsWith('attn.'));
+      for (const family of ['attn.fwd:', 'attn.fwd.combine:', 'attn.bwd.dot:'])
+        expect(attn.some((l) => l.startsWith(family))).toBe(true);
+      expect(attn.filter((l) => !registered.has(l))).toEqual([]);
+    },
+    COMPILE_TIMEOUT,
+  );
 });
 
 describe('flash attention autograd', () => {
