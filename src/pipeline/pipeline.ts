@@ -35,6 +35,7 @@ import { type EvalConfig, type EvalSuiteConfig, type ResolvedConfig, withLocalMo
 import { formatReport, prepareData, saveReport } from './data/index.js';
 import { type Comparison, compareResults } from './eval/compare.js';
 import type { EvalMetric } from './eval/generation.js';
+import { readPerplexity } from './eval/perplexity.js';
 import { REPORT_FORMAT, writeReport } from './eval/report.js';
 import { readResults, readTrainingLog } from './eval/results.js';
 import { type EvalSuite, evaluate } from './eval/run.js';
@@ -304,8 +305,8 @@ async function runCompareStage(
     const baseFile = resultsFile(baseDir, suite);
     const candFile = resultsFile(candDir, suite);
     if (suite.cfg.task === 'perplexity') {
-      const b = JSON.parse(await readFile(baseFile, 'utf8')) as { perplexity: number; loss: number };
-      const c = JSON.parse(await readFile(candFile, 'utf8')) as { perplexity: number; loss: number };
+      const b = await readPerplexity(baseFile);
+      const c = await readPerplexity(candFile);
       summary.push({
         suite: suite.name,
         task: 'perplexity',
