@@ -3,12 +3,15 @@
 //   data → baseline_eval → train → finetuned_eval → compare → export
 //
 // Each stage writes into <output.dir>/stages/<stage>/ and is recorded in
-// <output.dir>/pipeline-state.json with a fingerprint of its inputs (config sections, input files,
-// the fingerprints of the stages it reads from). On a re-run a stage whose record says done, whose
-// fingerprint is unchanged and whose outputs still exist is skipped; a changed input re-runs that
-// stage and, through the fingerprints, everything downstream of it. A failed stage stops the run
-// with an error naming it; what the earlier stages wrote stays, so fixing the input and re-running
-// continues from there. An interrupted training stage resumes from its latest checkpoint.
+// <output.dir>/pipeline-state.json with a fingerprint of its inputs (config values, input files,
+// the fingerprints of the stages it reads from). A stage's fingerprint covers every config value its
+// work reads because both come from one description of the stage: dataSpec, evalSpec (evaluate()'s
+// options, the prompt layout data.columns/template/preprocess included) and trainConfig. On a
+// re-run a stage whose record says done, whose fingerprint is unchanged and whose outputs still exist
+// is skipped; a changed input re-runs that stage and, through the fingerprints, everything downstream
+// of it. A failed stage stops the run with an error naming it; what the earlier stages wrote stays,
+// so fixing the input and re-running continues from there. An interrupted training stage resumes
+// from its latest checkpoint.
 //
 // Stage outputs:
 //   data/            data-report.json, data-report.txt (the data stage's validation and statistics)
@@ -32,13 +35,13 @@ import { exportMerged } from '../llama/merge.js';
 import type { LoadModelOptions } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { type EvalConfig, type EvalSuiteConfig, type ResolvedConfig, withLocalModel } from './config.js';
-import { formatReport, prepareData, saveReport } from './data/index.js';
+import { type DataStageConfig, formatReport, prepareData, saveReport } from './data/index.js';
 import { type Comparison, compareResults } from './eval/compare.js';
 import type { EvalMetric } from './eval/generation.js';
 import { readPerplexity } from './eval/perplexity.js';
 import { REPORT_FORMAT, writeReport } from './eval/report.js';
 import { readResults, readTrainingLog } from './eval/results.js';
-import { type EvalSuite, evaluate } from './eval/run.js';
+import { type EvalDataSettings, type EvalSuite, type EvaluateOptions, evaluate } from './eval/run.js';
 import { verdictLine } from './eval/verdict.js';
 import { checkSeqLenFitsModel } from './train/checks.js';
 import { runTraining } from './train/trainer.js';
@@ -209,51 +212,38 @@ export function evalSuites(ev: EvalConfig): Suite[] {
   });
 }
 
-const resultsFile = (dir: string, suite: Suite) =>
-  join(dir, suite.cfg.task === 'perplexity' ? `${suite.name}.perplexity.json` : `${suite.name}.results.json`);
+const resultsFile = (dir: string, suite: { name: string; task: EvalSuite['task'] }) =>
+  join(dir, suite.task === 'perplexity' ? `${suite.name}.perplexity.json` : `${suite.name}.results.json`);
 
-function loadOptions(cfg: ResolvedConfig, adapter?: string): LoadModelOptions {
+/**
+ * What an evaluation stage runs: evaluate()'s options as the config sets them, less where the results
+ * go and what the progress bars say. The one description of what an evaluation depends on: the stages
+ * run it (evalOptions) and fingerprint it (evalInputs).
+ */
+interface EvalSpec {
+  /** The base model: weights (unless a fully trained model is evaluated), tokenizer and embedding model. */
+  model: string;
+  load: LoadModelOptions;
+  suites: (EvalSuite & { name: string })[];
+  data: EvalDataSettings;
+  maxNewTokens: number;
+  sampling: NonNullable<EvaluateOptions['sampling']>;
+}
+
+function evalSpec(cfg: ResolvedConfig, ev: EvalConfig): EvalSpec {
   return {
-    storage: cfg.model.storage,
-    ...(cfg.model.quantize === 'nf4' ? { quantize: 'nf4' as const } : {}),
-    ...(adapter ? { adapter } : {}),
-  };
-}
-
-/** What an evaluation stage evaluates: the base model, base + adapter, or a fully trained model folder. */
-interface EvaluatedModel {
-  adapter?: string;
-  model?: string;
-}
-
-/** One evaluation stage: every suite with the base model (+ adapter) or the trained model (eval/run.ts). Returns the written files. */
-async function runEvalStage(
-  cfg: ResolvedConfig,
-  ev: EvalConfig,
-  outDir: string,
-  label: string,
-  evaluated: EvaluatedModel,
-  quiet: boolean,
-): Promise<string[]> {
-  const { adapter } = evaluated;
-  const suites: EvalSuite[] = evalSuites(ev).map((suite) => ({
-    file: suite.cfg.file,
-    task: suite.cfg.task,
-    name: suite.name,
-    limit: suite.cfg.limit ?? ev.limit,
-    // Perplexity suites are {"text"} records whatever the training data's columns.
-    ...(suite.cfg.task === 'perplexity'
-      ? { textColumn: 'text' }
-      : { metrics: suite.cfg.metrics as EvalMetric[] | null, addEmbeddingMetrics: ev.embeddings }),
-    out: resultsFile(outDir, suite),
-    label: `${label} ${suite.name}`,
-  }));
-  const outcomes = await evaluate({
-    modelDir: evaluated.model ?? cfg.model.path,
-    load: loadOptions(cfg, adapter),
-    tokenizerDir: cfg.model.path,
-    embeddingModelDir: cfg.model.path,
-    suites,
+    model: cfg.model.path,
+    load: { storage: cfg.model.storage, ...(cfg.model.quantize === 'nf4' ? { quantize: 'nf4' as const } : {}) },
+    suites: evalSuites(ev).map((suite) => ({
+      file: suite.cfg.file,
+      task: suite.cfg.task,
+      name: suite.name,
+      limit: suite.cfg.limit ?? ev.limit,
+      // Perplexity suites are {"text"} records whatever the training data's columns.
+      ...(suite.cfg.task === 'perplexity'
+        ? { textColumn: 'text' }
+        : { metrics: suite.cfg.metrics as EvalMetric[] | null, addEmbeddingMetrics: ev.embeddings }),
+    })),
     // The suites' records are prompted as the training data was (data.columns, data.template).
     data: {
       columns: cfg.data.columns,
@@ -273,9 +263,34 @@ async function runEvalStage(
       repetitionPenalty: ev.sampling.repetition_penalty,
       seed: ev.sampling.seed,
     },
+  };
+}
+
+/** What an evaluation stage evaluates: the base model, base + adapter, or a fully trained model folder. */
+interface EvaluatedModel {
+  adapter?: string;
+  model?: string;
+}
+
+/** evaluate()'s options for one evaluation stage: `spec`, writing every suite's results into `outDir`. */
+function evalOptions(
+  spec: EvalSpec,
+  outDir: string,
+  label: string,
+  evaluated: EvaluatedModel,
+  quiet: boolean,
+): EvaluateOptions {
+  return {
+    modelDir: evaluated.model ?? spec.model,
+    load: { ...spec.load, ...(evaluated.adapter ? { adapter: evaluated.adapter } : {}) },
+    tokenizerDir: spec.model,
+    embeddingModelDir: spec.model,
+    suites: spec.suites.map((s) => ({ ...s, out: resultsFile(outDir, s), label: `${label} ${s.name}` })),
+    data: spec.data,
+    maxNewTokens: spec.maxNewTokens,
+    sampling: spec.sampling,
     quiet,
-  });
-  return outcomes.map((o) => o.out!);
+  };
 }
 
 function metricsLine(c: Comparison): string {
@@ -302,8 +317,8 @@ async function runCompareStage(
   const summary: Record<string, unknown>[] = [];
   const md: string[] = ['# Fine-tuned vs base', ''];
   for (const suite of suites) {
-    const baseFile = resultsFile(baseDir, suite);
-    const candFile = resultsFile(candDir, suite);
+    const baseFile = resultsFile(baseDir, { name: suite.name, task: suite.cfg.task });
+    const candFile = resultsFile(candDir, { name: suite.name, task: suite.cfg.task });
     if (suite.cfg.task === 'perplexity') {
       const b = await readPerplexity(baseFile);
       const c = await readPerplexity(candFile);
@@ -403,21 +418,32 @@ function stageTable(run: PipelineRun): StageSpec[] {
   ];
 }
 
+/** One fingerprint input per field of what a stage reads, named `<prefix>.<field>`. */
+function specInputs(prefix: string, spec: object): Record<string, string> {
+  return Object.fromEntries(Object.entries(spec).map(([k, v]) => [`${prefix}.${k}`, valueFingerprint(v)]));
+}
+
+/** What the data stage reads from the config (besides the model folder and the data files). */
+function dataSpec(cfg: ResolvedConfig): DataStageConfig {
+  return { data: cfg.data, training: { seed: cfg.training.seed } };
+}
+
 function dataStage(run: PipelineRun): StageSpec {
   const { cfg } = run;
+  const spec = dataSpec(cfg);
   return {
     name: 'data',
     inputs: async () => ({
       model: run.modelFp,
-      'config.data': valueFingerprint(cfg.data),
-      'config.training.seed': valueFingerprint(cfg.training.seed),
-      'data.train': await fileFingerprint(cfg.data.train),
-      ...(cfg.data.val ? { 'data.val': await fileFingerprint(cfg.data.val) } : {}),
+      'config.data': valueFingerprint(spec.data),
+      'config.training.seed': valueFingerprint(spec.training.seed),
+      'data.train': await fileFingerprint(spec.data.train),
+      ...(spec.data.val ? { 'data.val': await fileFingerprint(spec.data.val) } : {}),
     }),
     run: async (dir) => {
       checkSeqLenFitsModel(cfg, await loadLlamaConfig(cfg.model.path));
       const tokenizer = await LlamaTokenizer.load(cfg.model.path);
-      const prepared = await prepareData(cfg, tokenizer);
+      const prepared = await prepareData(spec, tokenizer);
       saveReport(prepared.report, join(dir, 'data-report.json'));
       await writeFileAtomic(join(dir, 'data-report.txt'), formatReport(prepared.report) + '\n');
       if (prepared.train.length === 0)
@@ -427,61 +453,70 @@ function dataStage(run: PipelineRun): StageSpec {
   };
 }
 
-/** What both evaluation stages read: the model, the eval settings, the suites' files. Null without an eval section. */
-async function evalInputs(run: PipelineRun): Promise<Record<string, string> | null> {
-  const { cfg, ev } = run;
-  if (!ev) return null;
-  const { alpha: _a, resamples: _r, ...generation } = ev;
+/** What an evaluation stage reads: the model folder, every evaluate() option of `spec`, the suites' files. */
+async function evalInputs(run: PipelineRun, spec: EvalSpec): Promise<Record<string, string>> {
   const files: Record<string, string> = {};
-  for (const s of evalSuites(ev)) files[`eval.${s.name}`] = await fileFingerprint(s.cfg.file);
-  return {
-    model: run.modelFp,
-    'config.model': valueFingerprint(cfg.model),
-    'config.eval': valueFingerprint(generation),
-    'config.data.preprocess': valueFingerprint(cfg.data.preprocess),
-    ...files,
-  };
+  for (const s of spec.suites) files[`eval.${s.name}`] = await fileFingerprint(s.file);
+  return { model: run.modelFp, ...specInputs('evaluate', spec), ...files };
 }
 
-/** baseline_eval: the base model; finetuned_eval: base + the trained adapter, or the fully trained model. */
+/** baseline_eval: the base model; finetuned_eval: base + the trained adapter, or the fully trained model. Not applicable without an eval section. */
 function evalStage(run: PipelineRun, name: 'baseline_eval' | 'finetuned_eval'): StageSpec {
   const { cfg, ev, quiet } = run;
-  if (name === 'baseline_eval')
-    return { name, inputs: () => evalInputs(run), run: (dir) => runEvalStage(cfg, ev!, dir, 'baseline', {}, quiet) };
-  const evaluated: EvaluatedModel =
-    cfg.training.method === 'full' ? { model: trainedModelDir(run) } : { adapter: trainedAdapterDir(run) };
+  const spec = ev ? evalSpec(cfg, ev) : null;
+  const baseline = name === 'baseline_eval';
+  const evaluated: EvaluatedModel = baseline
+    ? {}
+    : cfg.training.method === 'full'
+      ? { model: trainedModelDir(run) }
+      : { adapter: trainedAdapterDir(run) };
   return {
     name,
     inputs: async () => {
-      const base = await evalInputs(run);
-      return base ? { ...base, train: run.fp.train! } : null;
+      if (!spec) return null;
+      const inputs = await evalInputs(run, spec);
+      return baseline ? inputs : { ...inputs, train: run.fp.train! };
     },
-    run: (dir) => runEvalStage(cfg, ev!, dir, 'fine-tuned', evaluated, quiet),
+    run: async (dir) => {
+      const outcomes = await evaluate(evalOptions(spec!, dir, baseline ? 'baseline' : 'fine-tuned', evaluated, quiet));
+      return outcomes.map((o) => o.out!);
+    },
   };
+}
+
+/** The config the trainer runs with: the run's, writing into the stage folder; the merged export is the export stage's job. */
+function trainConfig(cfg: ResolvedConfig, dir: string): ResolvedConfig {
+  return { ...cfg, output: { ...cfg.output, dir, export_merged: false } };
+}
+
+/**
+ * The train stage's config inputs: every section of the trainer's config, less its provenance
+ * (`source`), the eval section it does not read, the folder it writes into and the console switch.
+ */
+function trainConfigInputs(trainCfg: ResolvedConfig): Record<string, string> {
+  const { source: _source, eval: _eval, output, logging, ...sections } = trainCfg;
+  const { dir: _dir, ...exported } = output;
+  const { console: _console, ...written } = logging;
+  return specInputs('config', { ...sections, output: exported, logging: written });
 }
 
 function trainStage(run: PipelineRun): StageSpec {
   const { cfg, quiet } = run;
+  const trainCfg = trainConfig(cfg, stageDir(run, 'train'));
   return {
     name: 'train',
     resumable: true,
-    inputs: async () => ({
-      data: run.fp.data!,
-      model: run.modelFp,
-      'config.model': valueFingerprint(cfg.model),
-      'config.lora': valueFingerprint(cfg.lora),
-      'config.training': valueFingerprint(cfg.training),
-    }),
+    inputs: async () => ({ data: run.fp.data!, model: run.modelFp, ...trainConfigInputs(trainCfg) }),
     run: async (dir) => {
-      // The merged export is the export stage's job; the trainer writes only the adapter.
-      const trainCfg: ResolvedConfig = { ...cfg, output: { ...cfg.output, dir, export_merged: false } };
       const r = await runTraining(trainCfg, { resume: true, quiet });
       if (r.interrupted)
         throw new Interrupted(
           r.signal ?? 'SIGINT',
           'training was interrupted (its checkpoint is kept): re-run the pipeline to resume',
         );
-      return [r.adapterDir ?? r.modelDir!, join(dir, 'metrics.jsonl')].filter((p) => existsSync(p));
+      return [r.adapterDir ?? r.modelDir!, join(dir, 'metrics.jsonl'), join(dir, 'tensorboard')].filter((p) =>
+        existsSync(p),
+      );
     },
   };
 }
