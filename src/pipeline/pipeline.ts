@@ -460,7 +460,10 @@ async function evalInputs(run: PipelineRun, spec: EvalSpec): Promise<Record<stri
   return { model: run.modelFp, ...specInputs('evaluate', spec), ...files };
 }
 
-/** baseline_eval: the base model; finetuned_eval: base + the trained adapter, or the fully trained model. Not applicable without an eval section. */
+/**
+ * baseline_eval: the base model; finetuned_eval: base + the trained adapter, or the fully trained
+ * model. Neither applies without an eval section.
+ */
 function evalStage(run: PipelineRun, name: 'baseline_eval' | 'finetuned_eval'): StageSpec {
   const { cfg, ev, quiet } = run;
   const spec = ev ? evalSpec(cfg, ev) : null;
@@ -484,7 +487,7 @@ function evalStage(run: PipelineRun, name: 'baseline_eval' | 'finetuned_eval'): 
   };
 }
 
-/** The config the trainer runs with: the run's, writing into the stage folder; the merged export is the export stage's job. */
+/** The config the trainer runs with: the run's, writing into the stage folder (merging is the export stage's job). */
 function trainConfig(cfg: ResolvedConfig, dir: string): ResolvedConfig {
   return { ...cfg, output: { ...cfg.output, dir, export_merged: false } };
 }

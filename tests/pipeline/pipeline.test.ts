@@ -170,7 +170,7 @@ describe('finllm pipeline (tiny model, two training steps)', () => {
   });
 
   it('a changed prompt layout (data.columns) re-runs the base model evaluation too: its prompts are laid out with it', async () => {
-    // The sample records name no conversations column: the data stage keeps every row, yet the layout's settings changed.
+    // The sample records name no conversations column: every row is kept, yet the layout's settings changed.
     const before = readState(t.runDir).stages.baseline_eval!.inputs;
     const sets = ['eval.max_new_tokens=3', 'logging.tensorboard=true', 'data.columns.conversations=dialogue'];
     const r = await runPipeline(loadConfig({ file: t.config, sets }), { quiet: true });

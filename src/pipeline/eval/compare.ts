@@ -537,7 +537,10 @@ function suiteVerdict(
   return decideVerdict(kind, evidence, note ? [note] : [], floorDetails);
 }
 
-/** The metric the improved/regressed examples are ranked by: the one asked for, else the first primary one that changed on some example. */
+/**
+ * The metric the improved/regressed examples are ranked by: the one asked for, else the first primary
+ * one that changed on some example, else a fallback.
+ */
 function rankingMetric(metrics: readonly MetricComparison[], requested: string | undefined): string | null {
   if (requested && !metrics.some((m) => m.metric === requested && m.perExample)) {
     throw new InputError(
