@@ -3,12 +3,15 @@
 //   data → baseline_eval → train → finetuned_eval → compare → export
 //
 // Each stage writes into <output.dir>/stages/<stage>/ and is recorded in
-// <output.dir>/pipeline-state.json with a fingerprint of its inputs (config sections, input files,
-// the fingerprints of the stages it reads from). On a re-run a stage whose record says done, whose
-// fingerprint is unchanged and whose outputs still exist is skipped; a changed input re-runs that
-// stage and, through the fingerprints, everything downstream of it. A failed stage stops the run
-// with an error naming it; what the earlier stages wrote stays, so fixing the input and re-running
-// continues from there. An interrupted training stage resumes from its latest checkpoint.
+// <output.dir>/pipeline-state.json with a fingerprint of its inputs (config values, input files,
+// the fingerprints of the stages it reads from). A stage's fingerprint covers every config value its
+// work reads because both come from one description of the stage: dataSpec, evalSpec (evaluate()'s
+// options, the prompt layout data.columns/template/preprocess included) and trainConfig. On a
+// re-run a stage whose record says done, whose fingerprint is unchanged and whose outputs still exist
+// is skipped; a changed input re-runs that stage and, through the fingerprints, everything downstream
+// of it. A failed stage stops the run with an error naming it; what the earlier stages wrote stays,
+// so fixing the input and re-running continues from there. An interrupted training stage resumes
+// from its latest checkpoint.
 //
 // Stage outputs:
 //   data/            data-report.json, data-report.txt (the data stage's validation and statistics)
@@ -32,12 +35,13 @@ import { exportMerged } from '../llama/merge.js';
 import type { LoadModelOptions } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
 import { type EvalConfig, type EvalSuiteConfig, type ResolvedConfig, withLocalModel } from './config.js';
-import { formatReport, prepareData, saveReport } from './data/index.js';
+import { type DataStageConfig, formatReport, prepareData, saveReport } from './data/index.js';
 import { type Comparison, compareResults } from './eval/compare.js';
 import type { EvalMetric } from './eval/generation.js';
+import { readPerplexity } from './eval/perplexity.js';
 import { REPORT_FORMAT, writeReport } from './eval/report.js';
 import { readResults, readTrainingLog } from './eval/results.js';
-import { type EvalSuite, evaluate } from './eval/run.js';
+import { type EvalDataSettings, type EvalSuite, type EvaluateOptions, evaluate } from './eval/run.js';
 import { verdictLine } from './eval/verdict.js';
 import { checkSeqLenFitsModel } from './train/checks.js';
 import { runTraining } from './train/trainer.js';
@@ -208,51 +212,38 @@ export function evalSuites(ev: EvalConfig): Suite[] {
   });
 }
 
-const resultsFile = (dir: string, suite: Suite) =>
-  join(dir, suite.cfg.task === 'perplexity' ? `${suite.name}.perplexity.json` : `${suite.name}.results.json`);
+const resultsFile = (dir: string, suite: { name: string; task: EvalSuite['task'] }) =>
+  join(dir, suite.task === 'perplexity' ? `${suite.name}.perplexity.json` : `${suite.name}.results.json`);
 
-function loadOptions(cfg: ResolvedConfig, adapter?: string): LoadModelOptions {
+/**
+ * What an evaluation stage runs: evaluate()'s options as the config sets them, less where the results
+ * go and what the progress bars say. The one description of what an evaluation depends on: the stages
+ * run it (evalOptions) and fingerprint it (evalInputs).
+ */
+interface EvalSpec {
+  /** The base model: weights (unless a fully trained model is evaluated), tokenizer and embedding model. */
+  model: string;
+  load: LoadModelOptions;
+  suites: (EvalSuite & { name: string })[];
+  data: EvalDataSettings;
+  maxNewTokens: number;
+  sampling: NonNullable<EvaluateOptions['sampling']>;
+}
+
+function evalSpec(cfg: ResolvedConfig, ev: EvalConfig): EvalSpec {
   return {
-    storage: cfg.model.storage,
-    ...(cfg.model.quantize === 'nf4' ? { quantize: 'nf4' as const } : {}),
-    ...(adapter ? { adapter } : {}),
-  };
-}
-
-/** What an evaluation stage evaluates: the base model, base + adapter, or a fully trained model folder. */
-interface EvaluatedModel {
-  adapter?: string;
-  model?: string;
-}
-
-/** One evaluation stage: every suite with the base model (+ adapter) or the trained model (eval/run.ts). Returns the written files. */
-async function runEvalStage(
-  cfg: ResolvedConfig,
-  ev: EvalConfig,
-  outDir: string,
-  label: string,
-  evaluated: EvaluatedModel,
-  quiet: boolean,
-): Promise<string[]> {
-  const { adapter } = evaluated;
-  const suites: EvalSuite[] = evalSuites(ev).map((suite) => ({
-    file: suite.cfg.file,
-    task: suite.cfg.task,
-    name: suite.name,
-    limit: suite.cfg.limit ?? ev.limit,
-    // Perplexity suites are {"text"} records whatever the training data's columns.
-    ...(suite.cfg.task === 'perplexity'
-      ? { textColumn: 'text' }
-      : { metrics: suite.cfg.metrics as EvalMetric[] | null, addEmbeddingMetrics: ev.embeddings }),
-    out: resultsFile(outDir, suite),
-    label: `${label} ${suite.name}`,
-  }));
-  const outcomes = await evaluate({
-    modelDir: evaluated.model ?? cfg.model.path,
-    load: loadOptions(cfg, adapter),
-    tokenizerDir: cfg.model.path,
-    embeddingModelDir: cfg.model.path,
-    suites,
+    model: cfg.model.path,
+    load: { storage: cfg.model.storage, ...(cfg.model.quantize === 'nf4' ? { quantize: 'nf4' as const } : {}) },
+    suites: evalSuites(ev).map((suite) => ({
+      file: suite.cfg.file,
+      task: suite.cfg.task,
+      name: suite.name,
+      limit: suite.cfg.limit ?? ev.limit,
+      // Perplexity suites are {"text"} records whatever the training data's columns.
+      ...(suite.cfg.task === 'perplexity'
+        ? { textColumn: 'text' }
+        : { metrics: suite.cfg.metrics as EvalMetric[] | null, addEmbeddingMetrics: ev.embeddings }),
+    })),
     // The suites' records are prompted as the training data was (data.columns, data.template).
     data: {
       columns: cfg.data.columns,
@@ -272,9 +263,34 @@ async function runEvalStage(
       repetitionPenalty: ev.sampling.repetition_penalty,
       seed: ev.sampling.seed,
     },
+  };
+}
+
+/** What an evaluation stage evaluates: the base model, base + adapter, or a fully trained model folder. */
+interface EvaluatedModel {
+  adapter?: string;
+  model?: string;
+}
+
+/** evaluate()'s options for one evaluation stage: `spec`, writing every suite's results into `outDir`. */
+function evalOptions(
+  spec: EvalSpec,
+  outDir: string,
+  label: string,
+  evaluated: EvaluatedModel,
+  quiet: boolean,
+): EvaluateOptions {
+  return {
+    modelDir: evaluated.model ?? spec.model,
+    load: { ...spec.load, ...(evaluated.adapter ? { adapter: evaluated.adapter } : {}) },
+    tokenizerDir: spec.model,
+    embeddingModelDir: spec.model,
+    suites: spec.suites.map((s) => ({ ...s, out: resultsFile(outDir, s), label: `${label} ${s.name}` })),
+    data: spec.data,
+    maxNewTokens: spec.maxNewTokens,
+    sampling: spec.sampling,
     quiet,
-  });
-  return outcomes.map((o) => o.out!);
+  };
 }
 
 function metricsLine(c: Comparison): string {
@@ -301,11 +317,11 @@ async function runCompareStage(
   const summary: Record<string, unknown>[] = [];
   const md: string[] = ['# Fine-tuned vs base', ''];
   for (const suite of suites) {
-    const baseFile = resultsFile(baseDir, suite);
-    const candFile = resultsFile(candDir, suite);
+    const baseFile = resultsFile(baseDir, { name: suite.name, task: suite.cfg.task });
+    const candFile = resultsFile(candDir, { name: suite.name, task: suite.cfg.task });
     if (suite.cfg.task === 'perplexity') {
-      const b = JSON.parse(await readFile(baseFile, 'utf8')) as { perplexity: number; loss: number };
-      const c = JSON.parse(await readFile(candFile, 'utf8')) as { perplexity: number; loss: number };
+      const b = await readPerplexity(baseFile);
+      const c = await readPerplexity(candFile);
       summary.push({
         suite: suite.name,
         task: 'perplexity',
@@ -359,7 +375,7 @@ async function runCompareStage(
 }
 
 // ---------------------------------------------------------------------------------------------
-// The runner
+// The stage table
 
 interface StageSpec {
   name: StageName;
@@ -368,7 +384,206 @@ interface StageSpec {
   run: (dir: string) => Promise<string[]>;
   /** Keep the stage folder when re-running the same fingerprint (training resumes from checkpoints). */
   resumable?: boolean;
+  /** Called instead of `run` when the stage is skipped as done (the compare stage reads its reports back). */
+  reuse?: (dir: string) => Promise<void>;
 }
+
+/** What the stages share within one run. */
+interface PipelineRun {
+  cfg: ResolvedConfig;
+  ev: EvalConfig | null;
+  quiet: boolean;
+  runDir: string;
+  /** The fingerprint of cfg.model.path's folder. */
+  modelFp: string;
+  /** Each stage's fingerprint once decided: later stages include those of the stages they read from. */
+  fp: Partial<Record<StageName, string>>;
+  /** The comparison reports, written by the compare stage or read back when it is skipped. */
+  reports: SuiteReport[];
+}
+
+const stageDir = (run: PipelineRun, stage: StageName) => join(run.runDir, 'stages', stage);
+const trainedAdapterDir = (run: PipelineRun) => join(stageDir(run, 'train'), 'adapter');
+const trainedModelDir = (run: PipelineRun) => join(stageDir(run, 'train'), 'model');
+
+/** The six stages in order, each with its inputs and its work. */
+function stageTable(run: PipelineRun): StageSpec[] {
+  return [
+    dataStage(run),
+    evalStage(run, 'baseline_eval'),
+    trainStage(run),
+    evalStage(run, 'finetuned_eval'),
+    compareStage(run),
+    exportStage(run),
+  ];
+}
+
+/** One fingerprint input per field of what a stage reads, named `<prefix>.<field>`. */
+function specInputs(prefix: string, spec: object): Record<string, string> {
+  return Object.fromEntries(Object.entries(spec).map(([k, v]) => [`${prefix}.${k}`, valueFingerprint(v)]));
+}
+
+/** What the data stage reads from the config (besides the model folder and the data files). */
+function dataSpec(cfg: ResolvedConfig): DataStageConfig {
+  return { data: cfg.data, training: { seed: cfg.training.seed } };
+}
+
+function dataStage(run: PipelineRun): StageSpec {
+  const { cfg } = run;
+  const spec = dataSpec(cfg);
+  return {
+    name: 'data',
+    inputs: async () => ({
+      model: run.modelFp,
+      'config.data': valueFingerprint(spec.data),
+      'config.training.seed': valueFingerprint(spec.training.seed),
+      'data.train': await fileFingerprint(spec.data.train),
+      ...(spec.data.val ? { 'data.val': await fileFingerprint(spec.data.val) } : {}),
+    }),
+    run: async (dir) => {
+      checkSeqLenFitsModel(cfg, await loadLlamaConfig(cfg.model.path));
+      const tokenizer = await LlamaTokenizer.load(cfg.model.path);
+      const prepared = await prepareData(spec, tokenizer);
+      saveReport(prepared.report, join(dir, 'data-report.json'));
+      await writeFileAtomic(join(dir, 'data-report.txt'), formatReport(prepared.report) + '\n');
+      if (prepared.train.length === 0)
+        throw new InputError('the data stage left no training examples', { file: cfg.data.train });
+      return [join(dir, 'data-report.json'), join(dir, 'data-report.txt')];
+    },
+  };
+}
+
+/** What an evaluation stage reads: the model folder, every evaluate() option of `spec`, the suites' files. */
+async function evalInputs(run: PipelineRun, spec: EvalSpec): Promise<Record<string, string>> {
+  const files: Record<string, string> = {};
+  for (const s of spec.suites) files[`eval.${s.name}`] = await fileFingerprint(s.file);
+  return { model: run.modelFp, ...specInputs('evaluate', spec), ...files };
+}
+
+/**
+ * baseline_eval: the base model; finetuned_eval: base + the trained adapter, or the fully trained
+ * model. Neither applies without an eval section.
+ */
+function evalStage(run: PipelineRun, name: 'baseline_eval' | 'finetuned_eval'): StageSpec {
+  const { cfg, ev, quiet } = run;
+  const spec = ev ? evalSpec(cfg, ev) : null;
+  const baseline = name === 'baseline_eval';
+  const evaluated: EvaluatedModel = baseline
+    ? {}
+    : cfg.training.method === 'full'
+      ? { model: trainedModelDir(run) }
+      : { adapter: trainedAdapterDir(run) };
+  return {
+    name,
+    inputs: async () => {
+      if (!spec) return null;
+      const inputs = await evalInputs(run, spec);
+      return baseline ? inputs : { ...inputs, train: run.fp.train! };
+    },
+    run: async (dir) => {
+      const outcomes = await evaluate(evalOptions(spec!, dir, baseline ? 'baseline' : 'fine-tuned', evaluated, quiet));
+      return outcomes.map((o) => o.out!);
+    },
+  };
+}
+
+/** The config the trainer runs with: the run's, writing into the stage folder (merging is the export stage's job). */
+function trainConfig(cfg: ResolvedConfig, dir: string): ResolvedConfig {
+  return { ...cfg, output: { ...cfg.output, dir, export_merged: false } };
+}
+
+/**
+ * The train stage's config inputs: every section of the trainer's config, less its provenance
+ * (`source`), the eval section it does not read, the folder it writes into and the console switch.
+ */
+function trainConfigInputs(trainCfg: ResolvedConfig): Record<string, string> {
+  const { source: _source, eval: _eval, output, logging, ...sections } = trainCfg;
+  const { dir: _dir, ...exported } = output;
+  const { console: _console, ...written } = logging;
+  return specInputs('config', { ...sections, output: exported, logging: written });
+}
+
+function trainStage(run: PipelineRun): StageSpec {
+  const { cfg, quiet } = run;
+  const trainCfg = trainConfig(cfg, stageDir(run, 'train'));
+  return {
+    name: 'train',
+    resumable: true,
+    inputs: async () => ({ data: run.fp.data!, model: run.modelFp, ...trainConfigInputs(trainCfg) }),
+    run: async (dir) => {
+      const r = await runTraining(trainCfg, { resume: true, quiet });
+      if (r.interrupted)
+        throw new Interrupted(
+          r.signal ?? 'SIGINT',
+          'training was interrupted (its checkpoint is kept): re-run the pipeline to resume',
+        );
+      return [r.adapterDir ?? r.modelDir!, join(dir, 'metrics.jsonl'), join(dir, 'tensorboard')].filter((p) =>
+        existsSync(p),
+      );
+    },
+  };
+}
+
+function compareStage(run: PipelineRun): StageSpec {
+  const { ev } = run;
+  return {
+    name: 'compare',
+    inputs: async () =>
+      ev
+        ? {
+            baseline_eval: run.fp.baseline_eval!,
+            finetuned_eval: run.fp.finetuned_eval!,
+            train: run.fp.train!,
+            'config.eval.stats': valueFingerprint({ alpha: ev.alpha, resamples: ev.resamples }),
+            report: valueFingerprint(REPORT_FORMAT),
+          }
+        : null,
+    run: async (dir) => {
+      const r = await runCompareStage(
+        ev!,
+        stageDir(run, 'baseline_eval'),
+        stageDir(run, 'finetuned_eval'),
+        stageDir(run, 'train'),
+        dir,
+      );
+      run.reports.push(...r.reports);
+      return r.written;
+    },
+    reuse: async (dir) => {
+      run.reports.push(...(await existingReports(ev!, dir)));
+    },
+  };
+}
+
+function exportStage(run: PipelineRun): StageSpec {
+  const { cfg } = run;
+  return {
+    name: 'export',
+    inputs: async () => ({
+      train: run.fp.train!,
+      model: run.modelFp,
+      'config.output.export_merged': valueFingerprint(cfg.output.export_merged),
+    }),
+    run: async (dir) => {
+      if (cfg.training.method === 'full') {
+        // The fully trained model is already a complete HF checkpoint: nothing to merge.
+        await cp(trainedModelDir(run), join(dir, 'model'), { recursive: true });
+        return [join(dir, 'model')];
+      }
+      const adapterDir = trainedAdapterDir(run);
+      const out = [join(dir, 'adapter')];
+      await cp(adapterDir, join(dir, 'adapter'), { recursive: true });
+      if (cfg.output.export_merged) {
+        await exportMerged(adapterDir, cfg.model.path, join(dir, 'merged'), { dtype: 'source' });
+        out.push(join(dir, 'merged'));
+      }
+      return out;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The runner
 
 /** Runs (or resumes) the pipeline of `cfg` in cfg.output.dir. */
 export async function runPipeline(configured: ResolvedConfig, opts: PipelineOptions = {}): Promise<PipelineResult> {
@@ -376,153 +591,64 @@ export async function runPipeline(configured: ResolvedConfig, opts: PipelineOpti
   const cfg = await withLocalModel(configured, { quiet: opts.quiet ?? false });
   const quiet = opts.quiet ?? false;
   const log = opts.log ?? ((line: string) => (quiet ? undefined : void process.stderr.write(line + '\n')));
-  const runDir = cfg.output.dir;
-  const stagesDir = join(runDir, 'stages');
-  const dirOf = (s: StageName) => join(stagesDir, s);
   const ev = cfg.eval ?? null;
-  if (ev) {
-    // Names and files checked before any work: a typo should not cost a data stage first.
-    for (const [i, s] of evalSuites(ev).entries()) {
-      if (!existsSync(s.cfg.file))
-        throw new InputError(`eval file not found: ${s.cfg.file}`, { key: `eval.suites.${i}.file` });
-    }
-  }
-  await ensureFolder(stagesDir);
+  // Names and files checked before any work: a typo should not cost a data stage first.
+  if (ev) checkEvalFiles(ev);
+  const runDir = cfg.output.dir;
+  await ensureFolder(join(runDir, 'stages'));
   const state = await readPipelineState(runDir);
-  const fp: Partial<Record<StageName, string>> = {};
-  const reports: SuiteReport[] = [];
-
-  // Shared input fingerprints.
-  const modelFp = await fileFingerprint(cfg.model.path);
-  const dataFiles = async () => ({
-    'data.train': await fileFingerprint(cfg.data.train),
-    ...(cfg.data.val ? { 'data.val': await fileFingerprint(cfg.data.val) } : {}),
-  });
-  const evalInputs = async (): Promise<Record<string, string> | null> => {
-    if (!ev) return null;
-    const { alpha: _a, resamples: _r, ...generation } = ev;
-    const files: Record<string, string> = {};
-    for (const s of evalSuites(ev)) files[`eval.${s.name}`] = await fileFingerprint(s.cfg.file);
-    return {
-      model: modelFp,
-      'config.model': valueFingerprint(cfg.model),
-      'config.eval': valueFingerprint(generation),
-      'config.data.preprocess': valueFingerprint(cfg.data.preprocess),
-      ...files,
-    };
+  const run: PipelineRun = {
+    cfg,
+    ev,
+    quiet,
+    runDir,
+    modelFp: await fileFingerprint(cfg.model.path),
+    fp: {},
+    reports: [],
   };
-  const trainDir = dirOf('train');
-  const full = cfg.training.method === 'full';
-  const adapterDir = join(trainDir, 'adapter');
-  const trainedModelDir = join(trainDir, 'model');
+  const outcomes = await runStages(stageTable(run), run, state, opts.rerunFrom, log);
+  const exported = join(stageDir(run, 'export'), 'adapter');
+  const merged = join(stageDir(run, 'export'), 'merged');
+  const exportedModel = join(stageDir(run, 'export'), 'model');
+  return {
+    runDir,
+    stateFile: join(runDir, PIPELINE_STATE_FILE),
+    stages: outcomes,
+    reports: run.reports,
+    adapterDir: existsSync(exported) ? exported : null,
+    modelDir: existsSync(exportedModel) ? exportedModel : null,
+    mergedDir: existsSync(merged) ? merged : null,
+  };
+}
 
-  const specs: StageSpec[] = [
-    {
-      name: 'data',
-      inputs: async () => ({
-        model: modelFp,
-        'config.data': valueFingerprint(cfg.data),
-        'config.training.seed': valueFingerprint(cfg.training.seed),
-        ...(await dataFiles()),
-      }),
-      run: async (dir) => {
-        checkSeqLenFitsModel(cfg, await loadLlamaConfig(cfg.model.path));
-        const tokenizer = await LlamaTokenizer.load(cfg.model.path);
-        const prepared = await prepareData(cfg, tokenizer);
-        saveReport(prepared.report, join(dir, 'data-report.json'));
-        await writeFileAtomic(join(dir, 'data-report.txt'), formatReport(prepared.report) + '\n');
-        if (prepared.train.length === 0)
-          throw new InputError('the data stage left no training examples', { file: cfg.data.train });
-        return [join(dir, 'data-report.json'), join(dir, 'data-report.txt')];
-      },
-    },
-    {
-      name: 'baseline_eval',
-      inputs: evalInputs,
-      run: (dir) => runEvalStage(cfg, ev!, dir, 'baseline', {}, quiet),
-    },
-    {
-      name: 'train',
-      resumable: true,
-      inputs: async () => ({
-        data: fp.data!,
-        model: modelFp,
-        'config.model': valueFingerprint(cfg.model),
-        'config.lora': valueFingerprint(cfg.lora),
-        'config.training': valueFingerprint(cfg.training),
-      }),
-      run: async (dir) => {
-        // The merged export is the export stage's job; the trainer writes only the adapter.
-        const trainCfg: ResolvedConfig = { ...cfg, output: { ...cfg.output, dir, export_merged: false } };
-        const r = await runTraining(trainCfg, { resume: true, quiet });
-        if (r.interrupted)
-          throw new Interrupted(
-            r.signal ?? 'SIGINT',
-            'training was interrupted (its checkpoint is kept): re-run the pipeline to resume',
-          );
-        return [r.adapterDir ?? r.modelDir!, join(dir, 'metrics.jsonl')].filter((p) => existsSync(p));
-      },
-    },
-    {
-      name: 'finetuned_eval',
-      inputs: async () => {
-        const base = await evalInputs();
-        return base ? { ...base, train: fp.train! } : null;
-      },
-      run: (dir) =>
-        runEvalStage(cfg, ev!, dir, 'fine-tuned', full ? { model: trainedModelDir } : { adapter: adapterDir }, quiet),
-    },
-    {
-      name: 'compare',
-      inputs: async () =>
-        ev
-          ? {
-              baseline_eval: fp.baseline_eval!,
-              finetuned_eval: fp.finetuned_eval!,
-              train: fp.train!,
-              'config.eval.stats': valueFingerprint({ alpha: ev.alpha, resamples: ev.resamples }),
-              report: valueFingerprint(REPORT_FORMAT),
-            }
-          : null,
-      run: async (dir) => {
-        const r = await runCompareStage(ev!, dirOf('baseline_eval'), dirOf('finetuned_eval'), trainDir, dir);
-        reports.push(...r.reports);
-        return r.written;
-      },
-    },
-    {
-      name: 'export',
-      inputs: async () => ({
-        train: fp.train!,
-        model: modelFp,
-        'config.output.export_merged': valueFingerprint(cfg.output.export_merged),
-      }),
-      run: async (dir) => {
-        if (full) {
-          // The fully trained model is already a complete HF checkpoint: nothing to merge.
-          await cp(trainedModelDir, join(dir, 'model'), { recursive: true });
-          return [join(dir, 'model')];
-        }
-        const out = [join(dir, 'adapter')];
-        await cp(adapterDir, join(dir, 'adapter'), { recursive: true });
-        if (cfg.output.export_merged) {
-          await exportMerged(adapterDir, cfg.model.path, join(dir, 'merged'), { dtype: 'source' });
-          out.push(join(dir, 'merged'));
-        }
-        return out;
-      },
-    },
-  ];
+function checkEvalFiles(ev: EvalConfig): void {
+  for (const [i, s] of evalSuites(ev).entries()) {
+    if (!existsSync(s.cfg.file))
+      throw new InputError(`eval file not found: ${s.cfg.file}`, { key: `eval.suites.${i}.file` });
+  }
+}
 
-  const outcomes: PipelineResult['stages'] = [];
+type StageOutcome = PipelineResult['stages'][number];
+
+/**
+ * Each stage in order: recorded as skipped when it does not apply; skipped when its record says done
+ * with the same fingerprint and its outputs exist (unless `rerunFrom` reached it); run otherwise.
+ */
+async function runStages(
+  specs: readonly StageSpec[],
+  run: PipelineRun,
+  state: PipelineState,
+  rerunFrom: StageName | undefined,
+  log: (line: string) => void,
+): Promise<StageOutcome[]> {
+  const outcomes: StageOutcome[] = [];
   let forced = false;
   for (const spec of specs) {
-    const dir = dirOf(spec.name);
-    if (opts.rerunFrom === spec.name) forced = true;
+    if (rerunFrom === spec.name) forced = true;
     const inputs = await spec.inputs();
     const prev = state.stages[spec.name];
     if (inputs === null) {
-      fp[spec.name] = 'skipped';
+      run.fp[spec.name] = 'skipped';
       state.stages[spec.name] = {
         status: 'skipped',
         fingerprint: 'skipped',
@@ -531,65 +657,72 @@ export async function runPipeline(configured: ResolvedConfig, opts: PipelineOpti
         started_at: new Date().toISOString(),
         note: 'no eval section in the config',
       };
-      await saveState(runDir, state);
+      await saveState(run.runDir, state);
       outcomes.push({ name: spec.name, outcome: 'skipped (no eval section)', seconds: 0 });
       log(`[pipeline] ${spec.name}: skipped (no eval section in the config)`);
       continue;
     }
     const fingerprint = combine(inputs);
-    fp[spec.name] = fingerprint;
-    const outputsExist = prev?.outputs.every((p) => existsSync(join(runDir, p))) ?? false;
+    run.fp[spec.name] = fingerprint;
+    const outputsExist = prev?.outputs.every((p) => existsSync(join(run.runDir, p))) ?? false;
     if (!forced && prev?.status === 'done' && prev.fingerprint === fingerprint && outputsExist) {
       outcomes.push({ name: spec.name, outcome: 'skipped (done)', seconds: 0 });
       log(`[pipeline] ${spec.name}: already done (inputs unchanged), skipped`);
-      if (spec.name === 'compare') reports.push(...(await existingReports(ev!, dir)));
+      await spec.reuse?.(stageDir(run, spec.name));
       continue;
     }
     // Start clean, except a resumable stage re-run on the same inputs (training picks up its checkpoints).
-    const keep =
-      spec.resumable && !forced && prev !== undefined && prev.fingerprint === fingerprint && prev.status !== 'done';
-    if (!keep) await rm(dir, { recursive: true, force: true });
-    await mkdir(dir, { recursive: true });
-    const started = Date.now();
-    const record: StageRecord = {
-      status: 'running',
-      fingerprint,
-      inputs,
-      outputs: [],
-      started_at: new Date(started).toISOString(),
-    };
-    state.stages[spec.name] = record;
-    // Later stages' records describe outputs of the old inputs: they re-run through their fingerprints.
-    await saveState(runDir, state);
-    log(`[pipeline] ${spec.name}: running${keep ? ' (resuming)' : ''}`);
-    try {
-      const written = await spec.run(dir);
-      record.outputs = written.map((p) => relative(runDir, p));
-      record.status = 'done';
-    } catch (err) {
-      record.status = 'failed';
-      record.error = err instanceof Error ? err.message : String(err);
-      throw stageFailure(spec.name, err, runDir, outcomes);
-    } finally {
-      record.finished_at = new Date().toISOString();
-      record.seconds = (Date.now() - started) / 1000;
-      await saveState(runDir, state);
-    }
-    outcomes.push({ name: spec.name, outcome: 'ran', seconds: record.seconds });
-    log(`[pipeline] ${spec.name}: done in ${record.seconds.toFixed(1)}s`);
+    const resume =
+      spec.resumable === true &&
+      !forced &&
+      prev !== undefined &&
+      prev.fingerprint === fingerprint &&
+      prev.status !== 'done';
+    const seconds = await runStage(spec, { inputs, fingerprint, resume }, run.runDir, state, outcomes, log);
+    outcomes.push({ name: spec.name, outcome: 'ran', seconds });
   }
-  const exported = join(dirOf('export'), 'adapter');
-  const merged = join(dirOf('export'), 'merged');
-  const exportedModel = join(dirOf('export'), 'model');
-  return {
-    runDir,
-    stateFile: join(runDir, PIPELINE_STATE_FILE),
-    stages: outcomes,
-    reports,
-    adapterDir: existsSync(exported) ? exported : null,
-    modelDir: existsSync(exportedModel) ? exportedModel : null,
-    mergedDir: existsSync(merged) ? merged : null,
+  return outcomes;
+}
+
+/** Runs one stage in a fresh (or, resuming, its kept) folder and records it; returns its seconds. */
+async function runStage(
+  spec: StageSpec,
+  how: { inputs: Record<string, string>; fingerprint: string; resume: boolean },
+  runDir: string,
+  state: PipelineState,
+  done: readonly StageOutcome[],
+  log: (line: string) => void,
+): Promise<number> {
+  const dir = join(runDir, 'stages', spec.name);
+  if (!how.resume) await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+  const started = Date.now();
+  const record: StageRecord = {
+    status: 'running',
+    fingerprint: how.fingerprint,
+    inputs: how.inputs,
+    outputs: [],
+    started_at: new Date(started).toISOString(),
   };
+  state.stages[spec.name] = record;
+  // Later stages' records describe outputs of the old inputs: they re-run through their fingerprints.
+  await saveState(runDir, state);
+  log(`[pipeline] ${spec.name}: running${how.resume ? ' (resuming)' : ''}`);
+  try {
+    const written = await spec.run(dir);
+    record.outputs = written.map((p) => relative(runDir, p));
+    record.status = 'done';
+  } catch (err) {
+    record.status = 'failed';
+    record.error = err instanceof Error ? err.message : String(err);
+    throw stageFailure(spec.name, err, runDir, done);
+  } finally {
+    record.finished_at = new Date().toISOString();
+    record.seconds = (Date.now() - started) / 1000;
+    await saveState(runDir, state);
+  }
+  log(`[pipeline] ${spec.name}: done in ${record.seconds.toFixed(1)}s`);
+  return record.seconds;
 }
 
 async function existingReports(ev: EvalConfig, dir: string): Promise<SuiteReport[]> {
@@ -615,7 +748,7 @@ async function existingReports(ev: EvalConfig, dir: string): Promise<SuiteReport
   return out;
 }
 
-function stageFailure(stage: StageName, err: unknown, runDir: string, done: PipelineResult['stages']): Error {
+function stageFailure(stage: StageName, err: unknown, runDir: string, done: readonly StageOutcome[]): Error {
   const msg = err instanceof Error ? err.message : String(err);
   const kept = done.length
     ? `the completed stages (${done.map((d) => d.name).join(', ')}) are kept in ${runDir}; `

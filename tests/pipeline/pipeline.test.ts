@@ -1,6 +1,7 @@
 // `finllm pipeline` end to end on the tiny model: every stage's outputs, the reports, the state
 // file; a re-run skips everything; a changed eval setting re-runs only the evaluation stages; an
-// interrupted training stage resumes in its folder.
+// interrupted training stage resumes in its folder; a changed logging or prompt-layout setting
+// re-runs the stages that read it.
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -152,5 +153,30 @@ describe('finllm pipeline (tiny model, two training steps)', () => {
     expect(summary.steps).toBe(2);
     // Same training inputs, same fingerprint: the evaluations of the adapter stay valid.
     expect(r.stages.find((s) => s.name === 'finetuned_eval')!.outcome).toBe('skipped (done)');
+  });
+
+  it('a changed logging setting re-runs training (its metrics.jsonl and tensorboard/ are its outputs) and what depends on it', async () => {
+    const sets = ['eval.max_new_tokens=3', 'logging.tensorboard=true'];
+    const r = await runPipeline(loadConfig({ file: t.config, sets }), { quiet: true });
+    expect(Object.fromEntries(r.stages.map((s) => [s.name, s.outcome]))).toEqual({
+      data: 'skipped (done)',
+      baseline_eval: 'skipped (done)',
+      train: 'ran',
+      finetuned_eval: 'ran',
+      compare: 'ran',
+      export: 'ran',
+    });
+    expect(existsSync(join(t.runDir, 'stages', 'train', 'tensorboard'))).toBe(true);
+  });
+
+  it('a changed prompt layout (data.columns) re-runs the base model evaluation too: its prompts are laid out with it', async () => {
+    // The sample records name no conversations column: every row is kept, yet the layout's settings changed.
+    const before = readState(t.runDir).stages.baseline_eval!.inputs;
+    const sets = ['eval.max_new_tokens=3', 'logging.tensorboard=true', 'data.columns.conversations=dialogue'];
+    const r = await runPipeline(loadConfig({ file: t.config, sets }), { quiet: true });
+    expect(r.stages.map((s) => s.outcome)).toEqual(STAGES.map(() => 'ran'));
+    // The base model's evaluation re-ran for the layout alone (it does not depend on training).
+    const after = readState(t.runDir).stages.baseline_eval!.inputs;
+    expect(Object.keys(after).filter((k) => after[k] !== before[k])).toEqual(['evaluate.data']);
   });
 });

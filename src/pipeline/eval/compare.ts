@@ -15,7 +15,7 @@ import { InputError } from '../../errors.js';
 import { classificationReport, normalizeGeneratedLabel, parseGoldLabel } from './classification.js';
 import { SENTIMENT_LABELS, type SentimentLabel } from './lexicon.js';
 import { higherIsBetter, metricInfo } from './metrics.js';
-import type { Results, TrainingLogPoint } from './results.js';
+import type { ResultExample, Results, TrainingLogPoint } from './results.js';
 import {
   type BootstrapCI,
   bootstrapMeanCI,
@@ -39,6 +39,7 @@ import {
   type MetricVerdict,
   type PrimaryEvidence,
   primaryMetrics,
+  type SuiteKind,
   type SuiteVerdictResult,
   suiteKind,
 } from './verdict.js';
@@ -211,32 +212,118 @@ const NAN_WILCOXON: WilcoxonResult = {
   direction: 0,
 };
 
+/** One example of each file, paired by id (in the base file's order). */
+interface ExamplePair {
+  b: ResultExample;
+  c: ResultExample;
+}
+
+/** A classification pair with a gold label, and the labels read from both predictions. */
+interface LabelledPair extends ExamplePair {
+  gold: SentimentLabel;
+  bl: SentimentLabel;
+  cl: SentimentLabel;
+}
+
+/** A metric's comparison before the Holm correction and its verdict. */
+type TestedMetric = Omit<MetricComparison, 'pHolm' | 'verdict'>;
+
+/** What one metric's test is run with. */
+interface MetricTestSettings {
+  metric: string;
+  role: 'primary' | 'secondary';
+  floor: Floor | undefined;
+  /** The metric's own bootstrap/permutation seed (the comparison's seed offset by its position). */
+  seed: number;
+  resamples: number;
+}
+
 export function compareResults(base: Results, cand: Results, opts: CompareOptions = {}): Comparison {
   const alpha = opts.alpha ?? 0.05;
   const resamples = opts.resamples ?? 10000;
   const seed = opts.seed ?? 20240611;
   const topK = opts.topK ?? 5;
-  const baseFile = opts.baseFile ?? 'base results';
-  const candFile = opts.candidateFile ?? 'candidate results';
+  const files = { base: opts.baseFile ?? 'base results', candidate: opts.candidateFile ?? 'candidate results' };
 
+  const pairs = pairExamples(base, cand, files);
+  const names = commonMetrics(pairs, base, cand, files);
+  // Classification: gold and predicted labels, read from the files with classification.ts's rule.
+  const kind = suiteKind(names);
+  const labelled = kind === 'classification' ? labelledPairs(pairs) : [];
+  if (labelled.length > 0) names.push(MACRO_F1);
+  const { primary, note } = primaryMetrics(kind, names);
+  sortMetrics(names, primary);
+
+  const floorCtx = labelled.length > 0 ? classFloorContext(labelled) : undefined;
+  const tested = names.map((metric, mi): TestedMetric => {
+    const role = primary.includes(metric) ? ('primary' as const) : ('secondary' as const);
+    const floor = role === 'primary' ? floorOf(metric, floorCtx) : undefined;
+    const settings = { metric, role, floor, seed: seed + 7919 * mi, resamples };
+    return metric === MACRO_F1 ? testMacroF1(labelled, settings) : testPerExample(pairs, cand, settings);
+  });
+  if (tested.every((m) => m.n === 0)) {
+    throw new InputError(
+      `no example has a finite value in both files for any of the common metrics (${names.join(', ')}): nothing to compare`,
+      { file: files.candidate },
+    );
+  }
+  const pHolm = holmWithinFamilies(tested);
+  const metrics: MetricComparison[] = tested.map((m, i) => ({
+    ...m,
+    pHolm: pHolm[i]!,
+    verdict: metricVerdict(m, pHolm[i]!, alpha),
+  }));
+
+  const candSpread = spread(cand.per_example.map((e) => e.prediction));
+  const suite = suiteVerdict(kind, metrics, note, labelled, candSpread);
+  const rankBy = rankingMetric(metrics, opts.primaryMetric);
+  const { improved, regressed } = rankedExamples(pairs, rankBy, topK);
+  const out: Comparison = {
+    base: sideOf(base, opts.baseFile),
+    candidate: sideOf(cand, opts.candidateFile),
+    nExamples: pairs.length,
+    alpha,
+    resamples,
+    seed,
+    metrics,
+    suite,
+    primaryMetric: rankBy,
+    improved,
+    regressed,
+    outputs: { base: spread(base.per_example.map((e) => e.prediction)), candidate: candSpread },
+  };
+  if (labelled.length > 0) out.classification = classificationComparison(labelled, topK);
+  return out;
+}
+
+/** The examples of both files paired by id; every id must be in both. */
+function pairExamples(base: Results, cand: Results, files: { base: string; candidate: string }): ExamplePair[] {
   const candById = new Map(cand.per_example.map((e) => [e.id, e]));
   const baseIds = new Set(base.per_example.map((e) => e.id));
   const missingInCand = base.per_example.filter((e) => !candById.has(e.id)).map((e) => e.id);
   const missingInBase = cand.per_example.filter((e) => !baseIds.has(e.id)).map((e) => e.id);
   if (missingInCand.length) {
     throw new InputError(
-      `expected the same example ids as ${baseFile}, got ${missingInCand.length} missing (first: ${missingInCand.slice(0, 3).join(', ')})`,
-      { file: candFile, key: 'per_example' },
+      `expected the same example ids as ${files.base}, got ${missingInCand.length} missing (first: ${missingInCand.slice(0, 3).join(', ')})`,
+      { file: files.candidate, key: 'per_example' },
     );
   }
   if (missingInBase.length) {
     throw new InputError(
-      `expected the same example ids as ${candFile}, got ${missingInBase.length} missing (first: ${missingInBase.slice(0, 3).join(', ')})`,
-      { file: baseFile, key: 'per_example' },
+      `expected the same example ids as ${files.candidate}, got ${missingInBase.length} missing (first: ${missingInBase.slice(0, 3).join(', ')})`,
+      { file: files.base, key: 'per_example' },
     );
   }
-  const pairs = base.per_example.map((b) => ({ b, c: candById.get(b.id)! }));
+  return base.per_example.map((b) => ({ b, c: candById.get(b.id)! }));
+}
 
+/** The metrics both files score, in the order they first appear in the base file. */
+function commonMetrics(
+  pairs: readonly ExamplePair[],
+  base: Results,
+  cand: Results,
+  files: { base: string; candidate: string },
+): string[] {
   const names: string[] = [];
   const seen = new Set<string>();
   for (const { b, c } of pairs) {
@@ -250,176 +337,180 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
   if (names.length === 0) {
     const list = (r: Results) => [...new Set(r.per_example.flatMap((e) => Object.keys(e.scores)))].join(', ') || 'none';
     throw new InputError(
-      `the two files have no metric in common: ${baseFile} scores ${list(base)}; ${candFile} scores ${list(cand)} (evaluate both with the same --metrics)`,
+      `the two files have no metric in common: ${files.base} scores ${list(base)}; ${files.candidate} scores ${list(cand)} (evaluate both with the same --metrics)`,
     );
   }
+  return names;
+}
 
-  // Classification: gold and predicted labels, read from the files with classification.ts's rule.
-  const kind = suiteKind(names);
-  const labelled =
-    kind === 'classification'
-      ? pairs.flatMap(({ b, c }) => {
-          const gold = parseGoldLabel(b.reference);
-          return gold === undefined
-            ? []
-            : [{ b, c, gold, bl: normalizeGeneratedLabel(b.prediction), cl: normalizeGeneratedLabel(c.prediction) }];
-        })
-      : [];
-  if (labelled.length > 0) names.push(MACRO_F1);
+/** The pairs whose reference is a gold label, with the label each prediction gives. */
+function labelledPairs(pairs: readonly ExamplePair[]): LabelledPair[] {
+  return pairs.flatMap(({ b, c }) => {
+    const gold = parseGoldLabel(b.reference);
+    return gold === undefined
+      ? []
+      : [{ b, c, gold, bl: normalizeGeneratedLabel(b.prediction), cl: normalizeGeneratedLabel(c.prediction) }];
+  });
+}
 
-  const { primary, note } = primaryMetrics(kind, names);
-  const isPrimary = (m: string) => primary.includes(m);
+/** Primary metrics first, in their order; then the others in display order. Sorts in place. */
+function sortMetrics(names: string[], primary: readonly string[]): void {
   names.sort((x, y) => {
     const px = primary.indexOf(x);
     const py = primary.indexOf(y);
     if (px !== -1 || py !== -1) return (px === -1 ? Infinity : px) - (py === -1 ? Infinity : py);
     return rank(x) - rank(y);
   });
+}
 
-  let floorCtx: ClassFloorContext | undefined;
-  if (labelled.length > 0) {
-    const gold = labelled.map((x) => x.gold);
-    const counts = SENTIMENT_LABELS.map((l) => gold.filter((g) => g === l).length);
-    const mi = counts.indexOf(Math.max(...counts));
-    const majority = SENTIMENT_LABELS[mi]!;
-    floorCtx = {
-      majorityLabel: majority,
-      majorityCount: counts[mi]!,
-      n: gold.length,
-      majorityShare: counts[mi]! / gold.length,
-      majorityMacroF1: classificationReport(
-        gold,
-        gold.map(() => majority),
-      ).macroF1,
-    };
-  }
+/** The majority-label baseline the classification floors are set from (verdict.ts). */
+function classFloorContext(labelled: readonly LabelledPair[]): ClassFloorContext {
+  const gold = labelled.map((x) => x.gold);
+  const counts = SENTIMENT_LABELS.map((l) => gold.filter((g) => g === l).length);
+  const mi = counts.indexOf(Math.max(...counts));
+  const majority = SENTIMENT_LABELS[mi]!;
+  return {
+    majorityLabel: majority,
+    majorityCount: counts[mi]!,
+    n: gold.length,
+    majorityShare: counts[mi]! / gold.length,
+    majorityMacroF1: classificationReport(
+      gold,
+      gold.map(() => majority),
+    ).macroF1,
+  };
+}
 
-  const partial = names.map((metric, mi) => {
-    const hib = metric === MACRO_F1 ? true : higherIsBetter(metric);
-    const s = seed + 7919 * mi;
-    const role = isPrimary(metric) ? ('primary' as const) : ('secondary' as const);
-    const floor = role === 'primary' ? floorOf(metric, floorCtx) : undefined;
-    if (metric === MACRO_F1) {
-      const n = labelled.length;
-      const gold = labelled.map((x) => x.gold);
-      const bl = labelled.map((x) => x.bl);
-      const cl = labelled.map((x) => x.cl);
-      const f1At = (labels: SentimentLabel[], idx: Int32Array) =>
-        classificationReport(
-          Array.from(idx, (i) => gold[i]!),
-          Array.from(idx, (i) => labels[i]!),
-        ).macroF1;
-      const bF1 = classificationReport(gold, bl).macroF1;
-      const cF1 = classificationReport(gold, cl).macroF1;
-      const perm = pairedPermutationTest(
-        n,
-        (swap) => {
-          const x = bl.map((v, i) => (swap[i] ? cl[i]! : v));
-          const y = cl.map((v, i) => (swap[i] ? bl[i]! : v));
-          return classificationReport(gold, y).macroF1 - classificationReport(gold, x).macroF1;
-        },
-        { resamples, seed: s + 5 },
-      );
-      const better = perm.direction;
-      return {
-        metric,
-        description: 'Macro-F1 over the labels present (scikit-learn f1_score average="macro")',
-        higherIsBetter: true,
-        role,
-        perExample: false,
-        n,
-        baseMean: bF1,
-        candidateMean: cF1,
-        meanDiff: cF1 - bF1,
-        baseCI: bootstrapStatistic(n, (idx) => f1At(bl, idx), { resamples, seed: s + 1 }),
-        candidateCI: bootstrapStatistic(n, (idx) => f1At(cl, idx), { resamples, seed: s + 2 }),
-        diffCI: bootstrapStatistic(n, (idx) => f1At(cl, idx) - f1At(bl, idx), { resamples, seed: s + 3 }),
-        test: 'paired permutation' as const,
-        pValue: perm.pValue,
-        wilcoxon: NAN_WILCOXON,
-        tTest: { t: NaN, df: n - 1, pValue: NaN },
-        cohensDz: NaN,
-        pBetter: pBetterFromTest(perm.pValue, better, n),
-        candidateAll: { value: cF1, n },
-        ...(floor ? { floor } : {}),
-        ids: [] as string[],
-        base: [] as number[],
-        candidate: [] as number[],
-      };
+/** Macro-F1, a corpus-level figure: bootstrap CIs over items and a paired permutation test. */
+function testMacroF1(labelled: readonly LabelledPair[], t: MetricTestSettings): TestedMetric {
+  const { resamples, seed: s, floor } = t;
+  const n = labelled.length;
+  const gold = labelled.map((x) => x.gold);
+  const bl = labelled.map((x) => x.bl);
+  const cl = labelled.map((x) => x.cl);
+  const f1At = (labels: SentimentLabel[], idx: Int32Array) =>
+    classificationReport(
+      Array.from(idx, (i) => gold[i]!),
+      Array.from(idx, (i) => labels[i]!),
+    ).macroF1;
+  const bF1 = classificationReport(gold, bl).macroF1;
+  const cF1 = classificationReport(gold, cl).macroF1;
+  const perm = pairedPermutationTest(
+    n,
+    (swap) => {
+      const x = bl.map((v, i) => (swap[i] ? cl[i]! : v));
+      const y = cl.map((v, i) => (swap[i] ? bl[i]! : v));
+      return classificationReport(gold, y).macroF1 - classificationReport(gold, x).macroF1;
+    },
+    { resamples, seed: s + 5 },
+  );
+  const better = perm.direction;
+  return {
+    metric: t.metric,
+    description: 'Macro-F1 over the labels present (scikit-learn f1_score average="macro")',
+    higherIsBetter: true,
+    role: t.role,
+    perExample: false,
+    n,
+    baseMean: bF1,
+    candidateMean: cF1,
+    meanDiff: cF1 - bF1,
+    baseCI: bootstrapStatistic(n, (idx) => f1At(bl, idx), { resamples, seed: s + 1 }),
+    candidateCI: bootstrapStatistic(n, (idx) => f1At(cl, idx), { resamples, seed: s + 2 }),
+    diffCI: bootstrapStatistic(n, (idx) => f1At(cl, idx) - f1At(bl, idx), { resamples, seed: s + 3 }),
+    test: 'paired permutation' as const,
+    pValue: perm.pValue,
+    wilcoxon: NAN_WILCOXON,
+    tTest: { t: NaN, df: n - 1, pValue: NaN },
+    cohensDz: NaN,
+    pBetter: pBetterFromTest(perm.pValue, better, n),
+    candidateAll: { value: cF1, n },
+    ...(floor ? { floor } : {}),
+    ids: [] as string[],
+    base: [] as number[],
+    candidate: [] as number[],
+  };
+}
+
+/** A per-example metric over the pairs where both values are finite: bootstrap CIs, Wilcoxon, t-test, d_z. */
+function testPerExample(pairs: readonly ExamplePair[], cand: Results, t: MetricTestSettings): TestedMetric {
+  const { metric, resamples, seed: s, floor } = t;
+  const hib = higherIsBetter(metric);
+  const ids: string[] = [];
+  const bv: number[] = [];
+  const cv: number[] = [];
+  for (const { b, c } of pairs) {
+    const x = b.scores[metric];
+    const y = c.scores[metric];
+    if (typeof x === 'number' && typeof y === 'number' && Number.isFinite(x) && Number.isFinite(y)) {
+      ids.push(b.id);
+      bv.push(x);
+      cv.push(y);
     }
-    const ids: string[] = [];
-    const bv: number[] = [];
-    const cv: number[] = [];
-    for (const { b, c } of pairs) {
-      const x = b.scores[metric];
-      const y = c.scores[metric];
-      if (typeof x === 'number' && typeof y === 'number' && Number.isFinite(x) && Number.isFinite(y)) {
-        ids.push(b.id);
-        bv.push(x);
-        cv.push(y);
-      }
-    }
-    const candAll = cand.per_example
-      .map((e) => e.scores[metric])
-      .filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
-    const w = ids.length ? wilcoxon(bv, cv) : NAN_WILCOXON;
-    const better = (hib ? w.direction : -w.direction) as -1 | 0 | 1;
-    return {
-      metric,
-      description: metricInfo(metric)?.description ?? metric,
-      higherIsBetter: hib,
-      role,
-      perExample: true,
-      n: ids.length,
-      baseMean: mean(bv),
-      candidateMean: mean(cv),
-      meanDiff: mean(cv) - mean(bv),
-      baseCI: bootstrapMeanCI(bv, { resamples, seed: s + 1 }),
-      candidateCI: bootstrapMeanCI(cv, { resamples, seed: s + 2 }),
-      diffCI: pairedBootstrapCI(bv, cv, { resamples, seed: s + 3 }),
-      test: 'Wilcoxon signed-rank' as const,
-      pValue: w.pValue,
-      wilcoxon: w,
-      tTest: pairedTTest(bv, cv),
-      cohensDz: ids.length >= 2 ? cohensDz(bv, cv) : NaN,
-      pBetter: pBetterFromTest(w.pValue, better, ids.length),
-      candidateAll: { value: mean(candAll), n: candAll.length },
-      ...(floor ? { floor } : {}),
-      ids,
-      base: bv,
-      candidate: cv,
-    };
-  });
-  if (partial.every((m) => m.n === 0)) {
-    throw new InputError(
-      `no example has a finite value in both files for any of the common metrics (${names.join(', ')}): nothing to compare`,
-      { file: candFile },
-    );
   }
-  // Holm within each family: the primary metrics (confirmatory) and the secondary ones.
-  const pHolm = new Array<number>(partial.length);
+  const candAll = cand.per_example
+    .map((e) => e.scores[metric])
+    .filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
+  const w = ids.length ? wilcoxon(bv, cv) : NAN_WILCOXON;
+  const better = (hib ? w.direction : -w.direction) as -1 | 0 | 1;
+  return {
+    metric,
+    description: metricInfo(metric)?.description ?? metric,
+    higherIsBetter: hib,
+    role: t.role,
+    perExample: true,
+    n: ids.length,
+    baseMean: mean(bv),
+    candidateMean: mean(cv),
+    meanDiff: mean(cv) - mean(bv),
+    baseCI: bootstrapMeanCI(bv, { resamples, seed: s + 1 }),
+    candidateCI: bootstrapMeanCI(cv, { resamples, seed: s + 2 }),
+    diffCI: pairedBootstrapCI(bv, cv, { resamples, seed: s + 3 }),
+    test: 'Wilcoxon signed-rank' as const,
+    pValue: w.pValue,
+    wilcoxon: w,
+    tTest: pairedTTest(bv, cv),
+    cohensDz: ids.length >= 2 ? cohensDz(bv, cv) : NaN,
+    pBetter: pBetterFromTest(w.pValue, better, ids.length),
+    candidateAll: { value: mean(candAll), n: candAll.length },
+    ...(floor ? { floor } : {}),
+    ids,
+    base: bv,
+    candidate: cv,
+  };
+}
+
+/** Holm-adjusted p-values within each family: the primary metrics (confirmatory) and the secondary ones. */
+function holmWithinFamilies(tested: readonly TestedMetric[]): number[] {
+  const pHolm = new Array<number>(tested.length);
   for (const role of ['primary', 'secondary'] as const) {
-    const idx = partial.map((m, i) => (m.role === role ? i : -1)).filter((i) => i >= 0);
-    const adj = holm(idx.map((i) => partial[i]!.pValue));
+    const idx = tested.map((m, i) => (m.role === role ? i : -1)).filter((i) => i >= 0);
+    const adj = holm(idx.map((i) => tested[i]!.pValue));
     idx.forEach((i, k) => {
       pHolm[i] = adj[k]!;
     });
   }
-  const metrics: MetricComparison[] = partial.map((m, i) => {
-    const p = pHolm[i]!;
-    let verdict: Verdict;
-    const favours = m.pBetter > 0.5 ? 1 : m.pBetter < 0.5 ? -1 : 0;
-    if (m.n < 2 || Number.isNaN(m.pValue))
-      verdict = m.n >= 2 && m.meanDiff === 0 ? 'no significant change' : 'not testable';
-    else if (p < alpha && favours !== 0) verdict = favours > 0 ? 'improved' : 'regressed';
-    else verdict = 'no significant change';
-    return { ...m, pHolm: p, verdict };
-  });
+  return pHolm;
+}
 
-  // The suite's verdict.
+/** A metric's verdict from its Holm-adjusted p and the side its test favours. */
+function metricVerdict(m: TestedMetric, pHolm: number, alpha: number): Verdict {
+  const favours = m.pBetter > 0.5 ? 1 : m.pBetter < 0.5 ? -1 : 0;
+  if (m.n < 2 || Number.isNaN(m.pValue)) return m.n >= 2 && m.meanDiff === 0 ? 'no significant change' : 'not testable';
+  if (pHolm < alpha && favours !== 0) return favours > 0 ? 'improved' : 'regressed';
+  return 'no significant change';
+}
+
+/** The suite's verdict (verdict.ts) from its primary metrics and the signs of a collapsed fine-tuned model. */
+function suiteVerdict(
+  kind: SuiteKind,
+  metrics: readonly MetricComparison[],
+  note: string | null,
+  labelled: readonly LabelledPair[],
+  candSpread: OutputSpread,
+): SuiteVerdictResult {
   const candLabels = labelled.map((x) => x.cl);
   const floorDetails: string[] = [];
-  const candSpread = spread(cand.per_example.map((e) => e.prediction));
   if (labelled.length > 0) {
     const used = SENTIMENT_LABELS.filter((l) => candLabels.includes(l));
     if (used.length === 1)
@@ -443,12 +534,17 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
       candidateN: m.candidateAll.n,
       ...(m.floor ? { floor: m.floor } : {}),
     }));
-  const suite = decideVerdict(kind, evidence, note ? [note] : [], floorDetails);
+  return decideVerdict(kind, evidence, note ? [note] : [], floorDetails);
+}
 
-  // Examples ranked by a primary metric (the first one that changed on some example).
-  if (opts.primaryMetric && !metrics.some((m) => m.metric === opts.primaryMetric && m.perExample)) {
+/**
+ * The metric the improved/regressed examples are ranked by: the one asked for, else the first primary
+ * one that changed on some example, else a fallback.
+ */
+function rankingMetric(metrics: readonly MetricComparison[], requested: string | undefined): string | null {
+  if (requested && !metrics.some((m) => m.metric === requested && m.perExample)) {
     throw new InputError(
-      `expected a metric scored per example in both files, got '${opts.primaryMetric}' (available: ${
+      `expected a metric scored per example in both files, got '${requested}' (available: ${
         metrics
           .filter((m) => m.perExample)
           .map((m) => m.metric)
@@ -459,78 +555,62 @@ export function compareResults(base: Results, cand: Results, opts: CompareOption
   }
   const perEx = metrics.filter((m) => m.perExample && m.n > 0);
   const changed = (m: MetricComparison) => m.base.some((b, i) => b !== m.candidate[i]);
-  const rankBy =
-    opts.primaryMetric ??
+  return (
+    requested ??
     perEx.find((m) => m.role === 'primary' && changed(m))?.metric ??
     perEx.find((m) => m.role === 'primary')?.metric ??
     RANK_FALLBACK.find((p) => perEx.some((m) => m.metric === p)) ??
     perEx[0]?.metric ??
-    null;
-  let improved: ExampleDelta[] = [];
-  let regressed: ExampleDelta[] = [];
-  if (rankBy) {
-    const sign = higherIsBetter(rankBy) ? 1 : -1;
-    const deltas: ExampleDelta[] = [];
-    for (const { b, c } of pairs) {
-      const x = b.scores[rankBy];
-      const y = c.scores[rankBy];
-      if (typeof x !== 'number' || typeof y !== 'number') continue;
-      const d: ExampleDelta = {
-        id: b.id,
-        reference: b.reference,
-        basePrediction: b.prediction,
-        candidatePrediction: c.prediction,
-        base: x,
-        candidate: y,
-        gain: sign * (y - x),
-      };
-      const src = b.source ?? c.source;
-      if (src !== undefined) d.source = src;
-      deltas.push(d);
-    }
-    improved = deltas
-      .filter((d) => d.gain > 0)
-      .sort((a, b) => b.gain - a.gain)
-      .slice(0, topK);
-    regressed = deltas
-      .filter((d) => d.gain < 0)
-      .sort((a, b) => a.gain - b.gain)
-      .slice(0, topK);
-  }
-
-  const side = (r: Results, file: string | undefined) => {
-    const o: Comparison['base'] = { model: r.model, adapter: r.adapter ?? null, task: r.task, metrics: r.metrics };
-    if (file !== undefined) o.file = file;
-    return o;
-  };
-  const out: Comparison = {
-    base: side(base, opts.baseFile),
-    candidate: side(cand, opts.candidateFile),
-    nExamples: pairs.length,
-    alpha,
-    resamples,
-    seed,
-    metrics,
-    suite,
-    primaryMetric: rankBy,
-    improved,
-    regressed,
-    outputs: { base: spread(base.per_example.map((e) => e.prediction)), candidate: candSpread },
-  };
-  if (labelled.length > 0) out.classification = classificationComparison(labelled, topK);
-  return out;
+    null
+  );
 }
 
-function classificationComparison(
-  labelled: {
-    b: Results['per_example'][number];
-    c: Results['per_example'][number];
-    gold: SentimentLabel;
-    bl: SentimentLabel;
-    cl: SentimentLabel;
-  }[],
+/** The topK examples that gained most and lost most on `rankBy`, in its better direction. */
+function rankedExamples(
+  pairs: readonly ExamplePair[],
+  rankBy: string | null,
   topK: number,
-): ClassificationComparison {
+): { improved: ExampleDelta[]; regressed: ExampleDelta[] } {
+  if (!rankBy) return { improved: [], regressed: [] };
+  const sign = higherIsBetter(rankBy) ? 1 : -1;
+  const deltas: ExampleDelta[] = [];
+  for (const { b, c } of pairs) {
+    const x = b.scores[rankBy];
+    const y = c.scores[rankBy];
+    if (typeof x !== 'number' || typeof y !== 'number') continue;
+    const d: ExampleDelta = {
+      id: b.id,
+      reference: b.reference,
+      basePrediction: b.prediction,
+      candidatePrediction: c.prediction,
+      base: x,
+      candidate: y,
+      gain: sign * (y - x),
+    };
+    const src = b.source ?? c.source;
+    if (src !== undefined) d.source = src;
+    deltas.push(d);
+  }
+  return {
+    improved: deltas
+      .filter((d) => d.gain > 0)
+      .sort((a, b) => b.gain - a.gain)
+      .slice(0, topK),
+    regressed: deltas
+      .filter((d) => d.gain < 0)
+      .sort((a, b) => a.gain - b.gain)
+      .slice(0, topK),
+  };
+}
+
+/** One side's model, adapter, task, file and corpus metrics. */
+function sideOf(r: Results, file: string | undefined): Comparison['base'] {
+  const o: Comparison['base'] = { model: r.model, adapter: r.adapter ?? null, task: r.task, metrics: r.metrics };
+  if (file !== undefined) o.file = file;
+  return o;
+}
+
+function classificationComparison(labelled: readonly LabelledPair[], topK: number): ClassificationComparison {
   const L = SENTIMENT_LABELS;
   const count = (xs: SentimentLabel[]) => L.map((l) => xs.filter((x) => x === l).length);
   const gold = labelled.map((x) => x.gold);

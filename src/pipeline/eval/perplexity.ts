@@ -2,12 +2,15 @@
 // `model(input_ids=ids, labels=ids).loss` with ids = tokenizer(text).input_ids (BOS from the
 // post-processor): the mean NLL of ids[t+1] given ids[..t], over the len(ids) − 1 predicted tokens.
 // The corpus loss is the token-weighted mean, perplexity = exp(loss). perplexityJson is the one
-// JSON form of a result (what `eval --json` prints and what `eval --out` and the pipeline write).
+// JSON form of a result (what `eval --json` prints and what `eval --out` and the pipeline write);
+// readPerplexity reads such a file back (the pipeline's compare stage).
 //
 // Several texts share one forward pass by packing: each text is its own segment (attention stays
 // inside it) with positions restarting at 0, which computes exactly the per-text forward.
+import { z } from 'zod';
 import { InputError, NonFiniteError } from '../../errors.js';
 import { writeFileAtomic } from '../../io/atomic.js';
+import { parseWithSchema, readJsonFile } from '../../io/json.js';
 import { warnPastPositions } from '../../llama/generate.js';
 import { IGNORE_INDEX, type LlamaModel } from '../../llama/model.js';
 
@@ -139,4 +142,31 @@ export function perplexityJson(r: PerplexityResult): Record<string, unknown> {
 /** Writes perplexityJson(r), pretty-printed, atomically. */
 export async function writePerplexity(file: string, r: PerplexityResult): Promise<void> {
   await writeFileAtomic(file, `${JSON.stringify(perplexityJson(r), null, 2)}\n`);
+}
+
+const tokenCount = z.number().int().nonnegative();
+
+const PerplexityJsonSchema = z.object({
+  examples: tokenCount,
+  tokens: tokenCount,
+  loss: z.number(),
+  perplexity: z.number(),
+  per_example: z.array(z.object({ loss: z.number(), tokens: tokenCount })),
+});
+
+/** Reads a file written by writePerplexity; a malformed one is an InputError naming the file and the key. */
+export async function readPerplexity(file: string): Promise<PerplexityResult> {
+  const j = parseWithSchema(PerplexityJsonSchema, await readJsonFile(file), file);
+  if (j.per_example.length !== j.examples)
+    throw new InputError(`expected ${j.examples} entries (one per example), got ${j.per_example.length}`, {
+      file,
+      key: 'per_example',
+    });
+  return {
+    examples: j.examples,
+    tokens: j.tokens,
+    loss: j.loss,
+    perplexity: j.perplexity,
+    perExample: j.per_example.map((e) => ({ loss: e.loss, tokens: e.tokens })),
+  };
 }
