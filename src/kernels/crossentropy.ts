@@ -115,10 +115,6 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 }`,
 });
 
-/**
- * dlogits[r, j] = (exp(logit − lse_r) − [j == label_r]) · scale_r, 0 for rows not counted.
- * mean: scale_r = g[0] / count; per-row: scale_r = g[row0 + r]. In place: written over LOGITS.
- */
 interface BackwardSpec {
   /** Scale g[0] / count (the mean's gradient) instead of g[row] per row. */
   mean: boolean;
@@ -126,6 +122,10 @@ interface BackwardSpec {
   inplace: boolean;
 }
 
+/**
+ * dlogits[r, j] = (exp(logit − lse_r) − [j == label_r]) · scale_r, 0 for rows not counted.
+ * mean: scale_r = g[0] / count; per-row: scale_r = g[row0 + r]. In place: written over LOGITS.
+ */
 function backwardKernel({ mean, inplace: inPlace }: BackwardSpec): string {
   let binding = 1;
   const decl = [

@@ -344,6 +344,7 @@ function castKernel({ from, to }: CastSpec): string {
   );
 }
 
+/** The kernel spec converting `from` to `to`, or null where no kernel converts them. */
 function castSpecOf(from: DType, to: DType): CastSpec | null {
   if (from === 'f32' && (to === 'bf16' || to === 'f16')) return { from, to };
   if ((from === 'bf16' || from === 'f16') && to === 'f32') return { from, to };
