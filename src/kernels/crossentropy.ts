@@ -21,7 +21,8 @@
 // states and never holds more than one [R, V] block.
 import { recordOp } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, specKey, Uniforms } from './common.js';
+import { assertDtype, grid1d, Uniforms } from './common.js';
+import { kernelFamily } from './variants.js';
 
 /** Threads per workgroup of the per-row kernels (a power of two for the tree reductions). */
 const ROW_WG = 256;
@@ -31,7 +32,11 @@ struct P { rows: u32, v: u32, ignore_index: i32, nan_bits: u32, row0: u32, _a: u
 @group(0) @binding(0) var<uniform> p: P;
 fn counted(label: i32) -> bool { return label >= 0 && label != p.ignore_index; }`;
 
-const FORWARD_KERNEL = /* wgsl */ `${ROW_HEADER}
+const FORWARD = kernelFamily({
+  family: 'crossentropy.fwd',
+  specs: () => [{}],
+  workgroupBytes: () => 2 * ROW_WG * 4,
+  code: () => /* wgsl */ `${ROW_HEADER}
 @group(0) @binding(1) var<storage, read> LOGITS: array<f32>;
 @group(0) @binding(2) var<storage, read> LABELS: array<i32>;
 @group(0) @binding(3) var<storage, read_write> LOSS: array<f32>;
@@ -73,9 +78,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     }
     LOSS[p.row0 + row] = loss;
   }
-}`;
+}`,
+});
 
-const MEAN_KERNEL = /* wgsl */ `${ROW_HEADER}
+const MEAN = kernelFamily({
+  family: 'crossentropy.mean',
+  specs: () => [{}],
+  workgroupBytes: () => 2 * ROW_WG * 4,
+  code: () => /* wgsl */ `${ROW_HEADER}
 @group(0) @binding(1) var<storage, read> LOSS: array<f32>;
 @group(0) @binding(2) var<storage, read> LABELS: array<i32>;
 @group(0) @binding(3) var<storage, read_write> OUT: array<f32>;   // [1] mean loss
@@ -102,13 +112,21 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     COUNT[0] = count;
     OUT[0] = select(0.0, red_l[0] / count, count > 0.0);
   }
-}`;
+}`,
+});
+
+interface BackwardSpec {
+  /** Scale g[0] / count (the mean's gradient) instead of g[row] per row. */
+  mean: boolean;
+  /** The gradient overwrites the logits (no DLOGITS binding). */
+  inplace: boolean;
+}
 
 /**
  * dlogits[r, j] = (exp(logit − lse_r) − [j == label_r]) · scale_r, 0 for rows not counted.
  * mean: scale_r = g[0] / count; per-row: scale_r = g[row0 + r]. In place: written over LOGITS.
  */
-function backwardKernel(mean: boolean, inPlace: boolean): string {
+function backwardKernel({ mean, inplace: inPlace }: BackwardSpec): string {
   let binding = 1;
   const decl = [
     `@group(0) @binding(${binding++}) var<storage, ${inPlace ? 'read_write' : 'read'}> LOGITS: array<f32>;`,
@@ -139,6 +157,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   }
 }`;
 }
+
+const BACKWARD = kernelFamily<BackwardSpec>({
+  family: 'crossentropy.bwd',
+  specs: () => [false, true].flatMap((mean) => [false, true].map((inplace) => ({ mean, inplace }))),
+  code: backwardKernel,
+});
 
 export interface CrossEntropyOptions {
   /** Label value that contributes nothing (any negative label is ignored too). Default −100. */
@@ -172,13 +196,7 @@ export function crossEntropyRowsInto(
   ignoreIndex: number,
 ): void {
   const [rows, v] = logits.shape as [number, number];
-  dispatch(
-    'crossentropy.fwd',
-    () => FORWARD_KERNEL,
-    [logits, labels, loss, lse],
-    grid1d(rows, 1),
-    params(rows, v, ignoreIndex, row0),
-  );
+  FORWARD.dispatch({}, [logits, labels, loss, lse], grid1d(rows, 1), params(rows, v, ignoreIndex, row0));
 }
 
 /** Per-row losses [N] (0 where ignored) and logsumexp [N]; not recorded. */
@@ -202,13 +220,7 @@ export function crossEntropyMean(
 ): { loss: Tensor; count: Tensor } {
   const loss = Tensor.empty([1]);
   const count = Tensor.empty([1]);
-  dispatch(
-    'crossentropy.mean',
-    () => MEAN_KERNEL,
-    [rowLoss, labels, loss, count],
-    [1],
-    params(rowLoss.numel, 0, ignoreIndex),
-  );
+  MEAN.dispatch({}, [rowLoss, labels, loss, count], [1], params(rowLoss.numel, 0, ignoreIndex));
   return { loss, count };
 }
 
@@ -228,13 +240,7 @@ export function crossEntropyBackward(
   const d = Tensor.empty(logits.shape);
   const mean = count !== null;
   const buffers = mean ? [logits, labels, lse, g, count, d] : [logits, labels, lse, g, d];
-  dispatch(
-    specKey('crossentropy.bwd', { mean, inplace: false }),
-    () => backwardKernel(mean, false),
-    buffers,
-    grid1d(rows, 1),
-    params(rows, v, ignoreIndex),
-  );
+  BACKWARD.dispatch({ mean, inplace: false }, buffers, grid1d(rows, 1), params(rows, v, ignoreIndex));
   return d;
 }
 
@@ -254,13 +260,7 @@ export function crossEntropyBackwardInPlace(
   const [rows, v] = logits.shape as [number, number];
   const mean = count !== null;
   const buffers = mean ? [logits, labels, lse, g, count] : [logits, labels, lse, g];
-  dispatch(
-    specKey('crossentropy.bwd', { mean, inplace: true }),
-    () => backwardKernel(mean, true),
-    buffers,
-    grid1d(rows, 1),
-    params(rows, v, ignoreIndex, row0),
-  );
+  BACKWARD.dispatch({ mean, inplace: true }, buffers, grid1d(rows, 1), params(rows, v, ignoreIndex, row0));
 }
 
 /**

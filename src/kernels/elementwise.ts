@@ -4,7 +4,8 @@
 // its shape is a trailing suffix of the first's (bias over rows) or a single element.
 import { autogradKernels, recordOp } from '../engine/autograd.js';
 import { type DType, numelOf, Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, specKey, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
+import { assertDtype, grid1d, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
+import { kernelFamily } from './variants.js';
 
 export interface UnaryOpDef {
   /** y as a function of x. */
@@ -66,14 +67,22 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
 }
 
-const unaryKernel = (expr: string): string =>
-  kernel1d(
-    [
-      ['X', 'f32'],
-      ['Y', 'f32', true],
-    ],
-    `let x = X[i];\n  Y[i] = ${expr};`,
-  );
+const UNARY = kernelFamily<{ op: UnaryOp }>({
+  family: 'unary',
+  specs: () => unaryOps().map((op) => ({ op })),
+  code: ({ op }) =>
+    kernel1d(
+      [
+        ['X', 'f32'],
+        ['Y', 'f32', true],
+      ],
+      `let x = X[i];\n  Y[i] = ${UNARY_OPS[op].forward};`,
+    ),
+});
+
+function unaryOps(): UnaryOp[] {
+  return Object.keys(UNARY_OPS) as UnaryOp[];
+}
 
 /** Whether a gradient expression reads the variable `name` (so backward must keep that tensor). */
 function reads(expr: string, name: string): boolean {
@@ -94,11 +103,15 @@ function gradKernel(expr: string, operands: [variable: string, buffer: string, l
 }
 
 // Backward of a unary op keeps x, y, both or neither (neg keeps nothing).
-const unaryBackwardKernel = (expr: string): string =>
-  gradKernel(expr, [
-    ['x', 'X', 'X[i]'],
-    ['y', 'Yv', 'Yv[i]'],
-  ]);
+const UNARY_BACKWARD = kernelFamily<{ op: UnaryOp }>({
+  family: 'unary.backward',
+  specs: () => unaryOps().map((op) => ({ op })),
+  code: ({ op }) =>
+    gradKernel(UNARY_OPS[op].backward, [
+      ['x', 'X', 'X[i]'],
+      ['y', 'Yv', 'Yv[i]'],
+    ]),
+});
 
 function params(n: number, nb = 0, alpha = 0): Uniforms {
   return new Uniforms().u32(n).u32(nb).f32(alpha).u32(0);
@@ -109,7 +122,7 @@ export function unary(op: UnaryOp, x: Tensor): Tensor {
   assertDtype(x, 'f32', `unary ${op}`);
   const def = UNARY_OPS[op];
   const y = Tensor.empty(x.shape);
-  dispatch(specKey('unary', { op }), () => unaryKernel(def.forward), [x, y], grid1d(x.numel), params(x.numel));
+  UNARY.dispatch({ op }, [x, y], grid1d(x.numel), params(x.numel));
   recordOp(`unary.${op}`, [x], y, (node) => {
     const saved = [
       ...(reads(def.backward, 'x') ? [node.save(x)] : []),
@@ -117,35 +130,50 @@ export function unary(op: UnaryOp, x: Tensor): Tensor {
     ];
     return ([g]) => {
       const dx = Tensor.empty(x.shape);
-      dispatch(
-        specKey('unary.backward', { op }),
-        () => unaryBackwardKernel(def.backward),
-        [...saved, g!, dx],
-        grid1d(x.numel),
-        params(x.numel),
-      );
+      UNARY_BACKWARD.dispatch({ op }, [...saved, g!, dx], grid1d(x.numel), params(x.numel));
       return [dx];
     };
   });
   return y;
 }
 
-const binaryKernel = (expr: string): string =>
-  kernel1d(
-    [
-      ['A', 'f32'],
-      ['B', 'f32'],
-      ['C', 'f32', true],
-    ],
-    `let a = A[i]; let b = B[i % p.nb];\n  C[i] = ${expr};`,
-  );
+const BINARY = kernelFamily<{ op: BinaryOp }>({
+  family: 'binary',
+  specs: () => binaryOps().map((op) => ({ op })),
+  code: ({ op }) =>
+    kernel1d(
+      [
+        ['A', 'f32'],
+        ['B', 'f32'],
+        ['C', 'f32', true],
+      ],
+      `let a = A[i]; let b = B[i % p.nb];\n  C[i] = ${BINARY_OPS[op].forward};`,
+    ),
+});
 
-/** Gradient of a binary op for one operand, in the full (un-broadcast) shape. */
-const binaryGradKernel = (expr: string): string =>
-  gradKernel(expr, [
-    ['a', 'A', 'A[i]'],
-    ['b', 'B', 'B[i % p.nb]'],
-  ]);
+function binaryOps(): BinaryOp[] {
+  return Object.keys(BINARY_OPS) as BinaryOp[];
+}
+
+/** The gradient expression of operand k (0: a, 1: b) of a binary op. */
+function binaryGradExpr(op: BinaryOp, k: 0 | 1): string {
+  return k === 0 ? BINARY_OPS[op].gradA : BINARY_OPS[op].gradB;
+}
+
+/**
+ * Gradient of a binary op for one operand, in the full (un-broadcast) shape. A gradient that is the
+ * incoming one itself ('g') needs no kernel, so only the other (op, operand) pairs are variants.
+ */
+const BINARY_GRAD = kernelFamily<{ op: BinaryOp; k: 0 | 1 }>({
+  family: 'binary.grad',
+  specs: () =>
+    binaryOps().flatMap((op) => ([0, 1] as const).filter((k) => binaryGradExpr(op, k) !== 'g').map((k) => ({ op, k }))),
+  code: ({ op, k }) =>
+    gradKernel(binaryGradExpr(op, k), [
+      ['a', 'A', 'A[i]'],
+      ['b', 'B', 'B[i % p.nb]'],
+    ]),
+});
 
 function broadcastable(a: Tensor, b: Tensor): boolean {
   if (b.numel === 1) return true;
@@ -164,13 +192,7 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
     );
   const def = BINARY_OPS[op];
   const c = Tensor.empty(a.shape);
-  dispatch(
-    specKey('binary', { op }),
-    () => binaryKernel(def.forward),
-    [a, b, c],
-    grid1d(a.numel),
-    params(a.numel, b.numel),
-  );
+  BINARY.dispatch({ op }, [a, b, c], grid1d(a.numel), params(a.numel, b.numel));
   // Only the operands that some wanted gradient reads are kept: add and sub keep nothing, mul keeps
   // the other operand of each one that needs a gradient.
   const want = [a.requiresGrad || a.gradFn !== null, b.requiresGrad || b.gradFn !== null];
@@ -189,13 +211,7 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
         if (expr === 'g') return broadcast ? sumToSuffix(g!, b.shape) : g!.reshape(k === 0 ? a.shape : b.shape);
         const full = Tensor.empty(a.shape);
         const operands = ['a', 'b'].filter((v) => reads(expr, v)).map((v) => saved[v]!);
-        dispatch(
-          specKey('binary.grad', { op, k }),
-          () => binaryGradKernel(expr),
-          [...operands, g!, full],
-          grid1d(a.numel),
-          params(a.numel, b.numel),
-        );
+        BINARY_GRAD.dispatch({ op, k: k as 0 | 1 }, [...operands, g!, full], grid1d(a.numel), params(a.numel, b.numel));
         if (!broadcast) return full;
         const reduced = sumToSuffix(full, b.shape);
         full.dispose();
@@ -210,38 +226,52 @@ export const sub = (a: Tensor, b: Tensor): Tensor => binary('sub', a, b);
 export const mul = (a: Tensor, b: Tensor): Tensor => binary('mul', a, b);
 export const div = (a: Tensor, b: Tensor): Tensor => binary('div', a, b);
 
-const SCALE_KERNEL = kernel1d(
-  [
-    ['X', 'f32'],
-    ['Y', 'f32', true],
-  ],
-  'Y[i] = p.alpha * X[i];',
-);
+const SCALE = kernelFamily({
+  family: 'scale',
+  specs: () => [{}],
+  code: () =>
+    kernel1d(
+      [
+        ['X', 'f32'],
+        ['Y', 'f32', true],
+      ],
+      'Y[i] = p.alpha * X[i];',
+    ),
+});
 
 /** y = s·x for a constant s. */
 export function scale(x: Tensor, s: number): Tensor {
   assertDtype(x, 'f32', 'scale');
   const y = Tensor.empty(x.shape);
-  dispatch('scale', () => SCALE_KERNEL, [x, y], grid1d(x.numel), params(x.numel, 0, s));
+  SCALE.dispatch({}, [x, y], grid1d(x.numel), params(x.numel, 0, s));
   recordOp('scale', [x], y, () => ([g]) => [scale(g!, s)]);
   return y;
 }
 
-const ACCUMULATE_KERNEL = kernel1d(
-  [
-    ['D', 'f32', true],
-    ['S', 'f32'],
-  ],
-  'D[i] = D[i] + p.alpha * S[i];',
-);
+const ACCUMULATE = kernelFamily({
+  family: 'accumulate',
+  specs: () => [{}],
+  code: () =>
+    kernel1d(
+      [
+        ['D', 'f32', true],
+        ['S', 'f32'],
+      ],
+      'D[i] = D[i] + p.alpha * S[i];',
+    ),
+});
 
 /** dst += alpha·src, in place (not recorded by autograd). */
 export function accumulate(dst: Tensor, src: Tensor, alpha = 1): void {
   if (dst.numel !== src.numel) throw new RangeError(`accumulate: ${src} into ${dst}`);
-  dispatch('accumulate', () => ACCUMULATE_KERNEL, [dst, src], grid1d(dst.numel), params(dst.numel, 0, alpha));
+  ACCUMULATE.dispatch({}, [dst, src], grid1d(dst.numel), params(dst.numel, 0, alpha));
 }
 
-const FILL_KERNEL = kernel1d([['Y', 'f32', true]], 'Y[i] = p.alpha;');
+const FILL = kernelFamily({
+  family: 'fill',
+  specs: () => [{}],
+  code: () => kernel1d([['Y', 'f32', true]], 'Y[i] = p.alpha;'),
+});
 
 /** A new f32 tensor filled with `value` on the GPU (no upload). */
 export function full(shape: readonly number[], value: number): Tensor {
@@ -253,34 +283,43 @@ export function full(shape: readonly number[], value: number): Tensor {
 /** Sets every element of an f32 tensor to `value`, in place. */
 export function fillValue(y: Tensor, value: number): void {
   assertDtype(y, 'f32', 'fill');
-  dispatch('fill', () => FILL_KERNEL, [y], grid1d(y.numel), params(y.numel, 0, value));
+  FILL.dispatch({}, [y], grid1d(y.numel), params(y.numel, 0, value));
 }
 
 export const zeros = (shape: readonly number[]): Tensor => full(shape, 0);
 export const ones = (shape: readonly number[]): Tensor => full(shape, 1);
 
 // Thread i sums column i of x viewed as [n / nb, nb].
-const SUM_TO_SUFFIX_KERNEL = kernel1d(
-  [
-    ['X', 'f32'],
-    ['Y', 'f32', true],
-  ],
-  'var s = 0.0;\n  for (var r = i; r < p.n; r += p.nb) { s += X[r]; }\n  Y[i] = s;',
-  'i >= p.nb',
-);
+const SUM_TO_SUFFIX = kernelFamily({
+  family: 'sum_to_suffix',
+  specs: () => [{}],
+  code: () =>
+    kernel1d(
+      [
+        ['X', 'f32'],
+        ['Y', 'f32', true],
+      ],
+      'var s = 0.0;\n  for (var r = i; r < p.n; r += p.nb) { s += X[r]; }\n  Y[i] = s;',
+      'i >= p.nb',
+    ),
+});
 
 /** Sums x over its leading dimensions down to `shape` (a trailing suffix of x's shape, or [1]). */
 export function sumToSuffix(x: Tensor, shape: readonly number[]): Tensor {
   const nb = numelOf(shape);
   if (x.numel % nb !== 0) throw new RangeError(`sumToSuffix: [${x.shape}] to [${shape}]`);
   const y = Tensor.empty(shape);
-  dispatch('sum_to_suffix', () => SUM_TO_SUFFIX_KERNEL, [x, y], grid1d(nb), params(x.numel, nb));
+  SUM_TO_SUFFIX.dispatch({}, [x, y], grid1d(nb), params(x.numel, nb));
   // d/dx of a sum is the incoming gradient broadcast back over the summed dimensions.
   recordOp('sum_to_suffix', [x], y, () => ([g]) => [binary('mul', ones(x.shape), g!)]);
   return y;
 }
 
-function castKernel(from: DType, to: DType): string {
+type HalfDType = 'bf16' | 'f16';
+/** A conversion between f32 and a packed 16-bit dtype, either way. */
+type CastSpec = { from: 'f32'; to: HalfDType } | { from: HalfDType; to: 'f32' };
+
+function castKernel({ from, to }: CastSpec): string {
   if (from === 'f32') {
     // One thread packs elements 2i and 2i+1 into word i.
     const pack = to === 'bf16' ? 'f32_to_bf16(v0) | (f32_to_bf16(v1) << 16u)' : 'pack2x16float(vec2f(v0, v1))';
@@ -305,6 +344,23 @@ function castKernel(from: DType, to: DType): string {
   );
 }
 
+/** The kernel spec converting `from` to `to`, or null where no kernel converts them. */
+function castSpecOf(from: DType, to: DType): CastSpec | null {
+  if (from === 'f32' && (to === 'bf16' || to === 'f16')) return { from, to };
+  if ((from === 'bf16' || from === 'f16') && to === 'f32') return { from, to };
+  return null;
+}
+
+const CAST = kernelFamily<CastSpec>({
+  family: 'cast',
+  specs: () =>
+    (['bf16', 'f16'] as const).flatMap((h): CastSpec[] => [
+      { from: 'f32', to: h },
+      { from: h, to: 'f32' },
+    ]),
+  code: castKernel,
+});
+
 /**
  * Converts between f32 and packed 16-bit (bf16 round-to-nearest-even, f16 IEEE). Differentiable:
  * gradients are f32 whatever the dtype of the tensor they belong to, so backward passes the incoming
@@ -312,19 +368,11 @@ function castKernel(from: DType, to: DType): string {
  */
 export function cast(x: Tensor, to: DType): Tensor {
   if (x.dtype === to) return x.reshape(x.shape);
-  const ok =
-    (x.dtype === 'f32' && (to === 'bf16' || to === 'f16')) ||
-    ((x.dtype === 'bf16' || x.dtype === 'f16') && to === 'f32');
-  if (!ok) throw new TypeError(`cast ${x.dtype} -> ${to} is not supported`);
+  const spec = castSpecOf(x.dtype, to);
+  if (!spec) throw new TypeError(`cast ${x.dtype} -> ${to} is not supported`);
   const y = Tensor.empty(x.shape, to);
   const threads = x.dtype === 'f32' ? Math.ceil(x.numel / 2) : x.numel;
-  dispatch(
-    specKey('cast', { from: x.dtype, to }),
-    () => castKernel(x.dtype, to),
-    [x, y],
-    grid1d(threads),
-    params(x.numel),
-  );
+  CAST.dispatch(spec, [x, y], grid1d(threads), params(x.numel));
   recordOp('cast', [x], y, () => ([g]) => [g!.reshape(x.shape)]);
   return y;
 }

@@ -14,8 +14,9 @@
 // index error would on the CPU) and contribute nothing in backward.
 import { type GradNode, recordOp } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
-import { dispatch, grid1d, specKey, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
+import { grid1d, Uniforms, WG, WGSL_FLAT_INDEX, WGSL_HALF } from './common.js';
 import { zeros } from './elementwise.js';
+import { kernelFamily } from './variants.js';
 
 const NAN_BITS = 0x7fc00000;
 
@@ -25,7 +26,9 @@ struct P { N: u32, D: u32, V: u32, nan_bits: u32 }
 const NONE = 0xffffffffu;
 ${WGSL_FLAT_INDEX}${WGSL_HALF}`;
 
-function forwardKernel(tableType: 'f32' | 'bf16' | 'f16'): string {
+type TableType = 'f32' | 'bf16' | 'f16';
+
+function forwardKernel({ tType: tableType }: { tType: TableType }): string {
   const read = tableType === 'f32' ? 'T[e]' : `half_word_get(T[e >> 1u], e, ${tableType === 'bf16'})`;
   return /* wgsl */ `${PARAMS}
 @group(0) @binding(1) var<storage, read> IDS: array<i32>;
@@ -43,8 +46,17 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
 }
 
+const FORWARD = kernelFamily({
+  family: 'embedding',
+  specs: () => (['f32', 'bf16', 'f16'] as const).map((tType) => ({ tType })),
+  code: forwardKernel,
+});
+
 /** LINKS[i] = next position with the same id (NONE if last); LINKS[N + i] = 1 if i is its id's first. */
-const LINKS_KERNEL = /* wgsl */ `${PARAMS}
+const LINKS = kernelFamily({
+  family: 'embedding.links',
+  specs: () => [{}],
+  code: () => /* wgsl */ `${PARAMS}
 @group(0) @binding(1) var<storage, read> IDS: array<i32>;
 @group(0) @binding(2) var<storage, read_write> LINKS: array<u32>;
 @compute @workgroup_size(${WG})
@@ -61,9 +73,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   }
   LINKS[i] = next;
   LINKS[p.N + i] = head;
-}`;
+}`,
+});
 
-const GATHER_GRAD_KERNEL = /* wgsl */ `${PARAMS}
+const GATHER_GRAD = kernelFamily({
+  family: 'embedding.gather_grad',
+  specs: () => [{}],
+  code: () => /* wgsl */ `${PARAMS}
 @group(0) @binding(1) var<storage, read> IDS: array<i32>;
 @group(0) @binding(2) var<storage, read> LINKS: array<u32>;
 @group(0) @binding(3) var<storage, read> G: array<f32>;
@@ -83,7 +99,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     if (j == NONE) { break; }
   }
   DT[u32(IDS[i]) * p.D + d] = acc;
-}`;
+}`,
+});
 
 function params(N: number, D: number, V: number): Uniforms {
   return new Uniforms().u32(N).u32(D).u32(V).u32(NAN_BITS);
@@ -102,13 +119,7 @@ export function embedding(ids: Tensor, table: Tensor): Tensor {
   const [V, D] = table.shape as [number, number];
   const N = ids.numel;
   const y = Tensor.empty([...ids.shape, D]);
-  dispatch(
-    specKey('embedding', { tType }),
-    () => forwardKernel(tType),
-    [ids, table, y],
-    grid1d(N * D),
-    params(N, D, V),
-  );
+  FORWARD.dispatch({ tType }, [ids, table, y], grid1d(N * D), params(N, D, V));
   recordOp('embedding', [table], y, (node: GradNode) => {
     const idsSaved = node.save(ids);
     return ([g]) => [embeddingBackward(idsSaved, g!, V, D)];
@@ -122,8 +133,8 @@ export function embeddingBackward(ids: Tensor, g: Tensor, V: number, D: number):
   const dt = zeros([V, D]);
   if (N === 0 || D === 0) return dt;
   const links = Tensor.empty([2 * N], 'u32');
-  dispatch('embedding.links', () => LINKS_KERNEL, [ids, links], grid1d(N), params(N, D, V));
-  dispatch('embedding.gather_grad', () => GATHER_GRAD_KERNEL, [ids, links, g, dt], grid1d(N * D), params(N, D, V));
+  LINKS.dispatch({}, [ids, links], grid1d(N), params(N, D, V));
+  GATHER_GRAD.dispatch({}, [ids, links, g, dt], grid1d(N * D), params(N, D, V));
   links.dispose();
   return dt;
 }

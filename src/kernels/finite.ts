@@ -8,7 +8,8 @@
 // (the padding half of an odd-length tensor is not counted). Counting in integers is exact and the
 // order of the workgroups' atomic adds does not change the sum.
 import { Tensor } from '../engine/tensor.js';
-import { dispatch, Uniforms } from './common.js';
+import { Uniforms } from './common.js';
+import { kernelFamily } from './variants.js';
 
 const WG = 256;
 /** Words each thread reads before the workgroup combines (caps the workgroup count for big tensors). */
@@ -18,7 +19,12 @@ const MAX_WORKGROUPS = 4096;
 type Kind = 'f32' | 'bf16' | 'f16';
 const KIND_CODE: Record<Kind, number> = { f32: 0, bf16: 1, f16: 2 };
 
-const COUNT_KERNEL = /* wgsl */ `
+// One kernel for every kind: the kind is a uniform (p.kind), not a variant.
+const COUNT = kernelFamily({
+  family: 'finite.count',
+  specs: () => [{}],
+  workgroupBytes: () => 4,
+  code: () => /* wgsl */ `
 struct P { n: u32, words: u32, slot: u32, kind: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> X: array<u32>;
@@ -50,7 +56,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     if (total > 0u) { atomicAdd(&C[p.slot], total); }
   }
 }
-`;
+`,
+});
 
 function kindOf(t: Tensor): Kind {
   if (t.dtype === 'f32' || t.dtype === 'bf16' || t.dtype === 'f16') return t.dtype;
@@ -66,7 +73,7 @@ export function countNonFiniteInto(x: Tensor, counts: Tensor, slot: number): voi
   const words = kind === 'f32' ? x.numel : Math.ceil(x.numel / 2);
   const groups = Math.min(MAX_WORKGROUPS, Math.max(1, Math.ceil(words / (WG * WORDS_PER_THREAD))));
   const u = new Uniforms().u32(x.numel).u32(words).u32(slot).u32(KIND_CODE[kind]);
-  dispatch('finite.count', () => COUNT_KERNEL, [{ buffer: x.buffer, offset: 0, size: words * 4 }, counts], [groups], u);
+  COUNT.dispatch({}, [{ buffer: x.buffer, offset: 0, size: words * 4 }, counts], [groups], u);
 }
 
 /** The number of non-finite elements of `x` (one readback; for tests and one-off checks). */

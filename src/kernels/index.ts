@@ -6,6 +6,7 @@ export * from './crossentropy.js';
 export * from './decode.js';
 export * from './elementwise.js';
 export * from './embedding.js';
+export * from './finite.js';
 export { fitsF16, type GemmArgs, type GemmOperand, gemm, noteWeightRange } from './gemm.js';
 export { type GemvOptions, gemv } from './gemv.js';
 export * from './linear-crossentropy.js';

@@ -17,10 +17,11 @@
 // tile order.
 import { recordOp } from '../engine/autograd.js';
 import { engine, Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, Uniforms, WG, WGSL_FLAT_INDEX } from './common.js';
+import { assertDtype, grid1d, Uniforms, WG, WGSL_FLAT_INDEX } from './common.js';
 import { crossEntropyBackwardInPlace, crossEntropyMean, crossEntropyRowsInto } from './crossentropy.js';
 import { accumulate, zeros } from './elementwise.js';
 import { matmulForward } from './matmul.js';
+import { kernelFamily } from './variants.js';
 
 /** Default bound on one chunk's logits block (bytes). */
 export const LOSS_CHUNK_BYTES = 32 * 2 ** 20;
@@ -42,7 +43,10 @@ struct P { rows: u32, d: u32, row0: u32, _a: u32 }
 ${WGSL_FLAT_INDEX}`;
 
 /** Y[i, :] = H[IDX[row0 + i], :] for i < rows. */
-const GATHER_KERNEL = /* wgsl */ `${ROWS_HEADER}
+const GATHER = kernelFamily({
+  family: 'lmloss.gather',
+  specs: () => [{}],
+  code: () => /* wgsl */ `${ROWS_HEADER}
 @group(0) @binding(1) var<storage, read> H: array<f32>;
 @group(0) @binding(2) var<storage, read> IDX: array<i32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
@@ -52,10 +56,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   if (t >= p.rows * p.d) { return; }
   let i = t / p.d;
   Y[t] = H[u32(IDX[p.row0 + i]) * p.d + (t - i * p.d)];
-}`;
+}`,
+});
 
 /** DH[IDX[row0 + i], :] = G[i, :] (indices are distinct: every element has one writer). */
-const SCATTER_KERNEL = /* wgsl */ `${ROWS_HEADER}
+const SCATTER = kernelFamily({
+  family: 'lmloss.scatter',
+  specs: () => [{}],
+  code: () => /* wgsl */ `${ROWS_HEADER}
 @group(0) @binding(1) var<storage, read> G: array<f32>;
 @group(0) @binding(2) var<storage, read> IDX: array<i32>;
 @group(0) @binding(3) var<storage, read_write> DH: array<f32>;
@@ -65,30 +73,19 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   if (t >= p.rows * p.d) { return; }
   let i = t / p.d;
   DH[u32(IDX[p.row0 + i]) * p.d + (t - i * p.d)] = G[t];
-}`;
+}`,
+});
 
 function gatherRows(h: Tensor, idx: Tensor, row0: number, rows: number): Tensor {
   const d = h.shape[1]!;
   const y = Tensor.empty([rows, d]);
-  dispatch(
-    'lmloss.gather',
-    () => GATHER_KERNEL,
-    [h, idx, y],
-    grid1d(rows * d),
-    new Uniforms().u32(rows).u32(d).u32(row0).u32(0),
-  );
+  GATHER.dispatch({}, [h, idx, y], grid1d(rows * d), new Uniforms().u32(rows).u32(d).u32(row0).u32(0));
   return y;
 }
 
 function scatterRows(g: Tensor, idx: Tensor, row0: number, dh: Tensor): void {
   const [rows, d] = g.shape as [number, number];
-  dispatch(
-    'lmloss.scatter',
-    () => SCATTER_KERNEL,
-    [g, idx, dh],
-    grid1d(rows * d),
-    new Uniforms().u32(rows).u32(d).u32(row0).u32(0),
-  );
+  SCATTER.dispatch({}, [g, idx, dh], grid1d(rows * d), new Uniforms().u32(rows).u32(d).u32(row0).u32(0));
 }
 
 export interface LinearCrossEntropyOptions {

@@ -28,7 +28,8 @@
 // coef = min(1, max/(norm+1e-6)); then every gradient is scaled by coef read from GPU memory (again
 // several tensors per dispatch). The norm comes back as a Tensor.
 import { engine, Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, specKey, Uniforms, WGSL_FLAT_INDEX } from './common.js';
+import { assertDtype, grid1d, Uniforms, WGSL_FLAT_INDEX } from './common.js';
+import { kernelFamily } from './variants.js';
 
 export interface AdamWOptions {
   lr?: number;
@@ -95,7 +96,22 @@ function findEntry(k: number): string {
   return `  var k = 0u;\n  for (var j = 1u; j < ${k}u; j++) { if (w >= p.t[j].z) { k = j; } }\n  let e = p.t[k];`;
 }
 
-function adamwKernel(k: number, scaled: boolean): string {
+/**
+ * Every group size a multi-tensor dispatch can have: 1..MAX_GROUP (adamwTensorsPerDispatch and
+ * clipTensorsPerDispatch never exceed it; a device with fewer storage bindings uses a prefix).
+ */
+function groupSizes(): number[] {
+  return Array.from({ length: MAX_GROUP }, (_, i) => i + 1);
+}
+
+interface AdamWSpec {
+  /** Tensors (param, grad pairs) in the group. */
+  params: number;
+  /** The gradients are multiplied by SCALE[0] (AdamWStepOptions.gradScale). */
+  scaled: boolean;
+}
+
+function adamwKernel({ params: k, scaled }: AdamWSpec): string {
   const bind = (j: number) =>
     `@group(0) @binding(${2 + (scaled ? 1 : 0) + 2 * j}) var<storage, read_write> P${j}: array<f32>;\n` +
     `@group(0) @binding(${3 + (scaled ? 1 : 0) + 2 * j}) var<storage, read> G${j}: array<f32>;`;
@@ -129,6 +145,12 @@ ${switchOver(
 )}
 }`;
 }
+
+const ADAMW = kernelFamily<AdamWSpec>({
+  family: 'adamw.multi',
+  specs: () => groupSizes().flatMap((params) => [false, true].map((scaled) => ({ params, scaled }))),
+  code: adamwKernel,
+});
 
 /** One flat moment buffer: [m of its tensors | v of its tensors]. */
 interface StateChunk {
@@ -259,8 +281,7 @@ export class AdamW {
           wgs += count;
           bufs.push(p, p.grad!);
         }
-        const key = specKey('adamw.multi', { params: group.length, scaled: scale !== undefined });
-        dispatch(key, () => adamwKernel(group.length, scale !== undefined), bufs, [wgs], u);
+        ADAMW.dispatch({ params: group.length, scaled: scale !== undefined }, bufs, [wgs], u);
       }
     }
   }
@@ -311,7 +332,10 @@ export class AdamW {
   }
 }
 
-const FILL_ZERO = /* wgsl */ `
+const FILL_ZERO = kernelFamily({
+  family: 'optim.zero',
+  specs: () => [{}],
+  code: () => /* wgsl */ `
 struct P { n: u32, _a: u32, _b: u32, _c: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> Y: array<f32>;
@@ -320,11 +344,12 @@ ${WGSL_FLAT_INDEX}
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat_index(gid, nwg, 256u);
   if (i < p.n) { Y[i] = 0.0; }
-}`;
+}`,
+});
 
 function zerosKept(n: number): Tensor {
   const t = Tensor.empty([n]).keep();
-  dispatch('optim.zero', () => FILL_ZERO, [t], grid1d(n), new Uniforms().u32(n).u32(0).u32(0).u32(0));
+  FILL_ZERO.dispatch({}, [t], grid1d(n), new Uniforms().u32(n).u32(0).u32(0).u32(0));
   return t;
 }
 
@@ -335,7 +360,12 @@ const NORM_WG = 256;
 const NORM_MAX_GROUPS = 64;
 const NORM_PER_THREAD = 16;
 
-function sumsqKernel(k: number): string {
+/** A clipping pass over `params` tensors. */
+interface ClipSpec {
+  params: number;
+}
+
+function sumsqKernel({ params: k }: ClipSpec): string {
   return /* wgsl */ `
 struct P { t: array<vec4u, ${k}> }
 @group(0) @binding(0) var<uniform> p: P;
@@ -361,7 +391,18 @@ ${switchOver(k, (j) => `      for (var i = local * ${NORM_WG}u + t; i < n; i += 
 }`;
 }
 
-const NORM_FINAL_KERNEL = /* wgsl */ `
+const SUMSQ = kernelFamily<ClipSpec>({
+  family: 'clip.sumsq',
+  specs: () => groupSizes().map((params) => ({ params })),
+  code: sumsqKernel,
+  workgroupBytes: () => NORM_WG * 4,
+});
+
+const NORM_FINAL = kernelFamily({
+  family: 'clip.final',
+  specs: () => [{}],
+  workgroupBytes: () => NORM_WG * 4,
+  code: () => /* wgsl */ `
 struct P { n: u32, max_norm: f32, _a: u32, _b: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> PART: array<f32>;
@@ -383,9 +424,10 @@ fn main(@builtin(local_invocation_index) t: u32) {
     NORM[0] = norm;
     COEF[0] = min(p.max_norm / (norm + 1e-6), 1.0);
   }
-}`;
+}`,
+});
 
-function scaleKernel(k: number): string {
+function scaleKernel({ params: k }: ClipSpec): string {
   return /* wgsl */ `
 struct P { t: array<vec4u, ${k}> }
 @group(0) @binding(0) var<uniform> p: P;
@@ -402,6 +444,12 @@ ${findEntry(k)}
 ${switchOver(k, (j) => `      for (var i = first; i < n; i += stride) { G${j}[i] = G${j}[i] * c; }`)}
 }`;
 }
+
+const CLIP_SCALE = kernelFamily<ClipSpec>({
+  family: 'clip.scale',
+  specs: () => groupSizes().map((params) => ({ params })),
+  code: scaleKernel,
+});
 
 /** Global gradient norm and torch's clip coefficient, both as one-element GPU tensors. */
 export interface GradNormCoef {
@@ -443,21 +491,9 @@ export function gradNormCoef(params: readonly Tensor[], maxNorm: number): GradNo
       wgs += n;
       offset += n;
     }
-    dispatch(
-      specKey('clip.sumsq', { params: group.length }),
-      () => sumsqKernel(group.length),
-      [part, ...group.map(([g]) => g)],
-      [wgs],
-      u,
-    );
+    SUMSQ.dispatch({ params: group.length }, [part, ...group.map(([g]) => g)], [wgs], u);
   }
-  dispatch(
-    'clip.final',
-    () => NORM_FINAL_KERNEL,
-    [part, norm, coef],
-    [1],
-    new Uniforms().u32(total).f32(maxNorm).u32(0).u32(0),
-  );
+  NORM_FINAL.dispatch({}, [part, norm, coef], [1], new Uniforms().u32(total).f32(maxNorm).u32(0).u32(0));
   part.dispose();
   return { norm, coef };
 }
@@ -478,13 +514,7 @@ export function clipGradNorm(params: readonly Tensor[], maxNorm: number): Tensor
       u.u32(g.numel).u32(0).u32(wgs).u32(count);
       wgs += count;
     }
-    dispatch(
-      specKey('clip.scale', { params: group.length }),
-      () => scaleKernel(group.length),
-      [coef, ...group],
-      [wgs],
-      u,
-    );
+    CLIP_SCALE.dispatch({ params: group.length }, [coef, ...group], [wgs], u);
   }
   coef.dispose();
   return norm;

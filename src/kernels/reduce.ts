@@ -18,7 +18,8 @@
 // NaN is unspecified.
 import { type GradNode, recordOp } from '../engine/autograd.js';
 import { engine, Tensor } from '../engine/tensor.js';
-import { assertDtype, dispatch, grid1d, specKey, Uniforms, WG, WGSL_FLAT_INDEX } from './common.js';
+import { assertDtype, grid1d, Uniforms, WG, WGSL_FLAT_INDEX } from './common.js';
+import { kernelFamily } from './variants.js';
 
 /** Elements per workgroup in the first pass of an all-element reduction. */
 export const REDUCE_CHUNK = 8192;
@@ -31,8 +32,12 @@ struct P { rows: u32, D: u32, n: u32, scale: f32, global_idx: u32, _p0: u32, _p1
 const NO_INDEX = 0xffffffffu;
 `;
 
+/** The workgroup sizes of the per-row kernels (rowThreads picks one). */
+const ROW_THREADS = [64, 256] as const;
+type RowThreads = (typeof ROW_THREADS)[number];
+
 /** Threads per row: fewer for short rows so most of a workgroup is not idle. */
-function rowThreads(D: number): number {
+function rowThreads(D: number): RowThreads {
   return D > 256 ? 256 : 64;
 }
 
@@ -43,7 +48,14 @@ function rowGrid(rows: number): [number, number] {
   return [Math.max(1, Math.ceil(rows / gy)), gy];
 }
 
-function reduceKernel(op: ReduceOp, wg: number, indexedInput: boolean): string {
+interface ReduceSpec {
+  op: ReduceOp;
+  wg: RowThreads;
+  /** The input carries the indices of its values (max's later passes over partials). */
+  indexed: boolean;
+}
+
+function reduceKernel({ op, wg, indexed: indexedInput }: ReduceSpec): string {
   const tree = (s: string) =>
     op === 'sum'
       ? `sv[lid] += sv[lid + ${s}];`
@@ -85,6 +97,19 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }`;
 }
 
+// Only max carries indices into a later pass (a sum's partials are plain values).
+const REDUCE = kernelFamily<ReduceSpec>({
+  family: 'reduce',
+  specs: () =>
+    ROW_THREADS.flatMap((wg): ReduceSpec[] => [
+      { op: 'sum', wg, indexed: false },
+      { op: 'max', wg, indexed: false },
+      { op: 'max', wg, indexed: true },
+    ]),
+  code: reduceKernel,
+  workgroupBytes: ({ op, wg }) => wg * (op === 'max' ? 8 : 4),
+});
+
 function params(rows: number, D: number, n: number, scale = 1, globalIdx = false): Uniforms {
   return new Uniforms()
     .u32(rows)
@@ -117,13 +142,7 @@ function reduceRows(
   const indices = op === 'max' ? Tensor.empty([rows], 'i32') : null;
   const wg = rowThreads(D);
   const ts = [x, ...(xi ? [xi] : []), values, ...(indices ? [indices] : [])];
-  dispatch(
-    specKey('reduce', { op, wg, indexed: xi !== null }),
-    () => reduceKernel(op, wg, xi !== null),
-    ts,
-    rowGrid(rows),
-    params(rows, D, x.numel, scale, globalIdx),
-  );
+  REDUCE.dispatch({ op, wg, indexed: xi !== null }, ts, rowGrid(rows), params(rows, D, x.numel, scale, globalIdx));
   return { values, indices };
 }
 
@@ -198,7 +217,10 @@ struct P { n: u32, D: u32, scale: f32, global_idx: u32 }
 ${WGSL_FLAT_INDEX}`;
 
 /** dx[i] = scale·g[row(i)]: the gradient of a sum (scale 1) or mean (1/D) broadcast over the row. */
-const BROADCAST_ROWS_KERNEL = /* wgsl */ `${EW_PARAMS}
+const BROADCAST_ROWS = kernelFamily({
+  family: 'reduce.broadcast_rows',
+  specs: () => [{}],
+  code: () => /* wgsl */ `${EW_PARAMS}
 @group(0) @binding(1) var<storage, read> G: array<f32>;
 @group(0) @binding(2) var<storage, read_write> DX: array<f32>;
 @compute @workgroup_size(${WG})
@@ -206,10 +228,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let i = flat_index(gid, nwg, ${WG}u);
   if (i >= p.n) { return; }
   DX[i] = p.scale * G[i / p.D];
-}`;
+}`,
+});
 
 /** dx[i] = g[row] where i is the row's argmax, else 0. */
-const MAX_BACKWARD_KERNEL = /* wgsl */ `${EW_PARAMS}
+const MAX_BACKWARD = kernelFamily({
+  family: 'reduce.max.backward',
+  specs: () => [{}],
+  code: () => /* wgsl */ `${EW_PARAMS}
 @group(0) @binding(1) var<storage, read> G: array<f32>;
 @group(0) @binding(2) var<storage, read> IDX: array<u32>;
 @group(0) @binding(3) var<storage, read_write> DX: array<f32>;
@@ -220,7 +246,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let row = i / p.D;
   let at = select(i - row * p.D, i, p.global_idx == 1u);
   DX[i] = select(0.0, G[row], IDX[row] == at);
-}`;
+}`,
+});
 
 function ewParams(n: number, D: number, scale = 1, globalIdx = false): Uniforms {
   return new Uniforms()
@@ -232,13 +259,7 @@ function ewParams(n: number, D: number, scale = 1, globalIdx = false): Uniforms 
 
 function broadcastRows(g: Tensor, shape: readonly number[], D: number, scale: number): Tensor {
   const dx = Tensor.empty(shape);
-  dispatch(
-    'reduce.broadcast_rows',
-    () => BROADCAST_ROWS_KERNEL,
-    [g, dx],
-    grid1d(dx.numel),
-    ewParams(dx.numel, D, scale),
-  );
+  BROADCAST_ROWS.dispatch({}, [g, dx], grid1d(dx.numel), ewParams(dx.numel, D, scale));
   return dx;
 }
 
@@ -267,13 +288,7 @@ export function max(x: Tensor, axis?: number): Tensor {
     const saved = n.save(idx);
     return ([g]) => {
       const dx = Tensor.empty(x.shape);
-      dispatch(
-        'reduce.max.backward',
-        () => MAX_BACKWARD_KERNEL,
-        [g!, saved, dx],
-        grid1d(dx.numel),
-        ewParams(dx.numel, r.D, 1, r.mode === 'all'),
-      );
+      MAX_BACKWARD.dispatch({}, [g!, saved, dx], grid1d(dx.numel), ewParams(dx.numel, r.D, 1, r.mode === 'all'));
       return [dx];
     };
   });
@@ -288,7 +303,11 @@ export function argmax(x: Tensor): Tensor {
   return r.indices!;
 }
 
-const SOFTMAX_KERNEL = (wg: number) => /* wgsl */ `${PARAMS}
+const SOFTMAX = kernelFamily<{ wg: RowThreads }>({
+  family: 'softmax',
+  specs: () => ROW_THREADS.map((wg) => ({ wg })),
+  workgroupBytes: ({ wg }) => wg * 8,
+  code: ({ wg }) => /* wgsl */ `${PARAMS}
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 var<workgroup> sm: array<f32, ${wg}>;
@@ -319,9 +338,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   workgroupBarrier();
   let mx = sm[0]; let total = ss[0];
   for (var i = start + lid; i < start + p.D; i += ${wg}u) { Y[i] = exp(X[i] - mx) / total; }
-}`;
+}`,
+});
 
-const SOFTMAX_BACKWARD_KERNEL = (wg: number) => /* wgsl */ `${PARAMS}
+const SOFTMAX_BACKWARD = kernelFamily<{ wg: RowThreads }>({
+  family: 'softmax.backward',
+  specs: () => ROW_THREADS.map((wg) => ({ wg })),
+  workgroupBytes: ({ wg }) => wg * 4,
+  code: ({ wg }) => /* wgsl */ `${PARAMS}
 @group(0) @binding(1) var<storage, read> Yv: array<f32>;
 @group(0) @binding(2) var<storage, read> G: array<f32>;
 @group(0) @binding(3) var<storage, read_write> DX: array<f32>;
@@ -341,7 +365,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   workgroupBarrier();
   let dot = sv[0];
   for (var i = start + lid; i < start + p.D; i += ${wg}u) { DX[i] = Yv[i] * (G[i] - dot); }
-}`;
+}`,
+});
 
 /**
  * Softmax over the last axis, numerically stable (exp(x − rowmax)). Backward:
@@ -355,18 +380,12 @@ export function softmax(x: Tensor): Tensor {
   const y = Tensor.empty(x.shape);
   if (rows === 0) return y;
   const wg = rowThreads(D);
-  dispatch(specKey('softmax', { wg }), () => SOFTMAX_KERNEL(wg), [x, y], rowGrid(rows), params(rows, D, x.numel));
+  SOFTMAX.dispatch({ wg }, [x, y], rowGrid(rows), params(rows, D, x.numel));
   recordOp('softmax', [x], y, (node: GradNode) => {
     const ys = node.save(y);
     return ([g]) => {
       const dx = Tensor.empty(x.shape);
-      dispatch(
-        specKey('softmax.backward', { wg }),
-        () => SOFTMAX_BACKWARD_KERNEL(wg),
-        [ys, g!, dx],
-        rowGrid(rows),
-        params(rows, D, x.numel),
-      );
+      SOFTMAX_BACKWARD.dispatch({ wg }, [ys, g!, dx], rowGrid(rows), params(rows, D, x.numel));
       return [dx];
     };
   });
