@@ -463,62 +463,74 @@ export function gemv(o: GemvOptions): void {
 // ---------------------------------------------------------------------------------------------
 // Variants
 
-/** The fused configurations callers use (matmul, nf4Linear and the decode step's linear groups). */
+/**
+ * The fused configurations callers use: matmul and nf4Linear (one segment, no norm, x as stored or
+ * transposed), and the decode step's linear groups (llama/decode.ts): q/k/v (norm folded, store),
+ * o and down (residual accumulate), gate/up (norm folded, swiglu) and the lm_head (final norm folded,
+ * store). With LoRA on any nonempty subset of a group's modules, a group runs the A GEMV over the
+ * present A matrices (writing rstd where the norm is folded) and the main GEMV (rstd given, B in the
+ * epilogue); a group whose bindings exceed the device's storage-buffer limit runs one segment at a
+ * time (swiglu's as stores, rstd written by the first piece).
+ */
 const GEMV_CASES: {
   what: string;
   spec: Pick<GemvSpec, 'segments' | 'transX' | 'norm' | 'rstdOut' | 'lora' | 'epilogue'>;
-}[] = [
-  {
-    what: 'matmul',
-    spec: { segments: 1, transX: false, norm: 'none', rstdOut: false, lora: [false], epilogue: 'store' },
-  },
-  {
-    what: 'matmul, x transposed',
-    spec: { segments: 1, transX: true, norm: 'none', rstdOut: false, lora: [false], epilogue: 'store' },
-  },
-  {
-    what: 'qkv, norm folded',
-    spec: {
-      segments: 3,
-      transX: false,
-      norm: 'compute',
-      rstdOut: false,
-      lora: [false, false, false],
-      epilogue: 'store',
-    },
-  },
-  {
-    what: 'LoRA A, norm folded, rstd out',
-    spec: {
-      segments: 3,
-      transX: false,
-      norm: 'compute',
-      rstdOut: true,
-      lora: [false, false, false],
-      epilogue: 'store',
-    },
-  },
-  {
-    what: 'qkv, rstd given, LoRA q and v',
-    spec: { segments: 3, transX: false, norm: 'given', rstdOut: false, lora: [true, false, true], epilogue: 'store' },
-  },
-  {
-    what: 'o/down, accumulate',
-    spec: { segments: 1, transX: false, norm: 'none', rstdOut: false, lora: [false], epilogue: 'accumulate' },
-  },
-  {
-    what: 'o/down, accumulate, LoRA',
-    spec: { segments: 1, transX: false, norm: 'none', rstdOut: false, lora: [true], epilogue: 'accumulate' },
-  },
-  {
-    what: 'gate/up swiglu, norm folded',
-    spec: { segments: 2, transX: false, norm: 'compute', rstdOut: false, lora: [false, false], epilogue: 'swiglu' },
-  },
-  {
-    what: 'gate/up swiglu, rstd given, LoRA',
-    spec: { segments: 2, transX: false, norm: 'given', rstdOut: false, lora: [true, true], epilogue: 'swiglu' },
-  },
-];
+}[] = (() => {
+  type CaseSpec = (typeof GEMV_CASES)[number]['spec'];
+  const cases = new Map<string, { what: string; spec: CaseSpec }>();
+  const add = (what: string, spec: CaseSpec) => {
+    const key = specKey('', spec);
+    if (!cases.has(key)) cases.set(key, { what, spec });
+  };
+  const plain = { transX: false, rstdOut: false };
+  add('matmul', { ...plain, segments: 1, norm: 'none', lora: [false], epilogue: 'store' });
+  add('matmul, x transposed', { ...plain, segments: 1, transX: true, norm: 'none', lora: [false], epilogue: 'store' });
+  const groups: { what: string; modules: number; norm: boolean; epilogue: GemvEpilogue; lora: boolean }[] = [
+    { what: 'q/k/v', modules: 3, norm: true, epilogue: 'store', lora: true },
+    { what: 'o/down', modules: 1, norm: false, epilogue: 'accumulate', lora: true },
+    { what: 'gate/up', modules: 2, norm: true, epilogue: 'swiglu', lora: true },
+    { what: 'lm_head', modules: 1, norm: true, epilogue: 'store', lora: false },
+  ];
+  for (const g of groups) {
+    const masks = g.lora
+      ? Array.from({ length: 2 ** g.modules }, (_, bits) =>
+          Array.from({ length: g.modules }, (_, k) => !!(bits & (1 << k))),
+        )
+      : [Array<boolean>(g.modules).fill(false)];
+    for (const lora of masks) {
+      const n = lora.filter(Boolean).length;
+      const norm: GemvNorm = g.norm ? (n ? 'given' : 'compute') : 'none';
+      const normName = { none: '', compute: ', norm folded', given: ', rstd given' }[norm];
+      const loraName = n ? `, LoRA ${lora.map((b) => (b ? 'B' : '-')).join('')}` : '';
+      if (n)
+        add(`${g.what} LoRA A (${n} of ${g.modules})${g.norm ? ', norm folded, rstd out' : ''}`, {
+          ...plain,
+          segments: n,
+          norm: g.norm ? 'compute' : 'none',
+          rstdOut: g.norm,
+          lora: Array<boolean>(n).fill(false),
+          epilogue: 'store',
+        });
+      add(`${g.what}${normName}${loraName}`, {
+        ...plain,
+        segments: g.modules,
+        norm,
+        lora,
+        epilogue: g.epilogue,
+      });
+      if (g.modules > 1)
+        for (const b of lora)
+          add(`${g.what} one segment at a time${normName}${b ? ', LoRA' : ''}`, {
+            ...plain,
+            segments: 1,
+            norm,
+            lora: [b],
+            epilogue: g.epilogue === 'swiglu' ? 'store' : g.epilogue,
+          });
+    }
+  }
+  return [...cases.values()];
+})();
 
 const GEMV_FORMATS: WeightFormat[] = ['f32', 'bf16', 'f16', 'nf4', 'nf4dq'];
 
