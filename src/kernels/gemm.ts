@@ -1801,56 +1801,52 @@ function deriveCallerSpecs(): { spec: GemmKernelSpec; what: string }[] {
   const reachable = reachableGemmTiles();
   const both = (optional: boolean | undefined) => (optional ? [false, true] : [false]);
   for (const product of GEMM_CALLER_PRODUCTS) {
-    const ops = [product.a, product.b, ...(product.pro ? [product.pro.u, product.pro.w] : [])];
+    const { a, b, pro } = product;
     for (const precision of ['fp32', 'fp16-mixed'] as const) {
-      const hasWeight = ops.some((o) => o.role === 'weight');
-      const computes: Compute[] = precision === 'fp32' ? ['f32'] : hasWeight ? ['f16', 'f32'] : ['f16'];
-      for (const compute of computes)
-        for (const dIn of DIM_RESIDUES)
-          for (const dOut of DIM_RESIDUES)
-            for (const dR of DIM_RESIDUES) {
-              const dims: Record<ModelDim, number> = { in: dIn, out: dOut, r: dR };
-              const operand = (o: CallerOperand, kind: OperandKind, drop: boolean): OperandSpec => ({
-                kind,
-                trans: !!o.trans,
-                vec: vecWidth(kind, dims[o.dim], 1),
-                drop,
-              });
-              for (const ka of roleKinds(product.a.role, precision))
-                for (const kb of roleKinds(product.b.role, precision))
-                  for (const dropA of both(product.a.drop))
-                    for (const dropB of both(product.b.drop))
-                      for (const mask of product.pro ? both(product.pro.mask) : [false]) {
-                        const pro = product.pro
-                          ? {
-                              u: operand(product.pro.u, roleKinds(product.pro.u.role, precision)[0]!, false),
-                              w: operand(product.pro.w, roleKinds(product.pro.w.role, precision)[0]!, false),
-                              mask,
-                            }
-                          : null;
-                        const direct = directTileTakes(compute, ka, kb, !!pro, dropA || dropB || mask);
-                        for (const r of reachable) {
-                          if (r.compute !== compute) continue;
-                          const tileName: TileName = isDirect(r.tile) && !direct ? 't64' : r.tile;
-                          const outs: OutMode[] = [product.accumulate ? 'accumulate' : 'store'];
-                          if (r.splitK && !pro) outs.push('partial');
-                          for (const o of outs) {
-                            const spec: GemmKernelSpec = {
-                              compute,
-                              tile: TILES[tileName],
-                              tileName,
-                              a: operand(product.a, ka, dropA),
-                              b: operand(product.b, kb, dropB),
-                              pro,
-                              out: o,
-                              sg: null,
-                            };
-                            const key = kernelKey(spec);
-                            if (!out.has(key)) out.set(key, { spec, what: product.what });
-                          }
-                        }
+      // fp16-mixed keeps f32 compute for products with a base weight beyond the f16 range (fitsF16).
+      const computes: Compute[] =
+        precision === 'fp32' ? ['f32'] : a.role === 'weight' || b.role === 'weight' ? ['f16', 'f32'] : ['f16'];
+      for (const dIn of DIM_RESIDUES)
+        for (const dOut of DIM_RESIDUES)
+          for (const dR of DIM_RESIDUES) {
+            const dims: Record<ModelDim, number> = { in: dIn, out: dOut, r: dR };
+            // The specs one operand can have: its role's kinds, with and without its dropout.
+            const specsOf = (o: CallerOperand): OperandSpec[] =>
+              roleKinds(o.role, precision).flatMap((kind) =>
+                both(o.drop).map((drop) => ({ kind, trans: !!o.trans, vec: vecWidth(kind, dims[o.dim], 1), drop })),
+              );
+            const pros = pro
+              ? specsOf(pro.u).flatMap((u) =>
+                  specsOf(pro.w).flatMap((w) => both(pro.mask).map((mask) => ({ u, w, mask }))),
+                )
+              : [null];
+            for (const compute of computes)
+              for (const sa of specsOf(a))
+                for (const sb of specsOf(b))
+                  for (const sp of pros) {
+                    const direct = directTileTakes(compute, sa.kind, sb.kind, !!sp, sa.drop || sb.drop || !!sp?.mask);
+                    for (const r of reachable) {
+                      if (r.compute !== compute) continue;
+                      const tileName: TileName = isDirect(r.tile) && !direct ? 't64' : r.tile;
+                      const outs: OutMode[] = [product.accumulate ? 'accumulate' : 'store'];
+                      if (r.splitK && !sp) outs.push('partial');
+                      for (const o of outs) {
+                        const spec: GemmKernelSpec = {
+                          compute,
+                          tile: TILES[tileName],
+                          tileName,
+                          a: sa,
+                          b: sb,
+                          pro: sp,
+                          out: o,
+                          sg: null,
+                        };
+                        const key = kernelKey(spec);
+                        if (!out.has(key)) out.set(key, { spec, what: product.what });
                       }
-            }
+                    }
+                  }
+          }
     }
   }
   return [...out.values()];
