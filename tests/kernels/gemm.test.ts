@@ -3,6 +3,8 @@
 // (f32 / bf16 / f16 / NF4 / NF4 double-quant; vec and scalar global loads; both storage layouts),
 // every epilogue (store, alpha, accumulate, split-K), the fused prologue (LoRA up-projection, with
 // and without the dropout mask) and operand dropout, on shapes that are not tile multiples.
+// The SIMT / CPU-shaped variant table: every product a caller launches plans a registered variant
+// at every load width, reachable tile and split, and a covering set of it compiles on Dawn Null.
 //
 // CI runs a covering set: each stage-loader path (contiguity × vector width) on each side for the
 // 64² tile, the forward and transposed layouts for the other tiles, each loader and epilogue once
