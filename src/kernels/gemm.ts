@@ -1183,6 +1183,11 @@ export function splitsFor(target: number, tiles: number, K: number, BK: number):
 
 const isDirect = (t: TileName): boolean => !!(TILES[t] as TileConfig).direct;
 
+/** Whether a CPU-shaped tile runs this product (f32 operands and compute, no dropout, no prologue); else t64 does. */
+function directTileTakes(compute: Compute, a: OperandKind, b: OperandKind, pro: boolean, drop: boolean): boolean {
+  return compute === 'f32' && !pro && !drop && a === 'f32' && b === 'f32';
+}
+
 /**
  * The CPU-shaped tile of a problem: 4×8 outputs per invocation, 4×4 when that leaves fewer than
  * 256 invocations (lavapipe, fin-s training shapes: r4x8 2.9-3.1 GFLOP per CPU-second, r8x8
@@ -1333,9 +1338,7 @@ function plan(args: GemmArgs): Plan {
     throw new Error('gemm: the f16 variant needs shader-f16');
   // The CPU-shaped kernels read f32 operands only, without dropout or prologue.
   if (!choice.matrix && choice.tile in TILES && isDirect(choice.tile as TileName)) {
-    const directOk =
-      choice.compute === 'f32' && !pro && !drops.length && operandKind(a.t) === 'f32' && operandKind(b.t) === 'f32';
-    if (!directOk) {
+    if (!directTileTakes(choice.compute, operandKind(a.t), operandKind(b.t), !!pro, drops.length > 0)) {
       if (args.choice?.tile)
         throw new RangeError(
           `gemm: the CPU-shaped tile '${choice.tile}' takes f32 operands and f32 compute, without dropout or prologue`,
@@ -1639,4 +1642,234 @@ export function gemmVariants(): KernelVariant[] {
   return out;
 }
 
-registerKernelVariants('gemm', gemmVariants);
+// ---------------------------------------------------------------------------------------------
+// The variant table of the SIMT and CPU-shaped cores: the products callers launch
+//
+// Every product the engine runs through gemm() is one of GEMM_CALLER_PRODUCTS. Each of its operands
+// is an activation or gradient (f32), a saved activation (f32, or f16 in fp16-mixed: activations.ts),
+// a frozen base weight (f32, bf16, f16 or NF4, either precision) or a LoRA matrix (f32), stored with
+// its rows along one model dimension (in, out or the LoRA rank r). The rest comes from the code that
+// chooses: the load widths from vecWidth over every residue of those dimensions (a dimension shared
+// by two operands gives both the same residue), compute from the precision (f32 in fp32; f16 in
+// fp16-mixed, or f32 for a product with a base weight beyond the f16 range), the tiles and whether
+// split-K happens from chooseGemm over probe shapes in every context it distinguishes (software or
+// not, each tuned adapter of gemm-tuning.json or none, workgroup memory 16 or 32 KiB), and the
+// CPU-shaped tiles' fallback to t64 from directTileTakes, as plan() applies it. The subgroup-matrix
+// core's table is the one above (GEMM_SG_CASES).
+
+/** Where an operand comes from, which decides its element kinds. */
+type OperandRole = 'act' | 'saved' | 'weight' | 'lora';
+/** The model dimension an operand's stored rows run along (its load width depends on it). */
+type ModelDim = 'in' | 'out' | 'r';
+
+interface CallerOperand {
+  role: OperandRole;
+  dim: ModelDim;
+  trans?: boolean;
+  /** The caller applies LoRA dropout to it, or not (both are launched). */
+  drop?: boolean;
+}
+
+/** One product a caller launches (2-D: the callers fold leading dimensions into rows). */
+export interface GemmCallerProduct {
+  what: string;
+  a: CallerOperand;
+  b: CallerOperand;
+  accumulate?: boolean;
+  /** The fused LoRA prologue; `mask`: with and without its dropout mask. */
+  pro?: { u: CallerOperand; w: CallerOperand; mask?: boolean };
+}
+
+/** The products of matmul.ts (linear, nf4Linear), lora.ts and linear-crossentropy.ts. */
+export const GEMM_CALLER_PRODUCTS: readonly GemmCallerProduct[] = [
+  {
+    what: 'y = x·Wᵀ (linear, nf4Linear, loss-head logits)',
+    a: { role: 'act', dim: 'in' },
+    b: { role: 'weight', dim: 'in', trans: true },
+  },
+  {
+    what: 'dX = dY·W (linear, nf4Linear, loss-head)',
+    a: { role: 'act', dim: 'out' },
+    b: { role: 'weight', dim: 'in' },
+  },
+  {
+    what: 'dW = dYᵀ·x (linear, trainable W)',
+    a: { role: 'act', dim: 'out', trans: true },
+    b: { role: 'saved', dim: 'in' },
+  },
+  {
+    what: 'dW = dlogitsᵀ·h (loss-head)',
+    a: { role: 'act', dim: 'out', trans: true },
+    b: { role: 'act', dim: 'in' },
+  },
+  {
+    what: 'u = drop(x)·Aᵀ (LoRA)',
+    a: { role: 'act', dim: 'in', drop: true },
+    b: { role: 'lora', dim: 'in', trans: true },
+  },
+  {
+    what: 'y += s·u·Bᵀ (LoRA, decode rows)',
+    a: { role: 'act', dim: 'r' },
+    b: { role: 'lora', dim: 'r', trans: true },
+    accumulate: true,
+  },
+  {
+    what: 'y = x·Wᵀ + s·u·Bᵀ (LoRA)',
+    a: { role: 'act', dim: 'in' },
+    b: { role: 'weight', dim: 'in', trans: true },
+    pro: { u: { role: 'act', dim: 'r' }, w: { role: 'lora', dim: 'r', trans: true } },
+  },
+  { what: 'gu = s·dY·B (LoRA)', a: { role: 'act', dim: 'out' }, b: { role: 'lora', dim: 'r' } },
+  {
+    what: 'dA = guᵀ·drop(x) (LoRA)',
+    a: { role: 'act', dim: 'r', trans: true },
+    b: { role: 'saved', dim: 'in', drop: true },
+  },
+  { what: 'dB = s·dYᵀ·u (LoRA)', a: { role: 'act', dim: 'out', trans: true }, b: { role: 'saved', dim: 'r' } },
+  {
+    what: 'dX = dY·W + mask ⊙ (gu·A)/(1−p) (LoRA)',
+    a: { role: 'act', dim: 'out' },
+    b: { role: 'weight', dim: 'in' },
+    pro: { u: { role: 'act', dim: 'r' }, w: { role: 'lora', dim: 'in' }, mask: true },
+  },
+];
+
+function roleKinds(role: OperandRole, precision: Precision): readonly OperandKind[] {
+  if (role === 'weight') return ['f32', 'bf16', 'f16', 'nf4', 'nf4dq'];
+  if (role === 'saved') return precision === 'fp16-mixed' ? ['f16'] : ['f32'];
+  return ['f32'];
+}
+
+/** A SIMT / CPU-shaped tile chooseGemm picks for some problem, and whether it then splits K. */
+interface ReachableTile {
+  compute: Compute;
+  tile: TileName;
+  splitK: boolean;
+}
+
+/**
+ * The SIMT and CPU-shaped (compute, tile) choices chooseGemm makes, with whether it splits K for
+ * them: every probe shape (each tuning class, few and many workgroups, shallow and deep K) in every
+ * context it distinguishes (software or not, each tuned adapter or none, 16 or 32 KiB of workgroup
+ * memory, each precision, weights within f16 range or not).
+ */
+export function reachableGemmTiles(): ReachableTile[] {
+  const found = new Map<string, ReachableTile>();
+  const sizes = [1, 5, 32, 100, 256, 700, 1500, 3000, 8000];
+  const depths = [8, 100, 1000, 5000, 20000];
+  for (const isSoftware of [false, true])
+    for (const tuning of [undefined, ...Object.values(GEMM_TUNING.adapters)])
+      for (const maxWorkgroupBytes of [16384, 32768])
+        for (const precision of ['fp32', 'fp16-mixed'] as const)
+          for (const f16Ok of [true, false]) {
+            const ctx: ChoiceContext = {
+              features: new Set<FeatureName>(['shader-f16']),
+              precision,
+              maxWorkgroupBytes,
+              maxInvocations: 256,
+              isSoftware,
+              ...(tuning ? { tuning } : {}),
+            };
+            for (const M of sizes)
+              for (const N of sizes)
+                for (const K of depths) {
+                  const c = chooseGemm({ M, N, K, batch: 1 }, ctx, f16Ok);
+                  const key = `${c.compute} ${c.tile}`;
+                  const prev = found.get(key);
+                  if (!prev) found.set(key, { compute: c.compute, tile: c.tile as TileName, splitK: c.splitK > 1 });
+                  else prev.splitK ||= c.splitK > 1;
+                }
+          }
+  return [...found.values()];
+}
+
+/** Dimension residues that decide load widths: a multiple of 8, 4 mod 8, and neither. */
+const DIM_RESIDUES = [16, 12, 7];
+
+let callerSpecs: { spec: GemmKernelSpec; what: string }[] | null = null;
+
+/** Every SIMT / CPU-shaped kernel spec the callers' products produce (see GEMM_CALLER_PRODUCTS). */
+export function gemmCallerSpecs(): { spec: GemmKernelSpec; what: string }[] {
+  callerSpecs ??= deriveCallerSpecs();
+  return callerSpecs;
+}
+
+function deriveCallerSpecs(): { spec: GemmKernelSpec; what: string }[] {
+  const out = new Map<string, { spec: GemmKernelSpec; what: string }>();
+  const reachable = reachableGemmTiles();
+  const both = (optional: boolean | undefined) => (optional ? [false, true] : [false]);
+  for (const product of GEMM_CALLER_PRODUCTS) {
+    const { a, b, pro } = product;
+    for (const precision of ['fp32', 'fp16-mixed'] as const) {
+      // fp16-mixed keeps f32 compute for products with a base weight beyond the f16 range (fitsF16).
+      const computes: Compute[] =
+        precision === 'fp32' ? ['f32'] : a.role === 'weight' || b.role === 'weight' ? ['f16', 'f32'] : ['f16'];
+      for (const dIn of DIM_RESIDUES)
+        for (const dOut of DIM_RESIDUES)
+          for (const dR of DIM_RESIDUES) {
+            const dims: Record<ModelDim, number> = { in: dIn, out: dOut, r: dR };
+            // The specs one operand can have: its role's kinds, with and without its dropout.
+            const specsOf = (o: CallerOperand): OperandSpec[] =>
+              roleKinds(o.role, precision).flatMap((kind) =>
+                both(o.drop).map((drop) => ({ kind, trans: !!o.trans, vec: vecWidth(kind, dims[o.dim], 1), drop })),
+              );
+            const pros = pro
+              ? specsOf(pro.u).flatMap((u) =>
+                  specsOf(pro.w).flatMap((w) => both(pro.mask).map((mask) => ({ u, w, mask }))),
+                )
+              : [null];
+            for (const compute of computes)
+              for (const sa of specsOf(a))
+                for (const sb of specsOf(b))
+                  for (const sp of pros) {
+                    const direct = directTileTakes(compute, sa.kind, sb.kind, !!sp, sa.drop || sb.drop || !!sp?.mask);
+                    for (const r of reachable) {
+                      if (r.compute !== compute) continue;
+                      const tileName: TileName = isDirect(r.tile) && !direct ? 't64' : r.tile;
+                      const outs: OutMode[] = [product.accumulate ? 'accumulate' : 'store'];
+                      if (r.splitK && !sp) outs.push('partial');
+                      for (const o of outs) {
+                        const spec: GemmKernelSpec = {
+                          compute,
+                          tile: TILES[tileName],
+                          tileName,
+                          a: sa,
+                          b: sb,
+                          pro: sp,
+                          out: o,
+                          sg: null,
+                        };
+                        const key = kernelKey(spec);
+                        if (!out.has(key)) out.set(key, { spec, what: product.what });
+                      }
+                    }
+                  }
+          }
+    }
+  }
+  return [...out.values()];
+}
+
+function operandName(o: OperandSpec): string {
+  return `${o.kind}${o.trans ? 'ᵀ' : ''}/${o.vec}${o.drop ? ' dropout' : ''}`;
+}
+
+/** The SIMT and CPU-shaped variants: every spec of gemmCallerSpecs, compiled on Null as plain WGSL. */
+function gemmCallerVariants(): KernelVariant[] {
+  return gemmCallerSpecs().map(({ spec, what }) => {
+    const pro = spec.pro
+      ? ` + (${operandName(spec.pro.u)} · ${operandName(spec.pro.w)}${spec.pro.mask ? ', masked' : ''})`
+      : '';
+    return {
+      family: 'gemm',
+      name: `${spec.compute} ${spec.tileName} ${spec.out}: ${operandName(spec.a)} · ${operandName(spec.b)}${pro} (${what})`,
+      mode: 'portable',
+      key: kernelKey(spec),
+      code: () => gemmKernelCode(spec),
+      workgroupBytes: tileBytes(spec.tile as TileConfig, spec.compute),
+      spec,
+    };
+  });
+}
+
+registerKernelVariants('gemm', () => [...gemmVariants(), ...gemmCallerVariants()]);

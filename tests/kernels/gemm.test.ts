@@ -3,6 +3,8 @@
 // (f32 / bf16 / f16 / NF4 / NF4 double-quant; vec and scalar global loads; both storage layouts),
 // every epilogue (store, alpha, accumulate, split-K), the fused prologue (LoRA up-projection, with
 // and without the dropout mask) and operand dropout, on shapes that are not tile multiples.
+// The SIMT / CPU-shaped variant table: every product a caller launches plans a registered variant
+// at every load width, reachable tile and split, and a covering set of it compiles on Dawn Null.
 //
 // CI runs a covering set: each stage-loader path (contiguity × vector width) on each side for the
 // 64² tile, the forward and transposed layouts for the other tiles, each loader and epilogue once
@@ -20,17 +22,23 @@ import {
   type Compute,
   chooseGemm,
   directTileFor,
+  GEMM_CALLER_PRODUCTS,
+  type GemmArgs,
   type GemmChoice,
+  type GemmKernelSpec,
+  type GemmOperand,
   gemm,
   gemmPlan,
   noteWeightRange,
   type OperandKind,
+  reachableGemmTiles,
   shapeClass,
   TILE_NAMES,
   TILES,
   type TileName,
 } from '../../src/kernels/gemm.js';
 import { disposeNf4, type Nf4Weight, quantizeNf4 } from '../../src/kernels/nf4.js';
+import { kernelVariants, nullCompiler } from '../../src/kernels/variants.js';
 import { maxAbs16, maxAbsF32 } from '../../src/llama/weights.js';
 import { requireFeature, testRng, useEngine } from '../helpers/index.js';
 
@@ -462,4 +470,131 @@ describe('gemm: the variant choice', () => {
       (['t128', 't128d', 't64', 't64d', 't64x32', 't32x64', 'r8x8', 'r4x8', 'r4x4'] as TileName[]).sort(),
     );
   });
+});
+
+describe('gemm: the variant table of the SIMT and CPU-shaped cores (what callers launch)', () => {
+  // The kinds each operand role holds (gemm.ts GEMM_CALLER_PRODUCTS): activations and LoRA matrices
+  // f32, saved activations in the precision's storage, base weights in every weight format.
+  const kindsOf = (role: string, precision: 'fp32' | 'fp16-mixed'): OperandKind[] =>
+    role === 'weight'
+      ? ['f32', 'bf16', 'f16', 'nf4', 'nf4dq']
+      : role === 'saved' && precision === 'fp16-mixed'
+        ? ['f16']
+        : ['f32'];
+
+  it('every caller product, at every load width, reachable tile and split, plans a registered variant', (ctx) => {
+    requireFeature(ctx, 'shader-f16'); // plans with f16 compute forced
+    const registered = new Set(kernelVariants().map((v) => v.key));
+    const reachable = reachableGemmTiles();
+    const ROWS = 70;
+    // in, out and r through each residue that decides a load width (multiple of 8, 4 mod 8, odd)
+    const DIMS = [
+      { in: 64, out: 96, r: 8 },
+      { in: 36, out: 37, r: 4 },
+      { in: 37, out: 44, r: 5 },
+    ];
+    const missing: string[] = [];
+    let plans = 0;
+    for (const product of GEMM_CALLER_PRODUCTS) {
+      for (const d of DIMS) {
+        // M, N, K (and the prologue's R) from the stored layouts: an operand's rows run along its dim.
+        const set: Partial<Record<'M' | 'N' | 'K' | 'R', number>> = {};
+        const put = (k: 'M' | 'N' | 'K' | 'R', v: number, what: string) => {
+          if (set[k] !== undefined) expect(v, `${product.what}: ${what} gives ${k}`).toBe(set[k]);
+          set[k] = v;
+        };
+        put(product.a.trans ? 'M' : 'K', d[product.a.dim], 'A');
+        put(product.b.trans ? 'K' : 'N', d[product.b.dim], 'B');
+        if (product.pro) {
+          put(product.pro.u.trans ? 'M' : 'R', d[product.pro.u.dim], 'u');
+          put(product.pro.w.trans ? 'R' : 'N', d[product.pro.w.dim], 'w');
+        }
+        const { M = ROWS, N = ROWS, K = ROWS, R = 1 } = set;
+        for (const precision of ['fp32', 'fp16-mixed'] as const) {
+          const withWeight = [product.a, product.b].some((o) => o.role === 'weight');
+          const computes: Compute[] = precision === 'fp32' ? ['f32'] : withWeight ? ['f16', 'f32'] : ['f16'];
+          for (const ka of kindsOf(product.a.role, precision))
+            for (const kb of kindsOf(product.b.role, precision))
+              for (const drop of product.a.drop || product.b.drop || product.pro?.mask ? [false, true] : [false]) {
+                const dense = (kind: OperandKind, shape: [number, number]): Tensor | Nf4Weight => {
+                  if (kind !== 'nf4' && kind !== 'nf4dq') return Tensor.empty(shape, kind);
+                  const w = Tensor.from(new Float32Array(shape[0] * shape[1]), shape);
+                  const q = quantizeNf4(w, { doubleQuant: kind === 'nf4dq' });
+                  w.dispose();
+                  return q;
+                };
+                const a = dense(ka, storedShape(M, K, product.a.trans));
+                const b = dense(kb, storedShape(K, N, product.b.trans));
+                const p = { p: 0.1, seed: 3 };
+                const u = product.pro ? Tensor.empty(storedShape(M, R, product.pro.u.trans)) : null;
+                const w = product.pro ? Tensor.empty(storedShape(R, N, product.pro.w.trans)) : null;
+                const acc = product.accumulate ? Tensor.empty([M, N]) : null;
+                const args = (choice: Partial<GemmChoice>): GemmArgs => ({
+                  a: { t: a as Tensor, trans: product.a.trans, ...(drop && product.a.drop ? { dropout: p } : {}) },
+                  b: { t: b, trans: product.b.trans, ...(drop && product.b.drop ? { dropout: p } : {}) },
+                  ...(acc ? { accumulate: acc } : {}),
+                  ...(product.pro
+                    ? {
+                        prologue: {
+                          u: { t: u!, trans: product.pro.u.trans } as GemmOperand,
+                          w: { t: w!, trans: product.pro.w.trans } as GemmOperand,
+                          scale: 2,
+                          ...(drop && product.pro.mask ? { dropout: p } : {}),
+                        },
+                      }
+                    : {}),
+                  choice,
+                });
+                for (const r of reachable) {
+                  if (!computes.includes(r.compute)) continue;
+                  for (const splitK of r.splitK ? [1, 3] : [1]) {
+                    let plan: { key: string; spec: GemmKernelSpec };
+                    try {
+                      plan = gemmPlan(args({ compute: r.compute, tile: r.tile, splitK }));
+                    } catch (e) {
+                      // a CPU-shaped tile refuses the product when forced; chosen, it falls back to t64
+                      expect((e as Error).message).toMatch(/CPU-shaped tile/);
+                      plan = gemmPlan(args({ compute: r.compute, tile: 't64', splitK }));
+                    }
+                    plans++;
+                    if (!registered.has(plan.key)) missing.push(`${product.what} [${M}×${N}×${K}]: ${plan.key}`);
+                  }
+                }
+                for (const t of [a, b, u, w, acc])
+                  if (t instanceof Tensor) t.dispose();
+                  else if (t) disposeNf4(t);
+              }
+        }
+      }
+    }
+    expect(missing.slice(0, 5)).toEqual([]);
+    console.log(`[gemm] ${plans} caller plans, every key registered`);
+  }, 300_000);
+
+  it('compiles on Dawn Null with zero errors and zero warnings (one variant per tile × compute × loaders × epilogue; check:kernels compiles all)', async () => {
+    const mine = kernelVariants().filter((v) => v.family === 'gemm' && v.mode === 'portable');
+    const byClass = new Map<string, (typeof mine)[number]>();
+    for (const v of mine) {
+      const s = v.spec as GemmKernelSpec;
+      const op = (o: GemmKernelSpec['a']) => `${o.kind}${o.trans ? 'ᵀ' : ''}${o.drop ? ' dropout' : ''}`;
+      const cls = `${s.compute} ${s.tileName} ${op(s.a)} ${op(s.b)} ${s.pro ? (s.pro.mask ? 'masked' : 'prologue') : ''} ${s.out}`;
+      if (!byClass.has(cls)) byClass.set(cls, v);
+    }
+    const tiles = new Set(mine.map((v) => (v.spec as GemmKernelSpec).tileName));
+    expect([...tiles].sort(), 'the tiles chooseGemm picks').toEqual(
+      [...new Set(reachableGemmTiles().map((r) => r.tile))].sort(),
+    );
+    const nul = await nullCompiler();
+    const failed: string[] = [];
+    try {
+      for (const v of byClass.values()) {
+        const problems = await nul.check(v.code(), { workgroupBytes: v.workgroupBytes, label: v.key });
+        if (problems.length) failed.push(`${v.name}: ${problems.slice(0, 3).join(' / ')}`);
+      }
+    } finally {
+      nul.destroy();
+    }
+    expect(failed).toEqual([]);
+    console.log(`[gemm] ${byClass.size} of ${mine.length} SIMT / CPU-shaped variants compiled cleanly on Null`);
+  }, 300_000);
 });
