@@ -3,13 +3,14 @@
 // says what to change.
 //
 // The estimate is not a model of the code but a run of it: the model (empty weights of the right
-// shapes and dtypes, NF4-quantized where configured), its LoRA leaves or full-training leaves, the
-// AdamW state, and one step (each micro-batch's forward and backward, the gradient norm, the update,
-// as trainStep records them) run on an engine over a MetaDevice (src/engine/meta-device.ts): no GPU
-// memory is allocated, no WGSL is generated or compiled, nothing is dispatched, and the engine's pool
-// counts every buffer the code makes, in the pool's size classes. The live peak of that pool is the
-// estimate; a kernel that changes what it saves changes the estimate with it.
-import { backward, observeBackward, zeroGrad } from '../../engine/autograd.js';
+// shapes and dtypes, NF4-quantized where configured), the training method's trainable parameters and
+// AdamW (TrainingMethod.attach, LoRA leaves without values), and one step (each micro-batch's forward
+// and backward, the gradient norm, the update: step.ts, as trainStep records it) run on an engine
+// over a MetaDevice (src/engine/meta-device.ts): no GPU memory is allocated, no WGSL is generated or
+// compiled, nothing is dispatched, and the engine's pool counts every buffer the code makes, in the
+// pool's size classes. The live peak of that pool is the estimate; a kernel that changes what it
+// saves changes the estimate with it.
+import { backward, zeroGrad } from '../../engine/autograd.js';
 import { type Device, OutOfMemoryError } from '../../engine/device.js';
 import type { DeviceMemory } from '../../engine/device-memory.js';
 import { MetaDevice } from '../../engine/meta-device.js';
@@ -249,26 +250,19 @@ function countStep(shape: TrainingMemoryShape): TrainingMemoryEstimate {
       const batches = Array.from({ length: s.accumulating ? 2 : 1 }, () => countingBatch(s.batchSize, s.seqLen));
       const which = (micro: number) => (batches.length > 1 ? `micro-batch ${micro + 1}'s ` : 'the ');
       let keptByForward = 0;
-      let micro = 0;
-      const step = observeBackward(
-        (node) => (pool.at = `${which(micro)}backward (${node.name})`),
-        () =>
-          recordStep(
-            model,
-            batches,
-            { stepIndex: 0, seed: 0, maxGradNorm: 1, gradientCheckpointing: s.checkpointing },
-            {
-              forward: (m) => {
-                micro = m;
-                [pool.phase, pool.at] = ['forward', `${which(m)}forward`];
-              },
-              backward: (m) => {
-                if (m === 0) keptByForward = pool.liveBytes - persistent;
-                [pool.phase, pool.at] = ['backward', `${which(m)}backward`];
-              },
-              gradNorm: () => ([pool.phase, pool.at] = ['update', 'the optimizer step']),
-            },
-          ),
+      const step = recordStep(
+        model,
+        batches,
+        { stepIndex: 0, seed: 0, maxGradNorm: 1, gradientCheckpointing: s.checkpointing },
+        {
+          forward: (m) => ([pool.phase, pool.at] = ['forward', `${which(m)}forward`]),
+          backward: (m) => {
+            if (m === 0) keptByForward = pool.liveBytes - persistent;
+            [pool.phase, pool.at] = ['backward', `${which(m)}backward`];
+          },
+          backwardOp: (op, m) => (pool.at = `${which(m)}backward (${op})`),
+          gradNorm: () => ([pool.phase, pool.at] = ['update', 'the optimizer step']),
+        },
       );
       for (const w of step.weightedLosses) w.dispose();
       step.clip.norm.dispose();

@@ -4,7 +4,7 @@
 // or only the zeroing (discardStep). Nothing here reads back, so it runs as it is on an engine over a
 // MetaDevice: trainStep (trainer.ts) records a step with it and the memory estimate (memory.ts) counts
 // the same step, its observer naming the part of the step each allocation belongs to.
-import { backward, noGrad, zeroGrad } from '../../engine/autograd.js';
+import { backward, noGrad, observeBackward, zeroGrad } from '../../engine/autograd.js';
 import { Tensor, tidy } from '../../engine/tensor.js';
 import { InputError } from '../../errors.js';
 import { scale } from '../../kernels/elementwise.js';
@@ -44,6 +44,8 @@ export interface StepObserver {
   forward?(micro: number): void;
   /** After micro-batch `micro`'s forward (its loss recorded, what it keeps for backward alive), before its backward. */
   backward?(micro: number): void;
+  /** In micro-batch `micro`'s backward, before the backward rule of each op (observeBackward's node name). */
+  backwardOp?(op: string, micro: number): void;
   /** After the last backward, before the gradient norm and what follows it (the update). */
   gradNorm?(): void;
 }
@@ -86,7 +88,10 @@ export function recordStep(
     const w = tidy(() => {
       const loss = model.loss(b, { gradientCheckpointing: o.gradientCheckpointing ?? 'none' });
       observer.backward?.(micro);
-      backward(scale(loss, (lossScale * b.numTargetTokens) / total));
+      const weightedBackward = () => backward(scale(loss, (lossScale * b.numTargetTokens) / total));
+      const { backwardOp } = observer;
+      if (backwardOp) observeBackward((node) => backwardOp(node.name, micro), weightedBackward);
+      else weightedBackward();
       return noGrad(() => scale(loss, b.numTargetTokens / total));
     });
     weightedLosses.push(w);

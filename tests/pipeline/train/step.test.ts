@@ -1,8 +1,9 @@
 // One optimizer step's GPU work (src/pipeline/train/step.ts) on the bundled tiny model with LoRA:
-// recordStep tells its observer where it is (the memory estimate's labels rest on it), leaves every
-// trainable gradient, the weighted losses and the clip tensors; discardStep applies nothing; and
-// applyUpdate's two ways of scaling the gradients (the clip coefficient on the GPU, or the same
-// coefficient read back and passed as a number, as loss scaling does) update bit for bit alike.
+// recordStep tells its observer where it is, op by op in the backward (the memory estimate's labels
+// rest on it), and leaves every trainable gradient, the weighted losses and the clip tensors;
+// discardStep applies nothing; and applyUpdate's two ways of scaling the gradients (the clip
+// coefficient on the GPU, or the same coefficient read back and passed as a number, as loss scaling
+// does) update bit for bit alike.
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { engine } from '../../../src/engine/tensor.js';
@@ -52,7 +53,7 @@ function expectSameBits(actual: Float32Array[], expected: Float32Array[]): void 
 }
 
 describe('recordStep, applyUpdate, discardStep', () => {
-  it('the observer hears each micro-batch forward, then its backward (its saved tensors live), then the gradient norm; discardStep applies nothing', async () => {
+  it("the observer hears each micro-batch's forward, then its backward (its saved tensors live) op by op, then the gradient norm; discardStep applies nothing", async () => {
     const { model, optimizer } = await loraModel();
     try {
       const batches = randomBatches('recordStep observer', model.config.vocabSize, 2);
@@ -71,10 +72,22 @@ describe('recordStep, applyUpdate, discardStep', () => {
         {
           forward: (m) => note(`forward ${m}`),
           backward: (m) => note(`backward ${m}`),
+          backwardOp: (op, m) => events.push(`${op} ${m}`),
           gradNorm: () => note('gradNorm'),
         },
       );
-      expect(events).toEqual(['forward 0', 'backward 0', 'forward 1', 'backward 1', 'gradNorm']);
+      // Each micro-batch's backward runs its op rules: the token weighting's, the loss head's, ...
+      const ops = (m: number) => {
+        const from = events.indexOf(`backward ${m}`);
+        return events.slice(from + 1, events.indexOf(m === 0 ? 'forward 1' : 'gradNorm', from));
+      };
+      for (const m of [0, 1]) {
+        expect(ops(m).slice(0, 2)).toEqual([`scale ${m}`, `linearCrossEntropy ${m}`]);
+        expect(ops(m).every((e) => e.endsWith(` ${m}`))).toBe(true);
+      }
+      const parts = events.filter((e) => /^(forward|backward) \d$|^gradNorm$/.test(e));
+      expect(parts).toEqual(['forward 0', 'backward 0', 'forward 1', 'backward 1', 'gradNorm']);
+      expect(events.length).toBeGreaterThan(parts.length + 2 * 10);
       // What the forward keeps for its backward is alive when the backward hook runs.
       expect(live['backward 0']!).toBeGreaterThan(live['forward 0']!);
       expect(live['backward 1']!).toBeGreaterThan(live['forward 1']!);
