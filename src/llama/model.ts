@@ -110,9 +110,14 @@ export class LlamaModel {
 
   // ---- LoRA ---------------------------------------------------------------------------------
 
-  /** Installs fresh PEFT-initialised LoRA leaves (see LoraLayers.init). Replaces any adapter. */
-  initLora(opts: NewLoraOptions, seed: number): LoraLayers {
-    return this.installLora(LoraLayers.init(this.config, opts, seed));
+  /**
+   * Installs fresh PEFT-initialised LoRA leaves (see LoraLayers.init), or with seed null value-less
+   * ones (LoraLayers.empty: for counting on a MetaDevice). Replaces any adapter.
+   */
+  initLora(opts: NewLoraOptions, seed: number | null): LoraLayers {
+    return this.installLora(
+      seed === null ? LoraLayers.empty(this.config, opts) : LoraLayers.init(this.config, opts, seed),
+    );
   }
 
   /** Installs an adapter (validated against the model) as trainable f32 leaves. Replaces any adapter. */

@@ -3,13 +3,14 @@
 // says what to change.
 //
 // The estimate is not a model of the code but a run of it: the model (empty weights of the right
-// shapes and dtypes, NF4-quantized where configured), its LoRA leaves or full-training leaves, the
-// AdamW state, and one step (each micro-batch's forward and backward, the gradient norm, the update,
-// as trainStep records them) run on an engine over a MetaDevice (src/engine/meta-device.ts): no GPU
-// memory is allocated, no WGSL is generated or compiled, nothing is dispatched, and the engine's pool
-// counts every buffer the code makes, in the pool's size classes. The live peak of that pool is the
-// estimate; a kernel that changes what it saves changes the estimate with it.
-import { backward, noGrad, observeBackward, zeroGrad } from '../../engine/autograd.js';
+// shapes and dtypes, NF4-quantized where configured), the training method's trainable parameters and
+// AdamW (TrainingMethod.attach, LoRA leaves without values), and one step (each micro-batch's forward
+// and backward, the gradient norm, the update: step.ts, as trainStep records it) run on an engine
+// over a MetaDevice (src/engine/meta-device.ts): no GPU memory is allocated, no WGSL is generated or
+// compiled, nothing is dispatched, and the engine's pool counts every buffer the code makes, in the
+// pool's size classes. The live peak of that pool is the estimate; a kernel that changes what it
+// saves changes the estimate with it.
+import { backward, zeroGrad } from '../../engine/autograd.js';
 import { type Device, OutOfMemoryError } from '../../engine/device.js';
 import type { DeviceMemory } from '../../engine/device-memory.js';
 import { MetaDevice } from '../../engine/meta-device.js';
@@ -17,14 +18,16 @@ import { type Precision, resolvePrecision, withPrecision } from '../../engine/pr
 import { Rng } from '../../engine/random.js';
 import { BufferPool, Engine, engine, type Tensor, tidy, withEngine } from '../../engine/tensor.js';
 import { InputError, RuntimeFailure } from '../../errors.js';
-import { lossChunkRows, scale } from '../../kernels/index.js';
-import { AdamW, gradNormCoef } from '../../kernels/optim.js';
+import { lossChunkRows } from '../../kernels/index.js';
+import type { AdamW } from '../../kernels/optim.js';
 import type { LlamaConfig } from '../../llama/config.js';
-import { CHECKPOINT_MODES, type CheckpointMode, LlamaModel, LoraLayers, shiftLabels } from '../../llama/model.js';
+import { CHECKPOINT_MODES, type CheckpointMode, LlamaModel, shiftLabels } from '../../llama/model.js';
 import { emptyLlamaWeights, type LinearModule } from '../../llama/weights.js';
 import type { ResolvedConfig } from '../config.js';
 import type { Batch } from '../data/index.js';
 import { formatBytes } from './logging.js';
+import { TRAINING_METHODS } from './methods.js';
+import { applyUpdate, recordStep } from './step.js';
 
 export interface TrainingMemoryShape {
   config: LlamaConfig;
@@ -144,9 +147,9 @@ function metaEngine(s: TrainingMemoryShape): { meta: Engine; pool: CountingPool 
   return { meta: new Engine(dev, { memory: null, pool }), pool };
 }
 
-/** The model of `s` on the current (meta) engine: empty weights, and LoRA leaves unless full training. */
+/** The model of `s` on the current (meta) engine: empty weights of its shapes and dtypes. */
 function countingModel(s: TrainingMemoryShape, config: LlamaConfig): LlamaModel {
-  const model = new LlamaModel(
+  return new LlamaModel(
     config,
     emptyLlamaWeights(config, {
       storage: s.storage,
@@ -154,15 +157,17 @@ function countingModel(s: TrainingMemoryShape, config: LlamaConfig): LlamaModel 
       doubleQuant: s.doubleQuant ?? false,
     }),
   );
-  if (s.method !== 'full' && s.lora) {
-    model.lora = LoraLayers.empty(config, {
-      r: s.lora.r,
-      loraAlpha: 2 * s.lora.r,
-      loraDropout: s.lora.dropout ?? 0,
-      targetModules: [...s.lora.targetModules],
-    });
-  }
-  return model;
+}
+
+/** The method's trainable parameters (value-less LoRA leaves, or every weight) and AdamW, attached to `model`. */
+function attachCounted(s: TrainingMemoryShape, model: LlamaModel): AdamW {
+  const lora = s.lora && {
+    r: s.lora.r,
+    loraAlpha: 2 * s.lora.r,
+    loraDropout: s.lora.dropout ?? 0,
+    targetModules: [...s.lora.targetModules],
+  };
+  return TRAINING_METHODS[s.method ?? 'lora'].attach(model, { lora, seed: null });
 }
 
 /**
@@ -176,7 +181,7 @@ function keptByOneLayer(s: TrainingMemoryShape, kept: number): number {
   const fewer = withEngine(meta, () =>
     withPrecision(s.precision ?? 'fp32', () => {
       const model = countingModel(s, { ...s.config, numHiddenLayers: layers - 1 });
-      if (s.method === 'full') model.enableFullTraining();
+      attachCounted(s, model);
       model.ropeFor(s.seqLen - 1);
       model.training = true;
       const before = pool.liveBytes;
@@ -225,60 +230,43 @@ function countStep(shape: TrainingMemoryShape): TrainingMemoryEstimate {
   const counted = withEngine(meta, () =>
     withPrecision(s.precision ?? 'fp32', () => {
       const model = countingModel(s, s.config);
-      // The weights are what the pool holds before the leaves and the optimizer (see `weights` below).
+      // The weights are what the pool holds before the trainable parameters and the optimizer (see `weights` below).
       const setup = { adapters: 0, optimizer: 0, ropeTables: 0 };
-      let params: Tensor[];
-      let optimizer: AdamW;
-      if (full) {
-        // As the trainer sets it up: every weight, the norms without weight decay.
-        params = [...model.enableFullTraining().values()];
-        const before = pool.liveBytes;
-        optimizer = new AdamW(params, { noWeightDecay: params.filter((p) => p.shape.length === 1) });
-        setup.optimizer = pool.liveBytes - before;
-      } else {
-        params = model.loraParameters();
-        setup.adapters = params.reduce((a, p) => a + p.buffer.size, 0);
-        const before = pool.liveBytes;
-        optimizer = new AdamW(params);
-        setup.optimizer = pool.liveBytes - before;
-      }
+      const beforeAttach = pool.liveBytes;
+      const optimizer = attachCounted(s, model);
+      const params = [...optimizer.params];
+      // LoRA leaves are new buffers; full training's are the weights.
+      if (!full) setup.adapters = params.reduce((a, p) => a + p.buffer.size, 0);
+      setup.optimizer = pool.liveBytes - beforeAttach - setup.adapters;
       const beforeRope = pool.liveBytes;
       model.ropeFor(s.seqLen - 1); // the tables the forward uses, made once
       setup.ropeTables = pool.liveBytes - beforeRope;
 
-      // The step, the sequence trainStep (trainer.ts) records, kept in step with it; trainStep's reads
-      // of the loss and the norm would give zeros here, and the update follows them unconditionally.
+      // The step as trainStep (trainer.ts) records it (step.ts); trainStep's reads of the loss and
+      // the norm would give zeros here, and the update follows them unconditionally.
       pool.params = params;
       pool.resetPeak();
       const persistent = pool.liveBytes;
-      model.training = true;
       const batches = Array.from({ length: s.accumulating ? 2 : 1 }, () => countingBatch(s.batchSize, s.seqLen));
-      const total = batches.reduce((a, b) => a + b.numTargetTokens, 0);
-      const weighted: Tensor[] = [];
+      const which = (micro: number) => (batches.length > 1 ? `micro-batch ${micro + 1}'s ` : 'the ');
       let keptByForward = 0;
-      batches.forEach((b, micro) => {
-        const which = batches.length > 1 ? `micro-batch ${micro + 1}'s ` : 'the ';
-        [pool.phase, pool.at] = ['forward', `${which}forward`];
-        weighted.push(
-          tidy(() => {
-            const loss = model.loss(b, { gradientCheckpointing: s.checkpointing });
-            if (micro === 0) keptByForward = pool.liveBytes - persistent;
-            [pool.phase, pool.at] = ['backward', `${which}backward`];
-            observeBackward(
-              (node) => (pool.at = `${which}backward (${node.name})`),
-              () => backward(scale(loss, b.numTargetTokens / total)),
-            );
-            return noGrad(() => scale(loss, b.numTargetTokens / total));
-          }),
-        );
-      });
-      [pool.phase, pool.at] = ['update', 'the optimizer step'];
-      const clip = gradNormCoef(params, 1);
-      for (const w of weighted) w.dispose();
-      clip.norm.dispose();
-      optimizer.step(1e-3, { gradScale: clip.coef });
-      clip.coef.dispose();
-      zeroGrad(params);
+      const step = recordStep(
+        model,
+        batches,
+        { stepIndex: 0, seed: 0, maxGradNorm: 1, gradientCheckpointing: s.checkpointing },
+        {
+          forward: (m) => ([pool.phase, pool.at] = ['forward', `${which(m)}forward`]),
+          backward: (m) => {
+            if (m === 0) keptByForward = pool.liveBytes - persistent;
+            [pool.phase, pool.at] = ['backward', `${which(m)}backward`];
+          },
+          backwardOp: (op, m) => (pool.at = `${which(m)}backward (${op})`),
+          gradNorm: () => ([pool.phase, pool.at] = ['update', 'the optimizer step']),
+        },
+      );
+      for (const w of step.weightedLosses) w.dispose();
+      step.clip.norm.dispose();
+      applyUpdate(optimizer, step, 1e-3, 'clip');
       return { setup, persistent, keptByForward, peak: pool.peakBytes, at: pool.atPeak };
     }),
   );

@@ -19,11 +19,42 @@ import { hubIdOfSnapshot } from '../../io/hub.js';
 import { Checkpoint, readSafetensorsF32 } from '../../io/safetensors.js';
 import { AdamW } from '../../kernels/optim.js';
 import { loadLlamaConfig } from '../../llama/config.js';
-import { LlamaModel } from '../../llama/model.js';
+import { LlamaModel, type NewLoraOptions } from '../../llama/model.js';
 import { saveModel } from '../../llama/save.js';
 import type { ResolvedConfig } from '../config.js';
 import { refuseNonFinite } from './checkpoint.js';
 import { outOfMemoryFailure } from './memory.js';
+
+/** What `attach` reads: the LoRA adapter's settings and AdamW's. */
+export interface AttachSettings {
+  /** The LoRA adapter (PEFT LoraConfig names); full training has none. */
+  lora: NewLoraOptions | null;
+  /**
+   * The seed of the LoRA leaves' PEFT initialisation, or null: value-less leaves, nothing drawn or
+   * uploaded, for counting a step on a MetaDevice (the memory estimate), not for training.
+   */
+  seed: number | null;
+  /** AdamW's learning rate and decoupled weight decay (default AdamW's). */
+  lr?: number;
+  weightDecay?: number;
+}
+
+/** The settings `attach` takes from a config (lora.*, training.seed, training.lr, training.weight_decay). */
+export function attachSettings(cfg: ResolvedConfig): AttachSettings {
+  return {
+    lora: {
+      r: cfg.lora.r,
+      loraAlpha: cfg.lora.alpha,
+      useRslora: cfg.lora.rslora,
+      targetModules: cfg.lora.target_modules,
+      loraDropout: cfg.lora.dropout,
+      baseModelNameOrPath: hubIdOfSnapshot(cfg.model.path) ?? cfg.model.path,
+    },
+    seed: cfg.training.seed,
+    lr: cfg.training.lr,
+    weightDecay: cfg.training.weight_decay,
+  };
+}
 
 /** What a training method decides: what is trainable, and what a run and its checkpoints save. */
 export interface TrainingMethod {
@@ -31,8 +62,11 @@ export interface TrainingMethod {
   readonly outputDir: 'adapter' | 'model';
   /** The files of outputDir that a finished run's and its last checkpoint's hold alike. */
   readonly outputFiles: readonly string[];
-  /** Makes the trainable parameters (LoRA leaves, or every weight) and the AdamW over them. */
-  attach(model: LlamaModel, cfg: ResolvedConfig): AdamW;
+  /**
+   * Makes the trainable parameters (LoRA leaves, or every weight) and the AdamW over them; a
+   * config's settings are attachSettings(cfg).
+   */
+  attach(model: LlamaModel, settings: AttachSettings): AdamW;
   /** Writes the trained weights into `dir` (replace: an existing folder there is replaced). */
   save(model: LlamaModel, cfg: ResolvedConfig, dir: string, opts?: { replace?: boolean }): Promise<void>;
   /** Reads a checkpoint's trained weights into the model's parameter tensors, in place (the optimizer holds them). */
@@ -52,19 +86,10 @@ export interface TrainingMethod {
 export const LoraAdapters: TrainingMethod = {
   outputDir: 'adapter',
   outputFiles: ['adapter_model.safetensors', 'adapter_config.json'],
-  attach(model, cfg) {
-    model.initLora(
-      {
-        r: cfg.lora.r,
-        loraAlpha: cfg.lora.alpha,
-        useRslora: cfg.lora.rslora,
-        targetModules: cfg.lora.target_modules,
-        loraDropout: cfg.lora.dropout,
-        baseModelNameOrPath: hubIdOfSnapshot(cfg.model.path) ?? cfg.model.path,
-      },
-      cfg.training.seed,
-    );
-    return new AdamW(model.loraParameters(), { lr: cfg.training.lr, weightDecay: cfg.training.weight_decay });
+  attach(model, s) {
+    if (!s.lora) throw new Error('LoRA training needs the adapter settings (AttachSettings.lora)');
+    model.initLora(s.lora, s.seed);
+    return new AdamW(model.loraParameters(), { lr: s.lr, weightDecay: s.weightDecay });
   },
   async save(model, _cfg, dir) {
     await model.saveAdapter(dir);
@@ -99,11 +124,11 @@ export const LoraAdapters: TrainingMethod = {
 export const FullFineTuning: TrainingMethod = {
   outputDir: 'model',
   outputFiles: ['model.safetensors', 'config.json'],
-  attach(model, cfg) {
+  attach(model, s) {
     const params = [...model.enableFullTraining().values()];
     return new AdamW(params, {
-      lr: cfg.training.lr,
-      weightDecay: cfg.training.weight_decay,
+      lr: s.lr,
+      weightDecay: s.weightDecay,
       noWeightDecay: params.filter((p) => p.shape.length === 1),
     });
   },
@@ -136,9 +161,15 @@ export const FullFineTuning: TrainingMethod = {
   outputs: (runDir) => ({ adapterDir: null, modelDir: join(runDir, 'model') }),
 };
 
+/** The component of each training.method. */
+export const TRAINING_METHODS: Readonly<Record<ResolvedConfig['training']['method'], TrainingMethod>> = {
+  lora: LoraAdapters,
+  full: FullFineTuning,
+};
+
 /** The method a config trains with (training.method). */
 export function trainingMethod(cfg: ResolvedConfig): TrainingMethod {
-  return cfg.training.method === 'full' ? FullFineTuning : LoraAdapters;
+  return TRAINING_METHODS[cfg.training.method];
 }
 
 export interface TrainingModel {
@@ -158,7 +189,7 @@ export async function buildTrainingModel(cfg: ResolvedConfig): Promise<TrainingM
   const method = trainingMethod(cfg);
   let optimizer: AdamW;
   try {
-    optimizer = method.attach(model, cfg);
+    optimizer = method.attach(model, attachSettings(cfg));
   } catch (err) {
     model.dispose();
     throw err;

@@ -1,7 +1,8 @@
 // The training loop of every method: setup → train → save → cleanup (TrainingRun), and one
-// optimizer step (trainStep). What depends on training.method is a component chosen once when the
-// run is built (methods.ts): LoRA / QLoRA adapters on a frozen base, which a run saves as a PEFT
-// adapter (adapter/), or full fine-tuning of every weight, saved as a complete HF model (model/).
+// optimizer step (trainStep, its GPU work recorded by step.ts). What depends on training.method is
+// a component chosen once when the run is built (methods.ts): LoRA / QLoRA adapters on a frozen
+// base, which a run saves as a PEFT adapter (adapter/), or full fine-tuning of every weight, saved
+// as a complete HF model (model/).
 // Pretraining from scratch is full fine-tuning of a random-init model on raw text.
 //
 // Loss accounting: the loss of one optimizer step is the mean token NLL over every counted target
@@ -21,7 +22,6 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
-import { backward, noGrad, zeroGrad } from '../../engine/autograd.js';
 import { OutOfMemoryError } from '../../engine/device.js';
 import {
   computePrecision,
@@ -30,16 +30,15 @@ import {
   resolvePrecision,
   setComputePrecision,
 } from '../../engine/precision.js';
-import { engine, initEngine, Tensor, tidy } from '../../engine/tensor.js';
+import { engine, initEngine } from '../../engine/tensor.js';
 import { InputError, NonFiniteError } from '../../errors.js';
 import { ensureFolderSync, removeStaleTemps, writeFileAtomic } from '../../io/atomic.js';
 import { describeNonFinite, nonFiniteCount } from '../../io/finite.js';
 import { readSafetensorsF32, writeSafetensors } from '../../io/safetensors.js';
 import { TensorBoardWriter } from '../../io/tfevents.js';
-import { scale } from '../../kernels/elementwise.js';
-import { type AdamW, gradNormCoef } from '../../kernels/optim.js';
+import type { AdamW } from '../../kernels/optim.js';
 import { loadLlamaConfig } from '../../llama/config.js';
-import type { CheckpointMode, LlamaModel } from '../../llama/model.js';
+import type { LlamaModel } from '../../llama/model.js';
 import { LlamaTokenizer } from '../../llama/tokenizer.js';
 import { RESOLVED_CONFIG_NAME, type ResolvedConfig, saveResolvedConfig, withLocalModel } from '../config.js';
 import {
@@ -74,6 +73,9 @@ import {
 import { buildTrainingModel, type TrainingMethod } from './methods.js';
 import { checkResumeConfig, formatDifferences, readTrainerState, type TrainerState } from './resume.js';
 import { lrAt, resolveWarmup, type ScheduleSpec } from './schedule.js';
+import { applyUpdate, discardStep, recordStep, type StepOptions } from './step.js';
+
+export type { StepOptions } from './step.js';
 
 const SUMMARY_FILE = 'train-summary.json';
 
@@ -124,32 +126,6 @@ export interface TrainResult {
   lossScaling: { scale: number; skippedSteps: number } | null;
 }
 
-/** Mixes (seed, step, micro-batch) into the LoRA dropout seed of that forward pass. */
-export function dropoutSeed(seed: number, step: number, micro: number): number {
-  let h = (seed ^ 0x9e3779b9) >>> 0;
-  for (const v of [step, micro]) {
-    h = Math.imul(h ^ v, 0x85ebca6b) >>> 0;
-    h = (h ^ (h >>> 13)) >>> 0;
-  }
-  return h;
-}
-
-export interface StepOptions {
-  lr: number;
-  /** 0-based optimizer step (feeds the dropout seed). */
-  stepIndex: number;
-  seed: number;
-  /** Clip the global gradient norm to this (null: no clipping). */
-  maxGradNorm: number | null;
-  gradientCheckpointing?: CheckpointMode;
-  /**
-   * Dynamic loss scaling (fp16-mixed): the loss is multiplied by this before backward; a
-   * non-finite step is skipped (returned with `skipped`) instead of stopping, and otherwise the
-   * update uses grad / lossScale.
-   */
-  lossScale?: number;
-}
-
 export interface StepResult {
   /** Token-weighted mean loss over all micro-batches, before the update. */
   loss: number;
@@ -164,9 +140,10 @@ export interface StepResult {
 
 /**
  * One optimizer step over `batches` (the micro-batches of gradient accumulation): forward and
- * backward of each micro-batch with its loss weighted by its share of the step's target tokens,
- * then the loss and the global gradient norm are read back and checked (nonFiniteStep: a
- * NonFiniteError, nothing applied), then clipping, the AdamW update and zeroing of the gradients.
+ * backward of each micro-batch with its loss weighted by its share of the step's target tokens
+ * (recordStep, step.ts), then the loss and the global gradient norm are read back and checked
+ * (nonFiniteStep: a NonFiniteError, nothing applied), then clipping, the AdamW update and zeroing
+ * of the gradients (applyUpdate).
  */
 export async function trainStep(
   model: LlamaModel,
@@ -174,30 +151,11 @@ export async function trainStep(
   batches: Batch[],
   o: StepOptions,
 ): Promise<StepResult> {
-  const total = batches.reduce((s, b) => s + b.numTargetTokens, 0);
-  if (total === 0)
-    throw new InputError(
-      `step ${o.stepIndex + 1}: every label in the batch is masked (-100); check response_only_loss and max_seq_len`,
-      { key: 'data' },
-    );
-  model.training = true;
-  const params = model.trainableParameters();
-  const weighted: Tensor[] = [];
+  const recorded = recordStep(model, batches, o);
+  const { weightedLosses, clip } = recorded;
   const lossScale = o.lossScale ?? 1;
-  batches.forEach((b, micro) => {
-    model.setDropoutSeed(dropoutSeed(o.seed, o.stepIndex, micro));
-    const w = tidy(() => {
-      const loss = model.loss(b, { gradientCheckpointing: o.gradientCheckpointing ?? 'none' });
-      backward(scale(loss, (lossScale * b.numTargetTokens) / total));
-      return noGrad(() => scale(loss, b.numTargetTokens / total));
-    });
-    weighted.push(w);
-  });
-  // The norm is computed with clipping off too: with the loss it shows whether the step is finite.
-  // Clipping is folded into the update: the step scales each gradient by min(1, max/‖g‖) on the GPU.
-  const clip = gradNormCoef(params, o.maxGradNorm ?? Infinity);
   let loss = 0;
-  for (const w of weighted) {
+  for (const w of weightedLosses) {
     loss += await w.item();
     w.dispose();
   }
@@ -207,8 +165,7 @@ export async function trainStep(
   const tokens = batches.reduce((s, b) => s + b.batchSize * b.seqLen, 0);
   const problem = nonFiniteStep(loss, gradNorm);
   if (problem) {
-    clip.coef.dispose();
-    zeroGrad(params);
+    discardStep(recorded);
     const sources = describeSources(batches);
     const where = `step ${o.stepIndex + 1}: ${problem}${sources ? ` (examples: ${sources})` : ''}`;
     // fp16-mixed: an overflow of the scaled gradients; GradScaler skips the step (the caller lowers the scale).
@@ -217,16 +174,11 @@ export async function trainStep(
   }
   if (o.lossScale !== undefined) {
     // torch: unscale_ (× 1/scale, exact for a power of two) then clip; here both in one factor.
-    clip.coef.dispose();
     const clipCoef = o.maxGradNorm !== null ? Math.min(1, o.maxGradNorm / (gradNorm + 1e-6)) : 1;
-    const gradScale = Tensor.from(new Float32Array([clipCoef / lossScale]), [1]);
-    optimizer.step(o.lr, { gradScale });
-    gradScale.dispose();
+    applyUpdate(optimizer, recorded, o.lr, clipCoef / lossScale);
   } else {
-    optimizer.step(o.lr, o.maxGradNorm !== null ? { gradScale: clip.coef } : {});
-    clip.coef.dispose();
+    applyUpdate(optimizer, recorded, o.lr, o.maxGradNorm !== null ? 'clip' : null);
   }
-  zeroGrad(params);
   return { loss, gradNorm, tokens, skipped: false };
 }
 

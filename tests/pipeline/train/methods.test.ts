@@ -7,12 +7,14 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { Tensor } from '../../../src/engine/tensor.js';
+import { engine, Tensor } from '../../../src/engine/tensor.js';
+import { LlamaModel } from '../../../src/llama/model.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
 import { LINEAR_MODULES } from '../../../src/llama/weights.js';
 import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
 import { createDataLoader, prepareData } from '../../../src/pipeline/data/index.js';
 import {
+  attachSettings,
   buildTrainingModel,
   FullFineTuning,
   LoraAdapters,
@@ -100,6 +102,45 @@ describe('training methods', () => {
         for (const m of LINEAR_MODULES) expect(layer.linear[m] instanceof Tensor, m).toBe(false); // NF4
       for (const t of [model.weights.embedTokens, model.weights.norm, model.weights.lmHead])
         expect(t.requiresGrad).toBe(false);
+    });
+  });
+
+  it("attach with seed null (the memory estimate): value-less LoRA leaves of the seeded ones' names and shapes, nothing written, AdamW over them", async () => {
+    const cfg = config(LORA);
+    const settings = attachSettings(cfg);
+    expect(settings).toMatchObject({
+      seed: cfg.training.seed,
+      lr: cfg.training.lr,
+      weightDecay: cfg.training.weight_decay,
+    });
+    expect(settings.lora).toMatchObject({ r: cfg.lora.r, loraAlpha: cfg.lora.alpha, loraDropout: cfg.lora.dropout });
+    await withBuilt(cfg, async ({ model: seeded }) => {
+      const model = new LlamaModel(seeded.config, seeded.weights);
+      // Writes and dispatches of `f`, without the tests' poisoning (it writes every buffer handed out).
+      const work = (f: () => void) => {
+        const { dev, pool } = engine();
+        const [writes, dispatches, poison] = [dev.stats.writes, dev.stats.dispatches, pool.poisonOnAcquire];
+        pool.poisonOnAcquire = false;
+        try {
+          f();
+        } finally {
+          pool.poisonOnAcquire = poison;
+        }
+        return dev.stats.writes - writes + dev.stats.dispatches - dispatches;
+      };
+      expect(work(() => model.initLora(settings.lora!, settings.seed))).toBeGreaterThan(0);
+      expect(work(() => model.initLora(settings.lora!, null))).toBe(0);
+      model.disposeLora();
+      const optimizer = LoraAdapters.attach(model, { ...settings, seed: null });
+      try {
+        const shapes = (m: LlamaModel) => [...m.namedTrainableParameters()].map(([name, t]) => [name, t.shape]);
+        expect(shapes(model)).toEqual(shapes(seeded));
+        expect(optimizer.params).toEqual(model.loraParameters());
+        for (const t of optimizer.params) expect(t.requiresGrad).toBe(true);
+      } finally {
+        optimizer.dispose?.();
+        model.disposeLora(); // the base weights are the seeded model's
+      }
     });
   });
 
