@@ -9,9 +9,13 @@
 //
 // A snapshot that is already complete in the cache is used without any request (a branch such as
 // `main` is read from refs/; pin a commit with `org/name@<sha>` or delete refs/main to refresh).
+//
+// Processes that fetch the same file at once (two runs started together on one cache) take turns:
+// a blob is downloaded under the lock `blobs/<etag>.lock` (src/io/file-lock.ts), so one process
+// writes `<etag>.incomplete` and the others wait, then find the blob and link it.
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, readFileSync, statSync } from 'node:fs';
-import { copyFile, lstat, mkdir, readFile, rename, rm, symlink, truncate, writeFile } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, readFile, rename, rm, symlink, truncate } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -19,6 +23,8 @@ import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import type { ListFileEntry } from '@huggingface/hub';
 import { InputError, RuntimeFailure } from '../errors.js';
+import { writeFileAtomic } from './atomic.js';
+import { acquireFileLock } from './file-lock.js';
 
 export const DEFAULT_HUB_ENDPOINT = 'https://huggingface.co';
 export const DEFAULT_REVISION = 'main';
@@ -91,6 +97,8 @@ export function hubIdOfSnapshot(dir: string): string | null {
 export type HubProgress =
   | { kind: 'start'; repo: string; file: string; bytes: number; total: number }
   | { kind: 'bytes'; repo: string; file: string; bytes: number; total: number }
+  /** Another process is downloading the file (its pid when known): this one waits for it. */
+  | { kind: 'wait'; repo: string; file: string; pid: number | null }
   | { kind: 'done'; repo: string; file: string; bytes: number; total: number; seconds: number; resumedFrom: number };
 
 export interface ResolveOptions {
@@ -238,7 +246,8 @@ async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<str
 
   if (!COMMIT.test(id.revision)) {
     await mkdir(dirname(join(folder, 'refs', id.revision)), { recursive: true });
-    await writeFile(join(folder, 'refs', id.revision), sha);
+    // Atomic: another process resolving the same id at once reads the old ref or the new one, never an empty file.
+    await writeFileAtomic(join(folder, 'refs', id.revision), sha);
   }
   const done = completeSnapshot(snapshot);
   if (done === null) throw new InputError(`Hub model '${label}' lacks a tokenizer (tokenizer.json or tokenizer.model)`);
@@ -266,54 +275,74 @@ async function downloadToCache(
   await mkdir(dirname(blob), { recursive: true });
   await mkdir(dirname(pointer), { recursive: true });
 
-  if (!existsSync(blob)) {
-    const incomplete = `${blob}.incomplete`;
-    const started = Date.now();
-    let resumedFrom = 0;
-    for (let attempt = 1; ; attempt++) {
-      let have = existsSync(incomplete) ? statSync(incomplete).size : 0;
-      if (have > total) {
-        await truncate(incomplete, 0);
-        have = 0;
-      }
-      if (attempt === 1) resumedFrom = have;
-      try {
-        await fetchInto(hf, repo, commit, entry.path, incomplete, have, total, client, progress);
-        break;
-      } catch (err) {
-        // A cut connection: try again from what arrived (three tries), then leave the partial file for the next run.
-        if (attempt >= 3 || !isNetworkError(hf, err)) throw err;
-      }
+  const lock = await acquireFileLock(`${blob}.lock`, {
+    onWait: (owner) => progress({ kind: 'wait', repo, file: entry.path, pid: owner?.pid ?? null }),
+  });
+  try {
+    // Another process may have downloaded it while this one waited.
+    if (!existsSync(blob)) await downloadBlob(hf, repo, commit, entry, blob, total, client, progress);
+    await linkBlob(blob, pointer);
+  } finally {
+    await lock.release();
+  }
+  return pointer;
+}
+
+/** Downloads `entry` into `blob` through `<blob>.incomplete` (resumed, verified); the caller holds the blob's lock. */
+async function downloadBlob(
+  hf: HubClient,
+  repo: string,
+  commit: string,
+  entry: ListFileEntry,
+  blob: string,
+  total: number,
+  client: { hubUrl: string; accessToken?: string; fetch?: typeof fetch },
+  progress: (e: HubProgress) => void,
+): Promise<void> {
+  const incomplete = `${blob}.incomplete`;
+  const started = Date.now();
+  let resumedFrom = 0;
+  for (let attempt = 1; ; attempt++) {
+    let have = existsSync(incomplete) ? statSync(incomplete).size : 0;
+    if (have > total) {
+      await truncate(incomplete, 0);
+      have = 0;
     }
-    const size = statSync(incomplete).size;
-    if (size !== total) {
+    if (attempt === 1) resumedFrom = have;
+    try {
+      await fetchInto(hf, repo, commit, entry.path, incomplete, have, total, client, progress);
+      break;
+    } catch (err) {
+      // A cut connection: try again from what arrived (three tries), then leave the partial file for the next run.
+      if (attempt >= 3 || !isNetworkError(hf, err)) throw err;
+    }
+  }
+  const size = statSync(incomplete).size;
+  if (size !== total) {
+    await rm(incomplete, { force: true });
+    throw new RuntimeFailure(
+      `download of ${entry.path} from '${repo}' has ${size} bytes, the Hub lists ${total}: removed; run again`,
+    );
+  }
+  if (entry.lfs) {
+    const got = await sha256File(incomplete);
+    if (got !== entry.lfs.oid) {
       await rm(incomplete, { force: true });
       throw new RuntimeFailure(
-        `download of ${entry.path} from '${repo}' has ${size} bytes, the Hub lists ${total}: removed; run again`,
+        `download of ${entry.path} from '${repo}' has sha256 ${got}, the Hub lists ${entry.lfs.oid}: removed; run again`,
       );
     }
-    if (entry.lfs) {
-      const got = await sha256File(incomplete);
-      if (got !== entry.lfs.oid) {
-        await rm(incomplete, { force: true });
-        throw new RuntimeFailure(
-          `download of ${entry.path} from '${repo}' has sha256 ${got}, the Hub lists ${entry.lfs.oid}: removed; run again`,
-        );
-      }
-    }
-    await rename(incomplete, blob);
-    progress({
-      kind: 'done',
-      repo,
-      file: entry.path,
-      bytes: total,
-      total,
-      seconds: (Date.now() - started) / 1000,
-      resumedFrom,
-    });
   }
-  await linkBlob(blob, pointer);
-  return pointer;
+  await rename(incomplete, blob);
+  progress({
+    kind: 'done',
+    repo,
+    file: entry.path,
+    bytes: total,
+    total,
+    seconds: (Date.now() - started) / 1000,
+    resumedFrom,
+  });
 }
 
 async function fetchInto(
@@ -450,6 +479,11 @@ export function stderrProgress(stream: NodeJS.WriteStream = process.stderr): (e:
       startAt = Date.now();
       startBytes = e.bytes;
       if (e.bytes > 0) stream.write(`${e.repo}: resuming ${e.file} at ${mb(e.bytes)}${tty ? '' : '\n'}`);
+      return;
+    }
+    if (e.kind === 'wait') {
+      const who = e.pid === null ? 'another process' : `process ${e.pid}`;
+      stream.write(`${tty ? '\r\x1b[2K' : ''}${e.repo}: waiting for ${who}, which is downloading ${e.file}\n`);
       return;
     }
     if (e.kind === 'done') {

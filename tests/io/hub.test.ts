@@ -419,6 +419,53 @@ describe('resolveModelPath', () => {
     expect(existsSync(join(repoCacheFolder(cache, 'test-org/pickle'), 'blobs'))).toBe(false);
   });
 
+  it('two processes fetching the same model at once: both succeed, each file is downloaded once, no partial or lock file is left', async () => {
+    const cache = await tempDir();
+    // A Hub of its own (its requests are this test's alone) whose weights take a few seconds to come, so the two overlap.
+    const lfs = (p: string) => p.endsWith('.safetensors');
+    const slowHub = await startMockHub({ 'test-org/tiny': { files, lfs, commit: COMMIT } });
+    slowHub.slow('model.safetensors', 20, 100);
+    const fetchInChild = () =>
+      new Promise<{ status: number | null; stdout: string; stderr: string }>((ok, fail) => {
+        const script = [
+          `import { resolveModelPath } from ${JSON.stringify(join(ROOT, 'dist', 'src', 'io', 'hub.js'))};`,
+          `const progress = (e) => e.kind === 'wait' && console.error('waiting for', e.pid, e.file);`,
+          `console.log(await resolveModelPath('test-org/tiny', { progress }));`,
+        ].join('\n');
+        const env: NodeJS.ProcessEnv = { ...process.env, HF_HUB_CACHE: cache, HF_ENDPOINT: slowHub.url };
+        delete env.HF_TOKEN;
+        delete env.HF_HUB_OFFLINE;
+        const child = spawn(process.execPath, ['--input-type=module', '-e', script], { env });
+        let [stdout, stderr] = ['', ''];
+        child.stdout.setEncoding('utf8').on('data', (d: string) => void (stdout += d));
+        child.stderr.setEncoding('utf8').on('data', (d: string) => void (stderr += d));
+        child.on('error', fail);
+        child.on('close', (status) => ok({ status, stdout, stderr }));
+      });
+    try {
+      const [a, b] = await Promise.all([fetchInChild(), fetchInChild()]);
+      expect([a.status, b.status], a.stderr + b.stderr).toEqual([0, 0]);
+      const snapshot = join(repoCacheFolder(cache, 'test-org/tiny'), 'snapshots', COMMIT);
+      expect([a.stdout.trim(), b.stdout.trim()]).toEqual([snapshot, snapshot]);
+      // They did overlap: one waited for the other's download.
+      expect(a.stderr + b.stderr).toMatch(/waiting for \d+ model\.safetensors/);
+      // Each file's body came from the Hub once (the client's 1-byte size probe aside).
+      const bodies = slowHub.requests
+        .filter((r) => r.method === 'GET' && r.path.includes('/resolve/') && r.range !== 'bytes=0-0')
+        .map((r) => r.path.split('/').slice(5).join('/'));
+      expect(bodies.sort()).toEqual([...new Set(bodies)].sort());
+      expect(bodies).toContain('model.safetensors');
+      for (const [name, bytes] of files) {
+        if (name.endsWith('.bin') || name === 'README.md') continue;
+        expect(readFileSync(join(snapshot, name)).equals(bytes), name).toBe(true);
+      }
+      const blobs = readdirSync(join(repoCacheFolder(cache, 'test-org/tiny'), 'blobs'));
+      expect(blobs.filter((f) => !/^[0-9a-f]{40,64}$/.test(f))).toEqual([]);
+    } finally {
+      await slowHub.close();
+    }
+  });
+
   it('leaves an existing local path and a non-id path as they are', async () => {
     const dir = await tempDir();
     expect(await resolveModelPath(dir)).toBe(dir);
