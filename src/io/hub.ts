@@ -4,6 +4,13 @@
 // so either side finds what the other downloaded. Every loader calls resolveModelPath; nothing else
 // talks to the Hub.
 //
+// Path or id: a model path that exists (a file or folder; model.path relative to its config's
+// folder, --model to the current directory) is that path, whatever its shape. One that does not
+// exist is a Hub id when shaped like one: `org/name`, or a single `name` for the models the Hub
+// keeps without an org (`gpt2`, `distilgpt2`; cached as `models--gpt2`, as transformers does). A
+// single name with a '.' is never an id, so a missing `model.gguf` or `config.yaml` is reported
+// as a missing file rather than looked up on the Hub.
+//
 // Environment (as huggingface_hub reads it): HF_HUB_CACHE, HF_HOME, HF_TOKEN (else the token file
 // HF_TOKEN_PATH or $HF_HOME/token), HF_ENDPOINT, HF_HUB_OFFLINE=1.
 //
@@ -29,7 +36,7 @@ import { acquireFileLock } from './file-lock.js';
 export const DEFAULT_HUB_ENDPOINT = 'https://huggingface.co';
 export const DEFAULT_REVISION = 'main';
 
-/** A Hub model id as written in model.path or --model: `org/name` or `org/name@revision`. */
+/** A Hub model id as written in model.path or --model: `org/name`, `name` (no org), either with `@revision`. */
 export interface HubModelId {
   repo: string;
   revision: string;
@@ -40,13 +47,14 @@ const NAME_PART = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,95}$/;
 const REVISION = /^[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}$/;
 const COMMIT = /^[0-9a-f]{40}$/;
 
-/** The Hub id in `text` (`org/name[@revision]`), or null when it is not shaped like one. */
+/** The Hub id in `text` (`org/name[@revision]` or `name[@revision]`, see the header), or null when it is not shaped like one. */
 export function parseHubId(text: string): HubModelId | null {
   const at = text.indexOf('@');
   const repo = at < 0 ? text : text.slice(0, at);
   const revision = at < 0 ? DEFAULT_REVISION : text.slice(at + 1);
   const parts = repo.split('/');
-  if (parts.length !== 2 || !parts.every((p) => NAME_PART.test(p) && !p.includes('..'))) return null;
+  if (parts.length > 2 || !parts.every((p) => NAME_PART.test(p) && !p.includes('..') && !p.includes('--'))) return null;
+  if (parts.length === 1 && repo.includes('.')) return null;
   if (!REVISION.test(revision) || revision.includes('..')) return null;
   return { repo, revision };
 }
@@ -79,18 +87,22 @@ export function hubSettings(env: NodeJS.ProcessEnv = process.env): HubSettings {
   };
 }
 
-/** The cache folder of a model repo: `<cache>/models--org--name`. */
+/** The cache folder of a model repo: `<cache>/models--org--name` (`models--name` without an org). */
 export function repoCacheFolder(cacheDir: string, repo: string): string {
   return join(cacheDir, `models--${repo.split('/').join('--')}`);
 }
 
-/** The Hub id a cache snapshot folder belongs to (`.../models--org--name/snapshots/<commit>` → `org/name`), else null. */
+/**
+ * The Hub id a cache snapshot folder belongs to (`.../models--org--name/snapshots/<commit>` →
+ * `org/name`, `.../models--gpt2/snapshots/<commit>` → `gpt2`), else null.
+ */
 export function hubIdOfSnapshot(dir: string): string | null {
   const parts = resolve(dir).split(sep);
   const n = parts.length;
   if (n < 3 || parts[n - 2] !== 'snapshots') return null;
-  const m = /^models--([^-].*?)--(.+)$/.exec(parts[n - 3]!);
-  return m ? `${m[1]}/${m[2]}` : null;
+  const m = /^models--(.+)$/.exec(parts[n - 3]!);
+  const id = m ? m[1]!.split('--').join('/') : null;
+  return id !== null && parseHubId(id)?.repo === id ? id : null;
 }
 
 /** A download event, for a progress display. */
@@ -434,7 +446,11 @@ async function hubCall<T>(
     if (err instanceof hf.HubApiError) {
       const status = err.statusCode;
       // The id may be a mistyped local folder: say that none of that name exists either.
-      const noFolder = what === 'model info' ? ` (no local folder '${label}' exists either)` : '';
+      const single = !label.split('@')[0]!.includes('/');
+      const noFolder =
+        what === 'model info'
+          ? ` (no local folder '${label}' exists either${single ? '; a model path without a / that does not exist is looked up on the Hub as a model without an org' : ''})`
+          : '';
       if (status === 401 || status === 403) {
         throw new InputError(
           settings.token === undefined

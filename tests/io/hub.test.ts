@@ -94,6 +94,8 @@ beforeAll(async () => {
     'test-org/gated': { files, lfs, commit: COMMIT, token: TOKEN },
     'test-org/sharded': { files: sharded, lfs, commit: COMMIT },
     'test-org/pickle': { files: new Map([...files].filter(([f]) => !f.endsWith('.safetensors'))), lfs, commit: COMMIT },
+    // A model without an org, as gpt2 and distilgpt2 are on the Hub.
+    tinyllama: { files, lfs, commit: COMMIT },
   });
 });
 afterAll(async () => {
@@ -115,10 +117,12 @@ const requestsDuring = async <T>(fn: () => Promise<T>): Promise<{ value: T; requ
 };
 
 describe('parseHubId', () => {
-  it('reads org/name and org/name@revision, and nothing shaped like a path', () => {
+  it('reads org/name, a single name (models without an org) and @revision, and nothing shaped like a path or file', () => {
     expect(parseHubId('meta-llama/Llama-3.2-1B')).toEqual({ repo: 'meta-llama/Llama-3.2-1B', revision: 'main' });
     expect(parseHubId('org/name@v1.0')).toEqual({ repo: 'org/name', revision: 'v1.0' });
     expect(parseHubId(`org/name@${COMMIT}`)).toEqual({ repo: 'org/name', revision: COMMIT });
+    expect(parseHubId('gpt2')).toEqual({ repo: 'gpt2', revision: 'main' });
+    expect(parseHubId('distilgpt2@v1.0')).toEqual({ repo: 'distilgpt2', revision: 'v1.0' });
     for (const notId of [
       './org/name',
       '../models/fin-base',
@@ -126,9 +130,17 @@ describe('parseHubId', () => {
       'a/b/c',
       'org/..',
       '.hidden/x',
-      'name',
+      // A single name with a '.' is a file name, never an id (a missing file is reported as such).
       'model.gguf',
+      'config.yaml',
+      'Llama-3.2-1B',
+      '.hidden',
+      '-name',
+      // '--' separates org and name in the cache folder: the Hub refuses it in names.
+      'org/a--b',
+      'a--b',
       'org/name@',
+      'name@',
       'org/name@../x',
     ]) {
       expect(parseHubId(notId), notId).toBeNull();
@@ -143,6 +155,14 @@ describe('parseHubId', () => {
     expect(loadConfig({ file: join(dir, 'hub.yaml') }).model.path).toBe('test-org/tiny@v2'); // @v2 names no folder
     writeFileSync(join(dir, 'local.yaml'), 'model:\n  path: test-org/tiny\ndata:\n  train: t.jsonl\n');
     expect(loadConfig({ file: join(dir, 'local.yaml') }).model.path).toBe(join(dir, 'test-org', 'tiny'));
+    // A single name: a Hub id while no file or folder of that name is next to the config, then that folder.
+    writeFileSync(join(dir, 'single.yaml'), 'model:\n  path: gpt2\ndata:\n  train: t.jsonl\n');
+    expect(loadConfig({ file: join(dir, 'single.yaml') }).model.path).toBe('gpt2');
+    mkdirSync(join(dir, 'gpt2'));
+    expect(loadConfig({ file: join(dir, 'single.yaml') }).model.path).toBe(join(dir, 'gpt2'));
+    // A name with a '.' is always a path.
+    writeFileSync(join(dir, 'file.yaml'), 'model:\n  path: base.gguf\ndata:\n  train: t.jsonl\n');
+    expect(loadConfig({ file: join(dir, 'file.yaml') }).model.path).toBe(join(dir, 'base.gguf'));
   });
 });
 
@@ -186,6 +206,19 @@ describe('stderrProgress', () => {
     expect(written.join('')).toBe(
       'org/m: model.safetensors 4.00 MB in 2.0 s\norg/m: resuming tokenizer.json at 0.50 MB\norg/m: tokenizer.json 1.00 MB in 0.5 s (resumed at 0.50 MB)\n',
     );
+  });
+
+  it('waiting for another process: one line, off a terminal and on one', () => {
+    const wait: HubProgress = { kind: 'wait', repo: 'org/m', file: 'model.safetensors', pid: 42 };
+    for (const tty of [false, true]) {
+      const { written, stream } = sink(tty);
+      stderrProgress(stream)(wait);
+      stderrProgress(stream)({ ...wait, pid: null });
+      expect(written).toEqual([
+        `${tty ? '\r\x1b[2K' : ''}org/m: waiting for process 42, which is downloading model.safetensors\n`,
+        `${tty ? '\r\x1b[2K' : ''}org/m: waiting for another process, which is downloading model.safetensors\n`,
+      ]);
+    }
   });
 
   it('on a terminal: a bar with file, bytes and rate, redrawn in place, then the file line', () => {
@@ -464,6 +497,42 @@ describe('resolveModelPath', () => {
     } finally {
       await slowHub.close();
     }
+  });
+
+  it('a model without an org (a single name): cached as models--name, found again with no request; an existing local folder of that name wins', async () => {
+    const cache = await tempDir();
+    const { value: dir, requests } = await requestsDuring(() =>
+      resolveModelPath('tinyllama', { settings: settingsFor(cache), progress: quiet }),
+    );
+    expect(dir).toBe(join(cache, 'models--tinyllama', 'snapshots', COMMIT));
+    expect(requests.some((r) => r.path === '/api/models/tinyllama/revision/main')).toBe(true);
+    expect(readFileSync(join(dir, 'model.safetensors')).equals(files.get('model.safetensors')!)).toBe(true);
+    expect(readFileSync(join(cache, 'models--tinyllama', 'refs', 'main'), 'utf8')).toBe(COMMIT);
+    expect(hubIdOfSnapshot(dir)).toBe('tinyllama');
+    const again = await requestsDuring(() =>
+      resolveModelPath('tinyllama', { settings: settingsFor(cache), progress: quiet }),
+    );
+    expect([again.value, again.requests]).toEqual([dir, []]);
+    // A folder of that name in the current directory is the model, with no request.
+    const cwd = process.cwd();
+    const work = await tempDir();
+    const emptyCache = await tempDir();
+    mkdirSync(join(work, 'tinyllama'));
+    process.chdir(work);
+    try {
+      const local = await requestsDuring(() =>
+        resolveModelPath('tinyllama', { settings: settingsFor(emptyCache), progress: quiet }),
+      );
+      expect([local.value, local.requests]).toEqual(['tinyllama', []]);
+    } finally {
+      process.chdir(cwd);
+    }
+    // A single name the Hub does not have: the 404 says how a name without a / was read.
+    await expect(resolveModelPath('nothing', { settings: settingsFor(cache), progress: quiet })).rejects.toThrow(
+      new InputError(
+        `Hub model 'nothing' not found at ${hub.url} (HTTP 404): check the id (no local folder 'nothing' exists either; a model path without a / that does not exist is looked up on the Hub as a model without an org)`,
+      ),
+    );
   });
 
   it('leaves an existing local path and a non-id path as they are', async () => {

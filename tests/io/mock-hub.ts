@@ -59,8 +59,9 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
       range: req.headers.range,
       authorization: req.headers.authorization,
     });
-    const api = /^\/api\/models\/([^/]+\/[^/]+)\/(revision|tree)\/([^/]+)$/.exec(path);
-    const resolve = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
+    // Repos are `org/name`, or a single `name` for the models the Hub keeps without an org (gpt2).
+    const api = /^\/api\/models\/([^/]+(?:\/[^/]+)?)\/(revision|tree)\/([^/]+)$/.exec(path);
+    const resolve = /^\/([^/]+(?:\/[^/]+)?)\/resolve\/([^/]+)\/(.+)$/.exec(path);
     const repoName = api?.[1] ?? resolve?.[1];
     const repo = repoName !== undefined ? repos[repoName] : undefined;
     if (repo === undefined) return fail(res, 404, 'RepoNotFound', 'Repository not found');
