@@ -21,12 +21,11 @@
 // a blob is downloaded under the lock `blobs/<etag>.lock` (src/io/file-lock.ts), so one process
 // writes `<etag>.incomplete` and the others wait, then find the blob and link it.
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, readFileSync, statSync } from 'node:fs';
-import { copyFile, lstat, mkdir, readFile, rename, rm, symlink, truncate } from 'node:fs/promises';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { copyFile, lstat, mkdir, open, readFile, rename, rm, symlink, truncate } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
-import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import type { ListFileEntry } from '@huggingface/hub';
 import { InputError, RuntimeFailure } from '../errors.js';
@@ -381,22 +380,24 @@ async function fetchInto(
   const source = have > 0 ? file.slice(have) : file;
   let bytes = have;
   let last = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      bytes += chunk.length;
+  // Each chunk is written before the next is read, and the file is closed before this returns or
+  // throws: a retry after a cut connection sizes the partial file only once every byte that
+  // arrived is in it (a write still in flight would land after the retry's range was chosen).
+  const out = await open(incomplete, 'a');
+  try {
+    for await (const chunk of Readable.fromWeb(source.stream() as NodeReadableStream)) {
+      const data = chunk as Uint8Array;
+      for (let off = 0; off < data.length; ) off += (await out.write(data, off, data.length - off)).bytesWritten;
+      bytes += data.length;
       const now = Date.now();
       if (now - last > 100) {
         last = now;
         progress({ kind: 'bytes', repo, file: path, bytes, total });
       }
-      cb(null, chunk);
-    },
-  });
-  await pipeline(
-    Readable.fromWeb(source.stream() as NodeReadableStream),
-    counter,
-    createWriteStream(incomplete, { flags: 'a' }),
-  );
+    }
+  } finally {
+    await out.close();
+  }
   progress({ kind: 'bytes', repo, file: path, bytes, total });
 }
 
