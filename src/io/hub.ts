@@ -446,7 +446,8 @@ async function hubCall<T>(
     if (err instanceof InputError || err instanceof RuntimeFailure) throw err;
     if (err instanceof hf.HubApiError) {
       const status = err.statusCode;
-      // The id may be a mistyped local folder: say that none of that name exists either.
+      // The id may be a mistyped local folder: say that none of that name exists either (the Hub
+      // answers 401, not 404, for a repo that does not exist when no token is sent).
       const single = !label.split('@')[0]!.includes('/');
       const noFolder =
         what === 'model info'
@@ -455,8 +456,8 @@ async function hubCall<T>(
       if (status === 401 || status === 403) {
         throw new InputError(
           settings.token === undefined
-            ? `Hub model '${label}': access denied (HTTP ${status}); it is gated, private or misspelled: set HF_TOKEN to a token with access (and accept the model's terms on its Hub page)`
-            : `Hub model '${label}': access denied (HTTP ${status}) with the token from HF_TOKEN; accept the model's terms on its Hub page or use a token with access`,
+            ? `Hub model '${label}': access denied (HTTP ${status}); it is gated, private or misspelled${noFolder}: set HF_TOKEN to a token with access (and accept the model's terms on its Hub page)`
+            : `Hub model '${label}': access denied (HTTP ${status}) with the token from HF_TOKEN${noFolder}; accept the model's terms on its Hub page or use a token with access`,
         );
       }
       if (status === 404) {

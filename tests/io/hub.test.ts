@@ -355,7 +355,7 @@ describe('resolveModelPath', () => {
     const denied = resolveModelPath('test-org/gated', { settings: settingsFor(cache), progress: quiet });
     await expect(denied).rejects.toThrow(InputError);
     await expect(denied).rejects.toThrow(
-      /^Hub model 'test-org\/gated': access denied \(HTTP 401\); .*set HF_TOKEN to a token with access/,
+      /^Hub model 'test-org\/gated': access denied \(HTTP 401\); it is gated, private or misspelled \(no local folder 'test-org\/gated' exists either\): set HF_TOKEN to a token with access/,
     );
     const { value: dir, requests } = await requestsDuring(() =>
       resolveModelPath('test-org/gated', { settings: settingsFor(cache, { token: TOKEN }), progress: quiet }),
