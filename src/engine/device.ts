@@ -63,6 +63,36 @@ export class OutOfMemoryError extends RuntimeFailure {
   }
 }
 
+/**
+ * A buffer larger than the device's maxBufferSize: the device refuses it whatever memory is free.
+ * An out-of-memory error all the same, since what makes it fit is what makes any step fit (a smaller
+ * micro-batch, shorter sequences), and the memory estimate on the meta device refuses it alike.
+ */
+export class BufferTooLargeError extends OutOfMemoryError {
+  override name = 'BufferTooLargeError';
+  constructor(
+    requestedBytes: number,
+    readonly maxBufferSize: number,
+    context: MemoryContext,
+  ) {
+    super(requestedBytes, context);
+    this.message = `GPU out of memory: a ${formatBytes(requestedBytes)} buffer did not fit (the device's largest buffer, its maxBufferSize, is ${formatBytes(maxBufferSize)})`;
+  }
+}
+
+/**
+ * Refuses a buffer above `limits.maxBufferSize` with BufferTooLargeError, before the device is asked:
+ * WebGPU would report it only as an uncaptured validation error and hand back an unusable buffer.
+ */
+export function checkBufferSize(size: number, limits: GPUSupportedLimits, memory?: MemoryContext): void {
+  if (size > limits.maxBufferSize)
+    throw new BufferTooLargeError(
+      size,
+      limits.maxBufferSize,
+      memory ?? { liveBytes: 0, capacityBytes: null, capacitySource: null },
+    );
+}
+
 export type FeatureName =
   | 'subgroups'
   | 'timestamp-query'
@@ -493,10 +523,11 @@ export class GpuDevice {
   /**
    * A new buffer. With `memory` (the pool's numbers at this moment), a driver out-of-memory error is
    * caught by an error scope and thrown as OutOfMemoryError at the next sync or read (WebGPU
-   * reports it asynchronously).
+   * reports it asynchronously). A buffer above the device's maxBufferSize throws BufferTooLargeError.
    */
   createBuffer(size: number, usage: number, label?: string, memory?: MemoryContext): GPUBuffer {
     this.checkAlive();
+    checkBufferSize(size, this.limits, memory);
     this.stats.buffersCreated++;
     if (!memory) return this.device.createBuffer({ size, usage, label });
     this.device.pushErrorScope('out-of-memory');

@@ -7,6 +7,7 @@
 // src/pipeline/train/memory.ts). Nothing computed on it has values.
 import {
   type AdapterDescription,
+  checkBufferSize,
   type Device,
   type DeviceStats,
   type DispatchSpec,
@@ -101,7 +102,9 @@ export class MetaDevice implements Device {
   }
   async validatePipelines(): Promise<void> {}
 
-  createBuffer(size: number, usage: number, label?: string, _memory?: MemoryContext): GPUBuffer {
+  /** A size-only buffer; one above maxBufferSize is refused as the GPU device refuses it (BufferTooLargeError). */
+  createBuffer(size: number, usage: number, label?: string, memory?: MemoryContext): GPUBuffer {
+    checkBufferSize(size, this.limits, memory);
     this.stats.buffersCreated++;
     return metaBuffer(size, usage, label);
   }

@@ -55,7 +55,8 @@ function untrack(path: string): void {
   if (active.size === 0) for (const s of SIGNALS) process.off(s, onSignal);
 }
 
-function processRuns(pid: number): boolean {
+/** Whether a process with this id runs on this host (one of another user's counts). */
+export function processRuns(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

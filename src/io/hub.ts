@@ -4,26 +4,38 @@
 // so either side finds what the other downloaded. Every loader calls resolveModelPath; nothing else
 // talks to the Hub.
 //
+// Path or id: a model path that exists (a file or folder; model.path relative to its config's
+// folder, --model to the current directory) is that path, whatever its shape. One that does not
+// exist is a Hub id when shaped like one: `org/name`, or a single `name` for the models the Hub
+// keeps without an org (`gpt2`, `distilgpt2`; cached as `models--gpt2`, as transformers does). A
+// single name with a '.' is never an id, so a missing `model.gguf` or `config.yaml` is reported
+// as a missing file rather than looked up on the Hub.
+//
 // Environment (as huggingface_hub reads it): HF_HUB_CACHE, HF_HOME, HF_TOKEN (else the token file
 // HF_TOKEN_PATH or $HF_HOME/token), HF_ENDPOINT, HF_HUB_OFFLINE=1.
 //
 // A snapshot that is already complete in the cache is used without any request (a branch such as
 // `main` is read from refs/; pin a commit with `org/name@<sha>` or delete refs/main to refresh).
+//
+// Processes that fetch the same file at once (two runs started together on one cache) take turns:
+// a blob is downloaded under the lock `blobs/<etag>.lock` (src/io/file-lock.ts), so one process
+// writes `<etag>.incomplete` and the others wait, then find the blob and link it.
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, readFileSync, statSync } from 'node:fs';
-import { copyFile, lstat, mkdir, readFile, rename, rm, symlink, truncate, writeFile } from 'node:fs/promises';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { copyFile, lstat, mkdir, open, readFile, rename, rm, symlink, truncate } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
-import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import type { ListFileEntry } from '@huggingface/hub';
 import { InputError, RuntimeFailure } from '../errors.js';
+import { writeFileAtomic } from './atomic.js';
+import { acquireFileLock } from './file-lock.js';
 
 export const DEFAULT_HUB_ENDPOINT = 'https://huggingface.co';
 export const DEFAULT_REVISION = 'main';
 
-/** A Hub model id as written in model.path or --model: `org/name` or `org/name@revision`. */
+/** A Hub model id as written in model.path or --model: `org/name`, `name` (no org), either with `@revision`. */
 export interface HubModelId {
   repo: string;
   revision: string;
@@ -34,13 +46,14 @@ const NAME_PART = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,95}$/;
 const REVISION = /^[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}$/;
 const COMMIT = /^[0-9a-f]{40}$/;
 
-/** The Hub id in `text` (`org/name[@revision]`), or null when it is not shaped like one. */
+/** The Hub id in `text` (`org/name[@revision]` or `name[@revision]`, see the header), or null when it is not shaped like one. */
 export function parseHubId(text: string): HubModelId | null {
   const at = text.indexOf('@');
   const repo = at < 0 ? text : text.slice(0, at);
   const revision = at < 0 ? DEFAULT_REVISION : text.slice(at + 1);
   const parts = repo.split('/');
-  if (parts.length !== 2 || !parts.every((p) => NAME_PART.test(p) && !p.includes('..'))) return null;
+  if (parts.length > 2 || !parts.every((p) => NAME_PART.test(p) && !p.includes('..') && !p.includes('--'))) return null;
+  if (parts.length === 1 && repo.includes('.')) return null;
   if (!REVISION.test(revision) || revision.includes('..')) return null;
   return { repo, revision };
 }
@@ -73,24 +86,30 @@ export function hubSettings(env: NodeJS.ProcessEnv = process.env): HubSettings {
   };
 }
 
-/** The cache folder of a model repo: `<cache>/models--org--name`. */
+/** The cache folder of a model repo: `<cache>/models--org--name` (`models--name` without an org). */
 export function repoCacheFolder(cacheDir: string, repo: string): string {
   return join(cacheDir, `models--${repo.split('/').join('--')}`);
 }
 
-/** The Hub id a cache snapshot folder belongs to (`.../models--org--name/snapshots/<commit>` → `org/name`), else null. */
+/**
+ * The Hub id a cache snapshot folder belongs to (`.../models--org--name/snapshots/<commit>` →
+ * `org/name`, `.../models--gpt2/snapshots/<commit>` → `gpt2`), else null.
+ */
 export function hubIdOfSnapshot(dir: string): string | null {
   const parts = resolve(dir).split(sep);
   const n = parts.length;
   if (n < 3 || parts[n - 2] !== 'snapshots') return null;
-  const m = /^models--([^-].*?)--(.+)$/.exec(parts[n - 3]!);
-  return m ? `${m[1]}/${m[2]}` : null;
+  const m = /^models--(.+)$/.exec(parts[n - 3]!);
+  const id = m ? m[1]!.split('--').join('/') : null;
+  return id !== null && parseHubId(id)?.repo === id ? id : null;
 }
 
 /** A download event, for a progress display. */
 export type HubProgress =
   | { kind: 'start'; repo: string; file: string; bytes: number; total: number }
   | { kind: 'bytes'; repo: string; file: string; bytes: number; total: number }
+  /** Another process is downloading the file (its pid when known): this one waits for it. */
+  | { kind: 'wait'; repo: string; file: string; pid: number | null }
   | { kind: 'done'; repo: string; file: string; bytes: number; total: number; seconds: number; resumedFrom: number };
 
 export interface ResolveOptions {
@@ -238,7 +257,8 @@ async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<str
 
   if (!COMMIT.test(id.revision)) {
     await mkdir(dirname(join(folder, 'refs', id.revision)), { recursive: true });
-    await writeFile(join(folder, 'refs', id.revision), sha);
+    // Atomic: another process resolving the same id at once reads the old ref or the new one, never an empty file.
+    await writeFileAtomic(join(folder, 'refs', id.revision), sha);
   }
   const done = completeSnapshot(snapshot);
   if (done === null) throw new InputError(`Hub model '${label}' lacks a tokenizer (tokenizer.json or tokenizer.model)`);
@@ -266,54 +286,74 @@ async function downloadToCache(
   await mkdir(dirname(blob), { recursive: true });
   await mkdir(dirname(pointer), { recursive: true });
 
-  if (!existsSync(blob)) {
-    const incomplete = `${blob}.incomplete`;
-    const started = Date.now();
-    let resumedFrom = 0;
-    for (let attempt = 1; ; attempt++) {
-      let have = existsSync(incomplete) ? statSync(incomplete).size : 0;
-      if (have > total) {
-        await truncate(incomplete, 0);
-        have = 0;
-      }
-      if (attempt === 1) resumedFrom = have;
-      try {
-        await fetchInto(hf, repo, commit, entry.path, incomplete, have, total, client, progress);
-        break;
-      } catch (err) {
-        // A cut connection: try again from what arrived (three tries), then leave the partial file for the next run.
-        if (attempt >= 3 || !isNetworkError(hf, err)) throw err;
-      }
+  const lock = await acquireFileLock(`${blob}.lock`, {
+    onWait: (owner) => progress({ kind: 'wait', repo, file: entry.path, pid: owner?.pid ?? null }),
+  });
+  try {
+    // Another process may have downloaded it while this one waited.
+    if (!existsSync(blob)) await downloadBlob(hf, repo, commit, entry, blob, total, client, progress);
+    await linkBlob(blob, pointer);
+  } finally {
+    await lock.release();
+  }
+  return pointer;
+}
+
+/** Downloads `entry` into `blob` through `<blob>.incomplete` (resumed, verified); the caller holds the blob's lock. */
+async function downloadBlob(
+  hf: HubClient,
+  repo: string,
+  commit: string,
+  entry: ListFileEntry,
+  blob: string,
+  total: number,
+  client: { hubUrl: string; accessToken?: string; fetch?: typeof fetch },
+  progress: (e: HubProgress) => void,
+): Promise<void> {
+  const incomplete = `${blob}.incomplete`;
+  const started = Date.now();
+  let resumedFrom = 0;
+  for (let attempt = 1; ; attempt++) {
+    let have = existsSync(incomplete) ? statSync(incomplete).size : 0;
+    if (have > total) {
+      await truncate(incomplete, 0);
+      have = 0;
     }
-    const size = statSync(incomplete).size;
-    if (size !== total) {
+    if (attempt === 1) resumedFrom = have;
+    try {
+      await fetchInto(hf, repo, commit, entry.path, incomplete, have, total, client, progress);
+      break;
+    } catch (err) {
+      // A cut connection: try again from what arrived (three tries), then leave the partial file for the next run.
+      if (attempt >= 3 || !isNetworkError(hf, err)) throw err;
+    }
+  }
+  const size = statSync(incomplete).size;
+  if (size !== total) {
+    await rm(incomplete, { force: true });
+    throw new RuntimeFailure(
+      `download of ${entry.path} from '${repo}' has ${size} bytes, the Hub lists ${total}: removed; run again`,
+    );
+  }
+  if (entry.lfs) {
+    const got = await sha256File(incomplete);
+    if (got !== entry.lfs.oid) {
       await rm(incomplete, { force: true });
       throw new RuntimeFailure(
-        `download of ${entry.path} from '${repo}' has ${size} bytes, the Hub lists ${total}: removed; run again`,
+        `download of ${entry.path} from '${repo}' has sha256 ${got}, the Hub lists ${entry.lfs.oid}: removed; run again`,
       );
     }
-    if (entry.lfs) {
-      const got = await sha256File(incomplete);
-      if (got !== entry.lfs.oid) {
-        await rm(incomplete, { force: true });
-        throw new RuntimeFailure(
-          `download of ${entry.path} from '${repo}' has sha256 ${got}, the Hub lists ${entry.lfs.oid}: removed; run again`,
-        );
-      }
-    }
-    await rename(incomplete, blob);
-    progress({
-      kind: 'done',
-      repo,
-      file: entry.path,
-      bytes: total,
-      total,
-      seconds: (Date.now() - started) / 1000,
-      resumedFrom,
-    });
   }
-  await linkBlob(blob, pointer);
-  return pointer;
+  await rename(incomplete, blob);
+  progress({
+    kind: 'done',
+    repo,
+    file: entry.path,
+    bytes: total,
+    total,
+    seconds: (Date.now() - started) / 1000,
+    resumedFrom,
+  });
 }
 
 async function fetchInto(
@@ -340,22 +380,24 @@ async function fetchInto(
   const source = have > 0 ? file.slice(have) : file;
   let bytes = have;
   let last = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      bytes += chunk.length;
+  // Each chunk is written before the next is read, and the file is closed before this returns or
+  // throws: a retry after a cut connection sizes the partial file only once every byte that
+  // arrived is in it (a write still in flight would land after the retry's range was chosen).
+  const out = await open(incomplete, 'a');
+  try {
+    for await (const chunk of Readable.fromWeb(source.stream() as NodeReadableStream)) {
+      const data = chunk as Uint8Array;
+      for (let off = 0; off < data.length; ) off += (await out.write(data, off, data.length - off)).bytesWritten;
+      bytes += data.length;
       const now = Date.now();
       if (now - last > 100) {
         last = now;
         progress({ kind: 'bytes', repo, file: path, bytes, total });
       }
-      cb(null, chunk);
-    },
-  });
-  await pipeline(
-    Readable.fromWeb(source.stream() as NodeReadableStream),
-    counter,
-    createWriteStream(incomplete, { flags: 'a' }),
-  );
+    }
+  } finally {
+    await out.close();
+  }
   progress({ kind: 'bytes', repo, file: path, bytes, total });
 }
 
@@ -404,13 +446,18 @@ async function hubCall<T>(
     if (err instanceof InputError || err instanceof RuntimeFailure) throw err;
     if (err instanceof hf.HubApiError) {
       const status = err.statusCode;
-      // The id may be a mistyped local folder: say that none of that name exists either.
-      const noFolder = what === 'model info' ? ` (no local folder '${label}' exists either)` : '';
+      // The id may be a mistyped local folder: say that none of that name exists either (the Hub
+      // answers 401, not 404, for a repo that does not exist when no token is sent).
+      const single = !label.split('@')[0]!.includes('/');
+      const noFolder =
+        what === 'model info'
+          ? ` (no local folder '${label}' exists either${single ? '; a model path without a / that does not exist is looked up on the Hub as a model without an org' : ''})`
+          : '';
       if (status === 401 || status === 403) {
         throw new InputError(
           settings.token === undefined
-            ? `Hub model '${label}': access denied (HTTP ${status}); it is gated, private or misspelled: set HF_TOKEN to a token with access (and accept the model's terms on its Hub page)`
-            : `Hub model '${label}': access denied (HTTP ${status}) with the token from HF_TOKEN; accept the model's terms on its Hub page or use a token with access`,
+            ? `Hub model '${label}': access denied (HTTP ${status}); it is gated, private or misspelled${noFolder}: set HF_TOKEN to a token with access (and accept the model's terms on its Hub page)`
+            : `Hub model '${label}': access denied (HTTP ${status}) with the token from HF_TOKEN${noFolder}; accept the model's terms on its Hub page or use a token with access`,
         );
       }
       if (status === 404) {
@@ -450,6 +497,11 @@ export function stderrProgress(stream: NodeJS.WriteStream = process.stderr): (e:
       startAt = Date.now();
       startBytes = e.bytes;
       if (e.bytes > 0) stream.write(`${e.repo}: resuming ${e.file} at ${mb(e.bytes)}${tty ? '' : '\n'}`);
+      return;
+    }
+    if (e.kind === 'wait') {
+      const who = e.pid === null ? 'another process' : `process ${e.pid}`;
+      stream.write(`${tty ? '\r\x1b[2K' : ''}${e.repo}: waiting for ${who}, which is downloading ${e.file}\n`);
       return;
     }
     if (e.kind === 'done') {

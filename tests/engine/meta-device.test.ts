@@ -3,6 +3,7 @@
 // dispatch, no pipeline compiled), and the process-wide engine comes back after withEngine.
 import { describe, expect, it } from 'vitest';
 import { backward } from '../../src/engine/autograd.js';
+import { BufferTooLargeError, OutOfMemoryError } from '../../src/engine/device.js';
 import { MetaDevice } from '../../src/engine/meta-device.js';
 import { BufferPool, Engine, engine, Tensor, tidy, withEngine } from '../../src/engine/tensor.js';
 import { linear, rmsnorm, scale, sumToSuffix, swiglu } from '../../src/kernels/index.js';
@@ -84,6 +85,54 @@ describe('MetaDevice', () => {
     const max = meta.dev.limits.maxComputeWorkgroupsPerDimension;
     expect(() => meta.dev.dispatch({ pipeline: p, buffers: [], workgroups: [max + 1] })).toThrow(/exceeds/);
     expect(() => meta.dev.device).toThrow(/no GPU device/);
+  });
+
+  it("refuses a buffer above the maxBufferSize it was given, with the GPU device's error; the pool counts nothing for it", async () => {
+    const real = engine();
+    const STORAGE = GPUBufferUsage.STORAGE;
+    const limit = 1 << 20;
+    const meta = metaEngine({ maxBufferSize: limit });
+    expect(meta.dev.createBuffer(limit, STORAGE).size).toBe(limit);
+    const err = (() => {
+      try {
+        meta.dev.createBuffer(limit + 4, STORAGE);
+      } catch (e) {
+        return e;
+      }
+      return null;
+    })();
+    expect(err).toBeInstanceOf(BufferTooLargeError);
+    expect(err).toBeInstanceOf(OutOfMemoryError); // what the trainer and the trial step catch
+    expect((err as Error).message).toBe(
+      "GPU out of memory: a 1.0 MiB buffer did not fit (the device's largest buffer, its maxBufferSize, is 1.0 MiB)",
+    );
+    // Through the pool (size class 1.25 MiB): refused before anything is counted.
+    const before = meta.pool.stats();
+    expect(() => withEngine(meta, () => Tensor.from(new Float32Array((limit + 4) / 4), [(limit + 4) / 4]))).toThrow(
+      BufferTooLargeError,
+    );
+    expect(meta.pool.stats()).toEqual(before);
+
+    // The GPU device refuses the same size with the same error, before asking the driver (which would
+    // only report a validation error later and hand back an unusable buffer); the meta device standing
+    // in for it, with its limits, says the same.
+    await real.dev.sync();
+    const created = real.dev.stats.buffersCreated;
+    const size = real.dev.limits.maxBufferSize + 256;
+    const messageOf = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        expect(e).toBeInstanceOf(BufferTooLargeError);
+        return (e as Error).message;
+      }
+      return 'no error';
+    };
+    const onGpu = messageOf(() => real.dev.createBuffer(size, STORAGE, 'too large', real.pool.memoryContext()));
+    expect(onGpu).toMatch(/^GPU out of memory: a [0-9.]+ [KMG]iB buffer did not fit \(the device's largest buffer/);
+    expect(messageOf(() => metaEngine().dev.createBuffer(size, STORAGE))).toBe(onGpu);
+    expect(real.dev.stats.buffersCreated).toBe(created);
+    await real.dev.sync(); // nothing pending: no error comes later either
   });
 
   it('withEngine restores the engine when its function throws, and refuses an async function', () => {

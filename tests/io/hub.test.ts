@@ -94,6 +94,8 @@ beforeAll(async () => {
     'test-org/gated': { files, lfs, commit: COMMIT, token: TOKEN },
     'test-org/sharded': { files: sharded, lfs, commit: COMMIT },
     'test-org/pickle': { files: new Map([...files].filter(([f]) => !f.endsWith('.safetensors'))), lfs, commit: COMMIT },
+    // A model without an org, as gpt2 and distilgpt2 are on the Hub.
+    tinyllama: { files, lfs, commit: COMMIT },
   });
 });
 afterAll(async () => {
@@ -115,10 +117,12 @@ const requestsDuring = async <T>(fn: () => Promise<T>): Promise<{ value: T; requ
 };
 
 describe('parseHubId', () => {
-  it('reads org/name and org/name@revision, and nothing shaped like a path', () => {
+  it('reads org/name, a single name (models without an org) and @revision, and nothing shaped like a path or file', () => {
     expect(parseHubId('meta-llama/Llama-3.2-1B')).toEqual({ repo: 'meta-llama/Llama-3.2-1B', revision: 'main' });
     expect(parseHubId('org/name@v1.0')).toEqual({ repo: 'org/name', revision: 'v1.0' });
     expect(parseHubId(`org/name@${COMMIT}`)).toEqual({ repo: 'org/name', revision: COMMIT });
+    expect(parseHubId('gpt2')).toEqual({ repo: 'gpt2', revision: 'main' });
+    expect(parseHubId('distilgpt2@v1.0')).toEqual({ repo: 'distilgpt2', revision: 'v1.0' });
     for (const notId of [
       './org/name',
       '../models/fin-base',
@@ -126,9 +130,17 @@ describe('parseHubId', () => {
       'a/b/c',
       'org/..',
       '.hidden/x',
-      'name',
+      // A single name with a '.' is a file name, never an id (a missing file is reported as such).
       'model.gguf',
+      'config.yaml',
+      'Llama-3.2-1B',
+      '.hidden',
+      '-name',
+      // '--' separates org and name in the cache folder: the Hub refuses it in names.
+      'org/a--b',
+      'a--b',
       'org/name@',
+      'name@',
       'org/name@../x',
     ]) {
       expect(parseHubId(notId), notId).toBeNull();
@@ -143,6 +155,14 @@ describe('parseHubId', () => {
     expect(loadConfig({ file: join(dir, 'hub.yaml') }).model.path).toBe('test-org/tiny@v2'); // @v2 names no folder
     writeFileSync(join(dir, 'local.yaml'), 'model:\n  path: test-org/tiny\ndata:\n  train: t.jsonl\n');
     expect(loadConfig({ file: join(dir, 'local.yaml') }).model.path).toBe(join(dir, 'test-org', 'tiny'));
+    // A single name: a Hub id while no file or folder of that name is next to the config, then that folder.
+    writeFileSync(join(dir, 'single.yaml'), 'model:\n  path: gpt2\ndata:\n  train: t.jsonl\n');
+    expect(loadConfig({ file: join(dir, 'single.yaml') }).model.path).toBe('gpt2');
+    mkdirSync(join(dir, 'gpt2'));
+    expect(loadConfig({ file: join(dir, 'single.yaml') }).model.path).toBe(join(dir, 'gpt2'));
+    // A name with a '.' is always a path.
+    writeFileSync(join(dir, 'file.yaml'), 'model:\n  path: base.gguf\ndata:\n  train: t.jsonl\n');
+    expect(loadConfig({ file: join(dir, 'file.yaml') }).model.path).toBe(join(dir, 'base.gguf'));
   });
 });
 
@@ -186,6 +206,19 @@ describe('stderrProgress', () => {
     expect(written.join('')).toBe(
       'org/m: model.safetensors 4.00 MB in 2.0 s\norg/m: resuming tokenizer.json at 0.50 MB\norg/m: tokenizer.json 1.00 MB in 0.5 s (resumed at 0.50 MB)\n',
     );
+  });
+
+  it('waiting for another process: one line, off a terminal and on one', () => {
+    const wait: HubProgress = { kind: 'wait', repo: 'org/m', file: 'model.safetensors', pid: 42 };
+    for (const tty of [false, true]) {
+      const { written, stream } = sink(tty);
+      stderrProgress(stream)(wait);
+      stderrProgress(stream)({ ...wait, pid: null });
+      expect(written).toEqual([
+        `${tty ? '\r\x1b[2K' : ''}org/m: waiting for process 42, which is downloading model.safetensors\n`,
+        `${tty ? '\r\x1b[2K' : ''}org/m: waiting for another process, which is downloading model.safetensors\n`,
+      ]);
+    }
   });
 
   it('on a terminal: a bar with file, bytes and rate, redrawn in place, then the file line', () => {
@@ -322,7 +355,7 @@ describe('resolveModelPath', () => {
     const denied = resolveModelPath('test-org/gated', { settings: settingsFor(cache), progress: quiet });
     await expect(denied).rejects.toThrow(InputError);
     await expect(denied).rejects.toThrow(
-      /^Hub model 'test-org\/gated': access denied \(HTTP 401\); .*set HF_TOKEN to a token with access/,
+      /^Hub model 'test-org\/gated': access denied \(HTTP 401\); it is gated, private or misspelled \(no local folder 'test-org\/gated' exists either\): set HF_TOKEN to a token with access/,
     );
     const { value: dir, requests } = await requestsDuring(() =>
       resolveModelPath('test-org/gated', { settings: settingsFor(cache, { token: TOKEN }), progress: quiet }),
@@ -417,6 +450,89 @@ describe('resolveModelPath', () => {
       ),
     );
     expect(existsSync(join(repoCacheFolder(cache, 'test-org/pickle'), 'blobs'))).toBe(false);
+  });
+
+  it('two processes fetching the same model at once: both succeed, each file is downloaded once, no partial or lock file is left', async () => {
+    const cache = await tempDir();
+    // A Hub of its own (its requests are this test's alone) whose weights take a few seconds to come, so the two overlap.
+    const lfs = (p: string) => p.endsWith('.safetensors');
+    const slowHub = await startMockHub({ 'test-org/tiny': { files, lfs, commit: COMMIT } });
+    slowHub.slow('model.safetensors', 20, 100);
+    const fetchInChild = () =>
+      new Promise<{ status: number | null; stdout: string; stderr: string }>((ok, fail) => {
+        const script = [
+          `import { resolveModelPath } from ${JSON.stringify(join(ROOT, 'dist', 'src', 'io', 'hub.js'))};`,
+          `const progress = (e) => e.kind === 'wait' && console.error('waiting for', e.pid, e.file);`,
+          `console.log(await resolveModelPath('test-org/tiny', { progress }));`,
+        ].join('\n');
+        const env: NodeJS.ProcessEnv = { ...process.env, HF_HUB_CACHE: cache, HF_ENDPOINT: slowHub.url };
+        delete env.HF_TOKEN;
+        delete env.HF_HUB_OFFLINE;
+        const child = spawn(process.execPath, ['--input-type=module', '-e', script], { env });
+        let [stdout, stderr] = ['', ''];
+        child.stdout.setEncoding('utf8').on('data', (d: string) => void (stdout += d));
+        child.stderr.setEncoding('utf8').on('data', (d: string) => void (stderr += d));
+        child.on('error', fail);
+        child.on('close', (status) => ok({ status, stdout, stderr }));
+      });
+    try {
+      const [a, b] = await Promise.all([fetchInChild(), fetchInChild()]);
+      expect([a.status, b.status], a.stderr + b.stderr).toEqual([0, 0]);
+      const snapshot = join(repoCacheFolder(cache, 'test-org/tiny'), 'snapshots', COMMIT);
+      expect([a.stdout.trim(), b.stdout.trim()]).toEqual([snapshot, snapshot]);
+      // They did overlap: one waited for the other's download.
+      expect(a.stderr + b.stderr).toMatch(/waiting for \d+ model\.safetensors/);
+      // Each file's body came from the Hub once (the client's 1-byte size probe aside).
+      const bodies = slowHub.requests
+        .filter((r) => r.method === 'GET' && r.path.includes('/resolve/') && r.range !== 'bytes=0-0')
+        .map((r) => r.path.split('/').slice(5).join('/'));
+      expect(bodies.sort()).toEqual([...new Set(bodies)].sort());
+      expect(bodies).toContain('model.safetensors');
+      for (const [name, bytes] of files) {
+        if (name.endsWith('.bin') || name === 'README.md') continue;
+        expect(readFileSync(join(snapshot, name)).equals(bytes), name).toBe(true);
+      }
+      const blobs = readdirSync(join(repoCacheFolder(cache, 'test-org/tiny'), 'blobs'));
+      expect(blobs.filter((f) => !/^[0-9a-f]{40,64}$/.test(f))).toEqual([]);
+    } finally {
+      await slowHub.close();
+    }
+  });
+
+  it('a model without an org (a single name): cached as models--name, found again with no request; an existing local folder of that name wins', async () => {
+    const cache = await tempDir();
+    const { value: dir, requests } = await requestsDuring(() =>
+      resolveModelPath('tinyllama', { settings: settingsFor(cache), progress: quiet }),
+    );
+    expect(dir).toBe(join(cache, 'models--tinyllama', 'snapshots', COMMIT));
+    expect(requests.some((r) => r.path === '/api/models/tinyllama/revision/main')).toBe(true);
+    expect(readFileSync(join(dir, 'model.safetensors')).equals(files.get('model.safetensors')!)).toBe(true);
+    expect(readFileSync(join(cache, 'models--tinyllama', 'refs', 'main'), 'utf8')).toBe(COMMIT);
+    expect(hubIdOfSnapshot(dir)).toBe('tinyllama');
+    const again = await requestsDuring(() =>
+      resolveModelPath('tinyllama', { settings: settingsFor(cache), progress: quiet }),
+    );
+    expect([again.value, again.requests]).toEqual([dir, []]);
+    // A folder of that name in the current directory is the model, with no request.
+    const cwd = process.cwd();
+    const work = await tempDir();
+    const emptyCache = await tempDir();
+    mkdirSync(join(work, 'tinyllama'));
+    process.chdir(work);
+    try {
+      const local = await requestsDuring(() =>
+        resolveModelPath('tinyllama', { settings: settingsFor(emptyCache), progress: quiet }),
+      );
+      expect([local.value, local.requests]).toEqual(['tinyllama', []]);
+    } finally {
+      process.chdir(cwd);
+    }
+    // A single name the Hub does not have: the 404 says how a name without a / was read.
+    await expect(resolveModelPath('nothing', { settings: settingsFor(cache), progress: quiet })).rejects.toThrow(
+      new InputError(
+        `Hub model 'nothing' not found at ${hub.url} (HTTP 404): check the id (no local folder 'nothing' exists either; a model path without a / that does not exist is looked up on the Hub as a model without an org)`,
+      ),
+    );
   });
 
   it('leaves an existing local path and a non-id path as they are', async () => {

@@ -30,6 +30,8 @@ export interface MockHub {
   requests: RecordedRequest[];
   /** The next `times` body responses of `file` send `bytes` body bytes, then the connection is cut. */
   cut(file: string, bytes: number, times: number): void;
+  /** Body responses of `file` from now on come in `chunks` parts `ms` apart (a slow download). */
+  slow(file: string, chunks: number, ms: number): void;
   close(): Promise<void>;
 }
 
@@ -39,6 +41,7 @@ export const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex'
 export async function startMockHub(repos: Record<string, MockRepo>): Promise<MockHub> {
   const requests: RecordedRequest[] = [];
   const cuts = new Map<string, { bytes: number; times: number }>();
+  const slows = new Map<string, { chunks: number; ms: number }>();
 
   const json = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
     res.writeHead(status, { 'Content-Type': 'application/json', ...headers });
@@ -56,8 +59,9 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
       range: req.headers.range,
       authorization: req.headers.authorization,
     });
-    const api = /^\/api\/models\/([^/]+\/[^/]+)\/(revision|tree)\/([^/]+)$/.exec(path);
-    const resolve = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
+    // Repos are `org/name`, or a single `name` for the models the Hub keeps without an org (gpt2).
+    const api = /^\/api\/models\/([^/]+(?:\/[^/]+)?)\/(revision|tree)\/([^/]+)$/.exec(path);
+    const resolve = /^\/([^/]+(?:\/[^/]+)?)\/resolve\/([^/]+)\/(.+)$/.exec(path);
     const repoName = api?.[1] ?? resolve?.[1];
     const repo = repoName !== undefined ? repos[repoName] : undefined;
     if (repo === undefined) return fail(res, 404, 'RepoNotFound', 'Repository not found');
@@ -137,6 +141,16 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
       res.write(slice.subarray(0, cut.bytes), () => setTimeout(() => res.socket?.destroy(), 20));
       return;
     }
+    const slow = slows.get(file);
+    if (slow && slice.length > 1) {
+      const step = Math.ceil(slice.length / slow.chunks);
+      const send = (at: number) => {
+        if (at + step >= slice.length) return void res.end(slice.subarray(at));
+        res.write(slice.subarray(at, at + step));
+        setTimeout(() => send(at + step), slow.ms);
+      };
+      return send(0);
+    }
     res.end(slice);
   };
 
@@ -147,6 +161,7 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
     url: `http://127.0.0.1:${port}`,
     requests,
     cut: (file, bytes, times) => void cuts.set(file, { bytes, times }),
+    slow: (file, chunks, ms) => void slows.set(file, { chunks, ms }),
     close: () =>
       new Promise<void>((ok) => {
         server.closeAllConnections();

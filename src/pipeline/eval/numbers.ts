@@ -2,16 +2,20 @@
 // equal: "$1.2B" = "1,200 million" = "USD 1.2 billion" = 1.2e9, and "180 bps" = "1.8%" =
 // "1.8 percentage points" = 0.018.
 //
-// A mention is: optional currency ($, US$, €, £, ¥, USD/EUR/GBP/JPY), a number ("1,234.5", "12",
-// ".5"), then optionally a magnitude (thousand/million/billion/trillion and the abbreviations
-// k, m, mm, mn, b, bn, tn, attached or after one space; a lone one-letter abbreviation must be
-// attached: "$5m", not "5 m"), then optionally a unit (%, percent, per cent, percentage point(s),
-// pp, bps, bp, basis point(s)).
+// A mention is: optional currency ($, US$, €, £, ¥, USD/EUR/GBP/JPY), a decimal number ("1,234.5",
+// "12", ".5"; thousands grouped by ',' or by a no-break or thin space, one kind per number, as in
+// "1 234 567"; the first group does not start with 0, so "0,123" is no number), then optionally
+// a magnitude (thousand/million/billion/trillion and the abbreviations k, m, mm, mn, b, bn, tn,
+// attached or after one space; a lone one-letter abbreviation must be attached: "$5m", not
+// "5 m"), then optionally a unit (%, percent, per cent, percentage point(s), pp, bps, bp, basis
+// point(s)).
 // Kinds: 'ratio' for percentages and basis points (value = percent/100 or bps/10000), 'quantity'
 // for everything else (value = number * magnitude; a currency sign does not change the kind, so
 // "1,200 million" matches "$1.2B"). Signs are dropped: "down 3%" and "-3%" both carry 0.03.
-// A number glued to a letter or digit on either side (Q3, FY2024, 2Q23, 3rd, 10K-style tokens
-// that are not magnitudes) is not a mention. Number words ("twelve") are not recognized.
+// A number glued to a letter, digit or underscore on either side (Q3, FY2024, 2Q23, 3rd, 1_000,
+// 10K-style tokens that are not magnitudes) is not a mention, nor is the exponent of scientific
+// notation ("1e-3", "1.5E+06": neither part is). Only ASCII digits are digits: "0x10", "1e3",
+// "Infinity" and "0b1" are no mentions. Number words ("twelve") are not recognized.
 //
 // Number-like junk (numberLikeJunk): a run of digits joined by '.' or ',' that stands free of
 // letters, like a mention, but is not read as one: "1.1.1.1", "$1.1.1.1", "1,2,3", or a digit run
@@ -44,14 +48,17 @@ const MAGNITUDES: Record<string, number> = {
   tn: 1e12,
 };
 
+/** The thousands separators besides ',': no-break space, thin space, narrow no-break space. */
+const SPACE_SEPARATORS = '\u00a0\u2009\u202f';
+
 const NUMBER_RE = new RegExp(
-  String.raw`(?<![\p{L}\p{N}_.,])` +
+  String.raw`(?<![\p{L}\p{N}_.,]|\d[eE][-+−])` +
     String.raw`(?<cur>(?:US\$|[$€£¥]|USD|EUR|GBP|JPY)\s?)?` +
     String.raw`[-−–+]?` +
-    String.raw`(?<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)` +
+    String.raw`(?<num>[1-9]\d{0,2}(?<sep>[,${SPACE_SEPARATORS}])\d{3}(?:\k<sep>\d{3})*(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)` +
     String.raw`(?:(?<magw>\s?(?:thousand|million|billion|trillion|mn|mm|bn|tn)s?)|(?<maga>k|m|b)(?![\p{L}]))?` +
     String.raw`(?<unit>\s?(?:%|percent\b|per\s?cent\b|percentage\s+points?\b|pp\b|bps\b|bp\b|basis\s+points?\b))?` +
-    String.raw`(?![\p{L}\p{N}]|[.,]\d)`,
+    String.raw`(?![\p{L}\p{N}_]|[.,]\d)`,
   'giu',
 );
 
@@ -60,7 +67,7 @@ export function extractNumbers(text: string): NumberMention[] {
   const out: NumberMention[] = [];
   for (const m of text.matchAll(NUMBER_RE)) {
     const g = m.groups ?? {};
-    const num = Number((g['num'] ?? '').replaceAll(',', ''));
+    const num = Number((g['num'] ?? '').replaceAll(g['sep'] ?? ',', ''));
     if (!Number.isFinite(num)) continue;
     const magKey = (g['magw'] ?? g['maga'] ?? '').trim().toLowerCase().replace(/s$/, '');
     const mag = magKey ? (MAGNITUDES[magKey] ?? 1) : 1;
@@ -98,9 +105,9 @@ export interface NumberLikeJunk {
 
 // Digits joined by single '.' or ',' separators, optionally after a currency sign, not glued to a
 // letter, digit or underscore on either side (nor continuing one through a separator: the "5.5"
-// of "Q3.5.5" is no run of its own, and a run is never cut short before ".5").
+// of "Q3.5.5" is no run of its own, and a run is never cut short before ".5"; nor an exponent).
 const DIGIT_RUN_RE =
-  /(?<![\p{L}\p{N}_]|[\p{L}\p{N}_][.,])(?:(?:US\$|[$€£¥])\s?)?\d+(?:[.,]\d+)*(?![\p{L}\p{N}_]|[.,]\d)/gu;
+  /(?<![\p{L}\p{N}_]|[\p{L}\p{N}_][.,]|\d[eE][-+−])(?:(?:US\$|[$€£¥])\s?)?\d+(?:[.,]\d+)*(?![\p{L}\p{N}_]|[.,]\d)/gu;
 
 /** Number-like runs of `text` that no mention of extractNumbers covers, in order. */
 export function numberLikeJunk(text: string): NumberLikeJunk[] {

@@ -11,7 +11,7 @@
 // pool's size classes. The live peak of that pool is the estimate; a kernel that changes what it
 // saves changes the estimate with it.
 import { backward, zeroGrad } from '../../engine/autograd.js';
-import { type Device, OutOfMemoryError } from '../../engine/device.js';
+import { BufferTooLargeError, type Device, OutOfMemoryError } from '../../engine/device.js';
 import type { DeviceMemory } from '../../engine/device-memory.js';
 import { MetaDevice } from '../../engine/meta-device.js';
 import { type Precision, resolvePrecision, withPrecision } from '../../engine/precision.js';
@@ -82,6 +82,11 @@ export interface TrainingMemoryEstimate {
    * gradient accumulation.
    */
   peakAt: string;
+  /**
+   * Set when the device refuses one of the step's buffers (above its maxBufferSize: the message of
+   * its BufferTooLargeError). The step cannot run with any amount of memory: `total` is Infinity.
+   */
+  refused?: string;
 }
 
 type Phase = 'setup' | 'forward' | 'backward' | 'update';
@@ -209,10 +214,34 @@ export function estimateTrainingMemory(shape: TrainingMemoryShape): TrainingMemo
   const key = JSON.stringify(shape);
   const hit = known.get(key);
   if (hit) return hit;
-  const e = countStep(shape);
+  const e = countStepOrRefusal(shape);
   if (known.size >= 256) known.clear();
   known.set(key, e);
   return e;
+}
+
+/** countStep, or for a step with a buffer the device refuses (BufferTooLargeError) an estimate whose total is Infinity. */
+function countStepOrRefusal(shape: TrainingMemoryShape): TrainingMemoryEstimate {
+  try {
+    return countStep(shape);
+  } catch (err) {
+    if (!(err instanceof BufferTooLargeError)) throw err;
+    const n = shape.batchSize * shape.seqLen;
+    const maxBinding = shape.maxBindingBytes ?? engine().dev.limits.maxStorageBufferBindingSize;
+    return {
+      ...{ weights: 0, adapters: 0, optimizer: 0, ropeTables: 0, activations: 0, gradients: 0, workspace: 0 },
+      total: Number.POSITIVE_INFINITY,
+      activationsPerTokenPerLayer: 0,
+      lossChunkRows: lossChunkRows(n, shape.config.vocabSize, maxBinding),
+      peakAt: '',
+      refused: err.message,
+    };
+  }
+}
+
+/** An estimate's total in a message: its bytes, or that the device refuses one of its buffers. */
+function formatTotal(total: number): string {
+  return Number.isFinite(total) ? formatBytes(total) : 'more than the device allows (a buffer above its maxBufferSize)';
 }
 
 /** Estimates made, per device and shape. */
@@ -350,8 +379,14 @@ export function describeMemory(
   const mode = cfg.training.grad_checkpointing;
   const e = estimateStep(cfg, config, batchSize, mode);
   const others = CHECKPOINT_MODES.filter((m) => m !== mode).map(
-    (m) => `${m} ${formatBytes(estimateStep(cfg, config, batchSize, m).total)}`,
+    (m) => `${m} ${formatTotal(estimateStep(cfg, config, batchSize, m).total)}`,
   );
+  if (e.refused) {
+    return [
+      `memory: micro-batch ${batchSize} × ${cfg.data.max_seq_len} tokens, grad_checkpointing ${mode}, cannot run on this device: ${e.refused}; other modes: ${others.join(', ')}`,
+      deviceLine(memory),
+    ];
+  }
   const full = cfg.training.method === 'full';
   // Full training: the gradients at the peak are a main part, or (peak in the loss head) none yet.
   const gradients = e.gradients > 0 ? `, gradients ${formatBytes(e.gradients)}` : full ? ', no gradient yet' : '';
@@ -466,7 +501,7 @@ export function memoryAdvice(
   if (fits(together) && parts.length > 0) {
     return `No single change fits in ${formatBytes(budget)}; together, ${parts.join(', ')} need ~${formatBytes(together)}.`;
   }
-  return `Not even the smallest configuration finllm can run here (${parts.length ? parts.join(', ') : 'the current one'}) fits in ${formatBytes(budget)}: it needs ~${formatBytes(together)}; a device with more memory is needed.`;
+  return `Not even the smallest configuration finllm can run here (${parts.length ? parts.join(', ') : 'the current one'}) fits in ${formatBytes(budget)}: it needs ~${formatTotal(together)}; a device with more memory is needed.`;
 }
 
 /**
@@ -486,7 +521,7 @@ export function outOfMemoryFailure(
     ? `The last checkpoint (${lastCheckpoint}) is intact: change the config and run again with --resume.`
     : 'No checkpoint was written yet; nothing in the run folder needs cleaning up.';
   return new RuntimeFailure(
-    `${err.message} ${where}. The estimated peak of this configuration is ${formatBytes(est.total)} ` +
+    `${err.message} ${where}. The estimated peak of this configuration is ${formatTotal(est.total)} ` +
       `(micro-batch ${batchSize} × ${cfg.data.max_seq_len} tokens, grad_checkpointing ${cfg.training.grad_checkpointing}). ${memoryAdvice(cfg, config, batchSize)} ${resume}`,
   );
 }
@@ -536,7 +571,7 @@ export async function chooseAutoBatch(cfg: ResolvedConfig, model: LlamaModel): P
   }
   const smallest = estimate(1);
   throw new RuntimeFailure(
-    `batch_size: auto: not even a micro-batch of 1 × ${cfg.data.max_seq_len} tokens fits (estimated ${formatBytes(smallest)}, ` +
+    `batch_size: auto: not even a micro-batch of 1 × ${cfg.data.max_seq_len} tokens fits (estimated ${formatTotal(smallest)}, ` +
       `device memory ${formatBytes(capacity)} from ${engine().pool.capacitySource}). ${memoryAdvice(cfg, model.config, 1, AUTO_BATCH_HEADROOM * capacity)}`,
   );
 }
