@@ -22,6 +22,9 @@ process.stderr.write = ((chunk: unknown, ...rest: unknown[]) => {
 export default defineConfig({
   test: {
     include: ['tests/**/*.test.ts'],
+    // Nothing downloads during tests: a model path that names no folder (the fuzz tests make such
+    // paths) must not reach huggingface.co. The Hub tests unset this for their loopback server.
+    env: { HF_HUB_OFFLINE: '1' },
     pool: 'forks',
     maxWorkers: 2,
     testTimeout: 300_000,

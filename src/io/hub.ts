@@ -184,7 +184,7 @@ async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<str
   if (cached !== null) return cached;
   if (settings.offline) {
     throw new InputError(
-      `Hub model '${label}' is not complete in the HF cache (${folder}) and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE to download it, or give a local model folder`,
+      `Hub model '${label}' is not complete in the HF cache (${folder}) and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE to download it, or give a local model folder (no local folder '${label}' exists)`,
     );
   }
   if (settings.token !== undefined && !settings.token.startsWith('hf_')) {

@@ -380,7 +380,7 @@ describe('resolveModelPath', () => {
     );
     expect(missing.value).toBeInstanceOf(InputError);
     expect((missing.value as Error).message).toMatch(
-      /^Hub model 'test-org\/tiny' is not complete in the HF cache \(.*models--test-org--tiny\) and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE/,
+      /^Hub model 'test-org\/tiny' is not complete in the HF cache \(.*models--test-org--tiny\) and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE to download it, or give a local model folder \(no local folder 'test-org\/tiny' exists\)$/,
     );
     expect(missing.requests).toEqual([]);
     const dir = await resolveModelPath('test-org/tiny', { settings: settingsFor(cache), progress: quiet });
