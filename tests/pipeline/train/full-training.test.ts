@@ -19,7 +19,7 @@ import {
   cliPerplexity,
   killAfterCheckpoint,
   losses,
-  ROOT,
+  MODEL,
   sampleConfig,
   sampleRunSets,
   sampleSlice,
@@ -30,7 +30,6 @@ import {
 
 useEngine();
 
-const MODEL = join(ROOT, 'models/tiny-fin');
 let dataDir = '';
 
 beforeAll(() => {

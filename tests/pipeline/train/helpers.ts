@@ -11,6 +11,8 @@ import type { Batch } from '../../../src/pipeline/data/index.js';
 
 export const ROOT = process.cwd();
 export const CLI = join(ROOT, 'dist/src/cli/main.js');
+/** The bundled tiny model the runs train. */
+export const MODEL = join(ROOT, 'models/tiny-fin');
 /** The config file of the runs on the bundled tiny model. */
 export const SAMPLE_CONFIG = join(ROOT, 'configs/tiny-sample.yaml');
 

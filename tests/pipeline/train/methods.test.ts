@@ -21,11 +21,10 @@ import {
 } from '../../../src/pipeline/train/methods.js';
 import { runTraining, stepOptions, trainStep } from '../../../src/pipeline/train/trainer.js';
 import { useEngine } from '../../helpers/index.js';
-import { lossRecords, ROOT, sampleConfig, sampleRunSets, sampleSlice } from './helpers.js';
+import { lossRecords, MODEL, sampleConfig, sampleRunSets, sampleSlice } from './helpers.js';
 
 useEngine();
 
-const MODEL = join(ROOT, 'models/tiny-fin');
 let dataDir = '';
 
 beforeAll(() => {

@@ -25,7 +25,7 @@ import {
   type LossRecord,
   losses,
   lossRecords,
-  ROOT,
+  MODEL,
   sampleConfig,
   sampleRunSets,
   sampleSlice,
@@ -33,7 +33,6 @@ import {
 
 useEngine();
 
-const MODEL = join(ROOT, 'models/tiny-fin');
 let dataDir = '';
 
 beforeAll(() => {

@@ -20,7 +20,7 @@ import {
   cliPerplexity,
   killAfterCheckpoint,
   losses,
-  ROOT,
+  MODEL,
   sampleConfig,
   sampleRunSets,
   sampleSlice,
@@ -31,7 +31,6 @@ import {
 
 useEngine();
 
-const MODEL = join(ROOT, 'models/tiny-fin');
 let dataDir = '';
 
 beforeAll(() => {
