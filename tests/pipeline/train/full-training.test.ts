@@ -44,9 +44,7 @@ function settings(outDir: string, extra: string[] = []): string[] {
     'training.max_steps=4',
     'training.lr=0.002',
     'training.weight_decay=0.1',
-    'training.warmup_steps=0',
     'training.save_every=2',
-    'training.log_every=1',
     'training.resume=auto',
     ...extra,
   ]);

@@ -36,7 +36,8 @@ export function sampleSlice(trainRows: number, valRows: number): string {
 
 /**
  * The `--set` values of a short quiet run of SAMPLE_CONFIG on the slice in `dataDir` (sampleSlice)
- * into `outDir`: batches of 2, no evaluation; `extra` adds keys or overrides these.
+ * into `outDir`: batches of 2, no warm-up, no evaluation, a metrics row every step; `extra` adds
+ * keys or overrides these.
  */
 export function sampleRunSets(outDir: string, dataDir: string, extra: readonly string[] = []): string[] {
   return [
@@ -44,7 +45,9 @@ export function sampleRunSets(outDir: string, dataDir: string, extra: readonly s
     `data.train=${join(dataDir, 'train.jsonl')}`,
     `data.val=${join(dataDir, 'val.jsonl')}`,
     'training.batch_size=2',
+    'training.warmup_steps=0',
     'training.eval_every=0',
+    'training.log_every=1',
     'logging.console=false',
     ...extra,
   ];

@@ -38,8 +38,6 @@ function config(extra: string[]): ResolvedConfig {
       'training.precision=fp32',
       'training.max_steps=1',
       'training.schedule=constant',
-      'training.warmup_steps=0',
-      'training.log_every=1',
       ...extra,
     ]),
   );

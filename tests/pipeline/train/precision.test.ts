@@ -40,15 +40,7 @@ beforeAll(() => {
 });
 
 function config(outDir: string, extra: string[] = []): ResolvedConfig {
-  return sampleConfig(
-    sampleRunSets(outDir, dataDir, [
-      'training.max_steps=6',
-      'training.warmup_steps=0',
-      'training.save_every=0',
-      'training.log_every=1',
-      ...extra,
-    ]),
-  );
+  return sampleConfig(sampleRunSets(outDir, dataDir, ['training.max_steps=6', 'training.save_every=0', ...extra]));
 }
 
 describe('dynamic loss scaling (torch GradScaler semantics)', () => {

@@ -42,9 +42,7 @@ function settings(outDir: string, extra: string[] = []): string[] {
   return sampleRunSets(outDir, dataDir, [
     'training.max_steps=6',
     'training.lr=0.005',
-    'training.warmup_steps=0',
     'training.save_every=2',
-    'training.log_every=1',
     'training.resume=auto',
     ...extra,
   ]);
