@@ -7,18 +7,9 @@ import { Rng } from '../engine/random.js';
 import { writeFileAtomic, writeFolderAtomic } from '../io/atomic.js';
 import { type SafetensorsEntry, type WritableDtype, writeShardedSafetensors } from '../io/safetensors.js';
 import { type LlamaConfig, llamaConfigToHf, llamaPreset } from './config.js';
-import { copyModelSideFiles } from './merge.js';
+import { copyModelSideFiles, TOKENIZER_FILES } from './merge.js';
 import { LlamaTokenizer } from './tokenizer.js';
 import { expectedTensors } from './weights.js';
-
-const TOKENIZER_FILES = [
-  'tokenizer.json',
-  'tokenizer_config.json',
-  'special_tokens_map.json',
-  'tokenizer.model',
-  'added_tokens.json',
-  'chat_template.jinja',
-];
 
 export interface InitModelOptions {
   preset: string;

@@ -17,16 +17,18 @@ import { checkCheckpoint, LINEAR_MODULES, linearWeightName } from './weights.js'
 
 export type ExportDtype = 'source' | 'f32' | 'bf16' | 'f16';
 
-/** Files copied verbatim from the base model folder when present. */
-export const COPIED_FILES = [
+/** The tokenizer's files of a model folder: copied verbatim when present. */
+export const TOKENIZER_FILES = [
   'tokenizer.json',
   'tokenizer_config.json',
   'special_tokens_map.json',
   'tokenizer.model',
   'added_tokens.json',
   'chat_template.jinja',
-  'generation_config.json',
 ];
+
+/** Files copied verbatim from the base model folder when present. */
+export const COPIED_FILES = [...TOKENIZER_FILES, 'generation_config.json'];
 
 const TORCH_DTYPE: Record<'F32' | 'BF16' | 'F16', string> = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' };
 

@@ -16,6 +16,8 @@ import { parseHubId, resolveModelPath } from '../io/hub.js';
 import { describeValue } from '../io/json.js';
 import { warn } from '../warnings.js';
 import { DATA_FORMATS } from './data/readers.js';
+import { METRIC_GROUPS } from './eval/metrics.js';
+import { EMBEDDING_METRICS } from './eval/semantic.js';
 
 export const TEMPLATE_NAMES = [
   'auto',
@@ -212,19 +214,7 @@ const loggingSchema = z.strictObject({
 });
 
 /** Metric groups an eval suite may ask for (src/pipeline/eval/metrics.ts) plus the embedding ones. */
-export const EVAL_METRIC_NAMES = [
-  'rouge',
-  'bleu',
-  'chrf',
-  'exact',
-  'numeric',
-  'sentiment',
-  'terms',
-  'label',
-  'embedding',
-  'bertscore',
-  'perplexity',
-] as const;
+export const EVAL_METRIC_NAMES = [...METRIC_GROUPS, ...EMBEDDING_METRICS, 'perplexity'] as const;
 export const EVAL_TASKS = ['generation', 'classification', 'perplexity'] as const;
 
 /** One evaluation file of `finllm pipeline` (see src/pipeline/eval/generation.ts for the record formats). */

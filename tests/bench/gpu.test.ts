@@ -76,17 +76,17 @@ describe('bench/gpu.ts plan', () => {
 });
 
 describe('bench/gpu.ts runner', () => {
-  it('records each step (ok, failed, timeout, skipped), keeps a best-effort timeout from failing, rewrites the summary and archive', async () => {
+  /** Quiet dry-run options with `budget` seconds, working and writing under a fresh temp folder `root`. */
+  const dryRun = (budget: number): { root: string; o: Options } => {
     const root = mkdtempSync(join(tmpdir(), 'finllm-gpu-run-'));
-    const o: Options = {
-      ...base,
-      dry: true,
-      work: join(root, 'work'),
-      out: join(root, 'out'),
-      budget: 120,
-      list: false,
-      quiet: true,
+    return {
+      root,
+      o: { ...base, dry: true, work: join(root, 'work'), out: join(root, 'out'), budget, list: false, quiet: true },
     };
+  };
+
+  it('records each step (ok, failed, timeout, skipped), keeps a best-effort timeout from failing, rewrites the summary and archive', async () => {
+    const { root, o } = dryRun(120);
     const node = (js: string): string[] => [process.execPath, '-e', js];
     const steps: Step[] = [
       {
@@ -120,16 +120,7 @@ describe('bench/gpu.ts runner', () => {
   }, 60_000);
 
   it('skips a step for which the budget leaves too little time, and says so', async () => {
-    const root = mkdtempSync(join(tmpdir(), 'finllm-gpu-run-'));
-    const o: Options = {
-      ...base,
-      dry: true,
-      work: join(root, 'work'),
-      out: join(root, 'out'),
-      budget: 30,
-      list: false,
-      quiet: true,
-    };
+    const { root, o } = dryRun(30);
     const rc = await runSteps(o, [{ name: 'big', group: 'measure', cap: 60, command: ['true'] }], {
       minStepS: 20,
       reserveS: 15,

@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { dataSettings } from '../../src/cli/data-options.js';
 import { promptIds } from '../../src/cli/generate.js';
-import { InputError } from '../../src/errors.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { DEFAULT_COLUMNS, loadConfig, saveResolvedConfig } from '../../src/pipeline/config.js';
 import { DEFAULT_PREPROCESS } from '../../src/pipeline/data/preprocess.js';
@@ -16,21 +15,12 @@ import { applyTemplate } from '../../src/pipeline/data/templates.js';
 import { tokenizeExample } from '../../src/pipeline/data/tokenize.js';
 import { buildEvalItems } from '../../src/pipeline/eval/generation.js';
 import { readDataRows, textsOf } from '../../src/pipeline/eval/run.js';
+import { inputErrorOf } from '../helpers/input-error.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const FIN_BASE = join(ROOT, 'models', 'fin-base');
 const tmp = () => mkdtempSync(join(tmpdir(), 'finllm-data-options-'));
 const rows = (values: Record<string, unknown>[]) => values.map((value, i) => ({ row: i + 1, value }));
-
-function thrown(fn: () => unknown): InputError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(InputError);
-    return e as InputError;
-  }
-  throw new Error('expected an InputError');
-}
 
 describe('the bundled model ships a chat template that is the training layout of chat records', () => {
   it('a chat record tokenizes identically with the template and with the documented fallback (no template)', async () => {
@@ -97,10 +87,10 @@ describe('generate lays out the prompt as training did', () => {
       }),
     );
     expect(promptIds({ prompt: passage }, tok, settings('auto'))).toEqual(tok.encode(passage));
-    expect(thrown(() => promptIds({ prompt: passage }, tok, settings('qa'))).message).toMatch(
+    expect(inputErrorOf(() => promptIds({ prompt: passage }, tok, settings('qa'))).message).toMatch(
       /--field: missing field 'question' required by template qa \(give it with --field\)/,
     );
-    expect(thrown(() => promptIds({ prompt: passage, field: ['x=1'] }, tok, settings('auto'))).message).toMatch(
+    expect(inputErrorOf(() => promptIds({ prompt: passage, field: ['x=1'] }, tok, settings('auto'))).message).toMatch(
       /^--field needs a template/,
     );
   });
@@ -138,13 +128,15 @@ describe('data settings come from the run folder, then flags', () => {
     expect(o.template).toBe('summarization');
     expect(o.columns).toMatchObject({ text: 'passage', summary: 'abstract' });
     expect(dataSettings({}, [join(ROOT, 'models/fin-base')]).from).toBeNull();
-    expect(thrown(() => dataSettings({ run: tmp() }, [])).message).toMatch(
+    expect(inputErrorOf(() => dataSettings({ run: tmp() }, [])).message).toMatch(
       /--run: no resolved-config\.yaml in the run folder/,
     );
-    expect(thrown(() => dataSettings({ template: 'alpacca' }, [])).message).toMatch(
+    expect(inputErrorOf(() => dataSettings({ template: 'alpacca' }, [])).message).toMatch(
       /^--template: expected one of auto, .*alpaca/,
     );
-    expect(thrown(() => dataSettings({ column: ['txt=body'] }, [])).message).toMatch(/^--column: unknown field "txt"/);
+    expect(inputErrorOf(() => dataSettings({ column: ['txt=body'] }, [])).message).toMatch(
+      /^--column: unknown field "txt"/,
+    );
   });
 });
 
@@ -199,7 +191,7 @@ describe('eval reads what training reads', () => {
     expect(m!.reference).toBe('$5 million');
     // A mapped record missing its field: the message names the columns found and the mapping.
     expect(
-      thrown(() =>
+      inputErrorOf(() =>
         buildEvalItems(rows([{ passage: 'x', query: 'q' }]), 'generation', 'm.csv', { columns, template: 'qa' }),
       ).message,
     ).toMatch(
@@ -208,7 +200,7 @@ describe('eval reads what training reads', () => {
   });
 
   it('a misspelt field names the field the task needs, not another one (contxt → context)', () => {
-    const e = thrown(() =>
+    const e = inputErrorOf(() =>
       buildEvalItems(
         rows([{ id: 'a', contxt: 'Revenue was $5m.', question: 'Revenue?', answer: '$5m' }]),
         'generation',
@@ -218,7 +210,7 @@ describe('eval reads what training reads', () => {
     expect(e.message).toBe(
       "qa.jsonl, row 1, key 'context': a qa record needs its passage in 'context' (or 'text'), found fields id, contxt, question, answer; did you mean 'context' for 'contxt'?",
     );
-    const s = thrown(() =>
+    const s = inputErrorOf(() =>
       buildEvalItems(rows([{ id: 'a', sorce: 'Revenue was $5m.', summary: 'Up.' }]), 'generation', 'sum.jsonl'),
     );
     expect(s.message).toMatch(

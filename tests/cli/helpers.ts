@@ -215,3 +215,19 @@ export function poisonedModel(dir: string): Promise<string> {
     for (let r = 0; r < 600; r++) lm[r * D] = 1e38;
   });
 }
+
+/** A small training config (tiny model, a handful of short rows, no validation) for `dir`. */
+export function trainConfig(dir: string, model: string, extra = ''): string {
+  const file = join(dir, 'cfg.yaml');
+  writeFileSync(
+    file,
+    `model: {path: ${model}, quantize: none}
+lora: {r: 2, alpha: 4, dropout: 0.0, target_modules: [q_proj, v_proj]}
+data: {train: train.jsonl, val: null, val_split: 0, max_seq_len: 64, dedup: {near: false}}
+training: {max_steps: 2, batch_size: 2, lr: 1.0e-3, warmup_steps: 0, eval_every: 0, save_every: 1, log_every: 1, seed: 3}
+output: {dir: run}
+logging: {console: false}
+${extra}`,
+  );
+  return file;
+}

@@ -20,6 +20,7 @@ import {
   removeTempDirs,
   sampleTexts,
   tempDir,
+  trainConfig,
   writeJsonl,
 } from './helpers.js';
 
@@ -174,10 +175,9 @@ describe.skipIf(!canMount)(
         { text: 'Revenue rose nine percent.' },
         { text: 'Margins fell by two points.' },
       ]);
-
-    it('disk full while writing a tokenizer folder: exit 2 naming the file under the destination folder', () => {
-      const mnt = tempDir();
-      const r = finllmOnTmpfs(mnt, 'size=8k', [
+    /** `finllm tokenizer train` into `mnt`/tok on a tmpfs mounted with `mountOptions`. */
+    const tokenizerTrain = (mnt: string, mountOptions: string) =>
+      finllmOnTmpfs(mnt, mountOptions, [
         'tokenizer',
         'train',
         '--data',
@@ -186,11 +186,17 @@ describe.skipIf(!canMount)(
         '400',
         join(mnt, 'tok'),
       ]);
+    /** `path` in a regular expression (its slashes escaped). */
+    const pathRe = (path: string) => path.replaceAll('/', '\\/');
+
+    it('disk full while writing a tokenizer folder: exit 2 naming the file under the destination folder', () => {
+      const mnt = tempDir();
+      const r = tokenizerTrain(mnt, 'size=8k');
       expectFailure(
         r,
         2,
         new RegExp(
-          `^finllm: ${join(mnt, 'tok').replaceAll('/', '\\/')}\\/tokenizer[a-z_]*\\.json: no space left on device \\(write\\)$`,
+          `^finllm: ${pathRe(join(mnt, 'tok'))}\\/tokenizer[a-z_]*\\.json: no space left on device \\(write\\)$`,
           'm',
         ),
       );
@@ -199,20 +205,8 @@ describe.skipIf(!canMount)(
 
     it('a read-only file system: exit 1 naming the destination folder', () => {
       const mnt = tempDir();
-      const r = finllmOnTmpfs(mnt, 'ro', [
-        'tokenizer',
-        'train',
-        '--data',
-        corpus(),
-        '--vocab-size',
-        '400',
-        join(mnt, 'tok'),
-      ]);
-      expectFailure(
-        r,
-        1,
-        new RegExp(`^finllm: ${join(mnt, 'tok').replaceAll('/', '\\/')}: read-only file system \\(mkdir\\)$`, 'm'),
-      );
+      const r = tokenizerTrain(mnt, 'ro');
+      expectFailure(r, 1, new RegExp(`^finllm: ${pathRe(join(mnt, 'tok'))}: read-only file system \\(mkdir\\)$`, 'm'));
       const file = finllmOnTmpfs(mnt, 'ro', [
         'data',
         'generate',
@@ -226,7 +220,7 @@ describe.skipIf(!canMount)(
       expectFailure(
         file,
         1,
-        new RegExp(`^finllm: ${join(mnt, 'c.jsonl').replaceAll('/', '\\/')}: read-only file system \\(open\\)$`, 'm'),
+        new RegExp(`^finllm: ${pathRe(join(mnt, 'c.jsonl'))}: read-only file system \\(open\\)$`, 'm'),
       );
     });
 
@@ -320,17 +314,7 @@ describe('3. a step-N folder that is not a complete checkpoint is never skipped 
       join(dir, 'train.jsonl'),
       sampleTexts(4).map((text) => ({ text })),
     );
-    writeFileSync(
-      join(dir, 'cfg.yaml'),
-      `model: {path: ${MODEL}, quantize: none}
-lora: {r: 2, alpha: 4, dropout: 0.0, target_modules: [q_proj, v_proj]}
-data: {train: train.jsonl, val: null, val_split: 0, max_seq_len: 64, dedup: {near: false}}
-training: {max_steps: 2, batch_size: 2, lr: 1.0e-3, warmup_steps: 0, eval_every: 0, save_every: 1, log_every: 1, seed: 3}
-output: {dir: run}
-logging: {console: false}
-`,
-    );
-    expectSuccess(finllm(['train', '--config', join(dir, 'cfg.yaml')]));
+    expectSuccess(finllm(['train', '--config', trainConfig(dir, MODEL)]));
     return dir;
   }
   const ckpt = (dir: string, n: number) => join(dir, 'run', 'checkpoints', `step-${String(n).padStart(8, '0')}`);

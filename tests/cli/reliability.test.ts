@@ -34,26 +34,11 @@ import {
   sampleTexts,
   tempDir,
   tempsUnder,
+  trainConfig,
   writeJsonl,
 } from './helpers.js';
 
 afterAll(removeTempDirs);
-
-/** A small training config (tiny model, a handful of short rows, no validation) for `dir`. */
-function trainConfig(dir: string, model: string, extra = ''): string {
-  const file = join(dir, 'cfg.yaml');
-  writeFileSync(
-    file,
-    `model: {path: ${model}, quantize: none}
-lora: {r: 2, alpha: 4, dropout: 0.0, target_modules: [q_proj, v_proj]}
-data: {train: train.jsonl, val: null, val_split: 0, max_seq_len: 64, dedup: {near: false}}
-training: {max_steps: 2, batch_size: 2, lr: 1.0e-3, warmup_steps: 0, eval_every: 0, save_every: 1, log_every: 1, seed: 3}
-output: {dir: run}
-logging: {console: false}
-${extra}`,
-  );
-  return file;
-}
 
 // One short finished training run, shared by the resume and finished-run tests (each works on a copy).
 let trained = '';
@@ -522,38 +507,16 @@ describe('7. no silent nonsense', () => {
     const state = join(CKPT(join(run, 'run'), 2), 'trainer_state.json');
     const good = readFileSync(state, 'utf8');
     writeFileSync(state, good.replace(/"step": 2,/, '"step": -3,'));
-    expectFailure(
-      finllm(['train', '--config', join(run, 'cfg.yaml'), '--resume']),
-      1,
-      /trainer_state\.json, key 'step': .*\(got -3\)/,
-    );
+    const resume = (...args: string[]) => finllm(['train', '--config', join(run, 'cfg.yaml'), '--resume', ...args]);
+    expectFailure(resume(), 1, /trainer_state\.json, key 'step': .*\(got -3\)/);
     writeFileSync(state, good);
-    const changed = finllm([
-      'train',
-      '--config',
-      join(run, 'cfg.yaml'),
-      '--resume',
-      '--set',
-      'training.lr=0.01',
-      '--set',
-      'lora.dropout=0.1',
-    ]);
+    const changed = resume('--set', 'training.lr=0.01', '--set', 'lora.dropout=0.1');
     expectFailure(
       changed,
       1,
       /the configuration differs from the one the checkpoint was made with .*: lora\.dropout: 0 -> 0\.1; training\.lr: 0\.001 -> 0\.01\. Resume with the same settings, pass --allow-config-change/,
     );
-    const allowed = finllm([
-      'train',
-      '--config',
-      join(run, 'cfg.yaml'),
-      '--resume',
-      '--set',
-      'training.lr=0.01',
-      '--set',
-      'training.max_steps=3',
-      '--allow-config-change',
-    ]);
+    const allowed = resume('--set', 'training.lr=0.01', '--set', 'training.max_steps=3', '--allow-config-change');
     expectSuccess(allowed);
     expect(allowed.stdout).toMatch(/^steps: 3$/m);
   });

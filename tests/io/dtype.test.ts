@@ -33,18 +33,23 @@ function sameFloat(a: number, b: number): boolean {
   return Object.is(a, b) || (Number.isNaN(a) && Number.isNaN(b));
 }
 
-describe('f16', () => {
-  it('decodes every one of the 65536 bit patterns like the format definition says', () => {
+describe.each([
+  { format: 'f16', decodeArray: f16ArrayToF32, decode: f16ToF32, reference: referenceF16 },
+  { format: 'bf16', decodeArray: bf16ArrayToF32, decode: bf16ToF32, reference: referenceBf16 },
+])('$format decoding', ({ decodeArray, decode, reference }) => {
+  it('decodes every one of the 65536 bit patterns like the format definition says (array and scalar)', () => {
     const all = new Uint16Array(65536).map((_, i) => i);
-    const decoded = f16ArrayToF32(all);
+    const decoded = decodeArray(all);
     let mismatches = 0;
     for (let h = 0; h < 65536; h++) {
-      if (!sameFloat(decoded[h]!, referenceF16(h))) mismatches++;
-      if (!sameFloat(f16ToF32(h), referenceF16(h))) mismatches++;
+      if (!sameFloat(decoded[h]!, reference(h))) mismatches++;
+      if (!sameFloat(decode(h), reference(h))) mismatches++;
     }
     expect(mismatches).toBe(0);
   });
+});
 
+describe('f16', () => {
   it('re-encodes every non-NaN f16 value to the same bits', () => {
     const all = new Uint16Array(65536).map((_, i) => i);
     const back = f32ArrayToF16(f16ArrayToF32(all));
@@ -85,17 +90,6 @@ describe('f16', () => {
 });
 
 describe('bf16', () => {
-  it('decodes every one of the 65536 bit patterns like the format definition says', () => {
-    const all = new Uint16Array(65536).map((_, i) => i);
-    const decoded = bf16ArrayToF32(all);
-    let mismatches = 0;
-    for (let h = 0; h < 65536; h++) {
-      if (!sameFloat(decoded[h]!, referenceBf16(h))) mismatches++;
-      if (!sameFloat(bf16ToF32(h), referenceBf16(h))) mismatches++;
-    }
-    expect(mismatches).toBe(0);
-  });
-
   it('re-encodes every bf16 value to the same bits (NaNs stay NaN)', () => {
     const all = new Uint16Array(65536).map((_, i) => i);
     const back = f32ArrayToBf16(bf16ArrayToF32(all));

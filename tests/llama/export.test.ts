@@ -16,7 +16,7 @@ import { readAdapter } from '../../src/llama/peft.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
 import { expectClose, useEngine } from '../helpers/index.js';
-import { adapterDir, golden, MODEL_NAMES, modelDir, useTempDir } from './helpers.js';
+import { adapterDir, expectGoldenLosses, golden, MODEL_NAMES, modelDir, useTempDir } from './helpers.js';
 
 useEngine();
 const tempDir = useTempDir();
@@ -43,13 +43,7 @@ describe('export: merged model', () => {
       await ck.close();
       const model = await LlamaModel.load(out);
       try {
-        const per = await sequenceLosses(model, golden.models[name].token_ids);
-        expectClose(
-          per.map((e) => e.loss),
-          golden.models[name].merged_loss,
-          { atol: 1e-4 },
-          'merged loss',
-        );
+        await expectGoldenLosses(model, name, 'merged_loss', 'merged loss');
       } finally {
         model.dispose();
       }

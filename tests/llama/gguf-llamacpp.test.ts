@@ -175,6 +175,23 @@ async function llamaCppLogProbs(model: LlamaCppModel, ids: number[]): Promise<nu
   }
 }
 
+/** llama.cpp's perplexity of the GGUF file `modelPath` on HELD_OUT (every token after the first of each text). */
+async function llamaCppPerplexity(llama: Llama, modelPath: string, tok: LlamaTokenizer): Promise<number> {
+  const model = await llama.loadModel({ modelPath });
+  try {
+    let nll = 0;
+    let n = 0;
+    for (const text of HELD_OUT) {
+      const lp = await llamaCppLogProbs(model, tok.encode(text));
+      nll -= lp.reduce((a, b) => a + b, 0);
+      n += lp.length;
+    }
+    return Math.exp(nll / n);
+  } finally {
+    await model.dispose();
+  }
+}
+
 async function llamaCppGreedy(model: LlamaCppModel, prompt: number[], n: number): Promise<number[]> {
   const ctx = await model.createContext(CONTEXT);
   try {
@@ -267,21 +284,8 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
 
       it('bf16 / q8_0 / q4_0 / q4_k_m: llama.cpp perplexity on held-out text within the measured margin of the f16 file', async () => {
         const ppl: Partial<Record<GgufExportType, number>> = {};
-        for (const type of ['f16', 'bf16', 'q8_0', 'q4_0', 'q4_k_m'] as const) {
-          const model = await llama.loadModel({ modelPath: files[type] });
-          try {
-            let nll = 0;
-            let n = 0;
-            for (const text of HELD_OUT) {
-              const lp = await llamaCppLogProbs(model, tok.encode(text));
-              nll -= lp.reduce((a, b) => a + b, 0);
-              n += lp.length;
-            }
-            ppl[type] = Math.exp(nll / n);
-          } finally {
-            await model.dispose();
-          }
-        }
+        for (const type of ['f16', 'bf16', 'q8_0', 'q4_0', 'q4_k_m'] as const)
+          ppl[type] = await llamaCppPerplexity(llama, files[type], tok);
         const rel = (t: GgufExportType) => ppl[t]! / ppl.f16! - 1;
         console.log(
           `${name}: perplexity f16 ${ppl.f16!.toFixed(3)}, q8_0 ${ppl.q8_0!.toFixed(3)} (${(100 * rel('q8_0')).toFixed(3)}%), q4_0 ${ppl.q4_0!.toFixed(3)} (${(100 * rel('q4_0')).toFixed(3)}%), q4_k_m ${ppl.q4_k_m!.toFixed(3)} (${(100 * rel('q4_k_m')).toFixed(3)}%), bf16 ${ppl.bf16!.toFixed(3)} (${(100 * rel('bf16')).toFixed(3)}%)`,
@@ -366,21 +370,7 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
 
     it('llama.cpp perplexity of the q4_k_m file within the measured margin of the f16 file', async () => {
       const ppl = {} as Record<'f16' | 'q4_k_m', number>;
-      for (const type of ['f16', 'q4_k_m'] as const) {
-        const model = await llama.loadModel({ modelPath: files[type] });
-        try {
-          let nll = 0;
-          let n = 0;
-          for (const text of HELD_OUT) {
-            const lp = await llamaCppLogProbs(model, tok.encode(text));
-            nll -= lp.reduce((a, b) => a + b, 0);
-            n += lp.length;
-          }
-          ppl[type] = Math.exp(nll / n);
-        } finally {
-          await model.dispose();
-        }
-      }
+      for (const type of ['f16', 'q4_k_m'] as const) ppl[type] = await llamaCppPerplexity(llama, files[type], tok);
       const rel = ppl.q4_k_m / ppl.f16 - 1;
       console.log(
         `k256: perplexity f16 ${ppl.f16.toFixed(3)}, q4_k_m ${ppl.q4_k_m.toFixed(3)} (${(100 * rel).toFixed(3)}%)`,

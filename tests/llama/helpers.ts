@@ -5,6 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import { SafetensorsReader } from '../../src/io/safetensors.js';
+import type { LlamaModel } from '../../src/llama/model.js';
+import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
+import { expectClose } from '../helpers/index.js';
 
 export const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'reference');
 export const MODEL_NAMES = ['gqa-f32', 'mqa-bf16-tied-llama3rope'] as const;
@@ -32,6 +35,23 @@ export const golden: Golden = JSON.parse(readFileSync(join(FIXTURES, 'golden.jso
 
 export const modelDir = (name: FixtureName) => join(FIXTURES, name, 'model');
 export const adapterDir = (name: FixtureName) => join(FIXTURES, name, 'adapter');
+
+/** Expects `model`'s per-text losses on the first `n` texts of fixture `name` within 1e-4 of transformers' `which`. */
+export async function expectGoldenLosses(
+  model: LlamaModel,
+  name: FixtureName,
+  which: 'base_loss' | 'adapter_loss' | 'merged_loss',
+  label: string,
+  n = golden.models[name].token_ids.length,
+): Promise<void> {
+  const per = await sequenceLosses(model, golden.models[name].token_ids.slice(0, n));
+  expectClose(
+    per.map((e) => e.loss),
+    golden.models[name][which].slice(0, n),
+    { atol: 1e-4 },
+    label,
+  );
+}
 
 /** Every tensor of a safetensors file as f32 (I32 as numbers too). */
 export async function readAllF32(

@@ -24,7 +24,7 @@ import { loraKey } from '../../src/llama/peft.js';
 import { LINEAR_MODULES } from '../../src/llama/weights.js';
 import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
 import { expectClose, requireFeature, testRng, useEngine } from '../helpers/index.js';
-import { adapterDir, golden, maxAbs, modelDir, useTempDir } from './helpers.js';
+import { adapterDir, expectGoldenLosses, golden, maxAbs, modelDir, useTempDir } from './helpers.js';
 
 useEngine();
 const tempDir = useTempDir();
@@ -172,13 +172,7 @@ describe('training mode', () => {
           expect(maxAbs(v)).toBeGreaterThan(0.9 * bound);
         }
       }
-      const per = await sequenceLosses(model, golden.models[GQA].token_ids.slice(0, 2));
-      expectClose(
-        per.map((e) => e.loss),
-        golden.models[GQA].base_loss.slice(0, 2),
-        { atol: 1e-4 },
-        'loss with B = 0',
-      );
+      await expectGoldenLosses(model, GQA, 'base_loss', 'loss with B = 0', 2);
     } finally {
       model.dispose();
     }
@@ -372,13 +366,7 @@ describe('weight storage', () => {
       expect(model.weights.embedTokens.dtype).toBe('bf16');
       expect(model.weights.lmHead).toBe(model.weights.embedTokens); // tied
       expect(model.weights.layers[0]!.linear.q_proj).toHaveProperty('dtype', 'bf16');
-      const per = await sequenceLosses(model, golden.models[MQA].token_ids.slice(0, 3));
-      expectClose(
-        per.map((e) => e.loss),
-        golden.models[MQA].adapter_loss.slice(0, 3),
-        { atol: 1e-4 },
-        'bf16 storage loss',
-      );
+      await expectGoldenLosses(model, MQA, 'adapter_loss', 'bf16 storage loss', 3);
     } finally {
       model.dispose();
     }

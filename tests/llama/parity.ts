@@ -169,20 +169,25 @@ export function parityTests(name: FixtureName, opts: { emulatedMatrixCore?: bool
     }
   });
 
+  /**
+   * The per-text losses of the fixture's texts under a model loaded with `load` (disposed after),
+   * and the GPU dispatches their computation took.
+   */
+  async function lossesOf(load: Parameters<typeof LlamaModel.load>[1]) {
+    const model = await LlamaModel.load(modelDir(name), load);
+    try {
+      const before = engine().dev.dispatchCount;
+      const per = await sequenceLosses(model, g.token_ids);
+      return { losses: per.map((e) => e.loss), dispatches: engine().dev.dispatchCount - before };
+    } finally {
+      model.dispose();
+    }
+  }
+
   describe(`${name}: NF4 base + adapter vs transformers`, () => {
     it('per-text losses within 1e-3', async () => {
-      const model = await LlamaModel.load(modelDir(name), { quantize: 'nf4', adapter: adapterDir(name) });
-      try {
-        const per = await sequenceLosses(model, g.token_ids);
-        expectLosses(
-          per.map((e) => e.loss),
-          g.nf4_adapter_loss,
-          1e-3,
-          'NF4 + adapter loss',
-        );
-      } finally {
-        model.dispose();
-      }
+      const { losses } = await lossesOf({ quantize: 'nf4', adapter: adapterDir(name) });
+      expectLosses(losses, g.nf4_adapter_loss, 1e-3, 'NF4 + adapter loss');
     });
   });
 
@@ -199,20 +204,7 @@ export function parityTests(name: FixtureName, opts: { emulatedMatrixCore?: bool
           ['fp16-mixed adapter loss', { adapter: adapterDir(name) }, g.adapter_loss],
           ['fp16-mixed NF4 + adapter loss', { quantize: 'nf4', adapter: adapterDir(name) }, g.nf4_adapter_loss],
         ];
-        for (const [label, load, want] of cases) {
-          const model = await LlamaModel.load(modelDir(name), load);
-          try {
-            const per = await sequenceLosses(model, g.token_ids);
-            expectLosses(
-              per.map((e) => e.loss),
-              want,
-              5e-3,
-              label,
-            );
-          } finally {
-            model.dispose();
-          }
-        }
+        for (const [label, load, want] of cases) expectLosses((await lossesOf(load)).losses, want, 5e-3, label);
       } finally {
         setComputePrecision(prev);
       }
@@ -235,20 +227,9 @@ export function parityTests(name: FixtureName, opts: { emulatedMatrixCore?: bool
             ],
           ];
           for (const [label, load, want] of cases) {
-            const model = await LlamaModel.load(modelDir(name), load);
-            try {
-              const before = engine().dev.dispatchCount;
-              const per = await sequenceLosses(model, g.token_ids);
-              expect(engine().dev.dispatchCount).toBeGreaterThan(before);
-              expectLosses(
-                per.map((e) => e.loss),
-                want,
-                5e-3,
-                label,
-              );
-            } finally {
-              model.dispose();
-            }
+            const { losses, dispatches } = await lossesOf(load);
+            expect(dispatches).toBeGreaterThan(0);
+            expectLosses(losses, want, 5e-3, label);
           }
         } finally {
           forceEmulatedMatrixCore(null);

@@ -2,19 +2,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
-import { InputError } from '../../src/errors.js';
 import { loadConfig, RESOLVED_CONFIG_NAME, saveResolvedConfig, suggest } from '../../src/pipeline/config.js';
+import { inputErrorOf } from '../helpers/input-error.js';
 import { ROOT, tempDir } from './data/helpers.js';
-
-function errorOf(fn: () => unknown): InputError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(InputError);
-    return e as InputError;
-  }
-  throw new Error('expected an InputError');
-}
 
 const MINIMAL = `
 model:
@@ -72,7 +62,7 @@ describe('loadConfig', () => {
       'full',
       'none',
     ]);
-    const e = errorOf(() => mode('partial'));
+    const e = inputErrorOf(() => mode('partial'));
     expect(e.message).toMatch(
       /key 'training\.grad_checkpointing'.*got "partial", expected one of "none", "selective", "full"/,
     );
@@ -85,10 +75,10 @@ describe('loadConfig', () => {
       effective_batch_size: 16,
     });
     expect(load().training.effective_batch_size).toBeNull();
-    expect(errorOf(() => load('training.batch_size=big')).message).toMatch(
+    expect(inputErrorOf(() => load('training.batch_size=big')).message).toMatch(
       /key 'training\.batch_size'.*got "big", expected a positive integer or "auto"/,
     );
-    expect(errorOf(() => load('training.effective_batch_size=16')).message).toMatch(
+    expect(inputErrorOf(() => load('training.effective_batch_size=16')).message).toMatch(
       /effective_batch_size \(16\) only applies with batch_size: auto/,
     );
   });
@@ -156,25 +146,25 @@ describe('loadConfig', () => {
 
   it('names key path, value, expectation and origin for wrong values', () => {
     const file = t.write('c.yaml', MINIMAL + 'training:\n  lr: fast\n');
-    const e = errorOf(() => loadConfig({ file }));
+    const e = inputErrorOf(() => loadConfig({ file }));
     expect(e.message).toContain(file);
     expect(e.message).toMatch(/key 'training\.lr' \(from .*c\.yaml\): got "fast", expected number/);
 
-    const e2 = errorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL), sets: ['training.schedule=cosin'] }));
+    const e2 = inputErrorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL), sets: ['training.schedule=cosin'] }));
     expect(e2.message).toMatch(
       /key 'training\.schedule' \(from --set training\.schedule=cosin\): got "cosin", expected one of "linear", "cosine", "constant"/,
     );
 
-    const e3 = errorOf(() => loadConfig({ file: t.write('e.yaml', MINIMAL), sets: ['training.batch_size=0'] }));
+    const e3 = inputErrorOf(() => loadConfig({ file: t.write('e.yaml', MINIMAL), sets: ['training.batch_size=0'] }));
     expect(e3.message).toMatch(/key 'training\.batch_size'.*got 0, expected > 0/);
 
-    const e4 = errorOf(() => loadConfig({ file: t.write('f.yaml', 'data:\n  train: x.jsonl\n') }));
+    const e4 = inputErrorOf(() => loadConfig({ file: t.write('f.yaml', 'data:\n  train: x.jsonl\n') }));
     expect(e4.message).toMatch(/key 'model'.*missing, expected object/);
   });
 
   it('reports errors coming from an environment with the environment as origin', () => {
     const file = t.write('c.yaml', MINIMAL + 'environments:\n  gpu:\n    model:\n      quantize: nf8\n');
-    const e = errorOf(() => loadConfig({ file, env: 'gpu' }));
+    const e = inputErrorOf(() => loadConfig({ file, env: 'gpu' }));
     expect(e.message).toMatch(
       /key 'model\.quantize' \(from environment 'gpu' in .*\): got "nf8", expected one of "nf4", "none"/,
     );
@@ -182,15 +172,15 @@ describe('loadConfig', () => {
 
   it('rejects unknown keys with a did-you-mean suggestion', () => {
     const file = t.write('c.yaml', MINIMAL + 'training:\n  learning_rate: 0.1\n  epoch: 2\n');
-    const e = errorOf(() => loadConfig({ file }));
+    const e = inputErrorOf(() => loadConfig({ file }));
     expect(e.message).toMatch(/key 'training\.epoch'.*unknown key; did you mean 'training\.epochs'\?/);
     expect(e.message).toMatch(/key 'training\.learning_rate'.*unknown key/);
     expect(e.message).toMatch(/2 problems/);
-    const e2 = errorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL), sets: ['lora.rank=4'] }));
+    const e2 = inputErrorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL), sets: ['lora.rank=4'] }));
     expect(e2.message).toMatch(
       /key 'lora\.rank' \(from --set lora\.rank=4\): unknown key; did you mean 'lora\.r'\?|key 'lora\.rank'.*unknown key/,
     );
-    const e3 = errorOf(() => loadConfig({ file: t.write('g.yaml', MINIMAL + 'trainig:\n  lr: 1\n') }));
+    const e3 = inputErrorOf(() => loadConfig({ file: t.write('g.yaml', MINIMAL + 'trainig:\n  lr: 1\n') }));
     expect(e3.message).toMatch(/key 'trainig'.*did you mean 'training'\?/);
   });
 
@@ -286,13 +276,13 @@ describe('config values and their sources (issue 20, items 8, 16, 17)', () => {
   it('--env accepts only environments the file defines: names of Object.prototype are refused, listing the defined ones', () => {
     const file = t.write('c.yaml', ENVS);
     for (const env of ['__proto__', 'toString', 'constructor', 'hasOwnProperty', 'valueOf']) {
-      const e = errorOf(() => loadConfig({ file, env }));
+      const e = inputErrorOf(() => loadConfig({ file, env }));
       expect(e.message, env).toContain(
         `environment ${JSON.stringify(env)} (from --env) is not defined under 'environments'; defined: cpu, gpu`,
       );
     }
     // A file with no environments at all says so.
-    expect(errorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL), env: 'toString' })).message).toContain(
+    expect(inputErrorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL), env: 'toString' })).message).toContain(
       'the file defines none',
     );
     expect(loadConfig({ file, env: 'cpu' }).data.max_seq_len).toBe(64);
@@ -306,28 +296,28 @@ describe('config values and their sources (issue 20, items 8, 16, 17)', () => {
       ['1e400', 'Infinity'],
       ['.nan', 'NaN'],
     ] as const) {
-      const e = errorOf(() => loadConfig({ file, sets: [`training.lr=${raw}`] }));
+      const e = inputErrorOf(() => loadConfig({ file, sets: [`training.lr=${raw}`] }));
       expect(e.message, raw).toContain(
         `key 'training.lr' (from --set training.lr=${raw}): got ${shown}, expected a finite number`,
       );
     }
-    const inFile = errorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL + 'training:\n  lr: 1e400\n') }));
+    const inFile = inputErrorOf(() => loadConfig({ file: t.write('d.yaml', MINIMAL + 'training:\n  lr: 1e400\n') }));
     expect(inFile.message).toMatch(/key 'training\.lr' \(from .*d\.yaml\): got Infinity, expected a finite number/);
   });
 
   it('an error in a value given with --set names --set as its source, not the YAML file', () => {
     const file = t.write('c.yaml', MINIMAL);
-    const e = errorOf(() => loadConfig({ file, sets: ['training.lr=-5'] }));
+    const e = inputErrorOf(() => loadConfig({ file, sets: ['training.lr=-5'] }));
     expect(e.message).toBe("key 'training.lr' (from --set training.lr=-5): got -5, expected > 0");
     expect(e.location.file).toBeUndefined();
     // Problems from the file and from --set together: the file is named, each line keeps its source.
-    const both = errorOf(() =>
+    const both = inputErrorOf(() =>
       loadConfig({ file: t.write('d.yaml', MINIMAL + 'training:\n  warmup_steps: -1\n'), sets: ['training.lr=-5'] }),
     );
     expect(both.message).toMatch(/d\.yaml: 2 problems in the configuration:/);
     expect(both.message).toContain("key 'training.lr' (from --set training.lr=-5): got -5, expected > 0");
     // A value from an environment is the file's: the file stays named.
-    const env = errorOf(() =>
+    const env = inputErrorOf(() =>
       loadConfig({
         file: t.write('e.yaml', MINIMAL + 'environments:\n  gpu:\n    training:\n      lr: -1\n'),
         env: 'gpu',

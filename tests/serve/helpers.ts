@@ -4,13 +4,54 @@ import { symlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach } from 'vitest';
+import type { ServeCliOptions } from '../../src/cli/serve.js';
 import { Rng } from '../../src/engine/random.js';
 import { LlamaModel } from '../../src/llama/model.js';
 import { writeAdapter } from '../../src/llama/peft.js';
+import type { ServingModels } from '../../src/serve/load.js';
+import { FinllmServer, type ServerOptions } from '../../src/serve/server.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 export const TINY = join(ROOT, 'models', 'tiny-fin');
 export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+
+/**
+ * The servers of a test file: the function returned starts one on `options`, listening on
+ * loopback, ready with `ready` unless that is null; every server started is shut down after each test.
+ */
+export function useServers(): (
+  options: ServerOptions,
+  ready: ServingModels | null,
+) => Promise<{ server: FinllmServer; url: string }> {
+  const servers: FinllmServer[] = [];
+  afterEach(async () => {
+    for (const s of servers.splice(0)) await s.shutdown(0);
+  });
+  return async (options, ready) => {
+    const server = new FinllmServer(options);
+    servers.push(server);
+    const url = await server.listen();
+    if (ready) server.setReady(ready);
+    return { server, url };
+  };
+}
+
+/** `finllm serve` options of the tiny model on any free local port, small limits; `o` overrides or adds flags. */
+export function serveFlags(o: Partial<ServeCliOptions> = {}): ServeCliOptions {
+  return {
+    model: TINY,
+    adapter: [],
+    route: [],
+    host: '127.0.0.1',
+    port: '0',
+    maxBatchSize: '8',
+    maxQueue: '64',
+    maxBodyBytes: '1000',
+    drainTimeout: '1',
+    ...o,
+  };
+}
 
 /** A zephyr-style template (the bundled tokenizer has none). */
 export const CHAT_TEMPLATE =

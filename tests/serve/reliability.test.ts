@@ -6,13 +6,13 @@ import { mkdtemp } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { InputError } from '../../src/errors.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { disposeServingModels, loadServingModels, type ServingModels } from '../../src/serve/load.js';
 import { FinllmServer, type ServerOptions } from '../../src/serve/server.js';
 import { useEngine } from '../helpers/index.js';
-import { tinyModelWithChatTemplate } from './helpers.js';
+import { tinyModelWithChatTemplate, useServers } from './helpers.js';
 
 useEngine();
 
@@ -20,15 +20,11 @@ const CONTEXT = 64;
 const KEY = 'sk-test-key';
 let modelDir = '';
 let models: ServingModels;
-const servers: FinllmServer[] = [];
+const startServer = useServers();
 
 beforeAll(async () => {
   modelDir = await tinyModelWithChatTemplate();
   models = await loadServingModels({ modelDir, maxModelLen: CONTEXT });
-});
-
-afterEach(async () => {
-  for (const s of servers.splice(0)) await s.shutdown(0);
 });
 
 afterAll(() => {
@@ -39,11 +35,7 @@ async function start(
   opts: Partial<ServerOptions> = {},
   ready: ServingModels | null = models,
 ): Promise<{ server: FinllmServer; url: string }> {
-  const server = new FinllmServer({ host: '127.0.0.1', port: 0, baseId: 'tiny', ...opts });
-  servers.push(server);
-  const url = await server.listen();
-  if (ready) server.setReady(ready);
-  return { server, url };
+  return startServer({ host: '127.0.0.1', port: 0, baseId: 'tiny', ...opts }, ready);
 }
 
 interface Answer {
@@ -387,7 +379,6 @@ describe('20. draining: /health says 503 while requests in flight finish', () =>
       .find((c) => c.usage)?.usage;
     expect(usage?.completion_tokens).toBeGreaterThan(0);
     expect(await stopped).toEqual({ drained: true });
-    servers.splice(servers.indexOf(server), 1);
   });
 });
 

@@ -5,15 +5,15 @@
 // afresh) or from generate() running one request alone; the server must reproduce them token for
 // token while batching, with requests joining and leaving the batch and the KV cache compacting.
 import OpenAI, { APIError } from 'openai';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { generateAction } from '../../src/cli/generate.js';
 import { generate } from '../../src/llama/generate.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { disposeServingModels, loadServingModels, type ServingModels } from '../../src/serve/load.js';
 import { parseRouteSpec } from '../../src/serve/routing.js';
-import { FinllmServer, type ServerOptions } from '../../src/serve/server.js';
+import type { FinllmServer, ServerOptions } from '../../src/serve/server.js';
 import { useEngine } from '../helpers/index.js';
-import { metric, randomAdapter, TINY, tinyModelWithChatTemplate, waitFor } from './helpers.js';
+import { metric, randomAdapter, TINY, tinyModelWithChatTemplate, useServers, waitFor } from './helpers.js';
 
 useEngine();
 
@@ -21,16 +21,12 @@ const CONTEXT = 64;
 let modelDir = '';
 let adapterDir = '';
 let models: ServingModels;
-const servers: FinllmServer[] = [];
+const startServer = useServers();
 
 beforeAll(async () => {
   modelDir = await tinyModelWithChatTemplate();
   adapterDir = await randomAdapter(modelDir, 5);
   models = await loadServingModels({ modelDir, adapters: [{ name: 'ft', dir: adapterDir }], maxModelLen: CONTEXT });
-});
-
-afterEach(async () => {
-  for (const s of servers.splice(0)) await s.shutdown(0);
 });
 
 afterAll(() => {
@@ -41,16 +37,10 @@ async function start(
   opts: Partial<ServerOptions> = {},
   ready = true,
 ): Promise<{ server: FinllmServer; url: string; client: OpenAI }> {
-  const server = new FinllmServer({
-    port: 0,
-    baseId: 'tiny',
-    adapterNames: ['ft'],
-    routes: [parseRouteSpec('ab=base:1,ft:1')],
-    ...opts,
-  });
-  servers.push(server);
-  const url = await server.listen();
-  if (ready) server.setReady(models);
+  const { server, url } = await startServer(
+    { port: 0, baseId: 'tiny', adapterNames: ['ft'], routes: [parseRouteSpec('ab=base:1,ft:1')], ...opts },
+    ready ? models : null,
+  );
   const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: opts.apiKey ?? 'unused', maxRetries: 0, timeout: 120_000 });
   return { server, url, client };
 }

@@ -2,23 +2,21 @@
 // out as training laid out that template's records, a chat request on a model without a chat
 // template uses the training layout of chat records; checked against the training prompt
 // (applyTemplate on a full record, as the data stage builds it) and against `finllm generate`.
-import { join } from 'node:path';
 import OpenAI from 'openai';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAction } from '../../src/cli/generate.js';
-import { type ServeCliOptions, serveAction } from '../../src/cli/serve.js';
+import { serveAction } from '../../src/cli/serve.js';
 import { InputError } from '../../src/errors.js';
 import { DEFAULT_COLUMNS } from '../../src/pipeline/config.js';
 import { DEFAULT_PREPROCESS } from '../../src/pipeline/data/preprocess.js';
 import { type PromptSettings, servingPromptLayout } from '../../src/pipeline/data/prompt-layout.js';
 import { applyTemplate } from '../../src/pipeline/data/templates.js';
 import { disposeServingModels, loadServingModels, type ServingModels } from '../../src/serve/load.js';
-import { FinllmServer } from '../../src/serve/server.js';
 import { useEngine } from '../helpers/index.js';
+import { serveFlags, TINY, useServers } from './helpers.js';
 
 useEngine();
 
-const TINY = join(import.meta.dirname, '..', '..', 'models', 'tiny-fin');
 const PROMPT = 'Summarize the quarter: revenue rose 9% to $2.31 billion.';
 const settings = (template: PromptSettings['template']): PromptSettings => ({
   template,
@@ -27,27 +25,20 @@ const settings = (template: PromptSettings['template']): PromptSettings => ({
 });
 
 let models: ServingModels;
-const servers: FinllmServer[] = [];
+const startServer = useServers();
 
 beforeAll(async () => {
   models = await loadServingModels({ modelDir: TINY });
-});
-afterEach(async () => {
-  for (const s of servers.splice(0)) await s.shutdown(0);
 });
 afterAll(() => {
   if (models) disposeServingModels(models);
 });
 
 async function client(template: PromptSettings['template'] | null): Promise<OpenAI> {
-  const server = new FinllmServer({
-    port: 0,
-    baseId: 'tiny',
-    promptLayout: template === null ? null : servingPromptLayout(settings(template)),
-  });
-  servers.push(server);
-  const url = await server.listen();
-  server.setReady(models);
+  const { url } = await startServer(
+    { port: 0, baseId: 'tiny', promptLayout: template === null ? null : servingPromptLayout(settings(template)) },
+    models,
+  );
   return new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 120_000 });
 }
 
@@ -105,18 +96,7 @@ describe('serve --template: prompts laid out as in training', () => {
 
   it('a template whose prompt needs more than the prompt (qa) is refused at startup, naming --template, before anything listens', async () => {
     expect(() => servingPromptLayout(settings('qa'))).toThrow(InputError);
-    const o: ServeCliOptions = {
-      model: TINY,
-      adapter: [],
-      route: [],
-      host: '127.0.0.1',
-      port: '0',
-      maxBatchSize: '8',
-      maxQueue: '64',
-      maxBodyBytes: '1000',
-      drainTimeout: '1',
-      template: 'qa',
-    };
+    const o = serveFlags({ template: 'qa' });
     const lines: string[] = [];
     const err = await serveAction(o, (l) => lines.push(l)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InputError);

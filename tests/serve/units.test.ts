@@ -1,6 +1,5 @@
 // finllm serve without a GPU: stop-sequence streaming, the windowed detokenizer, model ids and A/B
 // routes, request validation.
-import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { type ServeCliOptions, serveAction } from '../../src/cli/serve.js';
 import { InputError } from '../../src/errors.js';
@@ -10,8 +9,7 @@ import { ApiError, chatRequest, completionRequest, parseBody } from '../../src/s
 import { ModelRouter, parseAdapterSpec, parseRouteSpec } from '../../src/serve/routing.js';
 import { StopTextStream } from '../../src/serve/text.js';
 import { testRng } from '../helpers/index.js';
-
-const TINY = join(import.meta.dirname, '..', '..', 'models', 'tiny-fin');
+import { serveFlags, TINY } from './helpers.js';
 
 /** A fake tokenizer whose tokens are the characters of `vocab`. */
 const chars = (vocab: string) => ({
@@ -173,18 +171,6 @@ describe('request validation', () => {
 
 describe('finllm serve flags', () => {
   it('bad flags are InputErrors (exit 1) naming the flag, raised before anything listens or loads', async () => {
-    const flags = (o: Partial<ServeCliOptions>): ServeCliOptions => ({
-      model: TINY,
-      adapter: [],
-      route: [],
-      host: '127.0.0.1',
-      port: '0',
-      maxBatchSize: '8',
-      maxQueue: '64',
-      maxBodyBytes: '1000',
-      drainTimeout: '1',
-      ...o,
-    });
     const cases: [Partial<ServeCliOptions>, RegExp][] = [
       [{ route: ['ab=base:1,nope:1'] }, /key 'route'.*unknown model "nope"/],
       [{ adapter: ['ft=/nonexistent/adapter'] }, /adapter ft folder not found/],
@@ -203,7 +189,7 @@ describe('finllm serve flags', () => {
       [{ host: '192.0.2.1' }, /--host: cannot listen on 192\.0\.2\.1:0 \(EADDRNOTAVAIL\)/],
     ];
     for (const [o, message] of cases) {
-      const err = await serveAction(flags(o), () => undefined).catch((e: unknown) => e);
+      const err = await serveAction(serveFlags(o), () => undefined).catch((e: unknown) => e);
       expect(err, JSON.stringify(o)).toBeInstanceOf(InputError);
       expect((err as Error).message).toMatch(message);
     }
@@ -212,18 +198,7 @@ describe('finllm serve flags', () => {
   it('an empty FINLLM_API_KEY is refused naming the variable (issue 20, item 10)', async () => {
     vi.stubEnv('FINLLM_API_KEY', '');
     try {
-      const o: ServeCliOptions = {
-        model: TINY,
-        adapter: [],
-        route: [],
-        host: '127.0.0.1',
-        port: '0',
-        maxBatchSize: '8',
-        maxQueue: '64',
-        maxBodyBytes: '1000',
-        drainTimeout: '1',
-      };
-      const err = await serveAction(o, () => undefined).catch((e: unknown) => e);
+      const err = await serveAction(serveFlags(), () => undefined).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(InputError);
       expect((err as Error).message).toMatch(/key 'FINLLM_API_KEY': the API key is empty/);
     } finally {

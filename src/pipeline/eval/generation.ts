@@ -44,13 +44,12 @@ import type { ChatMessage } from '../data/types.js';
 import { type ClassificationReport, parseGoldLabel } from './classification.js';
 import { METRIC_GROUPS, type MetricGroup, meanOfPresent, scoreExamples } from './metrics.js';
 import { RESULTS_FORMAT, type Results } from './results.js';
-import { bertScore, type EmbeddingProvider, embeddingCosine } from './semantic.js';
+import { bertScore, EMBEDDING_METRICS, type EmbeddingProvider, embeddingCosine } from './semantic.js';
 
 export type GenerationTask = 'generation' | 'classification';
 export type RecordKind = 'qa' | 'summarization' | 'sentiment' | 'prompt' | 'template';
 
 /** Metric names of the runner: the eval library's groups plus the embedding-based ones. */
-export const EMBEDDING_METRICS = ['embedding', 'bertscore'] as const;
 export type EvalMetric = MetricGroup | (typeof EMBEDDING_METRICS)[number];
 
 /** Default metric groups per record kind (data/eval/README.md's suggestions). */

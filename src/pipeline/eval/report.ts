@@ -82,6 +82,14 @@ function svgOpen(kind: string, w: number, h: number, title: string, extra = ''):
   return `<svg class="chart" data-chart="${kind}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" ${extra}><title>${esc(title)}</title>`;
 }
 
+/** The opening of a chart of one metric: tagged with the metric's name, which heads it at `headY`. */
+function metricChartOpen(kind: string, m: MetricComparison, w: number, h: number, title: string, headY = 12): string {
+  return (
+    svgOpen(kind, w, h, title, `data-metric="${esc(m.metric)}"`) +
+    `<text x="${w / 2}" y="${headY}" text-anchor="middle" class="ct">${esc(m.metric)}</text>`
+  );
+}
+
 function metricBars(m: MetricComparison): string {
   const w = 220,
     h = 200,
@@ -93,14 +101,7 @@ function metricBars(m: MetricComparison): string {
   const y = (v: number) => top + (h - top - bottom) * (1 - Math.max(0, v) / yMax);
   const plotW = w - left - right;
   const bw = plotW / 4;
-  let s = svgOpen(
-    'metric-bars',
-    w,
-    h,
-    `${m.metric}: base vs fine-tuned mean with 95% bootstrap CI`,
-    `data-metric="${esc(m.metric)}"`,
-  );
-  s += `<text x="${w / 2}" y="14" text-anchor="middle" class="ct">${esc(m.metric)}</text>`;
+  let s = metricChartOpen('metric-bars', m, w, h, `${m.metric}: base vs fine-tuned mean with 95% bootstrap CI`, 14);
   s += `<line x1="${left}" y1="${y(0)}" x2="${w - right}" y2="${y(0)}" class="axis"/>`;
   s += `<line x1="${left}" y1="${top}" x2="${left}" y2="${y(0)}" class="axis"/>`;
   for (const t of [0, 0.5, 1]) {
@@ -132,14 +133,13 @@ function scatter(m: MetricComparison): string {
   const [lo, hi] = metricRange(m);
   const sx = (v: number) => pad + ((v - lo) / (hi - lo)) * (w - pad - 16);
   const sy = (v: number) => h - pad - ((v - lo) / (hi - lo)) * (h - pad - top);
-  let s = svgOpen(
+  let s = metricChartOpen(
     'scatter',
+    m,
     w,
     h,
     `${m.metric}: per-example base (x) vs fine-tuned (y); a larger dot with a number stands for that many examples`,
-    `data-metric="${esc(m.metric)}"`,
   );
-  s += `<text x="${w / 2}" y="12" text-anchor="middle" class="ct">${esc(m.metric)}</text>`;
   s += `<line x1="${sx(lo)}" y1="${sy(lo)}" x2="${sx(hi)}" y2="${sy(hi)}" class="diag"/>`;
   s += `<line x1="${pad}" y1="${h - pad}" x2="${w - 10}" y2="${h - pad}" class="axis"/><line x1="${pad}" y1="${top - 8}" x2="${pad}" y2="${h - pad}" class="axis"/>`;
   s += `<text x="${w / 2}" y="${h - 8}" text-anchor="middle" class="tick">base</text>`;
@@ -189,14 +189,7 @@ function histogram(m: MetricComparison): string {
   const maxC = Math.max(1, ...cb, ...cc);
   const bw = (w - left - right) / bins;
   const y = (c: number) => h - bottom - (c / maxC) * (h - top - bottom);
-  let s = svgOpen(
-    'distribution',
-    w,
-    h,
-    `${m.metric}: distribution of per-example scores`,
-    `data-metric="${esc(m.metric)}"`,
-  );
-  s += `<text x="${w / 2}" y="12" text-anchor="middle" class="ct">${esc(m.metric)}</text>`;
+  let s = metricChartOpen('distribution', m, w, h, `${m.metric}: distribution of per-example scores`);
   s += `<line x1="${left}" y1="${h - bottom}" x2="${w - right}" y2="${h - bottom}" class="axis"/>`;
   for (let i = 0; i < bins; i++) {
     const x0 = left + i * bw;

@@ -5,6 +5,9 @@
 //    rescaling): every token is matched to its most similar token on the other side by cosine;
 //    P = mean over prediction tokens, R = mean over reference tokens, F1 = 2PR/(P+R).
 
+/** The metric names of these two scores, as an eval suite asks for them. */
+export const EMBEDDING_METRICS = ['embedding', 'bertscore'] as const;
+
 export interface EmbeddingProvider {
   /** One vector per token of `text` (same order as `tokens`). */
   embedTokens(text: string): Promise<{ tokens: string[]; vectors: Float32Array[] }>;

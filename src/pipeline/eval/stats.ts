@@ -201,89 +201,16 @@ export function pairedBootstrapCI(
 
 /** Percentile bootstrap CI of the mean of one sample. */
 export function bootstrapMeanCI(xs: readonly number[], opts: BootstrapOptions = {}): BootstrapCI {
-  const resamples = opts.resamples ?? 10000;
-  const confidence = opts.confidence ?? 0.95;
-  const seed = opts.seed ?? 12345;
   const n = xs.length;
-  if (n === 0) return { estimate: NaN, low: NaN, high: NaN, confidence, resamples, seed };
-  const rng = makeRng(seed);
-  const means = new Float64Array(resamples);
-  for (let b = 0; b < resamples; b++) {
-    let s = 0;
-    for (let i = 0; i < n; i++) s += xs[Math.floor(rng() * n)]!;
-    means[b] = s / n;
-  }
-  means.sort();
-  const sorted = Array.from(means);
-  const alpha = 1 - confidence;
-  return {
-    estimate: mean(xs),
-    low: quantileSorted(sorted, alpha / 2),
-    high: quantileSorted(sorted, 1 - alpha / 2),
-    confidence,
-    resamples,
-    seed,
-  };
-}
-
-export interface BayesianBootstrapResult {
-  /** Posterior probability that the candidate is better (ties at 0 count one half). */
-  pBetter: number;
-  posteriorMean: number;
-  low: number;
-  high: number;
-  draws: number;
-  seed: number;
-}
-
-/**
- * Bayesian bootstrap (Rubin 1981) of mean(candidate - base): each draw weights the pairs by
- * Dirichlet(1, ..., 1) (normalized Exp(1) variables). `higherIsBetter` false flips what "better" is.
- * Every draw gives every pair a positive weight, so when all nonzero differences share one sign,
- * every draw has it too and pBetter is 1 however few they are (one nonzero difference among 30
- * gives 1 beside a Wilcoxon p of 0.32). The comparison's P(better) is therefore pBetterFromTest.
- */
-export function bayesianBootstrap(
-  base: readonly number[],
-  candidate: readonly number[],
-  opts: { draws?: number; seed?: number; confidence?: number; higherIsBetter?: boolean } = {},
-): BayesianBootstrapResult {
-  const d = checkPaired(base, candidate, 'bayesianBootstrap');
-  const draws = opts.draws ?? 10000;
-  const seed = opts.seed ?? 54321;
-  const confidence = opts.confidence ?? 0.95;
-  const sign = opts.higherIsBetter === false ? -1 : 1;
-  const n = d.length;
-  if (n === 0) return { pBetter: NaN, posteriorMean: NaN, low: NaN, high: NaN, draws, seed };
-  const rng = makeRng(seed);
-  const post = new Float64Array(draws);
-  let better = 0;
-  for (let b = 0; b < draws; b++) {
-    let wsum = 0;
-    let s = 0;
-    for (let i = 0; i < n; i++) {
-      const w = -Math.log(1 - rng());
-      wsum += w;
-      s += w * d[i]!;
-    }
-    const v = s / wsum;
-    post[b] = v;
-    const x = sign * v;
-    if (x > 1e-12) better += 1;
-    else if (x >= -1e-12) better += 0.5;
-  }
-  const posteriorMean = mean(Array.from(post));
-  post.sort();
-  const sorted = Array.from(post);
-  const alpha = 1 - confidence;
-  return {
-    pBetter: better / draws,
-    posteriorMean,
-    low: quantileSorted(sorted, alpha / 2),
-    high: quantileSorted(sorted, 1 - alpha / 2),
-    draws,
-    seed,
-  };
+  return bootstrapStatistic(
+    n,
+    (idx) => {
+      let s = 0;
+      for (let i = 0; i < n; i++) s += xs[idx[i]!]!;
+      return s / n;
+    },
+    opts,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -295,7 +222,10 @@ export function bayesianBootstrap(
  * balanced). It is the test's one-sided confidence that the candidate is better; under the normal
  * approximation, the posterior probability of a shift in the candidate's favour given a flat prior
  * on the shift. By construction p = 2 min(P, 1 - P): P(better) > 1 - alpha/2 exactly when p < alpha
- * and the statistic favours the candidate, so it cannot contradict the test. NaN when n is 0.
+ * and the statistic favours the candidate, so it cannot contradict the test. (A Bayesian bootstrap
+ * of the mean difference can: every Dirichlet weight is positive, so when all nonzero differences
+ * share one sign every draw does too, and one nonzero difference among 30 gives 1 beside a
+ * Wilcoxon p of 0.32.) NaN when n is 0.
  * `better` is the statistic's direction in the metric's better sense (+1 better, -1 worse).
  */
 export function pBetterFromTest(pTwoSided: number, better: -1 | 0 | 1, n: number): number {

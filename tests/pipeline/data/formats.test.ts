@@ -4,34 +4,19 @@
 // the training file; a warning for a tiny validation set.
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { InputError } from '../../../src/errors.js';
 import { DEFAULT_COLUMNS, loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
 import { columnHint, suggestColumns } from '../../../src/pipeline/data/columns.js';
 import { prepareData } from '../../../src/pipeline/data/prepare.js';
 import { readRecords, readRows } from '../../../src/pipeline/data/readers.js';
 import { formatReport } from '../../../src/pipeline/data/stats.js';
 import { setWarningSink } from '../../../src/warnings.js';
-import { jsonl, ROOT, tempDir, tinyTokenizer } from './helpers.js';
+import { inputErrorFrom } from '../../helpers/input-error.js';
+import { dataConfig, jsonl, ROOT, tempDir, tinyTokenizer } from './helpers.js';
 
 const tok = tinyTokenizer();
 
-function cfgFor(dir: string, train: string, extra: string[] = []): ResolvedConfig {
-  return loadConfig({
-    file: join(ROOT, 'configs/tiny-sample.yaml'),
-    sets: [`data.train=${train}`, 'data.val=null', 'data.max_seq_len=1024', 'data.dedup.near=false', ...extra],
-    cwd: dir,
-  });
-}
-
-async function inputError(p: Promise<unknown>): Promise<InputError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(InputError);
-    return e as InputError;
-  }
-  throw new Error('expected an InputError');
-}
+const cfgFor = (dir: string, train: string, extra: string[] = []): ResolvedConfig =>
+  dataConfig(dir, train, ['data.dedup.near=false', ...extra]);
 
 const N = 30;
 const alpaca = Array.from({ length: N }, (_, i) => ({
@@ -125,7 +110,7 @@ describe('record formats', () => {
         },
       ]),
     );
-    const e = await inputError(prepareData(cfgFor(t.dir, bad), tok));
+    const e = await inputErrorFrom(prepareData(cfgFor(t.dir, bad), tok));
     expect(e.message).toMatch(
       /bad\.jsonl row 1: field 'conversations\[1\]\.from' is "robot"; expected one of system, human, gpt/,
     );
@@ -159,7 +144,7 @@ describe('errors about a record name the columns found, what the template needs 
 
   it('a CSV whose columns fit no template: the message lists them and the exact data.template / data.columns setting; that setting then works', async () => {
     const f = t.write('own.csv', toCsv(['passage', 'query', 'reply'], rows));
-    const e = await inputError(prepareData(cfgFor(t.dir, f), tok));
+    const e = await inputErrorFrom(prepareData(cfgFor(t.dir, f), tok));
     expect(e.message).toMatch(/own\.csv row 2: missing field 'text' required by template completion/);
     expect(e.message).toContain("no row is usable as configured, so 'skip' would leave nothing");
     expect(e.message).not.toContain("set it to 'skip'");

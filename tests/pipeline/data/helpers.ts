@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Template } from '@huggingface/jinja';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
+import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
 import type { ChatMessage, TextTokenizer } from '../../../src/pipeline/data/types.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -52,4 +53,16 @@ export function tempDir(): { dir: string; write(rel: string, text: string | Uint
 
 export function jsonl(rows: unknown[]): string {
   return rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
+}
+
+/**
+ * configs/tiny-sample.yaml training on `train` alone (no validation file), sequences up to 1024
+ * tokens, relative paths resolved from `dir`; `extra` adds `--set` values or overrides these.
+ */
+export function dataConfig(dir: string, train: string, extra: string[] = []): ResolvedConfig {
+  return loadConfig({
+    file: join(ROOT, 'configs/tiny-sample.yaml'),
+    sets: [`data.train=${train}`, 'data.val=null', 'data.max_seq_len=1024', ...extra],
+    cwd: dir,
+  });
 }

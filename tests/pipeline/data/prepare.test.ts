@@ -3,34 +3,16 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { register } from '../../../src/cli/data.js';
-import { InputError } from '../../../src/errors.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
-import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
+import { loadConfig } from '../../../src/pipeline/config.js';
 import { findDuplicates } from '../../../src/pipeline/data/dedup.js';
 import { createDataLoader, prepareData } from '../../../src/pipeline/data/prepare.js';
 import { formatReport, saveReport } from '../../../src/pipeline/data/stats.js';
 import { IGNORE_INDEX } from '../../../src/pipeline/data/types.js';
-import { jsonl, ROOT, TINY_MODEL, tempDir, tinyTokenizer } from './helpers.js';
+import { inputErrorFrom } from '../../helpers/input-error.js';
+import { dataConfig, jsonl, ROOT, TINY_MODEL, tempDir, tinyTokenizer } from './helpers.js';
 
 const tok = tinyTokenizer();
-
-function cfgFor(dir: string, train: string, extra: string[] = []): ResolvedConfig {
-  return loadConfig({
-    file: join(ROOT, 'configs/tiny-sample.yaml'),
-    sets: [`data.train=${train}`, 'data.val=null', 'data.max_seq_len=1024', ...extra],
-    cwd: dir,
-  });
-}
-
-async function inputError(p: Promise<unknown>): Promise<InputError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(InputError);
-    return e as InputError;
-  }
-  throw new Error('expected an InputError');
-}
 
 const PASSAGE = (i: number) =>
   `Company ${['Alpha', 'Beta', 'Gamma', 'Delta', 'Epsilon', 'Zeta', 'Eta', 'Theta', 'Iota', 'Kappa'][i % 10]} number ${i} reported revenue of $${i}.31 billion, ` +
@@ -50,7 +32,7 @@ describe('prepareData', () => {
       { task: 'summarization', text: '', summary: 'x' },
     ];
     const train = t.write('train.jsonl', jsonl(rows) + '{not json}\n');
-    const e = await inputError(prepareData(cfgFor(t.dir, train), tok));
+    const e = await inputErrorFrom(prepareData(dataConfig(t.dir, train), tok));
     expect(e.message).toMatch(/5 invalid row\(s\)/);
     expect(e.message).toMatch(/train\.jsonl row 2: missing field 'answer'/);
     expect(e.message).toMatch(/row 3: field 'text' must be text for template summarization, got number 42/);
@@ -79,7 +61,7 @@ describe('prepareData', () => {
     const nearDup = { ...long, text: long.text + ' Indeed.' };
     const rows = [...good, { task: 'qa', text: 'x' }, exactDup, long, nearDup];
     const train = t.write('train.jsonl', jsonl(rows));
-    const out = await prepareData(cfgFor(t.dir, train, ['data.on_invalid=skip', 'data.val_split=0']), tok);
+    const out = await prepareData(dataConfig(t.dir, train, ['data.on_invalid=skip', 'data.val_split=0']), tok);
     const r = out.report;
     expect(r.train.rowsRead).toBe(16);
     expect(r.train.examples).toBe(13);
@@ -108,23 +90,25 @@ describe('prepareData', () => {
       answer: 'A long answer with $2.31 billion. '.repeat(4).trim(),
     }));
     const train = t.write('train.jsonl', jsonl(rows));
-    const full = await prepareData(cfgFor(t.dir, train, ['data.val_split=0']), tok);
+    const full = await prepareData(dataConfig(t.dir, train, ['data.val_split=0']), tok);
     const lengths = full.train.map((e) => e.inputIds.length).sort((a, b) => a - b);
     // cut just inside the response of the shortest: all truncated, none empty
     const promptLen = (i: number) => full.train[i]!.labels.findIndex((l) => l !== IGNORE_INDEX);
     const cut = Math.max(...full.train.map((_, i) => promptLen(i))) + 3;
     expect(cut).toBeLessThan(lengths[0]!);
-    const tr = await prepareData(cfgFor(t.dir, train, ['data.val_split=0', `data.max_seq_len=${cut}`]), tok);
+    const tr = await prepareData(dataConfig(t.dir, train, ['data.val_split=0', `data.max_seq_len=${cut}`]), tok);
     expect(tr.report.train.truncated).toBe(4);
     expect(tr.report.train.truncationRate).toBe(1);
     expect(tr.report.problemCounts.truncated).toBe(4);
     for (const ex of tr.train) expect(ex.inputIds.length).toBe(cut);
     // a window the prompts fill completely: every label masked
-    const e = await inputError(
-      prepareData(cfgFor(t.dir, train, ['data.val_split=0', 'data.max_seq_len=16', 'data.on_invalid=skip']), tok),
+    const e = await inputErrorFrom(
+      prepareData(dataConfig(t.dir, train, ['data.val_split=0', 'data.max_seq_len=16', 'data.on_invalid=skip']), tok),
     );
     expect(e.message).toMatch(/every training example has all labels masked after truncation to data\.max_seq_len 16/);
-    const e2 = await inputError(prepareData(cfgFor(t.dir, train, ['data.val_split=0', 'data.max_seq_len=16']), tok));
+    const e2 = await inputErrorFrom(
+      prepareData(dataConfig(t.dir, train, ['data.val_split=0', 'data.max_seq_len=16']), tok),
+    );
     expect(e2.message).toMatch(/no tokens left to train on after truncation/);
   });
 
@@ -141,11 +125,11 @@ describe('prepareData', () => {
       'data.columns.summary=abstract',
       'data.columns.task=kind',
     ];
-    const a = await prepareData(cfgFor(t.dir, train, sets), tok);
+    const a = await prepareData(dataConfig(t.dir, train, sets), tok);
     expect(a.train).toHaveLength(16);
     expect(a.val).toHaveLength(4);
     expect(a.report.settings.valSource).toBe('split');
-    const b = await prepareData(cfgFor(t.dir, train, sets), tok);
+    const b = await prepareData(dataConfig(t.dir, train, sets), tok);
     expect(b.val.map((e) => e.row)).toEqual(a.val.map((e) => e.row));
     expect(new Set([...a.train, ...a.val].map((e) => e.row)).size).toBe(20);
     expect(a.train.every((e) => e.row >= 2 && e.row <= 21)).toBe(true); // CSV rows: header is row 1
@@ -159,7 +143,7 @@ describe('prepareData', () => {
     }));
     const train = t.write('train.jsonl', jsonl(rows));
     const val = t.write('val.jsonl', jsonl([rows[2], { task: 'summarization', text: PASSAGE(40), summary: 'New.' }]));
-    const out = await prepareData(cfgFor(t.dir, train, [`data.val=${val}`]), tok);
+    const out = await prepareData(dataConfig(t.dir, train, [`data.val=${val}`]), tok);
     expect(out.report.valOverlapDropped).toBe(1);
     expect(out.val).toHaveLength(1);
   });
@@ -292,7 +276,7 @@ describe('finllm data CLI', () => {
   });
 
   it('a missing tokenizer is an InputError naming the file', async () => {
-    const e = await inputError(
+    const e = await inputErrorFrom(
       run(['data', 'validate', '--config', join(ROOT, 'configs/tiny-sample.yaml'), '--tokenizer', t.dir]),
     );
     expect(e.message).toContain(join(t.dir, 'tokenizer.json'));

@@ -318,34 +318,26 @@ describe('finllm eval --task generation|classification', () => {
 
   it('--json prints the results object that --out writes; classification prints the report', async () => {
     const out = join(dir, 'qa.results.json');
-    let printed = '';
-    await evalAction(
-      {
-        model: MODEL,
-        data: join(EVAL, 'fin-figures.jsonl'),
-        task: 'generation',
-        limit: '2',
-        maxNewTokens: '3',
-        out,
-        json: true,
-        quiet: true,
-      },
-      (s) => (printed += s),
-    );
-    let batched = '';
-    await evalAction(
-      {
-        model: MODEL,
-        data: join(EVAL, 'fin-figures.jsonl'),
-        task: 'generation',
-        limit: '2',
-        maxNewTokens: '3',
-        batchSize: '1',
-        json: true,
-        quiet: true,
-      },
-      (s) => (batched += s),
-    );
+    /** What `finllm eval --json` prints for the first two figure questions, with `more` options. */
+    const qaJson = async (more: { out?: string; batchSize?: string }) => {
+      let printed = '';
+      await evalAction(
+        {
+          model: MODEL,
+          data: join(EVAL, 'fin-figures.jsonl'),
+          task: 'generation',
+          limit: '2',
+          maxNewTokens: '3',
+          json: true,
+          quiet: true,
+          ...more,
+        },
+        (s) => (printed += s),
+      );
+      return printed;
+    };
+    const printed = await qaJson({ out });
+    const batched = await qaJson({ batchSize: '1' });
     expect((JSON.parse(batched) as Record<string, unknown>)['per_example']).toEqual(
       (JSON.parse(printed) as Record<string, unknown>)['per_example'],
     );

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { compareResults } from '../../../src/pipeline/eval/compare.js';
 import { type MetricGroup, scoreExamples } from '../../../src/pipeline/eval/metrics.js';
 import type { Results } from '../../../src/pipeline/eval/results.js';
-import { bayesianBootstrap, wilcoxon } from '../../../src/pipeline/eval/stats.js';
+import { wilcoxon } from '../../../src/pipeline/eval/stats.js';
 import {
   atFloor,
   decideVerdict,
@@ -326,11 +326,10 @@ describe('compareResults verdicts on the bundled suites', () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('P(better) cannot contradict the test', () => {
-  it('one nonzero difference among 30: p = 0.32, P(better) = 0.84 (the Bayesian bootstrap said 1)', () => {
+  it('one nonzero difference among 30: p = 0.32, P(better) = 0.84 (a Bayesian bootstrap says 1)', () => {
     const base = new Array<number>(30).fill(0);
     const cand = base.map((_, i) => (i === 7 ? 0.4 : 0));
-    // The root cause of "1.0 beside p = 0.32": every Dirichlet weight is positive, so each draw's weighted mean is > 0.
-    expect(bayesianBootstrap(base, cand, { draws: 2000, seed: 1 }).pBetter).toBe(1);
+    // A Bayesian bootstrap gives 1.0 beside p = 0.32: every Dirichlet weight is positive, so each draw's weighted mean is > 0.
     const w = wilcoxon(base, cand);
     expect(w.pValue).toBeCloseTo(0.3173, 4);
     const r = (cand_: number[]): Results => ({

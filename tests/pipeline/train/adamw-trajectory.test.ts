@@ -7,12 +7,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AdamW } from '../../../src/kernels/optim.js';
-import { LlamaModel, shiftLabels } from '../../../src/llama/model.js';
+import { LlamaModel } from '../../../src/llama/model.js';
 import { readAdapter } from '../../../src/llama/peft.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
-import type { Batch } from '../../../src/pipeline/data/index.js';
 import { trainStep } from '../../../src/pipeline/train/trainer.js';
 import { expectClose, useEngine } from '../../helpers/index.js';
+import { oneTextBatch } from './helpers.js';
 
 useEngine();
 
@@ -35,22 +35,6 @@ const golden = JSON.parse(readFileSync(join(FIX, 'golden.json'), 'utf8')) as {
   >;
 };
 
-function textBatch(ids: number[]): Batch {
-  const n = ids.length;
-  const inputIds = Int32Array.from(ids);
-  return {
-    inputIds,
-    labels: shiftLabels(inputIds, 1, n),
-    positionIds: Int32Array.from({ length: n }, (_, i) => i),
-    segmentIds: new Int32Array(n).fill(1),
-    attentionMask: new Uint8Array(n).fill(1),
-    batchSize: 1,
-    seqLen: n,
-    numTargetTokens: n - 1,
-    numExamples: 1,
-  };
-}
-
 describe.each(['gqa-f32', 'mqa-bf16-tied-llama3rope'])('AdamW trajectory vs PyTorch + PEFT: %s', (name) => {
   it('6 steps: losses before each step and per-text losses after match within 1e-4', async () => {
     const g = golden.models[name]!.adamw;
@@ -65,7 +49,7 @@ describe.each(['gqa-f32', 'mqa-bf16-tied-llama3rope'])('AdamW trajectory vs PyTo
     });
     const before: number[] = [];
     for (const [i, t] of g.texts_per_step.entries()) {
-      const r = await trainStep(model, opt, [textBatch(tok.encode(golden.texts[t]!))], {
+      const r = await trainStep(model, opt, [oneTextBatch(tok.encode(golden.texts[t]!))], {
         lr: g.lr,
         stepIndex: i,
         seed: 0,
@@ -76,7 +60,7 @@ describe.each(['gqa-f32', 'mqa-bf16-tied-llama3rope'])('AdamW trajectory vs PyTo
     model.training = false;
     const after: number[] = [];
     for (const text of golden.texts) {
-      const b = textBatch(tok.encode(text));
+      const b = oneTextBatch(tok.encode(text));
       const per = await model.tokenLosses(b);
       after.push(per.reduce((s, v) => s + v, 0) / b.numTargetTokens);
     }

@@ -3,100 +3,65 @@
 // folder evaluating in `finllm eval` to the losses the model had in memory, the config refusing
 // what full training cannot do; and output.export_merged under LoRA through `finllm train`.
 
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { InputError } from '../../../src/errors.js';
 import { LlamaModel } from '../../../src/llama/model.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
-import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
+import type { ResolvedConfig } from '../../../src/pipeline/config.js';
 import { evaluatePerplexity } from '../../../src/pipeline/eval/perplexity.js';
 import { runTraining, TrainingRun } from '../../../src/pipeline/train/trainer.js';
 import { useEngine } from '../../helpers/index.js';
+import {
+  cliPerplexity,
+  killAfterCheckpoint,
+  losses,
+  MODEL,
+  sampleConfig,
+  sampleRunSets,
+  sampleSlice,
+  trainArgs,
+  valTexts,
+  writeTexts,
+} from './helpers.js';
 
 useEngine();
 
-const ROOT = process.cwd();
-const CLI = join(ROOT, 'dist/src/cli/main.js');
-const MODEL = join(ROOT, 'models/tiny-fin');
 let dataDir = '';
 
 beforeAll(() => {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` (npm test does it first)`);
-  dataDir = mkdtempSync(join(tmpdir(), 'finllm-full-data-'));
-  const take = (file: string, n: number) =>
-    readFileSync(join(ROOT, 'data/sample', file), 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .slice(0, n)
-      .join('\n') + '\n';
-  writeFileSync(join(dataDir, 'train.jsonl'), take('train.jsonl', 24));
-  writeFileSync(join(dataDir, 'val.jsonl'), take('val.jsonl', 8));
+  dataDir = sampleSlice(24, 8);
 });
 
 function settings(outDir: string, extra: string[] = []): string[] {
-  return [
+  return sampleRunSets(outDir, dataDir, [
     `model.path=${MODEL}`,
     'model.quantize=none',
     'training.method=full',
-    `output.dir=${outDir}`,
-    `data.train=${join(dataDir, 'train.jsonl')}`,
-    `data.val=${join(dataDir, 'val.jsonl')}`,
     'training.max_steps=4',
-    'training.batch_size=2',
     'training.lr=0.002',
     'training.weight_decay=0.1',
-    'training.warmup_steps=0',
-    'training.eval_every=0',
     'training.save_every=2',
-    'training.log_every=1',
     'training.resume=auto',
-    'logging.console=false',
     ...extra,
-  ];
+  ]);
 }
 
-const config = (outDir: string, extra: string[] = []): ResolvedConfig =>
-  loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml'), sets: settings(outDir, extra) });
-
-function losses(runDir: string): number[] {
-  return readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as { step: number; loss?: number })
-    .filter((r) => r.loss !== undefined)
-    .map((r) => r.loss!);
-}
+const config = (outDir: string, extra: string[] = []): ResolvedConfig => sampleConfig(settings(outDir, extra));
 
 describe('full training (training.method full)', () => {
   it('a run killed with SIGKILL and resumed logs the same losses and ends with the same weights as an uninterrupted run', async () => {
     const straight = mkdtempSync(join(tmpdir(), 'finllm-full-straight-'));
-    const args = (dir: string) => [
-      CLI,
-      'train',
-      '--config',
-      join(ROOT, 'configs/tiny-sample.yaml'),
-      ...settings(dir).flatMap((s) => ['--set', s]),
-    ];
+    const args = (dir: string) => trainArgs(settings(dir));
     await runTraining(config(straight), { quiet: true });
     const reference = losses(straight);
     expect(reference).toHaveLength(4);
 
     const killed = mkdtempSync(join(tmpdir(), 'finllm-full-killed-'));
-    const child = spawn(process.execPath, args(killed), { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += String(d)));
-    const ckpt = join(killed, 'checkpoints', 'step-00000002', 'trainer_state.json');
-    const exited = new Promise<void>((res) => child.on('exit', () => res()));
-    const deadline = Date.now() + 300_000;
-    while (!existsSync(ckpt) && Date.now() < deadline && child.exitCode === null)
-      await new Promise((r) => setTimeout(r, 50));
-    expect(existsSync(ckpt), `no checkpoint appeared; stderr:\n${stderr}`).toBe(true);
-    child.kill('SIGKILL');
-    await exited;
-    expect(child.signalCode).toBe('SIGKILL');
+    await killAfterCheckpoint(args(killed), killed, 2, 300_000);
     expect(losses(killed).length).toBeLessThan(4);
     // The checkpoint holds the whole model as an HF folder next to the optimizer moments.
     for (const f of ['model/model.safetensors', 'model/config.json', 'model/tokenizer.json', 'optimizer.safetensors']) {
@@ -130,21 +95,10 @@ describe('full training (training.method full)', () => {
       const cfgJson = JSON.parse(readFileSync(join(dir, 'model', 'config.json'), 'utf8')) as Record<string, unknown>;
       expect(cfgJson['torch_dtype'] ?? cfgJson['dtype']).toBe('float32');
       expect(cfgJson['architectures']).toEqual(['LlamaForCausalLM']);
-      const texts = readFileSync(join(dataDir, 'val.jsonl'), 'utf8')
-        .split('\n')
-        .filter(Boolean)
-        .slice(0, 4)
-        .map((l) => (JSON.parse(l) as { text: string }).text);
+      const texts = valTexts(dataDir, 4);
       trainer.model.training = false;
       const inMemory = await evaluatePerplexity(trainer.model, trainer.tokenizer, texts);
-      const file = join(dir, 'texts.jsonl');
-      writeFileSync(file, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
-      const out = spawnSync(process.execPath, [CLI, 'eval', '--model', r.modelDir!, '--data', file, '--json'], {
-        encoding: 'utf8',
-        timeout: 240_000,
-      });
-      expect(out.status, out.stderr).toBe(0);
-      const cli = JSON.parse(out.stdout) as { loss: number; per_example: { loss: number }[] };
+      const cli = cliPerplexity(['--model', r.modelDir!], writeTexts(dir, texts));
       // Same f32 weights, same kernels: equal up to the summation order of the per-text means.
       expect(Math.abs(cli.loss - inMemory.loss)).toBeLessThan(1e-5);
       cli.per_example.forEach((e, i) => {
@@ -175,34 +129,17 @@ describe('full training (training.method full)', () => {
 describe('output.export_merged through `finllm train` (LoRA)', () => {
   it('writes merged/, which evaluates like the base model + the adapter', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-merged-'));
-    const sets = settings(dir, ['training.method=lora', 'training.max_steps=2', 'output.export_merged=true']).flatMap(
-      (s) => ['--set', s],
-    );
     const run = spawnSync(
       process.execPath,
-      [CLI, 'train', '--config', join(ROOT, 'configs/tiny-sample.yaml'), ...sets],
+      trainArgs(settings(dir, ['training.method=lora', 'training.max_steps=2', 'output.export_merged=true'])),
       { encoding: 'utf8', timeout: 240_000 },
     );
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/merged model: .*merged/);
     for (const f of ['model.safetensors', 'config.json', 'tokenizer.json'])
       expect(existsSync(join(dir, 'merged', f)), f).toBe(true);
-    const file = join(dir, 'texts.jsonl');
-    const texts = readFileSync(join(dataDir, 'val.jsonl'), 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .slice(0, 3)
-      .map((l) => (JSON.parse(l) as { text: string }).text);
-    writeFileSync(file, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
-    const evalJson = (extra: string[]) => {
-      const r = spawnSync(process.execPath, [CLI, 'eval', ...extra, '--data', file, '--json'], {
-        encoding: 'utf8',
-        timeout: 240_000,
-      });
-      expect(r.status, r.stderr).toBe(0);
-      return JSON.parse(r.stdout) as { loss: number };
-    };
-    const merged = evalJson(['--model', join(dir, 'merged')]);
+    const texts = valTexts(dataDir, 3);
+    const merged = cliPerplexity(['--model', join(dir, 'merged')], writeTexts(dir, texts));
     const withAdapter = await LlamaModel.load(MODEL, { adapter: join(dir, 'adapter') });
     const adapter = await evaluatePerplexity(withAdapter, await LlamaTokenizer.load(MODEL), texts);
     withAdapter.dispose();

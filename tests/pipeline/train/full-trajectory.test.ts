@@ -21,10 +21,10 @@ import { type RefParams, refLossAndGrads } from '../../../reference/llama-grad.j
 import { type AdamWRefState, adamwRefInit, adamwRefStep } from '../../../reference/optim.js';
 import { Checkpoint } from '../../../src/io/safetensors.js';
 import { AdamW } from '../../../src/kernels/optim.js';
-import { type CheckpointMode, LlamaModel, shiftLabels } from '../../../src/llama/model.js';
-import type { Batch } from '../../../src/pipeline/data/index.js';
+import { type CheckpointMode, LlamaModel } from '../../../src/llama/model.js';
 import { trainStep } from '../../../src/pipeline/train/trainer.js';
 import { expectClose, testRng, useEngine } from '../../helpers/index.js';
+import { oneTextBatch } from './helpers.js';
 
 useEngine();
 
@@ -32,22 +32,6 @@ const FIX = join(process.cwd(), 'tests/fixtures/reference');
 const golden = JSON.parse(readFileSync(join(FIX, 'golden.json'), 'utf8')) as {
   models: Record<string, { token_ids: number[][] }>;
 };
-
-function textBatch(ids: number[]): Batch {
-  const n = ids.length;
-  const inputIds = Int32Array.from(ids);
-  return {
-    inputIds,
-    labels: shiftLabels(inputIds, 1, n),
-    positionIds: Int32Array.from({ length: n }, (_, i) => i),
-    segmentIds: new Int32Array(n).fill(1),
-    attentionMask: new Uint8Array(n).fill(1),
-    batchSize: 1,
-    seqLen: n,
-    numTargetTokens: n - 1,
-    numExamples: 1,
-  };
-}
 
 /** The checkpoint's weights in float64, by HF name (tied: no lm_head.weight, as the model names them). */
 async function refParams(dir: string, names: Iterable<string>): Promise<RefParams> {
@@ -118,7 +102,7 @@ describe.each(['gqa-f32', 'mqa-bf16-tied-llama3rope'])('full training vs float64
     const states = new Map<string, AdamWRefState>([...params].map(([n, p]) => [n, adamwRefInit(p)]));
     for (let s = 0; s < STEPS; s++) {
       const ids = texts[s]!;
-      const r = await trainStep(model, opt, [textBatch(ids)], {
+      const r = await trainStep(model, opt, [oneTextBatch(ids)], {
         lr: HYPER.lr,
         stepIndex: s,
         seed: 0,
@@ -157,7 +141,7 @@ describe.each(['gqa-f32', 'mqa-bf16-tied-llama3rope'])('full training vs float64
       const model = await LlamaModel.load(dir);
       const named = model.enableFullTraining();
       const opt = new AdamW([...named.values()], { lr: HYPER.lr, weightDecay: 0 });
-      const r = await trainStep(model, opt, [textBatch(texts[1]!)], {
+      const r = await trainStep(model, opt, [oneTextBatch(texts[1]!)], {
         lr: HYPER.lr,
         stepIndex: 0,
         seed: 0,

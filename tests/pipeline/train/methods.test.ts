@@ -3,7 +3,7 @@
 // for bit into the live parameter tensors, and that buildTrainingModel + trainStep (the one-step
 // entry point) computes the same step as a whole run does.
 
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -11,7 +11,7 @@ import { engine, Tensor } from '../../../src/engine/tensor.js';
 import { LlamaModel } from '../../../src/llama/model.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
 import { LINEAR_MODULES } from '../../../src/llama/weights.js';
-import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
+import type { ResolvedConfig } from '../../../src/pipeline/config.js';
 import { createDataLoader, prepareData } from '../../../src/pipeline/data/index.js';
 import {
   attachSettings,
@@ -23,11 +23,10 @@ import {
 } from '../../../src/pipeline/train/methods.js';
 import { runTraining, stepOptions, trainStep } from '../../../src/pipeline/train/trainer.js';
 import { useEngine } from '../../helpers/index.js';
-import { ROOT, sampleSlice } from './helpers.js';
+import { lossRecords, MODEL, sampleConfig, sampleRunSets, sampleSlice } from './helpers.js';
 
 useEngine();
 
-const MODEL = join(ROOT, 'models/tiny-fin');
 let dataDir = '';
 
 beforeAll(() => {
@@ -35,24 +34,15 @@ beforeAll(() => {
 });
 
 function config(extra: string[]): ResolvedConfig {
-  return loadConfig({
-    file: join(ROOT, 'configs/tiny-sample.yaml'),
-    sets: [
+  return sampleConfig(
+    sampleRunSets(mkdtempSync(join(tmpdir(), 'finllm-methods-')), dataDir, [
       `model.path=${MODEL}`,
-      `output.dir=${mkdtempSync(join(tmpdir(), 'finllm-methods-'))}`,
-      `data.train=${join(dataDir, 'train.jsonl')}`,
-      `data.val=${join(dataDir, 'val.jsonl')}`,
       'training.precision=fp32',
-      'training.batch_size=2',
       'training.max_steps=1',
       'training.schedule=constant',
-      'training.warmup_steps=0',
-      'training.eval_every=0',
-      'training.log_every=1',
-      'logging.console=false',
       ...extra,
-    ],
-  });
+    ]),
+  );
 }
 
 const LORA = ['training.method=lora', 'model.quantize=nf4'];
@@ -198,11 +188,7 @@ describe('training methods', () => {
     it(`${label}: buildTrainingModel + trainStep give the loss and gradient norm a run logs for its first step, bit for bit`, async () => {
       const cfg = config([...sets, 'training.grad_accum=2']);
       const run = await runTraining(cfg, { quiet: true });
-      const logged = readFileSync(join(cfg.output.dir, 'metrics.jsonl'), 'utf8')
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as { step: number; loss?: number; grad_norm?: number });
-      const first = logged.find((r) => r.step === 1 && r.loss !== undefined)!;
+      const first = lossRecords(cfg.output.dir).find((r) => r.step === 1)!;
       expect(run.losses[0]!.loss).toBe(first.loss);
       const batches = await firstBatches(cfg);
       const step = await withBuilt(cfg, (b) =>

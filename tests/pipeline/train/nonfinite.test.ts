@@ -7,32 +7,20 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { NonFiniteError } from '../../../src/errors.js';
 import { AdamW } from '../../../src/kernels/optim.js';
-import { LlamaModel, shiftLabels } from '../../../src/llama/model.js';
+import { LlamaModel } from '../../../src/llama/model.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
 import type { Batch } from '../../../src/pipeline/data/index.js';
 import { nonFiniteStep } from '../../../src/pipeline/train/checks.js';
 import { trainStep } from '../../../src/pipeline/train/trainer.js';
 import { poisonedModel, removeTempDirs, tempDir } from '../../cli/helpers.js';
 import { useEngine } from '../../helpers/index.js';
+import { oneTextBatch } from './helpers.js';
 
 useEngine();
 afterAll(removeTempDirs);
 
 function batchOf(tokenizer: LlamaTokenizer, text: string, row: number): Batch {
-  const ids = Int32Array.from(tokenizer.encode(text));
-  const T = ids.length;
-  return {
-    inputIds: ids,
-    labels: shiftLabels(ids, 1, T),
-    positionIds: Int32Array.from({ length: T }, (_, i) => i),
-    segmentIds: new Int32Array(T).fill(1),
-    attentionMask: new Uint8Array(T).fill(1),
-    batchSize: 1,
-    seqLen: T,
-    numTargetTokens: T - 1,
-    numExamples: 1,
-    sources: [{ file: 'train.jsonl', row }],
-  };
+  return oneTextBatch(tokenizer.encode(text), [{ file: 'train.jsonl', row }]);
 }
 
 describe('a non-finite step is never applied', () => {

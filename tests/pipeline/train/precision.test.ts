@@ -15,16 +15,24 @@ import { readTfEvents } from '../../../src/io/tfevents.js';
 import { AdamW } from '../../../src/kernels/optim.js';
 import { LlamaModel } from '../../../src/llama/model.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
-import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
+import type { ResolvedConfig } from '../../../src/pipeline/config.js';
 import { DataLoader, prepareData } from '../../../src/pipeline/data/index.js';
 import { DynamicLossScaler, GRAD_SCALER_DEFAULTS, skippedStep } from '../../../src/pipeline/train/loss-scale.js';
 import { runTraining, TrainingRun, trainStep } from '../../../src/pipeline/train/trainer.js';
 import { requireFeature, useEngine } from '../../helpers/index.js';
-import { CLI, ROOT, sampleSlice } from './helpers.js';
+import {
+  CLI,
+  type LossRecord,
+  losses,
+  lossRecords,
+  MODEL,
+  sampleConfig,
+  sampleRunSets,
+  sampleSlice,
+} from './helpers.js';
 
 useEngine();
 
-const MODEL = join(ROOT, 'models/tiny-fin');
 let dataDir = '';
 
 beforeAll(() => {
@@ -32,37 +40,7 @@ beforeAll(() => {
 });
 
 function config(outDir: string, extra: string[] = []): ResolvedConfig {
-  return loadConfig({
-    file: join(ROOT, 'configs/tiny-sample.yaml'),
-    sets: [
-      `output.dir=${outDir}`,
-      `data.train=${join(dataDir, 'train.jsonl')}`,
-      `data.val=${join(dataDir, 'val.jsonl')}`,
-      'training.max_steps=6',
-      'training.batch_size=2',
-      'training.warmup_steps=0',
-      'training.eval_every=0',
-      'training.save_every=0',
-      'training.log_every=1',
-      'logging.console=false',
-      ...extra,
-    ],
-  });
-}
-
-interface Rec {
-  step: number;
-  loss?: number;
-  loss_scale?: number;
-  skipped_steps?: number;
-}
-
-function records(runDir: string): Rec[] {
-  return readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Rec)
-    .filter((r) => r.loss !== undefined);
+  return sampleConfig(sampleRunSets(outDir, dataDir, ['training.max_steps=6', 'training.save_every=0', ...extra]));
 }
 
 describe('dynamic loss scaling (torch GradScaler semantics)', () => {
@@ -173,7 +151,7 @@ describe('fp16-mixed training', () => {
     const result = await runTraining(config(straight, extra), { quiet: true });
     expect(result.precision).toBe('fp16-mixed');
     expect(computePrecision(), 'the trainer restores the precision it found').toBe('fp32');
-    const recs = records(straight);
+    const recs = lossRecords(straight);
     expect(recs).toHaveLength(8);
     const skippedAt = recs.map((r, i) => r.skipped_steps! - (i ? recs[i - 1]!.skipped_steps! : 0));
     console.log(
@@ -222,8 +200,13 @@ describe('fp16-mixed training', () => {
     expect(state.precision).toBe('fp16-mixed');
     expect(state.lossScaler.scale).toBe(recs[3]!.loss_scale);
     await runTraining(config(resumedDir, extra), { quiet: true, resume: true });
-    const key = (r: Rec) => ({ step: r.step, loss: r.loss, loss_scale: r.loss_scale, skipped_steps: r.skipped_steps });
-    expect(records(resumedDir).map(key)).toEqual(recs.map(key));
+    const key = (r: LossRecord) => ({
+      step: r.step,
+      loss: r.loss,
+      loss_scale: r.loss_scale,
+      skipped_steps: r.skipped_steps,
+    });
+    expect(lossRecords(resumedDir).map(key)).toEqual(recs.map(key));
   });
 
   it('fp16-mixed follows the fp32 loss curve (QLoRA on the bundled tiny model, 10 steps)', async (ctx) => {
@@ -234,7 +217,7 @@ describe('fp16-mixed training', () => {
         config(dir, [`training.precision=${precision}`, 'training.max_steps=10', 'training.batch_size=4']),
         { quiet: true },
       );
-      return records(dir).map((r) => r.loss!);
+      return losses(dir);
     };
     const a = await run('fp32');
     const b = await run('fp16-mixed');

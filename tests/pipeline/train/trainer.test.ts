@@ -3,7 +3,7 @@
 // TensorBoard files, and the exported adapter evaluating in `finllm eval` as it did in training.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -11,16 +11,26 @@ import { readTfEvents } from '../../../src/io/tfevents.js';
 import { AdamW } from '../../../src/kernels/optim.js';
 import { LlamaModel } from '../../../src/llama/model.js';
 import { LlamaTokenizer } from '../../../src/llama/tokenizer.js';
-import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
+import type { ResolvedConfig } from '../../../src/pipeline/config.js';
 import { DataLoader, prepareData } from '../../../src/pipeline/data/index.js';
 import { evaluatePerplexity } from '../../../src/pipeline/eval/perplexity.js';
 import { runTraining, TrainingRun, trainStep } from '../../../src/pipeline/train/trainer.js';
 import { expectClose, useEngine } from '../../helpers/index.js';
-import { CLI, ROOT, sampleSlice } from './helpers.js';
+import {
+  cliPerplexity,
+  killAfterCheckpoint,
+  losses,
+  MODEL,
+  sampleConfig,
+  sampleRunSets,
+  sampleSlice,
+  trainArgs,
+  valTexts,
+  writeTexts,
+} from './helpers.js';
 
 useEngine();
 
-const MODEL = join(ROOT, 'models/tiny-fin');
 let dataDir = '';
 
 beforeAll(() => {
@@ -29,34 +39,17 @@ beforeAll(() => {
 });
 
 function settings(outDir: string, extra: string[] = []): string[] {
-  return [
-    `output.dir=${outDir}`,
-    `data.train=${join(dataDir, 'train.jsonl')}`,
-    `data.val=${join(dataDir, 'val.jsonl')}`,
+  return sampleRunSets(outDir, dataDir, [
     'training.max_steps=6',
-    'training.batch_size=2',
     'training.lr=0.005',
-    'training.warmup_steps=0',
-    'training.eval_every=0',
     'training.save_every=2',
-    'training.log_every=1',
     'training.resume=auto',
-    'logging.console=false',
     ...extra,
-  ];
+  ]);
 }
 
 function config(outDir: string, extra: string[] = []): ResolvedConfig {
-  return loadConfig({ file: join(ROOT, 'configs/tiny-sample.yaml'), sets: settings(outDir, extra) });
-}
-
-function losses(runDir: string): number[] {
-  return readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as { step: number; loss?: number })
-    .filter((r) => r.loss !== undefined)
-    .map((r) => r.loss!);
+  return sampleConfig(settings(outDir, extra));
 }
 
 describe('trainer', () => {
@@ -142,25 +135,8 @@ describe('trainer', () => {
 
     // The same run in a child process, killed right after its first checkpoint, then resumed.
     const killed = mkdtempSync(join(tmpdir(), 'finllm-killed-'));
-    const args = [
-      CLI,
-      'train',
-      '--config',
-      join(ROOT, 'configs/tiny-sample.yaml'),
-      ...settings(killed).flatMap((s) => ['--set', s]),
-    ];
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += String(d)));
-    const ckpt = join(killed, 'checkpoints', 'step-00000002', 'trainer_state.json');
-    const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
-    const deadline = Date.now() + 240_000;
-    while (!existsSync(ckpt) && Date.now() < deadline && child.exitCode === null)
-      await new Promise((r) => setTimeout(r, 50));
-    expect(existsSync(ckpt), `no checkpoint appeared; stderr:\n${stderr}`).toBe(true);
-    child.kill('SIGKILL');
-    await exited;
-    expect(child.signalCode).toBe('SIGKILL');
+    const args = trainArgs(settings(killed));
+    await killAfterCheckpoint(args, killed, 2, 240_000);
     expect(losses(killed).length).toBeLessThan(6);
 
     const resumed = spawnSync(process.execPath, [...args, '--resume'], { encoding: 'utf8', timeout: 240_000 });
@@ -174,22 +150,13 @@ describe('trainer', () => {
     const trainer = await TrainingRun.setup(config(dir, ['training.max_steps=3']), { quiet: true });
     try {
       const r = await trainer.train();
-      const texts = readFileSync(join(dataDir, 'val.jsonl'), 'utf8')
-        .split('\n')
-        .filter(Boolean)
-        .slice(0, 4)
-        .map((l) => (JSON.parse(l) as { text: string }).text);
+      const texts = valTexts(dataDir, 4);
       trainer.model.training = false;
       const inMemory = await evaluatePerplexity(trainer.model, trainer.tokenizer, texts);
-      const file = join(dir, 'texts.jsonl');
-      writeFileSync(file, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
-      const out = spawnSync(
-        process.execPath,
-        [CLI, 'eval', '--model', MODEL, '--adapter', r.adapterDir!, '--quantize', 'nf4', '--data', file, '--json'],
-        { encoding: 'utf8', timeout: 240_000 },
+      const cli = cliPerplexity(
+        ['--model', MODEL, '--adapter', r.adapterDir!, '--quantize', 'nf4'],
+        writeTexts(dir, texts),
       );
-      expect(out.status, out.stderr).toBe(0);
-      const cli = JSON.parse(out.stdout) as { loss: number; per_example: { loss: number }[] };
       expect(Math.abs(cli.loss - inMemory.loss)).toBeLessThan(1e-5);
       cli.per_example.forEach((e, i) => {
         expect(Math.abs(e.loss - inMemory.perExample[i]!.loss)).toBeLessThan(1e-5);
@@ -215,13 +182,7 @@ describe('trainer', () => {
 
   it('Ctrl-C (SIGINT) finishes the step, saves a checkpoint, exits 130; --resume completes the run', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-sigint-'));
-    const args = [
-      CLI,
-      'train',
-      '--config',
-      join(ROOT, 'configs/tiny-sample.yaml'),
-      ...settings(dir, ['training.save_every=0']).flatMap((s) => ['--set', s]),
-    ];
+    const args = trainArgs(settings(dir, ['training.save_every=0']));
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
