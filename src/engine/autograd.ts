@@ -144,6 +144,30 @@ export class GradNode {
 
 let gradEnabled = true;
 
+/** The nodes recorded inside each open releaseOnError call, innermost last. */
+const guarded: GradNode[][] = [];
+
+/**
+ * Runs `fn` (a forward, a backward, or both); if it throws, every node it recorded releases what it
+ * saved. A forward that fails midway (out of memory) never reaches backward, which is what releases
+ * saved tensors otherwise: without this they would stay allocated for the rest of the process.
+ */
+export function releaseOnError<T>(fn: () => T): T {
+  const nodes: GradNode[] = [];
+  guarded.push(nodes);
+  try {
+    const result = fn();
+    if (result instanceof Promise) throw new Error('releaseOnError() takes a synchronous function');
+    guarded.pop();
+    guarded.at(-1)?.push(...nodes);
+    return result;
+  } catch (err) {
+    guarded.pop();
+    for (const node of nodes) node.release();
+    throw err;
+  }
+}
+
 export function isGradEnabled(): boolean {
   return gradEnabled;
 }
@@ -178,6 +202,7 @@ export function recordOp(
   if (!needsGrad(inputs)) return null;
   const outs = Array.isArray(outputs) ? outputs : [outputs];
   const node = new GradNode(name, inputs, outs, () => []);
+  guarded.at(-1)?.push(node);
   const fn = makeBackward(node);
   (node as { backwardFn: BackwardFn }).backwardFn = fn;
   for (const o of outs) o.gradFn = node;

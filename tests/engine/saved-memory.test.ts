@@ -2,7 +2,7 @@
 // only what its backward rule reads, gradients are freed as soon as they are consumed, and
 // withRecompute keeps a tensor's inputs instead of the tensor.
 import { describe, expect, it } from 'vitest';
-import { backward, withRecompute, zeroGrad } from '../../src/engine/autograd.js';
+import { backward, releaseOnError, withRecompute, zeroGrad } from '../../src/engine/autograd.js';
 import { BufferPool, engine, Tensor, tidy } from '../../src/engine/tensor.js';
 import {
   type BinaryOp,
@@ -163,5 +163,60 @@ describe('withRecompute', () => {
     expectClose(rebuilt.grads[1]!, kept.grads[1]!, { atol: 0 }, 'dm');
     await engine().dev.sync();
     for (const t of [lx, lm, w]) t.dispose();
+  });
+});
+
+describe('a forward that fails midway', () => {
+  /** Bytes still live after a scope whose forward saved tensors for backward and then threw. */
+  async function leftAfterFailure(guard: <T>(fn: () => T) => T): Promise<number> {
+    const rng = testRng('saved-failure');
+    const a = leaf(rng.normalArray(N));
+    const b = leaf(rng.normalArray(N));
+    await engine().dev.sync();
+    const base = engine().pool.liveBytes;
+    expect(() =>
+      tidy(() =>
+        guard(() => {
+          // mul saves both (scaled) operands; swiglu saves its two inputs: four tensors held by nodes.
+          const y = swiglu(binary('mul', scale(a, 2), scale(b, 3)), scale(b, 0.5));
+          void y;
+          throw new RangeError('out of memory (posed)');
+        }),
+      ),
+    ).toThrow(/posed/);
+    await engine().dev.sync();
+    const left = engine().pool.liveBytes - base;
+    a.dispose();
+    b.dispose();
+    return left;
+  }
+
+  it('releases what its nodes saved under releaseOnError (and holds it without)', async () => {
+    const unguarded = await leftAfterFailure((fn) => fn());
+    // Without the guard the saved tensors stay: the check below could fail.
+    expect(unguarded).toBeGreaterThanOrEqual(4 * BYTES);
+    expect(await leftAfterFailure(releaseOnError)).toBe(0);
+  });
+
+  it('keeps a successful inner call’s nodes for backward, and releases them when an outer call fails', async () => {
+    const rng = testRng('saved-nested');
+    const a = leaf(rng.normalArray(N));
+    await engine().dev.sync();
+    const base = engine().pool.liveBytes;
+    const out = tidy(() => releaseOnError(() => releaseOnError(() => binary('mul', scale(a, 2), scale(a, 3)))));
+    await engine().dev.sync();
+    expect(engine().pool.liveBytes - base - BufferPool.sizeClass(out.byteSize)).toBe(2 * BYTES);
+    finish(out, [a]);
+    expect(() =>
+      tidy(() =>
+        releaseOnError(() => {
+          releaseOnError(() => binary('mul', scale(a, 2), scale(a, 3)));
+          throw new RangeError('after the inner call');
+        }),
+      ),
+    ).toThrow(/inner call/);
+    await engine().dev.sync();
+    expect(engine().pool.liveBytes - base).toBe(0);
+    a.dispose();
   });
 });

@@ -10,7 +10,7 @@
 // compiled, nothing is dispatched, and the engine's pool counts every buffer the code makes, in the
 // pool's size classes. The live peak of that pool is the estimate; a kernel that changes what it
 // saves changes the estimate with it.
-import { backward, zeroGrad } from '../../engine/autograd.js';
+import { backward, releaseOnError, zeroGrad } from '../../engine/autograd.js';
 import { BufferTooLargeError, type Device, OutOfMemoryError } from '../../engine/device.js';
 import type { DeviceMemory } from '../../engine/device-memory.js';
 import { MetaDevice } from '../../engine/meta-device.js';
@@ -597,7 +597,8 @@ export async function trialStep(
   const wasTraining = model.training;
   model.training = true;
   try {
-    const step = () => tidy(() => backward(model.loss(batch, { gradientCheckpointing: mode })));
+    // A trial that runs out of memory midway releases what its forward saved (releaseOnError).
+    const step = () => tidy(() => releaseOnError(() => backward(model.loss(batch, { gradientCheckpointing: mode }))));
     if (precision) withPrecision(precision, step);
     else step();
     await dev.sync();

@@ -4,7 +4,7 @@
 // or only the zeroing (discardStep). Nothing here reads back, so it runs as it is on an engine over a
 // MetaDevice: trainStep (trainer.ts) records a step with it and the memory estimate (memory.ts) counts
 // the same step, its observer naming the part of the step each allocation belongs to.
-import { backward, noGrad, observeBackward, zeroGrad } from '../../engine/autograd.js';
+import { backward, noGrad, observeBackward, releaseOnError, zeroGrad } from '../../engine/autograd.js';
 import { Tensor, tidy } from '../../engine/tensor.js';
 import { InputError } from '../../errors.js';
 import { scale } from '../../kernels/elementwise.js';
@@ -85,15 +85,18 @@ export function recordStep(
   batches.forEach((b, micro) => {
     model.setDropoutSeed(dropoutSeed(o.seed, o.stepIndex, micro));
     observer.forward?.(micro);
-    const w = tidy(() => {
-      const loss = model.loss(b, { gradientCheckpointing: o.gradientCheckpointing ?? 'none' });
-      observer.backward?.(micro);
-      const weightedBackward = () => backward(scale(loss, (lossScale * b.numTargetTokens) / total));
-      const { backwardOp } = observer;
-      if (backwardOp) observeBackward((node) => backwardOp(node.name, micro), weightedBackward);
-      else weightedBackward();
-      return noGrad(() => scale(loss, b.numTargetTokens / total));
-    });
+    // Out of memory midway, the nodes recorded so far release what they saved (releaseOnError).
+    const w = tidy(() =>
+      releaseOnError(() => {
+        const loss = model.loss(b, { gradientCheckpointing: o.gradientCheckpointing ?? 'none' });
+        observer.backward?.(micro);
+        const weightedBackward = () => backward(scale(loss, (lossScale * b.numTargetTokens) / total));
+        const { backwardOp } = observer;
+        if (backwardOp) observeBackward((node) => backwardOp(node.name, micro), weightedBackward);
+        else weightedBackward();
+        return noGrad(() => scale(loss, b.numTargetTokens / total));
+      }),
+    );
     weightedLosses.push(w);
   });
   observer.gradNorm?.();

@@ -104,8 +104,13 @@ describe("the device's largest buffer (maxBufferSize) in the memory estimate", (
       try {
         expect([run.cfg.training.batch_size, run.cfg.training.grad_accum]).toEqual([2, 4]);
         expect((await run.train()).steps).toBe(1);
-        // The trial step of micro-batch 4 on the GPU device: refused as out of memory.
+        // The trial step of micro-batch 4 on the GPU device: refused as out of memory, and what its
+        // forward had saved before the refusal is released (later trials and the run get it back).
+        await engine().dev.sync();
+        const live = engine().pool.liveBytes;
         expect(await trialStep(run.model, 4, 64, mode)).toBeNull();
+        await engine().dev.sync();
+        expect(engine().pool.liveBytes).toBe(live);
       } finally {
         run.dispose();
       }
