@@ -22,7 +22,7 @@
 // writes `<etag>.incomplete` and the others wait, then find the blob and link it.
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
-import { copyFile, lstat, mkdir, open, readFile, rename, rm, symlink, truncate } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, open, rename, rm, symlink, truncate } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
@@ -31,6 +31,7 @@ import type { ListFileEntry } from '@huggingface/hub';
 import { InputError, RuntimeFailure } from '../errors.js';
 import { writeFileAtomic } from './atomic.js';
 import { acquireFileLock } from './file-lock.js';
+import { INDEX_FILE, readShardIndex, SINGLE_FILE, shardFiles } from './safetensors.js';
 
 export const DEFAULT_HUB_ENDPOINT = 'https://huggingface.co';
 export const DEFAULT_REVISION = 'main';
@@ -136,8 +137,8 @@ export async function resolveModelPath(pathOrId: string, opts: ResolveOptions = 
 const WANTED_FILES = new Set([
   'config.json',
   'generation_config.json',
-  'model.safetensors',
-  'model.safetensors.index.json',
+  SINGLE_FILE,
+  INDEX_FILE,
   'tokenizer.json',
   'tokenizer.model',
   'tokenizer_config.json',
@@ -148,20 +149,17 @@ const WANTED_FILES = new Set([
 ]);
 
 /** The snapshot folder when it holds a loadable model (config, tokenizer, every weight file), else null. */
-function completeSnapshot(dir: string): string | null {
+async function completeSnapshot(dir: string): Promise<string | null> {
   const has = (f: string) => existsSync(join(dir, f));
   if (!has('config.json') || !(has('tokenizer.json') || has('tokenizer.model'))) return null;
-  if (has('model.safetensors.index.json')) {
+  if (has(INDEX_FILE)) {
     try {
-      const index = JSON.parse(readFileSync(join(dir, 'model.safetensors.index.json'), 'utf8')) as {
-        weight_map?: Record<string, string>;
-      };
-      return Object.values(index.weight_map ?? {}).every(has) ? dir : null;
+      return shardFiles(await readShardIndex(join(dir, INDEX_FILE))).every(has) ? dir : null;
     } catch {
       return null;
     }
   }
-  return has('model.safetensors') ? dir : null;
+  return has(SINGLE_FILE) ? dir : null;
 }
 
 function cachedCommit(folder: string, revision: string): string | null {
@@ -180,7 +178,7 @@ async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<str
   const folder = repoCacheFolder(settings.cacheDir, id.repo);
   const label = id.revision === DEFAULT_REVISION ? id.repo : `${id.repo}@${id.revision}`;
   const commit = cachedCommit(folder, id.revision);
-  const cached = commit === null ? null : completeSnapshot(join(folder, 'snapshots', commit));
+  const cached = commit === null ? null : await completeSnapshot(join(folder, 'snapshots', commit));
   if (cached !== null) return cached;
   if (settings.offline) {
     throw new InputError(
@@ -221,23 +219,15 @@ async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<str
     call(e.path, () => downloadToCache(hf, id.repo, sha, e, folder, client, progress));
 
   // Sharded weights: the index names the shards; only those are fetched (the loader reads the index first).
-  const index = byPath.get('model.safetensors.index.json');
-  const wanted = entries.filter((e) => WANTED_FILES.has(e.path) && !(index && e.path === 'model.safetensors'));
+  const index = byPath.get(INDEX_FILE);
+  const wanted = entries.filter((e) => WANTED_FILES.has(e.path) && !(index && e.path === SINGLE_FILE));
   if (index) {
     const local = await fetchFile(index);
     let shards: string[];
     try {
-      shards = [
-        ...new Set(
-          Object.values(
-            (JSON.parse(await readFile(local, 'utf8')) as { weight_map: Record<string, string> }).weight_map,
-          ),
-        ),
-      ];
+      shards = shardFiles(await readShardIndex(local));
     } catch {
-      throw new InputError(`model.safetensors.index.json of Hub model '${label}' has no readable weight_map`, {
-        file: local,
-      });
+      throw new InputError(`${INDEX_FILE} of Hub model '${label}' has no readable weight_map`, { file: local });
     }
     for (const s of shards) {
       const e = byPath.get(s);
@@ -245,7 +235,7 @@ async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<str
         throw new InputError(`Hub model '${label}': the index names shard '${s}', which the repo does not have`);
       if (!wanted.includes(e)) wanted.push(e);
     }
-  } else if (!byPath.has('model.safetensors')) {
+  } else if (!byPath.has(SINGLE_FILE)) {
     const pickles = entries.some((e) => /\.(bin|pt|pth|pkl|ckpt)$/.test(e.path));
     throw new InputError(
       `Hub model '${label}' has no model.safetensors (or index)${pickles ? '; finllm never loads .bin/pickle weights' : ''}`,
@@ -260,7 +250,7 @@ async function hubModelFolder(id: HubModelId, opts: ResolveOptions): Promise<str
     // Atomic: another process resolving the same id at once reads the old ref or the new one, never an empty file.
     await writeFileAtomic(join(folder, 'refs', id.revision), sha);
   }
-  const done = completeSnapshot(snapshot);
+  const done = await completeSnapshot(snapshot);
   if (done === null) throw new InputError(`Hub model '${label}' lacks a tokenizer (tokenizer.json or tokenizer.model)`);
   return done;
 }

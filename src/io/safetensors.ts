@@ -349,8 +349,8 @@ export async function readSafetensorsF32(path: string): Promise<F32TensorFile> {
 // ---------------------------------------------------------------------------------------------
 // Checkpoint folders (single file or sharded with an index)
 
-const INDEX_FILE = 'model.safetensors.index.json';
-const SINGLE_FILE = 'model.safetensors';
+export const INDEX_FILE = 'model.safetensors.index.json';
+export const SINGLE_FILE = 'model.safetensors';
 
 const shardIndexSchema = z.object({
   metadata: z.record(z.string(), z.unknown()).optional(),
@@ -361,6 +361,18 @@ const shardIndexSchema = z.object({
       .refine((f) => f === basename(f) && f !== '..' && f !== '.', 'shard must be a file name in the same folder'),
   ),
 });
+
+export type ShardIndex = z.infer<typeof shardIndexSchema>;
+
+/** A sharded checkpoint's index (`model.safetensors.index.json`), validated: its shards are file names in its folder. */
+export async function readShardIndex(path: string): Promise<ShardIndex> {
+  return parseWithSchema(shardIndexSchema, await readJsonFile(path), path);
+}
+
+/** The shard files an index names, each once, in the order first named. */
+export function shardFiles(index: ShardIndex): string[] {
+  return [...new Set(Object.values(index.weight_map))];
+}
 
 /** A HF checkpoint folder: `model.safetensors`, or shards listed by `model.safetensors.index.json`. */
 export class Checkpoint {
@@ -377,8 +389,8 @@ export class Checkpoint {
     const fileOfTensor = new Map<string, string>();
     try {
       if (await exists(indexPath)) {
-        const index = parseWithSchema(shardIndexSchema, await readJsonFile(indexPath), indexPath);
-        for (const shard of new Set(Object.values(index.weight_map))) {
+        const index = await readShardIndex(indexPath);
+        for (const shard of shardFiles(index)) {
           readers.set(shard, await SafetensorsReader.open(join(dir, shard)));
         }
         for (const [name, shard] of Object.entries(index.weight_map)) {

@@ -39,7 +39,7 @@ import { type DataStageConfig, formatReport, prepareData, saveReport } from './d
 import { type Comparison, compareResults } from './eval/compare.js';
 import type { EvalMetric } from './eval/generation.js';
 import { readPerplexity } from './eval/perplexity.js';
-import { REPORT_FORMAT, writeReport } from './eval/report.js';
+import { REPORT_FORMAT, readReportVerdict, writeReport } from './eval/report.js';
 import { readResults, readTrainingLog } from './eval/results.js';
 import { type EvalDataSettings, type EvalSuite, type EvaluateOptions, evaluate } from './eval/run.js';
 import { verdictLine } from './eval/verdict.js';
@@ -729,20 +729,13 @@ async function existingReports(ev: EvalConfig, dir: string): Promise<SuiteReport
   const out: SuiteReport[] = [];
   for (const s of evalSuites(ev).filter((x) => x.cfg.task !== 'perplexity')) {
     const json = join(dir, s.name, 'report.json');
-    let verdict: string | null = null;
-    try {
-      const line = (JSON.parse(await readFile(json, 'utf8')) as { verdict_line?: unknown }).verdict_line;
-      if (typeof line === 'string') verdict = line;
-    } catch {
-      // No readable report.json: nothing to print for this suite.
-    }
     out.push({
       suite: s.name,
       dir: join(dir, s.name),
       html: join(dir, s.name, 'report.html'),
       markdown: join(dir, s.name, 'summary.md'),
       json,
-      verdict,
+      verdict: await readReportVerdict(json),
     });
   }
   return out;

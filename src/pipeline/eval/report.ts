@@ -1,6 +1,7 @@
 // Comparison report: report.html (self-contained: inline CSS and SVG, no scripts, fonts or other
 // external resources), summary.md and report.json (every number), written atomically into an
 // output directory.
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../../io/atomic.js';
 import type {
@@ -572,4 +573,17 @@ export async function writeReport(outDir: string, c: Comparison): Promise<Report
   await writeFileAtomic(paths.markdown, renderMarkdown(c));
   await writeFileAtomic(paths.html, renderHtml(c));
   return paths;
+}
+
+/**
+ * The verdict line a report.json records, or null when the file is missing or unreadable (a
+ * pipeline re-run that skips its compare stage prints it again from there).
+ */
+export async function readReportVerdict(file: string): Promise<string | null> {
+  try {
+    const line = (JSON.parse(await readFile(file, 'utf8')) as { verdict_line?: unknown }).verdict_line;
+    return typeof line === 'string' ? line : null;
+  } catch {
+    return null;
+  }
 }
