@@ -584,7 +584,6 @@ const GEMV = kernelFamily<GemvSpec>({
   name: (s) =>
     `${s.format} rows ${s.rows} vec ${s.vec}${s.unroll ? '' : ' loops'}: ${CASE_NAMES.get(specKey('', fusedCaseOf(s)))!}`,
   workgroupBytes: gemvWorkgroupBytes,
-  mode: 'native',
 });
 
 /** The registered GEMV variants (the family's variant table). */
