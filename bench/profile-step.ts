@@ -20,8 +20,9 @@ import { Rng } from '../src/engine/random.js';
 import { initEngine } from '../src/engine/tensor.js';
 import { AdamW } from '../src/kernels/optim.js';
 import { initModel } from '../src/llama/init.js';
-import { LlamaModel, shiftLabels } from '../src/llama/model.js';
+import { LlamaModel } from '../src/llama/model.js';
 import type { Batch } from '../src/pipeline/data/index.js';
+import { wholeRowsBatch } from '../src/pipeline/data/loader.js';
 import { trainStep } from '../src/pipeline/train/trainer.js';
 import { shapeOverrides, TOKENIZER_DIR } from './random-model.js';
 
@@ -50,18 +51,11 @@ else model.initLora({ r: 16, loraAlpha: 32, loraDropout: 0 }, 0);
 const opt = new AdamW(model.trainableParameters(), { lr: 2e-4 });
 const rng = new Rng(0);
 const V = model.config.vocabSize;
-const ids = Int32Array.from({ length: B * T }, () => rng.int(V));
-const batch: Batch = {
-  inputIds: ids,
-  labels: shiftLabels(ids, B, T),
-  positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T),
-  segmentIds: new Int32Array(B * T).fill(1),
-  attentionMask: new Uint8Array(B * T).fill(1),
-  batchSize: B,
-  seqLen: T,
-  numTargetTokens: B * (T - 1),
-  numExamples: B,
-};
+const batch: Batch = wholeRowsBatch(
+  Int32Array.from({ length: B * T }, () => rng.int(V)),
+  B,
+  T,
+);
 let stepIndex = 0;
 const step = () =>
   trainStep(model, opt, [batch], {

@@ -15,9 +15,10 @@ import { AdamW } from '../../src/kernels/optim.js';
 import { kernelVariants } from '../../src/kernels/variants.js';
 import { generate, generateBatch } from '../../src/llama/generate.js';
 import { initModel } from '../../src/llama/init.js';
-import { type CheckpointMode, LlamaModel, shiftLabels } from '../../src/llama/model.js';
+import { type CheckpointMode, LlamaModel } from '../../src/llama/model.js';
 import type { LoadWeightsOptions } from '../../src/llama/weights.js';
 import type { Batch } from '../../src/pipeline/data/index.js';
+import { wholeRowsBatch } from '../../src/pipeline/data/loader.js';
 import { trainStep } from '../../src/pipeline/train/trainer.js';
 
 const TOKENIZER = join(process.cwd(), 'models/tiny-fin');
@@ -70,18 +71,11 @@ export function workloadCases(): WorkloadCase[] {
 }
 
 function randomBatch(rng: Rng, vocab: number, B: number, T: number): Batch {
-  const ids = Int32Array.from({ length: B * T }, () => rng.int(vocab));
-  return {
-    inputIds: ids,
-    labels: shiftLabels(ids, B, T),
-    positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T),
-    segmentIds: new Int32Array(B * T).fill(1),
-    attentionMask: new Uint8Array(B * T).fill(1),
-    batchSize: B,
-    seqLen: T,
-    numTargetTokens: B * (T - 1),
-    numExamples: B,
-  };
+  return wholeRowsBatch(
+    Int32Array.from({ length: B * T }, () => rng.int(vocab)),
+    B,
+    T,
+  );
 }
 
 /** Runs one case: a training step (two micro-batches, clipping), a validation forward, and generation. */

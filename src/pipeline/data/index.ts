@@ -1,7 +1,14 @@
 // Public API of the data stage.
 
 export { findDuplicates } from './dedup.js';
-export { DataLoader, type DataLoaderOptions, type DataLoaderState, fingerprintExamples, makeRng } from './loader.js';
+export {
+  DataLoader,
+  type DataLoaderOptions,
+  type DataLoaderState,
+  fingerprintExamples,
+  makeRng,
+  wholeRowsBatch,
+} from './loader.js';
 export {
   createDataLoader,
   type DataStageConfig,

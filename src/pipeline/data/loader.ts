@@ -11,6 +11,7 @@
 // size) into rows of at most maxSeqLen tokens; rows are shuffled and grouped into batches. Inside a
 // row positions restart at 0 and segmentIds number the examples (see Batch in ./types.ts).
 import { InputError } from '../../errors.js';
+import { shiftLabels } from '../../llama/inputs.js';
 import type { Batch, TokenizedExample } from './types.js';
 import { IGNORE_INDEX } from './types.js';
 
@@ -295,4 +296,27 @@ export class DataLoader {
       sources,
     };
   }
+}
+
+/**
+ * A batch of `batchSize` whole rows of `seqLen` tokens (`ids`, row after row): one example per row,
+ * no padding, every next token a target. The shape of a language-modelling batch without packing,
+ * used where the tokens are given rather than drawn from a dataset (the memory estimate, trial
+ * steps, benchmarks).
+ */
+export function wholeRowsBatch(ids: Int32Array, batchSize: number, seqLen: number, sources?: Batch['sources']): Batch {
+  const n = batchSize * seqLen;
+  if (ids.length !== n) throw new RangeError(`wholeRowsBatch: ${ids.length} ids for ${batchSize} × ${seqLen} tokens`);
+  return {
+    inputIds: ids,
+    labels: shiftLabels(ids, batchSize, seqLen),
+    positionIds: Int32Array.from({ length: n }, (_, i) => i % seqLen),
+    segmentIds: new Int32Array(n).fill(1),
+    attentionMask: new Uint8Array(n).fill(1),
+    batchSize,
+    seqLen,
+    numTargetTokens: batchSize * (seqLen - 1),
+    numExamples: batchSize,
+    ...(sources ? { sources } : {}),
+  };
 }

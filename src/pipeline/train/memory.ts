@@ -25,6 +25,7 @@ import { CHECKPOINT_MODES, type CheckpointMode, LlamaModel, shiftLabels } from '
 import { emptyLlamaWeights, type LinearModule } from '../../llama/weights.js';
 import type { ResolvedConfig } from '../config.js';
 import type { Batch } from '../data/index.js';
+import { wholeRowsBatch } from '../data/loader.js';
 import { formatBytes } from './logging.js';
 import { TRAINING_METHODS } from './methods.js';
 import { applyUpdate, recordStep } from './step.js';
@@ -126,19 +127,7 @@ class CountingPool extends BufferPool {
 
 /** A batch of `batchSize` rows of `seqLen` tokens, every position but each row's last labelled (as the trainer's batches, unpacked). */
 function countingBatch(batchSize: number, seqLen: number): Batch {
-  const n = batchSize * seqLen;
-  const ids = new Int32Array(n);
-  return {
-    inputIds: ids,
-    labels: shiftLabels(ids, batchSize, seqLen),
-    positionIds: Int32Array.from({ length: n }, (_, i) => i % seqLen),
-    segmentIds: new Int32Array(n).fill(1),
-    attentionMask: new Uint8Array(n).fill(1),
-    batchSize,
-    seqLen,
-    numTargetTokens: batchSize * (seqLen - 1),
-    numExamples: batchSize,
-  };
+  return wholeRowsBatch(new Int32Array(batchSize * seqLen), batchSize, seqLen);
 }
 
 /** An engine over a MetaDevice standing in for the engine's device, with a counting pool. */

@@ -5,9 +5,9 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
-import { shiftLabels } from '../../../src/llama/model.js';
 import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
 import type { Batch } from '../../../src/pipeline/data/index.js';
+import { wholeRowsBatch } from '../../../src/pipeline/data/loader.js';
 
 export const ROOT = process.cwd();
 export const CLI = join(ROOT, 'dist/src/cli/main.js');
@@ -134,17 +134,5 @@ export function cliPerplexity(modelArgs: string[], file: string): { loss: number
 /** A batch of one unpadded sequence `ids` (one segment, every next token a target); `sources` names its record. */
 export function oneTextBatch(ids: ArrayLike<number>, sources?: Batch['sources']): Batch {
   const inputIds = Int32Array.from(ids);
-  const n = inputIds.length;
-  return {
-    inputIds,
-    labels: shiftLabels(inputIds, 1, n),
-    positionIds: Int32Array.from({ length: n }, (_, i) => i),
-    segmentIds: new Int32Array(n).fill(1),
-    attentionMask: new Uint8Array(n).fill(1),
-    batchSize: 1,
-    seqLen: n,
-    numTargetTokens: n - 1,
-    numExamples: 1,
-    ...(sources ? { sources } : {}),
-  };
+  return wholeRowsBatch(inputIds, 1, inputIds.length, sources);
 }

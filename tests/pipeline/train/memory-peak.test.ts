@@ -22,6 +22,7 @@ import { initModel } from '../../../src/llama/init.js';
 import { type CheckpointMode, LlamaModel, shiftLabels } from '../../../src/llama/model.js';
 import { LINEAR_MODULES, type LinearModule } from '../../../src/llama/weights.js';
 import type { Batch } from '../../../src/pipeline/data/index.js';
+import { wholeRowsBatch } from '../../../src/pipeline/data/loader.js';
 import { estimateTrainingMemory } from '../../../src/pipeline/train/memory.js';
 import { trainStep } from '../../../src/pipeline/train/trainer.js';
 import { requireFeature, testRng, useEngine } from '../../helpers/index.js';
@@ -77,18 +78,11 @@ async function measure(setup: Setup, modes: readonly CheckpointMode[]): Promise<
   const { B, T } = setup;
   const rng = new Rng(5);
   const makeBatch = (): Batch => {
-    const ids = Int32Array.from({ length: B * T }, () => rng.int(model.config.vocabSize));
-    return {
-      inputIds: ids,
-      labels: shiftLabels(ids, B, T),
-      positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T),
-      segmentIds: new Int32Array(B * T).fill(1),
-      attentionMask: new Uint8Array(B * T).fill(1),
-      batchSize: B,
-      seqLen: T,
-      numTargetTokens: B * (T - 1),
-      numExamples: B,
-    };
+    return wholeRowsBatch(
+      Int32Array.from({ length: B * T }, () => rng.int(model.config.vocabSize)),
+      B,
+      T,
+    );
   };
   const batches = Array.from({ length: setup.micro ?? 1 }, makeBatch);
   const out = new Map<CheckpointMode, Measured>();

@@ -8,8 +8,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { engine } from '../../../src/engine/tensor.js';
 import { AdamW } from '../../../src/kernels/optim.js';
-import { LlamaModel, shiftLabels } from '../../../src/llama/model.js';
+import { LlamaModel } from '../../../src/llama/model.js';
 import type { Batch } from '../../../src/pipeline/data/index.js';
+import { wholeRowsBatch } from '../../../src/pipeline/data/loader.js';
 import { applyUpdate, discardStep, recordStep } from '../../../src/pipeline/train/step.js';
 import { testRng, useEngine } from '../../helpers/index.js';
 import { ROOT } from './helpers.js';
@@ -29,18 +30,11 @@ async function loraModel(): Promise<{ model: LlamaModel; optimizer: AdamW }> {
 function randomBatches(label: string, vocab: number, n: number, B = 2, T = 13): Batch[] {
   const rng = testRng(label);
   return Array.from({ length: n }, () => {
-    const ids = Int32Array.from({ length: B * T }, () => rng.int(vocab));
-    return {
-      inputIds: ids,
-      labels: shiftLabels(ids, B, T),
-      positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T),
-      segmentIds: new Int32Array(B * T).fill(1),
-      attentionMask: new Uint8Array(B * T).fill(1),
-      batchSize: B,
-      seqLen: T,
-      numTargetTokens: B * (T - 1),
-      numExamples: B,
-    };
+    return wholeRowsBatch(
+      Int32Array.from({ length: B * T }, () => rng.int(vocab)),
+      B,
+      T,
+    );
   });
 }
 
