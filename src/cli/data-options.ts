@@ -71,7 +71,7 @@ export function dataSettings(o: DataCliOptions, dirs: readonly (string | undefin
     const col = spec.slice(eq + 1).trim();
     if (eq <= 0 || col === '')
       throw new InputError(`expected FIELD=COLUMN, got ${JSON.stringify(spec)}`, { flag: 'column' });
-    if (!(field in DEFAULT_COLUMNS))
+    if (!Object.hasOwn(DEFAULT_COLUMNS, field))
       throw new InputError(
         `unknown field ${JSON.stringify(field)}; expected one of ${Object.keys(DEFAULT_COLUMNS).join(', ')}`,
         { flag: 'column' },

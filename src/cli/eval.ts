@@ -176,7 +176,7 @@ export async function evalAction(
   out: (s: string) => void = (s) => void process.stdout.write(s),
 ): Promise<void> {
   const task = opts.task ?? 'perplexity';
-  const run = EVAL_TASKS[task];
+  const run = Object.hasOwn(EVAL_TASKS, task) ? EVAL_TASKS[task] : undefined;
   if (!run)
     throw new InputError(
       `unknown task ${JSON.stringify(task)}; expected one of ${Object.keys(EVAL_TASKS).join(', ')}`,

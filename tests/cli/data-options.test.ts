@@ -137,6 +137,10 @@ describe('data settings come from the run folder, then flags', () => {
     expect(inputErrorOf(() => dataSettings({ column: ['txt=body'] }, [])).message).toMatch(
       /^--column: unknown field "txt"/,
     );
+    for (const field of ['constructor', 'toString', '__proto__'])
+      expect(inputErrorOf(() => dataSettings({ column: [`${field}=body`] }, [])).message).toMatch(
+        new RegExp(`^--column: unknown field "${field}"`),
+      );
   });
 });
 

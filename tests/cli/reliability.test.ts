@@ -373,6 +373,17 @@ describe('6. user errors exit 1 with one line, never a stack trace', () => {
     );
   });
 
+  it('--task names one of the eval tasks, not a name every object inherits', () => {
+    const dir = tempDir();
+    const data = writeJsonl(join(dir, 't.jsonl'), [{ text: 'Revenue rose.' }]);
+    for (const task of ['constructor', 'toString', '__proto__', 'nonsense'])
+      expectFailure(
+        finllm(['eval', '--model', MODEL, '--data', data, '--task', task]),
+        1,
+        new RegExp(`--task: unknown task "${task}"; expected one of perplexity, generation, classification$`, 'm'),
+      );
+  });
+
   it('--kv-cache other than f32, f16 or auto: generate, eval and serve exit 1 naming it, before a model loads', () => {
     const dir = tempDir();
     const data = writeJsonl(join(dir, 't.jsonl'), [{ text: 'Revenue rose.' }]);

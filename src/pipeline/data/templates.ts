@@ -185,6 +185,11 @@ function instruction(instr: string, input: string | null): string {
   return `### Instruction:\n${instr}\n\n${input !== null ? `### Input:\n${input}\n\n` : ''}### Response:\n`;
 }
 
+/** `table[key]` for the table's own keys only: a data value such as "__proto__" or "constructor" names nothing. */
+function own<T>(table: Record<string, T>, key: string): T | undefined {
+  return Object.hasOwn(table, key) ? table[key] : undefined;
+}
+
 const SOURCE_NOUN: Record<string, string> = {
   earnings_call: 'earnings call excerpt',
   filing: 'filing excerpt',
@@ -196,7 +201,7 @@ export function chooseTemplate(f: RowFields, configured: TemplateName): Concrete
   if (configured !== 'auto') return configured;
   const task = f.raw('task');
   if (typeof task === 'string' && task.trim() !== '') {
-    const t = TASK_ALIASES[task.trim().toLowerCase()];
+    const t = own(TASK_ALIASES, task.trim().toLowerCase());
     if (!t) {
       throw new TemplateProblem(
         'non_text',
@@ -247,7 +252,7 @@ export function parseMessages(v: unknown, col: string): ChatMessage[] {
   return v.map((m, i) => {
     if (typeof m === 'object' && m !== null && typeof (m as { from?: unknown }).from === 'string' && !('role' in m)) {
       const msg = m as { from: string; value: unknown };
-      const role = SHAREGPT_ROLES[msg.from.trim().toLowerCase()];
+      const role = own(SHAREGPT_ROLES, msg.from.trim().toLowerCase());
       if (!role) {
         throw new TemplateProblem(
           'non_text',
@@ -369,7 +374,7 @@ function renderRow(
     }
     case 'summarization': {
       const text = f.text('text', chosen, true);
-      const noun = (source && SOURCE_NOUN[source]) ?? 'passage';
+      const noun = (source && own(SOURCE_NOUN, source)) || 'passage';
       return {
         ...base,
         prompt: instruction(`Summarize this ${noun} in one sentence, keeping figures exact.`, text),

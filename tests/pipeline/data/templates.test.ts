@@ -94,6 +94,23 @@ describe('templates', () => {
     expect(problem({ messages: [{ role: 'user', content: 'hi' }] }).message).toMatch(/end with an assistant message/);
   });
 
+  it('reads task names, ShareGPT speakers and source kinds from their tables only (no inherited names)', () => {
+    for (const name of ['__proto__', 'constructor', 'toString', 'hasOwnProperty']) {
+      expect(problem({ task: name, text }).message).toMatch(new RegExp(`unknown task "${name}"`));
+      expect(
+        problem({
+          conversations: [
+            { from: name, value: 'hi' },
+            { from: 'gpt', value: 'hello' },
+          ],
+        }).message,
+      ).toMatch(new RegExp(`from' is "${name}"; expected one of system, human, gpt`));
+      expect(apply({ task: 'summarization', source: name, text, summary: 's' }).prompt).toContain(
+        'Summarize this passage in one sentence',
+      );
+    }
+  });
+
   it('chat: fallback format without a chat template', () => {
     const ex = apply({
       messages: [
