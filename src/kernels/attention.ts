@@ -1417,66 +1417,45 @@ function backwardWithDims(
   const oType = out.dtype as 'f32' | 'f16';
   if (rows > 0) attnBackwardDot.dispatch({ oType }, [dOut, out, D], grid1d(rows, 64), uniforms(d, { n: rows }));
   const seg = segBinding(d);
-  let dq: Tensor | null = null;
-  let dk: Tensor | null = null;
-  let dv: Tensor | null = null;
+  // The kernels of the two passes, each given its bindings (q, k, v, dO, lse, D, outputs…, segments).
+  let launchDq: (bindings: Tensor[]) => void;
+  let launchDkv: (bindings: Tensor[]) => void;
   const frag = pickFragments('backward', d, caps, 'auto', tiles);
   if (frag) {
     const spec = (pass: SgAttentionPass): SgAttentionSpec =>
       sgAttentionSpec(pass, frag.mode, frag.shape, d.Dh, d.qType, d.kvType);
-    if (wantDq) {
-      dq = Tensor.empty(q.shape);
+    launchDq = (t) => {
       const g = spec('dq');
-      if (rows > 0)
-        sgAttention.dispatch(g, [q, k, v, dOut, lse, D, dq, seg], [Math.ceil(d.T / g.BR), d.Hq, d.B], uniforms(d));
-    }
-    if (wantDkv) {
-      dk = Tensor.empty(k.shape);
-      dv = Tensor.empty(v.shape);
+      sgAttention.dispatch(g, t, [Math.ceil(d.T / g.BR), d.Hq, d.B], uniforms(d));
+    };
+    launchDkv = (t) => {
       const g = spec('dkv');
-      if (k.numel > 0)
-        sgAttention.dispatch(
-          g,
-          [q, k, v, dOut, lse, D, dk, dv, seg],
-          [Math.ceil(d.Sk / g.BC), d.Hkv, d.B],
-          uniforms(d),
-        );
-    }
-    D.dispose();
-    return { dq, dk, dv };
+      sgAttention.dispatch(g, t, [Math.ceil(d.Sk / g.BC), d.Hkv, d.B], uniforms(d));
+    };
+  } else if (useCpuKernels('backward', d, caps, 'tiled', tiles)) {
+    launchDq = (t) => dispatchCpu('dq', d, t, uniforms(d));
+    launchDkv = (t) => dispatchCpu('dkv', d, t, uniforms(d));
+  } else {
+    launchDq = (t) => {
+      const g = makeGeo('dq', d, exchange, caps, tiles);
+      attnBackwardDq.dispatch(g, t, [Math.ceil(d.T / g.ROWS), d.Hq, d.B], uniforms(d));
+    };
+    launchDkv = (t) => {
+      const g = makeGeo('dkv', d, exchange, caps, tiles);
+      attnBackwardDkv.dispatch(g, t, [Math.ceil(d.Sk / g.ROWS), d.Hkv, d.B], uniforms(d));
+    };
   }
-  if (useCpuKernels('backward', d, caps, 'tiled', tiles)) {
-    if (wantDq) {
-      dq = Tensor.empty(q.shape);
-      if (rows > 0) dispatchCpu('dq', d, [q, k, v, dOut, lse, D, dq, seg], uniforms(d));
-    }
-    if (wantDkv) {
-      dk = Tensor.empty(k.shape);
-      dv = Tensor.empty(v.shape);
-      if (k.numel > 0) dispatchCpu('dkv', d, [q, k, v, dOut, lse, D, dk, dv, seg], uniforms(d));
-    }
-    D.dispose();
-    return { dq, dk, dv };
-  }
+  let dq: Tensor | null = null;
+  let dk: Tensor | null = null;
+  let dv: Tensor | null = null;
   if (wantDq) {
     dq = Tensor.empty(q.shape);
-    if (rows > 0) {
-      const g = makeGeo('dq', d, exchange, caps, tiles);
-      attnBackwardDq.dispatch(g, [q, k, v, dOut, lse, D, dq, seg], [Math.ceil(d.T / g.ROWS), d.Hq, d.B], uniforms(d));
-    }
+    if (rows > 0) launchDq([q, k, v, dOut, lse, D, dq, seg]);
   }
   if (wantDkv) {
     dk = Tensor.empty(k.shape);
     dv = Tensor.empty(v.shape);
-    if (k.numel > 0) {
-      const g = makeGeo('dkv', d, exchange, caps, tiles);
-      attnBackwardDkv.dispatch(
-        g,
-        [q, k, v, dOut, lse, D, dk, dv, seg],
-        [Math.ceil(d.Sk / g.ROWS), d.Hkv, d.B],
-        uniforms(d),
-      );
-    }
+    if (k.numel > 0) launchDkv([q, k, v, dOut, lse, D, dk, dv, seg]);
   }
   D.dispose();
   return { dq, dk, dv };
