@@ -1872,4 +1872,69 @@ function gemmCallerVariants(): KernelVariant[] {
   });
 }
 
-registerKernelVariants('gemm', () => [...gemmVariants(), ...gemmCallerVariants()]);
+let callerSgSpecs: { spec: GemmKernelSpec; what: string }[] | null = null;
+
+/**
+ * Every subgroup-matrix kernel spec the callers' products produce on a device with the native core:
+ * the loaders and epilogues of their f16-compute specs (gemmCallerSpecs) on every tile of every
+ * matrix shape, split-K partials for products without a prologue, with and without subgroup-size
+ * control (the device decides which: nativeMatrixCore).
+ */
+export function gemmCallerSgSpecs(): { spec: GemmKernelSpec; what: string }[] {
+  callerSgSpecs ??= deriveCallerSgSpecs();
+  return callerSgSpecs;
+}
+
+function deriveCallerSgSpecs(): { spec: GemmKernelSpec; what: string }[] {
+  const out = new Map<string, { spec: GemmKernelSpec; what: string }>();
+  for (const { spec, what } of gemmCallerSpecs()) {
+    if (spec.compute !== 'f16' || spec.out === 'partial') continue;
+    const outs: OutMode[] = spec.pro ? [spec.out] : [spec.out, 'partial'];
+    for (const shapeName of MATRIX_SHAPE_NAMES)
+      for (const tileName of SG_TILE_NAMES) {
+        const shape = MATRIX_SHAPES[shapeName];
+        const tile = SG_TILES[tileName];
+        if (!sgTileValid(tile, shape)) continue;
+        for (const o of outs)
+          for (const sizeControl of [true, false]) {
+            const sg: GemmKernelSpec = {
+              ...spec,
+              tile,
+              tileName,
+              out: o,
+              sg: { shape, mode: 'native', sizeControl, mutation: null },
+            };
+            const key = kernelKey(sg);
+            if (!out.has(key)) out.set(key, { spec: sg, what });
+          }
+      }
+  }
+  return [...out.values()];
+}
+
+/** The native subgroup-matrix variants of the callers' products (those GEMM_SG_CASES does not already list). */
+function gemmCallerSgVariants(listed: ReadonlySet<string>): KernelVariant[] {
+  return gemmCallerSgSpecs()
+    .filter(({ spec }) => !listed.has(kernelKey(spec)))
+    .map(({ spec, what }) => {
+      const sg = spec.sg!;
+      const pro = spec.pro
+        ? ` + (${operandName(spec.pro.u)} · ${operandName(spec.pro.w)}${spec.pro.mask ? ', masked' : ''})`
+        : '';
+      return {
+        family: 'gemm',
+        name: `native ${sg.shape.M}x${sg.shape.N}x${sg.shape.K} ${spec.tileName}${sg.sizeControl ? '' : ' fixed-size'} ${spec.out}: ${operandName(spec.a)} · ${operandName(spec.b)}${pro} (${what})`,
+        mode: 'native',
+        key: kernelKey(spec),
+        code: () => gemmKernelCode(spec),
+        workgroupBytes: sgTileBytes(spec.tile as SgTileConfig, sg.shape),
+        spec,
+      };
+    });
+}
+
+registerKernelVariants('gemm', () => {
+  const sgCases = gemmVariants();
+  const listed = new Set(sgCases.filter((v) => v.mode === 'native').map((v) => v.key));
+  return [...sgCases, ...gemmCallerVariants(), ...gemmCallerSgVariants(listed)];
+});

@@ -11,6 +11,7 @@ import { noGrad } from '../../src/engine/autograd.js';
 import { type Precision, withPrecisionAsync } from '../../src/engine/precision.js';
 import { Rng } from '../../src/engine/random.js';
 import { engine } from '../../src/engine/tensor.js';
+import { specKey } from '../../src/kernels/common.js';
 import { AdamW } from '../../src/kernels/optim.js';
 import { kernelVariants } from '../../src/kernels/variants.js';
 import { generate, generateBatch } from '../../src/llama/generate.js';
@@ -143,4 +144,25 @@ export function unregisteredPipelines(): string[] {
     .dev.pipelineKeys()
     .filter((k) => !registered.has(k))
     .sort();
+}
+
+/**
+ * The native twins (with and without subgroup-size control) of the emulated subgroup-matrix GEMMs
+ * compiled so far that no registered variant has: run with forceEmulatedMatrixCore, the workload
+ * makes the tile and operand choices a device with the native core makes, so this checks the
+ * native table against what callers launch on such a device.
+ */
+export function unregisteredNativeTwins(): string[] {
+  const registered = new Set(kernelVariants().map((v) => v.key));
+  const missing: string[] = [];
+  for (const key of engine().dev.pipelineKeys()) {
+    if (!key.startsWith('gemm:')) continue;
+    const spec = JSON.parse(key.slice('gemm:'.length)) as { sg: { mode: string; sizeControl: boolean } | null };
+    if (spec.sg?.mode !== 'emulated') continue;
+    for (const sizeControl of [true, false]) {
+      const twin = specKey('gemm', { ...spec, sg: { ...spec.sg, mode: 'native', sizeControl } });
+      if (!registered.has(twin)) missing.push(twin);
+    }
+  }
+  return missing.sort();
 }

@@ -3,11 +3,13 @@
 // variant (with the kernels this adapter chooses; variants-gpu-shapes.test.ts runs the same
 // workload with the GPU-shaped kernels forced).
 import { describe, expect, it } from 'vitest';
+import { engine } from '../../src/engine/tensor.js';
 import { specKey } from '../../src/kernels/common.js';
+import { forceEmulatedMatrixCore } from '../../src/kernels/gemm.js';
 import '../../src/kernels/index.js';
 import { kernelFamily, kernelVariants } from '../../src/kernels/variants.js';
 import { requireFeature, useEngine } from '../helpers/index.js';
-import { runCase, unregisteredPipelines, workloadCases } from './variants-workload.js';
+import { runCase, unregisteredNativeTwins, unregisteredPipelines, workloadCases } from './variants-workload.js';
 
 useEngine();
 
@@ -60,5 +62,24 @@ describe('every compiled pipeline is a registered variant (this adapter’s kern
     if (c.precision === 'fp16-mixed') requireFeature(ctx, 'shader-f16');
     await runCase(c);
     expect(unregisteredPipelines()).toEqual([]);
+  });
+});
+
+describe('the native subgroup-matrix GEMMs callers launch are registered variants', () => {
+  // With the emulated core forced, fp16-mixed training and generation make the choices a device with
+  // the native core makes; each emulated kernel's native twin must be in the table.
+  it.for(workloadCases().filter((c) => c.precision === 'fp16-mixed'))('$what', async (c, ctx) => {
+    requireFeature(ctx, 'shader-f16');
+    forceEmulatedMatrixCore('m16n8k16');
+    try {
+      await runCase(c);
+    } finally {
+      forceEmulatedMatrixCore(null);
+    }
+    const emulated = engine()
+      .dev.pipelineKeys()
+      .filter((k) => k.includes('"mode":"emulated"'));
+    expect(emulated.length).toBeGreaterThan(0);
+    expect(unregisteredNativeTwins()).toEqual([]);
   });
 });
