@@ -27,6 +27,7 @@ for (const v of [...native, ...portable]) {
   const problems = await nul.check(v.code(), {
     workgroupBytes: v.workgroupBytes,
     storageBuffers: v.storageBuffers,
+    moduleOnly: v.moduleOnly,
     label: v.key,
   });
   if (problems.length) {

@@ -1929,6 +1929,8 @@ function gemmCallerSgVariants(listed: ReadonlySet<string>): KernelVariant[] {
         code: () => gemmKernelCode(spec),
         workgroupBytes: sgTileBytes(spec.tile as SgTileConfig, sg.shape),
         spec,
+        // Without size control the kernel relies on the device's subgroups being exactly 32 wide.
+        ...(sg.sizeControl ? {} : { moduleOnly: true }),
       };
     });
 }

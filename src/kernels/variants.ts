@@ -33,6 +33,11 @@ export interface KernelVariant {
   storageBuffers?: number;
   /** The family's own description of the variant (what its verifier needs to run it). */
   spec: unknown;
+  /**
+   * Checked at shader-module level only: its pipeline needs a device property Null lacks (a subgroup
+   * matrix kernel without @subgroup_size needs subgroups of exactly 32; Null's reach 128).
+   */
+  moduleOnly?: boolean;
 }
 
 const families = new Map<string, () => KernelVariant[]>();
@@ -116,7 +121,10 @@ export function kernelFamily<S extends object>(def: KernelFamilyDef<S>): KernelF
 export interface NullCompiler {
   readonly device: GPUDevice;
   /** Compiles `code`; returns every error and warning (empty: clean). */
-  check(code: string, opts?: { workgroupBytes?: number; storageBuffers?: number; label?: string }): Promise<string[]>;
+  check(
+    code: string,
+    opts?: { workgroupBytes?: number; storageBuffers?: number; moduleOnly?: boolean; label?: string },
+  ): Promise<string[]>;
   destroy(): void;
 }
 
@@ -152,7 +160,12 @@ export async function nullCompiler(): Promise<NullCompiler> {
       }
       const moduleError = await device.popErrorScope();
       if (moduleError && problems.length === 0) problems.push(moduleError.message.split('\n')[0]!);
-      if (problems.length === 0 && (opts.workgroupBytes ?? 0) <= cap && (opts.storageBuffers ?? 0) <= maxStorage) {
+      if (
+        problems.length === 0 &&
+        !opts.moduleOnly &&
+        (opts.workgroupBytes ?? 0) <= cap &&
+        (opts.storageBuffers ?? 0) <= maxStorage
+      ) {
         device.pushErrorScope('validation');
         try {
           await device.createComputePipelineAsync({
