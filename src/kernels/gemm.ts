@@ -1854,15 +1854,20 @@ function operandName(o: OperandSpec): string {
   return `${o.kind}${o.trans ? 'ᵀ' : ''}/${o.vec}${o.drop ? ' dropout' : ''}`;
 }
 
+/** A caller product's operands, as variant names show them: `a · b + (u · w, masked) (what)`. */
+function productName(spec: GemmKernelSpec, what: string): string {
+  const pro = spec.pro
+    ? ` + (${operandName(spec.pro.u)} · ${operandName(spec.pro.w)}${spec.pro.mask ? ', masked' : ''})`
+    : '';
+  return `${operandName(spec.a)} · ${operandName(spec.b)}${pro} (${what})`;
+}
+
 /** The SIMT and CPU-shaped variants: every spec of gemmCallerSpecs, compiled on Null as plain WGSL. */
 function gemmCallerVariants(): KernelVariant[] {
   return gemmCallerSpecs().map(({ spec, what }) => {
-    const pro = spec.pro
-      ? ` + (${operandName(spec.pro.u)} · ${operandName(spec.pro.w)}${spec.pro.mask ? ', masked' : ''})`
-      : '';
     return {
       family: 'gemm',
-      name: `${spec.compute} ${spec.tileName} ${spec.out}: ${operandName(spec.a)} · ${operandName(spec.b)}${pro} (${what})`,
+      name: `${spec.compute} ${spec.tileName} ${spec.out}: ${productName(spec, what)}`,
       mode: 'portable',
       key: kernelKey(spec),
       code: () => gemmKernelCode(spec),
@@ -1918,12 +1923,9 @@ function gemmCallerSgVariants(listed: ReadonlySet<string>): KernelVariant[] {
     .filter(({ spec }) => !listed.has(kernelKey(spec)))
     .map(({ spec, what }) => {
       const sg = spec.sg!;
-      const pro = spec.pro
-        ? ` + (${operandName(spec.pro.u)} · ${operandName(spec.pro.w)}${spec.pro.mask ? ', masked' : ''})`
-        : '';
       return {
         family: 'gemm',
-        name: `native ${sg.shape.M}x${sg.shape.N}x${sg.shape.K} ${spec.tileName}${sg.sizeControl ? '' : ' fixed-size'} ${spec.out}: ${operandName(spec.a)} · ${operandName(spec.b)}${pro} (${what})`,
+        name: `native ${sg.shape.M}x${sg.shape.N}x${sg.shape.K} ${spec.tileName}${sg.sizeControl ? '' : ' fixed-size'} ${spec.out}: ${productName(spec, what)}`,
         mode: 'native',
         key: kernelKey(spec),
         code: () => gemmKernelCode(spec),
@@ -1935,8 +1937,12 @@ function gemmCallerSgVariants(listed: ReadonlySet<string>): KernelVariant[] {
     });
 }
 
+let gemmTable: KernelVariant[] | null = null;
+
 registerKernelVariants('gemm', () => {
+  if (gemmTable) return gemmTable;
   const sgCases = gemmVariants();
   const listed = new Set(sgCases.filter((v) => v.mode === 'native').map((v) => v.key));
-  return [...sgCases, ...gemmCallerVariants(), ...gemmCallerSgVariants(listed)];
+  gemmTable = [...sgCases, ...gemmCallerVariants(), ...gemmCallerSgVariants(listed)];
+  return gemmTable;
 });

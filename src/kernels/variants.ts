@@ -100,7 +100,7 @@ export function kernelFamily<S extends object>(def: KernelFamilyDef<S>): KernelF
       dispatch(fam.key(spec), () => def.code(spec), tensors, workgroups, uniforms);
     },
   };
-  registerKernelVariants(def.family, () =>
+  const listVariants = (): KernelVariant[] =>
     def.specs().map((spec) => {
       const code = () => def.code(spec);
       return {
@@ -110,11 +110,16 @@ export function kernelFamily<S extends object>(def: KernelFamilyDef<S>): KernelF
         key: fam.key(spec),
         code,
         workgroupBytes: def.workgroupBytes?.(spec) ?? 0,
-        storageBuffers: (code().match(/var<storage/g) ?? []).length,
+        // Counted from the WGSL only when asked (listing variants generates no code).
+        get storageBuffers() {
+          return (code().match(/var<storage/g) ?? []).length;
+        },
         spec,
       };
-    }),
-  );
+    });
+  // The table is constant: built on first listing, then reused.
+  let table: KernelVariant[] | null = null;
+  registerKernelVariants(def.family, () => (table ??= listVariants()));
   return fam;
 }
 
