@@ -161,15 +161,16 @@ export class CompletionBodies {
     readonly includeUsage: boolean,
   ) {}
 
-  private get chunkObject(): string {
-    return this.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
+  /** The fields every body starts with; `chunk`: a stream event's object name, else the whole response's. */
+  private head(chunk: boolean): { id: string; object: string; created: number; model: string } {
+    const object = this.kind === 'chat' ? (chunk ? 'chat.completion.chunk' : 'chat.completion') : 'text_completion';
+    return { id: this.id, object, created: this.created, model: this.model };
   }
 
   /** The event of a chunk with one choice. */
   private event(choice: Record<string, unknown>): string {
-    const base = { id: this.id, object: this.chunkObject, created: this.created, model: this.model };
     const c = { index: 0, ...choice, logprobs: null };
-    return `data: ${JSON.stringify({ ...base, choices: [c], ...(this.includeUsage ? { usage: null } : {}) })}\n\n`;
+    return `data: ${JSON.stringify({ ...this.head(true), choices: [c], ...(this.includeUsage ? { usage: null } : {}) })}\n\n`;
   }
 
   /** The stream's first event, where the protocol has one (chat: the assistant role). */
@@ -188,21 +189,15 @@ export class CompletionBodies {
 
   /** The usage event that ends a stream with include_usage. */
   usageEvent(u: Usage): string {
-    return `data: ${JSON.stringify({ id: this.id, object: this.chunkObject, created: this.created, model: this.model, choices: [], usage: u })}\n\n`;
+    return `data: ${JSON.stringify({ ...this.head(true), choices: [], usage: u })}\n\n`;
   }
 
   /** The whole (non-streamed) response. */
   whole(content: string, finish: string, u: Usage): Record<string, unknown> {
-    const head = {
-      id: this.id,
-      object: this.kind === 'chat' ? 'chat.completion' : 'text_completion',
-      created: this.created,
-      model: this.model,
-    };
     const choice =
       this.kind === 'chat'
         ? { index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: finish }
         : { index: 0, text: content, logprobs: null, finish_reason: finish };
-    return { ...head, choices: [choice], usage: u };
+    return { ...this.head(false), choices: [choice], usage: u };
   }
 }
