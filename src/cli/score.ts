@@ -2,7 +2,7 @@
 // against references. Each line: {"prediction": "...", "reference": "...", "source"?: "...", "id"?: ...}.
 import type { Command } from 'commander';
 import { InputError } from '../errors.js';
-import { DEFAULT_GROUPS, METRIC_GROUPS, METRICS, parseGroups, scoreExamples } from '../pipeline/eval/metrics.js';
+import { DEFAULT_GROUPS, METRIC_GROUPS, metricInfo, parseGroups, scoreExamples } from '../pipeline/eval/metrics.js';
 import { fmt } from '../pipeline/eval/report.js';
 import { readScoreInput } from '../pipeline/eval/results.js';
 import { DEFAULT_LCS_MAX_TOKENS } from '../pipeline/eval/rouge.js';
@@ -57,7 +57,7 @@ export function register(program: Command): void {
         return;
       }
       const rows = Object.entries(r.metrics).map(([name, v]) => {
-        const info = Object.hasOwn(METRICS, name) ? METRICS[name] : undefined;
+        const info = metricInfo(name);
         const present = r.per_example.filter((p) => typeof p.scores[name] === 'number').length;
         return [name, fmt(v), info ? `${present}/${r.n}` : '', info?.description ?? ''];
       });

@@ -159,7 +159,8 @@ export function releaseOnError<T>(fn: () => T): T {
     const result = fn();
     if (result instanceof Promise) throw new Error('releaseOnError() takes a synchronous function');
     guarded.pop();
-    guarded.at(-1)?.push(...nodes);
+    const outer = guarded.at(-1);
+    if (outer) for (const node of nodes) outer.push(node);
     return result;
   } catch (err) {
     guarded.pop();
