@@ -29,7 +29,7 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import type { ListFileEntry } from '@huggingface/hub';
 import { InputError, RuntimeFailure } from '../errors.js';
-import { writeFileAtomic } from './atomic.js';
+import { tempPathFor, writeFileAtomic } from './atomic.js';
 import { acquireFileLock } from './file-lock.js';
 import { INDEX_FILE, readShardIndex, SINGLE_FILE, shardFiles } from './safetensors.js';
 
@@ -282,7 +282,7 @@ async function downloadToCache(
   try {
     // Another process may have downloaded it while this one waited.
     if (!existsSync(blob)) await downloadBlob(hf, repo, commit, entry, blob, total, client, progress);
-    await linkBlob(blob, pointer);
+    if (!existsSync(pointer)) await linkBlob(blob, pointer);
   } finally {
     await lock.release();
   }
@@ -391,13 +391,21 @@ async function fetchInto(
   progress({ kind: 'bytes', repo, file: path, bytes, total });
 }
 
-async function linkBlob(blob: string, pointer: string): Promise<void> {
-  await rm(pointer, { force: true });
+/** Points the snapshot file `pointer` at `blob` (a relative symlink, or a copy where links fail). */
+export async function linkBlob(blob: string, pointer: string): Promise<void> {
+  // Made under a temp name and renamed over the pointer: another process resolving the same model
+  // may be reading the snapshot, and must never find a pointer it has seen missing.
+  const temp = tempPathFor(pointer);
   try {
-    // Relative, as huggingface_hub makes them: the cache folder can move.
-    await symlink(relative(dirname(pointer), blob), pointer);
-  } catch {
-    await copyFile(blob, pointer);
+    try {
+      // Relative, as huggingface_hub makes them: the cache folder can move.
+      await symlink(relative(dirname(pointer), blob), temp);
+    } catch {
+      await copyFile(blob, temp);
+    }
+    await rename(temp, pointer);
+  } finally {
+    await rm(temp, { force: true });
   }
   await lstat(pointer);
 }

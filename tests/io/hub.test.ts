@@ -24,6 +24,7 @@ import {
   type HubSettings,
   hubIdOfSnapshot,
   hubSettings,
+  linkBlob,
   parseHubId,
   repoCacheFolder,
   resolveModelPath,
@@ -450,6 +451,32 @@ describe('resolveModelPath', () => {
       ),
     );
     expect(existsSync(join(repoCacheFolder(cache, 'test-org/pickle'), 'blobs'))).toBe(false);
+  });
+
+  it('relinking a snapshot file replaces it in one step: a reader polling it meanwhile never finds it missing', async () => {
+    const dir = await tempDir();
+    const blob = join(dir, 'blobs', 'a'.repeat(64));
+    const pointer = join(dir, 'snapshots', COMMIT, 'tokenizer.json');
+    mkdirSync(join(dir, 'blobs'));
+    mkdirSync(join(dir, 'snapshots', COMMIT), { recursive: true });
+    writeFileSync(blob, '{}');
+    await linkBlob(blob, pointer);
+    let [checks, missing, relinking] = [0, 0, true];
+    const poll = (async () => {
+      while (relinking) {
+        checks++;
+        if (!existsSync(pointer)) missing++;
+        await new Promise<void>((ok) => setImmediate(ok));
+      }
+    })();
+    for (let i = 0; i < 300; i++) await linkBlob(blob, pointer);
+    relinking = false;
+    await poll;
+    expect(checks).toBeGreaterThan(300);
+    expect(missing).toBe(0);
+    expect(readlinkSync(pointer)).toBe(join('..', '..', 'blobs', 'a'.repeat(64)));
+    // No temp is left beside it.
+    expect(readdirSync(join(dir, 'snapshots', COMMIT))).toEqual(['tokenizer.json']);
   });
 
   it('two processes fetching the same model at once: both succeed, each file is downloaded once, no partial or lock file is left', async () => {
