@@ -15,18 +15,20 @@
 // not change the kind, so "1,200 million" matches "$1.2B"). Signs are dropped: "down 3%" and "-3%"
 // both carry 0.03.
 // A number glued to a letter, digit or underscore on either side (Q3, FY2024, FY24, 2Q23, 3Q24,
-// 3rd, 1_000, B2B, 4G, H1N1, A320, Win10, ISINs such as US0378331005) is not a mention, nor is the exponent of scientific notation ("1e-3",
-// "1.5E+06": neither part is). Only ASCII digits are digits: "0x10", "1e3", "Infinity" and "0b1" are
-// no mentions. Number words ("twelve") are not recognized.
+// 3rd, 1_000, B2B, 4G, H1N1, A320, Win10, ISINs such as US0378331005) is not a mention, nor is the
+// exponent of scientific notation ("1e-3", "1.5E+06": neither part is). Only ASCII digits are
+// digits: "0x10", "1e3", "Infinity" and "0b1" are no mentions. Number words ("twelve") are not
+// recognized. A company named like a multiple ("10x Genomics") reads as one.
 //
 // Names (nameSpans): digits that are part of an identifier or a name are no figure, as a reader of
 // financial text expects: a summary that cites "the 10-K" or "COVID-19" states no amount of 10 or
 // 19, and must neither be charged with a hallucinated number nor credited with a match for it.
 // A name covers a digit run that is
-//   - joined by a hyphen to a word before it: "COVID-19", "S-1", "Nasdaq-100", "SARS-CoV-2", the
-//     "-1" of "10b5-1". Not when that word is one that joins figures (mid-2024, pre-2020, 10-for-1,
-//     2-to-1, top-10; see JOINING_WORDS), a month (Dec-2024), a fiscal period (Q3-2024, FY-2024,
-//     H1-2025) or a figure with its magnitude ("$5m-6m", "3x-4x"): those numbers stay figures.
+//   - joined by a hyphen to a word before it, in any case: "COVID-19", "covid-19", "S-1",
+//     "Nasdaq-100", "SARS-CoV-2", the "-1" of "10b5-1", "A320-200". Not when that word is one that
+//     joins figures (mid-2024, pre-2020, 10-for-1, 2-to-1, top-10; see JOINING_WORDS), a month
+//     (Dec-2024), a fiscal period (Q3-2024, FY-2024, H1-2025) or a figure with its magnitude
+//     ("$5m-6m", "3x-4x"): those numbers stay figures.
 //     Two digit runs joined by a hyphen are a range ("2023-24", "1-2").
 //   - joined by a hyphen to a short upper-case form code after it: "10-K", "10-Q", "8-K", "20-F",
 //     "10-KSB", "10-K/A", "10-Ks", "3-D"; not "5-year", "30-day", "10-for-1" (lower-case words make
@@ -46,7 +48,8 @@
 //   - a ticker with digits: "0700.HK", "7203.T", "005930.KS", "HKEX: 700", "TYO: 7203". ("3M" is
 //     read as 3 million, as "3M subscribers" would be: the form alone cannot tell them apart.)
 // A name never carries a currency sign, a unit or a magnitude word: "Q3-5%", "Section 5 million"
-// and "$10-K" keep their figure (only a lone attached k/m/b yields: "Form 10K" is a name).
+// and "$10-K" keep their figure. Only a lone attached k/m/b yields, since "10K" alone is 10,000 but
+// "Form 10K" is the form.
 // Years and days are figures, as before ("2024" in "the second quarter of 2024", "2024-03-31" gives
 // 2024, 3 and 31, "2021-2023" gives 2021 and 2023); fiscal periods glued to letters are not ("Q3",
 // "FY2024", "3Q24"), and neither is the quarter of "Q3 revenue of 2.3 billion" (2.3e9 only).
@@ -92,7 +95,8 @@ const NUMBER_RE = new RegExp(
     String.raw`[-−–+]?` +
     String.raw`(?<num>[1-9]\d{0,2}(?<sep>[,${SPACE_SEPARATORS}])\d{3}(?:\k<sep>\d{3})*(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)` +
     String.raw`(?:(?<magw>\s?(?:thousand|million|billion|trillion|mn|mm|bn|tn)s?)|(?<maga>k|m|b)(?![\p{L}]))?` +
-    String.raw`(?:(?<unit>\s?(?:%|percent\b|per\s?cent\b|percentage\s+points?\b|pp\b|bps\b|bp\b|basis\s+points?\b))|(?<mult>[x×](?![\p{L}\p{N}_])|\stimes\b))?` +
+    String.raw`(?:(?<unit>\s?(?:%|percent\b|per\s?cent\b|percentage\s+points?\b|pp\b|bps\b|bp\b|basis\s+points?\b))` +
+    String.raw`|(?<mult>[x×](?![\p{L}\p{N}_])|\stimes\b))?` +
     String.raw`(?![\p{L}\p{N}_]|[.,]\d)`,
   'giu',
 );
@@ -141,7 +145,19 @@ const INDEX_NAMES: Record<string, readonly number[]> = {
 
 const NOT_BEFORE = String.raw`(?<![\p{L}\p{N}_])`;
 /** The number of a document or rule: "4", "20-F", "10b5-1", "16(b)", "2.02", "S-1", "13D". */
-const DOC_NUMBER = String.raw`(?:[A-Z]{1,2}[${HYPHENS}]?)?\d[\p{L}\p{N}]*(?:[${HYPHENS}.][\p{L}\p{N}]+)*(?:\([a-z0-9]{1,4}\))*`;
+const DOC_NUMBER =
+  String.raw`(?:[A-Z]{1,2}[${HYPHENS}]?)?\d[\p{L}\p{N}]*` +
+  String.raw`(?:[${HYPHENS}.][\p{L}\p{N}]+)*(?:\([a-z0-9]{1,4}\))*`;
+/** Capitalized names of documents, rules and regulatory classes whose number follows them. */
+const DOC_WORDS = [
+  ...['Forms?', 'Rules?', 'Sections?', 'Items?', 'Chapters?', 'Schedules?', 'Regulation', 'Exhibits?', 'Notes?'],
+  ...['Article', 'Tier', 'Level', 'Phase', 'Pillar', '§'],
+].join('|');
+/** Stock indexes named with their constituent count (INDEX_NAMES). */
+const INDEX_WORDS =
+  'S&P|Russell|FTSE|Nasdaq|NASDAQ|Nikkei|NIKKEI|Stoxx|STOXX|CAC|DAX|IBEX|AEX|ASX|TSX|KOSPI|Nifty|NIFTY|Topix|TOPIX';
+/** Exchanges whose tickers are digits, as written before one: "HKEX: 700". */
+const EXCHANGES = 'HKEX|SEHK|HKG|TYO|TSE|KRX|KOSDAQ|SHA|SSE|SHE|SZSE|TWSE|TPEX|BSE|NSE|SGX|KLSE';
 
 /** One regular expression per kind of name (see the header); `word` and `count` are checked in nameSpans. */
 const NAME_RES: readonly RegExp[] = [
@@ -152,25 +168,16 @@ const NAME_RES: readonly RegExp[] = [
   // A paragraph reference: "401(k)", "16(b)", "13(d)(1)".
   /(?<![\p{L}\p{N}_.,])\d+\([a-z]{1,4}\)(?:\([a-z0-9]{1,4}\))*/gu,
   // The number of a document, rule or regulatory class: "Form 10-K", "Rule 144", "Tier 1", "§ 16(b)".
-  new RegExp(
-    String.raw`${NOT_BEFORE}(?:Forms?|Rules?|Sections?|Items?|Chapters?|Schedules?|Regulation|Exhibits?|Notes?|Article|Tier|Level|Phase|Pillar|§)\s?(?:No\.\s?)?${DOC_NUMBER}`,
-    'gu',
-  ),
+  new RegExp(String.raw`${NOT_BEFORE}(?:${DOC_WORDS})\s?(?:No\.\s?)?${DOC_NUMBER}`, 'gu'),
   // A security identifier after its name: "CUSIP 037833100", "CIK: 0000320193".
   new RegExp(String.raw`${NOT_BEFORE}(?:CUSIP|ISIN|SEDOL|CIK|LEI|FIGI)(?:\s?(?:No\.|#|:))?\s?[A-Z0-9]+`, 'gu'),
   // A stock index and its constituent count: "S&P 500", "S&P/ASX 200", "Russell 2000".
-  new RegExp(
-    String.raw`${NOT_BEFORE}(?:S&P\/)?(?<index>S&P|Russell|FTSE|Nasdaq|NASDAQ|Nikkei|NIKKEI|Stoxx|STOXX|CAC|DAX|IBEX|AEX|ASX|TSX|KOSPI|Nifty|NIFTY|Topix|TOPIX)\s(?<count>\d+)(?![\p{N}_]|[.,]\d)`,
-    'gu',
-  ),
+  new RegExp(String.raw`${NOT_BEFORE}(?:S&P\/)?(?<index>${INDEX_WORDS})\s(?<count>\d+)(?![\p{N}_]|[.,]\d)`, 'gu'),
   // A model number after a lower-camel-case product name: "iPhone 15", "iOS 17".
   new RegExp(String.raw`${NOT_BEFORE}[a-z]+[A-Z]\p{L}*\s\d{1,3}(?![\p{L}\p{N}_]|[.,]\d)`, 'gu'),
   // A ticker with digits: "0700.HK", "7203.T"; "HKEX: 700".
   /(?<![\p{L}\p{N}_.,])\d{1,6}\.(?:HK|T|KS|KQ|TW|TWO|SS|SZ|SH|BO|NS|SI|KL|BK|JK)(?![\p{L}\p{N}_])/gu,
-  new RegExp(
-    String.raw`${NOT_BEFORE}(?:HKEX|SEHK|HKG|TYO|TSE|KRX|KOSDAQ|SHA|SSE|SHE|SZSE|TWSE|TPEX|BSE|NSE|SGX|KLSE)\s?:\s?\d{1,6}(?![\p{L}\p{N}_]|[.,]\d)`,
-    'gu',
-  ),
+  new RegExp(String.raw`${NOT_BEFORE}(?:${EXCHANGES})\s?:\s?\d{1,6}(?![\p{L}\p{N}_]|[.,]\d)`, 'gu'),
 ];
 
 /** A span of `text`, [start, end). */
