@@ -165,13 +165,14 @@ export async function fileFingerprint(path: string): Promise<string> {
     return 'missing';
   }
   if (s.isDirectory()) {
-    // A model or adapter folder: its regular files, not recursing (HF folders are flat).
-    const names = (await readdir(path, { withFileTypes: true }))
-      .filter((d) => d.isFile())
-      .map((d) => d.name)
-      .sort();
+    // A model or adapter folder: its files, not recursing (HF folders are flat). A file may be a
+    // symlink (an HF cache snapshot links every file to its blob): what it points at is hashed.
     const parts: string[] = [];
-    for (const n of names) parts.push(`${n}:${await fileFingerprint(join(path, n))}`);
+    for (const d of (await readdir(path, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const file = join(path, d.name);
+      if (d.isFile() || (d.isSymbolicLink() && (await stat(file).catch(() => null))?.isFile()))
+        parts.push(`${d.name}:${await fileFingerprint(file)}`);
+    }
     return sha256(parts.join('\n'));
   }
   if (s.size > HASH_CONTENT_LIMIT) return sha256(`size:${s.size};mtime:${s.mtimeMs}`);

@@ -3,13 +3,15 @@
 // fingerprints of exactly the stages that read it (and those downstream of them), and the
 // resolved-config.yaml files: the run's (every section) and the trainer's (what training used).
 // The device capability auto reads (f16 subgroup matrices) is forced on the engine's device.
-import { readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { withPrecisionAsync } from '../../src/engine/precision.js';
 import { engine } from '../../src/engine/tensor.js';
 import { loadConfig, RESOLVED_CONFIG_NAME, type ResolvedConfig } from '../../src/pipeline/config.js';
 import {
+  fileFingerprint,
   type PipelineState,
   runPipeline,
   STAGES,
@@ -76,6 +78,29 @@ describe('device-resolved settings in the fingerprints (no stage runs)', () => {
         .filter((k) => a[k] !== b[k])
         .sort(),
     ).toEqual(['evaluate.precision', 'evaluate.sampling']);
+  });
+});
+
+describe('the model folder fingerprint', () => {
+  it('follows symlinks (an HF cache snapshot links each file to its blob): the same files give the same fingerprint', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'finllm-fingerprint-'));
+    try {
+      const files = { 'config.json': '{"hidden_size": 8}', 'model.safetensors': 'weights v1' };
+      for (const sub of ['blobs', 'snapshot', 'copy']) mkdirSync(join(dir, sub));
+      for (const [name, text] of Object.entries(files)) {
+        writeFileSync(join(dir, 'blobs', `${name}.blob`), text);
+        symlinkSync(join('..', 'blobs', `${name}.blob`), join(dir, 'snapshot', name));
+        writeFileSync(join(dir, 'copy', name), text);
+      }
+      const snapshot = await fileFingerprint(join(dir, 'snapshot'));
+      expect(snapshot).toBe(await fileFingerprint(join(dir, 'copy')));
+      expect(snapshot).not.toBe(await fileFingerprint(join(dir, 'blobs')));
+      // Other weights behind the same link: another fingerprint.
+      writeFileSync(join(dir, 'blobs', 'model.safetensors.blob'), 'weights v2');
+      expect(await fileFingerprint(join(dir, 'snapshot'))).not.toBe(snapshot);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
