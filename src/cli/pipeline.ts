@@ -67,8 +67,12 @@ export function register(program: Command): void {
 Each stage writes into <output.dir>/stages/<stage>/ and is recorded in <output.dir>/pipeline-state.json
 with a fingerprint of its inputs. Re-running skips stages that are done with unchanged inputs, so a
 crashed or interrupted run continues where it stopped (training from its last checkpoint); changing
-an input re-runs that stage and the ones after it. The comparison reports are in
+an input re-runs that stage and the ones after it. training.precision auto counts as what it
+resolves to on this adapter (fp16-mixed with f16 tensor cores, else fp32): a folder trained where
+auto meant the other precision is trained again. The comparison reports are in
 <output.dir>/stages/compare/<suite>/ (report.html, summary.md, report.json).
+<output.dir>/resolved-config.yaml is the latest run's configuration, every section included (what
+\`finllm eval --run\` reads); stages/train/resolved-config.yaml holds what training used.
 
 model.path may be a Hugging Face Hub id, ORG/NAME or ORG/NAME@REVISION, when no local folder has
 that name: its config, tokenizer and safetensors weights are downloaded once into the HF cache

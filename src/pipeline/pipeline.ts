@@ -13,13 +13,30 @@
 // so fixing the input and re-running continues from there. An interrupted training stage resumes
 // from its latest checkpoint.
 //
+// Settings that resolve per device are fingerprinted as what they resolve to where the run happens:
+// training.precision `auto` is fp16-mixed on an adapter with f16 subgroup matrices and fp32 elsewhere,
+// so a run trained on one machine is trained again on a machine where auto means the other precision.
+// The trainer is given the resolved precision, so what it runs with and what is fingerprinted are one
+// value. The evaluations run in the engine's precision when the pipeline starts (fp32 unless the
+// caller set another; the config has no eval precision), with the KV cache dtype it implies, both
+// fingerprinted. training.batch_size `auto` stays `auto` in the fingerprint: the micro-batch is chosen
+// for memory from the effective batch (batch_size × grad_accum, or effective_batch_size), which is
+// fingerprinted and fixes what each optimizer step averages; choosing the split needs a trial step.
+//
+// <output.dir>/resolved-config.yaml is the run's configuration, written at the start of every run
+// with every section (eval included) and device-resolved settings in place: what `finllm eval --run`
+// reads. stages/train/resolved-config.yaml is the trainer's and holds what training used (no eval
+// section): an eval-only change re-runs the evaluations, not training, and leaves it as it was.
+//
 // Stage outputs:
 //   data/            data-report.json, data-report.txt (the data stage's validation and statistics)
 //   baseline_eval/   <suite>.results.json (finllm.results.v1) or <suite>.perplexity.json, base model
 //   train/           the trainer's run folder: adapter/ (LoRA) or model/ (full), checkpoints/, metrics.jsonl, ...
 //   finetuned_eval/  as baseline_eval, base model + the trained adapter, or the fully trained model
 //   compare/         <suite>/report.html, summary.md, report.json (finllm compare), summary.md/json
-//   export/          adapter/ (PEFT) and merged/ when output.export_merged; model/ under full training
+//   export/          adapter/ (PEFT) and merged/ when output.export_merged; model/ under full training;
+//                    the trainer's resolved-config.yaml (the prompt layout eval/generate/serve read)
+//   resolved-config.yaml  (in <output.dir>) the run's configuration, see above
 //
 // Both evaluations load the base model as the config says (model.quantize, model.storage), so the
 // comparison isolates the adapter (or, under full training, the trained weights). Without an `eval`
@@ -28,13 +45,30 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { cp, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, extname, join, relative } from 'node:path';
+import {
+  computePrecision,
+  type Precision,
+  type PrecisionSetting,
+  resolvePrecision,
+  withPrecision,
+  withPrecisionAsync,
+} from '../engine/precision.js';
+import { initEngine } from '../engine/tensor.js';
 import { InputError, Interrupted, RuntimeFailure } from '../errors.js';
 import { ensureFolder, writeFileAtomic } from '../io/atomic.js';
 import { loadLlamaConfig } from '../llama/config.js';
+import { resolveKvCacheDtype } from '../llama/kv-cache.js';
 import { exportMerged } from '../llama/merge.js';
 import type { LoadModelOptions } from '../llama/model.js';
 import { LlamaTokenizer } from '../llama/tokenizer.js';
-import { type EvalConfig, type EvalSuiteConfig, type ResolvedConfig, withLocalModel } from './config.js';
+import {
+  type EvalConfig,
+  type EvalSuiteConfig,
+  RESOLVED_CONFIG_NAME,
+  type ResolvedConfig,
+  saveResolvedConfig,
+  withLocalModel,
+} from './config.js';
 import { type DataStageConfig, formatReport, prepareData, saveReport } from './data/index.js';
 import { type Comparison, compareResults } from './eval/compare.js';
 import type { EvalMetric } from './eval/generation.js';
@@ -131,13 +165,14 @@ export async function fileFingerprint(path: string): Promise<string> {
     return 'missing';
   }
   if (s.isDirectory()) {
-    // A model or adapter folder: its regular files, not recursing (HF folders are flat).
-    const names = (await readdir(path, { withFileTypes: true }))
-      .filter((d) => d.isFile())
-      .map((d) => d.name)
-      .sort();
+    // A model or adapter folder: its files, not recursing (HF folders are flat). A file may be a
+    // symlink (an HF cache snapshot links every file to its blob): what it points at is hashed.
     const parts: string[] = [];
-    for (const n of names) parts.push(`${n}:${await fileFingerprint(join(path, n))}`);
+    for (const d of (await readdir(path, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const file = join(path, d.name);
+      if (d.isFile() || (d.isSymbolicLink() && (await stat(file).catch(() => null))?.isFile()))
+        parts.push(`${d.name}:${await fileFingerprint(file)}`);
+    }
     return sha256(parts.join('\n'));
   }
   if (s.size > HASH_CONTENT_LIMIT) return sha256(`size:${s.size};mtime:${s.mtimeMs}`);
@@ -227,10 +262,13 @@ interface EvalSpec {
   suites: (EvalSuite & { name: string })[];
   data: EvalDataSettings;
   maxNewTokens: number;
+  /** kvCache: the dtype `auto` resolves to under `precision`, so the fingerprint names what decoding stores. */
   sampling: NonNullable<EvaluateOptions['sampling']>;
+  /** The engine precision evaluate() runs in. */
+  precision: Precision;
 }
 
-function evalSpec(cfg: ResolvedConfig, ev: EvalConfig): EvalSpec {
+function evalSpec(cfg: ResolvedConfig, ev: EvalConfig, precision: Precision): EvalSpec {
   return {
     model: cfg.model.path,
     load: { storage: cfg.model.storage, ...(cfg.model.quantize === 'nf4' ? { quantize: 'nf4' as const } : {}) },
@@ -262,7 +300,9 @@ function evalSpec(cfg: ResolvedConfig, ev: EvalConfig): EvalSpec {
       topP: ev.sampling.top_p,
       repetitionPenalty: ev.sampling.repetition_penalty,
       seed: ev.sampling.seed,
+      kvCache: withPrecision(precision, () => resolveKvCacheDtype('auto')),
     },
+    precision,
   };
 }
 
@@ -396,6 +436,10 @@ interface PipelineRun {
   runDir: string;
   /** The fingerprint of cfg.model.path's folder. */
   modelFp: string;
+  /** training.precision resolved on this process's adapter: what the trainer runs with. */
+  trainingPrecision: Precision;
+  /** The engine precision the evaluations run in. */
+  evalPrecision: Precision;
   /** Each stage's fingerprint once decided: later stages include those of the stages they read from. */
   fp: Partial<Record<StageName, string>>;
   /** The comparison reports, written by the compare stage or read back when it is skipped. */
@@ -466,7 +510,7 @@ async function evalInputs(run: PipelineRun, spec: EvalSpec): Promise<Record<stri
  */
 function evalStage(run: PipelineRun, name: 'baseline_eval' | 'finetuned_eval'): StageSpec {
   const { cfg, ev, quiet } = run;
-  const spec = ev ? evalSpec(cfg, ev) : null;
+  const spec = ev ? evalSpec(cfg, ev, run.evalPrecision) : null;
   const baseline = name === 'baseline_eval';
   const evaluated: EvaluatedModel = baseline
     ? {}
@@ -481,20 +525,34 @@ function evalStage(run: PipelineRun, name: 'baseline_eval' | 'finetuned_eval'): 
       return baseline ? inputs : { ...inputs, train: run.fp.train! };
     },
     run: async (dir) => {
-      const outcomes = await evaluate(evalOptions(spec!, dir, baseline ? 'baseline' : 'fine-tuned', evaluated, quiet));
+      const options = evalOptions(spec!, dir, baseline ? 'baseline' : 'fine-tuned', evaluated, quiet);
+      const outcomes = await withPrecisionAsync(spec!.precision, () => evaluate(options));
       return outcomes.map((o) => o.out!);
     },
   };
 }
 
-/** The config the trainer runs with: the run's, writing into the stage folder (merging is the export stage's job). */
-function trainConfig(cfg: ResolvedConfig, dir: string): ResolvedConfig {
-  return { ...cfg, output: { ...cfg.output, dir, export_merged: false } };
+/**
+ * The run's config with the settings that resolve per device in place (training.precision): what
+ * the stages run with and what <output.dir>/resolved-config.yaml records.
+ */
+function runConfig(cfg: ResolvedConfig, trainingPrecision: Precision): ResolvedConfig {
+  return { ...cfg, training: { ...cfg.training, precision: trainingPrecision } };
+}
+
+/**
+ * The config the trainer runs with: the run's (precision resolved), writing into the stage folder
+ * (merging is the export stage's job), without the eval section it does not read, so the
+ * resolved-config.yaml it writes beside the trained model holds only what training used.
+ */
+function trainConfig(cfg: ResolvedConfig, trainingPrecision: Precision, dir: string): ResolvedConfig {
+  const run = runConfig(cfg, trainingPrecision);
+  return { ...run, eval: null, output: { ...run.output, dir, export_merged: false } };
 }
 
 /**
  * The train stage's config inputs: every section of the trainer's config, less its provenance
- * (`source`), the eval section it does not read, the folder it writes into and the console switch.
+ * (`source`), the eval section (null there), the folder it writes into and the console switch.
  */
 function trainConfigInputs(trainCfg: ResolvedConfig): Record<string, string> {
   const { source: _source, eval: _eval, output, logging, ...sections } = trainCfg;
@@ -505,7 +563,7 @@ function trainConfigInputs(trainCfg: ResolvedConfig): Record<string, string> {
 
 function trainStage(run: PipelineRun): StageSpec {
   const { cfg, quiet } = run;
-  const trainCfg = trainConfig(cfg, stageDir(run, 'train'));
+  const trainCfg = trainConfig(cfg, run.trainingPrecision, stageDir(run, 'train'));
   return {
     name: 'train',
     resumable: true,
@@ -565,13 +623,18 @@ function exportStage(run: PipelineRun): StageSpec {
       'config.output.export_merged': valueFingerprint(cfg.output.export_merged),
     }),
     run: async (dir) => {
+      // The training settings beside the exported folders, as beside the trained ones: eval, generate
+      // and serve read the prompt layout (and merging, the NF4 base) from the resolved-config.yaml there.
+      const settings = join(stageDir(run, 'train'), RESOLVED_CONFIG_NAME);
+      const copied = existsSync(settings) ? [join(dir, RESOLVED_CONFIG_NAME)] : [];
+      if (copied.length) await cp(settings, copied[0]!);
       if (cfg.training.method === 'full') {
         // The fully trained model is already a complete HF checkpoint: nothing to merge.
         await cp(trainedModelDir(run), join(dir, 'model'), { recursive: true });
-        return [join(dir, 'model')];
+        return [join(dir, 'model'), ...copied];
       }
       const adapterDir = trainedAdapterDir(run);
-      const out = [join(dir, 'adapter')];
+      const out = [join(dir, 'adapter'), ...copied];
       await cp(adapterDir, join(dir, 'adapter'), { recursive: true });
       if (cfg.output.export_merged) {
         await exportMerged(adapterDir, cfg.model.path, join(dir, 'merged'), { dtype: 'source' });
@@ -597,15 +660,9 @@ export async function runPipeline(configured: ResolvedConfig, opts: PipelineOpti
   const runDir = cfg.output.dir;
   await ensureFolder(join(runDir, 'stages'));
   const state = await readPipelineState(runDir);
-  const run: PipelineRun = {
-    cfg,
-    ev,
-    quiet,
-    runDir,
-    modelFp: await fileFingerprint(cfg.model.path),
-    fp: {},
-    reports: [],
-  };
+  const { run, notes } = await startRun(cfg, quiet);
+  for (const note of notes) log(`[pipeline] ${note}`);
+  saveResolvedConfig(runConfig(cfg, run.trainingPrecision), runDir, notes);
   const outcomes = await runStages(stageTable(run), run, state, opts.rerunFrom, log);
   const exported = join(stageDir(run, 'export'), 'adapter');
   const merged = join(stageDir(run, 'export'), 'merged');
@@ -619,6 +676,65 @@ export async function runPipeline(configured: ResolvedConfig, opts: PipelineOpti
     modelDir: existsSync(exportedModel) ? exportedModel : null,
     mergedDir: existsSync(merged) ? merged : null,
   };
+}
+
+/**
+ * What the stages of `cfg` (model.path a local folder) share: the model's fingerprint and the
+ * device-resolved precisions; `notes` say how an `auto` was resolved.
+ */
+async function startRun(cfg: ResolvedConfig, quiet: boolean): Promise<{ run: PipelineRun; notes: string[] }> {
+  const training = await resolveTrainingPrecision(cfg.training.precision);
+  const run: PipelineRun = {
+    cfg,
+    ev: cfg.eval ?? null,
+    quiet,
+    runDir: cfg.output.dir,
+    modelFp: await fileFingerprint(cfg.model.path),
+    trainingPrecision: training.precision,
+    evalPrecision: computePrecision(),
+    fp: {},
+    reports: [],
+  };
+  return { run, notes: training.note ? [training.note] : [] };
+}
+
+/** training.precision as the trainer runs it: `auto` resolved on this process's adapter (the engine starts for it). */
+async function resolveTrainingPrecision(
+  setting: PrecisionSetting,
+): Promise<{ precision: Precision; note: string | null }> {
+  if (setting !== 'auto') return { precision: setting, note: null };
+  const { dev } = await initEngine();
+  const precision = resolvePrecision(setting, dev);
+  const why = dev.hasF16SubgroupMatrix() ? 'the adapter has f16 subgroup matrices' : 'no f16 subgroup matrices';
+  return { precision, note: `training.precision: auto -> ${precision} (${why}: ${dev.name})` };
+}
+
+/** A stage's fingerprint inputs and fingerprint; inputs null where the stage does not apply. */
+export interface StageFingerprint {
+  name: StageName;
+  inputs: Record<string, string> | null;
+  fingerprint: string;
+}
+
+/**
+ * Every stage's fingerprint for `cfg` (model.path a local folder) as a run here would record it,
+ * without running a stage: what a re-run compares with pipeline-state.json.
+ */
+export async function stageFingerprints(cfg: ResolvedConfig): Promise<StageFingerprint[]> {
+  const { run } = await startRun(cfg, true);
+  const out: StageFingerprint[] = [];
+  for (const spec of stageTable(run)) {
+    const inputs = await spec.inputs();
+    out.push({ name: spec.name, inputs, fingerprint: decideFingerprint(run, spec.name, inputs) });
+  }
+  return out;
+}
+
+/** A stage's fingerprint from its inputs ('skipped' where it does not apply), kept for the stages that read it. */
+function decideFingerprint(run: PipelineRun, name: StageName, inputs: Record<string, string> | null): string {
+  const fingerprint = inputs === null ? 'skipped' : combine(inputs);
+  run.fp[name] = fingerprint;
+  return fingerprint;
 }
 
 function checkEvalFiles(ev: EvalConfig): void {
@@ -647,8 +763,8 @@ async function runStages(
     if (rerunFrom === spec.name) forced = true;
     const inputs = await spec.inputs();
     const prev = state.stages[spec.name];
+    const fingerprint = decideFingerprint(run, spec.name, inputs);
     if (inputs === null) {
-      run.fp[spec.name] = 'skipped';
       state.stages[spec.name] = {
         status: 'skipped',
         fingerprint: 'skipped',
@@ -662,8 +778,6 @@ async function runStages(
       log(`[pipeline] ${spec.name}: skipped (no eval section in the config)`);
       continue;
     }
-    const fingerprint = combine(inputs);
-    run.fp[spec.name] = fingerprint;
     const outputsExist = prev?.outputs.every((p) => existsSync(join(run.runDir, p))) ?? false;
     if (!forced && prev?.status === 'done' && prev.fingerprint === fingerprint && outputsExist) {
       outcomes.push({ name: spec.name, outcome: 'skipped (done)', seconds: 0 });
