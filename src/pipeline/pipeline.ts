@@ -78,6 +78,7 @@ import { readResults, readTrainingLog } from './eval/results.js';
 import { type EvalDataSettings, type EvalSuite, type EvaluateOptions, evaluate } from './eval/run.js';
 import { verdictLine } from './eval/verdict.js';
 import { checkSeqLenFitsModel } from './train/checks.js';
+import { CHECKPOINTING_KEYS } from './train/resume.js';
 import { runTraining } from './train/trainer.js';
 
 export const STAGES = ['data', 'baseline_eval', 'train', 'finetuned_eval', 'compare', 'export'] as const;
@@ -552,13 +553,17 @@ function trainConfig(cfg: ResolvedConfig, trainingPrecision: Precision, dir: str
 
 /**
  * The train stage's config inputs: every section of the trainer's config, less its provenance
- * (`source`), the eval section (null there), the folder it writes into and the console switch.
+ * (`source`), the eval section (null there), the folder it writes into, the console switch and
+ * when it checkpoints (CHECKPOINTING_KEYS: a finished stage is not re-trained for those).
  */
 function trainConfigInputs(trainCfg: ResolvedConfig): Record<string, string> {
-  const { source: _source, eval: _eval, output, logging, ...sections } = trainCfg;
+  const { source: _source, eval: _eval, output, logging, training, ...sections } = trainCfg;
   const { dir: _dir, ...exported } = output;
   const { console: _console, ...written } = logging;
-  return specInputs('config', { ...sections, output: exported, logging: written });
+  const computed = Object.fromEntries(
+    Object.entries(training).filter(([k]) => !(CHECKPOINTING_KEYS as readonly string[]).includes(k)),
+  );
+  return specInputs('config', { ...sections, training: computed, output: exported, logging: written });
 }
 
 function trainStage(run: PipelineRun): StageSpec {

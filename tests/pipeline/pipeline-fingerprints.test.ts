@@ -119,6 +119,10 @@ const READERS: [string, StageName[]][] = [
   ['data.preprocess', ['data', 'baseline_eval', 'train']],
   ['data', ['data', 'train']],
   ['training.seed', ['data', 'train']],
+  // When training checkpoints, not what it computes: a finished training stage stays done.
+  ['training.resume', []],
+  ['training.save_every', []],
+  ['training.keep_last_checkpoints', []],
   ['training', ['train']],
   // The run folder itself, and whether progress is printed: no stage's output depends on them.
   ['output.dir', []],

@@ -99,6 +99,12 @@ export function readTrainerState(file: string, step: number): TrainerState {
 }
 
 /**
+ * The training settings that say when and how a run checkpoints, not what it computes: a run
+ * resumed or re-run with other values trains the same weights.
+ */
+export const CHECKPOINTING_KEYS = ['resume', 'save_every', 'keep_last_checkpoints'] as const;
+
+/**
  * Keys whose change cannot alter the trained weights (prefix match on the dotted path). The data
  * files' paths are here because the data themselves are checked: the data loader refuses a
  * checkpoint made from other examples (a fingerprint of their token ids), so a moved file is fine.
@@ -110,9 +116,7 @@ const HARMLESS_KEYS = [
   'output.export_merged',
   'data.train',
   'data.val',
-  'training.resume',
-  'training.save_every',
-  'training.keep_last_checkpoints',
+  ...CHECKPOINTING_KEYS.map((k) => `training.${k}`),
   'training.log_every',
 ];
 
