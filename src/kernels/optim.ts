@@ -27,6 +27,7 @@
 // buffer, several tensors per dispatch; one workgroup sums them in a fixed order and writes norm and
 // coef = min(1, max/(norm+1e-6)); then every gradient is scaled by coef read from GPU memory (again
 // several tensors per dispatch). The norm comes back as a Tensor.
+import { storageBindingLimit } from '../engine/device.js';
 import { engine, Tensor } from '../engine/tensor.js';
 import { assertDtype, grid1d, Uniforms, WGSL_FLAT_INDEX } from './common.js';
 import { kernelFamily } from './variants.js';
@@ -197,8 +198,10 @@ export class AdamW {
       if (!this.params.includes(t))
         throw new RangeError(`AdamW: a noWeightDecay tensor [${t.shape}] is not among the parameters`);
     this.decays = this.params.map((p) => !exempt.has(p));
-    // Pack the moments into chunks of at most maxStorageBufferBindingSize bytes (m and v halves).
-    const bindingHalf = Math.floor(engine().dev.limits.maxStorageBufferBindingSize / 8);
+    // Pack the moments into chunks of at most one storage binding (m and v halves). A parameter
+    // whose moments alone exceed it gets a chunk of its own, which its step dispatch cannot bind:
+    // the device refuses that dispatch (BindingTooLargeError) as out of memory.
+    const bindingHalf = Math.floor(storageBindingLimit(engine().dev.limits) / 8);
     const maxHalf = Math.min(bindingHalf, opts.stateChunkElements ?? bindingHalf);
     let cur: Omit<StateChunk, 'buf'> = { members: [], offsets: [], n: 0 };
     const pending: Omit<StateChunk, 'buf'>[] = [];
