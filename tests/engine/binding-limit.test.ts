@@ -3,6 +3,7 @@
 // before Dawn sees it (Dawn would report only an uncaptured validation error and skip the work), by
 // the GPU device and by the meta device standing in for it alike; a binding of exactly the limit runs.
 import { afterAll, describe, expect, it } from 'vitest';
+import { reportError } from '../../src/cli/common.js';
 import {
   BindingTooLargeError,
   type BufferBinding,
@@ -136,6 +137,13 @@ describe("the device's largest storage binding", () => {
       );
       expect((err as Error).message).toBe(message(KEY, 2, '1.0 MiB (1048832 bytes)', '1.0 MiB (1048576 bytes)'));
     });
+  });
+
+  it('a command that meets it exits with code 2 and the one line, no stack trace', () => {
+    const err = new BindingTooLargeError('embedding:{"tType":"f32"}', 2, 2101346304, 2 ** 30);
+    const line = `GPU out of memory: kernel 'embedding:{"tType":"f32"}' binds 1.96 GiB at @binding(2), more than the device's largest storage binding (its maxStorageBufferBindingSize, 1.00 GiB)`;
+    expect(err.message).toBe(line);
+    expect(reportError(err)).toEqual({ exitCode: 2, message: line });
   });
 
   it('the meta device refuses what the GPU device refuses, with the same error, binding by binding', () => {
