@@ -94,14 +94,14 @@ export function checkBufferSize(size: number, limits: GPUSupportedLimits, memory
 }
 
 /**
- * The most bytes one storage binding may cover on a device with these limits: its
- * maxStorageBufferBindingSize (and a binding lies within its buffer, at most maxBufferSize). The one
- * rule for "does this fit one binding": every dispatch is checked against it (checkBindings), and
- * code that splits its work to respect it (AdamW's state chunks, the loss head's row chunks, KV
- * caches, decode slots) sizes its pieces with it.
+ * The most bytes one storage binding may cover on a device with these limits (its
+ * maxStorageBufferBindingSize). The one rule for "does this fit one binding": every dispatch is
+ * checked against it (checkBindings), and code that splits its work to respect it (AdamW's state
+ * chunks, the loss head's row chunks, KV caches and decode slots, whose buffers must also fit
+ * maxBufferSize) sizes its pieces with it.
  */
 export function storageBindingLimit(limits: GPUSupportedLimits): number {
-  return Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
+  return limits.maxStorageBufferBindingSize;
 }
 
 /**
@@ -120,11 +120,17 @@ export class BindingTooLargeError extends OutOfMemoryError {
     readonly binding: number,
     bindingBytes: number,
     readonly maxBindingBytes: number,
+    /** The named tensor bound (a model weight), when it has a name. */
+    readonly weight?: { name: string; dtype?: string },
   ) {
     super(bindingBytes, { liveBytes: 0, capacityBytes: null, capacitySource: null });
     let [size, limit] = [formatBytes(bindingBytes), formatBytes(maxBindingBytes)];
-    if (size === limit) [size, limit] = [`${size} (${bindingBytes} bytes)`, `${limit} (${maxBindingBytes} bytes)`];
-    this.message = `GPU out of memory: kernel '${kernel}' binds ${size} at @binding(${binding}), more than the device's largest storage binding (its maxStorageBufferBindingSize, ${limit})`;
+    if (size === limit) [size, limit] = [`${bindingBytes} bytes`, `${maxBindingBytes} bytes`];
+    // A weight is bound whole by the kernels that read it: 16-bit storage is what halves an f32 one.
+    const what = !weight
+      ? size
+      : `weight ${weight.name} (${weight.dtype ? `${weight.dtype}, ` : ''}${size}${weight.dtype === 'f32' ? '; 16-bit storage halves it' : ''})`;
+    this.message = `GPU out of memory: kernel '${kernel}' binds ${what} at @binding(${binding}), more than the device's largest storage binding (its maxStorageBufferBindingSize, ${limit})`;
   }
 }
 
@@ -142,8 +148,16 @@ export function checkBindings(spec: DispatchSpec, limits: GPUSupportedLimits): v
   const limit = storageBindingLimit(limits);
   const first = spec.uniforms ? 1 : 0;
   for (let i = 0; i < spec.buffers.length; i++) {
-    const bytes = bindingBytes(spec.buffers[i]!);
-    if (bytes > limit) throw new BindingTooLargeError(spec.pipeline.label, first + i, bytes, limit);
+    const b = spec.buffers[i]!;
+    const bytes = bindingBytes(b);
+    if (bytes > limit)
+      throw new BindingTooLargeError(
+        spec.pipeline.label,
+        first + i,
+        bytes,
+        limit,
+        b.name ? { name: b.name, dtype: b.dtype } : undefined,
+      );
   }
 }
 
@@ -284,6 +298,10 @@ export interface BufferBinding {
   buffer: GPUBuffer;
   offset?: number;
   size?: number;
+  /** The name of the tensor bound, where it has one (a model weight: its checkpoint name), for messages. */
+  name?: string;
+  /** Its dtype, with `name`. */
+  dtype?: string;
 }
 
 export interface DispatchSpec {

@@ -146,7 +146,7 @@ export function maxDecodeSlots(
   const layerBytes = S * c.numKeyValueHeads * c.headDim * bytesPerElement(o.kvCacheDtype ?? 'f32');
   const rowBytes = c.vocabSize * 4;
   const { dev, pool } = engine();
-  const bind = storageBindingLimit(dev.limits);
+  const bind = Math.min(dev.limits.maxBufferSize, storageBindingLimit(dev.limits));
   const byBinding = Math.floor(bind / Math.max(layerBytes, rowBytes));
   let slots = byBinding;
   let why = `one layer's KV cache takes ${formatBytes(layerBytes)} per slot (${S} positions) and this GPU binds buffers of up to ${formatBytes(bind)}`;

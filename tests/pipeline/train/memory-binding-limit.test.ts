@@ -82,10 +82,10 @@ async function runError(cfg: ResolvedConfig): Promise<Error> {
   throw new Error('the run did not stop');
 }
 
-/** "<size> (<n> bytes)" where the sizes of a refusal round to the same unit figure, as its message writes them. */
+/** The sizes of a refusal as its message writes them: exact bytes where they round to the same figure. */
 const sizes = (bound: number, limit: number): [string, string] =>
   formatBytes(bound) === formatBytes(limit)
-    ? [`${formatBytes(bound)} (${bound} bytes)`, `${formatBytes(limit)} (${limit} bytes)`]
+    ? [`${bound} bytes`, `${limit} bytes`]
     : [formatBytes(bound), formatBytes(limit)];
 
 describe("the device's largest storage binding (maxStorageBufferBindingSize) in the memory estimate", () => {
@@ -155,16 +155,18 @@ describe("the device's largest storage binding (maxStorageBufferBindingSize) in 
     const fixed = config(['training.batch_size=2']); // QLoRA: nf4 decoder layers, the embedding at model.storage f32
     const llama = await loadLlamaConfig(fixed.model.path);
     const mode = fixed.training.grad_checkpointing;
-    const table = llama.vocabSize * llama.hiddenSize * 4;
-    const limit = table - 4;
+    const tableBytes = llama.vocabSize * llama.hiddenSize * 4;
+    const limit = tableBytes - 4;
 
     await withMaxBinding(limit, async () => {
-      const [bound, max] = sizes(table, limit);
+      const [bound, max] = sizes(tableBytes, limit);
+      // Named as the checkpoint names it, with what 16-bit storage does to it.
+      const table = `weight model.embed_tokens.weight (f32, ${bound}; 16-bit storage halves it)`;
       const e = estimateStep(fixed, llama, 1, mode, 1);
       expect(e.total).toBe(Number.POSITIVE_INFINITY);
       // The forward's first dispatch, the embedding gather, binds the table T at @binding(2).
       expect(e.refused).toBe(
-        `GPU out of memory: kernel 'embedding:{"tType":"f32"}' binds ${bound} at @binding(2), more than the device's largest storage binding (its maxStorageBufferBindingSize, ${max})`,
+        `GPU out of memory: kernel 'embedding:{"tType":"f32"}' binds ${table} at @binding(2), more than the device's largest storage binding (its maxStorageBufferBindingSize, ${max})`,
       );
       const advice = memoryAdvice(fixed, llama, 2);
       expect(advice).toMatch(/^To fit, change one of: model\.storage: bf16 \(now f32\) needs ~[0-9.]+ [KMG]iB\.$/);
@@ -173,7 +175,7 @@ describe("the device's largest storage binding (maxStorageBufferBindingSize) in 
       const err = await runError(fixed);
       expect(err).toBeInstanceOf(RuntimeFailure);
       expect(err.message).toBe(
-        `GPU out of memory: kernel 'finite.count:{}' binds ${bound} at @binding(1), more than the device's largest storage binding (its maxStorageBufferBindingSize, ${max}) while loading the model. ` +
+        `GPU out of memory: kernel 'finite.count:{}' binds ${table} at @binding(1), more than the device's largest storage binding (its maxStorageBufferBindingSize, ${max}) while loading the model. ` +
           'The estimated peak of this configuration is more than the device allows (a buffer above its maxBufferSize or a binding above its maxStorageBufferBindingSize) ' +
           `(micro-batch 2 × ${SEQ} tokens, grad_checkpointing ${mode}). ${advice} No checkpoint was written yet; nothing in the run folder needs cleaning up.`,
       );
