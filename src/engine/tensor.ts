@@ -317,7 +317,10 @@ export class Tensor {
   /** The binding covering exactly this tensor's bytes (pool buffers may be larger), named as the tensor is. */
   get binding(): BufferBinding {
     const b: BufferBinding = { buffer: this.buffer, offset: 0, size: storageBytes(this.dtype, this.numel) };
-    if (this.name) [b.name, b.dtype] = [this.name, this.dtype];
+    if (this.name) {
+      b.name = this.name;
+      b.dtype = this.dtype;
+    }
     return b;
   }
 
