@@ -93,6 +93,74 @@ export function checkBufferSize(size: number, limits: GPUSupportedLimits, memory
     );
 }
 
+/**
+ * The most bytes one storage binding may cover on a device with these limits (its
+ * maxStorageBufferBindingSize). The one rule for "does this fit one binding": every dispatch is
+ * checked against it (checkBindings), and code that splits its work to respect it (AdamW's state
+ * chunks, the loss head's row chunks, KV caches and decode slots, whose buffers must also fit
+ * maxBufferSize) sizes its pieces with it.
+ */
+export function storageBindingLimit(limits: GPUSupportedLimits): number {
+  return limits.maxStorageBufferBindingSize;
+}
+
+/**
+ * A dispatch binds more bytes at one storage binding than the device's maxStorageBufferBindingSize:
+ * the device refuses it whatever memory is free (WebGPU would report only an uncaptured validation
+ * error and skip the work). An out-of-memory error all the same, as BufferTooLargeError: the memory
+ * estimate on the meta device refuses it alike, and what makes it fit is a smaller micro-batch or
+ * shorter sequences for activations, 16-bit weights for a weight, a device with larger bindings.
+ */
+export class BindingTooLargeError extends OutOfMemoryError {
+  override name = 'BindingTooLargeError';
+  constructor(
+    /** The kernel's pipeline key. */
+    readonly kernel: string,
+    /** The @binding index in the kernel's WGSL. */
+    readonly binding: number,
+    bindingBytes: number,
+    readonly maxBindingBytes: number,
+    /** The named tensor bound (a model weight), when it has a name. */
+    readonly weight?: { name: string; dtype?: string },
+  ) {
+    super(bindingBytes, { liveBytes: 0, capacityBytes: null, capacitySource: null });
+    let [size, limit] = [formatBytes(bindingBytes), formatBytes(maxBindingBytes)];
+    if (size === limit) [size, limit] = [`${bindingBytes} bytes`, `${maxBindingBytes} bytes`];
+    // A weight is bound whole by the kernels that read it: 16-bit storage is what halves an f32 one.
+    const what = !weight
+      ? size
+      : `weight ${weight.name} (${weight.dtype ? `${weight.dtype}, ` : ''}${size}${weight.dtype === 'f32' ? '; 16-bit storage halves it' : ''})`;
+    this.message = `GPU out of memory: kernel '${kernel}' binds ${what} at @binding(${binding}), more than the device's largest storage binding (its maxStorageBufferBindingSize, ${limit})`;
+  }
+}
+
+/** The bytes a binding covers: its size, or (WebGPU's default) the rest of its buffer from its offset. */
+export function bindingBytes(b: BufferBinding): number {
+  return b.size ?? b.buffer.size - (b.offset ?? 0);
+}
+
+/**
+ * Refuses a dispatch that binds a storage buffer range above storageBindingLimit with
+ * BindingTooLargeError, before the device sees it. Both devices call it on every dispatch they
+ * record (the GPU device once per bind group it creates).
+ */
+export function checkBindings(spec: DispatchSpec, limits: GPUSupportedLimits): void {
+  const limit = storageBindingLimit(limits);
+  const first = spec.uniforms ? 1 : 0;
+  for (let i = 0; i < spec.buffers.length; i++) {
+    const b = spec.buffers[i]!;
+    const bytes = bindingBytes(b);
+    if (bytes > limit)
+      throw new BindingTooLargeError(
+        spec.pipeline.label,
+        first + i,
+        bytes,
+        limit,
+        b.name ? { name: b.name, dtype: b.dtype } : undefined,
+      );
+  }
+}
+
 export type FeatureName =
   | 'subgroups'
   | 'timestamp-query'
@@ -195,6 +263,12 @@ export interface DeviceOptions {
   adapter?: string;
   /** Features to leave off even when present (tests of the portable fallbacks). Default: FINLLM_DISABLE_FEATURES. */
   disableFeatures?: FeatureName[];
+  /**
+   * Bind at most this many bytes per storage binding, below what the adapter allows (the device
+   * then behaves as one with this maxStorageBufferBindingSize: its kernels split their work to it
+   * and a dispatch above it is refused). Default: the adapter's limit.
+   */
+  maxStorageBufferBindingSize?: number;
 }
 
 export interface AdapterDescription {
@@ -224,6 +298,10 @@ export interface BufferBinding {
   buffer: GPUBuffer;
   offset?: number;
   size?: number;
+  /** The name of the tensor bound, where it has one (a model weight: its checkpoint name), for messages. */
+  name?: string;
+  /** Its dtype, with `name`. */
+  dtype?: string;
 }
 
 export interface DispatchSpec {
@@ -329,7 +407,14 @@ export class GpuDevice {
   };
   private passTiming: PassTiming | null = null;
 
-  private constructor(gpu: GPU, adapter: GPUAdapter, device: GPUDevice, features: Set<FeatureName>, toggles: string[]) {
+  private constructor(
+    gpu: GPU,
+    adapter: GPUAdapter,
+    device: GPUDevice,
+    features: Set<FeatureName>,
+    toggles: string[],
+    maxBinding?: number,
+  ) {
     this.gpuInstance = gpu;
     this.toggles = toggles;
     this.dumpDir = process.env.FINLLM_DUMP_WGSL || null;
@@ -343,6 +428,9 @@ export class GpuDevice {
     const names = new Set([...Object.keys(native), ...Object.getOwnPropertyNames(Object.getPrototypeOf(native))]);
     const copy: Record<string, number> = {};
     for (const k of names) if (typeof native[k] === 'number') copy[k] = native[k];
+    // Dawn grants no limit below WebGPU's default (128 MiB here): a lower one is the engine's own.
+    if (maxBinding !== undefined)
+      copy.maxStorageBufferBindingSize = Math.min(copy.maxStorageBufferBindingSize!, maxBinding);
     this.limits = Object.freeze(copy) as unknown as GPUSupportedLimits;
     const ai = adapter.info;
     const description = `${ai.vendor} ${ai.architecture} ${ai.device} ${ai.description}`.trim();
@@ -393,7 +481,10 @@ export class GpuDevice {
       requiredFeatures: [...features] as GPUFeatureName[],
       requiredLimits: {
         maxBufferSize: L.maxBufferSize,
-        maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
+        maxStorageBufferBindingSize: Math.min(
+          L.maxStorageBufferBindingSize,
+          opts.maxStorageBufferBindingSize ?? Infinity,
+        ),
         maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
         maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
         maxComputeWorkgroupSizeX: L.maxComputeWorkgroupSizeX,
@@ -402,7 +493,7 @@ export class GpuDevice {
         maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
       },
     });
-    return new GpuDevice(gpu, adapter, device, features, toggles);
+    return new GpuDevice(gpu, adapter, device, features, toggles, opts.maxStorageBufferBindingSize);
   }
 
   /** Dispatches recorded since the device was created (for tests and benchmarks). */
@@ -622,6 +713,7 @@ export class GpuDevice {
     for (const b of spec.buffers) key += `|${this.idOf(b.buffer)}:${b.offset ?? 0}:${b.size ?? -1}`;
     let bindGroup = this.bindGroups.get(key);
     if (!bindGroup) {
+      checkBindings(spec, this.limits);
       const entries: GPUBindGroupEntry[] = [];
       let binding = 0;
       if (spec.uniforms)

@@ -7,6 +7,7 @@
 // src/pipeline/train/memory.ts). Nothing computed on it has values.
 import {
   type AdapterDescription,
+  checkBindings,
   checkBufferSize,
   type Device,
   type DeviceStats,
@@ -113,7 +114,10 @@ export class MetaDevice implements Device {
   }
   clearBindGroupCache(): void {}
 
-  /** Checks the grid as the GPU device does (a grid it refuses is refused here too), then records nothing. */
+  /**
+   * Checks the grid and the bindings as the GPU device does (a dispatch it refuses is refused here
+   * too, with the same error), then records nothing.
+   */
   dispatch(spec: DispatchSpec): void {
     const [x, y = 1, z = 1] = spec.workgroups;
     const max = this.limits.maxComputeWorkgroupsPerDimension;
@@ -121,6 +125,8 @@ export class MetaDevice implements Device {
       throw new GpuError(
         `dispatch (${x}, ${y}, ${z}) exceeds ${max} workgroups per dimension (${spec.pipeline.label})`,
       );
+    // An empty grid is skipped by the GPU device before it binds anything.
+    if (x > 0 && y > 0 && z > 0) checkBindings(spec, this.limits);
     this.stats.dispatches++;
   }
   flush(): void {}

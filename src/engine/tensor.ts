@@ -1,6 +1,6 @@
 // Tensors: a shape, a dtype and a pooled GPU buffer, reference counted so views (reshape) share
 // storage, and freed deterministically by `tidy` scopes. Reading back to the CPU is explicit.
-import { type Device, getDevice, type MemoryContext, OutOfMemoryError } from './device.js';
+import { type BufferBinding, type Device, getDevice, type MemoryContext, OutOfMemoryError } from './device.js';
 import { type DeviceMemory, deviceMemory } from './device-memory.js';
 
 /**
@@ -314,9 +314,14 @@ export class Tensor {
     return this.storage;
   }
 
-  /** The binding covering exactly this tensor's bytes (pool buffers may be larger). */
-  get binding(): { buffer: GPUBuffer; offset: number; size: number } {
-    return { buffer: this.buffer, offset: 0, size: storageBytes(this.dtype, this.numel) };
+  /** The binding covering exactly this tensor's bytes (pool buffers may be larger), named as the tensor is. */
+  get binding(): BufferBinding {
+    const b: BufferBinding = { buffer: this.buffer, offset: 0, size: storageBytes(this.dtype, this.numel) };
+    if (this.name) {
+      b.name = this.name;
+      b.dtype = this.dtype;
+    }
+    return b;
   }
 
   get byteSize(): number {

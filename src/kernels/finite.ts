@@ -73,7 +73,7 @@ export function countNonFiniteInto(x: Tensor, counts: Tensor, slot: number): voi
   const words = kind === 'f32' ? x.numel : Math.ceil(x.numel / 2);
   const groups = Math.min(MAX_WORKGROUPS, Math.max(1, Math.ceil(words / (WG * WORDS_PER_THREAD))));
   const u = new Uniforms().u32(x.numel).u32(words).u32(slot).u32(KIND_CODE[kind]);
-  COUNT.dispatch({}, [{ buffer: x.buffer, offset: 0, size: words * 4 }, counts], [groups], u);
+  COUNT.dispatch({}, [{ ...x.binding, size: words * 4 }, counts], [groups], u);
 }
 
 /** The number of non-finite elements of `x` (one readback; for tests and one-off checks). */

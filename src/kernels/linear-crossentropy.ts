@@ -16,6 +16,7 @@
 // crossEntropy(): the same kernels, so the results match the unfused path to rounding of the GEMM
 // tile order.
 import { recordOp } from '../engine/autograd.js';
+import { storageBindingLimit } from '../engine/device.js';
 import { engine, Tensor } from '../engine/tensor.js';
 import { assertDtype, grid1d, Uniforms, WG, WGSL_FLAT_INDEX } from './common.js';
 import { crossEntropyBackwardInPlace, crossEntropyMean, crossEntropyRowsInto } from './crossentropy.js';
@@ -124,7 +125,7 @@ export function linearCrossEntropy(h: Tensor, w: Tensor, labels: Tensor, opts: L
     if (opts.rows.numel !== m) throw new RangeError(`linearCrossEntropy: ${opts.rows.numel} rows for ${m} labels`);
   } else if (m !== n) throw new RangeError(`linearCrossEntropy: ${m} labels for ${n} rows of h`);
   const ignoreIndex = opts.ignoreIndex ?? -100;
-  const chunk = opts.chunkRows ?? lossChunkRows(m, v, engine().dev.limits.maxStorageBufferBindingSize);
+  const chunk = opts.chunkRows ?? lossChunkRows(m, v, storageBindingLimit(engine().dev.limits));
   if (!(Number.isInteger(chunk) && chunk >= 1))
     throw new RangeError(`linearCrossEntropy: chunkRows must be a positive integer, got ${chunk}`);
   const idx = opts.rows

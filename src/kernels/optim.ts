@@ -20,13 +20,15 @@
 // each dispatch binds a group of up to K (param, grad) pairs and reads a small uniform table of
 // (state offset, length, first workgroup, workgroups) per tensor; a workgroup finds its tensor in the
 // table and grid-strides over it. The moments live in a few flat buffers owned by the optimizer
-// ([m of every tensor | v of every tensor], one binding), each within the storage binding size limit.
+// ([m of every tensor | v of every tensor], one binding), each within the storage binding size limit;
+// a tensor whose moments alone exceed it is updated in pieces (table entries over ranges of it).
 // WGSL is generated per group size (and clip-scale variant) and cached by key.
 //
 // clipGradNorm: per tensor, partial sums of squares (up to 64 workgroups each) into one partials
 // buffer, several tensors per dispatch; one workgroup sums them in a fixed order and writes norm and
 // coef = min(1, max/(norm+1e-6)); then every gradient is scaled by coef read from GPU memory (again
 // several tensors per dispatch). The norm comes back as a Tensor.
+import { type BufferBinding, storageBindingLimit } from '../engine/device.js';
 import { engine, Tensor } from '../engine/tensor.js';
 import { assertDtype, grid1d, Uniforms, WGSL_FLAT_INDEX } from './common.js';
 import { kernelFamily } from './variants.js';
@@ -39,8 +41,9 @@ export interface AdamWOptions {
   /** Parameters that get no weight decay (e.g. norm weights under full training, as the HF Trainer does). */
   noWeightDecay?: readonly Tensor[];
   /**
-   * Most moment elements per flat state buffer (each holds m and v of whole tensors). Default and
-   * upper bound: what one storage binding can hold; smaller values exist for tests.
+   * Most moment elements per flat state buffer (each holds m and v of whole tensors, or of a piece of
+   * one whose moments exceed a binding). Default and upper bound: what one storage binding can hold;
+   * smaller values exist for tests.
    */
   stateChunkElements?: number;
 }
@@ -152,12 +155,22 @@ const ADAMW = kernelFamily<AdamWSpec>({
   code: adamwKernel,
 });
 
-/** One flat moment buffer: [m of its tensors | v of its tensors]. */
+/**
+ * Elements [start, start + n) of parameter `param`, updated by one entry of a dispatch (its
+ * parameter and gradient bound by that range), their moments at `offset` in a state chunk's m half
+ * (and its v half). A whole parameter unless its moments exceed one storage binding.
+ */
+interface StatePiece {
+  param: number;
+  start: number;
+  n: number;
+  offset: number;
+}
+
+/** One flat moment buffer: [m of its pieces | v of its pieces]. */
 interface StateChunk {
-  /** Parameter indices it holds, in constructor order. */
-  members: number[];
-  /** Offset of each member's moments inside the m half (and inside the v half). */
-  offsets: number[];
+  /** In constructor order of their parameters, then of their starts. */
+  pieces: StatePiece[];
   /** Elements in each half. */
   n: number;
   buf: Tensor;
@@ -197,21 +210,30 @@ export class AdamW {
       if (!this.params.includes(t))
         throw new RangeError(`AdamW: a noWeightDecay tensor [${t.shape}] is not among the parameters`);
     this.decays = this.params.map((p) => !exempt.has(p));
-    // Pack the moments into chunks of at most maxStorageBufferBindingSize bytes (m and v halves).
-    const bindingHalf = Math.floor(engine().dev.limits.maxStorageBufferBindingSize / 8);
+    // Pack the moments into chunks of at most one storage binding (m and v halves). A parameter
+    // whose moments alone exceed it (a large vocabulary's f32 embedding under full training) is
+    // updated in pieces of `piece` elements, each bound by range: ranges start at multiples of the
+    // device's offset alignment. The update is elementwise: the pieces change no value.
+    const limits = engine().dev.limits;
+    const bindingHalf = Math.floor(storageBindingLimit(limits) / 8);
     const maxHalf = Math.min(bindingHalf, opts.stateChunkElements ?? bindingHalf);
-    let cur: Omit<StateChunk, 'buf'> = { members: [], offsets: [], n: 0 };
+    const align = Math.max(1, limits.minStorageBufferOffsetAlignment / 4);
+    const piece = Math.max(align, bindingHalf - (bindingHalf % align));
+    let cur: Omit<StateChunk, 'buf'> = { pieces: [], n: 0 };
     const pending: Omit<StateChunk, 'buf'>[] = [];
-    this.params.forEach((p, i) => {
-      if (cur.members.length > 0 && cur.n + p.numel > maxHalf) {
+    const add = (param: number, start: number, n: number) => {
+      if (cur.pieces.length > 0 && cur.n + n > maxHalf) {
         pending.push(cur);
-        cur = { members: [], offsets: [], n: 0 };
+        cur = { pieces: [], n: 0 };
       }
-      cur.members.push(i);
-      cur.offsets.push(cur.n);
-      cur.n += p.numel;
+      cur.pieces.push({ param, start, n, offset: cur.n });
+      cur.n += n;
+    };
+    this.params.forEach((p, i) => {
+      if (p.numel <= bindingHalf) add(i, 0, p.numel);
+      else for (let start = 0; start < p.numel; start += piece) add(i, start, Math.min(piece, p.numel - start));
     });
-    if (cur.members.length > 0) pending.push(cur);
+    if (cur.pieces.length > 0) pending.push(cur);
     this.chunks = pending.map((c) => ({ ...c, buf: zerosKept(2 * Math.max(c.n, 1)) }));
   }
 
@@ -242,22 +264,20 @@ export class AdamW {
     const bc2 = 1 - b2 ** t;
     const k = adamwTensorsPerDispatch(scale !== undefined);
     for (const chunk of this.chunks) {
-      const live = chunk.members
-        .map((pi, mi) => [pi, chunk.offsets[mi]!] as const)
-        .filter(([pi]) => this.params[pi]!.grad && this.params[pi]!.numel > 0);
+      const live = chunk.pieces.filter((e) => this.params[e.param]!.grad && e.n > 0);
       // One dispatch applies one decay factor: decayed and exempt parameters go in separate groups.
       const groups = [
         ...runs(
-          live.filter(([pi]) => this.decays[pi]),
+          live.filter((e) => this.decays[e.param]),
           k,
         ),
         ...runs(
-          live.filter(([pi]) => !this.decays[pi]),
+          live.filter((e) => !this.decays[e.param]),
           k,
         ),
       ];
       for (const group of groups) {
-        const decay = this.decays[group[0]![0]] ? this.weightDecay : 0;
+        const decay = this.decays[group[0]!.param] ? this.weightDecay : 0;
         const u = new Uniforms(12 + 4 * group.length)
           .f32(1 - this.lr * decay)
           .f32(b1)
@@ -272,14 +292,15 @@ export class AdamW {
           .u32(0)
           .u32(0);
         let wgs = 0;
-        const bufs: Tensor[] = [chunk.buf];
+        const bufs: (Tensor | BufferBinding)[] = [chunk.buf];
         if (scale) bufs.push(scale);
-        for (const [pi, off] of group) {
-          const p = this.params[pi]!;
-          const count = Math.min(WG_CAP, Math.ceil(p.numel / OPT_WG));
-          u.u32(off).u32(p.numel).u32(wgs).u32(count);
+        for (const e of group) {
+          const p = this.params[e.param]!;
+          const count = Math.min(WG_CAP, Math.ceil(e.n / OPT_WG));
+          u.u32(e.offset).u32(e.n).u32(wgs).u32(count);
           wgs += count;
-          bufs.push(p, p.grad!);
+          const range = (t: Tensor) => ({ buffer: t.buffer, offset: 4 * e.start, size: 4 * e.n });
+          bufs.push(range(p), range(p.grad!));
         }
         ADAMW.dispatch({ params: group.length, scaled: scale !== undefined }, bufs, [wgs], u);
       }
@@ -288,14 +309,17 @@ export class AdamW {
 
   /** Copies the state to the CPU (for checkpoints): one read per state chunk. */
   async exportState(): Promise<AdamWState> {
-    const moments: AdamWMoments[] = new Array(this.params.length);
+    const moments: AdamWMoments[] = this.params.map((p) => ({
+      expAvg: new Float32Array(p.numel),
+      expAvgSq: new Float32Array(p.numel),
+    }));
     for (const chunk of this.chunks) {
       const all = await chunk.buf.toFloat32();
-      chunk.members.forEach((pi, mi) => {
-        const off = chunk.offsets[mi]!;
-        const n = this.params[pi]!.numel;
-        moments[pi] = { expAvg: all.slice(off, off + n), expAvgSq: all.slice(chunk.n + off, chunk.n + off + n) };
-      });
+      for (const e of chunk.pieces) {
+        const mo = moments[e.param]!;
+        mo.expAvg.set(all.subarray(e.offset, e.offset + e.n), e.start);
+        mo.expAvgSq.set(all.subarray(chunk.n + e.offset, chunk.n + e.offset + e.n), e.start);
+      }
     }
     return { step: this.stepCount, moments };
   }
@@ -316,11 +340,11 @@ export class AdamW {
     });
     for (const chunk of this.chunks) {
       const all = new Float32Array(2 * Math.max(chunk.n, 1));
-      chunk.members.forEach((pi, mi) => {
-        const mo = state.moments[pi]!;
-        all.set(mo.expAvg, chunk.offsets[mi]!);
-        all.set(mo.expAvgSq, chunk.n + chunk.offsets[mi]!);
-      });
+      for (const e of chunk.pieces) {
+        const mo = state.moments[e.param]!;
+        all.set(mo.expAvg.subarray(e.start, e.start + e.n), e.offset);
+        all.set(mo.expAvgSq.subarray(e.start, e.start + e.n), chunk.n + e.offset);
+      }
       chunk.buf.dispose();
       chunk.buf = Tensor.from(all, [all.length]).keep();
     }

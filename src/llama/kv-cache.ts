@@ -1,5 +1,6 @@
 // The KV cache of autoregressive decoding: per decoder layer, the keys and values of every position
 // seen so far, written by the attention block and read by the decode attention kernel.
+import { storageBindingLimit } from '../engine/device.js';
 import { computePrecision } from '../engine/precision.js';
 import { bytesPerElement, engine, Tensor } from '../engine/tensor.js';
 import { InputError } from '../errors.js';
@@ -67,7 +68,7 @@ export function newKvCache(
   const { numKeyValueHeads: hkv, headDim: dh } = config;
   const bytes = batchSize * maxSeqLen * hkv * dh * bytesPerElement(dtype);
   const limits = engine().dev.limits;
-  const limit = Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
+  const limit = Math.min(limits.maxBufferSize, storageBindingLimit(limits));
   if (bytes > limit) {
     throw new InputError(
       `${batchSize} sequence(s) of ${maxSeqLen} positions (prompt + new tokens) need a KV cache of ${bytes} bytes per layer, more than this GPU can bind (${limit}); generate fewer tokens, shorten the prompt or use a smaller batch`,

@@ -312,12 +312,17 @@ export function emptyLlamaWeights(
   opts: Pick<LoadWeightsOptions, 'storage' | 'quantize' | 'doubleQuant'> = {},
 ): LlamaWeights {
   const storage = opts.storage ?? 'f32';
-  const dense = (shape: number[], st: WeightStorage) => Tensor.empty(shape, st).keep();
-  const embedTokens = dense([config.vocabSize, config.hiddenSize], storage);
+  // Named as loaded weights are (messages name the weight a kernel binds).
+  const dense = (name: string, shape: number[], st: WeightStorage) => {
+    const t = Tensor.empty(shape, st).keep();
+    t.name = name;
+    return t;
+  };
+  const embedTokens = dense('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize], storage);
   const layers: LayerWeights[] = [];
   for (let l = 0; l < config.numHiddenLayers; l++) {
-    const inputNorm = dense([config.hiddenSize], 'f32');
-    const postAttentionNorm = dense([config.hiddenSize], 'f32');
+    const inputNorm = dense(`model.layers.${l}.input_layernorm.weight`, [config.hiddenSize], 'f32');
+    const postAttentionNorm = dense(`model.layers.${l}.post_attention_layernorm.weight`, [config.hiddenSize], 'f32');
     const linear = {} as Record<LinearModule, LinearWeight>;
     for (const mod of LINEAR_MODULES) {
       const shape = linearShape(config, mod);
@@ -325,12 +330,14 @@ export function emptyLlamaWeights(
         const f = Tensor.empty(shape);
         linear[mod] = keepNf4(quantizeNf4(f, { doubleQuant: opts.doubleQuant ?? false }));
         f.dispose();
-      } else linear[mod] = dense(shape, storage);
+      } else linear[mod] = dense(linearWeightName(l, mod), shape, storage);
     }
     layers.push({ inputNorm, postAttentionNorm, linear });
   }
-  const norm = dense([config.hiddenSize], 'f32');
-  const lmHead = config.tieWordEmbeddings ? embedTokens : dense([config.vocabSize, config.hiddenSize], storage);
+  const norm = dense('model.norm.weight', [config.hiddenSize], 'f32');
+  const lmHead = config.tieWordEmbeddings
+    ? embedTokens
+    : dense('lm_head.weight', [config.vocabSize, config.hiddenSize], storage);
   return { embedTokens, layers, norm, lmHead, outOfF16Range: [] };
 }
 

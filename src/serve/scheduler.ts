@@ -26,6 +26,7 @@
 // long queue cannot starve the base. The bounded queue holds requests waiting for a slot; a full
 // queue is refused (QueueFullError → 429). All GPU work happens on this one loop; HTTP handlers
 // only submit, and read tokens through callbacks.
+import { storageBindingLimit } from '../engine/device.js';
 import { formatBytes } from '../engine/device-memory.js';
 import { bytesPerElement, engine, Tensor } from '../engine/tensor.js';
 import { type RowSampling, TokenSampler } from '../kernels/sampling.js';
@@ -145,7 +146,7 @@ export function maxDecodeSlots(
   const layerBytes = S * c.numKeyValueHeads * c.headDim * bytesPerElement(o.kvCacheDtype ?? 'f32');
   const rowBytes = c.vocabSize * 4;
   const { dev, pool } = engine();
-  const bind = Math.min(dev.limits.maxBufferSize, dev.limits.maxStorageBufferBindingSize);
+  const bind = Math.min(dev.limits.maxBufferSize, storageBindingLimit(dev.limits));
   const byBinding = Math.floor(bind / Math.max(layerBytes, rowBytes));
   let slots = byBinding;
   let why = `one layer's KV cache takes ${formatBytes(layerBytes)} per slot (${S} positions) and this GPU binds buffers of up to ${formatBytes(bind)}`;

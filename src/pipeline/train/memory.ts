@@ -11,7 +11,7 @@
 // pool's size classes. The live peak of that pool is the estimate; a kernel that changes what it
 // saves changes the estimate with it.
 import { backward, releaseOnError, zeroGrad } from '../../engine/autograd.js';
-import { BufferTooLargeError, type Device, OutOfMemoryError } from '../../engine/device.js';
+import { BindingTooLargeError, BufferTooLargeError, type Device, OutOfMemoryError } from '../../engine/device.js';
 import type { DeviceMemory } from '../../engine/device-memory.js';
 import { MetaDevice } from '../../engine/meta-device.js';
 import { type Precision, resolvePrecision, withPrecision } from '../../engine/precision.js';
@@ -84,8 +84,9 @@ export interface TrainingMemoryEstimate {
    */
   peakAt: string;
   /**
-   * Set when the device refuses one of the step's buffers (above its maxBufferSize: the message of
-   * its BufferTooLargeError). The step cannot run with any amount of memory: `total` is Infinity.
+   * Set when the device refuses one of the step's buffers or bindings (above its maxBufferSize or
+   * maxStorageBufferBindingSize: the message of its BufferTooLargeError or BindingTooLargeError).
+   * The step cannot run with any amount of memory: `total` is Infinity.
    */
   refused?: string;
 }
@@ -209,12 +210,15 @@ export function estimateTrainingMemory(shape: TrainingMemoryShape): TrainingMemo
   return e;
 }
 
-/** countStep, or for a step with a buffer the device refuses (BufferTooLargeError) an estimate whose total is Infinity. */
+/**
+ * countStep, or for a step with a buffer or a binding the device refuses (BufferTooLargeError,
+ * BindingTooLargeError) an estimate whose total is Infinity.
+ */
 function countStepOrRefusal(shape: TrainingMemoryShape): TrainingMemoryEstimate {
   try {
     return countStep(shape);
   } catch (err) {
-    if (!(err instanceof BufferTooLargeError)) throw err;
+    if (!(err instanceof BufferTooLargeError || err instanceof BindingTooLargeError)) throw err;
     const n = shape.batchSize * shape.seqLen;
     const maxBinding = shape.maxBindingBytes ?? engine().dev.limits.maxStorageBufferBindingSize;
     return {
@@ -230,7 +234,9 @@ function countStepOrRefusal(shape: TrainingMemoryShape): TrainingMemoryEstimate 
 
 /** An estimate's total in a message: its bytes, or that the device refuses one of its buffers. */
 function formatTotal(total: number): string {
-  return Number.isFinite(total) ? formatBytes(total) : 'more than the device allows (a buffer above its maxBufferSize)';
+  return Number.isFinite(total)
+    ? formatBytes(total)
+    : 'more than the device allows (a buffer above its maxBufferSize or a binding above its maxStorageBufferBindingSize)';
 }
 
 /** Estimates made, per device and shape. */
@@ -409,12 +415,24 @@ export function memoryAdvice(
   budget: number | null = null,
 ): string {
   const t = cfg.training;
-  type Change = { b?: number; accum?: number; mode?: CheckpointMode; seq?: number; nf4?: boolean; lora?: boolean };
+  type Change = {
+    b?: number;
+    accum?: number;
+    mode?: CheckpointMode;
+    seq?: number;
+    nf4?: boolean;
+    lora?: boolean;
+    bf16?: boolean;
+  };
   const estimate = (over: Change) => {
     const c: ResolvedConfig = {
       ...cfg,
       data: { ...cfg.data, max_seq_len: over.seq ?? cfg.data.max_seq_len },
-      model: { ...cfg.model, quantize: over.nf4 ? 'nf4' : cfg.model.quantize },
+      model: {
+        ...cfg.model,
+        quantize: over.nf4 ? 'nf4' : cfg.model.quantize,
+        storage: over.bf16 ? 'bf16' : cfg.model.storage,
+      },
       training: { ...t, method: over.lora ? 'lora' : t.method },
     };
     return estimateStep(c, config, over.b ?? batchSize, over.mode ?? t.grad_checkpointing, over.accum ?? t.grad_accum)
@@ -461,10 +479,18 @@ export function memoryAdvice(
       `, ~${formatBytes(qlora)} with model.quantize: nf4 as well`,
     );
   } else if (cfg.model.quantize !== 'nf4') tip('model.quantize: nf4 (now none)', { nf4: true });
+  // Where the device refuses a buffer or a binding: 16-bit storage halves the weights nf4 leaves
+  // dense (the embedding, the LM head), which their kernels bind whole. (Otherwise the changes above
+  // keep the weights' precision and are offered alone.)
+  const refused = !Number.isFinite(now);
+  if (refused && t.method !== 'full' && cfg.model.storage === 'f32')
+    tip('model.storage: bf16 (now f32)', { bf16: true });
   if (tips.length)
     return `To fit${budget === null ? '' : ` in ${formatBytes(budget)}`}, change one of: ${tips.join('; ')}.`;
   if (budget === null)
-    return 'This is already the smallest configuration finllm can run; a device with more memory is needed.';
+    return !refused
+      ? 'This is already the smallest configuration finllm can run; a device with more memory is needed.'
+      : 'No single change makes every buffer and binding fit the limits of this device; a device that allows larger ones is needed.';
 
   // No single change fits: every change that lowers the estimate, together, max_seq_len last and only as far as needed.
   const all: Change = {};
@@ -483,6 +509,8 @@ export function memoryAdvice(
   }
   if (t.method === 'full') add({ lora: true, nf4: true }, 'training.method: lora with model.quantize: nf4');
   else if (cfg.model.quantize !== 'nf4') add({ nf4: true }, 'model.quantize: nf4');
+  if (refused && (t.method !== 'full' || all.lora) && cfg.model.storage === 'f32')
+    add({ bf16: true }, 'model.storage: bf16');
   let s = cfg.data.max_seq_len;
   while (!fits(estimate({ ...all, seq: s })) && s > 8) s = Math.max(8, Math.floor(s / 2));
   if (s < cfg.data.max_seq_len) parts.push(`data.max_seq_len: ${s}`);
