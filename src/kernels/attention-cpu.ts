@@ -11,7 +11,7 @@
 // results are those of attention.ts, which launches these kernels on software adapters (and where a
 // caller asks for them); see there. The forward takes CH keys per step (one rescale of the running
 // output per step); the backward recomputes P = exp2(s − lse·log2 e) per (query, key) pair.
-import { backwardInputBindings, HEADER, MASK_FLAGS, qkvBindings, visible } from './attention.js';
+import { backwardInputBindings, HEADER, MASK_FLAGS, qkvBindings, visible } from './attention-wgsl.js';
 import { type KernelFamily, kernelFamily } from './variants.js';
 
 /**

@@ -28,7 +28,7 @@
 //    dQ and dK/dV are two kernels (each recomputes S and dP).
 // Masking is by explicit flags (never −∞ arithmetic); staged rows outside [kvStart, kvLength) and
 // query rows past T are zero-filled without reading memory (a serving cache holds NaN there).
-import { HEADER as ATTN_HEADER, backwardInputBindings, MASK_FLAGS, qkvBindings, visible } from './attention.js';
+import { HEADER as ATTN_HEADER, backwardInputBindings, MASK_FLAGS, qkvBindings, visible } from './attention-wgsl.js';
 import {
   LOGICAL_SUBGROUP,
   MATRIX_SHAPES,

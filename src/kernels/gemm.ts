@@ -52,7 +52,7 @@ import type { FeatureName, SubgroupMatrixConfig } from '../engine/device.js';
 import { computePrecision, type Precision } from '../engine/precision.js';
 import { WGSL_RANDOM } from '../engine/random.js';
 import { engine, numelOf, Tensor } from '../engine/tensor.js';
-import { dispatch, grid1d, specKey, Uniforms } from './common.js';
+import { grid1d, Uniforms } from './common.js';
 import { GEMM_TUNING } from './gemm-tuning.js';
 import { isDoubleQuant, type Nf4Weight } from './nf4.js';
 import {
@@ -66,7 +66,7 @@ import {
   offeredShapes,
   subgroupMatrices,
 } from './sgmatrix.js';
-import { type KernelVariant, kernelFamily, registerKernelVariants } from './variants.js';
+import { type KernelVariant, kernelFamily, type VariantRow } from './variants.js';
 import { weightTensors, wgslFormatHelpers, wgslWeightBindings, wgslWeightChunk } from './weight-formats.js';
 
 export type OperandKind = 'f32' | 'bf16' | 'f16' | 'nf4' | 'nf4dq';
@@ -229,9 +229,9 @@ export interface GemmKernelSpec {
 }
 type KernelSpec = GemmKernelSpec;
 
-/** The pipeline cache key: derived from every field of the spec (specKey). */
+/** The pipeline cache key: derived from every field of the spec (the GEMM family's specKey). */
 export function kernelKey(s: KernelSpec): string {
-  return specKey('gemm', s);
+  return GEMM.key(s);
 }
 
 const PARAMS = /* wgsl */ `
@@ -1409,7 +1409,7 @@ export function gemmKernelCode(spec: GemmKernelSpec): string {
 export function gemm(args: GemmArgs): Tensor {
   const { a, b } = args;
   const pro = args.prologue;
-  const { g, outShape, R, spec, key, kSplit, nSplits } = plan(args);
+  const { g, outShape, R, spec, kSplit, nSplits } = plan(args);
   const { M, N, K, batch } = g;
   const c = args.accumulate ?? Tensor.empty(outShape);
   if (args.accumulate && (c.numel !== numelOf(outShape) || c.dtype !== 'f32')) {
@@ -1446,7 +1446,7 @@ export function gemm(args: GemmArgs): Tensor {
       .f32(alpha)
       .u32(R)
       .f32(pro?.scale ?? 1);
-    dispatch(key, () => gemmKernelCode(spec), tensors, [gx, gy, Math.min(max, zTotal - off)], dropoutUniforms(u, drop));
+    GEMM.dispatch(spec, tensors, [gx, gy, Math.min(max, zTotal - off)], dropoutUniforms(u, drop));
   }
   if (out === 'partial') {
     const n = M * N;
@@ -1607,25 +1607,19 @@ const EMULATED_PLAN: Record<MatrixShapeName, number[]> = {
   m8n8k8: [0],
 };
 
+let caseRows: VariantRow<GemmKernelSpec>[] | null = null;
+
 /**
- * Every subgroup-matrix GEMM variant: native ones for every tile × shape × case (compiled on Null),
- * emulated ones for a covering set on the tiles that fit 32 KiB (each case under each of the three
- * main shapes' plans at least once; run against float64).
+ * Every subgroup-matrix GEMM variant of the case table: native ones for every tile × shape × case
+ * (compiled on Null), emulated ones for a covering set on the tiles that fit 32 KiB (each case under
+ * each of the three main shapes' plans at least once; run against float64). A row's verifier input is
+ * its case: checkEmulatedGemm runs it through gemm().
  */
-export function gemmVariants(): KernelVariant[] {
-  const out: KernelVariant[] = [];
-  const add = (c: GemmVariantCase, mode: 'native' | 'emulated') => {
-    const spec = gemmVariantSpec(c, mode);
-    out.push({
-      family: 'gemm',
-      name: `${mode} ${c.shape} ${c.tile}: ${c.what}`,
-      mode,
-      key: kernelKey(spec),
-      code: () => gemmKernelCode(spec),
-      workgroupBytes: sgTileBytes(spec.tile as SgTileConfig, MATRIX_SHAPES[c.shape]),
-      spec: c,
-    });
-  };
+function gemmCaseRows(): VariantRow<GemmKernelSpec>[] {
+  if (caseRows) return caseRows;
+  const out: VariantRow<GemmKernelSpec>[] = [];
+  const add = (c: GemmVariantCase, mode: 'native' | 'emulated') =>
+    out.push({ spec: gemmVariantSpec(c, mode), name: `${mode} ${c.shape} ${c.tile}: ${c.what}`, check: c });
   for (const shape of MATRIX_SHAPE_NAMES) {
     for (const tile of SG_TILE_NAMES) {
       if (!sgTileValid(SG_TILES[tile], MATRIX_SHAPES[shape])) continue;
@@ -1639,7 +1633,13 @@ export function gemmVariants(): KernelVariant[] {
       add({ ...c, tile, shape }, 'emulated');
     }
   }
+  caseRows = out;
   return out;
+}
+
+/** The variants of the subgroup-matrix case table (the first rows of the GEMM family's table). */
+export function gemmVariants(): KernelVariant[] {
+  return GEMM.variants().slice(0, gemmCaseRows().length);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1863,18 +1863,11 @@ function productName(spec: GemmKernelSpec, what: string): string {
 }
 
 /** The SIMT and CPU-shaped variants: every spec of gemmCallerSpecs, compiled on Null as plain WGSL. */
-function gemmCallerVariants(): KernelVariant[] {
-  return gemmCallerSpecs().map(({ spec, what }) => {
-    return {
-      family: 'gemm',
-      name: `${spec.compute} ${spec.tileName} ${spec.out}: ${productName(spec, what)}`,
-      mode: 'portable',
-      key: kernelKey(spec),
-      code: () => gemmKernelCode(spec),
-      workgroupBytes: tileBytes(spec.tile as TileConfig, spec.compute),
-      spec,
-    };
-  });
+function gemmCallerRows(): VariantRow<GemmKernelSpec>[] {
+  return gemmCallerSpecs().map(({ spec, what }) => ({
+    spec,
+    name: `${spec.compute} ${spec.tileName} ${spec.out}: ${productName(spec, what)}`,
+  }));
 }
 
 let callerSgSpecs: { spec: GemmKernelSpec; what: string }[] | null = null;
@@ -1917,32 +1910,35 @@ function deriveCallerSgSpecs(): { spec: GemmKernelSpec; what: string }[] {
   return [...out.values()];
 }
 
-/** The native subgroup-matrix variants of the callers' products (those GEMM_SG_CASES does not already list). */
-function gemmCallerSgVariants(listed: ReadonlySet<string>): KernelVariant[] {
+/** The native subgroup-matrix variants of the callers' products (those the case table does not already list). */
+function gemmCallerSgRows(listed: ReadonlySet<string>): VariantRow<GemmKernelSpec>[] {
   return gemmCallerSgSpecs()
     .filter(({ spec }) => !listed.has(kernelKey(spec)))
     .map(({ spec, what }) => {
       const sg = spec.sg!;
       return {
-        family: 'gemm',
-        name: `native ${sg.shape.M}x${sg.shape.N}x${sg.shape.K} ${spec.tileName}${sg.sizeControl ? '' : ' fixed-size'} ${spec.out}: ${productName(spec, what)}`,
-        mode: 'native',
-        key: kernelKey(spec),
-        code: () => gemmKernelCode(spec),
-        workgroupBytes: sgTileBytes(spec.tile as SgTileConfig, sg.shape),
         spec,
-        // Without size control the kernel relies on the device's subgroups being exactly 32 wide.
-        ...(sg.sizeControl ? {} : { moduleOnly: true }),
+        name: `native ${sg.shape.M}x${sg.shape.N}x${sg.shape.K} ${spec.tileName}${sg.sizeControl ? '' : ' fixed-size'} ${spec.out}: ${productName(spec, what)}`,
       };
     });
 }
 
-let gemmTable: KernelVariant[] | null = null;
-
-registerKernelVariants('gemm', () => {
-  if (gemmTable) return gemmTable;
-  const sgCases = gemmVariants();
-  const listed = new Set(sgCases.filter((v) => v.mode === 'native').map((v) => v.key));
-  gemmTable = [...sgCases, ...gemmCallerVariants(), ...gemmCallerSgVariants(listed)];
-  return gemmTable;
+/**
+ * The GEMM family: gemm() launches through it, and its table is the three above (the subgroup-matrix
+ * cases, native and emulated; the callers' SIMT / CPU-shaped products, portable; their native
+ * subgroup-matrix twins). Each spec says its mode: its core's, or portable for the SIMT core.
+ */
+const GEMM = kernelFamily<GemmKernelSpec>({
+  family: 'gemm',
+  rows: () => {
+    const cases = gemmCaseRows();
+    const listed = new Set(cases.filter((r) => r.spec.sg?.mode === 'native').map((r) => kernelKey(r.spec)));
+    return [...cases, ...gemmCallerRows(), ...gemmCallerSgRows(listed)];
+  },
+  code: gemmKernelCode,
+  mode: (spec) => spec.sg?.mode ?? 'portable',
+  // Without size control a native kernel relies on the device's subgroups being exactly 32 wide.
+  moduleOnly: (spec) => spec.sg?.mode === 'native' && !spec.sg.sizeControl,
+  workgroupBytes: (spec) =>
+    spec.sg ? sgTileBytes(spec.tile as SgTileConfig, spec.sg.shape) : tileBytes(spec.tile as TileConfig, spec.compute),
 });

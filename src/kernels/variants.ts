@@ -54,21 +54,48 @@ export function kernelVariants(): KernelVariant[] {
   return out;
 }
 
-/** A kernel generator and its variant table (see kernelFamily). */
-export interface KernelFamilyDef<S extends object> {
+/** One row of a family's variant table, for a variant that needs more than its spec to be named or verified. */
+export interface VariantRow<S extends object> {
+  /** What dispatch takes: the key and code come from it. */
+  spec: S;
+  /** The variant's name in reports. */
+  name: string;
+  /** What the family's verifier needs to run it (KernelVariant.spec; default: the spec). */
+  check?: unknown;
+}
+
+interface KernelFamilyBase<S extends object> {
   /** The family's name: the prefix of its pipeline cache keys and its name in reports. */
   family: string;
-  /** Every spec callers can launch (the variant table that check:kernels compiles). */
-  specs: () => readonly S[];
   /** The WGSL of one spec. */
   code: (spec: S) => string;
   /** How a variant is named in reports (default: its canonical spec). */
   name?: (spec: S) => string;
   /** Workgroup memory the kernel declares, in bytes (default 0). */
   workgroupBytes?: (spec: S) => number;
-  /** 'portable' (default) for plain WGSL; 'native' for kernels that need optional features. */
-  mode?: VariantMode;
+  /**
+   * 'portable' (default) for plain WGSL; 'native' for kernels that need optional features; a
+   * function when one family holds variants of several modes (each spec says which it is).
+   */
+  mode?: VariantMode | ((spec: S) => VariantMode);
+  /** Whether a spec's variant is checked at shader-module level only (KernelVariant.moduleOnly). */
+  moduleOnly?: (spec: S) => boolean;
 }
+
+/** A kernel generator and its variant table (see kernelFamily): a list of specs, or of rows. */
+export type KernelFamilyDef<S extends object> = KernelFamilyBase<S> &
+  (
+    | {
+        /** Every spec callers can launch (the variant table that check:kernels compiles). */
+        specs: () => readonly S[];
+        rows?: undefined;
+      }
+    | {
+        /** The variant table, when its variants carry names or verifier inputs their specs do not hold. */
+        rows: () => readonly VariantRow<S>[];
+        specs?: undefined;
+      }
+  );
 
 /** A registered kernel family: dispatch and the variant enumeration both derive key and code from the spec. */
 export interface KernelFamily<S extends object> {
@@ -83,15 +110,20 @@ export interface KernelFamily<S extends object> {
     workgroups: [number, number?, number?],
     uniforms?: Uniforms,
   ): void;
+  /** The family's registered variants (its part of kernelVariants()). */
+  variants(): KernelVariant[];
 }
 
 /**
  * Declares a kernel family whose launches and whose registered variants come from one place: the
  * cache key is derived from the complete spec, the code from the same spec, and the variant table
- * (`specs`) is what `kernelVariants()` enumerates. A family without parameters has one spec, `{}`.
+ * (`specs`, or `rows` naming each spec) is what `kernelVariants()` enumerates. A family without
+ * parameters has one spec, `{}`.
  */
 export function kernelFamily<S extends object>(def: KernelFamilyDef<S>): KernelFamily<S> {
   if (families.has(def.family)) throw new Error(`kernel family '${def.family}' is declared twice`);
+  // The table is constant: built on first listing, then reused.
+  let table: KernelVariant[] | null = null;
   const fam: KernelFamily<S> = {
     family: def.family,
     key: (spec) => specKey(def.family, spec),
@@ -99,14 +131,19 @@ export function kernelFamily<S extends object>(def: KernelFamilyDef<S>): KernelF
     dispatch(spec, tensors, workgroups, uniforms) {
       dispatch(fam.key(spec), () => def.code(spec), tensors, workgroups, uniforms);
     },
+    variants: () => (table ??= listVariants()),
   };
+  const rows = (): readonly VariantRow<S>[] =>
+    def.rows ? def.rows() : def.specs().map((spec) => ({ spec, name: def.name?.(spec) ?? specKey('', spec).slice(1) }));
   const listVariants = (): KernelVariant[] =>
-    def.specs().map((spec) => {
+    rows().map((row) => {
+      const { spec } = row;
       const code = () => def.code(spec);
+      const moduleOnly = def.moduleOnly?.(spec) ?? false;
       return {
         family: def.family,
-        name: def.name?.(spec) ?? specKey('', spec).slice(1),
-        mode: def.mode ?? 'portable',
+        name: row.name,
+        mode: typeof def.mode === 'function' ? def.mode(spec) : (def.mode ?? 'portable'),
         key: fam.key(spec),
         code,
         workgroupBytes: def.workgroupBytes?.(spec) ?? 0,
@@ -114,12 +151,11 @@ export function kernelFamily<S extends object>(def: KernelFamilyDef<S>): KernelF
         get storageBuffers() {
           return (code().match(/var<storage/g) ?? []).length;
         },
-        spec,
+        spec: 'check' in row ? row.check : spec,
+        ...(moduleOnly ? { moduleOnly } : {}),
       };
     });
-  // The table is constant: built on first listing, then reused.
-  let table: KernelVariant[] | null = null;
-  registerKernelVariants(def.family, () => (table ??= listVariants()));
+  registerKernelVariants(def.family, fam.variants);
   return fam;
 }
 

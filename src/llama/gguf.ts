@@ -33,8 +33,7 @@ import { GgufFile, type GgufMetadata, type GgufTensorSpec, type GgufValue, write
 import { readJsonFile } from '../io/json.js';
 import { Checkpoint, type SafetensorsEntry, writeSafetensors } from '../io/safetensors.js';
 import { type LlamaConfig, llamaConfigToHf, loadLlamaConfig } from './config.js';
-import { mergeLoraInto } from './merge.js';
-import { type LoraPair, loraKey, readAdapter, scaling, validateAdapterAgainstModel } from './peft.js';
+import { type LoraPair, loraKey, mergeLoraInto, readAdapter, scaling, validateAdapterAgainstModel } from './peft.js';
 import { LlamaTokenizer } from './tokenizer.js';
 import { checkCheckpoint, LINEAR_MODULES, type LinearModule, linearWeightName } from './weights.js';
 

@@ -12,7 +12,15 @@ import { readJsonFile } from '../io/json.js';
 import { Checkpoint, type SafetensorsEntry, type WritableDtype, writeShardedSafetensors } from '../io/safetensors.js';
 import { checkAdapterBase } from './adapter-base.js';
 import { loadLlamaConfig } from './config.js';
-import { type LoraAdapter, type LoraPair, loraKey, readAdapter, scaling, validateAdapterAgainstModel } from './peft.js';
+import {
+  type LoraAdapter,
+  type LoraPair,
+  loraKey,
+  mergeLoraInto,
+  readAdapter,
+  scaling,
+  validateAdapterAgainstModel,
+} from './peft.js';
 import { checkCheckpoint, LINEAR_MODULES, linearWeightName } from './weights.js';
 
 export type ExportDtype = 'source' | 'f32' | 'bf16' | 'f16';
@@ -31,24 +39,6 @@ export const TOKENIZER_FILES = [
 export const COPIED_FILES = [...TOKENIZER_FILES, 'generation_config.json'];
 
 const TORCH_DTYPE: Record<'F32' | 'BF16' | 'F16', string> = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' };
-
-/** W (f32, [out, in]) += scale · B [out, r] · A [r, in], accumulated in f64 per element. */
-export function mergeLoraInto(w: Float32Array, pair: LoraPair, scale: number): void {
-  const { r, inFeatures: n, outFeatures: m, A, B } = pair;
-  if (w.length !== m * n) throw new RangeError(`merge: weight has ${w.length} values, LoRA expects ${m}x${n}`);
-  const row = new Float64Array(n);
-  for (let o = 0; o < m; o++) {
-    row.fill(0);
-    for (let j = 0; j < r; j++) {
-      const b = B[o * r + j]!;
-      if (b === 0) continue;
-      const aOff = j * n;
-      for (let i = 0; i < n; i++) row[i] += b * A[aOff + i]!;
-    }
-    const off = o * n;
-    for (let i = 0; i < n; i++) w[off + i] = w[off + i]! + Math.fround(scale * row[i]!);
-  }
-}
 
 export interface ExportOptions {
   dtype?: ExportDtype;

@@ -57,6 +57,24 @@ export function scaling(config: Pick<LoraAdapterConfig, 'r' | 'loraAlpha' | 'use
   return config.useRslora ? config.loraAlpha / Math.sqrt(config.r) : config.loraAlpha / config.r;
 }
 
+/** W (f32, [out, in]) += scale · B [out, r] · A [r, in], accumulated in f64 per element. */
+export function mergeLoraInto(w: Float32Array, pair: LoraPair, scale: number): void {
+  const { r, inFeatures: n, outFeatures: m, A, B } = pair;
+  if (w.length !== m * n) throw new RangeError(`merge: weight has ${w.length} values, LoRA expects ${m}x${n}`);
+  const row = new Float64Array(n);
+  for (let o = 0; o < m; o++) {
+    row.fill(0);
+    for (let j = 0; j < r; j++) {
+      const b = B[o * r + j]!;
+      if (b === 0) continue;
+      const aOff = j * n;
+      for (let i = 0; i < n; i++) row[i] += b * A[aOff + i]!;
+    }
+    const off = o * n;
+    for (let i = 0; i < n; i++) w[off + i] = w[off + i]! + Math.fround(scale * row[i]!);
+  }
+}
+
 function blockOf(module: LoraModule): 'self_attn' | 'mlp' {
   return (LORA_ATTENTION_MODULES as readonly string[]).includes(module) ? 'self_attn' : 'mlp';
 }

@@ -17,8 +17,7 @@ import { NonFiniteCounter } from '../kernels/finite.js';
 import { disposeNf4, keepNf4, type Nf4Weight, noteWeightRange, quantizeNf4 } from '../kernels/index.js';
 import { warn } from '../warnings.js';
 import type { LlamaConfig } from './config.js';
-import { mergeLoraInto } from './merge.js';
-import { type LoraAdapter, loraKey, scaling } from './peft.js';
+import { type LoraAdapter, loraKey, mergeLoraInto, scaling } from './peft.js';
 
 /** A decoder linear weight in HF layout [out, in]: a dense tensor (f32/bf16/f16) or NF4. */
 export type LinearWeight = Tensor | Nf4Weight;

@@ -54,6 +54,40 @@ describe('variant registry', () => {
       /declared twice/,
     );
   });
+
+  it('takes a family’s table as rows: each spec gives its mode and module-level flag, each row its name and verifier input', () => {
+    type Spec = { core: 'simt' | 'native' | 'emulated'; sized: boolean };
+    const fam = kernelFamily<Spec>({
+      family: 'test.registry-rows',
+      rows: () => [
+        { spec: { core: 'simt', sized: true }, name: 'plain' },
+        { spec: { core: 'native', sized: true }, name: 'native sized' },
+        { spec: { core: 'native', sized: false }, name: 'native fixed' },
+        { spec: { core: 'emulated', sized: false }, name: 'emulated', check: { inputs: 7 } },
+      ],
+      code: ({ core, sized }) => `// ${core} ${sized}`,
+      mode: ({ core }) => (core === 'simt' ? 'portable' : core),
+      moduleOnly: ({ core, sized }) => core === 'native' && !sized,
+      workgroupBytes: ({ core }) => (core === 'simt' ? 0 : 4096),
+    });
+    const mine = kernelVariants().filter((v) => v.family === 'test.registry-rows');
+    expect(fam.variants()).toEqual(mine);
+    expect(mine.map((v) => [v.name, v.mode, v.moduleOnly ?? false, v.workgroupBytes])).toEqual([
+      ['plain', 'portable', false, 0],
+      ['native sized', 'native', false, 4096],
+      ['native fixed', 'native', true, 4096],
+      ['emulated', 'emulated', false, 4096],
+    ]);
+    expect(mine[2]!.key).toBe(specKey('test.registry-rows', { core: 'native', sized: false }));
+    expect(mine[2]!.code()).toBe('// native false');
+    // A row without a verifier input hands its spec to the verifier.
+    expect(mine.map((v) => v.spec)).toEqual([
+      { core: 'simt', sized: true },
+      { core: 'native', sized: true },
+      { core: 'native', sized: false },
+      { inputs: 7 },
+    ]);
+  });
 });
 
 describe('every compiled pipeline is a registered variant (this adapter’s kernel choices)', () => {

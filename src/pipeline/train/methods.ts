@@ -12,18 +12,15 @@
 // runs one training step of a config outside a run.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { OutOfMemoryError } from '../../engine/device.js';
 import { engine } from '../../engine/tensor.js';
 import { InputError } from '../../errors.js';
 import { hubIdOfSnapshot } from '../../io/hub.js';
 import { Checkpoint, readSafetensorsF32 } from '../../io/safetensors.js';
 import { AdamW } from '../../kernels/optim.js';
-import { loadLlamaConfig } from '../../llama/config.js';
 import { LlamaModel, type NewLoraOptions } from '../../llama/model.js';
 import { saveModel } from '../../llama/save.js';
 import type { ResolvedConfig } from '../config.js';
 import { refuseNonFinite } from './checkpoint.js';
-import { outOfMemoryFailure } from './memory.js';
 
 /** What `attach` reads: the LoRA adapter's settings and AdamW's. */
 export interface AttachSettings {
@@ -182,10 +179,13 @@ export interface TrainingModel {
 /**
  * The model of a config ready to train: its base loaded (NF4 under model.quantize: nf4), the
  * method's trainable parameters and optimizer attached, gradient checkpointing set. Running out
- * of memory while loading says what to change.
+ * of memory raises OutOfMemoryError; a run turns it into what to change (trainer.ts).
  */
 export async function buildTrainingModel(cfg: ResolvedConfig): Promise<TrainingModel> {
-  const model = await loadForTraining(cfg);
+  const model = await LlamaModel.load(cfg.model.path, {
+    quantize: cfg.model.quantize === 'nf4' ? 'nf4' : undefined,
+    storage: cfg.model.storage,
+  });
   const method = trainingMethod(cfg);
   let optimizer: AdamW;
   try {
@@ -196,18 +196,4 @@ export async function buildTrainingModel(cfg: ResolvedConfig): Promise<TrainingM
   }
   model.gradientCheckpointing = cfg.training.grad_checkpointing;
   return { model, method, optimizer };
-}
-
-async function loadForTraining(cfg: ResolvedConfig): Promise<LlamaModel> {
-  try {
-    return await LlamaModel.load(cfg.model.path, {
-      quantize: cfg.model.quantize === 'nf4' ? 'nf4' : undefined,
-      storage: cfg.model.storage,
-    });
-  } catch (err) {
-    if (!(err instanceof OutOfMemoryError)) throw err;
-    const config = await loadLlamaConfig(cfg.model.path);
-    const b = cfg.training.batch_size === 'auto' ? 1 : cfg.training.batch_size;
-    throw outOfMemoryFailure(err, cfg, config, b, 'while loading the model', null);
-  }
 }

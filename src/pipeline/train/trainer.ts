@@ -319,7 +319,11 @@ export class TrainingRun {
         file: join(cfg.model.path, 'tokenizer.json'),
       });
     }
-    const { model, method, optimizer } = await buildTrainingModel(cfg);
+    const { model, method, optimizer } = await buildTrainingModel(cfg).catch((err: unknown) => {
+      if (!(err instanceof OutOfMemoryError)) throw err;
+      const b = cfg.training.batch_size === 'auto' ? 1 : cfg.training.batch_size;
+      throw outOfMemoryFailure(err, cfg, modelConfig, b, 'while loading the model', null);
+    });
     log(
       `precision: ${precision}${cfg.training.precision === 'auto' ? ` (auto: ${dev.hasF16SubgroupMatrix() ? 'the adapter has f16 subgroup matrices' : 'no f16 subgroup matrices on this adapter'})` : ''}`,
     );

@@ -297,6 +297,24 @@ describe('out of memory', () => {
     expect(r.losses.map((l) => l.step)).toEqual([1, 2, 3, 4]);
   });
 
+  it('while loading the model: the buffer, the estimate of the configuration, what to change, no checkpoint yet', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'finllm-oom-load-'));
+    const cfg = config(dir, ['model.quantize=none']);
+    // 64 KiB: less than the tiny model's embedding (600 × 64 f32), so loading cannot allocate it; buffers
+    // cached by earlier tests go back first (a cached buffer is reused without asking the capacity).
+    engine().pool.trim();
+    const err = await withCapacity(65536, () => runTraining(cfg, { quiet: true })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RuntimeFailure);
+    const msg = (err as Error).message;
+    expect(msg).toMatch(
+      /^GPU out of memory: a [0-9.]+ [KM]iB buffer did not fit \(.* of 64 KiB device memory, from the test\) while loading the model\. The estimated peak of this configuration is [0-9.]+ [KM]iB \(micro-batch 2 × 64 tokens, grad_checkpointing none\)/,
+    );
+    expect(msg).toContain('model.quantize: nf4 (now none) needs ~');
+    expect(msg).toContain('No checkpoint was written yet; nothing in the run folder needs cleaning up.');
+    expect(existsSync(join(dir, 'checkpoints'))).toBe(false);
+    expect(existsSync(join(dir, 'adapter'))).toBe(false);
+  });
+
   it('from the CLI: exit code 2, the message without a stack trace, and the folder trains after the fix', () => {
     const dir = mkdtempSync(join(tmpdir(), 'finllm-oom-cli-'));
     const args = [
