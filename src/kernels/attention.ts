@@ -79,7 +79,14 @@ import {
 } from './attention-sgmatrix.js';
 import { backwardInputBindings, HEADER, inputBinding, MASK_FLAGS, qkvBindings, visible } from './attention-wgsl.js';
 import { assertDtype, grid1d, specKey, Uniforms } from './common.js';
-import { assertOffered, isOffered, type MatrixMode, type MatrixShape } from './sgmatrix.js';
+import {
+  assertOffered,
+  isOffered,
+  MATRIX_SHAPES,
+  type MatrixMode,
+  type MatrixShape,
+  type MatrixShapeName,
+} from './sgmatrix.js';
 import { type KernelFamily, kernelFamily } from './variants.js';
 
 export interface FlashAttentionOptions {
@@ -1210,9 +1217,41 @@ function pickFragments(
     return tiles.fragments;
   }
   if (tiles || variant !== 'auto') return null;
-  if (!chooseAttentionVariant(pass, shapeOf(d), caps).subgroupMatrix) return null;
-  const shape = nativeFragmentShape(pass, shapeOf(d), caps);
-  return shape ? { mode: 'native', shape } : null;
+  const posed = emulatedCore ? withNativeCore(caps, MATRIX_SHAPES[emulatedCore]) : caps;
+  if (!chooseAttentionVariant(pass, shapeOf(d), posed).subgroupMatrix) return null;
+  const shape = nativeFragmentShape(pass, shapeOf(d), posed);
+  return shape ? { mode: emulatedCore ? 'emulated' : 'native', shape } : null;
+}
+
+let emulatedCore: MatrixShapeName | null = null;
+
+/**
+ * Tests only: while set, attention without tile overrides runs the emulated subgroup-matrix kernels of
+ * this shape wherever a device like this one with the native core would run the native ones
+ * (withNativeCore), so a workload makes the pass, head-dim and dtype choices such a device makes.
+ * The GEMMs have their own switch (gemm.ts forceEmulatedMatrixCore).
+ */
+export function forceEmulatedAttentionCore(shape: MatrixShapeName | null): void {
+  emulatedCore = shape;
+}
+
+/** Workgroup memory the native subgroup-matrix tiles are sized for (SG_TILES: NVIDIA's 48 KiB). */
+const NATIVE_CORE_WORKGROUP_BYTES = 48 * 1024;
+
+/**
+ * These caps as a device with the native f16 → f32 core of `shape` would have them: the features,
+ * subgroups of exactly 32, the configuration offered and the workgroup memory the native tiles are
+ * sized for (at least).
+ */
+function withNativeCore(caps: AttentionCaps, shape: MatrixShape): AttentionCaps {
+  return {
+    ...caps,
+    features: new Set<FeatureName>([...caps.features, 'chromium-experimental-subgroup-matrix', 'shader-f16']),
+    subgroupMinSize: SG_WIDTH,
+    subgroupMaxSize: SG_WIDTH,
+    maxWorkgroupStorage: Math.max(caps.maxWorkgroupStorage, NATIVE_CORE_WORKGROUP_BYTES),
+    subgroupMatrixConfigs: [{ componentType: 'f16', resultComponentType: 'f32', ...shape }],
+  };
 }
 
 /** Whether the row-per-invocation kernels (attention-cpu.ts) run this call. */

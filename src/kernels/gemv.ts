@@ -373,6 +373,18 @@ function gemvProblem(o: GemvOptions): {
   return { format, M, K, Ns, ld, offsets, ncols };
 }
 
+/** vec4 loads per weight vector of `vec` elements (a scalar load counts as one). */
+const gemvChunks = (vec: number): number => (vec > 1 ? vec / 4 : 1);
+
+/**
+ * The loop form a launch of `rows` rows and load width `vec` takes (GemvSpec.unroll): unrolled on
+ * GPUs; on software adapters only while the body stays small (rows × vec4 chunks ≤ 8). The variant
+ * table lists exactly the forms this can give.
+ */
+export function gemvUnroll(rows: number, vec: number, software: boolean): boolean {
+  return !software || rows * gemvChunks(vec) <= 8;
+}
+
 /**
  * One GEMV (see the header), in dispatches of up to 8 rows. Segments must share K and format; the
  * total number of storage bindings must fit the device (llama/decode.ts splits a call that does not).
@@ -401,12 +413,11 @@ export function gemv(o: GemvOptions): void {
   if (o.rstdOut) buffers.push(o.rstdOut);
   buffers.push(out);
   const maxZ = engine().dev.limits.maxComputeWorkgroupsPerDimension;
-  const chunks = vec > 1 ? vec / 4 : 1;
+  const chunks = gemvChunks(vec);
   for (let m0 = 0; m0 < M; m0 += GEMV_MAX_ROWS) {
     const rows = Math.min(GEMV_MAX_ROWS, M - m0);
     const MC = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
-    // Software adapters: unrolled only while the body stays small (see GemvSpec.unroll).
-    const unroll = !engine().dev.info.cpuKernels || MC * chunks <= 8;
+    const unroll = gemvUnroll(MC, vec, engine().dev.info.cpuKernels);
     const spec: GemvSpec = {
       format,
       segments: segments.length,
@@ -566,7 +577,10 @@ function fusedCaseOf(s: GemvSpec): FusedCase {
   return { segments, transX, norm, rstdOut, lora, epilogue };
 }
 
-/** Every weight format × rows × load width × loop form × the fused configurations callers use. */
+/**
+ * Every weight format × rows × load width × the loop forms a launch can take there (gemvUnroll, on a
+ * GPU and on a software adapter) × the fused configurations callers use.
+ */
 const GEMV = kernelFamily<GemvSpec>({
   family: 'gemv',
   specs: () => {
@@ -575,7 +589,7 @@ const GEMV = kernelFamily<GemvSpec>({
       const vecs = [...new Set([1, weightVecFor(format, 32, 'gemv'), weightVecFor(format, 8, 'gemv')])];
       for (const rows of [1, 2, 4, 8])
         for (const vec of vecs)
-          for (const unroll of [true, false])
+          for (const unroll of new Set([false, true].map((software) => gemvUnroll(rows, vec, software))))
             for (const c of GEMV_CASES) out.push({ format, rows, vec, unroll, ...c.spec });
     }
     return out;
