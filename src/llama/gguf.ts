@@ -17,7 +17,7 @@
 // picks (the first and last eighth and every third between), attn_v and ffn_down, which take Q6_K
 // (and an 80-layer GQA model's other attn_v, which take Q5_K).
 // A tensor whose rows are not a multiple of 256 falls back as llama.cpp does: Q4_K → Q5_0,
-// Q6_K → Q8_0, the output matrix straight to Q8_0, and any of them to F16 when rows are not a
+// Q5_K → Q5_1, Q6_K → Q8_0, the output matrix straight to Q8_0, and any of them to F16 when rows are not a
 // multiple of 32 either.
 //
 // Import: a GGUF file finllm wrote (or any llama GGUF with tokenizer.huggingface.json) becomes an HF
@@ -341,10 +341,7 @@ export function useMoreBits(layer: number, layers: number): boolean {
 /** llama.cpp's replacement for a type whose block does not divide the row length (tensor_type_fallback). */
 function blockFallback(type: GgmlTypeName, rowLength: number): GgmlTypeName {
   if (rowLength % GGML_LAYOUT[type].block === 0) return type;
-  // llama.cpp's Q5_K fallback is Q5_1, which finllm does not write (only a 70B attn_v is Q5_K).
-  if (type === 'Q5_K')
-    throw new RangeError(`Q5_K weight with rows of ${rowLength} values: its fallback Q5_1 is not supported`);
-  const next: GgmlTypeName = type === 'Q4_K' ? 'Q5_0' : type === 'Q6_K' ? 'Q8_0' : type;
+  const next: GgmlTypeName = type === 'Q4_K' ? 'Q5_0' : type === 'Q5_K' ? 'Q5_1' : type === 'Q6_K' ? 'Q8_0' : type;
   return rowLength % GGML_LAYOUT[next].block === 0 ? next : 'F16';
 }
 
