@@ -1,0 +1,234 @@
+// GGUF files made by llama.cpp's own HF converter (convert_hf_to_gguf.py), which carry no HF
+// tokenizer: tests/fixtures/gguf-foreign (make_foreign_gguf_fixtures.py) holds two, with the HF
+// tokenizer's ids and transformers' per-text losses of the checkpoints they were converted from:
+//   spm-f32.gguf   gqa-f32's weights, a SentencePiece BPE tokenizer.model (tokenizer.ggml.model "llama")
+//   bpe-bf16.gguf  mqa-bf16-tied-llama3rope (Llama 3 byte-level BPE, "gpt2" / "llama-bpe", tied
+//                  embeddings, llama3 RoPE as the rope_freqs tensor only)
+// Checked: the tokenizer rebuilt from the metadata gives the HF ids on every text (unicode, digit
+// runs, whitespace runs, the empty text); the weights read back are the checkpoint's exactly (so the
+// converter's q/k RoPE permutation is undone), the config is the checkpoint's (llama3 RoPE: the same
+// per-frequency divisors); the per-text losses equal transformers' within 3e-6 (both files hold the
+// checkpoint's weights exactly, f32 from f32 and bf16 from bf16, so the only difference is float32
+// evaluation order, the bound finllm's fp32 parity tests hold); another tokenizer model or
+// pre-tokenizer is a one-line error; llama.cpp (node-llama-cpp) tokenizes the texts to the same ids.
+import { existsSync, readFileSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { InputError } from '../../src/errors.js';
+import { Checkpoint } from '../../src/io/safetensors.js';
+import { loadLlamaConfig } from '../../src/llama/config.js';
+import { ggufToHfFolder, llama3RopeFactors, modelFolderFor } from '../../src/llama/gguf.js';
+import { sentencePieceMerges } from '../../src/llama/gguf-tokenizer.js';
+import { LlamaModel } from '../../src/llama/model.js';
+import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
+import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
+import { expectClose, useEngine } from '../helpers/index.js';
+import { type FixtureName, modelDir, useTempDir } from './helpers.js';
+
+useEngine();
+const tempDir = useTempDir();
+
+const FOREIGN = join(import.meta.dirname, '..', 'fixtures', 'gguf-foreign');
+interface ForeignReference {
+  token_ids: number[][];
+  loss: (number | null)[];
+}
+const fixture = JSON.parse(readFileSync(join(FOREIGN, 'foreign.json'), 'utf8')) as {
+  texts: string[];
+  chat_template: string;
+  'spm-f32': ForeignReference;
+  'bpe-bf16': ForeignReference;
+};
+const FILES: { name: 'spm-f32' | 'bpe-bf16'; source: FixtureName }[] = [
+  { name: 'spm-f32', source: 'gqa-f32' },
+  { name: 'bpe-bf16', source: 'mqa-bf16-tied-llama3rope' },
+];
+/** Per-text loss bound: the same weights evaluated in float32 by finllm and by PyTorch. */
+const LOSS_TOL = 3e-6;
+
+/** `file` with the length-prefixed metadata string `from` replaced by `to` (a GGUF string is u64 length + bytes). */
+async function withMetadataString(file: string, from: string, to: string, out: string): Promise<void> {
+  const bytes = Buffer.from(await readFile(file));
+  const lenPrefixed = (s: string) => {
+    const b = Buffer.alloc(8 + Buffer.byteLength(s));
+    b.writeBigUInt64LE(BigInt(Buffer.byteLength(s)));
+    b.write(s, 8);
+    return b;
+  };
+  const at = bytes.indexOf(lenPrefixed(from));
+  expect(at).toBeGreaterThan(0);
+  await writeFile(
+    out,
+    Buffer.concat([bytes.subarray(0, at), lenPrefixed(to), bytes.subarray(at + 8 + Buffer.byteLength(from))]),
+  );
+}
+
+describe("GGUF files from llama.cpp's converter", () => {
+  for (const { name, source } of FILES) {
+    describe(name, () => {
+      const ref = fixture[name];
+      let dir: string;
+      beforeAll(async () => {
+        dir = join(await tempDir(), 'hf');
+        await ggufToHfFolder(join(FOREIGN, `${name}.gguf`), dir);
+      });
+
+      it("the tokenizer rebuilt from tokenizer.ggml.* gives the HF tokenizer's ids on every text", async () => {
+        const tok = await LlamaTokenizer.load(dir);
+        const want = await LlamaTokenizer.load(modelDir(source));
+        expect(fixture.texts.length).toBe(ref.token_ids.length);
+        fixture.texts.forEach((text, i) => {
+          expect(tok.encode(text), JSON.stringify(text)).toEqual(ref.token_ids[i]);
+          expect(tok.decode(tok.encode(text), { skipSpecialTokens: true }), JSON.stringify(text)).toBe(text);
+        });
+        expect([tok.bosId, tok.eosId]).toEqual([want.bosId, want.eosId]);
+        if (name === 'spm-f32') {
+          expect(tok.unkId).toBe(0);
+          expect(tok.chatTemplateSource).toBe(fixture.chat_template);
+          expect(tok.applyChatTemplate([{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true })).toBe(
+            '<s>[user] Hi</s>[assistant] ',
+          );
+        } else {
+          expect(tok.hasChatTemplate).toBe(false);
+        }
+      });
+
+      it("the weights are the checkpoint's exactly (q/k rows back in HF's layout) and the config its own", async () => {
+        const want = await Checkpoint.open(modelDir(source));
+        const got = await Checkpoint.open(dir);
+        try {
+          expect(got.names().sort()).toEqual(want.names().sort());
+          for (const n of want.names()) expect(await got.readF32(n), n).toEqual(await want.readF32(n));
+        } finally {
+          await want.close();
+          await got.close();
+        }
+        const a = await loadLlamaConfig(modelDir(source));
+        const b = await loadLlamaConfig(dir);
+        const { rope: ra, ...restA } = a;
+        const { rope: rb, ...restB } = b;
+        expect({ ...restB, torchDtype: null }).toEqual({ ...restA, torchDtype: null });
+        expect(rb.theta).toBe(ra.theta);
+        expect(rb.scaling === null).toBe(ra.scaling === null);
+        if (ra.scaling) {
+          // The converter keeps only the divisors: parameters giving the same ones (float64 formula,
+          // the file's values are its f32 roundings).
+          expectClose(llama3RopeFactors(b), llama3RopeFactors(a), { rtol: 2 ** -23 }, 'rope factors');
+          expect(rb.scaling!.factor).toBe(ra.scaling.factor);
+        }
+      });
+
+      it(`per-text losses equal transformers' on the checkpoint within ${LOSS_TOL}`, async () => {
+        const model = await LlamaModel.load(await modelFolderFor(join(FOREIGN, `${name}.gguf`)));
+        try {
+          const idx = ref.loss.flatMap((l, i) => (l === null ? [] : [i]));
+          expect(idx.length).toBeGreaterThanOrEqual(12);
+          const per = await sequenceLosses(
+            model,
+            idx.map((i) => ref.token_ids[i]!),
+          );
+          expectClose(
+            per.map((e) => e.loss),
+            idx.map((i) => ref.loss[i]!),
+            { atol: LOSS_TOL },
+            `${name} losses`,
+          );
+        } finally {
+          model.dispose();
+        }
+      });
+    });
+  }
+
+  it('another tokenizer model or pre-tokenizer is a one-line error naming the file, the key and the value', async () => {
+    const dir = await tempDir();
+    const bert = join(dir, 'bert.gguf');
+    await withMetadataString(join(FOREIGN, 'bpe-bf16.gguf'), 'gpt2', 'bert', bert);
+    const err = await ggufToHfFolder(bert, join(dir, 'a')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InputError);
+    expect((err as Error).message).toMatch(
+      /bert\.gguf.*tokenizer\.ggml\.model.*tokenizer model "bert" is not supported; finllm reads 'llama' \(SentencePiece BPE\) and 'gpt2' with pre 'llama-bpe' \(Llama 3\)$/,
+    );
+    expect((err as Error).message).not.toContain('\n');
+    const commandR = join(dir, 'command-r.gguf');
+    await withMetadataString(join(FOREIGN, 'bpe-bf16.gguf'), 'llama-bpe', 'command-r', commandR);
+    await expect(ggufToHfFolder(commandR, join(dir, 'b'))).rejects.toThrow(
+      /command-r\.gguf.*tokenizer\.ggml\.pre.*pre-tokenizer "command-r" is not supported; finllm reads 'llama-bpe' \(Llama 3\)$/,
+    );
+  });
+
+  it('SentencePiece merges: every two-token split of a token, highest-scoring token first, then by id and left length', () => {
+    const tokens = ['<unk>', 'a', 'b', 'c', 'ab', 'bc', 'abc', '▁', '▁a'];
+    const scores = [0, -1, -2, -3, -10, -11, -12, -4, -20];
+    expect(sentencePieceMerges(tokens, scores)).toEqual([
+      ['a', 'b'],
+      ['b', 'c'],
+      ['a', 'bc'],
+      ['ab', 'c'],
+      ['▁', 'a'],
+    ]);
+    // Equal scores (llama.cpp's converter writes -1000 for every token of a tokenizer.json-only model): by id.
+    expect(sentencePieceMerges(['x', 'y', 'yx', 'xy'], [-1000, -1000, -1000, -1000])).toEqual([
+      ['y', 'x'],
+      ['x', 'y'],
+    ]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+const NODE_LLAMA_CPP = join(
+  import.meta.dirname,
+  '..',
+  'llamacpp',
+  'node_modules',
+  'node-llama-cpp',
+  'dist',
+  'index.js',
+);
+interface LlamaCppModel {
+  tokenize(text: string): readonly number[];
+  tokens: { bos: number | null; eos: number | null; shouldPrependBosToken: boolean };
+  dispose(): Promise<void>;
+}
+interface Llama {
+  loadModel(o: { modelPath: string }): Promise<LlamaCppModel>;
+  dispose(): Promise<void>;
+}
+
+describe.skipIf(!existsSync(NODE_LLAMA_CPP))('the same files in llama.cpp (node-llama-cpp 3.21.1, CPU build)', () => {
+  let llama: Llama;
+  beforeAll(async () => {
+    const { getLlama } = (await import(NODE_LLAMA_CPP)) as {
+      getLlama(o: Record<string, unknown>): Promise<Llama>;
+    };
+    llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' });
+  });
+  afterAll(async () => {
+    await llama?.dispose();
+  });
+
+  for (const { name } of FILES) {
+    it(`${name}: llama.cpp tokenizes every text to finllm's ids (BOS as the file says)`, async () => {
+      const dir = join(await tempDir(), 'hf');
+      await ggufToHfFolder(join(FOREIGN, `${name}.gguf`), dir);
+      const tok = await LlamaTokenizer.load(dir);
+      const model = await llama.loadModel({ modelPath: join(FOREIGN, `${name}.gguf`) });
+      try {
+        const bad: string[] = [];
+        for (const text of fixture.texts) {
+          const ours = tok.encode(text, { addSpecialTokens: false });
+          const theirs = Array.from(model.tokenize(text));
+          if (JSON.stringify(ours) !== JSON.stringify(theirs))
+            bad.push(`${JSON.stringify(text)}: finllm ${ours.join(',')} llama.cpp ${theirs.join(',')}`);
+        }
+        expect(bad).toEqual([]);
+        expect([model.tokens.bos, model.tokens.eos]).toEqual([tok.bosId, tok.eosId]);
+        expect(model.tokens.shouldPrependBosToken).toBe(tok.encode('x')[0] === tok.bosId);
+      } finally {
+        await model.dispose();
+      }
+    });
+  }
+});
