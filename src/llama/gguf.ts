@@ -20,8 +20,10 @@
 // Q5_K → Q5_1, Q6_K → Q8_0, the output matrix straight to Q8_0, and any of them to F16 when rows are not a
 // multiple of 32 either.
 //
-// Import: a GGUF file finllm wrote (or any llama GGUF with tokenizer.huggingface.json) becomes an HF
-// model folder in a temp directory (f32 weights, dequantized), which every verb loads as usual.
+// Import: a llama GGUF file (finllm's own, or one from llama.cpp's converter and llama-quantize)
+// becomes an HF model folder in a temp directory (f32 weights, dequantized, q/k rows permuted back;
+// the tokenizer from tokenizer.huggingface.json or rebuilt from tokenizer.ggml.*, gguf-tokenizer.ts),
+// which every verb loads as usual.
 import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
