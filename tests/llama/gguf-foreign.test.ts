@@ -11,14 +11,19 @@
 // checkpoint's weights exactly, f32 from f32 and bf16 from bf16, so the only difference is float32
 // evaluation order, the bound finllm's fp32 parity tests hold); another tokenizer model or
 // pre-tokenizer is a one-line error; llama.cpp (node-llama-cpp) tokenizes the texts to the same ids.
+// bpe-q4_1.gguf / bpe-q5_1.gguf are bpe-bf16.gguf through llama.cpp's quantizer (Q4_1 / Q5_1 weights,
+// the tied embedding Q8_0); their reference losses are transformers' with the weights gguf-py
+// dequantizes from the file: finllm's decoders are ggml's bit for bit (tests/io/ggml-quants*), gguf-py's
+// numpy ones compute the same f32 products, so the same 3e-6 holds.
 import { existsSync, readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
+import { GgufFile } from '../../src/io/gguf.js';
 import { Checkpoint } from '../../src/io/safetensors.js';
-import { loadLlamaConfig } from '../../src/llama/config.js';
-import { ggufToHfFolder, llama3RopeFactors, modelFolderFor } from '../../src/llama/gguf.js';
+import { type LlamaConfig, loadLlamaConfig } from '../../src/llama/config.js';
+import { ggufToHfFolder, llama3RopeFactors, llama3ScalingFromRopeFreqs, modelFolderFor } from '../../src/llama/gguf.js';
 import { sentencePieceMerges } from '../../src/llama/gguf-tokenizer.js';
 import { LlamaModel } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
@@ -39,6 +44,8 @@ const fixture = JSON.parse(readFileSync(join(FOREIGN, 'foreign.json'), 'utf8')) 
   chat_template: string;
   'spm-f32': ForeignReference;
   'bpe-bf16': ForeignReference;
+  'bpe-q4_1': ForeignReference;
+  'bpe-q5_1': ForeignReference;
 };
 const FILES: { name: 'spm-f32' | 'bpe-bf16'; source: FixtureName }[] = [
   { name: 'spm-f32', source: 'gqa-f32' },
@@ -141,6 +148,47 @@ describe("GGUF files from llama.cpp's converter", () => {
     });
   }
 
+  for (const [name, type] of [
+    ['bpe-q4_1', 'Q4_1'],
+    ['bpe-q5_1', 'Q5_1'],
+  ] as const) {
+    it(`${name} (llama.cpp's quantizer): ${type} weights read back give transformers' losses on the same dequantized weights within ${LOSS_TOL}`, async () => {
+      const file = join(FOREIGN, `${name}.gguf`);
+      const g = await GgufFile.open(file);
+      try {
+        expect(g.tensors.get('blk.0.ffn_down.weight')!.type).toBe(type);
+        expect(g.tensors.get('blk.1.attn_q.weight')!.type).toBe(type);
+        expect(g.tensors.get('token_embd.weight')!.type).toBe('Q8_0');
+      } finally {
+        await g.close();
+      }
+      const dir = await modelFolderFor(file);
+      const tok = await LlamaTokenizer.load(dir);
+      for (const [i, text] of fixture.texts.entries())
+        expect(tok.encode(text), JSON.stringify(text)).toEqual(fixture[name].token_ids[i]);
+      const model = await LlamaModel.load(dir);
+      try {
+        const ref = fixture[name];
+        const idx = ref.loss.flatMap((l, i) => (l === null ? [] : [i]));
+        const per = await sequenceLosses(
+          model,
+          idx.map((i) => ref.token_ids[i]!),
+        );
+        expectClose(
+          per.map((e) => e.loss),
+          idx.map((i) => ref.loss[i]!),
+          { atol: LOSS_TOL },
+          `${name} losses`,
+        );
+        // Quantization really changed the weights read: every text's loss moved from the bf16 file's.
+        for (const [k, i] of idx.entries())
+          expect(Math.abs(per[k]!.loss - fixture['bpe-bf16'].loss[i]!), `text ${i}`).toBeGreaterThan(1e-5);
+      } finally {
+        model.dispose();
+      }
+    });
+  }
+
   it('another tokenizer model or pre-tokenizer is a one-line error naming the file, the key and the value', async () => {
     const dir = await tempDir();
     const bert = join(dir, 'bert.gguf');
@@ -231,4 +279,35 @@ describe.skipIf(!existsSync(NODE_LLAMA_CPP))('the same files in llama.cpp (node-
       }
     });
   }
+});
+
+describe('llama3 RoPE read back from rope_freqs alone', () => {
+  const llama = (theta: number, headDim: number, scaling: NonNullable<LlamaConfig['rope']['scaling']>) =>
+    ({ headDim, rope: { theta, scaling } }) as LlamaConfig;
+  it("Llama 3.1 / 3.2's divisors (f32, as the converter writes them) give back their parameters", () => {
+    for (const factor of [8, 32]) {
+      const scaling = {
+        type: 'llama3' as const,
+        factor,
+        lowFreqFactor: 1,
+        highFreqFactor: 4,
+        originalMaxPositionEmbeddings: 8192,
+      };
+      for (const headDim of [64, 128]) {
+        const freqs = Float32Array.from(llama3RopeFactors(llama(500000, headDim, scaling)));
+        expect(
+          llama3ScalingFromRopeFreqs(freqs, 500000, headDim, 'x.gguf'),
+          `factor ${factor}, head ${headDim}`,
+        ).toEqual(scaling);
+      }
+    }
+  });
+
+  it('divisors all 1 are no scaling; divisors no llama3 scaling gives are a one-line error', () => {
+    expect(llama3ScalingFromRopeFreqs(new Float32Array(8).fill(1), 10000, 16, 'x.gguf')).toBeNull();
+    const wrong = Float32Array.from([1, 1, 1, 4, 2, 8, 8, 8]); // not monotone
+    expect(() => llama3ScalingFromRopeFreqs(wrong, 10000, 16, 'x.gguf')).toThrow(
+      /x\.gguf.*rope_freqs \(1, 1, 1, 4, 2, 8, 8, 8\) cannot be read as llama3 RoPE scaling/,
+    );
+  });
 });
