@@ -29,7 +29,7 @@ import { LlamaModel } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
 import { expectClose, useEngine } from '../helpers/index.js';
-import { type FixtureName, modelDir, useTempDir } from './helpers.js';
+import { type FixtureName, modelDir, tokenizationCorpus, useTempDir } from './helpers.js';
 
 useEngine();
 const tempDir = useTempDir();
@@ -90,6 +90,12 @@ describe("GGUF files from llama.cpp's converter", () => {
           expect(tok.decode(tok.encode(text), { skipSpecialTokens: true }), JSON.stringify(text)).toBe(text);
         });
         expect([tok.bosId, tok.eosId]).toEqual([want.bosId, want.eosId]);
+        if (name === 'bpe-bf16') {
+          // Its HF tokenizer is the source checkpoint's: the same ids on ≥ 200 more texts.
+          const corpus = tokenizationCorpus();
+          expect(corpus.length).toBeGreaterThanOrEqual(200);
+          for (const text of corpus) expect(tok.encode(text), JSON.stringify(text)).toEqual(want.encode(text));
+        }
         if (name === 'spm-f32') {
           expect(tok.unkId).toBe(0);
           expect(tok.chatTemplateSource).toBe(fixture.chat_template);
@@ -207,14 +213,15 @@ describe("GGUF files from llama.cpp's converter", () => {
   });
 
   it('SentencePiece merges: every two-token split of a token, highest-scoring token first, then by id and left length', () => {
+    // '▁a' comes last by id but scores highest of the merged tokens: SentencePiece merges it first.
     const tokens = ['<unk>', 'a', 'b', 'c', 'ab', 'bc', 'abc', '▁', '▁a'];
-    const scores = [0, -1, -2, -3, -10, -11, -12, -4, -20];
+    const scores = [0, -1, -2, -3, -10, -11, -12, -4, -5];
     expect(sentencePieceMerges(tokens, scores)).toEqual([
+      ['▁', 'a'],
       ['a', 'b'],
       ['b', 'c'],
       ['a', 'bc'],
       ['ab', 'c'],
-      ['▁', 'a'],
     ]);
     // Equal scores (llama.cpp's converter writes -1000 for every token of a tokenizer.json-only model): by id.
     expect(sentencePieceMerges(['x', 'y', 'yx', 'xy'], [-1000, -1000, -1000, -1000])).toEqual([
@@ -258,14 +265,15 @@ describe.skipIf(!existsSync(NODE_LLAMA_CPP))('the same files in llama.cpp (node-
   });
 
   for (const { name } of FILES) {
-    it(`${name}: llama.cpp tokenizes every text to finllm's ids (BOS as the file says)`, async () => {
+    it(`${name}: llama.cpp tokenizes every text (the fixture's and ≥ 200 more) to finllm's ids (BOS as the file says)`, async () => {
       const dir = join(await tempDir(), 'hf');
       await ggufToHfFolder(join(FOREIGN, `${name}.gguf`), dir);
       const tok = await LlamaTokenizer.load(dir);
       const model = await llama.loadModel({ modelPath: join(FOREIGN, `${name}.gguf`) });
       try {
         const bad: string[] = [];
-        for (const text of fixture.texts) {
+        const texts = [...fixture.texts, ...tokenizationCorpus()];
+        for (const text of texts) {
           const ours = tok.encode(text, { addSpecialTokens: false });
           const theirs = Array.from(model.tokenize(text));
           if (JSON.stringify(ours) !== JSON.stringify(theirs))
