@@ -6,7 +6,7 @@
 //     merges the adjacent pair whose union scores highest), ties by token id then by the left part's
 //     length, as transformers converts a tokenizer.model; byte fallback <0xXX>, '▁' for spaces and
 //     one prepended unless add_space_prefix is false (Llama 2's tokenizer.json on the Hub);
-//   - model "gpt2" with pre "llama-bpe" (Llama 3): byte-level BPE with the file's merges, the Llama 3
+//   - model "gpt2" with pre "llama-bpe" (Llama 3; older files say "llama3" or "llama-v3"): byte-level BPE with the file's merges, the Llama 3
 //     split pattern, and whole words found in the vocabulary taken as they are (llama.cpp's
 //     ignore_merges for this pre-tokenizer, and Llama 3's tokenizer.json).
 // Control tokens become special added tokens, user-defined ones plain added tokens; BOS/EOS are put
@@ -18,6 +18,9 @@ import type { GgufFile } from '../io/gguf.js';
 /** The split pattern of Llama 3's tokenizer.json (llama.cpp's "llama-bpe"). */
 export const LLAMA3_SPLIT_PATTERN =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/** Names llama.cpp gives the Llama 3 pre-tokenizer (llama-vocab.cpp: older converters wrote the first two). */
+const LLAMA3_PRE_NAMES = ['llama3', 'llama-v3', 'llama-bpe'];
 
 /** tokenizer.ggml.token_type values (llama.cpp's llama_token_type). */
 const CONTROL = 3;
@@ -145,11 +148,11 @@ export function hfTokenizerFromGguf(g: GgufFile): GgufHfTokenizer {
   const model = g.get('tokenizer.ggml.model');
   const pre = g.get('tokenizer.ggml.pre');
   const isSpm = model === 'llama';
-  const isLlama3 = model === 'gpt2' && pre === 'llama-bpe';
+  const isLlama3 = model === 'gpt2' && typeof pre === 'string' && LLAMA3_PRE_NAMES.includes(pre);
   if (!isSpm && !isLlama3) {
     if (model === 'gpt2')
       throw new InputError(
-        `byte-level BPE with pre-tokenizer ${JSON.stringify(pre ?? null)} is not supported; finllm reads 'llama-bpe' (Llama 3)`,
+        `byte-level BPE with pre-tokenizer ${JSON.stringify(pre ?? null)} is not supported; finllm reads 'llama-bpe' (Llama 3, also named 'llama3', 'llama-v3')`,
         { file, key: 'tokenizer.ggml.pre' },
       );
     throw new InputError(

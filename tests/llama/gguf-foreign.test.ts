@@ -19,6 +19,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { evalAction } from '../../src/cli/eval.js';
 import { InputError } from '../../src/errors.js';
 import { GgufFile } from '../../src/io/gguf.js';
 import { Checkpoint } from '../../src/io/safetensors.js';
@@ -195,6 +196,26 @@ describe("GGUF files from llama.cpp's converter", () => {
     });
   }
 
+  it('finllm eval --model FILE.gguf on a converted, llama.cpp-quantized file: the per-text losses above', async () => {
+    const dir = await tempDir();
+    const data = join(dir, 'd.jsonl');
+    const ref = fixture['bpe-q4_1'];
+    const idx = ref.loss.flatMap((l, i) => (l === null ? [] : [i])).slice(0, 6);
+    await writeFile(data, `${idx.map((i) => JSON.stringify({ text: fixture.texts[i] })).join('\n')}\n`);
+    let printed = '';
+    await evalAction(
+      { model: join(FOREIGN, 'bpe-q4_1.gguf'), data, json: true, metrics: 'perplexity' },
+      (s) => (printed += s),
+    );
+    const out = JSON.parse(printed) as { per_example: { loss: number }[] };
+    expectClose(
+      out.per_example.map((e) => e.loss),
+      idx.map((i) => ref.loss[i]!),
+      { atol: LOSS_TOL },
+      'eval per-example losses',
+    );
+  });
+
   it('another tokenizer model or pre-tokenizer is a one-line error naming the file, the key and the value', async () => {
     const dir = await tempDir();
     const bert = join(dir, 'bert.gguf');
@@ -208,7 +229,7 @@ describe("GGUF files from llama.cpp's converter", () => {
     const commandR = join(dir, 'command-r.gguf');
     await withMetadataString(join(FOREIGN, 'bpe-bf16.gguf'), 'llama-bpe', 'command-r', commandR);
     await expect(ggufToHfFolder(commandR, join(dir, 'b'))).rejects.toThrow(
-      /command-r\.gguf.*tokenizer\.ggml\.pre.*pre-tokenizer "command-r" is not supported; finllm reads 'llama-bpe' \(Llama 3\)$/,
+      /command-r\.gguf.*tokenizer\.ggml\.pre.*pre-tokenizer "command-r" is not supported; finllm reads 'llama-bpe' \(Llama 3, also named 'llama3', 'llama-v3'\)$/,
     );
   });
 
