@@ -9,7 +9,8 @@
 //   - model "gpt2" with pre "llama-bpe" (Llama 3; older files say "llama3" or "llama-v3"): byte-level BPE with the file's merges, the Llama 3
 //     split pattern, and whole words found in the vocabulary taken as they are (llama.cpp's
 //     ignore_merges for this pre-tokenizer, and Llama 3's tokenizer.json).
-// Control tokens become special added tokens, user-defined ones plain added tokens; BOS/EOS are put
+// Control and unknown tokens become special added tokens (matched in text, as HF does), user-defined
+// ones plain added tokens; BOS/EOS are put
 // around each text as add_bos_token / add_eos_token say (default: BOS only, as llama.cpp).
 // Another tokenizer model or pre-tokenizer is an InputError naming the key and the value.
 import { InputError } from '../errors.js';
@@ -23,6 +24,7 @@ export const LLAMA3_SPLIT_PATTERN =
 const LLAMA3_PRE_NAMES = ['llama3', 'llama-v3', 'llama-bpe'];
 
 /** tokenizer.ggml.token_type values (llama.cpp's llama_token_type). */
+const UNKNOWN = 2;
 const CONTROL = 3;
 const USER_DEFINED = 4;
 
@@ -169,7 +171,7 @@ export function hfTokenizerFromGguf(g: GgufFile): GgufHfTokenizer {
   const added: Json[] = [];
   tokens.forEach((t, id) => {
     const type = types[id];
-    if (type !== CONTROL && type !== USER_DEFINED) return;
+    if (type !== UNKNOWN && type !== CONTROL && type !== USER_DEFINED) return;
     added.push({
       id,
       content: t,
@@ -177,7 +179,7 @@ export function hfTokenizerFromGguf(g: GgufFile): GgufHfTokenizer {
       lstrip: false,
       rstrip: false,
       normalized: type === USER_DEFINED && isSpm,
-      special: type === CONTROL,
+      special: type !== USER_DEFINED,
     });
   });
 

@@ -5,7 +5,7 @@
 //   bpe-bf16.gguf  mqa-bf16-tied-llama3rope (Llama 3 byte-level BPE, "gpt2" / "llama-bpe", tied
 //                  embeddings, llama3 RoPE as the rope_freqs tensor only)
 // Checked: the tokenizer rebuilt from the metadata gives the HF ids on every text (unicode, digit
-// runs, whitespace runs, the empty text); the weights read back are the checkpoint's exactly (so the
+// runs, whitespace runs, the empty text, special tokens spelled in text); the weights read back are the checkpoint's exactly (so the
 // converter's q/k RoPE permutation is undone), the config is the checkpoint's (llama3 RoPE: the same
 // per-frequency divisors); the per-text losses equal transformers' within 3e-6 (both files hold the
 // checkpoint's weights exactly, f32 from f32 and bf16 from bf16, so the only difference is float32
@@ -88,7 +88,9 @@ describe("GGUF files from llama.cpp's converter", () => {
         expect(fixture.texts.length).toBe(ref.token_ids.length);
         fixture.texts.forEach((text, i) => {
           expect(tok.encode(text), JSON.stringify(text)).toEqual(ref.token_ids[i]);
-          expect(tok.decode(tok.encode(text), { skipSpecialTokens: true }), JSON.stringify(text)).toBe(text);
+          // Decoding gives the text back (not the last one: its special tokens are dropped).
+          if (i < fixture.texts.length - 1)
+            expect(tok.decode(tok.encode(text), { skipSpecialTokens: true }), JSON.stringify(text)).toBe(text);
         });
         expect([tok.bosId, tok.eosId]).toEqual([want.bosId, want.eosId]);
         if (name === 'bpe-bf16') {
@@ -293,7 +295,9 @@ describe.skipIf(!existsSync(NODE_LLAMA_CPP))('the same files in llama.cpp (node-
       const model = await llama.loadModel({ modelPath: join(FOREIGN, `${name}.gguf`) });
       try {
         const bad: string[] = [];
-        const texts = [...fixture.texts, ...tokenizationCorpus()];
+        // Not the last fixture text: it spells special tokens, which HF (and finllm) match in text and
+        // llama.cpp's plain tokenize does not.
+        const texts = [...fixture.texts.slice(0, -1), ...tokenizationCorpus()];
         for (const text of texts) {
           const ours = tok.encode(text, { addSpecialTokens: false });
           const theirs = Array.from(model.tokenize(text));
