@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { evalAction } from '../../src/cli/eval.js';
 import { InputError } from '../../src/errors.js';
-import { GgufFile } from '../../src/io/gguf.js';
+import { GgufFile, type GgufMetadata, writeGguf } from '../../src/io/gguf.js';
 import { Checkpoint } from '../../src/io/safetensors.js';
 import { type LlamaConfig, loadLlamaConfig } from '../../src/llama/config.js';
 import { ggufToHfFolder, llama3RopeFactors, llama3ScalingFromRopeFreqs, modelFolderFor } from '../../src/llama/gguf.js';
@@ -215,6 +215,36 @@ describe("GGUF files from llama.cpp's converter", () => {
       idx.map((i) => ref.loss[i]!),
       { atol: LOSS_TOL },
       'eval per-example losses',
+    );
+  });
+
+  it("metadata llama.cpp writes and finllm's files lack: EOT joins the eos ids; other RoPE scaling is a one-line error", async () => {
+    const dir = await tempDir();
+    /** bpe-bf16.gguf rewritten (weights f32) with metadata `edit`. */
+    const variant = async (out: string, edit: (md: GgufMetadata) => void) => {
+      const g = await GgufFile.open(join(FOREIGN, 'bpe-bf16.gguf'));
+      try {
+        const md: GgufMetadata = new Map(g.metadata);
+        edit(md);
+        const tensors = [...g.tensors.values()].map((t) => ({
+          name: t.name,
+          shape: t.shape,
+          type: 'F32' as const,
+          data: () => g.readF32(t.name),
+        }));
+        await writeGguf(out, md, tensors);
+      } finally {
+        await g.close();
+      }
+    };
+    const eot = join(dir, 'eot.gguf');
+    await variant(eot, (md) => md.set('tokenizer.ggml.eot_token_id', { type: 'u32', value: 2 }));
+    await ggufToHfFolder(eot, join(dir, 'eot'));
+    expect((await loadLlamaConfig(join(dir, 'eot'))).eosTokenIds).toEqual([1, 2]);
+    const yarn = join(dir, 'yarn.gguf');
+    await variant(yarn, (md) => md.set('llama.rope.scaling.type', { type: 'string', value: 'yarn' }));
+    await expect(ggufToHfFolder(yarn, join(dir, 'yarn'))).rejects.toThrow(
+      /yarn\.gguf.*llama\.rope\.scaling\.type.*RoPE scaling "yarn" is not supported; finllm reads llama3 scaling$/,
     );
   });
 
