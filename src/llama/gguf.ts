@@ -526,7 +526,7 @@ type Llama3Scaling = NonNullable<LlamaConfig['rope']['scaling']>;
  * smooth = clamp(orig·x / (high - low) - low / (high - low), 0, 1) of x = 1 / wavelength, so only the
  * line's slope and intercept are fixed: low_freq_factor is taken as 1 (Llama 3.1 / 3.2's value),
  * the line fitted through the blended frequencies (or, with none, put in the gap between the
- * last unscaled and the first scaled one). Null when no divisor differs from 1; the parameters are
+ * last unscaled and the first scaled one, as Llama 3's high 4 and a power-of-two context where one fits). Null when no divisor differs from 1; the parameters are
  * checked by recomputing the divisors, and an InputError when they cannot be matched.
  */
 export function llama3ScalingFromRopeFreqs(
@@ -560,9 +560,13 @@ export function llama3ScalingFromRopeFreqs(
     slope = sxy / sxx;
     intercept = my - slope * mx;
   } else if (blended.length === 0 && firstScaled > 0 && Number.isFinite(lastUnscaled)) {
-    // smooth reaches 0 and 1 inside the gap (firstScaled, lastUnscaled): thirds of it.
-    const x0 = firstScaled + (lastUnscaled - firstScaled) / 3;
-    const x1 = firstScaled + (2 * (lastUnscaled - firstScaled)) / 3;
+    // smooth must reach 0 and 1 inside the gap (firstScaled, lastUnscaled). Llama 3's own choice
+    // (low 1, high 4: smooth 0 at x = 1/orig, 1 at 4/orig) with the largest power-of-two context
+    // that fits, else thirds of the gap.
+    let x0 = firstScaled + (lastUnscaled - firstScaled) / 3;
+    let x1 = firstScaled + (2 * (lastUnscaled - firstScaled)) / 3;
+    const orig = 2 ** Math.floor(Math.log2(1 / firstScaled));
+    if (orig < 1 / firstScaled && orig > 4 / lastUnscaled) [x0, x1] = [1 / orig, 4 / orig];
     slope = 1 / (x1 - x0);
     intercept = -slope * x0;
   } else {
