@@ -1,5 +1,6 @@
 // GGML tensor encodings used in GGUF files: the plain float types (F32, F16, BF16), the block
-// quantizations Q8_0, Q4_0 and Q5_0 and the K-quants Q4_K, Q5_K and Q6_K, bit for bit as ggml lays them out:
+// quantizations Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 and the K-quants Q2_K, Q3_K, Q4_K, Q5_K and Q6_K, bit for
+// bit as ggml lays them out (Q2_K and Q3_K are read only):
 //   Q8_0: blocks of 32 values = f16 scale d (amax / 127) + 32 × int8 round(x / d)      (34 bytes)
 //   Q4_0: blocks of 32 values = f16 scale d (the value of largest |x|, / -8) + 16 bytes holding
 //         min(15, trunc(x / d + 8.5)), value j in the low nibble of byte j, value j+16 in its high
@@ -7,6 +8,10 @@
 //   Q5_0: blocks of 32 values = f16 scale d (the value of largest |x|, / -16) + u32 holding bit 4
 //         of code j at bit j + 16 bytes holding the low 4 bits as Q4_0 does; codes
 //         min(31, trunc(x / d + 16.5)), value (code - 16)·d (22 bytes)
+//   Q4_1: blocks of 32 values = f16 scale d ((max - min) / 15), f16 min m + 16 bytes of codes laid out
+//         as Q4_0's, min(15, trunc((x - min) / d + 0.5)), value code·d + m (20 bytes)
+//   Q5_1: as Q4_1 with 5-bit codes ((max - min) / 31), the 5th bits in a u32 after d and m as Q5_0
+//         keeps them (24 bytes)
 // The K-quants (ggml's super-blocks of 256 values) are described in their section below.
 // The scale is rounded to f16 for storage, but the codes are computed from the f32 scale, as ggml
 // does; every step is done in f32 (Math.fround) so the codes match ggml's C code exactly.
@@ -14,7 +19,21 @@
 import { bf16ArrayToF32, f16ArrayToF32, f16ToF32, f32ArrayToBf16, f32ArrayToF16, f32ToF16 } from './dtype.js';
 
 /** ggml_type ids (ggml.h) of the encodings finllm reads and writes. */
-export const GGML_TYPE = { F32: 0, F16: 1, Q4_0: 2, Q5_0: 6, Q8_0: 8, Q4_K: 12, Q5_K: 13, Q6_K: 14, BF16: 30 } as const;
+export const GGML_TYPE = {
+  F32: 0,
+  F16: 1,
+  Q4_0: 2,
+  Q4_1: 3,
+  Q5_0: 6,
+  Q5_1: 7,
+  Q8_0: 8,
+  Q2_K: 10,
+  Q3_K: 11,
+  Q4_K: 12,
+  Q5_K: 13,
+  Q6_K: 14,
+  BF16: 30,
+} as const;
 export type GgmlTypeName = keyof typeof GGML_TYPE;
 
 interface TypeLayout {
@@ -30,7 +49,11 @@ export const GGML_LAYOUT: Record<GgmlTypeName, TypeLayout> = {
   BF16: { block: 1, bytes: 2 },
   Q8_0: { block: 32, bytes: 34 },
   Q4_0: { block: 32, bytes: 18 },
+  Q4_1: { block: 32, bytes: 20 },
   Q5_0: { block: 32, bytes: 22 },
+  Q5_1: { block: 32, bytes: 24 },
+  Q2_K: { block: 256, bytes: 84 },
+  Q3_K: { block: 256, bytes: 110 },
   Q4_K: { block: 256, bytes: 144 },
   Q5_K: { block: 256, bytes: 176 },
   Q6_K: { block: 256, bytes: 210 },
@@ -38,11 +61,7 @@ export const GGML_LAYOUT: Record<GgmlTypeName, TypeLayout> = {
 
 /** Names of the ggml types finllm does not read, for error messages (ggml.h's enum ggml_type). */
 const OTHER_GGML_TYPES: Record<number, string> = {
-  3: 'Q4_1',
-  7: 'Q5_1',
   9: 'Q8_1',
-  10: 'Q2_K',
-  11: 'Q3_K',
   15: 'Q8_K',
   16: 'IQ2_XXS',
   17: 'IQ2_XS',
@@ -210,6 +229,81 @@ export function dequantizeQ5_0(bytes: Uint8Array, numel: number, out = new Float
   return out;
 }
 
+/** Q4_1 and Q5_1: codes of (x - min) / d over [0, 2^bits - 1], rounded as ggml's `(int)(v + 0.5f)`. */
+function quantizeMinBlock(x: Float32Array, bits: 4 | 5): Uint8Array {
+  const name = bits === 4 ? 'Q4_1' : 'Q5_1';
+  if (x.length % 32 !== 0) throw new RangeError(`${name} needs a multiple of 32 values, got ${x.length}`);
+  const per = bits === 4 ? 20 : 24;
+  const qs = bits === 4 ? 4 : 8;
+  const nb = x.length / 32;
+  const out = new Uint8Array(nb * per);
+  const view = new DataView(out.buffer);
+  for (let b = 0; b < nb; b++) {
+    const off = b * 32;
+    let min = Number.POSITIVE_INFINITY;
+    let max = Number.NEGATIVE_INFINITY;
+    for (let j = 0; j < 32; j++) {
+      min = Math.min(min, x[off + j]!);
+      max = Math.max(max, x[off + j]!);
+    }
+    const d = fr(fr(max - min) / ((1 << bits) - 1));
+    const id = d !== 0 ? fr(1 / d) : 0;
+    const o = b * per;
+    view.setUint16(o, f32ToF16(d), true);
+    view.setUint16(o + 2, f32ToF16(min), true);
+    let qh = 0;
+    for (let j = 0; j < 16; j++) {
+      let q0 = Math.trunc(fr(fr(fr(x[off + j]! - min) * id) + 0.5));
+      let q1 = Math.trunc(fr(fr(fr(x[off + 16 + j]! - min) * id) + 0.5));
+      if (bits === 4) {
+        q0 = Math.min(15, q0);
+        q1 = Math.min(15, q1);
+      } else {
+        qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + 16));
+      }
+      out[o + qs + j] = (q0 & 0x0f) | ((q1 & 0x0f) << 4);
+    }
+    if (bits === 5) view.setUint32(o + 4, qh >>> 0, true);
+  }
+  return out;
+}
+
+function dequantizeMinBlock(bits: 4 | 5, bytes: Uint8Array, numel: number, out: Float32Array): Float32Array {
+  const per = bits === 4 ? 20 : 24;
+  const qs = bits === 4 ? 4 : 8;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let b = 0; b < numel / 32; b++) {
+    const o = b * per;
+    const d = f16ToF32(view.getUint16(o, true));
+    const m = f16ToF32(view.getUint16(o + 2, true));
+    const qh = bits === 5 ? view.getUint32(o + 4, true) : 0;
+    for (let j = 0; j < 16; j++) {
+      const q = bytes[o + qs + j]!;
+      const hi0 = ((qh >>> j) & 1) << 4;
+      const hi1 = ((qh >>> (j + 16)) & 1) << 4;
+      out[b * 32 + j] = fr(((q & 0x0f) | hi0) * d) + m;
+      out[b * 32 + 16 + j] = fr(((q >> 4) | hi1) * d) + m;
+    }
+  }
+  return out;
+}
+
+export function quantizeQ4_1(x: Float32Array): Uint8Array {
+  return quantizeMinBlock(x, 4);
+}
+
+export function dequantizeQ4_1(bytes: Uint8Array, numel: number, out = new Float32Array(numel)): Float32Array {
+  return dequantizeMinBlock(4, bytes, numel, out);
+}
+
+export function quantizeQ5_1(x: Float32Array): Uint8Array {
+  return quantizeMinBlock(x, 5);
+}
+
+export function dequantizeQ5_1(bytes: Uint8Array, numel: number, out = new Float32Array(numel)): Float32Array {
+  return dequantizeMinBlock(5, bytes, numel, out);
+}
+
 // ---------------------------------------------------------------------------------------------
 // K-quants: super-blocks of QK_K = 256 values, each split into sub-blocks with their own scale,
 // the sub-block scales themselves quantized against one f16 super-block scale.
@@ -221,6 +315,14 @@ export function dequantizeQ5_0(bytes: Uint8Array, numel: number, out = new Float
 //   bytes, value l of the first in the low nibble of byte l, value l of the second in its high nibble.
 // Q5_K (176 bytes): as Q4_K with 5-bit codes: d, dmin, the 12 scale bytes, 32 bytes qh, then the low
 //   4 bits as Q4_K lays them out; the 5th bit of value l of sub-block s is bit s of qh[l].
+// Q2_K (84 bytes): 16 bytes of sub-block scale (low nibble) and min (high nibble), 64 bytes of 2-bit
+//   codes, f16 d, f16 dmin. Sub-block s (16 values) decodes as d·sc[s]·q - dmin·m[s]. Each 128 values
+//   take 32 bytes: value l + 32k (k = 0..3, l < 32) is bits 2k..2k+1 of byte l.
+// Q3_K (110 bytes): 32 bytes hmask, 64 bytes of low 2 bits laid out as Q2_K's, 12 bytes of 6-bit
+//   signed sub-block scales (biased by 32), f16 d. Sub-block s (16 values) decodes as
+//   d·(sc[s] - 32)·(q - 4·(1 - high bit)); the high bit of value l + 32k' (k' = 0..7) is bit k' of
+//   hmask[l]. Scale s has its low 4 bits in byte s (s < 8, low nibble) or byte s - 8 (high nibble),
+//   its top 2 bits at bit 2·(s >> 2) of byte 8 + (s & 3).
 // Q6_K (210 bytes): 128 bytes ql (low 4 bits), 64 bytes qh (high 2 bits), 16 int8 sub-block scales,
 //   f16 d last. Sub-block s (16 values) decodes as d·sc[s]·(q - 32). Each 128 values take 64 bytes of
 //   ql and 32 of qh: value l + 32k (k = 0..3, l < 32) has its low nibble in ql[l + 32(k & 1)]
@@ -561,6 +663,64 @@ export function dequantizeQ6_K(bytes: Uint8Array, numel: number, out = new Float
   return out;
 }
 
+export function dequantizeQ2_K(bytes: Uint8Array, numel: number, out = new Float32Array(numel)): Float32Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let b = 0; b < numel / QK_K; b++) {
+    const o = b * 84;
+    const d = f16ToF32(view.getUint16(o + 80, true));
+    const dmin = f16ToF32(view.getUint16(o + 82, true));
+    for (let h = 0; h < 2; h++) {
+      const q = o + 16 + 32 * h;
+      for (let k = 0; k < 4; k++) {
+        for (let half = 0; half < 2; half++) {
+          const sc = bytes[o + 8 * h + 2 * k + half]!;
+          const dl = fr(d * (sc & 0x0f));
+          const ml = fr(dmin * (sc >> 4));
+          for (let l = 0; l < 16; l++) {
+            const code = (bytes[q + 16 * half + l]! >> (2 * k)) & 3;
+            out[b * QK_K + 128 * h + 32 * k + 16 * half + l] = fr(dl * code) - ml;
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** The 16 signed 6-bit sub-block scales of the Q3_K block at byte `o` (sc - 32). */
+function scalesQ3K(bytes: Uint8Array, o: number, sc: Int8Array): void {
+  for (let s = 0; s < 16; s++) {
+    const low = s < 8 ? bytes[o + s]! & 0x0f : bytes[o + s - 8]! >> 4;
+    const high = (bytes[o + 8 + (s & 3)]! >> (2 * (s >> 2))) & 3;
+    sc[s] = (low | (high << 4)) - 32;
+  }
+}
+
+export function dequantizeQ3_K(bytes: Uint8Array, numel: number, out = new Float32Array(numel)): Float32Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const sc = new Int8Array(16);
+  for (let b = 0; b < numel / QK_K; b++) {
+    const o = b * 110;
+    const d = f16ToF32(view.getUint16(o + 108, true));
+    scalesQ3K(bytes, o + 96, sc);
+    for (let h = 0; h < 2; h++) {
+      const q = o + 32 + 32 * h;
+      for (let k = 0; k < 4; k++) {
+        const bit = 4 * h + k;
+        for (let half = 0; half < 2; half++) {
+          const dl = fr(d * sc[8 * h + 2 * k + half]!);
+          for (let l = 0; l < 16; l++) {
+            const i = 16 * half + l;
+            const code = ((bytes[q + i]! >> (2 * k)) & 3) - ((bytes[o + i]! >> bit) & 1 ? 0 : 4);
+            out[b * QK_K + 128 * h + 32 * k + i] = fr(dl * code);
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
 function bytesOf(a: Float32Array | Uint16Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
@@ -579,8 +739,15 @@ export function encodeGgml(type: GgmlTypeName, x: Float32Array, rowLength: numbe
       return quantizeQ8_0(x);
     case 'Q4_0':
       return quantizeQ4_0(x);
+    case 'Q4_1':
+      return quantizeQ4_1(x);
     case 'Q5_0':
       return quantizeQ5_0(x);
+    case 'Q5_1':
+      return quantizeQ5_1(x);
+    case 'Q2_K':
+    case 'Q3_K':
+      throw new RangeError(`finllm reads ${type} but does not write it`);
     case 'Q4_K':
       return quantizeQ4_K(x);
     case 'Q5_K':
@@ -604,8 +771,16 @@ export function decodeGgml(type: GgmlTypeName, bytes: Uint8Array, numel: number)
       return dequantizeQ8_0(bytes, numel);
     case 'Q4_0':
       return dequantizeQ4_0(bytes, numel);
+    case 'Q4_1':
+      return dequantizeQ4_1(bytes, numel);
     case 'Q5_0':
       return dequantizeQ5_0(bytes, numel);
+    case 'Q5_1':
+      return dequantizeQ5_1(bytes, numel);
+    case 'Q2_K':
+      return dequantizeQ2_K(bytes, numel);
+    case 'Q3_K':
+      return dequantizeQ3_K(bytes, numel);
     case 'Q4_K':
       return dequantizeQ4_K(bytes, numel);
     case 'Q5_K':

@@ -17,11 +17,13 @@
 // picks (the first and last eighth and every third between), attn_v and ffn_down, which take Q6_K
 // (and an 80-layer GQA model's other attn_v, which take Q5_K).
 // A tensor whose rows are not a multiple of 256 falls back as llama.cpp does: Q4_K → Q5_0,
-// Q6_K → Q8_0, the output matrix straight to Q8_0, and any of them to F16 when rows are not a
+// Q5_K → Q5_1, Q6_K → Q8_0, the output matrix straight to Q8_0, and any of them to F16 when rows are not a
 // multiple of 32 either.
 //
-// Import: a GGUF file finllm wrote (or any llama GGUF with tokenizer.huggingface.json) becomes an HF
-// model folder in a temp directory (f32 weights, dequantized), which every verb loads as usual.
+// Import: a llama GGUF file (finllm's own, or one from llama.cpp's converter and llama-quantize)
+// becomes an HF model folder in a temp directory (f32 weights, dequantized, q/k rows permuted back;
+// the tokenizer from tokenizer.huggingface.json or rebuilt from tokenizer.ggml.*, gguf-tokenizer.ts),
+// which every verb loads as usual.
 import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -33,6 +35,7 @@ import { GgufFile, type GgufMetadata, type GgufTensorSpec, type GgufValue, write
 import { readJsonFile } from '../io/json.js';
 import { Checkpoint, type SafetensorsEntry, writeSafetensors } from '../io/safetensors.js';
 import { type LlamaConfig, llamaConfigToHf, loadLlamaConfig } from './config.js';
+import { hfTokenizerFromGguf, LLAMA3_SPLIT_PATTERN } from './gguf-tokenizer.js';
 import { type LoraPair, loraKey, mergeLoraInto, readAdapter, scaling, validateAdapterAgainstModel } from './peft.js';
 import { LlamaTokenizer } from './tokenizer.js';
 import { checkCheckpoint, LINEAR_MODULES, type LinearModule, linearWeightName } from './weights.js';
@@ -120,10 +123,10 @@ export function llama3RopeFactors(config: LlamaConfig): Float32Array {
 // ---------------------------------------------------------------------------------------------
 // Tokenizer
 
-const LLAMA3_PATTERN =
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 /** Byte-level split patterns llama.cpp implements, by its pre-tokenizer name. */
-const KNOWN_PRE_TOKENIZERS: { pattern: string; name: string }[] = [{ pattern: LLAMA3_PATTERN, name: 'llama-bpe' }];
+const KNOWN_PRE_TOKENIZERS: { pattern: string; name: string }[] = [
+  { pattern: LLAMA3_SPLIT_PATTERN, name: 'llama-bpe' },
+];
 
 type Json = Record<string, unknown>;
 const isObj = (v: unknown): v is Json => v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -340,10 +343,7 @@ export function useMoreBits(layer: number, layers: number): boolean {
 /** llama.cpp's replacement for a type whose block does not divide the row length (tensor_type_fallback). */
 function blockFallback(type: GgmlTypeName, rowLength: number): GgmlTypeName {
   if (rowLength % GGML_LAYOUT[type].block === 0) return type;
-  // llama.cpp's Q5_K fallback is Q5_1, which finllm does not write (only a 70B attn_v is Q5_K).
-  if (type === 'Q5_K')
-    throw new RangeError(`Q5_K weight with rows of ${rowLength} values: its fallback Q5_1 is not supported`);
-  const next: GgmlTypeName = type === 'Q4_K' ? 'Q5_0' : type === 'Q6_K' ? 'Q8_0' : type;
+  const next: GgmlTypeName = type === 'Q4_K' ? 'Q5_0' : type === 'Q5_K' ? 'Q5_1' : type === 'Q6_K' ? 'Q8_0' : type;
   return rowLength % GGML_LAYOUT[next].block === 0 ? next : 'F16';
 }
 
@@ -517,38 +517,131 @@ function num(g: GgufFile, key: string, fallback?: number): number {
   throw new InputError(`GGUF metadata '${key}' is missing or not a number`, { file: g.path });
 }
 
-/** LlamaConfig from a GGUF file's llama.* metadata. */
-export function llamaConfigFromGguf(g: GgufFile): LlamaConfig {
+type Llama3Scaling = NonNullable<LlamaConfig['rope']['scaling']>;
+
+/**
+ * llama3 RoPE parameters that give exactly the per-frequency divisors `factors` of a rope_freqs
+ * tensor (llama.cpp's converter writes only the tensor). The divisor blends 1 and `factor` by
+ * smooth = clamp(orig·x / (high - low) - low / (high - low), 0, 1) of x = 1 / wavelength, so only the
+ * line's slope and intercept are fixed: low_freq_factor is taken as 1 (Llama 3.1 / 3.2's value),
+ * the line fitted through the blended frequencies (or, with none, put in the gap between the
+ * last unscaled and the first scaled one, as Llama 3's high 4 and a power-of-two context where one fits). Null when no divisor differs from 1; the parameters are
+ * checked by recomputing the divisors, and an InputError when they cannot be matched.
+ */
+export function llama3ScalingFromRopeFreqs(
+  factors: Float32Array,
+  theta: number,
+  headDim: number,
+  file: string,
+): Llama3Scaling | null {
+  let factor = 1;
+  for (const f of factors) factor = Math.max(factor, f);
+  if (factor === 1) return null;
+  const x = Array.from(factors, (_, i) => theta ** (-(2 * i) / headDim) / (2 * Math.PI));
+  const near = (a: number, b: number) => Math.abs(a - b) <= 1e-6 * Math.abs(b);
+  const blended: [number, number][] = [];
+  let lastUnscaled = Number.POSITIVE_INFINITY; // smallest x with divisor 1
+  let firstScaled = 0; // largest x with divisor factor
+  factors.forEach((d, i) => {
+    if (near(d, 1)) lastUnscaled = Math.min(lastUnscaled, x[i]!);
+    else if (near(d, factor)) firstScaled = Math.max(firstScaled, x[i]!);
+    else blended.push([x[i]!, (factor / d - 1) / (factor - 1)]);
+  });
+  let slope: number;
+  let intercept: number;
+  if (blended.length >= 2) {
+    // Least squares through the blended points (exact up to the f32 rounding of the tensor).
+    const n = blended.length;
+    const mx = blended.reduce((a, [xi]) => a + xi, 0) / n;
+    const my = blended.reduce((a, [, yi]) => a + yi, 0) / n;
+    const sxy = blended.reduce((a, [xi, yi]) => a + (xi - mx) * (yi - my), 0);
+    const sxx = blended.reduce((a, [xi]) => a + (xi - mx) ** 2, 0);
+    slope = sxy / sxx;
+    intercept = my - slope * mx;
+  } else if (blended.length === 0 && firstScaled > 0 && Number.isFinite(lastUnscaled)) {
+    // smooth must reach 0 and 1 inside the gap (firstScaled, lastUnscaled). Llama 3's own choice
+    // (low 1, high 4: smooth 0 at x = 1/orig, 1 at 4/orig) with the largest power-of-two context
+    // that fits, else thirds of the gap.
+    let x0 = firstScaled + (lastUnscaled - firstScaled) / 3;
+    let x1 = firstScaled + (2 * (lastUnscaled - firstScaled)) / 3;
+    const orig = 2 ** Math.floor(Math.log2(1 / firstScaled));
+    if (orig < 1 / firstScaled && orig > 4 / lastUnscaled) [x0, x1] = [1 / orig, 4 / orig];
+    slope = 1 / (x1 - x0);
+    intercept = -slope * x0;
+  } else {
+    throw new InputError(`rope_freqs (${Array.from(factors).join(', ')}) cannot be read as llama3 RoPE scaling`, {
+      file,
+      key: 'rope_freqs',
+    });
+  }
+  // slope = orig / (high - low), intercept = -low / (high - low), low = 1.
+  const high = 1 - 1 / intercept;
+  const rounded = (v: number) => (Math.abs(v - Math.round(v)) <= 1e-4 * Math.abs(v) ? Math.round(v) : v);
+  const scaling: Llama3Scaling = {
+    type: 'llama3',
+    factor,
+    lowFreqFactor: 1,
+    highFreqFactor: rounded(high),
+    originalMaxPositionEmbeddings: rounded(slope * (high - 1)),
+  };
+  const again = llama3RopeFactors({
+    headDim,
+    rope: { theta, scaling },
+  } as LlamaConfig);
+  const worst = factors.reduce((w, f, i) => Math.max(w, Math.abs(again[i]! - f) / f), 0);
+  if (!(worst <= 1e-5))
+    throw new InputError(
+      `rope_freqs (${Array.from(factors).join(', ')}) cannot be read as llama3 RoPE scaling (best fit off by ${worst.toExponential(2)})`,
+      { file, key: 'rope_freqs' },
+    );
+  return scaling;
+}
+
+/**
+ * LlamaConfig from a GGUF file's llama.* metadata; `ropeFreqs` is its rope_freqs tensor, needed
+ * when the file lacks the llama3 RoPE parameters finllm writes (files from llama.cpp's converter).
+ */
+export function llamaConfigFromGguf(g: GgufFile, ropeFreqs?: Float32Array): LlamaConfig {
   const arch = g.get('general.architecture');
   if (arch !== 'llama')
     throw new InputError(`only llama GGUF files are supported, got general.architecture ${JSON.stringify(arch)}`, {
       file: g.path,
       key: 'general.architecture',
     });
+  const scalingType = g.get('llama.rope.scaling.type');
+  if (scalingType !== undefined && scalingType !== 'none')
+    throw new InputError(`RoPE scaling ${JSON.stringify(scalingType)} is not supported; finllm reads llama3 scaling`, {
+      file: g.path,
+      key: 'llama.rope.scaling.type',
+    });
   const heads = num(g, 'llama.attention.head_count');
   const d = num(g, 'llama.embedding_length');
   const headDim = num(g, 'llama.attention.key_length', d / heads);
+  const theta = Number(Math.fround(num(g, 'llama.rope.freq_base', 10000)).toPrecision(7));
   let scaling: LlamaConfig['rope']['scaling'] = null;
   if (g.tensors.has('rope_freqs.weight')) {
-    if (g.get('finllm.rope.llama3.factor') === undefined) {
-      throw new InputError(
-        'this GGUF has rope_freqs but not the llama3 RoPE parameters finllm writes (finllm.rope.llama3.*); re-export it with finllm',
-        { file: g.path, key: 'rope_freqs' },
-      );
+    if (g.get('finllm.rope.llama3.factor') !== undefined) {
+      scaling = {
+        type: 'llama3',
+        factor: num(g, 'finllm.rope.llama3.factor'),
+        lowFreqFactor: num(g, 'finllm.rope.llama3.low_freq_factor'),
+        highFreqFactor: num(g, 'finllm.rope.llama3.high_freq_factor'),
+        originalMaxPositionEmbeddings: num(g, 'finllm.rope.llama3.original_context_length'),
+      };
+    } else {
+      if (!ropeFreqs) throw new RangeError('llamaConfigFromGguf: this file needs its rope_freqs tensor');
+      scaling = llama3ScalingFromRopeFreqs(ropeFreqs, theta, headDim, g.path);
     }
-    scaling = {
-      type: 'llama3',
-      factor: num(g, 'finllm.rope.llama3.factor'),
-      lowFreqFactor: num(g, 'finllm.rope.llama3.low_freq_factor'),
-      highFreqFactor: num(g, 'finllm.rope.llama3.high_freq_factor'),
-      originalMaxPositionEmbeddings: num(g, 'finllm.rope.llama3.original_context_length'),
-    };
   }
   const tokens = g.get('tokenizer.ggml.tokens');
   const vocabSize = num(g, 'llama.vocab_size', Array.isArray(tokens) ? tokens.length : undefined);
   const eos = g.get('tokenizer.ggml.eos_token_id');
   const bos = g.get('tokenizer.ggml.bos_token_id');
   const pad = g.get('tokenizer.ggml.padding_token_id');
+  // llama.cpp ends generation at EOT too (Llama 3 instruct: <|eot_id|>), as HF's list of eos ids does.
+  const eot = g.get('tokenizer.ggml.eot_token_id');
+  const eosIds = typeof eos === 'number' ? [eos] : [];
+  if (typeof eot === 'number' && !eosIds.includes(eot)) eosIds.push(eot);
   return {
     vocabSize,
     hiddenSize: d,
@@ -559,11 +652,11 @@ export function llamaConfigFromGguf(g: GgufFile): LlamaConfig {
     headDim,
     // The file holds eps as f32: read back the decimal it was written from, not its f32 neighbour.
     rmsNormEps: Number(Math.fround(num(g, 'llama.attention.layer_norm_rms_epsilon')).toPrecision(7)),
-    rope: { theta: Number(Math.fround(num(g, 'llama.rope.freq_base', 10000)).toPrecision(7)), scaling },
+    rope: { theta, scaling },
     maxPositionEmbeddings: num(g, 'llama.context_length'),
     tieWordEmbeddings: !g.tensors.has('output.weight'),
     bosTokenId: typeof bos === 'number' ? bos : null,
-    eosTokenIds: typeof eos === 'number' ? [eos] : [],
+    eosTokenIds: eosIds,
     padTokenId: typeof pad === 'number' ? pad : null,
     torchDtype: 'float32',
     initializerRange: 0.02,
@@ -577,34 +670,12 @@ export function llamaConfigFromGguf(g: GgufFile): LlamaConfig {
 export async function ggufToHfFolder(file: string, outDir: string): Promise<void> {
   const g = await GgufFile.open(file);
   try {
-    const config = llamaConfigFromGguf(g);
-    const tokJson = g.get('tokenizer.huggingface.json');
-    if (typeof tokJson !== 'string') {
-      throw new InputError(
-        'this GGUF has no tokenizer.huggingface.json; finllm reads GGUF files that carry the HF tokenizer (as finllm export --gguf writes them)',
-        { file, key: 'tokenizer.huggingface.json' },
-      );
-    }
-    const tokens = g.get('tokenizer.ggml.tokens') as string[];
-    const tokenText = (key: string): string | undefined => {
-      const v = g.get(key);
-      return typeof v === 'number' ? tokens[v] : undefined;
-    };
-    const tokConfig: Json = {
-      tokenizer_class: 'PreTrainedTokenizerFast',
-      clean_up_tokenization_spaces: false,
-    };
-    for (const [hfKey, key] of [
-      ['bos_token', 'bos'],
-      ['eos_token', 'eos'],
-      ['unk_token', 'unknown'],
-      ['pad_token', 'padding'],
-    ] as const) {
-      const t = tokenText(`tokenizer.ggml.${key}_token_id`);
-      if (t !== undefined) tokConfig[hfKey] = t;
-    }
-    const template = g.get('tokenizer.chat_template');
-    if (typeof template === 'string') tokConfig['chat_template'] = template;
+    const ropeFreqs =
+      g.tensors.has('rope_freqs.weight') && g.get('finllm.rope.llama3.factor') === undefined
+        ? await g.readF32('rope_freqs.weight')
+        : undefined;
+    const config = llamaConfigFromGguf(g, ropeFreqs);
+    const { tokenizerJson, tokenizerConfig } = hfTokenizerFromGguf(g);
     const entries: SafetensorsEntry[] = [];
     const hfLinear = Object.fromEntries(Object.entries(GGUF_LINEAR).map(([k, v]) => [v, k])) as Record<
       string,
@@ -639,8 +710,8 @@ export async function ggufToHfFolder(file: string, outDir: string): Promise<void
     if (!config.tieWordEmbeddings) dense('lm_head.weight', 'output.weight');
     await writeSafetensors(join(outDir, 'model.safetensors'), entries, { format: 'pt' });
     await writeFileAtomic(join(outDir, 'config.json'), `${JSON.stringify(llamaConfigToHf(config), null, 2)}\n`);
-    await writeFileAtomic(join(outDir, 'tokenizer.json'), tokJson);
-    await writeFileAtomic(join(outDir, 'tokenizer_config.json'), `${JSON.stringify(tokConfig, null, 2)}\n`);
+    await writeFileAtomic(join(outDir, 'tokenizer.json'), tokenizerJson);
+    await writeFileAtomic(join(outDir, 'tokenizer_config.json'), `${JSON.stringify(tokenizerConfig, null, 2)}\n`);
   } finally {
     await g.close();
   }

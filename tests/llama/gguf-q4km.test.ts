@@ -59,8 +59,13 @@ describe("q4_k_m: llama.cpp's tensor mix", () => {
     expect(ggufTensorType('q4_k_m', [256], {}, 4)).toBe('F32');
   });
 
-  it('rows that are not a multiple of 256 fall back as llama.cpp does: Q4_K → Q5_0, Q6_K → Q8_0, F16 below 32', () => {
+  it('rows that are not a multiple of 256 fall back as llama.cpp does: Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, F16 below 32', () => {
     expect(ggufTensorType('q4_k_m', [128, 352], {}, 4)).toBe('Q5_0');
+    // An 80-layer GQA model's Q5_K attn_v (layer 10 is not one of its Q6_K layers) with rows of 352.
+    expect(ggufTensorType('q4_k_m', [128, 352], { moreBitsCandidate: { layer: 10 }, attnVOf70B: true }, 80)).toBe(
+      'Q5_1',
+    );
+    expect(ggufTensorType('q4_k_m', [128, 48], { moreBitsCandidate: { layer: 10 }, attnVOf70B: true }, 80)).toBe('F16');
     expect(ggufTensorType('q4_k_m', [128, 352], { moreBitsCandidate: { layer: 3 } }, 4)).toBe('Q8_0');
     expect(ggufTensorType('q4_k_m', [2048, 128], { output: true }, 4)).toBe('Q8_0');
     expect(ggufTensorType('q4_k_m', [600, 48], { output: true }, 2)).toBe('F16');
@@ -122,11 +127,11 @@ describe("q4_k_m: llama.cpp's tensor mix", () => {
 });
 
 describe('GGUF reading: ggml types finllm does not decode', () => {
-  it('a tensor of another ggml type (here Q5_1) is a one-line error naming the file, the tensor and the type', async () => {
+  it('a tensor of another ggml type (here IQ4_NL) is a one-line error naming the file, the tensor and the type', async () => {
     const dir = await tempDir();
     const ok = join(dir, 'ok.gguf');
     await exportGguf(modelDir('gqa-f32'), ok, { type: 'q4_k_m' });
-    // Rewrite blk.0.ffn_down's type id (Q5_0 = 6) in its tensor info to Q5_1 (7): the info is the
+    // Rewrite blk.0.ffn_down's type id (Q5_0 = 6) in its tensor info to IQ4_NL (20): the info is the
     // name, n_dims u32, n_dims × u64 dims, then the type u32.
     const bytes = new Uint8Array(await readFile(ok));
     const name = Buffer.from('blk.0.ffn_down.weight');
@@ -136,11 +141,11 @@ describe('GGUF reading: ggml types finllm does not decode', () => {
     const nDims = view.getUint32(at + name.length, true);
     const typeAt = at + name.length + 4 + 8 * nDims;
     expect(view.getUint32(typeAt, true)).toBe(6);
-    view.setUint32(typeAt, 7, true);
+    view.setUint32(typeAt, 20, true);
     const bad = join(dir, 'bad.gguf');
     await writeFile(bad, bytes);
     await expect(GgufFile.open(bad)).rejects.toThrow(
-      /bad\.gguf.*tensor 'blk\.0\.ffn_down\.weight' has ggml type Q5_1 \(7\); finllm reads F32, F16, Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, BF16$/,
+      /bad\.gguf.*tensor 'blk\.0\.ffn_down\.weight' has ggml type IQ4_NL \(20\); finllm reads F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, BF16$/,
     );
   });
 });

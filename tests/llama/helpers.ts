@@ -88,3 +88,49 @@ export function maxAbs(a: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
   return m;
 }
+
+/** ≥ 200 texts: financial phrases with digits, currency signs, unicode, and leading/trailing spaces. */
+export function tokenizationCorpus(): string[] {
+  const base = [
+    'Revenue rose 12% to $4.5bn in Q3 2024.',
+    'EBITDA margin: 23.4% (vs. 21.9%)',
+    'The bank set aside €1,250m for credit losses.',
+    'Shares fell 3.2% to ¥2,480 in Tokyo.',
+    'Guidance: FY25 EPS of $5.10–$5.30',
+    'Net debt/EBITDA 2.1x; capex £340m',
+    'naïve café résumé',
+    'Zürich-based UBS AG',
+    '日本銀行は金利を据え置いた。',
+    'Привет, рынок!',
+    '₹83.2 per US$',
+    '₿ fell 5% overnight',
+    'CEO said: "We\'re confident."',
+    'Q4\tguidance\traised',
+    'line one\nline two\n',
+    '1234567890',
+    '0.000123',
+    '3,141,592.65',
+    'yield 4.25%/yr',
+    'S&P 500 +1.1%',
+    'AT&T, P&G and J&J',
+    'émoji 📈📉 today',
+    '—dash– and “quotes”',
+    'a',
+    '.',
+    '$',
+    '  ',
+  ];
+  const out: string[] = [];
+  for (const t of base)
+    out.push(
+      t,
+      ` ${t}`,
+      `${t} `,
+      `  ${t}  `,
+      `${t}\n`,
+      t.toUpperCase(),
+      t.replace(/\d/g, (d) => String((Number(d) + 7) % 10)),
+      `${t} ${t}`,
+    );
+  return out.filter((t) => t.length > 0);
+}
