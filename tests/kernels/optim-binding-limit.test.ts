@@ -7,22 +7,12 @@
 import { describe, expect, it } from 'vitest';
 import { type AdamWHyper, adamwRefInit, adamwRefStep } from '../../reference/optim.js';
 import { storageBindingLimit } from '../../src/engine/device.js';
-import { engine, Tensor } from '../../src/engine/tensor.js';
+import { engine, type Tensor } from '../../src/engine/tensor.js';
 import { AdamW } from '../../src/kernels/optim.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
+import { param, setGrad } from './optim-helpers.js';
 
 useEngine();
-
-function param(data: Float32Array): Tensor {
-  const t = Tensor.from(data, [data.length]).keep();
-  t.requiresGrad = true;
-  return t;
-}
-
-function setGrad(p: Tensor, g: Float32Array): void {
-  p.grad?.dispose();
-  p.grad = Tensor.from(g, p.shape).keep();
-}
 
 /** Runs `fn` with the GPU device's maxStorageBufferBindingSize lowered to `bytes`, restored after. */
 function withMaxBinding<T>(bytes: number, fn: () => T): T {

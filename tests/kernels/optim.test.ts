@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { expectWithinSumBound } from '../../reference/nf4.js';
 import { type AdamWHyper, adamwRefInit, adamwRefStep, clipRef } from '../../reference/optim.js';
-import { engine, Tensor } from '../../src/engine/tensor.js';
+import { engine, type Tensor } from '../../src/engine/tensor.js';
 import {
   AdamW,
   adamwTensorsPerDispatch,
@@ -10,19 +10,9 @@ import {
   gradNormCoef,
 } from '../../src/kernels/optim.js';
 import { expectClose, testRng, useEngine } from '../helpers/index.js';
+import { param, setGrad } from './optim-helpers.js';
 
 useEngine();
-
-function param(data: Float32Array): Tensor {
-  const t = Tensor.from(data, [data.length]).keep();
-  t.requiresGrad = true;
-  return t;
-}
-
-function setGrad(p: Tensor, g: Float32Array): void {
-  p.grad?.dispose();
-  p.grad = Tensor.from(g, p.shape).keep();
-}
 
 describe('AdamW vs float64 reference', () => {
   it('first step by hand: p1 = p0(1 − lr·wd) − lr·g/(|g| + eps)', async () => {

@@ -5,6 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
+import { engine } from '../../../src/engine/tensor.js';
 import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
 import type { Batch } from '../../../src/pipeline/data/index.js';
 import { wholeRowsBatch } from '../../../src/pipeline/data/loader.js';
@@ -51,6 +52,47 @@ export function sampleRunSets(outDir: string, dataDir: string, extra: readonly s
     'logging.console=false',
     ...extra,
   ];
+}
+
+/**
+ * SAMPLE_CONFIG for one quiet step on the slice in `dataDir` (sampleSlice), texts of `seqLen`
+ * tokens, into a fresh temp folder: no warm-up, evaluation or checkpoint; `extra` adds keys or
+ * overrides these.
+ */
+export function oneStepConfig(dataDir: string, seqLen: number, extra: readonly string[] = []): ResolvedConfig {
+  return sampleConfig([
+    `output.dir=${mkdtempSync(join(tmpdir(), 'finllm-one-step-'))}`,
+    `data.train=${join(dataDir, 'train.jsonl')}`,
+    `data.val=${join(dataDir, 'val.jsonl')}`,
+    `data.max_seq_len=${seqLen}`,
+    'data.response_only_loss=false',
+    'training.max_steps=1',
+    'training.warmup_steps=0',
+    'training.eval_every=0',
+    'training.save_every=0',
+    'logging.console=false',
+    ...extra,
+  ]);
+}
+
+/**
+ * Runs `fn` with the engine's GPU device reporting `limits` in place of its own and its pool
+ * allowed 1 GiB (so that only those limits can refuse), restoring both after.
+ */
+export async function withDeviceLimits<T>(limits: Partial<GPUSupportedLimits>, fn: () => Promise<T>): Promise<T> {
+  const { dev, pool } = engine();
+  const own = dev.limits;
+  const [cap, source] = [pool.capacityBytes, pool.capacitySource];
+  Object.defineProperty(dev, 'limits', { value: Object.freeze({ ...own, ...limits }), configurable: true });
+  pool.capacityBytes = 1 << 30;
+  pool.capacitySource = 'the test';
+  try {
+    return await fn();
+  } finally {
+    Object.defineProperty(dev, 'limits', { value: own, configurable: true });
+    pool.capacityBytes = cap;
+    pool.capacitySource = source;
+  }
 }
 
 /** SAMPLE_CONFIG with the `--set` values `sets`, as `finllm train` resolves it. */

@@ -5,19 +5,16 @@
 // over, the advice offers what fits (16-bit storage where a weight is bound whole) and a run
 // configured with it stops with the out-of-memory message. The bundled tiny model binds little: the
 // test lowers the GPU device's limit to between what the micro-batches bind.
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { formatBytes } from '../../../src/engine/device-memory.js';
 import { engine } from '../../../src/engine/tensor.js';
 import { RuntimeFailure } from '../../../src/errors.js';
 import { loadLlamaConfig } from '../../../src/llama/config.js';
-import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
+import type { ResolvedConfig } from '../../../src/pipeline/config.js';
 import { describeMemory, estimateStep, memoryAdvice, trialStep } from '../../../src/pipeline/train/memory.js';
 import { TrainingRun } from '../../../src/pipeline/train/trainer.js';
 import { useEngine } from '../../helpers/index.js';
-import { ROOT, sampleSlice } from './helpers.js';
+import { oneStepConfig, sampleSlice, withDeviceLimits } from './helpers.js';
 
 useEngine();
 
@@ -27,46 +24,7 @@ beforeAll(() => {
   dataDir = sampleSlice(16, 4);
 });
 
-const config = (extra: string[]): ResolvedConfig =>
-  loadConfig({
-    file: join(ROOT, 'configs/tiny-sample.yaml'),
-    sets: [
-      `output.dir=${mkdtempSync(join(tmpdir(), 'finllm-binding-limit-'))}`,
-      `data.train=${join(dataDir, 'train.jsonl')}`,
-      `data.val=${join(dataDir, 'val.jsonl')}`,
-      `data.max_seq_len=${SEQ}`,
-      'data.response_only_loss=false',
-      'training.max_steps=1',
-      'training.warmup_steps=0',
-      'training.eval_every=0',
-      'training.save_every=0',
-      'logging.console=false',
-      ...extra,
-    ],
-  });
-
-/**
- * Runs `fn` on a GPU device whose maxStorageBufferBindingSize is `bytes` and whose pool may hold
- * 1 GiB (so that only the binding limit can refuse), restoring both after.
- */
-async function withMaxBinding<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
-  const { dev, pool } = engine();
-  const limits = dev.limits;
-  const [cap, source] = [pool.capacityBytes, pool.capacitySource];
-  Object.defineProperty(dev, 'limits', {
-    value: Object.freeze({ ...limits, maxStorageBufferBindingSize: bytes }),
-    configurable: true,
-  });
-  pool.capacityBytes = 1 << 30;
-  pool.capacitySource = 'the test';
-  try {
-    return await fn();
-  } finally {
-    Object.defineProperty(dev, 'limits', { value: limits, configurable: true });
-    pool.capacityBytes = cap;
-    pool.capacitySource = source;
-  }
-}
+const config = (extra: string[]): ResolvedConfig => oneStepConfig(dataDir, SEQ, extra);
 
 /** The error a run configured with `cfg` stops with, setting up or at its first step. */
 async function runError(cfg: ResolvedConfig): Promise<Error> {
@@ -100,7 +58,7 @@ describe("the device's largest storage binding (maxStorageBufferBindingSize) in 
     const limit = swiglu(4) - 4;
     expect(llama.vocabSize * llama.hiddenSize * 4).toBeLessThan(limit);
 
-    await withMaxBinding(limit, async () => {
+    await withDeviceLimits({ maxStorageBufferBindingSize: limit }, async () => {
       const refused = estimateStep(auto, llama, 4, mode, 2);
       expect(refused.total).toBe(Number.POSITIVE_INFINITY);
       const [bound, max] = sizes(swiglu(4), limit);
@@ -158,7 +116,7 @@ describe("the device's largest storage binding (maxStorageBufferBindingSize) in 
     const tableBytes = llama.vocabSize * llama.hiddenSize * 4;
     const limit = tableBytes - 4;
 
-    await withMaxBinding(limit, async () => {
+    await withDeviceLimits({ maxStorageBufferBindingSize: limit }, async () => {
       const [bound, max] = sizes(tableBytes, limit);
       // Named as the checkpoint names it, with what 16-bit storage does to it.
       const table = `weight model.embed_tokens.weight (f32, ${bound}; 16-bit storage halves it)`;

@@ -4,20 +4,17 @@
 // what fits, and a run configured with it stops with the out-of-memory message. The bundled tiny
 // model's buffers are small: the test lowers the GPU device's limit to just above what micro-batch 2
 // needs.
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { MetaDevice } from '../../../src/engine/meta-device.js';
 import { Engine, engine, withEngine } from '../../../src/engine/tensor.js';
 import { RuntimeFailure } from '../../../src/errors.js';
 import { loadLlamaConfig } from '../../../src/llama/config.js';
-import { loadConfig, type ResolvedConfig } from '../../../src/pipeline/config.js';
+import type { ResolvedConfig } from '../../../src/pipeline/config.js';
 import { formatBytes } from '../../../src/pipeline/train/logging.js';
 import { describeMemory, estimateStep, memoryAdvice, trialStep } from '../../../src/pipeline/train/memory.js';
 import { TrainingRun } from '../../../src/pipeline/train/trainer.js';
 import { useEngine } from '../../helpers/index.js';
-import { ROOT, sampleSlice } from './helpers.js';
+import { oneStepConfig, sampleSlice, withDeviceLimits } from './helpers.js';
 
 useEngine();
 
@@ -26,46 +23,7 @@ beforeAll(() => {
   dataDir = sampleSlice(16, 4);
 });
 
-const config = (extra: string[]): ResolvedConfig =>
-  loadConfig({
-    file: join(ROOT, 'configs/tiny-sample.yaml'),
-    sets: [
-      `output.dir=${mkdtempSync(join(tmpdir(), 'finllm-buffer-limit-'))}`,
-      `data.train=${join(dataDir, 'train.jsonl')}`,
-      `data.val=${join(dataDir, 'val.jsonl')}`,
-      'data.max_seq_len=64',
-      'data.response_only_loss=false',
-      'training.max_steps=1',
-      'training.warmup_steps=0',
-      'training.eval_every=0',
-      'training.save_every=0',
-      'logging.console=false',
-      ...extra,
-    ],
-  });
-
-/**
- * Runs `fn` on a GPU device whose maxBufferSize is `bytes` and whose pool may hold 1 GiB (so that
- * only the buffer limit can refuse), restoring both after.
- */
-async function withMaxBufferSize<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
-  const { dev, pool } = engine();
-  const limits = dev.limits;
-  const [cap, source] = [pool.capacityBytes, pool.capacitySource];
-  Object.defineProperty(dev, 'limits', {
-    value: Object.freeze({ ...limits, maxBufferSize: bytes }),
-    configurable: true,
-  });
-  pool.capacityBytes = 1 << 30;
-  pool.capacitySource = 'the test';
-  try {
-    return await fn();
-  } finally {
-    Object.defineProperty(dev, 'limits', { value: limits, configurable: true });
-    pool.capacityBytes = cap;
-    pool.capacitySource = source;
-  }
-}
+const config = (extra: string[]): ResolvedConfig => oneStepConfig(dataDir, 64, extra);
 
 describe("the device's largest buffer (maxBufferSize) in the memory estimate", () => {
   it('batch_size: auto passes over a micro-batch with a buffer the device refuses; the estimate, the advice and a fixed run say so', async () => {
@@ -91,7 +49,7 @@ describe("the device's largest buffer (maxBufferSize) in the memory estimate", (
     expect(four.largest).toBeGreaterThan(two.largest);
     const limit = two.largest; // micro-batch 2 fits exactly, 4 and 8 do not
 
-    await withMaxBufferSize(limit, async () => {
+    await withDeviceLimits({ maxBufferSize: limit }, async () => {
       // The estimate: refused above the limit, unchanged below it.
       const refused = estimateStep(auto, llama, 4, mode, 2);
       expect(refused.total).toBe(Number.POSITIVE_INFINITY);
