@@ -7,6 +7,9 @@
 //                  embeddings, llama3 RoPE as the rope_freqs tensor only)
 //   bpe-q4_1.gguf, bpe-q5_1.gguf  bpe-bf16.gguf through llama.cpp's quantizer (Q4_1 / Q5_1 weights,
 //                  the tied embedding Q8_0)
+//   kq-q2_k.gguf, kq-q3_k_m.gguf  a seeded random model with rows that are multiples of 256 (hidden 256,
+//                  intermediate 512, one layer, MQA, tied embeddings, bpe-bf16's tokenizer) through the
+//                  quantizer as q2_k / q3_k_m: the Q2_K / Q3_K mixes with Q3_K..Q6_K around them
 // Checked: the tokenizer rebuilt from the metadata gives the HF ids on every text (unicode, digit
 // runs, whitespace runs, the empty text, special tokens spelled in text) and llama.cpp's
 // (node-llama-cpp) on those and ≥ 200 more; the weights read back are the checkpoint's exactly (so
@@ -17,7 +20,9 @@
 // fp32 parity holds. For spm-f16 and the quantized files the reference is transformers with each
 // weight replaced by gguf-py's dequantization of the file's tensor: finllm's decoders are ggml's bit
 // for bit (tests/io/ggml-quants*) and gguf-py's numpy ones compute the same f32 products, so both
-// sides run the same weights and the same 3e-6 holds.
+// sides run the same weights and the same 3e-6 holds. For the kq files the maker also asserts that
+// gguf-py's dequantization of every tensor is ggml's own (dequantize_row_*) bit for bit, and records
+// transformers' greedy continuations on those weights, which finllm must reproduce token for token.
 import { existsSync, readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -27,6 +32,7 @@ import { InputError } from '../../src/errors.js';
 import { GgufFile, type GgufMetadata, writeGguf } from '../../src/io/gguf.js';
 import { Checkpoint } from '../../src/io/safetensors.js';
 import { type LlamaConfig, loadLlamaConfig } from '../../src/llama/config.js';
+import { generate } from '../../src/llama/generate.js';
 import { ggufToHfFolder, llama3RopeFactors, llama3ScalingFromRopeFreqs, modelFolderFor } from '../../src/llama/gguf.js';
 import { sentencePieceMerges } from '../../src/llama/gguf-tokenizer.js';
 import { LlamaModel } from '../../src/llama/model.js';
@@ -43,6 +49,12 @@ interface ForeignReference {
   token_ids: number[][];
   loss: (number | null)[];
 }
+interface KQuantReference extends ForeignReference {
+  /** gguf-py's type name for every tensor of the file. */
+  tensor_types: Record<string, string>;
+  /** transformers' greedy continuation of each prompt (12 tokens, no stop) and its smallest top-1 logit margin. */
+  greedy: { prompt: number[]; tokens: number[]; min_margin: number }[];
+}
 const fixture = JSON.parse(readFileSync(join(FOREIGN, 'foreign.json'), 'utf8')) as {
   texts: string[];
   chat_template: string;
@@ -51,6 +63,9 @@ const fixture = JSON.parse(readFileSync(join(FOREIGN, 'foreign.json'), 'utf8')) 
   'spm-f16': ForeignReference;
   'bpe-q4_1': ForeignReference;
   'bpe-q5_1': ForeignReference;
+  'kq-f32': ForeignReference;
+  'kq-q2_k': KQuantReference;
+  'kq-q3_k_m': KQuantReference;
 };
 const FILES: { name: 'spm-f32' | 'bpe-bf16'; source: FixtureName }[] = [
   { name: 'spm-f32', source: 'gqa-f32' },
@@ -289,6 +304,83 @@ describe("GGUF files from llama.cpp's converter", () => {
       ['x', 'y'],
     ]);
   });
+});
+
+// Smallest top-1 logit margin a greedy reference step may have: finllm and transformers run the same f32
+// weights, so their logits differ by float32 evaluation order only (~1e-6 of logits of magnitude < 10);
+// a margin of 1e-4 is far above that, so the argmax cannot flip.
+const GREEDY_MARGIN = 1e-4;
+
+describe('K-quant files (rows multiples of 256) from llama-quantize: q2_k and q3_k_m mixes', () => {
+  for (const { name, low, types } of [
+    { name: 'kq-q2_k', low: 'Q2_K', types: ['Q2_K', 'Q3_K', 'Q4_K', 'Q6_K'] },
+    { name: 'kq-q3_k_m', low: 'Q3_K', types: ['Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'] },
+  ] as const) {
+    const ref = fixture[name];
+    const file = join(FOREIGN, `${name}.gguf`);
+
+    it(`${name}: finllm reads the tensor types gguf-py reports (${types.join(', ')}; ${low} the lowest)`, async () => {
+      const g = await GgufFile.open(file);
+      try {
+        const got = Object.fromEntries([...g.tensors.values()].map((t) => [t.name, t.type]));
+        expect(got).toEqual(ref.tensor_types);
+        expect(new Set(Object.values(got).filter((t) => t !== 'F32'))).toEqual(new Set(types));
+        expect(g.tensors.get('blk.0.attn_q.weight')!.type).toBe(low);
+        expect(g.tensors.get('blk.0.ffn_up.weight')!.type).toBe(low);
+      } finally {
+        await g.close();
+      }
+    });
+
+    it(`${name}: per-text losses equal transformers' on the file's dequantized weights within ${LOSS_TOL}; greedy continuations identical`, async () => {
+      const dir = await modelFolderFor(file);
+      const tok = await LlamaTokenizer.load(dir);
+      for (const [i, text] of fixture.texts.entries())
+        expect(tok.encode(text), JSON.stringify(text)).toEqual(ref.token_ids[i]);
+      const model = await LlamaModel.load(dir);
+      try {
+        const idx = ref.loss.flatMap((l, i) => (l === null ? [] : [i]));
+        expect(idx.length).toBeGreaterThanOrEqual(12);
+        const per = await sequenceLosses(
+          model,
+          idx.map((i) => ref.token_ids[i]!),
+        );
+        expectClose(
+          per.map((e) => e.loss),
+          idx.map((i) => ref.loss[i]!),
+          { atol: LOSS_TOL },
+          `${name} losses`,
+        );
+        // The K-quant weights were really read: the losses moved from the unquantized model's.
+        const moved = Math.max(...idx.map((i, k) => Math.abs(per[k]!.loss - fixture['kq-f32'].loss[i]!)));
+        expect(moved).toBeGreaterThan(3 * LOSS_TOL);
+        expect(ref.greedy.length).toBe(3);
+        for (const g of ref.greedy) {
+          expect(g.min_margin).toBeGreaterThan(GREEDY_MARGIN);
+          const out = await generate(model, g.prompt, { maxNewTokens: g.tokens.length, eosTokenIds: [] });
+          expect(out.tokens, JSON.stringify(g.prompt)).toEqual(g.tokens);
+        }
+      } finally {
+        model.dispose();
+      }
+    });
+
+    it(`finllm eval --model ${name}.gguf: the per-text losses above`, async () => {
+      const dir = await tempDir();
+      const data = join(dir, 'd.jsonl');
+      const idx = ref.loss.flatMap((l, i) => (l === null ? [] : [i])).slice(0, 6);
+      await writeFile(data, `${idx.map((i) => JSON.stringify({ text: fixture.texts[i] })).join('\n')}\n`);
+      let printed = '';
+      await evalAction({ model: file, data, json: true, metrics: 'perplexity' }, (s) => (printed += s));
+      const out = JSON.parse(printed) as { per_example: { loss: number }[] };
+      expectClose(
+        out.per_example.map((e) => e.loss),
+        idx.map((i) => ref.loss[i]!),
+        { atol: LOSS_TOL },
+        'eval per-example losses',
+      );
+    });
+  }
 });
 
 // ---------------------------------------------------------------------------------------------
