@@ -30,7 +30,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { noGrad } from '../../src/engine/autograd.js';
 import { GgufFile } from '../../src/io/gguf.js';
 import { generate } from '../../src/llama/generate.js';
 import { exportGguf, type GgufExportType, modelFolderFor } from '../../src/llama/gguf.js';
@@ -39,9 +38,16 @@ import { LlamaModel } from '../../src/llama/model.js';
 import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { useEngine } from '../helpers/index.js';
 import { modelDir, tokenizationCorpus, useTempDir } from './helpers.js';
+import {
+  finllmLogProbs,
+  type Llama,
+  llamaCppGreedy,
+  llamaCppLogProbs,
+  NODE_LLAMA_CPP,
+  type NodeLlamaCpp,
+} from './llamacpp.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const NODE_LLAMA_CPP = join(ROOT, 'tests', 'llamacpp', 'node_modules', 'node-llama-cpp', 'dist', 'index.js');
 const haveLlamaCpp = existsSync(NODE_LLAMA_CPP);
 
 const MODELS = {
@@ -49,9 +55,6 @@ const MODELS = {
   'gqa-f32': modelDir('gqa-f32'),
   'mqa-bf16-tied-llama3rope': modelDir('mqa-bf16-tied-llama3rope'),
 } as const;
-
-/** llama.cpp's context: 1 thread (see the header), its default (f16) KV cache. */
-const CONTEXT = { contextSize: 128, batchSize: 128, sequences: 1, threads: 1 };
 
 /** Relative perplexity margin of each quantization against the f16 file (measured; see header). */
 const QUANT_MARGIN: Partial<Record<GgufExportType, number>> = { bf16: 0.0015, q8_0: 0.007, q4_0: 0.08, q4_k_m: 0.012 };
@@ -67,68 +70,6 @@ const HELD_OUT = [
 ];
 const PROMPTS = ['Shares of the company', 'The central bank said', 'Quarterly revenue was'];
 
-// The part of node-llama-cpp's API used here (it is not a dependency of the main package).
-interface EvalOutput {
-  next: { probabilities?: Map<number, number> };
-}
-type EvalItem = number | [number, { generateNext: { probabilities: boolean; options: Record<string, number> } }];
-interface LlamaCppSequence {
-  controlledEvaluate(items: EvalItem[]): Promise<(EvalOutput | undefined)[]>;
-  evaluate(tokens: number[], o: { temperature: number }): AsyncIterable<number>;
-}
-interface LlamaCppContext {
-  getSequence(): LlamaCppSequence;
-  dispose(): Promise<void>;
-}
-interface LlamaCppModel {
-  tokenize(text: string): readonly number[];
-  tokens: { bos: number | null; eos: number | null; shouldPrependBosToken: boolean };
-  createContext(o: Record<string, number | string>): Promise<LlamaCppContext>;
-  dispose(): Promise<void>;
-}
-interface Llama {
-  loadModel(o: { modelPath: string }): Promise<LlamaCppModel>;
-  dispose(): Promise<void>;
-}
-interface NodeLlamaCpp {
-  getLlama(o: Record<string, unknown>): Promise<Llama>;
-}
-
-function logSoftmaxAt(logits: Float32Array, row: number, V: number, id: number): number {
-  let mx = -Infinity;
-  for (let v = 0; v < V; v++) mx = Math.max(mx, logits[row * V + v]!);
-  let s = 0;
-  for (let v = 0; v < V; v++) s += Math.exp(logits[row * V + v]! - mx);
-  return logits[row * V + id]! - mx - Math.log(s);
-}
-
-/** log p(ids[t+1] | ids[..t]) from finllm. */
-async function finllmLogProbs(model: LlamaModel, ids: number[]): Promise<number[]> {
-  const lg = noGrad(() => model.logits({ inputIds: Int32Array.from(ids), batchSize: 1, seqLen: ids.length }));
-  const L = await lg.toFloat32();
-  lg.dispose();
-  const V = L.length / ids.length;
-  return ids.slice(1).map((id, t) => logSoftmaxAt(L, t, V, id));
-}
-
-/** log p(ids[t+1] | ids[..t]) from llama.cpp (the full softmax at temperature 1, no truncation). */
-async function llamaCppLogProbs(model: LlamaCppModel, ids: number[]): Promise<number[]> {
-  const ctx = await model.createContext(CONTEXT);
-  try {
-    const seq = ctx.getSequence();
-    const res = await seq.controlledEvaluate(
-      ids.map((id, i) =>
-        i + 1 < ids.length
-          ? [id, { generateNext: { probabilities: true, options: { temperature: 1, topK: 0, topP: 1, minP: 0 } } }]
-          : id,
-      ),
-    );
-    return ids.slice(1).map((id, t) => Math.log(res[t]!.next.probabilities!.get(id) ?? 0));
-  } finally {
-    await ctx.dispose();
-  }
-}
-
 /** llama.cpp's perplexity of the GGUF file `modelPath` on HELD_OUT (every token after the first of each text). */
 async function llamaCppPerplexity(llama: Llama, modelPath: string, tok: LlamaTokenizer): Promise<number> {
   const model = await llama.loadModel({ modelPath });
@@ -143,20 +84,6 @@ async function llamaCppPerplexity(llama: Llama, modelPath: string, tok: LlamaTok
     return Math.exp(nll / n);
   } finally {
     await model.dispose();
-  }
-}
-
-async function llamaCppGreedy(model: LlamaCppModel, prompt: number[], n: number): Promise<number[]> {
-  const ctx = await model.createContext(CONTEXT);
-  try {
-    const out: number[] = [];
-    for await (const t of ctx.getSequence().evaluate(prompt, { temperature: 0 })) {
-      out.push(t);
-      if (out.length >= n) break;
-    }
-    return out;
-  } finally {
-    await ctx.dispose();
   }
 }
 
