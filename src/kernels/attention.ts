@@ -441,6 +441,9 @@ const TABLE_CAPS: readonly AttentionCaps[] = (
  * table head dims × dtypes × both exchanges (the subgroup one where subgroupFits; the workgroup one is
  * what the same limits without the subgroups feature pick) × in the forward the split layout's 8 rows
  * per workgroup (splitTiles), each with the loop form the device's launches take (attentionUnroll).
+ * On a software adapter the backward of head dims up to 32 runs attention-cpu.ts's kernels unless a
+ * tile override is given (useCpuKernels); its SIMT geometries there are those the tests' exchange
+ * overrides launch.
  */
 function deviceGeometries(kind: KernelKind, caps: AttentionCaps): Geo[] {
   const out: Geo[] = [];
