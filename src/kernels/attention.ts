@@ -297,6 +297,15 @@ export function deviceAttentionCaps(): AttentionCaps {
   };
 }
 
+/**
+ * The loop form a launch on these caps takes without a tile override (Geo.unroll): constant trip
+ * counts (unrolled into registers) on GPUs, uniform ones on software adapters (compile time). The
+ * variant table lists exactly the forms this gives on its devices.
+ */
+export function attentionUnroll(caps: Pick<AttentionCaps, 'software'>): boolean {
+  return !caps.software;
+}
+
 /** Workgroup-memory bytes of a kernel with these constants. */
 function sharedBytes(kind: KernelKind, DV: number, BLOCK: number, NT: number, exchange: Exchange): number {
   const names = kind === 'fwd' ? 1 : 2; // score vectors exchanged per step: s, or s and dp
@@ -341,7 +350,7 @@ function makeGeo(
           exchange,
           qType: d.qType,
           kvType: d.kvType,
-          unroll: tiles?.unroll ?? !caps.software,
+          unroll: tiles?.unroll ?? attentionUnroll(caps),
         };
       }
     }
@@ -403,13 +412,16 @@ const TABLE_TYPES: Record<KernelKind, readonly (readonly ['f32' | 'f16', 'f32' |
 
 /**
  * Devices the table is enumerated for (a geometry depends on workgroup memory, invocations and
- * subgroup sizes): a software adapter like lavapipe (subgroups of 8, 32 KiB) and GPU-like limits,
- * subgroups of 32 with 48 KiB (NVIDIA-like), 32..64 with 64 KiB (AMD-like), 16..32 with 48 KiB
- * (Intel-like) and 32 with 32 KiB (Apple-like), as the chooser's tests pose.
+ * subgroup sizes; the loop form on whether the adapter is software, attentionUnroll): a software
+ * adapter like lavapipe (subgroups of 8, 32 KiB), the same adapter running the GPU-shaped kernels
+ * (FINLLM_FORCE_GPU_SHAPES=1), and GPU-like limits, subgroups of 32 with 48 KiB (NVIDIA-like), 32..64
+ * with 64 KiB (AMD-like), 16..32 with 48 KiB (Intel-like) and 32 with 32 KiB (Apple-like), as the
+ * chooser's tests pose.
  */
 const TABLE_CAPS: readonly AttentionCaps[] = (
   [
     [8, 8, 32 * 1024, true],
+    [8, 8, 32 * 1024, false],
     [32, 32, 48 * 1024, false],
     [32, 64, 64 * 1024, false],
     [16, 32, 48 * 1024, false],
@@ -425,27 +437,51 @@ const TABLE_CAPS: readonly AttentionCaps[] = (
 }));
 
 /**
- * Every geometry the launchers pick for a `kind` kernel without tile overrides: table head dims ×
- * dtypes × both exchanges (the subgroup one where subgroupFits) × unrolled or not × TABLE_CAPS, and in
- * the forward the split layout's 8 rows per workgroup (splitTiles), deduplicated. Tile overrides
- * (`AttentionTiles` rows and block: tests, the tuner) give geometries outside the table; they compile
- * on first use.
+ * The geometries of a `kind` kernel on one device, as launches without tile overrides pick them:
+ * table head dims × dtypes × both exchanges (the subgroup one where subgroupFits; the workgroup one is
+ * what the same limits without the subgroups feature pick) × in the forward the split layout's 8 rows
+ * per workgroup (splitTiles), each with the loop form the device's launches take (attentionUnroll).
+ * On a software adapter the backward of head dims up to 32 runs attention-cpu.ts's kernels unless a
+ * tile override is given (useCpuKernels); its SIMT geometries there are those the tests' exchange
+ * overrides launch.
+ */
+function deviceGeometries(kind: KernelKind, caps: AttentionCaps): Geo[] {
+  const out: Geo[] = [];
+  for (const Dh of TABLE_HEAD_DIMS)
+    for (const [qType, kvType] of TABLE_TYPES[kind])
+      for (const rows of kind === 'fwd' ? [undefined, 8] : [undefined])
+        for (const exchange of ['workgroup', 'subgroup'] as const) {
+          const d = { Dh, qType, kvType };
+          const tiles = { rows };
+          if (exchange === 'subgroup' && !subgroupFits(kind, d, caps, tiles)) continue;
+          out.push(makeGeo(kind, d, exchange, caps, tiles));
+        }
+  return out;
+}
+
+/**
+ * The variant table of a `kind` kernel: deviceGeometries over TABLE_CAPS, deduplicated. Tile
+ * overrides (`AttentionTiles` rows and block: tests, the tuner) give geometries outside the table;
+ * they compile on first use.
  */
 function geoTable(kind: KernelKind): Geo[] {
   const out = new Map<string, Geo>();
-  for (const caps of TABLE_CAPS)
-    for (const Dh of TABLE_HEAD_DIMS)
-      for (const [qType, kvType] of TABLE_TYPES[kind])
-        for (const rows of kind === 'fwd' ? [undefined, 8] : [undefined])
-          for (const unroll of [true, false])
-            for (const exchange of ['workgroup', 'subgroup'] as const) {
-              const d = { Dh, qType, kvType };
-              const tiles = { rows, unroll };
-              if (exchange === 'subgroup' && !subgroupFits(kind, d, caps, tiles)) continue;
-              const g = makeGeo(kind, d, exchange, caps, tiles);
-              out.set(specKey('', g), g);
-            }
+  for (const caps of TABLE_CAPS) for (const g of deviceGeometries(kind, caps)) out.set(specKey('', g), g);
   return [...out.values()];
+}
+
+/**
+ * The pipeline keys of the SIMT kernels (forward, dQ, dK/dV) launches on these caps compile without
+ * tile overrides, over the table's head dims and dtypes (deviceGeometries): the table's part for one
+ * device, which tests compare with the registered variants.
+ */
+export function simtDeviceKeys(caps: AttentionCaps): string[] {
+  const families = [
+    [attnForward, 'fwd'],
+    [attnBackwardDq, 'dq'],
+    [attnBackwardDkv, 'dkv'],
+  ] as const;
+  return families.flatMap(([fam, kind]) => deviceGeometries(kind, caps).map((g) => fam.key(g)));
 }
 
 /**

@@ -15,6 +15,7 @@ import {
   type AttentionCaps,
   type AttentionShape,
   type AttentionTiles,
+  attentionUnroll,
   attentionVariantsFor,
   chooseAttentionVariant,
   deviceAttentionCaps,
@@ -23,6 +24,7 @@ import {
   flashAttention,
   flashAttentionBackward,
   flashAttentionForward,
+  simtDeviceKeys,
   sliceGeometry,
 } from '../../src/kernels/attention.js';
 import { binary, cast, sumToSuffix } from '../../src/kernels/elementwise.js';
@@ -808,6 +810,33 @@ describe('flash attention variants: table and chooser', () => {
       'forward.split.workgroup',
       'forward.tiled.workgroup',
     ]);
+  });
+
+  it("the SIMT variant tables hold every device's launches, each in the loop form attentionUnroll gives it", () => {
+    // A software adapter like lavapipe (subgroups of 8, 32 KiB) keeps uniform trip counts; the same
+    // adapter with FINLLM_FORCE_GPU_SHAPES=1, and GPUs, unroll. Uniform loops are listed exactly
+    // where the software adapter launches them, so no variant is compiled that no launch can take.
+    const lavapipe: AttentionCaps = {
+      ...gpu,
+      subgroupMinSize: 8,
+      subgroupMaxSize: 8,
+      maxWorkgroupStorage: 32 * 1024,
+      software: true,
+    };
+    const amdLike: AttentionCaps = { ...gpu, subgroupMaxSize: 64, maxWorkgroupStorage: 64 * 1024 };
+    const simt = kernelVariants().filter((v) => ['attn.fwd', 'attn.bwd.dq', 'attn.bwd.dkv'].includes(v.family));
+    const registered = new Set(simt.map((v) => v.key));
+    const unrollOf = (key: string) => (JSON.parse(key.slice(key.indexOf(':') + 1)) as { unroll: boolean }).unroll;
+    for (const caps of [lavapipe, { ...lavapipe, software: false }, gpu, noSubgroups, amdLike]) {
+      const keys = simtDeviceKeys(caps);
+      expect(keys.length).toBeGreaterThan(0);
+      expect(keys.filter((k) => !registered.has(k))).toEqual([]);
+      expect(new Set(keys.map(unrollOf))).toEqual(new Set([attentionUnroll(caps)]));
+    }
+    expect(attentionUnroll(lavapipe)).toBe(false);
+    expect(attentionUnroll(gpu)).toBe(true);
+    const uniform = simt.filter((v) => !unrollOf(v.key)).map((v) => v.key);
+    expect(uniform.sort()).toEqual([...new Set(simtDeviceKeys(lavapipe))].sort());
   });
 
   it('slice geometry: ≤ 5 vec4 per lane, power-of-two lanes, least padding', () => {
