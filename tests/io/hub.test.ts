@@ -481,9 +481,13 @@ describe('resolveModelPath', () => {
 
   it('two processes fetching the same model at once: both succeed, each file is downloaded once, no partial or lock file is left', async () => {
     const cache = await tempDir();
-    // A Hub of its own (its requests are this test's alone) whose weights take a few seconds to come, so the two overlap.
+    // A Hub of its own (its requests are this test's alone) whose weights do not come until one process
+    // says it waits for the other's download (or 120 s pass, and the overlap check below fails): the two
+    // overlap however far apart a loaded machine starts them. Then they come slowly.
     const lfs = (p: string) => p.endsWith('.safetensors');
     const slowHub = await startMockHub({ 'test-org/tiny': { files, lfs, commit: COMMIT } });
+    const release = slowHub.hold('model.safetensors');
+    const releaseAfter = setTimeout(release, 120_000);
     slowHub.slow('model.safetensors', 20, 100);
     const fetchInChild = () =>
       new Promise<{ status: number | null; stdout: string; stderr: string }>((ok, fail) => {
@@ -498,12 +502,15 @@ describe('resolveModelPath', () => {
         const child = spawn(process.execPath, ['--input-type=module', '-e', script], { env });
         let [stdout, stderr] = ['', ''];
         child.stdout.setEncoding('utf8').on('data', (d: string) => void (stdout += d));
-        child.stderr.setEncoding('utf8').on('data', (d: string) => void (stderr += d));
+        child.stderr.setEncoding('utf8').on('data', (d: string) => {
+          stderr += d;
+          if (/waiting for \d+ model\.safetensors/.test(stderr)) release();
+        });
         child.on('error', fail);
         child.on('close', (status) => ok({ status, stdout, stderr }));
       });
     try {
-      const [a, b] = await Promise.all([fetchInChild(), fetchInChild()]);
+      const [a, b] = await Promise.all([fetchInChild(), new Promise((r) => setTimeout(r, 4000)).then(fetchInChild)]);
       expect([a.status, b.status], a.stderr + b.stderr).toEqual([0, 0]);
       const snapshot = join(repoCacheFolder(cache, 'test-org/tiny'), 'snapshots', COMMIT);
       expect([a.stdout.trim(), b.stdout.trim()]).toEqual([snapshot, snapshot]);
@@ -522,6 +529,7 @@ describe('resolveModelPath', () => {
       const blobs = readdirSync(join(repoCacheFolder(cache, 'test-org/tiny'), 'blobs'));
       expect(blobs.filter((f) => !/^[0-9a-f]{40,64}$/.test(f))).toEqual([]);
     } finally {
+      clearTimeout(releaseAfter);
       await slowHub.close();
     }
   });

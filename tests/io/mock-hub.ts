@@ -32,6 +32,11 @@ export interface MockHub {
   cut(file: string, bytes: number, times: number): void;
   /** Body responses of `file` from now on come in `chunks` parts `ms` apart (a slow download). */
   slow(file: string, chunks: number, ms: number): void;
+  /**
+   * Body responses of `file` from now on wait (headers sent) until the returned function is called:
+   * a download that lasts exactly until the test has seen what it waits for, however slow the machine.
+   */
+  hold(file: string): () => void;
   close(): Promise<void>;
 }
 
@@ -42,6 +47,7 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
   const requests: RecordedRequest[] = [];
   const cuts = new Map<string, { bytes: number; times: number }>();
   const slows = new Map<string, { chunks: number; ms: number }>();
+  const holds = new Map<string, Promise<void>>();
 
   const json = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
     res.writeHead(status, { 'Content-Type': 'application/json', ...headers });
@@ -141,6 +147,12 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
       res.write(slice.subarray(0, cut.bytes), () => setTimeout(() => res.socket?.destroy(), 20));
       return;
     }
+    const held = holds.get(file);
+    if (held && slice.length > 1) return void held.then(() => sendBody(file, slice, res));
+    sendBody(file, slice, res);
+  };
+
+  const sendBody = (file: string, slice: Buffer, res: ServerResponse) => {
     const slow = slows.get(file);
     if (slow && slice.length > 1) {
       const step = Math.ceil(slice.length / slow.chunks);
@@ -162,6 +174,11 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
     requests,
     cut: (file, bytes, times) => void cuts.set(file, { bytes, times }),
     slow: (file, chunks, ms) => void slows.set(file, { chunks, ms }),
+    hold: (file) => {
+      let release = () => {};
+      holds.set(file, new Promise<void>((ok) => (release = ok)));
+      return () => release();
+    },
     close: () =>
       new Promise<void>((ok) => {
         server.closeAllConnections();
