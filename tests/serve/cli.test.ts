@@ -44,6 +44,14 @@ async function serve(args: string[]): Promise<Served> {
   return { child, url, stderr: () => err, exited };
 }
 
+// The stream in flight when the signal lands is long: the server (its own process) keeps generating
+// while this process checks /health and a refused request, and once it has drained it closes its
+// listener, so those checks must come first. At ~13 ms a token on lavapipe, 200 tokens drain in
+// ~2.6 s against ~60 ms for the checks (40 tokens drained in ~0.5 s: a 0.5 s stall of this process
+// alone made /health a refused connection).
+const CONTEXT = 256;
+const DRAINED_TOKENS = 200;
+
 describe('finllm serve (the process)', () => {
   it('answers what `finllm generate` prints; a second server on its port exits 1; SIGTERM lets the stream in flight finish, refuses new work, exits 0', async () => {
     const prompt = 'Quarterly revenue grew';
@@ -54,7 +62,7 @@ describe('finllm serve (the process)', () => {
     );
     expect(gen.status, gen.stderr).toBe(0);
 
-    const s = await serve(['--max-model-len', '64', '--api-key', 'sk-cli']);
+    const s = await serve(['--max-model-len', String(CONTEXT), '--api-key', 'sk-cli']);
     const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'sk-cli', maxRetries: 0 });
     const done = await client.completions.create({ model: 'base', prompt, max_tokens: 10, temperature: 0 });
     expect(`${done.choices[0]!.text}\n`).toBe(gen.stdout);
@@ -69,7 +77,7 @@ describe('finllm serve (the process)', () => {
     const stream = await client.completions.create({
       model: 'base',
       prompt,
-      max_tokens: 40,
+      max_tokens: DRAINED_TOKENS,
       temperature: 0,
       stream: true,
       stream_options: { include_usage: true },
@@ -99,21 +107,23 @@ describe('finllm serve (the process)', () => {
       }
     }
     expect(afterSignal).toBeGreaterThan(0); // the stream was still running when the signal landed
-    // It ran to its end: 40 tokens, or fewer only if it stopped at EOS.
+    // It ran to its end: DRAINED_TOKENS tokens, or fewer only if it stopped at EOS.
     expect(
-      finish === 'length' ? usage?.completion_tokens === 40 : finish === 'stop' && usage!.completion_tokens <= 40,
+      finish === 'length'
+        ? usage?.completion_tokens === DRAINED_TOKENS
+        : finish === 'stop' && usage!.completion_tokens <= DRAINED_TOKENS,
     ).toBe(true);
     expect(await s.exited).toBe(0);
     expect(s.stderr()).toContain('drained; stopped');
   });
 
   it('SIGHUP drains like SIGTERM: the stream in flight runs to its end, then exit 0 (issue 20, item 20)', async () => {
-    const s = await serve(['--max-model-len', '64']);
+    const s = await serve(['--max-model-len', String(CONTEXT)]);
     const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
     const stream = await client.completions.create({
       model: 'base',
       prompt: 'Quarterly revenue grew',
-      max_tokens: 30,
+      max_tokens: DRAINED_TOKENS,
       temperature: 0,
       stream: true,
       stream_options: { include_usage: true },
