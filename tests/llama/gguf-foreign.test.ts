@@ -78,6 +78,31 @@ const FILES: { name: 'spm-f32' | 'bpe-bf16'; source: FixtureName }[] = [
 /** Per-text loss bound: the same weights evaluated in float32 by finllm and by PyTorch. */
 const LOSS_TOL = 3e-6;
 
+/**
+ * `model`'s per-text losses on the texts transformers scored (`ref.loss` not null), required within
+ * LOSS_TOL of transformers'; returns those texts' indices and finllm's losses.
+ */
+async function expectTransformersLosses(
+  model: LlamaModel,
+  ref: ForeignReference,
+  label: string,
+): Promise<{ idx: number[]; losses: number[] }> {
+  const idx = ref.loss.flatMap((l, i) => (l === null ? [] : [i]));
+  const losses = (
+    await sequenceLosses(
+      model,
+      idx.map((i) => ref.token_ids[i]!),
+    )
+  ).map((e) => e.loss);
+  expectClose(
+    losses,
+    idx.map((i) => ref.loss[i]!),
+    { atol: LOSS_TOL },
+    `${label} losses`,
+  );
+  return { idx, losses };
+}
+
 /** `file` with the length-prefixed metadata string `from` replaced by `to` (a GGUF string is u64 length + bytes). */
 async function withMetadataString(file: string, from: string, to: string, out: string): Promise<void> {
   const bytes = Buffer.from(await readFile(file));
@@ -163,18 +188,8 @@ describe("GGUF files from llama.cpp's converter", () => {
       it(`per-text losses equal transformers' on the checkpoint within ${LOSS_TOL}`, async () => {
         const model = await LlamaModel.load(await modelFolderFor(join(FOREIGN, `${name}.gguf`)));
         try {
-          const idx = ref.loss.flatMap((l, i) => (l === null ? [] : [i]));
+          const { idx } = await expectTransformersLosses(model, ref, name);
           expect(idx.length).toBeGreaterThanOrEqual(12);
-          const per = await sequenceLosses(
-            model,
-            idx.map((i) => ref.token_ids[i]!),
-          );
-          expectClose(
-            per.map((e) => e.loss),
-            idx.map((i) => ref.loss[i]!),
-            { atol: LOSS_TOL },
-            `${name} losses`,
-          );
         } finally {
           model.dispose();
         }
@@ -204,19 +219,9 @@ describe("GGUF files from llama.cpp's converter", () => {
       const model = await LlamaModel.load(dir);
       try {
         const ref = fixture[name];
-        const idx = ref.loss.flatMap((l, i) => (l === null ? [] : [i]));
-        const per = await sequenceLosses(
-          model,
-          idx.map((i) => ref.token_ids[i]!),
-        );
-        expectClose(
-          per.map((e) => e.loss),
-          idx.map((i) => ref.loss[i]!),
-          { atol: LOSS_TOL },
-          `${name} losses`,
-        );
+        const { idx, losses } = await expectTransformersLosses(model, ref, name);
         // The rounded weights were really read: the losses moved from the exact file's by more than the tolerance.
-        const moved = Math.max(...idx.map((i, k) => Math.abs(per[k]!.loss - fixture[exact].loss[i]!)));
+        const moved = Math.max(...idx.map((i, k) => Math.abs(losses[k]! - fixture[exact].loss[i]!)));
         expect(moved).toBeGreaterThan(3 * LOSS_TOL);
       } finally {
         model.dispose();
@@ -343,20 +348,10 @@ describe('K-quant files (rows multiples of 256) from llama-quantize: q2_k and q3
         expect(tok.encode(text), JSON.stringify(text)).toEqual(ref.token_ids[i]);
       const model = await LlamaModel.load(dir);
       try {
-        const idx = ref.loss.flatMap((l, i) => (l === null ? [] : [i]));
+        const { idx, losses } = await expectTransformersLosses(model, ref, name);
         expect(idx.length).toBeGreaterThanOrEqual(12);
-        const per = await sequenceLosses(
-          model,
-          idx.map((i) => ref.token_ids[i]!),
-        );
-        expectClose(
-          per.map((e) => e.loss),
-          idx.map((i) => ref.loss[i]!),
-          { atol: LOSS_TOL },
-          `${name} losses`,
-        );
         // The K-quant weights were really read: the losses moved from the unquantized model's.
-        const moved = Math.max(...idx.map((i, k) => Math.abs(per[k]!.loss - fixture['kq-f32'].loss[i]!)));
+        const moved = Math.max(...idx.map((i, k) => Math.abs(losses[k]! - fixture['kq-f32'].loss[i]!)));
         expect(moved).toBeGreaterThan(3 * LOSS_TOL);
         expect(ref.greedy.length).toBe(3);
         for (const g of ref.greedy) {
