@@ -29,7 +29,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { evalAction } from '../../src/cli/eval.js';
 import { InputError } from '../../src/errors.js';
 import { GgufFile, type GgufMetadata, writeGguf } from '../../src/io/gguf.js';
@@ -43,7 +43,7 @@ import { LlamaTokenizer } from '../../src/llama/tokenizer.js';
 import { sequenceLosses } from '../../src/pipeline/eval/perplexity.js';
 import { expectClose, useEngine } from '../helpers/index.js';
 import { type FixtureName, modelDir, tokenizationCorpus, useTempDir } from './helpers.js';
-import { finllmLogProbs, type Llama, llamaCppLogProbs, NODE_LLAMA_CPP, type NodeLlamaCpp } from './llamacpp.js';
+import { finllmLogProbs, llamaCppLogProbs, NODE_LLAMA_CPP, useLlamaCpp } from './llamacpp.js';
 
 useEngine();
 const tempDir = useTempDir();
@@ -101,6 +101,25 @@ async function expectTransformersLosses(
     `${label} losses`,
   );
   return { idx, losses };
+}
+
+/**
+ * `finllm eval --json` (perplexity) on `file` over the first six texts transformers scored: its
+ * per-example losses within LOSS_TOL of transformers'.
+ */
+async function expectEvalLosses(file: string, ref: ForeignReference): Promise<void> {
+  const data = join(await tempDir(), 'd.jsonl');
+  const idx = ref.loss.flatMap((l, i) => (l === null ? [] : [i])).slice(0, 6);
+  await writeFile(data, `${idx.map((i) => JSON.stringify({ text: fixture.texts[i] })).join('\n')}\n`);
+  let printed = '';
+  await evalAction({ model: file, data, json: true, metrics: 'perplexity' }, (s) => (printed += s));
+  const out = JSON.parse(printed) as { per_example: { loss: number }[] };
+  expectClose(
+    out.per_example.map((e) => e.loss),
+    idx.map((i) => ref.loss[i]!),
+    { atol: LOSS_TOL },
+    'eval per-example losses',
+  );
 }
 
 /** `file` with the length-prefixed metadata string `from` replaced by `to` (a GGUF string is u64 length + bytes). */
@@ -230,23 +249,7 @@ describe("GGUF files from llama.cpp's converter", () => {
   }
 
   it('finllm eval --model FILE.gguf on a converted, llama.cpp-quantized file: the per-text losses above', async () => {
-    const dir = await tempDir();
-    const data = join(dir, 'd.jsonl');
-    const ref = fixture['bpe-q4_1'];
-    const idx = ref.loss.flatMap((l, i) => (l === null ? [] : [i])).slice(0, 6);
-    await writeFile(data, `${idx.map((i) => JSON.stringify({ text: fixture.texts[i] })).join('\n')}\n`);
-    let printed = '';
-    await evalAction(
-      { model: join(FOREIGN, 'bpe-q4_1.gguf'), data, json: true, metrics: 'perplexity' },
-      (s) => (printed += s),
-    );
-    const out = JSON.parse(printed) as { per_example: { loss: number }[] };
-    expectClose(
-      out.per_example.map((e) => e.loss),
-      idx.map((i) => ref.loss[i]!),
-      { atol: LOSS_TOL },
-      'eval per-example losses',
-    );
+    await expectEvalLosses(join(FOREIGN, 'bpe-q4_1.gguf'), fixture['bpe-q4_1']);
   });
 
   it("metadata llama.cpp writes and finllm's files lack: EOT joins the eos ids; other RoPE scaling is a one-line error", async () => {
@@ -365,19 +368,7 @@ describe('K-quant files (rows multiples of 256) from llama-quantize: q2_k and q3
     });
 
     it(`finllm eval --model ${name}.gguf: the per-text losses above`, async () => {
-      const dir = await tempDir();
-      const data = join(dir, 'd.jsonl');
-      const idx = ref.loss.flatMap((l, i) => (l === null ? [] : [i])).slice(0, 6);
-      await writeFile(data, `${idx.map((i) => JSON.stringify({ text: fixture.texts[i] })).join('\n')}\n`);
-      let printed = '';
-      await evalAction({ model: file, data, json: true, metrics: 'perplexity' }, (s) => (printed += s));
-      const out = JSON.parse(printed) as { per_example: { loss: number }[] };
-      expectClose(
-        out.per_example.map((e) => e.loss),
-        idx.map((i) => ref.loss[i]!),
-        { atol: LOSS_TOL },
-        'eval per-example losses',
-      );
+      await expectEvalLosses(file, ref);
     });
   }
 });
@@ -394,21 +385,14 @@ describe('K-quant files (rows multiples of 256) from llama-quantize: q2_k and q3
 const LLAMACPP_K_LOGP_TOL = 0.14;
 
 describe.skipIf(!existsSync(NODE_LLAMA_CPP))('the same files in llama.cpp (node-llama-cpp 3.21.1, CPU build)', () => {
-  let llama: Llama;
-  beforeAll(async () => {
-    const { getLlama } = (await import(NODE_LLAMA_CPP)) as NodeLlamaCpp;
-    llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' });
-  });
-  afterAll(async () => {
-    await llama?.dispose();
-  });
+  const llama = useLlamaCpp();
 
   for (const { name } of FILES) {
     it(`${name}: llama.cpp tokenizes every text (the fixture's and ≥ 200 more) to finllm's ids (BOS as the file says)`, async () => {
       const dir = join(await tempDir(), 'hf');
       await ggufToHfFolder(join(FOREIGN, `${name}.gguf`), dir);
       const tok = await LlamaTokenizer.load(dir);
-      const model = await llama.loadModel({ modelPath: join(FOREIGN, `${name}.gguf`) });
+      const model = await llama().loadModel({ modelPath: join(FOREIGN, `${name}.gguf`) });
       try {
         const bad: string[] = [];
         // Not the last fixture text: it spells special tokens, which HF (and finllm) match in text and
@@ -436,7 +420,7 @@ describe.skipIf(!existsSync(NODE_LLAMA_CPP))('the same files in llama.cpp (node-
     it(`${name}: llama.cpp's per-token log-probs within ${LLAMACPP_K_LOGP_TOL} of finllm reading the same file`, async () => {
       const ours = await LlamaModel.load(await modelFolderFor(join(FOREIGN, `${name}.gguf`)));
       const wrong = await LlamaModel.load(await modelFolderFor(join(FOREIGN, `${other}.gguf`)));
-      const theirs = await llama.loadModel({ modelPath: join(FOREIGN, `${name}.gguf`) });
+      const theirs = await llama().loadModel({ modelPath: join(FOREIGN, `${name}.gguf`) });
       try {
         let worst = 0;
         let worstOther = 0;

@@ -29,7 +29,7 @@
 // work more threads than free cores make each step wait for descheduled spinners (minutes per test).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { GgufFile } from '../../src/io/gguf.js';
 import { generate } from '../../src/llama/generate.js';
 import { exportGguf, type GgufExportType, modelFolderFor } from '../../src/llama/gguf.js';
@@ -44,7 +44,7 @@ import {
   llamaCppGreedy,
   llamaCppLogProbs,
   NODE_LLAMA_CPP,
-  type NodeLlamaCpp,
+  useLlamaCpp,
 } from './llamacpp.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -90,14 +90,7 @@ async function llamaCppPerplexity(llama: Llama, modelPath: string, tok: LlamaTok
 describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU build)', () => {
   useEngine();
   const tempDir = useTempDir();
-  let llama: Llama;
-  beforeAll(async () => {
-    const { getLlama } = (await import(NODE_LLAMA_CPP)) as NodeLlamaCpp;
-    llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' });
-  });
-  afterAll(async () => {
-    await llama?.dispose();
-  });
+  const llama = useLlamaCpp();
 
   for (const [name, dir] of Object.entries(MODELS)) {
     describe(name, () => {
@@ -113,7 +106,7 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
       });
 
       it('tokenizes ≥ 200 texts to the same ids (BOS handling included)', async () => {
-        const model = await llama.loadModel({ modelPath: files.f32 });
+        const model = await llama().loadModel({ modelPath: files.f32 });
         try {
           const corpus = tokenizationCorpus();
           expect(corpus.length).toBeGreaterThanOrEqual(200);
@@ -138,7 +131,7 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
       for (const type of ['f32', 'f16'] as const) {
         it(`${type}: per-token log-probs within ${LOGP_TOL} of finllm reading the same file; greedy continuations of 3 prompts identical`, async () => {
           const ours = await LlamaModel.load(await modelFolderFor(files[type]));
-          const theirs = await llama.loadModel({ modelPath: files[type] });
+          const theirs = await llama().loadModel({ modelPath: files[type] });
           try {
             let worst = 0;
             for (const text of HELD_OUT) {
@@ -166,7 +159,7 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
       it('bf16 / q8_0 / q4_0 / q4_k_m: llama.cpp perplexity on held-out text within the measured margin of the f16 file', async () => {
         const ppl: Partial<Record<GgufExportType, number>> = {};
         for (const type of ['f16', 'bf16', 'q8_0', 'q4_0', 'q4_k_m'] as const)
-          ppl[type] = await llamaCppPerplexity(llama, files[type], tok);
+          ppl[type] = await llamaCppPerplexity(llama(), files[type], tok);
         const rel = (t: GgufExportType) => ppl[t]! / ppl.f16! - 1;
         console.log(
           `${name}: perplexity f16 ${ppl.f16!.toFixed(3)}, q8_0 ${ppl.q8_0!.toFixed(3)} (${(100 * rel('q8_0')).toFixed(3)}%), q4_0 ${ppl.q4_0!.toFixed(3)} (${(100 * rel('q4_0')).toFixed(3)}%), q4_k_m ${ppl.q4_k_m!.toFixed(3)} (${(100 * rel('q4_k_m')).toFixed(3)}%), bf16 ${ppl.bf16!.toFixed(3)} (${(100 * rel('bf16')).toFixed(3)}%)`,
@@ -219,7 +212,7 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
       expect(counts).toEqual({ F32: 5, Q4_K: 13, Q6_K: 3 });
       const fromFile = await LlamaModel.load(await modelFolderFor(files.q4_k_m));
       const unquantized = await LlamaModel.load(dir);
-      const theirs = await llama.loadModel({ modelPath: files.q4_k_m });
+      const theirs = await llama().loadModel({ modelPath: files.q4_k_m });
       try {
         let worst = 0;
         let worstUnquantized = 0;
@@ -251,7 +244,7 @@ describe.skipIf(!haveLlamaCpp)('GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU bu
 
     it('llama.cpp perplexity of the q4_k_m file within the measured margin of the f16 file', async () => {
       const ppl = {} as Record<'f16' | 'q4_k_m', number>;
-      for (const type of ['f16', 'q4_k_m'] as const) ppl[type] = await llamaCppPerplexity(llama, files[type], tok);
+      for (const type of ['f16', 'q4_k_m'] as const) ppl[type] = await llamaCppPerplexity(llama(), files[type], tok);
       const rel = ppl.q4_k_m / ppl.f16 - 1;
       console.log(
         `k256: perplexity f16 ${ppl.f16.toFixed(3)}, q4_k_m ${ppl.q4_k_m.toFixed(3)} (${(100 * rel).toFixed(3)}%)`,

@@ -2,6 +2,7 @@
 // own lockfile, outside the main dependencies) as the tests drive it, and finllm's side of the same
 // measurements. Tests that use it are skipped when it is not installed.
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { noGrad } from '../../src/engine/autograd.js';
 import type { LlamaModel } from '../../src/llama/model.js';
 
@@ -43,6 +44,22 @@ export interface Llama {
 }
 export interface NodeLlamaCpp {
   getLlama(o: Record<string, unknown>): Promise<Llama>;
+}
+
+/**
+ * llama.cpp's CPU build for the tests of the enclosing describe: loaded before them, disposed after.
+ * Returns its getter (valid inside the tests).
+ */
+export function useLlamaCpp(): () => Llama {
+  let llama: Llama | undefined;
+  beforeAll(async () => {
+    const { getLlama } = (await import(NODE_LLAMA_CPP)) as NodeLlamaCpp;
+    llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' });
+  });
+  afterAll(async () => {
+    await llama?.dispose();
+  });
+  return () => llama!;
 }
 
 function logSoftmaxAt(logits: Float32Array, row: number, V: number, id: number): number {
