@@ -74,3 +74,8 @@ export function resolvePrecision(setting: PrecisionSetting, dev: Device): Precis
   if (setting === 'auto') return dev.hasF16SubgroupMatrix() ? 'fp16-mixed' : 'fp32';
   return setting;
 }
+
+/** Why `auto` resolves as it does on `dev` (resolvePrecision), for the logs that say so. */
+export function autoPrecisionReason(dev: Device): string {
+  return dev.hasF16SubgroupMatrix() ? 'the adapter has f16 subgroup matrices' : 'no f16 subgroup matrices';
+}

@@ -46,6 +46,7 @@ import { createReadStream, existsSync } from 'node:fs';
 import { cp, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, extname, join, relative } from 'node:path';
 import {
+  autoPrecisionReason,
   computePrecision,
   type Precision,
   type PrecisionSetting,
@@ -710,8 +711,7 @@ async function resolveTrainingPrecision(
   if (setting !== 'auto') return { precision: setting, note: null };
   const { dev } = await initEngine();
   const precision = resolvePrecision(setting, dev);
-  const why = dev.hasF16SubgroupMatrix() ? 'the adapter has f16 subgroup matrices' : 'no f16 subgroup matrices';
-  return { precision, note: `training.precision: auto -> ${precision} (${why}: ${dev.name})` };
+  return { precision, note: `training.precision: auto -> ${precision} (${autoPrecisionReason(dev)}: ${dev.name})` };
 }
 
 /** A stage's fingerprint inputs and fingerprint; inputs null where the stage does not apply. */

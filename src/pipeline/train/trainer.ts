@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import YAML from 'yaml';
 import { OutOfMemoryError } from '../../engine/device.js';
 import {
+  autoPrecisionReason,
   computePrecision,
   type Precision,
   precisionUnsupported,
@@ -324,9 +325,7 @@ export class TrainingRun {
       const b = cfg.training.batch_size === 'auto' ? 1 : cfg.training.batch_size;
       throw outOfMemoryFailure(err, cfg, modelConfig, b, 'while loading the model', null);
     });
-    log(
-      `precision: ${precision}${cfg.training.precision === 'auto' ? ` (auto: ${dev.hasF16SubgroupMatrix() ? 'the adapter has f16 subgroup matrices' : 'no f16 subgroup matrices on this adapter'})` : ''}`,
-    );
+    log(`precision: ${precision}${cfg.training.precision === 'auto' ? ` (auto: ${autoPrecisionReason(dev)})` : ''}`);
     if (precision === 'fp16-mixed' && model.weights.outOfF16Range.length) {
       log(
         `fp16-mixed: ${model.weights.outOfF16Range.length} weight(s) exceed the f16 range (|w| > 65504) and stay on the f32 GEMM path: ${model.weights.outOfF16Range.join(', ')}`,
