@@ -1282,7 +1282,7 @@ const NATIVE_CORE_WORKGROUP_BYTES = 48 * 1024;
 function withNativeCore(caps: AttentionCaps, shape: MatrixShape): AttentionCaps {
   return {
     ...caps,
-    features: new Set<FeatureName>([...caps.features, 'chromium-experimental-subgroup-matrix', 'shader-f16']),
+    features: new Set<FeatureName>([...caps.features, ...SGM_REQUIRES]),
     subgroupMinSize: SG_WIDTH,
     subgroupMaxSize: SG_WIDTH,
     maxWorkgroupStorage: Math.max(caps.maxWorkgroupStorage, NATIVE_CORE_WORKGROUP_BYTES),
