@@ -16,7 +16,7 @@ const VERIFIERS: Record<string, Verifier> = {
     if (!r.failure && r.key !== v.key) return `ran kernel ${r.key}, the variant is ${v.key}`;
     return r.failure;
   },
-  attention: async (v, rng) => {
+  'attn.sgm': async (v, rng) => {
     const { case: c, pass } = v.spec as AttentionVariantCheck;
     const r = await checkEmulatedAttention(c, rng, [pass]);
     if (!r.failure && !r.keys.includes(v.key)) return `ran kernels ${r.keys.join(', ')}, the variant is ${v.key}`;

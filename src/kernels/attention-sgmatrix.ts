@@ -39,7 +39,7 @@ import {
   type SgMatrix,
   subgroupMatrices,
 } from './sgmatrix.js';
-import { type KernelVariant, kernelFamily, registerKernelVariants } from './variants.js';
+import { kernelFamily } from './variants.js';
 
 export type SgAttentionPass = 'fwd' | 'dq' | 'dkv';
 
@@ -680,47 +680,31 @@ export interface AttentionVariantCheck {
 /**
  * The subgroup-matrix kernels, one family (keys `attn.sgm:…`). Its table is every kernel the generator
  * can produce natively, offline (no device): each pass × matrix shape × head dim × storage dtypes of q
- * and k/v. The emulated twins (`AttentionTiles.fragments` mode 'emulated', for tests) launch through it
- * too; the ones check:kernels runs are registered with their problems by enumerateAttentionVariants.
+ * and k/v; and the emulated twins (`AttentionTiles.fragments` mode 'emulated', for tests) that the
+ * checks in ATTENTION_SG_CASES run (one variant per case and pass), each with the case it needs:
+ * check:kernels runs those against the float64 reference.
  */
 export const sgAttention = kernelFamily<SgAttentionSpec>({
   family: 'attn.sgm',
-  mode: 'native',
-  specs: () => {
+  mode: (s) => s.mode,
+  rows: () => {
     const dtypes = ['f32', 'f16'] as const;
-    return (['fwd', 'dq', 'dkv'] as const).flatMap((pass) =>
+    const natives = (['fwd', 'dq', 'dkv'] as const).flatMap((pass) =>
       SG_SHAPES.flatMap((shape) =>
         SG_HEAD_DIMS.flatMap((Dh) =>
           dtypes.flatMap((qType) => dtypes.map((kvType) => sgAttentionSpec(pass, 'native', shape, Dh, qType, kvType))),
         ),
       ),
     );
+    const checks = ATTENTION_SG_CASES.flatMap((c) =>
+      casePasses(c).map((pass) => ({
+        spec: sgAttentionSpec(pass, 'emulated', c.shape, c.Dh, c.dtype, c.dtype),
+        name: `${pass} ${shapeName(c.shape)}: ${c.label}`,
+        check: { case: c, pass } satisfies AttentionVariantCheck,
+      })),
+    );
+    return [...natives.map((spec) => ({ spec, name: sgAttentionName(spec) })), ...checks];
   },
   code: sgAttentionKernel,
-  name: sgAttentionName,
   workgroupBytes: sgAttentionSharedBytes,
 });
-
-/**
- * The emulated kernels the checks in ATTENTION_SG_CASES run (one variant per case and pass), with the
- * case each needs: registered for check:kernels, which runs them against the float64 reference.
- */
-export function enumerateAttentionVariants(): KernelVariant[] {
-  const out: KernelVariant[] = [];
-  for (const c of ATTENTION_SG_CASES)
-    for (const pass of casePasses(c)) {
-      const spec = sgAttentionSpec(pass, 'emulated', c.shape, c.Dh, c.dtype, c.dtype);
-      out.push({
-        family: 'attention',
-        name: `${pass} ${shapeName(c.shape)}: ${c.label}`,
-        mode: 'emulated',
-        key: sgAttentionKey(spec),
-        code: () => sgAttentionKernel(spec),
-        workgroupBytes: sgAttentionSharedBytes(spec),
-        spec: { case: c, pass } satisfies AttentionVariantCheck,
-      });
-    }
-  return out;
-}
-
-registerKernelVariants('attention', enumerateAttentionVariants);
