@@ -1,7 +1,7 @@
 // Every kernel variant the generators can produce, enumerated offline from their variant tables,
 // and a compiler on Dawn's Null backend for the ones this machine cannot run.
 //
-// A generator family registers a function listing its variants (registerKernelVariants); `npm run
+// Each generator is declared as a kernel family (kernelFamily) with its variant table; `npm run
 // check:kernels` (bench/check-kernels.ts) and the tests compile each native variant on the Null
 // backend (Tint type checks, uniformity analysis, deprecation warnings: zero errors and zero warnings
 // required) and run each emulated variant on the local adapter against its float64 reference.
@@ -42,10 +42,6 @@ export interface KernelVariant {
 
 const families = new Map<string, () => KernelVariant[]>();
 
-/** Registers (or replaces) a family's enumeration. */
-export function registerKernelVariants(family: string, list: () => KernelVariant[]): void {
-  families.set(family, list);
-}
 
 /** Every registered variant, family by family in registration order. */
 export function kernelVariants(): KernelVariant[] {
@@ -155,7 +151,7 @@ export function kernelFamily<S extends object>(def: KernelFamilyDef<S>): KernelF
         ...(moduleOnly ? { moduleOnly } : {}),
       };
     });
-  registerKernelVariants(def.family, fam.variants);
+  families.set(def.family, fam.variants);
   return fam;
 }
 
