@@ -42,7 +42,6 @@ export interface KernelVariant {
 
 const families = new Map<string, () => KernelVariant[]>();
 
-
 /** Every registered variant, family by family in registration order. */
 export function kernelVariants(): KernelVariant[] {
   const out: KernelVariant[] = [];

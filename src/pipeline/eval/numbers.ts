@@ -92,7 +92,7 @@ const SPACE_SEPARATORS = '\u00a0\u2009\u202f';
 const NUMBER_RE = new RegExp(
   String.raw`(?<![\p{L}\p{N}_.,]|\d[eE][-+−])` +
     String.raw`(?<cur>(?:US\$|[$€£¥]|USD|EUR|GBP|JPY)\s?)?` +
-    String.raw`[-−–+]?` +
+    '[-−–+]?' +
     String.raw`(?<num>[1-9]\d{0,2}(?<sep>[,${SPACE_SEPARATORS}])\d{3}(?:\k<sep>\d{3})*(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)` +
     String.raw`(?:(?<magw>\s?(?:thousand|million|billion|trillion|mn|mm|bn|tn)s?)|(?<maga>k|m|b)(?![\p{L}]))?` +
     String.raw`(?:(?<unit>\s?(?:%|percent\b|per\s?cent\b|percentage\s+points?\b|pp\b|bps\b|bp\b|basis\s+points?\b))` +
